@@ -1,0 +1,145 @@
+"""The `posepart` command line: one verb per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from posepart.data.format import DatasetError, PosePartDataset
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
+    """A dataset is ROOT in the posepart format, or a COCO release layout: --annotations FILE --images DIR."""
+    if positional:
+        parser.add_argument("root", nargs="?", type=Path, help="dataset root (annotations.json, images/, parts/)")
+    else:
+        parser.add_argument(flag, dest="root", type=Path, help="dataset root (annotations.json, images/, parts/)")
+    parser.add_argument("--annotations", type=Path, help="COCO person_keypoints_*.json (release layout)")
+    parser.add_argument("--images", type=Path, help="image folder for --annotations")
+    parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
+
+
+def _open_dataset(args: argparse.Namespace) -> PosePartDataset:
+    if args.root is None and args.annotations is None:
+        raise DatasetError("no dataset given: pass a dataset ROOT or --annotations FILE --images DIR")
+    if args.root is None and args.images is None:
+        raise DatasetError("--annotations needs --images DIR")
+    dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
+    for reason, n in dataset.skipped.items():
+        print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
+    return dataset
+
+
+# -- verbs ---------------------------------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from posepart.data.synth import write_synth
+
+    start = time.perf_counter()
+    root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
+    print(f"wrote {args.n} synthetic images ({args.size}x{args.size}, seed {args.seed}) to {root} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from posepart.data.inspect import inspect_dataset
+
+    dataset = _open_dataset(args)
+    report = inspect_dataset(dataset)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.format())
+    if args.show:
+        from posepart.viz import grid, overlay, save_rgb
+
+        tiles = []
+        for record in dataset.records[: args.show]:
+            try:
+                image = dataset.load_image(record)
+                parts = dataset.load_parts(record)
+            except DatasetError:
+                continue
+            tiles.append(overlay(image, dataset.schema, parts=parts, keypoints=record.keypoints))
+        out = save_rgb(args.out, grid(tiles, columns=min(4, max(len(tiles), 1))))
+        print(f"drew {len(tiles)} samples to {out}", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from posepart.evaluate import evaluate_oracle, format_metrics
+
+    if not args.oracle:
+        raise SystemExit("evaluate: only --oracle is available until trained models exist (`posepart train`)")
+    dataset = _open_dataset(args)
+    metrics = evaluate_oracle(dataset, input_size=args.input_size, stride=args.stride)
+    print(format_metrics(metrics))
+    if args.out:
+        from posepart.data.format import write_json_atomic
+
+        write_json_atomic(args.out, metrics)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from posepart.demo import run_demo
+
+    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed)
+    print(f"report: {report}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("synth", help="write a synthetic dataset of people (the embedded default data)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--n", type=int, default=300, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=368, help="image side in pixels")
+    p.add_argument("--workers", type=int, default=1, help="processes (output identical for any count)")
+    p.set_defaults(run=cmd_synth)
+
+    p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
+    _add_dataset_args(p, positional=True)
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="draw N samples to --out")
+    p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
+    p.set_defaults(run=cmd_inspect)
+
+    p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
+    _add_dataset_args(p, positional=False)
+    p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
+    p.add_argument("--input-size", type=int, default=368, help="network input side (letterboxed)")
+    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--out", type=Path, help="metrics.json path")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--size", type=int, default=368)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

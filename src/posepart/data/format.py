@@ -1,0 +1,435 @@
+"""The posepart dataset format: read, validate and write.
+
+```
+ROOT/annotations.json   COCO person-keypoints JSON (images, annotations, categories)
+ROOT/images/<file_name>
+ROOT/parts/<stem>.png   optional uint8 label map: 0 background, i = categories[0]["part_classes"][i], 255 ignore
+```
+The COCO release layout (`person_keypoints_*.json` + an image folder) is read as it is. Records hold what the JSON says
+(cheap to load, no pixels); images and part maps are decoded on demand by `PosePartDataset.load_*`, which raise
+`DatasetError` naming the file and the record when something is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from posepart.schema import Schema
+
+ANNOTATIONS_FILE = "annotations.json"
+IMAGES_DIR = "images"
+PARTS_DIR = "parts"
+IGNORE_LABEL = 255
+_KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
+
+
+class DatasetError(ValueError):
+    """A dataset file or record is malformed; the message names the file and the record."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image's annotations as read from the JSON (no pixels).
+
+    `keypoints` holds the labelled people (not crowd, at least one labelled joint); crowds and people without labelled
+    joints are `ignore_regions` for the pose targets (segmentation when present, else their bbox).
+    """
+
+    image_id: int
+    file_name: str
+    image_path: Path
+    width: int
+    height: int
+    keypoints: np.ndarray  # (N, K, 3) float32 [x, y, v]
+    boxes: np.ndarray  # (N, 4) float32 xywh
+    areas: np.ndarray  # (N,) float32
+    ignore_regions: tuple[Any, ...]  # COCO segmentations (polygon lists / RLE dicts) or [x, y, w, h] boxes
+    parts_path: Path | None
+    pose_labeled: bool
+    annotations: tuple[dict[str, Any], ...] = field(repr=False)  # the raw COCO dicts (ground truth for COCOeval)
+
+    @property
+    def num_people(self) -> int:
+        return len(self.keypoints)
+
+    def image_info(self) -> dict[str, Any]:
+        """The COCO `images` entry of this record."""
+        return {"id": self.image_id, "file_name": self.file_name, "width": self.width, "height": self.height}
+
+    def ignore_mask(self) -> np.ndarray:
+        """(H, W) bool, True where the pose targets must not supervise (crowds, unlabelled people)."""
+        mask = np.zeros((self.height, self.width), bool)
+        for region in self.ignore_regions:
+            mask |= region_mask(region, self.height, self.width)
+        return mask
+
+
+def region_mask(region: Any, height: int, width: int) -> np.ndarray:
+    """Rasterise a COCO segmentation (polygons, RLE, uncompressed RLE) or an [x, y, w, h] box to (H, W) bool."""
+    if isinstance(region, dict) or (isinstance(region, list) and region and isinstance(region[0], list)):
+        if isinstance(region, dict) and isinstance(region.get("counts"), list):
+            rle = mask_utils.frPyObjects(region, height, width)
+        elif isinstance(region, dict):
+            rle = region
+        else:
+            rle = mask_utils.merge(mask_utils.frPyObjects(region, height, width))
+        return mask_utils.decode(rle).astype(bool)
+    x, y, w, h = (float(v) for v in region)
+    mask = np.zeros((height, width), bool)
+    mask[max(int(np.floor(y)), 0) : int(np.ceil(y + h)), max(int(np.floor(x)), 0) : int(np.ceil(x + w))] = True
+    return mask
+
+
+@dataclass
+class PosePartDataset:
+    """A dataset in the posepart format (or the COCO release layout): schema + records + what was skipped."""
+
+    schema: Schema
+    records: list[ImageRecord]
+    annotation_file: Path
+    image_dir: Path
+    parts_dir: Path | None
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (e.g. "missing image")
+    skipped_examples: dict[str, str] = field(default_factory=dict)  # reason -> first offending file
+
+    # -- opening ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        root: str | Path | None = None,
+        *,
+        annotations: str | Path | None = None,
+        images: str | Path | None = None,
+        parts: str | Path | None = None,
+        skip_missing_images: bool | None = None,
+    ) -> PosePartDataset:
+        """Open `ROOT` in the posepart format, or a COCO release layout given as `annotations=` + `images=`.
+
+        Images listed in the JSON but absent on disk are an error in the posepart format (the dataset is broken) and
+        skipped with a count in the COCO release layout (its JSONs list every image of a split); override with
+        `skip_missing_images`.
+        """
+        if root is not None:
+            root = Path(root)
+            if not root.is_dir():
+                raise DatasetError(f"{root}: dataset root is not a directory")
+            annotation_file = Path(annotations) if annotations else root / ANNOTATIONS_FILE
+            image_dir = Path(images) if images else root / IMAGES_DIR
+            parts_dir: Path | None = Path(parts) if parts else root / PARTS_DIR
+            skip = bool(skip_missing_images)
+        elif annotations is not None and images is not None:
+            annotation_file, image_dir = Path(annotations), Path(images)
+            parts_dir = Path(parts) if parts else None
+            skip = True if skip_missing_images is None else skip_missing_images
+        else:
+            raise DatasetError("give a dataset ROOT, or both --annotations FILE and --images DIR")
+        if parts_dir is not None and not parts_dir.is_dir():
+            parts_dir = None
+        data = read_json(annotation_file)
+        return cls._from_json(data, annotation_file, image_dir, parts_dir, skip)
+
+    @classmethod
+    def _from_json(
+        cls, data: dict[str, Any], annotation_file: Path, image_dir: Path, parts_dir: Path | None, skip_missing: bool
+    ) -> PosePartDataset:
+        where = str(annotation_file)
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise DatasetError(f"{where}: missing or non-list '{key}'")
+        if not data["categories"]:
+            raise DatasetError(f"{where}: 'categories' is empty; categories[0] must describe the person")
+        try:
+            schema = Schema.from_category(data["categories"][0])
+        except ValueError as err:
+            raise DatasetError(f"{where}: categories[0]: {err}") from None
+        category_id = data["categories"][0].get("id", 1)
+
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for i, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict) or "image_id" not in ann:
+                raise DatasetError(f"{where}: annotations[{i}] has no image_id")
+            if ann.get("category_id", category_id) == category_id:
+                by_image.setdefault(ann["image_id"], []).append(ann)
+
+        dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
+        for i, info in enumerate(data["images"]):
+            record = _read_record(info, by_image.get(info.get("id"), []), schema, image_dir, parts_dir, where, i)
+            if not record.image_path.is_file():
+                if not skip_missing:
+                    raise DatasetError(
+                        f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
+                    )
+                dataset._skip("missing image", str(record.image_path))
+                continue
+            dataset.records.append(record)
+        return dataset
+
+    def _skip(self, reason: str, example: str) -> None:
+        self.skipped[reason] += 1
+        self.skipped_examples.setdefault(reason, example)
+
+    # -- pixels ----------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.records)
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether any record carries a part label map (and the schema names part classes)."""
+        return self.schema.has_parts and any(r.parts_path is not None for r in self.records)
+
+    def load_image(self, record: ImageRecord) -> np.ndarray:
+        """(H, W, 3) uint8 RGB. Raises DatasetError for unreadable/truncated files or a size mismatch."""
+        return read_image(record.image_path, expect_hw=(record.height, record.width), record=record.image_id)
+
+    def load_parts(self, record: ImageRecord) -> np.ndarray | None:
+        """(H, W) uint8 part labels, or None when the image has no part annotation."""
+        if record.parts_path is None:
+            return None
+        path = record.parts_path
+        parts = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if parts is None:
+            raise DatasetError(f"{path}: cannot read part label PNG (image id {record.image_id})")
+        if parts.ndim != 2 or parts.dtype != np.uint8:
+            raise DatasetError(
+                f"{path}: part labels must be a single-channel uint8 PNG, got shape {parts.shape} {parts.dtype} "
+                f"(image id {record.image_id}); convert colour PNGs with `posepart convert`"
+            )
+        if parts.shape != (record.height, record.width):
+            raise DatasetError(
+                f"{path}: part map is {parts.shape[1]}x{parts.shape[0]} but image id {record.image_id} is "
+                f"{record.width}x{record.height}"
+            )
+        bad = (parts >= self.schema.num_parts) & (parts != IGNORE_LABEL)
+        if bad.any():
+            raise DatasetError(
+                f"{path}: label value {int(parts[bad].max())} above the {self.schema.num_parts - 1} part classes "
+                f"{list(self.schema.part_classes)} (image id {record.image_id}); 255 is the only other allowed value"
+            )
+        return parts
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Parse a JSON file; errors name the file and the line/column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object with images/annotations/categories")
+    return data
+
+
+def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: Any = None) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB (grey, RGBA and 16-bit inputs converted).
+
+    A JPEG missing its end-of-image marker is reported as truncated rather than silently padded with grey, which is
+    what libjpeg would otherwise do.
+    """
+    what = f" (image id {record})" if record is not None else ""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read{what}: {err.strerror}") from None
+    if raw.size == 0:
+        raise DatasetError(f"{path}: empty file{what}")
+    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes():
+        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DatasetError(f"{path}: not a decodable image{what}")
+    image = to_rgb8(image)
+    if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
+        raise DatasetError(
+            f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
+            f"{expect_hw[1]}x{expect_hw[0]}{what}"
+        )
+    return image
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """OpenCV-decoded array (grey / BGR / BGRA, 8 or 16 bit) -> (H, W, 3) uint8 RGB."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_record(
+    info: dict[str, Any],
+    annotations: list[dict[str, Any]],
+    schema: Schema,
+    image_dir: Path,
+    parts_dir: Path | None,
+    where: str,
+    index: int,
+) -> ImageRecord:
+    """Validate one `images` entry and its annotations into an ImageRecord."""
+    try:
+        image_id, file_name = info["id"], str(info["file_name"])
+        width, height = int(info["width"]), int(info["height"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"{where}: images[{index}] lacks a valid id/file_name/width/height ({err})") from None
+    if width <= 0 or height <= 0:
+        raise DatasetError(f"{where}: images[{index}] ({file_name}) has size {width}x{height}")
+    k = schema.num_joints
+    keypoints, boxes, areas, ignore = [], [], [], []
+    for ann in annotations:
+        label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
+        raw = ann.get("keypoints") or []
+        if k and raw and len(raw) != 3 * k:
+            raise DatasetError(f"{label}: {len(raw)} keypoint values, expected 3 x {k} for {schema.name!r}")
+        kp = np.asarray(raw, np.float32).reshape(-1, 3) if raw else np.zeros((k, 3), np.float32)
+        if not np.isfinite(kp).all():
+            raise DatasetError(f"{label}: keypoints contain NaN/inf")
+        labelled = kp[:, 2] > 0
+        if ann.get("iscrowd", 0) or not labelled.any() or not k:
+            region = ann.get("segmentation") or ann.get("bbox")
+            if region:
+                ignore.append(region)
+            continue
+        xy = kp[labelled, :2]
+        outside = (xy < -_KEYPOINT_TOLERANCE).any(1) | (xy[:, 0] > width + _KEYPOINT_TOLERANCE) | (
+            xy[:, 1] > height + _KEYPOINT_TOLERANCE
+        )
+        if outside.any():
+            j = int(np.flatnonzero(labelled)[np.argmax(outside)])
+            raise DatasetError(
+                f"{label}: keypoint {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) lies outside the "
+                f"{width}x{height} image"
+            )
+        keypoints.append(kp)
+        box = ann.get("bbox") or _keypoint_box(kp)
+        boxes.append(np.asarray(box, np.float32))
+        areas.append(float(ann.get("area") or box[2] * box[3]))
+    parts_path = None
+    if parts_dir is not None and schema.has_parts:
+        candidate = parts_dir / Path(file_name).with_suffix(".png")
+        parts_path = candidate if candidate.is_file() else None
+    return ImageRecord(
+        image_id=image_id,
+        file_name=file_name,
+        image_path=image_dir / file_name,
+        width=width,
+        height=height,
+        keypoints=np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32),
+        boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
+        areas=np.asarray(areas, np.float32),
+        ignore_regions=tuple(ignore),
+        parts_path=parts_path,
+        pose_labeled=bool(info.get("pose_labeled", True)) and schema.has_pose,
+        annotations=tuple(annotations),
+    )
+
+
+def _keypoint_box(kp: np.ndarray) -> list[float]:
+    xy = kp[kp[:, 2] > 0, :2]
+    x0, y0 = xy.min(0)
+    x1, y1 = xy.max(0)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+
+
+# -- writing ---------------------------------------------------------------------------------------------------------
+class DatasetWriter:
+    """Write a dataset in the posepart format; the JSON is written atomically on `close()`.
+
+    >>> with DatasetWriter(root, schema) as writer:
+    ...     writer.add(image_rgb, annotations, parts)
+    """
+
+    def __init__(self, root: str | Path, schema: Schema) -> None:
+        self.root = Path(root)
+        self.schema = schema
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        if schema.has_parts:
+            (self.root / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        image: np.ndarray,
+        annotations: Sequence[dict[str, Any]],
+        parts: np.ndarray | None = None,
+        *,
+        file_name: str | None = None,
+        jpeg_quality: int = 90,
+        **image_fields: Any,
+    ) -> int:
+        """Write one RGB image (+ optional part map) and record its annotations; returns the image id."""
+        image_id = len(self.images) + 1
+        file_name = file_name or f"{image_id:06d}.jpg"
+        height, width = image.shape[:2]
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
+        _write_encoded(self.root / IMAGES_DIR / file_name, bgr, params)
+        if parts is not None:
+            if parts.shape != (height, width) or parts.dtype != np.uint8:
+                raise ValueError(f"part map must be uint8 {height}x{width}, got {parts.shape} {parts.dtype}")
+            _write_encoded(self.root / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
+        self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, **image_fields})
+        for ann in annotations:
+            self.annotations.append(
+                {**ann, "id": len(self.annotations) + 1, "image_id": image_id, "category_id": 1}
+            )
+        return image_id
+
+    def close(self) -> Path:
+        """Write annotations.json atomically (temp file + rename) and return its path."""
+        data = {
+            "info": {"description": "posepart dataset"},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [self.schema.to_category()],
+        }
+        path = self.root / ANNOTATIONS_FILE
+        write_json_atomic(path, data)
+        return path
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def _write_encoded(path: Path, array: np.ndarray, params: list[int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix, array, params)
+    if not ok:
+        raise DatasetError(f"{path}: OpenCV could not encode the image")
+    buf.tofile(path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see either the old or the complete new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

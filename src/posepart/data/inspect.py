@@ -1,0 +1,89 @@
+"""`posepart inspect`: validate every file of a dataset and count what it holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from posepart.data.format import DatasetError, PosePartDataset
+
+
+@dataclass
+class InspectReport:
+    """Counts and problems found in a dataset; `to_json()` is what `inspect --json` prints."""
+
+    counts: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.counts, "problems": self.problems}
+
+    def format(self) -> str:
+        c = self.counts
+        lines = [
+            f"schema        {c['schema']['name']}: {c['schema']['joints']} joints, {c['schema']['limbs']} limbs, "
+            f"{c['schema']['parts']} part classes",
+            f"images        {c['images']}  (pose-labelled {c['images_pose_labeled']}, "
+            f"part-labelled {c['images_part_labeled']})",
+            f"people        {c['people']} labelled, {c['ignore_regions']} ignore regions (crowds / unlabelled)",
+        ]
+        for reason, n in c["skipped"].items():
+            lines.append(f"skipped       {n} x {reason}")
+        if c["keypoints_per_joint"]:
+            lines.append("labelled keypoints per joint (visible + occluded):")
+            for name, n in c["keypoints_per_joint"].items():
+                lines.append(f"  {name:<18} {n['visible']:>7} + {n['occluded']:<7}")
+        if c["part_pixel_share"]:
+            lines.append("part pixel share (of labelled pixels):")
+            for name, share in c["part_pixel_share"].items():
+                lines.append(f"  {name:<18} {100 * share:6.2f} %")
+        lines.append(f"problems      {len(self.problems)}")
+        lines.extend(f"  {p}" for p in self.problems[:20])
+        if len(self.problems) > 20:
+            lines.append(f"  ... and {len(self.problems) - 20} more (see --json)")
+        return "\n".join(lines)
+
+
+def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> InspectReport:
+    """Count images, people, keypoints per joint and part pixel shares; decode every file when `check_pixels`."""
+    schema = dataset.schema
+    visible = np.zeros(schema.num_joints, np.int64)
+    occluded = np.zeros(schema.num_joints, np.int64)
+    part_pixels = np.zeros(max(schema.num_parts, 1), np.int64)
+    problems: list[str] = []
+    for record in dataset:
+        v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
+        visible += (v == 2).sum(0).astype(np.int64)
+        occluded += (v == 1).sum(0).astype(np.int64)
+        if not check_pixels:
+            continue
+        try:
+            dataset.load_image(record)
+            parts = dataset.load_parts(record)
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        if parts is not None:
+            part_pixels += np.bincount(parts[parts != 255].ravel(), minlength=len(part_pixels))[: len(part_pixels)]
+    labelled_pixels = part_pixels.sum()
+    counts = {
+        "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,
+                   "parts": schema.num_parts},
+        "images": len(dataset),
+        "images_pose_labeled": sum(r.pose_labeled for r in dataset),
+        "images_part_labeled": sum(r.parts_path is not None for r in dataset),
+        "people": sum(r.num_people for r in dataset if r.pose_labeled),
+        "ignore_regions": sum(len(r.ignore_regions) for r in dataset),
+        "skipped": dict(dataset.skipped),
+        "keypoints_per_joint": {
+            name: {"visible": int(visible[j]), "occluded": int(occluded[j])}
+            for j, name in enumerate(schema.keypoints)
+        },
+        "part_pixel_share": {
+            name: float(part_pixels[i] / labelled_pixels)
+            for i, name in enumerate(schema.part_classes)
+        } if labelled_pixels else {},
+    }
+    return InspectReport(counts, problems)

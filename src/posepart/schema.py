@@ -1,0 +1,256 @@
+"""What a dataset annotates: joints, skeleton, flip pairs, OKS sigmas, part classes and colours.
+
+One `Schema` object is read from a dataset's `categories[0]` and handed to everything downstream (targets, model heads,
+losses, decoder, metrics, drawing), so channel counts and left/right pairs are never written twice.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+# OKS sigmas by joint name. COCO's 17 come from the COCO keypoint evaluation; head/neck follow CrowdPose's; MPII-style
+# names reuse the nearest COCO value. A category may override them with its own "sigmas" list.
+SIGMAS_BY_NAME: dict[str, float] = {
+    "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035, "right_ear": 0.035,
+    "left_shoulder": 0.079, "right_shoulder": 0.079, "left_elbow": 0.072, "right_elbow": 0.072,
+    "left_wrist": 0.062, "right_wrist": 0.062, "left_hip": 0.107, "right_hip": 0.107,
+    "left_knee": 0.087, "right_knee": 0.087, "left_ankle": 0.089, "right_ankle": 0.089,
+    "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
+}
+DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
+
+# PASCAL-Person-Part pose (Xia et al. 2017, 14 joints) and parts (Chen et al. 2014, 6 parts). "head" is the top of the
+# head, as MPII's head_top; the limbs are Xia's: neck to head, shoulders and hips, then down each arm and leg.
+PASCAL_KEYPOINTS = (
+    "head", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+PASCAL_SKELETON_NAMES = (
+    ("neck", "head"),
+    ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ("neck", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("neck", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+)
+PASCAL_PART_CLASSES = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
+
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)
+COCO_SKELETON_1BASED = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9), (8, 10), (9, 11),
+    (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)
+
+_SIDE = re.compile(r"^(left|right)(?=[_\- ])", re.IGNORECASE)
+
+
+def _mirror_name(name: str) -> str:
+    """'left_knee' -> 'right_knee' (also 'left-arm', 'Right Hand'); names without a side map to themselves."""
+    match = _SIDE.match(name)
+    if not match:
+        return name
+    side = match.group(1)
+    other = {"left": "right", "right": "left"}[side.lower()]
+    if side[0].isupper():
+        other = other.capitalize() if side[1:].islower() else other.upper()
+    return other + name[len(side):]
+
+
+def flip_permutation(names: Sequence[str]) -> tuple[int, ...]:
+    """Index of each name's mirror image (itself when it has no side, or when its partner is absent)."""
+    index = {n: i for i, n in enumerate(names)}
+    return tuple(index.get(_mirror_name(n), i) for i, n in enumerate(names))
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map, (n, 3) uint8 RGB: index 0 black, 1 (128,0,0), 2 (0,128,0), ..."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def _hue_colours(n: int) -> tuple[tuple[int, int, int], ...]:
+    """n well-separated saturated RGB colours (for joints and limbs)."""
+    return tuple(
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.9, 1.0)) for i in range(n)  # type: ignore[misc]
+    )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Joints, skeleton and part classes of one dataset; the single source of every channel count.
+
+    `skeleton` holds 0-based joint index pairs (the JSON stores COCO's 1-based pairs). `part_classes` includes
+    "background" at index 0, or is empty for a pose-only dataset. An empty `keypoints` means a parts-only dataset.
+    """
+
+    keypoints: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    part_classes: tuple[str, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    name: str = "person"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        k = len(self.keypoints)
+        if len(set(self.keypoints)) != k:
+            raise ValueError(f"duplicate keypoint names in {self.keypoints}")
+        for a, b in self.skeleton:
+            if not (0 <= a < k and 0 <= b < k) or a == b:
+                raise ValueError(f"skeleton edge ({a}, {b}) is not a pair of distinct joints among {k} keypoints")
+        if self.part_classes and self.part_classes[0] != "background":
+            raise ValueError(f"part_classes[0] must be 'background', got {self.part_classes[0]!r}")
+        if len(self.part_classes) > 255:
+            raise ValueError("at most 254 part classes fit a uint8 label map with 255 = ignore")
+        if not self.sigmas:
+            object.__setattr__(self, "sigmas", tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints))
+        elif len(self.sigmas) != k:
+            raise ValueError(f"{len(self.sigmas)} sigmas for {k} keypoints")
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def num_joints(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def num_limbs(self) -> int:
+        return len(self.skeleton)
+
+    @property
+    def num_parts(self) -> int:
+        """Number of segmentation classes including background (0 for a pose-only dataset)."""
+        return len(self.part_classes)
+
+    @property
+    def heatmap_channels(self) -> int:
+        """One heatmap per joint plus the background channel."""
+        return self.num_joints + 1
+
+    @property
+    def paf_channels(self) -> int:
+        """An (x, y) field per skeleton edge."""
+        return 2 * self.num_limbs
+
+    @property
+    def has_pose(self) -> bool:
+        return self.num_joints > 0
+
+    @property
+    def has_parts(self) -> bool:
+        return self.num_parts > 1
+
+    # -- flips -------------------------------------------------------------------------------------------------
+    @property
+    def flip_perm(self) -> tuple[int, ...]:
+        """Joint order after a horizontal flip: left and right joints swap (from their `left_`/`right_` names)."""
+        return flip_permutation(self.keypoints)
+
+    @property
+    def part_flip_perm(self) -> tuple[int, ...]:
+        """Part class order after a horizontal flip (identity for side-less parts such as PASCAL's)."""
+        return flip_permutation(self.part_classes)
+
+    @property
+    def limb_flip(self) -> tuple[tuple[int, bool], ...]:
+        """For each limb, the limb it becomes after a flip and whether its direction reverses.
+
+        A flipped limb (a, b) is (perm[a], perm[b]); if the skeleton stores it as (perm[b], perm[a]) instead, its PAF
+        vectors point the other way.
+        """
+        perm = self.flip_perm
+        where = {edge: i for i, edge in enumerate(self.skeleton)}
+        out = []
+        for a, b in self.skeleton:
+            fa, fb = perm[a], perm[b]
+            if (fa, fb) in where:
+                out.append((where[(fa, fb)], False))
+            elif (fb, fa) in where:
+                out.append((where[(fb, fa)], True))
+            else:
+                raise ValueError(f"skeleton is not mirror-symmetric: no mirror edge for ({a}, {b})")
+        return tuple(out)
+
+    # -- lookup ------------------------------------------------------------------------------------------------
+    def joint(self, name: str) -> int:
+        """Index of a joint by name; KeyError lists the known names."""
+        try:
+            return self.keypoints.index(name)
+        except ValueError:
+            raise KeyError(f"no joint {name!r} in schema {self.name!r}: {', '.join(self.keypoints)}") from None
+
+    @property
+    def sigmas_array(self) -> np.ndarray:
+        return np.asarray(self.sigmas, np.float64)
+
+    # -- colours -----------------------------------------------------------------------------------------------
+    @property
+    def joint_colours(self) -> tuple[tuple[int, int, int], ...]:
+        return _hue_colours(self.num_joints)
+
+    @property
+    def limb_colours(self) -> tuple[tuple[int, int, int], ...]:
+        return _hue_colours(self.num_limbs)
+
+    @property
+    def part_colours(self) -> np.ndarray:
+        """(num_parts, 3) uint8 RGB, the VOC palette (the colours PASCAL part PNGs are drawn in)."""
+        return voc_palette(max(self.num_parts, 1))
+
+    # -- (de)serialisation -------------------------------------------------------------------------------------
+    @classmethod
+    def from_category(cls, category: dict[str, Any]) -> Schema:
+        """Read the schema from a COCO category: `keypoints`, 1-based `skeleton`, optional `part_classes`/`sigmas`."""
+        keypoints = tuple(str(n) for n in category.get("keypoints") or ())
+        skeleton_1based = category.get("skeleton") or ()
+        try:
+            skeleton = tuple((int(a) - 1, int(b) - 1) for a, b in skeleton_1based)
+        except (TypeError, ValueError):
+            raise ValueError(f"skeleton must be a list of [a, b] 1-based pairs, got {skeleton_1based!r}") from None
+        known = {"id", "name", "supercategory", "keypoints", "skeleton", "part_classes", "sigmas"}
+        return cls(
+            keypoints=keypoints,
+            skeleton=skeleton,
+            part_classes=tuple(str(p) for p in category.get("part_classes") or ()),
+            sigmas=tuple(float(s) for s in category.get("sigmas") or ()),
+            name=str(category.get("name", "person")),
+            extra={k: v for k, v in category.items() if k not in known},
+        )
+
+    def to_category(self, category_id: int = 1) -> dict[str, Any]:
+        """The COCO category dict that `from_category` reads back to an equal schema."""
+        category: dict[str, Any] = {"id": category_id, "name": self.name, "supercategory": "person"}
+        category["keypoints"] = list(self.keypoints)
+        category["skeleton"] = [[a + 1, b + 1] for a, b in self.skeleton]
+        if self.part_classes:
+            category["part_classes"] = list(self.part_classes)
+        if self.sigmas != tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints):
+            category["sigmas"] = list(self.sigmas)
+        return category
+
+    # -- the built-in schemas ----------------------------------------------------------------------------------
+    @classmethod
+    def pascal_person_part(cls) -> Schema:
+        """14 joints and 6 parts of PASCAL-Person-Part: the synthetic data's schema and the paper's."""
+        index = {n: i for i, n in enumerate(PASCAL_KEYPOINTS)}
+        skeleton = tuple((index[a], index[b]) for a, b in PASCAL_SKELETON_NAMES)
+        return cls(keypoints=PASCAL_KEYPOINTS, skeleton=skeleton, part_classes=PASCAL_PART_CLASSES)
+
+    @classmethod
+    def coco(cls) -> Schema:
+        """COCO's 17 keypoints and 19-edge skeleton, no parts."""
+        return cls(keypoints=COCO_KEYPOINTS, skeleton=tuple((a - 1, b - 1) for a, b in COCO_SKELETON_1BASED))

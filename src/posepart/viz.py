@@ -1,0 +1,90 @@
+"""Drawing: part colours, skeletons and image grids, all coloured from the schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from posepart.schema import Schema
+
+IGNORE_LABEL = 255
+
+
+def draw_parts(image: np.ndarray, parts: np.ndarray, schema: Schema, alpha: float = 0.55) -> np.ndarray:
+    """Blend the schema's part colours over an RGB image; background and ignored pixels stay as they are."""
+    out = image.copy()
+    if not schema.has_parts:
+        return out
+    labelled = (parts > 0) & (parts != IGNORE_LABEL) & (parts < schema.num_parts)
+    colours = schema.part_colours[np.where(labelled, parts, 0)]
+    out[labelled] = ((1 - alpha) * image[labelled] + alpha * colours[labelled]).astype(np.uint8)
+    return out
+
+
+def draw_people(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    schema: Schema,
+    *,
+    thickness: int | None = None,
+    min_score: float = 0.0,
+) -> np.ndarray:
+    """Draw skeletons: limbs in the schema's limb colours, joints as dots (hollow when occluded, v == 1).
+
+    `keypoints` is (N, K, 3) with v (ground truth) or a score (predictions) in the last column; joints with a last
+    value <= min_score are not drawn.
+    """
+    out = np.ascontiguousarray(image.copy())
+    scale = max(out.shape[:2]) / 400
+    thickness = thickness or max(1, int(round(2 * scale)))
+    radius = max(2, int(round(3 * scale)))
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    for person in np.asarray(keypoints, np.float32).reshape(-1, schema.num_joints, 3):
+        present = person[:, 2] > min_score
+        pts = np.round(person[:, :2] * (1 << shift)).astype(np.int64)
+        for (a, b), colour in zip(schema.skeleton, schema.limb_colours):
+            if present[a] and present[b]:
+                cv2.line(out, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA, shift)
+        for j in np.flatnonzero(present):
+            occluded = person[j, 2] == 1
+            fill = 1 if occluded else -1
+            cv2.circle(out, tuple(pts[j]), radius << shift, schema.joint_colours[j], fill, cv2.LINE_AA, shift)
+    return out
+
+
+def overlay(
+    image: np.ndarray, schema: Schema, *, parts: np.ndarray | None = None, keypoints: np.ndarray | None = None,
+    min_score: float = 0.0,
+) -> np.ndarray:
+    """Image with translucent part colours and skeletons on top."""
+    out = draw_parts(image, parts, schema) if parts is not None else image.copy()
+    if keypoints is not None and schema.has_pose:
+        out = draw_people(out, keypoints, schema, min_score=min_score)
+    return out
+
+
+def grid(images: Sequence[np.ndarray], columns: int, cell: int = 256, pad: int = 4) -> np.ndarray:
+    """Tile RGB images (each letterboxed into a cell x cell square) into one image, white padding."""
+    rows = max(1, -(-len(images) // columns))
+    canvas = np.full((rows * (cell + pad) + pad, columns * (cell + pad) + pad, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        s = cell / max(h, w)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        r, c = divmod(i, columns)
+        y0 = pad + r * (cell + pad) + (cell - small.shape[0]) // 2
+        x0 = pad + c * (cell + pad) + (cell - small.shape[1]) // 2
+        canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+    return canvas
+
+
+def save_rgb(path: str | Path, image: np.ndarray) -> Path:
+    """Write an RGB uint8 image (PNG/JPEG by extension), creating folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write image")
+    return path

@@ -1,0 +1,201 @@
+"""The dataset format: round trips, schema read from the file, real COCO fixtures, and every bad-input error."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from posepart.cli import main
+from posepart.data.format import DatasetError, DatasetWriter, PosePartDataset, read_image
+from posepart.data.inspect import inspect_dataset
+from posepart.schema import Schema
+
+CUSTOM = Schema(keypoints=("top", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),
+                part_classes=("background", "body", "arm"))
+
+
+def _person(points, v=2):
+    kp = []
+    for x, y in points:
+        kp += [float(x), float(y), v]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return {"keypoints": kp, "num_keypoints": len(points), "bbox": [min(xs), min(ys), max(xs) - min(xs) + 1,
+            max(ys) - min(ys) + 1], "area": 100.0, "iscrowd": 0}
+
+
+def write_custom(root: Path, n: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, CUSTOM) as w:
+        for i in range(n):
+            image = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+            parts = np.zeros((40, 60), np.uint8)
+            parts[10:30, 20:30] = 1
+            parts[10:15, 30:50] = 2
+            parts[0, 0] = 255
+            crowd = {"iscrowd": 1, "bbox": [0, 0, 5, 5], "area": 25, "keypoints": [0] * 9, "num_keypoints": 0,
+                     "segmentation": [[0, 0, 5, 0, 5, 5, 0, 5]]}
+            w.add(image, [_person([(25, 10), (22, 28), (45 - i, 12)]), crowd], parts if i != 1 else None,
+                  file_name=f"img{i}.png")
+    return root
+
+
+def test_round_trip_custom_schema(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    ds = PosePartDataset.open(root)
+    assert ds.schema == CUSTOM  # schema comes from the file, nothing hard-coded
+    assert len(ds) == 3 and ds.has_parts
+    rec = ds.records[0]
+    assert rec.keypoints.shape == (1, 3, 3)
+    assert rec.keypoints[0, 2].tolist() == [45.0, 12.0, 2.0]
+    assert len(rec.ignore_regions) == 1 and rec.ignore_mask()[:5, :5].all() and rec.ignore_mask().sum() == 25
+    assert ds.load_image(rec).shape == (40, 60, 3)
+    parts = ds.load_parts(rec)
+    assert parts[12, 40] == 2 and parts[0, 0] == 255
+    assert ds.records[1].parts_path is None and ds.load_parts(ds.records[1]) is None  # parts-unlabelled image
+    counts = inspect_dataset(ds).counts
+    assert counts["people"] == 3 and counts["images_part_labeled"] == 2
+    assert counts["keypoints_per_joint"]["right_hand"] == {"visible": 3, "occluded": 0}
+    labelled = 2 * (40 * 60 - 1)
+    assert counts["part_pixel_share"]["arm"] == pytest.approx(2 * 100 / labelled)
+
+
+def test_png_image_round_trip_is_lossless(tmp_path):
+    image = np.random.default_rng(1).integers(0, 255, (8, 9, 3), dtype=np.uint8)
+    with DatasetWriter(tmp_path, Schema.coco()) as w:
+        w.add(image, [], None, file_name="a.png")
+    ds = PosePartDataset.open(tmp_path)
+    assert np.array_equal(ds.load_image(ds.records[0]), image)
+
+
+def test_coco_release_layout_skips_missing_images(fixtures):
+    ds = PosePartDataset.open(annotations=fixtures / "coco_mini/annotations/person_keypoints_train2017.json",
+                              images=fixtures / "coco_mini/train2017")
+    # 80 images listed, 36 on disk; 172 annotations: 86 with keypoints, the rest crowds or unlabelled people
+    assert len(ds) == 36 and ds.skipped["missing image"] == 44
+    assert sum(r.num_people for r in ds) == 86
+    assert sum(len(r.ignore_regions) for r in ds) == 86
+    assert ds.schema == Schema.coco()
+    rec = next(r for r in ds if r.file_name == "000000000790.jpg")
+    assert ds.load_image(rec).shape == (rec.height, rec.width, 3)
+
+
+def test_mmpose_coco_fixture_values(fixtures):
+    ds = PosePartDataset.open(annotations=fixtures / "mmpose/coco/test_coco.json", images=fixtures / "mmpose/coco")
+    rec = next(r for r in ds if r.image_id == 785)
+    # the first annotation of image 785 (checked by reading the JSON): nose at (367, 81), visible
+    assert rec.keypoints[0, 0].tolist() == [367.0, 81.0, 2.0]
+    assert rec.keypoints[0, 16].tolist() == [396.0, 341.0, 2.0]
+
+
+def test_posepart_format_missing_image_is_an_error(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    (root / "images/img2.png").unlink()
+    with pytest.raises(DatasetError, match=r"img2\.png: image missing \(images\[2\], id 3"):
+        PosePartDataset.open(root)
+    assert len(PosePartDataset.open(root, skip_missing_images=True)) == 2
+
+
+def _edit_json(root: Path, edit) -> None:
+    path = root / "annotations.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_malformed_json(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    (root / "annotations.json").write_text('{"images": [}')
+    with pytest.raises(DatasetError, match=r"annotations\.json: malformed JSON at line 1 column 13"):
+        PosePartDataset.open(root)
+
+
+def test_keypoints_outside_image(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    _edit_json(root, lambda d: d["annotations"][0]["keypoints"].__setitem__(3, 80.0))
+    with pytest.raises(DatasetError, match=r"annotation id 1 \(image img0\.png\): keypoint 'left_hand' at \(80, 28\)"):
+        PosePartDataset.open(root)
+
+
+def test_wrong_keypoint_count(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    _edit_json(root, lambda d: d["annotations"][2].__setitem__("keypoints", [1, 2, 2]))
+    with pytest.raises(DatasetError, match=r"annotation id 3 .*3 keypoint values, expected 3 x 3"):
+        PosePartDataset.open(root)
+
+
+def test_truncated_jpeg(tmp_path):
+    image = np.full((32, 32, 3), 100, np.uint8)
+    with DatasetWriter(tmp_path, Schema.coco()) as w:
+        w.add(image, [], file_name="t.jpg")
+    path = tmp_path / "images/t.jpg"
+    path.write_bytes(path.read_bytes()[:-200])
+    ds = PosePartDataset.open(tmp_path)
+    with pytest.raises(DatasetError, match=r"t\.jpg: truncated JPEG .*image id 1"):
+        ds.load_image(ds.records[0])
+    report = inspect_dataset(ds)
+    assert len(report.problems) == 1 and "truncated" in report.problems[0]
+
+
+def test_image_size_mismatch_and_garbage(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    ds = PosePartDataset.open(root)
+    cv2.imwrite(str(root / "images/img0.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"img0\.png: image is 10x10 but the annotations say 60x40"):
+        ds.load_image(ds.records[0])
+    (root / "images/img2.png").write_bytes(b"not an image at all")
+    with pytest.raises(DatasetError, match=r"img2\.png: not a decodable image"):
+        ds.load_image(ds.records[2])
+
+
+def test_part_map_errors(tmp_path):
+    root = write_custom(tmp_path / "ds")
+    ds = PosePartDataset.open(root)
+    cv2.imwrite(str(root / "parts/img0.png"), np.zeros((40, 61), np.uint8))
+    with pytest.raises(DatasetError, match=r"img0\.png: part map is 61x40 but image id 1 is 60x40"):
+        ds.load_parts(ds.records[0])
+    bad = np.zeros((40, 60), np.uint8)
+    bad[3, 3] = 7
+    cv2.imwrite(str(root / "parts/img2.png"), bad)
+    with pytest.raises(DatasetError, match=r"img2\.png: label value 7 above the 2 part classes"):
+        ds.load_parts(ds.records[2])
+
+
+def test_read_image_converts_grey_rgba_16bit(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    assert read_image(tmp_path / "g.png").shape == (3, 4, 3)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 2] = 200  # red in BGRA
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    assert read_image(tmp_path / "a.png")[0, 0].tolist() == [200, 0, 0]
+    deep = np.full((3, 4), 65535, np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    assert read_image(tmp_path / "d.png")[0, 0].tolist() == [255, 255, 255]
+
+
+def test_parts_only_dataset(tmp_path):
+    schema = Schema(keypoints=(), skeleton=(), part_classes=("background", "head"))
+    with DatasetWriter(tmp_path, schema) as w:
+        w.add(np.zeros((8, 8, 3), np.uint8), [], np.ones((8, 8), np.uint8), file_name="p.png")
+    ds = PosePartDataset.open(tmp_path)
+    assert not ds.schema.has_pose and ds.has_parts
+    assert not ds.records[0].pose_labeled
+
+
+def test_cli_inspect_json_and_show(tmp_path, capsys):
+    root = write_custom(tmp_path / "ds")
+    assert main(["inspect", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 3 and out["problems"] == []
+    fig = tmp_path / "show.png"
+    assert main(["inspect", str(root), "--show", "2", "--out", str(fig)]) == 0
+    assert cv2.imread(str(fig)) is not None
+
+
+def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
+    root = write_custom(tmp_path / "ds")
+    (root / "annotations.json").write_text("[1, 2")
+    assert main(["inspect", str(root)]) == 2
+    assert "malformed JSON" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from posepart.schema import Schema, flip_permutation, voc_palette
+
+
+def test_pascal_schema_sizes_and_flips():
+    s = Schema.pascal_person_part()
+    assert (s.num_joints, s.num_limbs, s.num_parts) == (14, 13, 7)
+    assert (s.heatmap_channels, s.paf_channels) == (15, 26)
+    perm = s.flip_perm
+    assert s.keypoints[perm[s.joint("left_wrist")]] == "right_wrist"
+    assert s.keypoints[perm[s.joint("head")]] == "head"
+    assert s.part_flip_perm == tuple(range(7))  # PASCAL parts have no sides
+    # the neck->left_shoulder limb becomes neck->right_shoulder, same direction
+    limb = s.skeleton.index((s.joint("neck"), s.joint("left_shoulder")))
+    target, reversed_ = s.limb_flip[limb]
+    assert s.skeleton[target] == (s.joint("neck"), s.joint("right_shoulder")) and not reversed_
+
+
+def test_coco_limb_flip_detects_reversed_edges():
+    s = Schema.coco()
+    # COCO stores left_eye-right_eye as (2, 3) 1-based: its mirror is itself, reversed
+    limb = s.skeleton.index((1, 2))
+    assert s.limb_flip[limb] == (limb, True)
+
+
+def test_category_round_trip_and_custom_schema():
+    custom = Schema(keypoints=("top", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),
+                    part_classes=("background", "body", "left-arm", "right-arm"), sigmas=(0.1, 0.2, 0.2))
+    cat = custom.to_category()
+    assert cat["skeleton"] == [[1, 2], [1, 3]]  # 1-based on disk
+    back = Schema.from_category(cat)
+    assert back == custom
+    assert back.flip_perm == (0, 2, 1)
+    assert back.part_flip_perm == (0, 1, 3, 2)  # hyphenated side names are mirrored too
+
+
+def test_mirror_names_keep_case():
+    assert flip_permutation(["Left Hand", "Right Hand", "LEFT_FOOT", "RIGHT_FOOT"]) == (1, 0, 3, 2)
+
+
+def test_sigmas_default_by_name():
+    s = Schema.coco()
+    assert s.sigmas[0] == pytest.approx(0.026) and s.sigmas[-1] == pytest.approx(0.089)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(keypoints=("a", "a"), skeleton=()), "duplicate"),
+    (dict(keypoints=("a", "b"), skeleton=((0, 2),)), "skeleton edge"),
+    (dict(keypoints=("a",), skeleton=(), part_classes=("body",)), "background"),
+    (dict(keypoints=("a", "b"), skeleton=(), sigmas=(0.1,)), "sigmas"),
+])
+def test_invalid_schemas(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Schema(**kwargs)
+
+
+def test_voc_palette_first_colours():
+    p = voc_palette(8)
+    assert p[1].tolist() == [128, 0, 0] and p[2].tolist() == [0, 128, 0] and p[3].tolist() == [128, 128, 0]
+    assert p[4].tolist() == [0, 0, 128] and p[7].tolist() == [128, 128, 128]
+    assert np.array_equal(Schema.pascal_person_part().part_colours, p[:7])
