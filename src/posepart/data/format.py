@@ -53,6 +53,7 @@ class ImageRecord:
     keypoints: np.ndarray  # (N, K, 3) float32 [x, y, v]
     boxes: np.ndarray  # (N, 4) float32 xywh
     areas: np.ndarray  # (N,) float32
+    head_sizes: np.ndarray  # (N,) float32 PCKh normaliser from "head_size" or MPII "head_box"; NaN when absent
     ignore_regions: tuple[Any, ...]  # COCO segmentations (polygon lists / RLE dicts) or [x, y, w, h] boxes
     parts_path: Path | None
     pose_labeled: bool
@@ -293,7 +294,7 @@ def _read_record(
     if width <= 0 or height <= 0:
         raise DatasetError(f"{where}: images[{index}] ({file_name}) has size {width}x{height}")
     k = schema.num_joints
-    keypoints, boxes, areas, ignore = [], [], [], []
+    keypoints, boxes, areas, head_sizes, ignore = [], [], [], [], []
     for ann in annotations:
         label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
         raw = ann.get("keypoints") or []
@@ -322,6 +323,7 @@ def _read_record(
         box = ann.get("bbox") or _keypoint_box(kp)
         boxes.append(np.asarray(box, np.float32))
         areas.append(float(ann.get("area") or box[2] * box[3]))
+        head_sizes.append(_head_size(ann))
     parts_path = None
     if parts_dir is not None and schema.has_parts:
         candidate = parts_dir / Path(file_name).with_suffix(".png")
@@ -335,11 +337,22 @@ def _read_record(
         keypoints=np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32),
         boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
         areas=np.asarray(areas, np.float32),
+        head_sizes=np.asarray(head_sizes, np.float32),
         ignore_regions=tuple(ignore),
         parts_path=parts_path,
         pose_labeled=bool(info.get("pose_labeled", True)) and schema.has_pose,
         annotations=tuple(annotations),
     )
+
+
+def _head_size(ann: dict[str, Any]) -> float:
+    """PCKh normaliser of one person: `head_size`, else MPII's 0.6 x the diagonal of `head_box` [x1, y1, x2, y2]."""
+    if ann.get("head_size") is not None:
+        return float(ann["head_size"])
+    if ann.get("head_box") is not None:
+        x1, y1, x2, y2 = (float(v) for v in ann["head_box"])
+        return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
+    return float("nan")
 
 
 def _keypoint_box(kp: np.ndarray) -> list[float]:

@@ -1,21 +1,26 @@
 """Multi-person grouping (OpenPose, Cao et al. 2017): score joint pairs by their PAF line integral, match greedily per
 limb, then assemble people across limbs.
 
-Every candidate pair of every limb is scored in one vectorised pass (pairs x samples); Python loops run only over the
-connections that survive. Cost grows with the number of pairs, so pairs are first screened on a few interior samples:
-a pair needs at least ceil(frac * N) of its N samples above the threshold, so one whose screening samples fail more
-often than N - ceil(frac * N) times cannot pass and is dropped before the full sampling (an exact shortcut).
+Every candidate pair of every limb is scored in one vectorised pass (samples x pairs); Python loops run only over the
+contested connections and the accepted ones. The number of pairs grows as people^2, so with many pairs they are first
+screened against a cheap "support" map (cells where some bilinear corner has |PAF| > threshold): a pair needs at least
+ceil(frac * N) of its N samples above the threshold, so one with more than N - ceil(frac * N) samples off the support
+cannot pass and is dropped before the bilinear sampling. The screen is exact: it never changes the result.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from posepart.decode.peaks import Peaks, find_peaks_flat
+from posepart.decode.completion import attach_fragments
 from posepart.schema import Schema
+
+_SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
 
 
 @dataclass
@@ -26,11 +31,14 @@ class DecodeConfig:
     paf_samples: points sampled along each candidate limb, endpoints included (OpenPose mid_num = 10).
     paf_threshold: a sample "agrees" when PAF . unit(limb) exceeds this (OpenPose thre2 = 0.05).
     paf_min_fraction: at least ceil(fraction * samples) samples must agree (OpenPose 0.8).
-    min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints).
+    min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints). With 1,
+        peaks left unconnected become one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`).
     min_person_score: people whose score (see `Person`) is below this are dropped. OpenPose drops total/joints < 0.4;
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
     sigma: heatmap Gaussian sigma in input pixels (the targets' 7); only used as the prior curvature for the sub-cell
         refinement of a peak in a grid corner.
+    fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
+        them, within radius x that person's extent (`posepart.decode.completion`); 0 disables.
     """
 
     peak_threshold: float = 0.1
@@ -40,6 +48,14 @@ class DecodeConfig:
     min_joints: int = 3
     min_person_score: float = 0.2
     sigma: float = 7.0
+    fragment_max_joints: int = 2
+    fragment_radius: float = 1.0
+
+    @classmethod
+    def for_evaluation(cls) -> DecodeConfig:
+        """Keep everything the maps support, ranked by score: AP rewards recall, and a low-scored extra detection
+        ranks below the good ones instead of hiding a person who was seen at only one or two joints."""
+        return cls(min_joints=1, min_person_score=0.0)
 
 
 @dataclass
@@ -56,114 +72,202 @@ class Person:
     score: float
 
 
-def _bilinear_dot(
-    paf_c: np.ndarray, chan: np.ndarray, px: np.ndarray, py: np.ndarray, ux: np.ndarray, uy: np.ndarray
-) -> np.ndarray:
-    """PAF . u sampled bilinearly. paf_c: (L, h, w) complex (x + iy); chan (T, 1) limb index; px, py (T, S) cell
-    coordinates (clamped to the grid); ux, uy (T, 1) unit vectors. Returns (T, S)."""
-    n_l, h, w = paf_c.shape
-    x = np.clip(px, 0.0, w - 1.0)
-    y = np.clip(py, 0.0, h - 1.0)
-    x0 = np.minimum(x.astype(np.int64), max(w - 2, 0))  # x >= 0, so truncation is floor
-    y0 = np.minimum(y.astype(np.int64), max(h - 2, 0))
-    fx = x - x0
-    fy = y - y0
-    sx = 1 if w > 1 else 0
-    sy = w if h > 1 else 0
-    flat = paf_c.reshape(-1)
-    i00 = (chan * h + y0) * w + x0
-    top = flat[i00] * (1.0 - fx) + flat[i00 + sx] * fx
-    bot = flat[i00 + sy] * (1.0 - fx) + flat[i00 + sy + sx] * fx
-    v = top * (1.0 - fy) + bot * fy
-    return v.real * ux + v.imag * uy
+def _padded(pafs: np.ndarray) -> np.ndarray:
+    """(2, L * (h + 2) * (w + 2)) float32: the x and y PAF planes with a replicated 1-cell border, flattened.
+    Bilinear sampling at (x + 1, y + 1) equals clamp-to-edge bilinear sampling of the PAFs at any (x, y) in the grid's
+    extent [-0.5, w - 0.5] x [-0.5, h - 0.5], with no clipping."""
+    c, h, w = pafs.shape
+    out = np.empty((2, c // 2, h + 2, w + 2), np.float32)
+    out[:, :, 1:-1, 1:-1] = pafs.reshape(c // 2, 2, h, w).transpose(1, 0, 2, 3)
+    out[:, :, 0, 1:-1] = out[:, :, 1, 1:-1]
+    out[:, :, -1, 1:-1] = out[:, :, -2, 1:-1]
+    out[:, :, :, 0] = out[:, :, :, 1]
+    out[:, :, :, -1] = out[:, :, :, -2]
+    return out.reshape(2, -1)
+
+
+def _support(paf_xy: np.ndarray, row: int, threshold: float) -> np.ndarray:
+    """Flat bool: True at padded cell i when any of the 4 bilinear corners i, i + 1, i + row, i + row + 1 has
+    |PAF| > threshold (slightly lowered against rounding). A sample whose corner cell is False has PAF . u <= threshold
+    (a bilinear blend is no longer than its longest corner), so it certainly fails: a cheap, exact screen."""
+    x, y = paf_xy
+    m = x * x
+    m += y * y
+    m = m > np.float32(threshold * threshold * 0.999)
+    m[:-1] |= m[1:]
+    m[:-row] |= m[row:]
+    return m
+
+
+class _Pairs:
+    """Candidate pairs as rows of one (8, T) float32 array (so selecting pairs is one gather), in padded cell
+    coordinates (every point of the grid has x, y >= 0.5): start, delta, unit vector, length, and the flat offset of
+    the pair's PAF channel. `pid` maps columns back to the original pair numbering."""
+
+    SX, SY, DX, DY, UX, UY, LEN, BASE = range(8)
+
+    def __init__(self, attrs: np.ndarray, pid: np.ndarray) -> None:
+        self.a, self.pid = attrs, pid
+
+    @classmethod
+    def build(
+        cls, sx: np.ndarray, sy: np.ndarray, dx: np.ndarray, dy: np.ndarray, base: np.ndarray, dtype: type = np.float32
+    ) -> _Pairs:
+        a = np.empty((8, len(sx)), dtype)
+        a[0], a[1], a[2], a[3], a[7] = sx, sy, dx, dy, base
+        length = np.sqrt(dx * dx + dy * dy)  # (np.hypot and np.modf are many times slower than plain arithmetic)
+        a[6] = length
+        inv = 1.0 / np.maximum(length, np.float32(1e-6))  # a zero-length pair gets u = 0: every sample fails
+        a[4] = dx * inv
+        a[5] = dy * inv
+        return cls(a, np.arange(len(sx)))
+
+    def take(self, idx: np.ndarray) -> _Pairs:
+        return _Pairs(self.a[:, idx], self.pid[idx])
+
+    def __len__(self) -> int:
+        return len(self.pid)
+
+    def corners(self, row: int, t: np.ndarray, frac: bool = True) -> tuple[np.ndarray, ...]:
+        """At the points start + t * d, (S, T) for t (S,): flat index of the top-left bilinear corner (and, with frac,
+        the fractional x and y). Laid out (samples, pairs) so every numpy loop runs along the long pair axis."""
+        a, tc = self.a, t[:, None]
+        x = a[0] + tc * a[2]
+        y = a[1] + tc * a[3]
+        x0 = np.floor(x)
+        y0 = np.floor(y)
+        i00 = y0 + a[7]
+        i00 *= row
+        i00 += x0
+        i00 = i00.astype(np.int64)  # exact: attrs are float64 when the maps have 2**24 cells or more
+        if not frac:
+            return (i00,)
+        x -= x0
+        y -= y0
+        return i00, x, y
+
+    def support_fails(self, support: np.ndarray, row: int, t: np.ndarray) -> np.ndarray:
+        """(T,) number of the samples t that certainly fail (their corner cell is outside `support`)."""
+        (i00,) = self.corners(row, t, frac=False)
+        return len(t) - support[i00].sum(axis=0)
+
+    def agreement(self, paf_xy: np.ndarray, row: int, t: np.ndarray) -> np.ndarray:
+        """PAF . u, bilinear, at the points start + t * d: (S, T) float32 for t (S,)."""
+        i00, fx, fy = self.corners(row, t)
+        px, py = paf_xy
+        ux, uy = self.a[4], self.a[5]
+
+        def dot(i: np.ndarray) -> np.ndarray:
+            return px[i] * ux + py[i] * uy
+
+        a00 = dot(i00)
+        top = a00 + (dot(i00 + 1) - a00) * fx
+        a10 = dot(i00 + row)
+        bot = a10 + (dot(i00 + (row + 1)) - a10) * fx
+        return top + (bot - top) * fy
+
+
+def _enumerate_pairs(starts: np.ndarray, skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (limb, a, b) candidate: for each limb, every peak of joint a with every peak of joint b. (T,) each."""
+    counts = np.diff(starts)
+    ja, jb = skeleton[:, 0], skeleton[:, 1]
+    na, nb = counts[ja], counts[jb]
+    # one row per (limb, peak of a), repeated nb times
+    rows_limb = np.repeat(np.arange(len(skeleton)), na)
+    rows_a = np.arange(int(na.sum())) - np.repeat(np.cumsum(na) - na, na) + starts[ja][rows_limb]
+    reps = nb[rows_limb]
+    total = int(reps.sum())
+    ia = np.repeat(rows_a, reps)
+    limb = np.repeat(rows_limb, reps)
+    # b runs over starts[jb] .. starts[jb] + nb - 1 within each row
+    ib = np.arange(total) - np.repeat(np.cumsum(reps) - reps - starts[jb][rows_limb], reps)
+    return limb, ia, ib
 
 
 def score_limbs(
     peaks: Peaks, pafs: np.ndarray, skeleton: np.ndarray, config: DecodeConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All accepted candidate connections of all limbs: (limb, peak_a, peak_b, score), as flat arrays.
+    """All acceptable candidate connections of all limbs: (limb, peak_a, peak_b, score), as flat arrays.
 
-    pafs: (2L, h, w) with channels (x, y) per limb; skeleton: (L, 2) joint pairs. Peak ids index `peaks` rows.
+    pafs: (2L, h, w) with channels (x, y) per limb; skeleton: (L, 2) joint pairs. Peak ids index `peaks` rows. A pair
+    is acceptable when at least ceil(paf_min_fraction * paf_samples) of its samples have PAF . unit > paf_threshold
+    and its score, mean(PAF . unit) + min(0.5 * h / length - 1, 0) (lengths in cells), is positive.
     """
     n_l = len(skeleton)
     _, h, w = pafs.shape
+    row = w + 2
     empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
-    counts = np.diff(peaks.starts)
     if n_l == 0 or len(peaks.score) == 0:
         return empty
-    ja, jb = skeleton[:, 0], skeleton[:, 1]
-    na, nb = counts[ja], counts[jb]
-    npairs = na * nb  # (L,)
-    total = int(npairs.sum())
-    if total == 0:
-        return empty
-    # Enumerate every (a, b) pair of every limb without a Python loop.
-    limb = np.repeat(np.arange(n_l), npairs)
-    local = np.arange(total) - np.repeat(np.cumsum(npairs) - npairs, npairs)
-    nb_t = nb[limb]
-    ia = peaks.starts[ja][limb] + local // nb_t
-    ib = peaks.starts[jb][limb] + local % nb_t
-    pa = peaks.xy[ia]
-    d = peaks.xy[ib] - pa  # (T, 2) in cells
-    length = np.hypot(d[:, 0], d[:, 1])
-    good = length > 1e-9
-    limb, ia, ib, pa, d, length = limb[good], ia[good], ib[good], pa[good], d[good], length[good]
+    limb, ia, ib = _enumerate_pairs(peaks.starts, skeleton)
     if len(limb) == 0:
         return empty
-
-    # (L, h, w) complex view of the PAFs, so one gather fetches both components.
-    paf = np.asarray(pafs, np.float32).reshape(n_l, 2, h, w)
-    paf_c = np.empty((n_l, h, w), np.complex64)
-    paf_c.real = paf[:, 0]
-    paf_c.imag = paf[:, 1]
+    dtype = np.float32 if n_l * (h + 2) * row < 2**24 else np.float64  # flat indices must be exact floats
+    px = peaks.xy[:, 0].astype(dtype) + dtype(1.0)  # padded cell coordinates
+    py = peaks.xy[:, 1].astype(dtype) + dtype(1.0)
+    sx, sy = px[ia], py[ia]
+    pairs = _Pairs.build(sx, sy, px[ib] - sx, py[ib] - sy, limb * (h + 2), dtype)
+    paf_xy = _padded(np.asarray(pafs, np.float32))
 
     n = int(config.paf_samples)
     need = math.ceil(config.paf_min_fraction * n - 1e-9)
-    t_all = np.linspace(0.0, 1.0, n)
-
-    def agree(sel: np.ndarray | slice, t: np.ndarray) -> np.ndarray:
-        """PAF . unit for the selected pairs at fractions t along the limb: (T', len(t))."""
-        p0, dd, ln = pa[sel], d[sel], length[sel][:, None]
-        px = p0[:, 0:1] + dd[:, 0:1] * t
-        py = p0[:, 1:2] + dd[:, 1:2] * t
-        return _bilinear_dot(paf_c, limb[sel][:, None], px, py, dd[:, 0:1] / ln, dd[:, 1:2] / ln)
-
-    # Screening: if more than n - need interior samples fail, the pair cannot pass.
+    thr = np.float32(config.paf_threshold)
+    t_all = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    # Screening (exact): a pair may fail at most n - need samples. Samples are checked centre-first against the cheap
+    # support map, in two chunks, and a pair with more certain failures than allowed is dropped before the costly
+    # bilinear sampling. Worth it only when most pairs are wrong (several people).
     allowed_fail = n - need
-    if 0 <= allowed_fail < n - 2 and len(limb) > 4 * n_l:
-        pick = np.unique(np.linspace(1, n - 2, allowed_fail + 1).round().astype(int))
-        fails = (agree(slice(None), t_all[pick]) <= config.paf_threshold).sum(axis=1)
-        alive = np.nonzero(fails <= allowed_fail)[0]
-        limb, ia, ib, pa, d, length = limb[alive], ia[alive], ib[alive], pa[alive], d[alive], length[alive]
-        if len(limb) == 0:
-            return empty
-    dots = agree(slice(None), t_all)  # (T, n)
-    prior = np.minimum(0.5 * h / length - 1.0, 0.0)  # OpenPose's penalty for limbs longer than half the image height
-    score = dots.mean(axis=1) + prior
-    ok = ((dots > config.paf_threshold).sum(axis=1) >= need) & (score > 0.0)
-    return limb[ok], ia[ok], ib[ok], score[ok]
+    if len(pairs) > _SCREEN_MIN_PAIRS_PER_LIMB * n_l and 0 <= allowed_fail < n - 1:
+        support = _support(paf_xy, row, float(thr))
+        order = np.argsort(np.abs(np.arange(n) - (n - 1) / 2), kind="stable")
+        fails = np.zeros(len(pairs), np.int64)
+        for chunk in (order[: allowed_fail + 2], order[allowed_fail + 2 :]):
+            fails += pairs.support_fails(support, row, t_all[chunk])
+            alive = np.flatnonzero(fails <= allowed_fail)
+            if len(alive) == 0:
+                return empty
+            if len(alive) < len(pairs):
+                pairs, fails = pairs.take(alive), fails[alive]
+    dots = pairs.agreement(paf_xy, row, t_all)  # (n, T)
+    length = pairs.a[_Pairs.LEN]
+    prior = np.minimum(0.5 * h / np.maximum(length, 1e-6) - 1.0, 0.0)  # OpenPose: penalise limbs > h / 2
+    score = dots.mean(axis=0, dtype=np.float64) + prior
+    ok = ((dots > thr).sum(axis=0) >= need) & (score > 0.0)
+    keep = pairs.pid[ok]
+    return limb[keep], ia[keep], ib[keep], score[ok]
 
 
 def _greedy_match(
     limb: np.ndarray, ia: np.ndarray, ib: np.ndarray, score: np.ndarray, n_peaks: int
-) -> list[tuple[int, int, int, float]]:
+) -> tuple[list[int], list[int], list[int], list[float]]:
     """Per limb, greedy bipartite matching by descending score: each peak used at most once per limb.
-    Returns (limb, a, b, score) sorted by limb, then descending score."""
-    order = np.lexsort((-score, limb))
-    used: set[int] = set()
-    out = []
-    for l_, a, b, s in zip(limb[order].tolist(), ia[order].tolist(), ib[order].tolist(), score[order].tolist()):
-        ka, kb = l_ * n_peaks + a, l_ * n_peaks + b  # a peak belongs to one joint, so (limb, peak) is unambiguous
-        if ka in used or kb in used:
-            continue
-        used.add(ka)
-        used.add(kb)
-        out.append((l_, a, b, s))
-    return out
+
+    A candidate sharing neither endpoint with another candidate of its limb is always taken (found vectorised); only
+    the contested rest goes through the sequential greedy loop. Returns the accepted (limb, a, b, score) as lists,
+    sorted by limb, then descending score (the order people are assembled in).
+    """
+    ka = limb * n_peaks + ia  # a peak belongs to one joint, so (limb, peak) is unambiguous
+    kb = limb * n_peaks + ib
+    size = int(limb.max() + 1) * n_peaks
+    free = (np.bincount(ka, minlength=size)[ka] == 1) & (np.bincount(kb, minlength=size)[kb] == 1)
+    take = np.flatnonzero(free)
+    contested = np.flatnonzero(~free)
+    if len(contested):
+        used: set[int] = set()
+        extra = []
+        for i in contested[np.argsort(-score[contested], kind="stable")].tolist():
+            a, b = int(ka[i]), int(kb[i])
+            if a not in used and b not in used:
+                used.add(a)
+                used.add(b)
+                extra.append(i)
+        take = np.concatenate([take, np.asarray(extra, np.int64)])
+    take = take[np.lexsort((-score[take], limb[take]))]
+    return limb[take].tolist(), ia[take].tolist(), ib[take].tolist(), score[take].tolist()
 
 
 def _assemble(
-    connections: list[tuple[int, int, int, float]], skeleton: list[tuple[int, int]], num_joints: int
+    connections: tuple[list[int], list[int], list[int], list[float]], skeleton: list[tuple[int, int]], num_joints: int
 ) -> list[tuple[list[int], float, int]]:
     """Join connections into people (OpenPose). Returns (peak id per joint or -1, summed limb score, limb count).
 
@@ -176,7 +280,7 @@ def _assemble(
     limb_sum: list[float] = []
     limb_cnt: list[int] = []
     owner: dict[int, int] = {}  # peak id -> person index
-    for l_, a, b, s in connections:
+    for l_, a, b, s in zip(*connections):
         ja, jb = skeleton[l_]
         pa, pb = owner.get(a), owner.get(b)
         if pa is None and pb is None:
@@ -232,32 +336,45 @@ def decode(
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
     peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=cfg.sigma / stride)
-    skeleton = np.asarray(schema.skeleton, np.int64).reshape(-1, 2)
-    limb, ia, ib, s = score_limbs(peaks, paf, skeleton, cfg)
-    if len(limb) == 0:
-        return []
-    connections = _greedy_match(limb, ia, ib, s, len(peaks.score))
-    people = _assemble(connections, [tuple(e) for e in schema.skeleton], k)
+    skeleton_arr, skeleton_list = _skeleton(schema.skeleton)
+    limb, ia, ib, s = score_limbs(peaks, paf, skeleton_arr, cfg)
+    people = _assemble(_greedy_match(limb, ia, ib, s, len(peaks.score)), skeleton_list, k) if len(limb) else []
+    if cfg.min_joints <= 1:
+        # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
+        # joint) become one-joint people rather than vanishing; they rank by their peak score.
+        owned = np.zeros(len(peaks.score), bool)
+        owned[[i for p, _, _ in people for i in p if i >= 0]] = True
+        for i in np.flatnonzero(~owned):
+            slots = [-1] * k
+            slots[int(peaks.joint[i])] = int(i)
+            people.append((slots, 0.0, 0))
+    people = attach_fragments(people, peaks.xy, max_joints=cfg.fragment_max_joints, radius=cfg.fragment_radius,
+                              min_extent=1.0)
     if not people:
         return []
 
     ids = np.array([p for p, _, _ in people], np.int64)  # (P, K), -1 = not found
     found = ids >= 0
     n_joints = found.sum(axis=1)
-    peak_sum = np.where(found, peaks.score[np.maximum(ids, 0)], 0.0).sum(axis=1)
-    limb_sum = np.array([ls for _, ls, _ in people])
-    limb_cnt = np.array([lc for _, _, lc in people])
-    score = (peak_sum + limb_sum) / (n_joints + limb_cnt)
-    keep = (n_joints >= cfg.min_joints) & (score >= cfg.min_person_score)
-    ids, found, score = ids[keep], found[keep], score[keep]
-    half = (stride - 1) / 2.0
-    kps = np.zeros(ids.shape + (3,), np.float64)
     safe = np.maximum(ids, 0)
-    kps[..., :2] = peaks.xy[safe] * stride + half
-    kps[..., 2] = peaks.score[safe]
-    kps[~found] = 0.0
-    order = np.argsort(-score, kind="stable")
-    return [Person(keypoints=kps[i].astype(np.float32), score=float(score[i])) for i in order]
+    peak_score = np.where(found, peaks.score[safe], 0.0)
+    limb_stats = np.array([(ls, lc) for _, ls, lc in people], np.float64)  # (P, 2) summed limb score, limb count
+    score = (peak_score.sum(axis=1) + limb_stats[:, 0]) / (n_joints + limb_stats[:, 1])
+    keep = np.flatnonzero((n_joints >= cfg.min_joints) & (score >= cfg.min_person_score))
+    keep = keep[np.argsort(-score[keep], kind="stable")]
+    kps = np.zeros((len(keep), k, 3), np.float32)
+    kps[:, :, :2] = peaks.xy[safe[keep]] * stride + (stride - 1) / 2.0
+    kps[:, :, 2] = peak_score[keep]
+    kps[~found[keep]] = 0.0
+    return [Person(keypoints=kp, score=sc) for kp, sc in zip(kps, score[keep].tolist())]
+
+
+@functools.lru_cache(maxsize=32)
+def _skeleton(skeleton: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The skeleton as an (L, 2) int64 array and a list of pairs (cached: schemas are immutable)."""
+    arr = np.asarray(skeleton, np.int64).reshape(-1, 2)
+    arr.setflags(write=False)
+    return arr, [(int(a), int(b)) for a, b in skeleton]
 
 
 def people_to_coco(

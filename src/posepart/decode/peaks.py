@@ -11,15 +11,19 @@ symmetric about the midpoint, so the refined offset is exactly +0.5: the midpoin
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
 
-# Offsets (dy, dx) of the 3x3 neighbourhood in raster order; index 4 is the centre.
-_NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-_EARLIER = np.array([0, 1, 2, 3])  # must be strictly below the centre
-_LATER = np.array([5, 6, 7, 8])  # must be at most the centre
 _MIN_VALUE = 1e-12  # neighbours at or below this cannot be logged and count as missing
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(row: int) -> np.ndarray:
+    """Flat offsets (1, 9) of a 3x3 neighbourhood in raster order in an array with rows of length `row`; index 4 is
+    the centre, 0-3 come before it and 5-8 after."""
+    return np.array([[dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]])
 
 
 class Peaks(NamedTuple):
@@ -31,23 +35,30 @@ class Peaks(NamedTuple):
     starts: np.ndarray  # (K + 1,) int64 row offsets per joint
 
 
-def _log_offsets(
-    lo: np.ndarray, c: np.ndarray, hi: np.ndarray, lo_ok: np.ndarray, hi_ok: np.ndarray, curv_fallback: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vertex offset of the parabola through log values at -1, 0, +1 (logs already taken).
+def _refine(nb: np.ndarray, sigma_cells: float) -> np.ndarray:
+    """Sub-cell offsets (N, 2) [dx, dy] in [-0.5, 0.5] from the 3x3 neighbourhoods nb (N, 9) (-inf outside the grid).
 
-    Returns (offset, curvature, complete) where `complete` marks rows with both neighbours. Rows missing one neighbour
-    (grid border, or a non-positive value) use `curv_fallback` as the second difference and fit through the other
-    neighbour alone; rows missing both get offset 0.
+    Along each axis the parabola through log(left), log(centre), log(right) has its vertex at
+    0.5 * (l - r) / (l - 2c + r). An axis missing a neighbour (grid border, or a value too small to log) fits through
+    the neighbour it has, borrowing the curvature l - 2c + r of the other axis (the Gaussian is isotropic), or the
+    prior -1 / sigma^2 when the other axis is incomplete too.
     """
-    complete = lo_ok & hi_ok
-    curv = np.where(complete, lo - 2.0 * c + hi, curv_fallback)  # second difference, < 0 at a strict maximum
-    curv = np.where(curv < 0.0, curv, -1.0)  # guard: never divide by a non-negative curvature
-    off_both = 0.5 * (lo - hi) / curv  # vertex of f(t) = c + B t + curv/2 t^2 with B = (hi - lo) / 2
-    off_hi = 0.5 - (hi - c) / curv  # from f(1) - f(0) = B + curv / 2
-    off_lo = (lo - c) / curv - 0.5  # from f(-1) - f(0) = -B + curv / 2
-    off = np.where(complete, off_both, np.where(hi_ok, off_hi, np.where(lo_ok, off_lo, 0.0)))
-    return off, curv, complete
+    ok = nb > _MIN_VALUE
+    lg = np.log(np.where(ok, nb, 1.0))
+    lo, hi, c = lg[:, [3, 1]], lg[:, [5, 7]], lg[:, 4:5]  # (N, 2) per axis [x, y]
+    ok_lo, ok_hi = ok[:, [3, 1]], ok[:, [5, 7]]
+    complete = ok_lo & ok_hi
+    own = lo + hi - 2.0 * c
+    if complete.all():  # the usual case: both neighbours on both axes (and own < 0 at a strict maximum)
+        return np.clip(0.5 * (lo - hi) / np.minimum(own, -1e-12), -0.5, 0.5)
+    curv = np.where(complete, own, np.where(complete[:, ::-1], own[:, ::-1], -1.0 / float(sigma_cells) ** 2))
+    curv = np.where(curv < 0.0, curv, -1.0)  # a strict maximum has curvature < 0; never divide by >= 0
+    off = np.where(
+        complete,
+        0.5 * (lo - hi) / curv,  # vertex of f(t) = c + (hi - lo) / 2 t + curv / 2 t^2
+        np.where(ok_hi, 0.5 - (hi - c) / curv, np.where(ok_lo, (lo - c) / curv - 0.5, 0.0)),
+    )
+    return np.clip(off, -0.5, 0.5)
 
 
 def find_peaks_flat(
@@ -65,43 +76,38 @@ def find_peaks_flat(
     k = hm.shape[0] if num_joints is None else int(num_joints)
     if k > hm.shape[0]:
         raise ValueError(f"num_joints={k} but heatmaps have only {hm.shape[0]} channels")
+    if hm.dtype != np.float32 and hm.dtype != np.float64:
+        hm = hm.astype(np.float32)
     hm = hm[:k]
     _, h, w = hm.shape
-    # 3x3 maximum by two separable passes over a -inf padded copy (cost independent of the number of people).
-    pad = np.full((k, h + 2, w + 2), -np.inf, np.float32 if hm.dtype == np.float32 else np.float64)
+    # -inf padded copy, flattened: the neighbours of flat index i are i +- 1 and i +- (w + 2), so the 3x3 maximum is
+    # two separable passes of contiguous 1-D maxima (cost independent of the number of people).
+    row = w + 2
+    pad = np.full((k, h + 2, row), -np.inf, hm.dtype)
     pad[:, 1:-1, 1:-1] = hm
-    rows = np.maximum(np.maximum(pad[:, :, :-2], pad[:, :, 1:-1]), pad[:, :, 2:])  # (k, h+2, w)
-    max3 = np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])  # (k, h, w)
-    cand = (hm >= max3) & (hm > threshold)
-    jj, yy, xx = np.nonzero(cand)  # raster order: by joint, then y, then x
-    # 3x3 neighbourhoods of the candidates (N, 9) from the padded array; -inf outside the grid.
     flat = pad.reshape(-1)
-    centre = (jj * (h + 2) + yy + 1) * (w + 2) + xx + 1
-    offs = np.array([dy * (w + 2) + dx for dy, dx in _NEIGHBOURS])
-    nb = flat[centre[:, None] + offs[None, :]].astype(np.float64)
+    rmax = np.maximum(flat[:-2], flat[2:])  # rmax[i - 1] = max over i - 1, i, i + 1
+    np.maximum(rmax, flat[1:-1], out=rmax)
+    max3 = np.maximum(rmax[: -2 * row], rmax[2 * row :])  # max3[m] = 3x3 max at flat index m + row + 1
+    np.maximum(max3, rmax[row:-row], out=max3)
+    # value >= its 3x3 max and > threshold, in one comparison: max3 is raised to the next float above threshold
+    np.maximum(max3, np.nextafter(hm.dtype.type(threshold), hm.dtype.type(np.inf)), out=max3)
+    pos = np.flatnonzero(flat[row + 1 : row + 1 + len(max3)] >= max3) + (row + 1)  # padded flat indices, raster order
+    jj, rem = np.divmod(pos, (h + 2) * row)
+    yy, xx = np.divmod(rem, row)
+    yy -= 1
+    xx -= 1
+    nb = flat[pos[:, None] + _offsets(row)].astype(np.float64)  # (N, 9) neighbourhoods, -inf outside the grid
     c = nb[:, 4:5]
-    keep = (nb[:, _EARLIER] < c).all(axis=1) & (nb[:, _LATER] <= c).all(axis=1)  # plateau -> its first cell
-    nb, jj, yy, xx = nb[keep], jj[keep], yy[keep], xx[keep]
-
-    ok = nb > _MIN_VALUE
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lg = np.log(np.where(ok, nb, 1.0))
-    prior = np.full(len(nb), -1.0 / float(sigma_cells) ** 2)
-    ly, lc, ry, lx, rx = lg[:, 1], lg[:, 4], lg[:, 7], lg[:, 3], lg[:, 5]
-    # Each axis first with its own neighbours; an incomplete axis borrows the other axis's curvature (the Gaussian
-    # is isotropic), or the sigma prior when both axes are incomplete.
-    x_complete = ok[:, 3] & ok[:, 5]
-    y_complete = ok[:, 1] & ok[:, 7]
-    curv_x = np.where(x_complete, lx - 2.0 * lc + rx, prior)
-    curv_y = np.where(y_complete, ly - 2.0 * lc + ry, prior)
-    dx, _, _ = _log_offsets(lx, lc, rx, ok[:, 3], ok[:, 5], np.where(y_complete, curv_y, prior))
-    dy, _, _ = _log_offsets(ly, lc, ry, ok[:, 1], ok[:, 7], np.where(x_complete, curv_x, prior))
-    dx = np.clip(dx, -0.5, 0.5)
-    dy = np.clip(dy, -0.5, 0.5)
-
-    xy = np.stack([xx + dx, yy + dy], axis=1)
-    starts = np.searchsorted(jj, np.arange(k + 1)).astype(np.int64)
-    return Peaks(xy=xy, score=nb[:, 4].copy(), joint=jj.astype(np.int64), starts=starts)
+    keep = (nb[:, :4] < c).all(axis=1) & (nb[:, 5:] <= c).all(axis=1)  # a plateau keeps only its first cell
+    if not keep.all():
+        nb, jj, yy, xx = nb[keep], jj[keep], yy[keep], xx[keep]
+    off = _refine(nb, sigma_cells)
+    xy = np.empty((len(nb), 2))
+    xy[:, 0] = xx + off[:, 0]
+    xy[:, 1] = yy + off[:, 1]
+    starts = np.searchsorted(jj, np.arange(k + 1))
+    return Peaks(xy=xy, score=nb[:, 4].copy(), joint=jj, starts=starts)
 
 
 def find_peaks(

@@ -1,0 +1,135 @@
+"""Decoder speed on one core: ms per image for 1 / 10 / 20 people (PASCAL schema, 368x368 input, stride 8), plus the
+fraction of people recovered with every joint within 1 px, from maps rendered here from random synthetic skeletons.
+
+Run: .venv/bin/python benchmarks/bench_decode.py   (writes benchmarks/results/decode.json)
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core: set before numpy is imported
+
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from posepart.decode import decode  # noqa: E402
+from posepart.schema import Schema  # noqa: E402
+
+SIZE, STRIDE, SIGMA = 368, 8, 7.0
+PEOPLE = (1, 10, 20)
+IMAGES = 30  # distinct images per setting
+REPEATS = 20  # timed decodes per image (the minimum over repeats is kept, then averaged over images)
+
+
+def synth_skeleton(rng: np.random.Generator, schema: Schema, box: np.ndarray) -> np.ndarray:
+    """(K, 3) joints of a random stick figure grown along the skeleton from joint 0 (random directions, lengths),
+    then scaled and shifted to fill `box` = (x0, y0, x1, y1)."""
+    k = schema.num_joints
+    xy = np.full((k, 2), np.nan)
+    xy[0] = 0.0
+    edges = list(schema.skeleton)
+    while np.isnan(xy[:, 0]).any():
+        for a, b in edges:
+            if np.isnan(xy[a, 0]) != np.isnan(xy[b, 0]):
+                src, dst = (a, b) if np.isnan(xy[b, 0]) else (b, a)
+                ang = rng.uniform(0, 2 * np.pi)
+                xy[dst] = xy[src] + rng.uniform(0.6, 1.0) * np.array([np.cos(ang), np.sin(ang)])
+        xy[np.isnan(xy[:, 0]) & ~np.isin(np.arange(k), np.array(edges).ravel())] = 0.0
+    lo, hi = xy.min(0), xy.max(0)
+    scale = np.min((box[2:] - box[:2]) / np.maximum(hi - lo, 1e-6))
+    out = np.zeros((k, 3))
+    out[:, :2] = (xy - lo) * scale + box[:2]
+    out[:, 2] = 2
+    return out
+
+
+def random_people(rng: np.random.Generator, schema: Schema, n: int) -> np.ndarray:
+    """n non-overlapping people (n, K, 3): one per slot of a 5x4 grid, inset by 14 px so the same joint of two people
+    is >= 28 px apart."""
+    gx, gy = 5, 4
+    sw, sh = SIZE / gx, SIZE / gy
+    slots = rng.choice(gx * gy, size=n, replace=False)
+    boxes = [np.array([(s % gx) * sw + 14, (s // gx) * sh + 14, (s % gx + 1) * sw - 14, (s // gx + 1) * sh - 14])
+             for s in slots]
+    return np.stack([synth_skeleton(rng, schema, b) for b in boxes])
+
+
+def render(people: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth maps, vectorised over people: max-merged Gaussians (+ background) and averaged unit-vector PAFs on
+    cells within 1 cell of each limb."""
+    h = w = SIZE // STRIDE
+    half = (STRIDE - 1) / 2
+    cx = np.arange(w) * STRIDE + half
+    x, y = people[..., 0], people[..., 1]  # (N, K)
+    g = np.exp(-((cx[None, None, None, :] - x[..., None, None]) ** 2
+                 + (cx[None, None, :, None] - y[..., None, None]) ** 2) / (2 * SIGMA**2))  # (N, K, h, w)
+    hm = np.zeros((schema.heatmap_channels, h, w))
+    hm[:-1] = g.max(0)
+    hm[-1] = 1 - hm[:-1].max(0)
+    sk = np.array(schema.skeleton)
+    pa = (people[:, sk[:, 0], :2] - half) / STRIDE  # (N, L, 2)
+    d = (people[:, sk[:, 1], :2] - half) / STRIDE - pa
+    u = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    gy, gx = np.mgrid[0:h, 0:w].astype(float)
+    rel = np.stack([gx - pa[..., 0, None, None], gy - pa[..., 1, None, None]], -1)  # (N, L, h, w, 2)
+    t = np.clip((rel * d[:, :, None, None]).sum(-1) / (d * d).sum(-1)[..., None, None], 0, 1)
+    on = np.linalg.norm(rel - t[..., None] * d[:, :, None, None], axis=-1) <= 1.0  # (N, L, h, w)
+    paf = (on[..., None] * u[:, :, None, None]).sum(0) / np.maximum(on.sum(0), 1)[..., None]  # (L, h, w, 2)
+    return hm.astype(np.float32), paf.transpose(0, 3, 1, 2).reshape(-1, h, w).astype(np.float32)
+
+
+def recovered(decoded: list, truth: np.ndarray, tol: float = 1.0) -> int:
+    """True people matched by a decoded person with every joint found and within tol px."""
+    hits = 0
+    for t in truth:
+        hits += any(
+            np.all(p.keypoints[:, 2] > 0) and np.abs(p.keypoints[:, :2] - t[:, :2]).max() <= tol for p in decoded
+        )
+    return hits
+
+
+def main() -> None:
+    schema = Schema.pascal_person_part()
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in PEOPLE:
+        times, hits, total, extra = [], 0, 0, 0
+        for _ in range(IMAGES):
+            truth = random_people(rng, schema, n)
+            hm, paf = render(truth, schema)
+            people = decode(hm, paf, schema, stride=STRIDE)
+            hits += recovered(people, truth)
+            total += n
+            extra += max(len(people) - n, 0)
+            best = np.inf
+            for _ in range(REPEATS):
+                t0 = time.perf_counter()
+                decode(hm, paf, schema, stride=STRIDE)
+                best = min(best, time.perf_counter() - t0)
+            times.append(best)
+        rows.append({"people": n, "ms_per_image": 1e3 * float(np.mean(times)), "ms_p90": 1e3 * float(np.quantile(times, 0.9)),
+                     "recovered": hits / total, "spurious_people": extra})
+    base = rows[0]["ms_per_image"]
+    print(f"decode, PASCAL schema ({schema.num_joints} joints, {schema.num_limbs} limbs), {SIZE}x{SIZE} input, "
+          f"{SIZE // STRIDE}x{SIZE // STRIDE} maps, 1 thread, {IMAGES} images x best of {REPEATS}")
+    print(f"{'people':>6} {'ms/image':>9} {'p90 ms':>7} {'x 1-person':>10} {'recovered<=1px':>15} {'spurious':>8}")
+    for r in rows:
+        r["ratio_to_1_person"] = r["ms_per_image"] / base
+        print(f"{r['people']:>6} {r['ms_per_image']:>9.3f} {r['ms_p90']:>7.3f} {r['ratio_to_1_person']:>10.2f} "
+              f"{r['recovered']:>15.3f} {r['spurious_people']:>8}")
+    out = Path(__file__).parent / "results" / "decode.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": IMAGES,
+            "repeats": REPEATS, "numpy": np.__version__, "machine": platform.processor() or platform.machine()}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""From a dataset record to a model-input sample: the one place pixels, augmentation and targets meet.
+
+Records (what the JSON says) stay separate from the mapper (how a sample is made), as in detectron2: the same records
+feed training (random affine + photometric jitter) and evaluation (letterbox), and the targets are built by the pure
+functions of `posepart.targets` after the single geometric transform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from posepart.data.augment import AugmentConfig, apply_affine, invert, letterbox_affine, photometric, sample_affine
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.targets import build_targets
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Network input size and target geometry (sigma in input pixels, PAF half-width in output cells)."""
+
+    input_size: int = 368
+    stride: int = 8
+    sigma: float = 7.0
+    paf_width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.input_size % self.stride:
+            raise ValueError(f"input_size {self.input_size} must be a multiple of the stride {self.stride}")
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised."""
+    return ((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+
+@dataclass
+class Mapper:
+    """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
+
+    `joint_mask` marks the joints the source annotates (default: all); a source with no pose or no parts yields
+    `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
+    """
+
+    dataset: PosePartDataset
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    augment: AugmentConfig | None = None
+    joint_mask: np.ndarray | None = None
+
+    def __call__(self, record: ImageRecord, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        schema = self.dataset.schema
+        size = self.targets.input_size
+        out_hw = (size, size)
+        image = self.dataset.load_image(record)
+        parts = self.dataset.load_parts(record)
+        ignore = record.ignore_mask()
+        if self.augment is not None:
+            rng = rng if rng is not None else np.random.default_rng()
+            center = None
+            if record.num_people:
+                box = record.boxes[rng.integers(record.num_people)]
+                center = (float(box[0] + box[2] / 2), float(box[1] + box[3] / 2))
+            affine = sample_affine(rng, (record.height, record.width), out_hw, self.augment, center)
+        else:
+            affine = letterbox_affine((record.height, record.width), out_hw)
+        image, parts, ignore, keypoints = apply_affine(
+            affine, image, parts, ignore, record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
+        )
+        if self.augment is not None and self.augment.photometric:
+            image = photometric(image, rng)
+        built = build_targets(keypoints, ignore, parts, schema, stride=self.targets.stride,
+                              sigma=self.targets.sigma, paf_width=self.targets.paf_width)
+        joint_mask = np.ones(schema.num_joints, bool) if self.joint_mask is None else self.joint_mask
+        return {
+            "image": normalize(image),
+            "heatmaps": built.heatmaps,
+            "pafs": built.pafs,
+            "pose_mask": built.pose_mask,
+            "parts": built.parts.astype(np.int64),
+            "has_pose": np.bool_(record.pose_labeled and schema.has_pose),
+            "has_parts": np.bool_(parts is not None),
+            "joint_mask": joint_mask.astype(bool),
+            "image_id": np.int64(record.image_id),
+            "to_image": invert(affine).astype(np.float32),
+        }
+
+
+class MappedDataset(torch.utils.data.Dataset):
+    """A torch Dataset over records. A broken sample never crashes an epoch: it is replaced by the next good one and
+    counted in the sample's `skipped` field (summed by the training loop, so counts survive worker processes).
+
+    Augmentation randomness is a pure function of (seed, epoch, index): resumed runs and any worker count see the
+    same samples.
+    """
+
+    def __init__(self, mapper: Mapper, *, seed: int = 0, max_skips: int = 16) -> None:
+        self.mapper = mapper
+        self.records = mapper.dataset.records
+        self.seed = seed
+        self.epoch = 0
+        self.max_skips = max_skips
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        errors = []
+        for attempt in range(min(self.max_skips, len(self.records))):
+            i = (index + attempt) % len(self.records)
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            try:
+                sample = self.mapper(self.records[i], rng)
+            except DatasetError as err:
+                errors.append(str(err))
+                continue
+            sample["skipped"] = np.int64(attempt)
+            return sample
+        raise DatasetError(f"{len(errors)} consecutive broken samples from index {index}; last: {errors[-1]}")

@@ -1,0 +1,58 @@
+"""Attaching small fragments to people: the step after PAF grouping.
+
+PAF grouping joins joints only along skeleton edges, so a person whose chain is broken (an occluded or unlabelled
+elbow between a visible shoulder and wrist) comes out as a person plus a fragment (the forearm). Fragments of at most
+`max_joints` joints are given to assembled people that lack all of their joints, when they lie within that person's
+extent (`radius` x the larger side of the person's joint bounding box). Fragments with the same joints compete for
+the same people, so each such group is assigned one-to-one by minimum total normalised distance (Hungarian, scipy)
+rather than greedily: two left wrists near two people go one to each.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+Assembled = tuple[list[int], float, int]  # peak id per joint (-1 = none), summed limb score, limb count
+
+
+def attach_fragments(people: list[Assembled], xy: np.ndarray, *, max_joints: int, radius: float,
+                     min_extent: float) -> list[Assembled]:
+    """Merge fragments (<= max_joints joints) into compatible people; xy: (P, 2) peak positions (any unit)."""
+    if max_joints <= 0 or len(people) < 2:
+        return people
+    slots = np.array([p for p, _, _ in people], np.int64)  # (N, K)
+    found = slots >= 0
+    size = found.sum(1)
+    hosts = np.flatnonzero(size > max_joints)
+    if not len(hosts) or len(hosts) == len(people):
+        return people
+    host_xy = np.where(found[hosts, :, None], xy[np.maximum(slots[hosts], 0)], np.nan)  # (H, K, 2)
+    extent = np.maximum(np.nanmax(host_xy, 1) - np.nanmin(host_xy, 1), min_extent).max(1)  # (H,)
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # joint set -> fragments with exactly those joints
+    for f in np.flatnonzero(size <= max_joints):
+        groups[tuple(np.flatnonzero(found[f]))].append(int(f))
+    merged = [[np.array(p[0]), p[1], p[2]] for p in people]
+    absorbed = np.zeros(len(people), bool)
+    for joints_t in sorted(groups, key=lambda js: -len(js)):  # bigger fragments first
+        joints = np.array(joints_t)
+        frags = np.array(groups[joints_t])
+        frag_xy = xy[slots[frags][:, joints]]  # (F, J, 2)
+        d = np.sqrt(((host_xy[:, None, :, None, :] - frag_xy[None, :, None, :, :]) ** 2).sum(-1))  # (H, F, K, J)
+        cost = np.nanmin(d.reshape(len(hosts), len(frags), -1), 2) / extent[:, None]  # (H, F)
+        cost[found[hosts][:, joints].any(1)] = np.inf  # a host must lack every joint of the fragment
+        cost[~(cost <= radius)] = radius + 1.0  # too far (or impossible): never chosen over staying alone
+        rows, cols = linear_sum_assignment(cost)
+        for h, f_i in zip(rows, cols):
+            if cost[h, f_i] > radius:
+                continue
+            host, frag = hosts[h], frags[f_i]
+            merged[host][0][joints] = slots[frag, joints]
+            merged[host][1] += people[frag][1]
+            merged[host][2] += people[frag][2]
+            found[host, joints] = True
+            host_xy[h, joints] = xy[slots[frag, joints]]
+            absorbed[frag] = True
+    return [(list(map(int, p[0])), p[1], p[2]) for i, p in enumerate(merged) if not absorbed[i]]

@@ -1,0 +1,217 @@
+"""Training configuration: YAML files validated into typed dataclasses.
+
+An unknown key or a value of the wrong type is an error that names the key (`model.stagse: unknown key; known: ...`).
+`--set a.b=value` overrides parse their value with YAML's safe loader (never eval) and are validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
+    stages: int = 2
+    seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
+    width: float = 1.0
+    fc_width: int = 4096
+    pretrained: Path | None = None  # local torchvision vgg16 state dict (.pth) or .safetensors
+
+
+@dataclass
+class AugmentSettings:
+    scale_min: float = 0.7
+    scale_max: float = 1.3
+    rotate_deg: float = 30.0
+    flip_prob: float = 0.5
+    center_jitter: float = 0.2
+    photometric: bool = True
+
+
+@dataclass
+class DataConfig:
+    train: Path | None = None
+    val: Path | None = None
+    input_size: int = 368
+    stride: int = 8
+    sigma: float = 7.0
+    paf_width: float = 1.0
+    batch_size: int = 8
+    workers: int = 2
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass
+class LossConfig:
+    mask: Literal["openpose", "seed"] = "openpose"
+    weighting: Literal["fixed", "uncertainty"] = "fixed"
+    weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = 0
+    step_size: int = 10_000  # for "step": decay every this many optimizer steps
+    gamma: float = 0.333
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 100
+    max_steps: int = -1
+    max_minutes: float | None = None
+    precision: str = "32-true"
+    seed: int = 0
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    val_every_epochs: int = 1
+    best_metric: str = "val/seg/mean_iou"
+    best_mode: Literal["max", "min"] = "max"
+    log_every_steps: int = 10
+    val_images: int = 4  # prediction overlays logged per validation
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert one value against a type annotation; ConfigError names the key on mismatch."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(annotation))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, vtype = typing.get_args(annotation)
+        return {str(k): _coerce(v, vtype, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} settings, got {value!r}")
+        return _build(annotation, value, key)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if annotation is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{key}: unsupported setting type {annotation!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints:
+            raise ConfigError(f"{full}: unknown key; known: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """['optim.lr=0.01', 'model.stages=3'] -> nested dict; values parsed with yaml.safe_load."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        return _build(Config, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from None

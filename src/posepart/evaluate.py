@@ -1,0 +1,158 @@
+"""Scoring predictions against a dataset, and the oracle that scores decoded ground-truth targets.
+
+Every prediction is expressed in ORIGINAL image coordinates before scoring, so the numbers are comparable across
+input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
+`{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
+  "pose": {ap, ap50, ap75, ar, pckh, pck_dist, pck_dist_px}}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from posepart.data.augment import apply_affine, invert, letterbox_affine
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.decode import DecodeConfig, decode, people_to_coco
+from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
+from posepart.schema import Schema
+from posepart.targets import build_targets
+
+
+@dataclass
+class Prediction:
+    """One image's prediction in original image coordinates."""
+
+    results: list[dict[str, Any]]  # COCO keypoint results
+    parts: np.ndarray | None  # (H, W) uint8 part labels
+
+
+class Evaluator:
+    """Accumulates predictions image by image; `compute()` returns the metrics.json dict."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.confusion = ConfusionMatrix(schema.num_parts) if schema.has_parts else None
+        self.images: list[dict[str, Any]] = []
+        self.ground_truth: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+        self.gt_people: list[np.ndarray] = []
+        self.pred_people: list[np.ndarray] = []
+        self.head_sizes: list[np.ndarray] = []
+        self.part_images = 0
+
+    def add(self, record: ImageRecord, prediction: Prediction, gt_parts: np.ndarray | None) -> None:
+        if record.pose_labeled and self.schema.has_pose:
+            self.images.append(record.image_info())
+            for ann in record.annotations:
+                self.ground_truth.append(_gt_annotation(ann, record, len(self.ground_truth) + 1))
+            self.results.extend(prediction.results)
+            k = self.schema.num_joints
+            pred = np.asarray([r["keypoints"] for r in prediction.results], np.float32).reshape(-1, k, 3)
+            self.gt_people.append(record.keypoints)
+            self.pred_people.append(pred)
+            self.head_sizes.append(record.head_sizes)
+        if self.confusion is not None and gt_parts is not None and prediction.parts is not None:
+            self.confusion.update(prediction.parts, gt_parts)
+            self.part_images += 1
+
+    def compute(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if self.confusion is not None and self.part_images:
+            metrics["segmentation"] = self.confusion.compute()
+        if self.images:
+            pose = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas)
+            heads = self.head_sizes if any(np.isfinite(h).any() for h in self.head_sizes) else None
+            pose["pckh"] = pckh(self.gt_people, self.pred_people, heads, self.schema)
+            pose.update(pck_dist(self.gt_people, self.pred_people, self.schema))
+            metrics["pose"] = pose
+        return metrics
+
+
+def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any]:
+    """A COCOeval ground-truth dict: category 1, a fresh id, an area (from bbox when the file has none)."""
+    out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
+                                                  "segmentation")}
+    out.update(id=new_id, image_id=record.image_id, category_id=1)
+    out.setdefault("iscrowd", 0)
+    out.setdefault("keypoints", [])
+    if "bbox" not in out:
+        out["bbox"] = [0.0, 0.0, float(record.width), float(record.height)]
+    if not out.get("area"):
+        out["area"] = float(out["bbox"][2] * out["bbox"][3])
+    if "num_keypoints" not in out:
+        out["num_keypoints"] = int(sum(1 for v in out["keypoints"][2::3] if v > 0))
+    return out
+
+
+def parts_to_image(parts: np.ndarray, to_image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resample a label map from network-input coordinates back to the original image (nearest, 0 outside)."""
+    return cv2.warpAffine(parts, to_image, (width, height), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def oracle_prediction(
+    dataset: PosePartDataset,
+    record: ImageRecord,
+    *,
+    input_size: int = 368,
+    stride: int = 8,
+    sigma: float = 7.0,
+    paf_width: float = 1.0,
+    config: DecodeConfig | None = None,
+) -> tuple[Prediction, np.ndarray | None]:
+    """Targets built from the ground truth exactly as for training, decoded like a network output."""
+    schema = dataset.schema
+    parts = dataset.load_parts(record)
+    out_hw = (input_size, input_size)
+    affine = letterbox_affine((record.height, record.width), out_hw)
+    blank = np.zeros((record.height, record.width, 3), np.uint8)  # the oracle needs no pixels
+    _, parts_in, ignore_in, keypoints_in = apply_affine(
+        affine, blank, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
+    )
+    targets = build_targets(keypoints_in, ignore_in, parts_in, schema, stride=stride, sigma=sigma,
+                            paf_width=paf_width)
+    to_image = invert(affine)
+    results: list[dict[str, Any]] = []
+    if schema.has_pose and record.pose_labeled:
+        people = decode(targets.heatmaps, targets.pafs, schema, stride, config or DecodeConfig.for_evaluation())
+        results = people_to_coco(people, record.image_id, to_image)
+    pred_parts = None
+    if parts is not None:
+        pred_parts = parts_to_image(targets.parts, to_image, record.height, record.width)
+    return Prediction(results, pred_parts), parts
+
+
+def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8,
+                    progress: bool = True) -> dict[str, Any]:
+    """The upper bound of the pipeline: score decoded ground-truth targets. Broken samples are skipped and counted."""
+    evaluator = Evaluator(dataset.schema)
+    skipped = 0
+    for record in tqdm(dataset.records, desc="oracle", disable=not progress, leave=False):
+        try:
+            prediction, gt_parts = oracle_prediction(dataset, record, input_size=input_size, stride=stride)
+        except DatasetError as err:
+            skipped += 1
+            tqdm.write(f"skipped: {err}")
+            continue
+        evaluator.add(record, prediction, gt_parts)
+    metrics = evaluator.compute()
+    metrics["images"] = len(dataset) - skipped
+    if skipped:
+        metrics["skipped"] = skipped
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of the headline numbers."""
+    rows = []
+    for task in ("pose", "segmentation"):
+        for name, value in metrics.get(task, {}).items():
+            if isinstance(value, (int, float)) and value is not None:
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                rows.append(f"{task:<13} {name:<24} {shown}")
+    return "\n".join(rows)

@@ -1,0 +1,19 @@
+"""Training losses: part segmentation cross-entropy, masked heatmap/PAF MSE, and pluggable task weighting."""
+
+from posepart.losses.multitask import LossResult, PosePartLoss
+from posepart.losses.pose import (
+    PoseLoss,
+    heatmap_channel_mask,
+    masked_mse,
+    paf_channel_mask,
+    seed_heatmap_mask,
+    seed_paf_mask,
+)
+from posepart.losses.seg import IGNORE_INDEX, SegLoss, upsample_logits
+from posepart.losses.weighting import FixedWeighting, TaskWeighting, UncertaintyWeighting
+
+__all__ = [
+    "IGNORE_INDEX", "FixedWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
+    "UncertaintyWeighting", "heatmap_channel_mask", "masked_mse", "paf_channel_mask", "seed_heatmap_mask",
+    "seed_paf_mask", "upsample_logits",
+]

@@ -1,0 +1,96 @@
+"""`PosePartLoss`: segmentation + heatmap + PAF losses over every stage, combined by a pluggable task weighting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from posepart.losses.pose import MaskMode, PoseLoss
+from posepart.losses.seg import SegLoss
+from posepart.losses.weighting import FixedWeighting, TaskWeighting
+from posepart.schema import Schema
+
+# Task name -> the model-output attribute holding its per-stage list (also the batch key of its target).
+TASK_OUTPUTS: dict[str, str] = {"seg": "parts", "heatmap": "heatmaps", "paf": "pafs"}
+
+
+@dataclass
+class LossResult:
+    """`total` to backpropagate; `terms`: detached values for logging ("seg", "heatmap/stage1", "total", ...)."""
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+def output_stages(output: Any, name: str) -> list[Tensor]:
+    """The per-stage list `name` of a ModelOutput-like object or a mapping; [] when absent."""
+    stages = output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
+    return list(stages or [])
+
+
+class PosePartLoss(nn.Module):
+    """The multi-task loss: L = weighting({"seg": L_seg, "heatmap": L_heat, "paf": L_paf}).
+
+    Each L_task is the sum over the model's stages (intermediate supervision) of that stage's loss; tasks whose output
+    list is empty are skipped (no term, no weighting parameter used). Segmentation: `SegLoss` (cross-entropy,
+    logits upsampled bilinearly to the label size, set-valued labels via `allowed_sets`). Pose: `PoseLoss` (masked
+    MSE, mask mode "openpose" or "seed"). Default weighting: `FixedWeighting()`, the seed paper's unweighted sum.
+    With a learnable weighting (e.g. `UncertaintyWeighting`) pass this module's `parameters()` to the optimizer.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        mask_mode: MaskMode = "openpose",
+        weighting: TaskWeighting | None = None,
+        allowed_sets: Tensor | None = None,
+        seed_threshold: float = 0.02,
+        check_labels: bool = True,
+    ) -> None:
+        super().__init__()
+        if allowed_sets is not None and allowed_sets.shape[-1] != schema.num_parts:
+            raise ValueError(f"allowed_sets has {allowed_sets.shape[-1]} columns, the schema {schema.num_parts} parts")
+        self.schema = schema
+        self.seg = SegLoss(allowed_sets=allowed_sets, check_labels=check_labels)
+        self.pose = PoseLoss(schema, mask_mode=mask_mode, seed_threshold=seed_threshold)
+        self.weighting = weighting if weighting is not None else FixedWeighting()
+
+    def _expected_channels(self, task: str) -> int:
+        return {"seg": self.schema.num_parts, "heatmap": self.schema.heatmap_channels,
+                "paf": self.schema.paf_channels}[task]
+
+    def task_stage_losses(self, task: str, stages: Sequence[Tensor], batch: Mapping[str, Tensor]) -> list[Tensor]:
+        """Per-stage losses of one task (stages non-empty)."""
+        expected = self._expected_channels(task)
+        for i, s in enumerate(stages):
+            if s.dim() != 4 or s.shape[1] != expected:
+                raise ValueError(f"{task} stage {i + 1} output has shape {tuple(s.shape)}; the schema expects "
+                                 f"(B, {expected}, h, w)")
+        target_key = TASK_OUTPUTS[task]
+        if target_key not in batch:
+            raise KeyError(f"the model predicts {task} but the batch has no {target_key!r} targets")
+        if task == "seg":
+            return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"))
+        return self.pose(task, stages, batch)
+
+    def forward(self, output: Any, batch: Mapping[str, Tensor]) -> LossResult:
+        """output: ModelOutput (or mapping) with per-stage lists `parts`, `heatmaps`, `pafs`; batch: see conventions."""
+        task_losses: dict[str, Tensor] = {}
+        terms: dict[str, Tensor] = {}
+        for task, attribute in TASK_OUTPUTS.items():
+            stages = output_stages(output, attribute)
+            if not stages:
+                continue
+            per_stage = self.task_stage_losses(task, stages, batch)
+            task_losses[task] = torch.stack(per_stage).sum()
+            terms[task] = task_losses[task].detach()
+            terms.update({f"{task}/stage{i + 1}": loss.detach() for i, loss in enumerate(per_stage)})
+        if not task_losses:
+            raise ValueError("the model output has no parts, heatmaps or pafs stages to supervise")
+        total = self.weighting(task_losses)
+        terms["total"] = total.detach()
+        terms.update(self.weighting.log_terms())
+        return LossResult(total=total, terms=terms)

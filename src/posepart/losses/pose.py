@@ -1,0 +1,120 @@
+"""Masked MSE for confidence maps (heatmaps) and part affinity fields, summed over stages.
+
+Per stage and task, with a weight W (B, C, h, w) that is 0 wherever there is nothing to learn:
+
+    L_stage = sum(W * (pred - gt)^2) / max(sum(W), 1)
+
+i.e. the mean squared error over the supervised (sample, channel, pixel) entries of the whole batch (one batch-wide
+denominator, so samples are weighted by how much of them is supervised, and samples with `has_pose` False add nothing
+to numerator or denominator). With binary masks sum(W) is a count, and a batch with no supervised entry gives exactly 0
+with gradient 0. W is the product of
+
+- `has_pose` (B,): samples without pose annotation are not supervised at all;
+- `pose_mask` (B, h, w): crowds, unlabelled people and padding are 0;
+- a per-channel mask from `joint_mask` (B, K): heatmap channel k only if the sample's source annotates joint k; the
+  background channel only if it annotates every joint, because its target (1 - max of the joint maps) would claim
+  "no joint here" at the unannotated joints' true locations; a limb's two PAF channels only if both its joints are;
+- in mask mode "seed" additionally a spatial mask from the ground truth (see `seed_heatmap_mask`, `seed_paf_mask`).
+
+PAF channel layout: limb l of `schema.skeleton` owns channels (2l, 2l+1) = its (x, y) field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from posepart.schema import Schema
+
+MaskMode = Literal["openpose", "seed"]
+MASK_MODES: tuple[str, ...] = ("openpose", "seed")
+PoseTask = Literal["heatmap", "paf"]
+
+
+def heatmap_channel_mask(joint_mask: Tensor) -> Tensor:
+    """(B, K) bool -> (B, K + 1) bool: joints as annotated, background only when every joint is annotated."""
+    joint_mask = joint_mask.bool()
+    return torch.cat([joint_mask, joint_mask.all(1, keepdim=True)], 1)
+
+
+def paf_channel_mask(joint_mask: Tensor, skeleton: Sequence[tuple[int, int]]) -> Tensor:
+    """(B, K) bool -> (B, 2L) bool: both channels of limb (a, b) supervised iff joints a and b are annotated."""
+    joint_mask = joint_mask.bool()
+    a = torch.tensor([e[0] for e in skeleton], dtype=torch.long, device=joint_mask.device)
+    b = torch.tensor([e[1] for e in skeleton], dtype=torch.long, device=joint_mask.device)
+    limbs = joint_mask[:, a] & joint_mask[:, b]  # (B, L)
+    return limbs.repeat_interleave(2, dim=1)  # (B, 2L)
+
+
+def seed_heatmap_mask(gt: Tensor, threshold: float = 0.02) -> Tensor:
+    """The seed paper's W(p): 1 where the ground-truth heatmap exceeds `threshold`, per channel (B, K+1, h, w).
+
+    Faithful to the paper, so it never penalises false positives in a joint channel's background (a joint map is only
+    supervised near its annotated peaks). The background channel follows the same rule; its target is ~1 away from
+    joints, so it is supervised almost everywhere except at the joint peaks.
+    """
+    return gt > threshold
+
+
+def seed_paf_mask(gt: Tensor) -> Tensor:
+    """The analogous PAF rule: both channels of a limb supervised where that limb's ground-truth field is non-zero.
+
+    gt (B, 2L, h, w) -> (B, 2L, h, w) bool; a pixel counts if either component (x or y) is non-zero, so the x channel
+    of a vertical limb is still pushed to 0 on the limb. Like the heatmap rule, spurious fields elsewhere are free.
+    """
+    b, c, h, w = gt.shape
+    on_limb = (gt.reshape(b, c // 2, 2, h, w) != 0).any(2)  # (B, L, h, w)
+    return on_limb.repeat_interleave(2, dim=1)
+
+
+def masked_mse(pred: Tensor, gt: Tensor, weight: Tensor) -> Tensor:
+    """sum(weight * (pred - gt)^2) / max(sum(weight), 1), computed in float32."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(gt.shape)} differ")
+    diff = pred.float() - gt.float()
+    return (weight * diff * diff).sum() / weight.sum().clamp(min=1.0)
+
+
+class PoseLoss(nn.Module):
+    """Masked MSE of heatmap and PAF stages against the batch targets (see module docstring for the masks)."""
+
+    def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = 0.02) -> None:
+        super().__init__()
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        self.schema = schema
+        self.mask_mode = mask_mode
+        self.seed_threshold = seed_threshold
+
+    def weight(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
+        """The (B, C, h, w) float32 weight W of `task` ("heatmap" or "paf") for this batch."""
+        gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+        b, c, h, w = gt.shape
+        expected = self.schema.heatmap_channels if task == "heatmap" else self.schema.paf_channels
+        if c != expected:
+            raise ValueError(f"batch {task} targets have {c} channels, the schema expects {expected}")
+        joint_mask = batch.get("joint_mask")
+        if joint_mask is None:  # a source that annotates every joint
+            joint_mask = torch.ones(b, self.schema.num_joints, dtype=torch.bool, device=gt.device)
+        channels = heatmap_channel_mask(joint_mask) if task == "heatmap" else \
+            paf_channel_mask(joint_mask, self.schema.skeleton)  # (B, C)
+        has_pose = batch.get("has_pose")
+        if has_pose is not None:
+            channels = channels & has_pose.bool()[:, None]
+        pose_mask = batch.get("pose_mask")
+        spatial = torch.ones(b, h, w, device=gt.device) if pose_mask is None else pose_mask.float()  # (B, h, w)
+        weight = channels.float()[:, :, None, None] * spatial[:, None]  # (B, C, h, w)
+        if self.mask_mode == "seed":
+            seed = seed_heatmap_mask(gt, self.seed_threshold) if task == "heatmap" else seed_paf_mask(gt)
+            weight = weight * seed
+        return weight
+
+    def forward(self, task: PoseTask, stages: Sequence[Tensor], batch: Mapping[str, Tensor]) -> list[Tensor]:
+        """One scalar loss per stage of `task`; every stage is compared with the same target and weight."""
+        if task not in ("heatmap", "paf"):
+            raise ValueError(f"task must be 'heatmap' or 'paf', got {task!r}")
+        gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+        weight = self.weight(task, batch)
+        return [masked_mse(pred, gt, weight) for pred in stages]

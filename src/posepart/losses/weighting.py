@@ -1,0 +1,84 @@
+"""How per-task losses combine into one total: a small pluggable interface and two implementations.
+
+A weighting is an `nn.Module` (so learnable weightings register their parameters with the `PosePartLoss` that holds
+them — the optimizer must be given `loss_fn.parameters()` too). It receives only the tasks present in this step
+(a model without a seg head produces no "seg" entry), so absent tasks contribute neither loss nor regulariser.
+To add a scheme, subclass `TaskWeighting` and implement `forward`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class TaskWeighting(nn.Module, ABC):
+    """Maps {task name: scalar loss} to the scalar total to minimise."""
+
+    @abstractmethod
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The weighted total of the given per-task losses."""
+
+    def log_terms(self) -> dict[str, Tensor]:
+        """Detached values worth logging (e.g. learned weights); none by default."""
+        return {}
+
+
+class FixedWeighting(TaskWeighting):
+    """total = sum_i w_i * L_i with constant weights; tasks not in `weights` get `default`.
+
+    `FixedWeighting()` is the seed paper's eq. 4, L = L_seg + L_heat + L_paf (all weights 1).
+    """
+
+    def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
+        super().__init__()
+        self.weights = dict(weights or {})
+        self.default = float(default)
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to weight")
+        return torch.stack([self.weights.get(name, self.default) * loss for name, loss in losses.items()]).sum()
+
+
+class UncertaintyWeighting(TaskWeighting):
+    """Homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) with learnable s_i = log sigma_i^2:
+
+        total = sum_i exp(-s_i) * L_i + s_i
+
+    This is the common simplified form, the same for every task: for a Gaussian (MSE) task the paper's
+    L / (2 sigma^2) + log sigma is half of it, for a softmax task L / sigma^2 + log sigma differs only in the
+    regulariser's factor 1/2; we drop those constant factors so that all tasks are treated alike.
+    For fixed L_i the optimum is s_i = log L_i; parametrising log sigma^2 keeps the weight exp(-s) positive.
+    """
+
+    def __init__(self, tasks: Sequence[str], init: float | Mapping[str, float] = 0.0) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        start = [init.get(t, 0.0) if isinstance(init, Mapping) else float(init) for t in self.tasks]
+        self.log_vars = nn.Parameter(torch.tensor(start, dtype=torch.float32))  # (T,) s_i = log sigma_i^2
+        self._index = {t: i for i, t in enumerate(self.tasks)}
+
+    def log_var(self, task: str) -> Tensor:
+        """The learnable s of one task."""
+        try:
+            return self.log_vars[self._index[task]]
+        except KeyError:
+            raise KeyError(f"task {task!r} has no uncertainty parameter; known: {', '.join(self.tasks)}") from None
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to weight")
+        terms = []
+        for name, loss in losses.items():
+            s = self.log_var(name)
+            terms.append(torch.exp(-s) * loss + s)
+        return torch.stack(terms).sum()
+
+    def log_terms(self) -> dict[str, Tensor]:
+        return {f"log_var/{t}": self.log_vars[i].detach() for t, i in self._index.items()}

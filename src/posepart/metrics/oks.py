@@ -1,0 +1,86 @@
+"""COCO keypoint AP/AR (pycocotools' COCOeval on in-memory objects) and the single-person OKS formula.
+
+The schema's own sigmas go to `params.kpt_oks_sigmas`, so any joint count (PASCAL's 14, COCO's 17, MPII's 16) is scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# COCOeval's keypoint `stats` order: AP, AP50, AP75, AP medium, AP large, AR, AR50, AR75, AR medium, AR large.
+_STAT_KEYS = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar")
+
+
+def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequence[float]) -> float:
+    """Object keypoint similarity of one prediction to one GT person, as COCOeval.computeOks scores it.
+
+    gt_kpts, pred_kpts: (K, 3) [x, y, v] / [x, y, score]. OKS = mean over GT joints with v > 0 of
+    exp(-d^2 / (2 * area * (2 sigma)^2)). NaN when the GT labels no joint (COCOeval then falls back to a box distance,
+    which needs the GT box; use `coco_keypoint_ap` for that case).
+    """
+    gt = np.asarray(gt_kpts, np.float64).reshape(-1, 3)
+    pred = np.asarray(pred_kpts, np.float64).reshape(-1, 3)
+    labelled = gt[:, 2] > 0
+    if not labelled.any():
+        return float("nan")
+    variances = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
+    d2 = ((gt[:, :2] - pred[:, :2]) ** 2).sum(1)  # (K,)
+    e = d2 / variances / (float(area) + np.spacing(1)) / 2.0
+    return float(np.exp(-e[labelled]).mean())
+
+
+def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:
+    """A copy of a GT annotation with the fields COCOeval reads filled in (crowds may come without keypoints)."""
+    out = dict(ann)
+    out.setdefault("category_id", 1)
+    out.setdefault("iscrowd", 0)
+    if not out.get("keypoints"):
+        out["keypoints"] = [0.0] * (3 * k)
+    if "num_keypoints" not in out:
+        out["num_keypoints"] = int(sum(1 for v in out["keypoints"][2::3] if v > 0))
+    if "area" not in out:
+        out["area"] = float(out["bbox"][2] * out["bbox"][3])
+    return out
+
+
+def coco_keypoint_ap(
+    images: list[dict[str, Any]],
+    ground_truth: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    sigmas: Sequence[float],
+) -> dict[str, float | None]:
+    """OKS AP / AR over `images` (COCO image dicts with an "id") by pycocotools, its prints silenced.
+
+    ground_truth: COCO annotation dicts (keypoints, bbox, area, iscrowd, num_keypoints, image_id, id); crowds and
+    annotations with no labelled joint are ignore regions, as in COCO. results: COCO keypoint results (image_id,
+    keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_medium, ap_large, ar; all zeros when
+    there are no results; None for a figure COCOeval leaves undefined (-1: e.g. ap_medium with no medium-sized GT).
+    Inputs are not modified.
+    """
+    if not results:
+        return {key: 0.0 for key in _STAT_KEYS}
+    k = len(sigmas)
+    dataset = {
+        "images": [dict(img) for img in images],
+        "annotations": [_gt_dict(ann, k) for ann in ground_truth],
+        "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+    }
+    dets = [{"category_id": 1, **r} for r in results]  # copies: loadRes writes area/bbox/id into them
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(dets)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+        evaluator.params.imgIds = sorted(img["id"] for img in images)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {key: (None if v < 0 else float(v)) for key, v in zip(_STAT_KEYS, evaluator.stats)}

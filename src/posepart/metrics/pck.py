@@ -1,0 +1,162 @@
+"""Multi-person PCKh and the seed paper's PCK-style distance (PCK_dist).
+
+Both first pair GT people with predicted people one-to-one (`match_people`), then score joint by joint. Arrays per
+image: GT (N, K, 3) [x, y, v] (a joint counts when v > 0), predictions (M, K, 3) [x, y, score] (a joint is predicted
+when score > 0). A GT person left without a prediction scores every joint as wrong (PCKh) or adds no pair (PCK_dist).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from posepart.schema import Schema
+
+HEAD_NAMES = ("head", "head_top")  # the top of the head: PASCAL's "head", MPII's "head_top"
+NECK_NAMES = ("neck", "upper_neck")
+
+
+def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:
+    """MPII's PCKh normaliser: 0.6 x the diagonal of the head box [x1, y1, x2, y2]."""
+    return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
+
+
+def _distances(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Joint distances (N, M, K) between every GT and predicted person, and where both sides have the joint."""
+    d = np.linalg.norm(gt[:, None, :, :2] - pred[None, :, :, :2], axis=-1)  # (N, M, K)
+    valid = (gt[:, None, :, 2] > 0) & (pred[None, :, :, 2] > 0)  # (N, M, K)
+    return d, valid
+
+
+def match_people(
+    gt: np.ndarray, pred: np.ndarray, thresholds: np.ndarray | Sequence[float] | None = None
+) -> list[tuple[int, int]]:
+    """One-to-one (gt index, pred index) pairs by the Hungarian method (scipy's linear_sum_assignment).
+
+    With `thresholds` (N,) (one distance per GT person, e.g. alpha x head size) the assignment maximises the number of
+    GT joints whose predicted joint lies within the person's threshold, ties broken by the smaller mean distance in
+    thresholds; a GT person whose threshold is not finite (no normaliser) takes no part. Without thresholds it
+    minimises the mean pixel distance. Only joints labelled in the GT and predicted count; a pair sharing no such
+    joint is never returned, so some people may stay unmatched (at most min(N, M) pairs).
+    """
+    gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
+    if gt.size == 0 or pred.size == 0:
+        return []
+    gt, pred = gt.reshape(len(gt), -1, 3), pred.reshape(len(pred), -1, 3)
+    rows = np.arange(len(gt))
+    if thresholds is not None:
+        thr = np.asarray(thresholds, np.float64).reshape(-1)
+        rows = rows[np.isfinite(thr) & (thr > 0)]
+    if len(rows) == 0 or len(pred) == 0:
+        return []
+    d, valid = _distances(gt[rows], pred)
+    shared = valid.sum(-1)  # (n, M)
+    if thresholds is None:
+        mean_d = np.where(valid, d, 0.0).sum(-1) / np.maximum(shared, 1)
+        cost = np.where(shared > 0, mean_d, mean_d.max() + 1.0)  # finite: the solver rejects inf
+    else:
+        nd = d / thr[rows, None, None]  # distances in units of each person's threshold
+        hits = (valid & (nd <= 1.0)).sum(-1)
+        mean_nd = np.where(valid, nd, 0.0).sum(-1) / np.maximum(shared, 1)
+        # the tie-breaker lies in [0, 1): it can never outweigh one more joint within the threshold
+        cost = -hits + np.where(shared > 0, mean_nd / (1.0 + mean_nd), 1.0)
+    gi, pj = linear_sum_assignment(cost)
+    return [(int(rows[g]), int(p)) for g, p in zip(gi, pj) if shared[g, p] > 0]
+
+
+def _joint_index(schema: Schema, names: Sequence[str]) -> int | None:
+    return next((schema.joint(n) for n in names if n in schema.keypoints), None)
+
+
+def _head_neck_sizes(gt: np.ndarray, schema: Schema) -> np.ndarray:
+    """(N,) GT head-to-neck distance per person; NaN when the schema or the person lacks either joint."""
+    head, neck = _joint_index(schema, HEAD_NAMES), _joint_index(schema, NECK_NAMES)
+    if head is None or neck is None:
+        return np.full(len(gt), np.nan)
+    ok = (gt[:, head, 2] > 0) & (gt[:, neck, 2] > 0)
+    return np.where(ok, np.linalg.norm(gt[:, head, :2] - gt[:, neck, :2], axis=-1), np.nan)
+
+
+def pckh(
+    gt_per_image: Sequence[np.ndarray],
+    pred_per_image: Sequence[np.ndarray],
+    head_sizes_per_image: Sequence[np.ndarray] | None,
+    schema: Schema,
+    alpha: float = 0.5,
+) -> float | None:
+    """Fraction of labelled GT joints whose matched predicted joint lies within alpha x the person's head size.
+
+    Head size per person: the annotation's (`head_sizes_per_image[i][n]`, e.g. `mpii_head_size`) when finite, else
+    the distance between the person's GT head (head / head_top) and neck (neck / upper_neck) joints. A person with
+    neither is skipped (neither counted nor matched). None when no person can be scored, e.g. a schema without
+    head/neck joints and no head sizes. The distance test is inclusive (d <= alpha x head size).
+    """
+    if len(gt_per_image) != len(pred_per_image):
+        raise ValueError(f"{len(gt_per_image)} GT images but {len(pred_per_image)} prediction images")
+    k = schema.num_joints
+    correct = total = 0
+    for i, (gt, pred) in enumerate(zip(gt_per_image, pred_per_image)):
+        gt = np.asarray(gt, np.float64).reshape(-1, k, 3)
+        pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
+        sizes = _head_neck_sizes(gt, schema)
+        if head_sizes_per_image is not None:
+            given = np.asarray(head_sizes_per_image[i], np.float64).reshape(-1)
+            if len(given) != len(gt):
+                raise ValueError(f"image {i}: {len(given)} head sizes for {len(gt)} GT people")
+            sizes = np.where(np.isfinite(given) & (given > 0), given, sizes)
+        scored = np.isfinite(sizes) & (sizes > 0)
+        total += int((gt[scored, :, 2] > 0).sum())
+        thr = alpha * sizes
+        for g, p in match_people(gt, pred, thr):
+            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])
+            correct += int((valid & (d <= thr[g])).sum())
+    return correct / total if total else None
+
+
+def _shortest_limbs(gt: np.ndarray, schema: Schema) -> np.ndarray:
+    """(N,) length of each person's shortest skeleton edge with both joints labelled (zero lengths ignored); NaN if
+    none."""
+    if not schema.skeleton or len(gt) == 0:
+        return np.full(len(gt), np.nan)
+    a, b = np.asarray(schema.skeleton).T  # (L,), (L,)
+    length = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1)  # (N, L)
+    ok = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0) & (length > 0)
+    shortest = np.where(ok, length, np.inf).min(1)
+    return np.where(np.isfinite(shortest), shortest, np.nan)
+
+
+def pck_dist(
+    gt_per_image: Sequence[np.ndarray],
+    pred_per_image: Sequence[np.ndarray],
+    schema: Schema,
+    factor: float = 5.0,
+) -> dict[str, float | int | None]:
+    """The seed paper's PCK-style distance between matched predicted and GT joints (lower is better).
+
+    Each GT person's cutoff is factor x its shortest labelled limb; people are matched with those cutoffs as
+    `match_people` thresholds (a person with no labelled limb is skipped). A (GT joint, predicted joint) pair of a
+    matched couple counts only when its distance is within the cutoff (inclusive). Returns `pck_dist` = mean of
+    distance / cutoff over counted pairs (in [0, 1]), `pck_dist_px` = their mean distance in pixels and
+    `pck_dist_pairs` = their number; both means are None with no counted pair.
+    """
+    if len(gt_per_image) != len(pred_per_image):
+        raise ValueError(f"{len(gt_per_image)} GT images but {len(pred_per_image)} prediction images")
+    k = schema.num_joints
+    normalised: list[np.ndarray] = []
+    pixels: list[np.ndarray] = []
+    for gt, pred in zip(gt_per_image, pred_per_image):
+        gt = np.asarray(gt, np.float64).reshape(-1, k, 3)
+        pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
+        cutoff = factor * _shortest_limbs(gt, schema)
+        for g, p in match_people(gt, pred, cutoff):
+            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])
+            kept = d[valid & (d <= cutoff[g])]
+            pixels.append(kept)
+            normalised.append(kept / cutoff[g])
+    px = np.concatenate(pixels) if pixels else np.zeros(0)
+    if px.size == 0:
+        return {"pck_dist": None, "pck_dist_px": None, "pck_dist_pairs": 0}
+    return {"pck_dist": float(np.concatenate(normalised).mean()), "pck_dist_px": float(px.mean()),
+            "pck_dist_pairs": int(px.size)}

@@ -1,0 +1,72 @@
+"""`PosePartNet`: one shared trunk, heads split right after it (hard parameter sharing).
+
+Seg-only, pose-only and joint models are all this class; a head that is absent simply leaves its lists empty in the
+`ModelOutput`. Gradients from every present head's loss meet in the trunk.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..schema import Schema
+from .output import ModelOutput
+
+
+class PosePartNet(nn.Module):
+    """trunk -> {seg_head, pose_head}.
+
+    trunk: maps an image (B, 3, H, W) to a dict of named feature maps and has `stride` / `output_shapes()`
+           (a `VGGTrunk`).
+    seg_head: called as seg_head(feats, (H, W)) -> part logits (B, P, H/s, W/s) with s = seg_head.output_stride
+              (an `FCNHead`: s = 1), or None.
+    pose_head: called as pose_head(feats["features"]) -> (heatmaps, pafs, parts) per-stage lists (a `PAFStages`,
+               whose `parts` is non-empty only with its per-stage segmentation branch), or None.
+    forward(image (B, 3, H, W), H and W multiples of trunk.stride) -> ModelOutput.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        seg_head: nn.Module | None,
+        pose_head: nn.Module | None,
+        *,
+        schema: Schema | None = None,
+    ) -> None:
+        super().__init__()
+        if seg_head is None and pose_head is None:
+            raise ValueError("PosePartNet needs a seg_head, a pose_head, or both")
+        stage_seg = bool(getattr(pose_head, "stage_seg", False))
+        if seg_head is not None and stage_seg:
+            raise ValueError("give either a seg_head or a pose_head with stage_seg=True, not both: both predict parts")
+        self.trunk = trunk
+        self.seg_head = seg_head
+        self.pose_head = pose_head
+        self.schema = schema  # the dataset schema the heads were sized for (None when built by hand)
+        self.stride: int = int(trunk.stride)
+        if seg_head is not None:
+            self.parts_stride: int = int(seg_head.output_stride)
+        elif stage_seg:
+            self.parts_stride = int(pose_head.output_stride)  # type: ignore[union-attr]
+        else:
+            self.parts_stride = 1
+
+    @property
+    def has_pose(self) -> bool:
+        return self.pose_head is not None
+
+    @property
+    def has_parts(self) -> bool:
+        return self.seg_head is not None or bool(getattr(self.pose_head, "stage_seg", False))
+
+    def forward(self, image: Tensor) -> ModelOutput:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
+        feats = self.trunk(image)  # {"pool3", "conv4_3"[, "features"]}: (B, C, H/8, W/8) each
+        out = ModelOutput(stride=self.stride, parts_stride=self.parts_stride)
+        if self.pose_head is not None:
+            # T stages of (B, K+1, H/8, W/8), (B, 2L, H/8, W/8)[, (B, P, H/8, W/8)]
+            out.heatmaps, out.pafs, out.parts = self.pose_head(feats["features"])
+        if self.seg_head is not None:
+            out.parts = [self.seg_head(feats, (h, w))]  # one (B, P, H, W) logits tensor
+        return out

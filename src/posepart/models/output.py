@@ -1,0 +1,34 @@
+"""The one output type of every posepart model (see docs/conventions.md, "Model outputs")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ModelOutput:
+    """Per-stage predictions of a `PosePartNet`; a list is empty when the model has no such head.
+
+    heatmaps: one (B, K+1, H/stride, W/stride) tensor per pose stage, last = final prediction.
+    pafs:     one (B, 2L, H/stride, W/stride) tensor per pose stage.
+    parts:    part-segmentation *logits* (B, P, H/parts_stride, W/parts_stride): a single full-resolution tensor for an
+              FCN head (parts_stride 1), or one stride-8 tensor per stage for the per-stage branch (parts_stride 8).
+    Losses should iterate over the lists (every stage is supervised) and take `[-1]` for the final prediction.
+    """
+
+    heatmaps: list[Tensor] = field(default_factory=list)
+    pafs: list[Tensor] = field(default_factory=list)
+    parts: list[Tensor] = field(default_factory=list)
+    stride: int = 8  # output stride of heatmaps and PAFs
+    parts_stride: int = 1  # output stride of `parts` (1 = input resolution)
+
+
+# Let torch.export / dynamo treat the dataclass as a pytree (its tensors are outputs, the strides are constants), so a
+# whole PosePartNet can be exported without a wrapper.
+try:  # pragma: no cover - depends on the torch version
+    torch.export.register_dataclass(ModelOutput, serialized_type_name="posepart.models.ModelOutput")
+except Exception:  # noqa: BLE001 - registration is a convenience, never a reason to fail an import
+    pass

@@ -1,0 +1,87 @@
+"""Initialise the trunk (and an FCN head's conv5/fc6/fc7) from a LOCAL torchvision VGG16 state-dict file.
+
+Modules that can take VGG16 weights expose `vgg16_keys()`: own layer name -> torchvision layer name. The FCN head's
+fc6/fc7 are VGG's classifier.0/classifier.3 reshaped into convolutions, as in the FCN paper: (4096, 25088) ->
+(4096, 512, 7, 7) (torchvision flattens pool5 as c*49 + y*7 + x, so a plain view is the right reshape) and
+(4096, 4096) -> (4096, 4096, 1, 1). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+def read_state_dict(path: Path | str) -> dict[str, Tensor]:
+    """A state dict from a `.pth`/`.pt` (torch.load, weights_only) or `.safetensors` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no VGG16 weights file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a checkpoint wrapping the weights
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise TypeError(f"{path} does not hold a state dict of tensors (torchvision vgg16 layout expected)")
+    return state
+
+
+def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
+    """Copy torchvision vgg16 weights from `path` into every VGG-compatible submodule of `module`; return the keys used.
+
+    Required: `features.N.weight/bias` for every conv a submodule maps. Optional: `classifier.0/3.*` (fc6/fc7 of an
+    FCN head); they are skipped with a warning when absent or when the head's fc_width is not 4096. Raises ValueError
+    when a width-scaled module is present, when keys are missing, or when shapes disagree, naming the keys.
+    """
+    targets = [(name, m) for name, m in module.named_modules() if hasattr(m, "vgg16_keys")]
+    if not targets:
+        raise ValueError(f"{type(module).__name__} has no VGG16-compatible submodule (VGGTrunk or FCNHead)")
+    for _, m in targets:
+        width = float(getattr(m, "width", 1.0))
+        if width != 1.0:
+            raise ValueError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
+    state = read_state_dict(path)
+
+    copies: list[tuple[Tensor, Tensor, str]] = []  # (destination parameter, source value, source key)
+    missing: list[str] = []
+    mismatched: list[str] = []
+    skipped: list[str] = []
+    for mod_name, m in targets:
+        for own, src in m.vgg16_keys().items():
+            layer = m.get_submodule(own)
+            optional = src.startswith("classifier.")  # fc6/fc7: only FCN heads want them, and only at 4096 wide
+            for attr in ("weight", "bias"):
+                key, dest = f"{src}.{attr}", getattr(layer, attr)
+                dest_name = ".".join(p for p in (mod_name, own, attr) if p)
+                if key not in state:
+                    (skipped if optional else missing).append(f"{key} (for {dest_name}: absent)")
+                    continue
+                value = state[key]
+                if optional and value.numel() == dest.numel():
+                    value = value.reshape(dest.shape)  # fully-connected -> convolution
+                if value.shape != dest.shape:
+                    why = f"{key} {tuple(value.shape)} vs {dest_name} {tuple(dest.shape)}"
+                    (skipped if optional else mismatched).append(why)
+                    continue
+                copies.append((dest, value, key))
+    if missing:
+        raise ValueError(
+            f"{path} lacks VGG16 keys (torchvision layout `features.N.weight/bias` expected): " + ", ".join(missing)
+        )
+    if mismatched:
+        raise ValueError(f"{path}: VGG16 weights of the wrong shape: " + "; ".join(mismatched))
+    with torch.no_grad():
+        for dest, value, _ in copies:
+            dest.copy_(value.to(dtype=dest.dtype, device=dest.device))
+    if skipped:
+        warnings.warn(
+            "VGG16 fc6/fc7 not loaded, those layers keep their random init: " + "; ".join(skipped), stacklevel=2
+        )
+    return [key for _, _, key in copies]

@@ -1,0 +1,114 @@
+"""The shared VGG16 trunk (conv1_1..conv4_3, stride 8) plus OpenPose's CPM adapter convs.
+
+Hard parameter sharing: every head (FCN segmentation, PAF pose stages) reads the feature maps this module returns.
+`features` keeps torchvision's `vgg16().features` indices so ImageNet weights load by name (see `pretrained.py`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Channels and stride (input pixels per output cell) of a named feature map, as detectron2's ShapeSpec."""
+
+    channels: int
+    stride: int
+
+
+def scaled(channels: int, width: float) -> int:
+    """`channels * width`, rounded, at least 1: how every module applies the `width` multiplier."""
+    return max(1, int(round(channels * width)))
+
+
+def init_conv_kaiming(module: nn.Module) -> None:
+    """He-normal (fan_out, ReLU) weights and zero bias for every conv, as torchvision initialises VGG from scratch."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+# VGG16 configuration up to conv4_3: channel counts, "M" = 2x2 max-pool. Its layer indices in torchvision's
+# `features` Sequential (conv, ReLU, ..., pool) are reproduced exactly by `_vgg_layers`.
+VGG16_TO_CONV4_3: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+# torchvision `features` index of each conv above (conv1_1 .. conv4_3) and of the pools.
+VGG16_CONV_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)
+VGG16_POOL_INDICES: tuple[int, ...] = (4, 9, 16)
+POOL3_INDEX = 16  # output of this layer = "pool3" (256 ch, stride 8), the FCN8 skip
+
+
+def _vgg_layers(cfg: tuple[int | str, ...], in_channels: int, width: float) -> list[nn.Module]:
+    """conv3x3(pad 1) + ReLU per int, MaxPool2d(2, 2) per "M" (floor mode, as torchvision)."""
+    layers: list[nn.Module] = []
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            out = scaled(int(v), width)
+            layers += [nn.Conv2d(in_channels, out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            in_channels = out
+    return layers
+
+
+class VGGTrunk(nn.Module):
+    """VGG16 conv1_1..conv4_3 (three pools, stride 8) followed by conv4_3_CPM (512->256) and conv4_4_CPM (256->128).
+
+    forward(x (B, 3, H, W)) -> {"pool3": (B, 256w, H/8, W/8), "conv4_3": (B, 512w, H/8, W/8),
+                                "features": (B, 128w, H/8, W/8)}   (w = width; "features" only when cpm=True)
+    conv4_3 is the split point for the FCN head (it continues with pool4, conv5 as in VGG16); "features" is the
+    128-channel map OpenPose's stages read. `cpm=False` drops the adapter for segmentation-only models, which would
+    otherwise pay for two convs nobody reads.
+    """
+
+    stride = 8
+
+    def __init__(self, width: float = 1.0, *, cpm: bool = True) -> None:
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.width = width
+        self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width))
+        c4 = scaled(512, width)
+        self.cpm: nn.Sequential | None = None
+        if cpm:
+            # OpenPose's adapter: reduce VGG's 512 channels to the 128 the pose stages expect (3x3 convs + ReLU).
+            self.cpm = nn.Sequential(OrderedDict(
+                conv4_3_CPM=nn.Conv2d(c4, scaled(256, width), kernel_size=3, padding=1),
+                relu4_3_CPM=nn.ReLU(inplace=True),
+                conv4_4_CPM=nn.Conv2d(scaled(256, width), scaled(128, width), kernel_size=3, padding=1),
+                relu4_4_CPM=nn.ReLU(inplace=True),
+            ))
+        init_conv_kaiming(self)
+
+    def output_shapes(self) -> dict[str, ShapeSpec]:
+        """Channels and stride of every map `forward` returns (without running it)."""
+        shapes = {
+            "pool3": ShapeSpec(scaled(256, self.width), 8),
+            "conv4_3": ShapeSpec(scaled(512, self.width), 8),
+        }
+        if self.cpm is not None:
+            shapes["features"] = ShapeSpec(scaled(128, self.width), 8)
+        return shapes
+
+    def vgg16_keys(self) -> dict[str, str]:
+        """Own parameter-name prefix -> torchvision vgg16 state-dict prefix, for `load_vgg16_weights`."""
+        return {f"features.{i}": f"features.{i}" for i in VGG16_CONV_INDICES}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        h = x  # (B, 3, H, W)
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i == POOL3_INDEX:
+                # The next conv's ReLU is in-place but acts on the conv's *output*, so this tensor stays intact.
+                out["pool3"] = h  # (B, 256w, H/8, W/8)
+        out["conv4_3"] = h  # (B, 512w, H/8, W/8), after ReLU
+        if self.cpm is not None:
+            out["features"] = self.cpm(h)  # (B, 128w, H/8, W/8)
+        return out

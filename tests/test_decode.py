@@ -1,0 +1,366 @@
+"""Decoder tests: ground-truth maps from a plain reference renderer (written here, independent of posepart.targets)
+must decode back to the exact keypoints, people and COCO results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from posepart.decode import DecodeConfig, Person, decode, find_peaks, people_to_coco
+from posepart.schema import Schema
+
+STRIDE = 8
+SIGMA = 7.0
+HALF = (STRIDE - 1) / 2  # input coordinate of cell 0's centre
+
+
+# -- reference renderer: plain loops over people and joints, one formula per line --------------------------------------
+def render(people: np.ndarray, schema: Schema, size: int = 368) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (K+1, h, w): Gaussians max-merged over people, background 1 - max. PAFs (2L, h, w): unit vectors on
+    cells within 1 cell of each limb, averaged over the people covering a cell."""
+    h = w = size // STRIDE
+    cx = np.arange(w) * STRIDE + HALF  # cell centres in input pixels
+    cy = np.arange(h) * STRIDE + HALF
+    k = schema.num_joints
+    hm = np.zeros((k + 1, h, w))
+    for person in people:
+        for j in range(k):
+            x, y, v = person[j]
+            if v > 0:
+                g = np.exp(-((cx[None, :] - x) ** 2 + (cy[:, None] - y) ** 2) / (2 * SIGMA**2))
+                hm[j] = np.maximum(hm[j], g)
+    hm[k] = 1.0 - hm[:k].max(axis=0)
+    paf = np.zeros((schema.paf_channels, h, w))
+    gy, gx = np.mgrid[0:h, 0:w].astype(float)  # cell coordinates
+    for li, (a, b) in enumerate(schema.skeleton):
+        count = np.zeros((h, w))
+        for person in people:
+            if person[a, 2] <= 0 or person[b, 2] <= 0:
+                continue
+            pa = (person[a, :2] - HALF) / STRIDE
+            pb = (person[b, :2] - HALF) / STRIDE
+            d = pb - pa
+            u = d / np.linalg.norm(d)
+            t = np.clip(((gx - pa[0]) * d[0] + (gy - pa[1]) * d[1]) / (d @ d), 0.0, 1.0)
+            dist = np.hypot(gx - (pa[0] + t * d[0]), gy - (pa[1] + t * d[1]))
+            on = dist <= 1.0
+            paf[2 * li][on] += u[0]
+            paf[2 * li + 1][on] += u[1]
+            count += on
+        paf[2 * li : 2 * li + 2] /= np.maximum(count, 1.0)
+    return hm.astype(np.float32), paf.astype(np.float32)
+
+
+def random_people(rng: np.random.Generator, k: int, n: int, size: int = 368, grid: int = 3) -> np.ndarray:
+    """n people (n, k, 3), v = 2, each with joints uniform in its own grid slot shrunk by 20 px on each side, so the
+    same joint of two people is >= 40 px apart and their Gaussians and PAFs never compete near a peak. Joints of one
+    person are >= 16 px apart (dart throwing), so no limb degenerates even after snapping to cells."""
+    slot = size / grid
+    cells = rng.choice(grid * grid, size=n, replace=False)
+    out = np.zeros((n, k, 3))
+    for i, c in enumerate(cells):
+        x0, y0 = (c % grid) * slot + 20, (c // grid) * slot + 20
+        j = 0
+        while j < k:
+            xy = rng.uniform((x0, y0), (x0 + slot - 40, y0 + slot - 40))
+            if j == 0 or np.hypot(*(out[i, :j, :2] - xy).T).min() >= 16:
+                out[i, j, :2] = xy
+                j += 1
+    out[..., 2] = 2
+    return out
+
+
+def match(people: list[Person], truth: np.ndarray) -> np.ndarray:
+    """For each true person, the max joint error (px) of the decoded person that is closest to it (inf if none)."""
+    errs = np.full(len(truth), np.inf)
+    for i, t in enumerate(truth):
+        vis = t[:, 2] > 0
+        for p in people:
+            if np.array_equal(p.keypoints[:, 2] > 0, vis):
+                errs[i] = min(errs[i], np.abs(p.keypoints[vis, :2] - t[vis, :2]).max())
+    return errs
+
+
+def assert_exact(people: list[Person], truth: np.ndarray, tol: float = 1e-3) -> None:
+    assert len(people) == len(truth)
+    errs = match(people, truth)
+    assert errs.max() < tol, errs
+    for p in people:
+        missing = p.keypoints[:, 2] == 0
+        assert np.all(p.keypoints[missing] == 0)
+        assert np.all(p.keypoints[~missing, 2] > 0.7)  # the peak cell of a Gaussian is >= exp(-32/98)
+
+
+PASCAL = Schema.pascal_person_part()
+
+
+# -- peaks -------------------------------------------------------------------------------------------------------------
+def test_peaks_exact_with_ties_and_border() -> None:
+    """One Gaussian per channel: off-centre, on a cell centre, halfway in x, in y, in both, in two corner cells."""
+    kps = [(44.2, 40.9), (43.5, 43.5), (47.5, 43.5), (43.5, 47.5), (47.5, 47.5), (-0.3, 1.2), (95.1, 94.6)]
+    people = np.array([[(x, y, 2) for x, y in kps]], float)
+    schema = Schema(keypoints=tuple(f"j{i}" for i in range(len(kps))), skeleton=())
+    hm, _ = render(people, schema, size=96)
+    peaks = find_peaks(hm, 0.1, num_joints=len(kps))
+    assert len(peaks) == len(kps)
+    for (x, y), p in zip(kps, peaks):
+        assert p.shape == (1, 3)  # a plateau of 2 or 4 equal cells gives exactly one peak
+        assert abs(p[0, 0] * STRIDE + HALF - x) < 1e-3 and abs(p[0, 1] * STRIDE + HALF - y) < 1e-3
+    # ties really are ties in the rendered map
+    gx, gy = (47.5 - HALF) / STRIDE, (47.5 - HALF) / STRIDE
+    block = hm[4, int(gy) : int(gy) + 2, int(gx) : int(gx) + 2]
+    assert np.all(block == block[0, 0])
+    # hand-computed score: the peak cell of the on-centre joint is exactly 1, a half-cell tie exp(-16/98)
+    assert peaks[1][0, 2] == pytest.approx(1.0)
+    assert peaks[2][0, 2] == pytest.approx(np.exp(-16 / 98), rel=1e-6)
+    # without num_joints the background channel is searched too (its maxima are far from the joints)
+    assert len(find_peaks(hm, 0.1)) == len(kps) + 1
+
+
+def test_peaks_threshold_and_empty() -> None:
+    hm = np.zeros((3, 10, 12), np.float32)
+    assert all(len(p) == 0 for p in find_peaks(hm, 0.1))
+    hm[1, 4, 5] = 0.3
+    hm[2, 6, 7] = 0.05  # below threshold
+    peaks = find_peaks(hm, 0.1)
+    assert [len(p) for p in peaks] == [0, 1, 0]
+    assert peaks[1][0].tolist() == pytest.approx([5.0, 4.0, 0.3])  # zero neighbours cannot be logged: no offset
+
+
+def test_plateau_of_three_gives_one_peak() -> None:
+    hm = np.zeros((1, 5, 7), np.float32)
+    hm[0, 2, 2:5] = 0.9
+    hm[0, 1, 1:6] = hm[0, 3, 1:6] = 0.5
+    (p,) = find_peaks(hm, 0.1)
+    assert len(p) == 1
+
+
+# -- decode ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decode_random_people_exact(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    truth = random_people(rng, PASCAL.num_joints, 5)
+    hm, paf = render(truth, PASCAL)
+    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    assert_exact(people, truth)
+    assert all(0.8 < p.score <= 1.01 for p in people)
+    assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
+
+
+def test_decode_on_cell_centres_and_ties() -> None:
+    """Keypoints on cell centres, halfway in x, halfway in y, halfway in both (plateaus of 2 and 4 equal cells)."""
+    rng = np.random.default_rng(3)
+    truth = random_people(rng, PASCAL.num_joints, 4)
+    cells = np.round((truth[..., :2] - HALF) / STRIDE)
+    shift = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [0.5, 0.5]])[:, None, :]  # one kind per person
+    truth[..., :2] = (cells + shift) * STRIDE + HALF
+    hm, paf = render(truth, PASCAL)
+    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    assert_exact(people, truth)
+
+
+def test_decode_people_at_the_border() -> None:
+    """Joints inside the border cells (including corners), where one or both neighbours of a peak are missing."""
+    size = 368
+    lo, hi = -0.5, size - 0.5
+    a = np.array([[lo + 0.2, lo + 1.0], [30.0, 3.0], [lo + 0.1, 40.0], [40.0, 45.0], [2.5, 80.0]])  # top-left corner
+    b = np.array([[hi - 0.1, hi - 0.3], [hi - 40, hi - 2.0], [hi - 1.0, hi - 50], [hi - 45, hi - 45], [hi - 3, hi - 90]])
+    c = np.array([[200.0, lo + 0.4], [240.0, 2.0], [170.0, 45.0], [260.0, 40.0], [220.0, 70.0]])  # top edge
+    schema = Schema(keypoints=tuple(f"j{i}" for i in range(5)), skeleton=((0, 1), (1, 2), (2, 3), (3, 4)))
+    truth = np.concatenate([np.stack([a, b, c]), np.full((3, 5, 1), 2.0)], axis=2)
+    hm, paf = render(truth, schema, size)
+    assert_exact(decode(hm, paf, schema, stride=STRIDE), truth)
+
+
+def test_decode_coco_schema_with_cycles() -> None:
+    coco = Schema.coco()
+    rng = np.random.default_rng(4)
+    truth = random_people(rng, coco.num_joints, 6)
+    hm, paf = render(truth, coco)
+    people = decode(hm, paf, coco, stride=STRIDE)
+    assert_exact(people, truth)
+
+
+@pytest.mark.parametrize("skeleton", [((0, 1), (1, 2)), ((0, 1), (1, 2), (2, 0)), ((1, 0), (2, 1))])
+def test_decode_tiny_schema(skeleton: tuple[tuple[int, int], ...]) -> None:
+    """A 3-joint chain, a 3-joint cycle, and the chain with edges stored backwards (assembled from the far end)."""
+    schema = Schema(keypoints=("a", "b", "c"), skeleton=skeleton)
+    rng = np.random.default_rng(5)
+    truth = random_people(rng, 3, 7)
+    hm, paf = render(truth, schema)
+    people = decode(hm, paf, schema, stride=STRIDE, config=DecodeConfig(min_joints=3))
+    assert_exact(people, truth)
+
+
+def test_missing_joints_score_zero() -> None:
+    rng = np.random.default_rng(6)
+    truth = random_people(rng, PASCAL.num_joints, 3)
+    wrist, ankle = PASCAL.joint("left_wrist"), PASCAL.joint("right_ankle")
+    truth[0, wrist, 2] = 0  # a leaf
+    truth[1, [ankle, wrist], 2] = 0
+    hm, paf = render(truth, PASCAL)
+    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    assert_exact(people, truth)
+    n_found = sorted(int((p.keypoints[:, 2] > 0).sum()) for p in people)
+    assert n_found == [12, 13, 14]
+
+
+def test_missing_neck_splits_person_and_min_joints() -> None:
+    """Without the neck (PASCAL's hub), only the arm and leg chains remain: separate fragments, then min_joints."""
+    truth = random_people(np.random.default_rng(7), PASCAL.num_joints, 1)
+    truth[0, PASCAL.joint("neck"), 2] = 0
+    hm, paf = render(truth, PASCAL)
+    # head is isolated; each arm chain has 3 joints (shoulder-elbow-wrist), each leg 3 (hip-knee-ankle)
+    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=3))) == 4
+    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=4))) == 0
+
+
+def test_empty_maps_give_no_people() -> None:
+    hm = np.zeros((PASCAL.heatmap_channels, 46, 46), np.float32)
+    hm[-1] = 1.0
+    paf = np.zeros((PASCAL.paf_channels, 46, 46), np.float32)
+    assert decode(hm, paf, PASCAL) == []
+    assert people_to_coco([], image_id=3) == []
+
+
+def test_decode_rejects_wrong_shapes() -> None:
+    with pytest.raises(ValueError):
+        decode(np.zeros((5, 46, 46)), np.zeros((PASCAL.paf_channels, 46, 46)), PASCAL)
+    with pytest.raises(ValueError):
+        decode(np.zeros((PASCAL.heatmap_channels, 46, 46)), np.zeros((PASCAL.paf_channels, 40, 46)), PASCAL)
+
+
+def test_paf_disagreement_rejects_connections() -> None:
+    """A PAF pointing the wrong way along every limb leaves only isolated peaks: nobody is assembled."""
+    truth = random_people(np.random.default_rng(8), PASCAL.num_joints, 2)
+    hm, paf = render(truth, PASCAL)
+    assert len(decode(hm, -paf, PASCAL)) == 0
+    assert len(decode(hm, paf, PASCAL)) == 2
+
+
+# -- COCO results ------------------------------------------------------------------------------------------------------
+def test_people_to_coco_affine() -> None:
+    kp = np.array([[10.0, 20.0, 0.9], [0.0, 0.0, 0.0], [30.0, 5.0, 0.8]], np.float32)
+    people = [Person(keypoints=kp, score=0.75)]
+    # network input -> original image: scale 2 then shift (+5, -3), e.g. undoing a resize and crop
+    to_image = np.array([[2.0, 0.0, 5.0], [0.0, 2.0, -3.0]])
+    (res,) = people_to_coco(people, image_id=42, to_image=to_image, category_id=7)
+    assert res["image_id"] == 42 and res["category_id"] == 7
+    assert res["score"] == pytest.approx(0.75)
+    assert res["keypoints"] == pytest.approx([25.0, 37.0, 0.9, 0.0, 0.0, 0.0, 65.0, 7.0, 0.8])
+    (plain,) = people_to_coco(people, image_id=42)
+    assert plain["keypoints"] == pytest.approx(kp.reshape(-1).tolist())
+    assert all(isinstance(v, float) for v in plain["keypoints"])
+
+
+def test_decode_then_coco_round_trip_through_affine() -> None:
+    """Decoded people mapped by the inverse of the image->input affine land on the original-image keypoints."""
+    rng = np.random.default_rng(9)
+    truth_img = random_people(rng, PASCAL.num_joints, 3, size=736)  # original image twice the input size
+    to_input = np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]])  # pixel-centre-correct 2x downscale
+    truth_in = truth_img.copy()
+    truth_in[..., :2] = truth_img[..., :2] @ to_input[:, :2].T + to_input[:, 2]
+    hm, paf = render(truth_in, PASCAL)
+    people = decode(hm, paf, PASCAL)
+    inv = np.linalg.inv(np.vstack([to_input, [0, 0, 1]]))[:2]
+    results = people_to_coco(people, image_id=1, to_image=inv)
+    assert len(results) == 3
+    for t in truth_img:
+        errs = [np.abs(np.reshape(r["keypoints"], (-1, 3))[:, :2] - t[:, :2]).max() for r in results]
+        assert min(errs) < 2e-3
+
+
+# -- the pair screen is an exact shortcut --------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [10, 11])
+def test_pair_screen_never_changes_the_result(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On noisy, network-like maps (many peaks, ragged PAFs) the support screen must keep exactly the connections
+    that full bilinear scoring of every pair keeps."""
+    from posepart.decode import grouping
+
+    rng = np.random.default_rng(seed)
+    truth = random_people(rng, PASCAL.num_joints, 7)
+    hm, paf = render(truth, PASCAL)
+    hm = (hm + rng.normal(0, 0.08, hm.shape)).astype(np.float32)
+    paf = (paf * rng.uniform(0.3, 1.2, paf.shape) + rng.normal(0, 0.05, paf.shape)).astype(np.float32)
+    skeleton = np.asarray(PASCAL.skeleton)
+    peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=PASCAL.num_joints)
+    assert len(peaks.score) > 7 * PASCAL.num_joints  # noise adds peaks: many wrong pairs to screen
+    screened = grouping.score_limbs(peaks, paf, skeleton, DecodeConfig())
+    monkeypatch.setattr(grouping, "_SCREEN_MIN_PAIRS_PER_LIMB", 10**9)
+    full = grouping.score_limbs(peaks, paf, skeleton, DecodeConfig())
+    assert len(full[0]) > 0
+    for a, b in zip(screened, full):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_limb_score_and_distance_prior_hand_computed() -> None:
+    """Two joints 10 cells apart and a uniform PAF along them: every sample agrees (1.0), so the limb score is
+    1 + min(0.5 * h / 10 - 1, 0): 1.0 on a 46-cell map, 0.8 on a 16-cell map (OpenPose's long-limb penalty)."""
+    from posepart.decode import grouping
+
+    schema = Schema(keypoints=("a", "b"), skeleton=((0, 1),))
+    for size, expected in ((368, 1.0), (128, 0.8)):
+        truth = np.array([[[3 * STRIDE + HALF, 2 * STRIDE + HALF, 2], [3 * STRIDE + HALF, 12 * STRIDE + HALF, 2]]])
+        hm, _ = render(truth, schema, size)
+        paf = np.zeros((2, size // STRIDE, size // STRIDE), np.float32)
+        paf[1] = 1.0
+        peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=2)
+        limb, ia, ib, score = grouping.score_limbs(peaks, paf, np.array([[0, 1]]), DecodeConfig())
+        assert limb.tolist() == [0] and score == pytest.approx([expected], abs=1e-6)
+        (person,) = decode(hm, paf, schema, config=DecodeConfig(min_joints=2))
+        assert person.score == pytest.approx((1.0 + 1.0 + expected) / 3, abs=1e-6)  # mean of 2 peaks and 1 limb
+    # pointing the wrong way: every sample disagrees, no connection
+    peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=2)
+    assert len(grouping.score_limbs(peaks, -paf, np.array([[0, 1]]), DecodeConfig())[0]) == 0
+
+
+# -- fragments: chains broken by a missing joint ------------------------------------------------------------------------
+def figure(dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """A standing PASCAL-schema person (14, 3), all joints visible, shifted by (dx, dy)."""
+    xy = [(100, 40), (100, 70), (80, 75), (120, 75), (70, 110), (130, 110), (65, 145), (135, 145),
+          (88, 150), (112, 150), (88, 200), (112, 200), (88, 250), (112, 250)]
+    out = np.zeros((14, 3))
+    out[:, :2] = np.asarray(xy, float) + (dx, dy)
+    out[:, 2] = 2
+    return out
+
+
+def test_broken_chain_fragment_joins_its_person() -> None:
+    schema = Schema.pascal_person_part()
+    person = figure(40, 40)
+    person[schema.joint("left_elbow"), 2] = 0  # the wrist is now connected to nothing
+    hm, paf = render(person[None], schema)
+    plain = decode(hm, paf, schema, STRIDE, DecodeConfig(min_joints=1, min_person_score=0.0, fragment_max_joints=0))
+    assert len(plain) == 2  # the body and a lone wrist
+    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    assert len(people) == 1
+    wrist = schema.joint("left_wrist")
+    assert np.abs(people[0].keypoints[wrist, :2] - person[wrist, :2]).max() < 1e-3
+    assert people[0].keypoints[schema.joint("left_elbow"), 2] == 0
+
+
+def test_same_joint_fragments_are_assigned_one_to_one() -> None:
+    """Two people missing their left elbows; wrist A lies closer to person 2's joints than to its own person, yet each
+    wrist must go to its own person (greedy nearest-first would give wrist A to person 2 and wrist B to person 1)."""
+    schema = Schema.pascal_person_part()
+    elbow, wrist = schema.joint("left_elbow"), schema.joint("left_wrist")
+    one, two = figure(0, 40), figure(150, 40)
+    one[elbow, 2] = two[elbow, 2] = 0
+    one[wrist, :2] = (205, 150)  # an outstretched arm reaching towards person 2
+    two[wrist, :2] = (205, 290)  # lower, farther from both bodies
+    hm, paf = render(np.stack([one, two]), schema)
+    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    assert len(people) == 2
+    for truth in (one, two):
+        p = min(people, key=lambda q: np.abs(q.keypoints[0, :2] - truth[0, :2]).max())
+        assert np.abs(p.keypoints[wrist, :2] - truth[wrist, :2]).max() < 1e-3
+
+
+def test_far_fragment_stays_alone() -> None:
+    schema = Schema.pascal_person_part()
+    person = figure(0, 40)
+    person[schema.joint("left_elbow"), 2] = 0
+    person[schema.joint("left_wrist"), :2] = (340, 340)  # farther than the person's own extent
+    hm, paf = render(person[None], schema)
+    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    assert len(people) == 2 and sorted(int((p.keypoints[:, 2] > 0).sum()) for p in people) == [1, 12]

@@ -1,0 +1,320 @@
+"""Tests for posepart.models: shapes from the schema, stage counts, exact input-size seg logits, VGG16 weight loading
+(against a real torchvision vgg16 state dict), FLOPs against hand counts, and gradient flow through the shared trunk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from posepart.models import (
+    MODELS,
+    BilinearUpsample,
+    FCNHead,
+    ModelOutput,
+    PAFStages,
+    PosePartNet,
+    VGGTrunk,
+    build_model,
+    count_flops,
+    count_parameters,
+    fcn8_vgg16,
+    fcn32_vgg16,
+    joint_vgg16,
+    load_vgg16_weights,
+    paf_vgg16,
+)
+from posepart.schema import Schema
+
+SMALL = dict(width=0.25)  # CPU-sized: 16..128 trunk channels
+SMALL_FC = dict(width=0.25, fc_width=64)
+TINY = Schema(keypoints=("a", "b", "c"), skeleton=((0, 1), (1, 2)), part_classes=("background", "x", "y"), name="tiny")
+SCHEMAS = {"pascal": Schema.pascal_person_part(), "tiny": TINY}
+FCN_NAMES = ("fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16")
+
+
+def small_kwargs(name: str, **extra: object) -> dict[str, object]:
+    return {**(SMALL if name == "paf_vgg16" else SMALL_FC), **extra}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# -- shapes ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("schema_name", sorted(SCHEMAS))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_builder_output_shapes(name: str, schema_name: str) -> None:
+    schema = SCHEMAS[schema_name]
+    model = build_model(name, schema, **small_kwargs(name, **({"stages": 2} if "fcn" not in name else {})))
+    out = model(torch.randn(2, 3, 96, 80))
+    assert isinstance(out, ModelOutput) and out.stride == 8
+    if name.startswith("fcn"):
+        assert out.heatmaps == [] and out.pafs == []
+    else:
+        assert len(out.heatmaps) == len(out.pafs) == 2
+        for hm, paf in zip(out.heatmaps, out.pafs):
+            assert hm.shape == (2, schema.heatmap_channels, 12, 10)
+            assert paf.shape == (2, schema.paf_channels, 12, 10)
+    if name == "paf_vgg16":
+        assert out.parts == []
+    else:  # FCN logits at input resolution
+        assert len(out.parts) == 1 and out.parts[0].shape == (2, schema.num_parts, 96, 80)
+        assert out.parts_stride == 1
+
+
+def test_coco_schema_pose_only() -> None:
+    coco = Schema.coco()
+    out = paf_vgg16(coco, stages=1, **SMALL)(torch.randn(1, 3, 64, 64))
+    assert out.heatmaps[0].shape == (1, 18, 8, 8) and out.pafs[0].shape == (1, 38, 8, 8) and out.parts == []
+    for name in (*FCN_NAMES, "joint_vgg16"):  # COCO has no part classes: a seg model cannot be sized
+        with pytest.raises(ValueError, match="part classes"):
+            build_model(name, coco, **SMALL_FC)
+    parts_only = Schema(keypoints=(), skeleton=(), part_classes=("background", "x"))
+    with pytest.raises(ValueError, match="joints"):
+        paf_vgg16(parts_only, **SMALL)
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("seg_head", ["fcn32", "fcn8", "stage", None])
+def test_stage_counts(stages: int, seg_head: str | None) -> None:
+    schema = SCHEMAS["pascal"]
+    if seg_head is None:
+        model = paf_vgg16(schema, stages=stages, **SMALL)
+    else:
+        model = joint_vgg16(schema, stages=stages, seg_head=seg_head, **SMALL_FC)  # type: ignore[arg-type]
+    out = model(torch.randn(1, 3, 64, 48))
+    assert len(out.heatmaps) == len(out.pafs) == stages
+    if seg_head == "stage":  # one stride-8 logits map per stage, fed to the next stage
+        assert [p.shape for p in out.parts] == [(1, schema.num_parts, 8, 6)] * stages
+        assert out.parts_stride == 8
+        if stages > 1:
+            first_conv = model.pose_head.stages[1].branches["parts"][0]
+            assert first_conv.in_channels == 32 + schema.heatmap_channels + schema.paf_channels + schema.num_parts
+    elif seg_head is not None:
+        assert [p.shape for p in out.parts] == [(1, schema.num_parts, 64, 48)]
+
+
+@pytest.mark.parametrize("name", FCN_NAMES)
+@pytest.mark.parametrize("hw", [(40, 56), (72, 88), (104, 24), (8, 8)])
+def test_fcn_logits_exactly_input_size(name: str, hw: tuple[int, int]) -> None:
+    """Multiples of 8 that are not multiples of 32 (ceil-mode pools + crop) still give (B, P, H, W)."""
+    out = build_model(name, TINY, **SMALL_FC)(torch.randn(1, 3, *hw))
+    assert out.parts[0].shape == (1, TINY.num_parts, *hw)
+
+
+def test_input_not_multiple_of_stride_is_refused() -> None:
+    with pytest.raises(ValueError, match="multiples of 8"):
+        fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(1, 3, 60, 64))
+
+
+def test_paf_stage_structure_matches_paper() -> None:
+    """Stage 1: 3x conv3x3(128) + 1x1(512) + 1x1(out); stage t>=2: 5x conv7x7(128) + 1x1(128) + 1x1(out)."""
+    head = PAFStages(128, heatmap_channels=15, paf_channels=26, stages=2)
+    for t, (kernels, widths) in enumerate([([3, 3, 3, 1, 1], [128, 128, 128, 512]),
+                                           ([7, 7, 7, 7, 7, 1, 1], [128] * 6)]):
+        for branch, out_c in (("heatmaps", 15), ("pafs", 26)):
+            convs = [m for m in head.stages[t].branches[branch] if isinstance(m, nn.Conv2d)]
+            assert [c.kernel_size[0] for c in convs] == kernels
+            assert [c.out_channels for c in convs] == widths + [out_c]
+            assert convs[0].in_channels == (128 if t == 0 else 128 + 15 + 26)
+    with pytest.raises(ValueError, match="1..6"):
+        PAFStages(128, heatmap_channels=15, paf_channels=26, stages=7)
+
+
+# -- trunk -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [0.25, 0.5])
+@pytest.mark.parametrize("cpm", [True, False])
+def test_trunk_output_shapes_match_forward(width: float, cpm: bool) -> None:
+    trunk = VGGTrunk(width=width, cpm=cpm)
+    feats = trunk(torch.randn(1, 3, 64, 96))
+    shapes = trunk.output_shapes()
+    assert set(feats) == set(shapes) == ({"pool3", "conv4_3", "features"} if cpm else {"pool3", "conv4_3"})
+    for key, spec in shapes.items():
+        assert feats[key].shape == (1, spec.channels, 64 // spec.stride, 96 // spec.stride)
+    assert shapes["conv4_3"].channels == int(512 * width) and shapes["pool3"].channels == int(256 * width)
+
+
+@pytest.fixture(scope="module")
+def vgg16_state() -> dict[str, torch.Tensor]:
+    return torchvision.models.vgg16(weights=None).state_dict()
+
+
+def test_trunk_layout_matches_torchvision_vgg16() -> None:
+    tv = torchvision.models.vgg16(weights=None, init_weights=False).features  # layout only: skip the slow init
+    trunk = VGGTrunk()
+    for i, layer in enumerate(trunk.features):  # same module types at the same indices, same conv shapes
+        assert type(layer) is type(tv[i])
+        if isinstance(layer, nn.Conv2d):
+            assert layer.weight.shape == tv[i].weight.shape
+    assert len(trunk.features) == 23  # conv4_3's ReLU is features.22; pool4 belongs to the FCN head
+
+
+# -- pretrained loading -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vgg16_file(vgg16_state: dict[str, torch.Tensor], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("vgg") / "vgg16.pth"
+    torch.save(vgg16_state, path)
+    return path
+
+
+def features_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("features.")}
+
+
+def test_pretrained_fcn8_loads_trunk_conv5_fc6_fc7(vgg16_file: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
+    model = fcn8_vgg16(TINY, pretrained=vgg16_file)  # width 1.0, fc_width 4096: every VGG16 layer fits
+    sd = model.state_dict()
+    for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21):
+        for p in ("weight", "bias"):
+            assert torch.equal(sd[f"trunk.features.{i}.{p}"], vgg16_state[f"features.{i}.{p}"])
+    for own, tv in ((0, 24), (2, 26), (4, 28)):
+        assert torch.equal(sd[f"seg_head.conv5.{own}.weight"], vgg16_state[f"features.{tv}.weight"])
+        assert torch.equal(sd[f"seg_head.conv5.{own}.bias"], vgg16_state[f"features.{tv}.bias"])
+    fc6 = sd["seg_head.fc.fc6.weight"]
+    assert fc6.shape == (4096, 512, 7, 7)
+    assert torch.equal(fc6, vgg16_state["classifier.0.weight"].view(4096, 512, 7, 7))
+    # Element (o, c, y, x) of the conv is the fc weight on flattened pool5 index c*49 + y*7 + x.
+    assert fc6[5, 3, 2, 6] == vgg16_state["classifier.0.weight"][5, 3 * 49 + 2 * 7 + 6]
+    assert torch.equal(sd["seg_head.fc.fc7.weight"][:, :, 0, 0], vgg16_state["classifier.3.weight"])
+    assert torch.equal(sd["seg_head.fc.fc7.bias"], vgg16_state["classifier.3.bias"])
+
+
+def test_pretrained_features_only_into_pose_model(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
+    path = tmp_path / "features.pt"
+    torch.save(features_only(vgg16_state), path)
+    model = paf_vgg16(TINY, stages=1, pretrained=path)
+    assert torch.equal(model.trunk.features[21].weight, vgg16_state["features.21.weight"])
+    # The CPM adapter is not part of VGG16: it keeps its own init.
+    assert model.trunk.cpm is not None and model.trunk.cpm.conv4_3_CPM.weight.shape == (256, 512, 3, 3)
+
+
+def test_pretrained_safetensors(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "vgg16.safetensors"
+    save_file({k: v.contiguous() for k, v in features_only(vgg16_state).items()}, str(path))
+    trunk = VGGTrunk(cpm=False)
+    loaded = load_vgg16_weights(trunk, path)
+    assert len(loaded) == 20  # 10 convs x (weight, bias)
+    assert torch.equal(trunk.features[10].bias, vgg16_state["features.10.bias"])
+
+
+def test_pretrained_narrow_fc_skips_fc6_fc7_with_warning(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
+    path = tmp_path / "vgg16_small_fc.pt"
+    small = features_only(vgg16_state)
+    small["classifier.0.weight"] = torch.randn(16, 25088)  # a real layout with a different fc width
+    small["classifier.0.bias"] = torch.randn(16)
+    torch.save(small, path)
+    with pytest.warns(UserWarning, match="classifier.0.weight"):
+        model = fcn32_vgg16(TINY, fc_width=64, pretrained=path)
+    assert torch.equal(model.seg_head.conv5[4].weight, vgg16_state["features.28.weight"])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_pretrained_needs_width_one(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"pretrained VGG16 weights need width=1.0, got 0.25"):
+        build_model(name, TINY, **small_kwargs(name), pretrained=tmp_path / "never_read.pth")
+    with pytest.raises(ValueError, match=r"need width=1.0, got 0.25"):
+        load_vgg16_weights(VGGTrunk(width=0.25), tmp_path / "never_read.pth")
+
+
+def test_pretrained_errors_name_the_keys(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
+    state = features_only(vgg16_state)
+    missing = dict(state)
+    del missing["features.10.weight"]
+    torch.save(missing, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"features\.10\.weight"):
+        load_vgg16_weights(VGGTrunk(), tmp_path / "missing.pt")
+    wrong = dict(state)
+    wrong["features.0.weight"] = torch.zeros(64, 4, 3, 3)
+    torch.save(wrong, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match=r"features\.0\.weight \(64, 4, 3, 3\)"):
+        load_vgg16_weights(VGGTrunk(), tmp_path / "wrong.pt")
+    with pytest.raises(FileNotFoundError):
+        load_vgg16_weights(VGGTrunk(), tmp_path / "absent.pt")
+
+
+# -- FCN pieces ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("learnable", [True, False])
+@pytest.mark.parametrize("factor", [2, 8, 32])
+def test_bilinear_upsample_equals_interpolate(factor: int, learnable: bool) -> None:
+    x = torch.randn(2, 3, 5, 4)
+    up = BilinearUpsample(3, factor, learnable=learnable)
+    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    out_hw = (5 * factor - factor // 2, 4 * factor)  # also a crop
+    torch.testing.assert_close(up(x, out_hw), ref[:, :, : out_hw[0], : out_hw[1]], atol=1e-5, rtol=0)
+    assert count_parameters(up) == (9 * (2 * factor) ** 2 if learnable else 0)
+
+
+def test_fcn_skips_start_at_zero() -> None:
+    head = FCNHead(128, 3, variant="fcn8", width=0.25, fc_width=32)
+    for conv in (head.score_pool4, head.score_pool3):
+        assert not conv.weight.any() and not conv.bias.any()
+    assert head.score_fr.weight.std() > 0
+
+
+# -- FLOPs and parameters -----------------------------------------------------------------------------------------
+def test_flops_of_single_conv_are_two_per_multiply_add() -> None:
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    macs = 16 * 24 * 8 * 3 * 9  # output pixels x out channels x (in channels x kernel)
+    assert count_flops(conv, (16, 24)) == pytest.approx(2 * macs, rel=0.01)
+    assert count_parameters(conv) == 8 * 3 * 9 + 8
+
+
+def test_trunk_flops_match_hand_count() -> None:
+    trunk = VGGTrunk(width=0.25)
+    h, w, macs = 64, 48, 0
+    for m in [*trunk.features, *trunk.cpm]:  # type: ignore[misc]
+        if isinstance(m, nn.MaxPool2d):
+            h, w = h // 2, w // 2
+        elif isinstance(m, nn.Conv2d):
+            macs += h * w * m.out_channels * m.in_channels * 9
+    assert count_flops(trunk, (64, 48)) == pytest.approx(2 * macs, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_counts_positive_and_grow_with_width(name: str) -> None:
+    narrow = build_model(name, TINY, **small_kwargs(name, width=0.125))
+    wide = build_model(name, TINY, **small_kwargs(name))
+    assert 0 < count_flops(narrow, (64, 64)) < count_flops(wide, (64, 64))
+    assert 0 < count_parameters(narrow) < count_parameters(wide)
+
+
+# -- the joint model ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seg_head", ["fcn16", "stage"])
+def test_both_heads_send_gradients_to_the_trunk(seg_head: str) -> None:
+    model = joint_vgg16(TINY, stages=2, seg_head=seg_head, **SMALL_FC)  # type: ignore[arg-type]
+    x = torch.randn(2, 3, 64, 64)
+    first_conv = model.trunk.features[0].weight
+    pose_param = model.pose_head.stages[0].branches["heatmaps"][0].weight
+    for loss_of in (lambda o: sum(h.square().mean() for h in o.heatmaps + o.pafs),
+                    lambda o: F.cross_entropy(o.parts[-1], torch.zeros_like(o.parts[-1][:, 0], dtype=torch.long))):
+        model.zero_grad(set_to_none=True)
+        loss_of(model(x)).backward()
+        assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+    if seg_head == "fcn16":  # the seg loss reaches the trunk but not the pose stages (heads split after the trunk)
+        assert pose_param.grad is None
+
+
+def test_posepartnet_needs_a_head_and_one_parts_source() -> None:
+    trunk = VGGTrunk(width=0.25)
+    with pytest.raises(ValueError, match="needs a seg_head"):
+        PosePartNet(trunk, None, None)
+    stage_seg = PAFStages(32, heatmap_channels=4, paf_channels=4, stages=1, width=0.25, stage_seg=True,
+                          part_channels=3)
+    with pytest.raises(ValueError, match="not both"):
+        PosePartNet(trunk, FCNHead(128, 3, width=0.25, fc_width=16), stage_seg)
+
+
+def test_build_model_unknown_name_lists_known() -> None:
+    with pytest.raises(KeyError, match="fcn32_vgg16.*joint_vgg16|joint_vgg16.*fcn32_vgg16"):
+        build_model("resnet", TINY)
+    assert set(MODELS) == {"fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"}
+    with pytest.raises(ValueError, match="seg_head"):
+        joint_vgg16(TINY, seg_head="fcn4", **SMALL_FC)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""The synthetic dataset: determinism, annotation rules (COCO visibility, RLE/area/bbox), part maps, writing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from posepart.data.synth import iter_scenes, scene_at, write_synth
+from posepart.schema import Schema
+
+SCHEMA = Schema.pascal_person_part()
+SIZE = 128
+SEED = 11
+N_SCENES = 16
+
+# The parts a joint touches (from the part definitions: a wrist joins lower arm and hand, which counts as lower arm).
+ADJACENT = {
+    "head": {"head"}, "neck": {"head", "torso"}, "shoulder": {"torso", "upper_arm"},
+    "elbow": {"upper_arm", "lower_arm"}, "wrist": {"lower_arm"}, "hip": {"torso", "upper_leg"},
+    "knee": {"upper_leg", "lower_leg"}, "ankle": {"lower_leg"},
+}
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list:
+    return list(iter_scenes(N_SCENES, SEED, SIZE))
+
+
+def _masks(scene) -> list[np.ndarray]:
+    return [mask_utils.decode(a["segmentation"]).astype(bool) for a in scene.annotations]
+
+
+def test_deterministic_and_independent_of_n() -> None:
+    a = list(iter_scenes(2, 3, 96))
+    b = list(iter_scenes(4, 3, 96))
+    for x, y in zip(a, b):
+        assert x.image.tobytes() == y.image.tobytes()
+        assert x.parts.tobytes() == y.parts.tobytes()
+        assert json.dumps(x.annotations) == json.dumps(y.annotations)
+    again = scene_at(3, 1, 96)
+    assert again.image.tobytes() == a[1].image.tobytes() and again.parts.tobytes() == a[1].parts.tobytes()
+    other = scene_at(4, 1, 96)
+    assert other.image.tobytes() != a[1].image.tobytes()
+    assert a[0].image.tobytes() != a[1].image.tobytes()
+
+
+def test_arrays_and_people_counts(scenes) -> None:
+    counts = []
+    for sc in scenes:
+        assert sc.image.shape == (SIZE, SIZE, 3) and sc.image.dtype == np.uint8
+        assert sc.parts.shape == (SIZE, SIZE) and sc.parts.dtype == np.uint8
+        assert set(np.unique(sc.parts)) <= set(range(SCHEMA.num_parts))
+        labelled = sum(a["iscrowd"] == 0 for a in sc.annotations)
+        assert 1 <= labelled <= 5
+        counts.append(labelled)
+        assert 35 <= sc.jpeg_quality <= 95
+    assert len(set(counts)) >= 3  # the number of people varies
+    assert any(a["iscrowd"] for sc in scenes for a in sc.annotations)  # some ignore regions are included
+
+
+def test_masks_area_bbox_and_part_map_agree(scenes) -> None:
+    for sc in scenes:
+        masks = _masks(sc)
+        union = np.zeros((SIZE, SIZE), int)
+        for ann, m in zip(sc.annotations, masks):
+            assert ann["area"] == pytest.approx(float(mask_utils.area(ann["segmentation"])))
+            assert ann["area"] == m.sum() > 0
+            ys, xs = np.nonzero(m)
+            assert ann["bbox"] == pytest.approx([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1])
+            assert isinstance(ann["segmentation"]["counts"], str)
+            union += m
+        assert union.max() <= 1  # visible masks of different people never overlap
+        # every person pixel carries a part label and nothing else does (distractors are background)
+        np.testing.assert_array_equal(union.astype(bool), sc.parts > 0)
+
+
+def test_keypoint_visibility_rules(scenes) -> None:
+    names = SCHEMA.keypoints
+    seen = {0: 0, 1: 0, 2: 0}
+    for sc in scenes:
+        for ann, xy in zip(sc.annotations, sc.joints):
+            kp = np.asarray(ann["keypoints"], float).reshape(SCHEMA.num_joints, 3)
+            if ann["iscrowd"]:
+                assert not kp.any() and ann["num_keypoints"] == 0
+                continue
+            assert ann["num_keypoints"] == int((kp[:, 2] > 0).sum())
+            inside = np.all((np.floor(xy + 0.5) >= 0) & (np.floor(xy + 0.5) < SIZE), 1)
+            np.testing.assert_array_equal(kp[:, 2] > 0, inside)  # v=0 exactly for joints outside the image
+            assert not kp[~inside].any()  # ... and those are written as 0, 0, 0
+            np.testing.assert_array_equal(kp[inside, :2], xy[inside])  # the drawn joint positions, exactly
+            assert np.all(kp[:, :2] * 16 == np.round(kp[:, :2] * 16))  # drawn with 1/16 px precision
+            for j in np.flatnonzero(kp[:, 2] == 2):
+                x, y = (int(np.floor(c + 0.5)) for c in kp[j, :2])
+                window = sc.parts[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
+                kind = names[j].split("_", 1)[-1]
+                allowed = {SCHEMA.part_classes.index(p) for p in ADJACENT[kind]}
+                assert set(np.unique(window)) & allowed, f"visible {names[j]} at ({x}, {y}) not on {ADJACENT[kind]}"
+            for v in (0, 1, 2):
+                seen[v] += int((kp[:, 2] == v).sum())
+    assert min(seen.values()) > 0, seen  # occlusions and border cuts both happen
+
+
+def test_write_synth_round_trip(tmp_path) -> None:
+    from posepart.data.format import PosePartDataset
+
+    root = write_synth(tmp_path / "a", n=3, seed=5, size=96)
+    ds = PosePartDataset.open(root)
+    assert ds.schema == SCHEMA and len(ds) == 3 and ds.has_parts
+    for i, record in enumerate(ds):
+        sc = scene_at(5, i, 96)
+        np.testing.assert_array_equal(ds.load_parts(record), sc.parts)
+        img = ds.load_image(record).astype(float)
+        assert np.abs(img - sc.image).mean() < 12  # the same picture, JPEG-compressed
+        assert len(record.annotations) == len(sc.annotations)
+        assert record.num_people == sum(a["iscrowd"] == 0 for a in sc.annotations)
+    root2 = write_synth(tmp_path / "b", n=3, seed=5, size=96, workers=2)
+    assert (root / "annotations.json").read_bytes() == (root2 / "annotations.json").read_bytes()
+    for name in ("000000", "000001", "000002"):
+        assert (root / "images" / f"{name}.jpg").read_bytes() == (root2 / "images" / f"{name}.jpg").read_bytes()
