@@ -205,14 +205,21 @@ def test_missing_joints_score_zero() -> None:
     assert n_found == [12, 13, 14]
 
 
-def test_missing_neck_splits_person_and_min_joints() -> None:
-    """Without the neck (PASCAL's hub), only the arm and leg chains remain: separate fragments, then min_joints."""
+def test_missing_neck_keeps_person_whole_through_torso_limbs_and_min_joints() -> None:
+    """Without the neck (Xia's hub) the redundant torso limbs still hold arms and legs together; only the head, whose
+    one limb goes to the neck, is cut off. With Xia's 13 limbs alone the person falls apart into four chains."""
     truth = random_people(np.random.default_rng(7), PASCAL.num_joints, 1)
     truth[0, PASCAL.joint("neck"), 2] = 0
     hm, paf = render(truth, PASCAL)
+    people = decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=3))
+    assert len(people) == 1 and int((people[0].keypoints[:, 2] > 0).sum()) == 12
+    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=13))) == 0
+
+    xia = Schema(keypoints=PASCAL.keypoints, skeleton=PASCAL.skeleton[:13])
+    hm, paf = render(truth, xia)
     # head is isolated; each arm chain has 3 joints (shoulder-elbow-wrist), each leg 3 (hip-knee-ankle)
-    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=3))) == 4
-    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=4))) == 0
+    assert len(decode(hm, paf, xia, config=DecodeConfig(min_joints=3, fragment_max_joints=0))) == 4
+    assert len(decode(hm, paf, xia, config=DecodeConfig(min_joints=4))) == 0
 
 
 def test_empty_maps_give_no_people() -> None:

@@ -6,8 +6,8 @@ from posepart.schema import Schema, flip_permutation, voc_palette
 
 def test_pascal_schema_sizes_and_flips():
     s = Schema.pascal_person_part()
-    assert (s.num_joints, s.num_limbs, s.num_parts) == (14, 13, 7)
-    assert (s.heatmap_channels, s.paf_channels) == (15, 26)
+    assert (s.num_joints, s.num_limbs, s.num_parts) == (14, 17, 7)
+    assert (s.heatmap_channels, s.paf_channels) == (15, 34)
     perm = s.flip_perm
     assert s.keypoints[perm[s.joint("left_wrist")]] == "right_wrist"
     assert s.keypoints[perm[s.joint("head")]] == "head"
@@ -16,6 +16,9 @@ def test_pascal_schema_sizes_and_flips():
     limb = s.skeleton.index((s.joint("neck"), s.joint("left_shoulder")))
     target, reversed_ = s.limb_flip[limb]
     assert s.skeleton[target] == (s.joint("neck"), s.joint("right_shoulder")) and not reversed_
+    # the redundant shoulder-shoulder limb mirrors onto itself, reversed
+    limb = s.skeleton.index((s.joint("left_shoulder"), s.joint("right_shoulder")))
+    assert s.limb_flip[limb] == (limb, True)
 
 
 def test_coco_limb_flip_detects_reversed_edges():
