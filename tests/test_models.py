@@ -318,3 +318,26 @@ def test_build_model_unknown_name_lists_known() -> None:
     assert set(MODELS) == {"fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"}
     with pytest.raises(ValueError, match="seg_head"):
         joint_vgg16(TINY, seg_head="fcn4", **SMALL_FC)  # type: ignore[arg-type]
+
+
+def test_batch_norm_variants_shapes_and_layout() -> None:
+    """batch_norm=True: BatchNorm after every hidden conv, torchvision's vgg16_bn layout in the trunk."""
+    schema = Schema.pascal_person_part()
+    model = joint_vgg16(schema, width=0.125, fc_width=16, stages=2, batch_norm=True)
+    x = torch.randn(2, 3, 64, 48)
+    out = model(x)
+    assert out.parts[0].shape == (2, schema.num_parts, 64, 48)
+    assert out.heatmaps[1].shape == (2, schema.heatmap_channels, 8, 6)
+    tv = torchvision.models.vgg16_bn(weights=None).features
+    trunk = model.trunk.features
+    assert [type(m) for m in trunk] == [type(m) for m in tv[: len(trunk)]]
+    assert model.trunk.pool3_index == 23 and isinstance(trunk[23], nn.MaxPool2d)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    n_hidden = sum(isinstance(m, nn.Conv2d) and m.bias is None for m in model.modules())
+    assert n_bn == n_hidden > 20  # every hidden conv, and those drop their (redundant) bias
+    assert isinstance(fcn32_vgg16(schema, width=0.125, fc_width=16, batch_norm=True)(x), ModelOutput)
+
+
+def test_batch_norm_with_pretrained_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="batch_norm=False"):
+        paf_vgg16(Schema.pascal_person_part(), batch_norm=True, pretrained=tmp_path / "vgg16.pth")

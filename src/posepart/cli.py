@@ -94,6 +94,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from posepart.engine.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.set or [])
+        if args.train is not None:  # set directly: a path is not YAML
+            config.data.train = args.train
+        if args.val is not None:
+            config.data.val = args.val
+        from posepart.engine.train import train
+
+        result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes)
+    except ConfigError as err:
+        print(f"error: config: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; "
+          f"best: {result.best}")
+    shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
+    if shown:
+        print(json.dumps(shown, indent=2))
+    return 0
+
+
+def cmd_export_weights(args: argparse.Namespace) -> int:
+    from posepart.engine.checkpoint import CheckpointError, export_weights
+
+    try:
+        out = export_weights(args.checkpoint, args.out)
+    except (CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
@@ -128,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=368)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_demo)
+
+    p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
+    p.add_argument("--config", type=Path, required=True, help="YAML config (see configs/)")
+    p.add_argument("--train", type=Path, help="training dataset root (overrides data.train)")
+    p.add_argument("--val", type=Path, help="validation dataset root (overrides data.val)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
+    p.add_argument("--max-minutes", type=float, help="stop after this much wall time (a resumable last.ckpt is kept)")
+    p.add_argument("--resume", type=Path, metavar="CKPT", help="continue exactly from a checkpoint (last.ckpt)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: config.yaml, checkpoints/, csv/, tb/")
+    p.set_defaults(run=cmd_train)
+
+    p = verbs.add_parser("export-weights", help="write a checkpoint's model weights as .safetensors (+ schema/config)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="FILE.safetensors")
+    p.set_defaults(run=cmd_export_weights)
     return parser
 
 

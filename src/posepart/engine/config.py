@@ -7,6 +7,7 @@ An unknown key or a value of the wrong type is an error that names the key (`mod
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -27,6 +31,7 @@ class ModelConfig:
     seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
     width: float = 1.0
     fc_width: int = 4096
+    batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
     pretrained: Path | None = None  # local torchvision vgg16 state dict (.pth) or .safetensors
 
 
@@ -147,6 +152,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -215,3 +222,22 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         return _build(Config, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a plain dict (e.g. `Config.to_dict()` stored in a checkpoint) into a Config, strictly."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
+    return _build(Config, data)
+
+
+def dump_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically: temp file in the same folder, then os.replace)."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+    return path

@@ -5,8 +5,9 @@ Every builder returns a `PosePartNet` sized from the schema (`heatmap_channels`,
     paf_vgg16                                pose only (OpenPose PAF stages on conv4_4_CPM)
     joint_vgg16                              both, sharing the trunk; seg_head "stage" = per-stage parts branch
 `width` scales every channel count of trunk and heads (0.25 for CPU demos); `fc_width` sets the FCN's fc6/fc7 width
-explicitly (4096 = VGG16's, needed to reuse its classifier weights). `pretrained` is a local torchvision vgg16
-state-dict file (never downloaded), only valid at width 1.0.
+explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm` adds BatchNorm after every hidden
+conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
+`pretrained` is a local torchvision vgg16 state-dict file (never downloaded), only valid at width 1.0 without BN.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from .trunk import VGGTrunk
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 
 
-def _check_pretrained(pretrained: Path | str | None, width: float) -> None:
+def _check_pretrained(pretrained: Path | str | None, width: float, batch_norm: bool = False) -> None:
     # Fail before building (a width-1 FCN has ~130M parameters to initialise) and before reading the file.
     if pretrained is not None and width != 1.0:
         raise ValueError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
+    if pretrained is not None and batch_norm:
+        raise ValueError("pretrained VGG16 weights are for the plain network; use batch_norm=False with them")
 
 
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:
@@ -42,13 +45,13 @@ def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = Fa
 def _fcn_head(trunk: VGGTrunk, schema: Schema, variant: FCNVariant, width: float, fc_width: int) -> FCNHead:
     shapes = trunk.output_shapes()
     return FCNHead(shapes["conv4_3"].channels, schema.num_parts, variant=variant, width=width, fc_width=fc_width,
-                   pool3_channels=shapes["pool3"].channels)
+                   pool3_channels=shapes["pool3"].channels, batch_norm=trunk.batch_norm)
 
 
 def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage_seg: bool) -> PAFStages:
     return PAFStages(trunk.output_shapes()["features"].channels, heatmap_channels=schema.heatmap_channels,
                      paf_channels=schema.paf_channels, stages=stages, width=width, stage_seg=stage_seg,
-                     part_channels=schema.num_parts if stage_seg else 0)
+                     part_channels=schema.num_parts if stage_seg else 0, batch_norm=trunk.batch_norm)
 
 
 def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
@@ -57,44 +60,45 @@ def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
     return model
 
 
-def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None) -> PosePartNet:
-    _check_pretrained(pretrained, width)
+def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None,
+         batch_norm: bool) -> PosePartNet:
+    _check_pretrained(pretrained, width, batch_norm)
     _require(schema, f"{variant}_vgg16", parts=True)
-    trunk = VGGTrunk(width=width, cpm=False)  # no pose head reads the CPM adapter
+    trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm)  # no pose head reads the CPM adapter
     model = PosePartNet(trunk, _fcn_head(trunk, schema, variant, width, fc_width), None, schema=schema)
     return _finish(model, pretrained)
 
 
-def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096,
+def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-32s: one x32 upsampling of the stride-32 scores."""
-    return _fcn("fcn32", schema, width, fc_width, pretrained)
+    return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm)
 
 
-def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096,
+def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16."""
-    return _fcn("fcn16", schema, width, fc_width, pretrained)
+    return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm)
 
 
-def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096,
+def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8."""
-    return _fcn("fcn8", schema, width, fc_width, pretrained)
+    return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm)
 
 
-def paf_vgg16(schema: Schema, *, stages: int = 6, width: float = 1.0,
+def paf_vgg16(schema: Schema, *, stages: int = 6, width: float = 1.0, batch_norm: bool = False,
               pretrained: Path | str | None = None) -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
-    _check_pretrained(pretrained, width)
+    _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "paf_vgg16", pose=True)
-    trunk = VGGTrunk(width=width)
+    trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=False), schema=schema)
     return _finish(model, pretrained)
 
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", width: float = 1.0,
-                fc_width: int = 4096, pretrained: Path | str | None = None) -> PosePartNet:
+                fc_width: int = 4096, batch_norm: bool = False, pretrained: Path | str | None = None) -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
@@ -102,9 +106,9 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     """
     if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
         raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
-    _check_pretrained(pretrained, width)
+    _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "joint_vgg16", pose=True, parts=True)
-    trunk = VGGTrunk(width=width)
+    trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     if seg_head == "stage":
         model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=True), schema=schema)
     else:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .trunk import init_conv_kaiming, scaled
+from .trunk import conv_block, init_conv_kaiming, scaled
 
 FCNVariant = Literal["fcn32", "fcn16", "fcn8"]
 
@@ -100,6 +100,7 @@ class FCNHead(nn.Module):
         fc_width: int = 4096,
         pool3_channels: int | None = None,
         dropout: float = 0.5,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if variant not in ("fcn32", "fcn16", "fcn8"):
@@ -113,19 +114,19 @@ class FCNHead(nn.Module):
 
         # ceil_mode: keep the partial last window so non-multiples of 32 lose no rows (see the module docstring).
         self.pool4 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
-        # Indices 0, 2, 4 = torchvision vgg16 features.24, .26, .28 (conv5_1..conv5_3).
+        # Without BatchNorm, indices 0, 2, 4 = torchvision vgg16 features.24, .26, .28 (conv5_1..conv5_3).
         self.conv5 = nn.Sequential(
-            nn.Conv2d(in_channels, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c5, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c5, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            *conv_block(in_channels, c5, 3, batch_norm=batch_norm),
+            *conv_block(c5, c5, 3, batch_norm=batch_norm),
+            *conv_block(c5, c5, 3, batch_norm=batch_norm),
         )
         self.pool5 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
         # VGG's classifier as convolutions: fc6 sees a 7x7 window of pool5 (padding 3 keeps the map size), fc7 is 1x1.
+        fc6, fc7 = conv_block(c5, fc_width, 7, batch_norm=batch_norm), conv_block(fc_width, fc_width, 1,
+                                                                                  batch_norm=batch_norm)
         self.fc = nn.Sequential(OrderedDict(
-            fc6=nn.Conv2d(c5, fc_width, kernel_size=7, padding=3), relu6=nn.ReLU(inplace=True),
-            drop6=nn.Dropout(dropout),
-            fc7=nn.Conv2d(fc_width, fc_width, kernel_size=1), relu7=nn.ReLU(inplace=True),
-            drop7=nn.Dropout(dropout),
+            fc6=fc6[0], **({"bn6": fc6[1]} if batch_norm else {}), relu6=fc6[-1], drop6=nn.Dropout(dropout),
+            fc7=fc7[0], **({"bn7": fc7[1]} if batch_norm else {}), relu7=fc7[-1], drop7=nn.Dropout(dropout),
         ))
         init_conv_kaiming(self)
         self.score_fr = nn.Conv2d(fc_width, num_classes, kernel_size=1)

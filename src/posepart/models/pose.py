@@ -13,17 +13,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .trunk import scaled
+from .trunk import conv_block, scaled
 
 
-def _branch(in_channels: int, out_channels: int, *, kernel: int, convs: int, hidden: int, last_hidden: int) -> nn.Sequential:
-    """`convs` kxk conv(hidden)+ReLU, a 1x1 conv(last_hidden)+ReLU, then a 1x1 conv to `out_channels` (no ReLU)."""
+def _branch(in_channels: int, out_channels: int, *, kernel: int, convs: int, hidden: int, last_hidden: int,
+            batch_norm: bool = False) -> nn.Sequential:
+    """`convs` kxk conv(hidden)[+BN]+ReLU, a 1x1 conv(last_hidden)[+BN]+ReLU, then a 1x1 conv to `out_channels`."""
     layers: list[nn.Module] = []
     c = in_channels
     for _ in range(convs):
-        layers += [nn.Conv2d(c, hidden, kernel_size=kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+        layers += conv_block(c, hidden, kernel, batch_norm=batch_norm)
         c = hidden
-    layers += [nn.Conv2d(c, last_hidden, kernel_size=1), nn.ReLU(inplace=True)]
+    layers += conv_block(c, last_hidden, 1, batch_norm=batch_norm)
     layers += [nn.Conv2d(last_hidden, out_channels, kernel_size=1)]
     return nn.Sequential(*layers)
 
@@ -37,7 +38,8 @@ def _init_branch(branch: nn.Sequential) -> None:
     convs = [m for m in branch if isinstance(m, nn.Conv2d)]
     for conv in convs[:-1]:
         nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
     nn.init.normal_(convs[-1].weight, std=0.01)
     nn.init.zeros_(convs[-1].bias)
 
@@ -45,13 +47,16 @@ def _init_branch(branch: nn.Sequential) -> None:
 class PAFStage(nn.Module):
     """One stage: parallel branches sharing an input, one per output kind (heatmaps, pafs[, parts])."""
 
-    def __init__(self, in_channels: int, out_channels: dict[str, int], *, first: bool, width: float) -> None:
+    def __init__(self, in_channels: int, out_channels: dict[str, int], *, first: bool, width: float,
+                 batch_norm: bool = False) -> None:
         super().__init__()
         if first:  # stage 1: 3x conv3x3(128) + conv1x1(512) + conv1x1(out)
             spec = dict(kernel=3, convs=3, hidden=scaled(128, width), last_hidden=scaled(512, width))
         else:  # stages >= 2: 5x conv7x7(128) + conv1x1(128) + conv1x1(out)
             spec = dict(kernel=7, convs=5, hidden=scaled(128, width), last_hidden=scaled(128, width))
-        self.branches = nn.ModuleDict({name: _branch(in_channels, c, **spec) for name, c in out_channels.items()})
+        self.branches = nn.ModuleDict(
+            {name: _branch(in_channels, c, **spec, batch_norm=batch_norm) for name, c in out_channels.items()}
+        )
         for branch in self.branches.values():
             _init_branch(branch)
 
@@ -79,6 +84,7 @@ class PAFStages(nn.Module):
         width: float = 1.0,
         stage_seg: bool = False,
         part_channels: int = 0,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= stages <= 6:
@@ -94,8 +100,8 @@ class PAFStages(nn.Module):
         # Later stages read the features plus every previous prediction (in `outs` order).
         refine_in = in_channels + sum(outs.values())
         self.stages = nn.ModuleList(
-            [PAFStage(in_channels, outs, first=True, width=width)]
-            + [PAFStage(refine_in, outs, first=False, width=width) for _ in range(stages - 1)]
+            [PAFStage(in_channels, outs, first=True, width=width, batch_norm=batch_norm)]
+            + [PAFStage(refine_in, outs, first=False, width=width, batch_norm=batch_norm) for _ in range(stages - 1)]
         )
 
     @property

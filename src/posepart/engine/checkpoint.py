@@ -1,0 +1,178 @@
+"""Checkpoints: atomic writes, weights-only (never pickle-executing) loads, self-describing models, safetensors export.
+
+Lightning's `TorchCheckpointIO` saves through an fsspec transaction whose temporary file lives in the system temp
+folder and is then `shutil.move`d: across filesystems that is a copy, so a crash can leave a truncated checkpoint.
+`AtomicCheckpointIO` writes a temporary file beside the target, fsyncs it and `os.replace`s it (atomic on POSIX), and
+loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lightning's own resume path is safe too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from posepart.engine.config import Config, config_from_dict
+from posepart.schema import Schema
+
+CHECKPOINT_KEY = "posepart"
+SAFETENSORS_FORMAT = "posepart-weights-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded safely or does not describe a posepart model."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
+    """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`: plain containers, tensors, numbers and strings only.
+
+    A file that needs arbitrary unpickling (a pickled object whose __reduce__ could run code) is refused with a
+    CheckpointError naming the file; nothing in it is executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "unsupported global" in line.lower()), lines[0] if lines else "")
+        detail = detail.rstrip(".")
+        raise CheckpointError(
+            f"{path}: refusing to load this checkpoint: it is not a plain weights-only file (it needs objects that "
+            f"torch.load(weights_only=True) will not unpickle, or it is corrupt): {type(err).__name__}: {detail}. "
+            f"posepart never loads checkpoints with arbitrary unpickling."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO: tmp file + fsync + os.replace on save; weights-only on load."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+
+
+def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
+    """[best, last]: `best.ckpt` by `monitor` (when there is one) and `last.ckpt` after every training epoch.
+
+    Two callbacks because Lightning 2.6's `save_last` only writes last.ckpt in a step where a top-k checkpoint was
+    also written (i.e. when the monitored metric improved). The last one saves at train-epoch end, which Lightning runs
+    after that epoch's validation, so last.ckpt also holds the best callback's updated state.
+    """
+    callbacks = []
+    if monitor:
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                                         auto_insert_metric_name=False, enable_version_counter=False))
+    callbacks.append(ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                                     save_on_train_epoch_end=True, enable_version_counter=False))
+    return callbacks
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint or exported weights, in eval mode, with what it needs to run."""
+
+    model: torch.nn.Module
+    schema: Schema
+    config: Config
+    input_size: int
+    stride: int
+
+
+def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
+    info = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(info, dict) or "schema" not in info or "config" not in info:
+        raise CheckpointError(f"{path}: not a posepart checkpoint (no {CHECKPOINT_KEY!r} schema/config entry)")
+    return Schema.from_category(info["schema"]), config_from_dict(info["config"])
+
+
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's own weights from a Lightning checkpoint ("model." prefix stripped, loss parameters dropped)."""
+    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any) -> LoadedModel:
+    from posepart.engine.module import build_from_config
+
+    model = build_from_config(config, schema, pretrained=False)
+    model.load_state_dict(state, strict=True)
+    model.to(map_location).eval()
+    return LoadedModel(model, schema, config, config.data.input_size, int(getattr(model, "stride", 8)))
+
+
+def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
+    """Rebuild the model of a training checkpoint (.ckpt) or of exported weights (.safetensors)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        if metadata.get("format") != SAFETENSORS_FORMAT:
+            raise CheckpointError(f"{path}: not posepart weights (metadata format {metadata.get('format')!r})")
+        schema = Schema.from_category(json.loads(metadata["schema"]))
+        config = config_from_dict(json.loads(metadata["config"]))
+        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location)
+    checkpoint = load_checkpoint(path)
+    schema, config = _describe(checkpoint, path)
+    return _rebuild(schema, config, model_state(checkpoint), map_location)
+
+
+def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
+    """Write the model weights of a checkpoint as safetensors, with the schema and config as JSON metadata."""
+    from safetensors.torch import save
+
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    schema, config = _describe(checkpoint, checkpoint_path)
+    tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
+    metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
+                "config": json.dumps(config.to_dict())}
+    data = save(tensors, metadata=metadata)
+    return atomic_write(out, lambda f: f.write(data))

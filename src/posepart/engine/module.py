@@ -1,0 +1,246 @@
+"""`PosePartModule`: the LightningModule of a run: model + multi-task loss, optimiser/schedule, validation metrics.
+
+Everything loop-shaped (device placement, AMP, DDP, checkpoints, logging) is Lightning's; this module only says what
+one training / validation step is. Checkpoints carry `checkpoint["posepart"] = {"schema": ..., "config": ...}` as plain
+JSON-able dicts, so `posepart.engine.checkpoint.load_model` can rebuild the model from the file alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from posepart.data.mapper import IMAGENET_MEAN, IMAGENET_STD
+from posepart.decode import DecodeConfig, decode, people_to_coco
+from posepart.engine.config import Config
+from posepart.evaluate import Evaluator, Prediction, parts_to_image
+from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting, upsample_logits
+from posepart.models import MODELS, ModelOutput, build_model
+from posepart.schema import Schema
+
+CHECKPOINT_KEY = "posepart"
+
+
+def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
+    """The model named by `config.model`, passing each builder only the options it accepts."""
+    m = config.model
+    options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "width": m.width, "fc_width": m.fc_width,
+                               "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
+    accepted = inspect.signature(MODELS[m.name]).parameters
+    return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
+
+
+def model_tasks(model: torch.nn.Module) -> list[str]:
+    """Loss tasks a model supervises ("seg", "heatmap", "paf")."""
+    tasks = ["seg"] if getattr(model, "has_parts", False) else []
+    return tasks + (["heatmap", "paf"] if getattr(model, "has_pose", False) else [])
+
+
+def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val") -> dict[str, float]:
+    """metrics.json dict -> {"val/seg/mean_iou": ..., "val/pose/ap": ..., "val/seg/iou/head": ...}; None skipped."""
+    flat: dict[str, float] = {}
+    for task, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        name = "seg" if task == "segmentation" else task
+        for key, value in values.items():
+            if key == "iou_per_class" and isinstance(value, list):
+                for cls, v in zip(schema.part_classes, value):
+                    if v is not None:
+                        flat[f"{prefix}/{name}/iou/{cls}"] = float(v)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+                flat[f"{prefix}/{name}/{key}"] = float(value)
+    return flat
+
+
+class PosePartModule(pl.LightningModule):
+    """Training/validation of a `PosePartNet` on batches shaped as docs/conventions.md says."""
+
+    def __init__(self, config: Config, schema: Schema, *, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.schema = schema
+        self.model = build_from_config(config, schema, pretrained=pretrained)
+        tasks = model_tasks(self.model)
+        weighting = (UncertaintyWeighting(tasks) if config.loss.weighting == "uncertainty"
+                     else FixedWeighting(config.loss.weights))
+        self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting)
+        self.decode_config = DecodeConfig.for_evaluation()
+        self._last_finite: dict[str, float] = {}
+        self._batch_clock: float | None = None
+        self._step_start = 0.0
+        self._val_items: list[tuple[int, Prediction]] = []
+        self._records: dict[int, Any] | None = None
+        self._overlays: list[np.ndarray] = []
+
+    def forward(self, image: Tensor) -> ModelOutput:
+        return self.model(image)
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._batch_clock = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Global RNGs (dropout) restart from (seed, step, rank) at every step: a resumed run needs no RNG state from
+        # the checkpoint, and nothing that ran before (sanity validation, loader start-up) leaks into training.
+        seed = (self.config.train.seed * 1_000_003 + self.global_step * 7_919 + self.global_rank * 104_729) % 2**31
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Throughput over the whole step (from the previous step's end, so data loading counts; the first step of an
+        # epoch is timed from its own start so validation and loader start-up do not).
+        now = time.perf_counter()
+        since = self._batch_clock if self._batch_clock is not None else self._step_start
+        size = batch["image"].shape[0] * self.trainer.world_size
+        self.log("train/images_per_sec", size / max(now - since, 1e-9), on_step=True, on_epoch=False,
+                 batch_size=batch["image"].shape[0])
+        self._batch_clock = now
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        output = self.model(batch["image"])
+        result = self.loss_fn(output, batch)
+        finite = bool(torch.isfinite(result.total).item())
+        if self.trainer.world_size > 1:  # every rank stops together instead of hanging in the next all-reduce
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if not finite:
+            terms = {k: float(v) for k, v in result.terms.items()}
+            bad = "nan" if math.isnan(terms.get("total", math.nan)) else "non-finite"
+            raise FloatingPointError(
+                f"loss became {bad} at step {self.global_step} (epoch {self.current_epoch}); terms now {terms}; "
+                f"last finite terms {self._last_finite or 'none (first step)'}. Lower optim.lr or check the data.")
+        self._last_finite = {k: round(float(v), 6) for k, v in result.terms.items()}
+        size = batch["image"].shape[0]
+        logs: dict[str, Any] = {f"train/{k}": v for k, v in result.terms.items()}
+        logs["train/lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=size)
+        self.log("train/loss", result.total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size,
+                 sync_dist=True)
+        if "skipped" in batch:
+            self.log("train/skipped", batch["skipped"].sum().float(), on_step=False, on_epoch=True, reduce_fx="sum",
+                     batch_size=size, sync_dist=True)
+        return result.total
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the config asks for (max_steps, else max_epochs x batches per epoch): a function of the
+        config alone, so a run cut short (--max-minutes) and resumed follows the same schedule."""
+        t = self.config.train
+        world = self.trainer.world_size if self._trainer is not None else 1
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        n = len(datamodule.train_mapped) if datamodule is not None else 0
+        per_epoch = -(-(-(-n // world)) // self.config.data.batch_size)
+        by_epochs = t.max_epochs * per_epoch if t.max_epochs > 0 and per_epoch else 0
+        if t.max_steps > 0:
+            return min(t.max_steps, by_epochs) if by_epochs else t.max_steps
+        return max(by_epochs, int(self.trainer.estimated_stepping_batches) if not by_epochs else by_epochs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.config.optim
+        params = [p for p in list(self.model.parameters()) + list(self.loss_fn.parameters()) if p.requires_grad]
+        if o.name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+                                                               weight_decay=o.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler
+        warmup = max(o.warmup_steps, 0)
+        if o.schedule == "cosine":
+            total = max(self.planned_steps() - warmup, 1)
+            main: sched.LRScheduler = sched.CosineAnnealingLR(optimizer, T_max=total)
+        elif o.schedule == "step":
+            main = sched.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
+        else:
+            main = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        if warmup:
+            ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+            main = sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": main, "interval": "step", "frequency": 1}}
+
+    # -- validation ----------------------------------------------------------------------------------------------
+    def _val_records(self) -> dict[int, Any]:
+        if self._records is None:
+            dataset = self.trainer.datamodule.val_set
+            self._records = {r.image_id: r for r in dataset.records}
+        return self._records
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_items, self._overlays = [], []
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        output = self.model(batch["image"])
+        result = self.loss_fn(output, batch)
+        size = batch["image"].shape[0]
+        self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,
+                      batch_size=size, sync_dist=True)
+        records = self._val_records()
+        height, width = batch["image"].shape[-2:]
+        labels = None
+        if output.parts:
+            logits = upsample_logits(output.parts[-1].float(), (int(height), int(width)))
+            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()  # (B, H, W)
+        heatmaps = output.heatmaps[-1].float().cpu().numpy() if output.heatmaps else None
+        pafs = output.pafs[-1].float().cpu().numpy() if output.pafs else None
+        to_image = batch["to_image"].double().cpu().numpy()
+        for i, image_id in enumerate(batch["image_id"].tolist()):
+            record = records[int(image_id)]
+            people, results = [], []
+            if heatmaps is not None and pafs is not None:
+                people = decode(heatmaps[i], pafs[i], self.schema, output.stride, self.decode_config)
+                results = people_to_coco(people, record.image_id, to_image[i])
+            parts = None if labels is None else parts_to_image(labels[i], to_image[i], record.height, record.width)
+            self._val_items.append((int(image_id), Prediction(results, parts)))
+            if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
+                self._overlays.append(self._overlay(batch["image"][i], labels, i, people))
+
+    def _overlay(self, image: Tensor, labels: np.ndarray | None, i: int, people: list) -> np.ndarray:
+        from posepart.viz import overlay
+
+        rgb = image.float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        keypoints = np.stack([p.keypoints for p in people]) if people else None
+        return overlay(rgb, self.schema, parts=None if labels is None else labels[i], keypoints=keypoints)
+
+    def on_validation_epoch_end(self) -> None:
+        items = self._val_items
+        if self.trainer.world_size > 1:  # every rank scores the whole validation set: identical metrics everywhere
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, items)
+            items = [item for part in gathered for item in part]
+        records = self._val_records()
+        dataset = self.trainer.datamodule.val_set
+        evaluator = Evaluator(self.schema)
+        for image_id, prediction in sorted(items, key=lambda item: item[0]):
+            record = records[image_id]
+            evaluator.add(record, prediction, dataset.load_parts(record))
+        metrics = flatten_metrics(evaluator.compute(), self.schema)
+        for key, value in metrics.items():
+            self.log(key, value, on_epoch=True, sync_dist=False, rank_zero_only=False)
+        self._log_overlays()
+        self._val_items = []
+
+    def _log_overlays(self) -> None:
+        if not self._overlays or self.trainer.sanity_checking:
+            return
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                for i, image in enumerate(self._overlays):
+                    experiment.add_image(f"val/prediction_{i}", image, self.global_step, dataformats="HWC")
+        self._overlays = []
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, tensor in checkpoint["state_dict"].items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
+        checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict()}

@@ -1,0 +1,116 @@
+"""`train(config, out)`: one training run with a Lightning Trainer configured from `config.train`.
+
+Output folder: `config.yaml` (the resolved config), `checkpoints/last.ckpt` + `checkpoints/best.ckpt`, `csv/version_N/
+metrics.csv` (one version per launch) and `tb/` (TensorBoard events, appended across resumes).
+Resuming (`resume=` a checkpoint) restores model, optimiser, scheduler, step/epoch counters and callbacks through
+Lightning; data order and augmentation are functions of (seed, epoch) and the global RNGs are reseeded from
+(seed, epoch, rank) at every epoch start, so a run resumed from an end-of-epoch checkpoint continues exactly.
+A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boundary's data order; Lightning warns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
+from posepart.engine.config import Config, ConfigError, dump_config
+from posepart.engine.data import PosePartDataModule
+from posepart.engine.module import PosePartModule, model_tasks
+
+
+@dataclass
+class TrainResult:
+    """Where a run's outputs are, and its last logged metrics (floats)."""
+
+    out: Path
+    last: Path | None
+    best: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    global_step: int = 0
+    epochs: int = 0
+
+
+def _devices(value: str) -> Any:
+    """'auto' | '2' | '0,1' (Lightning's own parsing) -> int when it is a count."""
+    value = str(value).strip()
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _monitor(cfg: Config, module: PosePartModule, has_val: bool) -> str | None:
+    """The metric `best.ckpt` follows, checked against what the model can produce (fail before training)."""
+    if not has_val:
+        return None
+    metric = cfg.train.best_metric
+    tasks = model_tasks(module.model)
+    if metric.startswith("val/seg/") and "seg" not in tasks:
+        raise ConfigError(f"train.best_metric: {metric!r} needs a segmentation head; model {cfg.model.name} has "
+                          f"tasks {tasks} (try val/pose/ap or val/total)")
+    if metric.startswith("val/pose/") and "heatmap" not in tasks:
+        raise ConfigError(f"train.best_metric: {metric!r} needs a pose head; model {cfg.model.name} has tasks "
+                          f"{tasks} (try val/seg/mean_iou or val/total)")
+    if not metric.startswith("val/"):
+        raise ConfigError(f"train.best_metric: {metric!r} must be a validation metric (val/...)")
+    return metric
+
+
+def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
+                  max_minutes: float | None = None, **overrides: Any) -> pl.Trainer:
+    """The Trainer of a run (callbacks, loggers, checkpoint IO); `overrides` go straight to `pl.Trainer`."""
+    t = cfg.train
+    minutes = max_minutes if max_minutes is not None else t.max_minutes
+    kwargs: dict[str, Any] = dict(
+        accelerator=t.accelerator,
+        devices=_devices(t.devices),
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=timedelta(minutes=minutes) if minutes is not None else None,
+        default_root_dir=out,
+        callbacks=[*checkpoint_callbacks(out / "checkpoints", monitor, t.best_mode), *overrides.pop("callbacks", [])],
+        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb", version="")],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=t.log_every_steps,
+        check_val_every_n_epoch=t.val_every_epochs,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=None if has_val else 0,
+        use_distributed_sampler=False,  # PosePartDataModule shards itself (EpochSampler / ShardSampler)
+        enable_progress_bar=True,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
+          **trainer_overrides: Any) -> TrainResult:
+    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time."""
+    out = Path(out)
+    if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
+        raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    data = PosePartDataModule(cfg)
+    module = PosePartModule(cfg, data.schema, pretrained=resume is None)
+    has_val = data.val_set is not None
+    monitor = _monitor(cfg, module, has_val)
+    trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
+                            **trainer_overrides)
+    if trainer.is_global_zero:
+        dump_config(cfg, out / "config.yaml")
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+    callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
+    last = out / "checkpoints" / "last.ckpt"
+    if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:
+        trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
+    best = Path(callbacks[0].best_model_path) if monitor is not None and callbacks[0].best_model_path else None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
+                       global_step=trainer.global_step, epochs=trainer.current_epoch)

@@ -1,0 +1,255 @@
+"""The training engine: loss goes down, exact resume, safe checkpoint loading, NaN stop, DDP, config errors, export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from posepart import cli
+from posepart.data.format import PosePartDataset
+from posepart.data.synth import write_synth
+from posepart.engine.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    export_weights,
+    load_checkpoint,
+    load_model,
+)
+from posepart.engine.config import ConfigError, load_config
+from posepart.engine.data import EpochSampler
+from posepart.engine.module import PosePartModule
+from posepart.engine.train import train
+from posepart.losses import PosePartLoss
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("engine_data")
+    return {"train": write_synth(root / "train", n=8, seed=0, size=64),
+            "val": write_synth(root / "val", n=4, seed=1, size=64)}
+
+
+def tiny(data: dict[str, Path], *extra: str, val: bool = True):
+    """Tiny joint model (width 0.125, fc_width 32, one stage) at input 64 on the synthetic data."""
+    overrides = [
+        "model.name=joint_vgg16", "model.stages=1", "model.width=0.125", "model.fc_width=32",
+        f"data.train={data['train']}", "data.input_size=64", "data.batch_size=4", "data.workers=0",
+        "optim.lr=0.01", "optim.schedule=cosine", "optim.warmup_steps=1",
+        "train.max_epochs=2", "train.accelerator=cpu", "train.devices=1", "train.log_every_steps=1",
+    ]
+    if val:
+        overrides.append(f"data.val={data['val']}")
+    return load_config(None, overrides + list(extra))
+
+
+@pytest.fixture(scope="module")
+def straight_run(data, tmp_path_factory):
+    """Two epochs uninterrupted (with validation after each)."""
+    out = tmp_path_factory.mktemp("straight")
+    return train(tiny(data), out, **QUIET)
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_training_reduces_loss_on_a_repeated_batch(data, tmp_path):
+    # No augmentation and one batch of all 8 images per epoch: every step sees the same batch.
+    cfg = tiny(data, "data.augment.scale_min=1.0", "data.augment.scale_max=1.0", "data.augment.rotate_deg=0",
+               "data.augment.flip_prob=0", "data.augment.center_jitter=0", "data.augment.photometric=false",
+               "data.batch_size=8", "optim.name=adamw", "optim.lr=0.001", "optim.schedule=constant",
+               "optim.warmup_steps=0", "train.max_epochs=8", val=False)
+    recorder = LossRecorder()
+    result = train(cfg, tmp_path, callbacks=[recorder], **QUIET)
+    assert len(recorder.losses) == 8 and result.global_step == 8
+    assert recorder.losses[-1] < 0.8 * recorder.losses[0], recorder.losses
+    assert result.last is not None and result.last.name == "last.ckpt" and result.best is None
+    logged = result.metrics
+    for key in ("train/total", "train/seg", "train/heatmap/stage1", "train/paf/stage1", "train/lr",
+                "train/images_per_sec", "train/skipped"):
+        assert key in logged, key
+    assert logged["train/skipped"] == 0
+    assert (tmp_path / "config.yaml").is_file()
+    assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()  # the resolved config round-trips
+
+
+def test_resume_continues_exactly(data, straight_run, tmp_path):
+    cfg = tiny(data)
+    first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1
+    assert first.global_step == 2
+    resumed = train(cfg, tmp_path, resume=first.last, **QUIET)
+    a, b = load_checkpoint(straight_run.last), load_checkpoint(resumed.last)
+    assert a["global_step"] == b["global_step"] == 4 and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
+    momentum_a = a["optimizer_states"][0]["state"]
+    momentum_b = b["optimizer_states"][0]["state"]
+    for i in momentum_a:
+        torch.testing.assert_close(momentum_a[i]["momentum_buffer"], momentum_b[i]["momentum_buffer"], rtol=0,
+                                   atol=1e-6)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    # validation metrics were computed and the best checkpoint follows val/seg/mean_iou
+    assert "val/seg/mean_iou" in straight_run.metrics and "val/pose/ap" in straight_run.metrics
+    assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
+
+
+def test_epoch_sampler_order_is_a_function_of_seed_and_epoch():
+    def order(seed: int, epoch: int, world: int = 1, rank: int = 0) -> list[tuple[int, int]]:
+        sampler = EpochSampler(10, seed=seed, num_replicas=world, rank=rank)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0, 3) == order(0, 3)
+    assert order(0, 3) != order(0, 4) and order(0, 3) != order(1, 3)
+    assert sorted(i for _, i in order(0, 3)) == list(range(10)) and {e for e, _ in order(0, 3)} == {3}
+    shards = [order(0, 2, world=3, rank=r) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)  # padded to equal length, like DistributedSampler
+    assert {i for s in shards for _, i in s} == set(range(10))
+
+
+class Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_checkpoint_is_refused_without_running_code(data, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Evil(marker)}, evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt.*refusing"):
+        load_checkpoint(evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt"):
+        load_model(evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt"):  # weights_only=False cannot be asked for
+        AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)
+    with pytest.raises(CheckpointError, match="evil.ckpt"):  # nor through Lightning's resume path
+        train(tiny(data, val=False), tmp_path / "run", resume=evil, **QUIET)
+    assert not marker.exists()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "ckpt" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    with pytest.raises(Exception):
+        io.save_checkpoint({"step": torch.tensor(2), "bad": lambda: None}, path)  # pickling fails mid-write
+    assert int(io.load_checkpoint(path)["step"]) == 1  # the previous file is intact
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch):
+    original = PosePartLoss.forward
+    calls = {"train": 0}
+
+    def poisoned(self, output, batch):
+        result = original(self, output, batch)
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] == 3:  # the first step of the second epoch
+                result.total = result.total * float("nan")
+                result.terms["total"] = result.total.detach()
+        return result
+
+    monkeypatch.setattr(PosePartLoss, "forward", poisoned)
+    cfg = tiny(data, "train.max_epochs=3")
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 .*last finite terms \{'seg'"):
+        train(cfg, tmp_path, **QUIET)
+    checkpoints = list((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2  # epoch 1 was saved ...
+    for path in checkpoints:  # ... and nothing on disk holds NaN weights or a step past the NaN
+        checkpoint = load_checkpoint(path)
+        assert checkpoint["global_step"] <= 2
+        assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values() if t.is_floating_point())
+
+    # belt and braces: a module whose weights went non-finite refuses to be checkpointed at all
+    schema = PosePartDataset.open(data["train"]).schema
+    module = PosePartModule(tiny(data), schema)
+    with torch.no_grad():
+        next(module.model.parameters()).fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        module.on_save_checkpoint({"state_dict": module.state_dict()})
+
+
+def test_config_errors_name_the_key(data, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="optim.lrr: unknown key"):
+        tiny(data, "optim.lrr=0.1")
+    with pytest.raises(ConfigError, match="train.max_epochs: expected an integer"):
+        tiny(data, "train.max_epochs=many")
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  stagse: 2\n")
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "model.stagse: unknown key" in capsys.readouterr().err
+    good = REPO / "configs" / "demo_cpu_paf.yaml"
+    assert cli.main(["train", "--config", str(good), "--train", str(data["train"]), "--set", "data.batch_sise=2",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert "data.batch_sise: unknown key" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.best_metric"):  # a seg metric for a pose-only model
+        train(tiny(data, "model.name=paf_vgg16", "train.best_metric=val/seg/mean_iou"), tmp_path / "r2", **QUIET)
+
+
+def test_every_shipped_config_loads():
+    files = sorted((REPO / "configs").glob("*.yaml"))
+    names = {f.stem for f in files}
+    assert {"demo_cpu_joint", "demo_cpu_fcn32", "demo_cpu_paf", "pascal_fcn32", "pascal_paf_1stage",
+            "pascal_paf_2stage", "pascal_paf_6stage", "pascal_joint_1stage", "pascal_joint_2stage"} <= names
+    for path in files:
+        cfg = load_config(path)
+        if cfg.model.pretrained is not None:
+            assert cfg.model.width == 1.0, path  # torchvision VGG16 weights only fit width 1
+        if path.stem.startswith("pascal_paf"):
+            assert cfg.train.best_metric.startswith("val/pose/"), path
+
+
+def test_export_weights_round_trip(straight_run, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(out)]) == 0
+    from_ckpt, from_st = load_model(straight_run.last), load_model(out)
+    assert not from_st.model.training and from_st.input_size == 64 and from_st.stride == 8
+    assert from_st.schema == from_ckpt.schema and from_st.config.to_dict() == from_ckpt.config.to_dict()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = from_ckpt.model(x), from_st.model(x)
+    for name in ("heatmaps", "pafs", "parts"):
+        assert len(getattr(a, name)) == 1
+        torch.testing.assert_close(getattr(a, name)[-1], getattr(b, name)[-1], rtol=0, atol=0)
+    bogus = tmp_path / "bogus.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    assert cli.main(["export-weights", "--checkpoint", str(bogus), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "not a posepart checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(data, tmp_path):
+    config = tmp_path / "ddp.yaml"
+    config.write_text(
+        "model: {name: joint_vgg16, stages: 1, width: 0.125, fc_width: 32}\n"
+        "data: {input_size: 64, batch_size: 2, workers: 0}\n"
+        "train: {max_epochs: 1, accelerator: cpu, log_every_steps: 1}\n"
+    )
+    entry = Path(sys.executable).with_name("posepart")
+    command = [str(entry) if entry.exists() else sys.executable, *([] if entry.exists() else ["-m", "posepart.cli"]),
+               "train", "--config", str(config), "--train", str(data["train"]), "--val", str(data["val"]),
+               "--set", "train.devices=2", "--set", "train.strategy=ddp", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 2  # 8 images / 2 ranks / batch 2
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
