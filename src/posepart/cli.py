@@ -70,19 +70,97 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
+    """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
+    other path is a folder that receives metrics.json, report.md and overlays/. Returns (metrics file, folder)."""
+    if out is None:
+        return None, None
+    if out.suffix.lower() == ".json":
+        return out, None
+    return out / "metrics.json", out
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset) -> tuple[dict, list, str]:
+    """Load --checkpoint and score it -> (metrics, overlay images, model name for the report)."""
+    from posepart.engine.checkpoint import load_model
+    from posepart.evaluate_model import evaluate_model
+
+    loaded = load_model(args.checkpoint, map_location=args.device)
+    if loaded.schema != dataset.schema:
+        print(f"note: the checkpoint's schema {loaded.schema.name!r} differs from the dataset's "
+              f"{dataset.schema.name!r}", file=sys.stderr)
+    metrics, overlays = evaluate_model(
+        loaded.model, dataset, input_size=args.input_size or loaded.input_size, stride=args.stride or loaded.stride,
+        batch_size=args.batch_size, device=args.device, overlays=args.overlays, workers=args.workers)
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})"
+
+
+def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
+    """folder/overlays/NNN.png, folder/overlays.png (grid) and folder/report.md."""
+    from posepart.report import write_report
+    from posepart.viz import grid, save_rgb
+
+    figures = []
+    for i, image in enumerate(overlays):
+        save_rgb(folder / "overlays" / f"{i:03d}.png", image)
+    if overlays:
+        figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)))))
+    return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from posepart.evaluate import evaluate_oracle, format_metrics
+    from posepart.report import stage_table
 
-    if not args.oracle:
-        raise SystemExit("evaluate: only --oracle is available until trained models exist (`posepart train`)")
+    if args.oracle == (args.checkpoint is not None):
+        raise SystemExit("evaluate: give exactly one of --checkpoint CKPT or --oracle")
     dataset = _open_dataset(args)
-    metrics = evaluate_oracle(dataset, input_size=args.input_size, stride=args.stride)
+    overlays: list = []
+    if args.oracle:
+        name = "oracle"
+        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
+    else:
+        from posepart.engine.checkpoint import CheckpointError
+
+        try:
+            metrics, overlays, name = _evaluate_checkpoint(args, dataset)
+        except (CheckpointError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(format_metrics(metrics))
-    if args.out:
+    if metrics.get("per_stage"):
+        print(stage_table({name: metrics}))
+    metrics_file, folder = _metrics_path(args.out)
+    if metrics_file is not None:
         from posepart.data.format import write_json_atomic
 
-        write_json_atomic(args.out, metrics)
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_json_atomic(metrics_file, metrics)
+        print(f"wrote {metrics_file}", file=sys.stderr)
+    if folder is not None:
+        report = _write_evaluation(folder, name, metrics, overlays, dataset)
+        print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
+    elif overlays:
+        print("note: overlays are written only when --out is a folder", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from posepart.models import MODELS, count_flops, count_parameters
+    from posepart.schema import Schema
+
+    schema = Schema.pascal_person_part()
+    rows = []
+    for name, builder in MODELS.items():
+        model = builder(schema, width=args.width)
+        rows.append({"model": name, "parameters": count_parameters(model),
+                     "gflops": count_flops(model, (args.input_size, args.input_size)) / 1e9})
+        del model
+    if args.json:
+        print(json.dumps({"input_size": args.input_size, "width": args.width, "models": rows}, indent=2))
+        return 0
+    print(f"{'model':<14} {'params (M)':>11} {f'GFLOPs @ {args.input_size}':>15}")
+    for row in rows:
+        print(f"{row['model']:<14} {row['parameters'] / 1e6:>11.2f} {row['gflops']:>15.2f}")
     return 0
 
 
@@ -154,11 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
     _add_dataset_args(p, positional=False)
+    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
-    p.add_argument("--input-size", type=int, default=368, help="network input side (letterboxed)")
-    p.add_argument("--stride", type=int, default=8)
-    p.add_argument("--out", type=Path, help="metrics.json path")
+    p.add_argument("--input-size", type=int, help="network input side (letterboxed); default: the checkpoint's, or "
+                   "368 for --oracle")
+    p.add_argument("--stride", type=int, help="output stride; default: the model's, or 8 for --oracle")
+    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
+                   "metrics alone)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.set_defaults(run=cmd_evaluate)
+
+    p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
+    p.add_argument("--input-size", type=int, default=368, help="square input side for the FLOP count")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_models)
 
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -3,7 +3,8 @@
 Every prediction is expressed in ORIGINAL image coordinates before scoring, so the numbers are comparable across
 input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
 `{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
-  "pose": {ap, ap50, ap75, ar, pckh, pck_dist, pck_dist_px}}`.
+  "pose": {ap, ap50, ap75, ar, pckh, pck_dist, pck_dist_px}, "images", "skipped" (when any)}`; a trained model's
+metrics add "per_stage" (`posepart.evaluate_model`).
 """
 
 from __future__ import annotations

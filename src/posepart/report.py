@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from posepart.schema import Schema
 
 # Table 1 of the seed report: PCK-style distance, then the four FCN segmentation metrics; OKS AP and PCKh added.
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -38,3 +41,73 @@ def iou_table(metrics: Mapping[str, Any], part_classes: tuple[str, ...]) -> str:
     ious = metrics.get("segmentation", {}).get("iou_per_class") or []
     cells = [("–" if v is None else f"{100 * v:.1f}") for v in ious]
     return "| " + " | ".join(part_classes) + " |\n|" + "---:|" * len(part_classes) + "\n| " + " | ".join(cells) + " |"
+
+
+# Per-stage table: how the prediction improves along the refinement stages (`metrics["per_stage"]`).
+STAGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("pose", "ap", "OKS AP"),
+    ("pose", "pckh", "PCKh@0.5"),
+    ("segmentation", "mean_iou", "mean IU"),
+)
+
+
+def stage_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown table, one row per (model, stage) for every model whose metrics carry `per_stage`."""
+    lines = ["| model | stage | " + " | ".join(title for _, _, title in STAGE_COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(STAGE_COLUMNS)]
+    for name, metrics in rows.items():
+        for t, stage in enumerate(metrics.get("per_stage") or [], start=1):
+            lines.append(f"| {name} | {t} | " + " | ".join(_cell(stage, task, k) for task, k, _ in STAGE_COLUMNS)
+                         + " |")
+    return "\n".join(lines)
+
+
+def _iou_sections(rows: Mapping[str, Mapping[str, Any]], part_classes: tuple[str, ...]) -> list[str]:
+    """A per-class IoU table under a heading for every model that has segmentation scores."""
+    lines: list[str] = []
+    for name, metrics in rows.items():
+        if metrics.get("segmentation") and part_classes:
+            lines += [f"### {name}", "", iou_table(metrics, part_classes), ""]
+    return lines
+
+
+def _figure_lines(out_dir: Path, figures: Sequence[str | Path]) -> list[str]:
+    """Markdown image links, relative to the report's folder where possible."""
+    lines = []
+    for figure in figures:
+        path = Path(figure)
+        try:
+            shown = path.resolve().relative_to(out_dir.resolve()) if path.is_absolute() else path
+        except ValueError:
+            shown = path
+        lines += [f"![{path.stem}]({shown.as_posix()})", ""]
+    return lines
+
+
+def write_report(
+    out_dir: str | Path,
+    title: str,
+    metrics_by_model: Mapping[str, Mapping[str, Any]],
+    schema: Schema,
+    figures: Sequence[str | Path] = (),
+) -> Path:
+    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, per-stage table, figures; returns its path.
+
+    `figures` are image paths, relative to out_dir or absolute (absolute ones inside out_dir are made relative).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "", "## Results", "", metrics_table(metrics_by_model), "",
+             "Fractions in %; predictions scored in original image coordinates.", ""]
+    iou = _iou_sections(metrics_by_model, schema.part_classes)
+    if iou:
+        lines += ["## Per-class IoU (%)", "", *iou]
+    if any(m.get("per_stage") for m in metrics_by_model.values()):
+        lines += ["## Per stage", "", stage_table(metrics_by_model), "",
+                  "Stage t uses heatmaps[t], pafs[t] and parts[min(t, last)] (an FCN's single segmentation repeats on "
+                  "every row).", ""]
+    if figures:
+        lines += ["## Figures", "", *_figure_lines(out_dir, figures)]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return report

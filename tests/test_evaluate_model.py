@@ -1,0 +1,190 @@
+"""Model evaluation: per-stage metrics, the prediction -> original-coordinates path (a model that outputs the ground
+truth must score exactly what the oracle scores), overlays, the report and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from posepart.cli import main
+from posepart.data.format import PosePartDataset
+from posepart.data.mapper import Mapper, TargetConfig
+from posepart.data.synth import write_synth
+from posepart.evaluate import evaluate_oracle
+from posepart.evaluate_model import BatchMeta, evaluate_model, predictions_from_output
+from posepart.models import ModelOutput, build_model
+from posepart.report import write_report
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> PosePartDataset:
+    return PosePartDataset.open(write_synth(tmp_path_factory.mktemp("evalmodel") / "val", n=4, seed=0, size=SIZE))
+
+
+def _key(image: np.ndarray | Tensor) -> str:
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else image
+    return hashlib.sha1(np.ascontiguousarray(array, np.float32).tobytes()).hexdigest()
+
+
+class GroundTruthModel(nn.Module):
+    """Returns each input image's ground-truth targets (found by a hash of its pixels) as a `stages`-stage output:
+    heatmaps and PAFs as built by the Mapper, part logits 10 x one-hot of the label map (ignore -> background)."""
+
+    def __init__(self, dataset: PosePartDataset, stages: int, parts_stride: int, input_size: int = SIZE) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives .to(device) something to move
+        self.stages, self.parts_stride = stages, parts_stride
+        mapper = Mapper(dataset, TargetConfig(input_size=input_size))
+        self.targets = {_key(s["image"]): s for s in map(mapper, dataset.records)}
+        self.num_parts = dataset.schema.num_parts
+
+    def _logits(self, parts: np.ndarray) -> Tensor:
+        labels = torch.from_numpy(np.where(parts == 255, 0, parts))  # (H, W)
+        if self.parts_stride > 1:  # the stride-8 branch: labels at the centre of each 8 x 8 cell
+            labels = labels[self.parts_stride // 2 :: self.parts_stride, self.parts_stride // 2 :: self.parts_stride]
+        return 10.0 * nn.functional.one_hot(labels, self.num_parts).permute(2, 0, 1).float()
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        samples = [self.targets[_key(image)] for image in images]
+        hm = torch.stack([torch.from_numpy(s["heatmaps"]) for s in samples])
+        paf = torch.stack([torch.from_numpy(s["pafs"]) for s in samples])
+        parts = torch.stack([self._logits(s["parts"]) for s in samples])
+        n_parts = self.stages if self.parts_stride > 1 else 1
+        return ModelOutput(heatmaps=[hm] * self.stages, pafs=[paf] * self.stages, parts=[parts] * n_parts,
+                           parts_stride=self.parts_stride)
+
+
+def test_metrics_keys_and_per_stage(synth):
+    for kwargs in ({"seg_head": "fcn32"}, {"seg_head": "stage"}):  # FCN (parts_stride 1) and per-stage seg branch
+        torch.manual_seed(0)
+        model = build_model("joint_vgg16", synth.schema, width=0.125, fc_width=32, stages=2, **kwargs)
+        model.train()
+        metrics, overlays = evaluate_model(model, synth, input_size=SIZE, batch_size=3, progress=False, overlays=3)
+        assert model.training  # the caller's mode is restored
+        assert {"segmentation", "pose", "images", "per_stage"} <= set(metrics) and "skipped" not in metrics
+        assert metrics["images"] == 4 and len(metrics["per_stage"]) == 2
+        assert metrics["per_stage"][-1]["pose"] == metrics["pose"]
+        assert metrics["per_stage"][-1]["segmentation"] == metrics["segmentation"]
+        assert 0.0 <= metrics["segmentation"]["mean_iou"] <= 1.0 and 0.0 <= metrics["pose"]["ap"] <= 1.0
+        assert len(metrics["segmentation"]["iou_per_class"]) == synth.schema.num_parts
+        json.dumps(metrics)  # metrics.json-serialisable
+        assert len(overlays) == 3
+        for image, record in zip(overlays, synth.records):
+            assert image.dtype == np.uint8 and image.shape == (record.height, record.width, 3)
+
+
+def test_ground_truth_model_reproduces_the_oracle(synth):
+    size = 96  # 64 px images scaled by 1.5: predictions only match if mapped back through the inverse affine
+    oracle = evaluate_oracle(synth, input_size=size, progress=False)
+    model = GroundTruthModel(synth, stages=3, parts_stride=1, input_size=size)
+    metrics, _ = evaluate_model(model, synth, input_size=size, batch_size=3, progress=False)
+    assert len(metrics["per_stage"]) == 3
+    assert 0.2 < oracle["pose"]["ap"] < 1.0  # non-trivial at 64 px: some people found, some missed
+    for key in ("ap", "ap50", "ap75", "ar", "pckh", "pck_dist", "pck_dist_px"):
+        assert metrics["pose"][key] == pytest.approx(oracle["pose"][key], abs=1e-6), key
+    for stage in metrics["per_stage"]:
+        assert stage["pose"]["ap"] == pytest.approx(oracle["pose"]["ap"], abs=1e-6)
+    for key in ("pixel_accuracy", "mean_iou", "frequency_weighted_iou"):
+        assert metrics["segmentation"][key] == pytest.approx(oracle["segmentation"][key], abs=1e-6), key
+    assert metrics["images"] == oracle["images"] == 4
+
+
+def test_ground_truth_model_on_a_non_square_image(tmp_path):
+    """A 60x40 image letterboxed into 64x64: people must come back through the inverse affine."""
+    from test_format import write_custom
+
+    ds = PosePartDataset.open(write_custom(tmp_path / "ds"))
+    oracle = evaluate_oracle(ds, input_size=SIZE, progress=False)
+    metrics, _ = evaluate_model(GroundTruthModel(ds, 1, 1), ds, input_size=SIZE, progress=False)
+    assert metrics["pose"]["ap"] == pytest.approx(oracle["pose"]["ap"], abs=1e-6)
+    assert metrics["segmentation"]["pixel_accuracy"] == pytest.approx(oracle["segmentation"]["pixel_accuracy"])
+
+
+def test_stage_seg_logits_are_upsampled_to_the_input(synth):
+    model = GroundTruthModel(synth, stages=2, parts_stride=8)
+    metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)
+    assert len(metrics["per_stage"]) == 2
+    assert metrics["segmentation"]["pixel_accuracy"] > 0.8  # stride-8 labels upsampled: only edges are lost
+    output = model(torch.from_numpy(np.stack([Mapper(synth, TargetConfig(input_size=SIZE))(r)["image"]
+                                              for r in synth.records[:1]])))
+    record = synth.records[0]
+    meta = BatchMeta([record.image_id], np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), [(record.height, record.width)])
+    (prediction,) = predictions_from_output(output, 1, meta, synth.schema)
+    assert prediction.parts.shape == (record.height, record.width) and prediction.parts.dtype == np.uint8
+
+
+def test_broken_sample_is_skipped_and_counted(synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(synth.annotation_file.parent, root)
+    image = root / "images" / synth.records[1].file_name
+    image.write_bytes(image.read_bytes()[:100])  # truncated JPEG
+    ds = PosePartDataset.open(root)
+    metrics, _ = evaluate_model(GroundTruthModel(synth, 1, 1), ds, input_size=SIZE, batch_size=2, progress=False)
+    assert metrics["images"] == 3 and metrics["skipped"] == 1
+
+
+def test_write_report(synth, tmp_path):
+    metrics = {"segmentation": {"mean_iou": 0.5, "iou_per_class": [0.9] + [0.4] * 6}, "pose": {"ap": 0.25},
+               "per_stage": [{"pose": {"ap": 0.125}, "segmentation": {"mean_iou": 0.5}},
+                             {"pose": {"ap": 0.25}, "segmentation": {"mean_iou": 0.5}}]}
+    report = write_report(tmp_path, "Test", {"m": metrics}, synth.schema, [tmp_path / "overlays.png"])
+    text = report.read_text()
+    assert report == tmp_path / "report.md" and text.startswith("# Test")
+    assert "| m | 1 | 12.5 |" in text and "| m | 2 | 25.0 |" in text  # per-stage rows
+    assert "| background | head | torso |" in text and "| 90.0 | 40.0 |" in text  # per-class IoU, schema's names
+    assert "](overlays.png)" in text  # absolute figure inside out_dir made relative
+
+
+def test_cli_models_json(capsys):
+    assert main(["models", "--input-size", "64", "--width", "0.125", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    names = [row["model"] for row in listed["models"]]
+    assert names == ["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"]
+    for row in listed["models"]:
+        assert row["parameters"] > 0 and row["gflops"] > 0
+
+
+def test_cli_oracle_out_file_and_folder(synth, tmp_path):
+    root = str(synth.annotation_file.parent)
+    file = tmp_path / "metrics.json"
+    assert main(["evaluate", "--oracle", "--data", root, "--input-size", "64", "--out", str(file)]) == 0
+    assert "pose" in json.loads(file.read_text()) and not (tmp_path / "report.md").exists()
+    folder = tmp_path / "oracle"
+    assert main(["evaluate", "--oracle", "--data", root, "--input-size", "64", "--out", str(folder)]) == 0
+    assert json.loads((folder / "metrics.json").read_text()) == json.loads(file.read_text())
+    assert "## Results" in (folder / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", root])
+
+
+def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
+    from posepart.engine.config import load_config
+    from posepart.engine.train import train
+
+    root = synth.annotation_file.parent
+    config = load_config(None, [
+        "model.name=joint_vgg16", "model.stages=2", "model.width=0.125", "model.fc_width=32",
+        f"data.train={root}", "data.input_size=64", "data.batch_size=4", "data.workers=0",
+        "train.max_epochs=1", "train.accelerator=cpu", "train.devices=1", "train.log_every_steps=1",
+    ])
+    ckpt = train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False).last
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--batch-size", "3",
+                 "--overlays", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 4 and len(metrics["per_stage"]) == 2 and {"pose", "segmentation"} <= set(metrics)
+    assert sorted(p.name for p in (out / "overlays").glob("*.png")) == ["000.png", "001.png"]
+    report = (out / "report.md").read_text()
+    assert "## Per stage" in report and "](overlays.png)" in report and (out / "overlays.png").is_file()
+    printed = capsys.readouterr().out
+    assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
