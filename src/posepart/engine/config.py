@@ -16,6 +16,8 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from posepart.data.augment import AugmentConfig
+
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -36,16 +38,6 @@ class ModelConfig:
 
 
 @dataclass
-class AugmentSettings:
-    scale_min: float = 0.7
-    scale_max: float = 1.3
-    rotate_deg: float = 30.0
-    flip_prob: float = 0.5
-    center_jitter: float = 0.2
-    photometric: bool = True
-
-
-@dataclass
 class DataConfig:
     train: Path | None = None
     val: Path | None = None
@@ -55,7 +47,7 @@ class DataConfig:
     paf_width: float = 1.0
     batch_size: int = 8
     workers: int = 2
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
 
 
 @dataclass
@@ -177,7 +169,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if key not in hints:
             raise ConfigError(f"{full}: unknown key; known: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a settings class's own validation (e.g. AugmentConfig's ranges)
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

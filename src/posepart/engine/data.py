@@ -14,7 +14,6 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from posepart.data.augment import AugmentConfig
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.engine.config import Config, ConfigError
@@ -107,10 +106,7 @@ class PosePartDataModule(pl.LightningDataModule):
         self.val_set = _open(data.val, "data.val") if data.val is not None else None
         if self.val_set is not None and self.val_set.schema != self.train_set.schema:
             raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
-        aug = data.augment
-        self.augment = AugmentConfig(scale_min=aug.scale_min, scale_max=aug.scale_max, rotate_deg=aug.rotate_deg,
-                                     flip_prob=aug.flip_prob, center_jitter=aug.center_jitter,
-                                     photometric=aug.photometric)
+        self.augment = data.augment
         seed = config.train.seed
         self.train_mapped = MappedDataset(Mapper(self.train_set, self.targets, self.augment), seed=seed)
         self.val_mapped = (MappedDataset(Mapper(self.val_set, self.targets, None), seed=seed)
