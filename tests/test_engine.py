@@ -17,7 +17,6 @@ from posepart.data.synth import write_synth
 from posepart.engine.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
-    export_weights,
     load_checkpoint,
     load_model,
 )

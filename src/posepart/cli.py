@@ -132,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(stage_table({name: metrics}))
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:
-        from posepart.data.format import write_json_atomic
+        from posepart.data.writer import write_json_atomic
 
         write_json_atomic(metrics_file, metrics)
         print(f"wrote {metrics_file}", file=sys.stderr)

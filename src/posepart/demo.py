@@ -6,7 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset, write_json_atomic
+from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
+from posepart.data.writer import write_json_atomic
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import write_synth
 from posepart.evaluate import evaluate_oracle

@@ -215,7 +215,7 @@ def iter_scenes(n: int, seed: int, size: int = 368, workers: int = 1) -> Iterato
 
 def write_synth(out: Path, n: int, seed: int, size: int = 368, workers: int = 1) -> Path:
     """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`."""
-    from posepart.data.format import DatasetWriter
+    from posepart.data.writer import DatasetWriter
 
     out = Path(out)
     with DatasetWriter(out, Schema.pascal_person_part()) as writer:

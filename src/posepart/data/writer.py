@@ -1,0 +1,100 @@
+"""Writing datasets in the posepart format (see `posepart.data.format` for the layout and the reader)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.schema import Schema
+
+
+class DatasetWriter:
+    """Write a dataset in the posepart format; the JSON is written atomically on `close()`.
+
+    >>> with DatasetWriter(root, schema) as writer:
+    ...     writer.add(image_rgb, annotations, parts)
+    """
+
+    def __init__(self, root: str | Path, schema: Schema) -> None:
+        self.root = Path(root)
+        self.schema = schema
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        if schema.has_parts:
+            (self.root / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        image: np.ndarray,
+        annotations: Sequence[dict[str, Any]],
+        parts: np.ndarray | None = None,
+        *,
+        file_name: str | None = None,
+        jpeg_quality: int = 90,
+        **image_fields: Any,
+    ) -> int:
+        """Write one RGB image (+ optional part map) and record its annotations; returns the image id."""
+        image_id = len(self.images) + 1
+        file_name = file_name or f"{image_id:06d}.jpg"
+        height, width = image.shape[:2]
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
+        _write_encoded(self.root / IMAGES_DIR / file_name, bgr, params)
+        if parts is not None:
+            if parts.shape != (height, width) or parts.dtype != np.uint8:
+                raise ValueError(f"part map must be uint8 {height}x{width}, got {parts.shape} {parts.dtype}")
+            _write_encoded(self.root / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
+        self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, **image_fields})
+        for ann in annotations:
+            self.annotations.append(
+                {**ann, "id": len(self.annotations) + 1, "image_id": image_id, "category_id": 1}
+            )
+        return image_id
+
+    def close(self) -> Path:
+        """Write annotations.json atomically (temp file + rename) and return its path."""
+        data = {
+            "info": {"description": "posepart dataset"},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [self.schema.to_category()],
+        }
+        path = self.root / ANNOTATIONS_FILE
+        write_json_atomic(path, data)
+        return path
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def _write_encoded(path: Path, array: np.ndarray, params: list[int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix, array, params)
+    if not ok:
+        raise DatasetError(f"{path}: OpenCV could not encode the image")
+    buf.tofile(path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see either the old or the complete new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
