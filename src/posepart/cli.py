@@ -167,7 +167,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from posepart.demo import run_demo
 
-    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed)
+    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed, train_minutes=args.train_minutes,
+                      n_train=args.n_train)
     print(f"report: {report}")
     return 0
 
@@ -256,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-val", type=int, default=300)
     p.add_argument("--size", type=int, default=368)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-minutes", type=float, default=0.0,
+                   help="also train FCN32, PAF and joint models for this many minutes each and compare them "
+                        "(0: oracle only, until the CPU recipe reaches the demo's bar)")
+    p.add_argument("--n-train", type=int, default=2000, help="synthetic training images (with --train-minutes)")
     p.set_defaults(run=cmd_demo)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")

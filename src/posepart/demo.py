@@ -1,18 +1,33 @@
-"""The main job on the embedded synthetic data: `posepart demo` (what `make demo` runs)."""
+"""The main job on the embedded synthetic data: `posepart demo` (what `make demo` runs).
+
+synth -> inspect -> oracle evaluation, and with `train_minutes > 0` the seed report's comparison: seg-only (FCN32),
+pose-only (PAF) and joint models trained under the same time budget from the shipped `demo_cpu_*.yaml` configs,
+scored on the same validation set, in one report with the seed's Table 1 layout, prediction overlays and curves.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
-from posepart.data.writer import write_json_atomic
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import write_synth
+from posepart.data.writer import write_json_atomic
 from posepart.evaluate import evaluate_oracle
-from posepart.report import iou_table, metrics_table
+from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
+
+DEMO_MODELS = {"FCN32 (parts only)": "demo_cpu_fcn32.yaml", "PAF (pose only)": "demo_cpu_paf.yaml",
+               "joint": "demo_cpu_joint.yaml"}
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped with the package (`configs/` in the repository)."""
+    return Path(str(resources.files("posepart") / "configs" / name))
 
 
 def synth_cached(root: Path, *, n: int, seed: int, size: int) -> PosePartDataset:
@@ -20,38 +35,60 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int) -> PosePartDataset
     stamp = root / "synth.json"
     wanted = {"n": n, "seed": seed, "size": size}
     if not (stamp.is_file() and json.loads(stamp.read_text()) == wanted and (root / ANNOTATIONS_FILE).is_file()):
-        write_synth(root, n=n, seed=seed, size=size)
+        write_synth(root, n=n, seed=seed, size=size, workers=2)
         write_json_atomic(stamp, wanted)
     return PosePartDataset.open(root)
 
 
-def run_demo(out: Path, *, n_val: int = 300, size: int = 368, seed: int = 0) -> Path:
-    """synth -> inspect -> oracle evaluation -> report.md; returns the report path."""
+def train_and_score(out: Path, config_name: str, train_root: Path, val: PosePartDataset, *, size: int,
+                    minutes: float) -> tuple[dict[str, Any], list[Any], Path | None]:
+    """Train one demo model for `minutes`, score its last checkpoint; -> (metrics, overlays, metrics.csv)."""
+    from posepart.engine.checkpoint import load_model
+    from posepart.engine.config import load_config
+    from posepart.engine.train import train
+    from posepart.evaluate_model import evaluate_model
+
+    overrides = [f"data.train={train_root}", f"data.val={val.annotation_file.parent}", f"data.input_size={size}"]
+    cfg = load_config(shipped_config(config_name), overrides)
+    result = train(cfg, out, max_minutes=minutes)
+    if result.last is None:
+        raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
+    loaded = load_model(result.last)
+    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, stride=loaded.stride,
+                                       overlays=4, progress=False)
+    csv = sorted((out / "csv").glob("version_*/metrics.csv"))
+    return metrics, overlays, csv[-1] if csv else None
+
+
+def run_demo(out: Path, *, n_val: int = 300, size: int = 368, seed: int = 0, train_minutes: float = 0.0,
+             n_train: int = 2000) -> Path:
+    """synth -> inspect -> oracle [-> train + evaluate three models] -> report.md; returns the report path."""
     out = Path(out)
     start = time.perf_counter()
     val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size)
     counts = inspect_dataset(val).counts
     tiles = [overlay(val.load_image(r), val.schema, parts=val.load_parts(r), keypoints=r.keypoints)
              for r in val.records[:8]]
-    save_rgb(out / "samples.png", grid(tiles, columns=4))
-    oracle = evaluate_oracle(val, input_size=size)
-    write_json_atomic(out / "oracle_metrics.json", oracle)
-    lines = [
-        "# posepart demo",
-        "",
-        f"Validation set: {counts['images']} synthetic images ({size}x{size}, seed {seed + 1}), "
-        f"{counts['people']} labelled people, {counts['ignore_regions']} ignore regions.",
-        "",
-        "## Oracle (decoded ground-truth targets: the upper bound of targets + decoder)",
-        "",
-        metrics_table({"oracle": oracle}),
-        "",
-        iou_table(oracle, val.schema.part_classes),
-        "",
-        "![samples](samples.png)",
-        "",
-        f"Finished in {time.perf_counter() - start:.0f} s.",
-    ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    figures = [save_rgb(out / "samples.png", grid(tiles, columns=4))]
+    rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": evaluate_oracle(val, input_size=size)}
+    write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
+    if train_minutes > 0:
+        train_root = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size).annotation_file.parent
+        curves, predictions = {}, []
+        for label, config_name in DEMO_MODELS.items():
+            name = Path(config_name).stem
+            metrics, overlays, csv = train_and_score(out / name, config_name, train_root, val, size=size,
+                                                     minutes=train_minutes)
+            rows[label] = metrics
+            write_json_atomic(out / name / "metrics.json", metrics)
+            predictions += overlays
+            if csv is not None:
+                curves[label] = csv
+        figures.append(save_rgb(out / "predictions.png", grid(predictions, columns=4)))
+        figures.append(plot_training_curves(curves, out / "curves.png"))
+    title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
+             f"{counts['people']} labelled people; training {train_minutes:g} min per model")
+    report = write_report(out, title, rows, val.schema, figures)
+    with open(report, "a", encoding="utf-8") as f:
+        f.write(f"\nFinished in {time.perf_counter() - start:.0f} s.\n")
     return report

@@ -35,9 +35,11 @@ class Prediction:
 class Evaluator:
     """Accumulates predictions image by image; `compute()` returns the metrics.json dict."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True) -> None:
+        """`pose` / `parts` False: the predictor has no such head, so that task is not scored (key absent)."""
         self.schema = schema
-        self.confusion = ConfusionMatrix(schema.num_parts) if schema.has_parts else None
+        self.score_pose = pose and schema.has_pose
+        self.confusion = ConfusionMatrix(schema.num_parts) if schema.has_parts and parts else None
         self.images: list[dict[str, Any]] = []
         self.ground_truth: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
@@ -47,7 +49,7 @@ class Evaluator:
         self.part_images = 0
 
     def add(self, record: ImageRecord, prediction: Prediction, gt_parts: np.ndarray | None) -> None:
-        if record.pose_labeled and self.schema.has_pose:
+        if record.pose_labeled and self.score_pose:
             self.images.append(record.image_info())
             for ann in record.annotations:
                 self.ground_truth.append(_gt_annotation(ann, record, len(self.ground_truth) + 1))

@@ -147,11 +147,13 @@ class _StageScores:
         self.evaluators: list[Evaluator] = []
 
     def add(
-        self, records: list[ImageRecord], stages: list[list[Prediction]], gt_parts: list[np.ndarray | None]
+        self, records: list[ImageRecord], stages: list[list[Prediction]], gt_parts: list[np.ndarray | None],
+        output: ModelOutput,
     ) -> None:
-        """Score one batch: stages[t][i] is image i's prediction from stage t."""
+        """Score one batch: stages[t][i] is image i's prediction from stage t; tasks without a head are not scored."""
         if not self.evaluators:
-            self.evaluators = [Evaluator(self.schema) for _ in stages]
+            heads = dict(pose=bool(output.heatmaps), parts=bool(output.parts))
+            self.evaluators = [Evaluator(self.schema, **heads) for _ in stages]
         for evaluator, predictions in zip(self.evaluators, stages):
             for record, prediction, parts in zip(records, predictions, gt_parts):
                 evaluator.add(record, prediction, parts)
@@ -199,7 +201,7 @@ def evaluate_model(
                              [(r.height, r.width) for r in records])
             stages = [predictions_from_output(output, t, meta, schema, stride, decode_config)
                       for t in range(num_stages(output))]
-            scores.add(records, stages, [dataset.load_parts(r) for r in records])
+            scores.add(records, stages, [dataset.load_parts(r) for r in records], output)
             for record, prediction in zip(records, stages[-1]):
                 if len(drawn) < overlays:
                     drawn.append(draw_prediction(dataset.load_image(record), prediction, schema))

@@ -111,3 +111,36 @@ def write_report(
     report = out_dir / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return report
+
+
+def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path) -> Path:
+    """Training loss (and validation mean IU / AP where logged) against step, one line per model, from Lightning's
+    metrics.csv files."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("train/total", "training loss"), ("val/seg/mean_iou", "val mean IU"), ("val/pose/ap", "val OKS AP"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, path) in enumerate(csv_by_model.items()):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for ax, (key, _) in zip(axes, panels):  # one colour per model in every panel, even where it has no line
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            if points:
+                ax.plot(*zip(*points), label=label, color=colours[i % len(colours)],
+                        marker="." if key.startswith("val") else None)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -218,7 +218,8 @@ class PosePartModule(pl.LightningModule):
             items = [item for part in gathered for item in part]
         records = self._val_records()
         dataset = self.trainer.datamodule.val_set
-        evaluator = Evaluator(self.schema)
+        evaluator = Evaluator(self.schema, pose=bool(getattr(self.model, "has_pose", True)),
+                              parts=bool(getattr(self.model, "has_parts", True)))
         for image_id, prediction in sorted(items, key=lambda item: item[0]):
             record = records[image_id]
             evaluator.add(record, prediction, dataset.load_parts(record))

@@ -1,0 +1,28 @@
+"""`posepart demo`: the oracle-only default, and the training comparison on a tiny budget."""
+
+import json
+
+from posepart.cli import main
+
+
+def test_demo_oracle_only(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n-val", "12", "--size", "128"]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    assert "| oracle (decoded ground truth) |" in report and "samples.png" in report
+    assert json.loads((out / "oracle_metrics.json").read_text())["pose"]["ap"] > 0.5
+
+
+def test_demo_trains_and_compares_three_models(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--n-val", "8", "--size", "64", "--n-train", "16", "--train-minutes", "0.05"]
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for row in ("| FCN32 (parts only) |", "| PAF (pose only) |", "| joint |"):
+        assert row in report
+    assert (out / "curves.png").is_file() and (out / "predictions.png").is_file()
+    joint = json.loads((out / "demo_cpu_joint" / "metrics.json").read_text())
+    assert {"segmentation", "pose", "per_stage"} <= set(joint) and len(joint["per_stage"]) == 2
+    fcn = json.loads((out / "demo_cpu_fcn32" / "metrics.json").read_text())
+    assert "pose" not in fcn  # a parts-only model reports no pose metrics
