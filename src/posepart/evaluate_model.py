@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from posepart.data.augment import invert, letterbox_affine
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
 from posepart.decode import DecodeConfig, decode, people_to_coco
@@ -61,12 +60,7 @@ class _EvalSamples(torch.utils.data.Dataset):
             sample = self.mapper(self.records[index])
         except DatasetError as err:
             return {"index": index, "error": str(err)}
-        # The same letterbox the Mapper applied, inverted in float64 (the sample's `to_image` is float32): predictions
-        # land on exactly the coordinates the oracle maps its decoded targets to.
-        record = self.records[index]
-        size = self.mapper.targets.input_size
-        to_image = invert(letterbox_affine((record.height, record.width), (size, size)))
-        return {"index": index, "image": sample["image"], "to_image": to_image}
+        return {"index": index, "image": sample["image"], "to_image": sample["to_image"]}
 
 
 def _collate(samples: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:

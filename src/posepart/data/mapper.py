@@ -87,7 +87,7 @@ class Mapper:
             "has_parts": np.bool_(parts is not None),
             "joint_mask": joint_mask.astype(bool),
             "image_id": np.int64(record.image_id),
-            "to_image": invert(affine).astype(np.float32),
+            "to_image": invert(affine),  # (2, 3) float64: predictions map back to exact original coordinates
         }
 
 

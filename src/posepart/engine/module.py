@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from posepart.data.mapper import IMAGENET_MEAN, IMAGENET_STD
-from posepart.decode import DecodeConfig, decode, people_to_coco
+from posepart.decode import DecodeConfig
 from posepart.engine.config import Config
-from posepart.evaluate import Evaluator, Prediction, parts_to_image
-from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting, upsample_logits
+from posepart.evaluate import Evaluator, Prediction
+from posepart.evaluate_model import BatchMeta, draw_prediction, num_stages, predictions_from_output
+from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting
 from posepart.models import MODELS, ModelOutput, build_model
 from posepart.schema import Schema
 
@@ -182,33 +182,16 @@ class PosePartModule(pl.LightningModule):
         size = batch["image"].shape[0]
         self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,
                       batch_size=size, sync_dist=True)
-        records = self._val_records()
-        height, width = batch["image"].shape[-2:]
-        labels = None
-        if output.parts:
-            logits = upsample_logits(output.parts[-1].float(), (int(height), int(width)))
-            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()  # (B, H, W)
-        heatmaps = output.heatmaps[-1].float().cpu().numpy() if output.heatmaps else None
-        pafs = output.pafs[-1].float().cpu().numpy() if output.pafs else None
-        to_image = batch["to_image"].double().cpu().numpy()
-        for i, image_id in enumerate(batch["image_id"].tolist()):
-            record = records[int(image_id)]
-            people, results = [], []
-            if heatmaps is not None and pafs is not None:
-                people = decode(heatmaps[i], pafs[i], self.schema, output.stride, self.decode_config)
-                results = people_to_coco(people, record.image_id, to_image[i])
-            parts = None if labels is None else parts_to_image(labels[i], to_image[i], record.height, record.width)
-            self._val_items.append((int(image_id), Prediction(results, parts)))
+        records = [self._val_records()[int(i)] for i in batch["image_id"].tolist()]
+        meta = BatchMeta([r.image_id for r in records], batch["to_image"].double().cpu().numpy(),
+                         [(r.height, r.width) for r in records])
+        last = num_stages(output) - 1
+        predictions = predictions_from_output(output, last, meta, self.schema, output.stride, self.decode_config)
+        for record, prediction in zip(records, predictions):
+            self._val_items.append((record.image_id, prediction))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
-                self._overlays.append(self._overlay(batch["image"][i], labels, i, people))
-
-    def _overlay(self, image: Tensor, labels: np.ndarray | None, i: int, people: list) -> np.ndarray:
-        from posepart.viz import overlay
-
-        rgb = image.float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-        keypoints = np.stack([p.keypoints for p in people]) if people else None
-        return overlay(rgb, self.schema, parts=None if labels is None else labels[i], keypoints=keypoints)
+                image = self.trainer.datamodule.val_set.load_image(record)
+                self._overlays.append(draw_prediction(image, prediction, self.schema))
 
     def on_validation_epoch_end(self) -> None:
         items = self._val_items
