@@ -55,6 +55,29 @@ COCO_SKELETON_1BASED = (
     (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
 )
 
+# MPII's 16 joints in the release order (also LIP's pose order) and the usual 15-edge skeleton.
+MPII_KEYPOINTS = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+    "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+    "left_wrist",
+)
+MPII_SKELETON_NAMES = (
+    ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
+    ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("pelvis", "thorax"), ("thorax", "upper_neck"), ("upper_neck", "head_top"),
+    ("right_wrist", "right_elbow"), ("right_elbow", "right_shoulder"), ("right_shoulder", "thorax"),
+    ("thorax", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+)
+
+# The 20 human-parsing classes of LIP and CIHP (ids 0..19). They agree except id 10: LIP labels jumpsuits there, CIHP
+# bare torso skin.
+_PARSING_CLASSES = (
+    "background", "hat", "hair", "glove", "sunglasses", "upper_clothes", "dress", "coat", "socks", "pants",
+    "<10>", "scarf", "skirt", "face", "left_arm", "right_arm", "left_leg", "right_leg", "left_shoe", "right_shoe",
+)
+LIP_PART_CLASSES = tuple("jumpsuits" if c == "<10>" else c for c in _PARSING_CLASSES)
+CIHP_PART_CLASSES = tuple("torso_skin" if c == "<10>" else c for c in _PARSING_CLASSES)
+
 _SIDE = re.compile(r"^(left|right)(?=[_\- ])", re.IGNORECASE)
 
 
@@ -252,11 +275,33 @@ class Schema:
     @classmethod
     def pascal_person_part(cls) -> Schema:
         """14 joints and 6 parts of PASCAL-Person-Part: the synthetic data's schema and the paper's."""
-        index = {n: i for i, n in enumerate(PASCAL_KEYPOINTS)}
-        skeleton = tuple((index[a], index[b]) for a, b in PASCAL_SKELETON_NAMES)
-        return cls(keypoints=PASCAL_KEYPOINTS, skeleton=skeleton, part_classes=PASCAL_PART_CLASSES)
+        return cls.from_names(PASCAL_KEYPOINTS, PASCAL_SKELETON_NAMES, PASCAL_PART_CLASSES)
 
     @classmethod
     def coco(cls) -> Schema:
         """COCO's 17 keypoints and 19-edge skeleton, no parts."""
         return cls(keypoints=COCO_KEYPOINTS, skeleton=tuple((a - 1, b - 1) for a, b in COCO_SKELETON_1BASED))
+
+    @classmethod
+    def from_names(
+        cls, keypoints: Sequence[str], skeleton: Sequence[tuple[str, str]], part_classes: Sequence[str] = (), **kw: Any
+    ) -> Schema:
+        """A schema whose skeleton is given by joint names instead of indices."""
+        index = {n: i for i, n in enumerate(keypoints)}
+        return cls(keypoints=tuple(keypoints), skeleton=tuple((index[a], index[b]) for a, b in skeleton),
+                   part_classes=tuple(part_classes), **kw)
+
+    @classmethod
+    def mpii(cls) -> Schema:
+        """MPII Human Pose: 16 joints in the release order, no parts."""
+        return cls.from_names(MPII_KEYPOINTS, MPII_SKELETON_NAMES, name="mpii")
+
+    @classmethod
+    def lip(cls) -> Schema:
+        """LIP: MPII's 16 joints (single person) and the 20 LIP parsing classes."""
+        return cls.from_names(MPII_KEYPOINTS, MPII_SKELETON_NAMES, LIP_PART_CLASSES, name="lip")
+
+    @classmethod
+    def cihp(cls) -> Schema:
+        """CIHP: multi-person parsing with 20 classes, no pose."""
+        return cls(keypoints=(), skeleton=(), part_classes=CIHP_PART_CLASSES, name="cihp")
