@@ -371,3 +371,4 @@ def test_far_fragment_stays_alone() -> None:
     hm, paf = render(person[None], schema)
     people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
     assert len(people) == 2 and sorted(int((p.keypoints[:, 2] > 0).sum()) for p in people) == [1, 12]
+

@@ -1,27 +1,32 @@
-"""`posepart demo`: the oracle-only default, and the training comparison on a tiny budget."""
+"""`posepart demo`: oracle only (--train-images 0), and the training comparison on a tiny budget."""
 
 import json
+from pathlib import Path
 
 from posepart.cli import main
 
 
-def test_demo_oracle_only(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n-val", "12", "--size", "128"]) == 0
+def test_demo_oracle_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "demo"  # relative, as `make demo` passes it: figure links must be relative to the report
+    assert main(["demo", "--out", str(out), "--n-val", "12", "--size", "128", "--train-images", "0"]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     report = (out / "report.md").read_text()
-    assert "| oracle (decoded ground truth) |" in report and "samples.png" in report
+    assert "| oracle (decoded ground truth) |" in report and "![samples](samples.png)" in report
     assert json.loads((out / "oracle_metrics.json").read_text())["pose"]["ap"] > 0.5
 
 
 def test_demo_trains_and_compares_three_models(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--n-val", "8", "--size", "64", "--n-train", "16", "--train-minutes", "0.05"]
+    args = ["demo", "--out", str(out), "--n-val", "8", "--size", "64", "--n-train", "16", "--train-images", "40"]
     assert main(args) == 0
     report = (out / "report.md").read_text()
     for row in ("| FCN32 (parts only) |", "| PAF (pose only) |", "| joint |"):
         assert row in report
     assert (out / "curves.png").is_file() and (out / "predictions.png").is_file()
+    assert "training on 40 images per model" in report
+    steps = [line for line in (out / "demo_cpu_joint" / "config.yaml").read_text().splitlines() if "max_steps" in line]
+    assert steps == ["  max_steps: 5"]  # 40 images / batch 8: the schedule is planned over the budget
     joint = json.loads((out / "demo_cpu_joint" / "metrics.json").read_text())
     assert {"segmentation", "pose", "per_stage"} <= set(joint) and len(joint["per_stage"]) == 2
     fcn = json.loads((out / "demo_cpu_fcn32" / "metrics.json").read_text())

@@ -46,7 +46,7 @@ class GroundTruthModel(nn.Module):
         self.num_parts = dataset.schema.num_parts
 
     def _logits(self, parts: np.ndarray) -> Tensor:
-        labels = torch.from_numpy(np.where(parts == 255, 0, parts))  # (H, W)
+        labels = torch.from_numpy(np.where(parts == 255, 0, parts)).long()  # (H, W)
         if self.parts_stride > 1:  # the stride-8 branch: labels at the centre of each 8 x 8 cell
             labels = labels[self.parts_stride // 2 :: self.parts_stride, self.parts_stride // 2 :: self.parts_stride]
         return 10.0 * nn.functional.one_hot(labels, self.num_parts).permute(2, 0, 1).float()

@@ -9,8 +9,8 @@ import pytest
 
 from posepart.cli import main
 from posepart.data.format import DatasetError, PosePartDataset, read_image
-from posepart.data.writer import DatasetWriter
 from posepart.data.inspect import inspect_dataset
+from posepart.data.writer import DatasetWriter
 from posepart.schema import Schema
 
 CUSTOM = Schema(keypoints=("top", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),

@@ -22,7 +22,6 @@ from posepart.losses import (
 from posepart.schema import Schema
 
 
-
 @dataclass
 class StandInOutput:
     """What the loss reads from `posepart.models.ModelOutput`: the three per-stage lists."""

@@ -2,12 +2,11 @@
 
 import numpy as np
 import torch
+from test_format import write_custom
 
 from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
-
-from test_format import write_custom
 
 
 def test_eval_mapper_shapes_and_flags(tmp_path):

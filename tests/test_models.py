@@ -341,3 +341,25 @@ def test_batch_norm_variants_shapes_and_layout() -> None:
 def test_batch_norm_with_pretrained_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="batch_norm=False"):
         paf_vgg16(Schema.pascal_person_part(), batch_norm=True, pretrained=tmp_path / "vgg16.pth")
+
+
+def test_channels_last_gives_the_same_outputs_and_gradients() -> None:
+    """The engine's channels_last layout (NHWC weights and inputs) is a speed-up only: same numbers as NCHW."""
+    import copy
+
+    torch.manual_seed(0)
+    schema = Schema.pascal_person_part()
+    plain = joint_vgg16(schema, width=0.125, stages=2, seg_head="stage", batch_norm=True)
+    fast = copy.deepcopy(plain)
+    for param in fast.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 64)
+    a, b = plain(x), fast(x.contiguous(memory_format=torch.channels_last))
+    for name in ("heatmaps", "pafs", "parts"):
+        for u, v in zip(getattr(a, name), getattr(b, name)):
+            torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
+    sum(t.square().sum() for t in a.heatmaps + a.parts).backward()
+    sum(t.square().sum() for t in b.heatmaps + b.parts).backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)

@@ -120,3 +120,18 @@ def test_write_synth_round_trip(tmp_path) -> None:
     assert (root / "annotations.json").read_bytes() == (root2 / "annotations.json").read_bytes()
     for name in ("000000", "000001", "000002"):
         assert (root / "images" / f"{name}.jpg").read_bytes() == (root2 / "images" / f"{name}.jpg").read_bytes()
+
+
+def test_scene_config_bounds_people_and_size() -> None:
+    from posepart.data.synth import SceneConfig
+
+    config = SceneConfig(max_people=2, min_height=0.6, crowd_prob=0.0)
+    easy = list(iter_scenes(12, 5, 128, config=config))
+    assert all(1 <= len(s.annotations) <= 2 and not any(a["iscrowd"] for a in s.annotations) for s in easy)
+
+    def mean_height(scenes: list) -> float:
+        return float(np.mean([a["bbox"][3] for s in scenes for a in s.annotations if not a["iscrowd"]]))
+
+    assert mean_height(easy) > 1.3 * mean_height(list(iter_scenes(12, 5, 128)))
+    with pytest.raises(ValueError, match="max_people"):
+        SceneConfig(max_people=0)

@@ -36,10 +36,11 @@ def _open_dataset(args: argparse.Namespace) -> PosePartDataset:
 
 # -- verbs ---------------------------------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
-    from posepart.data.synth import write_synth
+    from posepart.data.synth import SceneConfig, write_synth
 
     start = time.perf_counter()
-    root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
+    scene = SceneConfig(max_people=args.max_people, min_height=args.min_height, crowd_prob=args.crowd_prob)
+    root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, config=scene)
     print(f"wrote {args.n} synthetic images ({args.size}x{args.size}, seed {args.seed}) to {root} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
@@ -80,19 +81,59 @@ def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     return out / "metrics.json", out
 
 
-def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset) -> tuple[dict, list, str]:
-    """Load --checkpoint and score it -> (metrics, overlay images, model name for the report)."""
+def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
+                         ) -> tuple[dict, list, str, PosePartDataset]:
+    """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
+    read in the checkpoint's schema when its own differs)."""
     from posepart.engine.checkpoint import load_model
     from posepart.evaluate_model import evaluate_model
 
     loaded = load_model(args.checkpoint, map_location=args.device)
     if loaded.schema != dataset.schema:
-        print(f"note: the checkpoint's schema {loaded.schema.name!r} differs from the dataset's "
-              f"{dataset.schema.name!r}", file=sys.stderr)
+        from posepart.data.mixing import map_dataset
+
+        print(f"note: the dataset's schema {dataset.schema.name!r} is read in the checkpoint's "
+              f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
+        dataset = map_dataset(dataset, loaded.schema)
     metrics, overlays = evaluate_model(
         loaded.model, dataset, input_size=args.input_size or loaded.input_size, stride=args.stride or loaded.stride,
         batch_size=args.batch_size, device=args.device, overlays=args.overlays, workers=args.workers)
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})"
+    if loaded.sources:
+        metrics["training_data"] = loaded.sources
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
+
+
+def _evaluate_sources(args: argparse.Namespace) -> int:
+    """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
+    from posepart.data.writer import write_json_atomic
+    from posepart.engine.checkpoint import load_model
+    from posepart.evaluate import format_metrics
+    from posepart.evaluate_model import evaluate_sources
+    from posepart.report import write_report
+    from posepart.viz import grid, save_rgb
+
+    datasets = {}
+    for item in args.source:
+        name, sep, root = item.partition("=")
+        if not (sep and name and root):
+            raise SystemExit(f"evaluate: --source expects NAME=ROOT, got {item!r}")
+        datasets[name] = PosePartDataset.open(Path(root))
+    loaded = load_model(args.checkpoint, map_location=args.device)
+    rows, overlays = evaluate_sources(
+        loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
+        stride=args.stride or loaded.stride, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+        workers=args.workers)
+    for name, metrics in rows.items():
+        metrics.update({"training_data": loaded.sources} if loaded.sources else {})
+        print(f"{name}:\n{format_metrics(metrics)}")
+    metrics_file, folder = _metrics_path(args.out)
+    if metrics_file is not None:
+        write_json_atomic(metrics_file, {"sources": rows})
+    if folder is not None:
+        figures = [save_rgb(folder / "overlays.png", grid(overlays, columns=4))] if overlays else []
+        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}) per source"
+        print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
+    return 0
 
 
 def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
@@ -114,6 +155,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.oracle == (args.checkpoint is not None):
         raise SystemExit("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+    if args.source:
+        from posepart.engine.checkpoint import CheckpointError
+
+        if args.oracle or args.root is not None or args.annotations is not None:
+            raise SystemExit("evaluate: --source scores a --checkpoint and replaces --data")
+        try:
+            return _evaluate_sources(args)
+        except (CheckpointError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     dataset = _open_dataset(args)
     overlays: list = []
     if args.oracle:
@@ -123,7 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from posepart.engine.checkpoint import CheckpointError
 
         try:
-            metrics, overlays, name = _evaluate_checkpoint(args, dataset)
+            metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
         except (CheckpointError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -165,10 +216,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from posepart.demo import run_demo
+    from posepart.demo import DEFAULT_TRAIN_IMAGES, run_demo
 
-    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed, train_minutes=args.train_minutes,
-                      n_train=args.n_train)
+    images = DEFAULT_TRAIN_IMAGES if args.train_images is None else args.train_images
+    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed, train_images=images,
+                      n_train=args.n_train, train_minutes=args.train_minutes)
     print(f"report: {report}")
     return 0
 
@@ -222,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=368, help="image side in pixels")
     p.add_argument("--workers", type=int, default=1, help="processes (output identical for any count)")
+    p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
+    p.add_argument("--min-height", type=float, default=0.25, help="smallest person, as a fraction of the image side")
+    p.add_argument("--crowd-prob", type=float, default=0.2, help="chance of tiny unlabelled crowd people per image")
     p.set_defaults(run=cmd_synth)
 
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
@@ -244,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
+                   "(repeat; each read in the checkpoint's schema), one report row per source")
     p.set_defaults(run=cmd_evaluate)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
@@ -255,12 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--n-val", type=int, default=300)
-    p.add_argument("--size", type=int, default=368)
+    p.add_argument("--size", type=int, default=256, help="image and network input side")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-minutes", type=float, default=0.0,
-                   help="also train FCN32, PAF and joint models for this many minutes each and compare them "
-                        "(0: oracle only, until the CPU recipe reaches the demo's bar)")
-    p.add_argument("--n-train", type=int, default=2000, help="synthetic training images (with --train-minutes)")
+    p.add_argument("--train-images", type=int, default=None, metavar="N",
+                   help="training budget per model, in images (default: posepart.demo.DEFAULT_TRAIN_IMAGES): FCN32, "
+                        "PAF and joint each train on N images (the learning-rate schedule is planned over N) and are "
+                        "compared; 0: oracle evaluation only")
+    p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
+    p.add_argument("--n-train", type=int, default=2000, help="distinct synthetic training images")
     p.set_defaults(run=cmd_demo)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
@@ -277,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="FILE.safetensors")
     p.set_defaults(run=cmd_export_weights)
+
+    from posepart.data.readers.cli import add_convert_parser
+
+    add_convert_parser(verbs)  # posepart convert {pascal-person-part,mpii,lip,cihp}
+
+    from posepart.inference.cli import add_predict_parsers
+
+    add_predict_parsers(verbs)  # posepart predict / export (docs/inference.md)
     return parser
 
 

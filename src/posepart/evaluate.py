@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from posepart.data.augment import apply_affine, invert, letterbox_affine
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.label_maps import scoring_labels
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
 from posepart.schema import Schema
@@ -60,7 +61,8 @@ class Evaluator:
             self.pred_people.append(pred)
             self.head_sizes.append(record.head_sizes)
         if self.confusion is not None and gt_parts is not None and prediction.parts is not None:
-            self.confusion.update(prediction.parts, gt_parts)
+            # set-valued labels (a coarser source's "some arm part", values >= P) name no single class: not scored
+            self.confusion.update(prediction.parts, scoring_labels(gt_parts, self.schema.num_parts))
             self.part_images += 1
 
     def compute(self) -> dict[str, Any]:
@@ -126,7 +128,10 @@ def oracle_prediction(
         results = people_to_coco(people, record.image_id, to_image)
     pred_parts = None
     if parts is not None:
-        pred_parts = parts_to_image(targets.parts, to_image, record.height, record.width)
+        # A model never predicts "ignore": the letterbox padding (255) next to the image edge, which nearest-neighbour
+        # warping can pull back into the first or last image column, is predicted as background.
+        labels = np.where(targets.parts == 255, 0, targets.parts).astype(np.uint8)
+        pred_parts = parts_to_image(labels, to_image, record.height, record.width)
     return Prediction(results, pred_parts), parts
 
 

@@ -212,3 +212,19 @@ def _assemble(per_stage: list[dict[str, Any]], images: int, skipped: int) -> dic
         metrics["skipped"] = skipped
     metrics["per_stage"] = per_stage
     return metrics
+
+
+def evaluate_sources(
+    model: nn.Module, datasets: dict[str, PosePartDataset], schema: Schema, **options: Any
+) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
+    """Score `model` on each named dataset, each read in the model's `schema` by joint name and part table
+    (`posepart.data.mixing.map_dataset`) -> ({name: metrics.json dict}, overlays of every source); `options` go to
+    `evaluate_model`. Set-valued part labels of coarser sources are not scored."""
+    from posepart.data.mixing import map_dataset
+
+    results: dict[str, dict[str, Any]] = {}
+    drawn: list[np.ndarray] = []
+    for name, dataset in datasets.items():
+        results[name], overlays = evaluate_model(model, map_dataset(dataset, schema, name=name), **options)
+        drawn += overlays
+    return results, drawn

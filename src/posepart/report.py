@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -71,11 +72,45 @@ def _iou_sections(rows: Mapping[str, Mapping[str, Any]], part_classes: tuple[str
     return lines
 
 
+TASK_TITLES = {"pose": "pose (heatmaps + PAFs)", "parts": "part segmentation"}
+
+
+def training_data_lines(sources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which sources fed each task, then one table row per source (`PosePartDataModule.describe()` dicts)."""
+    if not sources:
+        return []
+    drawn = sum(int(s.get("draws_per_epoch") or 0) for s in sources) or 1
+    lines = []
+    for task, title in TASK_TITLES.items():
+        names = [str(s["name"]) for s in sources if task in (s.get("tasks") or []) and s.get("draws_per_epoch")]
+        lines.append(f"- {title}: {', '.join(names) if names else 'no source'}")
+    lines += ["", "| source | tasks | weight | share of an epoch | train images | val images | target joints it lacks |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for s in sources:
+        share = 100 * int(s.get("draws_per_epoch") or 0) / drawn
+        lines.append(f"| {s['name']} | {', '.join(s.get('tasks') or []) or '–'} | {float(s.get('weight', 0)):g} | "
+                     f"{share:.0f} % | {s.get('train_images', 0)} | {s.get('val_images', 0)} | "
+                     f"{', '.join(s.get('missing_joints') or []) or '–'} |")
+    return lines
+
+
+def _training_sections(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A "Training data" block per model whose metrics carry `training_data` (the checkpoint's sources)."""
+    lines: list[str] = []
+    models = [(name, m["training_data"]) for name, m in rows.items() if m.get("training_data")]
+    distinct = {json.dumps(sources, sort_keys=True) for _, sources in models}  # per-source rows of one model: once
+    for name, sources in models[:1] if len(distinct) == 1 else models:
+        lines += ([f"### {name}", ""] if len(distinct) > 1 else []) + training_data_lines(sources) + [""]
+    return lines
+
+
 def _figure_lines(out_dir: Path, figures: Sequence[str | Path]) -> list[str]:
     """Markdown image links, relative to the report's folder where possible."""
     lines = []
     for figure in figures:
         path = Path(figure)
+        if not path.is_absolute() and not (out_dir / path).exists() and path.exists():
+            path = path.resolve()  # relative to the working directory (as the demo's save_rgb returns them)
         try:
             shown = path.resolve().relative_to(out_dir.resolve()) if path.is_absolute() else path
         except ValueError:
@@ -93,7 +128,8 @@ def write_report(
 ) -> Path:
     """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, per-stage table, figures; returns its path.
 
-    `figures` are image paths, relative to out_dir or absolute (absolute ones inside out_dir are made relative).
+    `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
+    written relative to it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +142,10 @@ def write_report(
         lines += ["## Per stage", "", stage_table(metrics_by_model), "",
                   "Stage t uses heatmaps[t], pafs[t] and parts[min(t, last)] (an FCN's single segmentation repeats on "
                   "every row).", ""]
+    training = _training_sections(metrics_by_model)
+    if training:
+        lines += ["## Training data", "", "Which sources fed each task of the model (set-valued part labels of coarser "
+                  "sources are trained but not scored).", "", *training]
     if figures:
         lines += ["## Figures", "", *_figure_lines(out_dir, figures)]
     report = out_dir / "report.md"

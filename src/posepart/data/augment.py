@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import albumentations as A
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:  # albumentations (which imports torch) is loaded only when photometric jitter is used, so the
+    import albumentations as A  # geometry here serves torch-free inference (posepart.inference with ONNX Runtime)
 
 PAD_VALUE = 128  # image border: mid grey
 IGNORE_LABEL = 255
@@ -167,6 +169,8 @@ def apply_affine(
 def _photometric_pipeline() -> A.Compose:
     """Colour, blur, noise and JPEG jitter (image only). Built once per process and reseeded on every call, so
     concurrent calls from threads of one process must not share it (DataLoader workers are processes: fine)."""
+    import albumentations as A
+
     return A.Compose([
         A.ColorJitter(brightness=(0.7, 1.3), contrast=(0.7, 1.3), saturation=(0.7, 1.3), hue=(-0.05, 0.05), p=0.8),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.MotionBlur(blur_limit=(3, 5), p=1.0)], p=0.2),

@@ -189,6 +189,11 @@ class PosePartDataset:
         """Whether any record carries a part label map (and the schema names part classes)."""
         return self.schema.has_parts and any(r.parts_path is not None for r in self.records)
 
+    @property
+    def label_flip_perm(self) -> tuple[int, ...]:
+        """Part label values after a horizontal flip (a dataset mapped into another schema adds set-valued labels)."""
+        return self.schema.part_flip_perm
+
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """(H, W, 3) uint8 RGB. Raises DatasetError for unreadable/truncated files or a size mismatch."""
         return read_image(record.image_path, expect_hw=(record.height, record.width), record=record.image_id)
@@ -220,8 +225,10 @@ class PosePartDataset:
         return parts
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON file; errors name the file and the line/column."""
+def read_json(path: Path, expect: type = dict,
+              expected: str = "a JSON object with images/annotations/categories") -> Any:
+    """Parse a JSON file whose top level must be an `expect` (described as `expected` in the error); errors name the
+    file and the line/column."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -229,8 +236,8 @@ def read_json(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: annotation file not found") from None
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object with images/annotations/categories")
+    if not isinstance(data, expect):
+        raise DatasetError(f"{path}: expected {expected}")
     return data
 
 

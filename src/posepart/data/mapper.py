@@ -70,7 +70,7 @@ class Mapper:
         else:
             affine = letterbox_affine((record.height, record.width), out_hw)
         image, parts, ignore, keypoints = apply_affine(
-            affine, image, parts, ignore, record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
+            affine, image, parts, ignore, record.keypoints, out_hw, schema.flip_perm, self.dataset.label_flip_perm
         )
         if self.augment is not None and self.augment.photometric:
             image = photometric(image, rng)
@@ -82,7 +82,7 @@ class Mapper:
             "heatmaps": built.heatmaps,
             "pafs": built.pafs,
             "pose_mask": built.pose_mask,
-            "parts": built.parts.astype(np.int64),
+            "parts": built.parts,  # uint8 (255 = ignore): 8x less to copy between processes than int64
             "has_pose": np.bool_(record.pose_labeled and schema.has_pose),
             "has_parts": np.bool_(parts is not None),
             "joint_mask": joint_mask.astype(bool),
@@ -113,10 +113,16 @@ class MappedDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.draw(index, index)
+
+    def draw(self, index: int, stream: int) -> dict[str, Any]:
+        """Sample `index` with augmentation seeded by (seed, epoch, stream): a weighted mix of sources draws one
+        sample several times an epoch on distinct streams (`posepart.data.mixing.SourcePlan`); `self[i]` is stream i.
+        """
         errors = []
         for attempt in range(min(self.max_skips, len(self.records))):
             i = (index + attempt) % len(self.records)
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, self.epoch, stream + i - index])
             try:
                 sample = self.mapper(self.records[i], rng)
             except DatasetError as err:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posepart.decode.peaks import Peaks, find_peaks_flat
+from posepart.decode.assembly import assemble, greedy_match
 from posepart.decode.completion import attach_fragments
+from posepart.decode.peaks import Peaks, find_peaks_flat
 from posepart.schema import Schema
 
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
@@ -237,85 +238,6 @@ def score_limbs(
     return limb[keep], ia[keep], ib[keep], score[ok]
 
 
-def _greedy_match(
-    limb: np.ndarray, ia: np.ndarray, ib: np.ndarray, score: np.ndarray, n_peaks: int
-) -> tuple[list[int], list[int], list[int], list[float]]:
-    """Per limb, greedy bipartite matching by descending score: each peak used at most once per limb.
-
-    A candidate sharing neither endpoint with another candidate of its limb is always taken (found vectorised); only
-    the contested rest goes through the sequential greedy loop. Returns the accepted (limb, a, b, score) as lists,
-    sorted by limb, then descending score (the order people are assembled in).
-    """
-    ka = limb * n_peaks + ia  # a peak belongs to one joint, so (limb, peak) is unambiguous
-    kb = limb * n_peaks + ib
-    size = int(limb.max() + 1) * n_peaks
-    free = (np.bincount(ka, minlength=size)[ka] == 1) & (np.bincount(kb, minlength=size)[kb] == 1)
-    take = np.flatnonzero(free)
-    contested = np.flatnonzero(~free)
-    if len(contested):
-        used: set[int] = set()
-        extra = []
-        for i in contested[np.argsort(-score[contested], kind="stable")].tolist():
-            a, b = int(ka[i]), int(kb[i])
-            if a not in used and b not in used:
-                used.add(a)
-                used.add(b)
-                extra.append(i)
-        take = np.concatenate([take, np.asarray(extra, np.int64)])
-    take = take[np.lexsort((-score[take], limb[take]))]
-    return limb[take].tolist(), ia[take].tolist(), ib[take].tolist(), score[take].tolist()
-
-
-def _assemble(
-    connections: tuple[list[int], list[int], list[int], list[float]], skeleton: list[tuple[int, int]], num_joints: int
-) -> list[tuple[list[int], float, int]]:
-    """Join connections into people (OpenPose). Returns (peak id per joint or -1, summed limb score, limb count).
-
-    A connection whose endpoints are both free starts a person; one with a single endpoint in a person extends it when
-    that person's other slot is empty; one joining two different people merges them when they share no joint. Any
-    other connection contradicts what is already assembled (a cycle in the skeleton, or a weaker duplicate) and is
-    skipped; a connection inside one person (closing a cycle) adds its score.
-    """
-    people: list[list[int] | None] = []
-    limb_sum: list[float] = []
-    limb_cnt: list[int] = []
-    owner: dict[int, int] = {}  # peak id -> person index
-    for l_, a, b, s in zip(*connections):
-        ja, jb = skeleton[l_]
-        pa, pb = owner.get(a), owner.get(b)
-        if pa is None and pb is None:
-            slots = [-1] * num_joints
-            slots[ja], slots[jb] = a, b
-            owner[a] = owner[b] = len(people)
-            people.append(slots)
-            limb_sum.append(s)
-            limb_cnt.append(1)
-        elif pb is None or pa is None:
-            p, j, peak = (pa, jb, b) if pb is None else (pb, ja, a)
-            slots = people[p]
-            assert slots is not None
-            if slots[j] == -1:
-                slots[j] = peak
-                owner[peak] = p
-                limb_sum[p] += s
-                limb_cnt[p] += 1
-        elif pa == pb:
-            limb_sum[pa] += s
-            limb_cnt[pa] += 1
-        else:
-            s1, s2 = people[pa], people[pb]
-            assert s1 is not None and s2 is not None
-            if all(x == -1 or y == -1 for x, y in zip(s1, s2)):
-                for j, peak in enumerate(s2):
-                    if peak != -1:
-                        s1[j] = peak
-                        owner[peak] = pa
-                limb_sum[pa] += limb_sum[pb] + s
-                limb_cnt[pa] += limb_cnt[pb] + 1
-                people[pb] = None
-    return [(p, limb_sum[i], limb_cnt[i]) for i, p in enumerate(people) if p is not None]
-
-
 def decode(
     heatmaps: np.ndarray,
     pafs: np.ndarray,
@@ -338,7 +260,7 @@ def decode(
     peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=cfg.sigma / stride)
     skeleton_arr, skeleton_list = _skeleton(schema.skeleton)
     limb, ia, ib, s = score_limbs(peaks, paf, skeleton_arr, cfg)
-    people = _assemble(_greedy_match(limb, ia, ib, s, len(peaks.score)), skeleton_list, k) if len(limb) else []
+    people = assemble(greedy_match(limb, ia, ib, s, len(peaks.score)), skeleton_list, k) if len(limb) else []
     if cfg.min_joints <= 1:
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
         # joint) become one-joint people rather than vanishing; they rank by their peak score.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,6 +122,7 @@ class LoadedModel:
     config: Config
     input_size: int
     stride: int
+    sources: list[dict[str, Any]] = field(default_factory=list)  # what each training source fed (`describe()`)
 
 
 def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
@@ -131,18 +132,26 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
     return Schema.from_category(info["schema"]), config_from_dict(info["config"])
 
 
+def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training sources a checkpoint records (older checkpoints: none)."""
+    sources = checkpoint.get(CHECKPOINT_KEY, {}).get("sources")
+    return list(sources) if isinstance(sources, list) else []
+
+
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own weights from a Lightning checkpoint ("model." prefix stripped, loss parameters dropped)."""
     return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
 
-def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any) -> LoadedModel:
+def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any,
+             sources: list[dict[str, Any]] | None = None) -> LoadedModel:
     from posepart.engine.module import build_from_config
 
     model = build_from_config(config, schema, pretrained=False)
     model.load_state_dict(state, strict=True)
     model.to(map_location).eval()
-    return LoadedModel(model, schema, config, config.data.input_size, int(getattr(model, "stride", 8)))
+    return LoadedModel(model, schema, config, config.data.input_size, int(getattr(model, "stride", 8)),
+                       list(sources or []))
 
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
@@ -158,10 +167,11 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
             raise CheckpointError(f"{path}: not posepart weights (metadata format {metadata.get('format')!r})")
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
-        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location)
+        sources = json.loads(metadata.get("sources", "[]"))
+        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location, sources)
     checkpoint = load_checkpoint(path)
     schema, config = _describe(checkpoint, path)
-    return _rebuild(schema, config, model_state(checkpoint), map_location)
+    return _rebuild(schema, config, model_state(checkpoint), map_location, _sources(checkpoint))
 
 
 def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
@@ -173,6 +183,6 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     schema, config = _describe(checkpoint, checkpoint_path)
     tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
     metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
-                "config": json.dumps(config.to_dict())}
+                "config": json.dumps(config.to_dict()), "sources": json.dumps(_sources(checkpoint))}
     data = save(tensors, metadata=metadata)
     return atomic_write(out, lambda f: f.write(data))

@@ -18,7 +18,6 @@ import yaml
 
 from posepart.data.augment import AugmentConfig
 
-
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -37,10 +36,62 @@ class ModelConfig:
     pretrained: Path | None = None  # local torchvision vgg16 state dict (.pth) or .safetensors
 
 
+SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
+TaskName = Literal["pose", "parts"]
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var"}
+
+
+@dataclass
+class DatasetPaths:
+    """A dataset as a posepart ROOT, or in the COCO release layout (annotations + images; parts optional)."""
+
+    root: Path | None = None
+    annotations: Path | None = None
+    images: Path | None = None
+    parts: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.root is None and (self.annotations is None or self.images is None):
+            raise ValueError("give root, or both annotations and images")
+
+
+@dataclass
+class SourceConfig:
+    """One dataset of a mixed run (docs/training.md, "Mixing datasets").
+
+    `weight`: its share of each training epoch (relative to the other sources). `tasks`: what it supervises in
+    training (default: whatever it labels); validation scores whatever its `val` data labels. `part_map` (source class
+    -> target classes) and `ignore_parts` extend the built-in part tables.
+    """
+
+    name: str = ""
+    train: DatasetPaths | Path | None = None
+    val: DatasetPaths | Path | None = None
+    weight: float = 1.0
+    tasks: list[TaskName] | None = None
+    part_map: dict[str, list[str]] = field(default_factory=dict)
+    ignore_parts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
+            raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
+                             f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
+        if self.train is None and self.val is None:
+            raise ValueError(f"source {self.name!r} has neither train nor val data")
+        if not self.weight >= 0:
+            raise ValueError(f"weight: must be >= 0, got {self.weight}")
+        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
+            raise ValueError(f"tasks: must be a non-empty list without repeats, got {self.tasks}")
+
+
 @dataclass
 class DataConfig:
     train: Path | None = None
     val: Path | None = None
+    schema: SchemaName | None = None  # target schema of the run; default: data.train's, or the first source's
+    sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
+    epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
     input_size: int = 368
     stride: int = 8
     sigma: float = 7.0
@@ -48,6 +99,13 @@ class DataConfig:
     batch_size: int = 8
     workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: names must be unique, got {names}")
+        if self.epoch_size is not None and self.epoch_size <= 0:
+            raise ValueError(f"epoch_size: must be positive, got {self.epoch_size}")
 
 
 @dataclass
@@ -75,6 +133,7 @@ class TrainConfig:
     max_steps: int = -1
     max_minutes: float | None = None
     precision: str = "32-true"
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     seed: int = 0
     deterministic: bool = False
     accelerator: str = "auto"
@@ -126,6 +185,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

@@ -1,36 +1,50 @@
 """`PosePartDataModule`: datasets, mappers and loaders of a training run, built from a `Config`.
 
+A run reads one dataset (`data.train` / `data.val`) or mixes several (`data.sources`, docs/training.md "Mixing
+datasets"): every source is opened, mapped into the run's target schema (`posepart.data.mixing`) and drawn by weight.
+One dataset is the degenerate mix: same order, same augmentation, same batches as before mixing existed.
+
 Reproducibility contract: the training order of epoch e is a pure function of (train.seed, e, world size, rank) and
-every sample's augmentation of (train.seed, e, index) (see `MappedDataset`), so a run resumed at an epoch boundary
+every sample's augmentation of (train.seed, e, draw) (see `MappedDataset.draw`), so a run resumed at an epoch boundary
 sees exactly the batches an uninterrupted run would. The epoch travels with every index (`EpochSampler` yields
-(epoch, index) pairs), so it reaches worker processes whatever their lifetime.
+(epoch, draw) pairs), so it reaches worker processes whatever their lifetime.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from posepart.data.format import DatasetError, PosePartDataset
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
-from posepart.engine.config import Config, ConfigError
+from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
+from posepart.engine.config import Config, ConfigError, DatasetPaths, SourceConfig
 from posepart.schema import Schema
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index): a permutation drawn from a generator seeded by (seed, epoch), sharded over ranks.
+    """Yields (epoch, draw): a permutation drawn from a generator seeded by (seed, epoch), sharded over ranks.
 
     Like `DistributedSampler` (rank r takes every world-th index of the padded permutation, so all ranks run the same
     number of steps), but usable with one process too. Lightning calls `set_epoch` before each training epoch.
+    With a `plan` (several sources), an epoch is `plan.draws` (weighted, see `SourcePlan`) instead of randperm(size).
     """
 
-    def __init__(self, size: int, *, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, size: int, *, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
+                 plan: SourcePlan | None = None) -> None:
+        size = plan.epoch_size if plan is not None else size
         if size <= 0:
             raise ValueError("cannot sample from an empty dataset")
-        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.size, self.seed, self.shuffle, self.plan = size, seed, shuffle, plan
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self.per_rank = -(-size // num_replicas)  # ceil: pad by wrapping, as DistributedSampler
@@ -39,8 +53,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = int(epoch)
 
     def indices(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.plan is not None:
+            order = self.plan.draws(generator) if self.shuffle else sorted(self.plan.draws(generator))
+        elif self.shuffle:
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
@@ -55,20 +71,48 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.per_rank
 
 
-class EpochDataset(Dataset):
-    """Index with (epoch, index): sets the epoch of the wrapped `MappedDataset` (in whichever process runs it)."""
+class MixedDataset(Dataset):
+    """Index with (epoch, draw): finds the draw's source and sample (`SourcePlan.locate`), sets that source's epoch
+    (in whichever process runs it) and maps the sample with augmentation stream `draw`. Adds `source` to the sample."""
 
-    def __init__(self, mapped: MappedDataset) -> None:
-        self.mapped = mapped
+    def __init__(self, parts: Sequence[MappedDataset], plan: SourcePlan) -> None:
+        self.parts, self.plan = list(parts), plan
 
     def __len__(self) -> int:
-        return len(self.mapped)
+        return self.plan.epoch_size
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key
-        if epoch != self.mapped.epoch:
-            self.mapped.set_epoch(epoch)
-        return self.mapped[index]
+        epoch, draw = key
+        s, index = self.plan.locate(draw)
+        mapped = self.parts[s]
+        if epoch != mapped.epoch:
+            mapped.set_epoch(epoch)
+        sample = mapped.draw(index, draw)
+        sample["source"] = np.int64(s)
+        return sample
+
+
+class ValidationSet(Dataset):
+    """The validation sources one after another; samples carry `source` and `index` (position in this set), which
+    `PosePartDataModule.val_item` turns back into the record (a broken sample's replacement names its own record)."""
+
+    def __init__(self, parts: Sequence[MappedDataset]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        s = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return s, int(index - self.offsets[s])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s, i = self.locate(index)
+        sample = self.parts[s][i]
+        actual = (i + int(sample["skipped"])) % len(self.parts[s])
+        sample["source"], sample["index"] = np.int64(s), np.int64(self.offsets[s] + actual)
+        return sample
 
 
 class ShardSampler(Sampler[int]):
@@ -84,37 +128,146 @@ class ShardSampler(Sampler[int]):
         return len(self.items)
 
 
-def _open(root: Any, key: str) -> PosePartDataset:
+def _open(where: DatasetPaths | Path | str, key: str) -> PosePartDataset:
     try:
-        return PosePartDataset.open(root)
+        if isinstance(where, DatasetPaths):
+            return PosePartDataset.open(where.root, annotations=where.annotations, images=where.images,
+                                        parts=where.parts)
+        return PosePartDataset.open(where)
     except DatasetError as err:
-        raise DatasetError(f"{key} ({root}): {err}") from None
+        raise DatasetError(f"{key} ({where}): {err}") from None
+
+
+@dataclass
+class Source:
+    """One source of a run, opened and read in the target schema."""
+
+    name: str
+    weight: float
+    mapping: SourceMapping | None  # of the training data (None: validation only)
+    train: PosePartDataset | None  # target-schema views
+    val: PosePartDataset | None
+
+    def describe(self, draws: int) -> dict[str, Any]:
+        """What the source feeds: tasks, weight, sizes, draws per epoch, target joints it lacks (plain values)."""
+        about = self.mapping.describe() if self.mapping is not None else {"tasks": [], "missing_joints": []}
+        return {"name": self.name, "tasks": about["tasks"], "weight": self.weight,
+                "train_images": len(self.train) if self.train is not None else 0, "draws_per_epoch": draws,
+                "val_images": len(self.val) if self.val is not None else 0,
+                "missing_joints": about["missing_joints"]}
+
+
+def _legacy_name(train: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(train).name).strip("._-")
+    return name if name and name not in ("seg", "pose", "total") else "train"
+
+
+def _specs(config: Config) -> list[SourceConfig]:
+    """The run's sources: `data.sources`, or `data.train` (+ `data.val`) as one source."""
+    data = config.data
+    if data.sources:
+        if data.train is not None:
+            raise ConfigError("data.train: give either data.train (one dataset) or data.sources (a mixed run), not "
+                              "both (--train sets data.train)")
+        specs = list(data.sources)
+        if data.val is not None:
+            if any(s.name == "val" for s in specs):
+                raise ConfigError("data.val: a source is already named 'val'")
+            specs.append(SourceConfig(name="val", val=data.val, weight=0.0))
+        return specs
+    if data.train is None:
+        raise ConfigError("data.train: no training dataset given (set it in the config or pass --train ROOT)")
+    return [SourceConfig(name=_legacy_name(data.train), train=data.train, val=data.val)]
 
 
 class PosePartDataModule(pl.LightningDataModule):
-    """Opens `data.train` / `data.val` (posepart format) at construction, so `schema` is known before the model."""
+    """Opens and maps every source at construction, so `schema` and `allowed_sets` are known before the model."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
         data = config.data
-        if data.train is None:
-            raise ConfigError("data.train: no training dataset given (set it in the config or pass --train ROOT)")
         self.targets = TargetConfig(input_size=data.input_size, stride=data.stride, sigma=data.sigma,
                                     paf_width=data.paf_width)
-        self.train_set = _open(data.train, "data.train")
-        self.val_set = _open(data.val, "data.val") if data.val is not None else None
-        if self.val_set is not None and self.val_set.schema != self.train_set.schema:
-            raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
         self.augment = data.augment
+        specs = _specs(config)
+        opened = [(s, _open(s.train, f"data.sources.{s.name}.train") if s.train is not None else None,
+                   _open(s.val, f"data.sources.{s.name}.val") if s.val is not None else None) for s in specs]
+        if not data.sources and opened[0][2] is not None and opened[0][2].schema != opened[0][1].schema:
+            raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
+        first = next(ds for _, train, val in opened for ds in (train, val) if ds is not None)
+        self.target: Schema = getattr(Schema, data.schema)() if data.schema else first.schema
+        self.label_space = PartLabelSpace(self.target)
+        try:
+            self.sources = self._map(opened)
+        except SourceError as err:
+            raise ConfigError(f"data.sources: {err}") from None
+        training = [s for s in self.sources if s.train is not None and s.weight > 0]
+        if not training:
+            raise ConfigError("data.sources: no source has training data with a positive weight")
+        sizes = [len(s.train) for s in training]  # type: ignore[arg-type]
+        if 0 in sizes:
+            raise ConfigError(f"data.sources: source {training[sizes.index(0)].name!r} has no training images")
+        counts = allocate(data.epoch_size or sum(sizes), [s.weight for s in training])
+        self.plan = SourcePlan(tuple(sizes), tuple(counts))
+        self._draws = {s.name: c for s, c in zip(training, counts)}
+        self.mixed = len(training) > 1 or data.epoch_size is not None
         seed = config.train.seed
-        self.train_mapped = MappedDataset(Mapper(self.train_set, self.targets, self.augment), seed=seed)
-        self.val_mapped = (MappedDataset(Mapper(self.val_set, self.targets, None), seed=seed)
-                           if self.val_set is not None else None)
+        self.train_mapped = MixedDataset(
+            [MappedDataset(Mapper(s.train, self.targets, self.augment, s.mapping.joint_mask), seed=seed)  # type: ignore
+             for s in training], self.plan)
+        self.val_sources = [s for s in self.sources if s.val is not None]
+        self.val_mapped = (ValidationSet([MappedDataset(Mapper(s.val, self.targets, None), seed=seed)  # type: ignore
+                                          for s in self.val_sources]) if self.val_sources else None)
+        self.train_set = training[0].train  # the first training source (as the one dataset of a plain run)
+        self.val_set = self.val_sources[0].val if self.val_sources else None
+
+    def _map(self, opened: list[tuple[SourceConfig, PosePartDataset | None, PosePartDataset | None]]) -> list[Source]:
+        """Map training data first (declared tasks), then validation data (whatever it labels), in config order, so
+        the set-valued label rows are the same in every process and on resume."""
+        mappings = []
+        for spec, train, _ in opened:
+            mappings.append(None if train is None else SourceMapping.build(
+                spec.name, train.schema, self.target, self.label_space, tasks=spec.tasks, part_map=spec.part_map,
+                ignore_parts=spec.ignore_parts, source_has_parts=train.has_parts))
+        sources = []
+        for (spec, train, val), mapping in zip(opened, mappings):
+            val_view = None
+            if val is not None:
+                extra = dict(part_map=spec.part_map, ignore_parts=spec.ignore_parts) if val.has_parts else {}
+                val_map = SourceMapping.build(f"{spec.name} (val)", val.schema, self.target, self.label_space,
+                                              source_has_parts=val.has_parts, **extra)
+                val_view = map_dataset(val, self.target, val_map)
+            train_view = map_dataset(train, self.target, mapping) if train is not None else None
+            sources.append(Source(spec.name, spec.weight, mapping, train_view, val_view))
+        return sources
 
     @property
     def schema(self) -> Schema:
-        return self.train_set.schema
+        """The run's target schema (the model's heads and every target are sized from it)."""
+        return self.target
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_mapped is not None
+
+    @property
+    def allowed_sets(self) -> torch.Tensor | None:
+        """(S, P) bool for the segmentation loss: the set-valued labels of coarser sources (None when none)."""
+        table = self.label_space.allowed_sets
+        return None if table is None else torch.from_numpy(table)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One plain dict per source: what it feeds (tasks), its weight, sizes and draws per epoch."""
+        return [s.describe(self._draws.get(s.name, 0)) for s in self.sources]
+
+    def val_item(self, index: int) -> tuple[int, ImageRecord]:
+        """(validation source, record) of a validation sample's `index`; the record's image_id becomes index + 1,
+        unique over all validation sources (pooled COCO evaluation needs unique ids)."""
+        assert self.val_mapped is not None
+        s, i = self.val_mapped.locate(index)
+        record = self.val_sources[s].val.records[i]  # type: ignore[union-attr]
+        return s, dataclasses.replace(record, image_id=int(index) + 1)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -129,8 +282,9 @@ class PosePartDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
-        sampler = EpochSampler(len(self.train_mapped), seed=self.config.train.seed, num_replicas=world, rank=rank)
-        return self._loader(EpochDataset(self.train_mapped), sampler)
+        sampler = EpochSampler(len(self.train_mapped), seed=self.config.train.seed, num_replicas=world, rank=rank,
+                               plan=self.plan if self.mixed else None)
+        return self._loader(self.train_mapped, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_mapped is None:

@@ -64,25 +64,39 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
 class PosePartModule(pl.LightningModule):
     """Training/validation of a `PosePartNet` on batches shaped as docs/conventions.md says."""
 
-    def __init__(self, config: Config, schema: Schema, *, pretrained: bool = True) -> None:
+    def __init__(self, config: Config, schema: Schema, *, pretrained: bool = True, allowed_sets: Tensor | None = None,
+                 sources: list[dict[str, Any]] | None = None) -> None:
+        """`allowed_sets`: the set-valued part labels of the run's sources (`PosePartDataModule.allowed_sets`);
+        `sources`: what each source feeds (`PosePartDataModule.describe()`), stored in checkpoints for reports."""
         super().__init__()
         self.config = config
         self.schema = schema
+        self.sources = list(sources or [])
         self.model = build_from_config(config, schema, pretrained=pretrained)
         tasks = model_tasks(self.model)
         weighting = (UncertaintyWeighting(tasks) if config.loss.weighting == "uncertainty"
                      else FixedWeighting(config.loss.weights))
-        self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting)
+        self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
+                                    allowed_sets=allowed_sets if schema.has_parts else None)
         self.decode_config = DecodeConfig.for_evaluation()
         self._last_finite: dict[str, float] = {}
         self._batch_clock: float | None = None
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
-        self._records: dict[int, Any] | None = None
         self._overlays: list[np.ndarray] = []
 
     def forward(self, image: Tensor) -> ModelOutput:
+        if self.config.train.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         return self.model(image)
+
+    def setup(self, stage: str) -> None:
+        if self.config.train.channels_last:
+            # Conv weights only: `model.to(memory_format=...)` would also re-stride 4-D buffers (the FCN's fixed
+            # upsampling kernel), which DDP's per-step buffer broadcast then refuses as overlapping memory.
+            for param in self.model.parameters():
+                if param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
 
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -108,7 +122,7 @@ class PosePartModule(pl.LightningModule):
         self._batch_clock = now
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        output = self.model(batch["image"])
+        output = self(batch["image"])
         result = self.loss_fn(output, batch)
         finite = bool(torch.isfinite(result.total).item())
         if self.trainer.world_size > 1:  # every rank stops together instead of hanging in the next all-reduce
@@ -167,30 +181,26 @@ class PosePartModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": main, "interval": "step", "frequency": 1}}
 
     # -- validation ----------------------------------------------------------------------------------------------
-    def _val_records(self) -> dict[int, Any]:
-        if self._records is None:
-            dataset = self.trainer.datamodule.val_set
-            self._records = {r.image_id: r for r in dataset.records}
-        return self._records
-
     def on_validation_epoch_start(self) -> None:
         self._val_items, self._overlays = [], []
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        output = self.model(batch["image"])
+        output = self(batch["image"])
         result = self.loss_fn(output, batch)
         size = batch["image"].shape[0]
         self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,
                       batch_size=size, sync_dist=True)
-        records = [self._val_records()[int(i)] for i in batch["image_id"].tolist()]
+        data = self.trainer.datamodule
+        items = [data.val_item(int(i)) for i in batch["index"].tolist()]  # (source, record with a unique image_id)
+        records = [record for _, record in items]
         meta = BatchMeta([r.image_id for r in records], batch["to_image"].double().cpu().numpy(),
                          [(r.height, r.width) for r in records])
         last = num_stages(output) - 1
         predictions = predictions_from_output(output, last, meta, self.schema, output.stride, self.decode_config)
-        for record, prediction in zip(records, predictions):
-            self._val_items.append((record.image_id, prediction))
+        for (source, record), index, prediction in zip(items, batch["index"].tolist(), predictions):
+            self._val_items.append((int(index), prediction))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
-                image = self.trainer.datamodule.val_set.load_image(record)
+                image = data.val_sources[source].val.load_image(record)
                 self._overlays.append(draw_prediction(image, prediction, self.schema))
 
     def on_validation_epoch_end(self) -> None:
@@ -199,14 +209,21 @@ class PosePartModule(pl.LightningModule):
             gathered: list[Any] = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, items)
             items = [item for part in gathered for item in part]
-        records = self._val_records()
-        dataset = self.trainer.datamodule.val_set
-        evaluator = Evaluator(self.schema, pose=bool(getattr(self.model, "has_pose", True)),
-                              parts=bool(getattr(self.model, "has_parts", True)))
-        for image_id, prediction in sorted(items, key=lambda item: item[0]):
-            record = records[image_id]
-            evaluator.add(record, prediction, dataset.load_parts(record))
-        metrics = flatten_metrics(evaluator.compute(), self.schema)
+        data = self.trainer.datamodule
+        heads = dict(pose=bool(getattr(self.model, "has_pose", True)),
+                     parts=bool(getattr(self.model, "has_parts", True)))
+        pooled = Evaluator(self.schema, **heads)
+        # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all
+        per_source = [Evaluator(self.schema, **heads) for _ in data.val_sources] if self.config.data.sources else []
+        for index, prediction in sorted(items, key=lambda item: item[0]):
+            source, record = data.val_item(index)
+            gt_parts = data.val_sources[source].val.load_parts(record)
+            pooled.add(record, prediction, gt_parts)
+            if per_source:
+                per_source[source].add(record, prediction, gt_parts)
+        metrics = flatten_metrics(pooled.compute(), self.schema)
+        for source, evaluator in zip(data.val_sources, per_source):
+            metrics.update(flatten_metrics(evaluator.compute(), self.schema, prefix=f"val/{source.name}"))
         for key, value in metrics.items():
             self.log(key, value, on_epoch=True, sync_dist=False, rank_zero_only=False)
         self._log_overlays()
@@ -227,4 +244,5 @@ class PosePartModule(pl.LightningModule):
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
-        checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict()}
+        checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
+                                      "sources": self.sources}

@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
 from posepart.engine.config import Config, ConfigError, dump_config
@@ -43,16 +44,29 @@ def _devices(value: str) -> Any:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _monitor(cfg: Config, module: PosePartModule, has_val: bool) -> str | None:
-    """The metric `best.ckpt` follows, checked against what the model can produce (fail before training)."""
-    if not has_val:
+_METRIC_GROUPS = {"seg", "pose", "heatmap", "paf", "log_var"}  # val/<group>/...; anything else names a source
+
+
+def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> str | None:
+    """The metric `best.ckpt` follows, checked against what the model and the sources can produce (fail before
+    training, not after the first validation)."""
+    if not data.has_val:
         return None
     metric = cfg.train.best_metric
+    parts = metric.split("/")
+    if len(parts) > 2 and parts[0] == "val" and parts[1] not in _METRIC_GROUPS:
+        names = [s.name for s in data.val_sources] if cfg.data.sources else []
+        if parts[1] not in names:
+            raise ConfigError(f"train.best_metric: {metric!r} names no validation source; per-source metrics exist "
+                              f"for {names or 'none (a data.sources run only)'}")
+        metric_of_task = "/".join([parts[0], *parts[2:]])
+    else:
+        metric_of_task = metric
     tasks = model_tasks(module.model)
-    if metric.startswith("val/seg/") and "seg" not in tasks:
+    if metric_of_task.startswith("val/seg/") and "seg" not in tasks:
         raise ConfigError(f"train.best_metric: {metric!r} needs a segmentation head; model {cfg.model.name} has "
                           f"tasks {tasks} (try val/pose/ap or val/total)")
-    if metric.startswith("val/pose/") and "heatmap" not in tasks:
+    if metric_of_task.startswith("val/pose/") and "heatmap" not in tasks:
         raise ConfigError(f"train.best_metric: {metric!r} needs a pose head; model {cfg.model.name} has tasks "
                           f"{tasks} (try val/seg/mean_iou or val/total)")
     if not metric.startswith("val/"):
@@ -98,13 +112,19 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = PosePartDataModule(cfg)
-    module = PosePartModule(cfg, data.schema, pretrained=resume is None)
-    has_val = data.val_set is not None
-    monitor = _monitor(cfg, module, has_val)
+    module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
+                            sources=data.describe())
+    has_val = data.has_val
+    monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
     if trainer.is_global_zero:
         dump_config(cfg, out / "config.yaml")
+        for source in data.describe() if cfg.data.sources else []:
+            lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
+            rank_zero_info(f"source {source['name']}: trains {', '.join(source['tasks']) or 'nothing'} on "
+                           f"{source['train_images']} images ({source['draws_per_epoch']} draws per epoch), "
+                           f"validates on {source['val_images']}{lacks}")
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = out / "checkpoints" / "last.ckpt"

@@ -66,7 +66,7 @@ class BilinearUpsample(nn.Module):
 
     def forward(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
         f = self.factor
-        out_h, out_w = int(out_hw[0]), int(out_hw[1])
+        out_h, out_w = out_hw[0], out_hw[1]  # no int(): a traced export (ONNX, TorchScript) keeps them dynamic
         if out_h > f * x.shape[-2] or out_w > f * x.shape[-1]:
             raise ValueError(f"cannot upsample {tuple(x.shape[-2:])} by {f} to {(out_h, out_w)}")
         x = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, h+2, w+2)

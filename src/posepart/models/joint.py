@@ -59,7 +59,7 @@ class PosePartNet(nn.Module):
         return self.seg_head is not None or bool(getattr(self.pose_head, "stage_seg", False))
 
     def forward(self, image: Tensor) -> ModelOutput:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
+        h, w = image.shape[-2], image.shape[-1]  # no int(): traced exports keep the input size dynamic
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
         feats = self.trunk(image)  # {"pool3", "conv4_3"[, "features"]}: (B, C, H/8, W/8) each

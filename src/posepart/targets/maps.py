@@ -15,7 +15,8 @@ Pure, vectorised numpy functions (float32 out). Conventions, as in OpenPose / th
   little past the endpoints, which matters for limbs shorter than a cell (COCO's eye-nose, a foreshortened forearm):
   a band cut at the endpoints can hold no cell centre at all, and such a limb could never be decoded. Where several
   people's limbs cover a cell, the field is the AVERAGE of their vectors (sum / number of limbs covering the cell):
-  equal directions stay unit length, opposite ones cancel. Channel 2l is x, 2l+1 is y. Zero-length limbs contribute nothing.
+  equal directions stay unit length, opposite ones cancel. Channel 2l is x, 2l+1 is y. Zero-length limbs contribute
+  nothing.
 - Pose mask: the input-resolution "supervise" mask is area-averaged over each s x s cell and thresholded: a cell is
   supervised (1.0) when at least half of its pixels are (`MASK_THRESHOLD`), else 0.0.
 """

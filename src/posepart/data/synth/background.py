@@ -6,7 +6,15 @@ import cv2
 import numpy as np
 
 from posepart.data.synth.texture import (
-    Material, capsule_polygon, ellipse_polygon, fixed, paint, paint_at, random_colour, sample_material, skin_colour,
+    Material,
+    capsule_polygon,
+    ellipse_polygon,
+    fixed,
+    paint,
+    paint_at,
+    random_colour,
+    sample_material,
+    skin_colour,
 )
 
 

@@ -13,11 +13,35 @@ import cv2
 import numpy as np
 
 from posepart.data.synth.pose import (
-    ANKLE, CHIN, ELBOW, EYE, FACE, HAIR_BOTTOM, HAIR_TOP, HAND, HEAD_CENTRE, HEAD_TOP, HEEL, HIP, KNEE, NECK, PELVIS,
-    SHOULDER, TOE, WRIST, Body, Projected,
+    ANKLE,
+    CHIN,
+    ELBOW,
+    EYE,
+    FACE,
+    HAIR_BOTTOM,
+    HAIR_TOP,
+    HAND,
+    HEAD_CENTRE,
+    HEAD_TOP,
+    HEEL,
+    HIP,
+    KNEE,
+    NECK,
+    PELVIS,
+    SHOULDER,
+    TOE,
+    WRIST,
+    Body,
+    Projected,
 )
 from posepart.data.synth.texture import (
-    Material, capsule_polygon, ellipse_polygon, hair_colour, random_colour, sample_material, skin_colour,
+    Material,
+    capsule_polygon,
+    ellipse_polygon,
+    hair_colour,
+    random_colour,
+    sample_material,
+    skin_colour,
 )
 from posepart.schema import PASCAL_KEYPOINTS, PASCAL_PART_CLASSES
 

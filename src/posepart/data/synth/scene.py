@@ -35,6 +35,29 @@ class SynthScene:
     joints: list[np.ndarray] = field(default_factory=list)  # (K, 2) drawn joint positions per annotation, v=0 too
 
 
+@dataclass(frozen=True)
+class SceneConfig:
+    """How hard a synthetic scene is. The defaults are the benchmark; `easy()` is the CPU demo's setting.
+
+    max_people: labelled people per image, drawn uniformly from 1..max_people.
+    min_height: smallest person height as a fraction of the image side (the tallest is 0.95).
+    crowd_prob: chance that an image also holds 1-3 tiny unlabelled people marked as crowd regions.
+    """
+
+    max_people: int = MAX_PEOPLE
+    min_height: float = 0.25
+    crowd_prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_people < 1 or not 0 < self.min_height <= 0.95 or not 0 <= self.crowd_prob <= 1:
+            raise ValueError(f"need max_people >= 1, 0 < min_height <= 0.95, 0 <= crowd_prob <= 1: {self}")
+
+    @classmethod
+    def easy(cls) -> SceneConfig:
+        """1-2 people of at least half the image height, no crowds: learnable from scratch in minutes on a CPU."""
+        return cls(max_people=2, min_height=0.5, crowd_prob=0.0)
+
+
 @dataclass
 class _Drawn:
     """A person as drawn: its primitive-index map over its clipped box (ids in draw order) and what the ids mean."""
@@ -134,23 +157,24 @@ def _annotation(d: _Drawn, owner: np.ndarray, me: int, size: int) -> dict[str, A
     return ann
 
 
-def render_scene(rng: np.random.Generator, size: int) -> SynthScene:
+def render_scene(rng: np.random.Generator, size: int, config: SceneConfig = SceneConfig()) -> SynthScene:
     """Render one image of 1-5 labelled people (plus, sometimes, tiny unlabelled iscrowd people far away)."""
     for _ in range(20):  # a scene whose every person ended up hidden or cut is drawn again (rare)
-        scene = _render(rng, size)
+        scene = _render(rng, size, config)
         if any(a["iscrowd"] == 0 for a in scene.annotations):
             break
     return scene
 
 
-def _render(rng: np.random.Generator, size: int) -> SynthScene:
+def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthScene:
     image = background(rng, size)
     parts = np.zeros((size, size), np.uint8)
     owner = np.zeros((size, size), np.int16)
-    n = int(rng.integers(1, MAX_PEOPLE + 1))
-    heights = 0.25 + 0.7 * rng.random(n) ** (1 + 0.35 * (n - 1))
+    n = int(rng.integers(1, config.max_people + 1))
+    heights = config.min_height + (0.95 - config.min_height) * rng.random(n) ** (1 + 0.35 * (n - 1))
     order = np.argsort(heights * rng.uniform(0.8, 1.2, n))  # roughly: taller = nearer = drawn later
-    specs = [(float(rng.uniform(0.07, 0.18)), True) for _ in range(int(rng.integers(1, 4)) * (rng.random() < 0.2))]
+    crowd = int(rng.integers(1, 4)) * (rng.random() < config.crowd_prob)
+    specs = [(float(rng.uniform(0.07, 0.18)), True) for _ in range(crowd)]
     specs += [(float(heights[i]), False) for i in order]
     drawn: list[_Drawn] = []
     kinds = []
@@ -198,28 +222,32 @@ def _render(rng: np.random.Generator, size: int) -> SynthScene:
     return SynthScene(out, parts, annotations, quality, kinds, joints)
 
 
-def scene_at(seed: int, index: int, size: int = 368) -> SynthScene:
+def scene_at(seed: int, index: int, size: int = 368, config: SceneConfig = SceneConfig()) -> SynthScene:
     """Image `index` of the synthetic dataset `seed`: the same whatever the dataset's length."""
-    return render_scene(np.random.default_rng(np.random.SeedSequence([seed, index])), size)
+    return render_scene(np.random.default_rng(np.random.SeedSequence([seed, index])), size, config)
 
 
-def iter_scenes(n: int, seed: int, size: int = 368, workers: int = 1) -> Iterator[SynthScene]:
+def iter_scenes(
+    n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig()
+) -> Iterator[SynthScene]:
     """Scenes 0..n-1 in order (rendered in `workers` processes when > 1; identical results)."""
     if workers <= 1:
         for i in range(n):
-            yield scene_at(seed, i, size)
+            yield scene_at(seed, i, size, config)
         return
     with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(partial(scene_at, seed, size=size), range(n), chunksize=4)
+        yield from pool.map(partial(scene_at, seed, size=size, config=config), range(n), chunksize=4)
 
 
-def write_synth(out: Path, n: int, seed: int, size: int = 368, workers: int = 1) -> Path:
+def write_synth(
+    out: Path, n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig()
+) -> Path:
     """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`."""
     from posepart.data.writer import DatasetWriter
 
     out = Path(out)
     with DatasetWriter(out, Schema.pascal_person_part()) as writer:
-        for i, scene in enumerate(iter_scenes(n, seed, size, workers)):
+        for i, scene in enumerate(iter_scenes(n, seed, size, workers, config)):
             writer.add(scene.image, scene.annotations, scene.parts, file_name=f"{i:06d}.jpg",
                        jpeg_quality=scene.jpeg_quality)
     return out

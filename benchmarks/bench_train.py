@@ -1,0 +1,167 @@
+"""Training-step speed and model FLOPs utilisation (MFU) of the joint model.
+
+MFU = achieved FLOP/s / peak FLOP/s. Achieved: the FLOPs of one training step (forward + backward convolutions and
+matmuls, counted by torch's FlopCounterMode on the real model and loss, not estimated) times steps per second. Peak:
+on a GPU the vendor's dense figure for the precision (`GPU_PEAK`, by device name); on a CPU no spec sheet describes a
+virtual machine, so the reference is the fp32 GEMM throughput measured here on the same threads (4096^2 matmul) and
+the figure is labelled "of measured GEMM". The batch is real: synthetic images through the training Mapper.
+
+Run (CPU, the demo model):   .venv/bin/python benchmarks/bench_train.py
+    (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
+    (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
+Writes benchmarks/results/train_<device>_w<width>_<size>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import default_collate
+from torch.utils.flop_counter import FlopCounterMode
+
+from posepart.data.augment import AugmentConfig
+from posepart.data.format import PosePartDataset
+from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
+from posepart.data.synth import write_synth
+from posepart.losses import PosePartLoss, UncertaintyWeighting
+from posepart.models import build_model
+from posepart.schema import Schema
+
+# Dense peak FLOP/s by GPU name fragment and precision (vendor data sheets, SXM parts, no sparsity).
+GPU_PEAK = {"H100": {"bf16": 989e12, "fp32": 67e12}, "H200": {"bf16": 989e12, "fp32": 67e12},
+            "A100": {"bf16": 312e12, "fp32": 19.5e12}}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """Measured matmul FLOP/s: the practical peak of this device, thread count and dtype."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
+    """`batch` synthetic images mapped exactly as in training (augmentation, targets, masks)."""
+    dataset = PosePartDataset.open(write_synth(folder, n=batch, seed=0, size=size))
+    mapped = MappedDataset(Mapper(dataset, TargetConfig(input_size=size), AugmentConfig()), seed=0)
+    return default_collate([mapped[i] for i in range(batch)])
+
+
+def profile(step: Callable[[], None], device: torch.device, trace: Path, top: int = 12) -> list[dict[str, Any]]:
+    """torch.profiler over 3 steps: prints the operators taking the most self time, writes a Chrome trace."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        sync(device)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(trace))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events)
+    rows = [{"op": e.key, "self_ms_per_step": getattr(e, key) / 3e3, "share": getattr(e, key) / total,
+             "calls_per_step": e.count / 3} for e in events[:top]]
+    print(f"top operators by self {'GPU' if device.type == 'cuda' else 'CPU'} time (trace: {trace}):")
+    for r in rows:
+        print(f"  {r['op']:<42} {r['self_ms_per_step']:8.1f} ms/step {100 * r['share']:5.1f} %  "
+              f"{r['calls_per_step']:5.0f} calls/step")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--seg-head", default="stage")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--profile", type=Path, metavar="TRACE.json",
+                        help="also profile 3 steps with torch.profiler: print the top operators, write a Chrome trace")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = real_batch(args.batch, args.size, Path(tmp))
+    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    schema = Schema.pascal_person_part()
+    model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
+                        batch_norm=True, fc_width=max(int(4096 * args.width), 64)).to(device)
+    memory = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory)
+    loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
+                           check_labels=False).to(device)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    image = batch["image"].contiguous(memory_format=memory)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            output = model(image)
+            loss = loss_fn(output, batch).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops_per_step = float(counter.get_total_flops())
+    step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    seconds = (time.perf_counter() - t0) / args.steps
+    achieved = flops_per_step / seconds
+    precision = "bf16" if args.bf16 else "fp32"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    if device.type == "cuda":
+        peak = next((p[precision] for key, p in GPU_PEAK.items() if key in name), float("nan"))
+        peak_label = f"{name} dense {precision} peak"
+    else:
+        peak = gemm_flops(device, torch.float32)
+        peak_label = f"measured fp32 GEMM on {torch.get_num_threads()} threads"
+    row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
+           "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "precision": precision,
+           "channels_last": args.channels_last, "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
+           "gflop_per_step": flops_per_step / 1e9, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12,
+           "peak": peak_label, "mfu": achieved / peak, "torch": torch.__version__}
+    print(f"joint_vgg16 w{args.width} {args.size}px batch {args.batch} {precision} on {name}: "
+          f"{row['step_ms']:.0f} ms/step, {row['images_per_s']:.1f} images/s, {row['gflop_per_step']:.0f} GFLOP/step, "
+          f"{row['achieved_tflops'] * 1e3:.0f} GFLOP/s = {100 * row['mfu']:.0f}% of {peak_label} "
+          f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
+    if args.profile is not None:
+        row["profile_top_ops"] = profile(step, device, args.profile)
+    out = Path(__file__).parent / "results" / f"train_{device.type}_w{args.width:g}_{args.size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

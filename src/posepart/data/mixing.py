@@ -1,0 +1,268 @@
+"""Mixing datasets: a source seen in the run's target schema, and the weighted epoch plan over sources.
+
+`SourceMapping` says how one source's labels read in the target schema (`posepart.data.label_maps`) and which tasks it
+supervises; `MappedSource` is that source as a `PosePartDataset` in the target schema (records with target keypoints,
+part maps through one lookup table), so the `Mapper`, the `Evaluator` and `evaluate_model` use it unchanged.
+`SourcePlan` draws an epoch: a fixed number of samples per source (by weight), each source walked in random order
+(a fresh permutation per pass when a source is drawn more often than it has samples), the whole shuffled; a pure
+function of the torch generator it is given, so an epoch is a function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from posepart.data.format import ImageRecord, PosePartDataset
+from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
+from posepart.schema import Schema
+
+if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usable without it
+    import torch
+
+TASKS: tuple[str, ...] = ("pose", "parts")
+
+
+class SourceError(ValueError):
+    """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...)."""
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class SourceMapping:
+    """One source read in the target schema: joint map, part lookup table and the tasks it supervises.
+
+    `part_lut` (256,) uint8 turns a source label map into target label values with one `np.take` (None when the
+    source feeds no parts). `pose` / `parts` are the tasks this source supervises in training.
+    """
+
+    name: str
+    source: Schema
+    target: Schema
+    joints: JointMap
+    part_lut: np.ndarray | None
+    label_flip_perm: tuple[int, ...]
+    pose: bool
+    parts: bool
+    passthrough: bool = False  # same schema, the tasks the data has, plain labels: nothing to map
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        source: Schema,
+        target: Schema,
+        space: PartLabelSpace,
+        *,
+        tasks: Sequence[str] | None = None,
+        part_map: Mapping[str, Sequence[str]] | None = None,
+        ignore_parts: Sequence[str] = (),
+        source_has_parts: bool | None = None,
+    ) -> SourceMapping:
+        """Map `source` into `target`, registering its set-valued labels in `space`.
+
+        `tasks` None: whatever the source labels and the target has. A declared task the source or the target lacks
+        is a SourceError. `source_has_parts` (default: the schema has part classes) lets a dataset without part maps
+        count as pose-only.
+        """
+        joints = JointMap.build(source.keypoints, target.keypoints)
+        can_pose = source.has_pose and target.has_pose and bool(joints.present.any())
+        labels_parts = source.has_parts if source_has_parts is None else source_has_parts
+        can_parts = labels_parts and target.has_parts
+        if tasks is None:
+            pose, parts = can_pose, can_parts
+        else:
+            unknown = [t for t in tasks if t not in TASKS]
+            if unknown:
+                raise SourceError(f"source {name!r}: unknown tasks {unknown}; known: {list(TASKS)}")
+            pose, parts = "pose" in tasks, "parts" in tasks
+            if pose and not can_pose:
+                why = ("it has no keypoints" if not source.has_pose else
+                       "the target schema has no joints" if not target.has_pose else
+                       f"none of its joints {list(source.keypoints)} maps to {list(target.keypoints)}")
+                raise SourceError(f"source {name!r} declares task 'pose' but {why}")
+            if parts and not can_parts:
+                why = "it has no part labels" if not labels_parts else "the target schema has no part classes"
+                raise SourceError(f"source {name!r} declares task 'parts' but {why}")
+        lut = None
+        if parts:
+            try:
+                sets = part_sets(source.part_classes, target.part_classes, part_map, ignore_parts, source_name=name)
+            except ValueError as err:
+                raise SourceError(str(err)) from None
+            lut = space.lookup(sets)
+        elif part_map or ignore_parts:
+            raise SourceError(f"source {name!r}: part_map / ignore_parts given but it feeds no parts")
+        k = target.num_parts
+        plain = lut is None or bool((lut[:k] == np.arange(k)).all())
+        passthrough = source == target and pose == can_pose and parts == can_parts and plain
+        flip = space.flip_perm if target.has_parts else ()
+        return cls(name, source, target, joints, lut, flip, pose, parts, passthrough)
+
+    @property
+    def joint_mask(self) -> np.ndarray:
+        """(Kt,) bool: the target joints whose channels this source supervises (none when it feeds no pose)."""
+        return self.joints.present & self.pose
+
+    def tasks(self) -> list[str]:
+        return [t for t, on in zip(TASKS, (self.pose, self.parts)) if on]
+
+    def map_keypoints(self, keypoints: np.ndarray) -> np.ndarray:
+        return self.joints.apply(keypoints)
+
+    def map_parts(self, labels: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 source labels -> target label values (plain classes, set values, 255)."""
+        assert self.part_lut is not None
+        return np.take(self.part_lut, labels)
+
+    def map_record(self, record: ImageRecord) -> ImageRecord:
+        """The record in the target schema (see `MappedSource`)."""
+        if not self.pose:
+            return dataclasses.replace(record, keypoints=self.map_keypoints(record.keypoints), pose_labeled=False,
+                                       parts_path=record.parts_path if self.parts else None)
+        kp = self.map_keypoints(record.keypoints)  # (N, Kt, 3)
+        keep = (kp[..., 2] > 0).any(1)  # people left without any target joint become ignore regions
+        lost = tuple([float(v) for v in box] for box in record.boxes[~keep])
+        k = len(self.source.keypoints)
+        annotations = tuple(self._map_annotation(a, k) for a in record.annotations)
+        return dataclasses.replace(
+            record, keypoints=kp[keep], boxes=record.boxes[keep], areas=record.areas[keep],
+            head_sizes=record.head_sizes[keep], ignore_regions=record.ignore_regions + lost,
+            parts_path=record.parts_path if self.parts else None, annotations=annotations)
+
+    def _map_annotation(self, ann: dict[str, Any], k: int) -> dict[str, Any]:
+        raw = ann.get("keypoints") or []
+        if len(raw) != 3 * k or not k:
+            return ann
+        kp = self.map_keypoints(np.asarray(raw, np.float32).reshape(1, k, 3))[0]
+        return {**ann, "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int((kp[:, 2] > 0).sum())}
+
+    def describe(self) -> dict[str, Any]:
+        """Plain dict of what the source feeds (for logs, checkpoints and reports)."""
+        joints = {t: rule for t, rule in zip(self.target.keypoints, self.joints.rules) if rule and self.pose}
+        return {"name": self.name, "tasks": self.tasks(), "joints": joints,
+                "missing_joints": [t for t, rule in zip(self.target.keypoints, self.joints.rules)
+                                   if self.pose and not rule]}
+
+
+class _MappedRecords(SequenceABC):
+    """The source's records mapped on access (cheap, and nothing is held twice for large sources)."""
+
+    def __init__(self, records: Sequence[ImageRecord], mapping: SourceMapping) -> None:
+        self._records, self._mapping = records, mapping
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._mapping.map_record(r) for r in self._records[index]]
+        return self._mapping.map_record(self._records[index])
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return (self._mapping.map_record(r) for r in self._records)
+
+
+@dataclass
+class MappedSource(PosePartDataset):
+    """A dataset read in another schema: a `PosePartDataset` whose `schema` is the target.
+
+    Records carry target keypoints (people left without any target joint become pose ignore regions, as unlabelled
+    people are in the format), `pose_labeled` False unless the source feeds pose, `parts_path` None unless it feeds
+    parts; `load_parts` returns target label values (set-valued ones >= P); `label_flip_perm` covers those values.
+    """
+
+    source: PosePartDataset | None = None
+    mapping: SourceMapping | None = field(default=None, repr=False)
+
+    @classmethod
+    def wrap(cls, dataset: PosePartDataset, mapping: SourceMapping) -> MappedSource:
+        return cls(mapping.target, _MappedRecords(dataset.records, mapping), dataset.annotation_file,  # type: ignore
+                   dataset.image_dir, dataset.parts_dir, dataset.skipped, dataset.skipped_examples,
+                   source=dataset, mapping=mapping)
+
+    @property
+    def has_parts(self) -> bool:
+        return bool(self.mapping and self.mapping.parts and self.source is not None and self.source.has_parts)
+
+    @property
+    def label_flip_perm(self) -> tuple[int, ...]:
+        return self.mapping.label_flip_perm if self.mapping is not None else self.schema.part_flip_perm
+
+    def load_parts(self, record: ImageRecord) -> np.ndarray | None:
+        if record.parts_path is None or self.source is None or self.mapping is None:
+            return None
+        labels = self.source.load_parts(record)  # validated against the SOURCE classes
+        return None if labels is None else self.mapping.map_parts(labels)
+
+
+def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping | None = None,
+                name: str = "data") -> PosePartDataset:
+    """`dataset` in the `target` schema: itself when nothing needs mapping, else a `MappedSource`."""
+    if mapping is None:
+        mapping = SourceMapping.build(name, dataset.schema, target, PartLabelSpace(target),
+                                      source_has_parts=dataset.has_parts)
+    return dataset if mapping.passthrough else MappedSource.wrap(dataset, mapping)
+
+
+# -- sampling --------------------------------------------------------------------------------------------------------
+def allocate(total: int, weights: Sequence[float]) -> list[int]:
+    """Split `total` draws in proportion to `weights` (largest remainder; ties to the earlier source)."""
+    w = np.asarray(weights, np.float64)
+    if total < 0 or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"need total >= 0 and non-negative weights with a positive sum, got {total}, {list(w)}")
+    quota = total * w / w.sum()
+    counts = np.floor(quota).astype(np.int64)
+    order = sorted(range(len(w)), key=lambda i: (-(quota[i] - counts[i]), i))
+    for i in order[: total - int(counts.sum())]:
+        counts[i] += 1
+    return [int(c) for c in counts]
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Which samples an epoch draws from sources of `sizes` samples: `counts[s]` from source s.
+
+    A draw is a virtual index v = offset[s] + i + r * total (sample i of source s on its r-th pass; total =
+    sum(sizes)), so repeated draws of one sample get distinct augmentation streams and `locate(v)` finds it again.
+    """
+
+    sizes: tuple[int, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.sizes) != len(self.counts) or any(c and not n for n, c in zip(self.sizes, self.counts)):
+            raise ValueError(f"cannot draw {self.counts} samples from sources of sizes {self.sizes}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def epoch_size(self) -> int:
+        return sum(self.counts)
+
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+
+    def draws(self, generator: torch.Generator) -> list[int]:
+        """The epoch's virtual indices in training order (deterministic given the generator's state)."""
+        import torch
+
+        chunks = []
+        for offset, n, count in zip(self.offsets().tolist(), self.sizes, self.counts):
+            passes = -(-count // n) if count else 0
+            walk = [torch.randperm(n, generator=generator) + r * self.total for r in range(passes)]
+            if walk:
+                chunks.append(torch.cat(walk)[:count] + offset)
+        order = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+        return order[torch.randperm(len(order), generator=generator)].tolist()
+
+    def locate(self, v: int) -> tuple[int, int]:
+        """Virtual index -> (source, index within the source)."""
+        g = int(v) % self.total
+        s = int(np.searchsorted(np.cumsum(self.sizes), g, side="right"))
+        return s, g - int(self.offsets()[s])

@@ -1,0 +1,1 @@
+"""Dataset readers: convert public release layouts into the posepart format (`posepart convert`)."""

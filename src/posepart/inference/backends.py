@@ -1,0 +1,182 @@
+"""Network runners for inference: a PyTorch model, a TorchScript file or an ONNX Runtime session, one interface.
+
+Each backend takes a normalised (B, 3, H, W) float32 numpy batch and returns the FINAL stage's maps as numpy
+(`posepart.inference.tta.Maps` with a batch axis), so everything after the network is shared numpy code. torch is
+imported only by the torch backends and onnxruntime only by the ONNX one: `OnnxBackend` runs where torch is not
+installed.
+Exported files carry a `ModelInfo` JSON (schema, strides, input size, output names) so they are self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from posepart.inference.tta import Maps
+from posepart.schema import Schema
+
+EXPORT_FORMAT = "posepart-export-v1"
+METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file name (+ ".json")
+OUTPUT_NAMES = ("heatmaps", "pafs", "parts")
+
+
+class BackendError(RuntimeError):
+    """A model file cannot be run (missing runtime, not a posepart export, unknown device)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What inference needs to know about a network besides its weights."""
+
+    schema: Schema
+    stride: int = 8
+    parts_stride: int = 1
+    input_size: int = 368
+    outputs: tuple[str, ...] = OUTPUT_NAMES  # the network's outputs, in order: a subset of OUTPUT_NAMES
+    name: str = ""
+
+    @property
+    def has_pose(self) -> bool:
+        return "heatmaps" in self.outputs
+
+    @property
+    def has_parts(self) -> bool:
+        return "parts" in self.outputs
+
+    def to_json(self) -> str:
+        return json.dumps({"format": EXPORT_FORMAT, "schema": self.schema.to_category(), "stride": self.stride,
+                           "parts_stride": self.parts_stride, "input_size": self.input_size,
+                           "outputs": list(self.outputs), "name": self.name})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None, where: str) -> ModelInfo:
+        """Parse the metadata of an exported file; a clear BackendError when it is absent or foreign."""
+        if not text:
+            raise BackendError(f"{where}: no posepart metadata (export it with `posepart export`)")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BackendError(f"{where}: malformed posepart metadata: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+            raise BackendError(f"{where}: metadata format {data.get('format') if isinstance(data, dict) else None!r}, "
+                               f"expected {EXPORT_FORMAT!r}")
+        outputs = tuple(data.get("outputs") or ())
+        if not outputs or not set(outputs) <= set(OUTPUT_NAMES):
+            raise BackendError(f"{where}: bad output list {list(outputs)} in the metadata")
+        return cls(Schema.from_category(data["schema"]), int(data["stride"]), int(data["parts_stride"]),
+                   int(data["input_size"]), outputs, str(data.get("name", "")))
+
+
+def _maps(named: dict[str, np.ndarray]) -> Maps:
+    """Batched Maps from {output name: array}, float32."""
+    return Maps(*(None if named.get(n) is None else np.asarray(named[n], np.float32) for n in OUTPUT_NAMES))
+
+
+class Backend:
+    """Runs the network: __call__((B, 3, H, W) float32) -> batched Maps; `info` describes it."""
+
+    info: ModelInfo
+    device: str = "cpu"
+
+    def __call__(self, batch: np.ndarray) -> Maps:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _torch_device(device: str) -> Any:
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+class TorchBackend(Backend):
+    """A `PosePartNet` (or any module returning a `ModelOutput`), in eval mode, under torch.inference_mode."""
+
+    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
+        self.device = str(device)
+        self._dev = _torch_device(self.device)
+        self.model = model.to(self._dev).eval()
+        self.info = info
+
+    def _run(self, x: Any) -> dict[str, Any]:
+        out = self.model(x)
+        return {"heatmaps": out.heatmaps[-1] if out.heatmaps else None, "pafs": out.pafs[-1] if out.pafs else None,
+                "parts": out.parts[-1] if out.parts else None}
+
+    def __call__(self, batch: np.ndarray) -> Maps:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._dev)
+        with torch.inference_mode():
+            named = self._run(x)
+        return _maps({k: None if v is None else v.float().cpu().numpy() for k, v in named.items()})
+
+
+class TorchScriptBackend(TorchBackend):
+    """A file written by `posepart export --format torchscript` (a traced module returning `info.outputs`)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        import warnings
+
+        import torch
+
+        extra = {f"{METADATA_KEY}.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+            try:
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            except Exception as err:  # noqa: BLE001 - RuntimeError for anything that is not a TorchScript archive
+                raise BackendError(f"{path}: not a TorchScript file: {str(err).splitlines()[0]}") from None
+        super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device)
+
+    def _run(self, x: Any) -> dict[str, Any]:
+        out = self.model(x)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self.info.outputs, out))
+
+
+class OnnxBackend(Backend):
+    """An `.onnx` file written by `posepart export`, run by ONNX Runtime (no torch)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("ONNX models need onnxruntime: pip install onnxruntime (or onnxruntime-gpu)") from None
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(f"{path}: ONNX model not found")
+        self.device = str(device)
+        if self.device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        elif self.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
+                                   "(pip install onnxruntime-gpu)")
+            index = self.device.partition(":")[2] or "0"
+            providers = [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
+        else:
+            raise BackendError(f"unknown device {device!r} for ONNX Runtime (cpu or cuda[:N])")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BackendError(f"{path}: ONNX Runtime cannot load it: {str(err).splitlines()[0]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        if names != list(self.info.outputs):
+            raise BackendError(f"{path}: outputs {names} do not match the metadata's {list(self.info.outputs)}")
+
+    def __call__(self, batch: np.ndarray) -> Maps:
+        arrays = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return _maps(dict(zip(self.info.outputs, arrays)))

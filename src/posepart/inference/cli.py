@@ -1,0 +1,137 @@
+"""`posepart predict` and `posepart export`: the command-line side of `posepart.inference`.
+
+Exit status of `predict`: 0 when at least one input was processed (failed inputs are listed on stderr and in
+OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded.
+Importing this module (and running `predict --onnx`) imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _predictor(args: argparse.Namespace) -> Any:
+    """The Predictor for --onnx FILE or --checkpoint CKPT (.ckpt/.safetensors/.onnx/.pt), or raises SystemExit(2)."""
+    from posepart.decode import DecodeConfig
+    from posepart.inference.backends import BackendError
+    from posepart.inference.predictor import Predictor
+
+    decode = DecodeConfig()
+    if args.min_joints is not None:
+        decode.min_joints = args.min_joints
+    if args.min_person_score is not None:
+        decode.min_person_score = args.min_person_score
+    options = dict(input_size=args.input_size, scales=args.scales, flip=args.flip, batch_size=args.batch_size,
+                   keep_maps=args.maps, part_instances=not args.no_instances, decode_config=decode)
+    try:
+        if args.onnx is not None:
+            return Predictor.from_onnx(args.onnx, device=args.device, threads=args.threads, **options)
+        if args.checkpoint.suffix.lower() == ".onnx":
+            return Predictor.from_onnx(args.checkpoint, device=args.device, threads=args.threads, **options)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
+    except (BackendError, FileNotFoundError, ValueError, RuntimeError) as err:  # RuntimeError: CheckpointError too
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from posepart.inference.media import PredictOptions, annotation_ids, expand_inputs, run_predict
+
+    if (args.checkpoint is None) == (args.onnx is None):
+        print("error: predict: give exactly one of --checkpoint CKPT or --onnx FILE", file=sys.stderr)
+        return 2
+    try:
+        ids = annotation_ids(args.annotations) if args.annotations else {}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"error: --annotations {args.annotations}: {err}", file=sys.stderr)
+        return 2
+    try:
+        predictor = _predictor(args)
+    except SystemExit as stop:
+        return int(stop.code or 2)
+    sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive)
+    options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
+                             instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
+                             image_ids=ids, progress=not args.quiet)
+    summary = run_predict(predictor, sources, options, failures)
+    print(f"processed {summary['succeeded']} input(s), {summary['people']} people found; "
+          f"{summary['failed']} failed; results in {args.out}", file=sys.stderr)
+    if summary["succeeded"] == 0 or (args.strict and summary["failed"]):
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from posepart.engine.checkpoint import CheckpointError
+    from posepart.inference.export import export_model
+
+    try:
+        result = export_model(args.checkpoint, args.format, args.out, input_size=args.input_size, opset=args.opset,
+                              verify=not args.no_verify)
+    except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    check = ("" if result["max_abs_diff"] is None else
+             f" (checked against PyTorch at two batch and image sizes: max |diff| {result['max_abs_diff']:.1e})")
+    print(f"wrote {result['path']}{check}")
+    return 0
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
+    return values
+
+
+def add_predict_parsers(verbs: Any) -> None:
+    """Add the `predict` and `export` verbs to the `posepart` sub-parsers."""
+    p = verbs.add_parser("predict", help="run a model on images, folders, videos or a webcam",
+                         description="Writes OUT/keypoints.json (COCO results), parts/, instances/, overlays/, "
+                         "videos/ and summary.json; see docs/inference.md.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (images and videos in them), video files, or a webcam index (0)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, help="model: .ckpt, .safetensors, or an export (.onnx, .pt)")
+    model.add_argument("--onnx", type=Path, help="exported .onnx model, run by onnxruntime alone (no torch needed)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--input-size", type=int, help="network canvas long side (default: the model's training size)")
+    p.add_argument("--scales", type=_scales, default=[1.0], metavar="S[,S...]",
+                   help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip (averaged with the original)")
+    p.add_argument("--batch-size", type=int, default=8, help="canvases per network call")
+    p.add_argument("--threads", type=int, help="CPU threads for the network (default: all cores)")
+    p.add_argument("--min-joints", type=int, help="drop people with fewer joints (default 3, DecodeConfig's)")
+    p.add_argument("--min-person-score", type=float, help="drop people scoring below this (default 0.2)")
+    p.add_argument("--maps", action="store_true", help="also draw heatmap and PAF pictures (OUT/maps/)")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
+    p.add_argument("--no-parts", action="store_true", help="do not write part label PNGs")
+    p.add_argument("--no-instances", action="store_true", help="do not compute or write part instances")
+    p.add_argument("--max-frames", type=int, help="stop each video / webcam after this many frames")
+    p.add_argument("--recursive", action="store_true", help="also look in sub-folders of folder inputs")
+    p.add_argument("--annotations", type=Path, help="COCO JSON whose image ids the results should use (matched by "
+                   "file name), so keypoints.json can be scored against it")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any input failed (default: only if all did)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_predict)
+
+    p = verbs.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size) or TorchScript")
+    p.add_argument("--checkpoint", type=Path, required=True, help=".ckpt or .safetensors")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="FILE.onnx or FILE.pt")
+    p.add_argument("--input-size", type=int, help="tracing input side and the default predict size (default: the "
+                   "checkpoint's)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")
+    p.set_defaults(run=cmd_export)

@@ -1,0 +1,147 @@
+"""Export a trained model for deployment: ONNX (dynamic batch and image size) or TorchScript, self-describing.
+
+The exported graph is `ExportWrapper(model)`: image (B, 3, H, W), ImageNet-normalised, H and W multiples of the
+stride -> the FINAL stage's heatmaps (B, K+1, H/s, W/s), PAFs (B, 2L, H/s, W/s) and part logits (B, P, H/ps, W/ps),
+only those the model has (a pose-only model exports two outputs, a segmentation-only one a single `parts`).
+A `ModelInfo` JSON (schema, strides, input size, output names) rides along — ONNX `metadata_props["posepart"]`,
+TorchScript extra file `posepart.json` — so `posepart predict --onnx FILE` needs nothing else.
+
+ONNX uses torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter needs onnxscript, which posepart
+does not depend on, and the traced graph keeps H, W and B symbolic (the model takes image sizes from tensor shapes
+without int()). After writing, the file is checked with ONNX Runtime against PyTorch at the export size and at a
+second batch size and image size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from posepart.engine.checkpoint import LoadedModel, atomic_write, load_model
+from posepart.inference.backends import METADATA_KEY, ModelInfo
+from posepart.inference.predictor import model_info
+
+ExportFormat = Literal["onnx", "torchscript"]
+DEFAULT_OPSET = 17
+PARITY_ATOL = 1e-4
+
+
+class ExportWrapper(nn.Module):
+    """model(image) -> tuple of the final-stage maps named by `info.outputs` (a flat tuple: what exporters take)."""
+
+    def __init__(self, model: nn.Module, info: ModelInfo) -> None:
+        super().__init__()
+        self.model = model
+        self.outputs = info.outputs
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(image)
+        named = {"heatmaps": out.heatmaps[-1] if out.heatmaps else None, "pafs": out.pafs[-1] if out.pafs else None,
+                 "parts": out.parts[-1] if out.parts else None}
+        return tuple(named[n] for n in self.outputs)  # type: ignore[misc]
+
+
+def _dummy(info: ModelInfo, size: int | None, batch: int = 1) -> Tensor:
+    side = int(size or info.input_size)
+    side = max(info.stride, side // info.stride * info.stride)
+    return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
+                opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
+    """Write `out` (.onnx) with dynamic batch/height/width; returns {"path", "max_abs_diff"} (diff None if not
+    verified). Raises RuntimeError when ONNX Runtime disagrees with PyTorch by more than PARITY_ATOL."""
+    import io
+
+    try:
+        import onnx
+    except ImportError:
+        raise RuntimeError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
+    wrapper = ExportWrapper(model.eval().cpu(), info).eval()
+    x = _dummy(info, input_size)
+    dynamic: dict[str, dict[int, str]] = {"image": {0: "batch", 2: "height", 3: "width"}}
+    for name in info.outputs:
+        full = name == "parts" and info.parts_stride == 1
+        dynamic[name] = {0: "batch", 2: "height" if full else f"{name}_height", 3: "width" if full else f"{name}_width"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # tracing warns that shape checks become constants (by design), and that the
+        warnings.simplefilter("ignore")  # TorchScript-based exporter is deprecated
+        torch.onnx.export(wrapper, (x,), buffer, dynamo=False, input_names=["image"], output_names=list(info.outputs),
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    proto.doc_string = f"posepart {info.name or 'model'}: image (B,3,H,W) -> {', '.join(info.outputs)}"
+    path = atomic_write(out, lambda f: f.write(proto.SerializeToString()))
+    diff = verify_onnx(wrapper, path, info, x) if verify else None
+    return {"path": path, "max_abs_diff": diff}
+
+
+def verify_onnx(wrapper: nn.Module, path: Path, info: ModelInfo, x: Tensor) -> float:
+    """Max |ONNX Runtime - PyTorch| over every output, at the export input and at batch 2 with another image size."""
+    from posepart.inference.backends import OnnxBackend
+
+    worst = max_difference(wrapper, OnnxBackend(path), info, x, path)
+    if worst > PARITY_ATOL:
+        raise RuntimeError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> {PARITY_ATOL:g})")
+    return worst
+
+
+def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
+                       verify: bool = True) -> dict[str, Any]:
+    """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata."""
+    wrapper = ExportWrapper(model.eval().cpu(), info).eval()
+    x = _dummy(info, input_size)
+    with warnings.catch_warnings():  # see export_onnx; torch.jit is also deprecated in favour of torch.export
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, (x,), check_trace=False)
+
+        def write(f: Any) -> None:
+            torch.jit.save(traced, f, _extra_files={f"{METADATA_KEY}.json": info.to_json()})
+
+        path = atomic_write(out, write)
+    diff = None
+    if verify:
+        from posepart.inference.backends import TorchScriptBackend
+
+        diff = max_difference(wrapper, TorchScriptBackend(path), info, x, path)
+    return {"path": path, "max_abs_diff": diff}
+
+
+def max_difference(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor, path: Path) -> float:
+    """Max |exported - PyTorch| over every output, at the export input and at batch 2 with another image size."""
+    worst = 0.0
+    for batch in (x, _other_input(info, x)):
+        with torch.inference_mode():
+            expected = wrapper(batch)
+        got = [m for m in backend(batch.numpy()) if m is not None]
+        for name, e, g in zip(info.outputs, expected, got):
+            if tuple(e.shape) != g.shape:
+                raise RuntimeError(f"{path}: exported output {name} has shape {g.shape}, PyTorch {tuple(e.shape)}")
+            worst = max(worst, float(np.abs(e.numpy() - g).max()))
+    return worst
+
+
+def _other_input(info: ModelInfo, x: Tensor) -> Tensor:
+    """Batch 2 at another, non-square size: proves the exported graph is not tied to the tracing input."""
+    h, w = x.shape[-2:]
+    return torch.randn(2, 3, max(info.stride, h - 2 * info.stride), w + 2 * info.stride,
+                       generator=torch.Generator().manual_seed(1))
+
+
+def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: str | Path, *,
+                 input_size: int | None = None, opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
+    """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out`."""
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, map_location="cpu")
+    info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name)
+    if fmt == "onnx":
+        return export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
+    if fmt == "torchscript":
+        return export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
+    raise ValueError(f"unknown export format {fmt!r}: onnx or torchscript")

@@ -1,0 +1,272 @@
+"""`posepart predict`: run a `Predictor` over images, folders, video files and webcams, and write what it finds.
+
+OUT/keypoints.json          COCO keypoint results of every still image (image ids: OUT/summary.json "images", or
+                            the ids of --annotations when a file name matches)
+OUT/parts/<name>.png        part labels, indexed PNG (values = part class, VOC palette)
+OUT/instances/<name>.png    part instances, indexed PNG (0 = none, i = the image's i-th person in keypoints.json)
+OUT/overlays/<name>.jpg     image + translucent part colours + skeletons
+OUT/maps/<name>_heatmaps.jpg, <name>_pafs.jpg   with --maps
+OUT/videos/<name>.mp4       a video or webcam input with the overlay drawn on every frame (mp4v), and
+OUT/videos/<name>.json      its COCO results, image_id = frame index
+OUT/summary.json            counts, every image's id/size/people, and every failed input with the reason
+
+A bad input (missing, unreadable, truncated, zero-size, not an image) is reported and skipped; the rest is processed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
+from posepart.inference.predictor import ImageResult, Predictor
+from posepart.inference.preprocess import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, bgr_to_rgb, load_image
+from posepart.viz import save_rgb
+
+DEFAULT_FPS = 25.0
+
+
+@dataclass
+class Source:
+    """One thing to run on: an image file, a video file or a webcam (location = device index)."""
+
+    kind: str  # "image" | "video" | "webcam"
+    location: str | int
+    name: str  # output file stem, unique within a run
+
+
+@dataclass
+class PredictOptions:
+    """What `run_predict` writes (see the module docstring)."""
+
+    out: Path
+    overlays: bool = True
+    parts: bool = True
+    instances: bool = True
+    maps: bool = False
+    max_frames: int | None = None
+    image_ids: dict[str, int] = field(default_factory=dict)  # file name -> COCO image id (from --annotations)
+    progress: bool = True
+
+
+def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Source], list[dict[str, str]]]:
+    """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
+
+    A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
+    """
+    sources: list[Source] = []
+    failures: list[dict[str, str]] = []
+    taken: set[str] = set()
+
+    def add(kind: str, location: str | int, stem: str) -> None:
+        name, n = stem, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        sources.append(Source(kind, location, name))
+
+    for item in inputs:
+        path = Path(item)
+        if re.fullmatch(r"\d+", item) and not path.exists():
+            add("webcam", int(item), f"webcam{item}")
+        elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
+            for p in matches:
+                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+        elif not path.exists():
+            failures.append({"input": item, "error": f"{item}: no such file or folder"})
+        elif path.is_dir():
+            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+            media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            if not media:
+                failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
+            for p in media:
+                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+        else:
+            add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
+    return sources, failures
+
+
+def annotation_ids(path: Path) -> dict[str, int]:
+    """file_name -> image id from a COCO JSON (so results can be scored against it); basenames match too."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    ids: dict[str, int] = {}
+    for image in data.get("images", []):
+        ids[str(image["file_name"])] = int(image["id"])
+        ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+    return ids
+
+
+class _Run:
+    """Accumulates results, failures and counts of one `run_predict` call, and writes the per-image files."""
+
+    def __init__(self, predictor: Predictor, options: PredictOptions) -> None:
+        self.predictor, self.options = predictor, options
+        self.schema = predictor.schema
+        self.out = options.out
+        self.results: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+        self.videos: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+        self.next_id = 1 + max(options.image_ids.values(), default=0)
+
+    def fail(self, location: str | int, error: str) -> None:
+        self.failures.append({"input": str(location), "error": error})
+        tqdm.write(f"skipped: {error}", file=sys.stderr)
+
+    def image_id(self, source: Source) -> int:
+        path = Path(str(source.location))
+        known = self.options.image_ids.get(str(path)) or self.options.image_ids.get(path.name)
+        if known is not None:
+            return known
+        self.next_id += 1
+        return self.next_id - 1
+
+    def write_image(self, source: Source, image: np.ndarray, result: ImageResult) -> None:
+        opts, stride = self.options, self.predictor.info.stride
+        image_id = self.image_id(source)
+        self.results.extend(result.coco(image_id))
+        self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
+                            "width": result.width, "height": result.height, "people": len(result.people)})
+        if opts.parts and result.parts is not None:
+            save_parts(self.out / "parts" / f"{source.name}.png", result.parts, self.schema)
+        if opts.instances and result.instances is not None:
+            save_instances(self.out / "instances" / f"{source.name}.png", result.instances)
+        if opts.overlays:
+            save_rgb(self.out / "overlays" / f"{source.name}.jpg", draw_result(image, result, self.schema))
+        if opts.maps and result.maps is not None:
+            if result.maps.heatmaps is not None:
+                save_rgb(self.out / "maps" / f"{source.name}_heatmaps.jpg",
+                         draw_heatmaps(image, result, self.schema, stride))
+            if result.maps.pafs is not None:
+                save_rgb(self.out / "maps" / f"{source.name}_pafs.jpg", draw_pafs(image, result, self.schema, stride))
+
+    def summary(self) -> dict[str, Any]:
+        return {"succeeded": len(self.images) + len(self.videos), "failed": len(self.failures),
+                "people": len(self.results), "images": self.images, "videos": self.videos,
+                "failures": self.failures}
+
+
+def _images(run: _Run, sources: list[Source]) -> None:
+    """Still images through predictor.stream (batched); a file that cannot be read is reported and skipped."""
+    pending: deque[tuple[Source, np.ndarray]] = deque()
+    bar = tqdm(total=len(sources), desc="images", unit="img", disable=not run.options.progress or len(sources) < 2)
+
+    def loaded() -> Iterator[np.ndarray]:
+        for source in sources:
+            try:
+                image = load_image(source.location)
+            except InputError as err:
+                run.fail(source.location, str(err))
+                bar.update(1)
+                continue
+            pending.append((source, image))
+            yield image
+
+    for result in run.predictor.stream(loaded()):
+        source, image = pending.popleft()
+        if result.error is not None:
+            run.fail(source.location, result.error)
+        else:
+            run.write_image(source, image, result)
+        bar.update(1)
+    bar.close()
+
+
+def _frames(capture: Any, limit: int | None) -> Iterator[np.ndarray]:
+    """RGB frames until the stream ends or `limit` frames."""
+    count = 0
+    while limit is None or count < limit:
+        ok, frame = capture.read()
+        if not ok or frame is None or frame.size == 0:
+            return
+        count += 1
+        yield bgr_to_rgb(frame)
+
+
+def _video(run: _Run, source: Source) -> None:
+    """A video file or webcam -> OUT/videos/<name>.mp4 (overlays) and <name>.json (COCO results per frame)."""
+    capture = cv2.VideoCapture(source.location)
+    what = f"webcam {source.location}" if source.kind == "webcam" else str(source.location)
+    if not capture.isOpened():
+        capture.release()
+        run.fail(source.location, f"{what}: cannot open as a video" + (" (no such camera?)" if source.kind ==
+                                                                          "webcam" else ""))
+        return
+    fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    if run.options.max_frames is not None:
+        total = min(total or run.options.max_frames, run.options.max_frames)
+    folder = run.out / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    video_path, writer = folder / f"{source.name}.mp4", None
+    results: list[dict[str, Any]] = []
+    frames, people = 0, 0
+    frame_queue: deque[np.ndarray] = deque()
+
+    def feed() -> Iterator[np.ndarray]:
+        for frame in _frames(capture, run.options.max_frames):
+            frame_queue.append(frame)
+            yield frame
+
+    bar = tqdm(total=total, desc=source.name, unit="frame", disable=not run.options.progress)
+    try:
+        for result in run.predictor.stream(feed()):
+            frame = frame_queue.popleft()
+            if writer is None:
+                writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():
+                    raise OSError(f"{video_path}: OpenCV cannot write mp4v video here")
+            results.extend(result.coco(frames))
+            people += len(result.people)
+            writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
+            frames += 1
+            bar.update(1)
+    except KeyboardInterrupt:  # a webcam runs until interrupted: keep what was recorded
+        tqdm.write("interrupted: closing the video", file=sys.stderr)
+    finally:
+        bar.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        run.fail(source.location, f"{what}: no readable frames")
+        return
+    (folder / f"{source.name}.json").write_text(json.dumps(results))
+    run.videos.append({"file": str(source.location), "name": source.name, "video": str(video_path),
+                       "frames": frames, "fps": fps, "people": people})
+
+
+def run_predict(predictor: Predictor, sources: list[Source], options: PredictOptions,
+                failures: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Process every source (images batched together, then each video), write OUT (module docstring) and return
+    the summary dict (also OUT/summary.json)."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    run = _Run(predictor, options)
+    for failure in failures or []:
+        run.fail(failure["input"], failure["error"])
+    images = [s for s in sources if s.kind == "image"]
+    if images:
+        _images(run, images)
+    for source in sources:
+        if source.kind != "image":
+            _video(run, source)
+    if images or not sources:
+        (options.out / "keypoints.json").write_text(json.dumps(run.results))
+    summary = run.summary()
+    (options.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,312 @@
+"""Inference API: `Predictor` turns images into people, part label maps and part instances in image coordinates.
+
+    from posepart.inference import Predictor
+    predictor = Predictor.from_checkpoint("best.ckpt", device="cpu", flip=True)   # or .safetensors/.onnx/.pt
+    result = predictor("photo.jpg")              # one input -> ImageResult (raises InputError if unusable)
+    results = predictor([array, "b.png", pil])   # a list -> list of ImageResult; a bad one has .error set
+
+Pipeline per image: load (any path/array/PIL, grey/RGBA/16-bit converted) -> letterbox into a canvas whose long side
+is the input size (short side padded to the stride) -> network (PyTorch, TorchScript or ONNX Runtime; batched, images
+of one canvas shape share a batch) -> optional flip/multi-scale merge (`posepart.inference.tta`) -> decode people
+(`posepart.decode`) -> part labels (logits upsampled to the canvas, argmax, mapped back to the image as evaluation
+does) -> part instances (`posepart.decode.instances`). Everything after the network is numpy: with an ONNX model
+nothing imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from posepart.data.augment import invert, letterbox_affine, transform_points
+from posepart.decode import DecodeConfig, Person, decode, people_to_coco
+from posepart.decode.instances import assign_part_instances, cell_index
+from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
+from posepart.inference.preprocess import (
+    InputError,
+    canvas_size,
+    describe,
+    labels_to_image,
+    letterbox,
+    load_image,
+    normalize,
+)
+from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
+from posepart.schema import Schema
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
+
+
+@dataclass
+class PersonPrediction:
+    """One person in image pixels. keypoints (K, 3) float32 [x, y, score]; a joint not found is (0, 0, 0)."""
+
+    keypoints: np.ndarray
+    score: float
+
+    @property
+    def box(self) -> np.ndarray:
+        """[x0, y0, x1, y1] of the found joints (zeros when none)."""
+        found = self.keypoints[:, 2] > 0
+        if not found.any():
+            return np.zeros(4, np.float32)
+        xy = self.keypoints[found, :2]
+        return np.concatenate([xy.min(0), xy.max(0)]).astype(np.float32)
+
+    def coco(self, image_id: int, category_id: int = 1) -> dict[str, Any]:
+        """The COCO keypoint result dict {image_id, category_id, keypoints, score}."""
+        return people_to_coco([Person(self.keypoints, self.score)], image_id, None, category_id)[0]
+
+
+@dataclass
+class ImageResult:
+    """One input's predictions in its own pixel coordinates, or the reason it failed (`error`).
+
+    people: sorted by descending score. parts: (H, W) uint8 part labels (None without a part head).
+    instances: (H, W) uint16, 0 = background/unassigned, i = people[i - 1] (None unless the model predicts both).
+    maps: the merged network maps on the canvas grid, kept when the predictor has `keep_maps=True`;
+    to_image: (2, 3) canvas pixels -> image pixels.
+    """
+
+    source: str
+    height: int = 0
+    width: int = 0
+    num_joints: int = 0
+    people: list[PersonPrediction] = field(default_factory=list)
+    parts: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    error: str | None = None
+    maps: Maps | None = None
+    to_image: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """(N, K, 3) keypoints of all people (N may be 0)."""
+        if not self.people:
+            return np.zeros((0, self.num_joints, 3), np.float32)
+        return np.stack([p.keypoints for p in self.people])
+
+    def coco(self, image_id: int, category_id: int = 1) -> list[dict[str, Any]]:
+        """COCO keypoint results for every person (the format of COCO's loadRes / `--out keypoints.json`)."""
+        return [p.coco(image_id, category_id) for p in self.people]
+
+    def person_mask(self, index: int) -> np.ndarray:
+        """(H, W) bool: the part pixels of people[index]."""
+        if self.instances is None:
+            raise ValueError(f"{self.source}: no part instances (the model needs both a pose and a part head)")
+        return self.instances == index + 1
+
+
+def _is_batch(inputs: Any) -> bool:
+    """A list/tuple, an iterator or generator, or a (B, H, W, C) array: several inputs."""
+    return isinstance(inputs, (list, tuple, Iterator)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 4)
+
+
+class Predictor:
+    """Runs a posepart network on images (see the module docstring).
+
+    input_size: canvas long side (default: the model's training input size); scales: multipliers of it for
+    multi-scale test-time augmentation; flip: also run the mirrored image; batch_size: canvases per network call;
+    decode_config: decoder thresholds (default OpenPose's); part_instances: assign part pixels to people;
+    instance_max_distance: see `assign_part_instances`; keep_maps: keep the merged maps on each result.
+    `timings` accumulates seconds per stage over all calls (and `timings["images"]` counts images).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        input_size: int | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        batch_size: int = 8,
+        decode_config: DecodeConfig | None = None,
+        part_instances: bool = True,
+        instance_max_distance: float = 0.5,
+        keep_maps: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.info: ModelInfo = backend.info
+        size = int(input_size or self.info.input_size)
+        if size < self.info.stride:
+            raise ValueError(f"input_size {size} is below the stride {self.info.stride}")
+        self.input_size = size
+        self.views: list[View] = tta_views(tuple(scales), flip)
+        self.batch_size = int(batch_size)
+        self.decode_config = decode_config if decode_config is not None else DecodeConfig()
+        self.part_instances = part_instances
+        self.instance_max_distance = float(instance_max_distance)
+        self.keep_maps = keep_maps
+        self.timings: dict[str, float] = defaultdict(float)
+
+    # -- construction --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
+        """From a training checkpoint (.ckpt), exported weights (.safetensors), an ONNX (.onnx) or TorchScript
+        (.pt/.ts) export. Checkpoints load weights-only (`posepart.engine.checkpoint.load_model`)."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".onnx":
+            return cls.from_onnx(path, device=device, **kwargs)
+        if suffix in TORCHSCRIPT_SUFFIXES:
+            return cls(TorchScriptBackend(path, device), **kwargs)
+        from posepart.engine.checkpoint import load_model
+
+        loaded = load_model(path, map_location="cpu")
+        info = model_info(loaded.model, loaded.schema, loaded.input_size, loaded.config.model.name)
+        return cls(TorchBackend(loaded.model, info, device), **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any) -> Predictor:
+        """From an `.onnx` file of `posepart export`, run by ONNX Runtime alone (torch is never imported)."""
+        return cls(OnnxBackend(path, device, threads=threads), **kwargs)
+
+    @classmethod
+    def from_model(cls, model: Any, schema: Schema | None = None, *, input_size: int = 368, device: str = "cpu",
+                   **kwargs: Any) -> Predictor:
+        """From an in-memory `PosePartNet` (its own `schema` unless given)."""
+        schema = schema if schema is not None else getattr(model, "schema", None)
+        if schema is None:
+            raise ValueError("the model carries no schema: pass schema=")
+        return cls(TorchBackend(model, model_info(model, schema, input_size), device), input_size=input_size,
+                   **kwargs)
+
+    @property
+    def schema(self) -> Schema:
+        return self.info.schema
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def __call__(self, inputs: Any) -> ImageResult | list[ImageResult]:
+        """One input -> ImageResult (InputError if it cannot be read); a list, tuple, iterator or (B, H, W, C) array
+        -> a list with one result per input, failed ones carrying `error` while the rest are processed."""
+        if _is_batch(inputs):
+            return list(self.stream(inputs))
+        (result,) = self.stream([inputs])
+        if result.error is not None:
+            raise InputError(result.error)
+        return result
+
+    def stream(self, inputs: Iterable[Any]) -> Iterator[ImageResult]:
+        """Results in input order, `batch_size` inputs at a time (for long lists, folders and video frames)."""
+        chunk: list[Any] = []
+        for item in inputs:
+            chunk.append(item)
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk)
+
+    def _tick(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage] += now - start
+        return now
+
+    def _predict_chunk(self, items: list[Any]) -> list[ImageResult]:
+        info, views = self.info, self.views
+        results: list[ImageResult | None] = [None] * len(items)
+        jobs: list[tuple[int, int, np.ndarray]] = []  # (item, view, normalised canvas)
+        geometry: dict[int, tuple[tuple[int, int], list[np.ndarray]]] = {}  # item -> (image hw, matrix per view)
+        t = time.perf_counter()
+        for i, item in enumerate(items):
+            try:
+                image = load_image(item)
+            except InputError as err:
+                results[i] = ImageResult(describe(item), error=str(err))
+                continue
+            t = self._tick("load", t)
+            canvases: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+            matrices = []
+            for v, view in enumerate(views):
+                if view.scale not in canvases:
+                    hw = canvas_size(image.shape[:2], round(self.input_size * view.scale), info.stride)
+                    canvases[view.scale] = letterbox(image, hw)
+                canvas, matrix = canvases[view.scale]
+                jobs.append((i, v, normalize(canvas[:, ::-1] if view.flip else canvas)))
+                matrices.append(matrix)
+            geometry[i] = (image.shape[:2], matrices)
+            t = self._tick("preprocess", t)
+        outputs = self._run_network(jobs)
+        for i, (image_hw, matrices) in geometry.items():
+            results[i] = self._finish(describe(items[i]), image_hw, [outputs[(i, v)] for v in range(len(views))],
+                                      matrices)
+        self.timings["images"] += len(items)
+        return results  # type: ignore[return-value]
+
+    def _run_network(self, jobs: list[tuple[int, int, np.ndarray]]) -> dict[tuple[int, int], Maps]:
+        """Batches of equal canvas shape through the backend -> per (item, view) maps, flipped views mirrored back."""
+        by_shape: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = defaultdict(list)
+        for job in jobs:
+            by_shape[job[2].shape].append(job)
+        out: dict[tuple[int, int], Maps] = {}
+        for group in by_shape.values():
+            for start in range(0, len(group), self.batch_size):
+                part = group[start : start + self.batch_size]
+                t = time.perf_counter()
+                maps = self.backend(np.stack([canvas for _, _, canvas in part]))
+                t = self._tick("network", t)
+                for b, (i, v, _) in enumerate(part):
+                    single = Maps(*(None if m is None else m[b] for m in maps))
+                    out[(i, v)] = flip_maps(single, self.schema) if self.views[v].flip else single
+                self._tick("merge", t)
+        return out
+
+    def _finish(self, source: str, image_hw: tuple[int, int], maps: list[Maps], matrices: list[np.ndarray]
+                ) -> ImageResult:
+        """Merge the views, decode people, label parts, assign instances: everything in image coordinates."""
+        info, schema, stride = self.info, self.schema, self.info.stride
+        t = time.perf_counter()
+        base_hw = canvas_size(image_hw, self.input_size, stride)
+        base_matrix = letterbox_matrix(image_hw, base_hw)
+        merged = merge_views(list(zip(maps, matrices)), base_matrix, base_hw, stride, info.parts_stride)
+        to_image = invert(base_matrix)
+        t = self._tick("merge", t)
+        people: list[PersonPrediction] = []
+        cells = np.zeros((0, schema.num_joints, 3), np.float32)
+        if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
+            decoded = decode(merged.heatmaps, merged.pafs, schema, stride, self.decode_config)
+            if decoded:
+                canvas_kp = np.stack([p.keypoints for p in decoded])  # (N, K, 3) canvas pixels
+                cells = canvas_kp.copy()
+                cells[..., :2] = (canvas_kp[..., :2] - (stride - 1) / 2.0) / stride
+                image_kp = canvas_kp.copy()
+                image_kp[..., :2] = transform_points(to_image, canvas_kp[..., :2])
+                image_kp[image_kp[..., 2] <= 0] = 0.0
+                people = [PersonPrediction(kp, float(p.score)) for kp, p in zip(image_kp, decoded)]
+        t = self._tick("decode", t)
+        parts = instances = None
+        if merged.parts is not None and schema.has_parts:
+            logits = resize_maps(merged.parts, base_hw)  # (P, H', W') at canvas resolution
+            parts = labels_to_image(argmax_channels(logits), to_image, image_hw)
+            t = self._tick("parts", t)
+            if self.part_instances and info.has_pose:
+                grid_hw = (base_hw[0] // stride, base_hw[1] // stride)
+                rows, cols = cell_index(base_matrix, image_hw, grid_hw, stride)
+                instances = assign_part_instances(parts, cells, schema, rows, cols, grid_hw,
+                                                  max_distance=self.instance_max_distance)
+                self._tick("instances", t)
+        return ImageResult(source, image_hw[0], image_hw[1], schema.num_joints, people, parts, instances,
+                           maps=merged if self.keep_maps else None, to_image=to_image)
+
+
+def letterbox_matrix(image_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> np.ndarray:
+    """(2, 3) image pixels -> canvas pixels of the letterbox (the matrix `preprocess.letterbox` uses)."""
+    return letterbox_affine(image_hw, canvas_hw).matrix
+
+
+def model_info(model: Any, schema: Schema, input_size: int, name: str = "") -> ModelInfo:
+    """ModelInfo of a `PosePartNet`: which heads it has and their strides."""
+    outputs = (("heatmaps", "pafs") if getattr(model, "has_pose", True) else ()) + (
+        ("parts",) if getattr(model, "has_parts", True) else ())
+    return ModelInfo(schema, int(getattr(model, "stride", 8)), int(getattr(model, "parts_stride", 1)),
+                     int(input_size), outputs, name)

@@ -1,0 +1,168 @@
+"""From a user's image to network input, without torch: loading, canvas sizing, letterboxing and normalisation.
+
+Inference keeps the image's aspect ratio: the long side is scaled to the input size and the short side padded (grey,
+centred) up to the next multiple of the stride, so a 16:9 frame costs a 368x208 canvas rather than 368x368 — at the
+same scale as evaluation's square letterbox, whose long side is also the input size. Everything here is numpy and
+OpenCV, so the ONNX Runtime path (`posepart.inference` with an `.onnx` model) runs without torch installed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from posepart.data.augment import PAD_VALUE, letterbox_affine
+from posepart.data.format import DatasetError, read_image, to_rgb8
+
+# The ImageNet statistics of `posepart.data.mapper` (which needs torch); a test keeps the two equal.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+_MAX_SINGLE_WARP_SHRINK = 2.0  # shrink more than this: INTER_AREA first, so big frames are not aliased
+
+
+class InputError(ValueError):
+    """An input cannot be used as an image; the message names the input and says why."""
+
+
+def describe(item: Any) -> str:
+    """A short name for an input in messages: the path, or the array's type and shape."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    shape = getattr(item, "shape", None)
+    if shape is not None:
+        return f"<{type(item).__name__} {tuple(shape)} {getattr(item, 'dtype', '')}>".replace(" >", ">")
+    size = getattr(item, "size", None)
+    return f"<{type(item).__name__} {size}>" if size is not None else f"<{type(item).__name__}>"
+
+
+def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
+    """An RGB-ordered array (grey (H, W) or (H, W, 1), RGB, RGBA; uint8, uint16, bool or float in [0, 1]) -> RGB8."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(f"{name}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{name}: zero-size image ({array.shape[1]}x{array.shape[0]})")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{name}: image contains NaN or inf")
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)  # float images are in [0, 1]
+    elif array.dtype not in (np.uint8, np.uint16):
+        if array.min() < 0 or array.max() > 65535:
+            raise InputError(f"{name}: {array.dtype} values outside 0..65535")
+        array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    array = np.ascontiguousarray(array)
+    if array.ndim == 2:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    return array[:, :, :3].copy() if array.shape[2] == 4 else array
+
+
+def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
+    """A PIL image -> RGB8; 16/32-bit grey modes are scaled like 16-bit PNGs, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image)
+        if image.mode == "F":
+            return _array_to_rgb8(array.astype(np.float32), name)
+        return _array_to_rgb8(np.clip(array, 0, 65535).astype(np.uint16), name)
+    if image.width == 0 or image.height == 0:
+        raise InputError(f"{name}: zero-size image ({image.width}x{image.height})")
+    return np.asarray(image.convert("RGB"))
+
+
+def load_image(item: Any) -> np.ndarray:
+    """Any supported input -> (H, W, 3) uint8 RGB; raises InputError naming the input.
+
+    Paths are decoded by OpenCV like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught). numpy arrays are
+    taken as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]. PIL images in any mode.
+    """
+    name = describe(item)
+    if isinstance(item, (str, Path)):
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not an image")
+        try:
+            return read_image(path)
+        except DatasetError as err:
+            raise InputError(str(err)) from None
+    if isinstance(item, np.ndarray):
+        return _array_to_rgb8(item, name)
+    if hasattr(item, "mode") and hasattr(item, "convert"):  # PIL.Image.Image, without importing PIL
+        return _pil_to_rgb8(item, name)
+    raise InputError(f"{name}: unsupported input type {type(item).__name__} (give a path, a numpy array or a PIL "
+                     f"image)")
+
+
+def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV-decoded frame (BGR, BGRA or grey, any depth) -> RGB8."""
+    return to_rgb8(frame)
+
+
+def canvas_size(image_hw: tuple[int, int], size: int, stride: int) -> tuple[int, int]:
+    """(H', W') of the network canvas: long side `size` (rounded to the stride), short side scaled and padded up to a
+    multiple of the stride."""
+    height, width = image_hw
+    long_side = max(stride, int(round(size / stride)) * stride)
+    scale = long_side / max(height, width)
+    out_h = max(stride, math.ceil(height * scale / stride - 1e-6) * stride)
+    out_w = max(stride, math.ceil(width * scale / stride - 1e-6) * stride)
+    return out_h, out_w
+
+
+def letterbox(image: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Scale `image` (H, W, 3) to fit `out_hw`, centred, grey padding -> (canvas (H', W', 3) uint8, matrix (2, 3)
+    float64 from image pixels to canvas pixels: `posepart.data.augment.letterbox_affine`, as in evaluation).
+
+    A shrink by more than 2x first goes through cv2.resize(INTER_AREA) so large frames are low-pass filtered rather
+    than aliased; the returned matrix accounts for it exactly.
+    """
+    out_h, out_w = out_hw
+    height, width = image.shape[:2]
+    matrix = letterbox_affine((height, width), out_hw).matrix
+    if (height, width) == (out_h, out_w) and np.array_equal(matrix, np.eye(2, 3)):
+        return np.ascontiguousarray(image).copy(), matrix  # already canvas-sized: what the identity warp gives
+    source = image
+    if matrix[0, 0] < 1.0 / _MAX_SINGLE_WARP_SHRINK:
+        # pre-shrink to about twice the final size; cv2.resize maps x -> (x + 0.5) * f - 0.5 per axis
+        small_w = max(1, min(width, round(width * matrix[0, 0] * _MAX_SINGLE_WARP_SHRINK)))
+        small_h = max(1, min(height, round(height * matrix[1, 1] * _MAX_SINGLE_WARP_SHRINK)))
+        source = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        fx, fy = small_w / width, small_h / height
+        pre = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5]])
+        warp = matrix @ np.linalg.inv(np.vstack([pre, [0.0, 0.0, 1.0]]))  # small image -> canvas
+        canvas = cv2.warpAffine(source, warp, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+        return canvas, matrix
+    canvas = cv2.warpAffine(source, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(PAD_VALUE,) * 3)
+    return canvas, matrix
+
+
+def normalize(canvas: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised (the model input convention); bit-identical to
+    `posepart.data.mapper.normalize`, computed plane by plane (several times faster than broadcasting over HWC)."""
+    out = np.empty((3,) + canvas.shape[:2], np.float32)
+    for i, plane in enumerate(cv2.split(np.ascontiguousarray(canvas))):
+        np.subtract(plane, IMAGENET_MEAN[i], out=out[i], dtype=np.float32)
+        np.divide(out[i], IMAGENET_STD[i], out=out[i])
+    return out
+
+
+def labels_to_image(labels: np.ndarray, to_image: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """A canvas-resolution label map back to the original image (nearest, 0 outside), as evaluation's
+    `parts_to_image`."""
+    height, width = image_hw
+    return cv2.warpAffine(labels, to_image, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)

@@ -1,0 +1,134 @@
+"""Export: ONNX parity with PyTorch at several batch and image sizes, the same people through ONNX Runtime, pose-only
+and parts-only models, TorchScript, and an ONNX inference path that never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import write_checkpoint
+
+from posepart.cli import main
+from posepart.data.synth import write_synth
+from posepart.decode import DecodeConfig
+from posepart.engine.checkpoint import load_model
+from posepart.inference.predictor import Predictor
+from posepart.schema import Schema
+
+ort = pytest.importorskip("onnxruntime")  # the [onnx] and [test] extras
+pytest.importorskip("onnx")
+SIZE = 64
+PASCAL = Schema.pascal_person_part()
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    ckpt = write_checkpoint(root / "joint.ckpt", PASCAL, "model.seg_head=fcn8", input_size=SIZE, gain=40.0)
+    onnx = root / "joint.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(onnx)]) == 0
+    images = sorted((write_synth(root / "data", n=3, seed=5, size=SIZE) / "images").iterdir())
+    return {"root": root, "ckpt": ckpt, "onnx": onnx, "images": images}
+
+
+def test_onnx_matches_pytorch_at_two_batch_and_image_sizes(files):
+    model = load_model(files["ckpt"]).model
+    session = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["heatmaps", "pafs", "parts"]
+    rng = torch.Generator().manual_seed(0)
+    for shape in [(1, 3, 64, 64), (3, 3, 48, 80)]:
+        x = torch.randn(*shape, generator=rng)
+        with torch.inference_mode():
+            out = model(x)
+        got = session.run(None, {"image": x.numpy()})
+        for expected, array in zip((out.heatmaps[-1], out.pafs[-1], out.parts[-1]), got):
+            assert array.shape == tuple(expected.shape)
+            np.testing.assert_allclose(array, expected.numpy(), atol=1e-4, rtol=0)
+
+
+def test_onnx_predictor_finds_the_same_people_as_pytorch(files):
+    config = DecodeConfig.for_evaluation()
+    inputs = [str(p) for p in files["images"]]
+    torch_results = Predictor.from_checkpoint(files["ckpt"], decode_config=config, flip=True)(inputs)
+    onnx_results = Predictor.from_onnx(files["onnx"], decode_config=config, flip=True)(inputs)
+    people = 0
+    for a, b in zip(torch_results, onnx_results):
+        assert len(a.people) == len(b.people)
+        for p, q in zip(a.people, b.people):
+            np.testing.assert_allclose(p.keypoints, q.keypoints, atol=1e-3)
+            assert p.score == pytest.approx(q.score, abs=1e-4)
+        people += len(a.people)
+        assert (a.parts == b.parts).mean() > 0.999
+        assert (a.instances == b.instances).mean() > 0.999
+    assert people >= 3
+
+
+@pytest.mark.parametrize("model, outputs", [("paf_vgg16", ["heatmaps", "pafs"]), ("fcn32_vgg16", ["parts"])])
+def test_single_task_models_export_their_own_outputs(files, tmp_path, model, outputs):
+    ckpt = write_checkpoint(tmp_path / f"{model}.ckpt", PASCAL, f"model.name={model}", input_size=SIZE, gain=40.0)
+    onnx = tmp_path / f"{model}.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == outputs
+    config = DecodeConfig.for_evaluation()
+    image = str(files["images"][0])
+    a = Predictor.from_onnx(onnx, decode_config=config)(image)
+    b = Predictor.from_checkpoint(ckpt, decode_config=config)(image)
+    assert a.instances is None and b.instances is None  # instances need both heads
+    if "parts" in outputs:
+        assert a.people == [] and np.array_equal(a.parts, b.parts)
+    else:
+        assert a.parts is None and len(a.people) == len(b.people) > 0
+
+
+def test_torchscript_export_round_trip(files, tmp_path):
+    script = tmp_path / "joint.pt"
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--format", "torchscript", "--out", str(script)]) == 0
+    config = DecodeConfig.for_evaluation()
+    image = str(files["images"][1])
+    a = Predictor.from_checkpoint(script, decode_config=config)(image)
+    b = Predictor.from_checkpoint(files["ckpt"], decode_config=config)(image)
+    assert np.array_equal(a.parts, b.parts) and len(a.people) == len(b.people) > 0
+    np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
+
+
+def test_bad_model_files_are_clear_errors(files, tmp_path, capsys):
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"nope")
+    assert main(["export", "--checkpoint", str(bogus), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "refusing to load" in capsys.readouterr().err
+    import onnx
+
+    plain = onnx.load(str(files["onnx"]))
+    del plain.metadata_props[:]
+    stripped = tmp_path / "stripped.onnx"
+    onnx.save(plain, str(stripped))
+    image = str(files["images"][0])
+    assert main(["predict", "--onnx", str(stripped), image, "--out", str(tmp_path / "o")]) == 2
+    assert "no posepart metadata" in capsys.readouterr().err
+
+
+def test_onnx_inference_never_imports_torch(files, tmp_path):
+    """The deployment path: CLI and API with --onnx, run in a fresh interpreter, import none of the training stack."""
+    image = str(files["images"][0])
+    code = f"""
+import sys
+from posepart.cli import main
+rc = main(["predict", "--onnx", {str(files['onnx'])!r}, {image!r}, "--out", {str(tmp_path / 'out')!r}, "--quiet",
+           "--maps", "--flip"])
+from posepart.inference.predictor import Predictor
+result = Predictor.from_onnx({str(files['onnx'])!r})({image!r})
+assert result.ok and result.parts is not None
+heavy = {{"torch", "torchvision", "lightning", "pytorch_lightning", "albumentations", "matplotlib", "safetensors",
+          "h5py", "tensorboard", "onnx"}}
+print("RC", rc, "LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & heavy))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "RC 0 LOADED []" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "out" / "keypoints.json").is_file()

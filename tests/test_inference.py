@@ -1,0 +1,283 @@
+"""The inference API: inputs of every kind, bad inputs, ground-truth decoding through the whole pipeline, flip and
+multi-scale test-time augmentation, and agreement with the evaluation path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from inference_helpers import GroundTruthNet, amplify, write_checkpoint
+from PIL import Image
+
+from posepart.data.format import PosePartDataset
+from posepart.data.mapper import IMAGENET_MEAN, IMAGENET_STD, Mapper, TargetConfig
+from posepart.data.mapper import normalize as mapper_normalize
+from posepart.data.synth import write_synth
+from posepart.decode import DecodeConfig
+from posepart.evaluate import oracle_prediction
+from posepart.evaluate_model import BatchMeta, predictions_from_output
+from posepart.inference import ImageResult, Predictor, preprocess
+from posepart.inference.preprocess import InputError, canvas_size, letterbox, normalize
+from posepart.inference.tta import Maps, flip_maps
+from posepart.models import build_model
+from posepart.schema import Schema, _mirror_name
+
+SIZE = 64
+PASCAL = Schema.pascal_person_part()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> PosePartDataset:
+    return PosePartDataset.open(write_synth(tmp_path_factory.mktemp("infer") / "val", n=3, seed=2, size=SIZE))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Predictor:
+    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", PASCAL, input_size=SIZE, gain=40.0)
+    return Predictor.from_checkpoint(path, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def truth_net(synth) -> GroundTruthNet:
+    net = GroundTruthNet(synth.schema)
+    net.register_dataset(synth, SIZE, flip=True)
+    return net
+
+
+def test_preprocessing_matches_the_training_mapper(synth):
+    """Same normalisation constants and, for a square image at the input size, the same canvas as evaluation."""
+    assert np.array_equal(normalize(np.full((2, 2, 3), 77, np.uint8)), mapper_normalize(np.full((2, 2, 3), 77,
+                                                                                                  np.uint8)))
+    assert np.array_equal(IMAGENET_MEAN, preprocess.IMAGENET_MEAN) and np.array_equal(IMAGENET_STD,
+                                                                                        preprocess.IMAGENET_STD)
+    noise = np.random.default_rng(0).integers(0, 255, (9, 7, 3), np.uint8)
+    assert np.array_equal(normalize(noise), mapper_normalize(noise))  # bit-identical, plane by plane
+    record = synth.records[0]
+    canvas, _ = letterbox(synth.load_image(record), canvas_size((record.height, record.width), SIZE, 8))
+    assert np.array_equal(normalize(canvas), Mapper(synth, TargetConfig(input_size=SIZE))(record)["image"])
+    assert canvas_size((1080, 1920), 368, 8) == (208, 368)  # aspect kept, short side padded to the stride
+    assert canvas_size((50, 40), 64, 8) == (64, 56)
+
+
+def test_every_input_kind_gives_results_in_its_own_coordinates(tiny, synth, tmp_path):
+    path = synth.records[0].image_path
+    rgb = synth.load_image(synth.records[0])
+    grey16 = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "grey16.png"), grey16)
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA))
+    inputs = [str(path), path, rgb, Image.fromarray(rgb), rgb[:, :, 0], np.dstack([rgb, np.full(rgb.shape[:2], 255,
+              np.uint8)]), rgb.astype(np.float32) / 255.0, tmp_path / "grey16.png", tmp_path / "rgba.png",
+              Image.fromarray(grey16), np.ascontiguousarray(rgb[:40, :56])]
+    results = tiny(inputs)
+    assert isinstance(results, list) and len(results) == len(inputs)
+    for result in results:
+        assert result.ok, result.error
+        assert result.parts is not None and result.parts.dtype == np.uint8
+        assert result.instances is not None and result.instances.dtype == np.uint16
+        assert result.parts.shape == result.instances.shape == (result.height, result.width)
+    assert (results[-1].height, results[-1].width) == (40, 56)
+    # the same pixels give the same prediction whatever the container (path, array, PIL, RGBA, float)
+    for i in (1, 2, 3, 5, 6, 8):
+        assert np.array_equal(results[i].parts, results[0].parts), i
+    assert np.array_equal(results[7].parts, results[9].parts)  # 16-bit file and 16-bit PIL image agree
+    single = tiny(rgb)
+    assert isinstance(single, ImageResult) and np.array_equal(single.parts, results[0].parts)
+    stacked = tiny(np.stack([rgb, rgb[::-1]]))  # a (B, H, W, 3) array is a batch
+    assert len(stacked) == 2 and np.array_equal(stacked[0].parts, results[0].parts)
+
+
+def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path):
+    good = synth.load_image(synth.records[0])
+    (tmp_path / "garbage.jpg").write_bytes(b"this is not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    jpeg = cv2.imencode(".jpg", good)[1].tobytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    bad = {
+        str(tmp_path / "garbage.jpg"): "not a decodable image",
+        str(tmp_path / "empty.png"): "empty file",
+        str(tmp_path / "truncated.jpg"): "truncated JPEG",
+        str(tmp_path / "missing.png"): "no such file",
+        str(tmp_path): "is a folder",
+    }
+    inputs = [good, *bad, np.zeros((0, 7, 3), np.uint8), np.zeros((5, 5, 2), np.uint8), 42, good]
+    results = tiny(inputs)
+    assert [r.ok for r in results] == [True] + [False] * (len(inputs) - 2) + [True]
+    for result, (name, reason) in zip(results[1:], bad.items()):
+        assert name in result.error and reason in result.error, result.error
+        assert result.people == [] and result.parts is None
+    assert "zero-size image" in results[-4].error
+    assert "(H, W, 3)" in results[-3].error
+    assert "unsupported input type int" in results[-2].error
+    assert np.array_equal(results[0].parts, results[-1].parts)
+    with pytest.raises(InputError, match="no such file"):
+        tiny(str(tmp_path / "missing.png"))
+
+
+def _truth_people(dataset: PosePartDataset, config: DecodeConfig) -> list[np.ndarray]:
+    """The oracle: ground-truth targets decoded and mapped to the image, as evaluation does."""
+    out = []
+    for record in dataset.records:
+        prediction, _ = oracle_prediction(dataset, record, input_size=SIZE, config=config)
+        keypoints = np.asarray([r["keypoints"] for r in prediction.results], np.float32)
+        out.append(keypoints.reshape(-1, dataset.schema.num_joints, 3))
+    return out
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_ground_truth_maps_decode_to_the_oracle_people(synth, truth_net, flip):
+    """A network that outputs the ground truth gives exactly the oracle's people, with or without flip-TTA (the flip
+    is undone exactly: joints and limbs swapped, PAF x negated), and the ground-truth part labels."""
+    config = DecodeConfig.for_evaluation()
+    predictor = Predictor.from_model(truth_net, input_size=SIZE, flip=flip, decode_config=config)
+    results = predictor([synth.load_image(r) for r in synth.records])
+    total = 0
+    for result, truth, record in zip(results, _truth_people(synth, config), synth.records):
+        assert result.ok
+        assert result.keypoints.reshape(-1, synth.schema.num_joints, 3).shape == truth.shape
+        if len(truth):
+            np.testing.assert_allclose(result.keypoints[..., :2], truth[..., :2], atol=1e-3)
+            np.testing.assert_allclose(result.keypoints[..., 2], truth[..., 2], atol=1e-5)
+        total += len(truth)
+        gt_parts = synth.load_parts(record)
+        labelled = gt_parts != 255
+        assert np.array_equal(result.parts[labelled], gt_parts[labelled])
+    assert total >= 3
+
+
+def test_flip_without_the_schema_swaps_breaks_the_ground_truth(synth, truth_net, monkeypatch):
+    """Negative control for the test above: mirroring the maps back by columns alone loses people."""
+    import posepart.inference.predictor as inference
+
+    def naive(maps: Maps, schema: Schema) -> Maps:
+        return Maps(*(None if m is None else m[:, :, ::-1] for m in maps))
+
+    config = DecodeConfig.for_evaluation()
+    good = Predictor.from_model(truth_net, input_size=SIZE, flip=True, decode_config=config)
+    expected = [r.keypoints for r in good([synth.load_image(r) for r in synth.records])]
+    monkeypatch.setattr(inference, "flip_maps", naive)
+    broken = good([synth.load_image(r) for r in synth.records])
+    assert any(r.keypoints.shape != e.shape or not np.allclose(r.keypoints, e, atol=1e-2)
+               for r, e in zip(broken, expected))
+
+
+def test_multiscale_maps_are_resampled_onto_the_reference_grid(synth, truth_net):
+    """Ground truth at input 64 and 96 averaged on the 64 grid: the same people within a pixel."""
+    for record in synth.records:  # register the 1.5x canvases too
+        truth_net.register(synth.load_image(record), synth.load_parts(record), record.keypoints, 96)
+    config = DecodeConfig.for_evaluation()
+    images = [synth.load_image(r) for r in synth.records]
+    single = Predictor.from_model(truth_net, input_size=SIZE, decode_config=config)(images)
+    multi = Predictor.from_model(truth_net, input_size=SIZE, scales=(1.0, 1.5), decode_config=config)(images)
+    matched = 0
+    for a, b in zip(single, multi):
+        for person in a.people:
+            found = person.keypoints[:, 2] > 0.5
+            distance = [np.abs(q.keypoints[found, :2] - person.keypoints[found, :2]).max() for q in b.people]
+            assert distance and min(distance) < 1.0
+            matched += 1
+    assert matched >= 3
+
+
+def _mirror_by_names(maps: Maps, schema: Schema) -> Maps:
+    """Independent truth for a mirrored image's maps: channels looked up by mirrored names, PAF vectors mirrored."""
+    names = list(schema.keypoints)
+    hm = np.stack([maps.heatmaps[names.index(_mirror_name(n))] for n in names] + [maps.heatmaps[-1]])[:, :, ::-1]
+    edges = [(names[a], names[b]) for a, b in schema.skeleton]
+    pafs = []
+    for a, b in edges:
+        ma, mb = _mirror_name(a), _mirror_name(b)
+        if (ma, mb) in edges:
+            src, sx, sy = edges.index((ma, mb)), -1.0, 1.0
+        else:
+            src, sx, sy = edges.index((mb, ma)), 1.0, -1.0
+        pafs += [sx * maps.pafs[2 * src, :, ::-1], sy * maps.pafs[2 * src + 1, :, ::-1]]
+    classes = list(schema.part_classes)
+    parts = np.stack([maps.parts[classes.index(_mirror_name(c))] for c in classes])[:, :, ::-1]
+    return Maps(hm, np.stack(pafs), parts)
+
+
+@pytest.mark.parametrize("seg_head", ["fcn32", "stage"])
+def test_flip_tta_on_a_mirrored_input_gives_mirrored_maps_and_labels(seg_head):
+    """A random (not mirror-symmetric) network with flip-TTA: the merged maps and part labels of the mirrored image
+    are the mirrored ones of the image, checked by joint/limb/part NAMES. LIP's schema has sided part classes
+    (left_arm/right_arm) as well as sided joints and limbs."""
+    schema = Schema.lip()
+    torch.manual_seed(3)
+    model = build_model("joint_vgg16", schema, width=0.125, fc_width=32, stages=1, seg_head=seg_head)
+    amplify(model, 40.0)
+    predictor = Predictor.from_model(model, input_size=SIZE, flip=True, keep_maps=True)
+    image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), np.uint8)
+    original, mirrored = predictor([image, np.ascontiguousarray(image[:, ::-1])])
+    expected = _mirror_by_names(original.maps, schema)
+    for got, want in zip(mirrored.maps, expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    left, right = schema.part_classes.index("left_arm"), schema.part_classes.index("right_arm")
+    assert not np.allclose(original.maps.parts[left], original.maps.parts[right][:, ::-1], atol=1e-3)  # swap matters
+    lut = np.array([schema.part_classes.index(_mirror_name(c)) for c in schema.part_classes], np.uint8)
+    assert np.array_equal(mirrored.parts, lut[original.parts[:, ::-1]])
+
+
+def test_flip_tta_on_a_mirrored_input_gives_mirrored_people_and_instances(synth, truth_net):
+    """Decoded people and part instances of a mirrored image are the mirrored people and instances (joints swapped
+    by name, x -> W - 1 - x), with flip-TTA on."""
+    predictor = Predictor.from_model(truth_net, input_size=SIZE, flip=True)
+    schema = synth.schema
+    perm = [schema.keypoints.index(_mirror_name(n)) for n in schema.keypoints]
+    people = 0
+    for record in synth.records:
+        image = synth.load_image(record)
+        original, mirrored = predictor([image, np.ascontiguousarray(image[:, ::-1])])
+        assert len(mirrored.people) == len(original.people)
+        for p, q in zip(original.people, mirrored.people):
+            flipped = p.keypoints[perm].copy()
+            flipped[:, 0] = np.where(flipped[:, 2] > 0, record.width - 1 - flipped[:, 0], 0.0)
+            np.testing.assert_allclose(q.keypoints, flipped, atol=1e-3)
+            assert q.score == pytest.approx(p.score, abs=1e-5)
+            people += 1
+        assert np.array_equal(mirrored.instances, original.instances[:, ::-1])
+    assert people >= 2
+
+
+def test_flip_maps_turns_targets_into_the_targets_of_mirrored_people():
+    """Independent truth: maps rendered from mirrored keypoints (COCO's skeleton has a limb whose mirror is stored
+    reversed: left_shoulder-right_shoulder)."""
+    from posepart.targets import build_targets
+
+    rng = np.random.default_rng(1)
+    for schema in (Schema.coco(), PASCAL):
+        kp = np.zeros((2, schema.num_joints, 3), np.float32)
+        kp[..., 0] = rng.uniform(4, 91, kp.shape[:2])
+        kp[..., 1] = rng.uniform(4, 59, kp.shape[:2])
+        kp[..., 2] = 2
+        mirrored = kp[:, list(schema.flip_perm)].copy()
+        mirrored[..., 0] = 96 - 1 - mirrored[..., 0]
+        ignore = np.zeros((64, 96), bool)
+        a = build_targets(kp, ignore, None, schema)
+        b = build_targets(mirrored, ignore, None, schema)
+        flipped = flip_maps(Maps(a.heatmaps, a.pafs, None), schema)
+        np.testing.assert_allclose(flipped.heatmaps, b.heatmaps, atol=1e-5)
+        np.testing.assert_allclose(flipped.pafs, b.pafs, atol=1e-5)
+
+
+def test_predictor_agrees_with_the_evaluation_path(synth, tiny):
+    """Same canvas, same network, same decoding: predictions_from_output's people and parts."""
+    model = tiny.backend.model
+    config = DecodeConfig.for_evaluation()
+    predictor = Predictor(tiny.backend, input_size=SIZE, decode_config=config)
+    mapper = Mapper(synth, TargetConfig(input_size=SIZE))
+    people = 0
+    for record in synth.records:
+        sample = mapper(record)
+        with torch.inference_mode():
+            output = model(torch.from_numpy(sample["image"][None]))
+        meta = BatchMeta([record.image_id], sample["to_image"][None], [(record.height, record.width)])
+        (expected,) = predictions_from_output(output, 0, meta, synth.schema, decode_config=config)
+        result = predictor(synth.load_image(record))
+        got = np.asarray([r["keypoints"] for r in result.coco(record.image_id)], np.float32)
+        want = np.asarray([r["keypoints"] for r in expected.results], np.float32)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        people += len(want)
+        assert (result.parts == expected.parts).mean() > 0.999
+    assert people >= 1

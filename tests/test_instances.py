@@ -1,0 +1,114 @@
+"""Part instances: part pixels drawn per person from known skeletons must come back to that person."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from posepart.decode.instances import assign_part_instances, cell_index, part_limb_compatibility
+from posepart.schema import Schema
+
+PASCAL = Schema.pascal_person_part()
+STRIDE = 8
+PART_OF_LIMB = {("left_shoulder", "left_elbow"): "upper_arm", ("right_shoulder", "right_elbow"): "upper_arm",
+                ("left_elbow", "left_wrist"): "lower_arm", ("right_elbow", "right_wrist"): "lower_arm",
+                ("left_hip", "left_knee"): "upper_leg", ("right_hip", "right_knee"): "upper_leg",
+                ("left_knee", "left_ankle"): "lower_leg", ("right_knee", "right_ankle"): "lower_leg"}
+
+
+def person(**joints: tuple[float, float]) -> np.ndarray:
+    kp = np.zeros((PASCAL.num_joints, 3), np.float32)
+    for name, (x, y) in joints.items():
+        kp[PASCAL.joint(name)] = (x, y, 1.0)
+    return kp
+
+
+def standing(cx: float, top: float, h: float) -> np.ndarray:
+    """A frontal stick person of height h with its head top at (cx, top)."""
+    s = h / 8
+    return person(head=(cx, top), neck=(cx, top + 1.5 * s), left_shoulder=(cx + s, top + 1.7 * s),
+                  right_shoulder=(cx - s, top + 1.7 * s), left_elbow=(cx + 1.3 * s, top + 3 * s),
+                  right_elbow=(cx - 1.3 * s, top + 3 * s), left_wrist=(cx + 1.4 * s, top + 4.2 * s),
+                  right_wrist=(cx - 1.4 * s, top + 4.2 * s), left_hip=(cx + 0.6 * s, top + 4.3 * s),
+                  right_hip=(cx - 0.6 * s, top + 4.3 * s), left_knee=(cx + 0.7 * s, top + 6 * s),
+                  right_knee=(cx - 0.7 * s, top + 6 * s), left_ankle=(cx + 0.7 * s, top + 7.8 * s),
+                  right_ankle=(cx - 0.7 * s, top + 7.8 * s))
+
+
+def draw(people: list[np.ndarray], hw: tuple[int, int], thickness: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Part labels and true owners (1-based), people painted in order (later ones in front)."""
+    labels = np.zeros(hw, np.uint8)
+    owner = np.zeros(hw, np.uint8)
+    cls = {c: i for i, c in enumerate(PASCAL.part_classes)}
+    for n, kp in enumerate(people, start=1):
+        j = {name: tuple(int(round(v)) for v in kp[PASCAL.joint(name), :2]) for name in PASCAL.keypoints}
+        torso = np.array([j["left_shoulder"], j["right_shoulder"], j["right_hip"], j["left_hip"]], np.int32)
+        for target in (labels, owner):
+            value = cls["torso"] if target is labels else n
+            cv2.fillConvexPoly(target, torso, value)
+            cv2.circle(target, j["head"], 4, cls["head"] if target is labels else n, -1)
+            for (a, b), part in PART_OF_LIMB.items():
+                cv2.line(target, j[a], j[b], cls[part] if target is labels else n, thickness)
+    return labels, owner
+
+
+def assign(labels: np.ndarray, people: list[np.ndarray], **kw: float) -> np.ndarray:
+    hw = labels.shape
+    grid = (hw[0] // STRIDE, hw[1] // STRIDE)
+    rows, cols = cell_index(np.array([[1.0, 0, 0], [0, 1.0, 0]]), hw, grid, STRIDE)
+    cells = np.stack(people) if people else np.zeros((0, PASCAL.num_joints, 3), np.float32)
+    cells[..., :2] = (cells[..., :2] - (STRIDE - 1) / 2) / STRIDE
+    return assign_part_instances(labels, cells, PASCAL, rows, cols, grid, **kw)
+
+
+def test_part_pixels_go_to_their_own_person():
+    people = [standing(30, 10, 80), standing(62, 14, 72), standing(96, 8, 84)]
+    labels, owner = draw(people, (104, 128))
+    instances = assign(labels, people)
+    fg = labels > 0
+    assert instances.dtype == np.uint16 and instances.shape == labels.shape
+    assert np.array_equal(instances > 0, fg)  # every part pixel near a person is assigned, background never
+    assert (instances[fg] == owner[fg]).mean() > 0.95
+
+
+def test_a_forearm_across_another_torso_does_not_take_the_torso():
+    """B's torso pixels lie closer to A's forearm than to any torso limb of B; the part class says they are B's."""
+    b = standing(64, 10, 96)
+    a = standing(20, 14, 90)
+    a[PASCAL.joint("left_elbow")] = (44, 52, 1)
+    a[PASCAL.joint("left_wrist")] = (80, 52, 1)  # A's left forearm straight through B's torso
+    labels, owner = draw([b, a], (112, 112))
+    instances = assign(labels, [b, a])
+    torso_b = (labels == PASCAL.part_classes.index("torso")) & (owner == 1)
+    near_arm = torso_b & (np.abs(np.arange(112)[:, None] - 52) <= 8)
+    assert near_arm.sum() > 50
+    assert (instances[near_arm] == 1).mean() > 0.95
+    arm_a = (labels == PASCAL.part_classes.index("lower_arm")) & (owner == 2)
+    assert (instances[arm_a] == 2).mean() > 0.9
+
+
+def test_far_pixels_and_missing_limbs():
+    people = [standing(30, 10, 60)]
+    labels, owner = draw(people, (96, 128))
+    labels[40:50, 110:120] = PASCAL.part_classes.index("head")  # a blob far from the only person
+    elbowless = people[0].copy()
+    elbowless[PASCAL.joint("left_elbow")] = 0  # no upper-arm limb: the person's other elements still claim its arm
+    instances = assign(labels, [elbowless])
+    assert (instances[40:50, 110:120] == 0).all()
+    arm = (labels == PASCAL.part_classes.index("upper_arm")) & (owner == 1)
+    assert (instances[arm] == 1).all()
+    assert not assign(labels, []).any()  # nobody found: nothing assigned
+
+
+def test_compatibility_table_reads_names():
+    table = part_limb_compatibility(PASCAL)
+    limbs = [f"{PASCAL.keypoints[a]}-{PASCAL.keypoints[b]}" for a, b in PASCAL.skeleton]
+    upper = [limbs[i] for i in np.flatnonzero(table[PASCAL.part_classes.index("upper_arm"), : len(limbs)])]
+    assert sorted(upper) == ["left_shoulder-left_elbow", "right_shoulder-right_elbow"]
+    lip = Schema.lip()
+    table = part_limb_compatibility(lip)
+    left_arm = table[lip.part_classes.index("left_arm"), : lip.num_limbs]
+    assert all("left" in lip.keypoints[a] and "left" in lip.keypoints[b]
+               for (a, b), ok in zip(lip.skeleton, left_arm) if ok) and left_arm.sum() == 2
+    unknown = Schema.from_names(["a", "b"], [("a", "b")], ["background", "blob"])
+    assert part_limb_compatibility(unknown)[1].all()  # an unknown class may lie anywhere

@@ -1,0 +1,406 @@
+"""Mixing datasets: joint/part mapping tables, set-valued labels, weighted sampling, per-task loss masking, a mixed run.
+
+Fixture-sized sources are made from the synthetic data (PASCAL-Person-Part schema) by rewriting it in other schemas:
+an MPII-like and a COCO-like pose-only copy (joints copied by name, by hand) and a CIHP-like parts-only copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.utils.data import default_collate
+
+from posepart import cli
+from posepart.data.format import PosePartDataset
+from posepart.data.label_maps import IGNORE, JointMap, PartLabelSpace, PartMapError, part_sets
+from posepart.data.mixing import MappedSource, SourcePlan, allocate, map_dataset
+from posepart.data.synth import write_synth
+from posepart.data.writer import DatasetWriter
+from posepart.engine.checkpoint import load_checkpoint, load_model
+from posepart.engine.config import ConfigError, load_config
+from posepart.engine.data import EpochSampler, PosePartDataModule
+from posepart.engine.module import PosePartModule
+from posepart.engine.train import train
+from posepart.losses import SegLoss
+from posepart.schema import Schema
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+PASCAL, COCO, MPII, CIHP, LIP = Schema.pascal_person_part(), Schema.coco(), Schema.mpii(), Schema.cihp(), Schema.lip()
+# synthetic PASCAL part ids -> CIHP ids: head->face, torso->upper_clothes, upper_arm->left_arm, lower_arm->right_arm,
+# upper_leg->pants, lower_leg->left_leg
+PASCAL_TO_CIHP = {0: 0, 1: 13, 2: 5, 3: 14, 4: 15, 5: 9, 6: 16}
+
+
+# -- fixture sources -------------------------------------------------------------------------------------------------
+def _by_name(person: np.ndarray, target: Schema, rename: dict[str, str]) -> np.ndarray:
+    """(14, 3) PASCAL joints -> (K, 3) in `target`, copying joints by (renamed) name; the rest unlabelled."""
+    out = np.zeros((target.num_joints, 3), np.float32)
+    for t, name in enumerate(target.keypoints):
+        source = rename.get(name, name)
+        if source in PASCAL.keypoints:
+            out[t] = person[PASCAL.joint(source)]
+    return out
+
+
+def _rewrite(src: Path, dst: Path, schema: Schema, keypoints: Callable[[np.ndarray], np.ndarray] | None,
+             parts: bool) -> Path:
+    """Write the synthetic dataset `src` again in `schema` (people through `keypoints`, parts through CIHP ids)."""
+    ds = PosePartDataset.open(src)
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[list(PASCAL_TO_CIHP)] = list(PASCAL_TO_CIHP.values())
+    with DatasetWriter(dst, schema) as writer:
+        for record in ds.records:
+            people = []
+            for person, box in zip(record.keypoints, record.boxes) if keypoints is not None else ():
+                kp = keypoints(person)
+                people.append({"keypoints": kp.reshape(-1).tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
+                               "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
+            labels = ds.load_parts(record) if parts else None
+            writer.add(ds.load_image(record), people, None if labels is None else lut[labels],
+                       file_name=Path(record.file_name).with_suffix(".png").name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mixing")
+    train, val = write_synth(root / "pascal", n=6, seed=0, size=64), write_synth(root / "pascal_val", n=3, seed=1,
+                                                                                 size=64)
+    mpii = lambda p: _by_name(p, MPII, {"head_top": "head", "thorax": "neck"})  # noqa: E731
+    coco = lambda p: _by_name(p, COCO, {})  # noqa: E731
+    return {
+        "pascal": train, "pascal_val": val,
+        "mpii": _rewrite(train, root / "mpii", MPII, mpii, parts=False),
+        "mpii_val": _rewrite(val, root / "mpii_val", MPII, mpii, parts=False),
+        "coco": _rewrite(train, root / "coco", COCO, coco, parts=False),
+        "cihp": _rewrite(train, root / "cihp", CIHP, None, parts=True),
+    }
+
+
+def mixed(sources: dict[str, Path], tmp: Path, *extra: str, val: bool = True, epoch_size: int = 8):
+    """Tiny joint model over four sources: PASCAL parts + MPII poses + COCO poses + CIHP parts."""
+    spec = [
+        {"name": "pascal", "train": str(sources["pascal"]), "tasks": ["parts"], "weight": 2.0},
+        {"name": "mpii", "train": str(sources["mpii"]), "tasks": ["pose"]},
+        {"name": "coco", "train": str(sources["coco"])},  # tasks inferred: pose
+        {"name": "cihp", "train": str(sources["cihp"])},  # tasks inferred: parts
+    ]
+    if val:
+        spec[0]["val"], spec[1]["val"] = str(sources["pascal_val"]), str(sources["mpii_val"])
+    path = tmp / "mixed.yaml"
+    path.write_text(yaml.safe_dump({"data": {"schema": "pascal_person_part", "sources": spec}}))
+    return load_config(path, [
+        "model.name=joint_vgg16", "model.stages=1", "model.width=0.125", "model.fc_width=32",
+        f"data.epoch_size={epoch_size}", "data.input_size=64", "data.batch_size=4", "data.workers=0",
+        "optim.lr=0.01", "optim.schedule=cosine", "train.max_epochs=2", "train.accelerator=cpu", "train.devices=1",
+        "train.log_every_steps=1", "train.best_metric=val/pascal/seg/mean_iou", *extra])
+
+
+@pytest.fixture(scope="module")
+def datamodule(sources, tmp_path_factory) -> PosePartDataModule:
+    return PosePartDataModule(mixed(sources, tmp_path_factory.mktemp("cfg")))
+
+
+def batch_of(data: PosePartDataModule, *names: str, n: int = 2) -> dict[str, torch.Tensor]:
+    """A collated training batch of the first `n` samples (epoch 0) of each named training source."""
+    order = [s.name for s in data.sources if s.train is not None and s.weight > 0]
+    offsets = data.plan.offsets()
+    return default_collate([data.train_mapped[(0, int(offsets[order.index(name)]) + i)]
+                            for name in names for i in range(n)])
+
+
+# -- joints ----------------------------------------------------------------------------------------------------------
+def test_coco_neck_is_the_shoulder_midpoint_and_head_is_masked():
+    joints = JointMap.build(COCO.keypoints, PASCAL.keypoints)
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[0, COCO.joint("left_shoulder")] = [10, 20, 2]
+    kp[0, COCO.joint("right_shoulder")] = [30, 24, 1]
+    kp[0, COCO.joint("nose")] = [20, 5, 2]
+    kp[1, COCO.joint("left_shoulder")] = [10, 20, 2]  # one shoulder only: no neck
+    out = joints.apply(kp)
+    neck, head = PASCAL.joint("neck"), PASCAL.joint("head")
+    assert out[0, neck].tolist() == [20, 22, 1]  # midpoint, visibility of the less visible shoulder
+    assert out[1, neck].tolist() == [0, 0, 0]
+    assert out[0, PASCAL.joint("left_shoulder")].tolist() == [10, 20, 2]
+    assert (out[:, head] == 0).all()  # COCO has no head top; the nose is not it
+    assert joints.present.tolist() == [name != "head" for name in PASCAL.keypoints]
+
+
+def test_mpii_head_top_and_thorax_feed_head_and_neck():
+    joints = JointMap.build(MPII.keypoints, PASCAL.keypoints)
+    kp = np.zeros((2, 16, 3), np.float32)
+    for person in kp:
+        person[MPII.joint("head_top")] = [5, 1, 2]
+        person[MPII.joint("upper_neck")] = [5, 8, 2]
+        person[MPII.joint("left_shoulder")] = [0, 14, 2]
+        person[MPII.joint("right_shoulder")] = [12, 14, 2]
+    kp[0, MPII.joint("thorax")] = [5, 12, 1]
+    out = joints.apply(kp)
+    assert out[0, PASCAL.joint("head")].tolist() == [5, 1, 2]
+    assert out[0, PASCAL.joint("neck")].tolist() == [5, 12, 1]  # the thorax, not the upper neck
+    assert out[1, PASCAL.joint("neck")].tolist() == [6, 14, 2]  # no thorax: the shoulders' midpoint
+    assert joints.present.all()
+
+
+@pytest.mark.parametrize("source", [COCO, MPII, LIP])
+def test_joint_maps_commute_with_horizontal_flips(source):
+    # augmentation flips after mapping with the target's permutation: it must equal mapping the flipped source
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 50, (4, source.num_joints, 2)),
+                         rng.integers(0, 3, (4, source.num_joints, 1))], -1).astype(np.float32)
+    joints = JointMap.build(source.keypoints, PASCAL.keypoints)
+    flipped_first = joints.apply(kp[:, list(source.flip_perm)])
+    np.testing.assert_array_equal(flipped_first, joints.apply(kp)[:, list(PASCAL.flip_perm)])
+
+
+# -- parts -----------------------------------------------------------------------------------------------------------
+def test_cihp_parts_map_to_pascal_classes_and_sets():
+    space = PartLabelSpace(PASCAL)
+    lut = space.lookup(part_sets(CIHP.part_classes, PASCAL.part_classes))
+    shown = {name: space.describe(int(lut[i]), PASCAL) for i, name in enumerate(CIHP.part_classes)}
+    assert shown["background"] == "background" and shown["hair"] == shown["face"] == shown["hat"] == "head"
+    assert shown["glove"] == "lower_arm" and shown["left_shoe"] == shown["socks"] == "lower_leg"
+    assert shown["torso_skin"] == "torso"
+    assert shown["left_arm"] == shown["right_arm"] == "{upper_arm, lower_arm}"
+    assert shown["pants"] == shown["left_leg"] == "{upper_leg, lower_leg}"
+    assert shown["upper_clothes"] == "{torso, upper_arm, lower_arm}"
+    assert lut[255] == IGNORE
+    p = PASCAL.num_parts
+    assert lut[CIHP.part_classes.index("left_arm")] >= p  # set-valued labels live above the plain classes
+    table = space.allowed_sets
+    assert table is not None and table.shape[1] == p and table[lut[14] - p].tolist() == [0, 0, 0, 1, 1, 0, 0]
+    # one np.take maps a whole label map
+    labels = np.array([[0, 13, 14], [9, 255, 2]], np.uint8)
+    assert np.take(lut, labels).tolist() == [[0, 1, lut[14]], [lut[9], 255, 1]]
+
+
+def test_unmapped_part_class_is_an_error_naming_it_unless_ignored_or_mapped():
+    classes = ("background", "head", "tail")
+    with pytest.raises(PartMapError, match="src: part class 'tail' has no target class.*ignore_parts"):
+        part_sets(classes, PASCAL.part_classes, source_name="src")
+    assert part_sets(classes, PASCAL.part_classes, ignore=["tail"])[2] == frozenset()
+    assert part_sets(classes, PASCAL.part_classes, {"tail": ["torso"]})[2] == frozenset({2})
+    with pytest.raises(PartMapError, match="'wing'"):  # overriding a class the source does not have
+        part_sets(classes, PASCAL.part_classes, {"wing": ["torso"]})
+    # finer spaces merge: sides dropped, neck/hand/foot into PASCAL's merged parts
+    finer = ("background", "Left-Upper-Arm", "right_lower_leg", "neck", "left_hand")
+    assert part_sets(finer, PASCAL.part_classes)[1:] == [frozenset({3}), frozenset({6}), frozenset({1}),
+                                                         frozenset({4})]
+
+
+def test_set_valued_loss_is_minus_log_of_the_summed_allowed_probability():
+    space = PartLabelSpace(PASCAL)
+    lut = space.lookup(part_sets(CIHP.part_classes, PASCAL.part_classes))
+    names = ("left_arm", "face", "pants")  # {upper_arm, lower_arm}, head, {upper_leg, lower_leg}
+    labels = torch.tensor([[[int(lut[CIHP.part_classes.index(n)]) for n in names]]])  # (1, 1, 3)
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.3, 1.1, -0.4, 0.9]] * 3).T.reshape(1, 7, 1, 3)
+    logits = logits + torch.arange(3.0).reshape(1, 1, 1, 3) * torch.arange(7.0).reshape(1, 7, 1, 1) * 0.1
+    loss = SegLoss(allowed_sets=torch.from_numpy(space.allowed_sets))(logits, labels)
+    p = np.exp(logits[0, :, 0].numpy().astype(np.float64))
+    p /= p.sum(0)  # (7, 3) softmax per pixel
+    by_hand = -(np.log(p[3, 0] + p[4, 0]) + np.log(p[1, 1]) + np.log(p[5, 2] + p[6, 2])) / 3
+    assert float(loss) == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_sided_target_registers_mirrored_sets():
+    space = PartLabelSpace(LIP)
+    sets = part_sets(("background", "left_limb"), LIP.part_classes, {"left_limb": ["left_arm", "glove"]})
+    value = int(space.lookup(sets)[1])
+    flip = space.flip_perm
+    mirror = space.sets[flip[value] - LIP.num_parts]
+    assert mirror == frozenset({LIP.part_classes.index("right_arm"), LIP.part_classes.index("glove")})
+    assert flip[flip[value]] == value and len(flip) == LIP.num_parts + 2
+
+
+# -- a mapped dataset --------------------------------------------------------------------------------------------------
+def test_mapped_source_reads_coco_people_in_pascal(tmp_path):
+    with DatasetWriter(tmp_path / "c", COCO) as writer:
+        kp = np.zeros((2, 17, 3), np.float32)
+        kp[0, COCO.joint("left_shoulder")] = [4, 10, 2]
+        kp[0, COCO.joint("right_shoulder")] = [12, 10, 2]
+        kp[1, COCO.joint("nose")] = [20, 20, 2]  # no joint PASCAL has: an unlabelled person for the target
+        people = [{"keypoints": k.reshape(-1).tolist(), "bbox": [2.0 + 16 * i, 4.0, 10.0, 20.0], "iscrowd": 0}
+                  for i, k in enumerate(kp)]
+        writer.add(np.zeros((32, 32, 3), np.uint8), people, file_name="a.png")
+    view = map_dataset(PosePartDataset.open(tmp_path / "c"), PASCAL)
+    assert isinstance(view, MappedSource) and view.schema == PASCAL and not view.has_parts
+    record = view.records[0]
+    assert record.keypoints.shape == (1, 14, 3) and record.keypoints[0, PASCAL.joint("neck")].tolist() == [8, 10, 2]
+    assert record.ignore_regions == ([18.0, 4.0, 10.0, 20.0],)  # the nose-only person is ignored for pose
+    assert [a["num_keypoints"] for a in record.annotations] == [3, 0]
+    assert len(record.annotations[0]["keypoints"]) == 3 * 14
+    assert view.mapping is not None and view.mapping.joint_mask.tolist() == [n != "head" for n in PASCAL.keypoints]
+
+
+# -- sampling ----------------------------------------------------------------------------------------------------------
+def test_weighted_epochs_are_deterministic_and_shard_like_distributed_sampler():
+    assert allocate(10, [1, 1, 1]) == [4, 3, 3] and allocate(8, [3, 1]) == [6, 2] and allocate(5, [0, 1]) == [0, 5]
+    plan = SourcePlan((3, 5), tuple(allocate(8, [3, 1])))
+
+    def order(epoch: int, world: int = 1, rank: int = 0) -> list[int]:
+        sampler = EpochSampler(0, seed=7, plan=plan, num_replicas=world, rank=rank)
+        sampler.set_epoch(epoch)
+        return [v for e, v in sampler if e == epoch]
+
+    first = order(0)
+    assert first == order(0) and first != order(1)
+    located = [plan.locate(v) for v in first]
+    assert sum(s == 0 for s, _ in located) == 6 and sum(s == 1 for s, _ in located) == 2
+    # source 0 (3 samples, 6 draws): every sample twice, on distinct augmentation streams
+    assert sorted(i for s, i in located if s == 0) == [0, 0, 1, 1, 2, 2] and len(set(first)) == 8
+    shards = [order(0, world=3, rank=r) for r in range(3)]
+    assert all(len(s) == 3 for s in shards)  # padded to equal length
+    assert set(v for s in shards for v in s) == set(first)
+
+
+# -- the data module, masking and gradients ------------------------------------------------------------------------------
+def test_mixed_datamodule_masks_tasks_per_sample_and_joints_per_channel(datamodule):
+    data = datamodule
+    assert data.schema == PASCAL and len(data.train_mapped) == 8
+    table = data.allowed_sets
+    assert table is not None and table.dtype == torch.bool and table.shape[1] == PASCAL.num_parts
+    about = {s["name"]: s for s in data.describe()}
+    assert {n: s["tasks"] for n, s in about.items()} == {"pascal": ["parts"], "mpii": ["pose"], "coco": ["pose"],
+                                                         "cihp": ["parts"]}
+    # weights 2:1:1:1 of 8 draws: quotas 3.2, 1.6, 1.6, 1.6 -> 3, 2, 2, 1 (largest remainders, ties to the earlier)
+    assert [s["draws_per_epoch"] for s in about.values()] == [3, 2, 2, 1] and about["coco"]["missing_joints"] == ["head"]
+    pascal, mpii, coco, cihp = (batch_of(data, n) for n in ("pascal", "mpii", "coco", "cihp"))
+    assert not pascal["has_pose"].any() and pascal["has_parts"].all()  # declared parts only
+    assert mpii["has_pose"].all() and not mpii["has_parts"].any() and mpii["joint_mask"].all()
+    assert coco["has_pose"].all() and not coco["has_parts"].any()
+    assert coco["joint_mask"][0].tolist() == [n != "head" for n in PASCAL.keypoints]
+    assert cihp["has_parts"].all() and not cihp["has_pose"].any()
+    labelled = cihp["parts"][cihp["parts"] != IGNORE]
+    assert (labelled >= PASCAL.num_parts).any() and int(labelled.max()) < PASCAL.num_parts + table.shape[0]
+    assert cihp["source"].tolist() == [3, 3]
+
+
+@pytest.fixture(scope="module")
+def module(datamodule) -> PosePartModule:
+    cfg = datamodule.config
+    torch.manual_seed(0)
+    return PosePartModule(cfg, datamodule.schema, allowed_sets=datamodule.allowed_sets)
+
+
+def _grads(module: PosePartModule, batch: dict[str, torch.Tensor]) -> tuple[dict[str, float], object, object]:
+    module.zero_grad(set_to_none=False)
+    output = module.model(batch["image"])
+    output.heatmaps[0].retain_grad()
+    output.pafs[0].retain_grad()
+    result = module.loss_fn(output, batch)
+    result.total.backward()
+    norms = {head: sum(float(p.grad.abs().sum()) for p in getattr(module.model, head).parameters())
+             for head in ("trunk", "seg_head", "pose_head")}
+    return norms, result, output
+
+
+def test_pose_only_batch_gives_no_segmentation_gradient(datamodule, module):
+    batch = batch_of(datamodule, "mpii", "coco")
+    norms, result, output = _grads(module, batch)
+    assert float(result.terms["seg"]) == 0.0
+    assert norms["seg_head"] == 0.0 and norms["pose_head"] > 0 and norms["trunk"] > 0
+    # per channel: COCO samples lack the head joint -> no gradient on its heatmap, the background heatmap (it claims
+    # "no joint" where the head is) and the neck-head PAF; the MPII samples supervise all of them
+    grad = output.heatmaps[0].grad
+    coco = batch["source"] == 2
+    head, neck_head = PASCAL.joint("head"), PASCAL.skeleton.index((PASCAL.joint("neck"), PASCAL.joint("head")))
+    shoulder = PASCAL.joint("left_shoulder")
+    assert (grad[coco, head] == 0).all() and (grad[coco, -1] == 0).all() and grad[coco, shoulder].abs().sum() > 0
+    assert (output.pafs[0].grad[coco, 2 * neck_head : 2 * neck_head + 2] == 0).all()
+    assert grad[~coco, head].abs().sum() > 0
+
+
+def test_parts_only_batch_gives_no_pose_gradient(datamodule, module):
+    batch = batch_of(datamodule, "pascal", "cihp")
+    norms, result, _ = _grads(module, batch)
+    assert float(result.terms["heatmap"]) == 0.0 and float(result.terms["paf"]) == 0.0
+    assert float(result.terms["seg"]) > 0
+    assert norms["pose_head"] == 0.0 and norms["seg_head"] > 0 and norms["trunk"] > 0
+
+
+# -- a mixed run ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_run(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed_run")
+    return train(mixed(sources, out), out, **QUIET)
+
+
+def test_mixed_run_trains_validates_per_source_and_resumes_exactly(sources, mixed_run, tmp_path):
+    result = mixed_run
+    assert result.global_step == 4 and result.last is not None  # 2 epochs x 8 draws / batch 4
+    metrics = result.metrics
+    for key in ("val/seg/mean_iou", "val/pose/ap", "val/pascal/seg/mean_iou", "val/pascal/pose/ap",
+                "val/mpii/pose/ap", "train/seg", "train/heatmap/stage1"):
+        assert key in metrics, key
+    assert "val/mpii/seg/mean_iou" not in metrics  # the MPII copy has no part labels
+    assert result.best is not None  # followed val/pascal/seg/mean_iou
+    recorded = {s["name"]: s["tasks"] for s in load_checkpoint(result.last)["posepart"]["sources"]}
+    assert recorded == {"pascal": ["parts"], "mpii": ["pose"], "coco": ["pose"], "cihp": ["parts"]}
+    # exact resume: the same config cut after epoch 1, then resumed to 2, gives the uninterrupted run's weights
+    cfg = mixed(sources, tmp_path)
+    first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
+    resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
+    a, b = load_checkpoint(result.last)["state_dict"], load_checkpoint(resumed.last)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_data(sources, mixed_run, tmp_path,
+                                                                                      capsys):
+    loaded = load_model(mixed_run.last)
+    assert {s["name"] for s in loaded.sources} == {"pascal", "mpii", "coco", "cihp"}
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--source", f"pascal={sources['pascal_val']}",
+                     "--source", f"mpii={sources['mpii_val']}", "--source", f"cihp={sources['cihp']}",
+                     "--out", str(out), "--overlays", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["sources"]
+    assert set(metrics) == {"pascal", "mpii", "cihp"}
+    assert "segmentation" in metrics["pascal"] and "pose" in metrics["pascal"]
+    assert "pose" in metrics["mpii"] and "segmentation" not in metrics["mpii"]
+    assert "segmentation" in metrics["cihp"] and "pose" not in metrics["cihp"]  # scored on its plain labels
+    report = (out / "report.md").read_text()
+    assert "## Training data" in report and "- pose (heatmaps + PAFs): mpii, coco" in report
+    assert "- part segmentation: pascal, cihp" in report and "| coco | pose | 1 | 25 % |" in report
+    # one dataset in another schema is read in the checkpoint's (a note says so)
+    assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(sources["mpii_val"]),
+                     "--out", str(tmp_path / "one.json")]) == 0
+    assert "read in the checkpoint's" in capsys.readouterr().err
+    assert "pose" in json.loads((tmp_path / "one.json").read_text())
+
+
+# -- configuration -------------------------------------------------------------------------------------------------------
+def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
+    with pytest.raises(ConfigError, match="data.train: give either data.train"):
+        PosePartDataModule(mixed(sources, tmp_path, f"data.train={sources['pascal']}"))
+    with pytest.raises(ConfigError, match="data.sources\\[1\\].wieght: unknown key"):
+        load_config(None, ["data.sources=[{name: a, train: x}, {name: b, train: y, wieght: 1}]"])
+    bad = load_config(None, [f"data.sources=[{{name: cihp, train: {sources['cihp']}, tasks: [pose]}}]"])
+    with pytest.raises(ConfigError, match="source 'cihp' declares task 'pose' but it has no keypoints"):
+        PosePartDataModule(bad)
+    bad = load_config(None, [f"data.sources=[{{name: c, train: {sources['cihp']}, part_map: {{pants: [trousers]}}}}]",
+                             "data.schema=pascal_person_part"])
+    with pytest.raises(ConfigError, match="c: part class 'pants' maps to \\['trousers'\\]"):
+        PosePartDataModule(bad)
+    with pytest.raises(ConfigError, match="'val/lip/seg/mean_iou' names no validation source"):  # before training
+        train(mixed(sources, tmp_path, "train.best_metric=val/lip/seg/mean_iou"), tmp_path / "run", **QUIET)
+
+
+def test_shipped_mixed_configs_load_and_document_their_layout():
+    files = sorted((REPO / "configs").glob("pascal_joint_mixed_*.yaml"))
+    assert {f.stem for f in files} >= {"pascal_joint_mixed_mpii", "pascal_joint_mixed_coco",
+                                       "pascal_joint_mixed_lip_cihp"}
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.data.schema == "pascal_person_part" and cfg.data.train is None and len(cfg.data.sources) >= 2
+        assert cfg.data.sources[0].name == "pascal" and cfg.data.sources[0].val is not None
+        assert cfg.train.best_metric.startswith("val/pascal/"), path
+        header = path.read_text().split("\nmodel:")[0]
+        for source in cfg.data.sources:
+            assert source.name in header, (path, source.name)  # every source's layout is documented
