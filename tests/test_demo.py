@@ -27,6 +27,10 @@ def test_demo_trains_and_compares_three_models(tmp_path):
     assert "training on 40 images per model" in report
     steps = [line for line in (out / "demo_cpu_joint" / "config.yaml").read_text().splitlines() if "max_steps" in line]
     assert steps == ["  max_steps: 5"]  # 40 images / batch 8: the schedule is planned over the budget
+    config = (out / "demo_cpu_joint" / "config.yaml").read_text()
+    assert "  sigma: 3.0" in config.splitlines()  # 6 px at the configs' 128 px, scaled to the 64 px run
+    scene = json.loads((out / "data" / "train" / "synth.json").read_text())["scene"]
+    assert scene == {"max_people": 2, "min_height": 0.5, "crowd_prob": 0.0, "clutter": 0.0}  # the easy preset
     joint = json.loads((out / "demo_cpu_joint" / "metrics.json").read_text())
     assert {"segmentation", "pose", "per_stage"} <= set(joint) and len(joint["per_stage"]) == 2
     fcn = json.loads((out / "demo_cpu_fcn32" / "metrics.json").read_text())

@@ -135,3 +135,25 @@ def test_scene_config_bounds_people_and_size() -> None:
     assert mean_height(easy) > 1.3 * mean_height(list(iter_scenes(12, 5, 128)))
     with pytest.raises(ValueError, match="max_people"):
         SceneConfig(max_people=0)
+
+
+def test_clutter_scales_background_detail_and_keeps_the_default_scene() -> None:
+    from posepart.data.synth import SceneConfig
+
+    def roughness(scenes: list) -> float:
+        """Mean absolute horizontal colour step between neighbouring background pixels."""
+        steps = []
+        for s in scenes:
+            step = np.abs(np.diff(s.image.astype(float), axis=1)).sum(-1)
+            background = (s.parts[:, 1:] == 0) & (s.parts[:, :-1] == 0)
+            steps.append(step[background].mean())
+        return float(np.mean(steps))
+
+    plain = list(iter_scenes(8, 3, 128, config=SceneConfig(clutter=0.0)))
+    busy = list(iter_scenes(8, 3, 128))
+    assert roughness(plain) < 0.7 * roughness(busy)
+    explicit = next(iter_scenes(1, 3, 128, config=SceneConfig(clutter=1.0)))
+    assert np.array_equal(explicit.image, busy[0].image)  # clutter=1 is the benchmark, draw for draw
+    assert SceneConfig.easy().clutter == 0.0
+    with pytest.raises(ValueError, match="clutter"):
+        SceneConfig(clutter=1.5)

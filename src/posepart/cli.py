@@ -39,7 +39,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from posepart.data.synth import SceneConfig, write_synth
 
     start = time.perf_counter()
-    scene = SceneConfig(max_people=args.max_people, min_height=args.min_height, crowd_prob=args.crowd_prob)
+    scene = SceneConfig(max_people=args.max_people, min_height=args.min_height, crowd_prob=args.crowd_prob,
+                        clutter=args.clutter)
     root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, config=scene)
     print(f"wrote {args.n} synthetic images ({args.size}x{args.size}, seed {args.seed}) to {root} "
           f"in {time.perf_counter() - start:.1f} s")
@@ -216,11 +217,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from posepart.demo import DEFAULT_TRAIN_IMAGES, run_demo
+    from posepart.data.synth import SceneConfig
+    from posepart.demo import DEFAULT_TRAIN_IMAGES, DEMO_SIZE, run_demo
 
     images = DEFAULT_TRAIN_IMAGES if args.train_images is None else args.train_images
-    report = run_demo(args.out, n_val=args.n_val, size=args.size, seed=args.seed, train_images=images,
-                      n_train=args.n_train, train_minutes=args.train_minutes)
+    size = DEMO_SIZE if args.size is None else args.size
+    scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
+    report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=images,
+                      n_train=args.n_train, train_minutes=args.train_minutes, scene=scene)
     print(f"report: {report}")
     return 0
 
@@ -277,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
     p.add_argument("--min-height", type=float, default=0.25, help="smallest person, as a fraction of the image side")
     p.add_argument("--crowd-prob", type=float, default=0.2, help="chance of tiny unlabelled crowd people per image")
+    p.add_argument("--clutter", type=float, default=1.0,
+                   help="background shapes and limb-like distractors, as a fraction of the default (0: none)")
     p.set_defaults(run=cmd_synth)
 
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
@@ -312,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--n-val", type=int, default=300)
-    p.add_argument("--size", type=int, default=256, help="image and network input side")
+    p.add_argument("--size", type=int, default=None,
+                   help="image and network input side (default: posepart.demo.DEMO_SIZE)")
+    p.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
+                   help="synthetic scenes: easy = 1-2 large people on plain backgrounds (learnable on a CPU in "
+                        "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="training budget per model, in images (default: posepart.demo.DEFAULT_TRAIN_IMAGES): FCN32, "

@@ -11,6 +11,7 @@ default fits the 2-core CPU machine's 15 minutes for the whole job; `train_minut
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from importlib import resources
@@ -19,13 +20,14 @@ from typing import Any
 
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
-from posepart.data.synth import write_synth
+from posepart.data.synth import SceneConfig, write_synth
 from posepart.data.writer import write_json_atomic
 from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
-DEFAULT_TRAIN_IMAGES = 2400  # per model; about 12 minutes for the three on 2 CPU cores at 256 px (README)
+DEFAULT_TRAIN_IMAGES = 9600  # per model; the three fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
+DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 DEMO_MODELS = {"FCN32 (parts only)": "demo_cpu_fcn32.yaml", "PAF (pose only)": "demo_cpu_paf.yaml",
                "joint": "demo_cpu_joint.yaml"}
 
@@ -35,12 +37,12 @@ def shipped_config(name: str) -> Path:
     return Path(str(resources.files("posepart") / "configs" / name))
 
 
-def synth_cached(root: Path, *, n: int, seed: int, size: int) -> PosePartDataset:
-    """Generate a synthetic split once; reuse it when the same (n, seed, size) is already on disk."""
+def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
+    """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
-    wanted = {"n": n, "seed": seed, "size": size}
+    wanted = {"n": n, "seed": seed, "size": size, "scene": dataclasses.asdict(scene)}
     if not (stamp.is_file() and json.loads(stamp.read_text()) == wanted and (root / ANNOTATIONS_FILE).is_file()):
-        write_synth(root, n=n, seed=seed, size=size, workers=2)
+        write_synth(root, n=n, seed=seed, size=size, workers=2, config=scene)
         write_json_atomic(stamp, wanted)
     return PosePartDataset.open(root)
 
@@ -54,8 +56,10 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val: PosePart
     from posepart.engine.train import train
     from posepart.evaluate_model import evaluate_model
 
-    overrides = [f"data.train={train_root}", f"data.val={val.annotation_file.parent}", f"data.input_size={size}"]
-    cfg = load_config(shipped_config(config_name), overrides)
+    cfg = load_config(shipped_config(config_name))
+    # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
+    overrides = [f"data.train={train_root}", f"data.val={val.annotation_file.parent}", f"data.input_size={size}",
+                 f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}"]
     steps = max(images // cfg.data.batch_size, 1)
     cfg = load_config(shipped_config(config_name), [*overrides, f"train.max_steps={steps}", "train.max_epochs=-1"])
     result = train(cfg, out, max_minutes=minutes)
@@ -68,13 +72,14 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val: PosePart
     return metrics, overlays, csv[-1] if csv else None
 
 
-def run_demo(out: Path, *, n_val: int = 300, size: int = 256, seed: int = 0,
-             train_images: int = DEFAULT_TRAIN_IMAGES, n_train: int = 2000, train_minutes: float | None = None) -> Path:
+def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,
+             train_images: int = DEFAULT_TRAIN_IMAGES, n_train: int = 2000, train_minutes: float | None = None,
+             scene: SceneConfig = SceneConfig.easy()) -> Path:
     """synth -> inspect -> oracle [-> train + evaluate three models when train_images > 0] -> report.md; returns the
     report path."""
     out = Path(out)
     start = time.perf_counter()
-    val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size)
+    val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size, scene=scene)
     counts = inspect_dataset(val).counts
     tiles = [overlay(val.load_image(r), val.schema, parts=val.load_parts(r), keypoints=r.keypoints)
              for r in val.records[:8]]
@@ -82,7 +87,8 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = 256, seed: int = 0,
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": evaluate_oracle(val, input_size=size)}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:
-        train_root = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size).annotation_file.parent
+        train_root = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size,
+                                  scene=scene).annotation_file.parent
         curves, predictions = {}, []
         for label, config_name in DEMO_MODELS.items():
             name = Path(config_name).stem
@@ -97,7 +103,8 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = 256, seed: int = 0,
         figures.append(plot_training_curves(curves, out / "curves.png"))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "
-             f"seed {seed})" + (f", at most {train_minutes:g} min each" if train_minutes else ""))
+             f"seed {seed})" + (f", at most {train_minutes:g} min each" if train_minutes else "")
+             + f"; scenes: {scene}")
     report = write_report(out, title, rows, val.schema, figures)
     with open(report, "a", encoding="utf-8") as f:
         f.write(f"\nFinished in {time.perf_counter() - start:.0f} s.\n")

@@ -67,8 +67,11 @@ def _distractor(image: np.ndarray, rng: np.random.Generator) -> None:
         fill_textured(image, ellipse_polygon(c, np.array([0.0, 1.0]), r * 2.2, r * 1.7), mat, rng)
 
 
-def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) float32 RGB: gradient + low-frequency noise, floor, random shapes and lines, distractors."""
+def background(rng: np.random.Generator, size: int, clutter: float = 1.0) -> np.ndarray:
+    """(size, size, 3) float32 RGB: gradient + low-frequency noise, floor, random shapes and lines, distractors.
+
+    `clutter` in [0, 1] scales the number of shapes and limb-like distractors (0: a smooth gradient, maybe a floor).
+    """
     s = size
     c1, c2 = random_colour(rng, 0.05), random_colour(rng, 0.05)
     lo = max(s // 4, 2)  # gradient + low-frequency noise are smooth: build them at 1/4 size, then upsample
@@ -83,7 +86,7 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     image = cv2.resize(small, (s, s), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
         _floor(image, rng)
-    for _ in range(int(rng.integers(4, 25))):
+    for _ in range(round(int(rng.integers(4, 25)) * clutter)):
         kind = rng.random()
         colour = tuple(float(c) for c in random_colour(rng, 0.1))
         centre = rng.uniform(-0.1, 1.1, 2) * s
@@ -114,7 +117,7 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:  # random polygon
             pts = centre + rng.normal(0, 1, (int(rng.integers(3, 7)), 2)) * half
             cv2.fillPoly(image, [fixed(pts)], colour, cv2.LINE_AA, 4)
-    for _ in range(int(rng.integers(0, 7))):
+    for _ in range(round(int(rng.integers(0, 7)) * clutter)):
         _distractor(image, rng)
     if rng.random() < 0.3:  # defocused background
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.8, 2.5))

@@ -42,20 +42,25 @@ class SceneConfig:
     max_people: labelled people per image, drawn uniformly from 1..max_people.
     min_height: smallest person height as a fraction of the image side (the tallest is 0.95).
     crowd_prob: chance that an image also holds 1-3 tiny unlabelled people marked as crowd regions.
+    clutter: background shapes and limb-like distractors, as a fraction of the benchmark's (0 = none).
     """
 
     max_people: int = MAX_PEOPLE
     min_height: float = 0.25
     crowd_prob: float = 0.2
+    clutter: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_people < 1 or not 0 < self.min_height <= 0.95 or not 0 <= self.crowd_prob <= 1:
-            raise ValueError(f"need max_people >= 1, 0 < min_height <= 0.95, 0 <= crowd_prob <= 1: {self}")
+        if self.max_people < 1 or not 0 < self.min_height <= 0.95 or not 0 <= self.crowd_prob <= 1 \
+                or not 0 <= self.clutter <= 1:
+            raise ValueError("need max_people >= 1, 0 < min_height <= 0.95, 0 <= crowd_prob <= 1 and "
+                             f"0 <= clutter <= 1: {self}")
 
     @classmethod
     def easy(cls) -> SceneConfig:
-        """1-2 people of at least half the image height, no crowds: learnable from scratch in minutes on a CPU."""
-        return cls(max_people=2, min_height=0.5, crowd_prob=0.0)
+        """1-2 people of at least half the image height on plain backgrounds, no crowds: the CPU demo's setting,
+        learnable from scratch in minutes (README, "The main job")."""
+        return cls(max_people=2, min_height=0.5, crowd_prob=0.0, clutter=0.0)
 
 
 @dataclass
@@ -167,7 +172,7 @@ def render_scene(rng: np.random.Generator, size: int, config: SceneConfig = Scen
 
 
 def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthScene:
-    image = background(rng, size)
+    image = background(rng, size, config.clutter)
     parts = np.zeros((size, size), np.uint8)
     owner = np.zeros((size, size), np.int16)
     n = int(rng.integers(1, config.max_people + 1))
