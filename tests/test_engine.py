@@ -85,6 +85,25 @@ def test_training_reduces_loss_on_a_repeated_batch(data, tmp_path):
     assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()  # the resolved config round-trips
 
 
+def test_learnable_task_weights_have_their_own_learning_rate(data):
+    """loss.weighting_lr: the uncertainty weights are a second parameter group at that LR without weight decay. With
+    AdamW the first step moves every parameter by lr * sign(gradient), so each log variance moves by exactly 0.5."""
+    cfg = tiny(data, "loss.weighting=uncertainty", "loss.weighting_lr=0.5", "optim.name=adamw", "optim.lr=0.001",
+               "optim.weight_decay=0.1", "optim.schedule=constant", "optim.warmup_steps=0")
+    module = PosePartModule(cfg, PosePartDataset.open(data["train"]).schema)
+    optimizer = module.configure_optimizers()["optimizer"]
+    model_group, weight_group = optimizer.param_groups
+    log_vars = module.loss_fn.weighting.log_vars
+    assert [id(p) for p in weight_group["params"]] == [id(log_vars)]
+    assert weight_group["lr"] == 0.5 and weight_group["weight_decay"] == 0.0
+    assert model_group["lr"] == 0.001 and model_group["weight_decay"] == 0.1
+    assert sum(p.numel() for p in model_group["params"]) == sum(p.numel() for p in module.model.parameters())
+    before = log_vars.detach().clone()
+    log_vars.grad = torch.tensor([2.0, -3.0, 0.5])
+    optimizer.step()
+    torch.testing.assert_close(log_vars.detach() - before, torch.tensor([-0.5, 0.5, -0.5]), atol=1e-6, rtol=0)
+
+
 def test_resume_continues_exactly(data, straight_run, tmp_path):
     cfg = tiny(data)
     first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1

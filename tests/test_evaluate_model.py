@@ -62,7 +62,8 @@ class GroundTruthModel(nn.Module):
 
 
 def test_metrics_keys_and_per_stage(synth):
-    for kwargs in ({"seg_head": "fcn32"}, {"seg_head": "stage"}):  # FCN (parts_stride 1) and per-stage seg branch
+    # FCN (parts_stride 1), per-stage seg branch (8) and the branch refined by a pool2 skip (4)
+    for kwargs in ({"seg_head": "fcn32"}, {"seg_head": "stage"}, {"seg_head": "stage", "seg_stride": 4}):
         torch.manual_seed(0)
         model = build_model("joint_vgg16", synth.schema, width=0.125, fc_width=32, stages=2, **kwargs)
         model.train()

@@ -18,6 +18,8 @@ from posepart.models import (
     ModelOutput,
     PAFStages,
     PosePartNet,
+    ShapeSpec,
+    SkipRefine,
     VGGTrunk,
     build_model,
     count_flops,
@@ -100,6 +102,49 @@ def test_stage_counts(stages: int, seg_head: str | None) -> None:
         assert [p.shape for p in out.parts] == [(1, schema.num_parts, 64, 48)]
 
 
+@pytest.mark.parametrize("seg_stride", [4, 2])
+def test_stage_seg_refined_by_skips_starts_as_bilinear_upsampling(seg_stride: int) -> None:
+    """seg_stride 4 / 2: each stage's stride-8 logits x2-upsampled per skip plus zero-initialised skip scores, so at
+    initialisation the output equals repeated x2 bilinear interpolation of the stride-8 logits; the next stage is
+    still fed the stride-8 logits."""
+    schema = SCHEMAS["pascal"]
+    model = joint_vgg16(schema, stages=2, seg_head="stage", seg_stride=seg_stride, **SMALL).eval()
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        out = model(x)
+        _, _, coarse = model.pose_head(model.trunk(x)["features"])  # [(1, P, 8, 6)] * 2
+    assert out.parts_stride == seg_stride == model.parts_stride
+    assert [p.shape for p in out.parts] == [(1, schema.num_parts, 64 // seg_stride, 48 // seg_stride)] * 2
+    for refined, logits in zip(out.parts, coarse):
+        expected = logits
+        while expected.shape[-1] < refined.shape[-1]:
+            expected = F.interpolate(expected, scale_factor=2, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(refined, expected, atol=1e-5, rtol=1e-5)
+    second = model.pose_head.stages[1].branches["parts"][0]
+    assert second.in_channels == 32 + schema.heatmap_channels + schema.paf_channels + schema.num_parts
+
+
+def test_skip_refinement_learns_from_the_fine_maps() -> None:
+    """The zero-initialised skip scorers get a gradient from the segmentation loss at the first step."""
+    model = joint_vgg16(TINY, stages=1, seg_head="stage", seg_stride=2, **SMALL)
+    out = model(torch.randn(2, 3, 32, 32))
+    F.cross_entropy(out.parts[-1], torch.randint(0, TINY.num_parts, (2, 16, 16))).backward()
+    for name in ("pool2", "pool1"):
+        assert model.parts_refine.scorers[name].weight.grad.abs().sum() > 0
+
+
+def test_seg_stride_errors() -> None:
+    with pytest.raises(ValueError, match="seg_stride"):
+        joint_vgg16(TINY, seg_head="fcn32", seg_stride=4, **SMALL_FC)  # the FCN heads are full resolution already
+    with pytest.raises(ValueError, match="seg_stride"):
+        joint_vgg16(TINY, seg_head="stage", seg_stride=3, **SMALL)
+    with pytest.raises(ValueError, match="must have stride 4"):
+        SkipRefine(3, 8, {"pool1": ShapeSpec(16, 2)})  # skips must halve the stride one at a time
+    with pytest.raises(ValueError, match="needs stage_seg"):
+        PosePartNet(VGGTrunk(width=0.25), None, paf_vgg16(TINY, stages=1, **SMALL).pose_head,
+                    parts_refine=SkipRefine(3, 8, {"pool2": ShapeSpec(32, 4)}))
+
+
 @pytest.mark.parametrize("name", FCN_NAMES)
 @pytest.mark.parametrize("hw", [(40, 56), (72, 88), (104, 24), (8, 8)])
 def test_fcn_logits_exactly_input_size(name: str, hw: tuple[int, int]) -> None:
@@ -134,7 +179,7 @@ def test_trunk_output_shapes_match_forward(width: float, cpm: bool) -> None:
     trunk = VGGTrunk(width=width, cpm=cpm)
     feats = trunk(torch.randn(1, 3, 64, 96))
     shapes = trunk.output_shapes()
-    assert set(feats) == set(shapes) == ({"pool3", "conv4_3", "features"} if cpm else {"pool3", "conv4_3"})
+    assert set(feats) == set(shapes) == {"pool1", "pool2", "pool3", "conv4_3"} | ({"features"} if cpm else set())
     for key, spec in shapes.items():
         assert feats[key].shape == (1, spec.channels, 64 // spec.stride, 96 // spec.stride)
     assert shapes["conv4_3"].channels == int(512 * width) and shapes["pool3"].channels == int(256 * width)

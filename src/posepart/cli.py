@@ -224,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     size = DEMO_SIZE if args.size is None else args.size
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
     report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=images,
-                      n_train=args.n_train, train_minutes=args.train_minutes, scene=scene)
+                      n_train=args.n_train, train_minutes=args.train_minutes, scene=scene, jobs=args.jobs)
     print(f"report: {report}")
     return 0
 
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
     p.add_argument("--n-train", type=int, default=2000, help="distinct synthetic training images")
+    p.add_argument("--jobs", type=int, default=3,
+                   help="models trained at once, in separate processes sharing the cores (default 3: all; "
+                        "1: one after another with progress bars)")
     p.set_defaults(run=cmd_demo)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")

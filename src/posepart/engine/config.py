@@ -30,6 +30,7 @@ class ModelConfig:
     name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
     stages: int = 2
     seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
+    seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from pool2 / pool1
     width: float = 1.0
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
@@ -113,6 +114,9 @@ class LossConfig:
     mask: Literal["openpose", "seed"] = "openpose"
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
+    # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
+    # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.
+    weighting_lr: float | None = None
 
 
 @dataclass

@@ -32,7 +32,8 @@ CHECKPOINT_KEY = "posepart"
 def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
     """The model named by `config.model`, passing each builder only the options it accepts."""
     m = config.model
-    options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "width": m.width, "fc_width": m.fc_width,
+    options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
+                               "width": m.width, "fc_width": m.fc_width,
                                "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
     accepted = inspect.signature(MODELS[m.name]).parameters
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
@@ -160,7 +161,11 @@ class PosePartModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.config.optim
-        params = [p for p in list(self.model.parameters()) + list(self.loss_fn.parameters()) if p.requires_grad]
+        params: list[dict[str, Any]] = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        weighting = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if weighting:  # task weights are not model capacity: no decay towards 0 (= weight 1)
+            lr = self.config.loss.weighting_lr if self.config.loss.weighting_lr is not None else o.lr
+            params.append({"params": weighting, "lr": lr, "weight_decay": 0.0})
         if o.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
                                                                weight_decay=o.weight_decay)

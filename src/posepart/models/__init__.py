@@ -7,7 +7,7 @@
 
 from .build import MODELS, build_model, fcn8_vgg16, fcn16_vgg16, fcn32_vgg16, joint_vgg16, paf_vgg16
 from .complexity import count_flops, count_parameters
-from .fcn import BilinearUpsample, FCNHead, bilinear_kernel
+from .fcn import BilinearUpsample, FCNHead, SkipRefine, bilinear_kernel
 from .joint import PosePartNet
 from .output import ModelOutput
 from .pose import PAFStage, PAFStages
@@ -16,6 +16,6 @@ from .trunk import ShapeSpec, VGGTrunk
 
 __all__ = [
     "MODELS", "BilinearUpsample", "FCNHead", "ModelOutput", "PAFStage", "PAFStages", "PosePartNet", "ShapeSpec",
-    "VGGTrunk", "bilinear_kernel", "build_model", "count_flops", "count_parameters", "fcn8_vgg16", "fcn16_vgg16",
-    "fcn32_vgg16", "joint_vgg16", "load_vgg16_weights", "paf_vgg16", "read_state_dict",
+    "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model", "count_flops", "count_parameters", "fcn8_vgg16",
+    "fcn16_vgg16", "fcn32_vgg16", "joint_vgg16", "load_vgg16_weights", "paf_vgg16", "read_state_dict",
 ]

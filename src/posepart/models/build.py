@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from ..schema import Schema
-from .fcn import FCNHead, FCNVariant
+from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
 from .pose import PAFStages
 from .pretrained import load_vgg16_weights
 from .trunk import VGGTrunk
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
+SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2", "pool1")}  # seg_stride -> skips
 
 
 def _check_pretrained(pretrained: Path | str | None, width: float, batch_norm: bool = False) -> None:
@@ -97,20 +98,30 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, width: float = 1.0, batch_norm
     return _finish(model, pretrained)
 
 
-def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", width: float = 1.0,
-                fc_width: int = 4096, batch_norm: bool = False, pretrained: Path | str | None = None) -> PosePartNet:
+def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
+                width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
+                pretrained: Path | str | None = None) -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
     "stage": a third branch in every pose stage (stride-8 logits per stage, fed forward); fc_width is then unused.
+    seg_stride (seg_head "stage" only): 8, or 4 / 2 to refine each stage's output logits with FCN-style skips from
+    the trunk's pool2 / pool1 (`SkipRefine`).
     """
     if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
         raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
+    if seg_stride not in SKIPS_TO_STRIDE or (seg_stride != 8 and seg_head != "stage"):
+        raise ValueError(f"seg_stride must be one of {sorted(SKIPS_TO_STRIDE)} and other than 8 only with "
+                         f"seg_head='stage', got {seg_stride} with {seg_head!r}")
     _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "joint_vgg16", pose=True, parts=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     if seg_head == "stage":
-        model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=True), schema=schema)
+        shapes = trunk.output_shapes()
+        skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[seg_stride]}
+        refine = SkipRefine(schema.num_parts, trunk.stride, skips) if skips else None
+        model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=True),
+                            parts_refine=refine, schema=schema)
     else:
         fcn = _fcn_head(trunk, schema, seg_head, width, fc_width)
         model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, stage_seg=False), schema=schema)

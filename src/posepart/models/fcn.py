@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .trunk import conv_block, init_conv_kaiming, scaled
+from .trunk import ShapeSpec, conv_block, init_conv_kaiming, scaled
 
 FCNVariant = Literal["fcn32", "fcn16", "fcn8"]
 
@@ -76,6 +76,43 @@ class BilinearUpsample(nn.Module):
             y = F.conv_transpose2d(x, self.kernel, stride=f, padding=f // 2, groups=self.channels)
         # y: (B, C, f*(h+2), f*(w+2)); drop the pad cells' f pixels, then crop to the target
         return y[:, :, f : f + out_h, f : f + out_w]
+
+
+def zero_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
+    """A 1x1 class scorer starting at zero: FCN's skip scorers, so a finer net starts as its coarser parent."""
+    conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class SkipRefine(nn.Module):
+    """FCN-style refinement of coarse part logits with finer trunk maps (Long et al. 2015, sec. 4.2).
+
+    Every skip halves the stride: score = up2(score) + score_skip(skip), with up2 a learnable x2 `BilinearUpsample`
+    and score_skip a zero-initialised 1x1 scorer, so at initialisation the result is the bilinear upsampling of the
+    input. Why: at stride 8 a lower arm is a cell or two wide, which caps the reachable IoU of thin parts.
+    forward(logits (B, P, H/s, W/s), feats {name: (B, C, H/s', W/s')}) -> (B, P, H/s_out, W/s_out),
+    s_out = output_stride = s / 2^len(skips).
+    """
+
+    def __init__(self, num_classes: int, input_stride: int, skips: dict[str, ShapeSpec]) -> None:
+        super().__init__()
+        stride = input_stride
+        for name, shape in skips.items():  # coarse to fine
+            if shape.stride * 2 != stride:
+                raise ValueError(f"skip {name!r} has stride {shape.stride}; the next skip after stride {stride} "
+                                 f"must have stride {stride // 2}")
+            stride = shape.stride
+        self.output_stride = stride
+        self.scorers = nn.ModuleDict({name: zero_scorer(s.channels, num_classes) for name, s in skips.items()})
+        self.upsample = nn.ModuleDict({name: BilinearUpsample(num_classes, 2) for name in skips})
+
+    def forward(self, logits: Tensor, feats: dict[str, Tensor]) -> Tensor:
+        for name, scorer in self.scorers.items():
+            skip = feats[name]  # (B, C, h', w'), h' = 2h or 2h - 1 (ceil/floor of the pools)
+            logits = self.upsample[name](logits, skip.shape[-2:]) + scorer(skip)  # (B, P, h', w')
+        return logits
 
 
 class FCNHead(nn.Module):
@@ -135,19 +172,12 @@ class FCNHead(nn.Module):
 
         final_factor = {"fcn32": 32, "fcn16": 16, "fcn8": 8}[variant]
         if variant in ("fcn16", "fcn8"):
-            self.score_pool4 = self._zero_scorer(c5, num_classes)
+            self.score_pool4 = zero_scorer(c5, num_classes)
             self.upscore2 = BilinearUpsample(num_classes, 2)  # stride 32 -> 16, learnable as in the paper
         if variant == "fcn8":
-            self.score_pool3 = self._zero_scorer(pool3_channels or scaled(256, width), num_classes)
+            self.score_pool3 = zero_scorer(pool3_channels or scaled(256, width), num_classes)
             self.upscore_pool4 = BilinearUpsample(num_classes, 2)  # stride 16 -> 8
         self.upscore = BilinearUpsample(num_classes, final_factor, learnable=False)  # -> input resolution
-
-    @staticmethod
-    def _zero_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
-        conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-        return conv
 
     def vgg16_keys(self) -> dict[str, str]:
         """Own parameter-name prefix -> torchvision vgg16 prefix (fc6/fc7 are reshaped by the loader)."""

@@ -21,6 +21,8 @@ class PosePartNet(nn.Module):
               (an `FCNHead`: s = 1), or None.
     pose_head: called as pose_head(feats["features"]) -> (heatmaps, pafs, parts) per-stage lists (a `PAFStages`,
                whose `parts` is non-empty only with its per-stage segmentation branch), or None.
+    parts_refine: optional refinement of the pose head's per-stage part logits with the trunk's finer maps,
+                  called as parts_refine(logits, feats) and with an `output_stride` (a `SkipRefine`).
     forward(image (B, 3, H, W), H and W multiples of trunk.stride) -> ModelOutput.
     """
 
@@ -30,6 +32,7 @@ class PosePartNet(nn.Module):
         seg_head: nn.Module | None,
         pose_head: nn.Module | None,
         *,
+        parts_refine: nn.Module | None = None,
         schema: Schema | None = None,
     ) -> None:
         super().__init__()
@@ -38,15 +41,18 @@ class PosePartNet(nn.Module):
         stage_seg = bool(getattr(pose_head, "stage_seg", False))
         if seg_head is not None and stage_seg:
             raise ValueError("give either a seg_head or a pose_head with stage_seg=True, not both: both predict parts")
+        if parts_refine is not None and not stage_seg:
+            raise ValueError("parts_refine refines the pose head's per-stage part logits: it needs stage_seg=True")
         self.trunk = trunk
         self.seg_head = seg_head
         self.pose_head = pose_head
+        self.parts_refine = parts_refine
         self.schema = schema  # the dataset schema the heads were sized for (None when built by hand)
         self.stride: int = int(trunk.stride)
         if seg_head is not None:
             self.parts_stride: int = int(seg_head.output_stride)
         elif stage_seg:
-            self.parts_stride = int(pose_head.output_stride)  # type: ignore[union-attr]
+            self.parts_stride = int((parts_refine or pose_head).output_stride)  # type: ignore[union-attr]
         else:
             self.parts_stride = 1
 
@@ -62,11 +68,13 @@ class PosePartNet(nn.Module):
         h, w = image.shape[-2], image.shape[-1]  # no int(): traced exports keep the input size dynamic
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
-        feats = self.trunk(image)  # {"pool3", "conv4_3"[, "features"]}: (B, C, H/8, W/8) each
+        feats = self.trunk(image)  # {"pool1", "pool2", "pool3", "conv4_3"[, "features"]}, see VGGTrunk
         out = ModelOutput(stride=self.stride, parts_stride=self.parts_stride)
         if self.pose_head is not None:
             # T stages of (B, K+1, H/8, W/8), (B, 2L, H/8, W/8)[, (B, P, H/8, W/8)]
             out.heatmaps, out.pafs, out.parts = self.pose_head(feats["features"])
+            if self.parts_refine is not None:  # the next stage was fed the stride-8 logits; refine what is output
+                out.parts = [self.parts_refine(p, feats) for p in out.parts]  # (B, P, H/s, W/s) each
         if self.seg_head is not None:
             out.parts = [self.seg_head(feats, (h, w))]  # one (B, P, H, W) logits tensor
         return out

@@ -70,11 +70,12 @@ def _vgg_layers(cfg: tuple[int | str, ...], in_channels: int, width: float, batc
 class VGGTrunk(nn.Module):
     """VGG16 conv1_1..conv4_3 (three pools, stride 8) followed by conv4_3_CPM (512->256) and conv4_4_CPM (256->128).
 
-    forward(x (B, 3, H, W)) -> {"pool3": (B, 256w, H/8, W/8), "conv4_3": (B, 512w, H/8, W/8),
+    forward(x (B, 3, H, W)) -> {"pool1": (B, 64w, H/2, W/2), "pool2": (B, 128w, H/4, W/4),
+                                "pool3": (B, 256w, H/8, W/8), "conv4_3": (B, 512w, H/8, W/8),
                                 "features": (B, 128w, H/8, W/8)}   (w = width; "features" only when cpm=True)
     conv4_3 is the split point for the FCN head (it continues with pool4, conv5 as in VGG16); "features" is the
-    128-channel map OpenPose's stages read. `cpm=False` drops the adapter for segmentation-only models, which would
-    otherwise pay for two convs nobody reads.
+    128-channel map OpenPose's stages read; the pools are the skips of FCN-style refinements (`SkipRefine`).
+    `cpm=False` drops the adapter for segmentation-only models, which would otherwise pay for two convs nobody reads.
     """
 
     stride = 8
@@ -88,6 +89,7 @@ class VGGTrunk(nn.Module):
         self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width, batch_norm))
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         self.pool3_index = pools[2]  # its output is "pool3" (256 ch, stride 8), the FCN8 skip
+        self._pool_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}  # features index -> output name
         c4 = scaled(512, width)
         self.cpm: nn.Sequential | None = None
         if cpm:
@@ -108,6 +110,8 @@ class VGGTrunk(nn.Module):
     def output_shapes(self) -> dict[str, ShapeSpec]:
         """Channels and stride of every map `forward` returns (without running it)."""
         shapes = {
+            "pool1": ShapeSpec(scaled(64, self.width), 2),
+            "pool2": ShapeSpec(scaled(128, self.width), 4),
             "pool3": ShapeSpec(scaled(256, self.width), 8),
             "conv4_3": ShapeSpec(scaled(512, self.width), 8),
         }
@@ -124,9 +128,9 @@ class VGGTrunk(nn.Module):
         h = x  # (B, 3, H, W)
         for i, layer in enumerate(self.features):
             h = layer(h)
-            if i == self.pool3_index:
+            if i in self._pool_names:
                 # The next conv's ReLU is in-place but acts on the conv's *output*, so this tensor stays intact.
-                out["pool3"] = h  # (B, 256w, H/8, W/8)
+                out[self._pool_names[i]] = h  # pool1 (B, 64w, H/2, W/2) .. pool3 (B, 256w, H/8, W/8)
         out["conv4_3"] = h  # (B, 512w, H/8, W/8), after ReLU
         if self.cpm is not None:
             out["features"] = self.cpm(h)  # (B, 128w, H/8, W/8)
