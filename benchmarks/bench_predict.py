@@ -10,6 +10,9 @@ Part 2, end to end: ms per image by stage (load, preprocess, network, merge, dec
 exported model). Whatever an untrained network outputs is replaced by the scene's ground-truth maps right after the
 network ran, so decoding and instance assignment do realistic work on N people while the network is timed as it is.
 
+Part 3, batch 1 vs 32: images/s and ms per image of the network alone (one call on a ready input batch) and end to end
+(`Predictor` on a list of as many images, 5 people each), one thread.
+
 Run: taskset -c 0 .venv/bin/python benchmarks/bench_predict.py [--quick]   (writes benchmarks/results/predict.json)
 """
 
@@ -47,6 +50,7 @@ from posepart.schema import Schema  # noqa: E402
 torch.set_num_threads(1)
 cv2.setNumThreads(1)
 STAGES = ("load", "preprocess", "network", "merge", "decode", "parts", "instances")
+BATCHES = (1, 32)
 
 
 def paint_parts(people: np.ndarray, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +160,31 @@ def bench_end_to_end(schema: Schema, name: str, backend: Backend, people_counts:
     return rows_out
 
 
+def bench_batches(schema: Schema, name: str, backend: Backend, batches: tuple[int, ...], calls: int,
+                  people: int = 5) -> list[dict]:
+    """Images/s and ms per image at each batch size: the network alone (one backend call on a ready input batch) and
+    end to end (`Predictor` on a list of that many images, its own batch_size, decoding `people` people each)."""
+    rows_out = []
+    image = np.random.default_rng(2).integers(0, 255, (SIZE, SIZE, 3), np.uint8)
+    maps = scene_maps(schema, people, backend.info.parts_stride, seed=people)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+        backend(x)  # warm-up at this shape
+        start = time.perf_counter()
+        for _ in range(calls):
+            backend(x)
+        network = (time.perf_counter() - start) / (calls * batch)
+        predictor = Predictor(TruthAfterNetwork(backend, maps), input_size=SIZE, batch_size=batch)
+        predictor([image] * batch)
+        start = time.perf_counter()
+        for _ in range(calls):
+            predictor([image] * batch)
+        e2e = (time.perf_counter() - start) / (calls * batch)
+        rows_out.append({"model": name, "batch": batch, "network_ms": 1e3 * network, "network_images_s": 1 / network,
+                         "end_to_end_ms": 1e3 * e2e, "end_to_end_images_s": 1 / e2e, "people": people})
+    return rows_out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no full-width model")
@@ -176,16 +205,19 @@ def main() -> None:
                build_model("joint_vgg16", schema, width=0.25, stages=2, seg_head="stage", batch_norm=True))]
     if not args.quick:
         models.append(("joint w1.0 (fcn32, 2 stages)", build_model("joint_vgg16", schema, width=1.0, stages=2)))
-    e2e = []
+    e2e, batched = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             info = model_info(model, schema, SIZE, name)
-            e2e += bench_end_to_end(schema, f"{name}, PyTorch", TorchBackend(model, info), (1, 5, 20),
+            torch_backend = TorchBackend(model, info)
+            e2e += bench_end_to_end(schema, f"{name}, PyTorch", torch_backend, (1, 5, 20),
                                     e2e_images if "w1.0" not in name else max(2, e2e_images // 2))
+            batched += bench_batches(schema, f"{name}, PyTorch", torch_backend, BATCHES, 1 if "w1.0" in name else 2)
             if "w0.25" in name:
                 onnx = export_onnx(model, info, Path(tmp) / "model.onnx", verify=False)["path"]
-                e2e += bench_end_to_end(schema, f"{name}, ONNX Runtime", OnnxBackend(onnx, threads=1), (1, 5, 20),
-                                        e2e_images)
+                onnx_backend = OnnxBackend(onnx, threads=1)
+                e2e += bench_end_to_end(schema, f"{name}, ONNX Runtime", onnx_backend, (1, 5, 20), e2e_images)
+                batched += bench_batches(schema, f"{name}, ONNX Runtime", onnx_backend, BATCHES, 2)
     print(f"\nend to end, ms per image at {SIZE}x{SIZE}, 1 thread (decode/instances on ground-truth maps of N people)")
     header = f"{'model':<52} {'people':>6} " + " ".join(f"{s[:9]:>9}" for s in STAGES) + f" {'total':>8} {'post %':>7}"
     print(header)
@@ -193,12 +225,18 @@ def main() -> None:
         print(f"{r['model']:<52} {r['people']:>6} " + " ".join(f"{r[s]:>9.2f}" for s in STAGES)
               + f" {r['total']:>8.1f} {100 * r['decode_instances_share']:>6.1f}%")
 
+    print(f"\nbatch 1 vs {BATCHES[-1]}, {SIZE}x{SIZE}, 1 thread: network alone and end to end (5 people per image)")
+    print(f"{'model':<52} {'batch':>5} {'net ms/img':>10} {'net img/s':>9} {'e2e ms/img':>10} {'e2e img/s':>9}")
+    for r in batched:
+        print(f"{r['model']:<52} {r['batch']:>5} {r['network_ms']:>10.1f} {r['network_images_s']:>9.2f} "
+              f"{r['end_to_end_ms']:>10.1f} {r['end_to_end_images_s']:>9.2f}")
+
     out = Path(__file__).parent / "results" / "predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": images,
             "repeats": repeats, "e2e_images": e2e_images, "numpy": np.__version__, "torch": torch.__version__,
             "opencv": cv2.__version__, "machine": platform.processor() or platform.machine(), "quick": args.quick}
-    out.write_text(json.dumps({"meta": meta, "post": post, "end_to_end": e2e}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "post": post, "end_to_end": e2e, "batches": batched}, indent=2))
     print(f"wrote {out}")
 
 

@@ -6,10 +6,10 @@ on a GPU the vendor's dense figure for the precision (`GPU_PEAK`, by device name
 virtual machine, so the reference is the fp32 GEMM throughput measured here on the same threads (4096^2 matmul) and
 the figure is labelled "of measured GEMM". The batch is real: synthetic images through the training Mapper.
 
-Run (CPU, the demo model):   .venv/bin/python benchmarks/bench_train.py
+Run (CPU, the demo model):   .venv/bin/python benchmarks/bench_train.py --size 128 --stages 1 --seg-stride 4 --threads 1
     (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
     (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
-Writes benchmarks/results/train_<device>_w<width>_<size>.json.
+Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--seg-head", default="stage")
+    parser.add_argument("--seg-stride", type=int, default=8, help="with --seg-head stage: 8, 4 or 2")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
@@ -105,12 +107,15 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         batch = real_batch(args.batch, args.size, Path(tmp))
     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     schema = Schema.pascal_person_part()
     model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
-                        batch_norm=True, fc_width=max(int(4096 * args.width), 64)).to(device)
+                        seg_stride=args.seg_stride, batch_norm=True,
+                        fc_width=max(int(4096 * args.width), 64)).to(device)
     memory = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
     loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
@@ -147,7 +152,8 @@ def main() -> None:
         peak = gemm_flops(device, torch.float32)
         peak_label = f"measured fp32 GEMM on {torch.get_num_threads()} threads"
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
-           "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "precision": precision,
+           "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
+           "precision": precision,
            "channels_last": args.channels_last, "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
            "gflop_per_step": flops_per_step / 1e9, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12,
            "peak": peak_label, "mfu": achieved / peak, "torch": torch.__version__}
@@ -157,7 +163,8 @@ def main() -> None:
           f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
     if args.profile is not None:
         row["profile_top_ops"] = profile(step, device, args.profile)
-    out = Path(__file__).parent / "results" / f"train_{device.type}_w{args.width:g}_{args.size}.json"
+    threads = f"_{args.threads}t" if args.threads is not None else ""
+    out = Path(__file__).parent / "results" / f"train_{device.type}_w{args.width:g}_{args.size}{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2))
     print(f"wrote {out}")

@@ -172,7 +172,8 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
-def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("check_every", [1, 4])  # checked at once; found 1 step late (log_every_steps 4: at step 3)
+def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, check_every):
     original = PosePartLoss.forward
     calls = {"train": 0}
 
@@ -186,8 +187,8 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(PosePartLoss, "forward", poisoned)
-    cfg = tiny(data, "train.max_epochs=3")
-    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 .*last finite terms \{'seg'"):
+    cfg = tiny(data, "train.max_epochs=3", f"train.log_every_steps={check_every}")
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 \(epoch 1\).*last finite terms \{'seg'"):
         train(cfg, tmp_path, **QUIET)
     checkpoints = list((tmp_path / "checkpoints").glob("*.ckpt"))
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2  # epoch 1 was saved ...

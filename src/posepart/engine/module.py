@@ -77,10 +77,13 @@ class PosePartModule(pl.LightningModule):
         tasks = model_tasks(self.model)
         weighting = (UncertaintyWeighting(tasks) if config.loss.weighting == "uncertainty"
                      else FixedWeighting(config.loss.weights))
+        # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
+        # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
-                                    allowed_sets=allowed_sets if schema.has_parts else None)
+                                    allowed_sets=allowed_sets if schema.has_parts else None, check_labels=False)
         self.decode_config = DecodeConfig.for_evaluation()
-        self._last_finite: dict[str, float] = {}
+        self._unchecked: list[tuple[int, int, dict[str, Tensor]]] = []  # (step, epoch, terms on the device)
+        self._last_finite: dict[str, Tensor] = {}
         self._batch_clock: float | None = None
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
@@ -122,19 +125,42 @@ class PosePartModule(pl.LightningModule):
                  batch_size=batch["image"].shape[0])
         self._batch_clock = now
 
+    def check_finite(self, *, all_ranks: bool = True) -> None:
+        """Raise FloatingPointError naming the first step whose loss was NaN/inf, among the steps not yet checked.
+
+        The step itself never waits for the device: its loss terms stay there and are checked here, in one host sync,
+        every `train.log_every_steps` steps (when Lightning syncs to log anyway), at the end of every epoch and before
+        every checkpoint. A NaN is therefore reported exactly, up to that many steps late; no checkpoint is written
+        after it. `all_ranks`: agree across DDP ranks, so that every rank stops together instead of hanging in the
+        next all-reduce (only where every rank calls this at the same point).
+        """
+        if not self._unchecked:
+            return
+        finite = torch.isfinite(torch.stack([terms["total"] for *_, terms in self._unchecked])).cpu()  # the sync
+        here = bool(finite.all())
+        everywhere = here
+        if all_ranks and self._trainer is not None and self.trainer.world_size > 1:
+            everywhere = bool(self.trainer.strategy.reduce_boolean_decision(here, all=True))
+        if everywhere:
+            self._last_finite = self._unchecked[-1][2]
+            self._unchecked = []
+            return
+        bad = int((~finite).nonzero()[0]) if not here else len(finite) - 1
+        step, epoch, terms = self._unchecked[bad]
+        before = self._unchecked[bad - 1][2] if bad > 0 else self._last_finite
+        now = {k: float(v) for k, v in terms.items()}
+        last = {k: round(float(v), 6) for k, v in before.items()} or "none (first step)"
+        kind = "nan" if math.isnan(now.get("total", math.nan)) else "non-finite"
+        where = f"at step {step}" if not here else f"on another rank by step {step}"
+        raise FloatingPointError(f"loss became {kind} {where} (epoch {epoch}); terms then {now}; last finite terms "
+                                 f"{last}. Lower optim.lr or check the data.")
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         output = self(batch["image"])
         result = self.loss_fn(output, batch)
-        finite = bool(torch.isfinite(result.total).item())
-        if self.trainer.world_size > 1:  # every rank stops together instead of hanging in the next all-reduce
-            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
-        if not finite:
-            terms = {k: float(v) for k, v in result.terms.items()}
-            bad = "nan" if math.isnan(terms.get("total", math.nan)) else "non-finite"
-            raise FloatingPointError(
-                f"loss became {bad} at step {self.global_step} (epoch {self.current_epoch}); terms now {terms}; "
-                f"last finite terms {self._last_finite or 'none (first step)'}. Lower optim.lr or check the data.")
-        self._last_finite = {k: round(float(v), 6) for k, v in result.terms.items()}
+        self._unchecked.append((self.global_step, self.current_epoch, result.terms))  # no host sync: check_finite
+        if (self.global_step + 1) % self.config.train.log_every_steps == 0:
+            self.check_finite()
         size = batch["image"].shape[0]
         logs: dict[str, Any] = {f"train/{k}": v for k, v in result.terms.items()}
         logs["train/lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -245,7 +271,14 @@ class PosePartModule(pl.LightningModule):
         self._overlays = []
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def on_train_end(self) -> None:
+        self.check_finite()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite(all_ranks=False)  # the clear message first; the parameter check below is the backstop
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
