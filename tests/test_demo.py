@@ -18,6 +18,12 @@ def test_demo_oracle_only(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "oracle_metrics.json").read_text())["pose"]["ap"] > 0.5
 
 
+def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before any work
+
+
 @pytest.mark.parametrize("jobs", [3, 1])  # all three models at once in worker processes; one after another
 def test_demo_trains_and_compares_three_models(tmp_path, jobs):
     out = tmp_path / "demo"

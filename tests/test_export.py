@@ -16,7 +16,9 @@ from posepart.cli import main
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.engine.checkpoint import load_model
-from posepart.inference.predictor import Predictor
+from posepart.inference.export import export_onnx
+from posepart.inference.predictor import Predictor, model_info
+from posepart.models import build_model
 from posepart.schema import Schema
 
 ort = pytest.importorskip("onnxruntime")  # the [onnx] and [test] extras
@@ -86,6 +88,29 @@ def test_single_task_models_export_their_own_outputs(files, tmp_path, model, out
         assert a.parts is None and len(a.people) == len(b.people) > 0
 
 
+def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
+    """seg_stride 2: the per-stage part logits refined by pool2 and pool1 skips (learnable x2 upsamplings cropped to
+    the skip's size) match PyTorch through ONNX Runtime at two batch and image sizes."""
+    torch.manual_seed(0)
+    model = build_model("joint_vgg16", PASCAL, width=0.125, stages=2, seg_head="stage", seg_stride=2,
+                        batch_norm=True).eval()
+    with torch.no_grad():
+        for param in model.parts_refine.parameters():  # the skips start at zero: make them count
+            param.normal_(0.0, 0.1)
+    onnx = export_onnx(model, model_info(model, PASCAL, SIZE, "refined"), tmp_path / "refined.onnx",
+                       verify=False)["path"]
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    rng = torch.Generator().manual_seed(1)
+    for shape in [(1, 3, 64, 64), (2, 3, 48, 80)]:
+        x = torch.randn(*shape, generator=rng)
+        with torch.inference_mode():
+            expected = model(x).parts[-1]
+        parts = dict(zip(names, session.run(None, {"image": x.numpy()})))["parts"]
+        assert parts.shape == (shape[0], PASCAL.num_parts, shape[2] // 2, shape[3] // 2)
+        np.testing.assert_allclose(parts, expected.numpy(), atol=1e-4, rtol=0)
+
+
 def test_torchscript_export_round_trip(files, tmp_path):
     script = tmp_path / "joint.pt"
     assert main(["export", "--checkpoint", str(files["ckpt"]), "--format", "torchscript", "--out", str(script)]) == 0
@@ -121,7 +146,9 @@ import sys
 from posepart.cli import main
 rc = main(["predict", "--onnx", {str(files['onnx'])!r}, {image!r}, "--out", {str(tmp_path / 'out')!r}, "--quiet",
            "--maps", "--flip"])
-from posepart.inference.predictor import Predictor
+from posepart.inference.export import export_onnx
+from posepart.inference.predictor import Predictor, model_info
+from posepart.models import build_model
 result = Predictor.from_onnx({str(files['onnx'])!r})({image!r})
 assert result.ok and result.parts is not None
 heavy = {{"torch", "torchvision", "lightning", "pytorch_lightning", "albumentations", "matplotlib", "safetensors",

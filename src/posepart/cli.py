@@ -220,6 +220,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from posepart.data.synth import SceneConfig
     from posepart.demo import DEFAULT_TRAIN_IMAGES, DEMO_SIZE, run_demo
 
+    if args.jobs < 1:
+        print(f"posepart demo: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     images = DEFAULT_TRAIN_IMAGES if args.train_images is None else args.train_images
     size = DEMO_SIZE if args.size is None else args.size
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()

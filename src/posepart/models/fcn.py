@@ -110,7 +110,7 @@ class SkipRefine(nn.Module):
 
     def forward(self, logits: Tensor, feats: dict[str, Tensor]) -> Tensor:
         for name, scorer in self.scorers.items():
-            skip = feats[name]  # (B, C, h', w'), h' = 2h or 2h - 1 (ceil/floor of the pools)
+            skip = feats[name]  # (B, C, 2h, 2w) for inputs that are multiples of 8
             logits = self.upsample[name](logits, skip.shape[-2:]) + scorer(skip)  # (B, P, h', w')
         return logits
 
