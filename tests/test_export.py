@@ -146,9 +146,7 @@ import sys
 from posepart.cli import main
 rc = main(["predict", "--onnx", {str(files['onnx'])!r}, {image!r}, "--out", {str(tmp_path / 'out')!r}, "--quiet",
            "--maps", "--flip"])
-from posepart.inference.export import export_onnx
-from posepart.inference.predictor import Predictor, model_info
-from posepart.models import build_model
+from posepart.inference.predictor import Predictor
 result = Predictor.from_onnx({str(files['onnx'])!r})({image!r})
 assert result.ok and result.parts is not None
 heavy = {{"torch", "torchvision", "lightning", "pytorch_lightning", "albumentations", "matplotlib", "safetensors",
