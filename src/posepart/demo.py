@@ -9,7 +9,7 @@ the clock would stop mid-schedule, at a high learning rate) and the numbers are 
 default fits the 2-core CPU machine's 15 minutes for the whole job; `train_minutes` adds a wall-clock cap.
 
 The three models train at once, in separate processes with the cores split between them (`jobs`). Why: these small
-convolutions at batch 8 scale poorly over threads; on 2 cores, two 1-thread trainings together get through 1.46x the
+convolutions at batch 8 scale poorly over threads; on 2 cores, two 1-thread trainings together get through 1.26x the
 images of one 2-thread training (README, "The main job").
 """
 
