@@ -56,25 +56,29 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
     return PosePartDataset.open(root)
 
 
-def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, size: int, images: int,
-                    minutes: float | None = None, quiet: bool = False) -> tuple[dict[str, Any], list[Any], Path | None]:
+def run_dir(out: Path, label: str) -> Path:
+    """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json): named after its config."""
+    return out / Path(DEMO_MODELS[label]).stem
+
+
+def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
+                    images: int, minutes: float | None = None,
+                    quiet: bool = False) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
-    time), score its last checkpoint; -> (metrics, overlays, metrics.csv). `quiet`: no progress bar."""
+    time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
+    metrics.csv). `quiet`: no progress bar."""
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config
     from posepart.engine.train import train
     from posepart.evaluate_model import evaluate_model
 
     cfg = load_config(shipped_config(config_name))
-    n_train = len(PosePartDataset.open(train_root))
     steps = max(images // cfg.data.batch_size, 1)
-    every = max(1, round(steps * cfg.data.batch_size / max(n_train, 1) / VALIDATIONS))  # in epochs
+    every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
     # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
     overrides = [f"data.train={train_root}", f"data.val={val_root}", f"data.input_size={size}",
                  f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}", f"train.max_steps={steps}",
                  "train.max_epochs=-1", f"train.val_every_epochs={every}"]
-    if quiet:  # sharing the cores with the other models: no loader process competing for them either
-        overrides.append("data.workers=0")
     cfg = load_config(shipped_config(config_name), overrides)
     result = train(cfg, out, max_minutes=minutes, **({"enable_progress_bar": False} if quiet else {}))
     if result.last is None:
@@ -101,14 +105,13 @@ def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict
     return train_and_score(*args, quiet=True, **kwargs)
 
 
-def train_models(out: Path, train_root: Path, val_root: Path, *, size: int, images: int, minutes: float | None,
-                 jobs: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
+def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
+                 minutes: float | None, jobs: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
     """Train and score every `DEMO_MODELS` entry, `jobs` at once (each in its own process with cpu_count // jobs
-    threads and its log in out/NAME/train.log); 1 = one after another in this process, with progress bars."""
-    names = {label: Path(config_name).stem for label, config_name in DEMO_MODELS.items()}
-    common: dict[str, Any] = dict(size=size, images=images, minutes=minutes)
+    threads and its log in `run_dir`/train.log); 1 = one after another in this process, with progress bars."""
+    common: dict[str, Any] = dict(train_size=train_size, size=size, images=images, minutes=minutes)
     if jobs <= 1:
-        return {label: train_and_score(out / names[label], config_name, train_root, val_root, **common)
+        return {label: train_and_score(run_dir(out, label), config_name, train_root, val_root, **common)
                 for label, config_name in DEMO_MODELS.items()}
     jobs = min(jobs, len(DEMO_MODELS))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -119,7 +122,7 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, size: int, imag
     start = time.perf_counter()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_job, out / names[label] / "train.log", threads, out / names[label],
+        futures = {pool.submit(_train_job, run_dir(out, label) / "train.log", threads, run_dir(out, label),
                                config_name, train_root, val_root, **common): label
                    for label, config_name in DEMO_MODELS.items()}
         for future in as_completed(futures):
@@ -127,7 +130,7 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, size: int, imag
             try:
                 results[label] = future.result()
             except Exception as err:  # noqa: BLE001 - reported with its log below; the other models carry on
-                failed.append(f"{label}: {type(err).__name__}: {err} (log: {out / names[label] / 'train.log'})")
+                failed.append(f"{label}: {type(err).__name__}: {err} (log: {run_dir(out, label) / 'train.log'})")
                 continue
             seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
             scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")), ("OKS AP", pose.get("ap")))
@@ -153,14 +156,14 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": evaluate_oracle(val, input_size=size)}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:
-        train_root = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size,
-                                  scene=scene).annotation_file.parent
+        train_set = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size, scene=scene)
         curves, predictions = {}, []
-        trained = train_models(out, train_root, val.annotation_file.parent, size=size, images=train_images,
-                               minutes=train_minutes, jobs=jobs)
+        trained = train_models(out, train_set.annotation_file.parent, val.annotation_file.parent,
+                               train_size=len(train_set), size=size, images=train_images, minutes=train_minutes,
+                               jobs=jobs)
         for label, (metrics, overlays, csv) in trained.items():
             rows[label] = metrics
-            write_json_atomic(out / Path(DEMO_MODELS[label]).stem / "metrics.json", metrics)
+            write_json_atomic(run_dir(out, label) / "metrics.json", metrics)
             predictions += overlays
             if csv is not None:
                 curves[label] = csv
