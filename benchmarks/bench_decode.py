@@ -1,7 +1,8 @@
 """Decoder speed on one core: ms per image for 1 / 10 / 20 people (PASCAL schema, 368x368 input, stride 8), plus the
 fraction of people recovered with every joint within 1 px, from maps rendered here from random synthetic skeletons.
+Also where the time goes: the decoder's phases timed one by one (peaks, pair scoring, matching + assembly, the rest).
 
-Run: .venv/bin/python benchmarks/bench_decode.py   (writes benchmarks/results/decode.json)
+Run: taskset -c 0 .venv/bin/python benchmarks/bench_decode.py   (writes benchmarks/results/decode.json)
 """
 
 from __future__ import annotations
@@ -15,16 +16,20 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from posepart.decode import decode  # noqa: E402
+from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
+from posepart.decode.assembly import assemble, greedy_match  # noqa: E402
+from posepart.decode.compiled import numba  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
 
 SIZE, STRIDE, SIGMA = 368, 8, 7.0
 PEOPLE = (1, 10, 20)
 IMAGES = 30  # distinct images per setting
-REPEATS = 20  # timed decodes per image (the minimum over repeats is kept, then averaged over images)
+REPEATS = 20  # timed decodes per image and round (the minimum over repeats and rounds is kept, then averaged)
+ROUNDS = 3
 
 
 def synth_skeleton(rng: np.random.Generator, schema: Schema, box: np.ndarray) -> np.ndarray:
@@ -94,39 +99,81 @@ def recovered(decoded: list, truth: np.ndarray, tol: float = 1.0) -> int:
     return hits
 
 
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Fastest of `repeats` calls after one warm-up call, in seconds."""
+    fn()
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
+    """Seconds per phase of `decode` (each the best of REPEATS calls on its own): peaks, pair scoring, matching +
+    assembly; "rest" is the whole decode minus these (validation, one-joint people, fragments, person scores)."""
+    cfg = DecodeConfig()
+    skeleton = np.asarray(schema.skeleton, np.int64)
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=cfg.sigma / STRIDE)
+    connections = score_limbs(peaks, paf, skeleton, cfg)
+    n_peaks = len(peaks.score)
+
+    def group() -> object:
+        take = greedy_match(*connections, n_peaks)
+        return assemble(tuple(c[take] for c in connections), skeleton, schema.num_joints, n_peaks)
+
+    out = {"peaks": best_of(lambda: find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
+                                                    sigma_cells=cfg.sigma / STRIDE), REPEATS),
+           "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
+           "match_assemble": best_of(group, REPEATS)}
+    out["rest"] = max(best_of(lambda: decode(hm, paf, schema, stride=STRIDE), REPEATS) - sum(out.values()), 0.0)
+    return out
+
+
 def main() -> None:
     schema = Schema.pascal_person_part()
     rng = np.random.default_rng(0)
+    scenes = {n: [random_people(rng, schema, n) for _ in range(IMAGES)] for n in PEOPLE}
+    maps = {n: [render(truth, schema) for truth in scenes[n]] for n in PEOPLE}
+    times = {n: np.full(IMAGES, np.inf) for n in PEOPLE}
+    split: dict[int, list[dict[str, float]]] = {n: [] for n in PEOPLE}
+    for round_ in range(ROUNDS):  # all settings once per round: a slow spell of the machine hits every setting alike
+        for n in PEOPLE:
+            for i, (hm, paf) in enumerate(maps[n]):
+                t = best_of(lambda: decode(hm, paf, schema, stride=STRIDE), REPEATS)
+                times[n][i] = min(times[n][i], t)
+                p = phases(hm, paf, schema)
+                if round_ == 0:
+                    split[n].append(p)
+                else:
+                    split[n][i] = {k: min(v, p[k]) for k, v in split[n][i].items()}
     rows = []
     for n in PEOPLE:
-        times, hits, total, extra = [], 0, 0, 0
-        for _ in range(IMAGES):
-            truth = random_people(rng, schema, n)
-            hm, paf = render(truth, schema)
-            people = decode(hm, paf, schema, stride=STRIDE)
-            hits += recovered(people, truth)
-            total += n
-            extra += max(len(people) - n, 0)
-            best = np.inf
-            for _ in range(REPEATS):
-                t0 = time.perf_counter()
-                decode(hm, paf, schema, stride=STRIDE)
-                best = min(best, time.perf_counter() - t0)
-            times.append(best)
-        rows.append({"people": n, "ms_per_image": 1e3 * float(np.mean(times)), "ms_p90": 1e3 * float(np.quantile(times, 0.9)),
-                     "recovered": hits / total, "spurious_people": extra})
+        decoded = [decode(hm, paf, schema, stride=STRIDE) for hm, paf in maps[n]]
+        rows.append({"people": n, "ms_per_image": 1e3 * float(np.mean(times[n])),
+                     "ms_p90": 1e3 * float(np.quantile(times[n], 0.9)),
+                     "recovered": sum(recovered(d, t) for d, t in zip(decoded, scenes[n])) / (n * IMAGES),
+                     "spurious_people": sum(max(len(d) - n, 0) for d in decoded),
+                     "phases_ms": {k: 1e3 * float(np.mean([s[k] for s in split[n]])) for k in split[n][0]}})
     base = rows[0]["ms_per_image"]
     print(f"decode, PASCAL schema ({schema.num_joints} joints, {schema.num_limbs} limbs), {SIZE}x{SIZE} input, "
-          f"{SIZE // STRIDE}x{SIZE // STRIDE} maps, 1 thread, {IMAGES} images x best of {REPEATS}")
+          f"{SIZE // STRIDE}x{SIZE // STRIDE} maps, 1 thread, {IMAGES} images x best of {REPEATS} x {ROUNDS} rounds")
     print(f"{'people':>6} {'ms/image':>9} {'p90 ms':>7} {'x 1-person':>10} {'recovered<=1px':>15} {'spurious':>8}")
     for r in rows:
         r["ratio_to_1_person"] = r["ms_per_image"] / base
         print(f"{r['people']:>6} {r['ms_per_image']:>9.3f} {r['ms_p90']:>7.3f} {r['ratio_to_1_person']:>10.2f} "
               f"{r['recovered']:>15.3f} {r['spurious_people']:>8}")
+    names = list(rows[0]["phases_ms"])
+    print("\nphases, ms (each timed on its own; rest = decode minus the others)")
+    print(f"{'people':>6} " + " ".join(f"{k:>14}" for k in names))
+    for r in rows:
+        print(f"{r['people']:>6} " + " ".join(f"{r['phases_ms'][k]:>14.3f}" for k in names))
     out = Path(__file__).parent / "results" / "decode.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": IMAGES,
-            "repeats": REPEATS, "numpy": np.__version__, "machine": platform.processor() or platform.machine()}
+            "repeats": REPEATS, "rounds": ROUNDS, "numpy": np.__version__, "numba": getattr(numba, "__version__", None),
+            "machine": platform.processor() or platform.machine()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -14,6 +14,7 @@ Part 3, batch 1 vs 32: images/s and ms per image of the network alone (one call 
 (`Predictor` on a list of as many images, 5 people each), one thread.
 
 Run: taskset -c 0 .venv/bin/python benchmarks/bench_predict.py [--quick]   (writes benchmarks/results/predict.json)
+     taskset -c 0 .venv/bin/python benchmarks/bench_predict.py --post-only   (part 1 only: results/predict_post.json)
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ def bench_batches(schema: Schema, name: str, backend: Backend, batches: tuple[in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no full-width model")
+    parser.add_argument("--post-only", action="store_true", help="only part 1 (decode + part instances)")
     args = parser.parse_args()
     schema = Schema.pascal_person_part()
     images, repeats, e2e_images = (10, 5, 2) if args.quick else (30, 20, 5)
@@ -199,6 +201,14 @@ def main() -> None:
     for r in post:
         print(f"{r['people']:>6} {r['decode_ms']:>10.3f} {r['instances_ms']:>13.3f} {r['total_ms']:>9.3f} "
               f"{r['total_p90_ms']:>7.3f} {r['instance_pixel_accuracy']:>10.3f}")
+    meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": images,
+            "repeats": repeats, "e2e_images": e2e_images, "numpy": np.__version__, "torch": torch.__version__,
+            "opencv": cv2.__version__, "machine": platform.processor() or platform.machine(), "quick": args.quick}
+    if args.post_only:
+        out = Path(__file__).parent / "results" / "predict_post.json"
+        out.write_text(json.dumps({"meta": meta, "post": post}, indent=2))
+        print(f"wrote {out}")
+        return
 
     torch.manual_seed(0)
     models = [("joint w0.25 (stage seg, BN, 2 stages)",
@@ -233,9 +243,6 @@ def main() -> None:
 
     out = Path(__file__).parent / "results" / "predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": images,
-            "repeats": repeats, "e2e_images": e2e_images, "numpy": np.__version__, "torch": torch.__version__,
-            "opencv": cv2.__version__, "machine": platform.processor() or platform.machine(), "quick": args.quick}
     out.write_text(json.dumps({"meta": meta, "post": post, "end_to_end": e2e, "batches": batched}, indent=2))
     print(f"wrote {out}")
 

@@ -15,17 +15,20 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy is imported
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import time  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from posepart.schema import Schema  # noqa: E402
 from posepart.targets import build_targets, downsample_mask, heatmaps, pafs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_decode import best_of  # noqa: E402
 
 cv2.setNumThreads(1)
 
@@ -71,16 +74,6 @@ def random_sample(rng: np.random.Generator, schema: Schema, n: int) -> tuple[np.
     return np.stack(people), ignore, parts
 
 
-def best_of(fn: Callable[[], object]) -> float:
-    fn()  # warm-up
-    best = np.inf
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     schema = Schema.pascal_person_part()
     rng = np.random.default_rng(0)
@@ -90,11 +83,12 @@ def main() -> None:
         times: dict[str, list[float]] = {"total": [], "heatmaps": [], "pafs": [], "mask": []}
         for _ in range(IMAGES):
             kp, ignore, parts = random_sample(rng, schema, n)
-            times["total"].append(best_of(lambda: build_targets(kp, ignore, parts, schema, STRIDE, SIGMA, PAF_WIDTH)))
-            times["heatmaps"].append(best_of(lambda: heatmaps(kp, out_hw, STRIDE, SIGMA)))
-            times["pafs"].append(best_of(lambda: pafs(kp, schema.skeleton, out_hw, STRIDE, PAF_WIDTH)))
+            full = functools.partial(build_targets, kp, ignore, parts, schema, STRIDE, SIGMA, PAF_WIDTH)
+            times["total"].append(best_of(full, REPEATS))
+            times["heatmaps"].append(best_of(lambda: heatmaps(kp, out_hw, STRIDE, SIGMA), REPEATS))
+            times["pafs"].append(best_of(lambda: pafs(kp, schema.skeleton, out_hw, STRIDE, PAF_WIDTH), REPEATS))
             supervise = ~ignore
-            times["mask"].append(best_of(lambda: downsample_mask(supervise, STRIDE)))
+            times["mask"].append(best_of(lambda: downsample_mask(supervise, STRIDE), REPEATS))
         row: dict[str, float | int] = {"people": n}
         for key, values in times.items():
             row[f"{key}_ms"] = 1e3 * float(np.mean(values))

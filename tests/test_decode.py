@@ -3,6 +3,9 @@ must decode back to the exact keypoints, people and COCO results."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -277,27 +280,110 @@ def test_decode_then_coco_round_trip_through_affine() -> None:
         assert min(errs) < 2e-3
 
 
-# -- the pair screen is an exact shortcut --------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", [10, 11])
-def test_pair_screen_never_changes_the_result(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On noisy, network-like maps (many peaks, ragged PAFs) the support screen must keep exactly the connections
-    that full bilinear scoring of every pair keeps."""
-    from posepart.decode import grouping
-
+# -- fast paths equal the straightforward ones -------------------------------------------------------------------------
+def noisy_maps(seed: int, people: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Network-like maps: many spurious peaks, ragged PAFs, so most candidate pairs are wrong."""
     rng = np.random.default_rng(seed)
-    truth = random_people(rng, PASCAL.num_joints, 7)
-    hm, paf = render(truth, PASCAL)
+    hm, paf = render(random_people(rng, PASCAL.num_joints, people), PASCAL)
     hm = (hm + rng.normal(0, 0.08, hm.shape)).astype(np.float32)
     paf = (paf * rng.uniform(0.3, 1.2, paf.shape) + rng.normal(0, 0.05, paf.shape)).astype(np.float32)
+    return hm, paf
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_scoring_equals_numpy_with_and_without_screen(seed: int, dtype: type) -> None:
+    """The compiled pair loop and the vectorised numpy path keep the same connections with bit-identical scores,
+    and the support screen (an exact shortcut) changes neither. float64 coordinates are what huge maps use."""
+    from posepart.decode import compiled, grouping
+
+    hm, paf = noisy_maps(seed)
     skeleton = np.asarray(PASCAL.skeleton)
     peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=PASCAL.num_joints)
     assert len(peaks.score) > 7 * PASCAL.num_joints  # noise adds peaks: many wrong pairs to screen
-    screened = grouping.score_limbs(peaks, paf, skeleton, DecodeConfig())
-    monkeypatch.setattr(grouping, "_SCREEN_MIN_PAIRS_PER_LIMB", 10**9)
-    full = grouping.score_limbs(peaks, paf, skeleton, DecodeConfig())
-    assert len(full[0]) > 0
-    for a, b in zip(screened, full):
+    px, py = (peaks.xy[:, i].astype(dtype) + dtype(1.0) for i in (0, 1))
+    t, order = grouping._samples(10, dtype)
+    args = (px, py, peaks.starts, skeleton)
+    rest = (t, order, 8, np.float32(0.05))
+    reference = grouping._score_limbs_numpy(*args, paf, *rest, False)
+    assert len(reference[0]) > 7 * len(skeleton) // 2
+    for screen in (False, True):
+        numpy_path = grouping._score_limbs_numpy(*args, paf, *rest, screen)
+        compiled_loop = compiled.score_pairs(*args, paf, *rest, screen)
+        for got in (numpy_path, compiled_loop):
+            for a, b in zip(got, reference):
+                np.testing.assert_array_equal(a, b)
+    config = DecodeConfig()
+    for a, b in zip(grouping.score_limbs(peaks, paf, skeleton, config, jit=True),
+                    grouping.score_limbs(peaks, paf, skeleton, config, jit=False)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
+    """Random connections with contested peaks, ties and merges: the compiled loops give what the same code run
+    as Python gives, and the matching is a valid greedy one (each peak once per limb, by descending score)."""
+    from posepart.decode import assembly
+
+    rng = np.random.default_rng(seed)
+    skeleton = np.asarray(PASCAL.skeleton)
+    n_peaks = 60
+    joint_of = rng.integers(0, PASCAL.num_joints, n_peaks)
+    limb, ia, ib = [], [], []
+    for li, (ja, jb) in enumerate(skeleton):
+        for a in np.flatnonzero(joint_of == ja):
+            for b in np.flatnonzero(joint_of == jb):
+                if rng.random() < 0.5:
+                    limb.append(li), ia.append(a), ib.append(b)
+    limb, ia, ib = (np.array(v, np.int64) for v in (limb, ia, ib))
+    score = rng.integers(1, 6, len(limb)) / 5.0  # few distinct values: many ties
+    take = assembly.greedy_match(limb, ia, ib, score, n_peaks)
+    np.testing.assert_array_equal(take, assembly.greedy_match.py_func(limb, ia, ib, score, n_peaks))
+    for li in np.unique(limb[take]):
+        mine = take[limb[take] == li]
+        assert len(set(ia[mine])) == len(mine) and len(set(ib[mine])) == len(mine)
+        assert np.all(np.diff(score[mine]) <= 0)
+        rejected = np.setdiff1d(np.flatnonzero(limb == li), mine)
+        for r in rejected:  # rejected only because a better (or equal, earlier) connection took one of its peaks
+            assert any((ia[m] == ia[r] or ib[m] == ib[r]) and score[m] >= score[r] for m in mine)
+    matched = (limb[take], ia[take], ib[take], score[take])
+    got = assembly._assemble(*matched, skeleton, PASCAL.num_joints, n_peaks)
+    want = assembly._assemble.py_func(*matched, skeleton, PASCAL.num_joints, n_peaks)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    slots = got[0]
+    used = slots[slots >= 0]
+    assert len(used) == len(set(used.tolist()))  # a peak belongs to at most one person
+    assert np.all(joint_of[np.maximum(slots, 0)][slots >= 0] == np.nonzero(slots >= 0)[1])  # in its joint's slot
+
+
+def test_decode_without_numba_gives_the_same_people() -> None:
+    """With numba unimportable the decoder warns once and runs the plain Python/numpy path: same people."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, warnings
+        import numpy as np
+        if sys.argv[1] == "off":
+            sys.modules["numba"] = None  # makes `import numba` raise ImportError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from posepart.decode import decode
+            from posepart.schema import Schema
+        maps = np.load(sys.argv[2])
+        people = decode(maps["hm"], maps["paf"], Schema.pascal_person_part())
+        print(sum("numba unavailable" in str(w.message) for w in caught))
+        print(np.concatenate([p.keypoints.ravel() for p in people] + [[p.score for p in people]]).tobytes().hex())
+    """)
+    hm, paf = noisy_maps(3, people=5)
+    path = Path(tempfile.mkdtemp()) / "maps.npz"
+    np.savez(path, hm=hm, paf=paf)
+    out = {mode: subprocess.run([sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True,
+                                check=True).stdout.split() for mode in ("on", "off")}
+    assert out["on"][0] == "0" and out["off"][0] == "1"
+    assert out["on"][1] == out["off"][1] and len(out["on"][1]) > 100
 
 
 def test_limb_score_and_distance_prior_hand_computed() -> None:

@@ -15,27 +15,24 @@ from collections import defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-Assembled = tuple[list[int], float, int]  # peak id per joint (-1 = none), summed limb score, limb count
 
-
-def attach_fragments(people: list[Assembled], xy: np.ndarray, *, max_joints: int, radius: float,
-                     min_extent: float) -> list[Assembled]:
-    """Merge fragments (<= max_joints joints) into compatible people; xy: (P, 2) peak positions (any unit)."""
-    if max_joints <= 0 or len(people) < 2:
-        return people
-    slots = np.array([p for p, _, _ in people], np.int64)  # (N, K)
+def attach_fragments(slots: np.ndarray, limb_sum: np.ndarray, limb_cnt: np.ndarray, xy: np.ndarray, *,
+                     max_joints: int, radius: float, min_extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge fragments (<= max_joints joints) into compatible people. slots (N, K): peak id per joint (-1 = none),
+    limb_sum, limb_cnt (N,): the people's summed limb scores and limb counts; xy: (P, 2) peak positions (any unit).
+    Returns the three arrays without the absorbed fragments."""
     found = slots >= 0
     size = found.sum(1)
     hosts = np.flatnonzero(size > max_joints)
-    if not len(hosts) or len(hosts) == len(people):
-        return people
+    if max_joints <= 0 or len(slots) < 2 or not len(hosts) or len(hosts) == len(slots):
+        return slots, limb_sum, limb_cnt
     host_xy = np.where(found[hosts, :, None], xy[np.maximum(slots[hosts], 0)], np.nan)  # (H, K, 2)
     extent = np.maximum(np.nanmax(host_xy, 1) - np.nanmin(host_xy, 1), min_extent).max(1)  # (H,)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # joint set -> fragments with exactly those joints
     for f in np.flatnonzero(size <= max_joints):
         groups[tuple(np.flatnonzero(found[f]))].append(int(f))
-    merged = [[np.array(p[0]), p[1], p[2]] for p in people]
-    absorbed = np.zeros(len(people), bool)
+    merged, merged_sum, merged_cnt = slots.copy(), limb_sum.copy(), limb_cnt.copy()
+    absorbed = np.zeros(len(slots), bool)
     for joints_t in sorted(groups, key=lambda js: -len(js)):  # bigger fragments first
         joints = np.array(joints_t)
         frags = np.array(groups[joints_t])
@@ -49,10 +46,11 @@ def attach_fragments(people: list[Assembled], xy: np.ndarray, *, max_joints: int
             if cost[h, f_i] > radius:
                 continue
             host, frag = hosts[h], frags[f_i]
-            merged[host][0][joints] = slots[frag, joints]
-            merged[host][1] += people[frag][1]
-            merged[host][2] += people[frag][2]
+            merged[host, joints] = slots[frag, joints]
+            merged_sum[host] += limb_sum[frag]
+            merged_cnt[host] += limb_cnt[frag]
             found[host, joints] = True
             host_xy[h, joints] = xy[slots[frag, joints]]
             absorbed[frag] = True
-    return [(list(map(int, p[0])), p[1], p[2]) for i, p in enumerate(merged) if not absorbed[i]]
+    keep = ~absorbed
+    return merged[keep], merged_sum[keep], merged_cnt[keep]

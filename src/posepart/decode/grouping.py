@@ -1,11 +1,12 @@
 """Multi-person grouping (OpenPose, Cao et al. 2017): score joint pairs by their PAF line integral, match greedily per
 limb, then assemble people across limbs.
 
-Every candidate pair of every limb is scored in one vectorised pass (samples x pairs); Python loops run only over the
-contested connections and the accepted ones. The number of pairs grows as people^2, so with many pairs they are first
-screened against a cheap "support" map (cells where some bilinear corner has |PAF| > threshold): a pair needs at least
-ceil(frac * N) of its N samples above the threshold, so one with more than N - ceil(frac * N) samples off the support
-cannot pass and is dropped before the bilinear sampling. The screen is exact: it never changes the result.
+The number of candidate pairs grows as people^2, so with many pairs they are first screened against a cheap "support"
+map (cells where some bilinear corner has |PAF| > threshold): a pair needs at least ceil(frac * N) of its N samples
+above the threshold, so one with more than N - ceil(frac * N) samples off the support cannot pass and is dropped
+before the bilinear sampling. The screen is exact: it never changes the result. The pairs are scored by a compiled
+loop (`posepart.decode.compiled`, numba) that drops a pair as soon as it is lost; the vectorised numpy path here
+(samples x pairs in one pass) is its reference and the fallback without numba. Both give identical results.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posepart.decode import compiled
 from posepart.decode.assembly import assemble, greedy_match
 from posepart.decode.completion import attach_fragments
 from posepart.decode.peaks import Peaks, find_peaks_flat
@@ -186,41 +188,58 @@ def _enumerate_pairs(starts: np.ndarray, skeleton: np.ndarray) -> tuple[np.ndarr
 
 
 def score_limbs(
-    peaks: Peaks, pafs: np.ndarray, skeleton: np.ndarray, config: DecodeConfig
+    peaks: Peaks, pafs: np.ndarray, skeleton: np.ndarray, config: DecodeConfig, *, jit: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All acceptable candidate connections of all limbs: (limb, peak_a, peak_b, score), as flat arrays.
+    """All acceptable candidate connections of all limbs: (limb, peak_a, peak_b, score), as flat arrays, limb-major.
 
     pafs: (2L, h, w) with channels (x, y) per limb; skeleton: (L, 2) joint pairs. Peak ids index `peaks` rows. A pair
     is acceptable when at least ceil(paf_min_fraction * paf_samples) of its samples have PAF . unit > paf_threshold
     and its score, mean(PAF . unit) + min(0.5 * h / length - 1, 0) (lengths in cells), is positive.
+    jit: use the compiled loop (`posepart.decode.compiled`; default: when numba is available) or the vectorised
+    numpy path; both give identical results.
     """
     n_l = len(skeleton)
     _, h, w = pafs.shape
-    row = w + 2
     empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
     if n_l == 0 or len(peaks.score) == 0:
         return empty
-    limb, ia, ib = _enumerate_pairs(peaks.starts, skeleton)
-    if len(limb) == 0:
-        return empty
-    dtype = np.float32 if n_l * (h + 2) * row < 2**24 else np.float64  # flat indices must be exact floats
+    dtype = np.float32 if n_l * (h + 2) * (w + 2) < 2**24 else np.float64  # numpy's flat indices must be exact floats
     px = peaks.xy[:, 0].astype(dtype) + dtype(1.0)  # padded cell coordinates
     py = peaks.xy[:, 1].astype(dtype) + dtype(1.0)
-    sx, sy = px[ia], py[ia]
-    pairs = _Pairs.build(sx, sy, px[ib] - sx, py[ib] - sy, limb * (h + 2), dtype)
-    paf_xy = _padded(np.asarray(pafs, np.float32))
-
     n = int(config.paf_samples)
     need = math.ceil(config.paf_min_fraction * n - 1e-9)
     thr = np.float32(config.paf_threshold)
-    t_all = np.linspace(0.0, 1.0, n, dtype=np.float32)
-    # Screening (exact): a pair may fail at most n - need samples. Samples are checked centre-first against the cheap
-    # support map, in two chunks, and a pair with more certain failures than allowed is dropped before the costly
-    # bilinear sampling. Worth it only when most pairs are wrong (several people).
+    t_all, order = _samples(n, dtype)
+    counts = np.diff(peaks.starts)
+    n_pairs = int((counts[skeleton[:, 0]] * counts[skeleton[:, 1]]).sum())
+    if n_pairs == 0:
+        return empty
+    # Screening (exact): a pair may fail at most n - need samples. Samples are checked centre-first against a cheap
+    # support map and a pair with more certain failures than allowed is dropped before the costly bilinear sampling.
+    # Worth it only when most pairs are wrong (several people).
+    screen = n_pairs > _SCREEN_MIN_PAIRS_PER_LIMB * n_l and 0 <= n - need < n - 1
+    if compiled.numba is not None if jit is None else jit:
+        maps = np.ascontiguousarray(pafs, np.float32)
+        return compiled.score_pairs(px, py, peaks.starts, skeleton, maps, t_all, order, need, thr, screen)
+    return _score_limbs_numpy(px, py, peaks.starts, skeleton, pafs, t_all, order, need, thr, screen)
+
+
+def _score_limbs_numpy(
+    px: np.ndarray, py: np.ndarray, starts: np.ndarray, skeleton: np.ndarray, pafs: np.ndarray, t_all: np.ndarray,
+    order: np.ndarray, need: int, thr: np.float32, screen: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`score_limbs` vectorised over all candidate pairs (samples x pairs): the reference for the compiled loop."""
+    _, h, w = pafs.shape
+    row = w + 2
+    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
+    limb, ia, ib = _enumerate_pairs(starts, skeleton)
+    sx, sy = px[ia], py[ia]
+    pairs = _Pairs.build(sx, sy, px[ib] - sx, py[ib] - sy, limb * (h + 2), px.dtype.type)
+    paf_xy = _padded(np.asarray(pafs, np.float32))
+    n = len(t_all)
     allowed_fail = n - need
-    if len(pairs) > _SCREEN_MIN_PAIRS_PER_LIMB * n_l and 0 <= allowed_fail < n - 1:
+    if screen:  # in two chunks of samples: most wrong pairs are gone after the first
         support = _support(paf_xy, row, float(thr))
-        order = np.argsort(np.abs(np.arange(n) - (n - 1) / 2), kind="stable")
         fails = np.zeros(len(pairs), np.int64)
         for chunk in (order[: allowed_fail + 2], order[allowed_fail + 2 :]):
             fails += pairs.support_fails(support, row, t_all[chunk])
@@ -258,30 +277,33 @@ def decode(
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
     peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=cfg.sigma / stride)
-    skeleton_arr, skeleton_list = _skeleton(schema.skeleton)
-    limb, ia, ib, s = score_limbs(peaks, paf, skeleton_arr, cfg)
-    people = assemble(greedy_match(limb, ia, ib, s, len(peaks.score)), skeleton_list, k) if len(limb) else []
+    skeleton = _skeleton(schema.skeleton)
+    n_peaks = len(peaks.score)
+    connections = score_limbs(peaks, paf, skeleton, cfg)
+    take = greedy_match(*connections, n_peaks)
+    matched = tuple(c[take] for c in connections)
+    ids, limb_sum, limb_cnt = assemble(matched, skeleton, k, n_peaks)  # ids (P, K): peak per joint, -1 = not found
     if cfg.min_joints <= 1:
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
         # joint) become one-joint people rather than vanishing; they rank by their peak score.
-        owned = np.zeros(len(peaks.score), bool)
-        owned[[i for p, _, _ in people for i in p if i >= 0]] = True
-        for i in np.flatnonzero(~owned):
-            slots = [-1] * k
-            slots[int(peaks.joint[i])] = int(i)
-            people.append((slots, 0.0, 0))
-    people = attach_fragments(people, peaks.xy, max_joints=cfg.fragment_max_joints, radius=cfg.fragment_radius,
-                              min_extent=1.0)
-    if not people:
+        owned = np.zeros(n_peaks, bool)
+        owned[ids[ids >= 0]] = True
+        single = np.flatnonzero(~owned)
+        alone = np.full((len(single), k), -1, np.int64)
+        alone[np.arange(len(single)), peaks.joint[single]] = single
+        ids = np.concatenate([ids, alone])
+        limb_sum = np.concatenate([limb_sum, np.zeros(len(single))])
+        limb_cnt = np.concatenate([limb_cnt, np.zeros(len(single), np.int64)])
+    ids, limb_sum, limb_cnt = attach_fragments(ids, limb_sum, limb_cnt, peaks.xy, max_joints=cfg.fragment_max_joints,
+                                               radius=cfg.fragment_radius, min_extent=1.0)
+    if not len(ids):
         return []
 
-    ids = np.array([p for p, _, _ in people], np.int64)  # (P, K), -1 = not found
     found = ids >= 0
     n_joints = found.sum(axis=1)
     safe = np.maximum(ids, 0)
     peak_score = np.where(found, peaks.score[safe], 0.0)
-    limb_stats = np.array([(ls, lc) for _, ls, lc in people], np.float64)  # (P, 2) summed limb score, limb count
-    score = (peak_score.sum(axis=1) + limb_stats[:, 0]) / (n_joints + limb_stats[:, 1])
+    score = (peak_score.sum(axis=1) + limb_sum) / (n_joints + limb_cnt)
     keep = np.flatnonzero((n_joints >= cfg.min_joints) & (score >= cfg.min_person_score))
     keep = keep[np.argsort(-score[keep], kind="stable")]
     kps = np.zeros((len(keep), k, 3), np.float32)
@@ -291,12 +313,22 @@ def decode(
     return [Person(keypoints=kp, score=sc) for kp, sc in zip(kps, score[keep].tolist())]
 
 
+@functools.lru_cache(maxsize=8)
+def _samples(n: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Sample positions t (n,) along a pair, 0 to 1, and their screening order, centre first (read-only, cached)."""
+    t = np.linspace(0.0, 1.0, n, dtype=dtype)
+    order = np.argsort(np.abs(np.arange(n) - (n - 1) / 2), kind="stable")
+    t.setflags(write=False)
+    order.setflags(write=False)
+    return t, order
+
+
 @functools.lru_cache(maxsize=32)
-def _skeleton(skeleton: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The skeleton as an (L, 2) int64 array and a list of pairs (cached: schemas are immutable)."""
+def _skeleton(skeleton: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The skeleton as an (L, 2) int64 array (cached: schemas are immutable)."""
     arr = np.asarray(skeleton, np.int64).reshape(-1, 2)
     arr.setflags(write=False)
-    return arr, [(int(a), int(b)) for a, b in skeleton]
+    return arr
 
 
 def people_to_coco(

@@ -1,0 +1,154 @@
+"""Compiled inner loops of the decoder (numba): the work that grows with the number of people.
+
+Vectorised numpy pays for every candidate pair of joints in full (people^2 of them per limb), however early the pair
+could be rejected, and the sequential assembly costs a Python loop step per connection. Here the pair scoring drops a
+pair as soon as more of its samples have failed than may fail (usually after 5 support-map lookups, about 10 ns), and
+`posepart.decode.assembly` runs its matching/assembly loops through `jit` too.
+`score_pairs` computes exactly what the numpy path in `posepart.decode.grouping` computes (the same float operations
+in the same order), which the tests check bit for bit.
+
+Functions compile on their first call and are cached on disk. Without a working numba, `jit` returns the plain
+Python function and the pair scoring takes the numpy path instead: slower, same result.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+try:
+    import numba
+except Exception as err:  # noqa: BLE001 - numba refuses numpy versions it was not built for, with an ImportError
+    numba = None
+    warnings.warn(f"numba unavailable ({type(err).__name__}: {err}): the decoder runs its slower numpy path",
+                  RuntimeWarning, stacklevel=2)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def jit(fn: F) -> F:
+    """`fn` compiled by numba (lazily, on its first call; cached on disk), or `fn` itself without numba.
+    A compiled function keeps the original as `.py_func`."""
+    return fn if numba is None else numba.njit(cache=True, nogil=True)(fn)
+
+
+@jit
+def _strong_map(pafs: np.ndarray, threshold: float) -> np.ndarray:
+    """(L, h + 2, w + 2) uint8 support map in padded cell coordinates (those of the samples): 1 where any of the four
+    bilinear corners of a sample in that cell has |PAF| > threshold (slightly lowered against rounding). A sample in
+    a 0 cell blends four vectors no longer than the threshold, so PAF . u <= threshold: it certainly fails."""
+    c, h, w = pafs.shape
+    cut = np.float32(threshold * threshold * 0.999)
+    strong = np.empty((h + 2, w + 2), np.uint8)
+    out = np.zeros((c // 2, h + 2, w + 2), np.uint8)
+    for limb in range(c // 2):
+        vx, vy, o = pafs[2 * limb], pafs[2 * limb + 1], out[limb]
+        for y in range(h):
+            for x in range(w):
+                strong[y + 1, x + 1] = vx[y, x] * vx[y, x] + vy[y, x] * vy[y, x] > cut
+            strong[y + 1, 0] = strong[y + 1, 1]
+            strong[y + 1, w + 1] = strong[y + 1, w]
+        strong[0] = strong[1]
+        strong[h + 1] = strong[h]
+        for y in range(h + 1):  # (a separate array: an in-place update would not vectorise)
+            for x in range(w + 1):
+                o[y, x] = strong[y, x] | strong[y, x + 1] | strong[y + 1, x] | strong[y + 1, x + 1]
+    return out
+
+
+@jit
+def _agreement(pafs: np.ndarray, limb: int, x: Any, y: Any, ux: Any, uy: Any) -> Any:
+    """PAF . (ux, uy) sampled bilinearly at padded cell coordinates (x, y), clamped to the grid's edge (what sampling
+    the replicated-border copy of the numpy path reads)."""
+    _, h, w = pafs.shape
+    x0 = np.floor(x)
+    y0 = np.floor(y)
+    fx = x - x0
+    fy = y - y0
+    c0, r0 = int(x0) - 1, int(y0) - 1  # top-left corner in unpadded cells
+    c1, r1 = min(max(c0 + 1, 0), w - 1), min(max(r0 + 1, 0), h - 1)
+    c0, r0 = min(max(c0, 0), w - 1), min(max(r0, 0), h - 1)
+    vx, vy = pafs[2 * limb], pafs[2 * limb + 1]
+    a00 = vx[r0, c0] * ux + vy[r0, c0] * uy
+    a01 = vx[r0, c1] * ux + vy[r0, c1] * uy
+    a10 = vx[r1, c0] * ux + vy[r1, c0] * uy
+    a11 = vx[r1, c1] * ux + vy[r1, c1] * uy
+    top = a00 + (a01 - a00) * fx
+    bot = a10 + (a11 - a10) * fx
+    return top + (bot - top) * fy
+
+
+@jit
+def score_pairs(
+    px: np.ndarray, py: np.ndarray, starts: np.ndarray, skeleton: np.ndarray, pafs: np.ndarray, t: np.ndarray,
+    order: np.ndarray, need: int, threshold: float, screen: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every acceptable (limb, peak a, peak b, score), limb-major like the numpy path (see `score_limbs`).
+
+    px, py: (N,) peak positions in padded cells (+1), float32 (float64 on huge maps); pafs (2L, h, w) float32;
+    t (n,) sample positions along a pair, in the dtype of px; order: sample indices centre first (the screen order).
+    With `screen`, samples whose four bilinear corners all have |PAF| <= threshold count as certain failures and a
+    pair with more than n - need of them is dropped before any bilinear sampling: exact, it never changes the result.
+    """
+    n_limbs = skeleton.shape[0]
+    h = pafs.shape[1]
+    n = t.shape[0]
+    allowed = n - need
+    first = min(n, max(allowed, 0) + 3)  # screened without a branch per sample (measured fastest)
+    thr = pafs.dtype.type(threshold)
+    zero, one, eps = px.dtype.type(0.0), px.dtype.type(1.0), px.dtype.type(1e-6)  # the numpy path's float32 constants
+    half_h = px.dtype.type(0.5 * h)
+    strong = _strong_map(pafs, threshold) if screen else np.zeros((n_limbs, 1, 1), np.uint8)
+    cap = 0
+    for li in range(n_limbs):
+        ja, jb = skeleton[li, 0], skeleton[li, 1]
+        cap += (starts[ja + 1] - starts[ja]) * (starts[jb + 1] - starts[jb])
+    out_limb = np.empty(cap, np.int64)
+    out_a = np.empty(cap, np.int64)
+    out_b = np.empty(cap, np.int64)
+    out_score = np.empty(cap, np.float64)
+    dots = np.empty(n, px.dtype)  # float32 PAFs times a unit vector in the coordinates' dtype
+    ts = t[order]
+    m = 0
+    for li in range(n_limbs):
+        ja, jb = skeleton[li, 0], skeleton[li, 1]
+        s = strong[li]
+        for a in range(starts[ja], starts[ja + 1]):
+            sx, sy = px[a], py[a]
+            for b in range(starts[jb], starts[jb + 1]):
+                dx = px[b] - sx
+                dy = py[b] - sy
+                if screen:
+                    fails = 0
+                    for j in range(first):  # no branch per sample here: almost every pair fails these
+                        fails += 1 - s[int(sy + ts[j] * dy), int(sx + ts[j] * dx)]  # coordinates >= 0: int() is floor
+                    if fails > allowed:
+                        continue
+                    for j in range(first, n):
+                        fails += 1 - s[int(sy + ts[j] * dy), int(sx + ts[j] * dx)]
+                        if fails > allowed:
+                            break
+                    if fails > allowed:
+                        continue
+                length = np.sqrt(dx * dx + dy * dy)
+                inv = one / max(length, eps)  # a zero-length pair gets u = 0: every sample fails
+                ux = dx * inv
+                uy = dy * inv
+                agree = 0
+                for i in range(n):
+                    dots[i] = _agreement(pafs, li, sx + t[i] * dx, sy + t[i] * dy, ux, uy)
+                    agree += dots[i] > thr
+                if agree < need:
+                    continue
+                total = 0.0
+                for i in range(n):
+                    total += np.float64(dots[i])
+                prior = min(half_h / max(length, eps) - one, zero)  # OpenPose: penalise limbs longer than h / 2
+                score = total / n + np.float64(prior)
+                if score > 0.0:
+                    out_limb[m], out_a[m], out_b[m], out_score[m] = li, a, b, score
+                    m += 1
+    return out_limb[:m], out_a[:m], out_b[:m], out_score[:m]
+
