@@ -319,6 +319,25 @@ def test_compiled_scoring_equals_numpy_with_and_without_screen(seed: int, dtype:
         np.testing.assert_array_equal(a, b)
 
 
+def test_score_limbs_refuses_peaks_off_the_maps() -> None:
+    """The compiled loop reads without bounds checks, so inputs that would make it read outside the maps are refused."""
+    from posepart.decode import grouping
+
+    hm, paf = noisy_maps(4, people=2)
+    skeleton = np.asarray(PASCAL.skeleton)
+    peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=PASCAL.num_joints)
+    config = DecodeConfig()
+    for bad in (np.nan, -0.6, paf.shape[2] - 0.4):
+        xy = peaks.xy.copy()
+        xy[3, 0] = bad
+        with pytest.raises(ValueError, match="peak positions"):
+            grouping.score_limbs(peaks._replace(xy=xy), paf, skeleton, config)
+    with pytest.raises(ValueError, match="do not fit"):
+        grouping.score_limbs(peaks, paf[:-2], skeleton, config)
+    with pytest.raises(ValueError, match="do not fit"):
+        grouping.score_limbs(peaks, paf, skeleton + 1, config)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
     """Random connections with contested peaks, ties and merges: the compiled loops give what the same code run

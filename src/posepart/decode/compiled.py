@@ -98,7 +98,7 @@ def score_pairs(
     allowed = n - need
     first = min(n, max(allowed, 0) + 3)  # screened without a branch per sample (measured fastest)
     thr = pafs.dtype.type(threshold)
-    zero, one, eps = px.dtype.type(0.0), px.dtype.type(1.0), px.dtype.type(1e-6)  # the numpy path's float32 constants
+    zero, one, eps = px.dtype.type(0.0), px.dtype.type(1.0), px.dtype.type(1e-6)  # the numpy path's, in its dtype
     half_h = px.dtype.type(0.5 * h)
     strong = _strong_map(pafs, threshold) if screen else np.zeros((n_limbs, 1, 1), np.uint8)
     cap = 0

@@ -203,6 +203,14 @@ def score_limbs(
     empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
     if n_l == 0 or len(peaks.score) == 0:
         return empty
+    # The compiled loop does not bounds-check its reads: refuse what would make it read outside the maps.
+    if pafs.shape[0] != 2 * n_l or skeleton.min() < 0 or skeleton.max() >= len(peaks.starts) - 1:
+        raise ValueError(f"pafs {pafs.shape} and skeleton (max joint {skeleton.max()}) do not fit {n_l} limbs and "
+                         f"{len(peaks.starts) - 1} joints of peaks")
+    xy = peaks.xy
+    if not (np.all(xy >= -0.5) and np.all(xy[:, 0] <= w - 0.5) and np.all(xy[:, 1] <= h - 0.5)):
+        raise ValueError(f"peak positions must lie on the {h}x{w} maps (cell coordinates -0.5 to size - 0.5, "
+                         "as find_peaks_flat gives them)")
     dtype = np.float32 if n_l * (h + 2) * (w + 2) < 2**24 else np.float64  # numpy's flat indices must be exact floats
     px = peaks.xy[:, 0].astype(dtype) + dtype(1.0)  # padded cell coordinates
     py = peaks.xy[:, 1].astype(dtype) + dtype(1.0)
