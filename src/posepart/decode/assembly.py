@@ -97,4 +97,4 @@ def assemble(connections: Connections, skeleton: np.ndarray, num_joints: int, n_
     skipped; a connection inside one person (closing a cycle) adds its score. People come out in creation order.
     """
     limb, ia, ib, score = connections
-    return _assemble(limb, ia, ib, score.astype(np.float64), skeleton, num_joints, n_peaks)
+    return _assemble(limb, ia, ib, np.asarray(score, np.float64), skeleton, num_joints, n_peaks)
