@@ -21,7 +21,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
-from posepart.decode.assembly import assemble, greedy_match  # noqa: E402
+from posepart.decode.assembly import assemble  # noqa: E402
 from posepart.decode.compiled import numba  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
 
@@ -119,14 +119,10 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
     connections = score_limbs(peaks, paf, skeleton, cfg)
     n_peaks = len(peaks.score)
 
-    def group() -> object:
-        take = greedy_match(*connections, n_peaks)
-        return assemble(tuple(c[take] for c in connections), skeleton, schema.num_joints, n_peaks)
-
     out = {"peaks": best_of(lambda: find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
                                                     sigma_cells=cfg.sigma / STRIDE), REPEATS),
            "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
-           "match_assemble": best_of(group, REPEATS)}
+           "match_assemble": best_of(lambda: assemble(connections, skeleton, schema.num_joints, n_peaks), REPEATS)}
     out["rest"] = max(best_of(lambda: decode(hm, paf, schema, stride=STRIDE), REPEATS) - sum(out.values()), 0.0)
     return out
 

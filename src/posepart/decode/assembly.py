@@ -89,7 +89,8 @@ def _assemble(limb: np.ndarray, ia: np.ndarray, ib: np.ndarray, score: np.ndarra
 
 
 def assemble(connections: Connections, skeleton: np.ndarray, num_joints: int, n_peaks: int) -> Assembled:
-    """OpenPose's assembly, one connection at a time, in the order given (`greedy_match`'s).
+    """People from the scored connections (limb-major, as `score_limbs` returns them): `greedy_match` per limb, then
+    OpenPose's assembly of the accepted connections, one at a time in the matching's order.
 
     A connection whose endpoints are both free starts a person; one with a single endpoint in a person extends it when
     that person's other slot is empty; one joining two different people merges them when they share no joint. Any
@@ -97,4 +98,6 @@ def assemble(connections: Connections, skeleton: np.ndarray, num_joints: int, n_
     skipped; a connection inside one person (closing a cycle) adds its score. People come out in creation order.
     """
     limb, ia, ib, score = connections
-    return _assemble(limb, ia, ib, np.asarray(score, np.float64), skeleton, num_joints, n_peaks)
+    take = greedy_match(limb, ia, ib, score, n_peaks)
+    return _assemble(limb[take], ia[take], ib[take], np.asarray(score[take], np.float64), skeleton, num_joints,
+                     n_peaks)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from posepart.decode import compiled
-from posepart.decode.assembly import assemble, greedy_match
+from posepart.decode.assembly import assemble
 from posepart.decode.completion import attach_fragments
 from posepart.decode.peaks import Peaks, find_peaks_flat
 from posepart.schema import Schema
@@ -212,8 +212,8 @@ def score_limbs(
         raise ValueError(f"peak positions must lie on the {h}x{w} maps (cell coordinates -0.5 to size - 0.5, "
                          "as find_peaks_flat gives them)")
     dtype = np.float32 if n_l * (h + 2) * (w + 2) < 2**24 else np.float64  # numpy's flat indices must be exact floats
-    px = peaks.xy[:, 0].astype(dtype) + dtype(1.0)  # padded cell coordinates
-    py = peaks.xy[:, 1].astype(dtype) + dtype(1.0)
+    px = xy[:, 0].astype(dtype) + dtype(1.0)  # padded cell coordinates
+    py = xy[:, 1].astype(dtype) + dtype(1.0)
     n = int(config.paf_samples)
     need = math.ceil(config.paf_min_fraction * n - 1e-9)
     thr = np.float32(config.paf_threshold)
@@ -226,7 +226,8 @@ def score_limbs(
     # support map and a pair with more certain failures than allowed is dropped before the costly bilinear sampling.
     # Worth it only when most pairs are wrong (several people).
     screen = n_pairs > _SCREEN_MIN_PAIRS_PER_LIMB * n_l and 0 <= n - need < n - 1
-    if compiled.numba is not None if jit is None else jit:
+    use_jit = compiled.numba is not None if jit is None else jit
+    if use_jit:
         maps = np.ascontiguousarray(pafs, np.float32)
         return compiled.score_pairs(px, py, peaks.starts, skeleton, maps, t_all, order, need, thr, screen)
     return _score_limbs_numpy(px, py, peaks.starts, skeleton, pafs, t_all, order, need, thr, screen)
@@ -288,9 +289,7 @@ def decode(
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)
-    take = greedy_match(*connections, n_peaks)
-    matched = tuple(c[take] for c in connections)
-    ids, limb_sum, limb_cnt = assemble(matched, skeleton, k, n_peaks)  # ids (P, K): peak per joint, -1 = not found
+    ids, limb_sum, limb_cnt = assemble(connections, skeleton, k, n_peaks)  # ids (P, K): peak per joint, -1 = none
     if cfg.min_joints <= 1:
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
         # joint) become one-joint people rather than vanishing; they rank by their peak score.
