@@ -10,15 +10,15 @@ import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
 from PIL import Image
 
+from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import IMAGENET_MEAN, IMAGENET_STD, Mapper, TargetConfig
-from posepart.data.mapper import normalize as mapper_normalize
+from posepart.data.mapper import Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.evaluate import oracle_prediction
 from posepart.evaluate_model import BatchMeta, predictions_from_output
-from posepart.inference import ImageResult, Predictor, preprocess
-from posepart.inference.preprocess import InputError, canvas_size, letterbox, normalize
+from posepart.inference import ImageResult, Predictor
+from posepart.inference.preprocess import InputError, canvas_size, letterbox
 from posepart.inference.tta import Maps, flip_maps
 from posepart.models import build_model
 from posepart.schema import Schema, _mirror_name
@@ -46,13 +46,14 @@ def truth_net(synth) -> GroundTruthNet:
 
 
 def test_preprocessing_matches_the_training_mapper(synth):
-    """Same normalisation constants and, for a square image at the input size, the same canvas as evaluation."""
-    assert np.array_equal(normalize(np.full((2, 2, 3), 77, np.uint8)), mapper_normalize(np.full((2, 2, 3), 77,
-                                                                                                  np.uint8)))
-    assert np.array_equal(IMAGENET_MEAN, preprocess.IMAGENET_MEAN) and np.array_equal(IMAGENET_STD,
-                                                                                        preprocess.IMAGENET_STD)
-    noise = np.random.default_rng(0).integers(0, 255, (9, 7, 3), np.uint8)
-    assert np.array_equal(normalize(noise), mapper_normalize(noise))  # bit-identical, plane by plane
+    """The plane-by-plane normalisation equals the plain broadcast formula bit for bit (any layout), and for a square
+    image at the input size the canvas is the evaluation mapper's."""
+    noise = np.random.default_rng(0).integers(0, 256, (9, 7, 3), np.uint8)
+    noise[0, :3] = [[0, 0, 0], [255, 255, 255], [124, 116, 104]]
+    for image in (noise, noise[:, ::-1], np.asfortranarray(noise)):
+        plain = ((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        out = normalize(image)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, plain)
     record = synth.records[0]
     canvas, _ = letterbox(synth.load_image(record), canvas_size((record.height, record.width), SIZE, 8))
     assert np.array_equal(normalize(canvas), Mapper(synth, TargetConfig(input_size=SIZE))(record)["image"])

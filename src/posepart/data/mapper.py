@@ -13,12 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from posepart.data.augment import AugmentConfig, apply_affine, invert, letterbox_affine, photometric, sample_affine
+from posepart.data.augment import (
+    AugmentConfig,
+    apply_affine,
+    invert,
+    letterbox_affine,
+    normalize,
+    photometric,
+    sample_affine,
+)
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.targets import build_targets
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,6 @@ class TargetConfig:
     def __post_init__(self) -> None:
         if self.input_size % self.stride:
             raise ValueError(f"input_size {self.input_size} must be a multiple of the stride {self.stride}")
-
-
-def normalize(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised."""
-    return ((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
 
 
 @dataclass

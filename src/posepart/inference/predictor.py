@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from posepart.data.augment import invert, letterbox_affine, transform_points
+from posepart.data.augment import invert, letterbox_affine, normalize, transform_points
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
@@ -34,7 +34,6 @@ from posepart.inference.preprocess import (
     labels_to_image,
     letterbox,
     load_image,
-    normalize,
 )
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema

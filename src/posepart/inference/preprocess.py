@@ -1,4 +1,5 @@
-"""From a user's image to network input, without torch: loading, canvas sizing, letterboxing and normalisation.
+"""From a user's image to network input, without torch: loading, canvas sizing and letterboxing (the normalisation
+is `posepart.data.augment.normalize`, shared with training).
 
 Inference keeps the image's aspect ratio: the long side is scaled to the input size and the short side padded (grey,
 centred) up to the next multiple of the stride, so a 16:9 frame costs a 368x208 canvas rather than 368x368 — at the
@@ -17,10 +18,6 @@ import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
 from posepart.data.format import DatasetError, read_image, to_rgb8
-
-# The ImageNet statistics of `posepart.data.mapper` (which needs torch); a test keeps the two equal.
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
@@ -148,16 +145,6 @@ def letterbox(image: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, n
     canvas = cv2.warpAffine(source, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=(PAD_VALUE,) * 3)
     return canvas, matrix
-
-
-def normalize(canvas: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised (the model input convention); bit-identical to
-    `posepart.data.mapper.normalize`, computed plane by plane (several times faster than broadcasting over HWC)."""
-    out = np.empty((3,) + canvas.shape[:2], np.float32)
-    for i, plane in enumerate(cv2.split(np.ascontiguousarray(canvas))):
-        np.subtract(plane, IMAGENET_MEAN[i], out=out[i], dtype=np.float32)
-        np.divide(out[i], IMAGENET_STD[i], out=out[i])
-    return out
 
 
 def labels_to_image(labels: np.ndarray, to_image: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
