@@ -22,10 +22,12 @@ from posepart.models import (
     SkipRefine,
     VGGTrunk,
     build_model,
+    channels_last_,
     count_flops,
     count_parameters,
     fcn8_vgg16,
     fcn32_vgg16,
+    fold_batch_norm,
     joint_vgg16,
     load_vgg16_weights,
     paf_vgg16,
@@ -389,16 +391,18 @@ def test_batch_norm_with_pretrained_is_refused(tmp_path) -> None:
 
 
 def test_channels_last_gives_the_same_outputs_and_gradients() -> None:
-    """The engine's channels_last layout (NHWC weights and inputs) is a speed-up only: same numbers as NCHW."""
+    """The channels_last layout of the engine and the Predictor (NHWC weights and inputs) is a speed-up only: same
+    numbers as NCHW."""
     import copy
 
     torch.manual_seed(0)
     schema = Schema.pascal_person_part()
     plain = joint_vgg16(schema, width=0.125, stages=2, seg_head="stage", batch_norm=True)
-    fast = copy.deepcopy(plain)
-    for param in fast.parameters():
-        if param.dim() == 4:
-            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    fast = channels_last_(copy.deepcopy(plain))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    fcn = channels_last_(fcn32_vgg16(schema, width=0.125, fc_width=64))
+    assert any(b.dim() == 4 for b in fcn.buffers())  # the fixed upsampling kernel keeps its layout (DDP broadcasts it)
+    assert all(b.is_contiguous() for b in fcn.buffers())
     x = torch.randn(2, 3, 64, 64)
     a, b = plain(x), fast(x.contiguous(memory_format=torch.channels_last))
     for name in ("heatmaps", "pafs", "parts"):
@@ -408,3 +412,30 @@ def test_channels_last_gives_the_same_outputs_and_gradients() -> None:
     sum(t.square().sum() for t in b.heatmaps + b.parts).backward()
     for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_fold_batch_norm_computes_the_same_function_on_a_copy() -> None:
+    """Folding BatchNorm into the convolutions (inference) gives the eval-mode outputs of the unfolded model; the
+    original model keeps its norms and checkpoint keys; a model without BatchNorm comes back as itself."""
+    torch.manual_seed(0)
+    schema = Schema.pascal_person_part()
+    model = joint_vgg16(schema, width=0.125, stages=2, seg_head="stage", batch_norm=True)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in norms:  # running statistics and affine terms far from the identity they start at
+        bn.running_mean.uniform_(-1.0, 1.0)
+        bn.running_var.uniform_(0.2, 3.0)
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.5, 0.5)
+    keys = list(model.state_dict())
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert list(model.state_dict()) == keys
+    assert len(norms) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model.eval()(x), folded(x)
+    for name in ("heatmaps", "pafs", "parts"):
+        for u, v in zip(getattr(a, name), getattr(b, name)):
+            torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+    plain = joint_vgg16(schema, width=0.125, stages=1)
+    assert fold_batch_norm(plain) is plain

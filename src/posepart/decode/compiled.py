@@ -59,10 +59,9 @@ def _strong_map(pafs: np.ndarray, threshold: float) -> np.ndarray:
 
 
 @jit
-def _agreement(pafs: np.ndarray, limb: int, x: Any, y: Any, ux: Any, uy: Any) -> Any:
-    """PAF . (ux, uy) sampled bilinearly at padded cell coordinates (x, y), clamped to the grid's edge (what sampling
-    the replicated-border copy of the numpy path reads)."""
-    _, h, w = pafs.shape
+def _agreement(vx: np.ndarray, vy: np.ndarray, h: int, w: int, x: Any, y: Any, ux: Any, uy: Any) -> Any:
+    """PAF . (ux, uy) of one limb's flattened (h * w) PAF planes, sampled bilinearly at padded cell coordinates
+    (x, y), clamped to the grid's edge (what sampling the replicated-border copy of the numpy path reads)."""
     x0 = np.floor(x)
     y0 = np.floor(y)
     fx = x - x0
@@ -70,14 +69,23 @@ def _agreement(pafs: np.ndarray, limb: int, x: Any, y: Any, ux: Any, uy: Any) ->
     c0, r0 = int(x0) - 1, int(y0) - 1  # top-left corner in unpadded cells
     c1, r1 = min(max(c0 + 1, 0), w - 1), min(max(r0 + 1, 0), h - 1)
     c0, r0 = min(max(c0, 0), w - 1), min(max(r0, 0), h - 1)
-    vx, vy = pafs[2 * limb], pafs[2 * limb + 1]
-    a00 = vx[r0, c0] * ux + vy[r0, c0] * uy
-    a01 = vx[r0, c1] * ux + vy[r0, c1] * uy
-    a10 = vx[r1, c0] * ux + vy[r1, c0] * uy
-    a11 = vx[r1, c1] * ux + vy[r1, c1] * uy
+    # unsigned flat indices, as in `_cell`
+    i00, i01 = np.uintp(r0 * w + c0), np.uintp(r0 * w + c1)
+    i10, i11 = np.uintp(r1 * w + c0), np.uintp(r1 * w + c1)
+    a00 = vx[i00] * ux + vy[i00] * uy
+    a01 = vx[i01] * ux + vy[i01] * uy
+    a10 = vx[i10] * ux + vy[i10] * uy
+    a11 = vx[i11] * ux + vy[i11] * uy
     top = a00 + (a01 - a00) * fx
     bot = a10 + (a11 - a10) * fx
     return top + (bot - top) * fy
+
+
+@jit
+def _cell(x: Any, y: Any, row: int) -> Any:
+    """Flat index of the cell holding padded coordinates (x, y) >= 0 (so truncation is floor), unsigned: numba adds a
+    negative-index wraparound to every signed index."""
+    return np.uintp(np.int32(y) * row + np.int32(x))
 
 
 @jit
@@ -92,15 +100,16 @@ def score_pairs(
     With `screen`, samples whose four bilinear corners all have |PAF| <= threshold count as certain failures and a
     pair with more than n - need of them is dropped before any bilinear sampling: exact, it never changes the result.
     """
-    n_limbs = skeleton.shape[0]
-    h = pafs.shape[1]
+    n_limbs, (_, h, w) = skeleton.shape[0], pafs.shape
+    row = w + 2  # of the padded support map
     n = t.shape[0]
     allowed = n - need
     first = min(n, max(allowed, 0) + 3)  # screened without a branch per sample (measured fastest)
     thr = pafs.dtype.type(threshold)
     zero, one, eps = px.dtype.type(0.0), px.dtype.type(1.0), px.dtype.type(1e-6)  # the numpy path's, in its dtype
     half_h = px.dtype.type(0.5 * h)
-    strong = _strong_map(pafs, threshold) if screen else np.zeros((n_limbs, 1, 1), np.uint8)
+    strong = _strong_map(pafs, threshold).reshape(n_limbs, -1) if screen else np.zeros((n_limbs, 1), np.uint8)
+    flat = pafs.reshape(pafs.shape[0], -1)
     cap = 0
     for li in range(n_limbs):
         ja, jb = skeleton[li, 0], skeleton[li, 1]
@@ -114,7 +123,7 @@ def score_pairs(
     m = 0
     for li in range(n_limbs):
         ja, jb = skeleton[li, 0], skeleton[li, 1]
-        s = strong[li]
+        s, vx, vy = strong[li], flat[2 * li], flat[2 * li + 1]
         for a in range(starts[ja], starts[ja + 1]):
             sx, sy = px[a], py[a]
             for b in range(starts[jb], starts[jb + 1]):
@@ -123,11 +132,11 @@ def score_pairs(
                 if screen:
                     fails = 0
                     for j in range(first):  # no branch per sample here: almost every pair fails these
-                        fails += 1 - s[int(sy + ts[j] * dy), int(sx + ts[j] * dx)]  # coordinates >= 0: int() is floor
+                        fails += 1 - s[_cell(sx + ts[j] * dx, sy + ts[j] * dy, row)]
                     if fails > allowed:
                         continue
                     for j in range(first, n):
-                        fails += 1 - s[int(sy + ts[j] * dy), int(sx + ts[j] * dx)]
+                        fails += 1 - s[_cell(sx + ts[j] * dx, sy + ts[j] * dy, row)]
                         if fails > allowed:
                             break
                     if fails > allowed:
@@ -138,7 +147,7 @@ def score_pairs(
                 uy = dy * inv
                 agree = 0
                 for i in range(n):
-                    dots[i] = _agreement(pafs, li, sx + t[i] * dx, sy + t[i] * dy, ux, uy)
+                    dots[i] = _agreement(vx, vy, h, w, sx + t[i] * dx, sy + t[i] * dy, ux, uy)
                     agree += dots[i] > thr
                 if agree < need:
                     continue

@@ -23,7 +23,7 @@ from posepart.engine.config import Config
 from posepart.evaluate import Evaluator, Prediction
 from posepart.evaluate_model import BatchMeta, draw_prediction, num_stages, predictions_from_output
 from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting
-from posepart.models import MODELS, ModelOutput, build_model
+from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
 
 CHECKPOINT_KEY = "posepart"
@@ -96,11 +96,7 @@ class PosePartModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.config.train.channels_last:
-            # Conv weights only: `model.to(memory_format=...)` would also re-stride 4-D buffers (the FCN's fixed
-            # upsampling kernel), which DDP's per-step buffer broadcast then refuses as overlapping memory.
-            for param in self.model.parameters():
-                if param.dim() == 4:
-                    param.data = param.data.contiguous(memory_format=torch.channels_last)
+            channels_last_(self.model)
 
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
