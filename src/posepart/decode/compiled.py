@@ -149,6 +149,8 @@ def score_pairs(
                 for i in range(n):
                     dots[i] = _agreement(vx, vy, h, w, sx + t[i] * dx, sy + t[i] * dy, ux, uy)
                     agree += dots[i] > thr
+                    if agree + n - 1 - i < need:  # lost: stop sampling
+                        break
                 if agree < need:
                     continue
                 total = 0.0

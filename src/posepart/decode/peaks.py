@@ -21,9 +21,9 @@ _MIN_VALUE = 1e-12  # neighbours at or below this cannot be logged and count as 
 
 @functools.lru_cache(maxsize=16)
 def _offsets(row: int) -> np.ndarray:
-    """Flat offsets (1, 5) in an array with rows of length `row` of the cross around a cell: up, left, centre, right,
-    down (the 3x3 neighbourhood's cells 1, 3, 4, 5, 7 in raster order)."""
-    return np.array([[-row, -1, 0, 1, row]])
+    """Flat offsets (5, 1) in an array with rows of length `row` of the cross around a cell: left, up, centre, right,
+    down (so [:2] and [3:] are the lower and upper neighbours along [x, y])."""
+    return np.array([[-1], [-row], [0], [1], [row]])
 
 
 class Peaks(NamedTuple):
@@ -36,8 +36,8 @@ class Peaks(NamedTuple):
 
 
 def _refine(cross: np.ndarray, sigma_cells: float) -> np.ndarray:
-    """Sub-cell offsets (N, 2) [dx, dy] in [-0.5, 0.5] from the crosses (N, 5) [up, left, centre, right, down] around
-    the peaks (-inf outside the grid).
+    """Sub-cell offsets (2, N) [dx; dy] in [-0.5, 0.5] from the crosses (5, N) [left; up; centre; right; down] around
+    the peaks (-inf outside the grid). Laid out peaks-last so that every operation runs along the long axis.
 
     Along each axis the parabola through log(left), log(centre), log(right) has its vertex at
     0.5 * (l - r) / (l - 2c + r). An axis missing a neighbour (grid border, or a value too small to log) fits through
@@ -46,13 +46,13 @@ def _refine(cross: np.ndarray, sigma_cells: float) -> np.ndarray:
     """
     ok = cross > _MIN_VALUE
     lg = np.log(np.where(ok, cross, 1.0))
-    lo, hi, c = lg[:, 1::-1], lg[:, 3:], lg[:, 2:3]  # (N, 2) per axis [x, y]: [left, up], [right, down], centre
-    ok_lo, ok_hi = ok[:, 1::-1], ok[:, 3:]
+    lo, hi, c = lg[:2], lg[3:], lg[2]  # (2, N) per axis [x; y]: [left; up], [right; down]; centre (N,)
+    ok_lo, ok_hi = ok[:2], ok[3:]
     complete = ok_lo & ok_hi
     own = lo + hi - 2.0 * c
     if complete.all():  # the usual case: both neighbours on both axes (and own < 0 at a strict maximum)
         return np.clip(0.5 * (lo - hi) / np.minimum(own, -1e-12), -0.5, 0.5)
-    curv = np.where(complete, own, np.where(complete[:, ::-1], own[:, ::-1], -1.0 / float(sigma_cells) ** 2))
+    curv = np.where(complete, own, np.where(complete[::-1], own[::-1], -1.0 / float(sigma_cells) ** 2))
     curv = np.where(curv < 0.0, curv, -1.0)  # a strict maximum has curvature < 0; never divide by >= 0
     off = np.where(
         complete,
@@ -102,13 +102,13 @@ def find_peaks_flat(
         pos = pos[keep]
     jj, rem = np.divmod(pos, (h + 2) * row)
     yy, xx = np.divmod(rem, row)
-    cross = flat[pos[:, None] + _offsets(row)].astype(np.float64)  # (N, 5), -inf outside the grid
+    cross = flat[pos + _offsets(row)].astype(np.float64)  # (5, N), -inf outside the grid
     off = _refine(cross, sigma_cells)
     xy = np.empty((len(pos), 2))
-    xy[:, 0] = (xx - 1) + off[:, 0]
-    xy[:, 1] = (yy - 1) + off[:, 1]
+    xy[:, 0] = (xx - 1) + off[0]
+    xy[:, 1] = (yy - 1) + off[1]
     starts = np.searchsorted(jj, np.arange(k + 1))
-    return Peaks(xy=xy, score=cross[:, 2].copy(), joint=jj, starts=starts)
+    return Peaks(xy=xy, score=cross[2], joint=jj, starts=starts)
 
 
 def find_peaks(
