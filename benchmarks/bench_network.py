@@ -17,8 +17,6 @@ Writes benchmarks/results/network_<device>_w<width>[_<threads>t].json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import GPU_PEAK, gemm_flops, profile, sync  # noqa: E402
+from bench_train import add_model_arguments, device_peak, profile, sync, write_result  # noqa: E402
 
 from posepart.models import build_model, channels_last_, fold_batch_norm  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
@@ -58,19 +56,11 @@ def seconds_per_call(run: Callable[[], None], device: torch.device, calls: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--size", type=int, default=368)
-    parser.add_argument("--stages", type=int, default=2)
-    parser.add_argument("--seg-head", default="stage", help="stage (default) or fcn32")
+    add_model_arguments(parser, size=368)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per batch size (the fastest counts)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers unfolded")
-    parser.add_argument("--profile", type=Path, metavar="TRACE.json")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -79,20 +69,14 @@ def main() -> None:
     torch.manual_seed(0)
     schema = Schema.pascal_person_part()
     model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
-                        batch_norm=args.seg_head == "stage")
+                        batch_norm=args.seg_head == "stage")  # as bench_predict builds its two models
     memory = torch.channels_last if args.channels_last else torch.contiguous_format
     model = (fold_batch_norm(model.eval()) if args.fold_bn else model.eval()).to(device)
     if args.channels_last:
         channels_last_(model)  # as `TorchBackend` runs it
     net = torch.compile(model) if args.compile else model
     precision = "bf16" if args.bf16 else "fp32"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    if device.type == "cuda":
-        peak = next((p[precision] for key, p in GPU_PEAK.items() if key in name), float("nan"))
-        peak_label = f"{name} dense {precision} peak"
-    else:
-        peak = gemm_flops(device, torch.float32)
-        peak_label = f"measured fp32 GEMM on {torch.get_num_threads()} threads"
+    name, peak, peak_label = device_peak(device, precision)
 
     rows, calls = [], {}
     for batch in args.batches:
@@ -122,11 +106,7 @@ def main() -> None:
     result = {"meta": meta, "rows": rows}
     if args.profile is not None:
         result["profile_top_ops"] = profile(calls[args.batches[0]], device, args.profile)
-    threads = f"_{args.threads}t" if args.threads is not None else ""
-    out = Path(__file__).parent / "results" / f"network_{device.type}_w{args.width:g}{threads}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(f"network_{device.type}_w{args.width:g}", args.threads, result)
 
 
 if __name__ == "__main__":

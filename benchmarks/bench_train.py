@@ -58,6 +58,39 @@ def gemm_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats:
     return 2 * n**3 / best
 
 
+def device_peak(device: torch.device, precision: str) -> tuple[str, float, str]:
+    """(device name, peak FLOP/s, what that peak is): the vendor's dense figure on a GPU, the measured fp32 GEMM rate
+    on this CPU's threads otherwise."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((p[precision] for key, p in GPU_PEAK.items() if key in name), float("nan"))
+        return name, peak, f"{name} dense {precision} peak"
+    name = platform.processor() or "cpu"
+    return name, gemm_flops(device, torch.float32), f"measured fp32 GEMM on {torch.get_num_threads()} threads"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, size: int) -> None:
+    """The options bench_train and bench_network share: device, threads, precision, layout, model shape, profile."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--size", type=int, default=size)
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--seg-head", default="stage", help="stage, or fcn32/fcn16/fcn8")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--profile", type=Path, metavar="TRACE.json",
+                        help="also profile 3 calls with torch.profiler: print the top operators, write a Chrome trace")
+
+
+def write_result(stem: str, threads: int | None, data: dict[str, Any]) -> None:
+    """benchmarks/results/<stem>[_<threads>t].json (the thread count in the name when it was set)."""
+    out = Path(__file__).parent / "results" / f"{stem}{f'_{threads}t' if threads is not None else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    print(f"wrote {out}")
+
+
 def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
     """`batch` synthetic images mapped exactly as in training (augmentation, targets, masks)."""
     dataset = PosePartDataset.open(write_synth(folder, n=batch, seed=0, size=size))
@@ -91,19 +124,10 @@ def profile(step: Callable[[], None], device: torch.device, trace: Path, top: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--size", type=int, default=256)
+    add_model_arguments(parser, size=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--stages", type=int, default=2)
-    parser.add_argument("--seg-head", default="stage")
     parser.add_argument("--seg-stride", type=int, default=8, help="with --seg-head stage: 8, 4 or 2")
-    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    parser.add_argument("--profile", type=Path, metavar="TRACE.json",
-                        help="also profile 3 steps with torch.profiler: print the top operators, write a Chrome trace")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -144,13 +168,7 @@ def main() -> None:
     seconds = (time.perf_counter() - t0) / args.steps
     achieved = flops_per_step / seconds
     precision = "bf16" if args.bf16 else "fp32"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    if device.type == "cuda":
-        peak = next((p[precision] for key, p in GPU_PEAK.items() if key in name), float("nan"))
-        peak_label = f"{name} dense {precision} peak"
-    else:
-        peak = gemm_flops(device, torch.float32)
-        peak_label = f"measured fp32 GEMM on {torch.get_num_threads()} threads"
+    name, peak, peak_label = device_peak(device, precision)
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
            "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
            "precision": precision,
@@ -163,11 +181,7 @@ def main() -> None:
           f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
     if args.profile is not None:
         row["profile_top_ops"] = profile(step, device, args.profile)
-    threads = f"_{args.threads}t" if args.threads is not None else ""
-    out = Path(__file__).parent / "results" / f"train_{device.type}_w{args.width:g}_{args.size}{threads}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(row, indent=2))
-    print(f"wrote {out}")
+    write_result(f"train_{device.type}_w{args.width:g}_{args.size}", args.threads, row)
 
 
 if __name__ == "__main__":
