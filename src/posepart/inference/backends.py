@@ -98,7 +98,7 @@ def _torch_device(device: str) -> Any:
 class TorchBackend(Backend):
     """A `PosePartNet` (or any module returning a `ModelOutput`), in eval mode, under torch.inference_mode, with its
     BatchNorms folded into the convolutions (on a copy) and channels_last weights and inputs, oneDNN's and cuDNN's
-    fast convolution layout: on one CPU core the w0.25 joint model's forward takes 80 ms instead of 114
+    fast convolution layout: on one CPU core the w0.25 joint model's forward takes 63-68 ms instead of 95-103
     (`benchmarks/bench_network.py`)."""
 
     def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
