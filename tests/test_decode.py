@@ -319,6 +319,22 @@ def test_compiled_scoring_equals_numpy_with_and_without_screen(seed: int, dtype:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(46, 46), (7, 13), (1, 1)])
+def test_compiled_support_map_equals_numpy(shape: tuple[int, int]) -> None:
+    """The compiled support map (one contiguous pass over shifted views) marks exactly the cells the numpy screen
+    marks, on every cell a sample can fall in (rows 0..h, columns 0..w of the padded grid), with magnitudes packed
+    around the threshold."""
+    from posepart.decode import compiled, grouping
+
+    h, w = shape
+    rng = np.random.default_rng(h * w)
+    paf = (rng.choice([0.0, 0.049, 0.0501, 0.3], (6, h, w)) * rng.choice([-1.0, 1.0], (6, h, w))).astype(np.float32)
+    got = compiled._strong_map(paf, 0.05)
+    expected = grouping._support(grouping._padded(paf), w + 2, 0.05).reshape(3, h + 2, w + 2)
+    np.testing.assert_array_equal(got[:, : h + 1, : w + 1], expected[:, : h + 1, : w + 1])
+    assert 0 < got[:, : h + 1, : w + 1].mean() < 1 or h * w == 1
+
+
 def test_score_limbs_refuses_peaks_off_the_maps() -> None:
     """The compiled loop reads without bounds checks, so inputs that would make it read outside the maps are refused."""
     from posepart.decode import grouping
