@@ -59,7 +59,6 @@ def main() -> None:
     add_model_arguments(parser, size=368)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--calls", type=int, default=5, help="timed calls per batch size (the fastest counts)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers unfolded")
     args = parser.parse_args()
 

@@ -9,6 +9,7 @@ the figure is labelled "of measured GEMM". The batch is real: synthetic images t
 Run (CPU, the demo model):   .venv/bin/python benchmarks/bench_train.py --size 128 --stages 1 --seg-stride 4 --threads 1
     (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
     (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
+                             (and the same with --compile)
 Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json.
 """
 
@@ -31,7 +32,7 @@ from posepart.data.format import PosePartDataset
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.losses import PosePartLoss, UncertaintyWeighting
-from posepart.models import build_model
+from posepart.models import build_model, channels_last_
 from posepart.schema import Schema
 
 # Dense peak FLOP/s by GPU name fragment and precision (vendor data sheets, SXM parts, no sparsity).
@@ -79,6 +80,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, size: int) -> None:
     parser.add_argument("--seg-head", default="stage", help="stage, or fcn32/fcn16/fcn8")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     parser.add_argument("--profile", type=Path, metavar="TRACE.json",
                         help="also profile 3 calls with torch.profiler: print the top operators, write a Chrome trace")
 
@@ -141,25 +143,28 @@ def main() -> None:
                         seg_stride=args.seg_stride, batch_norm=True,
                         fc_width=max(int(4096 * args.width), 64)).to(device)
     memory = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory)
+    if args.channels_last:
+        channels_last_(model)  # as the engine trains it
+    net = torch.compile(model) if args.compile else model
     loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
                            check_labels=False).to(device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     image = batch["image"].contiguous(memory_format=memory)
 
-    def step() -> None:
+    def step(module: torch.nn.Module = net) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            output = model(image)
+            output = module(image)
             loss = loss_fn(output, batch).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(model)  # eager: the counter sees every operator
     flops_per_step = float(counter.get_total_flops())
     step()
+    step()  # (with --compile, the first call compiles)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -171,7 +176,7 @@ def main() -> None:
     name, peak, peak_label = device_peak(device, precision)
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
            "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
-           "precision": precision,
+           "precision": precision, "compile": args.compile,
            "channels_last": args.channels_last, "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
            "gflop_per_step": flops_per_step / 1e9, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12,
            "peak": peak_label, "mfu": achieved / peak, "torch": torch.__version__}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -83,6 +84,22 @@ def test_training_reduces_loss_on_a_repeated_batch(data, tmp_path):
     assert logged["train/skipped"] == 0
     assert (tmp_path / "config.yaml").is_file()
     assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()  # the resolved config round-trips
+
+
+def test_compiled_training_saves_plain_weights(data, tmp_path):
+    """train.compile: the step runs through torch.compile (inductor) and the checkpoint holds the model's own keys,
+    loadable into an uncompiled model."""
+    from torch._dynamo.utils import counters
+
+    cfg = tiny(data, "train.compile=true", "train.max_epochs=1", "data.augment.photometric=false", val=False)
+    counters.clear()
+    result = train(cfg, tmp_path, **QUIET)
+    assert counters["stats"]["unique_graphs"] > 0  # the forward really went through the compiler
+    assert result.global_step == 2 and math.isfinite(result.metrics["train/total"])
+    state = torch.load(result.last, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)
+    loaded = load_model(result.last)
+    assert set(loaded.model.state_dict()) == {k.removeprefix("model.") for k in state if k.startswith("model.")}
 
 
 def test_learnable_task_weights_have_their_own_learning_rate(data):

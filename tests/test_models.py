@@ -32,6 +32,7 @@ from posepart.models import (
     load_vgg16_weights,
     paf_vgg16,
 )
+from posepart.models.fcn import pad_edges
 from posepart.schema import Schema
 
 SMALL = dict(width=0.25)  # CPU-sized: 16..128 trunk channels
@@ -297,6 +298,22 @@ def test_bilinear_upsample_equals_interpolate(factor: int, learnable: bool) -> N
     out_hw = (5 * factor - factor // 2, 4 * factor)  # also a crop
     torch.testing.assert_close(up(x, out_hw), ref[:, :, : out_hw[0], : out_hw[1]], atol=1e-5, rtol=0)
     assert count_parameters(up) == (9 * (2 * factor) ** 2 if learnable else 0)
+
+
+def test_pad_edges_is_replicate_padding() -> None:
+    x = torch.randn(2, 3, 5, 4)
+    torch.testing.assert_close(pad_edges(x), F.pad(x, (1, 1, 1, 1), mode="replicate"), atol=0, rtol=0)
+
+
+def test_bilinear_upsample_compiles_with_gradients() -> None:
+    """torch.compile (inductor) differentiates the upsampling and gets eager's gradients: the GPU training step is meant
+    to be compiled. (With F.pad(mode="replicate") torch 2.14's compiled backward fails a stride assertion.)"""
+    up = BilinearUpsample(7, 4, learnable=False)
+    x = torch.randn(2, 7, 16, 16, requires_grad=True)
+    torch.compile(up)(x, (64, 60)).square().sum().backward()
+    compiled_grad, x.grad = x.grad, None
+    up(x, (64, 60)).square().sum().backward()
+    torch.testing.assert_close(compiled_grad, x.grad)
 
 
 def test_fcn_skips_start_at_zero() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -125,7 +126,9 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
             rank_zero_info(f"source {source['name']}: trains {', '.join(source['tasks']) or 'nothing'} on "
                            f"{source['train_images']} images ({source['draws_per_epoch']} draws per epoch), "
                            f"validates on {source['val_images']}{lacks}")
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+    # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
+    fit_module = torch.compile(module) if cfg.train.compile else module
+    trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = out / "checkpoints" / "last.ckpt"
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:

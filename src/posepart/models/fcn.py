@@ -69,13 +69,21 @@ class BilinearUpsample(nn.Module):
         out_h, out_w = out_hw[0], out_hw[1]  # no int(): a traced export (ONNX, TorchScript) keeps them dynamic
         if out_h > f * x.shape[-2] or out_w > f * x.shape[-1]:
             raise ValueError(f"cannot upsample {tuple(x.shape[-2:])} by {f} to {(out_h, out_w)}")
-        x = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, h+2, w+2)
+        x = pad_edges(x)  # (B, C, h+2, w+2)
         if self.up is not None:
             y = self.up(x)
         else:
             y = F.conv_transpose2d(x, self.kernel, stride=f, padding=f // 2, groups=self.channels)
         # y: (B, C, f*(h+2), f*(w+2)); drop the pad cells' f pixels, then crop to the target
         return y[:, :, f : f + out_h, f : f + out_w]
+
+
+def pad_edges(x: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, C, h + 2, w + 2) with a 1-cell border copied from the edges, as F.pad(mode="replicate"),
+    built from slices and cat: torch.compile cannot differentiate replication_pad2d here (torch 2.14: its backward's
+    fake kernel fails a stride assertion)."""
+    x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
+    return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
 
 
 def zero_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
