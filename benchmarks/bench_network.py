@@ -8,8 +8,8 @@ The network runs as `Predictor` runs it (eval mode, inference_mode, BatchNorm fo
 channels_last weights and inputs), plus what a GPU wants: bf16 autocast with --bf16, torch.compile with --compile.
 
 Run (CPU):  taskset -c 0 .venv/bin/python benchmarks/bench_network.py --threads 1
-            add --width 1 --batches 1 4 for the paper-width model (1.4 s per image on one core)
-     (GPU): python benchmarks/bench_network.py --device cuda --width 1 --bf16 --compile
+            add --width 1 --seg-head fcn32 --calls 2 for the paper-width model (1.3 s per image on one core)
+     (GPU): python benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16 --compile
      --profile TRACE.json: also profile 3 forwards at the first batch size (top operators, Chrome trace).
 Writes benchmarks/results/network_<device>_w<width>[_<threads>t].json.
 """
