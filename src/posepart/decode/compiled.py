@@ -2,7 +2,7 @@
 
 Vectorised numpy pays for every candidate pair of joints in full (people^2 of them per limb), however early the pair
 could be rejected, and the sequential assembly costs a Python loop step per connection. Here the pair scoring drops a
-pair as soon as more of its samples have failed than may fail (usually after 5 support-map lookups, about 12 ns), and
+pair as soon as more of its samples have failed than may fail (usually after 5 support-map lookups, about 8 ns), and
 `posepart.decode.assembly` runs its matching/assembly loops through `jit` too.
 `score_pairs` computes exactly what the numpy path in `posepart.decode.grouping` computes (the same float operations
 in the same order), which the tests check bit for bit.

@@ -80,8 +80,8 @@ class BilinearUpsample(nn.Module):
 
 def pad_edges(x: Tensor) -> Tensor:
     """(B, C, h, w) -> (B, C, h + 2, w + 2) with a 1-cell border copied from the edges, as F.pad(mode="replicate"),
-    built from slices and cat: torch.compile cannot differentiate replication_pad2d here (torch 2.14: its backward's
-    fake kernel fails a stride assertion)."""
+    built from slices and cat: inductor (torch.compile) cannot differentiate replication_pad2d here (torch 2.14: the
+    compiled backward fails one of inductor's stride assertions)."""
     x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
     return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
 
