@@ -393,13 +393,14 @@ def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
 
 
 def test_decode_without_numba_gives_the_same_people() -> None:
-    """With numba unimportable the decoder warns once and runs the plain Python/numpy path: same people."""
+    """With numba unimportable the decoder warns once and runs the plain Python/numpy path: same people, and the
+    part-instance assignment takes its numpy path: same instance map."""
     import subprocess
     import sys
     import textwrap
 
     code = textwrap.dedent("""
-        import sys, warnings
+        import hashlib, sys, warnings
         import numpy as np
         if sys.argv[1] == "off":
             sys.modules["numba"] = None  # makes `import numba` raise ImportError
@@ -407,18 +408,28 @@ def test_decode_without_numba_gives_the_same_people() -> None:
             warnings.simplefilter("always")
             from posepart.decode import decode
             from posepart.schema import Schema
+            from posepart.decode.instances import assign_part_instances, cell_index
         maps = np.load(sys.argv[2])
-        people = decode(maps["hm"], maps["paf"], Schema.pascal_person_part())
+        schema = Schema.pascal_person_part()
+        people = decode(maps["hm"], maps["paf"], schema)
         print(sum("numba unavailable" in str(w.message) for w in caught))
         print(np.concatenate([p.keypoints.ravel() for p in people] + [[p.score for p in people]]).tobytes().hex())
+        cells = np.stack([p.keypoints for p in people])
+        cells[..., :2] = (cells[..., :2] - 3.5) / 8
+        grid = maps["hm"].shape[1:]
+        rows, cols = cell_index(np.eye(2, 3), maps["labels"].shape, grid, 8)
+        instances = assign_part_instances(maps["labels"], cells, schema, rows, cols, grid)
+        print(",".join(map(str, np.bincount(instances.ravel()))), hashlib.sha1(instances.tobytes()).hexdigest())
     """)
     hm, paf = noisy_maps(3, people=5)
+    labels = np.random.default_rng(3).integers(0, PASCAL.num_parts, (hm.shape[1] * 8, hm.shape[2] * 8), np.uint8)
     path = Path(tempfile.mkdtemp()) / "maps.npz"
-    np.savez(path, hm=hm, paf=paf)
+    np.savez(path, hm=hm, paf=paf, labels=labels)
     out = {mode: subprocess.run([sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True,
                                 check=True).stdout.split() for mode in ("on", "off")}
     assert out["on"][0] == "0" and out["off"][0] == "1"
     assert out["on"][1] == out["off"][1] and len(out["on"][1]) > 100
+    assert out["on"][2:] == out["off"][2:] and len(out["on"][2].split(",")) > 6  # unassigned + every person
 
 
 def test_limb_score_and_distance_prior_hand_computed() -> None:

@@ -112,3 +112,33 @@ def test_compatibility_table_reads_names():
                for (a, b), ok in zip(lip.skeleton, left_arm) if ok) and left_arm.sum() == 2
     unknown = Schema.from_names(["a", "b"], [("a", "b")], ["background", "blob"])
     assert part_limb_compatibility(unknown)[1].all()  # an unknown class may lie anywhere
+
+
+def test_compiled_pass_equals_numpy_path():
+    """The compiled pixel sweep gives the vectorised path's map exactly: crowded random scenes with missing joints
+    (lone-joint elements), a duplicated person (equal distances: the first wins in both), ignore (255) and unknown
+    labels, a scaled pixel -> cell index, a non-contiguous label view and signed labels."""
+    rng = np.random.default_rng(7)
+    hw, grid = (150, 200), (24, 32)  # the image is a 0.8x-scaled view of the 192x256 canvas
+    scale = np.array([[1.25, 0, 3.0], [0, 1.25, 2.0]])
+    rows, cols = cell_index(scale, hw, grid, STRIDE)
+    compared = 0
+    for n in (1, 3, 8, 15):
+        people = [standing(rng.uniform(10, 240), rng.uniform(0, 90), rng.uniform(30, 100)) for _ in range(n)]
+        for kp in people:
+            kp[rng.random(PASCAL.num_joints) < 0.25] = 0  # missing joints
+        people.append(people[0].copy())
+        labels = rng.integers(0, PASCAL.num_parts + 2, size=(hw[0], 2 * hw[1])).astype(np.uint8)[:, ::2]
+        labels[rng.random(hw) < 0.3] = 0
+        labels[rng.random(hw) < 0.05] = 255
+        cells = np.stack(people)
+        cells[..., :2] = (cells[..., :2] - (STRIDE - 1) / 2) / STRIDE
+        for lab in (labels, labels.astype(np.int32) - (labels == 255) * 256):  # 255 -> -1 as a signed ignore label
+            fast = assign_part_instances(lab, cells, PASCAL, rows, cols, grid, max_distance=0.8, jit=True)
+            reference = assign_part_instances(lab, cells, PASCAL, rows, cols, grid, max_distance=0.8, jit=False)
+            assert fast.dtype == reference.dtype == np.uint16
+            assert np.array_equal(fast, reference)
+            assert 0 < (fast > 0).sum() < (lab > 0).sum()  # some assigned, some too far or not a part
+            assert not fast[(lab <= 0) | (lab >= PASCAL.num_parts)].any()
+            compared += 1
+    assert compared == 8

@@ -170,6 +170,11 @@ class _Pairs:
         return top + (bot - top) * fy
 
 
+def _no_connections() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The (limb, peak_a, peak_b, score) arrays of `score_limbs` when nothing connects."""
+    return (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
+
+
 def _enumerate_pairs(starts: np.ndarray, skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (limb, a, b) candidate: for each limb, every peak of joint a with every peak of joint b. (T,) each."""
     counts = np.diff(starts)
@@ -200,9 +205,8 @@ def score_limbs(
     """
     n_l = len(skeleton)
     _, h, w = pafs.shape
-    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
     if n_l == 0 or len(peaks.score) == 0:
-        return empty
+        return _no_connections()
     # The compiled loop does not bounds-check its reads: refuse what would make it read outside the maps.
     if pafs.shape[0] != 2 * n_l or skeleton.min() < 0 or skeleton.max() >= len(peaks.starts) - 1:
         raise ValueError(f"pafs {pafs.shape} and skeleton (max joint {skeleton.max()}) do not fit {n_l} limbs and "
@@ -221,7 +225,7 @@ def score_limbs(
     counts = np.diff(peaks.starts)
     n_pairs = int((counts[skeleton[:, 0]] * counts[skeleton[:, 1]]).sum())
     if n_pairs == 0:
-        return empty
+        return _no_connections()
     # Screening (exact): a pair may fail at most n - need samples. Samples are checked centre-first against a cheap
     # support map and a pair with more certain failures than allowed is dropped before the costly bilinear sampling.
     # Worth it only when most pairs are wrong (several people).
@@ -240,7 +244,6 @@ def _score_limbs_numpy(
     """`score_limbs` vectorised over all candidate pairs (samples x pairs): the reference for the compiled loop."""
     _, h, w = pafs.shape
     row = w + 2
-    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0),)
     limb, ia, ib = _enumerate_pairs(starts, skeleton)
     sx, sy = px[ia], py[ia]
     pairs = _Pairs.build(sx, sy, px[ib] - sx, py[ib] - sy, limb * (h + 2), px.dtype.type)
@@ -254,7 +257,7 @@ def _score_limbs_numpy(
             fails += pairs.support_fails(support, row, t_all[chunk])
             alive = np.flatnonzero(fails <= allowed_fail)
             if len(alive) == 0:
-                return empty
+                return _no_connections()
             if len(alive) < len(pairs):
                 pairs, fails = pairs.take(alive), fails[alive]
     dots = pairs.agreement(paf_xy, row, t_all)  # (n, T)
