@@ -16,7 +16,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"  # each worker is one core: set before numpy is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -25,6 +24,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import write_json  # noqa: E402
 
 from posepart.data.augment import AugmentConfig, apply_affine, normalize, photometric, sample_affine  # noqa: E402
 from posepart.data.format import PosePartDataset  # noqa: E402
@@ -103,13 +103,10 @@ def main() -> None:
     for workers, rate in rates.items():
         print(f"DataLoader, {workers} worker process(es){' (in the main process)' if workers == 0 else ''}: "
               f"{rate:.0f} samples/s")
-    out = Path(__file__).parent / "results" / "data.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"input": SIZE, "images": args.n, "batch": args.batch, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "opencv": cv2.__version__}
-    out.write_text(json.dumps({"meta": meta, "stage_ms": stages, "ms_per_sample": total,
-                               "loader_samples_per_s": {str(k): v for k, v in rates.items()}}, indent=2))
-    print(f"wrote {out}")
+    write_json("data.json", {"meta": meta, "stage_ms": stages, "ms_per_sample": total,
+                             "loader_samples_per_s": {str(k): v for k, v in rates.items()}})
 
 
 if __name__ == "__main__":

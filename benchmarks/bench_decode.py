@@ -12,13 +12,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy is imported
 
-import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
+from common import write_json  # noqa: E402
 
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
 from posepart.decode.assembly import assemble  # noqa: E402
@@ -165,13 +164,10 @@ def main() -> None:
     print(f"{'people':>6} " + " ".join(f"{k:>14}" for k in names))
     for r in rows:
         print(f"{r['people']:>6} " + " ".join(f"{r['phases_ms'][k]:>14.3f}" for k in names))
-    out = Path(__file__).parent / "results" / "decode.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": IMAGES,
             "repeats": REPEATS, "rounds": ROUNDS, "numpy": np.__version__, "numba": getattr(numba, "__version__", None),
             "machine": platform.processor() or platform.machine()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json("decode.json", {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

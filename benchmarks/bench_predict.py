@@ -25,7 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"  # one core: set before numpy / torch are imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -38,6 +37,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_decode import SIZE, STRIDE, random_people, render  # noqa: E402
+from common import write_json  # noqa: E402
 
 from posepart.decode import decode  # noqa: E402
 from posepart.decode.instances import assign_part_instances, cell_index, part_limb_compatibility  # noqa: E402
@@ -205,9 +205,7 @@ def main() -> None:
             "repeats": repeats, "e2e_images": e2e_images, "numpy": np.__version__, "torch": torch.__version__,
             "opencv": cv2.__version__, "machine": platform.processor() or platform.machine(), "quick": args.quick}
     if args.post_only:
-        out = Path(__file__).parent / "results" / "predict_post.json"
-        out.write_text(json.dumps({"meta": meta, "post": post}, indent=2))
-        print(f"wrote {out}")
+        write_json("predict_post.json", {"meta": meta, "post": post})
         return
 
     torch.manual_seed(0)
@@ -241,10 +239,7 @@ def main() -> None:
         print(f"{r['model']:<52} {r['batch']:>5} {r['network_ms']:>10.1f} {r['network_images_s']:>9.2f} "
               f"{r['end_to_end_ms']:>10.1f} {r['end_to_end_images_s']:>9.2f}")
 
-    out = Path(__file__).parent / "results" / "predict.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "post": post, "end_to_end": e2e, "batches": batched}, indent=2))
-    print(f"wrote {out}")
+    write_json("predict.json", {"meta": meta, "post": post, "end_to_end": e2e, "batches": batched})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"  # one core: set before numpy is imported
 
 import functools  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -29,6 +28,7 @@ from posepart.targets import build_targets, downsample_mask, heatmaps, pafs  # n
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_decode import best_of  # noqa: E402
+from common import write_json  # noqa: E402
 
 cv2.setNumThreads(1)
 
@@ -102,13 +102,10 @@ def main() -> None:
               f"{r['pafs_ms']:>7.3f} {r['mask_ms']:>7.3f}")
     ten = next(r for r in rows if r["people"] == 10)["total_ms"]
     print(f"goal <= {GOAL_MS} ms for 10 people: {'met' if ten <= GOAL_MS else 'NOT met'} ({ten:.3f} ms)")
-    out = Path(__file__).parent / "results" / "targets.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "sigma": SIGMA, "paf_width": PAF_WIDTH,
             "threads": 1, "images": IMAGES, "repeats": REPEATS, "goal_ms_10_people": GOAL_MS,
             "numpy": np.__version__, "opencv": cv2.__version__, "machine": platform.processor() or platform.machine()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json("targets.json", {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

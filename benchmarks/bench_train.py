@@ -16,7 +16,6 @@ Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from common import write_json
 from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -87,10 +87,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, size: int) -> None:
 
 def write_result(stem: str, threads: int | None, data: dict[str, Any]) -> None:
     """benchmarks/results/<stem>[_<threads>t].json (the thread count in the name when it was set)."""
-    out = Path(__file__).parent / "results" / f"{stem}{f'_{threads}t' if threads is not None else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2))
-    print(f"wrote {out}")
+    write_json(f"{stem}{f'_{threads}t' if threads is not None else ''}.json", data)
 
 
 def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:

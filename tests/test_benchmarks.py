@@ -1,0 +1,79 @@
+"""Every benchmark runs from its documented command and writes its figures (smoke runs on small settings).
+
+The timings themselves are not checked (they belong in BENCHMARKS.md, not in tests); what is checked is that each
+script still runs end to end, writes its JSON where $POSEPART_BENCH_RESULTS says, and that the correctness figures
+the benchmarks report alongside their timings hold: decoding recovers every person, part pixels go to their painter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(tmp_path: Path, script: str, *args: str) -> str:
+    env = {**os.environ, "POSEPART_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote {tmp_path}" in done.stdout  # into the folder asked for, not over the committed results
+    return done.stdout
+
+
+def result(tmp_path: Path, name: str) -> dict[str, Any]:
+    return json.loads((tmp_path / name).read_text())
+
+
+def test_targets_benchmark(tmp_path: Path) -> None:
+    run_benchmark(tmp_path, "bench_targets.py")
+    rows = result(tmp_path, "targets.json")["rows"]
+    assert [r["people"] for r in rows] == [1, 10, 20]
+    assert all(0 < r["heatmaps_ms"] + r["pafs_ms"] + r["mask_ms"] <= 1.5 * r["total_ms"] for r in rows)
+
+
+def test_decode_benchmark_recovers_everyone(tmp_path: Path) -> None:
+    run_benchmark(tmp_path, "bench_decode.py")
+    rows = result(tmp_path, "decode.json")["rows"]
+    assert [r["people"] for r in rows] == [1, 10, 20]
+    assert all(r["recovered"] == 1.0 and r["spurious_people"] == 0 for r in rows)
+    assert all(set(r["phases_ms"]) == {"peaks", "pair_scoring", "match_assemble", "rest"} for r in rows)
+
+
+def test_data_benchmark(tmp_path: Path) -> None:
+    run_benchmark(tmp_path, "bench_data.py", "--n", "4", "--workers", "0", "1", "--batch", "2")
+    data = result(tmp_path, "data.json")
+    assert set(data["stage_ms"]) == {"read", "augment", "photometric", "normalize", "targets"}
+    assert set(data["loader_samples_per_s"]) == {"0", "1"} and min(data["loader_samples_per_s"].values()) > 0
+
+
+def test_training_benchmark_counts_flops(tmp_path: Path) -> None:
+    run_benchmark(tmp_path, "bench_train.py", "--batch", "2", "--size", "64", "--steps", "1", "--threads", "1")
+    data = result(tmp_path, "train_cpu_w0.25_64_1t.json")
+    assert data["batch"] == 2 and data["gflop_per_step"] > 0 and 0 < data["mfu"]
+    assert data["achieved_tflops"] == pytest.approx(data["gflop_per_step"] / data["step_ms"])  # GFLOP/ms = TFLOP/s
+    assert data["mfu"] == pytest.approx(data["achieved_tflops"] / data["peak_tflops"])
+
+
+def test_network_benchmark(tmp_path: Path) -> None:
+    run_benchmark(tmp_path, "bench_network.py", "--batches", "1", "--calls", "1", "--threads", "1", "--size", "128")
+    row, = result(tmp_path, "network_cpu_w0.25_1t.json")["rows"]
+    assert row["batch"] == 1 and row["x_floor"] == pytest.approx(row["ms_per_image"] / row["floor_ms_per_image"])
+
+
+@pytest.mark.slow
+def test_predict_benchmark_quick(tmp_path: Path) -> None:
+    """The end-to-end benchmark (~50 s): post-processing, Predictor with PyTorch and ONNX Runtime, batch 1 and 32."""
+    run_benchmark(tmp_path, "bench_predict.py", "--quick")
+    data = result(tmp_path, "predict.json")
+    assert [r["people"] for r in data["post"]] == [1, 5, 10, 20]
+    assert all(r["instance_pixel_accuracy"] == 1.0 for r in data["post"])
+    assert {r["model"].split(", ")[-1] for r in data["end_to_end"]} == {"PyTorch", "ONNX Runtime"}
+    assert {r["batch"] for r in data["batches"]} == {1, 32}
