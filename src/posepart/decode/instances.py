@@ -22,7 +22,6 @@ import re
 import numpy as np
 
 from posepart.decode import compiled
-from posepart.decode.compiled import jit
 from posepart.schema import Schema
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
@@ -224,7 +223,7 @@ def _assign_numpy(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid_h
     return out.reshape(labels.shape)
 
 
-@jit
+@compiled.jit
 def _assign_compiled(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid_w: int, n_cells: int,
                      allowed: np.ndarray, starts: np.ndarray, ends: np.ndarray, owner: np.ndarray,
                      reach: np.ndarray) -> np.ndarray:
