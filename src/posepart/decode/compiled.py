@@ -3,12 +3,13 @@
 Vectorised numpy pays for every candidate pair of joints in full (people^2 of them per limb), however early the pair
 could be rejected, and the sequential assembly costs a Python loop step per connection. Here the pair scoring drops a
 pair as soon as more of its samples have failed than may fail (usually after 5 support-map lookups, about 8 ns), and
-`posepart.decode.assembly` runs its matching/assembly loops through `jit` too.
-`score_pairs` computes exactly what the numpy path in `posepart.decode.grouping` computes (the same float operations
-in the same order), which the tests check bit for bit.
+`posepart.decode.assembly` (matching, assembly) and `posepart.decode.instances` (the part-instance pixel sweep) run
+their loops through `jit` too. `score_pairs` computes exactly what the numpy path in `posepart.decode.grouping`
+computes (the same float operations in the same order), which the tests check bit for bit.
 
 Functions compile on their first call and are cached on disk. Without a working numba, `jit` returns the plain
-Python function and the pair scoring takes the numpy path instead: slower, same result.
+Python function, and the pair scoring and part instances take their numpy paths instead (`use_compiled`): slower,
+same result.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ try:
     import numba
 except Exception as err:  # noqa: BLE001 - numba refuses numpy versions it was not built for, with an ImportError
     numba = None
-    warnings.warn(f"numba unavailable ({type(err).__name__}: {err}): the decoder runs its slower numpy path",
+    warnings.warn(f"numba unavailable ({type(err).__name__}: {err}): the decoder runs its slower numpy paths",
                   RuntimeWarning, stacklevel=2)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +33,11 @@ def jit(fn: F) -> F:
     """`fn` compiled by numba (lazily, on its first call; cached on disk), or `fn` itself without numba.
     A compiled function keeps the original as `.py_func`."""
     return fn if numba is None else numba.njit(cache=True, nogil=True)(fn)
+
+
+def use_compiled(requested: bool | None) -> bool:
+    """Whether a function with both paths runs its compiled one: as `requested`, or (None) when numba is available."""
+    return numba is not None if requested is None else requested
 
 
 @jit

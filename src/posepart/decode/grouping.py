@@ -230,8 +230,7 @@ def score_limbs(
     # support map and a pair with more certain failures than allowed is dropped before the costly bilinear sampling.
     # Worth it only when most pairs are wrong (several people).
     screen = n_pairs > _SCREEN_MIN_PAIRS_PER_LIMB * n_l and 0 <= n - need < n - 1
-    use_jit = compiled.numba is not None if jit is None else jit
-    if use_jit:
+    if compiled.use_compiled(jit):
         maps = np.ascontiguousarray(pafs, np.float32)
         return compiled.score_pairs(px, py, peaks.starts, skeleton, maps, t_all, order, need, thr, screen)
     return _score_limbs_numpy(px, py, peaks.starts, skeleton, pafs, t_all, order, need, thr, screen)

@@ -184,7 +184,7 @@ def assign_part_instances(
     size = np.maximum(np.where(found.any(1), (hi - lo).max(1), 0.0), 2.0)  # (N,) in cells
     reach = ((max_distance * size) ** 2).astype(np.float32)  # squared distance limit per person
     rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-    if compiled.numba is not None if jit is None else jit:
+    if compiled.use_compiled(jit):
         return _assign_compiled(np.ascontiguousarray(labels), rows, cols, grid_hw[1], grid_hw[0] * grid_hw[1],
                                 allowed, starts, ends, owner, reach)
     return _assign_numpy(labels, rows, cols, grid_hw, allowed, starts, ends, owner, reach)
