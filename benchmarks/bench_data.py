@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import write_json  # noqa: E402
 
+from posepart.heads import HeadMeta
 from posepart.data.augment import AugmentConfig, apply_affine, normalize, photometric, sample_affine  # noqa: E402
 from posepart.data.format import PosePartDataset  # noqa: E402
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig  # noqa: E402
@@ -63,7 +64,7 @@ def _one_pass(dataset: PosePartDataset, config: AugmentConfig, rng: np.random.Ge
         stamps.append(time.perf_counter())
         normalize(image)
         stamps.append(time.perf_counter())
-        build_targets(keypoints, ignore, parts, schema)
+        build_targets(keypoints, ignore, parts, HeadMeta(schema))
         stamps.append(time.perf_counter())
         for key, start, end in zip(totals, stamps, stamps[1:]):
             totals[key] += end - start

@@ -19,6 +19,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from common import write_json  # noqa: E402
 
+from posepart.heads import HeadMeta
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
 from posepart.decode.assembly import assemble  # noqa: E402
 from posepart.decode.compiled import numba  # noqa: E402
@@ -114,15 +115,15 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
     assembly; "rest" is the whole decode minus these (validation, one-joint people, fragments, person scores)."""
     cfg = DecodeConfig()
     skeleton = np.asarray(schema.skeleton, np.int64)
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=cfg.sigma / STRIDE)
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=SIGMA / STRIDE)
     connections = score_limbs(peaks, paf, skeleton, cfg)
     n_peaks = len(peaks.score)
 
     out = {"peaks": best_of(lambda: find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
-                                                    sigma_cells=cfg.sigma / STRIDE), REPEATS),
+                                                    sigma_cells=SIGMA / STRIDE), REPEATS),
            "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
            "match_assemble": best_of(lambda: assemble(connections, skeleton, schema.num_joints, n_peaks), REPEATS)}
-    out["rest"] = max(best_of(lambda: decode(hm, paf, schema, stride=STRIDE), REPEATS) - sum(out.values()), 0.0)
+    out["rest"] = max(best_of(lambda: decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)), REPEATS) - sum(out.values()), 0.0)
     return out
 
 
@@ -136,7 +137,7 @@ def main() -> None:
     for round_ in range(ROUNDS):  # all settings once per round: a slow spell of the machine hits every setting alike
         for n in PEOPLE:
             for i, (hm, paf) in enumerate(maps[n]):
-                t = best_of(lambda: decode(hm, paf, schema, stride=STRIDE), REPEATS)
+                t = best_of(lambda: decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)), REPEATS)
                 times[n][i] = min(times[n][i], t)
                 p = phases(hm, paf, schema)
                 if round_ == 0:
@@ -145,7 +146,7 @@ def main() -> None:
                     split[n][i] = {k: min(v, p[k]) for k, v in split[n][i].items()}
     rows = []
     for n in PEOPLE:
-        decoded = [decode(hm, paf, schema, stride=STRIDE) for hm, paf in maps[n]]
+        decoded = [decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)) for hm, paf in maps[n]]
         rows.append({"people": n, "ms_per_image": 1e3 * float(np.mean(times[n])),
                      "ms_p90": 1e3 * float(np.quantile(times[n], 0.9)),
                      "recovered": sum(recovered(d, t) for d, t in zip(decoded, scenes[n])) / (n * IMAGES),

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_decode import SIZE, STRIDE, random_people, render  # noqa: E402
 from common import write_json  # noqa: E402
 
+from posepart.heads import HeadMeta
 from posepart.decode import decode  # noqa: E402
 from posepart.decode.instances import assign_part_instances, cell_index, part_limb_compatibility  # noqa: E402
 from posepart.inference.backends import Backend, OnnxBackend, TorchBackend  # noqa: E402
@@ -96,7 +97,7 @@ def bench_post(schema: Schema, people_counts: tuple[int, ...], images: int, repe
             labels, owner = paint_parts(truth, schema)
 
             def post() -> tuple[list, np.ndarray]:
-                people = decode(hm, paf, schema, stride=STRIDE)
+                people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE))
                 t0 = time.perf_counter()
                 rows, cols = cell_index(identity, (SIZE, SIZE), grid, STRIDE)
                 cells = np.stack([p.keypoints for p in people]) if people else np.zeros((0, schema.num_joints, 3))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from posepart.heads import HeadMeta
 from posepart.data.augment import Affine, apply_affine, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
 from posepart.engine.config import load_config
@@ -71,6 +72,7 @@ class GroundTruthNet(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))
         self.schema = schema
         self.stride, self.parts_stride, self.has_pose, self.has_parts = 8, 1, True, True
+        self.meta = HeadMeta(schema, pose_stride=8, parts_stride=1)
         self.targets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def register(self, image: np.ndarray, parts: np.ndarray | None, keypoints: np.ndarray, size: int,
@@ -89,7 +91,7 @@ class GroundTruthNet(nn.Module):
             affine = Affine(matrix)
         _, parts_in, ignore_in, kp_in = apply_affine(affine, image, parts, None, keypoints, hw, self.schema.flip_perm,
                                                      self.schema.part_flip_perm)
-        targets = build_targets(kp_in, ignore_in, parts_in, self.schema, stride=self.stride)
+        targets = build_targets(kp_in, ignore_in, parts_in, self.meta)
         labels = np.where(targets.parts == 255, 0, targets.parts)
         logits = 10.0 * np.eye(self.schema.num_parts, dtype=np.float32)[labels].transpose(2, 0, 1)
         self.targets[key(normalize(canvas))] = (targets.heatmaps, targets.pafs, logits)

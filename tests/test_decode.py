@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posepart.heads import HeadMeta
 from posepart.decode import DecodeConfig, Person, decode, find_peaks, people_to_coco
 from posepart.schema import Schema
 
@@ -144,7 +145,7 @@ def test_decode_random_people_exact(seed: int) -> None:
     rng = np.random.default_rng(seed)
     truth = random_people(rng, PASCAL.num_joints, 5)
     hm, paf = render(truth, PASCAL)
-    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    people = decode(hm, paf, HeadMeta(PASCAL, pose_stride=STRIDE))
     assert_exact(people, truth)
     assert all(0.8 < p.score <= 1.01 for p in people)
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
@@ -158,7 +159,7 @@ def test_decode_on_cell_centres_and_ties() -> None:
     shift = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [0.5, 0.5]])[:, None, :]  # one kind per person
     truth[..., :2] = (cells + shift) * STRIDE + HALF
     hm, paf = render(truth, PASCAL)
-    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    people = decode(hm, paf, HeadMeta(PASCAL, pose_stride=STRIDE))
     assert_exact(people, truth)
 
 
@@ -172,7 +173,7 @@ def test_decode_people_at_the_border() -> None:
     schema = Schema(keypoints=tuple(f"j{i}" for i in range(5)), skeleton=((0, 1), (1, 2), (2, 3), (3, 4)))
     truth = np.concatenate([np.stack([a, b, c]), np.full((3, 5, 1), 2.0)], axis=2)
     hm, paf = render(truth, schema, size)
-    assert_exact(decode(hm, paf, schema, stride=STRIDE), truth)
+    assert_exact(decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE)), truth)
 
 
 def test_decode_coco_schema_with_cycles() -> None:
@@ -180,7 +181,7 @@ def test_decode_coco_schema_with_cycles() -> None:
     rng = np.random.default_rng(4)
     truth = random_people(rng, coco.num_joints, 6)
     hm, paf = render(truth, coco)
-    people = decode(hm, paf, coco, stride=STRIDE)
+    people = decode(hm, paf, HeadMeta(coco, pose_stride=STRIDE))
     assert_exact(people, truth)
 
 
@@ -191,7 +192,7 @@ def test_decode_tiny_schema(skeleton: tuple[tuple[int, int], ...]) -> None:
     rng = np.random.default_rng(5)
     truth = random_people(rng, 3, 7)
     hm, paf = render(truth, schema)
-    people = decode(hm, paf, schema, stride=STRIDE, config=DecodeConfig(min_joints=3))
+    people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), config=DecodeConfig(min_joints=3))
     assert_exact(people, truth)
 
 
@@ -202,7 +203,7 @@ def test_missing_joints_score_zero() -> None:
     truth[0, wrist, 2] = 0  # a leaf
     truth[1, [ankle, wrist], 2] = 0
     hm, paf = render(truth, PASCAL)
-    people = decode(hm, paf, PASCAL, stride=STRIDE)
+    people = decode(hm, paf, HeadMeta(PASCAL, pose_stride=STRIDE))
     assert_exact(people, truth)
     n_found = sorted(int((p.keypoints[:, 2] > 0).sum()) for p in people)
     assert n_found == [12, 13, 14]
@@ -214,38 +215,38 @@ def test_missing_neck_keeps_person_whole_through_torso_limbs_and_min_joints() ->
     truth = random_people(np.random.default_rng(7), PASCAL.num_joints, 1)
     truth[0, PASCAL.joint("neck"), 2] = 0
     hm, paf = render(truth, PASCAL)
-    people = decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=3))
+    people = decode(hm, paf, HeadMeta(PASCAL), config=DecodeConfig(min_joints=3))
     assert len(people) == 1 and int((people[0].keypoints[:, 2] > 0).sum()) == 12
-    assert len(decode(hm, paf, PASCAL, config=DecodeConfig(min_joints=13))) == 0
+    assert len(decode(hm, paf, HeadMeta(PASCAL), config=DecodeConfig(min_joints=13))) == 0
 
     xia = Schema(keypoints=PASCAL.keypoints, skeleton=PASCAL.skeleton[:13])
     hm, paf = render(truth, xia)
     # head is isolated; each arm chain has 3 joints (shoulder-elbow-wrist), each leg 3 (hip-knee-ankle)
-    assert len(decode(hm, paf, xia, config=DecodeConfig(min_joints=3, fragment_max_joints=0))) == 4
-    assert len(decode(hm, paf, xia, config=DecodeConfig(min_joints=4))) == 0
+    assert len(decode(hm, paf, HeadMeta(xia), config=DecodeConfig(min_joints=3, fragment_max_joints=0))) == 4
+    assert len(decode(hm, paf, HeadMeta(xia), config=DecodeConfig(min_joints=4))) == 0
 
 
 def test_empty_maps_give_no_people() -> None:
     hm = np.zeros((PASCAL.heatmap_channels, 46, 46), np.float32)
     hm[-1] = 1.0
     paf = np.zeros((PASCAL.paf_channels, 46, 46), np.float32)
-    assert decode(hm, paf, PASCAL) == []
+    assert decode(hm, paf, HeadMeta(PASCAL)) == []
     assert people_to_coco([], image_id=3) == []
 
 
 def test_decode_rejects_wrong_shapes() -> None:
     with pytest.raises(ValueError):
-        decode(np.zeros((5, 46, 46)), np.zeros((PASCAL.paf_channels, 46, 46)), PASCAL)
+        decode(np.zeros((5, 46, 46)), np.zeros((PASCAL.paf_channels, 46, 46)), HeadMeta(PASCAL))
     with pytest.raises(ValueError):
-        decode(np.zeros((PASCAL.heatmap_channels, 46, 46)), np.zeros((PASCAL.paf_channels, 40, 46)), PASCAL)
+        decode(np.zeros((PASCAL.heatmap_channels, 46, 46)), np.zeros((PASCAL.paf_channels, 40, 46)), HeadMeta(PASCAL))
 
 
 def test_paf_disagreement_rejects_connections() -> None:
     """A PAF pointing the wrong way along every limb leaves only isolated peaks: nobody is assembled."""
     truth = random_people(np.random.default_rng(8), PASCAL.num_joints, 2)
     hm, paf = render(truth, PASCAL)
-    assert len(decode(hm, -paf, PASCAL)) == 0
-    assert len(decode(hm, paf, PASCAL)) == 2
+    assert len(decode(hm, -paf, HeadMeta(PASCAL))) == 0
+    assert len(decode(hm, paf, HeadMeta(PASCAL))) == 2
 
 
 # -- COCO results ------------------------------------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def test_decode_then_coco_round_trip_through_affine() -> None:
     truth_in = truth_img.copy()
     truth_in[..., :2] = truth_img[..., :2] @ to_input[:, :2].T + to_input[:, 2]
     hm, paf = render(truth_in, PASCAL)
-    people = decode(hm, paf, PASCAL)
+    people = decode(hm, paf, HeadMeta(PASCAL))
     inv = np.linalg.inv(np.vstack([to_input, [0, 0, 1]]))[:2]
     results = people_to_coco(people, image_id=1, to_image=inv)
     assert len(results) == 3
@@ -411,11 +412,12 @@ def test_decode_without_numba_gives_the_same_people() -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             from posepart.decode import decode
+            from posepart.heads import HeadMeta
             from posepart.schema import Schema
             from posepart.decode.instances import assign_part_instances, cell_index
         maps = np.load(sys.argv[2])
         schema = Schema.pascal_person_part()
-        people = decode(maps["hm"], maps["paf"], schema)
+        people = decode(maps["hm"], maps["paf"], HeadMeta(schema))
         print(sum("numba unavailable" in str(w.message) for w in caught))
         print(np.concatenate([p.keypoints.ravel() for p in people] + [[p.score for p in people]]).tobytes().hex())
         cells = np.stack([p.keypoints for p in people])
@@ -450,7 +452,7 @@ def test_limb_score_and_distance_prior_hand_computed() -> None:
         peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=2)
         limb, ia, ib, score = grouping.score_limbs(peaks, paf, np.array([[0, 1]]), DecodeConfig())
         assert limb.tolist() == [0] and score == pytest.approx([expected], abs=1e-6)
-        (person,) = decode(hm, paf, schema, config=DecodeConfig(min_joints=2))
+        (person,) = decode(hm, paf, HeadMeta(schema), config=DecodeConfig(min_joints=2))
         assert person.score == pytest.approx((1.0 + 1.0 + expected) / 3, abs=1e-6)  # mean of 2 peaks and 1 limb
     # pointing the wrong way: every sample disagrees, no connection
     peaks = grouping.find_peaks_flat(hm, 0.1, num_joints=2)
@@ -473,9 +475,9 @@ def test_broken_chain_fragment_joins_its_person() -> None:
     person = figure(40, 40)
     person[schema.joint("left_elbow"), 2] = 0  # the wrist is now connected to nothing
     hm, paf = render(person[None], schema)
-    plain = decode(hm, paf, schema, STRIDE, DecodeConfig(min_joints=1, min_person_score=0.0, fragment_max_joints=0))
+    plain = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig(min_joints=1, min_person_score=0.0, fragment_max_joints=0))
     assert len(plain) == 2  # the body and a lone wrist
-    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig.for_evaluation())
     assert len(people) == 1
     wrist = schema.joint("left_wrist")
     assert np.abs(people[0].keypoints[wrist, :2] - person[wrist, :2]).max() < 1e-3
@@ -492,7 +494,7 @@ def test_same_joint_fragments_are_assigned_one_to_one() -> None:
     one[wrist, :2] = (205, 150)  # an outstretched arm reaching towards person 2
     two[wrist, :2] = (205, 290)  # lower, farther from both bodies
     hm, paf = render(np.stack([one, two]), schema)
-    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig.for_evaluation())
     assert len(people) == 2
     for truth in (one, two):
         p = min(people, key=lambda q: np.abs(q.keypoints[0, :2] - truth[0, :2]).max())
@@ -505,6 +507,6 @@ def test_far_fragment_stays_alone() -> None:
     person[schema.joint("left_elbow"), 2] = 0
     person[schema.joint("left_wrist"), :2] = (340, 340)  # farther than the person's own extent
     hm, paf = render(person[None], schema)
-    people = decode(hm, paf, schema, STRIDE, DecodeConfig.for_evaluation())
+    people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig.for_evaluation())
     assert len(people) == 2 and sorted(int((p.keypoints[:, 2] > 0).sum()) for p in people) == [1, 12]
 

@@ -257,7 +257,7 @@ def test_export_weights_round_trip(straight_run, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(out)]) == 0
     from_ckpt, from_st = load_model(straight_run.last), load_model(out)
-    assert not from_st.model.training and from_st.input_size == 64 and from_st.stride == 8
+    assert not from_st.model.training and from_st.input_size == 64 and from_st.head.pose_stride == 8
     assert from_st.schema == from_ckpt.schema and from_st.config.to_dict() == from_ckpt.config.to_dict()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from posepart.heads import HeadMeta
 from posepart.cli import main
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
@@ -41,6 +42,7 @@ class GroundTruthModel(nn.Module):
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))  # gives .to(device) something to move
         self.stages, self.parts_stride = stages, parts_stride
+        self.meta = HeadMeta(dataset.schema, pose_stride=8, parts_stride=parts_stride)
         mapper = Mapper(dataset, TargetConfig(input_size=input_size))
         self.targets = {_key(s["image"]): s for s in map(mapper, dataset.records)}
         self.num_parts = dataset.schema.num_parts
@@ -117,7 +119,7 @@ def test_stage_seg_logits_are_upsampled_to_the_input(synth):
                                               for r in synth.records[:1]])))
     record = synth.records[0]
     meta = BatchMeta([record.image_id], np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), [(record.height, record.width)])
-    (prediction,) = predictions_from_output(output, 1, meta, synth.schema)
+    (prediction,) = predictions_from_output(output, 1, meta, model.meta)
     assert prediction.parts.shape == (record.height, record.width) and prediction.parts.dtype == np.uint8
 
 

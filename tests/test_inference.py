@@ -10,6 +10,7 @@ import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
 from PIL import Image
 
+from posepart.heads import HeadMeta
 from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
@@ -255,8 +256,8 @@ def test_flip_maps_turns_targets_into_the_targets_of_mirrored_people():
         mirrored = kp[:, list(schema.flip_perm)].copy()
         mirrored[..., 0] = 96 - 1 - mirrored[..., 0]
         ignore = np.zeros((64, 96), bool)
-        a = build_targets(kp, ignore, None, schema)
-        b = build_targets(mirrored, ignore, None, schema)
+        a = build_targets(kp, ignore, None, HeadMeta(schema))
+        b = build_targets(mirrored, ignore, None, HeadMeta(schema))
         flipped = flip_maps(Maps(a.heatmaps, a.pafs, None), schema)
         np.testing.assert_allclose(flipped.heatmaps, b.heatmaps, atol=1e-5)
         np.testing.assert_allclose(flipped.pafs, b.pafs, atol=1e-5)
@@ -274,7 +275,7 @@ def test_predictor_agrees_with_the_evaluation_path(synth, tiny):
         with torch.inference_mode():
             output = model(torch.from_numpy(sample["image"][None]))
         meta = BatchMeta([record.image_id], sample["to_image"][None], [(record.height, record.width)])
-        (expected,) = predictions_from_output(output, 0, meta, synth.schema, decode_config=config)
+        (expected,) = predictions_from_output(output, 0, meta, model.meta, decode_config=config)
         result = predictor(synth.load_image(record))
         got = np.asarray([r["keypoints"] for r in result.coco(record.image_id)], np.float32)
         want = np.asarray([r["keypoints"] for r in expected.results], np.float32)

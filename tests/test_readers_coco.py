@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from pycocotools.coco import COCO
 
+from posepart.heads import HeadMeta
 from posepart.data.format import PosePartDataset
 from posepart.targets import build_targets
 
@@ -37,7 +38,7 @@ def test_ignore_regions_mask_the_pose_targets(fixtures):
     ignore = rec.ignore_mask()
     stride = 8
     h, w = rec.height // stride * stride, rec.width // stride * stride  # crop to a multiple of the stride
-    targets = build_targets(rec.keypoints, ignore[:h, :w], None, ds.schema, stride=stride)
+    targets = build_targets(rec.keypoints, ignore[:h, :w], None, HeadMeta(ds.schema, pose_stride=stride))
     cells = ignore[:h, :w].reshape(h // stride, stride, w // stride, stride).mean((1, 3))
     assert ((targets.pose_mask == 0) == (cells > 0.5)).all()  # masked where more than half of a cell is ignored
     assert (targets.pose_mask == 0).sum() > 100

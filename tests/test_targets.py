@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from posepart.heads import HeadMeta
 from posepart.schema import Schema
 from posepart.targets import GAUSS_EXPONENT_CUTOFF, build_targets, downsample_mask, heatmaps, pafs
 
@@ -156,12 +157,12 @@ def test_build_targets_shapes_and_masks() -> None:
     ignore = np.zeros((368, 368), bool)
     ignore[:, :16] = True
     parts = np.zeros((368, 368), np.uint8)
-    t = build_targets(kp, ignore, parts, schema)
+    t = build_targets(kp, ignore, parts, HeadMeta(schema))
     assert t.heatmaps.shape == (schema.heatmap_channels, 46, 46) and t.pafs.shape == (schema.paf_channels, 46, 46)
     assert t.pose_mask.shape == (46, 46) and t.pose_mask.dtype == np.float32
     assert np.all(t.pose_mask[:, :2] == 0) and np.all(t.pose_mask[:, 2:] == 1)
     assert t.parts.shape == (368, 368) and t.parts.dtype == np.uint8 and not t.parts.any()
-    none = build_targets(kp, ignore, None, schema)
+    none = build_targets(kp, ignore, None, HeadMeta(schema))
     assert np.all(none.parts == 255)
     np.testing.assert_array_equal(none.heatmaps, t.heatmaps)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from posepart.data.format import DatasetError, PosePartDataset
+from posepart.heads import POSE_STRIDES, HeadMetaError
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
@@ -96,9 +97,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         print(f"note: the dataset's schema {dataset.schema.name!r} is read in the checkpoint's "
               f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
         dataset = map_dataset(dataset, loaded.schema)
+    loaded.head.check_stride(args.stride, "evaluate --stride")
     metrics, overlays = evaluate_model(
-        loaded.model, dataset, input_size=args.input_size or loaded.input_size, stride=args.stride or loaded.stride,
-        batch_size=args.batch_size, device=args.device, overlays=args.overlays, workers=args.workers)
+        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size, device=args.device, overlays=args.overlays, workers=args.workers)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
     return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
@@ -120,9 +121,10 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
             raise SystemExit(f"evaluate: --source expects NAME=ROOT, got {item!r}")
         datasets[name] = PosePartDataset.open(Path(root))
     loaded = load_model(args.checkpoint, map_location=args.device)
+    loaded.head.check_stride(args.stride, "evaluate --stride")
     rows, overlays = evaluate_sources(
         loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
-        stride=args.stride or loaded.stride, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+        batch_size=args.batch_size, device=args.device, overlays=args.overlays,
         workers=args.workers)
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
@@ -163,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit("evaluate: --source scores a --checkpoint and replaces --data")
         try:
             return _evaluate_sources(args)
-        except (CheckpointError, FileNotFoundError) as err:
+        except (CheckpointError, HeadMetaError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     dataset = _open_dataset(args)
@@ -176,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         try:
             metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
-        except (CheckpointError, FileNotFoundError) as err:
+        except (CheckpointError, HeadMetaError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     print(format_metrics(metrics))
@@ -301,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
     p.add_argument("--input-size", type=int, help="network input side (letterboxed); default: the checkpoint's, or "
                    "368 for --oracle")
-    p.add_argument("--stride", type=int, help="output stride; default: the model's, or 8 for --oracle")
+    p.add_argument("--stride", type=int, choices=POSE_STRIDES,
+                   help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
                    "metrics alone)")
     p.add_argument("--batch-size", type=int, default=8)

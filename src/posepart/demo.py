@@ -62,11 +62,11 @@ def run_dir(out: Path, label: str) -> Path:
 
 
 def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
-                    images: int, minutes: float | None = None,
-                    quiet: bool = False) -> tuple[dict[str, Any], list[Any], Path | None]:
+                    images: int, minutes: float | None = None, quiet: bool = False,
+                    extra: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
-    metrics.csv). `quiet`: no progress bar."""
+    metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations)."""
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config
     from posepart.engine.train import train
@@ -78,15 +78,14 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
     overrides = [f"data.train={train_root}", f"data.val={val_root}", f"data.input_size={size}",
                  f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}", f"train.max_steps={steps}",
-                 "train.max_epochs=-1", f"train.val_every_epochs={every}"]
+                 "train.max_epochs=-1", f"train.val_every_epochs={every}", *extra]
     cfg = load_config(shipped_config(config_name), overrides)
     result = train(cfg, out, max_minutes=minutes, **({"enable_progress_bar": False} if quiet else {}))
     if result.last is None:
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)
     val = PosePartDataset.open(val_root)
-    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, stride=loaded.stride,
-                                       overlays=4, progress=False)
+    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False)
     csv = sorted((out / "csv").glob("version_*/metrics.csv"))
     return metrics, overlays, csv[-1] if csv else None
 

@@ -20,6 +20,7 @@ from posepart.data.augment import apply_affine, invert, letterbox_affine
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import scoring_labels
 from posepart.decode import DecodeConfig, decode, people_to_coco
+from posepart.heads import HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
 from posepart.schema import Schema
 from posepart.targets import build_targets
@@ -105,13 +106,13 @@ def oracle_prediction(
     record: ImageRecord,
     *,
     input_size: int = 368,
-    stride: int = 8,
-    sigma: float = 7.0,
-    paf_width: float = 1.0,
+    head: HeadMeta | None = None,
     config: DecodeConfig | None = None,
 ) -> tuple[Prediction, np.ndarray | None]:
-    """Targets built from the ground truth exactly as for training, decoded like a network output."""
+    """Targets built from the ground truth exactly as for training with the geometry of `head` (default: a stride-8
+    head for the dataset's schema), decoded like a network output."""
     schema = dataset.schema
+    head = head if head is not None else HeadMeta(schema)
     parts = dataset.load_parts(record)
     out_hw = (input_size, input_size)
     affine = letterbox_affine((record.height, record.width), out_hw)
@@ -119,12 +120,11 @@ def oracle_prediction(
     _, parts_in, ignore_in, keypoints_in = apply_affine(
         affine, blank, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
     )
-    targets = build_targets(keypoints_in, ignore_in, parts_in, schema, stride=stride, sigma=sigma,
-                            paf_width=paf_width)
+    targets = build_targets(keypoints_in, ignore_in, parts_in, head)
     to_image = invert(affine)
     results: list[dict[str, Any]] = []
     if schema.has_pose and record.pose_labeled:
-        people = decode(targets.heatmaps, targets.pafs, schema, stride, config or DecodeConfig.for_evaluation())
+        people = decode(targets.heatmaps, targets.pafs, head, config or DecodeConfig.for_evaluation())
         results = people_to_coco(people, record.image_id, to_image)
     pred_parts = None
     if parts is not None:
@@ -135,14 +135,16 @@ def oracle_prediction(
     return Prediction(results, pred_parts), parts
 
 
-def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8,
+def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8, sigma: float = 7.0,
                     progress: bool = True) -> dict[str, Any]:
-    """The upper bound of the pipeline: score decoded ground-truth targets. Broken samples are skipped and counted."""
+    """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma`.
+    Broken samples are skipped and counted."""
     evaluator = Evaluator(dataset.schema)
+    head = HeadMeta(dataset.schema, pose_stride=stride, sigma=sigma)
     skipped = 0
     for record in tqdm(dataset.records, desc="oracle", disable=not progress, leave=False):
         try:
-            prediction, gt_parts = oracle_prediction(dataset, record, input_size=input_size, stride=stride)
+            prediction, gt_parts = oracle_prediction(dataset, record, input_size=input_size, head=head)
         except DatasetError as err:
             skipped += 1
             tqdm.write(f"skipped: {err}")

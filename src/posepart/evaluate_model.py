@@ -25,6 +25,7 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.evaluate import Evaluator, Prediction, parts_to_image
+from posepart.heads import HeadMeta
 from posepart.losses.seg import upsample_logits
 from posepart.models import ModelOutput
 from posepart.schema import Schema
@@ -74,6 +75,14 @@ def _collate(samples: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     return batch, errors
 
 
+def model_head(model: nn.Module) -> HeadMeta:
+    """The `HeadMeta` a model carries; a clear error for a model built without a schema."""
+    head = getattr(model, "meta", None)
+    if not isinstance(head, HeadMeta):
+        raise ValueError("the model carries no HeadMeta (`model.meta`): build it with a schema")
+    return head
+
+
 def predict_maps(model: nn.Module, images: Tensor) -> ModelOutput:
     """The model's per-stage maps for a (B, 3, H, W) batch, without autograd bookkeeping."""
     with torch.inference_mode():
@@ -99,12 +108,13 @@ def predictions_from_output(
     output: ModelOutput,
     stage: int,
     meta: BatchMeta,
-    schema: Schema,
-    stride: int = 8,
+    head: HeadMeta,
     decode_config: DecodeConfig | None = None,
 ) -> list[Prediction]:
-    """One `Prediction` per image of the batch from stage `stage` (see the module docstring), in original coords."""
+    """One `Prediction` per image of the batch from stage `stage` (see the module docstring), in original coords;
+    `head` is the model's `HeadMeta` (schema, stride and sigma of its maps)."""
     config = decode_config if decode_config is not None else DecodeConfig.for_evaluation()
+    schema = head.schema
     labels = stage_part_labels(output, stage)
     heatmaps = pafs = None
     if output.heatmaps and schema.has_pose:
@@ -115,7 +125,7 @@ def predictions_from_output(
     for i, (image_id, (height, width)) in enumerate(zip(meta.image_ids, meta.sizes)):
         results: list[dict[str, Any]] = []
         if heatmaps is not None and pafs is not None:
-            people = decode(heatmaps[i], pafs[i], schema, stride, config)
+            people = decode(heatmaps[i], pafs[i], head, config)
             results = people_to_coco(people, image_id, meta.to_image[i])
         parts = None if labels is None else parts_to_image(labels[i], meta.to_image[i], height, width)
         predictions.append(Prediction(results, parts))
@@ -161,7 +171,6 @@ def evaluate_model(
     dataset: PosePartDataset,
     *,
     input_size: int,
-    stride: int = 8,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     decode_config: DecodeConfig | None = None,
@@ -173,10 +182,11 @@ def evaluate_model(
 
     The dict has the oracle's keys (`segmentation`, `pose` of the last stage, `images`, `skipped` when any sample was
     broken) plus `per_stage`: one {"segmentation", "pose"} dict per stage. The model is moved to `device` and run in
-    eval mode (its training flag is restored afterwards).
+    eval mode (its training flag is restored afterwards). The maps are read as the model's own `meta` describes them.
     """
     schema = dataset.schema
-    mapper = Mapper(dataset, TargetConfig(input_size=input_size, stride=stride))
+    head = model_head(model)
+    mapper = Mapper(dataset, TargetConfig(input_size=input_size, head=head))
     loader = torch.utils.data.DataLoader(_EvalSamples(mapper), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_collate)
     was_training = model.training
@@ -193,7 +203,7 @@ def evaluate_model(
             output = predict_maps(model, batch["image"].to(device))
             meta = BatchMeta([r.image_id for r in records], batch["to_image"],
                              [(r.height, r.width) for r in records])
-            stages = [predictions_from_output(output, t, meta, schema, stride, decode_config)
+            stages = [predictions_from_output(output, t, meta, head, decode_config)
                       for t in range(num_stages(output))]
             scores.add(records, stages, [dataset.load_parts(r) for r in records], output)
             for record, prediction in zip(records, stages[-1]):

@@ -23,21 +23,22 @@ from posepart.data.augment import (
     sample_affine,
 )
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.heads import HeadMeta
 from posepart.targets import build_targets
 
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Network input size and target geometry (sigma in input pixels, PAF half-width in output cells)."""
+    """Network input size and the model's `HeadMeta` (target grid, sigma, PAF width; None: a stride-8 pose head's
+    defaults for the dataset's schema, e.g. to map images for a model that needs no targets)."""
 
     input_size: int = 368
-    stride: int = 8
-    sigma: float = 7.0
-    paf_width: float = 1.0
+    head: HeadMeta | None = None
 
     def __post_init__(self) -> None:
-        if self.input_size % self.stride:
-            raise ValueError(f"input_size {self.input_size} must be a multiple of the stride {self.stride}")
+        multiple = self.head.input_multiple if self.head is not None else HeadMeta.input_multiple
+        if self.input_size % multiple:
+            raise ValueError(f"input_size {self.input_size} must be a multiple of {multiple}")
 
 
 @dataclass
@@ -74,8 +75,8 @@ class Mapper:
         )
         if self.augment is not None and self.augment.photometric:
             image = photometric(image, rng)
-        built = build_targets(keypoints, ignore, parts, schema, stride=self.targets.stride,
-                              sigma=self.targets.sigma, paf_width=self.targets.paf_width)
+        head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
+        built = build_targets(keypoints, ignore, parts, head)
         joint_mask = np.ones(schema.num_joints, bool) if self.joint_mask is None else self.joint_mask
         return {
             "image": normalize(image),

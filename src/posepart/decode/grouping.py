@@ -21,7 +21,7 @@ from posepart.decode import compiled
 from posepart.decode.assembly import assemble
 from posepart.decode.completion import attach_fragments
 from posepart.decode.peaks import Peaks, find_peaks_flat
-from posepart.schema import Schema
+from posepart.heads import HeadMeta
 
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
 
@@ -38,8 +38,6 @@ class DecodeConfig:
         peaks left unconnected become one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`).
     min_person_score: people whose score (see `Person`) is below this are dropped. OpenPose drops total/joints < 0.4;
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
-    sigma: heatmap Gaussian sigma in input pixels (the targets' 7); only used as the prior curvature for the sub-cell
-        refinement of a peak in a grid corner.
     fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
         them, within radius x that person's extent (`posepart.decode.completion`); 0 disables.
     """
@@ -50,7 +48,6 @@ class DecodeConfig:
     paf_min_fraction: float = 0.8
     min_joints: int = 3
     min_person_score: float = 0.2
-    sigma: float = 7.0
     fragment_max_joints: int = 2
     fragment_radius: float = 1.0
 
@@ -271,15 +268,16 @@ def _score_limbs_numpy(
 def decode(
     heatmaps: np.ndarray,
     pafs: np.ndarray,
-    schema: Schema,
-    stride: int = 8,
+    head: HeadMeta,
     config: DecodeConfig | None = None,
 ) -> list[Person]:
     """People from one image's maps. heatmaps (K+1 or K, h, w), pafs (2L, h, w): numpy, output resolution.
 
-    Keypoints come back in network-input pixels. People are sorted by descending score.
+    `head` (the model's `HeadMeta`) gives the schema, the maps' stride and the targets' sigma (the sub-cell prior of
+    a peak in a grid corner). Keypoints come back in network-input pixels. People are sorted by descending score.
     """
     cfg = config if config is not None else DecodeConfig()
+    schema, stride = head.schema, head.stride
     k, n_l = schema.num_joints, schema.num_limbs
     hm = np.asarray(heatmaps)
     paf = np.asarray(pafs)
@@ -287,7 +285,7 @@ def decode(
         raise ValueError(f"heatmaps must be ({k + 1} or {k}, h, w) for schema {schema.name!r}, got {hm.shape}")
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=cfg.sigma / stride)
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.sigma / stride)
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)

@@ -19,6 +19,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posepart.engine.config import Config, config_from_dict
+from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
 
 CHECKPOINT_KEY = "posepart"
@@ -121,8 +122,12 @@ class LoadedModel:
     schema: Schema
     config: Config
     input_size: int
-    stride: int
     sources: list[dict[str, Any]] = field(default_factory=list)  # what each training source fed (`describe()`)
+
+    @property
+    def head(self) -> HeadMeta:
+        """The model's `HeadMeta`: what its maps are (strides, sigma, PAF width, schema)."""
+        return self.model.meta
 
 
 def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
@@ -143,15 +148,27 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
 
-def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any,
-             sources: list[dict[str, Any]] | None = None) -> LoadedModel:
+def _stored_head(stored: Any, path: Path) -> HeadMeta | None:
+    """The HeadMeta a model file records (files written before it existed: None)."""
+    if stored is None:
+        return None
+    try:
+        return HeadMeta.from_dict(json.loads(stored) if isinstance(stored, str) else stored, str(path))
+    except (HeadMetaError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any, path: Path,
+             sources: list[dict[str, Any]] | None = None, head: HeadMeta | None = None) -> LoadedModel:
     from posepart.engine.module import build_from_config
 
     model = build_from_config(config, schema, pretrained=False)
+    if head is not None and head != model.meta:
+        raise CheckpointError(f"{path}: the recorded head {head.to_dict()} differs from the one its config builds "
+                              f"{model.meta.to_dict()}; the file was edited or written by another version")
     model.load_state_dict(state, strict=True)
     model.to(map_location).eval()
-    return LoadedModel(model, schema, config, config.data.input_size, int(getattr(model, "stride", 8)),
-                       list(sources or []))
+    return LoadedModel(model, schema, config, config.data.input_size, list(sources or []))
 
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
@@ -168,10 +185,12 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
         sources = json.loads(metadata.get("sources", "[]"))
-        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location, sources)
+        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location, path, sources,
+                        _stored_head(metadata.get("head"), path))
     checkpoint = load_checkpoint(path)
     schema, config = _describe(checkpoint, path)
-    return _rebuild(schema, config, model_state(checkpoint), map_location, _sources(checkpoint))
+    return _rebuild(schema, config, model_state(checkpoint), map_location, path, _sources(checkpoint),
+                    _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path))
 
 
 def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
@@ -184,5 +203,8 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
     metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
                 "config": json.dumps(config.to_dict()), "sources": json.dumps(_sources(checkpoint))}
+    head = checkpoint[CHECKPOINT_KEY].get("head")
+    if head is not None:
+        metadata["head"] = json.dumps(head)
     data = save(tensors, metadata=metadata)
     return atomic_write(out, lambda f: f.write(data))

@@ -31,6 +31,7 @@ class ModelConfig:
     stages: int = 2
     seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
     seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from pool2 / pool1
+    pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with pool2 / pool1 skips
     width: float = 1.0
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
@@ -94,9 +95,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
     epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
     input_size: int = 368
-    stride: int = 8
-    sigma: float = 7.0
-    paf_width: float = 1.0
+    sigma: float = 7.0  # heatmap Gaussian sigma, input pixels (carried in the model's HeadMeta)
+    paf_width: float = 1.0  # PAF half-width, output cells (carried in the model's HeadMeta)
     batch_size: int = 8
     workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
@@ -267,6 +267,20 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
+def _moved_stride(data: dict[str, Any]) -> dict[str, Any]:
+    """`data.stride` (before the output stride became the model's, `model.pose_stride`): dropped when it agrees
+    with the model (every earlier checkpoint: 8), an error naming both keys when it does not."""
+    section = data.get("data")
+    if not isinstance(section, dict) or "stride" not in section:
+        return data
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    pose_stride = model.get("pose_stride", ModelConfig.pose_stride)
+    if section["stride"] != pose_stride:
+        raise ConfigError(f"data.stride: {section['stride']!r} contradicts model.pose_stride {pose_stride!r}; the "
+                          f"output stride is the model's: set model.pose_stride and drop data.stride")
+    return {**data, "data": {k: v for k, v in section.items() if k != "stride"}}
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
     data: dict[str, Any] = {}
@@ -283,7 +297,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         data = loaded
     data = _merge(data, parse_overrides(overrides))
     try:
-        return _build(Config, data)
+        return _build(Config, _moved_stride(data))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
@@ -292,7 +306,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict (e.g. `Config.to_dict()` stored in a checkpoint) into a Config, strictly."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
-    return _build(Config, data)
+    return _build(Config, _moved_stride(data))
 
 
 def dump_config(config: Config, path: str | Path) -> Path:

@@ -28,6 +28,7 @@ from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import Config, ConfigError, DatasetPaths, SourceConfig
+from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
 
@@ -187,8 +188,7 @@ class PosePartDataModule(pl.LightningDataModule):
         super().__init__()
         self.config = config
         data = config.data
-        self.targets = TargetConfig(input_size=data.input_size, stride=data.stride, sigma=data.sigma,
-                                    paf_width=data.paf_width)
+        self.targets = TargetConfig(input_size=data.input_size)  # the model's head geometry comes with `bind`
         self.augment = data.augment
         specs = _specs(config)
         opened = [(s, _open(s.train, f"data.sources.{s.name}.train") if s.train is not None else None,
@@ -221,6 +221,16 @@ class PosePartDataModule(pl.LightningDataModule):
                                           for s in self.val_sources]) if self.val_sources else None)
         self.train_set = training[0].train  # the first training source (as the one dataset of a plain run)
         self.val_set = self.val_sources[0].val if self.val_sources else None
+
+    def bind(self, head: HeadMeta) -> None:
+        """Build every target with the model's `HeadMeta` (grid, sigma, PAF width): `train` calls this once the model
+        exists, so targets and outputs cannot disagree. Unbound, targets use `HeadMeta`'s defaults."""
+        if head.schema != self.target:
+            raise ConfigError(f"the model's schema {head.schema.name!r} is not the run's target schema "
+                              f"{self.target.name!r}")
+        self.targets = TargetConfig(input_size=self.config.data.input_size, head=head)
+        for mapped in [*self.train_mapped.parts, *(self.val_mapped.parts if self.val_mapped else [])]:
+            mapped.mapper.targets = self.targets
 
     def _map(self, opened: list[tuple[SourceConfig, PosePartDataset | None, PosePartDataset | None]]) -> list[Source]:
         """Map training data first (declared tasks), then validation data (whatever it labels), in config order, so

@@ -33,7 +33,8 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
     """The model named by `config.model`, passing each builder only the options it accepts."""
     m = config.model
     options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
-                               "width": m.width, "fc_width": m.fc_width,
+                               "pose_stride": m.pose_stride, "sigma": config.data.sigma,
+                               "paf_width": config.data.paf_width, "width": m.width, "fc_width": m.fc_width,
                                "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
     accepted = inspect.signature(MODELS[m.name]).parameters
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
@@ -232,7 +233,7 @@ class PosePartModule(pl.LightningModule):
         meta = BatchMeta([r.image_id for r in records], batch["to_image"].double().cpu().numpy(),
                          [(r.height, r.width) for r in records])
         last = num_stages(output) - 1
-        predictions = predictions_from_output(output, last, meta, self.schema, output.stride, self.decode_config)
+        predictions = predictions_from_output(output, last, meta, self.model.meta, self.decode_config)
         for (source, record), index, prediction in zip(items, batch["index"].tolist(), predictions):
             self._val_items.append((int(index), prediction))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
@@ -288,4 +289,4 @@ class PosePartModule(pl.LightningModule):
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
         checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
-                                      "sources": self.sources}
+                                      "sources": self.sources, "head": self.model.meta.to_dict()}

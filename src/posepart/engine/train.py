@@ -115,6 +115,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     data = PosePartDataModule(cfg)
     module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                             sources=data.describe())
+    data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,

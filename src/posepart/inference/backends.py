@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
 from posepart.schema import Schema
 
@@ -30,14 +31,31 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What inference needs to know about a network besides its weights."""
+    """What inference needs to know about a network besides its weights: its `HeadMeta` (schema, strides, sigma),
+    the input size it was trained at and its outputs."""
 
-    schema: Schema
-    stride: int = 8
-    parts_stride: int = 1
+    head: HeadMeta
     input_size: int = 368
     outputs: tuple[str, ...] = OUTPUT_NAMES  # the network's outputs, in order: a subset of OUTPUT_NAMES
     name: str = ""
+
+    @property
+    def schema(self) -> Schema:
+        return self.head.schema
+
+    @property
+    def stride(self) -> int:
+        """The pose maps' stride (the grid of drawings and part instances)."""
+        return self.head.stride
+
+    @property
+    def parts_stride(self) -> int:
+        return self.head.parts_stride or 1
+
+    @property
+    def input_multiple(self) -> int:
+        """Network inputs must have heights and widths that are multiples of this."""
+        return self.head.input_multiple
 
     @property
     def has_pose(self) -> bool:
@@ -48,8 +66,7 @@ class ModelInfo:
         return "parts" in self.outputs
 
     def to_json(self) -> str:
-        return json.dumps({"format": EXPORT_FORMAT, "schema": self.schema.to_category(), "stride": self.stride,
-                           "parts_stride": self.parts_stride, "input_size": self.input_size,
+        return json.dumps({"format": EXPORT_FORMAT, "head": self.head.to_dict(), "input_size": self.input_size,
                            "outputs": list(self.outputs), "name": self.name})
 
     @classmethod
@@ -67,8 +84,18 @@ class ModelInfo:
         outputs = tuple(data.get("outputs") or ())
         if not outputs or not set(outputs) <= set(OUTPUT_NAMES):
             raise BackendError(f"{where}: bad output list {list(outputs)} in the metadata")
-        return cls(Schema.from_category(data["schema"]), int(data["stride"]), int(data["parts_stride"]),
-                   int(data["input_size"]), outputs, str(data.get("name", "")))
+        try:
+            if "head" in data:
+                head = HeadMeta.from_dict(data["head"], where)
+            else:  # exports written before HeadMeta: stride-8 pose maps, sigma 7
+                head = HeadMeta(Schema.from_category(data["schema"]),
+                                pose_stride=int(data["stride"]) if "heatmaps" in outputs else None,
+                                parts_stride=int(data["parts_stride"]) if "parts" in outputs else None)
+        except (HeadMetaError, KeyError, TypeError, ValueError) as err:
+            raise BackendError(f"{where}: bad posepart metadata: {err}") from None
+        if head.has_pose != ("heatmaps" in outputs) or head.has_parts != ("parts" in outputs):
+            raise BackendError(f"{where}: the outputs {list(outputs)} contradict the head description")
+        return cls(head, int(data["input_size"]), outputs, str(data.get("name", "")))
 
 
 def _maps(named: dict[str, np.ndarray]) -> Maps:

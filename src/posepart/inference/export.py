@@ -48,7 +48,7 @@ class ExportWrapper(nn.Module):
 
 def _dummy(info: ModelInfo, size: int | None, batch: int = 1) -> Tensor:
     side = int(size or info.input_size)
-    side = max(info.stride, side // info.stride * info.stride)
+    side = max(info.input_multiple, side // info.input_multiple * info.input_multiple)
     return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
 
 
@@ -131,7 +131,8 @@ def max_difference(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor,
 def _other_input(info: ModelInfo, x: Tensor) -> Tensor:
     """Batch 2 at another, non-square size: proves the exported graph is not tied to the tracing input."""
     h, w = x.shape[-2:]
-    return torch.randn(2, 3, max(info.stride, h - 2 * info.stride), w + 2 * info.stride,
+    m = info.input_multiple
+    return torch.randn(2, 3, max(m, h - 2 * m), w + 2 * m,
                        generator=torch.Generator().manual_seed(1))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -26,6 +26,7 @@ import numpy as np
 from posepart.data.augment import invert, letterbox_affine, normalize, transform_points
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
+from posepart.heads import HeadMeta
 from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
 from posepart.inference.preprocess import (
     InputError,
@@ -138,8 +139,8 @@ class Predictor:
         self.backend = backend
         self.info: ModelInfo = backend.info
         size = int(input_size or self.info.input_size)
-        if size < self.info.stride:
-            raise ValueError(f"input_size {size} is below the stride {self.info.stride}")
+        if size < self.info.input_multiple:
+            raise ValueError(f"input_size {size} is below the network's input multiple {self.info.input_multiple}")
         self.input_size = size
         self.views: list[View] = tta_views(tuple(scales), flip)
         self.batch_size = int(batch_size)
@@ -228,7 +229,7 @@ class Predictor:
             matrices = []
             for v, view in enumerate(views):
                 if view.scale not in canvases:
-                    hw = canvas_size(image.shape[:2], round(self.input_size * view.scale), info.stride)
+                    hw = canvas_size(image.shape[:2], round(self.input_size * view.scale), info.input_multiple)
                     canvases[view.scale] = letterbox(image, hw)
                 canvas, matrix = canvases[view.scale]
                 jobs.append((i, v, normalize(canvas[:, ::-1] if view.flip else canvas)))
@@ -265,15 +266,15 @@ class Predictor:
         """Merge the views, decode people, label parts, assign instances: everything in image coordinates."""
         info, schema, stride = self.info, self.schema, self.info.stride
         t = time.perf_counter()
-        base_hw = canvas_size(image_hw, self.input_size, stride)
+        base_hw = canvas_size(image_hw, self.input_size, info.input_multiple)
         base_matrix = letterbox_matrix(image_hw, base_hw)
-        merged = merge_views(list(zip(maps, matrices)), base_matrix, base_hw, stride, info.parts_stride)
+        merged = merge_views(list(zip(maps, matrices)), base_matrix, base_hw, info.head)
         to_image = invert(base_matrix)
         t = self._tick("merge", t)
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
         if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
-            decoded = decode(merged.heatmaps, merged.pafs, schema, stride, self.decode_config)
+            decoded = decode(merged.heatmaps, merged.pafs, info.head, self.decode_config)
             if decoded:
                 canvas_kp = np.stack([p.keypoints for p in decoded])  # (N, K, 3) canvas pixels
                 cells = canvas_kp.copy()
@@ -304,8 +305,13 @@ def letterbox_matrix(image_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> n
 
 
 def model_info(model: Any, schema: Schema, input_size: int, name: str = "") -> ModelInfo:
-    """ModelInfo of a `PosePartNet`: which heads it has and their strides."""
-    outputs = (("heatmaps", "pafs") if getattr(model, "has_pose", True) else ()) + (
-        ("parts",) if getattr(model, "has_parts", True) else ())
-    return ModelInfo(schema, int(getattr(model, "stride", 8)), int(getattr(model, "parts_stride", 1)),
-                     int(input_size), outputs, name)
+    """ModelInfo of a `PosePartNet`: its own `meta` (which heads, their strides and sigma), read in `schema`."""
+    head = getattr(model, "meta", None)
+    if head is None:  # built by hand without a schema: describe it from its attributes
+        head = HeadMeta(schema, pose_stride=getattr(model, "pose_stride", 8) if model.has_pose else None,
+                        parts_stride=getattr(model, "parts_stride", 1) if model.has_parts else None,
+                        input_multiple=int(getattr(model, "stride", 8)))
+    elif head.schema != schema:
+        head = replace(head, schema=schema)
+    outputs = (("heatmaps", "pafs") if head.has_pose else ()) + (("parts",) if head.has_parts else ())
+    return ModelInfo(head, int(input_size), outputs, name)

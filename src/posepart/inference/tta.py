@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
 
@@ -119,15 +120,15 @@ def resample(maps: np.ndarray, transfer: np.ndarray, out_hw: tuple[int, int]) ->
 
 
 def merge_views(
-    views: Sequence[tuple[Maps, np.ndarray]], base_matrix: np.ndarray, base_hw: tuple[int, int], stride: int,
-    parts_stride: int,
+    views: Sequence[tuple[Maps, np.ndarray]], base_matrix: np.ndarray, base_hw: tuple[int, int], head: HeadMeta,
 ) -> Maps:
     """Average the views' maps on the reference canvas grid.
 
     views: (maps already mirrored back when flipped, image -> view-canvas matrix); base_matrix / base_hw: the
-    reference canvas (image -> canvas pixels, and its (H, W)). A view on the reference canvas itself is not resampled.
+    reference canvas (image -> canvas pixels, and its (H, W)); head: the model's `HeadMeta` (the maps' strides).
+    A view on the reference canvas itself is not resampled.
     """
-    strides = (stride, stride, parts_stride)
+    strides = (head.stride, head.stride, head.parts_stride or 1)
     if len(views) == 1 and np.allclose(views[0][1], base_matrix, rtol=0.0, atol=1e-9):
         maps = views[0][0]  # no TTA: the network's maps as they are (no copy)
         if all(m is None or m.shape[1:] == (base_hw[0] // s, base_hw[1] // s) for m, s in zip(maps, strides)):

@@ -8,6 +8,8 @@ Every builder returns a `PosePartNet` sized from the schema (`heatmap_channels`,
 explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm` adds BatchNorm after every hidden
 conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
 `pretrained` is a local torchvision vgg16 state-dict file (never downloaded), only valid at width 1.0 without BN.
+Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined by `PoseRefine` with pool2 / pool1 skips) and
+the target geometry they are trained for (`sigma`, `paf_width`); all of it ends up in `model.meta` (`HeadMeta`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from torch import nn
+
+from ..heads import POSE_STRIDES
 from ..schema import Schema
 from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
-from .pose import PAFStages
+from .pose import PAFStages, PoseRefine
 from .pretrained import load_vgg16_weights
-from .trunk import VGGTrunk
+from .trunk import VGGTrunk, scaled
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
-SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2", "pool1")}  # seg_stride -> skips
+# output stride -> the trunk maps that refine stride-8 outputs to it (seg_stride and pose_stride alike)
+SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2", "pool1")}
 
 
 def _check_pretrained(pretrained: Path | str | None, width: float, batch_norm: bool = False) -> None:
@@ -53,6 +59,21 @@ def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage
     return PAFStages(trunk.output_shapes()["features"].channels, heatmap_channels=schema.heatmap_channels,
                      paf_channels=schema.paf_channels, stages=stages, width=width, stage_seg=stage_seg,
                      part_channels=schema.num_parts if stage_seg else 0, batch_norm=trunk.batch_norm)
+
+
+def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float) -> nn.ModuleDict | None:
+    """`PoseRefine` of heatmaps and PAFs to `pose_stride` (None at the trunk's stride 8)."""
+    if pose_stride not in POSE_STRIDES:
+        raise ValueError(f"pose_stride must be one of {list(POSE_STRIDES)}, got {pose_stride!r}")
+    shapes = trunk.output_shapes()
+    skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[pose_stride]}
+    if not skips:
+        return None
+    hidden = scaled(128, width)
+    return nn.ModuleDict({
+        name: PoseRefine(channels, trunk.stride, skips, hidden=hidden, batch_norm=trunk.batch_norm)
+        for name, channels in (("heatmaps", schema.heatmap_channels), ("pafs", schema.paf_channels))
+    })
 
 
 def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
@@ -88,19 +109,21 @@ def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batc
     return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm)
 
 
-def paf_vgg16(schema: Schema, *, stages: int = 6, width: float = 1.0, batch_norm: bool = False,
-              pretrained: Path | str | None = None) -> PosePartNet:
+def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
+              pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0) -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
     _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "paf_vgg16", pose=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
-    model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=False), schema=schema)
+    model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=False),
+                        pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,
+                        paf_width=paf_width)
     return _finish(model, pretrained)
 
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
-                width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                pretrained: Path | str | None = None) -> PosePartNet:
+                pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
+                pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0) -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
@@ -116,15 +139,17 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "joint_vgg16", pose=True, parts=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
+    pose = dict(pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,
+                paf_width=paf_width)
     if seg_head == "stage":
         shapes = trunk.output_shapes()
         skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[seg_stride]}
         refine = SkipRefine(schema.num_parts, trunk.stride, skips) if skips else None
         model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=True),
-                            parts_refine=refine, schema=schema)
+                            parts_refine=refine, **pose)
     else:
         fcn = _fcn_head(trunk, schema, seg_head, width, fc_width)
-        model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, stage_seg=False), schema=schema)
+        model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, stage_seg=False), **pose)
     return _finish(model, pretrained)
 
 

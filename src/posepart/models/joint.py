@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..heads import HeadMeta
 from ..schema import Schema
 from .output import ModelOutput
 
@@ -23,6 +24,10 @@ class PosePartNet(nn.Module):
                whose `parts` is non-empty only with its per-stage segmentation branch), or None.
     parts_refine: optional refinement of the pose head's per-stage part logits with the trunk's finer maps,
                   called as parts_refine(logits, feats) and with an `output_stride` (a `SkipRefine`).
+    pose_refine: optional {"heatmaps": ..., "pafs": ...} refinement of every stage's pose maps above stride 8,
+                 each called as refine(maps, feats) and with an `output_stride` (`PoseRefine`).
+    schema, sigma, paf_width: what the heads were sized and are trained for; with the strides they make `meta`, the
+                 model's `HeadMeta` (None when built by hand without a schema).
     forward(image (B, 3, H, W), H and W multiples of trunk.stride) -> ModelOutput.
     """
 
@@ -33,7 +38,10 @@ class PosePartNet(nn.Module):
         pose_head: nn.Module | None,
         *,
         parts_refine: nn.Module | None = None,
+        pose_refine: nn.ModuleDict | None = None,
         schema: Schema | None = None,
+        sigma: float = 7.0,
+        paf_width: float = 1.0,
     ) -> None:
         super().__init__()
         if seg_head is None and pose_head is None:
@@ -43,18 +51,29 @@ class PosePartNet(nn.Module):
             raise ValueError("give either a seg_head or a pose_head with stage_seg=True, not both: both predict parts")
         if parts_refine is not None and not stage_seg:
             raise ValueError("parts_refine refines the pose head's per-stage part logits: it needs stage_seg=True")
+        if pose_refine is not None and (pose_head is None or set(pose_refine) != {"heatmaps", "pafs"}):
+            raise ValueError("pose_refine needs a pose_head and refines exactly its 'heatmaps' and 'pafs'")
         self.trunk = trunk
         self.seg_head = seg_head
         self.pose_head = pose_head
         self.parts_refine = parts_refine
+        self.pose_refine = pose_refine
         self.schema = schema  # the dataset schema the heads were sized for (None when built by hand)
-        self.stride: int = int(trunk.stride)
+        self.stride: int = int(trunk.stride)  # the input's height and width must be multiples of it
+        self.pose_stride: int | None = None
+        if pose_head is not None:
+            self.pose_stride = int((pose_refine["heatmaps"] if pose_refine is not None else pose_head).output_stride)
         if seg_head is not None:
             self.parts_stride: int = int(seg_head.output_stride)
         elif stage_seg:
             self.parts_stride = int((parts_refine or pose_head).output_stride)  # type: ignore[union-attr]
         else:
             self.parts_stride = 1
+        self.meta: HeadMeta | None = None
+        if schema is not None:
+            self.meta = HeadMeta(schema, pose_stride=self.pose_stride,
+                                 parts_stride=self.parts_stride if self.has_parts else None,
+                                 sigma=float(sigma), paf_width=float(paf_width), input_multiple=self.stride)
 
     @property
     def has_pose(self) -> bool:
@@ -69,10 +88,13 @@ class PosePartNet(nn.Module):
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
         feats = self.trunk(image)  # {"pool1", "pool2", "pool3", "conv4_3"[, "features"]}, see VGGTrunk
-        out = ModelOutput(stride=self.stride, parts_stride=self.parts_stride)
+        out = ModelOutput(stride=self.pose_stride or self.stride, parts_stride=self.parts_stride)
         if self.pose_head is not None:
             # T stages of (B, K+1, H/8, W/8), (B, 2L, H/8, W/8)[, (B, P, H/8, W/8)]
             out.heatmaps, out.pafs, out.parts = self.pose_head(feats["features"])
+            if self.pose_refine is not None:  # the next stage was fed the stride-8 maps; refine what is output
+                out.heatmaps = [self.pose_refine["heatmaps"](m, feats) for m in out.heatmaps]  # (B, K+1, H/s, W/s)
+                out.pafs = [self.pose_refine["pafs"](m, feats) for m in out.pafs]  # (B, 2L, H/s, W/s)
             if self.parts_refine is not None:  # the next stage was fed the stride-8 logits; refine what is output
                 out.parts = [self.parts_refine(p, feats) for p in out.parts]  # (B, P, H/s, W/s) each
         if self.seg_head is not None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .trunk import conv_block, scaled
+from .fcn import BilinearUpsample, zero_scorer
+from .trunk import ShapeSpec, conv_block, scaled
 
 
 def _branch(in_channels: int, out_channels: int, *, kernel: int, convs: int, hidden: int, last_hidden: int,
@@ -123,3 +124,39 @@ class PAFStages(nn.Module):
             if self.stage_seg:
                 parts.append(pred["parts"])
         return heatmaps, pafs, parts
+
+
+class PoseRefine(nn.Module):
+    """Stride-8 pose maps refined to stride 4 (or 2) with the trunk's finer maps (HigherHRNet's idea for bottom-up
+    heatmaps, FCN's skip form): per skip, x = up2(x) + head(concat(up2(x), skip)).
+
+    up2 is a learnable x2 `BilinearUpsample` (starts as bilinear interpolation); head is conv3x3 [+BN] + ReLU then a
+    zero-initialised 1x1 conv, so at initialisation the output is the bilinear upsampling of the stride-8 maps and the
+    finer detail is learned as a residual. Why: at stride 8 the joints of a small person are a cell or two apart and
+    the joints of people who stand close merge (the oracle on crowded 368 px scenes: AP 0.89 at stride 8, 0.96 at 4).
+    forward(maps (B, C, H/8, W/8), feats {name: (B, C', H/s', W/s')}) -> (B, C, H/s, W/s), s = output_stride.
+    """
+
+    def __init__(self, channels: int, input_stride: int, skips: dict[str, ShapeSpec], *, hidden: int,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        stride = input_stride
+        for name, shape in skips.items():  # coarse to fine
+            if shape.stride * 2 != stride:
+                raise ValueError(f"skip {name!r} has stride {shape.stride}; after stride {stride} the next skip must "
+                                 f"have stride {stride // 2}")
+            stride = shape.stride
+        self.output_stride = stride
+        self.upsample = nn.ModuleDict({name: BilinearUpsample(channels, 2) for name in skips})
+        self.heads = nn.ModuleDict()
+        for name, shape in skips.items():
+            hidden_layers = conv_block(channels + shape.channels, hidden, 3, batch_norm=batch_norm)
+            nn.init.kaiming_normal_(hidden_layers[0].weight, mode="fan_in", nonlinearity="relu")
+            self.heads[name] = nn.Sequential(*hidden_layers, zero_scorer(hidden, channels))
+
+    def forward(self, maps: Tensor, feats: dict[str, Tensor]) -> Tensor:
+        for name, head in self.heads.items():
+            skip = feats[name]  # (B, C', 2h, 2w)
+            up = self.upsample[name](maps, skip.shape[-2:])  # (B, C, 2h, 2w)
+            maps = up + head(torch.cat([up, skip], dim=1))
+        return maps

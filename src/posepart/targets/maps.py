@@ -30,7 +30,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from posepart.schema import Schema
+from posepart.heads import HeadMeta
 
 GAUSS_EXPONENT_CUTOFF = 4.6052  # OpenPose: exp(-4.6052) = 0.01; smaller heatmap values are truncated to 0
 MASK_THRESHOLD = 0.5  # a cell is supervised when >= this fraction of its input pixels are
@@ -185,12 +185,10 @@ def build_targets(
     keypoints: np.ndarray,
     ignore: np.ndarray | None,
     parts: np.ndarray | None,
-    schema: Schema,
-    stride: int = 8,
-    sigma: float = 7.0,
-    paf_width: float = 1.0,
+    head: HeadMeta,
 ) -> Targets:
-    """All targets of one network-input-sized sample.
+    """All targets of one network-input-sized sample, on the grid and with the sigma / PAF width of `head` (the
+    model's `HeadMeta`; a parts-only head still gets pose maps on its `stride` grid, which its loss never reads).
 
     keypoints (N, K, 3) in input pixels; ignore (H, W) bool, True = do not supervise pose there (None = nothing
     ignored, then `parts` gives the size); parts (H, W) uint8 or None (-> all 255, i.e. no segmentation label).
@@ -201,7 +199,8 @@ def build_targets(
         size = parts.shape[:2]
     else:
         raise ValueError("build_targets needs the input size: pass an ignore mask or a part map")
-    out_hw = (size[0] // stride, size[1] // stride)
+    schema, stride = head.schema, head.stride
+    out_hw = head.pose_grid(size)
     kp = _as_keypoints(keypoints) if np.size(keypoints) else np.zeros((0, schema.num_joints, 3), np.float32)
     if kp.shape[1] != schema.num_joints:
         raise ValueError(f"keypoints have {kp.shape[1]} joints, the schema {schema.num_joints}")
@@ -211,8 +210,8 @@ def build_targets(
         pose_mask = _supervised_cells(np.asarray(ignore, bool), stride, MASK_THRESHOLD)
     part_map = np.full(size, 255, np.uint8) if parts is None else np.asarray(parts, np.uint8)
     return Targets(
-        heatmaps=heatmaps(kp, out_hw, stride, sigma),
-        pafs=pafs(kp, schema.skeleton, out_hw, stride, paf_width),
+        heatmaps=heatmaps(kp, out_hw, stride, head.sigma),
+        pafs=pafs(kp, schema.skeleton, out_hw, stride, head.paf_width),
         pose_mask=pose_mask,
         parts=part_map,
     )

@@ -1,0 +1,71 @@
+"""One row of the pose-learning ablation (docs/training.md, "What limits the pose branch"): a learning figure, not a test.
+
+Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets, 128 px, `easy` scenes,
+generated once under --data) with extra `--set` overrides, scores the last checkpoint on the 300 validation images,
+prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appends the row to
+<results>/ablate_pose.jsonl. One change per row, against a baseline run with the same --images.
+
+Run (one at a time: the training seconds are only comparable on an otherwise idle machine):
+    .venv/bin/python benchmarks/ablate_pose.py --label baseline --images 8000
+    .venv/bin/python benchmarks/ablate_pose.py --label "sigma 8" --images 8000 --set data.sigma=8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from posepart.data.synth import SceneConfig
+from posepart.demo import DEMO_SIZE, synth_cached, train_and_score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", required=True, help="what this row changes against the baseline")
+    parser.add_argument("--config", default="demo_cpu_joint.yaml", help="shipped config (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=8000, help="training images seen (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data", type=Path, default=Path("runs/ablate/data"), help="cached synthetic data")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ablate/<label>)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-val", type=int, default=300)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    scene = SceneConfig.easy()
+    train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=DEMO_SIZE, scene=scene)
+    val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=DEMO_SIZE, scene=scene)
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.label)
+    out = args.out or Path("runs/ablate") / slug
+    start = time.perf_counter()
+    # No validation during training (val_every_epochs past the run): the row scores the last checkpoint once.
+    metrics, _, _ = train_and_score(out, args.config, train_set.annotation_file.parent,
+                                    val_set.annotation_file.parent, train_size=len(train_set), size=DEMO_SIZE,
+                                    images=args.images, quiet=True,
+                                    extra=["train.val_every_epochs=100000", *args.overrides])
+    seconds = time.perf_counter() - start
+    pose, seg = metrics.get("pose") or {}, metrics.get("segmentation") or {}
+    row = {"label": args.label, "config": args.config, "overrides": args.overrides, "images": args.images,
+           "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
+           "seconds": round(seconds, 1), "threads": torch.get_num_threads()}
+
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    print(f"| {args.label} | {args.images} | {fmt(row['ap'])} | {fmt(row['ap50'])} | {fmt(row['pckh'])} | "
+          f"{fmt(row['mean_iou'])} | {seconds:.0f} |")
+    results = Path(os.environ.get("POSEPART_BENCH_RESULTS") or Path(__file__).parent / "results")
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / "ablate_pose.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

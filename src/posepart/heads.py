@@ -1,0 +1,116 @@
+"""`HeadMeta`: what a model's output maps are, in one object (openpifpaf's `headmeta` is the model).
+
+The model builds it, checkpoints / .safetensors / ONNX exports carry it, and everything that makes or reads the maps
+takes its geometry from it: the target builder (grid, Gaussian sigma, PAF width), the loss (channel counts), the
+decoder (stride, sigma prior), flip / multi-scale TTA, the Predictor and evaluation. So a stride or sigma is written
+once, where the model is configured, and a value that contradicts it is an error, not a silent AP of 0.
+
+Geometry (docs/conventions.md): output cell g of a stride-s map is centred at input pixel s*g + (s-1)/2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from posepart.schema import Schema
+
+POSE_STRIDES: tuple[int, ...] = (8, 4, 2)  # what the pose heads can output (8: the trunk's; 4, 2: refined by skips)
+
+
+class HeadMetaError(ValueError):
+    """A head description is malformed, or something contradicts the model's own."""
+
+
+@dataclass(frozen=True)
+class HeadMeta:
+    """One model's outputs: the schema they are sized from and the geometry of each map.
+
+    pose_stride: input pixels per heatmap / PAF cell (None: no pose head).
+    parts_stride: input pixels per part-logit cell (None: no part head; 1: input resolution).
+    sigma: the heatmap Gaussian's sigma in input pixels, as the targets draw it (the decoder's sub-cell prior).
+    paf_width: the PAF's half-width in output cells, as the targets draw it.
+    input_multiple: the network input's height and width must be multiples of this (the trunk's stride).
+    """
+
+    schema: Schema
+    pose_stride: int | None = 8
+    parts_stride: int | None = None
+    sigma: float = 7.0
+    paf_width: float = 1.0
+    input_multiple: int = 8
+
+    def __post_init__(self) -> None:
+        if self.pose_stride is None and self.parts_stride is None:
+            raise HeadMetaError("a model needs a pose head, a part head, or both (both strides are None)")
+        for name in ("pose_stride", "parts_stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1
+                                      or self.input_multiple % value):
+                raise HeadMetaError(f"{name} must be a positive divisor of the input multiple "
+                                    f"{self.input_multiple}, got {value!r}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise HeadMetaError(f"sigma must be a positive number of input pixels, got {self.sigma!r}")
+        if not (math.isfinite(self.paf_width) and self.paf_width > 0):
+            raise HeadMetaError(f"paf_width must be a positive number of output cells, got {self.paf_width!r}")
+
+    @property
+    def has_pose(self) -> bool:
+        return self.pose_stride is not None
+
+    @property
+    def has_parts(self) -> bool:
+        return self.parts_stride is not None
+
+    @property
+    def heatmap_channels(self) -> int:
+        return self.schema.heatmap_channels
+
+    @property
+    def paf_channels(self) -> int:
+        return self.schema.paf_channels
+
+    @property
+    def num_parts(self) -> int:
+        return self.schema.num_parts
+
+    @property
+    def stride(self) -> int:
+        """The pose maps' stride; a parts-only model's grid is the input multiple (for drawing and instances)."""
+        return self.pose_stride if self.pose_stride is not None else self.input_multiple
+
+    def pose_grid(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the pose maps for an (H, W) network input."""
+        return input_hw[0] // self.stride, input_hw[1] // self.stride
+
+    def check_stride(self, stride: int | None, where: str) -> None:
+        """Refuse a stride given elsewhere (a flag, a config) that contradicts this model's pose stride."""
+        if stride is not None and stride != self.stride:
+            raise HeadMetaError(f"{where}: stride {stride} contradicts the model's pose stride {self.stride} "
+                                f"(it is part of the model; drop the option)")
+
+    # -- serialisation (checkpoints, .safetensors and ONNX metadata) -----------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = self.schema.to_category()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> HeadMeta:
+        """Parse `to_dict()` output; HeadMetaError naming `where` when it is malformed."""
+        if not isinstance(data, dict) or not isinstance(data.get("schema"), dict):
+            raise HeadMetaError(f"{where}: head description is not a mapping with a schema")
+        known = {"pose_stride", "parts_stride", "sigma", "paf_width", "input_multiple"}
+        unknown = set(data) - known - {"schema"}
+        if unknown:
+            raise HeadMetaError(f"{where}: unknown head description keys {sorted(unknown)}")
+        try:
+            schema = Schema.from_category(data["schema"])
+            values = {k: data[k] for k in known if k in data}
+            for k in ("sigma", "paf_width"):
+                if k in values:
+                    values[k] = float(values[k])
+            return cls(schema, **values)
+        except (TypeError, ValueError, KeyError) as err:
+            raise HeadMetaError(f"{where}: bad head description: {err}") from None
