@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import os
 import subprocess
@@ -257,6 +259,10 @@ def test_export_weights_round_trip(straight_run, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(out)]) == 0
     from_ckpt, from_st = load_model(straight_run.last), load_model(out)
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["head"]) == from_ckpt.head.to_dict()  # the model's HeadMeta rides along
     assert not from_st.model.training and from_st.input_size == 64 and from_st.head.pose_stride == 8
     assert from_st.schema == from_ckpt.schema and from_st.config.to_dict() == from_ckpt.config.to_dict()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -180,6 +180,10 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
         "train.max_epochs=1", "train.accelerator=cpu", "train.devices=1", "train.log_every_steps=1",
     ])
     ckpt = train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False).last
+    from posepart.engine.checkpoint import load_checkpoint
+
+    head = load_checkpoint(ckpt)["posepart"]["head"]  # training stores the model's HeadMeta
+    assert (head["pose_stride"], head["parts_stride"], head["sigma"]) == (8, 1, 7.0)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--batch-size", "3",
                  "--overlays", "2"]) == 0

@@ -199,16 +199,20 @@ def _mirror_by_names(maps: Maps, schema: Schema) -> Maps:
     return Maps(hm, np.stack(pafs), parts)
 
 
-@pytest.mark.parametrize("seg_head, seg_stride", [("fcn32", 8), ("stage", 8), ("stage", 4)])
-def test_flip_tta_on_a_mirrored_input_gives_mirrored_maps_and_labels(seg_head, seg_stride):
+@pytest.mark.parametrize("seg_head, seg_stride, pose_stride", [("fcn32", 8, 8), ("stage", 8, 8), ("stage", 4, 8),
+                                                              ("stage", 4, 4), ("fcn32", 8, 2)])
+def test_flip_tta_on_a_mirrored_input_gives_mirrored_maps_and_labels(seg_head, seg_stride, pose_stride):
     """A random (not mirror-symmetric) network with flip-TTA: the merged maps and part labels of the mirrored image
     are the mirrored ones of the image, checked by joint/limb/part NAMES. LIP's schema has sided part classes
     (left_arm/right_arm) as well as sided joints and limbs."""
     schema = Schema.lip()
     torch.manual_seed(3)
     model = build_model("joint_vgg16", schema, width=0.125, fc_width=32, stages=1, seg_head=seg_head,
-                        seg_stride=seg_stride)
+                        seg_stride=seg_stride, pose_stride=pose_stride)
     amplify(model, 40.0)
+    with torch.no_grad():  # refined pose maps: make the (zero-initialised) skip heads count
+        for param in (model.pose_refine.parameters() if model.pose_refine is not None else []):
+            param.normal_(0.0, 0.2)
     predictor = Predictor.from_model(model, input_size=SIZE, flip=True, keep_maps=True)
     image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), np.uint8)
     original, mirrored = predictor([image, np.ascontiguousarray(image[:, ::-1])])
