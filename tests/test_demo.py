@@ -24,16 +24,19 @@ def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()  # refused before any work
 
 
-@pytest.mark.parametrize("jobs", [3, 1])  # all three models at once in worker processes; one after another
-def test_demo_trains_and_compares_three_models(tmp_path, jobs):
+@pytest.mark.parametrize("jobs", [3, 1])  # three models at once in worker processes; one after another
+def test_demo_trains_and_compares_five_models(tmp_path, jobs):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--n-val", "8", "--size", "64", "--n-train", "16", "--train-images", "40",
             "--jobs", str(jobs)]
     assert main(args) == 0
-    logs = [(out / name / "train.log").is_file() for name in ("demo_cpu_fcn32", "demo_cpu_paf", "demo_cpu_joint")]
-    assert logs == [jobs > 1] * 3  # a worker's output goes to its model's log, not into the others'
+    folders = ("demo_cpu_fcn32", "demo_cpu_paf", "demo_cpu_joint_pose_only", "demo_cpu_joint_parts_only",
+               "demo_cpu_joint")
+    logs = [(out / name / "train.log").is_file() for name in folders]
+    assert logs == [jobs > 1] * 5  # a worker's output goes to its model's log, not into the others'
     report = (out / "report.md").read_text()
-    for row in ("| FCN32 (parts only) |", "| PAF (pose only) |", "| joint |"):
+    for row in ("| FCN32 (parts only) |", "| PAF (pose only) |", "| joint net, parts masked |",
+                "| joint net, pose masked |", "| joint |"):
         assert row in report
     assert (out / "curves.png").is_file() and (out / "predictions.png").is_file()
     assert "training on 40 images per model" in report
@@ -47,3 +50,10 @@ def test_demo_trains_and_compares_three_models(tmp_path, jobs):
     assert {"segmentation", "pose", "per_stage"} <= set(joint) and len(joint["per_stage"]) == 1  # stages: 1
     fcn = json.loads((out / "demo_cpu_fcn32" / "metrics.json").read_text())
     assert "pose" not in fcn  # a parts-only model reports no pose metrics
+    # the joint network with one task masked: trained on the other alone, and scored only on it
+    pose_arm = json.loads((out / "demo_cpu_joint_pose_only" / "metrics.json").read_text())
+    parts_arm = json.loads((out / "demo_cpu_joint_parts_only" / "metrics.json").read_text())
+    assert "pose" in pose_arm and "segmentation" not in pose_arm and "segmentation" not in pose_arm["per_stage"][0]
+    assert "segmentation" in parts_arm and "pose" not in parts_arm
+    masked = (out / "demo_cpu_joint_pose_only" / "config.yaml").read_text()
+    assert "tasks:" in masked and "- pose" in masked and "- parts" not in masked

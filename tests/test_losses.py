@@ -296,3 +296,61 @@ def test_loss_module_exposes_weighting_parameters_and_fixed_weights() -> None:
     assert result.terms["log_var/heatmap"].item() == 0.0 and result.total.item() == pytest.approx(1.0)
     fixed = FixedWeighting({"seg": 0.5})({"seg": torch.tensor(2.0), "paf": torch.tensor(3.0)})
     assert fixed.item() == pytest.approx(0.5 * 2 + 3.0)
+
+
+# -- focal heatmap loss --------------------------------------------------------------------------------------------
+def test_focal_heatmap_loss_by_hand() -> None:
+    """One 3x3 joint map: a positive peak (gt 1, p 0.8), a neighbour at gt 0.5 (penalty reduced by (1 - 0.5)^4) and
+    seven background cells at p 0.1; normalised by the one positive."""
+    from posepart.losses.pose import focal_heatmap_loss
+
+    gt = torch.zeros(1, 1, 3, 3)
+    gt[0, 0, 1, 1], gt[0, 0, 1, 2] = 1.0, 0.5
+    pred = torch.full((1, 1, 3, 3), 0.1)
+    pred[0, 0, 1, 1] = 0.8
+    positive = -(0.2**2) * math.log(0.8)
+    background = 7 * -(0.1**2) * math.log(0.9) - 0.5**4 * 0.1**2 * math.log(0.9)
+    loss = focal_heatmap_loss(pred, gt, torch.ones_like(gt))
+    assert loss.item() == pytest.approx(positive + background, rel=1e-5)
+    # a tie (a joint halfway between two cells) gives two positives; a masked cell adds nothing
+    gt[0, 0, 1, 2] = 1.0
+    weight = torch.ones_like(gt)
+    weight[0, 0, 0, 0] = 0.0
+    tie = -(0.2**2) * math.log(0.8) - (0.9**2) * math.log(0.1)
+    rest = 6 * -(0.1**2) * math.log(0.9)
+    assert focal_heatmap_loss(pred, gt, weight).item() == pytest.approx((tie + rest) / 2, rel=1e-5)
+
+
+def test_focal_pose_loss_keeps_mse_on_the_background_channel() -> None:
+    torch.manual_seed(5)
+    gt = torch.rand(1, TINY.heatmap_channels, 4, 4)
+    pred = torch.rand(1, TINY.heatmap_channels, 4, 4) * 0.98 + 0.01
+    batch = pose_batch(1, 4, 4, heatmaps=gt)
+    from posepart.losses.pose import focal_heatmap_loss, masked_mse
+
+    (loss,) = PoseLoss(TINY, heatmap_loss="focal")("heatmap", [pred], batch)
+    ones = torch.ones(1, 1, 4, 4)
+    expected = focal_heatmap_loss(pred[:, :3], gt[:, :3], ones.expand(1, 3, 4, 4)) + masked_mse(pred[:, 3:], gt[:, 3:],
+                                                                                                 ones)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="heatmap_loss"):
+        PoseLoss(TINY, heatmap_loss="l1")  # type: ignore[arg-type]
+
+
+def test_uncertainty_weight_of_a_task_the_batch_lacks_gets_no_gradient() -> None:
+    """A parts-only batch: the pose tasks' losses are 0 and their log-variances must get no gradient (otherwise a run
+    with pose masked drives s to -inf and exp(-s) * 0 to NaN); the labelled task is weighted as usual."""
+    torch.manual_seed(4)
+    weighting = UncertaintyWeighting(["seg", "heatmap", "paf"], init=0.5)
+    loss = PosePartLoss(TINY, weighting=weighting)
+    out = ModelOutput(heatmaps=[torch.rand(2, 4, 2, 2)], pafs=[torch.rand(2, 4, 2, 2)],
+                      parts=[torch.randn(2, 3, 2, 2)])
+    batch = pose_batch(2, has_pose=torch.zeros(2, dtype=torch.bool))
+    batch["parts"] = torch.randint(0, 3, (2, 2, 2))
+    batch["has_parts"] = torch.ones(2, dtype=torch.bool)
+    result = loss(out, batch)
+    result.total.backward()
+    grad = weighting.log_vars.grad
+    assert grad[1].item() == 0.0 and grad[2].item() == 0.0 and grad[0].item() != 0.0
+    seg = result.terms["seg"]
+    assert result.total.item() == pytest.approx(math.exp(-0.5) * seg.item() + 0.5, rel=1e-6)

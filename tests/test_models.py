@@ -456,3 +456,22 @@ def test_fold_batch_norm_computes_the_same_function_on_a_copy() -> None:
             torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
     plain = joint_vgg16(schema, width=0.125, stages=1)
     assert fold_batch_norm(plain) is plain
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_heatmaps_start_near_their_prior(sigmoid):
+    """Plain heatmaps start near 0 (OpenPose's small output init); sigmoid heatmaps (focal loss) at CenterNet's prior
+    0.1 for joints and 0.99 for the background channel, not at 0.5 everywhere: at every stage and after a stride-4
+    refinement."""
+    schema = Schema.pascal_person_part()
+    torch.manual_seed(0)
+    model = build_model("paf_vgg16", schema, stages=2, pose_stride=4, width=0.125, batch_norm=True,
+                        heatmap_sigmoid=sigmoid).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    for hm in out.heatmaps:
+        joints, background = hm[:, :-1], hm[:, -1]
+        assert abs(joints.mean().item() - (0.1 if sigmoid else 0.0)) < 0.03
+        assert abs(background.mean().item() - (0.99 if sigmoid else 0.0)) < 0.03
+        if sigmoid:
+            assert 0.0 < hm.min().item() and hm.max().item() < 1.0

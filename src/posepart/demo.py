@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 import multiprocessing
 import os
 import sys
@@ -36,9 +37,28 @@ from posepart.viz import grid, overlay, save_rgb
 
 DEFAULT_TRAIN_IMAGES = 16000  # per model; the three fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
-DEMO_MODELS = {"FCN32 (parts only)": "demo_cpu_fcn32.yaml", "PAF (pose only)": "demo_cpu_paf.yaml",
-               "joint": "demo_cpu_joint.yaml"}
 VALIDATIONS = 4  # validation passes per model during training (for the curves); each costs n_val images
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One arm of the comparison: a shipped config, its run folder, and the tasks it trains (None: whatever its heads
+    predict; ("pose",) trains the joint network with the part task masked on every sample, and vice versa)."""
+
+    config: str
+    folder: str
+    tasks: tuple[str, ...] | None = None
+
+
+# The seed's single-task models, the joint network with one task masked (same architecture: a difference to the joint
+# row is the sharing, not the head), and the joint model.
+DEMO_MODELS = {
+    "FCN32 (parts only)": DemoModel("demo_cpu_fcn32.yaml", "demo_cpu_fcn32"),
+    "PAF (pose only)": DemoModel("demo_cpu_paf.yaml", "demo_cpu_paf"),
+    "joint net, parts masked": DemoModel("demo_cpu_joint.yaml", "demo_cpu_joint_pose_only", ("pose",)),
+    "joint net, pose masked": DemoModel("demo_cpu_joint.yaml", "demo_cpu_joint_parts_only", ("parts",)),
+    "joint": DemoModel("demo_cpu_joint.yaml", "demo_cpu_joint"),
+}
 
 
 def shipped_config(name: str) -> Path:
@@ -57,16 +77,30 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
 
 
 def run_dir(out: Path, label: str) -> Path:
-    """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json): named after its config."""
-    return out / Path(DEMO_MODELS[label]).stem
+    """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json)."""
+    return out / DEMO_MODELS[label].folder
+
+
+def trained_only(metrics: dict[str, Any], tasks: tuple[str, ...] | None) -> dict[str, Any]:
+    """`metrics` without the scores of a head that was masked in training (its numbers would be of random weights)."""
+    if tasks is None:
+        return metrics
+    drop = {"pose": "pose", "parts": "segmentation"}
+    masked = {drop[t] for t in drop if t not in tasks}
+    kept = {k: v for k, v in metrics.items() if k not in masked}
+    if "per_stage" in kept:
+        kept["per_stage"] = [{k: v for k, v in stage.items() if k not in masked} for stage in kept["per_stage"]]
+    return kept
 
 
 def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
                     images: int, minutes: float | None = None, quiet: bool = False,
-                    extra: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], list[Any], Path | None]:
+                    extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
+                    ) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
-    metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations)."""
+    metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
+    only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out."""
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config
     from posepart.engine.train import train
@@ -76,7 +110,12 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     steps = max(images // cfg.data.batch_size, 1)
     every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
     # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
-    overrides = [f"data.train={train_root}", f"data.val={val_root}", f"data.input_size={size}",
+    if tasks is None:
+        data = [f"data.train={train_root}", f"data.val={val_root}"]
+    else:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
+        source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
+        data = [f"data.sources={json.dumps([source])}"]
+    overrides = [*data, f"data.input_size={size}",
                  f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}", f"train.max_steps={steps}",
                  "train.max_epochs=-1", f"train.val_every_epochs={every}", *extra]
     cfg = load_config(shipped_config(config_name), overrides)
@@ -87,7 +126,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     val = PosePartDataset.open(val_root)
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False)
     csv = sorted((out / "csv").glob("version_*/metrics.csv"))
-    return metrics, overlays, csv[-1] if csv else None
+    return trained_only(metrics, tasks), overlays, csv[-1] if csv else None
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
@@ -110,8 +149,8 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
     threads and its log in `run_dir`/train.log); 1 = one after another in this process, with progress bars."""
     common: dict[str, Any] = dict(train_size=train_size, size=size, images=images, minutes=minutes)
     if jobs <= 1:
-        return {label: train_and_score(run_dir(out, label), config_name, train_root, val_root, **common)
-                for label, config_name in DEMO_MODELS.items()}
+        return {label: train_and_score(run_dir(out, label), model.config, train_root, val_root, tasks=model.tasks,
+                                       **common) for label, model in DEMO_MODELS.items()}
     jobs = min(jobs, len(DEMO_MODELS))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     print(f"training {len(DEMO_MODELS)} models, {jobs} at once with {threads} thread(s) each, on {images} images "
@@ -122,8 +161,8 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_train_job, run_dir(out, label) / "train.log", threads, run_dir(out, label),
-                               config_name, train_root, val_root, **common): label
-                   for label, config_name in DEMO_MODELS.items()}
+                               model.config, train_root, val_root, tasks=model.tasks, **common): label
+                   for label, model in DEMO_MODELS.items()}
         for future in as_completed(futures):
             label = futures[future]
             try:
@@ -142,7 +181,7 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
 
 def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,
              train_images: int = DEFAULT_TRAIN_IMAGES, n_train: int = 2000, train_minutes: float | None = None,
-             scene: SceneConfig = SceneConfig.easy(), jobs: int = len(DEMO_MODELS)) -> Path:
+             scene: SceneConfig = SceneConfig.easy(), jobs: int = 3) -> Path:
     """synth -> inspect -> oracle [-> train + evaluate three models when train_images > 0, `jobs` at once] ->
     report.md; returns the report path."""
     out = Path(out)

@@ -112,6 +112,8 @@ class DataConfig:
 @dataclass
 class LossConfig:
     mask: Literal["openpose", "seed"] = "openpose"
+    # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
+    heatmap: Literal["mse", "focal"] = "mse"
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
     # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty

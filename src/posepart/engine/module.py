@@ -34,7 +34,8 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
     m = config.model
     options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
                                "pose_stride": m.pose_stride, "sigma": config.data.sigma,
-                               "paf_width": config.data.paf_width, "width": m.width, "fc_width": m.fc_width,
+                               "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
+                               "width": m.width, "fc_width": m.fc_width,
                                "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
     accepted = inspect.signature(MODELS[m.name]).parameters
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
@@ -81,6 +82,7 @@ class PosePartModule(pl.LightningModule):
         # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
         # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
+                                    heatmap_loss=config.loss.heatmap,
                                     allowed_sets=allowed_sets if schema.has_parts else None, check_labels=False)
         self.decode_config = DecodeConfig.for_evaluation()
         self._unchecked: list[tuple[int, int, dict[str, Tensor]]] = []  # (step, epoch, terms on the device)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from posepart.losses.pose import MaskMode, PoseLoss
+from posepart.losses.pose import HeatmapLoss, MaskMode, PoseLoss
 from posepart.losses.seg import SegLoss
 from posepart.losses.weighting import FixedWeighting, TaskWeighting
 from posepart.schema import Schema
@@ -49,13 +49,14 @@ class PosePartLoss(nn.Module):
         allowed_sets: Tensor | None = None,
         seed_threshold: float = 0.02,
         check_labels: bool = True,
+        heatmap_loss: HeatmapLoss = "mse",
     ) -> None:
         super().__init__()
         if allowed_sets is not None and allowed_sets.shape[-1] != schema.num_parts:
             raise ValueError(f"allowed_sets has {allowed_sets.shape[-1]} columns, the schema {schema.num_parts} parts")
         self.schema = schema
         self.seg = SegLoss(allowed_sets=allowed_sets, check_labels=check_labels)
-        self.pose = PoseLoss(schema, mask_mode=mask_mode, seed_threshold=seed_threshold)
+        self.pose = PoseLoss(schema, mask_mode=mask_mode, seed_threshold=seed_threshold, heatmap_loss=heatmap_loss)
         self.weighting = weighting if weighting is not None else FixedWeighting()
 
     def _expected_channels(self, task: str) -> int:
@@ -76,9 +77,16 @@ class PosePartLoss(nn.Module):
             return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"))
         return self.pose(task, stages, batch)
 
+    def supervised(self, task: str, batch: Mapping[str, Tensor]) -> Tensor:
+        """0-dim bool tensor (no host sync): whether any entry of this batch supervises `task`."""
+        if task == "seg":
+            return self.seg.prepare_labels(batch["parts"], batch.get("has_parts"))[1].any()
+        return self.pose.weight(task, batch).any()  # type: ignore[arg-type]
+
     def forward(self, output: Any, batch: Mapping[str, Tensor]) -> LossResult:
         """output: ModelOutput (or mapping) with per-stage lists `parts`, `heatmaps`, `pafs`; batch: see conventions."""
         task_losses: dict[str, Tensor] = {}
+        present: dict[str, Tensor] = {}
         terms: dict[str, Tensor] = {}
         for task, attribute in TASK_OUTPUTS.items():
             stages = output_stages(output, attribute)
@@ -86,11 +94,12 @@ class PosePartLoss(nn.Module):
                 continue
             per_stage = self.task_stage_losses(task, stages, batch)
             task_losses[task] = torch.stack(per_stage).sum()
+            present[task] = self.supervised(task, batch)
             terms[task] = task_losses[task].detach()
             terms.update({f"{task}/stage{i + 1}": loss.detach() for i, loss in enumerate(per_stage)})
         if not task_losses:
             raise ValueError("the model output has no parts, heatmaps or pafs stages to supervise")
-        total = self.weighting(task_losses)
+        total = self.weighting(task_losses, present)
         terms["total"] = total.detach()
         terms.update(self.weighting.log_terms())
         return LossResult(total=total, terms=terms)

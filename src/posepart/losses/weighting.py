@@ -19,8 +19,9 @@ class TaskWeighting(nn.Module, ABC):
     """Maps {task name: scalar loss} to the scalar total to minimise."""
 
     @abstractmethod
-    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
-        """The weighted total of the given per-task losses."""
+    def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The weighted total of the given per-task losses. `present` (0-dim bool tensors, default all True) says
+        which tasks this batch supervises at all: a task it lacks must add nothing, regulariser included."""
 
     def log_terms(self) -> dict[str, Tensor]:
         """Detached values worth logging (e.g. learned weights); none by default."""
@@ -38,9 +39,10 @@ class FixedWeighting(TaskWeighting):
         self.weights = dict(weights or {})
         self.default = float(default)
 
-    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
         if not losses:
             raise ValueError("no task losses to weight")
+        # an unsupervised task's loss is already exactly 0 (masked), so `present` changes nothing here
         return torch.stack([self.weights.get(name, self.default) * loss for name, loss in losses.items()]).sum()
 
 
@@ -71,13 +73,18 @@ class UncertaintyWeighting(TaskWeighting):
         except KeyError:
             raise KeyError(f"task {task!r} has no uncertainty parameter; known: {', '.join(self.tasks)}") from None
 
-    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
         if not losses:
             raise ValueError("no task losses to weight")
         terms = []
         for name, loss in losses.items():
             s = self.log_var(name)
-            terms.append(torch.exp(-s) * loss + s)
+            term = torch.exp(-s) * loss + s
+            if present is not None and name in present:
+                # Without this, a task no sample of the batch labels still pulls s down by its regulariser; over a
+                # run with that task masked, s -> -inf and exp(-s) * 0 becomes NaN. torch.where: no host sync.
+                term = torch.where(present[name], term, torch.zeros_like(term))
+            terms.append(term)
         return torch.stack(terms).sum()
 
     def log_terms(self) -> dict[str, Tensor]:

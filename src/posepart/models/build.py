@@ -10,6 +10,7 @@ conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on
 `pretrained` is a local torchvision vgg16 state-dict file (never downloaded), only valid at width 1.0 without BN.
 Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined by `PoseRefine` with pool2 / pool1 skips) and
 the target geometry they are trained for (`sigma`, `paf_width`); all of it ends up in `model.meta` (`HeadMeta`).
+`heatmap_sigmoid` puts a sigmoid on the heatmaps (for the focal loss, `loss.heatmap: focal`).
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def _fcn_head(trunk: VGGTrunk, schema: Schema, variant: FCNVariant, width: float
                    pool3_channels=shapes["pool3"].channels, batch_norm=trunk.batch_norm)
 
 
-def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage_seg: bool) -> PAFStages:
+def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage_seg: bool,
+               heatmap_sigmoid: bool) -> PAFStages:
     return PAFStages(trunk.output_shapes()["features"].channels, heatmap_channels=schema.heatmap_channels,
                      paf_channels=schema.paf_channels, stages=stages, width=width, stage_seg=stage_seg,
-                     part_channels=schema.num_parts if stage_seg else 0, batch_norm=trunk.batch_norm)
+                     part_channels=schema.num_parts if stage_seg else 0, batch_norm=trunk.batch_norm,
+                     heatmap_sigmoid=heatmap_sigmoid)
 
 
 def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float) -> nn.ModuleDict | None:
@@ -110,12 +113,13 @@ def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batc
 
 
 def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
-              pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0) -> PosePartNet:
+              pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0,
+              heatmap_sigmoid: bool = False) -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
     _check_pretrained(pretrained, width, batch_norm)
     _require(schema, "paf_vgg16", pose=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
-    model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=False),
+    model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid),
                         pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,
                         paf_width=paf_width)
     return _finish(model, pretrained)
@@ -123,7 +127,8 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0) -> PosePartNet:
+                pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0,
+                heatmap_sigmoid: bool = False) -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
@@ -145,11 +150,11 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
         shapes = trunk.output_shapes()
         skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[seg_stride]}
         refine = SkipRefine(schema.num_parts, trunk.stride, skips) if skips else None
-        model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, stage_seg=True),
+        model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, True, heatmap_sigmoid),
                             parts_refine=refine, **pose)
     else:
         fcn = _fcn_head(trunk, schema, seg_head, width, fc_width)
-        model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, stage_seg=False), **pose)
+        model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid), **pose)
     return _finish(model, pretrained)
 
 

@@ -6,6 +6,7 @@ Seg-only, pose-only and joint models are all this class; a head that is absent s
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..heads import HeadMeta
@@ -95,6 +96,8 @@ class PosePartNet(nn.Module):
             if self.pose_refine is not None:  # the next stage was fed the stride-8 maps; refine what is output
                 out.heatmaps = [self.pose_refine["heatmaps"](m, feats) for m in out.heatmaps]  # (B, K+1, H/s, W/s)
                 out.pafs = [self.pose_refine["pafs"](m, feats) for m in out.pafs]  # (B, 2L, H/s, W/s)
+            if getattr(self.pose_head, "heatmap_sigmoid", False):  # logits -> the maps everything downstream reads
+                out.heatmaps = [torch.sigmoid(m) for m in out.heatmaps]
             if self.parts_refine is not None:  # the next stage was fed the stride-8 logits; refine what is output
                 out.parts = [self.parts_refine(p, feats) for p in out.parts]  # (B, P, H/s, W/s) each
         if self.seg_head is not None:

@@ -16,6 +16,9 @@ from torch import Tensor, nn
 from .fcn import BilinearUpsample, zero_scorer
 from .trunk import ShapeSpec, conv_block, scaled
 
+JOINT_PRIOR_LOGIT = -2.19  # sigmoid = 0.1: CenterNet's start for sparse peaks (Zhou et al. 2019)
+BACKGROUND_PRIOR_LOGIT = 4.6  # sigmoid = 0.99
+
 
 def _branch(in_channels: int, out_channels: int, *, kernel: int, convs: int, hidden: int, last_hidden: int,
             batch_norm: bool = False) -> nn.Sequential:
@@ -49,7 +52,7 @@ class PAFStage(nn.Module):
     """One stage: parallel branches sharing an input, one per output kind (heatmaps, pafs[, parts])."""
 
     def __init__(self, in_channels: int, out_channels: dict[str, int], *, first: bool, width: float,
-                 batch_norm: bool = False) -> None:
+                 batch_norm: bool = False, heatmap_sigmoid: bool = False) -> None:
         super().__init__()
         if first:  # stage 1: 3x conv3x3(128) + conv1x1(512) + conv1x1(out)
             spec = dict(kernel=3, convs=3, hidden=scaled(128, width), last_hidden=scaled(512, width))
@@ -60,6 +63,10 @@ class PAFStage(nn.Module):
         )
         for branch in self.branches.values():
             _init_branch(branch)
+        if heatmap_sigmoid:  # logits of a sigmoid (focal loss): start at CenterNet's prior, not at 0.5 everywhere
+            bias = self.branches["heatmaps"][-1].bias
+            nn.init.constant_(bias[:-1], JOINT_PRIOR_LOGIT)  # joints
+            nn.init.constant_(bias[-1:], BACKGROUND_PRIOR_LOGIT)  # the background channel, ~1 but at joints
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return {name: branch(x) for name, branch in self.branches.items()}
@@ -86,6 +93,7 @@ class PAFStages(nn.Module):
         stage_seg: bool = False,
         part_channels: int = 0,
         batch_norm: bool = False,
+        heatmap_sigmoid: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= stages <= 6:
@@ -95,14 +103,17 @@ class PAFStages(nn.Module):
         if stage_seg and part_channels < 1:
             raise ValueError(f"stage_seg=True needs part_channels >= 1, got {part_channels}")
         self.stage_seg = stage_seg
+        self.heatmap_sigmoid = heatmap_sigmoid  # heatmaps come out as logits; the model applies the sigmoid
         outs = {"heatmaps": heatmap_channels, "pafs": paf_channels}
         if stage_seg:
             outs["parts"] = part_channels
         # Later stages read the features plus every previous prediction (in `outs` order).
         refine_in = in_channels + sum(outs.values())
         self.stages = nn.ModuleList(
-            [PAFStage(in_channels, outs, first=True, width=width, batch_norm=batch_norm)]
-            + [PAFStage(refine_in, outs, first=False, width=width, batch_norm=batch_norm) for _ in range(stages - 1)]
+            [PAFStage(in_channels, outs, first=True, width=width, batch_norm=batch_norm,
+                      heatmap_sigmoid=heatmap_sigmoid)]
+            + [PAFStage(refine_in, outs, first=False, width=width, batch_norm=batch_norm,
+                        heatmap_sigmoid=heatmap_sigmoid) for _ in range(stages - 1)]
         )
 
     @property
