@@ -1,4 +1,4 @@
-"""One row of the pose-learning ablation (docs/training.md, "What limits the pose branch"): a learning figure, not a test.
+"""One row of the pose-learning ablation (docs/training.md, "What limits the pose branch"): a learning figure.
 
 Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets, 128 px, `easy` scenes,
 generated once under --data) with extra `--set` overrides, scores the last checkpoint on the 300 validation images,
@@ -35,11 +35,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=300)
+    parser.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
+                        help="the demo's easy scenes or the full synthetic benchmark (crowds, clutter, up to 5 people)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    scene = SceneConfig.easy()
+    scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
     train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=DEMO_SIZE, scene=scene)
     val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=DEMO_SIZE, scene=scene)
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.label)
@@ -52,7 +54,8 @@ def main() -> None:
                                     extra=["train.val_every_epochs=100000", *args.overrides])
     seconds = time.perf_counter() - start
     pose, seg = metrics.get("pose") or {}, metrics.get("segmentation") or {}
-    row = {"label": args.label, "config": args.config, "overrides": args.overrides, "images": args.images,
+    row = {"label": args.label, "scene": args.scene, "config": args.config, "overrides": args.overrides,
+           "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
            "seconds": round(seconds, 1), "threads": torch.get_num_threads()}
 
@@ -65,6 +68,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     with open(results / "ablate_pose.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
+    print(f"wrote {results / 'ablate_pose.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Decoder speed on one core: ms per image for 1 / 10 / 20 people (PASCAL schema, 368x368 input, stride 8), plus the
-fraction of people recovered with every joint within 1 px, from maps rendered here from random synthetic skeletons.
-Also where the time goes: the decoder's phases timed one by one (peaks, pair scoring, matching + assembly, the rest).
+"""Decoder speed on one core: ms per image for 1 / 10 / 20 people (PASCAL schema, 368x368 input, stride 8 or the
+--stride given), plus the fraction of people recovered with every joint within 1 px, from maps rendered here from
+random synthetic skeletons. Also where the time goes: the decoder's phases timed one by one (peaks, pair scoring,
+matching + assembly, the rest).
 
-Run: taskset -c 0 .venv/bin/python benchmarks/bench_decode.py   (writes benchmarks/results/decode.json)
+Run: taskset -c 0 .venv/bin/python benchmarks/bench_decode.py [--stride 4]
+     (writes benchmarks/results/decode.json, or decode_stride4.json)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy is imported
 
+import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -19,13 +22,13 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from common import write_json  # noqa: E402
 
-from posepart.heads import HeadMeta
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
 from posepart.decode.assembly import assemble  # noqa: E402
 from posepart.decode.compiled import numba  # noqa: E402
+from posepart.heads import HeadMeta  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
 
-SIZE, STRIDE, SIGMA = 368, 8, 7.0
+SIZE, STRIDE, SIGMA = 368, 8, 7.0  # STRIDE: --stride sets it
 PEOPLE = (1, 10, 20)
 IMAGES = 30  # distinct images per setting
 REPEATS = 20  # timed decodes per image and round (the minimum over repeats and rounds is kept, then averaged)
@@ -123,12 +126,18 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
                                                     sigma_cells=SIGMA / STRIDE), REPEATS),
            "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
            "match_assemble": best_of(lambda: assemble(connections, skeleton, schema.num_joints, n_peaks), REPEATS)}
-    out["rest"] = max(best_of(lambda: decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)), REPEATS) - sum(out.values()), 0.0)
+    head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
+    out["rest"] = max(best_of(lambda: decode(hm, paf, head), REPEATS) - sum(out.values()), 0.0)
     return out
 
 
 def main() -> None:
+    global STRIDE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stride", type=int, default=8, choices=(8, 4, 2), help="pose map stride (default 8)")
+    STRIDE = parser.parse_args().stride
     schema = Schema.pascal_person_part()
+    head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
     rng = np.random.default_rng(0)
     scenes = {n: [random_people(rng, schema, n) for _ in range(IMAGES)] for n in PEOPLE}
     maps = {n: [render(truth, schema) for truth in scenes[n]] for n in PEOPLE}
@@ -137,7 +146,7 @@ def main() -> None:
     for round_ in range(ROUNDS):  # all settings once per round: a slow spell of the machine hits every setting alike
         for n in PEOPLE:
             for i, (hm, paf) in enumerate(maps[n]):
-                t = best_of(lambda: decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)), REPEATS)
+                t = best_of(lambda: decode(hm, paf, head), REPEATS)
                 times[n][i] = min(times[n][i], t)
                 p = phases(hm, paf, schema)
                 if round_ == 0:
@@ -146,7 +155,7 @@ def main() -> None:
                     split[n][i] = {k: min(v, p[k]) for k, v in split[n][i].items()}
     rows = []
     for n in PEOPLE:
-        decoded = [decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)) for hm, paf in maps[n]]
+        decoded = [decode(hm, paf, head) for hm, paf in maps[n]]
         rows.append({"people": n, "ms_per_image": 1e3 * float(np.mean(times[n])),
                      "ms_p90": 1e3 * float(np.quantile(times[n], 0.9)),
                      "recovered": sum(recovered(d, t) for d, t in zip(decoded, scenes[n])) / (n * IMAGES),
@@ -168,7 +177,7 @@ def main() -> None:
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": IMAGES,
             "repeats": REPEATS, "rounds": ROUNDS, "numpy": np.__version__, "numba": getattr(numba, "__version__", None),
             "machine": platform.processor() or platform.machine()}
-    write_json("decode.json", {"meta": meta, "rows": rows})
+    write_json("decode.json" if STRIDE == 8 else f"decode_stride{STRIDE}.json", {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_decode import SIZE, STRIDE, random_people, render  # noqa: E402
 from common import write_json  # noqa: E402
 
-from posepart.heads import HeadMeta
 from posepart.decode import decode  # noqa: E402
 from posepart.decode.instances import assign_part_instances, cell_index, part_limb_compatibility  # noqa: E402
+from posepart.heads import HeadMeta
 from posepart.inference.backends import Backend, OnnxBackend, TorchBackend  # noqa: E402
 from posepart.inference.export import export_onnx  # noqa: E402
 from posepart.inference.predictor import Predictor, model_info  # noqa: E402

@@ -23,8 +23,8 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from posepart.schema import Schema  # noqa: E402
 from posepart.heads import HeadMeta  # noqa: E402
+from posepart.schema import Schema  # noqa: E402
 from posepart.targets import build_targets, downsample_mask, heatmaps, pafs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -84,7 +84,8 @@ def main() -> None:
         times: dict[str, list[float]] = {"total": [], "heatmaps": [], "pafs": [], "mask": []}
         for _ in range(IMAGES):
             kp, ignore, parts = random_sample(rng, schema, n)
-            full = functools.partial(build_targets, kp, ignore, parts, HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA, paf_width=PAF_WIDTH))
+            head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA, paf_width=PAF_WIDTH)
+            full = functools.partial(build_targets, kp, ignore, parts, head)
             times["total"].append(best_of(full, REPEATS))
             times["heatmaps"].append(best_of(lambda: heatmaps(kp, out_hw, STRIDE, SIGMA), REPEATS))
             times["pafs"].append(best_of(lambda: pafs(kp, schema.skeleton, out_hw, STRIDE, PAF_WIDTH), REPEATS))

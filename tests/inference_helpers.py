@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posepart.heads import HeadMeta
 from posepart.data.augment import Affine, apply_affine, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
 from posepart.engine.config import load_config
 from posepart.engine.module import build_from_config
+from posepart.heads import HeadMeta
 from posepart.inference.preprocess import canvas_size, letterbox
 from posepart.models import ModelOutput
 from posepart.schema import Schema

@@ -39,9 +39,12 @@ def test_targets_benchmark(tmp_path: Path) -> None:
     assert all(0 < r["heatmaps_ms"] + r["pafs_ms"] + r["mask_ms"] <= 1.5 * r["total_ms"] for r in rows)
 
 
-def test_decode_benchmark_recovers_everyone(tmp_path: Path) -> None:
-    run_benchmark(tmp_path, "bench_decode.py")
-    rows = result(tmp_path, "decode.json")["rows"]
+@pytest.mark.parametrize("stride", [8, 4])
+def test_decode_benchmark_recovers_everyone(tmp_path: Path, stride: int) -> None:
+    run_benchmark(tmp_path, "bench_decode.py", "--stride", str(stride))
+    data = result(tmp_path, "decode.json" if stride == 8 else f"decode_stride{stride}.json")
+    assert data["meta"]["stride"] == stride
+    rows = data["rows"]
     assert [r["people"] for r in rows] == [1, 10, 20]
     assert all(r["recovered"] == 1.0 and r["spurious_people"] == 0 for r in rows)
     assert all(set(r["phases_ms"]) == {"peaks", "pair_scoring", "match_assemble", "rest"} for r in rows)
@@ -77,3 +80,16 @@ def test_predict_benchmark_quick(tmp_path: Path) -> None:
     assert all(r["instance_pixel_accuracy"] == 1.0 for r in data["post"])
     assert {r["model"].split(", ")[-1] for r in data["end_to_end"]} == {"PyTorch", "ONNX Runtime"}
     assert {r["batch"] for r in data["batches"]} == {1, 32}
+
+
+def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) -> None:
+    """One ablation row on a tiny budget, with the change it names (a stride-4 pose head, trained end to end)."""
+    out = run_benchmark(tmp_path, "ablate_pose.py", "--label", "smoke", "--images", "16", "--n-train", "8",
+                        "--n-val", "4", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                        "--set", "model.pose_stride=4")
+    (line,) = (tmp_path / "ablate_pose.jsonl").read_text().splitlines()
+    row = json.loads(line)
+    assert row["label"] == "smoke" and row["images"] == 16 and row["overrides"] == ["model.pose_stride=4"]
+    assert all(0.0 <= row[k] <= 1.0 for k in ("ap", "ap50", "pckh", "mean_iou"))
+    assert "| smoke | 16 |" in out
+    assert "pose_stride: 4" in (tmp_path / "run" / "config.yaml").read_text()

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posepart.heads import HeadMeta
 from posepart.decode import DecodeConfig, Person, decode, find_peaks, people_to_coco
+from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
 STRIDE = 8
@@ -475,7 +475,8 @@ def test_broken_chain_fragment_joins_its_person() -> None:
     person = figure(40, 40)
     person[schema.joint("left_elbow"), 2] = 0  # the wrist is now connected to nothing
     hm, paf = render(person[None], schema)
-    plain = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig(min_joints=1, min_person_score=0.0, fragment_max_joints=0))
+    plain = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE),
+                   DecodeConfig(min_joints=1, min_person_score=0.0, fragment_max_joints=0))
     assert len(plain) == 2  # the body and a lone wrist
     people = decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE), DecodeConfig.for_evaluation())
     assert len(people) == 1

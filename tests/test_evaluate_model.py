@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from posepart.heads import HeadMeta
 from posepart.cli import main
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.evaluate import evaluate_oracle
 from posepart.evaluate_model import BatchMeta, evaluate_model, predictions_from_output
+from posepart.heads import HeadMeta
 from posepart.models import ModelOutput, build_model
 from posepart.report import write_report
 

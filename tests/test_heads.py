@@ -164,3 +164,20 @@ def test_stride_4_end_to_end_through_files_and_onnx(tmp_path, capsys):
     assert "stride 8 contradicts the model's pose stride 4" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--stride", "4",
                  "--out", str(tmp_path / "m.json")]) == 0
+
+
+def test_model_info_reads_its_head_and_older_exports():
+    from posepart.inference.backends import EXPORT_FORMAT, BackendError
+
+    head = HeadMeta(PASCAL, pose_stride=4, parts_stride=1, sigma=5.0)
+    info = ModelInfo(head, 128, ("heatmaps", "pafs", "parts"), "m")
+    again = ModelInfo.from_json(info.to_json(), "m.onnx")
+    assert again == info and (again.stride, again.parts_stride, again.input_multiple) == (4, 1, 8)
+    legacy = json.dumps({"format": EXPORT_FORMAT, "schema": PASCAL.to_category(), "stride": 8, "parts_stride": 1,
+                         "input_size": 368, "outputs": ["heatmaps", "pafs"], "name": "old"})  # before HeadMeta
+    old = ModelInfo.from_json(legacy, "old.onnx")
+    assert (old.head.pose_stride, old.head.parts_stride, old.head.sigma) == (8, None, 7.0)
+    contradicting = json.loads(info.to_json())
+    contradicting["outputs"] = ["parts"]
+    with pytest.raises(BackendError, match="contradict the head"):
+        ModelInfo.from_json(json.dumps(contradicting), "x.onnx")

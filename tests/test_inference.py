@@ -10,7 +10,6 @@ import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
 from PIL import Image
 
-from posepart.heads import HeadMeta
 from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
@@ -18,6 +17,7 @@ from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.evaluate import oracle_prediction
 from posepart.evaluate_model import BatchMeta, predictions_from_output
+from posepart.heads import HeadMeta
 from posepart.inference import ImageResult, Predictor
 from posepart.inference.preprocess import InputError, canvas_size, letterbox
 from posepart.inference.tta import Maps, flip_maps

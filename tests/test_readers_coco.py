@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from pycocotools.coco import COCO
 
-from posepart.heads import HeadMeta
 from posepart.data.format import PosePartDataset
+from posepart.heads import HeadMeta
 from posepart.targets import build_targets
 
 

@@ -99,7 +99,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         dataset = map_dataset(dataset, loaded.schema)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     metrics, overlays = evaluate_model(
-        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size, device=args.device, overlays=args.overlays, workers=args.workers)
+        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
+        device=args.device, overlays=args.overlays, workers=args.workers)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
     return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
@@ -332,12 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="training budget per model, in images (default: posepart.demo.DEFAULT_TRAIN_IMAGES): FCN32, "
-                        "PAF and joint each train on N images (the learning-rate schedule is planned over N) and are "
-                        "compared; 0: oracle evaluation only")
+                        "PAF, the joint network with either task masked and the joint model each train on N images "
+                        "(the learning-rate schedule is planned over N) and are compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
     p.add_argument("--n-train", type=int, default=2000, help="distinct synthetic training images")
     p.add_argument("--jobs", type=int, default=3,
-                   help="models trained at once, in separate processes sharing the cores (default 3: all; "
+                   help="models trained at once, in separate processes sharing the cores (default 3; "
                         "1: one after another with progress bars)")
     p.set_defaults(run=cmd_demo)
 

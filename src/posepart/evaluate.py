@@ -135,7 +135,8 @@ def oracle_prediction(
     return Prediction(results, pred_parts), parts
 
 
-def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8, sigma: float = 7.0,
+def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8,
+                    sigma: float = HeadMeta.sigma,
                     progress: bool = True) -> dict[str, Any]:
     """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma`.
     Broken samples are skipped and counted."""

@@ -153,9 +153,11 @@ def write_report(
     return report
 
 
-def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path) -> Path:
+def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path,
+                         hide: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Training loss (and validation mean IU / AP where logged) against step, one line per model, from Lightning's
-    metrics.csv files."""
+    metrics.csv files; `hide`: per model, logged keys not to draw (the metric of a head trained with its task
+    masked)."""
     import csv
 
     import matplotlib
@@ -169,8 +171,9 @@ def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path) -> Path:
     for i, (label, path) in enumerate(csv_by_model.items()):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
+        hidden = set((hide or {}).get(label, ()))
         for ax, (key, _) in zip(axes, panels):  # one colour per model in every panel, even where it has no line
-            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) and key not in hidden]
             if points:
                 ax.plot(*zip(*points), label=label, color=colours[i % len(colours)],
                         marker="." if key.startswith("val") else None)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from posepart.data.augment import AugmentConfig
+from posepart.heads import HeadMeta
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -95,8 +96,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
     epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
     input_size: int = 368
-    sigma: float = 7.0  # heatmap Gaussian sigma, input pixels (carried in the model's HeadMeta)
-    paf_width: float = 1.0  # PAF half-width, output cells (carried in the model's HeadMeta)
+    sigma: float = HeadMeta.sigma  # heatmap Gaussian sigma, input pixels (carried in the model's HeadMeta)
+    paf_width: float = HeadMeta.paf_width  # PAF half-width, output cells (carried in the model's HeadMeta)
     batch_size: int = 8
     workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
-from ..heads import POSE_STRIDES
+from ..heads import POSE_STRIDES, HeadMeta
 from ..schema import Schema
 from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
@@ -113,7 +113,8 @@ def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batc
 
 
 def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
-              pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0,
+              pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
+              paf_width: float = HeadMeta.paf_width,
               heatmap_sigmoid: bool = False) -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
     _check_pretrained(pretrained, width, batch_norm)
@@ -127,7 +128,8 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                pretrained: Path | str | None = None, sigma: float = 7.0, paf_width: float = 1.0,
+                pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
+                paf_width: float = HeadMeta.paf_width,
                 heatmap_sigmoid: bool = False) -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 

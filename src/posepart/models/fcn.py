@@ -86,6 +86,18 @@ def pad_edges(x: Tensor) -> Tensor:
     return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
 
 
+def skip_output_stride(input_stride: int, skips: dict[str, ShapeSpec]) -> int:
+    """The stride after refining a stride-`input_stride` map with `skips` (coarse to fine), each halving it; a skip
+    at any other stride is a ValueError."""
+    stride = input_stride
+    for name, shape in skips.items():
+        if shape.stride * 2 != stride:
+            raise ValueError(f"skip {name!r} has stride {shape.stride}; the next skip after stride {stride} must "
+                             f"have stride {stride // 2}")
+        stride = shape.stride
+    return stride
+
+
 def zero_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
     """A 1x1 class scorer starting at zero: FCN's skip scorers, so a finer net starts as its coarser parent."""
     conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
@@ -106,13 +118,7 @@ class SkipRefine(nn.Module):
 
     def __init__(self, num_classes: int, input_stride: int, skips: dict[str, ShapeSpec]) -> None:
         super().__init__()
-        stride = input_stride
-        for name, shape in skips.items():  # coarse to fine
-            if shape.stride * 2 != stride:
-                raise ValueError(f"skip {name!r} has stride {shape.stride}; the next skip after stride {stride} "
-                                 f"must have stride {stride // 2}")
-            stride = shape.stride
-        self.output_stride = stride
+        self.output_stride = skip_output_stride(input_stride, skips)
         self.scorers = nn.ModuleDict({name: zero_scorer(s.channels, num_classes) for name, s in skips.items()})
         self.upsample = nn.ModuleDict({name: BilinearUpsample(num_classes, 2) for name in skips})
 

@@ -41,8 +41,8 @@ class PosePartNet(nn.Module):
         parts_refine: nn.Module | None = None,
         pose_refine: nn.ModuleDict | None = None,
         schema: Schema | None = None,
-        sigma: float = 7.0,
-        paf_width: float = 1.0,
+        sigma: float = HeadMeta.sigma,
+        paf_width: float = HeadMeta.paf_width,
     ) -> None:
         super().__init__()
         if seg_head is None and pose_head is None:
