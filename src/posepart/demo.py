@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 import multiprocessing
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any

@@ -308,8 +308,9 @@ def model_info(model: Any, schema: Schema, input_size: int, name: str = "") -> M
     """ModelInfo of a `PosePartNet`: its own `meta` (which heads, their strides and sigma), read in `schema`."""
     head = getattr(model, "meta", None)
     if head is None:  # built by hand without a schema: describe it from its attributes
-        head = HeadMeta(schema, pose_stride=getattr(model, "pose_stride", 8) if model.has_pose else None,
-                        parts_stride=getattr(model, "parts_stride", 1) if model.has_parts else None,
+        pose, parts = getattr(model, "has_pose", True), getattr(model, "has_parts", True)
+        head = HeadMeta(schema, pose_stride=getattr(model, "pose_stride", 8) if pose else None,
+                        parts_stride=getattr(model, "parts_stride", 1) if parts else None,
                         input_multiple=int(getattr(model, "stride", 8)))
     elif head.schema != schema:
         head = replace(head, schema=schema)
