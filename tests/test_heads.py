@@ -181,3 +181,4 @@ def test_model_info_reads_its_head_and_older_exports():
     contradicting["outputs"] = ["parts"]
     with pytest.raises(BackendError, match="contradict the head"):
         ModelInfo.from_json(json.dumps(contradicting), "x.onnx")
+

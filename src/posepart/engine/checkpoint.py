@@ -162,6 +162,10 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
              sources: list[dict[str, Any]] | None = None, head: HeadMeta | None = None) -> LoadedModel:
     from posepart.engine.module import build_from_config
 
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:  # a model that predicts NaN everywhere would score 0 without a word
+        raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "
+                              f"{bad[0]!r}")
     model = build_from_config(config, schema, pretrained=False)
     if head is not None and head != model.meta:
         raise CheckpointError(f"{path}: the recorded head {head.to_dict()} differs from the one its config builds "
