@@ -1,4 +1,5 @@
-"""Model files that must not load: non-finite weights are refused with an error naming the file and the tensor."""
+"""Model files: non-finite weights are refused with an error naming the file and the tensor; a save killed midway
+leaves no temp file behind once the next run starts."""
 
 from __future__ import annotations
 
@@ -42,3 +43,32 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(st), str(root / "images"), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert err.count("refusing non-finite weights") == 2
+
+
+def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
+    """A save killed between writing its temp file and the rename leaves `.last.ckpt.tmp-PID`; the next `train`
+    removes it (its process is gone) and keeps a live process's temp file."""
+    import os
+    import subprocess
+    import sys
+
+    from posepart.data.synth import write_synth
+    from posepart.engine.checkpoint import remove_orphans
+    from posepart.engine.config import load_config
+    from posepart.engine.train import train
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    orphan, live = folder / f".last.ckpt.tmp-{dead_pid}", folder / f".best.ckpt.tmp-{os.getpid()}"
+    orphan.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    assert remove_orphans(tmp_path / "nothing-here") == []
+    root = write_synth(tmp_path / "data", n=4, seed=2, size=64)
+    config = load_config(None, ["model.name=paf_vgg16", "model.stages=1", "model.width=0.125", f"data.train={root}",
+                                "data.input_size=64", "data.batch_size=4", "data.workers=0", "train.max_steps=1",
+                                "train.accelerator=cpu", "train.devices=1", "train.best_metric=val/total"])
+    train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False)
+    assert not orphan.exists() and live.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [live.name, "last.ckpt"]

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
+from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks, remove_orphans
 from posepart.engine.config import Config, ConfigError, dump_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
@@ -112,6 +112,9 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    for folder in (out, out / "checkpoints"):  # temp files of a save that was killed (the run's own saves replace)
+        for orphan in remove_orphans(folder):
+            rank_zero_info(f"removed {orphan}: left by an interrupted save")
     data = PosePartDataModule(cfg)
     module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                             sources=data.describe())
