@@ -72,3 +72,22 @@ def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
     train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False)
     assert not orphan.exists() and live.exists()
     assert sorted(p.name for p in folder.iterdir()) == [live.name, "last.ckpt"]
+
+
+def test_max_minutes_is_a_budget_for_each_launch(tmp_path):
+    """A run cut by --max-minutes and resumed with the same budget trains on (Lightning's own timer restored the
+    elapsed time from the checkpoint: the resumed launch stopped at once with 0 steps and exit status 0)."""
+    from posepart.data.synth import write_synth
+    from posepart.engine.config import load_config
+    from posepart.engine.train import train
+
+    root = write_synth(tmp_path / "data", n=4, seed=3, size=64)
+    config = load_config(None, ["model.name=paf_vgg16", "model.stages=1", "model.width=0.125", f"data.train={root}",
+                                "data.input_size=64", "data.batch_size=4", "data.workers=0", "train.max_steps=100000",
+                                "train.max_epochs=-1", "train.accelerator=cpu", "train.devices=1",
+                                "train.best_metric=val/total"])
+    quiet = dict(enable_progress_bar=False, enable_model_summary=False)
+    first = train(config, tmp_path / "run", max_minutes=0.04, **quiet)
+    assert first.last is not None and 0 < first.global_step < 100000
+    second = train(config, tmp_path / "run", resume=first.last, max_minutes=0.04, **quiet)
+    assert second.global_step > first.global_step

@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -75,6 +76,15 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
     return metric
 
 
+class LaunchTimer(Timer):
+    """Lightning's `max_time` Timer, as a budget for this launch: a resumed run gets its full `--max-minutes` again.
+    Lightning's own restores the elapsed time from the checkpoint, so a run resumed with the budget it was cut by
+    stops at once, trains 0 steps and exits 0 (a SLURM requeue loop would never move on)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._offset = 0
+
+
 def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                   max_minutes: float | None = None, **overrides: Any) -> pl.Trainer:
     """The Trainer of a run (callbacks, loggers, checkpoint IO); `overrides` go straight to `pl.Trainer`."""
@@ -89,9 +99,10 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         deterministic=t.deterministic,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
-        max_time=timedelta(minutes=minutes) if minutes is not None else None,
         default_root_dir=out,
-        callbacks=[*checkpoint_callbacks(out / "checkpoints", monitor, t.best_mode), *overrides.pop("callbacks", [])],
+        callbacks=[*checkpoint_callbacks(out / "checkpoints", monitor, t.best_mode),
+                   *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
+                   *overrides.pop("callbacks", [])],
         logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb", version="")],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_steps,
