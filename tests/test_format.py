@@ -200,3 +200,25 @@ def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
     (root / "annotations.json").write_text("[1, 2")
     assert main(["inspect", str(root)]) == 2
     assert "malformed JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, why", [("../../outside/x.png", "resolves outside"),
+                                       ("sub/../../x.png", "resolves outside"),
+                                       ("/etc/passwd", "non-empty path relative"), ("", "non-empty path relative"),
+                                       ("escape.png", "resolves outside")])
+def test_file_names_never_leave_the_dataset(tmp_path, capsys, name, why):
+    """An annotation's file_name is relative to images/ (and parts/) and must resolve inside them: `..`, absolute
+    names, empty names and symlinks that lead out are errors naming the record, in the API and in `inspect`."""
+    root = write_custom(tmp_path / "ds")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((root / "images/img0.png").read_bytes())
+    (root / "images/escape.png").symlink_to(outside)
+    (root / "images/inner.png").symlink_to(root / "images/img0.png")  # a symlink that stays inside is fine
+    _edit_json(root, lambda d: d["images"][1].update(file_name="inner.png"))
+    assert PosePartDataset.open(root).records[1].image_path == root / "images/inner.png"
+    _edit_json(root, lambda d: d["images"][2].update(file_name=name))
+    with pytest.raises(DatasetError, match=rf"images\[2\] \(id 3\): file name .*{why}"):
+        PosePartDataset.open(root)
+    capsys.readouterr()
+    assert main(["inspect", str(root)]) == 2
+    assert why in capsys.readouterr().err

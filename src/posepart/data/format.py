@@ -281,6 +281,18 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _inside(folder: Path, relative: str, label: str) -> Path:
+    """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
+    symlink that leads out is a DatasetError naming the record (an annotation file must not make us read /etc/passwd
+    or another dataset's files). Symlinks that stay inside are fine."""
+    if not relative.strip() or Path(relative).is_absolute():
+        raise DatasetError(f"{label}: file name {relative!r} must be a non-empty path relative to {folder}")
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}")
+    return path
+
+
 def _read_record(
     info: dict[str, Any],
     annotations: list[dict[str, Any]],
@@ -329,14 +341,16 @@ def _read_record(
         boxes.append(np.asarray(box, np.float32))
         areas.append(float(ann.get("area") or box[2] * box[3]))
         head_sizes.append(_head_size(ann))
+    image_path = _inside(image_dir, file_name, f"{where}: images[{index}] (id {image_id})")
     parts_path = None
     if parts_dir is not None and schema.has_parts:
-        candidate = parts_dir / Path(file_name).with_suffix(".png")
+        candidate = _inside(parts_dir, str(Path(file_name).with_suffix(".png")), f"{where}: images[{index}] (id "
+                            f"{image_id}) part map")
         parts_path = candidate if candidate.is_file() else None
     return ImageRecord(
         image_id=image_id,
         file_name=file_name,
-        image_path=image_dir / file_name,
+        image_path=image_path,
         width=width,
         height=height,
         keypoints=np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32),
