@@ -140,19 +140,25 @@ class PosePartModule(pl.LightningModule):
         every `train.log_every_steps` steps (when Lightning syncs to log anyway), at the end of every epoch and before
         every checkpoint. A NaN is therefore reported exactly, up to that many steps late; no checkpoint is written
         after it. `all_ranks`: agree across DDP ranks, so that every rank stops together instead of hanging in the
-        next all-reduce (only where every rank calls this at the same point).
+        next all-reduce (only where every rank calls this at the same point, with no other collective pending: the
+        logged training steps).
         """
-        if not self._unchecked:
-            return
-        finite = torch.isfinite(torch.stack([terms["total"] for *_, terms in self._unchecked])).cpu()  # the sync
+        # With all_ranks, every rank enters the all-reduce below whatever its list holds: an early return on an
+        # empty list would let one rank skip a collective another entered.
+        finite = (torch.isfinite(torch.stack([terms["total"] for *_, terms in self._unchecked])).cpu()  # the sync
+                  if self._unchecked else torch.ones(0, dtype=torch.bool))
         here = bool(finite.all())
         everywhere = here
         if all_ranks and self._trainer is not None and self.trainer.world_size > 1:
             everywhere = bool(self.trainer.strategy.reduce_boolean_decision(here, all=True))
         if everywhere:
-            self._last_finite = self._unchecked[-1][2]
-            self._unchecked = []
+            if self._unchecked:
+                self._last_finite = self._unchecked[-1][2]
+                self._unchecked = []
             return
+        if not self._unchecked:  # this rank had nothing left to check; another found the NaN
+            raise FloatingPointError(f"loss became non-finite on another rank by step {self.global_step}. Lower "
+                                     f"optim.lr or check the data.")
         bad = int((~finite).nonzero()[0]) if not here else len(finite) - 1
         step, epoch, terms = self._unchecked[bad]
         before = self._unchecked[bad - 1][2] if bad > 0 else self._last_finite
@@ -279,11 +285,16 @@ class PosePartModule(pl.LightningModule):
         self._overlays = []
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
+    # Rank-local checks here: no collective of ours may sit between Lightning's epoch-end metric syncs, which rank 0
+    # starts alone in its progress bar (`train/loss` has prog_bar and sync_dist) and the other ranks in their logger
+    # a moment later; an all-reduce of ours in between paired with the wrong one (gloo: "collective mismatch" at the
+    # first epoch's end whenever steps were left unchecked). A rank that finds a NaN raises; the others then fail
+    # on its closed connection instead of hanging.
     def on_train_epoch_end(self) -> None:
-        self.check_finite()
+        self.check_finite(all_ranks=False)
 
     def on_train_end(self) -> None:
-        self.check_finite()
+        self.check_finite(all_ranks=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite(all_ranks=False)  # the clear message first; the parameter check below is the backstop
