@@ -91,3 +91,33 @@ def test_max_minutes_is_a_budget_for_each_launch(tmp_path):
     assert first.last is not None and 0 < first.global_step < 100000
     second = train(config, tmp_path / "run", resume=first.last, max_minutes=0.04, **quiet)
     assert second.global_step > first.global_step
+
+
+def test_a_second_writer_into_a_busy_out_folder_is_refused(tmp_path, capsys):
+    """`predict` or `train` into an --out another posepart process is writing is refused (exit 2), not mixed; the
+    lock is the kernel's (flock), so it is gone once its holder ends, even after kill -9, and the folder is usable."""
+    from posepart.data.synth import write_synth
+    from posepart.data.writer import OutputInUse, lock_output
+
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", PASCAL, gain=40.0)
+    root = write_synth(tmp_path / "data", n=2, seed=4, size=64)
+    out = tmp_path / "out"
+    predict = ["predict", "--checkpoint", str(ckpt), str(root / "images"), "--out", str(out), "--quiet"]
+    train = ["train", "--config", str(tmp_path / "c.yaml"), "--train", str(root), "--out", str(out)]
+    (tmp_path / "c.yaml").write_text("model: {name: paf_vgg16, stages: 1, width: 0.125}\n"
+                                     "data: {input_size: 64, batch_size: 2, workers: 0}\n"
+                                     "train: {max_steps: 1, accelerator: cpu, devices: 1, best_metric: val/total}\n")
+    with lock_output(out):  # another process's run in progress
+        with pytest.raises(OutputInUse, match="being written by another posepart process"):
+            with lock_output(out):
+                pass
+        capsys.readouterr()
+        assert main(predict) == 2
+        assert main(train) == 2
+        err = capsys.readouterr().err
+        assert err.count("is being written by another posepart process") == 2
+        assert not (out / "keypoints.json").exists() and not (out / "checkpoints").exists()
+    assert main(predict) == 0 and (out / "keypoints.json").is_file()
+    (tmp_path / "file").write_text("")
+    assert main([*predict[:-2], str(tmp_path / "file"), "--quiet"]) == 2  # --out names a file
+    assert "not a folder" in capsys.readouterr().err

@@ -236,6 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from posepart.data.writer import OutputInUse
     from posepart.engine.config import ConfigError, load_config
 
     try:
@@ -253,6 +254,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OutputInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; "
           f"best: {result.best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}

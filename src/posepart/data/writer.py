@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -98,3 +99,40 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+LOCK_FILE = ".posepart.lock"
+
+
+class OutputInUse(RuntimeError):
+    """Another posepart process is writing into the output folder."""
+
+
+@contextmanager
+def lock_output(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if needed) while writing into it, so that a second posepart
+    process writing there is refused (OutputInUse) instead of mixing its files in. flock, not a marker file: the
+    kernel releases it when the process ends, even on kill -9, so a crash never leaves a stale lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield folder / LOCK_FILE
+        return
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process"
+            raise OutputInUse(f"{folder} is being written by another posepart process ({holder}); wait for it to "
+                              f"finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield folder / LOCK_FILE
+    finally:
+        handle.close()  # closing the file releases the lock

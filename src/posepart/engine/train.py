@@ -11,6 +11,8 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 from __future__ import annotations
 
 import math
+import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from posepart.data.writer import lock_output
 from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks, remove_orphans
 from posepart.engine.config import Config, ConfigError, dump_config
 from posepart.engine.data import PosePartDataModule
@@ -116,12 +119,24 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
     return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
 
 
+def _first_process() -> bool:
+    """Whether this is the launch's first process (not a DDP worker Lightning, torchrun or SLURM started)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
 def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
           **trainer_overrides: Any) -> TrainResult:
-    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time."""
+    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time. `out` is
+    locked for the launch: a second train into it while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
+    with lock_output(out) if _first_process() else nullcontext():
+        return _train(cfg, out, resume=resume, max_minutes=max_minutes, **trainer_overrides)
+
+
+def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
+           **trainer_overrides: Any) -> TrainResult:
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     for folder in (out, out / "checkpoints"):  # temp files of a save that was killed (the run's own saves replace)
         for orphan in remove_orphans(folder):

@@ -60,7 +60,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
                              image_ids=ids, progress=not args.quiet)
-    summary = run_predict(predictor, sources, options, failures)
+    from posepart.data.writer import OutputInUse, lock_output
+
+    try:
+        with lock_output(args.out):
+            summary = run_predict(predictor, sources, options, failures)
+    except OutputInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError) as err:  # --out names a file
+        print(f"error: --out {args.out}: not a folder ({err.strerror})", file=sys.stderr)
+        return 2
     print(f"processed {summary['succeeded']} input(s), {summary['people']} people found; "
           f"{summary['failed']} failed; results in {args.out}", file=sys.stderr)
     if summary["succeeded"] == 0 or (args.strict and summary["failed"]):
