@@ -222,3 +222,16 @@ def test_file_names_never_leave_the_dataset(tmp_path, capsys, name, why):
     capsys.readouterr()
     assert main(["inspect", str(root)]) == 2
     assert why in capsys.readouterr().err
+
+
+def test_oracle_reads_the_images_it_scores(tmp_path, capsys):
+    """`evaluate --oracle` skips and counts, naming it, an image no model could read (a truncated file) instead of
+    scoring its ground truth as if it were fine."""
+    from posepart.evaluate import evaluate_oracle
+
+    root = write_custom(tmp_path / "ds")
+    path = root / "images/img1.png"
+    path.write_bytes(path.read_bytes()[:-200])
+    metrics = evaluate_oracle(PosePartDataset.open(root), input_size=64, progress=False)
+    assert metrics["images"] == 2 and metrics["skipped"] == 1
+    assert "img1.png" in capsys.readouterr().out

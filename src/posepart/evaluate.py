@@ -116,7 +116,10 @@ def oracle_prediction(
     parts = dataset.load_parts(record)
     out_hw = (input_size, input_size)
     affine = letterbox_affine((record.height, record.width), out_hw)
-    blank = np.zeros((record.height, record.width, 3), np.uint8)  # the oracle needs no pixels
+    # The oracle needs no pixels, but it must not score an image a model could not read (a truncated JPEG, a size
+    # that contradicts the JSON): reading it raises the same DatasetError training and evaluation would.
+    dataset.load_image(record)
+    blank = np.zeros((record.height, record.width, 3), np.uint8)
     _, parts_in, ignore_in, keypoints_in = apply_affine(
         affine, blank, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
     )
