@@ -50,12 +50,14 @@ class DemoModel:
     folder: str
     tasks: tuple[str, ...] | None = None
 
-    def masked_metrics(self) -> tuple[str, ...]:
-        """The logged validation metrics of the masked head (not drawn: they score random weights)."""
-        if self.tasks is None:
-            return ()
-        return tuple(key for task, key in (("pose", "val/pose/ap"), ("parts", "val/seg/mean_iou"))
-                     if task not in self.tasks)
+
+# task -> (its entry in metrics.json, the validation metric of it drawn in the curves)
+TASK_METRICS = {"pose": ("pose", "val/pose/ap"), "parts": ("segmentation", "val/seg/mean_iou")}
+
+
+def masked_tasks(tasks: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The tasks a run trains with masked labels (None trains all): their heads' scores are of random weights."""
+    return () if tasks is None else tuple(task for task in TASK_METRICS if task not in tasks)
 
 
 # The seed's single-task models, the joint network with one task masked (same architecture: a difference to the joint
@@ -91,10 +93,9 @@ def run_dir(out: Path, label: str) -> Path:
 
 def trained_only(metrics: dict[str, Any], tasks: tuple[str, ...] | None) -> dict[str, Any]:
     """`metrics` without the scores of a head that was masked in training (its numbers would be of random weights)."""
-    if tasks is None:
+    masked = {TASK_METRICS[task][0] for task in masked_tasks(tasks)}
+    if not masked:
         return metrics
-    drop = {"pose": "pose", "parts": "segmentation"}
-    masked = {drop[t] for t in drop if t not in tasks}
     kept = {k: v for k, v in metrics.items() if k not in masked}
     if "per_stage" in kept:
         kept["per_stage"] = [{k: v for k, v in stage.items() if k not in masked} for stage in kept["per_stage"]]
@@ -214,7 +215,7 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
             if csv is not None:
                 curves[label] = csv
         figures.append(save_rgb(out / "predictions.png", grid(predictions, columns=4)))
-        hide = {label: DEMO_MODELS[label].masked_metrics() for label in curves}
+        hide = {label: [TASK_METRICS[task][1] for task in masked_tasks(DEMO_MODELS[label].tasks)] for label in curves}
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "
