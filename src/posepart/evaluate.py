@@ -118,10 +118,9 @@ def oracle_prediction(
     affine = letterbox_affine((record.height, record.width), out_hw)
     # The oracle needs no pixels, but it must not score an image a model could not read (a truncated JPEG, a size
     # that contradicts the JSON): reading it raises the same DatasetError training and evaluation would.
-    dataset.load_image(record)
-    blank = np.zeros((record.height, record.width, 3), np.uint8)
+    image = dataset.load_image(record)
     _, parts_in, ignore_in, keypoints_in = apply_affine(
-        affine, blank, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
+        affine, image, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
     )
     targets = build_targets(keypoints_in, ignore_in, parts_in, head)
     to_image = invert(affine)

@@ -12,6 +12,7 @@ The COCO release layout (`person_keypoints_*.json` + an image folder) is read as
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -288,9 +289,15 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     if not relative.strip() or Path(relative).is_absolute():
         raise DatasetError(f"{label}: file name {relative!r} must be a non-empty path relative to {folder}")
     path = folder / relative
-    if not path.resolve().is_relative_to(folder.resolve()):
+    if not path.resolve().is_relative_to(_resolved(folder)):
         raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(folder: Path) -> Path:
+    """A dataset folder's real path, resolved once for all its records rather than once per record."""
+    return folder.resolve()
 
 
 def _read_record(
