@@ -93,3 +93,17 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     assert all(0.0 <= row[k] <= 1.0 for k in ("ap", "ap50", "pckh", "mean_iou"))
     assert "| smoke | 16 |" in out
     assert "pose_stride: 4" in (tmp_path / "run" / "config.yaml").read_text()
+
+    # the diagnosis of that model: its oracle row is `evaluate --oracle` on the model's grid
+    from posepart.data.format import PosePartDataset
+    from posepart.evaluate import evaluate_oracle
+
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "diagnose_pose.py"),
+                           str(tmp_path / "run" / "checkpoints" / "last.ckpt"), str(tmp_path / "data" / "val")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
+    assert len(lines) == 5 and "predicted maps" in lines
+    oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
+                             progress=False)["pose"]
+    assert f"AP {oracle['ap']:.3f}  AP50 {oracle['ap50']:.3f}" in lines["true heatmaps + true PAFs (oracle)"]

@@ -142,6 +142,7 @@ class TrainConfig:
     precision: str = "32-true"
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps
+    ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
     seed: int = 0
     deterministic: bool = False
     accelerator: str = "auto"
@@ -153,6 +154,10 @@ class TrainConfig:
     best_mode: Literal["max", "min"] = "max"
     log_every_steps: int = 10
     val_images: int = 4  # prediction overlays logged per validation
+
+    def __post_init__(self) -> None:
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
 
 
 @dataclass

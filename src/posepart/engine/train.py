@@ -20,9 +20,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import Timer, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output
 from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks, remove_orphans
@@ -88,6 +89,17 @@ class LaunchTimer(Timer):
         self._offset = 0
 
 
+class EMAWeights(WeightAveraging):
+    """An exponential moving average of the weights (and BatchNorm statistics), updated after every optimizer step
+    (Lightning's `WeightAveraging`): validation, the saved `state_dict` and the final model use the average; a
+    checkpoint also keeps the raw weights, so --resume continues the raw run and its average (tested). A run stopped
+    inside an epoch (--max-minutes, max_steps) saves after training ends, when only the average is left: resuming
+    it restarts the raw weights from the average."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(avg_fn=get_ema_avg_fn(decay))
+
+
 def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                   max_minutes: float | None = None, **overrides: Any) -> pl.Trainer:
     """The Trainer of a run (callbacks, loggers, checkpoint IO); `overrides` go straight to `pl.Trainer`."""
@@ -105,6 +117,7 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         default_root_dir=out,
         callbacks=[*checkpoint_callbacks(out / "checkpoints", monitor, t.best_mode),
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
+                   *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
         logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb", version="")],
         plugins=[AtomicCheckpointIO()],
@@ -116,6 +129,9 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         enable_progress_bar=True,
     )
     kwargs.update(overrides)
+    if "bf16" in str(t.precision) and t.accelerator == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        rank_zero_warn(f"train.precision={t.precision}: this CPU has no native bfloat16 (AVX512-BF16/AMX), so bf16 "
+                       f"autocast is emulated and slower than float32; set train.precision=32-true")
     return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
 
 

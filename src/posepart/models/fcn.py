@@ -35,13 +35,13 @@ def bilinear_kernel(size: int) -> Tensor:
 
 
 class BilinearUpsample(nn.Module):
-    """x`factor` upsampling by a transposed conv initialised to bilinear interpolation, cropped to a target size.
+    """x`factor` bilinear upsampling (learnable: a transposed conv initialised to it), cropped to a target size.
 
     forward(x (B, C, h, w), out_hw) -> (B, C, out_h, out_w), out_h <= factor * h.
     learnable=True: a C x C transposed conv whose kernel starts diagonal (channel c only feeds channel c), as FCN's
-    "surgery" initialisation of its intermediate x2 layers. learnable=False: the fixed bilinear kernel as a depthwise
-    transposed conv held in a (non-persistent) buffer, as the FCN reference nets' final upsampling; it adds no
-    parameters and no C x C FLOPs.
+    "surgery" initialisation of its intermediate x2 layers. learnable=False: the FCN reference nets' fixed final
+    upsampling, computed as `F.interpolate` (what that kernel computes; no parameters): as a depthwise transposed
+    conv with a 64x64 kernel it took 250 ms of the CPU demo FCN32's 500 ms step, and more under bf16 autocast.
     Replicate-padding the input by one cell makes the borders exact too: at initialisation the result equals
     `F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)` cropped to out_hw.
     """
@@ -52,29 +52,25 @@ class BilinearUpsample(nn.Module):
             raise ValueError(f"factor must be an even integer >= 2, got {factor}")
         self.factor = factor
         self.channels = channels
-        kernel = bilinear_kernel(2 * factor)  # (2f, 2f)
         self.up: nn.ConvTranspose2d | None = None
         if learnable:
+            kernel = bilinear_kernel(2 * factor)  # (2f, 2f)
             self.up = nn.ConvTranspose2d(
                 channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False
             )
             with torch.no_grad():
                 self.up.weight.zero_()
                 self.up.weight[torch.arange(channels), torch.arange(channels)] = kernel
-        else:
-            self.register_buffer("kernel", kernel.expand(channels, 1, -1, -1).clone(), persistent=False)
 
     def forward(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
         f = self.factor
         out_h, out_w = out_hw[0], out_hw[1]  # no int(): a traced export (ONNX, TorchScript) keeps them dynamic
         if out_h > f * x.shape[-2] or out_w > f * x.shape[-1]:
             raise ValueError(f"cannot upsample {tuple(x.shape[-2:])} by {f} to {(out_h, out_w)}")
-        x = pad_edges(x)  # (B, C, h+2, w+2)
-        if self.up is not None:
-            y = self.up(x)
-        else:
-            y = F.conv_transpose2d(x, self.kernel, stride=f, padding=f // 2, groups=self.channels)
-        # y: (B, C, f*(h+2), f*(w+2)); drop the pad cells' f pixels, then crop to the target
+        if self.up is None:
+            y = F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)  # (B, C, f*h, f*w)
+            return y[:, :, :out_h, :out_w]
+        y = self.up(pad_edges(x))  # (B, C, f*(h+2), f*(w+2)); drop the pad cells' f pixels, then crop to the target
         return y[:, :, f : f + out_h, f : f + out_w]
 
 
@@ -203,7 +199,10 @@ class FCNHead(nn.Module):
     def forward(self, feats: dict[str, Tensor], image_hw: tuple[int, int]) -> Tensor:
         pool4 = self.pool4(feats["conv4_3"])  # (B, 512w, ceil(H/16), ceil(W/16))
         pool5 = self.pool5(self.conv5(pool4))  # (B, 512w, ceil(H/32), ceil(W/32))
-        score = self.score_fr(self.fc(pool5))  # (B, P, ceil(H/32), ceil(W/32))
+        # float32 even under bf16 autocast: oneDNN's bf16 convolution backward returns non-finite gradients when the
+        # map is 1-2 cells wide for this 7x7 kernel (torch 2.14; a 64 px input), and at stride 32 the block is cheap
+        with torch.autocast(pool5.device.type, enabled=False):
+            score = self.score_fr(self.fc(pool5.float()))  # (B, P, ceil(H/32), ceil(W/32))
         if self.variant in ("fcn16", "fcn8"):
             # Fuse with the stride-16 prediction: upsample x2, crop to pool4's size, add.
             score = self.upscore2(score, pool4.shape[-2:]) + self.score_pool4(pool4)  # (B, P, H/16, W/16)

@@ -97,7 +97,8 @@ class PosePartNet(nn.Module):
                 out.heatmaps = [self.pose_refine["heatmaps"](m, feats) for m in out.heatmaps]  # (B, K+1, H/s, W/s)
                 out.pafs = [self.pose_refine["pafs"](m, feats) for m in out.pafs]  # (B, 2L, H/s, W/s)
             if getattr(self.pose_head, "heatmap_sigmoid", False):  # logits -> the maps everything downstream reads
-                out.heatmaps = [torch.sigmoid(m) for m in out.heatmaps]
+                # float32 (a no-op unless under bf16 autocast): bf16 would round probabilities above ~0.99 to 1
+                out.heatmaps = [torch.sigmoid(m.float()) for m in out.heatmaps]
             if self.parts_refine is not None:  # the next stage was fed the stride-8 logits; refine what is output
                 out.parts = [self.parts_refine(p, feats) for p in out.parts]  # (B, P, H/s, W/s) each
         if self.seg_head is not None:
