@@ -145,6 +145,43 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
 
 
+class WeightRecorder(pl.Callback):
+    """The raw model weights after every optimizer step (registered before the averaging callback runs)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+
+def test_ema_weights_are_the_hand_computed_average_and_resume_exactly(data, tmp_path):
+    """train.ema_decay: the saved state_dict (what evaluate, predict and export load) is the exponential average of the
+    raw weights after each step, e_1 = w_1, e_k = d e_(k-1) + (1 - d) w_k; the checkpoint keeps the raw weights, and
+    a run cut after epoch 1 and resumed ends with the same average and raw weights as the straight run."""
+    decay = 0.6
+    cfg = tiny(data, f"train.ema_decay={decay}", val=False)
+    recorder = WeightRecorder()
+    straight = train(cfg, tmp_path / "straight", callbacks=[recorder], **QUIET)
+    assert straight.global_step == len(recorder.steps) == 4
+    checkpoint = load_checkpoint(straight.last)
+    for name in recorder.steps[0]:
+        expected = recorder.steps[0][name]
+        for raw in recorder.steps[1:]:
+            expected = decay * expected + (1 - decay) * raw[name]
+        torch.testing.assert_close(checkpoint["state_dict"][f"model.{name}"], expected, rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(checkpoint["current_model_state"][f"model.{name}"], recorder.steps[-1][name],
+                                   rtol=0, atol=0, msg=name)
+    loaded = load_model(straight.last).model.state_dict()
+    for name in recorder.steps[0]:
+        assert torch.equal(loaded[name], checkpoint["state_dict"][f"model.{name}"]), name
+    first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
+    resumed = load_checkpoint(train(cfg, tmp_path / "cut", resume=first.last, **QUIET).last)
+    for key in ("state_dict", "current_model_state"):
+        for name, value in checkpoint[key].items():
+            torch.testing.assert_close(resumed[key][name], value, rtol=0, atol=1e-6, msg=f"{key} {name}")
+
+
 def test_epoch_sampler_order_is_a_function_of_seed_and_epoch():
     def order(seed: int, epoch: int, world: int = 1, rank: int = 0) -> list[tuple[int, int]]:
         sampler = EpochSampler(10, seed=seed, num_replicas=world, rank=rank)
@@ -208,7 +245,8 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, c
 
     monkeypatch.setattr(PosePartLoss, "forward", poisoned)
     cfg = tiny(data, "train.max_epochs=3", f"train.log_every_steps={check_every}")
-    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 \(epoch 1\).*last finite terms \{'seg'"):
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 \(epoch 1\); non-finite terms "
+                                                 r"\['total'\].*last finite terms \{'seg'"):
         train(cfg, tmp_path, **QUIET)
     checkpoints = list((tmp_path / "checkpoints").glob("*.ckpt"))
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2  # epoch 1 was saved ...
@@ -224,6 +262,33 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, c
         next(module.model.parameters()).fill_(float("inf"))
     with pytest.raises(FloatingPointError, match="not finite"):
         module.on_save_checkpoint({"state_dict": module.state_dict()})
+
+
+def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monkeypatch):
+    """A step whose total is finite can hold a non-finite term (here `paf`); when the next step's total goes NaN,
+    the message names the non-finite terms and its "last finite terms" hold only finite values."""
+    original = PosePartLoss.forward
+    calls = {"train": 0}
+
+    def poisoned(self, output, batch):
+        result = original(self, output, batch)
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] == 1:
+                result.terms["paf"] = result.terms["paf"] * float("inf")
+            if calls["train"] == 2:
+                result.total = result.total * float("nan")
+                result.terms["total"] = result.total.detach()
+                result.terms["heatmap"] = result.terms["heatmap"] * float("nan")
+        return result
+
+    monkeypatch.setattr(PosePartLoss, "forward", poisoned)
+    with pytest.raises(FloatingPointError) as caught:
+        train(tiny(data, "train.log_every_steps=5"), tmp_path, **QUIET)
+    message = str(caught.value)
+    assert "loss became nan at step 1 (epoch 0); non-finite terms ['heatmap', 'total']" in message, message
+    last = message.split("last finite terms ")[1]
+    assert "'seg'" in last and "'paf'" not in last and "nan" not in last and "inf" not in last, message
 
 
 def test_config_errors_name_the_key(data, tmp_path, capsys):

@@ -235,3 +235,37 @@ def test_oracle_reads_the_images_it_scores(tmp_path, capsys):
     metrics = evaluate_oracle(PosePartDataset.open(root), input_size=64, progress=False)
     assert metrics["images"] == 2 and metrics["skipped"] == 1
     assert "img1.png" in capsys.readouterr().out
+
+
+def test_compressed_rle_counts_match_pycocotools():
+    """The checked parser of COCO's compressed RLE strings reads back the run lengths pycocotools encoded."""
+    from pycocotools import mask as mask_utils
+
+    from posepart.data.validate import compressed_rle_counts
+
+    rng = np.random.default_rng(0)
+    for height, width in [(64, 64), (37, 91), (1, 1), (200, 150)]:
+        mask = rng.random((height, width)) < 0.3
+        mask[: height // 2] = rng.random() < 0.5  # long runs too
+        encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+        flat = mask.T.ravel()  # COCO runs are column-major and start with a (possibly empty) run of zeros
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat.astype(int))) + 1, [flat.size]])
+        expected = ([0] if flat[0] else []) + np.diff(bounds).tolist()
+        assert compressed_rle_counts(encoded, "t") == expected
+    for garbage in ("\x00", "o", "abc~"):
+        with pytest.raises(DatasetError, match="RLE counts"):
+            compressed_rle_counts(garbage, "t")
+
+
+def test_palette_part_maps_of_predict_read_as_labels(tmp_path):
+    """`posepart predict` writes part labels as indexed PNGs (colours for people, indices for programs); a dataset
+    may use them as part maps: the indices are the labels (OpenCV would expand them to colours)."""
+    from posepart.inference.draw import save_parts
+
+    root = write_custom(tmp_path / "ds")
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:20, 10:40] = 1
+    labels[25:, :] = 2
+    save_parts(root / "parts/img0.png", labels, CUSTOM)
+    dataset = PosePartDataset.open(root)
+    np.testing.assert_array_equal(dataset.load_parts(dataset.records[0]), labels)

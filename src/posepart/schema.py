@@ -243,19 +243,36 @@ class Schema:
     # -- (de)serialisation -------------------------------------------------------------------------------------
     @classmethod
     def from_category(cls, category: dict[str, Any]) -> Schema:
-        """Read the schema from a COCO category: `keypoints`, 1-based `skeleton`, optional `part_classes`/`sigmas`."""
-        keypoints = tuple(str(n) for n in category.get("keypoints") or ())
-        skeleton_1based = category.get("skeleton") or ()
-        try:
-            skeleton = tuple((int(a) - 1, int(b) - 1) for a, b in skeleton_1based)
-        except (TypeError, ValueError):
-            raise ValueError(f"skeleton must be a list of [a, b] 1-based pairs, got {skeleton_1based!r}") from None
+        """Read the schema from a COCO category: `keypoints`, 1-based `skeleton`, optional `part_classes`/`sigmas`.
+        Types are checked (a ValueError names the field): a string where a list belongs would otherwise be read
+        character by character."""
+        def strings(key: str) -> tuple[str, ...]:
+            value = category.get(key) or []
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} must be a list of names, got {value!r}")
+            return tuple(value)
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        keypoints = strings("keypoints")
+        skeleton_1based = category.get("skeleton") or []
+        if not isinstance(skeleton_1based, (list, tuple)) or not all(
+            isinstance(e, (list, tuple)) and len(e) == 2 and all(integer(v) for v in e) for e in skeleton_1based
+        ):
+            raise ValueError(f"skeleton must be a list of [a, b] 1-based pairs, got {skeleton_1based!r}")
+        skeleton = tuple((a - 1, b - 1) for a, b in skeleton_1based)
+        sigmas = category.get("sigmas") or []
+        if not isinstance(sigmas, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sigmas
+        ):
+            raise ValueError(f"sigmas must be a list of positive numbers, got {sigmas!r}")
         known = {"id", "name", "supercategory", "keypoints", "skeleton", "part_classes", "sigmas"}
         return cls(
             keypoints=keypoints,
             skeleton=skeleton,
-            part_classes=tuple(str(p) for p in category.get("part_classes") or ()),
-            sigmas=tuple(float(s) for s in category.get("sigmas") or ()),
+            part_classes=strings("part_classes"),
+            sigmas=tuple(float(v) for v in sigmas),
             name=str(category.get("name", "person")),
             extra={k: v for k, v in category.items() if k not in known},
         )

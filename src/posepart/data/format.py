@@ -23,17 +23,17 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from posepart.data import validate
+from posepart.data.validate import DatasetError
 from posepart.schema import Schema
+
+__all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "read_image", "read_json", "region_mask"]
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
 IGNORE_LABEL = 255
 _KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
-
-
-class DatasetError(ValueError):
-    """A dataset file or record is malformed; the message names the file and the record."""
 
 
 @dataclass(frozen=True)
@@ -148,22 +148,41 @@ class PosePartDataset:
                 raise DatasetError(f"{where}: missing or non-list '{key}'")
         if not data["categories"]:
             raise DatasetError(f"{where}: 'categories' is empty; categories[0] must describe the person")
+        if not all(isinstance(c, dict) for c in data["categories"]):
+            raise DatasetError(f"{where}: every entry of 'categories' must be an object")
         try:
             schema = Schema.from_category(data["categories"][0])
         except ValueError as err:
             raise DatasetError(f"{where}: categories[0]: {err}") from None
-        category_id = data["categories"][0].get("id", 1)
+        categories = [validate.integer(c.get("id", 1), f"{where}: categories[{i}] id")
+                      for i, c in enumerate(data["categories"])]
+        category_id = categories[0]
 
+        images: dict[int, int] = {}  # image id -> index in `images`
+        for i, info in enumerate(data["images"]):
+            if not isinstance(info, dict):
+                raise DatasetError(f"{where}: images[{i}] is not an object")
+            image_id = validate.integer(info.get("id"), f"{where}: images[{i}] id")
+            if image_id in images:
+                raise DatasetError(f"{where}: images[{i}] repeats the id {image_id} of images[{images[image_id]}]")
+            images[image_id] = i
         by_image: dict[int, list[dict[str, Any]]] = {}
         for i, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict) or "image_id" not in ann:
-                raise DatasetError(f"{where}: annotations[{i}] has no image_id")
-            if ann.get("category_id", category_id) == category_id:
-                by_image.setdefault(ann["image_id"], []).append(ann)
+            label = f"{where}: annotations[{i}]"
+            if not isinstance(ann, dict):
+                raise DatasetError(f"{label} is not an object")
+            image_id = validate.integer(ann.get("image_id"), f"{label} image_id")
+            if image_id not in images:
+                raise DatasetError(f"{label}: image_id {image_id} is not among the images")
+            category = validate.integer(ann.get("category_id", category_id), f"{label} category_id")
+            if category not in categories:
+                raise DatasetError(f"{label}: category_id {category} is not among the categories {categories}")
+            if category == category_id:  # other categories (COCO's 80) are not people
+                by_image.setdefault(image_id, []).append(ann)
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
         for i, info in enumerate(data["images"]):
-            record = _read_record(info, by_image.get(info.get("id"), []), schema, image_dir, parts_dir, where, i)
+            record = _read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i)
             if not record.image_path.is_file():
                 if not skip_missing:
                     raise DatasetError(
@@ -204,14 +223,7 @@ class PosePartDataset:
         if record.parts_path is None:
             return None
         path = record.parts_path
-        parts = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if parts is None:
-            raise DatasetError(f"{path}: cannot read part label PNG (image id {record.image_id})")
-        if parts.ndim != 2 or parts.dtype != np.uint8:
-            raise DatasetError(
-                f"{path}: part labels must be a single-channel uint8 PNG, got shape {parts.shape} {parts.dtype} "
-                f"(image id {record.image_id}); convert colour PNGs with `posepart convert`"
-            )
+        parts = read_label_png(path, record=record.image_id)
         if parts.shape != (record.height, record.width):
             raise DatasetError(
                 f"{path}: part map is {parts.shape[1]}x{parts.shape[0]} but image id {record.image_id} is "
@@ -235,8 +247,16 @@ def read_json(path: Path, expect: type = dict,
             data = json.load(f)
     except FileNotFoundError:
         raise DatasetError(f"{path}: annotation file not found") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a folder, expected a JSON file") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}): JSON files are UTF-8") from None
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to be an annotation file") from None
     if not isinstance(data, expect):
         raise DatasetError(f"{path}: expected {expected}")
     return data
@@ -269,6 +289,25 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
     return image
 
 
+def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
+    """Decode a part label map: a single-channel 8-bit PNG, or an indexed (palette) one, whose indices are the labels
+    (PASCAL VOC's convention, and what `posepart predict` writes) -> (H, W) uint8. Pillow, not OpenCV: OpenCV
+    expands a palette to colours, losing the labels."""
+    from PIL import Image
+
+    what = f" (image id {record})" if record is not None else ""
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file raises here
+            mode, labels = image.mode, np.array(image)  # a writable copy
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise DatasetError(f"{path}: cannot read part label PNG{what}: {err}") from None
+    if mode not in ("L", "P"):
+        raise DatasetError(f"{path}: part labels must be a single-channel uint8 or palette PNG, got mode {mode} "
+                           f"{labels.shape}{what}; convert colour PNGs with `posepart convert`")
+    return labels
+
+
 def to_rgb8(image: np.ndarray) -> np.ndarray:
     """OpenCV-decoded array (grey / BGR / BGRA, 8 or 16 bit) -> (H, W, 3) uint8 RGB."""
     if image.dtype == np.uint16:
@@ -289,7 +328,11 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     if not relative.strip() or Path(relative).is_absolute():
         raise DatasetError(f"{label}: file name {relative!r} must be a non-empty path relative to {folder}")
     path = folder / relative
-    if not path.resolve().is_relative_to(_resolved(folder)):
+    try:
+        inside = path.resolve().is_relative_to(_resolved(folder))
+    except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
+        raise DatasetError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
+    if not inside:
         raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}")
     return path
 
@@ -310,27 +353,34 @@ def _read_record(
     index: int,
 ) -> ImageRecord:
     """Validate one `images` entry and its annotations into an ImageRecord."""
-    try:
-        image_id, file_name = info["id"], str(info["file_name"])
-        width, height = int(info["width"]), int(info["height"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(f"{where}: images[{index}] lacks a valid id/file_name/width/height ({err})") from None
-    if width <= 0 or height <= 0:
-        raise DatasetError(f"{where}: images[{index}] ({file_name}) has size {width}x{height}")
+    image_id = info["id"]  # checked by the caller
+    file_name = info.get("file_name")
+    if not isinstance(file_name, str):
+        raise DatasetError(f"{where}: images[{index}] (id {image_id}) needs a string file_name, got {file_name!r}")
+    width = validate.integer(info.get("width"), f"{where}: images[{index}] ({file_name}) width", minimum=1)
+    height = validate.integer(info.get("height"), f"{where}: images[{index}] ({file_name}) height", minimum=1)
+    pose_labeled = info.get("pose_labeled", True)
+    if not isinstance(pose_labeled, bool):
+        raise DatasetError(f"{where}: images[{index}] ({file_name}) pose_labeled must be true or false, got "
+                           f"{pose_labeled!r}")
     k = schema.num_joints
     keypoints, boxes, areas, head_sizes, ignore = [], [], [], [], []
     for ann in annotations:
         label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
-        raw = ann.get("keypoints") or []
-        if k and raw and len(raw) != 3 * k:
-            raise DatasetError(f"{label}: {len(raw)} keypoint values, expected 3 x {k} for {schema.name!r}")
-        kp = np.asarray(raw, np.float32).reshape(-1, 3) if raw else np.zeros((k, 3), np.float32)
-        if not np.isfinite(kp).all():
-            raise DatasetError(f"{label}: keypoints contain NaN/inf")
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1):  # True/False compare equal to 1/0
+            raise DatasetError(f"{label}: iscrowd must be 0 or 1, got {crowd!r}")
+        raw = ann.get("keypoints")
+        kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
+        box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
+        area = validate.number(ann["area"], f"{label}: area") if ann.get("area") is not None else None
         labelled = kp[:, 2] > 0
-        if ann.get("iscrowd", 0) or not labelled.any() or not k:
-            region = ann.get("segmentation") or ann.get("bbox")
-            if region:
+        if crowd or not labelled.any() or not k:  # an ignore region: its segmentation, else its box
+            region = ann.get("segmentation")
+            region = validate.region(region, height, width, f"{label}: segmentation") if region else None
+            if region is None and box is not None:
+                region = box.tolist()
+            if region is not None:
                 ignore.append(region)
             continue
         xy = kp[labelled, :2]
@@ -344,16 +394,19 @@ def _read_record(
                 f"{width}x{height} image"
             )
         keypoints.append(kp)
-        box = ann.get("bbox") or _keypoint_box(kp)
-        boxes.append(np.asarray(box, np.float32))
-        areas.append(float(ann.get("area") or box[2] * box[3]))
-        head_sizes.append(_head_size(ann))
+        box = box if box is not None else np.asarray(_keypoint_box(kp), np.float32)
+        boxes.append(box)
+        areas.append(area if area else float(box[2] * box[3]))
+        head_sizes.append(_head_size(ann, label))
     image_path = _inside(image_dir, file_name, f"{where}: images[{index}] (id {image_id})")
     parts_path = None
     if parts_dir is not None and schema.has_parts:
         candidate = _inside(parts_dir, str(Path(file_name).with_suffix(".png")), f"{where}: images[{index}] (id "
                             f"{image_id}) part map")
-        parts_path = candidate if candidate.is_file() else None
+        if candidate.is_file():
+            parts_path = candidate
+        elif candidate.exists() or candidate.is_symlink():  # a folder, a dangling link: not "no part annotation"
+            raise DatasetError(f"{candidate}: part map is not a readable file (images[{index}], id {image_id})")
     return ImageRecord(
         image_id=image_id,
         file_name=file_name,
@@ -366,17 +419,18 @@ def _read_record(
         head_sizes=np.asarray(head_sizes, np.float32),
         ignore_regions=tuple(ignore),
         parts_path=parts_path,
-        pose_labeled=bool(info.get("pose_labeled", True)) and schema.has_pose,
+        pose_labeled=pose_labeled and schema.has_pose,
         annotations=tuple(annotations),
     )
 
 
-def _head_size(ann: dict[str, Any]) -> float:
-    """PCKh normaliser of one person: `head_size`, else MPII's 0.6 x the diagonal of `head_box` [x1, y1, x2, y2]."""
+def _head_size(ann: dict[str, Any], label: str) -> float:
+    """PCKh normaliser of one person: `head_size` (> 0), else MPII's 0.6 x the diagonal of `head_box`
+    [x1, y1, x2, y2]; NaN when neither is given."""
     if ann.get("head_size") is not None:
-        return float(ann["head_size"])
+        return validate.number(ann["head_size"], f"{label}: head_size", positive=True)
     if ann.get("head_box") is not None:
-        x1, y1, x2, y2 = (float(v) for v in ann["head_box"])
+        x1, y1, x2, y2 = validate.head_box(ann["head_box"], f"{label}: head_box")
         return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
     return float("nan")
 

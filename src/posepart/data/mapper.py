@@ -7,6 +7,8 @@ functions of `posepart.targets` after the single geometric transform.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,8 @@ from posepart.data.augment import (
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.heads import HeadMeta
 from posepart.targets import build_targets
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class Mapper:
 
 class MappedDataset(torch.utils.data.Dataset):
     """A torch Dataset over records. A broken sample never crashes an epoch: it is replaced by the next good one and
-    counted in the sample's `skipped` field (summed by the training loop, so counts survive worker processes).
+    counted in the sample's `skipped` field (summed by the training loop, so counts survive worker processes); the
+    first broken file of each kind (truncated JPEG, size mismatch, ...) is named in the log, once per process.
 
     Augmentation randomness is a pure function of (seed, epoch, index): resumed runs and any worker count see the
     same samples.
@@ -106,6 +111,7 @@ class MappedDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.max_skips = max_skips
+        self._reported: set[str] = set()  # kinds of breakage already logged by this process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -128,7 +134,16 @@ class MappedDataset(torch.utils.data.Dataset):
                 sample = self.mapper(self.records[i], rng)
             except DatasetError as err:
                 errors.append(str(err))
+                self._report(str(err))
                 continue
             sample["skipped"] = np.int64(attempt)
             return sample
         raise DatasetError(f"{len(errors)} consecutive broken samples from index {index}; last: {errors[-1]}")
+
+    def _report(self, message: str) -> None:
+        """Log the first broken sample of each kind: the message without its file name and numbers."""
+        kind = re.sub(r"\d+", "#", message.partition(": ")[2])
+        if kind not in self._reported:
+            self._reported.add(kind)
+            log.warning("skipped a broken sample (the first of its kind; all are counted in train/skipped): %s",
+                        message)

@@ -163,11 +163,13 @@ class PosePartModule(pl.LightningModule):
         step, epoch, terms = self._unchecked[bad]
         before = self._unchecked[bad - 1][2] if bad > 0 else self._last_finite
         now = {k: float(v) for k, v in terms.items()}
-        last = {k: round(float(v), 6) for k, v in before.items()} or "none (first step)"
+        broken = [k for k, v in now.items() if not math.isfinite(v)]
+        # a term can be non-finite while the total is not (a task absent from the batch): list only finite ones
+        last = {k: round(float(v), 6) for k, v in before.items() if math.isfinite(float(v))} or "none (first step)"
         kind = "nan" if math.isnan(now.get("total", math.nan)) else "non-finite"
         where = f"at step {step}" if not here else f"on another rank by step {step}"
-        raise FloatingPointError(f"loss became {kind} {where} (epoch {epoch}); terms then {now}; last finite terms "
-                                 f"{last}. Lower optim.lr or check the data.")
+        raise FloatingPointError(f"loss became {kind} {where} (epoch {epoch}); non-finite terms {broken}; terms then "
+                                 f"{now}; last finite terms {last}. Lower optim.lr or check the data.")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         output = self(batch["image"])
@@ -230,7 +232,9 @@ class PosePartModule(pl.LightningModule):
         self._val_items, self._overlays = [], []
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        output = self(batch["image"])
+        # In float32 even when training uses mixed precision: the logged metrics are those `posepart evaluate` gives.
+        with torch.autocast(self.device.type, enabled=False):
+            output = self(batch["image"])
         result = self.loss_fn(output, batch)
         size = batch["image"].shape[0]
         self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,

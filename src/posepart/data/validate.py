@@ -1,0 +1,158 @@
+"""Type and range checks of the values an annotation file holds. Each check returns the value in the form the reader
+uses or raises `DatasetError` naming the field, so a broken file is refused where it is read (with what is wrong and
+where) instead of surfacing later as a traceback in training, or not at all.
+
+JSON has no integer/float distinction worth trusting and Python's bool is an int, so "a number" here is an int or a
+float that is not a bool, and "an integer" an int that is not a bool. Strings that look like numbers are refused:
+a file that writes "12.5" for a coordinate is broken, and guessing would hide it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset file or record is malformed; the message names the file and the record."""
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(value: Any, label: str, *, minimum: int | None = None) -> int:
+    """An integer (not a bool, not a string), at least `minimum`."""
+    if not is_integer(value):
+        raise DatasetError(f"{label}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise DatasetError(f"{label}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def numbers(value: Any, label: str, *, length: int | None = None) -> np.ndarray:
+    """A list of finite numbers (float64), of `length` when given."""
+    if not isinstance(value, list) or not set(map(type, value)) <= _NUMBER_TYPES:  # (bool is its own type)
+        raise DatasetError(f"{label}: expected a list of numbers, got {_short(value)}")
+    if length is not None and len(value) != length:
+        raise DatasetError(f"{label}: expected {length} numbers, got {len(value)}")
+    try:
+        array = np.asarray(value, np.float64)
+    except OverflowError:
+        raise DatasetError(f"{label}: a number is too large") from None
+    if not np.isfinite(array).all():
+        raise DatasetError(f"{label}: contains NaN or infinity")
+    return array
+
+
+def number(value: Any, label: str, *, positive: bool = False) -> float:
+    """One finite number, >= 0 (or > 0 with `positive`)."""
+    if not is_number(value) or not math.isfinite(float(value)):
+        raise DatasetError(f"{label}: expected a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise DatasetError(f"{label}: must be {'> 0' if positive else '>= 0'}, got {value}")
+    return float(value)
+
+
+def keypoints(value: Any, num_joints: int, label: str) -> np.ndarray:
+    """COCO's flat [x1, y1, v1, ...] -> (K, 3) float32; v must be 0 (unlabelled), 1 (occluded) or 2 (visible)."""
+    if isinstance(value, list) and len(value) != 3 * num_joints:
+        raise DatasetError(f"{label}: {len(value)} keypoint values, expected 3 x {num_joints}")
+    flat = numbers(value, f"{label}: keypoints")
+    kp = flat.reshape(num_joints, 3)
+    v = kp[:, 2]
+    bad = (v != 0.0) & (v != 1.0) & (v != 2.0)
+    if bad.any():
+        raise DatasetError(f"{label}: keypoint visibility must be 0, 1 or 2, got {kp[bad, 2][0]:g} at joint "
+                           f"{int(np.flatnonzero(bad)[0])}")
+    return kp.astype(np.float32)
+
+
+def box(value: Any, label: str) -> np.ndarray:
+    """[x, y, w, h] with w, h >= 0 -> (4,) float32."""
+    xywh = numbers(value, label, length=4)
+    if (xywh[2:] < 0).any():
+        raise DatasetError(f"{label}: width and height must be >= 0, got {value}")
+    return xywh.astype(np.float32)
+
+
+def head_box(value: Any, label: str) -> np.ndarray:
+    """MPII's head box [x1, y1, x2, y2] with x2 > x1 and y2 > y1."""
+    x1, y1, x2, y2 = numbers(value, label, length=4)
+    if not (x2 > x1 and y2 > y1):
+        raise DatasetError(f"{label}: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got {value}")
+    return np.array([x1, y1, x2, y2])
+
+
+def region(value: Any, height: int, width: int, label: str) -> Any:
+    """A COCO segmentation (polygons, RLE with string or list counts) or an [x, y, w, h] box that `region_mask` can
+    rasterise for an image of height x width; None when it holds only degenerate polygons (fewer than 3 points,
+    which cover nothing: COCO has some, and pycocotools would read a 4-number one as a box).
+    pycocotools decodes RLE without bounds checks (garbage counts read or write past the mask), so the counts are
+    checked here first."""
+    if isinstance(value, dict):
+        size = value.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)):
+            raise DatasetError(f"{label}: RLE needs 'size': [height, width], got {_short(size)}")
+        if tuple(size) != (height, width):
+            raise DatasetError(f"{label}: RLE size {size} differs from the image's [{height}, {width}]")
+        counts = value.get("counts")
+        if isinstance(counts, str):
+            runs = compressed_rle_counts(counts, label)
+        elif isinstance(counts, list) and all(is_integer(c) and c >= 0 for c in counts):
+            runs = counts
+        else:
+            raise DatasetError(f"{label}: RLE 'counts' must be a COCO string or a list of run lengths >= 0")
+        if sum(runs) != height * width:
+            raise DatasetError(f"{label}: RLE runs cover {sum(runs)} pixels, the image has {height * width}")
+        return value
+    if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
+        for polygon in value:
+            if len(numbers(polygon, f"{label}: polygon")) % 2:
+                raise DatasetError(f"{label}: a polygon has an odd number ({len(polygon)}) of coordinates")
+        polygons = [polygon for polygon in value if len(polygon) >= 6]
+        return polygons or None
+    if isinstance(value, list) and len(value) == 4:
+        return box(value, label).tolist()
+    raise DatasetError(f"{label}: expected polygons, an RLE dict or an [x, y, w, h] box, got {_short(value)}")
+
+
+def compressed_rle_counts(text: str, label: str) -> list[int]:
+    """The run lengths of COCO's compressed RLE string (pycocotools' rleFrString, checked): each run is a sequence
+    of characters 48 + (5 payload bits | 0x20 continuation), sign-extended from bit 0x10, and runs after the second
+    are stored as differences to the run two before."""
+    runs: list[int] = []
+    value = shift = 0
+    for char in text:
+        c = ord(char) - 48
+        if not 0 <= c < 64:
+            raise DatasetError(f"{label}: RLE counts hold a character {char!r} outside COCO's alphabet")
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            raise DatasetError(f"{label}: RLE counts decode to a negative run")
+        runs.append(value)
+        value = shift = 0
+    if shift:
+        raise DatasetError(f"{label}: RLE counts end inside a run")
+    return runs
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,102 @@
+"""The fuzz suite of broken datasets (tests/fuzz_datasets.py): `inspect`, `evaluate --oracle` and a short `train` must
+each refuse a broken dataset with one `error:` line (exit 2) or report / skip-and-count what is broken; never a
+traceback, never a silent result. docs/reliability.md lists the figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import traceback
+from pathlib import Path
+
+import pytest
+
+from posepart import cli
+from posepart.data.synth import write_synth
+
+from fuzz_datasets import VARIANTS
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_cpu_joint.yaml"
+TRAIN = ["--config", str(CONFIG), "--set", "model.name=joint_vgg16", "--set", "model.stages=1", "--set", "model.width=0.125",
+         "--set", "model.fc_width=32", "--set", "data.input_size=64", "--set", "data.batch_size=3",
+         "--set", "data.workers=0", "--set", "train.max_epochs=1", "--set", "train.accelerator=cpu",
+         "--set", "train.devices=1", "--set", "train.log_every_steps=1", "--set", "train.precision=32-true"]
+
+
+LEAVES_THE_DATASET = {"image: file_name absolute", "image: file_name climbs out", "image file: symlink out of the dataset",
+                      "part map: symlink out of the dataset"}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    return write_synth(tmp_path_factory.mktemp("fuzz") / "good", n=3, seed=0, size=64)
+
+
+def broken(good: Path, tmp_path: Path, name: str) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(good, root)
+    VARIANTS[name](root)
+    return root
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`posepart ARGV` in this process -> (exit code, stdout, stderr); an exception escaping main is a failure that
+    shows its traceback."""
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 2
+    except BaseException:  # noqa: BLE001 - the point of the suite: no exception reaches the user
+        pytest.fail(f"posepart {' '.join(argv)} raised:\n{traceback.format_exc()}")
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def refused(code: int, err: str) -> bool:
+    """Exit 2 with one `error: ...` line that names something."""
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    return code == 2 and len(lines) == 1 and len(lines[0]) > len("error: ") + 10
+
+
+def test_the_suite_is_large_and_the_good_dataset_is_clean(good, tmp_path, capsys):
+    assert len(VARIANTS) >= 80
+    code, out, err = run(["inspect", str(good)], capsys)
+    assert code == 0 and "problems      0" in out, out + err
+    code, out, err = run(["evaluate", "--oracle", "--data", str(good), "--input-size", "64",
+                          "--out", str(tmp_path / "m.json")], capsys)
+    assert code == 0 and "skipped" not in json.loads((tmp_path / "m.json").read_text()), err
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_inspect_and_oracle_refuse_or_report(good, tmp_path, capsys, name):
+    root = broken(good, tmp_path, name)
+    code, out, err = run(["inspect", str(root)], capsys)
+    if name in LEAVES_THE_DATASET:  # refused before anything is read, not read and then reported
+        assert refused(code, err) and "file name" in err, f"inspect: exit {code}\n{err}"
+    reported = code == 1 and "problems      0" not in out
+    assert refused(code, err) or reported, f"inspect: exit {code}\n{out}\n{err}"
+    metrics_file = tmp_path / "oracle.json"
+    code, out, err = run(["evaluate", "--oracle", "--data", str(root), "--input-size", "64",
+                          "--out", str(metrics_file)], capsys)
+    if not refused(code, err):
+        assert code == 0, f"evaluate --oracle: exit {code}\n{err}"
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics.get("skipped", 0) > 0, f"evaluate --oracle scored a broken dataset silently: {metrics}"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_short_train_refuses_or_counts(good, tmp_path, capsys, caplog, name):
+    root = broken(good, tmp_path, name)
+    code, out, err = run(["train", "--train", str(root), "--out", str(tmp_path / "run"), *TRAIN], capsys)
+    if refused(code, err):
+        return
+    assert code == 0, f"train: exit {code}\n{err[-3000:]}"
+    rows = (tmp_path / "run" / "csv").glob("version_*/metrics.csv")
+    text = "".join(path.read_text() for path in rows)
+    header, *values = text.splitlines()
+    column = header.split(",").index("train/skipped")
+    skipped = sum(float(row.split(",")[column]) for row in values if row.split(",")[column])
+    assert skipped > 0, f"train used a broken dataset silently\n{err[-2000:]}"
+    logged = err + caplog.text  # the console's log (pytest captures the logging records)
+    assert "skipped a broken sample" in logged and str(root) in logged, "the first broken file is named in the log"
