@@ -229,8 +229,8 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("check_every", [1, 4])  # checked at once; found 1 step late (log_every_steps 4: at step 3)
-def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, check_every):
+def poison_loss(monkeypatch, steps: dict[int, list[str]]) -> None:
+    """Make the named loss terms of the n-th training call (1-based) NaN; a poisoned "total" is the loss itself."""
     original = PosePartLoss.forward
     calls = {"train": 0}
 
@@ -238,12 +238,18 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, c
         result = original(self, output, batch)
         if self.training:
             calls["train"] += 1
-            if calls["train"] == 3:  # the first step of the second epoch
-                result.total = result.total * float("nan")
-                result.terms["total"] = result.total.detach()
+            for name in steps.get(calls["train"], []):
+                if name == "total":
+                    result.total = result.total * float("nan")
+                result.terms[name] = result.total.detach() if name == "total" else result.terms[name] * float("nan")
         return result
 
     monkeypatch.setattr(PosePartLoss, "forward", poisoned)
+
+
+@pytest.mark.parametrize("check_every", [1, 4])  # checked at once; found 1 step late (log_every_steps 4: at step 3)
+def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, check_every):
+    poison_loss(monkeypatch, {3: ["total"]})  # the first step of the second epoch
     cfg = tiny(data, "train.max_epochs=3", f"train.log_every_steps={check_every}")
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 2 \(epoch 1\); non-finite terms "
                                                  r"\['total'\].*last finite terms \{'seg'"):
@@ -265,24 +271,9 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, c
 
 
 def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monkeypatch):
-    """A step whose total is finite can hold a non-finite term (here `paf`); when the next step's total goes NaN,
+    """A step whose total is finite can hold a non-finite term (here `paf`: NaN); when the next step's total goes NaN,
     the message names the non-finite terms and its "last finite terms" hold only finite values."""
-    original = PosePartLoss.forward
-    calls = {"train": 0}
-
-    def poisoned(self, output, batch):
-        result = original(self, output, batch)
-        if self.training:
-            calls["train"] += 1
-            if calls["train"] == 1:
-                result.terms["paf"] = result.terms["paf"] * float("inf")
-            if calls["train"] == 2:
-                result.total = result.total * float("nan")
-                result.terms["total"] = result.total.detach()
-                result.terms["heatmap"] = result.terms["heatmap"] * float("nan")
-        return result
-
-    monkeypatch.setattr(PosePartLoss, "forward", poisoned)
+    poison_loss(monkeypatch, {1: ["paf"], 2: ["total", "heatmap"]})
     with pytest.raises(FloatingPointError) as caught:
         train(tiny(data, "train.log_every_steps=5"), tmp_path, **QUIET)
     message = str(caught.value)

@@ -17,14 +17,11 @@ from posepart.data.synth import write_synth
 from fuzz_datasets import VARIANTS
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_cpu_joint.yaml"
-TRAIN = ["--config", str(CONFIG), "--set", "model.name=joint_vgg16", "--set", "model.stages=1", "--set", "model.width=0.125",
-         "--set", "model.fc_width=32", "--set", "data.input_size=64", "--set", "data.batch_size=3",
-         "--set", "data.workers=0", "--set", "train.max_epochs=1", "--set", "train.accelerator=cpu",
-         "--set", "train.devices=1", "--set", "train.log_every_steps=1", "--set", "train.precision=32-true"]
-
-
-LEAVES_THE_DATASET = {"image: file_name absolute", "image: file_name climbs out", "image file: symlink out of the dataset",
-                      "part map: symlink out of the dataset"}
+TINY = ["model.width=0.125", "model.fc_width=32", "data.input_size=64", "data.batch_size=3", "data.workers=0",
+        "train.max_epochs=1", "train.log_every_steps=1", "train.precision=32-true"]
+TRAIN = ["--config", str(CONFIG), *(arg for value in TINY for arg in ("--set", value))]
+LEAVES_THE_DATASET = {"image: file_name absolute", "image: file_name climbs out",
+                      "image file: symlink out of the dataset", "part map: symlink out of the dataset"}
 
 
 @pytest.fixture(scope="module")
