@@ -186,11 +186,18 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
     if bad:  # a model that predicts NaN everywhere would score 0 without a word
         raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "
                               f"{bad[0]!r}")
-    model = build_from_config(config, schema, pretrained=False)
+    try:
+        model = build_from_config(config, schema, pretrained=False)
+    except ValueError as err:  # the recorded schema and config do not make a model (an edited file)
+        raise CheckpointError(f"{path}: its schema and config do not build a model: {err}") from None
     if head is not None and head != model.meta:
         raise CheckpointError(f"{path}: the recorded head {head.to_dict()} differs from the one its config builds "
                               f"{model.meta.to_dict()}; the file was edited or written by another version")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {first}") from None
     model.to(map_location).eval()
     return LoadedModel(model, schema, config, config.data.input_size, list(sources or []))
 
@@ -199,22 +206,37 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
     """Rebuild the model of a training checkpoint (.ckpt) or of exported weights (.safetensors)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        if metadata.get("format") != SAFETENSORS_FORMAT:
-            raise CheckpointError(f"{path}: not posepart weights (metadata format {metadata.get('format')!r})")
-        schema = Schema.from_category(json.loads(metadata["schema"]))
-        config = config_from_dict(json.loads(metadata["config"]))
-        sources = json.loads(metadata.get("sources", "[]"))
-        return _rebuild(schema, config, load_file(str(path), device="cpu"), map_location, path, sources,
-                        _stored_head(metadata.get("head"), path))
+        return _load_safetensors(path, map_location)
     checkpoint = load_checkpoint(path)
     schema, config = _describe(checkpoint, path)
     return _rebuild(schema, config, model_state(checkpoint), map_location, path, _sources(checkpoint),
                     _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path))
+
+
+def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
+    """Exported weights: the tensors plus the JSON metadata `export_weights` writes. A file that is not readable
+    safetensors, or whose metadata lacks or garbles a key, is a CheckpointError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found (or not a file)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable .safetensors file: {err}") from None
+    if metadata.get("format") != SAFETENSORS_FORMAT:
+        raise CheckpointError(f"{path}: not posepart weights (metadata format {metadata.get('format')!r})")
+    try:
+        schema = Schema.from_category(json.loads(metadata["schema"]))
+        config = config_from_dict(json.loads(metadata["config"]))
+        sources = json.loads(metadata.get("sources", "[]"))
+    except KeyError as err:
+        raise CheckpointError(f"{path}: metadata lacks {err}") from None
+    except ValueError as err:  # JSONDecodeError, a schema or config that does not validate (ConfigError)
+        raise CheckpointError(f"{path}: metadata does not describe a posepart model: {err}") from None
+    return _rebuild(schema, config, state, map_location, path, sources, _stored_head(metadata.get("head"), path))
 
 
 def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
