@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import traceback
 from pathlib import Path
 
 import pytest
-
-from posepart import cli
-from posepart.data.synth import write_synth
-
+from cli_helpers import refused, run_cli
 from fuzz_datasets import VARIANTS
+
+from posepart.data.synth import write_synth
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_cpu_joint.yaml"
 TINY = ["model.width=0.125", "model.fc_width=32", "data.input_size=64", "data.batch_size=3", "data.workers=0",
@@ -36,46 +34,26 @@ def broken(good: Path, tmp_path: Path, name: str) -> Path:
     return root
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`posepart ARGV` in this process -> (exit code, stdout, stderr); an exception escaping main is a failure that
-    shows its traceback."""
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 2
-    except BaseException:  # noqa: BLE001 - the point of the suite: no exception reaches the user
-        pytest.fail(f"posepart {' '.join(argv)} raised:\n{traceback.format_exc()}")
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def refused(code: int, err: str) -> bool:
-    """Exit 2 with one `error: ...` line that names something."""
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    return code == 2 and len(lines) == 1 and len(lines[0]) > len("error: ") + 10
-
-
 def test_the_suite_is_large_and_the_good_dataset_is_clean(good, tmp_path, capsys):
     assert len(VARIANTS) >= 80
-    code, out, err = run(["inspect", str(good)], capsys)
+    code, out, err = run_cli(["inspect", str(good)], capsys)
     assert code == 0 and "problems      0" in out, out + err
-    code, out, err = run(["evaluate", "--oracle", "--data", str(good), "--input-size", "64",
-                          "--out", str(tmp_path / "m.json")], capsys)
+    code, out, err = run_cli(["evaluate", "--oracle", "--data", str(good), "--input-size", "64",
+                              "--out", str(tmp_path / "m.json")], capsys)
     assert code == 0 and "skipped" not in json.loads((tmp_path / "m.json").read_text()), err
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_inspect_and_oracle_refuse_or_report(good, tmp_path, capsys, name):
     root = broken(good, tmp_path, name)
-    code, out, err = run(["inspect", str(root)], capsys)
+    code, out, err = run_cli(["inspect", str(root)], capsys)
     if name in LEAVES_THE_DATASET:  # refused before anything is read, not read and then reported
         assert refused(code, err) and "file name" in err, f"inspect: exit {code}\n{err}"
     reported = code == 1 and "problems      0" not in out
     assert refused(code, err) or reported, f"inspect: exit {code}\n{out}\n{err}"
     metrics_file = tmp_path / "oracle.json"
-    code, out, err = run(["evaluate", "--oracle", "--data", str(root), "--input-size", "64",
-                          "--out", str(metrics_file)], capsys)
+    code, out, err = run_cli(["evaluate", "--oracle", "--data", str(root), "--input-size", "64",
+                              "--out", str(metrics_file)], capsys)
     if not refused(code, err):
         assert code == 0, f"evaluate --oracle: exit {code}\n{err}"
         metrics = json.loads(metrics_file.read_text())
@@ -85,7 +63,7 @@ def test_inspect_and_oracle_refuse_or_report(good, tmp_path, capsys, name):
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_short_train_refuses_or_counts(good, tmp_path, capsys, caplog, name):
     root = broken(good, tmp_path, name)
-    code, out, err = run(["train", "--train", str(root), "--out", str(tmp_path / "run"), *TRAIN], capsys)
+    code, out, err = run_cli(["train", "--train", str(root), "--out", str(tmp_path / "run"), *TRAIN], capsys)
     if refused(code, err):
         return
     assert code == 0, f"train: exit {code}\n{err[-3000:]}"

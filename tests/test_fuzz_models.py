@@ -4,11 +4,11 @@ an `error:` line and exit 2, never a traceback and never a model run from a brok
 from __future__ import annotations
 
 import json
-import traceback
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from cli_helpers import error_lines, run_cli
 from inference_helpers import write_checkpoint
 
 from posepart import cli
@@ -69,17 +69,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"ckpt": ckpt, "safetensors": root / "model.safetensors", "onnx": root / "model.onnx", "data": data}
 
 
-def run(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 2
-    except BaseException:  # noqa: BLE001 - no exception may reach the user
-        pytest.fail(f"posepart {' '.join(argv)} raised:\n{traceback.format_exc()}")
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("kind, name", CASES)
 def test_every_loader_refuses_a_broken_model_file(files, tmp_path, capsys, kind, name):
     model = tmp_path / f"broken.{kind}"
@@ -95,6 +84,6 @@ def test_every_loader_refuses_a_broken_model_file(files, tmp_path, capsys, kind,
         if kind == "ckpt":
             commands.append(["export-weights", "--checkpoint", str(model), "--out", str(tmp_path / "m.safetensors")])
     for argv in commands:
-        code, err = run(argv, capsys)
-        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        code, _, err = run_cli(argv, capsys)
+        errors = error_lines(err)
         assert code == 2 and len(errors) == 1 and str(model) in errors[0], f"{argv[0]}: exit {code}\n{err[-2000:]}"

@@ -36,7 +36,7 @@ from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
-DEFAULT_TRAIN_IMAGES = 12000  # per model (bf16 autocast); the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
+DEFAULT_TRAIN_IMAGES = 12000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 VALIDATIONS = 4  # validation passes per model during training (for the curves); each costs n_val images
 

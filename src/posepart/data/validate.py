@@ -19,15 +19,15 @@ class DatasetError(ValueError):
     """A dataset file or record is malformed; the message names the file and the record."""
 
 
-_NUMBER_TYPES = {int, float}
+_NUMBER_TYPES = {int, float}  # JSON's numbers; bool is its own type, so `type(v) in` excludes it
 
 
 def is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) in _NUMBER_TYPES
 
 
 def integer(value: Any, label: str, *, minimum: int | None = None) -> int:
@@ -41,7 +41,7 @@ def integer(value: Any, label: str, *, minimum: int | None = None) -> int:
 
 def numbers(value: Any, label: str, *, length: int | None = None) -> np.ndarray:
     """A list of finite numbers (float64), of `length` when given."""
-    if not isinstance(value, list) or not set(map(type, value)) <= _NUMBER_TYPES:  # (bool is its own type)
+    if not isinstance(value, list) or not set(map(type, value)) <= _NUMBER_TYPES:
         raise DatasetError(f"{label}: expected a list of numbers, got {_short(value)}")
     if length is not None and len(value) != length:
         raise DatasetError(f"{label}: expected {length} numbers, got {len(value)}")

@@ -164,7 +164,7 @@ class PosePartModule(pl.LightningModule):
         before = self._unchecked[bad - 1][2] if bad > 0 else self._last_finite
         now = {k: float(v) for k, v in terms.items()}
         broken = [k for k, v in now.items() if not math.isfinite(v)]
-        # a term can be non-finite while the total is not (a task absent from the batch): list only finite ones
+        # a step whose total was finite can still hold a non-finite term: "last finite terms" lists finite values only
         last = {k: round(float(v), 6) for k, v in before.items() if math.isfinite(float(v))} or "none (first step)"
         kind = "nan" if math.isnan(now.get("total", math.nan)) else "non-finite"
         where = f"at step {step}" if not here else f"on another rank by step {step}"

@@ -51,7 +51,6 @@ class BilinearUpsample(nn.Module):
         if factor < 2 or factor % 2:
             raise ValueError(f"factor must be an even integer >= 2, got {factor}")
         self.factor = factor
-        self.channels = channels
         self.up: nn.ConvTranspose2d | None = None
         if learnable:
             kernel = bilinear_kernel(2 * factor)  # (2f, 2f)
