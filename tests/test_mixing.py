@@ -18,7 +18,7 @@ from torch.utils.data import default_collate
 
 from posepart import cli
 from posepart.data.format import PosePartDataset
-from posepart.data.label_maps import IGNORE, JointMap, PartLabelSpace, PartMapError, part_sets
+from posepart.data.label_maps import JointMap, PartLabelSpace, PartMapError, part_sets
 from posepart.data.mixing import MappedSource, SourcePlan, allocate, map_dataset
 from posepart.data.synth import write_synth
 from posepart.data.writer import DatasetWriter
@@ -28,7 +28,7 @@ from posepart.engine.data import EpochSampler, PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
 from posepart.losses import SegLoss
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -53,7 +53,7 @@ def _rewrite(src: Path, dst: Path, schema: Schema, keypoints: Callable[[np.ndarr
              parts: bool) -> Path:
     """Write the synthetic dataset `src` again in `schema` (people through `keypoints`, parts through CIHP ids)."""
     ds = PosePartDataset.open(src)
-    lut = np.full(256, IGNORE, np.uint8)
+    lut = np.full(256, IGNORE_LABEL, np.uint8)
     lut[list(PASCAL_TO_CIHP)] = list(PASCAL_TO_CIHP.values())
     with DatasetWriter(dst, schema) as writer:
         for record in ds.records:
@@ -171,7 +171,7 @@ def test_cihp_parts_map_to_pascal_classes_and_sets():
     assert shown["left_arm"] == shown["right_arm"] == "{upper_arm, lower_arm}"
     assert shown["pants"] == shown["left_leg"] == "{upper_leg, lower_leg}"
     assert shown["upper_clothes"] == "{torso, upper_arm, lower_arm}"
-    assert lut[255] == IGNORE
+    assert lut[255] == IGNORE_LABEL
     p = PASCAL.num_parts
     assert lut[CIHP.part_classes.index("left_arm")] >= p  # set-valued labels live above the plain classes
     table = space.allowed_sets
@@ -277,7 +277,7 @@ def test_mixed_datamodule_masks_tasks_per_sample_and_joints_per_channel(datamodu
     assert coco["has_pose"].all() and not coco["has_parts"].any()
     assert coco["joint_mask"][0].tolist() == [n != "head" for n in PASCAL.keypoints]
     assert cihp["has_parts"].all() and not cihp["has_pose"].any()
-    labelled = cihp["parts"][cihp["parts"] != IGNORE]
+    labelled = cihp["parts"][cihp["parts"] != IGNORE_LABEL]
     assert (labelled >= PASCAL.num_parts).any() and int(labelled.max()) < PASCAL.num_parts + table.shape[0]
     assert cihp["source"].tolist() == [3, 3]
 

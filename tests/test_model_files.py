@@ -53,7 +53,7 @@ def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
     import sys
 
     from posepart.data.synth import write_synth
-    from posepart.engine.checkpoint import remove_orphans
+    from posepart.data.writer import remove_orphans
     from posepart.engine.config import load_config
     from posepart.engine.train import train
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from posepart.schema import Schema, flip_permutation, voc_palette
+from posepart.schema import Schema, flip_permutation, split_side, voc_palette
 
 
 def test_pascal_schema_sizes_and_flips():
@@ -37,6 +37,15 @@ def test_category_round_trip_and_custom_schema():
     assert back == custom
     assert back.flip_perm == (0, 2, 1)
     assert back.part_flip_perm == (0, 1, 3, 2)  # hyphenated side names are mirrored too
+
+
+def test_split_side_is_the_one_side_parser():
+    """The side prefix parsing that flips, part-name mapping and part instances all read."""
+    assert split_side("left_upper_arm") == ("left", "upper_arm")
+    assert split_side("Right Hand") == ("right", "Hand")
+    assert split_side("LEFT-foot") == ("left", "foot")
+    assert split_side("leftover") == (None, "leftover")  # a word that starts with "left" has no side
+    assert split_side("head") == (None, "head")
 
 
 def test_mirror_names_keep_case():

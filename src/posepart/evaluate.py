@@ -22,7 +22,7 @@ from posepart.data.label_maps import scoring_labels
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.heads import HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import build_targets
 
 
@@ -132,7 +132,7 @@ def oracle_prediction(
     if parts is not None:
         # A model never predicts "ignore": the letterbox padding (255) next to the image edge, which nearest-neighbour
         # warping can pull back into the first or last image column, is predicted as background.
-        labels = np.where(targets.parts == 255, 0, targets.parts).astype(np.uint8)
+        labels = np.where(targets.parts == IGNORE_LABEL, 0, targets.parts).astype(np.uint8)
         pred_parts = parts_to_image(labels, to_image, record.height, record.width)
     return Prediction(results, pred_parts), parts
 

@@ -23,6 +23,7 @@ SIGMAS_BY_NAME: dict[str, float] = {
     "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
 }
 DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
+IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 
 # PASCAL-Person-Part pose (Xia et al. 2017, 14 joints) and parts (Chen et al. 2014, 6 parts). "head" is the top of the
 # head, as MPII's head_top. The first 13 limbs are Xia's: neck to head, shoulders and hips, then down each arm and leg.
@@ -78,7 +79,16 @@ _PARSING_CLASSES = (
 LIP_PART_CLASSES = tuple("jumpsuits" if c == "<10>" else c for c in _PARSING_CLASSES)
 CIHP_PART_CLASSES = tuple("torso_skin" if c == "<10>" else c for c in _PARSING_CLASSES)
 
-_SIDE = re.compile(r"^(left|right)(?=[_\- ])", re.IGNORECASE)
+_SIDE = re.compile(r"^(left|right)(?=[_\- ])", re.IGNORECASE)  # the one left/right parser of joint and part names
+
+
+def split_side(name: str) -> tuple[str | None, str]:
+    """'left_upper_arm' -> ('left', 'upper_arm'); 'Right Hand' -> ('right', 'Hand'); 'head' -> (None, 'head').
+    The side is lower-cased; the rest keeps its spelling (callers normalise it as they compare)."""
+    match = _SIDE.match(name)
+    if not match:
+        return None, name
+    return match.group(1).lower(), name[match.end() + 1:]
 
 
 def _mirror_name(name: str) -> str:
@@ -144,8 +154,8 @@ class Schema:
                 raise ValueError(f"skeleton edge ({a}, {b}) is not a pair of distinct joints among {k} keypoints")
         if self.part_classes and self.part_classes[0] != "background":
             raise ValueError(f"part_classes[0] must be 'background', got {self.part_classes[0]!r}")
-        if len(self.part_classes) > 255:
-            raise ValueError("at most 254 part classes fit a uint8 label map with 255 = ignore")
+        if len(self.part_classes) > IGNORE_LABEL:
+            raise ValueError(f"at most {IGNORE_LABEL - 1} part classes fit a uint8 label map with {IGNORE_LABEL} = ignore")
         if not self.sigmas:
             object.__setattr__(self, "sigmas", tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints))
         elif len(self.sigmas) != k:

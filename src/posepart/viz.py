@@ -8,9 +8,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 
-IGNORE_LABEL = 255
 
 
 def draw_parts(image: np.ndarray, parts: np.ndarray, schema: Schema, alpha: float = 0.55) -> np.ndarray:

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from posepart.schema import IGNORE_LABEL
+
 if TYPE_CHECKING:  # albumentations (which imports torch) is loaded only when photometric jitter is used, so the
     import albumentations as A  # geometry here serves torch-free inference (posepart.inference with ONNX Runtime)
 
 PAD_VALUE = 128  # image border: mid grey
-IGNORE_LABEL = 255
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # the model input convention (`normalize`)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 

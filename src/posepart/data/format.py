@@ -25,14 +25,13 @@ from pycocotools import mask as mask_utils
 
 from posepart.data import validate
 from posepart.data.validate import DatasetError
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 
 __all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "read_image", "read_json", "region_mask"]
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
-IGNORE_LABEL = 255
 _KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
 
 
@@ -233,7 +232,7 @@ class PosePartDataset:
         if bad.any():
             raise DatasetError(
                 f"{path}: label value {int(parts[bad].max())} above the {self.schema.num_parts - 1} part classes "
-                f"{list(self.schema.part_classes)} (image id {record.image_id}); 255 is the only other allowed value"
+                f"{list(self.schema.part_classes)} (image id {record.image_id}); {IGNORE_LABEL} is the only other allowed value"
             )
         return parts
 

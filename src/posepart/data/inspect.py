@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from posepart.data.format import DatasetError, PosePartDataset
+from posepart.schema import IGNORE_LABEL
 
 
 @dataclass
@@ -66,7 +67,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> I
             problems.append(str(err))
             continue
         if parts is not None:
-            part_pixels += np.bincount(parts[parts != 255].ravel(), minlength=len(part_pixels))[: len(part_pixels)]
+            part_pixels += np.bincount(parts[parts != IGNORE_LABEL].ravel(), minlength=len(part_pixels))[: len(part_pixels)]
     labelled_pixels = part_pixels.sum()
     counts = {
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,

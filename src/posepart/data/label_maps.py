@@ -22,9 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from posepart.schema import PASCAL_PART_CLASSES, Schema
+from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, split_side
 
-IGNORE = 255
 
 # Target joint -> how a source WITHOUT a joint of that exact name provides it, tried in order. A string is another
 # name for the same point; a pair is the midpoint of two joints. Why each row (docs/training.md, "Mixing datasets"):
@@ -72,8 +71,6 @@ PARTS_TO_PASCAL: dict[str, tuple[str, ...]] = {
 # Built-in tables by target part-class list; other targets map identical (or side-stripped) names, plus a run's own
 # `part_map` rows.
 PART_TABLES: dict[tuple[str, ...], Mapping[str, tuple[str, ...]]] = {PASCAL_PART_CLASSES: PARTS_TO_PASCAL}
-
-_SIDE = re.compile(r"^(left|right)_")
 
 
 def _normal(name: str) -> str:
@@ -178,7 +175,7 @@ def part_sets(
         if name in ignored:
             out.append(frozenset())
             continue
-        for candidate in (name, _SIDE.sub("", name)):  # the name, then without its side ("left_hand" -> "hand")
+        for candidate in (name, split_side(name)[1]):  # the name, then without its side ("left_hand" -> "hand")
             if candidate in table or candidate in tindex:
                 names = table.get(candidate, (candidate,))
                 break
@@ -207,22 +204,22 @@ class PartLabelSpace:
         self.sets: list[frozenset[int]] = []
 
     def value(self, classes: frozenset[int]) -> int:
-        """The label value of a set of target classes (a single class is itself; empty is IGNORE)."""
+        """The label value of a set of target classes (a single class is itself; empty is IGNORE_LABEL)."""
         if not classes:
-            return IGNORE
+            return IGNORE_LABEL
         if len(classes) == 1:
             return next(iter(classes))
         for candidate in (classes, frozenset(int(self._class_flip[c]) for c in classes)):
             if candidate not in self.sets:
                 self.sets.append(candidate)
-        if self.num_classes + len(self.sets) >= IGNORE:
+        if self.num_classes + len(self.sets) >= IGNORE_LABEL:
             raise PartMapError(f"{self.num_classes} classes + {len(self.sets)} set-valued labels do not fit below "
-                               f"{IGNORE} (the uint8 ignore value)")
+                               f"{IGNORE_LABEL} (the uint8 ignore value)")
         return self.num_classes + self.sets.index(classes)
 
     def lookup(self, sets: Sequence[frozenset[int]]) -> np.ndarray:
-        """(256,) uint8 table: source label value -> target label value (255 and unknown values stay IGNORE)."""
-        lut = np.full(256, IGNORE, np.uint8)
+        """(256,) uint8 table: source label value -> target label value (255 and unknown values stay IGNORE_LABEL)."""
+        lut = np.full(256, IGNORE_LABEL, np.uint8)
         for i, classes in enumerate(sets):
             lut[i] = self.value(classes)
         return lut
@@ -245,7 +242,7 @@ class PartLabelSpace:
 
     def describe(self, value: int, target: Schema) -> str:
         """'upper_arm' or '{upper_arm, lower_arm}' or 'ignore', for docs and error messages."""
-        if value == IGNORE:
+        if value == IGNORE_LABEL:
             return "ignore"
         if value < self.num_classes:
             return target.part_classes[value]
@@ -254,6 +251,6 @@ class PartLabelSpace:
 
 def scoring_labels(labels: np.ndarray | None, num_classes: int) -> np.ndarray | None:
     """Ground truth for the confusion matrix: set-valued labels (>= P) become ignore; they name no single class."""
-    if labels is None or not ((labels >= num_classes) & (labels != IGNORE)).any():
+    if labels is None or not ((labels >= num_classes) & (labels != IGNORE_LABEL)).any():
         return labels
-    return np.where(labels >= num_classes, IGNORE, labels).astype(labels.dtype)
+    return np.where(labels >= num_classes, IGNORE_LABEL, labels).astype(labels.dtype)

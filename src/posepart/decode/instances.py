@@ -17,12 +17,11 @@ path (one loop step per part class present) is its reference and the fallback wi
 from __future__ import annotations
 
 import functools
-import re
 
 import numpy as np
 
 from posepart.decode import compiled
-from posepart.schema import Schema
+from posepart.schema import Schema, split_side
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
 _JOINT_KIND = {
@@ -53,14 +52,11 @@ _PART_REGIONS: dict[str, tuple[str, ...]] = {
     "pants": ("torso",) + _LEG, "skirt": ("torso", "upper_leg"), "socks": ("lower_leg",), "shoe": ("lower_leg",),
     "foot": ("lower_leg",),
 }
-_SIDE = re.compile(r"^(left|right)[_\- ]", re.IGNORECASE)
 
 
 def _split(name: str) -> tuple[str | None, str]:
     """'left_upper_arm' -> ('left', 'upper_arm'); 'Head' -> (None, 'head')."""
-    match = _SIDE.match(name)
-    side = match.group(1).lower() if match else None
-    base = name[match.end():] if match else name
+    side, base = split_side(name)
     return side, base.lower().replace("-", "_").replace(" ", "_")
 
 

@@ -9,15 +9,15 @@ loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lig
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from posepart.data.writer import atomic_write
 from posepart.engine.config import Config, config_from_dict
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
@@ -28,57 +28,6 @@ SAFETENSORS_FORMAT = "posepart-weights-v1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be loaded safely or does not describe a posepart model."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
-
-
-def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete the temp files `atomic_write` leaves when its process is killed mid-save (`.NAME.tmp-PID` whose PID is
-    no longer running); a live process's are kept. Returns what was removed."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit() or not tmp.is_file():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-            continue
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):  # another user's live process, or not a PID at all
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -318,12 +318,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def dump_config(config: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (atomically: temp file in the same folder, then os.replace)."""
-    import os
+    """Write the resolved config as YAML, atomically (`posepart.data.writer.atomic_write`)."""
+    from posepart.data.writer import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
-from posepart.data.writer import lock_output
-from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks, remove_orphans
+from posepart.data.writer import lock_output, remove_orphans
+from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
 from posepart.engine.config import Config, ConfigError, dump_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks

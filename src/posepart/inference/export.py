@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posepart.engine.checkpoint import LoadedModel, atomic_write, load_model
+from posepart.data.writer import atomic_write
+from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.inference.backends import METADATA_KEY, ModelInfo
 from posepart.inference.predictor import model_info
 

@@ -9,11 +9,11 @@ from posepart.losses.pose import (
     seed_heatmap_mask,
     seed_paf_mask,
 )
-from posepart.losses.seg import IGNORE_INDEX, SegLoss, upsample_logits
+from posepart.losses.seg import SegLoss, upsample_logits
 from posepart.losses.weighting import FixedWeighting, TaskWeighting, UncertaintyWeighting
 
 __all__ = [
-    "IGNORE_INDEX", "FixedWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
+    "FixedWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
     "UncertaintyWeighting", "heatmap_channel_mask", "masked_mse", "paf_channel_mask", "seed_heatmap_mask",
     "seed_paf_mask", "upsample_logits",
 ]

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = 255
+from posepart.schema import IGNORE_LABEL
+
 
 
 def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -55,8 +56,8 @@ class SegLoss(nn.Module):
                                  f"{tuple(allowed_sets.shape)}")
             if not bool(allowed_sets.any(1).all()):
                 raise ValueError("every row of allowed_sets must allow at least one class (else the loss is +inf)")
-            if allowed_sets.shape[0] + allowed_sets.shape[1] > IGNORE_INDEX:
-                raise ValueError(f"P + S = {sum(allowed_sets.shape)} label values do not fit below {IGNORE_INDEX}")
+            if allowed_sets.shape[0] + allowed_sets.shape[1] > IGNORE_LABEL:
+                raise ValueError(f"P + S = {sum(allowed_sets.shape)} label values do not fit below {IGNORE_LABEL}")
         # A buffer so that .to(device) moves it; not persistent: it is configuration, not learned state.
         self.register_buffer("allowed_sets", allowed_sets, persistent=False)
         self.check_labels = check_labels
@@ -65,8 +66,8 @@ class SegLoss(nn.Module):
         """Labels of samples without part annotation set to ignore; returns (labels (B,H,W) int64, valid (B,H,W))."""
         labels = labels.long()
         if has_parts is not None:
-            labels = torch.where(has_parts.to(labels.device, torch.bool)[:, None, None], labels, IGNORE_INDEX)
-        return labels, labels != IGNORE_INDEX
+            labels = torch.where(has_parts.to(labels.device, torch.bool)[:, None, None], labels, IGNORE_LABEL)
+        return labels, labels != IGNORE_LABEL
 
     def _check(self, labels: Tensor, valid: Tensor, num_classes: int) -> None:
         num_values = num_classes + (0 if self.allowed_sets is None else self.allowed_sets.shape[0])
@@ -74,7 +75,7 @@ class SegLoss(nn.Module):
         if bool(bad.any()):
             values = torch.unique(labels[bad]).tolist()
             raise ValueError(f"part labels {values[:10]} are outside 0..{num_values - 1} (P={num_classes} classes"
-                             f" + {num_values - num_classes} allowed sets) and not {IGNORE_INDEX} (ignore)")
+                             f" + {num_values - num_classes} allowed sets) and not {IGNORE_LABEL} (ignore)")
 
     def forward(self, logits: Tensor | Sequence[Tensor], labels: Tensor, has_parts: Tensor | None = None) -> Tensor:
         """Loss of one stage's logits (B, P, h, w), or the sum over a list of stages; labels (B, H, W)."""
@@ -98,7 +99,7 @@ class SegLoss(nn.Module):
         logits = upsample_logits(logits.float(), (labels.shape[-2], labels.shape[-1]))  # (B, P, H, W)
         num_classes = logits.shape[1]
         if self.allowed_sets is None:
-            return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+            return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="sum")
         if self.allowed_sets.shape[1] != num_classes:
             raise ValueError(f"allowed_sets has {self.allowed_sets.shape[1]} columns, logits {num_classes} classes")
         eye = torch.eye(num_classes, dtype=torch.bool, device=logits.device)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from posepart.schema import IGNORE_LABEL
+
 
 def _flat(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """Any-shape label array or tensor -> flat int64 numpy array."""
@@ -30,7 +32,7 @@ def _flat(x: np.ndarray | torch.Tensor) -> np.ndarray:
 class ConfusionMatrix:
     """Accumulates `mat[true, pred]` pixel counts over images; `merge` sums matrices from other sources or ranks."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_LABEL) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = np.zeros((num_classes, num_classes), np.int64)  # (true, pred)

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from posepart.heads import HeadMeta
+from posepart.schema import IGNORE_LABEL
 
 GAUSS_EXPONENT_CUTOFF = 4.6052  # OpenPose: exp(-4.6052) = 0.01; smaller heatmap values are truncated to 0
 MASK_THRESHOLD = 0.5  # a cell is supervised when >= this fraction of its input pixels are
@@ -208,7 +209,7 @@ def build_targets(
         pose_mask = np.ones(out_hw, np.float32)
     else:
         pose_mask = _supervised_cells(np.asarray(ignore, bool), stride, MASK_THRESHOLD)
-    part_map = np.full(size, 255, np.uint8) if parts is None else np.asarray(parts, np.uint8)
+    part_map = np.full(size, IGNORE_LABEL, np.uint8) if parts is None else np.asarray(parts, np.uint8)
     return Targets(
         heatmaps=heatmaps(kp, out_hw, stride, head.sigma),
         pafs=pafs(kp, schema.skeleton, out_hw, stride, head.paf_width),

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
 from posepart.data.writer import DatasetWriter, write_json_atomic
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 
 KEYPOINT_TOLERANCE = 1.0  # px outside [0, W] x [0, H] still accepted, as posepart.data.format accepts it
 CONVERSION_FILE = "conversion.json"  # provenance written beside annotations.json (ignored by the format reader)
@@ -163,11 +163,11 @@ def read_label_png(path: Path, num_classes: int) -> np.ndarray:
         raise SampleError(f"{path}: part label PNG not found", "missing part PNG") from None
     except OSError as err:
         raise SampleError(f"{path}: cannot read part label PNG: {err}", "bad part PNG") from None
-    bad = ((labels >= num_classes) & (labels != 255)) | (labels < 0)
+    bad = ((labels >= num_classes) & (labels != IGNORE_LABEL)) | (labels < 0)
     if bad.any():
         y, x = np.argwhere(bad)[0]
         raise SampleError(f"{path}: label value {int(labels[y, x])} at (x={x}, y={y}) is not one of the "
-                          f"{num_classes} classes 0..{num_classes - 1} (or 255 ignore)", "bad part PNG")
+                          f"{num_classes} classes 0..{num_classes - 1} (or {IGNORE_LABEL} ignore)", "bad part PNG")
     return labels.astype(np.uint8)
 
 

@@ -33,7 +33,7 @@ from posepart.data.readers.common import (
     read_label_png,
     write_samples,
 )
-from posepart.schema import Schema, voc_palette
+from posepart.schema import IGNORE_LABEL, Schema, voc_palette
 
 # Part names of source ids 1..6. "observed" is what the VOC-colour PNGs of the fixture show when checked against the
 # Berkeley keypoints (palette index 3 yellow lies on forearms, 4 blue on upper arms, 5 magenta on shins, 6 cyan on
@@ -83,7 +83,7 @@ def part_lut(order: str | Sequence[str], schema: Schema) -> np.ndarray:
     if unknown or len(set(names)) != len(names):
         raise ValueError(f"part order {list(names)}: unknown or repeated names {unknown}; use "
                          f"{' or '.join(PART_ORDERS)} or names from {list(schema.part_classes[1:])}")
-    lut = np.full(256, 255, np.uint8)
+    lut = np.full(256, IGNORE_LABEL, np.uint8)
     lut[0] = 0
     for i, name in enumerate(names, start=1):
         lut[i] = schema.part_classes.index(name)
@@ -97,7 +97,7 @@ def colour_to_index(rgb: np.ndarray, num_ids: int, path: Path) -> np.ndarray:
     matching none raises SampleError naming the file, the colour and one pixel.
     """
     palette = np.vstack([voc_palette(num_ids + 1), VOC_VOID]).astype(np.int32)  # (num_ids + 2, 3)
-    palette_ids = np.append(np.arange(num_ids + 1), 255)
+    palette_ids = np.append(np.arange(num_ids + 1), IGNORE_LABEL)
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     colours, inverse = np.unique(packed.reshape(-1), return_inverse=True)
     unique_rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1)  # (U, 3)
@@ -118,7 +118,7 @@ def read_part_png(path: Path, lut: np.ndarray) -> np.ndarray:
     """A PASCAL part PNG (index or VOC-colour) -> (H, W) uint8 schema part indices, 255 ignore."""
     from PIL import Image
 
-    num_ids = int((lut[1:255] != 255).sum())
+    num_ids = int((lut[1:255] != IGNORE_LABEL).sum())
     try:
         with Image.open(path) as image:
             colour = np.asarray(image.convert("RGBA")) if image.mode in ("RGB", "RGBA", "LA") else None
@@ -130,7 +130,7 @@ def read_part_png(path: Path, lut: np.ndarray) -> np.ndarray:
         ids = read_label_png(path, num_ids + 1)  # index PNG (grey or palette mode): values checked there
     else:
         ids = colour_to_index(colour[..., :3], num_ids, path)
-        ids[colour[..., 3] == 0] = 255  # transparent = unlabelled
+        ids[colour[..., 3] == 0] = IGNORE_LABEL  # transparent = unlabelled
     return lut[ids]
 
 
