@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import math
 import os
@@ -217,6 +218,31 @@ def test_crafted_checkpoint_is_refused_without_running_code(data, tmp_path):
     with pytest.raises(CheckpointError, match="evil.ckpt"):  # nor through Lightning's resume path
         train(tiny(data, val=False), tmp_path / "run", resume=evil, **QUIET)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_lightning_tips_and_its_deprecation_noise_only_when_verbose(data, tmp_path, verbose):
+    """Lightning's advertising tip and device chatter are dropped unless verbose=True (`posepart train --verbose`);
+    the records are read where Lightning emits them, so the test does not depend on how pytest captures logs."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect()
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero",
+                                               "lightning.fabric.utilities.rank_zero")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        train(tiny(data, "train.max_steps=1", val=False), tmp_path, verbose=verbose, **QUIET)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    noise = [m for m in seen if m.startswith(("💡 Tip:", "GPU available:"))]
+    assert bool(noise) == verbose, seen
+    assert all(logger.filters == [] for logger in loggers)  # nothing left installed after the run
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):

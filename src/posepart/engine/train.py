@@ -10,13 +10,15 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -135,19 +137,52 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
     return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
 
 
+# Lightning's advertising, its environment chatter and the deprecation warnings its own code triggers in torch: nothing a
+# posepart user can act on, so hidden unless `train(verbose=True)` (`posepart train --verbose`). Real warnings stay.
+_NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
+_NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"Precision .* is not supported by the model summary")
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_NOISE_MESSAGES)
+
+
+@contextmanager
+def quiet_lightning(verbose: bool = False) -> Iterator[None]:
+    """Within the block, drop Lightning's noise (above) from its loggers and warnings; `verbose` keeps everything."""
+    if verbose:
+        yield
+        return
+    drop = _DropNoise()
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
+    with warnings.catch_warnings():
+        for pattern in _NOISE_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(drop)
+
+
 def _first_process() -> bool:
     """Whether this is the launch's first process (not a DDP worker Lightning, torchrun or SLURM started)."""
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
-          **trainer_overrides: Any) -> TrainResult:
-    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time. `out` is
-    locked for the launch: a second train into it while this one runs is refused (`OutputInUse`)."""
+          verbose: bool = False, **trainer_overrides: Any) -> TrainResult:
+    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time; `verbose` shows
+    Lightning's tips and the deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the
+    launch: a second train into it while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
-    with lock_output(out) if _first_process() else nullcontext():
+    with lock_output(out) if _first_process() else nullcontext(), quiet_lightning(verbose):
         return _train(cfg, out, resume=resume, max_minutes=max_minutes, **trainer_overrides)
 
 
