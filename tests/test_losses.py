@@ -289,6 +289,19 @@ def test_uncertainty_weighting_value_and_gradient() -> None:
         weighting({"depth": l_seg})
 
 
+def test_uncertainty_priorities_set_the_equilibrium_weight() -> None:
+    """total = sum e^-s L + r s: at fixed L the optimum is s = log(L / r), where the loss weighs r / L."""
+    weighting = UncertaintyWeighting(["seg", "heatmap"], priorities={"heatmap": 3.0})
+    losses = {"seg": torch.tensor(0.5), "heatmap": torch.tensor(2.0)}
+    with torch.no_grad():
+        weighting.log_vars.copy_(torch.tensor([math.log(0.5 / 1.0), math.log(2.0 / 3.0)]))
+    weighting(losses).backward()
+    assert weighting.log_vars.grad.tolist() == pytest.approx([0.0, 0.0], abs=1e-6)  # the stationary point
+    assert torch.exp(-weighting.log_vars).tolist() == pytest.approx([1 / 0.5, 3 / 2.0])  # r / L
+    with pytest.raises(ValueError, match="positive"):
+        UncertaintyWeighting(["seg"], priorities={"seg": 0.0})
+
+
 def test_loss_module_exposes_weighting_parameters_and_fixed_weights() -> None:
     loss_fn = PosePartLoss(TINY, weighting=UncertaintyWeighting(["heatmap", "paf"]))
     assert [p is loss_fn.weighting.log_vars for p in loss_fn.parameters()] == [True]

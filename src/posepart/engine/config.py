@@ -116,6 +116,7 @@ class LossConfig:
     # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
     heatmap: Literal["mse", "focal"] = "mse"
     weighting: Literal["fixed", "uncertainty"] = "fixed"
+    # fixed: the weights w_i of sum_i w_i L_i; uncertainty: each task's priority r_i (its gradient weighs r_i / L_i)
     weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
     # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
     # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.

@@ -77,8 +77,8 @@ class PosePartModule(pl.LightningModule):
         self.sources = list(sources or [])
         self.model = build_from_config(config, schema, pretrained=pretrained)
         tasks = model_tasks(self.model)
-        weighting = (UncertaintyWeighting(tasks) if config.loss.weighting == "uncertainty"
-                     else FixedWeighting(config.loss.weights))
+        weighting = (UncertaintyWeighting(tasks, priorities=config.loss.weights)
+                     if config.loss.weighting == "uncertainty" else FixedWeighting(config.loss.weights))
         # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
         # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,

@@ -47,17 +47,22 @@ class FixedWeighting(TaskWeighting):
 
 
 class UncertaintyWeighting(TaskWeighting):
-    """Homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) with learnable s_i = log sigma_i^2:
+    """Homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) with learnable s_i = log sigma_i^2
+    and a priority r_i per task (default 1):
 
-        total = sum_i exp(-s_i) * L_i + s_i
+        total = sum_i exp(-s_i) * L_i + r_i * s_i
 
-    This is the common simplified form, the same for every task: for a Gaussian (MSE) task the paper's
+    With r = 1 this is the common simplified form, the same for every task: for a Gaussian (MSE) task the paper's
     L / (2 sigma^2) + log sigma is half of it, for a softmax task L / sigma^2 + log sigma differs only in the
     regulariser's factor 1/2; we drop those constant factors so that all tasks are treated alike.
-    For fixed L_i the optimum is s_i = log L_i; parametrising log sigma^2 keeps the weight exp(-s) positive.
+    For fixed L_i the optimum is s_i = log(L_i / r_i), where task i's gradient is weighted r_i / L_i. Why r: a constant
+    factor on L_i is absorbed by s_i (it would change nothing at equilibrium), so the regulariser is the only place a
+    task's priority can be set; `loss.weights` gives r under this weighting, as it gives the weights of the fixed sum.
+    Parametrising log sigma^2 keeps the weight exp(-s) positive.
     """
 
-    def __init__(self, tasks: Sequence[str], init: float | Mapping[str, float] = 0.0) -> None:
+    def __init__(self, tasks: Sequence[str], init: float | Mapping[str, float] = 0.0,
+                 priorities: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -65,6 +70,9 @@ class UncertaintyWeighting(TaskWeighting):
         start = [init.get(t, 0.0) if isinstance(init, Mapping) else float(init) for t in self.tasks]
         self.log_vars = nn.Parameter(torch.tensor(start, dtype=torch.float32))  # (T,) s_i = log sigma_i^2
         self._index = {t: i for i, t in enumerate(self.tasks)}
+        self.priorities = {t: float((priorities or {}).get(t, 1.0)) for t in self.tasks}
+        if not all(r > 0 for r in self.priorities.values()):
+            raise ValueError(f"task priorities must be positive, got {self.priorities}")
 
     def log_var(self, task: str) -> Tensor:
         """The learnable s of one task."""
@@ -79,7 +87,7 @@ class UncertaintyWeighting(TaskWeighting):
         terms = []
         for name, loss in losses.items():
             s = self.log_var(name)
-            term = torch.exp(-s) * loss + s
+            term = torch.exp(-s) * loss + self.priorities[name] * s
             if present is not None and name in present:
                 # Without this, a task no sample of the batch labels still pulls s down by its regulariser; over a
                 # run with that task masked, s -> -inf and exp(-s) * 0 becomes NaN. torch.where: no host sync.
