@@ -165,8 +165,7 @@ def test_cli_oracle_out_file_and_folder(synth, tmp_path):
     assert main(["evaluate", "--oracle", "--data", root, "--input-size", "64", "--out", str(folder)]) == 0
     assert json.loads((folder / "metrics.json").read_text()) == json.loads(file.read_text())
     assert "## Results" in (folder / "report.md").read_text()
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--data", root])
+    assert main(["evaluate", "--data", root]) == 2  # neither --checkpoint nor --oracle: an `error:` line
 
 
 def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):

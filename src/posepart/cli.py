@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from posepart.data.format import DatasetError, PosePartDataset
-from posepart.heads import POSE_STRIDES, HeadMetaError
+from posepart.errors import PosepartError, UsageError, output_folder
+from posepart.heads import POSE_STRIDES
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
@@ -83,13 +85,25 @@ def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     return out / "metrics.json", out
 
 
+def _prepare_out(out: Path | None) -> None:
+    """Create evaluate's --out folder (or the metrics file's) now: one that cannot be written is refused before
+    any scoring, not after it."""
+    metrics_file, folder = _metrics_path(out)
+    if folder is not None:
+        output_folder(folder)
+    elif metrics_file is not None:
+        output_folder(metrics_file.parent, "--out's folder")
+
+
 def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
                          ) -> tuple[dict, list, str, PosePartDataset]:
     """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
     read in the checkpoint's schema when its own differs)."""
     from posepart.engine.checkpoint import load_model
     from posepart.evaluate_model import evaluate_model
+    from posepart.inference.backends import torch_device
 
+    torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
     loaded = load_model(args.checkpoint, map_location=args.device)
     if loaded.schema != dataset.schema:
         from posepart.data.mixing import map_dataset
@@ -112,14 +126,17 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     from posepart.engine.checkpoint import load_model
     from posepart.evaluate import format_metrics
     from posepart.evaluate_model import evaluate_sources
+    from posepart.inference.backends import torch_device
     from posepart.report import write_report
     from posepart.viz import grid, save_rgb
+
+    torch_device(args.device)
 
     datasets = {}
     for item in args.source:
         name, sep, root = item.partition("=")
         if not (sep and name and root):
-            raise SystemExit(f"evaluate: --source expects NAME=ROOT, got {item!r}")
+            raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
         datasets[name] = PosePartDataset.open(Path(root))
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
@@ -158,30 +175,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from posepart.report import stage_table
 
     if args.oracle == (args.checkpoint is not None):
-        raise SystemExit("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+        raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
     if args.source:
-        from posepart.engine.checkpoint import CheckpointError
-
         if args.oracle or args.root is not None or args.annotations is not None:
-            raise SystemExit("evaluate: --source scores a --checkpoint and replaces --data")
-        try:
-            return _evaluate_sources(args)
-        except (CheckpointError, HeadMetaError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
+        _prepare_out(args.out)
+        return _evaluate_sources(args)
+    _prepare_out(args.out)
     dataset = _open_dataset(args)
     overlays: list = []
     if args.oracle:
         name = "oracle"
         metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
     else:
-        from posepart.engine.checkpoint import CheckpointError
-
-        try:
-            metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
-        except (CheckpointError, HeadMetaError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
     print(format_metrics(metrics))
     if metrics.get("per_stage"):
         print(stage_table({name: metrics}))
@@ -236,27 +243,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from posepart.data.writer import OutputInUse
-    from posepart.engine.config import ConfigError, load_config
+    from posepart.engine.config import load_config
+
+    config = load_config(args.config, args.set or [])
+    if args.train is not None:  # set directly: a path is not YAML
+        config.data.train = args.train
+    if args.val is not None:
+        config.data.val = args.val
+    from posepart.engine.train import train
 
     try:
-        config = load_config(args.config, args.set or [])
-        if args.train is not None:  # set directly: a path is not YAML
-            config.data.train = args.train
-        if args.val is not None:
-            config.data.val = args.val
-        from posepart.engine.train import train
-
         result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes)
-    except ConfigError as err:
-        print(f"error: config: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
+    except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OutputInUse as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; "
           f"best: {result.best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
@@ -266,13 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
-    from posepart.engine.checkpoint import CheckpointError, export_weights
+    from posepart.engine.checkpoint import export_weights
 
-    try:
-        out = export_weights(args.checkpoint, args.out)
-    except (CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    out = export_weights(args.checkpoint, args.out)
     print(f"wrote {out}")
     return 0
 
@@ -371,13 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. A `PosepartError` (a user's mistake, an unusable input) is one `error:` line and exit 2; a full
+    disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except DatasetError as err:
+    except PosepartError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _FULL_OR_READ_ONLY:
+            raise
+        print(f"error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
         return 2
 
 

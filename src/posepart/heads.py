@@ -14,12 +14,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from posepart.errors import PosepartError
 from posepart.schema import Schema
 
 POSE_STRIDES: tuple[int, ...] = (8, 4, 2)  # what the pose heads can output (8: the trunk's; 4, 2: refined by skips)
 
 
-class HeadMetaError(ValueError):
+class HeadMetaError(PosepartError, ValueError):
     """A head description is malformed, or something contradicts the model's own."""
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from posepart.errors import writing
 from posepart.schema import Schema
 
 # Table 1 of the seed report: PCK-style distance, then the four FCN segmentation metrics; OKS AP and PCKh added.
@@ -132,7 +133,6 @@ def write_report(
     written relative to it).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", "## Results", "", metrics_table(metrics_by_model), "",
              "Fractions in %; predictions scored in original image coordinates.", ""]
     iou = _iou_sections(metrics_by_model, schema.part_classes)
@@ -149,7 +149,9 @@ def write_report(
     if figures:
         lines += ["## Figures", "", *_figure_lines(out_dir, figures)]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    with writing(report):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return report
 
 

@@ -256,6 +256,9 @@ class Schema:
         """Read the schema from a COCO category: `keypoints`, 1-based `skeleton`, optional `part_classes`/`sigmas`.
         Types are checked (a ValueError names the field): a string where a list belongs would otherwise be read
         character by character."""
+        if not isinstance(category, dict):
+            raise ValueError(f"a schema is a mapping (a COCO category), got {type(category).__name__}")
+
         def strings(key: str) -> tuple[str, ...]:
             value = category.get(key) or []
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):

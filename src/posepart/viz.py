@@ -8,6 +8,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from posepart.errors import OutputError, writing
 from posepart.schema import IGNORE_LABEL, Schema
 
 
@@ -83,7 +84,13 @@ def grid(images: Sequence[np.ndarray], columns: int, cell: int = 256, pad: int =
 def save_rgb(path: str | Path, image: np.ndarray) -> Path:
     """Write an RGB uint8 image (PNG/JPEG by extension), creating folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write image")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            written = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        except cv2.error:  # no encoder for the suffix
+            raise OutputError(f"cannot write {path}: OpenCV has no image format for {path.suffix or 'no suffix'!r}; "
+                              f"use .png or .jpg") from None
+        if not written:
+            raise OSError("OpenCV could not write the image there")
     return path

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from posepart.errors import PosepartError
 from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, split_side
 
 
@@ -143,7 +144,7 @@ class JointMap:
 
 
 # -- part classes ------------------------------------------------------------------------------------------------------
-class PartMapError(ValueError):
+class PartMapError(PosepartError, ValueError):
     """A source part class has no target class: the message names it and how to map or ignore it."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from posepart.data.format import ImageRecord, PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
+from posepart.errors import PosepartError
 from posepart.schema import Schema
 
 if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usable without it
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usabl
 TASKS: tuple[str, ...] = ("pose", "parts")
 
 
-class SourceError(ValueError):
+class SourceError(PosepartError, ValueError):
     """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...)."""
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from posepart.errors import PosepartError
 
-class DatasetError(ValueError):
+
+class DatasetError(PosepartError, ValueError):
     """A dataset file or record is malformed; the message names the file and the record."""
 
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.errors import PosepartError, output_folder, writing
 from posepart.schema import Schema
 
 
@@ -27,9 +28,10 @@ class DatasetWriter:
         self.schema = schema
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
-        (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-        if schema.has_parts:
-            (self.root / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+        with writing(self.root):
+            (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+            if schema.has_parts:
+                (self.root / PARTS_DIR).mkdir(parents=True, exist_ok=True)
 
     def add(
         self,
@@ -80,11 +82,12 @@ class DatasetWriter:
 
 
 def _write_encoded(path: Path, array: np.ndarray, params: list[int]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(path.suffix, array, params)
     if not ok:
         raise DatasetError(f"{path}: OpenCV could not encode the image")
-    buf.tofile(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf.tofile(path)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -101,18 +104,21 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`."""
+    """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`: readers see the old or
+    the complete new file, never a partial one. The one atomic writer of checkpoints, exports, JSON and configs. An
+    OSError (a read-only folder, a full disk, a file where a folder should be) is an OutputError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_file():
             tmp.unlink()
     _fsync_dir(path.parent)
     return path
@@ -139,30 +145,32 @@ def remove_orphans(folder: str | Path) -> list[Path]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see either the old or the complete new file, never a partial one."""
+    """Write JSON so that readers see either the old or the complete new file, never a partial one. An OSError
+    (read-only folder, full disk) is an OutputError naming `path` (`atomic_write`)."""
     atomic_write(path, lambda f: f.write(json.dumps(data).encode("utf-8")))
 
 
 LOCK_FILE = ".posepart.lock"
 
 
-class OutputInUse(RuntimeError):
+class OutputInUse(PosepartError, RuntimeError):
     """Another posepart process is writing into the output folder."""
 
 
 @contextmanager
-def lock_output(folder: str | Path) -> Iterator[Path]:
+def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     """Hold an exclusive lock on `folder` (created if needed) while writing into it, so that a second posepart
     process writing there is refused (OutputInUse) instead of mixing its files in. flock, not a marker file: the
-    kernel releases it when the process ends, even on kill -9, so a crash never leaves a stale lock."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    kernel releases it when the process ends, even on kill -9, so a crash never leaves a stale lock. A folder that
+    is a file or cannot be written is an OutputError naming `option`."""
+    folder = output_folder(folder, option)
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
         yield folder / LOCK_FILE
         return
-    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    with writing(folder / LOCK_FILE):
+        handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

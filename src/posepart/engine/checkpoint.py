@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posepart.data.writer import atomic_write
 from posepart.engine.config import Config, config_from_dict
+from posepart.errors import MissingFileError, PosepartError
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
 
@@ -26,21 +27,22 @@ CHECKPOINT_KEY = "posepart"
 SAFETENSORS_FORMAT = "posepart-weights-v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PosepartError, RuntimeError):
     """A checkpoint file cannot be loaded safely or does not describe a posepart model."""
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """`torch.load(path, weights_only=True)`: plain containers, tensors, numbers and strings only.
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool = False) -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`: plain containers, tensors, numbers and strings only (`mmap`: tensors
+    are mapped from the file, not read, for a look at names and shapes).
 
     A file that needs arbitrary unpickling (a pickled object whose __reduce__ could run code) is refused with a
     CheckpointError naming the file; nothing in it is executed.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingFileError(f"{path}: checkpoint not found (or not a file)")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines if "unsupported global" in line.lower()), lines[0] if lines else "")
@@ -103,7 +105,55 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
     info = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(info, dict) or "schema" not in info or "config" not in info:
         raise CheckpointError(f"{path}: not a posepart checkpoint (no {CHECKPOINT_KEY!r} schema/config entry)")
-    return Schema.from_category(info["schema"]), config_from_dict(info["config"])
+    try:
+        return Schema.from_category(info["schema"]), config_from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError too: an edited or foreign entry
+        raise CheckpointError(f"{path}: its {CHECKPOINT_KEY!r} entry does not describe a posepart model: "
+                              f"{err}") from None
+
+
+# Settings a resumed run must share with its checkpoint: they decide the model's tensors and the optimizer's state.
+_RESUME_KEYS = ("model.", "loss.weighting", "loss.heatmap", "optim.name")
+_TRAINING_ENTRIES = ("state_dict", "optimizer_states", "loops")
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]) -> None:
+    """Refuse, with a CheckpointError naming the file and what differs, a `--resume` checkpoint this run cannot
+    continue: one that is not a training checkpoint, or one of another model (schema, model, loss or optimizer
+    settings, or weights of other names or shapes than `state`, the run's LightningModule state_dict). Without this
+    Lightning fails deep inside `fit` with a state_dict traceback. Tensors are memory-mapped, not read."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path, mmap=True)
+    lacking = [key for key in _TRAINING_ENTRIES if key not in checkpoint]
+    if lacking:
+        raise CheckpointError(f"{path}: not a training checkpoint that --resume can continue (it has no "
+                              f"{', '.join(lacking)}); resume from a run's checkpoints/last.ckpt")
+    differences = []
+    if isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+        stored_schema, stored = _describe(checkpoint, path)
+        if stored_schema != schema:
+            differences.append(f"schema {stored_schema.name!r} (this run: {schema.name!r})")
+        old, new = _flat(stored.to_dict()), _flat(config.to_dict())
+        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in sorted(set(old) | set(new))
+                        if key.startswith(_RESUME_KEYS) and key != "model.pretrained" and old.get(key) != new.get(key)]
+    if differences:
+        raise CheckpointError(f"{path}: a checkpoint of another model: {'; '.join(differences)}; resume with the "
+                              f"config it was trained with (its run folder's config.yaml)")
+    theirs = checkpoint["state_dict"]
+    wrong = [f"{key} absent" for key in state if key not in theirs]
+    wrong += [f"{key} unexpected" for key in theirs if key not in state]
+    wrong += [f"{key} {tuple(theirs[key].shape)}, the model's {tuple(value.shape)}" for key, value in state.items()
+              if key in theirs and tuple(theirs[key].shape) != tuple(value.shape)]
+    if wrong:
+        raise CheckpointError(f"{path}: its weights do not fit this run's model ({len(wrong)} tensor(s)): "
+                              f"{'; '.join(wrong[:3])}")
 
 
 def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,7 +218,7 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (or not a file)")
+        raise MissingFileError(f"{path}: weights file not found (or not a file)")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

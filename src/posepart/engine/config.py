@@ -17,12 +17,13 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from posepart.data.augment import AugmentConfig
+from posepart.errors import PosepartError
 from posepart.heads import HeadMeta
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-class ConfigError(ValueError):
+class ConfigError(PosepartError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
@@ -37,6 +38,14 @@ class ModelConfig:
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
     pretrained: Path | None = None  # local torchvision vgg16 state dict (.pth) or .safetensors
+
+    def __post_init__(self) -> None:
+        if self.pretrained is not None and self.width != 1.0:
+            raise ValueError(f"pretrained VGG16 weights ({self.pretrained}) need width 1.0, got {self.width:g}; "
+                             f"set model.width=1.0 or model.pretrained=null")
+        if self.pretrained is not None and self.batch_norm:
+            raise ValueError(f"pretrained VGG16 weights ({self.pretrained}) are for the plain network; set "
+                             f"model.batch_norm=false or model.pretrained=null")
 
 
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
@@ -267,7 +276,11 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -299,6 +312,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             loaded = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except OSError as err:  # a folder, no permission
+            raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a text (UTF-8) YAML file: {err.reason} at byte {err.start}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: invalid YAML: {err}") from None
         if not isinstance(loaded, dict):

@@ -22,13 +22,14 @@ from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Timer, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output, remove_orphans
-from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
+from posepart.engine.checkpoint import AtomicCheckpointIO, check_resumable, checkpoint_callbacks
 from posepart.engine.config import Config, ConfigError, dump_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
@@ -134,7 +135,21 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
     if "bf16" in str(t.precision) and t.accelerator == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         rank_zero_warn(f"train.precision={t.precision}: this CPU has no native bfloat16 (AVX512-BF16/AMX), so bf16 "
                        f"autocast is emulated and slower than float32; set train.precision=32-true")
-    return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
+    try:
+        return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
+    except (MisconfigurationException, ValueError) as err:  # e.g. more devices than the machine has
+        raise ConfigError(f"train: Lightning refuses accelerator={t.accelerator!r}, devices={t.devices!r}, "
+                          f"strategy={t.strategy!r}, precision={t.precision!r}: {err}") from None
+
+
+def _check_accelerator(accelerator: str) -> None:
+    """train.accelerator naming hardware this machine lacks: a ConfigError naming the key, before any work."""
+    name = str(accelerator).lower()
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    kinds = {"cuda": ("CUDA", cuda), "gpu": ("CUDA or MPS", cuda or mps), "mps": ("MPS", mps)}
+    if name in kinds and not kinds[name][1]:
+        raise ConfigError(f"train.accelerator: {accelerator!r}, but this machine has no {kinds[name][0]} device "
+                          f"(torch finds none available); use cpu or auto")
 
 
 # Lightning's advertising, its environment chatter and the deprecation warnings its own code triggers in torch: nothing a
@@ -182,6 +197,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     out = Path(out)
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
+    _check_accelerator(cfg.train.accelerator)
     with lock_output(out) if _first_process() else nullcontext(), quiet_lightning(verbose):
         return _train(cfg, out, resume=resume, max_minutes=max_minutes, **trainer_overrides)
 
@@ -196,6 +212,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                             sources=data.describe())
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
+    if resume is not None:
+        check_resumable(resume, cfg, data.schema, module.state_dict())
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from posepart.errors import PosepartError
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
 from posepart.schema import Schema
@@ -25,7 +26,7 @@ METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file na
 OUTPUT_NAMES = ("heatmaps", "pafs", "parts")
 
 
-class BackendError(RuntimeError):
+class BackendError(PosepartError, RuntimeError):
     """A model file cannot be run (missing runtime, not a posepart export, unknown device)."""
 
 
@@ -92,7 +93,8 @@ class ModelInfo:
                                 pose_stride=int(data["stride"]) if "heatmaps" in outputs else None,
                                 parts_stride=int(data["parts_stride"]) if "parts" in outputs else None)
         except (HeadMetaError, KeyError, TypeError, ValueError) as err:
-            raise BackendError(f"{where}: bad posepart metadata: {err}") from None
+            detail = str(err).removeprefix(f"{where}: ")  # HeadMetaError names the file already
+            raise BackendError(f"{where}: bad posepart metadata: {detail}") from None
         if head.has_pose != ("heatmaps" in outputs) or head.has_parts != ("parts" in outputs):
             raise BackendError(f"{where}: the outputs {list(outputs)} contradict the head description")
         return cls(head, int(data["input_size"]), outputs, str(data.get("name", "")))
@@ -113,12 +115,23 @@ class Backend:
         raise NotImplementedError
 
 
-def _torch_device(device: str) -> Any:
+def torch_device(device: str, option: str = "--device") -> Any:
+    """`torch.device(device)`, refused with a BackendError naming `option` when it is not a device name or names a
+    CUDA / MPS device this machine does not have (checked before any model is loaded or moved)."""
     import torch
 
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"device {device!r} requested but CUDA is not available")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise BackendError(f"{option} {device!r}: not a device name; use cpu, cuda[:N] or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"{option} {device!r}: CUDA is not available on this machine "
+                               f"(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise BackendError(f"{option} {device!r}: MPS is not available on this machine; use --device cpu")
     return dev
 
 
@@ -132,7 +145,7 @@ class TorchBackend(Backend):
         from posepart.models import channels_last_, fold_batch_norm
 
         self.device = str(device)
-        self._dev = _torch_device(self.device)
+        self._dev = torch_device(self.device)
         self.model = channels_last_(fold_batch_norm(model.eval()).to(self._dev))
         self.info = info
 
@@ -193,6 +206,8 @@ class OnnxBackend(Backend):
                 raise BackendError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
                                    "(pip install onnxruntime-gpu)")
             index = self.device.partition(":")[2] or "0"
+            if not index.isdigit():
+                raise BackendError(f"--device {device!r}: not a device name; use cpu or cuda[:N]")
             providers = [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
         else:
             raise BackendError(f"unknown device {device!r} for ONNX Runtime (cpu or cuda[:N])")

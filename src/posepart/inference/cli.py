@@ -1,7 +1,9 @@
 """`posepart predict` and `posepart export`: the command-line side of `posepart.inference`.
 
 Exit status of `predict`: 0 when at least one input was processed (failed inputs are listed on stderr and in
-OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded.
+OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded or
+an option or --out cannot work (one `error:` line), 130 when interrupted (Ctrl-C): OUT/keypoints.json and
+summary.json then hold the inputs done so far.
 Importing this module (and running `predict --onnx`) imports no torch.
 """
 
@@ -14,9 +16,9 @@ from typing import Any
 
 
 def _predictor(args: argparse.Namespace) -> Any:
-    """The Predictor for --onnx FILE or --checkpoint CKPT (.ckpt/.safetensors/.onnx/.pt), or raises SystemExit(2)."""
+    """The Predictor for --onnx FILE or --checkpoint CKPT (.ckpt/.safetensors/.onnx/.pt); a file that cannot be
+    loaded raises a PosepartError naming it."""
     from posepart.decode import DecodeConfig
-    from posepart.inference.backends import BackendError
     from posepart.inference.predictor import Predictor
 
     decode = DecodeConfig()
@@ -26,51 +28,37 @@ def _predictor(args: argparse.Namespace) -> Any:
         decode.min_person_score = args.min_person_score
     options = dict(input_size=args.input_size, scales=args.scales, flip=args.flip, batch_size=args.batch_size,
                    keep_maps=args.maps, part_instances=not args.no_instances, decode_config=decode)
-    try:
-        if args.onnx is not None:
-            return Predictor.from_onnx(args.onnx, device=args.device, threads=args.threads, **options)
-        if args.checkpoint.suffix.lower() == ".onnx":
-            return Predictor.from_onnx(args.checkpoint, device=args.device, threads=args.threads, **options)
-        if args.threads:
-            import torch
+    if args.onnx is not None:
+        return Predictor.from_onnx(args.onnx, device=args.device, threads=args.threads, **options)
+    if args.checkpoint.suffix.lower() == ".onnx":
+        return Predictor.from_onnx(args.checkpoint, device=args.device, threads=args.threads, **options)
+    if args.threads:
+        import torch
 
-            torch.set_num_threads(args.threads)
-        return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
-    except (BackendError, FileNotFoundError, ValueError, RuntimeError) as err:  # RuntimeError: CheckpointError too
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        torch.set_num_threads(args.threads)
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from posepart.errors import UsageError
     from posepart.inference.media import PredictOptions, annotation_ids, expand_inputs, run_predict
 
     if (args.checkpoint is None) == (args.onnx is None):
-        print("error: predict: give exactly one of --checkpoint CKPT or --onnx FILE", file=sys.stderr)
-        return 2
-    try:
-        ids = annotation_ids(args.annotations) if args.annotations else {}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"error: --annotations {args.annotations}: {err}", file=sys.stderr)
-        return 2
-    try:
-        predictor = _predictor(args)
-    except SystemExit as stop:
-        return int(stop.code or 2)
+        raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
+    ids = annotation_ids(args.annotations) if args.annotations else {}
+    predictor = _predictor(args)
     sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive)
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
                              image_ids=ids, progress=not args.quiet)
-    from posepart.data.writer import OutputInUse, lock_output
+    from posepart.data.writer import lock_output
 
-    try:
-        with lock_output(args.out):
-            summary = run_predict(predictor, sources, options, failures)
-    except OutputInUse as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FileExistsError, NotADirectoryError) as err:  # --out names a file
-        print(f"error: --out {args.out}: not a folder ({err.strerror})", file=sys.stderr)
-        return 2
+    with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError
+        summary = run_predict(predictor, sources, options, failures)
+    if summary.get("interrupted"):
+        print(f"interrupted: stopped after {summary['succeeded']} input(s); their results are in {args.out}",
+              file=sys.stderr)
+        return 130  # 128 + SIGINT, the shell's convention
     print(f"processed {summary['succeeded']} input(s), {summary['people']} people found; "
           f"{summary['failed']} failed; results in {args.out}", file=sys.stderr)
     if summary["succeeded"] == 0 or (args.strict and summary["failed"]):
@@ -79,15 +67,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from posepart.engine.checkpoint import CheckpointError
     from posepart.inference.export import export_model
 
-    try:
-        result = export_model(args.checkpoint, args.format, args.out, input_size=args.input_size, opset=args.opset,
-                              verify=not args.no_verify)
-    except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = export_model(args.checkpoint, args.format, args.out, input_size=args.input_size, opset=args.opset,
+                          verify=not args.no_verify)
     check = ("" if result["max_abs_diff"] is None else
              f" (checked against PyTorch at two batch and image sizes: max |diff| {result['max_abs_diff']:.1e})")
     print(f"wrote {result['path']}{check}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posepart.errors import writing
 from posepart.inference.predictor import ImageResult
 from posepart.schema import Schema, voc_palette
 from posepart.viz import overlay
@@ -30,18 +31,19 @@ def instance_palette(n: int = 256) -> np.ndarray:
 def save_indexed_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> Path:
     """Write a label map as an indexed PNG: pixel values are the labels (read back by PIL or any VOC tool), the
     palette colours them in viewers. More than 255 labels: a 16-bit grey PNG of the raw values instead."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if labels.size and int(labels.max()) > 255:
-        if not cv2.imwrite(str(path), labels.astype(np.uint16)):
-            raise OSError(f"{path}: could not write image")
-        return path
-    from PIL import Image
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if labels.size and int(labels.max()) > 255:
+            if not cv2.imwrite(str(path), labels.astype(np.uint16)):
+                raise OSError("OpenCV could not write the image there")
+            return path
+        from PIL import Image
 
-    image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
-    full = np.zeros((256, 3), np.uint8)
-    full[: min(256, len(palette))] = palette[:256]
-    image.putpalette(full.reshape(-1).tolist())
-    image.save(path, format="PNG", optimize=False)
+        image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
+        full = np.zeros((256, 3), np.uint8)
+        full[: min(256, len(palette))] = palette[:256]
+        image.putpalette(full.reshape(-1).tolist())
+        image.save(path, format="PNG", optimize=False)
     return path
 
 

@@ -24,12 +24,17 @@ from torch import Tensor, nn
 
 from posepart.data.writer import atomic_write
 from posepart.engine.checkpoint import LoadedModel, load_model
+from posepart.errors import PosepartError, UsageError
 from posepart.inference.backends import METADATA_KEY, ModelInfo
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
 DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
+
+
+class ExportError(PosepartError, RuntimeError):
+    """An export cannot be written or does not reproduce the PyTorch model (a missing package, a parity failure)."""
 
 
 class ExportWrapper(nn.Module):
@@ -62,18 +67,24 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
     try:
         import onnx
     except ImportError:
-        raise RuntimeError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
+        raise ExportError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
     wrapper = ExportWrapper(model.eval().cpu(), info).eval()
     x = _dummy(info, input_size)
     dynamic: dict[str, dict[int, str]] = {"image": {0: "batch", 2: "height", 3: "width"}}
     for name in info.outputs:
         full = name == "parts" and info.parts_stride == 1
         dynamic[name] = {0: "batch", 2: "height" if full else f"{name}_height", 3: "width" if full else f"{name}_width"}
+    _check_opset(opset)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracing warns that shape checks become constants (by design), and that the
         warnings.simplefilter("ignore")  # TorchScript-based exporter is deprecated
-        torch.onnx.export(wrapper, (x,), buffer, dynamo=False, input_names=["image"], output_names=list(info.outputs),
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+        try:
+            torch.onnx.export(wrapper, (x,), buffer, dynamo=False, input_names=["image"],
+                              output_names=list(info.outputs), dynamic_axes=dynamic, opset_version=opset,
+                              do_constant_folding=True)
+        except torch.onnx.OnnxExporterError as err:  # an operator the opset cannot express
+            raise ExportError(f"--opset {opset}: the ONNX exporter cannot export this model at that opset: "
+                              f"{str(err).splitlines()[0][:300]}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
@@ -83,13 +94,24 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
     return {"path": path, "max_abs_diff": diff}
 
 
+def _check_opset(opset: int) -> None:
+    """An opset outside the range torch's TorchScript-based exporter writes: a UsageError naming it."""
+    try:
+        from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except ImportError:  # private constants moved: leave the check to the exporter
+        return
+    if not ONNX_MIN_OPSET <= opset <= ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET:
+        raise UsageError(f"--opset {opset}: torch exports opsets "
+                         f"{ONNX_MIN_OPSET}..{ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET}")
+
+
 def verify_onnx(wrapper: nn.Module, path: Path, info: ModelInfo, x: Tensor) -> float:
     """Max |ONNX Runtime - PyTorch| over every output, at the export input and at batch 2 with another image size."""
     from posepart.inference.backends import OnnxBackend
 
     worst = max_difference(wrapper, OnnxBackend(path), info, x, path)
     if worst > PARITY_ATOL:
-        raise RuntimeError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> {PARITY_ATOL:g})")
+        raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> {PARITY_ATOL:g})")
     return worst
 
 
@@ -124,7 +146,7 @@ def max_difference(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor,
         got = [m for m in backend(batch.numpy()) if m is not None]
         for name, e, g in zip(info.outputs, expected, got):
             if tuple(e.shape) != g.shape:
-                raise RuntimeError(f"{path}: exported output {name} has shape {g.shape}, PyTorch {tuple(e.shape)}")
+                raise ExportError(f"{path}: exported output {name} has shape {g.shape}, PyTorch {tuple(e.shape)}")
             worst = max(worst, float(np.abs(e.numpy() - g).max()))
     return worst
 
@@ -146,4 +168,4 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
         return export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
     if fmt == "torchscript":
         return export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
-    raise ValueError(f"unknown export format {fmt!r}: onnx or torchscript")
+    raise UsageError(f"unknown export format {fmt!r}: onnx or torchscript")

@@ -11,6 +11,8 @@ OUT/videos/<name>.json      its COCO results, image_id = frame index
 OUT/summary.json            counts, every image's id/size/people, and every failed input with the reason
 
 A bad input (missing, unreadable, truncated, zero-size, not an image) is reported and skipped; the rest is processed.
+Ctrl-C (KeyboardInterrupt) stops the run but still writes keypoints.json and summary.json ("interrupted": true) for
+the inputs done; on a webcam it only ends that stream (the way to stop one).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from posepart.data.format import DatasetError
+from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
 from posepart.inference.preprocess import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, bgr_to_rgb, load_image
@@ -101,12 +105,17 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Sour
 
 
 def annotation_ids(path: Path) -> dict[str, int]:
-    """file_name -> image id from a COCO JSON (so results can be scored against it); basenames match too."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    """file_name -> image id from a COCO JSON (so results can be scored against it); basenames match too. A file
+    that is not such a JSON is a DatasetError naming it."""
     ids: dict[str, int] = {}
-    for image in data.get("images", []):
-        ids[str(image["file_name"])] = int(image["id"])
-        ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for image in data.get("images", []):
+            ids[str(image["file_name"])] = int(image["id"])
+            ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: JSON, UTF-8, int()
+        raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
+                           f"({type(err).__name__}: {err})") from None
     return ids
 
 
@@ -136,11 +145,10 @@ class _Run:
         return self.next_id - 1
 
     def write_image(self, source: Source, image: np.ndarray, result: ImageResult) -> None:
+        """Its files first, then its entries: an image listed in keypoints.json / summary.json has all its files,
+        even when Ctrl-C lands in the middle."""
         opts, stride = self.options, self.predictor.info.stride
         image_id = self.image_id(source)
-        self.results.extend(result.coco(image_id))
-        self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
-                            "width": result.width, "height": result.height, "people": len(result.people)})
         if opts.parts and result.parts is not None:
             save_parts(self.out / "parts" / f"{source.name}.png", result.parts, self.schema)
         if opts.instances and result.instances is not None:
@@ -153,6 +161,9 @@ class _Run:
                          draw_heatmaps(image, result, self.schema, stride))
             if result.maps.pafs is not None:
                 save_rgb(self.out / "maps" / f"{source.name}_pafs.jpg", draw_pafs(image, result, self.schema, stride))
+        self.results.extend(result.coco(image_id))
+        self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
+                            "width": result.width, "height": result.height, "people": len(result.people)})
 
     def summary(self) -> dict[str, Any]:
         return {"succeeded": len(self.images) + len(self.videos), "failed": len(self.failures),
@@ -176,14 +187,16 @@ def _images(run: _Run, sources: list[Source]) -> None:
             pending.append((source, image))
             yield image
 
-    for result in run.predictor.stream(loaded()):
-        source, image = pending.popleft()
-        if result.error is not None:
-            run.fail(source.location, result.error)
-        else:
-            run.write_image(source, image, result)
-        bar.update(1)
-    bar.close()
+    try:
+        for result in run.predictor.stream(loaded()):
+            source, image = pending.popleft()
+            if result.error is not None:
+                run.fail(source.location, result.error)
+            else:
+                run.write_image(source, image, result)
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def _frames(capture: Any, limit: int | None) -> Iterator[np.ndarray]:
@@ -211,7 +224,8 @@ def _video(run: _Run, source: Source) -> None:
     if run.options.max_frames is not None:
         total = min(total or run.options.max_frames, run.options.max_frames)
     folder = run.out / "videos"
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     video_path, writer = folder / f"{source.name}.mp4", None
     results: list[dict[str, Any]] = []
     frames, people = 0, 0
@@ -230,14 +244,17 @@ def _video(run: _Run, source: Source) -> None:
                 writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (frame.shape[1], frame.shape[0]))
                 if not writer.isOpened():
-                    raise OSError(f"{video_path}: OpenCV cannot write mp4v video here")
+                    raise OutputError(f"cannot write {video_path}: OpenCV cannot write mp4v video there")
             results.extend(result.coco(frames))
             people += len(result.people)
             writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
             frames += 1
             bar.update(1)
-    except KeyboardInterrupt:  # a webcam runs until interrupted: keep what was recorded
+    except KeyboardInterrupt:  # a webcam runs until interrupted; a video file: the run stops after it is closed
         tqdm.write("interrupted: closing the video", file=sys.stderr)
+        stop = source.kind != "webcam"
+    else:
+        stop = False
     finally:
         bar.close()
         capture.release()
@@ -245,28 +262,39 @@ def _video(run: _Run, source: Source) -> None:
             writer.release()
     if not frames:
         run.fail(source.location, f"{what}: no readable frames")
-        return
-    (folder / f"{source.name}.json").write_text(json.dumps(results))
-    run.videos.append({"file": str(source.location), "name": source.name, "video": str(video_path),
-                       "frames": frames, "fps": fps, "people": people})
+    else:
+        with writing(folder / f"{source.name}.json"):
+            (folder / f"{source.name}.json").write_text(json.dumps(results))
+        run.videos.append({"file": str(source.location), "name": source.name, "video": str(video_path),
+                           "frames": frames, "fps": fps, "people": people})
+    if stop:
+        raise KeyboardInterrupt
 
 
 def run_predict(predictor: Predictor, sources: list[Source], options: PredictOptions,
                 failures: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Process every source (images batched together, then each video), write OUT (module docstring) and return
-    the summary dict (also OUT/summary.json)."""
-    options.out.mkdir(parents=True, exist_ok=True)
+    the summary dict (also OUT/summary.json). Ctrl-C stops early: the files still list what was done, and the
+    summary has "interrupted": true."""
+    output_folder(options.out)
     run = _Run(predictor, options)
     for failure in failures or []:
         run.fail(failure["input"], failure["error"])
     images = [s for s in sources if s.kind == "image"]
-    if images:
-        _images(run, images)
-    for source in sources:
-        if source.kind != "image":
-            _video(run, source)
+    interrupted = False
+    try:
+        if images:
+            _images(run, images)
+        for source in sources:
+            if source.kind != "image":
+                _video(run, source)
+    except KeyboardInterrupt:
+        interrupted = True
+        tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
+    summary = {**run.summary(), "interrupted": interrupted}
     if images or not sources:
-        (options.out / "keypoints.json").write_text(json.dumps(run.results))
-    summary = run.summary()
-    (options.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        with writing(options.out / "keypoints.json"):
+            (options.out / "keypoints.json").write_text(json.dumps(run.results))
+    with writing(options.out / "summary.json"):
+        (options.out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

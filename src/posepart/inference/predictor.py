@@ -26,6 +26,7 @@ import numpy as np
 from posepart.data.augment import invert, letterbox_affine, normalize, transform_points
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
+from posepart.errors import UsageError
 from posepart.heads import HeadMeta
 from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
 from posepart.inference.preprocess import (
@@ -135,12 +136,12 @@ class Predictor:
         keep_maps: bool = False,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch size must be >= 1, got {batch_size}")
         self.backend = backend
         self.info: ModelInfo = backend.info
         size = int(input_size or self.info.input_size)
         if size < self.info.input_multiple:
-            raise ValueError(f"input_size {size} is below the network's input multiple {self.info.input_multiple}")
+            raise UsageError(f"input size {size} is below the network's input multiple {self.info.input_multiple}")
         self.input_size = size
         self.views: list[View] = tta_views(tuple(scales), flip)
         self.batch_size = int(batch_size)

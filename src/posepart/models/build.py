@@ -25,7 +25,7 @@ from ..schema import Schema
 from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
 from .pose import PAFStages, PoseRefine
-from .pretrained import load_vgg16_weights
+from .pretrained import PretrainedError, load_vgg16_weights
 from .trunk import VGGTrunk, scaled
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
@@ -36,9 +36,9 @@ SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2"
 def _check_pretrained(pretrained: Path | str | None, width: float, batch_norm: bool = False) -> None:
     # Fail before building (a width-1 FCN has ~130M parameters to initialise) and before reading the file.
     if pretrained is not None and width != 1.0:
-        raise ValueError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
+        raise PretrainedError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
     if pretrained is not None and batch_norm:
-        raise ValueError("pretrained VGG16 weights are for the plain network; use batch_norm=False with them")
+        raise PretrainedError("pretrained VGG16 weights are for the plain network; use batch_norm=False with them")
 
 
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:

@@ -14,22 +14,34 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from posepart.errors import MissingFileError, PosepartError
+
+
+class PretrainedError(PosepartError, ValueError):
+    """A pretrained-weights file cannot be read or does not fit the network; the message names the file and keys."""
+
 
 def read_state_dict(path: Path | str) -> dict[str, Tensor]:
-    """A state dict from a `.pth`/`.pt` (torch.load, weights_only) or `.safetensors` file."""
+    """A state dict from a `.pth`/`.pt` (torch.load, weights_only) or `.safetensors` file; a file that cannot be
+    read as one is a PretrainedError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no VGG16 weights file at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise MissingFileError(f"no VGG16 weights file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, SafetensorError, RuntimeError (zip), EOFError, ...
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        raise PretrainedError(f"{path}: cannot read VGG16 weights from it (a weights-only .pth/.pt or .safetensors "
+                              f"file expected): {type(err).__name__}: {first}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # a checkpoint wrapping the weights
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise TypeError(f"{path} does not hold a state dict of tensors (torchvision vgg16 layout expected)")
+        raise PretrainedError(f"{path} does not hold a state dict of tensors (torchvision vgg16 layout expected)")
     return state
 
 
@@ -42,11 +54,11 @@ def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
     """
     targets = [(name, m) for name, m in module.named_modules() if hasattr(m, "vgg16_keys")]
     if not targets:
-        raise ValueError(f"{type(module).__name__} has no VGG16-compatible submodule (VGGTrunk or FCNHead)")
+        raise PretrainedError(f"{type(module).__name__} has no VGG16-compatible submodule (VGGTrunk or FCNHead)")
     for _, m in targets:
         width = float(getattr(m, "width", 1.0))
         if width != 1.0:
-            raise ValueError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
+            raise PretrainedError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
     state = read_state_dict(path)
 
     copies: list[tuple[Tensor, Tensor, str]] = []  # (destination parameter, source value, source key)
@@ -72,11 +84,11 @@ def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
                     continue
                 copies.append((dest, value, key))
     if missing:
-        raise ValueError(
+        raise PretrainedError(
             f"{path} lacks VGG16 keys (torchvision layout `features.N.weight/bias` expected): " + ", ".join(missing)
         )
     if mismatched:
-        raise ValueError(f"{path}: VGG16 weights of the wrong shape: " + "; ".join(mismatched))
+        raise PretrainedError(f"{path}: VGG16 weights of the wrong shape: " + "; ".join(mismatched))
     with torch.no_grad():
         for dest, value, _ in copies:
             dest.copy_(value.to(dtype=dest.dtype, device=dest.device))

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
 from posepart.data.writer import DatasetWriter, write_json_atomic
+from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
 
 KEYPOINT_TOLERANCE = 1.0  # px outside [0, W] x [0, H] still accepted, as posepart.data.format accepts it
@@ -97,13 +98,15 @@ class CopyWriter(DatasetWriter):
                  file_name: str, width: int, height: int, **image_fields: Any) -> int:
         image_id = len(self.images) + 1
         target = self.root / IMAGES_DIR / file_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
         if parts is not None:
             path = self.root / PARTS_DIR / Path(file_name).with_suffix(".png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), parts):
-                raise DatasetError(f"{path}: OpenCV could not write the part map")
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(path), parts):
+                    raise OSError(f"{path}: OpenCV could not write the part map")
         self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
                             **image_fields})
         for ann in annotations:

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from posepart.data.format import DatasetError
+from posepart.errors import UsageError
 from posepart.data.readers.common import (
     ConvertResult,
     Person,
@@ -81,7 +82,7 @@ def part_lut(order: str | Sequence[str], schema: Schema) -> np.ndarray:
     names = part_names(order)
     unknown = [n for n in names if n not in schema.part_classes]
     if unknown or len(set(names)) != len(names):
-        raise ValueError(f"part order {list(names)}: unknown or repeated names {unknown}; use "
+        raise UsageError(f"--part-order {list(names)}: unknown or repeated names {unknown}; use "
                          f"{' or '.join(PART_ORDERS)} or names from {list(schema.part_classes[1:])}")
     lut = np.full(256, IGNORE_LABEL, np.uint8)
     lut[0] = 0

@@ -16,6 +16,7 @@ from posepart.data.synth.background import background
 from posepart.data.synth.body import JOINT_TAGS, MATERIALS, Prim, person_prims, sample_outfit
 from posepart.data.synth.pose import CHIN, HEAD_TOP, HIP, SHOULDER, project, sample_body, sample_pose, skeleton_3d
 from posepart.data.synth.texture import degrade, fixed, grain, paint_at
+from posepart.errors import UsageError
 from posepart.schema import PASCAL_KEYPOINTS, Schema
 
 K = len(PASCAL_KEYPOINTS)
@@ -53,7 +54,7 @@ class SceneConfig:
     def __post_init__(self) -> None:
         if self.max_people < 1 or not 0 < self.min_height <= 0.95 or not 0 <= self.crowd_prob <= 1 \
                 or not 0 <= self.clutter <= 1:
-            raise ValueError("need max_people >= 1, 0 < min_height <= 0.95, 0 <= crowd_prob <= 1 and "
+            raise UsageError("synth: need max_people >= 1, 0 < min_height <= 0.95, 0 <= crowd_prob <= 1 and "
                              f"0 <= clutter <= 1: {self}")
 
     @classmethod

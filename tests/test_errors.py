@@ -1,0 +1,291 @@
+"""One error type (issue 17): a user's mistake or an unusable input is one `error:` line naming the file, key or value,
+and exit 2, never a traceback; a bug (any other exception) keeps its traceback. Ctrl-C in `predict` stops cleanly.
+
+Most cases run in this process (`cli_helpers.run_cli` turns an escaping exception into a failure showing it); two run
+as a user does, in a subprocess. Every case below gave a traceback before `posepart.errors` (see each comment).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from cli_helpers import error_lines, refused, run_cli
+from inference_helpers import write_checkpoint
+
+import posepart
+from posepart import cli
+from posepart.data.synth import write_synth
+from posepart.engine.config import load_config
+from posepart.engine.train import train
+from posepart.inference.predictor import Predictor
+from posepart.schema import Schema
+
+SRC = Path(posepart.__file__).resolve().parents[1]  # the posepart under test, for the subprocesses
+TINY = ("model: {name: joint_vgg16, stages: 1, width: 0.125, fc_width: 32}\n"
+        "data: {input_size: 64, batch_size: 2, workers: 0}\n"
+        "train: {max_steps: 1, accelerator: cpu, devices: 1, best_metric: val/total}\n")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("errors")
+    (root / "tiny.yaml").write_text(TINY)
+    (root / "a_file").write_text("not a folder")
+    (root / "garbage.ckpt").write_bytes(b"\x00garbage" * 64)
+    return {"root": root, "data": write_synth(root / "data", n=3, seed=2, size=64), "config": root / "tiny.yaml",
+            "ckpt": write_checkpoint(root / "model.ckpt", Schema.pascal_person_part()),
+            "file": root / "a_file", "garbage": root / "garbage.ckpt"}
+
+
+def _train(files: dict[str, Path], out: Path, *options: str) -> list[str]:
+    return ["train", "--config", str(files["config"]), "--train", str(files["data"]), "--out", str(out), *options]
+
+
+def _refused_naming(argv: list[str], capsys, *names: str) -> str:
+    """Run `posepart ARGV`: exit 2 with one `error:` line holding every one of `names`; returns that line."""
+    code, _, err = run_cli(argv, capsys)
+    assert refused(code, err), f"exit {code}\n{err[-3000:]}"
+    (line,) = error_lines(err)
+    assert all(name in line for name in names), line
+    return line
+
+
+def _subprocess(argv: list[str], code: str = "") -> subprocess.CompletedProcess:
+    """`posepart ARGV` in a fresh interpreter (after running `code`), with this checkout's posepart."""
+    script = f"import sys\n{code}\nfrom posepart.cli import main\nsys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+# -- as a user meets it: subprocesses ---------------------------------------------------------------------------------
+@NO_CUDA
+def test_evaluate_on_a_missing_gpu_is_one_error_line(files):
+    """Before: RuntimeError 'Found no NVIDIA driver' from model.to('cuda'), exit 1 with a traceback."""
+    run = _subprocess(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]),
+                       "--device", "cuda"])
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    (line,) = error_lines(run.stderr)
+    assert "--device 'cuda'" in line and "CUDA is not available" in line
+
+
+def test_a_yaml_tag_in_set_is_one_error_line(files, tmp_path):
+    """Before: yaml.constructor.ConstructorError from yaml.safe_load, exit 1 with a traceback."""
+    run = _subprocess(_train(files, tmp_path / "run", "--set", "model.width=!!python/name:os.system"))
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    (line,) = error_lines(run.stderr)
+    assert "model.width=!!python/name:os.system" in line and "not plain YAML" in line
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """An exception that is not a PosepartError is a bug: it reaches the user with its traceback, not as `error:`."""
+    run = _subprocess(["models"], "import posepart.cli\n"
+                                  "def broken(args): raise KeyError('a bug')\n"
+                                  "posepart.cli.cmd_models = broken")
+    assert run.returncode == 1 and "Traceback" in run.stderr and "KeyError: 'a bug'" in run.stderr
+    assert not error_lines(run.stderr)
+
+
+@pytest.mark.parametrize("bug", [RuntimeError("a bug"), KeyError("a bug"), ValueError("a bug"),
+                                 OSError(errno.ENOENT, "No such file or directory", "/some/internal/file")])
+def test_a_bug_is_not_swallowed(monkeypatch, bug):
+    """In-process: main() re-raises a plain exception (an OSError too, unless the disk is full or read-only)."""
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    with pytest.raises(type(bug)):
+        cli.main(["models"])
+
+
+# -- devices ----------------------------------------------------------------------------------------------------------
+@NO_CUDA
+@pytest.mark.parametrize("accelerator", ["cuda", "gpu"])
+def test_train_on_a_missing_gpu_names_the_key(files, tmp_path, capsys, accelerator):
+    """Before: Lightning's MisconfigurationException, with a traceback."""
+    _refused_naming(_train(files, tmp_path / "run", "--set", f"train.accelerator={accelerator}"), capsys,
+                    "train.accelerator", repr(accelerator))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_device_name_that_is_not_one_is_refused(files, tmp_path, capsys):
+    """Before: RuntimeError from torch.device, with a traceback."""
+    _refused_naming(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--device",
+                     "gpu0"], capsys, "--device 'gpu0'", "not a device")
+
+
+# -- --resume ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_model(files, tmp_path_factory) -> Path:
+    """last.ckpt of a real (one-step) training run of another model: paf_vgg16 instead of the config's joint."""
+    config = load_config(files["config"], ["model.name=paf_vgg16", f"data.train={files['data']}"])
+    result = train(config, tmp_path_factory.mktemp("paf_run"), enable_progress_bar=False,
+                   enable_model_summary=False)
+    assert result.last is not None
+    return result.last
+
+
+def test_resume_from_a_checkpoint_of_another_model(files, other_model, tmp_path, capsys):
+    """Before: Lightning's load_state_dict RuntimeError (missing keys), with a traceback."""
+    _refused_naming(_train(files, tmp_path / "run", "--resume", str(other_model)), capsys, str(other_model),
+                    "model.name='paf_vgg16'", "'joint_vgg16'")
+    line = _refused_naming(_train(files, tmp_path / "run", "--resume", str(other_model), "--set",
+                                  "model.name=paf_vgg16", "--set", "model.stages=2"), capsys, str(other_model))
+    assert "model.stages=1 (this run: 2)" in line and "model.name" not in line
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "garbage"])
+def test_resume_from_what_is_not_a_training_checkpoint(files, tmp_path, capsys, kind):
+    """Before: KeyError 'pytorch-lightning_version' (weights without a Lightning state) and an uncaught
+    CheckpointError (a garbage file), each with a traceback."""
+    _refused_naming(_train(files, tmp_path / "run", "--resume", str(files[kind])), capsys, str(files[kind]))
+
+
+# -- model.pretrained -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings, names", [
+    (["model.pretrained=PATH"], ["model.width=1.0", "got 0.125"]),  # the tiny config's width
+    (["model.width=1.0", "model.batch_norm=true", "model.pretrained=PATH"], ["model.batch_norm=false"]),
+])
+def test_pretrained_conflicts_name_the_keys(files, tmp_path, capsys, settings, names):
+    """Before: ValueError from the model builder, with a traceback. Now refused when the config is read."""
+    weights = tmp_path / "vgg16.pth"
+    sets = [arg for s in settings for arg in ("--set", s.replace("PATH", str(weights)))]
+    _refused_naming(_train(files, tmp_path / "run", *sets), capsys, str(weights), *names)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("suffix, content", [(".pth", b"\x00garbage" * 64), (".safetensors", b"\x00garbage" * 64),
+                                             (".pth", None)])
+def test_unreadable_pretrained_weights_name_the_file(files, tmp_path, capsys, suffix, content):
+    """Before: UnpicklingError / SafetensorError / FileNotFoundError, with a traceback."""
+    weights = tmp_path / f"vgg16{suffix}"
+    if content is not None:
+        weights.write_bytes(content)
+    _refused_naming(_train(files, tmp_path / "run", "--set", "model.width=1.0", "--set", f"model.pretrained={weights}",
+                           "--set", "model.name=fcn32_vgg16", "--set", "train.best_metric=val/seg/mean_iou"),
+                    capsys, str(weights))
+
+
+# -- config and model files ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo hi]", "!custom 1", "[1, 2"])
+def test_set_values_that_are_not_plain_yaml(files, tmp_path, capsys, value):
+    """Before: ConstructorError / ParserError from yaml.safe_load, with a traceback."""
+    _refused_naming(_train(files, tmp_path / "run", "--set", f"optim.lr={value}"), capsys, f"optim.lr={value}")
+
+
+def test_a_config_that_is_a_folder(files, tmp_path, capsys):
+    """Before: IsADirectoryError, with a traceback."""
+    argv = ["train", "--config", str(files["data"]), "--train", str(files["data"]), "--out", str(tmp_path / "r")]
+    _refused_naming(argv, capsys, str(files["data"]), "cannot read the config")
+
+
+def test_a_checkpoint_whose_schema_entry_is_garbage(files, tmp_path, capsys):
+    """Before: a KeyError/TypeError from Schema.from_category on the `posepart` entry, with a traceback."""
+    checkpoint = torch.load(files["ckpt"], weights_only=True)
+    checkpoint["posepart"]["schema"] = ["not", "a", "schema"]
+    torch.save(checkpoint, tmp_path / "m.ckpt")
+    _refused_naming(["evaluate", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(files["data"])], capsys,
+                    str(tmp_path / "m.ckpt"), "'posepart' entry")
+
+
+# -- outputs ----------------------------------------------------------------------------------------------------------
+# Tests may run as root, where a chmod-ed folder does not stop writes: an existing FILE as the parent of --out is
+# the failure every user can meet; a read-only filesystem and a full disk are simulated in-process (below).
+@pytest.mark.parametrize("verb", ["train", "evaluate", "evaluate-json", "predict", "export", "export-weights",
+                                  "synth", "inspect"])
+def test_out_under_a_file_names_it(files, capsys, verb):
+    """Before: NotADirectoryError / FileExistsError with a traceback (predict alone was clean)."""
+    under = files["file"] / "sub"
+    ckpt, data = str(files["ckpt"]), str(files["data"])
+    argv = {"train": _train(files, under),
+            "evaluate": ["evaluate", "--oracle", "--data", data, "--input-size", "64", "--out", str(under)],
+            "evaluate-json": ["evaluate", "--oracle", "--data", data, "--out", str(under / "m.json")],
+            "predict": ["predict", "--checkpoint", ckpt, str(files["data"] / "images"), "--out", str(under)],
+            "export": ["export", "--checkpoint", ckpt, "--out", str(under / "m.onnx"), "--no-verify"],
+            "export-weights": ["export-weights", "--checkpoint", ckpt, "--out", str(under / "m.safetensors")],
+            "synth": ["synth", str(under), "--n", "1", "--size", "64"],
+            "inspect": ["inspect", data, "--show", "1", "--out", str(under / "i.png")]}[verb]
+    _refused_naming(argv, capsys, str(files["file"]), "is a file, not a folder")
+
+
+def test_predict_out_naming_an_existing_file(files, capsys):
+    _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
+                     str(files["file"])], capsys, f"--out {files['file']}", "not a folder")
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left on device"),
+                                         (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_disk_names_the_output(files, tmp_path, capsys, monkeypatch, code, words):
+    """Simulated in-process: the metrics write fails as the kernel would fail it. Before: a raw OSError traceback."""
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("posepart.data.writer.json", SimpleNamespace(dumps=fail))  # this module's json alone
+    out = tmp_path / "metrics.json"
+    _refused_naming(["evaluate", "--oracle", "--data", str(files["data"]), "--input-size", "64", "--out", str(out)],
+                    capsys, f"cannot write {out}", words)
+    assert not list(tmp_path.glob(".metrics.json*"))  # no temp file left
+
+
+def test_a_full_disk_where_lightning_writes_names_the_file(files, tmp_path, capsys, monkeypatch):
+    """Lightning's own loggers write outside posepart's helpers: a full disk there is still one `error:` line (the
+    failure is simulated at `train`, as Lightning's CSV logger raises it)."""
+    metrics = str(tmp_path / "run" / "csv" / "version_0" / "metrics.csv")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), metrics)
+
+    monkeypatch.setattr("posepart.engine.train.train", full)
+    _refused_naming(_train(files, tmp_path / "run"), capsys, metrics, "No space left on device")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(files, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        _refused_naming(["evaluate", "--oracle", "--data", str(files["data"]), "--out", str(folder / "m.json")],
+                        capsys, str(folder))
+        _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
+                         str(folder)], capsys, str(folder), "not writable")
+    finally:
+        folder.chmod(0o755)
+
+
+# -- Ctrl-C in predict ------------------------------------------------------------------------------------------------
+def test_ctrl_c_in_predict_keeps_the_results_so_far(files, tmp_path, capsys, monkeypatch):
+    """KeyboardInterrupt after 2 of 3 images (batch size 1): exit 130, one `interrupted:` line, and keypoints.json /
+    summary.json listing exactly the 2 done. Before: the KeyboardInterrupt escaped and neither file was written."""
+    stream = Predictor.stream
+
+    def interrupted(self, inputs):
+        for done, result in enumerate(stream(self, inputs)):
+            if done == 2:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(Predictor, "stream", interrupted)
+    ckpt = write_checkpoint(tmp_path / "peaky.ckpt", Schema.pascal_person_part(), gain=40.0)  # finds people
+    out = tmp_path / "out"
+    images = sorted((files["data"] / "images").iterdir())
+    code, _, err = run_cli(["predict", "--checkpoint", str(ckpt), str(files["data"] / "images"), "--out", str(out),
+                            "--batch-size", "1", "--quiet", "--min-joints", "1"], capsys)
+    assert code == 130 and not error_lines(err), err
+    assert len([line for line in err.splitlines() if line.startswith("interrupted: stopped")]) == 1, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["succeeded"] == 2
+    assert [image["file"] for image in summary["images"]] == [str(p) for p in images[:2]]
+    done_ids = {image["id"] for image in summary["images"]}
+    keypoints = json.loads((out / "keypoints.json").read_text())
+    assert keypoints and {result["image_id"] for result in keypoints} <= done_ids
+    assert sorted(p.stem for p in (out / "overlays").iterdir()) == [p.stem for p in images[:2]]
