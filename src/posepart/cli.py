@@ -250,10 +250,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.data.train = args.train
     if args.val is not None:
         config.data.val = args.val
+    if args.print_config:  # the resolved config, as the run would write it to OUT/config.yaml (LightningCLI's flag)
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.out is None:
+        raise UsageError("train: --out DIR is required (the run folder), unless --print-config")
     from posepart.engine.train import train
 
     try:
-        result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes)
+        result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes, verbose=args.verbose)
     except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -275,13 +282,16 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from posepart import __version__
+
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"posepart {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("synth", help="write a synthetic dataset of people (the embedded default data)")
     p.add_argument("out", type=Path)
     p.add_argument("--n", type=int, default=300, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
     p.add_argument("--size", type=int, default=368, help="image side in pixels")
     p.add_argument("--workers", type=int, default=1, help="processes (output identical for any count)")
     p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
@@ -308,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
                    "metrics alone)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
@@ -323,14 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_models)
 
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder: data, runs, report.md, figures")
+    p.add_argument("--n-val", type=int, default=300, help="synthetic validation images")
     p.add_argument("--size", type=int, default=None,
                    help="image and network input side (default: posepart.demo.DEMO_SIZE)")
     p.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                    help="synthetic scenes: easy = 1-2 large people on plain backgrounds (learnable on a CPU in "
                         "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (validation: seed + 1) and of training")
     p.add_argument("--train-images", type=int, default=None, metavar="N",
                    help="training budget per model, in images (default: posepart.demo.DEFAULT_TRAIN_IMAGES): FCN32, "
                         "PAF, the joint network with either task masked and the joint model each train on N images "
@@ -343,17 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_demo)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
-    p.add_argument("--config", type=Path, required=True, help="YAML config (see configs/)")
+    p.add_argument("--config", type=Path, required=True,
+                   help="a YAML file, or a shipped config by name from any folder (e.g. demo_cpu_joint; an "
+                        "unknown name lists them)")
     p.add_argument("--train", type=Path, help="training dataset root (overrides data.train)")
     p.add_argument("--val", type=Path, help="validation dataset root (overrides data.val)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (a resumable last.ckpt is kept)")
     p.add_argument("--resume", type=Path, metavar="CKPT", help="continue exactly from a checkpoint (last.ckpt)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: config.yaml, checkpoints/, csv/, tb/")
+    p.add_argument("--out", type=Path, help="run folder: config.yaml, checkpoints/, csv/, tb/ (required to train)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file + --set + --train/--val) as YAML and exit without training")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Lightning's tips and the deprecation warnings of its own code")
     p.set_defaults(run=cmd_train)
 
     p = verbs.add_parser("export-weights", help="write a checkpoint's model weights as .safetensors (+ schema/config)")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a .ckpt of `posepart train`")
     p.add_argument("--out", type=Path, required=True, help="FILE.safetensors")
     p.set_defaults(run=cmd_export_weights)
 
@@ -364,7 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     from posepart.inference.cli import add_predict_parsers
 
     add_predict_parsers(verbs)  # posepart predict / export (docs/inference.md)
+    _show_defaults(parser)
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, minus the noise: no "(default: None)" or "(default: False)" on
+    options whose absence is their default, and none where the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser and sub-parser lists the defaults in its --help."""
+    parser.formatter_class = _DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
 
 
 # Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).

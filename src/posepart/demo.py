@@ -24,7 +24,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +70,6 @@ DEMO_MODELS = {
 }
 
 
-def shipped_config(name: str) -> Path:
-    """Path of a config shipped with the package (`configs/` in the repository)."""
-    return Path(str(resources.files("posepart") / "configs" / name))
-
-
 def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
     """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
@@ -111,7 +105,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
     only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out."""
     from posepart.engine.checkpoint import load_model
-    from posepart.engine.config import load_config
+    from posepart.engine.config import load_config, shipped_config
     from posepart.engine.train import train
     from posepart.evaluate_model import evaluate_model
 

@@ -303,11 +303,40 @@ def _moved_stride(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "data": {k: v for k, v in section.items() if k != "stride"}}
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (`configs/` in the repository), without `.yaml`."""
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in resources.files("posepart").joinpath("configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def shipped_config(name: str) -> Path:
+    """The file of a shipped config, by name (`demo_cpu_joint` or `demo_cpu_joint.yaml`); ConfigError if unknown."""
+    from importlib import resources
+
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in shipped_configs():
+        raise ConfigError(f"{name}: no such config file, and not a shipped config "
+                          f"(shipped: {', '.join(shipped_configs())})")
+    return Path(str(resources.files("posepart").joinpath("configs", f"{stem}.yaml")))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file by path, or a shipped config by name from any folder (`shipped_config`); a file of that name
+    in the working folder wins, as any path would."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    return shipped_config(path.name)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
+    """Read a YAML config (a path, or a shipped config's name: `config_path`) or the defaults, apply `key=value`
+    overrides, validate everything."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:

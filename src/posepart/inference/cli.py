@@ -66,11 +66,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}  # what `export --out FILE` writes, by FILE's extension
+
+
+def export_format(out: Path, given: str | None) -> str:
+    """The export format: the one `--out`'s extension names; `--format`, when given, must agree with it."""
+    from posepart.errors import UsageError
+
+    named = EXPORT_SUFFIXES.get(out.suffix.lower())
+    if named is None:
+        raise UsageError(f"export --out {out}: the file must end in .onnx (ONNX) or .pt (TorchScript)")
+    if given is not None and given != named:
+        raise UsageError(f"export: --format {given} contradicts --out {out} (a {out.suffix} file is {named})")
+    return named
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from posepart.inference.export import export_model
 
-    result = export_model(args.checkpoint, args.format, args.out, input_size=args.input_size, opset=args.opset,
-                          verify=not args.no_verify)
+    result = export_model(args.checkpoint, export_format(args.out, args.format), args.out,
+                          input_size=args.input_size, opset=args.opset, verify=not args.no_verify)
     check = ("" if result["max_abs_diff"] is None else
              f" (checked against PyTorch at two batch and image sizes: max |diff| {result['max_abs_diff']:.1e})")
     print(f"wrote {result['path']}{check}")
@@ -121,8 +136,9 @@ def add_predict_parsers(verbs: Any) -> None:
 
     p = verbs.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size) or TorchScript")
     p.add_argument("--checkpoint", type=Path, required=True, help=".ckpt or .safetensors")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", type=Path, required=True, help="FILE.onnx or FILE.pt")
+    p.add_argument("--format", choices=("onnx", "torchscript"),
+                   help="optional: must agree with --out's extension, which decides")
+    p.add_argument("--out", type=Path, required=True, help="FILE.onnx (ONNX) or FILE.pt (TorchScript)")
     p.add_argument("--input-size", type=int, help="tracing input side and the default predict size (default: the "
                    "checkpoint's)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")

@@ -1,0 +1,93 @@
+"""The command line follows the conventions users know from torchvision, Lightning and pip (issue 17, section 3):
+`--version`, shipped configs by name from any folder, `train --print-config`, defaults in every `--help`, and
+`export` following the output's file extension."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import error_lines, refused, run_cli
+
+import posepart
+from posepart.cli import build_parser
+from posepart.engine.config import config_from_dict, load_config, shipped_config, shipped_configs
+from posepart.errors import UsageError
+from posepart.inference.cli import export_format
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"posepart {posepart.__version__}"
+
+
+@pytest.mark.parametrize("name", ["demo_cpu_joint", "demo_cpu_joint.yaml"])
+def test_shipped_config_by_name_from_any_folder(name, tmp_path, monkeypatch, capsys):
+    """Before: `--config demo_cpu_joint` outside the repository was 'config file not found'."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["train", "--config", name, "--print-config", "--set", "optim.lr=0.01",
+                              "--train", "data/train"], capsys)
+    assert code == 0, err
+    printed = config_from_dict(yaml.safe_load(out))
+    expected = load_config(shipped_config("demo_cpu_joint"), ["optim.lr=0.01", "data.train=data/train"])
+    assert printed == expected and printed.optim.lr == 0.01 and printed.model.name == "joint_vgg16"
+    assert not (tmp_path / "config.yaml").exists() and list(tmp_path.iterdir()) == []  # printing trains nothing
+
+
+def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("demo_cpu_joint.yaml").write_text("model:\n  name: paf_vgg16\n")
+    assert load_config("demo_cpu_joint.yaml").model.name == "paf_vgg16"  # the path, as written
+    assert load_config("demo_cpu_joint").model.name == "joint_vgg16"  # no such file: the shipped config
+
+
+def test_an_unknown_config_name_lists_the_shipped_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", "--config", "demo_cpu_jont", "--out", "run"], capsys)
+    assert refused(code, err) and "demo_cpu_jont" in err
+    assert all(name in err for name in shipped_configs()) and "demo_cpu_joint" in shipped_configs()
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_needs_out_unless_printing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint"], capsys)
+    assert refused(code, err) and "--out" in error_lines(err)[0]
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "posepart"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {verb}")
+
+
+def test_every_option_is_explained_and_defaults_are_shown(capsys):
+    """Before: `posepart demo --help` listed --out, --n-val and --seed without a word, and no default anywhere."""
+    unexplained = [(name, a.option_strings) for name, p in _parsers(build_parser()) for a in p._actions
+                   if a.option_strings and not a.help]
+    assert unexplained == []
+    code, out, _ = run_cli(["synth", "--help"], capsys)
+    assert code == 0 and "(default: 368)" in " ".join(out.split())  # --size
+    assert "(default: None)" not in out and "(default: False)" not in out  # no noise for unset options
+
+
+@pytest.mark.parametrize("out, given, expected", [("m.onnx", None, "onnx"), ("m.pt", None, "torchscript"),
+                                                  ("M.ONNX", "onnx", "onnx"), ("m.pt", "torchscript", "torchscript")])
+def test_export_format_follows_the_extension(out, given, expected):
+    assert export_format(Path(out), given) == expected
+
+
+@pytest.mark.parametrize("out, given, words", [("m.onnx", "torchscript", "contradicts"),
+                                               ("m.pt", "onnx", "contradicts"),
+                                               ("model.bin", None, ".onnx"), ("model", "onnx", ".onnx")])
+def test_export_refuses_a_format_its_file_does_not_have(out, given, words, tmp_path, capsys):
+    """Before: `export --format torchscript --out m.onnx` wrote TorchScript into a file named .onnx."""
+    with pytest.raises(UsageError, match=words):
+        export_format(Path(out), given)
+    argv = ["export", "--checkpoint", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / out)]
+    code, _, err = run_cli(argv + (["--format", given] if given else []), capsys)
+    assert refused(code, err) and words in err and not (tmp_path / out).exists()
