@@ -245,6 +245,48 @@ def test_lightning_tips_and_its_deprecation_noise_only_when_verbose(data, tmp_pa
     assert all(logger.filters == [] for logger in loggers)  # nothing left installed after the run
 
 
+def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path, capsys):
+    """Before: a second `train --out DIR` mixed its checkpoints and TensorBoard events into the first run's."""
+    from cli_helpers import refused, run_cli
+
+    out = tmp_path / "run"
+    train(tiny(data, "train.max_epochs=1", val=False), out, **QUIET)
+    last = out / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    (out / "notes.txt").write_text("mine")
+    argv = ["train", "--set", "model.name=joint_vgg16", "--set", "model.stages=1", "--set", "model.width=0.125",
+            "--set", "model.fc_width=32", "--set", f"data.train={data['train']}", "--set", "data.input_size=64",
+            "--set", "data.batch_size=4", "--set", "train.max_epochs=1", "--out", str(out)]
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", *argv[1:]], capsys)
+    assert refused(code, err) and "--resume" in err and "--overwrite" in err
+    assert last.read_bytes() == before and sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    stale = out / "checkpoints" / "epoch=7.ckpt"  # a file of the old run that the new one would not replace
+    stale.write_bytes(b"old")
+    train(tiny(data, "train.max_epochs=1", val=False), out, overwrite=True, **QUIET)
+    assert not stale.exists() and last.read_bytes() == before  # replaced (training is deterministic: same bytes)
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    train(tiny(data, "train.max_epochs=2", val=False), out, resume=last, **QUIET)  # a resume is a new launch
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0", "version_1"]
+    assert sorted(p.name for p in (out / "csv").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny(data, "train.max_epochs=1", val=False), out, **QUIET)
+    written = (out / "config.yaml").read_text()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(pl.Trainer, "fit", crash)
+    with pytest.warns(UserWarning, match=r"optim\.lr=0\.5 \(checkpoint: 0\.01\) has no effect"):
+        with pytest.raises(RuntimeError, match="went away"):
+            train(tiny(data, "train.max_epochs=2", "optim.lr=0.5", val=False), out,
+                  resume=out / "checkpoints" / "last.ckpt", **QUIET)
+    assert (out / "config.yaml").read_text() == written  # before: the failed launch's config replaced the run's
+
+
 def test_checkpoint_writes_are_atomic(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "ckpt" / "last.ckpt"

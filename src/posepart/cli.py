@@ -260,7 +260,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from posepart.engine.train import train
 
     try:
-        result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes, verbose=args.verbose)
+        result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes, overwrite=args.overwrite,
+                       verbose=args.verbose)
     except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -361,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (a resumable last.ckpt is kept)")
     p.add_argument("--resume", type=Path, metavar="CKPT", help="continue exactly from a checkpoint (last.ckpt)")
-    p.add_argument("--out", type=Path, help="run folder: config.yaml, checkpoints/, csv/, tb/ (required to train)")
+    p.add_argument("--out", type=Path, help="run folder: config.yaml, checkpoints/, csv/version_N/, tb/version_N/ "
+                   "(required to train; a folder holding a run is refused unless --resume or --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its config.yaml, "
+                   "checkpoints/, csv/ and tb/; nothing else there is touched)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (file + --set + --train/--val) as YAML and exit without training")
     p.add_argument("--verbose", action="store_true",

@@ -122,7 +122,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
                  f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}", f"train.max_steps={steps}",
                  "train.max_epochs=-1", f"train.val_every_epochs={every}", *extra]
     cfg = load_config(shipped_config(config_name), overrides)
-    result = train(cfg, out, max_minutes=minutes, **({"enable_progress_bar": False} if quiet else {}))
+    # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
+    result = train(cfg, out, max_minutes=minutes, overwrite=True, **({"enable_progress_bar": False} if quiet else {}))
     if result.last is None:
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)

@@ -1,7 +1,8 @@
 """`train(config, out)`: one training run with a Lightning Trainer configured from `config.train`.
 
 Output folder: `config.yaml` (the resolved config), `checkpoints/last.ckpt` + `checkpoints/best.ckpt`, `csv/version_N/
-metrics.csv` (one version per launch) and `tb/` (TensorBoard events, appended across resumes).
+metrics.csv` and `tb/version_N/` (TensorBoard events), one version per launch, as Lightning numbers them. A folder that
+holds a run already is refused unless the launch resumes it (`resume=`) or replaces it (`overwrite=True`).
 Resuming (`resume=` a checkpoint) restores model, optimiser, scheduler, step/epoch counters and callbacks through
 Lightning; data order and augmentation are functions of (seed, epoch) and the global RNGs are reseeded from
 (seed, epoch, rank) at every epoch start, so a run resumed from an end-of-epoch checkpoint continues exactly.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from posepart.engine.checkpoint import AtomicCheckpointIO, check_resumable, chec
 from posepart.engine.config import Config, ConfigError, dump_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
+from posepart.errors import UsageError
 
 
 @dataclass
@@ -122,7 +125,7 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
-        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb", version="")],
+        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb")],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_steps,
         check_val_every_n_epoch=t.val_every_epochs,
@@ -189,16 +192,38 @@ def _first_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
+# What a run writes into its folder (and `overwrite=True` removes); anything else there is left alone.
+RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
+
+
+def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> None:
+    """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
+    `overwrite`, remove the previous run's files first."""
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if not existing or resume is not None:
+        return
+    if not overwrite:
+        raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): continue it with --resume "
+                         f"{out / 'checkpoints' / 'last.ckpt'}, replace it with --overwrite, or choose another --out")
+    for name in existing:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
-          verbose: bool = False, **trainer_overrides: Any) -> TrainResult:
-    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time; `verbose` shows
-    Lightning's tips and the deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the
-    launch: a second train into it while this one runs is refused (`OutputInUse`)."""
+          overwrite: bool = False, verbose: bool = False, **trainer_overrides: Any) -> TrainResult:
+    """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time; `overwrite`
+    replaces a run already in `out` (refused otherwise, unless resumed); `verbose` shows Lightning's tips and the
+    deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
+    while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     _check_accelerator(cfg.train.accelerator)
-    with lock_output(out) if _first_process() else nullcontext(), quiet_lightning(verbose):
+    first = _first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
+    with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
+        if first:
+            _claim_run_folder(out, resume=resume, overwrite=overwrite)
         return _train(cfg, out, resume=resume, max_minutes=max_minutes, **trainer_overrides)
 
 
@@ -213,12 +238,14 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                             sources=data.describe())
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     if resume is not None:
-        check_resumable(resume, cfg, data.schema, module.state_dict())
+        for setting in check_resumable(resume, cfg, data.schema, module.state_dict()):
+            rank_zero_warn(f"--resume {resume}: {setting} has no effect: the optimizer and its learning-rate schedule "
+                           f"continue from the checkpoint's state")
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
         dump_config(cfg, out / "config.yaml")
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
@@ -228,6 +255,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
     fit_module = torch.compile(module) if cfg.train.compile else module
     trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+    if trainer.is_global_zero and resume is not None:
+        dump_config(cfg, out / "config.yaml")
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = out / "checkpoints" / "last.ckpt"
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:
