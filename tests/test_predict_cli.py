@@ -114,3 +114,21 @@ def test_duplicate_names_and_flip_scales_options(setup, tmp_path):
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["000001.png", "000001_2.png"]
     a, b = (np.asarray(Image.open(out / "parts" / n)) for n in ("000001.png", "000001_2.png"))
     assert np.array_equal(a, b)
+
+
+def test_annotations_of_another_schema_are_refused(setup, tmp_path, capsys):
+    """Before: `--annotations` of a COCO (17-joint) file with a PASCAL (14-joint) model wrote results that no
+    scorer could read against it, and exited 0."""
+    from cli_helpers import refused, run_cli
+
+    coco = json.loads((setup["data"] / "annotations.json").read_text())
+    coco["categories"][0]["keypoints"] = list(Schema.coco().keypoints)
+    other = tmp_path / "coco.json"
+    other.write_text(json.dumps(coco))
+    image = str(setup["data"] / "images" / "000000.jpg")
+    argv = ["predict", "--checkpoint", str(setup["ckpt"]), image, "--quiet", "--annotations"]
+    code, _, err = run_cli(argv + [str(other), "--out", str(tmp_path / "a")], capsys)
+    assert refused(code, err) and str(other) in err and "nose" in err
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+    code, _, err = run_cli(argv + [str(setup["data"] / "annotations.json"), "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, err  # the model's own joints

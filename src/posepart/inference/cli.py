@@ -41,16 +41,18 @@ def _predictor(args: argparse.Namespace) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from posepart.errors import UsageError
-    from posepart.inference.media import PredictOptions, annotation_ids, expand_inputs, run_predict
+    from posepart.inference.media import PredictOptions, annotation_index, expand_inputs, run_predict
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
-    ids = annotation_ids(args.annotations) if args.annotations else {}
+    annotations = annotation_index(args.annotations) if args.annotations else None  # read before the model loads
     predictor = _predictor(args)
+    if annotations is not None:
+        annotations.check(predictor.schema.keypoints)
     sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive)
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
-                             image_ids=ids, progress=not args.quiet)
+                             image_ids=annotations.ids if annotations else {}, progress=not args.quiet)
     from posepart.data.writer import lock_output
 
     with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError

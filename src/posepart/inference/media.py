@@ -24,7 +24,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -104,19 +104,36 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Sour
     return sources, failures
 
 
-def annotation_ids(path: Path) -> dict[str, int]:
-    """file_name -> image id from a COCO JSON (so results can be scored against it); basenames match too. A file
-    that is not such a JSON is a DatasetError naming it."""
+class AnnotationIndex(NamedTuple):
+    """What `predict --annotations FILE` needs of a COCO JSON: image ids by file name, and its joint names."""
+
+    path: Path
+    ids: dict[str, int]  # file_name -> image id (basenames match too)
+    keypoints: list[str] | None  # categories[0]["keypoints"], when the file has them
+
+    def check(self, keypoints: Sequence[str]) -> None:
+        """Refuse a file whose joints are not the model's (names and order): its ground truth could not score the
+        results."""
+        if self.keypoints is not None and self.keypoints != list(keypoints):
+            raise DatasetError(f"--annotations {self.path}: its keypoints {self.keypoints} are not the model's "
+                               f"{list(keypoints)}: the results could not be scored against it")
+
+
+def annotation_index(path: Path) -> AnnotationIndex:
+    """Read `predict --annotations FILE` (so results can be scored against it). A file that is not a COCO JSON of
+    images with file_name and id is a DatasetError naming it."""
     ids: dict[str, int] = {}
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for image in data.get("images", []):
             ids[str(image["file_name"])] = int(image["id"])
             ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+        theirs = (data.get("categories") or [{}])[0].get("keypoints")
+        keypoints = None if theirs is None else [str(name) for name in theirs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: JSON, UTF-8, int()
         raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
                            f"({type(err).__name__}: {err})") from None
-    return ids
+    return AnnotationIndex(Path(path), ids, keypoints)
 
 
 class _Run:
