@@ -1,6 +1,8 @@
 """`posepart demo`: oracle only (--train-images 0), and the training comparison on a tiny budget."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +27,15 @@ def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("jobs", [3, 1])  # three models at once in worker processes; one after another
-def test_demo_trains_and_compares_five_models(tmp_path, jobs):
+def test_demo_trains_and_compares_five_models(tmp_path, jobs, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--n-val", "8", "--size", "64", "--n-train", "16", "--train-images", "40",
             "--jobs", str(jobs)]
+    if jobs == 1:  # run twice into one folder, as `make demo` twice does: the second run replaces the first's runs
+        assert main(args) == 0
     assert main(args) == 0
+    if jobs > 1:  # one combined progress line over the workers' 5 x 5 steps (40 images / batch 8 each)
+        assert "25/25" in capsys.readouterr().out
     folders = ("demo_cpu_fcn32", "demo_cpu_paf", "demo_cpu_joint_pose_only", "demo_cpu_joint_parts_only",
                "demo_cpu_joint")
     logs = [(out / name / "train.log").is_file() for name in folders]
@@ -57,3 +63,16 @@ def test_demo_trains_and_compares_five_models(tmp_path, jobs):
     assert "segmentation" in parts_arm and "pose" not in parts_arm
     masked = (out / "demo_cpu_joint_pose_only" / "config.yaml").read_text()
     assert "tasks:" in masked and "- pose" in masked and "- parts" not in masked
+
+
+def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
+    """The parent's progress line counts the last step a worker's CSV log holds, ignoring a previous run's log."""
+    from posepart.demo import _steps_logged
+
+    log = tmp_path / "run" / "csv" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch,step,train/loss\n0,9,1.5\n0,19,1.2\n")
+    assert _steps_logged(tmp_path / "run", since=0.0) == 20  # steps are 0-based: step 19 is the 20th
+    assert _steps_logged(tmp_path / "run", since=time.time() + 60) == 0  # older than this demo: not its progress
+    os.utime(log, (0, 0))
+    assert _steps_logged(tmp_path / "nothing", since=0.0) == 0

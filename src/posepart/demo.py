@@ -22,7 +22,8 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import csv
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from posepart.data.writer import write_json_atomic
 from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
+from tqdm import tqdm
 
 DEFAULT_TRAIN_IMAGES = 12000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
@@ -129,8 +131,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     loaded = load_model(result.last)
     val = PosePartDataset.open(val_root)
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False)
-    csv = sorted((out / "csv").glob("version_*/metrics.csv"))
-    return trained_only(metrics, tasks), overlays, csv[-1] if csv else None
+    logs = sorted((out / "csv").glob("version_*/metrics.csv"))
+    return trained_only(metrics, tasks), overlays, logs[-1] if logs else None
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
@@ -145,6 +147,21 @@ def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict
         os.dup2(f.fileno(), 2)
     torch.set_num_threads(threads)
     return train_and_score(*args, quiet=True, **kwargs)
+
+
+def _steps_logged(run: Path, since: float) -> int:
+    """The last training step in a run's CSV log written after `since` (Lightning flushes it every 100 steps): a job's
+    progress as the parent process can see it; 0 before the first flush."""
+    step = 0
+    for log in (run / "csv").glob("version_*/metrics.csv"):
+        try:
+            if log.stat().st_mtime < since:  # a previous demo's log, about to be replaced
+                continue
+            with open(log, newline="", encoding="utf-8") as f:
+                step = max([step, *(int(row["step"]) + 1 for row in csv.DictReader(f) if row.get("step"))])
+        except (OSError, ValueError, KeyError):  # being written or replaced right now: read it at the next poll
+            continue
+    return step
 
 
 def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
@@ -162,22 +179,37 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
     results: dict[str, tuple[dict[str, Any], list[Any], Path | None]] = {}
     failed: list[str] = []
     start = time.perf_counter()
+    from posepart.engine.config import load_config, shipped_config
+
+    planned = {label: max(images // load_config(shipped_config(model.config)).data.batch_size, 1)
+               for label, model in DEMO_MODELS.items()}  # steps, as train_and_score plans them
+    since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_train_job, run_dir(out, label) / "train.log", threads, run_dir(out, label),
                                model.config, train_root, val_root, tasks=model.tasks, **common): label
                    for label, model in DEMO_MODELS.items()}
-        for future in as_completed(futures):
-            label = futures[future]
-            try:
-                results[label] = future.result()
-            except Exception as err:  # noqa: BLE001 - reported with its log below; the other models carry on
-                failed.append(f"{label}: {type(err).__name__}: {err} (log: {run_dir(out, label) / 'train.log'})")
-                continue
-            seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
-            scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")), ("OKS AP", pose.get("ap")))
-                               if v is not None)
-            print(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+        pending = set(futures)
+        # One combined progress line over all models' steps, read from their logs (the workers print nothing here).
+        with tqdm(total=sum(planned.values()), desc="training", unit="step", file=sys.stdout, mininterval=5) as bar:
+            while pending:
+                done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                finished = {futures[f] for f in futures if f not in pending}
+                bar.n = sum(planned[label] if label in finished else
+                            min(_steps_logged(run_dir(out, label), since), planned[label]) for label in planned)
+                bar.refresh()
+                for future in done:
+                    label = futures[future]
+                    try:
+                        results[label] = future.result()
+                    except Exception as err:  # noqa: BLE001 - reported with its log below; the others carry on
+                        log = run_dir(out, label) / "train.log"
+                        failed.append(f"{label}: {type(err).__name__}: {err} (log: {log})")
+                        continue
+                    seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
+                    scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")),
+                                                                      ("OKS AP", pose.get("ap"))) if v is not None)
+                    bar.write(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", file=sys.stdout)
     if failed:
         raise RuntimeError("demo training failed:\n" + "\n".join(failed))
     return {label: results[label] for label in DEMO_MODELS}  # in DEMO_MODELS order
@@ -203,12 +235,12 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
         trained = train_models(out, train_set.annotation_file.parent, val.annotation_file.parent,
                                train_size=len(train_set), size=size, images=train_images, minutes=train_minutes,
                                jobs=jobs)
-        for label, (metrics, overlays, csv) in trained.items():
+        for label, (metrics, overlays, curve) in trained.items():
             rows[label] = metrics
             write_json_atomic(run_dir(out, label) / "metrics.json", metrics)
             predictions += overlays
-            if csv is not None:
-                curves[label] = csv
+            if curve is not None:
+                curves[label] = curve
         figures.append(save_rgb(out / "predictions.png", grid(predictions, columns=4)))
         hide = {label: [TASK_METRICS[task][1] for task in masked_tasks(DEMO_MODELS[label].tasks)] for label in curves}
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
