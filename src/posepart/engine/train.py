@@ -199,7 +199,9 @@ RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
 def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> None:
     """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
     `overwrite`, remove the previous run's files first."""
-    existing = [name for name in RUN_FILES if (out / name).exists()]
+    # a folder counts when it holds more than the hidden temp files of an interrupted save (`remove_orphans`)
+    existing = [name for name in RUN_FILES if (out / name).is_file()
+                or (out / name).is_dir() and any(not p.name.startswith(".") for p in (out / name).iterdir())]
     if not existing or resume is not None:
         return
     if not overwrite:
