@@ -242,6 +242,47 @@ def test_pretrained_features_only_into_pose_model(tmp_path: Path, vgg16_state: d
     assert model.trunk.cpm is not None and model.trunk.cpm.conv4_3_CPM.weight.shape == (256, 512, 3, 3)
 
 
+def test_imagenet_weights_are_torchvisions_file_in_the_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 vgg16_state: dict[str, torch.Tensor]) -> None:
+    """`pretrained="imagenet"`: torchvision's VGG16_Weights.IMAGENET1K_V1 file, read from torch's hub cache."""
+    from torchvision.models import VGG16_Weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded a cached file"))
+    cached = tmp_path / "checkpoints" / Path(VGG16_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir()
+    torch.save(features_only(vgg16_state), cached)
+    model = paf_vgg16(TINY, stages=1, pretrained="imagenet")
+    assert cached.name == "vgg16-397923af.pth"
+    assert torch.equal(model.trunk.features[21].weight, vgg16_state["features.21.weight"])
+
+
+def test_imagenet_weights_offline_say_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline (this machine), the hub download fails: one error naming the URL and the file to put in place."""
+    from cli_helpers import refused, run_cli
+
+    from posepart.errors import MissingFileError
+
+    def offline(url: str, dst: str, **kwargs: object) -> None:
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    where = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    with pytest.raises(MissingFileError, match="download.pytorch.org/models/vgg16-397923af.pth") as err:
+        paf_vgg16(TINY, stages=1, pretrained="imagenet")
+    assert str(where) in str(err.value)
+    from posepart.data.synth import write_synth
+
+    data = write_synth(tmp_path / "data", n=2, seed=0, size=64)
+    code, _, stderr = run_cli(["train", "--config", "demo_cpu_paf", "--set", "model.width=1.0", "--set",
+                               "model.batch_norm=false", "--set", "model.pretrained=imagenet", "--set",
+                               f"data.train={data}", "--set", "data.input_size=64", "--out", str(tmp_path / "run")],
+                              capsys)
+    assert refused(code, stderr) and str(where) in stderr
+
+
 def test_pretrained_safetensors(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 

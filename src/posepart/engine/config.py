@@ -37,7 +37,7 @@ class ModelConfig:
     width: float = 1.0
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
-    pretrained: Path | None = None  # local torchvision vgg16 state dict (.pth) or .safetensors
+    pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
 
     def __post_init__(self) -> None:
         if self.pretrained is not None and self.width != 1.0:

@@ -7,7 +7,8 @@ Every builder returns a `PosePartNet` sized from the schema (`heatmap_channels`,
 `width` scales every channel count of trunk and heads (0.25 for CPU demos); `fc_width` sets the FCN's fc6/fc7 width
 explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm` adds BatchNorm after every hidden
 conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
-`pretrained` is a local torchvision vgg16 state-dict file (never downloaded), only valid at width 1.0 without BN.
+`pretrained` is a torchvision vgg16 state-dict file, or "imagenet" (`pretrained.resolve_weights`: torch's hub cache);
+only valid at width 1.0 without BN.
 Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined by `PoseRefine` with pool2 / pool1 skips) and
 the target geometry they are trained for (`sigma`, `paf_width`); all of it ends up in `model.meta` (`HeadMeta`).
 `heatmap_sigmoid` puts a sigmoid on the heatmaps (for the focal loss, `loss.heatmap: focal`).
@@ -25,7 +26,7 @@ from ..schema import Schema
 from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
 from .pose import PAFStages, PoseRefine
-from .pretrained import PretrainedError, load_vgg16_weights
+from .pretrained import PretrainedError, load_vgg16_weights, resolve_weights
 from .trunk import VGGTrunk, scaled
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
@@ -81,7 +82,7 @@ def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float
 
 def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
     if pretrained is not None:
-        load_vgg16_weights(model, Path(pretrained))
+        load_vgg16_weights(model, resolve_weights(pretrained))
     return model
 
 

@@ -1,15 +1,18 @@
-"""Initialise the trunk (and an FCN head's conv5/fc6/fc7) from a LOCAL torchvision VGG16 state-dict file.
+"""Initialise the trunk (and an FCN head's conv5/fc6/fc7) from a torchvision VGG16 state-dict file: a local path,
+or `imagenet` for torchvision's `VGG16_Weights.IMAGENET1K_V1` in torch's hub cache (`resolve_weights`).
 
 Modules that can take VGG16 weights expose `vgg16_keys()`: own layer name -> torchvision layer name. The FCN head's
 fc6/fc7 are VGG's classifier.0/classifier.3 reshaped into convolutions, as in the FCN paper: (4096, 25088) ->
 (4096, 512, 7, 7) (torchvision flattens pool5 as c*49 + y*7 + x, so a plain view is the right reshape) and
-(4096, 4096) -> (4096, 4096, 1, 1). Nothing is ever downloaded.
+(4096, 4096) -> (4096, 4096, 1, 1). Only `imagenet` may download (into the hub cache, where the network allows).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +22,36 @@ from posepart.errors import MissingFileError, PosepartError
 
 class PretrainedError(PosepartError, ValueError):
     """A pretrained-weights file cannot be read or does not fit the network; the message names the file and keys."""
+
+
+IMAGENET = "imagenet"  # `model.pretrained: imagenet`: torchvision's VGG16_Weights.IMAGENET1K_V1
+
+
+def resolve_weights(pretrained: Path | str) -> Path:
+    """The local file `model.pretrained` names: the path itself, or for `imagenet` (when no file of that name exists)
+    torchvision's VGG16_Weights.IMAGENET1K_V1 file in torch's hub cache, downloaded there by torch.hub (hash-checked,
+    as torchvision does) when it is missing and the network allows. Offline, a MissingFileError says where to put it.
+    Why not torchvision's own `weights.get_state_dict()`: it unpickles without weights_only; here the file is read
+    by `read_state_dict`, weights-only like every file posepart loads."""
+    path = Path(pretrained)
+    if str(pretrained) != IMAGENET or path.exists():
+        return path
+    from torchvision.models import VGG16_Weights
+
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if cached.is_file():
+        return cached
+    match = re.search(torch.hub.HASH_REGEX, cached.name)  # torchvision's files carry a sha256 prefix in their name
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None)
+    except Exception as err:  # noqa: BLE001 - URLError/OSError offline, RuntimeError on a bad hash: all mean "not here"
+        raise MissingFileError(
+            f"model.pretrained: {IMAGENET}: torchvision's VGG16 ImageNet weights are not in torch's hub cache "
+            f"({cached}) and could not be downloaded ({type(err).__name__}: {err}); fetch {url} where the network "
+            f"allows and put it at {cached}, or set model.pretrained to a local weights file") from None
+    return cached
 
 
 def read_state_dict(path: Path | str) -> dict[str, Tensor]:
