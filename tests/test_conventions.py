@@ -91,3 +91,13 @@ def test_export_refuses_a_format_its_file_does_not_have(out, given, words, tmp_p
     argv = ["export", "--checkpoint", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / out)]
     code, _, err = run_cli(argv + (["--format", given] if given else []), capsys)
     assert refused(code, err) and words in err and not (tmp_path / out).exists()
+
+
+def test_long_jobs_show_progress(tmp_path, capsys):
+    """Before: `posepart synth` and `posepart models` ran silently to the end (the demo's is in test_demo)."""
+    import json
+
+    code, out, err = run_cli(["synth", str(tmp_path / "s"), "--n", "6", "--size", "64"], capsys)
+    assert code == 0 and "6/6" in err and "wrote 6 synthetic images" in out
+    code, out, err = run_cli(["models", "--input-size", "64", "--width", "0.125", "--json"], capsys)
+    assert code == 0 and "counting FLOPs" in err and json.loads(out)["input_size"] == 64  # stdout stays JSON

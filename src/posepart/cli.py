@@ -44,7 +44,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     scene = SceneConfig(max_people=args.max_people, min_height=args.min_height, crowd_prob=args.crowd_prob,
                         clutter=args.clutter)
-    root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, config=scene)
+    root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, config=scene,
+                       progress=True)
     print(f"wrote {args.n} synthetic images ({args.size}x{args.size}, seed {args.seed}) to {root} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
@@ -211,8 +212,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from posepart.schema import Schema
 
     schema = Schema.pascal_person_part()
+    from tqdm import tqdm
+
     rows = []
-    for name, builder in MODELS.items():
+    for name, builder in tqdm(MODELS.items(), desc="counting FLOPs", unit="model", leave=False):  # stderr
         model = builder(schema, width=args.width)
         rows.append({"model": name, "parameters": count_parameters(model),
                      "gflops": count_flops(model, (args.input_size, args.input_size)) / 1e9})

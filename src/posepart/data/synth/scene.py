@@ -246,14 +246,20 @@ def iter_scenes(
 
 
 def write_synth(
-    out: Path, n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig()
+    out: Path, n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig(),
+    progress: bool = False,
 ) -> Path:
-    """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`."""
+    """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`.
+    `progress`: a progress bar on stderr."""
+    from tqdm import tqdm
+
     from posepart.data.writer import DatasetWriter
 
     out = Path(out)
+    scenes = tqdm(iter_scenes(n, seed, size, workers, config), total=n, desc=f"synth {out.name}", unit="image",
+                  disable=not progress)
     with DatasetWriter(out, Schema.pascal_person_part()) as writer:
-        for i, scene in enumerate(iter_scenes(n, seed, size, workers, config)):
+        for i, scene in enumerate(scenes):
             writer.add(scene.image, scene.annotations, scene.parts, file_name=f"{i:06d}.jpg",
                        jpeg_quality=scene.jpeg_quality)
     return out
