@@ -101,3 +101,23 @@ def test_long_jobs_show_progress(tmp_path, capsys):
     assert code == 0 and "6/6" in err and "wrote 6 synthetic images" in out
     code, out, err = run_cli(["models", "--input-size", "64", "--width", "0.125", "--json"], capsys)
     assert code == 0 and "counting FLOPs" in err and json.loads(out)["input_size"] == 64  # stdout stays JSON
+
+
+def test_legend_names_every_part_and_joint_colour():
+    """Before: sheets and overlays showed colours with no key to them."""
+    import numpy as np
+
+    from posepart.schema import Schema
+    from posepart.viz import grid, legend
+
+    schema = Schema.pascal_person_part()
+    strip = legend(schema, 600)
+    assert strip.shape[1] == 600 and strip.shape[0] > 0
+    colours = {tuple(int(c) for c in schema.part_colours[i]) for i in range(1, schema.num_parts)}
+    colours |= {tuple(c) for c in schema.joint_colours}
+    present = {tuple(p) for p in strip.reshape(-1, 3)}
+    assert colours <= present  # a swatch or dot of every colour (the names are drawn beside them)
+    tiles = [np.zeros((32, 32, 3), np.uint8)] * 8
+    plain, named = grid(tiles, columns=4, cell=32), grid(tiles, columns=4, cell=32, row_labels=["a model", "truth"])
+    assert named.shape[1] > plain.shape[1] and (named[:, : named.shape[1] - plain.shape[1]] < 128).any()  # text
+    assert grid(tiles, columns=4, cell=32, schema=schema).shape[0] > plain.shape[0]  # the legend below

@@ -132,3 +132,24 @@ def test_annotations_of_another_schema_are_refused(setup, tmp_path, capsys):
     assert not (tmp_path / "a").exists()  # refused before anything was written
     code, _, err = run_cli(argv + [str(setup["data"] / "annotations.json"), "--out", str(tmp_path / "b")], capsys)
     assert code == 0, err  # the model's own joints
+
+
+def test_result_plot_draws_the_prediction_with_its_legend(setup):
+    """`result.plot()` (as ultralytics' Results.plot()): the image re-read from its file, parts and skeletons, legend."""
+    from posepart.errors import UsageError
+    from posepart.inference.draw import draw_result
+    from posepart.inference.preprocess import load_image
+    from posepart.viz import legend
+
+    predictor = Predictor.from_checkpoint(setup["ckpt"], decode_config=DecodeConfig(min_joints=1))
+    path = setup["data"] / "images" / "000000.jpg"
+    result = predictor(str(path))
+    image = load_image(path)
+    drawn = draw_result(image, result, predictor.schema)
+    assert np.array_equal(result.plot(legend=False), drawn)
+    assert np.array_equal(result.plot(), np.concatenate([drawn, legend(predictor.schema, drawn.shape[1])]))
+    assert np.array_equal(predictor(image).plot(image, legend=False), drawn)  # an array input: pass it again
+    with pytest.raises(UsageError, match="pass the image"):
+        predictor(image).plot()
+    with pytest.raises(UsageError, match="the image given is"):
+        result.plot(image[:10])

@@ -71,7 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             except DatasetError:
                 continue
             tiles.append(overlay(image, dataset.schema, parts=parts, keypoints=record.keypoints))
-        out = save_rgb(args.out, grid(tiles, columns=min(4, max(len(tiles), 1))))
+        out = save_rgb(args.out, grid(tiles, columns=min(4, max(len(tiles), 1)), schema=dataset.schema))
         print(f"drew {len(tiles)} samples to {out}", file=sys.stderr)
     return 1 if report.problems else 0
 
@@ -152,7 +152,8 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"sources": rows})
     if folder is not None:
-        figures = [save_rgb(folder / "overlays.png", grid(overlays, columns=4))] if overlays else []
+        sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
+        figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
         title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}) per source"
         print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
     return 0
@@ -167,7 +168,8 @@ def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, da
     for i, image in enumerate(overlays):
         save_rgb(folder / "overlays" / f"{i:03d}.png", image)
     if overlays:
-        figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)))))
+        figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)),
+                                                              schema=dataset.schema)))
     return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
 
 

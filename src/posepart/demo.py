@@ -226,12 +226,13 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
     counts = inspect_dataset(val).counts
     tiles = [overlay(val.load_image(r), val.schema, parts=val.load_parts(r), keypoints=r.keypoints)
              for r in val.records[:8]]
-    figures = [save_rgb(out / "samples.png", grid(tiles, columns=4))]
+    sheet = grid(tiles, columns=4, row_labels=["ground truth"] * 2, schema=val.schema)
+    figures = [save_rgb(out / "samples.png", sheet)]
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": evaluate_oracle(val, input_size=size)}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:
         train_set = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size, scene=scene)
-        curves, predictions = {}, []
+        curves, predictions, labels = {}, [], []
         trained = train_models(out, train_set.annotation_file.parent, val.annotation_file.parent,
                                train_size=len(train_set), size=size, images=train_images, minutes=train_minutes,
                                jobs=jobs)
@@ -239,9 +240,12 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
             rows[label] = metrics
             write_json_atomic(run_dir(out, label) / "metrics.json", metrics)
             predictions += overlays
+            labels += [label] if len(overlays) == 4 else []  # a row of four per model, labelled with its name
             if curve is not None:
                 curves[label] = curve
-        figures.append(save_rgb(out / "predictions.png", grid(predictions, columns=4)))
+        rows_named = labels if len(labels) == len(trained) else None
+        sheet = grid(predictions, columns=4, schema=val.schema, row_labels=rows_named)
+        figures.append(save_rgb(out / "predictions.png", sheet))
         hide = {label: [TASK_METRICS[task][1] for task in masked_tasks(DEMO_MODELS[label].tasks)] for label in curves}
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "

@@ -11,6 +11,50 @@ import numpy as np
 from posepart.errors import OutputError, writing
 from posepart.schema import IGNORE_LABEL, Schema
 
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_TEXT = (40, 40, 40)  # dark grey on the white padding
+
+
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
+
+
+def legend(schema: Schema, width: int, *, scale: float = 0.4) -> np.ndarray:
+    """A white strip `width` px wide naming the schema's colours: a swatch per part class (background left out) and
+    a dot per joint, wrapped into as many lines as needed. Empty (0 rows) for a schema with neither."""
+    entries: list[tuple[str, tuple[int, int, int], bool]] = []  # (name, colour, is_part)
+    if schema.has_parts:
+        entries += [(name, tuple(int(c) for c in schema.part_colours[i]), True)
+                    for i, name in enumerate(schema.part_classes) if i > 0]
+    if schema.has_pose:
+        entries += [(name, tuple(colour), False) for name, colour in zip(schema.keypoints, schema.joint_colours)]
+    line_h, box, gap = int(round(28 * scale)) + 6, int(round(24 * scale)), 10
+    lines: list[list[tuple[int, tuple[str, tuple[int, int, int], bool]]]] = [[]]
+    x = gap
+    for entry in entries:
+        w = box + 4 + _text_width(entry[0], scale) + gap
+        if x + w > width and lines[-1]:
+            lines.append([])
+            x = gap
+        lines[-1].append((x, entry))
+        x += w
+    if not entries:
+        return np.full((0, width, 3), 255, np.uint8)
+    strip = np.full((len(lines) * line_h + 4, width, 3), 255, np.uint8)
+    for row, line in enumerate(lines):
+        y = 2 + row * line_h + (line_h - box) // 2
+        for x0, (name, colour, is_part) in line:
+            if is_part:
+                cv2.rectangle(strip, (x0, y), (x0 + box, y + box), colour, -1)
+            else:
+                cv2.circle(strip, (x0 + box // 2, y + box // 2), box // 2, colour, -1, cv2.LINE_AA)
+            cv2.putText(strip, name, (x0 + box + 4, y + box - 1), _FONT, scale, _TEXT, 1, cv2.LINE_AA)
+    return strip
+
+
+def with_legend(image: np.ndarray, schema: Schema) -> np.ndarray:
+    """`image` with the schema's `legend` below it."""
+    return np.concatenate([image, legend(schema, image.shape[1])], axis=0)
 
 
 def draw_parts(image: np.ndarray, parts: np.ndarray, schema: Schema, alpha: float = 0.55) -> np.ndarray:
@@ -66,19 +110,27 @@ def overlay(
     return out
 
 
-def grid(images: Sequence[np.ndarray], columns: int, cell: int = 256, pad: int = 4) -> np.ndarray:
-    """Tile RGB images (each letterboxed into a cell x cell square) into one image, white padding."""
+def grid(images: Sequence[np.ndarray], columns: int, cell: int = 256, pad: int = 4, *,
+         row_labels: Sequence[str] | None = None, schema: Schema | None = None) -> np.ndarray:
+    """Tile RGB images (each letterboxed into a cell x cell square) into one image, white padding. `row_labels`: a
+    name written left of each row (e.g. the model that predicted it, or "ground truth"); `schema`: its colour
+    `legend` below the grid."""
     rows = max(1, -(-len(images) // columns))
-    canvas = np.full((rows * (cell + pad) + pad, columns * (cell + pad) + pad, 3), 255, np.uint8)
+    scale = 0.45
+    label_w = max((_text_width(t, scale) for t in row_labels or ()), default=0)
+    left = label_w + 2 * pad if row_labels else 0
+    canvas = np.full((rows * (cell + pad) + pad, left + columns * (cell + pad) + pad, 3), 255, np.uint8)
     for i, img in enumerate(images):
         h, w = img.shape[:2]
         s = cell / max(h, w)
         small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         r, c = divmod(i, columns)
         y0 = pad + r * (cell + pad) + (cell - small.shape[0]) // 2
-        x0 = pad + c * (cell + pad) + (cell - small.shape[1]) // 2
+        x0 = left + pad + c * (cell + pad) + (cell - small.shape[1]) // 2
         canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
-    return canvas
+    for r, text in enumerate((row_labels or [])[:rows]):
+        cv2.putText(canvas, text, (pad, pad + r * (cell + pad) + cell // 2), _FONT, scale, _TEXT, 1, cv2.LINE_AA)
+    return with_legend(canvas, schema) if schema is not None else canvas
 
 
 def save_rgb(path: str | Path, image: np.ndarray) -> Path:

@@ -84,6 +84,7 @@ class ImageResult:
     error: str | None = None
     maps: Maps | None = None
     to_image: np.ndarray | None = None
+    schema: Schema | None = None  # the predicting model's: names and colours for `plot`
 
     @property
     def ok(self) -> bool:
@@ -99,6 +100,27 @@ class ImageResult:
     def coco(self, image_id: int, category_id: int = 1) -> list[dict[str, Any]]:
         """COCO keypoint results for every person (the format of COCO's loadRes / `--out keypoints.json`)."""
         return [p.coco(image_id, category_id) for p in self.people]
+
+    def plot(self, image: Any = None, *, legend: bool = True) -> np.ndarray:
+        """(H, W', 3) uint8 RGB: the image with this result's part colours and skeletons, and the colour legend
+        below (`legend=False`: without). `image` is the input as given to the Predictor (array, PIL image or path);
+        by default `source` is read again when it is a file. As ultralytics' `Results.plot()`: show it with
+        `matplotlib.pyplot.imshow(result.plot())`, save it with `posepart.viz.save_rgb`."""
+        from posepart.inference.draw import draw_result
+        from posepart.viz import with_legend
+
+        if self.schema is None or not self.ok:
+            raise UsageError(f"{self.source}: nothing to plot ({self.error or 'a result without its schema'})")
+        if image is None:
+            if not Path(self.source).is_file():
+                raise UsageError(f"{self.source}: not a file to read again; pass the image: result.plot(image)")
+            image = self.source
+        rgb = load_image(image)
+        if rgb.shape[:2] != (self.height, self.width):
+            raise UsageError(f"{self.source}: the image given is {rgb.shape[1]}x{rgb.shape[0]}, the result's "
+                             f"{self.width}x{self.height}")
+        drawn = draw_result(rgb, self, self.schema)
+        return with_legend(drawn, self.schema) if legend else drawn
 
     def person_mask(self, index: int) -> np.ndarray:
         """(H, W) bool: the part pixels of people[index]."""
@@ -297,7 +319,7 @@ class Predictor:
                                                   max_distance=self.instance_max_distance)
                 self._tick("instances", t)
         return ImageResult(source, image_hw[0], image_hw[1], schema.num_joints, people, parts, instances,
-                           maps=merged if self.keep_maps else None, to_image=to_image)
+                           maps=merged if self.keep_maps else None, to_image=to_image, schema=schema)
 
 
 def letterbox_matrix(image_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> np.ndarray:
