@@ -121,3 +121,15 @@ def test_legend_names_every_part_and_joint_colour():
     plain, named = grid(tiles, columns=4, cell=32), grid(tiles, columns=4, cell=32, row_labels=["a model", "truth"])
     assert named.shape[1] > plain.shape[1] and (named[:, : named.shape[1] - plain.shape[1]] < 128).any()  # text
     assert grid(tiles, columns=4, cell=32, schema=schema).shape[0] > plain.shape[0]  # the legend below
+
+
+@pytest.mark.parametrize("verb", [["inspect"], ["evaluate", "--oracle", "--data"]])
+def test_a_dataset_without_images_is_an_error(verb, tmp_path, capsys):
+    """Before: `inspect` printed {"images": 0} and `evaluate --oracle` empty metrics, both with exit 0."""
+    from posepart.data.writer import DatasetWriter
+    from posepart.schema import Schema
+
+    with DatasetWriter(tmp_path / "empty", Schema.pascal_person_part()):
+        pass
+    code, out, err = run_cli([*verb, str(tmp_path / "empty")], capsys)
+    assert refused(code, err) and "no images" in err and str(tmp_path / "empty") in err and out == ""

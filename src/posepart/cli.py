@@ -34,6 +34,10 @@ def _open_dataset(args: argparse.Namespace) -> PosePartDataset:
     dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
     for reason, n in dataset.skipped.items():
         print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
+    if not dataset.records:  # scoring or inspecting nothing would print empty metrics and exit 0
+        where = args.root if args.root is not None else args.annotations
+        why = "all were skipped (above)" if dataset.skipped else "its annotations list none"
+        raise DatasetError(f"{where}: no images to read: {why}")
     return dataset
 
 
