@@ -72,6 +72,7 @@ def test_every_option_is_explained_and_defaults_are_shown(capsys):
     assert unexplained == []
     code, out, _ = run_cli(["synth", "--help"], capsys)
     assert code == 0 and "(default: 368)" in " ".join(out.split())  # --size
+    assert "(default: 0)" in " ".join(out.split())  # --seed: a default of 0 is shown too
     assert "(default: None)" not in out and "(default: False)" not in out  # no noise for unset options
 
 
@@ -123,7 +124,8 @@ def test_legend_names_every_part_and_joint_colour():
     assert grid(tiles, columns=4, cell=32, schema=schema).shape[0] > plain.shape[0]  # the legend below
 
 
-@pytest.mark.parametrize("verb", [["inspect"], ["evaluate", "--oracle", "--data"]])
+@pytest.mark.parametrize("verb", [["inspect"], ["evaluate", "--oracle", "--data"],
+                                  ["evaluate", "--checkpoint", "missing.ckpt", "--source"]])
 def test_a_dataset_without_images_is_an_error(verb, tmp_path, capsys):
     """Before: `inspect` printed {"images": 0} and `evaluate --oracle` empty metrics, both with exit 0."""
     from posepart.data.writer import DatasetWriter
@@ -131,5 +133,6 @@ def test_a_dataset_without_images_is_an_error(verb, tmp_path, capsys):
 
     with DatasetWriter(tmp_path / "empty", Schema.pascal_person_part()):
         pass
-    code, out, err = run_cli([*verb, str(tmp_path / "empty")], capsys)
-    assert refused(code, err) and "no images" in err and str(tmp_path / "empty") in err and out == ""
+    where = str(tmp_path / "empty")
+    code, out, err = run_cli([*verb, f"empty={where}" if "--source" in verb else where], capsys)
+    assert refused(code, err) and "no images" in err and where in err and out == ""

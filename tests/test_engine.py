@@ -280,11 +280,16 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
         raise RuntimeError("the machine went away")
 
     monkeypatch.setattr(pl.Trainer, "fit", crash)
-    with pytest.warns(UserWarning, match=r"optim\.lr=0\.5 \(checkpoint: 0\.01\) has no effect"):
+    changed = tiny(data, "train.max_epochs=2", "optim.lr=0.5", "loss.weighting_lr=0.2", val=False)
+    with pytest.warns(UserWarning, match=r"optim\.lr=0\.5 is not used: the run continues with the checkpoint's 0\.01"):
         with pytest.raises(RuntimeError, match="went away"):
-            train(tiny(data, "train.max_epochs=2", "optim.lr=0.5", val=False), out,
-                  resume=out / "checkpoints" / "last.ckpt", **QUIET)
+            train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)
     assert (out / "config.yaml").read_text() == written  # before: the failed launch's config replaced the run's
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match=r"loss\.weighting_lr=0\.2 is not used"):  # before: refused as another model
+        train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)
+    resumed = load_config(out / "config.yaml")
+    assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):

@@ -302,6 +302,20 @@ def test_uncertainty_priorities_set_the_equilibrium_weight() -> None:
         UncertaintyWeighting(["seg"], priorities={"seg": 0.0})
 
 
+@pytest.mark.parametrize("settings, words", [
+    (["loss.weighting=uncertainty", "loss.weights.heatmap=0"], "> 0"),
+    (["loss.weights.heatmap=-1"], ">= 0"),
+    (["loss.weights.depth=1"], "unknown tasks ['depth']"),
+])
+def test_task_weights_are_validated_with_the_config(settings, words) -> None:
+    """Before: a priority of 0 under uncertainty weighting was a ValueError traceback when the model was built."""
+    from posepart.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"loss.*weights") as err:
+        load_config(None, settings)
+    assert words in str(err.value)
+
+
 def test_loss_module_exposes_weighting_parameters_and_fixed_weights() -> None:
     loss_fn = PosePartLoss(TINY, weighting=UncertaintyWeighting(["heatmap", "paf"]))
     assert [p is loss_fn.weighting.log_vars for p in loss_fn.parameters()] == [True]

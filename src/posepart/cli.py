@@ -34,9 +34,13 @@ def _open_dataset(args: argparse.Namespace) -> PosePartDataset:
     dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
     for reason, n in dataset.skipped.items():
         print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
-    if not dataset.records:  # scoring or inspecting nothing would print empty metrics and exit 0
-        where = args.root if args.root is not None else args.annotations
-        why = "all were skipped (above)" if dataset.skipped else "its annotations list none"
+    return _with_images(dataset, args.root if args.root is not None else args.annotations)
+
+
+def _with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
+    """The dataset, refused when it has no images: scoring or inspecting nothing would print empty metrics, exit 0."""
+    if not dataset.records:
+        why = "all were skipped" if dataset.skipped else "its annotations list none"
         raise DatasetError(f"{where}: no images to read: {why}")
     return dataset
 
@@ -142,7 +146,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
         name, sep, root = item.partition("=")
         if not (sep and name and root):
             raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
-        datasets[name] = PosePartDataset.open(Path(root))
+        datasets[name] = _with_images(PosePartDataset.open(Path(root)), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     rows, overlays = evaluate_sources(
@@ -403,7 +407,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text or not action.option_strings:
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS  # not 0
+        if unset or "(default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 

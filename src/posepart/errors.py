@@ -49,7 +49,7 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     """Write `path` inside this block: an OSError raised in it becomes an OutputError naming `path`."""
     try:
         yield
-    except OutputError:
+    except PosepartError:  # already says what is wrong (a missing input is not an output error)
         raise
     except OSError as err:
         raise OutputError(f"cannot write {path}: {_reason(err, Path(path))}") from err

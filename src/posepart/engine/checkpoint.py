@@ -113,9 +113,17 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
 
 
 # Settings a resumed run must share with its checkpoint: they decide the model's tensors and the optimizer's state.
-_RESUME_KEYS = ("model.", "loss.weighting", "loss.heatmap", "optim.name")
-# Restored from the checkpoint's optimizer and learning-rate schedule state by a resume, whatever the config says.
-_RESTORED_KEYS = ("optim.", "loss.weighting_lr")
+_RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name")  # and every model.* key: what makes another model
+# What the checkpoint's optimizer and learning-rate schedule state carries: a resume keeps the checkpoint's values.
+_RESTORED_KEYS = ("loss.weighting_lr",)  # and every other optim.* key
+
+
+def _another_model(key: str) -> bool:
+    return (key.startswith("model.") and key != "model.pretrained") or key in _RESUME_KEYS
+
+
+def _restored(key: str) -> bool:
+    return (key.startswith("optim.") or key in _RESTORED_KEYS) and not _another_model(key)
 _TRAINING_ENTRIES = ("state_dict", "optimizer_states", "loops")
 
 
@@ -126,13 +134,15 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]) -> list[str]:
+def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]
+                    ) -> dict[str, tuple[Any, Any]]:
     """Refuse, with a CheckpointError naming the file and what differs, a `--resume` checkpoint this run cannot
     continue: one that is not a training checkpoint, or one of another model (schema, model, loss or optimizer
     settings, or weights of other names or shapes than `state`, the run's LightningModule state_dict). Without this
     Lightning fails deep inside `fit` with a state_dict traceback. Tensors are memory-mapped, not read.
-    Returns the settings this config changes that the resume cannot honour ("optim.lr=0.01 (checkpoint: 0.003)"):
-    the optimizer and its learning-rate schedule continue from the checkpoint's state."""
+    Returns the settings this config changes that a resume cannot honour, {"optim.lr": (this config's, the
+    checkpoint's)}: the optimizer and its learning-rate schedule continue from the checkpoint's state, so the run
+    must keep the checkpoint's values (`train` does, and says so)."""
     path = Path(path)
     checkpoint = load_checkpoint(path, mmap=True)
     lacking = [key for key in _TRAINING_ENTRIES if key not in checkpoint]
@@ -145,12 +155,11 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         if stored_schema != schema:
             differences.append(f"schema {stored_schema.name!r} (this run: {schema.name!r})")
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())
-        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in sorted(set(old) | set(new))
-                        if key.startswith(_RESUME_KEYS) and key != "model.pretrained" and old.get(key) != new.get(key)]
-        ignored = [f"{key}={new.get(key)!r} (checkpoint: {old.get(key)!r})" for key in sorted(set(old) | set(new))
-                   if key.startswith(_RESTORED_KEYS) and key not in _RESUME_KEYS and old.get(key) != new.get(key)]
+        changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed if _another_model(key)]
+        ignored = {key: (new.get(key), old.get(key)) for key in changed if _restored(key)}
     else:
-        ignored = []
+        ignored = {}
     if differences:
         raise CheckpointError(f"{path}: a checkpoint of another model: {'; '.join(differences)}; resume with the "
                               f"config it was trained with (its run folder's config.yaml)")

@@ -131,6 +131,16 @@ class LossConfig:
     # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.
     weighting_lr: float | None = None
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - {"seg", "heatmap", "paf"})
+        if unknown:
+            raise ValueError(f"weights: unknown tasks {unknown}; the tasks are seg, heatmap, paf")
+        floor = 0.0 if self.weighting == "fixed" else 1e-12  # a priority of 0 would drop the task's regulariser
+        bad = {task: w for task, w in self.weights.items() if not (isinstance(w, (int, float)) and w >= floor)}
+        if bad:
+            kind = ">= 0" if self.weighting == "fixed" else "> 0 (priorities under uncertainty weighting)"
+            raise ValueError(f"weights: must be numbers {kind}, got {bad}")
+
 
 @dataclass
 class OptimConfig:

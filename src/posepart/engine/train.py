@@ -32,7 +32,7 @@ from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import AtomicCheckpointIO, check_resumable, checkpoint_callbacks
-from posepart.engine.config import Config, ConfigError, dump_config
+from posepart.engine.config import Config, ConfigError, config_from_dict, dump_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import UsageError
@@ -187,6 +187,18 @@ def quiet_lightning(verbose: bool = False) -> Iterator[None]:
                 logger.removeFilter(drop)
 
 
+def _with_values(cfg: Config, values: dict[str, Any]) -> Config:
+    """`cfg` with dotted keys ("optim.lr") set to `values`, validated again."""
+    data = cfg.to_dict()
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    return config_from_dict(data)
+
+
 def _first_process() -> bool:
     """Whether this is the launch's first process (not a DDP worker Lightning, torchrun or SLURM started)."""
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
@@ -200,6 +212,8 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
     """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
     `overwrite`, remove the previous run's files first."""
     # a folder counts when it holds more than the hidden temp files of an interrupted save (`remove_orphans`)
+    if resume is not None and overwrite:
+        raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     existing = [name for name in RUN_FILES if (out / name).is_file()
                 or (out / name).is_dir() and any(not p.name.startswith(".") for p in (out / name).iterdir())]
     if not existing or resume is not None:
@@ -239,10 +253,15 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                             sources=data.describe())
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
-    if resume is not None:
-        for setting in check_resumable(resume, cfg, data.schema, module.state_dict()):
-            rank_zero_warn(f"--resume {resume}: {setting} has no effect: the optimizer and its learning-rate schedule "
-                           f"continue from the checkpoint's state")
+    restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
+    if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
+        for key, (ours, theirs) in restored.items():
+            rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
+                           f"{theirs!r} (its optimizer and learning-rate schedule state)")
+        cfg = _with_values(cfg, {key: theirs for key, (_, theirs) in restored.items()})
+        module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
+                                sources=data.describe())
+        data.bind(module.model.meta)
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,

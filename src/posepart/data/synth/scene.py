@@ -256,10 +256,11 @@ def write_synth(
     from posepart.data.writer import DatasetWriter
 
     out = Path(out)
-    scenes = tqdm(iter_scenes(n, seed, size, workers, config), total=n, desc=f"synth {out.name}", unit="image",
-                  disable=not progress)
-    with DatasetWriter(out, Schema.pascal_person_part()) as writer:
-        for i, scene in enumerate(scenes):
+    # the bar opens after the writer (a folder that cannot be written fails first) and closes before any error shows
+    with DatasetWriter(out, Schema.pascal_person_part()) as writer, \
+            tqdm(total=n, desc=f"synth {out.name}", unit="image", disable=not progress) as bar:
+        for i, scene in enumerate(iter_scenes(n, seed, size, workers, config)):
+            bar.update()
             writer.add(scene.image, scene.annotations, scene.parts, file_name=f"{i:06d}.jpg",
                        jpeg_quality=scene.jpeg_quality)
     return out
