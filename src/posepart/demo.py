@@ -72,6 +72,11 @@ DEMO_MODELS = {
 }
 
 
+def planned_steps(images: int, batch_size: int) -> int:
+    """The optimizer steps of a model trained on `images` images (at least one)."""
+    return max(images // batch_size, 1)
+
+
 def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
     """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
@@ -112,7 +117,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     from posepart.evaluate_model import evaluate_model
 
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
-    steps = max(images // cfg.data.batch_size, 1)
+    steps = planned_steps(images, cfg.data.batch_size)
     every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
     # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
     if tasks is None:
@@ -181,8 +186,8 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
     start = time.perf_counter()
     from posepart.engine.config import load_config, shipped_config
 
-    planned = {label: max(images // load_config(shipped_config(model.config)).data.batch_size, 1)
-               for label, model in DEMO_MODELS.items()}  # steps, as train_and_score plans them
+    planned = {label: planned_steps(images, load_config(shipped_config(model.config)).data.batch_size)
+               for label, model in DEMO_MODELS.items()}
     since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

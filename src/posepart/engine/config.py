@@ -374,9 +374,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _build(Config, _moved_stride(data))
 
 
+def config_yaml(config: Config) -> str:
+    """The config as the YAML a run writes to OUT/config.yaml (and `train --print-config` prints)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def dump_config(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (`posepart.data.writer.atomic_write`)."""
     from posepart.data.writer import atomic_write
 
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    text = config_yaml(config)
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
