@@ -292,6 +292,19 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
     assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
 
 
+@pytest.mark.parametrize("accelerator", ["cpu", "auto"])
+def test_bf16_on_a_cpu_without_native_bf16_warns(data, tmp_path, monkeypatch, accelerator):
+    """bf16 autocast is emulated (slower than float32) on a CPU without AVX512-BF16/AMX; before, "auto" on such a
+    machine trained silently slower."""
+    from posepart.engine.train import build_trainer
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = tiny(data, "train.precision=bf16-mixed", f"train.accelerator={accelerator}", val=False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        build_trainer(cfg, tmp_path, has_val=False, monitor=None, **QUIET)
+
+
 def test_checkpoint_writes_are_atomic(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "ckpt" / "last.ckpt"

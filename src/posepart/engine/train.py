@@ -135,7 +135,8 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         enable_progress_bar=True,
     )
     kwargs.update(overrides)
-    if "bf16" in str(t.precision) and t.accelerator == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if "bf16" in str(t.precision) and on_cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         rank_zero_warn(f"train.precision={t.precision}: this CPU has no native bfloat16 (AVX512-BF16/AMX), so bf16 "
                        f"autocast is emulated and slower than float32; set train.precision=32-true")
     try:
