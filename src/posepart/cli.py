@@ -10,39 +10,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from posepart.data.format import DatasetError, PosePartDataset
-from posepart.errors import PosepartError, UsageError, output_folder
-from posepart.heads import POSE_STRIDES
-
-
-def _add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
-    """A dataset is ROOT in the posepart format, or a COCO release layout: --annotations FILE --images DIR."""
-    if positional:
-        parser.add_argument("root", nargs="?", type=Path, help="dataset root (annotations.json, images/, parts/)")
-    else:
-        parser.add_argument(flag, dest="root", type=Path, help="dataset root (annotations.json, images/, parts/)")
-    parser.add_argument("--annotations", type=Path, help="COCO person_keypoints_*.json (release layout)")
-    parser.add_argument("--images", type=Path, help="image folder for --annotations")
-    parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
-
-
-def _open_dataset(args: argparse.Namespace) -> PosePartDataset:
-    if args.root is None and args.annotations is None:
-        raise DatasetError("no dataset given: pass a dataset ROOT or --annotations FILE --images DIR")
-    if args.root is None and args.images is None:
-        raise DatasetError("--annotations needs --images DIR")
-    dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
-    for reason, n in dataset.skipped.items():
-        print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
-    return _with_images(dataset, args.root if args.root is not None else args.annotations)
-
-
-def _with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
-    """The dataset, refused when it has no images: scoring or inspecting nothing would print empty metrics, exit 0."""
-    if not dataset.records:
-        why = "all were skipped" if dataset.skipped else "its annotations list none"
-        raise DatasetError(f"{where}: no images to read: {why}")
-    return dataset
+from posepart.data.dataset_args import add_dataset_args, open_dataset
+from posepart.data.format import DatasetError
+from posepart.errors import PosepartError, UsageError
 
 
 # -- verbs ---------------------------------------------------------------------------------------------------------
@@ -62,7 +32,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from posepart.data.inspect import inspect_dataset
 
-    dataset = _open_dataset(args)
+    dataset = open_dataset(args)
     report = inspect_dataset(dataset)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -82,139 +52,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out = save_rgb(args.out, grid(tiles, columns=min(4, max(len(tiles), 1)), schema=dataset.schema))
         print(f"drew {len(tiles)} samples to {out}", file=sys.stderr)
     return 1 if report.problems else 0
-
-
-def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
-    """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
-    other path is a folder that receives metrics.json, report.md and overlays/. Returns (metrics file, folder)."""
-    if out is None:
-        return None, None
-    if out.suffix.lower() == ".json":
-        return out, None
-    return out / "metrics.json", out
-
-
-def _prepare_out(out: Path | None) -> None:
-    """Create evaluate's --out folder (or the metrics file's) now: one that cannot be written is refused before
-    any scoring, not after it."""
-    metrics_file, folder = _metrics_path(out)
-    if folder is not None:
-        output_folder(folder)
-    elif metrics_file is not None:
-        output_folder(metrics_file.parent, "--out's folder")
-
-
-def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
-                         ) -> tuple[dict, list, str, PosePartDataset]:
-    """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
-    read in the checkpoint's schema when its own differs)."""
-    from posepart.engine.checkpoint import load_model
-    from posepart.evaluate_model import evaluate_model
-    from posepart.inference.backends import torch_device
-
-    torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
-    loaded = load_model(args.checkpoint, map_location=args.device)
-    if loaded.schema != dataset.schema:
-        from posepart.data.mixing import map_dataset
-
-        print(f"note: the dataset's schema {dataset.schema.name!r} is read in the checkpoint's "
-              f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
-        dataset = map_dataset(dataset, loaded.schema)
-    loaded.head.check_stride(args.stride, "evaluate --stride")
-    metrics, overlays = evaluate_model(
-        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
-        device=args.device, overlays=args.overlays, workers=args.workers)
-    if loaded.sources:
-        metrics["training_data"] = loaded.sources
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
-
-
-def _evaluate_sources(args: argparse.Namespace) -> int:
-    """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
-    from posepart.data.writer import write_json_atomic
-    from posepart.engine.checkpoint import load_model
-    from posepart.evaluate import format_metrics
-    from posepart.evaluate_model import evaluate_sources
-    from posepart.inference.backends import torch_device
-    from posepart.report import write_report
-    from posepart.viz import grid, save_rgb
-
-    torch_device(args.device)
-
-    datasets = {}
-    for item in args.source:
-        name, sep, root = item.partition("=")
-        if not (sep and name and root):
-            raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
-        datasets[name] = _with_images(PosePartDataset.open(Path(root)), f"--source {item}")
-    loaded = load_model(args.checkpoint, map_location=args.device)
-    loaded.head.check_stride(args.stride, "evaluate --stride")
-    rows, overlays = evaluate_sources(
-        loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
-        batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        workers=args.workers)
-    for name, metrics in rows.items():
-        metrics.update({"training_data": loaded.sources} if loaded.sources else {})
-        print(f"{name}:\n{format_metrics(metrics)}")
-    metrics_file, folder = _metrics_path(args.out)
-    if metrics_file is not None:
-        write_json_atomic(metrics_file, {"sources": rows})
-    if folder is not None:
-        sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
-        figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
-        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}) per source"
-        print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
-    return 0
-
-
-def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
-    """folder/overlays/NNN.png, folder/overlays.png (grid) and folder/report.md."""
-    from posepart.report import write_report
-    from posepart.viz import grid, save_rgb
-
-    figures = []
-    for i, image in enumerate(overlays):
-        save_rgb(folder / "overlays" / f"{i:03d}.png", image)
-    if overlays:
-        figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)),
-                                                              schema=dataset.schema)))
-    return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from posepart.evaluate import evaluate_oracle, format_metrics
-    from posepart.report import stage_table
-
-    if args.oracle == (args.checkpoint is not None):
-        raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
-    if args.source:
-        if args.oracle or args.root is not None or args.annotations is not None:
-            raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
-        _prepare_out(args.out)
-        return _evaluate_sources(args)
-    _prepare_out(args.out)
-    dataset = _open_dataset(args)
-    overlays: list = []
-    if args.oracle:
-        name = "oracle"
-        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
-    else:
-        metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
-    print(format_metrics(metrics))
-    if metrics.get("per_stage"):
-        print(stage_table({name: metrics}))
-    metrics_file, folder = _metrics_path(args.out)
-    if metrics_file is not None:
-        from posepart.data.writer import write_json_atomic
-
-        write_json_atomic(metrics_file, metrics)
-        print(f"wrote {metrics_file}", file=sys.stderr)
-    if folder is not None:
-        report = _write_evaluation(folder, name, metrics, overlays, dataset)
-        print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
-    elif overlays:
-        print("note: overlays are written only when --out is a folder", file=sys.stderr)
-    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -316,29 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_synth)
 
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
-    _add_dataset_args(p, positional=True)
+    add_dataset_args(p, positional=True)
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--show", type=int, default=0, metavar="N", help="draw N samples to --out")
     p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
     p.set_defaults(run=cmd_inspect)
 
-    p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
-    _add_dataset_args(p, positional=False)
-    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
-    p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
-    p.add_argument("--input-size", type=int, help="network input side (letterboxed); default: the checkpoint's, or "
-                   "368 for --oracle")
-    p.add_argument("--stride", type=int, choices=POSE_STRIDES,
-                   help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
-    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
-                   "metrics alone)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
-    p.add_argument("--workers", type=int, default=0, help="data loading processes")
-    p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
-                   "(repeat; each read in the checkpoint's schema), one report row per source")
-    p.set_defaults(run=cmd_evaluate)
+    from posepart.evaluate_cli import add_evaluate_parser
+
+    add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
     p.add_argument("--input-size", type=int, default=368, help="square input side for the FLOP count")

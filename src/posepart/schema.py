@@ -155,7 +155,8 @@ class Schema:
         if self.part_classes and self.part_classes[0] != "background":
             raise ValueError(f"part_classes[0] must be 'background', got {self.part_classes[0]!r}")
         if len(self.part_classes) > IGNORE_LABEL:
-            raise ValueError(f"at most {IGNORE_LABEL - 1} part classes fit a uint8 label map with {IGNORE_LABEL} = ignore")
+            raise ValueError(f"at most {IGNORE_LABEL - 1} part classes fit a uint8 label map with "
+                             f"{IGNORE_LABEL} = ignore")
         if not self.sigmas:
             object.__setattr__(self, "sigmas", tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints))
         elif len(self.sigmas) != k:

@@ -232,7 +232,8 @@ class PosePartDataset:
         if bad.any():
             raise DatasetError(
                 f"{path}: label value {int(parts[bad].max())} above the {self.schema.num_parts - 1} part classes "
-                f"{list(self.schema.part_classes)} (image id {record.image_id}); {IGNORE_LABEL} is the only other allowed value"
+                f"{list(self.schema.part_classes)} (image id {record.image_id}); {IGNORE_LABEL} is the only other "
+                f"allowed value"
             )
         return parts
 

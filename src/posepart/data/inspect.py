@@ -67,7 +67,8 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> I
             problems.append(str(err))
             continue
         if parts is not None:
-            part_pixels += np.bincount(parts[parts != IGNORE_LABEL].ravel(), minlength=len(part_pixels))[: len(part_pixels)]
+            labelled = parts[parts != IGNORE_LABEL].ravel()
+            part_pixels += np.bincount(labelled, minlength=len(part_pixels))[: len(part_pixels)]
     labelled_pixels = part_pixels.sum()
     counts = {
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,

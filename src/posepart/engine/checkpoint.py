@@ -156,7 +156,8 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
             differences.append(f"schema {stored_schema.name!r} (this run: {schema.name!r})")
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())
         changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed if _another_model(key)]
+        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed
+                        if _another_model(key)]
         ignored = {key: (new.get(key), old.get(key)) for key in changed if _restored(key)}
     else:
         ignored = {}

@@ -156,10 +156,12 @@ def _check_accelerator(accelerator: str) -> None:
                           f"(torch finds none available); use cpu or auto")
 
 
-# Lightning's advertising, its environment chatter and the deprecation warnings its own code triggers in torch: nothing a
-# posepart user can act on, so hidden unless `train(verbose=True)` (`posepart train --verbose`). Real warnings stay.
+# Lightning's advertising, its environment chatter and the deprecation warnings its own code triggers in torch:
+# nothing a posepart user can act on, so hidden unless `train(verbose=True)` (`posepart train --verbose`). Real
+# warnings stay.
 _NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
-_NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"Precision .* is not supported by the model summary")
+_NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                   r"Precision .* is not supported by the model summary")
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
@@ -212,9 +214,9 @@ RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
 def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> None:
     """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
     `overwrite`, remove the previous run's files first."""
-    # a folder counts when it holds more than the hidden temp files of an interrupted save (`remove_orphans`)
     if resume is not None and overwrite:
         raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
+    # a folder counts when it holds more than the hidden temp files of an interrupted save (`remove_orphans`)
     existing = [name for name in RUN_FILES if (out / name).is_file()
                 or (out / name).is_dir() and any(not p.name.startswith(".") for p in (out / name).iterdir())]
     if not existing or resume is not None:

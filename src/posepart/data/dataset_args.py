@@ -1,0 +1,41 @@
+"""The dataset arguments of the command line (`inspect`, `evaluate`): a ROOT in the posepart format, or a COCO release
+layout given as --annotations FILE --images DIR, opened with the same checks for every verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from posepart.data.format import DatasetError, PosePartDataset
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
+    """A dataset is ROOT in the posepart format, or a COCO release layout: --annotations FILE --images DIR."""
+    if positional:
+        parser.add_argument("root", nargs="?", type=Path, help="dataset root (annotations.json, images/, parts/)")
+    else:
+        parser.add_argument(flag, dest="root", type=Path, help="dataset root (annotations.json, images/, parts/)")
+    parser.add_argument("--annotations", type=Path, help="COCO person_keypoints_*.json (release layout)")
+    parser.add_argument("--images", type=Path, help="image folder for --annotations")
+    parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
+
+
+def open_dataset(args: argparse.Namespace) -> PosePartDataset:
+    """The dataset `add_dataset_args` describes, with a note per kind of skipped image; refused without images."""
+    if args.root is None and args.annotations is None:
+        raise DatasetError("no dataset given: pass a dataset ROOT or --annotations FILE --images DIR")
+    if args.root is None and args.images is None:
+        raise DatasetError("--annotations needs --images DIR")
+    dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
+    for reason, n in dataset.skipped.items():
+        print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
+    return with_images(dataset, args.root if args.root is not None else args.annotations)
+
+
+def with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
+    """The dataset, refused when it has no images: scoring or inspecting nothing would print empty metrics, exit 0."""
+    if not dataset.records:
+        why = "all were skipped" if dataset.skipped else "its annotations list none"
+        raise DatasetError(f"{where}: no images to read: {why}")
+    return dataset

@@ -1,0 +1,168 @@
+"""`posepart evaluate`: score a checkpoint (per stage, optionally per --source dataset) or the --oracle on a dataset,
+with metrics.json, report.md and overlays."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
+from posepart.data.format import PosePartDataset
+from posepart.errors import UsageError, output_folder
+from posepart.heads import POSE_STRIDES
+
+
+def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
+    """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
+    other path is a folder that receives metrics.json, report.md and overlays/. Returns (metrics file, folder)."""
+    if out is None:
+        return None, None
+    if out.suffix.lower() == ".json":
+        return out, None
+    return out / "metrics.json", out
+
+
+def _prepare_out(out: Path | None) -> None:
+    """Create evaluate's --out folder (or the metrics file's) now: one that cannot be written is refused before
+    any scoring, not after it."""
+    metrics_file, folder = _metrics_path(out)
+    if folder is not None:
+        output_folder(folder)
+    elif metrics_file is not None:
+        output_folder(metrics_file.parent, "--out's folder")
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
+                         ) -> tuple[dict, list, str, PosePartDataset]:
+    """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
+    read in the checkpoint's schema when its own differs)."""
+    from posepart.engine.checkpoint import load_model
+    from posepart.evaluate_model import evaluate_model
+    from posepart.inference.backends import torch_device
+
+    torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
+    loaded = load_model(args.checkpoint, map_location=args.device)
+    if loaded.schema != dataset.schema:
+        from posepart.data.mixing import map_dataset
+
+        print(f"note: the dataset's schema {dataset.schema.name!r} is read in the checkpoint's "
+              f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
+        dataset = map_dataset(dataset, loaded.schema)
+    loaded.head.check_stride(args.stride, "evaluate --stride")
+    metrics, overlays = evaluate_model(
+        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
+        device=args.device, overlays=args.overlays, workers=args.workers)
+    if loaded.sources:
+        metrics["training_data"] = loaded.sources
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
+
+
+def _evaluate_sources(args: argparse.Namespace) -> int:
+    """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
+    from posepart.data.writer import write_json_atomic
+    from posepart.engine.checkpoint import load_model
+    from posepart.evaluate import format_metrics
+    from posepart.evaluate_model import evaluate_sources
+    from posepart.inference.backends import torch_device
+    from posepart.report import write_report
+    from posepart.viz import grid, save_rgb
+
+    torch_device(args.device)
+
+    datasets = {}
+    for item in args.source:
+        name, sep, root = item.partition("=")
+        if not (sep and name and root):
+            raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
+        datasets[name] = with_images(PosePartDataset.open(Path(root)), f"--source {item}")
+    loaded = load_model(args.checkpoint, map_location=args.device)
+    loaded.head.check_stride(args.stride, "evaluate --stride")
+    rows, overlays = evaluate_sources(
+        loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
+        batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+        workers=args.workers)
+    for name, metrics in rows.items():
+        metrics.update({"training_data": loaded.sources} if loaded.sources else {})
+        print(f"{name}:\n{format_metrics(metrics)}")
+    metrics_file, folder = _metrics_path(args.out)
+    if metrics_file is not None:
+        write_json_atomic(metrics_file, {"sources": rows})
+    if folder is not None:
+        sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
+        figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
+        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}) per source"
+        print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
+    return 0
+
+
+def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
+    """folder/overlays/NNN.png, folder/overlays.png (grid) and folder/report.md."""
+    from posepart.report import write_report
+    from posepart.viz import grid, save_rgb
+
+    figures = []
+    for i, image in enumerate(overlays):
+        save_rgb(folder / "overlays" / f"{i:03d}.png", image)
+    if overlays:
+        figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)),
+                                                              schema=dataset.schema)))
+    return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from posepart.evaluate import evaluate_oracle, format_metrics
+    from posepart.report import stage_table
+
+    if args.oracle == (args.checkpoint is not None):
+        raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+    if args.source:
+        if args.oracle or args.root is not None or args.annotations is not None:
+            raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
+        _prepare_out(args.out)
+        return _evaluate_sources(args)
+    _prepare_out(args.out)
+    dataset = open_dataset(args)
+    overlays: list = []
+    if args.oracle:
+        name = "oracle"
+        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
+    else:
+        metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
+    print(format_metrics(metrics))
+    if metrics.get("per_stage"):
+        print(stage_table({name: metrics}))
+    metrics_file, folder = _metrics_path(args.out)
+    if metrics_file is not None:
+        from posepart.data.writer import write_json_atomic
+
+        write_json_atomic(metrics_file, metrics)
+        print(f"wrote {metrics_file}", file=sys.stderr)
+    if folder is not None:
+        report = _write_evaluation(folder, name, metrics, overlays, dataset)
+        print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
+    elif overlays:
+        print("note: overlays are written only when --out is a folder", file=sys.stderr)
+    return 0
+
+
+def add_evaluate_parser(verbs: Any) -> None:
+    """Add the `evaluate` verb to the `posepart` sub-parsers."""
+    p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
+    add_dataset_args(p, positional=False)
+    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
+    p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
+    p.add_argument("--input-size", type=int, help="network input side (letterboxed); default: the checkpoint's, or "
+                   "368 for --oracle")
+    p.add_argument("--stride", type=int, choices=POSE_STRIDES,
+                   help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
+    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
+                   "metrics alone)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
+                   "(repeat; each read in the checkpoint's schema), one report row per source")
+    p.set_defaults(run=cmd_evaluate)
