@@ -15,7 +15,8 @@ from posepart.data.format import PosePartDataset
 from posepart.engine.config import load_config
 from posepart.engine.module import build_from_config
 from posepart.heads import HeadMeta
-from posepart.inference.preprocess import canvas_size, letterbox
+from posepart.data.augment import canvas_size
+from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput
 from posepart.schema import Schema
 from posepart.targets import build_targets

@@ -12,12 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from posepart.cli import main
+from posepart.data.augment import canvas_size, normalize
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import Mapper, TargetConfig
 from posepart.data.synth import write_synth
-from posepart.evaluate import evaluate_oracle
-from posepart.evaluate_model import BatchMeta, evaluate_model, predictions_from_output
+from posepart.evaluate import evaluate_oracle, ground_truth_targets
+from posepart.evaluate_model import evaluate_model, evaluation_predictor
 from posepart.heads import HeadMeta
+from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput, build_model
 from posepart.report import write_report
 
@@ -35,16 +36,23 @@ def _key(image: np.ndarray | Tensor) -> str:
 
 
 class GroundTruthModel(nn.Module):
-    """Returns each input image's ground-truth targets (found by a hash of its pixels) as a `stages`-stage output:
-    heatmaps and PAFs as built by the Mapper, part logits 10 x one-hot of the label map (ignore -> background)."""
+    """Returns each input image's ground-truth targets (found by a hash of the Predictor's canvas of it) as a
+    `stages`-stage output: heatmaps and PAFs as the oracle builds them, part logits 10 x one-hot of the label map
+    (ignore -> background)."""
 
     def __init__(self, dataset: PosePartDataset, stages: int, parts_stride: int, input_size: int = SIZE) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))  # gives .to(device) something to move
         self.stages, self.parts_stride = stages, parts_stride
         self.meta = HeadMeta(dataset.schema, pose_stride=8, parts_stride=parts_stride)
-        mapper = Mapper(dataset, TargetConfig(input_size=input_size))
-        self.targets = {_key(s["image"]): s for s in map(mapper, dataset.records)}
+        self.targets = {}
+        for record in dataset.records:
+            image = dataset.load_image(record)
+            canvas, _ = letterbox(image, canvas_size(image.shape[:2], input_size, 8))
+            targets, _ = ground_truth_targets(dataset, record, dataset.load_parts(record), input_size=input_size,
+                                              head=self.meta)
+            self.targets[_key(normalize(canvas))] = {"heatmaps": targets.heatmaps, "pafs": targets.pafs,
+                                                     "parts": targets.parts}
         self.num_parts = dataset.schema.num_parts
 
     def _logits(self, parts: np.ndarray) -> Tensor:
@@ -100,7 +108,7 @@ def test_ground_truth_model_reproduces_the_oracle(synth):
 
 
 def test_ground_truth_model_on_a_non_square_image(tmp_path):
-    """A 60x40 image letterboxed into 64x64: people must come back through the inverse affine."""
+    """A 60x40 image letterboxed into a 64x48 canvas: people must come back through the inverse affine."""
     from test_format import write_custom
 
     ds = PosePartDataset.open(write_custom(tmp_path / "ds"))
@@ -115,12 +123,11 @@ def test_stage_seg_logits_are_upsampled_to_the_input(synth):
     metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)
     assert len(metrics["per_stage"]) == 2
     assert metrics["segmentation"]["pixel_accuracy"] > 0.8  # stride-8 labels upsampled: only edges are lost
-    output = model(torch.from_numpy(np.stack([Mapper(synth, TargetConfig(input_size=SIZE))(r)["image"]
-                                              for r in synth.records[:1]])))
     record = synth.records[0]
-    meta = BatchMeta([record.image_id], np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), [(record.height, record.width)])
-    (prediction,) = predictions_from_output(output, 1, meta, model.meta)
-    assert prediction.parts.shape == (record.height, record.width) and prediction.parts.dtype == np.uint8
+    result = evaluation_predictor(model, input_size=SIZE)(synth.load_image(record))
+    assert len(result.stages) == 1  # the first stage's result beside the final one
+    for staged in (*result.stages, result):
+        assert staged.parts.shape == (record.height, record.width) and staged.parts.dtype == np.uint8
 
 
 def test_broken_sample_is_skipped_and_counted(synth, tmp_path):
@@ -194,3 +201,61 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
+
+
+def test_predict_and_pycocotools_give_the_metrics_of_evaluate(synth, tmp_path):
+    """One prediction path: `posepart predict` with evaluation's decoding writes exactly the people `evaluate` scored,
+    pycocotools scores its keypoints.json as `evaluate` reports, and its part PNGs score evaluate's mean IU."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from inference_helpers import write_checkpoint
+    from posepart.data.label_maps import scoring_labels
+    from posepart.metrics import ConfusionMatrix
+
+    root = synth.annotation_file.parent
+    ckpt = str(write_checkpoint(tmp_path / "tiny.ckpt", synth.schema, input_size=SIZE, gain=40.0))
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", str(root), "--out", str(tmp_path / "eval"),
+                 "--overlays", "0"]) == 0
+    reported = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    out = tmp_path / "pred"
+    assert main(["predict", str(root / "images"), "--checkpoint", ckpt, "--out", str(out), "--annotations",
+                 str(synth.annotation_file), "--min-joints", "1", "--min-person-score", "0", "--no-overlays",
+                 "--no-instances", "--quiet"]) == 0
+    results = json.loads((out / "keypoints.json").read_text())
+    scored = json.loads((tmp_path / "eval" / "keypoints.json").read_text())
+    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731 - predict lists images in file order
+    assert len(results) > len(synth.records) and sorted(results, key=key) == sorted(scored, key=key)
+
+    truth = COCO(str(synth.annotation_file))
+    coco_eval = COCOeval(truth, truth.loadRes(results), "keypoints")
+    coco_eval.params.kpt_oks_sigmas = np.asarray(synth.schema.sigmas)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    for name, index in (("ap", 0), ("ap50", 1), ("ap75", 2), ("ar", 5)):
+        assert reported["pose"][name] == pytest.approx(max(coco_eval.stats[index], 0.0), abs=1e-12), name
+
+    confusion = ConfusionMatrix(synth.schema.num_parts)
+    for record in synth.records:
+        labels = np.asarray(Image.open(out / "parts" / f"{record.file_name.rsplit('.', 1)[0]}.png"))
+        confusion.update(labels, scoring_labels(synth.load_parts(record), synth.schema.num_parts))
+    assert confusion.compute()["mean_iou"] == reported["segmentation"]["mean_iou"]
+
+
+def test_tasks_limit_what_is_scored_and_drawn(synth):
+    """A head trained with its task masked (the demo's single-task arms) is neither scored nor drawn."""
+    from posepart.viz import overlay
+
+    model = GroundTruthModel(synth, 1, 1)
+    full, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)
+    parts_only, (drawn,) = evaluate_model(model, synth, input_size=SIZE, progress=False, overlays=1, tasks=("parts",))
+    assert "pose" not in parts_only and all("pose" not in stage for stage in parts_only["per_stage"])
+    assert parts_only["segmentation"] == full["segmentation"]
+    image = synth.load_image(synth.records[0])
+    result = evaluation_predictor(model, input_size=SIZE)(image)
+    assert result.people  # there were people to leave out
+    np.testing.assert_array_equal(drawn, overlay(image, synth.schema, parts=result.parts))
+    pose_only, _ = evaluate_model(model, synth, input_size=SIZE, progress=False, tasks=("pose",))
+    assert "segmentation" not in pose_only and pose_only["pose"] == full["pose"]

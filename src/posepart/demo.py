@@ -52,13 +52,12 @@ class DemoModel:
     tasks: tuple[str, ...] | None = None
 
 
-# task -> (its entry in metrics.json, the validation metric of it drawn in the curves)
-TASK_METRICS = {"pose": ("pose", "val/pose/ap"), "parts": ("segmentation", "val/seg/mean_iou")}
+TASK_CURVES = {"pose": "val/pose/ap", "parts": "val/seg/mean_iou"}  # the validation curve of each task
 
 
 def masked_tasks(tasks: tuple[str, ...] | None) -> tuple[str, ...]:
     """The tasks a run trains with masked labels (None trains all): their heads' scores are of random weights."""
-    return () if tasks is None else tuple(task for task in TASK_METRICS if task not in tasks)
+    return () if tasks is None else tuple(task for task in TASK_CURVES if task not in tasks)
 
 
 # The seed's single-task models, the joint network with one task masked (same architecture: a difference to the joint
@@ -90,17 +89,6 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
 def run_dir(out: Path, label: str) -> Path:
     """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json)."""
     return out / DEMO_MODELS[label].folder
-
-
-def trained_only(metrics: dict[str, Any], tasks: tuple[str, ...] | None) -> dict[str, Any]:
-    """`metrics` without the scores of a head that was masked in training (its numbers would be of random weights)."""
-    masked = {TASK_METRICS[task][0] for task in masked_tasks(tasks)}
-    if not masked:
-        return metrics
-    kept = {k: v for k, v in metrics.items() if k not in masked}
-    if "per_stage" in kept:
-        kept["per_stage"] = [{k: v for k, v in stage.items() if k not in masked} for stage in kept["per_stage"]]
-    return kept
 
 
 def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
@@ -135,9 +123,11 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)
     val = PosePartDataset.open(val_root)
-    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False)
+    # a head trained with its task masked is neither scored nor drawn: its output is of random weights
+    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
+                                       tasks=tasks)
     logs = sorted((out / "csv").glob("version_*/metrics.csv"))
-    return trained_only(metrics, tasks), overlays, logs[-1] if logs else None
+    return metrics, overlays, logs[-1] if logs else None
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
@@ -251,7 +241,7 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
         rows_named = labels if len(labels) == len(trained) else None
         sheet = grid(predictions, columns=4, schema=val.schema, row_labels=rows_named)
         figures.append(save_rgb(out / "predictions.png", sheet))
-        hide = {label: [TASK_METRICS[task][1] for task in masked_tasks(DEMO_MODELS[label].tasks)] for label in curves}
+        hide = {label: [TASK_CURVES[task] for task in masked_tasks(DEMO_MODELS[label].tasks)] for label in curves}
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "

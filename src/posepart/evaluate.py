@@ -12,18 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.augment import apply_affine, invert, letterbox_affine
+from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import scoring_labels
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.heads import HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
 from posepart.schema import IGNORE_LABEL, Schema
-from posepart.targets import build_targets
+from posepart.targets import Targets, build_targets
 
 
 @dataclass
@@ -95,10 +94,24 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
     return out
 
 
-def parts_to_image(parts: np.ndarray, to_image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resample a label map from network-input coordinates back to the original image (nearest, 0 outside)."""
-    return cv2.warpAffine(parts, to_image, (width, height), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+def ground_truth_targets(
+    dataset: PosePartDataset, record: ImageRecord, parts: np.ndarray | None, *, input_size: int, head: HeadMeta
+) -> tuple[Targets, np.ndarray]:
+    """The targets of `record` (with its part labels `parts`) on the Predictor's canvas for it (long side
+    `input_size`), built exactly as for training with the geometry of `head` -> (targets, (2, 3) canvas pixels ->
+    image pixels)."""
+    schema = dataset.schema
+    image_hw = (record.height, record.width)
+    out_hw = canvas_size(image_hw, input_size, head.input_multiple)
+    affine = letterbox_affine(image_hw, out_hw)
+    # The oracle needs no pixels, but it must not score an image a model could not read (a truncated JPEG, a size
+    # that contradicts the JSON): reading it raises the same DatasetError training and evaluation would.
+    image = dataset.load_image(record)
+    _, parts_in, ignore_in, keypoints_in = apply_affine(
+        affine, image, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm,
+        schema.part_flip_perm,
+    )
+    return build_targets(keypoints_in, ignore_in, parts_in, head), invert(affine)
 
 
 def oracle_prediction(
@@ -109,21 +122,12 @@ def oracle_prediction(
     head: HeadMeta | None = None,
     config: DecodeConfig | None = None,
 ) -> tuple[Prediction, np.ndarray | None]:
-    """Targets built from the ground truth exactly as for training with the geometry of `head` (default: a stride-8
-    head for the dataset's schema), decoded like a network output."""
+    """`ground_truth_targets` (with `head`, default a stride-8 head for the dataset's schema) decoded like a network
+    output -> (prediction, the ground-truth part labels)."""
     schema = dataset.schema
     head = head if head is not None else HeadMeta(schema)
     parts = dataset.load_parts(record)
-    out_hw = (input_size, input_size)
-    affine = letterbox_affine((record.height, record.width), out_hw)
-    # The oracle needs no pixels, but it must not score an image a model could not read (a truncated JPEG, a size
-    # that contradicts the JSON): reading it raises the same DatasetError training and evaluation would.
-    image = dataset.load_image(record)
-    _, parts_in, ignore_in, keypoints_in = apply_affine(
-        affine, image, parts, record.ignore_mask(), record.keypoints, out_hw, schema.flip_perm, schema.part_flip_perm
-    )
-    targets = build_targets(keypoints_in, ignore_in, parts_in, head)
-    to_image = invert(affine)
+    targets, to_image = ground_truth_targets(dataset, record, parts, input_size=input_size, head=head)
     results: list[dict[str, Any]] = []
     if schema.has_pose and record.pose_labeled:
         people = decode(targets.heatmaps, targets.pafs, head, config or DecodeConfig.for_evaluation())
@@ -133,7 +137,7 @@ def oracle_prediction(
         # A model never predicts "ignore": the letterbox padding (255) next to the image edge, which nearest-neighbour
         # warping can pull back into the first or last image column, is predicted as background.
         labels = np.where(targets.parts == IGNORE_LABEL, 0, targets.parts).astype(np.uint8)
-        pred_parts = parts_to_image(labels, to_image, record.height, record.width)
+        pred_parts = labels_to_image(labels, to_image, (record.height, record.width))
     return Prediction(results, pred_parts), parts
 
 

@@ -1,5 +1,5 @@
 """`posepart evaluate`: score a checkpoint (per stage, optionally per --source dataset) or the --oracle on a dataset,
-with metrics.json, report.md and overlays."""
+with metrics.json, report.md, overlays and (for a checkpoint) keypoints.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from posepart.heads import POSE_STRIDES
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
-    other path is a folder that receives metrics.json, report.md and overlays/. Returns (metrics file, folder)."""
+    other path is a folder that receives metrics.json, report.md, overlays/ and, for a checkpoint, keypoints.json.
+    Returns (metrics file, folder)."""
     if out is None:
         return None, None
     if out.suffix.lower() == ".json":
@@ -35,11 +36,11 @@ def _prepare_out(out: Path | None) -> None:
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
-                         ) -> tuple[dict, list, str, PosePartDataset]:
+                         ) -> tuple[dict, list, str, PosePartDataset, list]:
     """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
-    read in the checkpoint's schema when its own differs)."""
+    read in the checkpoint's schema when its own differs, the COCO keypoint results scored)."""
     from posepart.engine.checkpoint import load_model
-    from posepart.evaluate_model import evaluate_model
+    from posepart.evaluate_model import DatasetEvaluator, evaluate_model
     from posepart.inference.backends import torch_device
 
     torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
@@ -51,12 +52,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
               f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
         dataset = map_dataset(dataset, loaded.schema)
     loaded.head.check_stride(args.stride, "evaluate --stride")
+    evaluator = DatasetEvaluator(dataset.schema, pose=loaded.head.has_pose, parts=loaded.head.has_parts)
     metrics, overlays = evaluate_model(
         loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
-        device=args.device, overlays=args.overlays, workers=args.workers)
+        device=args.device, overlays=args.overlays, workers=args.workers, evaluator=evaluator)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset, evaluator.results
 
 
 def _evaluate_sources(args: argparse.Namespace) -> int:
@@ -112,6 +114,7 @@ def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, da
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from posepart.data.writer import write_json_atomic
     from posepart.evaluate import evaluate_oracle, format_metrics
     from posepart.report import stage_table
 
@@ -125,21 +128,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _prepare_out(args.out)
     dataset = open_dataset(args)
     overlays: list = []
+    results = None
     if args.oracle:
         name = "oracle"
         metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
     else:
-        metrics, overlays, name, dataset = _evaluate_checkpoint(args, dataset)
+        metrics, overlays, name, dataset, results = _evaluate_checkpoint(args, dataset)
     print(format_metrics(metrics))
     if metrics.get("per_stage"):
         print(stage_table({name: metrics}))
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:
-        from posepart.data.writer import write_json_atomic
-
         write_json_atomic(metrics_file, metrics)
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
+        if results is not None:  # as `posepart predict` writes them: score them with any COCO tool
+            write_json_atomic(folder / "keypoints.json", results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
         print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
     elif overlays:
@@ -157,8 +161,8 @@ def add_evaluate_parser(verbs: Any) -> None:
                    "368 for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
-    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/) or a FILE.json (the "
-                   "metrics alone)")
+    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
+                   "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")

@@ -1,78 +1,35 @@
-"""Evaluating a trained model on a dataset, stage by stage, with overlays of its predictions.
+"""Evaluating a trained model on a dataset: the `Predictor` users run, fed the dataset's images, scored by the
+oracle's `Evaluator`.
 
-The model sees each image letterboxed by the evaluation `Mapper`; its maps are decoded per image and every prediction
-is mapped back to ORIGINAL image coordinates (people through the inverse letterbox affine, part labels through
-`parts_to_image`) before it is scored by the same `Evaluator` as the oracle, so model and oracle numbers compare.
+One prediction path (detectron2's `DatasetEvaluator` + `inference_on_dataset`): every image goes through the
+Predictor (aspect-keeping canvas, network, decoding, part labels mapped back to the image) and its `ImageResult` goes
+to `DatasetEvaluator.process`. `posepart evaluate --checkpoint`, training validation, the demo and the benchmarks all
+score this way, so a reported number is one `posepart predict` reproduces: its keypoints.json scored by pycocotools
+and its part PNGs scored against the ground truth give the same metrics (tests/test_evaluate_model.py).
 
-Per-stage metrics. A model has T pose stages (`heatmaps`, `pafs`) and either one part output (an FCN head: one logits
-tensor at input resolution, `parts_stride` 1) or T (the per-stage segmentation branch at stride 8). Stage t is scored
-with heatmaps[t], pafs[t] and parts[min(t, len(parts) - 1)]: an FCN's single segmentation is repeated on every stage's
-row, so only the pose numbers change along the stages. A model without pose has one stage per part output. The
-top-level `segmentation` / `pose` entries of the metrics are the LAST stage's (the model's final prediction).
+Per-stage metrics. A model has T pose stages (`heatmaps`, `pafs`) and either one part output (an FCN head) or T (the
+per-stage segmentation branch); stage t is scored with `ModelOutput.stage(t)`, so an FCN's single segmentation is
+repeated on every stage's row and only the pose numbers change along the stages. The top-level `segmentation` /
+`pose` entries of the metrics are the LAST stage's (the model's final prediction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections import deque
+from dataclasses import replace
+from typing import Any, Collection, Iterator
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
-from posepart.data.mapper import Mapper, TargetConfig
-from posepart.decode import DecodeConfig, decode, people_to_coco
-from posepart.evaluate import Evaluator, Prediction, parts_to_image
+from posepart.decode import DecodeConfig
+from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
-from posepart.losses.seg import upsample_logits
-from posepart.models import ModelOutput
+from posepart.inference.predictor import ImageResult, Predictor
 from posepart.schema import Schema
-
-OVERLAY_MIN_SCORE = 0.3  # joints with a weaker peak are not drawn on overlays (they still count in the metrics)
-
-
-@dataclass
-class BatchMeta:
-    """What maps a batch's predictions back to the original images."""
-
-    image_ids: list[int]
-    to_image: np.ndarray  # (B, 2, 3) float64: network-input pixels -> original-image pixels
-    sizes: list[tuple[int, int]]  # (height, width) of each original image
-
-
-class _EvalSamples(torch.utils.data.Dataset):
-    """The evaluation Mapper (letterbox, no randomness) over a dataset's records.
-
-    Unlike training's `MappedDataset`, a broken sample is not replaced by its neighbour (that would score an image
-    twice): it comes back as None, and `_collate` drops and counts it.
-    """
-
-    def __init__(self, mapper: Mapper) -> None:
-        self.mapper = mapper
-        self.records = mapper.dataset.records
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        try:
-            sample = self.mapper(self.records[index])
-        except DatasetError as err:
-            return {"index": index, "error": str(err)}
-        return {"index": index, "image": sample["image"], "to_image": sample["to_image"]}
-
-
-def _collate(samples: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
-    """Stack the good samples; return the error messages of the broken ones."""
-    good = [s for s in samples if "error" not in s]
-    errors = [s["error"] for s in samples if "error" in s]
-    batch: dict[str, Any] = {"index": [s["index"] for s in good]}
-    if good:
-        batch["image"] = torch.from_numpy(np.stack([s["image"] for s in good]))  # (B, 3, H, W)
-        batch["to_image"] = np.stack([s["to_image"] for s in good]).astype(np.float64)  # (B, 2, 3)
-    return batch, errors
 
 
 def model_head(model: nn.Module) -> HeadMeta:
@@ -83,87 +40,126 @@ def model_head(model: nn.Module) -> HeadMeta:
     return head
 
 
-def predict_maps(model: nn.Module, images: Tensor) -> ModelOutput:
-    """The model's per-stage maps for a (B, 3, H, W) batch, without autograd bookkeeping."""
-    with torch.inference_mode():
-        return model(images)
-
-
-def num_stages(output: ModelOutput) -> int:
-    """Rows of the per-stage table: the pose stages, or the part outputs of a segmentation-only model."""
-    return max(len(output.heatmaps), len(output.parts))
-
-
-def stage_part_labels(output: ModelOutput, stage: int) -> np.ndarray | None:
-    """(B, H, W) uint8 argmax labels at network-input resolution from parts[min(stage, len - 1)], or None."""
-    if not output.parts:
-        return None
-    logits = output.parts[min(stage, len(output.parts) - 1)].float()
-    h, w = logits.shape[-2:]
-    size = (int(h) * output.parts_stride, int(w) * output.parts_stride)
-    return upsample_logits(logits, size).argmax(1).to(torch.uint8).cpu().numpy()
-
-
-def predictions_from_output(
-    output: ModelOutput,
-    stage: int,
-    meta: BatchMeta,
-    head: HeadMeta,
+def evaluation_predictor(
+    model: nn.Module,
+    *,
+    input_size: int,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
     decode_config: DecodeConfig | None = None,
-) -> list[Prediction]:
-    """One `Prediction` per image of the batch from stage `stage` (see the module docstring), in original coords;
-    `head` is the model's `HeadMeta` (schema, stride and sigma of its maps)."""
-    config = decode_config if decode_config is not None else DecodeConfig.for_evaluation()
-    schema = head.schema
-    labels = stage_part_labels(output, stage)
-    heatmaps = pafs = None
-    if output.heatmaps and schema.has_pose:
-        t = min(stage, len(output.heatmaps) - 1)
-        heatmaps = output.heatmaps[t].float().cpu().numpy()  # (B, K+1, h, w)
-        pafs = output.pafs[t].float().cpu().numpy()  # (B, 2L, h, w)
-    predictions = []
-    for i, (image_id, (height, width)) in enumerate(zip(meta.image_ids, meta.sizes)):
-        results: list[dict[str, Any]] = []
-        if heatmaps is not None and pafs is not None:
-            people = decode(heatmaps[i], pafs[i], head, config)
-            results = people_to_coco(people, image_id, meta.to_image[i])
-        parts = None if labels is None else parts_to_image(labels[i], meta.to_image[i], height, width)
-        predictions.append(Prediction(results, parts))
-    return predictions
+    all_stages: bool = True,
+) -> Predictor:
+    """The Predictor evaluation runs: the model's own `HeadMeta`, evaluation decoding (every person the maps support,
+    ranked by score: `DecodeConfig.for_evaluation`), no part instances, every stage decoded unless `all_stages` is
+    False. It runs a copy of `model`: the caller's model keeps its device, mode and weights' layout."""
+    head = model_head(model)
+    return Predictor.from_model(model, head.schema, input_size=input_size, device=str(device), batch_size=batch_size,
+                                decode_config=decode_config or DecodeConfig.for_evaluation(), part_instances=False,
+                                all_stages=all_stages)
 
 
-def draw_prediction(image: np.ndarray, prediction: Prediction, schema: Schema) -> np.ndarray:
-    """The original RGB image with the predicted parts and people (joints below OVERLAY_MIN_SCORE hidden)."""
-    from posepart.viz import overlay
-
-    keypoints = None
-    if prediction.results:
-        keypoints = np.asarray([r["keypoints"] for r in prediction.results], np.float32)
-        keypoints = keypoints.reshape(-1, schema.num_joints, 3)
-    return overlay(image, schema, parts=prediction.parts, keypoints=keypoints, min_score=OVERLAY_MIN_SCORE)
+def as_prediction(result: ImageResult, image_id: int) -> Prediction:
+    """What the `Evaluator` scores of a Predictor result: its people as COCO results and its part labels."""
+    return Prediction(result.coco(image_id), result.parts)
 
 
-class _StageScores:
-    """One Evaluator per stage, created when the first batch reveals how many stages the model has."""
+class DatasetEvaluator:
+    """Scores Predictor results image by image (detectron2's DatasetEvaluator): `reset()`, `process(record, result,
+    gt_parts)` per image, `evaluate()` -> the metrics.json dict, with one `Evaluator` per stage.
 
-    def __init__(self, schema: Schema) -> None:
-        self.schema = schema
-        self.evaluators: list[Evaluator] = []
+    pose / parts False: the model has no such head, so that task is not scored (its key is absent).
+    """
 
-    def add(
-        self, records: list[ImageRecord], stages: list[list[Prediction]], gt_parts: list[np.ndarray | None],
-        output: ModelOutput,
-    ) -> None:
-        """Score one batch: stages[t][i] is image i's prediction from stage t; tasks without a head are not scored."""
-        if not self.evaluators:
-            heads = dict(pose=bool(output.heatmaps), parts=bool(output.parts))
-            self.evaluators = [Evaluator(self.schema, **heads) for _ in stages]
-        for evaluator, predictions in zip(self.evaluators, stages):
-            for record, prediction, parts in zip(records, predictions, gt_parts):
-                evaluator.add(record, prediction, parts)
+    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True) -> None:
+        self.schema, self.pose, self.parts = schema, pose, parts
+        self.reset()
 
-    def compute(self) -> list[dict[str, Any]]:
-        return [evaluator.compute() for evaluator in self.evaluators]
+    def reset(self) -> None:
+        self.stages: list[Evaluator] = []  # created at the first result, which shows how many stages it has
+        self.images = 0
+        self.skipped = 0
+
+    def process(self, record: ImageRecord, result: ImageResult, gt_parts: np.ndarray | None) -> None:
+        """Score one image: `result` is the Predictor's for `record`'s image (its `stages` the earlier stages')."""
+        by_stage = [*result.stages, result]
+        if not self.stages:
+            self.stages = [Evaluator(self.schema, pose=self.pose, parts=self.parts) for _ in by_stage]
+        if len(by_stage) != len(self.stages):
+            raise ValueError(f"{record.file_name}: {len(by_stage)} stages, the first image had {len(self.stages)}")
+        for evaluator, staged in zip(self.stages, by_stage):
+            evaluator.add(record, as_prediction(staged, record.image_id), gt_parts)
+        self.images += 1
+
+    def skip(self, message: str) -> None:
+        """Count an image that could not be read (scoring it as a miss would blame the model for the file)."""
+        self.skipped += 1
+        tqdm.write(f"skipped: {message}")
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The final stage's COCO keypoint results of the pose-labelled images (what `posepart predict` writes)."""
+        return self.stages[-1].results if self.stages else []
+
+    def evaluate(self) -> dict[str, Any]:
+        """metrics.json: the last stage's scores at the top level, every stage's under `per_stage`."""
+        per_stage = [evaluator.compute() for evaluator in self.stages]
+        metrics: dict[str, Any] = dict(per_stage[-1]) if per_stage else {}
+        metrics["images"] = self.images
+        if self.skipped:
+            metrics["skipped"] = self.skipped
+        metrics["per_stage"] = per_stage
+        return metrics
+
+
+class _Images(torch.utils.data.Dataset):
+    """A dataset's images by index, decoded in DataLoader workers when asked: (index, RGB image or None, error)."""
+
+    def __init__(self, dataset: PosePartDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.records)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return index, self.dataset.load_image(self.dataset.records[index]), None
+        except DatasetError as err:
+            return index, None, str(err)
+
+
+def _as_is(sample: Any) -> Any:
+    """The DataLoader's per-sample conversion, left out: the Predictor takes numpy images."""
+    return sample
+
+
+def inference_on_dataset(
+    predictor: Predictor,
+    dataset: PosePartDataset,
+    evaluator: DatasetEvaluator,
+    *,
+    workers: int = 0,
+    progress: bool = True,
+) -> Iterator[tuple[ImageRecord, np.ndarray, ImageResult]]:
+    """Run `predictor` over every image of `dataset` and feed `evaluator` (detectron2's `inference_on_dataset`);
+    yields (record, image, result) per image for callers that also draw. An unreadable image is skipped and counted,
+    not replaced by another (that would score an image twice)."""
+    loader = torch.utils.data.DataLoader(_Images(dataset), batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_as_is)
+    pending: deque[tuple[int, np.ndarray]] = deque()  # images handed to the predictor, whose results are due
+
+    def images() -> Iterator[np.ndarray]:
+        for index, image, error in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            if error is not None:
+                evaluator.skip(error)
+                continue
+            pending.append((index, image))
+            yield image
+
+    for result in predictor.stream(images()):
+        index, image = pending.popleft()
+        record = dataset.records[index]
+        evaluator.process(record, result, dataset.load_parts(record))
+        yield record, image, result
 
 
 def evaluate_model(
@@ -177,51 +173,41 @@ def evaluate_model(
     progress: bool = True,
     overlays: int = 0,
     workers: int = 0,
+    tasks: Collection[str] | None = None,
+    evaluator: DatasetEvaluator | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score `model` on `dataset` -> (metrics.json dict, the first `overlays` overlay images (H, W, 3) uint8 RGB).
 
-    The dict has the oracle's keys (`segmentation`, `pose` of the last stage, `images`, `skipped` when any sample was
-    broken) plus `per_stage`: one {"segmentation", "pose"} dict per stage. The model is moved to `device` and run in
-    eval mode (its training flag is restored afterwards). The maps are read as the model's own `meta` describes them.
+    The dict has the oracle's keys (`segmentation`, `pose` of the last stage, `images`, `skipped` when any image was
+    unreadable) plus `per_stage`: one {"segmentation", "pose"} dict per stage. The maps are read as the model's own
+    `meta` describes them; the caller's model is not changed (the Predictor runs a copy). `tasks` ("pose", "parts"):
+    score and draw only these (a head trained with its task masked predicts noise); None: every head the model has.
+    Pass an `evaluator` to read more of it afterwards (its `results`: the COCO results scored).
     """
-    schema = dataset.schema
-    head = model_head(model)
-    mapper = Mapper(dataset, TargetConfig(input_size=input_size, head=head))
-    loader = torch.utils.data.DataLoader(_EvalSamples(mapper), batch_size=batch_size, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
-    was_training = model.training
-    model.to(device).eval()
-    scores, drawn, skipped = _StageScores(schema), [], 0
-    try:
-        for batch, errors in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            skipped += len(errors)
-            for error in errors:
-                tqdm.write(f"skipped: {error}")
-            if not batch["index"]:
-                continue
-            records = [dataset.records[i] for i in batch["index"]]
-            output = predict_maps(model, batch["image"].to(device))
-            meta = BatchMeta([r.image_id for r in records], batch["to_image"],
-                             [(r.height, r.width) for r in records])
-            stages = [predictions_from_output(output, t, meta, head, decode_config)
-                      for t in range(num_stages(output))]
-            scores.add(records, stages, [dataset.load_parts(r) for r in records], output)
-            for record, prediction in zip(records, stages[-1]):
-                if len(drawn) < overlays:
-                    drawn.append(draw_prediction(dataset.load_image(record), prediction, schema))
-    finally:
-        model.train(was_training)
-    return _assemble(scores.compute(), len(dataset) - skipped, skipped), drawn
+    predictor = evaluation_predictor(model, input_size=input_size, batch_size=batch_size, device=device,
+                                     decode_config=decode_config)
+    return evaluate_predictor(predictor, dataset, progress=progress, overlays=overlays, workers=workers, tasks=tasks,
+                              evaluator=evaluator)
 
 
-def _assemble(per_stage: list[dict[str, Any]], images: int, skipped: int) -> dict[str, Any]:
-    """metrics.json: the last stage's scores at the top level, every stage's under `per_stage`."""
-    metrics: dict[str, Any] = dict(per_stage[-1]) if per_stage else {}
-    metrics["images"] = images
-    if skipped:
-        metrics["skipped"] = skipped
-    metrics["per_stage"] = per_stage
-    return metrics
+def evaluate_predictor(
+    predictor: Predictor, dataset: PosePartDataset, *, progress: bool = True, overlays: int = 0, workers: int = 0,
+    tasks: Collection[str] | None = None, evaluator: DatasetEvaluator | None = None,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """`evaluate_model` for any Predictor (an export too: ONNX and TorchScript give the final stage only)."""
+    from posepart.inference.draw import draw_result
+
+    pose = predictor.info.has_pose and (tasks is None or "pose" in tasks)
+    parts = predictor.info.has_parts and (tasks is None or "parts" in tasks)
+    if evaluator is None:
+        evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
+    evaluator.reset()
+    drawn: list[np.ndarray] = []
+    for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):
+        if len(drawn) < overlays:
+            shown = replace(result, people=result.people if pose else [], parts=result.parts if parts else None)
+            drawn.append(draw_result(image, shown, predictor.schema))
+    return evaluator.evaluate(), drawn
 
 
 def evaluate_sources(

@@ -111,6 +111,24 @@ def letterbox_affine(image_hw: tuple[int, int], out_hw: tuple[int, int]) -> Affi
     return Affine(_centred(scale, 0.0, ((width - 1) / 2, (height - 1) / 2), ((out_w - 1) / 2, (out_h - 1) / 2)))
 
 
+def canvas_size(image_hw: tuple[int, int], size: int, stride: int) -> tuple[int, int]:
+    """(H', W') of the network canvas of prediction and evaluation: long side `size` (rounded to the stride), short
+    side scaled and padded up to a multiple of the stride, so a 16:9 frame costs a 368x208 canvas, not 368x368."""
+    height, width = image_hw
+    long_side = max(stride, int(round(size / stride)) * stride)
+    scale = long_side / max(height, width)
+    out_h = max(stride, math.ceil(height * scale / stride - 1e-6) * stride)
+    out_w = max(stride, math.ceil(width * scale / stride - 1e-6) * stride)
+    return out_h, out_w
+
+
+def labels_to_image(labels: np.ndarray, to_image: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """A canvas-resolution label map back to the original image: nearest neighbour, 0 (background) outside."""
+    height, width = image_hw
+    return cv2.warpAffine(labels, to_image, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
 def invert(aff: Affine | np.ndarray) -> np.ndarray:
     """(2, 3) float64 matrix from network-input pixels back to the original image (for predictions)."""
     matrix = aff.matrix if isinstance(aff, Affine) else np.asarray(aff, np.float64)

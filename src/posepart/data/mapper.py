@@ -1,8 +1,9 @@
 """From a dataset record to a model-input sample: the one place pixels, augmentation and targets meet.
 
 Records (what the JSON says) stay separate from the mapper (how a sample is made), as in detectron2: the same records
-feed training (random affine + photometric jitter) and evaluation (letterbox), and the targets are built by the pure
-functions of `posepart.targets` after the single geometric transform.
+feed training (random affine + photometric jitter) and the validation loss (a square letterbox: one batch shape), and the
+targets are built by the pure functions of `posepart.targets` after the single geometric transform. Metrics are not
+computed from Mapper samples: evaluation runs the Predictor (`posepart.evaluate_model`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ from torch import Tensor
 from posepart.decode import DecodeConfig
 from posepart.engine.config import Config
 from posepart.evaluate import Evaluator, Prediction
-from posepart.evaluate_model import BatchMeta, draw_prediction, num_stages, predictions_from_output
+from posepart.evaluate_model import as_prediction, evaluation_predictor
+from posepart.inference.draw import draw_result
+from posepart.inference.predictor import Predictor
 from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting
 from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
@@ -90,6 +92,7 @@ class PosePartModule(pl.LightningModule):
         self._batch_clock: float | None = None
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
+        self._predictor: Predictor | None = None  # during validation: the Predictor that scores it
         self._overlays: list[np.ndarray] = []
 
     def forward(self, image: Tensor) -> ModelOutput:
@@ -229,28 +232,32 @@ class PosePartModule(pl.LightningModule):
 
     # -- validation ----------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_items, self._overlays = [], []
+        self._val_items, self._overlays, self._predictor = [], [], None
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        if self._predictor is None:
+            # The metrics come from the Predictor users run (`posepart evaluate` scores the same way); the weights do
+            # not change during validation, so one Predictor (a copy of the model, BatchNorms folded) serves every
+            # batch. Made here, not at the epoch's start: under DDP the step's forward has just given every rank
+            # rank 0's BatchNorm statistics (the checkpoint's), which each rank had updated on its own batches.
+            self._predictor = evaluation_predictor(self.model, input_size=self.config.data.input_size,
+                                                   batch_size=self.config.data.batch_size, device=self.device,
+                                                   decode_config=self.decode_config, all_stages=False)
+        data = self.trainer.datamodule
+        items = [data.val_item(int(i)) for i in batch["index"].tolist()]  # (source, record with a unique image_id)
+        images = [data.val_sources[source].val.load_image(record) for source, record in items]
         # In float32 even when training uses mixed precision: the logged metrics are those `posepart evaluate` gives.
         with torch.autocast(self.device.type, enabled=False):
-            output = self(batch["image"])
+            output = self(batch["image"])  # the validation loss, on the Mapper's batch and targets
+            results = self._predictor(images)
         result = self.loss_fn(output, batch)
         size = batch["image"].shape[0]
         self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,
                       batch_size=size, sync_dist=True)
-        data = self.trainer.datamodule
-        items = [data.val_item(int(i)) for i in batch["index"].tolist()]  # (source, record with a unique image_id)
-        records = [record for _, record in items]
-        meta = BatchMeta([r.image_id for r in records], batch["to_image"].double().cpu().numpy(),
-                         [(r.height, r.width) for r in records])
-        last = num_stages(output) - 1
-        predictions = predictions_from_output(output, last, meta, self.model.meta, self.decode_config)
-        for (source, record), index, prediction in zip(items, batch["index"].tolist(), predictions):
-            self._val_items.append((int(index), prediction))
+        for (_, record), index, image, predicted in zip(items, batch["index"].tolist(), images, results):
+            self._val_items.append((int(index), as_prediction(predicted, record.image_id)))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
-                image = data.val_sources[source].val.load_image(record)
-                self._overlays.append(draw_prediction(image, prediction, self.schema))
+                self._overlays.append(draw_result(image, predicted, self.schema))
 
     def on_validation_epoch_end(self) -> None:
         items = self._val_items
@@ -276,7 +283,7 @@ class PosePartModule(pl.LightningModule):
         for key, value in metrics.items():
             self.log(key, value, on_epoch=True, sync_dist=False, rank_zero_only=False)
         self._log_overlays()
-        self._val_items = []
+        self._val_items, self._predictor = [], None
 
     def _log_overlays(self) -> None:
         if not self._overlays or self.trainer.sanity_checking:

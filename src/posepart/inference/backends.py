@@ -114,6 +114,10 @@ class Backend:
     def __call__(self, batch: np.ndarray) -> Maps:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def stages(self, batch: np.ndarray) -> list[Maps]:
+        """Every stage's batched maps, first to last (per-stage evaluation). An export holds the final stage only."""
+        return [self(batch)]
+
 
 def torch_device(device: str, option: str = "--device") -> Any:
     """`torch.device(device)`, refused with a BackendError naming `option` when it is not a device name or names a
@@ -137,31 +141,47 @@ def torch_device(device: str, option: str = "--device") -> Any:
 
 class TorchBackend(Backend):
     """A `PosePartNet` (or any module returning a `ModelOutput`), in eval mode, under torch.inference_mode, with its
-    BatchNorms folded into the convolutions (on a copy) and channels_last weights and inputs, oneDNN's and cuDNN's
-    fast convolution layout: on one CPU core the w0.25 joint model's forward takes 63-68 ms instead of 95-103
-    (`benchmarks/bench_network.py`)."""
+    BatchNorms folded into the convolutions and channels_last weights and inputs, oneDNN's and cuDNN's fast
+    convolution layout: on one CPU core the w0.25 joint model's forward takes 63-68 ms instead of 95-103
+    (`benchmarks/bench_network.py`). It runs a copy: the caller's model (its device, mode, weight layout and, during
+    training, its optimizer state) is left as it was."""
 
-    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
+    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu", *, copy: bool = True) -> None:
+        """copy=False: run `model` itself (a module loaded for this backend alone)."""
+        import copy as copying
+
         from posepart.models import channels_last_, fold_batch_norm
 
         self.device = str(device)
         self._dev = torch_device(self.device)
-        self.model = channels_last_(fold_batch_norm(model.eval()).to(self._dev))
+        folded = fold_batch_norm(model)  # a copy when there is a norm to fold
+        if folded is model and copy:
+            folded = copying.deepcopy(model)
+        self.model = channels_last_(folded.eval().to(self._dev))
         self.info = info
 
-    def _run(self, x: Any) -> dict[str, Any]:
-        out = self.model(x)
-        return {"heatmaps": out.heatmaps[-1] if out.heatmaps else None, "pafs": out.pafs[-1] if out.pafs else None,
-                "parts": out.parts[-1] if out.parts else None}
-
-    def __call__(self, batch: np.ndarray) -> Maps:
+    def _forward(self, batch: np.ndarray) -> Any:
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._dev)
         with torch.inference_mode():
-            named = self._run(x.contiguous(memory_format=torch.channels_last))
-        # maps come back in the channels_last layout: C-contiguous numpy for the decoder's flat views
-        return _maps({k: None if v is None else v.float().contiguous().cpu().numpy() for k, v in named.items()})
+            return self.model(x.contiguous(memory_format=torch.channels_last))
+
+    def _named(self, out: Any, all_stages: bool) -> list[dict[str, Any]]:
+        """Per stage (the final one alone unless `all_stages`): {output name: tensor or None}."""
+        return [out.stage(t) for t in (range(out.num_stages) if all_stages else (-1,))]
+
+    def __call__(self, batch: np.ndarray) -> Maps:
+        return _numpy(self._named(self._forward(batch), all_stages=False)[-1])
+
+    def stages(self, batch: np.ndarray) -> list[Maps]:
+        return [_numpy(named) for named in self._named(self._forward(batch), all_stages=True)]
+
+
+def _numpy(named: dict[str, Any]) -> Maps:
+    """Torch maps -> float32 numpy Maps. They come back in the channels_last layout: made C-contiguous for the
+    decoder's flat views."""
+    return _maps({k: None if v is None else v.float().contiguous().cpu().numpy() for k, v in named.items()})
 
 
 class TorchScriptBackend(TorchBackend):
@@ -179,12 +199,12 @@ class TorchScriptBackend(TorchBackend):
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             except Exception as err:  # noqa: BLE001 - RuntimeError for anything that is not a TorchScript archive
                 raise BackendError(f"{path}: not a TorchScript file: {str(err).splitlines()[0]}") from None
-        super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device)
+        super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device, copy=False)
 
-    def _run(self, x: Any) -> dict[str, Any]:
-        out = self.model(x)
+    def _named(self, out: Any, all_stages: bool) -> list[dict[str, Any]]:
+        """The traced module's outputs: the final stage (`all_stages` cannot give more)."""
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return dict(zip(self.info.outputs, out))
+        return [dict(zip(self.info.outputs, out))]
 
 
 class OnnxBackend(Backend):

@@ -23,20 +23,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from posepart.data.augment import invert, letterbox_affine, normalize, transform_points
+from posepart.data.augment import canvas_size, invert, labels_to_image, letterbox_affine, normalize, transform_points
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta
 from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
-from posepart.inference.preprocess import (
-    InputError,
-    canvas_size,
-    describe,
-    labels_to_image,
-    letterbox,
-    load_image,
-)
+from posepart.inference.preprocess import InputError, describe, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
 
@@ -72,6 +65,8 @@ class ImageResult:
     instances: (H, W) uint16, 0 = background/unassigned, i = people[i - 1] (None unless the model predicts both).
     maps: the merged network maps on the canvas grid, kept when the predictor has `keep_maps=True`;
     to_image: (2, 3) canvas pixels -> image pixels.
+    stages: the results of the earlier stages, first to last but one, when the predictor has `all_stages=True` (a
+    diagnostic: how the prediction improves along the refinement stages).
     """
 
     source: str
@@ -85,6 +80,7 @@ class ImageResult:
     maps: Maps | None = None
     to_image: np.ndarray | None = None
     schema: Schema | None = None  # the predicting model's: names and colours for `plot`
+    stages: list[ImageResult] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -140,7 +136,8 @@ class Predictor:
     input_size: canvas long side (default: the model's training input size); scales: multipliers of it for
     multi-scale test-time augmentation; flip: also run the mirrored image; batch_size: canvases per network call;
     decode_config: decoder thresholds (default OpenPose's); part_instances: assign part pixels to people;
-    instance_max_distance: see `assign_part_instances`; keep_maps: keep the merged maps on each result.
+    instance_max_distance: see `assign_part_instances`; keep_maps: keep the merged maps on each result;
+    all_stages: also decode every earlier refinement stage (`ImageResult.stages`; a PyTorch model, not an export).
     `timings` accumulates seconds per stage over all calls (and `timings["images"]` counts images).
     """
 
@@ -156,6 +153,7 @@ class Predictor:
         part_instances: bool = True,
         instance_max_distance: float = 0.5,
         keep_maps: bool = False,
+        all_stages: bool = False,
     ) -> None:
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
@@ -171,6 +169,7 @@ class Predictor:
         self.part_instances = part_instances
         self.instance_max_distance = float(instance_max_distance)
         self.keep_maps = keep_maps
+        self.all_stages = all_stages
         self.timings: dict[str, float] = defaultdict(float)
 
     # -- construction --------------------------------------------------------------------------------------------
@@ -187,7 +186,7 @@ class Predictor:
 
         loaded = load_model(path, map_location="cpu")
         info = model_info(loaded.model, loaded.schema, loaded.input_size, loaded.config.model.name)
-        return cls(TorchBackend(loaded.model, info, device), **kwargs)
+        return cls(TorchBackend(loaded.model, info, device, copy=False), **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any) -> Predictor:
@@ -197,7 +196,7 @@ class Predictor:
     @classmethod
     def from_model(cls, model: Any, schema: Schema | None = None, *, input_size: int = 368, device: str = "cpu",
                    **kwargs: Any) -> Predictor:
-        """From an in-memory `PosePartNet` (its own `schema` unless given)."""
+        """From an in-memory `PosePartNet` (its own `schema` unless given); the predictor runs a copy of it."""
         schema = schema if schema is not None else getattr(model, "schema", None)
         if schema is None:
             raise ValueError("the model carries no schema: pass schema=")
@@ -261,26 +260,30 @@ class Predictor:
             t = self._tick("preprocess", t)
         outputs = self._run_network(jobs)
         for i, (image_hw, matrices) in geometry.items():
-            results[i] = self._finish(describe(items[i]), image_hw, [outputs[(i, v)] for v in range(len(views))],
-                                      matrices)
+            by_stage = zip(*(outputs[(i, v)] for v in range(len(views))))  # per stage: every view's maps
+            *earlier, final = [self._finish(describe(items[i]), image_hw, list(maps), matrices) for maps in by_stage]
+            final.stages = earlier
+            results[i] = final
         self.timings["images"] += len(items)
         return results  # type: ignore[return-value]
 
-    def _run_network(self, jobs: list[tuple[int, int, np.ndarray]]) -> dict[tuple[int, int], Maps]:
-        """Batches of equal canvas shape through the backend -> per (item, view) maps, flipped views mirrored back."""
+    def _run_network(self, jobs: list[tuple[int, int, np.ndarray]]) -> dict[tuple[int, int], list[Maps]]:
+        """Batches of equal canvas shape through the backend -> per (item, view) the maps of each stage (the final
+        one alone unless `all_stages`), flipped views mirrored back."""
         by_shape: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = defaultdict(list)
         for job in jobs:
             by_shape[job[2].shape].append(job)
-        out: dict[tuple[int, int], Maps] = {}
+        out: dict[tuple[int, int], list[Maps]] = {}
         for group in by_shape.values():
             for start in range(0, len(group), self.batch_size):
                 part = group[start : start + self.batch_size]
                 t = time.perf_counter()
-                maps = self.backend(np.stack([canvas for _, _, canvas in part]))
+                batch = np.stack([canvas for _, _, canvas in part])
+                stages = self.backend.stages(batch) if self.all_stages else [self.backend(batch)]
                 t = self._tick("network", t)
                 for b, (i, v, _) in enumerate(part):
-                    single = Maps(*(None if m is None else m[b] for m in maps))
-                    out[(i, v)] = flip_maps(single, self.schema) if self.views[v].flip else single
+                    singles = [Maps(*(None if m is None else m[b] for m in maps)) for maps in stages]
+                    out[(i, v)] = [flip_maps(m, self.schema) if self.views[v].flip else m for m in singles]
                 self._tick("merge", t)
         return out
 

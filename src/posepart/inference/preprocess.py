@@ -1,15 +1,14 @@
 """From a user's image to network input, without torch: loading, canvas sizing and letterboxing (the normalisation
 is `posepart.data.augment.normalize`, shared with training).
 
-Inference keeps the image's aspect ratio: the long side is scaled to the input size and the short side padded (grey,
-centred) up to the next multiple of the stride, so a 16:9 frame costs a 368x208 canvas rather than 368x368 — at the
-same scale as evaluation's square letterbox, whose long side is also the input size. Everything here is numpy and
-OpenCV, so the ONNX Runtime path (`posepart.inference` with an `.onnx` model) runs without torch installed.
+Prediction and evaluation keep the image's aspect ratio: the long side is scaled to the input size and the short side
+padded (grey, centred) up to the next multiple of the stride (`posepart.data.augment.canvas_size`), so a 16:9 frame
+costs a 368x208 canvas rather than 368x368. Everything here is numpy and OpenCV, so the ONNX Runtime path
+(`posepart.inference` with an `.onnx` model) runs without torch installed.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +107,6 @@ def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
     return to_rgb8(frame)
 
 
-def canvas_size(image_hw: tuple[int, int], size: int, stride: int) -> tuple[int, int]:
-    """(H', W') of the network canvas: long side `size` (rounded to the stride), short side scaled and padded up to a
-    multiple of the stride."""
-    height, width = image_hw
-    long_side = max(stride, int(round(size / stride)) * stride)
-    scale = long_side / max(height, width)
-    out_h = max(stride, math.ceil(height * scale / stride - 1e-6) * stride)
-    out_w = max(stride, math.ceil(width * scale / stride - 1e-6) * stride)
-    return out_h, out_w
-
-
 def letterbox(image: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Scale `image` (H, W, 3) to fit `out_hw`, centred, grey padding -> (canvas (H', W', 3) uint8, matrix (2, 3)
     float64 from image pixels to canvas pixels: `posepart.data.augment.letterbox_affine`, as in evaluation).
@@ -146,11 +134,3 @@ def letterbox(image: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, n
     canvas = cv2.warpAffine(source, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=(PAD_VALUE,) * 3)
     return canvas, matrix
-
-
-def labels_to_image(labels: np.ndarray, to_image: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-    """A canvas-resolution label map back to the original image (nearest, 0 outside), as evaluation's
-    `parts_to_image`."""
-    height, width = image_hw
-    return cv2.warpAffine(labels, to_image, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)

@@ -25,6 +25,18 @@ class ModelOutput:
     stride: int = 8  # output stride of heatmaps and PAFs
     parts_stride: int = 1  # output stride of `parts` (1 = input resolution)
 
+    @property
+    def num_stages(self) -> int:
+        """Rows of a per-stage table: the pose stages, or the part outputs of a segmentation-only model."""
+        return max(len(self.heatmaps), len(self.parts))
+
+    def stage(self, t: int) -> dict[str, Tensor | None]:
+        """{"heatmaps", "pafs", "parts"} of stage t (0-based; -1 the final prediction); a task without a head is None.
+        A list shorter than `num_stages` (an FCN's single part output) gives its last entry to every later stage."""
+        t = t % self.num_stages
+        return {name: maps[min(t, len(maps) - 1)] if maps else None
+                for name, maps in (("heatmaps", self.heatmaps), ("pafs", self.pafs), ("parts", self.parts))}
+
 
 # Let torch.export / dynamo treat the dataclass as a pytree (its tensors are outputs, the strides are constants), so a
 # whole PosePartNet can be exported without a wrapper.
