@@ -532,3 +532,17 @@ def test_fcn_fc_block_trains_under_bf16_autocast_on_tiny_maps() -> None:
         F.cross_entropy(logits.float(), torch.randint(0, 7, (8, size, size))).backward()
         bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
         assert not bad, bad
+
+
+def test_the_pretrained_rule_is_stated_once(tmp_path) -> None:
+    """The config, the builders and the loader refuse VGG16 weights on a width-scaled or BatchNorm network with the
+    same words (`posepart.models.pretrained.check_fits`)."""
+    from posepart.engine.config import ConfigError, load_config
+
+    weights = tmp_path / "vgg16.pth"
+    for settings, kwargs in ((["model.width=0.5"], {"width": 0.5}), (["model.batch_norm=true"], {"batch_norm": True})):
+        with pytest.raises(ConfigError) as from_config:
+            load_config(None, [*settings, f"model.pretrained={weights}"])
+        with pytest.raises(ValueError) as from_builder:
+            paf_vgg16(Schema.pascal_person_part(), stages=1, pretrained=weights, **kwargs)
+        assert str(from_config.value) == f"model: {from_builder.value}"

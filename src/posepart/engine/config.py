@@ -1,30 +1,55 @@
-"""Training configuration: YAML files validated into typed dataclasses.
+"""Training configuration: YAML files validated into typed dataclasses by pydantic.
 
-An unknown key or a value of the wrong type is an error that names the key (`model.stagse: unknown key; known: ...`).
+The settings are plain dataclasses (what the code reads); pydantic validates a YAML/JSON mapping into them, strictly
+(no "3" for 3, no "yes" for true, no unknown keys), and every error is one ConfigError naming the key
+(`model.stagse: unknown key; known: ...`, `train.max_epochs: Input should be a valid integer, got 'x'`).
 `--set a.b=value` overrides parse their value with YAML's safe loader (never eval) and are validated the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from posepart.data.augment import AugmentConfig
 from posepart.errors import PosepartError
 from posepart.heads import HeadMeta
+from posepart.models.pretrained import check_fits
 
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML's safe loader (no tags, never code), reading 1e-3 as a number as YAML 1.2 does (YAML 1.1 wants a dot)."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                  list("-+.0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse config YAML (files and `--set` values) with `_YamlLoader`."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(PosepartError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+def _number_as_text(value: Any) -> Any:
+    """YAML reads `precision: 32` or `devices: 2` as a number; these settings are text (Lightning takes both)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# A text setting that YAML may have read as a number.
+Text = Annotated[str, BeforeValidator(_number_as_text)]
 
 
 @dataclass
@@ -40,12 +65,7 @@ class ModelConfig:
     pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
 
     def __post_init__(self) -> None:
-        if self.pretrained is not None and self.width != 1.0:
-            raise ValueError(f"pretrained VGG16 weights ({self.pretrained}) need width 1.0, got {self.width:g}; "
-                             f"set model.width=1.0 or model.pretrained=null")
-        if self.pretrained is not None and self.batch_norm:
-            raise ValueError(f"pretrained VGG16 weights ({self.pretrained}) are for the plain network; set "
-                             f"model.batch_norm=false or model.pretrained=null")
+        check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
 
 
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
@@ -77,7 +97,7 @@ class SourceConfig:
     -> target classes) and `ignore_parts` extend the built-in part tables.
     """
 
-    name: str = ""
+    name: Text = ""
     train: DatasetPaths | Path | None = None
     val: DatasetPaths | Path | None = None
     weight: float = 1.0
@@ -159,18 +179,18 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = -1
     max_minutes: float | None = None
-    precision: str = "32-true"
+    precision: Text = "32-true"
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps
     ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
     seed: int = 0
     deterministic: bool = False
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
+    accelerator: Text = "auto"
+    devices: Text = "auto"
+    strategy: Text = "auto"
     num_nodes: int = 1
     val_every_epochs: int = 1
-    best_metric: str = "val/seg/mean_iou"
+    best_metric: Text = "val/seg/mean_iou"
     best_mode: Literal["max", "min"] = "max"
     log_every_steps: int = 10
     val_images: int = 4  # prediction overlays logged per validation
@@ -188,6 +208,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    # read by pydantic (`_adapter`), for every nested settings class too: strict types, no unknown keys
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
@@ -200,76 +223,77 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check/convert one value against a type annotation; ConfigError names the key on mismatch."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        if value not in typing.get_args(annotation):
-            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(annotation))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        _, vtype = typing.get_args(annotation)
-        return {str(k): _coerce(v, vtype, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} settings, got {value!r}")
-        return _build(annotation, value, key)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if annotation is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{key}: expected a path, got {value!r}")
-        return Path(value)
-    raise ConfigError(f"{key}: unsupported setting type {annotation!r}")
+@functools.cache
+def _adapter() -> TypeAdapter:
+    """pydantic's validator of `Config`: strict types (no "3" for 3, no "yes" for true) and no unknown keys."""
+    return TypeAdapter(Config)
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in hints:
-            raise ConfigError(f"{full}: unknown key; known: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], full)
+def _settings_fields(hints: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(settings classes, dict value types) reachable from type hints through Optional / Union / list / Annotated."""
+    classes, dicts, stack = [], [], list(hints)
+    while stack:
+        t = stack.pop()
+        if dataclasses.is_dataclass(t):
+            classes.append(t)
+        elif typing.get_origin(t) is dict:
+            dicts.append(typing.get_args(t)[1])
+        elif typing.get_origin(t) is Annotated:
+            stack.append(typing.get_args(t)[0])
+        else:
+            stack.extend(typing.get_args(t))
+    return classes, dicts
+
+
+def _error_key(loc: tuple[Any, ...]) -> tuple[str, type | None]:
+    """A pydantic error location as the key users write (`data.sources[1].train`), without pydantic's union-member
+    tags, and the settings class whose field (or unknown key) it names last."""
+    key, owner, candidates = "", None, [Config]
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+            continue
+        classes, dicts = _settings_fields(candidates)
+        named = [c for c in classes if part in {f.name for f in dataclasses.fields(c)}]
+        if named:
+            owner = named[0]
+            candidates = [typing.get_type_hints(owner, include_extras=True)[part]]
+        elif any(c.__name__ == part for c in classes):  # the union member pydantic tried
+            candidates = [c for c in classes if c.__name__ == part]
+            continue
+        elif dicts:
+            candidates = dicts
+        elif classes and part == loc[-1] and part.isidentifier():  # a key no settings class has
+            owner = classes[0]
+        else:
+            continue  # another pydantic tag (`lax-or-strict[...]`, `str`)
+        key = f"{key}.{part}" if key else str(part)
+    return key, owner
+
+
+def _config_error(err: ValidationError) -> ConfigError:
+    """The first of pydantic's errors as one ConfigError naming the key (`model.stagse: unknown key; known: ...`)."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    key, owner = _error_key(tuple(first["loc"]))
+    if first["type"] == "dataclass_type":  # not a mapping: the other member of the union (a path) says more
+        first = next((e for e in errors if e["type"] != "dataclass_type" and _error_key(tuple(e["loc"]))[0] == key),
+                     first)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden") and owner is not None:
+        message = f"unknown key; known: {', '.join(f.name for f in dataclasses.fields(owner))}"
+    elif first["type"] != "value_error":  # a settings class's own check names its values itself
+        message += f", got {first['input']!r}"
+    return ConfigError(f"{key or 'config'}: {message}")
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    """Plain YAML/JSON data -> Config, validated by pydantic in JSON mode (mappings for settings classes, strict
+    types); a ConfigError names the first bad key."""
     try:
-        return cls(**kwargs)
-    except ValueError as err:  # a settings class's own validation (e.g. AugmentConfig's ranges)
-        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+        return _adapter().validate_json(json.dumps(_plain(data), default=str))
+    except ValidationError as err:
+        raise _config_error(err) from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -280,14 +304,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """['optim.lr=0.01', 'model.stages=3'] -> nested dict; values parsed with yaml.safe_load."""
+    """['optim.lr=0.01', 'model.stages=3'] -> nested dict; values parsed as YAML (`read_yaml`: safe, never code)."""
     nested: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = read_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
@@ -348,7 +372,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = config_path(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = read_yaml(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except OSError as err:  # a folder, no permission
@@ -362,7 +386,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         data = loaded
     data = _merge(data, parse_overrides(overrides))
     try:
-        return _build(Config, _moved_stride(data))
+        return _validate(_moved_stride(data))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
@@ -371,7 +395,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict (e.g. `Config.to_dict()` stored in a checkpoint) into a Config, strictly."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
-    return _build(Config, _moved_stride(data))
+    return _validate(_moved_stride(data))
 
 
 def config_yaml(config: Config) -> str:

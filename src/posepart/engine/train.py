@@ -148,11 +148,11 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
 
 def _check_accelerator(accelerator: str) -> None:
     """train.accelerator naming hardware this machine lacks: a ConfigError naming the key, before any work."""
-    name = str(accelerator).lower()
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    kinds = {"cuda": ("CUDA", cuda), "gpu": ("CUDA or MPS", cuda or mps), "mps": ("MPS", mps)}
-    if name in kinds and not kinds[name][1]:
-        raise ConfigError(f"train.accelerator: {accelerator!r}, but this machine has no {kinds[name][0]} device "
+    from posepart.inference.backends import unavailable_hardware
+
+    missing = unavailable_hardware(accelerator)
+    if missing:
+        raise ConfigError(f"train.accelerator: {accelerator!r}, but this machine has no {missing} device "
                           f"(torch finds none available); use cpu or auto")
 
 

@@ -119,6 +119,17 @@ class Backend:
         return [self(batch)]
 
 
+def unavailable_hardware(kind: str) -> str | None:
+    """What a device kind (`cuda`, `mps`, or Lightning's `gpu`) needs and this machine lacks ("CUDA", "MPS",
+    "CUDA or MPS"); None when it is there or the kind needs no accelerator (`cpu`, `auto`)."""
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    needs = {"cuda": ("CUDA", cuda), "gpu": ("CUDA or MPS", cuda or mps), "mps": ("MPS", mps)}
+    name, present = needs.get(str(kind).lower(), (None, True))
+    return None if present else name
+
+
 def torch_device(device: str, option: str = "--device") -> Any:
     """`torch.device(device)`, refused with a BackendError naming `option` when it is not a device name or names a
     CUDA / MPS device this machine does not have (checked before any model is loaded or moved)."""
@@ -128,14 +139,12 @@ def torch_device(device: str, option: str = "--device") -> Any:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise BackendError(f"{option} {device!r}: not a device name; use cpu, cuda[:N] or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendError(f"{option} {device!r}: CUDA is not available on this machine "
-                               f"(torch.cuda.is_available() is False); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BackendError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise BackendError(f"{option} {device!r}: MPS is not available on this machine; use --device cpu")
+    missing = unavailable_hardware(dev.type)
+    if missing:
+        raise BackendError(f"{option} {device!r}: {missing} is not available on this machine (torch finds no such "
+                           f"device); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise BackendError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 

@@ -26,20 +26,12 @@ from ..schema import Schema
 from .fcn import FCNHead, FCNVariant, SkipRefine
 from .joint import PosePartNet
 from .pose import PAFStages, PoseRefine
-from .pretrained import PretrainedError, load_vgg16_weights, resolve_weights
+from .pretrained import check_fits, load_vgg16_weights, resolve_weights
 from .trunk import VGGTrunk, scaled
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 # output stride -> the trunk maps that refine stride-8 outputs to it (seg_stride and pose_stride alike)
 SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2", "pool1")}
-
-
-def _check_pretrained(pretrained: Path | str | None, width: float, batch_norm: bool = False) -> None:
-    # Fail before building (a width-1 FCN has ~130M parameters to initialise) and before reading the file.
-    if pretrained is not None and width != 1.0:
-        raise PretrainedError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
-    if pretrained is not None and batch_norm:
-        raise PretrainedError("pretrained VGG16 weights are for the plain network; use batch_norm=False with them")
 
 
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:
@@ -88,7 +80,7 @@ def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
 
 def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None,
          batch_norm: bool) -> PosePartNet:
-    _check_pretrained(pretrained, width, batch_norm)
+    check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, f"{variant}_vgg16", parts=True)
     trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm)  # no pose head reads the CPM adapter
     model = PosePartNet(trunk, _fcn_head(trunk, schema, variant, width, fc_width), None, schema=schema)
@@ -118,7 +110,7 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
               paf_width: float = HeadMeta.paf_width,
               heatmap_sigmoid: bool = False) -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
-    _check_pretrained(pretrained, width, batch_norm)
+    check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "paf_vgg16", pose=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid),
@@ -144,7 +136,7 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     if seg_stride not in SKIPS_TO_STRIDE or (seg_stride != 8 and seg_head != "stage"):
         raise ValueError(f"seg_stride must be one of {sorted(SKIPS_TO_STRIDE)} and other than 8 only with "
                          f"seg_head='stage', got {seg_stride} with {seg_head!r}")
-    _check_pretrained(pretrained, width, batch_norm)
+    check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "joint_vgg16", pose=True, parts=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     pose = dict(pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,

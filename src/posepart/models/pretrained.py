@@ -27,6 +27,19 @@ class PretrainedError(PosepartError, ValueError):
 IMAGENET = "imagenet"  # `model.pretrained: imagenet`: torchvision's VGG16_Weights.IMAGENET1K_V1
 
 
+def check_fits(pretrained: Path | str | None, *, width: float, batch_norm: bool = False) -> None:
+    """VGG16's weights fit the plain network at width 1.0 only; a PretrainedError naming the settings otherwise. The
+    one statement of the rule: the config, the model builders (before building) and the loader ask it."""
+    if pretrained is None:
+        return
+    if width != 1.0:
+        raise PretrainedError(f"pretrained VGG16 weights need width=1.0, got {width:g} ({pretrained}): set "
+                              f"width=1.0 (model.width=1.0) or pretrained=None (model.pretrained=null)")
+    if batch_norm:
+        raise PretrainedError(f"pretrained VGG16 weights ({pretrained}) are for the plain network: set "
+                              f"batch_norm=False (model.batch_norm=false) or pretrained=None (model.pretrained=null)")
+
+
 def resolve_weights(pretrained: Path | str) -> Path:
     """The local file `model.pretrained` names: the path itself, or for `imagenet` (when no file of that name exists)
     torchvision's VGG16_Weights.IMAGENET1K_V1 file in torch's hub cache, downloaded there by torch.hub (hash-checked,
@@ -89,9 +102,7 @@ def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
     if not targets:
         raise PretrainedError(f"{type(module).__name__} has no VGG16-compatible submodule (VGGTrunk or FCNHead)")
     for _, m in targets:
-        width = float(getattr(m, "width", 1.0))
-        if width != 1.0:
-            raise PretrainedError(f"pretrained VGG16 weights need width=1.0, got {width:g}")
+        check_fits(path, width=float(getattr(m, "width", 1.0)))
     state = read_state_dict(path)
 
     copies: list[tuple[Tensor, Tensor, str]] = []  # (destination parameter, source value, source key)
