@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "1: one after another with progress bars)")
     p.set_defaults(run=cmd_demo)
 
+    from posepart.study import add_study_parser
+
+    add_study_parser(verbs)  # posepart study (the report's thesis, docs/training.md)
+
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
     p.add_argument("--config", type=Path, required=True,
                    help="a YAML file, or a shipped config by name from any folder (e.g. demo_cpu_joint; an "

@@ -94,11 +94,14 @@ def run_dir(out: Path, label: str) -> Path:
 def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
                     images: int, minutes: float | None = None, quiet: bool = False,
                     extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
+                    sources: list[dict[str, Any]] | None = None,
                     ) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
     metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
-    only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out."""
+    only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out.
+    `sources`: `data.sources` entries to train on instead (subsets of train_root: `posepart study`), with epochs of
+    `train_size` samples; validation and scoring stay on val_root."""
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
     from posepart.engine.train import train
@@ -108,7 +111,9 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     steps = planned_steps(images, cfg.data.batch_size)
     every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
     # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
-    if tasks is None:
+    if sources is not None:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
+        data = [f"data.sources={json.dumps(sources)}", f"data.epoch_size={train_size}"]
+    elif tasks is None:
         data = [f"data.train={train_root}", f"data.val={val_root}"]
     else:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
         source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
@@ -159,31 +164,55 @@ def _steps_logged(run: Path, since: float) -> int:
     return step
 
 
-def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
-                 minutes: float | None, jobs: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
-    """Train and score every `DEMO_MODELS` entry, `jobs` at once (each in its own process with cpu_count // jobs
-    threads and its log in `run_dir`/train.log); 1 = one after another in this process, with progress bars."""
+@dataclass(frozen=True)
+class TrainJob:
+    """One model to train and score with `train_and_score`: its run folder, shipped config, the tasks it trains and
+    scores (None: all its heads), its `data.sources` entries (None: the whole training set) and more `--set`s."""
+
+    out: Path
+    config: str
+    tasks: tuple[str, ...] | None = None
+    sources: tuple[dict[str, Any], ...] | None = None
+    extra: tuple[str, ...] = ()
+
+
+def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
+             minutes: float | None, parallel: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
+    """Train and score every job (label -> job), `parallel` at once, each in its own process with cpu_count //
+    parallel threads and its log in job.out/train.log, under one combined progress line; 1 = one after another in
+    this process, with progress bars. Returns {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
     common: dict[str, Any] = dict(train_size=train_size, size=size, images=images, minutes=minutes)
-    if jobs <= 1:
-        return {label: train_and_score(run_dir(out, label), model.config, train_root, val_root, tasks=model.tasks,
-                                       **common) for label, model in DEMO_MODELS.items()}
-    jobs = min(jobs, len(DEMO_MODELS))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    print(f"training {len(DEMO_MODELS)} models, {jobs} at once with {threads} thread(s) each, on {images} images "
-          f"each; logs: {out}/<model>/train.log", flush=True)
-    results: dict[str, tuple[dict[str, Any], list[Any], Path | None]] = {}
+
+    def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return ((job.out, job.config, train_root, val_root),
+                dict(tasks=job.tasks, sources=None if job.sources is None else list(job.sources),
+                     extra=job.extra, **common))
+
+    if parallel <= 1:
+        results = {}
+        for label, job in jobs.items():
+            args, kwargs = arguments(job)
+            results[label] = train_and_score(*args, **kwargs)
+        return results
+    parallel = min(parallel, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {images} images "
+          f"each; logs: <model folder>/train.log under {Path(os.path.commonpath([str(j.out) for j in jobs.values()]))}",
+          flush=True)
+    results = {}
     failed: list[str] = []
     start = time.perf_counter()
     from posepart.engine.config import load_config, shipped_config
 
-    planned = {label: planned_steps(images, load_config(shipped_config(model.config)).data.batch_size)
-               for label, model in DEMO_MODELS.items()}
+    planned = {label: planned_steps(images, load_config(shipped_config(job.config)).data.batch_size)
+               for label, job in jobs.items()}
     since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_job, run_dir(out, label) / "train.log", threads, run_dir(out, label),
-                               model.config, train_root, val_root, tasks=model.tasks, **common): label
-                   for label, model in DEMO_MODELS.items()}
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for label, job in jobs.items():
+            args, kwargs = arguments(job)
+            futures[pool.submit(_train_job, job.out / "train.log", threads, *args, **kwargs)] = label
         pending = set(futures)
         # One combined progress line over all models' steps, read from their logs (the workers print nothing here).
         with tqdm(total=sum(planned.values()), desc="training", unit="step", file=sys.stdout, mininterval=5) as bar:
@@ -191,23 +220,30 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
                 done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
                 finished = {futures[f] for f in futures if f not in pending}
                 bar.n = sum(planned[label] if label in finished else
-                            min(_steps_logged(run_dir(out, label), since), planned[label]) for label in planned)
+                            min(_steps_logged(jobs[label].out, since), planned[label]) for label in planned)
                 bar.refresh()
                 for future in done:
                     label = futures[future]
                     try:
                         results[label] = future.result()
                     except Exception as err:  # noqa: BLE001 - reported with its log below; the others carry on
-                        log = run_dir(out, label) / "train.log"
-                        failed.append(f"{label}: {type(err).__name__}: {err} (log: {log})")
+                        failed.append(f"{label}: {type(err).__name__}: {err} (log: {jobs[label].out / 'train.log'})")
                         continue
                     seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
                     scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")),
                                                                       ("OKS AP", pose.get("ap"))) if v is not None)
                     bar.write(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", file=sys.stdout)
     if failed:
-        raise RuntimeError("demo training failed:\n" + "\n".join(failed))
-    return {label: results[label] for label in DEMO_MODELS}  # in DEMO_MODELS order
+        raise RuntimeError("training failed:\n" + "\n".join(failed))
+    return {label: results[label] for label in jobs}
+
+
+def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
+                 minutes: float | None, jobs: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
+    """Train and score every `DEMO_MODELS` entry (`run_jobs`, `jobs` at once)."""
+    demo_jobs = {label: TrainJob(run_dir(out, label), model.config, model.tasks) for label, model in DEMO_MODELS.items()}
+    return run_jobs(demo_jobs, train_root, val_root, train_size=train_size, size=size, images=images, minutes=minutes,
+                    parallel=jobs)
 
 
 def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,

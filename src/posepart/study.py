@@ -1,0 +1,341 @@
+"""`posepart study`: the source report's thesis as one experiment. Do cheap pose labels stand in for scarce part labels?
+
+One architecture (the joint network of a shipped config, `demo_cpu_joint` by default) and one budget (training images
+per model, the learning-rate schedule planned over them). For each seed and label fraction f, a seeded fraction f of
+the training images is the part-labelled subset (the fractions are nested: the 5 % subset lies inside the 20 % one),
+and these arms train:
+- `parts@f`: parts only, on the part-labelled subset;
+- `joint@f`: parts on the subset and pose on every image (the report's proposal; the rest of the images carry pose
+  labels alone); at f = 1 this is the joint model on all labels, `joint`;
+- `pose` (once per seed): pose only, on every image.
+Single-task arms are the joint network with the other task masked (`data.sources` tasks), so a difference between
+arms is the sharing, not the head. Every arm is scored on the whole validation set, for the tasks it trains.
+
+The report gives mean +- sd over seeds per arm and fraction, and the multi-task gain of each joint arm,
+Delta_m = mean over tasks of (M_joint - M_single) / M_single (Maninis et al. 2019, Vandenhende et al. 2021) with mean
+IU against `parts@f` and OKS AP against `pose`, per seed then averaged; a plot against f; metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from posepart.data.format import PosePartDataset
+from posepart.data.writer import atomic_write, write_json_atomic
+from posepart.errors import UsageError
+
+QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
+DEFAULTS = {"fractions": (0.05, 0.2, 1.0), "seeds": 3, "train_images": 12000}
+METRICS = {"parts": ("segmentation", "mean_iou"), "pose": ("pose", "ap")}  # each task's headline metric
+
+
+@dataclass(frozen=True)
+class Split:
+    """The part-labelled subset of one seed and fraction: image ids, and the annotation files of both halves."""
+
+    seed: int
+    fraction: float
+    labelled: tuple[int, ...]
+    rest: tuple[int, ...]
+    labelled_file: Path
+    rest_file: Path | None  # None at f = 1 (no image without part labels)
+
+
+def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
+    """The training images' ids in a seeded random order: fraction f labels the first ceil(f * n) of them."""
+    ids = sorted(r.image_id for r in dataset.records)
+    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
+def subset_size(n: int, fraction: float) -> int:
+    """Images in the part-labelled subset: ceil(f * n), at least one."""
+    return max(1, math.ceil(fraction * n - 1e-9))
+
+
+def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Path:
+    """An annotations.json holding only the images `ids` (and their people), beside the dataset's own: opened with
+    the dataset's root for its images and part maps (`DatasetPaths(root, annotations=path)`)."""
+    data = json.loads(dataset.annotation_file.read_text(encoding="utf-8"))
+    keep = set(ids)
+    data["images"] = [image for image in data["images"] if image["id"] in keep]
+    data["annotations"] = [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]
+    write_json_atomic(path, data)
+    return path
+
+
+def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Sequence[int], folder: Path
+                ) -> dict[tuple[int, float], Split]:
+    """Every (seed, fraction) split, with its annotation files under `folder`, and folder/splits.json recording the
+    order of each seed (so any subset can be rebuilt)."""
+    splits: dict[tuple[int, float], Split] = {}
+    record: dict[str, Any] = {"dataset": str(dataset.annotation_file), "seeds": {}}
+    for seed in seeds:
+        order = image_order(dataset, seed)
+        record["seeds"][str(seed)] = {"order": order, "sizes": {}}
+        for f in fractions:
+            k = subset_size(len(order), f)
+            labelled, rest = tuple(order[:k]), tuple(order[k:])
+            record["seeds"][str(seed)]["sizes"][f"{f:g}"] = k
+            labelled_file = write_subset(dataset, labelled, folder / f"seed{seed}_f{f:g}_labelled.json")
+            rest_file = write_subset(dataset, rest, folder / f"seed{seed}_f{f:g}_rest.json") if rest else None
+            splits[(seed, f)] = Split(seed, f, labelled, rest, labelled_file, rest_file)
+    write_json_atomic(folder / "splits.json", record)
+    return splits
+
+
+def arm_sources(arm: str, split: Split | None, train_root: Path, val_root: Path, labelled_share: float | None = None
+                ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """(`data.sources` entries, trained tasks) of an arm. In `joint@f` the part-labelled subset gets `labelled_share`
+    of each epoch's draws (None: its size's share, so every training image is drawn equally often)."""
+    def subset(name: str, file: Path, tasks: list[str], n: int, val: bool) -> dict[str, Any]:
+        entry = {"name": name, "train": {"root": str(train_root), "annotations": str(file)}, "tasks": tasks,
+                 "weight": n}
+        return {**entry, "val": str(val_root)} if val else entry
+
+    if arm == "pose":
+        return [{"name": "all", "train": str(train_root), "val": str(val_root), "tasks": ["pose"]}], ("pose",)
+    assert split is not None
+    if arm == "parts":
+        return [subset("labelled", split.labelled_file, ["parts"], len(split.labelled), True)], ("parts",)
+    n, rest = len(split.labelled), len(split.rest)
+    if labelled_share is not None and rest:
+        n, rest = labelled_share, 1.0 - labelled_share
+    sources = [subset("labelled", split.labelled_file, ["parts", "pose"], n, True)]
+    if split.rest_file is not None:
+        sources.append(subset("rest", split.rest_file, ["pose"], rest, False))
+    return sources, ("parts", "pose")
+
+
+def arm_label(arm: str, fraction: float | None) -> str:
+    """`parts@0.05`, `joint@0.2`, `joint` (all labels), `pose`."""
+    if arm == "pose":
+        return "pose"
+    return "joint" if arm == "joint" and fraction == 1.0 else f"{arm}@{fraction:g}"
+
+
+def delta_m(joint: dict[str, Any], singles: dict[str, dict[str, Any]]) -> float | None:
+    """Multi-task gain: mean over tasks of (M_joint - M_single) / M_single, higher is better for both metrics
+    (mean IU against the parts arm, OKS AP against the pose arm); None when a metric is missing or 0."""
+    changes = []
+    for task, (section, key) in METRICS.items():
+        ours, theirs = (joint.get(section) or {}).get(key), (singles[task].get(section) or {}).get(key)
+        if ours is None or not theirs:
+            return None
+        changes.append((ours - theirs) / theirs)
+    return sum(changes) / len(changes)
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float] | None:
+    """(mean, sample sd; 0 for one value) of the values present; None when there are none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+
+
+def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequence[float], seeds: int,
+              train_images: int, size: int, config: str = "demo_cpu_joint", jobs: int = 3,
+              labelled_share: float | None = None) -> Path:
+    """Train and score every arm for every seed (`posepart.demo.run_jobs`), write metrics.json, the plot and
+    report.md under `out`; returns the report's path."""
+    from posepart.demo import TrainJob, run_jobs
+
+    start = time.perf_counter()
+    train = PosePartDataset.open(train_root)
+    fractions = sorted(set(float(f) for f in fractions))
+    splits = make_splits(train, fractions, range(seeds), out / "splits")
+    jobs_by_label: dict[str, TrainJob] = {}
+    arms: dict[str, tuple[str, float | None, int]] = {}  # job label -> (arm label, fraction, seed)
+    for seed in range(seeds):
+        plan: list[tuple[str, float | None]] = [("pose", None)] + [(arm, f) for f in fractions
+                                                                  for arm in ("parts", "joint")]
+        for arm, f in plan:
+            sources, tasks = arm_sources(arm, None if f is None else splits[(seed, f)], train_root, val_root,
+                                         labelled_share)
+            label = arm_label(arm, f)
+            job = f"{label} seed {seed}"
+            folder = out / "runs" / f"{label.replace('@', '_f')}_seed{seed}"
+            # no validation during training (the arms are scored once, at the end), the seed of the split
+            jobs_by_label[job] = TrainJob(folder, config, tasks, tuple(sources),
+                                          (f"train.seed={seed}", "train.val_every_epochs=1000000"))
+            arms[job] = (label, f, seed)
+    results = run_jobs(jobs_by_label, train_root, val_root, train_size=len(train), size=size, images=train_images,
+                       minutes=None, parallel=jobs)
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for job, (metrics, _, _) in results.items():
+        label, _, seed = arms[job]
+        runs.setdefault(label, {})[str(seed)] = {k: v for k, v in metrics.items() if k != "per_stage"}
+    summary = summarise(runs, fractions, seeds)
+    record = {"config": config, "train": str(train_root), "val": str(val_root), "train_images": train_images,
+              "size": size, "fractions": fractions, "seeds": seeds, "labelled_share": labelled_share, "splits": str(out / "splits" / "splits.json"),
+              "runs": runs, "summary": summary, "seconds": round(time.perf_counter() - start, 1)}
+    write_json_atomic(out / "metrics.json", record)
+    figure = plot_study(summary, fractions, out / "study.png")
+    return write_study_report(out, record, figure)
+
+
+def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[float], seeds: int
+              ) -> dict[str, dict[str, Any]]:
+    """Per arm label: mean +- sd over seeds of mean IU, OKS AP and PCKh, and for joint arms Delta_m (per seed against
+    that seed's single-task arms)."""
+    summary: dict[str, dict[str, Any]] = {}
+    for label, by_seed in runs.items():
+        row: dict[str, Any] = {}
+        for name, (section, key) in (("mean_iou", ("segmentation", "mean_iou")), ("ap", ("pose", "ap")),
+                                     ("pckh", ("pose", "pckh"))):
+            row[name] = mean_sd([(m.get(section) or {}).get(key) for m in by_seed.values()])
+        summary[label] = row
+    for f in fractions:
+        joint = arm_label("joint", f)
+        gains = [delta_m(runs[joint][str(s)], {"parts": runs[arm_label("parts", f)][str(s)],
+                                                "pose": runs["pose"][str(s)]})
+                 for s in range(seeds) if str(s) in runs.get(joint, {})]
+        summary[joint]["delta_m"] = mean_sd(gains)
+    return summary
+
+
+def _share(share: float | None) -> str:
+    return "f (uniform over the images)" if share is None else f"{share:.0%}"
+
+
+def _cell(value: tuple[float, float] | None, scale: float = 100.0) -> str:
+    return "–" if value is None else f"{value[0] * scale:.1f} ± {value[1] * scale:.1f}"
+
+
+def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -> Path:
+    """out/report.md: the setting, the table (mean ± sd over seeds, in %), the plot and where the numbers are."""
+    summary, fractions = record["summary"], record["fractions"]
+    lines = [f"# posepart study: {record['seeds']} seed(s), {record['train_images']} training images per model",
+             "", f"Training data `{record['train']}`, validation `{record['val']}`, config `{record['config']}`, "
+             f"{record['size']} px. Part labels on a seeded fraction f of the training images (the subsets: "
+             f"`{record['splits']}`); pose labels on all; in `joint@f` the part-labelled images are "
+             f"{_share(record['labelled_share'])} of the draws. Every arm is the same joint network; a single-task arm has "
+             f"the other task masked. Mean ± sd over seeds, in %; Δm: multi-task gain of a joint arm over `parts@f` "
+             f"(mean IU) and `pose` (OKS AP).", "",
+             "| arm | part labels | mean IU | OKS AP | PCKh@0.5 | Δm |", "|---|---:|---:|---:|---:|---:|"]
+    order = ["pose"] + [arm_label(arm, f) for f in fractions for arm in ("parts", "joint")]
+    for label in order:
+        row = summary[label]
+        share = "none" if label == "pose" else f"{float(label.split('@')[1]) if '@' in label else 1.0:.0%}"
+        lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
+                     f"| {_cell(row.get('delta_m'))} |")
+    if figure is not None:
+        lines += ["", f"![mean IU and OKS AP against the part-label fraction]({figure.name})"]
+    lines += ["", f"Every run's metrics: `metrics.json` (`runs`); finished in {record['seconds']:.0f} s."]
+    report = out / "report.md"
+    atomic_write(report, lambda f: f.write(("\n".join(lines) + "\n").encode("utf-8")))
+    return report
+
+
+def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], path: Path) -> Path | None:
+    """Mean IU and OKS AP against the part-label fraction (error bars: sd over seeds); pose-only as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (seg_ax, pose_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for arm, colour in (("parts", "tab:blue"), ("joint", "tab:red")):
+        for ax, metric in ((seg_ax, "mean_iou"), (pose_ax, "ap")):
+            points = [(f, summary[arm_label(arm, f)][metric]) for f in fractions]
+            points = [(f, v) for f, v in points if v is not None]
+            if points:
+                ax.errorbar([f for f, _ in points], [v[0] for _, v in points], yerr=[v[1] for _, v in points],
+                            marker="o", capsize=3, color=colour, label=f"{arm}@f")
+    pose = summary["pose"]["ap"]
+    if pose is not None:
+        pose_ax.axhline(pose[0], color="tab:green", label="pose only (all images)")
+        pose_ax.axhspan(pose[0] - pose[1], pose[0] + pose[1], color="tab:green", alpha=0.15)
+    for ax, name in ((seg_ax, "mean IU"), (pose_ax, "OKS AP")):
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training images with part labels")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- command line ----------------------------------------------------------------------------------------------------
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.05,0.2,1.0, got {text!r}") from None
+    if not values or any(not 0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {text!r}")
+    return values
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from posepart.data.dataset_args import with_images
+    from posepart.data.synth import SceneConfig
+    from posepart.demo import DEMO_SIZE, synth_cached
+    from posepart.errors import output_folder
+
+    setting = QUICK if args.quick else DEFAULTS
+    fractions = args.label_fractions or list(setting["fractions"])
+    seeds = args.seeds or int(setting["seeds"])
+    images = args.train_images or int(setting["train_images"])
+    if args.jobs < 1 or seeds < 1 or images < 1:
+        raise UsageError("study: --jobs, --seeds and --train-images must be at least 1")
+    size = args.size or DEMO_SIZE
+    out = output_folder(args.out)
+    if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
+        train_root, val_root = args.data / "train", args.data / "val"
+        for root in (train_root, val_root):
+            if not (root / "annotations.json").is_file():
+                raise UsageError(f"study --data {args.data}: expected {root}/annotations.json (ROOT/train and "
+                                 f"ROOT/val in the posepart format, as `posepart demo` writes them)")
+        with_images(PosePartDataset.open(train_root), f"--data {args.data} (train)")
+    else:
+        scene = SceneConfig.easy()
+        train_root = synth_cached(out / "data" / "train", n=args.n_train, seed=0, size=size, scene=scene
+                                  ).annotation_file.parent
+        val_root = synth_cached(out / "data" / "val", n=args.n_val, seed=1, size=size, scene=scene
+                                ).annotation_file.parent
+    if args.labelled_share is not None and not 0.0 < args.labelled_share < 1.0:
+        raise UsageError(f"study --labelled-share must lie in (0, 1), got {args.labelled_share}")
+    report = run_study(out, train_root=train_root, val_root=val_root, fractions=fractions, seeds=seeds,
+                       train_images=images, size=size, config=args.config, jobs=args.jobs,
+                       labelled_share=args.labelled_share)
+    print(report.read_text(encoding="utf-8"))
+    print(f"report: {report}")
+    return 0
+
+
+def add_study_parser(verbs: Any) -> None:
+    p = verbs.add_parser("study", help="the report's thesis: parts on a fraction of the images, pose on all, against "
+                                       "single-task arms (mean ± sd over seeds)")
+    p.add_argument("--out", type=Path, required=True, help="folder: data, splits, runs, metrics.json, report.md")
+    p.add_argument("--data", type=Path, help="ROOT with ROOT/train and ROOT/val in the posepart format (default: the "
+                                             "demo's synthetic scenes, generated under OUT/data)")
+    p.add_argument("--label-fractions", type=_fractions, metavar="F[,F...]",
+                   help="fractions of the training images with part labels (default 0.05,0.2,1.0; --quick 0.1,1.0)")
+    p.add_argument("--seeds", type=int, help="seeds per arm: model initialisation, data order and the subset "
+                                             "(default 3)")
+    p.add_argument("--train-images", type=int, metavar="N",
+                   help="training budget per model in images (default 12000; --quick 6000)")
+    p.add_argument("--quick", action="store_true",
+                   help="the small setting (0.1,1.0; 3 seeds; 6000 images): about 20 minutes on 2 CPU cores")
+    p.add_argument("--labelled-share", type=float, metavar="S",
+                   help="share of each epoch drawn from the part-labelled images in joint@f (default: f, every image "
+                        "drawn equally often; 0.5: half of every epoch has part labels)")
+    p.add_argument("--jobs", type=int, default=3, help="models trained at once, in separate processes")
+    p.add_argument("--config", default="demo_cpu_joint", help="the shipped config of the joint network")
+    p.add_argument("--size", type=int, help="network input side (default: the demo's 128)")
+    p.add_argument("--n-train", type=int, default=2000, help="synthetic training images (without --data)")
+    p.add_argument("--n-val", type=int, default=300, help="synthetic validation images (without --data)")
+    p.set_defaults(run=cmd_study)

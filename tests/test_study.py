@@ -1,0 +1,132 @@
+"""`posepart study`: the part-label subsets (seeded, recorded, disjoint, nested), the arms' task masks (a masked task
+gets exactly zero gradient), the multi-task gain, and the verb end to end on the synthetic default and on a dataset
+given by path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from posepart.cli import main
+from posepart.data.format import PosePartDataset
+from posepart.data.synth import write_synth
+from posepart.engine.config import load_config
+from posepart.engine.data import PosePartDataModule
+from posepart.engine.module import PosePartModule
+from posepart.study import arm_sources, delta_m, make_splits, mean_sd
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    write_synth(root / "train", n=8, seed=0, size=SIZE)
+    write_synth(root / "val", n=3, seed=1, size=SIZE)
+    return root
+
+
+def test_splits_are_seeded_recorded_disjoint_and_nested(data, tmp_path):
+    train = PosePartDataset.open(data / "train")
+    ids = {r.image_id for r in train.records}
+    fractions = [0.25, 0.5, 1.0]
+    first = make_splits(train, fractions, [0, 1], tmp_path / "a")
+    again = make_splits(train, fractions, [0, 1], tmp_path / "b")
+    recorded = json.loads((tmp_path / "a" / "splits.json").read_text())
+    for seed in (0, 1):
+        order = recorded["seeds"][str(seed)]["order"]
+        assert sorted(order) == sorted(ids)
+        for f in fractions:
+            split = first[(seed, f)]
+            assert split.labelled == again[(seed, f)].labelled  # seeded
+            assert len(split.labelled) == math.ceil(f * len(ids)) and list(split.labelled) == order[:len(split.labelled)]
+            assert not set(split.labelled) & set(split.rest) and set(split.labelled) | set(split.rest) == ids
+            subset = PosePartDataset.open(data / "train", annotations=split.labelled_file)
+            assert sorted(r.image_id for r in subset.records) == sorted(split.labelled)
+            people = sum(len(r.annotations) for r in train.records if r.image_id in split.labelled)
+            assert sum(len(r.annotations) for r in subset.records) == people
+        assert set(first[(seed, 0.25)].labelled) <= set(first[(seed, 0.5)].labelled)  # nested
+        assert first[(seed, 1.0)].rest_file is None
+    assert first[(0, 0.5)].labelled != first[(1, 0.5)].labelled  # the seed chooses the subset
+
+
+def _gradients(arm: str, data, splits) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+    """One training batch of the arm: the gradient reaching each output, the loss terms, and each sample's source."""
+    sources, _ = arm_sources(arm, splits[(0, 0.5)], data / "train", data / "val")
+    config = load_config("demo_cpu_joint", [f"data.sources={json.dumps(sources)}", f"data.input_size={SIZE}",
+                                            "data.epoch_size=8", "data.workers=0", "train.precision=32-true"])
+    datamodule = PosePartDataModule(config)
+    datamodule.setup("fit")
+    batch = default_collate([datamodule.train_mapped[(0, i)] for i in range(8)])
+    torch.manual_seed(0)
+    module = PosePartModule(config, datamodule.schema, allowed_sets=datamodule.allowed_sets)
+    output = module.model(batch["image"])
+    maps = {"heatmaps": output.heatmaps[0], "pafs": output.pafs[0], "parts": output.parts[0]}
+    for tensor in maps.values():
+        tensor.retain_grad()
+    result = module.loss_fn(output, batch)
+    result.total.backward()
+    return {k: v.grad for k, v in maps.items()}, {k: float(v) for k, v in result.terms.items()}, batch["source"]
+
+
+def test_the_arms_mask_the_other_task_exactly(data, tmp_path):
+    splits = make_splits(PosePartDataset.open(data / "train"), [0.5], [0], tmp_path)
+    grads, terms, _ = _gradients("parts", data, splits)
+    assert terms["heatmap"] == 0.0 and terms["paf"] == 0.0 and terms["seg"] > 0
+    assert not grads["heatmaps"].any() and not grads["pafs"].any() and grads["parts"].abs().sum() > 0
+    grads, terms, _ = _gradients("pose", data, splits)
+    assert terms["seg"] == 0.0 and terms["heatmap"] > 0
+    assert not grads["parts"].any() and grads["heatmaps"].abs().sum() > 0
+    grads, _, source = _gradients("joint", data, splits)  # parts on the labelled half, pose on both
+    labelled, rest = source == 0, source == 1
+    assert labelled.any() and rest.any()
+    assert not grads["parts"][rest].any() and grads["parts"][labelled].abs().sum() > 0
+    assert grads["heatmaps"][rest].abs().sum() > 0 and grads["heatmaps"][labelled].abs().sum() > 0
+
+
+def test_multi_task_gain_by_hand():
+    joint = {"segmentation": {"mean_iou": 0.6}, "pose": {"ap": 0.3}}
+    singles = {"parts": {"segmentation": {"mean_iou": 0.5}}, "pose": {"pose": {"ap": 0.4}}}
+    assert delta_m(joint, singles) == pytest.approx((0.2 - 0.25) / 2)  # +20 % on parts, -25 % on pose
+    assert delta_m(joint, {**singles, "pose": {"pose": {"ap": 0.0}}}) is None
+    assert mean_sd([0.1, 0.3, None]) == pytest.approx((0.2, math.sqrt(0.02)))
+    assert mean_sd([None]) is None and mean_sd([0.5]) == (0.5, 0.0)
+
+
+def test_study_end_to_end_on_a_dataset_given_by_path(data, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "0.25,1", "--train-images", "8", "--jobs", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert set(record["runs"]) == {"pose", "parts@0.25", "joint@0.25", "parts@1", "joint"}
+    assert "pose" not in record["runs"]["parts@0.25"]["0"] and "segmentation" not in record["runs"]["pose"]["0"]
+    assert {"segmentation", "pose"} <= set(record["runs"]["joint@0.25"]["0"])
+    report = (out / "report.md").read_text()
+    assert "| joint@0.25 | 25% |" in report and "| pose | none |" in report and (out / "study.png").is_file()
+    assert (out / "splits" / "splits.json").is_file() and "report:" in capsys.readouterr().out
+    assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_study_end_to_end_on_the_synthetic_default_with_two_seeds(tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), "--n-train", "8", "--n-val", "3", "--size", str(SIZE), "--seeds", "2",
+                 "--label-fractions", "1", "--train-images", "8", "--jobs", "2"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert set(record["runs"]) == {"pose", "parts@1", "joint"}
+    assert all(set(seeds) == {"0", "1"} for seeds in record["runs"].values())
+    spread = record["summary"]["joint"]["mean_iou"]
+    assert spread is not None and spread[1] >= 0.0  # mean and sd over the two seeds
+    assert (out / "data" / "train" / "annotations.json").is_file()  # generated under OUT/data
+
+
+def test_labelled_share_sets_the_draws_of_the_subset(data, tmp_path):
+    splits = make_splits(PosePartDataset.open(data / "train"), [0.25], [0], tmp_path)
+    uniform, _ = arm_sources("joint", splits[(0, 0.25)], data / "train", data / "val")
+    assert [s["weight"] for s in uniform] == [2, 6]  # every image equally often
+    half, tasks = arm_sources("joint", splits[(0, 0.25)], data / "train", data / "val", labelled_share=0.5)
+    assert [s["weight"] for s in half] == [0.5, 0.5] and tasks == ("parts", "pose")
+    assert [s["tasks"] for s in half] == [["parts", "pose"], ["pose"]]
