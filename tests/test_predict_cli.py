@@ -153,3 +153,29 @@ def test_result_plot_draws_the_prediction_with_its_legend(setup):
         predictor(image).plot()
     with pytest.raises(UsageError, match="the image given is"):
         result.plot(image[:10])
+
+
+def test_results_files_are_replaced_whole_or_not_at_all(setup, tmp_path, capsys, monkeypatch):
+    """keypoints.json and summary.json are written atomically: a disk that fails while they are written leaves the
+    previous run's complete files (before: truncated or overwritten ones) and one `error:` line, exit 2."""
+    import os
+
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--out", str(out),
+            "--quiet", "--no-overlays"]
+    assert main(args) == 0
+    before = {name: (out / name).read_text() for name in ("keypoints.json", "summary.json")}
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(tuple(f"{n}.tmp-{os.getpid()}" for n in before)):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    capsys.readouterr()
+    assert main([*args, "--flip"]) == 2  # another run (flip TTA) whose results cannot be written
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "keypoints.json" in err[-1] and "No space left" in err[-1]
+    assert {name: (out / name).read_text() for name in before} == before
+    assert not list(out.glob(".*.tmp-*"))

@@ -144,10 +144,10 @@ def remove_orphans(folder: str | Path) -> list[Path]:
     return removed
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> None:
     """Write JSON so that readers see either the old or the complete new file, never a partial one. An OSError
     (read-only folder, full disk) is an OutputError naming `path` (`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(json.dumps(data).encode("utf-8")))
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=indent).encode("utf-8")))
 
 
 LOCK_FILE = ".posepart.lock"

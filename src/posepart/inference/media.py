@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError
+from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
@@ -280,8 +281,7 @@ def _video(run: _Run, source: Source) -> None:
     if not frames:
         run.fail(source.location, f"{what}: no readable frames")
     else:
-        with writing(folder / f"{source.name}.json"):
-            (folder / f"{source.name}.json").write_text(json.dumps(results))
+        write_json_atomic(folder / f"{source.name}.json", results)
         run.videos.append({"file": str(source.location), "name": source.name, "video": str(video_path),
                            "frames": frames, "fps": fps, "people": people})
     if stop:
@@ -309,9 +309,8 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
         interrupted = True
         tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
     summary = {**run.summary(), "interrupted": interrupted}
+    # atomically: a disk that fills now, or a second Ctrl-C, leaves the previous complete file rather than half of one
     if images or not sources:
-        with writing(options.out / "keypoints.json"):
-            (options.out / "keypoints.json").write_text(json.dumps(run.results))
-    with writing(options.out / "summary.json"):
-        (options.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_json_atomic(options.out / "keypoints.json", run.results)
+    write_json_atomic(options.out / "summary.json", summary, indent=1)
     return summary
