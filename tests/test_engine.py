@@ -320,8 +320,8 @@ def poison_loss(monkeypatch, steps: dict[int, list[str]]) -> None:
     original = PosePartLoss.forward
     calls = {"train": 0}
 
-    def poisoned(self, output, batch):
-        result = original(self, output, batch)
+    def poisoned(self, output, batch, **options):
+        result = original(self, output, batch, **options)
         if self.training:
             calls["train"] += 1
             for name in steps.get(calls["train"], []):

@@ -150,6 +150,10 @@ class LossConfig:
     # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
     # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.
     weighting_lr: float | None = None
+    # How the tasks' gradients combine into the step: "sum" (the gradient of the total, as usual) or a Jacobian-
+    # descent aggregator of torchjd over one gradient row per task the batch supervises (a task no sample of the
+    # batch labels gives no row): "upgrad" (projections onto the dual cone), "pcgrad", "mgda" (min-norm).
+    aggregator: Literal["sum", "upgrad", "pcgrad", "mgda"] = "sum"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - {"seg", "heatmap", "paf"})

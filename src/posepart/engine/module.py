@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
-from posepart.engine.config import Config
+from posepart.engine.config import Config, ConfigError
 from posepart.evaluate import Evaluator, Prediction
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
-from posepart.losses import FixedWeighting, PosePartLoss, UncertaintyWeighting
+from posepart.losses import FixedWeighting, LossResult, PosePartLoss, UncertaintyWeighting
 from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
 
@@ -93,6 +93,7 @@ class PosePartModule(pl.LightningModule):
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
         self._predictor: Predictor | None = None  # during validation: the Predictor that scores it
+        self._step_result: LossResult | None = None  # the training step's losses, until `backward` takes them
         self._overlays: list[np.ndarray] = []
 
     def forward(self, image: Tensor) -> ModelOutput:
@@ -176,7 +177,10 @@ class PosePartModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         output = self(batch["image"])
-        result = self.loss_fn(output, batch)
+        aggregated = self.config.loss.aggregator != "sum"
+        result = self.loss_fn(output, batch, keep_tasks=aggregated)
+        if aggregated:
+            self._step_result = result  # for `backward`; a plain step keeps no state (torch.compile traces it)
         self._unchecked.append((self.global_step, self.current_epoch, result.terms))  # no host sync: check_finite
         size = batch["image"].shape[0]
         if self._logged_step(self.global_step):
@@ -190,6 +194,29 @@ class PosePartModule(pl.LightningModule):
             self.log("train/skipped", batch["skipped"].sum().float(), on_step=False, on_epoch=True, reduce_fx="sum",
                      batch_size=size, sync_dist=True)
         return result.total
+
+    def on_fit_start(self) -> None:
+        aggregator = self.config.loss.aggregator
+        if aggregator != "sum" and self.trainer.world_size > 1:
+            # torchjd computes the rows with autograd.grad, which DDP's gradient all-reduce hooks do not see
+            raise ConfigError(f"loss.aggregator: {aggregator!r} runs in one process only; this run has "
+                              f"{self.trainer.world_size} (use loss.aggregator=sum with DDP)")
+        if aggregator != "sum" and self.config.train.compile:
+            raise ConfigError(f"loss.aggregator: {aggregator!r} is not supported with train.compile (the rows are "
+                              f"taken outside the compiled step); set one of them back")
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """The gradient of the total (`loss.aggregator: sum`), or torchjd's aggregation of one gradient row per task
+        this batch supervises (`aggregation.aggregate_task_gradients`)."""
+        if self.config.loss.aggregator == "sum" or self._step_result is None:
+            super().backward(loss, *args, **kwargs)
+            return
+        from posepart.engine.aggregation import aggregate_task_gradients
+
+        aggregate_task_gradients(self._step_result, self.config.loss.aggregator,
+                                 [p for p in self.model.parameters() if p.requires_grad],
+                                 [p for p in self.loss_fn.parameters() if p.requires_grad])
+        self._step_result = None
 
     def planned_steps(self) -> int:
         """Optimizer steps the config asks for (max_steps, else max_epochs x batches per epoch): a function of the

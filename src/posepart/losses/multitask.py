@@ -19,10 +19,14 @@ TASK_OUTPUTS: dict[str, str] = {"seg": "parts", "heatmap": "heatmaps", "paf": "p
 
 @dataclass
 class LossResult:
-    """`total` to backpropagate; `terms`: detached values for logging ("seg", "heatmap/stage1", "total", ...)."""
+    """`total` to backpropagate; `terms`: detached values for logging ("seg", "heatmap/stage1", "total", ...);
+    with `keep_tasks`, `tasks`: each task's weighted term (total = their sum; what a gradient aggregator takes one row
+    from) and `present`: whether the batch supervises that task at all (0-dim bool)."""
 
     total: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+    tasks: dict[str, Tensor] = field(default_factory=dict)
+    present: dict[str, Tensor] = field(default_factory=dict)
 
 
 def output_stages(output: Any, name: str) -> list[Tensor]:
@@ -83,8 +87,10 @@ class PosePartLoss(nn.Module):
             return self.seg.prepare_labels(batch["parts"], batch.get("has_parts"))[1].any()
         return self.pose.weight(task, batch).any()  # type: ignore[arg-type]
 
-    def forward(self, output: Any, batch: Mapping[str, Tensor]) -> LossResult:
-        """output: ModelOutput (or mapping) with per-stage lists `parts`, `heatmaps`, `pafs`; batch: see conventions."""
+    def forward(self, output: Any, batch: Mapping[str, Tensor], *, keep_tasks: bool = False) -> LossResult:
+        """output: ModelOutput (or mapping) with per-stage lists `parts`, `heatmaps`, `pafs`; batch: see conventions.
+        keep_tasks: also return each task's weighted term and presence (for gradient aggregation; off by default:
+        a compiled training step must not return them)."""
         task_losses: dict[str, Tensor] = {}
         present: dict[str, Tensor] = {}
         terms: dict[str, Tensor] = {}
@@ -99,7 +105,10 @@ class PosePartLoss(nn.Module):
             terms.update({f"{task}/stage{i + 1}": loss.detach() for i, loss in enumerate(per_stage)})
         if not task_losses:
             raise ValueError("the model output has no parts, heatmaps or pafs stages to supervise")
-        total = self.weighting(task_losses, present)
+        weighted = self.weighting.terms(task_losses, present)
+        total = torch.stack(list(weighted.values())).sum()
         terms["total"] = total.detach()
         terms.update(self.weighting.log_terms())
-        return LossResult(total=total, terms=terms)
+        if not keep_tasks:
+            return LossResult(total=total, terms=terms)
+        return LossResult(total=total, terms=terms, tasks=weighted, present=present)

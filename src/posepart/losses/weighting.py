@@ -3,7 +3,8 @@
 A weighting is an `nn.Module` (so learnable weightings register their parameters with the `PosePartLoss` that holds
 them — the optimizer must be given `loss_fn.parameters()` too). It receives only the tasks present in this step
 (a model without a seg head produces no "seg" entry), so absent tasks contribute neither loss nor regulariser.
-To add a scheme, subclass `TaskWeighting` and implement `forward`.
+To add a scheme, subclass `TaskWeighting` and implement `terms`; the total is their sum (gradient aggregation,
+`loss.aggregator`, combines the gradients of the terms instead).
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from torch import Tensor, nn
 
 
 class TaskWeighting(nn.Module, ABC):
-    """Maps {task name: scalar loss} to the scalar total to minimise."""
+    """Maps {task name: scalar loss} to each task's weighted term; the total to minimise is their sum."""
 
     @abstractmethod
+    def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Each task's weighted term. `present` (0-dim bool tensors, default all True) says which tasks this batch
+        supervises at all: a task it lacks must add nothing, regulariser included."""
+
     def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
-        """The weighted total of the given per-task losses. `present` (0-dim bool tensors, default all True) says
-        which tasks this batch supervises at all: a task it lacks must add nothing, regulariser included."""
+        """The weighted total: the sum of `terms`."""
+        if not losses:
+            raise ValueError("no task losses to weight")
+        return torch.stack(list(self.terms(losses, present).values())).sum()
 
     def log_terms(self) -> dict[str, Tensor]:
         """Detached values worth logging (e.g. learned weights); none by default."""
@@ -39,11 +46,9 @@ class FixedWeighting(TaskWeighting):
         self.weights = dict(weights or {})
         self.default = float(default)
 
-    def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
-        if not losses:
-            raise ValueError("no task losses to weight")
+    def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         # an unsupervised task's loss is already exactly 0 (masked), so `present` changes nothing here
-        return torch.stack([self.weights.get(name, self.default) * loss for name, loss in losses.items()]).sum()
+        return {name: self.weights.get(name, self.default) * loss for name, loss in losses.items()}
 
 
 class UncertaintyWeighting(TaskWeighting):
@@ -81,10 +86,8 @@ class UncertaintyWeighting(TaskWeighting):
         except KeyError:
             raise KeyError(f"task {task!r} has no uncertainty parameter; known: {', '.join(self.tasks)}") from None
 
-    def forward(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> Tensor:
-        if not losses:
-            raise ValueError("no task losses to weight")
-        terms = []
+    def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        terms = {}
         for name, loss in losses.items():
             s = self.log_var(name)
             term = torch.exp(-s) * loss + self.priorities[name] * s
@@ -92,8 +95,8 @@ class UncertaintyWeighting(TaskWeighting):
                 # Without this, a task no sample of the batch labels still pulls s down by its regulariser; over a
                 # run with that task masked, s -> -inf and exp(-s) * 0 becomes NaN. torch.where: no host sync.
                 term = torch.where(present[name], term, torch.zeros_like(term))
-            terms.append(term)
-        return torch.stack(terms).sum()
+            terms[name] = term
+        return terms
 
     def log_terms(self) -> dict[str, Tensor]:
         return {f"log_var/{t}": self.log_vars[i].detach() for t, i in self._index.items()}
