@@ -16,17 +16,19 @@ images of one 2-thread training (README, "The main job").
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import multiprocessing
 import os
 import sys
 import time
-import csv
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
@@ -35,7 +37,6 @@ from posepart.data.writer import write_json_atomic
 from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
-from tqdm import tqdm
 
 DEFAULT_TRAIN_IMAGES = 12000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU

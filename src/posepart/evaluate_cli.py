@@ -40,7 +40,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
     read in the checkpoint's schema when its own differs, the COCO keypoint results scored)."""
     from posepart.engine.checkpoint import load_model
-    from posepart.evaluate_model import DatasetEvaluator, evaluate_model
+    from posepart.evaluate_model import evaluate_model
     from posepart.inference.backends import torch_device
 
     torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
@@ -52,13 +52,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
               f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
         dataset = map_dataset(dataset, loaded.schema)
     loaded.head.check_stride(args.stride, "evaluate --stride")
-    evaluator = DatasetEvaluator(dataset.schema, pose=loaded.head.has_pose, parts=loaded.head.has_parts)
+    results: list[dict] = []
     metrics, overlays = evaluate_model(
         loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
-        device=args.device, overlays=args.overlays, workers=args.workers, evaluator=evaluator)
+        device=args.device, overlays=args.overlays, workers=args.workers, results=results)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset, evaluator.results
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset, results
 
 
 def _evaluate_sources(args: argparse.Namespace) -> int:

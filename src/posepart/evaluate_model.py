@@ -174,7 +174,7 @@ def evaluate_model(
     overlays: int = 0,
     workers: int = 0,
     tasks: Collection[str] | None = None,
-    evaluator: DatasetEvaluator | None = None,
+    results: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score `model` on `dataset` -> (metrics.json dict, the first `overlays` overlay images (H, W, 3) uint8 RGB).
 
@@ -182,31 +182,31 @@ def evaluate_model(
     unreadable) plus `per_stage`: one {"segmentation", "pose"} dict per stage. The maps are read as the model's own
     `meta` describes them; the caller's model is not changed (the Predictor runs a copy). `tasks` ("pose", "parts"):
     score and draw only these (a head trained with its task masked predicts noise); None: every head the model has.
-    Pass an `evaluator` to read more of it afterwards (its `results`: the COCO results scored).
+    `results`, when given, receives the final stage's COCO keypoint results that were scored.
     """
     predictor = evaluation_predictor(model, input_size=input_size, batch_size=batch_size, device=device,
                                      decode_config=decode_config)
     return evaluate_predictor(predictor, dataset, progress=progress, overlays=overlays, workers=workers, tasks=tasks,
-                              evaluator=evaluator)
+                              results=results)
 
 
 def evaluate_predictor(
     predictor: Predictor, dataset: PosePartDataset, *, progress: bool = True, overlays: int = 0, workers: int = 0,
-    tasks: Collection[str] | None = None, evaluator: DatasetEvaluator | None = None,
+    tasks: Collection[str] | None = None, results: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """`evaluate_model` for any Predictor (an export too: ONNX and TorchScript give the final stage only)."""
     from posepart.inference.draw import draw_result
 
     pose = predictor.info.has_pose and (tasks is None or "pose" in tasks)
     parts = predictor.info.has_parts and (tasks is None or "parts" in tasks)
-    if evaluator is None:
-        evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
-    evaluator.reset()
+    evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):
         if len(drawn) < overlays:
             shown = replace(result, people=result.people if pose else [], parts=result.parts if parts else None)
             drawn.append(draw_result(image, shown, predictor.schema))
+    if results is not None:
+        results.extend(evaluator.results)
     return evaluator.evaluate(), drawn
 
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from posepart.data.format import PosePartDataset
+from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import atomic_write, write_json_atomic
 from posepart.errors import UsageError
 
@@ -296,8 +296,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
         train_root, val_root = args.data / "train", args.data / "val"
         for root in (train_root, val_root):
-            if not (root / "annotations.json").is_file():
-                raise UsageError(f"study --data {args.data}: expected {root}/annotations.json (ROOT/train and "
+            if not (root / ANNOTATIONS_FILE).is_file():
+                raise UsageError(f"study --data {args.data}: expected {root / ANNOTATIONS_FILE} (ROOT/train and "
                                  f"ROOT/val in the posepart format, as `posepart demo` writes them)")
         with_images(PosePartDataset.open(train_root), f"--data {args.data} (train)")
     else:

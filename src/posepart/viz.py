@@ -28,6 +28,8 @@ def legend(schema: Schema, width: int, *, scale: float = 0.4) -> np.ndarray:
                     for i, name in enumerate(schema.part_classes) if i > 0]
     if schema.has_pose:
         entries += [(name, tuple(colour), False) for name, colour in zip(schema.keypoints, schema.joint_colours)]
+    if not entries:
+        return np.full((0, width, 3), 255, np.uint8)
     line_h, box, gap = int(round(28 * scale)) + 6, int(round(24 * scale)), 10
     lines: list[list[tuple[int, tuple[str, tuple[int, int, int], bool]]]] = [[]]
     x = gap
@@ -38,8 +40,6 @@ def legend(schema: Schema, width: int, *, scale: float = 0.4) -> np.ndarray:
             x = gap
         lines[-1].append((x, entry))
         x += w
-    if not entries:
-        return np.full((0, width, 3), 255, np.uint8)
     strip = np.full((len(lines) * line_h + 4, width, 3), 255, np.uint8)
     for row, line in enumerate(lines):
         y = 2 + row * line_h + (line_h - box) // 2
