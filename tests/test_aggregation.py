@@ -1,4 +1,5 @@
-"""`loss.aggregator`: torchjd's aggregation of one gradient row per supervised task (posepart.engine.aggregation)."""
+"""Multi-task optimisers: `loss.aggregator` (torchjd's aggregation of one gradient row per supervised task,
+posepart.engine.aggregation) and the adaptive task weightings `loss.weighting: dwa | gradnorm`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from torch.utils.data import default_collate
 
 from posepart.data.synth import write_synth
 from posepart.engine.aggregation import aggregate_task_gradients
-from posepart.engine.config import load_config
+from posepart.engine.checkpoint import load_checkpoint
+from posepart.engine.config import ConfigError, load_config
 from posepart.engine.data import PosePartDataModule
-from posepart.engine.module import PosePartModule
+from posepart.engine.module import PosePartModule, last_shared_layer
 from posepart.engine.train import train
+from posepart.losses import DynamicWeightAverage, GradNormWeighting
 
 SIZE = 64
 TINY = ["model.name=joint_vgg16", "model.stages=1", "model.width=0.125", "model.fc_width=32", "model.batch_norm=true",
@@ -100,3 +103,92 @@ def test_training_with_an_aggregator(root, tmp_path, precision):
                                 "train.max_epochs=-1", "train.log_every_steps=1", f"train.precision={precision}"])
     result = train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False)
     assert result.last is not None and result.last.is_file()
+
+
+# -- task weightings that adapt: DWA and GradNorm ----------------------------------------------------------------------
+def test_dwa_weights_by_hand():
+    dwa = DynamicWeightAverage(["a", "b"], period=2, temperature=2.0)
+    yes, no = torch.tensor(True), torch.tensor(False)
+    for a, b in ((4.0, 2.0), (4.0, 2.0)):  # period 1: means 4, 2
+        terms = dwa({"a": torch.tensor(a), "b": torch.tensor(b)})
+        assert float(terms) == pytest.approx(a + b)  # weights 1 until two periods are complete
+    dwa({"a": torch.tensor(2.0), "b": torch.tensor(2.0)})
+    dwa({"a": torch.tensor(2.0), "b": torch.tensor(9.0)}, present={"a": yes, "b": no})  # b absent: not counted
+    # period 2: means a 2, b 2 -> w = (2/4, 2/2) -> lambda = 2 softmax((0.25, 0.5))
+    expected = 2 * torch.softmax(torch.tensor([0.25, 0.5]), 0)
+    torch.testing.assert_close(dwa.weights(), expected)
+    terms = dwa.terms({"a": torch.tensor(1.0), "b": torch.tensor(1.0)})
+    assert float(terms["b"]) == pytest.approx(float(expected[1]))
+    dwa.eval()  # validation steps do not count
+    state = {k: v.clone() for k, v in dwa.state_dict().items()}
+    dwa({"a": torch.tensor(100.0), "b": torch.tensor(100.0)})
+    for key, value in dwa.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+
+
+def test_gradnorm_moves_the_weights_towards_equal_gradient_norms_by_hand():
+    shared = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    gradnorm = GradNormWeighting(["a", "b"], alpha=1.5)
+    yes = torch.tensor(True)
+
+    def step(scale_a: float, scale_b: float) -> torch.Tensor:
+        gradnorm.weights.grad = None
+        terms = gradnorm.terms({"a": scale_a * shared[0] * 3.0, "b": scale_b * shared[0]})
+        gradnorm.balance(terms, {"a": yes, "b": yes}, [shared])
+        return gradnorm.weights.grad.clone()
+
+    # G = (3, 1) at w = (1, 1); first step: L(0) = L, so r = 1 and both targets are mean(G) = 2
+    torch.testing.assert_close(step(1.0, 1.0), torch.tensor([3.0, -1.0]))  # sign(G - 2) * G / w
+    torch.testing.assert_close(gradnorm.initial, torch.tensor([3.0, 1.0]))
+    # task b's loss has not moved, a's halved: r = (0.5, 1) / 0.75, targets mean(G') * r^1.5 with G' = (1.5, 1)
+    g = torch.tensor([1.5, 1.0])
+    target = g.mean() * (torch.tensor([0.5, 1.0]) / 0.75) ** 1.5
+    torch.testing.assert_close(step(0.5, 1.0), torch.sign(g - target) * g)
+    with torch.no_grad():
+        gradnorm.weights.copy_(torch.tensor([3.0, 1.0]))
+    gradnorm.renormalise()
+    torch.testing.assert_close(gradnorm.weights.detach(), torch.tensor([1.5, 0.5]))  # sum K = 2
+
+
+def test_gradnorm_gives_a_task_the_batch_lacks_no_weight_gradient(root):
+    module, batch = _setup(root, "loss.weighting=gradnorm")
+    weighting = module.loss_fn.weighting
+    result = module.loss_fn(module.model(batch["image"]), batch, keep_tasks=True)
+    weighting.balance(result.tasks, result.present, last_shared_layer(module.model))
+    assert (weighting.weights.grad != 0).all()  # every task's gradient reaches the last shared layer
+    weighting.weights.grad, weighting.initial[:] = None, float("nan")
+    batch["has_parts"] = torch.zeros_like(batch["has_parts"])
+    result = module.loss_fn(module.model(batch["image"]), batch, keep_tasks=True)
+    weighting.balance(result.tasks, result.present, last_shared_layer(module.model))
+    grad = dict(zip(weighting.tasks, weighting.weights.grad.tolist()))
+    assert grad["seg"] == 0.0 and grad["heatmap"] != 0.0 and grad["paf"] != 0.0
+    assert torch.isnan(weighting.initial[weighting.tasks.index("seg")])  # no L(0) for a task never seen
+    # the network's loss does not reach the weights: they learn from GradNorm alone
+    result.total.backward()
+    assert weighting.weights.grad.tolist() == list(grad.values())
+
+
+@pytest.mark.parametrize("weighting", ["dwa", "gradnorm"])
+def test_training_with_an_adaptive_weighting_logs_and_resumes(root, tmp_path, weighting):
+    settings = [*TINY, f"data.train={root}", f"loss.weighting={weighting}", "loss.dwa_period=1", "train.max_epochs=2",
+                "train.log_every_steps=1", "train.max_steps=-1"]
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+    full = train(load_config(None, settings), tmp_path / "full", **quiet)
+    assert "train/weight/heatmap" in full.metrics
+    state = load_checkpoint(full.last)["state_dict"]
+    if weighting == "gradnorm":
+        assert float(state["loss_fn.weighting.weights"].sum()) == pytest.approx(3.0)  # renormalised to K
+    else:
+        assert int(state["loss_fn.weighting.steps"]) == 2 and bool((state["loss_fn.weighting.means"] > 0).all())
+    first = train(load_config(None, settings), tmp_path / "cut", max_epochs=1, **quiet)
+    resumed = train(load_config(None, settings), tmp_path / "cut", resume=first.last, **quiet)
+    other = load_checkpoint(resumed.last)["state_dict"]
+    for key in state:
+        torch.testing.assert_close(state[key], other[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_gradnorm_config_conflicts_are_errors():
+    with pytest.raises(ConfigError, match="gradnorm learns the task weights"):
+        load_config(None, ["loss.weighting=gradnorm", "loss.weights.seg=2"])
+    with pytest.raises(ConfigError, match="does not combine"):
+        load_config(None, ["loss.weighting=gradnorm", "loss.aggregator=upgrad"])

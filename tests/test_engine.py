@@ -398,8 +398,11 @@ def test_config_validation_is_strict_and_names_nested_keys():
     assert error("data.sources=[{name: a, train: {root: x, bogus: 1}}]").startswith(
         "data.sources[0].train.bogus: unknown key; known: root, annotations, images, parts")
     assert error("data.sources=[{name: a, train: 5}]") == "data.sources[0].train: Input should be a valid string, got 5"
+    assert error("data.sources=[{name: a, train: {annotations: x}}]") == (  # the settings class's own check
+        "data.sources[0].train: give root, both annotations and images, or images alone (an unlabelled source)")
     assert error("data.sources=[{name: a, train: {images: x}}]") == (
-        "data.sources[0].train: give root, or both annotations and images")  # the settings class's own check
+        "data.sources[0]: train: a folder of images alone (x) has no labels: only the train data of an unlabelled "
+        "source (unlabelled: true) may be one")
     assert error("loss.weights={heatmap: x}") == "loss.weights.heatmap: Input should be a valid number, got 'x'"
     assert error("data.augment.scale_min=2").startswith("data.augment: need 0 < scale_min <= scale_max")
     config = load_config(None, ["optim.lr=1e-3", "train.devices=2", "train.precision=32", "data.train=a/b"])

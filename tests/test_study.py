@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from torch.utils.data import default_collate
 
 from posepart.cli import main
@@ -128,5 +129,52 @@ def test_labelled_share_sets_the_draws_of_the_subset(data, tmp_path):
     uniform, _ = arm_sources("joint", splits[(0, 0.25)], data / "train", data / "val")
     assert [s["weight"] for s in uniform] == [2, 6]  # every image equally often
     half, tasks = arm_sources("joint", splits[(0, 0.25)], data / "train", data / "val", labelled_share=0.5)
-    assert [s["weight"] for s in half] == [0.5, 0.5] and tasks == ("parts", "pose")
+    assert [s["weight"] for s in half] == [4.0, 4.0] and tasks == ("parts", "pose")
     assert [s["tasks"] for s in half] == [["parts", "pose"], ["pose"]]
+
+
+def test_unlabelled_images_are_held_out_of_every_arm_and_fed_to_self_training(data, tmp_path):
+    train = PosePartDataset.open(data / "train")
+    splits = make_splits(train, [0.25, 1.0], [0], tmp_path, unlabelled_share=0.5)
+    recorded = json.loads((tmp_path / "splits.json").read_text())["seeds"]["0"]
+    quarter, full = splits[(0, 0.25)], splits[(0, 1.0)]
+    assert len(quarter.unlabelled) == recorded["unlabelled"] == 4
+    assert list(quarter.unlabelled) == recorded["order"][4:]  # the end of the seed's order
+    pool = set(full.labelled)
+    assert len(pool) == 4 and not pool & set(quarter.unlabelled)
+    assert len(quarter.labelled) == 1 and set(quarter.labelled) | set(quarter.rest) == pool
+    pose, _ = arm_sources("pose", quarter, data / "train", data / "val")
+    opened = PosePartDataset.open(data / "train", annotations=pose[0]["train"]["annotations"])
+    assert {r.image_id for r in opened.records} == pool  # pose learns from the labelled pool only
+    st, tasks = arm_sources("joint+st", quarter, data / "train", data / "val")
+    assert [s["name"] for s in st] == ["labelled", "rest", "unlabelled"] and tasks == ("parts", "pose")
+    assert st[2]["unlabelled"] and "tasks" not in st[2] and st[2]["weight"] == 4
+    opened = PosePartDataset.open(data / "train", annotations=st[2]["train"]["annotations"])
+    assert {r.image_id for r in opened.records} == set(quarter.unlabelled)
+
+
+def test_study_with_self_training_end_to_end(data, tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "1", "--train-images", "8", "--jobs", "1", "--self-train",
+                 "--set", "loss.weighting=dwa"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["overrides"] == ["loss.weighting=dwa"]
+    for run in ("joint_st_seed0", "pose_seed0"):  # every arm trained with the override
+        assert yaml.safe_load((out / "runs" / run / "config.yaml").read_text())["loss"]["weighting"] == "dwa"
+    assert set(record["runs"]) == {"pose", "parts@1", "joint", "joint+st"} and record["unlabelled"] == 0.5
+    assert set(record["summary"]["joint+st"]) == {"mean_iou", "ap", "pckh", "delta_m"}
+    assert {"segmentation", "pose"} <= set(record["runs"]["joint+st"]["0"])
+    assert "| joint+st | 100% |" in (out / "report.md").read_text()
+    assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(data), "--self-train",
+                 "--unlabelled", "0"]) == 2
+    assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(data), "--set", "loss.weighting=nope"]) == 2
+    assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(data), "--arms", "joint+st"]) == 2
+    # one arm alone (to compare with an earlier study's): no single-task arm, so no Δm
+    only = tmp_path / "only"
+    assert main(["study", "--out", str(only), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "1", "--train-images", "8", "--jobs", "1", "--self-train",
+                 "--arms", "joint+st"]) == 0
+    record = json.loads((only / "metrics.json").read_text())
+    assert set(record["runs"]) == {"joint+st"} and record["summary"]["joint+st"]["delta_m"] is None
+    assert "| joint+st |" in (only / "report.md").read_text()

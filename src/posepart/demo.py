@@ -168,13 +168,15 @@ def _steps_logged(run: Path, since: float) -> int:
 @dataclass(frozen=True)
 class TrainJob:
     """One model to train and score with `train_and_score`: its run folder, shipped config, the tasks it trains and
-    scores (None: all its heads), its `data.sources` entries (None: the whole training set) and more `--set`s."""
+    scores (None: all its heads), its `data.sources` entries (None: the whole training set), more `--set`s and its
+    budget in images (None: the one `run_jobs` is given)."""
 
     out: Path
     config: str
     tasks: tuple[str, ...] | None = None
     sources: tuple[dict[str, Any], ...] | None = None
     extra: tuple[str, ...] = ()
+    images: int | None = None
 
 
 def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
@@ -182,12 +184,12 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     """Train and score every job (label -> job), `parallel` at once, each in its own process with cpu_count //
     parallel threads and its log in job.out/train.log, under one combined progress line; 1 = one after another in
     this process, with progress bars. Returns {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
-    common: dict[str, Any] = dict(train_size=train_size, size=size, images=images, minutes=minutes)
+    common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes)
 
     def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return ((job.out, job.config, train_root, val_root),
                 dict(tasks=job.tasks, sources=None if job.sources is None else list(job.sources),
-                     extra=job.extra, **common))
+                     extra=job.extra, images=job.images or images, **common))
 
     if parallel <= 1:
         results = {}
@@ -197,7 +199,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
         return results
     parallel = min(parallel, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {images} images "
+    budgets = " or ".join(str(n) for n in sorted({job.images or images for job in jobs.values()}))
+    print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {budgets} images "
           f"each; logs: <model folder>/train.log under {Path(os.path.commonpath([str(j.out) for j in jobs.values()]))}",
           flush=True)
     results = {}
@@ -205,7 +208,7 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     start = time.perf_counter()
     from posepart.engine.config import load_config, shipped_config
 
-    planned = {label: planned_steps(images, load_config(shipped_config(job.config)).data.batch_size)
+    planned = {label: planned_steps(job.images or images, load_config(shipped_config(job.config)).data.batch_size)
                for label, job in jobs.items()}
     since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.

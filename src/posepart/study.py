@@ -7,7 +7,11 @@ and these arms train:
 - `parts@f`: parts only, on the part-labelled subset;
 - `joint@f`: parts on the subset and pose on every image (the report's proposal; the rest of the images carry pose
   labels alone); at f = 1 this is the joint model on all labels, `joint`;
-- `pose` (once per seed): pose only, on every image.
+- `pose` (once per seed): pose only, on every image;
+- `joint@f+st` (with `--self-train`): `joint@f` plus self-training (`train.self_training`) on the images that carry
+  no labels at all: a seeded share `--unlabelled` of the training images, held out of every arm's labels (the other
+  arms then train on the labelled rest). The arm sees the labelled images as often as `joint@f` does, and the
+  unlabelled ones besides (each image equally often), as semi-supervised methods add unlabelled batches.
 Single-task arms are the joint network with the other task masked (`data.sources` tasks), so a difference between
 arms is the sharing, not the head. Every arm is scored on the whole validation set, for the tasks it trains.
 
@@ -40,7 +44,8 @@ METRICS = {"parts": ("segmentation", "mean_iou"), "pose": ("pose", "ap")}  # eac
 
 @dataclass(frozen=True)
 class Split:
-    """The part-labelled subset of one seed and fraction: image ids, and the annotation files of both halves."""
+    """The part-labelled subset of one seed and fraction: image ids, and the annotation files of both halves; with
+    an unlabelled share, the labelled pool (what pose is learned from) and the images without any label."""
 
     seed: int
     fraction: float
@@ -48,6 +53,9 @@ class Split:
     rest: tuple[int, ...]
     labelled_file: Path
     rest_file: Path | None  # None at f = 1 (no image without part labels)
+    pool_file: Path | None = None  # every labelled image (None: the whole training set)
+    unlabelled: tuple[int, ...] = ()
+    unlabelled_file: Path | None = None
 
 
 def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
@@ -72,54 +80,75 @@ def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Pa
     return path
 
 
-def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Sequence[int], folder: Path
-                ) -> dict[tuple[int, float], Split]:
+def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Sequence[int], folder: Path,
+                unlabelled_share: float = 0.0) -> dict[tuple[int, float], Split]:
     """Every (seed, fraction) split, with its annotation files under `folder`, and folder/splits.json recording the
-    order of each seed (so any subset can be rebuilt)."""
+    order of each seed (so any subset can be rebuilt). With `unlabelled_share` u, the last floor(u * n) images of a
+    seed's order carry no label in any arm, and the fractions are of the labelled rest."""
     splits: dict[tuple[int, float], Split] = {}
-    record: dict[str, Any] = {"dataset": str(dataset.annotation_file), "seeds": {}}
+    record: dict[str, Any] = {"dataset": str(dataset.annotation_file), "unlabelled_share": unlabelled_share,
+                              "seeds": {}}
     for seed in seeds:
         order = image_order(dataset, seed)
-        record["seeds"][str(seed)] = {"order": order, "sizes": {}}
+        n_unlabelled = math.floor(unlabelled_share * len(order) + 1e-9)
+        pool, unlabelled = order[: len(order) - n_unlabelled], tuple(order[len(order) - n_unlabelled :])
+        record["seeds"][str(seed)] = {"order": order, "unlabelled": len(unlabelled), "sizes": {}}
+        extra: dict[str, Any] = {}
+        if unlabelled:
+            extra = {"pool_file": write_subset(dataset, pool, folder / f"seed{seed}_pool.json"),
+                     "unlabelled": unlabelled,
+                     "unlabelled_file": write_subset(dataset, unlabelled, folder / f"seed{seed}_unlabelled.json")}
         for f in fractions:
-            k = subset_size(len(order), f)
-            labelled, rest = tuple(order[:k]), tuple(order[k:])
+            k = subset_size(len(pool), f)
+            labelled, rest = tuple(pool[:k]), tuple(pool[k:])
             record["seeds"][str(seed)]["sizes"][f"{f:g}"] = k
             labelled_file = write_subset(dataset, labelled, folder / f"seed{seed}_f{f:g}_labelled.json")
             rest_file = write_subset(dataset, rest, folder / f"seed{seed}_f{f:g}_rest.json") if rest else None
-            splits[(seed, f)] = Split(seed, f, labelled, rest, labelled_file, rest_file)
+            splits[(seed, f)] = Split(seed, f, labelled, rest, labelled_file, rest_file, **extra)
     write_json_atomic(folder / "splits.json", record)
     return splits
 
 
-def arm_sources(arm: str, split: Split | None, train_root: Path, val_root: Path, labelled_share: float | None = None
+def arm_sources(arm: str, split: Split, train_root: Path, val_root: Path, labelled_share: float | None = None
                 ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
-    """(`data.sources` entries, trained tasks) of an arm. In `joint@f` the part-labelled subset gets `labelled_share`
-    of each epoch's draws (None: its size's share, so every training image is drawn equally often)."""
-    def subset(name: str, file: Path, tasks: list[str], n: int, val: bool) -> dict[str, Any]:
-        entry = {"name": name, "train": {"root": str(train_root), "annotations": str(file)}, "tasks": tasks,
-                 "weight": n}
+    """(`data.sources` entries, trained tasks) of an arm ("pose", "parts", "joint", "joint+st"). In the joint arms
+    the part-labelled subset gets `labelled_share` of the labelled draws (None: its size's share, so every training
+    image is drawn equally often); in `joint+st` the unlabelled images are drawn by their share of the images."""
+    def subset(name: str, file: Path, tasks: list[str] | None, n: float, val: bool) -> dict[str, Any]:
+        entry = {"name": name, "train": {"root": str(train_root), "annotations": str(file)}, "weight": n,
+                 **({"tasks": tasks} if tasks is not None else {"unlabelled": True})}
         return {**entry, "val": str(val_root)} if val else entry
 
     if arm == "pose":
-        return [{"name": "all", "train": str(train_root), "val": str(val_root), "tasks": ["pose"]}], ("pose",)
-    assert split is not None
+        if split.pool_file is None:
+            return [{"name": "all", "train": str(train_root), "val": str(val_root), "tasks": ["pose"]}], ("pose",)
+        pool = len(split.labelled) + len(split.rest)
+        return [subset("all", split.pool_file, ["pose"], pool, True)], ("pose",)
     if arm == "parts":
         return [subset("labelled", split.labelled_file, ["parts"], len(split.labelled), True)], ("parts",)
-    n, rest = len(split.labelled), len(split.rest)
+    n, rest = float(len(split.labelled)), float(len(split.rest))
     if labelled_share is not None and rest:
-        n, rest = labelled_share, 1.0 - labelled_share
+        n, rest = labelled_share * (n + rest), (1.0 - labelled_share) * (n + rest)
     sources = [subset("labelled", split.labelled_file, ["parts", "pose"], n, True)]
     if split.rest_file is not None:
         sources.append(subset("rest", split.rest_file, ["pose"], rest, False))
+    if arm == "joint+st":
+        assert split.unlabelled_file is not None, "self-training needs images without labels (--unlabelled)"
+        sources.append(subset("unlabelled", split.unlabelled_file, None, len(split.unlabelled), False))
     return sources, ("parts", "pose")
 
 
 def arm_label(arm: str, fraction: float | None) -> str:
-    """`parts@0.05`, `joint@0.2`, `joint` (all labels), `pose`."""
+    """`parts@0.05`, `joint@0.2`, `joint` (all labels), `joint@0.2+st`, `joint+st`, `pose`."""
     if arm == "pose":
         return "pose"
-    return "joint" if arm == "joint" and fraction == 1.0 else f"{arm}@{fraction:g}"
+    name, plus, suffix = arm.partition("+")
+    return (name if name == "joint" and fraction == 1.0 else f"{name}@{fraction:g}") + plus + suffix
+
+
+def study_arms(self_train: bool) -> tuple[str, ...]:
+    """The arms trained at every fraction."""
+    return ("parts", "joint", "joint+st") if self_train else ("parts", "joint")
 
 
 def delta_m(joint: dict[str, Any], singles: dict[str, dict[str, Any]]) -> float | None:
@@ -144,29 +173,35 @@ def mean_sd(values: Sequence[float | None]) -> tuple[float, float] | None:
 
 def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequence[float], seeds: int,
               train_images: int, size: int, config: str = "demo_cpu_joint", jobs: int = 3,
-              labelled_share: float | None = None) -> Path:
-    """Train and score every arm for every seed (`posepart.demo.run_jobs`), write metrics.json, the plot and
-    report.md under `out`; returns the report's path."""
+              labelled_share: float | None = None, self_train: bool = False, unlabelled: float = 0.0,
+              overrides: Sequence[str] = (), only: Sequence[str] | None = None) -> Path:
+    """Train and score every arm (or the arms named in `only`) for every seed (`posepart.demo.run_jobs`), write
+    metrics.json, the plot and report.md under `out`; returns the report's path."""
     from posepart.demo import TrainJob, run_jobs
 
     start = time.perf_counter()
     train = PosePartDataset.open(train_root)
     fractions = sorted(set(float(f) for f in fractions))
-    splits = make_splits(train, fractions, range(seeds), out / "splits")
+    splits = make_splits(train, fractions, range(seeds), out / "splits", unlabelled)
     jobs_by_label: dict[str, TrainJob] = {}
     arms: dict[str, tuple[str, float | None, int]] = {}  # job label -> (arm label, fraction, seed)
     for seed in range(seeds):
         plan: list[tuple[str, float | None]] = [("pose", None)] + [(arm, f) for f in fractions
-                                                                  for arm in ("parts", "joint")]
+                                                                  for arm in study_arms(self_train)]
+        plan = [(arm, f) for arm, f in plan if only is None or arm in only]
         for arm, f in plan:
-            sources, tasks = arm_sources(arm, None if f is None else splits[(seed, f)], train_root, val_root,
-                                         labelled_share)
+            split = splits[(seed, f if f is not None else fractions[0])]  # the pose arm uses only the pool
+            sources, tasks = arm_sources(arm, split, train_root, val_root, labelled_share)
             label = arm_label(arm, f)
             job = f"{label} seed {seed}"
-            folder = out / "runs" / f"{label.replace('@', '_f')}_seed{seed}"
+            folder = out / "runs" / f"{label.replace('@', '_f').replace('+', '_')}_seed{seed}"
             # no validation during training (the arms are scored once, at the end), the seed of the split
-            jobs_by_label[job] = TrainJob(folder, config, tasks, tuple(sources),
-                                          (f"train.seed={seed}", "train.val_every_epochs=1000000"))
+            extra = (f"train.seed={seed}", "train.val_every_epochs=1000000",
+                     *(("train.self_training={}",) if arm == "joint+st" else ()), *overrides)
+            # self-training adds its unlabelled draws to the same labelled ones (as FixMatch adds unlabelled batches)
+            budget = (round(train_images * (1 + len(split.unlabelled) / (len(split.labelled) + len(split.rest))))
+                      if arm == "joint+st" else None)
+            jobs_by_label[job] = TrainJob(folder, config, tasks, tuple(sources), extra, budget)
             arms[job] = (label, f, seed)
     results = run_jobs(jobs_by_label, train_root, val_root, train_size=len(train), size=size, images=train_images,
                        minutes=None, parallel=jobs)
@@ -174,17 +209,19 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
     for job, (metrics, _, _) in results.items():
         label, _, seed = arms[job]
         runs.setdefault(label, {})[str(seed)] = {k: v for k, v in metrics.items() if k != "per_stage"}
-    summary = summarise(runs, fractions, seeds)
+    summary = summarise(runs, fractions, seeds, study_arms(self_train))
     record = {"config": config, "train": str(train_root), "val": str(val_root), "train_images": train_images,
-              "size": size, "fractions": fractions, "seeds": seeds, "labelled_share": labelled_share, "splits": str(out / "splits" / "splits.json"),
-              "runs": runs, "summary": summary, "seconds": round(time.perf_counter() - start, 1)}
+              "size": size, "fractions": fractions, "seeds": seeds, "labelled_share": labelled_share,
+              "unlabelled": unlabelled, "arms": list(study_arms(self_train)), "overrides": list(overrides),
+              "splits": str(out / "splits" / "splits.json"), "runs": runs, "summary": summary,
+              "seconds": round(time.perf_counter() - start, 1)}
     write_json_atomic(out / "metrics.json", record)
-    figure = plot_study(summary, fractions, out / "study.png")
+    figure = plot_study(summary, fractions, out / "study.png", study_arms(self_train))
     return write_study_report(out, record, figure)
 
 
-def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[float], seeds: int
-              ) -> dict[str, dict[str, Any]]:
+def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[float], seeds: int,
+              arms: Sequence[str] = ("parts", "joint")) -> dict[str, dict[str, Any]]:
     """Per arm label: mean +- sd over seeds of mean IU, OKS AP and PCKh, and for joint arms Delta_m (per seed against
     that seed's single-task arms)."""
     summary: dict[str, dict[str, Any]] = {}
@@ -195,11 +232,11 @@ def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[fl
             row[name] = mean_sd([(m.get(section) or {}).get(key) for m in by_seed.values()])
         summary[label] = row
     for f in fractions:
-        joint = arm_label("joint", f)
-        gains = [delta_m(runs[joint][str(s)], {"parts": runs[arm_label("parts", f)][str(s)],
-                                                "pose": runs["pose"][str(s)]})
-                 for s in range(seeds) if str(s) in runs.get(joint, {})]
-        summary[joint]["delta_m"] = mean_sd(gains)
+        for joint in (arm_label(arm, f) for arm in arms if arm != "parts" and arm_label(arm, f) in runs):
+            singles = (runs.get(arm_label("parts", f), {}), runs.get("pose", {}))
+            gains = [delta_m(runs[joint][str(s)], {"parts": singles[0][str(s)], "pose": singles[1][str(s)]})
+                     for s in range(seeds) if all(str(s) in r for r in (runs[joint], *singles))]
+            summary[joint]["delta_m"] = mean_sd(gains)
     return summary
 
 
@@ -218,14 +255,20 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
              "", f"Training data `{record['train']}`, validation `{record['val']}`, config `{record['config']}`, "
              f"{record['size']} px. Part labels on a seeded fraction f of the training images (the subsets: "
              f"`{record['splits']}`); pose labels on all; in `joint@f` the part-labelled images are "
-             f"{_share(record['labelled_share'])} of the draws. Every arm is the same joint network; a single-task arm has "
-             f"the other task masked. Mean ± sd over seeds, in %; Δm: multi-task gain of a joint arm over `parts@f` "
-             f"(mean IU) and `pose` (OKS AP).", "",
+             f"{_share(record['labelled_share'])} of the draws. Every arm is the same joint network; a single-task arm "
+             f"has the other task masked. Mean ± sd over seeds, in %; Δm: multi-task gain of a joint arm over "
+             f"`parts@f` (mean IU) and `pose` (OKS AP)."
+             + (f" Every arm with `{' '.join(record['overrides'])}`." if record.get("overrides") else ""), "",
              "| arm | part labels | mean IU | OKS AP | PCKh@0.5 | Δm |", "|---|---:|---:|---:|---:|---:|"]
-    order = ["pose"] + [arm_label(arm, f) for f in fractions for arm in ("parts", "joint")]
-    for label in order:
+    if record.get("unlabelled"):
+        lines[2:2] = [f"{record['unlabelled']:.0%} of the training images carry no label in any arm (the fractions "
+                      f"are of the rest); `+st` arms self-train on them (`train.self_training`), drawn besides "
+                      f"the same labelled draws.", ""]
+    order = ["pose"] + [arm_label(arm, f) for f in fractions for arm in record.get("arms", ("parts", "joint"))]
+    for label in (label for label in order if label in summary):
         row = summary[label]
-        share = "none" if label == "pose" else f"{float(label.split('@')[1]) if '@' in label else 1.0:.0%}"
+        share = "none" if label == "pose" else \
+            f"{float(label.split('@')[1].split('+')[0]) if '@' in label else 1.0:.0%}"
         lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
                      f"| {_cell(row.get('delta_m'))} |")
     if figure is not None:
@@ -236,7 +279,8 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
     return report
 
 
-def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], path: Path) -> Path | None:
+def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], path: Path,
+               arms: Sequence[str] = ("parts", "joint")) -> Path | None:
     """Mean IU and OKS AP against the part-label fraction (error bars: sd over seeds); pose-only as a line."""
     import matplotlib
 
@@ -244,14 +288,15 @@ def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], p
     import matplotlib.pyplot as plt
 
     fig, (seg_ax, pose_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for arm, colour in (("parts", "tab:blue"), ("joint", "tab:red")):
+    colours = {"parts": "tab:blue", "joint": "tab:red", "joint+st": "tab:purple"}
+    for arm, colour in ((arm, colours[arm]) for arm in arms):
         for ax, metric in ((seg_ax, "mean_iou"), (pose_ax, "ap")):
-            points = [(f, summary[arm_label(arm, f)][metric]) for f in fractions]
+            points = [(f, summary.get(arm_label(arm, f), {}).get(metric)) for f in fractions]
             points = [(f, v) for f, v in points if v is not None]
             if points:
                 ax.errorbar([f for f, _ in points], [v[0] for _, v in points], yerr=[v[1] for _, v in points],
                             marker="o", capsize=3, color=colour, label=f"{arm}@f")
-    pose = summary["pose"]["ap"]
+    pose = summary.get("pose", {}).get("ap")
     if pose is not None:
         pose_ax.axhline(pose[0], color="tab:green", label="pose only (all images)")
         pose_ax.axhspan(pose[0] - pose[1], pose[0] + pose[1], color="tab:green", alpha=0.15)
@@ -279,6 +324,14 @@ def _fractions(text: str) -> list[float]:
     return values
 
 
+def _arms(text: str) -> list[str]:
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = sorted(set(arms) - {"pose", "parts", "joint", "joint+st"})
+    if not arms or unknown:
+        raise argparse.ArgumentTypeError(f"arms are pose, parts, joint, joint+st; got {text!r}")
+    return arms
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from posepart.data.dataset_args import with_images
     from posepart.data.synth import SceneConfig
@@ -292,6 +345,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.jobs < 1 or seeds < 1 or images < 1:
         raise UsageError("study: --jobs, --seeds and --train-images must be at least 1")
     size = args.size or DEMO_SIZE
+    from posepart.engine.config import load_config, shipped_config
+
+    load_config(shipped_config(args.config), args.set)  # a bad --set fails here, not in every training process
     out = output_folder(args.out)
     if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
         train_root, val_root = args.data / "train", args.data / "val"
@@ -308,9 +364,15 @@ def cmd_study(args: argparse.Namespace) -> int:
                                 ).annotation_file.parent
     if args.labelled_share is not None and not 0.0 < args.labelled_share < 1.0:
         raise UsageError(f"study --labelled-share must lie in (0, 1), got {args.labelled_share}")
+    if args.arms and "joint+st" in args.arms and not args.self_train:
+        raise UsageError("study --arms joint+st needs --self-train")
+    unlabelled = args.unlabelled if args.unlabelled is not None else (0.5 if args.self_train else 0.0)
+    if not 0.0 <= unlabelled < 1.0 or (args.self_train and unlabelled == 0.0):
+        raise UsageError(f"study --unlabelled must lie in [0, 1) (and above 0 with --self-train), got {unlabelled}")
     report = run_study(out, train_root=train_root, val_root=val_root, fractions=fractions, seeds=seeds,
                        train_images=images, size=size, config=args.config, jobs=args.jobs,
-                       labelled_share=args.labelled_share)
+                       labelled_share=args.labelled_share, self_train=args.self_train, unlabelled=unlabelled,
+                       overrides=args.set, only=args.arms)
     print(report.read_text(encoding="utf-8"))
     print(f"report: {report}")
     return 0
@@ -333,8 +395,18 @@ def add_study_parser(verbs: Any) -> None:
     p.add_argument("--labelled-share", type=float, metavar="S",
                    help="share of each epoch drawn from the part-labelled images in joint@f (default: f, every image "
                         "drawn equally often; 0.5: half of every epoch has part labels)")
+    p.add_argument("--self-train", action="store_true",
+                   help="add joint@f+st: joint@f plus self-training on the images without labels (--unlabelled)")
+    p.add_argument("--unlabelled", type=float, metavar="U",
+                   help="share of the training images without any label in every arm (default 0.5 with --self-train, "
+                        "else 0)")
+    p.add_argument("--arms", type=_arms, metavar="ARM[,ARM...]",
+                   help="train only these arms (pose, parts, joint, joint+st; default all): e.g. to compare one arm "
+                        "under another --set with an earlier study's (same data, seeds and splits)")
     p.add_argument("--jobs", type=int, default=3, help="models trained at once, in separate processes")
     p.add_argument("--config", default="demo_cpu_joint", help="the shipped config of the joint network")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every arm (repeatable), e.g. loss.aggregator=upgrad")
     p.add_argument("--size", type=int, help="network input side (default: the demo's 128)")
     p.add_argument("--n-train", type=int, default=2000, help="synthetic training images (without --data)")
     p.add_argument("--n-val", type=int, default=300, help="synthetic validation images (without --data)")

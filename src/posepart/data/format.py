@@ -30,6 +30,7 @@ from posepart.schema import IGNORE_LABEL, Schema
 __all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "read_image", "read_json", "region_mask"]
 
 ANNOTATIONS_FILE = "annotations.json"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
 _KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
@@ -136,6 +137,34 @@ class PosePartDataset:
             parts_dir = None
         data = read_json(annotation_file)
         return cls._from_json(data, annotation_file, image_dir, parts_dir, skip)
+
+    @classmethod
+    def from_images(cls, folder: str | Path, schema: Schema) -> PosePartDataset:
+        """A folder of images without labels (an unlabelled source, `train: {images: DIR}`), in `schema`: one record
+        per image file (sorted by name; sizes read from the file headers, not decoded), no people, no part maps."""
+        from PIL import Image  # reads only the header for the size
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: image folder is not a directory")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        k = schema.num_joints
+        dataset = cls(schema, [], folder / ANNOTATIONS_FILE, folder, None)
+        for image_id, path in enumerate(files, start=1):
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except (OSError, ValueError) as err:
+                dataset._skip("unreadable image", f"{path}: {err}")
+                continue
+            dataset.records.append(ImageRecord(
+                image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
+                np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, ()))
+        if not dataset.records:
+            raise DatasetError(f"{folder}: none of its {len(files)} images could be read")
+        return dataset
 
     @classmethod
     def _from_json(

@@ -52,12 +52,18 @@ class Mapper:
 
     `joint_mask` marks the joints the source annotates (default: all); a source with no pose or no parts yields
     `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
+    With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
+    source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
+    view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
+    warping; for a labelled one, `weak_image` is `image` (one batch layout for mixed batches).
     """
 
     dataset: PosePartDataset
     targets: TargetConfig = field(default_factory=TargetConfig)
     augment: AugmentConfig | None = None
     joint_mask: np.ndarray | None = None
+    views: bool = False
+    unlabelled: bool = False
 
     def __call__(self, record: ImageRecord, rng: np.random.Generator | None = None) -> dict[str, Any]:
         schema = self.dataset.schema
@@ -78,13 +84,18 @@ class Mapper:
         image, parts, ignore, keypoints = apply_affine(
             affine, image, parts, ignore, record.keypoints, out_hw, schema.flip_perm, self.dataset.label_flip_perm
         )
-        if self.augment is not None and self.augment.photometric:
+        weak = image
+        if self.augment is not None and (self.augment.photometric or self.unlabelled):
             image = photometric(image, rng)
         head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
         built = build_targets(keypoints, ignore, parts, head)
         joint_mask = np.ones(schema.num_joints, bool) if self.joint_mask is None else self.joint_mask
+        model_input = normalize(image)
+        views = {"weak_image": normalize(weak) if weak is not image else model_input,
+                 "unlabelled": np.bool_(self.unlabelled)} if self.views else {}
         return {
-            "image": normalize(image),
+            **views,
+            "image": model_input,
             "heatmaps": built.heatmaps,
             "pafs": built.pafs,
             "pose_mask": built.pose_mask,

@@ -71,12 +71,14 @@ class ModelConfig:
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
 TaskName = Literal["pose", "parts"]
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var"}
+_RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
+                   "pseudo"}
 
 
 @dataclass
 class DatasetPaths:
-    """A dataset as a posepart ROOT, or in the COCO release layout (annotations + images; parts optional)."""
+    """A dataset as a posepart ROOT, in the COCO release layout (annotations + images; parts optional), or, for an
+    unlabelled source, a folder of images alone (`images`)."""
 
     root: Path | None = None
     annotations: Path | None = None
@@ -84,8 +86,13 @@ class DatasetPaths:
     parts: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.root is None and (self.annotations is None or self.images is None):
-            raise ValueError("give root, or both annotations and images")
+        if self.root is None and self.images is None:
+            raise ValueError("give root, both annotations and images, or images alone (an unlabelled source)")
+
+    @property
+    def images_only(self) -> bool:
+        """A folder of images without annotations (what an unlabelled source may be)."""
+        return self.root is None and self.annotations is None
 
 
 @dataclass
@@ -94,7 +101,9 @@ class SourceConfig:
 
     `weight`: its share of each training epoch (relative to the other sources). `tasks`: what it supervises in
     training (default: whatever it labels); validation scores whatever its `val` data labels. `part_map` (source class
-    -> target classes) and `ignore_parts` extend the built-in part tables.
+    -> target classes) and `ignore_parts` extend the built-in part tables. `unlabelled`: its training labels are
+    ignored (or it is a folder of images, `train: {images: DIR}`); `train.self_training` supervises it with the
+    teacher's pseudo-labels.
     """
 
     name: Text = ""
@@ -104,8 +113,16 @@ class SourceConfig:
     tasks: list[TaskName] | None = None
     part_map: dict[str, list[str]] = field(default_factory=dict)
     ignore_parts: list[str] = field(default_factory=list)
+    unlabelled: bool = False
 
     def __post_init__(self) -> None:
+        if self.unlabelled and (self.tasks is not None or self.part_map or self.ignore_parts):
+            raise ValueError(f"source {self.name!r} is unlabelled: tasks, part_map and ignore_parts do not apply")
+        for key in ("train", "val"):
+            paths = getattr(self, key)
+            if isinstance(paths, DatasetPaths) and paths.images_only and not (key == "train" and self.unlabelled):
+                raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only the train "
+                                 f"data of an unlabelled source (unlabelled: true) may be one")
         if not _SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
             raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
                              f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
@@ -144,9 +161,14 @@ class LossConfig:
     mask: Literal["openpose", "seed"] = "openpose"
     # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
     heatmap: Literal["mse", "focal"] = "mse"
-    weighting: Literal["fixed", "uncertainty"] = "fixed"
-    # fixed: the weights w_i of sum_i w_i L_i; uncertainty: each task's priority r_i (its gradient weighs r_i / L_i)
+    # fixed: sum_i w_i L_i; uncertainty: Kendall et al.'s learned weights; dwa: Dynamic Weight Average over periods of
+    # dwa_period steps; gradnorm: learned weights that balance the tasks' gradient norms at the trunk's last layer
+    weighting: Literal["fixed", "uncertainty", "dwa", "gradnorm"] = "fixed"
+    # fixed: the weights w_i; uncertainty: each task's priority r_i (its gradient weighs r_i / L_i); dwa: fixed scales
+    # under DWA's weights; gradnorm: not used (its weights are learned from 1)
     weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
+    dwa_period: int = 100  # DWA's "epoch": the loss means it compares are over this many training steps
+    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry: how hard slower-training tasks are pushed
     # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
     # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.
     weighting_lr: float | None = None
@@ -159,10 +181,17 @@ class LossConfig:
         unknown = sorted(set(self.weights) - {"seg", "heatmap", "paf"})
         if unknown:
             raise ValueError(f"weights: unknown tasks {unknown}; the tasks are seg, heatmap, paf")
-        floor = 0.0 if self.weighting == "fixed" else 1e-12  # a priority of 0 would drop the task's regulariser
+        if self.weighting == "gradnorm" and any(w != 1.0 for w in self.weights.values()):
+            raise ValueError(f"weights: gradnorm learns the task weights (from 1); remove {self.weights}")
+        if self.weighting == "gradnorm" and self.aggregator != "sum":
+            raise ValueError(f"weighting: gradnorm sets the task weights from the gradients itself; it does not "
+                             f"combine with aggregator {self.aggregator!r}")
+        if self.dwa_period < 1 or not self.gradnorm_alpha >= 0:
+            raise ValueError("dwa_period must be >= 1 and gradnorm_alpha >= 0")
+        floor = 1e-12 if self.weighting == "uncertainty" else 0.0  # a priority of 0 would drop the regulariser
         bad = {task: w for task, w in self.weights.items() if not (isinstance(w, (int, float)) and w >= floor)}
         if bad:
-            kind = ">= 0" if self.weighting == "fixed" else "> 0 (priorities under uncertainty weighting)"
+            kind = "> 0 (priorities under uncertainty weighting)" if self.weighting == "uncertainty" else ">= 0"
             raise ValueError(f"weights: must be numbers {kind}, got {bad}")
 
 
@@ -179,6 +208,28 @@ class OptimConfig:
 
 
 @dataclass
+class SelfTrainingConfig:
+    """Self-training on unlabelled sources (docs/training.md, "Self-training"): a teacher, the exponential moving
+    average of the student, labels each unlabelled image's weak view (the geometric augmentation only); the student
+    learns those pseudo-labels on the strong view (the same geometry plus photometric jitter)."""
+
+    teacher_decay: float = 0.99  # the teacher averages the student's weights over ~1 / (1 - decay) steps
+    weight: float = 1.0  # the pseudo-labelled samples' loss weight once ramped up (labelled samples weigh 1)
+    ramp_steps: int = 500  # sigmoid ramp-up of that weight over the first steps (Laine & Aila 2017)
+    flip_oks: float = 0.7  # a person is kept when its joints agree (OKS) with the person decoded from the mirror
+    min_joints: int = 4  # ... and at least this many of its joints are found in both views
+    part_threshold: float = 0.7  # a pixel's part pseudo-label is kept when the teacher's probability reaches this
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.teacher_decay < 1.0:
+            raise ValueError(f"teacher_decay: must be in [0, 1), got {self.teacher_decay}")
+        if self.weight < 0 or self.ramp_steps < 0 or self.min_joints < 1:
+            raise ValueError("weight and ramp_steps must be >= 0 and min_joints >= 1")
+        if not (0.0 < self.flip_oks <= 1.0 and 0.0 < self.part_threshold <= 1.0):
+            raise ValueError("flip_oks and part_threshold must be in (0, 1]")
+
+
+@dataclass
 class TrainConfig:
     max_epochs: int = 100
     max_steps: int = -1
@@ -187,6 +238,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps
     ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
+    self_training: SelfTrainingConfig | None = None  # pseudo-labels for the unlabelled sources (needed by them)
     seed: int = 0
     deterministic: bool = False
     accelerator: Text = "auto"

@@ -129,8 +129,12 @@ class ShardSampler(Sampler[int]):
         return len(self.items)
 
 
-def _open(where: DatasetPaths | Path | str, key: str) -> PosePartDataset:
+def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None) -> PosePartDataset:
+    """A source's dataset; a folder of images alone (an unlabelled source) is read in `schema`, the run's."""
     try:
+        if isinstance(where, DatasetPaths) and where.images_only:
+            assert schema is not None
+            return PosePartDataset.from_images(where.images, schema)  # type: ignore[arg-type]
         if isinstance(where, DatasetPaths):
             return PosePartDataset.open(where.root, annotations=where.annotations, images=where.images,
                                         parts=where.parts)
@@ -148,11 +152,12 @@ class Source:
     mapping: SourceMapping | None  # of the training data (None: validation only)
     train: PosePartDataset | None  # target-schema views
     val: PosePartDataset | None
+    unlabelled: bool = False  # training labels ignored: pseudo-labelled by self-training
 
     def describe(self, draws: int) -> dict[str, Any]:
         """What the source feeds: tasks, weight, sizes, draws per epoch, target joints it lacks (plain values)."""
         about = self.mapping.describe() if self.mapping is not None else {"tasks": [], "missing_joints": []}
-        return {"name": self.name, "tasks": about["tasks"], "weight": self.weight,
+        return {"name": self.name, "tasks": about["tasks"], "unlabelled": self.unlabelled, "weight": self.weight,
                 "train_images": len(self.train) if self.train is not None else 0, "draws_per_epoch": draws,
                 "val_images": len(self.val) if self.val is not None else 0,
                 "missing_joints": about["missing_joints"]}
@@ -181,6 +186,16 @@ def _specs(config: Config) -> list[SourceConfig]:
     return [SourceConfig(name=_legacy_name(data.train), train=data.train, val=data.val)]
 
 
+def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
+    """Unlabelled sources and `train.self_training` come together: one without the other is a ConfigError."""
+    unlabelled = [s.name for s in specs if s.unlabelled]
+    if unlabelled and config.train.self_training is None:
+        raise ConfigError(f"data.sources: {unlabelled} unlabelled, but train.self_training is not set (nothing "
+                          f"would supervise them)")
+    if config.train.self_training is not None and not unlabelled:
+        raise ConfigError("train.self_training: no source is unlabelled (mark one with unlabelled: true)")
+
+
 class PosePartDataModule(pl.LightningDataModule):
     """Opens and maps every source at construction, so `schema` and `allowed_sets` are known before the model."""
 
@@ -191,12 +206,19 @@ class PosePartDataModule(pl.LightningDataModule):
         self.targets = TargetConfig(input_size=data.input_size)  # the model's head geometry comes with `bind`
         self.augment = data.augment
         specs = _specs(config)
-        opened = [(s, _open(s.train, f"data.sources.{s.name}.train") if s.train is not None else None,
-                   _open(s.val, f"data.sources.{s.name}.val") if s.val is not None else None) for s in specs]
+        _check_self_training(config, specs)
+        folder = [isinstance(s.train, DatasetPaths) and s.train.images_only for s in specs]  # read in the target
+        opened = [(s, _open(s.train, f"data.sources.{s.name}.train") if s.train is not None and not f else None,
+                   _open(s.val, f"data.sources.{s.name}.val") if s.val is not None else None)
+                  for s, f in zip(specs, folder)]
         if not data.sources and opened[0][2] is not None and opened[0][2].schema != opened[0][1].schema:
             raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
-        first = next(ds for _, train, val in opened for ds in (train, val) if ds is not None)
-        self.target: Schema = getattr(Schema, data.schema)() if data.schema else first.schema
+        first = next((ds for _, train, val in opened for ds in (train, val) if ds is not None), None)
+        if first is None and not data.schema:
+            raise ConfigError("data.schema: every source is a folder of images; name the run's schema")
+        self.target: Schema = getattr(Schema, data.schema)() if data.schema else first.schema  # type: ignore
+        opened = [(s, _open(s.train, f"data.sources.{s.name}.train", self.target), val) if f else (s, train, val)
+                  for (s, train, val), f in zip(opened, folder)]
         self.label_space = PartLabelSpace(self.target)
         try:
             self.sources = self._map(opened)
@@ -213,9 +235,10 @@ class PosePartDataModule(pl.LightningDataModule):
         self._draws = {s.name: c for s, c in zip(training, counts)}
         self.mixed = len(training) > 1 or data.epoch_size is not None
         seed = config.train.seed
+        views = config.train.self_training is not None
         self.train_mapped = MixedDataset(
-            [MappedDataset(Mapper(s.train, self.targets, self.augment, s.mapping.joint_mask), seed=seed)  # type: ignore
-             for s in training], self.plan)
+            [MappedDataset(Mapper(s.train, self.targets, self.augment, s.mapping.joint_mask,  # type: ignore
+                                  views=views, unlabelled=s.unlabelled), seed=seed) for s in training], self.plan)
         self.val_sources = [s for s in self.sources if s.val is not None]
         self.val_mapped = (ValidationSet([MappedDataset(Mapper(s.val, self.targets, None), seed=seed)  # type: ignore
                                           for s in self.val_sources]) if self.val_sources else None)
@@ -237,8 +260,9 @@ class PosePartDataModule(pl.LightningDataModule):
         the set-valued label rows are the same in every process and on resume."""
         mappings = []
         for spec, train, _ in opened:
+            tasks = [] if spec.unlabelled else spec.tasks  # an unlabelled source supervises nothing itself
             mappings.append(None if train is None else SourceMapping.build(
-                spec.name, train.schema, self.target, self.label_space, tasks=spec.tasks, part_map=spec.part_map,
+                spec.name, train.schema, self.target, self.label_space, tasks=tasks, part_map=spec.part_map,
                 ignore_parts=spec.ignore_parts, source_has_parts=train.has_parts))
         sources = []
         for (spec, train, val), mapping in zip(opened, mappings):
@@ -249,7 +273,7 @@ class PosePartDataModule(pl.LightningDataModule):
                                               source_has_parts=val.has_parts, **extra)
                 val_view = map_dataset(val, self.target, val_map)
             train_view = map_dataset(train, self.target, mapping) if train is not None else None
-            sources.append(Source(spec.name, spec.weight, mapping, train_view, val_view))
+            sources.append(Source(spec.name, spec.weight, mapping, train_view, val_view, spec.unlabelled))
         return sources
 
     @property

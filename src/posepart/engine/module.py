@@ -20,11 +20,20 @@ from torch import Tensor
 
 from posepart.decode import DecodeConfig
 from posepart.engine.config import Config, ConfigError
+from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import Evaluator, Prediction
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
-from posepart.losses import FixedWeighting, LossResult, PosePartLoss, UncertaintyWeighting
+from posepart.losses import (
+    DynamicWeightAverage,
+    FixedWeighting,
+    GradNormWeighting,
+    LossResult,
+    PosePartLoss,
+    TaskWeighting,
+    UncertaintyWeighting,
+)
 from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
 
@@ -66,6 +75,25 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
     return flat
 
 
+def build_weighting(config: Config, tasks: list[str]) -> TaskWeighting:
+    """The task weighting `config.loss.weighting` names, over the model's tasks."""
+    loss = config.loss
+    if loss.weighting == "uncertainty":
+        return UncertaintyWeighting(tasks, priorities=loss.weights)
+    if loss.weighting == "dwa":
+        return DynamicWeightAverage(tasks, period=loss.dwa_period, scales=loss.weights)
+    if loss.weighting == "gradnorm":
+        return GradNormWeighting(tasks, alpha=loss.gradnorm_alpha)
+    return FixedWeighting(loss.weights)
+
+
+def last_shared_layer(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of the VGG body's last convolution (conv4_2 or conv4_3, before the pose-only CPM layers): where
+    every task's gradient meets (GradNorm's W)."""
+    convs = [m for m in getattr(model.trunk, "features", model.trunk).modules() if isinstance(m, torch.nn.Conv2d)]
+    return list(convs[-1].parameters())
+
+
 class PosePartModule(pl.LightningModule):
     """Training/validation of a `PosePartNet` on batches shaped as docs/conventions.md says."""
 
@@ -79,14 +107,16 @@ class PosePartModule(pl.LightningModule):
         self.sources = list(sources or [])
         self.model = build_from_config(config, schema, pretrained=pretrained)
         tasks = model_tasks(self.model)
-        weighting = (UncertaintyWeighting(tasks, priorities=config.loss.weights)
-                     if config.loss.weighting == "uncertainty" else FixedWeighting(config.loss.weights))
+        weighting = build_weighting(config, tasks)
         # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
         # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
                                     heatmap_loss=config.loss.heatmap,
                                     allowed_sets=allowed_sets if schema.has_parts else None, check_labels=False)
         self.decode_config = DecodeConfig.for_evaluation()
+        self.self_training: SelfTraining | None = None  # the teacher of a run with unlabelled sources
+        if config.train.self_training is not None:
+            self.self_training = SelfTraining(self.model, config.train.self_training, schema)
         self._unchecked: list[tuple[int, int, dict[str, Tensor]]] = []  # (step, epoch, terms on the device)
         self._last_finite: dict[str, Tensor] = {}
         self._batch_clock: float | None = None
@@ -104,6 +134,8 @@ class PosePartModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.config.train.channels_last:
             channels_last_(self.model)
+            if self.self_training is not None:
+                channels_last_(self.self_training.teacher)
 
     # -- training ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -128,6 +160,10 @@ class PosePartModule(pl.LightningModule):
             self.log("train/images_per_sec", size / max(now - since, 1e-9), on_step=True, on_epoch=False,
                      batch_size=batch["image"].shape[0])
         self._batch_clock = now
+        if self.self_training is not None:  # the teacher follows the step just taken
+            self.self_training.update(self.model)
+        if isinstance(self.loss_fn.weighting, GradNormWeighting):
+            self.loss_fn.weighting.renormalise()
 
     def _logged_step(self, step: int) -> bool:
         """Whether Lightning writes the step metrics of optimizer step `step` (0-based): every train.log_every_steps.
@@ -176,10 +212,11 @@ class PosePartModule(pl.LightningModule):
                                  f"{now}; last finite terms {last}. Lower optim.lr or check the data.")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        pseudo = self.self_training.label(batch, self.global_step) if self.self_training is not None else {}
         output = self(batch["image"])
-        aggregated = self.config.loss.aggregator != "sum"
-        result = self.loss_fn(output, batch, keep_tasks=aggregated)
-        if aggregated:
+        per_task = self.config.loss.aggregator != "sum" or self.config.loss.weighting == "gradnorm"
+        result = self.loss_fn(output, batch, keep_tasks=per_task)
+        if per_task:
             self._step_result = result  # for `backward`; a plain step keeps no state (torch.compile traces it)
         self._unchecked.append((self.global_step, self.current_epoch, result.terms))  # no host sync: check_finite
         size = batch["image"].shape[0]
@@ -187,6 +224,7 @@ class PosePartModule(pl.LightningModule):
             self.check_finite()
             logs: dict[str, Any] = {f"train/{k}": v for k, v in result.terms.items()}
             logs["train/lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            logs.update({f"train/pseudo/{k}": v for k, v in pseudo.items()})  # the pseudo-label yield per image
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=size)
         self.log("train/loss", result.total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size,
                  sync_dist=True)
@@ -197,17 +235,23 @@ class PosePartModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         aggregator = self.config.loss.aggregator
-        if aggregator != "sum" and self.trainer.world_size > 1:
-            # torchjd computes the rows with autograd.grad, which DDP's gradient all-reduce hooks do not see
-            raise ConfigError(f"loss.aggregator: {aggregator!r} runs in one process only; this run has "
-                              f"{self.trainer.world_size} (use loss.aggregator=sum with DDP)")
-        if aggregator != "sum" and self.config.train.compile:
-            raise ConfigError(f"loss.aggregator: {aggregator!r} is not supported with train.compile (the rows are "
-                              f"taken outside the compiled step); set one of them back")
+        # torchjd's rows and GradNorm's norms are taken with autograd.grad, which DDP's all-reduce hooks do not see
+        key, value = (("loss.aggregator", aggregator) if aggregator != "sum" else
+                      ("loss.weighting", "gradnorm") if self.config.loss.weighting == "gradnorm" else (None, None))
+        if key is not None and self.trainer.world_size > 1:
+            raise ConfigError(f"{key}: {value!r} runs in one process only; this run has {self.trainer.world_size}")
+        if key is not None and self.config.train.compile:
+            raise ConfigError(f"{key}: {value!r} is not supported with train.compile (its gradients are taken "
+                              f"outside the compiled step); set one of them back")
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """The gradient of the total (`loss.aggregator: sum`), or torchjd's aggregation of one gradient row per task
-        this batch supervises (`aggregation.aggregate_task_gradients`)."""
+        this batch supervises (`aggregation.aggregate_task_gradients`). Under `loss.weighting: gradnorm` the task
+        weights' own gradient is taken first (`GradNormWeighting.balance`)."""
+        weighting = self.loss_fn.weighting
+        if isinstance(weighting, GradNormWeighting) and self._step_result is not None:
+            weighting.balance(self._step_result.tasks, self._step_result.present, last_shared_layer(self.model))
+            self._step_result = None
         if self.config.loss.aggregator == "sum" or self._step_result is None:
             super().backward(loss, *args, **kwargs)
             return

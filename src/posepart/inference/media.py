@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import DatasetError
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError
 from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
-from posepart.inference.preprocess import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, bgr_to_rgb, load_image
+from posepart.inference.preprocess import VIDEO_SUFFIXES, InputError, bgr_to_rgb, load_image
 from posepart.viz import save_rgb
 
 DEFAULT_FPS = 25.0

@@ -19,7 +19,6 @@ from posepart.data.augment import PAD_VALUE, letterbox_affine
 from posepart.data.format import DatasetError, read_image, to_rgb8
 from posepart.errors import PosepartError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 _MAX_SINGLE_WARP_SHRINK = 2.0  # shrink more than this: INTER_AREA first, so big frames are not aliased
 

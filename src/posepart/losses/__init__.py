@@ -10,10 +10,16 @@ from posepart.losses.pose import (
     seed_paf_mask,
 )
 from posepart.losses.seg import SegLoss, upsample_logits
-from posepart.losses.weighting import FixedWeighting, TaskWeighting, UncertaintyWeighting
+from posepart.losses.weighting import (
+    DynamicWeightAverage,
+    FixedWeighting,
+    GradNormWeighting,
+    TaskWeighting,
+    UncertaintyWeighting,
+)
 
 __all__ = [
-    "FixedWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
+    "DynamicWeightAverage", "FixedWeighting", "GradNormWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
     "UncertaintyWeighting", "heatmap_channel_mask", "masked_mse", "paf_channel_mask", "seed_heatmap_mask",
     "seed_paf_mask", "upsample_logits",
 ]

@@ -78,7 +78,7 @@ class PosePartLoss(nn.Module):
         if target_key not in batch:
             raise KeyError(f"the model predicts {task} but the batch has no {target_key!r} targets")
         if task == "seg":
-            return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"))
+            return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"), batch.get("loss_weight"))
         return self.pose(task, stages, batch)
 
     def supervised(self, task: str, batch: Mapping[str, Tensor]) -> Tensor:

@@ -1,4 +1,5 @@
-"""How per-task losses combine into one total: a small pluggable interface and two implementations.
+"""How per-task losses combine into one total: a small pluggable interface and four implementations (fixed,
+uncertainty, DWA, GradNorm).
 
 A weighting is an `nn.Module` (so learnable weightings register their parameters with the `PosePartLoss` that holds
 them — the optimizer must be given `loss_fn.parameters()` too). It receives only the tasks present in this step
@@ -100,3 +101,131 @@ class UncertaintyWeighting(TaskWeighting):
 
     def log_terms(self) -> dict[str, Tensor]:
         return {f"log_var/{t}": self.log_vars[i].detach() for t, i in self._index.items()}
+
+
+class DynamicWeightAverage(TaskWeighting):
+    """Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019): task k's term is lambda_k * c_k * L_k with
+
+        lambda_k = K softmax_k(w_k / T),  w_k = L_k(t-1) / L_k(t-2)
+
+    where L_k(t) is the mean of task k's loss over period t (a task whose loss fell less in the last period weighs
+    more) and c_k a fixed scale (`loss.weights`, default 1). The paper's period is an epoch; here it is `period`
+    training steps, so short runs adapt too. Until two periods are complete (and for a task absent from either)
+    w_k = 1. The state (running sums, the last two periods' means, the step count) lives in buffers: it is
+    checkpointed and resumes exactly. Only training steps count (`self.training`), and only the steps whose batch
+    supervises the task (`present`). No parameter, no host sync.
+    """
+
+    def __init__(self, tasks: Sequence[str], period: int = 100, temperature: float = 2.0,
+                 scales: Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        if period < 1 or not temperature > 0:
+            raise ValueError(f"need period >= 1 and temperature > 0, got {period}, {temperature}")
+        self.period, self.temperature = int(period), float(temperature)
+        self.scales = {t: float((scales or {}).get(t, 1.0)) for t in self.tasks}
+        n = len(self.tasks)
+        self.register_buffer("sums", torch.zeros(n))
+        self.register_buffer("counts", torch.zeros(n))
+        self.register_buffer("means", torch.full((2, n), -1.0))  # rows: periods t-2, t-1; -1 = not yet
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._index = {t: i for i, t in enumerate(self.tasks)}
+
+    def weights(self) -> Tensor:
+        """(K,) the current lambda (sums to K)."""
+        known = (self.means > 0).all(0)
+        ratio = torch.where(known, self.means[1] / self.means[0].clamp(min=1e-12), torch.ones_like(self.means[1]))
+        return len(self.tasks) * torch.softmax(ratio / self.temperature, 0)
+
+    def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        unknown = [name for name in losses if name not in self._index]
+        if unknown:
+            raise KeyError(f"tasks {unknown} have no DWA weight; known: {', '.join(self.tasks)}")
+        lam = self.weights()
+        terms = {name: lam[self._index[name]] * self.scales[name] * loss for name, loss in losses.items()}
+        if self.training:
+            self._record(losses, present)
+        return terms
+
+    @torch.no_grad()
+    def _record(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None) -> None:
+        for name, loss in losses.items():
+            i = self._index[name]
+            here = present[name].float() if present is not None and name in present else torch.ones(())
+            self.sums[i] += here.to(self.sums.device) * loss.detach().float()
+            self.counts[i] += here.to(self.sums.device)
+        self.steps += 1
+        end = self.steps % self.period == 0  # a 0-dim tensor: no host sync
+        mean = torch.where(self.counts > 0, self.sums / self.counts.clamp(min=1), self.means[1])
+        self.means.copy_(torch.where(end, torch.stack([self.means[1], mean]), self.means))
+        self.sums.masked_fill_(end, 0.0)
+        self.counts.masked_fill_(end, 0.0)
+
+    def log_terms(self) -> dict[str, Tensor]:
+        lam = self.weights()
+        return {f"weight/{t}": lam[i].detach() for t, i in self._index.items()}
+
+
+class GradNormWeighting(TaskWeighting):
+    """GradNorm (Chen et al., ICML 2018): learnable task weights w_k (sum K) trained so that each task's gradient
+    norm at the last shared layer, G_k = ||grad_W w_k L_k||, approaches mean(G) * r_k^alpha, where r_k is task k's
+    relative inverse training rate (L_k / L_k(0), over its mean across tasks): a task that trains slower gets a
+    larger gradient.
+
+    The network is trained on sum_k w_k L_k with w detached (`terms`); the weights get only GradNorm's gradient,
+    d/dw_k sum_j |G_j - target_j| = sign(G_k - target_k) G_k / w_k (the target held constant, as in the paper), which
+    `balance` writes into `weights.grad`. After each optimizer step `renormalise` rescales
+    w to sum K. L_k(0) is a task's loss at the first step whose batch supervises it (a buffer: resumes exactly);
+    a task the batch lacks gets no gradient and no say in mean(G).
+    """
+
+    def __init__(self, tasks: Sequence[str], alpha: float = 1.5) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        self.alpha = float(alpha)
+        self.weights = nn.Parameter(torch.ones(len(self.tasks)))
+        self.register_buffer("initial", torch.full((len(self.tasks),), float("nan")))
+        self._index = {t: i for i, t in enumerate(self.tasks)}
+
+    def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        unknown = [name for name in losses if name not in self._index]
+        if unknown:
+            raise KeyError(f"tasks {unknown} have no GradNorm weight; known: {', '.join(self.tasks)}")
+        w = self.weights.detach()
+        return {name: w[self._index[name]] * loss for name, loss in losses.items()}
+
+    def balance(self, tasks: Mapping[str, Tensor], present: Mapping[str, Tensor], shared: Sequence[Tensor]) -> None:
+        """Accumulate GradNorm's gradient into `weights.grad`. tasks: each task's term w_k L_k (the network's graph,
+        kept: `retain_graph`); present: whether the batch supervises it; shared: the last shared layer's
+        parameters."""
+        names = [name for name in tasks if bool(present.get(name, True))]  # one host sync per step
+        if not names:
+            return
+        idx = torch.tensor([self._index[n] for n in names], device=self.weights.device)
+        norms = []
+        for name in names:
+            grads = torch.autograd.grad(tasks[name], list(shared), retain_graph=True, allow_unused=True)
+            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+        g = torch.stack(norms).detach()  # (n,) G_k at the current weights
+        w = self.weights.detach()[idx]
+        losses = torch.stack([tasks[n].detach().float() for n in names]) / w  # raw L_k
+        first = torch.isnan(self.initial[idx])
+        self.initial[idx] = torch.where(first, losses, self.initial[idx])
+        ratio = losses / self.initial[idx].clamp(min=1e-12)
+        target = g.mean() * (ratio / ratio.mean()) ** self.alpha
+        grad = torch.zeros_like(self.weights)
+        grad[idx] = torch.sign(g - target) * g / w.clamp(min=1e-12)
+        self.weights.grad = grad if self.weights.grad is None else self.weights.grad + grad
+
+    @torch.no_grad()
+    def renormalise(self) -> None:
+        """w <- K w / sum(w), kept positive (after every optimizer step)."""
+        self.weights.clamp_(min=1e-3)
+        self.weights.mul_(len(self.tasks) / self.weights.sum())
+
+    def log_terms(self) -> dict[str, Tensor]:
+        return {f"weight/{t}": self.weights[i].detach() for t, i in self._index.items()}

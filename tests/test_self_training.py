@@ -1,0 +1,324 @@
+"""Self-training (`train.self_training`): flip-consistent pseudo-labels on hand-made people, the EMA teacher, the
+per-sample loss weight, and a run with an unlabelled folder of images that resumes exactly."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from posepart.data.synth import write_synth
+from posepart.engine.checkpoint import load_checkpoint
+from posepart.engine.config import ConfigError, SelfTrainingConfig, load_config
+from posepart.engine.data import PosePartDataModule
+from posepart.engine.self_training import SelfTraining, consistent_people, pseudo_part_labels, ramp_weight
+from posepart.engine.train import train
+from posepart.heads import HeadMeta
+from posepart.inference.tta import Maps, flip_maps
+from posepart.losses import SegLoss
+from posepart.losses.pose import masked_mse
+from posepart.models import ModelOutput
+from posepart.schema import IGNORE_LABEL, Schema
+from posepart.targets import build_targets
+
+PASCAL = Schema.pascal_person_part()
+SIGMAS = PASCAL.sigmas_array
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def person(x0: float, y0: float, scale: float = 1.0) -> np.ndarray:
+    """A standing person (14, 3) [x, y, score] with its head at (x0, y0): left joints on the image's right."""
+    offsets = [(0, 0), (0, 8), (6, 10), (-6, 10), (8, 18), (-8, 18), (9, 26), (-9, 26), (4, 28), (-4, 28), (4, 38),
+               (-4, 38), (4, 48), (-4, 48)]
+    out = np.zeros((14, 3), np.float32)
+    out[:, 0] = [x0 + scale * dx for dx, _ in offsets]
+    out[:, 1] = [y0 + scale * dy for _, dy in offsets]
+    out[:, 2] = 0.9
+    return out
+
+
+# -- pseudo-label filtering on hand-made people -------------------------------------------------------------------
+def test_a_person_both_views_agree_on_is_kept_at_the_mean_position():
+    a = person(30, 5)
+    b = a.copy()
+    b[:, 0] += 1.0  # the mirror's decoding is 1 px off: the kept joint lies halfway
+    kept = consistent_people(a[None], b[None], SIGMAS, min_oks=0.7, min_joints=4)
+    assert kept.keypoints.shape == (1, 14, 3) and len(kept.ignore_boxes) == 0
+    np.testing.assert_allclose(kept.keypoints[0, :, 0], a[:, 0] + 0.5)
+    np.testing.assert_allclose(kept.keypoints[0, :, 2], 2.0)
+
+
+def test_a_flip_inconsistent_person_is_dropped_and_becomes_an_ignore_region():
+    good = person(20, 5)
+    # seen in both views, but the mirror puts the limbs elsewhere (left/right swapped and shifted): OKS far below 0.7
+    shaky = person(80, 5)
+    shaky_mirror = shaky[list(PASCAL.flip_perm)].copy()
+    shaky_mirror[:, 1] += 6.0
+    alone = person(50, 60)  # decoded in the image only
+    kept = consistent_people(np.stack([good, shaky, alone]), np.stack([good, shaky_mirror]), SIGMAS,
+                             min_oks=0.7, min_joints=4)
+    assert len(kept.keypoints) == 1
+    np.testing.assert_allclose(kept.keypoints[0, :, :2], good[:, :2])
+    assert len(kept.ignore_boxes) == 3  # shaky (both views' versions) and alone
+    x, y, w, h = kept.ignore_boxes[-1]  # the mirror's shaky person, last: its box covers its joints with a margin
+    xy = shaky_mirror[:, :2]
+    assert x < xy[:, 0].min() and y < xy[:, 1].min() and x + w > xy[:, 0].max() and y + h > xy[:, 1].max()
+
+
+def test_only_the_joints_both_views_agree_on_are_kept():
+    a = person(40, 5)
+    b = a.copy()
+    b[PASCAL.joint("left_wrist"), :2] += 15.0  # one joint far off in the mirror
+    b[PASCAL.joint("right_ankle")] = 0.0  # one joint not found there
+    kept = consistent_people(a[None], b[None], SIGMAS, min_oks=0.7, min_joints=4).keypoints[0]
+    v = kept[:, 2]
+    assert v[PASCAL.joint("left_wrist")] == 0 and v[PASCAL.joint("right_ankle")] == 0
+    assert (v > 0).sum() == 12
+    # too few common joints: dropped
+    few = a.copy()
+    few[4:] = 0.0
+    assert len(consistent_people(a[None], few[None], SIGMAS, min_oks=0.7, min_joints=5).keypoints) == 0
+
+
+def test_part_pseudo_labels_keep_confident_pixels_only():
+    probs = np.array([[[0.9, 0.2]], [[0.05, 0.5]], [[0.05, 0.3]]], np.float32)  # (P=3, 1, 2)
+    np.testing.assert_array_equal(pseudo_part_labels(probs, 0.7), [[0, IGNORE_LABEL]])
+    np.testing.assert_array_equal(pseudo_part_labels(probs, 0.5), [[0, 1]])
+
+
+def test_ramp_weight_rises_from_exp_minus_5_to_the_weight():
+    config = SelfTrainingConfig(weight=2.0, ramp_steps=100)
+    assert ramp_weight(0, config) == pytest.approx(2.0 * math.exp(-5.0))
+    assert ramp_weight(50, config) == pytest.approx(2.0 * math.exp(-1.25))
+    assert ramp_weight(100, config) == ramp_weight(1000, config) == 2.0
+    assert ramp_weight(0, SelfTrainingConfig(weight=0.5, ramp_steps=0)) == 0.5
+
+
+# -- the teacher ---------------------------------------------------------------------------------------------------
+def test_teacher_is_the_exponential_moving_average_of_the_student_buffers_included():
+    student = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    st = SelfTraining(student, SelfTrainingConfig(teacher_decay=0.9), PASCAL)
+    assert not any(p.requires_grad for p in st.teacher.parameters())
+    st.update(student)  # the first update copies
+    before = {k: v.clone() for k, v in st.teacher.module.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(5.0)
+    st.update(student)
+    after, now = st.teacher.module.state_dict(), student.state_dict()
+    for key in ("0.weight", "0.bias", "1.weight", "1.running_mean"):
+        torch.testing.assert_close(after[key], 0.9 * before[key] + 0.1 * now[key])
+
+
+class _MapsTeacher(nn.Module):
+    """A stand-in network whose maps are fixed: the ground truth's for the first half of its batch (the weak views)
+    and their mirror for the second half (the mirrored views), as a perfect teacher would give."""
+
+    def __init__(self, head: HeadMeta, view: Maps, mirror: Maps) -> None:
+        super().__init__()
+        self.meta = head
+        for name in ("heatmaps", "pafs", "parts"):
+            self.register_buffer(name, torch.from_numpy(np.stack([getattr(view, name), getattr(mirror, name)])))
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        n = image.shape[0] // 2
+        pick = lambda maps: maps.repeat_interleave(n, 0)  # noqa: E731
+        pose = self.meta.has_pose
+        return ModelOutput([pick(self.heatmaps)] if pose else [], [pick(self.pafs)] if pose else [],
+                           [pick(self.parts)], self.meta.pose_stride or 8, 1)
+
+
+def _teacher_batch(people: np.ndarray, mirror_people: np.ndarray, *, pose: bool = True
+                   ) -> tuple[SelfTraining, dict[str, torch.Tensor]]:
+    """A SelfTraining whose teacher sees `people` in the weak view and `mirror_people` (in mirror coordinates) in
+    its mirror, and a batch of one labelled and one unlabelled 96 x 96 sample. `pose` False: a parts-only teacher."""
+    head = HeadMeta(PASCAL, pose_stride=8 if pose else None, parts_stride=1, sigma=6.0)
+    size = 96
+    parts = np.zeros((size, size), np.uint8)
+    parts[10:50, 20:60] = 2
+    logits = np.where(np.arange(7)[:, None, None] == parts[None], 6.0, 0.0).astype(np.float32)  # confident
+    logits[:, 80:, :] = 0.0  # the bottom rows: no class stands out (p = 1/7)
+    grid = HeadMeta(PASCAL, sigma=6.0)  # the maps a pose head would give (unused by a parts-only teacher)
+    weak = build_targets(people, None, parts, grid)
+    mirrored = build_targets(mirror_people, None, parts[:, ::-1], grid)
+    view = Maps(weak.heatmaps, weak.pafs, logits)
+    mirror = Maps(mirrored.heatmaps, mirrored.pafs, flip_maps(Maps(None, None, logits), PASCAL).parts)
+    st = SelfTraining(_MapsTeacher(head, view, mirror), SelfTrainingConfig(ramp_steps=0, weight=0.5), PASCAL)
+    h = size // 8
+    batch = {"image": torch.zeros(2, 3, size, size), "weak_image": torch.zeros(2, 3, size, size),
+             "unlabelled": torch.tensor([False, True]), "heatmaps": torch.zeros(2, 15, h, h),
+             "pafs": torch.zeros(2, 2 * PASCAL.num_limbs, h, h), "pose_mask": torch.ones(2, h, h),
+             "parts": torch.full((2, size, size), IGNORE_LABEL, dtype=torch.uint8),
+             "has_pose": torch.tensor([True, False]), "has_parts": torch.tensor([True, False]),
+             "joint_mask": torch.tensor([[True] * 14, [False] * 14])}
+    return st, batch
+
+
+def _mirror(people: np.ndarray, width: int) -> np.ndarray:
+    out = people[:, list(PASCAL.flip_perm)].copy()
+    out[..., 0] = width - 1 - out[..., 0]
+    return out
+
+
+def test_a_perfect_teacher_gives_the_ground_truth_targets_to_the_unlabelled_sample_only():
+    people = np.stack([person(30, 10), person(66, 20, 1.2)])
+    people[..., 2] = 2.0
+    st, batch = _teacher_batch(people, _mirror(people, 96))
+    labelled = {k: v.clone() for k, v in batch.items()}
+    yield_ = st.label(batch, step=0)
+    assert yield_["people"] == 2 and yield_["dropped"] == 0 and yield_["weight"] == 0.5
+    torch.testing.assert_close(batch["loss_weight"], torch.tensor([1.0, 0.5]))
+    assert bool(batch["has_pose"][1]) and bool(batch["has_parts"][1])
+    for key in ("heatmaps", "pafs", "pose_mask", "parts"):  # the labelled sample is untouched
+        torch.testing.assert_close(batch[key][0], labelled[key][0])
+    truth = build_targets(people, None, np.zeros((96, 96), np.uint8), st.teacher.module.meta)
+    # decoded joints lie within a pixel of the truth: the rebuilt heatmaps match it closely
+    assert float((batch["heatmaps"][1] - torch.from_numpy(truth.heatmaps)).abs().max()) < 0.1
+    # supervised only around the confirmed people: their joints' cells and pixels, not the far corner
+    mask, parts = batch["pose_mask"][1].numpy(), batch["parts"][1].numpy()
+    assert all(mask[int(y), int(x)] == 1 for x, y in people[..., :2].reshape(-1, 2) / 8.0)
+    assert mask[-1, 0] == 0 and parts[-1, 0] == IGNORE_LABEL
+    expected = np.zeros((96, 96), np.uint8)
+    expected[10:50, 20:60] = 2
+    inside = parts != IGNORE_LABEL
+    np.testing.assert_array_equal(parts[inside], expected[inside])  # the teacher's confident labels there
+    assert inside[10:50, 20:60].mean() > 0.9
+    # on the confirmed limbs the teacher's "background" is not taught (the pose refines the parts); off them it is
+    ys, xs = people[..., 1].astype(int).ravel(), people[..., 0].astype(int).ravel()
+    on_part = expected[ys, xs] == 2
+    assert (parts[ys, xs][on_part] == 2).all() and (parts[ys, xs][~on_part] == IGNORE_LABEL).all()
+    assert (parts == 0).sum() > 100
+    # a joint channel is taught only when every kept person's joint is confirmed (here: all of them)
+    assert bool(batch["joint_mask"][1].all())
+
+
+def test_a_parts_only_teacher_labels_its_confident_pixels_everywhere():
+    people = person(30, 10)[None]
+    st, batch = _teacher_batch(people, _mirror(people, 96), pose=False)
+    yield_ = st.label(batch, step=0)
+    assert yield_["people"] == 0
+    assert bool(batch["has_parts"][1]) and not bool(batch["has_pose"][1])  # no pose head: no pose pseudo-labels
+    parts = batch["parts"][1].numpy()
+    expected = np.zeros((96, 96), np.uint8)
+    expected[10:50, 20:60] = 2
+    np.testing.assert_array_equal(parts[:80], expected[:80])  # confident, away from any person too
+    assert (parts[80:] == IGNORE_LABEL).all()  # unsure: ignored
+    assert yield_["part_pixels"] == pytest.approx(80 / 96)
+
+
+def test_a_person_the_mirror_does_not_confirm_is_masked_out_not_taught_as_background():
+    people = np.stack([person(30, 10), person(66, 20, 1.2)])
+    people[..., 2] = 2.0
+    st, batch = _teacher_batch(people, _mirror(people[:1], 96))  # the mirror sees only the first person
+    yield_ = st.label(batch, step=0)
+    assert yield_["people"] == 1 and yield_["dropped"] == 1
+    mask = batch["pose_mask"][1].numpy()
+    second = people[1, :, :2] / 8.0  # its joints' cells are not supervised; the first person's are
+    assert all(mask[int(y), int(x)] == 0 for x, y in second)
+    assert all(mask[int(y), int(x)] == 1 for x, y in people[0, :, :2] / 8.0)
+
+
+def test_a_joint_one_kept_person_lacks_is_not_taught_as_absent():
+    people = np.stack([person(30, 10), person(66, 20, 1.2)])
+    people[..., 2] = 2.0
+    mirror = _mirror(people, 96)
+    wrist = PASCAL.joint("left_wrist")
+    mirror[1, PASCAL.flip_perm[wrist], :2] += 20.0  # the mirror disagrees on the second person's left wrist
+    st, batch = _teacher_batch(people, mirror)
+    assert st.label(batch, step=0)["people"] == 2
+    joint_mask = batch["joint_mask"][1]
+    assert not bool(joint_mask[wrist]) and int(joint_mask.sum()) == 13
+
+
+# -- per-sample loss weights ---------------------------------------------------------------------------------------
+def test_loss_weight_scales_a_samples_numerator_only():
+    pred, gt = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    gt[1] = 2.0  # sample 0 contributes 4 x 1, sample 1 4 x 4
+    weight = torch.ones(2, 1, 2, 2)
+    scale = torch.tensor([1.0, 0.25]).reshape(-1, 1, 1, 1)
+    assert float(masked_mse(pred, gt, weight, scale)) == pytest.approx((4 * 1 + 0.25 * 4 * 4) / 8)
+    logits = torch.zeros(2, 2, 1, 1)
+    logits[:, 0] = math.log(3.0)  # p(class 0) = 3/4
+    labels = torch.tensor([[[1]], [[0]]])
+    loss = SegLoss().per_stage([logits], labels, loss_weight=torch.tensor([0.5, 1.0]))[0]
+    assert float(loss) == pytest.approx((0.5 * math.log(4.0) + math.log(4.0 / 3.0)) / 2)
+
+
+# -- a run ---------------------------------------------------------------------------------------------------------
+def _config(tmp: Path, labelled: Path, folder: Path, *extra: str):
+    spec = [{"name": "labelled", "train": str(labelled), "val": str(labelled)},
+            {"name": "raw", "train": {"images": str(folder)}, "unlabelled": True}]
+    path = tmp / "self.yaml"
+    path.write_text(yaml.safe_dump({"data": {"sources": spec}, "train": {"self_training": {"ramp_steps": 2}}}))
+    return load_config(path, [
+        "model.name=joint_vgg16", "model.stages=1", "model.width=0.125", "model.fc_width=32", "data.epoch_size=8",
+        "data.input_size=64", "data.batch_size=4", "data.workers=0", "optim.lr=0.01", "train.max_epochs=2",
+        "train.accelerator=cpu", "train.devices=1", "train.log_every_steps=1", *extra])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("self_training")
+    labelled = write_synth(root / "labelled", n=4, seed=0, size=64)
+    unlabelled = write_synth(root / "unlabelled", n=4, seed=5, size=64)
+    return labelled, unlabelled / "images"
+
+
+def test_unlabelled_sources_need_self_training_and_vice_versa(data, tmp_path):
+    labelled, folder = data
+    with pytest.raises(ConfigError, match="self_training is not set"):
+        PosePartDataModule(_config(tmp_path, labelled, folder, "train.self_training=null"))
+    spec = {"data": {"sources": [{"name": "a", "train": {"images": str(folder)}}]}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="only the train data of an unlabelled source"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_a_run_with_an_unlabelled_folder_pseudo_labels_it_and_resumes_exactly(data, tmp_path):
+    labelled, folder = data
+    module_data = PosePartDataModule(_config(tmp_path, labelled, folder))
+    described = {s["name"]: s for s in module_data.describe()}
+    assert described["raw"]["unlabelled"] and described["raw"]["tasks"] == [] and described["raw"]["train_images"] == 4
+    result = train(_config(tmp_path, labelled, folder), tmp_path / "full", **QUIET)
+    assert result.global_step == 4
+    assert "train/pseudo/weight" in result.metrics and "train/pseudo/people" in result.metrics
+    state = load_checkpoint(result.last)["state_dict"]
+    assert any(k.startswith("self_training.teacher.module.") for k in state)  # the teacher is checkpointed
+    first = train(_config(tmp_path, labelled, folder), tmp_path / "cut", max_epochs=1, **QUIET)
+    resumed = train(_config(tmp_path, labelled, folder), tmp_path / "cut", resume=first.last, **QUIET)
+    other = load_checkpoint(resumed.last)["state_dict"]
+    for key in state:
+        torch.testing.assert_close(state[key], other[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_self_training_under_ddp_two_cpu_processes(data, tmp_path):
+    """Two gloo processes: the teacher is a plain submodule (no gradient, updated from the all-reduced weights on
+    every rank), pseudo-labels are made per rank, and the run checkpoints the teacher as a single process does."""
+    labelled, folder = data
+    config = _config(tmp_path, labelled, folder, "train.max_epochs=1")
+    from posepart.engine.config import dump_config
+
+    path = dump_config(config, tmp_path / "ddp.yaml")
+    entry = Path(sys.executable).with_name("posepart")
+    command = [str(entry) if entry.exists() else sys.executable, *([] if entry.exists() else ["-m", "posepart.cli"]),
+               "train", "--config", str(path), "--set", "train.devices=2", "--set", "train.strategy=ddp",
+               "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 1  # 8 draws / 2 ranks / batch 4
+    state = checkpoint["state_dict"]
+    assert int(state["self_training.teacher.n_averaged"]) == 1  # one update: the teacher copied the student
+    for key in (k for k in state if k.startswith("model.") and state[k].is_floating_point()):
+        torch.testing.assert_close(state[f"self_training.teacher.module.{key[len('model.'):]}"], state[key], msg=key)
