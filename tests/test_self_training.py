@@ -322,3 +322,13 @@ def test_self_training_under_ddp_two_cpu_processes(data, tmp_path):
     assert int(state["self_training.teacher.n_averaged"]) == 1  # one update: the teacher copied the student
     for key in (k for k in state if k.startswith("model.") and state[k].is_floating_point()):
         torch.testing.assert_close(state[f"self_training.teacher.module.{key[len('model.'):]}"], state[key], msg=key)
+
+
+def test_pseudo_label_quality_diagnostic_runs_on_a_checkpoint(data, tmp_path):
+    labelled, folder = data
+    run = train(_config(tmp_path, labelled, folder, "train.max_epochs=1"), tmp_path / "run", **QUIET)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pseudo_label_quality.py"
+    done = subprocess.run([sys.executable, str(script), str(run.last), "--data", str(labelled), "--images", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 images: pseudo people" in done.stdout and "| lower_arm |" in done.stdout
