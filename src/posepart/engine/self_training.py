@@ -9,9 +9,9 @@ of a batch on its weak view (the Mapper's geometric augmentation alone) and on t
   disagreeing become ignore regions (their box, widened); heatmap and PAF targets are rebuilt from the kept people by
   the normal target builder;
 - parts: the two views' class probabilities are averaged; a pixel keeps its arg-max class where that probability
-  reaches `part_threshold`, else it is ignored (255). No dense CRF: pydensecrf, the one implementation, has had no
-  release since 2018 and does not build on current Python; thresholding the flip-averaged probabilities is the
-  refinement we can maintain;
+  reaches `part_threshold`, else it is ignored (255). No dense CRF: pydensecrf, the one implementation, has had one
+  release (1.0rc3, 2018), whose source does not build here (Cython: 'eigen.pxd' not found); thresholding the
+  flip-averaged probabilities is the refinement we can maintain;
 - where: with a pose head, only inside the kept people's boxes (widened), for both tasks, and only what the teacher
   is sure of there: a joint channel only when every kept person's joint was confirmed (else "no joint here" would be
   taught at a real joint), and no "background" on a kept person's limbs (the pose refines the parts: a pixel on a

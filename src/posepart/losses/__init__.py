@@ -19,7 +19,7 @@ from posepart.losses.weighting import (
 )
 
 __all__ = [
-    "DynamicWeightAverage", "FixedWeighting", "GradNormWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss", "TaskWeighting",
-    "UncertaintyWeighting", "heatmap_channel_mask", "masked_mse", "paf_channel_mask", "seed_heatmap_mask",
-    "seed_paf_mask", "upsample_logits",
+    "DynamicWeightAverage", "FixedWeighting", "GradNormWeighting", "LossResult", "PoseLoss", "PosePartLoss", "SegLoss",
+    "TaskWeighting", "UncertaintyWeighting", "heatmap_channel_mask", "masked_mse", "paf_channel_mask",
+    "seed_heatmap_mask", "seed_paf_mask", "upsample_logits",
 ]
