@@ -108,6 +108,8 @@ class PosePartModule(pl.LightningModule):
         self.model = build_from_config(config, schema, pretrained=pretrained)
         tasks = model_tasks(self.model)
         weighting = build_weighting(config, tasks)
+        # GradNorm's W, found once (its Parameters stay the same objects when moved or re-strided)
+        self._shared_layer = last_shared_layer(self.model) if isinstance(weighting, GradNormWeighting) else []
         # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
         # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
@@ -250,7 +252,7 @@ class PosePartModule(pl.LightningModule):
         weights' own gradient is taken first (`GradNormWeighting.balance`)."""
         weighting = self.loss_fn.weighting
         if isinstance(weighting, GradNormWeighting) and self._step_result is not None:
-            weighting.balance(self._step_result.tasks, self._step_result.present, last_shared_layer(self.model))
+            weighting.balance(self._step_result.tasks, self._step_result.present, self._shared_layer)
             self._step_result = None
         if self.config.loss.aggregator == "sum" or self._step_result is None:
             super().backward(loss, *args, **kwargs)

@@ -42,6 +42,7 @@ from posepart.engine.config import SelfTrainingConfig
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
 from posepart.losses.seg import upsample_logits
+from posepart.metrics.oks import oks_terms
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import build_targets
 
@@ -58,23 +59,15 @@ def ramp_weight(step: int, config: SelfTrainingConfig) -> float:
     return config.weight * math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def oks_terms(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-joint OKS terms (K,) of two decoded people (K, 3) [x, y, score] and the mask of the joints both found
-    (score > 0): COCO's exp(-d^2 / (2 area (2 sigma)^2)) with the area of those joints' box (terms of the others 0)."""
+def agreement(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How two decodings of one person agree: per-joint OKS terms (K,) (`metrics.oks_terms`, with the area of the box
+    of the joints both found) and the mask of those joints (score > 0 in both); all terms 0 under two such joints."""
     both = (a[:, 2] > 0) & (b[:, 2] > 0)
     if both.sum() < 2:
         return np.zeros(len(a)), both
     xy = np.concatenate([a[both, :2], b[both, :2]])
     area = max(float(np.prod(xy.max(0) - xy.min(0))), 1.0)
-    terms = np.exp(-((a[:, :2] - b[:, :2]) ** 2).sum(1) / (2.0 * area * (2.0 * sigmas) ** 2))
-    return np.where(both, terms, 0.0), both
-
-
-def oks(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray) -> tuple[float, int]:
-    """(OKS over the joints both found, their number); (0, n) with fewer than two common joints."""
-    terms, both = oks_terms(a, b, sigmas)
-    n = int(both.sum())
-    return (float(terms[both].mean()) if n >= 2 else 0.0), n
+    return np.where(both, oks_terms(a, b, area, sigmas), 0.0), both
 
 
 @dataclass
@@ -98,18 +91,17 @@ def consistent_people(people: np.ndarray, mirrored: np.ndarray, sigmas: np.ndarr
     is dropped and becomes an ignore box.
     """
     k = sigmas.shape[0]
-    pairs = []
+    pairs = []  # (OKS over the joints both found, i, j, per-joint terms, found in both)
     for i, p in enumerate(people):
         for j, q in enumerate(mirrored):
-            score, n = oks(p, q, sigmas)
-            if score >= min_oks and n >= min_joints:
-                pairs.append((score, i, j))
+            terms, both = agreement(p, q, sigmas)
+            if both.sum() >= max(min_joints, 2) and terms[both].mean() >= min_oks:
+                pairs.append((float(terms[both].mean()), i, j, terms, both))
     kept, used_p, used_q = [], set(), set()
-    for _, i, j in sorted(pairs, key=lambda t: (-t[0], t[1], t[2])):
+    for _, i, j, terms, both in sorted(pairs, key=lambda t: (-t[0], t[1], t[2])):
         if i in used_p or j in used_q:
             continue
         p, q = people[i], mirrored[j]
-        terms, both = oks_terms(p, q, sigmas)
         agree = both & (terms >= 0.5)
         if int(agree.sum()) < min_joints:
             continue

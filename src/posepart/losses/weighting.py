@@ -31,6 +31,21 @@ class TaskWeighting(nn.Module, ABC):
             raise ValueError("no task losses to weight")
         return torch.stack(list(self.terms(losses, present).values())).sum()
 
+    def _set_tasks(self, tasks: Sequence[str]) -> None:
+        """For a weighting with per-task state: `tasks` (one slot each, in this order) and their index."""
+        self.tasks = tuple(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        self._index = {t: i for i, t in enumerate(self.tasks)}
+
+    def _slot(self, task: str) -> int:
+        """The index of `task`'s state; a KeyError naming the known tasks for one this weighting was not built for."""
+        try:
+            return self._index[task]
+        except KeyError:
+            raise KeyError(f"task {task!r} has no {type(self).__name__} weight; known: "
+                           f"{', '.join(self.tasks)}") from None
+
     def log_terms(self) -> dict[str, Tensor]:
         """Detached values worth logging (e.g. learned weights); none by default."""
         return {}
@@ -70,22 +85,16 @@ class UncertaintyWeighting(TaskWeighting):
     def __init__(self, tasks: Sequence[str], init: float | Mapping[str, float] = 0.0,
                  priorities: Mapping[str, float] | None = None) -> None:
         super().__init__()
-        self.tasks = tuple(tasks)
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        self._set_tasks(tasks)
         start = [init.get(t, 0.0) if isinstance(init, Mapping) else float(init) for t in self.tasks]
         self.log_vars = nn.Parameter(torch.tensor(start, dtype=torch.float32))  # (T,) s_i = log sigma_i^2
-        self._index = {t: i for i, t in enumerate(self.tasks)}
         self.priorities = {t: float((priorities or {}).get(t, 1.0)) for t in self.tasks}
         if not all(r > 0 for r in self.priorities.values()):
             raise ValueError(f"task priorities must be positive, got {self.priorities}")
 
     def log_var(self, task: str) -> Tensor:
         """The learnable s of one task."""
-        try:
-            return self.log_vars[self._index[task]]
-        except KeyError:
-            raise KeyError(f"task {task!r} has no uncertainty parameter; known: {', '.join(self.tasks)}") from None
+        return self.log_vars[self._slot(task)]
 
     def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         terms = {}
@@ -119,9 +128,7 @@ class DynamicWeightAverage(TaskWeighting):
     def __init__(self, tasks: Sequence[str], period: int = 100, temperature: float = 2.0,
                  scales: Mapping[str, float] | None = None) -> None:
         super().__init__()
-        self.tasks = tuple(tasks)
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        self._set_tasks(tasks)
         if period < 1 or not temperature > 0:
             raise ValueError(f"need period >= 1 and temperature > 0, got {period}, {temperature}")
         self.period, self.temperature = int(period), float(temperature)
@@ -131,7 +138,6 @@ class DynamicWeightAverage(TaskWeighting):
         self.register_buffer("counts", torch.zeros(n))
         self.register_buffer("means", torch.full((2, n), -1.0))  # rows: periods t-2, t-1; -1 = not yet
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self._index = {t: i for i, t in enumerate(self.tasks)}
 
     def weights(self) -> Tensor:
         """(K,) the current lambda (sums to K)."""
@@ -140,11 +146,8 @@ class DynamicWeightAverage(TaskWeighting):
         return len(self.tasks) * torch.softmax(ratio / self.temperature, 0)
 
     def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        unknown = [name for name in losses if name not in self._index]
-        if unknown:
-            raise KeyError(f"tasks {unknown} have no DWA weight; known: {', '.join(self.tasks)}")
         lam = self.weights()
-        terms = {name: lam[self._index[name]] * self.scales[name] * loss for name, loss in losses.items()}
+        terms = {name: lam[self._slot(name)] * self.scales[name] * loss for name, loss in losses.items()}
         if self.training:
             self._record(losses, present)
         return terms
@@ -152,7 +155,7 @@ class DynamicWeightAverage(TaskWeighting):
     @torch.no_grad()
     def _record(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None) -> None:
         for name, loss in losses.items():
-            i = self._index[name]
+            i = self._slot(name)
             here = present[name].float() if present is not None and name in present else torch.ones(())
             self.sums[i] += here.to(self.sums.device) * loss.detach().float()
             self.counts[i] += here.to(self.sums.device)
@@ -183,20 +186,14 @@ class GradNormWeighting(TaskWeighting):
 
     def __init__(self, tasks: Sequence[str], alpha: float = 1.5) -> None:
         super().__init__()
-        self.tasks = tuple(tasks)
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be non-empty and distinct, got {self.tasks}")
+        self._set_tasks(tasks)
         self.alpha = float(alpha)
         self.weights = nn.Parameter(torch.ones(len(self.tasks)))
         self.register_buffer("initial", torch.full((len(self.tasks),), float("nan")))
-        self._index = {t: i for i, t in enumerate(self.tasks)}
 
     def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        unknown = [name for name in losses if name not in self._index]
-        if unknown:
-            raise KeyError(f"tasks {unknown} have no GradNorm weight; known: {', '.join(self.tasks)}")
         w = self.weights.detach()
-        return {name: w[self._index[name]] * loss for name, loss in losses.items()}
+        return {name: w[self._slot(name)] * loss for name, loss in losses.items()}
 
     def balance(self, tasks: Mapping[str, Tensor], present: Mapping[str, Tensor], shared: Sequence[Tensor]) -> None:
         """Accumulate GradNorm's gradient into `weights.grad`. tasks: each task's term w_k L_k (the network's graph,
@@ -205,7 +202,7 @@ class GradNormWeighting(TaskWeighting):
         names = [name for name in tasks if bool(present.get(name, True))]  # one host sync per step
         if not names:
             return
-        idx = torch.tensor([self._index[n] for n in names], device=self.weights.device)
+        idx = torch.tensor([self._slot(n) for n in names], device=self.weights.device)
         norms = []
         for name in names:
             grads = torch.autograd.grad(tasks[name], list(shared), retain_graph=True, allow_unused=True)

@@ -17,6 +17,16 @@ from pycocotools.cocoeval import COCOeval
 _STAT_KEYS = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar")
 
 
+def oks_terms(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequence[float]) -> np.ndarray:
+    """(K,) per-joint similarity exp(-d^2 / (2 * area * (2 sigma)^2)) of two (K, >=2) keypoint arrays, whatever
+    their visibility: the terms `oks` averages (self-training also reads them joint by joint)."""
+    gt = np.asarray(gt_kpts, np.float64).reshape(len(sigmas), -1)
+    pred = np.asarray(pred_kpts, np.float64).reshape(len(sigmas), -1)
+    variances = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
+    d2 = ((gt[:, :2] - pred[:, :2]) ** 2).sum(1)  # (K,)
+    return np.exp(-d2 / variances / (float(area) + np.spacing(1)) / 2.0)
+
+
 def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequence[float]) -> float:
     """Object keypoint similarity of one prediction to one GT person, as COCOeval.computeOks scores it.
 
@@ -24,15 +34,10 @@ def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequenc
     exp(-d^2 / (2 * area * (2 sigma)^2)). NaN when the GT labels no joint (COCOeval then falls back to a box distance,
     which needs the GT box; use `coco_keypoint_ap` for that case).
     """
-    gt = np.asarray(gt_kpts, np.float64).reshape(-1, 3)
-    pred = np.asarray(pred_kpts, np.float64).reshape(-1, 3)
-    labelled = gt[:, 2] > 0
+    labelled = np.asarray(gt_kpts, np.float64).reshape(-1, 3)[:, 2] > 0
     if not labelled.any():
         return float("nan")
-    variances = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
-    d2 = ((gt[:, :2] - pred[:, :2]) ** 2).sum(1)  # (K,)
-    e = d2 / variances / (float(area) + np.spacing(1)) / 2.0
-    return float(np.exp(-e[labelled]).mean())
+    return float(oks_terms(gt_kpts, pred_kpts, area, sigmas)[labelled].mean())
 
 
 def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:
