@@ -118,15 +118,16 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
     assembly; "rest" is the whole decode minus these (validation, one-joint people, fragments, person scores)."""
     cfg = DecodeConfig()
     skeleton = np.asarray(schema.skeleton, np.int64)
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=SIGMA / STRIDE)
+    head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=SIGMA / STRIDE,
+                            radius=head.peak_radius)
     connections = score_limbs(peaks, paf, skeleton, cfg)
     n_peaks = len(peaks.score)
 
     out = {"peaks": best_of(lambda: find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
-                                                    sigma_cells=SIGMA / STRIDE), REPEATS),
+                                                    sigma_cells=SIGMA / STRIDE, radius=head.peak_radius), REPEATS),
            "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
            "match_assemble": best_of(lambda: assemble(connections, skeleton, schema.num_joints, n_peaks), REPEATS)}
-    head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
     out["rest"] = max(best_of(lambda: decode(hm, paf, head), REPEATS) - sum(out.values()), 0.0)
     return out
 

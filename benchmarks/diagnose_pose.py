@@ -22,6 +22,7 @@ from posepart.data.format import PosePartDataset
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, people_to_coco
 from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
+from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
 from posepart.targets import build_targets
 
@@ -29,11 +30,12 @@ VARIANTS = ("predicted maps", "true heatmaps + predicted PAFs", "predicted heatm
             "true heatmaps + true PAFs (oracle)")
 
 
-def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, stride: int, sigma_cells: float
-                   ) -> tuple[list[float], int, int]:
+def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta) -> tuple[list[float], int, int]:
     """-> (for each labelled joint, the distance in input px to the nearest peak of its type; peaks; peaks more
     than 8 px from every labelled joint of their type)."""
-    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=sigma_cells)
+    stride = head.stride
+    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.sigma / stride,
+                            radius=head.peak_radius)
     xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
     nearest, far = [], 0
     for j in range(keypoints.shape[1]):
@@ -86,7 +88,7 @@ def main() -> None:
         for name, (hm, paf) in maps.items():
             people = decode(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32), head, config)
             scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
-        nearest, n, f = peak_distances(heatmaps[0], keypoints, head.stride, head.sigma / head.stride)
+        nearest, n, f = peak_distances(heatmaps[0], keypoints, head)
         distances += nearest
         peaks, far = peaks + n, far + f
     print(f"{len(records)} images of {args.data}, model {args.checkpoint}")

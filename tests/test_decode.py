@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posepart.decode import DecodeConfig, Person, decode, find_peaks, people_to_coco
+from posepart.decode import DecodeConfig, Person, decode, find_peaks, find_peaks_flat, people_to_coco
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
@@ -137,6 +137,48 @@ def test_plateau_of_three_gives_one_peak() -> None:
     hm[0, 1, 1:6] = hm[0, 3, 1:6] = 0.5
     (p,) = find_peaks(hm, 0.1)
     assert len(p) == 1
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_peaks_match_a_brute_force_window_maximum(radius: int) -> None:
+    """On maps without ties a peak is exactly a cell above the threshold that is the maximum of the cells within
+    dx^2 + dy^2 <= r^2 + 1 (scipy's maximum_filter with that footprint, -inf outside the map), for every radius."""
+    from scipy.ndimage import maximum_filter
+
+    rng = np.random.default_rng(radius)
+    hm = rng.random((4, 13, 17)).astype(np.float32)
+    d = np.arange(-radius, radius + 1)
+    disk = d[:, None] ** 2 + d[None, :] ** 2 <= radius**2 + 1
+    window = maximum_filter(hm, footprint=disk[None], mode="constant", cval=-np.inf)
+    expected = np.argwhere((hm >= window) & (hm > 0.3))  # (N, 3) [joint, y, x], raster order per joint
+    peaks = find_peaks_flat(hm, 0.3, radius=radius)
+    cells = np.stack([peaks.joint, np.rint(peaks.xy[:, 1]), np.rint(peaks.xy[:, 0])], 1)  # offsets are within 0.5
+    assert np.array_equal(cells.astype(int), expected)
+    assert np.array_equal(peaks.score, hm[tuple(expected.T)])
+
+
+def test_peak_radius_suppresses_within_the_window_only() -> None:
+    """A weaker maximum two cells from a peak (straight, or a knight's move) is its own peak with radius 1 and
+    suppressed with radius 2; three cells away, or two cells diagonally (outside the disk), it survives both. A
+    plateau of two equal cells a knight's move apart keeps the first in raster order."""
+    hm = np.zeros((5, 9, 9), np.float32)
+    hm[0, 4, 4], hm[0, 4, 6] = 0.9, 0.5  # two cells apart
+    hm[1, 4, 4], hm[1, 5, 6] = 0.9, 0.5  # a knight's move: 5 = r^2 + 1 cells^2
+    hm[2, 4, 4], hm[2, 4, 7] = 0.9, 0.5  # three cells apart
+    hm[3, 4, 4], hm[3, 6, 6] = 0.9, 0.5  # two cells diagonally: 8 > r^2 + 1
+    hm[4, 4, 6], hm[4, 5, 4] = 0.7, 0.7  # a tie a knight's move apart: (4, 6) comes first in raster order
+    counts = {r: [len(p) for p in find_peaks(hm, 0.1, radius=r)] for r in (1, 2)}
+    assert counts == {1: [2, 2, 2, 2, 2], 2: [1, 1, 2, 2, 1]}
+    (tie,) = find_peaks(hm, 0.1, radius=2)[4]
+    assert tie[:2].tolist() == [6.0, 4.0]
+    with pytest.raises(ValueError, match="radius"):
+        find_peaks(hm, 0.1, radius=0)
+
+
+def test_peak_radius_is_one_trunk_cell_whatever_the_sigma() -> None:
+    for sigma in (4.0, 6.0, 7.0, 12.0):
+        radii = [HeadMeta(PASCAL, pose_stride=s, sigma=sigma).peak_radius for s in (8, 4, 2)]
+        assert radii == [1, 2, 4]
 
 
 # -- decode ------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,18 @@ def test_demo_oracle_only(tmp_path, capsys, monkeypatch):
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "| oracle (decoded ground truth) |" in report and "![samples](samples.png)" in report
-    assert json.loads((out / "oracle_metrics.json").read_text())["pose"]["ap"] > 0.5
+    oracle = json.loads((out / "oracle_metrics.json").read_text())
+    assert oracle["pose"]["ap"] > 0.5
+    # the oracle is the ceiling of the demo's models: the ground truth decoded on the joint config's grid
+    from posepart.data.format import PosePartDataset
+    from posepart.engine.config import load_config, shipped_config
+    from posepart.evaluate import evaluate_oracle
+
+    joint = load_config(shipped_config("demo_cpu_joint.yaml"))
+    expected = evaluate_oracle(PosePartDataset.open(out / "data" / "val"), input_size=128, progress=False,
+                               stride=joint.model.pose_stride, sigma=joint.data.sigma)
+    assert oracle["pose"] == pytest.approx(expected["pose"])
+    assert f"the oracle at the joint model's pose stride {joint.model.pose_stride}" in report
 
 
 def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):

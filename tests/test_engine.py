@@ -393,6 +393,7 @@ def test_config_validation_is_strict_and_names_nested_keys():
         return str(caught.value)
 
     assert error("model.stages=true") == "model.stages: Input should be a valid integer, got True"
+    assert "focal_beta must be > 0" in error("loss.focal_beta=0")
     assert error("model.batch_norm=maybe").startswith("model.batch_norm: Input should be a valid boolean")
     assert error("data.augment.scale_mi=1").startswith("data.augment.scale_mi: unknown key; known: scale_min,")
     assert error("data.sources=[{name: a, train: {root: x, bogus: 1}}]").startswith(

@@ -348,6 +348,29 @@ def test_focal_heatmap_loss_by_hand() -> None:
     assert focal_heatmap_loss(pred, gt, weight).item() == pytest.approx((tie + rest) / 2, rel=1e-5)
 
 
+def test_focal_beta_sets_the_penalty_next_to_a_peak() -> None:
+    """The neighbour at gt 0.5 pays (1 - 0.5)^beta of a background cell's loss: 1/16 with CenterNet's 4, 1/4 with 2;
+    `loss.focal_beta` reaches the loss through PoseLoss."""
+    from posepart.losses.pose import focal_heatmap_loss
+
+    gt = torch.zeros(1, 1, 3, 3)
+    gt[0, 0, 1, 1], gt[0, 0, 1, 2] = 1.0, 0.5
+    pred = torch.full((1, 1, 3, 3), 0.1)
+    pred[0, 0, 1, 1] = 0.8
+    background = -(0.1**2) * math.log(0.9)
+    positive = -(0.2**2) * math.log(0.8)
+    for beta in (4.0, 2.0):
+        loss = focal_heatmap_loss(pred, gt, torch.ones_like(gt), beta=beta)
+        assert loss.item() == pytest.approx(positive + 7 * background + 0.5**beta * background, rel=1e-5)
+    hm = torch.cat([gt, 1 - gt], 1)  # one joint + the background channel (TINY has 3 joints: pad with zeros)
+    hm = torch.cat([torch.zeros(1, TINY.num_joints - 1, 3, 3), hm], 1)
+    prob = torch.cat([torch.full((1, TINY.num_joints - 1, 3, 3), 0.1), pred, 1 - pred], 1)
+    batch = pose_batch(1, 3, 3, heatmaps=hm)
+    (two,) = PoseLoss(TINY, heatmap_loss="focal", focal_beta=2.0)("heatmap", [prob], batch)
+    (four,) = PoseLoss(TINY, heatmap_loss="focal")("heatmap", [prob], batch)
+    assert (two - four).item() == pytest.approx((0.25 - 0.0625) * background, rel=1e-4)
+
+
 def test_focal_pose_loss_keeps_mse_on_the_background_channel() -> None:
     torch.manual_seed(5)
     gt = torch.rand(1, TINY.heatmap_channels, 4, 4)

@@ -62,9 +62,10 @@ def _gradients(arm: str, data, splits) -> tuple[dict[str, torch.Tensor], dict[st
                                             "data.epoch_size=8", "data.workers=0", "train.precision=32-true"])
     datamodule = PosePartDataModule(config)
     datamodule.setup("fit")
-    batch = default_collate([datamodule.train_mapped[(0, i)] for i in range(8)])
     torch.manual_seed(0)
     module = PosePartModule(config, datamodule.schema, allowed_sets=datamodule.allowed_sets)
+    datamodule.bind(module.model.meta)  # targets on the model's grid, as `train` does
+    batch = default_collate([datamodule.train_mapped[(0, i)] for i in range(8)])
     output = module.model(batch["image"])
     maps = {"heatmaps": output.heatmaps[0], "pafs": output.pafs[0], "parts": output.parts[0]}
     for tensor in maps.values():

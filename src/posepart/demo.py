@@ -87,6 +87,12 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
     return PosePartDataset.open(root)
 
 
+def scaled_sigma(cfg: Any, size: int) -> float:
+    """A config's heatmap sigma at input side `size`: the configs are written for their own input size and the
+    sigma is in input pixels, so it scales with the input."""
+    return cfg.data.sigma * size / cfg.data.input_size
+
+
 def run_dir(out: Path, label: str) -> Path:
     """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json)."""
     return out / DEMO_MODELS[label].folder
@@ -111,7 +117,6 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
     steps = planned_steps(images, cfg.data.batch_size)
     every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
-    # The configs are written for their own input size; the Gaussian's sigma is in input pixels, so it scales too.
     if sources is not None:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
         data = [f"data.sources={json.dumps(sources)}", f"data.epoch_size={train_size}"]
     elif tasks is None:
@@ -120,7 +125,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
         data = [f"data.sources={json.dumps([source])}"]
     overrides = [*data, f"data.input_size={size}",
-                 f"data.sigma={cfg.data.sigma * size / cfg.data.input_size:g}", f"train.max_steps={steps}",
+                 f"data.sigma={scaled_sigma(cfg, size):g}", f"train.max_steps={steps}",
                  "train.max_epochs=-1", f"train.val_every_epochs={every}", *extra]
     cfg = load_config(shipped_config(config_name), overrides)
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
@@ -263,7 +268,12 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
              for r in val.records[:8]]
     sheet = grid(tiles, columns=4, row_labels=["ground truth"] * 2, schema=val.schema)
     figures = [save_rgb(out / "samples.png", sheet)]
-    rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": evaluate_oracle(val, input_size=size)}
+    from posepart.engine.config import load_config, shipped_config
+
+    # The ceiling of the trained models: the ground truth decoded on the joint model's grid (its stride and sigma).
+    joint = load_config(shipped_config(DEMO_MODELS["joint"].config))
+    oracle = evaluate_oracle(val, input_size=size, stride=joint.model.pose_stride, sigma=scaled_sigma(joint, size))
+    rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": oracle}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:
         train_set = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size, scene=scene)
@@ -286,6 +296,7 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "
              f"seed {seed})" + (f", at most {train_minutes:g} min each" if train_minutes else "")
+             + f"; the oracle at the joint model's pose stride {joint.model.pose_stride}"
              + f"; scenes: {scene}")
     report = write_report(out, title, rows, val.schema, figures)
     with open(report, "a", encoding="utf-8") as f:

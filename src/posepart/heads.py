@@ -81,6 +81,13 @@ class HeadMeta:
         """The pose maps' stride; a parts-only model's grid is the input multiple (for drawing and instances)."""
         return self.pose_stride if self.pose_stride is not None else self.input_multiple
 
+    @property
+    def peak_radius(self) -> int:
+        """The decoder's peak suppression radius in cells: one trunk cell (1 at stride 8, 2 at stride 4, 4 at stride
+        2). Maps refined above the trunk's stride resolve where a joint lies inside a trunk cell, not two joints of
+        one type inside it; a smaller window turns their side maxima into duplicate people (docs/training.md)."""
+        return max(1, self.input_multiple // self.stride)
+
     def pose_grid(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of the pose maps for an (H, W) network input."""
         return input_hw[0] // self.stride, input_hw[1] // self.stride

@@ -285,7 +285,8 @@ def decode(
         raise ValueError(f"heatmaps must be ({k + 1} or {k}, h, w) for schema {schema.name!r}, got {hm.shape}")
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.sigma / stride)
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.sigma / stride,
+                            radius=head.peak_radius)
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)

@@ -161,6 +161,9 @@ class LossConfig:
     mask: Literal["openpose", "seed"] = "openpose"
     # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
     heatmap: Literal["mse", "focal"] = "mse"
+    # focal: the exponent beta of the penalty reduction (1 - y)^beta near a joint (CenterNet: 4). A smaller beta
+    # penalises values next to a joint's peak more, so fewer side maxima (the demo: 2, docs/training.md)
+    focal_beta: float = 4.0
     # fixed: sum_i w_i L_i; uncertainty: Kendall et al.'s learned weights; dwa: Dynamic Weight Average over periods of
     # dwa_period steps; gradnorm: learned weights that balance the tasks' gradient norms at the trunk's last layer
     weighting: Literal["fixed", "uncertainty", "dwa", "gradnorm"] = "fixed"
@@ -186,6 +189,8 @@ class LossConfig:
         if self.weighting == "gradnorm" and self.aggregator != "sum":
             raise ValueError(f"weighting: gradnorm sets the task weights from the gradients itself; it does not "
                              f"combine with aggregator {self.aggregator!r}")
+        if not self.focal_beta > 0:
+            raise ValueError(f"focal_beta must be > 0, got {self.focal_beta}")
         if self.dwa_period < 1 or not self.gradnorm_alpha >= 0:
             raise ValueError("dwa_period must be >= 1 and gradnorm_alpha >= 0")
         floor = 1e-12 if self.weighting == "uncertainty" else 0.0  # a priority of 0 would drop the regulariser

@@ -113,7 +113,7 @@ class PosePartModule(pl.LightningModule):
         # check_labels=False: part labels are validated where they are read (`PosePartDataset.load_parts`, then
         # mapped by tables), so the step needs no host sync to check them again.
         self.loss_fn = PosePartLoss(schema, mask_mode=config.loss.mask, weighting=weighting,
-                                    heatmap_loss=config.loss.heatmap,
+                                    heatmap_loss=config.loss.heatmap, focal_beta=config.loss.focal_beta,
                                     allowed_sets=allowed_sets if schema.has_parts else None, check_labels=False)
         self.decode_config = DecodeConfig.for_evaluation()
         self.self_training: SelfTraining | None = None  # the teacher of a run with unlabelled sources

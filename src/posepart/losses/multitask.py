@@ -54,13 +54,15 @@ class PosePartLoss(nn.Module):
         seed_threshold: float = 0.02,
         check_labels: bool = True,
         heatmap_loss: HeatmapLoss = "mse",
+        focal_beta: float = 4.0,
     ) -> None:
         super().__init__()
         if allowed_sets is not None and allowed_sets.shape[-1] != schema.num_parts:
             raise ValueError(f"allowed_sets has {allowed_sets.shape[-1]} columns, the schema {schema.num_parts} parts")
         self.schema = schema
         self.seg = SegLoss(allowed_sets=allowed_sets, check_labels=check_labels)
-        self.pose = PoseLoss(schema, mask_mode=mask_mode, seed_threshold=seed_threshold, heatmap_loss=heatmap_loss)
+        self.pose = PoseLoss(schema, mask_mode=mask_mode, seed_threshold=seed_threshold, heatmap_loss=heatmap_loss,
+                             focal_beta=focal_beta)
         self.weighting = weighting if weighting is not None else FixedWeighting()
 
     def _expected_channels(self, task: str) -> int:

@@ -107,10 +107,11 @@ def focal_heatmap_loss(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor |
 
 class PoseLoss(nn.Module):
     """Masked MSE of heatmap and PAF stages against the batch targets (see module docstring for the masks); with
-    `heatmap_loss="focal"` the joint heatmaps use `focal_heatmap_loss` instead (the background channel keeps MSE)."""
+    `heatmap_loss="focal"` the joint heatmaps use `focal_heatmap_loss` (with `focal_beta`) instead (the background
+    channel keeps MSE)."""
 
     def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = 0.02,
-                 heatmap_loss: HeatmapLoss = "mse") -> None:
+                 heatmap_loss: HeatmapLoss = "mse", focal_beta: float = 4.0) -> None:
         super().__init__()
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
@@ -120,6 +121,7 @@ class PoseLoss(nn.Module):
         self.mask_mode = mask_mode
         self.seed_threshold = seed_threshold
         self.heatmap_loss = heatmap_loss
+        self.focal_beta = focal_beta
 
     def weight(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
         """The (B, C, h, w) float32 weight W of `task` ("heatmap" or "paf") for this batch."""
@@ -153,7 +155,7 @@ class PoseLoss(nn.Module):
         scale = sample_scale(batch)
         if task == "heatmap" and self.heatmap_loss == "focal":
             k = self.schema.num_joints  # joints, then the background channel
-            return [focal_heatmap_loss(pred[:, :k], gt[:, :k], weight[:, :k], scale)
+            return [focal_heatmap_loss(pred[:, :k], gt[:, :k], weight[:, :k], scale, beta=self.focal_beta)
                     + masked_mse(pred[:, k:], gt[:, k:], weight[:, k:], scale) for pred in stages]
         return [masked_mse(pred, gt, weight, scale) for pred in stages]
 
