@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import Mapper, TargetConfig
 from posepart.engine.checkpoint import load_model
-from posepart.engine.config import SelfTrainingConfig
+from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.self_training import SelfTraining
 from posepart.schema import IGNORE_LABEL
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from posepart.data.synth import write_synth
 from posepart.engine.checkpoint import load_checkpoint
-from posepart.engine.config import ConfigError, SelfTrainingConfig, load_config
+from posepart.engine.config import ConfigError, load_config
+from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.self_training import SelfTraining, consistent_people, pseudo_part_labels, ramp_weight
 from posepart.engine.train import train

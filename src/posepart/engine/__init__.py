@@ -6,5 +6,6 @@
     from posepart.engine.checkpoint import load_model
     loaded = load_model(result.best)                                            # LoadedModel(model, schema, ...)
 
-Submodules are imported on demand (Lightning is heavy): `config`, `data`, `module`, `checkpoint`, `train`.
+Submodules are imported on demand (Lightning is heavy): `settings` (the dataclasses), `config` (YAML and
+validation), `data`, `module`, `checkpoint`, `train`.
 """

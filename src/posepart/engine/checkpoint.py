@@ -18,7 +18,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posepart.data.writer import atomic_write
-from posepart.engine.config import Config, config_from_dict
+from posepart.engine.config import config_from_dict
+from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema

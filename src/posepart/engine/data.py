@@ -27,7 +27,8 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
-from posepart.engine.config import Config, ConfigError, DatasetPaths, SourceConfig
+from posepart.engine.config import ConfigError
+from posepart.engine.settings import Config, DatasetPaths, SourceConfig
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
-from posepart.engine.config import Config, ConfigError
+from posepart.engine.config import ConfigError
+from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import Evaluator, Prediction
 from posepart.evaluate_model import as_prediction, evaluation_predictor

@@ -38,7 +38,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from posepart.data.format import region_mask
 from posepart.decode import DecodeConfig, decode
-from posepart.engine.config import SelfTrainingConfig
+from posepart.engine.settings import SelfTrainingConfig
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
 from posepart.losses.seg import upsample_logits

@@ -32,7 +32,8 @@ from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import AtomicCheckpointIO, check_resumable, checkpoint_callbacks
-from posepart.engine.config import Config, ConfigError, config_from_dict, dump_config
+from posepart.engine.config import ConfigError, config_from_dict, dump_config
+from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import UsageError

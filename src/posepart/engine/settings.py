@@ -1,0 +1,261 @@
+"""The training settings: plain dataclasses, one per config section (what the code reads).
+
+`posepart.engine.config` reads YAML into them and validates it with pydantic (strict types, no unknown keys, errors
+naming the key); the checks that span fields live in each class's `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict
+
+from posepart.data.augment import AugmentConfig
+from posepart.heads import HeadMeta
+from posepart.models.pretrained import check_fits
+
+
+def _number_as_text(value: Any) -> Any:
+    """YAML reads `precision: 32` or `devices: 2` as a number; these settings are text (Lightning takes both)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# A text setting that YAML may have read as a number.
+Text = Annotated[str, BeforeValidator(_number_as_text)]
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
+    stages: int = 2
+    seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
+    seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from pool2 / pool1
+    pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with pool2 / pool1 skips
+    width: float = 1.0
+    fc_width: int = 4096
+    batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
+    pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
+
+    def __post_init__(self) -> None:
+        check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
+
+
+SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
+TaskName = Literal["pose", "parts"]
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
+                   "pseudo"}
+
+
+@dataclass
+class DatasetPaths:
+    """A dataset as a posepart ROOT, in the COCO release layout (annotations + images; parts optional), or, for an
+    unlabelled source, a folder of images alone (`images`)."""
+
+    root: Path | None = None
+    annotations: Path | None = None
+    images: Path | None = None
+    parts: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.root is None and self.images is None:
+            raise ValueError("give root, both annotations and images, or images alone (an unlabelled source)")
+
+    @property
+    def images_only(self) -> bool:
+        """A folder of images without annotations (what an unlabelled source may be)."""
+        return self.root is None and self.annotations is None
+
+
+@dataclass
+class SourceConfig:
+    """One dataset of a mixed run (docs/training.md, "Mixing datasets").
+
+    `weight`: its share of each training epoch (relative to the other sources). `tasks`: what it supervises in
+    training (default: whatever it labels); validation scores whatever its `val` data labels. `part_map` (source class
+    -> target classes) and `ignore_parts` extend the built-in part tables. `unlabelled`: its training labels are
+    ignored (or it is a folder of images, `train: {images: DIR}`); `train.self_training` supervises it with the
+    teacher's pseudo-labels.
+    """
+
+    name: Text = ""
+    train: DatasetPaths | Path | None = None
+    val: DatasetPaths | Path | None = None
+    weight: float = 1.0
+    tasks: list[TaskName] | None = None
+    part_map: dict[str, list[str]] = field(default_factory=dict)
+    ignore_parts: list[str] = field(default_factory=list)
+    unlabelled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unlabelled and (self.tasks is not None or self.part_map or self.ignore_parts):
+            raise ValueError(f"source {self.name!r} is unlabelled: tasks, part_map and ignore_parts do not apply")
+        for key in ("train", "val"):
+            paths = getattr(self, key)
+            if isinstance(paths, DatasetPaths) and paths.images_only and not (key == "train" and self.unlabelled):
+                raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only the train "
+                                 f"data of an unlabelled source (unlabelled: true) may be one")
+        if not _SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
+            raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
+                             f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
+        if self.train is None and self.val is None:
+            raise ValueError(f"source {self.name!r} has neither train nor val data")
+        if not self.weight >= 0:
+            raise ValueError(f"weight: must be >= 0, got {self.weight}")
+        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
+            raise ValueError(f"tasks: must be a non-empty list without repeats, got {self.tasks}")
+
+
+@dataclass
+class DataConfig:
+    train: Path | None = None
+    val: Path | None = None
+    schema: SchemaName | None = None  # target schema of the run; default: data.train's, or the first source's
+    sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
+    epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
+    input_size: int = 368
+    sigma: float = HeadMeta.sigma  # heatmap Gaussian sigma, input pixels (carried in the model's HeadMeta)
+    paf_width: float = HeadMeta.paf_width  # PAF half-width, output cells (carried in the model's HeadMeta)
+    batch_size: int = 8
+    workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: names must be unique, got {names}")
+        if self.epoch_size is not None and self.epoch_size <= 0:
+            raise ValueError(f"epoch_size: must be positive, got {self.epoch_size}")
+
+
+@dataclass
+class LossConfig:
+    mask: Literal["openpose", "seed"] = "openpose"
+    # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
+    heatmap: Literal["mse", "focal"] = "mse"
+    # focal: the exponent beta of the penalty reduction (1 - y)^beta near a joint (CenterNet: 4). A smaller beta
+    # penalises values next to a joint's peak more, so fewer side maxima (the demo: 2, docs/training.md)
+    focal_beta: float = 4.0
+    # fixed: sum_i w_i L_i; uncertainty: Kendall et al.'s learned weights; dwa: Dynamic Weight Average over periods of
+    # dwa_period steps; gradnorm: learned weights that balance the tasks' gradient norms at the trunk's last layer
+    weighting: Literal["fixed", "uncertainty", "dwa", "gradnorm"] = "fixed"
+    # fixed: the weights w_i; uncertainty: each task's priority r_i (its gradient weighs r_i / L_i); dwa: fixed scales
+    # under DWA's weights; gradnorm: not used (its weights are learned from 1)
+    weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
+    dwa_period: int = 100  # DWA's "epoch": the loss means it compares are over this many training steps
+    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry: how hard slower-training tasks are pushed
+    # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
+    # weights settle near s = log L; at a small LR that takes most of a short run, under-weighting the MSE tasks.
+    weighting_lr: float | None = None
+    # How the tasks' gradients combine into the step: "sum" (the gradient of the total, as usual) or a Jacobian-
+    # descent aggregator of torchjd over one gradient row per task the batch supervises (a task no sample of the
+    # batch labels gives no row): "upgrad" (projections onto the dual cone), "pcgrad", "mgda" (min-norm).
+    aggregator: Literal["sum", "upgrad", "pcgrad", "mgda"] = "sum"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - {"seg", "heatmap", "paf"})
+        if unknown:
+            raise ValueError(f"weights: unknown tasks {unknown}; the tasks are seg, heatmap, paf")
+        if self.weighting == "gradnorm" and any(w != 1.0 for w in self.weights.values()):
+            raise ValueError(f"weights: gradnorm learns the task weights (from 1); remove {self.weights}")
+        if self.weighting == "gradnorm" and self.aggregator != "sum":
+            raise ValueError(f"weighting: gradnorm sets the task weights from the gradients itself; it does not "
+                             f"combine with aggregator {self.aggregator!r}")
+        if not self.focal_beta > 0:
+            raise ValueError(f"focal_beta must be > 0, got {self.focal_beta}")
+        if self.dwa_period < 1 or not self.gradnorm_alpha >= 0:
+            raise ValueError("dwa_period must be >= 1 and gradnorm_alpha >= 0")
+        floor = 1e-12 if self.weighting == "uncertainty" else 0.0  # a priority of 0 would drop the regulariser
+        bad = {task: w for task, w in self.weights.items() if not (isinstance(w, (int, float)) and w >= floor)}
+        if bad:
+            kind = "> 0 (priorities under uncertainty weighting)" if self.weighting == "uncertainty" else ">= 0"
+            raise ValueError(f"weights: must be numbers {kind}, got {bad}")
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = 0
+    step_size: int = 10_000  # for "step": decay every this many optimizer steps
+    gamma: float = 0.333
+
+
+@dataclass
+class SelfTrainingConfig:
+    """Self-training on unlabelled sources (docs/training.md, "Self-training"): a teacher, the exponential moving
+    average of the student, labels each unlabelled image's weak view (the geometric augmentation only); the student
+    learns those pseudo-labels on the strong view (the same geometry plus photometric jitter)."""
+
+    teacher_decay: float = 0.99  # the teacher averages the student's weights over ~1 / (1 - decay) steps
+    weight: float = 1.0  # the pseudo-labelled samples' loss weight once ramped up (labelled samples weigh 1)
+    ramp_steps: int = 500  # sigmoid ramp-up of that weight over the first steps (Laine & Aila 2017)
+    flip_oks: float = 0.7  # a person is kept when its joints agree (OKS) with the person decoded from the mirror
+    min_joints: int = 4  # ... and at least this many of its joints are found in both views
+    part_threshold: float = 0.7  # a pixel's part pseudo-label is kept when the teacher's probability reaches this
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.teacher_decay < 1.0:
+            raise ValueError(f"teacher_decay: must be in [0, 1), got {self.teacher_decay}")
+        if self.weight < 0 or self.ramp_steps < 0 or self.min_joints < 1:
+            raise ValueError("weight and ramp_steps must be >= 0 and min_joints >= 1")
+        if not (0.0 < self.flip_oks <= 1.0 and 0.0 < self.part_threshold <= 1.0):
+            raise ValueError("flip_oks and part_threshold must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 100
+    max_steps: int = -1
+    max_minutes: float | None = None
+    precision: Text = "32-true"
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
+    compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps
+    ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
+    self_training: SelfTrainingConfig | None = None  # pseudo-labels for the unlabelled sources (needed by them)
+    seed: int = 0
+    deterministic: bool = False
+    accelerator: Text = "auto"
+    devices: Text = "auto"
+    strategy: Text = "auto"
+    num_nodes: int = 1
+    val_every_epochs: int = 1
+    best_metric: Text = "val/seg/mean_iou"
+    best_mode: Literal["max", "min"] = "max"
+    log_every_steps: int = 10
+    val_images: int = 4  # prediction overlays logged per validation
+
+    def __post_init__(self) -> None:
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # read by pydantic (`config._adapter`), for every nested settings class too: strict types, no unknown keys
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(dataclasses.asdict(self))
+
+
+def to_plain(value: Any) -> Any:
+    """Settings as YAML/JSON-ready values: nested dicts and lists, paths as text."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
