@@ -1,21 +1,26 @@
 """Where a trained model's pose AP is lost: its maps decoded as they are, with the heatmaps or the PAFs replaced by
 the ground truth's targets, with flip TTA, and where its heatmap peaks lie (docs/training.md, "What limits the pose
-branch").
+branch"). Decoding choices to try on a trained model: `--radius` (the peak window; default the model's
+`HeadMeta.peak_radius`) and `--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells
+before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020).
 
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
 grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh) and the peak statistics.
 
 Run:
     .venv/bin/python benchmarks/diagnose_pose.py runs/ablate/NAME/checkpoints/last.ckpt runs/ablate/data/val
+    .venv/bin/python benchmarks/diagnose_pose.py CKPT runs/demo/data/train --images 300 --blur 0.5 0.75 1.0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter
 
 from posepart.data.augment import apply_affine, invert, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
@@ -30,12 +35,21 @@ VARIANTS = ("predicted maps", "true heatmaps + predicted PAFs", "predicted heatm
             "true heatmaps + true PAFs (oracle)")
 
 
-def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta) -> tuple[list[float], int, int]:
+def smoothed(heatmaps: np.ndarray, sigma_cells: float, num_joints: int) -> np.ndarray:
+    """The joint channels blurred by a Gaussian of `sigma_cells`, each rescaled to keep its maximum (DARK)."""
+    out = np.array(heatmaps, np.float32, copy=True)
+    for j in range(num_joints):
+        blurred = gaussian_filter(out[j], sigma_cells, mode="constant")
+        out[j] = blurred * (heatmaps[j].max() / max(float(blurred.max()), 1e-12))
+    return out
+
+
+def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, radius: int
+                   ) -> tuple[list[float], int, int]:
     """-> (for each labelled joint, the distance in input px to the nearest peak of its type; peaks; peaks more
     than 8 px from every labelled joint of their type)."""
     stride = head.stride
-    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.sigma / stride,
-                            radius=head.peak_radius)
+    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.sigma / stride, radius=radius)
     xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
     nearest, far = [], 0
     for j in range(keypoints.shape[1]):
@@ -54,6 +68,9 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="dataset root (posepart format)")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=None, help="score only the first N images")
+    parser.add_argument("--radius", type=int, default=None, help="peak window radius in cells (default: the model's)")
+    parser.add_argument("--blur", type=float, nargs="*", default=[], metavar="CELLS",
+                        help="also decode the predicted maps with the heatmaps smoothed by these Gaussian sigmas")
     args = parser.parse_args()
 
     model = load_model(args.checkpoint).model.eval()
@@ -61,8 +78,10 @@ def main() -> None:
     schema = head.schema
     dataset = PosePartDataset.open(args.data)
     records = dataset.records[: args.images]
-    scores = {name: Evaluator(schema) for name in VARIANTS}
-    config = DecodeConfig.for_evaluation()
+    blurred = {sigma: f"predicted maps, heatmaps blurred {sigma:g} cells" for sigma in args.blur}
+    scores = {name: Evaluator(schema) for name in (*VARIANTS, *blurred.values())}
+    config = dataclasses.replace(DecodeConfig.for_evaluation(), peak_radius=args.radius)
+    radius = head.peak_radius if args.radius is None else args.radius
     out_hw = (args.input_size, args.input_size)
     distances: list[float] = []
     peaks = far = 0
@@ -83,15 +102,16 @@ def main() -> None:
             "predicted heatmaps + true PAFs": (heatmaps[0], targets.pafs),
             "flip TTA": ((heatmaps[0] + mirrored.heatmaps) / 2, (pafs[0] + mirrored.pafs) / 2),
             "true heatmaps + true PAFs (oracle)": (targets.heatmaps, targets.pafs),
+            **{name: (smoothed(heatmaps[0], sigma, schema.num_joints), pafs[0]) for sigma, name in blurred.items()},
         }
         to_image = invert(affine)
         for name, (hm, paf) in maps.items():
             people = decode(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32), head, config)
             scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
-        nearest, n, f = peak_distances(heatmaps[0], keypoints, head)
+        nearest, n, f = peak_distances(heatmaps[0], keypoints, head, radius)
         distances += nearest
         peaks, far = peaks + n, far + f
-    print(f"{len(records)} images of {args.data}, model {args.checkpoint}")
+    print(f"{len(records)} images of {args.data}, model {args.checkpoint}, peak radius {radius}")
     for name, evaluator in scores.items():
         pose = evaluator.compute()["pose"]
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")

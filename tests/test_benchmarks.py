@@ -107,3 +107,11 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
                              progress=False)["pose"]
     assert f"AP {oracle['ap']:.3f}  AP50 {oracle['ap50']:.3f}" in lines["true heatmaps + true PAFs (oracle)"]
+    # decoding choices: another peak window, and heatmaps smoothed before decoding (one more row per width)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "diagnose_pose.py"),
+                           str(tmp_path / "run" / "checkpoints" / "last.ckpt"), str(tmp_path / "data" / "val"),
+                           "--radius", "1", "--blur", "0.75"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
+    assert len(lines) == 6 and "predicted maps, heatmaps blurred 0.75 cells" in lines
+    assert "peak radius 1" in done.stdout

@@ -3,6 +3,7 @@ must decode back to the exact keypoints, people and COCO results."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -173,6 +174,19 @@ def test_peak_radius_suppresses_within_the_window_only() -> None:
     assert tie[:2].tolist() == [6.0, 4.0]
     with pytest.raises(ValueError, match="radius"):
         find_peaks(hm, 0.1, radius=0)
+
+
+def test_decoder_takes_the_heads_peak_radius_unless_told_otherwise() -> None:
+    """A stride-4 map with a side maximum two cells from a joint's peak: one person with the head's radius (2), two
+    with `DecodeConfig.peak_radius=1`."""
+    schema = Schema(keypoints=("j0",), skeleton=())
+    head = HeadMeta(schema, pose_stride=4, sigma=6.0)
+    hm = np.zeros((2, 8, 8), np.float32)
+    hm[0, 3, 3], hm[0, 3, 5] = 0.9, 0.4
+    pafs = np.zeros((0, 8, 8), np.float32)
+    config = DecodeConfig.for_evaluation()
+    assert len(decode(hm, pafs, head, config)) == 1
+    assert len(decode(hm, pafs, head, dataclasses.replace(config, peak_radius=1))) == 2
 
 
 def test_peak_radius_is_one_trunk_cell_whatever_the_sigma() -> None:

@@ -270,9 +270,10 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
     figures = [save_rgb(out / "samples.png", sheet)]
     from posepart.engine.config import load_config, shipped_config
 
-    # The ceiling of the trained models: the ground truth decoded on the joint model's grid (its stride and sigma).
+    # The ceiling of the trained models: the ground truth decoded on the joint model's grid (stride, sigma, PAF width).
     joint = load_config(shipped_config(DEMO_MODELS["joint"].config))
-    oracle = evaluate_oracle(val, input_size=size, stride=joint.model.pose_stride, sigma=scaled_sigma(joint, size))
+    oracle = evaluate_oracle(val, input_size=size, stride=joint.model.pose_stride, sigma=scaled_sigma(joint, size),
+                             paf_width=joint.data.paf_width)
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": oracle}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:

@@ -142,12 +142,12 @@ def oracle_prediction(
 
 
 def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8,
-                    sigma: float = HeadMeta.sigma,
+                    sigma: float = HeadMeta.sigma, paf_width: float = HeadMeta.paf_width,
                     progress: bool = True) -> dict[str, Any]:
-    """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma`.
-    Broken samples are skipped and counted."""
+    """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma` and
+    `paf_width` (output cells). Broken samples are skipped and counted."""
     evaluator = Evaluator(dataset.schema)
-    head = HeadMeta(dataset.schema, pose_stride=stride, sigma=sigma)
+    head = HeadMeta(dataset.schema, pose_stride=stride, sigma=sigma, paf_width=paf_width)
     skipped = 0
     for record in tqdm(dataset.records, desc="oracle", disable=not progress, leave=False):
         try:

@@ -40,6 +40,9 @@ class DecodeConfig:
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
     fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
         them, within radius x that person's extent (`posepart.decode.completion`); 0 disables.
+    peak_radius: the peak suppression radius in cells; None (the default) takes the model's, `HeadMeta.peak_radius`
+        (one trunk cell). A smaller radius above the trunk's stride keeps same-type joints of two people closer than
+        a trunk cell apart, at the cost of duplicate people from a trained map's side maxima (docs/training.md).
     """
 
     peak_threshold: float = 0.1
@@ -50,6 +53,7 @@ class DecodeConfig:
     min_person_score: float = 0.2
     fragment_max_joints: int = 2
     fragment_radius: float = 1.0
+    peak_radius: int | None = None
 
     @classmethod
     def for_evaluation(cls) -> DecodeConfig:
@@ -286,7 +290,7 @@ def decode(
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
     peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.sigma / stride,
-                            radius=head.peak_radius)
+                            radius=head.peak_radius if cfg.peak_radius is None else cfg.peak_radius)
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)
