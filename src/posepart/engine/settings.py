@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
 from posepart.heads import HeadMeta
+from posepart.losses.pose import FOCAL_BETA
 from posepart.models.pretrained import check_fits
 
 
@@ -139,7 +140,7 @@ class LossConfig:
     heatmap: Literal["mse", "focal"] = "mse"
     # focal: the exponent beta of the penalty reduction (1 - y)^beta near a joint (CenterNet: 4). A smaller beta
     # penalises values next to a joint's peak more, so fewer side maxima (the demo: 2, docs/training.md)
-    focal_beta: float = 4.0
+    focal_beta: float = FOCAL_BETA
     # fixed: sum_i w_i L_i; uncertainty: Kendall et al.'s learned weights; dwa: Dynamic Weight Average over periods of
     # dwa_period steps; gradnorm: learned weights that balance the tasks' gradient norms at the trunk's last layer
     weighting: Literal["fixed", "uncertainty", "dwa", "gradnorm"] = "fixed"

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from posepart.losses.pose import HeatmapLoss, MaskMode, PoseLoss
+from posepart.losses.pose import FOCAL_BETA, HeatmapLoss, MaskMode, PoseLoss
 from posepart.losses.seg import SegLoss
 from posepart.losses.weighting import FixedWeighting, TaskWeighting
 from posepart.schema import Schema
@@ -54,7 +54,7 @@ class PosePartLoss(nn.Module):
         seed_threshold: float = 0.02,
         check_labels: bool = True,
         heatmap_loss: HeatmapLoss = "mse",
-        focal_beta: float = 4.0,
+        focal_beta: float = FOCAL_BETA,
     ) -> None:
         super().__init__()
         if allowed_sets is not None and allowed_sets.shape[-1] != schema.num_parts:

@@ -85,8 +85,11 @@ def masked_mse(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor | None = 
     return (numerator * diff * diff).sum() / weight.sum().clamp(min=1.0)
 
 
+FOCAL_BETA = 4.0  # CenterNet's exponent of the penalty reduction (1 - gt)^beta next to a joint
+
+
 def focal_heatmap_loss(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor | None = None, *, alpha: float = 2.0,
-                       beta: float = 4.0, peak: float = 0.5) -> Tensor:
+                       beta: float = FOCAL_BETA, peak: float = 0.5) -> Tensor:
     """CenterNet's penalty-reduced focal loss (Zhou et al. 2019, after CornerNet) on joint heatmaps.
 
     pred: probabilities (B, K, h, w) (the model's sigmoid); gt: the Gaussian targets; weight: the mask W.
@@ -111,7 +114,7 @@ class PoseLoss(nn.Module):
     channel keeps MSE)."""
 
     def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = 0.02,
-                 heatmap_loss: HeatmapLoss = "mse", focal_beta: float = 4.0) -> None:
+                 heatmap_loss: HeatmapLoss = "mse", focal_beta: float = FOCAL_BETA) -> None:
         super().__init__()
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
