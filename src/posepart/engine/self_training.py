@@ -95,8 +95,11 @@ def consistent_people(people: np.ndarray, mirrored: np.ndarray, sigmas: np.ndarr
     for i, p in enumerate(people):
         for j, q in enumerate(mirrored):
             terms, both = agreement(p, q, sigmas)
-            if both.sum() >= max(min_joints, 2) and terms[both].mean() >= min_oks:
-                pairs.append((float(terms[both].mean()), i, j, terms, both))
+            if both.sum() < max(min_joints, 2):
+                continue
+            score = float(terms[both].mean())
+            if score >= min_oks:
+                pairs.append((score, i, j, terms, both))
     kept, used_p, used_q = [], set(), set()
     for _, i, j, terms, both in sorted(pairs, key=lambda t: (-t[0], t[1], t[2])):
         if i in used_p or j in used_q:
