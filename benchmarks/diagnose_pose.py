@@ -2,7 +2,8 @@
 the ground truth's targets, with flip TTA, and where its heatmap peaks lie (docs/training.md, "What limits the pose
 branch"). Decoding choices to try on a trained model: `--radius` (the peak window; default the model's
 `HeadMeta.peak_radius`) and `--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells
-before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020).
+before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020, what `model.heatmap_smoothing` does
+inside the model; on a model that smooths already, on top of its own).
 
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
 grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh) and the peak statistics.
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
 from posepart.data.augment import apply_affine, invert, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
@@ -29,6 +29,7 @@ from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
+from posepart.models.pose import HeatmapSmoothing
 from posepart.targets import build_targets
 
 VARIANTS = ("predicted maps", "true heatmaps + predicted PAFs", "predicted heatmaps + true PAFs", "flip TTA",
@@ -36,12 +37,9 @@ VARIANTS = ("predicted maps", "true heatmaps + predicted PAFs", "predicted heatm
 
 
 def smoothed(heatmaps: np.ndarray, sigma_cells: float, num_joints: int) -> np.ndarray:
-    """The joint channels blurred by a Gaussian of `sigma_cells`, each rescaled to keep its maximum (DARK)."""
-    out = np.array(heatmaps, np.float32, copy=True)
-    for j in range(num_joints):
-        blurred = gaussian_filter(out[j], sigma_cells, mode="constant")
-        out[j] = blurred * (heatmaps[j].max() / max(float(blurred.max()), 1e-12))
-    return out
+    """The joint channels blurred as `model.heatmap_smoothing` would (DARK's modulation, each map's maximum kept)."""
+    with torch.inference_mode():
+        return HeatmapSmoothing(sigma_cells, num_joints)(torch.from_numpy(heatmaps[None])).numpy()[0]
 
 
 def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, radius: int
@@ -49,7 +47,7 @@ def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, 
     """-> (for each labelled joint, the distance in input px to the nearest peak of its type; peaks; peaks more
     than 8 px from every labelled joint of their type)."""
     stride = head.stride
-    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.sigma / stride, radius=radius)
+    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.heatmap_sigma_cells, radius=radius)
     xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
     nearest, far = [], 0
     for j in range(keypoints.shape[1]):

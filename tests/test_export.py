@@ -89,7 +89,7 @@ def test_single_task_models_export_their_own_outputs(files, tmp_path, model, out
 
 
 def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
-    """seg_stride 2: the per-stage part logits refined by pool2 and pool1 skips (learnable x2 upsamplings cropped to
+    """seg_stride 2: the per-stage part logits refined by conv3_3 and conv2_2 skips (learnable x2 upsamplings cropped to
     the skip's size) match PyTorch through ONNX Runtime at two batch and image sizes."""
     torch.manual_seed(0)
     model = build_model("joint_vgg16", PASCAL, width=0.125, stages=2, seg_head="stage", seg_stride=2,
@@ -157,3 +157,25 @@ print("RC", rc, "LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & heav
     assert done.returncode == 0, done.stderr
     assert "RC 0 LOADED []" in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "out" / "keypoints.json").is_file()
+
+
+def test_parity_is_judged_against_each_outputs_scale(tmp_path):
+    """float32 rounding grows with magnitude: an output reaching 100 may differ by 1e-3 (1e-5 of its scale), one in
+    [0, 1] may not differ by 5e-4. Before, a 1e-4 absolute bound failed the export of a model whose PAFs reached
+    ~120 (a difference of 1.3e-4, float32 noise)."""
+    from posepart.heads import HeadMeta
+    from posepart.inference.backends import ModelInfo
+    from posepart.inference.export import PARITY_TOL, max_difference
+
+    info = ModelInfo(HeadMeta(PASCAL, pose_stride=8), SIZE, ("heatmaps", "pafs"), "m")
+
+    def pytorch(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.full((2,), 0.5), torch.full((2,), 100.0)
+
+    def exported(maps: np.ndarray, heatmap_error: float) -> list[np.ndarray]:
+        return [np.full(2, 0.5 + heatmap_error, np.float32), np.full(2, 100.001, np.float32)]
+
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    close = max_difference(pytorch, lambda maps: exported(maps, 0.0), info, x, tmp_path / "m.onnx")
+    assert close == pytest.approx(1e-5, rel=0.01) and close < PARITY_TOL
+    assert max_difference(pytorch, lambda maps: exported(maps, 5e-4), info, x, tmp_path / "m.onnx") > PARITY_TOL

@@ -41,6 +41,15 @@ def test_head_meta_round_trip_and_bad_descriptions():
         head.check_stride(8, "--stride")
     head.check_stride(None, "--stride")
     head.check_stride(4, "--stride")
+    smoothing = HeadMeta(PASCAL, pose_stride=4, sigma=6.0, heatmap_smoothing=2.0)
+    assert HeadMeta.from_dict(json.loads(json.dumps(smoothing.to_dict())), "x") == smoothing
+    assert smoothing.heatmap_sigma_cells == pytest.approx(2.5)  # sqrt(1.5^2 + 2^2): the blurred Gaussian's width
+    assert head.heatmap_sigma_cells == pytest.approx(1.5) and head.heatmap_smoothing == 0.0
+    old = head.to_dict()
+    del old["heatmap_smoothing"]  # written before the key existed: maps as trained
+    assert HeadMeta.from_dict(old, "x") == head
+    with pytest.raises(HeadMetaError, match="heatmap_smoothing"):
+        HeadMeta(PASCAL, heatmap_smoothing=-0.5)
 
 
 def _people(rng: np.random.Generator, stride: int, size: int) -> np.ndarray:
@@ -105,6 +114,24 @@ def test_models_output_what_their_head_describes(name, pose_stride):
     torch.testing.assert_close(fine, expected, atol=1e-5, rtol=0)
 
 
+def test_checkpoints_written_before_model_refine_keep_their_refinements(tmp_path):
+    """A stored config without `model.refine` predates it: its stride-4 refinements read pool2 and score the parts
+    with FCN's 1x1 scorers, and the checkpoint loads; a config written now records the choice."""
+    from posepart.engine.config import config_from_dict
+
+    stored = load_config(None, ["model.pose_stride=4"]).to_dict()
+    assert stored["model"]["refine"] == "deep"
+    del stored["model"]["refine"]
+    assert config_from_dict(stored).model.refine == "fcn"
+    ckpt = write_checkpoint(tmp_path / "old.ckpt", PASCAL, "model.pose_stride=4", "model.seg_head=stage",
+                            "model.seg_stride=4", "model.refine=fcn")
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    del checkpoint["posepart"]["config"]["model"]["refine"]
+    torch.save(checkpoint, ckpt)
+    model = load_model(ckpt).model
+    assert list(model.pose_refine["heatmaps"].heads) == ["pool2"] and list(model.parts_refine.scorers) == ["pool2"]
+
+
 def test_pose_stride_is_the_models_not_the_datas():
     assert load_config(None, ["model.pose_stride=4"]).model.pose_stride == 4
     assert load_config(None, ["data.stride=8"]).model.pose_stride == 8  # older configs and checkpoints
@@ -113,14 +140,15 @@ def test_pose_stride_is_the_models_not_the_datas():
 
 
 def test_stride_4_end_to_end_through_files_and_onnx(tmp_path, capsys):
-    """A stride-4 checkpoint: its HeadMeta in the checkpoint, the .safetensors and the ONNX metadata; ONNX parity of
-    the refined maps; the same people from PyTorch and from ONNX Runtime; a contradicting --stride refused."""
+    """A stride-4 checkpoint with smoothed heatmaps: its HeadMeta in the checkpoint, the .safetensors and the ONNX
+    metadata; ONNX parity of the refined, smoothed maps; the same people from PyTorch and from ONNX Runtime; a contradicting --stride refused."""
     ort = pytest.importorskip("onnxruntime")
     from posepart.data.synth import write_synth
     from posepart.engine.checkpoint import load_checkpoint
     from posepart.inference.predictor import Predictor
 
-    ckpt = write_checkpoint(tmp_path / "s4.ckpt", PASCAL, "model.pose_stride=4", "data.sigma=5", gain=40.0)
+    ckpt = write_checkpoint(tmp_path / "s4.ckpt", PASCAL, "model.pose_stride=4", "data.sigma=5",
+                            "model.heatmap_smoothing=0.75", gain=40.0)
     checkpoint = load_checkpoint(ckpt)
     checkpoint["posepart"]["head"] = load_model(ckpt).head.to_dict()  # as training's on_save_checkpoint stores it
     with torch.no_grad():  # make the refinement count: it starts as a plain bilinear upsampling
@@ -129,7 +157,7 @@ def test_stride_4_end_to_end_through_files_and_onnx(tmp_path, capsys):
                 value.copy_(torch.randn_like(value) * 0.2)
     torch.save(checkpoint, ckpt)
     loaded = load_model(ckpt)
-    assert (loaded.head.pose_stride, loaded.head.sigma) == (4, 5.0)
+    assert (loaded.head.pose_stride, loaded.head.sigma, loaded.head.heatmap_smoothing) == (4, 5.0, 0.75)
 
     st = tmp_path / "s4.safetensors"
     onnx = tmp_path / "s4.onnx"

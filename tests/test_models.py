@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from posepart.models import (
     ModelOutput,
     PAFStages,
     PosePartNet,
+    ResidualRefine,
     ShapeSpec,
     SkipRefine,
     VGGTrunk,
@@ -127,13 +129,20 @@ def test_stage_seg_refined_by_skips_starts_as_bilinear_upsampling(seg_stride: in
     assert second.in_channels == 32 + schema.heatmap_channels + schema.paf_channels + schema.num_parts
 
 
-def test_skip_refinement_learns_from_the_fine_maps() -> None:
-    """The zero-initialised skip scorers get a gradient from the segmentation loss at the first step."""
-    model = joint_vgg16(TINY, stages=1, seg_head="stage", seg_stride=2, **SMALL)
+@pytest.mark.parametrize("refine, names", [("deep", ("conv3_3", "conv2_2")), ("fcn", ("pool2", "pool1"))])
+def test_skip_refinement_learns_from_the_fine_maps(refine: str, names: tuple[str, ...]) -> None:
+    """The zero-initialised last layers of the part refinement get a gradient from the segmentation loss at the
+    first step; `refine` picks the trunk maps of both refinements (parts and pose) and the parts' form."""
+    model = joint_vgg16(TINY, stages=1, seg_head="stage", seg_stride=2, pose_stride=2, refine=refine, **SMALL)
+    assert tuple(model.pose_refine["heatmaps"].heads) == names
+    assert isinstance(model.parts_refine, ResidualRefine if refine == "deep" else SkipRefine)
     out = model(torch.randn(2, 3, 32, 32))
     F.cross_entropy(out.parts[-1], torch.randint(0, TINY.num_parts, (2, 16, 16))).backward()
-    for name in ("pool2", "pool1"):
-        assert model.parts_refine.scorers[name].weight.grad.abs().sum() > 0
+    for name in names:
+        last = (model.parts_refine.heads[name][-1] if refine == "deep" else model.parts_refine.scorers[name])
+        assert last.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="refine must be one of"):
+        paf_vgg16(TINY, stages=1, pose_stride=4, refine="conv4", **SMALL)
 
 
 def test_seg_stride_errors() -> None:
@@ -182,9 +191,13 @@ def test_trunk_output_shapes_match_forward(width: float, cpm: bool) -> None:
     trunk = VGGTrunk(width=width, cpm=cpm)
     feats = trunk(torch.randn(1, 3, 64, 96))
     shapes = trunk.output_shapes()
-    assert set(feats) == set(shapes) == {"pool1", "pool2", "pool3", "conv4_3"} | ({"features"} if cpm else set())
+    assert set(feats) == set(shapes) == ({"pool1", "conv2_2", "pool2", "conv3_3", "pool3", "conv4_3"}
+                                         | ({"features"} if cpm else set()))
     for key, spec in shapes.items():
         assert feats[key].shape == (1, spec.channels, 64 // spec.stride, 96 // spec.stride)
+    # conv2_2 / conv3_3 are the maps the pools read, intact after the forward (no in-place layer touched them)
+    torch.testing.assert_close(F.max_pool2d(feats["conv2_2"], 2), feats["pool2"], rtol=0, atol=0)
+    torch.testing.assert_close(F.max_pool2d(feats["conv3_3"], 2), feats["pool3"], rtol=0, atol=0)
     assert shapes["conv4_3"].channels == int(512 * width) and shapes["pool3"].channels == int(256 * width)
 
 
@@ -546,3 +559,54 @@ def test_the_pretrained_rule_is_stated_once(tmp_path) -> None:
         with pytest.raises(ValueError) as from_builder:
             paf_vgg16(Schema.pascal_person_part(), stages=1, pretrained=weights, **kwargs)
         assert str(from_config.value) == f"model: {from_builder.value}"
+
+
+def test_heatmap_smoothing_is_scipys_gaussian_with_each_maximum_kept():
+    """DARK's modulation against scipy: every joint map blurred (zero padding, truncated at 4 sigma) and rescaled to
+    its own maximum; negative values cut to 0 first (an MSE map); the background channel untouched."""
+    from scipy.ndimage import gaussian_filter
+
+    from posepart.models.pose import HeatmapSmoothing
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 4, 17, 13)).astype(np.float32)
+    maps[1, 2] -= 0.5  # partly negative
+    maps[0, 1] = -maps[0, 1]  # no positive value at all: zeros
+    for sigma in (0.5, 0.75, 1.3):
+        with torch.inference_mode():
+            got = HeatmapSmoothing(sigma, 3)(torch.from_numpy(maps)).numpy()
+        for b in range(2):
+            for c in range(3):
+                positive = np.maximum(maps[b, c].astype(np.float64), 0)
+                blurred = gaussian_filter(positive, sigma, mode="constant")
+                expected = blurred * positive.max() / blurred.max() if positive.max() > 0 else blurred
+                np.testing.assert_allclose(got[b, c], expected, atol=1e-6, rtol=0)
+            np.testing.assert_array_equal(got[b, 3], maps[b, 3])
+    with pytest.raises(ValueError, match="sigma"):
+        HeatmapSmoothing(0.0, 3)
+
+
+def test_models_smooth_heatmaps_at_inference_only():
+    """`heatmap_smoothing`: the loss reads the raw maps (training mode), every consumer the smoothed ones (eval);
+    the model's HeadMeta records it; PAFs are never touched."""
+    from posepart.models.pose import HeatmapSmoothing
+
+    torch.manual_seed(0)
+    plain = paf_vgg16(Schema.pascal_person_part(), stages=1, pose_stride=4, heatmap_sigmoid=True, **SMALL)
+    smooth = paf_vgg16(Schema.pascal_person_part(), stages=1, pose_stride=4, heatmap_sigmoid=True,
+                       heatmap_smoothing=0.75, **SMALL)
+    smooth.load_state_dict(plain.state_dict(), strict=True)  # no weights of its own: old checkpoints still load
+    assert (plain.meta.heatmap_smoothing, smooth.meta.heatmap_smoothing) == (0.0, 0.75)
+    x = torch.randn(2, 3, 64, 48)
+    for model in (plain, smooth):
+        model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(smooth(x).heatmaps[-1], plain(x).heatmaps[-1])
+        plain.eval(), smooth.eval()
+        raw, out = plain(x), smooth(x)
+    torch.testing.assert_close(out.heatmaps[-1], HeatmapSmoothing(0.75, 14)(raw.heatmaps[-1]))
+    torch.testing.assert_close(out.pafs[-1], raw.pafs[-1])
+    assert not torch.equal(out.heatmaps[-1], raw.heatmaps[-1])
+    with pytest.raises(ValueError, match="heatmap_smoothing needs a pose_head"):
+        PosePartNet(VGGTrunk(**SMALL), FCNHead(VGGTrunk(**SMALL).output_shapes()["conv4_3"].channels, 3, **SMALL_FC),
+                    None, schema=TINY, heatmap_smoothing=0.75)

@@ -33,6 +33,8 @@ class HeadMeta:
     sigma: the heatmap Gaussian's sigma in input pixels, as the targets draw it (the decoder's sub-cell prior).
     paf_width: the PAF's half-width in output cells, as the targets draw it.
     input_multiple: the network input's height and width must be multiples of this (the trunk's stride).
+    heatmap_smoothing: the Gaussian (sigma in output cells) the model blurs its joint heatmaps with at inference
+        (DARK's modulation, `models.pose.HeatmapSmoothing`); 0: the maps are output as trained.
     """
 
     schema: Schema
@@ -41,6 +43,7 @@ class HeadMeta:
     sigma: float = 7.0
     paf_width: float = 1.0
     input_multiple: int = 8
+    heatmap_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.pose_stride is None and self.parts_stride is None:
@@ -55,6 +58,8 @@ class HeadMeta:
             raise HeadMetaError(f"sigma must be a positive number of input pixels, got {self.sigma!r}")
         if not (math.isfinite(self.paf_width) and self.paf_width > 0):
             raise HeadMetaError(f"paf_width must be a positive number of output cells, got {self.paf_width!r}")
+        if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
+            raise HeadMetaError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing!r}")
 
     @property
     def has_pose(self) -> bool:
@@ -80,6 +85,12 @@ class HeadMeta:
     def stride(self) -> int:
         """The pose maps' stride; a parts-only model's grid is the input multiple (for drawing and instances)."""
         return self.pose_stride if self.pose_stride is not None else self.input_multiple
+
+    @property
+    def heatmap_sigma_cells(self) -> float:
+        """The Gaussian width of the output heatmaps in cells: the targets' sigma, widened by the inference blur (two
+        Gaussians convolve to one of sigma sqrt(a^2 + b^2)). The decoder's sub-cell prior."""
+        return math.hypot(self.sigma / self.stride, self.heatmap_smoothing)
 
     @property
     def peak_radius(self) -> int:
@@ -109,14 +120,14 @@ class HeadMeta:
         """Parse `to_dict()` output; HeadMetaError naming `where` when it is malformed."""
         if not isinstance(data, dict) or not isinstance(data.get("schema"), dict):
             raise HeadMetaError(f"{where}: head description is not a mapping with a schema")
-        known = {"pose_stride", "parts_stride", "sigma", "paf_width", "input_multiple"}
+        known = {"pose_stride", "parts_stride", "sigma", "paf_width", "input_multiple", "heatmap_smoothing"}
         unknown = set(data) - known - {"schema"}
         if unknown:
             raise HeadMetaError(f"{where}: unknown head description keys {sorted(unknown)}")
         try:
             schema = Schema.from_category(data["schema"])
             values = {k: data[k] for k in known if k in data}
-            for k in ("sigma", "paf_width"):
+            for k in ("sigma", "paf_width", "heatmap_smoothing"):
                 if k in values:
                     values[k] = float(values[k])
             return cls(schema, **values)

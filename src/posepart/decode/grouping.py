@@ -277,8 +277,8 @@ def decode(
 ) -> list[Person]:
     """People from one image's maps. heatmaps (K+1 or K, h, w), pafs (2L, h, w): numpy, output resolution.
 
-    `head` (the model's `HeadMeta`) gives the schema, the maps' stride and the targets' sigma (the sub-cell prior of
-    a peak in a grid corner). Keypoints come back in network-input pixels. People are sorted by descending score.
+    `head` (the model's `HeadMeta`) gives the schema, the maps' stride and the heatmaps' Gaussian width (the sub-cell
+    prior of a peak in a grid corner). Keypoints come back in network-input pixels. People are sorted by descending score.
     """
     cfg = config if config is not None else DecodeConfig()
     schema, stride = head.schema, head.stride
@@ -289,7 +289,7 @@ def decode(
         raise ValueError(f"heatmaps must be ({k + 1} or {k}, h, w) for schema {schema.name!r}, got {hm.shape}")
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.sigma / stride,
+    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.heatmap_sigma_cells,
                             radius=head.peak_radius if cfg.peak_radius is None else cfg.peak_radius)
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)

@@ -212,9 +212,13 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate a plain dict (e.g. `Config.to_dict()` stored in a checkpoint) into a Config, strictly."""
+    """Validate a plain dict (`Config.to_dict()`, every key written: what checkpoints and exports store) into a
+    Config, strictly. A stored config without `model.refine` predates it: its refinements are the "fcn" ones."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
+    model = data.get("model")
+    if isinstance(model, dict) and "refine" not in model:
+        data = {**data, "model": {**model, "refine": "fcn"}}
     return _validate(_moved_stride(data))
 
 

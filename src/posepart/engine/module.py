@@ -45,7 +45,9 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
     """The model named by `config.model`, passing each builder only the options it accepts."""
     m = config.model
     options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
-                               "pose_stride": m.pose_stride, "sigma": config.data.sigma,
+                               "pose_stride": m.pose_stride, "refine": m.refine,
+                               "heatmap_smoothing": m.heatmap_smoothing,
+                               "sigma": config.data.sigma,
                                "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
                                "width": m.width, "fc_width": m.fc_width,
                                "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
@@ -308,6 +310,9 @@ class PosePartModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_items, self._overlays, self._predictor = [], [], None
 
+    # Eager even under `train.compile` (Lightning compiles validation_step with the module): file reading, numpy
+    # decoding and per-name logging leave dynamo nothing worth compiling, and it failed on them (numpy's setflags).
+    @torch.compiler.disable
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self._predictor is None:
             # The metrics come from the Predictor users run (`posepart evaluate` scores the same way); the weights do

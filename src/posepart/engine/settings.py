@@ -7,6 +7,7 @@ naming the key); the checks that span fields live in each class's `__post_init__
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from posepart.data.augment import AugmentConfig
 from posepart.heads import HeadMeta
 from posepart.losses.pose import FOCAL_BETA
 from posepart.models.pretrained import check_fits
+from posepart.models.refine import RefineKind
 
 
 def _number_as_text(value: Any) -> Any:
@@ -34,8 +36,12 @@ class ModelConfig:
     name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
     stages: int = 2
     seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
-    seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from pool2 / pool1
-    pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with pool2 / pool1 skips
+    seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from the trunk
+    pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with skips from the trunk
+    # the refinements' form (`posepart.models.refine`): "deep" from conv3_3 / conv2_2, a 3x3 conv for parts as for
+    # pose; "fcn" from pool2 / pool1, FCN's 1x1 scorers for parts (checkpoints before this key, `config_from_dict`)
+    refine: RefineKind = "deep"
+    heatmap_smoothing: float = HeadMeta.heatmap_smoothing  # cells: joint heatmaps blurred at inference (DARK)
     width: float = 1.0
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
@@ -43,6 +49,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
+        if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
+            raise ValueError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing}")
 
 
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods

@@ -88,8 +88,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     result = export_model(args.checkpoint, export_format(args.out, args.format), args.out,
                           input_size=args.input_size, opset=args.opset, verify=not args.no_verify)
-    check = ("" if result["max_abs_diff"] is None else
-             f" (checked against PyTorch at two batch and image sizes: max |diff| {result['max_abs_diff']:.1e})")
+    check = ("" if result["max_diff"] is None else f" (checked against PyTorch at two batch and image sizes: "
+                                                 f"max |diff| {result['max_diff']:.1e} of the outputs' scale)")
     print(f"wrote {result['path']}{check}")
     return 0
 

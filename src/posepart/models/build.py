@@ -9,8 +9,10 @@ explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm
 conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
 `pretrained` is a torchvision vgg16 state-dict file, or "imagenet" (`pretrained.resolve_weights`: torch's hub cache);
 only valid at width 1.0 without BN.
-Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined by `PoseRefine` with pool2 / pool1 skips) and
-the target geometry they are trained for (`sigma`, `paf_width`); all of it ends up in `model.meta` (`HeadMeta`).
+Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined with skips from the trunk's finer maps;
+`refine` picks their form, `posepart.models.refine`) and
+the target geometry they are trained for (`sigma`, `paf_width`), and `heatmap_smoothing` (cells: DARK's blur of the
+joint heatmaps at inference, `HeatmapSmoothing`); all of it ends up in `model.meta` (`HeadMeta`).
 `heatmap_sigmoid` puts a sigmoid on the heatmaps (for the focal loss, `loss.heatmap: focal`).
 """
 
@@ -23,15 +25,14 @@ from torch import nn
 
 from ..heads import POSE_STRIDES, HeadMeta
 from ..schema import Schema
-from .fcn import FCNHead, FCNVariant, SkipRefine
+from .fcn import FCNHead, FCNVariant
 from .joint import PosePartNet
-from .pose import PAFStages, PoseRefine
+from .pose import PAFStages
 from .pretrained import check_fits, load_vgg16_weights, resolve_weights
+from .refine import OUTPUT_STRIDES, RefineKind, ResidualRefine, SkipRefine, refinement_skips
 from .trunk import VGGTrunk, scaled
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
-# output stride -> the trunk maps that refine stride-8 outputs to it (seg_stride and pose_stride alike)
-SKIPS_TO_STRIDE: dict[int, tuple[str, ...]] = {8: (), 4: ("pool2",), 2: ("pool2", "pool1")}
 
 
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:
@@ -57,19 +58,30 @@ def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage
                      heatmap_sigmoid=heatmap_sigmoid)
 
 
-def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float) -> nn.ModuleDict | None:
-    """`PoseRefine` of heatmaps and PAFs to `pose_stride` (None at the trunk's stride 8)."""
+def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float,
+                 refine: RefineKind) -> nn.ModuleDict | None:
+    """`ResidualRefine` of heatmaps and PAFs to `pose_stride` (None at the trunk's stride 8)."""
     if pose_stride not in POSE_STRIDES:
         raise ValueError(f"pose_stride must be one of {list(POSE_STRIDES)}, got {pose_stride!r}")
-    shapes = trunk.output_shapes()
-    skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[pose_stride]}
+    skips = refinement_skips(trunk.output_shapes(), pose_stride, refine)
     if not skips:
         return None
-    hidden = scaled(128, width)
     return nn.ModuleDict({
-        name: PoseRefine(channels, trunk.stride, skips, hidden=hidden, batch_norm=trunk.batch_norm)
+        name: ResidualRefine(channels, trunk.stride, skips, hidden=scaled(128, width), batch_norm=trunk.batch_norm)
         for name, channels in (("heatmaps", schema.heatmap_channels), ("pafs", schema.paf_channels))
     })
+
+
+def _parts_refine(trunk: VGGTrunk, schema: Schema, seg_stride: int, width: float,
+                  refine: RefineKind) -> nn.Module | None:
+    """The per-stage part logits' refinement to `seg_stride` (None at stride 8): `ResidualRefine` ("deep"), FCN's
+    `SkipRefine` ("fcn")."""
+    skips = refinement_skips(trunk.output_shapes(), seg_stride, refine)
+    if not skips:
+        return None
+    if refine == "fcn":
+        return SkipRefine(schema.num_parts, trunk.stride, skips)
+    return ResidualRefine(schema.num_parts, trunk.stride, skips, hidden=scaled(128, width), batch_norm=trunk.batch_norm)
 
 
 def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
@@ -107,46 +119,47 @@ def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batc
 
 def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
               pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
-              paf_width: float = HeadMeta.paf_width,
-              heatmap_sigmoid: bool = False) -> PosePartNet:
+              paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
+              heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
+              refine: RefineKind = "deep") -> PosePartNet:
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "paf_vgg16", pose=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
     model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid),
-                        pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,
-                        paf_width=paf_width)
+                        pose_refine=_pose_refine(trunk, schema, pose_stride, width, refine), schema=schema,
+                        sigma=sigma,
+                        paf_width=paf_width, heatmap_smoothing=heatmap_smoothing)
     return _finish(model, pretrained)
 
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
-                paf_width: float = HeadMeta.paf_width,
-                heatmap_sigmoid: bool = False) -> PosePartNet:
+                paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
+                heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
+                refine: RefineKind = "deep") -> PosePartNet:
     """Pose stages and part segmentation on one shared trunk (hard parameter sharing).
 
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
     "stage": a third branch in every pose stage (stride-8 logits per stage, fed forward); fc_width is then unused.
-    seg_stride (seg_head "stage" only): 8, or 4 / 2 to refine each stage's output logits with FCN-style skips from
-    the trunk's pool2 / pool1 (`SkipRefine`).
+    seg_stride (seg_head "stage" only): 8, or 4 / 2 to refine each stage's output logits with skips from the trunk's
+    finer maps (`refine`: "deep" or "fcn", `posepart.models.refine`, as for the pose maps).
     """
     if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
         raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
-    if seg_stride not in SKIPS_TO_STRIDE or (seg_stride != 8 and seg_head != "stage"):
-        raise ValueError(f"seg_stride must be one of {sorted(SKIPS_TO_STRIDE)} and other than 8 only with "
+    if seg_stride not in OUTPUT_STRIDES or (seg_stride != 8 and seg_head != "stage"):
+        raise ValueError(f"seg_stride must be one of {sorted(OUTPUT_STRIDES)} and other than 8 only with "
                          f"seg_head='stage', got {seg_stride} with {seg_head!r}")
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "joint_vgg16", pose=True, parts=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
-    pose = dict(pose_refine=_pose_refine(trunk, schema, pose_stride, width), schema=schema, sigma=sigma,
-                paf_width=paf_width)
+    pose = dict(pose_refine=_pose_refine(trunk, schema, pose_stride, width, refine), schema=schema, sigma=sigma,
+                paf_width=paf_width, heatmap_smoothing=heatmap_smoothing)
     if seg_head == "stage":
-        shapes = trunk.output_shapes()
-        skips = {name: shapes[name] for name in SKIPS_TO_STRIDE[seg_stride]}
-        refine = SkipRefine(schema.num_parts, trunk.stride, skips) if skips else None
+        parts_refine = _parts_refine(trunk, schema, seg_stride, width, refine)  # built first: the seeded init order
         model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, True, heatmap_sigmoid),
-                            parts_refine=refine, **pose)
+                            parts_refine=parts_refine, **pose)
     else:
         fcn = _fcn_head(trunk, schema, seg_head, width, fc_width)
         model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid), **pose)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .trunk import ShapeSpec, conv_block, init_conv_kaiming, scaled
+from .trunk import conv_block, init_conv_kaiming, scaled
 
 FCNVariant = Literal["fcn32", "fcn16", "fcn8"]
 
@@ -81,47 +81,12 @@ def pad_edges(x: Tensor) -> Tensor:
     return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
 
 
-def skip_output_stride(input_stride: int, skips: dict[str, ShapeSpec]) -> int:
-    """The stride after refining a stride-`input_stride` map with `skips` (coarse to fine), each halving it; a skip
-    at any other stride is a ValueError."""
-    stride = input_stride
-    for name, shape in skips.items():
-        if shape.stride * 2 != stride:
-            raise ValueError(f"skip {name!r} has stride {shape.stride}; the next skip after stride {stride} must "
-                             f"have stride {stride // 2}")
-        stride = shape.stride
-    return stride
-
-
 def zero_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
     """A 1x1 class scorer starting at zero: FCN's skip scorers, so a finer net starts as its coarser parent."""
     conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
-
-
-class SkipRefine(nn.Module):
-    """FCN-style refinement of coarse part logits with finer trunk maps (Long et al. 2015, sec. 4.2).
-
-    Every skip halves the stride: score = up2(score) + score_skip(skip), with up2 a learnable x2 `BilinearUpsample`
-    and score_skip a zero-initialised 1x1 scorer, so at initialisation the result is the bilinear upsampling of the
-    input. Why: at stride 8 a lower arm is a cell or two wide, which caps the reachable IoU of thin parts.
-    forward(logits (B, P, H/s, W/s), feats {name: (B, C, H/s', W/s')}) -> (B, P, H/s_out, W/s_out),
-    s_out = output_stride = s / 2^len(skips).
-    """
-
-    def __init__(self, num_classes: int, input_stride: int, skips: dict[str, ShapeSpec]) -> None:
-        super().__init__()
-        self.output_stride = skip_output_stride(input_stride, skips)
-        self.scorers = nn.ModuleDict({name: zero_scorer(s.channels, num_classes) for name, s in skips.items()})
-        self.upsample = nn.ModuleDict({name: BilinearUpsample(num_classes, 2) for name in skips})
-
-    def forward(self, logits: Tensor, feats: dict[str, Tensor]) -> Tensor:
-        for name, scorer in self.scorers.items():
-            skip = feats[name]  # (B, C, 2h, 2w) for inputs that are multiples of 8
-            logits = self.upsample[name](logits, skip.shape[-2:]) + scorer(skip)  # (B, P, h', w')
-        return logits
 
 
 class FCNHead(nn.Module):

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..heads import HeadMeta
 from ..schema import Schema
 from .output import ModelOutput
+from .pose import HeatmapSmoothing
 
 
 class PosePartNet(nn.Module):
@@ -24,11 +25,13 @@ class PosePartNet(nn.Module):
     pose_head: called as pose_head(feats["features"]) -> (heatmaps, pafs, parts) per-stage lists (a `PAFStages`,
                whose `parts` is non-empty only with its per-stage segmentation branch), or None.
     parts_refine: optional refinement of the pose head's per-stage part logits with the trunk's finer maps,
-                  called as parts_refine(logits, feats) and with an `output_stride` (a `SkipRefine`).
+                  called as parts_refine(logits, feats) and with an `output_stride` (`posepart.models.refine`).
     pose_refine: optional {"heatmaps": ..., "pafs": ...} refinement of every stage's pose maps above stride 8,
-                 each called as refine(maps, feats) and with an `output_stride` (`PoseRefine`).
+                 each called as refine(maps, feats) and with an `output_stride` (`ResidualRefine`).
     schema, sigma, paf_width: what the heads were sized and are trained for; with the strides they make `meta`, the
                  model's `HeadMeta` (None when built by hand without a schema).
+    heatmap_smoothing: > 0 blurs the joint heatmaps by a Gaussian of that many cells at inference (`HeatmapSmoothing`,
+                 DARK's modulation; not in training mode, where the loss reads the raw maps); recorded in `meta`.
     forward(image (B, 3, H, W), H and W multiples of trunk.stride) -> ModelOutput.
     """
 
@@ -43,6 +46,7 @@ class PosePartNet(nn.Module):
         schema: Schema | None = None,
         sigma: float = HeadMeta.sigma,
         paf_width: float = HeadMeta.paf_width,
+        heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
     ) -> None:
         super().__init__()
         if seg_head is None and pose_head is None:
@@ -54,11 +58,14 @@ class PosePartNet(nn.Module):
             raise ValueError("parts_refine refines the pose head's per-stage part logits: it needs stage_seg=True")
         if pose_refine is not None and (pose_head is None or set(pose_refine) != {"heatmaps", "pafs"}):
             raise ValueError("pose_refine needs a pose_head and refines exactly its 'heatmaps' and 'pafs'")
+        if heatmap_smoothing and (pose_head is None or schema is None):
+            raise ValueError("heatmap_smoothing needs a pose_head and a schema (it blurs the joint channels)")
         self.trunk = trunk
         self.seg_head = seg_head
         self.pose_head = pose_head
         self.parts_refine = parts_refine
         self.pose_refine = pose_refine
+        self.smooth_heatmaps = HeatmapSmoothing(heatmap_smoothing, schema.num_joints) if heatmap_smoothing else None
         self.schema = schema  # the dataset schema the heads were sized for (None when built by hand)
         self.stride: int = int(trunk.stride)  # the input's height and width must be multiples of it
         self.pose_stride: int | None = None
@@ -74,7 +81,8 @@ class PosePartNet(nn.Module):
         if schema is not None:
             self.meta = HeadMeta(schema, pose_stride=self.pose_stride,
                                  parts_stride=self.parts_stride if self.has_parts else None,
-                                 sigma=float(sigma), paf_width=float(paf_width), input_multiple=self.stride)
+                                 sigma=float(sigma), paf_width=float(paf_width), input_multiple=self.stride,
+                                 heatmap_smoothing=float(heatmap_smoothing))
 
     @property
     def has_pose(self) -> bool:
@@ -88,7 +96,7 @@ class PosePartNet(nn.Module):
         h, w = image.shape[-2], image.shape[-1]  # no int(): traced exports keep the input size dynamic
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
-        feats = self.trunk(image)  # {"pool1", "pool2", "pool3", "conv4_3"[, "features"]}, see VGGTrunk
+        feats = self.trunk(image)  # {"pool1", "conv2_2", "pool2", "conv3_3", "pool3", "conv4_3"[, "features"]}
         out = ModelOutput(stride=self.pose_stride or self.stride, parts_stride=self.parts_stride)
         if self.pose_head is not None:
             # T stages of (B, K+1, H/8, W/8), (B, 2L, H/8, W/8)[, (B, P, H/8, W/8)]
@@ -99,6 +107,8 @@ class PosePartNet(nn.Module):
             if getattr(self.pose_head, "heatmap_sigmoid", False):  # logits -> the maps everything downstream reads
                 # float32 (a no-op unless under bf16 autocast): bf16 would round probabilities above ~0.99 to 1
                 out.heatmaps = [torch.sigmoid(m.float()) for m in out.heatmaps]
+            if self.smooth_heatmaps is not None and not self.training:  # what is decoded; the loss reads raw maps
+                out.heatmaps = [self.smooth_heatmaps(m) for m in out.heatmaps]
             if self.parts_refine is not None:  # the next stage was fed the stride-8 logits; refine what is output
                 out.parts = [self.parts_refine(p, feats) for p in out.parts]  # (B, P, H/s, W/s) each
         if self.seg_head is not None:

@@ -70,11 +70,14 @@ def _vgg_layers(cfg: tuple[int | str, ...], in_channels: int, width: float, batc
 class VGGTrunk(nn.Module):
     """VGG16 conv1_1..conv4_3 (three pools, stride 8) followed by conv4_3_CPM (512->256) and conv4_4_CPM (256->128).
 
-    forward(x (B, 3, H, W)) -> {"pool1": (B, 64w, H/2, W/2), "pool2": (B, 128w, H/4, W/4),
+    forward(x (B, 3, H, W)) -> {"pool1": (B, 64w, H/2, W/2), "conv2_2": (B, 128w, H/2, W/2),
+                                "pool2": (B, 128w, H/4, W/4), "conv3_3": (B, 256w, H/4, W/4),
                                 "pool3": (B, 256w, H/8, W/8), "conv4_3": (B, 512w, H/8, W/8),
                                 "features": (B, 128w, H/8, W/8)}   (w = width; "features" only when cpm=True)
     conv4_3 is the split point for the FCN head (it continues with pool4, conv5 as in VGG16); "features" is the
-    128-channel map OpenPose's stages read; the pools are the skips of FCN-style refinements (`SkipRefine`).
+    128-channel map OpenPose's stages read. The skips of the refinements above stride 8 (`posepart.models.refine`)
+    are, per stride, the last conv block's output (conv3_3 at 4, conv2_2 at 2: FPN's choice) or the pooled map
+    entering that block (pool2, pool1: FCN's form).
     `cpm=False` drops the adapter for segmentation-only models, which would otherwise pay for two convs nobody reads.
     """
 
@@ -89,7 +92,10 @@ class VGGTrunk(nn.Module):
         self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width, batch_norm))
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         self.pool3_index = pools[2]  # its output is "pool3" (256 ch, stride 8), the FCN8 skip
-        self._pool_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}  # features index -> output name
+        # features index -> output name: every pool's output, and the (ReLU) output of the last conv before pools
+        # 2 and 3, the deepest map at strides 2 and 4
+        self._out_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}
+        self._out_names.update({pools[1] - 1: "conv2_2", pools[2] - 1: "conv3_3"})
         c4 = scaled(512, width)
         self.cpm: nn.Sequential | None = None
         if cpm:
@@ -111,7 +117,9 @@ class VGGTrunk(nn.Module):
         """Channels and stride of every map `forward` returns (without running it)."""
         shapes = {
             "pool1": ShapeSpec(scaled(64, self.width), 2),
+            "conv2_2": ShapeSpec(scaled(128, self.width), 2),
             "pool2": ShapeSpec(scaled(128, self.width), 4),
+            "conv3_3": ShapeSpec(scaled(256, self.width), 4),
             "pool3": ShapeSpec(scaled(256, self.width), 8),
             "conv4_3": ShapeSpec(scaled(512, self.width), 8),
         }
@@ -128,9 +136,10 @@ class VGGTrunk(nn.Module):
         h = x  # (B, 3, H, W)
         for i, layer in enumerate(self.features):
             h = layer(h)
-            if i in self._pool_names:
-                # The next conv's ReLU is in-place but acts on the conv's *output*, so this tensor stays intact.
-                out[self._pool_names[i]] = h  # pool1 (B, 64w, H/2, W/2) .. pool3 (B, 256w, H/8, W/8)
+            if i in self._out_names:
+                # The next layer that acts in place (a ReLU) acts on a later conv's *output*, so this tensor stays
+                # intact: a pool reads a conv block's output without changing it.
+                out[self._out_names[i]] = h  # pool1 (B, 64w, H/2, W/2) .. pool3 (B, 256w, H/8, W/8)
         out["conv4_3"] = h  # (B, 512w, H/8, W/8), after ReLU
         if self.cpm is not None:
             out["features"] = self.cpm(h)  # (B, 128w, H/8, W/8)
