@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -38,9 +39,9 @@ from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
-DEFAULT_TRAIN_IMAGES = 12000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
+DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
-VALIDATIONS = 4  # validation passes per model during training (for the curves); each costs n_val images
+VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
 
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
     steps = planned_steps(images, cfg.data.batch_size)
-    every = max(1, round(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
+    every = max(1, math.ceil(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
     if sources is not None:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
         data = [f"data.sources={json.dumps(sources)}", f"data.epoch_size={train_size}"]
     elif tasks is None:
