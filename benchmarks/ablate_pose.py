@@ -8,6 +8,7 @@ prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appe
 Run (one at a time: the training seconds are only comparable on an otherwise idle machine):
     .venv/bin/python benchmarks/ablate_pose.py --label baseline --images 8000
     .venv/bin/python benchmarks/ablate_pose.py --label "sigma 8" --images 8000 --set data.sigma=8
+    .venv/bin/python benchmarks/ablate_pose.py --label "pose alone" --images 8000 --tasks pose   (a single-task arm)
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                         help="the demo's easy scenes or the full synthetic benchmark (crowds, clutter, up to 5 people)")
+    parser.add_argument("--tasks", nargs="+", choices=("pose", "parts"), default=None,
+                        help="train only these tasks, the others masked (the demo's single-task arms of the joint "
+                             "network); default: every task the model has")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,11 +54,12 @@ def main() -> None:
     # No validation during training (val_every_epochs past the run): the row scores the last checkpoint once.
     metrics, _, _ = train_and_score(out, args.config, train_set.annotation_file.parent,
                                     val_set.annotation_file.parent, train_size=len(train_set), size=DEMO_SIZE,
-                                    images=args.images, quiet=True,
+                                    images=args.images, quiet=True, tasks=tuple(args.tasks) if args.tasks else None,
                                     extra=["train.val_every_epochs=100000", *args.overrides])
     seconds = time.perf_counter() - start
     pose, seg = metrics.get("pose") or {}, metrics.get("segmentation") or {}
     row = {"label": args.label, "scene": args.scene, "config": args.config, "overrides": args.overrides,
+           **({"tasks": args.tasks} if args.tasks else {}),
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
            "seconds": round(seconds, 1), "threads": torch.get_num_threads()}

@@ -47,7 +47,8 @@ def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, 
     """-> (for each labelled joint, the distance in input px to the nearest peak of its type; peaks; peaks more
     than 8 px from every labelled joint of their type)."""
     stride = head.stride
-    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.heatmap_sigma_cells, radius=radius)
+    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.heatmap_sigma_cells,
+                            radius=radius)
     xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
     nearest, far = [], 0
     for j in range(keypoints.shape[1]):

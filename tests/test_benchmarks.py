@@ -115,3 +115,11 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
     assert len(lines) == 6 and "predicted maps, heatmaps blurred 0.75 cells" in lines
     assert "peak radius 1" in done.stdout
+
+
+def test_pose_ablation_row_of_a_single_task_arm(tmp_path: Path) -> None:
+    """`--tasks pose`: the joint network trained with its part task masked; the masked head is not scored."""
+    run_benchmark(tmp_path, "ablate_pose.py", "--label", "pose alone", "--images", "16", "--n-train", "8",
+                  "--n-val", "4", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--tasks", "pose")
+    row = json.loads((tmp_path / "ablate_pose.jsonl").read_text())
+    assert row["tasks"] == ["pose"] and row["mean_iou"] is None and 0.0 <= row["ap"] <= 1.0

@@ -141,7 +141,8 @@ def test_pose_stride_is_the_models_not_the_datas():
 
 def test_stride_4_end_to_end_through_files_and_onnx(tmp_path, capsys):
     """A stride-4 checkpoint with smoothed heatmaps: its HeadMeta in the checkpoint, the .safetensors and the ONNX
-    metadata; ONNX parity of the refined, smoothed maps; the same people from PyTorch and from ONNX Runtime; a contradicting --stride refused."""
+    metadata; ONNX parity of the refined, smoothed maps; the same people from PyTorch and from ONNX Runtime; a
+    contradicting --stride refused."""
     ort = pytest.importorskip("onnxruntime")
     from posepart.data.synth import write_synth
     from posepart.engine.checkpoint import load_checkpoint

@@ -278,7 +278,8 @@ def decode(
     """People from one image's maps. heatmaps (K+1 or K, h, w), pafs (2L, h, w): numpy, output resolution.
 
     `head` (the model's `HeadMeta`) gives the schema, the maps' stride and the heatmaps' Gaussian width (the sub-cell
-    prior of a peak in a grid corner). Keypoints come back in network-input pixels. People are sorted by descending score.
+    prior of a peak in a grid corner). Keypoints come back in network-input pixels. People are sorted by descending
+    score.
     """
     cfg = config if config is not None else DecodeConfig()
     schema, stride = head.schema, head.stride

@@ -18,7 +18,7 @@ from .trunk import ShapeSpec, VGGTrunk
 
 __all__ = [
     "MODELS", "BilinearUpsample", "FCNHead", "ModelOutput", "PAFStage", "PAFStages", "PosePartNet", "ResidualRefine",
-    "ShapeSpec", "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model", "channels_last_", "count_flops", "count_parameters",
-    "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16", "fold_batch_norm", "joint_vgg16", "load_vgg16_weights", "paf_vgg16",
-    "read_state_dict",
+    "ShapeSpec", "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model", "channels_last_", "count_flops",
+    "count_parameters", "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16", "fold_batch_norm", "joint_vgg16",
+    "load_vgg16_weights", "paf_vgg16", "read_state_dict",
 ]
