@@ -24,6 +24,7 @@ from common import write_json  # noqa: E402
 
 from posepart.decode import DecodeConfig, decode, find_peaks_flat, score_limbs  # noqa: E402
 from posepart.decode.assembly import assemble  # noqa: E402
+from posepart.decode.peaks import Peaks  # noqa: E402
 from posepart.decode.compiled import numba  # noqa: E402
 from posepart.heads import HeadMeta  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
@@ -119,13 +120,16 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
     cfg = DecodeConfig()
     skeleton = np.asarray(schema.skeleton, np.int64)
     head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints, sigma_cells=SIGMA / STRIDE,
-                            radius=head.peak_radius)
+
+    def peak_search() -> Peaks:  # the call `decode` makes
+        return find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
+                               sigma_cells=head.heatmap_sigma_cells, radius=cfg.window(head))
+
+    peaks = peak_search()
     connections = score_limbs(peaks, paf, skeleton, cfg)
     n_peaks = len(peaks.score)
 
-    out = {"peaks": best_of(lambda: find_peaks_flat(hm, cfg.peak_threshold, num_joints=schema.num_joints,
-                                                    sigma_cells=SIGMA / STRIDE, radius=head.peak_radius), REPEATS),
+    out = {"peaks": best_of(peak_search, REPEATS),
            "pair_scoring": best_of(lambda: score_limbs(peaks, paf, skeleton, cfg), REPEATS),
            "match_assemble": best_of(lambda: assemble(connections, skeleton, schema.num_joints, n_peaks), REPEATS)}
     out["rest"] = max(best_of(lambda: decode(hm, paf, head), REPEATS) - sum(out.values()), 0.0)

@@ -80,7 +80,7 @@ def main() -> None:
     blurred = {sigma: f"predicted maps, heatmaps blurred {sigma:g} cells" for sigma in args.blur}
     scores = {name: Evaluator(schema) for name in (*VARIANTS, *blurred.values())}
     config = dataclasses.replace(DecodeConfig.for_evaluation(), peak_radius=args.radius)
-    radius = head.peak_radius if args.radius is None else args.radius
+    radius = config.window(head)
     out_hw = (args.input_size, args.input_size)
     distances: list[float] = []
     peaks = far = 0

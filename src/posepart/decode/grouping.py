@@ -55,6 +55,10 @@ class DecodeConfig:
     fragment_radius: float = 1.0
     peak_radius: int | None = None
 
+    def window(self, head: HeadMeta) -> int:
+        """The peak suppression radius used on `head`'s maps: `peak_radius`, or the head's own when it is None."""
+        return head.peak_radius if self.peak_radius is None else self.peak_radius
+
     @classmethod
     def for_evaluation(cls) -> DecodeConfig:
         """Keep everything the maps support, ranked by score: AP rewards recall, and a low-scored extra detection
@@ -291,7 +295,7 @@ def decode(
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
     peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.heatmap_sigma_cells,
-                            radius=head.peak_radius if cfg.peak_radius is None else cfg.peak_radius)
+                            radius=cfg.window(head))
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)
