@@ -31,6 +31,19 @@ def test_demo_oracle_only(tmp_path, capsys, monkeypatch):
     assert f"the oracle at the joint model's pose stride {joint.model.pose_stride}" in report
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_demo_budget_follows_native_bf16(monkeypatch, native):
+    """The demo's default budget is smaller on a CPU that trains in float32 (no native bfloat16: `precision: auto`),
+    whose steps are ~2.5x slower, so `make demo` keeps to its 15 minutes on either kind of machine."""
+    import torch
+
+    from posepart.demo import DEFAULT_TRAIN_IMAGES, FLOAT32_TRAIN_IMAGES, default_train_images
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert default_train_images() == (DEFAULT_TRAIN_IMAGES if native else FLOAT32_TRAIN_IMAGES)
+    assert FLOAT32_TRAIN_IMAGES < DEFAULT_TRAIN_IMAGES
+
+
 def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--jobs", "0"]) == 2
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err

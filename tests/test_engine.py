@@ -307,6 +307,26 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(data, tmp_path, monkeypatch, ac
         build_trainer(cfg, tmp_path, has_val=False, monitor=None, **QUIET)
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_precision_auto_is_bf16_only_where_native(data, tmp_path, monkeypatch, native, expected):
+    """`train.precision: auto` (the demo configs) trains in bf16 where the CPU runs it natively and in float32
+    elsewhere, without the emulation warning; before, the demo's fixed bf16-mixed made every step ~15x slower than
+    float32 on an AVX2-only CPU (AMD Zen 3: 3.1 s against 0.21 s for the joint model's batch of 8)."""
+    import warnings
+
+    from posepart.engine.train import build_trainer, resolve_precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", on_cpu=True) == expected
+    assert resolve_precision("16-mixed", on_cpu=True) == "16-mixed"  # an explicit value passes through
+    cfg = tiny(data, "train.precision=auto", "train.accelerator=cpu", val=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*bfloat16.*")
+        trainer = build_trainer(cfg, tmp_path, has_val=False, monitor=None, **QUIET)
+    assert trainer.precision == expected
+
+
 def test_checkpoint_writes_are_atomic(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "ckpt" / "last.ckpt"

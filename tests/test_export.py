@@ -62,7 +62,10 @@ def test_onnx_predictor_finds_the_same_people_as_pytorch(files):
     for a, b in zip(torch_results, onnx_results):
         assert len(a.people) == len(b.people)
         for p, q in zip(a.people, b.people):
-            np.testing.assert_allclose(p.keypoints, q.keypoints, atol=1e-3)
+            # 0.01 px: the backends sum in different orders, and the decoder's sub-cell fit (a log-parabola through
+            # a peak and its neighbours) turns those float32 differences into up to 0.0017 px on an AVX2-only CPU
+            # (this test's earlier 0.001 failed there; it held on AVX-512 machines)
+            np.testing.assert_allclose(p.keypoints, q.keypoints, atol=1e-2)
             assert p.score == pytest.approx(q.score, abs=1e-4)
         people += len(a.people)
         assert (a.parts == b.parts).mean() > 0.999

@@ -78,15 +78,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from posepart.data.synth import SceneConfig
-    from posepart.demo import DEFAULT_TRAIN_IMAGES, DEMO_SIZE, run_demo
+    from posepart.demo import DEMO_SIZE, run_demo
 
     if args.jobs < 1:
         print(f"posepart demo: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
-    images = DEFAULT_TRAIN_IMAGES if args.train_images is None else args.train_images
     size = DEMO_SIZE if args.size is None else args.size
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
-    report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=images,
+    report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=args.train_images,
                       n_train=args.n_train, train_minutes=args.train_minutes, scene=scene, jobs=args.jobs)
     print(f"report: {report}")
     return 0
@@ -179,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (validation: seed + 1) and of training")
     p.add_argument("--train-images", type=int, default=None, metavar="N",
-                   help="training budget per model, in images (default: posepart.demo.DEFAULT_TRAIN_IMAGES): FCN32, "
+                   help="training budget per model, in images (default: posepart.demo.default_train_images(), which "
+                        "depends on whether the CPU runs bfloat16 natively): FCN32, "
                         "PAF, the joint network with either task masked and the joint model each train on N images "
                         "(the learning-rate schedule is planned over N) and are compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")

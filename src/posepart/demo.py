@@ -40,6 +40,7 @@ from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
 DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
+FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 
@@ -71,6 +72,15 @@ DEMO_MODELS = {
     "joint net, pose masked": DemoModel("demo_cpu_joint.yaml", "demo_cpu_joint_parts_only", ("parts",)),
     "joint": DemoModel("demo_cpu_joint.yaml", "demo_cpu_joint"),
 }
+
+
+def default_train_images() -> int:
+    """The demo's budget per model on this machine: `DEFAULT_TRAIN_IMAGES` where the CPU runs bfloat16 natively (the
+    demo configs' `train.precision: auto`), else `FLOAT32_TRAIN_IMAGES`, so that `make demo` keeps to its 15 minutes
+    on either. Each budget gives the same numbers on every machine of its kind; the report states which it used."""
+    from posepart.engine.train import native_bf16
+
+    return DEFAULT_TRAIN_IMAGES if native_bf16(on_cpu=True) else FLOAT32_TRAIN_IMAGES
 
 
 def planned_steps(images: int, batch_size: int) -> int:
@@ -257,11 +267,12 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
 
 
 def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,
-             train_images: int = DEFAULT_TRAIN_IMAGES, n_train: int = 2000, train_minutes: float | None = None,
+             train_images: int | None = None, n_train: int = 2000, train_minutes: float | None = None,
              scene: SceneConfig = SceneConfig.easy(), jobs: int = 3) -> Path:
     """synth -> inspect -> oracle [-> train + evaluate the `DEMO_MODELS` when train_images > 0, `jobs` at once] ->
-    report.md; returns the report path."""
+    report.md; returns the report path. train_images None: `default_train_images()`."""
     out = Path(out)
+    train_images = default_train_images() if train_images is None else train_images
     start = time.perf_counter()
     val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size, scene=scene)
     counts = inspect_dataset(val).counts

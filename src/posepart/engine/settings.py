@@ -224,7 +224,7 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = -1
     max_minutes: float | None = None
-    precision: Text = "32-true"
+    precision: Text = "32-true"  # Lightning's values, or "auto": bf16-mixed where native, else 32-true (train.py)
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps
     ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
