@@ -18,6 +18,7 @@ from posepart.engine.checkpoint import load_model
 from posepart.engine.config import ConfigError, load_config
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.backends import ModelInfo
+from posepart.inference.export import PARITY_TOL
 from posepart.models import build_model
 from posepart.schema import Schema
 from posepart.targets import build_targets
@@ -175,8 +176,11 @@ def test_stride_4_end_to_end_through_files_and_onnx(tmp_path, capsys):
             out = loaded.model(x)
         got = dict(zip(names, session.run(None, {"image": x.numpy()})))
         assert got["heatmaps"].shape == (shape[0], 15, shape[2] // 4, shape[3] // 4)
-        np.testing.assert_allclose(got["heatmaps"], out.heatmaps[-1].numpy(), atol=1e-4, rtol=0)
-        np.testing.assert_allclose(got["pafs"], out.pafs[-1].numpy(), atol=1e-4, rtol=0)
+        for name, expected in (("heatmaps", out.heatmaps[-1].numpy()), ("pafs", out.pafs[-1].numpy())):
+            # the export's own rule (PARITY_TOL of each output's scale): these PAFs reach ~65, where an absolute
+            # 1e-4 failed by 1.5e-4 on an AVX2-only CPU (float32 rounding; it held on AVX-512 machines)
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(got[name], expected, atol=PARITY_TOL * scale, rtol=0)
 
     images = sorted((write_synth(tmp_path / "data", n=3, seed=5, size=64) / "images").iterdir())
     torch_people = [r.people for r in Predictor.from_checkpoint(ckpt)(images)]
