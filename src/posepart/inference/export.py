@@ -140,9 +140,15 @@ def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, in
     return {"path": path, "max_diff": diff}
 
 
+def parity_error(reference: np.ndarray, exported: np.ndarray) -> float:
+    """Max |exported - reference| / scale, the scale being the reference's largest |value|, at least 1: what
+    PARITY_TOL bounds."""
+    scale = max(1.0, float(np.abs(reference).max()))
+    return float(np.abs(reference - exported).max()) / scale
+
+
 def max_difference(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor, path: Path) -> float:
-    """Max |exported - PyTorch| / scale over every output, at the export input and at batch 2 with another image
-    size; an output's scale is its largest |value| in PyTorch, at least 1 (see PARITY_TOL)."""
+    """Max `parity_error` over every output, at the export input and at batch 2 with another image size."""
     worst = 0.0
     for batch in (x, _other_input(info, x)):
         with torch.inference_mode():
@@ -151,9 +157,7 @@ def max_difference(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor,
         for name, e, g in zip(info.outputs, expected, got):
             if tuple(e.shape) != g.shape:
                 raise ExportError(f"{path}: exported output {name} has shape {g.shape}, PyTorch {tuple(e.shape)}")
-            reference = e.numpy()
-            scale = max(1.0, float(np.abs(reference).max()))
-            worst = max(worst, float(np.abs(reference - g).max()) / scale)
+            worst = max(worst, parity_error(e.numpy(), g))
     return worst
 
 
