@@ -9,6 +9,8 @@ Run (one at a time: the training seconds are only comparable on an otherwise idl
     .venv/bin/python benchmarks/ablate_pose.py --label baseline --images 8000
     .venv/bin/python benchmarks/ablate_pose.py --label "sigma 8" --images 8000 --set data.sigma=8
     .venv/bin/python benchmarks/ablate_pose.py --label "pose alone" --images 8000 --tasks pose   (a single-task arm)
+    (GPU) python benchmarks/ablate_pose.py --label "s0 64k" --images 64000 --set train.accelerator=gpu \
+              --set data.workers=4    (the demo config names the CPU and no loader processes)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -23,6 +26,13 @@ import torch
 
 from posepart.data.synth import SceneConfig
 from posepart.demo import DEMO_SIZE, synth_cached, train_and_score
+
+
+def training_device(overrides: list[str]) -> str:
+    """What trained the row, for its seconds: the GPU's name when `--set train.accelerator=gpu|cuda`, else the CPU's."""
+    if any(o.replace(" ", "") in ("train.accelerator=gpu", "train.accelerator=cuda") for o in overrides):
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -38,6 +48,8 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                         help="the demo's easy scenes or the full synthetic benchmark (crowds, clutter, up to 5 people)")
+    parser.add_argument("--size", type=int, default=DEMO_SIZE, help="input pixels, data and training (default: "
+                        "%(default)s, the demo's); the heatmap sigma scales with it")
     parser.add_argument("--tasks", nargs="+", choices=("pose", "parts"), default=None,
                         help="train only these tasks, the others masked (the demo's single-task arms of the joint "
                              "network); default: every task the model has")
@@ -46,23 +58,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
-    train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=DEMO_SIZE, scene=scene)
-    val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=DEMO_SIZE, scene=scene)
+    train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=args.size, scene=scene)
+    val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=args.size, scene=scene)
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.label)
     out = args.out or Path("runs/ablate") / slug
     start = time.perf_counter()
     # No validation during training (val_every_epochs past the run): the row scores the last checkpoint once.
     metrics, _, _ = train_and_score(out, args.config, train_set.annotation_file.parent,
-                                    val_set.annotation_file.parent, train_size=len(train_set), size=DEMO_SIZE,
+                                    val_set.annotation_file.parent, train_size=len(train_set), size=args.size,
                                     images=args.images, quiet=True, tasks=tuple(args.tasks) if args.tasks else None,
                                     extra=["train.val_every_epochs=100000", *args.overrides])
     seconds = time.perf_counter() - start
     pose, seg = metrics.get("pose") or {}, metrics.get("segmentation") or {}
-    row = {"label": args.label, "scene": args.scene, "config": args.config, "overrides": args.overrides,
+    row = {"label": args.label, "scene": args.scene, "size": args.size, "config": args.config,
+           "overrides": args.overrides,
            **({"tasks": args.tasks} if args.tasks else {}),
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
-           "seconds": round(seconds, 1), "threads": torch.get_num_threads()}
+           "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": training_device(args.overrides)}
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"

@@ -105,7 +105,7 @@ def main() -> None:
     result = {"meta": meta, "rows": rows}
     if args.profile is not None:
         result["profile_top_ops"] = profile(calls[args.batches[0]], device, args.profile)
-    write_result(f"network_{device.type}_w{args.width:g}", args.threads, result)
+    write_result(f"network_{device.type}_w{args.width:g}", args, result)
 
 
 if __name__ == "__main__":

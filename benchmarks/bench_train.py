@@ -85,9 +85,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, size: int) -> None:
                         help="also profile 3 calls with torch.profiler: print the top operators, write a Chrome trace")
 
 
-def write_result(stem: str, threads: int | None, data: dict[str, Any]) -> None:
-    """benchmarks/results/<stem>[_<threads>t].json (the thread count in the name when it was set)."""
-    write_json(f"{stem}{f'_{threads}t' if threads is not None else ''}.json", data)
+def write_result(stem: str, args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """benchmarks/results/<stem>[_bf16][_compiled][_<threads>t].json: the options that change the figure are in the
+    name, so a compiled run does not overwrite the eager one."""
+    tags = ("_bf16" if args.bf16 else "") + ("_compiled" if args.compile else "")
+    write_json(f"{stem}{tags}{f'_{args.threads}t' if args.threads is not None else ''}.json", data)
 
 
 def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
@@ -183,7 +185,7 @@ def main() -> None:
           f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
     if args.profile is not None:
         row["profile_top_ops"] = profile(step, device, args.profile)
-    write_result(f"train_{device.type}_w{args.width:g}_{args.size}", args.threads, row)
+    write_result(f"train_{device.type}_w{args.width:g}_{args.size}", args, row)
 
 
 if __name__ == "__main__":

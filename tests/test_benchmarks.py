@@ -118,8 +118,28 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
 
 
 def test_pose_ablation_row_of_a_single_task_arm(tmp_path: Path) -> None:
-    """`--tasks pose`: the joint network trained with its part task masked; the masked head is not scored."""
+    """`--tasks pose`: the joint network trained with its part task masked; the masked head is not scored. At
+    `--size 96`: the data are written and trained at that size."""
     run_benchmark(tmp_path, "ablate_pose.py", "--label", "pose alone", "--images", "16", "--n-train", "8",
-                  "--n-val", "4", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--tasks", "pose")
+                  "--n-val", "4", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--tasks", "pose",
+                  "--size", "96")
     row = json.loads((tmp_path / "ablate_pose.jsonl").read_text())
     assert row["tasks"] == ["pose"] and row["mean_iou"] is None and 0.0 <= row["ap"] <= 1.0
+    assert row["size"] == 96 and row["device"]  # the CPU's name: no train.accelerator=gpu override
+    assert "input_size: 96" in (tmp_path / "run" / "config.yaml").read_text()
+    assert json.loads((tmp_path / "data" / "train" / "synth.json").read_text())["size"] == 96
+
+
+def test_benchmark_result_names_carry_precision_and_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bf16 or compiled run writes its own file: the GPU script's eager and compiled runs once shared one name."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setenv("POSEPART_BENCH_RESULTS", str(tmp_path))
+    from bench_train import write_result
+
+    for bf16, compile_, threads in [(False, False, None), (True, False, None), (True, True, 2)]:
+        write_result("train_cuda_w1_368", argparse.Namespace(bf16=bf16, compile=compile_, threads=threads),
+                     {"bf16": bf16})
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "train_cuda_w1_368.json", "train_cuda_w1_368_bf16.json", "train_cuda_w1_368_bf16_compiled_2t.json"]

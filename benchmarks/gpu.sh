@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU measurements of BENCHMARKS.md as one prepared script: a lent GPU's time is short (minutes), so every
+# figure is made in one call, the benchmarks first, then learning curves in parallel until the deadline.
+#   bash benchmarks/gpu.sh [SECONDS]     (SECONDS: the wall-clock budget of the whole script, default 560)
+# Results (JSON, ablate_pose.jsonl) go to $POSEPART_BENCH_RESULTS (default benchmarks/results), logs to
+# $POSEPART_BENCH_RESULTS/logs.tgz. The curves' training seconds are not comparable with each other: six runs share
+# the GPU and the cores; their AP and mean IU are.
+set -u
+budget=${1:-560}
+deadline=$(( $(date +%s) + budget ))
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+results=${POSEPART_BENCH_RESULTS:-benchmarks/results}
+logs=$(mktemp -d)
+mkdir -p "$results"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
+left() { echo $(( deadline - $(date +%s) )); }
+
+# The curves' data, written while the GPU benchmarks run (they leave most cores idle): easy scenes at 128 px (the
+# demo's) and the full `benchmark` preset at 256 px.
+gen() {  # gen DIR SIZE SCENE
+    python3 -c "import sys; from pathlib import Path; from posepart.data.synth import SceneConfig as S
+from posepart.demo import synth_cached as c
+s = S.easy() if sys.argv[3] == 'easy' else S()
+c(Path(sys.argv[1]) / 'train', n=2000, seed=0, size=int(sys.argv[2]), scene=s)
+c(Path(sys.argv[1]) / 'val', n=300, seed=1, size=int(sys.argv[2]), scene=s)" "$@"
+}
+(gen runs/gpu/easy128 128 easy; gen runs/gpu/bench256 256 benchmark) >"$logs/synth.log" 2>&1 &
+synth=$!
+
+# 1. Benchmarks (BENCHMARKS.md, "GPU"): one at a time, each capped so that the curves keep their share.
+bench() { local cap=$1; shift; echo "== $*"; timeout "$cap" python3 "$@" || echo "(exit $? after at most ${cap}s)"; }
+bench 90 benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16 --steps 10
+bench 150 benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16 --steps 10 --compile
+bench 45 benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16
+bench 120 benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16 --compile
+wait "$synth"
+bench 60 benchmarks/bench_data.py --workers 8 16
+
+# 2. Learning curves of the shipped demo recipe (float32, as on the CPU), in parallel until the deadline.
+echo "== curves, $(left) s left"
+gpu=(--threads 2 --set train.accelerator=gpu --set train.precision=32-true --set data.workers=2)
+curve() {  # curve LOG ARGS...: one ablate_pose row
+    local log=$1; shift
+    timeout $(( $(left) - 20 )) python3 benchmarks/ablate_pose.py "$@" "${gpu[@]}" >"$logs/$log.log" 2>&1 \
+        || echo "$log: exit $? (not finished by the deadline?)"
+}
+easy=(--data runs/gpu/easy128)
+preset=(--scene benchmark --size 256 --data runs/gpu/bench256)
+stride8=(--set model.pose_stride=8 --set data.paf_width=1)  # 1 cell at stride 8 is the same 8 px as 2 at stride 4
+curve easy64 --label "shipped recipe s0, 64000 images (GPU)" --images 64000 "${easy[@]}" &
+curve easy128 --label "shipped recipe s0, 128000 images (GPU)" --images 128000 "${easy[@]}" &
+curve b4_16 --label "benchmark 256 px, stride 4, 16000 images (GPU)" --images 16000 "${preset[@]}" &
+curve b8_16 --label "benchmark 256 px, stride 8, 16000 images (GPU)" --images 16000 "${preset[@]}" "${stride8[@]}" &
+curve b4_64 --label "benchmark 256 px, stride 4, 64000 images (GPU)" --images 64000 "${preset[@]}" &
+curve b8_64 --label "benchmark 256 px, stride 8, 64000 images (GPU)" --images 64000 "${preset[@]}" "${stride8[@]}" &
+wait
+echo "== done, $(left) s left"
+for f in "$logs"/*.log; do echo "-- $f"; grep -E '^\| |Error|error' "$f" | tail -n 3; done
+tar czf "$results/logs.tgz" -C "$logs" .
