@@ -26,18 +26,21 @@ import torch
 
 from posepart.data.synth import SceneConfig
 from posepart.demo import DEMO_SIZE, synth_cached, train_and_score
+from posepart.engine.config import load_config
+from posepart.engine.train import trains_on_cpu
 
 
-def training_device(overrides: list[str]) -> str:
-    """What trained the row, for its seconds: the GPU's name when `--set train.accelerator=gpu|cuda`, else the CPU's."""
-    if any(o.replace(" ", "") in ("train.accelerator=gpu", "train.accelerator=cuda") for o in overrides):
-        return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine()
+def training_device(run: Path) -> str:
+    """What trained the row, for its seconds: read from the run's resolved config by the engine's own rule."""
+    accelerator = load_config(run / "config.yaml").train.accelerator
+    if trains_on_cpu(accelerator):
+        return platform.processor() or platform.machine()
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else accelerator
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", required=True, help="what this row changes against the baseline")
+    parser.add_argument("--label", help="what this row changes against the baseline (required unless --data-only)")
     parser.add_argument("--config", default="demo_cpu_joint.yaml", help="shipped config (default: %(default)s)")
     parser.add_argument("--images", type=int, default=8000, help="training images seen (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -53,13 +56,20 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=("pose", "parts"), default=None,
                         help="train only these tasks, the others masked (the demo's single-task arms of the joint "
                              "network); default: every task the model has")
+    parser.add_argument("--data-only", action="store_true",
+                        help="write (or reuse) the cached data under --data and stop: rows run in parallel then share "
+                             "one folder without racing to write it")
     args = parser.parse_args()
+    if args.label is None and not args.data_only:
+        parser.error("--label is required")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
     train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=args.size, scene=scene)
     val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=args.size, scene=scene)
+    if args.data_only:
+        return
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.label)
     out = args.out or Path("runs/ablate") / slug
     start = time.perf_counter()
@@ -75,7 +85,7 @@ def main() -> None:
            **({"tasks": args.tasks} if args.tasks else {}),
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
-           "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": training_device(args.overrides)}
+           "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": training_device(out)}
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"

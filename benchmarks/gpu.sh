@@ -18,14 +18,9 @@ left() { echo $(( deadline - $(date +%s) )); }
 
 # The curves' data, written while the GPU benchmarks run (they leave most cores idle): easy scenes at 128 px (the
 # demo's) and the full `benchmark` preset at 256 px.
-gen() {  # gen DIR SIZE SCENE
-    python3 -c "import sys; from pathlib import Path; from posepart.data.synth import SceneConfig as S
-from posepart.demo import synth_cached as c
-s = S.easy() if sys.argv[3] == 'easy' else S()
-c(Path(sys.argv[1]) / 'train', n=2000, seed=0, size=int(sys.argv[2]), scene=s)
-c(Path(sys.argv[1]) / 'val', n=300, seed=1, size=int(sys.argv[2]), scene=s)" "$@"
-}
-(gen runs/gpu/easy128 128 easy; gen runs/gpu/bench256 256 benchmark) >"$logs/synth.log" 2>&1 &
+(python3 benchmarks/ablate_pose.py --data-only --data runs/gpu/easy128
+ python3 benchmarks/ablate_pose.py --data-only --data runs/gpu/bench256 --scene benchmark --size 256) \
+    >"$logs/synth.log" 2>&1 &
 synth=$!
 
 # 1. Benchmarks (BENCHMARKS.md, "GPU"): one at a time, each capped so that the curves keep their share.

@@ -130,6 +130,23 @@ def test_pose_ablation_row_of_a_single_task_arm(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "data" / "train" / "synth.json").read_text())["size"] == 96
 
 
+def test_pose_ablation_data_only_writes_the_splits_and_no_row(tmp_path: Path) -> None:
+    """`--data-only` (the GPU script, before its parallel rows): the cached splits are written, nothing is trained;
+    without it a row needs its --label."""
+    data = tmp_path / "data"
+    env = {**os.environ, "POSEPART_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_pose.py"), "--data-only", "--n-train", "3",
+                           "--n-val", "2", "--data", str(data), "--size", "64"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stamps = {split: json.loads((data / split / "synth.json").read_text()) for split in ("train", "val")}
+    assert (stamps["train"]["n"], stamps["train"]["seed"], stamps["val"]["n"], stamps["val"]["seed"]) == (3, 0, 2, 1)
+    assert not (tmp_path / "ablate_pose.jsonl").exists()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_pose.py"), "--data", str(data)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--label is required" in done.stderr
+
+
 def test_benchmark_result_names_carry_precision_and_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bf16 or compiled run writes its own file: the GPU script's eager and compiled runs once shared one name."""
     import argparse

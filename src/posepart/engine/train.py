@@ -125,12 +125,17 @@ def resolve_precision(precision: str, *, on_cpu: bool) -> str:
     return "bf16-mixed" if native_bf16(on_cpu=on_cpu) else "32-true"
 
 
+def trains_on_cpu(accelerator: str) -> bool:
+    """Whether `train.accelerator` puts the run on the CPU ("auto" does where torch finds no CUDA device)."""
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                   max_minutes: float | None = None, **overrides: Any) -> pl.Trainer:
     """The Trainer of a run (callbacks, loggers, checkpoint IO); `overrides` go straight to `pl.Trainer`."""
     t = cfg.train
     minutes = max_minutes if max_minutes is not None else t.max_minutes
-    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = trains_on_cpu(t.accelerator)
     precision = resolve_precision(t.precision, on_cpu=on_cpu)
     if precision != t.precision:
         rank_zero_info(f"train.precision: {t.precision} -> {precision} on this {'CPU' if on_cpu else 'accelerator'}")
