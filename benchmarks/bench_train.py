@@ -101,6 +101,7 @@ def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
 
 def profile(step: Callable[[], None], device: torch.device, trace: Path, top: int = 12) -> list[dict[str, Any]]:
     """torch.profiler over 3 steps: prints the operators taking the most self time, writes a Chrome trace."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -111,8 +112,12 @@ def profile(step: Callable[[], None], device: torch.device, trace: Path, top: in
         sync(device)
     trace.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace))
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    # Operators only: on a GPU each kernel is listed beside the operator that launched it, whose self device time
+    # already counts it (the first GPU profile, 2026-12-04, summed both and halved every share). torch >= 2.4 calls
+    # the GPU time `device` time; the `cuda` names are gone from 2.11.
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted((e for e in prof.key_averages() if e.device_type == DeviceType.CPU),
+                    key=lambda e: getattr(e, key), reverse=True)
     total = sum(getattr(e, key) for e in events)
     rows = [{"op": e.key, "self_ms_per_step": getattr(e, key) / 3e3, "share": getattr(e, key) / total,
              "calls_per_step": e.count / 3} for e in events[:top]]

@@ -58,8 +58,12 @@ def test_data_benchmark(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_counts_flops(tmp_path: Path) -> None:
-    run_benchmark(tmp_path, "bench_train.py", "--batch", "2", "--size", "64", "--steps", "1", "--threads", "1")
+    run_benchmark(tmp_path, "bench_train.py", "--batch", "2", "--size", "64", "--steps", "1", "--threads", "1",
+                  "--profile", str(tmp_path / "trace.json"))
     data = result(tmp_path, "train_cpu_w0.25_64_1t.json")
+    ops = data["profile_top_ops"]  # operators, each counted once: their shares of the profiled time add up to <= 1
+    assert ops[0]["op"] == "aten::convolution_backward" and sum(op["share"] for op in ops) <= 1 + 1e-9
+    assert (tmp_path / "trace.json").stat().st_size > 0
     assert data["batch"] == 2 and data["gflop_per_step"] > 0 and 0 < data["mfu"]
     assert data["achieved_tflops"] == pytest.approx(data["gflop_per_step"] / data["step_ms"])  # GFLOP/ms = TFLOP/s
     assert data["mfu"] == pytest.approx(data["achieved_tflops"] / data["peak_tflops"])
