@@ -10,7 +10,8 @@ channels_last weights and inputs), plus what a GPU wants: bf16 autocast with --b
 Run (CPU):  taskset -c 0 .venv/bin/python benchmarks/bench_network.py --threads 1
             add --width 1 --seg-head fcn32 --calls 2 for the paper-width model (1.3 s per image on one core)
      (GPU): python benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16 --compile
-     --profile TRACE.json: also profile 3 forwards at the first batch size (top operators, Chrome trace).
+     --profile TRACE.json: also profile 3 forwards at the first batch size (top operators, also by input
+                           shapes; Chrome trace).
 Writes benchmarks/results/network_<device>_w<width>[_<threads>t].json.
 """
 
@@ -104,7 +105,7 @@ def main() -> None:
               f"{r['floor_ms_per_image']:>9.2f} {r['x_floor']:>8.2f}")
     result = {"meta": meta, "rows": rows}
     if args.profile is not None:
-        result["profile_top_ops"] = profile(calls[args.batches[0]], device, args.profile)
+        result.update(profile(calls[args.batches[0]], device, args.profile))
     write_result(f"network_{device.type}_w{args.width:g}", args, result)
 
 

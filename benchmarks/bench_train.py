@@ -99,33 +99,42 @@ def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
     return default_collate([mapped[i] for i in range(batch)])
 
 
-def profile(step: Callable[[], None], device: torch.device, trace: Path, top: int = 12) -> list[dict[str, Any]]:
-    """torch.profiler over 3 steps: prints the operators taking the most self time, writes a Chrome trace."""
+def profile(step: Callable[[], None], device: torch.device, trace: Path, top: int = 12) -> dict[str, Any]:
+    """torch.profiler over 3 steps: the operators taking the most self time (`profile_top_ops`), and the same split by
+    input shapes (`profile_top_shapes`: which convolution is slow), printed; writes a Chrome trace."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
+    with torch_profile(activities=activities, record_shapes=True) as prof:
         for _ in range(3):
             step()
         sync(device)
     trace.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace))
-    # Operators only: on a GPU each kernel is listed beside the operator that launched it, whose self device time
-    # already counts it (the first GPU profile, 2026-12-04, summed both and halved every share). torch >= 2.4 calls
-    # the GPU time `device` time; the `cuda` names are gone from 2.11.
+    # torch >= 2.4 calls the GPU time `device` time; the `cuda` names are gone from 2.11.
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = sorted((e for e in prof.key_averages() if e.device_type == DeviceType.CPU),
-                    key=lambda e: getattr(e, key), reverse=True)
-    total = sum(getattr(e, key) for e in events)
-    rows = [{"op": e.key, "self_ms_per_step": getattr(e, key) / 3e3, "share": getattr(e, key) / total,
-             "calls_per_step": e.count / 3} for e in events[:top]]
+
+    def top_rows(by_shape: bool) -> list[dict[str, Any]]:
+        # Operators only: on a GPU each kernel is listed beside the operator that launched it, whose self device
+        # time already counts it (the first GPU profile, 2026-12-04, summed both and halved every share).
+        events = sorted((e for e in prof.key_averages(group_by_input_shape=by_shape)
+                         if e.device_type == DeviceType.CPU), key=lambda e: getattr(e, key), reverse=True)
+        total = sum(getattr(e, key) for e in events)
+        return [{"op": e.key, **({"input_shapes": e.input_shapes} if by_shape else {}),
+                 "self_ms_per_step": getattr(e, key) / 3e3, "share": getattr(e, key) / total,
+                 "calls_per_step": e.count / 3} for e in events[:top]]
+
+    result = {"profile_top_ops": top_rows(False), "profile_top_shapes": top_rows(True)}
     print(f"top operators by self {'GPU' if device.type == 'cuda' else 'CPU'} time (trace: {trace}):")
-    for r in rows:
-        print(f"  {r['op']:<42} {r['self_ms_per_step']:8.1f} ms/step {100 * r['share']:5.1f} %  "
-              f"{r['calls_per_step']:5.0f} calls/step")
-    return rows
+    for name, rows in result.items():
+        print(f"  {name}:")
+        for r in rows:
+            shapes = f"  {str(r['input_shapes'])[:80]}" if "input_shapes" in r else ""
+            print(f"    {r['op']:<36} {r['self_ms_per_step']:8.1f} ms/step {100 * r['share']:5.1f} %  "
+                  f"{r['calls_per_step']:5.0f} calls/step{shapes}")
+    return result
 
 
 def main() -> None:
@@ -189,7 +198,7 @@ def main() -> None:
           f"{row['achieved_tflops'] * 1e3:.0f} GFLOP/s = {100 * row['mfu']:.0f}% of {peak_label} "
           f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
     if args.profile is not None:
-        row["profile_top_ops"] = profile(step, device, args.profile)
+        row.update(profile(step, device, args.profile))
     write_result(f"train_{device.type}_w{args.width:g}_{args.size}", args, row)
 
 

@@ -23,7 +23,8 @@ synth=$!
 
 # 1. Benchmarks (BENCHMARKS.md, "GPU"): one at a time, each capped so that the curves keep their share.
 bench() { local cap=$1; shift; echo "== $*"; timeout "$cap" python3 "$@" || echo "(exit $? after at most ${cap}s)"; }
-# --profile: the top operators by GPU time (in the JSON), what keeps the step from 50 % MFU
+# --profile: the top operators by GPU time, also by input shapes (in the JSON): which convolutions keep the step
+# from 50 % MFU
 bench 90 benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16 --steps 10 --profile /tmp/train_trace.json
 bench 150 benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16 --steps 10 --compile
 bench 45 benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16
