@@ -62,11 +62,14 @@ def test_training_benchmark_counts_flops(tmp_path: Path) -> None:
                   "--profile", str(tmp_path / "trace.json"))
     data = result(tmp_path, "train_cpu_w0.25_64_1t.json")
     ops = data["profile_top_ops"]  # operators, each counted once: their shares of the profiled time add up to <= 1
-    assert ops[0]["op"] == "aten::convolution_backward" and sum(op["share"] for op in ops) <= 1 + 1e-9
+    assert sum(op["share"] for op in ops) <= 1 + 1e-9
+    # Convolutions lead the step, but whether forward or backward comes first depends on the CPU (CI saw the forward
+    # first): the test checks that both are there and on top, not their order, which is a timing.
+    assert "conv" in ops[0]["op"] and "aten::convolution_backward" in {op["op"] for op in ops}
     by_shape = data["profile_top_shapes"]  # the same time split by input shapes: no row above its operator's total
     total = {op["op"]: op["self_ms_per_step"] for op in ops}
     assert all(r["self_ms_per_step"] <= total.get(r["op"], float("inf")) + 1e-9 for r in by_shape)
-    assert any(r["op"] == "aten::convolution_backward" and len(r["input_shapes"]) > 2 for r in by_shape)
+    assert any("conv" in r["op"] and len(r["input_shapes"]) > 2 for r in by_shape)
     assert (tmp_path / "trace.json").stat().st_size > 0
     assert data["batch"] == 2 and data["gflop_per_step"] > 0 and 0 < data["mfu"]
     assert data["achieved_tflops"] == pytest.approx(data["gflop_per_step"] / data["step_ms"])  # GFLOP/ms = TFLOP/s
