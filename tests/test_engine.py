@@ -552,3 +552,17 @@ def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     for i, state in a["optimizer_states"][0]["state"].items():
         for name, value in state.items():
             assert torch.equal(value, b["optimizer_states"][0]["state"][i][name]), (i, name)
+
+
+def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:
+    """The validation scalars logged to TensorBoard/CSV: headline figures, IoU per part class and PCKh per joint
+    (as the report's tables), None and non-numbers left out."""
+    from posepart.engine.module import flatten_metrics
+    from posepart.schema import Schema
+
+    schema = Schema.pascal_person_part()
+    metrics = {"pose": {"ap": 0.25, "pck_dist": None, "pckh_per_joint": {"head": 0.75, "left_elbow": None}},
+               "segmentation": {"mean_iou": 0.5, "iou_per_class": [0.9, None] + [0.4] * 5}, "images": 3}
+    flat = flatten_metrics(metrics, schema)
+    assert flat == {"val/pose/ap": 0.25, "val/pose/pckh/head": 0.75, "val/seg/mean_iou": 0.5,
+                    "val/seg/iou/background": 0.9, **{f"val/seg/iou/{c}": 0.4 for c in schema.part_classes[2:]}}

@@ -152,6 +152,20 @@ def test_write_report(synth, tmp_path):
     assert "| m | 1 | 12.5 |" in text and "| m | 2 | 25.0 |" in text  # per-stage rows
     assert "| background | head | torso |" in text and "| 90.0 | 40.0 |" in text  # per-class IoU, schema's names
     assert "](overlays.png)" in text  # absolute figure inside out_dir made relative
+    assert "PCKh@0.5 by joint" not in text  # no model with per-joint scores: no table
+
+
+def test_report_pckh_by_joint_averages_left_and_right(synth, tmp_path):
+    """MPII's per-joint table: one column per joint type in schema order, left and right averaged; a side without
+    labelled joints (None) left out of its average."""
+    per_joint = {name: 0.5 for name in synth.schema.keypoints}
+    per_joint.update(left_elbow=0.25, right_elbow=0.75, left_knee=None, right_knee=0.4)
+    metrics = {"pose": {"ap": 0.25, "pckh_per_joint": per_joint}}
+    text = write_report(tmp_path, "Test", {"m": metrics, "parts only": {"segmentation": {"mean_iou": 0.5}}},
+                        synth.schema).read_text()
+    assert "| model | head | neck | shoulder | elbow | wrist | hip | knee | ankle |" in text
+    assert "| m | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 40.0 | 50.0 |" in text
+    assert "| parts only |" not in text.split("PCKh@0.5 by joint")[1].split("##")[0]  # no pose scores, no row
 
 
 def test_cli_models_json(capsys):

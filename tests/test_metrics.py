@@ -13,7 +13,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, match_people, mpii_head_size, oks, pck_dist, pckh
+from posepart.metrics import (ConfusionMatrix, coco_keypoint_ap, match_people, mpii_head_size, oks, pck_dist, pckh,
+                              pckh_counts)
 from posepart.schema import Schema
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,6 +286,27 @@ def test_pckh_unmatched_people_and_skipped_people():
     legs[[PASCAL.joint("head"), PASCAL.joint("neck")], 2] = 0
     assert pckh([gt, legs[None]], [_as_pred(gt), np.zeros((0, 14, 3))], None, PASCAL) == pytest.approx(1.0)
     assert pckh([], [], None, PASCAL) is None
+
+
+def test_pckh_per_joint_counts_each_joint_type_and_pool_to_pckh():
+    """Two people, one predicted with the left wrist off and one not predicted: per joint type the hits are
+    hand-counted, and pooled they give `pckh`."""
+    a, b = _pascal_person(0), _pascal_person(200)
+    b[PASCAL.joint("right_knee"), 2] = 0  # not labelled: not counted for b
+    gt = np.stack([a, b])
+    pred = _as_pred(a)
+    pred[PASCAL.joint("left_wrist"), 0] += 12.0  # 0.6 head sizes: outside
+    counts = pckh_counts([gt], [pred[None]], None, PASCAL)
+    expected_total = np.full(14, 2)
+    expected_total[PASCAL.joint("right_knee")] = 1
+    expected_correct = np.ones(14, int)
+    expected_correct[PASCAL.joint("left_wrist")] = 0
+    assert counts.total.tolist() == expected_total.tolist() and counts.correct.tolist() == expected_correct.tolist()
+    per_joint = counts.per_joint(PASCAL)
+    assert per_joint["left_wrist"] == 0.0 and per_joint["right_knee"] == 1.0 and per_joint["head"] == 0.5
+    assert counts.pooled() == pytest.approx(13 / 27) == pckh([gt], [pred[None]], None, PASCAL)
+    empty = pckh_counts([], [], None, PASCAL)
+    assert empty.pooled() is None and set(empty.per_joint(PASCAL).values()) == {None}
 
 
 def test_pckh_schema_without_head_joints():

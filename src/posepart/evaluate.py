@@ -3,8 +3,8 @@
 Every prediction is expressed in ORIGINAL image coordinates before scoring, so the numbers are comparable across
 input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
 `{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
-  "pose": {ap, ap50, ap75, ar, pckh, pck_dist, pck_dist_px}, "images", "skipped" (when any)}`; a trained model's
-metrics add "per_stage" (`posepart.evaluate_model`).
+  "pose": {ap, ap50, ap75, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist, pck_dist_px}, "images", "skipped"
+  (when any)}`; a trained model's metrics add "per_stage" (`posepart.evaluate_model`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import scoring_labels
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.heads import HeadMeta
-from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh
+from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh_counts
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import Targets, build_targets
 
@@ -72,7 +72,8 @@ class Evaluator:
         if self.images:
             pose = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas)
             heads = self.head_sizes if any(np.isfinite(h).any() for h in self.head_sizes) else None
-            pose["pckh"] = pckh(self.gt_people, self.pred_people, heads, self.schema)
+            counts = pckh_counts(self.gt_people, self.pred_people, heads, self.schema)
+            pose["pckh"], pose["pckh_per_joint"] = counts.pooled(), counts.per_joint(self.schema)
             pose.update(pck_dist(self.gt_people, self.pred_people, self.schema))
             metrics["pose"] = pose
         return metrics

@@ -45,6 +45,34 @@ def iou_table(metrics: Mapping[str, Any], part_classes: tuple[str, ...]) -> str:
     return "| " + " | ".join(part_classes) + " |\n|" + "---:|" * len(part_classes) + "\n| " + " | ".join(cells) + " |"
 
 
+def side_free_joints(schema: Schema) -> dict[str, tuple[str, ...]]:
+    """Joint names with left and right pooled, in schema order: {"elbow": ("left_elbow", "right_elbow"), "head":
+    ("head",), ...} (the pairs `Schema.flip_perm` mirrors, named `left_`/`right_` + the same rest)."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for name in schema.keypoints:
+        side, _, rest = name.partition("_")
+        key = rest if side in ("left", "right") and rest else name
+        groups[key] = groups.get(key, ()) + (name,)
+    return groups
+
+
+def pckh_joint_table(rows: Mapping[str, Mapping[str, Any]], schema: Schema) -> str:
+    """PCKh@0.5 per joint type, one row per model with pose scores: MPII's table, left and right averaged as its
+    evaluation does (a side without labelled joints left out); "" when no model has per-joint scores."""
+    groups = side_free_joints(schema)
+    lines = ["| model | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+    for name, metrics in rows.items():
+        per_joint = metrics.get("pose", {}).get("pckh_per_joint")
+        if not per_joint:
+            continue
+        cells = []
+        for members in groups.values():
+            values = [per_joint[m] for m in members if per_joint.get(m) is not None]
+            cells.append(f"{100 * sum(values) / len(values):.1f}" if values else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 # Per-stage table: how the prediction improves along the refinement stages (`metrics["per_stage"]`).
 STAGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pose", "ap", "OKS AP"),
@@ -127,7 +155,8 @@ def write_report(
     schema: Schema,
     figures: Sequence[str | Path] = (),
 ) -> Path:
-    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, per-stage table, figures; returns its path.
+    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, per-stage table, figures;
+    returns its path.
 
     `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
     written relative to it).
@@ -138,6 +167,10 @@ def write_report(
     iou = _iou_sections(metrics_by_model, schema.part_classes)
     if iou:
         lines += ["## Per-class IoU (%)", "", *iou]
+    joints = pckh_joint_table(metrics_by_model, schema)
+    if joints:
+        lines += ["## PCKh@0.5 by joint (%)", "", joints, "",
+                  "Left and right averaged, as MPII's evaluation reports them.", ""]
     if any(m.get("per_stage") for m in metrics_by_model.values()):
         lines += ["## Per stage", "", stage_table(metrics_by_model), "",
                   "Stage t uses heatmaps[t], pafs[t] and parts[min(t, last)] (an FCN's single segmentation repeats on "

@@ -62,7 +62,8 @@ def model_tasks(model: torch.nn.Module) -> list[str]:
 
 
 def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val") -> dict[str, float]:
-    """metrics.json dict -> {"val/seg/mean_iou": ..., "val/pose/ap": ..., "val/seg/iou/head": ...}; None skipped."""
+    """metrics.json dict -> {"val/seg/mean_iou": ..., "val/pose/ap": ..., "val/seg/iou/head": ...,
+    "val/pose/pckh/left_elbow": ...}; None skipped."""
     flat: dict[str, float] = {}
     for task, values in metrics.items():
         if not isinstance(values, dict):
@@ -73,6 +74,8 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
                 for cls, v in zip(schema.part_classes, value):
                     if v is not None:
                         flat[f"{prefix}/{name}/iou/{cls}"] = float(v)
+            elif key == "pckh_per_joint" and isinstance(value, dict):
+                flat.update({f"{prefix}/{name}/pckh/{joint}": float(v) for joint, v in value.items() if v is not None})
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
                 flat[f"{prefix}/{name}/{key}"] = float(value)
     return flat

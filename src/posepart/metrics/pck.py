@@ -7,7 +7,7 @@ when score > 0). A GT person left without a prediction scores every joint as wro
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -79,24 +79,41 @@ def _head_neck_sizes(gt: np.ndarray, schema: Schema) -> np.ndarray:
     return np.where(ok, np.linalg.norm(gt[:, head, :2] - gt[:, neck, :2], axis=-1), np.nan)
 
 
-def pckh(
+class PCKhCounts(NamedTuple):
+    """Per joint type: the labelled GT joints whose matched predicted joint lies within alpha x the person's head
+    size (`correct`, (K,)) and the labelled GT joints scored (`total`, (K,))."""
+
+    correct: np.ndarray
+    total: np.ndarray
+
+    def pooled(self) -> float | None:
+        """PCKh over every joint type (None when no joint was scored)."""
+        return float(self.correct.sum() / self.total.sum()) if self.total.sum() else None
+
+    def per_joint(self, schema: Schema) -> dict[str, float | None]:
+        """{joint name: PCKh of that joint type} (None where none was labelled): MPII's per-joint table, which shows
+        what the pooled figure hides (a network that finds heads and misses elbows)."""
+        return {name: (float(c / t) if t else None) for name, c, t in zip(schema.keypoints, self.correct, self.total)}
+
+
+def pckh_counts(
     gt_per_image: Sequence[np.ndarray],
     pred_per_image: Sequence[np.ndarray],
     head_sizes_per_image: Sequence[np.ndarray] | None,
     schema: Schema,
     alpha: float = 0.5,
-) -> float | None:
-    """Fraction of labelled GT joints whose matched predicted joint lies within alpha x the person's head size.
+) -> PCKhCounts:
+    """PCKh's hits and totals per joint type, the one computation behind `pckh` and the per-joint table.
 
     Head size per person: the annotation's (`head_sizes_per_image[i][n]`, e.g. `mpii_head_size`) when finite, else
     the distance between the person's GT head (head / head_top) and neck (neck / upper_neck) joints. A person with
-    neither is skipped (neither counted nor matched). None when no person can be scored, e.g. a schema without
-    head/neck joints and no head sizes. The distance test is inclusive (d <= alpha x head size).
+    neither is skipped (neither counted nor matched). A GT person without a matched prediction counts every labelled
+    joint as wrong. The distance test is inclusive (d <= alpha x head size).
     """
     if len(gt_per_image) != len(pred_per_image):
         raise ValueError(f"{len(gt_per_image)} GT images but {len(pred_per_image)} prediction images")
     k = schema.num_joints
-    correct = total = 0
+    correct, total = np.zeros(k, np.int64), np.zeros(k, np.int64)
     for i, (gt, pred) in enumerate(zip(gt_per_image, pred_per_image)):
         gt = np.asarray(gt, np.float64).reshape(-1, k, 3)
         pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
@@ -107,12 +124,25 @@ def pckh(
                 raise ValueError(f"image {i}: {len(given)} head sizes for {len(gt)} GT people")
             sizes = np.where(np.isfinite(given) & (given > 0), given, sizes)
         scored = np.isfinite(sizes) & (sizes > 0)
-        total += int((gt[scored, :, 2] > 0).sum())
+        total += (gt[scored, :, 2] > 0).sum(0)
         thr = alpha * sizes
         for g, p in match_people(gt, pred, thr):
-            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])
-            correct += int((valid & (d <= thr[g])).sum())
-    return correct / total if total else None
+            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])  # (1, 1, K)
+            correct += (valid & (d <= thr[g]))[0, 0]
+    return PCKhCounts(correct, total)
+
+
+def pckh(
+    gt_per_image: Sequence[np.ndarray],
+    pred_per_image: Sequence[np.ndarray],
+    head_sizes_per_image: Sequence[np.ndarray] | None,
+    schema: Schema,
+    alpha: float = 0.5,
+) -> float | None:
+    """Fraction of labelled GT joints whose matched predicted joint lies within alpha x the person's head size
+    (`pckh_counts`, every joint type pooled). None when no person can be scored, e.g. a schema without head/neck
+    joints and no head sizes."""
+    return pckh_counts(gt_per_image, pred_per_image, head_sizes_per_image, schema, alpha).pooled()
 
 
 def _shortest_limbs(gt: np.ndarray, schema: Schema) -> np.ndarray:
