@@ -6,7 +6,9 @@ before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020, 
 inside the model; on a model that smooths already, on top of its own).
 
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
-grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh) and the peak statistics.
+grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh) and the peak census (`PeakCensus`): where the
+peaks lie (at a joint of their type, at its left/right twin, at another joint, on the background) and, per joint
+type, how far the nearest peak is: which joints the network misses, and whether it swaps sides.
 
 Run:
     .venv/bin/python benchmarks/diagnose_pose.py runs/ablate/NAME/checkpoints/last.ckpt runs/ablate/data/val
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,23 +46,73 @@ def smoothed(heatmaps: np.ndarray, sigma_cells: float, num_joints: int) -> np.nd
         return HeatmapSmoothing(sigma_cells, num_joints)(torch.from_numpy(heatmaps[None])).numpy()[0]
 
 
-def peak_distances(heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, radius: int
-                   ) -> tuple[list[float], int, int]:
-    """-> (for each labelled joint, the distance in input px to the nearest peak of its type; peaks; peaks more
-    than 8 px from every labelled joint of their type)."""
-    stride = head.stride
-    peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.heatmap_sigma_cells,
-                            radius=radius)
-    xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
-    nearest, far = [], 0
-    for j in range(keypoints.shape[1]):
-        mine = xy[peaks.starts[j]:peaks.starts[j + 1]]
-        truth = keypoints[:, j][keypoints[:, j, 2] > 0, :2]
-        for point in truth:
-            nearest.append(float(np.hypot(*(mine - point).T).min()) if len(mine) else np.inf)
-        for point in mine:
-            far += not len(truth) or float(np.hypot(*(truth - point).T).min()) > 8
-    return nearest, len(peaks.xy), far
+RECALL = ("within 4 px", "4-8 px", "only the mirror joint's peak", "no peak")  # a labelled joint's nearest peak
+PLACES = ("own joint", "mirror joint", "other joint", "background")  # where a peak lies (within 8 px of ...)
+
+
+@dataclass
+class PeakCensus:
+    """Where a model's heatmap peaks (threshold 0.1, the decoder's window) lie against the labelled joints.
+
+    distances: for each labelled joint, the distance in input px to the nearest peak of its type (inf: none);
+    recall: joint name -> Counter over `RECALL` (a joint with no peak of its type within 4 px counts as "only the
+            mirror joint's peak" when the left/right twin's channel has one there: a side swapped, not a miss);
+    peaks: (">= 0.5" or "< 0.5", a `PLACES` entry) -> count: a peak near a labelled joint of its type, of its
+           mirror type, of another type, or of none (8 px).
+    """
+
+    distances: list[float] = field(default_factory=list)
+    recall: dict[str, Counter[str]] = field(default_factory=dict)
+    peaks: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, heatmaps: np.ndarray, keypoints: np.ndarray, head: HeadMeta, radius: int) -> None:
+        """One image: heatmaps (K+1, h, w) on the model's grid, keypoints (N, K, 3) in input pixels."""
+        schema, stride = head.schema, head.stride
+        peaks = find_peaks_flat(np.ascontiguousarray(heatmaps[:-1]), 0.1, sigma_cells=head.heatmap_sigma_cells,
+                                radius=radius)
+        xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
+        mirror = schema.flip_perm
+        labelled = [keypoints[:, j][keypoints[:, j, 2] > 0, :2] for j in range(schema.num_joints)]
+
+        def nearest(points: np.ndarray, to: np.ndarray) -> np.ndarray:
+            """Distance from each of `points` to the nearest of `to` (inf when `to` is empty)."""
+            if not len(to):
+                return np.full(len(points), np.inf)
+            return np.hypot(*(points[:, None] - to[None]).transpose(2, 0, 1)).min(axis=1)
+
+        for j, name in enumerate(schema.keypoints):
+            mine = xy[peaks.starts[j]:peaks.starts[j + 1]]
+            twin = xy[peaks.starts[mirror[j]]:peaks.starts[mirror[j] + 1]]
+            d_own, d_twin = nearest(labelled[j], mine), nearest(labelled[j], twin)
+            self.distances += d_own.tolist()
+            counts = self.recall.setdefault(name, Counter())
+            for own, other in zip(d_own, d_twin):
+                counts[RECALL[0] if own <= 4 else RECALL[1] if own <= 8 else
+                       RECALL[2] if mirror[j] != j and other <= 4 else RECALL[3]] += 1
+            scores = peaks.score[peaks.starts[j]:peaks.starts[j + 1]]
+            near_own = nearest(mine, labelled[j]) <= 8
+            near_twin = nearest(mine, labelled[mirror[j]]) <= 8 if mirror[j] != j else np.zeros(len(mine), bool)
+            near_any = nearest(mine, np.concatenate(labelled)) <= 8
+            for score, own, twin_, any_ in zip(scores, near_own, near_twin, near_any):
+                place = PLACES[0] if own else PLACES[1] if twin_ else PLACES[2] if any_ else PLACES[3]
+                self.peaks[(">= 0.5" if score >= 0.5 else "< 0.5", place)] += 1
+
+    def report(self) -> str:
+        d = np.asarray(self.distances)
+        total = sum(self.peaks.values())
+        far = total - sum(n for (_, place), n in self.peaks.items() if place == PLACES[0])
+        lines = [f"  labelled joints with a peak of their type within 2 / 4 / 8 px: {np.mean(d < 2):.2f} / "
+                 f"{np.mean(d < 4):.2f} / {np.mean(d < 8):.2f}",
+                 f"  peaks (threshold 0.1) more than 8 px from every labelled joint of their type: "
+                 f"{far / max(total, 1):.2f} of {total}",
+                 "  peaks by where they lie (share of all peaks): " + "; ".join(
+                     f"score {conf}: " + ", ".join(f"{place} {self.peaks[(conf, place)] / max(total, 1):.2f}"
+                                                   for place in PLACES) for conf in (">= 0.5", "< 0.5")),
+                 "  labelled joints by their nearest peak: " + " | ".join(RECALL)]
+        for name, counts in self.recall.items():
+            n = max(sum(counts.values()), 1)
+            lines.append(f"    {name:16s} " + " | ".join(f"{counts[k] / n:.2f}" for k in RECALL))
+        return "\n".join(lines)
 
 
 def main() -> None:
@@ -82,8 +136,7 @@ def main() -> None:
     config = dataclasses.replace(DecodeConfig.for_evaluation(), peak_radius=args.radius)
     radius = config.window(head)
     out_hw = (args.input_size, args.input_size)
-    distances: list[float] = []
-    peaks = far = 0
+    census = PeakCensus()
     for record in records:
         affine = letterbox_affine((record.height, record.width), out_hw)
         image, parts, ignore, keypoints = apply_affine(affine, dataset.load_image(record), dataset.load_parts(record),
@@ -107,19 +160,12 @@ def main() -> None:
         for name, (hm, paf) in maps.items():
             people = decode(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32), head, config)
             scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
-        nearest, n, f = peak_distances(heatmaps[0], keypoints, head, radius)
-        distances += nearest
-        peaks, far = peaks + n, far + f
+        census.add(heatmaps[0], keypoints, head, radius)
     print(f"{len(records)} images of {args.data}, model {args.checkpoint}, peak radius {radius}")
     for name, evaluator in scores.items():
         pose = evaluator.compute()["pose"]
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")
-    d = np.asarray(distances)
-    print(f"  labelled joints with a peak of their type within 2 / 4 / 8 px: {np.mean(d < 2):.2f} / "
-          f"{np.mean(d < 4):.2f} / {np.mean(d < 8):.2f}")
-    print(f"  peaks (threshold 0.1) more than 8 px from every labelled joint of their type: {far / max(peaks, 1):.2f} "
-          f"of {peaks}")
-
+    print(census.report())
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -171,3 +172,47 @@ def test_benchmark_result_names_carry_precision_and_compile(tmp_path: Path, monk
                      {"bf16": bf16})
     assert sorted(f.name for f in tmp_path.iterdir()) == [
         "train_cuda_w1_368.json", "train_cuda_w1_368_bf16.json", "train_cuda_w1_368_bf16_compiled_2t.json"]
+
+
+def test_peak_census_sorts_hand_placed_peaks() -> None:
+    """diagnose_pose's census on hand-placed peaks: each peak and each labelled joint lands in the category built."""
+    import importlib.util
+
+    from posepart.heads import HeadMeta
+    from posepart.schema import Schema
+
+    spec = importlib.util.spec_from_file_location("diagnose_pose", BENCHMARKS / "diagnose_pose.py")
+    assert spec is not None and spec.loader is not None
+    diagnose = importlib.util.module_from_spec(spec)
+    sys.modules["diagnose_pose"] = diagnose  # dataclasses resolve the module's annotations through it
+    spec.loader.exec_module(diagnose)
+    schema = Schema.pascal_person_part()
+    head = HeadMeta(schema, pose_stride=4, sigma=6.0, paf_width=2.0)
+    joint = {name: j for j, name in enumerate(schema.keypoints)}
+    heatmaps = np.zeros((schema.heatmap_channels, 32, 32), np.float32)
+
+    def peak(name: str, cell: tuple[int, int], score: float) -> None:  # a symmetric blob: no sub-cell offset
+        x, y = cell
+        heatmaps[joint[name], y - 1:y + 2, x - 1:x + 2] = score * np.array([[.5, .7, .5], [.7, 1, .7], [.5, .7, .5]])
+
+    def pixel(cell: tuple[int, int]) -> list[float]:  # the centre of a stride-4 cell in input pixels
+        return [cell[0] * 4 + 1.5, cell[1] * 4 + 1.5]
+
+    keypoints = np.zeros((1, schema.num_joints, 3))
+    labelled = {"left_elbow": (10, 10), "right_elbow": (20, 10), "left_wrist": (10, 20), "head": (15, 3)}
+    for name, cell in labelled.items():
+        keypoints[0, joint[name]] = [*pixel(cell), 2]
+    peak("left_elbow", (10, 10), 0.9)  # on its joint, confident
+    peak("right_elbow", (20, 12), 0.4)  # 8 px off its joint: "4-8 px", and a peak at its own joint
+    peak("right_wrist", (10, 20), 0.3)  # on the left wrist: the left wrist is found only by its twin's channel
+    peak("neck", (10, 10), 0.2)  # the neck is not labelled there: another joint's place
+    peak("head", (28, 28), 0.6)  # far from everyone: background; the head itself has no peak
+    census = diagnose.PeakCensus()
+    census.add(heatmaps, keypoints, head, radius=2)
+    assert census.peaks == {(">= 0.5", "own joint"): 1, ("< 0.5", "own joint"): 1, ("< 0.5", "mirror joint"): 1,
+                            ("< 0.5", "other joint"): 1, (">= 0.5", "background"): 1}
+    recall = {name: dict(counts) for name, counts in census.recall.items() if counts}
+    assert recall == {"left_elbow": {"within 4 px": 1}, "right_elbow": {"4-8 px": 1},
+                      "left_wrist": {"only the mirror joint's peak": 1}, "head": {"no peak": 1}}
+    assert sorted(census.distances) == pytest.approx([0.0, 8.0, 4 * np.hypot(28 - 15, 28 - 3), np.inf])
+    assert "left_elbow" in census.report()
