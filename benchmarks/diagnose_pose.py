@@ -167,5 +167,6 @@ def main() -> None:
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")
     print(census.report())
 
+
 if __name__ == "__main__":
     main()

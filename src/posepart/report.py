@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from posepart.errors import writing
-from posepart.schema import Schema
+from posepart.schema import Schema, split_side
 
 # Table 1 of the seed report: PCK-style distance, then the four FCN segmentation metrics; OKS AP and PCKh added.
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -47,12 +47,11 @@ def iou_table(metrics: Mapping[str, Any], part_classes: tuple[str, ...]) -> str:
 
 def side_free_joints(schema: Schema) -> dict[str, tuple[str, ...]]:
     """Joint names with left and right pooled, in schema order: {"elbow": ("left_elbow", "right_elbow"), "head":
-    ("head",), ...} (the pairs `Schema.flip_perm` mirrors, named `left_`/`right_` + the same rest)."""
+    ("head",), ...} (sides read by the schema's one parser, `split_side`)."""
     groups: dict[str, tuple[str, ...]] = {}
     for name in schema.keypoints:
-        side, _, rest = name.partition("_")
-        key = rest if side in ("left", "right") and rest else name
-        groups[key] = groups.get(key, ()) + (name,)
+        rest = split_side(name)[1]
+        groups[rest] = groups.get(rest, ()) + (name,)
     return groups
 
 
