@@ -85,6 +85,7 @@ def main() -> None:
            **({"tasks": args.tasks} if args.tasks else {}),
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
+           "pckh_per_joint": pose.get("pckh_per_joint"),  # which joints a budget or a change moves
            "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": training_device(out)}
 
     def fmt(value: float | None) -> str:

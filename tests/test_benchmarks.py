@@ -103,6 +103,9 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     row = json.loads(line)
     assert row["label"] == "smoke" and row["images"] == 16 and row["overrides"] == ["model.pose_stride=4"]
     assert all(0.0 <= row[k] <= 1.0 for k in ("ap", "ap50", "pckh", "mean_iou"))
+    from posepart.schema import Schema
+
+    assert list(row["pckh_per_joint"]) == list(Schema.pascal_person_part().keypoints)  # the figure per joint too
     assert "| smoke | 16 |" in out
     assert "pose_stride: 4" in (tmp_path / "run" / "config.yaml").read_text()
 
