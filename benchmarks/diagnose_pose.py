@@ -73,6 +73,7 @@ class PeakCensus:
         xy = peaks.xy * stride + (stride - 1) / 2  # cell -> input pixel
         mirror = schema.flip_perm
         labelled = [keypoints[:, j][keypoints[:, j, 2] > 0, :2] for j in range(schema.num_joints)]
+        everyone = np.concatenate(labelled)  # every labelled joint of the image, any type
 
         def nearest(points: np.ndarray, to: np.ndarray) -> np.ndarray:
             """Distance from each of `points` to the nearest of `to` (inf when `to` is empty)."""
@@ -92,7 +93,7 @@ class PeakCensus:
             scores = peaks.score[peaks.starts[j]:peaks.starts[j + 1]]
             near_own = nearest(mine, labelled[j]) <= 8
             near_twin = nearest(mine, labelled[mirror[j]]) <= 8 if mirror[j] != j else np.zeros(len(mine), bool)
-            near_any = nearest(mine, np.concatenate(labelled)) <= 8
+            near_any = nearest(mine, everyone) <= 8
             for score, own, twin_, any_ in zip(scores, near_own, near_twin, near_any):
                 place = PLACES[0] if own else PLACES[1] if twin_ else PLACES[2] if any_ else PLACES[3]
                 self.peaks[(">= 0.5" if score >= 0.5 else "< 0.5", place)] += 1
