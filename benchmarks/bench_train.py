@@ -6,11 +6,15 @@ on a GPU the vendor's dense figure for the precision (`GPU_PEAK`, by device name
 virtual machine, so the reference is the fp32 GEMM throughput measured here on the same threads (4096^2 matmul) and
 the figure is labelled "of measured GEMM". The batch is real: synthetic images through the training Mapper.
 
-Run (CPU, the demo model):   .venv/bin/python benchmarks/bench_train.py --size 128 --stages 1 --seg-stride 4 --threads 1
+Run (CPU, the demo's recipe): .venv/bin/python benchmarks/bench_train.py --config demo_cpu_joint.yaml --threads 2
+                             (and with --bf16)
+    (CPU, a model shape):    .venv/bin/python benchmarks/bench_train.py --size 128 --stages 1 --seg-stride 4 --threads 1
     (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
     (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
                              (and the same with --compile)
-Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json.
+With --config the model and loss are the ones `posepart train` builds from that config (pose stride, refinements,
+heatmap loss, task weighting), not a shape given by flags.
+Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json (with --config: train_<device>_<config>_...).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
 from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
+from posepart.engine.config import load_config
+from posepart.engine.module import PosePartModule
+from posepart.heads import HeadMeta
 from posepart.losses import PosePartLoss, UncertaintyWeighting
 from posepart.models import build_model, channels_last_
 from posepart.schema import Schema
@@ -92,10 +99,11 @@ def write_result(stem: str, args: argparse.Namespace, data: dict[str, Any]) -> N
     write_json(f"{stem}{tags}{f'_{args.threads}t' if args.threads is not None else ''}.json", data)
 
 
-def real_batch(batch: int, size: int, folder: Path) -> dict[str, torch.Tensor]:
-    """`batch` synthetic images mapped exactly as in training (augmentation, targets, masks)."""
+def real_batch(batch: int, size: int, folder: Path, head: HeadMeta | None = None) -> dict[str, torch.Tensor]:
+    """`batch` synthetic images mapped exactly as in training (augmentation, targets, masks) for the model whose
+    outputs `head` describes (None: a stride-8 pose head)."""
     dataset = PosePartDataset.open(write_synth(folder, n=batch, seed=0, size=size))
-    mapped = MappedDataset(Mapper(dataset, TargetConfig(input_size=size), AugmentConfig()), seed=0)
+    mapped = MappedDataset(Mapper(dataset, TargetConfig(input_size=size, head=head), AugmentConfig()), seed=0)
     return default_collate([mapped[i] for i in range(batch)])
 
 
@@ -143,24 +151,38 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seg-stride", type=int, default=8, help="with --seg-head stage: 8, 4 or 2")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--config", default=None, metavar="NAME_OR_PATH",
+                        help="a training config (e.g. demo_cpu_joint.yaml): its model and loss, as `posepart train` "
+                             "builds them, instead of --width/--stages/--seg-head/--seg-stride")
     args = parser.parse_args()
+    shape_flags = ("width", "stages", "seg_head", "seg_stride")
+    if args.config is not None and any(getattr(args, k) != parser.get_default(k) for k in shape_flags):
+        parser.error("--config sets the model: drop --width, --stages, --seg-head and --seg-stride")
 
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        batch = real_batch(args.batch, args.size, Path(tmp))
-    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     schema = Schema.pascal_person_part()
-    model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
-                        seg_stride=args.seg_stride, batch_norm=True,
-                        fc_width=max(int(4096 * args.width), 64)).to(device)
+    if args.config is not None:  # the recipe's own model and loss (pose stride, refinements, focal loss, weights)
+        recipe = PosePartModule(load_config(args.config), schema, pretrained=False)
+        model, loss_fn = recipe.model.to(device), recipe.loss_fn.to(device)
+        m = recipe.config.model
+        args.width, args.stages, args.seg_head, args.seg_stride = m.width, m.stages, m.seg_head, m.seg_stride
+        if args.size == parser.get_default("size"):
+            args.size = recipe.config.data.input_size
+    else:
+        model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
+                            seg_stride=args.seg_stride, batch_norm=True,
+                            fc_width=max(int(4096 * args.width), 64)).to(device)
+        loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
+                               check_labels=False).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = real_batch(args.batch, args.size, Path(tmp), head=model.meta)
+    batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     memory = torch.channels_last if args.channels_last else torch.contiguous_format
     if args.channels_last:
         channels_last_(model)  # as the engine trains it
     net = torch.compile(model) if args.compile else model
-    loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
-                           check_labels=False).to(device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     image = batch["image"].contiguous(memory_format=memory)
@@ -189,17 +211,19 @@ def main() -> None:
     name, peak, peak_label = device_peak(device, precision)
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
            "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
-           "precision": precision, "compile": args.compile,
-           "channels_last": args.channels_last, "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
+           "config": args.config, "pose_stride": model.meta.pose_stride, "precision": precision,
+           "compile": args.compile, "channels_last": args.channels_last,
+           "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
            "gflop_per_step": flops_per_step / 1e9, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12,
            "peak": peak_label, "mfu": achieved / peak, "torch": torch.__version__}
-    print(f"joint_vgg16 w{args.width} {args.size}px batch {args.batch} {precision} on {name}: "
+    print(f"{args.config or 'joint_vgg16'} w{args.width} {args.size}px batch {args.batch} {precision} on {name}: "
           f"{row['step_ms']:.0f} ms/step, {row['images_per_s']:.1f} images/s, {row['gflop_per_step']:.0f} GFLOP/step, "
           f"{row['achieved_tflops'] * 1e3:.0f} GFLOP/s = {100 * row['mfu']:.0f}% of {peak_label} "
           f"({row['peak_tflops'] * 1e3:.0f} GFLOP/s)")
     if args.profile is not None:
         row.update(profile(step, device, args.profile))
-    write_result(f"train_{device.type}_w{args.width:g}_{args.size}", args, row)
+    shape = f"w{args.width:g}" if args.config is None else Path(args.config).stem
+    write_result(f"train_{device.type}_{shape}_{args.size}", args, row)
 
 
 if __name__ == "__main__":

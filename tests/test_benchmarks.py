@@ -77,6 +77,24 @@ def test_training_benchmark_counts_flops(tmp_path: Path) -> None:
     assert data["mfu"] == pytest.approx(data["achieved_tflops"] / data["peak_tflops"])
 
 
+def test_training_benchmark_times_a_shipped_recipe(tmp_path: Path) -> None:
+    """--config times the model and loss `posepart train` builds from a config: the demo's stride-4 pose maps and
+    focal loss, with targets mapped on the model's own grid (the flags' model has stride-8 maps and an MSE loss)."""
+    from posepart.engine.config import load_config
+
+    run_benchmark(tmp_path, "bench_train.py", "--config", "demo_cpu_joint.yaml", "--batch", "2", "--size", "64",
+                  "--steps", "1", "--threads", "1")
+    data = result(tmp_path, "train_cpu_demo_cpu_joint_64_1t.json")
+    shipped = load_config("demo_cpu_joint.yaml").model
+    assert data["config"] == "demo_cpu_joint.yaml" and data["pose_stride"] == shipped.pose_stride == 4
+    assert (data["width"], data["stages"], data["seg_stride"]) == (shipped.width, shipped.stages, shipped.seg_stride)
+    assert data["gflop_per_step"] > 0 and data["step_ms"] > 0
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), "--config", "demo_cpu_joint.yaml",
+                           "--width", "1"], env={**os.environ, "POSEPART_BENCH_RESULTS": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--config sets the model" in done.stderr
+
+
 def test_network_benchmark(tmp_path: Path) -> None:
     run_benchmark(tmp_path, "bench_network.py", "--batches", "1", "--calls", "1", "--threads", "1", "--size", "128")
     row, = result(tmp_path, "network_cpu_w0.25_1t.json")["rows"]
