@@ -12,8 +12,8 @@ Run (CPU, the demo's recipe): .venv/bin/python benchmarks/bench_train.py --confi
     (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
     (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
                              (and the same with --compile)
-With --config the model and loss are the ones `posepart train` builds from that config (pose stride, refinements,
-heatmap loss, task weighting), not a shape given by flags.
+With --config the model, loss and optimiser are the ones `posepart train` builds from that config (pose stride,
+refinements, heatmap loss, task weighting, `optim.name`), not a shape given by flags.
 Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json (with --config: train_<device>_<config>_...).
 """
 
@@ -37,6 +37,7 @@ from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.engine.config import load_config
 from posepart.engine.module import PosePartModule
+from posepart.engine.optim import build_optimizer
 from posepart.heads import HeadMeta
 from posepart.losses import PosePartLoss, UncertaintyWeighting
 from posepart.models import build_model, channels_last_
@@ -183,8 +184,11 @@ def main() -> None:
     if args.channels_last:
         channels_last_(model)  # as the engine trains it
     net = torch.compile(model) if args.compile else model
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    if args.config is not None:  # the recipe's optimiser too (`optim.name: muon` orthogonalises every kernel)
+        optimizer = build_optimizer(recipe.config.optim, model, [{"params": list(loss_fn.parameters())}])
+    else:
+        params = list(model.parameters()) + list(loss_fn.parameters())
+        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     image = batch["image"].contiguous(memory_format=memory)
 
     def step(module: torch.nn.Module = net) -> None:
@@ -212,6 +216,7 @@ def main() -> None:
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
            "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
            "config": args.config, "pose_stride": model.meta.pose_stride, "precision": precision,
+           "optimizer": recipe.config.optim.name if args.config is not None else "adamw",
            "compile": args.compile, "channels_last": args.channels_last,
            "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,
            "gflop_per_step": flops_per_step / 1e9, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12,

@@ -78,8 +78,9 @@ def test_training_benchmark_counts_flops(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_times_a_shipped_recipe(tmp_path: Path) -> None:
-    """--config times the model and loss `posepart train` builds from a config: the demo's stride-4 pose maps and
-    focal loss, with targets mapped on the model's own grid (the flags' model has stride-8 maps and an MSE loss)."""
+    """--config times the model, loss and optimiser `posepart train` builds from a config: the demo's stride-4 pose
+    maps, focal loss and Muon, with targets mapped on the model's own grid (the flags' model has stride-8 maps, an MSE
+    loss and AdamW)."""
     from posepart.engine.config import load_config
 
     run_benchmark(tmp_path, "bench_train.py", "--config", "demo_cpu_joint.yaml", "--batch", "2", "--size", "64",
@@ -87,6 +88,7 @@ def test_training_benchmark_times_a_shipped_recipe(tmp_path: Path) -> None:
     data = result(tmp_path, "train_cpu_demo_cpu_joint_64_1t.json")
     shipped = load_config("demo_cpu_joint.yaml").model
     assert data["config"] == "demo_cpu_joint.yaml" and data["pose_stride"] == shipped.pose_stride == 4
+    assert data["optimizer"] == load_config("demo_cpu_joint.yaml").optim.name == "muon"
     assert (data["width"], data["stages"], data["seg_stride"]) == (shipped.width, shipped.stages, shipped.seg_stride)
     assert data["gflop_per_step"] > 0 and data["step_ms"] > 0
     done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), "--config", "demo_cpu_joint.yaml",

@@ -148,6 +148,26 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
 
 
+def test_muon_run_resumes_exactly(data, tmp_path):
+    """`optim.name: muon` through the engine: the kernels' momentum and AdamW's moments of the other
+    parameters are saved and restored, so a run cut after epoch 1 and resumed ends where the straight run does."""
+    cfg = tiny(data, "optim.name=muon", "optim.lr=0.005", "loss.weighting=uncertainty", val=False)
+    straight = train(cfg, tmp_path / "straight", **QUIET)
+    first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
+    resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    assert a["global_step"] == b["global_step"] == 4
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
+    states_a, states_b = a["optimizer_states"][0], b["optimizer_states"][0]
+    assert [g["muon"] for g in states_a["param_groups"]] == [True, False, False]  # kernels, biases and norms, task weights
+    kinds = {name for state in states_a["state"].values() for name in state}
+    assert {"momentum_buffer", "exp_avg", "exp_avg_sq", "step"} <= kinds
+    for i, state in states_a["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(value, states_b["state"][i][name], rtol=0, atol=1e-6, msg=f"{i} {name}")
+
+
 class WeightRecorder(pl.Callback):
     """The raw model weights after every optimizer step (registered before the averaging callback runs)."""
 

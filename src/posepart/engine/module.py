@@ -20,6 +20,7 @@ from torch import Tensor
 
 from posepart.decode import DecodeConfig
 from posepart.engine.config import ConfigError
+from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import Evaluator, Prediction
@@ -284,30 +285,14 @@ class PosePartModule(pl.LightningModule):
         return max(by_epochs, int(self.trainer.estimated_stepping_batches) if not by_epochs else by_epochs)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        o = self.config.optim
-        params: list[dict[str, Any]] = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         weighting = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        extra: list[dict[str, Any]] = []
         if weighting:  # task weights are not model capacity: no decay towards 0 (= weight 1)
-            lr = self.config.loss.weighting_lr if self.config.loss.weighting_lr is not None else o.lr
-            params.append({"params": weighting, "lr": lr, "weight_decay": 0.0})
-        if o.name == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
-                                                               weight_decay=o.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler
-        warmup = max(o.warmup_steps, 0)
-        if o.schedule == "cosine":
-            total = max(self.planned_steps() - warmup, 1)
-            main: sched.LRScheduler = sched.CosineAnnealingLR(optimizer, T_max=total)
-        elif o.schedule == "step":
-            main = sched.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
-        else:
-            main = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        if warmup:
-            ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
-            main = sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": main, "interval": "step", "frequency": 1}}
+            lr = self.config.loss.weighting_lr if self.config.loss.weighting_lr is not None else self.config.optim.lr
+            extra.append({"params": weighting, "lr": lr, "weight_decay": 0.0})
+        optimizer = build_optimizer(self.config.optim, self.model, extra)
+        schedule = build_schedule(self.config.optim, optimizer, self.planned_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
     # -- validation ----------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -187,14 +187,20 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adamw"] = "sgd"
+    # muon: Muon on the conv kernels, AdamW on biases and norms, one lr for both (`posepart.engine.optim.MuonAdamW`)
+    name: Literal["sgd", "adamw", "muon"] = "sgd"
     lr: float = 1e-3
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd's
+    muon_momentum: float = 0.95  # muon's (Nesterov), as torch.optim.Muon's default
     weight_decay: float = 5e-4
     schedule: Literal["constant", "cosine", "step"] = "cosine"
     warmup_steps: int = 0
     step_size: int = 10_000  # for "step": decay every this many optimizer steps
     gamma: float = 0.333
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"muon_momentum: must be in [0, 1), got {self.muon_momentum}")
 
 
 @dataclass

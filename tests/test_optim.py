@@ -1,0 +1,134 @@
+"""The optimisers of `optim.name`: Muon's orthogonalisation, its step by hand, AdamW's groups untouched, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from posepart.engine.config import ConfigError, load_config
+from posepart.engine.optim import NS_COEFFICIENTS, MuonAdamW, build_optimizer, orthogonalise
+from posepart.engine.settings import OptimConfig
+from posepart.models import build_model
+from posepart.schema import Schema
+
+
+def newton_schulz_scalar(s: float, steps: int = 5) -> float:
+    """What the iteration does to one singular value s: s -> a s + b s^3 + c s^5, `steps` times."""
+    a, b, c = NS_COEFFICIENTS
+    for _ in range(steps):
+        s = a * s + b * s ** 3 + c * s ** 5
+    return s
+
+
+def orthonormal_rows(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(cols, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q[:rows].float()
+
+
+def test_orthogonalise_keeps_singular_vectors_and_evens_the_values():
+    """A matrix U diag(s) V^T comes out as U diag(s') V^T, each s' the scalar iteration of s / ||s||: the values
+    spread over three decades come near 1, all but the two smallest (under 1/300 of the norm) into [0.65, 1.25]."""
+    u, v = orthonormal_rows(16, 16, seed=1).T, orthonormal_rows(16, 48, seed=2)
+    s = torch.logspace(-2, 1, 16, dtype=torch.float64)
+    out = orthogonalise((u.double() @ torch.diag(s) @ v.double()).float()).double()
+    inner = u.double().T @ out @ v.double().T  # diag(s') when the singular vectors are kept
+    off_diagonal = inner - torch.diag(torch.diagonal(inner))
+    assert off_diagonal.abs().max() < 1e-4
+    expected = torch.tensor([newton_schulz_scalar(float(x)) for x in s / s.norm()], dtype=torch.float64)
+    torch.testing.assert_close(torch.diagonal(inner), expected, rtol=0, atol=1e-4)
+    assert torch.all(expected[2:] > 0.65) and torch.all(expected < 1.25) and torch.all(expected > 0.3)
+    # the iteration is scale-free and transposes with its input
+    matrix = torch.randn(12, 40, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(orthogonalise(7.0 * matrix), orthogonalise(matrix), rtol=1e-4, atol=1e-5)
+    assert torch.equal(orthogonalise(matrix.T), orthogonalise(matrix).T)
+
+
+def test_muon_first_step_by_hand():
+    """A conv kernel whose gradient, as an (out, in*kh*kw) matrix, is 5 x orthonormal rows: every singular value of
+    the normalised matrix is 1 / sqrt(out), so the step is the scalar iteration of that value times the rows,
+    scaled by lr * 0.2 * sqrt(in*kh*kw), after the decoupled weight decay."""
+    conv = nn.Conv2d(4, 8, 3, bias=False)
+    rows = orthonormal_rows(8, 36)
+    weight = conv.weight.detach().clone()
+    conv.weight.grad = (5.0 * rows).view(8, 4, 3, 3)
+    lr, decay = 0.01, 0.1
+    MuonAdamW([{"params": [conv.weight], "muon": True}], lr=lr, weight_decay=decay).step()
+    # Nesterov momentum on the first step: the buffer is (1 - mu) g, the update g.lerp(buffer, mu) = (1 - mu^2) g,
+    # whose scale the normalisation removes.
+    value = newton_schulz_scalar(1 / math.sqrt(8))
+    assert 0.7 < value < 1.2  # the update's RMS is then about 0.2 lr: AdamW's, Moonshot's rule
+    expected = weight * (1 - lr * decay) - lr * 0.2 * math.sqrt(36) * value * rows.view(8, 4, 3, 3)
+    torch.testing.assert_close(conv.weight.detach(), expected, rtol=0, atol=1e-6)
+
+
+def test_muon_adamw_steps_the_other_groups_exactly_as_adamw():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    twin = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    rest = list(model.parameters())[1:]
+    muon = MuonAdamW([{"params": [model[0].weight], "muon": True}, {"params": rest}], lr=0.01, weight_decay=0.1)
+    adamw = torch.optim.AdamW(twin[1:], lr=0.01, weight_decay=0.1)
+    for _ in range(3):
+        for p, q, g in zip(model.parameters(), twin, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        muon.step()
+        adamw.step()
+    for p, q in zip(rest, twin[1:]):
+        assert torch.equal(p.detach(), q.detach())
+    assert not torch.equal(model[0].weight.detach(), twin[0].detach())  # the muon group took its own step
+
+
+def test_muon_state_round_trips_through_state_dict():
+    """Three steps straight equal one step, a save into a fresh optimiser, then two more: momentum, AdamW's moments
+    and the groups' settings all travel in the state dict."""
+    def run(cut: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))
+        make = lambda: MuonAdamW([{"params": [model[0].weight], "muon": True},  # noqa: E731
+                                  {"params": [model[0].bias, *model[2].parameters()]}], lr=0.01, weight_decay=0.1)
+        optimizer = make()
+        for step in range(3):
+            if cut and step == 1:
+                state = optimizer.state_dict()
+                optimizer = make()
+                optimizer.load_state_dict(state)
+            for i, p in enumerate(model.parameters()):
+                p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(10 * step + i))
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(run(cut=False), run(cut=True)):
+        assert torch.equal(a, b)
+
+
+def test_muon_groups_refuse_vectors():
+    with pytest.raises(ValueError, match="not biases or norms"):
+        MuonAdamW([{"params": [nn.Parameter(torch.zeros(3))], "muon": True}], lr=0.01, weight_decay=0.0)
+
+
+def test_build_optimizer_puts_the_kernels_under_muon():
+    """`optim.name: muon` on the demo's joint model: every conv and transposed-conv kernel under Muon, biases and
+    BatchNorm under AdamW, the extra group (task weights) as given; every trainable parameter once."""
+    model = build_model("joint_vgg16", Schema.pascal_person_part(), stages=1, seg_head="stage", seg_stride=4,
+                        pose_stride=4, width=0.25, fc_width=256, batch_norm=True)
+    extra = [{"params": [nn.Parameter(torch.zeros(3))], "lr": 0.05, "weight_decay": 0.0}]
+    optimizer = build_optimizer(OptimConfig(name="muon", lr=0.005, weight_decay=1e-4), model, extra)
+    muon, adamw, weights = optimizer.param_groups
+    assert muon["muon"] and not adamw["muon"] and not weights["muon"] and weights["lr"] == 0.05
+    names = {id(p): n for n, p in model.named_parameters()}
+    kernels = {n for n, p in model.named_parameters() if isinstance(model.get_submodule(n.rsplit(".", 1)[0]),
+                                                                     (nn.Conv2d, nn.ConvTranspose2d))
+               and n.endswith(".weight")}
+    assert {names[id(p)] for p in muon["params"]} == kernels and len(kernels) == 36  # 27 hidden, 6 out, 3 upsamplers
+    assert all(p.ndim == 1 for p in adamw["params"])
+    assert len(muon["params"]) + len(adamw["params"]) == len(list(model.parameters()))
+    assert (muon["lr"], muon["weight_decay"], muon["muon_momentum"]) == (0.005, 1e-4, 0.95)
+
+
+def test_muon_momentum_out_of_range_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="optim: muon_momentum: must be in"):
+        load_config(None, ["optim.name=muon", "optim.muon_momentum=1.0"])
