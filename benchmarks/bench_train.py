@@ -37,7 +37,6 @@ from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.engine.config import load_config
 from posepart.engine.module import PosePartModule
-from posepart.engine.optim import build_optimizer
 from posepart.heads import HeadMeta
 from posepart.losses import PosePartLoss, UncertaintyWeighting
 from posepart.models import build_model, channels_last_
@@ -185,7 +184,7 @@ def main() -> None:
         channels_last_(model)  # as the engine trains it
     net = torch.compile(model) if args.compile else model
     if args.config is not None:  # the recipe's optimiser too (`optim.name: muon` orthogonalises every kernel)
-        optimizer = build_optimizer(recipe.config.optim, model, [{"params": list(loss_fn.parameters())}])
+        optimizer = recipe.make_optimizer()
     else:
         params = list(model.parameters()) + list(loss_fn.parameters())
         optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")

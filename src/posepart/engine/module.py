@@ -284,13 +284,18 @@ class PosePartModule(pl.LightningModule):
             return min(t.max_steps, by_epochs) if by_epochs else t.max_steps
         return max(by_epochs, int(self.trainer.estimated_stepping_batches) if not by_epochs else by_epochs)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """`optim.name`'s optimiser over the model and the learnable task weights (what `benchmarks/bench_train.py
+        --config` steps too)."""
         weighting = [p for p in self.loss_fn.parameters() if p.requires_grad]
         extra: list[dict[str, Any]] = []
         if weighting:  # task weights are not model capacity: no decay towards 0 (= weight 1)
             lr = self.config.loss.weighting_lr if self.config.loss.weighting_lr is not None else self.config.optim.lr
             extra.append({"params": weighting, "lr": lr, "weight_decay": 0.0})
-        optimizer = build_optimizer(self.config.optim, self.model, extra)
+        return build_optimizer(self.config.optim, self.model, extra)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.make_optimizer()
         schedule = build_schedule(self.config.optim, optimizer, self.planned_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
