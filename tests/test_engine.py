@@ -149,9 +149,11 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
 
 
 def test_muon_run_resumes_exactly(data, tmp_path):
-    """`optim.name: muon` through the engine: the kernels' momentum and AdamW's moments of the other
-    parameters are saved and restored, so a run cut after epoch 1 and resumed ends where the straight run does."""
-    cfg = tiny(data, "optim.name=muon", "optim.lr=0.005", "loss.weighting=uncertainty", val=False)
+    """`optim.name: muon` with the linear schedule (the demo's joint recipe) through the engine: the kernels'
+    momentum, AdamW's moments of the other parameters and the schedule are saved and restored, so a run cut after
+    epoch 1 and resumed ends where the straight run does."""
+    cfg = tiny(data, "optim.name=muon", "optim.lr=0.005", "optim.schedule=linear", "loss.weighting=uncertainty",
+               val=False)
     straight = train(cfg, tmp_path / "straight", **QUIET)
     first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
     resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
@@ -161,6 +163,7 @@ def test_muon_run_resumes_exactly(data, tmp_path):
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
     states_a, states_b = a["optimizer_states"][0], b["optimizer_states"][0]
     assert [g["muon"] for g in states_a["param_groups"]] == [True, False, False]  # kernels, biases and norms, task weights
+    assert [g["lr"] for g in states_a["param_groups"]] == [g["lr"] for g in states_b["param_groups"]]
     kinds = {name for state in states_a["state"].values() for name in state}
     assert {"momentum_buffer", "exp_avg", "exp_avg_sq", "step"} <= kinds
     for i, state in states_a["state"].items():

@@ -215,11 +215,14 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
+    assert main(["evaluate", "--oracle", "--data", str(root), "--flip"]) == 2  # TTA of the ground truth: refused
 
 
-def test_predict_and_pycocotools_give_the_metrics_of_evaluate(synth, tmp_path):
+@pytest.mark.parametrize("tta", [[], ["--flip", "--scales", "1,1.5"]], ids=["plain", "flip-and-scales"])
+def test_predict_and_pycocotools_give_the_metrics_of_evaluate(synth, tmp_path, tta):
     """One prediction path: `posepart predict` with evaluation's decoding writes exactly the people `evaluate` scored,
-    pycocotools scores its keypoints.json as `evaluate` reports, and its part PNGs score evaluate's mean IU."""
+    pycocotools scores its keypoints.json as `evaluate` reports, and its part PNGs score evaluate's mean IU; with
+    test-time augmentation too (`--flip`, `--scales` of both verbs), which metrics.json records."""
     from PIL import Image
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -231,12 +234,13 @@ def test_predict_and_pycocotools_give_the_metrics_of_evaluate(synth, tmp_path):
     root = synth.annotation_file.parent
     ckpt = str(write_checkpoint(tmp_path / "tiny.ckpt", synth.schema, input_size=SIZE, gain=40.0))
     assert main(["evaluate", "--checkpoint", ckpt, "--data", str(root), "--out", str(tmp_path / "eval"),
-                 "--overlays", "0"]) == 0
+                 "--overlays", "0", *tta]) == 0
     reported = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert reported.get("test_time") == ({"scales": [1.0, 1.5], "flip": True} if tta else None)
     out = tmp_path / "pred"
     assert main(["predict", str(root / "images"), "--checkpoint", ckpt, "--out", str(out), "--annotations",
                  str(synth.annotation_file), "--min-joints", "1", "--min-person-score", "0", "--no-overlays",
-                 "--no-instances", "--quiet"]) == 0
+                 "--no-instances", "--quiet", *tta]) == 0
     results = json.loads((out / "keypoints.json").read_text())
     scored = json.loads((tmp_path / "eval" / "keypoints.json").read_text())
     key = lambda r: (r["image_id"], -r["score"])  # noqa: E731 - predict lists images in file order

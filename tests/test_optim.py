@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from posepart.engine.config import ConfigError, load_config
-from posepart.engine.optim import NS_COEFFICIENTS, MuonAdamW, build_optimizer, orthogonalise
+from posepart.engine.optim import NS_COEFFICIENTS, MuonAdamW, build_optimizer, build_schedule, orthogonalise
 from posepart.engine.settings import OptimConfig
 from posepart.models import build_model
 from posepart.schema import Schema
@@ -132,3 +132,21 @@ def test_build_optimizer_puts_the_kernels_under_muon():
 def test_muon_momentum_out_of_range_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match="optim: muon_momentum: must be in"):
         load_config(None, ["optim.name=muon", "optim.muon_momentum=1.0"])
+
+
+@pytest.mark.parametrize("schedule, after_warmup", [
+    ("linear", [1.0, 0.75, 0.5, 0.25, 0.0]),
+    ("cosine", [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
+    ("constant", [1.0] * 5),
+])
+def test_schedules_by_hand(schedule: str, after_warmup: list[float]):
+    """Warm-up 2 steps from lr / 3, then the schedule over the remaining 4 of 6 planned steps (to 0 for linear and
+    cosine): the LR each optimizer step runs at."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_schedule(OptimConfig(lr=1.0, schedule=schedule, warmup_steps=2), optimizer, lambda: 6)
+    seen = []
+    for _ in range(7):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([1 / 3, 2 / 3, *after_warmup], abs=1e-12)

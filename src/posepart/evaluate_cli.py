@@ -12,6 +12,7 @@ from posepart.data.dataset_args import add_dataset_args, open_dataset, with_imag
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
 from posepart.heads import POSE_STRIDES
+from posepart.inference.cli import scales_arg
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -55,10 +56,17 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     results: list[dict] = []
     metrics, overlays = evaluate_model(
         loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
-        device=args.device, overlays=args.overlays, workers=args.workers, results=results)
+        device=args.device, overlays=args.overlays, workers=args.workers, results=results, scales=args.scales,
+        flip=args.flip)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name})", dataset, results
+    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name}){_tta_label(args)}", dataset, results
+
+
+def _tta_label(args: argparse.Namespace) -> str:
+    """What a report's model name adds for --scales / --flip: '' without test-time augmentation."""
+    scales = "" if args.scales == [1.0] else " scales " + ",".join(f"{s:g}" for s in args.scales)
+    return f", test-time{scales}{' flip' if args.flip else ''}" if scales or args.flip else ""
 
 
 def _evaluate_sources(args: argparse.Namespace) -> int:
@@ -84,7 +92,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     rows, overlays = evaluate_sources(
         loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
         batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        workers=args.workers)
+        workers=args.workers, scales=args.scales, flip=args.flip)
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
@@ -94,7 +102,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     if folder is not None:
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
         figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
-        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}) per source"
+        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}){_tta_label(args)} per source"
         print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
     return 0
 
@@ -120,6 +128,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.oracle == (args.checkpoint is not None):
         raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+    if args.oracle and (args.flip or args.scales != [1.0]):
+        raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
+                         "the --oracle's ground truth")
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
@@ -163,6 +174,10 @@ def add_evaluate_parser(verbs: Any) -> None:
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
                    "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
+    p.add_argument("--scales", type=scales_arg, default=[1.0], metavar="S[,S...]",
+                   help="test-time scales, multiples of the input size, as `posepart predict` (default 1)")
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip, as `posepart predict`; "
+                   "metrics.json records the test-time augmentation under `test_time`")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Any, Collection, Iterator
+from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,14 +48,17 @@ def evaluation_predictor(
     device: str | torch.device = "cpu",
     decode_config: DecodeConfig | None = None,
     all_stages: bool = True,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
 ) -> Predictor:
     """The Predictor evaluation runs: the model's own `HeadMeta`, evaluation decoding (every person the maps support,
     ranked by score: `DecodeConfig.for_evaluation`), no part instances, every stage decoded unless `all_stages` is
-    False. It runs a copy of `model`: the caller's model keeps its device, mode and weights' layout."""
+    False, test-time `scales` and `flip` as `posepart predict` merges them. It runs a copy of `model`: the caller's
+    model keeps its device, mode and weights' layout."""
     head = model_head(model)
     return Predictor.from_model(model, head.schema, input_size=input_size, device=str(device), batch_size=batch_size,
                                 decode_config=decode_config or DecodeConfig.for_evaluation(), part_instances=False,
-                                all_stages=all_stages)
+                                all_stages=all_stages, scales=scales, flip=flip)
 
 
 def as_prediction(result: ImageResult, image_id: int) -> Prediction:
@@ -175,6 +178,8 @@ def evaluate_model(
     workers: int = 0,
     tasks: Collection[str] | None = None,
     results: list[dict[str, Any]] | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score `model` on `dataset` -> (metrics.json dict, the first `overlays` overlay images (H, W, 3) uint8 RGB).
 
@@ -182,10 +187,11 @@ def evaluate_model(
     unreadable) plus `per_stage`: one {"segmentation", "pose"} dict per stage. The maps are read as the model's own
     `meta` describes them; the caller's model is not changed (the Predictor runs a copy). `tasks` ("pose", "parts"):
     score and draw only these (a head trained with its task masked predicts noise); None: every head the model has.
-    `results`, when given, receives the final stage's COCO keypoint results that were scored.
+    `results`, when given, receives the final stage's COCO keypoint results that were scored. `scales`, `flip`:
+    test-time augmentation (`posepart.inference.tta`); the metrics then record it under `test_time`.
     """
     predictor = evaluation_predictor(model, input_size=input_size, batch_size=batch_size, device=device,
-                                     decode_config=decode_config)
+                                     decode_config=decode_config, scales=scales, flip=flip)
     return evaluate_predictor(predictor, dataset, progress=progress, overlays=overlays, workers=workers, tasks=tasks,
                               results=results)
 
@@ -207,7 +213,12 @@ def evaluate_predictor(
             drawn.append(draw_result(image, shown, predictor.schema))
     if results is not None:
         results.extend(evaluator.results)
-    return evaluator.evaluate(), drawn
+    metrics = evaluator.evaluate()
+    scales = sorted({view.scale for view in predictor.views})
+    flip = any(view.flip for view in predictor.views)
+    if flip or scales != [1.0]:  # a score with test-time augmentation says so
+        metrics["test_time"] = {"scales": scales, "flip": flip}
+    return metrics, drawn
 
 
 def evaluate_sources(

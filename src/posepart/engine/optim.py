@@ -116,12 +116,15 @@ def build_optimizer(config: OptimConfig, model: nn.Module, extra_groups: list[di
 
 def build_schedule(config: OptimConfig, optimizer: torch.optim.Optimizer,
                    planned_steps: Callable[[], int]) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up over `warmup_steps`, then `config.schedule` (cosine: to 0 over the rest of `planned_steps()`,
-    asked only then)."""
+    """Linear warm-up over `warmup_steps`, then `config.schedule` (cosine or linear: to 0 over the rest of
+    `planned_steps()`, asked only then)."""
     sched = torch.optim.lr_scheduler
     warmup = max(config.warmup_steps, 0)
     if config.schedule == "cosine":
         main: sched.LRScheduler = sched.CosineAnnealingLR(optimizer, T_max=max(planned_steps() - warmup, 1))
+    elif config.schedule == "linear":
+        main = sched.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                              total_iters=max(planned_steps() - warmup, 1))
     elif config.schedule == "step":
         main = sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     else:

@@ -193,7 +193,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd's
     muon_momentum: float = 0.95  # muon's (Nesterov), as torch.optim.Muon's default
     weight_decay: float = 5e-4
-    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    schedule: Literal["constant", "cosine", "linear", "step"] = "cosine"  # after the warm-up
     warmup_steps: int = 0
     step_size: int = 10_000  # for "step": decay every this many optimizer steps
     gamma: float = 0.333

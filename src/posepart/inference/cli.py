@@ -94,7 +94,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scales(text: str) -> list[float]:
+def scales_arg(text: str) -> list[float]:
+    """argparse type of `--scales` (predict, evaluate): "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
@@ -117,7 +118,7 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--input-size", type=int, help="network canvas long side (default: the model's training size)")
-    p.add_argument("--scales", type=_scales, default=[1.0], metavar="S[,S...]",
+    p.add_argument("--scales", type=scales_arg, default=[1.0], metavar="S[,S...]",
                    help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
     p.add_argument("--flip", action="store_true", help="test-time horizontal flip (averaged with the original)")
     p.add_argument("--batch-size", type=int, default=8, help="canvases per network call")
