@@ -60,13 +60,18 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         flip=args.flip)
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    return metrics, overlays, f"{loaded.config.model.name} ({args.checkpoint.name}){_tta_label(args)}", dataset, results
+    name = f"{loaded.config.model.name} ({args.checkpoint.name}){_tta_label(metrics)}"
+    return metrics, overlays, name, dataset, results
 
 
-def _tta_label(args: argparse.Namespace) -> str:
-    """What a report's model name adds for --scales / --flip: '' without test-time augmentation."""
-    scales = "" if args.scales == [1.0] else " scales " + ",".join(f"{s:g}" for s in args.scales)
-    return f", test-time{scales}{' flip' if args.flip else ''}" if scales or args.flip else ""
+def _tta_label(metrics: dict) -> str:
+    """What a report's model name adds for the test-time views `evaluate_predictor` recorded in the metrics
+    (`test_time`): '' for a single plain pass."""
+    views = metrics.get("test_time")
+    if views is None:
+        return ""
+    scales = "" if views["scales"] == [1.0] else " scales " + ",".join(f"{s:g}" for s in views["scales"])
+    return f", test-time{scales}{' flip' if views['flip'] else ''}"
 
 
 def _evaluate_sources(args: argparse.Namespace) -> int:
@@ -102,7 +107,8 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     if folder is not None:
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
         figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
-        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}){_tta_label(args)} per source"
+        tta = _tta_label(next(iter(rows.values()))) if rows else ""  # every source ran the same views
+        title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}){tta} per source"
         print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
     return 0
 
