@@ -1,14 +1,17 @@
 """Where a trained model's pose AP is lost: its maps decoded as they are, with the heatmaps or the PAFs replaced by
-the ground truth's targets, with flip TTA, and where its heatmap peaks lie (docs/training.md, "What limits the pose
-branch"). Decoding choices to try on a trained model: `--radius` (the peak window; default the model's
-`HeadMeta.peak_radius`) and `--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells
-before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020, what `model.heatmap_smoothing` does
-inside the model; on a model that smooths already, on top of its own).
+the ground truth's targets, with flip TTA, what a perfect ranking of its people or exact joints near their true
+place would add, and where its heatmap peaks lie (docs/training.md, "What limits the pose branch"). Decoding
+choices to try on a trained model: `--radius` (the peak window; default the model's `HeadMeta.peak_radius`) and
+`--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells before decoding, each map's
+maximum kept: DARK's modulation, Zhang et al. 2020, what `model.heatmap_smoothing` does inside the model; on a model
+that smooths already, on top of its own).
 
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
-grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh) and the peak census (`PeakCensus`): where the
-peaks lie (at a joint of their type, at its left/right twin, at another joint, on the background) and, per joint
-type, how far the nearest peak is: which joints the network misses, and whether it swaps sides.
+grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the predicted people rescored two ways
+(AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
+loses), and the peak census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right twin,
+at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the network
+misses, and whether it swaps sides.
 
 Run:
     .venv/bin/python benchmarks/diagnose_pose.py runs/ablate/NAME/checkpoints/last.ckpt runs/ablate/data/val
@@ -33,6 +36,7 @@ from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
+from posepart.metrics.oks import coco_keypoint_ap, oks
 from posepart.models.pose import HeatmapSmoothing
 from posepart.targets import build_targets
 
@@ -44,6 +48,36 @@ def smoothed(heatmaps: np.ndarray, sigma_cells: float, num_joints: int) -> np.nd
     """The joint channels blurred as `model.heatmap_smoothing` would (DARK's modulation, each map's maximum kept)."""
     with torch.inference_mode():
         return HeatmapSmoothing(sigma_cells, num_joints)(torch.from_numpy(heatmaps[None])).numpy()[0]
+
+
+def ranked_by_oks(results: list[dict], ground_truth: list[dict], sigmas: tuple[float, ...]) -> list[dict]:
+    """Copies of COCO keypoint `results`, each scored by its best OKS with a labelled person of its image: the same
+    people in the best order, so that AP minus the predicted ranking's AP is what the people's scores lose."""
+    people: dict[int, list[dict]] = {}
+    for ann in ground_truth:
+        if not ann.get("iscrowd") and any(v > 0 for v in ann["keypoints"][2::3]):
+            people.setdefault(ann["image_id"], []).append(ann)
+    k = len(sigmas)
+    return [{**r, "score": max((oks(np.reshape(g["keypoints"], (k, 3)), np.reshape(r["keypoints"], (k, 3)),
+                                    g["area"], sigmas) for g in people.get(r["image_id"], [])), default=0.0)}
+            for r in results]
+
+
+def snapped(results: list[dict], labelled: dict[int, np.ndarray], radius: float) -> list[dict]:
+    """Copies of COCO keypoint `results` with every predicted joint that lies within `radius` px of a labelled joint
+    of its type in its image (`labelled`: image id -> (N, K, 3) [x, y, v]) moved onto the nearest such joint: AP
+    minus the predicted AP is what the joints' placement within `radius` loses."""
+    out = []
+    for r in results:
+        gt = labelled.get(r["image_id"])
+        kps = np.array(r["keypoints"], np.float64).reshape(-1, 3)
+        for j in np.flatnonzero(kps[:, 2] > 0) if gt is not None and len(gt) else ():
+            targets = gt[gt[:, j, 2] > 0, j, :2]  # (n, 2) the labelled joints of type j
+            d = np.hypot(*(targets - kps[j, :2]).T)
+            if len(d) and d.min() <= radius:
+                kps[j, :2] = targets[d.argmin()]
+        out.append({**r, "keypoints": kps.reshape(-1).tolist()})
+    return out
 
 
 RECALL = ("within 4 px", "4-8 px", "only the mirror joint's peak", "no peak")  # a labelled joint's nearest peak
@@ -166,6 +200,15 @@ def main() -> None:
     for name, evaluator in scores.items():
         pose = evaluator.compute()["pose"]
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")
+    predicted = scores["predicted maps"]
+    labelled = {image["id"]: people for image, people in zip(predicted.images, predicted.gt_people)}
+    rescored = {"predicted maps, ranked by true OKS": ranked_by_oks(predicted.results, predicted.ground_truth,
+                                                                    schema.sigmas),
+                **{f"predicted maps, joints <= {r} px exact": snapped(predicted.results, labelled, r)
+                   for r in (2, 4)}}
+    for name, results in rescored.items():
+        pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
+        print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}")
     print(census.report())
 
 

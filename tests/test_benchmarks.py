@@ -138,7 +138,7 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
-    assert len(lines) == 5 and "predicted maps" in lines
+    assert len(lines) == 8 and "predicted maps" in lines and "predicted maps, joints <= 4 px exact" in lines
     oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
                              progress=False)["pose"]
     assert f"AP {oracle['ap']:.3f}  AP50 {oracle['ap50']:.3f}" in lines["true heatmaps + true PAFs (oracle)"]
@@ -148,7 +148,7 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                            "--radius", "1", "--blur", "0.75"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
-    assert len(lines) == 6 and "predicted maps, heatmaps blurred 0.75 cells" in lines
+    assert len(lines) == 9 and "predicted maps, heatmaps blurred 0.75 cells" in lines
     assert "peak radius 1" in done.stdout
 
 
@@ -197,18 +197,24 @@ def test_benchmark_result_names_carry_precision_and_compile(tmp_path: Path, monk
         "train_cuda_w1_368.json", "train_cuda_w1_368_bf16.json", "train_cuda_w1_368_bf16_compiled_2t.json"]
 
 
-def test_peak_census_sorts_hand_placed_peaks() -> None:
-    """diagnose_pose's census on hand-placed peaks: each peak and each labelled joint lands in the category built."""
+def _diagnose_pose() -> Any:
+    """benchmarks/diagnose_pose.py as a module (it is a script, not part of the package)."""
     import importlib.util
-
-    from posepart.heads import HeadMeta
-    from posepart.schema import Schema
 
     spec = importlib.util.spec_from_file_location("diagnose_pose", BENCHMARKS / "diagnose_pose.py")
     assert spec is not None and spec.loader is not None
     diagnose = importlib.util.module_from_spec(spec)
     sys.modules["diagnose_pose"] = diagnose  # dataclasses resolve the module's annotations through it
     spec.loader.exec_module(diagnose)
+    return diagnose
+
+
+def test_peak_census_sorts_hand_placed_peaks() -> None:
+    """diagnose_pose's census on hand-placed peaks: each peak and each labelled joint lands in the category built."""
+    from posepart.heads import HeadMeta
+    from posepart.schema import Schema
+
+    diagnose = _diagnose_pose()
     schema = Schema.pascal_person_part()
     head = HeadMeta(schema, pose_stride=4, sigma=6.0, paf_width=2.0)
     joint = {name: j for j, name in enumerate(schema.keypoints)}
@@ -239,3 +245,33 @@ def test_peak_census_sorts_hand_placed_peaks() -> None:
                       "left_wrist": {"only the mirror joint's peak": 1}, "head": {"no peak": 1}}
     assert sorted(census.distances) == pytest.approx([0.0, 8.0, 4 * np.hypot(28 - 15, 28 - 3), np.inf])
     assert "left_elbow" in census.report()
+
+
+def test_diagnose_rescorings_by_hand() -> None:
+    """diagnose_pose's counterfactuals on hand-made people (two joints, sigmas 0.1, area 100: OKS terms
+    exp(-d^2 / 8)): `ranked_by_oks` scores each detection by its best OKS in its own image; `snapped` moves a joint
+    onto the nearest labelled joint of its type only within the radius, and leaves missing joints alone."""
+    from posepart.metrics.oks import coco_keypoint_ap
+
+    diagnose = _diagnose_pose()
+    sigmas = (0.1, 0.1)
+    gt = [{"id": 1, "image_id": 1, "keypoints": [10, 10, 2, 20, 10, 2], "area": 100.0, "bbox": [10, 10, 10, 1],
+           "iscrowd": 0, "num_keypoints": 2},
+          {"id": 2, "image_id": 1, "keypoints": [0, 0, 0, 0, 0, 0], "area": 100.0, "bbox": [0, 0, 5, 5],
+           "iscrowd": 1, "num_keypoints": 0},  # a crowd: no OKS against it
+          {"id": 3, "image_id": 2, "keypoints": [50, 50, 2, 60, 50, 2], "area": 100.0, "bbox": [50, 50, 10, 1],
+           "iscrowd": 0, "num_keypoints": 2}]
+    results = [{"image_id": 1, "keypoints": [10, 10, 1, 23, 10, 1], "score": 0.1},  # 3 px off on the 2nd joint
+               {"image_id": 1, "keypoints": [50, 50, 1, 60, 50, 1], "score": 0.9},  # image 2's person, in image 1
+               {"image_id": 2, "keypoints": [51, 50, 1, 0, 0, 0], "score": 0.5}]  # 1 px off, 2nd joint missing
+    ranked = diagnose.ranked_by_oks(results, gt, sigmas)
+    assert [r["score"] for r in ranked] == pytest.approx([(1 + np.exp(-9 / 8)) / 2, 0.0, np.exp(-1 / 8) / 2])
+    assert [r["keypoints"] for r in ranked] == [r["keypoints"] for r in results] and results[0]["score"] == 0.1
+    labelled = {1: np.array([[[10, 10, 2], [20, 10, 2]]], float), 2: np.array([[[50, 50, 2], [60, 50, 2]]], float)}
+    assert [r["keypoints"] for r in diagnose.snapped(results, labelled, 2)] == [
+        [10, 10, 1, 23, 10, 1], [50, 50, 1, 60, 50, 1], [50, 50, 1, 0, 0, 0]]  # 3 px stays, 1 px moves
+    exact = diagnose.snapped(results, labelled, 4)
+    assert exact[0]["keypoints"] == [10, 10, 1, 20, 10, 1] and exact[1]["keypoints"] == results[1]["keypoints"]
+    images = [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}]
+    # the perfect ranking puts image 1's true person above the stray one: AP can only rise
+    assert coco_keypoint_ap(images, gt, ranked, sigmas)["ap"] >= coco_keypoint_ap(images, gt, results, sigmas)["ap"]
