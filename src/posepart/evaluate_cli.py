@@ -12,7 +12,7 @@ from posepart.data.dataset_args import add_dataset_args, open_dataset, with_imag
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
 from posepart.heads import POSE_STRIDES
-from posepart.inference.cli import scales_arg
+from posepart.inference.cli import add_test_time_args
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -180,10 +180,7 @@ def add_evaluate_parser(verbs: Any) -> None:
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
                    "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
-    p.add_argument("--scales", type=scales_arg, default=[1.0], metavar="S[,S...]",
-                   help="test-time scales, multiples of the input size, as `posepart predict` (default 1)")
-    p.add_argument("--flip", action="store_true", help="test-time horizontal flip, as `posepart predict`; "
-                   "metrics.json records the test-time augmentation under `test_time`")
+    add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")

@@ -94,8 +94,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def scales_arg(text: str) -> list[float]:
-    """argparse type of `--scales` (predict, evaluate): "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
+def _scales(text: str) -> list[float]:
+    """argparse type of `--scales`: "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
@@ -103,6 +103,14 @@ def scales_arg(text: str) -> list[float]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
     return values
+
+
+def add_test_time_args(parser: argparse.ArgumentParser, *, flip_note: str = "") -> None:
+    """`--scales` and `--flip`, the Predictor's test-time views, with one meaning for every verb (predict, evaluate)."""
+    parser.add_argument("--scales", type=_scales, default=[1.0], metavar="S[,S...]",
+                        help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
+    parser.add_argument("--flip", action="store_true",
+                        help="test-time horizontal flip (averaged with the original)" + flip_note)
 
 
 def add_predict_parsers(verbs: Any) -> None:
@@ -118,9 +126,7 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--input-size", type=int, help="network canvas long side (default: the model's training size)")
-    p.add_argument("--scales", type=scales_arg, default=[1.0], metavar="S[,S...]",
-                   help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
-    p.add_argument("--flip", action="store_true", help="test-time horizontal flip (averaged with the original)")
+    add_test_time_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="canvases per network call")
     p.add_argument("--threads", type=int, help="CPU threads for the network (default: all cores)")
     p.add_argument("--min-joints", type=int, help="drop people with fewer joints (default 3, DecodeConfig's)")
