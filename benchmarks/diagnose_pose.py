@@ -1,17 +1,17 @@
 """Where a trained model's pose AP is lost: its maps decoded as they are, with the heatmaps or the PAFs replaced by
-the ground truth's targets, with flip TTA, what a perfect ranking of its people or exact joints near their true
-place would add, and where its heatmap peaks lie (docs/training.md, "What limits the pose branch"). Decoding
-choices to try on a trained model: `--radius` (the peak window; default the model's `HeadMeta.peak_radius`) and
-`--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells before decoding, each map's
-maximum kept: DARK's modulation, Zhang et al. 2020, what `model.heatmap_smoothing` does inside the model; on a model
-that smooths already, on top of its own).
+the ground truth's targets, with flip TTA, what a perfect ranking of its people, exact joints near their true place
+or no left/right swaps would add, and where its heatmap peaks lie (docs/training.md, "What limits the pose
+branch"). Decoding choices to try on a trained model: `--radius` (the peak window; default the model's
+`HeadMeta.peak_radius`) and `--blur` (extra rows with the joint heatmaps smoothed by a Gaussian of that many cells
+before decoding, each map's maximum kept: DARK's modulation, Zhang et al. 2020, what `model.heatmap_smoothing` does
+inside the model; on a model that smooths already, on top of its own).
 
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
-grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the predicted people rescored two ways
+grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the predicted people altered three ways
 (AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
-loses), and the peak census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right twin,
-at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the network
-misses, and whether it swaps sides.
+loses; `unswapped`, what joints taken for their left/right twin lose), and the peak census (`PeakCensus`): where
+the peaks lie (at a joint of their type, at its left/right twin, at another joint, on the background) and, per
+joint type, how far the nearest peak is: which joints the network misses, and whether it swaps sides.
 
 Run:
     .venv/bin/python benchmarks/diagnose_pose.py runs/ablate/NAME/checkpoints/last.ckpt runs/ablate/data/val
@@ -76,6 +76,32 @@ def snapped(results: list[dict], labelled: dict[int, np.ndarray], radius: float)
             d = np.hypot(*(targets - kps[j, :2]).T)
             if len(d) and d.min() <= radius:
                 kps[j, :2] = targets[d.argmin()]
+        out.append({**r, "keypoints": kps.reshape(-1).tolist()})
+    return out
+
+
+def unswapped(results: list[dict], labelled: dict[int, np.ndarray], flip_perm: tuple[int, ...]) -> list[dict]:
+    """Copies of COCO keypoint `results` in which each left/right pair of joints (both predicted, both labelled) is
+    exchanged where that brings the pair nearer the labelled person the prediction lies closest to (the least mean
+    distance over the joints both have; `labelled`: image id -> (N, K, 3) [x, y, v]): AP minus the predicted AP is
+    what taking a joint for its left/right twin loses."""
+    pairs = [(j, int(m)) for j, m in enumerate(flip_perm) if j < m]
+    out = []
+    for r in results:
+        kps = np.array(r["keypoints"], np.float64).reshape(-1, 3)
+        gt = labelled.get(r["image_id"])
+        both = (gt[:, :, 2] > 0) & (kps[None, :, 2] > 0) if gt is not None and len(gt) else np.zeros((0, 1), bool)
+        if both.any():
+            d = np.hypot(*(gt[:, :, :2] - kps[None, :, :2]).transpose(2, 0, 1))  # (N, K) px
+            mean = np.where(both.any(1), (d * both).sum(1) / np.maximum(both.sum(1), 1), np.inf)
+            person = gt[mean.argmin()]  # (K, 3)
+            for a, b in pairs:
+                if min(kps[a, 2], kps[b, 2], person[a, 2], person[b, 2]) <= 0:
+                    continue
+                kept = np.hypot(*(kps[a, :2] - person[a, :2])) + np.hypot(*(kps[b, :2] - person[b, :2]))
+                crossed = np.hypot(*(kps[a, :2] - person[b, :2])) + np.hypot(*(kps[b, :2] - person[a, :2]))
+                if crossed < kept:
+                    kps[[a, b]] = kps[[b, a]]
         out.append({**r, "keypoints": kps.reshape(-1).tolist()})
     return out
 
@@ -205,7 +231,8 @@ def main() -> None:
     rescored = {"predicted maps, ranked by true OKS": ranked_by_oks(predicted.results, predicted.ground_truth,
                                                                     schema.sigmas),
                 **{f"predicted maps, joints <= {r} px exact": snapped(predicted.results, labelled, r)
-                   for r in (2, 4)}}
+                   for r in (2, 4)},
+                "predicted maps, left/right swaps undone": unswapped(predicted.results, labelled, schema.flip_perm)}
     for name, results in rescored.items():
         pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}")

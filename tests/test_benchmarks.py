@@ -138,7 +138,8 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
-    assert len(lines) == 8 and "predicted maps" in lines and "predicted maps, joints <= 4 px exact" in lines
+    assert len(lines) == 9 and "predicted maps" in lines and "predicted maps, joints <= 4 px exact" in lines
+    assert "predicted maps, left/right swaps undone" in lines
     oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
                              progress=False)["pose"]
     assert f"AP {oracle['ap']:.3f}  AP50 {oracle['ap50']:.3f}" in lines["true heatmaps + true PAFs (oracle)"]
@@ -148,8 +149,31 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                            "--radius", "1", "--blur", "0.75"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
-    assert len(lines) == 9 and "predicted maps, heatmaps blurred 0.75 cells" in lines
+    assert len(lines) == 10 and "predicted maps, heatmaps blurred 0.75 cells" in lines
     assert "peak radius 1" in done.stdout
+
+
+def test_diagnose_unswaps_left_right_pairs_by_hand() -> None:
+    """diagnose_pose's `unswapped` on a hand-made schema (head, left hand, right hand; the hands mirror each other):
+    a pair is exchanged only when crossing it brings both nearer the labelled person the prediction lies closest to,
+    and never when a joint of the pair is missing on either side."""
+    diagnose = _diagnose_pose()
+    flip_perm = (0, 2, 1)
+    labelled = {1: np.array([[[0, 0, 2], [10, 0, 2], [-10, 0, 2]],  # person A at the origin
+                             [[100, 0, 2], [110, 0, 2], [90, 0, 1]]], float)}  # person B, right hand occluded
+    results = [{"image_id": 1, "keypoints": [0, 1, 1, -9, 0, 1, 10, 2, 1], "score": 0.5},  # A with its hands swapped
+               {"image_id": 1, "keypoints": [100, 0, 1, 91, 0, 1, 111, 0, 1], "score": 0.4},  # B, swapped
+               {"image_id": 1, "keypoints": [0, 0, 1, 4, 0, 1, -4, 0, 1], "score": 0.3},  # A, right sides, 6 px off
+               {"image_id": 1, "keypoints": [0, 0, 1, -10, 0, 1, 0, 0, 0], "score": 0.2},  # one hand missing
+               {"image_id": 2, "keypoints": [0, 0, 1, -10, 0, 1, 10, 0, 1], "score": 0.1}]  # no labelled person
+    out = diagnose.unswapped(results, labelled, flip_perm)
+    assert out[0]["keypoints"] == [0, 1, 1, 10, 2, 1, -9, 0, 1]  # crossed: 1 + 2 px against 19 + 20.1
+    assert out[1]["keypoints"] == [100, 0, 1, 111, 0, 1, 91, 0, 1]  # nearest to B (not A), v = 1 counts as labelled
+    assert [r["keypoints"] for r in out[2:]] == [r["keypoints"] for r in results[2:]]
+    assert [r["score"] for r in out] == [r["score"] for r in results] and results[0]["keypoints"][3] == -9
+    none_labelled = diagnose.unswapped(results[:1], {1: np.array([[[0, 0, 2], [10, 0, 0], [-10, 0, 2]]], float)},
+                                       flip_perm)
+    assert none_labelled[0]["keypoints"] == results[0]["keypoints"]  # the left hand is not labelled: no exchange
 
 
 def test_pose_ablation_row_of_a_single_task_arm(tmp_path: Path) -> None:
