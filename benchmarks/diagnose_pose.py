@@ -69,9 +69,9 @@ def snapped(results: list[dict], labelled: dict[int, np.ndarray], radius: float)
     minus the predicted AP is what the joints' placement within `radius` loses."""
     out = []
     for r in results:
-        gt = labelled.get(r["image_id"])
         kps = np.array(r["keypoints"], np.float64).reshape(-1, 3)
-        for j in np.flatnonzero(kps[:, 2] > 0) if gt is not None and len(gt) else ():
+        gt = labelled.get(r["image_id"], np.zeros((0, *kps.shape)))  # (N, K, 3)
+        for j in np.flatnonzero(kps[:, 2] > 0):
             targets = gt[gt[:, j, 2] > 0, j, :2]  # (n, 2) the labelled joints of type j
             d = np.hypot(*(targets - kps[j, :2]).T)
             if len(d) and d.min() <= radius:
@@ -89,8 +89,8 @@ def unswapped(results: list[dict], labelled: dict[int, np.ndarray], flip_perm: t
     out = []
     for r in results:
         kps = np.array(r["keypoints"], np.float64).reshape(-1, 3)
-        gt = labelled.get(r["image_id"])
-        both = (gt[:, :, 2] > 0) & (kps[None, :, 2] > 0) if gt is not None and len(gt) else np.zeros((0, 1), bool)
+        gt = labelled.get(r["image_id"], np.zeros((0, *kps.shape)))  # (N, K, 3)
+        both = (gt[:, :, 2] > 0) & (kps[None, :, 2] > 0)  # (N, K) the joints each labelled person shares with it
         if both.any():
             d = np.hypot(*(gt[:, :, :2] - kps[None, :, :2]).transpose(2, 0, 1))  # (N, K) px
             mean = np.where(both.any(1), (d * both).sum(1) / np.maximum(both.sum(1), 1), np.inf)
