@@ -9,9 +9,11 @@ inside the model; on a model that smooths already, on top of its own).
 Every image is letterboxed as evaluation does; the targets are built exactly as for training, on the model's own
 grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the predicted people altered three ways
 (AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
-loses; `unswapped`, what joints taken for their left/right twin lose), and the peak census (`PeakCensus`): where
-the peaks lie (at a joint of their type, at its left/right twin, at another joint, on the background) and, per
-joint type, how far the nearest peak is: which joints the network misses, and whether it swaps sides.
+loses; `unswapped`, what joints taken for their left/right twin lose); on posepart's synthetic data, the AP per
+view and per pose kind, as predicted and with the swaps undone (`Evaluator.slices`: which people the network fails
+on); and the peak census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right
+twin, at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the
+network misses, and whether it swaps sides.
 
 Run:
     .venv/bin/python benchmarks/diagnose_pose.py runs/ablate/NAME/checkpoints/last.ckpt runs/ablate/data/val
@@ -236,6 +238,16 @@ def main() -> None:
     for name, results in rescored.items():
         pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}")
+    slices = predicted.slices()
+    if slices:
+        print("  by the synthetic people's view and pose kind (each slice's people alone): people | AP | "
+              "AP with left/right swaps undone")
+        undone = rescored["predicted maps, left/right swaps undone"]
+        for slicing, groups in slices.items():
+            for value, people in groups.items():
+                ap = [coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas,
+                                       people=people)["ap"] for results in (predicted.results, undone)]
+                print(f"    {slicing} {value:16s} {len(people):5d} | {ap[0]:.3f} | {ap[1]:.3f}")
     print(census.report())
 
 

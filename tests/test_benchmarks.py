@@ -137,8 +137,9 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                            str(tmp_path / "run" / "checkpoints" / "last.ckpt"), str(tmp_path / "data" / "val")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
+    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP50 " in line}
     assert len(lines) == 9 and "predicted maps" in lines and "predicted maps, joints <= 4 px exact" in lines
+    assert any(line.startswith("    view ") for line in done.stdout.splitlines())  # the synthetic data's slices
     assert "predicted maps, left/right swaps undone" in lines
     oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
                              progress=False)["pose"]
@@ -148,7 +149,7 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
                            str(tmp_path / "run" / "checkpoints" / "last.ckpt"), str(tmp_path / "data" / "val"),
                            "--radius", "1", "--blur", "0.75"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP " in line}
+    lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP50 " in line}
     assert len(lines) == 10 and "predicted maps, heatmaps blurred 0.75 cells" in lines
     assert "peak radius 1" in done.stdout
 

@@ -578,14 +578,17 @@ def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
 
 
 def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:
-    """The validation scalars logged to TensorBoard/CSV: headline figures, IoU per part class and PCKh per joint
-    (as the report's tables), None and non-numbers left out."""
+    """The validation scalars logged to TensorBoard/CSV: headline figures, IoU per part class, PCKh per joint and
+    the AP of the synthetic slices (as the report's tables), None and non-numbers left out."""
     from posepart.engine.module import flatten_metrics
     from posepart.schema import Schema
 
     schema = Schema.pascal_person_part()
-    metrics = {"pose": {"ap": 0.25, "pck_dist": None, "pckh_per_joint": {"head": 0.75, "left_elbow": None}},
+    metrics = {"pose": {"ap": 0.25, "pck_dist": None, "pckh_per_joint": {"head": 0.75, "left_elbow": None},
+                        "slices": {"view": {"back": {"people": 2, "ap": 0.125, "ap50": 0.5}},
+                                   "pose": {"sit": {"people": 1, "ap": None, "ap50": None}}}},
                "segmentation": {"mean_iou": 0.5, "iou_per_class": [0.9, None] + [0.4] * 5}, "images": 3}
     flat = flatten_metrics(metrics, schema)
-    assert flat == {"val/pose/ap": 0.25, "val/pose/pckh/head": 0.75, "val/seg/mean_iou": 0.5,
+    assert flat == {"val/pose/ap": 0.25, "val/pose/pckh/head": 0.75, "val/pose/ap/view/back": 0.125,
+                    "val/seg/mean_iou": 0.5,
                     "val/seg/iou/background": 0.9, **{f"val/seg/iou/{c}": 0.4 for c in schema.part_classes[2:]}}

@@ -6,7 +6,7 @@ import pytest
 
 from posepart.cli import main
 from posepart.data.format import PosePartDataset
-from posepart.evaluate import evaluate_oracle
+from posepart.evaluate import evaluate_oracle, format_metrics
 
 SEG_KEYS = {"pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou", "iou_per_class"}
 POSE_KEYS = {"ap", "ap50", "ap75", "ar", "pckh", "pck_dist"}
@@ -31,6 +31,45 @@ def test_synth_oracle_meets_the_bar(synth300, tmp_path, capsys):
     assert metrics["pose"]["ap"] >= 0.95  # the issue's bar for 300 synthetic images at the default size
     assert metrics["segmentation"]["mean_iou"] == pytest.approx(1.0)  # 368 -> 368: label maps survive exactly
     assert "ap" in capsys.readouterr().out  # the printed table
+
+
+def test_synth_slices_by_view_and_pose(synth300):
+    """On synthetic data the pose scores add `slices`: every labelled person in one view and one pose kind (as its
+    annotation's `synth` says, in SLICES order), each slice's AP that of `coco_keypoint_ap` on its people alone."""
+    from posepart.data.synth import MADE_KEY, SLICES
+    from posepart.evaluate import Evaluator, Prediction
+    from posepart.metrics import coco_keypoint_ap
+
+    dataset = PosePartDataset.open(synth300)
+    evaluator = Evaluator(dataset.schema)
+    truth: dict[str, dict[str, set[int]]] = {}
+    n = 0
+    for record in dataset.records:
+        evaluator.add(record, Prediction([], None), None)
+        for ann in record.annotations:
+            n += 1  # the Evaluator numbers the annotations from 1 in the records' order
+            if not ann["iscrowd"] and ann["num_keypoints"]:
+                for field in SLICES:
+                    truth.setdefault(field, {}).setdefault(ann[MADE_KEY][field], set()).add(n)
+    slices = evaluator.slices()
+    assert slices == truth and list(slices) == ["view", "pose"]
+    for field, groups in slices.items():
+        assert list(groups) == [value for value in SLICES[field] if value in groups]
+    assert set(slices["view"]) == {"front", "oblique", "side", "back"}
+    # scored: the first person of every image found exactly, so each slice's AP is that of its own people
+    evaluator = Evaluator(dataset.schema)
+    for record in dataset.records:
+        found = [{"image_id": record.image_id, "keypoints": record.keypoints[0].reshape(-1).tolist(), "score": 1.0}]
+        evaluator.add(record, Prediction(found[: len(record.keypoints)], None), None)
+    pose = evaluator.compute()["pose"]
+    for field, groups in slices.items():
+        for value, people in groups.items():
+            alone = coco_keypoint_ap(evaluator.images, evaluator.ground_truth, evaluator.results,
+                                     dataset.schema.sigmas, people=people)
+            assert pose["slices"][field][value] == {"people": len(people), "ap": alone["ap"], "ap50": alone["ap50"]}
+    assert 0.0 < pose["slices"]["view"]["front"]["ap"] < 1.0  # some images hold a second person, not found
+    front = pose["slices"]["view"]["front"]
+    assert f"{'ap/view/front':<24} {front['ap']:.4f}  ({front['people']} people)" in format_metrics({"pose": pose})
 
 
 def test_synth_inspect_round_trip(synth300, capsys):

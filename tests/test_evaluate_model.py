@@ -168,6 +168,23 @@ def test_report_pckh_by_joint_averages_left_and_right(synth, tmp_path):
     assert "| parts only |" not in text.split("PCKh@0.5 by joint")[1].split("##")[0]  # no pose scores, no row
 
 
+def test_report_ap_by_synthetic_slice(synth, tmp_path):
+    """One table per slicing (view, pose kind), columns headed by their people, one row per model that has them; a
+    value a model lacks is a dash."""
+    joint = {"pose": {"ap": 0.5, "slices": {
+        "view": {"front": {"people": 12, "ap": 0.625, "ap50": 0.75}, "back": {"people": 3, "ap": 0.0, "ap50": 0.0}},
+        "pose": {"sit": {"people": 4, "ap": 0.5, "ap50": 0.5}}}}}
+    pose_alone = {"pose": {"ap": 0.25, "slices": {"view": {"front": {"people": 12, "ap": 0.25, "ap50": 0.5}}}}}
+    text = write_report(tmp_path, "Test", {"joint": joint, "pose alone": pose_alone,
+                                           "parts": {"segmentation": {"mean_iou": 0.5}}}, synth.schema).read_text()
+    section = text.split("## OKS AP by view and by pose kind (%)")[1].split("##")[0]
+    assert "| model | front (12) | back (3) |" in section and "| joint | 62.5 | 0.0 |" in section
+    assert "| pose alone | 25.0 | – |" in section and "| model | sit (4) |" in section and "| joint | 50.0 |" in section
+    assert "| parts |" not in section
+    plain = write_report(tmp_path, "Test", {"m": {"pose": {"ap": 0.25}}}, synth.schema).read_text()
+    assert "by view" not in plain  # no slices: no section
+
+
 def test_cli_models_json(capsys):
     assert main(["models", "--input-size", "64", "--width", "0.125", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)

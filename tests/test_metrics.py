@@ -184,6 +184,24 @@ def test_coco_ap_duplicate_detection_lowers_precision():
     assert r["ar"] == pytest.approx(1.0)
 
 
+def test_coco_ap_of_a_slice_ignores_the_other_people():
+    """`people=`: image 1 holds A and B, both found exactly; image 2 holds C, missed, and a prediction far from
+    everyone outranks all. A's slice: B's prediction matches B, ignored, and image 2 is left out: AP 1. C's slice:
+    nothing found, one false positive: AP 0. Everyone: the false positive ranked first and C missed."""
+    a, b, c = PERSON, PERSON + [300, 0, 0], PERSON + [0, 200, 0]
+    images = [{"id": 1}, {"id": 2}]
+    gts = [_gt(1, 1, a, AREA), _gt(1, 2, b, AREA), _gt(2, 3, c, AREA)]
+    results = [_res(1, a, 0.9), _res(1, b, 0.8), _res(2, PERSON + [600, 600, 0], 0.95)]
+    ap = {name: coco_keypoint_ap(images, gts, results, SIGMAS3, people=ids)["ap"]
+          for name, ids in {"A": {1}, "A+B": {1, 2}, "C": {3}, "none": set()}.items()}
+    assert ap["A"] == pytest.approx(1.0) and ap["A+B"] == pytest.approx(1.0) and ap["C"] == 0.0 and ap["none"] == 0.0
+    assert coco_keypoint_ap(images, gts, results, SIGMAS3, people={1, 2, 3}) == \
+        coco_keypoint_ap(images, gts, results, SIGMAS3)  # every person: the plain score
+    # 101 recall points: 0 (precision 0 after the false positive, interpolated to the best later 2/3) to 2/3
+    assert coco_keypoint_ap(images, gts, results, SIGMAS3)["ap"] == pytest.approx(67 * 2 / 3 / 101, abs=1e-6)
+    assert [g["num_keypoints"] for g in gts] == [3, 3, 3]  # inputs untouched
+
+
 def test_coco_ap_matches_pycocotools_on_real_coco_annotations(fixtures):
     """Real COCO GT (crowds, unlabelled people), perturbed detections: same numbers as a plain COCOeval run."""
     data = json.loads((fixtures / "coco_mini/annotations/person_keypoints_train2017.json").read_text())

@@ -157,3 +157,30 @@ def test_clutter_scales_background_detail_and_keeps_the_default_scene() -> None:
     assert SceneConfig.easy().clutter == 0.0
     with pytest.raises(ValueError, match="clutter"):
         SceneConfig(clutter=1.5)
+
+
+def test_view_of_names_the_yaw_by_hand() -> None:
+    from posepart.data.synth.pose import view_of
+
+    cases = {0: "front", -29.9: "front", 30: "front", 45: "oblique", -67.5: "oblique", 90: "side", -120: "side",
+             131: "back", 180: "back", 200: "back", -170: "back", 355: "front", 270: "side"}
+    assert {yaw: view_of(yaw) for yaw in cases} == cases
+
+
+def test_people_carry_how_they_were_made_and_the_view_matches_the_drawing() -> None:
+    """Each annotation's `synth` metadata (pose kind, view, yaw): seen from the front a person's left shoulder and hip
+    are drawn right of the right ones in the image, seen from the back left of them."""
+    from posepart.data.synth.pose import POSE_KINDS, view_of
+
+    names = SCHEMA.keypoints
+    pairs = [(names.index(f"left_{j}"), names.index(f"right_{j}")) for j in ("shoulder", "hip")]
+    seen = {"front": 0, "back": 0}
+    for sc in iter_scenes(40, SEED, SIZE):
+        for ann, xy in zip(sc.annotations, sc.joints):
+            made = ann["synth"]
+            assert made["pose"] in POSE_KINDS and made["view"] == view_of(made["yaw"])
+            if made["view"] in seen:
+                seen[made["view"]] += 1
+                sign = 1 if made["view"] == "front" else -1
+                assert all(sign * (xy[left, 0] - xy[right, 0]) > 0 for left, right in pairs), made
+    assert seen["front"] >= 10 and seen["back"] >= 2

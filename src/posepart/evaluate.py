@@ -4,13 +4,15 @@ Every prediction is expressed in ORIGINAL image coordinates before scoring, so t
 input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
 `{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
   "pose": {ap, ap50, ap75, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist, pck_dist_px}, "images", "skipped"
-  (when any)}`; a trained model's metrics add "per_stage" (`posepart.evaluate_model`).
+  (when any)}`; a trained model's metrics add "per_stage" (`posepart.evaluate_model`). On posepart's synthetic data
+`pose` adds `slices`: {"view": {"front": {people, ap, ap50}, ...}, "pose": {"walk": ...}}, each slice's people
+scored alone (`Evaluator.slices`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +20,7 @@ from tqdm import tqdm
 from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import scoring_labels
+from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.heads import HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh_counts
@@ -43,6 +46,7 @@ class Evaluator:
         self.confusion = ConfusionMatrix(schema.num_parts) if schema.has_parts and parts else None
         self.images: list[dict[str, Any]] = []
         self.ground_truth: list[dict[str, Any]] = []
+        self.made: list[Mapping[str, Any] | None] = []  # per ground truth: how a synthetic person was made (MADE_KEY)
         self.results: list[dict[str, Any]] = []
         self.gt_people: list[np.ndarray] = []
         self.pred_people: list[np.ndarray] = []
@@ -54,6 +58,8 @@ class Evaluator:
             self.images.append(record.image_info())
             for ann in record.annotations:
                 self.ground_truth.append(_gt_annotation(ann, record, len(self.ground_truth) + 1))
+                made = ann.get(MADE_KEY)
+                self.made.append(made if isinstance(made, Mapping) else None)
             self.results.extend(prediction.results)
             k = self.schema.num_joints
             pred = np.asarray([r["keypoints"] for r in prediction.results], np.float32).reshape(-1, k, 3)
@@ -75,8 +81,30 @@ class Evaluator:
             counts = pckh_counts(self.gt_people, self.pred_people, heads, self.schema)
             pose["pckh"], pose["pckh_per_joint"] = counts.pooled(), counts.per_joint(self.schema)
             pose.update(pck_dist(self.gt_people, self.pred_people, self.schema))
+            slices: dict[str, dict[str, dict[str, Any]]] = {}
+            for field, groups in self.slices().items():
+                slices[field] = {}
+                for value, people in groups.items():
+                    score = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas,
+                                             people=people)
+                    slices[field][value] = {"people": len(people), "ap": score["ap"], "ap50": score["ap50"]}
+            if slices:
+                pose["slices"] = slices
             metrics["pose"] = pose
         return metrics
+
+    def slices(self) -> dict[str, dict[str, set[int]]]:
+        """The labelled people's ground-truth ids by how posepart's synthetic data made them, {"view": {"front": ids,
+        ...}, "pose": {"walk": ids, ...}}, in `SLICES` order: which kinds of people a model fails on. Empty for data
+        whose annotations do not say (every other dataset)."""
+        found: dict[str, dict[str, set[int]]] = {field: {} for field in SLICES}
+        for made, gt in zip(self.made, self.ground_truth):
+            if made is not None and not gt["iscrowd"] and gt["num_keypoints"] > 0:
+                for field, groups in found.items():
+                    if made.get(field) in SLICES[field]:
+                        groups.setdefault(made[field], set()).add(gt["id"])
+        return {field: {value: groups[value] for value in SLICES[field] if value in groups}
+                for field, groups in found.items() if groups}
 
 
 def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any]:
@@ -166,11 +194,14 @@ def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: 
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of the headline numbers."""
+    """A plain-text table of the headline numbers (and the AP of each synthetic slice: `ap/view/back`)."""
     rows = []
     for task in ("pose", "segmentation"):
         for name, value in metrics.get(task, {}).items():
             if isinstance(value, (int, float)) and value is not None:
                 shown = f"{value:.4f}" if isinstance(value, float) else str(value)
                 rows.append(f"{task:<13} {name:<24} {shown}")
+        for field, groups in metrics.get(task, {}).get("slices", {}).items():
+            rows += [f"{task:<13} {f'ap/{field}/{value}':<24} {score['ap']:.4f}  ({score['people']} people)"
+                     for value, score in groups.items() if score["ap"] is not None]
     return "\n".join(rows)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from posepart.data.synth.pose import VIEWS
 from posepart.errors import writing
 from posepart.schema import Schema, split_side
 
@@ -70,6 +71,26 @@ def pckh_joint_table(rows: Mapping[str, Mapping[str, Any]], schema: Schema) -> s
             cells.append(f"{100 * sum(values) / len(values):.1f}" if values else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def slice_tables(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """OKS AP per slice of the synthetic people (`metrics["pose"]["slices"]`: by view, by pose kind), one table per
+    slicing, one row per model that has them, each column headed by its count of people; [] when none has any."""
+    lines: list[str] = []
+    scored = {name: m["pose"]["slices"] for name, m in rows.items() if (m.get("pose") or {}).get("slices")}
+    fields = list(dict.fromkeys(field for slices in scored.values() for field in slices))
+    for field in fields:
+        values: dict[str, int] = {}  # value -> people (the same validation set for every model)
+        for slices in scored.values():
+            for value, score in slices.get(field, {}).items():
+                values.setdefault(value, score["people"])
+        lines += ["| model | " + " | ".join(f"{value} ({n})" for value, n in values.items()) + " |",
+                  "|---|" + "---:|" * len(values)]
+        for name, slices in scored.items():
+            cells = [(slices.get(field, {}).get(value) or {}).get("ap") for value in values]
+            lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in cells) + " |")
+        lines.append("")
+    return lines
 
 
 # Per-stage table: how the prediction improves along the refinement stages (`metrics["per_stage"]`).
@@ -154,8 +175,8 @@ def write_report(
     schema: Schema,
     figures: Sequence[str | Path] = (),
 ) -> Path:
-    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, per-stage table, figures;
-    returns its path.
+    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, AP by synthetic slice,
+    per-stage table, figures; returns its path.
 
     `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
     written relative to it).
@@ -170,6 +191,13 @@ def write_report(
     if joints:
         lines += ["## PCKh@0.5 by joint (%)", "", joints, "",
                   "Left and right averaged, as MPII's evaluation reports them.", ""]
+    slices = slice_tables(metrics_by_model)
+    if slices:
+        views = ", ".join(f"{name} to {bound:g}°" for bound, name in VIEWS)
+        lines += ["## OKS AP by view and by pose kind (%)", "",
+                  f"The synthetic people as their annotations say they were made (view: the body's turn away from the "
+                  f"camera, {views}); each slice's people scored alone, the others on its images ignored. Headers "
+                  "give the number of people.", "", *slices]
     if any(m.get("per_stage") for m in metrics_by_model.values()):
         lines += ["## Per stage", "", stage_table(metrics_by_model), "",
                   "Stage t uses heatmaps[t], pafs[t] and parts[min(t, last)] (an FCN's single segmentation repeats on "

@@ -64,7 +64,7 @@ def model_tasks(model: torch.nn.Module) -> list[str]:
 
 def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val") -> dict[str, float]:
     """metrics.json dict -> {"val/seg/mean_iou": ..., "val/pose/ap": ..., "val/seg/iou/head": ...,
-    "val/pose/pckh/left_elbow": ...}; None skipped."""
+    "val/pose/pckh/left_elbow": ..., "val/pose/ap/view/back": ...}; None skipped."""
     flat: dict[str, float] = {}
     for task, values in metrics.items():
         if not isinstance(values, dict):
@@ -77,6 +77,10 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
                         flat[f"{prefix}/{name}/iou/{cls}"] = float(v)
             elif key == "pckh_per_joint" and isinstance(value, dict):
                 flat.update({f"{prefix}/{name}/pckh/{joint}": float(v) for joint, v in value.items() if v is not None})
+            elif key == "slices" and isinstance(value, dict):  # synthetic people by view / pose kind
+                flat.update({f"{prefix}/{name}/ap/{field}/{kind}": float(score["ap"])
+                             for field, groups in value.items() for kind, score in groups.items()
+                             if score.get("ap") is not None})
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
                 flat[f"{prefix}/{name}/{key}"] = float(value)
     return flat

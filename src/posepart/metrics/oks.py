@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -59,6 +59,8 @@ def coco_keypoint_ap(
     ground_truth: list[dict[str, Any]],
     results: list[dict[str, Any]],
     sigmas: Sequence[float],
+    *,
+    people: Collection[int] | None = None,
 ) -> dict[str, float | None]:
     """OKS AP / AR over `images` (COCO image dicts with an "id") by pycocotools, its prints silenced.
 
@@ -66,8 +68,16 @@ def coco_keypoint_ap(
     annotations with no labelled joint are ignore regions, as in COCO. results: COCO keypoint results (image_id,
     keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_medium, ap_large, ar; all zeros when
     there are no results; None for a figure COCOeval leaves undefined (-1: e.g. ap_medium with no medium-sized GT).
-    Inputs are not modified.
+    `people`: score only these ground-truth people (annotation ids), a slice of the data: the images holding none of
+    them are left out, and the other people on the rest are ignored (COCOeval's ignore flag, set by num_keypoints 0,
+    as for COCO's area ranges: a prediction that matches one counts neither for nor against). Inputs are not modified.
     """
+    if people is not None:
+        kept = {ann["image_id"] for ann in ground_truth if ann["id"] in people}
+        images = [image for image in images if image["id"] in kept]
+        ground_truth = [ann if ann["id"] in people else {**ann, "num_keypoints": 0}
+                        for ann in ground_truth if ann["image_id"] in kept]
+        results = [r for r in results if r["image_id"] in kept]
     if not results:
         return {key: 0.0 for key in _STAT_KEYS}
     k = len(sigmas)

@@ -176,6 +176,17 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> tuple[Pose
     ), kind
 
 
+# The four kinds of view `sample_pose` draws, named by |yaw| (degrees, wrapped to 0..180): each kind's upper bound,
+# put between two kinds' ranges where they leave a gap (front ~ N(0, 18), oblique 30-65, side 70-110, back 180 +- 25).
+VIEWS = ((30.0, "front"), (67.5, "oblique"), (130.0, "side"), (180.0, "back"))
+
+
+def view_of(yaw_deg: float) -> str:
+    """The view a body yaw in degrees gives: "front", "oblique", "side" or "back" (`VIEWS`)."""
+    turned = abs((yaw_deg + 180.0) % 360.0 - 180.0)
+    return next(name for bound, name in VIEWS if turned <= bound)
+
+
 def _rx(t: float) -> np.ndarray:
     c, s = np.cos(t), np.sin(t)
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])

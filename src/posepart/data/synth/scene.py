@@ -14,25 +14,30 @@ from pycocotools import mask as mask_utils
 
 from posepart.data.synth.background import background
 from posepart.data.synth.body import JOINT_TAGS, MATERIALS, Prim, person_prims, sample_outfit
-from posepart.data.synth.pose import CHIN, HEAD_TOP, HIP, SHOULDER, project, sample_body, sample_pose, skeleton_3d
+from posepart.data.synth.pose import (CHIN, HEAD_TOP, HIP, POSE_KINDS, SHOULDER, VIEWS, project, sample_body,
+                                      sample_pose, skeleton_3d, view_of)
 from posepart.data.synth.texture import degrade, fixed, grain, paint_at
 from posepart.errors import UsageError
 from posepart.schema import PASCAL_KEYPOINTS, Schema
 
 K = len(PASCAL_KEYPOINTS)
 MAX_PEOPLE = 5
+# Each person's annotation says how it was made under this key: {"pose": kind, "view": name, "yaw": degrees}. Results
+# are sliced by the fields of SLICES, whose values are listed in the order reports show them.
+MADE_KEY = "synth"
+SLICES = {"view": tuple(name for _, name in VIEWS), "pose": POSE_KINDS}
 _TORSO_JOINTS = {SHOULDER: "shoulder", SHOULDER + 1: "shoulder", HIP: "hip", HIP + 1: "hip"}
 
 
 @dataclass
 class SynthScene:
-    """One rendered image: RGB uint8 (S, S, 3), part labels uint8 (S, S) and COCO person annotations."""
+    """One rendered image: RGB uint8 (S, S, 3), part labels uint8 (S, S) and COCO person annotations (each with
+    `synth`: the person's pose kind, view and yaw)."""
 
     image: np.ndarray
     parts: np.ndarray
     annotations: list[dict[str, Any]]
     jpeg_quality: int = 90  # the quality the writer should save this image at (part of the degradation)
-    kinds: list[str] = field(default_factory=list)  # pose kind of each drawn person (far to near), for inspection
     joints: list[np.ndarray] = field(default_factory=list)  # (K, 2) drawn joint positions per annotation, v=0 too
 
 
@@ -77,6 +82,8 @@ class _Drawn:
     crowd: bool
     torso_half: tuple[float, float]  # shoulder / hip half-widths in body units (for the near-side test)
     chin: np.ndarray  # (2,) px, to probe the head top from inside the head
+    pose_kind: str  # sample_pose's kind ("walk", "sit", ...)
+    yaw: float  # degrees, 0 = facing the camera
 
 
 def _rasterise(prims: list[Prim], size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -160,6 +167,7 @@ def _annotation(d: _Drawn, owner: np.ndarray, me: int, size: int) -> dict[str, A
            "segmentation": rle, "area": float(area), "bbox": bbox, "iscrowd": int(crowd)}
     if not crowd:
         ann["head_box"] = d.head_box
+    ann[MADE_KEY] = {"pose": d.pose_kind, "view": view_of(d.yaw), "yaw": round(d.yaw, 1)}  # readers ignore it
     return ann
 
 
@@ -183,7 +191,6 @@ def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthSc
     specs = [(float(rng.uniform(0.07, 0.18)), True) for _ in range(crowd)]
     specs += [(float(heights[i]), False) for i in order]
     drawn: list[_Drawn] = []
-    kinds = []
     for rank, (height, tiny) in enumerate(specs):
         child = bool(rng.random() < 0.18)
         body = sample_body(rng, child)
@@ -201,7 +208,6 @@ def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthSc
         pr = project(body, pose, pts, scale, np.array([cx - (lo[0] + hi[0]) / 2, top - lo[1]]), roll)
         prims = person_prims(pr, body, outfit)
         idx, origin = _rasterise(prims, size)
-        kinds.append(kind)
         if idx.size == 0 or not idx.any():
             continue
         me = len(drawn) + 1
@@ -215,7 +221,7 @@ def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthSc
         drawn.append(_Drawn(
             xy=pr.xy[:K], depth=pr.depth[:K], idx=idx, origin=origin, tags=[p.tag for p in prims],
             head_box=[float(c) for c in (*head.min(0), *head.max(0))], crowd=tiny,
-            torso_half=(body.shoulder, body.hip), chin=pr.xy[CHIN],
+            torso_half=(body.shoulder, body.hip), chin=pr.xy[CHIN], pose_kind=kind, yaw=float(np.degrees(pose.yaw)),
         ))
     annotations, joints = [], []
     for me, d in enumerate(drawn, 1):
@@ -225,7 +231,7 @@ def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthSc
             joints.append(d.xy.astype(np.float32))
     out = degrade(image, rng)
     quality = int(rng.integers(35, 96))
-    return SynthScene(out, parts, annotations, quality, kinds, joints)
+    return SynthScene(out, parts, annotations, quality, joints)
 
 
 def scene_at(seed: int, index: int, size: int = 368, config: SceneConfig = SceneConfig()) -> SynthScene:
