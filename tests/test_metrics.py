@@ -197,7 +197,7 @@ def test_coco_ap_of_a_slice_ignores_the_other_people():
     assert ap["A"] == pytest.approx(1.0) and ap["A+B"] == pytest.approx(1.0) and ap["C"] == 0.0 and ap["none"] == 0.0
     assert coco_keypoint_ap(images, gts, results, SIGMAS3, people={1, 2, 3}) == \
         coco_keypoint_ap(images, gts, results, SIGMAS3)  # every person: the plain score
-    # 101 recall points: 0 (precision 0 after the false positive, interpolated to the best later 2/3) to 2/3
+    # ranked: the false positive, A, B: recall 2/3 at precision 2/3, so 67 of the 101 recall points (0.00-0.66) at 2/3
     assert coco_keypoint_ap(images, gts, results, SIGMAS3)["ap"] == pytest.approx(67 * 2 / 3 / 101, abs=1e-6)
     assert [g["num_keypoints"] for g in gts] == [3, 3, 3]  # inputs untouched
 
