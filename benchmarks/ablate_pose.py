@@ -3,7 +3,8 @@
 Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets, 128 px, `easy` scenes,
 generated once under --data) with extra `--set` overrides, scores the last checkpoint on the 300 validation images,
 prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appends the row to
-<results>/ablate_pose.jsonl. One change per row, against a baseline run with the same --images.
+<results>/ablate_pose.jsonl (with PCKh per joint and the AP per view and pose kind of the synthetic people). One
+change per row, against a baseline run with the same --images.
 
 Run (one at a time: the training seconds are only comparable on an otherwise idle machine):
     .venv/bin/python benchmarks/ablate_pose.py --label baseline --images 8000
@@ -86,6 +87,8 @@ def main() -> None:
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
            "pckh_per_joint": pose.get("pckh_per_joint"),  # which joints a budget or a change moves
+           "ap_by_slice": {field: {value: score["ap"] for value, score in groups.items()}  # which people (synthetic)
+                           for field, groups in (pose.get("slices") or {}).items()} or None,
            "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": training_device(out)}
 
     def fmt(value: float | None) -> str:
