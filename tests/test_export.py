@@ -114,6 +114,28 @@ def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
         np.testing.assert_allclose(parts, expected.numpy(), atol=1e-4, rtol=0)
 
 
+def test_silu_model_round_trips_through_checkpoint_safetensors_and_onnx(tmp_path):
+    """`model.activation: silu` (the CPU demo's) is part of the model's description: a checkpoint, its .safetensors
+    export and its ONNX export all give the SiLU network's outputs."""
+    ckpt = write_checkpoint(tmp_path / "silu.ckpt", PASCAL, "model.activation=silu", "model.seg_head=stage",
+                            input_size=SIZE, gain=40.0)
+    model = load_model(ckpt).model
+    assert any(isinstance(m, torch.nn.SiLU) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x)
+    assert main(["export-weights", "--checkpoint", str(ckpt), "--out", str(tmp_path / "silu.safetensors")]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "silu.onnx")]) == 0
+    with torch.inference_mode():
+        again = load_model(tmp_path / "silu.safetensors").model(x)
+    torch.testing.assert_close(again.heatmaps[-1], expected.heatmaps[-1], atol=1e-5, rtol=0)
+    session = ort.InferenceSession(str(tmp_path / "silu.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": x.numpy()})
+    for want, array in zip((expected.heatmaps[-1], expected.pafs[-1], expected.parts[-1]), got):
+        np.testing.assert_allclose(array, want.numpy(), atol=1e-4, rtol=0)
+
+
 def test_torchscript_export_round_trip(files, tmp_path):
     script = tmp_path / "joint.pt"
     assert main(["export", "--checkpoint", str(files["ckpt"]), "--format", "torchscript", "--out", str(script)]) == 0

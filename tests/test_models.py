@@ -165,6 +165,30 @@ def test_fcn_logits_exactly_input_size(name: str, hw: tuple[int, int]) -> None:
     assert out.parts[0].shape == (1, TINY.num_parts, *hw)
 
 
+@pytest.mark.parametrize("name", ["fcn32_vgg16", "paf_vgg16", "joint_vgg16"])
+def test_silu_replaces_every_relu_and_keeps_the_weights(name: str) -> None:
+    """`activation="silu"`: the same layout and weights (an activation has none), every ReLU a SiLU, other outputs;
+    "relu" is VGG16's own; any other name is refused."""
+    schema = Schema.pascal_person_part()
+    options = dict(width=0.125, batch_norm=True, **({} if name == "paf_vgg16" else {"fc_width": 32}))
+    torch.manual_seed(0)
+    relu = build_model(name, schema, **options).eval()
+    torch.manual_seed(0)
+    silu = build_model(name, schema, activation="silu", **options).eval()
+    count = {kind: [sum(isinstance(m, kind) for m in model.modules()) for model in (relu, silu)]
+             for kind in (nn.ReLU, nn.SiLU)}
+    assert count[nn.ReLU][0] >= 10 and count[nn.ReLU][1] == 0 and count[nn.SiLU] == [0, count[nn.ReLU][0]]
+    assert [k for k in relu.state_dict()] == [k for k in silu.state_dict()]
+    assert all(torch.equal(a, b) for a, b in zip(relu.state_dict().values(), silu.state_dict().values()))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = relu(x), silu(x)
+    first = (a.parts or a.heatmaps)[-1], (b.parts or b.heatmaps)[-1]
+    assert first[0].shape == first[1].shape and not torch.allclose(*first)
+    with pytest.raises(ValueError, match="activation"):
+        build_model(name, schema, activation="gelu", **options)
+
+
 def test_input_not_multiple_of_stride_is_refused() -> None:
     with pytest.raises(ValueError, match="multiples of 8"):
         fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(1, 3, 60, 64))

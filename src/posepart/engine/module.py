@@ -51,7 +51,8 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
                                "sigma": config.data.sigma,
                                "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
                                "width": m.width, "fc_width": m.fc_width,
-                               "batch_norm": m.batch_norm, "pretrained": m.pretrained if pretrained else None}
+                               "batch_norm": m.batch_norm, "activation": m.activation,
+                               "pretrained": m.pretrained if pretrained else None}
     accepted = inspect.signature(MODELS[m.name]).parameters
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
 

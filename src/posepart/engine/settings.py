@@ -20,6 +20,7 @@ from posepart.heads import HeadMeta
 from posepart.losses.pose import FOCAL_BETA
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
+from posepart.models.trunk import Activation
 
 
 def _number_as_text(value: Any) -> Any:
@@ -45,6 +46,7 @@ class ModelConfig:
     width: float = 1.0
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
+    activation: Activation = "relu"  # after every hidden conv: VGG16's relu, or silu (more learnt per image from scratch)
     pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ Every builder returns a `PosePartNet` sized from the schema (`heatmap_channels`,
 `width` scales every channel count of trunk and heads (0.25 for CPU demos); `fc_width` sets the FCN's fc6/fc7 width
 explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm` adds BatchNorm after every hidden
 conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
+`activation` follows every hidden conv: "relu" (VGG16's, the paper's) or "silu" (`use_activation`: the CPU demo's).
 `pretrained` is a torchvision vgg16 state-dict file, or "imagenet" (`pretrained.resolve_weights`: torch's hub cache);
 only valid at width 1.0 without BN.
 Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined with skips from the trunk's finer maps;
@@ -30,7 +31,7 @@ from .joint import PosePartNet
 from .pose import PAFStages
 from .pretrained import check_fits, load_vgg16_weights, resolve_weights
 from .refine import OUTPUT_STRIDES, RefineKind, ResidualRefine, SkipRefine, refinement_skips
-from .trunk import VGGTrunk, scaled
+from .trunk import Activation, VGGTrunk, scaled, use_activation
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 
@@ -84,40 +85,41 @@ def _parts_refine(trunk: VGGTrunk, schema: Schema, seg_stride: int, width: float
     return ResidualRefine(schema.num_parts, trunk.stride, skips, hidden=scaled(128, width), batch_norm=trunk.batch_norm)
 
 
-def _finish(model: PosePartNet, pretrained: Path | str | None) -> PosePartNet:
+def _finish(model: PosePartNet, pretrained: Path | str | None, activation: Activation) -> PosePartNet:
     if pretrained is not None:
         load_vgg16_weights(model, resolve_weights(pretrained))
-    return model
+    return use_activation(model, activation)
 
 
 def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None,
-         batch_norm: bool) -> PosePartNet:
+         batch_norm: bool, activation: Activation) -> PosePartNet:
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, f"{variant}_vgg16", parts=True)
     trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm)  # no pose head reads the CPM adapter
     model = PosePartNet(trunk, _fcn_head(trunk, schema, variant, width, fc_width), None, schema=schema)
-    return _finish(model, pretrained)
+    return _finish(model, pretrained, activation)
 
 
 def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                pretrained: Path | str | None = None) -> PosePartNet:
+                activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-32s: one x32 upsampling of the stride-32 scores."""
-    return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm)
+    return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm, activation)
 
 
 def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                pretrained: Path | str | None = None) -> PosePartNet:
+                activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16."""
-    return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm)
+    return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm, activation)
 
 
 def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-               pretrained: Path | str | None = None) -> PosePartNet:
+               activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
     """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8."""
-    return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm)
+    return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm, activation)
 
 
 def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
+              activation: Activation = "relu",
               pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
               paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
               heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
@@ -130,11 +132,12 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
                         pose_refine=_pose_refine(trunk, schema, pose_stride, width, refine), schema=schema,
                         sigma=sigma,
                         paf_width=paf_width, heatmap_smoothing=heatmap_smoothing)
-    return _finish(model, pretrained)
+    return _finish(model, pretrained, activation)
 
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
+                activation: Activation = "relu",
                 pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
                 paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
                 heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
@@ -163,7 +166,7 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     else:
         fcn = _fcn_head(trunk, schema, seg_head, width, fc_width)
         model = PosePartNet(trunk, fcn, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid), **pose)
-    return _finish(model, pretrained)
+    return _finish(model, pretrained, activation)
 
 
 MODELS: dict[str, Callable[..., PosePartNet]] = {

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from torch import Tensor, nn
+
+Activation = Literal["relu", "silu"]  # the nonlinearity after every hidden conv: VGG16's ReLU, or SiLU (x sigmoid(x))
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,21 @@ def init_conv_kaiming(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def use_activation(model: nn.Module, activation: Activation) -> nn.Module:
+    """Every ReLU of `model` (the one after each hidden conv, `conv_block`) replaced by `activation`, in place; returns
+    `model`. A swap after building rather than an argument threaded through every head: the layouts (and so the
+    weights' names) stay those of VGG16 and OpenPose. From scratch, SiLU learns more per image than ReLU
+    (docs/training.md, sixteenth round); ImageNet VGG16 weights were learnt with ReLU."""
+    if activation not in get_args(Activation):
+        raise ValueError(f"activation must be one of {get_args(Activation)}, got {activation!r}")
+    if activation == "silu":
+        for module in list(model.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(module, name, nn.SiLU(inplace=True))
+    return model
 
 
 # VGG16 configuration up to conv4_3: channel counts, "M" = 2x2 max-pool. Its layer indices in torchvision's
