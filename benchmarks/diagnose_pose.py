@@ -225,8 +225,8 @@ def main() -> None:
             scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
         census.add(heatmaps[0], keypoints, head, radius)
     print(f"{len(records)} images of {args.data}, model {args.checkpoint}, peak radius {radius}")
-    for name, evaluator in scores.items():
-        pose = evaluator.compute()["pose"]
+    computed = {name: evaluator.compute()["pose"] for name, evaluator in scores.items()}
+    for name, pose in computed.items():
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")
     predicted = scores["predicted maps"]
     labelled = {image["id"]: people for image, people in zip(predicted.images, predicted.gt_people)}
@@ -239,15 +239,15 @@ def main() -> None:
         pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
         print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}")
     slices = predicted.slices()
-    if slices:
+    if slices:  # the predicted maps' slice scores come with their metrics; only the swaps-undone ones are new here
         print("  by the synthetic people's view and pose kind (each slice's people alone): people | AP | "
               "AP with left/right swaps undone")
         undone = rescored["predicted maps, left/right swaps undone"]
         for slicing, groups in slices.items():
             for value, people in groups.items():
-                ap = [coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas,
-                                       people=people)["ap"] for results in (predicted.results, undone)]
-                print(f"    {slicing} {value:16s} {len(people):5d} | {ap[0]:.3f} | {ap[1]:.3f}")
+                score = computed["predicted maps"]["slices"][slicing][value]
+                ap = coco_keypoint_ap(predicted.images, predicted.ground_truth, undone, schema.sigmas, people=people)
+                print(f"    {slicing} {value:16s} {score['people']:5d} | {score['ap']:.3f} | {ap['ap']:.3f}")
     print(census.report())
 
 

@@ -195,7 +195,7 @@ def write_report(
     if slices:
         views = ", ".join(f"{name} to {bound:g}°" for bound, name in VIEWS)
         lines += ["## OKS AP by view and by pose kind (%)", "",
-                  f"The synthetic people as their annotations say they were made (view: the body's turn away from the "
+                  "The synthetic people as their annotations say they were made (view: the body's turn away from the "
                   f"camera, {views}); each slice's people scored alone, the others on its images ignored. Headers "
                   "give the number of people.", "", *slices]
     if any(m.get("per_stage") for m in metrics_by_model.values()):
