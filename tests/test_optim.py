@@ -30,20 +30,44 @@ def orthonormal_rows(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
 
 def test_orthogonalise_keeps_singular_vectors_and_evens_the_values():
     """A matrix U diag(s) V^T comes out as U diag(s') V^T, each s' the scalar iteration of s / ||s||: the values
-    spread over three decades come near 1, all but the two smallest (under 1/300 of the norm) into [0.65, 1.25]."""
+    spread over three decades come near 1, all but the two smallest (under 1/300 of the norm) into [0.65, 1.25].
+    Within 1e-3: the Gram form squares the spread in float32 (about 5e-4 off here; the bfloat16 iteration of
+    torch.optim.Muon is 7e-2 off)."""
     u, v = orthonormal_rows(16, 16, seed=1).T, orthonormal_rows(16, 48, seed=2)
     s = torch.logspace(-2, 1, 16, dtype=torch.float64)
     out = orthogonalise((u.double() @ torch.diag(s) @ v.double()).float()).double()
     inner = u.double().T @ out @ v.double().T  # diag(s') when the singular vectors are kept
     off_diagonal = inner - torch.diag(torch.diagonal(inner))
-    assert off_diagonal.abs().max() < 1e-4
+    assert off_diagonal.abs().max() < 1e-3
     expected = torch.tensor([newton_schulz_scalar(float(x)) for x in s / s.norm()], dtype=torch.float64)
-    torch.testing.assert_close(torch.diagonal(inner), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.diagonal(inner), expected, rtol=0, atol=1e-3)
     assert torch.all(expected[2:] > 0.65) and torch.all(expected < 1.25) and torch.all(expected > 0.3)
     # the iteration is scale-free and transposes with its input
     matrix = torch.randn(12, 40, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(orthogonalise(7.0 * matrix), orthogonalise(matrix), rtol=1e-4, atol=1e-5)
     assert torch.equal(orthogonalise(matrix.T), orthogonalise(matrix).T)
+
+
+def newton_schulz_direct(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The textbook iteration X <- a X + (b X X^T + c (X X^T)^2) X on the wide side, in float64: the reference."""
+    a, b, c = NS_COEFFICIENTS
+    x = matrix.double()
+    x = (x.T if x.shape[0] > x.shape[1] else x) / x.norm()
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if matrix.shape[0] > matrix.shape[1] else x
+
+
+@pytest.mark.parametrize("shape", [(128, 1152), (32, 882), (64, 64), (288, 32), (15, 1)])
+def test_orthogonalise_on_the_gram_matrix_equals_the_direct_iteration(shape):
+    """Iterating the m x m Gram matrix (the speed-up) gives what iterating X itself gives: the demo's kernel shapes
+    (a 3x3 conv of 128 -> 128 channels at width 0.25, a 7x7 one, square, tall, a column), random and low-rank plus
+    noise (a gradient's usual shape)."""
+    generator = torch.Generator().manual_seed(shape[0])
+    low_rank = torch.randn(shape[0], 3, generator=generator) @ torch.randn(3, shape[1], generator=generator)
+    for matrix in (torch.randn(shape, generator=generator), low_rank + 1e-2 * torch.randn(shape, generator=generator)):
+        torch.testing.assert_close(orthogonalise(matrix).double(), newton_schulz_direct(matrix), rtol=0, atol=1e-4)
 
 
 def test_muon_first_step_by_hand():
