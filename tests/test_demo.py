@@ -87,6 +87,16 @@ def test_demo_trains_and_compares_five_models(tmp_path, jobs, capsys):
     parts_arm = json.loads((out / "demo_cpu_joint_parts_only" / "metrics.json").read_text())
     assert "pose" in pose_arm and "segmentation" not in pose_arm and "segmentation" not in pose_arm["per_stage"][0]
     assert "segmentation" in parts_arm and "pose" not in parts_arm
+    # each also scored with test-time flipping, on the tasks it trained: the report tables one pass against it
+    assert set(joint["flip"]) == {"segmentation", "pose"} and set(pose_arm["flip"]) == {"pose"}
+    assert set(parts_arm["flip"]) == {"segmentation"} and set(fcn["flip"]) == {"segmentation"}
+    assert "## With test-time flipping (%)" in report and "| joint net, parts masked |" in report.split("flipping")[1]
+    flipped = tmp_path / "flipped.json"  # the flip scores are what `posepart evaluate --flip` gives its checkpoint
+    assert main(["evaluate", "--checkpoint", str(out / "demo_cpu_joint" / "checkpoints" / "last.ckpt"), "--data",
+                 str(out / "data" / "val"), "--flip", "--out", str(flipped)]) == 0
+    cli = json.loads(flipped.read_text())
+    assert cli["pose"]["ap"] == joint["flip"]["pose"]["ap"] and cli["pose"]["pckh"] == joint["flip"]["pose"]["pckh"]
+    assert cli["segmentation"]["mean_iou"] == joint["flip"]["segmentation"]["mean_iou"]
     masked = (out / "demo_cpu_joint_pose_only" / "config.yaml").read_text()
     assert "tasks:" in masked and "- pose" in masked and "- parts" not in masked
 

@@ -185,6 +185,23 @@ def test_report_ap_by_synthetic_slice(synth, tmp_path):
     assert "by view" not in plain  # no slices: no section
 
 
+def test_report_one_pass_against_test_time_flipping(synth, tmp_path):
+    """A row per model scored with --flip too (`metrics["flip"]`), each score one pass then flipped; a task a model
+    does not have is a dash; no model with flip scores: no section."""
+    joint = {"pose": {"ap": 0.5, "pckh": 0.75}, "segmentation": {"mean_iou": 0.625},
+             "flip": {"pose": {"ap": 0.5625, "pckh": 0.8}, "segmentation": {"mean_iou": 0.65}}}
+    parts = {"segmentation": {"mean_iou": 0.5}, "flip": {"segmentation": {"mean_iou": 0.5125}}}
+    text = write_report(tmp_path, "Test", {"joint": joint, "parts": parts, "oracle": {"pose": {"ap": 1.0}}},
+                        synth.schema).read_text()
+    section = text.split("## With test-time flipping (%)")[1].split("##")[0]
+    assert ("| model | OKS AP | OKS AP, flipped | PCKh@0.5 | PCKh@0.5, flipped | mean IU | mean IU, flipped |"
+            in section)
+    assert "| joint | 50.0 | 56.2 | 75.0 | 80.0 | 62.5 | 65.0 |" in section
+    assert "| parts | – | – | – | – | 50.0 | 51.2 |" in section and "| oracle |" not in section
+    plain = write_report(tmp_path, "Test", {"m": {"pose": {"ap": 0.25}}}, synth.schema).read_text()
+    assert "test-time flipping" not in plain
+
+
 def test_cli_models_json(capsys):
     assert main(["models", "--input-size", "64", "--width", "0.125", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)

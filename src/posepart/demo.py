@@ -112,14 +112,15 @@ def run_dir(out: Path, label: str) -> Path:
 def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
                     images: int, minutes: float | None = None, quiet: bool = False,
                     extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
-                    sources: list[dict[str, Any]] | None = None,
+                    sources: list[dict[str, Any]] | None = None, flip: bool = False,
                     ) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
     metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
     only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out.
     `sources`: `data.sources` entries to train on instead (subsets of train_root: `posepart study`), with epochs of
-    `train_size` samples; validation and scoring stay on val_root."""
+    `train_size` samples; validation and scoring stay on val_root. `flip`: score it with test-time flipping too
+    (`posepart evaluate --flip`: one more forward pass per image), under metrics["flip"]."""
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
     from posepart.engine.train import train
@@ -148,6 +149,10 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     # a head trained with its task masked is neither scored nor drawn: its output is of random weights
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
                                        tasks=tasks)
+    if flip:  # what the Predictor's flip merge adds: the same model, one more (mirrored) forward pass per image
+        flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False, tasks=tasks,
+                                    flip=True)
+        metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
     logs = sorted((out / "csv").glob("version_*/metrics.csv"))
     return metrics, overlays, logs[-1] if logs else None
 
@@ -196,11 +201,13 @@ class TrainJob:
 
 
 def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
-             minutes: float | None, parallel: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
+             minutes: float | None, parallel: int, flip: bool = False,
+             ) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
     """Train and score every job (label -> job), `parallel` at once, each in its own process with cpu_count //
     parallel threads and its log in job.out/train.log, under one combined progress line; 1 = one after another in
-    this process, with progress bars. Returns {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
-    common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes)
+    this process, with progress bars. `flip`: score each with test-time flipping too (`train_and_score`). Returns
+    {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
+    common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes, flip=flip)
 
     def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return ((job.out, job.config, train_root, val_root),
@@ -260,10 +267,11 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
 
 def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
                  minutes: float | None, jobs: int) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
-    """Train and score every `DEMO_MODELS` entry (`run_jobs`, `jobs` at once)."""
+    """Train and score every `DEMO_MODELS` entry (`run_jobs`, `jobs` at once), each with and without test-time
+    flipping."""
     demo_jobs = {label: TrainJob(run_dir(out, label), model.config, model.tasks) for label, model in DEMO_MODELS.items()}
     return run_jobs(demo_jobs, train_root, val_root, train_size=train_size, size=size, images=images, minutes=minutes,
-                    parallel=jobs)
+                    parallel=jobs, flip=True)
 
 
 def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,

@@ -112,6 +112,20 @@ def stage_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def flip_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """One pass against test-time flipping (`metrics["flip"]`: the same tasks scored with `--flip`), a row per model
+    that has it, each of the `STAGE_COLUMNS` one pass then flipped; None when no model has it."""
+    scored = {name: m for name, m in rows.items() if m.get("flip")}
+    if not scored:
+        return None
+    lines = ["| model | " + " | ".join(f"{title} | {title}, flipped" for _, _, title in STAGE_COLUMNS) + " |",
+             "|---|" + "---:|---:|" * len(STAGE_COLUMNS)]
+    for name, m in scored.items():
+        cells = [f"{_cell(m, task, key)} | {_cell(m['flip'], task, key)}" for task, key, _ in STAGE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _iou_sections(rows: Mapping[str, Mapping[str, Any]], part_classes: tuple[str, ...]) -> list[str]:
     """A per-class IoU table under a heading for every model that has segmentation scores."""
     lines: list[str] = []
@@ -176,7 +190,7 @@ def write_report(
     figures: Sequence[str | Path] = (),
 ) -> Path:
     """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, AP by synthetic slice,
-    per-stage table, figures; returns its path.
+    test-time flipping, per-stage table, figures; returns its path.
 
     `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
     written relative to it).
@@ -198,6 +212,11 @@ def write_report(
                   "The synthetic people as their annotations say they were made (view: the body's turn away from the "
                   f"camera, {views}); each slice's people scored alone, the others on its images ignored. Headers "
                   "give the number of people.", "", *slices]
+    flipped = flip_table(metrics_by_model)
+    if flipped:
+        lines += ["## With test-time flipping (%)", "", flipped, "",
+                  "Each image also run mirrored and the maps merged (`posepart evaluate --flip`, `posepart predict "
+                  "--flip`): one more forward pass per image.", ""]
     if any(m.get("per_stage") for m in metrics_by_model.values()):
         lines += ["## Per stage", "", stage_table(metrics_by_model), "",
                   "Stage t uses heatmaps[t], pafs[t] and parts[min(t, last)] (an FCN's single segmentation repeats on "
