@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -455,6 +455,22 @@ def test_config_validation_is_strict_and_names_nested_keys():
     assert config.optim.lr == 0.001  # YAML 1.2's reading of 1e-3 (YAML 1.1 would give a string)
     assert (config.train.devices, config.train.precision) == ("2", "32")  # text settings YAML read as numbers
     assert config.data.train == Path("a/b")
+
+
+def test_set_reaches_list_items_and_blames_itself():
+    """`--set data.sources[0].train=...` (or `.0.`) sets one item of a config's list. Before, it was an unknown key
+    `data` whose message listed `data` among the known ones, and `.0.` replaced the list with a mapping."""
+    config = load_config("pascal_joint_sources", ["data.sources[0].train=/data/a", "data.sources.0.weight=2"])
+    (source,) = config.data.sources
+    assert (str(source.train), source.weight, source.name) == ("/data/a", 2.0, "pascal")  # the rest as in the file
+    for overrides, message in [(["data.sources[1].train=x"], "--set data.sources[1]: data.sources has 1 item(s)"),
+                               (["optim.lr[0]=1"], "--set optim.lr[0]: optim.lr is not a list in the config"),
+                               (["data.sources[x].train=1"], "'data.sources[x].train' is not a key")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config("pascal_joint_sources", overrides)
+    with pytest.raises(ConfigError) as caught:  # a bad key from --set is blamed on --set, not on the config file
+        load_config("pascal_joint_sources", ["data.sources[0].trian=x"])
+    assert str(caught.value).startswith("--set: data.sources[0].trian: unknown key"), caught.value
 
 
 def test_every_shipped_config_loads():

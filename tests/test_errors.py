@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from cli_helpers import error_lines, refused, run_cli
@@ -23,6 +24,7 @@ from inference_helpers import write_checkpoint
 import posepart
 from posepart import cli
 from posepart.data.synth import write_synth
+from posepart.data.writer import DatasetWriter
 from posepart.engine.config import load_config
 from posepart.engine.train import train
 from posepart.inference.predictor import Predictor
@@ -175,6 +177,25 @@ def test_unreadable_pretrained_weights_name_the_file(files, tmp_path, capsys, su
                     capsys, str(weights))
 
 
+# -- data that does not fit --------------------------------------------------------------------------------------------
+def test_the_joint_model_on_a_parts_only_dataset_names_the_keys(tmp_path, files, capsys):
+    """Before: the model builder's ValueError, with a traceback. The way out is in the line: data.schema."""
+    schema = Schema(keypoints=(), skeleton=(), part_classes=("background", "head", "torso"))
+    with DatasetWriter(tmp_path / "parts", schema) as writer:
+        for i in range(2):
+            writer.add(np.zeros((64, 64, 3), np.uint8), [], np.ones((64, 64), np.uint8), file_name=f"{i}.png")
+    _refused_naming(["train", "--config", str(files["config"]), "--train", str(tmp_path / "parts"), "--out",
+                     str(tmp_path / "run")], capsys, "model.name", "joint_vgg16 needs a schema with joints",
+                    "data.schema")
+
+
+def test_a_missing_train_folder_names_the_option_given(files, tmp_path, capsys):
+    """Before: `data.sources.nonexistent.train (...)`, a key the user never wrote."""
+    line = _refused_naming(["train", "--config", str(files["config"]), "--train", str(tmp_path / "nonexistent"),
+                            "--out", str(tmp_path / "run")], capsys, "data.train", str(tmp_path / "nonexistent"))
+    assert "data.sources" not in line
+
+
 # -- config and model files ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo hi]", "!custom 1", "[1, 2"])
 def test_set_values_that_are_not_plain_yaml(files, tmp_path, capsys, value):
@@ -195,6 +216,22 @@ def test_a_checkpoint_whose_schema_entry_is_garbage(files, tmp_path, capsys):
     torch.save(checkpoint, tmp_path / "m.ckpt")
     _refused_naming(["evaluate", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(files["data"])], capsys,
                     str(tmp_path / "m.ckpt"), "'posepart' entry")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("verb", ["evaluate", "export", "export-weights"])
+def test_an_export_where_a_checkpoint_is_needed(files, tmp_path, capsys, verb):
+    """Before: "refusing to load this checkpoint: it is not a plain weights-only file ... or it is corrupt" (and, for
+    TorchScript, torch's warning first): an ONNX or TorchScript export read as a broken or unsafe checkpoint."""
+    onnx, script = tmp_path / "model.onnx", tmp_path / "model.pt"
+    onnx.write_bytes(b"\x08\x07")  # posepart knows an ONNX file by its name
+    torch.jit.script(torch.nn.Identity()).save(str(script))
+    for path, kind in ((onnx, "an ONNX export"), (script, "a TorchScript export")):
+        argv = {"evaluate": ["evaluate", "--checkpoint", str(path), "--data", str(files["data"])],
+                "export": ["export", "--checkpoint", str(path), "--out", str(tmp_path / "again.onnx")],
+                "export-weights": ["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")]}[verb]
+        line = _refused_naming(argv, capsys, str(path), f"{kind}, not a training checkpoint", "posepart predict")
+        assert "corrupt" not in line
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from scipy.io import savemat
 
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.readers.mpii import convert_mpii, read_annolist_mat, read_valid_h5
+from posepart.errors import UsageError
 from posepart.metrics.pck import mpii_head_size, pckh
 from posepart.schema import Schema
 
@@ -117,6 +118,15 @@ def test_release_mat_structure(tmp_path):
     savemat(nameless, {"annolist": _struct_array([(rects,)], ["annorect"])})
     with pytest.raises(DatasetError, match=r"nameless\.mat: the annolist has no image names.*--image-names"):
         convert_mpii(nameless, images, tmp_path / "nonames", progress=False)
+    for pattern in ("{idx}.jpg", "img{index:q}.jpg", "{0}.jpg"):  # a wrong field or spec: the user's mistake
+        with pytest.raises(UsageError, match=r"--image-names .*not a file name pattern over \{index\}"):
+            convert_mpii(nameless, images, tmp_path / "badnames", image_names=pattern, progress=False)
+    unlabelled = tmp_path / "unlabelled.mat"  # a person, then an image of nobody labelled: neither file exists
+    savemat(unlabelled, {"annolist": _struct_array([(rects,), (empty,)], ["annorect"])})
+    result = convert_mpii(unlabelled, images, tmp_path / "nofiles", split="all", image_names="{index}.jpg",
+                          progress=False)
+    assert result.images == 0 and result.skips.counts["missing image"] == 2
+    assert "image without an annotated person (written as pose-unlabelled)" not in result.skips.counts  # none written
     result = convert_mpii(mat, images, tmp_path / "out", progress=False)  # default split: train = a.jpg only
     assert result.images == 1 and result.skips.counts["keypoint outside the image (joint dropped)"] == 1
     assert result.skips.counts["person without keypoints (ignore region when it has objpos and scale)"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from scipy.io import savemat
 from posepart.cli import main
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.readers.pascal import BERKELEY_TO_PASCAL, convert_pascal, part_lut, read_part_png, xia_joint_names
+from posepart.errors import UsageError
 from posepart.schema import Schema, voc_palette
 
 SCHEMA = Schema.pascal_person_part()
@@ -96,8 +98,17 @@ def test_index_and_palette_pngs_and_part_orders(tmp_path):
     assert [SCHEMA.part_classes[i] for i in observed[0, 1:]] == ["head", "torso", "lower_arm"]
     custom = part_lut("head,torso,upper_arm,lower_arm,upper_leg,lower_leg", SCHEMA)
     assert np.array_equal(custom, part_lut("common", SCHEMA))
-    with pytest.raises(ValueError, match="unknown or repeated"):
-        part_lut("head,torso,arm", SCHEMA)
+    for order, words in [("head,torso,arm", "unknown: ['arm']"), ("head,torso,head", "repeated: ['head']"),
+                         ("head,torso,upper_arm,lower_arm,upper_leg", "missing: ['lower_leg']")]:  # the last was
+        with pytest.raises(UsageError, match=re.escape(words)):  # accepted, and its id 6 pixels dropped as unknown
+            part_lut(order, SCHEMA)
+
+
+def test_a_berkeley_folder_without_xml_is_refused(fixtures, tmp_path):
+    """The release's parent folder instead of its person/: before, 0 people were written without a word."""
+    with pytest.raises(DatasetError, match="no keypoint XML.*person/"):
+        convert_pascal(fixtures / "grapy_ml/pascal_person_part", tmp_path / "out", progress=False,
+                       berkeley_dir=fixtures / "pascal_berkeley_keypoints")
 
 
 def _write_root(root: Path, ids: list[str], size=(60, 80)) -> None:

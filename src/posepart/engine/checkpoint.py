@@ -9,6 +9,7 @@ loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lig
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: checkpoint not found (or not a file)")
+    export = _export_kind(path)
+    if export is not None:
+        raise CheckpointError(f"{path}: {export}, not a training checkpoint: this needs a .ckpt (from "
+                              f"`posepart train`) or a .safetensors (`posepart export-weights`); exports run with "
+                              f"`posepart predict --checkpoint {path}` or `Predictor.from_checkpoint`")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
@@ -56,6 +62,20 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
     return checkpoint
+
+
+def _export_kind(path: Path) -> str | None:
+    """"an ONNX export" or "a TorchScript export" when `path` is a `posepart export` file, not a checkpoint. Why:
+    torch.load's own error for these (an unpickling failure, after a warning) reads as a corrupt or unsafe file.
+    An ONNX file is a protobuf (known by its name); a TorchScript archive is a zip holding `constants.pkl`, which
+    torch.save's checkpoints do not."""
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX export"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                return "a TorchScript export"
+    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -116,16 +116,41 @@ def _validate(data: dict[str, Any]) -> Config:
         raise _config_error(err) from None
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def _merge(base: Any, override: dict[str | int, Any], where: str = "") -> Any:
+    """`override` (from `parse_overrides`) laid over `base`: mappings merge key by key, integer keys set the items of
+    a list (`data.sources[0].train`), anything else replaces the value."""
+    if any(isinstance(key, int) for key in override):
+        if not isinstance(base, list):
+            raise ConfigError(f"--set {where}[{next(iter(override))}]: {where} is not a list in the config")
+        items = list(base)
+        for index, value in override.items():
+            if not isinstance(index, int) or not -len(items) <= index < len(items):
+                raise ConfigError(f"--set {where}[{index}]: {where} has {len(items)} item(s), numbered from 0")
+            items[index] = _merge(items[index], value, f"{where}[{index}]") if isinstance(value, dict) else value
+        return items
+    out = dict(base) if isinstance(base, dict) else {}
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        here = f"{where}.{key}" if where else str(key)
+        out[key] = _merge(out.get(key), value, here) if isinstance(value, dict) else value
     return out
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """['optim.lr=0.01', 'model.stages=3'] -> nested dict; values parsed as YAML (`read_yaml`: safe, never code)."""
-    nested: dict[str, Any] = {}
+_KEY = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[-?\d+\])*")  # section.key, list items as key[0] (or key.0)
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
+
+
+def _key_parts(key: str, pair: str) -> list[str | int]:
+    """'data.sources[0].train' (or 'data.sources.0.train') -> ['data', 'sources', 0, 'train']."""
+    if not _KEY.fullmatch(key):
+        raise ConfigError(f"--set {pair!r}: {key!r} is not a key (write section.key, list items as key[0])")
+    return [int(index) if index is not None else int(name) if name.lstrip("-").isdigit() else name
+            for name, index in (m.groups() for m in _KEY_PART.finditer(key))]
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
+    """['optim.lr=0.01', 'data.sources[0].weight=2'] -> nested dict (list items under int keys); values parsed as
+    YAML (`read_yaml`: safe, never code)."""
+    nested: dict[str | int, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value")
@@ -136,7 +161,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
         node = nested
-        parts = key.strip().split(".")
+        parts = _key_parts(key.strip(), pair)
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
@@ -204,11 +229,22 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded
-    data = _merge(data, parse_overrides(overrides))
+    merged = _merge(data, parse_overrides(overrides))
     try:
-        return _validate(_moved_stride(data))
+        return _validate(_moved_stride(merged))
     except ConfigError as err:
+        if path is not None and overrides and _is_valid(data):  # the --set values are at fault, not the file
+            raise ConfigError(f"--set: {err}") from None
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def _is_valid(data: dict[str, Any]) -> bool:
+    """Whether a config (before `--set`) validates: to blame an error on the file or on the overrides."""
+    try:
+        _validate(_moved_stride(data))
+    except ConfigError:
+        return False
+    return True
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -187,6 +187,13 @@ def _specs(config: Config) -> list[SourceConfig]:
     return [SourceConfig(name=_legacy_name(data.train), train=data.train, val=data.val)]
 
 
+def _key(config: Config, spec: SourceConfig, split: str) -> str:
+    """The config key a source's `split` ("train" / "val") was given by, as the user wrote it: `data.train` /
+    `data.val` (what --train / --val set), or `data.sources[i].train`."""
+    sources = list(config.data.sources)
+    return f"data.sources[{sources.index(spec)}].{split}" if spec in sources else f"data.{split}"
+
+
 def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
     """Unlabelled sources and `train.self_training` come together: one without the other is a ConfigError."""
     unlabelled = [s.name for s in specs if s.unlabelled]
@@ -209,8 +216,8 @@ class PosePartDataModule(pl.LightningDataModule):
         specs = _specs(config)
         _check_self_training(config, specs)
         folder = [isinstance(s.train, DatasetPaths) and s.train.images_only for s in specs]  # read in the target
-        opened = [(s, _open(s.train, f"data.sources.{s.name}.train") if s.train is not None and not f else None,
-                   _open(s.val, f"data.sources.{s.name}.val") if s.val is not None else None)
+        opened = [(s, _open(s.train, _key(config, s, "train")) if s.train is not None and not f else None,
+                   _open(s.val, _key(config, s, "val")) if s.val is not None else None)
                   for s, f in zip(specs, folder)]
         if not data.sources and opened[0][2] is not None and opened[0][2].schema != opened[0][1].schema:
             raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
@@ -218,7 +225,7 @@ class PosePartDataModule(pl.LightningDataModule):
         if first is None and not data.schema:
             raise ConfigError("data.schema: every source is a folder of images; name the run's schema")
         self.target: Schema = getattr(Schema, data.schema)() if data.schema else first.schema  # type: ignore
-        opened = [(s, _open(s.train, f"data.sources.{s.name}.train", self.target), val) if f else (s, train, val)
+        opened = [(s, _open(s.train, _key(config, s, "train"), self.target), val) if f else (s, train, val)
                   for (s, train, val), f in zip(opened, folder)]
         self.label_space = PartLabelSpace(self.target)
         try:

@@ -37,6 +37,7 @@ from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import UsageError
+from posepart.models import SchemaMismatchError
 
 
 @dataclass
@@ -280,8 +281,13 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         for orphan in remove_orphans(folder):
             rank_zero_info(f"removed {orphan}: left by an interrupted save")
     data = PosePartDataModule(cfg)
-    module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
-                            sources=data.describe())
+    try:
+        module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
+                                sources=data.describe())
+    except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
+        raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
+                          f"what the model predicts, or set data.schema to a built-in schema that has it "
+                          f"(--set data.schema=pascal_person_part: the data is then read in it)") from None
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings

@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
+from ..errors import UsageError
 from ..heads import POSE_STRIDES, HeadMeta
 from ..schema import Schema
 from .fcn import FCNHead, FCNVariant
@@ -36,13 +37,17 @@ from .trunk import Activation, VGGTrunk, scaled, use_activation
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 
 
+class SchemaMismatchError(UsageError):
+    """A model that predicts something the schema does not have (joints, skeleton edges or part classes)."""
+
+
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:
     if pose and not (schema.num_joints > 0 and schema.num_limbs > 0):
-        raise ValueError(f"{model} needs a schema with joints and skeleton edges; {schema.name!r} has "
-                         f"{schema.num_joints} joints and {schema.num_limbs} edges")
+        raise SchemaMismatchError(f"{model} needs a schema with joints and skeleton edges; {schema.name!r} has "
+                                  f"{schema.num_joints} joints and {schema.num_limbs} edges")
     if parts and not schema.has_parts:
-        raise ValueError(f"{model} needs a schema with part classes besides background; {schema.name!r} has "
-                         f"{schema.part_classes or 'none'}")
+        raise SchemaMismatchError(f"{model} needs a schema with part classes besides background; "
+                                  f"{schema.name!r} has {schema.part_classes or 'none'}")
 
 
 def _fcn_head(trunk: VGGTrunk, schema: Schema, variant: FCNVariant, width: float, fc_width: int) -> FCNHead:

@@ -24,6 +24,7 @@ import numpy as np
 
 from posepart.data.format import DatasetError, read_json
 from posepart.data.readers.common import ConvertResult, Person, Sample, Skips, write_samples
+from posepart.errors import UsageError
 from posepart.metrics.pck import match_people
 from posepart.schema import Schema
 
@@ -194,12 +195,22 @@ def attach_head_sizes(people: dict[str, list[Person]], reference: dict[str, list
                       len(persons) - matched)
 
 
+def image_name(pattern: str, index: int) -> str:
+    """The file name `--image-names PATTERN` gives annolist entry `index` (1-based): `pattern.format(index=index)`.
+    A pattern with another field or a bad format spec is a UsageError naming it, not a traceback."""
+    try:
+        return pattern.format(index=index)
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise UsageError(f"--image-names {pattern!r}: not a file name pattern over {{index}} ({type(err).__name__}: "
+                         f"{err}); e.g. '{{index:05d}}.jpg'") from None
+
+
 def mpii_samples(groups: Sequence[tuple[str, list[Person]]], images: Path, skips: Skips) -> Iterator[Sample]:
     """One sample per image. Every MPII image shows people, so one without any labelled person (the test split,
     or only unannotated people) is written as pose-unlabelled rather than as an image of nobody."""
     for name, people in groups:
         labelled = any((p.keypoints[:, 2] > 0).any() for p in people)
-        if not labelled:
+        if not labelled and (images / name).is_file():  # a missing image is counted as such when it is written
             skips.add("image without an annotated person (written as pose-unlabelled)", name)
         yield Sample(images / name, name, people, pose_labeled=labelled)
 
@@ -233,7 +244,7 @@ def convert_mpii(
             raise DatasetError(f"{src}: the annolist has no image names (annolist(i).image.name); pass "
                                f"--image-names PATTERN, e.g. '{{index:05d}}.jpg' (index = 1-based annolist position), "
                                f"to say which file each entry is")
-        groups = [(name if name is not None else str(image_names).format(index=i + 1), people)
+        groups = [(name if name is not None else image_name(str(image_names), i + 1), people)
                   for i, (name, people) in enumerate(entries)]
     elif suffix == ".json":
         groups = list(read_mmpose_json(src).items())

@@ -80,10 +80,15 @@ def part_lut(order: str | Sequence[str], schema: Schema) -> np.ndarray:
     `order` is a `PART_ORDERS` key or the part names of source ids 1, 2, ... in order (see `part_names`).
     """
     names = part_names(order)
-    unknown = [n for n in names if n not in schema.part_classes]
-    if unknown or len(set(names)) != len(names):
-        raise UsageError(f"--part-order {list(names)}: unknown or repeated names {unknown}; use "
-                         f"{' or '.join(PART_ORDERS)} or names from {list(schema.part_classes[1:])}")
+    parts = schema.part_classes[1:]
+    unknown = [n for n in names if n not in parts]
+    if unknown or len(set(names)) != len(names) or len(names) != len(parts):
+        # every part once: a shorter order would drop every pixel of the ids it leaves out, image by image
+        missing = [n for n in parts if n not in names]
+        raise UsageError(f"--part-order {list(names)}: name each of the {len(parts)} parts once, in the order of "
+                         f"their ids 1..{len(parts)} (unknown: {unknown}, missing: {missing}, repeated: "
+                         f"{sorted({n for n in names if names.count(n) > 1})}); use {' or '.join(PART_ORDERS)} or "
+                         f"names from {list(parts)}")
     lut = np.full(256, IGNORE_LABEL, np.uint8)
     lut[0] = 0
     for i, name in enumerate(names, start=1):
@@ -225,8 +230,12 @@ def read_berkeley_dir(folder: Path, skips: Skips) -> dict[str, list[Person]]:
     An unreadable XML is a counted skip (that person is then missing from its image)."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: Berkeley keypoint folder not found")
+    files = sorted(folder.glob("*.xml"))
+    if not files:
+        raise DatasetError(f"{folder}: no keypoint XML (*.xml) in this folder: --berkeley takes the release's "
+                           f"person/ folder, e.g. .../pascal_berkeley_keypoints/person")
     people: dict[str, list[Person]] = {}
-    for path in sorted(folder.glob("*.xml")):
+    for path in files:
         try:
             image, person = read_berkeley_xml(path)
         except DatasetError as err:
