@@ -139,6 +139,28 @@ def test_truncated_jpeg(tmp_path):
     assert len(report.problems) == 1 and "truncated" in report.problems[0]
 
 
+def test_jpeg_trailers_and_exif_thumbnails(tmp_path):
+    """Before: a complete JPEG with bytes after its end-of-image marker (a phone's trailer, a Motion Photo's video)
+    was refused as truncated. An EXIF thumbnail's own end marker must not make a truncated photo look complete."""
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    photo = cv2.imencode(".jpg", image)[1].tobytes()
+    thumbnail = cv2.imencode(".jpg", image[::4, ::4])[1].tobytes()
+    exif = b"Exif\x00\x00" + thumbnail  # as an APP1 segment right after the start-of-image marker
+    with_exif = photo[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + photo[2:]
+    decoded = read_image(_write(tmp_path / "plain.jpg", photo))
+    for name, data in [("trailer.jpg", photo + b"\x00" * 300), ("video.jpg", photo + b"ftypmp42" * 4000),
+                       ("exif.jpg", with_exif), ("exif_trailer.jpg", with_exif + b"\x00" * 300)]:
+        np.testing.assert_array_equal(read_image(_write(tmp_path / name, data)), decoded, err_msg=name)
+    for name, data in [("cut.jpg", photo[:-300]), ("exif_cut.jpg", with_exif[:-300]), ("header.jpg", photo[:40])]:
+        with pytest.raises(DatasetError, match="truncated JPEG"):
+            read_image(_write(tmp_path / name, data))
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
 def test_image_size_mismatch_and_garbage(tmp_path):
     root = write_custom(tmp_path / "ds")
     ds = PosePartDataset.open(root)
@@ -159,7 +181,7 @@ def test_part_map_errors(tmp_path):
     bad = np.zeros((40, 60), np.uint8)
     bad[3, 3] = 7
     cv2.imwrite(str(root / "parts/img2.png"), bad)
-    with pytest.raises(DatasetError, match=r"img2\.png: label value 7 above the 2 part classes"):
+    with pytest.raises(DatasetError, match=r"img2\.png: label value 7 above the classes 0\.\.2 \['background'"):
         ds.load_parts(ds.records[2])
 
 

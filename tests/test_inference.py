@@ -102,18 +102,43 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
         str(tmp_path / "missing.png"): "no such file",
         str(tmp_path): "is a folder",
     }
-    inputs = [good, *bad, np.zeros((0, 7, 3), np.uint8), np.zeros((5, 5, 2), np.uint8), 42, good]
+    one_bright = good.astype(np.int32)
+    one_bright[0, 0, 0] = 256  # before: taken as 16-bit, the whole image shifted to black
+    arrays = {"zero-size image": np.zeros((0, 7, 3), np.uint8), "(H, W, 3)": np.zeros((5, 5, 2), np.uint8),
+              "unsupported input type int": 42,
+              "unsupported array dtype object": np.array([[1, "a"]], dtype=object),  # before: a TypeError escaped
+              "int32 values outside 0..255": one_bright,
+              "a float image holds values in [0, 1], this one 0..": good.astype(np.float32),  # before: all white
+              "unsupported array dtype complex64": good.astype(np.complex64)}  # before: its real part, with a warning
+    inputs = [good, *bad, *arrays.values(), good]
     results = tiny(inputs)
     assert [r.ok for r in results] == [True] + [False] * (len(inputs) - 2) + [True]
     for result, (name, reason) in zip(results[1:], bad.items()):
         assert name in result.error and reason in result.error, result.error
         assert result.people == [] and result.parts is None
-    assert "zero-size image" in results[-4].error
-    assert "(H, W, 3)" in results[-3].error
-    assert "unsupported input type int" in results[-2].error
+    for result, reason in zip(results[1 + len(bad):-1], arrays):
+        assert reason in result.error, (reason, result.error)
+    assert tiny(good.astype(np.int64)).ok and tiny(good.astype(np.float64) / 255.0).ok  # in range: fine
     assert np.array_equal(results[0].parts, results[-1].parts)
     with pytest.raises(InputError, match="no such file"):
         tiny(str(tmp_path / "missing.png"))
+
+
+def test_no_joint_comes_from_the_letterbox_padding():
+    """A 720 x 104 image fills 9 of the 64 x 16 canvas's rows; before, the joints a (random) network put in the grey
+    padding, or that sub-cell placement carried there, came back up to 40 px above and below the image."""
+    torch.manual_seed(2)
+    model = build_model("joint_vgg16", PASCAL, width=0.125, fc_width=32, stages=1, seg_head="stage")
+    amplify(model, 40.0)
+    predictor = Predictor.from_model(model, input_size=SIZE, decode_config=DecodeConfig.for_evaluation())
+    rng = np.random.default_rng(5)
+    for height, width in [(104, 720), (720, 104), (104, 400), (64, 64)]:
+        result = predictor(rng.integers(0, 255, (height, width, 3), np.uint8))
+        joints = np.concatenate([p.keypoints for p in result.people])
+        found = joints[joints[:, 2] > 0]
+        assert len(found) > 0, (height, width)
+        assert (found[:, 0] >= -0.5).all() and (found[:, 0] <= width - 0.5).all(), (height, width)
+        assert (found[:, 1] >= -0.5).all() and (found[:, 1] <= height - 0.5).all(), (height, width)
 
 
 def _truth_people(dataset: PosePartDataset, config: DecodeConfig) -> list[np.ndarray]:
@@ -223,6 +248,27 @@ def test_flip_tta_on_a_mirrored_input_gives_mirrored_maps_and_labels(seg_head, s
     assert not np.allclose(original.maps.parts[left], original.maps.parts[right][:, ::-1], atol=1e-3)  # swap matters
     lut = np.array([schema.part_classes.index(_mirror_name(c)) for c in schema.part_classes], np.uint8)
     assert np.array_equal(mirrored.parts, lut[original.parts[:, ::-1]])
+
+
+def test_flip_tta_on_a_skeleton_without_mirror_edges():
+    """A user's skeleton need not be mirror-symmetric (head-left_foot without head-right_foot). Before: flip-TTA raised
+    "skeleton is not mirror-symmetric" from `predict --flip` and `evaluate --flip`. Now a limb without a mirror takes
+    its PAF from the unflipped view alone (a mirrored view tells nothing about it); the paired limbs still average."""
+    schema = Schema(keypoints=("head", "left_hand", "right_hand", "left_foot", "right_foot"),
+                    skeleton=((0, 1), (0, 2), (0, 3)), part_classes=("background", "left_arm", "right_arm"))
+    assert schema.limb_flip == ((1, False), (0, False), (None, False))
+    torch.manual_seed(4)
+    model = build_model("joint_vgg16", schema, width=0.125, fc_width=32, stages=1, seg_head="stage")
+    amplify(model, 40.0)
+    image = np.random.default_rng(1).integers(0, 255, (SIZE, SIZE, 3), np.uint8)
+    plain = Predictor.from_model(model, input_size=SIZE, keep_maps=True)(image).maps
+    flipped = Predictor.from_model(model, input_size=SIZE, flip=True, keep_maps=True)(image).maps
+    assert np.isfinite(flipped.pafs).all() and np.isfinite(flipped.heatmaps).all()
+    # the unpaired limb: the unflipped view alone (to float rounding: the flip run batches both views)
+    np.testing.assert_allclose(flipped.pafs[4:6], plain.pafs[4:6], rtol=1e-4, atol=1e-3)
+    assert not np.allclose(flipped.pafs[:4], plain.pafs[:4], atol=1e-2)  # the paired ones: two views averaged
+    mirrored = flip_maps(Maps(None, plain.pafs, None), schema).pafs
+    assert np.isnan(mirrored[4:6]).all() and np.isfinite(mirrored[:4]).all()
 
 
 def test_flip_tta_on_a_mirrored_input_gives_mirrored_people_and_instances(synth, truth_net):

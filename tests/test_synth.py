@@ -122,6 +122,25 @@ def test_write_synth_round_trip(tmp_path) -> None:
         assert (root / "images" / f"{name}.jpg").read_bytes() == (root2 / "images" / f"{name}.jpg").read_bytes()
 
 
+def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:
+    """Before: `posepart synth DIR` over a dataset replaced its annotations.json and left its files behind unlisted
+    (a user's data lost without a word), and --n 0, --size 0 and a negative seed went through or gave tracebacks."""
+    from posepart.cli import main
+
+    root = write_synth(tmp_path / "a", n=3, seed=5, size=64)
+    before = (root / "annotations.json").read_bytes()
+    assert main(["synth", str(root), "--n", "1", "--size", "64"]) == 2
+    assert "annotations.json exists; pass --overwrite" in capsys.readouterr().err
+    assert (root / "annotations.json").read_bytes() == before and len(list((root / "images").iterdir())) == 3
+    assert main(["synth", str(root), "--n", "1", "--size", "64", "--overwrite"]) == 0
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["000000.jpg"]  # the old files went with it
+    assert sorted(p.name for p in (root / "parts").iterdir()) == ["000000.png"]
+    for option in (["--n", "0"], ["--size", "0"], ["--seed", "-5"]):
+        assert main(["synth", str(tmp_path / "b"), *option]) == 2, option
+        assert "synth: need n >= 1, size >= 1 and seed >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
 def test_scene_config_bounds_people_and_size() -> None:
     from posepart.data.synth import SceneConfig
 

@@ -23,7 +23,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     scene = SceneConfig(max_people=args.max_people, min_height=args.min_height, crowd_prob=args.crowd_prob,
                         clutter=args.clutter)
     root = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers, config=scene,
-                       progress=True)
+                       progress=True, overwrite=args.overwrite)
     print(f"wrote {args.n} synthetic images ({args.size}x{args.size}, seed {args.seed}) to {root} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crowd-prob", type=float, default=0.2, help="chance of tiny unlabelled crowd people per image")
     p.add_argument("--clutter", type=float, default=1.0,
                    help="background shapes and limb-like distractors, as a fraction of the default (0: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already at OUT")
     p.set_defaults(run=cmd_synth)
 
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")

@@ -93,7 +93,7 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
     stamp = root / "synth.json"
     wanted = {"n": n, "seed": seed, "size": size, "scene": dataclasses.asdict(scene)}
     if not (stamp.is_file() and json.loads(stamp.read_text()) == wanted and (root / ANNOTATIONS_FILE).is_file()):
-        write_synth(root, n=n, seed=seed, size=size, workers=2, config=scene, progress=True)
+        write_synth(root, n=n, seed=seed, size=size, workers=2, config=scene, progress=True, overwrite=True)
         write_json_atomic(stamp, wanted)
     return PosePartDataset.open(root)
 

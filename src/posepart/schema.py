@@ -206,15 +206,16 @@ class Schema:
         return flip_permutation(self.part_classes)
 
     @property
-    def limb_flip(self) -> tuple[tuple[int, bool], ...]:
+    def limb_flip(self) -> tuple[tuple[int | None, bool], ...]:
         """For each limb, the limb it becomes after a flip and whether its direction reverses.
 
         A flipped limb (a, b) is (perm[a], perm[b]); if the skeleton stores it as (perm[b], perm[a]) instead, its PAF
-        vectors point the other way.
+        vectors point the other way. None where the skeleton lacks that edge (a skeleton that is not mirror-symmetric,
+        e.g. a head joined to the right foot only): a mirrored view then tells nothing about the limb.
         """
         perm = self.flip_perm
         where = {edge: i for i, edge in enumerate(self.skeleton)}
-        out = []
+        out: list[tuple[int | None, bool]] = []
         for a, b in self.skeleton:
             fa, fb = perm[a], perm[b]
             if (fa, fb) in where:
@@ -222,7 +223,7 @@ class Schema:
             elif (fb, fa) in where:
                 out.append((where[(fb, fa)], True))
             else:
-                raise ValueError(f"skeleton is not mirror-symmetric: no mirror edge for ({a}, {b})")
+                out.append((None, False))
         return tuple(out)
 
     # -- lookup ------------------------------------------------------------------------------------------------

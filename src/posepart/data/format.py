@@ -260,7 +260,7 @@ class PosePartDataset:
         bad = (parts >= self.schema.num_parts) & (parts != IGNORE_LABEL)
         if bad.any():
             raise DatasetError(
-                f"{path}: label value {int(parts[bad].max())} above the {self.schema.num_parts - 1} part classes "
+                f"{path}: label value {int(parts[bad].max())} above the classes 0..{self.schema.num_parts - 1} "
                 f"{list(self.schema.part_classes)} (image id {record.image_id}); {IGNORE_LABEL} is the only other "
                 f"allowed value"
             )
@@ -291,6 +291,25 @@ def read_json(path: Path, expect: type = dict,
     return data
 
 
+def jpeg_ends(data: bytes) -> bool:
+    """Whether a JPEG's image data is followed by its end-of-image marker, wherever that lies: cameras and phones
+    append trailers after it (maker notes, a Motion Photo's video). The header segments before the first scan are
+    skipped by their lengths, since an EXIF thumbnail there holds an end-of-image marker of its own; in the scan
+    data a 0xFF byte is always stuffed (FF 00) or a restart marker, so the first FF D9 there is the end."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) != -1
+        if marker == 0xFF:  # a fill byte
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: Any = None) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB (grey, RGBA and 16-bit inputs converted).
 
@@ -304,7 +323,7 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raise DatasetError(f"{path}: cannot read{what}: {err.strerror}") from None
     if raw.size == 0:
         raise DatasetError(f"{path}: empty file{what}")
-    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes():
+    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes() and not jpeg_ends(raw.tobytes()):
         raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
     image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:

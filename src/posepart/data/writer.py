@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -14,6 +15,17 @@ import numpy as np
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.errors import PosepartError, output_folder, writing
 from posepart.schema import Schema
+
+
+def claim_dataset_folder(root: str | Path, *, overwrite: bool) -> None:
+    """Refuse a folder that already holds a dataset (its annotations.json) unless `overwrite`, which first removes
+    its images/ and parts/: stale part maps would otherwise attach to the new images of the same names."""
+    root = Path(root)
+    if (root / ANNOTATIONS_FILE).exists():
+        if not overwrite:
+            raise DatasetError(f"{root / ANNOTATIONS_FILE} exists; pass --overwrite to replace the dataset")
+        for folder in (IMAGES_DIR, PARTS_DIR):
+            shutil.rmtree(root / folder, ignore_errors=True)
 
 
 class DatasetWriter:

@@ -38,8 +38,15 @@ def describe(item: Any) -> str:
     return f"<{type(item).__name__} {size}>" if size is not None else f"<{type(item).__name__}>"
 
 
+FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
+
+
 def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
-    """An RGB-ordered array (grey (H, W) or (H, W, 1), RGB, RGBA; uint8, uint16, bool or float in [0, 1]) -> RGB8."""
+    """An RGB-ordered array (grey (H, W) or (H, W, 1), RGB, RGBA; uint8, uint16, bool or float in [0, 1]; other
+    integer types holding 0..255) -> RGB8. The scale comes from the dtype, never from the values: an int32 image with
+    one pixel at 256, or a float image in 0..255, is an InputError, not an image made black or white."""
+    if array.dtype.kind not in "buif":
+        raise InputError(f"{name}: unsupported array dtype {array.dtype} (give uint8, uint16 or float in [0, 1])")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -51,11 +58,16 @@ def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise InputError(f"{name}: image contains NaN or inf")
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)  # float images are in [0, 1]
+        low, high = float(array.min()), float(array.max())
+        if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+            raise InputError(f"{name}: a float image holds values in [0, 1], this one {low:g}..{high:g} (divide a "
+                             f"0..255 image by 255, or pass it as uint8)")
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     elif array.dtype not in (np.uint8, np.uint16):
-        if array.min() < 0 or array.max() > 65535:
-            raise InputError(f"{name}: {array.dtype} values outside 0..65535")
-        array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+        if array.min() < 0 or array.max() > 255:
+            raise InputError(f"{name}: {array.dtype} values outside 0..255 (give 8-bit values, or a uint16 array "
+                             f"for 16-bit ones)")
+        array = array.astype(np.uint8)
     if array.dtype == np.uint16:
         array = (array >> 8).astype(np.uint8)
     array = np.ascontiguousarray(array)
@@ -68,8 +80,8 @@ def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
     """A PIL image -> RGB8; 16/32-bit grey modes are scaled like 16-bit PNGs, not clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image)
-        if image.mode == "F":
-            return _array_to_rgb8(array.astype(np.float32), name)
+        if image.mode == "F":  # no stated range: clipped to [0, 1], as before arrays were checked
+            return _array_to_rgb8(np.clip(array.astype(np.float32), 0.0, 1.0), name)
         return _array_to_rgb8(np.clip(array, 0, 65535).astype(np.uint16), name)
     if image.width == 0 or image.height == 0:
         raise InputError(f"{name}: zero-size image ({image.width}x{image.height})")

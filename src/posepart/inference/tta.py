@@ -62,8 +62,10 @@ def _flip_tables(schema: Schema, heatmap_channels: int) -> tuple[np.ndarray, np.
     hm_src[:k] = schema.flip_perm  # an involution: out[perm[j]] = in[j] is out[j] = in[perm[j]]
     n_l = schema.num_limbs
     limb_src = np.zeros(n_l, np.int64)
-    sign = np.ones((n_l, 2), np.float32)
+    sign = np.full((n_l, 2), np.nan, np.float32)  # NaN stays for a limb without a mirror (see `flip_maps`)
     for limb, (target, reversed_) in enumerate(schema.limb_flip):
+        if target is None:
+            continue
         limb_src[target] = limb
         # mirroring negates x; a mirror limb stored the other way round (b -> a) negates the whole vector
         sign[target] = (1.0, -1.0) if reversed_ else (-1.0, 1.0)
@@ -72,7 +74,8 @@ def _flip_tables(schema: Schema, heatmap_channels: int) -> tuple[np.ndarray, np.
 
 
 def flip_maps(maps: Maps, schema: Schema) -> Maps:
-    """The maps of the mirrored image from those of the image (an involution): see the module docstring."""
+    """The maps of the mirrored image from those of the image (an involution): see the module docstring. The PAF
+    channels of a limb whose mirror the skeleton lacks (`Schema.limb_flip`) are NaN: `merge_views` leaves them out."""
     heatmaps = pafs = parts = None
     if maps.heatmaps is not None:
         hm_src, _, _, _ = _flip_tables(schema, maps.heatmaps.shape[0])
@@ -134,6 +137,7 @@ def merge_views(
         if all(m is None or m.shape[1:] == (base_hw[0] // s, base_hw[1] // s) for m, s in zip(maps, strides)):
             return Maps(*(None if m is None else np.asarray(m, np.float32) for m in maps))
     fields: list[np.ndarray | None] = [None, None, None]
+    counts: list[np.ndarray | float] = [0.0, 0.0, 0.0]  # views per channel: a NaN channel (`flip_maps`) is left out
     for maps, matrix in views:
         same = np.allclose(matrix, base_matrix, rtol=0.0, atol=1e-9)
         for i, array in enumerate(maps):
@@ -144,9 +148,12 @@ def merge_views(
                 array = np.asarray(array, np.float32)
             else:
                 array = resample(array, grid_transfer(matrix, base_matrix, strides[i]), grid_hw)
+            missing = np.isnan(array[:, 0, 0])  # a left-out channel is NaN throughout, resampled or not
+            if missing.any():
+                array = np.where(missing[:, None, None], np.float32(0.0), array)
+            counts[i] = counts[i] + ~missing[:, None, None] if missing.any() else counts[i] + 1.0
             fields[i] = array.copy() if fields[i] is None else fields[i] + array  # type: ignore[operator]
-    n = float(len(views))
-    return Maps(*(None if f is None else f / n for f in fields))
+    return Maps(*(None if f is None else f / c for f, c in zip(fields, counts)))
 
 
 def resize_maps(maps: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:

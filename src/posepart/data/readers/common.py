@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
-from posepart.data.writer import DatasetWriter, write_json_atomic
+from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError, read_image
+from posepart.data.writer import DatasetWriter, claim_dataset_folder, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -225,11 +225,7 @@ def write_samples(
     its part map must have the image's size. `source` (reader name, paths, options) goes to ROOT/conversion.json.
     """
     root = Path(out)
-    if (root / ANNOTATIONS_FILE).exists():
-        if not overwrite:
-            raise DatasetError(f"{root / ANNOTATIONS_FILE} exists; pass --overwrite to replace the dataset")
-        for folder in (IMAGES_DIR, PARTS_DIR):  # stale part maps would otherwise attach to the new images
-            shutil.rmtree(root / folder, ignore_errors=True)
+    claim_dataset_folder(root, overwrite=overwrite)
     skips = skips if skips is not None else Skips()
     people = ignore = part_maps = 0
     with CopyWriter(root, schema) as writer:

@@ -253,15 +253,19 @@ def iter_scenes(
 
 def write_synth(
     out: Path, n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig(),
-    progress: bool = False,
+    progress: bool = False, overwrite: bool = False,
 ) -> Path:
     """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`.
-    `progress`: a progress bar on stderr."""
+    `progress`: a progress bar on stderr. A dataset already at `out` is refused unless `overwrite` (which replaces
+    it), as `posepart convert` does."""
     from tqdm import tqdm
 
-    from posepart.data.writer import DatasetWriter
+    from posepart.data.writer import DatasetWriter, claim_dataset_folder
 
+    if n < 1 or size < 1 or seed < 0:
+        raise UsageError(f"synth: need n >= 1, size >= 1 and seed >= 0; got n={n}, size={size}, seed={seed}")
     out = Path(out)
+    claim_dataset_folder(out, overwrite=overwrite)
     # the bar opens after the writer (a folder that cannot be written fails first) and closes before any error shows
     with DatasetWriter(out, Schema.pascal_person_part()) as writer, \
             tqdm(total=n, desc=f"synth {out.name}", unit="image", disable=not progress) as bar:
