@@ -26,7 +26,7 @@ from posepart.engine.checkpoint import (
     load_model,
 )
 from posepart.engine.config import ConfigError, load_config
-from posepart.engine.data import EpochSampler
+from posepart.engine.data import EpochSampler, PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
 from posepart.losses import PosePartLoss
@@ -471,6 +471,19 @@ def test_set_reaches_list_items_and_blames_itself():
     with pytest.raises(ConfigError) as caught:  # a bad key from --set is blamed on --set, not on the config file
         load_config("pascal_joint_sources", ["data.sources[0].trian=x"])
     assert str(caught.value).startswith("--set: data.sources[0].trian: unknown key"), caught.value
+
+
+def test_data_train_in_the_coco_release_layout(fixtures):
+    """The README reads the COCO layout "wherever a command takes a dataset"; before, `data.train` took a ROOT only
+    (`data.train.annotations=...`: "Input should be a valid string") and only data.sources took the layout."""
+    coco = fixtures / "coco_mini"
+    config = load_config("demo_cpu_paf", [f"data.train.annotations={coco}/annotations/person_keypoints_train2017.json",
+                                          f"data.train.images={coco}/train2017"])
+    data = PosePartDataModule(config)
+    (source,) = data.sources
+    assert data.schema.num_joints == 17 and len(source.train) == 36  # the 36 of 80 listed images present
+    with pytest.raises(ConfigError, match="a folder of images alone .* has no labels"):
+        load_config("demo_cpu_paf", [f"data.train.images={coco}/train2017"])
 
 
 def test_every_shipped_config_loads():

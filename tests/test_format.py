@@ -139,6 +139,16 @@ def test_truncated_jpeg(tmp_path):
     assert len(report.problems) == 1 and "truncated" in report.problems[0]
 
 
+def test_two_images_with_one_part_map_are_refused(tmp_path):
+    """Before: img0.png and img0.jpg both took parts/img0.png, and inspect found nothing wrong."""
+    image, parts = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8)
+    with DatasetWriter(tmp_path, CUSTOM) as w:
+        w.add(image, [], parts, file_name="img0.png")
+        w.add(image, [], parts, file_name="img0.jpg")
+    with pytest.raises(DatasetError, match=r"images 'img0\.png' and 'img0\.jpg' would share the part map .*img0\.png"):
+        PosePartDataset.open(tmp_path)
+
+
 def test_jpeg_trailers_and_exif_thumbnails(tmp_path):
     """Before: a complete JPEG with bytes after its end-of-image marker (a phone's trailer, a Motion Photo's video)
     was refused as truncated. An EXIF thumbnail's own end marker must not make a truncated photo look complete."""
@@ -156,7 +166,7 @@ def test_jpeg_trailers_and_exif_thumbnails(tmp_path):
             read_image(_write(tmp_path / name, data))
 
 
-def _write(path, data: bytes):
+def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
 

@@ -114,8 +114,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; "
-          f"best: {result.best}")
+    best = result.best if result.best is not None else (
+        "none (no validation ran: give --val, or train to the end of an epoch)")
+    print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
     if shown:
         print(json.dumps(shown, indent=2))

@@ -153,6 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics, overlays, name, dataset, results = _evaluate_checkpoint(args, dataset)
     print(format_metrics(metrics))
     if metrics.get("per_stage"):
+        print("per stage (%):")  # the fractions above, as percentages: the report's table
         print(stage_table({name: metrics}))
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:

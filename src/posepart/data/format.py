@@ -219,6 +219,13 @@ class PosePartDataset:
                 dataset._skip("missing image", str(record.image_path))
                 continue
             dataset.records.append(record)
+        owners: dict[Path, str] = {}  # a part map is found by its image's name without the extension
+        for record in dataset.records:
+            if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
+                    record.file_name:
+                raise DatasetError(f"{where}: images {owners[record.parts_path]!r} and {record.file_name!r} would "
+                                   f"share the part map {record.parts_path} (found by the image's name without its "
+                                   f"extension): rename one of them")
         return dataset
 
     def _skip(self, reason: str, example: str) -> None:

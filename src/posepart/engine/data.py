@@ -164,8 +164,9 @@ class Source:
                 "missing_joints": about["missing_joints"]}
 
 
-def _legacy_name(train: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(train).name).strip("._-")
+def _legacy_name(train: DatasetPaths | Path) -> str:
+    folder = (train.root or train.images) if isinstance(train, DatasetPaths) else train
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(folder)).name).strip("._-")
     return name if name and name not in ("seg", "pose", "total") else "train"
 
 

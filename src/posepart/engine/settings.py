@@ -123,8 +123,8 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
-    train: Path | None = None
-    val: Path | None = None
+    train: DatasetPaths | Path | None = None  # a ROOT, or the COCO release layout {annotations: ..., images: ...}
+    val: DatasetPaths | Path | None = None
     schema: SchemaName | None = None  # target schema of the run; default: data.train's, or the first source's
     sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
     epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
@@ -136,6 +136,11 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
 
     def __post_init__(self) -> None:
+        for key in ("train", "val"):
+            paths = getattr(self, key)
+            if isinstance(paths, DatasetPaths) and paths.images_only:
+                raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only an unlabelled "
+                                 f"source of data.sources may be one")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"sources: names must be unique, got {names}")
