@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from posepart import cli
-from posepart.data.format import PosePartDataset
+from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.synth import write_synth
 from posepart.engine.checkpoint import (
     AtomicCheckpointIO,
@@ -146,6 +146,19 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     # validation metrics were computed and the best checkpoint follows val/seg/mean_iou
     assert "val/seg/mean_iou" in straight_run.metrics and "val/pose/ap" in straight_run.metrics
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
+
+
+def test_a_step_budgeted_run_resumes_from_an_epoch_end(data, tmp_path):
+    """With `train.max_steps` set, Lightning took an end-of-epoch `last.ckpt` for an epoch in progress with every
+    batch done: before `close_finished_epoch`, the resumed run trained nothing (2 steps, not 4) and exited 0."""
+    cfg = tiny(data, "train.max_steps=200", val=False)  # the budget is the epochs: 2 x 2 steps
+    straight = train(cfg, tmp_path / "straight", **QUIET)
+    first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
+    resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
+    assert (first.global_step, resumed.global_step, straight.global_step) == (2, 4, 4)
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_muon_run_resumes_exactly(data, tmp_path):
@@ -287,6 +300,9 @@ def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path
     assert last.read_bytes() == before and sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
     stale = out / "checkpoints" / "epoch=7.ckpt"  # a file of the old run that the new one would not replace
     stale.write_bytes(b"old")
+    with pytest.raises(DatasetError, match="data.val"):  # before: the old run was deleted, then the launch failed
+        train(tiny(data, "train.max_epochs=1", f"data.val={tmp_path / 'mistyped'}"), out, overwrite=True, **QUIET)
+    assert stale.exists() and last.read_bytes() == before and (out / "config.yaml").exists()
     train(tiny(data, "train.max_epochs=1", val=False), out, overwrite=True, **QUIET)
     assert not stale.exists() and last.read_bytes() == before  # replaced (training is deterministic: same bytes)
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
@@ -312,7 +328,9 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
     assert (out / "config.yaml").read_text() == written  # before: the failed launch's config replaced the run's
     monkeypatch.undo()
     with pytest.warns(UserWarning, match=r"loss\.weighting_lr=0\.2 is not used"):  # before: refused as another model
-        train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)
+        with pytest.warns(UserWarning, match=r"train\.max_epochs=2: the run stops there, but its learning-rate "
+                                             r"schedule continues as planned for the checkpoint's train\.max_epochs=1"):
+            train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)  # before: no word of it
     resumed = load_config(out / "config.yaml")
     assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
 

@@ -137,6 +137,9 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
 _RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name")  # and every model.* key: what makes another model
 # What the checkpoint's optimizer and learning-rate schedule state carries: a resume keeps the checkpoint's values.
 _RESTORED_KEYS = ("loss.weighting_lr",)  # and every other optim.* key
+# The run's length: a resume trains to the new one, but its schedule stays planned over the checkpoint's (the
+# schedule object is restored with it): `check_resumable` returns these too, and `train` says so.
+SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")
 
 
 def _another_model(key: str) -> bool:
@@ -163,7 +166,8 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     Lightning fails deep inside `fit` with a state_dict traceback. Tensors are memory-mapped, not read.
     Returns the settings this config changes that a resume cannot honour, {"optim.lr": (this config's, the
     checkpoint's)}: the optimizer and its learning-rate schedule continue from the checkpoint's state, so the run
-    must keep the checkpoint's values (`train` does, and says so)."""
+    must keep the checkpoint's values (`train` does, and says so), and the run's length (`SCHEDULE_LENGTH_KEYS`),
+    which the run follows while its schedule keeps the checkpoint's plan (`train` says so)."""
     path = Path(path)
     checkpoint = load_checkpoint(path, mmap=True)
     lacking = [key for key in _TRAINING_ENTRIES if key not in checkpoint]
@@ -179,7 +183,8 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
         differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed
                         if _another_model(key)]
-        ignored = {key: (new.get(key), old.get(key)) for key in changed if _restored(key)}
+        ignored = {key: (new.get(key), old.get(key)) for key in changed
+                   if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
     else:
         ignored = {}
     if differences:
@@ -194,6 +199,29 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         raise CheckpointError(f"{path}: its weights do not fit this run's model ({len(wrong)} tensor(s)): "
                               f"{'; '.join(wrong[:3])}")
     return ignored
+
+
+def close_finished_epoch(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint saved at the end of a training epoch read as one saved after it, in place.
+
+    `last.ckpt` is written in `on_train_epoch_end`, before Lightning counts that epoch completed. Resumed with
+    `train.max_steps` set, Lightning 2.6 took such a checkpoint for an epoch in progress whose batches were all done
+    and ended it at once: the resumed run trained nothing and stopped at max_epochs (its issue #19617 is the same
+    edge). Without max_steps Lightning completes the epoch itself, as this does, so nothing else changes. A checkpoint
+    saved inside an epoch (--max-minutes) is left alone."""
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(loop, dict) or "epoch_progress" not in loop:
+        return
+    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+    if not (batches.get("is_last_batch") and epochs["current"]["processed"] == epochs["current"]["completed"] + 1):
+        return
+    for counter in (epochs["total"], epochs["current"]):
+        counter["completed"] = counter["processed"]
+    batches["is_last_batch"] = False
+    progress = [batches, loop["epoch_loop.scheduler_progress"],
+                *loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values()]
+    for counter in progress:  # the next epoch starts at its first batch
+        counter["current"] = {key: 0 for key in counter["current"]}
 
 
 def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
+from posepart.engine.checkpoint import CHECKPOINT_KEY, close_finished_epoch
 from posepart.engine.config import ConfigError
 from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
@@ -38,8 +39,6 @@ from posepart.losses import (
 )
 from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
-
-CHECKPOINT_KEY = "posepart"
 
 
 def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
@@ -383,6 +382,9 @@ class PosePartModule(pl.LightningModule):
 
     def on_train_end(self) -> None:
         self.check_finite(all_ranks=False)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        close_finished_epoch(checkpoint)  # before Lightning restores its loops from it
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite(all_ranks=False)  # the clear message first; the parameter check below is the backstop

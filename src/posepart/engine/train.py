@@ -20,7 +20,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -31,7 +31,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output, remove_orphans
-from posepart.engine.checkpoint import AtomicCheckpointIO, check_resumable, checkpoint_callbacks
+from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
+                                       checkpoint_callbacks)
 from posepart.engine.config import ConfigError, config_from_dict, dump_config
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule
@@ -239,22 +240,21 @@ def _first_process() -> bool:
 RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
 
 
-def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> None:
+def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> list[Path]:
     """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
-    `overwrite`, remove the previous run's files first."""
+    `overwrite`, return the previous run's files, which `_train` removes once the new run's data and model are built
+    (a launch refused before that, say for a mistyped --val, leaves the old run as it was)."""
     if resume is not None and overwrite:
         raise UsageError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     # a folder counts when it holds more than the hidden temp files of an interrupted save (`remove_orphans`)
     existing = [name for name in RUN_FILES if (out / name).is_file()
                 or (out / name).is_dir() and any(not p.name.startswith(".") for p in (out / name).iterdir())]
     if not existing or resume is not None:
-        return
+        return []
     if not overwrite:
         raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): continue it with --resume "
                          f"{out / 'checkpoints' / 'last.ckpt'}, replace it with --overwrite, or choose another --out")
-    for name in existing:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [out / name for name in existing]
 
 
 def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
@@ -269,13 +269,12 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     _check_accelerator(cfg.train.accelerator)
     first = _first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
-        if first:
-            _claim_run_folder(out, resume=resume, overwrite=overwrite)
-        return _train(cfg, out, resume=resume, max_minutes=max_minutes, **trainer_overrides)
+        replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
+        return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
 
 
 def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
-           **trainer_overrides: Any) -> TrainResult:
+           replaced: Sequence[Path] = (), **trainer_overrides: Any) -> TrainResult:
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     for folder in (out, out / "checkpoints"):  # temp files of a save that was killed (the run's own saves replace)
         for orphan in remove_orphans(folder):
@@ -290,6 +289,12 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                           f"(--set data.schema=pascal_person_part: the data is then read in it)") from None
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
+    for key in SCHEDULE_LENGTH_KEYS:  # cosine and linear decay over the planned steps (their length is restored)
+        ours, theirs = restored.pop(key, (None, None))
+        if ours != theirs and cfg.optim.schedule in ("cosine", "linear"):
+            rank_zero_warn(f"--resume {resume}: {key}={ours!r}: the run stops there, but its learning-rate schedule "
+                           f"continues as planned for the checkpoint's {key}={theirs!r} (restored with its state; "
+                           f"train a new run to plan another length)")
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
@@ -300,6 +305,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         data.bind(module.model.meta)
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
+    for path in replaced:  # --overwrite: the new run's data and model are set up, so the old run's files go now
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
