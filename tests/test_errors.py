@@ -229,7 +229,8 @@ def test_an_export_where_a_checkpoint_is_needed(files, tmp_path, capsys, verb):
     for path, kind in ((onnx, "an ONNX export"), (script, "a TorchScript export")):
         argv = {"evaluate": ["evaluate", "--checkpoint", str(path), "--data", str(files["data"])],
                 "export": ["export", "--checkpoint", str(path), "--out", str(tmp_path / "again.onnx")],
-                "export-weights": ["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")]}[verb]
+                "export-weights": ["export-weights", "--checkpoint", str(path), "--out",
+                                   str(tmp_path / "w.safetensors")]}[verb]
         line = _refused_naming(argv, capsys, str(path), f"{kind}, not a training checkpoint", "posepart predict")
         assert "corrupt" not in line
 

@@ -21,6 +21,7 @@ from posepart.heads import HeadMeta
 from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput, build_model
 from posepart.report import write_report
+from posepart.schema import Schema
 
 SIZE = 64
 
@@ -311,3 +312,27 @@ def test_tasks_limit_what_is_scored_and_drawn(synth):
     np.testing.assert_array_equal(drawn, overlay(image, synth.schema, parts=result.parts))
     pose_only, _ = evaluate_model(model, synth, input_size=SIZE, progress=False, tasks=("pose",))
     assert "segmentation" not in pose_only and pose_only["pose"] == full["pose"]
+
+
+def test_evaluate_sources_reads_a_source_with_its_training_part_tables(tmp_path):
+    """`evaluate --source NAME=ROOT` read every source with the default part tables: a source trained with
+    `part_map: {cape: [torso]}` could not be scored at all ("part class 'cape' has no target class"), and one whose
+    map changed a default scored differently from training validation."""
+    from posepart.data.mixing import SourceError
+    from posepart.data.writer import DatasetWriter
+    from posepart.evaluate_model import evaluate_sources
+
+    schema = Schema.pascal_person_part()
+    own = Schema(keypoints=(), skeleton=(), part_classes=("background", "head", "cape"))
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 8:20], labels[14:30, 6:26] = 1, 2
+    with DatasetWriter(tmp_path / "capes", own) as writer:
+        writer.add(np.full((32, 32, 3), 90, np.uint8), [], labels, file_name="a.png")
+    dataset = PosePartDataset.open(tmp_path / "capes")
+    torch.manual_seed(0)
+    model = build_model("joint_vgg16", schema, width=0.125, fc_width=32, stages=1, seg_head="stage")
+    with pytest.raises(SourceError, match="'cape'"):
+        evaluate_sources(model, {"capes": dataset}, schema, input_size=32)
+    rows, _ = evaluate_sources(model, {"capes": dataset}, schema, input_size=32,
+                               part_tables={"capes": {"part_map": {"cape": ["torso"]}, "ignore_parts": []}})
+    assert 0.0 <= rows["capes"]["segmentation"]["mean_iou"] <= 1.0

@@ -94,8 +94,9 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
         datasets[name] = with_images(PosePartDataset.open(Path(root)), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
+    tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
     rows, overlays = evaluate_sources(
-        loaded.model, datasets, loaded.schema, input_size=args.input_size or loaded.input_size,
+        loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
         batch_size=args.batch_size, device=args.device, overlays=args.overlays,
         workers=args.workers, scales=args.scales, flip=args.flip)
     for name, metrics in rows.items():
@@ -187,5 +188,6 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
-                   "(repeat; each read in the checkpoint's schema), one report row per source")
+                   "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
+                   "source of that NAME), one report row per source")
     p.set_defaults(run=cmd_evaluate)
