@@ -148,17 +148,21 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
 
 
-def test_a_step_budgeted_run_resumes_from_an_epoch_end(data, tmp_path):
-    """With `train.max_steps` set, Lightning took an end-of-epoch `last.ckpt` for an epoch in progress with every
-    batch done: before `close_finished_epoch`, the resumed run trained nothing (2 steps, not 4) and exited 0."""
-    cfg = tiny(data, "train.max_steps=200", val=False)  # the budget is the epochs: 2 x 2 steps
+@pytest.mark.parametrize("budget, cut", [("train.max_steps=200", {"max_epochs": 1}), ("train.max_steps=-1",
+                                                                                      {"max_steps": 3})])
+def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut):
+    """`settle_epoch`. With `train.max_steps` set, Lightning took an end-of-epoch `last.ckpt` for an epoch in progress
+    with every batch done: the resumed run trained nothing (before: 3 steps of 4). A checkpoint written inside an
+    epoch (--max-minutes, here max_steps=3 of 2 x 2) was taken as a finished epoch: the rest of it was never trained
+    (before: the resumed run stopped at 3 steps of 4). Now both end where the straight run does, bit for bit."""
+    cfg = tiny(data, budget, val=False)  # the plan: 2 epochs x 2 steps
     straight = train(cfg, tmp_path / "straight", **QUIET)
-    first = train(cfg, tmp_path / "cut", max_epochs=1, **QUIET)
+    first = train(cfg, tmp_path / "cut", **cut, **QUIET)
     resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
-    assert (first.global_step, resumed.global_step, straight.global_step) == (2, 4, 4)
+    assert (resumed.global_step, straight.global_step) == (4, 4)
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
 
 
 def test_muon_run_resumes_exactly(data, tmp_path):

@@ -201,20 +201,28 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     return ignored
 
 
-def close_finished_epoch(checkpoint: dict[str, Any]) -> None:
-    """Make a checkpoint saved at the end of a training epoch read as one saved after it, in place.
+def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
+    """Make Lightning resume a `last.ckpt` where it was written, in place; -> (epoch, batches done) when that was
+    inside an epoch (the data module then serves the rest of that epoch: `EpochSampler.resume_at`), else None.
 
-    `last.ckpt` is written in `on_train_epoch_end`, before Lightning counts that epoch completed. Resumed with
-    `train.max_steps` set, Lightning 2.6 took such a checkpoint for an epoch in progress whose batches were all done
-    and ended it at once: the resumed run trained nothing and stopped at max_epochs (its issue #19617 is the same
-    edge). Without max_steps Lightning completes the epoch itself, as this does, so nothing else changes. A checkpoint
-    saved inside an epoch (--max-minutes) is left alone."""
+    Our `last.ckpt` is written after Lightning has counted its epoch as processed, but before completed: in
+    `on_train_epoch_end`, or when the run stopped inside an epoch (--max-minutes, max_steps) and `train` saved it.
+    - At an epoch's end: resumed with `train.max_steps` set, Lightning 2.6 took it for an epoch in progress whose
+      batches were all done and ended it at once, so the resumed run trained nothing (cf. its issue #19617). Marked
+      completed here, with the next epoch's batch counters at 0: what Lightning does itself without max_steps.
+    - Inside an epoch: Lightning took the epoch as finished and went on to the next, so the rest of it was never
+      trained. Marked not processed here, so Lightning continues the epoch's batch count, and the sampler, a pure
+      function of (seed, epoch), skips the draws already trained."""
     loop = checkpoint.get("loops", {}).get("fit_loop")
     if not isinstance(loop, dict) or "epoch_progress" not in loop:
-        return
+        return None
     epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
-    if not (batches.get("is_last_batch") and epochs["current"]["processed"] == epochs["current"]["completed"] + 1):
-        return
+    if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
+        return None
+    if not batches.get("is_last_batch"):
+        for counter in (epochs["total"], epochs["current"]):
+            counter["processed"] = counter["completed"]
+        return epochs["current"]["completed"], batches["current"]["completed"]
     for counter in (epochs["total"], epochs["current"]):
         counter["completed"] = counter["processed"]
     batches["is_last_batch"] = False
@@ -222,6 +230,7 @@ def close_finished_epoch(checkpoint: dict[str, Any]) -> None:
                 *loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values()]
     for counter in progress:  # the next epoch starts at its first batch
         counter["current"] = {key: 0 for key in counter["current"]}
+    return None
 
 
 def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:

@@ -50,6 +50,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self.per_rank = -(-size // num_replicas)  # ceil: pad by wrapping, as DistributedSampler
+        self.resume_at: tuple[int, int] | None = None  # (epoch, draws): skip that many of that epoch, once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -67,7 +68,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return order[self.rank : total : self.num_replicas]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, i) for i in self.indices()])
+        indices = self.indices()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:  # a run resumed inside this epoch
+            indices, self.resume_at = indices[self.resume_at[1]:], None
+        return iter([(self.epoch, i) for i in indices])
 
     def __len__(self) -> int:
         return self.per_rank
@@ -214,6 +218,7 @@ class PosePartDataModule(pl.LightningDataModule):
         data = config.data
         self.targets = TargetConfig(input_size=data.input_size)  # the model's head geometry comes with `bind`
         self.augment = data.augment
+        self.resume_inside: tuple[int, int] | None = None  # (epoch, batches done) of a checkpoint saved inside it
         specs = _specs(config)
         _check_self_training(config, specs)
         folder = [isinstance(s.train, DatasetPaths) and s.train.images_only for s in specs]  # read in the target
@@ -327,6 +332,9 @@ class PosePartDataModule(pl.LightningDataModule):
         world, rank = self._world()
         sampler = EpochSampler(len(self.train_mapped), seed=self.config.train.seed, num_replicas=world, rank=rank,
                                plan=self.plan if self.mixed else None)
+        if self.resume_inside is not None:  # (epoch, batches done): the rest of that epoch, in its order
+            epoch, batches = self.resume_inside
+            sampler.resume_at = (epoch, batches * self.config.data.batch_size)
         return self._loader(self.train_mapped, sampler)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
-from posepart.engine.checkpoint import CHECKPOINT_KEY, close_finished_epoch
+from posepart.engine.checkpoint import CHECKPOINT_KEY, settle_epoch
 from posepart.engine.config import ConfigError
 from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
@@ -384,7 +384,10 @@ class PosePartModule(pl.LightningModule):
         self.check_finite(all_ranks=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        close_finished_epoch(checkpoint)  # before Lightning restores its loops from it
+        inside = settle_epoch(checkpoint)  # before Lightning restores its loops from it
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            datamodule.resume_inside = inside
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite(all_ranks=False)  # the clear message first; the parameter check below is the backstop
