@@ -214,7 +214,9 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
       trained. Marked not processed here, so Lightning continues the epoch's batch count, and the sampler, a pure
       function of (seed, epoch), skips the draws already trained."""
     loop = checkpoint.get("loops", {}).get("fit_loop")
-    if not isinstance(loop, dict) or "epoch_progress" not in loop:
+    layout = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
+              "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's; another is left as it is
+    if not isinstance(loop, dict) or any(key not in loop for key in layout):
         return None
     epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
     if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
