@@ -226,18 +226,16 @@ def evaluate_sources(
     part_tables: Mapping[str, Mapping[str, Any]] | None = None, **options: Any
 ) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
     """Score `model` on each named dataset, each read in the model's `schema` by joint name and part table
-    (`posepart.data.mixing`) -> ({name: metrics.json dict}, overlays of every source); `options` go to
+    (`posepart.data.mixing.map_dataset`) -> ({name: metrics.json dict}, overlays of every source); `options` go to
     `evaluate_model`. `part_tables`: {name: {"part_map": ..., "ignore_parts": ...}}, the tables a training source of
     that name was read with (its run's `data.sources`), so its scores are those of training validation. Set-valued
     part labels of coarser sources are not scored."""
-    from posepart.data.mixing import PartLabelSpace, SourceMapping, map_dataset
+    from posepart.data.mixing import map_dataset
 
     results: dict[str, dict[str, Any]] = {}
     drawn: list[np.ndarray] = []
     for name, dataset in datasets.items():
-        tables = dict((part_tables or {}).get(name, {})) if dataset.has_parts else {}
-        mapping = SourceMapping.build(name, dataset.schema, schema, PartLabelSpace(schema),
-                                      source_has_parts=dataset.has_parts, **tables)
-        results[name], overlays = evaluate_model(model, map_dataset(dataset, schema, mapping), **options)
+        mapped = map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
+        results[name], overlays = evaluate_model(model, mapped, **options)
         drawn += overlays
     return results, drawn

@@ -201,11 +201,15 @@ class MappedSource(PosePartDataset):
 
 
 def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping | None = None,
-                name: str = "data") -> PosePartDataset:
-    """`dataset` in the `target` schema: itself when nothing needs mapping, else a `MappedSource`."""
+                name: str = "data", *, part_map: Mapping[str, Sequence[str]] | None = None,
+                ignore_parts: Sequence[str] = ()) -> PosePartDataset:
+    """`dataset` in the `target` schema: itself when nothing needs mapping, else a `MappedSource`. Without a
+    `mapping`, one is built from the built-in part tables extended by `part_map` / `ignore_parts` (a training
+    source's own, `SourceConfig`), which apply when the dataset has part labels."""
     if mapping is None:
+        tables = dict(part_map=part_map, ignore_parts=ignore_parts) if dataset.has_parts else {}
         mapping = SourceMapping.build(name, dataset.schema, target, PartLabelSpace(target),
-                                      source_has_parts=dataset.has_parts)
+                                      source_has_parts=dataset.has_parts, **tables)
     return dataset if mapping.passthrough else MappedSource.wrap(dataset, mapping)
 
 

@@ -82,6 +82,16 @@ class DatasetPaths:
         return self.root is None and self.annotations is None
 
 
+def _refuse_images_only(settings: Any, allowed: tuple[str, ...] = ()) -> None:
+    """A ValueError when `settings.train` or `.val` (not in `allowed`) is a folder of images alone: it has no labels,
+    and only the train data of an unlabelled source of data.sources may be one."""
+    for key in ("train", "val"):
+        paths = getattr(settings, key)
+        if isinstance(paths, DatasetPaths) and paths.images_only and key not in allowed:
+            raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only the train data "
+                             f"of an unlabelled source (unlabelled: true) may be one")
+
+
 @dataclass
 class SourceConfig:
     """One dataset of a mixed run (docs/training.md, "Mixing datasets").
@@ -105,11 +115,7 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if self.unlabelled and (self.tasks is not None or self.part_map or self.ignore_parts):
             raise ValueError(f"source {self.name!r} is unlabelled: tasks, part_map and ignore_parts do not apply")
-        for key in ("train", "val"):
-            paths = getattr(self, key)
-            if isinstance(paths, DatasetPaths) and paths.images_only and not (key == "train" and self.unlabelled):
-                raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only the train "
-                                 f"data of an unlabelled source (unlabelled: true) may be one")
+        _refuse_images_only(self, allowed=("train",) if self.unlabelled else ())
         if not _SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
             raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
                              f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
@@ -136,11 +142,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentation's own settings object
 
     def __post_init__(self) -> None:
-        for key in ("train", "val"):
-            paths = getattr(self, key)
-            if isinstance(paths, DatasetPaths) and paths.images_only:
-                raise ValueError(f"{key}: a folder of images alone ({paths.images}) has no labels: only an unlabelled "
-                                 f"source of data.sources may be one")
+        _refuse_images_only(self)
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"sources: names must be unique, got {names}")

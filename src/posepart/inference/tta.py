@@ -151,7 +151,9 @@ def merge_views(
             missing = np.isnan(array[:, 0, 0])  # a left-out channel is NaN throughout, resampled or not
             if missing.any():
                 array = np.where(missing[:, None, None], np.float32(0.0), array)
-            counts[i] = counts[i] + ~missing[:, None, None] if missing.any() else counts[i] + 1.0
+                counts[i] = counts[i] + ~missing[:, None, None]
+            else:
+                counts[i] = counts[i] + 1.0
             fields[i] = array.copy() if fields[i] is None else fields[i] + array  # type: ignore[operator]
     return Maps(*(None if f is None else f / c for f, c in zip(fields, counts)))
 
