@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.engine.config import load_config
 from posepart.engine.module import PosePartModule

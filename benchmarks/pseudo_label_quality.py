@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import default_collate
 
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import Mapper, TargetConfig
+from posepart.targets.mapper import Mapper, TargetConfig
 from posepart.engine.checkpoint import load_model
 from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.self_training import SelfTraining

@@ -15,7 +15,7 @@ import posepart
 from posepart.cli import build_parser
 from posepart.engine.config import config_from_dict, load_config, shipped_config, shipped_configs
 from posepart.errors import UsageError
-from posepart.inference.cli import export_format
+from posepart.predict_cli import export_format
 
 
 def test_version(capsys):

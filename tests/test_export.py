@@ -16,7 +16,7 @@ from posepart.cli import main
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.engine.checkpoint import load_model
-from posepart.inference.export import export_onnx
+from posepart.engine.export import export_onnx
 from posepart.inference.predictor import Predictor, model_info
 from posepart.models import build_model
 from posepart.schema import Schema
@@ -190,7 +190,7 @@ def test_parity_is_judged_against_each_outputs_scale(tmp_path):
     ~120 (a difference of 1.3e-4, float32 noise)."""
     from posepart.heads import HeadMeta
     from posepart.inference.backends import ModelInfo
-    from posepart.inference.export import PARITY_TOL, max_difference
+    from posepart.engine.export import PARITY_TOL, max_difference
 
     info = ModelInfo(HeadMeta(PASCAL, pose_stride=8), SIZE, ("heatmaps", "pafs"), "m")
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import Mapper, TargetConfig
+from posepart.targets.mapper import Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.evaluate import oracle_prediction

@@ -6,7 +6,7 @@ from test_format import write_custom
 
 from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
-from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 
 
 def test_eval_mapper_shapes_and_flags(tmp_path):

@@ -114,6 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if result.rank:  # DDP: every process returns here; one summary
+        return 0
     best = result.best if result.best is not None else (
         "none (no validation ran: give --val, or train to the end of an epoch)")
     print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_parser(verbs)  # posepart convert {pascal-person-part,mpii,lip,cihp}
 
-    from posepart.inference.cli import add_predict_parsers
+    from posepart.predict_cli import add_predict_parsers
 
     add_predict_parsers(verbs)  # posepart predict / export (docs/inference.md)
     _show_defaults(parser)

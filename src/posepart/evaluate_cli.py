@@ -12,7 +12,7 @@ from posepart.data.dataset_args import add_dataset_args, open_dataset, with_imag
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
 from posepart.heads import POSE_STRIDES
-from posepart.inference.cli import add_test_time_args
+from posepart.predict_cli import add_test_time_args
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:

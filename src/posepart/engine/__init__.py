@@ -7,5 +7,6 @@
     loaded = load_model(result.best)                                            # LoadedModel(model, schema, ...)
 
 Submodules are imported on demand (Lightning is heavy): `settings` (the dataclasses), `config` (YAML and
-validation), `data`, `module`, `checkpoint`, `train`.
+validation), `data`, `module`, `checkpoint`, `train`, `export`
+(ONNX / TorchScript files from a checkpoint).
 """

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import PartLabelSpace
-from posepart.data.mapper import MappedDataset, Mapper, TargetConfig
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
 from posepart.engine.settings import Config, DatasetPaths, SourceConfig

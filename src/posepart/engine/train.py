@@ -51,6 +51,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     global_step: int = 0
     epochs: int = 0
+    rank: int = 0  # this process's global rank: under DDP every rank returns a result, rank 0 reports it
 
 
 def _devices(value: str) -> Any:
@@ -328,4 +329,4 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     best = Path(callbacks[0].best_model_path) if monitor is not None and callbacks[0].best_model_path else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
-                       global_step=trainer.global_step, epochs=trainer.current_epoch)
+                       global_step=trainer.global_step, epochs=trainer.current_epoch, rank=trainer.global_rank)

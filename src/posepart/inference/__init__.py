@@ -1,9 +1,10 @@
-"""Running trained models: `Predictor` (images -> people, part maps, part instances), TTA, export, `posepart predict`.
+"""Running trained models: `Predictor` (images -> people, part maps, part instances), TTA, drawing, media.
 
 Modules: `predictor` (the API), `preprocess` (load + letterbox), `backends` (PyTorch / TorchScript / ONNX Runtime),
-`tta` (flip and multi-scale merging), `export` (ONNX / TorchScript files; imports torch), `media` (folders, videos,
-webcams and the files `posepart predict` writes), `draw` (overlays), `cli` (the verbs). Nothing here but `export`
-imports torch at module level, so an ONNX model runs with onnxruntime alone.
+`tta` (flip and multi-scale merging), `media` (folders, videos, webcams and the files `posepart predict` writes),
+`draw` (overlays). Nothing here imports torch at module level, so an ONNX model runs with onnxruntime alone.
+Training validates with this Predictor (the call users run), so `posepart.engine` sits above this package: writing
+ONNX / TorchScript files from a checkpoint is `posepart.engine.export`, the verbs are `posepart.predict_cli`.
 """
 
 from posepart.inference.predictor import ImageResult, PersonPrediction, Predictor

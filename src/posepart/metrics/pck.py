@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
+from posepart.matching import joint_distances, match_people
 from posepart.schema import Schema
 
 HEAD_NAMES = ("head", "head_top")  # the top of the head: PASCAL's "head", MPII's "head_top"
@@ -21,49 +21,6 @@ NECK_NAMES = ("neck", "upper_neck")
 def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:
     """MPII's PCKh normaliser: 0.6 x the diagonal of the head box [x1, y1, x2, y2]."""
     return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
-
-
-def _distances(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Joint distances (N, M, K) between every GT and predicted person, and where both sides have the joint."""
-    d = np.linalg.norm(gt[:, None, :, :2] - pred[None, :, :, :2], axis=-1)  # (N, M, K)
-    valid = (gt[:, None, :, 2] > 0) & (pred[None, :, :, 2] > 0)  # (N, M, K)
-    return d, valid
-
-
-def match_people(
-    gt: np.ndarray, pred: np.ndarray, thresholds: np.ndarray | Sequence[float] | None = None
-) -> list[tuple[int, int]]:
-    """One-to-one (gt index, pred index) pairs by the Hungarian method (scipy's linear_sum_assignment).
-
-    With `thresholds` (N,) (one distance per GT person, e.g. alpha x head size) the assignment maximises the number of
-    GT joints whose predicted joint lies within the person's threshold, ties broken by the smaller mean distance in
-    thresholds; a GT person whose threshold is not finite (no normaliser) takes no part. Without thresholds it
-    minimises the mean pixel distance. Only joints labelled in the GT and predicted count; a pair sharing no such
-    joint is never returned, so some people may stay unmatched (at most min(N, M) pairs).
-    """
-    gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
-    if gt.size == 0 or pred.size == 0:
-        return []
-    gt, pred = gt.reshape(len(gt), -1, 3), pred.reshape(len(pred), -1, 3)
-    rows = np.arange(len(gt))
-    if thresholds is not None:
-        thr = np.asarray(thresholds, np.float64).reshape(-1)
-        rows = rows[np.isfinite(thr) & (thr > 0)]
-    if len(rows) == 0 or len(pred) == 0:
-        return []
-    d, valid = _distances(gt[rows], pred)
-    shared = valid.sum(-1)  # (n, M)
-    if thresholds is None:
-        mean_d = np.where(valid, d, 0.0).sum(-1) / np.maximum(shared, 1)
-        cost = np.where(shared > 0, mean_d, mean_d.max() + 1.0)  # finite: the solver rejects inf
-    else:
-        nd = d / thr[rows, None, None]  # distances in units of each person's threshold
-        hits = (valid & (nd <= 1.0)).sum(-1)
-        mean_nd = np.where(valid, nd, 0.0).sum(-1) / np.maximum(shared, 1)
-        # the tie-breaker lies in [0, 1): it can never outweigh one more joint within the threshold
-        cost = -hits + np.where(shared > 0, mean_nd / (1.0 + mean_nd), 1.0)
-    gi, pj = linear_sum_assignment(cost)
-    return [(int(rows[g]), int(p)) for g, p in zip(gi, pj) if shared[g, p] > 0]
 
 
 def _joint_index(schema: Schema, names: Sequence[str]) -> int | None:
@@ -127,7 +84,7 @@ def pckh_counts(
         total += (gt[scored, :, 2] > 0).sum(0)
         thr = alpha * sizes
         for g, p in match_people(gt, pred, thr):
-            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])  # (1, 1, K)
+            d, valid = joint_distances(gt[g : g + 1], pred[p : p + 1])  # (1, 1, K)
             correct += (valid & (d <= thr[g]))[0, 0]
     return PCKhCounts(correct, total)
 
@@ -181,7 +138,7 @@ def pck_dist(
         pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
         cutoff = factor * _shortest_limbs(gt, schema)
         for g, p in match_people(gt, pred, cutoff):
-            d, valid = _distances(gt[g : g + 1], pred[p : p + 1])
+            d, valid = joint_distances(gt[g : g + 1], pred[p : p + 1])
             kept = d[valid & (d <= cutoff[g])]
             pixels.append(kept)
             normalised.append(kept / cutoff[g])

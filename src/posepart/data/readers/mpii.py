@@ -25,7 +25,7 @@ import numpy as np
 from posepart.data.format import DatasetError, read_json
 from posepart.data.readers.common import ConvertResult, Person, Sample, Skips, write_samples
 from posepart.errors import UsageError
-from posepart.metrics.pck import match_people
+from posepart.matching import match_people
 from posepart.schema import Schema
 
 NUM_JOINTS = 16
@@ -178,7 +178,7 @@ def read_valid_h5(path: Path) -> dict[str, list[Person]]:
 
 def attach_head_sizes(people: dict[str, list[Person]], reference: dict[str, list[Person]], skips: Skips) -> None:
     """Copy each reference person's `head_size` onto the person of the same image with the closest joints
-    (Hungarian matching, `posepart.metrics.pck.match_people`); people left unmatched are counted."""
+    (Hungarian matching, `posepart.matching.match_people`); people left unmatched are counted."""
     for name, persons in people.items():
         ref = reference.get(name, [])
         gt = np.stack([p.keypoints for p in persons])

@@ -1,4 +1,4 @@
-"""`posepart predict` and `posepart export`: the command-line side of `posepart.inference`.
+"""`posepart predict` and `posepart export`: the command-line side of `posepart.inference` and `posepart.engine.export`.
 
 Exit status of `predict`: 0 when at least one input was processed (failed inputs are listed on stderr and in
 OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded or
@@ -84,7 +84,7 @@ def export_format(out: Path, given: str | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from posepart.inference.export import export_model
+    from posepart.engine.export import export_model
 
     result = export_model(args.checkpoint, export_format(args.out, args.format), args.out,
                           input_size=args.input_size, opset=args.opset, verify=not args.no_verify)

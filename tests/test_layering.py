@@ -1,0 +1,78 @@
+"""Data flows one way (README, "Design notes"): each part of the package imports only the parts below it.
+
+The order, bottom first. `inference` (the Predictor) sits below `engine` because training validates with the same
+Predictor users run; writing ONNX / TorchScript files from a checkpoint is therefore `engine.export`, and the verbs
+live in the `*_cli` modules at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import posepart
+
+PACKAGE = Path(posepart.__file__).parent
+LAYERS = ("errors", "schema", "heads", "matching", "data", "targets", "models", "losses", "decode", "metrics", "viz",
+          "evaluate", "report", "inference", "evaluate_model", "engine", "predict_cli", "evaluate_cli", "demo", "study",
+          "cli")
+# The one import against the order: `Predictor.from_checkpoint(path)`, the API's entry point, reads the checkpoint
+# with the engine's loader, imported when called (a Predictor of an ONNX file never imports it).
+ALLOWED = {("posepart.inference.predictor", "posepart.engine.checkpoint")}
+
+
+def _modules() -> dict[str, Path]:
+    names = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def _imports(path: Path, package: str = "") -> list[tuple[int, str]]:
+    """(line, module) of every `posepart` import in the file, at module level or inside a function; relative ones
+    resolved against `package` (the file's own package)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            names = [".".join(base + ([node.module] if node.module else []))]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [(node.lineno, name) for name in names if name.split(".")[0] == "posepart"]
+    return found
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_every_part_of_the_package_has_a_place_in_the_order():
+    unplaced = {_layer(m) for m in _modules() if m != "posepart"} - set(LAYERS)
+    assert not unplaced, f"add {sorted(unplaced)} to LAYERS where it belongs"
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = []
+    for module, path in _modules().items():
+        if module == "posepart":
+            continue
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for line, imported in _imports(path, package):
+            if imported == "posepart":  # the root holds `__version__` alone
+                continue
+            if (module, imported) in ALLOWED or _layer(imported) == _layer(module):
+                continue
+            if rank[_layer(imported)] > rank[_layer(module)]:
+                upward.append(f"{module}:{line} imports {imported}")
+    assert not upward, "imports against the order of LAYERS:\n" + "\n".join(upward)
+
+
+def test_the_check_sees_imports_inside_functions(tmp_path):
+    """The walk must find a lazy import too (most upward imports hid inside functions)."""
+    source = tmp_path / "lazy.py"
+    source.write_text("def f():\n    from posepart.engine.checkpoint import load_model\n    from ..data import format\n")
+    assert _imports(source, "posepart.engine") == [(2, "posepart.engine.checkpoint"), (3, "posepart.data")]
