@@ -28,10 +28,10 @@ from common import write_json  # noqa: E402
 
 from posepart.data.augment import AugmentConfig, apply_affine, normalize, photometric, sample_affine  # noqa: E402
 from posepart.data.format import PosePartDataset  # noqa: E402
-from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig  # noqa: E402
 from posepart.data.synth import write_synth  # noqa: E402
 from posepart.heads import HeadMeta
 from posepart.targets import build_targets  # noqa: E402
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig  # noqa: E402
 
 SIZE = 368
 cv2.setNumThreads(1)

@@ -41,9 +41,9 @@ from common import write_json  # noqa: E402
 
 from posepart.decode import decode  # noqa: E402
 from posepart.decode.instances import assign_part_instances, cell_index, part_limb_compatibility  # noqa: E402
+from posepart.engine.export import export_onnx  # noqa: E402
 from posepart.heads import HeadMeta
 from posepart.inference.backends import Backend, OnnxBackend, TorchBackend  # noqa: E402
-from posepart.engine.export import export_onnx  # noqa: E402
 from posepart.inference.predictor import Predictor, model_info  # noqa: E402
 from posepart.inference.tta import Maps  # noqa: E402
 from posepart.models import build_model  # noqa: E402

@@ -33,7 +33,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
-from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.engine.config import load_config
 from posepart.engine.module import PosePartModule
@@ -41,6 +40,7 @@ from posepart.heads import HeadMeta
 from posepart.losses import PosePartLoss, UncertaintyWeighting
 from posepart.models import build_model, channels_last_
 from posepart.schema import Schema
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 
 # Dense peak FLOP/s by GPU name fragment and precision (vendor data sheets, SXM parts, no sparsity).
 GPU_PEAK = {"H100": {"bf16": 989e12, "fp32": 67e12}, "H200": {"bf16": 989e12, "fp32": 67e12},

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import default_collate
 
 from posepart.data.format import PosePartDataset
-from posepart.targets.mapper import Mapper, TargetConfig
 from posepart.engine.checkpoint import load_model
-from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.self_training import SelfTraining
+from posepart.engine.settings import SelfTrainingConfig
 from posepart.schema import IGNORE_LABEL
+from posepart.targets.mapper import Mapper, TargetConfig
 
 
 def main() -> None:

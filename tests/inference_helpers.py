@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posepart.data.augment import Affine, apply_affine, letterbox_affine, normalize
+from posepart.data.augment import Affine, apply_affine, canvas_size, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
 from posepart.engine.config import load_config
 from posepart.engine.module import build_from_config
 from posepart.heads import HeadMeta
-from posepart.data.augment import canvas_size
 from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput
 from posepart.schema import Schema
@@ -23,10 +23,11 @@ from posepart.targets import build_targets
 
 
 def write_checkpoint(path: Path, schema: Schema, *overrides: str, input_size: int = 64, seed: int = 0,
-                     gain: float = 1.0) -> Path:
+                     gain: float = 1.0, tasks: Sequence[str] | None = None) -> Path:
     """A posepart checkpoint of an untrained tiny model (width 0.125, one stage) as training would save it.
 
-    gain > 1 scales the last conv of every pose branch, so the random maps have peaks the decoder accepts.
+    gain > 1 scales the last conv of every pose branch, so the random maps have peaks the decoder accepts. `tasks`:
+    record one training source of these tasks (as `posepart train` does), else none (an older checkpoint).
     """
     cfg = load_config(None, ["model.name=joint_vgg16", "model.stages=1", "model.width=0.125", "model.fc_width=32",
                              f"data.input_size={input_size}", *overrides])
@@ -34,7 +35,8 @@ def write_checkpoint(path: Path, schema: Schema, *overrides: str, input_size: in
     model = build_from_config(cfg, schema, pretrained=False)
     if gain != 1.0:
         amplify(model, gain)
-    checkpoint = {"posepart": {"schema": schema.to_category(), "config": cfg.to_dict()},
+    sources = {} if tasks is None else {"sources": [{"name": "train", "tasks": list(tasks)}]}
+    checkpoint = {"posepart": {"schema": schema.to_category(), "config": cfg.to_dict(), **sources},
                   "state_dict": {"model." + k: v for k, v in model.state_dict().items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)

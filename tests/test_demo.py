@@ -46,10 +46,15 @@ def test_demo_budget_follows_native_bf16(monkeypatch, native):
     assert FLOAT32_TRAIN_IMAGES < DEFAULT_TRAIN_IMAGES
 
 
-def test_demo_rejects_a_jobs_count_below_one(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--jobs", "0"]) == 2
-    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
-    assert not (tmp_path / "demo").exists()  # refused before any work
+@pytest.mark.parametrize("verb, option", [("demo", "--jobs"), ("demo", "--size"), ("demo", "--n-train"),
+                                          ("study", "--jobs"), ("study", "--seeds"), ("study", "--train-images"),
+                                          ("study", "--size")])
+def test_counts_below_one_are_refused_before_any_work(verb, option, tmp_path, capsys):
+    """Before: `study --seeds 0` (or --train-images 0, --size 0) quietly became the default, a run of hours."""
+    with pytest.raises(SystemExit) as exit_:
+        main([verb, "--out", str(tmp_path / verb), option, "0"])
+    assert exit_.value.code == 2 and f"{option}: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / verb).exists()
 
 
 @pytest.mark.parametrize("jobs", [3, 1])  # three models at once in worker processes; one after another

@@ -160,6 +160,9 @@ def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget,
     first = train(cfg, tmp_path / "cut", **cut, **QUIET)
     resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
     assert (resumed.global_step, straight.global_step) == (4, 4)
+    # epochs completed, the cut one not among them (before: 2 epochs reported for 3 steps of 2 x 2)
+    inside = "max_steps" in cut
+    assert (first.epochs, first.inside_epoch) == (1, inside) and (resumed.epochs, resumed.inside_epoch) == (2, False)
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
@@ -332,8 +335,8 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
     assert (out / "config.yaml").read_text() == written  # before: the failed launch's config replaced the run's
     monkeypatch.undo()
     with pytest.warns(UserWarning, match=r"loss\.weighting_lr=0\.2 is not used"):  # before: refused as another model
-        with pytest.warns(UserWarning, match=r"train\.max_epochs=2: the run stops there, but its learning-rate "
-                                             r"schedule continues as planned for the checkpoint's train\.max_epochs=1"):
+        with pytest.warns(UserWarning, match=r"train\.max_epochs=2 \(the checkpoint's: 1\): the run stops there, "
+                                             r"but its learning-rate schedule keeps the length planned"):
             train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)  # before: no word of it
     resumed = load_config(out / "config.yaml")
     assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
@@ -495,15 +498,32 @@ def test_set_reaches_list_items_and_blames_itself():
     assert str(caught.value).startswith("--set: data.sources[0].trian: unknown key"), caught.value
 
 
-def test_data_train_in_the_coco_release_layout(fixtures):
+def test_set_null_resets_a_key_and_a_mapping_merges(tmp_path):
+    """A mapping given to --set merges into the config's (as OmegaConf merges); before, nothing could clear one
+    (`part_map={}` merged nothing in, `part_map=null` was refused): null now resets the key to its default."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources:\n    - {name: cihp, train: cihp, part_map: {scarf: [torso]}}\n"
+                    "optim: {lr: 0.5}\n")
+    source = lambda *overrides: load_config(path, list(overrides)).data.sources[0]  # noqa: E731
+    assert source().part_map == {"scarf": ["torso"]}
+    assert source("data.sources[0].part_map={hat: [head]}").part_map == {"scarf": ["torso"], "hat": ["head"]}
+    assert source("data.sources[0].part_map=null").part_map == {}
+    assert load_config(path, ["optim.lr=null"]).optim.lr == load_config(None).optim.lr  # the default, not None
+
+
+def test_data_train_in_the_coco_release_layout(fixtures, caplog):
     """The README reads the COCO layout "wherever a command takes a dataset"; before, `data.train` took a ROOT only
-    (`data.train.annotations=...`: "Input should be a valid string") and only data.sources took the layout."""
+    (`data.train.annotations=...`: "Input should be a valid string") and only data.sources took the layout. The
+    images it skips are said, as `inspect` says them (before: training dropped them without a word)."""
     coco = fixtures / "coco_mini"
     config = load_config("demo_cpu_paf", [f"data.train.annotations={coco}/annotations/person_keypoints_train2017.json",
                                           f"data.train.images={coco}/train2017"])
-    data = PosePartDataModule(config)
+    with caplog.at_level(logging.INFO):
+        data = PosePartDataModule(config)
     (source,) = data.sources
     assert data.schema.num_joints == 17 and len(source.train) == 36  # the 36 of 80 listed images present
+    (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert line.startswith(f"data.train (annotations {coco}/annotations/") and "skipped 44 x missing image" in line
     with pytest.raises(ConfigError, match="a folder of images alone .* has no labels"):
         load_config("demo_cpu_paf", [f"data.train.images={coco}/train2017"])
 
@@ -541,6 +561,17 @@ def test_export_weights_round_trip(straight_run, tmp_path, capsys):
     torch.save({"state_dict": {}}, bogus)
     assert cli.main(["export-weights", "--checkpoint", str(bogus), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "not a posepart checkpoint" in capsys.readouterr().err
+    # before: any --out was written, the checkpoint itself included (its training state lost), and exported weights
+    # given back were "not a posepart checkpoint"
+    victim = tmp_path / "victim.ckpt"
+    victim.write_bytes(straight_run.last.read_bytes())
+    for argv, words in ((["--checkpoint", str(victim), "--out", str(victim)], "must end in .safetensors"),
+                        (["--checkpoint", str(victim), "--out", str(tmp_path / "w.bin")], "must end in .safetensors"),
+                        (["--checkpoint", str(out), "--out", str(tmp_path / "again.safetensors")], "exported weights "
+                                                                                                    "already")):
+        assert cli.main(["export-weights", *argv]) == 2
+        assert words in capsys.readouterr().err
+    assert victim.read_bytes() == straight_run.last.read_bytes() and not (tmp_path / "w.bin").exists()
 
 
 @pytest.mark.slow

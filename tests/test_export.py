@@ -184,6 +184,37 @@ print("RC", rc, "LOADED", sorted({{m.split(".")[0] for m in sys.modules}} & heav
     assert (tmp_path / "out" / "keypoints.json").is_file()
 
 
+def test_without_torch_a_model_that_needs_it_is_one_error_line(files, tmp_path):
+    """On the ONNX Runtime install (no torch), a .ckpt / .safetensors / .pt model and `export` were a
+    ModuleNotFoundError traceback (exit 1); now one error line saying what is missing (exit 2)."""
+    image, ckpt = str(files["images"][0]), str(files["ckpt"])
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "safetensors"):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, NoTorch())
+from posepart.cli import main
+from posepart.inference.backends import BackendError
+from posepart.inference.predictor import Predictor
+for path in ({ckpt!r}, "model.safetensors", "model.pt"):
+    print("PREDICT", main(["predict", "--checkpoint", path, {image!r}, "--out", {str(tmp_path / 'o')!r}]))
+print("EXPORT", main(["export", "--checkpoint", {ckpt!r}, "--out", {str(tmp_path / 'm.onnx')!r}]))
+try:
+    Predictor.from_checkpoint({ckpt!r})
+except BackendError as err:
+    print("API", err)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("PREDICT 2") == 3 and "EXPORT 2" in done.stdout, done.stdout + done.stderr
+    assert "needs PyTorch, which is not installed" in done.stdout.split("API")[1]
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith("error: ") for line in errors), done.stderr
+    assert "needs PyTorch" in errors[0] and "posepart export needs torch" in errors[3]
+
+
 def test_parity_is_judged_against_each_outputs_scale(tmp_path):
     """float32 rounding grows with magnitude: an output reaching 100 may differ by 1e-3 (1e-5 of its scale), one in
     [0, 1] may not differ by 5e-4. Before, a 1e-4 absolute bound failed the export of a model whose PAFs reached

@@ -16,9 +16,9 @@ from posepart.cli import main
 from posepart.decode import decode
 from posepart.engine.checkpoint import load_model
 from posepart.engine.config import ConfigError, load_config
+from posepart.engine.export import PARITY_TOL, parity_error
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.backends import ModelInfo
-from posepart.engine.export import PARITY_TOL, parity_error
 from posepart.models import build_model
 from posepart.schema import Schema
 from posepart.targets import build_targets

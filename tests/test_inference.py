@@ -10,19 +10,18 @@ import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
 from PIL import Image
 
-from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, canvas_size, normalize
 from posepart.data.format import PosePartDataset
-from posepart.targets.mapper import Mapper, TargetConfig
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
 from posepart.evaluate import oracle_prediction
 from posepart.heads import HeadMeta
 from posepart.inference import ImageResult, Predictor
-from posepart.data.augment import canvas_size
-from posepart.inference.preprocess import InputError, letterbox
+from posepart.inference.preprocess import InputError, letterbox, load_image
 from posepart.inference.tta import Maps, flip_maps
 from posepart.models import build_model
 from posepart.schema import Schema, _mirror_name
+from posepart.targets.mapper import Mapper, TargetConfig
 
 SIZE = 64
 PASCAL = Schema.pascal_person_part()
@@ -124,6 +123,22 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
         tiny(str(tmp_path / "missing.png"))
 
 
+def test_pil_images_without_a_stated_range_read_in_pils_own():
+    """PIL's "I" and "F" modes hold 0..255 when converted from an 8-bit image: before, "I" was shifted as 16-bit
+    (black) and "F" clipped to [0, 1] (white)."""
+    grey = (np.arange(48 * 40).reshape(48, 40) % 251).astype(np.uint8)
+    eight_bit = load_image(Image.fromarray(grey))
+    for mode in ("I", "F"):
+        assert np.array_equal(load_image(Image.fromarray(grey).convert(mode)), eight_bit), mode
+    assert np.array_equal(load_image(Image.fromarray(grey.astype(np.float32) / 255.0)), eight_bit)  # numpy's floats
+    sixteen = Image.fromarray(grey.astype(np.int32) * 257)  # a 16-bit image in a 32-bit mode, as older Pillows give
+    assert sixteen.mode == "I" and np.array_equal(load_image(sixteen), eight_bit)
+    for bad, words in ((np.full((4, 4), 300.0, np.float32), "0..255"), (np.full((4, 4), -1, np.int32), "0..65535"),
+                       (np.full((4, 4), np.nan, np.float32), "NaN")):
+        with pytest.raises(InputError, match=words):
+            load_image(Image.fromarray(bad))
+
+
 def test_no_joint_comes_from_the_letterbox_padding():
     """A 720 x 104 image fills 9 of the 64 x 16 canvas's rows; before, the joints a (random) network put in the grey
     padding, or that sub-cell placement carried there, came back up to 40 px above and below the image."""
@@ -170,6 +185,20 @@ def test_ground_truth_maps_decode_to_the_oracle_people(synth, truth_net, flip):
         labelled = gt_parts != 255
         assert np.array_equal(result.parts[labelled], gt_parts[labelled])
     assert total >= 3
+
+
+def test_person_mask_is_that_persons_instance_and_refuses_a_person_not_there(synth, truth_net):
+    """Before: `person_mask(99)` gave an all-False mask, as if person 99 existed and had no part pixels."""
+    result = Predictor.from_model(truth_net, input_size=SIZE)(synth.load_image(synth.records[0]))
+    n = len(result.people)
+    assert n >= 1 and result.instances is not None
+    for i in range(n):
+        np.testing.assert_array_equal(result.person_mask(i), result.instances == i + 1)
+    np.testing.assert_array_equal(result.person_mask(-1), result.instances == n)  # Python's indexing, as people[-1]
+    assert result.person_mask(0).any()
+    for index in (n, -n - 1, 99):
+        with pytest.raises(IndexError, match=f"person {index} of {n}"):
+            result.person_mask(index)
 
 
 def test_flip_without_the_schema_swaps_breaks_the_ground_truth(synth, truth_net, monkeypatch):

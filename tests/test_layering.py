@@ -74,5 +74,6 @@ def test_each_part_imports_only_the_parts_below_it():
 def test_the_check_sees_imports_inside_functions(tmp_path):
     """The walk must find a lazy import too (most upward imports hid inside functions)."""
     source = tmp_path / "lazy.py"
-    source.write_text("def f():\n    from posepart.engine.checkpoint import load_model\n    from ..data import format\n")
+    source.write_text("def f():\n    from posepart.engine.checkpoint import load_model\n"
+                      "    from ..data import format\n")
     assert _imports(source, "posepart.engine") == [(2, "posepart.engine.checkpoint"), (3, "posepart.data")]

@@ -390,6 +390,28 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
         PosePartDataModule(bad)
     with pytest.raises(ConfigError, match="'val/lip/seg/mean_iou' names no validation source"):  # before training
         train(mixed(sources, tmp_path, "train.best_metric=val/lip/seg/mean_iou"), tmp_path / "run", **QUIET)
+    # before: best.ckpt followed the mean IU of a part head no source trains (its random weights)
+    spec = (f"data.sources=[{{name: p, train: {sources['pascal']}, val: {sources['pascal_val']}, tasks: [pose]}}]")
+    pose_only = load_config(None, [spec, "model.name=joint_vgg16", "model.width=0.125", "model.fc_width=32",
+                                   "model.stages=1", "data.input_size=64", "train.best_metric=val/seg/mean_iou"])
+    with pytest.raises(ConfigError, match=r"'val/seg/mean_iou' follows the parts head, which no training source "
+                                          r"trains \(they train \['pose'\]\); try val/pose/ap"):
+        train(pose_only, tmp_path / "pose_only", **QUIET)
+    # before: accepted, the CIHP source taking half of every epoch and teaching nothing (MPII's target has no parts)
+    idle = load_config(None, [f"data.sources=[{{name: mpii, train: {sources['mpii']}}}, "
+                              f"{{name: cihp, train: {sources['cihp']}}}]"])
+    with pytest.raises(ConfigError, match=r"source 'cihp' trains nothing: none of its labels \(0 joints, \d+ part "
+                                          r"classes\) maps into the target schema 'mpii'"):
+        PosePartDataModule(idle)
+    # before: "part_map / ignore_parts given but it feeds no parts" for a source with no images at all
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "annotations.json").write_text((sources["cihp"] / "annotations.json").read_text().replace(
+        '"images": [', '"images": [], "unused": ['))
+    bad = load_config(None, [f"data.sources=[{{name: e, train: {empty}, part_map: {{hat: [head]}}}}]",
+                             "data.schema=pascal_person_part"])
+    with pytest.raises(ConfigError, match="source 'e' has no training images"):
+        PosePartDataModule(bad)
 
 
 def test_shipped_mixed_configs_load_and_document_their_layout():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -159,18 +160,45 @@ def test_muon_momentum_out_of_range_is_a_config_error_naming_the_key():
 
 
 @pytest.mark.parametrize("schedule, after_warmup", [
-    ("linear", [1.0, 0.75, 0.5, 0.25, 0.0]),
-    ("cosine", [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
-    ("constant", [1.0] * 5),
+    ("linear", [1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0]),
+    ("cosine", [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0, 0.0, 0.0, 0.0]),
+    ("constant", [1.0] * 8),
 ])
 def test_schedules_by_hand(schedule: str, after_warmup: list[float]):
     """Warm-up 2 steps from lr / 3, then the schedule over the remaining 4 of 6 planned steps (to 0 for linear and
-    cosine): the LR each optimizer step runs at."""
+    cosine): the LR each optimizer step runs at. Past the plan (a run resumed with a larger max_epochs keeps its
+    schedule) the LR stays where the plan ended; before, cosine climbed back up (0.15, 0.5, 0.85 of the LR)."""
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_schedule(OptimConfig(lr=1.0, schedule=schedule, warmup_steps=2), optimizer, lambda: 6)
     seen = []
-    for _ in range(7):
+    for _ in range(10):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([1 / 3, 2 / 3, *after_warmup], abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_a_resumed_schedule_keeps_its_planned_length(schedule: str):
+    """Resumed with another planned length (a larger train.max_epochs), the schedule continues the plan it started
+    with: its length is restored with its state (and saved as plain values, loadable weights-only)."""
+    def run(planned: int, state: dict | None, steps: int) -> tuple[list[float], dict]:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = build_schedule(OptimConfig(lr=1.0, schedule=schedule, warmup_steps=2), optimizer, lambda: planned)
+        if state is not None:
+            scheduler.load_state_dict(state)
+            optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
+        seen = []
+        for _ in range(steps):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen, scheduler.state_dict()
+
+    straight, _ = run(6, None, 9)
+    first, state = run(6, None, 4)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    second, _ = run(20, torch.load(buffer, weights_only=True), 5)
+    assert first + second == pytest.approx(straight, abs=1e-12) and straight[-3:] == [0.0, 0.0, 0.0]

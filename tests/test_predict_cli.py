@@ -134,6 +134,98 @@ def test_annotations_of_another_schema_are_refused(setup, tmp_path, capsys):
     assert code == 0, err  # the model's own joints
 
 
+def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, capsys):
+    """Before: images matched --annotations by base name, first listed wins, so a/x.jpg and b/x.jpg both took a/x's
+    id, and an image of id 0 took another's (`get(path) or get(name)`)."""
+    from posepart.inference.media import annotation_index
+
+    images = [{"file_name": "b/x.jpg", "id": 5}, {"file_name": "a/x.jpg", "id": 0}, {"file_name": "c/y.jpg", "id": 7}]
+    listing = tmp_path / "ann.json"
+    listing.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    index = annotation_index(listing)
+    assert index.image_id("data/a/x.jpg") == (0, []) and index.image_id("b/x.jpg") == (5, [])
+    assert index.image_id("elsewhere/y.jpg") == (7, [])  # a unique base name still matches
+    assert index.image_id("elsewhere/x.jpg") == (None, ["b/x.jpg", "a/x.jpg"])  # which x.jpg? neither
+    assert index.image_id("z.jpg") == (None, [])
+
+    image = (setup["data"] / "images" / "000000.jpg").read_bytes()
+    for folder, name in (("a", "x.jpg"), ("b", "x.jpg"), ("other", "x.jpg")):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / name).write_bytes(image)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(tmp_path / "in"), "--recursive", "--quiet",
+                 "--annotations", str(listing), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {Path(i["file"]).parent.name: i["id"] for i in summary["images"]} == {"a": 0, "b": 5, "other": 8}
+    assert "other/x.jpg: 2 images of --annotations are named x.jpg" in capsys.readouterr().err
+
+
+def test_a_rerun_into_an_output_inside_the_input_folder_reads_the_photos_only(setup, tmp_path):
+    """Before: the second run took the first one's overlays, part maps and instance maps for photos (15 inputs for
+    3), and its results for a label PNG replaced a photo's."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image in sorted((setup["data"] / "images").iterdir()):
+        (photos / image.name).write_bytes(image.read_bytes())
+    argv = ["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--recursive", "--quiet", "--out",
+            str(photos / "results")]
+    assert main(argv) == 0 and main(argv) == 0
+    summary = json.loads((photos / "results" / "summary.json").read_text())
+    assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
+
+
+def test_videos_count_in_the_summary_and_no_overlays_writes_no_video(setup, tmp_path, capsys):
+    """Before: summary.json's "people" and the last line counted still images only, and --no-overlays still drew and
+    encoded every frame into OUT/videos/<name>.mp4."""
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["clip"]), "--no-overlays", "--quiet",
+                 "--min-joints", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (video,) = summary["videos"]
+    assert video["people"] > 0 and summary["people"] == video["people"] and video["video"] is None
+    assert f"{video['people']} people found" in capsys.readouterr().err
+    assert (out / "videos" / "clip.json").is_file() and not (out / "videos" / "clip.mp4").exists()
+
+
+@pytest.mark.parametrize("option", ["--max-frames", "--batch-size", "--input-size", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_counts_below_one_are_refused(setup, tmp_path, option, value, capsys):
+    """Before: --max-frames 0 reported a good video as "no readable frames", --input-size 0 used the default."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["clip"]), option, value, "--out",
+              str(tmp_path / "o")])
+    assert exit_.value.code == 2 and f"must be at least 1, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("trained", ["pose", "parts"])
+def test_a_head_its_training_never_taught_is_not_used(setup, tmp_path, trained, capsys):
+    """The joint network trained on one task has the other head at its random initial weights. Before: predict
+    wrote its part maps, instances and overlays (no pixel background) or its people, and evaluate scored it; now the
+    checkpoint's training sources say which tasks it learnt, exports carry that, and the other head is not used."""
+    ckpt = write_checkpoint(tmp_path / "one_task.ckpt", Schema.pascal_person_part(), input_size=SIZE, gain=40.0,
+                            tasks=(trained,))
+    onnx = tmp_path / "one_task.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
+    image = str(setup["data"] / "images" / "000000.jpg")
+    for model in (["--checkpoint", str(ckpt)], ["--onnx", str(onnx)]):
+        out = tmp_path / model[0].strip("-")
+        capsys.readouterr()
+        assert main(["predict", *model, image, "--quiet", "--min-joints", "1", "--out", str(out)]) == 0
+        other = "parts" if trained == "pose" else "pose"
+        assert f"the model's {other} head was never trained" in capsys.readouterr().err
+        people = json.loads((out / "keypoints.json").read_text())
+        assert bool(people) == (trained == "pose")  # the random pose head finds people (gain 40); not used here
+        assert (out / "parts").exists() == (trained == "parts") and not (out / "instances").exists()
+    assert Predictor.from_checkpoint(onnx).info.tasks == (trained,)
+    untouched = Predictor.from_checkpoint(setup["ckpt"])  # a file recording no sources: every head is used
+    assert untouched.info.tasks is None and untouched.info.untrained == ()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(setup["data"]), "--out",
+                 str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert ("segmentation" in metrics) == (trained == "parts") and ("pose" in metrics) == (trained == "pose")
+
+
 def test_result_plot_draws_the_prediction_with_its_legend(setup):
     """`result.plot()` (as ultralytics' Results.plot()): the image re-read from its file, parts and skeletons, legend."""
     from posepart.errors import UsageError

@@ -47,6 +47,14 @@ def test_json_counts_values_and_head_sizes(mpii):
     assert rec.keypoints[0, [0, 5], 2].tolist() == [0, 0] and (rec.keypoints[0, 1:5, 2] == 2).all()
 
 
+def test_split_is_refused_for_a_file_that_holds_one_split(fixtures, tmp_path):
+    """Before: `--split train` with the mmpose JSON (or valid.h5) was ignored without a word."""
+    for src in (fixtures / "mmpose/mpii/test_mpii.json", fixtures / "mpii_eval/valid.h5"):
+        with pytest.raises(UsageError, match="only the release .mat holds several splits"):
+            convert_mpii(src, fixtures / "mmpose/mpii", tmp_path / src.stem, split="train", progress=False)
+        assert not (tmp_path / src.stem).exists()
+
+
 def test_pckh_on_the_five_real_images(mpii, fixtures):
     _, ds = mpii
     records = sorted(ds, key=lambda r: r.file_name)

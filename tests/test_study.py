@@ -113,6 +113,37 @@ def test_study_end_to_end_on_a_dataset_given_by_path(data, tmp_path, capsys):
     assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "nowhere")]) == 2
 
 
+def test_study_scores_data_of_another_schema_in_the_models(fixtures, tmp_path):
+    """`--set data.schema=...` trains in that schema from data in another (CIHP's 20 classes read as PASCAL's 6 parts).
+    Before: the arms were scored against the raw validation labels (an IoU per CIHP class for a 7-class model, or a
+    reshape traceback for pose); now the validation data is read in the model's schema, as `posepart evaluate` does."""
+    for split in ("train", "val"):
+        assert main(["convert", "cihp", "--src", str(fixtures / "cihp_pgn/CIHP"), "--out",
+                     str(tmp_path / "data" / split)]) == 0
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), "--data", str(tmp_path / "data"), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "1", "--train-images", "4", "--jobs", "1", "--arms", "parts",
+                 "--set", "data.schema=pascal_person_part"]) == 0
+    scored = json.loads((out / "metrics.json").read_text())["runs"]["parts@1"]["0"]["segmentation"]
+    assert len(scored["iou_per_class"]) == 7
+    checkpoint = next((out / "runs").glob("parts*/checkpoints/last.ckpt"))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "data" / "val"),
+                 "--input-size", str(SIZE), "--out", str(tmp_path / "m.json")]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())["segmentation"]
+    assert scored["mean_iou"] == pytest.approx(evaluated["mean_iou"], abs=1e-9)
+
+
+def test_arms_failing_on_a_users_mistake_in_worker_processes_are_one_error_line(data, tmp_path, capsys):
+    """Before: with --jobs > 1 (the default) a config that no arm can train (here a schema without part classes for
+    arms that train parts) ended in a RuntimeError traceback; with --jobs 1 it was already one error line."""
+    code = main(["study", "--out", str(tmp_path / "study"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "1", "--train-images", "4", "--jobs", "2", "--arms", "parts,joint",
+                 "--set", "data.schema=mpii"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: training failed: ")
+    assert "parts@1 seed 0: ConfigError" in errors[0] and "joint seed 0: ConfigError" in errors[0]
+
+
 def test_study_end_to_end_on_the_synthetic_default_with_two_seeds(tmp_path):
     out = tmp_path / "study"
     assert main(["study", "--out", str(out), "--n-train", "8", "--n-val", "3", "--size", str(SIZE), "--seeds", "2",

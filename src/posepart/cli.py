@@ -80,9 +80,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from posepart.data.synth import SceneConfig
     from posepart.demo import DEMO_SIZE, run_demo
 
-    if args.jobs < 1:
-        print(f"posepart demo: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
     size = DEMO_SIZE if args.size is None else args.size
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
     report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=args.train_images,
@@ -118,7 +115,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     best = result.best if result.best is not None else (
         "none (no validation ran: give --val, or train to the end of an epoch)")
-    print(f"trained {result.epochs} epochs ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
+    epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
+    print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
     if shown:
         print(json.dumps(shown, indent=2))
@@ -136,6 +134,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
+    from posepart.predict_cli import at_least
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -174,21 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder: data, runs, report.md, figures")
-    p.add_argument("--n-val", type=int, default=300, help="synthetic validation images")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--n-val", type=at_least(1), default=300, help="synthetic validation images")
+    p.add_argument("--size", type=at_least(1), default=None,
                    help="image and network input side (default: posepart.demo.DEMO_SIZE)")
     p.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                    help="synthetic scenes: easy = 1-2 large people on plain backgrounds (learnable on a CPU in "
                         "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (validation: seed + 1) and of training")
-    p.add_argument("--train-images", type=int, default=None, metavar="N",
+    p.add_argument("--train-images", type=at_least(0), default=None, metavar="N",
                    help="training budget per model, in images (default: posepart.demo.default_train_images(), which "
                         "depends on whether the CPU runs bfloat16 natively): FCN32, "
                         "PAF, the joint network with either task masked and the joint model each train on N images "
                         "(the learning-rate schedule is planned over N) and are compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
-    p.add_argument("--n-train", type=int, default=2000, help="distinct synthetic training images")
-    p.add_argument("--jobs", type=int, default=3,
+    p.add_argument("--n-train", type=at_least(1), default=2000, help="distinct synthetic training images")
+    p.add_argument("--jobs", type=at_least(1), default=3,
                    help="models trained at once, in separate processes sharing the cores (default 3; "
                         "1: one after another with progress bars)")
     p.set_defaults(run=cmd_demo)
@@ -255,6 +254,9 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 # Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).
 _FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# What the full install adds to the ONNX Runtime one (docs/inference.md), where `predict --onnx` alone runs.
+_FULL_INSTALL = {"torch", "torchvision", "lightning", "albumentations", "h5py", "yaml", "pydantic", "torchjd",
+                 "matplotlib", "tensorboard", "safetensors", "onnx"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.errno not in _FULL_OR_READ_ONLY:
             raise
         print(f"error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing not in _FULL_INSTALL:
+            raise
+        print(f"error: posepart {args.verb} needs {missing}, which is not installed (the ONNX Runtime install runs "
+              f"`posepart predict --onnx MODEL.onnx` alone; `pip install posepart` installs the rest)", file=sys.stderr)
         return 2
 
 

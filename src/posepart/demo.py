@@ -35,6 +35,7 @@ from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
 from posepart.data.writer import write_json_atomic
+from posepart.errors import PosepartError
 from posepart.evaluate import evaluate_oracle
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
@@ -124,6 +125,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
     from posepart.engine.train import train
+    from posepart.data.mixing import map_dataset
     from posepart.evaluate_model import evaluate_model
 
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
@@ -136,9 +138,13 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     else:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
         source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
         data = [f"data.sources={json.dumps([source])}"]
+    learnt = set(tasks) if tasks is not None else None if sources is None else {
+        task for source in sources for task in source.get("tasks", [])}
+    follow = ([] if learnt is None or learnt == {"pose", "parts"} else  # best.ckpt follows the task it trains
+              [f"train.best_metric={'val/pose/ap' if 'pose' in learnt else 'val/seg/mean_iou'}"])
     overrides = [*data, f"data.input_size={size}",
                  f"data.sigma={scaled_sigma(cfg, size):g}", f"train.max_steps={steps}",
-                 "train.max_epochs=-1", f"train.val_every_epochs={every}", *extra]
+                 "train.max_epochs=-1", f"train.val_every_epochs={every}", *follow, *extra]
     cfg = load_config(shipped_config(config_name), overrides)
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
     result = train(cfg, out, max_minutes=minutes, overwrite=True, **({"enable_progress_bar": False} if quiet else {}))
@@ -146,6 +152,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)
     val = PosePartDataset.open(val_root)
+    if val.schema != loaded.schema:  # `posepart study --set data.schema=...`: scored as `posepart evaluate` does
+        val = map_dataset(val, loaded.schema)
     # a head trained with its task masked is neither scored nor drawn: its output is of random weights
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
                                        tasks=tasks)
@@ -200,6 +208,10 @@ class TrainJob:
     images: int | None = None
 
 
+class TrainingFailed(PosepartError, RuntimeError):
+    """Models of `run_jobs` trained in worker processes failed on a user's mistake (their data or config)."""
+
+
 def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
              minutes: float | None, parallel: int, flip: bool = False,
              ) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
@@ -227,7 +239,7 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
           f"each; logs: <model folder>/train.log under {Path(os.path.commonpath([str(j.out) for j in jobs.values()]))}",
           flush=True)
     results = {}
-    failed: list[str] = []
+    failed: list[tuple[str, Exception]] = []
     start = time.perf_counter()
     from posepart.engine.config import load_config, shipped_config
 
@@ -254,14 +266,17 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                     try:
                         results[label] = future.result()
                     except Exception as err:  # noqa: BLE001 - reported with its log below; the others carry on
-                        failed.append(f"{label}: {type(err).__name__}: {err} (log: {jobs[label].out / 'train.log'})")
+                        failed.append((label, err))
                         continue
                     seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
                     scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")),
                                                                       ("OKS AP", pose.get("ap"))) if v is not None)
                     bar.write(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", file=sys.stdout)
-    if failed:
-        raise RuntimeError("training failed:\n" + "\n".join(failed))
+    if failed:  # a user's mistake (bad data, config) in every failed job: one error line; else a bug, a traceback
+        lines = [f"{label}: {type(err).__name__}: {err} (log: {jobs[label].out / 'train.log'})"
+                 for label, err in failed]
+        mistakes = all(isinstance(err, PosepartError) for _, err in failed)
+        raise (TrainingFailed if mistakes else RuntimeError)("training failed: " + "; ".join(lines))
     return {label: results[label] for label in jobs}
 
 

@@ -12,7 +12,7 @@ from posepart.data.dataset_args import add_dataset_args, open_dataset, with_imag
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
 from posepart.heads import POSE_STRIDES
-from posepart.predict_cli import add_test_time_args
+from posepart.predict_cli import add_test_time_args, at_least
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -57,7 +57,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     metrics, overlays = evaluate_model(
         loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
         device=args.device, overlays=args.overlays, workers=args.workers, results=results, scales=args.scales,
-        flip=args.flip)
+        flip=args.flip, tasks=loaded.tasks)  # a head its training never taught (pose alone, parts alone) is not scored
     if loaded.sources:
         metrics["training_data"] = loaded.sources
     name = f"{loaded.config.model.name} ({args.checkpoint.name}){_tta_label(metrics)}"
@@ -98,7 +98,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     rows, overlays = evaluate_sources(
         loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
         batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        workers=args.workers, scales=args.scales, flip=args.flip)
+        workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks)
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
@@ -176,17 +176,17 @@ def add_evaluate_parser(verbs: Any) -> None:
     add_dataset_args(p, positional=False)
     p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
-    p.add_argument("--input-size", type=int, help="network input side (letterboxed); default: the checkpoint's, or "
-                   "368 for --oracle")
+    p.add_argument("--input-size", type=at_least(1),
+                   help="network input side (letterboxed); default: the checkpoint's, or 368 for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
                    "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
     add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--overlays", type=int, default=8, metavar="N", help="draw the first N predictions")
-    p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--overlays", type=at_least(0), default=8, metavar="N", help="draw the first N predictions")
+    p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
                    "source of that NAME), one report row per source")

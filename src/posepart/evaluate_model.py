@@ -203,8 +203,14 @@ def evaluate_predictor(
     """`evaluate_model` for any Predictor (an export too: ONNX and TorchScript give the final stage only)."""
     from posepart.inference.draw import draw_result
 
-    pose = predictor.info.has_pose and (tasks is None or "pose" in tasks)
-    parts = predictor.info.has_parts and (tasks is None or "parts" in tasks)
+    if dataset.schema != predictor.schema:  # its labels would be scored as the model's joints and classes
+        about = [f"{s.name!r}, {s.num_joints} joints, {len(s.part_classes)} part classes"
+                 for s in (dataset.schema, predictor.schema)]
+        raise DatasetError(f"{dataset.annotation_file}: its schema ({about[0]}) is not the model's ({about[1]}): "
+                           f"read it in the model's first (posepart.data.mixing.map_dataset, as `posepart evaluate` "
+                           f"does)")
+    pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
+    parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
     evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):

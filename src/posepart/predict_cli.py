@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def _predictor(args: argparse.Namespace) -> Any:
@@ -47,12 +47,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
     annotations = annotation_index(args.annotations) if args.annotations else None  # read before the model loads
     predictor = _predictor(args)
+    for task in predictor.info.untrained:
+        print(f"note: the model's {task} head was never trained (its training data had no {task} labels): its "
+              f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
-    sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive)
+    sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive, skip=args.out)
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
-                             image_ids=annotations.ids if annotations else {}, progress=not args.quiet)
+                             annotations=annotations, progress=not args.quiet)
     from posepart.data.writer import lock_output
 
     with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError
@@ -94,6 +97,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= low (a 0 or negative --max-frames, --batch-size, ... is refused, not run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def _scales(text: str) -> list[float]:
     """argparse type of `--scales`: "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
     try:
@@ -125,20 +143,23 @@ def add_predict_parsers(verbs: Any) -> None:
     model.add_argument("--onnx", type=Path, help="exported .onnx model, run by onnxruntime alone (no torch needed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--input-size", type=int, help="network canvas long side (default: the model's training size)")
+    p.add_argument("--input-size", type=at_least(1),
+                   help="network canvas long side (default: the model's training size)")
     add_test_time_args(p)
-    p.add_argument("--batch-size", type=int, default=8, help="canvases per network call")
-    p.add_argument("--threads", type=int, help="CPU threads for the network (default: all cores)")
-    p.add_argument("--min-joints", type=int, help="drop people with fewer joints (default 3, DecodeConfig's)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="canvases per network call")
+    p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
+    p.add_argument("--min-joints", type=at_least(0),
+                   help="drop people with fewer joints (default 3, DecodeConfig's)")
     p.add_argument("--min-person-score", type=float, help="drop people scoring below this (default 0.2)")
     p.add_argument("--maps", action="store_true", help="also draw heatmap and PAF pictures (OUT/maps/)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     p.add_argument("--no-parts", action="store_true", help="do not write part label PNGs")
     p.add_argument("--no-instances", action="store_true", help="do not compute or write part instances")
-    p.add_argument("--max-frames", type=int, help="stop each video / webcam after this many frames")
+    p.add_argument("--max-frames", type=at_least(1), help="stop each video / webcam after this many frames")
     p.add_argument("--recursive", action="store_true", help="also look in sub-folders of folder inputs")
-    p.add_argument("--annotations", type=Path, help="COCO JSON whose image ids the results should use (matched by "
-                   "file name), so keypoints.json can be scored against it")
+    p.add_argument("--annotations", type=Path, help="COCO JSON whose image ids the results should use (an input "
+                   "takes the id of the file_name its path ends in, else of the one file_name with its base name), "
+                   "so keypoints.json can be scored against it")
     p.add_argument("--strict", action="store_true", help="exit 1 if any input failed (default: only if all did)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_predict)
@@ -148,8 +169,8 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("--format", choices=("onnx", "torchscript"),
                    help="optional: must agree with --out's extension, which decides")
     p.add_argument("--out", type=Path, required=True, help="FILE.onnx (ONNX) or FILE.pt (TorchScript)")
-    p.add_argument("--input-size", type=int, help="tracing input side and the default predict size (default: the "
-                   "checkpoint's)")
+    p.add_argument("--input-size", type=at_least(1),
+                   help="tracing input side and the default predict size (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")
     p.set_defaults(run=cmd_export)

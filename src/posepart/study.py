@@ -36,6 +36,7 @@ import numpy as np
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import atomic_write, write_json_atomic
 from posepart.errors import UsageError
+from posepart.predict_cli import at_least
 
 QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
 DEFAULTS = {"fractions": (0.05, 0.2, 1.0), "seeds": 3, "train_images": 12000}
@@ -305,7 +306,8 @@ def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], p
         ax.set_xlabel("fraction of training images with part labels")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a panel no arm scores (--arms parts: no AP) has nothing to name
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -340,10 +342,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     setting = QUICK if args.quick else DEFAULTS
     fractions = args.label_fractions or list(setting["fractions"])
-    seeds = args.seeds or int(setting["seeds"])
+    seeds = args.seeds or int(setting["seeds"])  # 0 and below are refused by the parser (`at_least`)
     images = args.train_images or int(setting["train_images"])
-    if args.jobs < 1 or seeds < 1 or images < 1:
-        raise UsageError("study: --jobs, --seeds and --train-images must be at least 1")
     size = args.size or DEMO_SIZE
     from posepart.engine.config import load_config, shipped_config
 
@@ -386,9 +386,9 @@ def add_study_parser(verbs: Any) -> None:
                                              "demo's synthetic scenes, generated under OUT/data)")
     p.add_argument("--label-fractions", type=_fractions, metavar="F[,F...]",
                    help="fractions of the training images with part labels (default 0.05,0.2,1.0; --quick 0.1,1.0)")
-    p.add_argument("--seeds", type=int, help="seeds per arm: model initialisation, data order and the subset "
+    p.add_argument("--seeds", type=at_least(1), help="seeds per arm: model initialisation, data order and the subset "
                                              "(default 3)")
-    p.add_argument("--train-images", type=int, metavar="N",
+    p.add_argument("--train-images", type=at_least(1), metavar="N",
                    help="training budget per model in images (default 12000; --quick 6000)")
     p.add_argument("--quick", action="store_true",
                    help="the small setting (0.1,1.0; 3 seeds; 6000 images): about 20 minutes on 2 CPU cores with "
@@ -404,11 +404,11 @@ def add_study_parser(verbs: Any) -> None:
     p.add_argument("--arms", type=_arms, metavar="ARM[,ARM...]",
                    help="train only these arms (pose, parts, joint, joint+st; default all): e.g. to compare one arm "
                         "under another --set with an earlier study's (same data, seeds and splits)")
-    p.add_argument("--jobs", type=int, default=3, help="models trained at once, in separate processes")
+    p.add_argument("--jobs", type=at_least(1), default=3, help="models trained at once, in separate processes")
     p.add_argument("--config", default="demo_cpu_joint", help="the shipped config of the joint network")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for every arm (repeatable), e.g. loss.aggregator=upgrad")
-    p.add_argument("--size", type=int, help="network input side (default: the demo's 128)")
-    p.add_argument("--n-train", type=int, default=2000, help="synthetic training images (without --data)")
-    p.add_argument("--n-val", type=int, default=300, help="synthetic validation images (without --data)")
+    p.add_argument("--size", type=at_least(1), help="network input side (default: the demo's 128)")
+    p.add_argument("--n-train", type=at_least(1), default=2000, help="synthetic training images (without --data)")
+    p.add_argument("--n-val", type=at_least(1), default=300, help="synthetic validation images (without --data)")
     p.set_defaults(run=cmd_study)

@@ -18,10 +18,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from posepart.data.mixing import TASKS
 from posepart.data.writer import atomic_write
 from posepart.engine.config import config_from_dict
 from posepart.engine.settings import Config
-from posepart.errors import MissingFileError, PosepartError
+from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
 
@@ -120,6 +121,15 @@ class LoadedModel:
     def head(self) -> HeadMeta:
         """The model's `HeadMeta`: what its maps are (strides, sigma, PAF width, schema)."""
         return self.model.meta
+
+    @property
+    def tasks(self) -> tuple[str, ...] | None:
+        """The tasks its weights learnt: those of its training sources (None for a file that does not record them).
+        The joint network trained on pose alone has a part head it never trained."""
+        if not self.sources:
+            return None
+        learnt = {task for source in self.sources for task in source.get("tasks", [])}
+        return tuple(task for task in TASKS if task in learnt)
 
 
 def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
@@ -321,7 +331,12 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     """Write the model weights of a checkpoint as safetensors, with the schema and config as JSON metadata."""
     from safetensors.torch import save
 
-    checkpoint_path = Path(checkpoint_path)
+    checkpoint_path, out = Path(checkpoint_path), Path(out)
+    if out.suffix.lower() != ".safetensors":  # loaders tell the formats apart by the extension (and so it is never
+        raise UsageError(f"export-weights --out {out}: the file must end in .safetensors")  # the .ckpt itself)
+    if checkpoint_path.suffix.lower() == ".safetensors":
+        raise UsageError(f"export-weights --checkpoint {checkpoint_path}: these are exported weights already; give "
+                         f"the .ckpt of `posepart train`")
     checkpoint = load_checkpoint(checkpoint_path)
     schema, config = _describe(checkpoint, checkpoint_path)
     tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}

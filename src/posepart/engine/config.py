@@ -117,8 +117,10 @@ def _validate(data: dict[str, Any]) -> Config:
 
 
 def _merge(base: Any, override: dict[str | int, Any], where: str = "") -> Any:
-    """`override` (from `parse_overrides`) laid over `base`: mappings merge key by key, integer keys set the items of
-    a list (`data.sources[0].train`), anything else replaces the value."""
+    """`override` (from `parse_overrides`) laid over `base`: mappings merge key by key (as OmegaConf merges), integer
+    keys set the items of a list (`data.sources[0].train`), null removes the key (its default: `part_map=null`
+    clears a source's part map; no setting has a default other than None that takes None), anything else replaces
+    the value."""
     if any(isinstance(key, int) for key in override):
         if not isinstance(base, list):
             raise ConfigError(f"--set {where}[{next(iter(override))}]: {where} is not a list in the config")
@@ -131,7 +133,10 @@ def _merge(base: Any, override: dict[str | int, Any], where: str = "") -> Any:
     out = dict(base) if isinstance(base, dict) else {}
     for key, value in override.items():
         here = f"{where}.{key}" if where else str(key)
-        out[key] = _merge(out.get(key), value, here) if isinstance(value, dict) else value
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value, here) if isinstance(value, dict) else value
     return out
 
 

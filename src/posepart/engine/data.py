@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import PartLabelSpace
-from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
 from posepart.engine.settings import Config, DatasetPaths, SourceConfig
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -139,13 +140,17 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
     try:
         if isinstance(where, DatasetPaths) and where.images_only:
             assert schema is not None
-            return PosePartDataset.from_images(where.images, schema)  # type: ignore[arg-type]
-        if isinstance(where, DatasetPaths):
-            return PosePartDataset.open(where.root, annotations=where.annotations, images=where.images,
-                                        parts=where.parts)
-        return PosePartDataset.open(where)
+            dataset = PosePartDataset.from_images(where.images, schema)  # type: ignore[arg-type]
+        elif isinstance(where, DatasetPaths):
+            dataset = PosePartDataset.open(where.root, annotations=where.annotations, images=where.images,
+                                           parts=where.parts)
+        else:
+            dataset = PosePartDataset.open(where)
     except DatasetError as err:
         raise DatasetError(f"{key} ({where}): {err}") from None
+    for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
+        rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
+    return dataset
 
 
 @dataclass
@@ -234,6 +239,9 @@ class PosePartDataModule(pl.LightningDataModule):
         opened = [(s, _open(s.train, _key(config, s, "train"), self.target), val) if f else (s, train, val)
                   for (s, train, val), f in zip(opened, folder)]
         self.label_space = PartLabelSpace(self.target)
+        empty = next((s.name for s, train, _ in opened if train is not None and not len(train) and s.weight > 0), None)
+        if empty is not None:  # before mapping: an empty source "has" no labels of any kind
+            raise ConfigError(f"data.sources: source {empty!r} has no training images")
         try:
             self.sources = self._map(opened)
         except SourceError as err:
@@ -241,9 +249,14 @@ class PosePartDataModule(pl.LightningDataModule):
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
+        idle = next((s for s in training if not s.unlabelled and not (s.mapping.pose or s.mapping.parts)), None)
+        if idle is not None:  # it would take its share of every epoch and teach nothing
+            about = [f"{schema.num_joints} joints, {len(schema.part_classes)} part classes"
+                     for schema in (idle.mapping.source, self.target)]  # type: ignore[union-attr]
+            raise ConfigError(f"data.sources: source {idle.name!r} trains nothing: none of its labels ({about[0]}) "
+                              f"maps into the target schema {self.target.name!r} ({about[1]}); train in a schema "
+                              f"that has them (data.schema) or leave it out")
         sizes = [len(s.train) for s in training]  # type: ignore[arg-type]
-        if 0 in sizes:
-            raise ConfigError(f"data.sources: source {training[sizes.index(0)].name!r} has no training images")
         counts = allocate(data.epoch_size or sum(sizes), [s.weight for s in training])
         self.plan = SourcePlan(tuple(sizes), tuple(counts))
         self._draws = {s.name: c for s, c in zip(training, counts)}

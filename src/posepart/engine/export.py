@@ -173,7 +173,8 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
                  input_size: int | None = None, opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
     """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out`."""
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, map_location="cpu")
-    info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name)
+    info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
+                      loaded.tasks)
     if fmt == "onnx":
         return export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
     if fmt == "torchscript":

@@ -124,6 +124,17 @@ def build_optimizer(config: OptimConfig, model: nn.Module, extra_groups: list[di
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+class CosineToZero(torch.optim.lr_scheduler.CosineAnnealingLR):
+    """torch's cosine schedule, held at its end (`eta_min`, 0) past `T_max`, as LinearLR holds its end factor: torch's
+    climbs back up there, so a run resumed with a larger max_epochs (which keeps the planned length, restored with
+    the state) restarted warm. Up to T_max it is torch's own, number for number, and its state is torch's."""
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch >= self.T_max:
+            return [self.eta_min for _ in self.optimizer.param_groups]
+        return super().get_lr()
+
+
 def build_schedule(config: OptimConfig, optimizer: torch.optim.Optimizer,
                    planned_steps: Callable[[], int]) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up over `warmup_steps`, then `config.schedule` (cosine or linear: to 0 over the rest of
@@ -131,7 +142,7 @@ def build_schedule(config: OptimConfig, optimizer: torch.optim.Optimizer,
     sched = torch.optim.lr_scheduler
     warmup = max(config.warmup_steps, 0)
     if config.schedule == "cosine":
-        main: sched.LRScheduler = sched.CosineAnnealingLR(optimizer, T_max=max(planned_steps() - warmup, 1))
+        main: sched.LRScheduler = CosineToZero(optimizer, T_max=max(planned_steps() - warmup, 1))
     elif config.schedule == "linear":
         main = sched.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
                               total_iters=max(planned_steps() - warmup, 1))

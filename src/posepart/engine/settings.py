@@ -81,6 +81,12 @@ class DatasetPaths:
         """A folder of images without annotations (what an unlabelled source may be)."""
         return self.root is None and self.annotations is None
 
+    def __str__(self) -> str:
+        """As written in a config: the ROOT, and any part given on its own (for messages)."""
+        given = [f"{name} {path}" for name, path in (("annotations", self.annotations), ("images", self.images),
+                                                       ("parts", self.parts)) if path is not None]
+        return ", ".join(([str(self.root)] if self.root is not None else []) + given)
+
 
 def _refuse_images_only(settings: Any, allowed: tuple[str, ...] = ()) -> None:
     """A ValueError when `settings.train` or `.val` (not in `allowed`) is a folder of images alone: it has no labels,

@@ -50,7 +50,8 @@ class TrainResult:
     best: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
     global_step: int = 0
-    epochs: int = 0
+    epochs: int = 0  # completed
+    inside_epoch: bool = False  # it stopped inside the next epoch (max_steps, --max-minutes)
     rank: int = 0  # this process's global rank: under DDP every rank returns a result, rank 0 reports it
 
 
@@ -87,6 +88,11 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
                           f"{tasks} (try val/seg/mean_iou or val/total)")
     if not metric.startswith("val/"):
         raise ConfigError(f"train.best_metric: {metric!r} must be a validation metric (val/...)")
+    learnt = {task for source in data.describe() if not source["unlabelled"] for task in source["tasks"]}
+    for prefix, task, other in (("val/seg/", "parts", "val/pose/ap"), ("val/pose/", "pose", "val/seg/mean_iou")):
+        if metric_of_task.startswith(prefix) and task not in learnt:  # best.ckpt would follow an untrained head
+            raise ConfigError(f"train.best_metric: {metric!r} follows the {task} head, which no training source "
+                              f"trains (they train {sorted(learnt)}); try {other} or val/total")
     return metric
 
 
@@ -293,9 +299,9 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     for key in SCHEDULE_LENGTH_KEYS:  # cosine and linear decay over the planned steps (their length is restored)
         ours, theirs = restored.pop(key, (None, None))
         if ours != theirs and cfg.optim.schedule in ("cosine", "linear"):
-            rank_zero_warn(f"--resume {resume}: {key}={ours!r}: the run stops there, but its learning-rate schedule "
-                           f"continues as planned for the checkpoint's {key}={theirs!r} (restored with its state; "
-                           f"train a new run to plan another length)")
+            rank_zero_warn(f"--resume {resume}: {key}={ours!r} (the checkpoint's: {theirs!r}): the run stops there, "
+                           f"but its learning-rate schedule keeps the length planned when the run began (restored "
+                           f"with its state; past it the rate stays at 0; train a new run to plan another length)")
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
@@ -314,7 +320,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         dump_config(cfg, out / "config.yaml")
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
-            rank_zero_info(f"source {source['name']}: trains {', '.join(source['tasks']) or 'nothing'} on "
+            tasks = "self-training's pseudo-labels" if source["unlabelled"] else ", ".join(source["tasks"])
+            rank_zero_info(f"source {source['name']}: trains {tasks or 'nothing'} on "
                            f"{source['train_images']} images ({source['draws_per_epoch']} draws per epoch), "
                            f"validates on {source['val_images']}{lacks}")
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
@@ -328,5 +335,9 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
     best = Path(callbacks[0].best_model_path) if monitor is not None and callbacks[0].best_model_path else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    # Lightning counts an epoch cut by max_steps / max_time as completed; its batch loop knows it was not
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    inside = not batches.is_last_batch and batches.current.completed > 0
+    epochs = trainer.fit_loop.epoch_progress.total.completed - inside  # resumed epochs included
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
-                       global_step=trainer.global_step, epochs=trainer.current_epoch, rank=trainer.global_rank)
+                       global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
@@ -39,6 +40,9 @@ class ModelInfo:
     input_size: int = 368
     outputs: tuple[str, ...] = OUTPUT_NAMES  # the network's outputs, in order: a subset of OUTPUT_NAMES
     name: str = ""
+    # The tasks its weights learnt (its training sources'; None: not recorded, every head's). A head of another task
+    # (the joint network trained on pose alone) holds its random initial weights: its output is not used.
+    tasks: tuple[str, ...] | None = None
 
     @property
     def schema(self) -> Schema:
@@ -66,9 +70,22 @@ class ModelInfo:
     def has_parts(self) -> bool:
         return "parts" in self.outputs
 
+    def trained(self, task: str) -> bool:
+        """Whether the network has a head for `task` ("pose" or "parts") that learnt it."""
+        return self._has(task) and (self.tasks is None or task in self.tasks)
+
+    @property
+    def untrained(self) -> tuple[str, ...]:
+        """The tasks whose head the network has but never trained (their outputs are not used)."""
+        return tuple(task for task in TASKS if self._has(task) and not self.trained(task))
+
+    def _has(self, task: str) -> bool:
+        return self.has_pose if task == "pose" else self.has_parts
+
     def to_json(self) -> str:
+        tasks = {} if self.tasks is None else {"tasks": list(self.tasks)}
         return json.dumps({"format": EXPORT_FORMAT, "head": self.head.to_dict(), "input_size": self.input_size,
-                           "outputs": list(self.outputs), "name": self.name})
+                           "outputs": list(self.outputs), "name": self.name, **tasks})
 
     @classmethod
     def from_json(cls, text: str | bytes | None, where: str) -> ModelInfo:
@@ -97,7 +114,11 @@ class ModelInfo:
             raise BackendError(f"{where}: bad posepart metadata: {detail}") from None
         if head.has_pose != ("heatmaps" in outputs) or head.has_parts != ("parts" in outputs):
             raise BackendError(f"{where}: the outputs {list(outputs)} contradict the head description")
-        return cls(head, int(data["input_size"]), outputs, str(data.get("name", "")))
+        tasks = data.get("tasks")
+        if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= set(TASKS)):
+            raise BackendError(f"{where}: bad task list {tasks!r} in the metadata")
+        return cls(head, int(data["input_size"]), outputs, str(data.get("name", "")),
+                   None if tasks is None else tuple(tasks))
 
 
 def _maps(named: dict[str, np.ndarray]) -> Maps:

@@ -6,7 +6,8 @@ OUT/parts/<name>.png        part labels, indexed PNG (values = part class, VOC p
 OUT/instances/<name>.png    part instances, indexed PNG (0 = none, i = the image's i-th person in keypoints.json)
 OUT/overlays/<name>.jpg     image + translucent part colours + skeletons
 OUT/maps/<name>_heatmaps.jpg, <name>_pafs.jpg   with --maps
-OUT/videos/<name>.mp4       a video or webcam input with the overlay drawn on every frame (mp4v), and
+OUT/videos/<name>.mp4       a video or webcam input with the overlay drawn on every frame (mp4v; not with
+                            --no-overlays), and
 OUT/videos/<name>.json      its COCO results, image_id = frame index
 OUT/summary.json            counts, every image's id/size/people, and every failed input with the reason
 
@@ -22,8 +23,8 @@ import json
 import re
 import sys
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import cv2
@@ -60,15 +61,19 @@ class PredictOptions:
     instances: bool = True
     maps: bool = False
     max_frames: int | None = None
-    image_ids: dict[str, int] = field(default_factory=dict)  # file name -> COCO image id (from --annotations)
+    annotations: AnnotationIndex | None = None  # --annotations: the COCO image ids of the inputs it lists
     progress: bool = True
 
 
-def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Source], list[dict[str, str]]]:
+def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None = None
+                  ) -> tuple[list[Source], list[dict[str, str]]]:
     """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
 
     A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
+    A folder's files inside `skip` (the run's --out, when it lies in an input folder) are left out: a second run
+    would otherwise take the first one's overlays and part maps for photos.
     """
+    skipped = skip.resolve() if skip is not None else None
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
     taken: set[str] = set()
@@ -94,7 +99,8 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Sour
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
-            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
+                           if p.is_file() and (skipped is None or not p.resolve().is_relative_to(skipped)))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
             if not media:
                 failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
@@ -109,8 +115,9 @@ class AnnotationIndex(NamedTuple):
     """What `predict --annotations FILE` needs of a COCO JSON: image ids by file name, and its joint names."""
 
     path: Path
-    ids: dict[str, int]  # file_name -> image id (basenames match too)
+    ids: dict[str, int]  # file_name (as the JSON writes it) -> image id
     keypoints: list[str] | None  # categories[0]["keypoints"], when the file has them
+    by_basename: dict[str, list[str]]  # base name -> the file_names that end in it
 
     def check(self, keypoints: Sequence[str]) -> None:
         """Refuse a file whose joints are not the model's (names and order): its ground truth could not score the
@@ -119,22 +126,36 @@ class AnnotationIndex(NamedTuple):
             raise DatasetError(f"--annotations {self.path}: its keypoints {self.keypoints} are not the model's "
                                f"{list(keypoints)}: the results could not be scored against it")
 
+    def image_id(self, path: str | Path) -> tuple[int | None, list[str]]:
+        """The id of the image at `path`: the file_name that is the longest tail of the path (`data/images/a/x.jpg`
+        is `a/x.jpg`), else the one file_name with the path's base name. (None, those file_names) when several share
+        the base name and none is a longer tail: the image cannot be told apart; (None, []) when none matches."""
+        parts = Path(path).parts
+        for start in range(len(parts)):
+            found = self.ids.get("/".join(parts[start:]))
+            if found is not None:
+                return found, []
+        same = self.by_basename.get(parts[-1] if parts else "", [])
+        return (self.ids[same[0]], []) if len(same) == 1 else (None, same)
+
 
 def annotation_index(path: Path) -> AnnotationIndex:
     """Read `predict --annotations FILE` (so results can be scored against it). A file that is not a COCO JSON of
     images with file_name and id is a DatasetError naming it."""
     ids: dict[str, int] = {}
+    by_basename: dict[str, list[str]] = {}
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for image in data.get("images", []):
-            ids[str(image["file_name"])] = int(image["id"])
-            ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+            name = str(image["file_name"])
+            ids[name] = int(image["id"])
+            by_basename.setdefault(PurePosixPath(name).name, []).append(name)
         theirs = (data.get("categories") or [{}])[0].get("keypoints")
         keypoints = None if theirs is None else [str(name) for name in theirs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: JSON, UTF-8, int()
         raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
                            f"({type(err).__name__}: {err})") from None
-    return AnnotationIndex(Path(path), ids, keypoints)
+    return AnnotationIndex(Path(path), ids, keypoints, by_basename)
 
 
 class _Run:
@@ -148,18 +169,24 @@ class _Run:
         self.images: list[dict[str, Any]] = []
         self.videos: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
-        self.next_id = 1 + max(options.image_ids.values(), default=0)
+        self.next_id = 1 + max(options.annotations.ids.values(), default=0) if options.annotations else 1
 
     def fail(self, location: str | int, error: str) -> None:
         self.failures.append({"input": str(location), "error": error})
         tqdm.write(f"skipped: {error}", file=sys.stderr)
 
     def image_id(self, source: Source) -> int:
-        path = Path(str(source.location))
-        known = self.options.image_ids.get(str(path)) or self.options.image_ids.get(path.name)
+        """Its id in --annotations when listed there, else the next id after all of theirs."""
+        known, alike = self.options.annotations.image_id(str(source.location)) if self.options.annotations else (
+            None, [])
         if known is not None:
             return known
         self.next_id += 1
+        if alike:
+            tqdm.write(f"warning: {source.location}: {len(alike)} images of --annotations are named "
+                       f"{Path(alike[0]).name} ({', '.join(alike[:3])}{', ...' if len(alike) > 3 else ''}), so its "
+                       f"results get a new id, {self.next_id - 1}: pass it by the path the annotations use",
+                       file=sys.stderr)
         return self.next_id - 1
 
     def write_image(self, source: Source, image: np.ndarray, result: ImageResult) -> None:
@@ -185,7 +212,8 @@ class _Run:
 
     def summary(self) -> dict[str, Any]:
         return {"succeeded": len(self.images) + len(self.videos), "failed": len(self.failures),
-                "people": len(self.results), "images": self.images, "videos": self.videos,
+                "people": len(self.results) + sum(video["people"] for video in self.videos), "images": self.images,
+                "videos": self.videos,
                 "failures": self.failures}
 
 
@@ -229,7 +257,8 @@ def _frames(capture: Any, limit: int | None) -> Iterator[np.ndarray]:
 
 
 def _video(run: _Run, source: Source) -> None:
-    """A video file or webcam -> OUT/videos/<name>.mp4 (overlays) and <name>.json (COCO results per frame)."""
+    """A video file or webcam -> OUT/videos/<name>.mp4 (overlays; not with --no-overlays) and <name>.json (COCO
+    results per frame)."""
     capture = cv2.VideoCapture(source.location)
     what = f"webcam {source.location}" if source.kind == "webcam" else str(source.location)
     if not capture.isOpened():
@@ -258,14 +287,15 @@ def _video(run: _Run, source: Source) -> None:
     try:
         for result in run.predictor.stream(feed()):
             frame = frame_queue.popleft()
-            if writer is None:
+            if writer is None and run.options.overlays:
                 writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (frame.shape[1], frame.shape[0]))
                 if not writer.isOpened():
                     raise OutputError(f"cannot write {video_path}: OpenCV cannot write mp4v video there")
             results.extend(result.coco(frames))
             people += len(result.people)
-            writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
+            if writer is not None:
+                writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
             frames += 1
             bar.update(1)
     except KeyboardInterrupt:  # a webcam runs until interrupted; a video file: the run stops after it is closed
@@ -282,8 +312,9 @@ def _video(run: _Run, source: Source) -> None:
         run.fail(source.location, f"{what}: no readable frames")
     else:
         write_json_atomic(folder / f"{source.name}.json", results)
-        run.videos.append({"file": str(source.location), "name": source.name, "video": str(video_path),
-                           "frames": frames, "fps": fps, "people": people})
+        run.videos.append({"file": str(source.location), "name": source.name,
+                           "video": str(video_path) if run.options.overlays else None, "frames": frames, "fps": fps,
+                           "people": people})
     if stop:
         raise KeyboardInterrupt
 

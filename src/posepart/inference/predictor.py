@@ -15,6 +15,7 @@ nothing imports torch.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,8 @@ from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta
-from posepart.inference.backends import Backend, ModelInfo, OnnxBackend, TorchBackend, TorchScriptBackend
+from posepart.inference.backends import (Backend, BackendError, ModelInfo, OnnxBackend, TorchBackend,
+                                         TorchScriptBackend)
 from posepart.inference.preprocess import InputError, describe, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
@@ -122,7 +124,9 @@ class ImageResult:
         """(H, W) bool: the part pixels of people[index]."""
         if self.instances is None:
             raise ValueError(f"{self.source}: no part instances (the model needs both a pose and a part head)")
-        return self.instances == index + 1
+        if not -len(self.people) <= index < len(self.people):
+            raise IndexError(f"{self.source}: person {index} of {len(self.people)}")
+        return self.instances == index % len(self.people) + 1
 
 
 def _is_batch(inputs: Any) -> bool:
@@ -180,12 +184,18 @@ class Predictor:
         suffix = Path(path).suffix.lower()
         if suffix == ".onnx":
             return cls.from_onnx(path, device=device, **kwargs)
+        try:  # every other kind of model file runs on PyTorch
+            importlib.import_module("torch")
+        except ImportError:
+            raise BackendError(f"{path}: a {suffix or 'checkpoint'} model needs PyTorch, which is not installed (the "
+                               f"ONNX Runtime install runs .onnx files: export this one with `posepart export` where "
+                               f"PyTorch is)") from None
         if suffix in TORCHSCRIPT_SUFFIXES:
             return cls(TorchScriptBackend(path, device), **kwargs)
         from posepart.engine.checkpoint import load_model
 
         loaded = load_model(path, map_location="cpu")
-        info = model_info(loaded.model, loaded.schema, loaded.input_size, loaded.config.model.name)
+        info = model_info(loaded.model, loaded.schema, loaded.input_size, loaded.config.model.name, loaded.tasks)
         return cls(TorchBackend(loaded.model, info, device, copy=False), **kwargs)
 
     @classmethod
@@ -194,9 +204,11 @@ class Predictor:
         return cls(OnnxBackend(path, device, threads=threads), **kwargs)
 
     @classmethod
-    def from_model(cls, model: Any, schema: Schema | None = None, *, input_size: int = 368, device: str = "cpu",
+    def from_model(cls, model: Any, schema: Schema | None = None, *, input_size: int, device: str = "cpu",
                    **kwargs: Any) -> Predictor:
-        """From an in-memory `PosePartNet` (its own `schema` unless given); the predictor runs a copy of it."""
+        """From an in-memory `PosePartNet` (its own `schema` unless given); the predictor runs a copy of it.
+        `input_size` is required: a module does not record the size it was trained at (before, 368 was assumed, and
+        a 128 px model found spurious people there)."""
         schema = schema if schema is not None else getattr(model, "schema", None)
         if schema is None:
             raise ValueError("the model carries no schema: pass schema=")
@@ -299,7 +311,7 @@ class Predictor:
         t = self._tick("merge", t)
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
-        if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
+        if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose and info.trained("pose"):
             heatmaps = without_padding(merged.heatmaps, schema.num_joints, to_image, image_hw, stride)
             decoded = decode(heatmaps, merged.pafs, info.head, self.decode_config)
             if decoded:
@@ -316,11 +328,11 @@ class Predictor:
                 people = [PersonPrediction(kp, float(p.score)) for kp, p in zip(image_kp, decoded)]
         t = self._tick("decode", t)
         parts = instances = None
-        if merged.parts is not None and schema.has_parts:
+        if merged.parts is not None and schema.has_parts and info.trained("parts"):
             logits = resize_maps(merged.parts, base_hw)  # (P, H', W') at canvas resolution
             parts = labels_to_image(argmax_channels(logits), to_image, image_hw)
             t = self._tick("parts", t)
-            if self.part_instances and info.has_pose:
+            if self.part_instances and info.trained("pose"):
                 grid_hw = (base_hw[0] // stride, base_hw[1] // stride)
                 rows, cols = cell_index(base_matrix, image_hw, grid_hw, stride)
                 instances = assign_part_instances(parts, cells, schema, rows, cols, grid_hw,
@@ -354,8 +366,10 @@ def letterbox_matrix(image_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> n
     return letterbox_affine(image_hw, canvas_hw).matrix
 
 
-def model_info(model: Any, schema: Schema, input_size: int, name: str = "") -> ModelInfo:
-    """ModelInfo of a `PosePartNet`: its own `meta` (which heads, their strides and sigma), read in `schema`."""
+def model_info(model: Any, schema: Schema, input_size: int, name: str = "",
+               tasks: Sequence[str] | None = None) -> ModelInfo:
+    """ModelInfo of a `PosePartNet`: its own `meta` (which heads, their strides and sigma), read in `schema`;
+    `tasks`: those its weights learnt, when known (`LoadedModel.tasks`)."""
     head = getattr(model, "meta", None)
     if head is None:  # built by hand without a schema: describe it from its attributes
         pose, parts = getattr(model, "has_pose", True), getattr(model, "has_parts", True)
@@ -365,4 +379,4 @@ def model_info(model: Any, schema: Schema, input_size: int, name: str = "") -> M
     elif head.schema != schema:
         head = replace(head, schema=schema)
     outputs = (("heatmaps", "pafs") if head.has_pose else ()) + (("parts",) if head.has_parts else ())
-    return ModelInfo(head, int(input_size), outputs, name)
+    return ModelInfo(head, int(input_size), outputs, name, None if tasks is None else tuple(tasks))

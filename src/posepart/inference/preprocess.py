@@ -77,12 +77,26 @@ def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
-    """A PIL image -> RGB8; 16/32-bit grey modes are scaled like 16-bit PNGs, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image)
-        if image.mode == "F":  # no stated range: clipped to [0, 1], as before arrays were checked
-            return _array_to_rgb8(np.clip(array.astype(np.float32), 0.0, 1.0), name)
-        return _array_to_rgb8(np.clip(array, 0, 65535).astype(np.uint16), name)
+    """A PIL image -> RGB8. 16-bit modes ("I;16...") are scaled like 16-bit PNGs. "I" (32-bit) and "F" (float) state
+    no range: PIL's own is 0..255 (what `convert("I")` / `convert("F")` of an 8-bit image give), so values up to 255
+    are 8-bit; an "I" image above 255 is 16-bit (older Pillows open 16-bit PNGs as "I"), and an "F" image within
+    [0, 1] is in numpy's float convention (either reading of such an image is a black one). Other values: InputError.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return _array_to_rgb8(np.asarray(image).astype(np.uint16), name)
+    if image.mode in ("I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        if array.size and not np.isfinite(array).all():
+            raise InputError(f"{name}: image contains NaN or inf")
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if image.mode == "F" and low >= 0.0 and high <= 1.0:
+            return _array_to_rgb8(array.astype(np.float32), name)
+        top = 65535 if image.mode == "I" else 255
+        if low < 0 or high > top:
+            raise InputError(f"{name}: a PIL {image.mode!r} image holds values in 0..{top}, this one {low:g}..{high:g}")
+        if high > 255:
+            return _array_to_rgb8(array.astype(np.uint16), name)
+        return _array_to_rgb8(np.rint(array).astype(np.uint8), name)
     if image.width == 0 or image.height == 0:
         raise InputError(f"{name}: zero-size image ({image.width}x{image.height})")
     return np.asarray(image.convert("RGB"))

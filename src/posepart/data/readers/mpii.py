@@ -238,6 +238,9 @@ def convert_mpii(
         raise DatasetError(f"{images}: image folder not found")
     skips = Skips()
     suffix = src.suffix.lower()
+    if split is not None and suffix != ".mat":  # a .json or valid.h5 holds one split already: the file is the choice
+        raise UsageError(f"convert mpii --split {split}: only the release .mat holds several splits; {src} is one "
+                         f"split already")
     if suffix == ".mat":
         entries = read_annolist_mat(src, split, skips)
         if any(name is None for name, _ in entries) and image_names is None:
