@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,21 @@ def test_a_dataset_without_images_is_an_error(verb, tmp_path, capsys):
     where = str(tmp_path / "empty")
     code, out, err = run_cli([*verb, f"empty={where}" if "--source" in verb else where], capsys)
     assert refused(code, err) and "no images" in err and where in err and out == ""
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    """`posepart inspect DIR --json | head -2`: before, a BrokenPipeError traceback once head had read its lines."""
+    from posepart.data.synth import write_synth
+
+    root = write_synth(tmp_path / "data", n=2, seed=0, size=64)
+    code = f"""
+import os, sys
+read, write = os.pipe()
+os.close(read)  # the reader is gone before anything is written
+os.dup2(write, 1)
+from posepart.cli import main
+rc = main(["inspect", {str(root)!r}, "--json"])
+os.write(2, f"RC {{rc}}".encode())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip() == "RC 141" and done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,15 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
 
 
+def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tmp_path):
+    """Before: resumed in its new folder (here: with nothing left to train), a copied run reported the original
+    folder's best.ckpt (Lightning restores the absolute path it saved)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(straight_run.out, copy)
+    resumed = train(load_config(copy / "config.yaml"), copy, resume=copy / "checkpoints" / "last.ckpt", **QUIET)
+    assert resumed.best == copy / "checkpoints" / "best.ckpt" and straight_run.best.parent.parent == straight_run.out
+
+
 @pytest.mark.parametrize("budget, cut", [("train.max_steps=200", {"max_epochs": 1}), ("train.max_steps=-1",
                                                                                       {"max_steps": 3})])
 def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut):
@@ -163,6 +173,9 @@ def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget,
     # epochs completed, the cut one not among them (before: 2 epochs reported for 3 steps of 2 x 2)
     inside = "max_steps" in cut
     assert (first.epochs, first.inside_epoch) == (1, inside) and (resumed.epochs, resumed.inside_epoch) == (2, False)
+    again = train(cfg, tmp_path / "again", **cut, **QUIET)
+    again = train(cfg, tmp_path / "again", resume=again.last, **cut, **QUIET)  # nothing left to train
+    assert (again.global_step, again.epochs, again.inside_epoch) == (first.global_step, 1, inside)
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
@@ -509,6 +522,28 @@ def test_set_null_resets_a_key_and_a_mapping_merges(tmp_path):
     assert source("data.sources[0].part_map={hat: [head]}").part_map == {"scarf": ["torso"], "hat": ["head"]}
     assert source("data.sources[0].part_map=null").part_map == {}
     assert load_config(path, ["optim.lr=null"]).optim.lr == load_config(None).optim.lr  # the default, not None
+    for typo in ("optim.lrr=null", "data.sources[0].part_mapp=null", "nothing=null"):  # still refused
+        with pytest.raises(ConfigError, match=re.escape(f"--set {typo}: unknown key")):
+            load_config(path, [typo])
+    assert source("data.sources[0].part_map.scarf=null").part_map == {}  # a mapping's own key
+
+
+def test_every_setting_that_takes_none_defaults_to_none():
+    """What `--set KEY=null` relies on to mean "the default": no setting takes None with another default."""
+    import dataclasses
+    import typing
+
+    from posepart.engine import settings
+
+    classes = [c for c in vars(settings).values() if dataclasses.is_dataclass(c) and c.__module__ == settings.__name__]
+    checked = 0
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if type(None) in typing.get_args(hints[f.name]):
+                assert f.default is None, f"{cls.__name__}.{f.name} takes None but defaults to {f.default!r}"
+                checked += 1
+    assert checked >= 5 and settings.DataConfig in classes
 
 
 def test_data_train_in_the_coco_release_layout(fixtures, caplog):

@@ -13,9 +13,9 @@ from pathlib import Path
 import posepart
 
 PACKAGE = Path(posepart.__file__).parent
-LAYERS = ("errors", "schema", "heads", "matching", "data", "targets", "models", "losses", "decode", "metrics", "viz",
-          "evaluate", "report", "inference", "evaluate_model", "engine", "predict_cli", "evaluate_cli", "demo", "study",
-          "cli")
+LAYERS = ("arguments", "errors", "schema", "heads", "matching", "data", "targets", "models", "losses", "decode",
+          "metrics", "viz", "evaluate", "report", "inference", "evaluate_model", "engine", "predict_cli",
+          "evaluate_cli", "demo", "study", "cli")
 # The one import against the order: `Predictor.from_checkpoint(path)`, the API's entry point, reads the checkpoint
 # with the engine's loader, imported when called (a Predictor of an ONNX file never imports it).
 ALLOWED = {("posepart.inference.predictor", "posepart.engine.checkpoint")}
@@ -37,6 +37,8 @@ def _imports(path: Path, package: str = "") -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             names = [".".join(base + ([node.module] if node.module else []))]
+            if names == ["posepart"]:  # `from posepart import engine`: the parts imported are the names
+                names = [f"posepart.{alias.name}" for alias in node.names if alias.name in LAYERS] or names
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         else:
@@ -75,5 +77,7 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     """The walk must find a lazy import too (most upward imports hid inside functions)."""
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    from posepart.engine.checkpoint import load_model\n"
-                      "    from ..data import format\n")
-    assert _imports(source, "posepart.engine") == [(2, "posepart.engine.checkpoint"), (3, "posepart.data")]
+                      "    from ..data import format\n    from posepart import engine, __version__\n"
+                      "    from .. import cli\n")
+    assert _imports(source, "posepart.engine") == [(2, "posepart.engine.checkpoint"), (3, "posepart.data"),
+                                                   (4, "posepart.engine"), (5, "posepart.cli")]

@@ -24,7 +24,7 @@ from posepart.data.synth import write_synth
 from posepart.data.writer import DatasetWriter
 from posepart.engine.checkpoint import load_checkpoint, load_model
 from posepart.engine.config import ConfigError, load_config
-from posepart.engine.data import EpochSampler, PosePartDataModule
+from posepart.engine.data import EpochSampler, PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
 from posepart.losses import SegLoss
@@ -397,6 +397,13 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
     with pytest.raises(ConfigError, match=r"'val/seg/mean_iou' follows the parts head, which no training source "
                                           r"trains \(they train \['pose'\]\); try val/pose/ap"):
         train(pose_only, tmp_path / "pose_only", **QUIET)
+    # a part source at weight 0 feeds nothing (before, its task counted as trained)
+    idle_parts = f"{{name: c, train: {sources['cihp']}, weight: 0}}"
+    pose_only = load_config(None, [spec.replace("}]", f"}}, {idle_parts}]"), "model.name=joint_vgg16",
+                                   "model.width=0.125", "model.fc_width=32", "model.stages=1", "data.input_size=64",
+                                   "data.schema=pascal_person_part", "train.best_metric=val/seg/mean_iou"])
+    with pytest.raises(ConfigError, match=r"follows the parts head, which no training source trains"):
+        train(pose_only, tmp_path / "pose_only_2", **QUIET)
     # before: accepted, the CIHP source taking half of every epoch and teaching nothing (MPII's target has no parts)
     idle = load_config(None, [f"data.sources=[{{name: mpii, train: {sources['mpii']}}}, "
                               f"{{name: cihp, train: {sources['cihp']}}}]"])
@@ -412,6 +419,16 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
                              "data.schema=pascal_person_part"])
     with pytest.raises(ConfigError, match="source 'e' has no training images"):
         PosePartDataModule(bad)
+
+
+def test_trained_tasks_are_those_of_the_labelled_sources_drawn():
+    assert trained_tasks([]) is None  # not recorded: every head counts
+    pose = {"name": "a", "tasks": ["pose"], "unlabelled": False, "draws_per_epoch": 8}
+    assert trained_tasks([pose]) == ("pose",)
+    assert trained_tasks([pose, {**pose, "tasks": ["parts"], "draws_per_epoch": 0}]) == ("pose",)  # weight 0
+    assert trained_tasks([pose, {**pose, "tasks": [], "unlabelled": True}]) == ("pose",)  # pseudo-labels only
+    assert trained_tasks([{**pose, "tasks": ["parts", "pose"]}]) == ("pose", "parts")  # in TASKS' order
+    assert trained_tasks([{"name": "old", "tasks": ["parts"]}]) == ("parts",)  # a checkpoint without draws
 
 
 def test_shipped_mixed_configs_load_and_document_their_layout():

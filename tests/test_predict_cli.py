@@ -147,6 +147,12 @@ def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, 
     assert index.image_id("elsewhere/y.jpg") == (7, [])  # a unique base name still matches
     assert index.image_id("elsewhere/x.jpg") == (None, ["b/x.jpg", "a/x.jpg"])  # which x.jpg? neither
     assert index.image_id("z.jpg") == (None, [])
+    odd = [{"file_name": "/data/coco/x.jpg", "id": 1}, {"file_name": "./d/x.jpg", "id": 2},
+           {"file_name": "e\\x.jpg", "id": 3}, {"file_name": "./d/x.jpg", "id": 2}]  # listed twice: one image
+    (tmp_path / "odd.json").write_text(json.dumps({"images": odd, "annotations": [], "categories": []}))
+    index = annotation_index(tmp_path / "odd.json")
+    assert [index.image_id(p)[0] for p in ("/data/coco/x.jpg", "data/d/x.jpg", "./e/x.jpg")] == [1, 2, 3]
+    assert index.image_id("x.jpg") == (None, ["/data/coco/x.jpg", "d/x.jpg", "e/x.jpg"])
 
     image = (setup["data"] / "images" / "000000.jpg").read_bytes()
     for folder, name in (("a", "x.jpg"), ("b", "x.jpg"), ("other", "x.jpg")):
@@ -160,17 +166,20 @@ def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, 
     assert "other/x.jpg: 2 images of --annotations are named x.jpg" in capsys.readouterr().err
 
 
-def test_a_rerun_into_an_output_inside_the_input_folder_reads_the_photos_only(setup, tmp_path):
-    """Before: the second run took the first one's overlays, part maps and instance maps for photos (15 inputs for
-    3), and its results for a label PNG replaced a photo's."""
+@pytest.mark.parametrize("where", ["inside", "same", "above", "glob"])
+def test_a_rerun_into_an_output_near_the_input_folder_reads_the_photos_only(setup, tmp_path, where):
+    """Before: a second run into an --out inside the input folder took the first one's overlays, part maps and
+    instance maps for photos (15 inputs for 3), and its results for a label PNG replaced a photo's. --out equal to
+    the input folder or above it must still read the photos."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for image in sorted((setup["data"] / "images").iterdir()):
         (photos / image.name).write_bytes(image.read_bytes())
-    argv = ["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--recursive", "--quiet", "--out",
-            str(photos / "results")]
+    out = {"inside": photos / "results", "same": photos, "above": tmp_path, "glob": photos}[where]
+    inputs = [str(photos / "**" / "*.jpg")] if where == "glob" else [str(photos), "--recursive"]
+    argv = ["predict", "--checkpoint", str(setup["ckpt"]), *inputs, "--quiet", "--out", str(out)]
     assert main(argv) == 0 and main(argv) == 0
-    summary = json.loads((photos / "results" / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
 
 

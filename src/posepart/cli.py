@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import json
+import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -114,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.rank:  # DDP: every process returns here; one summary
         return 0
     best = result.best if result.best is not None else (
-        "none (no validation ran: give --val, or train to the end of an epoch)")
+        "none (no validation ran: it needs --val, and runs at the end of every train.val_every_epochs-th epoch)")
     epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
     print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
@@ -134,7 +137,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.predict_cli import at_least
+    from posepart.arguments import at_least
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -254,9 +257,28 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 # Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).
 _FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-# What the full install adds to the ONNX Runtime one (docs/inference.md), where `predict --onnx` alone runs.
+# What the full install (pyproject.toml's dependencies, by import name) adds to the ONNX Runtime one
+# (docs/inference.md), where `predict --onnx` alone runs; onnx is the `onnx` extra's.
 _FULL_INSTALL = {"torch", "torchvision", "lightning", "albumentations", "h5py", "yaml", "pydantic", "torchjd",
-                 "matplotlib", "tensorboard", "safetensors", "onnx"}
+                 "matplotlib", "tensorboard", "safetensors"}
+_EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx"}
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fd (captured), no poll (Windows)
+        return False
+
+
+def _not_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):  # a finder that refuses it
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,10 +287,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+        return code
     except PosepartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a worker's): a bug, with its traceback
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # the reader of stdout went away (`| head`): stop as shell tools do, 128 + SIGPIPE
     except OSError as err:
         if err.errno not in _FULL_OR_READ_ONLY:
             raise
@@ -276,10 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as err:
         missing = (err.name or "").split(".")[0]
-        if missing not in _FULL_INSTALL:
+        if missing not in _FULL_INSTALL | set(_EXTRAS) or not _not_installed(missing):  # else a bug: its traceback
             raise
-        print(f"error: posepart {args.verb} needs {missing}, which is not installed (the ONNX Runtime install runs "
-              f"`posepart predict --onnx MODEL.onnx` alone; `pip install posepart` installs the rest)", file=sys.stderr)
+        fix = (f"pip install 'posepart[{_EXTRAS[missing]}]'" if missing in _EXTRAS else
+               "the ONNX Runtime install runs `posepart predict --onnx MODEL.onnx` alone; `pip install posepart` "
+               "installs the rest")
+        print(f"error: posepart {args.verb} needs {missing}, which is not installed ({fix})", file=sys.stderr)
         return 2
 
 

@@ -122,10 +122,10 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     `sources`: `data.sources` entries to train on instead (subsets of train_root: `posepart study`), with epochs of
     `train_size` samples; validation and scoring stay on val_root. `flip`: score it with test-time flipping too
     (`posepart evaluate --flip`: one more forward pass per image), under metrics["flip"]."""
+    from posepart.data.mixing import map_dataset
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
     from posepart.engine.train import train
-    from posepart.data.mixing import map_dataset
     from posepart.evaluate_model import evaluate_model
 
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
@@ -138,10 +138,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     else:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
         source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
         data = [f"data.sources={json.dumps([source])}"]
-    learnt = set(tasks) if tasks is not None else None if sources is None else {
-        task for source in sources for task in source.get("tasks", [])}
-    follow = ([] if learnt is None or learnt == {"pose", "parts"} else  # best.ckpt follows the task it trains
-              [f"train.best_metric={'val/pose/ap' if 'pose' in learnt else 'val/seg/mean_iou'}"])
+    # scored on last.ckpt: an arm that trains one task must not have best.ckpt follow the other's metric
+    follow = [] if tasks is None and sources is None else ["train.best_metric=val/total"]
     overrides = [*data, f"data.input_size={size}",
                  f"data.sigma={scaled_sigma(cfg, size):g}", f"train.max_steps={steps}",
                  "train.max_epochs=-1", f"train.val_every_epochs={every}", *follow, *extra]
@@ -156,10 +154,10 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         val = map_dataset(val, loaded.schema)
     # a head trained with its task masked is neither scored nor drawn: its output is of random weights
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
-                                       tasks=tasks)
+                                       tasks=loaded.tasks)
     if flip:  # what the Predictor's flip merge adds: the same model, one more (mirrored) forward pass per image
-        flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False, tasks=tasks,
-                                    flip=True)
+        flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False,
+                                    tasks=loaded.tasks, flip=True)
         metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
     logs = sorted((out / "csv").glob("version_*/metrics.csv"))
     return metrics, overlays, logs[-1] if logs else None

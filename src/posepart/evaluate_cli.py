@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from posepart.arguments import add_test_time_args, at_least
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
 from posepart.heads import POSE_STRIDES
-from posepart.predict_cli import add_test_time_args, at_least
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:

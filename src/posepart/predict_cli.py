@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from posepart.arguments import add_test_time_args, at_least
 
 
 def _predictor(args: argparse.Namespace) -> Any:
@@ -48,7 +50,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     annotations = annotation_index(args.annotations) if args.annotations else None  # read before the model loads
     predictor = _predictor(args)
     for task in predictor.info.untrained:
-        print(f"note: the model's {task} head was never trained (its training data had no {task} labels): its "
+        print(f"note: the model's {task} head was never trained (no training source fed it {task} labels): its "
               f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
@@ -95,40 +97,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                                                  f"max |diff| {result['max_diff']:.1e} of the outputs' scale)")
     print(f"wrote {result['path']}{check}")
     return 0
-
-
-def at_least(low: int) -> Callable[[str], int]:
-    """argparse type: an integer >= low (a 0 or negative --max-frames, --batch-size, ... is refused, not run)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _scales(text: str) -> list[float]:
-    """argparse type of `--scales`: "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"scales must be numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
-    return values
-
-
-def add_test_time_args(parser: argparse.ArgumentParser, *, flip_note: str = "") -> None:
-    """`--scales` and `--flip`, the Predictor's test-time views, with one meaning for every verb (predict, evaluate)."""
-    parser.add_argument("--scales", type=_scales, default=[1.0], metavar="S[,S...]",
-                        help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
-    parser.add_argument("--flip", action="store_true",
-                        help="test-time horizontal flip (averaged with the original)" + flip_note)
 
 
 def add_predict_parsers(verbs: Any) -> None:

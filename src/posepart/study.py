@@ -33,10 +33,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import atomic_write, write_json_atomic
 from posepart.errors import UsageError
-from posepart.predict_cli import at_least
 
 QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
 DEFAULTS = {"fractions": (0.05, 0.2, 1.0), "seeds": 3, "train_images": 12000}

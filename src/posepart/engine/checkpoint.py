@@ -18,9 +18,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from posepart.data.mixing import TASKS
 from posepart.data.writer import atomic_write
 from posepart.engine.config import config_from_dict
+from posepart.engine.data import trained_tasks
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.heads import HeadMeta, HeadMetaError
@@ -124,12 +124,9 @@ class LoadedModel:
 
     @property
     def tasks(self) -> tuple[str, ...] | None:
-        """The tasks its weights learnt: those of its training sources (None for a file that does not record them).
-        The joint network trained on pose alone has a part head it never trained."""
-        if not self.sources:
-            return None
-        learnt = {task for source in self.sources for task in source.get("tasks", [])}
-        return tuple(task for task in TASKS if task in learnt)
+        """The tasks its weights learnt (`engine.data.trained_tasks` of its sources; None for a file that does not
+        record them). The joint network trained on pose alone has a part head it never trained."""
+        return trained_tasks(self.sources)
 
 
 def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
@@ -332,8 +329,8 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save
 
     checkpoint_path, out = Path(checkpoint_path), Path(out)
-    if out.suffix.lower() != ".safetensors":  # loaders tell the formats apart by the extension (and so it is never
-        raise UsageError(f"export-weights --out {out}: the file must end in .safetensors")  # the .ckpt itself)
+    if out.suffix.lower() != ".safetensors":  # loaders tell formats apart by the extension; nor is it the .ckpt
+        raise UsageError(f"export-weights --out {out}: the file must end in .safetensors")
     if checkpoint_path.suffix.lower() == ".safetensors":
         raise UsageError(f"export-weights --checkpoint {checkpoint_path}: these are exported weights already; give "
                          f"the .ckpt of `posepart train`")

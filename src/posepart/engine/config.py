@@ -234,13 +234,45 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded
-    merged = _merge(data, parse_overrides(overrides))
+    parsed = parse_overrides(overrides)
+    merged = _merge(data, parsed)
     try:
-        return _validate(_moved_stride(merged))
+        config = _validate(_moved_stride(merged))
     except ConfigError as err:
         if path is not None and overrides and _is_valid(data):  # the --set values are at fault, not the file
             raise ConfigError(f"--set: {err}") from None
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+    for reset in _resets(parsed):  # removed by _merge, so validation never saw them: a mistyped one must not pass
+        _check_key(config, reset)
+    return config
+
+
+def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """The key paths `--set KEY=null` resets."""
+    found = []
+    for key, value in override.items():
+        if value is None:
+            found.append((*where, key))
+        elif isinstance(value, dict):
+            found += _resets(value, (*where, key))
+    return found
+
+
+def _check_key(config: Any, path: tuple[str | int, ...]) -> None:
+    """A ConfigError unless `path` names a setting of `config` (or lies inside a mapping-valued one)."""
+    node: Any = config
+    for i, part in enumerate(path):
+        if isinstance(node, dict):  # a mapping's own keys (part_map's classes) are the user's
+            return
+        here = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[: i + 1]).lstrip(".")
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                raise ConfigError(f"--set {here}: not an item of the config")
+            node = node[part]
+        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        else:
+            raise ConfigError(f"--set {here}=null: unknown key")
 
 
 def _is_valid(data: dict[str, Any]) -> bool:

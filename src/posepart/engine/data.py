@@ -16,17 +16,17 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import PartLabelSpace
-from posepart.data.mixing import SourceError, SourceMapping, SourcePlan, allocate, map_dataset
+from posepart.data.mixing import TASKS, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
 from posepart.engine.settings import Config, DatasetPaths, SourceConfig
 from posepart.heads import HeadMeta
@@ -171,6 +171,17 @@ class Source:
                 "train_images": len(self.train) if self.train is not None else 0, "draws_per_epoch": draws,
                 "val_images": len(self.val) if self.val is not None else 0,
                 "missing_joints": about["missing_joints"]}
+
+
+def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
+    """The tasks a run's weights learn, from its sources as `Source.describe` gives them (and checkpoints record):
+    those of the labelled sources it draws from. A weight-0 source feeds nothing, an unlabelled one only the
+    teacher's pseudo-labels of what the others taught. None when no source is recorded (older checkpoints)."""
+    if not sources:
+        return None
+    learnt = {task for source in sources if not source.get("unlabelled") and source.get("draws_per_epoch", 1) > 0
+              for task in source.get("tasks", [])}
+    return tuple(task for task in TASKS if task in learnt)
 
 
 def _legacy_name(train: DatasetPaths | Path) -> str:

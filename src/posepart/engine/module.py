@@ -21,6 +21,7 @@ from torch import Tensor
 from posepart.decode import DecodeConfig
 from posepart.engine.checkpoint import CHECKPOINT_KEY, settle_epoch
 from posepart.engine.config import ConfigError
+from posepart.engine.data import trained_tasks
 from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
@@ -342,8 +343,9 @@ class PosePartModule(pl.LightningModule):
             torch.distributed.all_gather_object(gathered, items)
             items = [item for part in gathered for item in part]
         data = self.trainer.datamodule
-        heads = dict(pose=bool(getattr(self.model, "has_pose", True)),
-                     parts=bool(getattr(self.model, "has_parts", True)))
+        learnt = trained_tasks(self.sources)  # a head no source trains is not scored (its random weights)
+        heads = {task: bool(getattr(self.model, f"has_{task}", True)) and (learnt is None or task in learnt)
+                 for task in ("pose", "parts")}
         pooled = Evaluator(self.schema, **heads)
         # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all
         per_source = [Evaluator(self.schema, **heads) for _ in data.val_sources] if self.config.data.sources else []

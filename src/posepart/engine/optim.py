@@ -134,6 +134,11 @@ class CosineToZero(torch.optim.lr_scheduler.CosineAnnealingLR):
             return [self.eta_min for _ in self.optimizer.param_groups]
         return super().get_lr()
 
+    def _get_closed_form_lr(self) -> list[float]:  # step(epoch) (SequentialLR's milestone) takes this path
+        if self.last_epoch >= self.T_max:
+            return [self.eta_min for _ in self.base_lrs]
+        return super()._get_closed_form_lr()
+
 
 def build_schedule(config: OptimConfig, optimizer: torch.optim.Optimizer,
                    planned_steps: Callable[[], int]) -> torch.optim.lr_scheduler.LRScheduler:

@@ -35,7 +35,7 @@ from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO
                                        checkpoint_callbacks)
 from posepart.engine.config import ConfigError, config_from_dict, dump_config
 from posepart.engine.settings import Config
-from posepart.engine.data import PosePartDataModule
+from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import UsageError
 from posepart.models import SchemaMismatchError
@@ -88,11 +88,13 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
                           f"{tasks} (try val/seg/mean_iou or val/total)")
     if not metric.startswith("val/"):
         raise ConfigError(f"train.best_metric: {metric!r} must be a validation metric (val/...)")
-    learnt = {task for source in data.describe() if not source["unlabelled"] for task in source["tasks"]}
-    for prefix, task, other in (("val/seg/", "parts", "val/pose/ap"), ("val/pose/", "pose", "val/seg/mean_iou")):
-        if metric_of_task.startswith(prefix) and task not in learnt:  # best.ckpt would follow an untrained head
-            raise ConfigError(f"train.best_metric: {metric!r} follows the {task} head, which no training source "
-                              f"trains (they train {sorted(learnt)}); try {other} or val/total")
+    learnt = trained_tasks(data.describe()) or ()
+    group = metric_of_task.split("/")[1] if metric_of_task.count("/") else ""
+    task = {"seg": "parts", "pose": "pose", "heatmap": "pose", "paf": "pose"}.get(group)
+    if task is not None and task not in learnt:  # best.ckpt would follow a head with its random initial weights
+        other = "val/pose/ap" if task == "parts" else "val/seg/mean_iou"
+        raise ConfigError(f"train.best_metric: {metric!r} follows the {task} head, which no training source trains "
+                          f"(they train {list(learnt)}); try {other}")
     return metric
 
 
@@ -301,7 +303,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         if ours != theirs and cfg.optim.schedule in ("cosine", "linear"):
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} (the checkpoint's: {theirs!r}): the run stops there, "
                            f"but its learning-rate schedule keeps the length planned when the run began (restored "
-                           f"with its state; past it the rate stays at 0; train a new run to plan another length)")
+                           f"with its state): past it the rate is 0 and the weights do not change; train a new run "
+                           f"to plan another length")
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
@@ -333,11 +336,15 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     last = out / "checkpoints" / "last.ckpt"
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:
         trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
-    best = Path(callbacks[0].best_model_path) if monitor is not None and callbacks[0].best_model_path else None
+    # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
+    # elsewhere and resumed would report the original folder's until a better epoch)
+    best = last.with_name("best.ckpt") if monitor is not None and callbacks[0].best_model_path else None
+    best = best if best is not None and best.exists() else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    # Lightning counts an epoch cut by max_steps / max_time as completed; its batch loop knows it was not
-    batches = trainer.fit_loop.epoch_loop.batch_progress
-    inside = not batches.is_last_batch and batches.current.completed > 0
-    epochs = trainer.fit_loop.epoch_progress.total.completed - inside  # resumed epochs included
+    # Epochs from the steps (one optimizer step per batch, a fixed number of batches per epoch): Lightning's own
+    # epoch counter takes an epoch cut by max_steps / max_time for a completed one
+    per_epoch = trainer.num_training_batches
+    done = trainer.global_step // per_epoch if 0 < per_epoch < math.inf else trainer.current_epoch
+    epochs, inside = int(done), bool(0 < per_epoch < math.inf and trainer.global_step % per_epoch)
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank)

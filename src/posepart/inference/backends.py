@@ -80,6 +80,8 @@ class ModelInfo:
         return tuple(task for task in TASKS if self._has(task) and not self.trained(task))
 
     def _has(self, task: str) -> bool:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {list(TASKS)}")
         return self.has_pose if task == "pose" else self.has_parts
 
     def to_json(self) -> str:

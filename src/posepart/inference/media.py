@@ -40,6 +40,7 @@ from posepart.inference.preprocess import VIDEO_SUFFIXES, InputError, bgr_to_rgb
 from posepart.viz import save_rgb
 
 DEFAULT_FPS = 25.0
+OUTPUT_FOLDERS = ("overlays", "parts", "instances", "maps", "videos")  # the image folders a run writes (above)
 
 
 @dataclass
@@ -70,10 +71,15 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
 
     A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
-    A folder's files inside `skip` (the run's --out, when it lies in an input folder) are left out: a second run
-    would otherwise take the first one's overlays and part maps for photos.
+    Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
+    second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
+    label maps for photos.
     """
-    skipped = skip.resolve() if skip is not None else None
+    written = [(skip / folder).resolve() for folder in OUTPUT_FOLDERS] if skip is not None else []
+
+    def ours(p: Path) -> bool:
+        return any(p.resolve().is_relative_to(folder) for folder in written)
+
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
     taken: set[str] = set()
@@ -91,7 +97,8 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         if re.fullmatch(r"\d+", item) and not path.exists():
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found = (Path(p) for p in glob.glob(item, recursive=True))
+            matches = sorted(p for p in found if p.is_file() and not ours(p))
             if not matches:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
             for p in matches:
@@ -99,8 +106,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
-            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
-                           if p.is_file() and (skipped is None or not p.resolve().is_relative_to(skipped)))
+            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
             if not media:
                 failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
@@ -130,13 +136,18 @@ class AnnotationIndex(NamedTuple):
         """The id of the image at `path`: the file_name that is the longest tail of the path (`data/images/a/x.jpg`
         is `a/x.jpg`), else the one file_name with the path's base name. (None, those file_names) when several share
         the base name and none is a longer tail: the image cannot be told apart; (None, []) when none matches."""
-        parts = Path(path).parts
+        parts = PurePosixPath(_posix(str(path))).parts
         for start in range(len(parts)):
-            found = self.ids.get("/".join(parts[start:]))
+            found = self.ids.get(PurePosixPath(*parts[start:]).as_posix())
             if found is not None:
                 return found, []
         same = self.by_basename.get(parts[-1] if parts else "", [])
         return (self.ids[same[0]], []) if len(same) == 1 else (None, same)
+
+
+def _posix(name: str) -> str:
+    """A file name as a POSIX path without `./` (a JSON may write `./a/x.jpg` or `a\\x.jpg`)."""
+    return PurePosixPath(name.replace("\\", "/")).as_posix()
 
 
 def annotation_index(path: Path) -> AnnotationIndex:
@@ -147,9 +158,10 @@ def annotation_index(path: Path) -> AnnotationIndex:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for image in data.get("images", []):
-            name = str(image["file_name"])
+            name = _posix(str(image["file_name"]))
+            if name not in ids:
+                by_basename.setdefault(PurePosixPath(name).name, []).append(name)
             ids[name] = int(image["id"])
-            by_basename.setdefault(PurePosixPath(name).name, []).append(name)
         theirs = (data.get("categories") or [{}])[0].get("keypoints")
         keypoints = None if theirs is None else [str(name) for name in theirs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: JSON, UTF-8, int()

@@ -123,7 +123,7 @@ class ImageResult:
     def person_mask(self, index: int) -> np.ndarray:
         """(H, W) bool: the part pixels of people[index]."""
         if self.instances is None:
-            raise ValueError(f"{self.source}: no part instances (the model needs both a pose and a part head)")
+            raise ValueError(f"{self.source}: no part instances (they need a trained pose head and part head)")
         if not -len(self.people) <= index < len(self.people):
             raise IndexError(f"{self.source}: person {index} of {len(self.people)}")
         return self.instances == index % len(self.people) + 1
@@ -307,11 +307,13 @@ class Predictor:
         base_hw = canvas_size(image_hw, self.input_size, info.input_multiple)
         base_matrix = letterbox_matrix(image_hw, base_hw)
         merged = merge_views(list(zip(maps, matrices)), base_matrix, base_hw, info.head)
+        pose, parts = info.trained("pose"), info.trained("parts")  # an untrained head's maps are left out, all of them
+        merged = Maps(merged.heatmaps if pose else None, merged.pafs if pose else None, merged.parts if parts else None)
         to_image = invert(base_matrix)
         t = self._tick("merge", t)
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
-        if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose and info.trained("pose"):
+        if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
             heatmaps = without_padding(merged.heatmaps, schema.num_joints, to_image, image_hw, stride)
             decoded = decode(heatmaps, merged.pafs, info.head, self.decode_config)
             if decoded:
@@ -328,11 +330,11 @@ class Predictor:
                 people = [PersonPrediction(kp, float(p.score)) for kp, p in zip(image_kp, decoded)]
         t = self._tick("decode", t)
         parts = instances = None
-        if merged.parts is not None and schema.has_parts and info.trained("parts"):
+        if merged.parts is not None and schema.has_parts:
             logits = resize_maps(merged.parts, base_hw)  # (P, H', W') at canvas resolution
             parts = labels_to_image(argmax_channels(logits), to_image, image_hw)
             t = self._tick("parts", t)
-            if self.part_instances and info.trained("pose"):
+            if self.part_instances and pose:
                 grid_hw = (base_hw[0] // stride, base_hw[1] // stride)
                 rows, cols = cell_index(base_matrix, image_hw, grid_hw, stride)
                 instances = assign_part_instances(parts, cells, schema, rows, cols, grid_hw,

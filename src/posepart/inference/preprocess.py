@@ -80,7 +80,8 @@ def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
     """A PIL image -> RGB8. 16-bit modes ("I;16...") are scaled like 16-bit PNGs. "I" (32-bit) and "F" (float) state
     no range: PIL's own is 0..255 (what `convert("I")` / `convert("F")` of an 8-bit image give), so values up to 255
     are 8-bit; an "I" image above 255 is 16-bit (older Pillows open 16-bit PNGs as "I"), and an "F" image within
-    [0, 1] is in numpy's float convention (either reading of such an image is a black one). Other values: InputError.
+    [0, 1] is in numpy's float convention (in PIL's 0..255 it would be black, so that reading loses nothing). Other
+    values: InputError.
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return _array_to_rgb8(np.asarray(image).astype(np.uint16), name)

@@ -1,0 +1,41 @@
+"""argparse types and option groups the verbs share (`posepart predict`, `evaluate`, `demo`, `study`): one meaning
+and one check for an option wherever it appears. Imports nothing heavy (the ONNX-only install runs `predict`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= low (a 0 or negative --max-frames, --batch-size, ... is refused, not run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _scales(text: str) -> list[float]:
+    """argparse type of `--scales`: "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
+    return values
+
+
+def add_test_time_args(parser: argparse.ArgumentParser, *, flip_note: str = "") -> None:
+    """`--scales` and `--flip`, the Predictor's test-time views, with one meaning for every verb (predict, evaluate)."""
+    parser.add_argument("--scales", type=_scales, default=[1.0], metavar="S[,S...]",
+                        help="test-time scales, multiples of the input size, e.g. '0.75,1,1.25' (default 1)")
+    parser.add_argument("--flip", action="store_true",
+                        help="test-time horizontal flip (averaged with the original)" + flip_note)
