@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -55,6 +56,25 @@ def test_counts_below_one_are_refused_before_any_work(verb, option, tmp_path, ca
         main([verb, "--out", str(tmp_path / verb), option, "0"])
     assert exit_.value.code == 2 and f"{option}: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / verb).exists()
+
+
+@pytest.mark.parametrize("verb", ["demo", "study"])
+def test_a_size_the_network_cannot_take_is_refused_before_any_work(verb, tmp_path, capsys):
+    """Before: `--size 60` generated the data, ran the oracle, then every model failed with a ValueError traceback
+    (input sizes are multiples of the trunk's stride)."""
+    assert main([verb, "--out", str(tmp_path / verb), "--size", "60"]) == 2
+    assert "--size 60: must be a multiple of 8" in capsys.readouterr().err
+    assert not (tmp_path / verb).exists()
+
+
+@pytest.mark.parametrize("setting, words", [("data.input_size=60", "input_size: must be a positive multiple of 8"),
+                                            ("model.seg_head=fcn32", "other than 8 only with seg_head='stage'")])
+def test_a_config_the_network_cannot_take_is_a_config_error(setting, words):
+    """Before: a ValueError traceback from the Mapper or the model builder once training started."""
+    from posepart.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config("demo_cpu_joint", [setting])
 
 
 @pytest.mark.parametrize("jobs", [3, 1])  # three models at once in worker processes; one after another

@@ -286,6 +286,25 @@ def test_a_full_disk_where_lightning_writes_names_the_file(files, tmp_path, caps
     _refused_naming(_train(files, tmp_path / "run"), capsys, metrics, "No space left on device")
 
 
+def test_evaluate_refuses_outputs_and_sizes_it_cannot_use_before_scoring(files, tmp_path, capsys):
+    """Before: a folder named m.json was refused only after all the scoring, and the oracle scored an input size of
+    1 (AP 0) where a checkpoint's Predictor refuses it."""
+    (tmp_path / "m.json").mkdir()
+    data = ["evaluate", "--oracle", "--data", str(files["data"])]
+    _refused_naming([*data, "--out", str(tmp_path / "m.json")], capsys, str(tmp_path / "m.json"), "a folder")
+    _refused_naming([*data, "--input-size", "1"], capsys, "--input-size 1", "input multiple 8")
+
+
+def test_models_and_inspect_refuse_counts_they_cannot_use(files, capsys):
+    """Before: `models --input-size 100` (or 0, or --width 0) was a traceback, and `inspect --show -1` drew the
+    samples but the last one (-100: none, exit 0)."""
+    _refused_naming(["models", "--input-size", "100"], capsys, "--input-size 100", "multiple of 8")
+    for argv in (["models", "--width", "0"], ["models", "--width", "nan"], ["models", "--input-size", "0"],
+                 ["inspect", str(files["data"]), "--show", "-1"]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and "must be" in err, (argv, err)
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_out_in_a_read_only_folder(files, tmp_path, capsys):
     folder = tmp_path / "ro"

@@ -139,6 +139,16 @@ def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:
         assert main(["synth", str(tmp_path / "b"), *option]) == 2, option
         assert "synth: need n >= 1, size >= 1 and seed >= 0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # refused before anything was written
+    photos = tmp_path / "photos" / "images"  # no annotations.json: before, 000000.jpg was overwritten and
+    photos.mkdir(parents=True)                 # holiday.jpg joined the synthetic dataset
+    (photos / "000000.jpg").write_bytes(b"mine")
+    (photos / "holiday.jpg").write_bytes(b"mine too")
+    assert main(["synth", str(photos.parent), "--n", "1", "--size", "64"]) == 2
+    assert "images exists; pass --overwrite" in capsys.readouterr().err
+    assert (photos / "000000.jpg").read_bytes() == b"mine" and (photos / "holiday.jpg").read_bytes() == b"mine too"
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)  # an empty images/ holds nothing to lose
+    assert main(["synth", str(empty), "--n", "1", "--size", "64"]) == 0
 
 
 def test_scene_config_bounds_people_and_size() -> None:

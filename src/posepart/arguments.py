@@ -4,6 +4,7 @@ and one check for an option wherever it appears. Imports nothing heavy (the ONNX
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable
 
 
@@ -20,6 +21,17 @@ def at_least(low: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def positive(text: str) -> float:
+    """argparse type: a finite number > 0 (a width multiplier, a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _scales(text: str) -> list[float]:

@@ -58,9 +58,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from posepart.heads import HeadMeta
     from posepart.models import MODELS, count_flops, count_parameters
     from posepart.schema import Schema
 
+    if args.input_size % HeadMeta.input_multiple:
+        raise UsageError(f"models --input-size {args.input_size}: must be a multiple of {HeadMeta.input_multiple}")
     schema = Schema.pascal_person_part()
     from tqdm import tqdm
 
@@ -81,9 +84,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from posepart.data.synth import SceneConfig
-    from posepart.demo import DEMO_SIZE, run_demo
+    from posepart.demo import demo_size, run_demo
 
-    size = DEMO_SIZE if args.size is None else args.size
+    size = demo_size(args.size)
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
     report = run_demo(args.out, n_val=args.n_val, size=size, seed=args.seed, train_images=args.train_images,
                       n_train=args.n_train, train_minutes=args.train_minutes, scene=scene, jobs=args.jobs)
@@ -137,7 +140,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.arguments import at_least
+    from posepart.arguments import at_least, positive
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
     add_dataset_args(p, positional=True)
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
-    p.add_argument("--show", type=int, default=0, metavar="N", help="draw N samples to --out")
+    p.add_argument("--show", type=at_least(0), default=0, metavar="N", help="draw N samples to --out")
     p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
     p.set_defaults(run=cmd_inspect)
 
@@ -169,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
-    p.add_argument("--input-size", type=int, default=368, help="square input side for the FLOP count")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--input-size", type=at_least(1), default=368, help="square input side for the FLOP count")
+    p.add_argument("--width", type=positive, default=1.0, help="channel width multiplier")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_models)
 

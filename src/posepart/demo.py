@@ -35,8 +35,9 @@ from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
 from posepart.data.writer import write_json_atomic
-from posepart.errors import PosepartError
+from posepart.errors import PosepartError, UsageError
 from posepart.evaluate import evaluate_oracle
+from posepart.heads import HeadMeta
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
@@ -44,6 +45,17 @@ DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU mac
 FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
+
+
+def demo_size(size: int | None) -> int:
+    """The image and network input side of `demo` / `study --size`: DEMO_SIZE by default; a side the network cannot
+    take (not a multiple of its input multiple) is refused before any data is generated."""
+    if size is None:
+        return DEMO_SIZE
+    if size % HeadMeta.input_multiple:
+        raise UsageError(f"--size {size}: must be a multiple of {HeadMeta.input_multiple} (the network's input "
+                         f"multiple)")
+    return size
 
 
 @dataclass(frozen=True)

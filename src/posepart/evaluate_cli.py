@@ -12,7 +12,7 @@ from posepart.arguments import add_test_time_args, at_least
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
-from posepart.heads import POSE_STRIDES
+from posepart.heads import POSE_STRIDES, HeadMeta
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -34,6 +34,9 @@ def _prepare_out(out: Path | None) -> None:
         output_folder(folder)
     elif metrics_file is not None:
         output_folder(metrics_file.parent, "--out's folder")
+        if metrics_file.is_dir():  # before: refused only when writing it, after all the scoring
+            raise UsageError(f"evaluate --out {metrics_file}: a folder of that name exists (a .json --out is the "
+                             f"metrics file)")
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
@@ -135,6 +138,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.oracle == (args.checkpoint is not None):
         raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+    if args.input_size is not None and args.input_size < HeadMeta.input_multiple:  # the oracle too, not only a model
+        raise UsageError(f"evaluate --input-size {args.input_size}: below the network's input multiple "
+                         f"{HeadMeta.input_multiple}")
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")

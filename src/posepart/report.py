@@ -262,7 +262,12 @@ def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path,
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    named = {}  # every model's line, from whichever panel has one (a short run logs no training loss)
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            named.setdefault(name, handle)
+    if named:
+        axes[0].legend(list(named.values()), list(named), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

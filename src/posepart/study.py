@@ -337,14 +337,14 @@ def _arms(text: str) -> list[str]:
 def cmd_study(args: argparse.Namespace) -> int:
     from posepart.data.dataset_args import with_images
     from posepart.data.synth import SceneConfig
-    from posepart.demo import DEMO_SIZE, synth_cached
+    from posepart.demo import demo_size, synth_cached
     from posepart.errors import output_folder
 
     setting = QUICK if args.quick else DEFAULTS
     fractions = args.label_fractions or list(setting["fractions"])
     seeds = args.seeds or int(setting["seeds"])  # 0 and below are refused by the parser (`at_least`)
     images = args.train_images or int(setting["train_images"])
-    size = args.size or DEMO_SIZE
+    size = demo_size(args.size)
     from posepart.engine.config import load_config, shipped_config
 
     load_config(shipped_config(args.config), args.set)  # a bad --set fails here, not in every training process

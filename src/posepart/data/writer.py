@@ -18,12 +18,15 @@ from posepart.schema import Schema
 
 
 def claim_dataset_folder(root: str | Path, *, overwrite: bool) -> None:
-    """Refuse a folder that already holds a dataset (its annotations.json) unless `overwrite`, which first removes
-    its images/ and parts/: stale part maps would otherwise attach to the new images of the same names."""
+    """Refuse a folder that already holds a dataset (its annotations.json, or files in its images/ or parts/) unless
+    `overwrite`, which first removes its images/ and parts/: stale part maps would otherwise attach to the new images
+    of the same names, and other files would join the dataset."""
     root = Path(root)
-    if (root / ANNOTATIONS_FILE).exists():
+    held = [root / name for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)
+            if (root / name).is_file() or ((root / name).is_dir() and any((root / name).iterdir()))]
+    if held:  # an images/ folder without annotations too: its files would be overwritten or mixed in
         if not overwrite:
-            raise DatasetError(f"{root / ANNOTATIONS_FILE} exists; pass --overwrite to replace the dataset")
+            raise DatasetError(f"{held[0]} exists; pass --overwrite to replace the dataset")
         for folder in (IMAGES_DIR, PARTS_DIR):
             shutil.rmtree(root / folder, ignore_errors=True)
 

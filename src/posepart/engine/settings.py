@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, ConfigDict
 from posepart.data.augment import AugmentConfig
 from posepart.heads import HeadMeta
 from posepart.losses.pose import FOCAL_BETA
+from posepart.models.build import check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
@@ -51,6 +52,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
+        if self.name == "joint_vgg16":
+            check_seg_head(self.seg_head, self.seg_stride)
         if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
             raise ValueError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing}")
 
@@ -154,6 +157,9 @@ class DataConfig:
             raise ValueError(f"sources: names must be unique, got {names}")
         if self.epoch_size is not None and self.epoch_size <= 0:
             raise ValueError(f"epoch_size: must be positive, got {self.epoch_size}")
+        multiple = HeadMeta.input_multiple  # the trunk's stride: every model's input multiple
+        if self.input_size < multiple or self.input_size % multiple:
+            raise ValueError(f"input_size: must be a positive multiple of {multiple}, got {self.input_size}")
 
 
 @dataclass

@@ -140,6 +140,15 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
     return _finish(model, pretrained, activation)
 
 
+def check_seg_head(seg_head: str, seg_stride: int) -> None:
+    """`joint_vgg16`'s part head: a ValueError for a kind or stride it cannot build (configs check it up front)."""
+    if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
+        raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
+    if seg_stride not in OUTPUT_STRIDES or (seg_stride != 8 and seg_head != "stage"):
+        raise ValueError(f"seg_stride must be one of {sorted(OUTPUT_STRIDES)} and other than 8 only with "
+                         f"seg_head='stage', got {seg_stride} with {seg_head!r}")
+
+
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 activation: Activation = "relu",
@@ -154,11 +163,7 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     seg_stride (seg_head "stage" only): 8, or 4 / 2 to refine each stage's output logits with skips from the trunk's
     finer maps (`refine`: "deep" or "fcn", `posepart.models.refine`, as for the pose maps).
     """
-    if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
-        raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
-    if seg_stride not in OUTPUT_STRIDES or (seg_stride != 8 and seg_head != "stage"):
-        raise ValueError(f"seg_stride must be one of {sorted(OUTPUT_STRIDES)} and other than 8 only with "
-                         f"seg_head='stage', got {seg_stride} with {seg_head!r}")
+    check_seg_head(seg_head, seg_stride)
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "joint_vgg16", pose=True, parts=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm)
