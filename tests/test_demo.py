@@ -120,10 +120,20 @@ def test_demo_trains_and_compares_five_models(tmp_path, jobs, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "demo_cpu_joint" / "checkpoints" / "last.ckpt"), "--data",
                  str(out / "data" / "val"), "--flip", "--out", str(flipped)]) == 0
     cli = json.loads(flipped.read_text())
+    assert cli["input_size"] == 64  # recorded: the checkpoint's own unless --input-size says otherwise
     assert cli["pose"]["ap"] == joint["flip"]["pose"]["ap"] and cli["pose"]["pckh"] == joint["flip"]["pose"]["pckh"]
     assert cli["segmentation"]["mean_iou"] == joint["flip"]["segmentation"]["mean_iou"]
     masked = (out / "demo_cpu_joint_pose_only" / "config.yaml").read_text()
     assert "tasks:" in masked and "- pose" in masked and "- parts" not in masked
+    # the oracle row is `posepart evaluate --oracle` with the targets it records (before: the CLI could not take the
+    # demo's scaled sigma and PAF width, so the row could not be reproduced)
+    oracle = json.loads((out / "oracle_metrics.json").read_text())
+    drew = oracle["targets"]
+    assert drew == {"input_size": 64, "pose_stride": 4, "sigma": 3.0, "paf_width": 2.0}
+    again = tmp_path / "oracle.json"
+    assert main(["evaluate", "--oracle", "--data", str(out / "data" / "val"), "--input-size", "64", "--stride", "4",
+                 "--sigma", "3", "--paf-width", "2", "--out", str(again)]) == 0
+    assert json.loads(again.read_text()) == oracle
 
 
 def test_progress_of_a_worker_is_read_from_its_log(tmp_path):

@@ -293,6 +293,8 @@ def test_evaluate_refuses_outputs_and_sizes_it_cannot_use_before_scoring(files, 
     data = ["evaluate", "--oracle", "--data", str(files["data"])]
     _refused_naming([*data, "--out", str(tmp_path / "m.json")], capsys, str(tmp_path / "m.json"), "a folder")
     _refused_naming([*data, "--input-size", "1"], capsys, "--input-size 1", "input multiple 8")
+    _refused_naming(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--sigma", "3"],
+                    capsys, "--sigma and --paf-width draw the --oracle's targets")
 
 
 def test_models_and_inspect_refuse_counts_they_cannot_use(files, capsys):

@@ -188,6 +188,8 @@ def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: 
         evaluator.add(record, prediction, gt_parts)
     metrics = evaluator.compute()
     metrics["images"] = len(dataset) - skipped
+    # what was decoded, so a figure says how to reproduce it
+    metrics["targets"] = {"input_size": input_size, "pose_stride": stride, "sigma": sigma, "paf_width": paf_width}
     if skipped:
         metrics["skipped"] = skipped
     return metrics

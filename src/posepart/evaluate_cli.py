@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from posepart.arguments import add_test_time_args, at_least
+from posepart.arguments import add_test_time_args, at_least, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.errors import UsageError, output_folder
@@ -63,7 +63,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         flip=args.flip, tasks=loaded.tasks)  # a head its training never taught (pose alone, parts alone) is not scored
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    name = f"{loaded.config.model.name} ({args.checkpoint.name}){_tta_label(metrics)}"
+    metrics["input_size"] = args.input_size or loaded.input_size
+    other = "" if metrics["input_size"] == loaded.input_size else f", {metrics['input_size']} px"
+    name = f"{loaded.config.model.name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
 
 
@@ -144,6 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")
+    if not args.oracle and (args.sigma is not None or args.paf_width is not None):  # the model's HeadMeta decides
+        raise UsageError("evaluate: --sigma and --paf-width draw the --oracle's targets; a --checkpoint's are its own")
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
@@ -154,8 +158,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overlays: list = []
     results = None
     if args.oracle:
-        name = "oracle"
-        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8)
+        drawn = {key: value for key, value in (("sigma", args.sigma), ("paf_width", args.paf_width))
+                 if value is not None}
+        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8, **drawn)
+        drew = metrics["targets"]
+        name = (f"oracle ({drew['input_size']} px, stride {drew['pose_stride']}, sigma {drew['sigma']:g}, PAF width "
+                f"{drew['paf_width']:g})")
     else:
         metrics, overlays, name, dataset, results = _evaluate_checkpoint(args, dataset)
     print(format_metrics(metrics))
@@ -186,6 +194,10 @@ def add_evaluate_parser(verbs: Any) -> None:
                    help="network input side (letterboxed); default: the checkpoint's, or 368 for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
+    p.add_argument("--sigma", type=positive, help=f"--oracle: the heatmaps' Gaussian sigma in input pixels (default "
+                   f"{HeadMeta.sigma:g}; a model's own is its config's data.sigma)")
+    p.add_argument("--paf-width", type=positive, help=f"--oracle: the PAFs' half-width in output cells (default "
+                   f"{HeadMeta.paf_width:g}; a model's own is its config's data.paf_width)")
     p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
                    "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
     add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
