@@ -251,6 +251,13 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
     assert main(["evaluate", "--oracle", "--data", str(root), "--flip"]) == 2  # TTA of the ground truth: refused
+    # the folder reused: before, the checkpoint's overlays and keypoints.json stayed beside the new metrics
+    (out / "overlays" / "notes.txt").write_text("mine")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--overlays", "1"]) == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["000.png", "notes.txt"]
+    assert main(["evaluate", "--oracle", "--data", str(root), "--input-size", "64", "--out", str(out)]) == 0
+    assert not (out / "keypoints.json").exists() and not (out / "overlays.png").exists()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["notes.txt"]  # only what evaluate writes goes
 
 
 @pytest.mark.parametrize("tta", [[], ["--flip", "--scales", "1,1.5"]], ids=["plain", "flip-and-scales"])

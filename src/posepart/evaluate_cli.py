@@ -119,6 +119,18 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drop_stale(folder: Path, overlays: int, keypoints: bool) -> None:
+    """An --out folder reused: the files of an earlier evaluation that this one does not rewrite go, as they describe
+    another model or dataset (only the names an evaluation writes)."""
+    for path in (folder / "overlays").glob("[0-9][0-9][0-9].png"):
+        if int(path.stem) >= overlays:
+            path.unlink()
+    if not overlays:
+        (folder / "overlays.png").unlink(missing_ok=True)
+    if not keypoints:
+        (folder / "keypoints.json").unlink(missing_ok=True)
+
+
 def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
     """folder/overlays/NNN.png, folder/overlays.png (grid) and folder/report.md."""
     from posepart.report import write_report
@@ -175,6 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(metrics_file, metrics)
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
+        _drop_stale(folder, len(overlays), results is not None)
         if results is not None:  # as `posepart predict` writes them: score them with any COCO tool
             write_json_atomic(folder / "keypoints.json", results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
