@@ -57,14 +57,15 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         dataset = map_dataset(dataset, loaded.schema)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
+    size = args.input_size or loaded.input_size
     metrics, overlays = evaluate_model(
-        loaded.model, dataset, input_size=args.input_size or loaded.input_size, batch_size=args.batch_size,
+        loaded.model, dataset, input_size=size, batch_size=args.batch_size,
         device=args.device, overlays=args.overlays, workers=args.workers, results=results, scales=args.scales,
         flip=args.flip, tasks=loaded.tasks)  # a head its training never taught (pose alone, parts alone) is not scored
     if loaded.sources:
         metrics["training_data"] = loaded.sources
-    metrics["input_size"] = args.input_size or loaded.input_size
-    other = "" if metrics["input_size"] == loaded.input_size else f", {metrics['input_size']} px"
+    metrics["input_size"] = size
+    other = "" if size == loaded.input_size else f", {size} px"
     name = f"{loaded.config.model.name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
 

@@ -386,8 +386,8 @@ def add_study_parser(verbs: Any) -> None:
                                              "demo's synthetic scenes, generated under OUT/data)")
     p.add_argument("--label-fractions", type=_fractions, metavar="F[,F...]",
                    help="fractions of the training images with part labels (default 0.05,0.2,1.0; --quick 0.1,1.0)")
-    p.add_argument("--seeds", type=at_least(1), help="seeds per arm: model initialisation, data order and the subset "
-                                             "(default 3)")
+    p.add_argument("--seeds", type=at_least(1),
+                   help="seeds per arm: model initialisation, data order and the subset (default 3)")
     p.add_argument("--train-images", type=at_least(1), metavar="N",
                    help="training budget per model in images (default 12000; --quick 6000)")
     p.add_argument("--quick", action="store_true",

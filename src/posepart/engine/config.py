@@ -264,14 +264,12 @@ def _check_key(config: Any, path: tuple[str | int, ...]) -> None:
     for i, part in enumerate(path):
         if isinstance(node, dict):  # a mapping's own keys (part_map's classes) are the user's
             return
-        here = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[: i + 1]).lstrip(".")
-        if isinstance(part, int):
-            if not isinstance(node, list) or not -len(node) <= part < len(node):
-                raise ConfigError(f"--set {here}: not an item of the config")
+        if isinstance(part, int):  # a list index `_merge` has checked
             node = node[part]
         elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
             node = getattr(node, part)
         else:
+            here = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[: i + 1]).lstrip(".")
             raise ConfigError(f"--set {here}=null: unknown key")
 
 

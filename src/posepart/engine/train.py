@@ -88,7 +88,7 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
                           f"{tasks} (try val/seg/mean_iou or val/total)")
     if not metric.startswith("val/"):
         raise ConfigError(f"train.best_metric: {metric!r} must be a validation metric (val/...)")
-    learnt = trained_tasks(data.describe()) or ()
+    learnt = trained_tasks(module.sources) or ()  # the module holds the data module's `describe()`
     group = metric_of_task.split("/")[1] if metric_of_task.count("/") else ""
     task = {"seg": "parts", "pose": "pose", "heatmap": "pose", "paf": "pose"}.get(group)
     if task is not None and task not in learnt:  # best.ckpt would follow a head with its random initial weights
@@ -338,13 +338,16 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
     # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
     # elsewhere and resumed would report the original folder's until a better epoch)
-    best = last.with_name("best.ckpt") if monitor is not None and callbacks[0].best_model_path else None
+    best = last.with_name("best.ckpt") if monitor is not None else None
     best = best if best is not None and best.exists() else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     # Epochs from the steps (one optimizer step per batch, a fixed number of batches per epoch): Lightning's own
     # epoch counter takes an epoch cut by max_steps / max_time for a completed one
     per_epoch = trainer.num_training_batches
-    done = trainer.global_step // per_epoch if 0 < per_epoch < math.inf else trainer.current_epoch
-    epochs, inside = int(done), bool(0 < per_epoch < math.inf and trainer.global_step % per_epoch)
+    if 0 < per_epoch < math.inf:
+        epochs, cut = divmod(trainer.global_step, int(per_epoch))
+    else:  # no training batches were set up
+        epochs, cut = trainer.current_epoch, 0
+    inside = cut > 0
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank)

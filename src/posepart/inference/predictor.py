@@ -307,8 +307,9 @@ class Predictor:
         base_hw = canvas_size(image_hw, self.input_size, info.input_multiple)
         base_matrix = letterbox_matrix(image_hw, base_hw)
         merged = merge_views(list(zip(maps, matrices)), base_matrix, base_hw, info.head)
-        pose, parts = info.trained("pose"), info.trained("parts")  # an untrained head's maps are left out, all of them
-        merged = Maps(merged.heatmaps if pose else None, merged.pafs if pose else None, merged.parts if parts else None)
+        use_pose, use_parts = info.trained("pose"), info.trained("parts")  # an untrained head's maps are left out
+        merged = Maps(merged.heatmaps if use_pose else None, merged.pafs if use_pose else None,
+                      merged.parts if use_parts else None)
         to_image = invert(base_matrix)
         t = self._tick("merge", t)
         people: list[PersonPrediction] = []
@@ -334,7 +335,7 @@ class Predictor:
             logits = resize_maps(merged.parts, base_hw)  # (P, H', W') at canvas resolution
             parts = labels_to_image(argmax_channels(logits), to_image, image_hw)
             t = self._tick("parts", t)
-            if self.part_instances and pose:
+            if self.part_instances and use_pose:
                 grid_hw = (base_hw[0] // stride, base_hw[1] // stride)
                 rows, cols = cell_index(base_matrix, image_hw, grid_hw, stride)
                 instances = assign_part_instances(parts, cells, schema, rows, cols, grid_hw,
