@@ -158,6 +158,22 @@ def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tm
     assert resumed.best == copy / "checkpoints" / "best.ckpt" and straight_run.best.parent.parent == straight_run.out
 
 
+def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_path, monkeypatch):
+    """config.yaml and the checkpoints name the data the run read, absolute. Before, they kept the paths as given
+    (relative to the folder train ran in): resumed from another folder, the run's own config.yaml named no data."""
+    monkeypatch.chdir(data["train"].parent)
+    out = tmp_path / "run"
+    train(tiny(data, "data.train=train", "data.val=val"), out, max_epochs=1, **QUIET)  # cut after epoch 1
+    saved = load_config(out / "config.yaml")
+    assert saved.data.train == data["train"] and saved.data.val == data["val"]
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["posepart"]["config"]["data"]["train"] == str(
+        data["train"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = train(load_config(out / "config.yaml"), out, resume=out / "checkpoints" / "last.ckpt", **QUIET)
+    assert resumed.global_step == 4
+
+
 @pytest.mark.parametrize("budget, cut", [("train.max_steps=200", {"max_epochs": 1}), ("train.max_steps=-1",
                                                                                       {"max_steps": 3})])
 def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
-from PIL import Image
+from PIL import Image, ImageOps
 
 from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, canvas_size, normalize
 from posepart.data.format import PosePartDataset
@@ -137,6 +137,30 @@ def test_pil_images_without_a_stated_range_read_in_pils_own():
                        (np.full((4, 4), np.nan, np.float32), "NaN")):
         with pytest.raises(InputError, match=words):
             load_image(Image.fromarray(bad))
+
+
+def _tagged(path, pixels: np.ndarray, orientation: int) -> None:
+    """Write `pixels` as a lossless PNG tagged with an EXIF orientation."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif)
+
+
+def test_a_photo_tagged_with_an_exif_orientation_is_read_upright(tiny, synth, tmp_path):
+    """Files are turned as PIL's `exif_transpose` (the reference) turns them, for all eight orientations, and a phone
+    photo stored sideways gives the upright image's prediction in the upright image's coordinates. Before, the
+    stored pixels were used: a person lying on their side, and joints in the stored frame."""
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 3, 3), np.uint8)  # not square: every turn differs
+    for orientation in range(1, 9):
+        _tagged(tmp_path / f"o{orientation}.png", pixels, orientation)
+        with Image.open(tmp_path / f"o{orientation}.png") as image:
+            expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        assert np.array_equal(load_image(tmp_path / f"o{orientation}.png"), expected), orientation
+    rgb = synth.load_image(synth.records[0])[:, :48]  # not square
+    _tagged(tmp_path / "sideways.png", np.ascontiguousarray(np.rot90(rgb, 1)), 6)  # stored turned anticlockwise
+    upright, sideways = tiny([rgb, tmp_path / "sideways.png"])
+    assert (sideways.height, sideways.width) == rgb.shape[:2]
+    assert np.array_equal(sideways.parts, upright.parts) and np.array_equal(sideways.keypoints, upright.keypoints)
 
 
 def test_no_joint_comes_from_the_letterbox_padding():

@@ -368,11 +368,24 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
     report = (out / "report.md").read_text()
     assert "## Training data" in report and "- pose (heatmaps + PAFs): mpii, coco" in report
     assert "- part segmentation: pascal, cihp" in report and "| coco | pose | 1 | 25 % |" in report
+    # the people scored on each source with pose, as one evaluation of that source alone writes them (before: none)
+    assert sorted(p.name for p in (out / "keypoints").iterdir()) == ["mpii.json", "pascal.json"]
     # one dataset in another schema is read in the checkpoint's (a note says so)
+    alone = tmp_path / "one"
     assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(sources["mpii_val"]),
-                     "--out", str(tmp_path / "one.json")]) == 0
+                     "--out", str(alone)]) == 0
     assert "read in the checkpoint's" in capsys.readouterr().err
-    assert "pose" in json.loads((tmp_path / "one.json").read_text())
+    assert json.loads((alone / "metrics.json").read_text())["pose"] == metrics["mpii"]["pose"]
+    people = json.loads((alone / "keypoints.json").read_text())
+    assert people and json.loads((out / "keypoints" / "mpii.json").read_text()) == people
+    # the folder reused for one dataset: the per-source files go; a bad or repeated NAME is refused before scoring
+    assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(sources["mpii_val"]),
+                     "--out", str(out), "--overlays", "0"]) == 0
+    assert not list((out / "keypoints").iterdir()) and (out / "keypoints.json").is_file()
+    for bad in (["../x=" + str(sources["cihp"])], [f"a={sources['cihp']}", f"a={sources['mpii_val']}"]):
+        args = [arg for item in bad for arg in ("--source", item)]
+        assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), *args]) == 2
+        assert "NAME must be a word" in capsys.readouterr().err
 
 
 # -- configuration -------------------------------------------------------------------------------------------------------

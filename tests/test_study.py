@@ -96,7 +96,7 @@ def test_multi_task_gain_by_hand():
     assert delta_m(joint, singles) == pytest.approx((0.2 - 0.25) / 2)  # +20 % on parts, -25 % on pose
     assert delta_m(joint, {**singles, "pose": {"pose": {"ap": 0.0}}}) is None
     assert mean_sd([0.1, 0.3, None]) == pytest.approx((0.2, math.sqrt(0.02)))
-    assert mean_sd([None]) is None and mean_sd([0.5]) == (0.5, 0.0)
+    assert mean_sd([None]) is None and mean_sd([0.5]) == (0.5, None)  # one seed: no spread measured (before: 0)
 
 
 def test_study_end_to_end_on_a_dataset_given_by_path(data, tmp_path, capsys):
@@ -109,6 +109,7 @@ def test_study_end_to_end_on_a_dataset_given_by_path(data, tmp_path, capsys):
     assert {"segmentation", "pose"} <= set(record["runs"]["joint@0.25"]["0"])
     report = (out / "report.md").read_text()
     assert "| joint@0.25 | 25% |" in report and "| pose | none |" in report and (out / "study.png").is_file()
+    assert "±" not in report.split("| arm |")[1]  # one seed: means alone (before: "± 0.0", a spread never measured)
     assert (out / "splits" / "splits.json").is_file() and "report:" in capsys.readouterr().out
     assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "nowhere")]) == 2
 

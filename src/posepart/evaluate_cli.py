@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
@@ -17,7 +17,8 @@ from posepart.heads import POSE_STRIDES, HeadMeta
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
-    other path is a folder that receives metrics.json, report.md, overlays/ and, for a checkpoint, keypoints.json.
+    other path is a folder that receives metrics.json, report.md, overlays/ and, for a checkpoint, keypoints.json
+    (keypoints/NAME.json per --source).
     Returns (metrics file, folder)."""
     if out is None:
         return None, None
@@ -84,6 +85,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.writer import write_json_atomic
     from posepart.engine.checkpoint import load_model
+    from posepart.engine.settings import SOURCE_NAME
     from posepart.evaluate import format_metrics
     from posepart.evaluate_model import evaluate_sources
     from posepart.inference.backends import torch_device
@@ -97,14 +99,18 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
         name, sep, root = item.partition("=")
         if not (sep and name and root):
             raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
+        if not SOURCE_NAME.fullmatch(name) or name in datasets:  # it names the source's keypoints file
+            raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-', "
+                             f"once per source")
         datasets[name] = with_images(PosePartDataset.open(Path(root)), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
+    results: dict[str, list[dict]] = {}
     rows, overlays = evaluate_sources(
         loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
         batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks)
+        workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
@@ -112,6 +118,10 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"sources": rows})
     if folder is not None:
+        written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows[name]}
+        _drop_stale(folder, 0, written.values())
+        for name, file in written.items():  # a file per source: each numbers its own images
+            write_json_atomic(folder / file, results[name])
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
         figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
         tta = _tta_label(next(iter(rows.values()))) if rows else ""  # every source ran the same views
@@ -120,16 +130,18 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drop_stale(folder: Path, overlays: int, keypoints: bool) -> None:
+def _drop_stale(folder: Path, overlays: int, keypoints: Collection[str]) -> None:
     """An --out folder reused: the files of an earlier evaluation that this one does not rewrite go, as they describe
-    another model or dataset (only the names an evaluation writes)."""
+    another model or dataset (only the names an evaluation writes). `keypoints`: the keypoint files it writes,
+    relative to the folder (keypoints.json, or keypoints/NAME.json per --source)."""
     for path in (folder / "overlays").glob("[0-9][0-9][0-9].png"):
         if int(path.stem) >= overlays:
             path.unlink()
     if not overlays:
         (folder / "overlays.png").unlink(missing_ok=True)
-    if not keypoints:
-        (folder / "keypoints.json").unlink(missing_ok=True)
+    for path in [folder / "keypoints.json", *(folder / "keypoints").glob("*.json")]:
+        if path.relative_to(folder).as_posix() not in keypoints:
+            path.unlink(missing_ok=True)
 
 
 def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, dataset: PosePartDataset) -> Path:
@@ -188,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(metrics_file, metrics)
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
-        _drop_stale(folder, len(overlays), results is not None)
+        _drop_stale(folder, len(overlays), ["keypoints.json"] if results is not None else [])
         if results is not None:  # as `posepart predict` writes them: score them with any COCO tool
             write_json_atomic(folder / "keypoints.json", results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
@@ -212,8 +224,9 @@ def add_evaluate_parser(verbs: Any) -> None:
                    f"{HeadMeta.sigma:g}; a model's own is its config's data.sigma)")
     p.add_argument("--paf-width", type=positive, help=f"--oracle: the PAFs' half-width in output cells (default "
                    f"{HeadMeta.paf_width:g}; a model's own is its config's data.paf_width)")
-    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the "
-                   "people scored as COCO results in keypoints.json) or a FILE.json (the metrics alone)")
+    p.add_argument("--out", type=Path, help="a folder (metrics.json, report.md, overlays/, and the people scored "
+                   "as COCO results in keypoints.json, keypoints/NAME.json per --source) or a FILE.json (the metrics "
+                   "alone)")
     add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")

@@ -229,19 +229,22 @@ def evaluate_predictor(
 
 def evaluate_sources(
     model: nn.Module, datasets: dict[str, PosePartDataset], schema: Schema, *,
-    part_tables: Mapping[str, Mapping[str, Any]] | None = None, **options: Any
+    part_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    results: dict[str, list[dict[str, Any]]] | None = None, **options: Any
 ) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
     """Score `model` on each named dataset, each read in the model's `schema` by joint name and part table
     (`posepart.data.mixing.map_dataset`) -> ({name: metrics.json dict}, overlays of every source); `options` go to
     `evaluate_model`. `part_tables`: {name: {"part_map": ..., "ignore_parts": ...}}, the tables a training source of
     that name was read with (its run's `data.sources`), so its scores are those of training validation. Set-valued
-    part labels of coarser sources are not scored."""
+    part labels of coarser sources are not scored. `results`, when given, receives {name: the COCO keypoint results
+    scored on that source} (each source numbers its own images)."""
     from posepart.data.mixing import map_dataset
 
-    results: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     drawn: list[np.ndarray] = []
     for name, dataset in datasets.items():
         mapped = map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
-        results[name], overlays = evaluate_model(model, mapped, **options)
+        scored = results.setdefault(name, []) if results is not None else None
+        rows[name], overlays = evaluate_model(model, mapped, results=scored, **options)
         drawn += overlays
-    return results, drawn
+    return rows, drawn

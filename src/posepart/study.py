@@ -164,12 +164,13 @@ def delta_m(joint: dict[str, Any], singles: dict[str, dict[str, Any]]) -> float 
     return sum(changes) / len(changes)
 
 
-def mean_sd(values: Sequence[float | None]) -> tuple[float, float] | None:
-    """(mean, sample sd; 0 for one value) of the values present; None when there are none."""
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float | None] | None:
+    """(mean, sample sd) of the values present, the sd None for one value (one seed measures no spread; 0 would
+    claim none); None when there are none."""
     present = [v for v in values if v is not None]
     if not present:
         return None
-    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
 def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequence[float], seeds: int,
@@ -245,8 +246,10 @@ def _share(share: float | None) -> str:
     return "f (uniform over the images)" if share is None else f"{share:.0%}"
 
 
-def _cell(value: tuple[float, float] | None, scale: float = 100.0) -> str:
-    return "–" if value is None else f"{value[0] * scale:.1f} ± {value[1] * scale:.1f}"
+def _cell(value: tuple[float, float | None] | None, scale: float = 100.0) -> str:
+    if value is None:
+        return "–"
+    return f"{value[0] * scale:.1f}" + ("" if value[1] is None else f" ± {value[1] * scale:.1f}")
 
 
 def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -> Path:
@@ -257,7 +260,8 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
              f"{record['size']} px. Part labels on a seeded fraction f of the training images (the subsets: "
              f"`{record['splits']}`); pose labels on all; in `joint@f` the part-labelled images are "
              f"{_share(record['labelled_share'])} of the draws. Every arm is the same joint network; a single-task arm "
-             f"has the other task masked. Mean ± sd over seeds, in %; Δm: multi-task gain of a joint arm over "
+             f"has the other task masked. {'Mean ± sd over seeds' if record['seeds'] > 1 else 'One seed'}, in %; "
+             f"Δm: multi-task gain of a joint arm over "
              f"`parts@f` (mean IU) and `pose` (OKS AP)."
              + (f" Every arm with `{' '.join(record['overrides'])}`." if record.get("overrides") else ""), "",
              "| arm | part labels | mean IU | OKS AP | PCKh@0.5 | Δm |", "|---|---:|---:|---:|---:|---:|"]
@@ -295,12 +299,13 @@ def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], p
             points = [(f, summary.get(arm_label(arm, f), {}).get(metric)) for f in fractions]
             points = [(f, v) for f, v in points if v is not None]
             if points:
-                ax.errorbar([f for f, _ in points], [v[0] for _, v in points], yerr=[v[1] for _, v in points],
+                ax.errorbar([f for f, _ in points], [v[0] for _, v in points], yerr=[v[1] or 0.0 for _, v in points],
                             marker="o", capsize=3, color=colour, label=f"{arm}@f")
     pose = summary.get("pose", {}).get("ap")
     if pose is not None:
         pose_ax.axhline(pose[0], color="tab:green", label="pose only (all images)")
-        pose_ax.axhspan(pose[0] - pose[1], pose[0] + pose[1], color="tab:green", alpha=0.15)
+        if pose[1] is not None:
+            pose_ax.axhspan(pose[0] - pose[1], pose[0] + pose[1], color="tab:green", alpha=0.15)
     for ax, name in ((seg_ax, "mean IU"), (pose_ax, "OKS AP")):
         ax.set_xscale("log")
         ax.set_xlabel("fraction of training images with part labels")

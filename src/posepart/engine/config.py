@@ -293,6 +293,25 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _validate(_moved_stride(data))
 
 
+def absolute_paths(config: Config) -> Config:
+    """`config` with every file and folder it names (data, sources, pretrained weights) made absolute against the
+    working folder, as the run reads them: the run folder's config.yaml and checkpoints then name the same data from
+    any folder (`--resume` from elsewhere, a copied run). `model.pretrained: imagenet` is a name, not a path."""
+    from posepart.models.pretrained import IMAGENET
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Path):
+            return value if value.is_absolute() or str(value) == IMAGENET else value.absolute()
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changed = {f.name: walk(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return dataclasses.replace(value, **changed)
+        return value
+
+    return walk(config)
+
+
 def config_yaml(config: Config) -> str:
     """The config as the YAML a run writes to OUT/config.yaml (and `train --print-config` prints)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

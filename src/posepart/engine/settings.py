@@ -60,7 +60,7 @@ class ModelConfig:
 
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
 TaskName = Literal["pose", "parts"]
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source's name prefixes its metrics and names its files
 _RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
                    "pseudo"}
 
@@ -125,7 +125,7 @@ class SourceConfig:
         if self.unlabelled and (self.tasks is not None or self.part_map or self.ignore_parts):
             raise ValueError(f"source {self.name!r} is unlabelled: tasks, part_map and ignore_parts do not apply")
         _refuse_images_only(self, allowed=("train",) if self.unlabelled else ())
-        if not _SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
+        if not SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
             raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
                              f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
         if self.train is None and self.val is None:

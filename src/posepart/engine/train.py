@@ -33,7 +33,7 @@ from torch.optim.swa_utils import get_ema_avg_fn
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
                                        checkpoint_callbacks)
-from posepart.engine.config import ConfigError, config_from_dict, dump_config
+from posepart.engine.config import ConfigError, absolute_paths, config_from_dict, dump_config
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
@@ -273,6 +273,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
+    cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     _check_accelerator(cfg.train.accelerator)

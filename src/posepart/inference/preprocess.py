@@ -9,6 +9,7 @@ costs a 368x208 canvas rather than 368x368. Everything here is numpy and OpenCV,
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +104,48 @@ def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+# EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright, in numpy's terms (TIFF 6.0's table:
+# 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 stored turned 90 degrees anticlockwise, 7 transversed, 8 stored
+# turned clockwise). Written here because the decoding is shared with datasets, whose annotations refer to the stored
+# pixels (read_image decodes with IMREAD_UNCHANGED, which ignores the tag), and PIL's exif_transpose takes PIL images.
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation a photo is tagged with (1 = stored upright, also when the file has no tag or no EXIF);
+    PIL reads the header only, not the pixels, so its decompression-bomb guard for large photos does not apply."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # PIL cannot parse it: no tag to apply
+        return 1
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H, W, ...) -> the image as a viewer shows it under EXIF `orientation` (1..8)."""
+    turn = _UPRIGHT.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))
+
+
 def load_image(item: Any) -> np.ndarray:
     """Any supported input -> (H, W, 3) uint8 RGB; raises InputError naming the input.
 
-    Paths are decoded by OpenCV like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught). numpy arrays are
-    taken as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]. PIL images in any mode.
+    Paths are decoded by OpenCV like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught) and turned upright
+    by their EXIF orientation, as photo viewers show them (a phone photo tagged as sideways). numpy arrays are taken
+    as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]; PIL images in any mode. Both are taken as given.
     """
     name = describe(item)
     if isinstance(item, (str, Path)):
@@ -117,7 +155,7 @@ def load_image(item: Any) -> np.ndarray:
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not an image")
         try:
-            return read_image(path)
+            return upright(read_image(path), exif_orientation(path))
         except DatasetError as err:
             raise InputError(str(err)) from None
     if isinstance(item, np.ndarray):
