@@ -138,6 +138,9 @@ def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:
     for option in (["--n", "0"], ["--size", "0"], ["--seed", "-5"]):
         assert main(["synth", str(tmp_path / "b"), *option]) == 2, option
         assert "synth: need n >= 1, size >= 1 and seed >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # before: 0 or -1 workers ran as one
+        main(["synth", str(tmp_path / "b"), "--workers", "0"])
+    assert "--workers: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # refused before anything was written
     photos = tmp_path / "photos" / "images"  # no annotations.json: before, 000000.jpg was overwritten and
     photos.mkdir(parents=True)                 # holiday.jpg joined the synthetic dataset

@@ -151,9 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=300, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
     p.add_argument("--size", type=int, default=368, help="image side in pixels")
-    p.add_argument("--workers", type=int, default=1, help="processes (output identical for any count)")
+    p.add_argument("--workers", type=at_least(1), default=1, help="processes (output identical for any count)")
     p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
-    p.add_argument("--min-height", type=float, default=0.25, help="smallest person, as a fraction of the image side")
+    p.add_argument("--min-height", type=float, default=0.25,
+                   help="smallest adult, as a fraction of the image side (children: 0.65-0.85 of their drawn height)")
     p.add_argument("--crowd-prob", type=float, default=0.2, help="chance of tiny unlabelled crowd people per image")
     p.add_argument("--clutter", type=float, default=1.0,
                    help="background shapes and limb-like distractors, as a fraction of the default (0: none)")

@@ -46,7 +46,8 @@ class SceneConfig:
     """How hard a synthetic scene is. The defaults are the benchmark; `easy()` is the CPU demo's setting.
 
     max_people: labelled people per image, drawn uniformly from 1..max_people.
-    min_height: smallest person height as a fraction of the image side (the tallest is 0.95).
+    min_height: smallest adult's height as a fraction of the image side (the tallest is 0.95); children (18 % of
+        the people) are drawn at 0.65-0.85 of the height drawn for them, so they can be smaller.
     crowd_prob: chance that an image also holds 1-3 tiny unlabelled people marked as crowd regions.
     clutter: background shapes and limb-like distractors, as a fraction of the benchmark's (0 = none).
     """
