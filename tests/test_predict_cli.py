@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -194,6 +195,28 @@ def test_videos_count_in_the_summary_and_no_overlays_writes_no_video(setup, tmp_
     assert video["people"] > 0 and summary["people"] == video["people"] and video["video"] is None
     assert f"{video['people']} people found" in capsys.readouterr().err
     assert (out / "videos" / "clip.json").is_file() and not (out / "videos" / "clip.mp4").exists()
+
+
+def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused(setup, tmp_path, capsys):
+    """Before: a second run into an --out kept the first run's overlays, part maps and videos beside the new
+    keypoints.json and summary.json, which no longer listed them; and predict into a dataset folder replaced its
+    ground-truth part labels (parts/NAME.png) with predictions."""
+    out = tmp_path / "out"
+    images = sorted((setup["data"] / "images").iterdir())
+    predict = ["predict", "--checkpoint", str(setup["ckpt"]), "--quiet", "--out", str(out)]
+    assert main([*predict, *map(str, images), str(setup["clip"])]) == 0
+    assert len(list((out / "overlays").iterdir())) == 3 and (out / "videos" / "clip.mp4").is_file()
+    (out / "overlays" / "mine.txt").write_text("not a posepart file")
+    assert main([*predict, str(images[0])]) == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"{images[0].stem}.jpg", "mine.txt"]
+    assert sorted(p.name for p in (out / "parts").iterdir()) == [f"{images[0].stem}.png"]
+    assert not list((out / "videos").iterdir())
+    dataset = tmp_path / "dataset"
+    shutil.copytree(setup["data"], dataset)
+    labels = {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()}
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(dataset / "images"), "--out", str(dataset)]) == 2
+    assert "holds a dataset (annotations.json)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()} == labels
 
 
 @pytest.mark.parametrize("option", ["--max-frames", "--batch-size", "--input-size", "--threads"])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 from reader_checks import convert, inspect_json, oracle
 
+from posepart import cli
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.readers.cihp import convert_cihp
 from posepart.data.readers.lip import convert_lip, read_pose_csv
@@ -98,10 +102,29 @@ def test_cihp_pgn_layout(fixtures, tmp_path):
 def test_cihp_graphonomy_layout_and_split(fixtures, tmp_path):
     src = fixtures / "graphonomy/CIHP"
     assert convert_cihp(src, tmp_path / "all", progress=False).images == 1  # Images/ + Category_ids/ 0000002
-    result = convert_cihp(src, tmp_path / "val", split="val", progress=False)
-    assert result.images == 0 and result.skips.counts["missing image"] == 5000  # 0000002 is not in val_id.txt
+    with pytest.raises(DatasetError, match="no image converted .*: 5000 x missing image"):  # 0000002 is not in val
+        convert_cihp(src, tmp_path / "val", split="val", progress=False)
+    assert not (tmp_path / "val").exists()  # before: an empty dataset there, and a re-run refused without --overwrite
     with pytest.raises(DatasetError, match="no split list for 'test'"):
         convert_cihp(src, tmp_path / "test", split="test", progress=False)
+
+
+def test_a_release_converted_into_its_own_folder_is_refused_before_anything_is_removed(fixtures, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """CIHP keeps its images in ROOT/images/, the folder a dataset written into ROOT replaces. Before, `convert cihp
+    --src ROOT --out ROOT --overwrite` deleted them first, then converted 0 images (exit 1). conversion.json records
+    the inputs absolute (before: as typed, so a relative --src meant nothing from another folder)."""
+    release = tmp_path / "CIHP"
+    shutil.copytree(fixtures / "cihp_pgn/CIHP", release)
+    before = sorted(p.name for p in (release / "images").iterdir())
+    assert cli.main(["convert", "cihp", "--src", str(release), "--split", "val", "--out", str(release),
+                     "--overwrite"]) == 2
+    assert f"lies in {(release / 'images').resolve()}, which writing the dataset" in capsys.readouterr().err
+    assert sorted(p.name for p in (release / "images").iterdir()) == before and before
+    monkeypatch.chdir(tmp_path)
+    convert(capsys, ["cihp", "--src", "CIHP", "--split", "val", "--out", "converted"])
+    provenance = json.loads((tmp_path / "converted" / "conversion.json").read_text())["source"]
+    assert provenance["src"] == str(release) and provenance["list"] is None
 
 
 def test_cihp_cli_inspect_oracle(fixtures, tmp_path, capsys):

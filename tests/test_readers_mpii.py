@@ -131,10 +131,11 @@ def test_release_mat_structure(tmp_path):
             convert_mpii(nameless, images, tmp_path / "badnames", image_names=pattern, progress=False)
     unlabelled = tmp_path / "unlabelled.mat"  # a person, then an image of nobody labelled: neither file exists
     savemat(unlabelled, {"annolist": _struct_array([(rects,), (empty,)], ["annorect"])})
-    result = convert_mpii(unlabelled, images, tmp_path / "nofiles", split="all", image_names="{index}.jpg",
-                          progress=False)
-    assert result.images == 0 and result.skips.counts["missing image"] == 2
-    assert "image without an annotated person (written as pose-unlabelled)" not in result.skips.counts  # none written
+    with pytest.raises(DatasetError, match="no image converted") as raised:  # before: an empty dataset, exit 1
+        convert_mpii(unlabelled, images, tmp_path / "nofiles", split="all", image_names="{index}.jpg",
+                     progress=False)
+    assert "2 x missing image" in str(raised.value) and not (tmp_path / "nofiles").exists()
+    assert "image without an annotated person" not in str(raised.value)  # none written
     result = convert_mpii(mat, images, tmp_path / "out", progress=False)  # default split: train = a.jpg only
     assert result.images == 1 and result.skips.counts["keypoint outside the image (joint dropped)"] == 1
     assert result.skips.counts["person without keypoints (ignore region when it has objpos and scale)"] == 1

@@ -17,11 +17,19 @@ from posepart.errors import PosepartError, output_folder, writing
 from posepart.schema import Schema
 
 
-def claim_dataset_folder(root: str | Path, *, overwrite: bool) -> None:
+def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse a folder that already holds a dataset (its annotations.json, or files in its images/ or parts/) unless
     `overwrite`, which first removes its images/ and parts/: stale part maps would otherwise attach to the new images
-    of the same names, and other files would join the dataset."""
+    of the same names, and other files would join the dataset. `inputs`, the files and folders the new dataset is
+    made from, must not lie in what it replaces (a release whose images are ROOT/images/, converted into ROOT:
+    `--overwrite` would delete them before they are read)."""
     root = Path(root)
+    replaced = [(root / name).resolve() for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)]
+    for given in inputs:
+        inside = next((r for r in replaced if given.resolve().is_relative_to(r)), None)
+        if inside is not None:
+            raise DatasetError(f"{given}: an input of the conversion lies in {inside}, which writing the dataset "
+                               f"into {root} replaces; choose another output folder")
     held = [root / name for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)
             if (root / name).is_file() or ((root / name).is_dir() and any((root / name).iterdir()))]
     if held:  # an images/ folder without annotations too: its files would be overwritten or mixed in

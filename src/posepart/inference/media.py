@@ -11,7 +11,9 @@ OUT/videos/<name>.mp4       a video or webcam input with the overlay drawn on ev
 OUT/videos/<name>.json      its COCO results, image_id = frame index
 OUT/summary.json            counts, every image's id/size/people, and every failed input with the reason
 
-A bad input (missing, unreadable, truncated, zero-size, not an image) is reported and skipped; the rest is processed.
+A run into an --out that holds an earlier run replaces it (the files its summary.json lists go first); an --out that
+holds a dataset is refused. A bad input (missing, unreadable, truncated, zero-size, not an image) is reported and
+skipped; the rest is processed.
 Ctrl-C (KeyboardInterrupt) stops the run but still writes keypoints.json and summary.json ("interrupted": true) for
 the inputs done; on a webcam it only ends that stream (the way to stop one).
 """
@@ -31,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import IMAGE_SUFFIXES, DatasetError
+from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, DatasetError
 from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
@@ -331,12 +333,34 @@ def _video(run: _Run, source: Source) -> None:
         raise KeyboardInterrupt
 
 
+def _claim_out(out: Path) -> None:
+    """Refuse an --out that holds a dataset (its ground-truth parts/ would be replaced by predictions), and remove
+    the files an earlier run into it wrote (the names its summary.json lists), so that the folder describes one run:
+    keypoints.json and summary.json are replaced anyway, and an overlay left from the earlier run would look like
+    one of this run's."""
+    if (out / ANNOTATIONS_FILE).is_file():
+        raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
+                          f"labels in parts/; choose another --out")
+    try:
+        earlier = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        names = {str(entry["name"]) for entry in [*earlier.get("images", []), *earlier.get("videos", [])]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours: nothing to remove
+        return
+    for name in names:
+        if not name or name in (".", "..") or Path(name).name != name:  # a file name of ours, never a path
+            continue
+        for stale in ("overlays/{}.jpg", "parts/{}.png", "instances/{}.png", "maps/{}_heatmaps.jpg",
+                      "maps/{}_pafs.jpg", "videos/{}.mp4", "videos/{}.json"):
+            (out / stale.format(name)).unlink(missing_ok=True)
+
+
 def run_predict(predictor: Predictor, sources: list[Source], options: PredictOptions,
                 failures: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Process every source (images batched together, then each video), write OUT (module docstring) and return
     the summary dict (also OUT/summary.json). Ctrl-C stops early: the files still list what was done, and the
-    summary has "interrupted": true."""
+    summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
+    _claim_out(options.out)
     run = _Run(predictor, options)
     for failure in failures or []:
         run.fail(failure["input"], failure["error"])

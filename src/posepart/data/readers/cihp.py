@@ -65,7 +65,6 @@ def convert_cihp(
     else:
         ids = sorted(p.stem for p in labels.glob("*.png"))
     skips = Skips()
-    source = {"reader": "cihp", "src": str(root), "split": split, "list": str(id_list or ""), "images": str(images),
-              "labels": str(labels)}
+    source = {"reader": "cihp", "src": root, "split": split, "list": id_list, "images": images, "labels": labels}
     return write_samples(out, Schema.cihp(), cihp_samples(images, labels, ids, skips), skips, strict=strict,
                          overwrite=overwrite, source=source, progress=progress)

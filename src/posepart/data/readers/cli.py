@@ -69,7 +69,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(result.summary())
-    return 0 if result.images else 1
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> Any:

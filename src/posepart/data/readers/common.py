@@ -9,6 +9,7 @@ missing COCO images; `strict=True` raises instead.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError, read_image
+from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
 from posepart.data.writer import DatasetWriter, claim_dataset_folder, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
@@ -222,10 +223,14 @@ def write_samples(
     """Validate and write samples as a posepart dataset at `out`; returns the counts.
 
     Each image is decoded once (a missing, empty or truncated file is skipped and counted, or raises with `strict`);
-    its part map must have the image's size. `source` (reader name, paths, options) goes to ROOT/conversion.json.
+    its part map must have the image's size. `source` (reader name, options, and the inputs as Paths, which may not
+    lie in what the dataset replaces) goes to ROOT/conversion.json, the paths absolute. A conversion that writes no
+    image is an error and leaves nothing behind.
     """
     root = Path(out)
-    claim_dataset_folder(root, overwrite=overwrite)
+    source = source or {}
+    inputs = [value for value in source.values() if isinstance(value, Path)]
+    claim_dataset_folder(root, overwrite=overwrite, inputs=inputs)
     skips = skips if skips is not None else Skips()
     people = ignore = part_maps = 0
     with CopyWriter(root, schema) as writer:
@@ -244,9 +249,18 @@ def write_samples(
             people += labelled
             ignore += len(annotations) - labelled
             part_maps += parts is not None
+        if not writer.images:  # raised inside the writer, so it writes no annotations.json
+            for stale in (root / ANNOTATIONS_FILE, root / CONVERSION_FILE):  # an --overwrite's old dataset's
+                stale.unlink(missing_ok=True)
+            for folder in (root / PARTS_DIR, root / IMAGES_DIR, root):  # what the writer made, where still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            reasons = "; ".join(skips.lines()) or "the source lists no image"
+            raise DatasetError(f"no image converted into {root}: {reasons}")
     result = ConvertResult(root, len(writer.images), people, ignore, part_maps, skips)
     write_json_atomic(root / CONVERSION_FILE, {
-        "source": source or {}, "images": result.images, "people": people, "ignore_regions": ignore,
+        "source": {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in source.items()},
+        "images": result.images, "people": people, "ignore_regions": ignore,
         "part_maps": part_maps, "skipped": dict(skips.counts), "skipped_examples": skips.examples,
     })
     return result

@@ -140,7 +140,7 @@ def convert_lip(
     else:
         ids = sorted(p.stem for p in parsing_dir.glob("*.png"))  # type: ignore[union-attr]
     samples = lip_samples(image_dir, ids, poses, parsing_dir, skips)  # type: ignore[arg-type]
-    source = {"reader": "lip", "src": str(root or ""), "split": split, "images": str(image_dir),
-              "pose": str(pose_file or ""), "parsing": str(parsing_dir or ""), "list": str(id_list or "")}
+    source = {"reader": "lip", "src": root, "split": split, "images": image_dir, "pose": pose_file,
+              "parsing": parsing_dir, "list": id_list}
     return write_samples(out, Schema.lip(), samples, skips, strict=strict, overwrite=overwrite, source=source,
                          progress=progress)

@@ -260,8 +260,8 @@ def convert_mpii(
         merged.setdefault(name, []).extend(people)
     if head_sizes is not None:
         attach_head_sizes(merged, read_valid_h5(Path(head_sizes)), skips)
-    source = {"reader": "mpii", "src": str(src), "images": str(images), "split": split,
-              "head_sizes": str(head_sizes or ""), "image_names": image_names, "one_based": True}
+    source = {"reader": "mpii", "src": src, "images": images, "split": split, "head_sizes": head_sizes,
+              "image_names": image_names, "one_based": True}
     samples = mpii_samples(list(merged.items()), images, skips)
     return write_samples(out, Schema.mpii(), samples, skips, strict=strict, overwrite=overwrite,
                          source=source, progress=progress)

@@ -333,9 +333,8 @@ def convert_pascal(
     samples = pascal_samples(root, ids, part_order=part_order, pose_dir=Path(pose_dir) if pose_dir else None,
                              berkeley_dir=Path(berkeley_dir) if berkeley_dir else None, first_side=first_side,
                              skips=skips)
-    source = {"reader": "pascal-person-part", "root": str(root), "split": split, "list": str(id_list or ""),
-              "part_order": list(part_names(part_order)), "pose_dir": str(pose_dir or ""),
-              "berkeley_dir": str(berkeley_dir or ""),
+    source = {"reader": "pascal-person-part", "root": root, "split": split, "list": id_list,
+              "part_order": list(part_names(part_order)), "pose_dir": pose_dir, "berkeley_dir": berkeley_dir,
               "first_side": first_side}
     return write_samples(out, Schema.pascal_person_part(), samples, skips, strict=strict, overwrite=overwrite,
                          source=source, progress=progress)
