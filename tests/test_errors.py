@@ -196,6 +196,18 @@ def test_a_missing_train_folder_names_the_option_given(files, tmp_path, capsys):
     assert "data.sources" not in line
 
 
+def test_a_dataset_given_in_the_wrong_form_says_which_form_to_use(files, tmp_path, capsys):
+    """Before: a COCO .json where a ROOT goes was "dataset root is not a directory", and a release folder not yet
+    converted "annotation file not found", neither saying what to give instead."""
+    coco = files["data"] / "annotations.json"
+    for argv in (["inspect", str(coco)], ["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(coco)],
+                 _train(files, tmp_path / "run")[:4] + [str(coco), "--out", str(tmp_path / "run")]):
+        _refused_naming(argv, capsys, "an annotation file, not a dataset root", "--annotations FILE --images DIR")
+    release = tmp_path / "release"
+    (release / "images").mkdir(parents=True)
+    _refused_naming(["inspect", str(release)], capsys, "annotation file not found", "posepart convert")
+
+
 # -- config and model files ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo hi]", "!custom 1", "[1, 2"])
 def test_set_values_that_are_not_plain_yaml(files, tmp_path, capsys, value):

@@ -358,3 +358,25 @@ def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_p
     out = plot_training_curves(logs, tmp_path / "curves.png")
     assert matplotlib.image.imread(out).shape[0] > 0
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+
+
+def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth, tmp_path, capsys):
+    """Before: a pose model on a parts-only dataset printed a table of "–", wrote metrics.json with no score and
+    exited 0."""
+    from inference_helpers import write_checkpoint
+
+    from posepart.data.writer import DatasetWriter
+
+    schema = Schema.pascal_person_part()
+    with DatasetWriter(tmp_path / "parts_only", schema) as writer:
+        for record in synth.records:
+            writer.add(synth.load_image(record), [], synth.load_parts(record), pose_labeled=False)
+    pose_model = write_checkpoint(tmp_path / "pose.ckpt", schema, input_size=SIZE, tasks=("pose",))
+    assert main(["evaluate", "--checkpoint", str(pose_model), "--data", str(tmp_path / "parts_only"), "--out",
+                 str(tmp_path / "eval")]) == 2
+    assert "nothing to score: the model predicts pose, the dataset labels parts" in capsys.readouterr().err
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    both = write_checkpoint(tmp_path / "both.ckpt", schema, input_size=SIZE)  # its part head has labels to meet
+    assert main(["evaluate", "--checkpoint", str(both), "--data", str(tmp_path / "parts_only"), "--out",
+                 str(tmp_path / "eval")]) == 0
+    assert "pose" not in json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -211,6 +211,13 @@ def evaluate_predictor(
                            f"does)")
     pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
     parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
+    labels = {"pose": dataset.schema.has_pose and any(r.pose_labeled for r in dataset.records),
+              "parts": any(r.parts_path is not None for r in dataset.records)}
+    if not (pose and labels["pose"] or parts and labels["parts"]):  # before: a table of "–" and exit status 0
+        predicts = " and ".join(task for task, on in (("pose", pose), ("parts", parts)) if on) or "nothing trained"
+        labelled = " and ".join(task for task, on in labels.items() if on) or "nothing"
+        raise DatasetError(f"{dataset.annotation_file}: nothing to score: the model predicts {predicts}, the "
+                           f"dataset labels {labelled}")
     evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):

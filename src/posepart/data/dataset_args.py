@@ -16,8 +16,10 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag:
         parser.add_argument("root", nargs="?", type=Path, help="dataset root (annotations.json, images/, parts/)")
     else:
         parser.add_argument(flag, dest="root", type=Path, help="dataset root (annotations.json, images/, parts/)")
-    parser.add_argument("--annotations", type=Path, help="COCO person_keypoints_*.json (release layout)")
-    parser.add_argument("--images", type=Path, help="image folder for --annotations")
+    parser.add_argument("--annotations", type=Path, help="COCO person_keypoints_*.json (release layout, with "
+                        "--images; given with ROOT: read instead of ROOT/annotations.json)")
+    parser.add_argument("--images", type=Path, help="image folder for --annotations (given with ROOT: instead of "
+                        "ROOT/images)")
     parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
 
 

@@ -121,8 +121,16 @@ class PosePartDataset:
         """
         if root is not None:
             root = Path(root)
+            if root.is_file() and root.suffix.lower() == ".json":
+                raise DatasetError(f"{root}: an annotation file, not a dataset root: give a COCO file with its image "
+                                   f"folder (--annotations FILE --images DIR; in a config {{annotations: FILE, "
+                                   f"images: DIR}})")
             if not root.is_dir():
                 raise DatasetError(f"{root}: dataset root is not a directory")
+            if not annotations and not (root / ANNOTATIONS_FILE).exists():
+                raise DatasetError(f"{root / ANNOTATIONS_FILE}: annotation file not found: a posepart dataset root "
+                                   f"holds it (`posepart convert` makes one from a PASCAL, MPII, LIP or CIHP "
+                                   f"release; a COCO file is given as --annotations FILE --images DIR)")
             annotation_file = Path(annotations) if annotations else root / ANNOTATIONS_FILE
             image_dir = Path(images) if images else root / IMAGES_DIR
             parts_dir: Path | None = Path(parts) if parts else root / PARTS_DIR

@@ -113,7 +113,8 @@ def read_annolist_mat(path: Path, split: str | None = None, skips: Skips | None 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
     if split != "all" and train_flags is None:
-        raise DatasetError(f"{path}: no img_train flags to select the {split!r} split; use split='all'")
+        raise DatasetError(f"{path}: no img_train flags to select the {split!r} split: convert all its images "
+                           f"(--split all)")
     out = []
     for i, entry in enumerate(annolist):
         if train_flags is not None and split != "all" and int(train_flags[i]) != (split == "train"):
