@@ -53,8 +53,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     if loaded.schema != dataset.schema:
         from posepart.data.mixing import map_dataset
 
-        print(f"note: the dataset's schema {dataset.schema.name!r} is read in the checkpoint's "
-              f"{loaded.schema.name!r} by joint name and part table (docs/training.md)", file=sys.stderr)
+        print(f"note: the dataset's schema {dataset.schema.describe()} is read in the checkpoint's "
+              f"{loaded.schema.describe()} by joint name and part table (docs/training.md)", file=sys.stderr)
         dataset = map_dataset(dataset, loaded.schema)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []

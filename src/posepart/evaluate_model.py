@@ -204,11 +204,9 @@ def evaluate_predictor(
     from posepart.inference.draw import draw_result
 
     if dataset.schema != predictor.schema:  # its labels would be scored as the model's joints and classes
-        about = [f"{s.name!r}, {s.num_joints} joints, {len(s.part_classes)} part classes"
-                 for s in (dataset.schema, predictor.schema)]
-        raise DatasetError(f"{dataset.annotation_file}: its schema ({about[0]}) is not the model's ({about[1]}): "
-                           f"read it in the model's first (posepart.data.mixing.map_dataset, as `posepart evaluate` "
-                           f"does)")
+        raise DatasetError(f"{dataset.annotation_file}: its schema {dataset.schema.describe()} is not the model's "
+                           f"{predictor.schema.describe()}: read it in the model's first "
+                           f"(posepart.data.mixing.map_dataset, as `posepart evaluate` does)")
     pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
     parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
     labels = {"pose": dataset.schema.has_pose and any(r.pose_labeled for r in dataset.records),

@@ -226,6 +226,11 @@ class Schema:
                 out.append((None, False))
         return tuple(out)
 
+    def describe(self) -> str:
+        """The schema in messages: its name and sizes ("'person' (14 joints, 7 part classes)"); COCO's category name
+        is "person" in several schemas, so the name alone does not tell them apart."""
+        return f"{self.name!r} ({self.num_joints} joints, {len(self.part_classes)} part classes)"
+
     # -- lookup ------------------------------------------------------------------------------------------------
     def joint(self, name: str) -> int:
         """Index of a joint by name; KeyError lists the known names."""

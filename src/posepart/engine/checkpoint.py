@@ -185,7 +185,7 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     if isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
         stored_schema, stored = _describe(checkpoint, path)
         if stored_schema != schema:
-            differences.append(f"schema {stored_schema.name!r} (this run: {schema.name!r})")
+            differences.append(f"schema {stored_schema.describe()} (this run: {schema.describe()})")
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())
         changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
         differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed

@@ -262,11 +262,10 @@ class PosePartDataModule(pl.LightningDataModule):
             raise ConfigError("data.sources: no source has training data with a positive weight")
         idle = next((s for s in training if not s.unlabelled and not (s.mapping.pose or s.mapping.parts)), None)
         if idle is not None:  # it would take its share of every epoch and teach nothing
-            about = [f"{schema.num_joints} joints, {len(schema.part_classes)} part classes"
-                     for schema in (idle.mapping.source, self.target)]  # type: ignore[union-attr]
-            raise ConfigError(f"data.sources: source {idle.name!r} trains nothing: none of its labels ({about[0]}) "
-                              f"maps into the target schema {self.target.name!r} ({about[1]}); train in a schema "
-                              f"that has them (data.schema) or leave it out")
+            raise ConfigError(f"data.sources: source {idle.name!r} trains nothing: none of its labels (schema "
+                              f"{idle.mapping.source.describe()}) maps into the target schema "  # type: ignore
+                              f"{self.target.describe()}; train in a schema that has them (data.schema) or leave "
+                              f"it out")
         sizes = [len(s.train) for s in training]  # type: ignore[arg-type]
         counts = allocate(data.epoch_size or sum(sizes), [s.weight for s in training])
         self.plan = SourcePlan(tuple(sizes), tuple(counts))
@@ -287,8 +286,8 @@ class PosePartDataModule(pl.LightningDataModule):
         """Build every target with the model's `HeadMeta` (grid, sigma, PAF width): `train` calls this once the model
         exists, so targets and outputs cannot disagree. Unbound, targets use `HeadMeta`'s defaults."""
         if head.schema != self.target:
-            raise ConfigError(f"the model's schema {head.schema.name!r} is not the run's target schema "
-                              f"{self.target.name!r}")
+            raise ConfigError(f"the model's schema {head.schema.describe()} is not the run's target schema "
+                              f"{self.target.describe()}")
         self.targets = TargetConfig(input_size=self.config.data.input_size, head=head)
         for mapped in [*self.train_mapped.parts, *(self.val_mapped.parts if self.val_mapped else [])]:
             mapped.mapper.targets = self.targets
