@@ -174,6 +174,21 @@ def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_p
     assert resumed.global_step == 4
 
 
+def test_train_prints_the_metric_its_best_checkpoint_follows(data, tmp_path, monkeypatch, capsys):
+    """Before: the summary printed the pooled val/<task>/<metric> figures only, so a run whose best.ckpt follows a
+    source's metric (val/pascal/seg/mean_iou) never showed the figure that chose it."""
+    import posepart.engine.train as engine_train
+
+    metrics = {"val/seg/mean_iou": 0.5, "val/pascal/seg/mean_iou": 0.6, "val/pascal/pose/ap": 0.1}
+    result = engine_train.TrainResult(out=tmp_path, last=tmp_path / "last.ckpt", best=tmp_path / "best.ckpt",
+                                      metrics=metrics, global_step=4, epochs=2)
+    monkeypatch.setattr(engine_train, "train", lambda *args, **kwargs: result)
+    assert cli.main(["train", "--config", "demo_cpu_joint", "--train", str(data["train"]), "--out",
+                     str(tmp_path / "run"), "--set", "train.best_metric=val/pascal/seg/mean_iou"]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert shown == {"val/pascal/seg/mean_iou": 0.6, "val/seg/mean_iou": 0.5}
+
+
 @pytest.mark.parametrize("budget, cut", [("train.max_steps=200", {"max_epochs": 1}), ("train.max_steps=-1",
                                                                                       {"max_steps": 3})])
 def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut):

@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "none (no validation ran: it needs --val, and runs at the end of every train.val_every_epochs-th epoch)")
     epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
     print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
-    shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith("val/") and k.count("/") == 2}
+    shown = {k: round(v, 4) for k, v in sorted(result.metrics.items())  # the pooled headline figures, and the one
+             if k.startswith("val/") and k.count("/") == 2 or k == config.train.best_metric}  # best.ckpt follows
     if shown:
         print(json.dumps(shown, indent=2))
     return 0
