@@ -334,6 +334,19 @@ def test_out_in_a_read_only_folder(files, tmp_path, capsys):
 
 
 # -- Ctrl-C in predict ------------------------------------------------------------------------------------------------
+def test_ctrl_c_while_the_model_loads_is_one_line(files, tmp_path, capsys, monkeypatch):
+    """Before: Ctrl-C before any input was processed (torch importing, the model loading) printed a traceback."""
+    import posepart.predict_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(posepart.predict_cli, "_predictor", interrupted)
+    code, _, err = run_cli(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"]), "--out",
+                            str(tmp_path / "out")], capsys)
+    assert code == 130 and err.strip() == "interrupted"
+
+
 def test_ctrl_c_in_predict_keeps_the_results_so_far(files, tmp_path, capsys, monkeypatch):
     """KeyboardInterrupt after 2 of 3 images (batch size 1): exit 130, one `interrupted:` line, and keypoints.json /
     summary.json listing exactly the 2 done. Before: the KeyboardInterrupt escaped and neither file was written."""

@@ -136,9 +136,11 @@ def test_silu_model_round_trips_through_checkpoint_safetensors_and_onnx(tmp_path
         np.testing.assert_allclose(array, want.numpy(), atol=1e-4, rtol=0)
 
 
-def test_torchscript_export_round_trip(files, tmp_path):
-    script = tmp_path / "joint.pt"
+def test_torchscript_export_round_trip(files, tmp_path, capsys):
+    script = tmp_path / "joint.ts"  # .pt or .ts, the suffixes the Predictor reads (before: .ts refused here)
     assert main(["export", "--checkpoint", str(files["ckpt"]), "--format", "torchscript", "--out", str(script)]) == 0
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(tmp_path / "w.safetensors")]) == 2
+    assert "the weights alone as .safetensors: `posepart export-weights`" in capsys.readouterr().err
     config = DecodeConfig.for_evaluation()
     image = str(files["images"][1])
     a = Predictor.from_checkpoint(script, decode_config=config)(image)

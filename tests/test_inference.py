@@ -3,6 +3,8 @@ multi-scale test-time augmentation, and agreement with the evaluation path."""
 
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -94,7 +96,16 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
     (tmp_path / "empty.png").write_bytes(b"")
     jpeg = cv2.imencode(".jpg", good)[1].tobytes()
     (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = (60000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 60000 x 60000 RGB: over OpenCV's 2^30 pixels
+    png = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(b"")), chunk(b"IEND", b"")]
+    (tmp_path / "huge.png").write_bytes(b"".join(png))
+    cv2.imwrite(str(tmp_path / "float255.tif"), good.astype(np.float32))  # 0..255 in a float file: no scale to read
     bad = {
+        str(tmp_path / "huge.png"): "OpenCV cannot decode it",  # before: cv2.error ended the whole run, nothing written
+        str(tmp_path / "float255.tif"): "a float image holds values in [0, 1], this one 0..",
         str(tmp_path / "garbage.jpg"): "not a decodable image",
         str(tmp_path / "empty.png"): "empty file",
         str(tmp_path / "truncated.jpg"): "truncated JPEG",
@@ -118,6 +129,8 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
     for result, reason in zip(results[1 + len(bad):-1], arrays):
         assert reason in result.error, (reason, result.error)
     assert tiny(good.astype(np.int64)).ok and tiny(good.astype(np.float64) / 255.0).ok  # in range: fine
+    cv2.imwrite(str(tmp_path / "float01.tif"), good[:, :, ::-1].astype(np.float32) / 255.0)  # a float TIFF's [0, 1]
+    assert np.array_equal(load_image(tmp_path / "float01.tif"), good)  # before: clipped to 0..1, an all-black image
     assert np.array_equal(results[0].parts, results[-1].parts)
     with pytest.raises(InputError, match="no such file"):
         tiny(str(tmp_path / "missing.png"))

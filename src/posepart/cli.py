@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PosepartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where a verb does not handle it itself (loading a model, importing torch)
+        print("interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, the shell's convention
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe (a worker's): a bug, with its traceback
             raise
@@ -312,9 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = (err.name or "").split(".")[0]
         if missing not in _FULL_INSTALL | set(_EXTRAS) or not _not_installed(missing):  # else a bug: its traceback
             raise
-        fix = (f"pip install 'posepart[{_EXTRAS[missing]}]'" if missing in _EXTRAS else
-               "the ONNX Runtime install runs `posepart predict --onnx MODEL.onnx` alone; `pip install posepart` "
-               "installs the rest")
+        fix = (f"in the posepart checkout: pip install '.[{_EXTRAS[missing]}]'" if missing in _EXTRAS else
+               "the ONNX Runtime install runs `posepart predict --onnx MODEL.onnx` alone; in the posepart checkout, "
+               "`pip install .` installs the rest")
         print(f"error: posepart {args.verb} needs {missing}, which is not installed ({fix})", file=sys.stderr)
         return 2
 

@@ -73,7 +73,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}  # what `export --out FILE` writes, by FILE's extension
+# what `export --out FILE` writes, by FILE's extension (the ones `Predictor.from_checkpoint` reads back)
+EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 
 
 def export_format(out: Path, given: str | None) -> str:
@@ -82,7 +83,10 @@ def export_format(out: Path, given: str | None) -> str:
 
     named = EXPORT_SUFFIXES.get(out.suffix.lower())
     if named is None:
-        raise UsageError(f"export --out {out}: the file must end in .onnx (ONNX) or .pt (TorchScript)")
+        weights = "; the weights alone as .safetensors: `posepart export-weights`" * (out.suffix.lower() ==
+                                                                                   ".safetensors")
+        raise UsageError(f"export --out {out}: the file must end in .onnx (ONNX) or .pt / .ts (TorchScript)"
+                         f"{weights}")
     if given is not None and given != named:
         raise UsageError(f"export: --format {given} contradicts --out {out} (a {out.suffix} file is {named})")
     return named
@@ -136,7 +140,8 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help=".ckpt or .safetensors")
     p.add_argument("--format", choices=("onnx", "torchscript"),
                    help="optional: must agree with --out's extension, which decides")
-    p.add_argument("--out", type=Path, required=True, help="FILE.onnx (ONNX) or FILE.pt (TorchScript)")
+    p.add_argument("--out", type=Path, required=True, help="FILE.onnx (ONNX) or FILE.pt / FILE.ts (TorchScript); "
+                   "the weights alone as .safetensors: `posepart export-weights`")
     p.add_argument("--input-size", type=at_least(1),
                    help="tracing input side and the default predict size (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")

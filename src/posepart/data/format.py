@@ -340,10 +340,14 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raise DatasetError(f"{path}: empty file{what}")
     if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes() and not jpeg_ends(raw.tobytes()):
         raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS, 2^30)
+        reason = err.err if getattr(err, "err", None) else str(err).strip().splitlines()[-1]
+        raise DatasetError(f"{path}: OpenCV cannot decode it{what}: {reason}") from None
     if image is None or image.size == 0:
         raise DatasetError(f"{path}: not a decodable image{what}")
-    image = to_rgb8(image)
+    image = to_rgb8(image, path)
     if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
         raise DatasetError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
@@ -371,10 +375,22 @@ def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
     return labels
 
 
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """OpenCV-decoded array (grey / BGR / BGRA, 8 or 16 bit) -> (H, W, 3) uint8 RGB."""
+FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
+
+
+def to_rgb8(image: np.ndarray, path: Path | str = "image") -> np.ndarray:
+    """OpenCV-decoded array (grey / BGR / BGRA; 8, 16 or 32 bit, float in [0, 1]) -> (H, W, 3) uint8 RGB. The scale
+    comes from the dtype, as for arrays given to the Predictor: a float file holds [0, 1] (a float TIFF's
+    convention); one outside it is refused, not clipped to black or white. `path` names it in that error."""
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise DatasetError(f"{path}: image contains NaN or inf")
+        low, high = float(image.min()), float(image.max())
+        if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+            raise DatasetError(f"{path}: a float image holds values in [0, 1], this one {low:g}..{high:g}")
+        image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     if image.ndim == 2:

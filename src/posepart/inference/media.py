@@ -352,6 +352,8 @@ def _claim_out(out: Path) -> None:
         for stale in ("overlays/{}.jpg", "parts/{}.png", "instances/{}.png", "maps/{}_heatmaps.jpg",
                       "maps/{}_pafs.jpg", "videos/{}.mp4", "videos/{}.json"):
             (out / stale.format(name)).unlink(missing_ok=True)
+    for listing in ("keypoints.json", "summary.json"):  # this run writes its own (a run of videos alone: no
+        (out / listing).unlink(missing_ok=True)        # keypoints.json); one that fails must not list gone files
 
 
 def run_predict(predictor: Predictor, sources: list[Source], options: PredictOptions,

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
-from posepart.data.format import DatasetError, read_image, to_rgb8
+from posepart.data.format import FLOAT_SLACK, DatasetError, read_image, to_rgb8
 from posepart.errors import PosepartError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
@@ -37,9 +37,6 @@ def describe(item: Any) -> str:
         return f"<{type(item).__name__} {tuple(shape)} {getattr(item, 'dtype', '')}>".replace(" >", ">")
     size = getattr(item, "size", None)
     return f"<{type(item).__name__} {size}>" if size is not None else f"<{type(item).__name__}>"
-
-
-FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
 
 
 def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
