@@ -158,7 +158,7 @@ def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tm
     assert resumed.best == copy / "checkpoints" / "best.ckpt" and straight_run.best.parent.parent == straight_run.out
 
 
-def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_path, monkeypatch):
+def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_path, monkeypatch, capsys):
     """config.yaml and the checkpoints name the data the run read, absolute. Before, they kept the paths as given
     (relative to the folder train ran in): resumed from another folder, the run's own config.yaml named no data."""
     monkeypatch.chdir(data["train"].parent)
@@ -166,6 +166,9 @@ def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_p
     train(tiny(data, "data.train=train", "data.val=val"), out, max_epochs=1, **QUIET)  # cut after epoch 1
     saved = load_config(out / "config.yaml")
     assert saved.data.train == data["train"] and saved.data.val == data["val"]
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(out / "config.yaml"), "--train", "train", "--print-config"]) == 0
+    assert f"train: {data['train']}\n" in capsys.readouterr().out  # what a run would write, as its help says
     assert load_checkpoint(out / "checkpoints" / "last.ckpt")["posepart"]["config"]["data"]["train"] == str(
         data["train"])
     (tmp_path / "elsewhere").mkdir()

@@ -360,9 +360,9 @@ def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_p
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
 
 
-def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth, tmp_path, capsys):
+def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth, tmp_path, capsys, monkeypatch):
     """Before: a pose model on a parts-only dataset printed a table of "–", wrote metrics.json with no score and
-    exited 0."""
+    exited 0. Among several sources, every one is checked before any is scored."""
     from inference_helpers import write_checkpoint
 
     from posepart.data.writer import DatasetWriter
@@ -380,3 +380,12 @@ def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth
     assert main(["evaluate", "--checkpoint", str(both), "--data", str(tmp_path / "parts_only"), "--out",
                  str(tmp_path / "eval")]) == 0
     assert "pose" not in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    import posepart.evaluate_model
+
+    def scored(*args, **kwargs):
+        raise AssertionError("a source was scored before every source was checked")
+
+    monkeypatch.setattr(posepart.evaluate_model, "evaluate_model", scored)
+    assert main(["evaluate", "--checkpoint", str(pose_model), "--source", f"people={synth.annotation_file.parent}",
+                 "--source", f"parts={tmp_path / 'parts_only'}"]) == 2
+    assert "parts_only/annotations.json: nothing to score" in capsys.readouterr().err

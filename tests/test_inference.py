@@ -3,6 +3,7 @@ multi-scale test-time augmentation, and agreement with the evaluation path."""
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import cv2
@@ -153,7 +154,7 @@ def test_pil_images_without_a_stated_range_read_in_pils_own():
 
 
 def _tagged(path, pixels: np.ndarray, orientation: int) -> None:
-    """Write `pixels` as a lossless PNG tagged with an EXIF orientation."""
+    """Write `pixels` losslessly (PNG, TIFF) tagged with an EXIF orientation."""
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(pixels).save(path, exif=exif)
@@ -164,11 +165,12 @@ def test_a_photo_tagged_with_an_exif_orientation_is_read_upright(tiny, synth, tm
     photo stored sideways gives the upright image's prediction in the upright image's coordinates. Before, the
     stored pixels were used: a person lying on their side, and joints in the stored frame."""
     pixels = np.random.default_rng(0).integers(0, 256, (5, 3, 3), np.uint8)  # not square: every turn differs
-    for orientation in range(1, 9):
-        _tagged(tmp_path / f"o{orientation}.png", pixels, orientation)
-        with Image.open(tmp_path / f"o{orientation}.png") as image:
+    for orientation, suffix in itertools.product(range(1, 9), (".png", ".tif")):  # OpenCV turns TIFFs itself
+        path = (tmp_path / f"o{orientation}").with_suffix(suffix)
+        _tagged(path, pixels, orientation)
+        with Image.open(path) as image:
             expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        assert np.array_equal(load_image(tmp_path / f"o{orientation}.png"), expected), orientation
+        assert np.array_equal(load_image(path), expected), path.name
     rgb = synth.load_image(synth.records[0])[:, :48]  # not square
     _tagged(tmp_path / "sideways.png", np.ascontiguousarray(np.rot90(rgb, 1)), 6)  # stored turned anticlockwise
     upright, sideways = tiny([rgb, tmp_path / "sideways.png"])

@@ -213,12 +213,37 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     assert not list((out / "videos").iterdir())
     assert main([*predict, str(setup["clip"])]) == 0  # videos alone: before, the last run's keypoints.json stayed
     assert not (out / "keypoints.json").exists() and not (out / "overlays" / f"{images[0].stem}.jpg").exists()
+    kept = out / "overlays" / "clip.jpg"  # an input named explicitly is kept, even where an earlier run wrote
+    shutil.copy(images[1], kept)
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "images": [{"name": "clip"}]}))
+    assert main([*predict, str(kept)]) == 0 and kept.is_file()
+    (out / "summary.json").write_text("{}")  # not one of ours: nothing is removed for it
+    (out / "parts" / "mine.png").write_bytes(b"label")
+    assert main([*predict, str(images[0])]) == 2  # parts/ holds a file no run of ours wrote: a dataset's?
+    assert "its parts/ holds files no earlier predict run wrote (clip.png, ..." in capsys.readouterr().err
+    assert (out / "parts" / "mine.png").read_bytes() == b"label" and (out / "summary.json").read_text() == "{}"
     dataset = tmp_path / "dataset"
     shutil.copytree(setup["data"], dataset)
     labels = {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()}
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(dataset / "images"), "--out", str(dataset)]) == 2
     assert "holds a dataset (annotations.json)" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()} == labels
+
+
+def test_a_tagged_photo_scored_against_annotations_is_warned_about(setup, tmp_path, capsys):
+    """predict turns an EXIF-tagged photo upright; a dataset's annotations refer to its stored pixels, so results
+    written with its ids would be scored in another frame: said, where before nothing was turned."""
+    photos = tmp_path / "images"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(setup["data"] / "images" / "000001.jpg").save(photos / "000001.jpg", exif=exif, quality=95)
+    shutil.copy(setup["data"] / "images" / "000000.jpg", photos / "000000.jpg")
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--annotations",
+                 str(setup["data"] / "annotations.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "000001.jpg is tagged with EXIF orientation 6" in warned[0]
 
 
 @pytest.mark.parametrize("option", ["--max-frames", "--batch-size", "--input-size", "--threads"])

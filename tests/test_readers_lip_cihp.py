@@ -125,6 +125,9 @@ def test_a_release_converted_into_its_own_folder_is_refused_before_anything_is_r
     convert(capsys, ["cihp", "--src", "CIHP", "--split", "val", "--out", "converted"])
     provenance = json.loads((tmp_path / "converted" / "conversion.json").read_text())["source"]
     assert provenance["src"] == str(release) and provenance["list"] is None
+    convert_cihp("CIHP", "by_list", id_list="CIHP/list/val_id.txt", progress=False)  # str paths, as the API takes
+    provenance = json.loads((tmp_path / "by_list" / "conversion.json").read_text())["source"]
+    assert provenance["list"] == str(release / "list" / "val_id.txt")
 
 
 def test_cihp_cli_inspect_oracle(fixtures, tmp_path, capsys):

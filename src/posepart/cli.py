@@ -103,9 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.val is not None:
         config.data.val = args.val
     if args.print_config:  # the resolved config, as the run would write it to OUT/config.yaml (LightningCLI's flag)
-        from posepart.engine.config import config_yaml
+        from posepart.engine.config import absolute_paths, config_yaml
 
-        print(config_yaml(config), end="")
+        print(config_yaml(absolute_paths(config)), end="")
         return 0
     if args.out is None:
         raise UsageError("train: --out DIR is required (the run folder), unless --print-config")

@@ -209,13 +209,7 @@ def evaluate_predictor(
                            f"(posepart.data.mixing.map_dataset, as `posepart evaluate` does)")
     pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
     parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
-    labels = {"pose": dataset.schema.has_pose and any(r.pose_labeled for r in dataset.records),
-              "parts": any(r.parts_path is not None for r in dataset.records)}
-    if not (pose and labels["pose"] or parts and labels["parts"]):  # before: a table of "–" and exit status 0
-        predicts = " and ".join(task for task, on in (("pose", pose), ("parts", parts)) if on) or "nothing trained"
-        labelled = " and ".join(task for task, on in labels.items() if on) or "nothing"
-        raise DatasetError(f"{dataset.annotation_file}: nothing to score: the model predicts {predicts}, the "
-                           f"dataset labels {labelled}")
+    check_scorable(dataset, pose=pose, parts=parts)
     evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):
@@ -232,6 +226,18 @@ def evaluate_predictor(
     return metrics, drawn
 
 
+def check_scorable(dataset: PosePartDataset, *, pose: bool, parts: bool) -> None:
+    """A DatasetError unless the dataset labels something the model is scored on (`pose`, `parts`: its heads that
+    evaluation reads). Before: a table of "–" and exit status 0."""
+    labels = {"pose": dataset.schema.has_pose and any(r.pose_labeled for r in dataset.records),
+              "parts": any(r.parts_path is not None for r in dataset.records)}
+    if not (pose and labels["pose"] or parts and labels["parts"]):
+        predicts = " and ".join(task for task, on in (("pose", pose), ("parts", parts)) if on) or "nothing trained"
+        labelled = " and ".join(task for task, on in labels.items() if on) or "nothing"
+        raise DatasetError(f"{dataset.annotation_file}: nothing to score: the model predicts {predicts}, the "
+                           f"dataset labels {labelled}")
+
+
 def evaluate_sources(
     model: nn.Module, datasets: dict[str, PosePartDataset], schema: Schema, *,
     part_tables: Mapping[str, Mapping[str, Any]] | None = None,
@@ -245,10 +251,15 @@ def evaluate_sources(
     scored on that source} (each source numbers its own images)."""
     from posepart.data.mixing import map_dataset
 
+    mapped_sets = {name: map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
+                   for name, dataset in datasets.items()}
+    tasks = options.get("tasks")
+    for mapped in mapped_sets.values():  # every source before any is scored: one that cannot be is refused first
+        check_scorable(mapped, pose=getattr(model, "has_pose", False) and (tasks is None or "pose" in tasks),
+                       parts=getattr(model, "has_parts", False) and (tasks is None or "parts" in tasks))
     rows: dict[str, dict[str, Any]] = {}
     drawn: list[np.ndarray] = []
-    for name, dataset in datasets.items():
-        mapped = map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
+    for name, mapped in mapped_sets.items():
         scored = results.setdefault(name, []) if results is not None else None
         rows[name], overlays = evaluate_model(model, mapped, results=scored, **options)
         drawn += overlays

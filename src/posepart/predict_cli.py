@@ -43,11 +43,12 @@ def _predictor(args: argparse.Namespace) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from posepart.errors import UsageError
-    from posepart.inference.media import PredictOptions, annotation_index, expand_inputs, run_predict
+    from posepart.inference.media import PredictOptions, annotation_index, check_out, expand_inputs, run_predict
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
-    annotations = annotation_index(args.annotations) if args.annotations else None  # read before the model loads
+    check_out(args.out)  # these two before the model loads
+    annotations = annotation_index(args.annotations) if args.annotations else None
     predictor = _predictor(args)
     for task in predictor.info.untrained:
         print(f"note: the model's {task} head was never trained (no training source fed it {task} labels): its "

@@ -378,6 +378,17 @@ def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
 FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
 
 
+def float_to_uint8(image: np.ndarray, name: str, hint: str = "") -> np.ndarray:
+    """A float image in [0, 1] -> uint8 (a file's or a caller's array alike); a DatasetError naming it, with `hint`
+    appended, when it holds NaN, inf or values outside [0, 1]."""
+    if not np.isfinite(image).all():
+        raise DatasetError(f"{name}: image contains NaN or inf")
+    low, high = float(image.min()), float(image.max())
+    if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+        raise DatasetError(f"{name}: a float image holds values in [0, 1], this one {low:g}..{high:g}{hint}")
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_rgb8(image: np.ndarray, path: Path | str = "image") -> np.ndarray:
     """OpenCV-decoded array (grey / BGR / BGRA; 8, 16 or 32 bit, float in [0, 1]) -> (H, W, 3) uint8 RGB. The scale
     comes from the dtype, as for arrays given to the Predictor: a float file holds [0, 1] (a float TIFF's
@@ -385,12 +396,7 @@ def to_rgb8(image: np.ndarray, path: Path | str = "image") -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise DatasetError(f"{path}: image contains NaN or inf")
-        low, high = float(image.min()), float(image.max())
-        if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
-            raise DatasetError(f"{path}: a float image holds values in [0, 1], this one {low:g}..{high:g}")
-        image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        image = float_to_uint8(image, str(path))
     elif image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     if image.ndim == 2:

@@ -38,11 +38,17 @@ from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
-from posepart.inference.preprocess import VIDEO_SUFFIXES, InputError, bgr_to_rgb, load_image
+from posepart.inference.preprocess import VIDEO_SUFFIXES, InputError, bgr_to_rgb, exif_orientation, load_image
 from posepart.viz import save_rgb
 
 DEFAULT_FPS = 25.0
-OUTPUT_FOLDERS = ("overlays", "parts", "instances", "maps", "videos")  # the image folders a run writes (above)
+# The files a run writes per input NAME (above), relative to --out: written, skipped on input, and replaced by a rerun
+# from this one table.
+OUTPUTS = {"parts": "parts/{}.png", "instances": "instances/{}.png", "overlay": "overlays/{}.jpg",
+           "heatmaps": "maps/{}_heatmaps.jpg", "pafs": "maps/{}_pafs.jpg", "video": "videos/{}.mp4",
+           "frames": "videos/{}.json"}
+OUTPUT_FOLDERS = tuple(dict.fromkeys(pattern.split("/")[0] for pattern in OUTPUTS.values()))
+_SUMMARY_KEYS = {"succeeded", "failed", "images", "videos", "failures"}  # what makes a summary.json one of ours
 
 
 @dataclass
@@ -185,6 +191,10 @@ class _Run:
         self.failures: list[dict[str, str]] = []
         self.next_id = 1 + max(options.annotations.ids.values(), default=0) if options.annotations else 1
 
+    def path(self, output: str, source: Source) -> Path:
+        """Where the `OUTPUTS` entry `output` of `source` goes."""
+        return self.out / OUTPUTS[output].format(source.name)
+
     def fail(self, location: str | int, error: str) -> None:
         self.failures.append({"input": str(location), "error": error})
         tqdm.write(f"skipped: {error}", file=sys.stderr)
@@ -194,6 +204,11 @@ class _Run:
         known, alike = self.options.annotations.image_id(str(source.location)) if self.options.annotations else (
             None, [])
         if known is not None:
+            orientation = exif_orientation(Path(source.location))
+            if orientation != 1:  # a dataset's annotations refer to the stored pixels (as `posepart evaluate` reads)
+                tqdm.write(f"warning: {source.location} is tagged with EXIF orientation {orientation}: its results are "
+                           f"in the upright image's coordinates, which --annotations {self.options.annotations.path} "
+                           f"likely does not use", file=sys.stderr)
             return known
         self.next_id += 1
         if alike:
@@ -209,17 +224,16 @@ class _Run:
         opts, stride = self.options, self.predictor.info.stride
         image_id = self.image_id(source)
         if opts.parts and result.parts is not None:
-            save_parts(self.out / "parts" / f"{source.name}.png", result.parts, self.schema)
+            save_parts(self.path("parts", source), result.parts, self.schema)
         if opts.instances and result.instances is not None:
-            save_instances(self.out / "instances" / f"{source.name}.png", result.instances)
+            save_instances(self.path("instances", source), result.instances)
         if opts.overlays:
-            save_rgb(self.out / "overlays" / f"{source.name}.jpg", draw_result(image, result, self.schema))
+            save_rgb(self.path("overlay", source), draw_result(image, result, self.schema))
         if opts.maps and result.maps is not None:
             if result.maps.heatmaps is not None:
-                save_rgb(self.out / "maps" / f"{source.name}_heatmaps.jpg",
-                         draw_heatmaps(image, result, self.schema, stride))
+                save_rgb(self.path("heatmaps", source), draw_heatmaps(image, result, self.schema, stride))
             if result.maps.pafs is not None:
-                save_rgb(self.out / "maps" / f"{source.name}_pafs.jpg", draw_pafs(image, result, self.schema, stride))
+                save_rgb(self.path("pafs", source), draw_pafs(image, result, self.schema, stride))
         self.results.extend(result.coco(image_id))
         self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
                             "width": result.width, "height": result.height, "people": len(result.people)})
@@ -284,10 +298,9 @@ def _video(run: _Run, source: Source) -> None:
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     if run.options.max_frames is not None:
         total = min(total or run.options.max_frames, run.options.max_frames)
-    folder = run.out / "videos"
-    with writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-    video_path, writer = folder / f"{source.name}.mp4", None
+    video_path, writer = run.path("video", source), None
+    with writing(video_path.parent):
+        video_path.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     frames, people = 0, 0
     frame_queue: deque[np.ndarray] = deque()
@@ -325,7 +338,7 @@ def _video(run: _Run, source: Source) -> None:
     if not frames:
         run.fail(source.location, f"{what}: no readable frames")
     else:
-        write_json_atomic(folder / f"{source.name}.json", results)
+        write_json_atomic(run.path("frames", source), results)
         run.videos.append({"file": str(source.location), "name": source.name,
                            "video": str(video_path) if run.options.overlays else None, "frames": frames, "fps": fps,
                            "people": people})
@@ -333,25 +346,47 @@ def _video(run: _Run, source: Source) -> None:
         raise KeyboardInterrupt
 
 
-def _claim_out(out: Path) -> None:
-    """Refuse an --out that holds a dataset (its ground-truth parts/ would be replaced by predictions), and remove
-    the files an earlier run into it wrote (the names its summary.json lists), so that the folder describes one run:
-    keypoints.json and summary.json are replaced anyway, and an overlay left from the earlier run would look like
-    one of this run's."""
+def check_out(out: Path) -> None:
+    """Refuse an --out that holds a dataset (annotations.json, or a parts/ with files no predict run listed): its
+    ground-truth part labels would be replaced by predictions. Cheap: `posepart predict` calls it before the model
+    loads, `run_predict` again."""
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
+    parts = out / OUTPUTS["parts"].split("/")[0]
+    ours = {OUTPUTS["parts"].format(name).split("/")[1] for name in _earlier_names(out) or ()}
+    theirs = sorted(p.name for p in parts.iterdir() if p.name not in ours) if parts.is_dir() else []
+    if theirs:
+        raise OutputError(f"--out {out}: its parts/ holds files no earlier predict run wrote ({theirs[0]}, ...: a "
+                          f"dataset's part labels?), which predictions would replace; choose another --out")
+
+
+def _earlier_names(out: Path) -> set[str] | None:
+    """The input names an earlier run into `out` wrote files for (its summary.json); None when there is no summary
+    of ours. Names only, never paths: a crafted summary cannot point outside `out`."""
     try:
         earlier = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        names = {str(entry["name"]) for entry in [*earlier.get("images", []), *earlier.get("videos", [])]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours: nothing to remove
+        if not isinstance(earlier, dict) or not _SUMMARY_KEYS <= set(earlier):
+            return None
+        names = {str(entry["name"]) for entry in [*earlier["images"], *earlier["videos"]]}
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one of ours: nothing to remove
+        return None
+    return {name for name in names if name and name not in (".", "..") and Path(name).name == name}
+
+
+def _replace_earlier_run(out: Path, sources: Sequence[Source]) -> None:
+    """Remove the files an earlier run into `out` wrote, so that the folder describes one run: its listings
+    (keypoints.json, summary.json) and an overlay left from it would otherwise look like this run's. This run's
+    inputs are kept, wherever they lie."""
+    names = _earlier_names(out)
+    if names is None:
         return
+    inputs = {Path(source.location).resolve() for source in sources if source.kind != "webcam"}
     for name in names:
-        if not name or name in (".", "..") or Path(name).name != name:  # a file name of ours, never a path
-            continue
-        for stale in ("overlays/{}.jpg", "parts/{}.png", "instances/{}.png", "maps/{}_heatmaps.jpg",
-                      "maps/{}_pafs.jpg", "videos/{}.mp4", "videos/{}.json"):
-            (out / stale.format(name)).unlink(missing_ok=True)
+        for pattern in OUTPUTS.values():
+            stale = out / pattern.format(name)
+            if stale.resolve() not in inputs:
+                stale.unlink(missing_ok=True)
     for listing in ("keypoints.json", "summary.json"):  # this run writes its own (a run of videos alone: no
         (out / listing).unlink(missing_ok=True)        # keypoints.json); one that fails must not list gone files
 
@@ -362,7 +397,8 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     the summary dict (also OUT/summary.json). Ctrl-C stops early: the files still list what was done, and the
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
-    _claim_out(options.out)
+    check_out(options.out)
+    _replace_earlier_run(options.out, sources)
     run = _Run(predictor, options)
     for failure in failures or []:
         run.fail(failure["input"], failure["error"])
@@ -378,7 +414,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
         interrupted = True
         tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
     summary = {**run.summary(), "interrupted": interrupted}
-    # atomically: a disk that fills now, or a second Ctrl-C, leaves the previous complete file rather than half of one
+    # atomically: a disk that fills now, or a second Ctrl-C, leaves no half-written file
     if images or not sources:
         write_json_atomic(options.out / "keypoints.json", run.results)
     write_json_atomic(options.out / "summary.json", summary, indent=1)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
-from posepart.data.format import FLOAT_SLACK, DatasetError, read_image, to_rgb8
+from posepart.data.format import DatasetError, float_to_uint8, read_image, to_rgb8
 from posepart.errors import PosepartError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
@@ -54,13 +54,10 @@ def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InputError(f"{name}: image contains NaN or inf")
-        low, high = float(array.min()), float(array.max())
-        if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
-            raise InputError(f"{name}: a float image holds values in [0, 1], this one {low:g}..{high:g} (divide a "
-                             f"0..255 image by 255, or pass it as uint8)")
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        try:
+            array = float_to_uint8(array, name, " (divide a 0..255 image by 255, or pass it as uint8)")
+        except DatasetError as err:
+            raise InputError(str(err)) from None
     elif array.dtype not in (np.uint8, np.uint16):
         if array.min() < 0 or array.max() > 255:
             raise InputError(f"{name}: {array.dtype} values outside 0..255 (give 8-bit values, or a uint16 array "
@@ -104,7 +101,8 @@ def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
 # EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright, in numpy's terms (TIFF 6.0's table:
 # 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 stored turned 90 degrees anticlockwise, 7 transversed, 8 stored
 # turned clockwise). Written here because the decoding is shared with datasets, whose annotations refer to the stored
-# pixels (read_image decodes with IMREAD_UNCHANGED, which ignores the tag), and PIL's exif_transpose takes PIL images.
+# pixels (read_image decodes with IMREAD_UNCHANGED, which ignores the tag but for TIFF files, whose decoder applies
+# it), and PIL's exif_transpose takes PIL images.
 _UPRIGHT = {
     2: lambda a: a[:, ::-1],
     3: lambda a: a[::-1, ::-1],
@@ -125,6 +123,8 @@ def exif_orientation(path: Path) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if image.format == "TIFF":  # OpenCV's TIFF decoder applies the tag itself (IMREAD_UNCHANGED too)
+                    return 1
                 value = image.getexif().get(0x0112, 1)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # PIL cannot parse it: no tag to apply
         return 1
@@ -165,7 +165,7 @@ def load_image(item: Any) -> np.ndarray:
 
 def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
     """An OpenCV-decoded frame (BGR, BGRA or grey, any depth) -> RGB8."""
-    return to_rgb8(frame)
+    return to_rgb8(frame, describe(frame))
 
 
 def letterbox(image: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

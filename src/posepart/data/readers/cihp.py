@@ -23,6 +23,7 @@ from posepart.data.readers.common import (
     first_dir,
     read_id_list,
     read_label_png,
+    source_paths,
     write_samples,
 )
 from posepart.schema import Schema
@@ -65,6 +66,6 @@ def convert_cihp(
     else:
         ids = sorted(p.stem for p in labels.glob("*.png"))
     skips = Skips()
-    source = {"reader": "cihp", "src": root, "split": split, "list": id_list, "images": images, "labels": labels}
+    source = {"reader": "cihp", "split": split, **source_paths(src=root, list=id_list, images=images, labels=labels)}
     return write_samples(out, Schema.cihp(), cihp_samples(images, labels, ids, skips), skips, strict=strict,
                          overwrite=overwrite, source=source, progress=progress)

@@ -176,6 +176,13 @@ def read_label_png(path: Path, num_classes: int) -> np.ndarray:
 
 
 # -- writing -----------------------------------------------------------------------------------------------------
+def source_paths(**paths: str | Path | None) -> dict[str, Path | None]:
+    """A conversion's inputs as Paths (None where not given) for its `write_samples` source: the ones it checks
+    against what the dataset replaces and records absolute, however the caller typed them."""
+    return {key: Path(value) if value else None for key, value in paths.items()}
+
+
+
 def _annotation(person: Person, width: int, height: int, skips: Skips, where: str) -> dict[str, Any] | None:
     """The COCO annotation dict of one person, dropping keypoints outside the image (counted); None if nothing is
     left to write (no labelled joint and no region to ignore)."""

@@ -25,6 +25,7 @@ from posepart.data.readers.common import (
     Skips,
     read_id_list,
     read_label_png,
+    source_paths,
     write_samples,
 )
 from posepart.schema import Schema
@@ -140,7 +141,7 @@ def convert_lip(
     else:
         ids = sorted(p.stem for p in parsing_dir.glob("*.png"))  # type: ignore[union-attr]
     samples = lip_samples(image_dir, ids, poses, parsing_dir, skips)  # type: ignore[arg-type]
-    source = {"reader": "lip", "src": root, "split": split, "images": image_dir, "pose": pose_file,
-              "parsing": parsing_dir, "list": id_list}
+    source = {"reader": "lip", "split": split, **source_paths(src=root, images=image_dir, pose=pose_file,
+                                                               parsing=parsing_dir, list=id_list)}
     return write_samples(out, Schema.lip(), samples, skips, strict=strict, overwrite=overwrite, source=source,
                          progress=progress)

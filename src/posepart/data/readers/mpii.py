@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from posepart.data.format import DatasetError, read_json
-from posepart.data.readers.common import ConvertResult, Person, Sample, Skips, write_samples
+from posepart.data.readers.common import ConvertResult, Person, Sample, Skips, source_paths, write_samples
 from posepart.errors import UsageError
 from posepart.matching import match_people
 from posepart.schema import Schema
@@ -261,8 +261,8 @@ def convert_mpii(
         merged.setdefault(name, []).extend(people)
     if head_sizes is not None:
         attach_head_sizes(merged, read_valid_h5(Path(head_sizes)), skips)
-    source = {"reader": "mpii", "src": src, "images": images, "split": split, "head_sizes": head_sizes,
-              "image_names": image_names, "one_based": True}
+    source = {"reader": "mpii", "split": split, "image_names": image_names, "one_based": True,
+              **source_paths(src=src, images=images, head_sizes=head_sizes)}
     samples = mpii_samples(list(merged.items()), images, skips)
     return write_samples(out, Schema.mpii(), samples, skips, strict=strict, overwrite=overwrite,
                          source=source, progress=progress)

@@ -32,6 +32,7 @@ from posepart.data.readers.common import (
     find_split_list,
     read_id_list,
     read_label_png,
+    source_paths,
     write_samples,
 )
 from posepart.schema import IGNORE_LABEL, Schema, voc_palette
@@ -333,8 +334,8 @@ def convert_pascal(
     samples = pascal_samples(root, ids, part_order=part_order, pose_dir=Path(pose_dir) if pose_dir else None,
                              berkeley_dir=Path(berkeley_dir) if berkeley_dir else None, first_side=first_side,
                              skips=skips)
-    source = {"reader": "pascal-person-part", "root": root, "split": split, "list": id_list,
-              "part_order": list(part_names(part_order)), "pose_dir": pose_dir, "berkeley_dir": berkeley_dir,
-              "first_side": first_side}
+    source = {"reader": "pascal-person-part", "split": split, "part_order": list(part_names(part_order)),
+              "first_side": first_side,
+              **source_paths(root=root, list=id_list, pose_dir=pose_dir, berkeley_dir=berkeley_dir)}
     return write_samples(out, Schema.pascal_person_part(), samples, skips, strict=strict, overwrite=overwrite,
                          source=source, progress=progress)
