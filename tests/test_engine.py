@@ -30,7 +30,9 @@ from posepart.engine.config import ConfigError, load_config
 from posepart.engine.data import EpochSampler, PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
+from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
+from posepart.schema import Schema
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -147,6 +149,19 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     # validation metrics were computed and the best checkpoint follows val/seg/mean_iou
     assert "val/seg/mean_iou" in straight_run.metrics and "val/pose/ap" in straight_run.metrics
     assert straight_run.best is not None and straight_run.best.name == "best.ckpt"
+
+
+def test_best_metric_is_one_validation_logs_and_a_typo_is_refused_before_training(data, straight_run, tmp_path):
+    """`metric_names` holds every seg / pose metric the straight run logged. Before, a mistyped best_metric trained
+    a whole epoch and then failed in Lightning's ModelCheckpoint with a traceback."""
+    logged = {key.removeprefix("val/") for key in straight_run.metrics
+              if key.startswith(("val/seg/", "val/pose/")) and "/stage" not in key}  # stage: a loss term
+    assert "seg/mean_iou" in logged and "pose/pckh/neck" in logged
+    assert logged <= metric_names(Schema.pascal_person_part())
+    for typo in ("val/seg/mean_iuo", "val/seg/iou/torsoo", "val/pose/apx"):
+        with pytest.raises(ConfigError, match=f"'{typo}': validation logs no such metric"):
+            train(tiny(data, f"train.best_metric={typo}"), tmp_path / "run", **QUIET)
+        assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tmp_path):
@@ -364,6 +379,11 @@ def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path
     train(tiny(data, "train.max_epochs=2", val=False), out, resume=last, **QUIET)  # a resume is a new launch
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0", "version_1"]
     assert sorted(p.name for p in (out / "csv").iterdir()) == ["version_0", "version_1"]
+    failed = tmp_path / "failed"  # a launch that stopped before its first checkpoint: nothing to --resume
+    failed.mkdir()
+    (failed / "config.yaml").write_text("{}")
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", *argv[1:-1], str(failed)], capsys)
+    assert refused(code, err) and "it saved no checkpoint to resume" in err and "--resume" not in err
 
 
 def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tmp_path, monkeypatch):
@@ -483,6 +503,29 @@ def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monk
     assert "loss became nan at step 1 (epoch 0); non-finite terms ['heatmap', 'total']" in message, message
     last = message.split("last finite terms ")[1]
     assert "'seg'" in last and "'paf'" not in last and "nan" not in last and "inf" not in last, message
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("optim.lr=-1", "optim: lr: must be a finite number > 0"),  # before: torch's ValueError traceback
+    ("optim.weight_decay=-1", "optim: weight_decay: must be >= 0"),
+    ("optim.schedule=step;optim.step_size=0", "optim: step_size: must be at least 1"),  # ZeroDivisionError
+    ("optim.warmup_steps=-5", "optim: warmup_steps: must be at least 0"),  # silently 0
+    ("data.batch_size=0", "data: batch_size: must be at least 1"),  # ZeroDivisionError
+    ("data.sigma=-1", "data: sigma: must be a finite number > 0"),  # named no key
+    ("train.log_every_steps=0", "train: log_every_steps: must be at least 1"),  # ZeroDivisionError
+    ("train.val_every_epochs=0", "train: val_every_epochs: must be at least 1"),  # ZeroDivisionError
+    ("train.max_steps=0", "train: max_steps: must be -1 (no limit) or at least 1"),  # trained nothing, exit 0
+    ("train.max_epochs=-1", "decays over the planned steps, and train.max_epochs and train.max_steps are both -1"),
+    ("loss.weighting=gradnorm;loss.weights=null;train.compile=true", "is not supported with train.compile"),
+    ("data.sources=[{name: a, train: x, weight: .inf}]", "weight: must be a finite number >= 0"),
+])
+def test_settings_that_cannot_train_are_refused_with_the_config(data, tmp_path, capsys, setting, words):
+    """Each passed validation (`--print-config` exited 0) and then failed after the run had started, with a
+    traceback, or (GradNorm with train.compile) after an --overwrite had removed the previous run."""
+    sets = [arg for item in setting.split(";") for arg in ("--set", item)]
+    assert cli.main(["train", "--config", "demo_cpu_joint", *sets, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.startswith("error: "), err
 
 
 def test_config_errors_name_the_key(data, tmp_path, capsys):

@@ -91,6 +91,22 @@ class DatasetPaths:
         return ", ".join(([str(self.root)] if self.root is not None else []) + given)
 
 
+def _at_least(settings: Any, **lowest: int) -> None:
+    """A ValueError naming the first setting below its lowest allowed value (a batch of 0 images, a log every 0
+    steps: settings that passed validation and then failed deep in training, with a traceback)."""
+    for key, low in lowest.items():
+        if getattr(settings, key) < low:
+            raise ValueError(f"{key}: must be at least {low}, got {getattr(settings, key)}")
+
+
+def _positive(settings: Any, *keys: str) -> None:
+    """A ValueError naming the first of `keys` that is not a finite number > 0."""
+    for key in keys:
+        value = getattr(settings, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{key}: must be a finite number > 0, got {value}")
+
+
 def _refuse_images_only(settings: Any, allowed: tuple[str, ...] = ()) -> None:
     """A ValueError when `settings.train` or `.val` (not in `allowed`) is a folder of images alone: it has no labels,
     and only the train data of an unlabelled source of data.sources may be one."""
@@ -130,8 +146,8 @@ class SourceConfig:
                              f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
         if self.train is None and self.val is None:
             raise ValueError(f"source {self.name!r} has neither train nor val data")
-        if not self.weight >= 0:
-            raise ValueError(f"weight: must be >= 0, got {self.weight}")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight: must be a finite number >= 0, got {self.weight}")
         if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
             raise ValueError(f"tasks: must be a non-empty list without repeats, got {self.tasks}")
 
@@ -160,6 +176,8 @@ class DataConfig:
         multiple = HeadMeta.input_multiple  # the trunk's stride: every model's input multiple
         if self.input_size < multiple or self.input_size % multiple:
             raise ValueError(f"input_size: must be a positive multiple of {multiple}, got {self.input_size}")
+        _at_least(self, batch_size=1, workers=0)
+        _positive(self, "sigma", "paf_width")
 
 
 @dataclass
@@ -191,7 +209,8 @@ class LossConfig:
         if unknown:
             raise ValueError(f"weights: unknown tasks {unknown}; the tasks are seg, heatmap, paf")
         if self.weighting == "gradnorm" and any(w != 1.0 for w in self.weights.values()):
-            raise ValueError(f"weights: gradnorm learns the task weights (from 1); remove {self.weights}")
+            raise ValueError(f"weights: gradnorm learns the task weights (from 1): reset them (--set "
+                             f"loss.weights=null), got {self.weights}")
         if self.weighting == "gradnorm" and self.aggregator != "sum":
             raise ValueError(f"weighting: gradnorm sets the task weights from the gradients itself; it does not "
                              f"combine with aggregator {self.aggregator!r}")
@@ -220,8 +239,13 @@ class OptimConfig:
     gamma: float = 0.333
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.muon_momentum < 1.0:
-            raise ValueError(f"muon_momentum: must be in [0, 1), got {self.muon_momentum}")
+        for key in ("momentum", "muon_momentum"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key}: must be in [0, 1), got {getattr(self, key)}")
+        _positive(self, "lr", "gamma")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        _at_least(self, warmup_steps=0, step_size=1)
 
 
 @dataclass
@@ -271,6 +295,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
+        for key in ("max_epochs", "max_steps"):  # -1: no limit (Lightning's); 0 would train nothing and exit 0
+            if getattr(self, key) != -1 and getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be -1 (no limit) or at least 1, got {getattr(self, key)}")
+        if self.max_minutes is not None:
+            _positive(self, "max_minutes")
+        _at_least(self, val_every_epochs=1, log_every_steps=1, val_images=0, num_nodes=1)
 
 
 @dataclass
@@ -283,6 +313,18 @@ class Config:
 
     # read by pydantic (`config._adapter`), for every nested settings class too: strict types, no unknown keys
     __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    def __post_init__(self) -> None:
+        """Settings of two sections that contradict each other: refused with the config, not at training time."""
+        if self.optim.schedule in ("cosine", "linear") and self.train.max_epochs == -1 and self.train.max_steps == -1:
+            raise ValueError(f"optim.schedule: {self.optim.schedule!r} decays over the planned steps, and "
+                             f"train.max_epochs and train.max_steps are both -1 (no limit): set one of them, or "
+                             f"optim.schedule: constant")
+        slow = ("loss.aggregator", self.loss.aggregator) if self.loss.aggregator != "sum" else (
+            ("loss.weighting", "gradnorm") if self.loss.weighting == "gradnorm" else None)
+        if slow is not None and self.train.compile:  # their gradients are taken with autograd.grad
+            raise ValueError(f"{slow[0]}: {slow[1]!r} is not supported with train.compile (its gradients are taken "
+                             f"outside the compiled step); set one of them back")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(dataclasses.asdict(self))

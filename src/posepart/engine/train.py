@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import os
 import shutil
 import warnings
@@ -38,6 +39,7 @@ from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import UsageError
+from posepart.evaluate import metric_names
 from posepart.models import SchemaMismatchError
 
 
@@ -95,6 +97,14 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
         other = "val/pose/ap" if task == "parts" else "val/seg/mean_iou"
         raise ConfigError(f"train.best_metric: {metric!r} follows the {task} head, which no training source trains "
                           f"(they train {list(learnt)}); try {other}")
+    # a mistyped metric: before, Lightning refused it after the first epoch had trained, with a traceback
+    name = metric_of_task.removeprefix("val/")
+    loss_term = re.fullmatch(r"seg/stage\d+", name)  # the part loss of a stage (`PosePartLoss` terms)
+    if group in ("seg", "pose") and name.count("/") and not loss_term and name not in metric_names(data.schema):
+        known = sorted(n for n in metric_names(data.schema) if n.startswith(f"{group}/") and n.count("/") == 1)
+        raise ConfigError(f"train.best_metric: {metric!r}: validation logs no such metric (val/{group}/: "
+                          f"{', '.join(n.split('/')[1] for n in known)}, and per class, joint or slice: "
+                          f"val/seg/iou/CLASS, val/pose/pckh/JOINT, val/pose/ap/view/VIEW)")
     return metric
 
 
@@ -261,8 +271,10 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
     if not existing or resume is not None:
         return []
     if not overwrite:
-        raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): continue it with --resume "
-                         f"{out / 'checkpoints' / 'last.ckpt'}, replace it with --overwrite, or choose another --out")
+        last = out / "checkpoints" / "last.ckpt"
+        go_on = f"continue it with --resume {last}, " if last.is_file() else "it saved no checkpoint to resume; "
+        raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): {go_on}replace it with "
+                         f"--overwrite, or choose another --out")
     return [out / name for name in existing]
 
 
