@@ -114,6 +114,8 @@ def test_dwa_weights_by_hand():
         assert float(terms) == pytest.approx(a + b)  # weights 1 until two periods are complete
     dwa({"a": torch.tensor(2.0), "b": torch.tensor(2.0)})
     dwa({"a": torch.tensor(2.0), "b": torch.tensor(9.0)}, present={"a": yes, "b": no})  # b absent: not counted
+    # the step that ends period 2 was weighted 1, 1 and logs so (before: the next step's weights, one step early)
+    assert {k: float(v) for k, v in dwa.log_terms().items()} == {"weight/a": 1.0, "weight/b": 1.0}
     # period 2: means a 2, b 2 -> w = (2/4, 2/2) -> lambda = 2 softmax((0.25, 0.5))
     expected = 2 * torch.softmax(torch.tensor([0.25, 0.5]), 0)
     torch.testing.assert_close(dwa.weights(), expected)

@@ -147,3 +147,9 @@ def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     assert _steps_logged(tmp_path / "run", since=time.time() + 60) == 0  # older than this demo: not its progress
     os.utime(log, (0, 0))
     assert _steps_logged(tmp_path / "nothing", since=0.0) == 0
+    from posepart.demo import TrainJob
+
+    # the progress line's total: each job's steps at the batch size its --set gives (before: the shipped config's,
+    # so `study --set data.batch_size=4` showed half the steps it trained)
+    assert TrainJob(tmp_path, "demo_cpu_joint", extra=("data.batch_size=4",)).steps(40) == 10
+    assert TrainJob(tmp_path, "demo_cpu_joint", images=16).steps(40) == 2  # its own budget, at the config's 8

@@ -531,6 +531,8 @@ def test_settings_that_cannot_train_are_refused_with_the_config(data, tmp_path, 
 def test_config_errors_name_the_key(data, tmp_path, capsys):
     with pytest.raises(ConfigError, match="optim.lrr: unknown key"):
         tiny(data, "optim.lrr=0.1")
+    with pytest.raises(ConfigError, match=r"not found \(the shipped config of that name: --config demo_cpu_joint\)"):
+        load_config(tmp_path / "configs" / "demo_cpu_joint.yaml")  # the docs' path, outside the repository
     with pytest.raises(ConfigError, match="train.max_epochs: Input should be a valid integer, got 'many'"):
         tiny(data, "train.max_epochs=many")
     config = tmp_path / "bad.yaml"

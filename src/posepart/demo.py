@@ -217,6 +217,13 @@ class TrainJob:
     extra: tuple[str, ...] = ()
     images: int | None = None
 
+    def steps(self, images: int) -> int:
+        """The optimizer steps it will train (its budget, or `images`, at its config's batch size after `extra`)."""
+        from posepart.engine.config import load_config, shipped_config
+
+        batch_size = load_config(shipped_config(self.config), self.extra).data.batch_size
+        return planned_steps(self.images or images, batch_size)
+
 
 class TrainingFailed(PosepartError, RuntimeError):
     """Models of `run_jobs` trained in worker processes failed on a user's mistake (their data or config)."""
@@ -251,10 +258,7 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     results = {}
     failed: list[tuple[str, Exception]] = []
     start = time.perf_counter()
-    from posepart.engine.config import load_config, shipped_config
-
-    planned = {label: planned_steps(job.images or images, load_config(shipped_config(job.config)).data.batch_size)
-               for label, job in jobs.items()}
+    planned = {label: job.steps(images) for label, job in jobs.items()}
     since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:

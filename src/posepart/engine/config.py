@@ -224,7 +224,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             loaded = read_yaml(path.read_text()) or {}
         except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+            shipped = f" (the shipped config of that name: --config {stem})" if stem in shipped_configs() else ""
+            raise ConfigError(f"{path}: config file not found{shipped}") from None
         except OSError as err:  # a folder, no permission
             raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
         except UnicodeDecodeError as err:

@@ -138,6 +138,7 @@ class DynamicWeightAverage(TaskWeighting):
         self.register_buffer("counts", torch.zeros(n))
         self.register_buffer("means", torch.full((2, n), -1.0))  # rows: periods t-2, t-1; -1 = not yet
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._used: Tensor | None = None  # the lambda of the last `terms` call
 
     def weights(self) -> Tensor:
         """(K,) the current lambda (sums to K)."""
@@ -147,6 +148,7 @@ class DynamicWeightAverage(TaskWeighting):
 
     def terms(self, losses: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         lam = self.weights()
+        self._used = lam.detach()  # what `log_terms` reports: the weights of this step, not the next one's
         terms = {name: lam[self._slot(name)] * self.scales[name] * loss for name, loss in losses.items()}
         if self.training:
             self._record(losses, present)
@@ -167,7 +169,7 @@ class DynamicWeightAverage(TaskWeighting):
         self.counts.masked_fill_(end, 0.0)
 
     def log_terms(self) -> dict[str, Tensor]:
-        lam = self.weights()
+        lam = self._used if self._used is not None else self.weights()
         return {f"weight/{t}": lam[i].detach() for t, i in self._index.items()}
 
 
