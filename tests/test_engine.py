@@ -26,7 +26,7 @@ from posepart.engine.checkpoint import (
     load_checkpoint,
     load_model,
 )
-from posepart.engine.config import ConfigError, load_config
+from posepart.engine.config import ConfigError, check_trainable, config_from_dict, load_config
 from posepart.engine.data import EpochSampler, PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
@@ -162,6 +162,10 @@ def test_best_metric_is_one_validation_logs_and_a_typo_is_refused_before_trainin
         with pytest.raises(ConfigError, match=f"'{typo}': validation logs no such metric"):
             train(tiny(data, f"train.best_metric={typo}"), tmp_path / "run", **QUIET)
         assert not (tmp_path / "run" / "checkpoints").exists()
+    # DWA's and GradNorm's val/weight/TASK: followed (before: refused as naming a source "weight")
+    run = train(tiny(data, "loss.weighting=dwa", "loss.weights=null", "train.best_metric=val/weight/seg",
+                     "train.best_mode=min", "train.max_epochs=1"), tmp_path / "dwa", **QUIET)
+    assert run.best is not None
 
 
 def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tmp_path):
@@ -506,15 +510,15 @@ def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monk
 
 
 @pytest.mark.parametrize("setting, words", [
-    ("optim.lr=-1", "optim: lr: must be a finite number > 0"),  # before: torch's ValueError traceback
-    ("optim.weight_decay=-1", "optim: weight_decay: must be >= 0"),
-    ("optim.schedule=step;optim.step_size=0", "optim: step_size: must be at least 1"),  # ZeroDivisionError
-    ("optim.warmup_steps=-5", "optim: warmup_steps: must be at least 0"),  # silently 0
-    ("data.batch_size=0", "data: batch_size: must be at least 1"),  # ZeroDivisionError
-    ("data.sigma=-1", "data: sigma: must be a finite number > 0"),  # named no key
-    ("train.log_every_steps=0", "train: log_every_steps: must be at least 1"),  # ZeroDivisionError
-    ("train.val_every_epochs=0", "train: val_every_epochs: must be at least 1"),  # ZeroDivisionError
-    ("train.max_steps=0", "train: max_steps: must be -1 (no limit) or at least 1"),  # trained nothing, exit 0
+    ("optim.lr=-1", "optim.lr: must be a finite number > 0"),  # before: torch's ValueError traceback
+    ("optim.weight_decay=-1", "optim.weight_decay: must be a finite number >= 0"),
+    ("optim.schedule=step;optim.step_size=0", "optim.step_size: must be at least 1"),  # ZeroDivisionError
+    ("optim.warmup_steps=-5", "optim.warmup_steps: must be at least 0"),  # silently 0
+    ("data.batch_size=0", "data.batch_size: must be at least 1"),  # ZeroDivisionError
+    ("data.sigma=-1", "data.sigma: must be a finite number > 0"),  # named no key
+    ("train.log_every_steps=0", "train.log_every_steps: must be at least 1"),  # ZeroDivisionError
+    ("train.val_every_epochs=0", "train.val_every_epochs: must be at least 1"),  # ZeroDivisionError
+    ("train.max_steps=0", "train.max_steps: must be -1 (no limit) or at least 1"),  # trained nothing, exit 0
     ("train.max_epochs=-1", "decays over the planned steps, and train.max_epochs and train.max_steps are both -1"),
     ("loss.weighting=gradnorm;loss.weights=null;train.compile=true", "is not supported with train.compile"),
     ("data.sources=[{name: a, train: x, weight: .inf}]", "weight: must be a finite number >= 0"),
@@ -526,6 +530,16 @@ def test_settings_that_cannot_train_are_refused_with_the_config(data, tmp_path, 
     assert cli.main(["train", "--config", "demo_cpu_joint", *sets, "--print-config"]) == 2
     err = capsys.readouterr().err
     assert words in err and err.startswith("error: "), err
+
+
+def test_a_stored_config_loads_whatever_its_unused_settings_say():
+    """The checks of `check_trainable` apply to configs a run is launched with, not to the ones checkpoints store: a
+    model an earlier version trained (Adam's unused SGD momentum 1, a warm-up of -1 taken as 0) still loads."""
+    stored = load_config("demo_cpu_joint").to_dict()
+    stored["optim"].update(momentum=1.0, warmup_steps=-1, gamma=0.0)
+    assert config_from_dict(stored).optim.warmup_steps == -1
+    with pytest.raises(ConfigError, match="optim.warmup_steps: must be at least 0"):
+        check_trainable(config_from_dict(stored))
 
 
 def test_config_errors_name_the_key(data, tmp_path, capsys):
@@ -588,6 +602,12 @@ def test_set_reaches_list_items_and_blames_itself():
     with pytest.raises(ConfigError) as caught:  # a bad key from --set is blamed on --set, not on the config file
         load_config("pascal_joint_sources", ["data.sources[0].trian=x"])
     assert str(caught.value).startswith("--set: data.sources[0].trian: unknown key"), caught.value
+    # an item of a list an earlier --set gave whole (before: AttributeError), and a key inside a plain value
+    given = load_config(None, ["data.sources=[{name: a, train: x}]", "data.sources[0].weight=2"])
+    assert given.data.sources[0].weight == 2.0
+    for later, words in (("data.sources[3].weight=2", "gave 1 item"), ("data.sources[0].name.x=1", "not a section")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(None, ["data.sources=[{name: a, train: x}]", later])
 
 
 def test_set_null_resets_a_key_and_a_mapping_merges(tmp_path):

@@ -218,11 +218,17 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     summary = json.loads((out / "summary.json").read_text())
     (out / "summary.json").write_text(json.dumps({**summary, "images": [{"name": "clip"}]}))
     assert main([*predict, str(kept)]) == 0 and kept.is_file()
+    (out / "summary.json").unlink()  # a run that died before writing it: its part maps stay, and are replaced
+    assert main([*predict, str(images[0])]) == 0
+    assert main([*predict, "--no-parts", str(images[0])]) == 0
     (out / "summary.json").write_text("{}")  # not one of ours: nothing is removed for it
-    (out / "parts" / "mine.png").write_bytes(b"label")
-    assert main([*predict, str(images[0])]) == 2  # parts/ holds a file no run of ours wrote: a dataset's?
-    assert "its parts/ holds files no earlier predict run wrote (clip.png, ..." in capsys.readouterr().err
-    assert (out / "parts" / "mine.png").read_bytes() == b"label" and (out / "summary.json").read_text() == "{}"
+    assert main([*predict, str(images[1])]) == 0 and (out / "parts" / f"{images[1].stem}.png").is_file()
+    layout = tmp_path / "layout"  # a dataset whose annotations live elsewhere: images/ and parts/
+    shutil.copytree(setup["data"], layout, ignore=shutil.ignore_patterns("annotations.json"))
+    label = (layout / "parts" / f"{images[0].stem}.png").read_bytes()
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(layout / "images"), "--out", str(layout)]) == 2
+    assert f"predictions would replace parts/{images[0].stem}.png" in capsys.readouterr().err
+    assert (layout / "parts" / f"{images[0].stem}.png").read_bytes() == label
     dataset = tmp_path / "dataset"
     shutil.copytree(setup["data"], dataset)
     labels = {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()}

@@ -47,7 +47,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
-    check_out(args.out)  # these two before the model loads
+    sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive, skip=args.out)
+    check_out(args.out, sources, parts=not args.no_parts)  # these before the model loads
     annotations = annotation_index(args.annotations) if args.annotations else None
     predictor = _predictor(args)
     for task in predictor.info.untrained:
@@ -55,7 +56,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
-    sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive, skip=args.out)
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
                              annotations=annotations, progress=not args.quiet)

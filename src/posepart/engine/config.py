@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 import typing
 from pathlib import Path
@@ -165,11 +166,18 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
         except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
-        node = nested
+        node: Any = nested
         parts = _key_parts(key.strip(), pair)
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        for i, part in enumerate(parts):
+            if isinstance(node, list):  # an earlier --set gave this list whole: set inside one of its items
+                if not (isinstance(part, int) and 0 <= part < len(node)):
+                    raise ConfigError(f"--set {pair!r}: an earlier --set gave {len(node)} item(s) there")
+            elif not isinstance(node, dict):  # before: AttributeError
+                raise ConfigError(f"--set {pair!r}: an earlier --set gave a value there, not a section")
+            if i == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node[part] if isinstance(node, list) else node.setdefault(part, {})
     return nested
 
 
@@ -240,6 +248,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     merged = _merge(data, parsed)
     try:
         config = _validate(_moved_stride(merged))
+        check_trainable(config)
     except ConfigError as err:
         if path is not None and overrides and _is_valid(data):  # the --set values are at fault, not the file
             raise ConfigError(f"--set: {err}") from None
@@ -247,6 +256,48 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for reset in _resets(parsed):  # removed by _merge, so validation never saw them: a mistyped one must not pass
         _check_key(config, reset)
     return config
+
+
+def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
+    """Refuse, naming the key, settings a run cannot train with: before, they passed validation and failed inside
+    training with a traceback (a learning rate of -1, a batch of 0 images, a log every 0 steps), or trained nothing
+    and exited 0. Not applied to the configs checkpoints store: a model loads whatever its unused settings say.
+    `trainer_limits`: the Python API caps the run (`train(..., max_steps=N)`), which plans a decaying schedule."""
+    o, d, t = config.optim, config.data, config.train
+    finite = math.isfinite
+    rules = [  # (holds, key, the rule, the value)
+        (finite(o.lr) and o.lr > 0, "optim.lr", "a finite number > 0", o.lr),
+        (finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0",
+         o.weight_decay),
+        (o.warmup_steps >= 0, "optim.warmup_steps", "at least 0", o.warmup_steps),
+        (o.name != "sgd" or 0 <= o.momentum < 1, "optim.momentum", "in [0, 1) (sgd's)", o.momentum),
+        (o.schedule != "step" or o.step_size >= 1, "optim.step_size", "at least 1 (schedule step)", o.step_size),
+        (o.schedule != "step" or finite(o.gamma) and o.gamma > 0, "optim.gamma", "a finite number > 0 (schedule "
+         "step)", o.gamma),
+        (d.batch_size >= 1, "data.batch_size", "at least 1", d.batch_size),
+        (d.workers >= 0, "data.workers", "at least 0", d.workers),
+        (finite(d.sigma) and d.sigma > 0, "data.sigma", "a finite number > 0", d.sigma),
+        (finite(d.paf_width) and d.paf_width > 0, "data.paf_width", "a finite number > 0", d.paf_width),
+        (t.max_epochs == -1 or t.max_epochs >= 1, "train.max_epochs", "-1 (no limit) or at least 1", t.max_epochs),
+        (t.max_steps == -1 or t.max_steps >= 1, "train.max_steps", "-1 (no limit) or at least 1", t.max_steps),
+        (t.max_minutes is None or finite(t.max_minutes) and t.max_minutes > 0, "train.max_minutes",
+         "a finite number > 0 or null", t.max_minutes),
+        (t.val_every_epochs >= 1, "train.val_every_epochs", "at least 1", t.val_every_epochs),
+        (t.log_every_steps >= 1, "train.log_every_steps", "at least 1", t.log_every_steps),
+        (t.val_images >= 0, "train.val_images", "at least 0", t.val_images),
+        (t.num_nodes >= 1, "train.num_nodes", "at least 1", t.num_nodes),
+    ]
+    for holds, key, rule, value in rules:
+        if not holds:
+            raise ConfigError(f"{key}: must be {rule}, got {value!r}")
+    if o.schedule in ("cosine", "linear") and t.max_epochs == -1 and t.max_steps == -1 and not trainer_limits:
+        raise ConfigError(f"optim.schedule: {o.schedule!r} decays over the planned steps, and train.max_epochs and "
+                          f"train.max_steps are both -1 (no limit): set one of them, or optim.schedule: constant")
+    slow = ("loss.aggregator", config.loss.aggregator) if config.loss.aggregator != "sum" else (
+        ("loss.weighting", "gradnorm") if config.loss.weighting == "gradnorm" else None)
+    if slow is not None and t.compile:  # their gradients are taken with autograd.grad, outside the compiled step
+        raise ConfigError(f"{slow[0]}: {slow[1]!r} is not supported with train.compile (its gradients are taken "
+                          f"outside the compiled step); set one of them back")
 
 
 def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
@@ -278,7 +329,7 @@ def _check_key(config: Any, path: tuple[str | int, ...]) -> None:
 def _is_valid(data: dict[str, Any]) -> bool:
     """Whether a config (before `--set`) validates: to blame an error on the file or on the overrides."""
     try:
-        _validate(_moved_stride(data))
+        check_trainable(_validate(_moved_stride(data)))
     except ConfigError:
         return False
     return True

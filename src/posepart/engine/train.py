@@ -34,7 +34,7 @@ from torch.optim.swa_utils import get_ema_avg_fn
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
                                        checkpoint_callbacks)
-from posepart.engine.config import ConfigError, absolute_paths, config_from_dict, dump_config
+from posepart.engine.config import ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
@@ -63,7 +63,8 @@ def _devices(value: str) -> Any:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-_METRIC_GROUPS = {"seg", "pose", "heatmap", "paf", "log_var"}  # val/<group>/...; anything else names a source
+# val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
+_METRIC_GROUPS = {"seg", "pose", "heatmap", "paf", "log_var", "weight"}
 
 
 def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> str | None:
@@ -285,6 +286,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
+    check_trainable(cfg, trainer_limits=bool({"max_steps", "max_epochs"} & set(trainer_overrides)))
     cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")

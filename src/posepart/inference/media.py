@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, DatasetError
+from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
 from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
@@ -346,19 +346,22 @@ def _video(run: _Run, source: Source) -> None:
         raise KeyboardInterrupt
 
 
-def check_out(out: Path) -> None:
-    """Refuse an --out that holds a dataset (annotations.json, or a parts/ with files no predict run listed): its
-    ground-truth part labels would be replaced by predictions. Cheap: `posepart predict` calls it before the model
-    loads, `run_predict` again."""
+def check_out(out: Path, sources: Sequence[Source], parts: bool = True) -> None:
+    """Refuse an --out that holds a dataset, whose ground-truth part labels this run's part maps would replace: one
+    with annotations.json, or with images/ (a folder predict never writes) and a parts/NAME.png of an input that no
+    earlier run of ours listed. Cheap: `posepart predict` calls it before the model loads, `run_predict` again."""
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
-    parts = out / OUTPUTS["parts"].split("/")[0]
-    ours = {OUTPUTS["parts"].format(name).split("/")[1] for name in _earlier_names(out) or ()}
-    theirs = sorted(p.name for p in parts.iterdir() if p.name not in ours) if parts.is_dir() else []
-    if theirs:
-        raise OutputError(f"--out {out}: its parts/ holds files no earlier predict run wrote ({theirs[0]}, ...: a "
-                          f"dataset's part labels?), which predictions would replace; choose another --out")
+    if not parts or not (out / IMAGES_DIR).is_dir():
+        return
+    ours = _earlier_names(out) or set()
+    clash = next((s.name for s in sources if s.kind == "image" and s.name not in ours
+                  and (out / OUTPUTS["parts"].format(s.name)).exists()), None)
+    if clash is not None:
+        raise OutputError(f"--out {out} looks like a dataset ({IMAGES_DIR}/, parts/): predictions would replace "
+                          f"{OUTPUTS['parts'].format(clash)}, which no earlier predict run wrote; choose another "
+                          f"--out")
 
 
 def _earlier_names(out: Path) -> set[str] | None:
@@ -397,7 +400,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     the summary dict (also OUT/summary.json). Ctrl-C stops early: the files still list what was done, and the
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
-    check_out(options.out)
+    check_out(options.out, sources, options.parts)
     _replace_earlier_run(options.out, sources)
     run = _Run(predictor, options)
     for failure in failures or []:
