@@ -237,6 +237,19 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     assert {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()} == labels
 
 
+def test_files_a_folder_holds_that_are_not_images_are_named(setup, tmp_path, capsys):
+    """Before: a folder's .gif or .heic files were left out without a word."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(setup["data"] / "images" / "000000.jpg", photos / "a.jpg")
+    for name in ("b.gif", "c.heic", "d.HEIC", ".DS_Store"):
+        (photos / name).write_bytes(b"x")
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    assert f"note: {photos}: left out 3 file(s) that are not images or videos posepart reads (.gif, .heic)" in \
+        capsys.readouterr().err
+
+
 def test_a_tagged_photo_scored_against_annotations_is_warned_about(setup, tmp_path, capsys):
     """predict turns an EXIF-tagged photo upright; a dataset's annotations refer to its stored pixels, so results
     written with its ids would be scored in another frame: said, where before nothing was turned."""

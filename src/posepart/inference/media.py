@@ -116,6 +116,12 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif path.is_dir():
             files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                    and not p.name.startswith(".")]  # hidden files (.DS_Store) go unmentioned
+            if left:  # before: left out without a word (a .gif, a phone's .heic)
+                kinds = sorted({p.suffix.lower() or p.name for p in left})
+                tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
+                           f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
             if not media:
                 failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
             for p in media:
