@@ -342,7 +342,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line(files, tmp_path, capsys, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(posepart.predict_cli, "_predictor", interrupted)
-    code, _, err = run_cli(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"]), "--out",
+    code, _, err = run_cli(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
                             str(tmp_path / "out")], capsys)
     assert code == 130 and err.strip() == "interrupted"
 

@@ -258,6 +258,17 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     assert main(["evaluate", "--oracle", "--data", str(root), "--input-size", "64", "--out", str(out)]) == 0
     assert not (out / "keypoints.json").exists() and not (out / "overlays.png").exists()
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["notes.txt"]  # only what evaluate writes goes
+    # a folder no evaluation wrote keeps its files of those names (before: deleted); links are refused, not followed
+    mine = tmp_path / "mine"
+    (mine / "overlays").mkdir(parents=True)
+    (mine / "overlays" / "007.png").write_bytes(b"mine")
+    (mine / "keypoints.json").write_text("[]")
+    assert main(["evaluate", "--oracle", "--data", str(root), "--input-size", "64", "--out", str(mine)]) == 0
+    assert (mine / "overlays" / "007.png").read_bytes() == b"mine" and (mine / "keypoints.json").read_text() == "[]"
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "overlays").symlink_to(mine / "overlays")
+    assert main(["evaluate", "--oracle", "--data", str(root), "--out", str(tmp_path / "linked")]) == 2
+    assert "overlays/ is a link" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tta", [[], ["--flip", "--scales", "1,1.5"]], ids=["plain", "flip-and-scales"])

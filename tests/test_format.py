@@ -289,6 +289,18 @@ def test_compressed_rle_counts_match_pycocotools():
             compressed_rle_counts(garbage, "t")
 
 
+def test_a_polygon_far_outside_its_image_is_refused_before_pycocotools_sees_it():
+    """pycocotools rasterised [[1e8, 1e8, -1e8, 5, 3, 1e8]] in native code and crashed the process (SIGSEGV):
+    `posepart evaluate` died without a word. COCO's polygons stray a few pixels past the border: those pass."""
+    from posepart.data.format import region_mask
+    from posepart.data.validate import region
+
+    with pytest.raises(DatasetError, match="polygon coordinate 1e\\+08 lies far outside the 64x48 image"):
+        region([[1e8, 1e8, -1e8, 5, 3, 1e8]], 48, 64, "t")
+    stray = region([[-3.5, -2.0, 66.0, 1.0, 30.0, 49.5]], 48, 64, "t")
+    assert region_mask(stray, 48, 64).any()
+
+
 def test_palette_part_maps_of_predict_read_as_labels(tmp_path):
     """`posepart predict` writes part labels as indexed PNGs (colours for people, indices for programs); a dataset
     may use them as part maps: the indices are the labels (OpenCV would expand them to colours)."""

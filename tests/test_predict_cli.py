@@ -237,6 +237,31 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     assert {p.name: p.read_bytes() for p in (dataset / "parts").iterdir()} == labels
 
 
+def test_links_planted_in_the_output_folder_are_not_followed(setup, tmp_path, capsys):
+    """Before: a `.posepart.lock` link had its target truncated, `overlays/` or `parts/` links had the run write, and
+    an earlier summary's names remove, files wherever they led, and a link at an output's name was written through."""
+    victim = tmp_path / "thesis.txt"
+    victim.write_text("my thesis")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_1.jpg").write_bytes(b"mine")
+    image = str(setup["data"] / "images" / "000000.jpg")
+    predict = ["predict", "--checkpoint", str(setup["ckpt"]), image, "--quiet", "--out"]
+    for out, plant in ((tmp_path / "a", ".posepart.lock"), (tmp_path / "b", "overlays")):
+        out.mkdir()
+        (out / plant).symlink_to(victim if plant.startswith(".") else photos)
+        (out / "summary.json").write_text(json.dumps({"succeeded": 1, "failed": 0, "images": [{"name": "IMG_1"}],
+                                                      "videos": [], "failures": []}))
+        assert main([*predict, str(out)]) == 2
+        assert "a link" in capsys.readouterr().err
+    assert victim.read_text() == "my thesis" and (photos / "IMG_1.jpg").read_bytes() == b"mine"
+    out = tmp_path / "c"
+    (out / "overlays").mkdir(parents=True)
+    (out / "overlays" / "000000.jpg").symlink_to(victim)
+    assert main([*predict, str(out)]) == 0
+    assert victim.read_text() == "my thesis" and not (out / "overlays" / "000000.jpg").is_symlink()
+
+
 def test_files_a_folder_holds_that_are_not_images_are_named(setup, tmp_path, capsys):
     """Before: a folder's .gif or .heic files were left out without a word."""
     photos = tmp_path / "photos"

@@ -4,6 +4,7 @@ file written in the official structure)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -166,3 +167,20 @@ def test_cli_convert_inspect_and_oracle(fixtures, tmp_path, capsys):
     assert occluded == {"right_wrist": 1, "right_elbow": 1}
     metrics = oracle(out, tmp_path)
     assert metrics["pose"]["ap"] == pytest.approx(1.0) and metrics["pose"]["pckh"] == pytest.approx(1.0)
+
+
+def test_an_image_name_that_leaves_the_image_folder_is_skipped(fixtures, tmp_path):
+    """Before: `"image": "../outside/x.jpg"` was read beside --images and written beside the dataset (and the dataset
+    reader then refused what convert had written)."""
+    images = tmp_path / "release" / "images"
+    images.mkdir(parents=True)
+    photo = next((fixtures / "mmpose/mpii").glob("*.jpg"))
+    shutil.copy(photo, images / "a.jpg")
+    shutil.copy(photo, tmp_path / "release" / "secret.jpg")
+    person = {"joints": [[100.0 + 10 * i, 200.0] for i in range(16)], "joints_vis": [1] * 16}
+    src = tmp_path / "annotations.json"
+    src.write_text(json.dumps([{"image": "a.jpg", **person}, {"image": "../secret.jpg", **person}]))
+    result = convert_mpii(src, images, tmp_path / "out" / "ds", progress=False)
+    assert result.images == 1 and result.skips.counts["unsafe file name"] == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ds"]  # nothing written beside the dataset
+    assert [r.file_name for r in PosePartDataset.open(tmp_path / "out" / "ds").records] == ["a.jpg"]

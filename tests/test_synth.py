@@ -138,6 +138,13 @@ def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:
     for option in (["--n", "0"], ["--size", "0"], ["--seed", "-5"]):
         assert main(["synth", str(tmp_path / "b"), *option]) == 2, option
         assert "synth: need n >= 1, size >= 1 and seed >= 0" in capsys.readouterr().err
+    victim = tmp_path / "victim"  # images/ a link: before, --overwrite kept the link and wrote into its target
+    victim.mkdir()
+    (victim / "mine.jpg").write_bytes(b"mine")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "images").symlink_to(victim)
+    assert main(["synth", str(tmp_path / "linked"), "--n", "1", "--size", "64", "--overwrite"]) == 2
+    assert "images is a link" in capsys.readouterr().err and sorted(p.name for p in victim.iterdir()) == ["mine.jpg"]
     with pytest.raises(SystemExit):  # before: 0 or -1 workers ran as one
         main(["synth", str(tmp_path / "b"), "--workers", "0"])
     assert "--workers: must be at least 1, got 0" in capsys.readouterr().err

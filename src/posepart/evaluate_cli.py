@@ -4,6 +4,7 @@ with metrics.json, report.md, overlays and (for a checkpoint) keypoints.json."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, Collection
@@ -11,7 +12,7 @@ from typing import Any, Collection
 from posepart.arguments import add_test_time_args, at_least, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
-from posepart.errors import UsageError, output_folder
+from posepart.errors import OutputError, UsageError, output_folder
 from posepart.heads import POSE_STRIDES, HeadMeta
 
 
@@ -27,17 +28,27 @@ def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     return out / "metrics.json", out
 
 
-def _prepare_out(out: Path | None) -> None:
+def _prepare_out(out: Path | None) -> bool:
     """Create evaluate's --out folder (or the metrics file's) now: one that cannot be written is refused before
-    any scoring, not after it."""
+    any scoring, not after it. Returns whether the folder holds an earlier evaluation (its metrics.json), whose
+    files `_drop_stale` may replace; a folder's files of those names are otherwise the user's."""
     metrics_file, folder = _metrics_path(out)
     if folder is not None:
         output_folder(folder)
+        linked = [name for name in ("overlays", "keypoints") if (folder / name).is_symlink()]
+        if linked:  # evaluate writes, and replaces, files there
+            raise OutputError(f"--out {folder}: {linked[0]}/ is a link; remove it or choose another --out")
+        try:
+            earlier = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(earlier, dict) and bool({"images", "sources"} & set(earlier))
     elif metrics_file is not None:
         output_folder(metrics_file.parent, "--out's folder")
         if metrics_file.is_dir():  # before: refused only when writing it, after all the scoring
             raise UsageError(f"evaluate --out {metrics_file}: a folder of that name exists (a .json --out is the "
                              f"metrics file)")
+    return False
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
@@ -81,7 +92,7 @@ def _tta_label(metrics: dict) -> str:
     return f", test-time{scales}{' flip' if views['flip'] else ''}"
 
 
-def _evaluate_sources(args: argparse.Namespace) -> int:
+def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.writer import write_json_atomic
     from posepart.engine.checkpoint import load_model
@@ -119,7 +130,8 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
         write_json_atomic(metrics_file, {"sources": rows})
     if folder is not None:
         written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows[name]}
-        _drop_stale(folder, 0, written.values())
+        if reused:
+            _drop_stale(folder, 0, written.values())
         for name, file in written.items():  # a file per source: each numbers its own images
             write_json_atomic(folder / file, results[name])
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
@@ -131,9 +143,9 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
 
 
 def _drop_stale(folder: Path, overlays: int, keypoints: Collection[str]) -> None:
-    """An --out folder reused: the files of an earlier evaluation that this one does not rewrite go, as they describe
-    another model or dataset (only the names an evaluation writes). `keypoints`: the keypoint files it writes,
-    relative to the folder (keypoints.json, or keypoints/NAME.json per --source)."""
+    """An --out folder that held an earlier evaluation (`_prepare_out`): its files that this one does not rewrite
+    go, as they describe another model or dataset (only the names an evaluation writes). `keypoints`: the keypoint
+    files it writes, relative to the folder (keypoints.json, or keypoints/NAME.json per --source)."""
     for path in (folder / "overlays").glob("[0-9][0-9][0-9].png"):
         if int(path.stem) >= overlays:
             path.unlink()
@@ -176,9 +188,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
-        _prepare_out(args.out)
-        return _evaluate_sources(args)
-    _prepare_out(args.out)
+        return _evaluate_sources(args, reused=_prepare_out(args.out))
+    reused = _prepare_out(args.out)
     dataset = open_dataset(args)
     overlays: list = []
     results = None
@@ -200,7 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(metrics_file, metrics)
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
-        _drop_stale(folder, len(overlays), ["keypoints.json"] if results is not None else [])
+        if reused:
+            _drop_stale(folder, len(overlays), ["keypoints.json"] if results is not None else [])
         if results is not None:  # as `posepart predict` writes them: score them with any COCO tool
             write_json_atomic(folder / "keypoints.json", results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)

@@ -118,9 +118,16 @@ def region(value: Any, height: int, width: int, label: str) -> Any:
             raise DatasetError(f"{label}: RLE runs cover {sum(runs)} pixels, the image has {height * width}")
         return value
     if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
+        # pycocotools rasterises polygons in native code that crashes the process (SIGSEGV) on coordinates of 1e8
+        # and more: refuse any far outside the image (COCO's own stray a few pixels past its border)
+        reach = 4 * max(height, width) + 16
         for polygon in value:
-            if len(numbers(polygon, f"{label}: polygon")) % 2:
+            coordinates = numbers(polygon, f"{label}: polygon")
+            if len(coordinates) % 2:
                 raise DatasetError(f"{label}: a polygon has an odd number ({len(polygon)}) of coordinates")
+            far = next((v for v in coordinates if abs(v) > reach), None)
+            if far is not None:
+                raise DatasetError(f"{label}: polygon coordinate {far:g} lies far outside the {width}x{height} image")
         polygons = [polygon for polygon in value if len(polygon) >= 6]
         return polygons or None
     if isinstance(value, list) and len(value) == 4:

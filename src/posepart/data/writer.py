@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
-from posepart.errors import PosepartError, output_folder, writing
+from posepart.errors import OutputError, PosepartError, output_folder, writing
 from posepart.schema import Schema
 
 
@@ -32,11 +32,17 @@ def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[
                                f"into {root} replaces; choose another output folder")
     held = [root / name for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)
             if (root / name).is_file() or ((root / name).is_dir() and any((root / name).iterdir()))]
+    linked = next((root / name for name in (IMAGES_DIR, PARTS_DIR) if (root / name).is_symlink()), None)
+    if linked is not None:  # before: rmtree refused the link silently and the writer filled its target
+        raise OutputError(f"{linked} is a link ({linked.resolve()}); a dataset written into {root} would write "
+                          f"there: remove the link or choose another output folder")
     if held:  # an images/ folder without annotations too: its files would be overwritten or mixed in
         if not overwrite:
             raise DatasetError(f"{held[0]} exists; pass --overwrite to replace the dataset")
         for folder in (IMAGES_DIR, PARTS_DIR):
-            shutil.rmtree(root / folder, ignore_errors=True)
+            if (root / folder).is_dir():
+                with writing(root / folder):  # a removal that fails is an error, not stale part maps kept
+                    shutil.rmtree(root / folder)
 
 
 class DatasetWriter:
@@ -135,7 +141,11 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     try:
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            if tmp.is_symlink():  # planted under the name this process would use: the link goes, not its target
+                tmp.unlink()
+            # O_NOFOLLOW: never write through a link (a leftover of this PID from a killed save is truncated)
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644),
+                           "wb") as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -192,8 +202,12 @@ def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     except ImportError:  # not POSIX: no locking
         yield folder / LOCK_FILE
         return
-    with writing(folder / LOCK_FILE):
-        handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    lock = folder / LOCK_FILE
+    if lock.is_symlink() or lock.exists() and not lock.is_file():  # before: a planted link's target was truncated
+        raise OutputError(f"{lock} is not a plain file (a link?): remove it, or choose another {option}")
+    with writing(lock):  # O_NOFOLLOW: a link planted between the check and the open is refused, not followed
+        handle = os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "a+",
+                           encoding="utf-8")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

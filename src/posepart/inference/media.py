@@ -198,8 +198,12 @@ class _Run:
         self.next_id = 1 + max(options.annotations.ids.values(), default=0) if options.annotations else 1
 
     def path(self, output: str, source: Source) -> Path:
-        """Where the `OUTPUTS` entry `output` of `source` goes."""
-        return self.out / OUTPUTS[output].format(source.name)
+        """Where the `OUTPUTS` entry `output` of `source` goes; a link already there is removed, not written through
+        (OpenCV's writers follow links)."""
+        path = self.out / OUTPUTS[output].format(source.name)
+        if path.is_symlink():
+            path.unlink()
+        return path
 
     def fail(self, location: str | int, error: str) -> None:
         self.failures.append({"input": str(location), "error": error})
@@ -359,6 +363,10 @@ def check_out(out: Path, sources: Sequence[Source], parts: bool = True) -> None:
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
+    linked = next((folder for folder in OUTPUT_FOLDERS if (out / folder).is_symlink()), None)
+    if linked is not None:  # its files would be written, and an earlier run's removed, wherever the link leads
+        raise OutputError(f"--out {out}: {linked}/ is a link ({(out / linked).resolve()}); predict writes and replaces "
+                          f"files there: remove the link or choose another --out")
     if not parts or not (out / IMAGES_DIR).is_dir():
         return
     ours = _earlier_names(out) or set()

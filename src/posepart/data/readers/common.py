@@ -13,7 +13,7 @@ import contextlib
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
 import cv2
@@ -275,7 +275,13 @@ def write_samples(
 
 def _check_sample(sample: Sample, schema: Schema, skips: Skips) -> tuple[list[dict[str, Any]], np.ndarray | None,
                                                                          tuple[int, int]]:
-    """Decode the image (for its size and to catch broken files), load the part map, build the annotations."""
+    """Decode the image (for its size and to catch broken files), load the part map, build the annotations. A name
+    from the source's annotations that would leave the dataset's images/ (absolute, `..`) is refused before anything
+    is read or written (before: `../x.jpg` was read beside the images and written beside the dataset)."""
+    name = PurePosixPath(sample.file_name.replace("\\", "/"))
+    if not sample.file_name.strip() or name.is_absolute() or ".." in name.parts or "\0" in sample.file_name:
+        raise SampleError(f"{sample.image_path}: file name {sample.file_name!r} would leave the dataset's images/",
+                          "unsafe file name")
     if not sample.image_path.is_file():
         raise SampleError(f"{sample.image_path}: image missing", "missing image")
     try:
