@@ -213,4 +213,15 @@ def test_model_info_reads_its_head_and_older_exports():
     contradicting["outputs"] = ["parts"]
     with pytest.raises(BackendError, match="contradict the head"):
         ModelInfo.from_json(json.dumps(contradicting), "x.onnx")
+    # crafted metadata: one error naming the file (before: TypeError, KeyError, OverflowError, RecursionError, or
+    # OpenCV's crash on a canvas of 1e300 pixels)
+    good = json.loads(info.to_json())
+    for key, value, words in (("outputs", 5, "bad output list"), ("outputs", [["heatmaps"]], "bad output list"),
+                              ("tasks", [["pose"]], "bad task list"), ("input_size", None, "bad input_size"),
+                              ("input_size", "abc", "bad input_size"), ("input_size", 1e300, "bad input_size"),
+                              ("input_size", 10**9, "bad input_size")):
+        with pytest.raises(BackendError, match=words):
+            ModelInfo.from_json(json.dumps({**good, key: value}), "x.onnx")
+    with pytest.raises(BackendError, match="malformed posepart metadata"):
+        ModelInfo.from_json('{"format": ' + "[" * 100000 + "]" * 100000 + "}", "x.onnx")
 

@@ -135,6 +135,18 @@ def test_annotations_of_another_schema_are_refused(setup, tmp_path, capsys):
     assert code == 0, err  # the model's own joints
 
 
+@pytest.mark.parametrize("image_id, words", [(1.9, "expected an integer, got 1.9"), (True, "expected an integer"),
+                                             ("[" * 100000, "not a COCO JSON")])
+def test_annotation_ids_that_are_not_integers_are_refused(setup, tmp_path, capsys, image_id, words):
+    """Before: an id of 1.9 or true was taken as 1, and a deeply nested file was a RecursionError traceback."""
+    bad = tmp_path / "bad.json"
+    text = json.dumps({"images": [{"file_name": "000000.jpg", "id": image_id}]})
+    bad.write_text(image_id if isinstance(image_id, str) else text)
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--annotations",
+                 str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert words in capsys.readouterr().err
+
+
 def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, capsys):
     """Before: images matched --annotations by base name, first listed wins, so a/x.jpg and b/x.jpg both took a/x's
     id, and an image of id 0 took another's (`get(path) or get(name)`)."""

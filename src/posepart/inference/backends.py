@@ -25,6 +25,7 @@ from posepart.schema import Schema
 EXPORT_FORMAT = "posepart-export-v1"
 METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file name (+ ".json")
 OUTPUT_NAMES = ("heatmaps", "pafs", "parts")
+MAX_INPUT_SIZE = 8192  # an export's input side past this is metadata no real model has (1e300: OpenCV's crash)
 
 
 class BackendError(PosepartError, RuntimeError):
@@ -96,14 +97,20 @@ class ModelInfo:
             raise BackendError(f"{where}: no posepart metadata (export it with `posepart export`)")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise BackendError(f"{where}: malformed posepart metadata: {err}") from None
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested past any real metadata
+            raise BackendError(f"{where}: malformed posepart metadata: {type(err).__name__}") from None
         if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
             raise BackendError(f"{where}: metadata format {data.get('format') if isinstance(data, dict) else None!r}, "
                                f"expected {EXPORT_FORMAT!r}")
-        outputs = tuple(data.get("outputs") or ())
-        if not outputs or not set(outputs) <= set(OUTPUT_NAMES):
-            raise BackendError(f"{where}: bad output list {list(outputs)} in the metadata")
+        outputs = data.get("outputs")
+        if not (isinstance(outputs, list) and outputs and all(isinstance(o, str) for o in outputs)
+                and set(outputs) <= set(OUTPUT_NAMES)):
+            raise BackendError(f"{where}: bad output list {str(outputs)[:80]} in the metadata")
+        outputs = tuple(outputs)
+        size = data.get("input_size")
+        if not (isinstance(size, int) and not isinstance(size, bool) and 0 < size <= MAX_INPUT_SIZE):
+            raise BackendError(f"{where}: bad input_size {str(size)[:40]} in the metadata (an integer in 1.."
+                               f"{MAX_INPUT_SIZE})")
         try:
             if "head" in data:
                 head = HeadMeta.from_dict(data["head"], where)
@@ -111,16 +118,16 @@ class ModelInfo:
                 head = HeadMeta(Schema.from_category(data["schema"]),
                                 pose_stride=int(data["stride"]) if "heatmaps" in outputs else None,
                                 parts_stride=int(data["parts_stride"]) if "parts" in outputs else None)
-        except (HeadMetaError, KeyError, TypeError, ValueError) as err:
+        except (HeadMetaError, KeyError, TypeError, ValueError, ArithmeticError) as err:
             detail = str(err).removeprefix(f"{where}: ")  # HeadMetaError names the file already
             raise BackendError(f"{where}: bad posepart metadata: {detail}") from None
         if head.has_pose != ("heatmaps" in outputs) or head.has_parts != ("parts" in outputs):
             raise BackendError(f"{where}: the outputs {list(outputs)} contradict the head description")
         tasks = data.get("tasks")
-        if tasks is not None and (not isinstance(tasks, list) or not set(tasks) <= set(TASKS)):
-            raise BackendError(f"{where}: bad task list {tasks!r} in the metadata")
-        return cls(head, int(data["input_size"]), outputs, str(data.get("name", "")),
-                   None if tasks is None else tuple(tasks))
+        if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)
+                                      and set(tasks) <= set(TASKS)):
+            raise BackendError(f"{where}: bad task list {str(tasks)[:80]} in the metadata")
+        return cls(head, size, outputs, str(data.get("name", "")), None if tasks is None else tuple(tasks))
 
 
 def _maps(named: dict[str, np.ndarray]) -> Maps:

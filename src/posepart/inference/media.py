@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
+from posepart.data.validate import integer
 from posepart.data.writer import write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
@@ -175,10 +176,12 @@ def annotation_index(path: Path) -> AnnotationIndex:
             name = _posix(str(image["file_name"]))
             if name not in ids:
                 by_basename.setdefault(PurePosixPath(name).name, []).append(name)
-            ids[name] = int(image["id"])
+            ids[name] = integer(image["id"], f"--annotations {path}: image {name!r} id")  # not 1.9 or true
         theirs = (data.get("categories") or [{}])[0].get("keypoints")
         keypoints = None if theirs is None else [str(name) for name in theirs]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: JSON, UTF-8, int()
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # ValueError: JSON
         raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
                            f"({type(err).__name__}: {err})") from None
     return AnnotationIndex(Path(path), ids, keypoints, by_basename)
