@@ -45,6 +45,27 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, capsys):
     assert err.count("refusing non-finite weights") == 2
 
 
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c.update(state_dict=5), "state_dict is not a mapping of names to tensors"),  # AttributeError
+    (lambda c: c["state_dict"].update(extra=3), "state_dict is not a mapping of names to tensors"),
+    (lambda c: c.pop("state_dict"), "state_dict is not a mapping of names to tensors"),  # KeyError
+    (lambda c: c["posepart"].update(sources=[5]), "recorded training sources are not a list"),  # AttributeError
+    (lambda c: c["posepart"].update(sources=[{"tasks": 5}]), "recorded training sources are not a list"),
+    # a config edited to width 200: before, 11.8 GB allocated before the shapes were compared
+    (lambda c: c["posepart"]["config"]["model"].update(width=200.0), "weights do not fit the model its config"),
+])
+def test_an_edited_checkpoint_is_one_error(tmp_path, edit, words):
+    """Each edit of a checkpoint's entries was a traceback (or a huge allocation) when the model was loaded."""
+    from posepart.engine.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", PASCAL)
+    checkpoint = load_checkpoint(ckpt)
+    edit(checkpoint)
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(CheckpointError, match=words):
+        load_model(ckpt)
+
+
 def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
     """A save killed between writing its temp file and the rename leaves `.last.ckpt.tmp-PID`; the next `train`
     removes it (its process is gone) and keeps a live process's temp file."""

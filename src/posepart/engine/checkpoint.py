@@ -135,7 +135,7 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
         raise CheckpointError(f"{path}: not a posepart checkpoint (no {CHECKPOINT_KEY!r} schema/config entry)")
     try:
         return Schema.from_category(info["schema"]), config_from_dict(info["config"])
-    except (KeyError, TypeError, ValueError) as err:  # ConfigError too: an edited or foreign entry
+    except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as err:  # an edited or foreign entry
         raise CheckpointError(f"{path}: its {CHECKPOINT_KEY!r} entry does not describe a posepart model: "
                               f"{err}") from None
 
@@ -248,9 +248,27 @@ def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
     return list(sources) if isinstance(sources, list) else []
 
 
+def _checked_sources(sources: Any, path: Path) -> list[dict[str, Any]]:
+    """Recorded sources as `trained_tasks` and the reports read them: dicts whose tasks are a list of names."""
+    if not isinstance(sources, list) or not all(isinstance(s, dict) and isinstance(s.get("tasks", []), list)
+                                                and all(isinstance(t, str) for t in s.get("tasks", []))
+                                                for s in sources):
+        raise CheckpointError(f"{path}: its recorded training sources are not a list of sources")
+    return sources
+
+
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own weights from a Lightning checkpoint ("model." prefix stripped, loss parameters dropped)."""
     return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def _checked_state(checkpoint: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """`model_state`, refused unless the file's state_dict maps names to tensors (an edited file: a traceback)."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
+    return model_state(checkpoint)
 
 
 def _stored_head(stored: Any, path: Path) -> HeadMeta | None:
@@ -259,7 +277,7 @@ def _stored_head(stored: Any, path: Path) -> HeadMeta | None:
         return None
     try:
         return HeadMeta.from_dict(json.loads(stored) if isinstance(stored, str) else stored, str(path))
-    except (HeadMetaError, json.JSONDecodeError) as err:
+    except (HeadMetaError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: {err}") from None
 
 
@@ -271,10 +289,19 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
     if bad:  # a model that predicts NaN everywhere would score 0 without a word
         raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "
                               f"{bad[0]!r}")
-    try:
-        model = build_from_config(config, schema, pretrained=False)
-    except ValueError as err:  # the recorded schema and config do not make a model (an edited file)
+    try:  # on the meta device first: shapes without memory, so a config edited to width 200 is refused, not built
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_from_config(config, schema, pretrained=False)
+                      .state_dict().items()}
+    except (ValueError, TypeError, ArithmeticError) as err:  # the recorded schema and config do not make a model
         raise CheckpointError(f"{path}: its schema and config do not build a model: {err}") from None
+    wrong = next((k for k in sorted(shapes.keys() | state.keys())
+                  if shapes.get(k) != (tuple(state[k].shape) if k in state else None)), None)
+    if wrong is not None:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {wrong!r} is "
+                              f"{tuple(state[wrong].shape) if wrong in state else 'absent'} in the file, "
+                              f"{shapes.get(wrong, 'unexpected')} in the model")
+    model = build_from_config(config, schema, pretrained=False)
     if head is not None and head != model.meta:
         raise CheckpointError(f"{path}: the recorded head {head.to_dict()} differs from the one its config builds "
                               f"{model.meta.to_dict()}; the file was edited or written by another version")
@@ -294,7 +321,8 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
         return _load_safetensors(path, map_location)
     checkpoint = load_checkpoint(path)
     schema, config = _describe(checkpoint, path)
-    return _rebuild(schema, config, model_state(checkpoint), map_location, path, _sources(checkpoint),
+    return _rebuild(schema, config, _checked_state(checkpoint, path), map_location, path,
+                    _checked_sources(_sources(checkpoint), path),
                     _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path))
 
 
@@ -316,10 +344,10 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
     try:
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
-        sources = json.loads(metadata.get("sources", "[]"))
+        sources = _checked_sources(json.loads(metadata.get("sources", "[]")), path)
     except KeyError as err:
         raise CheckpointError(f"{path}: metadata lacks {err}") from None
-    except ValueError as err:  # JSONDecodeError, a schema or config that does not validate (ConfigError)
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as err:  # JSON, or a config that does not hold
         raise CheckpointError(f"{path}: metadata does not describe a posepart model: {err}") from None
     return _rebuild(schema, config, state, map_location, path, sources, _stored_head(metadata.get("head"), path))
 
