@@ -88,6 +88,22 @@ def test_a_yaml_tag_in_set_is_one_error_line(files, tmp_path):
     assert "model.width=!!python/name:os.system" in line and "not plain YAML" in line
 
 
+def test_a_config_that_expands_past_any_real_one_is_one_error_line(files, tmp_path, capsys):
+    """YAML aliases can make 300 bytes mean 10^9 values ("billion laughs"): before, memory ran out expanding them;
+    nesting past the recursion limit was a RecursionError traceback."""
+    laughs = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "laughs.yaml").write_text(laughs)
+    _refused_naming(["train", "--config", str(tmp_path / "laughs.yaml"), "--print-config"], capsys,
+                    "expands to more than 100000 values")
+    (tmp_path / "deep.yaml").write_text("model: " + "[" * 50000 + "]" * 50000)
+    _refused_naming(["train", "--config", str(tmp_path / "deep.yaml"), "--print-config"], capsys,
+                    "nested too deeply")
+    (tmp_path / "anchors.yaml").write_text("model: &m {name: paf_vgg16}\nextra: *m\n")  # aliases as such: fine
+    _refused_naming(["train", "--config", str(tmp_path / "anchors.yaml"), "--print-config"], capsys,
+                    "extra: unknown key")
+
+
 def test_a_bug_keeps_its_traceback(tmp_path):
     """An exception that is not a PosepartError is a bug: it reaches the user with its traceback, not as `error:`."""
     run = _subprocess(["models"], "import posepart.cli\n"

@@ -33,9 +33,35 @@ _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?
                                   list("-+.0123456789"))
 
 
+_MAX_YAML_VALUES = 100_000  # a config holds hundreds; aliases may make a short text mean billions ("billion laughs")
+
+
 def read_yaml(text: str) -> Any:
-    """Parse config YAML (files and `--set` values) with `_YamlLoader`."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    """Parse config YAML (files and `--set` values) with `_YamlLoader`. A document whose aliases expand it past
+    `_MAX_YAML_VALUES` values, or nested past Python's recursion limit, is a yaml.YAMLError (before: memory
+    exhausted by the expansion, or a RecursionError traceback)."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(node: yaml.Node) -> int:  # memoised: an alias counts its whole value, computed once
+            if id(node) not in sizes:
+                sizes[id(node)] = _MAX_YAML_VALUES + 1  # a node inside itself (a recursive alias) is refused
+                children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+                    node.value if isinstance(node, yaml.SequenceNode) else [])
+                sizes[id(node)] = min(1 + sum(expanded(child) for child in children), _MAX_YAML_VALUES + 1)
+            return sizes[id(node)]
+
+        if expanded(node) > _MAX_YAML_VALUES:
+            raise yaml.YAMLError(f"it expands to more than {_MAX_YAML_VALUES} values (YAML aliases)")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("it is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 class ConfigError(PosepartError, ValueError):
