@@ -236,7 +236,9 @@ def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, why", [("../../outside/x.png", "resolves outside"),
                                        ("sub/../../x.png", "resolves outside"),
-                                       ("/etc/passwd", "non-empty path relative"), ("", "non-empty path relative"),
+                                       ("/etc/passwd", "must be a path to a file"), ("", "must be a path to a file"),
+                                       (".", "must be a path to a file"),  # before: ValueError from with_suffix
+                                       ("a\x00b.png", "must be a path to a file"),  # before: "embedded null byte"
                                        ("escape.png", "resolves outside")])
 def test_file_names_never_leave_the_dataset(tmp_path, capsys, name, why):
     """An annotation's file_name is relative to images/ (and parts/) and must resolve inside them: `..`, absolute

@@ -410,8 +410,8 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
     symlink that leads out is a DatasetError naming the record (an annotation file must not make us read /etc/passwd
     or another dataset's files). Symlinks that stay inside are fine."""
-    if not relative.strip() or Path(relative).is_absolute():
-        raise DatasetError(f"{label}: file name {relative!r} must be a non-empty path relative to {folder}")
+    if not relative.strip() or Path(relative).is_absolute() or "\0" in relative or Path(relative).name in ("", "."):
+        raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
     path = folder / relative
     try:
         inside = path.resolve().is_relative_to(_resolved(folder))
