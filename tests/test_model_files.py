@@ -142,3 +142,21 @@ def test_a_second_writer_into_a_busy_out_folder_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main([*predict[:-2], str(tmp_path / "file"), "--quiet"]) == 2  # --out names a file
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_files_written_follow_the_umask_as_open_does(tmp_path):
+    """A group's shared folder (umask 002): the lock and atomically written files stay group-writable, so a colleague
+    can take the lock after you (the first hardening of these writes created them 0o644)."""
+    import os
+
+    from posepart.data.writer import lock_output, write_json_atomic
+
+    old = os.umask(0o002)
+    try:
+        with lock_output(tmp_path / "shared") as lock:
+            pass
+        written = tmp_path / "shared" / "summary.json"
+        write_json_atomic(written, {"x": 1})
+    finally:
+        os.umask(old)
+    assert lock.stat().st_mode & 0o777 == 0o664 and written.stat().st_mode & 0o777 == 0o664

@@ -272,6 +272,9 @@ def test_links_planted_in_the_output_folder_are_not_followed(setup, tmp_path, ca
     (out / "overlays" / "000000.jpg").symlink_to(victim)
     assert main([*predict, str(out)]) == 0
     assert victim.read_text() == "my thesis" and not (out / "overlays" / "000000.jpg").is_symlink()
+    (out / "videos").symlink_to(photos)  # a link to a folder this run does not write (no video): fine
+    assert main([*predict, str(out)]) == 0
+    assert main([*predict, str(out), "--no-overlays"]) == 0 and (tmp_path / "photos" / "IMG_1.jpg").is_file()
 
 
 def test_files_a_folder_holds_that_are_not_images_are_named(setup, tmp_path, capsys):
@@ -285,6 +288,10 @@ def test_files_a_folder_holds_that_are_not_images_are_named(setup, tmp_path, cap
                  "--quiet"]) == 0
     assert f"note: {photos}: left out 3 file(s) that are not images or videos posepart reads (.gif, .heic)" in \
         capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--out", str(photos), "--quiet"]) == 0
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--out", str(photos), "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "left out" in line]
+    assert len(notes) == 2 and all("left out 3 file(s)" in line for line in notes)  # not the run's own listings
 
 
 def test_a_tagged_photo_scored_against_annotations_is_warned_about(setup, tmp_path, capsys):

@@ -48,17 +48,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (args.onnx is None):
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")
     sources, failures = expand_inputs([str(i) for i in args.inputs], recursive=args.recursive, skip=args.out)
-    check_out(args.out, sources, parts=not args.no_parts)  # these before the model loads
     annotations = annotation_index(args.annotations) if args.annotations else None
+    options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
+                             instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
+                             annotations=annotations, progress=not args.quiet)
+    check_out(sources, options)  # all of the above before the model loads
     predictor = _predictor(args)
     for task in predictor.info.untrained:
         print(f"note: the model's {task} head was never trained (no training source fed it {task} labels): its "
               f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
-    options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
-                             instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
-                             annotations=annotations, progress=not args.quiet)
     from posepart.data.writer import lock_output
 
     with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError

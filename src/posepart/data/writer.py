@@ -32,7 +32,8 @@ def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[
                                f"into {root} replaces; choose another output folder")
     held = [root / name for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)
             if (root / name).is_file() or ((root / name).is_dir() and any((root / name).iterdir()))]
-    linked = next((root / name for name in (IMAGES_DIR, PARTS_DIR) if (root / name).is_symlink()), None)
+    linked = next((root / name for name in (IMAGES_DIR, PARTS_DIR) if (root / name).is_symlink()
+                   and (overwrite or (root / name).is_dir() and any((root / name).iterdir()))), None)
     if linked is not None:  # before: rmtree refused the link silently and the writer filled its target
         raise OutputError(f"{linked} is a link ({linked.resolve()}); a dataset written into {root} would write "
                           f"there: remove the link or choose another output folder")
@@ -132,6 +133,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# os.open flags: the last path component may not be a link; binary on Windows (which lacks the other two), so that
+# "wb" writes bytes as given; 0o666 leaves permissions to the umask, as open() does (a group's shared folders)
+_NO_LINKS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`: readers see the old or
     the complete new file, never a partial one. The one atomic writer of checkpoints, exports, JSON and configs. An
@@ -144,8 +150,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
             if tmp.is_symlink():  # planted under the name this process would use: the link goes, not its target
                 tmp.unlink()
             # O_NOFOLLOW: never write through a link (a leftover of this PID from a killed save is truncated)
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644),
-                           "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_LINKS, 0o666), "wb") as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -206,8 +211,7 @@ def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     if lock.is_symlink() or lock.exists() and not lock.is_file():  # before: a planted link's target was truncated
         raise OutputError(f"{lock} is not a plain file (a link?): remove it, or choose another {option}")
     with writing(lock):  # O_NOFOLLOW: a link planted between the check and the open is refused, not followed
-        handle = os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "a+",
-                           encoding="utf-8")
+        handle = os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT | _NO_LINKS, 0o666), "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from posepart.data.writer import atomic_write
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
-from posepart.inference.backends import METADATA_KEY, ModelInfo
+from posepart.inference.backends import MAX_INPUT_SIZE, METADATA_KEY, ModelInfo
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -173,6 +173,8 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
                  input_size: int | None = None, opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
     """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out`."""
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, map_location="cpu")
+    if (input_size or loaded.input_size) > MAX_INPUT_SIZE:  # its metadata would be refused by every loader
+        raise UsageError(f"export --input-size {input_size or loaded.input_size}: at most {MAX_INPUT_SIZE} pixels")
     info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
                       loaded.tasks)
     if fmt == "onnx":

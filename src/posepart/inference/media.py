@@ -117,8 +117,10 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif path.is_dir():
             files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            listings = {"keypoints.json", "summary.json"} if skip is not None and path.resolve() == skip.resolve() \
+                else set()  # a run's own, when --out is this folder
             left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                    and not p.name.startswith(".")]  # hidden files (.DS_Store) go unmentioned
+                    and not p.name.startswith(".") and p.name not in listings]  # hidden files (.DS_Store) unmentioned
             if left:  # before: left out without a word (a .gif, a phone's .heic)
                 kinds = sorted({p.suffix.lower() or p.name for p in left})
                 tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
@@ -359,18 +361,30 @@ def _video(run: _Run, source: Source) -> None:
         raise KeyboardInterrupt
 
 
-def check_out(out: Path, sources: Sequence[Source], parts: bool = True) -> None:
+def _folders_written(sources: Sequence[Source], options: PredictOptions) -> set[str]:
+    """The `OUTPUT_FOLDERS` a run of `sources` under `options` writes into."""
+    images, videos = any(s.kind == "image" for s in sources), any(s.kind != "image" for s in sources)
+    wanted = {"overlays": images and options.overlays, "parts": images and options.parts,
+              "instances": images and options.instances, "maps": images and options.maps, "videos": videos}
+    return {folder for folder, on in wanted.items() if on}
+
+
+def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
     """Refuse an --out that holds a dataset, whose ground-truth part labels this run's part maps would replace: one
     with annotations.json, or with images/ (a folder predict never writes) and a parts/NAME.png of an input that no
-    earlier run of ours listed. Cheap: `posepart predict` calls it before the model loads, `run_predict` again."""
+    earlier run of ours listed; and one where a folder this run writes is a link (its files, and an earlier run's
+    removal, would land wherever it leads). Cheap: `posepart predict` calls it before the model loads, `run_predict`
+    again."""
+    out = options.out
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
-    linked = next((folder for folder in OUTPUT_FOLDERS if (out / folder).is_symlink()), None)
-    if linked is not None:  # its files would be written, and an earlier run's removed, wherever the link leads
+    linked = next((folder for folder in sorted(_folders_written(sources, options)) if (out / folder).is_symlink()),
+                  None)
+    if linked is not None:
         raise OutputError(f"--out {out}: {linked}/ is a link ({(out / linked).resolve()}); predict writes and replaces "
                           f"files there: remove the link or choose another --out")
-    if not parts or not (out / IMAGES_DIR).is_dir():
+    if not options.parts or not (out / IMAGES_DIR).is_dir():
         return
     ours = _earlier_names(out) or set()
     clash = next((s.name for s in sources if s.kind == "image" and s.name not in ours
@@ -417,7 +431,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     the summary dict (also OUT/summary.json). Ctrl-C stops early: the files still list what was done, and the
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
-    check_out(options.out, sources, options.parts)
+    check_out(sources, options)
     _replace_earlier_run(options.out, sources)
     run = _Run(predictor, options)
     for failure in failures or []:
