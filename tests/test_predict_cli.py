@@ -273,7 +273,8 @@ def test_links_planted_in_the_output_folder_are_not_followed(setup, tmp_path, ca
     assert main([*predict, str(out)]) == 0
     assert victim.read_text() == "my thesis" and not (out / "overlays" / "000000.jpg").is_symlink()
     (out / "videos").symlink_to(photos)  # a link to a folder this run does not write (no video): fine
-    assert main([*predict, str(out)]) == 0
+    (photos / "000000.mp4").write_bytes(b"mine")  # named as the earlier run's video of this input would be
+    assert main([*predict, str(out)]) == 0 and (photos / "000000.mp4").read_bytes() == b"mine"  # not removed
     assert main([*predict, str(out), "--no-overlays"]) == 0 and (tmp_path / "photos" / "IMG_1.jpg").is_file()
 
 

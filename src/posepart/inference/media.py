@@ -416,8 +416,9 @@ def _replace_earlier_run(out: Path, sources: Sequence[Source]) -> None:
     if names is None:
         return
     inputs = {Path(source.location).resolve() for source in sources if source.kind != "webcam"}
-    for name in names:
-        for pattern in OUTPUTS.values():
+    patterns = [pattern for pattern in OUTPUTS.values() if not (out / pattern.split("/")[0]).is_symlink()]
+    for name in names:  # never through a linked folder (one this run does not write is allowed to be a link)
+        for pattern in patterns:
             stale = out / pattern.format(name)
             if stale.resolve() not in inputs:
                 stale.unlink(missing_ok=True)
