@@ -515,6 +515,7 @@ def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monk
     ("optim.schedule=step;optim.step_size=0", "optim.step_size: must be at least 1"),  # ZeroDivisionError
     ("optim.warmup_steps=-5", "optim.warmup_steps: must be at least 0"),  # silently 0
     ("data.batch_size=0", "data.batch_size: must be at least 1"),  # ZeroDivisionError
+    ("data.input_size=8000000", "data.input_size: must be at most 8192"),  # 192 TB asked of OpenCV
     ("data.sigma=-1", "data.sigma: must be a finite number > 0"),  # named no key
     ("train.log_every_steps=0", "train.log_every_steps: must be at least 1"),  # ZeroDivisionError
     ("train.val_every_epochs=0", "train.val_every_epochs: must be at least 1"),  # ZeroDivisionError

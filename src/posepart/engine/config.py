@@ -22,6 +22,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from posepart.engine.settings import Config, ModelConfig, to_plain
+from posepart.inference.backends import MAX_INPUT_SIZE
 from posepart.errors import PosepartError
 
 
@@ -300,6 +301,8 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
         (o.schedule != "step" or o.step_size >= 1, "optim.step_size", "at least 1 (schedule step)", o.step_size),
         (o.schedule != "step" or finite(o.gamma) and o.gamma > 0, "optim.gamma", "a finite number > 0 (schedule "
          "step)", o.gamma),
+        (d.input_size <= MAX_INPUT_SIZE, "data.input_size", f"at most {MAX_INPUT_SIZE} (what exports take)",
+         d.input_size),
         (d.batch_size >= 1, "data.batch_size", "at least 1", d.batch_size),
         (d.workers >= 0, "data.workers", "at least 0", d.workers),
         (finite(d.sigma) and d.sigma > 0, "data.sigma", "a finite number > 0", d.sigma),
