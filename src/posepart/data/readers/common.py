@@ -182,7 +182,6 @@ def source_paths(**paths: str | Path | None) -> dict[str, Path | None]:
     return {key: Path(value) if value else None for key, value in paths.items()}
 
 
-
 def _annotation(person: Person, width: int, height: int, skips: Skips, where: str) -> dict[str, Any] | None:
     """The COCO annotation dict of one person, dropping keypoints outside the image (counted); None if nothing is
     left to write (no labelled joint and no region to ignore)."""
