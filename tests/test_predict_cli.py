@@ -15,6 +15,7 @@ from PIL import Image
 from posepart.cli import main
 from posepart.data.format import PosePartDataset
 from posepart.data.synth import write_synth
+from posepart.data.validate import DatasetError
 from posepart.decode import DecodeConfig
 from posepart.inference.predictor import Predictor
 from posepart.schema import Schema, voc_palette
@@ -166,6 +167,11 @@ def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, 
     index = annotation_index(tmp_path / "odd.json")
     assert [index.image_id(p)[0] for p in ("/data/coco/x.jpg", "data/d/x.jpg", "./e/x.jpg")] == [1, 2, 3]
     assert index.image_id("x.jpg") == (None, ["/data/coco/x.jpg", "d/x.jpg", "e/x.jpg"])
+    # before: one file_name listed with two ids took the last one without a word
+    clash = [{"file_name": "d/x.jpg", "id": 2}, {"file_name": "./d/x.jpg", "id": 9}]
+    (tmp_path / "clash.json").write_text(json.dumps({"images": clash, "annotations": [], "categories": []}))
+    with pytest.raises(DatasetError, match="'d/x.jpg' is listed twice, with ids 2 and 9"):
+        annotation_index(tmp_path / "clash.json")
 
     image = (setup["data"] / "images" / "000000.jpg").read_bytes()
     for folder, name in (("a", "x.jpg"), ("b", "x.jpg"), ("other", "x.jpg")):

@@ -176,9 +176,14 @@ def annotation_index(path: Path) -> AnnotationIndex:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         for image in data.get("images", []):
             name = _posix(str(image["file_name"]))
-            if name not in ids:
-                by_basename.setdefault(PurePosixPath(name).name, []).append(name)
-            ids[name] = integer(image["id"], f"--annotations {path}: image {name!r} id")  # not 1.9 or true
+            image_id = integer(image["id"], f"--annotations {path}: image {name!r} id")  # not 1.9 or true
+            if name in ids:
+                if ids[name] != image_id:  # which id its results should take would be a guess
+                    raise DatasetError(f"--annotations {path}: image {name!r} is listed twice, with ids "
+                                       f"{ids[name]} and {image_id}")
+                continue
+            ids[name] = image_id
+            by_basename.setdefault(PurePosixPath(name).name, []).append(name)
         theirs = (data.get("categories") or [{}])[0].get("keypoints")
         keypoints = None if theirs is None else [str(name) for name in theirs]
     except DatasetError:
