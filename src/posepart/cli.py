@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.errors import PosepartError, UsageError
+from posepart.heads import INPUT_SIZE
 
 
 # -- verbs ---------------------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--n", type=int, default=300, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
-    p.add_argument("--size", type=int, default=368, help="image side in pixels")
+    p.add_argument("--size", type=int, default=INPUT_SIZE, help="image side in pixels")
     p.add_argument("--workers", type=at_least(1), default=1, help="processes (output identical for any count)")
     p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
     p.add_argument("--min-height", type=float, default=0.25,
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
-    p.add_argument("--input-size", type=at_least(1), default=368, help="square input side for the FLOP count")
+    p.add_argument("--input-size", type=at_least(1), default=INPUT_SIZE,
+                   help="square input side for the FLOP count")
     p.add_argument("--width", type=positive, default=1.0, help="channel width multiplier")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_models)

@@ -22,7 +22,7 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
-from posepart.heads import HeadMeta
+from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh_counts
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import Targets, build_targets
@@ -158,7 +158,7 @@ def oracle_prediction(
     dataset: PosePartDataset,
     record: ImageRecord,
     *,
-    input_size: int = 368,
+    input_size: int = INPUT_SIZE,
     head: HeadMeta | None = None,
     config: DecodeConfig | None = None,
 ) -> tuple[Prediction, np.ndarray | None]:
@@ -181,7 +181,7 @@ def oracle_prediction(
     return Prediction(results, pred_parts), parts
 
 
-def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = 368, stride: int = 8,
+def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = INPUT_SIZE, stride: int = 8,
                     sigma: float = HeadMeta.sigma, paf_width: float = HeadMeta.paf_width,
                     progress: bool = True) -> dict[str, Any]:
     """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma` and

@@ -13,7 +13,7 @@ from posepart.arguments import add_test_time_args, at_least, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.errors import OutputError, UsageError, output_folder
-from posepart.heads import POSE_STRIDES, HeadMeta
+from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -196,7 +196,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.oracle:
         drawn = {key: value for key, value in (("sigma", args.sigma), ("paf_width", args.paf_width))
                  if value is not None}
-        metrics = evaluate_oracle(dataset, input_size=args.input_size or 368, stride=args.stride or 8, **drawn)
+        metrics = evaluate_oracle(dataset, input_size=args.input_size or INPUT_SIZE, stride=args.stride or 8, **drawn)
         drew = metrics["targets"]
         name = (f"oracle ({drew['input_size']} px, stride {drew['pose_stride']}, sigma {drew['sigma']:g}, PAF width "
                 f"{drew['paf_width']:g})")
@@ -229,7 +229,7 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
     p.add_argument("--input-size", type=at_least(1),
-                   help="network input side (letterboxed); default: the checkpoint's, or 368 for --oracle")
+                   help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
     p.add_argument("--sigma", type=positive, help=f"--oracle: the heatmaps' Gaussian sigma in input pixels (default "

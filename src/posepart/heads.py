@@ -18,6 +18,13 @@ from posepart.errors import PosepartError
 from posepart.schema import Schema
 
 POSE_STRIDES: tuple[int, ...] = (8, 4, 2)  # what the pose heads can output (8: the trunk's; 4, 2: refined by skips)
+INPUT_SIZE = 368  # the network input side (OpenPose's) wherever none is given: configs, synthetic scenes, FLOP counts
+
+
+def cell_centre(stride: int) -> float:
+    """The input pixel at the centre of output cell 0 of a stride-`stride` map: cell g is centred at
+    stride * g + cell_centre(stride) (OpenPose's start = s/2 - 0.5)."""
+    return (stride - 1) / 2.0
 
 
 class HeadMetaError(PosepartError, ValueError):

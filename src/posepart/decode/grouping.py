@@ -21,7 +21,7 @@ from posepart.decode import compiled
 from posepart.decode.assembly import assemble
 from posepart.decode.completion import attach_fragments
 from posepart.decode.peaks import Peaks, find_peaks_flat
-from posepart.heads import HeadMeta
+from posepart.heads import HeadMeta, cell_centre
 
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
 
@@ -324,7 +324,7 @@ def decode(
     keep = np.flatnonzero((n_joints >= cfg.min_joints) & (score >= cfg.min_person_score))
     keep = keep[np.argsort(-score[keep], kind="stable")]
     kps = np.zeros((len(keep), k, 3), np.float32)
-    kps[:, :, :2] = peaks.xy[safe[keep]] * stride + (stride - 1) / 2.0
+    kps[:, :, :2] = peaks.xy[safe[keep]] * stride + cell_centre(stride)
     kps[:, :, 2] = peak_score[keep]
     kps[~found[keep]] = 0.0
     return [Person(kp, sc) for kp, sc in zip(kps, score[keep].tolist())]  # (keywords: 50 % slower)

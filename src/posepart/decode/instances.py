@@ -21,6 +21,7 @@ import functools
 import numpy as np
 
 from posepart.decode import compiled
+from posepart.heads import cell_centre
 from posepart.schema import Schema, split_side
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
@@ -137,7 +138,7 @@ def cell_index(image_to_canvas: np.ndarray, image_hw: tuple[int, int], grid_hw: 
     m = np.asarray(image_to_canvas, np.float64)
     if abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9:
         raise ValueError("cell_index needs an axis-aligned (scale + shift) image -> canvas transform")
-    half = (stride - 1) / 2.0
+    half = cell_centre(stride)
     cx = np.rint((m[0, 0] * np.arange(image_hw[1]) + m[0, 2] - half) / stride)
     cy = np.rint((m[1, 1] * np.arange(image_hw[0]) + m[1, 2] - half) / stride)
     return (np.clip(cy, 0, grid_hw[0] - 1).astype(np.int64), np.clip(cx, 0, grid_hw[1] - 1).astype(np.int64))

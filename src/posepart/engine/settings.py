@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
-from posepart.heads import HeadMeta
+from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.losses.pose import FOCAL_BETA
 from posepart.models.build import check_seg_head
 from posepart.models.pretrained import check_fits
@@ -143,7 +143,7 @@ class DataConfig:
     schema: SchemaName | None = None  # target schema of the run; default: data.train's, or the first source's
     sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
     epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
-    input_size: int = 368
+    input_size: int = INPUT_SIZE
     sigma: float = HeadMeta.sigma  # heatmap Gaussian sigma, input pixels (carried in the model's HeadMeta)
     paf_width: float = HeadMeta.paf_width  # PAF half-width, output cells (carried in the model's HeadMeta)
     batch_size: int = 8

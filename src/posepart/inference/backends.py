@@ -18,7 +18,7 @@ import numpy as np
 
 from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError
-from posepart.heads import HeadMeta, HeadMetaError
+from posepart.heads import INPUT_SIZE, HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
 from posepart.schema import Schema
 
@@ -38,7 +38,7 @@ class ModelInfo:
     the input size it was trained at and its outputs."""
 
     head: HeadMeta
-    input_size: int = 368
+    input_size: int = INPUT_SIZE
     outputs: tuple[str, ...] = OUTPUT_NAMES  # the network's outputs, in order: a subset of OUTPUT_NAMES
     name: str = ""
     # The tasks its weights learnt (its training sources'; None: not recorded, every head's). A head of another task

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from posepart.errors import writing
+from posepart.heads import cell_centre
 from posepart.inference.predictor import ImageResult
 from posepart.schema import Schema, voc_palette
 from posepart.viz import overlay
@@ -68,7 +69,7 @@ def _grid_to_image(result: ImageResult, stride: int) -> np.ndarray:
     """(2, 3) image pixels -> output-grid cells (for WARP_INVERSE_MAP sampling of a map onto the image)."""
     assert result.to_image is not None
     to_canvas = cv2.invertAffineTransform(result.to_image)
-    half = (stride - 1) / 2.0
+    half = cell_centre(stride)
     return np.vstack([(to_canvas[0] - [0, 0, half]) / stride, (to_canvas[1] - [0, 0, half]) / stride])
 
 

@@ -28,7 +28,7 @@ from posepart.data.augment import canvas_size, invert, labels_to_image, letterbo
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
-from posepart.heads import HeadMeta
+from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (Backend, BackendError, ModelInfo, OnnxBackend, TorchBackend,
                                          TorchScriptBackend)
 from posepart.inference.preprocess import InputError, describe, letterbox, load_image
@@ -320,7 +320,7 @@ class Predictor:
             if decoded:
                 canvas_kp = np.stack([p.keypoints for p in decoded])  # (N, K, 3) canvas pixels
                 cells = canvas_kp.copy()
-                cells[..., :2] = (canvas_kp[..., :2] - (stride - 1) / 2.0) / stride
+                cells[..., :2] = (canvas_kp[..., :2] - cell_centre(stride)) / stride
                 image_kp = canvas_kp.copy()
                 image_kp[..., :2] = transform_points(to_image, canvas_kp[..., :2])
                 # sub-cell placement can carry an edge cell's joint into the padding: keep it on the image (its
@@ -351,7 +351,7 @@ def without_padding(heatmaps: np.ndarray, num_joints: int, to_image: np.ndarray,
     the maps themselves when no cell does). Why: a peak there maps back to a joint outside the image (a very wide
     image letterboxed into a few rows of cells is mostly padding), which no annotation can hold."""
     h, w = heatmaps.shape[1:]
-    centres = (stride * np.arange(max(h, w)) + (stride - 1) / 2.0)  # canvas pixels; to_image is scale + shift
+    centres = stride * np.arange(max(h, w)) + cell_centre(stride)  # canvas pixels; to_image is scale + shift
     x = to_image[0, 0] * centres[:w] + to_image[0, 2]
     y = to_image[1, 1] * centres[:h] + to_image[1, 2]
     cols = (x < -0.5) | (x > image_hw[1] - 0.5)

@@ -22,7 +22,7 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from posepart.heads import HeadMeta
+from posepart.heads import HeadMeta, cell_centre
 from posepart.schema import Schema
 
 
@@ -93,7 +93,7 @@ def flip_maps(maps: Maps, schema: Schema) -> Maps:
 
 def _cell_to_pixel(stride: int) -> np.ndarray:
     """(3, 3): output cell coordinates -> canvas pixel coordinates (cell centre at s*g + (s-1)/2)."""
-    return np.array([[stride, 0.0, (stride - 1) / 2], [0.0, stride, (stride - 1) / 2], [0.0, 0.0, 1.0]])
+    return np.array([[stride, 0.0, cell_centre(stride)], [0.0, stride, cell_centre(stride)], [0.0, 0.0, 1.0]])
 
 
 def _h(matrix: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from posepart.losses.pose import FOCAL_BETA, HeatmapLoss, MaskMode, PoseLoss
+from posepart.losses.pose import FOCAL_BETA, SEED_THRESHOLD, HeatmapLoss, MaskMode, PoseLoss
 from posepart.losses.seg import SegLoss
 from posepart.losses.weighting import FixedWeighting, TaskWeighting
 from posepart.schema import Schema
@@ -51,7 +51,7 @@ class PosePartLoss(nn.Module):
         mask_mode: MaskMode = "openpose",
         weighting: TaskWeighting | None = None,
         allowed_sets: Tensor | None = None,
-        seed_threshold: float = 0.02,
+        seed_threshold: float = SEED_THRESHOLD,
         check_labels: bool = True,
         heatmap_loss: HeatmapLoss = "mse",
         focal_beta: float = FOCAL_BETA,

@@ -36,6 +36,7 @@ MaskMode = Literal["openpose", "seed"]
 MASK_MODES: tuple[str, ...] = ("openpose", "seed")
 PoseTask = Literal["heatmap", "paf"]
 HeatmapLoss = Literal["mse", "focal"]
+SEED_THRESHOLD = 0.02  # `mask: seed`: a heatmap cell is supervised where its target exceeds this (the seed's W(p))
 
 
 def heatmap_channel_mask(joint_mask: Tensor) -> Tensor:
@@ -53,7 +54,7 @@ def paf_channel_mask(joint_mask: Tensor, skeleton: Sequence[tuple[int, int]]) ->
     return limbs.repeat_interleave(2, dim=1)  # (B, 2L)
 
 
-def seed_heatmap_mask(gt: Tensor, threshold: float = 0.02) -> Tensor:
+def seed_heatmap_mask(gt: Tensor, threshold: float = SEED_THRESHOLD) -> Tensor:
     """The seed paper's W(p): 1 where the ground-truth heatmap exceeds `threshold`, per channel (B, K+1, h, w).
 
     Faithful to the paper, so it never penalises false positives in a joint channel's background (a joint map is only
@@ -113,7 +114,7 @@ class PoseLoss(nn.Module):
     `heatmap_loss="focal"` the joint heatmaps use `focal_heatmap_loss` (with `focal_beta`) instead (the background
     channel keeps MSE)."""
 
-    def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = 0.02,
+    def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = SEED_THRESHOLD,
                  heatmap_loss: HeatmapLoss = "mse", focal_beta: float = FOCAL_BETA) -> None:
         super().__init__()
         if mask_mode not in MASK_MODES:

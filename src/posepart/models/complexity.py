@@ -6,13 +6,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from posepart.heads import INPUT_SIZE
+
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameter elements (frozen ones too unless `trainable_only`)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_flops(model: nn.Module, input_hw: tuple[int, int] = (368, 368)) -> float:
+def count_flops(model: nn.Module, input_hw: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)) -> float:
     """FLOPs of one eval-mode forward pass on a (1, 3, H, W) input, counted by torch's FlopCounterMode.
 
     FlopCounterMode counts a multiply-add as 2 FLOPs and covers matmul/conv/transposed-conv (forward); elementwise
@@ -32,7 +34,7 @@ def count_flops(model: nn.Module, input_hw: tuple[int, int] = (368, 368)) -> flo
     return float(counter.get_total_flops())
 
 
-def complexity_table(input_hw: tuple[int, int] = (368, 368)) -> str:
+def complexity_table(input_hw: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)) -> str:
     """Markdown table of parameters and GFLOPs of every registered model on PASCAL-Person-Part, at two widths.
 
     python -c "from posepart.models.complexity import complexity_table; print(complexity_table())"   (~25 s on CPU)

@@ -26,7 +26,7 @@ from posepart.data.augment import (
     sample_affine,
 )
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
-from posepart.heads import HeadMeta
+from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.targets import build_targets
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TargetConfig:
     """Network input size and the model's `HeadMeta` (target grid, sigma, PAF width; None: a stride-8 pose head's
     defaults for the dataset's schema, e.g. to map images for a model that needs no targets)."""
 
-    input_size: int = 368
+    input_size: int = INPUT_SIZE
     head: HeadMeta | None = None
 
     def __post_init__(self) -> None:

@@ -30,17 +30,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from posepart.heads import HeadMeta
+from posepart.heads import HeadMeta, cell_centre
 from posepart.schema import IGNORE_LABEL
 
 GAUSS_EXPONENT_CUTOFF = 4.6052  # OpenPose: exp(-4.6052) = 0.01; smaller heatmap values are truncated to 0
 MASK_THRESHOLD = 0.5  # a cell is supervised when >= this fraction of its input pixels are
 _EPS = 1e-6  # limbs shorter than this (output cells) have no direction
-
-
-def _cell_offset(stride: int) -> float:
-    """Input coordinate of the centre of output cell 0 (OpenPose's start = s/2 - 0.5)."""
-    return (stride - 1) / 2.0
 
 
 def _as_keypoints(keypoints: np.ndarray) -> np.ndarray:
@@ -68,7 +63,7 @@ def heatmaps(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int, sigma:
     if which.size:
         joint = which % k  # (M,)
         xy = kp.reshape(-1, 3)[which, :2]  # (M, 2) input px
-        off = _cell_offset(stride)
+        off = cell_centre(stride)
         radius = sigma * math.sqrt(2.0 * GAUSS_EXPONENT_CUTOFF)  # input px beyond which the Gaussian is truncated
         win = int(math.floor(2.0 * radius / stride)) + 1  # most cells on one axis whose centre is within radius
         size = np.array([w, h])
@@ -112,7 +107,7 @@ def pafs(
     if not which.size:
         return out.reshape(2 * n_limbs, h, w)
     person, limb = np.divmod(which, n_limbs)
-    off = _cell_offset(stride)
+    off = cell_centre(stride)
     a = (kp[person, edges[limb, 0], :2] - off) / stride  # (M, 2) endpoints in grid units (cell centres at integers)
     b = (kp[person, edges[limb, 1], :2] - off) / stride
     d = b - a

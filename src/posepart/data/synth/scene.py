@@ -18,6 +18,7 @@ from posepart.data.synth.pose import (CHIN, HEAD_TOP, HIP, POSE_KINDS, SHOULDER,
                                       sample_pose, skeleton_3d, view_of)
 from posepart.data.synth.texture import degrade, fixed, grain, paint_at
 from posepart.errors import UsageError
+from posepart.heads import INPUT_SIZE
 from posepart.schema import PASCAL_KEYPOINTS, Schema
 
 K = len(PASCAL_KEYPOINTS)
@@ -235,13 +236,13 @@ def _render(rng: np.random.Generator, size: int, config: SceneConfig) -> SynthSc
     return SynthScene(out, parts, annotations, quality, joints)
 
 
-def scene_at(seed: int, index: int, size: int = 368, config: SceneConfig = SceneConfig()) -> SynthScene:
+def scene_at(seed: int, index: int, size: int = INPUT_SIZE, config: SceneConfig = SceneConfig()) -> SynthScene:
     """Image `index` of the synthetic dataset `seed`: the same whatever the dataset's length."""
     return render_scene(np.random.default_rng(np.random.SeedSequence([seed, index])), size, config)
 
 
 def iter_scenes(
-    n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig()
+    n: int, seed: int, size: int = INPUT_SIZE, workers: int = 1, config: SceneConfig = SceneConfig()
 ) -> Iterator[SynthScene]:
     """Scenes 0..n-1 in order (rendered in `workers` processes when > 1; identical results)."""
     if workers <= 1:
@@ -253,7 +254,7 @@ def iter_scenes(
 
 
 def write_synth(
-    out: Path, n: int, seed: int, size: int = 368, workers: int = 1, config: SceneConfig = SceneConfig(),
+    out: Path, n: int, seed: int, size: int = INPUT_SIZE, workers: int = 1, config: SceneConfig = SceneConfig(),
     progress: bool = False, overwrite: bool = False,
 ) -> Path:
     """Write n synthetic images (Schema.pascal_person_part) as a posepart dataset at `out`; returns `out`.
