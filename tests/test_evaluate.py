@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from posepart.cli import main
 from posepart.data.format import PosePartDataset
 from posepart.evaluate import evaluate_oracle, format_metrics
+from posepart.schema import Schema
 
 SEG_KEYS = {"pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou", "iou_per_class"}
 POSE_KEYS = {"ap", "ap50", "ap75", "ar", "pckh", "pck_dist"}
@@ -101,3 +103,32 @@ def test_oracle_on_parts_only_and_pose_only(tmp_path):
     assert metrics["images"] == 3
     assert metrics["segmentation"]["pixel_accuracy"] > 0.9  # 60x40 -> 64x64 -> back: only nearest-neighbour loss
     assert "pose" in metrics
+
+
+def test_people_without_box_or_area_are_scored_at_their_own_size(tmp_path):
+    """A dataset that gives a person keypoints but no bbox or area (DatasetWriter's own output) scored OKS against the
+    whole image's area, so a prediction 6 px off on a 40 x 100 px person scored AP 1.0. Truth: the same file with the
+    box and area the reader derives (the labelled joints' box) written in, scored by pycocotools."""
+    from posepart.data.writer import DatasetWriter
+    from posepart.evaluate import Evaluator, Prediction
+    from posepart.metrics import coco_keypoint_ap
+
+    schema = Schema.pascal_person_part()
+    rng = np.random.default_rng(0)
+    xy = np.stack([rng.uniform(300, 340, schema.num_joints), rng.uniform(200, 300, schema.num_joints)], 1)
+    joints = np.concatenate([xy, np.full((schema.num_joints, 1), 2.0)], 1)
+    with DatasetWriter(tmp_path / "d", schema) as writer:
+        writer.add(np.zeros((480, 640, 3), np.uint8), [{"keypoints": joints.ravel().tolist(), "iscrowd": 0}])
+    record = PosePartDataset.open(tmp_path / "d").records[0]
+    guess = joints.copy()
+    guess[:, 0] += 6.0
+    result = {"image_id": record.image_id, "category_id": 1, "keypoints": guess.ravel().tolist(), "score": 1.0}
+    evaluator = Evaluator(schema, parts=False)
+    evaluator.add(record, Prediction([result], None), None)
+    box = [float(xy[:, 0].min()), float(xy[:, 1].min()), float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))]
+    truth = coco_keypoint_ap([record.image_info()], [{"id": 1, "image_id": record.image_id, "category_id": 1,
+                                                       "keypoints": joints.ravel().tolist(), "iscrowd": 0,
+                                                       "num_keypoints": schema.num_joints, "bbox": box,
+                                                       "area": box[2] * box[3]}], [result], schema.sigmas)
+    assert 0.0 < truth["ap"] < 0.9
+    assert evaluator.compute()["pose"]["ap"] == pytest.approx(truth["ap"])

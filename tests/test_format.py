@@ -62,6 +62,32 @@ def test_round_trip_custom_schema(tmp_path):
     assert counts["part_pixel_share"]["arm"] == pytest.approx(2 * 100 / labelled)
 
 
+def test_writer_refuses_what_it_would_write_wrong(tmp_path):
+    """Before: a float image in [0, 1] was written black, a dataset written into another's folder took its part maps
+    (same file names), and numpy keypoints failed only in close(), after the images were written."""
+    schema, image = CUSTOM, np.zeros((40, 60, 3), np.uint8)
+    parts = np.ones((40, 60), np.uint8)
+    with DatasetWriter(tmp_path / "old", schema) as w:
+        w.add(image, [], parts)
+    with pytest.raises(DatasetError, match="annotations.json exists; pass --overwrite"):
+        DatasetWriter(tmp_path / "old", schema)
+    with DatasetWriter(tmp_path / "old", schema, overwrite=True) as w:
+        w.add(image, [])
+    assert PosePartDataset.open(tmp_path / "old").records[0].parts_path is None  # not the old run's part map
+    with DatasetWriter(tmp_path / "new", schema) as w:
+        with pytest.raises(DatasetError, match="uint8 RGB .* got float64 of shape \\(40, 60, 3\\)"):
+            w.add(np.full((40, 60, 3), 0.8), [])
+        with pytest.raises(DatasetError, match="3 keypoint values, expected 3 x 3"):
+            w.add(image, [{"keypoints": np.zeros((3, 3))}])  # (K, 3) instead of COCO's flat list
+        with pytest.raises(DatasetError, match="6 keypoint values, expected 3 x 3"):
+            w.add(image, [{"keypoints": [1, 2, 2, 3, 4, 2]}])
+        kp = np.array([25, 10, 2, 22, 28, 2, 45, 12, 1], np.float32)  # numpy values are JSON numbers
+        w.add(image, [{"keypoints": kp, "num_keypoints": np.int64(3), "bbox": np.array([20.0, 8, 30, 24])}])
+    assert not list((tmp_path / "new" / "images").iterdir())[1:]  # only the good image was written
+    record = PosePartDataset.open(tmp_path / "new").records[0]
+    assert record.keypoints[0].ravel().tolist() == kp.tolist() and record.boxes[0].tolist() == [20, 8, 30, 24]
+
+
 def test_png_image_round_trip_is_lossless(tmp_path):
     image = np.random.default_rng(1).integers(0, 255, (8, 9, 3), dtype=np.uint8)
     with DatasetWriter(tmp_path, Schema.coco()) as w:

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
-from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, keypoint_box
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
@@ -119,14 +119,17 @@ class Evaluator:
 
 
 def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any]:
-    """A COCOeval ground-truth dict: category 1, a fresh id, an area (from bbox when the file has none)."""
+    """A COCOeval ground-truth dict: category 1, a fresh id, and the box and area the reader gives the person when the
+    file has none (the labelled joints' box; before, the whole image, which made OKS lenient on such files)."""
     out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
                                                   "segmentation")}
     out.update(id=new_id, image_id=record.image_id, category_id=1)
     out.setdefault("iscrowd", 0)
-    out.setdefault("keypoints", [])
-    if "bbox" not in out:
-        out["bbox"] = [0.0, 0.0, float(record.width), float(record.height)]
+    out["keypoints"] = out.get("keypoints") or []  # absent or null: no joints, as the reader reads it
+    if out.get("bbox") is None:
+        joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
+        labelled = joints[:, 2] > 0
+        out["bbox"] = keypoint_box(joints) if labelled.any() else [0.0, 0.0, float(record.width), float(record.height)]
     if not out.get("area"):
         out["area"] = float(out["bbox"][2] * out["bbox"][3])
     if "num_keypoints" not in out:

@@ -479,7 +479,7 @@ def _read_record(
                 f"{width}x{height} image"
             )
         keypoints.append(kp)
-        box = box if box is not None else np.asarray(_keypoint_box(kp), np.float32)
+        box = box if box is not None else np.asarray(keypoint_box(kp), np.float32)
         boxes.append(box)
         areas.append(area if area else float(box[2] * box[3]))
         head_sizes.append(_head_size(ann, label))
@@ -520,7 +520,8 @@ def _head_size(ann: dict[str, Any], label: str) -> float:
     return float("nan")
 
 
-def _keypoint_box(kp: np.ndarray) -> list[float]:
+def keypoint_box(kp: np.ndarray) -> list[float]:
+    """[x, y, w, h] around a person's labelled joints (K, 3): the box of an annotation that gives none."""
     xy = kp[kp[:, 2] > 0, :2]
     x0, y0 = xy.min(0)
     x1, y1 = xy.max(0)

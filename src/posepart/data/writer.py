@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.data.validate import keypoints as validate_keypoints
 from posepart.errors import OutputError, PosepartError, output_folder, writing
 from posepart.schema import Schema
 
@@ -47,15 +48,17 @@ def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[
 
 
 class DatasetWriter:
-    """Write a dataset in the posepart format; the JSON is written atomically on `close()`.
+    """Write a dataset in the posepart format; the JSON is written atomically on `close()`. A folder that already
+    holds a dataset is refused unless `overwrite` (`claim_dataset_folder`: its part maps would attach to new images).
 
     >>> with DatasetWriter(root, schema) as writer:
     ...     writer.add(image_rgb, annotations, parts)
     """
 
-    def __init__(self, root: str | Path, schema: Schema) -> None:
+    def __init__(self, root: str | Path, schema: Schema, *, overwrite: bool = False) -> None:
         self.root = Path(root)
         self.schema = schema
+        claim_dataset_folder(self.root, overwrite=overwrite)
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         with writing(self.root):
@@ -73,10 +76,21 @@ class DatasetWriter:
         jpeg_quality: int = 90,
         **image_fields: Any,
     ) -> int:
-        """Write one RGB image (+ optional part map) and record its annotations; returns the image id."""
+        """Write one RGB image, uint8 (H, W, 3) or grey (H, W) (+ an optional uint8 (H, W) part map), and record its
+        annotations (COCO dicts; numpy values are written as JSON numbers); returns the image id. Wrong input is a
+        DatasetError here, before anything of the image is written."""
         image_id = len(self.images) + 1
         file_name = file_name or f"{image_id:06d}.jpg"
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
+                image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3):  # before: 0..1 floats written black
+            raise DatasetError(f"{file_name}: DatasetWriter writes uint8 RGB (H, W, 3) or grey (H, W) images, got "
+                               f"{getattr(image, 'dtype', type(image).__name__)} of shape {getattr(image, 'shape', '?')}"
+                               f" (scale floats in [0, 1] by 255 and round first)")
         height, width = image.shape[:2]
+        annotations = [_plain(ann) for ann in annotations]  # before: numpy values failed in close(), images written
+        for ann in annotations:
+            if ann.get("keypoints") not in (None, []):
+                validate_keypoints(ann["keypoints"], self.schema.num_joints, f"{file_name}: annotation keypoints")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
         _write_encoded(self.root / IMAGES_DIR / file_name, bgr, params)
@@ -109,6 +123,16 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
             self.close()
+
+
+def _plain(annotation: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an annotation with numpy arrays and scalars as JSON lists and numbers (Python values unchanged)."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, (np.ndarray, np.generic)):
+            return value.tolist()
+        raise DatasetError(f"annotation value {value!r} ({type(value).__name__}) cannot be written as JSON")
+
+    return json.loads(json.dumps(dict(annotation), default=convert))
 
 
 def _write_encoded(path: Path, array: np.ndarray, params: list[int]) -> None:

@@ -262,14 +262,13 @@ def write_synth(
     it), as `posepart convert` does."""
     from tqdm import tqdm
 
-    from posepart.data.writer import DatasetWriter, claim_dataset_folder
+    from posepart.data.writer import DatasetWriter
 
     if n < 1 or size < 1 or seed < 0:
         raise UsageError(f"synth: need n >= 1, size >= 1 and seed >= 0; got n={n}, size={size}, seed={seed}")
     out = Path(out)
-    claim_dataset_folder(out, overwrite=overwrite)
     # the bar opens after the writer (a folder that cannot be written fails first) and closes before any error shows
-    with DatasetWriter(out, Schema.pascal_person_part()) as writer, \
+    with DatasetWriter(out, Schema.pascal_person_part(), overwrite=overwrite) as writer, \
             tqdm(total=n, desc=f"synth {out.name}", unit="image", disable=not progress) as bar:
         for i, scene in enumerate(iter_scenes(n, seed, size, workers, config)):
             bar.update()
