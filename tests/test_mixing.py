@@ -160,6 +160,22 @@ def test_joint_maps_commute_with_horizontal_flips(source):
     np.testing.assert_array_equal(flipped_first, joints.apply(kp)[:, list(PASCAL.flip_perm)])
 
 
+@pytest.mark.parametrize("release", ["aic/test_aic.json", "mhp/test_mhp.json"])
+def test_joint_names_match_whatever_their_spelling(fixtures, release):
+    """AIC's "Right Shoulder" and MHP's "Right-shoulder" are PASCAL's right_shoulder. Before, names matched only as
+    spelled, so these real sources mapped no joint and fed no pose, without a word."""
+    folder = fixtures / "mmpose" / Path(release).parent
+    source = PosePartDataset.open(annotations=fixtures / "mmpose" / release, images=folder)
+    joints = JointMap.build(source.schema.keypoints, PASCAL.keypoints)
+    assert joints.present.all()
+    named = {name.lower().replace(" ", "_").replace("-", "_"): i for i, name in enumerate(source.schema.keypoints)}
+    record = next(r for r in source.records if len(r.keypoints))
+    mapped = joints.apply(record.keypoints)
+    for t in (PASCAL.keypoints.index("right_shoulder"), PASCAL.keypoints.index("left_ankle")):
+        np.testing.assert_array_equal(mapped[:, t], record.keypoints[:, named[PASCAL.keypoints[t]]])
+    assert source.schema.flip_perm != tuple(range(source.schema.num_joints))  # their sides are read too
+
+
 # -- parts -----------------------------------------------------------------------------------------------------------
 def test_cihp_parts_map_to_pascal_classes_and_sets():
     space = PartLabelSpace(PASCAL)

@@ -52,6 +52,18 @@ def test_mirror_names_keep_case():
     assert flip_permutation(["Left Hand", "Right Hand", "LEFT_FOOT", "RIGHT_FOOT"]) == (1, 0, 3, 2)
 
 
+def test_sides_in_the_spellings_datasets_use():
+    """Before: only left_/right_ prefixes had a side, so "l_shoulder", OpenPose's "LShoulder" or "knee_left" were never
+    swapped by a horizontal flip (augmentation and flip TTA then mirrored people with their joints unswapped)."""
+    assert flip_permutation(["l_shoulder", "r_shoulder", "LShoulder", "RShoulder", "RightHip", "LeftHip",
+                             "knee_left", "knee_right", "ankle_R", "ankle_L", "R-Elbow", "L-Elbow", "neck"]) == (
+        1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12)
+    assert split_side("LShoulder") == ("left", "Shoulder") and split_side("knee_r") == ("right", "knee")
+    assert split_side("l_ankle") == ("left", "ankle") and split_side("RightHip") == ("right", "Hip")
+    assert split_side("Reye") == (None, "Reye") and split_side("Left") == (None, "Left")  # no side there
+    assert Schema(keypoints=("LShoulder", "RShoulder", "Neck"), skeleton=((0, 2), (1, 2))).flip_perm == (1, 0, 2)
+
+
 def test_sigmas_default_by_name():
     s = Schema.coco()
     assert s.sigmas[0] == pytest.approx(0.026) and s.sigmas[-1] == pytest.approx(0.089)

@@ -79,28 +79,46 @@ _PARSING_CLASSES = (
 LIP_PART_CLASSES = tuple("jumpsuits" if c == "<10>" else c for c in _PARSING_CLASSES)
 CIHP_PART_CLASSES = tuple("torso_skin" if c == "<10>" else c for c in _PARSING_CLASSES)
 
-_SIDE = re.compile(r"^(left|right)(?=[_\- ])", re.IGNORECASE)  # the one left/right parser of joint and part names
+# The one left/right parser of joint and part names, in the spellings datasets use: a prefix with a separator
+# ("left_knee", "Right Hand", "l_ankle", "R-Elbow"), OpenPose's camel case ("LShoulder", "RightHip") and a suffix
+# ("knee_left", "hand_r"). Before, only "left_"/"right_" prefixes were read: other spellings were never swapped under
+# a horizontal flip (training flips mirrored people with their labels unswapped) and were stripped of no side.
+_SIDES = (
+    re.compile(r"^(?P<side>left|right|l|r)[_\- ](?P<rest>.+)$", re.IGNORECASE),
+    re.compile(r"^(?P<side>Left|Right|LEFT|RIGHT|L|R)(?P<rest>[A-Z].*)$"),
+    re.compile(r"^(?P<rest>.+?)[_\- ](?P<side>left|right|l|r)$", re.IGNORECASE),
+)
+_OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def _side_match(name: str) -> re.Match[str] | None:
+    return next((match for match in (pattern.match(name) for pattern in _SIDES) if match), None)
 
 
 def split_side(name: str) -> tuple[str | None, str]:
-    """'left_upper_arm' -> ('left', 'upper_arm'); 'Right Hand' -> ('right', 'Hand'); 'head' -> (None, 'head').
-    The side is lower-cased; the rest keeps its spelling (callers normalise it as they compare)."""
-    match = _SIDE.match(name)
+    """'left_upper_arm' -> ('left', 'upper_arm'); 'Right Hand' -> ('right', 'Hand'); 'LShoulder' -> ('left',
+    'Shoulder'); 'knee_r' -> ('right', 'knee'); 'head' -> (None, 'head'). The side is 'left' or 'right'; the rest keeps
+    its spelling (callers normalise it as they compare)."""
+    match = _side_match(name)
     if not match:
         return None, name
-    return match.group(1).lower(), name[match.end() + 1:]
+    side = match.group("side").lower()
+    return ("left" if side in ("left", "l") else "right"), match.group("rest")
 
 
 def _mirror_name(name: str) -> str:
-    """'left_knee' -> 'right_knee' (also 'left-arm', 'Right Hand'); names without a side map to themselves."""
-    match = _SIDE.match(name)
+    """'left_knee' -> 'right_knee', in the name's own spelling ('Right Hand' -> 'Left Hand', 'LShoulder' ->
+    'RShoulder', 'knee_l' -> 'knee_r'); names without a side map to themselves."""
+    match = _side_match(name)
     if not match:
         return name
-    side = match.group(1)
-    other = {"left": "right", "right": "left"}[side.lower()]
-    if side[0].isupper():
-        other = other.capitalize() if side[1:].islower() else other.upper()
-    return other + name[len(side):]
+    side = match.group("side")
+    other = _OTHER_SIDE[side.lower()]
+    if side.isupper():
+        other = other.upper()
+    elif side[0].isupper():
+        other = other.capitalize()
+    return name[:match.start("side")] + other + name[match.end("side"):]
 
 
 def flip_permutation(names: Sequence[str]) -> tuple[int, ...]:

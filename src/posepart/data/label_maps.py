@@ -96,16 +96,22 @@ class JointMap:
     @classmethod
     def build(cls, source: Sequence[str], target: Sequence[str],
               aliases: Mapping[str, Sequence[str | tuple[str, str]]] = JOINT_ALIASES) -> JointMap:
-        index = {name: i for i, name in enumerate(source)}
+        # names compare as part classes do (`_normal`): AIC's "Right Shoulder" is "right_shoulder" (before: exact
+        # spelling only, so such a source fed no pose at all)
+        index: dict[str, int] = {}
+        for i, name in enumerate(source):
+            index.setdefault(_normal(name), i)
+        aliases = {_normal(name): options for name, options in aliases.items()}
         per_level: list[list[tuple[int, int, int]]] = []
         described = []
         for t, name in enumerate(target):
-            options = [name, *aliases.get(name, ())]
+            options = [name, *aliases.get(_normal(name), ())]
             usable = []
             for option in options:
                 a, b = (option, option) if isinstance(option, str) else option
-                if a in index and b in index:
-                    usable.append((index[a], index[b], option if isinstance(option, str) else f"mid({a}, {b})"))
+                ia, ib = index.get(_normal(a)), index.get(_normal(b))
+                if ia is not None and ib is not None:
+                    usable.append((ia, ib, source[ia] if ia == ib else f"mid({source[ia]}, {source[ib]})"))
             for rank, (a, b, _) in enumerate(usable):
                 while len(per_level) <= rank:
                     per_level.append([])
