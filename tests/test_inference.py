@@ -153,6 +153,21 @@ def test_pil_images_without_a_stated_range_read_in_pils_own():
             load_image(Image.fromarray(bad))
 
 
+def test_a_pil_image_that_cannot_be_decoded_is_one_bad_input(tmp_path):
+    """PIL decodes on first use: a truncated file, or an image used after its `with` block, raised OSError or a bare
+    AssertionError that ended a whole list of inputs (the same file given as a path was one bad input)."""
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", noise)[1].tobytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # its header whole, half of its pixels
+    with pytest.raises(InputError, match="PIL could not read the image \\(OSError"):
+        load_image(Image.open(tmp_path / "truncated.jpg"))
+    (tmp_path / "whole.jpg").write_bytes(jpeg)
+    with Image.open(tmp_path / "whole.jpg") as closed:
+        pass
+    with pytest.raises(InputError, match="PIL could not read the image"):
+        load_image(closed)
+
+
 def _tagged(path, pixels: np.ndarray, orientation: int) -> None:
     """Write `pixels` losslessly (PNG, TIFF) tagged with an EXIF orientation."""
     exif = Image.Exif()

@@ -72,6 +72,17 @@ def _array_to_rgb8(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _pil_to_rgb8(image: Any, name: str) -> np.ndarray:
+    """A PIL image -> RGB8 (`_pil_pixels`); PIL decodes lazily, so a truncated file or a closed image fails here: an
+    InputError for this image (before, its OSError or AssertionError ended the whole list)."""
+    try:
+        return _pil_pixels(image, name)
+    except InputError:
+        raise
+    except (OSError, ValueError, AssertionError, SyntaxError) as err:
+        raise InputError(f"{name}: PIL could not read the image ({type(err).__name__}: {err})") from None
+
+
+def _pil_pixels(image: Any, name: str) -> np.ndarray:
     """A PIL image -> RGB8. 16-bit modes ("I;16...") are scaled like 16-bit PNGs. "I" (32-bit) and "F" (float) state
     no range: PIL's own is 0..255 (what `convert("I")` / `convert("F")` of an 8-bit image give), so values up to 255
     are 8-bit; an "I" image above 255 is 16-bit (older Pillows open 16-bit PNGs as "I"), and an "F" image within
