@@ -114,6 +114,18 @@ def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
         np.testing.assert_allclose(parts, expected.numpy(), atol=1e-4, rtol=0)
 
 
+def test_exporting_leaves_the_callers_model_as_it_was(tmp_path):
+    """Before, export_onnx / export_torchscript called `model.eval().cpu()` on the caller's model: one in training came
+    back in eval mode (and one on a GPU, on the CPU)."""
+    from posepart.engine.export import export_torchscript
+
+    model = build_model("paf_vgg16", PASCAL, width=0.125, stages=1, batch_norm=True).train()
+    info = model_info(model, PASCAL, SIZE, "training")
+    export_onnx(model, info, tmp_path / "m.onnx", verify=True)
+    export_torchscript(model, info, tmp_path / "m.pt", verify=True)
+    assert model.training and all(m.training for m in model.modules())
+
+
 def test_silu_model_round_trips_through_checkpoint_safetensors_and_onnx(tmp_path):
     """`model.activation: silu` (the CPU demo's) is part of the model's description: a checkpoint, its .safetensors
     export and its ONNX export all give the SiLU network's outputs."""

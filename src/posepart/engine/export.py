@@ -14,6 +14,7 @@ second batch size and image size.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,9 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: nn.Module, info: ModelInfo) -> None:
         super().__init__()
-        self.model = model
+        # a copy on the CPU in eval mode: exporting leaves the caller's model as it was (before, a model in training,
+        # or on a GPU, came back in eval mode on the CPU)
+        self.model = copy.deepcopy(model).eval().cpu()
         self.outputs = info.outputs
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
@@ -70,7 +73,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
         import onnx
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
-    wrapper = ExportWrapper(model.eval().cpu(), info).eval()
+    wrapper = ExportWrapper(model, info).eval()
     x = _dummy(info, input_size)
     dynamic: dict[str, dict[int, str]] = {"image": {0: "batch", 2: "height", 3: "width"}}
     for name in info.outputs:
@@ -121,7 +124,7 @@ def verify_onnx(wrapper: nn.Module, path: Path, info: ModelInfo, x: Tensor) -> f
 def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
                        verify: bool = True) -> dict[str, Any]:
     """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata."""
-    wrapper = ExportWrapper(model.eval().cpu(), info).eval()
+    wrapper = ExportWrapper(model, info).eval()
     x = _dummy(info, input_size)
     with warnings.catch_warnings():  # see export_onnx; torch.jit is also deprecated in favour of torch.export
         warnings.simplefilter("ignore")
