@@ -193,6 +193,18 @@ def test_a_photo_tagged_with_an_exif_orientation_is_read_upright(tiny, synth, tm
     assert np.array_equal(sideways.parts, upright.parts) and np.array_equal(sideways.keypoints, upright.keypoints)
 
 
+def test_from_model_drops_the_outputs_of_heads_never_trained():
+    """The joint network trained on pose alone (`tasks: [pose]`) still has a part head of random weights: a Predictor of
+    its checkpoint drops that output; before, `from_model` (no way to say what was trained) returned its random part
+    labels and instances."""
+    torch.manual_seed(2)
+    model = build_model("joint_vgg16", PASCAL, width=0.125, fc_width=32, stages=1, seg_head="stage")
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    assert Predictor.from_model(model, input_size=SIZE)(image).parts is not None
+    pose_alone = Predictor.from_model(model, input_size=SIZE, tasks=["pose"])(image)
+    assert pose_alone.parts is None and pose_alone.instances is None
+
+
 def test_no_joint_comes_from_the_letterbox_padding():
     """A 720 x 104 image fills 9 of the 64 x 16 canvas's rows; before, the joints a (random) network put in the grey
     padding, or that sub-cell placement carried there, came back up to 40 px above and below the image."""

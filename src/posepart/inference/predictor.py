@@ -205,15 +205,16 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model: Any, schema: Schema | None = None, *, input_size: int, device: str = "cpu",
-                   **kwargs: Any) -> Predictor:
+                   tasks: Sequence[str] | None = None, **kwargs: Any) -> Predictor:
         """From an in-memory `PosePartNet` (its own `schema` unless given); the predictor runs a copy of it.
         `input_size` is required: a module does not record the size it was trained at (before, 368 was assumed, and
-        a 128 px model found spurious people there)."""
+        a 128 px model found spurious people there). `tasks`: what its weights learnt (`LoadedModel.tasks`), so that
+        a head never trained gives no output, as from a checkpoint (None: every head is taken as trained)."""
         schema = schema if schema is not None else getattr(model, "schema", None)
         if schema is None:
             raise ValueError("the model carries no schema: pass schema=")
-        return cls(TorchBackend(model, model_info(model, schema, input_size), device), input_size=input_size,
-                   **kwargs)
+        return cls(TorchBackend(model, model_info(model, schema, input_size, tasks=tasks), device),
+                   input_size=input_size, **kwargs)
 
     @property
     def schema(self) -> Schema:
