@@ -205,6 +205,19 @@ def test_from_model_drops_the_outputs_of_heads_never_trained():
     assert pose_alone.parts is None and pose_alone.instances is None
 
 
+def test_predictor_options_are_checked_when_it_is_made():
+    """Before: input_size 0 silently meant the model's size, 10**9 asked OpenCV for terabytes on the first image, an
+    infinite scale overflowed there, and a dict for decode_config failed with an AttributeError at predict time."""
+    from posepart.errors import UsageError
+
+    model = build_model("paf_vgg16", PASCAL, width=0.125, stages=1)
+    for options, words in (({"input_size": 0}, "input size 0 is outside 8..8192"),
+                           ({"input_size": 10**9}, "outside 8..8192"), ({"scales": [1.0, float("inf")]}, "finite"),
+                           ({"decode_config": {"min_joints": 1}}, "must be a DecodeConfig, got dict")):
+        with pytest.raises(UsageError, match=words):
+            Predictor.from_model(model, input_size=options.pop("input_size", SIZE), **options)
+
+
 def test_no_joint_comes_from_the_letterbox_padding():
     """A 720 x 104 image fills 9 of the 64 x 16 canvas's rows; before, the joints a (random) network put in the grey
     padding, or that sub-cell placement carried there, came back up to 40 px above and below the image."""

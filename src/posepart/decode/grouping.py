@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,29 @@ class DecodeConfig:
     fragment_max_joints: int = 2
     fragment_radius: float = 1.0
     peak_radius: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse values the decoder cannot use (before: paf_samples 0 divided by zero on the first image with peaks,
+        NaN thresholds kept every peak or none)."""
+        def integer(value: Any, low: int) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+
+        def number(value: Any, low: float = -math.inf, high: float = math.inf) -> bool:
+            return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(
+                value) and low <= value <= high
+
+        checks = (("peak_threshold", number(self.peak_threshold), "a finite number"),
+                  ("paf_samples", integer(self.paf_samples, 2), "an integer >= 2 (both ends of a limb)"),
+                  ("paf_threshold", number(self.paf_threshold), "a finite number"),
+                  ("paf_min_fraction", number(self.paf_min_fraction, 0.0, 1.0), "a number in [0, 1]"),
+                  ("min_joints", integer(self.min_joints, 1), "an integer >= 1"),
+                  ("min_person_score", number(self.min_person_score), "a finite number"),
+                  ("fragment_max_joints", integer(self.fragment_max_joints, 0), "an integer >= 0"),
+                  ("fragment_radius", number(self.fragment_radius, 0.0), "a finite number >= 0"),
+                  ("peak_radius", self.peak_radius is None or integer(self.peak_radius, 1), "None or an integer >= 1"))
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"DecodeConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 
     def window(self, head: HeadMeta) -> int:
         """The peak suppression radius used on `head`'s maps: `peak_radius`, or the head's own when it is None."""

@@ -29,8 +29,8 @@ from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
-from posepart.inference.backends import (Backend, BackendError, ModelInfo, OnnxBackend, TorchBackend,
-                                         TorchScriptBackend)
+from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
+                                         TorchBackend, TorchScriptBackend)
 from posepart.inference.preprocess import InputError, describe, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
@@ -161,13 +161,19 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        if decode_config is not None and not isinstance(decode_config, DecodeConfig):  # a dict: AttributeError later
+            raise UsageError(f"decode_config must be a DecodeConfig, got {type(decode_config).__name__}")
         self.backend = backend
         self.info: ModelInfo = backend.info
-        size = int(input_size or self.info.input_size)
-        if size < self.info.input_multiple:
-            raise UsageError(f"input size {size} is below the network's input multiple {self.info.input_multiple}")
+        size = int(self.info.input_size if input_size is None else input_size)  # before, 0 meant the model's
+        if not self.info.input_multiple <= size <= MAX_INPUT_SIZE:
+            raise UsageError(f"input size {size} is outside {self.info.input_multiple}..{MAX_INPUT_SIZE} (the "
+                             f"network's input multiple .. the largest an export takes)")
         self.input_size = size
-        self.views: list[View] = tta_views(tuple(scales), flip)
+        try:
+            self.views: list[View] = tta_views(tuple(scales), flip)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         self.batch_size = int(batch_size)
         self.decode_config = decode_config if decode_config is not None else DecodeConfig()
         self.part_instances = part_instances

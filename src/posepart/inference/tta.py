@@ -16,6 +16,7 @@ classes as the geometric mean of the views' probabilities).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -49,8 +50,8 @@ def tta_views(scales: Sequence[float] = (1.0,), flip: bool = False) -> list[View
     """Every (scale, flip) combination, unflipped first."""
     if not scales:
         raise ValueError("give at least one scale")
-    if any(not (s > 0) for s in scales):
-        raise ValueError(f"scales must be positive, got {list(scales)}")
+    if any(not (s > 0 and math.isfinite(s)) for s in scales):  # inf: an OverflowError on the first image
+        raise ValueError(f"scales must be positive finite numbers, got {list(scales)}")
     return [View(float(s), f) for s in scales for f in ((False, True) if flip else (False,))]
 
 
