@@ -543,6 +543,20 @@ def test_a_stored_config_loads_whatever_its_unused_settings_say():
         check_trainable(config_from_dict(stored))
 
 
+def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
+    """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
+    inside training and a string learning rate as a TypeError."""
+    from dataclasses import replace
+
+    config = load_config("demo_cpu_joint")
+    for bad, words in ((replace(config, model=replace(config.model, name="jont_vgg16")), "model.name: Input should be"),
+                       (replace(config, optim=replace(config.optim, lr="0.1")), "optim.lr"),
+                       (config.to_dict(), "train\\(\\) takes a Config")):
+        with pytest.raises(ConfigError, match=words):
+            train(bad, tmp_path / "run", **QUIET)
+        assert not (tmp_path / "run").exists()
+
+
 def test_config_errors_name_the_key(data, tmp_path, capsys):
     with pytest.raises(ConfigError, match="optim.lrr: unknown key"):
         tiny(data, "optim.lrr=0.1")

@@ -286,6 +286,10 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
     out = Path(out)
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"train() takes a Config (`load_config`), got {type(cfg).__name__}")
+    cfg = config_from_dict(cfg.to_dict())  # one made in Python is checked as a YAML one is (a mistyped model name
+    # failed as a KeyError inside training)
     check_trainable(cfg, trainer_limits=bool({"max_steps", "max_epochs"} & set(trainer_overrides)))
     cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
