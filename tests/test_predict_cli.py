@@ -376,6 +376,24 @@ def test_result_plot_draws_the_prediction_with_its_legend(setup):
         result.plot(image[:10])
 
 
+def test_predicted_joints_are_never_drawn_as_occluded(tmp_path):
+    """A joint's last value is a visibility v in ground truth (1: occluded, drawn hollow) and a score in predictions;
+    before, a prediction scored exactly 1.0 (a saturated focal heatmap) was drawn hollow. And the save functions took
+    no str path."""
+    from posepart.inference.draw import save_parts
+    from posepart.viz import draw_people
+
+    schema = Schema.pascal_person_part()
+    image = np.zeros((64, 64, 3), np.uint8)
+    person = np.zeros((1, schema.num_joints, 3), np.float32)
+    person[0, 0] = [32, 32, 1.0]
+    solid, hollow = (draw_people(image, person, schema, scores=scores) for scores in (True, False))
+    person[0, 0, 2] = 0.999
+    assert np.array_equal(solid, draw_people(image, person, schema, scores=True))
+    assert not np.array_equal(solid, hollow) and solid[32, 32].any() and not hollow[32, 32].any()
+    assert save_parts(str(tmp_path / "p.png"), np.ones((4, 4), np.uint8), schema).is_file()
+
+
 def test_results_files_are_replaced_whole_or_not_at_all(setup, tmp_path, capsys, monkeypatch):
     """keypoints.json and summary.json are written atomically: a disk that fails while they are written leaves no
     truncated file (before: truncated or overwritten ones) and one `error:` line, exit 2. The earlier run's listings

@@ -75,11 +75,13 @@ def draw_people(
     *,
     thickness: int | None = None,
     min_score: float = 0.0,
+    scores: bool = False,
 ) -> np.ndarray:
     """Draw skeletons: limbs in the schema's limb colours, joints as dots (hollow when occluded, v == 1).
 
-    `keypoints` is (N, K, 3) with v (ground truth) or a score (predictions) in the last column; joints with a last
-    value <= min_score are not drawn.
+    `keypoints` is (N, K, 3) with v (ground truth) or, with `scores`, a score (predictions: never occluded; before,
+    a joint scored exactly 1.0 was drawn hollow) in the last column; joints with a last value <= min_score are not
+    drawn.
     """
     out = np.ascontiguousarray(image.copy())
     scale = max(out.shape[:2]) / 400
@@ -93,7 +95,7 @@ def draw_people(
             if present[a] and present[b]:
                 cv2.line(out, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA, shift)
         for j in np.flatnonzero(present):
-            occluded = person[j, 2] == 1
+            occluded = not scores and person[j, 2] == 1
             fill = 1 if occluded else -1
             cv2.circle(out, tuple(pts[j]), radius << shift, schema.joint_colours[j], fill, cv2.LINE_AA, shift)
     return out
@@ -101,12 +103,13 @@ def draw_people(
 
 def overlay(
     image: np.ndarray, schema: Schema, *, parts: np.ndarray | None = None, keypoints: np.ndarray | None = None,
-    min_score: float = 0.0,
+    min_score: float = 0.0, scores: bool = False,
 ) -> np.ndarray:
-    """Image with translucent part colours and skeletons on top."""
+    """Image with translucent part colours and skeletons on top (`scores`: the keypoints are predictions, as in
+    `draw_people`)."""
     out = draw_parts(image, parts, schema) if parts is not None else image.copy()
     if keypoints is not None and schema.has_pose:
-        out = draw_people(out, keypoints, schema, min_score=min_score)
+        out = draw_people(out, keypoints, schema, min_score=min_score, scores=scores)
     return out
 
 

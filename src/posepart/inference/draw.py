@@ -11,13 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posepart.decode import DecodeConfig
 from posepart.errors import writing
 from posepart.heads import cell_centre
 from posepart.inference.predictor import ImageResult
 from posepart.schema import Schema, voc_palette
 from posepart.viz import overlay
 
-OVERLAY_MIN_SCORE = 0.1  # joints with a weaker heatmap peak are not drawn (decode's own peak threshold)
+OVERLAY_MIN_SCORE = DecodeConfig.peak_threshold  # joints with a weaker heatmap peak are not drawn
 
 
 def instance_palette(n: int = 256) -> np.ndarray:
@@ -29,9 +30,10 @@ def instance_palette(n: int = 256) -> np.ndarray:
     return palette
 
 
-def save_indexed_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> Path:
+def save_indexed_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) -> Path:
     """Write a label map as an indexed PNG: pixel values are the labels (read back by PIL or any VOC tool), the
     palette colours them in viewers. More than 255 labels: a 16-bit grey PNG of the raw values instead."""
+    path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         if labels.size and int(labels.max()) > 255:
@@ -48,12 +50,12 @@ def save_indexed_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> Pat
     return path
 
 
-def save_parts(path: Path, parts: np.ndarray, schema: Schema) -> Path:
+def save_parts(path: str | Path, parts: np.ndarray, schema: Schema) -> Path:
     """Part labels as an indexed PNG in the VOC palette (the colours of `posepart.viz.draw_parts`)."""
     return save_indexed_png(path, parts, voc_palette(256))
 
 
-def save_instances(path: Path, instances: np.ndarray) -> Path:
+def save_instances(path: str | Path, instances: np.ndarray) -> Path:
     """Instance ids (0 = none, i = person i - 1 of keypoints.json's order for that image) as an indexed PNG."""
     return save_indexed_png(path, instances, instance_palette(256))
 
@@ -62,7 +64,7 @@ def draw_result(image: np.ndarray, result: ImageResult, schema: Schema, min_scor
                 ) -> np.ndarray:
     """The RGB image with translucent part colours and the people's skeletons."""
     keypoints = result.keypoints if result.people else None
-    return overlay(image, schema, parts=result.parts, keypoints=keypoints, min_score=min_score)
+    return overlay(image, schema, parts=result.parts, keypoints=keypoints, min_score=min_score, scores=True)
 
 
 def _grid_to_image(result: ImageResult, stride: int) -> np.ndarray:
