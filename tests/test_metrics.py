@@ -138,6 +138,19 @@ def test_oks_hand_case_matches_pycocotools():
     assert math.isnan(oks(np.zeros((3, 3)), pred, 100.0, SIGMAS3))
 
 
+def test_coco_ap_names_inputs_that_do_not_fit():
+    """Before: pycocotools' bare AssertionError ("Results do not correspond to current coco set") for a result on an
+    image not listed, and a numpy broadcast error from inside COCOeval for sigmas of another schema."""
+    images = [{"id": 1}]
+    gts = [_gt(1, 1, PERSON, AREA)]
+    with pytest.raises(ValueError, match="result 0: image_id 7 is not among the images"):
+        coco_keypoint_ap(images, gts, [_res(7, PERSON, 0.9)], SIGMAS3)
+    with pytest.raises(ValueError, match="ground-truth annotation 0: 9 keypoint values, expected 3 x 4"):
+        coco_keypoint_ap(images, gts, [_res(1, PERSON, 0.9)], SIGMAS3 + [0.1])
+    with pytest.raises(ValueError, match="result 0: 6 keypoint values, expected 3 x 3"):
+        coco_keypoint_ap(images, gts, [_res(1, PERSON[:2], 0.9)], SIGMAS3)
+
+
 def test_coco_ap_perfect_predictions_and_empty_results():
     images = [{"id": 1}, {"id": 2}, {"id": 3}]  # image 3 has no GT and no detection
     gts = [_gt(1, 1, PERSON, AREA), _gt(2, 2, PERSON + [300, 0, 0], AREA)]

@@ -40,6 +40,21 @@ def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequenc
     return float(oks_terms(gt_kpts, pred_kpts, area, sigmas)[labelled].mean())
 
 
+def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any]], results: list[dict[str, Any]],
+                  k: int) -> None:
+    """A ValueError naming what does not fit before pycocotools sees it (it fails with a bare AssertionError for a
+    result on an unlisted image, or a numpy broadcast error inside COCOeval for keypoints of another length)."""
+    listed = {image["id"] for image in images}
+    for what, entries in (("ground-truth annotation", ground_truth), ("result", results)):
+        for i, entry in enumerate(entries):
+            if entry["image_id"] not in listed:
+                raise ValueError(f"{what} {i}: image_id {entry['image_id']!r} is not among the images")
+            joints = entry.get("keypoints")
+            if (joints or what == "result") and len(joints or ()) != 3 * k:
+                raise ValueError(f"{what} {i}: {len(joints or ())} keypoint values, expected 3 x {k} (one x, y, v or "
+                                 f"score per sigma)")
+
+
 def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:
     """A copy of a GT annotation with the fields COCOeval reads filled in (crowds may come without keypoints)."""
     out = dict(ann)
@@ -81,6 +96,7 @@ def coco_keypoint_ap(
     if not results:
         return {key: 0.0 for key in _STAT_KEYS}
     k = len(sigmas)
+    _check_inputs(images, ground_truth, results, k)
     dataset = {
         "images": [dict(img) for img in images],
         "annotations": [_gt_dict(ann, k) for ann in ground_truth],
