@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,10 @@ def test_silu_replaces_every_relu_and_keeps_the_weights(name: str) -> None:
 def test_input_not_multiple_of_stride_is_refused() -> None:
     with pytest.raises(ValueError, match="multiples of 8"):
         fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(1, 3, 60, 64))
+    # channels last or unbatched: before, "multiples of 8, got 64x3" or an error deep inside F.interpolate
+    for shape in ((1, 64, 64, 3), (3, 64, 64)):
+        with pytest.raises(ValueError, match=re.escape(f"expected an image batch (B, 3, H, W), got shape {shape}")):
+            fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(*shape))
 
 
 def test_paf_stage_structure_matches_paper() -> None:
