@@ -116,6 +116,26 @@ def test_mmpose_coco_fixture_values(fixtures):
     assert rec.keypoints[0, 16].tolist() == [396.0, 341.0, 2.0]
 
 
+def test_crowdpose_release_reads_with_its_joints_joined_by_name(fixtures, capsys):
+    """CrowdPose's JSON carries COCO's 17-joint skeleton for its 14 joints: before, the file was refused ("skeleton edge
+    (15, 13) is not a pair of distinct joints"). Its joints are PASCAL-Person-Part's, joined as that skeleton joins
+    them, with a warning that names the limbs; the CLI shows it as one `warning:` line."""
+    from posepart.schema import PASCAL_SKELETON_NAMES
+
+    folder = fixtures / "mmpose/crowdpose"
+    with pytest.warns(UserWarning, match="is COCO's, for its 17 joints, not these 14"):
+        ds = PosePartDataset.open(annotations=folder / "test_crowdpose.json", images=folder)
+    joined = {frozenset((ds.schema.keypoints[a], ds.schema.keypoints[b])) for a, b in ds.schema.skeleton}
+    assert joined == {frozenset(pair) for pair in PASCAL_SKELETON_NAMES}
+    assert ds.schema.flip_perm != tuple(range(14)) and sum(len(r.keypoints) for r in ds) == 4
+    for joints, edges in ((["tip", "base"], [[1, 3]]), (list(Schema.pascal_person_part().keypoints), [[1, 2], [1, 99]])):
+        with pytest.raises(ValueError, match="not a pair of distinct joints"):  # not COCO's, or joints none knows
+            Schema.from_category({"keypoints": joints, "skeleton": edges})
+    assert main(["inspect", "--annotations", str(folder / "test_crowdpose.json"), "--images", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the skeleton [[16, 14]") and "format.py" not in err
+
+
 def test_posepart_format_missing_image_is_an_error(tmp_path):
     root = write_custom(tmp_path / "ds")
     (root / "images/img2.png").unlink()

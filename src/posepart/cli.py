@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib.util
 import json
@@ -10,8 +11,9 @@ import os
 import select
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
@@ -288,10 +290,38 @@ def _not_installed(name: str) -> bool:
         return True
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def _own_warnings_as_lines() -> Iterator[None]:
+    """posepart's own warnings as one `warning: ...` line, as its other notes are (Python's format adds the source
+    file, line number and code line); other libraries' warnings keep Python's format."""
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if Path(filename).resolve().is_relative_to(_PACKAGE):
+            print(f"warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb. A `PosepartError` (a user's mistake, an unusable input) is one `error:` line and exit 2; a full
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    with _own_warnings_as_lines():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         code = run(args)

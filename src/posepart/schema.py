@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -70,6 +71,14 @@ MPII_SKELETON_NAMES = (
     ("thorax", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
 )
 
+# Limbs by joint name, from the built-in skeletons: what a dataset whose own skeleton is unusable is given
+# (`limbs_by_name`). PASCAL-Person-Part's joints are also CrowdPose's, whose JSON carries COCO's 17-joint skeleton.
+_KNOWN_LIMBS = (
+    *PASCAL_SKELETON_NAMES,
+    *((COCO_KEYPOINTS[a - 1], COCO_KEYPOINTS[b - 1]) for a, b in COCO_SKELETON_1BASED),
+    *MPII_SKELETON_NAMES,
+)
+
 # The 20 human-parsing classes of LIP and CIHP (ids 0..19). They agree except id 10: LIP labels jumpsuits there, CIHP
 # bare torso skin.
 _PARSING_CLASSES = (
@@ -93,6 +102,24 @@ _OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
 
 def _side_match(name: str) -> re.Match[str] | None:
     return next((match for match in (pattern.match(name) for pattern in _SIDES) if match), None)
+
+
+def normal_name(name: str) -> str:
+    """'Upper-clothes' -> 'upper_clothes', 'Right Shoulder' -> 'right_shoulder': the form names are compared in."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def limbs_by_name(keypoints: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """The limbs of the built-in skeletons (PASCAL-Person-Part's, COCO's, MPII's) between joints of these names, as
+    0-based index pairs in their first order, each once."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(keypoints):
+        index.setdefault(normal_name(name), i)
+    limbs: dict[frozenset[int], tuple[int, int]] = {}
+    for a, b in _KNOWN_LIMBS:
+        if a in index and b in index:
+            limbs.setdefault(frozenset((index[a], index[b])), (index[a], index[b]))
+    return tuple(limbs.values())
 
 
 def split_side(name: str) -> tuple[str | None, str]:
@@ -300,6 +327,17 @@ class Schema:
         ):
             raise ValueError(f"skeleton must be a list of [a, b] 1-based pairs, got {skeleton_1based!r}")
         skeleton = tuple((a - 1, b - 1) for a, b in skeleton_1based)
+        k = len(keypoints)
+        coco = {frozenset(edge) for edge in COCO_SKELETON_1BASED}
+        if (k != len(COCO_KEYPOINTS) and any(not (0 <= a < k and 0 <= b < k) for a, b in skeleton)
+                and all(frozenset(edge) in coco for edge in skeleton_1based) and limbs_by_name(keypoints)):
+            # COCO's skeleton over other joints (CrowdPose's JSON carries it for its 14): no reading of it is right,
+            # so the joints are joined by name as the built-in skeletons join them (before: the file was refused,
+            # and CrowdPose could not be read). Any other skeleton naming a joint the file lacks stays an error.
+            skeleton = limbs_by_name(keypoints)
+            warnings.warn(f"the skeleton {list(map(list, skeleton_1based))} is COCO's, for its 17 joints, not these "
+                          f"{k}; the limbs are taken by joint name from the built-in skeletons instead: "
+                          f"{', '.join(f'{keypoints[a]}-{keypoints[b]}' for a, b in skeleton)}", stacklevel=2)
         sigmas = category.get("sigmas") or []
         if not isinstance(sigmas, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sigmas

@@ -16,14 +16,13 @@ Pure numpy, no I/O. A training run picks ONE target schema; every source maps in
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from posepart.errors import PosepartError
-from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, split_side
+from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, normal_name, split_side
 
 
 # Target joint -> how a source WITHOUT a joint of that exact name provides it, tried in order. A string is another
@@ -45,7 +44,7 @@ JOINT_ALIASES: dict[str, tuple[str | tuple[str, str], ...]] = {
 
 # Source part class -> the PASCAL-Person-Part classes it may be (background, head, torso, upper_arm, lower_arm,
 # upper_leg, lower_leg). PASCAL-Person-Part merges hands into lower arms and feet into lower legs. Classes are read
-# with `_normal` names (lower case, '-' and ' ' as '_'), so CIHP's "upper-clothes" is "upper_clothes".
+# with `normal_name` names (lower case, '-' and ' ' as '_'), so CIHP's "upper-clothes" is "upper_clothes".
 _LIMBS = ("torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 PARTS_TO_PASCAL: dict[str, tuple[str, ...]] = {
     # human parsing (LIP, CIHP, ATR): head accessories and skin are head
@@ -74,11 +73,6 @@ PARTS_TO_PASCAL: dict[str, tuple[str, ...]] = {
 PART_TABLES: dict[tuple[str, ...], Mapping[str, tuple[str, ...]]] = {PASCAL_PART_CLASSES: PARTS_TO_PASCAL}
 
 
-def _normal(name: str) -> str:
-    """'Upper-clothes' -> 'upper_clothes': the form names are compared in."""
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
 # -- joints ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class JointMap:
@@ -96,20 +90,20 @@ class JointMap:
     @classmethod
     def build(cls, source: Sequence[str], target: Sequence[str],
               aliases: Mapping[str, Sequence[str | tuple[str, str]]] = JOINT_ALIASES) -> JointMap:
-        # names compare as part classes do (`_normal`): AIC's "Right Shoulder" is "right_shoulder" (before: exact
+        # names compare as part classes do (`normal_name`): AIC's "Right Shoulder" is "right_shoulder" (before: exact
         # spelling only, so such a source fed no pose at all)
         index: dict[str, int] = {}
         for i, name in enumerate(source):
-            index.setdefault(_normal(name), i)
-        aliases = {_normal(name): options for name, options in aliases.items()}
+            index.setdefault(normal_name(name), i)
+        aliases = {normal_name(name): options for name, options in aliases.items()}
         per_level: list[list[tuple[int, int, int]]] = []
         described = []
         for t, name in enumerate(target):
-            options = [name, *aliases.get(_normal(name), ())]
+            options = [name, *aliases.get(normal_name(name), ())]
             usable = []
             for option in options:
                 a, b = (option, option) if isinstance(option, str) else option
-                ia, ib = index.get(_normal(a)), index.get(_normal(b))
+                ia, ib = index.get(normal_name(a)), index.get(normal_name(b))
                 if ia is not None and ib is not None:
                     usable.append((ia, ib, source[ia] if ia == ib else f"mid({source[ia]}, {source[ib]})"))
             for rank, (a, b, _) in enumerate(usable):
@@ -168,17 +162,17 @@ def part_sets(
     table for this target (`PART_TABLES`); the same name in the target; then the last two for the name without its
     left_/right_ side.
     """
-    tindex = {_normal(n): i for i, n in enumerate(target)}
-    table = {_normal(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}
-    table.update({_normal(k): tuple(v) for k, v in (overrides or {}).items()})
-    ignored = {_normal(n) for n in ignore}
-    known = {_normal(n) for n in source}
-    for name in (*ignored, *(_normal(k) for k in (overrides or {}))):
+    tindex = {normal_name(n): i for i, n in enumerate(target)}
+    table = {normal_name(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}
+    table.update({normal_name(k): tuple(v) for k, v in (overrides or {}).items()})
+    ignored = {normal_name(n) for n in ignore}
+    known = {normal_name(n) for n in source}
+    for name in (*ignored, *(normal_name(k) for k in (overrides or {}))):
         if name not in known:
             raise PartMapError(f"{source_name}: part class {name!r} is not one of its classes {list(source)}")
     out = []
     for raw in source:
-        name = _normal(raw)
+        name = normal_name(raw)
         if name in ignored:
             out.append(frozenset())
             continue
@@ -190,10 +184,10 @@ def part_sets(
             raise PartMapError(
                 f"{source_name}: part class {raw!r} has no target class among {list(target)}; map it with "
                 f"part_map: {{{raw}: [...]}} or drop it with ignore_parts: [{raw}]")
-        missing = [n for n in names if _normal(n) not in tindex]
+        missing = [n for n in names if normal_name(n) not in tindex]
         if missing:
             raise PartMapError(f"{source_name}: part class {raw!r} maps to {missing}, not among {list(target)}")
-        out.append(frozenset(tindex[_normal(n)] for n in names))
+        out.append(frozenset(tindex[normal_name(n)] for n in names))
     return out
 
 
