@@ -543,6 +543,18 @@ def test_a_stored_config_loads_whatever_its_unused_settings_say():
         check_trainable(config_from_dict(stored))
 
 
+def test_a_model_option_the_model_does_not_take_is_refused():
+    """Before: build_from_config dropped what the builder does not take, so `model.seg_head: fcn8` on fcn32_vgg16 trained
+    FCN-32s (and config.yaml said fcn8), and `model.stages: 6` on an FCN trained no pose head without a word."""
+    for name, setting, words in (("demo_cpu_fcn32", "model.seg_head=fcn8", "model.seg_head: fcn32_vgg16 has no such "
+                                  "option, so 'fcn8' would change nothing; remove it \\(FCN-16s and FCN-8s are"),
+                                 ("demo_cpu_fcn32", "model.stages=6", "model.stages: fcn32_vgg16 has no such option"),
+                                 ("demo_cpu_paf", "model.fc_width=512", "model.fc_width: paf_vgg16 has no such")):
+        with pytest.raises(ConfigError, match=words):
+            check_trainable(load_config(name, [setting]))
+    check_trainable(load_config("demo_cpu_fcn32", ["model.stages=2"]))  # the default: nothing asked of it
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""

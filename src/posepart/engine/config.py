@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from posepart.engine.settings import Config, ModelConfig, to_plain
 from posepart.inference.backends import MAX_INPUT_SIZE
 from posepart.errors import PosepartError
+from posepart.models import MODELS
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -322,11 +324,25 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
     if o.schedule in ("cosine", "linear") and t.max_epochs == -1 and t.max_steps == -1 and not trainer_limits:
         raise ConfigError(f"optim.schedule: {o.schedule!r} decays over the planned steps, and train.max_epochs and "
                           f"train.max_steps are both -1 (no limit): set one of them, or optim.schedule: constant")
+    _check_model_options(config.model)
     slow = ("loss.aggregator", config.loss.aggregator) if config.loss.aggregator != "sum" else (
         ("loss.weighting", "gradnorm") if config.loss.weighting == "gradnorm" else None)
     if slow is not None and t.compile:  # their gradients are taken with autograd.grad, outside the compiled step
         raise ConfigError(f"{slow[0]}: {slow[1]!r} is not supported with train.compile (its gradients are taken "
                           f"outside the compiled step); set one of them back")
+
+
+def _check_model_options(model: ModelConfig) -> None:
+    """A model setting the named model's builder does not take, set away from its default, is refused: before, it was
+    dropped, so `model.seg_head: fcn8` with `model.name: fcn32_vgg16` trained FCN-32s while config.yaml said fcn8."""
+    accepted = inspect.signature(MODELS[model.name]).parameters
+    default = ModelConfig()
+    for option in dataclasses.fields(ModelConfig):
+        key = option.name
+        if key not in ("name", "pretrained") and key not in accepted and getattr(model, key) != getattr(default, key):
+            hint = {"seg_head": " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)"}.get(key, "")
+            raise ConfigError(f"model.{key}: {model.name} has no such option, so {getattr(model, key)!r} would "
+                              f"change nothing; remove it{hint}")
 
 
 def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
