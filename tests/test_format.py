@@ -1,6 +1,7 @@
 """The dataset format: round trips, schema read from the file, real COCO fixtures, and every bad-input error."""
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,18 @@ def test_crowdpose_release_reads_with_its_joints_joined_by_name(fixtures, capsys
     assert main(["inspect", "--annotations", str(folder / "test_crowdpose.json"), "--images", str(folder)]) == 0
     err = capsys.readouterr().err
     assert err.startswith("warning: the skeleton [[16, 14]") and "format.py" not in err
+
+
+def test_a_part_folder_given_must_exist(tmp_path, capsys):
+    """Before: a mistyped --parts was dropped, and the dataset read as pose-only (inspect: 0 part-labelled images,
+    0 problems; evaluate: no segmentation scores), without a word. ROOT/parts absent still means no part maps."""
+    root = write_custom(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="nonexistent: the part-map folder given is not a directory"):
+        PosePartDataset.open(root, parts=tmp_path / "nonexistent")
+    assert main(["inspect", str(root), "--parts", str(tmp_path / "nonexistent")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    shutil.rmtree(root / "parts")
+    assert all(record.parts_path is None for record in PosePartDataset.open(root).records)
 
 
 def test_posepart_format_missing_image_is_an_error(tmp_path):

@@ -141,7 +141,9 @@ class PosePartDataset:
             skip = True if skip_missing_images is None else skip_missing_images
         else:
             raise DatasetError("give a dataset ROOT, or both --annotations FILE and --images DIR")
-        if parts_dir is not None and not parts_dir.is_dir():
+        if parts and not Path(parts).is_dir():  # before: a mistyped --parts made a pose-only dataset
+            raise DatasetError(f"{parts}: the part-map folder given is not a directory")
+        if parts_dir is not None and not parts_dir.is_dir():  # ROOT/parts absent: a dataset without part maps
             parts_dir = None
         data = read_json(annotation_file)
         return cls._from_json(data, annotation_file, image_dir, parts_dir, skip)
