@@ -41,8 +41,9 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), str(setup["clip"]),
-               str(setup["broken"]), str(tmp_path / "missing.png"), "--out", str(out), "--maps", "--quiet",
+    # inputs on both sides of an option (before: argparse took the first run of them and refused the rest)
+    rc = main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--maps",
+               str(setup["clip"]), str(setup["broken"]), "--out", str(out), str(tmp_path / "missing.png"), "--quiet",
                "--annotations", str(setup["data"] / "annotations.json"), "--min-joints", "1"])
     assert rc == 0  # some inputs failed, the others were processed
     err = capsys.readouterr().err

@@ -316,7 +316,12 @@ def _own_warnings_as_lines() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb. A `PosepartError` (a user's mistake, an unusable input) is one `error:` line and exit 2; a full
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "inputs", None) is not None and not any(e.startswith("-") for e in extra):
+        args.inputs += extra  # `predict a.jpg --flip b.jpg`: inputs after an option (argparse stops at the first)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with _own_warnings_as_lines():
         return _run(args)
 
