@@ -77,6 +77,10 @@ def test_every_option_is_explained_and_defaults_are_shown(capsys):
     assert code == 0 and "(default: 368)" in " ".join(out.split())  # --size
     assert "(default: 0)" in " ".join(out.split())  # --seed: a default of 0 is shown too
     assert "(default: None)" not in out and "(default: False)" not in out  # no noise for unset options
+    from posepart.demo import DEMO_SIZE
+
+    code, out, _ = run_cli(["demo", "--help"], capsys)  # before: "(default: posepart.demo.DEMO_SIZE)"
+    assert code == 0 and f"(default: {DEMO_SIZE})" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("out, given, expected", [("m.onnx", None, "onnx"), ("m.pt", None, "torchscript"),

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder: data, runs, report.md, figures")
     p.add_argument("--n-val", type=at_least(1), default=300, help="synthetic validation images")
     p.add_argument("--size", type=at_least(1), default=None,
-                   help="image and network input side (default: posepart.demo.DEMO_SIZE)")
+                   help="image and network input side (default: 128)")
     p.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                    help="synthetic scenes: easy = 1-2 large people on plain backgrounds (learnable on a CPU in "
                         "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")

@@ -112,7 +112,7 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (images and videos in them), video files, or a webcam index (0)")
     model = p.add_mutually_exclusive_group()
-    model.add_argument("--checkpoint", type=Path, help="model: .ckpt, .safetensors, or an export (.onnx, .pt)")
+    model.add_argument("--checkpoint", type=Path, help="model: .ckpt, .safetensors, or an export (.onnx, .pt, .ts)")
     model.add_argument("--onnx", type=Path, help="exported .onnx model, run by onnxruntime alone (no torch needed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
