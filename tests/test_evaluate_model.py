@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,13 @@ def test_broken_sample_is_skipped_and_counted(synth, tmp_path):
     ds = PosePartDataset.open(root)
     metrics, _ = evaluate_model(GroundTruthModel(synth, 1, 1), ds, input_size=SIZE, batch_size=2, progress=False)
     assert metrics["images"] == 3 and metrics["skipped"] == 1
+    # a part map with a label beyond the classes, as the oracle and training's validation do (before: the error
+    # ended the evaluation)
+    parts = root / "parts" / Path(synth.records[2].file_name).with_suffix(".png")
+    cv2.imwrite(str(parts), np.full(cv2.imread(str(parts), cv2.IMREAD_UNCHANGED).shape, 200, np.uint8))
+    metrics, _ = evaluate_model(GroundTruthModel(synth, 1, 1), ds, input_size=SIZE, batch_size=2, progress=False)
+    assert metrics["images"] == 2 and metrics["skipped"] == 2
+    assert evaluate_oracle(ds, input_size=SIZE)["skipped"] == 2
 
 
 def test_write_report(synth, tmp_path):

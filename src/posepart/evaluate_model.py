@@ -115,7 +115,9 @@ class DatasetEvaluator:
 
 
 class _Images(torch.utils.data.Dataset):
-    """A dataset's images by index, decoded in DataLoader workers when asked: (index, RGB image or None, error)."""
+    """A dataset's images and part maps by index, decoded in DataLoader workers when asked: (index, RGB image or None,
+    part labels or None, error). A broken part map is an error of its sample, as a broken image is (before: it ended
+    the evaluation, which the oracle and training's validation skip and count)."""
 
     def __init__(self, dataset: PosePartDataset) -> None:
         self.dataset = dataset
@@ -123,11 +125,12 @@ class _Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset.records)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, np.ndarray | None, str | None]:
+        record = self.dataset.records[index]
         try:
-            return index, self.dataset.load_image(self.dataset.records[index]), None
+            return index, self.dataset.load_image(record), self.dataset.load_parts(record), None
         except DatasetError as err:
-            return index, None, str(err)
+            return index, None, None, str(err)
 
 
 def _as_is(sample: Any) -> Any:
@@ -144,24 +147,25 @@ def inference_on_dataset(
     progress: bool = True,
 ) -> Iterator[tuple[ImageRecord, np.ndarray, ImageResult]]:
     """Run `predictor` over every image of `dataset` and feed `evaluator` (detectron2's `inference_on_dataset`);
-    yields (record, image, result) per image for callers that also draw. An unreadable image is skipped and counted,
-    not replaced by another (that would score an image twice)."""
+    yields (record, image, result) per image for callers that also draw. An unreadable image or part map is skipped
+    and counted, not replaced by another (that would score an image twice)."""
     loader = torch.utils.data.DataLoader(_Images(dataset), batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_as_is)
-    pending: deque[tuple[int, np.ndarray]] = deque()  # images handed to the predictor, whose results are due
+    # images handed to the predictor, whose results are due: (index, image, part labels)
+    pending: deque[tuple[int, np.ndarray, np.ndarray | None]] = deque()
 
     def images() -> Iterator[np.ndarray]:
-        for index, image, error in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for index, image, parts, error in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             if error is not None:
                 evaluator.skip(error)
                 continue
-            pending.append((index, image))
+            pending.append((index, image, parts))
             yield image
 
     for result in predictor.stream(images()):
-        index, image = pending.popleft()
+        index, image, parts = pending.popleft()
         record = dataset.records[index]
-        evaluator.process(record, result, dataset.load_parts(record))
+        evaluator.process(record, result, parts)
         yield record, image, result
 
 
