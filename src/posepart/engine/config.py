@@ -16,6 +16,7 @@ import json
 import math
 import re
 import typing
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -333,16 +334,19 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
 
 
 def _check_model_options(model: ModelConfig) -> None:
-    """A model setting the named model's builder does not take, set away from its default, is refused: before, it was
-    dropped, so `model.seg_head: fcn8` with `model.name: fcn32_vgg16` trained FCN-32s while config.yaml said fcn8."""
+    """Model settings the named model's builder does not take, set away from their defaults, are named in a warning:
+    before, they were dropped without a word, so `model.seg_head: fcn8` with `model.name: fcn32_vgg16` trained FCN-32s
+    while config.yaml said fcn8. A warning, not an error: switching `model.name` in a config made for another model
+    (`--set model.name=fcn32_vgg16` on the joint one) leaves such settings behind, and they change nothing."""
     accepted = inspect.signature(MODELS[model.name]).parameters
     default = ModelConfig()
-    for option in dataclasses.fields(ModelConfig):
-        key = option.name
-        if key not in ("name", "pretrained") and key not in accepted and getattr(model, key) != getattr(default, key):
-            hint = {"seg_head": " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)"}.get(key, "")
-            raise ConfigError(f"model.{key}: {model.name} has no such option, so {getattr(model, key)!r} would "
-                              f"change nothing; remove it{hint}")
+    unused = [f"model.{option.name}: {getattr(model, option.name)!r}" for option in dataclasses.fields(ModelConfig)
+              if option.name not in ("name", "pretrained") and option.name not in accepted
+              and getattr(model, option.name) != getattr(default, option.name)]
+    if unused:
+        hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in str(unused) else ""
+        warnings.warn(f"{model.name} has no such options, so these settings change nothing: {', '.join(unused)}"
+                      f"{hint}", stacklevel=3)
 
 
 def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
