@@ -409,3 +409,24 @@ def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth
     assert main(["evaluate", "--checkpoint", str(pose_model), "--source", f"people={synth.annotation_file.parent}",
                  "--source", f"parts={tmp_path / 'parts_only'}"]) == 2
     assert "parts_only/annotations.json: nothing to score" in capsys.readouterr().err
+
+
+def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
+    """Before: --source took a posepart ROOT only, so a COCO source that training validated on (`{annotations, images}`)
+    could not be among the rows; its JSON alone was refused pointing at --annotations/--images, which --source
+    replaces. Now NAME=FILE.json:IMAGES, scored as --annotations FILE --images IMAGES is."""
+    import os
+
+    from inference_helpers import write_checkpoint
+
+    model = write_checkpoint(tmp_path / "pose.ckpt", Schema.pascal_person_part(), input_size=SIZE, tasks=("pose",))
+    coco = fixtures / "coco_mini"
+    release = f"{coco / 'annotations/person_keypoints_train2017.json'}{os.pathsep}{coco / 'train2017'}"
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", "--out",
+                 str(tmp_path / "rows")]) == 0
+    assert main(["evaluate", "--checkpoint", str(model), "--annotations", release.split(os.pathsep)[0], "--images",
+                 str(coco / "train2017"), "--out", str(tmp_path / "one")]) == 0
+    rows = json.loads((tmp_path / "rows" / "metrics.json").read_text())["sources"]
+    assert rows["coco"]["pose"] == json.loads((tmp_path / "one" / "metrics.json").read_text())["pose"]
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release.split(os.pathsep)[0]}"]) == 2
+    assert f"give its image folder after it, joined by '{os.pathsep}'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Collection
@@ -92,6 +93,18 @@ def _tta_label(metrics: dict) -> str:
     return f", test-time{scales}{' flip' if views['flip'] else ''}"
 
 
+def _open_source(root: str) -> PosePartDataset:
+    """A --source's dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json and its image folder joined by
+    the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on Windows), as PATH joins folders."""
+    annotations, sep, images = root.rpartition(os.pathsep)
+    if sep and annotations.lower().endswith(".json") and not Path(root).exists():
+        return PosePartDataset.open(annotations=Path(annotations), images=Path(images))
+    if root.lower().endswith(".json") and Path(root).is_file():
+        raise UsageError(f"--source {root}: a COCO annotation file; give its image folder after it, joined by "
+                         f"'{os.pathsep}': NAME=FILE.json{os.pathsep}IMAGES")
+    return PosePartDataset.open(Path(root))
+
+
 def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.writer import write_json_atomic
@@ -113,7 +126,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         if not SOURCE_NAME.fullmatch(name) or name in datasets:  # it names the source's keypoints file
             raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-', "
                              f"once per source")
-        datasets[name] = with_images(PosePartDataset.open(Path(root)), f"--source {item}")
+        datasets[name] = with_images(_open_source(root), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
@@ -246,5 +259,5 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
-                   "source of that NAME), one report row per source")
+                   f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}IMAGES")
     p.set_defaults(run=cmd_evaluate)
