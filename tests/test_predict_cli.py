@@ -103,6 +103,10 @@ def test_exit_status_and_strict(setup, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "nope.ckpt"), image, "--out", str(tmp_path / "d")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["predict", image, "--out", str(tmp_path / "e")]) == 2  # no model given
+    capsys.readouterr()
+    # before: set after DecodeConfig was made, so a NaN score threshold was taken (and dropped every person)
+    assert main(["predict", "--checkpoint", ckpt, image, "--min-person-score", "nan", "--out", str(tmp_path / "f")]) == 2
+    assert "min_person_score must be a finite number, got nan" in capsys.readouterr().err
 
 
 def test_duplicate_names_and_flip_scales_options(setup, tmp_path):

@@ -23,11 +23,13 @@ def _predictor(args: argparse.Namespace) -> Any:
     from posepart.decode import DecodeConfig
     from posepart.inference.predictor import Predictor
 
-    decode = DecodeConfig()
-    if args.min_joints is not None:
-        decode.min_joints = args.min_joints
-    if args.min_person_score is not None:
-        decode.min_person_score = args.min_person_score
+    from posepart.errors import UsageError
+
+    given = {"min_joints": args.min_joints, "min_person_score": args.min_person_score}
+    try:  # checked as DecodeConfig checks its fields (before, set after it was made: --min-person-score nan passed)
+        decode = DecodeConfig(**{key: value for key, value in given.items() if value is not None})
+    except ValueError as err:
+        raise UsageError(f"predict: {err}") from None
     options = dict(input_size=args.input_size, scales=args.scales, flip=args.flip, batch_size=args.batch_size,
                    keep_maps=args.maps, part_instances=not args.no_instances, decode_config=decode)
     if args.onnx is not None:
@@ -121,7 +123,7 @@ def add_predict_parsers(verbs: Any) -> None:
     add_test_time_args(p)
     p.add_argument("--batch-size", type=at_least(1), default=8, help="canvases per network call")
     p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
-    p.add_argument("--min-joints", type=at_least(0),
+    p.add_argument("--min-joints", type=at_least(1),
                    help="drop people with fewer joints (default 3, DecodeConfig's)")
     p.add_argument("--min-person-score", type=float, help="drop people scoring below this (default 0.2)")
     p.add_argument("--maps", action="store_true", help="also draw heatmap and PAF pictures (OUT/maps/)")
