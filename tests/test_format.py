@@ -82,6 +82,8 @@ def test_writer_refuses_what_it_would_write_wrong(tmp_path):
             w.add(image, [{"keypoints": np.zeros((3, 3))}])  # (K, 3) instead of COCO's flat list
         with pytest.raises(DatasetError, match="6 keypoint values, expected 3 x 3"):
             w.add(image, [{"keypoints": [1, 2, 2, 3, 4, 2]}])
+        with pytest.raises(DatasetError, match="part map must be uint8 40x60, got \\(40, 61\\) uint8"):
+            w.add(image, [], np.zeros((40, 61), np.uint8))  # refused before its image was written
         kp = np.array([25, 10, 2, 22, 28, 2, 45, 12, 1], np.float32)  # numpy values are JSON numbers
         w.add(image, [{"keypoints": kp, "num_keypoints": np.int64(3), "bbox": np.array([20.0, 8, 30, 24])}])
     assert not list((tmp_path / "new" / "images").iterdir())[1:]  # only the good image was written

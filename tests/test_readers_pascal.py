@@ -192,3 +192,8 @@ def test_cli_convert_split_inspect_and_oracle(fixtures, tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
     metrics = oracle(out, tmp_path)
     assert metrics["pose"]["ap"] >= 0.95 and metrics["segmentation"]["mean_iou"] >= 0.9
+    # the same conversion again with --overwrite replaces it (a version of this session claimed the folder twice, and
+    # the second claim refused the annotations.json the first had kept, after the images were gone)
+    convert(capsys, ["pascal-person-part", "--src", src, "--split", "val", "--out", out, "--overwrite",
+                     "--berkeley", fixtures / "pascal_berkeley_keypoints/person"])
+    assert inspect_json(capsys, out)["images"] == 4

@@ -49,16 +49,18 @@ def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[
 
 class DatasetWriter:
     """Write a dataset in the posepart format; the JSON is written atomically on `close()`. A folder that already
-    holds a dataset is refused unless `overwrite` (`claim_dataset_folder`: its part maps would attach to new images).
+    holds a dataset is refused unless `overwrite` (`claim_dataset_folder`: its part maps would attach to new images;
+    `inputs` may not lie in what it replaces).
 
     >>> with DatasetWriter(root, schema) as writer:
     ...     writer.add(image_rgb, annotations, parts)
     """
 
-    def __init__(self, root: str | Path, schema: Schema, *, overwrite: bool = False) -> None:
+    def __init__(self, root: str | Path, schema: Schema, *, overwrite: bool = False,
+                 inputs: Sequence[Path] = ()) -> None:
         self.root = Path(root)
         self.schema = schema
-        claim_dataset_folder(self.root, overwrite=overwrite)
+        claim_dataset_folder(self.root, overwrite=overwrite, inputs=inputs)  # `inputs`: what the dataset is made from
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         with writing(self.root):
@@ -83,10 +85,13 @@ class DatasetWriter:
         file_name = file_name or f"{image_id:06d}.jpg"
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
                 image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3):  # before: 0..1 floats written black
+            kind = getattr(image, "dtype", type(image).__name__)
             raise DatasetError(f"{file_name}: DatasetWriter writes uint8 RGB (H, W, 3) or grey (H, W) images, got "
-                               f"{getattr(image, 'dtype', type(image).__name__)} of shape {getattr(image, 'shape', '?')}"
-                               f" (scale floats in [0, 1] by 255 and round first)")
+                               f"{kind} of shape {getattr(image, 'shape', '?')} (scale floats in [0, 1] by 255 and "
+                               f"round first)")
         height, width = image.shape[:2]
+        if parts is not None and (parts.shape != (height, width) or parts.dtype != np.uint8):
+            raise DatasetError(f"{file_name}: part map must be uint8 {height}x{width}, got {parts.shape} {parts.dtype}")
         annotations = [_plain(ann) for ann in annotations]  # before: numpy values failed in close(), images written
         for ann in annotations:
             if ann.get("keypoints") not in (None, []):
@@ -95,8 +100,6 @@ class DatasetWriter:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
         _write_encoded(self.root / IMAGES_DIR / file_name, bgr, params)
         if parts is not None:
-            if parts.shape != (height, width) or parts.dtype != np.uint8:
-                raise ValueError(f"part map must be uint8 {height}x{width}, got {parts.shape} {parts.dtype}")
             _write_encoded(self.root / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
         self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, **image_fields})
         for ann in annotations:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
-from posepart.data.writer import DatasetWriter, claim_dataset_folder, write_json_atomic
+from posepart.data.writer import DatasetWriter, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -236,10 +236,9 @@ def write_samples(
     root = Path(out)
     source = source or {}
     inputs = [value for value in source.values() if isinstance(value, Path)]
-    claim_dataset_folder(root, overwrite=overwrite, inputs=inputs)
     skips = skips if skips is not None else Skips()
     people = ignore = part_maps = 0
-    with CopyWriter(root, schema) as writer:
+    with CopyWriter(root, schema, overwrite=overwrite, inputs=inputs) as writer:  # claims the folder first
         for sample in tqdm(samples, desc="convert", disable=not progress, leave=False, unit="img"):
             try:
                 annotations, parts, (height, width) = _check_sample(sample, schema, skips)
