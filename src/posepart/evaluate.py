@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
-from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, keypoint_box
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, keypoint_box, region_mask
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
@@ -68,7 +68,10 @@ class Evaluator:
         if record.pose_labeled and self.score_pose:
             self.images.append(record.image_info())
             for ann in record.annotations:
-                self.ground_truth.append(_gt_annotation(ann, record, len(self.ground_truth) + 1))
+                gt = _gt_annotation(ann, record, len(self.ground_truth) + 1)
+                if gt is None:
+                    continue
+                self.ground_truth.append(gt)
                 made = ann.get(MADE_KEY)
                 self.made.append(made if isinstance(made, Mapping) else None)
             self.results.extend(prediction.results)
@@ -118,9 +121,12 @@ class Evaluator:
                 for field, groups in found.items() if groups}
 
 
-def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any]:
-    """A COCOeval ground-truth dict: category 1, a fresh id, and the box and area the reader gives the person when the
-    file has none (the labelled joints' box; before, the whole image, which made OKS lenient on such files)."""
+def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any] | None:
+    """A COCOeval ground-truth dict: category 1, a fresh id, and, when the file gives no box, the box the reader
+    reads: a person's labelled joints' (before, the whole image, which made OKS lenient on such files; the whole
+    image still where the joints span no area, one joint or a line, which gives no scale), an ignore region's
+    segmentation's. None for an annotation with neither joints, box nor segmentation: the reader reads nothing
+    there, and a whole-image ignore box would hide every false positive of the image."""
     out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
                                                   "segmentation")}
     out.update(id=new_id, image_id=record.image_id, category_id=1)
@@ -128,8 +134,16 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
     out["keypoints"] = out.get("keypoints") or []  # absent or null: no joints, as the reader reads it
     if out.get("bbox") is None:
         joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
-        labelled = joints[:, 2] > 0
-        out["bbox"] = keypoint_box(joints) if labelled.any() else [0.0, 0.0, float(record.width), float(record.height)]
+        whole = [0.0, 0.0, float(record.width), float(record.height)]
+        if (joints[:, 2] > 0).any():
+            box = keypoint_box(joints)
+            out["bbox"] = box if box[2] * box[3] > 0 else whole
+        elif out.get("segmentation") and (region := region_mask(out["segmentation"], record.height,
+                                                                  record.width)).any():
+            rows, cols = np.nonzero(region)
+            out["bbox"] = [float(cols.min()), float(rows.min()), float(np.ptp(cols) + 1), float(np.ptp(rows) + 1)]
+        else:
+            return None
     if not out.get("area"):
         out["area"] = float(out["bbox"][2] * out["bbox"][3])
     if "num_keypoints" not in out:
