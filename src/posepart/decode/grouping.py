@@ -27,7 +27,7 @@ from posepart.heads import HeadMeta, cell_centre
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
 
 
-@dataclass
+@dataclass(frozen=True)  # checked when made (`__post_init__`): `dataclasses.replace` makes a changed copy
 class DecodeConfig:
     """Decoder thresholds; defaults are OpenPose's (rtpose python demo / body_25 C++ defaults).
 

@@ -174,6 +174,11 @@ class Predictor:
             self.views: list[View] = tta_views(tuple(scales), flip)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        for view in self.views:  # the canvas side each view runs at, checked as the input size is
+            side = round(size * view.scale)
+            if not self.info.input_multiple <= side <= MAX_INPUT_SIZE:
+                raise UsageError(f"scale {view.scale:g} makes a {side} px canvas of the {size} px input, outside "
+                                 f"{self.info.input_multiple}..{MAX_INPUT_SIZE}")
         self.batch_size = int(batch_size)
         self.decode_config = decode_config if decode_config is not None else DecodeConfig()
         self.part_instances = part_instances
