@@ -27,10 +27,12 @@ from posepart.engine.checkpoint import (
     load_checkpoint,
     load_model,
 )
-from posepart.engine.config import ConfigError, check_trainable, config_from_dict, load_config
+from posepart.engine.config import (ConfigError, check_trainable, config_from_dict, load_config,
+                                    warn_unused_model_options)
 from posepart.engine.data import EpochSampler, PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
+from posepart.errors import PosepartWarning
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
 from posepart.schema import Schema
@@ -550,12 +552,13 @@ def test_a_model_option_the_model_does_not_take_is_named():
     for name, setting, words in (("demo_cpu_fcn32", "model.seg_head=fcn8", "fcn32_vgg16 has no such options, so these "
                                   "settings change nothing: model.seg_head: 'fcn8' \\(FCN-16s and FCN-8s are"),
                                  ("demo_cpu_fcn32", "model.stages=6", "model.stages: 6"),
-                                 ("demo_cpu_paf", "model.fc_width=512", "paf_vgg16 has no such .* model.fc_width: 512")):
-        with pytest.warns(UserWarning, match=words):
-            check_trainable(load_config(name, [setting]))
+                                 ("demo_cpu_paf", "model.fc_width=512",
+                                  "paf_vgg16 has no such .* model.fc_width: 512")):
+        with pytest.warns(PosepartWarning, match=words):
+            warn_unused_model_options(load_config(name, [setting]).model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_trainable(load_config("demo_cpu_fcn32", ["model.stages=2"]))  # the default: nothing asked of it
+        warn_unused_model_options(load_config("demo_cpu_fcn32", ["model.stages=2"]).model)  # the default
 
 
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):

@@ -131,7 +131,8 @@ def test_crowdpose_release_reads_with_its_joints_joined_by_name(fixtures, capsys
     joined = {frozenset((ds.schema.keypoints[a], ds.schema.keypoints[b])) for a, b in ds.schema.skeleton}
     assert joined == {frozenset(pair) for pair in PASCAL_SKELETON_NAMES}
     assert ds.schema.flip_perm != tuple(range(14)) and sum(len(r.keypoints) for r in ds) == 4
-    for joints, edges in ((["tip", "base"], [[1, 3]]), (list(Schema.pascal_person_part().keypoints), [[1, 2], [1, 99]])):
+    pascal = list(Schema.pascal_person_part().keypoints)
+    for joints, edges in ((["tip", "base"], [[1, 3]]), (pascal, [[1, 2], [1, 99]])):
         with pytest.raises(ValueError, match="not a pair of distinct joints"):  # not COCO's, or joints none knows
             Schema.from_category({"keypoints": joints, "skeleton": edges})
     assert main(["inspect", "--annotations", str(folder / "test_crowdpose.json"), "--images", str(folder)]) == 0

@@ -41,10 +41,10 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     out = tmp_path / "out"
-    # inputs on both sides of an option (before: argparse took the first run of them and refused the rest)
-    rc = main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--maps",
-               str(setup["clip"]), str(setup["broken"]), "--out", str(out), str(tmp_path / "missing.png"), "--quiet",
-               "--annotations", str(setup["data"] / "annotations.json"), "--min-joints", "1"])
+    # files on both sides of an option (before: argparse took the first run of inputs and refused the rest)
+    rc = main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"),
+               str(tmp_path / "missing.png"), "--maps", str(setup["clip"]), "--out", str(out), str(setup["broken"]),
+               "--quiet", "--annotations", str(setup["data"] / "annotations.json"), "--min-joints", "1"])
     assert rc == 0  # some inputs failed, the others were processed
     err = capsys.readouterr().err
     assert "broken.jpg: truncated JPEG" in err and "missing.png: no such file" in err
@@ -103,9 +103,12 @@ def test_exit_status_and_strict(setup, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "nope.ckpt"), image, "--out", str(tmp_path / "d")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["predict", image, "--out", str(tmp_path / "e")]) == 2  # no model given
+    with pytest.raises(SystemExit):  # a word after an option that takes none is no input: `--quiet 0` is no webcam
+        main(["predict", "--checkpoint", ckpt, image, "--quiet", "0", "--out", str(tmp_path / "e")])
     capsys.readouterr()
     # before: set after DecodeConfig was made, so a NaN score threshold was taken (and dropped every person)
-    assert main(["predict", "--checkpoint", ckpt, image, "--min-person-score", "nan", "--out", str(tmp_path / "f")]) == 2
+    assert main(["predict", "--checkpoint", ckpt, image, "--min-person-score", "nan", "--out",
+                 str(tmp_path / "f")]) == 2
     assert "min_person_score must be a finite number, got nan" in capsys.readouterr().err
 
 

@@ -61,6 +61,8 @@ def test_sides_in_the_spellings_datasets_use():
     assert split_side("LShoulder") == ("left", "Shoulder") and split_side("knee_r") == ("right", "knee")
     assert split_side("l_ankle") == ("left", "ankle") and split_side("RightHip") == ("right", "Hip")
     assert split_side("Reye") == (None, "Reye") and split_side("Left") == (None, "Left")  # no side there
+    assert [split_side(name)[0] for name in ("LOWER_ARM", "ROOT", "LEFT", "RAnkle", "LEFTFoot")] == [
+        None, None, None, "right", "left"]  # capitals: a side only before a capitalised word
     assert Schema(keypoints=("LShoulder", "RShoulder", "Neck"), skeleton=((0, 2), (1, 2))).flip_perm == (1, 0, 2)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
-from posepart.errors import PosepartError, UsageError
+from posepart.errors import PosepartError, PosepartWarning, UsageError
 from posepart.heads import INPUT_SIZE
 
 
@@ -290,18 +290,15 @@ def _not_installed(name: str) -> bool:
         return True
 
 
-_PACKAGE = Path(__file__).resolve().parent
-
-
 @contextlib.contextmanager
 def _own_warnings_as_lines() -> Iterator[None]:
-    """posepart's own warnings as one `warning: ...` line, as its other notes are (Python's format adds the source
-    file, line number and code line); other libraries' warnings keep Python's format."""
+    """posepart's own warnings (`PosepartWarning`) as one `warning: ...` line, as its other notes are (Python's format
+    adds the source file, line number and code line); every other warning keeps Python's format."""
     previous = warnings.showwarning
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:
-        if Path(filename).resolve().is_relative_to(_PACKAGE):
+        if issubclass(category, PosepartWarning):
             print(f"warning: {message}", file=sys.stderr if file is None else file)
         else:
             previous(message, category, filename, lineno, file, line)
@@ -318,8 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "inputs", None) is not None and not any(e.startswith("-") for e in extra):
-        args.inputs += extra  # `predict a.jpg --flip b.jpg`: inputs after an option (argparse stops at the first)
+    if extra and getattr(args, "inputs", None) is not None and all(os.path.exists(e) for e in extra):
+        # `predict a.jpg --flip b.jpg`: files after an option (argparse takes the first run of inputs only); a word
+        # that is no file stays an error (`--flip true` is not an input, nor `--quiet 0` a webcam)
+        args.inputs += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with _own_warnings_as_lines():

@@ -20,6 +20,11 @@ class PosepartError(Exception):
     """A user's mistake or unusable input; the CLI prints `error: <message>` and exits 2. Anything else is a bug."""
 
 
+class PosepartWarning(UserWarning):
+    """Something a run goes on with that the user should know (settings that change nothing, a skeleton replaced, a
+    slower path taken); the CLI prints `warning: <message>`, without Python's source line."""
+
+
 class UsageError(PosepartError, ValueError):
     """Options or arguments that contradict each other or cannot work; the message names the option."""
 

@@ -119,8 +119,8 @@ class _Images(torch.utils.data.Dataset):
     part labels or None, error). A broken part map is an error of its sample, as a broken image is (before: it ended
     the evaluation, which the oracle and training's validation skip and count)."""
 
-    def __init__(self, dataset: PosePartDataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: PosePartDataset, *, parts: bool = True) -> None:
+        self.dataset, self.parts = dataset, parts  # parts False: not scored, so not read (nor a reason to skip)
 
     def __len__(self) -> int:
         return len(self.dataset.records)
@@ -128,7 +128,8 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, np.ndarray | None, str | None]:
         record = self.dataset.records[index]
         try:
-            return index, self.dataset.load_image(record), self.dataset.load_parts(record), None
+            parts = self.dataset.load_parts(record) if self.parts else None
+            return index, self.dataset.load_image(record), parts, None
         except DatasetError as err:
             return index, None, None, str(err)
 
@@ -149,7 +150,8 @@ def inference_on_dataset(
     """Run `predictor` over every image of `dataset` and feed `evaluator` (detectron2's `inference_on_dataset`);
     yields (record, image, result) per image for callers that also draw. An unreadable image or part map is skipped
     and counted, not replaced by another (that would score an image twice)."""
-    loader = torch.utils.data.DataLoader(_Images(dataset), batch_size=None, shuffle=False, num_workers=workers,
+    images_and_parts = _Images(dataset, parts=evaluator.parts)
+    loader = torch.utils.data.DataLoader(images_and_parts, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_as_is)
     # images handed to the predictor, whose results are due: (index, image, part labels)
     pending: deque[tuple[int, np.ndarray, np.ndarray | None]] = deque()

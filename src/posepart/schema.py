@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from posepart.errors import PosepartWarning
+
 # OKS sigmas by joint name. COCO's 17 come from the COCO keypoint evaluation; head/neck follow CrowdPose's; MPII-style
 # names reuse the nearest COCO value. A category may override them with its own "sigmas" list.
 SIGMAS_BY_NAME: dict[str, float] = {
@@ -94,7 +96,7 @@ CIHP_PART_CLASSES = tuple("torso_skin" if c == "<10>" else c for c in _PARSING_C
 # a horizontal flip (training flips mirrored people with their labels unswapped) and were stripped of no side.
 _SIDES = (
     re.compile(r"^(?P<side>left|right|l|r)[_\- ](?P<rest>.+)$", re.IGNORECASE),
-    re.compile(r"^(?P<side>Left|Right|LEFT|RIGHT|L|R)(?P<rest>[A-Z].*)$"),
+    re.compile(r"^(?P<side>Left|Right|LEFT|RIGHT|L|R)(?P<rest>[A-Z][a-z].*)$"),  # not LOWER_ARM, ROOT
     re.compile(r"^(?P<rest>.+?)[_\- ](?P<side>left|right|l|r)$", re.IGNORECASE),
 )
 _OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
@@ -337,7 +339,8 @@ class Schema:
             skeleton = limbs_by_name(keypoints)
             warnings.warn(f"the skeleton {list(map(list, skeleton_1based))} is COCO's, for its 17 joints, not these "
                           f"{k}; the limbs are taken by joint name from the built-in skeletons instead: "
-                          f"{', '.join(f'{keypoints[a]}-{keypoints[b]}' for a, b in skeleton)}", stacklevel=2)
+                          f"{', '.join(f'{keypoints[a]}-{keypoints[b]}' for a, b in skeleton)}", PosepartWarning,
+                          stacklevel=2)
         sigmas = category.get("sigmas") or []
         if not isinstance(sigmas, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sigmas

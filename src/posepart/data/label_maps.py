@@ -160,7 +160,7 @@ def part_sets(
 
     Resolution order per class: `ignore` -> empty set; `overrides` (source class -> target class names); the built-in
     table for this target (`PART_TABLES`); the same name in the target; then the last two for the name without its
-    left_/right_ side.
+    side (`split_side`).
     """
     tindex = {normal_name(n): i for i, n in enumerate(target)}
     table = {normal_name(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}

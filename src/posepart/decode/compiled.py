@@ -19,12 +19,14 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from posepart.errors import PosepartWarning
+
 try:
     import numba
 except Exception as err:  # noqa: BLE001 - numba refuses numpy versions it was not built for, with an ImportError
     numba = None
     warnings.warn(f"numba unavailable ({type(err).__name__}: {err}): the decoder runs its slower numpy paths",
-                  RuntimeWarning, stacklevel=2)
+                  PosepartWarning, stacklevel=2)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from posepart.engine.settings import Config, ModelConfig, to_plain
 from posepart.inference.backends import MAX_INPUT_SIZE
-from posepart.errors import PosepartError
+from posepart.errors import PosepartError, PosepartWarning
 from posepart.models import MODELS
 
 
@@ -325,7 +325,6 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
     if o.schedule in ("cosine", "linear") and t.max_epochs == -1 and t.max_steps == -1 and not trainer_limits:
         raise ConfigError(f"optim.schedule: {o.schedule!r} decays over the planned steps, and train.max_epochs and "
                           f"train.max_steps are both -1 (no limit): set one of them, or optim.schedule: constant")
-    _check_model_options(config.model)
     slow = ("loss.aggregator", config.loss.aggregator) if config.loss.aggregator != "sum" else (
         ("loss.weighting", "gradnorm") if config.loss.weighting == "gradnorm" else None)
     if slow is not None and t.compile:  # their gradients are taken with autograd.grad, outside the compiled step
@@ -333,7 +332,7 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
                           f"outside the compiled step); set one of them back")
 
 
-def _check_model_options(model: ModelConfig) -> None:
+def warn_unused_model_options(model: ModelConfig) -> None:
     """Model settings the named model's builder does not take, set away from their defaults, are named in a warning:
     before, they were dropped without a word, so `model.seg_head: fcn8` with `model.name: fcn32_vgg16` trained FCN-32s
     while config.yaml said fcn8. A warning, not an error: switching `model.name` in a config made for another model
@@ -346,7 +345,7 @@ def _check_model_options(model: ModelConfig) -> None:
     if unused:
         hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in str(unused) else ""
         warnings.warn(f"{model.name} has no such options, so these settings change nothing: {', '.join(unused)}"
-                      f"{hint}", stacklevel=3)
+                      f"{hint}", PosepartWarning, stacklevel=3)
 
 
 def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:

@@ -34,11 +34,12 @@ from torch.optim.swa_utils import get_ema_avg_fn
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
                                        checkpoint_callbacks)
-from posepart.engine.config import ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config
+from posepart.engine.config import (ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config,
+                                    warn_unused_model_options)
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
-from posepart.errors import UsageError
+from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import metric_names
 from posepart.models import SchemaMismatchError
 
@@ -187,7 +188,8 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
     kwargs.update(overrides)
     if "bf16" in precision and on_cpu and not native_bf16(on_cpu=True):
         rank_zero_warn(f"train.precision={t.precision}: this CPU has no native bfloat16 (AVX512-BF16/AMX), so bf16 "
-                       f"autocast is emulated and about 15x slower than float32; set train.precision=auto or 32-true")
+                       f"autocast is emulated and about 15x slower than float32; set train.precision=auto or 32-true",
+                       category=PosepartWarning)
     try:
         return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
     except (MisconfigurationException, ValueError) as err:  # e.g. more devices than the machine has
@@ -291,6 +293,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     cfg = config_from_dict(cfg.to_dict())  # one made in Python is checked as a YAML one is (a mistyped model name
     # failed as a KeyError inside training)
     check_trainable(cfg, trainer_limits=bool({"max_steps", "max_epochs"} & set(trainer_overrides)))
+    warn_unused_model_options(cfg.model)  # once, at the launch (load_config may have run check_trainable already)
     cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
@@ -323,11 +326,11 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} (the checkpoint's: {theirs!r}): the run stops there, "
                            f"but its learning-rate schedule keeps the length planned when the run began (restored "
                            f"with its state): past it the rate is 0 and the weights do not change; train a new run "
-                           f"to plan another length")
+                           f"to plan another length", category=PosepartWarning)
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
-                           f"{theirs!r} (its optimizer and learning-rate schedule state)")
+                           f"{theirs!r} (its optimizer and learning-rate schedule state)", category=PosepartWarning)
         cfg = _with_values(cfg, {key: theirs for key, (_, theirs) in restored.items()})
         module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
                                 sources=data.describe())

@@ -50,9 +50,10 @@ def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any
             if entry["image_id"] not in listed:
                 raise ValueError(f"{what} {i}: image_id {entry['image_id']!r} is not among the images")
             joints = entry.get("keypoints")
-            if (joints or what == "result") and len(joints or ()) != 3 * k:
-                raise ValueError(f"{what} {i}: {len(joints or ())} keypoint values, expected 3 x {k} (one x, y, v or "
-                                 f"score per sigma)")
+            count = 0 if joints is None else len(joints)  # a list or an array (pycocotools takes both)
+            if (count or what == "result") and count != 3 * k:
+                raise ValueError(f"{what} {i}: {count} keypoint values, expected 3 x {k} (one x, y, v or score per "
+                                 f"sigma)")
 
 
 def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:

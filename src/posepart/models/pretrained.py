@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from posepart.errors import MissingFileError, PosepartError
+from posepart.errors import MissingFileError, PosepartError, PosepartWarning
 
 
 class PretrainedError(PosepartError, ValueError):
@@ -138,6 +138,6 @@ def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
             dest.copy_(value.to(dtype=dest.dtype, device=dest.device))
     if skipped:
         warnings.warn(
-            "VGG16 fc6/fc7 not loaded, those layers keep their random init: " + "; ".join(skipped), stacklevel=2
-        )
+            "VGG16 fc6/fc7 not loaded, those layers keep their random init: " + "; ".join(skipped), PosepartWarning,
+            stacklevel=2)
     return [key for _, _, key in copies]
