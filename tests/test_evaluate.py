@@ -133,23 +133,28 @@ def test_people_without_box_or_area_are_scored_at_their_own_size(tmp_path):
     assert 0.0 < truth["ap"] < 0.9
     assert evaluator.compute()["pose"]["ap"] == pytest.approx(truth["ap"])
 
-    # the review of that fix: an annotation with no joints and no box or segmentation (which the reader reads as
+    # the reviews of that fix: an annotation with no joints and no box or segmentation (which the reader reads as
     # nothing) got a whole-image ignore box, hiding a higher-scored false positive anywhere in the image (AP 0.5 ->
-    # 1.0); a person of one labelled joint got a box of area 0 and could never be matched
+    # 1.0); a person of one labelled joint got a box of area 0 and could never be matched (now the whole image's
+    # scale: it has none); one of joints on a line took the whole image's and scored a 40 px miss at AP 0.9
     exact = {**result, "keypoints": joints.ravel().tolist()}
     stray = {**result, "keypoints": (joints + [200.0, 0.0, 0.0]).ravel().tolist(), "score": 2.0}
     lone = np.zeros_like(joints)
     lone[0] = [100.0, 100.0, 2.0]
     near = np.zeros_like(joints)
     near[0] = [100.5, 100.0, 1.0]
+    row = np.zeros_like(joints)
+    row[:2] = [[100.0, 200.0, 2.0], [300.0, 200.0, 2.0]]  # 200 px apart on one row: OKS scale 200^2
+    off = row + [40.0, 0.0, 0.0]
     with DatasetWriter(tmp_path / "e", schema) as writer:
         writer.add(np.zeros((480, 640, 3), np.uint8), [{"keypoints": joints.ravel().tolist(), "iscrowd": 0},
                                                         {"iscrowd": 1}])
         writer.add(np.zeros((480, 640, 3), np.uint8), [{"keypoints": lone.ravel().tolist(), "iscrowd": 0}])
-    first, second = PosePartDataset.open(tmp_path / "e").records
-    for record, results, expected in ((first, [exact, stray], 0.5),
-                                      (second, [{**result, "image_id": second.image_id,
-                                                 "keypoints": near.ravel().tolist()}], 1.0)):
+        writer.add(np.zeros((480, 640, 3), np.uint8), [{"keypoints": row.ravel().tolist(), "iscrowd": 0}])
+    first, second, third = PosePartDataset.open(tmp_path / "e").records
+    for record, results, expected in ((first, [exact, stray], 0.5), (second, [{**result, "keypoints": near.ravel()
+                                                                                .tolist()}], 1.0),
+                                      (third, [{**result, "keypoints": off.ravel().tolist()}], 0.0)):
         evaluator = Evaluator(schema, parts=False)
         evaluator.add(record, Prediction([{**r, "image_id": record.image_id} for r in results], None), None)
         assert evaluator.compute()["pose"]["ap"] == pytest.approx(expected), record.image_id

@@ -203,6 +203,11 @@ def test_from_model_drops_the_outputs_of_heads_never_trained():
     assert Predictor.from_model(model, input_size=SIZE)(image).parts is not None
     pose_alone = Predictor.from_model(model, input_size=SIZE, tasks=["pose"])(image)
     assert pose_alone.parts is None and pose_alone.instances is None
+    from posepart.errors import UsageError
+
+    for wrong in ("pose", ["seg"]):  # a string is its letters; "seg" is the loss's name, not a task's
+        with pytest.raises(UsageError, match="tasks must be a list of \\['pose', 'parts'\\]"):
+            Predictor.from_model(model, input_size=SIZE, tasks=wrong)
 
 
 def test_predictor_options_are_checked_when_it_is_made():

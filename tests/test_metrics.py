@@ -149,6 +149,10 @@ def test_coco_ap_names_inputs_that_do_not_fit():
         coco_keypoint_ap(images, gts, [_res(1, PERSON, 0.9)], SIGMAS3 + [0.1])
     with pytest.raises(ValueError, match="result 0: 6 keypoint values, expected 3 x 3"):
         coco_keypoint_ap(images, gts, [_res(1, PERSON[:2], 0.9)], SIGMAS3)
+    arrays = [{**gts[0], "keypoints": np.asarray(gts[0]["keypoints"])}]  # numpy keypoints, as pycocotools takes
+    result = _res(1, PERSON, 0.9)
+    assert coco_keypoint_ap(images, arrays, [{**result, "keypoints": np.asarray(result["keypoints"])}],
+                            SIGMAS3)["ap"] == pytest.approx(1.0)
 
 
 def test_coco_ap_perfect_predictions_and_empty_results():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import glob
 import importlib.util
 import json
 import os
@@ -315,9 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "inputs", None) is not None and all(os.path.exists(e) for e in extra):
-        # `predict a.jpg --flip b.jpg`: files after an option (argparse takes the first run of inputs only); a word
-        # that is no file stays an error (`--flip true` is not an input, nor `--quiet 0` a webcam)
+    if extra and getattr(args, "inputs", None) is not None and all(
+            os.path.exists(e) or glob.has_magic(e) for e in extra):
+        # `predict a.jpg --flip b.jpg`: files (or quoted patterns) after an option (argparse takes the first run of
+        # inputs only); another word stays an error (`--flip true` is no input, nor `--quiet 0` a webcam: webcams
+        # and missing files go before the options)
         args.inputs += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

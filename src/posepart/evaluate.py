@@ -123,10 +123,12 @@ class Evaluator:
 
 def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any] | None:
     """A COCOeval ground-truth dict: category 1, a fresh id, and, when the file gives no box, the box the reader
-    reads: a person's labelled joints' (before, the whole image, which made OKS lenient on such files; the whole
-    image still where the joints span no area, one joint or a line, which gives no scale), an ignore region's
-    segmentation's. None for an annotation with neither joints, box nor segmentation: the reader reads nothing
-    there, and a whole-image ignore box would hide every false positive of the image."""
+    reads: a person's labelled joints' (before, the whole image, which made OKS lenient on such files), an ignore
+    region's segmentation's. Where the file gives neither box nor area and the joints span no area, OKS's scale is
+    the square of their longer side (joints on a line), else the whole image (one joint: no scale at all; area 0
+    would make the person unmatchable). None for an annotation with neither joints, box nor segmentation: the
+    reader reads nothing there, and a whole-image ignore box would hide every false positive of the image. A file's
+    own box and area are used as given, as pycocotools uses them."""
     out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
                                                   "segmentation")}
     out.update(id=new_id, image_id=record.image_id, category_id=1)
@@ -134,10 +136,11 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
     out["keypoints"] = out.get("keypoints") or []  # absent or null: no joints, as the reader reads it
     if out.get("bbox") is None:
         joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
-        whole = [0.0, 0.0, float(record.width), float(record.height)]
         if (joints[:, 2] > 0).any():
-            box = keypoint_box(joints)
-            out["bbox"] = box if box[2] * box[3] > 0 else whole
+            out["bbox"] = keypoint_box(joints)
+            w, h = out["bbox"][2:]
+            if w * h == 0 and not out.get("area"):
+                out["area"] = max(w, h) ** 2 or float(record.width * record.height)
         elif out.get("segmentation") and (region := region_mask(out["segmentation"], record.height,
                                                                   record.width)).any():
             rows, cols = np.nonzero(region)

@@ -112,7 +112,8 @@ def add_predict_parsers(verbs: Any) -> None:
                          description="Writes OUT/keypoints.json (COCO results), parts/, instances/, overlays/, "
                          "videos/ and summary.json; see docs/inference.md.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders (images and videos in them), video files, or a webcam index (0)")
+                   help="image files, folders (images and videos in them), video files, or a webcam index (0); files "
+                   "may also follow options, webcams and files not there go before them")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", type=Path, help="model: .ckpt, .safetensors, or an export (.onnx, .pt, .ts)")
     model.add_argument("--onnx", type=Path, help="exported .onnx model, run by onnxruntime alone (no torch needed)")

@@ -90,8 +90,10 @@ class DatasetWriter:
                                f"{kind} of shape {getattr(image, 'shape', '?')} (scale floats in [0, 1] by 255 and "
                                f"round first)")
         height, width = image.shape[:2]
-        if parts is not None and (parts.shape != (height, width) or parts.dtype != np.uint8):
-            raise DatasetError(f"{file_name}: part map must be uint8 {height}x{width}, got {parts.shape} {parts.dtype}")
+        if parts is not None and not (isinstance(parts, np.ndarray) and parts.shape == (height, width)
+                                      and parts.dtype == np.uint8):
+            raise DatasetError(f"{file_name}: part map must be uint8 {height}x{width}, got "
+                               f"{getattr(parts, 'shape', type(parts).__name__)} {getattr(parts, 'dtype', '')}")
         annotations = [_plain(ann) for ann in annotations]  # before: numpy values failed in close(), images written
         for ann in annotations:
             if ann.get("keypoints") not in (None, []):

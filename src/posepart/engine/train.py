@@ -293,7 +293,8 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     cfg = config_from_dict(cfg.to_dict())  # one made in Python is checked as a YAML one is (a mistyped model name
     # failed as a KeyError inside training)
     check_trainable(cfg, trainer_limits=bool({"max_steps", "max_epochs"} & set(trainer_overrides)))
-    warn_unused_model_options(cfg.model)  # once, at the launch (load_config may have run check_trainable already)
+    if _first_process():  # once per launch: not again in each DDP worker
+        warn_unused_model_options(cfg.model)
     cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")

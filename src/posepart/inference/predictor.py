@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from posepart.data.augment import canvas_size, invert, labels_to_image, letterbox_affine, normalize, transform_points
+from posepart.data.mixing import TASKS
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
 from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
@@ -224,6 +225,8 @@ class Predictor:
         schema = schema if schema is not None else getattr(model, "schema", None)
         if schema is None:
             raise ValueError("the model carries no schema: pass schema=")
+        if tasks is not None and (isinstance(tasks, str) or not set(tasks) <= set(TASKS)):  # "pose": 4 letters
+            raise UsageError(f"tasks must be a list of {list(TASKS)}, got {tasks!r}")
         return cls(TorchBackend(model, model_info(model, schema, input_size, tasks=tasks), device),
                    input_size=input_size, **kwargs)
 

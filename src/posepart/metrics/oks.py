@@ -61,7 +61,7 @@ def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:
     out = dict(ann)
     out.setdefault("category_id", 1)
     out.setdefault("iscrowd", 0)
-    if not out.get("keypoints"):
+    if out.get("keypoints") is None or len(out["keypoints"]) == 0:  # a list or an array
         out["keypoints"] = [0.0] * (3 * k)
     if "num_keypoints" not in out:
         out["num_keypoints"] = int(sum(1 for v in out["keypoints"][2::3] if v > 0))
