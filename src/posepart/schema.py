@@ -91,13 +91,15 @@ LIP_PART_CLASSES = tuple("jumpsuits" if c == "<10>" else c for c in _PARSING_CLA
 CIHP_PART_CLASSES = tuple("torso_skin" if c == "<10>" else c for c in _PARSING_CLASSES)
 
 # The one left/right parser of joint and part names, in the spellings datasets use: a prefix with a separator
-# ("left_knee", "Right Hand", "l_ankle", "R-Elbow"), OpenPose's camel case ("LShoulder", "RightHip") and a suffix
-# ("knee_left", "hand_r"). Before, only "left_"/"right_" prefixes were read: other spellings were never swapped under
-# a horizontal flip (training flips mirrored people with their labels unswapped) and were stripped of no side.
+# ("left_knee", "Right Hand", "l_ankle", "R-Elbow"), camel case (OpenPose's "LShoulder", "RightHip", MoveNet's
+# "leftShoulder") and a suffix ("knee_left", "hand_r", Blender's "hand.L"). Before, only "left_"/"right_" prefixes
+# were read: other spellings were never swapped under a horizontal flip (training flips mirrored people with their
+# labels unswapped) and were stripped of no side.
 _SIDES = (
-    re.compile(r"^(?P<side>left|right|l|r)[_\- ](?P<rest>.+)$", re.IGNORECASE),
+    re.compile(r"^(?P<side>left|right|l|r)[_\-. ](?P<rest>.+)$", re.IGNORECASE),
     re.compile(r"^(?P<side>Left|Right|LEFT|RIGHT|L|R)(?P<rest>[A-Z][a-z].*)$"),  # not LOWER_ARM, ROOT
-    re.compile(r"^(?P<rest>.+?)[_\- ](?P<side>left|right|l|r)$", re.IGNORECASE),
+    re.compile(r"^(?P<side>left|right)(?P<rest>[A-Z].*)$"),
+    re.compile(r"^(?P<rest>.+?)[_\-. ](?P<side>left|right|l|r)$", re.IGNORECASE),
 )
 _OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
 
@@ -151,9 +153,21 @@ def _mirror_name(name: str) -> str:
 
 
 def flip_permutation(names: Sequence[str]) -> tuple[int, ...]:
-    """Index of each name's mirror image (itself when it has no side, or when its partner is absent)."""
-    index = {n: i for i, n in enumerate(names)}
-    return tuple(index.get(_mirror_name(n), i) for i, n in enumerate(names))
+    """Index of each name's mirror image: its own spelling with the other side ("hand.L" -> "hand.R"), else the name
+    of the other side with the same rest compared as `normal_name` does ("left_eye" pairs with "Right_eye",
+    "left_hand" with "hand_right"); itself when it has no side, when its partner is absent, or when the pairing is not
+    mutual (several spellings of one joint): a flip permutation is its own inverse."""
+    exact = {name: i for i, name in enumerate(names)}
+    sided = [split_side(name) for name in names]
+    by_rest: dict[tuple[str, str], int] = {}
+    for i, (side, rest) in enumerate(sided):
+        if side:
+            by_rest.setdefault((side, normal_name(rest)), i)
+    other = {"left": "right", "right": "left"}
+    candidate = [exact[_mirror_name(name)] if side and _mirror_name(name) in exact else
+                 by_rest.get((other[side], normal_name(rest)), i) if side else i
+                 for i, (name, (side, rest)) in enumerate(zip(names, sided))]
+    return tuple(j if candidate[j] == i else i for i, j in enumerate(candidate))
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
