@@ -561,6 +561,23 @@ def test_a_model_option_the_model_does_not_take_is_named():
         warn_unused_model_options(load_config("demo_cpu_fcn32", ["model.stages=2"]).model)  # the default
 
 
+def test_a_metric_the_validation_data_cannot_score_is_refused_before_training(data, tmp_path):
+    """Before: validation data with no labelled person (or no part map) trained a whole epoch, then Lightning's
+    ModelCheckpoint failed ("could not find the monitored key") with a traceback and no checkpoint saved."""
+    from posepart.data.writer import DatasetWriter
+
+    source = PosePartDataset.open(data["val"])
+    with DatasetWriter(tmp_path / "unlabelled", source.schema) as writer:  # the same images, no people, no parts
+        for record in source.records:
+            writer.add(source.load_image(record), [], file_name=record.file_name)
+    for metric, words in (("val/pose/ap", "scores pose, and the validation data .* labels none \\(no labelled "
+                           "person\\)"), ("val/seg/mean_iou", "scores parts, .* \\(no part map\\)")):
+        with pytest.raises(ConfigError, match=words):
+            train(tiny(data, f"data.val={tmp_path / 'unlabelled'}", f"train.best_metric={metric}"),
+                  tmp_path / "run", **QUIET)
+        assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""
