@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,15 @@ def test_split_side_is_the_one_side_parser():
     assert split_side("LEFT-foot") == ("left", "foot")
     assert split_side("leftover") == (None, "leftover")  # a word that starts with "left" has no side
     assert split_side("head") == (None, "head")
+
+
+def test_a_0_based_skeleton_is_named_as_such():
+    """Before: "skeleton edge (0, -1) is not a pair of distinct joints": pairs the user never wrote, shifted by one."""
+    with pytest.raises(ValueError, match=re.escape("skeleton pair [1, 0] names a joint outside 1..3: COCO skeleton "
+                                                   "pairs count the keypoints from 1 (this one holds a 0")):
+        Schema.from_category({"keypoints": ["a", "b", "c"], "skeleton": [[1, 0], [1, 2]]})
+    with pytest.raises(ValueError, match=re.escape("skeleton pair [2, 4] names a joint outside 1..3")):
+        Schema.from_category({"keypoints": ["a", "b", "c"], "skeleton": [[1, 2], [2, 4]]})
 
 
 def test_mirror_names_keep_case():
