@@ -578,6 +578,21 @@ def test_a_metric_the_validation_data_cannot_score_is_refused_before_training(da
         assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_validation_data_in_another_schema_is_read_in_the_runs(data, straight_run, tmp_path):
+    """Before: data.val was refused ("has a different schema than data.train") when anything differed, its category's
+    name included, though `posepart evaluate` reads such data in the checkpoint's schema. Its joints are read by
+    name: the same people under another category name, with "Left Knee" for left_knee, score as the original."""
+    shutil.copytree(data["val"], tmp_path / "val")
+    listing = json.loads((tmp_path / "val" / "annotations.json").read_text())
+    category = listing["categories"][0]
+    category["name"] = "walker"
+    category["keypoints"] = [name.replace("_", " ").title() for name in category["keypoints"]]  # Left Knee
+    (tmp_path / "val" / "annotations.json").write_text(json.dumps(listing))
+    run = train(tiny(data, f"data.val={tmp_path / 'val'}", "train.max_epochs=2"), tmp_path / "run", **QUIET)
+    assert run.metrics["val/pose/ap"] == pytest.approx(straight_run.metrics["val/pose/ap"])
+    assert run.metrics["val/seg/mean_iou"] == pytest.approx(straight_run.metrics["val/seg/mean_iou"])
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""

@@ -241,8 +241,9 @@ class PosePartDataModule(pl.LightningDataModule):
         opened = [(s, _open(s.train, _key(config, s, "train")) if s.train is not None and not f else None,
                    _open(s.val, _key(config, s, "val")) if s.val is not None else None)
                   for s, f in zip(specs, folder)]
-        if not data.sources and opened[0][2] is not None and opened[0][2].schema != opened[0][1].schema:
-            raise DatasetError(f"data.val ({data.val}) has a different schema than data.train ({data.train})")
+        # data.val in another schema (another category name, its own sigmas, joints named otherwise, no part maps) is
+        # read in the run's by name and part table, as a source's val is and as `posepart evaluate` reads a dataset
+        # in the checkpoint's (before: refused, "has a different schema", whatever differed)
         first = next((ds for _, train, val in opened for ds in (train, val) if ds is not None), None)
         if first is None and not data.schema:
             raise ConfigError("data.schema: every source is a folder of images; name the run's schema")
