@@ -43,3 +43,6 @@ def test_broken_sample_is_skipped_and_counted(tmp_path):
     batch = next(iter(loader))
     assert batch["skipped"].tolist() == [0, 1, 0]  # index 1 was replaced by the next good sample
     assert batch["image_id"].tolist() == [1, 3, 3]
+    (root / "images/img2.png").write_bytes(b"\xff\xd8garbage")  # two in a row: each counted once, where drawn
+    data = MappedDataset(Mapper(PosePartDataset.open(root), TargetConfig(input_size=64)))
+    assert [int(data[i]["skipped"]) for i in range(3)] == [0, 1, 1]  # before: [0, 2, 1]

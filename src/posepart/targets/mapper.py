@@ -148,7 +148,9 @@ class MappedDataset(torch.utils.data.Dataset):
                 errors.append(str(err))
                 self._report(str(err))
                 continue
-            sample["skipped"] = np.int64(attempt)
+            # 1 when the drawn sample itself was broken: summed, the broken samples drawn (before: every broken one
+            # tried on the way, so three in a row counted 3 + 2 + 1)
+            sample["skipped"] = np.int64(attempt > 0)
             return sample
         raise DatasetError(f"{len(errors)} consecutive broken samples from index {index}; last: {errors[-1]}")
 
