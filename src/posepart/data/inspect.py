@@ -11,6 +11,9 @@ from posepart.data.format import DatasetError, PosePartDataset
 from posepart.schema import IGNORE_LABEL
 
 
+IGNORE_NOTE_SHARE = 0.5  # more part-map pixels than this at 255 (ignore) is noted: likely a 0/255 mask
+
+
 @dataclass
 class InspectReport:
     """Counts and problems found in a dataset; `to_json()` is what `inspect --json` prints."""
@@ -40,6 +43,13 @@ class InspectReport:
             lines.append("part pixel share (of labelled pixels):")
             for name, share in c["part_pixel_share"].items():
                 lines.append(f"  {name:<18} {100 * share:6.2f} %")
+        ignored = c.get("part_ignore_share", 0.0)
+        only_background = not any(list(c["part_pixel_share"].values())[1:])
+        if ignored > IGNORE_NOTE_SHARE or (ignored and only_background):  # a 0/255 mask: background and ignore
+            alone = " and no class but background has any" if only_background else ""
+            lines.append(f"note: {100 * ignored:.1f} % of the part-map pixels are {IGNORE_LABEL} (ignore: neither "
+                         f"trained nor scored){alone}: part maps hold class indices (0 background, 1 the first "
+                         f"class, ...), not 0/255 masks")
         lines.append(f"problems      {len(self.problems)}")
         lines.extend(f"  {p}" for p in self.problems[:20])
         if len(self.problems) > 20:
@@ -53,6 +63,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> I
     visible = np.zeros(schema.num_joints, np.int64)
     occluded = np.zeros(schema.num_joints, np.int64)
     part_pixels = np.zeros(max(schema.num_parts, 1), np.int64)
+    ignored_pixels = 0
     problems: list[str] = []
     for record in dataset:
         v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
@@ -67,6 +78,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> I
             problems.append(str(err))
             continue
         if parts is not None:
+            ignored_pixels += int((parts == IGNORE_LABEL).sum())
             labelled = parts[parts != IGNORE_LABEL].ravel()
             part_pixels += np.bincount(labelled, minlength=len(part_pixels))[: len(part_pixels)]
     labelled_pixels = part_pixels.sum()
@@ -87,5 +99,6 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True) -> I
             name: float(part_pixels[i] / labelled_pixels)
             for i, name in enumerate(schema.part_classes)
         } if labelled_pixels else {},
+        "part_ignore_share": float(ignored_pixels / (ignored_pixels + labelled_pixels)) if ignored_pixels else 0.0,
     }
     return InspectReport(counts, problems)
