@@ -475,3 +475,41 @@ def test_shipped_mixed_configs_load_and_document_their_layout():
         header = path.read_text().split("\nmodel:")[0]
         for source in cfg.data.sources:
             assert source.name in header, (path, source.name)  # every source's layout is documented
+
+
+def test_custom_sources_train_in_a_schema_a_file_gives(tmp_path):
+    """A custom pose-only source and a custom parts-only source: neither's own schema has both tasks, and data.schema
+    took only a built-in's name, so one of them trained nothing (refused). A file's category is the target now."""
+    rng = np.random.default_rng(0)
+    joints, limbs = ["head", "left_hand", "right_hand"], [[1, 2], [1, 3]]
+    with DatasetWriter(tmp_path / "poses", Schema(keypoints=tuple(joints), skeleton=((0, 1), (0, 2)))) as writer:
+        for _ in range(4):
+            xy = rng.uniform(12, 52, (3, 2))
+            people = [{"keypoints": np.concatenate([xy, np.full((3, 1), 2.0)], 1).ravel().tolist(), "iscrowd": 0,
+                       "bbox": [10.0, 10.0, 44.0, 44.0], "area": 1936.0}]
+            writer.add(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), people)
+    classes = ["background", "body"]
+    with DatasetWriter(tmp_path / "parts", Schema(keypoints=(), skeleton=(), part_classes=tuple(classes))) as writer:
+        for _ in range(4):
+            labels = np.zeros((64, 64), np.uint8)
+            labels[16:48, 20:44] = 1
+            writer.add(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), [], labels)
+    target = tmp_path / "schema.json"
+    target.write_text(json.dumps({"keypoints": joints, "skeleton": limbs, "part_classes": classes}))
+    spec = [{"name": "poses", "train": str(tmp_path / "poses"), "tasks": ["pose"]},
+            {"name": "parts", "train": str(tmp_path / "parts"), "tasks": ["parts"]}]
+    config_file = tmp_path / "mixed.yaml"
+    config_file.write_text(yaml.safe_dump({"data": {"schema": str(target), "sources": spec}}))
+    config = load_config(config_file, ["model.name=joint_vgg16", "model.stages=1", "model.width=0.125",
+                                       "model.fc_width=32", "data.input_size=64", "data.batch_size=4",
+                                       "data.workers=0", "optim.schedule=constant", "train.max_epochs=1",
+                                       "train.accelerator=cpu", "train.log_every_steps=1"])
+    data = PosePartDataModule(config)
+    assert data.schema == Schema.from_category(json.loads(target.read_text()))
+    assert trained_tasks(data.describe()) == ("pose", "parts")
+    result = train(config, tmp_path / "run", **QUIET)
+    assert {"train/seg", "train/heatmap/stage1"} <= set(result.metrics)
+    bad = tmp_path / "nothing.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ConfigError, match="nothing.json names no keypoints or part_classes"):
+        PosePartDataModule(load_config(config_file, [f"data.schema={bad}"]))

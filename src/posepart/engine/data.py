@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, read_json
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import TASKS, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
@@ -225,6 +225,27 @@ def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
         raise ConfigError("train.self_training: no source is unlabelled (mark one with unlabelled: true)")
 
 
+
+def target_schema(value: str | Path) -> Schema:
+    """`data.schema`: a built-in schema by name, or the one a file gives (a dataset root's annotations.json, a COCO
+    JSON: its categories[0]; or a JSON object that is a category itself). A file lets a run mix custom sources that
+    each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
+    if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
+        return getattr(Schema, value)()
+    path = value / ANNOTATIONS_FILE if value.is_dir() else value
+    try:
+        data = read_json(path, expected="a JSON object: a COCO file with categories, or a category")
+    except DatasetError as err:
+        raise ConfigError(f"data.schema: {err}") from None
+    category = data["categories"][0] if isinstance(data.get("categories"), list) and data["categories"] else data
+    if not ({"keypoints", "part_classes"} & set(category)):
+        raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (a COCO file's categories[0], or "
+                          f"a category object)")
+    try:
+        return Schema.from_category(category)
+    except ValueError as err:
+        raise ConfigError(f"data.schema: {path}: {err}") from None
+
 class PosePartDataModule(pl.LightningDataModule):
     """Opens and maps every source at construction, so `schema` and `allowed_sets` are known before the model."""
 
@@ -247,7 +268,7 @@ class PosePartDataModule(pl.LightningDataModule):
         first = next((ds for _, train, val in opened for ds in (train, val) if ds is not None), None)
         if first is None and not data.schema:
             raise ConfigError("data.schema: every source is a folder of images; name the run's schema")
-        self.target: Schema = getattr(Schema, data.schema)() if data.schema else first.schema  # type: ignore
+        self.target: Schema = target_schema(data.schema) if data.schema else first.schema  # type: ignore
         opened = [(s, _open(s.train, _key(config, s, "train"), self.target), val) if f else (s, train, val)
                   for (s, train, val), f in zip(opened, folder)]
         self.label_space = PartLabelSpace(self.target)

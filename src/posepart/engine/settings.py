@@ -140,7 +140,9 @@ class SourceConfig:
 class DataConfig:
     train: DatasetPaths | Path | None = None  # a ROOT, or the COCO release layout {annotations: ..., images: ...}
     val: DatasetPaths | Path | None = None
-    schema: SchemaName | None = None  # target schema of the run; default: data.train's, or the first source's
+    # target schema of the run: a built-in's name, or a dataset root / JSON file whose categories[0] (or the file
+    # itself, a COCO category) gives it; default: data.train's, or the first source's
+    schema: SchemaName | Path | None = None
     sources: list[SourceConfig] = field(default_factory=list)  # a mixed run (instead of data.train)
     epoch_size: int | None = None  # samples drawn per epoch over all sources; default: their total size
     input_size: int = INPUT_SIZE
