@@ -591,6 +591,16 @@ def test_validation_data_in_another_schema_is_read_in_the_runs(data, straight_ru
     run = train(tiny(data, f"data.val={tmp_path / 'val'}", "train.max_epochs=2"), tmp_path / "run", **QUIET)
     assert run.metrics["val/pose/ap"] == pytest.approx(straight_run.metrics["val/pose/ap"])
     assert run.metrics["val/seg/mean_iou"] == pytest.approx(straight_run.metrics["val/seg/mean_iou"])
+    # joints of which none maps (a review: its pose went unvalidated without a word), part classes that do not map
+    category["keypoints"] = [f"point{j}" for j in range(len(category["keypoints"]))]
+    (tmp_path / "val" / "annotations.json").write_text(json.dumps(listing))
+    with pytest.raises(ConfigError, match="data.val .*: none of its joints \\['point0', .* maps to the run's"):
+        PosePartDataModule(tiny(data, f"data.val={tmp_path / 'val'}"))
+    category["keypoints"] = list(Schema.pascal_person_part().keypoints)
+    category["part_classes"] = ["background", "cape", *category["part_classes"][2:]]
+    (tmp_path / "val" / "annotations.json").write_text(json.dumps(listing))
+    with pytest.raises(ConfigError, match="data: data.val .*: part class 'cape' has no target class"):
+        PosePartDataModule(tiny(data, f"data.val={tmp_path / 'val'}"))
 
 
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):

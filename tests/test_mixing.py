@@ -513,3 +513,5 @@ def test_custom_sources_train_in_a_schema_a_file_gives(tmp_path):
     bad.write_text(json.dumps({"images": []}))
     with pytest.raises(ConfigError, match="nothing.json names no keypoints or part_classes"):
         PosePartDataModule(load_config(config_file, [f"data.schema={bad}"]))
+    with pytest.raises(ConfigError, match="'cocoo' is neither a built-in schema \\(pascal_person_part, coco"):
+        PosePartDataModule(load_config(config_file, ["data.schema=cocoo"]))

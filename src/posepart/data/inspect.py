@@ -48,8 +48,8 @@ class InspectReport:
         if ignored > IGNORE_NOTE_SHARE or (ignored and only_background):  # a 0/255 mask: background and ignore
             alone = " and no class but background has any" if only_background else ""
             lines.append(f"note: {100 * ignored:.1f} % of the part-map pixels are {IGNORE_LABEL} (ignore: neither "
-                         f"trained nor scored){alone}: part maps hold class indices (0 background, 1 the first "
-                         f"class, ...), not 0/255 masks")
+                         f"trained nor scored){alone}: if these are 0/255 masks, save class indices instead (0 "
+                         f"background, 1 the first class, ...)")
         lines.append(f"problems      {len(self.problems)}")
         lines.extend(f"  {p}" for p in self.problems[:20])
         if len(self.problems) > 20:

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, read_json
 from posepart.data.label_maps import PartLabelSpace
-from posepart.data.mixing import TASKS, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
+from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
-from posepart.engine.settings import Config, DatasetPaths, SourceConfig
+from posepart.engine.settings import Config, DatasetPaths, SchemaName, SourceConfig
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
@@ -117,8 +117,7 @@ class ValidationSet(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s, i = self.locate(index)
         sample = self.parts[s][i]
-        actual = (i + int(sample["skipped"])) % len(self.parts[s])
-        sample["source"], sample["index"] = np.int64(s), np.int64(self.offsets[s] + actual)
+        sample["source"], sample["index"] = np.int64(s), np.int64(self.offsets[s] + int(sample["record"]))
         return sample
 
 
@@ -225,26 +224,29 @@ def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
         raise ConfigError("train.self_training: no source is unlabelled (mark one with unlabelled: true)")
 
 
-
 def target_schema(value: str | Path) -> Schema:
     """`data.schema`: a built-in schema by name, or the one a file gives (a dataset root's annotations.json, a COCO
     JSON: its categories[0]; or a JSON object that is a category itself). A file lets a run mix custom sources that
     each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
         return getattr(Schema, value)()
+    if not value.exists() and len(value.parts) == 1 and not value.suffix:  # "cocoo": a mistyped name, not a file
+        names = ", ".join(get_args(SchemaName))
+        raise ConfigError(f"data.schema: {str(value)!r} is neither a built-in schema ({names}) nor a file")
     path = value / ANNOTATIONS_FILE if value.is_dir() else value
     try:
         data = read_json(path, expected="a JSON object: a COCO file with categories, or a category")
     except DatasetError as err:
         raise ConfigError(f"data.schema: {err}") from None
     category = data["categories"][0] if isinstance(data.get("categories"), list) and data["categories"] else data
-    if not ({"keypoints", "part_classes"} & set(category)):
+    if not isinstance(category, dict) or not ({"keypoints", "part_classes"} & set(category)):
         raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (a COCO file's categories[0], or "
                           f"a category object)")
     try:
         return Schema.from_category(category)
     except ValueError as err:
         raise ConfigError(f"data.schema: {path}: {err}") from None
+
 
 class PosePartDataModule(pl.LightningDataModule):
     """Opens and maps every source at construction, so `schema` and `allowed_sets` are known before the model."""
@@ -278,7 +280,15 @@ class PosePartDataModule(pl.LightningDataModule):
         try:
             self.sources = self._map(opened)
         except SourceError as err:
-            raise ConfigError(f"data.sources: {err}") from None
+            raise ConfigError(f"data.sources: {err}" if data.sources else f"data: {err}") from None
+        for source, (_, _, val) in zip(self.sources, opened):  # validation data that validates none of the joints
+            view = source.val
+            if (val is not None and isinstance(view, MappedSource) and view.mapping is not None and val.schema.has_pose
+                    and self.target.has_pose and not view.mapping.joints.present.any()):
+                where = f"source {source.name!r}: val" if data.sources else "data.val"
+                raise ConfigError(f"{where} ({val.annotation_file}): none of its joints {list(val.schema.keypoints)} "
+                                  f"maps to the run's {list(self.target.keypoints)} (by name, docs/training.md): its "
+                                  f"pose could not be validated")
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
@@ -328,7 +338,8 @@ class PosePartDataModule(pl.LightningDataModule):
             val_view = None
             if val is not None:
                 extra = dict(part_map=spec.part_map, ignore_parts=spec.ignore_parts) if val.has_parts else {}
-                val_map = SourceMapping.build(f"{spec.name} (val)", val.schema, self.target, self.label_space,
+                label = f"{spec.name} (val)" if self.config.data.sources else f"data.val ({val.annotation_file})"
+                val_map = SourceMapping.build(label, val.schema, self.target, self.label_space,
                                               source_has_parts=val.has_parts, **extra)
                 val_view = map_dataset(val, self.target, val_map)
             train_view = map_dataset(train, self.target, mapping) if train is not None else None

@@ -102,7 +102,7 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
                           f"(they train {list(learnt)}); try {other}")
     # a mistyped metric: before, Lightning refused it after the first epoch had trained, with a traceback
     name = metric_of_task.removeprefix("val/")
-    loss_term = re.fullmatch(r"seg/stage\d+", name)  # the part loss of a stage (`PosePartLoss` terms)
+    loss_term = re.fullmatch(r"seg(/stage\d+)?", name)  # the part loss, or a stage's (`PosePartLoss` terms)
     if group in ("seg", "pose") and name.count("/") and not loss_term and name not in metric_names(data.schema):
         known = sorted(n for n in metric_names(data.schema) if n.startswith(f"{group}/") and n.count("/") == 1)
         raise ConfigError(f"train.best_metric: {metric!r}: validation logs no such metric (val/{group}/: "
@@ -334,8 +334,9 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                                 sources=data.describe())
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
-                          f"what the model predicts, or set data.schema to a built-in schema that has it "
-                          f"(--set data.schema=pascal_person_part: the data is then read in it)") from None
+                          f"what the model predicts, or set data.schema to a schema that has it, a built-in's "
+                          f"name or a file (--set data.schema=pascal_person_part: the data is then read in it)"
+                          ) from None
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
     for key in SCHEDULE_LENGTH_KEYS:  # cosine and linear decay over the planned steps (their length is restored)

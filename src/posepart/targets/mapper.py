@@ -151,6 +151,7 @@ class MappedDataset(torch.utils.data.Dataset):
             # 1 when the drawn sample itself was broken: summed, the broken samples drawn (before: every broken one
             # tried on the way, so three in a row counted 3 + 2 + 1)
             sample["skipped"] = np.int64(attempt > 0)
+            sample["record"] = np.int64(i)  # the record it was made from (validation scores that one's labels)
             return sample
         raise DatasetError(f"{len(errors)} consecutive broken samples from index {index}; last: {errors[-1]}")
 
