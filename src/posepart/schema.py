@@ -163,9 +163,8 @@ def flip_permutation(names: Sequence[str]) -> tuple[int, ...]:
     for i, (side, rest) in enumerate(sided):
         if side:
             by_rest.setdefault((side, normal_name(rest)), i)
-    other = {"left": "right", "right": "left"}
     candidate = [exact[_mirror_name(name)] if side and _mirror_name(name) in exact else
-                 by_rest.get((other[side], normal_name(rest)), i) if side else i
+                 by_rest.get((_OTHER_SIDE[side], normal_name(rest)), i) if side else i
                  for i, (name, (side, rest)) in enumerate(zip(names, sided))]
     return tuple(j if candidate[j] == i else i for i, j in enumerate(candidate))
 
