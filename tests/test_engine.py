@@ -414,6 +414,15 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
             train(changed, out, resume=out / "checkpoints" / "last.ckpt", **QUIET)  # before: no word of it
     resumed = load_config(out / "config.yaml")
     assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
+    # a walkthrough: another batch size skipped the rest of the epoch's samples, another sigma changed the targets
+    # and the checkpoint's HeadMeta, without a word
+    with pytest.warns(UserWarning, match=r"data\.batch_size=8 is not used: the run continues with the checkpoint's 4"):
+        train(tiny(data, "train.max_epochs=3", "data.batch_size=8", val=False), out,
+              resume=out / "checkpoints" / "last.ckpt", **QUIET)
+    assert load_config(out / "config.yaml").data.batch_size == 4
+    with pytest.raises(CheckpointError, match=r"another model: data\.sigma=7\.0 \(this run: 3\.0\)"):
+        train(tiny(data, "train.max_epochs=4", "data.sigma=3", val=False), out,
+              resume=out / "checkpoints" / "last.ckpt", **QUIET)
 
 
 @pytest.mark.parametrize("accelerator", ["cpu", "auto"])

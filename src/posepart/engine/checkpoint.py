@@ -141,9 +141,12 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
 
 
 # Settings a resumed run must share with its checkpoint: they decide the model's tensors and the optimizer's state.
-_RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name")  # and every model.* key: what makes another model
-# What the checkpoint's optimizer and learning-rate schedule state carries: a resume keeps the checkpoint's values.
-_RESTORED_KEYS = ("loss.weighting_lr",)  # and every other optim.* key
+# What makes another model, with every model.* key: data.sigma and data.paf_width are its HeadMeta's (the targets it
+# learns; before, a resume that changed them trained towards others and stored them in the checkpoint's meta).
+_RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name", "data.sigma", "data.paf_width")
+# What the checkpoint's state carries (its optimizer and learning-rate schedule; the batch size, by which the epoch's
+# draws done are counted: before, a resume with another skipped or repeated samples): a resume keeps its values.
+_RESTORED_KEYS = ("loss.weighting_lr", "data.batch_size")  # and every other optim.* key
 # The run's length: a resume trains to the new one, but its schedule stays planned over the checkpoint's (the
 # schedule object is restored with it): `check_resumable` returns these too, and `train` says so.
 SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")

@@ -349,7 +349,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
-                           f"{theirs!r} (its optimizer and learning-rate schedule state)", category=PosepartWarning)
+                           f"{theirs!r} (what its state continues: the optimizer, the learning-rate schedule, the "
+                           f"epoch's draws)", category=PosepartWarning)
         cfg = _with_values(cfg, {key: theirs for key, (_, theirs) in restored.items()})
         module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
                                 sources=data.describe())
