@@ -163,7 +163,9 @@ def test_coco_ap_perfect_predictions_and_empty_results():
     assert set(r) == {"ap", "ap50", "ap75", "ap_medium", "ap_large", "ar"}
     assert r["ap"] == pytest.approx(1.0) and r["ar"] == pytest.approx(1.0) and r["ap_large"] == pytest.approx(1.0)
     assert r["ap_medium"] is None  # no medium-sized GT: COCOeval's -1, undefined
-    assert coco_keypoint_ap(images, gts, [], SIGMAS3) == {k: 0.0 for k in r}
+    # no results: 0 where there were people to find, undefined where COCOeval leaves it so (before: 0 everywhere)
+    assert coco_keypoint_ap(images, gts, [], SIGMAS3) == {k: None if v is None else 0.0 for k, v in r.items()}
+    assert set(coco_keypoint_ap(images, [], [], SIGMAS3).values()) == {None}
     assert gts[0]["keypoints"] == PERSON.reshape(-1).tolist() and "id" not in results[0]  # inputs untouched
 
 
@@ -211,7 +213,8 @@ def test_coco_ap_of_a_slice_ignores_the_other_people():
     results = [_res(1, a, 0.9), _res(1, b, 0.8), _res(2, PERSON + [600, 600, 0], 0.95)]
     ap = {name: coco_keypoint_ap(images, gts, results, SIGMAS3, people=ids)["ap"]
           for name, ids in {"A": {1}, "A+B": {1, 2}, "C": {3}, "none": set()}.items()}
-    assert ap["A"] == pytest.approx(1.0) and ap["A+B"] == pytest.approx(1.0) and ap["C"] == 0.0 and ap["none"] == 0.0
+    assert ap["A"] == pytest.approx(1.0) and ap["A+B"] == pytest.approx(1.0) and ap["C"] == 0.0
+    assert ap["none"] is None  # no people: undefined, as COCOeval leaves it
     assert coco_keypoint_ap(images, gts, results, SIGMAS3, people={1, 2, 3}) == \
         coco_keypoint_ap(images, gts, results, SIGMAS3)  # every person: the plain score
     # ranked: the false positive, A, B: recall 2/3 at precision 2/3, so 67 of the 101 recall points (0.00-0.66) at 2/3

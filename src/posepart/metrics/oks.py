@@ -40,6 +40,14 @@ def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequenc
     return float(oks_terms(gt_kpts, pred_kpts, area, sigmas)[labelled].mean())
 
 
+def _labelled_joints(ann: dict[str, Any]) -> int:
+    """The labelled joints of a ground-truth annotation (its num_keypoints when given, as COCOeval reads it)."""
+    if "num_keypoints" in ann:
+        return int(ann["num_keypoints"])
+    joints = ann.get("keypoints")
+    return 0 if joints is None else int(sum(1 for v in list(joints)[2::3] if v > 0))
+
+
 def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any]], results: list[dict[str, Any]],
                   k: int) -> None:
     """A ValueError naming what does not fit before pycocotools sees it (it fails with a bare AssertionError for a
@@ -82,8 +90,9 @@ def coco_keypoint_ap(
 
     ground_truth: COCO annotation dicts (keypoints, bbox, area, iscrowd, num_keypoints, image_id, id); crowds and
     annotations with no labelled joint are ignore regions, as in COCO. results: COCO keypoint results (image_id,
-    keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_medium, ap_large, ar; all zeros when
-    there are no results; None for a figure COCOeval leaves undefined (-1: e.g. ap_medium with no medium-sized GT).
+    keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_medium, ap_large, ar (0 for those with
+    people to find when there are no results); None for a figure COCOeval leaves undefined (-1: e.g. ap_medium with
+    no medium-sized GT).
     `people`: score only these ground-truth people (annotation ids), a slice of the data: the images holding none of
     them are left out, and the other people on the rest are ignored (COCOeval's ignore flag, set by num_keypoints 0,
     as for COCO's area ranges: a prediction that matches one counts neither for nor against). Inputs are not modified.
@@ -94,8 +103,16 @@ def coco_keypoint_ap(
         ground_truth = [ann if ann["id"] in people else {**ann, "num_keypoints": 0}
                         for ann in ground_truth if ann["image_id"] in kept]
         results = [r for r in results if r["image_id"] in kept]
-    if not results:
-        return {key: 0.0 for key in _STAT_KEYS}
+    if not results:  # 0 where people were there to find; undefined (None) where none was (before: 0 there too)
+        areas = [_gt_dict(ann, len(sigmas))["area"] for ann in ground_truth
+                 if not ann.get("iscrowd") and _labelled_joints(ann)]
+        ranges = {"ap_medium": (32 ** 2, 96 ** 2), "ap_large": (96 ** 2, 1e10)}  # COCOeval's; the rest: all areas
+
+        def found(key: str) -> bool:
+            low, high = ranges.get(key, (0.0, 1e10))
+            return any(low <= area <= high for area in areas)
+
+        return {key: 0.0 if found(key) else None for key in _STAT_KEYS}
     k = len(sigmas)
     _check_inputs(images, ground_truth, results, k)
     dataset = {
