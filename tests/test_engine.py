@@ -68,6 +68,16 @@ def straight_run(data, tmp_path_factory):
     return train(tiny(data), out, **QUIET)
 
 
+class BatchSizes(pl.Callback):
+    """The batch sizes a run trained on."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.add(int(batch["image"].shape[0]))
+
+
 class LossRecorder(pl.Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -416,10 +426,11 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
     assert resumed.optim.lr == 0.01 and resumed.loss.weighting_lr is None and resumed.train.max_epochs == 2
     # a walkthrough: another batch size skipped the rest of the epoch's samples, another sigma changed the targets
     # and the checkpoint's HeadMeta, without a word
+    sizes = BatchSizes()
     with pytest.warns(UserWarning, match=r"data\.batch_size=8 is not used: the run continues with the checkpoint's 4"):
         train(tiny(data, "train.max_epochs=3", "data.batch_size=8", val=False), out,
-              resume=out / "checkpoints" / "last.ckpt", **QUIET)
-    assert load_config(out / "config.yaml").data.batch_size == 4
+              resume=out / "checkpoints" / "last.ckpt", callbacks=[sizes], **QUIET)
+    assert load_config(out / "config.yaml").data.batch_size == 4 and sizes.seen == {4}  # what it trained with
     with pytest.raises(CheckpointError, match=r"another model: data\.sigma=7\.0 \(this run: 3\.0\)"):
         train(tiny(data, "train.max_epochs=4", "data.sigma=3", val=False), out,
               resume=out / "checkpoints" / "last.ckpt", **QUIET)
@@ -610,6 +621,24 @@ def test_validation_data_in_another_schema_is_read_in_the_runs(data, straight_ru
     (tmp_path / "val" / "annotations.json").write_text(json.dumps(listing))
     with pytest.raises(ConfigError, match="data: data.val .*: part class 'cape' has no target class"):
         PosePartDataModule(tiny(data, f"data.val={tmp_path / 'val'}"))
+
+
+def test_a_broken_validation_image_is_skipped_not_scored_twice(data, tmp_path):
+    """A broken validation sample's place holds the record that replaced it; before, that record was scored twice
+    (its ground truth and prediction added again: a review). Truth: the same run validated without the image."""
+    for name in ("broken", "without"):
+        shutil.copytree(data["val"], tmp_path / name)
+    listing = json.loads((data["val"] / "annotations.json").read_text())
+    dropped = listing["images"][1]
+    image = tmp_path / "broken" / "images" / dropped["file_name"]
+    image.write_bytes(image.read_bytes()[:100])  # truncated
+    listing["images"] = [i for i in listing["images"] if i["id"] != dropped["id"]]
+    listing["annotations"] = [a for a in listing["annotations"] if a["image_id"] != dropped["id"]]
+    (tmp_path / "without" / "annotations.json").write_text(json.dumps(listing))
+    runs = {name: train(tiny(data, f"data.val={tmp_path / name}", "train.max_epochs=1"), tmp_path / f"run_{name}",
+                        **QUIET).metrics for name in ("broken", "without")}
+    for key in ("val/seg/mean_iou", "val/pose/ap"):
+        assert runs["broken"][key] == pytest.approx(runs["without"][key]), key
 
 
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):

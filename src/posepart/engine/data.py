@@ -230,9 +230,10 @@ def target_schema(value: str | Path) -> Schema:
     each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
         return getattr(Schema, value)()
-    if not value.exists() and len(value.parts) == 1 and not value.suffix:  # "cocoo": a mistyped name, not a file
+    if not value.exists():  # "cocoo" (made absolute with the run's paths): a mistyped name, or a missing file
         names = ", ".join(get_args(SchemaName))
-        raise ConfigError(f"data.schema: {str(value)!r} is neither a built-in schema ({names}) nor a file")
+        raise ConfigError(f"data.schema: {value.name!r} is neither a built-in schema ({names}) nor an existing file "
+                          f"or folder ({value})")
     path = value / ANNOTATIONS_FILE if value.is_dir() else value
     try:
         data = read_json(path, expected="a JSON object: a COCO file with categories, or a category")
@@ -281,10 +282,11 @@ class PosePartDataModule(pl.LightningDataModule):
             self.sources = self._map(opened)
         except SourceError as err:
             raise ConfigError(f"data.sources: {err}" if data.sources else f"data: {err}") from None
+        trains_pose = any(s.mapping is not None and s.mapping.pose for s in self.sources)
         for source, (_, _, val) in zip(self.sources, opened):  # validation data that validates none of the joints
             view = source.val
-            if (val is not None and isinstance(view, MappedSource) and view.mapping is not None and val.schema.has_pose
-                    and self.target.has_pose and not view.mapping.joints.present.any()):
+            if (trains_pose and val is not None and isinstance(view, MappedSource) and view.mapping is not None
+                    and val.schema.has_pose and not view.mapping.joints.present.any()):
                 where = f"source {source.name!r}: val" if data.sources else "data.val"
                 raise ConfigError(f"{where} ({val.annotation_file}): none of its joints {list(val.schema.keypoints)} "
                                   f"maps to the run's {list(self.target.keypoints)} (by name, docs/training.md): its "

@@ -346,7 +346,8 @@ class PosePartModule(pl.LightningModule):
         pooled = Evaluator(self.schema, **heads)
         # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all
         per_source = [Evaluator(self.schema, **heads) for _ in data.val_sources] if self.config.data.sources else []
-        for index, prediction in sorted(items, key=lambda item: item[0]):
+        # once per record: a broken sample's place holds the record that replaced it, which its own place scores too
+        for index, prediction in sorted(dict(items).items()):
             source, record = data.val_item(index)
             gt_parts = data.val_sources[source].val.load_parts(record)
             pooled.add(record, prediction, gt_parts)

@@ -352,6 +352,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                            f"{theirs!r} (what its state continues: the optimizer, the learning-rate schedule, the "
                            f"epoch's draws)", category=PosepartWarning)
         cfg = _with_values(cfg, {key: theirs for key, (_, theirs) in restored.items()})
+        data.config = cfg  # its loaders read the batch size when built (a review: they kept the new one)
         module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
                                 sources=data.describe())
         data.bind(module.model.meta)
