@@ -28,7 +28,6 @@ from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import Targets, build_targets
 
 
-
 def metric_names(schema: Schema) -> set[str]:
     """Every metric name an evaluation in `schema` can report, flat as training logs them without the `val/` prefix
     ("seg/mean_iou", "seg/iou/head", "pose/ap", "pose/pckh/neck", "pose/ap/view/back"): what `train.best_metric`
@@ -38,6 +37,7 @@ def metric_names(schema: Schema) -> set[str]:
     pose = [*coco_keypoint_ap([], [], [], schema.sigmas), "pckh", *pck_dist([], [], schema)]
     names |= {f"pose/{key}" for key in pose} | {f"pose/pckh/{joint}" for joint in schema.keypoints}
     return names | {f"pose/ap/{field}/{kind}" for field, kinds in SLICES.items() for kind in kinds}
+
 
 @dataclass
 class Prediction:

@@ -40,14 +40,6 @@ def oks(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequenc
     return float(oks_terms(gt_kpts, pred_kpts, area, sigmas)[labelled].mean())
 
 
-def _labelled_joints(ann: dict[str, Any]) -> int:
-    """The labelled joints of a ground-truth annotation (its num_keypoints when given, as COCOeval reads it)."""
-    if "num_keypoints" in ann:
-        return int(ann["num_keypoints"])
-    joints = ann.get("keypoints")
-    return 0 if joints is None else int(sum(1 for v in list(joints)[2::3] if v > 0))
-
-
 def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any]], results: list[dict[str, Any]],
                   k: int) -> None:
     """A ValueError naming what does not fit before pycocotools sees it (it fails with a bare AssertionError for a
@@ -104,8 +96,8 @@ def coco_keypoint_ap(
                         for ann in ground_truth if ann["image_id"] in kept]
         results = [r for r in results if r["image_id"] in kept]
     if not results:  # 0 where people were there to find; undefined (None) where none was (before: 0 there too)
-        areas = [_gt_dict(ann, len(sigmas))["area"] for ann in ground_truth
-                 if not ann.get("iscrowd") and _labelled_joints(ann)]
+        scored = (_gt_dict(ann, len(sigmas)) for ann in ground_truth)  # as COCOeval would read them
+        areas = [gt["area"] for gt in scored if not gt["iscrowd"] and gt["num_keypoints"]]
         ranges = {"ap_medium": (32 ** 2, 96 ** 2), "ap_large": (96 ** 2, 1e10)}  # COCOeval's; the rest: all areas
 
         def found(key: str) -> bool:
