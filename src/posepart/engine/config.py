@@ -339,13 +339,13 @@ def warn_unused_model_options(model: ModelConfig) -> None:
     (`--set model.name=fcn32_vgg16` on the joint one) leaves such settings behind, and they change nothing."""
     accepted = inspect.signature(MODELS[model.name]).parameters
     default = ModelConfig()
-    unused = [f"model.{option.name}: {getattr(model, option.name)!r}" for option in dataclasses.fields(ModelConfig)
-              if option.name not in ("name", "pretrained") and option.name not in accepted
-              and getattr(model, option.name) != getattr(default, option.name)]
+    unused = {key: getattr(model, key) for key in (option.name for option in dataclasses.fields(ModelConfig))
+              if key not in ("name", "pretrained", *accepted) and getattr(model, key) != getattr(default, key)}
     if unused:
-        hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in str(unused) else ""
-        warnings.warn(f"{model.name} has no such options, so these settings change nothing: {', '.join(unused)}"
-                      f"{hint}", PosepartWarning, stacklevel=3)
+        hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in unused else ""
+        listed = ", ".join(f"model.{key}: {value!r}" for key, value in unused.items())
+        warnings.warn(f"{model.name} has no such options, so these settings change nothing: {listed}{hint}",
+                      PosepartWarning, stacklevel=3)
 
 
 def _resets(override: dict[str | int, Any], where: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:

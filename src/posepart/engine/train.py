@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import os
+import re
 import shutil
 import warnings
 from contextlib import contextmanager, nullcontext
