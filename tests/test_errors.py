@@ -349,6 +349,20 @@ def test_out_in_a_read_only_folder(files, tmp_path, capsys):
         folder.chmod(0o755)
 
 
+def test_out_in_a_folder_without_write_permission_simulated(files, tmp_path, capsys, monkeypatch):
+    """The same refusals as `test_out_in_a_read_only_folder`, simulated in-process so that they are checked where
+    tests run as root too (root writes into a chmod-ed folder, so that test is skipped there)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr("posepart.errors.os.access",
+                        lambda path, mode: False if Path(path) == folder else real_access(path, mode))
+    _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
+                     str(folder)], capsys, f"--out {folder}", "this folder is not writable")
+    _refused_naming(["evaluate", "--oracle", "--data", str(files["data"]), "--input-size", "64", "--out",
+                     str(folder / "m.json")], capsys, f"--out's folder {folder}", "this folder is not writable")
+
+
 # -- Ctrl-C in predict ------------------------------------------------------------------------------------------------
 def test_ctrl_c_while_the_model_loads_is_one_line(files, tmp_path, capsys, monkeypatch):
     """Before: Ctrl-C before any input was processed (torch importing, the model loading) printed a traceback."""

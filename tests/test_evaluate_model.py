@@ -419,7 +419,10 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
 
     from inference_helpers import write_checkpoint
 
-    model = write_checkpoint(tmp_path / "pose.ckpt", Schema.pascal_person_part(), input_size=SIZE, tasks=("pose",))
+    # gain 40: the random maps have peaks, so the model finds people to compare (at gain 1 it found none, and the
+    # two "nothing found" scores were equal whatever was read)
+    model = write_checkpoint(tmp_path / "pose.ckpt", Schema.pascal_person_part(), input_size=SIZE, tasks=("pose",),
+                             gain=40.0)
     coco = fixtures / "coco_mini"
     release = f"{coco / 'annotations/person_keypoints_train2017.json'}{os.pathsep}{coco / 'train2017'}"
     assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", "--out",
@@ -427,6 +430,11 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(model), "--annotations", release.split(os.pathsep)[0], "--images",
                  str(coco / "train2017"), "--out", str(tmp_path / "one")]) == 0
     rows = json.loads((tmp_path / "rows" / "metrics.json").read_text())["sources"]
-    assert rows["coco"]["pose"] == json.loads((tmp_path / "one" / "metrics.json").read_text())["pose"]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert rows["coco"]["images"] == one["images"] == 36  # every image of the fixture's JSON
+    assert rows["coco"]["pose"]["pck_dist_pairs"] > 0 and rows["coco"]["pose"] == one["pose"]
+    predicted = [json.loads(path.read_text()) for path in (tmp_path / "rows" / "keypoints" / "coco.json",
+                                                           tmp_path / "one" / "keypoints.json")]
+    assert predicted[0] and predicted[0] == predicted[1]  # the same people, found on the same images
     assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release.split(os.pathsep)[0]}"]) == 2
     assert f"give its image folder after it, joined by '{os.pathsep}'" in capsys.readouterr().err

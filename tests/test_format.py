@@ -174,10 +174,27 @@ def test_malformed_json(tmp_path):
         PosePartDataset.open(root)
 
 
-def test_keypoints_outside_image(tmp_path):
+def test_keypoints_outside_image(tmp_path, capsys):
+    """Before, one joint a few pixels past the border refused the whole dataset (converters already dropped such
+    joints with a count): it is dropped and counted now, and only a joint an image's size away is refused."""
     root = write_custom(tmp_path / "ds")
-    _edit_json(root, lambda d: d["annotations"][0]["keypoints"].__setitem__(3, 80.0))
-    with pytest.raises(DatasetError, match=r"annotation id 1 \(image img0\.png\): keypoint 'left_hand' at \(80, 28\)"):
+    _edit_json(root, lambda d: d["annotations"][0]["keypoints"].__setitem__(3, 63.5))  # 3.5 px past x = 60
+    dataset = PosePartDataset.open(root)
+    assert len(dataset) == 3 and dataset.skipped == {"keypoint outside the image (joint dropped)": 1}
+    example = dataset.skipped_examples["keypoint outside the image (joint dropped)"]
+    assert "img0.png: 'left_hand' at (63.5, 28)" in example
+    np.testing.assert_array_equal(dataset.records[0].keypoints[0, :, 2], [2, 0, 2])  # that joint alone is unlabelled
+    np.testing.assert_array_equal(dataset.records[1].keypoints[0, :, 2], [2, 2, 2])
+    assert main(["inspect", str(root)]) == 0
+    assert "skipped 1 x keypoint outside the image (joint dropped)" in capsys.readouterr().err
+
+    _edit_json(root, lambda d: d["annotations"][0].__setitem__("keypoints", [70.0, 1, 2, 80.0, 2, 2, -9.0, 3, 2]))
+    record = PosePartDataset.open(root).records[0]  # nothing left inside: the person is an ignore region (its box)
+    assert record.keypoints.shape[0] == 0 and len(record.ignore_regions) == 2
+
+    _edit_json(root, lambda d: d["annotations"][0]["keypoints"].__setitem__(3, 200.0))  # (x, y) swapped, say
+    with pytest.raises(DatasetError, match=r"annotation id 1 \(image img0\.png\): keypoint 'left_hand' at \(200, 2\) "
+                                           r"lies far outside the 60x40 image"):
         PosePartDataset.open(root)
 
 

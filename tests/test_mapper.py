@@ -20,8 +20,11 @@ def test_eval_mapper_shapes_and_flags(tmp_path):
     assert sample["has_pose"] and sample["has_parts"] and sample["joint_mask"].all()
     # the letterboxed 60x40 image leaves padding rows: unlabelled for parts and unsupervised for pose
     assert (sample["parts"][:4] == 255).all() and sample["pose_mask"][0].sum() == 0
-    # the inverse affine maps the network input back onto the image
-    assert sample["to_image"].shape == (2, 3)
+    # the inverse affine maps the network input back onto the image: by hand, the 60x40 image is scaled by 64/60 to
+    # fit the 64x64 canvas and centred, so canvas pixels step 60/64 image pixels and the centres coincide
+    to_image = sample["to_image"]
+    np.testing.assert_allclose(to_image[:, :2], [[60 / 64, 0.0], [0.0, 60 / 64]], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(to_image @ [31.5, 31.5, 1.0], [29.5, 19.5], rtol=0, atol=1e-9)
     assert not Mapper(ds, TargetConfig(input_size=64))(ds.records[1])["has_parts"]
 
 

@@ -3,6 +3,7 @@ per-sample loss weight, and a run with an unlabelled folder of images that resum
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from torch import nn
 
 from posepart.data.synth import write_synth
-from posepart.engine.checkpoint import load_checkpoint
+from posepart.engine.checkpoint import CheckpointError, load_checkpoint
 from posepart.engine.config import ConfigError, load_config
 from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.data import PosePartDataModule
@@ -138,10 +139,11 @@ class _MapsTeacher(nn.Module):
                            [pick(self.parts)], self.meta.pose_stride or 8, 1)
 
 
-def _teacher_batch(people: np.ndarray, mirror_people: np.ndarray, *, pose: bool = True
-                   ) -> tuple[SelfTraining, dict[str, torch.Tensor]]:
+def _teacher_batch(people: np.ndarray, mirror_people: np.ndarray, *, pose: bool = True,
+                   tasks: tuple[str, ...] | None = None) -> tuple[SelfTraining, dict[str, torch.Tensor]]:
     """A SelfTraining whose teacher sees `people` in the weak view and `mirror_people` (in mirror coordinates) in
-    its mirror, and a batch of one labelled and one unlabelled 96 x 96 sample. `pose` False: a parts-only teacher."""
+    its mirror, and a batch of one labelled and one unlabelled 96 x 96 sample. `pose` False: a parts-only teacher;
+    `tasks`: what the run's labelled sources teach."""
     head = HeadMeta(PASCAL, pose_stride=8 if pose else None, parts_stride=1, sigma=6.0)
     size = 96
     parts = np.zeros((size, size), np.uint8)
@@ -153,7 +155,8 @@ def _teacher_batch(people: np.ndarray, mirror_people: np.ndarray, *, pose: bool 
     mirrored = build_targets(mirror_people, None, parts[:, ::-1], grid)
     view = Maps(weak.heatmaps, weak.pafs, logits)
     mirror = Maps(mirrored.heatmaps, mirrored.pafs, flip_maps(Maps(None, None, logits), PASCAL).parts)
-    st = SelfTraining(_MapsTeacher(head, view, mirror), SelfTrainingConfig(ramp_steps=0, weight=0.5), PASCAL)
+    st = SelfTraining(_MapsTeacher(head, view, mirror), SelfTrainingConfig(ramp_steps=0, weight=0.5), PASCAL,
+                      tasks=tasks)
     h = size // 8
     batch = {"image": torch.zeros(2, 3, size, size), "weak_image": torch.zeros(2, 3, size, size),
              "unlabelled": torch.tensor([False, True]), "heatmaps": torch.zeros(2, 15, h, h),
@@ -228,6 +231,34 @@ def test_a_person_the_mirror_does_not_confirm_is_masked_out_not_taught_as_backgr
     assert all(mask[int(y), int(x)] == 1 for x, y in people[0, :, :2] / 8.0)
 
 
+def test_a_person_the_mirror_decodes_elsewhere_counts_once_as_dropped():
+    """Before: a person both views found but placed 15 px apart was counted twice (the image's and the mirror's
+    decodings), though `train/pseudo/dropped` is people per image."""
+    people = person(30, 10)[None]
+    people[..., 2] = 2.0
+    shifted = people.copy()
+    shifted[..., 0] += 15.0
+    st, batch = _teacher_batch(people, _mirror(shifted, 96))
+    assert st.label(batch, step=0) == pytest.approx({"weight": 0.5, "people": 0, "dropped": 1,
+                                                     "part_pixels": 0.0})
+
+
+@pytest.mark.parametrize("taught, untaught", [(("pose",), "parts"), (("parts",), "pose")])
+def test_a_head_no_labelled_source_trains_gets_no_pseudo_label(taught, untaught):
+    """Before: the joint model's part head was pseudo-labelled from its random output when the labelled sources
+    taught pose alone (and its pose head when they taught parts): noise learnt into the shared layers."""
+    people = person(30, 10)[None]
+    people[..., 2] = 2.0
+    st, batch = _teacher_batch(people, _mirror(people, 96), tasks=taught)
+    result = st.label(batch, step=0)
+    flags = {"pose": bool(batch["has_pose"][1]), "parts": bool(batch["has_parts"][1])}
+    assert flags == {taught[0]: True, untaught: False}
+    if untaught == "parts":
+        assert (batch["parts"][1] == IGNORE_LABEL).all() and result["people"] == 1
+    else:  # parts labelled as a model without a pose head labels them: its confident pixels everywhere
+        assert result.get("people", 0) == 0 and result["part_pixels"] == pytest.approx(80 / 96)
+
+
 def test_a_joint_one_kept_person_lacks_is_not_taught_as_absent():
     people = np.stack([person(30, 10), person(66, 20, 1.2)])
     people[..., 2] = 2.0
@@ -284,6 +315,21 @@ def test_unlabelled_sources_need_self_training_and_vice_versa(data, tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
+def test_self_training_that_could_learn_nothing_is_refused(data, tmp_path):
+    """Before, each trained without a word: every unlabelled draw at weight 0 (a teacher kept and checkpointed
+    for nothing), no labelled draw (pseudo-labels from a random teacher), min_joints above a person's 14 joints."""
+    labelled, folder = data
+    sources = [{"name": "labelled", "train": str(labelled), "val": str(labelled)},
+               {"name": "raw", "train": {"images": str(folder)}, "unlabelled": True}]
+    for changed, words in (({"raw": {"weight": 0}}, "every unlabelled source has weight 0"),
+                           ({"labelled": {"weight": 0}}, "no labelled source trains")):
+        spec = [{**source, **changed.get(source["name"], {})} for source in sources]
+        with pytest.raises(ConfigError, match=words):
+            PosePartDataModule(_config(tmp_path, labelled, folder, f"data.sources={json.dumps(spec)}"))
+    with pytest.raises(ConfigError, match="min_joints: 15, but a person has 14 joints"):
+        PosePartDataModule(_config(tmp_path, labelled, folder, "train.self_training.min_joints=15"))
+
+
 def test_a_run_with_an_unlabelled_folder_pseudo_labels_it_and_resumes_exactly(data, tmp_path):
     labelled, folder = data
     module_data = PosePartDataModule(_config(tmp_path, labelled, folder))
@@ -299,6 +345,12 @@ def test_a_run_with_an_unlabelled_folder_pseudo_labels_it_and_resumes_exactly(da
     other = load_checkpoint(resumed.last)["state_dict"]
     for key in state:
         torch.testing.assert_close(state[key], other[key], rtol=0, atol=1e-6, msg=key)
+    # self-training cannot be added or removed on a resume: before, "its weights do not fit (... teacher absent)"
+    plain = [f"data.sources={json.dumps([{'name': 'labelled', 'train': str(labelled), 'val': str(labelled)}])}",
+             "train.self_training=null"]
+    with pytest.raises(CheckpointError, match="its run self-trained .* and this one does not: a resume cannot add "
+                                              "or remove the teacher"):
+        train(_config(tmp_path, labelled, folder, *plain), tmp_path / "cut", resume=first.last, **QUIET)
 
 
 @pytest.mark.slow

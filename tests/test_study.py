@@ -152,8 +152,10 @@ def test_study_end_to_end_on_the_synthetic_default_with_two_seeds(tmp_path):
     record = json.loads((out / "metrics.json").read_text())
     assert set(record["runs"]) == {"pose", "parts@1", "joint"}
     assert all(set(seeds) == {"0", "1"} for seeds in record["runs"].values())
-    spread = record["summary"]["joint"]["mean_iou"]
-    assert spread is not None and spread[1] >= 0.0  # mean and sd over the two seeds
+    per_seed = [record["runs"]["joint"][seed]["segmentation"]["mean_iou"] for seed in ("0", "1")]
+    mean, sd = record["summary"]["joint"]["mean_iou"]  # the mean and the sample standard deviation over the seeds
+    assert mean == pytest.approx((per_seed[0] + per_seed[1]) / 2)
+    assert sd == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # two values: |a - b| / sqrt(2)
     assert (out / "data" / "train" / "annotations.json").is_file()  # generated under OUT/data
 
 
@@ -211,3 +213,98 @@ def test_study_with_self_training_end_to_end(data, tmp_path):
     record = json.loads((only / "metrics.json").read_text())
     assert set(record["runs"]) == {"joint+st"} and record["summary"]["joint+st"]["delta_m"] is None
     assert "| joint+st |" in (only / "report.md").read_text()
+
+
+def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_others(data, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """Before: the same command run again (after an interruption or a failed arm) trained every arm from scratch,
+    and a run with other settings in the same --out replaced the earlier arms and metrics.json without a word."""
+    import posepart.demo
+
+    out = tmp_path / "study"
+    argv = ["study", "--out", str(out), "--data", str(data), "--size", str(SIZE), "--seeds", "1", "--label-fractions",
+            "1", "--train-images", "4", "--jobs", "1", "--arms", "pose,parts"]
+    assert main(argv) == 0
+    first = json.loads((out / "metrics.json").read_text())["runs"]
+
+    def trained(*args, **kwargs):
+        raise AssertionError("an arm finished with the same settings was trained again")
+
+    real = posepart.demo.train_and_score
+    monkeypatch.setattr(posepart.demo, "train_and_score", trained)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "reusing 2 arm(s)" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["runs"] == first
+    assert main([*argv, "--set", "optim.lr=0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the arm 'pose seed 0' trained with other settings (extra differ)" in err and "--overwrite" in err
+    assert json.loads((out / "metrics.json").read_text())["runs"] == first  # nothing replaced
+    monkeypatch.setattr(posepart.demo, "train_and_score", real)
+    assert main([*argv[:-1], "pose", "--set", "optim.lr=0.001", "--overwrite"]) == 0
+    assert json.loads((out / "runs" / "pose_seed0" / "score.json").read_text())["inputs"]["extra"][-1] == \
+        "optim.lr=0.001"
+
+
+def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_path, capsys, monkeypatch):
+    """Before: --unlabelled too small for a single image ended in an AssertionError traceback; a self-training
+    --set reached every arm (and failed the others: "no source is unlabelled"); a --config without a part head
+    trained its arms, then could not score them."""
+    import posepart.demo
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained before the options were checked")
+
+    monkeypatch.setattr(posepart.demo, "train_and_score", trained)
+    base = ["study", "--out", str(tmp_path / "s"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+            "--label-fractions", "1", "--train-images", "4", "--jobs", "1"]
+    for extra, words in ((["--self-train", "--unlabelled", "0.01"], "none of the 8 training images would be without "
+                                                                    "labels"),
+                         (["--set", "train.self_training.weight=0.5"], "apply to the +st arms, which --self-train"),
+                         (["--config", "demo_cpu_paf"], "every arm is the joint network")):
+        assert main([*base, *extra]) == 2, extra
+        assert words in capsys.readouterr().err, extra
+
+
+def test_self_training_settings_reach_the_st_arms_alone(data, tmp_path, monkeypatch):
+    """`--set train.self_training.*` goes to the +st arms, the only ones with an unlabelled source."""
+    import posepart.demo
+
+    seen = {}
+
+    def run_jobs(jobs, *args, **kwargs):
+        seen.update(jobs)
+        return {label: ({"segmentation": {"mean_iou": 0.5}, "pose": {"ap": 0.5, "pckh": 0.5}}, [], None)
+                for label in jobs}
+
+    monkeypatch.setattr(posepart.demo, "run_jobs", run_jobs)
+    assert main(["study", "--out", str(tmp_path / "s"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
+                 "--label-fractions", "0.5", "--train-images", "4", "--self-train", "--set",
+                 "train.self_training.weight=0.5", "--set", "optim.lr=0.001"]) == 0
+    for label, job in seen.items():
+        assert "optim.lr=0.001" in job.extra
+        assert ("train.self_training.weight=0.5" in job.extra) == label.startswith("joint@0.5+st"), label
+    record = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert record["overrides"] == ["optim.lr=0.001"]
+    assert record["self_training_overrides"] == ["train.self_training.weight=0.5"]
+
+
+def test_a_gain_over_fewer_seeds_than_the_study_says_so(tmp_path):
+    """Before: a seed whose pose arm scored AP 0 (no relative gain) was left out of Δm without a word, while the
+    report's header said 3 seeds."""
+    from posepart.study import summarise, write_study_report
+
+    runs = {"pose": {"0": {"pose": {"ap": 0.0}}, "1": {"pose": {"ap": 0.1}}, "2": {"pose": {"ap": 0.12}}},
+            "parts@0.1": {s: {"segmentation": {"mean_iou": 0.3}} for s in "012"},
+            "joint@0.1": {s: {"segmentation": {"mean_iou": 0.3}, "pose": {"ap": 0.05}} for s in "012"}}
+    summary = summarise(runs, [0.1], 3)
+    # by hand: seed 1 (0 + (0.05 - 0.1) / 0.1) / 2 = -0.25, seed 2 (0 + (0.05 - 0.12) / 0.12) / 2 = -0.2917
+    mean, sd = summary["joint@0.1"]["delta_m"]
+    assert mean == pytest.approx((-0.25 - 0.07 / 0.24) / 2) and summary["joint@0.1"]["delta_m_seeds"] == 2
+    record = {"seeds": 3, "train_images": 10, "train": "t", "val": "v", "config": "c", "size": 64,
+              "splits": "s", "labelled_share": None, "unlabelled": 0.3, "arms": ["parts", "joint"], "fractions": [0.1],
+              "summary": summary, "seconds": 1.0}
+    text = write_study_report(tmp_path, record, None).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| joint@0.1 "))
+    assert line.endswith("(2 of 3 seeds) |")
+    assert "no arm learns from them" in text and "`+st` arms" not in text  # no --self-train: no +st arm

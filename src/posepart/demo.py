@@ -45,6 +45,7 @@ DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU mac
 FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
+SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
 
 
 def demo_size(size: int | None) -> int:
@@ -140,6 +141,9 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     from posepart.engine.train import train
     from posepart.evaluate_model import evaluate_model
 
+    inputs = score_inputs(config_name, train_root, val_root, train_size=train_size, size=size, images=images,
+                          minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip)
+    (out / SCORE_FILE).unlink(missing_ok=True)  # a run that fails now leaves no earlier score to be taken for it
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
     steps = planned_steps(images, cfg.data.batch_size)
     every = max(1, math.ceil(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
@@ -171,8 +175,30 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False,
                                     tasks=loaded.tasks, flip=True)
         metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
+    write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics})
     logs = sorted((out / "csv").glob("version_*/metrics.csv"))
     return metrics, overlays, logs[-1] if logs else None
+
+
+def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
+                 minutes: float | None = None, extra: list[str] | tuple[str, ...] = (),
+                 tasks: tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
+                 flip: bool = False) -> dict[str, Any]:
+    """What a `train_and_score` result depends on, as JSON values: its run folder's SCORE_FILE records them beside
+    the metrics, so a study run again reuses a model trained and scored with the same (`finished_score`)."""
+    return json.loads(json.dumps({
+        "config": config_name, "train": str(Path(train_root).resolve()), "val": str(Path(val_root).resolve()),
+        "train_size": train_size, "size": size, "images": images, "minutes": minutes, "extra": list(extra),
+        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip}))
+
+
+def finished_score(out: Path) -> dict[str, Any] | None:
+    """The {"inputs", "metrics"} a finished `train_and_score` left in `out`, or None (none, or unreadable)."""
+    try:
+        saved = json.loads((out / SCORE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and {"inputs", "metrics"} <= set(saved) else None
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:

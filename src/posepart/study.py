@@ -176,13 +176,22 @@ def mean_sd(values: Sequence[float | None]) -> tuple[float, float | None] | None
 def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequence[float], seeds: int,
               train_images: int, size: int, config: str = "demo_cpu_joint", jobs: int = 3,
               labelled_share: float | None = None, self_train: bool = False, unlabelled: float = 0.0,
-              overrides: Sequence[str] = (), only: Sequence[str] | None = None) -> Path:
+              overrides: Sequence[str] = (), only: Sequence[str] | None = None, overwrite: bool = False) -> Path:
     """Train and score every arm (or the arms named in `only`) for every seed (`posepart.demo.run_jobs`), write
-    metrics.json, the plot and report.md under `out`; returns the report's path."""
-    from posepart.demo import TrainJob, run_jobs
+    metrics.json, the plot and report.md under `out`; returns the report's path.
+
+    An arm already trained and scored under `out` with the same settings (its run folder's score.json: a study
+    interrupted, or run again with more arms) is reused, not trained again; one trained with other settings is
+    refused unless `overwrite` (it would be replaced)."""
+    from posepart.demo import TrainJob, finished_score, run_jobs, score_inputs
 
     start = time.perf_counter()
     train = PosePartDataset.open(train_root)
+    if self_train and math.floor(unlabelled * len(train) + 1e-9) < 1:  # as `make_splits` counts them
+        raise UsageError(f"study --unlabelled {unlabelled:g}: none of the {len(train)} training images would be "
+                         f"without labels, and self-training learns from those (give at least "
+                         f"{1 / len(train):.2g})")
+    common, st_overrides = split_overrides(overrides, self_train)
     fractions = sorted(set(float(f) for f in fractions))
     splits = make_splits(train, fractions, range(seeds), out / "splits", unlabelled)
     jobs_by_label: dict[str, TrainJob] = {}
@@ -199,27 +208,59 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
             folder = out / "runs" / f"{label.replace('@', '_f').replace('+', '_')}_seed{seed}"
             # no validation during training (the arms are scored once, at the end), the seed of the split
             extra = (f"train.seed={seed}", "train.val_every_epochs=1000000",
-                     *(("train.self_training={}",) if arm == "joint+st" else ()), *overrides)
+                     *(("train.self_training={}", *st_overrides) if arm == "joint+st" else ()), *common)
             # self-training adds its unlabelled draws to the same labelled ones (as FixMatch adds unlabelled batches)
             budget = (round(train_images * (1 + len(split.unlabelled) / (len(split.labelled) + len(split.rest))))
                       if arm == "joint+st" else None)
             jobs_by_label[job] = TrainJob(folder, config, tasks, tuple(sources), extra, budget)
             arms[job] = (label, f, seed)
-    results = run_jobs(jobs_by_label, train_root, val_root, train_size=len(train), size=size, images=train_images,
-                       minutes=None, parallel=jobs)
+    scores: dict[str, dict[str, Any]] = {}  # job label -> metrics of an arm finished by an earlier run
+    for job, spec in jobs_by_label.items():
+        saved = finished_score(spec.out)
+        if saved is None:
+            continue
+        inputs = score_inputs(spec.config, train_root, val_root, train_size=len(train), size=size,
+                              images=spec.images or train_images, extra=spec.extra, tasks=spec.tasks,
+                              sources=None if spec.sources is None else list(spec.sources))
+        if saved["inputs"] == inputs:
+            scores[job] = saved["metrics"]
+        elif not overwrite:
+            changed = sorted(k for k in inputs if saved["inputs"].get(k) != inputs[k])
+            raise UsageError(f"study --out {out}: {spec.out} holds the arm {job!r} trained with other settings "
+                             f"({', '.join(changed)} differ); give another --out (--data {out / 'data'} reuses "
+                             f"these scenes, the splits follow the seeds) or --overwrite to train it again")
+    if scores:
+        print(f"reusing {len(scores)} arm(s) trained and scored by an earlier run of this study: "
+              f"{', '.join(scores)}", flush=True)
+    todo = {job: spec for job, spec in jobs_by_label.items() if job not in scores}
+    results = {job: (metrics, [], None) for job, metrics in scores.items()}
+    if todo:
+        results.update(run_jobs(todo, train_root, val_root, train_size=len(train), size=size, images=train_images,
+                                minutes=None, parallel=jobs))
     runs: dict[str, dict[str, dict[str, Any]]] = {}
-    for job, (metrics, _, _) in results.items():
+    for job, (metrics, _, _) in sorted(results.items(), key=lambda item: list(jobs_by_label).index(item[0])):
         label, _, seed = arms[job]
         runs.setdefault(label, {})[str(seed)] = {k: v for k, v in metrics.items() if k != "per_stage"}
     summary = summarise(runs, fractions, seeds, study_arms(self_train))
     record = {"config": config, "train": str(train_root), "val": str(val_root), "train_images": train_images,
               "size": size, "fractions": fractions, "seeds": seeds, "labelled_share": labelled_share,
-              "unlabelled": unlabelled, "arms": list(study_arms(self_train)), "overrides": list(overrides),
+              "unlabelled": unlabelled, "arms": list(study_arms(self_train)), "overrides": list(common),
+              "self_training_overrides": list(st_overrides),
               "splits": str(out / "splits" / "splits.json"), "runs": runs, "summary": summary,
               "seconds": round(time.perf_counter() - start, 1)}
     write_json_atomic(out / "metrics.json", record)
     figure = plot_study(summary, fractions, out / "study.png", study_arms(self_train))
     return write_study_report(out, record, figure)
+
+
+def split_overrides(overrides: Sequence[str], self_train: bool) -> tuple[list[str], list[str]]:
+    """(--set strings for every arm, those of `train.self_training`: for the +st arms alone, the only ones with an
+    unlabelled source to self-train on; before, they reached every arm, and the others failed on them)."""
+    st = [o for o in overrides if o.partition("=")[0].strip().startswith("train.self_training")]
+    if st and not self_train:
+        raise UsageError(f"study --set {' '.join(st)}: self-training settings apply to the +st arms, which "
+                         f"--self-train adds")
+    return [o for o in overrides if o not in st], st
 
 
 def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[float], seeds: int,
@@ -239,6 +280,8 @@ def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[fl
             gains = [delta_m(runs[joint][str(s)], {"parts": singles[0][str(s)], "pose": singles[1][str(s)]})
                      for s in range(seeds) if all(str(s) in r for r in (runs[joint], *singles))]
             summary[joint]["delta_m"] = mean_sd(gains)
+            # a seed whose single-task arm scores 0 has no relative gain: the report says over how many seeds
+            summary[joint]["delta_m_seeds"] = sum(gain is not None for gain in gains)
     return summary
 
 
@@ -263,19 +306,26 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
              f"has the other task masked. {'Mean ± sd over seeds' if record['seeds'] > 1 else 'One seed'}, in %; "
              f"Δm: multi-task gain of a joint arm over "
              f"`parts@f` (mean IU) and `pose` (OKS AP)."
-             + (f" Every arm with `{' '.join(record['overrides'])}`." if record.get("overrides") else ""), "",
+             + (f" Every arm with `{' '.join(record['overrides'])}`." if record.get("overrides") else "")
+             + (f" The `+st` arms with `{' '.join(record['self_training_overrides'])}`."
+                if record.get("self_training_overrides") else ""), "",
              "| arm | part labels | mean IU | OKS AP | PCKh@0.5 | Δm |", "|---|---:|---:|---:|---:|---:|"]
     if record.get("unlabelled"):
+        use = ("`+st` arms self-train on them (`train.self_training`), drawn besides the same labelled draws"
+               if "joint+st" in record.get("arms", ())
+               else "no arm learns from them (`--self-train` adds arms that do)")
         lines[2:2] = [f"{record['unlabelled']:.0%} of the training images carry no label in any arm (the fractions "
-                      f"are of the rest); `+st` arms self-train on them (`train.self_training`), drawn besides "
-                      f"the same labelled draws.", ""]
+                      f"are of the rest); {use}.", ""]
     order = ["pose"] + [arm_label(arm, f) for f in fractions for arm in record.get("arms", ("parts", "joint"))]
     for label in (label for label in order if label in summary):
         row = summary[label]
         share = "none" if label == "pose" else \
             f"{float(label.split('@')[1].split('+')[0]) if '@' in label else 1.0:.0%}"
+        gain = _cell(row.get("delta_m"))
+        if row.get("delta_m") is not None and row.get("delta_m_seeds", record["seeds"]) < record["seeds"]:
+            gain += f" ({row['delta_m_seeds']} of {record['seeds']} seeds)"
         lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
-                     f"| {_cell(row.get('delta_m'))} |")
+                     f"| {gain} |")
     if figure is not None:
         lines += ["", f"![mean IU and OKS AP against the part-label fraction]({figure.name})"]
     lines += ["", f"Every run's metrics: `metrics.json` (`runs`); finished in {record['seconds']:.0f} s."]
@@ -352,7 +402,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     size = demo_size(args.size)
     from posepart.engine.config import load_config, shipped_config
 
-    load_config(shipped_config(args.config), args.set)  # a bad --set fails here, not in every training process
+    common, st_overrides = split_overrides(args.set, args.self_train)
+    config = load_config(shipped_config(args.config), common)  # a bad --set fails here, not in every process
+    if args.self_train:
+        load_config(shipped_config(args.config), ["train.self_training={}", *st_overrides])
+    if config.model.name != "joint_vgg16":  # before: trained every arm, then failed to score the masked task
+        raise UsageError(f"study --config {args.config}: every arm is the joint network (model.name joint_vgg16, "
+                         f"the single-task arms with the other task masked), not {config.model.name}")
     out = output_folder(args.out)
     if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
         train_root, val_root = args.data / "train", args.data / "val"
@@ -377,7 +433,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     report = run_study(out, train_root=train_root, val_root=val_root, fractions=fractions, seeds=seeds,
                        train_images=images, size=size, config=args.config, jobs=args.jobs,
                        labelled_share=args.labelled_share, self_train=args.self_train, unlabelled=unlabelled,
-                       overrides=args.set, only=args.arms)
+                       overrides=args.set, only=args.arms, overwrite=args.overwrite)
     print(report.read_text(encoding="utf-8"))
     print(f"report: {report}")
     return 0
@@ -386,7 +442,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 def add_study_parser(verbs: Any) -> None:
     p = verbs.add_parser("study", help="the report's thesis: parts on a fraction of the images, pose on all, against "
                                        "single-task arms (mean ± sd over seeds)")
-    p.add_argument("--out", type=Path, required=True, help="folder: data, splits, runs, metrics.json, report.md")
+    p.add_argument("--out", type=Path, required=True, help="folder: data, splits, runs, metrics.json, report.md (an "
+                                                          "arm already trained there with the same settings is reused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again an arm that --out holds with other settings (refused otherwise)")
     p.add_argument("--data", type=Path, help="ROOT with ROOT/train and ROOT/val in the posepart format (default: the "
                                              "demo's synthetic scenes, generated under OUT/data)")
     p.add_argument("--label-fractions", type=_fractions, metavar="F[,F...]",
@@ -408,7 +467,8 @@ def add_study_parser(verbs: Any) -> None:
                         "else 0)")
     p.add_argument("--arms", type=_arms, metavar="ARM[,ARM...]",
                    help="train only these arms (pose, parts, joint, joint+st; default all): e.g. to compare one arm "
-                        "under another --set with an earlier study's (same data, seeds and splits)")
+                        "under another --set with an earlier study's, in another --out with --data EARLIER_OUT/data "
+                        "(the same scenes; the splits follow the seeds)")
     p.add_argument("--jobs", type=at_least(1), default=3, help="models trained at once, in separate processes")
     p.add_argument("--config", default="demo_cpu_joint", help="the shipped config of the joint network")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -33,7 +33,17 @@ ANNOTATIONS_FILE = "annotations.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
-_KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
+KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
+JOINT_OUTSIDE = "keypoint outside the image (joint dropped)"  # the skip reason of readers and converters alike
+
+
+def keypoints_outside(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(K,) bool: which labelled joints of one person's (K, 3) keypoints lie more than KEYPOINT_TOLERANCE outside
+    [0, W] x [0, H]. Readers and converters drop them with a count: an annotator's click past the border of a person
+    cut by it (PASCAL-Person-Part's own XMLs hold five) is no reason to refuse a dataset."""
+    x, y, v = keypoints[:, 0], keypoints[:, 1], keypoints[:, 2]
+    return (v > 0) & ((x < -KEYPOINT_TOLERANCE) | (y < -KEYPOINT_TOLERANCE) | (x > width + KEYPOINT_TOLERANCE)
+                      | (y > height + KEYPOINT_TOLERANCE))
 
 
 @dataclass(frozen=True)
@@ -220,7 +230,9 @@ class PosePartDataset:
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
         for i, info in enumerate(data["images"]):
-            record = _read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i)
+            dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
+            record = _read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
+                                  lambda reason, example: dropped.append((reason, example)))
             if not record.image_path.is_file():
                 if not skip_missing:
                     raise DatasetError(
@@ -228,6 +240,8 @@ class PosePartDataset:
                     )
                 dataset._skip("missing image", str(record.image_path))
                 continue
+            for reason, example in dropped:
+                dataset._skip(reason, example)
             dataset.records.append(record)
         owners: dict[Path, str] = {}  # a part map is found by its image's name without the extension
         for record in dataset.records:
@@ -438,8 +452,10 @@ def _read_record(
     parts_dir: Path | None,
     where: str,
     index: int,
+    skip: Callable[[str, str], None],
 ) -> ImageRecord:
-    """Validate one `images` entry and its annotations into an ImageRecord."""
+    """Validate one `images` entry and its annotations into an ImageRecord; `skip(reason, example)` counts what is
+    dropped (a joint outside the image)."""
     image_id = info["id"]  # checked by the caller
     file_name = info.get("file_name")
     if not isinstance(file_name, str):
@@ -461,6 +477,19 @@ def _read_record(
         kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
         box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
         area = validate.number(ann["area"], f"{label}: area") if ann.get("area") is not None else None
+        outside = keypoints_outside(kp, width, height)
+        if outside.any():
+            j = int(np.argmax(outside))
+            far = (np.abs(kp[:, :2] - [width / 2, height / 2]) > [1.5 * width, 1.5 * height]).any(1) & outside
+            if far.any():  # a whole image's size away: wrong coordinates (x and y swapped, another image's), no click
+                j = int(np.argmax(far))
+                raise DatasetError(f"{label}: keypoint {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) lies "
+                                   f"far outside the {width}x{height} image")
+            for j in np.flatnonzero(outside):
+                skip(JOINT_OUTSIDE, f"{file_name}: {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) "
+                                    f"(annotation id {ann.get('id')})")
+            kp = kp.copy()
+            kp[outside] = 0
         labelled = kp[:, 2] > 0
         if crowd or not labelled.any() or not k:  # an ignore region: its segmentation, else its box
             region = ann.get("segmentation")
@@ -470,16 +499,6 @@ def _read_record(
             if region is not None:
                 ignore.append(region)
             continue
-        xy = kp[labelled, :2]
-        outside = (xy < -_KEYPOINT_TOLERANCE).any(1) | (xy[:, 0] > width + _KEYPOINT_TOLERANCE) | (
-            xy[:, 1] > height + _KEYPOINT_TOLERANCE
-        )
-        if outside.any():
-            j = int(np.flatnonzero(labelled)[np.argmax(outside)])
-            raise DatasetError(
-                f"{label}: keypoint {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) lies outside the "
-                f"{width}x{height} image"
-            )
         keypoints.append(kp)
         box = box if box is not None else np.asarray(keypoint_box(kp), np.float32)
         boxes.append(box)

@@ -187,6 +187,12 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     differences = []
     if isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
         stored_schema, stored = _describe(checkpoint, path)
+        if (stored.train.self_training is None) != (config.train.self_training is None):  # before: "weights absent"
+            was = "self-trained" if stored.train.self_training else "did not self-train"
+            now = "does not" if stored.train.self_training else "does"
+            raise CheckpointError(f"{path}: its run {was} (train.self_training) and this one {now}: a resume cannot "
+                                  f"add or remove the teacher (its weights are part of the run); set "
+                                  f"train.self_training as the checkpoint's run did, or start a new run")
         if stored_schema != schema:
             differences.append(f"schema {stored_schema.describe()} (this run: {schema.describe()})")
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())

@@ -294,6 +294,7 @@ class PosePartDataModule(pl.LightningDataModule):
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
+        self._check_self_training_data(training)
         idle = next((s for s in training if not s.unlabelled and not (s.mapping.pose or s.mapping.parts)), None)
         if idle is not None:  # it would take its share of every epoch and teach nothing
             raise ConfigError(f"data.sources: source {idle.name!r} trains nothing: none of its labels (schema "
@@ -315,6 +316,23 @@ class PosePartDataModule(pl.LightningDataModule):
                                           for s in self.val_sources]) if self.val_sources else None)
         self.train_set = training[0].train  # the first training source (as the one dataset of a plain run)
         self.val_set = self.val_sources[0].val if self.val_sources else None
+
+    def _check_self_training_data(self, training: Sequence[Source]) -> None:
+        """Refuse a self-training run that could learn nothing from it: no unlabelled draw (every unlabelled source
+        at weight 0), no labelled draw (the teacher, the student's average, would label from its random start), or
+        `min_joints` above the joints a person has (no pseudo-labelled person could be kept)."""
+        settings = self.config.train.self_training
+        if settings is None:
+            return
+        if not any(s.unlabelled for s in training):
+            raise ConfigError("train.self_training: every unlabelled source has weight 0: no image would be "
+                              "pseudo-labelled")
+        if all(s.unlabelled for s in training):
+            raise ConfigError("train.self_training: no labelled source trains (weight > 0): the teacher, the average "
+                              "of the student, would pseudo-label from its random initialisation")
+        if self.target.has_pose and settings.min_joints > self.target.num_joints:
+            raise ConfigError(f"train.self_training.min_joints: {settings.min_joints}, but a person has "
+                              f"{self.target.num_joints} joints: no pseudo-labelled person could be kept")
 
     def bind(self, head: HeadMeta) -> None:
         """Build every target with the model's `HeadMeta` (grid, sigma, PAF width): `train` calls this once the model

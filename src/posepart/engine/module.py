@@ -130,7 +130,8 @@ class PosePartModule(pl.LightningModule):
         self.decode_config = DecodeConfig.for_evaluation()
         self.self_training: SelfTraining | None = None  # the teacher of a run with unlabelled sources
         if config.train.self_training is not None:
-            self.self_training = SelfTraining(self.model, config.train.self_training, schema)
+            self.self_training = SelfTraining(self.model, config.train.self_training, schema,
+                                              tasks=trained_tasks(self.sources))
         self._unchecked: list[tuple[int, int, dict[str, Tensor]]] = []  # (step, epoch, terms on the device)
         self._last_finite: dict[str, Tensor] = {}
         self._batch_clock: float | None = None

@@ -163,10 +163,15 @@ class SelfTraining(nn.Module):
     the same teacher). Its parameters take no gradient.
     """
 
-    def __init__(self, model: nn.Module, config: SelfTrainingConfig, schema: Schema) -> None:
+    def __init__(self, model: nn.Module, config: SelfTrainingConfig, schema: Schema,
+                 tasks: Sequence[str] | None = None) -> None:
+        """`tasks`: what the labelled sources teach ("pose", "parts"; None: every head of the model). A head that no
+        labelled source trains gets no pseudo-label: its output is of random weights, and learning it would send
+        that noise into the shared layers."""
         super().__init__()
         self.config = config
         self.schema = schema
+        self.tasks = None if tasks is None else tuple(tasks)
         self.teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.teacher_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
         self.decode_config = DecodeConfig()  # OpenPose's thresholds: a pseudo-label is a confident person
@@ -197,23 +202,25 @@ class SelfTraining(nn.Module):
             maps["parts"] = F.softmax(upsample_logits(maps["parts"], (height, width)), 1)
         host = {name: None if value is None else value.cpu().numpy() for name, value in maps.items()}
         people = dropped = part_pixels = 0
+        label_pose = head.has_pose and (self.tasks is None or "pose" in self.tasks)
+        label_parts = head.has_parts and (self.tasks is None or "parts" in self.tasks)
         for row, i in enumerate(rows.tolist()):
             views = [Maps(*(None if host[name] is None else host[name][row + offset]
                             for name in ("heatmaps", "pafs", "parts"))) for offset in (0, n)]
             views[1] = flip_maps(views[1], self.schema)
             keypoints, ignore, parts = np.zeros((0, self.schema.num_joints, 3), np.float32), None, None
-            if head.has_pose:
+            if label_pose:
                 found = [self._decode(v, head) for v in views]
                 pseudo = consistent_people(found[0], found[1], self.schema.sigmas_array, min_oks=self.config.flip_oks,
                                            min_joints=self.config.min_joints)
                 keypoints = pseudo.keypoints
                 ignore = ~self._union(pseudo.boxes, height, width) | self._union(pseudo.ignore_boxes, height, width)
                 people += len(keypoints)
-                dropped += len(pseudo.ignore_boxes)
+                dropped += len(found[0]) - len(keypoints)  # of the image's people (an unconfirmed pair is one)
                 batch["has_pose"][i] = True
                 # a joint channel is taught only where every kept person's joint was confirmed
                 batch["joint_mask"][i] = torch.from_numpy((keypoints[:, :, 2] > 0).all(0) & (len(keypoints) > 0))
-            if head.has_parts:
+            if label_parts:
                 parts = pseudo_part_labels((views[0].parts + views[1].parts) / 2.0, self.config.part_threshold)
                 if ignore is not None:  # only where a confirmed person is, and never "background" on their limbs
                     parts[ignore] = IGNORE_LABEL

@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError, read_image
+from posepart.data.format import (ANNOTATIONS_FILE, IMAGES_DIR, JOINT_OUTSIDE, PARTS_DIR, DatasetError,
+                                  keypoints_outside, read_image)
 from posepart.data.writer import DatasetWriter, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
 
-KEYPOINT_TOLERANCE = 1.0  # px outside [0, W] x [0, H] still accepted, as posepart.data.format accepts it
 CONVERSION_FILE = "conversion.json"  # provenance written beside annotations.json (ignored by the format reader)
 
 
@@ -187,10 +187,9 @@ def _annotation(person: Person, width: int, height: int, skips: Skips, where: st
     left to write (no labelled joint and no region to ignore)."""
     kp = np.array(person.keypoints, np.float32, copy=True)
     labelled = kp[:, 2] > 0
-    outside = labelled & ((kp[:, 0] < -KEYPOINT_TOLERANCE) | (kp[:, 1] < -KEYPOINT_TOLERANCE)
-                          | (kp[:, 0] > width + KEYPOINT_TOLERANCE) | (kp[:, 1] > height + KEYPOINT_TOLERANCE))
+    outside = keypoints_outside(kp, width, height)
     if outside.any():
-        skips.add("keypoint outside the image (joint dropped)", where, int(outside.sum()))
+        skips.add(JOINT_OUTSIDE, where, int(outside.sum()))
         kp[outside] = 0
         labelled &= ~outside
     kp[~labelled] = 0
