@@ -98,11 +98,22 @@ def test_upgrad_conflicts_with_no_task(root):
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: the demo configs' precision
-def test_training_with_an_aggregator(root, tmp_path, precision):
+def test_training_with_an_aggregator(root, tmp_path, precision, monkeypatch):
+    import posepart.engine.aggregation as aggregation
+
+    calls = []
+    real = aggregation.aggregate_task_gradients
+
+    def counted(result, name, *args, **kwargs):  # the step's gradients go through UPGrad, once per step
+        calls.append(name)
+        return real(result, name, *args, **kwargs)
+
+    monkeypatch.setattr(aggregation, "aggregate_task_gradients", counted)
     config = load_config(None, [*TINY, f"data.train={root}", "loss.aggregator=upgrad", "train.max_steps=2",
                                 "train.max_epochs=-1", "train.log_every_steps=1", f"train.precision={precision}"])
     result = train(config, tmp_path / "run", enable_progress_bar=False, enable_model_summary=False)
     assert result.last is not None and result.last.is_file()
+    assert calls == ["upgrad", "upgrad"] and result.global_step == 2
 
 
 # -- task weightings that adapt: DWA and GradNorm ----------------------------------------------------------------------

@@ -145,7 +145,8 @@ def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     log.write_text("epoch,step,train/loss\n0,9,1.5\n0,19,1.2\n")
     assert _steps_logged(tmp_path / "run", since=0.0) == 20  # steps are 0-based: step 19 is the 20th
     assert _steps_logged(tmp_path / "run", since=time.time() + 60) == 0  # older than this demo: not its progress
-    os.utime(log, (0, 0))
+    os.utime(log, (0, 0))  # a log last written at the epoch: any `since` after it leaves it out
+    assert _steps_logged(tmp_path / "run", since=1.0) == 0 and _steps_logged(tmp_path / "run", since=0.0) == 20
     assert _steps_logged(tmp_path / "nothing", since=0.0) == 0
     from posepart.demo import TrainJob
 

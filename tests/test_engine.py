@@ -153,12 +153,12 @@ def test_resume_continues_exactly(data, straight_run, tmp_path):
     assert a["global_step"] == b["global_step"] == 4 and a["epoch"] == b["epoch"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
     momentum_a = a["optimizer_states"][0]["state"]
     momentum_b = b["optimizer_states"][0]["state"]
     for i in momentum_a:
         torch.testing.assert_close(momentum_a[i]["momentum_buffer"], momentum_b[i]["momentum_buffer"], rtol=0,
-                                   atol=1e-6)
+                                   atol=0)
     assert a["lr_schedulers"] == b["lr_schedulers"]
     # validation metrics were computed and the best checkpoint follows val/seg/mean_iou
     assert "val/seg/mean_iou" in straight_run.metrics and "val/pose/ap" in straight_run.metrics
@@ -260,7 +260,7 @@ def test_muon_run_resumes_exactly(data, tmp_path):
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     assert a["global_step"] == b["global_step"] == 4
     for key in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
     states_a, states_b = a["optimizer_states"][0], b["optimizer_states"][0]
     assert [g["muon"] for g in states_a["param_groups"]] == [True, False, False]  # kernels, biases and norms, task weights
     assert [g["lr"] for g in states_a["param_groups"]] == [g["lr"] for g in states_b["param_groups"]]
@@ -268,7 +268,7 @@ def test_muon_run_resumes_exactly(data, tmp_path):
     assert {"momentum_buffer", "exp_avg", "exp_avg_sq", "step"} <= kinds
     for i, state in states_a["state"].items():
         for name, value in state.items():
-            torch.testing.assert_close(value, states_b["state"][i][name], rtol=0, atol=1e-6, msg=f"{i} {name}")
+            torch.testing.assert_close(value, states_b["state"][i][name], rtol=0, atol=0, msg=f"{i} {name}")
 
 
 class WeightRecorder(pl.Callback):

@@ -365,7 +365,7 @@ def test_mixed_run_trains_validates_per_source_and_resumes_exactly(sources, mixe
     resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
     a, b = load_checkpoint(result.last)["state_dict"], load_checkpoint(resumed.last)["state_dict"]
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
 def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_data(sources, mixed_run, tmp_path,

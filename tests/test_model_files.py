@@ -95,12 +95,21 @@ def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [live.name, "last.ckpt"]
 
 
-def test_max_minutes_is_a_budget_for_each_launch(tmp_path):
+def test_max_minutes_is_a_budget_for_each_launch(tmp_path, monkeypatch):
     """A run cut by --max-minutes and resumed with the same budget trains on (Lightning's own timer restored the
-    elapsed time from the checkpoint: the resumed launch stopped at once with 0 steps and exit status 0)."""
+    elapsed time from the checkpoint: the resumed launch stopped at once with 0 steps and exit status 0). The timer's
+    clock is a counter, 1 s per reading, so where each launch stops does not depend on this machine's speed."""
+    import itertools
+    from types import SimpleNamespace
+
+    import lightning.pytorch.callbacks.timer
+
     from posepart.data.synth import write_synth
     from posepart.engine.config import load_config
     from posepart.engine.train import train
+
+    ticks = itertools.count()
+    monkeypatch.setattr(lightning.pytorch.callbacks.timer, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
 
     root = write_synth(tmp_path / "data", n=4, seed=3, size=64)
     config = load_config(None, ["model.name=paf_vgg16", "model.stages=1", "model.width=0.125", f"data.train={root}",

@@ -124,6 +124,12 @@ def test_duplicate_names_and_flip_scales_options(setup, tmp_path):
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["000001.png", "000001_2.png"]
     a, b = (np.asarray(Image.open(out / "parts" / n)) for n in ("000001.png", "000001_2.png"))
     assert np.array_equal(a, b)
+    # the part map is the flip + two-scale Predictor's, which differs from the plain one's on this image
+    image = np.asarray(Image.open(source).convert("RGB"))
+    tta = Predictor.from_checkpoint(setup["ckpt"], flip=True, scales=(1.0, 1.25))(image).parts
+    plain = Predictor.from_checkpoint(setup["ckpt"])(image).parts
+    np.testing.assert_array_equal(a, tta)
+    assert not np.array_equal(tta, plain)
 
 
 def test_annotations_of_another_schema_are_refused(setup, tmp_path, capsys):
