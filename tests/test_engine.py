@@ -144,6 +144,35 @@ def test_learnable_task_weights_have_their_own_learning_rate(data):
     torch.testing.assert_close(log_vars.detach() - before, torch.tensor([-0.5, 0.5, -0.5]), atol=1e-6, rtol=0)
 
 
+def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_run, tmp_path, capsys):
+    """Fine-tuning: before, no setting started a run from a trained posepart model (`model.pretrained` takes VGG16's
+    ImageNet weights alone). Every tensor that fits is taken, from a .ckpt or an exported .safetensors; the rest
+    keep their initialisation, named in a warning; a resume does not read the file again."""
+    trained = {k.removeprefix("model."): v for k, v in load_checkpoint(straight_run.last)["state_dict"].items()
+               if k.startswith("model.")}
+    exported = tmp_path / "m.safetensors"
+    assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(exported)]) == 0
+    for source in (straight_run.last, exported):
+        module = PosePartModule(tiny(data, f"model.init={source}"), Schema.pascal_person_part())
+        state = module.model.state_dict()
+        assert state.keys() == trained.keys()
+        for key, value in state.items():
+            torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
+    with pytest.warns(PosepartWarning, match="tensors are absent there or shaped otherwise and keep their init"):
+        two = PosePartModule(tiny(data, f"model.init={exported}", "model.stages=2"), Schema.pascal_person_part())
+    state = two.model.state_dict()
+    torch.testing.assert_close(state["trunk.features.0.weight"], trained["trunk.features.0.weight"], rtol=0, atol=0)
+    assert not any(torch.equal(value, trained.get(key, torch.empty(0))) for key, value in state.items()
+                   if ".stages.1." in key and value.is_floating_point() and value.numel() > 1)
+    with pytest.raises(ConfigError, match="none of its .* tensors' kernels fits this model"):
+        PosePartModule(tiny(data, f"model.init={exported}", "model.width=0.25", "model.fc_width=64"),
+                       Schema.pascal_person_part())
+    run = train(tiny(data, f"model.init={exported}"), tmp_path / "tuned", max_epochs=1, **QUIET)
+    exported.unlink()  # a resume restores its own state: the file is not read again
+    resumed = train(tiny(data, f"model.init={exported}"), tmp_path / "tuned", resume=run.last, **QUIET)
+    assert resumed.global_step == 4
+
+
 def test_resume_continues_exactly(data, straight_run, tmp_path):
     cfg = tiny(data)
     first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1

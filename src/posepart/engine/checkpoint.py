@@ -153,7 +153,7 @@ SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")
 
 
 def _another_model(key: str) -> bool:
-    return (key.startswith("model.") and key != "model.pretrained") or key in _RESUME_KEYS
+    return (key.startswith("model.") and key not in ("model.pretrained", "model.init")) or key in _RESUME_KEYS
 
 
 def _restored(key: str) -> bool:

@@ -340,7 +340,7 @@ def warn_unused_model_options(model: ModelConfig) -> None:
     accepted = inspect.signature(MODELS[model.name]).parameters
     default = ModelConfig()
     unused = {key: getattr(model, key) for key in (option.name for option in dataclasses.fields(ModelConfig))
-              if key not in ("name", "pretrained", *accepted) and getattr(model, key) != getattr(default, key)}
+              if key not in ("name", "pretrained", "init", *accepted) and getattr(model, key) != getattr(default, key)}
     if unused:
         hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in unused else ""
         listed = ", ".join(f"model.{key}: {value!r}" for key, value in unused.items())

@@ -49,6 +49,10 @@ class ModelConfig:
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
     activation: Activation = "relu"  # after every hidden conv: VGG16's relu, or silu (more learnt per image from scratch)
     pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
+    # fine-tuning: start from a posepart model's weights (a .ckpt or an export-weights .safetensors), after
+    # `pretrained`; every tensor of the same name and shape is taken (`module.initialise_from`), with a fresh
+    # optimizer and schedule (a --resume continues a run instead)
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
