@@ -21,6 +21,7 @@ from posepart.engine.checkpoint import CheckpointError, load_checkpoint
 from posepart.engine.config import ConfigError, load_config
 from posepart.engine.settings import SelfTrainingConfig
 from posepart.engine.data import PosePartDataModule
+from posepart.engine.module import PosePartModule
 from posepart.engine.self_training import SelfTraining, consistent_people, pseudo_part_labels, ramp_weight
 from posepart.engine.train import train
 from posepart.heads import HeadMeta
@@ -334,6 +335,10 @@ def test_a_run_with_an_unlabelled_folder_pseudo_labels_it_and_resumes_exactly(da
     labelled, folder = data
     module_data = PosePartDataModule(_config(tmp_path, labelled, folder))
     described = {s["name"]: s for s in module_data.describe()}
+    # the module pseudo-labels what its labelled sources teach (here both tasks), as the run builds it
+    module = PosePartModule(_config(tmp_path, labelled, folder), PASCAL, pretrained=False,
+                            sources=module_data.describe())
+    assert module.self_training is not None and module.self_training.tasks == ("pose", "parts")
     assert described["raw"]["unlabelled"] and described["raw"]["tasks"] == [] and described["raw"]["train_images"] == 4
     result = train(_config(tmp_path, labelled, folder), tmp_path / "full", **QUIET)
     assert result.global_step == 4

@@ -198,7 +198,7 @@ def test_study_with_self_training_end_to_end(data, tmp_path):
     for run in ("joint_st_seed0", "pose_seed0"):  # every arm trained with the override
         assert yaml.safe_load((out / "runs" / run / "config.yaml").read_text())["loss"]["weighting"] == "dwa"
     assert set(record["runs"]) == {"pose", "parts@1", "joint", "joint+st"} and record["unlabelled"] == 0.5
-    assert set(record["summary"]["joint+st"]) == {"mean_iou", "ap", "pckh", "delta_m"}
+    assert set(record["summary"]["joint+st"]) == {"mean_iou", "ap", "pckh", "delta_m", "delta_m_seeds"}
     assert {"segmentation", "pose"} <= set(record["runs"]["joint+st"]["0"])
     assert "| joint+st | 100% |" in (out / "report.md").read_text()
     assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(data), "--self-train",
@@ -236,10 +236,21 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
     assert main(argv) == 0
     assert "reusing 2 arm(s)" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["runs"] == first
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     assert main([*argv, "--set", "optim.lr=0.001"]) == 2
     err = capsys.readouterr().err
-    assert "holds the arm 'pose seed 0' trained with other settings (extra differ)" in err and "--overwrite" in err
-    assert json.loads((out / "metrics.json").read_text())["runs"] == first  # nothing replaced
+    assert "it holds a study with another --set" in err and "--overwrite" in err
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing written
+    # an arm whose data changed since it was scored is not reused either (a review: it was, the data's path alone
+    # was compared)
+    annotations = data / "val" / "annotations.json"
+    original = annotations.read_text()
+    try:
+        annotations.write_text(original.replace('"iscrowd": 0', '"iscrowd": 0 '))
+        assert main(argv) == 2
+        assert "trained with another annotation file (the data changed)" in capsys.readouterr().err
+    finally:
+        annotations.write_text(original)
     monkeypatch.setattr(posepart.demo, "train_and_score", real)
     assert main([*argv[:-1], "pose", "--set", "optim.lr=0.001", "--overwrite"]) == 0
     assert json.loads((out / "runs" / "pose_seed0" / "score.json").read_text())["inputs"]["extra"][-1] == \
@@ -259,7 +270,9 @@ def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_pa
     base = ["study", "--out", str(tmp_path / "s"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
             "--label-fractions", "1", "--train-images", "4", "--jobs", "1"]
     for extra, words in ((["--self-train", "--unlabelled", "0.01"], "none of the 8 training images would be without "
-                                                                    "labels"),
+                                                                    "labels, and self-training learns from those "
+                                                                    "(give at least 0.125)"),
+                         (["--self-train", "--set", "train.self_training.min_joints=15"], "a person has 14 joints"),
                          (["--set", "train.self_training.weight=0.5"], "apply to the +st arms, which --self-train"),
                          (["--config", "demo_cpu_paf"], "every arm is the joint network")):
         assert main([*base, *extra]) == 2, extra

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import multiprocessing
@@ -175,7 +177,9 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False,
                                     tasks=loaded.tasks, flip=True)
         metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
-    write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics})
+    write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics,
+                                         "checkpoint": {"file": str(result.last.relative_to(out)),
+                                                        "sha1": _digest(result.last)}})
     logs = sorted((out / "csv").glob("version_*/metrics.csv"))
     return metrics, overlays, logs[-1] if logs else None
 
@@ -184,21 +188,57 @@ def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_si
                  minutes: float | None = None, extra: list[str] | tuple[str, ...] = (),
                  tasks: tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
                  flip: bool = False) -> dict[str, Any]:
-    """What a `train_and_score` result depends on, as JSON values: its run folder's SCORE_FILE records them beside
-    the metrics, so a study run again reuses a model trained and scored with the same (`finished_score`)."""
+    """What a `train_and_score` result depends on, as JSON values: the arguments, and the contents of what they name
+    (the config file, the annotation files of the data and of each source's subset) and posepart's own code, by
+    digest. Its run folder's SCORE_FILE records them beside the metrics, so that a study run again reuses a model
+    trained and scored with the same, and with nothing else (`finished_score`)."""
+    from posepart.engine.config import shipped_config
+
+    annotations = [Path(train_root) / ANNOTATIONS_FILE, Path(val_root) / ANNOTATIONS_FILE]
+    for source in sources or []:
+        for split in ("train", "val"):
+            where = source.get(split)
+            if isinstance(where, dict) and where.get("annotations"):
+                annotations.append(Path(where["annotations"]))
+            elif isinstance(where, str):  # a dataset root
+                annotations.append(Path(where) / ANNOTATIONS_FILE)
     return json.loads(json.dumps({
         "config": config_name, "train": str(Path(train_root).resolve()), "val": str(Path(val_root).resolve()),
         "train_size": train_size, "size": size, "images": images, "minutes": minutes, "extra": list(extra),
-        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip}))
+        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip,
+        "digests": {"config file": _digest(shipped_config(config_name)),
+                    "annotations": [_digest(path) for path in annotations], "posepart code": code_digest()}}))
+
+
+def _digest(path: Path) -> str | None:
+    """sha1 of a file's bytes (None when it cannot be read)."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha1 over posepart's own source and shipped configs: another version of the code is another result."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def finished_score(out: Path) -> dict[str, Any] | None:
-    """The {"inputs", "metrics"} a finished `train_and_score` left in `out`, or None (none, or unreadable)."""
+    """The {"inputs", "metrics"} a finished `train_and_score` left in `out`, or None: none, unreadable, or its
+    checkpoint is no longer the one it scored (a run trained again or resumed there since)."""
     try:
         saved = json.loads((out / SCORE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        scored = saved["checkpoint"]
+        if _digest(out / scored["file"]) != scored["sha1"] or not {"inputs", "metrics"} <= set(saved):
+            return None
+    except (OSError, ValueError, TypeError, KeyError):
         return None
-    return saved if isinstance(saved, dict) and {"inputs", "metrics"} <= set(saved) else None
+    return saved
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:

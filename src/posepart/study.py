@@ -81,6 +81,11 @@ def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Pa
     return path
 
 
+def unlabelled_count(share: float, n: int) -> int:
+    """Training images without any label: floor(share * n), the last of each seed's order."""
+    return math.floor(share * n + 1e-9)
+
+
 def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Sequence[int], folder: Path,
                 unlabelled_share: float = 0.0) -> dict[tuple[int, float], Split]:
     """Every (seed, fraction) split, with its annotation files under `folder`, and folder/splits.json recording the
@@ -91,7 +96,7 @@ def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Seq
                               "seeds": {}}
     for seed in seeds:
         order = image_order(dataset, seed)
-        n_unlabelled = math.floor(unlabelled_share * len(order) + 1e-9)
+        n_unlabelled = unlabelled_count(unlabelled_share, len(order))
         pool, unlabelled = order[: len(order) - n_unlabelled], tuple(order[len(order) - n_unlabelled :])
         record["seeds"][str(seed)] = {"order": order, "unlabelled": len(unlabelled), "sizes": {}}
         extra: dict[str, Any] = {}
@@ -176,22 +181,31 @@ def mean_sd(values: Sequence[float | None]) -> tuple[float, float | None] | None
 def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequence[float], seeds: int,
               train_images: int, size: int, config: str = "demo_cpu_joint", jobs: int = 3,
               labelled_share: float | None = None, self_train: bool = False, unlabelled: float = 0.0,
-              overrides: Sequence[str] = (), only: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+              overrides: Sequence[str] = (), only: Sequence[str] | None = None, overwrite: bool = False,
+              settings: dict[str, Any] | None = None) -> Path:
     """Train and score every arm (or the arms named in `only`) for every seed (`posepart.demo.run_jobs`), write
     metrics.json, the plot and report.md under `out`; returns the report's path.
 
     An arm already trained and scored under `out` with the same settings (its run folder's score.json: a study
     interrupted, or run again with more arms) is reused, not trained again; one trained with other settings is
-    refused unless `overwrite` (it would be replaced)."""
+    refused unless `overwrite` (it would be replaced). `settings`: the command line's, written to OUT/study.json
+    once the checks pass (`check_study_folder` compares a later run's with them)."""
     from posepart.demo import TrainJob, finished_score, run_jobs, score_inputs
 
     start = time.perf_counter()
     train = PosePartDataset.open(train_root)
-    if self_train and math.floor(unlabelled * len(train) + 1e-9) < 1:  # as `make_splits` counts them
+    if self_train and unlabelled_count(unlabelled, len(train)) < 1:
         raise UsageError(f"study --unlabelled {unlabelled:g}: none of the {len(train)} training images would be "
                          f"without labels, and self-training learns from those (give at least "
-                         f"{1 / len(train):.2g})")
+                         f"{math.ceil(1e4 / len(train)) / 1e4:g})")
     common, st_overrides = split_overrides(overrides, self_train)
+    if self_train:  # a setting every +st arm would fail on only after the other arms have trained
+        from posepart.engine.config import load_config, shipped_config
+
+        teacher = load_config(shipped_config(config), ["train.self_training={}", *st_overrides]).train.self_training
+        if train.schema.has_pose and teacher is not None and teacher.min_joints > train.schema.num_joints:
+            raise UsageError(f"study --set train.self_training.min_joints={teacher.min_joints}: a person has "
+                             f"{train.schema.num_joints} joints, so no pseudo-labelled person could be kept")
     fractions = sorted(set(float(f) for f in fractions))
     splits = make_splits(train, fractions, range(seeds), out / "splits", unlabelled)
     jobs_by_label: dict[str, TrainJob] = {}
@@ -225,10 +239,11 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
         if saved["inputs"] == inputs:
             scores[job] = saved["metrics"]
         elif not overwrite:
-            changed = sorted(k for k in inputs if saved["inputs"].get(k) != inputs[k])
-            raise UsageError(f"study --out {out}: {spec.out} holds the arm {job!r} trained with other settings "
-                             f"({', '.join(changed)} differ); give another --out (--data {out / 'data'} reuses "
-                             f"these scenes, the splits follow the seeds) or --overwrite to train it again")
+            raise UsageError(f"study --out {out}: {spec.out} holds the arm {job!r} trained with another "
+                             f"{' and '.join(_differences(saved['inputs'], inputs))}; give another --out or "
+                             f"--overwrite to train it again")
+    if settings is not None:
+        write_json_atomic(out / STUDY_FILE, settings)
     if scores:
         print(f"reusing {len(scores)} arm(s) trained and scored by an earlier run of this study: "
               f"{', '.join(scores)}", flush=True)
@@ -251,6 +266,40 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
     write_json_atomic(out / "metrics.json", record)
     figure = plot_study(summary, fractions, out / "study.png", study_arms(self_train))
     return write_study_report(out, record, figure)
+
+
+# What differs between two `score_inputs`, in the words of the study's options.
+_INPUT_NAMES = {"config": "--config", "train": "--data", "val": "--data",
+                "train_size": "training set (--data, --n-train)",
+                "size": "--size", "images": "--train-images", "extra": "--set", "minutes": "time cap",
+                "sources": "split (--unlabelled, --labelled-share)", "tasks": "arm", "flip": "flip scoring",
+                "config file": "config file's contents", "annotations": "annotation file (the data changed)",
+                "posepart code": "posepart version (its code changed)"}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = [k for k in new if k != "digests" and old.get(k) != new[k]]
+    keys += [k for k, v in new.get("digests", {}).items() if (old.get("digests") or {}).get(k) != v]
+    return sorted({_INPUT_NAMES.get(k, k) for k in keys})
+
+
+STUDY_FILE = "study.json"  # OUT/study.json: the settings of the study in OUT (`check_study_folder`)
+
+
+def check_study_folder(out: Path, settings: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse, before anything is written, an --out holding a study of other settings (OUT/study.json, which
+    `run_study` writes once its checks pass): its data, splits and arms would be replaced. More fractions, seeds or
+    arms are the same study."""
+    path = out / STUDY_FILE
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict) and earlier != settings and not overwrite:
+        changed = sorted(k for k in settings.keys() | earlier.keys() if earlier.get(k) != settings.get(k))
+        raise UsageError(f"study --out {out}: it holds a study with another {', '.join(changed)} ({path}); give "
+                         f"another --out (with --data {out / 'data'} for the same scenes) or --overwrite to "
+                         f"replace it")
 
 
 def split_overrides(overrides: Sequence[str], self_train: bool) -> tuple[list[str], list[str]]:
@@ -409,13 +458,26 @@ def cmd_study(args: argparse.Namespace) -> int:
     if config.model.name != "joint_vgg16":  # before: trained every arm, then failed to score the masked task
         raise UsageError(f"study --config {args.config}: every arm is the joint network (model.name joint_vgg16, "
                          f"the single-task arms with the other task masked), not {config.model.name}")
-    out = output_folder(args.out)
-    if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
-        train_root, val_root = args.data / "train", args.data / "val"
-        for root in (train_root, val_root):
+    unlabelled = args.unlabelled if args.unlabelled is not None else (0.5 if args.self_train else 0.0)
+    if args.labelled_share is not None and not 0.0 < args.labelled_share < 1.0:
+        raise UsageError(f"study --labelled-share must lie in (0, 1), got {args.labelled_share}")
+    if args.arms and "joint+st" in args.arms and not args.self_train:
+        raise UsageError("study --arms joint+st needs --self-train")
+    if not 0.0 <= unlabelled < 1.0 or (args.self_train and unlabelled == 0.0):
+        raise UsageError(f"study --unlabelled must lie in [0, 1) (and above 0 with --self-train), got {unlabelled}")
+    if args.data is not None:
+        for root in (args.data / "train", args.data / "val"):
             if not (root / ANNOTATIONS_FILE).is_file():
                 raise UsageError(f"study --data {args.data}: expected {root / ANNOTATIONS_FILE} (ROOT/train and "
                                  f"ROOT/val in the posepart format, as `posepart demo` writes them)")
+    out = output_folder(args.out)  # the options are sound: claim --out, then write into it
+    settings = {"--config": args.config, "--size": size, "--train-images": images, "--unlabelled": unlabelled,
+                "--labelled-share": args.labelled_share, "--set": list(args.set),
+                "--data": str(args.data.resolve()) if args.data is not None else None,
+                **({} if args.data is not None else {"--n-train": args.n_train, "--n-val": args.n_val})}
+    check_study_folder(out, settings, overwrite=args.overwrite)
+    if args.data is not None:  # ROOT/train and ROOT/val in the posepart format
+        train_root, val_root = args.data / "train", args.data / "val"
         with_images(PosePartDataset.open(train_root), f"--data {args.data} (train)")
     else:
         scene = SceneConfig.easy()
@@ -423,17 +485,10 @@ def cmd_study(args: argparse.Namespace) -> int:
                                   ).annotation_file.parent
         val_root = synth_cached(out / "data" / "val", n=args.n_val, seed=1, size=size, scene=scene
                                 ).annotation_file.parent
-    if args.labelled_share is not None and not 0.0 < args.labelled_share < 1.0:
-        raise UsageError(f"study --labelled-share must lie in (0, 1), got {args.labelled_share}")
-    if args.arms and "joint+st" in args.arms and not args.self_train:
-        raise UsageError("study --arms joint+st needs --self-train")
-    unlabelled = args.unlabelled if args.unlabelled is not None else (0.5 if args.self_train else 0.0)
-    if not 0.0 <= unlabelled < 1.0 or (args.self_train and unlabelled == 0.0):
-        raise UsageError(f"study --unlabelled must lie in [0, 1) (and above 0 with --self-train), got {unlabelled}")
     report = run_study(out, train_root=train_root, val_root=val_root, fractions=fractions, seeds=seeds,
                        train_images=images, size=size, config=args.config, jobs=args.jobs,
                        labelled_share=args.labelled_share, self_train=args.self_train, unlabelled=unlabelled,
-                       overrides=args.set, only=args.arms, overwrite=args.overwrite)
+                       overrides=args.set, only=args.arms, overwrite=args.overwrite, settings=settings)
     print(report.read_text(encoding="utf-8"))
     print(f"report: {report}")
     return 0

@@ -477,9 +477,8 @@ def _read_record(
         kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
         box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
         area = validate.number(ann["area"], f"{label}: area") if ann.get("area") is not None else None
-        outside = keypoints_outside(kp, width, height)
+        outside = keypoints_outside(kp, width, height) & (not crowd)  # a crowd's joints are never read
         if outside.any():
-            j = int(np.argmax(outside))
             far = (np.abs(kp[:, :2] - [width / 2, height / 2]) > [1.5 * width, 1.5 * height]).any(1) & outside
             if far.any():  # a whole image's size away: wrong coordinates (x and y swapped, another image's), no click
                 j = int(np.argmax(far))
