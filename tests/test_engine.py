@@ -144,10 +144,10 @@ def test_learnable_task_weights_have_their_own_learning_rate(data):
     torch.testing.assert_close(log_vars.detach() - before, torch.tensor([-0.5, 0.5, -0.5]), atol=1e-6, rtol=0)
 
 
-def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_run, tmp_path, capsys):
+def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_run, tmp_path):
     """Fine-tuning: before, no setting started a run from a trained posepart model (`model.pretrained` takes VGG16's
-    ImageNet weights alone). Every tensor that fits is taken, from a .ckpt or an exported .safetensors; the rest
-    keep their initialisation, named in a warning; a resume does not read the file again."""
+    ImageNet weights alone). Every tensor that means the same is taken, from a .ckpt or an exported .safetensors;
+    the rest keep their initialisation, named in a warning; a resume does not read the file again."""
     trained = {k.removeprefix("model."): v for k, v in load_checkpoint(straight_run.last)["state_dict"].items()
                if k.startswith("model.")}
     exported = tmp_path / "m.safetensors"
@@ -158,19 +158,50 @@ def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_r
         assert state.keys() == trained.keys()
         for key, value in state.items():
             torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
-    with pytest.warns(PosepartWarning, match="tensors are absent there or shaped otherwise and keep their init"):
+        # the heads it gave count as trained (a run on pose-only data still scores and draws the parts it has)
+        assert module.sources[-1]["name"] == "model.init" and module.sources[-1]["tasks"] == ["pose", "parts"]
+    with pytest.warns(PosepartWarning, match="tensors keep their initialisation .* and .* of the file's .* are not "
+                                             "used"):
         two = PosePartModule(tiny(data, f"model.init={exported}", "model.stages=2"), Schema.pascal_person_part())
     state = two.model.state_dict()
     torch.testing.assert_close(state["trunk.features.0.weight"], trained["trunk.features.0.weight"], rtol=0, atol=0)
     assert not any(torch.equal(value, trained.get(key, torch.empty(0))) for key, value in state.items()
                    if ".stages.1." in key and value.is_floating_point() and value.numel() > 1)
-    with pytest.raises(ConfigError, match="none of its .* tensors' kernels fits this model"):
-        PosePartModule(tiny(data, f"model.init={exported}", "model.width=0.25", "model.fc_width=64"),
-                       Schema.pascal_person_part())
+    for other, words in ((("model.width=0.25", "model.fc_width=64"), "its trunk does not fit this model's"),
+                         (("model.batch_norm=true",), "its trunk does not fit this model's")):
+        with pytest.raises(ConfigError, match=words):  # another width; BatchNorm (its layers shifted)
+            PosePartModule(tiny(data, f"model.init={exported}", *other), Schema.pascal_person_part())
     run = train(tiny(data, f"model.init={exported}"), tmp_path / "tuned", max_epochs=1, **QUIET)
-    exported.unlink()  # a resume restores its own state: the file is not read again
-    resumed = train(tiny(data, f"model.init={exported}"), tmp_path / "tuned", resume=run.last, **QUIET)
+    exported.unlink()  # a resume restores its own state: the file is not read again, its record is kept
+    with pytest.warns(PosepartWarning, match="model.init=.* is not used: the run continues with the checkpoint's"):
+        resumed = train(tiny(data, f"model.init={tmp_path / 'other.ckpt'}"), tmp_path / "tuned", resume=run.last,
+                        **QUIET)
     assert resumed.global_step == 4
+    recorded = load_checkpoint(resumed.last)["posepart"]
+    assert recorded["config"]["model"]["init"] == str(exported)
+    assert [s["tasks"] for s in recorded["sources"] if s.get("init")] == [["pose", "parts"]]
+    with pytest.raises(ConfigError, match="model.init .*nope.ckpt: no such file"):
+        train(tiny(data, f"model.init={tmp_path / 'nope.ckpt'}"), tmp_path / "none", **QUIET)
+
+
+def test_model_init_from_another_schema_takes_the_trunk_alone(data, straight_run, tmp_path):
+    """Joints of another order (the same count) gave the heads another joint's channels without a word (a
+    walkthrough): in another schema the trunk alone is taken, and no head counts as trained by the file."""
+    schema = Schema.pascal_person_part()
+    shuffled = Schema(keypoints=tuple(reversed(schema.keypoints)), skeleton=tuple(
+        (len(schema.keypoints) - 1 - a, len(schema.keypoints) - 1 - b) for a, b in schema.skeleton),
+        part_classes=schema.part_classes, name="reversed")
+    trained = {k.removeprefix("model."): v for k, v in load_checkpoint(straight_run.last)["state_dict"].items()
+               if k.startswith("model.")}
+    with pytest.warns(PosepartWarning, match="is not the run's .*: the trunk alone is taken"):
+        module = PosePartModule(tiny(data, f"model.init={straight_run.last}"), shuffled)
+    state = module.model.state_dict()
+    for key, value in state.items():
+        if key.startswith("trunk."):
+            torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
+        elif value.is_floating_point() and value.numel() > 1 and key in trained and value.shape == trained[key].shape:
+            assert not torch.equal(value, trained[key]), key
+    assert module.sources[-1]["tasks"] == []
 
 
 def test_resume_continues_exactly(data, straight_run, tmp_path):

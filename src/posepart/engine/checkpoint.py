@@ -146,7 +146,8 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
 _RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name", "data.sigma", "data.paf_width")
 # What the checkpoint's state carries (its optimizer and learning-rate schedule; the batch size, by which the epoch's
 # draws done are counted: before, a resume with another skipped or repeated samples): a resume keeps its values.
-_RESTORED_KEYS = ("loss.weighting_lr", "data.batch_size")  # and every other optim.* key
+# The weights a run started from are the checkpoint's too: a resume does not read model.init or model.pretrained.
+_RESTORED_KEYS = ("loss.weighting_lr", "data.batch_size", "model.init", "model.pretrained")  # and every optim.* key
 # The run's length: a resume trains to the new one, but its schedule stays planned over the checkpoint's (the
 # schedule object is restored with it): `check_resumable` returns these too, and `train` says so.
 SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")
@@ -249,6 +250,11 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     for counter in progress:  # the next epoch starts at its first batch
         counter["current"] = {key: 0 for key in counter["current"]}
     return None
+
+
+def recorded_sources(path: str | Path) -> list[dict[str, Any]]:
+    """The training sources a checkpoint file records (memory-mapped: its tensors are not read)."""
+    return _sources(load_checkpoint(path, mmap=True))
 
 
 def _sources(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:

@@ -175,10 +175,12 @@ class Source:
 def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
     """The tasks a run's weights learn, from its sources as `Source.describe` gives them (and checkpoints record):
     those of the labelled sources it draws from. A weight-0 source feeds nothing, an unlabelled one only the
-    teacher's pseudo-labels of what the others taught. None when no source is recorded (older checkpoints)."""
+    teacher's pseudo-labels of what the others taught; the weights a run started from (`model.init`, an entry with
+    "init") taught the heads they gave. None when no source is recorded (older checkpoints)."""
     if not sources:
         return None
-    learnt = {task for source in sources if not source.get("unlabelled") and source.get("draws_per_epoch", 1) > 0
+    learnt = {task for source in sources
+              if source.get("init") or (not source.get("unlabelled") and source.get("draws_per_epoch", 1) > 0)
               for task in source.get("tasks", [])}
     return tuple(task for task in TASKS if task in learnt)
 

@@ -11,8 +11,6 @@ import inspect
 import math
 import random
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,8 +23,8 @@ from posepart.engine.checkpoint import CHECKPOINT_KEY, settle_epoch
 from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
 from posepart.engine.optim import build_optimizer, build_schedule
+from posepart.engine.finetune import initialise_from
 from posepart.engine.settings import Config
-from posepart.errors import PosepartWarning
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import Evaluator, Prediction
 from posepart.evaluate_model import as_prediction, evaluation_predictor
@@ -57,31 +55,7 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
                                "batch_norm": m.batch_norm, "activation": m.activation,
                                "pretrained": m.pretrained if pretrained else None}
     accepted = inspect.signature(MODELS[m.name]).parameters
-    model = build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
-    if pretrained and m.init is not None:
-        left = initialise_from(model, m.init)
-        if left:  # another schema's heads, another head: trained from their initialisation, and said so
-            warnings.warn(PosepartWarning(
-                f"model.init {m.init}: {len(left)} of {len(model.state_dict())} tensors are absent there or shaped "
-                f"otherwise and keep their initialisation ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''})"))
-    return model
-
-
-def initialise_from(model: torch.nn.Module, path: Path) -> list[str]:
-    """Copy into `model` every weight and buffer of the posepart model saved at `path` (a training .ckpt or an
-    `export-weights` .safetensors, read weights-only) whose name and shape match its own: fine-tuning on other data,
-    another schema (the trunk and the heads that fit) or another head. Returns the names left as they were; a file
-    of which no kernel fits (another width: a few biases would) is a ConfigError."""
-    from posepart.engine.checkpoint import load_model  # checkpoint rebuilds models with this module's builder
-
-    theirs = load_model(path).model.state_dict()
-    own = model.state_dict()
-    taken = {key: value for key, value in theirs.items() if key in own and own[key].shape == value.shape}
-    if not any(value.ndim >= 2 for value in taken.values()):
-        raise ConfigError(f"model.init {path}: none of its {len(theirs)} tensors' kernels fits this model (another "
-                          f"model name or width?)")
-    model.load_state_dict(taken, strict=False)
-    return sorted(set(own) - set(taken))
+    return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
 
 
 def model_tasks(model: torch.nn.Module) -> list[str]:
@@ -145,6 +119,8 @@ class PosePartModule(pl.LightningModule):
         self.schema = schema
         self.sources = list(sources or [])
         self.model = build_from_config(config, schema, pretrained=pretrained)
+        if pretrained and config.model.init is not None:  # fine-tuning: recorded as a source of its heads' tasks
+            self.sources.append(initialise_from(self.model, config.model.init, schema))
         tasks = model_tasks(self.model)
         weighting = build_weighting(config, tasks)
         # GradNorm's W, found once (its Parameters stay the same objects when moved or re-strided)

@@ -34,9 +34,10 @@ from torch.optim.swa_utils import get_ema_avg_fn
 from posepart.data.format import PosePartDataset
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
-                                       checkpoint_callbacks)
+                                       checkpoint_callbacks, recorded_sources)
 from posepart.engine.config import (ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config,
                                     warn_unused_model_options)
+from posepart.engine.finetune import check_init_file
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
@@ -328,10 +329,14 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     for folder in (out, out / "checkpoints"):  # temp files of a save that was killed (the run's own saves replace)
         for orphan in remove_orphans(folder):
             rank_zero_info(f"removed {orphan}: left by an interrupted save")
+    if resume is None:
+        check_init_file(cfg.model.init)  # before the data is read
     data = PosePartDataModule(cfg)
+    # a resumed run keeps the record of the weights it started from (the entry `initialise_from` made)
+    started = [s for s in recorded_sources(resume) if s.get("init")] if resume is not None else []
     try:
         module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
-                                sources=data.describe())
+                                sources=[*data.describe(), *started])
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
                           f"what the model predicts, or set data.schema to a schema that has it, a built-in's "
@@ -354,7 +359,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         cfg = _with_values(cfg, {key: theirs for key, (_, theirs) in restored.items()})
         data.config = cfg  # its loaders read the batch size when built (a review: they kept the new one)
         module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
-                                sources=data.describe())
+                                sources=[*data.describe(), *started])
         data.bind(module.model.meta)
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)

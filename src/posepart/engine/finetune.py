@@ -1,0 +1,83 @@
+"""`model.init`: a new run starts from the weights of a trained posepart model (fine-tuning).
+
+Written here because neither Lightning nor torch loads one model's weights into another of a different head or
+schema: `load_state_dict(strict=False)` takes any tensor of a matching name and shape, which in another schema
+gives a heatmap channel another joint's detector (same count, other order) and, where a Sequential's indices shift
+(BatchNorm off), a conv the bias of a BatchNorm. So a tensor is taken only where the two models agree on what it
+means: the same name, shape and kind of layer, and, for the heads, the same schema (their channels are its joints
+and part classes).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from posepart.engine.config import ConfigError
+from posepart.errors import PosepartError, PosepartWarning
+from posepart.schema import Schema
+
+INIT_SOURCE = "model.init"  # the name of the entry a run's recorded sources gain for the weights it started from
+
+
+def _owners(model: nn.Module) -> dict[str, type]:
+    """Each state_dict key -> the class of the layer holding it."""
+    return {f"{prefix}.{name}" if prefix else name: type(module)
+            for prefix, module in model.named_modules()
+            for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]}
+
+
+def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, Any]:
+    """Copy into `model` (of `schema`) the tensors of the posepart model saved at `path` (a training .ckpt or an
+    `export-weights` .safetensors, read weights-only) that mean the same there: the same name, shape and layer kind,
+    and outside the trunk only when both models have the same schema. The whole trunk must fit (else another width
+    or layout: a ConfigError); what is left at its initialisation, and what of the file is not used, is named in one
+    warning. Returns the entry for the run's recorded sources: the tasks whose heads came from the file (they count
+    as trained, `engine.data.trained_tasks`)."""
+    from posepart.engine.checkpoint import load_model  # checkpoint rebuilds models with the module's builder
+
+    try:
+        loaded = load_model(path)
+    except PosepartError as err:
+        raise ConfigError(f"model.init: {err}") from None
+    theirs, own = loaded.model.state_dict(), model.state_dict()
+    their_owner, own_owner = _owners(loaded.model), _owners(model)
+    same_schema = loaded.schema == schema
+    taken = {key: value for key, value in theirs.items()
+             if key in own and own[key].shape == value.shape and their_owner.get(key) is own_owner.get(key)
+             and (same_schema or key.startswith("trunk."))}
+    trunk = [key for key in own if key.startswith("trunk.")]
+    misfit = [key for key in trunk if key not in taken]
+    if misfit:
+        raise ConfigError(f"model.init {path}: its trunk does not fit this model's ({len(misfit)} of {len(trunk)} "
+                          f"trunk tensors differ, e.g. {misfit[0]}): another width, batch_norm or activation layout")
+    model.load_state_dict(taken, strict=False)
+    left, unused = sorted(set(own) - set(taken)), sorted(set(theirs) - set(taken))
+    if left or unused:
+        why = "" if same_schema else (f" (its schema {loaded.schema.describe()} is not the run's "
+                                      f"{schema.describe()}: the trunk alone is taken)")
+        warnings.warn(PosepartWarning(
+            f"model.init {path}: {len(left)} of this model's {len(own)} tensors keep their initialisation"
+            f"{_first(left)} and {len(unused)} of the file's {len(theirs)} are not used{_first(unused)}{why}"))
+    learnt = loaded.tasks if loaded.tasks is not None else _heads(loaded.model)
+    tasks = [task for task in learnt if task in _heads(model)] if same_schema else []
+    return {"name": INIT_SOURCE, "init": str(path), "tasks": tasks, "unlabelled": False, "weight": 0.0,
+            "train_images": 0, "draws_per_epoch": 0, "val_images": 0, "missing_joints": []}
+
+
+def _first(keys: list[str]) -> str:
+    return f" (first: {keys[0]})" if keys else ""
+
+
+def _heads(model: nn.Module) -> tuple[str, ...]:
+    """The tasks of a model's heads, in `data.mixing.TASKS` order."""
+    return tuple(task for task, flag in (("pose", "has_pose"), ("parts", "has_parts")) if getattr(model, flag, False))
+
+
+def check_init_file(path: Path | None) -> None:
+    """Before the data is read: a `model.init` that names no file is a ConfigError naming the key."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"model.init {path}: no such file (a posepart .ckpt or export-weights .safetensors)")
