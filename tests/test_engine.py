@@ -180,6 +180,11 @@ def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_r
     recorded = load_checkpoint(resumed.last)["posepart"]
     assert recorded["config"]["model"]["init"] == str(exported)
     assert [s["tasks"] for s in recorded["sources"] if s.get("init")] == [["pose", "parts"]]
+    from posepart.report import training_data_lines
+
+    lines = training_data_lines(recorded["sources"])  # the report names the file that taught the heads
+    assert any(line.startswith("- part segmentation:") and f"model.init ({exported})" in line for line in lines), lines
+    assert f"| model.init ({exported}) | pose, parts | – | – | – | – | – |" in lines
     with pytest.raises(ConfigError, match="model.init .*nope.ckpt: no such file"):
         train(tiny(data, f"model.init={tmp_path / 'nope.ckpt'}"), tmp_path / "none", **QUIET)
 
@@ -202,6 +207,29 @@ def test_model_init_from_another_schema_takes_the_trunk_alone(data, straight_run
         elif value.is_floating_point() and value.numel() > 1 and key in trained and value.shape == trained[key].shape:
             assert not torch.equal(value, trained[key]), key
     assert module.sources[-1]["tasks"] == []
+
+
+def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
+    """Before: only the config; the weights also depend on the code's and libraries' versions, the threads and
+    the precision actually run (`auto` resolved), none of them recorded (a walkthrough)."""
+    import lightning
+    import numpy
+
+    from posepart.engine.checkpoint import code_digest
+
+    made = load_checkpoint(straight_run.last)["posepart"]["provenance"]
+    assert made["torch"] == torch.__version__ and made["lightning"] == lightning.__version__
+    assert made["numpy"] == numpy.__version__ and made["code"] == code_digest() and len(made["code"]) == 40
+    assert made["precision"] in ("32-true", "bf16-mixed") and made["threads"] == torch.get_num_threads()
+    assert isinstance(made["command"], list)
+    exported = tmp_path / "m.safetensors"
+    assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(exported)]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(exported), "pt") as f:
+        assert json.loads(f.metadata()["provenance"]) == made
+    assert cli.main(["train", "--config", "demo_cpu_joint", "--set", "train.seed=-1", "--print-config"]) == 2
+    assert "seed: must be in 0..4294967295, got -1" in capsys.readouterr().err  # before: Lightning's traceback
 
 
 def test_resume_continues_exactly(data, straight_run, tmp_path):
@@ -306,6 +334,31 @@ def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget,
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
+
+
+def _logged(run: Path) -> list[tuple[int, str, float]]:
+    """(step, metric, value) of every value a run's CSV logs hold, over its versions (a resume writes another),
+    leaving out the wall-clock ones."""
+    rows = []
+    for log in sorted((run / "csv").glob("version_*/metrics.csv")):
+        with open(log, newline="") as f:
+            for row in csv.DictReader(f):
+                rows += [(int(row["step"]), key, round(float(value), 6)) for key, value in row.items()
+                         if value and key not in ("step", "epoch") and "per_sec" not in key]
+    return sorted(rows)
+
+
+def test_a_resumed_run_logs_the_rows_of_the_straight_one(data, tmp_path):
+    """Resumed from an end-of-epoch last.ckpt of a run that validates, Lightning counted one step too many: every
+    later row was written a step late and some were lost (a walkthrough: rows at 11 and 17 held steps 8 and 14)."""
+    settings = ("train.log_every_steps=1", "optim.schedule=constant", "train.max_epochs=-1")
+    straight = train(tiny(data, *settings, "train.max_steps=4"), tmp_path / "straight", **QUIET)
+    first = train(tiny(data, *settings, "train.max_steps=2"), tmp_path / "cut", **QUIET)  # one epoch of two
+    train(tiny(data, *settings, "train.max_steps=4"), tmp_path / "cut", resume=first.last, **QUIET)
+    logged = _logged(tmp_path / "straight")
+    assert {step for step, _, _ in logged} == {0, 1, 2, 3} and any(key == "val/total" for _, key, _ in logged)
+    assert _logged(tmp_path / "cut") == logged
+    assert straight.global_step == 4
 
 
 def test_muon_run_resumes_exactly(data, tmp_path):

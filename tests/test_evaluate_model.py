@@ -219,6 +219,16 @@ def test_cli_models_json(capsys):
     assert names == ["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"]
     for row in listed["models"]:
         assert row["parameters"] > 0 and row["gflops"] > 0
+    # the model a config trains (before: only the builders' defaults, fc6/fc7 at 4096 whatever the width, so the
+    # demo's 0.77 M-parameter joint model read as 44 M): counted against torch's own count of its parameters
+    from posepart.engine.config import load_config
+    from posepart.engine.module import build_from_config
+
+    assert main(["models", "--config", "demo_cpu_joint", "--input-size", "128", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["models"]
+    built = build_from_config(load_config("demo_cpu_joint"), Schema.pascal_person_part(), pretrained=False)
+    assert row["model"] == "demo_cpu_joint" and row["parameters"] == sum(p.numel() for p in built.parameters())
+    assert main(["models", "--config", "demo_cpu_joint", "--width", "0.5"]) == 2
 
 
 def test_cli_oracle_out_file_and_folder(synth, tmp_path):

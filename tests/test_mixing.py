@@ -255,6 +255,22 @@ def test_mapped_source_reads_coco_people_in_pascal(tmp_path):
     assert view.mapping is not None and view.mapping.joint_mask.tolist() == [n != "head" for n in PASCAL.keypoints]
 
 
+def test_a_joint_past_the_border_makes_no_mapped_joint_in_what_is_scored(tmp_path):
+    """The reader drops a shoulder past the border, so the record has no neck; the annotations evaluation scores
+    were mapped from the raw file and made a neck between the two shoulders, inside the image (a review)."""
+    with DatasetWriter(tmp_path / "c", COCO) as writer:
+        kp = np.zeros((17, 3), np.float32)
+        kp[COCO.joint("left_shoulder")] = [-10, 10, 2]  # 10 px past the left border of the 32 px image
+        kp[COCO.joint("right_shoulder")] = [12, 10, 2]
+        kp[COCO.joint("left_hip")] = [6, 24, 2]
+        writer.add(np.zeros((32, 32, 3), np.uint8), [{"keypoints": kp.reshape(-1).tolist(), "bbox": [0, 4, 20, 24],
+                                                      "iscrowd": 0}], file_name="a.png")
+    record = map_dataset(PosePartDataset.open(tmp_path / "c"), PASCAL).records[0]
+    scored = np.asarray(record.annotations[0]["keypoints"], np.float32).reshape(14, 3)
+    np.testing.assert_array_equal(scored, record.keypoints[0])  # what training reads is what evaluation scores
+    assert scored[PASCAL.joint("neck"), 2] == 0 and record.annotations[0]["num_keypoints"] == 2
+
+
 # -- sampling ----------------------------------------------------------------------------------------------------------
 def test_weighted_epochs_are_deterministic_and_shard_like_distributed_sampler():
     assert allocate(10, [1, 1, 1]) == [4, 3, 3] and allocate(8, [3, 1]) == [6, 2] and allocate(5, [0, 1]) == [0, 5]

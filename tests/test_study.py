@@ -241,6 +241,10 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
     err = capsys.readouterr().err
     assert "it holds a study with another --set" in err and "--overwrite" in err
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing written
+    # nor one trained with other threads (--jobs 2: one per model here, against this process's own with --jobs 1)
+    if torch.get_num_threads() != 1:
+        assert main([*argv[:argv.index("--jobs")], "--jobs", "2", *argv[argv.index("--jobs") + 2:]]) == 2
+        assert "trained with another thread count per model" in capsys.readouterr().err
     # an arm whose data changed since it was scored is not reused either (a review: it was, the data's path alone
     # was compared)
     annotations = data / "val" / "annotations.json"

@@ -72,8 +72,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     rows = []
-    for name, builder in tqdm(MODELS.items(), desc="counting FLOPs", unit="model", leave=False):  # stderr
-        model = builder(schema, width=args.width)
+    if args.config is not None and args.width != 1.0:
+        raise UsageError("models: --config sets the model's width (model.width): drop --width")
+    if args.config is not None:  # the model a training config builds (the demo's: width 0.25, fc_width 256, ...)
+        from posepart.engine.config import load_config, shipped_config
+        from posepart.engine.module import build_from_config
+
+        config = load_config(shipped_config(args.config))
+        builders = {args.config: lambda: build_from_config(config, schema, pretrained=False)}
+    else:
+        builders = {name: (lambda b=builder: b(schema, width=args.width)) for name, builder in MODELS.items()}
+    for name, build in tqdm(builders.items(), desc="counting FLOPs", unit="model", leave=False):  # stderr
+        model = build()
         rows.append({"model": name, "parameters": count_parameters(model),
                      "gflops": count_flops(model, (args.input_size, args.input_size)) / 1e9})
         del model
@@ -180,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
     p.add_argument("--input-size", type=at_least(1), default=INPUT_SIZE,
                    help="square input side for the FLOP count")
-    p.add_argument("--width", type=positive, default=1.0, help="channel width multiplier")
+    p.add_argument("--width", type=positive, default=1.0,
+                   help="conv channel width multiplier (the FCN's fc6/fc7 keep their 4096: see --config)")
+    p.add_argument("--config", metavar="NAME_OR_PATH",
+                   help="count the model a training config builds instead (e.g. demo_cpu_joint), at --input-size")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_models)
 

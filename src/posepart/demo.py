@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -143,8 +142,11 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     from posepart.engine.train import train
     from posepart.evaluate_model import evaluate_model
 
+    import torch
+
     inputs = score_inputs(config_name, train_root, val_root, train_size=train_size, size=size, images=images,
-                          minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip)
+                          minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip,
+                          threads=torch.get_num_threads())
     (out / SCORE_FILE).unlink(missing_ok=True)  # a run that fails now leaves no earlier score to be taken for it
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
     steps = planned_steps(images, cfg.data.batch_size)
@@ -170,12 +172,14 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     val = PosePartDataset.open(val_root)
     if val.schema != loaded.schema:  # `posepart study --set data.schema=...`: scored as `posepart evaluate` does
         val = map_dataset(val, loaded.schema)
-    # a head trained with its task masked is neither scored nor drawn: its output is of random weights
+    # a head trained with its task masked is neither scored nor drawn: its output is of random weights; an arm is
+    # scored on its own tasks (one started from a joint model's weights, `model.init`, has both heads trained)
+    scored = loaded.tasks if tasks is None or loaded.tasks is None else tuple(t for t in loaded.tasks if t in tasks)
     metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
-                                       tasks=loaded.tasks)
+                                       tasks=scored)
     if flip:  # what the Predictor's flip merge adds: the same model, one more (mirrored) forward pass per image
         flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False,
-                                    tasks=loaded.tasks, flip=True)
+                                    tasks=scored, flip=True)
         metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
     write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics,
                                          "checkpoint": {"file": str(result.last.relative_to(out)),
@@ -187,13 +191,17 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
 def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
                  minutes: float | None = None, extra: list[str] | tuple[str, ...] = (),
                  tasks: tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
-                 flip: bool = False) -> dict[str, Any]:
-    """What a `train_and_score` result depends on, as JSON values: the arguments, and the contents of what they name
+                 flip: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """What a `train_and_score` result depends on, as JSON values: the arguments (and the intra-op threads it trains
+    with, which change the floating-point sums and so the weights), and the contents of what they name
     (the config file, the annotation files of the data and of each source's subset) and posepart's own code, by
     digest. Its run folder's SCORE_FILE records them beside the metrics, so that a study run again reuses a model
     trained and scored with the same, and with nothing else (`finished_score`)."""
-    from posepart.engine.config import shipped_config
+    from posepart.engine.checkpoint import code_digest
+    from posepart.engine.config import load_config, shipped_config
 
+    cfg = load_config(shipped_config(config_name), extra)
+    named = {"model.init": cfg.model.init, "model.pretrained": cfg.model.pretrained, "data.schema": cfg.data.schema}
     annotations = [Path(train_root) / ANNOTATIONS_FILE, Path(val_root) / ANNOTATIONS_FILE]
     for source in sources or []:
         for split in ("train", "val"):
@@ -205,40 +213,48 @@ def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_si
     return json.loads(json.dumps({
         "config": config_name, "train": str(Path(train_root).resolve()), "val": str(Path(val_root).resolve()),
         "train_size": train_size, "size": size, "images": images, "minutes": minutes, "extra": list(extra),
-        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip,
+        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip, "threads": threads,
         "digests": {"config file": _digest(shipped_config(config_name)),
-                    "annotations": [_digest(path) for path in annotations], "posepart code": code_digest()}}))
+                    "annotations": [_digest(path) for path in annotations], "posepart code": code_digest(),
+                    # the files a setting names (a --set model.init=FILE replaced by another model)
+                    "files set": {key: _digest(Path(value)) for key, value in named.items()
+                                  if value is not None and Path(value).is_file()}}}))
+
+
+def job_threads(parallel: int) -> int:
+    """The intra-op threads each model of `run_jobs` trains with: the cores shared by the `parallel` worker
+    processes (at least one), or this process's own when it trains them one after another itself."""
+    if parallel <= 1:
+        import torch
+
+        return torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // parallel)
 
 
 def _digest(path: Path) -> str | None:
-    """sha1 of a file's bytes (None when it cannot be read)."""
+    """sha1 of a file's bytes, read in chunks (a GPU run's checkpoint holds gigabytes); None when unreadable."""
     try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha1").hexdigest()
     except OSError:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def code_digest() -> str:
-    """sha1 over posepart's own source and shipped configs: another version of the code is another result."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha1()
-    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def finished_score(out: Path) -> dict[str, Any] | None:
-    """The {"inputs", "metrics"} a finished `train_and_score` left in `out`, or None: none, unreadable, or its
-    checkpoint is no longer the one it scored (a run trained again or resumed there since)."""
+    """The {"inputs", "metrics", "checkpoint"} a finished `train_and_score` left in `out`, or None (none, or not
+    such a record); `scored_checkpoint` says whether the checkpoint it scored is still there."""
     try:
         saved = json.loads((out / SCORE_FILE).read_text(encoding="utf-8"))
-        scored = saved["checkpoint"]
-        if _digest(out / scored["file"]) != scored["sha1"] or not {"inputs", "metrics"} <= set(saved):
-            return None
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError):
         return None
-    return saved
+    return saved if isinstance(saved, dict) and {"inputs", "metrics"} <= set(saved) else None
+
+
+def scored_checkpoint(out: Path, saved: dict[str, Any]) -> bool:
+    """Whether the checkpoint a SCORE_FILE record scored is still the one in `out` (not trained again or resumed
+    there since; a record of an older version names none)."""
+    scored = saved.get("checkpoint")
+    return isinstance(scored, dict) and _digest(out / str(scored.get("file"))) == scored.get("sha1")
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
@@ -315,8 +331,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
             args, kwargs = arguments(job)
             results[label] = train_and_score(*args, **kwargs)
         return results
+    threads = job_threads(parallel)  # of the parallelism asked for, not of the jobs left: the same numbers either way
     parallel = min(parallel, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // parallel)
     budgets = " or ".join(str(n) for n in sorted({job.images or images for job in jobs.values()}))
     print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {budgets} images "
           f"each; logs: <model folder>/train.log under {Path(os.path.commonpath([str(j.out) for j in jobs.values()]))}",

@@ -144,12 +144,17 @@ def training_data_lines(sources: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     drawn = sum(int(s.get("draws_per_epoch") or 0) for s in sources) or 1
     lines = []
-    for task, title in TASK_TITLES.items():
-        names = [str(s["name"]) for s in sources if task in (s.get("tasks") or []) and s.get("draws_per_epoch")]
+    for task, title in TASK_TITLES.items():  # the weights a run started from (model.init) taught the heads they gave
+        names = [f"{s['name']} ({s['init']})" if s.get("init") else str(s["name"]) for s in sources
+                 if task in (s.get("tasks") or []) and (s.get("draws_per_epoch") or s.get("init"))]
         lines.append(f"- {title}: {', '.join(names) if names else 'no source'}")
     lines += ["", "| source | tasks | weight | share of an epoch | train images | val images | target joints it lacks |",
               "|---|---|---:|---:|---:|---:|---|"]
     for s in sources:
+        if s.get("init"):  # no data: the weights the run started from
+            tasks = ", ".join(s.get("tasks") or []) or "–"
+            lines.append(f"| {s['name']} ({s['init']}) | {tasks} | – | – | – | – | – |")
+            continue
         share = 100 * int(s.get("draws_per_epoch") or 0) / drawn
         lines.append(f"| {s['name']} | {', '.join(s.get('tasks') or []) or '–'} | {float(s.get('weight', 0)):g} | "
                      f"{share:.0f} % | {s.get('train_images', 0)} | {s.get('val_images', 0)} | "

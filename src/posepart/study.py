@@ -190,7 +190,7 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
     interrupted, or run again with more arms) is reused, not trained again; one trained with other settings is
     refused unless `overwrite` (it would be replaced). `settings`: the command line's, written to OUT/study.json
     once the checks pass (`check_study_folder` compares a later run's with them)."""
-    from posepart.demo import TrainJob, finished_score, run_jobs, score_inputs
+    from posepart.demo import TrainJob, finished_score, job_threads, run_jobs, score_inputs, scored_checkpoint
 
     start = time.perf_counter()
     train = PosePartDataset.open(train_root)
@@ -235,13 +235,15 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
             continue
         inputs = score_inputs(spec.config, train_root, val_root, train_size=len(train), size=size,
                               images=spec.images or train_images, extra=spec.extra, tasks=spec.tasks,
-                              sources=None if spec.sources is None else list(spec.sources))
-        if saved["inputs"] == inputs:
+                              sources=None if spec.sources is None else list(spec.sources),
+                              threads=job_threads(jobs))
+        unchanged = scored_checkpoint(spec.out, saved)
+        if saved["inputs"] == inputs and unchanged:
             scores[job] = saved["metrics"]
         elif not overwrite:
+            what = _differences(saved["inputs"], inputs) + ([] if unchanged else ["checkpoint than it scored"])
             raise UsageError(f"study --out {out}: {spec.out} holds the arm {job!r} trained with another "
-                             f"{' and '.join(_differences(saved['inputs'], inputs))}; give another --out or "
-                             f"--overwrite to train it again")
+                             f"{' and '.join(what)}; give another --out or --overwrite to train it again")
     if settings is not None:
         write_json_atomic(out / STUDY_FILE, settings)
     if scores:
@@ -274,7 +276,9 @@ _INPUT_NAMES = {"config": "--config", "train": "--data", "val": "--data",
                 "size": "--size", "images": "--train-images", "extra": "--set", "minutes": "time cap",
                 "sources": "split (--unlabelled, --labelled-share)", "tasks": "arm", "flip": "flip scoring",
                 "config file": "config file's contents", "annotations": "annotation file (the data changed)",
-                "posepart code": "posepart version (its code changed)"}
+                "posepart code": "posepart version (its code changed)",
+                "files set": "file named by --set (model.init, model.pretrained, data.schema)",
+                "threads": "thread count per model (--jobs, or this machine's cores)"}
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -445,6 +449,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from posepart.errors import output_folder
 
     setting = QUICK if args.quick else DEFAULTS
+    args.data = args.data.resolve() if args.data is not None else None
     fractions = args.label_fractions or list(setting["fractions"])
     seeds = args.seeds or int(setting["seeds"])  # 0 and below are refused by the parser (`at_least`)
     images = args.train_images or int(setting["train_images"])
@@ -470,7 +475,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             if not (root / ANNOTATIONS_FILE).is_file():
                 raise UsageError(f"study --data {args.data}: expected {root / ANNOTATIONS_FILE} (ROOT/train and "
                                  f"ROOT/val in the posepart format, as `posepart demo` writes them)")
-    out = output_folder(args.out)  # the options are sound: claim --out, then write into it
+    out = output_folder(args.out).resolve()  # the options are sound: claim --out, then write into it; resolved, as
+    # the data and split files its arms name are compared (the same study given by another path is the same)
     settings = {"--config": args.config, "--size": size, "--train-images": images, "--unlabelled": unlabelled,
                 "--labelled-share": args.labelled_share, "--set": list(args.set),
                 "--data": str(args.data.resolve()) if args.data is not None else None,

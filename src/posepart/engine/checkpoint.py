@@ -8,7 +8,11 @@ loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lig
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import platform
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +256,30 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha1 over posepart's own source and shipped configs: another version of the code is another result."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha1()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def provenance(precision: str) -> dict[str, Any]:
+    """What made a checkpoint, beside its config: the versions of the code and libraries, the threads and the
+    precision it trained with (the precision as run: `auto` resolved) and the command line. The weights depend on
+    each of them."""
+    import lightning
+    import numpy
+
+    from posepart import __version__
+
+    return {"posepart": __version__, "code": code_digest(), "torch": str(torch.__version__),
+            "lightning": lightning.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "precision": precision, "command": list(sys.argv)}
+
+
 def recorded_sources(path: str | Path) -> list[dict[str, Any]]:
     """The training sources a checkpoint file records (memory-mapped: its tensors are not read)."""
     return _sources(load_checkpoint(path, mmap=True))
@@ -382,8 +410,8 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
     metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
                 "config": json.dumps(config.to_dict()), "sources": json.dumps(_sources(checkpoint))}
-    head = checkpoint[CHECKPOINT_KEY].get("head")
-    if head is not None:
-        metadata["head"] = json.dumps(head)
+    for key in ("head", "provenance"):  # (older checkpoints have neither)
+        if checkpoint[CHECKPOINT_KEY].get(key) is not None:
+            metadata[key] = json.dumps(checkpoint[CHECKPOINT_KEY][key])
     data = save(tensors, metadata=metadata)
     return atomic_write(out, lambda f: f.write(data))

@@ -10,10 +10,10 @@ and part classes).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from posepart.engine.config import ConfigError
@@ -45,7 +45,7 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
         raise ConfigError(f"model.init: {err}") from None
     theirs, own = loaded.model.state_dict(), model.state_dict()
     their_owner, own_owner = _owners(loaded.model), _owners(model)
-    same_schema = loaded.schema == schema
+    same_schema = _layout(loaded.schema) == _layout(schema)
     taken = {key: value for key, value in theirs.items()
              if key in own and own[key].shape == value.shape and their_owner.get(key) is own_owner.get(key)
              and (same_schema or key.startswith("trunk."))}
@@ -59,13 +59,26 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
     if left or unused:
         why = "" if same_schema else (f" (its schema {loaded.schema.describe()} is not the run's "
                                       f"{schema.describe()}: the trunk alone is taken)")
-        warnings.warn(PosepartWarning(
+        rank_zero_warn(
             f"model.init {path}: {len(left)} of this model's {len(own)} tensors keep their initialisation"
-            f"{_first(left)} and {len(unused)} of the file's {len(theirs)} are not used{_first(unused)}{why}"))
+            f"{_first(left)} and {len(unused)} of the file's {len(theirs)} are not used{_first(unused)}{why}",
+            category=PosepartWarning)
     learnt = loaded.tasks if loaded.tasks is not None else _heads(loaded.model)
-    tasks = [task for task in learnt if task in _heads(model)] if same_schema else []
+    # a head counts as trained when every tensor of it came from the file (another stage or stride: it does not)
+    tasks = [task for task in learnt if task in _heads(model) and not any(_TASK_OF[task](key) for key in left)]
     return {"name": INIT_SOURCE, "init": str(path), "tasks": tasks, "unlabelled": False, "weight": 0.0,
             "train_images": 0, "draws_per_epoch": 0, "val_images": 0, "missing_joints": []}
+
+
+# Which tensors make each task's head (the joint model's stage branches and refinements, FCN's seg_head).
+_TASK_OF = {"pose": lambda key: ".heatmaps." in key or ".pafs." in key,
+            "parts": lambda key: ".parts." in key or key.startswith(("seg_head.", "parts_refine."))}
+
+
+def _layout(schema: Schema) -> tuple[Any, ...]:
+    """What the heads' channels are: the joints, the skeleton's limbs and the part classes, in order (not the
+    schema's name or its OKS sigmas, which change no tensor)."""
+    return schema.keypoints, schema.skeleton, schema.part_classes
 
 
 def _first(keys: list[str]) -> str:

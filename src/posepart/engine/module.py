@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
-from posepart.engine.checkpoint import CHECKPOINT_KEY, settle_epoch
+from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance, settle_epoch
 from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
 from posepart.engine.optim import build_optimizer, build_schedule
@@ -167,6 +167,13 @@ class PosePartModule(pl.LightningModule):
         np.random.seed(seed)
         random.seed(seed)
         self._step_start = time.perf_counter()
+        # Lightning writes logs at its own count of optimizer steps (no gradient accumulation here: the global step).
+        # Resumed from a last.ckpt saved at an epoch's end with validation, Lightning 2.6 counts the restart's
+        # skipped validation as one more step, so every later row landed one step late and some were lost (a
+        # walkthrough: the resumed curve's rows at 11 and 17 held steps 8 and 14): its count follows ours instead.
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop._batches_that_stepped != self.global_step:
+            loop._batches_that_stepped = self.global_step
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Throughput over the whole step (from the previous step's end, so data loading counts; the first step of an
@@ -399,4 +406,5 @@ class PosePartModule(pl.LightningModule):
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
         checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
-                                      "sources": self.sources, "head": self.model.meta.to_dict()}
+                                      "sources": self.sources, "head": self.model.meta.to_dict(),
+                                      "provenance": provenance(str(self.trainer.precision))}

@@ -278,6 +278,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
+        if not 0 <= self.seed < 2**32:  # numpy's and Lightning's seeding range (before: a traceback from Lightning)
+            raise ValueError(f"seed: must be in 0..{2**32 - 1}, got {self.seed}")
 
 
 @dataclass

@@ -320,6 +320,10 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     first = _first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
         replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
+        init = cfg.model.init
+        if replaced and init is not None and any(Path(init).resolve().is_relative_to(p.resolve()) for p in replaced):
+            raise ConfigError(f"model.init {init} lies in the run that --overwrite replaces (DDP workers would read it "
+                              f"after it is gone): copy it out of {out} first")
         return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
 
 
@@ -349,8 +353,10 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         if ours != theirs and cfg.optim.schedule in ("cosine", "linear"):
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} (the checkpoint's: {theirs!r}): the run stops there, "
                            f"but its learning-rate schedule keeps the length planned when the run began (restored "
-                           f"with its state): past it the rate is 0 and the weights do not change; train a new run "
-                           f"to plan another length", category=PosepartWarning)
+                           f"with its state): past it the rate stays at the schedule's end, 0, so the weights no "
+                           f"longer learn (BatchNorm's statistics still move), and config.yaml, which records the new "
+                           f"length, will not reproduce the run; train a new run to plan another length",
+                           category=PosepartWarning)
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} is not used: the run continues with the checkpoint's "
