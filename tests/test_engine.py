@@ -187,6 +187,11 @@ def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_r
     assert f"| model.init ({exported}) | pose, parts | – | – | – | – | – |" in lines
     with pytest.raises(ConfigError, match="model.init .*nope.ckpt: no such file"):
         train(tiny(data, f"model.init={tmp_path / 'nope.ckpt'}"), tmp_path / "none", **QUIET)
+    # in place: one process reads the file before --overwrite removes the run; DDP workers would read it after
+    again = train(tiny(data, f"model.init={run.last}"), tmp_path / "tuned", max_epochs=1, overwrite=True, **QUIET)
+    assert again.global_step == 2
+    with pytest.raises(ConfigError, match="lies in the run that --overwrite replaces"):
+        train(tiny(data, f"model.init={again.last}", "train.devices=2"), tmp_path / "tuned", overwrite=True, **QUIET)
 
 
 def test_model_init_from_another_schema_takes_the_trunk_alone(data, straight_run, tmp_path):
@@ -222,6 +227,11 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     assert made["numpy"] == numpy.__version__ and made["code"] == code_digest() and len(made["code"]) == 40
     assert made["precision"] in ("32-true", "bf16-mixed") and made["threads"] == torch.get_num_threads()
     assert isinstance(made["command"], list)
+    from posepart.engine.checkpoint import provenance
+
+    with pytest.MonkeyPatch.context() as patch:  # a launcher's own argv (a Path, a number): stored as strings, so
+        patch.setattr(sys, "argv", ["launch.py", Path("/data"), 3])  # the checkpoint stays weights-only loadable
+        assert provenance(None)["command"] == ["launch.py", "/data", "3"]
     exported = tmp_path / "m.safetensors"
     assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(exported)]) == 0
     from safetensors import safe_open

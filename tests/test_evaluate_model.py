@@ -229,6 +229,12 @@ def test_cli_models_json(capsys):
     built = build_from_config(load_config("demo_cpu_joint"), Schema.pascal_person_part(), pretrained=False)
     assert row["model"] == "demo_cpu_joint" and row["parameters"] == sum(p.numel() for p in built.parameters())
     assert main(["models", "--config", "demo_cpu_joint", "--width", "0.5"]) == 2
+    from posepart.engine.config import shipped_config
+
+    path = shipped_config("demo_cpu_paf")  # given as a file, not a shipped name
+    assert main(["models", "--config", str(path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["width"] == 0.25 and listed["input_size"] == 128  # the config's, not the defaults
 
 
 def test_cli_oracle_out_file_and_folder(synth, tmp_path):

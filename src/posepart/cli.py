@@ -62,35 +62,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from posepart.heads import HeadMeta
+    from posepart.heads import INPUT_SIZE, HeadMeta
     from posepart.models import MODELS, count_flops, count_parameters
     from posepart.schema import Schema
 
-    if args.input_size % HeadMeta.input_multiple:
-        raise UsageError(f"models --input-size {args.input_size}: must be a multiple of {HeadMeta.input_multiple}")
-    schema = Schema.pascal_person_part()
+    if args.config is not None and args.width is not None:
+        raise UsageError("models: --config sets the model's width (model.width): drop --width")
+    schema, width, size = Schema.pascal_person_part(), args.width or 1.0, args.input_size or INPUT_SIZE
+    if args.config is not None:  # the model a training config builds (the demo's: width 0.25, fc_width 256, ...)
+        from posepart.engine.config import load_config
+        from posepart.engine.data import target_schema
+        from posepart.engine.module import build_from_config
+
+        config = load_config(args.config)  # a file, or a shipped config's name
+        schema = target_schema(config.data.schema) if config.data.schema else schema
+        width, size = config.model.width, args.input_size or config.data.input_size
+        builders = {args.config: lambda: build_from_config(config, schema, pretrained=False)}
+    else:
+        builders = {name: (lambda b=builder: b(schema, width=width)) for name, builder in MODELS.items()}
+    if size % HeadMeta.input_multiple:
+        raise UsageError(f"models --input-size {size}: must be a multiple of {HeadMeta.input_multiple}")
     from tqdm import tqdm
 
     rows = []
-    if args.config is not None and args.width != 1.0:
-        raise UsageError("models: --config sets the model's width (model.width): drop --width")
-    if args.config is not None:  # the model a training config builds (the demo's: width 0.25, fc_width 256, ...)
-        from posepart.engine.config import load_config, shipped_config
-        from posepart.engine.module import build_from_config
-
-        config = load_config(shipped_config(args.config))
-        builders = {args.config: lambda: build_from_config(config, schema, pretrained=False)}
-    else:
-        builders = {name: (lambda b=builder: b(schema, width=args.width)) for name, builder in MODELS.items()}
     for name, build in tqdm(builders.items(), desc="counting FLOPs", unit="model", leave=False):  # stderr
         model = build()
         rows.append({"model": name, "parameters": count_parameters(model),
-                     "gflops": count_flops(model, (args.input_size, args.input_size)) / 1e9})
+                     "gflops": count_flops(model, (size, size)) / 1e9})
         del model
     if args.json:
-        print(json.dumps({"input_size": args.input_size, "width": args.width, "models": rows}, indent=2))
+        print(json.dumps({"input_size": size, "width": width, "models": rows}, indent=2))
         return 0
-    print(f"{'model':<14} {'params (M)':>11} {f'GFLOPs @ {args.input_size}':>15}")
+    print(f"{'model':<14} {'params (M)':>11} {f'GFLOPs @ {size}':>15}")
     for row in rows:
         print(f"{row['model']:<14} {row['parameters'] / 1e6:>11.2f} {row['gflops']:>15.2f}")
     return 0
@@ -188,10 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
-    p.add_argument("--input-size", type=at_least(1), default=INPUT_SIZE,
-                   help="square input side for the FLOP count")
-    p.add_argument("--width", type=positive, default=1.0,
-                   help="conv channel width multiplier (the FCN's fc6/fc7 keep their 4096: see --config)")
+    p.add_argument("--input-size", type=at_least(1), default=None,
+                   help=f"square input side for the FLOP count (default {INPUT_SIZE}, or the config's)")
+    p.add_argument("--width", type=positive, default=None,
+                   help="conv channel width multiplier (default 1; the FCN's fc6/fc7 keep their 4096: see --config)")
     p.add_argument("--config", metavar="NAME_OR_PATH",
                    help="count the model a training config builds instead (e.g. demo_cpu_joint), at --input-size")
     p.add_argument("--json", action="store_true", help="print JSON")

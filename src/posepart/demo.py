@@ -233,11 +233,14 @@ def job_threads(parallel: int) -> int:
 
 def _digest(path: Path) -> str | None:
     """sha1 of a file's bytes, read in chunks (a GPU run's checkpoint holds gigabytes); None when unreadable."""
+    digest = hashlib.sha1()
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha1").hexdigest()
+        with open(path, "rb") as f:  # (hashlib.file_digest would need Python 3.11; posepart runs on 3.10)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     except OSError:
         return None
+    return digest.hexdigest()
 
 
 def finished_score(out: Path) -> dict[str, Any] | None:

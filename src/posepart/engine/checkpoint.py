@@ -266,7 +266,7 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def provenance(precision: str) -> dict[str, Any]:
+def provenance(precision: str | None) -> dict[str, Any]:
     """What made a checkpoint, beside its config: the versions of the code and libraries, the threads and the
     precision it trained with (the precision as run: `auto` resolved) and the command line. The weights depend on
     each of them."""
@@ -277,7 +277,8 @@ def provenance(precision: str) -> dict[str, Any]:
 
     return {"posepart": __version__, "code": code_digest(), "torch": str(torch.__version__),
             "lightning": lightning.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "precision": precision, "command": list(sys.argv)}
+            "threads": torch.get_num_threads(), "precision": precision,
+            "command": [str(arg) for arg in sys.argv]}  # a launcher may put Paths there: plain strings only
 
 
 def recorded_sources(path: str | Path) -> list[dict[str, Any]]:

@@ -407,4 +407,5 @@ class PosePartModule(pl.LightningModule):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
         checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
                                       "sources": self.sources, "head": self.model.meta.to_dict(),
-                                      "provenance": provenance(str(self.trainer.precision))}
+                                      "provenance": provenance(None if self._trainer is None
+                                                               else str(self._trainer.precision))}

@@ -321,10 +321,25 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
         replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
         init = cfg.model.init
-        if replaced and init is not None and any(Path(init).resolve().is_relative_to(p.resolve()) for p in replaced):
+        if (replaced and init is not None and _launches_workers(cfg)
+                and any(Path(init).resolve().is_relative_to(p.resolve()) for p in replaced)):
             raise ConfigError(f"model.init {init} lies in the run that --overwrite replaces (DDP workers would read it "
                               f"after it is gone): copy it out of {out} first")
         return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
+
+
+def _launches_workers(cfg: Config) -> bool:
+    """Whether the launch starts more processes (DDP), which run `train` again later: after the first has removed
+    the run that --overwrite replaces."""
+    t = cfg.train
+    devices = str(t.devices).strip()
+    if t.num_nodes > 1:
+        return True
+    if devices in ("auto", "-1"):
+        return not trains_on_cpu(t.accelerator) and torch.cuda.device_count() > 1
+    if "," in devices or devices.startswith("["):
+        return len([d for d in devices.strip("[]").split(",") if d.strip()]) > 1
+    return devices.isdigit() and int(devices) > 1
 
 
 def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
