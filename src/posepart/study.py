@@ -479,7 +479,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     # the data and split files its arms name are compared (the same study given by another path is the same)
     settings = {"--config": args.config, "--size": size, "--train-images": images, "--unlabelled": unlabelled,
                 "--labelled-share": args.labelled_share, "--set": list(args.set),
-                "--data": str(args.data.resolve()) if args.data is not None else None,
+                "--data": str(args.data) if args.data is not None else None,
                 **({} if args.data is not None else {"--n-train": args.n_train, "--n-val": args.n_val})}
     check_study_folder(out, settings, overwrite=args.overwrite)
     if args.data is not None:  # ROOT/train and ROOT/val in the posepart format

@@ -22,8 +22,8 @@ from posepart.decode import DecodeConfig
 from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance, settle_epoch
 from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
-from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.finetune import initialise_from
+from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import Evaluator, Prediction
