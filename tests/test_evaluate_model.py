@@ -447,6 +447,9 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
                  str(coco / "train2017"), "--out", str(tmp_path / "one")]) == 0
     rows = json.loads((tmp_path / "rows" / "metrics.json").read_text())["sources"]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    # what was scored is recorded (before: neither the checkpoint, the data nor the batch size)
+    assert one["evaluated"] == {"checkpoint": str(model.resolve()), "batch_size": 8,
+                                "data": str((coco / "annotations/person_keypoints_train2017.json").resolve())}
     assert rows["coco"]["images"] == one["images"] == 36  # every image of the fixture's JSON
     assert rows["coco"]["pose"]["pck_dist_pairs"] > 0 and rows["coco"]["pose"] == one["pose"]
     predicted = [json.loads(path.read_text()) for path in (tmp_path / "rows" / "keypoints" / "coco.json",

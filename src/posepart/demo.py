@@ -228,7 +228,8 @@ def job_threads(parallel: int) -> int:
         import torch
 
         return torch.get_num_threads()
-    return max(1, (os.cpu_count() or 1) // parallel)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // parallel)  # the cores this process may use (a container's, not its host's)
 
 
 def _digest(path: Path) -> str | None:

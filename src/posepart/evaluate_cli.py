@@ -78,6 +78,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     if loaded.sources:
         metrics["training_data"] = loaded.sources
     metrics["input_size"] = size
+    # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
+    metrics["evaluated"] = {"checkpoint": str(Path(args.checkpoint).resolve()),
+                            "data": str(dataset.annotation_file.resolve()), "batch_size": args.batch_size}
     other = "" if size == loaded.input_size else f", {size} px"
     name = f"{loaded.config.model.name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
