@@ -26,8 +26,7 @@ from posepart.engine.self_training import SelfTraining, consistent_people, pseud
 from posepart.engine.train import train
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
-from posepart.losses import SegLoss
-from posepart.losses.pose import masked_mse
+from posepart.losses import PosePartLoss
 from posepart.models import ModelOutput
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import build_targets
@@ -273,17 +272,30 @@ def test_a_joint_one_kept_person_lacks_is_not_taught_as_absent():
 
 
 # -- per-sample loss weights ---------------------------------------------------------------------------------------
-def test_loss_weight_scales_a_samples_numerator_only():
-    pred, gt = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
-    gt[1] = 2.0  # sample 0 contributes 4 x 1, sample 1 4 x 4
-    weight = torch.ones(2, 1, 2, 2)
-    scale = torch.tensor([1.0, 0.25]).reshape(-1, 1, 1, 1)
-    assert float(masked_mse(pred, gt, weight, scale)) == pytest.approx((4 * 1 + 0.25 * 4 * 4) / 8)
-    logits = torch.zeros(2, 2, 1, 1)
-    logits[:, 0] = math.log(3.0)  # p(class 0) = 3/4
-    labels = torch.tensor([[[1]], [[0]]])
-    loss = SegLoss().per_stage([logits], labels, loss_weight=torch.tensor([0.5, 1.0]))[0]
-    assert float(loss) == pytest.approx((0.5 * math.log(4.0) + math.log(4.0 / 3.0)) / 2)
+def test_pseudo_labelled_samples_are_their_own_mean_times_the_ramp():
+    """FixMatch's form: the labelled samples' mean plus the ramp's weight times the pseudo-labelled samples' mean.
+    Before, one denominator counted both whatever the weight: at weight 0 the pseudo-labelled half of a batch still
+    halved the labelled samples' loss (a walkthrough: seg 1.946 -> 0.973), so weight 0 was not "no self-training"."""
+    torch.manual_seed(0)
+    loss = PosePartLoss(PASCAL)  # the plain sum of the task terms
+    output = {"parts": [torch.randn(2, PASCAL.num_parts, 4, 4)], "heatmaps": [torch.rand(2, 15, 4, 4)],
+              "pafs": [torch.randn(2, 2 * PASCAL.num_limbs, 4, 4)]}
+    batch = {"parts": torch.randint(0, PASCAL.num_parts, (2, 8, 8)), "heatmaps": torch.rand(2, 15, 4, 4),
+             "pafs": torch.randn(2, 2 * PASCAL.num_limbs, 4, 4), "pose_mask": torch.ones(2, 4, 4),
+             "has_pose": torch.tensor([True, True]), "has_parts": torch.tensor([True, True])}
+    one = {key: value[:1] for key, value in batch.items()}
+    alone = {key: [stage[:1] for stage in stages] for key, stages in output.items()}
+    labelled = loss(alone, one).terms
+    other = loss({k: [s[1:] for s in v] for k, v in output.items()}, {k: v[1:] for k, v in batch.items()}).terms
+    for ramp in (0.0, 0.5):
+        mixed = loss(output, {**batch, "unlabelled": torch.tensor([False, True]),
+                              "loss_weight": torch.tensor([1.0, ramp])}).terms
+        for task in ("seg", "heatmap", "paf"):
+            assert float(mixed[task]) == pytest.approx(float(labelled[task]) + ramp * float(other[task]), rel=1e-5)
+    everyone = loss(output, {**batch, "unlabelled": torch.tensor([True, True]),
+                             "loss_weight": torch.tensor([0.25, 0.25])}).terms  # a batch of pseudo-labels alone
+    plain = loss(output, batch).terms
+    assert float(everyone["total"]) == pytest.approx(0.25 * float(plain["total"]), rel=1e-5)
 
 
 # -- a run ---------------------------------------------------------------------------------------------------------

@@ -29,6 +29,15 @@ class LossResult:
     present: dict[str, Tensor] = field(default_factory=dict)
 
 
+def _rows(batch: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """The batch with only `rows` (B,) bool supervised: the others' `has_pose` / `has_parts` set False."""
+    out = dict(batch)
+    for key in ("has_pose", "has_parts"):
+        flags = batch.get(key)
+        out[key] = rows if flags is None else flags.bool() & rows
+    return out
+
+
 def output_stages(output: Any, name: str) -> list[Tensor]:
     """The per-stage list `name` of a ModelOutput-like object or a mapping; [] when absent."""
     stages = output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
@@ -79,8 +88,22 @@ class PosePartLoss(nn.Module):
         target_key = TASK_OUTPUTS[task]
         if target_key not in batch:
             raise KeyError(f"the model predicts {task} but the batch has no {target_key!r} targets")
+        pseudo = batch.get("unlabelled")
+        if pseudo is None or "loss_weight" not in batch:
+            return self._stage_losses(task, stages, batch)
+        # Self-training (FixMatch's form): the labelled samples' mean plus the ramp's weight times the pseudo-labelled
+        # samples' mean, each over its own supervised entries. Before, both shared one denominator whatever the
+        # weight, so pseudo-labels at weight 0 still halved the labelled samples' gradients in a half-unlabelled
+        # batch. Row masks, not slices: the step takes no host sync.
+        pseudo = pseudo.bool()
+        weight = (batch["loss_weight"].float() * pseudo).sum() / pseudo.sum().clamp(min=1)  # the ramp's (no sync)
+        own = self._stage_losses(task, stages, _rows(batch, ~pseudo))
+        theirs = self._stage_losses(task, stages, _rows(batch, pseudo))
+        return [a + weight * b for a, b in zip(own, theirs)]
+
+    def _stage_losses(self, task: str, stages: Sequence[Tensor], batch: Mapping[str, Tensor]) -> list[Tensor]:
         if task == "seg":
-            return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"), batch.get("loss_weight"))
+            return self.seg.per_stage(stages, batch["parts"], batch.get("has_parts"))
         return self.pose(task, stages, batch)
 
     def supervised(self, task: str, batch: Mapping[str, Tensor]) -> Tensor:

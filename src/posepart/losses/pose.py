@@ -16,8 +16,8 @@ with gradient 0. W is the product of
   "no joint here" at the unannotated joints' true locations; a limb's two PAF channels only if both its joints are;
 - in mask mode "seed" additionally a spatial mask from the ground truth (see `seed_heatmap_mask`, `seed_paf_mask`).
 
-A batch may carry `loss_weight` (B,): per-sample factors on the numerator only (self-training ramps its pseudo-labelled
-samples up with them; the denominator stays the count of supervised entries).
+Self-training's pseudo-labelled samples are weighed by `PosePartLoss` (their own mean, times the ramp's weight), not
+here.
 
 PAF channel layout: limb l of `schema.skeleton` owns channels (2l, 2l+1) = its (x, y) field.
 """
@@ -75,22 +75,19 @@ def seed_paf_mask(gt: Tensor) -> Tensor:
     return on_limb.repeat_interleave(2, dim=1)
 
 
-def masked_mse(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:
-    """sum(weight * (pred - gt)^2) / max(sum(weight), 1), computed in float32. `scale` (broadcast to the weight, e.g.
-    (B, 1, 1, 1) per-sample loss weights) multiplies the numerator only: a down-weighted sample counts less without
-    raising the others' share."""
+def masked_mse(pred: Tensor, gt: Tensor, weight: Tensor) -> Tensor:
+    """sum(weight * (pred - gt)^2) / max(sum(weight), 1), computed in float32."""
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(gt.shape)} differ")
     diff = pred.float() - gt.float()
-    numerator = weight if scale is None else weight * scale
-    return (numerator * diff * diff).sum() / weight.sum().clamp(min=1.0)
+    return (weight * diff * diff).sum() / weight.sum().clamp(min=1.0)
 
 
 FOCAL_BETA = 4.0  # CenterNet's exponent of the penalty reduction (1 - gt)^beta next to a joint
 
 
-def focal_heatmap_loss(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor | None = None, *, alpha: float = 2.0,
-                       beta: float = FOCAL_BETA, peak: float = 0.5) -> Tensor:
+def focal_heatmap_loss(pred: Tensor, gt: Tensor, weight: Tensor, *, alpha: float = 2.0, beta: float = FOCAL_BETA,
+                       peak: float = 0.5) -> Tensor:
     """CenterNet's penalty-reduced focal loss (Zhou et al. 2019, after CornerNet) on joint heatmaps.
 
     pred: probabilities (B, K, h, w) (the model's sigmoid); gt: the Gaussian targets; weight: the mask W.
@@ -98,15 +95,14 @@ def focal_heatmap_loss(pred: Tensor, gt: Tensor, weight: Tensor, scale: Tensor |
     cell centres; ours are sub-cell, so a joint halfway between two cells has two positives). Positives pay
     (1 - p)^alpha log p, every other cell (1 - gt)^beta p^alpha log(1 - p): misses near a peak are cheap, false peaks
     far from one are not. Normalised by the number of supervised positives. Why: with MSE most of the gradient comes
-    from the mostly-zero background, and sparse peaks are learned slowly. `scale`: as in `masked_mse`.
+    from the mostly-zero background, and sparse peaks are learned slowly.
     """
     p = pred.float().clamp(1e-4, 1.0 - 1e-4)
     g = gt.float()
     pos = ((g >= peak) & (g == F.max_pool2d(g, 3, stride=1, padding=1))).float()
     pos_loss = -((1.0 - p) ** alpha) * torch.log(p) * pos
     neg_loss = -((1.0 - g) ** beta) * p**alpha * torch.log(1.0 - p) * (1.0 - pos)
-    numerator = weight if scale is None else weight * scale
-    return ((pos_loss + neg_loss) * numerator).sum() / (pos * weight).sum().clamp(min=1.0)
+    return ((pos_loss + neg_loss) * weight).sum() / (pos * weight).sum().clamp(min=1.0)
 
 
 class PoseLoss(nn.Module):
@@ -156,16 +152,8 @@ class PoseLoss(nn.Module):
             raise ValueError(f"task must be 'heatmap' or 'paf', got {task!r}")
         gt = batch["heatmaps" if task == "heatmap" else "pafs"]
         weight = self.weight(task, batch)
-        scale = sample_scale(batch)
         if task == "heatmap" and self.heatmap_loss == "focal":
             k = self.schema.num_joints  # joints, then the background channel
-            return [focal_heatmap_loss(pred[:, :k], gt[:, :k], weight[:, :k], scale, beta=self.focal_beta)
-                    + masked_mse(pred[:, k:], gt[:, k:], weight[:, k:], scale) for pred in stages]
-        return [masked_mse(pred, gt, weight, scale) for pred in stages]
-
-
-def sample_scale(batch: Mapping[str, Tensor]) -> Tensor | None:
-    """(B, 1, 1, 1) float32 per-sample loss weights from the batch's optional `loss_weight` (B,) (self-training's
-    pseudo-labelled samples, ramped up); None when absent (every sample weighs 1)."""
-    loss_weight = batch.get("loss_weight")
-    return None if loss_weight is None else loss_weight.float().reshape(-1, 1, 1, 1)
+            return [focal_heatmap_loss(pred[:, :k], gt[:, :k], weight[:, :k], beta=self.focal_beta)
+                    + masked_mse(pred[:, k:], gt[:, k:], weight[:, k:]) for pred in stages]
+        return [masked_mse(pred, gt, weight) for pred in stages]

@@ -82,35 +82,28 @@ class SegLoss(nn.Module):
         stages = [logits] if isinstance(logits, Tensor) else list(logits)
         return torch.stack(self.per_stage(stages, labels, has_parts)).sum()
 
-    def per_stage(self, stages: Sequence[Tensor], labels: Tensor, has_parts: Tensor | None = None,
-                  loss_weight: Tensor | None = None) -> list[Tensor]:
-        """One scalar loss per stage (each stage supervised with the same labels). `loss_weight` (B,): per-sample
-        factors on the numerator only (the denominator stays the count of labelled pixels)."""
+    def per_stage(self, stages: Sequence[Tensor], labels: Tensor, has_parts: Tensor | None = None) -> list[Tensor]:
+        """One scalar loss per stage (each stage supervised with the same labels)."""
         if not stages:
             raise ValueError("no segmentation stages given")
         labels, valid = self.prepare_labels(labels, has_parts)
         if self.check_labels:
             self._check(labels, valid, stages[0].shape[1])
         count = valid.sum().clamp(min=1)  # all-ignored batch: numerator is 0 -> loss 0, gradient 0, no NaN
-        return [self._nll_sum(s, labels, valid, loss_weight) / count for s in stages]
+        return [self._nll_sum(s, labels, valid) / count for s in stages]
 
-    def _nll_sum(self, logits: Tensor, labels: Tensor, valid: Tensor, loss_weight: Tensor | None = None) -> Tensor:
+    def _nll_sum(self, logits: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
         """Summed negative log-likelihood over the valid pixels of one stage (float32 for AMP safety)."""
         if logits.dim() != 4 or logits.shape[0] != labels.shape[0]:
             raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} (B,P,h,w)")
         logits = upsample_logits(logits.float(), (labels.shape[-2], labels.shape[-1]))  # (B, P, H, W)
         num_classes = logits.shape[1]
-        if self.allowed_sets is None and loss_weight is None:
-            return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="sum")
         if self.allowed_sets is None:
-            nll = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="none")  # (B, H, W), 0 ignored
-            return (nll * loss_weight.float()[:, None, None]).sum()
+            return F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="sum")
         if self.allowed_sets.shape[1] != num_classes:
             raise ValueError(f"allowed_sets has {self.allowed_sets.shape[1]} columns, logits {num_classes} classes")
         eye = torch.eye(num_classes, dtype=torch.bool, device=logits.device)
         table = torch.cat([eye, self.allowed_sets.to(logits.device)])  # (P + S, P): row v = classes label v allows
         allowed = table[torch.where(valid, labels, 0)].permute(0, 3, 1, 2)  # (B, P, H, W) bool
         nll = torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), 1)
-        if loss_weight is not None:
-            nll = nll * loss_weight.float()[:, None, None]
         return torch.where(valid, nll, 0.0).sum()
