@@ -178,6 +178,11 @@ class PeakCensus:
         return "\n".join(lines)
 
 
+def _figure(value: float | None) -> str:
+    """A score to 3 decimals, or "-" where it is undefined (None: e.g. AP on data with no person to find)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -227,7 +232,7 @@ def main() -> None:
     print(f"{len(records)} images of {args.data}, model {args.checkpoint}, peak radius {radius}")
     computed = {name: evaluator.compute()["pose"] for name, evaluator in scores.items()}
     for name, pose in computed.items():
-        print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}  PCKh {pose['pckh']:.3f}")
+        print(f"  {name:32s} AP {_figure(pose['ap'])}  AP50 {_figure(pose['ap50'])}  PCKh {_figure(pose['pckh'])}")
     predicted = scores["predicted maps"]
     labelled = {image["id"]: people for image, people in zip(predicted.images, predicted.gt_people)}
     rescored = {"predicted maps, ranked by true OKS": ranked_by_oks(predicted.results, predicted.ground_truth,
@@ -237,7 +242,7 @@ def main() -> None:
                 "predicted maps, left/right swaps undone": unswapped(predicted.results, labelled, schema.flip_perm)}
     for name, results in rescored.items():
         pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
-        print(f"  {name:32s} AP {pose['ap']:.3f}  AP50 {pose['ap50']:.3f}")
+        print(f"  {name:32s} AP {_figure(pose['ap'])}  AP50 {_figure(pose['ap50'])}")
     slices = predicted.slices()
     if slices:  # the predicted maps' slice scores come with their metrics; only the swaps-undone ones are new here
         print("  by the synthetic people's view and pose kind (each slice's people alone): people | AP | "
@@ -247,7 +252,7 @@ def main() -> None:
             for value, people in groups.items():
                 score = computed["predicted maps"]["slices"][slicing][value]
                 ap = coco_keypoint_ap(predicted.images, predicted.ground_truth, undone, schema.sigmas, people=people)
-                print(f"    {slicing} {value:16s} {score['people']:5d} | {score['ap']:.3f} | {ap['ap']:.3f}")
+                print(f"    {slicing} {value:16s} {score['people']:5d} | {_figure(score['ap'])} | {_figure(ap['ap'])}")
     print(census.report())
 
 

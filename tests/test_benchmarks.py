@@ -306,3 +306,10 @@ def test_diagnose_rescorings_by_hand() -> None:
     images = [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}]
     # the perfect ranking puts image 1's true person above the stray one: AP can only rise
     assert coco_keypoint_ap(images, gt, ranked, sigmas)["ap"] >= coco_keypoint_ap(images, gt, results, sigmas)["ap"]
+
+
+def test_diagnosis_prints_an_undefined_score_as_a_dash() -> None:
+    """Before: diagnose_pose formatted every AP with :.3f, so data with no person to find (AP None, as COCOeval's
+    -1) ended in a TypeError."""
+    diagnose = _diagnose_pose()
+    assert diagnose._figure(None) == "-" and diagnose._figure(0.5) == "0.500"

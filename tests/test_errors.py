@@ -325,6 +325,14 @@ def test_evaluate_refuses_outputs_and_sizes_it_cannot_use_before_scoring(files, 
                     capsys, "--sigma and --paf-width draw the --oracle's targets")
 
 
+def test_scales_with_an_empty_item_or_no_finite_value_are_refused(files, capsys):
+    """Before: `--scales 1,,2` was taken as 1,2 without a word, and `--scales nan` passed the parser."""
+    for scales in ("1,,2", "nan", "1,inf"):
+        with pytest.raises(SystemExit):  # argparse's usage error, exit 2, naming the option
+            cli.main(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--scales", scales])
+        assert "--scales" in capsys.readouterr().err
+
+
 def test_models_and_inspect_refuse_counts_they_cannot_use(files, capsys):
     """Before: `models --input-size 100` (or 0, or --width 0) was a traceback, and `inspect --show -1` drew the
     samples but the last one (-100: none, exit 0)."""

@@ -36,12 +36,13 @@ def positive(text: str) -> float:
 
 def _scales(text: str) -> list[float]:
     """argparse type of `--scales`: "0.75,1,1.25" -> [0.75, 1.0, 1.25], all positive."""
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
+    items = [v.strip() for v in text.split(",")]
+    try:  # an empty item ("1,,2") is a typo, not a separator; nan and inf are no scale
+        values = [float(v) for v in items]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"scales must be numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"scales must be numbers separated by commas, got {text!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive finite numbers, got {text!r}")
     return values
 
 
