@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -233,10 +234,22 @@ def job_threads(parallel: int) -> int:
 
 
 def _digest(path: Path) -> str | None:
-    """sha1 of a file's bytes, read in chunks (a GPU run's checkpoint holds gigabytes); None when unreadable."""
+    """sha1 of a file's bytes; None when unreadable. Computed once per file version: a study asks for the same
+    training and validation annotation files once per arm, and a COCO release's are hundreds of megabytes."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _file_sha1(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha1(path: str, mtime_ns: int, size: int) -> str | None:
+    """sha1 of the file `path` as it is at (mtime_ns, size), the cache's key; read in chunks (a GPU run's checkpoint
+    holds gigabytes; hashlib.file_digest would need Python 3.11, posepart runs on 3.10)."""
     digest = hashlib.sha1()
     try:
-        with open(path, "rb") as f:  # (hashlib.file_digest would need Python 3.11; posepart runs on 3.10)
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError:

@@ -18,8 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
-from posepart.data.format import (DatasetError, ImageRecord, PosePartDataset, keypoint_box, keypoints_outside,
-                                  region_mask)
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, keypoint_box, region_mask
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
@@ -135,12 +134,6 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
     out.update(id=new_id, image_id=record.image_id, category_id=1)
     out.setdefault("iscrowd", 0)
     out["keypoints"] = out.get("keypoints") or []  # absent or null: no joints, as the reader reads it
-    if out["keypoints"] and not out["iscrowd"]:  # the joints the reader drops, past the border, are not scored either
-        joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
-        outside = keypoints_outside(joints, record.width, record.height)
-        if outside.any():  # none left: num_keypoints 0, an ignore region for COCOeval as for training
-            joints[outside] = 0
-            out["keypoints"], out["num_keypoints"] = joints.reshape(-1).tolist(), int((joints[:, 2] > 0).sum())
     if out.get("bbox") is None:
         joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
         if (joints[:, 2] > 0).any():

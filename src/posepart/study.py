@@ -201,11 +201,11 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
     common, st_overrides = split_overrides(overrides, self_train)
     if self_train:  # a setting every +st arm would fail on only after the other arms have trained
         from posepart.engine.config import load_config, shipped_config
+        from posepart.engine.data import check_min_joints
 
         teacher = load_config(shipped_config(config), ["train.self_training={}", *st_overrides]).train.self_training
-        if train.schema.has_pose and teacher is not None and teacher.min_joints > train.schema.num_joints:
-            raise UsageError(f"study --set train.self_training.min_joints={teacher.min_joints}: a person has "
-                             f"{train.schema.num_joints} joints, so no pseudo-labelled person could be kept")
+        if teacher is not None:
+            check_min_joints(teacher, train.schema)
     fractions = sorted(set(float(f) for f in fractions))
     splits = make_splits(train, fractions, range(seeds), out / "splits", unlabelled)
     jobs_by_label: dict[str, TrainJob] = {}

@@ -66,7 +66,8 @@ class ImageRecord:
     ignore_regions: tuple[Any, ...]  # COCO segmentations (polygon lists / RLE dicts) or [x, y, w, h] boxes
     parts_path: Path | None
     pose_labeled: bool
-    annotations: tuple[dict[str, Any], ...] = field(repr=False)  # the raw COCO dicts (ground truth for COCOeval)
+    # the COCO dicts as read (the ground truth for COCOeval): the file's, with the joints past the border dropped
+    annotations: tuple[dict[str, Any], ...] = field(repr=False)
 
     @property
     def num_people(self) -> int:
@@ -468,6 +469,7 @@ def _read_record(
                            f"{pose_labeled!r}")
     k = schema.num_joints
     keypoints, boxes, areas, head_sizes, ignore = [], [], [], [], []
+    read: list[dict[str, Any]] = []
     for ann in annotations:
         label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
         crowd = ann.get("iscrowd", 0)
@@ -489,6 +491,9 @@ def _read_record(
                                     f"(annotation id {ann.get('id')})")
             kp = kp.copy()
             kp[outside] = 0
+            # what evaluation scores and a schema mapping maps is what training reads (before, each dropped them again)
+            ann = {**ann, "keypoints": kp.reshape(-1).tolist(), "num_keypoints": int((kp[:, 2] > 0).sum())}
+        read.append(ann)
         labelled = kp[:, 2] > 0
         if crowd or not labelled.any() or not k:  # an ignore region: its segmentation, else its box
             region = ann.get("segmentation")
@@ -525,7 +530,7 @@ def _read_record(
         ignore_regions=tuple(ignore),
         parts_path=parts_path,
         pose_labeled=pose_labeled and schema.has_pose,
-        annotations=tuple(annotations),
+        annotations=tuple(read),
     )
 
 

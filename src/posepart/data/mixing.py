@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from posepart.data.format import ImageRecord, PosePartDataset, keypoints_outside
+from posepart.data.format import ImageRecord, PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
 from posepart.errors import PosepartError
 from posepart.schema import Schema
@@ -128,20 +128,17 @@ class SourceMapping:
         keep = (kp[..., 2] > 0).any(1)  # people left without any target joint become ignore regions
         lost = tuple([float(v) for v in box] for box in record.boxes[~keep])
         k = len(self.source.keypoints)
-        annotations = tuple(self._map_annotation(a, k, record) for a in record.annotations)
+        annotations = tuple(self._map_annotation(a, k) for a in record.annotations)
         return dataclasses.replace(
             record, keypoints=kp[keep], boxes=record.boxes[keep], areas=record.areas[keep],
             head_sizes=record.head_sizes[keep], ignore_regions=record.ignore_regions + lost,
             parts_path=record.parts_path if self.parts else None, annotations=annotations)
 
-    def _map_annotation(self, ann: dict[str, Any], k: int, record: ImageRecord) -> dict[str, Any]:
-        raw = ann.get("keypoints") or []
-        if len(raw) != 3 * k or not k:
+    def _map_annotation(self, ann: dict[str, Any], k: int) -> dict[str, Any]:
+        raw = ann.get("keypoints") or []  # as read: the joints past the border already dropped (no neck between a
+        if len(raw) != 3 * k or not k:  # dropped shoulder and a kept one)
             return ann
-        source = np.asarray(raw, np.float32).reshape(k, 3)
-        if not ann.get("iscrowd"):  # the joints the reader dropped, past the border, do not make a mapped one (a neck
-            source[keypoints_outside(source, record.width, record.height)] = 0  # between two shoulders: a review)
-        kp = self.map_keypoints(source[None])[0]
+        kp = self.map_keypoints(np.asarray(raw, np.float32).reshape(1, k, 3))[0]
         return {**ann, "keypoints": [float(v) for v in kp.reshape(-1)], "num_keypoints": int((kp[:, 2] > 0).sum())}
 
     def describe(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, Po
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
-from posepart.engine.settings import Config, DatasetPaths, SchemaName, SourceConfig
+from posepart.engine.settings import Config, DatasetPaths, SchemaName, SelfTrainingConfig, SourceConfig
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
@@ -251,6 +251,14 @@ def target_schema(value: str | Path) -> Schema:
         raise ConfigError(f"data.schema: {path}: {err}") from None
 
 
+def check_min_joints(settings: SelfTrainingConfig, schema: Schema) -> None:
+    """`train.self_training.min_joints` above the joints a person of `schema` has: no pseudo-labelled person could
+    be kept (a ConfigError)."""
+    if schema.has_pose and settings.min_joints > schema.num_joints:
+        raise ConfigError(f"train.self_training.min_joints: {settings.min_joints}, but a person has "
+                          f"{schema.num_joints} joints: no pseudo-labelled person could be kept")
+
+
 class PosePartDataModule(pl.LightningDataModule):
     """Opens and maps every source at construction, so `schema` and `allowed_sets` are known before the model."""
 
@@ -332,9 +340,7 @@ class PosePartDataModule(pl.LightningDataModule):
         if all(s.unlabelled for s in training):
             raise ConfigError("train.self_training: no labelled source trains (weight > 0): the teacher, the average "
                               "of the student, would pseudo-label from its random initialisation")
-        if self.target.has_pose and settings.min_joints > self.target.num_joints:
-            raise ConfigError(f"train.self_training.min_joints: {settings.min_joints}, but a person has "
-                              f"{self.target.num_joints} joints: no pseudo-labelled person could be kept")
+        check_min_joints(settings, self.target)
 
     def bind(self, head: HeadMeta) -> None:
         """Build every target with the model's `HeadMeta` (grid, sigma, PAF width): `train` calls this once the model

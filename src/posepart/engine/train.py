@@ -332,14 +332,14 @@ def _launches_workers(cfg: Config) -> bool:
     """Whether the launch starts more processes (DDP), which run `train` again later: after the first has removed
     the run that --overwrite replaces."""
     t = cfg.train
-    devices = str(t.devices).strip()
+    devices = _devices(t.devices)  # as Lightning is given it: a count, "auto", or a list of devices
     if t.num_nodes > 1:
         return True
-    if devices in ("auto", "-1"):
+    if devices in ("auto", -1):
         return not trains_on_cpu(t.accelerator) and torch.cuda.device_count() > 1
-    if "," in devices or devices.startswith("["):
-        return len([d for d in devices.strip("[]").split(",") if d.strip()]) > 1
-    return devices.isdigit() and int(devices) > 1
+    if isinstance(devices, int):
+        return devices > 1
+    return len([d for d in devices.strip("[]").split(",") if d.strip()]) > 1
 
 
 def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
