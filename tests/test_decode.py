@@ -571,10 +571,12 @@ def test_far_fragment_stays_alone() -> None:
 
 @pytest.mark.parametrize("field, value", [("paf_samples", 0), ("paf_samples", 1), ("paf_min_fraction", 1.5),
                                           ("peak_threshold", float("nan")), ("min_joints", 0), ("min_joints", 2.5),
-                                          ("fragment_radius", -1.0), ("peak_radius", 0), ("min_person_score", "0.2")])
+                                          ("fragment_radius", -1.0), ("peak_radius", 0), ("min_person_score", "0.2"),
+                                          ("paf_threshold", -0.5)])
 def test_decode_config_refuses_what_the_decoder_cannot_use(field, value) -> None:
     """Before: paf_samples 0 divided by zero in the compiled scorer on the first image with peaks; a NaN threshold kept
-    no peak without a word; a string compared with floats deep inside the decoder."""
+    no peak without a word; a string compared with floats deep inside the decoder; a negative PAF threshold accepted
+    a limb on a zero field with 1 pair and refused it with 4 (the limb screen, exact for thresholds >= 0)."""
     with pytest.raises(ValueError, match=f"DecodeConfig.{field} must be"):
         DecodeConfig(**{field: value})
     assert DecodeConfig(**{field: getattr(DecodeConfig(), field)}) == DecodeConfig()  # the defaults pass

@@ -416,6 +416,11 @@ def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth
     assert main(["evaluate", "--checkpoint", str(both), "--data", str(tmp_path / "parts_only"), "--out",
                  str(tmp_path / "eval")]) == 0
     assert "pose" not in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    with DatasetWriter(tmp_path / "no_people", schema) as writer:  # pose-labelled images, but nobody in them
+        for record in synth.records[:2]:
+            writer.add(synth.load_image(record), [])
+    assert main(["evaluate", "--checkpoint", str(pose_model), "--data", str(tmp_path / "no_people")]) == 2
+    assert "the dataset labels nothing (no labelled person" in capsys.readouterr().err  # before: a table of "–"
     import posepart.evaluate_model
 
     def scored(*args, **kwargs):

@@ -53,3 +53,22 @@ def test_broken_sample_is_skipped_and_counted(tmp_path):
 
     sample = ValidationSet([data])[1]  # img1 and img2 broken: made from img0 (a review caught index 1 + 1 here)
     assert int(sample["index"]) == 0 and int(sample["image_id"]) == 1
+
+
+def test_unlabelled_source_crops_do_not_follow_its_hidden_people(tmp_path):
+    """A dataset used as an unlabelled source (the study hides a labelled dataset's labels) must not centre its
+    random crops on the people it is not meant to know: its crops are those of the same image without people."""
+    import dataclasses
+
+    ds = PosePartDataset.open(write_custom(tmp_path / "ds"))
+    record = ds.records[0]
+    assert record.num_people == 1
+    no_people = dataclasses.replace(record, keypoints=record.keypoints[:0], boxes=record.boxes[:0],
+                                    areas=record.areas[:0], head_sizes=record.head_sizes[:0])
+    augment = AugmentConfig(center_jitter=0.0)
+    mapper = Mapper(ds, TargetConfig(input_size=64), augment, views=True, unlabelled=True)
+    hidden = mapper(record, np.random.default_rng(5))["to_image"]
+    blind = mapper(no_people, np.random.default_rng(5))["to_image"]
+    np.testing.assert_array_equal(hidden, blind)  # before: centred on the person's box
+    labelled = Mapper(ds, TargetConfig(input_size=64), augment)(record, np.random.default_rng(5))["to_image"]
+    assert not np.allclose(labelled, hidden)  # a labelled source's crop does follow its person

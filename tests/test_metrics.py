@@ -298,6 +298,29 @@ def test_match_people_maximises_joints_within_threshold():
     assert pckh([gt], [pred], [np.array([10.0])], schema) == pytest.approx(3 / 4)
 
 
+
+def test_match_people_maximises_hits_and_pairs_over_the_whole_assignment():
+    """Before: each pair's tie-breaker was below one hit, but their sum over two pairs was not, so PCKh paired g1
+    with the prediction that found 1 joint of 4 instead of 2; without thresholds, one pair sharing nothing cost
+    less than two real ones (max + 1), leaving a person unmatched. Hand-built cases, checked by brute force."""
+    import itertools
+
+    schema = Schema(keypoints=("j0", "j1", "j2", "j3"), skeleton=((0, 1), (2, 3)))
+    gt, pred = np.zeros((2, 4, 3)), np.zeros((2, 4, 3))
+    gt[0, :2] = [(0, 0, 2), (0, 100, 2)]
+    gt[1, 2:] = [(500, 0, 2), (500, 100, 2)]
+    pred[0] = [(0, 0, 1), (1000, 100, 1), (510.5, 0, 1), (510.5, 100, 1)]  # g0's j0 exact; g1's 10.5 px off
+    pred[1] = [(0, 0, 1), (0, 0, 0), (500, 0, 1), (1500, 100, 1)]  # g0's j0 exact; g1's j2 exact
+    hits = (np.linalg.norm(gt[:, None, :, :2] - pred[None, :, :, :2], axis=-1) <= 10) & (gt[:, None, :, 2] > 0)
+    best = max(hits[0, p].sum() + hits[1, q].sum() for p, q in itertools.permutations(range(2)))
+    assert best == 2
+    assert sorted(match_people(gt, pred, [10.0, 10.0])) == [(0, 0), (1, 1)]
+    assert pckh([gt], [pred], [np.array([20.0, 20.0])], schema) == 0.5  # 0.25 before: 1 of 4
+    gt, pred = np.zeros((2, 3, 3)), np.zeros((2, 3, 3))
+    gt[0, 0], gt[1, 1], gt[1, 2] = (0, 0, 2), (300, 0, 2), (300, 50, 2)
+    pred[0, 0], pred[0, 1], pred[1, 0] = (0, 0, 1), (400, 0, 1), (100, 0, 1)  # p1 shares only joint 0, with g0
+    assert sorted(match_people(gt, pred)) == [(0, 1), (1, 0)]  # both 100 px: before [(0, 0)] alone
+
 def test_pckh_head_neck_fallback_and_given_head_sizes():
     gt = _pascal_person()
     pred = _as_pred(gt)

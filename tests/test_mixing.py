@@ -176,6 +176,29 @@ def test_joint_names_match_whatever_their_spelling(fixtures, release):
     assert source.schema.flip_perm != tuple(range(source.schema.num_joints))  # their sides are read too
 
 
+@pytest.mark.parametrize("spell", [lambda side, rest: f"{side[0].upper()}{rest.title().replace('_', '')}",  # LShoulder
+                                   lambda side, rest: f"{side[0]}_{rest}",  # l_shoulder
+                                   lambda side, rest: f"{rest}_{side}"])  # shoulder_left
+def test_joint_names_match_in_every_side_spelling_the_schema_reads(spell):
+    """OpenPose's "LShoulder", "l_shoulder" and "shoulder_left" are COCO's left_shoulder: the schema reads those
+    sides (flips swap them), and mapping now does too. Before, only the unsided nose mapped: a source so spelled
+    trained pose on 1 of 17 channels, or (into PASCAL, no nose) fed no pose at all, without a word."""
+    from posepart.schema import split_side
+
+    names = tuple(spell(*split_side(n)) if split_side(n)[0] else n for n in COCO.keypoints)
+    assert names != COCO.keypoints and Schema(names, COCO.skeleton).flip_perm == COCO.flip_perm
+    joints = JointMap.build(names, COCO.keypoints)
+    assert joints.present.all()
+    kp = np.random.default_rng(0).uniform(1, 50, (2, len(names), 3)).astype(np.float32)
+    np.testing.assert_array_equal(joints.apply(kp), kp)  # each joint to its own name, in the same order
+    into_pascal = JointMap.build(names, PASCAL.keypoints).present  # neck: the shoulders' midpoint; head: none
+    assert into_pascal.tolist() == [n != "head" for n in PASCAL.keypoints]
+    sided = ("background", "head", "torso", "l_arm", "arm_r")  # part classes: the same key
+    sets = part_sets(sided, PASCAL.part_classes)
+    assert sets[3] == sets[4] == frozenset({PASCAL.part_classes.index("upper_arm"),
+                                            PASCAL.part_classes.index("lower_arm")})
+
+
 # -- parts -----------------------------------------------------------------------------------------------------------
 def test_cihp_parts_map_to_pascal_classes_and_sets():
     space = PartLabelSpace(PASCAL)
@@ -312,6 +335,20 @@ def test_mixed_datamodule_masks_tasks_per_sample_and_joints_per_channel(datamodu
     labelled = cihp["parts"][cihp["parts"] != IGNORE_LABEL]
     assert (labelled >= PASCAL.num_parts).any() and int(labelled.max()) < PASCAL.num_parts + table.shape[0]
     assert cihp["source"].tolist() == [3, 3]
+
+
+def test_validation_masks_the_joints_a_source_lacks_as_training_does(sources, tmp_path):
+    """Before: validation samples of a COCO source in the PASCAL schema supervised every joint channel (the
+    `head` channel pushed to 0 at every head, PAFs of limbs to the head too), so `val/total` scored what the source
+    never labels while training masked it."""
+    spec = [{"name": "pascal", "train": str(sources["pascal"]), "tasks": ["parts"]},
+            {"name": "coco", "train": str(sources["coco"]), "val": str(sources["coco"])}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"data": {"schema": "pascal_person_part", "sources": spec}}))
+    data = PosePartDataModule(load_config(tmp_path / "m.yaml", ["model.name=joint_vgg16", "data.input_size=64",
+                                                                "data.workers=0"]))
+    sample = data.val_mapped[0]
+    assert sample["has_pose"]
+    assert sample["joint_mask"].tolist() == [n != "head" for n in PASCAL.keypoints]  # as batch_of(.., "coco") has
 
 
 @pytest.fixture(scope="module")

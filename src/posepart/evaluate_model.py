@@ -234,12 +234,12 @@ def evaluate_predictor(
 
 def check_scorable(dataset: PosePartDataset, *, pose: bool, parts: bool) -> None:
     """A DatasetError unless the dataset labels something the model is scored on (`pose`, `parts`: its heads that
-    evaluation reads). Before: a table of "–" and exit status 0."""
-    labels = {"pose": dataset.schema.has_pose and any(r.pose_labeled for r in dataset.records),
-              "parts": any(r.parts_path is not None for r in dataset.records)}
+    evaluation reads). Before: a table of "–" and exit status 0 (also for pose-labelled images without people)."""
+    labels = {"pose": dataset.has_people, "parts": dataset.has_parts}
     if not (pose and labels["pose"] or parts and labels["parts"]):
         predicts = " and ".join(task for task, on in (("pose", pose), ("parts", parts)) if on) or "nothing trained"
-        labelled = " and ".join(task for task, on in labels.items() if on) or "nothing"
+        labelled = (" and ".join(task for task, on in labels.items() if on)
+                    or "nothing (no labelled person, no part map)")
         raise DatasetError(f"{dataset.annotation_file}: nothing to score: the model predicts {predicts}, the "
                            f"dataset labels {labelled}")
 

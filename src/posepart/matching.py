@@ -28,8 +28,9 @@ def match_people(
     With `thresholds` (N,) (one distance per GT person, e.g. alpha x head size) the assignment maximises the number of
     GT joints whose predicted joint lies within the person's threshold, ties broken by the smaller mean distance in
     thresholds; a GT person whose threshold is not finite (no normaliser) takes no part. Without thresholds it
-    minimises the mean pixel distance. Only joints labelled in the GT and predicted count; a pair sharing no such
-    joint is never returned, so some people may stay unmatched (at most min(N, M) pairs).
+    pairs as many people sharing a joint as it can, then minimises their mean pixel distances. Only joints labelled
+    in the GT and predicted count; a pair sharing no such joint is never returned, so some people may stay unmatched
+    (at most min(N, M) pairs).
     """
     gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
     if gt.size == 0 or pred.size == 0:
@@ -45,12 +46,16 @@ def match_people(
     shared = valid.sum(-1)  # (n, M)
     if thresholds is None:
         mean_d = np.where(valid, d, 0.0).sum(-1) / np.maximum(shared, 1)
-        cost = np.where(shared > 0, mean_d, mean_d.max() + 1.0)  # finite: the solver rejects inf
+        # a pair sharing nothing costs more than all real pairs together: one more real pair always wins (finite:
+        # the solver rejects inf)
+        cost = np.where(shared > 0, mean_d, mean_d[shared > 0].sum() + 1.0)
     else:
         nd = d / thr[rows, None, None]  # distances in units of each person's threshold
         hits = (valid & (nd <= 1.0)).sum(-1)
         mean_nd = np.where(valid, nd, 0.0).sum(-1) / np.maximum(shared, 1)
-        # the tie-breaker lies in [0, 1): it can never outweigh one more joint within the threshold
-        cost = -hits + np.where(shared > 0, mean_nd / (1.0 + mean_nd), 1.0)
+        # each pair's tie-breaker lies in [0, 1 / (pairs + 1)), so their sum over any assignment stays below 1 and
+        # can never outweigh one more joint within the threshold (one pair's [0, 1) could, summed over several)
+        pairs = min(len(rows), len(pred))
+        cost = -hits + np.where(shared > 0, mean_nd / (1.0 + mean_nd), 1.0) / (pairs + 1)
     gi, pj = linear_sum_assignment(cost)
     return [(int(rows[g]), int(p)) for g, p in zip(gi, pj) if shared[g, p] > 0]

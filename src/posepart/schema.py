@@ -114,12 +114,19 @@ def normal_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
+def name_key(name: str) -> str:
+    """The form joint and part names of two schemas are matched in: `normal_name`, its side (any spelling
+    `split_side` reads) first: 'LShoulder', 'l_shoulder', 'shoulder_left' and 'Left Shoulder' are 'left_shoulder'."""
+    side, rest = split_side(name.strip())
+    return normal_name(name) if side is None else f"{side}_{normal_name(rest)}"
+
+
 def limbs_by_name(keypoints: Sequence[str]) -> tuple[tuple[int, int], ...]:
     """The limbs of the built-in skeletons (PASCAL-Person-Part's, COCO's, MPII's) between joints of these names, as
     0-based index pairs in their first order, each once."""
     index: dict[str, int] = {}
     for i, name in enumerate(keypoints):
-        index.setdefault(normal_name(name), i)
+        index.setdefault(name_key(name), i)
     limbs: dict[frozenset[int], tuple[int, int]] = {}
     for a, b in _KNOWN_LIMBS:
         if a in index and b in index:

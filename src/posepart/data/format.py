@@ -270,6 +270,11 @@ class PosePartDataset:
         return self.schema.has_parts and any(r.parts_path is not None for r in self.records)
 
     @property
+    def has_people(self) -> bool:
+        """Whether any pose-labelled record holds a person with a labelled joint: what OKS AP and PCKh score."""
+        return any(r.pose_labeled and (r.keypoints[..., 2] > 0).any() for r in self.records)
+
+    @property
     def label_flip_perm(self) -> tuple[int, ...]:
         """Part label values after a horizontal flip (a dataset mapped into another schema adds set-valued labels)."""
         return self.schema.part_flip_perm

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from posepart.errors import PosepartError
-from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, normal_name, split_side
+from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, name_key, split_side
 
 
 # Target joint -> how a source WITHOUT a joint of that exact name provides it, tried in order. A string is another
@@ -44,7 +44,7 @@ JOINT_ALIASES: dict[str, tuple[str | tuple[str, str], ...]] = {
 
 # Source part class -> the PASCAL-Person-Part classes it may be (background, head, torso, upper_arm, lower_arm,
 # upper_leg, lower_leg). PASCAL-Person-Part merges hands into lower arms and feet into lower legs. Classes are read
-# with `normal_name` names (lower case, '-' and ' ' as '_'), so CIHP's "upper-clothes" is "upper_clothes".
+# with `name_key` names (lower case, the side first, '-' and ' ' as '_'), so CIHP's "upper-clothes" is "upper_clothes".
 _LIMBS = ("torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 PARTS_TO_PASCAL: dict[str, tuple[str, ...]] = {
     # human parsing (LIP, CIHP, ATR): head accessories and skin are head
@@ -90,20 +90,21 @@ class JointMap:
     @classmethod
     def build(cls, source: Sequence[str], target: Sequence[str],
               aliases: Mapping[str, Sequence[str | tuple[str, str]]] = JOINT_ALIASES) -> JointMap:
-        # names compare as part classes do (`normal_name`): AIC's "Right Shoulder" is "right_shoulder" (before: exact
-        # spelling only, so such a source fed no pose at all)
+        # names compare as part classes do (`name_key`): AIC's "Right Shoulder" and OpenPose's "RShoulder" are
+        # "right_shoulder" (before: exact spelling only, then `normal_name`, so such a source fed no pose or only
+        # its unsided joints)
         index: dict[str, int] = {}
         for i, name in enumerate(source):
-            index.setdefault(normal_name(name), i)
-        aliases = {normal_name(name): options for name, options in aliases.items()}
+            index.setdefault(name_key(name), i)
+        aliases = {name_key(name): options for name, options in aliases.items()}
         per_level: list[list[tuple[int, int, int]]] = []
         described = []
         for t, name in enumerate(target):
-            options = [name, *aliases.get(normal_name(name), ())]
+            options = [name, *aliases.get(name_key(name), ())]
             usable = []
             for option in options:
                 a, b = (option, option) if isinstance(option, str) else option
-                ia, ib = index.get(normal_name(a)), index.get(normal_name(b))
+                ia, ib = index.get(name_key(a)), index.get(name_key(b))
                 if ia is not None and ib is not None:
                     usable.append((ia, ib, source[ia] if ia == ib else f"mid({source[ia]}, {source[ib]})"))
             for rank, (a, b, _) in enumerate(usable):
@@ -162,17 +163,17 @@ def part_sets(
     table for this target (`PART_TABLES`); the same name in the target; then the last two for the name without its
     side (`split_side`).
     """
-    tindex = {normal_name(n): i for i, n in enumerate(target)}
-    table = {normal_name(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}
-    table.update({normal_name(k): tuple(v) for k, v in (overrides or {}).items()})
-    ignored = {normal_name(n) for n in ignore}
-    known = {normal_name(n) for n in source}
-    for name in (*ignored, *(normal_name(k) for k in (overrides or {}))):
+    tindex = {name_key(n): i for i, n in enumerate(target)}
+    table = {name_key(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}
+    table.update({name_key(k): tuple(v) for k, v in (overrides or {}).items()})
+    ignored = {name_key(n) for n in ignore}
+    known = {name_key(n) for n in source}
+    for name in (*ignored, *(name_key(k) for k in (overrides or {}))):
         if name not in known:
             raise PartMapError(f"{source_name}: part class {name!r} is not one of its classes {list(source)}")
     out = []
     for raw in source:
-        name = normal_name(raw)
+        name = name_key(raw)
         if name in ignored:
             out.append(frozenset())
             continue
@@ -184,10 +185,10 @@ def part_sets(
             raise PartMapError(
                 f"{source_name}: part class {raw!r} has no target class among {list(target)}; map it with "
                 f"part_map: {{{raw}: [...]}} or drop it with ignore_parts: [{raw}]")
-        missing = [n for n in names if normal_name(n) not in tindex]
+        missing = [n for n in names if name_key(n) not in tindex]
         if missing:
             raise PartMapError(f"{source_name}: part class {raw!r} maps to {missing}, not among {list(target)}")
-        out.append(frozenset(tindex[normal_name(n)] for n in names))
+        out.append(frozenset(tindex[name_key(n)] for n in names))
     return out
 
 

@@ -68,7 +68,9 @@ class DecodeConfig:
 
         checks = (("peak_threshold", number(self.peak_threshold), "a finite number"),
                   ("paf_samples", integer(self.paf_samples, 2), "an integer >= 2 (both ends of a limb)"),
-                  ("paf_threshold", number(self.paf_threshold), "a finite number"),
+                  # negative: a weak or reversed field would pass, which the screen of limbs (exact for >= 0,
+                  # it tests |PAF| against the threshold) does not model, so the result depended on the people's count
+                  ("paf_threshold", number(self.paf_threshold, 0.0), "a finite number >= 0"),
                   ("paf_min_fraction", number(self.paf_min_fraction, 0.0, 1.0), "a number in [0, 1]"),
                   ("min_joints", integer(self.min_joints, 1), "an integer >= 1"),
                   ("min_person_score", number(self.min_person_score), "a finite number"),

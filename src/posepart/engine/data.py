@@ -319,8 +319,8 @@ class PosePartDataModule(pl.LightningDataModule):
         seed = config.train.seed
         views = config.train.self_training is not None
         self.train_mapped = MixedDataset(
-            [MappedDataset(Mapper(s.train, self.targets, self.augment, s.mapping.joint_mask,  # type: ignore
-                                  views=views, unlabelled=s.unlabelled), seed=seed) for s in training], self.plan)
+            [MappedDataset(Mapper(s.train, self.targets, self.augment, views=views,  # type: ignore[arg-type]
+                                  unlabelled=s.unlabelled), seed=seed) for s in training], self.plan)
         self.val_sources = [s for s in self.sources if s.val is not None]
         self.val_mapped = (ValidationSet([MappedDataset(Mapper(s.val, self.targets, None), seed=seed)  # type: ignore
                                           for s in self.val_sources]) if self.val_sources else None)

@@ -31,7 +31,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
-from posepart.data.format import PosePartDataset
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
                                        checkpoint_callbacks, recorded_sources)
@@ -113,19 +112,13 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
         # with no checkpoint saved, when the validation data labels nothing the metric scores
         named = parts[1] if metric_of_task != metric else None
         sets = [s.val for s in data.val_sources if named is None or s.name == named]
-        if not any(_labels(dataset, task) for dataset in sets if dataset is not None):
+        if not any(dataset.has_people if task == "pose" else dataset.has_parts
+                   for dataset in sets if dataset is not None):
             raise ConfigError(f"train.best_metric: {metric!r} scores {task}, and the validation data "
                               f"({', '.join(str(s.annotation_file) for s in sets)}) labels none (no "
                               f"{'labelled person' if task == 'pose' else 'part map'}): give validation data that "
                               f"does, or follow val/total")
     return metric
-
-
-def _labels(dataset: PosePartDataset, task: str) -> bool:
-    """Whether `dataset` holds anything `task`'s validation metrics score: a labelled person, or a part map."""
-    if task == "pose":
-        return any(r.pose_labeled and (r.keypoints[..., 2] > 0).any() for r in dataset.records)
-    return any(r.parts_path is not None for r in dataset.records)
 
 
 class LaunchTimer(Timer):

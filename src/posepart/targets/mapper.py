@@ -26,6 +26,7 @@ from posepart.data.augment import (
     sample_affine,
 )
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.mixing import MappedSource
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.targets import build_targets
 
@@ -50,12 +51,13 @@ class TargetConfig:
 class Mapper:
     """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
 
-    `joint_mask` marks the joints the source annotates (default: all); a source with no pose or no parts yields
+    `joint_mask` marks the joints the source annotates (default: a `MappedSource`'s mapping's, else all); a source with no pose or no parts yields
     `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
-    warping; for a labelled one, `weak_image` is `image` (one batch layout for mixed batches).
+    warping; for a labelled one, `weak_image` is `image` (one batch layout for mixed batches). An unlabelled source's
+    crops are centred as an image without people's are: its labels, when the file has them, stay unseen.
     """
 
     dataset: PosePartDataset
@@ -75,7 +77,7 @@ class Mapper:
         if self.augment is not None:
             rng = rng if rng is not None else np.random.default_rng()
             center = None
-            if record.num_people:
+            if record.num_people and not self.unlabelled:  # an unlabelled source's people are not known to it
                 box = record.boxes[rng.integers(record.num_people)]
                 center = (float(box[0] + box[2] / 2), float(box[1] + box[3] / 2))
             affine = sample_affine(rng, (record.height, record.width), out_hw, self.augment, center)
@@ -89,7 +91,10 @@ class Mapper:
             image = photometric(image, rng)
         head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
         built = build_targets(keypoints, ignore, parts, head)
-        joint_mask = np.ones(schema.num_joints, bool) if self.joint_mask is None else self.joint_mask
+        joint_mask = self.joint_mask
+        if joint_mask is None:  # a source in another schema, in training and validation alike: its absent joints
+            mapping = self.dataset.mapping if isinstance(self.dataset, MappedSource) else None
+            joint_mask = mapping.joint_mask if mapping is not None else np.ones(schema.num_joints, bool)
         model_input = normalize(image)
         views = {"weak_image": normalize(weak) if weak is not image else model_input,
                  "unlabelled": np.bool_(self.unlabelled)} if self.views else {}
