@@ -108,4 +108,4 @@ class GroundTruthNet(nn.Module):
     def forward(self, images: Tensor) -> ModelOutput:
         found = [self.targets[key(image)] for image in images]
         hm, paf, parts = (torch.from_numpy(np.stack(column)) for column in zip(*found))
-        return ModelOutput(heatmaps=[hm], pafs=[paf], parts=[parts], parts_stride=1)
+        return ModelOutput(heatmaps=[hm], pafs=[paf], parts=[parts])

@@ -70,8 +70,7 @@ class GroundTruthModel(nn.Module):
         paf = torch.stack([torch.from_numpy(s["pafs"]) for s in samples])
         parts = torch.stack([self._logits(s["parts"]) for s in samples])
         n_parts = self.stages if self.parts_stride > 1 else 1
-        return ModelOutput(heatmaps=[hm] * self.stages, pafs=[paf] * self.stages, parts=[parts] * n_parts,
-                           parts_stride=self.parts_stride)
+        return ModelOutput(heatmaps=[hm] * self.stages, pafs=[paf] * self.stages, parts=[parts] * n_parts)
 
 
 def test_metrics_keys_and_per_stage(synth):

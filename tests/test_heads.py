@@ -99,7 +99,7 @@ def test_models_output_what_their_head_describes(name, pose_stride):
     assert head.parts_stride == (4 if name == "joint_vgg16" else None)
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 48))
-    assert len(out.heatmaps) == 2 and out.stride == pose_stride
+    assert len(out.heatmaps) == 2
     for hm, paf in zip(out.heatmaps, out.pafs):
         assert hm.shape[-2:] == paf.shape[-2:] == head.pose_grid((64, 48))
     # the refinement starts as the bilinear upsampling of the stride-8 maps (its skip heads start at zero)
@@ -113,6 +113,20 @@ def test_models_output_what_their_head_describes(name, pose_stride):
     for _ in range({8: 0, 4: 1, 2: 2}[pose_stride]):  # one x2 bilinear upsampling per skip
         expected = F.interpolate(expected, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(fine, expected, atol=1e-5, rtol=0)
+
+
+def test_a_model_without_its_head_description_is_refused_not_guessed():
+    """Before: the Predictor described a module without `meta` from its attributes, or as stride 8 with parts at
+    stride 1 when it had none, so a stride-4 model built by hand was decoded on a grid twice too coarse; evaluation
+    refused the same model. One rule now: `HeadMeta.of`."""
+    from posepart.inference import Predictor
+
+    model = build_model("paf_vgg16", PASCAL, stages=1, pose_stride=4, width=0.125)
+    assert HeadMeta.of(model) is model.meta
+    del model.meta
+    model.pose_stride = 4
+    with pytest.raises(ValueError, match="carries no HeadMeta"):
+        Predictor.from_model(model, PASCAL, input_size=64)
 
 
 def test_checkpoints_written_before_model_refine_keep_their_refinements(tmp_path):

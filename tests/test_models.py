@@ -61,7 +61,7 @@ def test_builder_output_shapes(name: str, schema_name: str) -> None:
     schema = SCHEMAS[schema_name]
     model = build_model(name, schema, **small_kwargs(name, **({"stages": 2} if "fcn" not in name else {})))
     out = model(torch.randn(2, 3, 96, 80))
-    assert isinstance(out, ModelOutput) and out.stride == 8
+    assert isinstance(out, ModelOutput) and model.meta.pose_stride == (None if name.startswith("fcn") else 8)
     if name.startswith("fcn"):
         assert out.heatmaps == [] and out.pafs == []
     else:
@@ -73,7 +73,7 @@ def test_builder_output_shapes(name: str, schema_name: str) -> None:
         assert out.parts == []
     else:  # FCN logits at input resolution
         assert len(out.parts) == 1 and out.parts[0].shape == (2, schema.num_parts, 96, 80)
-        assert out.parts_stride == 1
+        assert model.meta.parts_stride == 1
 
 
 def test_coco_schema_pose_only() -> None:
@@ -100,7 +100,7 @@ def test_stage_counts(stages: int, seg_head: str | None) -> None:
     assert len(out.heatmaps) == len(out.pafs) == stages
     if seg_head == "stage":  # one stride-8 logits map per stage, fed to the next stage
         assert [p.shape for p in out.parts] == [(1, schema.num_parts, 8, 6)] * stages
-        assert out.parts_stride == 8
+        assert model.meta.parts_stride == 8
         if stages > 1:
             first_conv = model.pose_head.stages[1].branches["parts"][0]
             assert first_conv.in_channels == 32 + schema.heatmap_channels + schema.paf_channels + schema.num_parts
@@ -119,7 +119,7 @@ def test_stage_seg_refined_by_skips_starts_as_bilinear_upsampling(seg_stride: in
     with torch.no_grad():
         out = model(x)
         _, _, coarse = model.pose_head(model.trunk(x)["features"])  # [(1, P, 8, 6)] * 2
-    assert out.parts_stride == seg_stride == model.parts_stride
+    assert model.meta.parts_stride == seg_stride == model.parts_stride
     assert [p.shape for p in out.parts] == [(1, schema.num_parts, 64 // seg_stride, 48 // seg_stride)] * 2
     for refined, logits in zip(out.parts, coarse):
         expected = logits

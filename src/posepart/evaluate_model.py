@@ -32,14 +32,6 @@ from posepart.inference.predictor import ImageResult, Predictor
 from posepart.schema import Schema
 
 
-def model_head(model: nn.Module) -> HeadMeta:
-    """The `HeadMeta` a model carries; a clear error for a model built without a schema."""
-    head = getattr(model, "meta", None)
-    if not isinstance(head, HeadMeta):
-        raise ValueError("the model carries no HeadMeta (`model.meta`): build it with a schema")
-    return head
-
-
 def evaluation_predictor(
     model: nn.Module,
     *,
@@ -55,7 +47,7 @@ def evaluation_predictor(
     ranked by score: `DecodeConfig.for_evaluation`), no part instances, every stage decoded unless `all_stages` is
     False, test-time `scales` and `flip` as `posepart predict` merges them. It runs a copy of `model`: the caller's
     model keeps its device, mode and weights' layout."""
-    head = model_head(model)
+    head = HeadMeta.of(model)
     return Predictor.from_model(model, head.schema, input_size=input_size, device=str(device), batch_size=batch_size,
                                 decode_config=decode_config or DecodeConfig.for_evaluation(), part_instances=False,
                                 all_stages=all_stages, scales=scales, flip=flip)

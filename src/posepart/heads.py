@@ -68,6 +68,16 @@ class HeadMeta:
         if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
             raise HeadMetaError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing!r}")
 
+    @classmethod
+    def of(cls, model: Any) -> HeadMeta:
+        """The `HeadMeta` a model carries (`model.meta`); a clear error for a model built without one (its strides
+        are not guessed: a wrong guess decodes every map on the wrong grid)."""
+        head = getattr(model, "meta", None)
+        if not isinstance(head, cls):
+            raise ValueError(f"the model ({type(model).__name__}) carries no HeadMeta (`model.meta`): build it with "
+                             f"posepart.models.build_model, or give it one")
+        return head
+
     @property
     def has_pose(self) -> bool:
         return self.pose_stride is not None

@@ -545,9 +545,13 @@ def _head_size(ann: dict[str, Any], label: str) -> float:
     if ann.get("head_size") is not None:
         return validate.number(ann["head_size"], f"{label}: head_size", positive=True)
     if ann.get("head_box") is not None:
-        x1, y1, x2, y2 = validate.head_box(ann["head_box"], f"{label}: head_box")
-        return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
+        return mpii_head_size(*validate.head_box(ann["head_box"], f"{label}: head_box"))
     return float("nan")
+
+
+def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:
+    """MPII's PCKh normaliser: 0.6 x the diagonal of the head box [x1, y1, x2, y2]."""
+    return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
 
 
 def keypoint_box(kp: np.ndarray) -> list[float]:

@@ -21,7 +21,7 @@ import numpy as np
 from posepart.decode import compiled
 from posepart.decode.assembly import assemble
 from posepart.decode.completion import attach_fragments
-from posepart.decode.peaks import Peaks, find_peaks_flat
+from posepart.decode.peaks import PEAK_THRESHOLD, Peaks, find_peaks_flat
 from posepart.heads import HeadMeta, cell_centre
 
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
@@ -46,7 +46,7 @@ class DecodeConfig:
         a trunk cell apart, at the cost of duplicate people from a trained map's side maxima (docs/training.md).
     """
 
-    peak_threshold: float = 0.1
+    peak_threshold: float = PEAK_THRESHOLD
     paf_samples: int = 10
     paf_threshold: float = 0.05
     paf_min_fraction: float = 0.8

@@ -20,9 +20,10 @@ import functools
 
 import numpy as np
 
+from posepart.data.label_maps import PARTS_TO_PASCAL
 from posepart.decode import compiled
 from posepart.heads import cell_centre
-from posepart.schema import Schema, split_side
+from posepart.schema import PASCAL_PART_CLASSES, Schema, split_side
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
 _JOINT_KIND = {
@@ -41,18 +42,21 @@ _LIMB_REGION = {
     frozenset({"wrist"}): "lower_arm", frozenset({"hip", "knee"}): "upper_leg",
     frozenset({"knee", "ankle"}): "lower_leg", frozenset({"ankle"}): "lower_leg",
 }
-# Regions a part class covers, by name (PASCAL-Person-Part, LIP/CIHP and common synonyms). Unknown names: any limb.
-_ARM, _LEG = ("upper_arm", "lower_arm"), ("upper_leg", "lower_leg")
-_PART_REGIONS: dict[str, tuple[str, ...]] = {
-    "head": ("head",), "face": ("head",), "hair": ("head",), "hat": ("head",), "sunglasses": ("head",),
-    "neck": ("head", "torso"), "scarf": ("head", "torso"),
-    "torso": ("torso",), "torso_skin": ("torso",), "upper_clothes": ("torso", "upper_arm"),
-    "coat": ("torso",) + _ARM, "jumpsuits": ("torso",) + _LEG, "dress": ("torso", "upper_leg"),
-    "upper_arm": ("upper_arm",), "lower_arm": ("lower_arm",), "arm": _ARM, "hand": ("lower_arm",),
-    "glove": ("lower_arm",), "upper_leg": ("upper_leg",), "lower_leg": ("lower_leg",), "leg": _LEG,
-    "pants": ("torso",) + _LEG, "skirt": ("torso", "upper_leg"), "socks": ("lower_leg",), "shoe": ("lower_leg",),
-    "foot": ("lower_leg",),
-}
+_SYNONYMS = {"arm": ("upper_arm", "lower_arm"), "leg": ("upper_leg", "lower_leg"), "shoe": ("lower_leg",)}
+
+
+def _regions(base: str) -> tuple[str, ...] | None:
+    """The PASCAL-Person-Part regions (head, torso, upper/lower arm and leg) a part class of this side-less name
+    covers: the table that maps parsing classes into PASCAL's (`PARTS_TO_PASCAL`, one answer for both jobs), PASCAL's
+    own classes, a few synonyms; None for an unknown name (it may lie on any limb)."""
+    for name in (base, base.rstrip("s")):  # "hands", "socks"
+        if name in PARTS_TO_PASCAL:
+            return PARTS_TO_PASCAL[name]
+        if name in PASCAL_PART_CLASSES[1:]:
+            return (name,)
+        if name in _SYNONYMS:
+            return _SYNONYMS[name]
+    return None
 
 
 def _split(name: str) -> tuple[str | None, str]:
@@ -80,7 +84,7 @@ def part_limb_compatibility(schema: Schema) -> np.ndarray:
     table[0] = False
     for c, name in enumerate(schema.part_classes[1:], start=1):
         side, base = _split(name)
-        regions = _PART_REGIONS.get(base) or _PART_REGIONS.get(base.rstrip("s"))
+        regions = _regions(base)
         if regions is None:
             continue
         row = np.array([r in regions and (side is None or not s or s == {side}) for r, s in zip(limb_region,

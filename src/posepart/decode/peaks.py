@@ -24,6 +24,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from posepart.heads import HeadMeta
+
+PEAK_THRESHOLD = 0.1  # the lowest heatmap value a joint is read from (OpenPose's thre1)
+_SIGMA_CELLS = HeadMeta.sigma / HeadMeta.pose_stride  # the default head's Gaussian, in cells
+
 _MIN_VALUE = 1e-12  # neighbours at or below this cannot be logged and count as missing
 
 
@@ -80,10 +85,10 @@ def _refine(cross: np.ndarray, sigma_cells: float) -> np.ndarray:
 
 def find_peaks_flat(
     heatmaps: np.ndarray,
-    threshold: float = 0.1,
+    threshold: float = PEAK_THRESHOLD,
     *,
     num_joints: int | None = None,
-    sigma_cells: float = 7.0 / 8.0,
+    sigma_cells: float = _SIGMA_CELLS,
     radius: int = 1,
 ) -> Peaks:
     """Peaks of every joint channel at once (see module doc); the flat form the decoder works on.
@@ -142,10 +147,10 @@ def find_peaks_flat(
 
 def find_peaks(
     heatmaps: np.ndarray,
-    threshold: float = 0.1,
+    threshold: float = PEAK_THRESHOLD,
     *,
     num_joints: int | None = None,
-    sigma_cells: float = 7.0 / 8.0,
+    sigma_cells: float = _SIGMA_CELLS,
     radius: int = 1,
 ) -> list[np.ndarray]:
     """Per joint, an array (P, 3) of [x_cell, y_cell, score]: refined peak position in output cells and the heatmap

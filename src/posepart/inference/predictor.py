@@ -388,13 +388,8 @@ def model_info(model: Any, schema: Schema, input_size: int, name: str = "",
                tasks: Sequence[str] | None = None) -> ModelInfo:
     """ModelInfo of a `PosePartNet`: its own `meta` (which heads, their strides and sigma), read in `schema`;
     `tasks`: those its weights learnt, when known (`LoadedModel.tasks`)."""
-    head = getattr(model, "meta", None)
-    if head is None:  # built by hand without a schema: describe it from its attributes
-        pose, parts = getattr(model, "has_pose", True), getattr(model, "has_parts", True)
-        head = HeadMeta(schema, pose_stride=getattr(model, "pose_stride", 8) if pose else None,
-                        parts_stride=getattr(model, "parts_stride", 1) if parts else None,
-                        input_multiple=int(getattr(model, "stride", 8)))
-    elif head.schema != schema:
+    head = HeadMeta.of(model)
+    if head.schema != schema:
         head = replace(head, schema=schema)
     outputs = (("heatmaps", "pafs") if head.has_pose else ()) + (("parts",) if head.has_parts else ())
     return ModelInfo(head, int(input_size), outputs, name, None if tasks is None else tuple(tasks))

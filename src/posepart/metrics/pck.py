@@ -11,16 +11,12 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from posepart.data.format import mpii_head_size  # noqa: F401  (the reader's rule; exported with the metrics)
 from posepart.matching import joint_distances, match_people
 from posepart.schema import Schema
 
 HEAD_NAMES = ("head", "head_top")  # the top of the head: PASCAL's "head", MPII's "head_top"
 NECK_NAMES = ("neck", "upper_neck")
-
-
-def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:
-    """MPII's PCKh normaliser: 0.6 x the diagonal of the head box [x1, y1, x2, y2]."""
-    return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
 
 
 def _joint_index(schema: Schema, names: Sequence[str]) -> int | None:

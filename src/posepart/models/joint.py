@@ -99,7 +99,7 @@ class PosePartNet(nn.Module):
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
         feats = self.trunk(image)  # {"pool1", "conv2_2", "pool2", "conv3_3", "pool3", "conv4_3"[, "features"]}
-        out = ModelOutput(stride=self.pose_stride or self.stride, parts_stride=self.parts_stride)
+        out = ModelOutput()
         if self.pose_head is not None:
             # T stages of (B, K+1, H/8, W/8), (B, 2L, H/8, W/8)[, (B, P, H/8, W/8)]
             out.heatmaps, out.pafs, out.parts = self.pose_head(feats["features"])

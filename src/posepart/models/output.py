@@ -15,15 +15,14 @@ class ModelOutput:
     heatmaps: one (B, K+1, H/stride, W/stride) tensor per pose stage, last = final prediction.
     pafs:     one (B, 2L, H/stride, W/stride) tensor per pose stage.
     parts:    part-segmentation *logits* (B, P, H/parts_stride, W/parts_stride): a single full-resolution tensor for an
-              FCN head (parts_stride 1), or one stride-8 tensor per stage for the per-stage branch (parts_stride 8).
+              FCN head (parts_stride 1), or one tensor per stage for the per-stage branch.
+    The strides are the model's `meta` (`posepart.heads.HeadMeta`), not repeated here.
     Losses should iterate over the lists (every stage is supervised) and take `[-1]` for the final prediction.
     """
 
     heatmaps: list[Tensor] = field(default_factory=list)
     pafs: list[Tensor] = field(default_factory=list)
     parts: list[Tensor] = field(default_factory=list)
-    stride: int = 8  # output stride of heatmaps and PAFs
-    parts_stride: int = 1  # output stride of `parts` (1 = input resolution)
 
     @property
     def num_stages(self) -> int:
@@ -38,7 +37,7 @@ class ModelOutput:
                 for name, maps in (("heatmaps", self.heatmaps), ("pafs", self.pafs), ("parts", self.parts))}
 
 
-# Let torch.export / dynamo treat the dataclass as a pytree (its tensors are outputs, the strides are constants), so a
+# Let torch.export / dynamo treat the dataclass as a pytree (its tensors are outputs), so a
 # whole PosePartNet can be exported without a wrapper.
 try:  # pragma: no cover - depends on the torch version
     torch.export.register_dataclass(ModelOutput, serialized_type_name="posepart.models.ModelOutput")

@@ -53,7 +53,8 @@ def _labelled(kp: np.ndarray) -> np.ndarray:
     return (kp[..., 2] > 0) & np.isfinite(kp[..., 0]) & np.isfinite(kp[..., 1])
 
 
-def heatmaps(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int, sigma: float = 7.0) -> np.ndarray:
+def heatmaps(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int, sigma: float = HeadMeta.sigma
+             ) -> np.ndarray:
     """(K+1, h, w) float32 joint Gaussians (max over people) plus the background channel; see module docstring."""
     kp = _as_keypoints(keypoints)
     h, w = out_hw

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import (ANNOTATIONS_FILE, IMAGES_DIR, JOINT_OUTSIDE, PARTS_DIR, DatasetError,
-                                  keypoints_outside, read_image)
+                                  keypoint_box, keypoints_outside, read_image)
 from posepart.data.writer import DatasetWriter, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
@@ -197,9 +197,7 @@ def _annotation(person: Person, width: int, height: int, skips: Skips, where: st
                            "num_keypoints": int(labelled.sum()), "iscrowd": 0, **person.extra}
     bbox = list(person.bbox) if person.bbox is not None else None
     if bbox is None and labelled.any():
-        x0, y0 = kp[labelled, :2].min(0)
-        x1, y1 = kp[labelled, :2].max(0)
-        bbox = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+        bbox = keypoint_box(kp)  # kp's unlabelled joints are zeroed above: v = 0
     if person.segmentation:
         ann["segmentation"] = person.segmentation
     if bbox is None and not person.segmentation:
