@@ -15,7 +15,7 @@ from scipy.io import savemat
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.readers.mpii import convert_mpii, read_annolist_mat, read_valid_h5
 from posepart.errors import UsageError
-from posepart.metrics.pck import mpii_head_size, pckh
+from posepart.metrics import mpii_head_size, pckh
 from posepart.schema import Schema
 
 SCHEMA = Schema.mpii()

@@ -11,7 +11,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from posepart.data.format import mpii_head_size  # noqa: F401  (the reader's rule; exported with the metrics)
 from posepart.matching import joint_distances, match_people
 from posepart.schema import Schema
 
