@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from posepart.data.synth import SceneConfig
-from posepart.demo import DEMO_SIZE, synth_cached, train_and_score
+from posepart.demo import DEMO_SIZE, synth_cached
+from posepart.jobs import train_and_score
 from posepart.engine.config import load_config
 from posepart.engine.train import trains_on_cpu
 

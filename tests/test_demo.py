@@ -138,7 +138,7 @@ def test_demo_trains_and_compares_five_models(tmp_path, jobs, capsys):
 
 def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     """The parent's progress line counts the last step a worker's CSV log holds, ignoring a previous run's log."""
-    from posepart.demo import _steps_logged
+    from posepart.jobs import _steps_logged
 
     log = tmp_path / "run" / "csv" / "version_0" / "metrics.csv"
     log.parent.mkdir(parents=True)
@@ -148,7 +148,7 @@ def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     os.utime(log, (0, 0))  # a log last written at the epoch: any `since` after it leaves it out
     assert _steps_logged(tmp_path / "run", since=1.0) == 0 and _steps_logged(tmp_path / "run", since=0.0) == 20
     assert _steps_logged(tmp_path / "nothing", since=0.0) == 0
-    from posepart.demo import TrainJob
+    from posepart.jobs import TrainJob
 
     # the progress line's total: each job's steps at the batch size its --set gives (before: the shipped config's,
     # so `study --set data.batch_size=4` showed half the steps it trained)

@@ -219,7 +219,7 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
                                                                                   monkeypatch):
     """Before: the same command run again (after an interruption or a failed arm) trained every arm from scratch,
     and a run with other settings in the same --out replaced the earlier arms and metrics.json without a word."""
-    import posepart.demo
+    import posepart.jobs
 
     out = tmp_path / "study"
     argv = ["study", "--out", str(out), "--data", str(data), "--size", str(SIZE), "--seeds", "1", "--label-fractions",
@@ -230,8 +230,8 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
     def trained(*args, **kwargs):
         raise AssertionError("an arm finished with the same settings was trained again")
 
-    real = posepart.demo.train_and_score
-    monkeypatch.setattr(posepart.demo, "train_and_score", trained)
+    real = posepart.jobs.train_and_score
+    monkeypatch.setattr(posepart.jobs, "train_and_score", trained)
     capsys.readouterr()
     assert main(argv) == 0
     assert "reusing 2 arm(s)" in capsys.readouterr().out
@@ -255,7 +255,7 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
         assert "trained with another annotation file (the data changed)" in capsys.readouterr().err
     finally:
         annotations.write_text(original)
-    monkeypatch.setattr(posepart.demo, "train_and_score", real)
+    monkeypatch.setattr(posepart.jobs, "train_and_score", real)
     assert main([*argv[:-1], "pose", "--set", "optim.lr=0.001", "--overwrite"]) == 0
     assert json.loads((out / "runs" / "pose_seed0" / "score.json").read_text())["inputs"]["extra"][-1] == \
         "optim.lr=0.001"
@@ -265,12 +265,12 @@ def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_pa
     """Before: --unlabelled too small for a single image ended in an AssertionError traceback; a self-training
     --set reached every arm (and failed the others: "no source is unlabelled"); a --config without a part head
     trained its arms, then could not score them."""
-    import posepart.demo
+    import posepart.jobs
 
     def trained(*args, **kwargs):
         raise AssertionError("trained before the options were checked")
 
-    monkeypatch.setattr(posepart.demo, "train_and_score", trained)
+    monkeypatch.setattr(posepart.jobs, "train_and_score", trained)
     base = ["study", "--out", str(tmp_path / "s"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
             "--label-fractions", "1", "--train-images", "4", "--jobs", "1"]
     for extra, words in ((["--self-train", "--unlabelled", "0.01"], "none of the 8 training images would be without "
@@ -285,7 +285,7 @@ def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_pa
 
 def test_self_training_settings_reach_the_st_arms_alone(data, tmp_path, monkeypatch):
     """`--set train.self_training.*` goes to the +st arms, the only ones with an unlabelled source."""
-    import posepart.demo
+    import posepart.jobs
 
     seen = {}
 
@@ -294,7 +294,7 @@ def test_self_training_settings_reach_the_st_arms_alone(data, tmp_path, monkeypa
         return {label: ({"segmentation": {"mean_iou": 0.5}, "pose": {"ap": 0.5, "pckh": 0.5}}, [], None)
                 for label in jobs}
 
-    monkeypatch.setattr(posepart.demo, "run_jobs", run_jobs)
+    monkeypatch.setattr(posepart.jobs, "run_jobs", run_jobs)
     assert main(["study", "--out", str(tmp_path / "s"), "--data", str(data), "--size", str(SIZE), "--seeds", "1",
                  "--label-fractions", "0.5", "--train-images", "4", "--self-train", "--set",
                  "train.self_training.weight=0.5", "--set", "optim.lr=0.001"]) == 0

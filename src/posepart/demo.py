@@ -16,38 +16,27 @@ images of one 2-thread training (README, "The main job").
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import functools
-import hashlib
 import json
-import math
-import multiprocessing
-import os
-import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
 from posepart.data.writer import write_json_atomic
-from posepart.errors import PosepartError, UsageError
+from posepart.errors import UsageError
 from posepart.evaluate import evaluate_oracle
 from posepart.heads import HeadMeta
+from posepart.jobs import TrainJob, run_jobs, scaled_sigma
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
 
 DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
-VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
-SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
 
 
 def demo_size(size: int | None) -> int:
@@ -99,11 +88,6 @@ def default_train_images() -> int:
     return DEFAULT_TRAIN_IMAGES if native_bf16(on_cpu=True) else FLOAT32_TRAIN_IMAGES
 
 
-def planned_steps(images: int, batch_size: int) -> int:
-    """The optimizer steps of a model trained on `images` images (at least one)."""
-    return max(images // batch_size, 1)
-
-
 def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
     """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
@@ -114,283 +98,9 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
     return PosePartDataset.open(root)
 
 
-def scaled_sigma(cfg: Any, size: int) -> float:
-    """A config's heatmap sigma at input side `size`: the configs are written for their own input size and the
-    sigma is in input pixels, so it scales with the input."""
-    return cfg.data.sigma * size / cfg.data.input_size
-
-
 def run_dir(out: Path, label: str) -> Path:
     """The folder of the `DEMO_MODELS` entry `label` (checkpoints, logs, metrics.json)."""
     return out / DEMO_MODELS[label].folder
-
-
-def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int,
-                    images: int, minutes: float | None = None, quiet: bool = False,
-                    extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
-                    sources: list[dict[str, Any]] | None = None, flip: bool = False,
-                    ) -> tuple[dict[str, Any], list[Any], Path | None]:
-    """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
-    time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
-    metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
-    only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out.
-    `sources`: `data.sources` entries to train on instead (subsets of train_root: `posepart study`), with epochs of
-    `train_size` samples; validation and scoring stay on val_root. `flip`: score it with test-time flipping too
-    (`posepart evaluate --flip`: one more forward pass per image), under metrics["flip"]."""
-    from posepart.data.mixing import map_dataset
-    from posepart.engine.checkpoint import load_model
-    from posepart.engine.config import load_config, shipped_config
-    from posepart.engine.train import train
-    from posepart.evaluate_model import evaluate_model
-
-    import torch
-
-    inputs = score_inputs(config_name, train_root, val_root, train_size=train_size, size=size, images=images,
-                          minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip,
-                          threads=torch.get_num_threads())
-    (out / SCORE_FILE).unlink(missing_ok=True)  # a run that fails now leaves no earlier score to be taken for it
-    cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
-    steps = planned_steps(images, cfg.data.batch_size)
-    every = max(1, math.ceil(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
-    if sources is not None:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
-        data = [f"data.sources={json.dumps(sources)}", f"data.epoch_size={train_size}"]
-    elif tasks is None:
-        data = [f"data.train={train_root}", f"data.val={val_root}"]
-    else:  # JSON is YAML: the override's value is parsed safely, whatever the paths contain
-        source = {"name": "synth", "train": str(train_root), "val": str(val_root), "tasks": list(tasks)}
-        data = [f"data.sources={json.dumps([source])}"]
-    # scored on last.ckpt: an arm that trains one task must not have best.ckpt follow the other's metric
-    follow = [] if tasks is None and sources is None else ["train.best_metric=val/total"]
-    overrides = [*data, f"data.input_size={size}",
-                 f"data.sigma={scaled_sigma(cfg, size):g}", f"train.max_steps={steps}",
-                 "train.max_epochs=-1", f"train.val_every_epochs={every}", *follow, *extra]
-    cfg = load_config(shipped_config(config_name), overrides)
-    # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
-    result = train(cfg, out, max_minutes=minutes, overwrite=True, **({"enable_progress_bar": False} if quiet else {}))
-    if result.last is None:
-        raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
-    loaded = load_model(result.last)
-    val = PosePartDataset.open(val_root)
-    if val.schema != loaded.schema:  # `posepart study --set data.schema=...`: scored as `posepart evaluate` does
-        val = map_dataset(val, loaded.schema)
-    # a head trained with its task masked is neither scored nor drawn: its output is of random weights; an arm is
-    # scored on its own tasks (one started from a joint model's weights, `model.init`, has both heads trained)
-    scored = loaded.tasks if tasks is None or loaded.tasks is None else tuple(t for t in loaded.tasks if t in tasks)
-    metrics, overlays = evaluate_model(loaded.model, val, input_size=loaded.input_size, overlays=4, progress=False,
-                                       tasks=scored)
-    if flip:  # what the Predictor's flip merge adds: the same model, one more (mirrored) forward pass per image
-        flipped, _ = evaluate_model(loaded.model, val, input_size=loaded.input_size, progress=False,
-                                    tasks=scored, flip=True)
-        metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
-    write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics,
-                                         "checkpoint": {"file": str(result.last.relative_to(out)),
-                                                        "sha1": _digest(result.last)}})
-    logs = sorted((out / "csv").glob("version_*/metrics.csv"))
-    return metrics, overlays, logs[-1] if logs else None
-
-
-def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
-                 minutes: float | None = None, extra: list[str] | tuple[str, ...] = (),
-                 tasks: tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
-                 flip: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """What a `train_and_score` result depends on, as JSON values: the arguments (and the intra-op threads it trains
-    with, which change the floating-point sums and so the weights), and the contents of what they name
-    (the config file, the annotation files of the data and of each source's subset) and posepart's own code, by
-    digest. Its run folder's SCORE_FILE records them beside the metrics, so that a study run again reuses a model
-    trained and scored with the same, and with nothing else (`finished_score`)."""
-    from posepart.engine.checkpoint import code_digest
-    from posepart.engine.config import load_config, shipped_config
-
-    cfg = load_config(shipped_config(config_name), extra)
-    named = {"model.init": cfg.model.init, "model.pretrained": cfg.model.pretrained, "data.schema": cfg.data.schema}
-    annotations = [Path(train_root) / ANNOTATIONS_FILE, Path(val_root) / ANNOTATIONS_FILE]
-    for source in sources or []:
-        for split in ("train", "val"):
-            where = source.get(split)
-            if isinstance(where, dict) and where.get("annotations"):
-                annotations.append(Path(where["annotations"]))
-            elif isinstance(where, str):  # a dataset root
-                annotations.append(Path(where) / ANNOTATIONS_FILE)
-    return json.loads(json.dumps({
-        "config": config_name, "train": str(Path(train_root).resolve()), "val": str(Path(val_root).resolve()),
-        "train_size": train_size, "size": size, "images": images, "minutes": minutes, "extra": list(extra),
-        "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip, "threads": threads,
-        "digests": {"config file": _digest(shipped_config(config_name)),
-                    "annotations": [_digest(path) for path in annotations], "posepart code": code_digest(),
-                    # the files a setting names (a --set model.init=FILE replaced by another model)
-                    "files set": {key: _digest(Path(value)) for key, value in named.items()
-                                  if value is not None and Path(value).is_file()}}}))
-
-
-def job_threads(parallel: int) -> int:
-    """The intra-op threads each model of `run_jobs` trains with: the cores shared by the `parallel` worker
-    processes (at least one), or this process's own when it trains them one after another itself."""
-    if parallel <= 1:
-        import torch
-
-        return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // parallel)  # the cores this process may use (a container's, not its host's)
-
-
-def _digest(path: Path) -> str | None:
-    """sha1 of a file's bytes; None when unreadable. Computed once per file version: a study asks for the same
-    training and validation annotation files once per arm, and a COCO release's are hundreds of megabytes."""
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return None
-    return _file_sha1(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _file_sha1(path: str, mtime_ns: int, size: int) -> str | None:
-    """sha1 of the file `path` as it is at (mtime_ns, size), the cache's key; read in chunks (a GPU run's checkpoint
-    holds gigabytes; hashlib.file_digest would need Python 3.11, posepart runs on 3.10)."""
-    digest = hashlib.sha1()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def finished_score(out: Path) -> dict[str, Any] | None:
-    """The {"inputs", "metrics", "checkpoint"} a finished `train_and_score` left in `out`, or None (none, or not
-    such a record); `scored_checkpoint` says whether the checkpoint it scored is still there."""
-    try:
-        saved = json.loads((out / SCORE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return saved if isinstance(saved, dict) and {"inputs", "metrics"} <= set(saved) else None
-
-
-def scored_checkpoint(out: Path, saved: dict[str, Any]) -> bool:
-    """Whether the checkpoint a SCORE_FILE record scored is still the one in `out` (not trained again or resumed
-    there since; a record of an older version names none)."""
-    scored = saved.get("checkpoint")
-    return isinstance(scored, dict) and _digest(out / str(scored.get("file"))) == scored.get("sha1")
-
-
-def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
-    """`train_and_score` in a worker process: `threads` intra-op threads, all output into `log`."""
-    import torch
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as f:  # fd level: Lightning's and C++ messages land there too
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-    torch.set_num_threads(threads)
-    return train_and_score(*args, quiet=True, **kwargs)
-
-
-def _steps_logged(run: Path, since: float) -> int:
-    """The last training step in a run's CSV log written after `since` (Lightning flushes it every 100 steps): a job's
-    progress as the parent process can see it; 0 before the first flush."""
-    step = 0
-    for log in (run / "csv").glob("version_*/metrics.csv"):
-        try:
-            if log.stat().st_mtime < since:  # a previous demo's log, about to be replaced
-                continue
-            with open(log, newline="", encoding="utf-8") as f:
-                step = max([step, *(int(row["step"]) + 1 for row in csv.DictReader(f) if row.get("step"))])
-        except (OSError, ValueError, KeyError):  # being written or replaced right now: read it at the next poll
-            continue
-    return step
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """One model to train and score with `train_and_score`: its run folder, shipped config, the tasks it trains and
-    scores (None: all its heads), its `data.sources` entries (None: the whole training set), more `--set`s and its
-    budget in images (None: the one `run_jobs` is given)."""
-
-    out: Path
-    config: str
-    tasks: tuple[str, ...] | None = None
-    sources: tuple[dict[str, Any], ...] | None = None
-    extra: tuple[str, ...] = ()
-    images: int | None = None
-
-    def steps(self, images: int) -> int:
-        """The optimizer steps it will train (its budget, or `images`, at its config's batch size after `extra`)."""
-        from posepart.engine.config import load_config, shipped_config
-
-        batch_size = load_config(shipped_config(self.config), self.extra).data.batch_size
-        return planned_steps(self.images or images, batch_size)
-
-
-class TrainingFailed(PosepartError, RuntimeError):
-    """Models of `run_jobs` trained in worker processes failed on a user's mistake (their data or config)."""
-
-
-def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
-             minutes: float | None, parallel: int, flip: bool = False,
-             ) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
-    """Train and score every job (label -> job), `parallel` at once, each in its own process with cpu_count //
-    parallel threads and its log in job.out/train.log, under one combined progress line; 1 = one after another in
-    this process, with progress bars. `flip`: score each with test-time flipping too (`train_and_score`). Returns
-    {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
-    common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes, flip=flip)
-
-    def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return ((job.out, job.config, train_root, val_root),
-                dict(tasks=job.tasks, sources=None if job.sources is None else list(job.sources),
-                     extra=job.extra, images=job.images or images, **common))
-
-    if parallel <= 1:
-        results = {}
-        for label, job in jobs.items():
-            args, kwargs = arguments(job)
-            results[label] = train_and_score(*args, **kwargs)
-        return results
-    threads = job_threads(parallel)  # of the parallelism asked for, not of the jobs left: the same numbers either way
-    parallel = min(parallel, len(jobs))
-    budgets = " or ".join(str(n) for n in sorted({job.images or images for job in jobs.values()}))
-    print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {budgets} images "
-          f"each; logs: <model folder>/train.log under {Path(os.path.commonpath([str(j.out) for j in jobs.values()]))}",
-          flush=True)
-    results = {}
-    failed: list[tuple[str, Exception]] = []
-    start = time.perf_counter()
-    planned = {label: job.steps(images) for label, job in jobs.items()}
-    since = time.time()
-    # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {}
-        for label, job in jobs.items():
-            args, kwargs = arguments(job)
-            futures[pool.submit(_train_job, job.out / "train.log", threads, *args, **kwargs)] = label
-        pending = set(futures)
-        # One combined progress line over all models' steps, read from their logs (the workers print nothing here).
-        with tqdm(total=sum(planned.values()), desc="training", unit="step", file=sys.stdout, mininterval=5) as bar:
-            while pending:
-                done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
-                finished = {futures[f] for f in futures if f not in pending}
-                bar.n = sum(planned[label] if label in finished else
-                            min(_steps_logged(jobs[label].out, since), planned[label]) for label in planned)
-                bar.refresh()
-                for future in done:
-                    label = futures[future]
-                    try:
-                        results[label] = future.result()
-                    except Exception as err:  # noqa: BLE001 - reported with its log below; the others carry on
-                        failed.append((label, err))
-                        continue
-                    seg, pose = results[label][0].get("segmentation") or {}, results[label][0].get("pose") or {}
-                    scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")),
-                                                                      ("OKS AP", pose.get("ap"))) if v is not None)
-                    bar.write(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", file=sys.stdout)
-    if failed:  # a user's mistake (bad data, config) in every failed job: one error line; else a bug, a traceback
-        lines = [f"{label}: {type(err).__name__}: {err} (log: {jobs[label].out / 'train.log'})"
-                 for label, err in failed]
-        mistakes = all(isinstance(err, PosepartError) for _, err in failed)
-        raise (TrainingFailed if mistakes else RuntimeError)("training failed: " + "; ".join(lines))
-    return {label: results[label] for label in jobs}
 
 
 def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,

@@ -183,14 +183,14 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
               labelled_share: float | None = None, self_train: bool = False, unlabelled: float = 0.0,
               overrides: Sequence[str] = (), only: Sequence[str] | None = None, overwrite: bool = False,
               settings: dict[str, Any] | None = None) -> Path:
-    """Train and score every arm (or the arms named in `only`) for every seed (`posepart.demo.run_jobs`), write
+    """Train and score every arm (or the arms named in `only`) for every seed (`posepart.jobs.run_jobs`), write
     metrics.json, the plot and report.md under `out`; returns the report's path.
 
     An arm already trained and scored under `out` with the same settings (its run folder's score.json: a study
     interrupted, or run again with more arms) is reused, not trained again; one trained with other settings is
     refused unless `overwrite` (it would be replaced). `settings`: the command line's, written to OUT/study.json
     once the checks pass (`check_study_folder` compares a later run's with them)."""
-    from posepart.demo import TrainJob, finished_score, job_threads, run_jobs, score_inputs, scored_checkpoint
+    from posepart.jobs import TrainJob, finished_score, job_threads, run_jobs, score_inputs, scored_checkpoint
 
     start = time.perf_counter()
     train = PosePartDataset.open(train_root)
