@@ -28,7 +28,7 @@ from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
 from posepart.data.writer import write_json_atomic
 from posepart.errors import UsageError
-from posepart.evaluate import evaluate_oracle
+from posepart.evaluate import HEADLINE, evaluate_oracle, logged_name
 from posepart.heads import HeadMeta
 from posepart.jobs import TrainJob, run_jobs, scaled_sigma
 from posepart.report import plot_training_curves, write_report
@@ -60,7 +60,7 @@ class DemoModel:
     tasks: tuple[str, ...] | None = None
 
 
-TASK_CURVES = {"pose": "val/pose/ap", "parts": "val/seg/mean_iou"}  # the validation curve of each task
+TASK_CURVES = {task: logged_name(*metric) for task, metric in HEADLINE.items()}  # the validation curve of each task
 
 
 def masked_tasks(tasks: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -28,6 +28,19 @@ from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import Targets, build_targets
 
 
+# Each task's headline metric, as (metrics.json section, key): what the demo's curves, the study's tables and Δm,
+# and training's advice on `train.best_metric` follow.
+HEADLINE = {"pose": ("pose", "ap"), "parts": ("segmentation", "mean_iou")}
+
+
+LOG_GROUP = {"segmentation": "seg", "pose": "pose"}  # metrics.json section -> the group training logs it in
+
+
+def logged_name(section: str, key: str, prefix: str = "val") -> str:
+    """The name training logs a metrics.json entry under: ("segmentation", "mean_iou") -> "val/seg/mean_iou"."""
+    return f"{prefix}/{LOG_GROUP[section]}/{key}"
+
+
 def metric_names(schema: Schema) -> set[str]:
     """Every metric name an evaluation in `schema` can report, flat as training logs them without the `val/` prefix
     ("seg/mean_iou", "seg/iou/head", "pose/ap", "pose/pckh/neck", "pose/ap/view/back"): what `train.best_metric`

@@ -26,7 +26,7 @@ from posepart.engine.finetune import initialise_from
 from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
-from posepart.evaluate import Evaluator, Prediction
+from posepart.evaluate import LOG_GROUP, Evaluator, Prediction
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
@@ -71,7 +71,7 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
     for task, values in metrics.items():
         if not isinstance(values, dict):
             continue
-        name = "seg" if task == "segmentation" else task
+        name = LOG_GROUP.get(task, task)
         for key, value in values.items():
             if key == "iou_per_class" and isinstance(value, list):
                 for cls, v in zip(schema.part_classes, value):

@@ -41,7 +41,7 @@ from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
 from posepart.errors import PosepartWarning, UsageError
-from posepart.evaluate import metric_names
+from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.models import SchemaMismatchError
 
 
@@ -97,7 +97,7 @@ def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> s
     group = metric_of_task.split("/")[1] if metric_of_task.count("/") else ""
     task = {"seg": "parts", "pose": "pose", "heatmap": "pose", "paf": "pose"}.get(group)
     if task is not None and task not in learnt:  # best.ckpt would follow a head with its random initial weights
-        other = "val/pose/ap" if task == "parts" else "val/seg/mean_iou"
+        other = logged_name(*HEADLINE["pose" if task == "parts" else "parts"])
         raise ConfigError(f"train.best_metric: {metric!r} follows the {task} head, which no training source trains "
                           f"(they train {list(learnt)}); try {other}")
     # a mistyped metric: before, Lightning refused it after the first epoch had trained, with a traceback
