@@ -234,6 +234,30 @@ def test_unmapped_part_class_is_an_error_naming_it_unless_ignored_or_mapped():
                                                          frozenset({4})]
 
 
+def test_a_coarse_sources_mean_iou_covers_the_classes_it_labels_alone(sources):
+    """CIHP read in PASCAL labels upper arms and upper legs only within sets ({upper_arm, lower_arm} for an arm,
+    {upper_leg, lower_leg} for pants). Before, one stray predicted upper_arm pixel on its torso added an IoU of 0 to
+    its mean IU (as the docs said it must not), and whether it counted hung on that one pixel."""
+    from posepart.evaluate import Evaluator, Prediction
+
+    cihp = map_dataset(PosePartDataset.open(sources["cihp"]), PASCAL)
+    expected = {"background", "head", "torso", "lower_arm", "lower_leg"}  # hair/face, torso_skin, glove, socks/shoes
+    assert cihp.labelable_parts.tolist() == [c in expected for c in PASCAL.part_classes]
+    assert PosePartDataset.open(sources["pascal"]).labelable_parts.all()
+    torso, upper_arm = PASCAL.part_classes.index("torso"), PASCAL.part_classes.index("upper_arm")
+    truth = np.full((2, 2), torso, np.uint8)
+    guess = truth.copy()
+    guess[1, 1] = upper_arm  # one stray pixel: torso IoU 3/4
+    scores = []
+    for labelable in (None, cihp.labelable_parts):
+        evaluator = Evaluator(PASCAL, pose=False, labelable_parts=labelable)
+        evaluator.add(cihp.records[0], Prediction([], guess), truth)
+        scores.append(evaluator.compute()["segmentation"])
+    assert scores[0]["mean_iou"] == pytest.approx(0.375) and scores[0]["iou_per_class"][upper_arm] == 0.0
+    assert scores[1]["mean_iou"] == pytest.approx(0.75) and scores[1]["iou_per_class"][upper_arm] is None
+    assert scores[1]["pixel_accuracy"] == scores[0]["pixel_accuracy"] == 0.75  # the other scores as before
+
+
 def test_set_valued_loss_is_minus_log_of_the_summed_allowed_probability():
     space = PartLabelSpace(PASCAL)
     lut = space.lookup(part_sets(CIHP.part_classes, PASCAL.part_classes))

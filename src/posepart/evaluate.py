@@ -63,9 +63,13 @@ class Prediction:
 class Evaluator:
     """Accumulates predictions image by image; `compute()` returns the metrics.json dict."""
 
-    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True) -> None:
-        """`pose` / `parts` False: the predictor has no such head, so that task is not scored (key absent)."""
+    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True,
+                 labelable_parts: np.ndarray | None = None) -> None:
+        """`pose` / `parts` False: the predictor has no such head, so that task is not scored (key absent).
+        `labelable_parts`: the part classes the data can label alone (`PosePartDataset.labelable_parts`; default
+        all), the classes mean IU averages over."""
         self.schema = schema
+        self.labelable_parts = labelable_parts
         self.score_pose = pose and schema.has_pose
         self.confusion = ConfusionMatrix(schema.num_parts) if schema.has_parts and parts else None
         self.images: list[dict[str, Any]] = []
@@ -101,7 +105,7 @@ class Evaluator:
     def compute(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if self.confusion is not None and self.part_images:
-            metrics["segmentation"] = self.confusion.compute()
+            metrics["segmentation"] = self.confusion.compute(self.labelable_parts)
         if self.images:
             pose = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas)
             heads = self.head_sizes if any(np.isfinite(h).any() for h in self.head_sizes) else None

@@ -65,8 +65,9 @@ class DatasetEvaluator:
     pose / parts False: the model has no such head, so that task is not scored (its key is absent).
     """
 
-    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True) -> None:
-        self.schema, self.pose, self.parts = schema, pose, parts
+    def __init__(self, schema: Schema, *, pose: bool = True, parts: bool = True,
+                 labelable_parts: np.ndarray | None = None) -> None:
+        self.schema, self.pose, self.parts, self.labelable_parts = schema, pose, parts, labelable_parts
         self.reset()
 
     def reset(self) -> None:
@@ -78,7 +79,8 @@ class DatasetEvaluator:
         """Score one image: `result` is the Predictor's for `record`'s image (its `stages` the earlier stages')."""
         by_stage = [*result.stages, result]
         if not self.stages:
-            self.stages = [Evaluator(self.schema, pose=self.pose, parts=self.parts) for _ in by_stage]
+            self.stages = [Evaluator(self.schema, pose=self.pose, parts=self.parts,
+                                     labelable_parts=self.labelable_parts) for _ in by_stage]
         if len(by_stage) != len(self.stages):
             raise ValueError(f"{record.file_name}: {len(by_stage)} stages, the first image had {len(self.stages)}")
         for evaluator, staged in zip(self.stages, by_stage):
@@ -208,7 +210,7 @@ def evaluate_predictor(
     pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
     parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
     check_scorable(dataset, pose=pose, parts=parts)
-    evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts)
+    evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts, labelable_parts=dataset.labelable_parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):
         if len(drawn) < overlays:

@@ -275,6 +275,12 @@ class PosePartDataset:
         return any(r.pose_labeled and (r.keypoints[..., 2] > 0).any() for r in self.records)
 
     @property
+    def labelable_parts(self) -> np.ndarray:
+        """(P,) bool: the part classes a pixel of this dataset can be labelled as alone (all of them; a coarser
+        dataset read in another schema, `MappedSource`, labels some only within a set). Scoring averages over these."""
+        return np.ones(self.schema.num_parts, bool)
+
+    @property
     def label_flip_perm(self) -> tuple[int, ...]:
         """Part label values after a horizontal flip (a dataset mapped into another schema adds set-valued labels)."""
         return self.schema.part_flip_perm

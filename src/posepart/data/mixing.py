@@ -193,6 +193,15 @@ class MappedSource(PosePartDataset):
     def label_flip_perm(self) -> tuple[int, ...]:
         return self.mapping.label_flip_perm if self.mapping is not None else self.schema.part_flip_perm
 
+    @property
+    def labelable_parts(self) -> np.ndarray:
+        lut = self.mapping.part_lut if self.mapping is not None else None
+        if lut is None:  # labels no part (or is read as it is)
+            return super().labelable_parts if self.mapping is None else np.zeros(self.schema.num_parts, bool)
+        out = np.zeros(self.schema.num_parts, bool)
+        out[lut[lut < self.schema.num_parts]] = True  # the target classes some source class maps to alone
+        return out
+
     def load_parts(self, record: ImageRecord) -> np.ndarray | None:
         if record.parts_path is None or self.source is None or self.mapping is None:
             return None

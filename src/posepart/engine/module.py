@@ -354,9 +354,11 @@ class PosePartModule(pl.LightningModule):
         learnt = trained_tasks(self.sources)  # a head no source trains is not scored (its random weights)
         heads = {task: bool(getattr(self.model, f"has_{task}", True)) and (learnt is None or task in learnt)
                  for task in ("pose", "parts")}
-        pooled = Evaluator(self.schema, **heads)
+        labelable = [source.val.labelable_parts for source in data.val_sources]
+        pooled = Evaluator(self.schema, **heads, labelable_parts=np.any(labelable, 0) if labelable else None)
         # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all
-        per_source = [Evaluator(self.schema, **heads) for _ in data.val_sources] if self.config.data.sources else []
+        per_source = [Evaluator(self.schema, **heads, labelable_parts=parts) for parts in labelable
+                      ] if self.config.data.sources else []
         # once per record: a broken sample's place holds the record that replaced it, which its own place scores too
         for index, prediction in sorted(dict(items).items()):
             source, record = data.val_item(index)

@@ -10,6 +10,9 @@ Absent classes (the FCN formulas leave them undefined): `mean_accuracy` averages
 truth (t_i > 0); `mean_iou` and `iou_per_class` cover classes present in the ground truth OR the prediction, so a class
 predicted but never labelled scores IoU 0. A class absent from both has `iou_per_class` None and is left out of every
 mean (frequency weighting gives it weight 0 anyway). Every score is None while no pixel has been counted.
+`compute(labelable)` leaves out, likewise, the classes the data could never label alone (a coarser dataset read in a
+finer schema: its "arm" pixels are the set {upper_arm, lower_arm}, not scored), so that one stray predicted pixel of
+such a class does not add an IoU of 0.
 """
 
 from __future__ import annotations
@@ -59,8 +62,9 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.mat[:] = 0
 
-    def compute(self) -> dict[str, Any]:
-        """The four FCN scores as floats in [0, 1] plus `iou_per_class` (None for classes absent from both sides)."""
+    def compute(self, labelable: np.ndarray | None = None) -> dict[str, Any]:
+        """The four FCN scores as floats in [0, 1] plus `iou_per_class` (None for classes absent from both sides, and
+        for classes outside `labelable`, a (num_classes,) bool mask, when given)."""
         m = self.mat.astype(np.float64)
         diag, t, predicted = np.diag(m), m.sum(1), m.sum(0)
         union = t + predicted - diag
@@ -69,6 +73,8 @@ class ConfusionMatrix:
             return dict(pixel_accuracy=None, mean_accuracy=None, mean_iou=None, frequency_weighted_iou=None,
                         iou_per_class=[None] * self.num_classes)
         in_gt, seen = t > 0, union > 0
+        if labelable is not None:
+            seen &= np.asarray(labelable, bool)
         iou = np.divide(diag, union, out=np.zeros_like(diag), where=seen)
         return dict(
             pixel_accuracy=float(diag.sum() / total),
