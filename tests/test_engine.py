@@ -525,6 +525,12 @@ def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path
     (failed / "config.yaml").write_text("{}")
     code, _, err = run_cli(["train", "--config", "demo_cpu_joint", *argv[1:-1], str(failed)], capsys)
     assert refused(code, err) and "it saved no checkpoint to resume" in err and "--resume" not in err
+    assert "--overwrite (which deletes config.yaml)" in err
+    (failed / "checkpoints").mkdir()  # checkpoints, but not a last.ckpt: before, "it saved no checkpoint to resume"
+    (failed / "checkpoints" / "keep.ckpt").write_bytes(b"weights")  # and --overwrite deleted them
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", *argv[1:-1], str(failed)], capsys)
+    assert refused(code, err) and "it holds keep.ckpt but no last.ckpt: resume one with --resume FILE" in err
+    assert "--overwrite (which deletes config.yaml, checkpoints/)" in err
 
 
 def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tmp_path, monkeypatch):

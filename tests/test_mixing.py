@@ -485,6 +485,21 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
 
 
 # -- configuration -------------------------------------------------------------------------------------------------------
+def test_evaluate_on_a_dataset_whose_part_classes_do_not_map_says_what_evaluate_can_do(sources, mixed_run, tmp_path,
+                                                                                        capsys):
+    """Before: `evaluate --data` on such a dataset advised `part_map: {...}`, a training config's key that evaluate
+    has no option for; evaluate applies a training source's part table when the source is named."""
+    odd = Schema(keypoints=(), skeleton=(), part_classes=tuple("blob" if c == "torso_skin" else c
+                                                               for c in CIHP.part_classes), name="odd")
+    root = _rewrite(sources["pascal_val"], tmp_path / "odd", odd, None, parts=True)
+    assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "part class 'blob' has no target class" in err and "train with it as a data.sources entry" in err
+    assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--source", f"odd={root}"]) == 2
+    assert "--source odd=... is not one of the checkpoint's training sources with a part table (none)" in \
+        capsys.readouterr().err
+
+
 def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
     with pytest.raises(ConfigError, match="data.train: give either data.train"):
         PosePartDataModule(mixed(sources, tmp_path, f"data.train={sources['pascal']}"))
@@ -518,6 +533,13 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
                               f"{{name: cihp, train: {sources['cihp']}}}]"])
     with pytest.raises(ConfigError, match=r"source 'cihp' trains nothing: none of its labels \(schema 'cihp' \(0 "
                                           r"joints, \d+ part classes\)\) maps into the target schema 'mpii' \(16"):
+        PosePartDataModule(idle)
+    # before: "... it feeds no parts" when the target (here the first source's, MPII's) has no part classes
+    idle = load_config(None, [f"data.sources=[{{name: mpii, train: {sources['mpii']}}}, "
+                              f"{{name: cihp, train: {sources['cihp']}, part_map: {{hat: [head]}}}}]"])
+    with pytest.raises(ConfigError, match=r"source 'cihp': part_map / ignore_parts given but the target schema 'mpii' "
+                                          r"\(16 joints, 0 part classes\) has no part classes \(choose one that has "
+                                          r"them: data.schema\)"):
         PosePartDataModule(idle)
     # before: "part_map / ignore_parts given but it feeds no parts" for a source with no images at all
     empty = tmp_path / "empty"

@@ -214,6 +214,25 @@ def test_a_rerun_into_an_output_near_the_input_folder_reads_the_photos_only(setu
     assert main(argv) == 0 and main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
+    if where == "inside":  # an earlier run's --out in the tree, this run's elsewhere: its outputs are not photos
+        again = tmp_path / "again"  # before: 12 inputs (its overlays, part and instance maps) for 3
+        assert main([*argv[:-1], str(again)]) == 0
+        summary = json.loads((again / "summary.json").read_text())
+        assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
+
+
+def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):
+    """Before: a phone's .3gp or a broadcast .ts (the same mp4 stream here; FFmpeg reads the container, not the
+    name) given by name was skipped as "not a decodable image"."""
+    clips = []
+    for suffix in (".3gp", ".ts"):
+        clips.append(tmp_path / f"clip{suffix}")
+        clips[-1].write_bytes(setup["clip"].read_bytes())
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), *map(str, clips), "--no-overlays", "--quiet",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["failures"] and sorted(v["name"] for v in summary["videos"]) == ["clip", "clip_2"]
 
 
 def test_videos_count_in_the_summary_and_no_overlays_writes_no_video(setup, tmp_path, capsys):
@@ -337,7 +356,8 @@ def test_counts_below_one_are_refused(setup, tmp_path, option, value, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["clip"]), option, value, "--out",
               str(tmp_path / "o")])
-    assert exit_.value.code == 2 and f"must be at least 1, got {value}" in capsys.readouterr().err
+    least = 8 if option == "--input-size" else 1  # a size: a multiple of the network's input multiple
+    assert exit_.value.code == 2 and f"must be at least {least}, got {value}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.errors import PosepartError, PosepartWarning, UsageError
-from posepart.heads import INPUT_SIZE
+from posepart.heads import INPUT_SIZE, HeadMeta
 
 
 # -- verbs ---------------------------------------------------------------------------------------------------------
@@ -62,7 +62,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from posepart.heads import INPUT_SIZE, HeadMeta
     from posepart.models import MODELS, count_flops, count_parameters
     from posepart.schema import Schema
 
@@ -80,8 +79,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         builders = {args.config: lambda: build_from_config(config, schema, pretrained=False)}
     else:
         builders = {name: (lambda b=builder: b(schema, width=width)) for name, builder in MODELS.items()}
-    if size % HeadMeta.input_multiple:
-        raise UsageError(f"models --input-size {size}: must be a multiple of {HeadMeta.input_multiple}")
     from tqdm import tqdm
 
     rows = []
@@ -158,7 +155,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.arguments import at_least, positive
+    from posepart.arguments import at_least, multiple_of, positive
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -191,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
-    p.add_argument("--input-size", type=at_least(1), default=None,
+    p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple), default=None,
                    help=f"square input side for the FLOP count (default {INPUT_SIZE}, or the config's)")
     p.add_argument("--width", type=positive, default=None,
                    help="conv channel width multiplier (default 1; the FCN's fc6/fc7 keep their 4096: see --config)")

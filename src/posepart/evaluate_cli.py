@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Collection
 
-from posepart.arguments import add_test_time_args, at_least, positive
+from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.errors import OutputError, UsageError, output_folder
@@ -63,11 +63,14 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
     loaded = load_model(args.checkpoint, map_location=args.device)
     if loaded.schema != dataset.schema:
-        from posepart.data.mixing import map_dataset
+        from posepart.data.mixing import SourceError, map_dataset
 
         print(f"note: the dataset's schema {dataset.schema.describe()} is read in the checkpoint's "
               f"{loaded.schema.describe()} by joint name and part table (docs/training.md)", file=sys.stderr)
-        dataset = map_dataset(dataset, loaded.schema)
+        try:
+            dataset = map_dataset(dataset, loaded.schema)
+        except SourceError as err:
+            raise SourceError(f"{err}{_part_table_hint(loaded)}") from None
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or loaded.input_size
@@ -84,6 +87,20 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     other = "" if size == loaded.input_size else f", {size} px"
     name = f"{loaded.config.model.name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
+
+
+def _part_table_hint(loaded: Any, name: str | None = None) -> str:
+    """What to do when a dataset's part classes do not map into the checkpoint's: the error's advice (part_map,
+    ignore_parts) is a training config's; evaluate applies a training source's own when the source is named."""
+    named = [s.name for s in loaded.config.data.sources if s.part_map or s.ignore_parts]
+    if name is not None and name not in named:
+        return (f"; --source {name}=... is not one of the checkpoint's training sources with a part table "
+                f"({named or 'none'}), whose part_map / ignore_parts evaluate would apply")
+    if named:
+        return (f"; to score it with the part table of the training source it was, name it: --source NAME=ROOT "
+                f"(NAME one of {named})")
+    return ("; evaluate reads it with the built-in part tables and the training sources' own: train with it as a "
+            "data.sources entry whose part_map maps its classes")
 
 
 def _tta_label(metrics: dict) -> str:
@@ -110,6 +127,7 @@ def _open_source(root: str) -> PosePartDataset:
 
 def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
+    from posepart.data.mixing import SourceError
     from posepart.data.writer import write_json_atomic
     from posepart.engine.checkpoint import load_model
     from posepart.engine.settings import SOURCE_NAME
@@ -134,10 +152,14 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
     results: dict[str, list[dict]] = {}
-    rows, overlays = evaluate_sources(
-        loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
-        batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
+    try:
+        rows, overlays = evaluate_sources(
+            loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
+            batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+            workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
+    except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
+        name = next((n for n in datasets if f"{n}:" in str(err)), None)
+        raise SourceError(f"{err}{_part_table_hint(loaded, name)}") from None
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
@@ -193,9 +215,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.oracle == (args.checkpoint is not None):
         raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
-    if args.input_size is not None and args.input_size < HeadMeta.input_multiple:  # the oracle too, not only a model
-        raise UsageError(f"evaluate --input-size {args.input_size}: below the network's input multiple "
-                         f"{HeadMeta.input_multiple}")
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")
@@ -244,7 +263,7 @@ def add_evaluate_parser(verbs: Any) -> None:
     add_dataset_args(p, positional=False)
     p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
-    p.add_argument("--input-size", type=at_least(1),
+    p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
                    help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")

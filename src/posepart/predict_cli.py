@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from posepart.arguments import add_test_time_args, at_least
+from posepart.arguments import add_test_time_args, at_least, multiple_of
+from posepart.heads import HeadMeta
 
 
 def _predictor(args: argparse.Namespace) -> Any:
@@ -119,7 +120,7 @@ def add_predict_parsers(verbs: Any) -> None:
     model.add_argument("--onnx", type=Path, help="exported .onnx model, run by onnxruntime alone (no torch needed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--input-size", type=at_least(1),
+    p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help="network canvas long side (default: the model's training size)")
     add_test_time_args(p)
     p.add_argument("--batch-size", type=at_least(1), default=8, help="canvases per network call")
@@ -146,7 +147,7 @@ def add_predict_parsers(verbs: Any) -> None:
                    help="optional: must agree with --out's extension, which decides")
     p.add_argument("--out", type=Path, required=True, help="FILE.onnx (ONNX) or FILE.pt / FILE.ts (TorchScript); "
                    "the weights alone as .safetensors: `posepart export-weights`")
-    p.add_argument("--input-size", type=at_least(1),
+    p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help="tracing input side and the default predict size (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")

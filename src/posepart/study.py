@@ -37,7 +37,6 @@ from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import atomic_write, write_json_atomic
 from posepart.errors import UsageError
-from posepart.evaluate import HEADLINE
 
 QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
 DEFAULTS = {"fractions": (0.05, 0.2, 1.0), "seeds": 3, "train_images": 12000}
@@ -160,6 +159,8 @@ def study_arms(self_train: bool) -> tuple[str, ...]:
 def delta_m(joint: dict[str, Any], singles: dict[str, dict[str, Any]]) -> float | None:
     """Multi-task gain: mean over tasks of (M_joint - M_single) / M_single, higher is better for both metrics
     (mean IU against the parts arm, OKS AP against the pose arm); None when a metric is missing or 0."""
+    from posepart.evaluate import HEADLINE  # here: `posepart --help` (and predict --onnx) imports no torch
+
     changes = []
     for task, (section, key) in HEADLINE.items():
         ours, theirs = (joint.get(section) or {}).get(key), (singles[task].get(section) or {}).get(key)

@@ -96,7 +96,9 @@ class SourceMapping:
                 raise SourceError(str(err)) from None
             lut = space.lookup(sets)
         elif part_map or ignore_parts:
-            raise SourceError(f"source {name!r}: part_map / ignore_parts given but it feeds no parts")
+            why = (f"the target schema {target.describe()} has no part classes (choose one that has them: "
+                   f"data.schema)" if labels_parts and not target.has_parts else "it feeds no parts")
+            raise SourceError(f"source {name!r}: part_map / ignore_parts given but {why}")
         k = target.num_parts
         plain = lut is None or bool((lut[:k] == np.arange(k)).all())
         passthrough = source == target and pose == can_pose and parts == can_parts and plain

@@ -286,9 +286,17 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
         return []
     if not overwrite:
         last = out / "checkpoints" / "last.ckpt"
-        go_on = f"continue it with --resume {last}, " if last.is_file() else "it saved no checkpoint to resume; "
+        saved = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) if "checkpoints" in existing else []
+        if last.is_file():
+            go_on = f"continue it with --resume {last}, "
+        elif saved:  # before: "it saved no checkpoint", and --overwrite then deleted these
+            go_on = (f"it holds {', '.join(saved[:3])}{', ...' if len(saved) > 3 else ''} but no last.ckpt: resume "
+                     f"one with --resume FILE, ")
+        else:
+            go_on = "it saved no checkpoint to resume; "
+        deleted = ", ".join(f"{name}/" if (out / name).is_dir() else name for name in existing)
         raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): {go_on}replace it with "
-                         f"--overwrite, or choose another --out")
+                         f"--overwrite (which deletes {deleted}), or choose another --out")
     return [out / name for name in existing]
 
 

@@ -82,7 +82,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
     Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
     second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
-    label maps for photos.
+    label maps for photos; so are those of any earlier run's --out inside a folder given (its summary.json).
     """
     written = [(skip / folder).resolve() for folder in OUTPUT_FOLDERS] if skip is not None else []
 
@@ -116,11 +116,16 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
             files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p))
+            # earlier runs' --out folders in the tree (their summary.json is ours): their overlays, label maps and
+            # videos are not photos (before, `--recursive` ran on a previous run's outputs too)
+            runs = [p.parent for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None]
+            earlier = [(run / folder).resolve() for run in runs for folder in OUTPUT_FOLDERS]
+            files = [p for p in files if not any(p.resolve().is_relative_to(folder) for folder in earlier)]
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            listings = {"keypoints.json", "summary.json"} if skip is not None and path.resolve() == skip.resolve() \
-                else set()  # a run's own, when --out is this folder
+            run_folders = {run.resolve() for run in runs} | ({skip.resolve()} if skip is not None else set())
             left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                    and not p.name.startswith(".") and p.name not in listings]  # hidden files (.DS_Store) unmentioned
+                    and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
+                    and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
             if left:  # before: left out without a word (a .gif, a phone's .heic)
                 kinds = sorted({p.suffix.lower() or p.name for p in left})
                 tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "

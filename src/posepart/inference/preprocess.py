@@ -20,7 +20,10 @@ from posepart.data.augment import PAD_VALUE, letterbox_affine
 from posepart.data.format import DatasetError, float_to_uint8, read_image, to_rgb8
 from posepart.errors import PosepartError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+# the containers OpenCV's FFmpeg backend reads (before: a phone's .3gp or a broadcast .ts given by name was "not a
+# decodable image")
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".ts",
+                            ".mts", ".m2ts", ".flv", ".ogv"})
 _MAX_SINGLE_WARP_SHRINK = 2.0  # shrink more than this: INTER_AREA first, so big frames are not aliased
 
 
