@@ -51,8 +51,9 @@ class TargetConfig:
 class Mapper:
     """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
 
-    `joint_mask` marks the joints the source annotates (default: a `MappedSource`'s mapping's, else all); a source with no pose or no parts yields
-    `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
+    `joint_mask` marks the joints the source annotates (default: a `MappedSource`'s mapping's, else all); a source
+    with no pose or no parts yields `has_pose` / `has_parts` False, and its targets are masked in the loss rather
+    than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
