@@ -17,7 +17,6 @@ images of one 2-thread training (README, "The main job").
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
-from posepart.data.writer import write_json_atomic
+from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import UsageError
 from posepart.evaluate import HEADLINE, evaluate_oracle, logged_name
 from posepart.heads import HeadMeta
@@ -92,7 +91,7 @@ def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig
     """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
     wanted = {"n": n, "seed": seed, "size": size, "scene": dataclasses.asdict(scene)}
-    if not (stamp.is_file() and json.loads(stamp.read_text()) == wanted and (root / ANNOTATIONS_FILE).is_file()):
+    if not (read_earlier_json(stamp) == wanted and (root / ANNOTATIONS_FILE).is_file()):
         write_synth(root, n=n, seed=seed, size=size, workers=2, config=scene, progress=True, overwrite=True)
         write_json_atomic(stamp, wanted)
     return PosePartDataset.open(root)

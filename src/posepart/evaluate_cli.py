@@ -4,7 +4,6 @@ with metrics.json, report.md, overlays and (for a checkpoint) keypoints.json."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Collection
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
 from posepart.data.format import PosePartDataset
+from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
 
@@ -39,10 +39,7 @@ def _prepare_out(out: Path | None) -> bool:
         linked = [name for name in ("overlays", "keypoints") if (folder / name).is_symlink()]
         if linked:  # evaluate writes, and replaces, files there
             raise OutputError(f"--out {folder}: {linked[0]}/ is a link; remove it or choose another --out")
-        try:
-            earlier = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
+        earlier = read_earlier_json(folder / "metrics.json")
         return isinstance(earlier, dict) and bool({"images", "sources"} & set(earlier))
     elif metrics_file is not None:
         output_folder(metrics_file.parent, "--out's folder")

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
-from posepart.data.writer import write_json_atomic
+from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import PosepartError
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
@@ -178,10 +178,7 @@ def _file_sha1(path: str, mtime_ns: int, size: int) -> str | None:
 def finished_score(out: Path) -> dict[str, Any] | None:
     """The {"inputs", "metrics", "checkpoint"} a finished `train_and_score` left in `out`, or None (none, or not
     such a record); `scored_checkpoint` says whether the checkpoint it scored is still there."""
-    try:
-        saved = json.loads((out / SCORE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    saved = read_earlier_json(out / SCORE_FILE)
     return saved if isinstance(saved, dict) and {"inputs", "metrics"} <= set(saved) else None
 
 

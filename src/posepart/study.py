@@ -35,7 +35,7 @@ import numpy as np
 
 from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
-from posepart.data.writer import atomic_write, write_json_atomic
+from posepart.data.writer import atomic_write, read_earlier_json, write_json_atomic
 from posepart.errors import UsageError
 
 QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
@@ -296,10 +296,7 @@ def check_study_folder(out: Path, settings: dict[str, Any], *, overwrite: bool) 
     `run_study` writes once its checks pass): its data, splits and arms would be replaced. More fractions, seeds or
     arms are the same study."""
     path = out / STUDY_FILE
-    try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        earlier = None
+    earlier = read_earlier_json(path)
     if isinstance(earlier, dict) and earlier != settings and not overwrite:
         changed = sorted(k for k in settings.keys() | earlier.keys() if earlier.get(k) != settings.get(k))
         raise UsageError(f"study --out {out}: it holds a study with another {', '.join(changed)} ({path}); give "

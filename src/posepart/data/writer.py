@@ -217,6 +217,15 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> No
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=indent).encode("utf-8")))
 
 
+def read_earlier_json(path: Path) -> Any:
+    """The JSON value an earlier run wrote at `path`, or None where there is none or it is not JSON (another
+    program's file, a disk error): callers that reuse or replace an earlier run's outputs check its shape."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 LOCK_FILE = ".posepart.lock"
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
 from posepart.data.validate import integer
-from posepart.data.writer import write_json_atomic
+from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
@@ -408,12 +408,12 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
 def _earlier_names(out: Path) -> set[str] | None:
     """The input names an earlier run into `out` wrote files for (its summary.json); None when there is no summary
     of ours. Names only, never paths: a crafted summary cannot point outside `out`."""
+    earlier = read_earlier_json(out / "summary.json")
+    if not isinstance(earlier, dict) or not _SUMMARY_KEYS <= set(earlier):
+        return None
     try:
-        earlier = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        if not isinstance(earlier, dict) or not _SUMMARY_KEYS <= set(earlier):
-            return None
         names = {str(entry["name"]) for entry in [*earlier["images"], *earlier["videos"]]}
-    except (OSError, ValueError, KeyError, TypeError):  # none, or not one of ours: nothing to remove
+    except (KeyError, TypeError):  # not one of ours: nothing to remove
         return None
     return {name for name in names if name and name not in (".", "..") and Path(name).name == name}
 
