@@ -31,8 +31,6 @@ from posepart.targets import Targets, build_targets
 # Each task's headline metric, as (metrics.json section, key): what the demo's curves, the study's tables and Δm,
 # and training's advice on `train.best_metric` follow.
 HEADLINE = {"pose": ("pose", "ap"), "parts": ("segmentation", "mean_iou")}
-
-
 LOG_GROUP = {"segmentation": "seg", "pose": "pose"}  # metrics.json section -> the group training logs it in
 
 

@@ -93,7 +93,7 @@ class Mapper:
         head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
         built = build_targets(keypoints, ignore, parts, head)
         joint_mask = self.joint_mask
-        if joint_mask is None:  # a source in another schema, in training and validation alike: its absent joints
+        if joint_mask is None:  # a source read in another schema, in training and validation: its absent joints off
             mapping = self.dataset.mapping if isinstance(self.dataset, MappedSource) else None
             joint_mask = mapping.joint_mask if mapping is not None else np.ones(schema.num_joints, bool)
         model_input = normalize(image)
