@@ -234,6 +234,31 @@ def test_unmapped_part_class_is_an_error_naming_it_unless_ignored_or_mapped():
                                                          frozenset({4})]
 
 
+def test_a_joint_no_person_of_a_source_labels_is_masked_as_one_its_schema_lacks(sources, tmp_path):
+    """PASCAL-Person-Part with Berkeley's keypoints has PASCAL's schema but no head top on anyone. Before, its samples
+    taught the head channel "no head anywhere" (and the neck-head PAF, and background there) against the sources that
+    label heads, and the run's report said it lacked no joint."""
+    head = PASCAL.keypoints.index("head")
+
+    def no_head(person: np.ndarray) -> np.ndarray:
+        person = person.copy()
+        person[head] = 0
+        return person
+
+    root = _rewrite(sources["pascal"], tmp_path / "no_head", PASCAL, no_head, parts=False)
+    spec = [{"name": "berkeley", "train": str(root), "val": str(root)},
+            {"name": "mpii", "train": str(sources["mpii"])}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"data": {"schema": "pascal_person_part", "sources": spec}}))
+    data = PosePartDataModule(load_config(tmp_path / "m.yaml", ["model.name=joint_vgg16", "data.input_size=64",
+                                                                "data.workers=0"]))
+    expected = [n != "head" for n in PASCAL.keypoints]
+    assert data.train_mapped[(0, 0)]["joint_mask"].tolist() == expected  # training
+    assert data.val_mapped[0]["joint_mask"].tolist() == expected  # and validation
+    about = {s["name"]: s for s in data.describe()}
+    assert about["berkeley"]["missing_joints"] == ["head"] and about["mpii"]["missing_joints"] == []
+    assert data.train_mapped[(0, int(data.plan.offsets()[1]))]["joint_mask"].all()  # MPII's head top is the head
+
+
 def test_a_coarse_sources_mean_iou_covers_the_classes_it_labels_alone(sources):
     """CIHP read in PASCAL labels upper arms and upper legs only within sets ({upper_arm, lower_arm} for an arm,
     {upper_leg, lower_leg} for pants). Before, one stray predicted upper_arm pixel on its torso added an IoU of 0 to
@@ -244,6 +269,11 @@ def test_a_coarse_sources_mean_iou_covers_the_classes_it_labels_alone(sources):
     expected = {"background", "head", "torso", "lower_arm", "lower_leg"}  # hair/face, torso_skin, glove, socks/shoes
     assert cihp.labelable_parts.tolist() == [c in expected for c in PASCAL.part_classes]
     assert PosePartDataset.open(sources["pascal"]).labelable_parts.all()
+    # without part maps, none: validation pools its sources' classes (before, a pose-only source in the target schema
+    # counted all, so the pooled mean IU scored CIHP's stray upper arms as IoU 0 again)
+    root = sources["pascal"]  # read without its part maps: PASCAL's 7 classes, none labelled
+    pose_only = PosePartDataset.open(annotations=root / "annotations.json", images=root / "images")
+    assert pose_only.schema == PASCAL and not pose_only.has_parts and not pose_only.labelable_parts.any()
     torso, upper_arm = PASCAL.part_classes.index("torso"), PASCAL.part_classes.index("upper_arm")
     truth = np.full((2, 2), torso, np.uint8)
     guess = truth.copy()

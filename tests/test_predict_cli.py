@@ -215,10 +215,11 @@ def test_a_rerun_into_an_output_near_the_input_folder_reads_the_photos_only(setu
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
     if where == "inside":  # an earlier run's --out in the tree, this run's elsewhere: its outputs are not photos
-        again = tmp_path / "again"  # before: 12 inputs (its overlays, part and instance maps) for 3
-        assert main([*argv[:-1], str(again)]) == 0
-        summary = json.loads((again / "summary.json").read_text())
-        assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
+        for again, inputs in ((tmp_path / "folder", [str(photos), "--recursive"]),
+                              (tmp_path / "glob", [str(photos / "**" / "*.jpg")])):  # before: 12 inputs for 3
+            assert main(["predict", "--checkpoint", str(setup["ckpt"]), *inputs, "--quiet", "--out", str(again)]) == 0
+            summary = json.loads((again / "summary.json").read_text())
+            assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
 
 
 def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):

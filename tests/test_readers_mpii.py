@@ -13,7 +13,8 @@ from reader_checks import convert, inspect_json, oracle
 from scipy.io import savemat
 
 from posepart.data.format import DatasetError, PosePartDataset
-from posepart.data.readers.mpii import convert_mpii, read_annolist_mat, read_valid_h5
+from posepart.data.readers.common import Person, Skips
+from posepart.data.readers.mpii import attach_head_sizes, convert_mpii, read_annolist_mat, read_valid_h5
 from posepart.errors import UsageError
 from posepart.metrics import mpii_head_size, pckh
 from posepart.schema import Schema
@@ -184,3 +185,20 @@ def test_an_image_name_that_leaves_the_image_folder_is_skipped(fixtures, tmp_pat
     assert result.images == 1 and result.skips.counts["unsafe file name"] == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ds"]  # nothing written beside the dataset
     assert [r.file_name for r in PosePartDataset.open(tmp_path / "out" / "ds").records] == ["a.jpg"]
+
+
+def test_head_sizes_go_to_the_person_with_the_most_joints_in_reach():
+    """Before: the pairing of the most people gave the reference person with g0's two joints exactly to g1 (and the
+    other reference, 290 px away, to g0), both then refused as too far: g0 lost its head size."""
+    def person(joints: dict[int, tuple[float, float]], size: float | None = None) -> Person:
+        kp = np.zeros((16, 3), np.float32)
+        for j, xy in joints.items():
+            kp[j] = (*xy, 2)
+        return Person(kp, extra={} if size is None else {"head_size": size})
+
+    people = {"a.jpg": [person({0: (0, 0), 1: (0, 10)}), person({2: (100, 0)})]}
+    reference = {"a.jpg": [person({0: (0, 0), 1: (0, 10), 2: (500, 500)}, 20.0), person({1: (0, 300)}, 20.0)]}
+    skips = Skips()
+    attach_head_sizes(people, reference, skips)
+    assert people["a.jpg"][0].extra == {"head_size": 20.0} and people["a.jpg"][1].extra == {}
+    assert sum(skips.counts.values()) == 1  # g1: no reference person of its own

@@ -136,7 +136,7 @@ class _MapsTeacher(nn.Module):
         pick = lambda maps: maps.repeat_interleave(n, 0)  # noqa: E731
         pose = self.meta.has_pose
         return ModelOutput([pick(self.heatmaps)] if pose else [], [pick(self.pafs)] if pose else [],
-                           [pick(self.parts)], self.meta.pose_stride or 8, 1)
+                           [pick(self.parts)])
 
 
 def _teacher_batch(people: np.ndarray, mirror_people: np.ndarray, *, pose: bool = True,

@@ -274,11 +274,19 @@ class PosePartDataset:
         """Whether any pose-labelled record holds a person with a labelled joint: what OKS AP and PCKh score."""
         return any(r.pose_labeled and (r.keypoints[..., 2] > 0).any() for r in self.records)
 
+    @functools.cached_property
+    def labelled_joints(self) -> np.ndarray:
+        """(K,) bool: the joints some pose-labelled person of the dataset has labelled. One no person has is a joint
+        the dataset does not annotate (PASCAL's Berkeley keypoints have no head top): training masks its channels
+        as it does a source's joints that its schema lacks, instead of teaching "no such joint anywhere"."""
+        return _labelled_joints([r.keypoints for r in self.records if r.pose_labeled], self.schema.num_joints)
+
     @property
     def labelable_parts(self) -> np.ndarray:
-        """(P,) bool: the part classes a pixel of this dataset can be labelled as alone (all of them; a coarser
-        dataset read in another schema, `MappedSource`, labels some only within a set). Scoring averages over these."""
-        return np.ones(self.schema.num_parts, bool)
+        """(P,) bool: the part classes a pixel of this dataset can be labelled as alone: all of them where it has
+        part maps, none without (a coarser dataset read in another schema, `MappedSource`, labels some only within a
+        set). Scoring averages over these; validation pooled over sources, over any source's."""
+        return np.full(self.schema.num_parts, self.has_parts)
 
     @property
     def label_flip_perm(self) -> tuple[int, ...]:
@@ -553,6 +561,12 @@ def _head_size(ann: dict[str, Any], label: str) -> float:
     if ann.get("head_box") is not None:
         return mpii_head_size(*validate.head_box(ann["head_box"], f"{label}: head_box"))
     return float("nan")
+
+
+def _labelled_joints(people: list[np.ndarray], k: int) -> np.ndarray:
+    """(K,) bool: the joints labelled (v > 0) in any of the (N, K, 3) keypoint arrays."""
+    kp = np.concatenate([p.reshape(-1, k, 3) for p in people]) if people else np.zeros((0, k, 3), np.float32)
+    return (kp[..., 2] > 0).any(0)
 
 
 def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:

@@ -11,6 +11,7 @@ function of the torch generator it is given, so an epoch is a function of (seed,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -195,13 +196,22 @@ class MappedSource(PosePartDataset):
     def label_flip_perm(self) -> tuple[int, ...]:
         return self.mapping.label_flip_perm if self.mapping is not None else self.schema.part_flip_perm
 
+    @functools.cached_property
+    def labelled_joints(self) -> np.ndarray:
+        # the source's people mapped all at once (mapping each record would also map its annotations)
+        if self.mapping is None or self.source is None or not self.mapping.pose:
+            return np.zeros(self.schema.num_joints, bool)
+        people = [r.keypoints for r in self.source.records if r.pose_labeled]
+        if not people:
+            return np.zeros(self.schema.num_joints, bool)
+        return (self.mapping.map_keypoints(np.concatenate(people))[..., 2] > 0).any(0)
+
     @property
     def labelable_parts(self) -> np.ndarray:
-        lut = self.mapping.part_lut if self.mapping is not None else None
-        if lut is None:  # labels no part (or is read as it is)
-            return super().labelable_parts if self.mapping is None else np.zeros(self.schema.num_parts, bool)
         out = np.zeros(self.schema.num_parts, bool)
-        out[lut[lut < self.schema.num_parts]] = True  # the target classes some source class maps to alone
+        lut = self.mapping.part_lut if self.mapping is not None else None
+        if lut is not None and self.has_parts:
+            out[lut[lut < self.schema.num_parts]] = True  # the target classes some source class maps to alone
         return out
 
     def load_parts(self, record: ImageRecord) -> np.ndarray | None:

@@ -89,6 +89,17 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     def ours(p: Path) -> bool:
         return any(p.resolve().is_relative_to(folder) for folder in written)
 
+    def outputs_of_earlier_runs(files: list[Path]) -> tuple[list[Path], set[Path]]:
+        """`files` less those in the output folders of an earlier run's --out among them (its summary.json is ours:
+        its overlays, label maps and videos are not photos), and those runs' folders."""
+        runs = {p.parent.resolve() for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None}
+        for p in files:  # a glob's matches may not list the summary: look beside each file's folders too
+            for folder in p.resolve().parents:
+                if folder.name in OUTPUT_FOLDERS and _earlier_names(folder.parent) is not None:
+                    runs.add(folder.parent)
+        earlier = [run / folder for run in runs for folder in OUTPUT_FOLDERS]
+        return [p for p in files if not any(p.resolve().is_relative_to(f) for f in earlier)], runs
+
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
     taken: set[str] = set()
@@ -107,7 +118,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
             found = (Path(p) for p in glob.glob(item, recursive=True))
-            matches = sorted(p for p in found if p.is_file() and not ours(p))
+            matches, _ = outputs_of_earlier_runs(sorted(p for p in found if p.is_file() and not ours(p)))
             if not matches:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
             for p in matches:
@@ -115,14 +126,10 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
-            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p))
-            # earlier runs' --out folders in the tree (their summary.json is ours): their overlays, label maps and
-            # videos are not photos (before, `--recursive` ran on a previous run's outputs too)
-            runs = [p.parent for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None]
-            earlier = [(run / folder).resolve() for run in runs for folder in OUTPUT_FOLDERS]
-            files = [p for p in files if not any(p.resolve().is_relative_to(folder) for folder in earlier)]
+            files, runs = outputs_of_earlier_runs(  # before, `--recursive` ran on a previous run's outputs too
+                sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            run_folders = {run.resolve() for run in runs} | ({skip.resolve()} if skip is not None else set())
+            run_folders = runs | ({skip.resolve()} if skip is not None else set())
             left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
                     and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
                     and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]

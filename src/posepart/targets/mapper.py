@@ -51,9 +51,9 @@ class TargetConfig:
 class Mapper:
     """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
 
-    `joint_mask` marks the joints the source annotates (default: a `MappedSource`'s mapping's, else all); a source
-    with no pose or no parts yields `has_pose` / `has_parts` False, and its targets are masked in the loss rather
-    than dropped.
+    `joint_mask` marks the joints the source annotates (default: those its schema maps into the target's, a
+    `MappedSource`'s mapping says which, and some person of it labels); a source with no pose or no parts yields
+    `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
@@ -67,6 +67,12 @@ class Mapper:
     joint_mask: np.ndarray | None = None
     views: bool = False
     unlabelled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.joint_mask is None:  # once, here: the Mapper goes to the loader's workers with it
+            mapping = self.dataset.mapping if isinstance(self.dataset, MappedSource) else None
+            declared = mapping.joint_mask if mapping is not None else np.ones(self.dataset.schema.num_joints, bool)
+            self.joint_mask = declared & self.dataset.labelled_joints  # a joint no one has: not annotated there
 
     def __call__(self, record: ImageRecord, rng: np.random.Generator | None = None) -> dict[str, Any]:
         schema = self.dataset.schema
@@ -93,9 +99,7 @@ class Mapper:
         head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
         built = build_targets(keypoints, ignore, parts, head)
         joint_mask = self.joint_mask
-        if joint_mask is None:  # a source read in another schema, in training and validation: its absent joints off
-            mapping = self.dataset.mapping if isinstance(self.dataset, MappedSource) else None
-            joint_mask = mapping.joint_mask if mapping is not None else np.ones(schema.num_joints, bool)
+        assert joint_mask is not None  # set by __post_init__
         model_input = normalize(image)
         views = {"weak_image": normalize(weak) if weak is not image else model_input,
                  "unlabelled": np.bool_(self.unlabelled)} if self.views else {}

@@ -178,14 +178,18 @@ def read_valid_h5(path: Path) -> dict[str, list[Person]]:
 
 
 def attach_head_sizes(people: dict[str, list[Person]], reference: dict[str, list[Person]], skips: Skips) -> None:
-    """Copy each reference person's `head_size` onto the person of the same image with the closest joints
-    (Hungarian matching, `posepart.matching.match_people`); people left unmatched are counted."""
+    """Copy each reference person's `head_size` onto the person of the same image it matches: the Hungarian pairing
+    with the most joints within half its head size (`posepart.matching.match_people`), accepted when their mean
+    distance is within it too; people left unmatched are counted."""
     for name, persons in people.items():
         ref = reference.get(name, [])
         gt = np.stack([p.keypoints for p in persons])
         candidates = np.stack([r.keypoints for r in ref]) if ref else np.zeros((0, NUM_JOINTS, 3), np.float32)
+        sizes = np.array([r.extra["head_size"] for r in ref], np.float64)
         matched = 0
-        for g, r in match_people(gt, candidates):
+        # the pairing that puts the most joints within the distance that makes them one person (half the reference's
+        # head size); before, the pairing of the most people, which could give an exact pair's person to another
+        for r, g in match_people(candidates, gt, 0.5 * sizes):
             both = (gt[g, :, 2] > 0) & (candidates[r, :, 2] > 0)
             size = ref[r].extra["head_size"]
             if np.linalg.norm(gt[g, both, :2] - candidates[r, both, :2], axis=1).mean() <= 0.5 * size:  # same person
