@@ -259,6 +259,20 @@ def test_a_joint_no_person_of_a_source_labels_is_masked_as_one_its_schema_lacks(
     assert data.train_mapped[(0, int(data.plan.offsets()[1]))]["joint_mask"].all()  # MPII's head top is the head
 
 
+def test_the_run_log_counts_a_sources_images_that_carry_none_of_its_labels(sources, tmp_path):
+    """Before: "source p: trains parts on 3 images" for a source whose third image has no part map (drawn, and
+    fully masked)."""
+    pascal = PosePartDataset.open(sources["pascal"])
+    with DatasetWriter(tmp_path / "p", PASCAL) as writer:
+        for i, record in enumerate(pascal.records[:3]):
+            writer.add(pascal.load_image(record), [], pascal.load_parts(record) if i < 2 else None, pose_labeled=False)
+    spec = [{"name": "p", "train": str(tmp_path / "p"), "tasks": ["parts"]}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"data": {"schema": "pascal_person_part", "sources": spec}}))
+    data = PosePartDataModule(load_config(tmp_path / "m.yaml", ["model.name=joint_vgg16", "data.input_size=64"]))
+    (about,) = data.describe()
+    assert about["train_images"] == 3 and about["images_without_labels"] == 1
+
+
 def test_a_coarse_sources_mean_iou_covers_the_classes_it_labels_alone(sources):
     """CIHP read in PASCAL labels upper arms and upper legs only within sets ({upper_arm, lower_arm} for an arm,
     {upper_leg, lower_leg} for pants). Before, one stray predicted upper_arm pixel on its torso added an IoU of 0 to

@@ -57,6 +57,13 @@ def test_split_is_refused_for_a_file_that_holds_one_split(fixtures, tmp_path):
         assert not (tmp_path / src.stem).exists()
 
 
+def test_a_missing_annotation_file_is_named_as_missing(tmp_path):
+    """Before: scipy's "Reader needs file name or open file-like object" and h5py's errno text."""
+    for read in (read_annolist_mat, read_valid_h5):
+        with pytest.raises(DatasetError, match=f"{tmp_path / 'no.file'}: annotation file not found"):
+            read(tmp_path / "no.file")
+
+
 def test_pckh_on_the_five_real_images(mpii, fixtures):
     _, ds = mpii
     records = sorted(ds, key=lambda r: r.file_name)

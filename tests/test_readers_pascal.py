@@ -45,6 +45,10 @@ def test_fixture_counts_and_exact_values(pascal):
     # neck = midpoint of L_Shoulder (364.78, 199.63) and R_Shoulder (331.73, 194.80); head: B_Head is not the top
     assert first[SCHEMA.joint("neck")].tolist() == pytest.approx([348.255, 197.215, 2])
     assert (np.concatenate([r.keypoints for r in ds])[:, SCHEMA.joint("head"), 2] == 0).all()
+    # the two dropped L_Shoulders of 2008_000041 take their necks with them (before: a neck beside the dropped one)
+    people = np.concatenate([r.keypoints for r in ds])
+    necks, shoulders = people[:, SCHEMA.joint("neck"), 2] > 0, people[:, SCHEMA.joint("left_shoulder"), 2] > 0
+    assert necks.sum() == shoulders.sum() == 16 and not (necks & ~shoulders).any()
     # part pixels of 2008_000003.png counted in the raw RGBA file: green 163 (torso), magenta (126,1,128) 73
     # (lower leg), cyan (0,128,128) 142 (upper leg), the rest black
     parts = ds.load_parts(next(r for r in ds if r.file_name == "2008_000003.jpg"))

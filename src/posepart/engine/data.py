@@ -172,7 +172,16 @@ class Source:
                        if not labelled]
         return {"name": self.name, "tasks": about["tasks"], "unlabelled": self.unlabelled, "weight": self.weight,
                 "train_images": len(self.train) if self.train is not None else 0, "draws_per_epoch": draws,
-                "val_images": len(self.val) if self.val is not None else 0, "missing_joints": missing}
+                "val_images": len(self.val) if self.val is not None else 0, "missing_joints": missing,
+                "images_without_labels": self._without_labels(about["tasks"])}
+
+    def _without_labels(self, tasks: Sequence[str]) -> int:
+        """Training images of a labelled source that carry none of its tasks' labels (drawn, and fully masked)."""
+        if self.train is None or self.unlabelled or self.mapping is None:
+            return 0
+        records = self.train.source.records if isinstance(self.train, MappedSource) else self.train.records
+        pose, parts = "pose" in tasks, "parts" in tasks  # the mapping's own flags, read off the source's records
+        return sum(1 for r in records if not (pose and r.pose_labeled or parts and r.parts_path is not None))
 
 
 def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:

@@ -394,8 +394,10 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
             tasks = "self-training's pseudo-labels" if source["unlabelled"] else ", ".join(source["tasks"])
+            idle = source["images_without_labels"]
+            idle_note = f", {idle} of them without its labels (drawn, and masked)" if idle else ""
             rank_zero_info(f"source {source['name']}: trains {tasks or 'nothing'} on "
-                           f"{source['train_images']} images ({source['draws_per_epoch']} draws per epoch), "
+                           f"{source['train_images']} images{idle_note} ({source['draws_per_epoch']} draws per epoch), "
                            f"validates on {source['val_images']}{lacks}")
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
     fit_module = torch.compile(module) if cfg.train.compile else module

@@ -93,6 +93,7 @@ def read_annolist_mat(path: Path, split: str | None = None, skips: Skips | None 
     from scipy.io import loadmat
 
     skips = skips if skips is not None else Skips()
+    _require_file(path)
     try:
         mat = loadmat(path, struct_as_record=False, squeeze_me=True)
     except (OSError, ValueError, TypeError) as err:
@@ -155,12 +156,20 @@ def read_mmpose_json(path: Path) -> dict[str, list[Person]]:
     return dict(people)
 
 
+def _require_file(path: Path) -> None:
+    """A DatasetError naming a missing annotation file (before: the MATLAB or HDF5 library's own words, "Reader needs
+    file name or open file-like object", "unable to open file")."""
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: annotation file not found")
+
+
 def read_valid_h5(path: Path) -> dict[str, list[Person]]:
     """People of valid.h5 by image name, each with `head_size` = its `normalize` (row order within an image).
 
     A joint is labelled when its coordinates are not (0, 0); `visible` 0 marks it occluded (v 1)."""
     import h5py
 
+    _require_file(path)
     try:
         with h5py.File(path, "r") as f:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["imgname"][:]]

@@ -15,13 +15,14 @@ part is configurable (`PART_ORDERS`) because public releases disagree; see docs/
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from posepart.data.format import DatasetError
+from posepart.data.format import DatasetError, keypoints_outside
 from posepart.errors import UsageError
 from posepart.data.readers.common import (
     ConvertResult,
@@ -187,8 +188,8 @@ def read_xia_mat(path: Path, first_side: str = "right", skips: Skips | None = No
 def read_berkeley_xml(path: Path) -> tuple[str, Person]:
     """(image id, person) of one Berkeley keypoint XML, mapped to the PASCAL joints (`BERKELEY_TO_PASCAL`).
 
-    `visible="1"` -> v 2, `"0"` (annotated, occluded) -> v 1; the neck is the shoulders' midpoint (v 2 when both are
-    visible); `visible_bounds` gives the bbox and the `foreground` polygon, when present, the segmentation and area.
+    `visible="1"` -> v 2, `"0"` (annotated, occluded) -> v 1; the neck is added with the image (`_with_neck`);
+    `visible_bounds` gives the bbox and the `foreground` polygon, when present, the segmentation and area.
     """
     try:
         root = ET.parse(path).getroot()
@@ -208,9 +209,6 @@ def read_berkeley_xml(path: Path) -> tuple[str, Person]:
         except ValueError:
             raise DatasetError(f"{path}: keypoint {point.get('name')} has a non-numeric x/y/visible") from None
         kp[schema.joint(name)] = (x, y, 2 if vis else 1)
-    ls, rs = kp[schema.joint("left_shoulder")], kp[schema.joint("right_shoulder")]
-    if ls[2] > 0 and rs[2] > 0:
-        kp[schema.joint("neck")] = ((ls[0] + rs[0]) / 2, (ls[1] + rs[1]) / 2, min(ls[2], rs[2]))
     bbox = None
     bounds = root.find("visible_bounds")
     if bounds is not None:
@@ -223,6 +221,22 @@ def read_berkeley_xml(path: Path) -> tuple[str, Person]:
             if len(xs) == len(ys) >= 3:
                 segmentation = [[float(c) for xy in zip(xs, ys) for c in xy]]
     return image, Person(kp, bbox=bbox, segmentation=segmentation)
+
+
+def _with_neck(person: Person, image_path: Path) -> Person:
+    """A Berkeley person with PASCAL's neck, the shoulders' midpoint (v 2 when both are visible), where both shoulders
+    lie in the image: one past its border is dropped when the sample is written, and a neck beside it would stand
+    where no neck is (as a schema mapping derives none there: `posepart.data.mixing`)."""
+    from PIL import Image  # the header alone: the image's size
+
+    with Image.open(image_path) as image:
+        width, height = image.size
+    schema = Schema.pascal_person_part()
+    kp = person.keypoints.copy()
+    shoulders = kp[[schema.joint("left_shoulder"), schema.joint("right_shoulder")]]
+    if (shoulders[:, 2] > 0).all() and not keypoints_outside(shoulders, width, height).any():
+        kp[schema.joint("neck")] = (*shoulders[:, :2].mean(0), shoulders[:, 2].min())
+    return dataclasses.replace(person, keypoints=kp)
 
 
 def read_berkeley_dir(folder: Path, skips: Skips) -> dict[str, list[Person]]:
@@ -298,6 +312,8 @@ def _pascal_iter(images: Path, parts_dir: Path, pose_dir: Path | None, berkeley:
                 skips.add(err.reason, str(err))
         elif image_id in berkeley:
             people, labelled = berkeley[image_id], True
+            if image_path.is_file():
+                people = [_with_neck(person, image_path) for person in people]
         if image_path.is_file():  # (a missing image is counted when the sample is written)
             if loader is None and not labelled:
                 skips.add("neither part PNG nor pose annotation (image skipped)", image_id)
