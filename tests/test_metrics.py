@@ -298,7 +298,6 @@ def test_match_people_maximises_joints_within_threshold():
     assert pckh([gt], [pred], [np.array([10.0])], schema) == pytest.approx(3 / 4)
 
 
-
 def test_match_people_maximises_hits_and_pairs_over_the_whole_assignment():
     """Before: each pair's tie-breaker was below one hit, but their sum over two pairs was not, so PCKh paired g1
     with the prediction that found 1 joint of 4 instead of 2; without thresholds, one pair sharing nothing cost
@@ -320,6 +319,7 @@ def test_match_people_maximises_hits_and_pairs_over_the_whole_assignment():
     gt[0, 0], gt[1, 1], gt[1, 2] = (0, 0, 2), (300, 0, 2), (300, 50, 2)
     pred[0, 0], pred[0, 1], pred[1, 0] = (0, 0, 1), (400, 0, 1), (100, 0, 1)  # p1 shares only joint 0, with g0
     assert sorted(match_people(gt, pred)) == [(0, 1), (1, 0)]  # both 100 px: before [(0, 0)] alone
+
 
 def test_pckh_head_neck_fallback_and_given_head_sizes():
     gt = _pascal_person()

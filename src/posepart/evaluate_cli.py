@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Collection
+from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
@@ -15,6 +15,9 @@ from posepart.data.format import PosePartDataset
 from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
+
+if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
+    from posepart.engine.checkpoint import LoadedModel
 
 
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
@@ -86,7 +89,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     return metrics, overlays, name, dataset, results
 
 
-def _part_table_hint(loaded: Any, name: str | None = None) -> str:
+def _part_table_hint(loaded: LoadedModel, name: str | None = None) -> str:
     """What to do when a dataset's part classes do not map into the checkpoint's: the error's advice (part_map,
     ignore_parts) is a training config's; evaluate applies a training source's own when the source is named."""
     named = [s.name for s in loaded.config.data.sources if s.part_map or s.ignore_parts]
@@ -155,8 +158,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
-        name = next((n for n in datasets if f"{n}:" in str(err)), None)
-        raise SourceError(f"{err}{_part_table_hint(loaded, name)}") from None
+        raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}") from None
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")

@@ -48,7 +48,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
                     extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
                     sources: list[dict[str, Any]] | None = None, flip: bool = False,
                     ) -> tuple[dict[str, Any], list[Any], Path | None]:
-    """Train one demo model on `images` training images (its schedule planned over them; `minutes` caps the wall
+    """Train one model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
     metrics.csv). `quiet`: no progress bar. `extra`: more `--set` strings, applied last (ablations). `tasks`: train
     only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out.

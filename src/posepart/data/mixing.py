@@ -30,7 +30,12 @@ TASKS: tuple[str, ...] = ("pose", "parts")
 
 
 class SourceError(PosepartError, ValueError):
-    """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...)."""
+    """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...); `source`
+    names it where the message's text is not the only place that does."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -94,7 +99,7 @@ class SourceMapping:
             try:
                 sets = part_sets(source.part_classes, target.part_classes, part_map, ignore_parts, source_name=name)
             except ValueError as err:
-                raise SourceError(str(err)) from None
+                raise SourceError(str(err), source=name) from None
             lut = space.lookup(sets)
         elif part_map or ignore_parts:
             why = (f"the target schema {target.describe()} has no part classes (choose one that has them: "

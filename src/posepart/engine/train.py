@@ -295,8 +295,8 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
         else:
             go_on = "it saved no checkpoint to resume; "
         deleted = ", ".join(f"{name}/" if (out / name).is_dir() else name for name in existing)
-        raise UsageError(f"--out {out} holds a run already ({', '.join(existing)}): {go_on}replace it with "
-                         f"--overwrite (which deletes {deleted}), or choose another --out")
+        raise UsageError(f"--out {out} holds a run already: {go_on}replace it with --overwrite (which deletes "
+                         f"{deleted}), or choose another --out")
     return [out / name for name in existing]
 
 

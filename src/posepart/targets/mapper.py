@@ -26,7 +26,6 @@ from posepart.data.augment import (
     sample_affine,
 )
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
-from posepart.data.mixing import MappedSource
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.targets import build_targets
 
@@ -51,8 +50,8 @@ class TargetConfig:
 class Mapper:
     """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
 
-    `joint_mask` marks the joints the source annotates (default: those its schema maps into the target's, a
-    `MappedSource`'s mapping says which, and some person of it labels); a source with no pose or no parts yields
+    `joint_mask` marks the joints the source annotates (default: those some person of it labels, so a joint its
+    schema lacks, read in another, and one it leaves unlabelled alike); a source with no pose or no parts yields
     `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
@@ -70,9 +69,7 @@ class Mapper:
 
     def __post_init__(self) -> None:
         if self.joint_mask is None:  # once, here: the Mapper goes to the loader's workers with it
-            mapping = self.dataset.mapping if isinstance(self.dataset, MappedSource) else None
-            declared = mapping.joint_mask if mapping is not None else np.ones(self.dataset.schema.num_joints, bool)
-            self.joint_mask = declared & self.dataset.labelled_joints  # a joint no one has: not annotated there
+            self.joint_mask = self.dataset.labelled_joints
 
     def __call__(self, record: ImageRecord, rng: np.random.Generator | None = None) -> dict[str, Any]:
         schema = self.dataset.schema
