@@ -24,6 +24,7 @@ from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh_counts
+from posepart.metrics.oks import coco_ground_truth
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import Targets, build_targets
 
@@ -83,7 +84,7 @@ class Evaluator:
         if record.pose_labeled and self.score_pose:
             self.images.append(record.image_info())
             for ann in record.annotations:
-                gt = _gt_annotation(ann, record, len(self.ground_truth) + 1)
+                gt = _gt_annotation(ann, record, len(self.ground_truth) + 1, self.schema.num_joints)
                 if gt is None:
                     continue
                 self.ground_truth.append(gt)
@@ -136,7 +137,7 @@ class Evaluator:
                 for field, groups in found.items() if groups}
 
 
-def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dict[str, Any] | None:
+def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int, k: int) -> dict[str, Any] | None:
     """A COCOeval ground-truth dict: category 1, a fresh id, and, when the file gives no box, the box the reader
     reads: a person's labelled joints' (before, the whole image, which made OKS lenient on such files), an ignore
     region's segmentation's. Where the file gives neither box nor area and the joints span no area, OKS's scale is
@@ -146,8 +147,7 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
     own box and area are used as given, as pycocotools uses them."""
     out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
                                                   "segmentation")}
-    out.update(id=new_id, image_id=record.image_id, category_id=1)
-    out.setdefault("iscrowd", 0)
+    out.update(id=new_id, image_id=record.image_id)
     out["keypoints"] = out.get("keypoints") or []  # absent or null: no joints, as the reader reads it
     if out.get("bbox") is None:
         joints = np.asarray(out["keypoints"], np.float32).reshape(-1, 3)
@@ -164,9 +164,7 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int) -> dic
             return None
     if not out.get("area"):
         out["area"] = float(out["bbox"][2] * out["bbox"][3])
-    if "num_keypoints" not in out:
-        out["num_keypoints"] = int(sum(1 for v in out["keypoints"][2::3] if v > 0))
-    return out
+    return coco_ground_truth(out, k)  # and the fields COCOeval reads (category, iscrowd, num_keypoints), as it does
 
 
 def ground_truth_targets(

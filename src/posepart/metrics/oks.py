@@ -56,7 +56,7 @@ def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any
                                  f"sigma)")
 
 
-def _gt_dict(ann: dict[str, Any], k: int) -> dict[str, Any]:
+def coco_ground_truth(ann: dict[str, Any], k: int) -> dict[str, Any]:
     """A copy of a GT annotation with the fields COCOeval reads filled in (crowds may come without keypoints)."""
     out = dict(ann)
     out.setdefault("category_id", 1)
@@ -96,7 +96,7 @@ def coco_keypoint_ap(
                         for ann in ground_truth if ann["image_id"] in kept]
         results = [r for r in results if r["image_id"] in kept]
     if not results:  # 0 where people were there to find; undefined (None) where none was (before: 0 there too)
-        scored = (_gt_dict(ann, len(sigmas)) for ann in ground_truth)  # as COCOeval would read them
+        scored = (coco_ground_truth(ann, len(sigmas)) for ann in ground_truth)  # as COCOeval would read them
         areas = [gt["area"] for gt in scored if not gt["iscrowd"] and gt["num_keypoints"]]
         ranges = {"ap_medium": (32 ** 2, 96 ** 2), "ap_large": (96 ** 2, 1e10)}  # COCOeval's; the rest: all areas
 
@@ -109,7 +109,7 @@ def coco_keypoint_ap(
     _check_inputs(images, ground_truth, results, k)
     dataset = {
         "images": [dict(img) for img in images],
-        "annotations": [_gt_dict(ann, k) for ann in ground_truth],
+        "annotations": [coco_ground_truth(ann, k) for ann in ground_truth],
         "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
     }
     dets = [{"category_id": 1, **r} for r in results]  # copies: loadRes writes area/bbox/id into them
