@@ -257,6 +257,14 @@ def test_a_joint_no_person_of_a_source_labels_is_masked_as_one_its_schema_lacks(
     about = {s["name"]: s for s in data.describe()}
     assert about["berkeley"]["missing_joints"] == ["head"] and about["mpii"]["missing_joints"] == []
     assert data.train_mapped[(0, int(data.plan.offsets()[1]))]["joint_mask"].all()  # MPII's head top is the head
+    # pose-labelled images without anyone (hard negatives) still teach "nobody here" on every channel
+    pascal = PosePartDataset.open(sources["pascal"])
+    with DatasetWriter(tmp_path / "empty", PASCAL) as writer:
+        for record in pascal.records[:2]:
+            writer.add(pascal.load_image(record), [])
+    from posepart.targets.mapper import Mapper
+
+    assert Mapper(PosePartDataset.open(tmp_path / "empty")).joint_mask.all()
 
 
 def test_the_run_log_counts_a_sources_images_that_carry_none_of_its_labels(sources, tmp_path):

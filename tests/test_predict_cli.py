@@ -222,6 +222,26 @@ def test_a_rerun_into_an_output_near_the_input_folder_reads_the_photos_only(setu
             assert sorted(i["name"] for i in summary["images"]) == ["000000", "000001", "000002"]
 
 
+def test_only_the_files_an_earlier_run_wrote_are_left_out(tmp_path):
+    """An earlier run's outputs are left out by name, as listed in its summary.json: a user's own photo in a folder
+    called videos/ beside it stays an input (a review caught a version that dropped it, and that read the summary
+    once per file)."""
+    from posepart.inference.media import expand_inputs
+
+    shoot = tmp_path / "shoot"
+    for path in ("a.jpg", "overlays/a.jpg", "parts/a.png", "videos/clip_frame.jpg"):
+        (shoot / path).parent.mkdir(parents=True, exist_ok=True)
+        (shoot / path).write_bytes(b"jpeg")
+    (shoot / "summary.json").write_text(json.dumps({"succeeded": 1, "failed": 0, "images": [{"name": "a"}],
+                                                    "videos": [], "failures": []}))
+    for inputs, recursive in (([str(shoot)], True), ([str(shoot / "**" / "*.jpg")], False)):
+        sources, failures = expand_inputs(inputs, recursive=recursive)
+        assert sorted(Path(s.location).relative_to(shoot).as_posix() for s in sources) == [
+            "a.jpg", "videos/clip_frame.jpg"] and not failures
+    sources, _ = expand_inputs([str(shoot / "videos")])
+    assert [Path(s.location).name for s in sources] == ["clip_frame.jpg"]
+
+
 def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):
     """Before: a phone's .3gp or a broadcast .ts (the same mp4 stream here; FFmpeg reads the container, not the
     name) given by name was skipped as "not a decodable image"."""

@@ -56,6 +56,19 @@ def test_fixture_counts_and_exact_values(pascal):
     assert counts.tolist() == [333 * 500 - 163 - 73 - 142, 0, 163, 0, 0, 142, 73]
 
 
+def test_an_unreadable_image_is_counted_not_fatal_with_berkeley_keypoints(fixtures, tmp_path):
+    """A review caught a version that read each Berkeley image's size for the neck and let PIL's error end the
+    conversion; the writer counts an unreadable image and goes on."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(fixtures / "grapy_ml/pascal_person_part", src)
+    (src / "JPEGImages" / "2008_000003.jpg").write_text("not a jpeg")
+    result = convert_pascal(src, tmp_path / "out", progress=False,
+                            berkeley_dir=fixtures / "pascal_berkeley_keypoints/person")
+    assert result.images == 7 and sum(n for reason, n in result.skips.counts.items() if "unreadable" in reason) == 1
+
+
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = b - a
     t = np.clip((p - a) @ ab / max(float(ab @ ab), 1e-9), 0, 1)

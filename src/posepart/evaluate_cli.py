@@ -70,7 +70,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         try:
             dataset = map_dataset(dataset, loaded.schema)
         except SourceError as err:
-            raise SourceError(f"{err}{_part_table_hint(loaded)}") from None
+            raise SourceError(f"{err}{_part_table_hint(loaded)}", source=err.source) from None
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or loaded.input_size
@@ -158,7 +158,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
-        raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}") from None
+        raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}", source=err.source) from None
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")

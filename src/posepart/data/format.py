@@ -282,6 +282,13 @@ class PosePartDataset:
         return _labelled_joints([r.keypoints for r in self.records if r.pose_labeled], self.schema.num_joints)
 
     @property
+    def annotated_joints(self) -> np.ndarray:
+        """(K,) bool: the joints whose channels this dataset's samples supervise (`joint_mask`): those some person
+        labels; every joint when no person labels any (pose-labelled images without people teach "nobody here")."""
+        labelled = self.labelled_joints
+        return labelled if labelled.any() else np.ones(self.schema.num_joints, bool)
+
+    @property
     def labelable_parts(self) -> np.ndarray:
         """(P,) bool: the part classes a pixel of this dataset can be labelled as alone: all of them where it has
         part maps, none without (a coarser dataset read in another schema, `MappedSource`, labels some only within a

@@ -84,16 +84,16 @@ class SourceMapping:
         else:
             unknown = [t for t in tasks if t not in TASKS]
             if unknown:
-                raise SourceError(f"source {name!r}: unknown tasks {unknown}; known: {list(TASKS)}")
+                raise SourceError(f"source {name!r}: unknown tasks {unknown}; known: {list(TASKS)}", source=name)
             pose, parts = "pose" in tasks, "parts" in tasks
             if pose and not can_pose:
                 why = ("it has no keypoints" if not source.has_pose else
                        "the target schema has no joints" if not target.has_pose else
                        f"none of its joints {list(source.keypoints)} maps to {list(target.keypoints)}")
-                raise SourceError(f"source {name!r} declares task 'pose' but {why}")
+                raise SourceError(f"source {name!r} declares task 'pose' but {why}", source=name)
             if parts and not can_parts:
                 why = "it has no part labels" if not labels_parts else "the target schema has no part classes"
-                raise SourceError(f"source {name!r} declares task 'parts' but {why}")
+                raise SourceError(f"source {name!r} declares task 'parts' but {why}", source=name)
         lut = None
         if parts:
             try:
@@ -104,7 +104,7 @@ class SourceMapping:
         elif part_map or ignore_parts:
             why = (f"the target schema {target.describe()} has no part classes (choose one that has them: "
                    f"data.schema)" if labels_parts and not target.has_parts else "it feeds no parts")
-            raise SourceError(f"source {name!r}: part_map / ignore_parts given but {why}")
+            raise SourceError(f"source {name!r}: part_map / ignore_parts given but {why}", source=name)
         k = target.num_parts
         plain = lut is None or bool((lut[:k] == np.arange(k)).all())
         passthrough = source == target and pose == can_pose and parts == can_parts and plain
@@ -210,6 +210,13 @@ class MappedSource(PosePartDataset):
         if not people:
             return np.zeros(self.schema.num_joints, bool)
         return (self.mapping.map_keypoints(np.concatenate(people))[..., 2] > 0).any(0)
+
+    @property
+    def annotated_joints(self) -> np.ndarray:
+        labelled = self.labelled_joints
+        if labelled.any() or self.mapping is None:
+            return labelled
+        return self.mapping.joint_mask  # no person labels any: the joints its schema maps (none if it feeds no pose)
 
     @property
     def labelable_parts(self) -> np.ndarray:

@@ -168,8 +168,8 @@ class Source:
         about = self.mapping.describe() if self.mapping is not None else {"tasks": [], "missing_joints": []}
         missing = about["missing_joints"]
         if "pose" in about["tasks"] and self.train is not None:  # also those no person of it labels (not annotated)
-            missing = [name for name, labelled in zip(self.train.schema.keypoints, self.train.labelled_joints)
-                       if not labelled]
+            missing = [name for name, annotated in zip(self.train.schema.keypoints, self.train.annotated_joints)
+                       if not annotated]
         return {"name": self.name, "tasks": about["tasks"], "unlabelled": self.unlabelled, "weight": self.weight,
                 "train_images": len(self.train) if self.train is not None else 0, "draws_per_epoch": draws,
                 "val_images": len(self.val) if self.val is not None else 0, "missing_joints": missing,

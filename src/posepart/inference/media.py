@@ -82,23 +82,12 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
     Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
     second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
-    label maps for photos; so are those of any earlier run's --out inside a folder given (its summary.json).
+    label maps for photos; so are the files any earlier run wrote there (`_without_earlier_outputs`).
     """
     written = [(skip / folder).resolve() for folder in OUTPUT_FOLDERS] if skip is not None else []
 
     def ours(p: Path) -> bool:
         return any(p.resolve().is_relative_to(folder) for folder in written)
-
-    def outputs_of_earlier_runs(files: list[Path]) -> tuple[list[Path], set[Path]]:
-        """`files` less those in the output folders of an earlier run's --out among them (its summary.json is ours:
-        its overlays, label maps and videos are not photos), and those runs' folders."""
-        runs = {p.parent.resolve() for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None}
-        for p in files:  # a glob's matches may not list the summary: look beside each file's folders too
-            for folder in p.resolve().parents:
-                if folder.name in OUTPUT_FOLDERS and _earlier_names(folder.parent) is not None:
-                    runs.add(folder.parent)
-        earlier = [run / folder for run in runs for folder in OUTPUT_FOLDERS]
-        return [p for p in files if not any(p.resolve().is_relative_to(f) for f in earlier)], runs
 
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
@@ -118,7 +107,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
             found = (Path(p) for p in glob.glob(item, recursive=True))
-            matches, _ = outputs_of_earlier_runs(sorted(p for p in found if p.is_file() and not ours(p)))
+            matches, _ = _without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
             if not matches:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
             for p in matches:
@@ -126,7 +115,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
-            files, runs = outputs_of_earlier_runs(  # before, `--recursive` ran on a previous run's outputs too
+            files, runs = _without_earlier_outputs(  # before, `--recursive` ran on a previous run's outputs too
                 sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
             media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
             run_folders = runs | ({skip.resolve()} if skip is not None else set())
@@ -423,6 +412,28 @@ def _earlier_names(out: Path) -> set[str] | None:
     except (KeyError, TypeError):  # not one of ours: nothing to remove
         return None
     return {name for name in names if name and name not in (".", "..") and Path(name).name == name}
+
+
+def _without_earlier_outputs(files: list[Path]) -> tuple[list[Path], set[Path]]:
+    """`files` less those an earlier predict run wrote (`OUTPUTS` under an --out whose summary.json is ours, for
+    the input names it lists: its overlays, label maps and videos are not photos; a user's own file in a folder of
+    that name stays), and the --out folders of those runs among them. Each run's summary is read once."""
+    written: dict[Path, set[Path]] = {}  # --out -> the files its summary says it wrote
+
+    def written_by(run: Path) -> set[Path]:
+        if run not in written:
+            names = _earlier_names(run) or set()
+            written[run] = {(run / pattern.format(name)).resolve() for name in names for pattern in OUTPUTS.values()}
+        return written[run]
+
+    kept = []
+    for path in files:
+        resolved = path.resolve()
+        if not (resolved.parent.name in OUTPUT_FOLDERS and resolved in written_by(resolved.parent.parent)):
+            kept.append(path)
+    runs = {run for run, paths in written.items() if paths}
+    runs |= {p.parent.resolve() for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None}
+    return kept, runs
 
 
 def _replace_earlier_run(out: Path, sources: Sequence[Source]) -> None:

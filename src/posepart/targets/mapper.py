@@ -50,8 +50,9 @@ class TargetConfig:
 class Mapper:
     """Turns a record into a dict of arrays (see docs/conventions.md, "Batches"); random when `augment` is given.
 
-    `joint_mask` marks the joints the source annotates (default: those some person of it labels, so a joint its
-    schema lacks, read in another, and one it leaves unlabelled alike); a source with no pose or no parts yields
+    `joint_mask` marks the joints the source annotates (default: `PosePartDataset.annotated_joints`, those some
+    person of it labels, so a joint its schema lacks and one it leaves unlabelled alike); a source with no pose or no
+    parts yields
     `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
@@ -69,7 +70,7 @@ class Mapper:
 
     def __post_init__(self) -> None:
         if self.joint_mask is None:  # once, here: the Mapper goes to the loader's workers with it
-            self.joint_mask = self.dataset.labelled_joints
+            self.joint_mask = self.dataset.annotated_joints
 
     def __call__(self, record: ImageRecord, rng: np.random.Generator | None = None) -> dict[str, Any]:
         schema = self.dataset.schema

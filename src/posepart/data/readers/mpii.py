@@ -160,7 +160,7 @@ def _require_file(path: Path) -> None:
     """A DatasetError naming a missing annotation file (before: the MATLAB or HDF5 library's own words, "Reader needs
     file name or open file-like object", "unable to open file")."""
     if not Path(path).is_file():
-        raise DatasetError(f"{path}: annotation file not found")
+        raise DatasetError(f"{path}: annotation file not found" + (" (a folder)" if Path(path).is_dir() else ""))
 
 
 def read_valid_h5(path: Path) -> dict[str, list[Person]]:

@@ -223,20 +223,27 @@ def read_berkeley_xml(path: Path) -> tuple[str, Person]:
     return image, Person(kp, bbox=bbox, segmentation=segmentation)
 
 
-def _with_neck(person: Person, image_path: Path) -> Person:
+def _with_neck(person: Person, width: int, height: int) -> Person:
     """A Berkeley person with PASCAL's neck, the shoulders' midpoint (v 2 when both are visible), where both shoulders
     lie in the image: one past its border is dropped when the sample is written, and a neck beside it would stand
     where no neck is (as a schema mapping derives none there: `posepart.data.mixing`)."""
-    from PIL import Image  # the header alone: the image's size
-
-    with Image.open(image_path) as image:
-        width, height = image.size
     schema = Schema.pascal_person_part()
     kp = person.keypoints.copy()
     shoulders = kp[[schema.joint("left_shoulder"), schema.joint("right_shoulder")]]
     if (shoulders[:, 2] > 0).all() and not keypoints_outside(shoulders, width, height).any():
         kp[schema.joint("neck")] = (*shoulders[:, :2].mean(0), shoulders[:, 2].min())
     return dataclasses.replace(person, keypoints=kp)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image file's header; None when it cannot be read (the sample's writer counts it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
 
 
 def read_berkeley_dir(folder: Path, skips: Skips) -> dict[str, list[Person]]:
@@ -312,8 +319,9 @@ def _pascal_iter(images: Path, parts_dir: Path, pose_dir: Path | None, berkeley:
                 skips.add(err.reason, str(err))
         elif image_id in berkeley:
             people, labelled = berkeley[image_id], True
-            if image_path.is_file():
-                people = [_with_neck(person, image_path) for person in people]
+            size = _image_size(image_path)
+            if size is not None:  # else no sample is written: the image is missing or unreadable, and counted so
+                people = [_with_neck(person, *size) for person in people]
         if image_path.is_file():  # (a missing image is counted when the sample is written)
             if loader is None and not labelled:
                 skips.add("neither part PNG nor pose annotation (image skipped)", image_id)
