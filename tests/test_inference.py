@@ -218,6 +218,7 @@ def test_predictor_options_are_checked_when_it_is_made():
     model = build_model("paf_vgg16", PASCAL, width=0.125, stages=1)
     for options, words in (({"input_size": 0}, "input size 0 is outside 8..8192"),
                            ({"input_size": 10**9}, "outside 8..8192"), ({"scales": [1.0, float("inf")]}, "finite"),
+                           ({"input_size": 100}, "input size 100 is not a multiple of the network's 8"),
                            ({"scales": [1000.0]}, "scale 1000 makes a 64000 px canvas"), ({"scales": [0.01]}, "1 px"),
                            ({"decode_config": {"min_joints": 1}}, "must be a DecodeConfig, got dict")):
         with pytest.raises(UsageError, match=words):

@@ -170,6 +170,8 @@ class Predictor:
         if not self.info.input_multiple <= size <= MAX_INPUT_SIZE:
             raise UsageError(f"input size {size} is outside {self.info.input_multiple}..{MAX_INPUT_SIZE} (the "
                              f"network's input multiple .. the largest an export takes)")
+        if size % self.info.input_multiple:  # as the CLI's --input-size (before: 100 ran at 96)
+            raise UsageError(f"input size {size} is not a multiple of the network's {self.info.input_multiple}")
         self.input_size = size
         try:
             self.views: list[View] = tta_views(tuple(scales), flip)
