@@ -193,6 +193,7 @@ def test_joint_names_match_in_every_side_spelling_the_schema_reads(spell):
     np.testing.assert_array_equal(joints.apply(kp), kp)  # each joint to its own name, in the same order
     into_pascal = JointMap.build(names, PASCAL.keypoints).present  # neck: the shoulders' midpoint; head: none
     assert into_pascal.tolist() == [n != "head" for n in PASCAL.keypoints]
+    assert JointMap.build(("nose", "LBigToe", "RHeel"), ("left_big_toe", "right_heel")).present.all()  # body_25
     sided = ("background", "head", "torso", "l_arm", "arm_r")  # part classes: the same key
     sets = part_sets(sided, PASCAL.part_classes)
     assert sets[3] == sets[4] == frozenset({PASCAL.part_classes.index("upper_arm"),

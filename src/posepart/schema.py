@@ -116,9 +116,11 @@ def normal_name(name: str) -> str:
 
 def name_key(name: str) -> str:
     """The form joint and part names of two schemas are matched in: `normal_name`, its side (any spelling
-    `split_side` reads) first: 'LShoulder', 'l_shoulder', 'shoulder_left' and 'Left Shoulder' are 'left_shoulder'."""
+    `split_side` reads) first and camel-case words apart: 'LShoulder', 'l_shoulder', 'shoulder_left' and 'Left
+    Shoulder' are 'left_shoulder'; OpenPose's 'LBigToe' is COCO-WholeBody's 'left_big_toe'."""
     side, rest = split_side(name.strip())
-    return normal_name(name) if side is None else f"{side}_{normal_name(rest)}"
+    words = normal_name(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name if side is None else rest))
+    return words if side is None else f"{side}_{words}"
 
 
 def limbs_by_name(keypoints: Sequence[str]) -> tuple[tuple[int, int], ...]:
