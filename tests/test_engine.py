@@ -323,14 +323,16 @@ def test_train_prints_the_metric_its_best_checkpoint_follows(data, tmp_path, mon
     assert shown == {"val/pascal/seg/mean_iou": 0.6, "val/seg/mean_iou": 0.5}
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("budget, cut", [("train.max_steps=200", {"max_epochs": 1}), ("train.max_steps=-1",
                                                                                       {"max_steps": 3})])
-def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut):
+def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget, cut, workers):
     """`settle_epoch`. With `train.max_steps` set, Lightning took an end-of-epoch `last.ckpt` for an epoch in progress
     with every batch done: the resumed run trained nothing (before: 3 steps of 4). A checkpoint written inside an
     epoch (--max-minutes, here max_steps=3 of 2 x 2) was taken as a finished epoch: the rest of it was never trained
-    (before: the resumed run stopped at 3 steps of 4). Now both end where the straight run does, bit for bit."""
-    cfg = tiny(data, budget, val=False)  # the plan: 2 epochs x 2 steps
+    (before: the resumed run stopped at 3 steps of 4). Now both end where the straight run does, bit for bit, also
+    with loader workers (before: a resumed run's workers drew epoch 0's order, which they fetch ahead of set_epoch)."""
+    cfg = tiny(data, budget, f"data.workers={workers}", val=False)  # the plan: 2 epochs x 2 steps
     straight = train(cfg, tmp_path / "straight", **QUIET)
     first = train(cfg, tmp_path / "cut", **cut, **QUIET)
     resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
@@ -491,6 +493,23 @@ def test_lightning_tips_and_its_deprecation_noise_only_when_verbose(data, tmp_pa
     noise = [m for m in seen if m.startswith(("💡 Tip:", "GPU available:"))]
     assert bool(noise) == verbose, seen
     assert all(logger.filters == [] for logger in loggers)  # nothing left installed after the run
+
+
+def test_the_distributed_logging_advice_is_noise_where_every_rank_has_the_metrics():
+    """A DDP walkthrough saw 45-95 of Lightning's "use sync_dist=True" warnings per run; every rank scores the
+    whole validation set (gathered first), so they advise nothing. Other warnings stay."""
+    import warnings
+
+    from posepart.engine.train import quiet_lightning
+
+    advice = ("It is recommended to use `self.log('val/seg/mean_iou', ..., sync_dist=True)` when logging on epoch "
+              "level in distributed setting to accumulate the metric across devices.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_lightning():
+            warnings.warn(advice, UserWarning)
+            warnings.warn("a real warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["a real warning"]
 
 
 def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path, capsys):

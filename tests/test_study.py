@@ -236,10 +236,14 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
     assert main(argv) == 0
     assert "reusing 2 arm(s)" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["runs"] == first
+    # one arm asked for again: the other finished arm stays in the report (before: the pose row alone)
+    assert main([*argv[:-1], "pose"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["runs"] == first
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     assert main([*argv, "--set", "optim.lr=0.001"]) == 2
     err = capsys.readouterr().err
     assert "it holds a study with another --set" in err and "--overwrite" in err
+    assert f"with --data {data} for the same scenes" in err  # the data it was given (before: OUT/data, none there)
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing written
     # nor one trained with other threads (--jobs 2: one per model here, against this process's own with --jobs 1)
     if torch.get_num_threads() != 1:

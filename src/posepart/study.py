@@ -184,8 +184,9 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
               labelled_share: float | None = None, self_train: bool = False, unlabelled: float = 0.0,
               overrides: Sequence[str] = (), only: Sequence[str] | None = None, overwrite: bool = False,
               settings: dict[str, Any] | None = None) -> Path:
-    """Train and score every arm (or the arms named in `only`) for every seed (`posepart.jobs.run_jobs`), write
-    metrics.json, the plot and report.md under `out`; returns the report's path.
+    """Train and score every arm (or the arms named in `only`; the others an earlier run finished stay in the
+    report) for every seed (`posepart.jobs.run_jobs`), write metrics.json, the plot and report.md under `out`;
+    returns the report's path.
 
     An arm already trained and scored under `out` with the same settings (its run folder's score.json: a study
     interrupted, or run again with more arms) is reused, not trained again; one trained with other settings is
@@ -209,12 +210,12 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
             check_min_joints(teacher, train.schema)
     fractions = sorted(set(float(f) for f in fractions))
     splits = make_splits(train, fractions, range(seeds), out / "splits", unlabelled)
-    jobs_by_label: dict[str, TrainJob] = {}
+    jobs_by_label: dict[str, TrainJob] = {}  # every arm of the design: those not asked for join when finished
     arms: dict[str, tuple[str, float | None, int]] = {}  # job label -> (arm label, fraction, seed)
+    wanted: set[str] = set()  # the jobs asked for (`only`)
     for seed in range(seeds):
         plan: list[tuple[str, float | None]] = [("pose", None)] + [(arm, f) for f in fractions
                                                                   for arm in study_arms(self_train)]
-        plan = [(arm, f) for arm, f in plan if only is None or arm in only]
         for arm, f in plan:
             split = splits[(seed, f if f is not None else fractions[0])]  # the pose arm uses only the pool
             sources, tasks = arm_sources(arm, split, train_root, val_root, labelled_share)
@@ -229,6 +230,8 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
                       if arm == "joint+st" else None)
             jobs_by_label[job] = TrainJob(folder, config, tasks, tuple(sources), extra, budget)
             arms[job] = (label, f, seed)
+            if only is None or arm in only:
+                wanted.add(job)
     scores: dict[str, dict[str, Any]] = {}  # job label -> metrics of an arm finished by an earlier run
     for job, spec in jobs_by_label.items():
         saved = finished_score(spec.out)
@@ -241,7 +244,7 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
         unchanged = scored_checkpoint(spec.out, saved)
         if saved["inputs"] == inputs and unchanged:
             scores[job] = saved["metrics"]
-        elif not overwrite:
+        elif not overwrite and job in wanted:  # one not asked for is neither trained nor reported
             what = _differences(saved["inputs"], inputs) + ([] if unchanged else ["checkpoint than it scored"])
             raise UsageError(f"study --out {out}: {spec.out} holds the arm {job!r} trained with another "
                              f"{' and '.join(what)}; give another --out or --overwrite to train it again")
@@ -250,7 +253,9 @@ def run_study(out: Path, *, train_root: Path, val_root: Path, fractions: Sequenc
     if scores:
         print(f"reusing {len(scores)} arm(s) trained and scored by an earlier run of this study: "
               f"{', '.join(scores)}", flush=True)
-    todo = {job: spec for job, spec in jobs_by_label.items() if job not in scores}
+    # the arms not asked for stay in the report when an earlier run finished them (before: `--arms pose` run again
+    # rewrote report.md and metrics.json with the pose row alone)
+    todo = {job: spec for job, spec in jobs_by_label.items() if job in wanted and job not in scores}
     results = {job: (metrics, [], None) for job, metrics in scores.items()}
     if todo:
         results.update(run_jobs(todo, train_root, val_root, train_size=len(train), size=size, images=train_images,
@@ -299,9 +304,9 @@ def check_study_folder(out: Path, settings: dict[str, Any], *, overwrite: bool) 
     earlier = read_earlier_json(path)
     if isinstance(earlier, dict) and earlier != settings and not overwrite:
         changed = sorted(k for k in settings.keys() | earlier.keys() if earlier.get(k) != settings.get(k))
+        data = earlier.get("--data") or out / "data"  # its own scenes, or the --data it was given
         raise UsageError(f"study --out {out}: it holds a study with another {', '.join(changed)} ({path}); give "
-                         f"another --out (with --data {out / 'data'} for the same scenes) or --overwrite to "
-                         f"replace it")
+                         f"another --out (with --data {data} for the same scenes) or --overwrite to replace it")
 
 
 def split_overrides(overrides: Sequence[str], self_train: bool) -> tuple[list[str], list[str]]:

@@ -428,8 +428,15 @@ class PosePartDataModule(pl.LightningDataModule):
         world, rank = self._world()
         sampler = EpochSampler(len(self.train_mapped), seed=self.config.train.seed, num_replicas=world, rank=rank,
                                plan=self.plan if self.mixed else None)
+        # The epoch the loop is at, now: a resumed run's first loader iterator is made before Lightning's set_epoch,
+        # and loader workers draw their first indices when it is made (before: a run resumed with data.workers > 0
+        # replayed epoch 0's order, and was not exact)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         if self.resume_inside is not None:  # (epoch, batches done): the rest of that epoch, in its order
             epoch, batches = self.resume_inside
+            sampler.set_epoch(epoch)
             sampler.resume_at = (epoch, batches * self.config.data.batch_size)
         return self._loader(self.train_mapped, sampler)
 

@@ -223,7 +223,10 @@ def _check_accelerator(accelerator: str) -> None:
 # warnings stay.
 _NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
 _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
-                   r"Precision .* is not supported by the model summary")
+                   r"Precision .* is not supported by the model summary",
+                   # DDP: every rank scores the whole validation set (gathered first), so its metrics are the same on
+                   # every rank already; Lightning advises averaging them, once per metric and epoch
+                   r"It is recommended to use `self\.log\('val/")
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
