@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from posepart.cli import main
-from posepart.data.format import DatasetError, PosePartDataset, read_image
+from posepart.data.format import DatasetError, PosePartDataset
+from posepart.data.images import read_image
 from posepart.data.inspect import inspect_dataset
 from posepart.data.writer import DatasetWriter
 from posepart.schema import Schema

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
-from posepart.data.format import DatasetError, float_to_uint8, read_image, to_rgb8
+from posepart.data.format import DatasetError
+from posepart.data.images import float_to_uint8, read_image, to_rgb8
 from posepart.errors import PosepartError
 
 # the containers OpenCV's FFmpeg backend reads (before: a phone's .3gp or a broadcast .ts given by name was "not a

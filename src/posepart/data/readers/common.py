@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import (ANNOTATIONS_FILE, IMAGES_DIR, JOINT_OUTSIDE, PARTS_DIR, DatasetError,
-                                  keypoint_box, keypoints_outside, read_image)
+                                  keypoint_box, keypoints_outside)
+from posepart.data.images import read_image
 from posepart.data.writer import DatasetWriter, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema

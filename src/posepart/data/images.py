@@ -1,0 +1,113 @@
+"""Reading image files and arrays into (H, W, 3) uint8 RGB, and part label PNGs into (H, W) uint8: what the dataset
+reader, the converters and the Predictor share. A file that cannot be used is a DatasetError naming it (a truncated
+JPEG is reported as such, not padded with grey as libjpeg would)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from posepart.data.validate import DatasetError
+
+
+def jpeg_ends(data: bytes) -> bool:
+    """Whether a JPEG's image data is followed by its end-of-image marker, wherever that lies: cameras and phones
+    append trailers after it (maker notes, a Motion Photo's video). The header segments before the first scan are
+    skipped by their lengths, since an EXIF thumbnail there holds an end-of-image marker of its own; in the scan
+    data a 0xFF byte is always stuffed (FF 00) or a restart marker, so the first FF D9 there is the end."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) != -1
+        if marker == 0xFF:  # a fill byte
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
+def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: Any = None) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB (grey, RGBA and 16-bit inputs converted).
+
+    A JPEG missing its end-of-image marker is reported as truncated rather than silently padded with grey, which is
+    what libjpeg would otherwise do.
+    """
+    what = f" (image id {record})" if record is not None else ""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read{what}: {err.strerror}") from None
+    if raw.size == 0:
+        raise DatasetError(f"{path}: empty file{what}")
+    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes() and not jpeg_ends(raw.tobytes()):
+        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
+    try:
+        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS, 2^30)
+        reason = err.err if getattr(err, "err", None) else str(err).strip().splitlines()[-1]
+        raise DatasetError(f"{path}: OpenCV cannot decode it{what}: {reason}") from None
+    if image is None or image.size == 0:
+        raise DatasetError(f"{path}: not a decodable image{what}")
+    image = to_rgb8(image, path)
+    if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
+        raise DatasetError(
+            f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
+            f"{expect_hw[1]}x{expect_hw[0]}{what}"
+        )
+    return image
+
+
+def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
+    """Decode a part label map: a single-channel 8-bit PNG, or an indexed (palette) one, whose indices are the labels
+    (PASCAL VOC's convention, and what `posepart predict` writes) -> (H, W) uint8. Pillow, not OpenCV: OpenCV
+    expands a palette to colours, losing the labels."""
+    from PIL import Image
+
+    what = f" (image id {record})" if record is not None else ""
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file raises here
+            mode, labels = image.mode, np.array(image)  # a writable copy
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise DatasetError(f"{path}: cannot read part label PNG{what}: {err}") from None
+    if mode not in ("L", "P"):
+        raise DatasetError(f"{path}: part labels must be a single-channel uint8 or palette PNG, got mode {mode} "
+                           f"{labels.shape}{what}; convert colour PNGs with `posepart convert`")
+    return labels
+
+
+FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
+
+
+def float_to_uint8(image: np.ndarray, name: str, hint: str = "") -> np.ndarray:
+    """A float image in [0, 1] -> uint8 (a file's or a caller's array alike); a DatasetError naming it, with `hint`
+    appended, when it holds NaN, inf or values outside [0, 1]."""
+    if not np.isfinite(image).all():
+        raise DatasetError(f"{name}: image contains NaN or inf")
+    low, high = float(image.min()), float(image.max())
+    if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+        raise DatasetError(f"{name}: a float image holds values in [0, 1], this one {low:g}..{high:g}{hint}")
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_rgb8(image: np.ndarray, path: Path | str = "image") -> np.ndarray:
+    """OpenCV-decoded array (grey / BGR / BGRA; 8, 16 or 32 bit, float in [0, 1]) -> (H, W, 3) uint8 RGB. The scale
+    comes from the dtype, as for arrays given to the Predictor: a float file holds [0, 1] (a float TIFF's
+    convention); one outside it is refused, not clipped to black or white. `path` names it in that error."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.floating):
+        image = float_to_uint8(image, str(path))
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
