@@ -18,7 +18,8 @@ from posepart.data.synth import write_synth
 from posepart.engine.config import load_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule
-from posepart.study import arm_sources, delta_m, make_splits, mean_sd
+from posepart.study import arm_sources, make_splits
+from posepart.study_report import delta_m, mean_sd
 
 SIZE = 64
 
@@ -313,7 +314,7 @@ def test_self_training_settings_reach_the_st_arms_alone(data, tmp_path, monkeypa
 def test_a_gain_over_fewer_seeds_than_the_study_says_so(tmp_path):
     """Before: a seed whose pose arm scored AP 0 (no relative gain) was left out of Δm without a word, while the
     report's header said 3 seeds."""
-    from posepart.study import summarise, write_study_report
+    from posepart.study_report import summarise, write_study_report
 
     runs = {"pose": {"0": {"pose": {"ap": 0.0}}, "1": {"pose": {"ap": 0.1}}, "2": {"pose": {"ap": 0.12}}},
             "parts@0.1": {s: {"segmentation": {"mean_iou": 0.3}} for s in "012"},
