@@ -137,7 +137,7 @@ class Evaluator:
                 for field, groups in found.items() if groups}
 
 
-def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int, k: int) -> dict[str, Any] | None:
+def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int, num_joints: int) -> dict[str, Any] | None:
     """A COCOeval ground-truth dict: category 1, a fresh id, and, when the file gives no box, the box the reader
     reads: a person's labelled joints' (before, the whole image, which made OKS lenient on such files), an ignore
     region's segmentation's. Where the file gives neither box nor area and the joints span no area, OKS's scale is
@@ -164,7 +164,7 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int, k: int
             return None
     if not out.get("area"):
         out["area"] = float(out["bbox"][2] * out["bbox"][3])
-    return coco_ground_truth(out, k)  # and the fields COCOeval reads (category, iscrowd, num_keypoints), as it does
+    return coco_ground_truth(out, num_joints)  # the fields COCOeval reads (category, iscrowd, num_keypoints)
 
 
 def ground_truth_targets(

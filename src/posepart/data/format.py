@@ -272,7 +272,7 @@ class PosePartDataset:
     @property
     def has_people(self) -> bool:
         """Whether any pose-labelled record holds a person with a labelled joint: what OKS AP and PCKh score."""
-        return any(r.pose_labeled and (r.keypoints[..., 2] > 0).any() for r in self.records)
+        return bool(self.labelled_joints.any())
 
     @functools.cached_property
     def labelled_joints(self) -> np.ndarray:

@@ -52,8 +52,7 @@ class Mapper:
 
     `joint_mask` marks the joints the source annotates (default: `PosePartDataset.annotated_joints`, those some
     person of it labels, so a joint its schema lacks and one it leaves unlabelled alike); a source with no pose or no
-    parts yields
-    `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
+    parts yields `has_pose` / `has_parts` False, and its targets are masked in the loss rather than dropped.
     With `views` (a self-training run) every sample also carries `weak_image` and `unlabelled`: for an `unlabelled`
     source, `weak_image` is the view the teacher labels (the geometric augmentation alone) and `image` the strong
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
@@ -96,8 +95,7 @@ class Mapper:
             image = photometric(image, rng)
         head = self.targets.head if self.targets.head is not None else HeadMeta(schema)
         built = build_targets(keypoints, ignore, parts, head)
-        joint_mask = self.joint_mask
-        assert joint_mask is not None  # set by __post_init__
+        assert self.joint_mask is not None  # set by __post_init__
         model_input = normalize(image)
         views = {"weak_image": normalize(weak) if weak is not image else model_input,
                  "unlabelled": np.bool_(self.unlabelled)} if self.views else {}
@@ -110,7 +108,7 @@ class Mapper:
             "parts": built.parts,  # uint8 (255 = ignore): 8x less to copy between processes than int64
             "has_pose": np.bool_(record.pose_labeled and schema.has_pose),
             "has_parts": np.bool_(parts is not None),
-            "joint_mask": joint_mask.astype(bool),
+            "joint_mask": self.joint_mask.astype(bool),
             "image_id": np.int64(record.image_id),
             "to_image": invert(affine),  # (2, 3) float64: predictions map back to exact original coordinates
         }

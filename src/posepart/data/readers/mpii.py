@@ -200,9 +200,8 @@ def attach_head_sizes(people: dict[str, list[Person]], reference: dict[str, list
         # head size); before, the pairing of the most people, which could give an exact pair's person to another
         for r, g in match_people(candidates, gt, 0.5 * sizes):
             both = (gt[g, :, 2] > 0) & (candidates[r, :, 2] > 0)
-            size = ref[r].extra["head_size"]
-            if np.linalg.norm(gt[g, both, :2] - candidates[r, both, :2], axis=1).mean() <= 0.5 * size:  # same person
-                persons[g].extra["head_size"] = size
+            if np.linalg.norm(gt[g, both, :2] - candidates[r, both, :2], axis=1).mean() <= 0.5 * sizes[r]:  # one person
+                persons[g].extra["head_size"] = ref[r].extra["head_size"]
                 matched += 1
         if matched < len(persons):
             skips.add("person without a head size in the valid.h5 (PCKh falls back to head-neck)", name,
