@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,12 @@ from posepart.predict_cli import export_format
 def test_version(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.strip() == f"posepart {posepart.__version__}"
+
+
+def test_the_installed_package_reports_the_version_the_code_does():
+    """pip's metadata reads `posepart.__version__` (pyproject's dynamic version): one place to bump. Before, the
+    version was written in pyproject.toml and in posepart/__init__.py, and nothing kept them equal."""
+    assert importlib.metadata.version("posepart") == posepart.__version__
 
 
 @pytest.mark.parametrize("name", ["demo_cpu_joint", "demo_cpu_joint.yaml"])
