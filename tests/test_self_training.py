@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+import torch.nn.functional as F
 from torch import nn
 
 from posepart.data.synth import write_synth
@@ -26,7 +27,8 @@ from posepart.engine.self_training import SelfTraining, consistent_people, pseud
 from posepart.engine.train import train
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
-from posepart.losses import PosePartLoss
+from posepart.losses import PosePartLoss, UncertaintyWeighting
+from posepart.losses.pose import FOCAL_BETA, focal_heatmap_loss
 from posepart.models import ModelOutput
 from posepart.schema import IGNORE_LABEL, Schema
 from posepart.targets import build_targets
@@ -272,12 +274,15 @@ def test_a_joint_one_kept_person_lacks_is_not_taught_as_absent():
 
 
 # -- per-sample loss weights ---------------------------------------------------------------------------------------
-def test_pseudo_labelled_samples_are_their_own_mean_times_the_ramp():
+@pytest.mark.parametrize("mask_mode, heatmap_loss", [("openpose", "mse"), ("openpose", "focal"), ("seed", "mse")])
+def test_pseudo_labelled_samples_are_their_own_mean_times_the_ramp(mask_mode, heatmap_loss):
     """FixMatch's form: the labelled samples' mean plus the ramp's weight times the pseudo-labelled samples' mean.
     Before, one denominator counted both whatever the weight: at weight 0 the pseudo-labelled half of a batch still
-    halved the labelled samples' loss (a walkthrough: seg 1.946 -> 0.973), so weight 0 was not "no self-training"."""
+    halved the labelled samples' loss (a walkthrough: seg 1.946 -> 0.973), so weight 0 was not "no self-training".
+    A pseudo-label of every entry weighs as a label does in every mask mode and heatmap loss (a review: the first
+    version of the mean over all entries counted the seed mask's holes as unlabelled entries, 0.155x)."""
     torch.manual_seed(0)
-    loss = PosePartLoss(PASCAL)  # the plain sum of the task terms
+    loss = PosePartLoss(PASCAL, mask_mode=mask_mode, heatmap_loss=heatmap_loss)  # the plain sum of the task terms
     output = {"parts": [torch.randn(2, PASCAL.num_parts, 4, 4)], "heatmaps": [torch.rand(2, 15, 4, 4)],
               "pafs": [torch.randn(2, 2 * PASCAL.num_limbs, 4, 4)]}
     batch = {"parts": torch.randint(0, PASCAL.num_parts, (2, 8, 8)), "heatmaps": torch.rand(2, 15, 4, 4),
@@ -296,6 +301,77 @@ def test_pseudo_labelled_samples_are_their_own_mean_times_the_ramp():
                              "loss_weight": torch.tensor([0.25, 0.25])}).terms  # a batch of pseudo-labels alone
     plain = loss(output, batch).terms
     assert float(everyone["total"]) == pytest.approx(0.25 * float(plain["total"]), rel=1e-5)
+
+
+def test_an_entry_the_teacher_leaves_unlabelled_counts_as_a_zero_loss():
+    """FixMatch divides the unlabelled loss by every unlabelled sample, confident or not: a pseudo-labelled sample
+    whose pose is labelled in one cell of 16 and whose parts in 8 pixels of 64 adds its entries' summed loss over all
+    its entries. Before, the mean was over the labelled entries alone, so those few weighed as much as the labelled
+    samples together (a young teacher's few boxes outweighed the labels; docs/training.md, "Self-training")."""
+    torch.manual_seed(1)
+    loss = PosePartLoss(PASCAL)  # MSE heatmaps and PAFs, cross-entropy parts: sums of per-entry terms
+    output = {"parts": [torch.randn(2, PASCAL.num_parts, 4, 4)], "heatmaps": [torch.rand(2, 15, 4, 4)],
+              "pafs": [torch.randn(2, 2 * PASCAL.num_limbs, 4, 4)]}
+    parts = torch.randint(0, PASCAL.num_parts, (2, 8, 8))
+    parts[1, 4:] = IGNORE_LABEL  # the teacher labels the top half of the second sample's parts
+    pose_mask = torch.ones(2, 4, 4)
+    pose_mask[1] = 0.0
+    pose_mask[1, 0, 0] = 1.0  # and one cell of its pose
+    batch = {"parts": parts, "heatmaps": torch.rand(2, 15, 4, 4), "pafs": torch.randn(2, 2 * PASCAL.num_limbs, 4, 4),
+             "pose_mask": pose_mask, "has_pose": torch.tensor([True, True]), "has_parts": torch.tensor([True, True]),
+             "unlabelled": torch.tensor([False, True]), "loss_weight": torch.tensor([1.0, 1.0])}
+    mixed = loss(output, batch).terms
+    logits = F.interpolate(output["parts"][0], size=(8, 8), mode="bilinear", align_corners=False)
+    nll = F.cross_entropy(logits, parts.long(), ignore_index=IGNORE_LABEL, reduction="none")  # (2, 8, 8)
+    expected = {"seg": nll[0].mean() + nll[1].sum() / 64}
+    for task, key in (("heatmap", "heatmaps"), ("paf", "pafs")):
+        squared = (output[key][0] - batch[key]) ** 2
+        expected[task] = squared[0].mean() + squared[1, :, 0, 0].sum() / squared[1].numel()
+    for task, value in expected.items():
+        assert float(mixed[task]) == pytest.approx(float(value), rel=1e-5)
+
+
+def test_the_focal_term_of_pseudo_labels_is_scaled_by_the_share_the_teacher_labels():
+    """The focal loss is per positive; a pseudo-label's is scaled by the labelled share of the cells as the other
+    terms are (its positives the teacher missed counted as spread like its labelled cells). Keeping it per
+    positive weighed the teacher's people more and measured worse in the study (31.9 against 39.4 AP,
+    docs/training.md): the choice this pins down."""
+    torch.manual_seed(2)
+    loss = PosePartLoss(PASCAL, heatmap_loss="focal")
+    k = PASCAL.num_joints
+    heat = torch.rand(2, k + 1, 6, 6)
+    gt = torch.zeros(2, k + 1, 6, 6)
+    gt[:, :k, 1, 1] = 1.0  # one joint of every type, in the labelled corner
+    gt[:, k] = 1.0 - gt[:, :k].amax(1)
+    pose_mask = torch.ones(2, 6, 6)
+    pose_mask[1, 3:] = 0.0
+    pose_mask[1, :, 3:] = 0.0  # the teacher labels a quarter of the second sample's cells
+    batch = {"heatmaps": gt, "pose_mask": pose_mask, "has_pose": torch.tensor([True, True]),
+             "unlabelled": torch.tensor([False, True]), "loss_weight": torch.tensor([1.0, 1.0])}
+    mixed = loss({"heatmaps": [heat]}, batch).terms["heatmap"]
+    mask = pose_mask[:, None].expand(2, k + 1, 6, 6)
+    alone = [focal_heatmap_loss(heat[i:i + 1, :k], gt[i:i + 1, :k], mask[i:i + 1, :k], beta=FOCAL_BETA)
+             + ((heat[i, k] - gt[i, k]) ** 2 * pose_mask[i]).sum() / pose_mask[i].sum() for i in range(2)]
+    assert float(mixed) == pytest.approx(float(alone[0] + 0.25 * alone[1]), rel=1e-5)
+
+
+def test_pseudo_labels_at_weight_zero_leave_the_task_weights_alone():
+    """Under uncertainty weighting a task the batch supervises pays its regulariser r * s even at loss 0, which
+    pulls s down. Before, a batch of pseudo-labels at weight 0 (the ramp's start, or `weight: 0`) counted as
+    supervising every task, so `weight: 0` still moved the task weights (a walkthrough: two runs that differed
+    in `part_threshold` alone diverged)."""
+    torch.manual_seed(3)
+    loss = PosePartLoss(PASCAL, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]))
+    output = {"parts": [torch.randn(2, PASCAL.num_parts, 4, 4)], "heatmaps": [torch.rand(2, 15, 4, 4)],
+              "pafs": [torch.randn(2, 2 * PASCAL.num_limbs, 4, 4)]}
+    batch = {"parts": torch.randint(0, PASCAL.num_parts, (2, 8, 8)), "heatmaps": torch.rand(2, 15, 4, 4),
+             "pafs": torch.randn(2, 2 * PASCAL.num_limbs, 4, 4), "pose_mask": torch.ones(2, 4, 4),
+             "has_pose": torch.tensor([True, True]), "has_parts": torch.tensor([True, True]),
+             "unlabelled": torch.tensor([True, True]), "loss_weight": torch.tensor([0.0, 0.0])}
+    result = loss(output, batch, keep_tasks=True)
+    result.total.backward()
+    assert float(result.total.detach()) == 0.0 and not any(bool(present) for present in result.present.values())
+    assert torch.equal(loss.weighting.log_vars.grad, torch.zeros(3))
 
 
 # -- a run ---------------------------------------------------------------------------------------------------------

@@ -162,15 +162,17 @@ class PosePartDataset:
     @classmethod
     def from_images(cls, folder: str | Path, schema: Schema) -> PosePartDataset:
         """A folder of images without labels (an unlabelled source, `train: {images: DIR}`), in `schema`: one record
-        per image file (sorted by name; sizes read from the file headers, not decoded), no people, no part maps."""
+        per image file in it or its subfolders (a video's frames often come one folder per clip; hidden ones are
+        left out), sorted by path, sizes read from the file headers (not decoded), no people, no part maps."""
         from PIL import Image  # reads only the header for the size
 
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder is not a directory")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
         if not files:
-            raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its subfolders")
         k = schema.num_joints
         dataset = cls(schema, [], folder / ANNOTATIONS_FILE, folder, None)
         for image_id, path in enumerate(files, start=1):
@@ -181,7 +183,7 @@ class PosePartDataset:
                 dataset._skip("unreadable image", f"{path}: {err}")
                 continue
             dataset.records.append(ImageRecord(
-                image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
+                image_id, path.relative_to(folder).as_posix(), path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
                 np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, ()))
         if not dataset.records:
             raise DatasetError(f"{folder}: none of its {len(files)} images could be read")

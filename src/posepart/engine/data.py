@@ -341,7 +341,7 @@ class PosePartDataModule(pl.LightningDataModule):
 
     def _check_self_training_data(self, training: Sequence[Source]) -> None:
         """Refuse a self-training run that could learn nothing from it: no unlabelled draw (every unlabelled source
-        at weight 0), no labelled draw (the teacher, the student's average, would label from its random start), or
+        at weight 0), no labelled draw (nothing would correct the teacher, the student's own average), or
         `min_joints` above the joints a person has (no pseudo-labelled person could be kept)."""
         settings = self.config.train.self_training
         if settings is None:
@@ -350,8 +350,9 @@ class PosePartDataModule(pl.LightningDataModule):
             raise ConfigError("train.self_training: every unlabelled source has weight 0: no image would be "
                               "pseudo-labelled")
         if all(s.unlabelled for s in training):
-            raise ConfigError("train.self_training: no labelled source trains (weight > 0): the teacher, the average "
-                              "of the student, would pseudo-label from its random initialisation")
+            raise ConfigError("train.self_training: no labelled source trains (weight > 0): the student would learn "
+                              "its own average's pseudo-labels alone, from its random start or its model.init weights, "
+                              "with nothing to correct them; add a labelled source")
         check_min_joints(settings, self.target)
 
     def bind(self, head: HeadMeta) -> None:

@@ -247,10 +247,12 @@ class SelfTrainingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_decay < 1.0:
             raise ValueError(f"teacher_decay: must be in [0, 1), got {self.teacher_decay}")
-        if self.weight < 0 or self.ramp_steps < 0 or self.min_joints < 1:
-            raise ValueError("weight and ramp_steps must be >= 0 and min_joints >= 1")
-        if not (0.0 < self.flip_oks <= 1.0 and 0.0 < self.part_threshold <= 1.0):
-            raise ValueError("flip_oks and part_threshold must be in (0, 1]")
+        for name, low in (("weight", 0), ("ramp_steps", 0), ("min_joints", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        for name in ("flip_oks", "part_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in (0, 1], got {getattr(self, name)}")
 
 
 @dataclass

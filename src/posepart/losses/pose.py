@@ -16,8 +16,8 @@ with gradient 0. W is the product of
   "no joint here" at the unannotated joints' true locations; a limb's two PAF channels only if both its joints are;
 - in mask mode "seed" additionally a spatial mask from the ground truth (see `seed_heatmap_mask`, `seed_paf_mask`).
 
-Self-training's pseudo-labelled samples are weighed by `PosePartLoss` (their own mean, times the ramp's weight), not
-here.
+Self-training's pseudo-labelled samples are weighed by `PosePartLoss` (their mean over all their entries, times the
+ramp's weight), not here.
 
 PAF channel layout: limb l of `schema.skeleton` owns channels (2l, 2l+1) = its (x, y) field.
 """
@@ -125,6 +125,15 @@ class PoseLoss(nn.Module):
 
     def weight(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
         """The (B, C, h, w) float32 weight W of `task` ("heatmap" or "paf") for this batch."""
+        weight = self.labelled(task, batch)
+        if self.mask_mode == "seed":
+            gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+            weight = weight * (seed_heatmap_mask(gt, self.seed_threshold) if task == "heatmap" else seed_paf_mask(gt))
+        return weight
+
+    def labelled(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
+        """The (B, C, h, w) float32 mask of the entries the batch's labels cover (`has_pose`, `joint_mask`,
+        `pose_mask`): W without the seed mask."""
         gt = batch["heatmaps" if task == "heatmap" else "pafs"]
         b, c, h, w = gt.shape
         expected = self.schema.heatmap_channels if task == "heatmap" else self.schema.paf_channels
@@ -140,11 +149,7 @@ class PoseLoss(nn.Module):
             channels = channels & has_pose.bool()[:, None]
         pose_mask = batch.get("pose_mask")
         spatial = torch.ones(b, h, w, device=gt.device) if pose_mask is None else pose_mask.float()  # (B, h, w)
-        weight = channels.float()[:, :, None, None] * spatial[:, None]  # (B, C, h, w)
-        if self.mask_mode == "seed":
-            seed = seed_heatmap_mask(gt, self.seed_threshold) if task == "heatmap" else seed_paf_mask(gt)
-            weight = weight * seed
-        return weight
+        return channels.float()[:, :, None, None] * spatial[:, None]  # (B, C, h, w)
 
     def forward(self, task: PoseTask, stages: Sequence[Tensor], batch: Mapping[str, Tensor]) -> list[Tensor]:
         """One scalar loss per stage of `task`; every stage is compared with the same target and weight."""
