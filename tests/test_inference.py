@@ -103,6 +103,7 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
     header = (60000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 60000 x 60000 RGB: over OpenCV's 2^30 pixels
     png = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(b"")), chunk(b"IEND", b"")]
     (tmp_path / "huge.png").write_bytes(b"".join(png))
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")  # what the file holds does not matter
     cv2.imwrite(str(tmp_path / "float255.tif"), good.astype(np.float32))  # 0..255 in a float file: no scale to read
     bad = {
         str(tmp_path / "huge.png"): "OpenCV cannot decode it",  # before: cv2.error ended the whole run, nothing written
@@ -112,6 +113,7 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
         str(tmp_path / "truncated.jpg"): "truncated JPEG",
         str(tmp_path / "missing.png"): "no such file",
         str(tmp_path): "is a folder",
+        str(tmp_path / "clip.mp4"): "is a video: give the Predictor its frames",  # before: "not a decodable image"
     }
     one_bright = good.astype(np.int32)
     one_bright[0, 0, 0] = 256  # before: taken as 16-bit, the whole image shifted to black

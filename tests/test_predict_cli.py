@@ -199,6 +199,56 @@ def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, 
     assert "other/x.jpg: 2 images of --annotations are named x.jpg" in capsys.readouterr().err
 
 
+def test_an_image_the_annotations_do_not_list_is_warned_about(setup, tmp_path, capsys):
+    """Before (a walkthrough): an input that --annotations does not list got a new id without a word, so
+    pycocotools refused keypoints.json ("Results do not correspond to current coco set")."""
+    stranger = tmp_path / "stranger.jpg"
+    shutil.copy(setup["data"] / "images" / "000000.jpg", stranger)
+    annotations = setup["data"] / "annotations.json"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images" / "000001.jpg"),
+                 str(stranger), "--quiet", "--annotations", str(annotations), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert f"{stranger} is not listed in --annotations {annotations}" in err and "000001.jpg" not in err
+
+
+def test_an_output_another_run_writes_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch, capsys):
+    """Before (a walkthrough): the second run loaded its model (19 s) before it found --out locked."""
+    from posepart import predict_cli
+    from posepart.data.writer import lock_output
+
+    monkeypatch.setattr(predict_cli, "_predictor", lambda args: pytest.fail("the model loaded before the lock"))
+    out = tmp_path / "out"
+    with lock_output(out):
+        assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images" / "000000.jpg"),
+                     "--quiet", "--out", str(out)]) == 2
+    assert "is being written by another posepart process" in capsys.readouterr().err
+
+
+def test_a_checkpoint_given_as_onnx_is_named_as_such(setup, tmp_path, capsys):
+    """Before (a walkthrough): `--onnx best.ckpt` said only "[ONNXRuntimeError] ... Protobuf parsing failed"."""
+    assert main(["predict", "--onnx", str(setup["ckpt"]), str(setup["data"] / "images" / "000000.jpg"), "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert ".ckpt is a PyTorch model file: pass it as --checkpoint" in capsys.readouterr().err
+
+
+def test_a_pattern_takes_the_images_and_videos_it_matches(setup, tmp_path, capsys):
+    """Before (a walkthrough): `predict 'inp/*'` took notes.txt for an image that failed to decode (exit 1 under
+    --strict), where the folder `inp` left it out with a note."""
+    folder = tmp_path / "inp"
+    folder.mkdir()
+    shutil.copy(setup["data"] / "images" / "000000.jpg", folder / "a.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder / "*"), "--quiet", "--strict",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [Path(i["file"]).name for i in summary["images"]] == ["a.jpg"] and summary["failed"] == 0
+    assert "left out 1 file(s) that are not images or videos posepart reads (.txt)" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder / "*.txt"), "--quiet",
+                 "--out", str(tmp_path / "out2")]) == 1
+    assert "no images or videos in this pattern" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("where", ["inside", "same", "above", "glob"])
 def test_a_rerun_into_an_output_near_the_input_folder_reads_the_photos_only(setup, tmp_path, where):
     """Before: a second run into an --out inside the input folder took the first one's overlays, part maps and

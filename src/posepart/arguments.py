@@ -57,6 +57,8 @@ def _scales(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"scales must be numbers separated by commas, got {text!r}") from None
     if not all(math.isfinite(v) and v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive finite numbers, got {text!r}")
+    if len(set(values)) < len(values):  # before: "1,1" ran the same network pass twice
+        raise argparse.ArgumentTypeError(f"scales repeat a value, got {text!r}")
     return values
 
 

@@ -56,14 +56,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
                              annotations=annotations, progress=not args.quiet)
     check_out(sources, options)  # all of the above before the model loads
+    from posepart.data.writer import lock_output, refuse_output_in_use
+
+    refuse_output_in_use(args.out)  # before, the model loaded first (19 s on a CPU) and the lock then refused
     predictor = _predictor(args)
     for task in predictor.info.untrained:
         print(f"note: the model's {task} head was never trained (no training source fed it {task} labels): its "
               f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
-    from posepart.data.writer import lock_output
-
     with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError
         summary = run_predict(predictor, sources, options, failures)
     if summary.get("interrupted"):

@@ -251,13 +251,7 @@ def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     with writing(lock):  # O_NOFOLLOW: a link planted between the check and the open is refused, not followed
         handle = os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT | _NO_LINKS, 0o666), "a+", encoding="utf-8")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process"
-            raise OutputInUse(f"{folder} is being written by another posepart process ({holder}); wait for it to "
-                              f"finish or choose another --out") from None
+        _flock_or_refuse(handle, folder, fcntl)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -265,3 +259,29 @@ def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
         yield folder / LOCK_FILE
     finally:
         handle.close()  # closing the file releases the lock
+
+
+def _flock_or_refuse(handle: Any, folder: Path, fcntl: Any) -> None:
+    """Take the exclusive lock on the open lock file `handle`, or raise OutputInUse naming its holder."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "a process"
+        raise OutputInUse(f"{folder} is being written by another posepart process ({holder}); wait for it to "
+                          f"finish or choose another --out") from None
+
+
+def refuse_output_in_use(folder: str | Path) -> None:
+    """OutputInUse when another posepart process holds `folder`'s lock; nothing is created or kept. For a check
+    before slow work (loading a model): `lock_output` takes the lock itself later, when writing starts."""
+    lock = Path(folder) / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return
+    if lock.is_symlink() or not lock.is_file():
+        return  # no run holds it (lock_output refuses a planted link when it takes the lock)
+    with os.fdopen(os.open(lock, os.O_RDONLY | _NO_LINKS), "r", encoding="utf-8") as handle:
+        _flock_or_refuse(handle, Path(folder), fcntl)  # released when the file closes
+

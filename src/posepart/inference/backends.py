@@ -276,7 +276,11 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise BackendError(f"{path}: ONNX Runtime cannot load it: {str(err).splitlines()[0]}") from None
+            hint = ""  # before: Protobuf's parse error alone for a checkpoint given as --onnx
+            if path.suffix.lower() in (".ckpt", ".safetensors", ".pt", ".ts", ".pth"):
+                hint = f" ({path.suffix} is a PyTorch model file: pass it as --checkpoint, or export it to ONNX " \
+                       f"with `posepart export`)"
+            raise BackendError(f"{path}: ONNX Runtime cannot load it{hint}: {str(err).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
         self.input_name = self.session.get_inputs()[0].name

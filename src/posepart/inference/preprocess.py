@@ -166,6 +166,9 @@ def load_image(item: Any) -> np.ndarray:
             raise InputError(f"{path}: no such file")
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not an image")
+        if path.suffix.lower() in VIDEO_SUFFIXES:  # before: "not a decodable image"
+            raise InputError(f"{path}: is a video: give the Predictor its frames (cv2.VideoCapture, converted with "
+                             f"bgr_to_rgb; Predictor.stream for long ones), or run `posepart predict` on it")
         try:
             return upright(read_image(path), exif_orientation(path))
         except DatasetError as err:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -48,10 +49,14 @@ class View:
 
 def tta_views(scales: Sequence[float] = (1.0,), flip: bool = False) -> list[View]:
     """Every (scale, flip) combination, unflipped first."""
-    if not scales:
+    if isinstance(scales, str) or not all(isinstance(s, numbers.Real) for s in scales):  # before: a bare TypeError
+        raise ValueError(f"scales must be a sequence of numbers, e.g. (1.0, 1.25), got {scales!r}")
+    if len(scales) == 0:
         raise ValueError("give at least one scale")
     if any(not (s > 0 and math.isfinite(s)) for s in scales):  # inf: an OverflowError on the first image
         raise ValueError(f"scales must be positive finite numbers, got {list(scales)}")
+    if len(set(scales)) < len(scales):  # before: the same network pass run twice
+        raise ValueError(f"scales repeat a value: {list(scales)}")
     return [View(float(s), f) for s in scales for f in ((False, True) if flip else (False,))]
 
 
