@@ -263,6 +263,30 @@ def test_an_export_where_a_checkpoint_is_needed(files, tmp_path, capsys, verb):
         assert "corrupt" not in line
 
 
+@pytest.mark.parametrize("name, content, reason", [
+    ("config.yaml", b"model: {name: joint_vgg16}\ndata: {input_size: 64}\n", "Unsupported operand 109"),
+    ("model.bin", b"\x08\x07\x12\x07pytorch\x1a\x032.9", "Unsupported operand 8"),  # an ONNX file, renamed
+    ("photo.jpg", None, "Unsupported operand 255"),  # a dataset image
+    ("empty.ckpt", b"", "EOFError: the file is empty"),
+], ids=["yaml", "renamed-onnx", "image", "empty"])
+def test_a_file_that_is_no_checkpoint_at_all_says_so(files, tmp_path, capsys, name, content, reason):
+    """Before: "refusing to load this checkpoint: it is not a plain weights-only file ... or it is corrupt:
+    UnpicklingError: Weights only load failed. ... Re-running `torch.load` with `weights_only` set to `False` will
+    likely succeed": advice towards unsafe loading for a file that is no pickle at all, and torch's reason (the
+    operand it could not read) dropped. A pickle that needs a global keeps its refusal."""
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else next((files["data"] / "images").iterdir()).read_bytes())
+    for argv in (["predict", "--checkpoint", str(path), str(files["data"] / "images"), "--out", str(tmp_path / "p")],
+                 ["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")]):
+        line = _refused_naming(argv, capsys, f"{path}: not a PyTorch checkpoint", reason, "a .ckpt written by "
+                               "`posepart train`", "`posepart export-weights`", "`posepart predict --onnx FILE`")
+        assert "weights_only" not in line and "corrupt" not in line
+    torch.save({"state_dict": {}, "layer": torch.nn.Linear(2, 2)}, path)  # a real pickle, with a global
+    line = _refused_naming(["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")],
+                           capsys, f"{path}: refusing to load this checkpoint", "Unsupported global")
+    assert "not a PyTorch checkpoint" not in line
+
+
 # -- outputs ----------------------------------------------------------------------------------------------------------
 # Tests may run as root, where a chmod-ed folder does not stop writes: an existing FILE as the parent of --out is
 # the failure every user can meet; a read-only filesystem and a full disk are simulated in-process (below).
@@ -337,8 +361,14 @@ def test_evaluate_refuses_outputs_and_sizes_it_cannot_use_before_scoring(files, 
 
 
 def test_scales_with_an_empty_item_or_no_finite_value_are_refused(files, capsys):
-    """Before: `--scales 1,,2` was taken as 1,2 without a word, and `--scales nan` passed the parser."""
-    for scales in ("1,,2", "nan", "1,inf"):
+    """Before: `--scales 1,,2` was taken as 1,2 without a word, and `--scales nan` passed the parser; `1,1` ran the
+    same network pass twice, and the API's `scales="1,2"` was a bare TypeError (a walkthrough)."""
+    from posepart.inference.tta import tta_views
+
+    for bad, words in (("1,2", "a sequence of numbers"), ((1.0, 1.0), "repeat a value"), ((), "at least one")):
+        with pytest.raises(ValueError, match=words):
+            tta_views(bad)  # type: ignore[arg-type]
+    for scales in ("1,,2", "nan", "1,inf", "1,1"):
         with pytest.raises(SystemExit):  # argparse's usage error, exit 2, naming the option
             cli.main(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--scales", scales])
         assert "--scales" in capsys.readouterr().err

@@ -3,6 +3,7 @@ and parts-only models, TorchScript, and an ONNX inference path that never import
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_bad_model_files_are_clear_errors(files, tmp_path, capsys):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"nope")
     assert main(["export", "--checkpoint", str(bogus), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "refusing to load" in capsys.readouterr().err
+    assert "bogus.ckpt: not a PyTorch checkpoint" in capsys.readouterr().err
     import onnx
 
     plain = onnx.load(str(files["onnx"]))
@@ -249,3 +250,47 @@ def test_parity_is_judged_against_each_outputs_scale(tmp_path):
     close = max_difference(pytorch, lambda maps: exported(maps, 0.0), info, x, tmp_path / "m.onnx")
     assert close == pytest.approx(1e-5, rel=0.01) and close < PARITY_TOL
     assert max_difference(pytorch, lambda maps: exported(maps, 5e-4), info, x, tmp_path / "m.onnx") > PARITY_TOL
+
+
+@pytest.mark.parametrize("name", ["v.onnx", "v.pt"])
+def test_a_failed_parity_check_leaves_no_file(files, tmp_path, monkeypatch, capsys, name):
+    """Before, the export was written (over any earlier file) and then checked: a parity failure exited 2 with the
+    unverified ONNX file in place, and a TorchScript export was not failed at all (the difference was only printed).
+    Now the check runs on a temporary file, which takes the name only once it passed."""
+    import posepart.engine.export as export
+
+    out = tmp_path / name
+    out.write_bytes(b"an earlier, good export")
+    monkeypatch.setattr(export, "max_difference", lambda *args: 1.0)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(out)]) == 2
+    assert f"{out}: " in (err := capsys.readouterr().err) and "differs from PyTorch by 1.00e+00" in err
+    assert "the export was not written" in err
+    assert out.read_bytes() == b"an earlier, good export" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_without_onnxruntime_the_export_is_refused_and_names_no_verify(files, tmp_path, monkeypatch, capsys):
+    """Before: "ONNX models need onnxruntime: pip install onnxruntime" (exit 2) after the unverified export had been
+    written over the earlier file, and nothing said that `--no-verify` writes the file without the check."""
+    out = tmp_path / "v.onnx"
+    out.write_bytes(b"an earlier, good export")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs onnxruntime" in err and "--no-verify" in err
+    assert out.read_bytes() == b"an earlier, good export" and sorted(tmp_path.iterdir()) == [out]
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(out), "--no-verify"]) == 0
+    assert b"posepart" in out.read_bytes() and sorted(tmp_path.iterdir()) == [out]  # the export, unchecked
+
+
+def test_an_opset_out_of_range_is_refused_before_exporting(files, tmp_path, capfd):
+    """Before, --opset 9 passed the bound checked (torch's lowest, 7): the export failed after printing ~100 KB of
+    Torch IR to stdout, with an error cut at 300 characters that did not say which opsets work; --opset 10 wrote an
+    FCN model whose bilinear upsampling ONNX's Resize-10 does not compute (the parity check failed, by 3e-3)."""
+    for opset in (9, 10, 99):
+        assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(tmp_path / "m.onnx"), "--opset",
+                     str(opset)]) == 2
+        out, err = capfd.readouterr()
+        assert out == "" and re.search(rf"error: --opset {opset}: posepart exports ONNX opsets 11 to \d\d\n", err), err
+    assert not any(tmp_path.iterdir())

@@ -169,3 +169,21 @@ def test_files_written_follow_the_umask_as_open_does(tmp_path):
     finally:
         os.umask(old)
     assert lock.stat().st_mode & 0o777 == 0o664 and written.stat().st_mode & 0o777 == 0o664
+
+
+def test_an_uppercase_safetensors_extension_loads(tmp_path, capsys):
+    """`export-weights --out W.SAFETENSORS` is accepted (the extension is read case-insensitively there and by the
+    Predictor), but before, load_model compared the suffix with ".safetensors" as written, so the file went to
+    torch.load: "Weights only load failed", in the API and in `posepart predict`."""
+    from posepart.data.synth import write_synth
+    from posepart.inference.predictor import Predictor
+
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", PASCAL, gain=40.0)
+    weights = tmp_path / "W.SAFETENSORS"
+    assert main(["export-weights", "--checkpoint", str(ckpt), "--out", str(weights)]) == 0
+    assert load_model(weights).schema == PASCAL
+    image = write_synth(tmp_path / "data", n=1, seed=1, size=64) / "images"
+    assert Predictor.from_checkpoint(weights)(str(next(image.iterdir()))).ok
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(weights), str(image), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert "error" not in capsys.readouterr().err

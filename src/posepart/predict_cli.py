@@ -150,6 +150,6 @@ def add_predict_parsers(verbs: Any) -> None:
                    "the weights alone as .safetensors: `posepart export-weights`")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help="tracing input side and the default predict size (default: the checkpoint's)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 or above (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")
     p.set_defaults(run=cmd_export)

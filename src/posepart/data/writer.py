@@ -167,10 +167,12 @@ def _fsync_dir(folder: Path) -> None:
 _NO_LINKS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Any], None], check: Callable[[Path], Any] | None = None) -> Path:
     """Call write(file) on a temp file in path's folder, fsync, then os.replace it onto `path`: readers see the old or
     the complete new file, never a partial one. The one atomic writer of checkpoints, exports, JSON and configs. An
-    OSError (a read-only folder, a full disk, a file where a folder should be) is an OutputError naming `path`."""
+    OSError (a read-only folder, a full disk, a file where a folder should be) is an OutputError naming `path`.
+    `check(temp_path)` runs on the complete file before it takes `path`'s name: a file that fails it (raises) never
+    stands at `path`, and an earlier one there is kept (an export checked against PyTorch)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -183,6 +185,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
+        with writing(path):
             os.replace(tmp, path)
     finally:
         if tmp.is_file():

@@ -57,8 +57,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = next((line for line in lines if "unsupported global" in line.lower()), lines[0] if lines else "")
-        detail = detail.rstrip(".")
+        unsafe = next((line for line in lines if "unsupported global" in line.lower()), None)
+        if unsafe is None and not _saved_by_torch(path):
+            # a YAML, an image, a renamed ONNX file: torch's "Unsupported operand" comes under a banner advising
+            # weights_only=False, which is wrong for a file that is no pickle at all (and unsafe advice for any)
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_load_failure(err, lines)}); posepart "
+                                  f"reads {ACCEPTED_MODEL_FILES}") from None
+        detail = (unsafe or _torch_reason(lines)).rstrip(".")
         raise CheckpointError(
             f"{path}: refusing to load this checkpoint: it is not a plain weights-only file (it needs objects that "
             f"torch.load(weights_only=True) will not unpickle, or it is corrupt): {type(err).__name__}: {detail}. "
@@ -67,6 +72,41 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
     return checkpoint
+
+
+# What posepart takes as a model file, for errors about one that is none of them
+ACCEPTED_MODEL_FILES = ("a .ckpt written by `posepart train`, a .safetensors written by `posepart export-weights`, "
+                        "or an .onnx written by `posepart export` (run with `posepart predict --onnx FILE`)")
+# Lines of torch's weights-only refusal that advise rather than explain: loading with weights_only=False (which runs
+# whatever the file holds), filing an issue, reading the docs. The reason is what is left.
+_TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation", "(1) ", "(2) ")
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether `path` starts as torch.save's files do: a zip archive (its format since 1.6; a truncated one too, which
+    is a corrupt checkpoint) or a pickle (the legacy format, protocol 2 or later: PROTO, 0x80). Anything else (text,
+    an image, a protobuf) is no PyTorch checkpoint at all, whatever torch.load says about it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:  # unreadable now: say what torch.load said
+        return True
+    return head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _torch_reason(lines: list[str]) -> str:
+    """The line of a torch.load error that says what failed ("Unsupported operand 109"), not its advice."""
+    reasons = [line.split("WeightsUnpickler error:", 1)[-1].strip() for line in lines
+               if not line.lower().startswith(_TORCH_ADVICE)]
+    return next((line for line in reasons if line), lines[0] if lines else "")
+
+
+def _load_failure(err: Exception, lines: list[str]) -> str:
+    """torch.load's exception type and reason, for an error message ("EOFError: the file is empty")."""
+    reason = _torch_reason(lines).rstrip(".")
+    if not reason and isinstance(err, EOFError):  # torch.load of an empty file: an EOFError without a word
+        reason = "the file is empty"
+    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
 def _export_kind(path: Path) -> str | None:
@@ -361,7 +401,7 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
     """Rebuild the model of a training checkpoint (.ckpt) or of exported weights (.safetensors)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":  # as export_weights and the Predictor read it (W.SAFETENSORS too)
         return _load_safetensors(path, map_location)
     checkpoint = load_checkpoint(path)
     schema, config = _describe(checkpoint, path)

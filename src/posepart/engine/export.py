@@ -8,16 +8,18 @@ TorchScript extra file `posepart.json` — so `posepart predict --onnx FILE` nee
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter needs onnxscript, which posepart
 does not depend on, and the traced graph keeps H, W and B symbolic (the model takes image sizes from tensor shapes
-without int()). After writing, the file is checked with ONNX Runtime against PyTorch at the export size and at a
-second batch size and image size.
+without int()). The file is written under a temporary name beside `out` and checked (ONNX Runtime, or the
+TorchScript loader, against PyTorch at the export size and at a second batch size and image size) before it takes its
+name: a failed export leaves no file, and an earlier one at `out` as it was.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -31,6 +33,12 @@ from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
 DEFAULT_OPSET = 17
+# The lowest opset every posepart model exports at faithfully. The models take image sizes from tensor shapes (dynamic
+# H and W): opset 9 has no Slice or ceil-mode pooling for sizes known only at run time (torch's exporter fails on the
+# joint and FCN models, after printing its whole Torch IR graph); opset 10 exports, but its Resize does not compute
+# PyTorch's bilinear interpolation (torch's exporter says so: it matches from opset 11), so FCN part heads fail the
+# parity check (by ~3e-3). The highest is torch's exporter's (`opset_range`).
+MIN_OPSET = 11
 # Largest |exported - PyTorch| allowed, relative to each output's scale (its largest |value|, at least 1): float32
 # rounding grows with the magnitude, and part logits or untrained maps reach tens, where 1e-4 absolute is noise.
 PARITY_TOL = 1e-4
@@ -66,20 +74,27 @@ def _dummy(info: ModelInfo, size: int | None, batch: int = 1) -> Tensor:
 def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
                 opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
     """Write `out` (.onnx) with dynamic batch/height/width; returns {"path", "max_diff"} (`max_difference`, None if not
-    verified). Raises ExportError when ONNX Runtime disagrees with PyTorch by more than PARITY_TOL."""
+    verified). Raises ExportError when ONNX Runtime disagrees with PyTorch by more than PARITY_TOL, or cannot run (is
+    not installed): `out` is then not written (`_write_checked`)."""
     import io
 
     try:
         import onnx
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
+    _check_opset(opset)
+    if verify:  # before the export, not after it: without the runtime there is nothing to check the file with
+        try:
+            importlib.import_module("onnxruntime")  # only its presence is checked here
+        except ImportError:
+            raise ExportError("checking the ONNX export against PyTorch needs onnxruntime: pip install onnxruntime, "
+                              "or pass --no-verify (verify=False) to write it unchecked") from None
     wrapper = ExportWrapper(model, info).eval()
     x = _dummy(info, input_size)
     dynamic: dict[str, dict[int, str]] = {"image": {0: "batch", 2: "height", 3: "width"}}
     for name in info.outputs:
         full = name == "parts" and info.parts_stride == 1
         dynamic[name] = {0: "batch", 2: "height" if full else f"{name}_height", 3: "width" if full else f"{name}_width"}
-    _check_opset(opset)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracing warns that shape checks become constants (by design), and that the
         warnings.simplefilter("ignore")  # TorchScript-based exporter is deprecated
@@ -89,41 +104,71 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
                               do_constant_folding=True)
         except torch.onnx.OnnxExporterError as err:  # an operator the opset cannot express
             raise ExportError(f"--opset {opset}: the ONNX exporter cannot export this model at that opset: "
-                              f"{str(err).splitlines()[0][:300]}") from None
+                              f"{_exporter_reason(err)}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
     proto.doc_string = f"posepart {info.name or 'model'}: image (B,3,H,W) -> {', '.join(info.outputs)}"
-    path = atomic_write(out, lambda f: f.write(proto.SerializeToString()))
-    diff = verify_onnx(wrapper, path, info, x) if verify else None
-    return {"path": path, "max_diff": diff}
+    data = proto.SerializeToString()
+
+    def check(staged: Path) -> float:
+        from posepart.inference.backends import OnnxBackend
+
+        return _parity(wrapper, OnnxBackend(staged), info, x, Path(out), "ONNX Runtime")
+
+    return _write_checked(Path(out), lambda f: f.write(data), check if verify else None)
+
+
+def opset_range() -> tuple[int, int]:
+    """(lowest, highest) ONNX opset `posepart export` writes: MIN_OPSET, and the highest of torch's exporter."""
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as highest
+    except ImportError:  # private constant moved: torch 2.14's value
+        highest = 20
+    return MIN_OPSET, highest
 
 
 def _check_opset(opset: int) -> None:
-    """An opset outside the range torch's TorchScript-based exporter writes: a UsageError naming it."""
-    try:
-        from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    except ImportError:  # private constants moved: leave the check to the exporter
-        return
-    if not ONNX_MIN_OPSET <= opset <= ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET:
-        raise UsageError(f"--opset {opset}: torch exports opsets "
-                         f"{ONNX_MIN_OPSET}..{ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET}")
+    """An opset outside `opset_range`: a UsageError naming the range, before anything is exported."""
+    lowest, highest = opset_range()
+    if not lowest <= opset <= highest:
+        raise UsageError(f"--opset {opset}: posepart exports ONNX opsets {lowest} to {highest}")
 
 
-def verify_onnx(wrapper: nn.Module, path: Path, info: ModelInfo, x: Tensor) -> float:
-    """`max_difference` of ONNX Runtime against PyTorch; ExportError above PARITY_TOL."""
-    from posepart.inference.backends import OnnxBackend
+def _exporter_reason(err: Exception) -> str:
+    """The lines of torch's export error that say what failed, and where in posepart's model: not the Torch IR
+    values and Python stack it appends (tens of lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = lines[0].split("[Caused by", 1)[0].strip() if lines else type(err).__name__
+    package = str(Path(__file__).parents[1])  # as the stack names posepart's files: the path they were imported by
+    origin = next((line for line in lines if line.startswith(package) and Path(__file__).name not in line), None)
+    where = f" (at {Path(origin).relative_to(package).as_posix()})" if origin else ""  # "models/trunk.py(156): forward"
+    return f"{reason[:300]}{where}"
 
-    worst = max_difference(wrapper, OnnxBackend(path), info, x, path)
+
+def _write_checked(out: Path, write: Callable[[Any], None], check: Callable[[Path], float] | None) -> dict[str, Any]:
+    """Write an export through `write` and run `check` on it (-> `max_diff`) before it takes `out`'s name
+    (`atomic_write`): a file that fails its check, or cannot be checked, never stands at `out`, and an earlier file
+    there is kept. Returns {"path", "max_diff"} (None unchecked)."""
+    diffs: list[float] = []
+    path = atomic_write(out, write, None if check is None else lambda staged: diffs.append(check(staged)))
+    return {"path": path, "max_diff": diffs[0] if diffs else None}
+
+
+def _parity(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor, out: Path, runtime: str) -> float:
+    """`max_difference` of `backend` (running the export meant for `out`, still under its temporary name) against
+    PyTorch; ExportError above PARITY_TOL."""
+    worst = max_difference(wrapper, backend, info, x, out)
     if worst > PARITY_TOL:
-        raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} of the output's scale "
-                          f"(> {PARITY_TOL:g})")
+        raise ExportError(f"{out}: {runtime} differs from PyTorch by {worst:.2e} of the output's scale "
+                          f"(> {PARITY_TOL:g}); the export was not written")
     return worst
 
 
 def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
                        verify: bool = True) -> dict[str, Any]:
-    """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata."""
+    """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata; checked against PyTorch
+    as `export_onnx` is (ExportError above PARITY_TOL), before it takes `out`'s name."""
     wrapper = ExportWrapper(model, info).eval()
     x = _dummy(info, input_size)
     with warnings.catch_warnings():  # see export_onnx; torch.jit is also deprecated in favour of torch.export
@@ -134,13 +179,12 @@ def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, in
         def write(f: Any) -> None:
             torch.jit.save(traced, f, _extra_files={f"{METADATA_KEY}.json": info.to_json()})
 
-        path = atomic_write(out, write)
-    diff = None
-    if verify:
-        from posepart.inference.backends import TorchScriptBackend
+        def check(staged: Path) -> float:
+            from posepart.inference.backends import TorchScriptBackend
 
-        diff = max_difference(wrapper, TorchScriptBackend(path), info, x, path)
-    return {"path": path, "max_diff": diff}
+            return _parity(wrapper, TorchScriptBackend(staged), info, x, Path(out), "the TorchScript module")
+
+        return _write_checked(Path(out), write, check if verify else None)
 
 
 def parity_error(reference: np.ndarray, exported: np.ndarray) -> float:
@@ -175,6 +219,8 @@ def _other_input(info: ModelInfo, x: Tensor) -> Tensor:
 def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: str | Path, *,
                  input_size: int | None = None, opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
     """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out`."""
+    if fmt == "onnx":  # refused before the model is loaded
+        _check_opset(opset)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, map_location="cpu")
     if (input_size or loaded.input_size) > MAX_INPUT_SIZE:  # its metadata would be refused by every loader
         raise UsageError(f"export --input-size {input_size or loaded.input_size}: at most {MAX_INPUT_SIZE} pixels")

@@ -74,7 +74,7 @@ def read_state_dict(path: Path | str) -> dict[str, Tensor]:
     if not path.is_file():
         raise MissingFileError(f"no VGG16 weights file at {path}")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":  # VGG.SAFETENSORS too, as every model file is read
             from safetensors.torch import load_file
 
             state = load_file(str(path), device="cpu")
