@@ -30,6 +30,9 @@ def test_the_installed_package_reports_the_version_the_code_does():
     """pip's metadata reads `posepart.__version__` (pyproject's dynamic version): one place to bump. Before, the
     version was written in pyproject.toml and in posepart/__init__.py, and nothing kept them equal."""
     assert importlib.metadata.version("posepart") == posepart.__version__
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" in project["dynamic"] and "version" not in project  # not written a second time
 
 
 @pytest.mark.parametrize("name", ["demo_cpu_joint", "demo_cpu_joint.yaml"])

@@ -365,9 +365,13 @@ def test_scales_with_an_empty_item_or_no_finite_value_are_refused(files, capsys)
     same network pass twice, and the API's `scales="1,2"` was a bare TypeError (a walkthrough)."""
     from posepart.inference.tta import tta_views
 
-    for bad, words in (("1,2", "a sequence of numbers"), ((1.0, 1.0), "repeat a value"), ((), "at least one")):
+    for bad, words in (("1,2", "a sequence of numbers"), (1.25, "a sequence of numbers"),
+                       ((1.0, 1.0), "repeat a value"), ((), "at least one")):
         with pytest.raises(ValueError, match=words):
             tta_views(bad)  # type: ignore[arg-type]
+    import torch  # a tensor of scales was taken before, and still is (a review of the first version of the check)
+
+    assert [v.scale for v in tta_views(torch.tensor([1.0, 1.25]))] == [1.0, 1.25]
     for scales in ("1,,2", "nan", "1,inf", "1,1"):
         with pytest.raises(SystemExit):  # argparse's usage error, exit 2, naming the option
             cli.main(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--scales", scales])

@@ -210,22 +210,23 @@ def test_keypoints_outside_image(tmp_path, capsys):
         PosePartDataset.open(root)
 
 
-def test_an_image_folder_source_reads_its_subfolders(tmp_path):
-    """Unlabelled frames often come one folder per clip. Before, `train: {images: DIR}` read DIR's top level alone,
-    without a word (a walkthrough: 4 of 8 images trained), and a folder of clip folders was "no images"."""
+def test_an_image_folder_source_says_what_its_subfolders_hold(tmp_path):
+    """`train: {images: DIR}` reads DIR's top level: a dataset's root would bring its part maps and validation images
+    in as photos. Before (a walkthrough), images in subfolders were left out without a word, and a folder of clip
+    folders was "no images"."""
     image = np.zeros((12, 20, 3), np.uint8)
-    for name in ("a.jpg", "clip1/f0001.png", "clip1/f0002.png", "clip2/deep/f0001.jpg", ".cache/thumb.jpg"):
+    for name in ("a.jpg", "b.png", "clip1/f0001.png", "clip2/deep/f0001.jpg"):
         path = tmp_path / "frames" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(path), image)
     dataset = PosePartDataset.from_images(tmp_path / "frames", Schema.pascal_person_part())
-    assert [r.file_name for r in dataset.records] == ["a.jpg", "clip1/f0001.png", "clip1/f0002.png",
-                                                      "clip2/deep/f0001.jpg"]
-    assert len({r.image_id for r in dataset.records}) == 4 and (dataset.records[0].width, dataset.records[0].height) \
-        == (20, 12)
-    (tmp_path / "empty" / "sub").mkdir(parents=True)
-    with pytest.raises(DatasetError, match="in it or its subfolders"):
-        PosePartDataset.from_images(tmp_path / "empty", Schema.pascal_person_part())
+    assert [r.file_name for r in dataset.records] == ["a.jpg", "b.png"]
+    assert (dataset.records[0].width, dataset.records[0].height) == (20, 12)
+    assert sum(n for reason, n in dataset.skipped.items() if "subfolder" in reason) == 2
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "frames" / name).unlink()
+    with pytest.raises(DatasetError, match="at its top level; 2 in its subfolders, which are not read"):
+        PosePartDataset.from_images(tmp_path / "frames", Schema.pascal_person_part())
 
 
 def test_wrong_keypoint_count(tmp_path):

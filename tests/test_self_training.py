@@ -357,7 +357,7 @@ def test_the_focal_term_of_pseudo_labels_is_scaled_by_the_share_the_teacher_labe
 
 def test_pseudo_labels_at_weight_zero_leave_the_task_weights_alone():
     """Under uncertainty weighting a task the batch supervises pays its regulariser r * s even at loss 0, which
-    pulls s down. Before, a batch of pseudo-labels at weight 0 (the ramp's start, or `weight: 0`) counted as
+    pulls s down. Before, a batch of pseudo-labels at weight 0 (`train.self_training.weight: 0`) counted as
     supervising every task, so `weight: 0` still moved the task weights (a walkthrough: two runs that differed
     in `part_threshold` alone diverged)."""
     torch.manual_seed(3)
@@ -372,6 +372,32 @@ def test_pseudo_labels_at_weight_zero_leave_the_task_weights_alone():
     result.total.backward()
     assert float(result.total.detach()) == 0.0 and not any(bool(present) for present in result.present.values())
     assert torch.equal(loss.weighting.log_vars.grad, torch.zeros(3))
+    loss.weighting.log_vars.grad = None  # above zero the pseudo-labels supervise, alone in their batch too
+    result = loss(output, {**batch, "loss_weight": torch.tensor([0.0, 1e-3])}, keep_tasks=True)
+    result.total.backward()
+    assert all(bool(present) for present in result.present.values())
+    assert bool((loss.weighting.log_vars.grad != 0).all())
+
+
+def test_a_sample_the_teacher_labels_nothing_of_counts_in_the_mean_as_zero():
+    """FixMatch divides by every unlabelled sample, confident or not: of two pseudo-labelled samples, one labelled
+    in full and one not at all (the teacher kept no one), the term is half the first one's mean (a review: no test
+    told this from a denominator of the labelled samples alone)."""
+    torch.manual_seed(4)
+    loss = PosePartLoss(PASCAL)
+    output = {"parts": [torch.randn(2, PASCAL.num_parts, 4, 4)], "heatmaps": [torch.rand(2, 15, 4, 4)],
+              "pafs": [torch.randn(2, 2 * PASCAL.num_limbs, 4, 4)]}
+    parts = torch.randint(0, PASCAL.num_parts, (2, 8, 8))
+    parts[1] = IGNORE_LABEL
+    pose_mask = torch.ones(2, 4, 4)
+    pose_mask[1] = 0.0
+    batch = {"parts": parts, "heatmaps": torch.rand(2, 15, 4, 4), "pafs": torch.randn(2, 2 * PASCAL.num_limbs, 4, 4),
+             "pose_mask": pose_mask, "has_pose": torch.tensor([True, True]), "has_parts": torch.tensor([True, True]),
+             "unlabelled": torch.tensor([True, True]), "loss_weight": torch.tensor([1.0, 1.0])}
+    both = loss(output, batch).terms
+    first = loss({k: [v[0][:1]] for k, v in output.items()}, {k: v[:1] for k, v in batch.items()}).terms
+    for task in ("seg", "heatmap", "paf"):
+        assert float(both[task]) == pytest.approx(0.5 * float(first[task]), rel=1e-5)
 
 
 # -- a run ---------------------------------------------------------------------------------------------------------
@@ -417,6 +443,14 @@ def test_self_training_that_could_learn_nothing_is_refused(data, tmp_path):
             PosePartDataModule(_config(tmp_path, labelled, folder, f"data.sources={json.dumps(spec)}"))
     with pytest.raises(ConfigError, match="min_joints: 15, but a person has 14 joints"):
         PosePartDataModule(_config(tmp_path, labelled, folder, "train.self_training.min_joints=15"))
+    # a walkthrough: the settings' own errors now name the key and the value; a review: nan and inf were taken
+    for key, value, words in (("weight", -1.0, "weight: must be a finite number >= 0, got -1.0"),
+                              ("weight", math.nan, "weight: must be a finite number >= 0, got nan"),
+                              ("weight", math.inf, "weight: must be a finite number >= 0, got inf"),
+                              ("min_joints", 0, "min_joints: must be a finite number >= 1, got 0"),
+                              ("flip_oks", 0.0, "flip_oks: must be in \\(0, 1\\], got 0.0")):
+        with pytest.raises(ValueError, match=words):
+            SelfTrainingConfig(**{key: value})
 
 
 def test_a_run_with_an_unlabelled_folder_pseudo_labels_it_and_resumes_exactly(data, tmp_path):

@@ -162,19 +162,24 @@ class PosePartDataset:
     @classmethod
     def from_images(cls, folder: str | Path, schema: Schema) -> PosePartDataset:
         """A folder of images without labels (an unlabelled source, `train: {images: DIR}`), in `schema`: one record
-        per image file in it or its subfolders (a video's frames often come one folder per clip; hidden ones are
-        left out), sorted by path, sizes read from the file headers (not decoded), no people, no part maps."""
+        per image file at its top level (sorted by name; sizes read from the file headers, not decoded), no people,
+        no part maps. Subfolders are not read: a dataset's root would bring its part label maps and its validation
+        images in as photos. Images in them are counted among the skipped ones, so the run's log says so."""
         from PIL import Image  # reads only the header for the size
 
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder is not a directory")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        nested = [p for p in folder.glob("*/**/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         if not files:
-            raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its subfolders")
+            inside = f"; {len(nested)} in its subfolders, which are not read: give each folder of images as a " \
+                     f"source of its own" if nested else ""
+            raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at its top level{inside}")
         k = schema.num_joints
         dataset = cls(schema, [], folder / ANNOTATIONS_FILE, folder, None)
+        for path in nested[:10000]:  # before: left out without a word
+            dataset._skip("image in a subfolder (not read: give the folder as a source of its own)", str(path))
         for image_id, path in enumerate(files, start=1):
             try:
                 with Image.open(path) as image:
@@ -183,7 +188,7 @@ class PosePartDataset:
                 dataset._skip("unreadable image", f"{path}: {err}")
                 continue
             dataset.records.append(ImageRecord(
-                image_id, path.relative_to(folder).as_posix(), path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
+                image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
                 np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, ()))
         if not dataset.records:
             raise DatasetError(f"{folder}: none of its {len(files)} images could be read")

@@ -266,10 +266,11 @@ def lock_output(folder: str | Path, option: str = "--out") -> Iterator[Path]:
         handle.close()  # closing the file releases the lock
 
 
-def _flock_or_refuse(handle: Any, folder: Path, fcntl: Any) -> None:
-    """Take the exclusive lock on the open lock file `handle`, or raise OutputInUse naming its holder."""
+def _flock_or_refuse(handle: Any, folder: Path, fcntl: Any, mode: int | None = None) -> None:
+    """Take the lock (`mode`, default exclusive) on the open lock file `handle`, or raise OutputInUse naming its
+    holder."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, (fcntl.LOCK_EX if mode is None else mode) | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "a process"
@@ -287,6 +288,15 @@ def refuse_output_in_use(folder: str | Path) -> None:
         return
     if lock.is_symlink() or not lock.is_file():
         return  # no run holds it (lock_output refuses a planted link when it takes the lock)
-    with os.fdopen(os.open(lock, os.O_RDONLY | _NO_LINKS), "r", encoding="utf-8") as handle:
-        _flock_or_refuse(handle, Path(folder), fcntl)  # released when the file closes
+    try:
+        handle = os.fdopen(os.open(lock, os.O_RDONLY | _NO_LINKS), "r", encoding="utf-8")
+    except OSError:  # not ours to read: lock_output names the problem when it takes the lock
+        return
+    with handle:  # a shared lock: it needs no write access (flock on NFS), and a holder's exclusive one refuses it
+        try:
+            _flock_or_refuse(handle, Path(folder), fcntl, fcntl.LOCK_SH)  # released when the file closes
+        except OutputInUse:
+            raise
+        except OSError:  # a file system without flock: lock_output's own error, later
+            return
 

@@ -248,8 +248,8 @@ class SelfTrainingConfig:
         if not 0.0 <= self.teacher_decay < 1.0:
             raise ValueError(f"teacher_decay: must be in [0, 1), got {self.teacher_decay}")
         for name, low in (("weight", 0), ("ramp_steps", 0), ("min_joints", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= low):  # nan and inf too
+                raise ValueError(f"{name}: must be a finite number >= {low}, got {getattr(self, name)}")
         for name in ("flip_oks", "part_threshold"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in (0, 1], got {getattr(self, name)}")

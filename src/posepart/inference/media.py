@@ -101,40 +101,34 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         taken.add(name)
         sources.append(Source(kind, location, name))
 
-    def media_of(item: str, files: list[Path], runs: set[Path], what: str) -> list[Path]:
-        """The images and videos among `files` (of input `item`); the other files are named in one note, and a
-        `what` (folder or pattern) holding none is a failure."""
-        media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-        run_folders = runs | ({skip.resolve()} if skip is not None else set())
-        left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
-                and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
-        if left:  # before: left out without a word (a .gif, a phone's .heic)
-            kinds = sorted({p.suffix.lower() or p.name for p in left})
-            tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
-                       f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
-        if not media:
-            failures.append({"input": item, "error": f"{item}: no images or videos in this {what}"})
-        return media
-
     for item in inputs:
         path = Path(item)
         if re.fullmatch(r"\d+", item) and not path.exists():
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
             found = (Path(p) for p in glob.glob(item, recursive=True))
-            matches, runs = _without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
+            matches, _ = _without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
             if not matches:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
-                continue
-            for p in media_of(item, matches, runs, "pattern"):  # before, 'inp/*' took notes.txt for an image
+            for p in matches:  # every match is an input, as the shell would pass them (unquoted): a notes.txt fails
                 add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
             files, runs = _without_earlier_outputs(  # before, `--recursive` ran on a previous run's outputs too
                 sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
-            for p in media_of(item, files, runs, "folder"):
+            media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            run_folders = runs | ({skip.resolve()} if skip is not None else set())
+            left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                    and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
+                    and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
+            if left:  # before: left out without a word (a .gif, a phone's .heic)
+                kinds = sorted({p.suffix.lower() or p.name for p in left})
+                tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
+                           f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
+            if not media:
+                failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
+            for p in media:
                 add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
         else:
             add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)

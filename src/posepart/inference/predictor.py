@@ -174,7 +174,7 @@ class Predictor:
             raise UsageError(f"input size {size} is not a multiple of the network's {self.info.input_multiple}")
         self.input_size = size
         try:
-            self.views: list[View] = tta_views(tuple(scales), flip)
+            self.views: list[View] = tta_views(scales, flip)
         except ValueError as err:
             raise UsageError(str(err)) from None
         for view in self.views:  # the canvas side each view runs at, checked as the input size is

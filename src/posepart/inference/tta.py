@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -49,9 +48,13 @@ class View:
 
 def tta_views(scales: Sequence[float] = (1.0,), flip: bool = False) -> list[View]:
     """Every (scale, flip) combination, unflipped first."""
-    if isinstance(scales, str) or not all(isinstance(s, numbers.Real) for s in scales):  # before: a bare TypeError
-        raise ValueError(f"scales must be a sequence of numbers, e.g. (1.0, 1.25), got {scales!r}")
-    if len(scales) == 0:
+    try:  # numbers, numpy values, 0-dim tensors: what float() takes; a string or a lone number is no sequence
+        if isinstance(scales, str) or any(isinstance(s, str) for s in scales):
+            raise TypeError
+        scales = [float(s) for s in scales]
+    except (TypeError, ValueError):  # before: a bare TypeError
+        raise ValueError(f"scales must be a sequence of numbers, e.g. (1.0, 1.25), got {scales!r}") from None
+    if not scales:
         raise ValueError("give at least one scale")
     if any(not (s > 0 and math.isfinite(s)) for s in scales):  # inf: an OverflowError on the first image
         raise ValueError(f"scales must be positive finite numbers, got {list(scales)}")
