@@ -25,6 +25,7 @@ import posepart
 from posepart import cli
 from posepart.data.synth import write_synth
 from posepart.data.writer import DatasetWriter
+from posepart.engine.checkpoint import CheckpointError, load_checkpoint
 from posepart.engine.config import load_config
 from posepart.engine.train import train
 from posepart.inference.predictor import Predictor
@@ -281,6 +282,9 @@ def test_a_file_that_is_no_checkpoint_at_all_says_so(files, tmp_path, capsys, na
         line = _refused_naming(argv, capsys, f"{path}: not a PyTorch checkpoint", reason, "a .ckpt written by "
                                "`posepart train`", "`posepart export-weights`", "`posepart predict --onnx FILE`")
         assert "weights_only" not in line and "corrupt" not in line
+    with pytest.raises(CheckpointError) as failed:  # as `train --resume` reads it (a review: torch's mmap advice)
+        load_checkpoint(path, mmap=True)
+    assert reason in str(failed.value) and "mmap" not in str(failed.value)
     torch.save({"state_dict": {}, "layer": torch.nn.Linear(2, 2)}, path)  # a real pickle, with a global
     line = _refused_naming(["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")],
                            capsys, f"{path}: refusing to load this checkpoint", "Unsupported global")

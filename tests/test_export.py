@@ -269,6 +269,23 @@ def test_a_failed_parity_check_leaves_no_file(files, tmp_path, monkeypatch, caps
     assert out.read_bytes() == b"an earlier, good export" and sorted(tmp_path.iterdir()) == [out]
 
 
+def test_a_runtime_that_cannot_load_the_export_is_named_as_out(files, tmp_path, monkeypatch, capsys):
+    """A review: ONNX Runtime refusing the staged file gave an error naming the temporary `.v.onnx.tmp-PID`, which
+    no longer exists, and did not say that nothing was written."""
+    from posepart.inference import backends
+
+    def refuse(self, path, *args, **kwargs):
+        raise backends.BackendError(f"{path}: ONNX Runtime cannot load it: boom")
+
+    monkeypatch.setattr(backends.OnnxBackend, "__init__", refuse)
+    out = tmp_path / "v.onnx"
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: the ONNX Runtime check failed: ONNX Runtime cannot load it: boom; the export was not written" in err
+    assert ".tmp-" not in err and not any(tmp_path.iterdir())
+
+
 def test_without_onnxruntime_the_export_is_refused_and_names_no_verify(files, tmp_path, monkeypatch, capsys):
     """Before: "ONNX models need onnxruntime: pip install onnxruntime" (exit 2) after the unverified export had been
     written over the earlier file, and nothing said that `--no-verify` writes the file without the check."""

@@ -53,12 +53,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
         raise CheckpointError(f"{path}: {export}, not a training checkpoint: this needs a .ckpt (from "
                               f"`posepart train`) or a .safetensors (`posepart export-weights`); exports run with "
                               f"`posepart predict --checkpoint {path}` or `Predictor.from_checkpoint`")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    head = _file_head(path)
+    try:  # mmap reads torch's zip format alone: anything else loads without it, so its error is torch's reason
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True,
+                                mmap=mmap and (head is None or head.startswith(_ZIP)))
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         unsafe = next((line for line in lines if "unsupported global" in line.lower()), None)
-        if unsafe is None and not _saved_by_torch(path):
+        if unsafe is None and head is not None and not head.startswith((_ZIP, _PICKLE)):
             # a YAML, an image, a renamed ONNX file: torch's "Unsupported operand" comes under a banner advising
             # weights_only=False, which is wrong for a file that is no pickle at all (and unsafe advice for any)
             raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_load_failure(err, lines)}); posepart "
@@ -82,16 +84,18 @@ ACCEPTED_MODEL_FILES = ("a .ckpt written by `posepart train`, a .safetensors wri
 _TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation", "(1) ", "(2) ")
 
 
-def _saved_by_torch(path: Path) -> bool:
-    """Whether `path` starts as torch.save's files do: a zip archive (its format since 1.6; a truncated one too, which
-    is a corrupt checkpoint) or a pickle (the legacy format, protocol 2 or later: PROTO, 0x80). Anything else (text,
-    an image, a protobuf) is no PyTorch checkpoint at all, whatever torch.load says about it."""
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # how torch.save's files start: a zip (since 1.6), a pickle (protocol >= 2)
+
+
+def _file_head(path: Path) -> bytes | None:
+    """The first bytes of `path` (None if it cannot be read now: torch.load then says why). A file that starts as
+    neither of torch.save's formats (text, an image, a protobuf) is no PyTorch checkpoint at all, whatever torch.load
+    says about it; a truncated zip is a corrupt one."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:  # unreadable now: say what torch.load said
-        return True
-    return head.startswith((b"PK\x03\x04", b"\x80"))
+            return f.read(4)
+    except OSError:
+        return None
 
 
 def _torch_reason(lines: list[str]) -> str:

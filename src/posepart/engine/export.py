@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -114,7 +115,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
     def check(staged: Path) -> float:
         from posepart.inference.backends import OnnxBackend
 
-        return _parity(wrapper, OnnxBackend(staged), info, x, Path(out), "ONNX Runtime")
+        return _parity(wrapper, OnnxBackend, staged, info, x, Path(out), "ONNX Runtime")
 
     return _write_checked(Path(out), lambda f: f.write(data), check if verify else None)
 
@@ -141,7 +142,8 @@ def _exporter_reason(err: Exception) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     reason = lines[0].split("[Caused by", 1)[0].strip() if lines else type(err).__name__
     package = str(Path(__file__).parents[1])  # as the stack names posepart's files: the path they were imported by
-    origin = next((line for line in lines if line.startswith(package) and Path(__file__).name not in line), None)
+    origin = next((line for line in lines if line.startswith(package + os.sep) and Path(__file__).name not in line),
+                  None)
     where = f" (at {Path(origin).relative_to(package).as_posix()})" if origin else ""  # "models/trunk.py(156): forward"
     return f"{reason[:300]}{where}"
 
@@ -155,13 +157,21 @@ def _write_checked(out: Path, write: Callable[[Any], None], check: Callable[[Pat
     return {"path": path, "max_diff": diffs[0] if diffs else None}
 
 
-def _parity(wrapper: nn.Module, backend: Any, info: ModelInfo, x: Tensor, out: Path, runtime: str) -> float:
-    """`max_difference` of `backend` (running the export meant for `out`, still under its temporary name) against
-    PyTorch; ExportError above PARITY_TOL."""
-    worst = max_difference(wrapper, backend, info, x, out)
+def _parity(wrapper: nn.Module, backend: Callable[[Path], Any], staged: Path, info: ModelInfo, x: Tensor, out: Path,
+            runtime: str) -> float:
+    """`max_difference` against PyTorch of `backend(staged)`, running the export meant for `out` under its temporary
+    name; ExportError above PARITY_TOL, or where the runtime cannot load or run it (named as `out`)."""
+    from posepart.inference.backends import BackendError
+
+    not_written = "the export was not written (`--no-verify` writes it unchecked)"
+    try:
+        worst = max_difference(wrapper, backend(staged), info, x, out)
+    except (BackendError, ExportError) as err:
+        reason = str(err).removeprefix(f"{staged}: ").removeprefix(f"{out}: ")
+        raise ExportError(f"{out}: the {runtime} check failed: {reason}; {not_written}") from None
     if worst > PARITY_TOL:
         raise ExportError(f"{out}: {runtime} differs from PyTorch by {worst:.2e} of the output's scale "
-                          f"(> {PARITY_TOL:g}); the export was not written")
+                          f"(> {PARITY_TOL:g}); {not_written}")
     return worst
 
 
@@ -182,7 +192,7 @@ def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, in
         def check(staged: Path) -> float:
             from posepart.inference.backends import TorchScriptBackend
 
-            return _parity(wrapper, TorchScriptBackend(staged), info, x, Path(out), "the TorchScript module")
+            return _parity(wrapper, TorchScriptBackend, staged, info, x, Path(out), "TorchScript")
 
         return _write_checked(Path(out), write, check if verify else None)
 
