@@ -295,8 +295,5 @@ def refuse_output_in_use(folder: str | Path) -> None:
     with handle:  # a shared lock: it needs no write access (flock on NFS), and a holder's exclusive one refuses it
         try:
             _flock_or_refuse(handle, Path(folder), fcntl, fcntl.LOCK_SH)  # released when the file closes
-        except OutputInUse:
-            raise
-        except OSError:  # a file system without flock: lock_output's own error, later
+        except OSError:  # a file system without flock: lock_output's own error, later (OutputInUse passes)
             return
-
