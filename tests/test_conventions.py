@@ -126,7 +126,7 @@ def test_legend_names_every_part_and_joint_colour():
     import numpy as np
 
     from posepart.schema import Schema
-    from posepart.viz import grid, legend
+    from posepart.viz import LEGEND_MIN_WIDTH, grid, legend, with_legend
 
     schema = Schema.pascal_person_part()
     strip = legend(schema, 600)
@@ -135,6 +135,11 @@ def test_legend_names_every_part_and_joint_colour():
     colours |= {tuple(c) for c in schema.joint_colours}
     present = {tuple(p) for p in strip.reshape(-1, 3)}
     assert colours <= present  # a swatch or dot of every colour (the names are drawn beside them)
+    small = np.zeros((64, 64, 3), np.uint8)  # before (a walkthrough): a 64 px legend, 344 px tall, names cut
+    shown = with_legend(small, schema)
+    assert shown.shape[1] == LEGEND_MIN_WIDTH and np.array_equal(shown[:64, :64], small)
+    assert (shown[:64, 64:] == 255).all() and shown.shape[0] - 64 == legend(schema, LEGEND_MIN_WIDTH).shape[0]
+    assert 3 * legend(schema, LEGEND_MIN_WIDTH).shape[0] < legend(schema, 64).shape[0]  # a few lines, not one a name
     tiles = [np.zeros((32, 32, 3), np.uint8)] * 8
     plain, named = grid(tiles, columns=4, cell=32), grid(tiles, columns=4, cell=32, row_labels=["a model", "truth"])
     assert named.shape[1] > plain.shape[1] and (named[:, : named.shape[1] - plain.shape[1]] < 128).any()  # text

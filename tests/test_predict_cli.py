@@ -483,7 +483,7 @@ def test_result_plot_draws_the_prediction_with_its_legend(setup):
     from posepart.errors import UsageError
     from posepart.inference.draw import draw_result
     from posepart.inference.preprocess import load_image
-    from posepart.viz import legend
+    from posepart.viz import with_legend
 
     predictor = Predictor.from_checkpoint(setup["ckpt"], decode_config=DecodeConfig(min_joints=1))
     path = setup["data"] / "images" / "000000.jpg"
@@ -491,7 +491,7 @@ def test_result_plot_draws_the_prediction_with_its_legend(setup):
     image = load_image(path)
     drawn = draw_result(image, result, predictor.schema)
     assert np.array_equal(result.plot(legend=False), drawn)
-    assert np.array_equal(result.plot(), np.concatenate([drawn, legend(predictor.schema, drawn.shape[1])]))
+    assert np.array_equal(result.plot(), with_legend(drawn, predictor.schema))  # 320 px wide for this 64 px image
     assert np.array_equal(predictor(image).plot(image, legend=False), drawn)  # an array input: pass it again
     with pytest.raises(UsageError, match="pass the image"):
         predictor(image).plot()

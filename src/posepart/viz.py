@@ -52,9 +52,16 @@ def legend(schema: Schema, width: int, *, scale: float = 0.4) -> np.ndarray:
     return strip
 
 
+LEGEND_MIN_WIDTH = 320  # px: the longest joint names fit a line (a 64 px wide legend cut them, one per line)
+
+
 def with_legend(image: np.ndarray, schema: Schema) -> np.ndarray:
-    """`image` with the schema's `legend` below it."""
-    return np.concatenate([image, legend(schema, image.shape[1])], axis=0)
+    """`image` with the schema's `legend` below it; an image narrower than `LEGEND_MIN_WIDTH` is padded white on its
+    right to that width, so that the names fit."""
+    width = max(image.shape[1], LEGEND_MIN_WIDTH)
+    if width > image.shape[1]:
+        image = np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255)
+    return np.concatenate([image, legend(schema, width)], axis=0)
 
 
 def draw_parts(image: np.ndarray, parts: np.ndarray, schema: Schema, alpha: float = 0.55) -> np.ndarray:

@@ -101,8 +101,9 @@ class ImageResult:
         return [p.coco(image_id, category_id) for p in self.people]
 
     def plot(self, image: Any = None, *, legend: bool = True) -> np.ndarray:
-        """(H', W, 3) uint8 RGB: the image with this result's part colours and skeletons, and the colour legend
-        below (`legend=False`: without). `image` is the input as given to the Predictor (array, PIL image or path);
+        """(H', W', 3) uint8 RGB: the image with this result's part colours and skeletons, and the colour legend
+        below (`legend=False`: without; with it, an image narrower than 320 px is padded white to that width, so the
+        names fit: W' = max(W, 320)). `image` is the input as given to the Predictor (array, PIL image or path);
         by default `source` is read again when it is a file. As ultralytics' `Results.plot()`: show it with
         `matplotlib.pyplot.imshow(result.plot())`, save it with `posepart.viz.save_rgb`."""
         from posepart.inference.draw import draw_result
