@@ -200,6 +200,27 @@ def test_joint_names_match_in_every_side_spelling_the_schema_reads(spell):
                                             PASCAL.part_classes.index("lower_arm")})
 
 
+def test_a_mapped_source_keeps_its_own_pckh_head_size():
+    """PCKh's head size is the source's head top to upper neck. Before (a walkthrough), a LIP record read in
+    PASCAL's schema took the distance to PASCAL's neck, which LIP's thorax stands in for: 1.6-2.1x longer, and LIP's
+    PCKh read 0.44 where its own normaliser gives 0.19."""
+    from posepart.data.format import ImageRecord
+    from posepart.data.mixing import SourceMapping
+
+    kp = np.zeros((2, LIP.num_joints, 3), np.float32)
+    for person, dx in enumerate((0.0, 50.0)):
+        kp[person, LIP.joint("head_top")] = (10 + dx, 10, 2)
+        kp[person, LIP.joint("upper_neck")] = (10 + dx, 16, 2)
+        kp[person, LIP.joint("thorax")] = (10 + dx, 25, 2)
+        kp[person, LIP.joint("left_hip")] = (12 + dx, 50, 2)
+    record = ImageRecord(1, "a.jpg", Path("a.jpg"), 80, 60, kp, np.zeros((2, 4), np.float32), np.ones(2, np.float32),
+                         np.array([np.nan, 9.0], np.float32), (), None, True, ())
+    mapped = SourceMapping.build("lip", LIP, PASCAL, PartLabelSpace(PASCAL), tasks=["pose"]).map_record(record)
+    assert mapped.head_sizes.tolist() == [6.0, 9.0]  # the source's own, then the file's where it gives one
+    neck = mapped.keypoints[0, PASCAL.joint("neck")]
+    assert neck[1] == 25 and PASCAL.head_neck_sizes(mapped.keypoints)[0] == 15  # what PCKh had taken
+
+
 # -- parts -----------------------------------------------------------------------------------------------------------
 def test_cihp_parts_map_to_pascal_classes_and_sets():
     space = PartLabelSpace(PASCAL)

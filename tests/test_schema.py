@@ -104,3 +104,14 @@ def test_voc_palette_first_colours():
     assert p[1].tolist() == [128, 0, 0] and p[2].tolist() == [0, 128, 0] and p[3].tolist() == [128, 128, 0]
     assert p[4].tolist() == [0, 0, 128] and p[7].tolist() == [128, 128, 128]
     assert np.array_equal(Schema.pascal_person_part().part_colours, p[:7])
+
+
+def test_sigmas_and_the_head_size_read_every_spelling_of_a_joint_name():
+    """Before (a walkthrough): AIC's 'Right Wrist' and MHP's 'Right-wrist', 'Head-top', 'Upper-neck' got the default
+    sigma (a wrist scored like a shoulder) and no PCKh head size, where flips and joint maps read these names."""
+    schema = Schema(name="mhp", keypoints=("Head-top", "Upper-neck", "Right-wrist", "Left Hip"), skeleton=((0, 1),))
+    assert schema.sigmas == (0.079, 0.079, 0.062, 0.107)
+    people = np.array([[[0, 0, 2], [3, 4, 2], [9, 9, 2], [0, 0, 0]], [[0, 0, 2], [0, 0, 0], [1, 1, 2], [2, 2, 2]]])
+    assert schema.head_neck_sizes(people)[0] == 5.0 and np.isnan(schema.head_neck_sizes(people)[1])
+    assert Schema.from_category(schema.to_category()) == schema  # default sigmas stay unwritten and read back
+

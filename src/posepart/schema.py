@@ -27,6 +27,24 @@ SIGMAS_BY_NAME: dict[str, float] = {
     "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
 }
 DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
+# PCKh's head size: the distance from the top of the head (PASCAL's "head", MPII's "head_top") to the neck (MPII's
+# "upper_neck"), as `name_key` spells them
+HEAD_NAMES = ("head", "head_top")
+NECK_NAMES = ("neck", "upper_neck")
+
+
+@functools.lru_cache(maxsize=64)
+def _head_and_neck(keypoints: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """The indices of the head (top) and neck among `keypoints` (None where absent), matched by `name_key`."""
+    keys = [name_key(n) for n in keypoints]
+    return (next((keys.index(n) for n in HEAD_NAMES if n in keys), None),
+            next((keys.index(n) for n in NECK_NAMES if n in keys), None))
+
+
+def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
+    """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
+    'Right-wrist'); DEFAULT_SIGMA for a name not known."""
+    return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 
 # PASCAL-Person-Part pose (Xia et al. 2017, 14 joints) and parts (Chen et al. 2014, 6 parts). "head" is the top of the
@@ -233,7 +251,7 @@ class Schema:
             raise ValueError(f"at most {IGNORE_LABEL - 1} part classes fit a uint8 label map with "
                              f"{IGNORE_LABEL} = ignore")
         if not self.sigmas:
-            object.__setattr__(self, "sigmas", tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints))
+            object.__setattr__(self, "sigmas", default_sigmas(self.keypoints))
         elif len(self.sigmas) != k:
             raise ValueError(f"{len(self.sigmas)} sigmas for {k} keypoints")
 
@@ -255,6 +273,16 @@ class Schema:
     def heatmap_channels(self) -> int:
         """One heatmap per joint plus the background channel."""
         return self.num_joints + 1
+
+    def head_neck_sizes(self, keypoints: np.ndarray) -> np.ndarray:
+        """(N,) PCKh head size of each person of keypoints (N, K, 3): head (top) to neck, the joints found by
+        `name_key` (MHP's 'Head-top', 'Upper-neck' too); NaN where the schema or the person lacks either."""
+        head, neck = _head_and_neck(self.keypoints)
+        keypoints = np.asarray(keypoints, np.float64).reshape(-1, self.num_joints, 3)
+        if head is None or neck is None:
+            return np.full(len(keypoints), np.nan)
+        ok = (keypoints[:, head, 2] > 0) & (keypoints[:, neck, 2] > 0)
+        return np.where(ok, np.linalg.norm(keypoints[:, head, :2] - keypoints[:, neck, :2], axis=-1), np.nan)
 
     @property
     def paf_channels(self) -> int:
@@ -395,7 +423,7 @@ class Schema:
         category["skeleton"] = [[a + 1, b + 1] for a, b in self.skeleton]
         if self.part_classes:
             category["part_classes"] = list(self.part_classes)
-        if self.sigmas != tuple(SIGMAS_BY_NAME.get(n, DEFAULT_SIGMA) for n in self.keypoints):
+        if self.sigmas != default_sigmas(self.keypoints):
             category["sigmas"] = list(self.sigmas)
         return category
 

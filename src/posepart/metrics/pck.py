@@ -14,23 +14,6 @@ import numpy as np
 from posepart.matching import joint_distances, match_people
 from posepart.schema import Schema
 
-HEAD_NAMES = ("head", "head_top")  # the top of the head: PASCAL's "head", MPII's "head_top"
-NECK_NAMES = ("neck", "upper_neck")
-
-
-def _joint_index(schema: Schema, names: Sequence[str]) -> int | None:
-    return next((schema.joint(n) for n in names if n in schema.keypoints), None)
-
-
-def _head_neck_sizes(gt: np.ndarray, schema: Schema) -> np.ndarray:
-    """(N,) GT head-to-neck distance per person; NaN when the schema or the person lacks either joint."""
-    head, neck = _joint_index(schema, HEAD_NAMES), _joint_index(schema, NECK_NAMES)
-    if head is None or neck is None:
-        return np.full(len(gt), np.nan)
-    ok = (gt[:, head, 2] > 0) & (gt[:, neck, 2] > 0)
-    return np.where(ok, np.linalg.norm(gt[:, head, :2] - gt[:, neck, :2], axis=-1), np.nan)
-
-
 class PCKhCounts(NamedTuple):
     """Per joint type: the labelled GT joints whose matched predicted joint lies within alpha x the person's head
     size (`correct`, (K,)) and the labelled GT joints scored (`total`, (K,))."""
@@ -69,7 +52,7 @@ def pckh_counts(
     for i, (gt, pred) in enumerate(zip(gt_per_image, pred_per_image)):
         gt = np.asarray(gt, np.float64).reshape(-1, k, 3)
         pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
-        sizes = _head_neck_sizes(gt, schema)
+        sizes = schema.head_neck_sizes(gt)
         if head_sizes_per_image is not None:
             given = np.asarray(head_sizes_per_image[i], np.float64).reshape(-1)
             if len(given) != len(gt):
