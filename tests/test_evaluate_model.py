@@ -419,7 +419,7 @@ def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth
         for record in synth.records[:2]:
             writer.add(synth.load_image(record), [])
     assert main(["evaluate", "--checkpoint", str(pose_model), "--data", str(tmp_path / "no_people")]) == 2
-    assert "the dataset labels nothing (no labelled person" in capsys.readouterr().err  # before: a table of "–"
+    assert "the dataset labels nothing in the model's schema (no labelled person" in capsys.readouterr().err  # before: "–"
     import posepart.evaluate_model
 
     def scored(*args, **kwargs):
@@ -449,6 +449,9 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
                  str(tmp_path / "rows")]) == 0
     assert main(["evaluate", "--checkpoint", str(model), "--annotations", release.split(os.pathsep)[0], "--images",
                  str(coco / "train2017"), "--out", str(tmp_path / "one")]) == 0
+    err = capsys.readouterr().err  # a walkthrough: --source said nothing of the images it skipped, nor what it wrote
+    assert err.count("skipped 44 x missing image") == 2 and "note: --source coco: skipped 44" in err
+    assert f"wrote {tmp_path / 'rows' / 'metrics.json'}" in err
     rows = json.loads((tmp_path / "rows" / "metrics.json").read_text())["sources"]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     # what was scored is recorded (before: neither the checkpoint, the data nor the batch size)
@@ -461,3 +464,6 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
     assert predicted[0] and predicted[0] == predicted[1]  # the same people, found on the same images
     assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release.split(os.pathsep)[0]}"]) == 2
     assert f"give its image folder after it, joined by '{os.pathsep}'" in capsys.readouterr().err
+    for flag in ("--images", "--parts"):  # before: ignored without a word
+        assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", flag, str(tmp_path)]) == 2
+        assert "--images and --parts describe --data" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
-from posepart.data.dataset_args import add_dataset_args, open_dataset, with_images
+from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
 from posepart.data.format import PosePartDataset
 from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
@@ -147,7 +147,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         if not SOURCE_NAME.fullmatch(name) or name in datasets:  # it names the source's keypoints file
             raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-', "
                              f"once per source")
-        datasets[name] = with_images(_open_source(root), f"--source {item}")
+        datasets[name] = with_images(noted(_open_source(root), f"--source {name}"), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
@@ -165,6 +165,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"sources": rows})
+        print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
         written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows[name]}
         if reused:
@@ -222,6 +223,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
+        if args.images is not None or args.parts is not None:  # before: ignored without a word
+            raise UsageError(f"evaluate: --images and --parts describe --data; a --source is NAME=ROOT or "
+                             f"NAME=FILE.json{os.pathsep}IMAGES, its parts in ROOT/parts")
         return _evaluate_sources(args, reused=_prepare_out(args.out))
     reused = _prepare_out(args.out)
     dataset = open_dataset(args)
@@ -247,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if folder is not None:
         if reused:
             _drop_stale(folder, len(overlays), ["keypoints.json"] if results is not None else [])
-        if results is not None:  # as `posepart predict` writes them: score them with any COCO tool
+        if results is not None:  # as `posepart predict` writes them (COCO tools score them in the model's schema)
             write_json_atomic(folder / "keypoints.json", results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
         print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)

@@ -233,7 +233,8 @@ def check_scorable(dataset: PosePartDataset, *, pose: bool, parts: bool) -> None
     if not (pose and labels["pose"] or parts and labels["parts"]):
         predicts = " and ".join(task for task, on in (("pose", pose), ("parts", parts)) if on) or "nothing trained"
         labelled = (" and ".join(task for task, on in labels.items() if on)
-                    or "nothing (no labelled person, no part map)")
+                    or "nothing in the model's schema (no labelled person; no part map, or parts in classes the "
+                    "model does not have)")
         raise DatasetError(f"{dataset.annotation_file}: nothing to score: the model predicts {predicts}, the "
                            f"dataset labels {labelled}")
 

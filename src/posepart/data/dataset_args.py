@@ -30,9 +30,15 @@ def open_dataset(args: argparse.Namespace) -> PosePartDataset:
     if args.root is None and args.images is None:
         raise DatasetError("--annotations needs --images DIR")
     dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
+    return with_images(noted(dataset), args.root if args.root is not None else args.annotations)
+
+
+def noted(dataset: PosePartDataset, where: str = "") -> PosePartDataset:
+    """The dataset, after a note on stderr per kind of image it skipped (`where`: which input, when several)."""
     for reason, n in dataset.skipped.items():
-        print(f"note: skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})", file=sys.stderr)
-    return with_images(dataset, args.root if args.root is not None else args.annotations)
+        print(f"note: {where}{': ' if where else ''}skipped {n} x {reason} (first: "
+              f"{dataset.skipped_examples[reason]})", file=sys.stderr)
+    return dataset
 
 
 def with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
