@@ -204,8 +204,11 @@ def test_a_mapped_source_keeps_its_own_pckh_head_size():
     """PCKh's head size is the source's head top to upper neck. Before (a walkthrough), a LIP record read in
     PASCAL's schema took the distance to PASCAL's neck, which LIP's thorax stands in for: 1.6-2.1x longer, and LIP's
     PCKh read 0.44 where its own normaliser gives 0.19."""
+    import dataclasses
+
     from posepart.data.format import ImageRecord
     from posepart.data.mixing import SourceMapping
+    from posepart.metrics.pck import pckh_counts
 
     kp = np.zeros((2, LIP.num_joints, 3), np.float32)
     for person, dx in enumerate((0.0, 50.0)):
@@ -217,6 +220,13 @@ def test_a_mapped_source_keeps_its_own_pckh_head_size():
                          np.array([np.nan, 9.0], np.float32), (), None, True, ())
     mapped = SourceMapping.build("lip", LIP, PASCAL, PartLabelSpace(PASCAL), tasks=["pose"]).map_record(record)
     assert mapped.head_sizes.tolist() == [6.0, 9.0]  # the source's own, then the file's where it gives one
+    unmeasured = kp.copy()
+    unmeasured[0, LIP.joint("upper_neck"), 2] = 0  # a review: then PCKh fell back to PASCAL's neck again
+    lost = SourceMapping.build("lip", LIP, PASCAL, PartLabelSpace(PASCAL), tasks=["pose"]).map_record(
+        dataclasses.replace(record, keypoints=unmeasured))
+    assert lost.head_sizes.tolist() == [0.0, 9.0]  # 0: not measurable, skipped as in LIP's own schema
+    counts = pckh_counts([lost.keypoints], [lost.keypoints], [lost.head_sizes], PASCAL)
+    assert counts.total.sum() == (lost.keypoints[1, :, 2] > 0).sum()  # the first person is not scored
     neck = mapped.keypoints[0, PASCAL.joint("neck")]
     assert neck[1] == 25 and PASCAL.head_neck_sizes(mapped.keypoints)[0] == 15  # what PCKh had taken
 

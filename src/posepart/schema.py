@@ -35,10 +35,15 @@ NECK_NAMES = ("neck", "upper_neck")
 
 @functools.lru_cache(maxsize=64)
 def _head_and_neck(keypoints: tuple[str, ...]) -> tuple[int | None, int | None]:
-    """The indices of the head (top) and neck among `keypoints` (None where absent), matched by `name_key`."""
+    """The indices of the head (top) and neck among `keypoints` (None where absent): an exact name first, else one
+    `name_key` reads as it."""
     keys = [name_key(n) for n in keypoints]
-    return (next((keys.index(n) for n in HEAD_NAMES if n in keys), None),
-            next((keys.index(n) for n in NECK_NAMES if n in keys), None))
+
+    def find(names: tuple[str, ...]) -> int | None:
+        exact = next((keypoints.index(n) for n in names if n in keypoints), None)
+        return exact if exact is not None else next((keys.index(n) for n in names if n in keys), None)
+
+    return find(HEAD_NAMES), find(NECK_NAMES)
 
 
 def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
@@ -273,6 +278,11 @@ class Schema:
     def heatmap_channels(self) -> int:
         """One heatmap per joint plus the background channel."""
         return self.num_joints + 1
+
+    @property
+    def measures_head_size(self) -> bool:
+        """Whether the schema has a head (top) and a neck joint: PCKh's head size is their distance."""
+        return None not in _head_and_neck(self.keypoints)
 
     def head_neck_sizes(self, keypoints: np.ndarray) -> np.ndarray:
         """(N,) PCKh head size of each person of keypoints (N, K, 3): head (top) to neck, the joints found by

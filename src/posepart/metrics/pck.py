@@ -40,9 +40,10 @@ def pckh_counts(
 ) -> PCKhCounts:
     """PCKh's hits and totals per joint type, the one computation behind `pckh` and the per-joint table.
 
-    Head size per person: the annotation's (`head_sizes_per_image[i][n]`, e.g. `mpii_head_size`) when finite, else
-    the distance between the person's GT head (head / head_top) and neck (neck / upper_neck) joints. A person with
-    neither is skipped (neither counted nor matched). A GT person without a matched prediction counts every labelled
+    Head size per person: the annotation's (`head_sizes_per_image[i][n]`, e.g. `mpii_head_size`) when given (not
+    NaN), else the distance between the person's GT head (head / head_top) and neck (neck / upper_neck) joints. A
+    person with neither, or whose given size is 0 (a source read in another schema that could not measure it), is
+    skipped (neither counted nor matched). A GT person without a matched prediction counts every labelled
     joint as wrong. The distance test is inclusive (d <= alpha x head size).
     """
     if len(gt_per_image) != len(pred_per_image):
@@ -57,7 +58,7 @@ def pckh_counts(
             given = np.asarray(head_sizes_per_image[i], np.float64).reshape(-1)
             if len(given) != len(gt):
                 raise ValueError(f"image {i}: {len(given)} head sizes for {len(gt)} GT people")
-            sizes = np.where(np.isfinite(given) & (given > 0), given, sizes)
+            sizes = np.where(np.isnan(given), sizes, given)  # 0: given as not measurable (skipped), not replaced
         scored = np.isfinite(sizes) & (sizes > 0)
         total += (gt[scored, :, 2] > 0).sum(0)
         thr = alpha * sizes
