@@ -135,8 +135,8 @@ class SourceMapping:
         kp = self.map_keypoints(record.keypoints)  # (N, Kt, 3)
         keep = (kp[..., 2] > 0).any(1)  # people left without any target joint become ignore regions
         # PCKh's head size as the source measures it (LIP's head top to upper neck): the target's neck may be another
-        # joint (LIP's thorax stands in for PASCAL's neck), 1.6-2.1x farther from the head (before: PCKh 0.44, not 0.19).
-        # A person the source cannot measure gets 0, which PCKh skips, as it does in the source's own schema.
+        # joint (LIP's thorax stands in for PASCAL's neck), 1.6-2.1x farther from the head (before: PCKh 0.44, not
+        # 0.19). A person the source cannot measure gets 0, which PCKh skips, as it does in the source's own schema.
         head_sizes = record.head_sizes
         if self.source.measures_head_size:
             head_sizes = np.where(np.isfinite(head_sizes), head_sizes, self.source.head_neck_sizes(record.keypoints))
