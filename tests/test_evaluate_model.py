@@ -419,7 +419,8 @@ def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth
         for record in synth.records[:2]:
             writer.add(synth.load_image(record), [])
     assert main(["evaluate", "--checkpoint", str(pose_model), "--data", str(tmp_path / "no_people")]) == 2
-    assert "the dataset labels nothing in the model's schema (no labelled person" in capsys.readouterr().err  # before: "–"
+    # before: a table of "–"
+    assert "the dataset labels nothing in the model's schema (no labelled person" in capsys.readouterr().err
     import posepart.evaluate_model
 
     def scored(*args, **kwargs):
