@@ -27,6 +27,7 @@ SIGMAS_BY_NAME: dict[str, float] = {
     "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
 }
 DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
+IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 # PCKh's head size: the distance from the top of the head (PASCAL's "head", MPII's "head_top") to the neck (MPII's
 # "upper_neck"), as `name_key` spells them
 HEAD_NAMES = ("head", "head_top")
@@ -50,7 +51,7 @@ def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
     """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
     'Right-wrist'); DEFAULT_SIGMA for a name not known."""
     return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
-IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
+
 
 # PASCAL-Person-Part pose (Xia et al. 2017, 14 joints) and parts (Chen et al. 2014, 6 parts). "head" is the top of the
 # head, as MPII's head_top. The first 13 limbs are Xia's: neck to head, shoulders and hips, then down each arm and leg.

@@ -51,16 +51,16 @@ def tta_views(scales: Sequence[float] = (1.0,), flip: bool = False) -> list[View
     try:  # numbers, numpy values, 0-dim tensors: what float() takes; a string or a lone number is no sequence
         if isinstance(scales, str) or any(isinstance(s, str) for s in scales):
             raise TypeError
-        scales = [float(s) for s in scales]
+        values = [float(s) for s in scales]
     except (TypeError, ValueError):  # before: a bare TypeError
         raise ValueError(f"scales must be a sequence of numbers, e.g. (1.0, 1.25), got {scales!r}") from None
-    if not scales:
+    if not values:
         raise ValueError("give at least one scale")
-    if any(not (s > 0 and math.isfinite(s)) for s in scales):  # inf: an OverflowError on the first image
-        raise ValueError(f"scales must be positive finite numbers, got {list(scales)}")
-    if len(set(scales)) < len(scales):  # before: the same network pass run twice
-        raise ValueError(f"scales repeat a value: {list(scales)}")
-    return [View(float(s), f) for s in scales for f in ((False, True) if flip else (False,))]
+    if any(not (s > 0 and math.isfinite(s)) for s in values):  # inf: an OverflowError on the first image
+        raise ValueError(f"scales must be positive finite numbers, got {values}")
+    if len(set(values)) < len(values):  # before: the same network pass run twice
+        raise ValueError(f"scales repeat a value: {values}")
+    return [View(s, f) for s in values for f in ((False, True) if flip else (False,))]
 
 
 @functools.lru_cache(maxsize=16)
