@@ -30,7 +30,8 @@ from posepart.engine.checkpoint import (
 )
 from posepart.engine.config import (ConfigError, check_trainable, config_from_dict, load_config,
                                     warn_unused_model_options)
-from posepart.engine.data import EpochSampler, PosePartDataModule
+from posepart.engine.data import PosePartDataModule
+from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
 from posepart.errors import PosepartWarning

@@ -49,7 +49,7 @@ def test_broken_sample_is_skipped_and_counted(tmp_path):
     (root / "images/img2.png").write_bytes(b"\xff\xd8garbage")  # two in a row: each counted once, where drawn
     data = MappedDataset(Mapper(PosePartDataset.open(root), TargetConfig(input_size=64)))
     assert [int(data[i]["skipped"]) for i in range(3)] == [0, 1, 1]  # before: [0, 2, 1]
-    from posepart.engine.data import ValidationSet  # validation scores the record a sample was made from
+    from posepart.engine.sampling import ValidationSet  # validation scores the record a sample was made from
 
     sample = ValidationSet([data])[1]  # img1 and img2 broken: made from img0 (a review caught index 1 + 1 here)
     assert int(sample["index"]) == 0 and int(sample["image_id"]) == 1
