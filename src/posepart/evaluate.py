@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.augment import apply_affine, canvas_size, invert, labels_to_image, letterbox_affine
-from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, keypoint_box, region_mask
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, region_mask
+from posepart.data.records import keypoint_box
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
 from posepart.decode import DecodeConfig, decode, people_to_coco

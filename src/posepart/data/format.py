@@ -6,7 +6,7 @@ ROOT/images/<file_name>
 ROOT/parts/<stem>.png   optional uint8 label map: 0 background, i = categories[0]["part_classes"][i], 255 ignore
 ```
 The COCO release layout (`person_keypoints_*.json` + an image folder) is read as it is. Records hold what the JSON says
-(cheap to load, no pixels); images and part maps are decoded on demand by `PosePartDataset.load_*`, which raise
+(cheap to load, no pixels; `posepart.data.records` validates each entry); images and part maps are decoded on demand by `PosePartDataset.load_*`, which raise
 `DatasetError` naming the file and the record when something is wrong.
 """
 
@@ -17,13 +17,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from posepart.data import validate
 from posepart.data.images import read_image, read_label_png
+from posepart.data.records import ImageRecord, read_record, region_mask
 from posepart.data.validate import DatasetError
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -33,72 +33,6 @@ ANNOTATIONS_FILE = "annotations.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
-KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
-JOINT_OUTSIDE = "keypoint outside the image (joint dropped)"  # the skip reason of readers and converters alike
-
-
-def keypoints_outside(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(K,) bool: which labelled joints of one person's (K, 3) keypoints lie more than KEYPOINT_TOLERANCE outside
-    [0, W] x [0, H]. Readers and converters drop them with a count: an annotator's click past the border of a person
-    cut by it (PASCAL-Person-Part's own XMLs hold five) is no reason to refuse a dataset."""
-    x, y, v = keypoints[:, 0], keypoints[:, 1], keypoints[:, 2]
-    return (v > 0) & ((x < -KEYPOINT_TOLERANCE) | (y < -KEYPOINT_TOLERANCE) | (x > width + KEYPOINT_TOLERANCE)
-                      | (y > height + KEYPOINT_TOLERANCE))
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image's annotations as read from the JSON (no pixels).
-
-    `keypoints` holds the labelled people (not crowd, at least one labelled joint); crowds and people without labelled
-    joints are `ignore_regions` for the pose targets (segmentation when present, else their bbox).
-    """
-
-    image_id: int
-    file_name: str
-    image_path: Path
-    width: int
-    height: int
-    keypoints: np.ndarray  # (N, K, 3) float32 [x, y, v]
-    boxes: np.ndarray  # (N, 4) float32 xywh
-    areas: np.ndarray  # (N,) float32
-    head_sizes: np.ndarray  # (N,) float32 PCKh normaliser from "head_size" or MPII "head_box"; NaN when absent
-    ignore_regions: tuple[Any, ...]  # COCO segmentations (polygon lists / RLE dicts) or [x, y, w, h] boxes
-    parts_path: Path | None
-    pose_labeled: bool
-    # the COCO dicts as read (the ground truth for COCOeval): the file's, with the joints past the border dropped
-    annotations: tuple[dict[str, Any], ...] = field(repr=False)
-
-    @property
-    def num_people(self) -> int:
-        return len(self.keypoints)
-
-    def image_info(self) -> dict[str, Any]:
-        """The COCO `images` entry of this record."""
-        return {"id": self.image_id, "file_name": self.file_name, "width": self.width, "height": self.height}
-
-    def ignore_mask(self) -> np.ndarray:
-        """(H, W) bool, True where the pose targets must not supervise (crowds, unlabelled people)."""
-        mask = np.zeros((self.height, self.width), bool)
-        for region in self.ignore_regions:
-            mask |= region_mask(region, self.height, self.width)
-        return mask
-
-
-def region_mask(region: Any, height: int, width: int) -> np.ndarray:
-    """Rasterise a COCO segmentation (polygons, RLE, uncompressed RLE) or an [x, y, w, h] box to (H, W) bool."""
-    if isinstance(region, dict) or (isinstance(region, list) and region and isinstance(region[0], list)):
-        if isinstance(region, dict) and isinstance(region.get("counts"), list):
-            rle = mask_utils.frPyObjects(region, height, width)
-        elif isinstance(region, dict):
-            rle = region
-        else:
-            rle = mask_utils.merge(mask_utils.frPyObjects(region, height, width))
-        return mask_utils.decode(rle).astype(bool)
-    x, y, w, h = (float(v) for v in region)
-    mask = np.zeros((height, width), bool)
-    mask[max(int(np.floor(y)), 0) : int(np.ceil(y + h)), max(int(np.floor(x)), 0) : int(np.ceil(x + w))] = True
-    return mask
 
 
 @dataclass
@@ -239,7 +173,7 @@ class PosePartDataset:
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
         for i, info in enumerate(data["images"]):
             dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
-            record = _read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
+            record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
                                   lambda reason, example: dropped.append((reason, example)))
             if not record.image_path.is_file():
                 if not skip_missing:
@@ -356,141 +290,9 @@ def read_json(path: Path, expect: type = dict,
     return data
 
 
-def _inside(folder: Path, relative: str, label: str) -> Path:
-    """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
-    symlink that leads out is a DatasetError naming the record (an annotation file must not make us read /etc/passwd
-    or another dataset's files). Symlinks that stay inside are fine."""
-    if not relative.strip() or Path(relative).is_absolute() or "\0" in relative or Path(relative).name in ("", "."):
-        raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
-    path = folder / relative
-    try:
-        inside = path.resolve().is_relative_to(_resolved(folder))
-    except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
-        raise DatasetError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
-    if not inside:
-        raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}")
-    return path
-
-
-@functools.lru_cache(maxsize=16)
-def _resolved(folder: Path) -> Path:
-    """A dataset folder's real path, resolved once for all its records rather than once per record."""
-    return folder.resolve()
-
-
-def _read_record(
-    info: dict[str, Any],
-    annotations: list[dict[str, Any]],
-    schema: Schema,
-    image_dir: Path,
-    parts_dir: Path | None,
-    where: str,
-    index: int,
-    skip: Callable[[str, str], None],
-) -> ImageRecord:
-    """Validate one `images` entry and its annotations into an ImageRecord; `skip(reason, example)` counts what is
-    dropped (a joint outside the image)."""
-    image_id = info["id"]  # checked by the caller
-    file_name = info.get("file_name")
-    if not isinstance(file_name, str):
-        raise DatasetError(f"{where}: images[{index}] (id {image_id}) needs a string file_name, got {file_name!r}")
-    width = validate.integer(info.get("width"), f"{where}: images[{index}] ({file_name}) width", minimum=1)
-    height = validate.integer(info.get("height"), f"{where}: images[{index}] ({file_name}) height", minimum=1)
-    pose_labeled = info.get("pose_labeled", True)
-    if not isinstance(pose_labeled, bool):
-        raise DatasetError(f"{where}: images[{index}] ({file_name}) pose_labeled must be true or false, got "
-                           f"{pose_labeled!r}")
-    k = schema.num_joints
-    keypoints, boxes, areas, head_sizes, ignore = [], [], [], [], []
-    read: list[dict[str, Any]] = []
-    for ann in annotations:
-        label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
-        crowd = ann.get("iscrowd", 0)
-        if crowd not in (0, 1):  # True/False compare equal to 1/0
-            raise DatasetError(f"{label}: iscrowd must be 0 or 1, got {crowd!r}")
-        raw = ann.get("keypoints")
-        kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
-        box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
-        area = validate.number(ann["area"], f"{label}: area") if ann.get("area") is not None else None
-        outside = keypoints_outside(kp, width, height) & (not crowd)  # a crowd's joints are never read
-        if outside.any():
-            far = (np.abs(kp[:, :2] - [width / 2, height / 2]) > [1.5 * width, 1.5 * height]).any(1) & outside
-            if far.any():  # a whole image's size away: wrong coordinates (x and y swapped, another image's), no click
-                j = int(np.argmax(far))
-                raise DatasetError(f"{label}: keypoint {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) lies "
-                                   f"far outside the {width}x{height} image")
-            for j in np.flatnonzero(outside):
-                skip(JOINT_OUTSIDE, f"{file_name}: {schema.keypoints[j]!r} at ({kp[j, 0]:g}, {kp[j, 1]:g}) "
-                                    f"(annotation id {ann.get('id')})")
-            kp = kp.copy()
-            kp[outside] = 0
-            # what evaluation scores and a schema mapping maps is what training reads (before, each dropped them again)
-            ann = {**ann, "keypoints": kp.reshape(-1).tolist(), "num_keypoints": int((kp[:, 2] > 0).sum())}
-        read.append(ann)
-        labelled = kp[:, 2] > 0
-        if crowd or not labelled.any() or not k:  # an ignore region: its segmentation, else its box
-            region = ann.get("segmentation")
-            region = validate.region(region, height, width, f"{label}: segmentation") if region else None
-            if region is None and box is not None:
-                region = box.tolist()
-            if region is not None:
-                ignore.append(region)
-            continue
-        keypoints.append(kp)
-        box = box if box is not None else np.asarray(keypoint_box(kp), np.float32)
-        boxes.append(box)
-        areas.append(area if area else float(box[2] * box[3]))
-        head_sizes.append(_head_size(ann, label))
-    image_path = _inside(image_dir, file_name, f"{where}: images[{index}] (id {image_id})")
-    parts_path = None
-    if parts_dir is not None and schema.has_parts:
-        candidate = _inside(parts_dir, str(Path(file_name).with_suffix(".png")), f"{where}: images[{index}] (id "
-                            f"{image_id}) part map")
-        if candidate.is_file():
-            parts_path = candidate
-        elif candidate.exists() or candidate.is_symlink():  # a folder, a dangling link: not "no part annotation"
-            raise DatasetError(f"{candidate}: part map is not a readable file (images[{index}], id {image_id})")
-    return ImageRecord(
-        image_id=image_id,
-        file_name=file_name,
-        image_path=image_path,
-        width=width,
-        height=height,
-        keypoints=np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32),
-        boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
-        areas=np.asarray(areas, np.float32),
-        head_sizes=np.asarray(head_sizes, np.float32),
-        ignore_regions=tuple(ignore),
-        parts_path=parts_path,
-        pose_labeled=pose_labeled and schema.has_pose,
-        annotations=tuple(read),
-    )
-
-
-def _head_size(ann: dict[str, Any], label: str) -> float:
-    """PCKh normaliser of one person: `head_size` (> 0), else MPII's 0.6 x the diagonal of `head_box`
-    [x1, y1, x2, y2]; NaN when neither is given."""
-    if ann.get("head_size") is not None:
-        return validate.number(ann["head_size"], f"{label}: head_size", positive=True)
-    if ann.get("head_box") is not None:
-        return mpii_head_size(*validate.head_box(ann["head_box"], f"{label}: head_box"))
-    return float("nan")
-
-
 def _labelled_joints(people: list[np.ndarray], k: int) -> np.ndarray:
     """(K,) bool: the joints labelled (v > 0) in any of the (N, K, 3) keypoint arrays."""
     kp = np.concatenate([p.reshape(-1, k, 3) for p in people]) if people else np.zeros((0, k, 3), np.float32)
     return (kp[..., 2] > 0).any(0)
 
 
-def mpii_head_size(x1: float, y1: float, x2: float, y2: float) -> float:
-    """MPII's PCKh normaliser: 0.6 x the diagonal of the head box [x1, y1, x2, y2]."""
-    return 0.6 * float(np.hypot(x2 - x1, y2 - y1))
-
-
-def keypoint_box(kp: np.ndarray) -> list[float]:
-    """[x, y, w, h] around a person's labelled joints (K, 3): the box of an annotation that gives none."""
-    xy = kp[kp[:, 2] > 0, :2]
-    x0, y0 = xy.min(0)
-    x1, y1 = xy.max(0)
-    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from posepart.data.format import region_mask
+from posepart.data.records import region_mask
 from posepart.decode import DecodeConfig, decode
 from posepart.engine.settings import SelfTrainingConfig
 from posepart.heads import HeadMeta

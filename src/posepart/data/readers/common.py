@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import (ANNOTATIONS_FILE, IMAGES_DIR, JOINT_OUTSIDE, PARTS_DIR, DatasetError,
-                                  keypoint_box, keypoints_outside)
+from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
 from posepart.data.writer import DatasetWriter, write_json_atomic
 from posepart.errors import writing

@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from posepart.data.format import DatasetError, keypoints_outside
+from posepart.data.format import DatasetError
+from posepart.data.records import keypoints_outside
 from posepart.errors import UsageError
 from posepart.data.readers.common import (
     ConvertResult,
