@@ -2,17 +2,20 @@
 
 Exit status of `predict`: 0 when at least one input was processed (failed inputs are listed on stderr and in
 OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded or
-an option or --out cannot work (one `error:` line), 130 when interrupted (Ctrl-C): OUT/keypoints.json and
-summary.json then hold the inputs done so far.
+an option or --out cannot work (one `error:` line), 130 when interrupted (Ctrl-C) and 143 when terminated
+(SIGTERM): OUT/keypoints.json and summary.json then hold the inputs done so far.
 Importing this module (and running `predict --onnx`) imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of
 from posepart.heads import HeadMeta
@@ -44,6 +47,27 @@ def _predictor(args: argparse.Namespace) -> Any:
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[list[int]]:
+    """SIGTERM (sent by `timeout`, `docker stop`, Slurm and systemd) stops the run as Ctrl-C does, so the results of
+    the inputs done are written and an open video is closed; Python's default ended the process there and then,
+    without keypoints.json or summary.json and with an mp4 no player opens. Yields the signals received."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from posepart.errors import UsageError
     from posepart.inference.media import PredictOptions, annotation_index, check_out, expand_inputs, run_predict
@@ -65,12 +89,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"output is not used", file=sys.stderr)
     if annotations is not None:
         annotations.check(predictor.schema.keypoints)
-    with lock_output(args.out):  # an --out that is a file or cannot be written: OutputError
+    with lock_output(args.out), _sigterm_interrupts() as terminated:  # an --out that cannot be written: OutputError
         summary = run_predict(predictor, sources, options, failures)
     if summary.get("interrupted"):
         print(f"interrupted: stopped after {summary['succeeded']} input(s); their results are in {args.out}",
               file=sys.stderr)
-        return 130  # 128 + SIGINT, the shell's convention
+        return 143 if terminated else 130  # 128 + SIGTERM or SIGINT, the shell's convention
     print(f"processed {summary['succeeded']} input(s), {summary['people']} people found; "
           f"{summary['failed']} failed; results in {args.out}", file=sys.stderr)
     if summary["succeeded"] == 0 or (args.strict and summary["failed"]):

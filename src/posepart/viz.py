@@ -70,8 +70,13 @@ def draw_parts(image: np.ndarray, parts: np.ndarray, schema: Schema, alpha: floa
     if not schema.has_parts:
         return out
     labelled = (parts > 0) & (parts != IGNORE_LABEL) & (parts < schema.num_parts)
-    colours = schema.part_colours[np.where(labelled, parts, 0)]
-    out[labelled] = ((1 - alpha) * image[labelled] + alpha * colours[labelled]).astype(np.uint8)
+    index = parts if parts.dtype == np.uint8 else np.where(labelled, parts, 0).astype(np.uint8)
+    table = np.zeros((256, 3), np.uint8)  # background, ignored and unknown labels: no colour (not blended below)
+    table[1 : schema.num_parts] = schema.part_colours[1:]
+    # uint8 throughout (OpenCV's rounding blend): blending the labelled pixels in float64 took 2.1 GB and 8 s for a
+    # 12000 x 9000 photo, four times the rest of its prediction
+    blended = cv2.addWeighted(out, 1 - alpha, table[index], alpha, 0)
+    np.copyto(out, blended, where=labelled[..., None])
     return out
 
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -174,17 +174,12 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], check: Callable
     `check(temp_path)` runs on the complete file before it takes `path`'s name: a file that fails it (raises) never
     stands at `path`, and an earlier one there is kept (an export checked against PyTorch)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temp_name(path)
     try:
-        with writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if tmp.is_symlink():  # planted under the name this process would use: the link goes, not its target
-                tmp.unlink()
-            # O_NOFOLLOW: never write through a link (a leftover of this PID from a killed save is truncated)
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_LINKS, 0o666), "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
+        with writing(path), _open_temp(path, tmp) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         if check is not None:
             check(tmp)
         with writing(path):
@@ -194,6 +189,73 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], check: Callable
             tmp.unlink()
     _fsync_dir(path.parent)
     return path
+
+
+def _temp_name(path: Path) -> Path:
+    """Where an atomic write of `path` goes first: hidden beside it, named by this process (`remove_orphans`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _open_temp(path: Path, tmp: Path) -> BinaryIO:
+    """`tmp` opened for writing, its folder made; OSErrors are the caller's to name (`writing(path)`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tmp.is_symlink():  # planted under the name this process would use: the link goes, not its target
+        tmp.unlink()
+    # O_NOFOLLOW: never write through a link (a leftover of this PID from a killed save is truncated)
+    return os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_LINKS, 0o666), "wb")
+
+
+class JsonArrayWriter:
+    """A JSON array written as its items come, into `atomic_write`'s temporary file, which takes `path`'s name at
+    `close()`: memory stays flat however many items there are (the results of every frame of an hour of video), and
+    readers see the complete file or none. `discard()` (also on an exception in a `with` block) removes the
+    temporary file; a process killed before `close` leaves it, with the items so far (`remove_orphans`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.tmp = _temp_name(self.path)
+        self.items = 0
+        with writing(self.path):
+            self.file: BinaryIO | None = _open_temp(self.path, self.tmp)
+            self.file.write(b"[")
+            self.file.flush()
+
+    def extend(self, items: Sequence[Any]) -> None:
+        """Append `items` (JSON values)."""
+        if not items:
+            return
+        data = ",".join(json.dumps(item) for item in items).encode("utf-8")  # serialised first: no partial item
+        assert self.file is not None, "extend() after close()"
+        with writing(self.path):
+            self.file.write(b"," + data if self.items else data)
+            self.file.flush()  # in the file, not this process's buffer, should the process be killed
+        self.items += len(items)
+
+    def close(self) -> Path:
+        """End the array and give the file its name (fsynced, as `atomic_write`)."""
+        assert self.file is not None, "close() twice"
+        with writing(self.path):
+            self.file.write(b"]")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.file = None
+            os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the unfinished file (nothing after `close`)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> JsonArrayWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.discard() if exc_type is not None else None
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:

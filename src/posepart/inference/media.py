@@ -25,6 +25,7 @@ import json
 import re
 import sys
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
 from posepart.data.validate import integer
-from posepart.data.writer import read_earlier_json, write_json_atomic
+from posepart.data.writer import JsonArrayWriter, read_earlier_json, write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
@@ -196,13 +197,15 @@ def annotation_index(path: Path) -> AnnotationIndex:
 
 
 class _Run:
-    """Accumulates results, failures and counts of one `run_predict` call, and writes the per-image files."""
+    """Counts and failures of one `run_predict` call; writes the per-image files and streams the still images' COCO
+    results into keypoints.json (`results`, when the run has still images)."""
 
-    def __init__(self, predictor: Predictor, options: PredictOptions) -> None:
+    def __init__(self, predictor: Predictor, options: PredictOptions, results: JsonArrayWriter | None) -> None:
         self.predictor, self.options = predictor, options
         self.schema = predictor.schema
         self.out = options.out
-        self.results: list[dict[str, Any]] = []
+        self.results = results
+        self.people = 0  # in still images
         self.images: list[dict[str, Any]] = []
         self.videos: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
@@ -259,13 +262,15 @@ class _Run:
                 save_rgb(self.path("heatmaps", source), draw_heatmaps(image, result, self.schema, stride))
             if result.maps.pafs is not None:
                 save_rgb(self.path("pafs", source), draw_pafs(image, result, self.schema, stride))
+        assert self.results is not None, "a run of still images streams their results"
         self.results.extend(result.coco(image_id))
+        self.people += len(result.people)
         self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
                             "width": result.width, "height": result.height, "people": len(result.people)})
 
     def summary(self) -> dict[str, Any]:
         return {"succeeded": len(self.images) + len(self.videos), "failed": len(self.failures),
-                "people": len(self.results) + sum(video["people"] for video in self.videos), "images": self.images,
+                "people": self.people + sum(video["people"] for video in self.videos), "images": self.images,
                 "videos": self.videos,
                 "failures": self.failures}
 
@@ -311,7 +316,7 @@ def _frames(capture: Any, limit: int | None) -> Iterator[np.ndarray]:
 
 def _video(run: _Run, source: Source) -> None:
     """A video file or webcam -> OUT/videos/<name>.mp4 (overlays; not with --no-overlays) and <name>.json (COCO
-    results per frame)."""
+    results per frame, streamed to the file as the frames come: an hour of video held 400 MB of them in memory)."""
     capture = cv2.VideoCapture(source.location)
     what = f"webcam {source.location}" if source.kind == "webcam" else str(source.location)
     if not capture.isOpened():
@@ -326,7 +331,7 @@ def _video(run: _Run, source: Source) -> None:
     video_path, writer = run.path("video", source), None
     with writing(video_path.parent):
         video_path.parent.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
+    results = JsonArrayWriter(run.path("frames", source))
     frames, people = 0, 0
     frame_queue: deque[np.ndarray] = deque()
 
@@ -353,6 +358,9 @@ def _video(run: _Run, source: Source) -> None:
     except KeyboardInterrupt:  # a webcam runs until interrupted; a video file: the run stops after it is closed
         tqdm.write("interrupted: closing the video", file=sys.stderr)
         stop = source.kind != "webcam"
+    except BaseException:
+        results.discard()
+        raise
     else:
         stop = False
     finally:
@@ -361,9 +369,10 @@ def _video(run: _Run, source: Source) -> None:
         if writer is not None:
             writer.release()
     if not frames:
+        results.discard()
         run.fail(source.location, f"{what}: no readable frames")
     else:
-        write_json_atomic(run.path("frames", source), results)
+        results.close()
         run.videos.append({"file": str(source.location), "name": source.name,
                            "video": str(video_path) if run.options.overlays else None, "frames": frames, "fps": fps,
                            "people": people})
@@ -466,23 +475,25 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     output_folder(options.out)
     check_out(sources, options)
     _replace_earlier_run(options.out, sources)
-    run = _Run(predictor, options)
-    for failure in failures or []:
-        run.fail(failure["input"], failure["error"])
     images = [s for s in sources if s.kind == "image"]
-    interrupted = False
-    try:
-        if images:
-            _images(run, images)
-        for source in sources:
-            if source.kind != "image":
-                _video(run, source)
-    except KeyboardInterrupt:
-        interrupted = True
-        tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
-    summary = {**run.summary(), "interrupted": interrupted}
-    # atomically: a disk that fills now, or a second Ctrl-C, leaves no half-written file
-    if images or not sources:
-        write_json_atomic(options.out / "keypoints.json", run.results)
+    # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
+    # disk that fills, or a second Ctrl-C, leaves no half-written file; a run of videos alone writes none
+    with JsonArrayWriter(options.out / "keypoints.json") if images or not sources else nullcontext() as results:
+        run = _Run(predictor, options, results)
+        for failure in failures or []:
+            run.fail(failure["input"], failure["error"])
+        interrupted = False
+        try:
+            if images:
+                _images(run, images)
+            for source in sources:
+                if source.kind != "image":
+                    _video(run, source)
+        except KeyboardInterrupt:
+            interrupted = True
+            tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
+        summary = {**run.summary(), "interrupted": interrupted}
+        if results is not None:
+            results.close()
     write_json_atomic(options.out / "summary.json", summary, indent=1)
     return summary
