@@ -40,7 +40,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from posepart.data.inspect import inspect_dataset
 
     dataset = open_dataset(args)
-    report = inspect_dataset(dataset)
+    report = inspect_dataset(dataset, check_pixels=not args.no_pixels, progress=True)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("inspect", help="validate a dataset and print its counts")
     add_dataset_args(p, positional=True)
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--no-pixels", action="store_true",
+                   help="count from the annotation file alone: do not decode every image and part map (COCO's "
+                        "118k images: 9 minutes)")
     p.add_argument("--show", type=at_least(0), default=0, metavar="N", help="draw N samples to --out")
     p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
     p.set_defaults(run=cmd_inspect)

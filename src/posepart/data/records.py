@@ -7,6 +7,7 @@ joint clicked just past the border is dropped with a count; file names stay insi
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -92,7 +93,9 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     or another dataset's files). Symlinks that stay inside are fine."""
     if not relative.strip() or Path(relative).is_absolute() or "\0" in relative or Path(relative).name in ("", "."):
         raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
-    path = folder / relative
+    path, parts = folder / relative, Path(relative).parts
+    if ".." not in parts and not any(os.path.islink(folder.joinpath(*parts[:n])) for n in range(1, len(parts) + 1)):
+        return path  # no climbing and no link of its own: inside, in one lstat per part (resolving: 15 s over COCO)
     try:
         inside = path.resolve().is_relative_to(_resolved(folder))
     except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)

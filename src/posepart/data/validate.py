@@ -108,11 +108,8 @@ def region(value: Any, height: int, width: int, label: str) -> Any:
         if tuple(size) != (height, width):
             raise DatasetError(f"{label}: RLE size {size} differs from the image's [{height}, {width}]")
         counts = value.get("counts")
-        if isinstance(counts, str):
-            runs = compressed_rle_counts(counts, label)
-        elif isinstance(counts, list) and all(is_integer(c) and c >= 0 for c in counts):
-            runs = counts
-        else:
+        runs = compressed_rle_counts(counts, label) if isinstance(counts, str) else _run_lengths(counts)
+        if runs is None:
             raise DatasetError(f"{label}: RLE 'counts' must be a COCO string or a list of run lengths >= 0")
         if sum(runs) != height * width:
             raise DatasetError(f"{label}: RLE runs cover {sum(runs)} pixels, the image has {height * width}")
@@ -125,14 +122,26 @@ def region(value: Any, height: int, width: int, label: str) -> Any:
             coordinates = numbers(polygon, f"{label}: polygon")
             if len(coordinates) % 2:
                 raise DatasetError(f"{label}: a polygon has an odd number ({len(polygon)}) of coordinates")
-            far = next((v for v in coordinates if abs(v) > reach), None)
-            if far is not None:
+            if len(coordinates) and np.abs(coordinates).max() > reach:  # (a Python loop here: 13 s over COCO)
+                far = coordinates[np.argmax(np.abs(coordinates) > reach)]
                 raise DatasetError(f"{label}: polygon coordinate {far:g} lies far outside the {width}x{height} image")
         polygons = [polygon for polygon in value if len(polygon) >= 6]
         return polygons or None
     if isinstance(value, list) and len(value) == 4:
         return box(value, label).tolist()
     raise DatasetError(f"{label}: expected polygons, an RLE dict or an [x, y, w, h] box, got {_short(value)}")
+
+
+def _run_lengths(counts: Any) -> list[int] | None:
+    """An uncompressed RLE's counts as Python ints, or None unless a list of integers >= 0 (checked in C: COCO's
+    crowds hold 13 million of them, which a generator took 4 s to check)."""
+    if not isinstance(counts, list) or not set(map(type, counts)) <= {int}:
+        return None
+    try:
+        runs = np.asarray(counts, np.int64)
+    except OverflowError:
+        return None
+    return None if (runs < 0).any() else runs.tolist()
 
 
 def compressed_rle_counts(text: str, label: str) -> list[int]:
