@@ -6,8 +6,8 @@ ROOT/images/<file_name>
 ROOT/parts/<stem>.png   optional uint8 label map: 0 background, i = categories[0]["part_classes"][i], 255 ignore
 ```
 The COCO release layout (`person_keypoints_*.json` + an image folder) is read as it is. Records hold what the JSON says
-(cheap to load, no pixels; `posepart.data.records` validates each entry); images and part maps are decoded on demand by `PosePartDataset.load_*`, which raise
-`DatasetError` naming the file and the record when something is wrong.
+(cheap to load, no pixels; `posepart.data.records` validates each entry); images and part maps are decoded on demand
+by `PosePartDataset.load_*`, which raise `DatasetError` naming the file and the record when something is wrong.
 """
 
 from __future__ import annotations
