@@ -547,8 +547,12 @@ def test_results_files_are_replaced_whole_or_not_at_all(setup, tmp_path, capsys,
 _TERMINATED_AFTER_TWO = """
 import os, signal, sys
 from pathlib import Path
+import cv2
 from posepart.cli import main
 from posepart.inference.predictor import Predictor
+
+camera, clip = cv2.VideoCapture, os.environ.get("WEBCAM_CLIP")  # webcam 0 plays the clip
+cv2.VideoCapture = lambda where, *a: camera(clip if isinstance(where, int) else where, *a)
 
 out = Path(sys.argv[1])
 stream = Predictor.stream
@@ -566,20 +570,23 @@ sys.exit(main(["predict", *sys.argv[2:], "--out", str(out), "--batch-size", "1",
 """
 
 
-@pytest.mark.parametrize("kind", ["images", "video"])
+@pytest.mark.parametrize("kind", ["images", "video", "webcam"])
 def test_sigterm_stops_predict_as_ctrl_c_does_and_results_stream_to_disk(setup, tmp_path, kind):
     """SIGTERM (`timeout`, `docker stop`, Slurm) after two inputs: exit 143, summary.json "interrupted", the
     results of the inputs done in keypoints.json (images) or videos/clip.json, and a closed mp4 that OpenCV reads
     back with the frames done. Before: the process died at once, with no keypoints.json, no summary.json and an mp4
     without its index. The results were also held in memory to the end (an hour of video: 400 MB); now the two are
     on disk, in the temporary file that takes the name at the end, before the third input is run."""
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "out"
-    inputs = [str(setup["data"] / "images")] if kind == "images" else [str(setup["clip"])]
+    inputs = {"images": [str(setup["data"] / "images")], "video": [str(setup["clip"])],
+              "webcam": ["0", str(setup["clip"])]}[kind]  # SIGTERM ends the run, not only the webcam (a review)
     run = subprocess.run([sys.executable, "-c", _TERMINATED_AFTER_TWO, str(out), "--checkpoint", str(setup["ckpt"]),
-                          *inputs], capture_output=True, text=True, timeout=300)
+                          *inputs], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "WEBCAM_CLIP": str(setup["clip"])})
     assert run.returncode == 143, run.stderr
     assert "interrupted: stopped after" in run.stderr and "Traceback" not in run.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -592,10 +599,11 @@ def test_sigterm_stops_predict_as_ctrl_c_does_and_results_stream_to_disk(setup, 
         assert {r["image_id"] for r in results} == {image["id"] for image in summary["images"]}
     else:
         (video,) = summary["videos"]
-        assert video["frames"] == 2 and name.startswith("videos/.clip.json.tmp-")
-        results = json.loads((out / "videos" / "clip.json").read_text())
+        stem = "clip" if kind == "video" else "webcam0"
+        assert video["frames"] == 2 and name.startswith(f"videos/.{stem}.json.tmp-")
+        results = json.loads((out / "videos" / f"{stem}.json").read_text())
         assert {r["image_id"] for r in results} == {0, 1}
-        capture = cv2.VideoCapture(str(out / "videos" / "clip.mp4"))
+        capture = cv2.VideoCapture(str(out / "videos" / f"{stem}.mp4"))
         assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
         capture.release()
     assert results and json.loads(streamed + "]") == results  # streamed: on disk before the run ended
@@ -629,7 +637,7 @@ def test_part_overlays_blend_in_uint8(tmp_path):
 
 def test_json_arrays_stream_to_a_file_that_takes_its_name_when_closed(tmp_path):
     """`JsonArrayWriter`: the items are on disk as they come, the file takes its name only at close (a reader never
-    sees a partial array), and discard or an exception in its block leaves nothing."""
+    sees a partial array), and a block left unclosed, by an exception or not, leaves nothing."""
     from posepart.data.writer import JsonArrayWriter
 
     path = tmp_path / "sub" / "results.json"
@@ -641,10 +649,64 @@ def test_json_arrays_stream_to_a_file_that_takes_its_name_when_closed(tmp_path):
         assert writer.close() == path
     assert json.loads(path.read_text()) == [{"a": 1}, {"b": [2, 3]}, "c"] and not writer.tmp.exists()
     with JsonArrayWriter(tmp_path / "empty.json") as writer:
+        writer.close()
+    with JsonArrayWriter(tmp_path / "unclosed.json"):  # nothing to list: no file
         pass
-    writer.close()
     assert json.loads((tmp_path / "empty.json").read_text()) == []
     with pytest.raises(RuntimeError), JsonArrayWriter(tmp_path / "failed.json") as writer:
         writer.extend([1])
         raise RuntimeError
     assert sorted(tmp_path.iterdir()) == [tmp_path / "empty.json", tmp_path / "sub"]
+
+
+def test_a_failed_stream_leaves_no_temporary_file_and_names_its_path(tmp_path):
+    """A write that fails (a full disk: /dev/full) is an OutputError naming the file, and the temporary file goes;
+    so it does when the name cannot be taken (a folder stands there). Before (a review): the second flush in
+    `discard` raised a bare OSError over it and the temporary file stayed."""
+    from posepart.data.writer import JsonArrayWriter
+    from posepart.errors import OutputError
+
+    with pytest.raises(OutputError, match="results.json"), JsonArrayWriter(tmp_path / "results.json") as writer:
+        writer.file.close()
+        writer.file = open("/dev/full", "wb")  # noqa: SIM115 - the writer closes it
+        writer.extend([{"a": 1}])
+    (tmp_path / "taken.json").mkdir()
+    with pytest.raises(OutputError, match="taken.json"), JsonArrayWriter(tmp_path / "taken.json") as writer:
+        writer.extend([1])
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]
+
+
+def test_signals_wait_while_a_listing_is_written(tmp_path):
+    """`signals_held`: a SIGTERM sent inside the block acts when the block ends, so the files it writes are whole."""
+    import os
+    import signal
+
+    from posepart.inference.media import signals_held
+
+    done = []
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("written")
+        assert done == ["written"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_killed_runs_streams_are_removed_by_the_next_run(setup, tmp_path):
+    """The temporary files a killed run's streams leave (a dead process's) go when the next run starts there."""
+    out = tmp_path / "out"
+    (out / "videos").mkdir(parents=True)
+    orphans = [out / ".keypoints.json.tmp-999999999", out / "videos" / ".clip.json.tmp-999999998"]
+    for orphan in orphans:
+        orphan.write_text("[{")
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--quiet",
+                 "--out", str(out)]) == 0
+    assert not any(orphan.exists() for orphan in orphans)

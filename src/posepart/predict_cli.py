@@ -52,11 +52,13 @@ def _sigterm_interrupts() -> Iterator[list[int]]:
     """SIGTERM (sent by `timeout`, `docker stop`, Slurm and systemd) stops the run as Ctrl-C does, so the results of
     the inputs done are written and an open video is closed; Python's default ended the process there and then,
     without keypoints.json or summary.json and with an mp4 no player opens. Yields the signals received."""
+    from posepart.inference.media import Terminated
+
     received: list[int] = []
 
     def interrupt(signum: int, frame: Any) -> None:
         received.append(signum)
-        raise KeyboardInterrupt
+        raise Terminated
 
     if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
         yield received

@@ -179,7 +179,8 @@ class PosePartDataset:
                 by_image.setdefault(image_id, []).append(ann)
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
-        for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False, disable=not progress)):
+        for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False,
+                                                   disable=None if progress else True)):
             dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
             record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
                                   lambda reason, example: dropped.append((reason, example)))

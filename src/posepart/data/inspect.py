@@ -67,7 +67,8 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     part_pixels = np.zeros(max(schema.num_parts, 1), np.int64)
     ignored_pixels = 0
     problems: list[str] = []
-    for record in tqdm(dataset, desc="inspect", unit="img", leave=False, disable=not (progress and check_pixels)):
+    bar = None if progress and check_pixels else True  # None: a bar only where stderr is a terminal (`| head`)
+    for record in tqdm(dataset, desc="inspect", unit="img", leave=False, disable=bar):
         v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
         visible += (v == 2).sum(0).astype(np.int64)
         occluded += (v == 1).sum(0).astype(np.int64)

@@ -90,8 +90,9 @@ def region_mask(region: Any, height: int, width: int) -> np.ndarray:
 def _inside(folder: Path, relative: str, label: str) -> Path:
     """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
     symlink that leads out is a DatasetError naming the record (an annotation file must not make us read /etc/passwd
-    or another dataset's files). Symlinks that stay inside are fine."""
-    if not relative.strip() or Path(relative).is_absolute() or "\0" in relative or Path(relative).name in ("", "."):
+    or another dataset's files). Symlinks that stay inside are fine. Any anchor is refused: on Windows `\\x` and
+    `C:x` are not absolute, and would not be resolved below."""
+    if not relative.strip() or Path(relative).anchor or "\0" in relative or Path(relative).name in ("", "."):
         raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
     path, parts = folder / relative, Path(relative).parts
     if ".." not in parts and not any(os.path.islink(folder.joinpath(*parts[:n])) for n in range(1, len(parts) + 1)):

@@ -208,13 +208,15 @@ def _open_temp(path: Path, tmp: Path) -> BinaryIO:
 class JsonArrayWriter:
     """A JSON array written as its items come, into `atomic_write`'s temporary file, which takes `path`'s name at
     `close()`: memory stays flat however many items there are (the results of every frame of an hour of video), and
-    readers see the complete file or none. `discard()` (also on an exception in a `with` block) removes the
-    temporary file; a process killed before `close` leaves it, with the items so far (`remove_orphans`)."""
+    readers see the complete file or none. Leaving its `with` block unclosed (an exception, or nothing to list)
+    removes the temporary file, as does a `close` that fails; a process killed before `close` leaves it, with the
+    items so far (`remove_orphans`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.tmp = _temp_name(self.path)
         self.items = 0
+        self.closed = False
         with writing(self.path):
             self.file: BinaryIO | None = _open_temp(self.path, self.tmp)
             self.file.write(b"[")
@@ -234,28 +236,39 @@ class JsonArrayWriter:
     def close(self) -> Path:
         """End the array and give the file its name (fsynced, as `atomic_write`)."""
         assert self.file is not None, "close() twice"
-        with writing(self.path):
-            self.file.write(b"]")
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            self.file = None
-            os.replace(self.tmp, self.path)
+        try:
+            with writing(self.path):
+                self.file.write(b"]")
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                self.file = None
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self.closed = True
         _fsync_dir(self.path.parent)
         return self.path
 
     def discard(self) -> None:
         """Remove the unfinished file (nothing after `close`)."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        if self.closed:
+            return
+        try:
+            if self.file is not None:
+                self.file, file = None, self.file
+                file.close()  # flushes what a failed write left buffered, which can fail again: nothing to keep
+        except OSError:
+            pass
+        finally:
             self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> JsonArrayWriter:
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.discard() if exc_type is not None else None
+    def __exit__(self, *_: Any) -> None:
+        self.discard()
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:

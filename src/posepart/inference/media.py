@@ -23,9 +23,11 @@ from __future__ import annotations
 import glob
 import json
 import re
+import signal
 import sys
+import threading
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
 from posepart.data.validate import integer
-from posepart.data.writer import JsonArrayWriter, read_earlier_json, write_json_atomic
+from posepart.data.writer import JsonArrayWriter, read_earlier_json, remove_orphans, write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.predictor import ImageResult, Predictor
@@ -51,6 +53,25 @@ OUTPUTS = {"parts": "parts/{}.png", "instances": "instances/{}.png", "overlay": 
            "frames": "videos/{}.json"}
 OUTPUT_FOLDERS = tuple(dict.fromkeys(pattern.split("/")[0] for pattern in OUTPUTS.values()))
 _SUMMARY_KEYS = {"succeeded", "failed", "images", "videos", "failures"}  # what makes a summary.json one of ours
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is (`posepart predict` installs the handler): it stops the run as Ctrl-C does,
+    webcams included, which Ctrl-C only ends one by one."""
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then act: what it writes is written whole and listed. Where
+    signals cannot be held (Windows, a thread other than the main one) the block runs as it is."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -331,7 +352,6 @@ def _video(run: _Run, source: Source) -> None:
     video_path, writer = run.path("video", source), None
     with writing(video_path.parent):
         video_path.parent.mkdir(parents=True, exist_ok=True)
-    results = JsonArrayWriter(run.path("frames", source))
     frames, people = 0, 0
     frame_queue: deque[np.ndarray] = deque()
 
@@ -341,6 +361,7 @@ def _video(run: _Run, source: Source) -> None:
             yield frame
 
     bar = tqdm(total=total, desc=source.name, unit="frame", disable=not run.options.progress)
+    results = JsonArrayWriter(run.path("frames", source))
     try:
         for result in run.predictor.stream(feed()):
             frame = frame_queue.popleft()
@@ -355,29 +376,31 @@ def _video(run: _Run, source: Source) -> None:
                 writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
             frames += 1
             bar.update(1)
-    except KeyboardInterrupt:  # a webcam runs until interrupted; a video file: the run stops after it is closed
-        tqdm.write("interrupted: closing the video", file=sys.stderr)
-        stop = source.kind != "webcam"
+    except KeyboardInterrupt as err:  # a webcam runs until Ctrl-C; a video file, or SIGTERM: the run stops after
+        tqdm.write("interrupted: closing the video", file=sys.stderr)  # this one is closed
+        terminated = isinstance(err, Terminated)
+        stop = source.kind != "webcam" or terminated
     except BaseException:
         results.discard()
         raise
     else:
-        stop = False
+        stop = terminated = False
     finally:
-        bar.close()
-        capture.release()
-        if writer is not None:
-            writer.release()
-    if not frames:
-        results.discard()
-        run.fail(source.location, f"{what}: no readable frames")
-    else:
-        results.close()
-        run.videos.append({"file": str(source.location), "name": source.name,
-                           "video": str(video_path) if run.options.overlays else None, "frames": frames, "fps": fps,
-                           "people": people})
+        with signals_held():  # a second interrupt waits: the video is closed and listed with its results
+            bar.close()
+            capture.release()
+            if writer is not None:
+                writer.release()
+            if not frames:
+                results.discard()
+                run.fail(source.location, f"{what}: no readable frames")
+            elif results.file is not None:  # (an exception other than an interrupt discarded them above)
+                results.close()
+                run.videos.append({"file": str(source.location), "name": source.name,
+                                   "video": str(video_path) if run.options.overlays else None, "frames": frames,
+                                   "fps": fps, "people": people})
     if stop:
-        raise KeyboardInterrupt
+        raise Terminated if terminated else KeyboardInterrupt
 
 
 def _folders_written(sources: Sequence[Source], options: PredictOptions) -> set[str]:
@@ -474,6 +497,8 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
     check_out(sources, options)
+    for folder in (options.out, options.out / "videos"):  # what a killed run's streams left (`JsonArrayWriter`)
+        remove_orphans(folder)
     _replace_earlier_run(options.out, sources)
     images = [s for s in sources if s.kind == "image"]
     # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
@@ -492,8 +517,14 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
         except KeyboardInterrupt:
             interrupted = True
             tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
-        summary = {**run.summary(), "interrupted": interrupted}
-        if results is not None:
-            results.close()
-    write_json_atomic(options.out / "summary.json", summary, indent=1)
+        summary, written = {**run.summary(), "interrupted": interrupted}, False
+        try:
+            with signals_held():  # an interrupt now waits for the listings, then has nothing left to stop
+                if results is not None:
+                    results.close()
+                write_json_atomic(options.out / "summary.json", summary, indent=1)
+                written = True
+        except KeyboardInterrupt:
+            if not written:  # where signals cannot be held
+                raise
     return summary
