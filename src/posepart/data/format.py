@@ -93,10 +93,10 @@ class PosePartDataset:
             raise DatasetError(f"{parts}: the part-map folder given is not a directory")
         if parts_dir is not None and not parts_dir.is_dir():  # ROOT/parts absent: a dataset without part maps
             parts_dir = None
-        large = annotation_file.is_file() and annotation_file.stat().st_size > LARGE_ANNOTATIONS
+        size = annotation_file.stat().st_size if annotation_file.is_file() else 0
+        large = size > LARGE_ANNOTATIONS
         if large:  # before: half a minute without a word for COCO's train set (JSON 14 s, records 16 s)
-            print(f"reading {annotation_file} ({annotation_file.stat().st_size / 1e6:.0f} MB)", file=sys.stderr,
-                  flush=True)
+            print(f"reading {annotation_file} ({size / 1e6:.0f} MB)", file=sys.stderr, flush=True)
         data = read_json(annotation_file)
         return cls._from_json(data, annotation_file, image_dir, parts_dir, skip, progress=large)
 
@@ -179,8 +179,8 @@ class PosePartDataset:
                 by_image.setdefault(image_id, []).append(ann)
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
-        for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False,
-                                                   disable=None if progress else True)):
+        bar = None if progress else True  # None: a bar only where stderr is a terminal (no \r lines in logs)
+        for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False, disable=bar)):
             dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
             record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
                                   lambda reason, example: dropped.append((reason, example)))

@@ -216,7 +216,6 @@ class JsonArrayWriter:
         self.path = Path(path)
         self.tmp = _temp_name(self.path)
         self.items = 0
-        self.closed = False
         with writing(self.path):
             self.file: BinaryIO | None = _open_temp(self.path, self.tmp)
             self.file.write(b"[")
@@ -247,14 +246,11 @@ class JsonArrayWriter:
         except BaseException:
             self.discard()
             raise
-        self.closed = True
         _fsync_dir(self.path.parent)
         return self.path
 
     def discard(self) -> None:
-        """Remove the unfinished file (nothing after `close`)."""
-        if self.closed:
-            return
+        """Remove the unfinished file (nothing after `close`, which renamed it)."""
         try:
             if self.file is not None:
                 self.file, file = None, self.file

@@ -497,8 +497,8 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
     check_out(sources, options)
-    for folder in (options.out, options.out / "videos"):  # what a killed run's streams left (`JsonArrayWriter`)
-        remove_orphans(folder)
+    for stream in ("keypoints.json", OUTPUTS["frames"]):  # what a killed run's streams left (`JsonArrayWriter`)
+        remove_orphans((options.out / stream).parent)
     _replace_earlier_run(options.out, sources)
     images = [s for s in sources if s.kind == "image"]
     # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
