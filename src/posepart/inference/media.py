@@ -62,16 +62,23 @@ class Terminated(KeyboardInterrupt):
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends, then act: what it writes is written whole and listed. Where
-    signals cannot be held (Windows, a thread other than the main one) the block runs as it is."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """SIGINT and SIGTERM wait until the block ends, then act as they would have: what it writes is written whole
+    and listed. By handlers that note the signal, not by a signal mask: a mask holds a signal from the calling
+    thread alone, and the process's other threads (torch's, ONNX Runtime's) would take it. Outside the main thread,
+    which alone runs handlers, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: a handler set from C
+        if pending:
+            signal.raise_signal(pending[0])  # its own handler now: an interrupt, Terminated, or the default
 
 
 @dataclass
