@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of
 from posepart.heads import HeadMeta
+from posepart.inference.backends import DEFAULT_OPSET, MIN_OPSET
 
 
 def _predictor(args: argparse.Namespace) -> Any:
@@ -176,6 +177,7 @@ def add_predict_parsers(verbs: Any) -> None:
                    "the weights alone as .safetensors: `posepart export-weights`")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help="tracing input side and the default predict size (default: the checkpoint's)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 or above (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET} or above "
+                   f"(default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")
     p.set_defaults(run=cmd_export)

@@ -29,17 +29,10 @@ from torch import Tensor, nn
 from posepart.data.writer import atomic_write
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
-from posepart.inference.backends import MAX_INPUT_SIZE, METADATA_KEY, ModelInfo
+from posepart.inference.backends import DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
-DEFAULT_OPSET = 17
-# The lowest opset every posepart model exports at faithfully. The models take image sizes from tensor shapes (dynamic
-# H and W): opset 9 has no Slice or ceil-mode pooling for sizes known only at run time (torch's exporter fails on the
-# joint and FCN models, after printing its whole Torch IR graph); opset 10 exports, but its Resize does not compute
-# PyTorch's bilinear interpolation (torch's exporter says so: it matches from opset 11), so FCN part heads fail the
-# parity check (by ~3e-3). The highest is torch's exporter's (`opset_range`).
-MIN_OPSET = 11
 # Largest |exported - PyTorch| allowed, relative to each output's scale (its largest |value|, at least 1): float32
 # rounding grows with the magnitude, and part logits or untrained maps reach tens, where 1e-4 absolute is noise.
 PARITY_TOL = 1e-4

@@ -26,6 +26,13 @@ EXPORT_FORMAT = "posepart-export-v1"
 METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file name (+ ".json")
 OUTPUT_NAMES = ("heatmaps", "pafs", "parts")
 MAX_INPUT_SIZE = 8192  # an export's input side past this is metadata no real model has (1e300: OpenCV's crash)
+DEFAULT_OPSET = 17  # the ONNX opset `posepart export` writes unless told (here, not in engine.export: the CLI reads it)
+# The lowest opset every posepart model exports at faithfully. The models take image sizes from tensor shapes (dynamic
+# H and W): opset 9 has no Slice or ceil-mode pooling for sizes known only at run time (torch's exporter fails on the
+# joint and FCN models, after printing its whole Torch IR graph); opset 10 exports, but its Resize does not compute
+# PyTorch's bilinear interpolation (torch's exporter says so: it matches from opset 11), so FCN part heads fail the
+# parity check (by ~3e-3). The highest is torch's exporter's (`engine.export.opset_range`).
+MIN_OPSET = 11
 
 
 class BackendError(PosepartError, RuntimeError):
