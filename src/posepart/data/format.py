@@ -18,14 +18,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from posepart.data import validate
 from posepart.data.images import read_image, read_label_png
-from posepart.data.records import ImageRecord, read_record, region_mask
+from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask
 from posepart.data.validate import DatasetError
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -43,7 +43,7 @@ class PosePartDataset:
     """A dataset in the posepart format (or the COCO release layout): schema + records + what was skipped."""
 
     schema: Schema
-    records: list[ImageRecord]
+    records: Sequence[ImageRecord]  # PackedRecords when opened: shared by DataLoader workers, not copied
     annotation_file: Path
     image_dir: Path
     parts_dir: Path | None
@@ -118,7 +118,7 @@ class PosePartDataset:
                      f"source of its own" if nested else ""
             raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at its top level{inside}")
         k = schema.num_joints
-        dataset = cls(schema, [], folder / ANNOTATIONS_FILE, folder, None)
+        dataset, records = cls(schema, [], folder / ANNOTATIONS_FILE, folder, None), []
         for path in nested[:10000]:  # before: left out without a word
             dataset._skip("image in a subfolder (not read: give the folder as a source of its own)", str(path))
         for image_id, path in enumerate(files, start=1):
@@ -128,11 +128,12 @@ class PosePartDataset:
             except (OSError, ValueError) as err:
                 dataset._skip("unreadable image", f"{path}: {err}")
                 continue
-            dataset.records.append(ImageRecord(
+            records.append(ImageRecord(
                 image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
                 np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, ()))
-        if not dataset.records:
+        if not records:
             raise DatasetError(f"{folder}: none of its {len(files)} images could be read")
+        dataset.records = PackedRecords(records)
         return dataset
 
     @classmethod
@@ -180,27 +181,30 @@ class PosePartDataset:
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
         bar = None if progress else True  # None: a bar only where stderr is a terminal (no \r lines in logs)
-        for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False, disable=bar)):
-            dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
-            record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
-                                  lambda reason, example: dropped.append((reason, example)))
-            if not record.image_path.is_file():
-                if not skip_missing:
-                    raise DatasetError(
-                        f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
-                    )
-                dataset._skip("missing image", str(record.image_path))
-                continue
-            for reason, example in dropped:
-                dataset._skip(reason, example)
-            dataset.records.append(record)
         owners: dict[Path, str] = {}  # a part map is found by its image's name without the extension
-        for record in dataset.records:
-            if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
-                    record.file_name:
-                raise DatasetError(f"{where}: images {owners[record.parts_path]!r} and {record.file_name!r} would "
-                                   f"share the part map {record.parts_path} (found by the image's name without its "
-                                   f"extension): rename one of them")
+
+        def records() -> Iterator[ImageRecord]:  # packed one by one: the records are never all held as objects
+            for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False, disable=bar)):
+                dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
+                record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
+                                     lambda reason, example: dropped.append((reason, example)))
+                if not record.image_path.is_file():
+                    if not skip_missing:
+                        raise DatasetError(
+                            f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
+                        )
+                    dataset._skip("missing image", str(record.image_path))
+                    continue
+                for reason, example in dropped:
+                    dataset._skip(reason, example)
+                if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
+                        record.file_name:
+                    raise DatasetError(f"{where}: images {owners[record.parts_path]!r} and {record.file_name!r} would "
+                                       f"share the part map {record.parts_path} (found by the image's name without "
+                                       f"its extension): rename one of them")
+                yield record
+
+        dataset.records = PackedRecords(records())
         return dataset
 
     def _skip(self, reason: str, example: str) -> None:

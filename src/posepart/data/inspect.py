@@ -40,6 +40,9 @@ class InspectReport:
             lines.append("labelled keypoints per joint (visible + occluded):")
             for name, n in c["keypoints_per_joint"].items():
                 lines.append(f"  {name:<18} {n['visible']:>7} + {n['occluded']:<7}")
+        unchecked = not c.get("pixels_checked", True)
+        if unchecked and c["images_part_labeled"]:
+            lines.append("part pixel share: not measured (--no-pixels: no part map decoded)")
         if c["part_pixel_share"]:
             lines.append("part pixel share (of labelled pixels):")
             for name, share in c["part_pixel_share"].items():
@@ -51,7 +54,8 @@ class InspectReport:
             lines.append(f"note: {100 * ignored:.1f} % of the part-map pixels are {IGNORE_LABEL} (ignore: neither "
                          f"trained nor scored){alone}: if these are 0/255 masks, save class indices instead (0 "
                          f"background, 1 the first class, ...)")
-        lines.append(f"problems      {len(self.problems)}")
+        lines.append(f"problems      {len(self.problems)}" + ("  (the JSON's alone: --no-pixels decoded no image "
+                                                               "or part map)" if unchecked else ""))
         lines.extend(f"  {p}" for p in self.problems[:20])
         if len(self.problems) > 20:
             lines.append(f"  ... and {len(self.problems) - 20} more (see --json)")
@@ -65,13 +69,17 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     visible = np.zeros(schema.num_joints, np.int64)
     occluded = np.zeros(schema.num_joints, np.int64)
     part_pixels = np.zeros(max(schema.num_parts, 1), np.int64)
-    ignored_pixels = 0
+    ignored_pixels = pose_labeled = part_labeled = people = ignore_regions = 0
     problems: list[str] = []
     bar = None if progress and check_pixels else True  # None: a bar only where stderr is a terminal (`| head`)
     for record in tqdm(dataset, desc="inspect", unit="img", leave=False, disable=bar):
         v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
         visible += (v == 2).sum(0).astype(np.int64)
         occluded += (v == 1).sum(0).astype(np.int64)
+        pose_labeled += record.pose_labeled  # counted in this one pass: records are unpacked on each access
+        part_labeled += record.parts_path is not None
+        people += record.num_people if record.pose_labeled else 0
+        ignore_regions += len(record.ignore_regions)
         if not check_pixels:
             continue
         try:
@@ -89,10 +97,11 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,
                    "parts": schema.num_parts},
         "images": len(dataset),
-        "images_pose_labeled": sum(r.pose_labeled for r in dataset),
-        "images_part_labeled": sum(r.parts_path is not None for r in dataset),
-        "people": sum(r.num_people for r in dataset if r.pose_labeled),
-        "ignore_regions": sum(len(r.ignore_regions) for r in dataset),
+        "images_pose_labeled": pose_labeled,
+        "images_part_labeled": part_labeled,
+        "people": people,
+        "ignore_regions": ignore_regions,
+        "pixels_checked": check_pixels,
         "skipped": dict(dataset.skipped),
         "keypoints_per_joint": {
             name: {"visible": int(visible[j]), "occluded": int(occluded[j])}
