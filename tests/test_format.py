@@ -375,7 +375,8 @@ def test_inspect_no_pixels_counts_from_the_json_and_large_files_say_they_are_rea
     assert counted["problems"] == [] and "reading" not in err
     assert decoded["pixels_checked"] and not counted["pixels_checked"]
     pixels = ("problems", "part_pixel_share", "part_ignore_share", "pixels_checked")
-    assert {k: v for k, v in counted.items() if k not in pixels} == {k: v for k, v in decoded.items() if k not in pixels}
+    assert {k: v for k, v in counted.items() if k not in pixels} == \
+        {k: v for k, v in decoded.items() if k not in pixels}
     assert main(["inspect", str(root), "--no-pixels"]) == 0  # the text says what was not checked (before: problems 0)
     text = capsys.readouterr().out
     assert "problems      0  (the JSON's alone: --no-pixels decoded no image or part map)" in text

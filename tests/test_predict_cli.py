@@ -165,7 +165,7 @@ def test_annotation_ids_that_are_not_integers_are_refused(setup, tmp_path, capsy
 def test_annotation_ids_follow_the_path_not_just_the_file_name(setup, tmp_path, capsys):
     """Before: images matched --annotations by base name, first listed wins, so a/x.jpg and b/x.jpg both took a/x's
     id, and an image of id 0 took another's (`get(path) or get(name)`)."""
-    from posepart.inference.media import annotation_index
+    from posepart.inference.inputs import annotation_index
 
     images = [{"file_name": "b/x.jpg", "id": 5}, {"file_name": "a/x.jpg", "id": 0}, {"file_name": "c/y.jpg", "id": 7}]
     listing = tmp_path / "ann.json"
@@ -294,7 +294,7 @@ def test_only_the_files_an_earlier_run_wrote_are_left_out(tmp_path):
     """An earlier run's outputs are left out by name, as listed in its summary.json: a user's own photo in a folder
     called videos/ beside it stays an input (a review caught a version that dropped it, and that read the summary
     once per file)."""
-    from posepart.inference.media import expand_inputs
+    from posepart.inference.inputs import expand_inputs
 
     shoot = tmp_path / "shoot"
     for path in ("a.jpg", "overlays/a.jpg", "parts/a.png", "videos/clip_frame.jpg"):

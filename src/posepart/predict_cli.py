@@ -73,7 +73,8 @@ def _sigterm_interrupts() -> Iterator[list[int]]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from posepart.errors import UsageError
-    from posepart.inference.media import PredictOptions, annotation_index, check_out, expand_inputs, run_predict
+    from posepart.inference.inputs import annotation_index, expand_inputs
+    from posepart.inference.media import PredictOptions, check_out, run_predict
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise UsageError("predict: give exactly one of --checkpoint CKPT or --onnx FILE")

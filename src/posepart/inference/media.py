@@ -20,39 +20,30 @@ the inputs done; on a webcam it only ends that stream (the way to stop one).
 
 from __future__ import annotations
 
-import glob
-import json
-import re
 import signal
 import sys
 import threading
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, NamedTuple, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import ANNOTATIONS_FILE, IMAGE_SUFFIXES, IMAGES_DIR, DatasetError
-from posepart.data.validate import integer
-from posepart.data.writer import JsonArrayWriter, read_earlier_json, remove_orphans, write_json_atomic
+from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR
+from posepart.data.writer import JsonArrayWriter, remove_orphans, write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
+from posepart.inference.inputs import AnnotationIndex, Source
+from posepart.inference.outputs import OUTPUTS, earlier_names, replace_earlier_run
 from posepart.inference.predictor import ImageResult, Predictor
-from posepart.inference.preprocess import VIDEO_SUFFIXES, InputError, bgr_to_rgb, exif_orientation, load_image
+from posepart.inference.preprocess import InputError, bgr_to_rgb, exif_orientation, load_image
 from posepart.viz import save_rgb
 
 DEFAULT_FPS = 25.0
-# The files a run writes per input NAME (above), relative to --out: written, skipped on input, and replaced by a rerun
-# from this one table.
-OUTPUTS = {"parts": "parts/{}.png", "instances": "instances/{}.png", "overlay": "overlays/{}.jpg",
-           "heatmaps": "maps/{}_heatmaps.jpg", "pafs": "maps/{}_pafs.jpg", "video": "videos/{}.mp4",
-           "frames": "videos/{}.json"}
-OUTPUT_FOLDERS = tuple(dict.fromkeys(pattern.split("/")[0] for pattern in OUTPUTS.values()))
-_SUMMARY_KEYS = {"succeeded", "failed", "images", "videos", "failures"}  # what makes a summary.json one of ours
 
 
 class Terminated(KeyboardInterrupt):
@@ -82,15 +73,6 @@ def signals_held() -> Iterator[None]:
 
 
 @dataclass
-class Source:
-    """One thing to run on: an image file, a video file or a webcam (location = device index)."""
-
-    kind: str  # "image" | "video" | "webcam"
-    location: str | int
-    name: str  # output file stem, unique within a run
-
-
-@dataclass
 class PredictOptions:
     """What `run_predict` writes (see the module docstring)."""
 
@@ -102,126 +84,6 @@ class PredictOptions:
     max_frames: int | None = None
     annotations: AnnotationIndex | None = None  # --annotations: the COCO image ids of the inputs it lists
     progress: bool = True
-
-
-def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None = None
-                  ) -> tuple[list[Source], list[dict[str, str]]]:
-    """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
-
-    A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
-    Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
-    second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
-    label maps for photos; so are the files any earlier run wrote there (`_without_earlier_outputs`).
-    """
-    written = [(skip / folder).resolve() for folder in OUTPUT_FOLDERS] if skip is not None else []
-
-    def ours(p: Path) -> bool:
-        return any(p.resolve().is_relative_to(folder) for folder in written)
-
-    sources: list[Source] = []
-    failures: list[dict[str, str]] = []
-    taken: set[str] = set()
-
-    def add(kind: str, location: str | int, stem: str) -> None:
-        name, n = stem, 1
-        while name in taken:
-            n += 1
-            name = f"{stem}_{n}"
-        taken.add(name)
-        sources.append(Source(kind, location, name))
-
-    for item in inputs:
-        path = Path(item)
-        if re.fullmatch(r"\d+", item) and not path.exists():
-            add("webcam", int(item), f"webcam{item}")
-        elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
-            found = (Path(p) for p in glob.glob(item, recursive=True))
-            matches, _ = _without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
-            if not matches:
-                failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
-            for p in matches:  # every match is an input, as the shell would pass them (unquoted): a notes.txt fails
-                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
-        elif not path.exists():
-            failures.append({"input": item, "error": f"{item}: no such file or folder"})
-        elif path.is_dir():
-            files, runs = _without_earlier_outputs(  # before, `--recursive` ran on a previous run's outputs too
-                sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
-            media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            run_folders = runs | ({skip.resolve()} if skip is not None else set())
-            left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                    and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
-                    and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
-            if left:  # before: left out without a word (a .gif, a phone's .heic)
-                kinds = sorted({p.suffix.lower() or p.name for p in left})
-                tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
-                           f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
-            if not media:
-                failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
-            for p in media:
-                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
-        else:
-            add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
-    return sources, failures
-
-
-class AnnotationIndex(NamedTuple):
-    """What `predict --annotations FILE` needs of a COCO JSON: image ids by file name, and its joint names."""
-
-    path: Path
-    ids: dict[str, int]  # file_name (as the JSON writes it) -> image id
-    keypoints: list[str] | None  # categories[0]["keypoints"], when the file has them
-    by_basename: dict[str, list[str]]  # base name -> the file_names that end in it
-
-    def check(self, keypoints: Sequence[str]) -> None:
-        """Refuse a file whose joints are not the model's (names and order): its ground truth could not score the
-        results."""
-        if self.keypoints is not None and self.keypoints != list(keypoints):
-            raise DatasetError(f"--annotations {self.path}: its keypoints {self.keypoints} are not the model's "
-                               f"{list(keypoints)}: the results could not be scored against it")
-
-    def image_id(self, path: str | Path) -> tuple[int | None, list[str]]:
-        """The id of the image at `path`: the file_name that is the longest tail of the path (`data/images/a/x.jpg`
-        is `a/x.jpg`), else the one file_name with the path's base name. (None, those file_names) when several share
-        the base name and none is a longer tail: the image cannot be told apart; (None, []) when none matches."""
-        parts = PurePosixPath(_posix(str(path))).parts
-        for start in range(len(parts)):
-            found = self.ids.get(PurePosixPath(*parts[start:]).as_posix())
-            if found is not None:
-                return found, []
-        same = self.by_basename.get(parts[-1] if parts else "", [])
-        return (self.ids[same[0]], []) if len(same) == 1 else (None, same)
-
-
-def _posix(name: str) -> str:
-    """A file name as a POSIX path without `./` (a JSON may write `./a/x.jpg` or `a\\x.jpg`)."""
-    return PurePosixPath(name.replace("\\", "/")).as_posix()
-
-
-def annotation_index(path: Path) -> AnnotationIndex:
-    """Read `predict --annotations FILE` (so results can be scored against it). A file that is not a COCO JSON of
-    images with file_name and id is a DatasetError naming it."""
-    ids: dict[str, int] = {}
-    by_basename: dict[str, list[str]] = {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        for image in data.get("images", []):
-            name = _posix(str(image["file_name"]))
-            image_id = integer(image["id"], f"--annotations {path}: image {name!r} id")  # not 1.9 or true
-            if name in ids:
-                if ids[name] != image_id:  # which id its results should take would be a guess
-                    raise DatasetError(f"--annotations {path}: image {name!r} is listed twice, with ids "
-                                       f"{ids[name]} and {image_id}")
-                continue
-            ids[name] = image_id
-            by_basename.setdefault(PurePosixPath(name).name, []).append(name)
-        theirs = (data.get("categories") or [{}])[0].get("keypoints")
-        keypoints = None if theirs is None else [str(name) for name in theirs]
-    except DatasetError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # ValueError: JSON
-        raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
-                           f"({type(err).__name__}: {err})") from None
-    return AnnotationIndex(Path(path), ids, keypoints, by_basename)
 
 
 class _Run:
@@ -435,66 +297,13 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
                           f"files there: remove the link or choose another --out")
     if not options.parts or not (out / IMAGES_DIR).is_dir():
         return
-    ours = _earlier_names(out) or set()
+    ours = earlier_names(out) or set()
     clash = next((s.name for s in sources if s.kind == "image" and s.name not in ours
                   and (out / OUTPUTS["parts"].format(s.name)).exists()), None)
     if clash is not None:
         raise OutputError(f"--out {out} looks like a dataset ({IMAGES_DIR}/, parts/): predictions would replace "
                           f"{OUTPUTS['parts'].format(clash)}, which no earlier predict run wrote; choose another "
                           f"--out")
-
-
-def _earlier_names(out: Path) -> set[str] | None:
-    """The input names an earlier run into `out` wrote files for (its summary.json); None when there is no summary
-    of ours. Names only, never paths: a crafted summary cannot point outside `out`."""
-    earlier = read_earlier_json(out / "summary.json")
-    if not isinstance(earlier, dict) or not _SUMMARY_KEYS <= set(earlier):
-        return None
-    try:
-        names = {str(entry["name"]) for entry in [*earlier["images"], *earlier["videos"]]}
-    except (KeyError, TypeError):  # not one of ours: nothing to remove
-        return None
-    return {name for name in names if name and name not in (".", "..") and Path(name).name == name}
-
-
-def _without_earlier_outputs(files: list[Path]) -> tuple[list[Path], set[Path]]:
-    """`files` less those an earlier predict run wrote (`OUTPUTS` under an --out whose summary.json is ours, for
-    the input names it lists: its overlays, label maps and videos are not photos; a user's own file in a folder of
-    that name stays), and the --out folders of those runs among them. Each run's summary is read once."""
-    written: dict[Path, set[Path]] = {}  # --out -> the files its summary says it wrote
-
-    def written_by(run: Path) -> set[Path]:
-        if run not in written:
-            names = _earlier_names(run) or set()
-            written[run] = {(run / pattern.format(name)).resolve() for name in names for pattern in OUTPUTS.values()}
-        return written[run]
-
-    kept = []
-    for path in files:
-        resolved = path.resolve()
-        if not (resolved.parent.name in OUTPUT_FOLDERS and resolved in written_by(resolved.parent.parent)):
-            kept.append(path)
-    runs = {run for run, paths in written.items() if paths}
-    runs |= {p.parent.resolve() for p in files if p.name == "summary.json" and _earlier_names(p.parent) is not None}
-    return kept, runs
-
-
-def _replace_earlier_run(out: Path, sources: Sequence[Source]) -> None:
-    """Remove the files an earlier run into `out` wrote, so that the folder describes one run: its listings
-    (keypoints.json, summary.json) and an overlay left from it would otherwise look like this run's. This run's
-    inputs are kept, wherever they lie."""
-    names = _earlier_names(out)
-    if names is None:
-        return
-    inputs = {Path(source.location).resolve() for source in sources if source.kind != "webcam"}
-    patterns = [pattern for pattern in OUTPUTS.values() if not (out / pattern.split("/")[0]).is_symlink()]
-    for name in names:  # never through a linked folder (one this run does not write is allowed to be a link)
-        for pattern in patterns:
-            stale = out / pattern.format(name)
-            if stale.resolve() not in inputs:
-                stale.unlink(missing_ok=True)
-    for listing in ("keypoints.json", "summary.json"):  # this run writes its own (a run of videos alone: no
-        (out / listing).unlink(missing_ok=True)        # keypoints.json); one that fails must not list gone files
 
 
 def run_predict(predictor: Predictor, sources: list[Source], options: PredictOptions,
@@ -506,7 +315,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     check_out(sources, options)
     for stream in ("keypoints.json", OUTPUTS["frames"]):  # what a killed run's streams left (`JsonArrayWriter`)
         remove_orphans((options.out / stream).parent)
-    _replace_earlier_run(options.out, sources)
+    replace_earlier_run(options.out, {Path(s.location).resolve() for s in sources if s.kind != "webcam"})
     images = [s for s in sources if s.kind == "image"]
     # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
     # disk that fills, or a second Ctrl-C, leaves no half-written file; a run of videos alone writes none

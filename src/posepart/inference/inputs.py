@@ -1,0 +1,148 @@
+"""What `posepart predict` runs on: its inputs (paths, folders, patterns, webcams) as sources with unique names,
+and `--annotations`' image ids, which the results of still images take."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple, Sequence
+
+from tqdm import tqdm
+
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError
+from posepart.data.validate import integer
+from posepart.inference.outputs import OUTPUT_FOLDERS, without_earlier_outputs
+from posepart.inference.preprocess import VIDEO_SUFFIXES
+
+
+@dataclass
+class Source:
+    """One thing to run on: an image file, a video file or a webcam (location = device index)."""
+
+    kind: str  # "image" | "video" | "webcam"
+    location: str | int
+    name: str  # output file stem, unique within a run
+
+
+def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None = None
+                  ) -> tuple[list[Source], list[dict[str, str]]]:
+    """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
+
+    A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
+    Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
+    second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
+    label maps for photos; so are the files any earlier run wrote there (`without_earlier_outputs`).
+    """
+    written = [(skip / folder).resolve() for folder in OUTPUT_FOLDERS] if skip is not None else []
+
+    def ours(p: Path) -> bool:
+        return any(p.resolve().is_relative_to(folder) for folder in written)
+
+    sources: list[Source] = []
+    failures: list[dict[str, str]] = []
+    taken: set[str] = set()
+
+    def add(kind: str, location: str | int, stem: str) -> None:
+        name, n = stem, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        sources.append(Source(kind, location, name))
+
+    for item in inputs:
+        path = Path(item)
+        if re.fullmatch(r"\d+", item) and not path.exists():
+            add("webcam", int(item), f"webcam{item}")
+        elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
+            found = (Path(p) for p in glob.glob(item, recursive=True))
+            matches, _ = without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
+            if not matches:
+                failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
+            for p in matches:  # every match is an input, as the shell would pass them (unquoted): a notes.txt fails
+                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+        elif not path.exists():
+            failures.append({"input": item, "error": f"{item}: no such file or folder"})
+        elif path.is_dir():
+            files, runs = without_earlier_outputs(  # before, `--recursive` ran on a previous run's outputs too
+                sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
+            media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            run_folders = runs | ({skip.resolve()} if skip is not None else set())
+            left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                    and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
+                    and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
+            if left:  # before: left out without a word (a .gif, a phone's .heic)
+                kinds = sorted({p.suffix.lower() or p.name for p in left})
+                tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
+                           f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
+            if not media:
+                failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
+            for p in media:
+                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+        else:
+            add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
+    return sources, failures
+
+
+class AnnotationIndex(NamedTuple):
+    """What `predict --annotations FILE` needs of a COCO JSON: image ids by file name, and its joint names."""
+
+    path: Path
+    ids: dict[str, int]  # file_name (as the JSON writes it) -> image id
+    keypoints: list[str] | None  # categories[0]["keypoints"], when the file has them
+    by_basename: dict[str, list[str]]  # base name -> the file_names that end in it
+
+    def check(self, keypoints: Sequence[str]) -> None:
+        """Refuse a file whose joints are not the model's (names and order): its ground truth could not score the
+        results."""
+        if self.keypoints is not None and self.keypoints != list(keypoints):
+            raise DatasetError(f"--annotations {self.path}: its keypoints {self.keypoints} are not the model's "
+                               f"{list(keypoints)}: the results could not be scored against it")
+
+    def image_id(self, path: str | Path) -> tuple[int | None, list[str]]:
+        """The id of the image at `path`: the file_name that is the longest tail of the path (`data/images/a/x.jpg`
+        is `a/x.jpg`), else the one file_name with the path's base name. (None, those file_names) when several share
+        the base name and none is a longer tail: the image cannot be told apart; (None, []) when none matches."""
+        parts = PurePosixPath(_posix(str(path))).parts
+        for start in range(len(parts)):
+            found = self.ids.get(PurePosixPath(*parts[start:]).as_posix())
+            if found is not None:
+                return found, []
+        same = self.by_basename.get(parts[-1] if parts else "", [])
+        return (self.ids[same[0]], []) if len(same) == 1 else (None, same)
+
+
+def _posix(name: str) -> str:
+    """A file name as a POSIX path without `./` (a JSON may write `./a/x.jpg` or `a\\x.jpg`)."""
+    return PurePosixPath(name.replace("\\", "/")).as_posix()
+
+
+def annotation_index(path: Path) -> AnnotationIndex:
+    """Read `predict --annotations FILE` (so results can be scored against it). A file that is not a COCO JSON of
+    images with file_name and id is a DatasetError naming it."""
+    ids: dict[str, int] = {}
+    by_basename: dict[str, list[str]] = {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for image in data.get("images", []):
+            name = _posix(str(image["file_name"]))
+            image_id = integer(image["id"], f"--annotations {path}: image {name!r} id")  # not 1.9 or true
+            if name in ids:
+                if ids[name] != image_id:  # which id its results should take would be a guess
+                    raise DatasetError(f"--annotations {path}: image {name!r} is listed twice, with ids "
+                                       f"{ids[name]} and {image_id}")
+                continue
+            ids[name] = image_id
+            by_basename.setdefault(PurePosixPath(name).name, []).append(name)
+        theirs = (data.get("categories") or [{}])[0].get("keypoints")
+        keypoints = None if theirs is None else [str(name) for name in theirs]
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # ValueError: JSON
+        raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
+                           f"({type(err).__name__}: {err})") from None
+    return AnnotationIndex(Path(path), ids, keypoints, by_basename)
