@@ -177,7 +177,8 @@ class LoadedModel:
         return trained_tasks(self.sources)
 
 
-def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
+def describe_checkpoint(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
+    """(schema, config) a checkpoint records; a CheckpointError naming `path` when it records none or a foreign one."""
     info = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(info, dict) or "schema" not in info or "config" not in info:
         raise CheckpointError(f"{path}: not a posepart checkpoint (no {CHECKPOINT_KEY!r} schema/config entry)")
@@ -186,118 +187,6 @@ def _describe(checkpoint: dict[str, Any], path: Path) -> tuple[Schema, Config]:
     except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as err:  # an edited or foreign entry
         raise CheckpointError(f"{path}: its {CHECKPOINT_KEY!r} entry does not describe a posepart model: "
                               f"{err}") from None
-
-
-# Settings a resumed run must share with its checkpoint: they decide the model's tensors and the optimizer's state.
-# What makes another model, with every model.* key: data.sigma and data.paf_width are its HeadMeta's (the targets it
-# learns; before, a resume that changed them trained towards others and stored them in the checkpoint's meta).
-_RESUME_KEYS = ("loss.weighting", "loss.heatmap", "optim.name", "data.sigma", "data.paf_width")
-# What the checkpoint's state carries (its optimizer and learning-rate schedule; the batch size, by which the epoch's
-# draws done are counted: before, a resume with another skipped or repeated samples): a resume keeps its values.
-# The weights a run started from are the checkpoint's too: a resume does not read model.init or model.pretrained.
-_RESTORED_KEYS = ("loss.weighting_lr", "data.batch_size", "model.init", "model.pretrained")  # and every optim.* key
-# The run's length: a resume trains to the new one, but its schedule stays planned over the checkpoint's (the
-# schedule object is restored with it): `check_resumable` returns these too, and `train` says so.
-SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")
-
-
-def _another_model(key: str) -> bool:
-    return (key.startswith("model.") and key not in ("model.pretrained", "model.init")) or key in _RESUME_KEYS
-
-
-def _restored(key: str) -> bool:
-    return (key.startswith("optim.") or key in _RESTORED_KEYS) and not _another_model(key)
-_TRAINING_ENTRIES = ("state_dict", "optimizer_states", "loops")
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
-def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]
-                    ) -> dict[str, tuple[Any, Any]]:
-    """Refuse, with a CheckpointError naming the file and what differs, a `--resume` checkpoint this run cannot
-    continue: one that is not a training checkpoint, or one of another model (schema, model, loss or optimizer
-    settings, or weights of other names or shapes than `state`, the run's LightningModule state_dict). Without this
-    Lightning fails deep inside `fit` with a state_dict traceback. Tensors are memory-mapped, not read.
-    Returns the settings this config changes that a resume cannot honour, {"optim.lr": (this config's, the
-    checkpoint's)}: the optimizer and its learning-rate schedule continue from the checkpoint's state, so the run
-    must keep the checkpoint's values (`train` does, and says so), and the run's length (`SCHEDULE_LENGTH_KEYS`),
-    which the run follows while its schedule keeps the checkpoint's plan (`train` says so)."""
-    path = Path(path)
-    checkpoint = load_checkpoint(path, mmap=True)
-    lacking = [key for key in _TRAINING_ENTRIES if key not in checkpoint]
-    if lacking:
-        raise CheckpointError(f"{path}: not a training checkpoint that --resume can continue (it has no "
-                              f"{', '.join(lacking)}); resume from a run's checkpoints/last.ckpt")
-    differences = []
-    if isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
-        stored_schema, stored = _describe(checkpoint, path)
-        if (stored.train.self_training is None) != (config.train.self_training is None):  # before: "weights absent"
-            was = "self-trained" if stored.train.self_training else "did not self-train"
-            now = "does not" if stored.train.self_training else "does"
-            raise CheckpointError(f"{path}: its run {was} (train.self_training) and this one {now}: a resume cannot "
-                                  f"add or remove the teacher (its weights are part of the run); set "
-                                  f"train.self_training as the checkpoint's run did, or start a new run")
-        if stored_schema != schema:
-            differences.append(f"schema {stored_schema.describe()} (this run: {schema.describe()})")
-        old, new = _flat(stored.to_dict()), _flat(config.to_dict())
-        changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed
-                        if _another_model(key)]
-        ignored = {key: (new.get(key), old.get(key)) for key in changed
-                   if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
-    else:
-        ignored = {}
-    if differences:
-        raise CheckpointError(f"{path}: a checkpoint of another model: {'; '.join(differences)}; resume with the "
-                              f"config it was trained with (its run folder's config.yaml)")
-    theirs = checkpoint["state_dict"]
-    wrong = [f"{key} absent" for key in state if key not in theirs]
-    wrong += [f"{key} unexpected" for key in theirs if key not in state]
-    wrong += [f"{key} {tuple(theirs[key].shape)}, the model's {tuple(value.shape)}" for key, value in state.items()
-              if key in theirs and tuple(theirs[key].shape) != tuple(value.shape)]
-    if wrong:
-        raise CheckpointError(f"{path}: its weights do not fit this run's model ({len(wrong)} tensor(s)): "
-                              f"{'; '.join(wrong[:3])}")
-    return ignored
-
-
-def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
-    """Make Lightning resume a `last.ckpt` where it was written, in place; -> (epoch, batches done) when that was
-    inside an epoch (the data module then serves the rest of that epoch: `EpochSampler.resume_at`), else None.
-
-    Our `last.ckpt` is written after Lightning has counted its epoch as processed, but before completed: in
-    `on_train_epoch_end`, or when the run stopped inside an epoch (--max-minutes, max_steps) and `train` saved it.
-    - At an epoch's end: resumed with `train.max_steps` set, Lightning 2.6 took it for an epoch in progress whose
-      batches were all done and ended it at once, so the resumed run trained nothing (cf. its issue #19617). Marked
-      completed here, with the next epoch's batch counters at 0: what Lightning does itself without max_steps.
-    - Inside an epoch: Lightning took the epoch as finished and went on to the next, so the rest of it was never
-      trained. Marked not processed here, so Lightning continues the epoch's batch count, and the sampler, a pure
-      function of (seed, epoch), skips the draws already trained."""
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    layout = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
-              "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's; another is left as it is
-    if not isinstance(loop, dict) or any(key not in loop for key in layout):
-        return None
-    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
-    if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
-        return None
-    if not batches.get("is_last_batch"):
-        for counter in (epochs["total"], epochs["current"]):
-            counter["processed"] = counter["completed"]
-        return epochs["current"]["completed"], batches["current"]["completed"]
-    for counter in (epochs["total"], epochs["current"]):
-        counter["completed"] = counter["processed"]
-    batches["is_last_batch"] = False
-    progress = [batches, loop["epoch_loop.scheduler_progress"],
-                *loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values()]
-    for counter in progress:  # the next epoch starts at its first batch
-        counter["current"] = {key: 0 for key in counter["current"]}
-    return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -408,7 +297,7 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
     if path.suffix.lower() == ".safetensors":  # as export_weights and the Predictor read it (W.SAFETENSORS too)
         return _load_safetensors(path, map_location)
     checkpoint = load_checkpoint(path)
-    schema, config = _describe(checkpoint, path)
+    schema, config = describe_checkpoint(checkpoint, path)
     return _rebuild(schema, config, _checked_state(checkpoint, path), map_location, path,
                     _checked_sources(_sources(checkpoint), path),
                     _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path))
@@ -451,7 +340,7 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
         raise UsageError(f"export-weights --checkpoint {checkpoint_path}: these are exported weights already; give "
                          f"the .ckpt of `posepart train`")
     checkpoint = load_checkpoint(checkpoint_path)
-    schema, config = _describe(checkpoint, checkpoint_path)
+    schema, config = describe_checkpoint(checkpoint, checkpoint_path)
     tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
     metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
                 "config": json.dumps(config.to_dict()), "sources": json.dumps(_sources(checkpoint))}

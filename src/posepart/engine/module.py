@@ -19,11 +19,12 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
-from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance, settle_epoch
+from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance
 from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
 from posepart.engine.finetune import initialise_from
 from posepart.engine.optim import build_optimizer, build_schedule
+from posepart.engine.resume import settle_epoch
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import LOG_GROUP, Evaluator, Prediction

@@ -32,14 +32,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.data.writer import lock_output, remove_orphans
-from posepart.engine.checkpoint import (SCHEDULE_LENGTH_KEYS, AtomicCheckpointIO, check_resumable,
-                                       checkpoint_callbacks, recorded_sources)
+from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks, recorded_sources
 from posepart.engine.config import (ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config,
                                     warn_unused_model_options)
 from posepart.engine.finetune import check_init_file
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.module import PosePartModule, model_tasks
+from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.models import SchemaMismatchError
