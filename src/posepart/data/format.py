@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -36,6 +36,15 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
 LARGE_ANNOTATIONS = 64 * 2**20  # bytes: an annotation file this large takes seconds to read, and says so
+
+
+class RecordLabels(NamedTuple):
+    """Which labels a dataset's records carry, read in one pass over them: each read of a packed record unpickles
+    it, and a pass over COCO's train set takes seconds."""
+
+    pose: np.ndarray  # (N,) bool: pose-labelled images
+    parts: np.ndarray  # (N,) bool: images with a part map
+    joints: np.ndarray  # (K,) bool: the joints some person of a pose-labelled image labels
 
 
 @dataclass
@@ -218,22 +227,33 @@ class PosePartDataset:
     def __iter__(self) -> Iterator[ImageRecord]:
         return iter(self.records)
 
+    @functools.cached_property
+    def record_labels(self) -> RecordLabels:
+        """Which labels each record carries (one pass over the records, kept: they do not change once opened)."""
+        n, k = len(self.records), self.schema.num_joints
+        pose, parts, joints = np.zeros(n, bool), np.zeros(n, bool), np.zeros(k, bool)
+        for i, record in enumerate(self.records):
+            pose[i], parts[i] = record.pose_labeled, record.parts_path is not None
+            if record.pose_labeled:
+                joints |= (record.keypoints[..., 2] > 0).any(0)
+        return RecordLabels(pose, parts, joints)
+
     @property
     def has_parts(self) -> bool:
         """Whether any record carries a part label map (and the schema names part classes)."""
-        return self.schema.has_parts and any(r.parts_path is not None for r in self.records)
+        return self.schema.has_parts and bool(self.record_labels.parts.any())
 
     @property
     def has_people(self) -> bool:
         """Whether any pose-labelled record holds a person with a labelled joint: what OKS AP and PCKh score."""
         return bool(self.labelled_joints.any())
 
-    @functools.cached_property
+    @property
     def labelled_joints(self) -> np.ndarray:
         """(K,) bool: the joints some pose-labelled person of the dataset has labelled. One no person has is a joint
         the dataset does not annotate (PASCAL's Berkeley keypoints have no head top): training masks its channels
         as it does a source's joints that its schema lacks, instead of teaching "no such joint anywhere"."""
-        return _labelled_joints([r.keypoints for r in self.records if r.pose_labeled], self.schema.num_joints)
+        return self.record_labels.joints
 
     @property
     def annotated_joints(self) -> np.ndarray:
@@ -301,11 +321,3 @@ def read_json(path: Path, expect: type = dict,
     if not isinstance(data, expect):
         raise DatasetError(f"{path}: expected {expected}")
     return data
-
-
-def _labelled_joints(people: list[np.ndarray], k: int) -> np.ndarray:
-    """(K,) bool: the joints labelled (v > 0) in any of the (N, K, 3) keypoint arrays."""
-    kp = np.concatenate([p.reshape(-1, k, 3) for p in people]) if people else np.zeros((0, k, 3), np.float32)
-    return (kp[..., 2] > 0).any(0)
-
-

@@ -75,9 +75,9 @@ class Source:
         """Training images of a labelled source that carry none of its tasks' labels (drawn, and fully masked)."""
         if self.train is None or self.unlabelled or self.mapping is None:
             return 0
-        records = self.train.source.records if isinstance(self.train, MappedSource) else self.train.records
-        pose, parts = "pose" in tasks, "parts" in tasks  # the mapping's own flags, read off the source's records
-        return sum(1 for r in records if not (pose and r.pose_labeled or parts and r.parts_path is not None))
+        dataset = self.train.source if isinstance(self.train, MappedSource) else self.train
+        labels = dataset.record_labels  # the source's own records: the mapping's flags are `tasks`
+        return int((~((labels.pose & ("pose" in tasks)) | (labels.parts & ("parts" in tasks)))).sum())
 
 
 def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
