@@ -800,6 +800,26 @@ def test_a_broken_validation_image_is_skipped_not_scored_twice(data, tmp_path):
         assert runs["broken"][key] == pytest.approx(runs["without"][key]), key
 
 
+def test_validation_images_are_decoded_once_in_the_loader_workers(data, tmp_path, monkeypatch):
+    """Validation scores each image with the Predictor; before, the main process decoded it a second time (the
+    Mapper's worker had already decoded it for the validation loss): on a GPU run over COCO's 5,000 validation
+    images, a JPEG decode per image serialised in the process that drives the GPU."""
+    calls = tmp_path / "decoded"
+    load_image = PosePartDataset.load_image
+
+    def recorded(self, record):  # forked workers inherit it; a file collects every process's calls
+        with open(calls, "a") as f:
+            f.write(f"{os.getpid()} {record.image_path.parent.parent.name}\n")
+        return load_image(self, record)
+
+    monkeypatch.setattr(PosePartDataset, "load_image", recorded)
+    train(tiny(data, "data.workers=1", "train.max_epochs=1"), tmp_path / "run", **QUIET)
+    decoded = [line.split() for line in calls.read_text().splitlines()]
+    validation = [pid for pid, split in decoded if split == "val"]
+    assert len(validation) == 2 * 4  # the sanity check's and the epoch's validation: each image once
+    assert str(os.getpid()) not in validation
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""

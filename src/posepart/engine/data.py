@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, get_args
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, read_json
 from posepart.data.label_maps import PartLabelSpace
@@ -27,7 +27,7 @@ from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, V
 from posepart.engine.settings import Config, DatasetPaths, SchemaName, SelfTrainingConfig, SourceConfig
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
-from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig
+from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
 
 
 def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None) -> PosePartDataset:
@@ -230,8 +230,8 @@ class PosePartDataModule(pl.LightningDataModule):
             [MappedDataset(Mapper(s.train, self.targets, self.augment, views=views,  # type: ignore[arg-type]
                                   unlabelled=s.unlabelled), seed=seed) for s in training], self.plan)
         self.val_sources = [s for s in self.sources if s.val is not None]
-        self.val_mapped = (ValidationSet([MappedDataset(Mapper(s.val, self.targets, None), seed=seed)  # type: ignore
-                                          for s in self.val_sources]) if self.val_sources else None)
+        validation = [Mapper(s.val, self.targets, None, original=True) for s in self.val_sources]  # type: ignore
+        self.val_mapped = ValidationSet([MappedDataset(m, seed=seed) for m in validation]) if validation else None
         self.train_set = training[0].train  # the first training source (as the one dataset of a plain run)
         self.val_set = self.val_sources[0].val if self.val_sources else None
 
@@ -318,7 +318,7 @@ class PosePartDataModule(pl.LightningDataModule):
         workers = self.config.data.workers
         # Workers are started anew every epoch (no persistent_workers): cheap next to an epoch, and never stale.
         return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=default_collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                           persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:

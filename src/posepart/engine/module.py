@@ -331,7 +331,7 @@ class PosePartModule(pl.LightningModule):
                                                    decode_config=self.decode_config, all_stages=False)
         data = self.trainer.datamodule
         items = [data.val_item(int(i)) for i in batch["index"].tolist()]  # (source, record with a unique image_id)
-        images = [data.val_sources[source].val.load_image(record) for source, record in items]
+        images = batch["original_image"]  # decoded by the loader's workers (before: again, here in the main process)
         # In float32 even when training uses mixed precision: the logged metrics are those `posepart evaluate` gives.
         with torch.autocast(self.device.type, enabled=False):
             output = self(batch["image"])  # the validation loss, on the Mapper's batch and targets

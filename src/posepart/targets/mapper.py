@@ -58,6 +58,8 @@ class Mapper:
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
     warping; for a labelled one, `weak_image` is `image` (one batch layout for mixed batches). An unlabelled source's
     crops are centred as an image without people's are: its labels, when the file has them, stay unseen.
+    With `original` (training's validation) every sample also carries `original_image`, the record's decoded image
+    (H, W, 3) uint8, which the Predictor scores: decoded once, in the loader's workers (`collate` keeps it a list).
     """
 
     dataset: PosePartDataset
@@ -66,6 +68,7 @@ class Mapper:
     joint_mask: np.ndarray | None = None
     views: bool = False
     unlabelled: bool = False
+    original: bool = False
 
     def __post_init__(self) -> None:
         if self.joint_mask is None:  # once, here: the Mapper goes to the loader's workers with it
@@ -76,6 +79,7 @@ class Mapper:
         size = self.targets.input_size
         out_hw = (size, size)
         image = self.dataset.load_image(record)
+        original = {"original_image": image} if self.original else {}
         parts = self.dataset.load_parts(record)
         ignore = record.ignore_mask()
         if self.augment is not None:
@@ -101,6 +105,7 @@ class Mapper:
                  "unlabelled": np.bool_(self.unlabelled)} if self.views else {}
         return {
             **views,
+            **original,
             "image": model_input,
             "heatmaps": built.heatmaps,
             "pafs": built.pafs,
@@ -112,6 +117,14 @@ class Mapper:
             "image_id": np.int64(record.image_id),
             "to_image": invert(affine),  # (2, 3) float64: predictions map back to exact original coordinates
         }
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of samples: torch's `default_collate`, but `original_image` (a `Mapper(original=True)` sample's; sizes
+    differ) stays a list of numpy images."""
+    originals = [sample.pop("original_image") for sample in samples if "original_image" in sample]
+    batch = torch.utils.data.default_collate(samples)
+    return {**batch, "original_image": originals} if originals else batch
 
 
 class MappedDataset(torch.utils.data.Dataset):
