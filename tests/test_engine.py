@@ -820,6 +820,25 @@ def test_validation_images_are_decoded_once_in_the_loader_workers(data, tmp_path
     assert str(os.getpid()) not in validation
 
 
+def test_validation_overlays_are_logged_at_screen_size(data, tmp_path, monkeypatch):
+    """The overlays TensorBoard gets are shrunk to `OVERLAY_SIDE` (before: at the image's size, so a validation set
+    of 12-megapixel photos held and logged 36 MB per overlay); smaller images stay as they are."""
+    from posepart.engine.module import OVERLAY_SIDE
+
+    large = write_synth(tmp_path / "large", n=1, seed=2, size=2 * OVERLAY_SIDE)
+    logged: list[tuple[int, ...]] = []
+    log_overlays = PosePartModule._log_overlays
+
+    def recorded(self):
+        logged.extend(image.shape for image in self._overlays if not self.trainer.sanity_checking)
+        log_overlays(self)
+
+    monkeypatch.setattr(PosePartModule, "_log_overlays", recorded)
+    for val in (large, data["val"]):
+        train(tiny(data, f"data.val={val}", "train.max_epochs=1", "train.val_images=1"), tmp_path / val.name, **QUIET)
+    assert logged == [(OVERLAY_SIDE, OVERLAY_SIDE, 3), (64, 64, 3)]
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""

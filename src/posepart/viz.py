@@ -148,6 +148,15 @@ def grid(images: Sequence[np.ndarray], columns: int, cell: int = 256, pad: int =
     return with_legend(canvas, schema) if schema is not None else canvas
 
 
+def fit_within(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` shrunk (area-averaged) so that its longer side is at most `side` pixels; itself when it already is."""
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    s = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
 def save_rgb(path: str | Path, image: np.ndarray) -> Path:
     """Write an RGB uint8 image (PNG/JPEG by extension), creating folders."""
     path = Path(path)

@@ -42,6 +42,12 @@ from posepart.losses import (
 )
 from posepart.models import MODELS, ModelOutput, build_model, channels_last_
 from posepart.schema import Schema
+from posepart.viz import fit_within
+
+# The longer side of the validation overlays logged to TensorBoard, which shows them at screen size. At full size a
+# 12-megapixel photo's overlay was held (36 MB) until logged and went into the events file at that size, each
+# validation (1.9 MB a validation for four 640 x 425 images: a walkthrough's measure).
+OVERLAY_SIDE = 800
 
 
 def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
@@ -343,7 +349,7 @@ class PosePartModule(pl.LightningModule):
         for (_, record), index, image, predicted in zip(items, batch["index"].tolist(), images, results):
             self._val_items.append((int(index), as_prediction(predicted, record.image_id)))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
-                self._overlays.append(draw_result(image, predicted, self.schema))
+                self._overlays.append(fit_within(draw_result(image, predicted, self.schema), OVERLAY_SIDE))
 
     def on_validation_epoch_end(self) -> None:
         items = self._val_items
