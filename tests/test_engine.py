@@ -800,24 +800,33 @@ def test_a_broken_validation_image_is_skipped_not_scored_twice(data, tmp_path):
         assert runs["broken"][key] == pytest.approx(runs["without"][key]), key
 
 
-def test_validation_images_are_decoded_once_in_the_loader_workers(data, tmp_path, monkeypatch):
+def test_validation_images_and_part_maps_are_decoded_once_in_the_loader_workers(data, tmp_path, monkeypatch):
     """Validation scores each image with the Predictor; before, the main process decoded it a second time (the
-    Mapper's worker had already decoded it for the validation loss): on a GPU run over COCO's 5,000 validation
-    images, a JPEG decode per image serialised in the process that drives the GPU."""
+    Mapper's worker had already decoded it for the validation loss), and its part map a second time at the epoch's
+    end, having held every image's predicted part map until then (each rank all of them, under DDP): on a GPU run
+    over thousands of validation images, a decode per image serialised in the process that drives the GPU, and
+    gigabytes of maps. Now each image's parts are scored where it is predicted (`scored_parts`)."""
     calls = tmp_path / "decoded"
-    load_image = PosePartDataset.load_image
+    for name in ("load_image", "load_parts"):
+        def recorded(self, record, load=getattr(PosePartDataset, name), name=name):
+            with open(calls, "a") as f:  # forked workers inherit it; a file collects every process's calls
+                f.write(f"{os.getpid()} {name} {record.image_path.parent.parent.name}\n")
+            return load(self, record)
 
-    def recorded(self, record):  # forked workers inherit it; a file collects every process's calls
-        with open(calls, "a") as f:
-            f.write(f"{os.getpid()} {record.image_path.parent.parent.name}\n")
-        return load_image(self, record)
-
-    monkeypatch.setattr(PosePartDataset, "load_image", recorded)
-    train(tiny(data, "data.workers=1", "train.max_epochs=1"), tmp_path / "run", **QUIET)
+        monkeypatch.setattr(PosePartDataset, name, recorded)
+    kept = []
+    epoch_end = PosePartModule.on_validation_epoch_end
+    monkeypatch.setattr(PosePartModule, "on_validation_epoch_end",
+                        lambda self: kept.extend(p for _, p in self._val_items) or epoch_end(self))
+    run = train(tiny(data, "data.workers=1", "train.max_epochs=1"), tmp_path / "run", **QUIET)
     decoded = [line.split() for line in calls.read_text().splitlines()]
-    validation = [pid for pid, split in decoded if split == "val"]
-    assert len(validation) == 2 * 4  # the sanity check's and the epoch's validation: each image once
-    assert str(os.getpid()) not in validation
+    for name in ("load_image", "load_parts"):
+        validation = [pid for pid, what, split in decoded if split == "val" and what == name]
+        assert len(validation) == 2 * 4, name  # the sanity check's and the epoch's validation: each image once
+        assert str(os.getpid()) not in validation, name
+    classes = PosePartDataset.open(data["val"]).schema.num_parts
+    assert len(kept) == 2 * 4 and all(p.parts is None and p.part_counts.shape == (classes,) * 2 for p in kept)
+    assert 0 < run.metrics["val/seg/mean_iou"] <= 1
 
 
 def test_validation_overlays_are_logged_at_screen_size(data, tmp_path, monkeypatch):

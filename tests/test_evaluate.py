@@ -1,13 +1,14 @@
 """Oracle evaluation end to end: synth -> inspect -> evaluate --oracle, and on the real COCO fixtures."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from posepart.cli import main
-from posepart.data.format import PosePartDataset
-from posepart.evaluate import evaluate_oracle, format_metrics
+from posepart.data.format import ImageRecord, PosePartDataset
+from posepart.evaluate import Evaluator, Prediction, evaluate_oracle, format_metrics, scored_parts
 from posepart.schema import Schema
 
 SEG_KEYS = {"pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou", "iou_per_class"}
@@ -39,7 +40,6 @@ def test_synth_slices_by_view_and_pose(synth300):
     """On synthetic data the pose scores add `slices`: every labelled person in one view and one pose kind (as its
     annotation's `synth` says, in SLICES order), each slice's AP that of `coco_keypoint_ap` on its people alone."""
     from posepart.data.synth import MADE_KEY, SLICES
-    from posepart.evaluate import Evaluator, Prediction
     from posepart.metrics import coco_keypoint_ap
 
     dataset = PosePartDataset.open(synth300)
@@ -110,7 +110,6 @@ def test_people_without_box_or_area_are_scored_at_their_own_size(tmp_path):
     whole image's area, so a prediction 6 px off on a 40 x 100 px person scored AP 1.0. Truth: the same file with the
     box and area the reader derives (the labelled joints' box) written in, scored by pycocotools."""
     from posepart.data.writer import DatasetWriter
-    from posepart.evaluate import Evaluator, Prediction
     from posepart.metrics import coco_keypoint_ap
 
     schema = Schema.pascal_person_part()
@@ -158,3 +157,24 @@ def test_people_without_box_or_area_are_scored_at_their_own_size(tmp_path):
         evaluator = Evaluator(schema, parts=False)
         evaluator.add(record, Prediction([{**r, "image_id": record.image_id} for r in results], None), None)
         assert evaluator.compute()["pose"]["ap"] == pytest.approx(expected), record.image_id
+
+
+def test_parts_scored_in_advance_count_as_the_map_they_replace():
+    """`scored_parts` (what training's validation keeps of an image until the epoch ends) gives the metrics the
+    part map itself gives, set-valued and ignored labels included; an image without a ground truth adds nothing."""
+    schema = Schema.pascal_person_part()
+    p = schema.num_parts
+    rng = np.random.default_rng(0)
+    truths = [rng.choice(np.array([*range(p), p + 1, 255], np.uint8), (12, 16)) for _ in range(3)] + [None]
+    maps = [rng.integers(0, p, (12, 16), dtype=np.uint8) for _ in truths]
+    direct, scored = Evaluator(schema, pose=False), Evaluator(schema, pose=False)
+    record = ImageRecord(1, "a.png", Path("a.png"), 16, 12, np.zeros((0, schema.num_joints, 3), np.float32),
+                         np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), (), None,
+                         False, ())
+    for truth, parts in zip(truths, maps):
+        direct.add(record, Prediction([], parts), truth)
+        compact = scored_parts(Prediction([], parts), truth, p)
+        assert compact.parts is None and (compact.part_counts is None) == (truth is None)
+        scored.add(record, compact, None)
+    assert scored.part_images == direct.part_images == 3
+    assert scored.compute() == direct.compute()

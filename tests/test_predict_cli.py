@@ -635,6 +635,16 @@ def test_part_overlays_blend_in_uint8(tmp_path):
     assert peak < 16 * parts.size, peak / parts.size  # before: ~100 bytes per pixel
 
 
+def test_fit_within_keeps_the_aspect_and_the_channels():
+    from posepart.viz import fit_within
+
+    for shape, expected in (((1200, 1600, 3), (600, 800, 3)), ((1000, 500, 1), (800, 400, 1)), ((3, 1601), (1, 800)),
+                            ((2000, 1, 4), (800, 1, 4))):
+        assert fit_within(np.zeros(shape, np.uint8), 800).shape == expected
+    small = np.zeros((80, 60, 3), np.uint8)
+    assert fit_within(small, 800) is small
+
+
 def test_json_arrays_stream_to_a_file_that_takes_its_name_when_closed(tmp_path):
     """`JsonArrayWriter`: the items are on disk as they come, the file takes its name only at close (a reader never
     sees a partial array), and a block left unclosed, by an exception or not, leaves nothing."""

@@ -58,6 +58,21 @@ class Prediction:
 
     results: list[dict[str, Any]]  # COCO keypoint results
     parts: np.ndarray | None  # (H, W) uint8 part labels
+    # (P, P) int64 pixel counts (true, predicted) of `parts` already scored against the image's ground truth
+    # (`scored_parts`), in place of the map: what training's validation keeps of each image until the epoch ends
+    part_counts: np.ndarray | None = None
+
+
+def scored_parts(prediction: Prediction, gt_parts: np.ndarray | None, num_parts: int) -> Prediction:
+    """`prediction` with its part map scored against `gt_parts` into `part_counts` and dropped: a (P, P) matrix is
+    what an image's parts add to the metrics, where its map is as large as the image (held by every DDP rank until
+    the epoch ends, over thousands of validation images). Counts only when both maps exist, as `Evaluator.add`."""
+    counts = None
+    if prediction.parts is not None and gt_parts is not None:
+        confusion = ConfusionMatrix(num_parts)
+        confusion.update(prediction.parts, scoring_labels(gt_parts, num_parts))
+        counts = confusion.mat
+    return Prediction(prediction.results, None, counts)
 
 
 class Evaluator:
@@ -97,7 +112,10 @@ class Evaluator:
             self.gt_people.append(record.keypoints)
             self.pred_people.append(pred)
             self.head_sizes.append(record.head_sizes)
-        if self.confusion is not None and gt_parts is not None and prediction.parts is not None:
+        if self.confusion is not None and prediction.part_counts is not None:
+            self.confusion.mat += prediction.part_counts
+            self.part_images += 1
+        elif self.confusion is not None and gt_parts is not None and prediction.parts is not None:
             # set-valued labels (a coarser source's "some arm part", values >= P) name no single class: not scored
             self.confusion.update(prediction.parts, scoring_labels(gt_parts, self.schema.num_parts))
             self.part_images += 1

@@ -154,7 +154,8 @@ def fit_within(image: np.ndarray, side: int) -> np.ndarray:
     if max(h, w) <= side:
         return image
     s = side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small[..., None] if image.ndim == 3 and small.ndim == 2 else small  # OpenCV drops a single channel
 
 
 def save_rgb(path: str | Path, image: np.ndarray) -> Path:

@@ -314,12 +314,13 @@ class PosePartDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler, *, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler, *, drop_last: bool = False, prefetch: int = 2
+                ) -> DataLoader:
         workers = self.config.data.workers
         # Workers are started anew every epoch (no persistent_workers): cheap next to an epoch, and never stale.
         return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, num_workers=workers,
                           collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                          persistent_workers=False)
+                          persistent_workers=False, prefetch_factor=prefetch if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
@@ -341,4 +342,5 @@ class PosePartDataModule(pl.LightningDataModule):
         if self.val_mapped is None:
             return []
         world, rank = self._world()
-        return self._loader(self.val_mapped, ShardSampler(len(self.val_mapped), world, rank))
+        # one batch ahead per worker: validation batches carry their full-size images and part maps (`original`)
+        return self._loader(self.val_mapped, ShardSampler(len(self.val_mapped), world, rank), prefetch=1)

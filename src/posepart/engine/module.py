@@ -27,7 +27,7 @@ from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.resume import settle_epoch
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
-from posepart.evaluate import LOG_GROUP, Evaluator, Prediction
+from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
@@ -337,7 +337,7 @@ class PosePartModule(pl.LightningModule):
                                                    decode_config=self.decode_config, all_stages=False)
         data = self.trainer.datamodule
         items = [data.val_item(int(i)) for i in batch["index"].tolist()]  # (source, record with a unique image_id)
-        images = batch["original_image"]  # decoded by the loader's workers (before: again, here in the main process)
+        images, gt_parts = zip(*batch["original"])  # decoded by the loader's workers (before: again, here)
         # In float32 even when training uses mixed precision: the logged metrics are those `posepart evaluate` gives.
         with torch.autocast(self.device.type, enabled=False):
             output = self(batch["image"])  # the validation loss, on the Mapper's batch and targets
@@ -346,8 +346,11 @@ class PosePartModule(pl.LightningModule):
         size = batch["image"].shape[0]
         self.log_dict({f"val/{k}": v for k, v in result.terms.items()}, on_step=False, on_epoch=True,
                       batch_size=size, sync_dist=True)
-        for (_, record), index, image, predicted in zip(items, batch["index"].tolist(), images, results):
-            self._val_items.append((int(index), as_prediction(predicted, record.image_id)))
+        for (_, record), index, image, parts, predicted in zip(items, batch["index"].tolist(), images, gt_parts,
+                                                                results):
+            # kept until the epoch ends: the image's part map scored into a (P, P) matrix, not the map itself
+            prediction = scored_parts(as_prediction(predicted, record.image_id), parts, self.schema.num_parts)
+            self._val_items.append((int(index), prediction))
             if len(self._overlays) < self.config.train.val_images and self.global_rank == 0:
                 self._overlays.append(fit_within(draw_result(image, predicted, self.schema), OVERLAY_SIDE))
 
@@ -369,10 +372,9 @@ class PosePartModule(pl.LightningModule):
         # once per record: a broken sample's place holds the record that replaced it, which its own place scores too
         for index, prediction in sorted(dict(items).items()):
             source, record = data.val_item(index)
-            gt_parts = data.val_sources[source].val.load_parts(record)
-            pooled.add(record, prediction, gt_parts)
+            pooled.add(record, prediction, None)  # its parts scored already (`scored_parts`)
             if per_source:
-                per_source[source].add(record, prediction, gt_parts)
+                per_source[source].add(record, prediction, None)
         metrics = flatten_metrics(pooled.compute(), self.schema)
         for source, evaluator in zip(data.val_sources, per_source):
             metrics.update(flatten_metrics(evaluator.compute(), self.schema, prefix=f"val/{source.name}"))

@@ -58,8 +58,9 @@ class Mapper:
     view the student learns from (the same geometry, always with photometric jitter), so pseudo-labels need no
     warping; for a labelled one, `weak_image` is `image` (one batch layout for mixed batches). An unlabelled source's
     crops are centred as an image without people's are: its labels, when the file has them, stay unseen.
-    With `original` (training's validation) every sample also carries `original_image`, the record's decoded image
-    (H, W, 3) uint8, which the Predictor scores: decoded once, in the loader's workers (`collate` keeps it a list).
+    With `original` (training's validation) every sample also carries `original`: the record's decoded image (H, W, 3)
+    uint8, which the Predictor scores, and its part labels (H, W) uint8 or None, which score it: decoded once, in the
+    loader's workers (`collate` keeps them a list).
     """
 
     dataset: PosePartDataset
@@ -79,8 +80,8 @@ class Mapper:
         size = self.targets.input_size
         out_hw = (size, size)
         image = self.dataset.load_image(record)
-        original = {"original_image": image} if self.original else {}
         parts = self.dataset.load_parts(record)
+        original = {"original": (image, parts)} if self.original else {}
         ignore = record.ignore_mask()
         if self.augment is not None:
             rng = rng if rng is not None else np.random.default_rng()
@@ -120,11 +121,13 @@ class Mapper:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch of samples: torch's `default_collate`, but `original_image` (a `Mapper(original=True)` sample's; sizes
-    differ) stays a list of numpy images."""
-    originals = [sample.pop("original_image") for sample in samples if "original_image" in sample]
+    """A batch of samples: torch's `default_collate`, but `original` (a `Mapper(original=True)` sample's: sizes
+    differ, parts may be None) stays a list of (image, parts) numpy pairs."""
+    originals = [sample.pop("original") for sample in samples if "original" in sample]
+    if len(originals) not in (0, len(samples)):  # a shorter list would pair images with other samples' indices
+        raise ValueError(f"{len(originals)} of {len(samples)} samples carry their original image")
     batch = torch.utils.data.default_collate(samples)
-    return {**batch, "original_image": originals} if originals else batch
+    return {**batch, "original": originals} if originals else batch
 
 
 class MappedDataset(torch.utils.data.Dataset):
