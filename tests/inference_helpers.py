@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from posepart.data.augment import Affine, apply_affine, canvas_size, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
 from posepart.engine.config import load_config
-from posepart.engine.module import build_from_config
+from posepart.engine.builders import build_from_config
 from posepart.heads import HeadMeta
 from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput

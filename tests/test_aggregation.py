@@ -12,7 +12,8 @@ from posepart.engine.aggregation import aggregate_task_gradients
 from posepart.engine.checkpoint import load_checkpoint
 from posepart.engine.config import ConfigError, load_config
 from posepart.engine.data import PosePartDataModule
-from posepart.engine.module import PosePartModule, last_shared_layer
+from posepart.engine.builders import last_shared_layer
+from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
 from posepart.losses import DynamicWeightAverage, GradNormWeighting
 

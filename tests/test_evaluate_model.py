@@ -221,7 +221,7 @@ def test_cli_models_json(capsys):
     # the model a config trains (before: only the builders' defaults, fc6/fc7 at 4096 whatever the width, so the
     # demo's 0.77 M-parameter joint model read as 44 M): counted against torch's own count of its parameters
     from posepart.engine.config import load_config
-    from posepart.engine.module import build_from_config
+    from posepart.engine.builders import build_from_config
 
     assert main(["models", "--config", "demo_cpu_joint", "--input-size", "128", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["models"]

@@ -71,7 +71,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.config is not None:  # the model a training config builds (the demo's: width 0.25, fc_width 256, ...)
         from posepart.engine.config import load_config
         from posepart.engine.data import target_schema
-        from posepart.engine.module import build_from_config
+        from posepart.engine.builders import build_from_config
 
         config = load_config(args.config)  # a file, or a shipped config's name
         schema = target_schema(config.data.schema) if config.data.schema else schema

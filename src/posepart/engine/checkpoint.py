@@ -23,6 +23,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posepart.data.writer import atomic_write
+from posepart.engine.builders import build_from_config
 from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
 from posepart.engine.settings import Config
@@ -260,8 +261,6 @@ def _stored_head(stored: Any, path: Path) -> HeadMeta | None:
 
 def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any, path: Path,
              sources: list[dict[str, Any]] | None = None, head: HeadMeta | None = None) -> LoadedModel:
-    from posepart.engine.module import build_from_config
-
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
     if bad:  # a model that predicts NaN everywhere would score 0 without a word
         raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "

@@ -7,7 +7,6 @@ JSON-able dicts, so `posepart.engine.checkpoint.load_model` can rebuild the mode
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from posepart.decode import DecodeConfig
+from posepart.engine.builders import build_from_config, build_weighting, last_shared_layer, model_tasks
 from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance
 from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
@@ -31,16 +31,8 @@ from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
-from posepart.losses import (
-    DynamicWeightAverage,
-    FixedWeighting,
-    GradNormWeighting,
-    LossResult,
-    PosePartLoss,
-    TaskWeighting,
-    UncertaintyWeighting,
-)
-from posepart.models import MODELS, ModelOutput, build_model, channels_last_
+from posepart.losses import GradNormWeighting, LossResult, PosePartLoss
+from posepart.models import ModelOutput, channels_last_
 from posepart.schema import Schema
 from posepart.viz import fit_within
 
@@ -48,27 +40,6 @@ from posepart.viz import fit_within
 # 12-megapixel photo's overlay was held (36 MB) until logged and went into the events file at that size, each
 # validation (1.9 MB a validation for four 640 x 425 images: a walkthrough's measure).
 OVERLAY_SIDE = 800
-
-
-def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
-    """The model named by `config.model`, passing each builder only the options it accepts."""
-    m = config.model
-    options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
-                               "pose_stride": m.pose_stride, "refine": m.refine,
-                               "heatmap_smoothing": m.heatmap_smoothing,
-                               "sigma": config.data.sigma,
-                               "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
-                               "width": m.width, "fc_width": m.fc_width,
-                               "batch_norm": m.batch_norm, "activation": m.activation,
-                               "pretrained": m.pretrained if pretrained else None}
-    accepted = inspect.signature(MODELS[m.name]).parameters
-    return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
-
-
-def model_tasks(model: torch.nn.Module) -> list[str]:
-    """Loss tasks a model supervises ("seg", "heatmap", "paf")."""
-    tasks = ["seg"] if getattr(model, "has_parts", False) else []
-    return tasks + (["heatmap", "paf"] if getattr(model, "has_pose", False) else [])
 
 
 def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val") -> dict[str, float]:
@@ -93,25 +64,6 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
                 flat[f"{prefix}/{name}/{key}"] = float(value)
     return flat
-
-
-def build_weighting(config: Config, tasks: list[str]) -> TaskWeighting:
-    """The task weighting `config.loss.weighting` names, over the model's tasks."""
-    loss = config.loss
-    if loss.weighting == "uncertainty":
-        return UncertaintyWeighting(tasks, priorities=loss.weights)
-    if loss.weighting == "dwa":
-        return DynamicWeightAverage(tasks, period=loss.dwa_period, scales=loss.weights)
-    if loss.weighting == "gradnorm":
-        return GradNormWeighting(tasks, alpha=loss.gradnorm_alpha)
-    return FixedWeighting(loss.weights)
-
-
-def last_shared_layer(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters of the VGG body's last convolution (conv4_2 or conv4_3, before the pose-only CPM layers): where
-    every task's gradient meets (GradNorm's W)."""
-    convs = [m for m in getattr(model.trunk, "features", model.trunk).modules() if isinstance(m, torch.nn.Conv2d)]
-    return list(convs[-1].parameters())
 
 
 class PosePartModule(pl.LightningModule):

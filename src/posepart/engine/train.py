@@ -38,7 +38,8 @@ from posepart.engine.config import (ConfigError, absolute_paths, check_trainable
 from posepart.engine.finetune import check_init_file
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
-from posepart.engine.module import PosePartModule, model_tasks
+from posepart.engine.builders import model_tasks
+from posepart.engine.module import PosePartModule
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names

@@ -1,0 +1,54 @@
+"""What a training config builds besides the data: the model (`build_from_config`, also what checkpoints rebuild)
+and the weighting of its tasks' losses (`build_weighting`)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from posepart.engine.settings import Config
+from posepart.losses import DynamicWeightAverage, FixedWeighting, GradNormWeighting, TaskWeighting, UncertaintyWeighting
+from posepart.models import MODELS, build_model
+from posepart.schema import Schema
+
+
+def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True) -> torch.nn.Module:
+    """The model named by `config.model`, passing each builder only the options it accepts."""
+    m = config.model
+    options: dict[str, Any] = {"stages": m.stages, "seg_head": m.seg_head, "seg_stride": m.seg_stride,
+                               "pose_stride": m.pose_stride, "refine": m.refine,
+                               "heatmap_smoothing": m.heatmap_smoothing,
+                               "sigma": config.data.sigma,
+                               "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
+                               "width": m.width, "fc_width": m.fc_width,
+                               "batch_norm": m.batch_norm, "activation": m.activation,
+                               "pretrained": m.pretrained if pretrained else None}
+    accepted = inspect.signature(MODELS[m.name]).parameters
+    return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
+
+
+def model_tasks(model: torch.nn.Module) -> list[str]:
+    """Loss tasks a model supervises ("seg", "heatmap", "paf")."""
+    tasks = ["seg"] if getattr(model, "has_parts", False) else []
+    return tasks + (["heatmap", "paf"] if getattr(model, "has_pose", False) else [])
+
+
+def build_weighting(config: Config, tasks: list[str]) -> TaskWeighting:
+    """The task weighting `config.loss.weighting` names, over the model's tasks."""
+    loss = config.loss
+    if loss.weighting == "uncertainty":
+        return UncertaintyWeighting(tasks, priorities=loss.weights)
+    if loss.weighting == "dwa":
+        return DynamicWeightAverage(tasks, period=loss.dwa_period, scales=loss.weights)
+    if loss.weighting == "gradnorm":
+        return GradNormWeighting(tasks, alpha=loss.gradnorm_alpha)
+    return FixedWeighting(loss.weights)
+
+
+def last_shared_layer(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of the VGG body's last convolution (conv4_2 or conv4_3, before the pose-only CPM layers): where
+    every task's gradient meets (GradNorm's W)."""
+    convs = [m for m in getattr(model.trunk, "features", model.trunk).modules() if isinstance(m, torch.nn.Conv2d)]
+    return list(convs[-1].parameters())
