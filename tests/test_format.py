@@ -565,3 +565,18 @@ def test_a_forked_dataloader_worker_shares_the_records_instead_of_copying_them(t
     assert run.returncode == 0, run.stderr
     copied = float(run.stdout.split()[-1])
     assert copied < 4, f"the worker copied {copied:.1f} MB of the parent's pages reading the records"
+
+
+def test_inspect_reports_the_same_for_any_number_of_threads(tmp_path, capsys):
+    """`inspect --threads N` decodes N files at once (OpenCV releases Python's lock): the same counts, part shares
+    and problems, in record order, as one thread."""
+    root = write_custom(tmp_path / "ds", n=12)
+    for broken in ("img3.png", "img8.png"):
+        path = root / "images" / broken
+        path.write_bytes(path.read_bytes()[:-200])
+    reports = []
+    for threads in (1, 3):
+        assert main(["inspect", str(root), "--json", "--threads", str(threads)]) == 1
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0] == reports[1] and len(reports[0]["problems"]) == 2
+    assert "img3.png" in reports[0]["problems"][0] and reports[0]["part_pixel_share"]

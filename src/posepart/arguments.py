@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Callable
+
+
+def available_cores() -> int:
+    """The cores this process may use (a container's or a Slurm job's, not its host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def at_least(low: int) -> Callable[[str], int]:

@@ -40,7 +40,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from posepart.data.inspect import inspect_dataset
 
     dataset = open_dataset(args)
-    report = inspect_dataset(dataset, check_pixels=not args.no_pixels, progress=True)
+    report = inspect_dataset(dataset, check_pixels=not args.no_pixels, progress=True, threads=args.threads)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -155,7 +155,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.arguments import at_least, multiple_of, positive
+    from posepart.arguments import at_least, available_cores, multiple_of, positive
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pixels", action="store_true",
                    help="count from the annotation file alone: do not decode every image and part map (COCO's "
                         "118k images: 9 minutes)")
+    p.add_argument("--threads", type=at_least(1), default=available_cores(),
+                   help="files decoded at once (default: the cores this process may use, %(default)s)")
     p.add_argument("--show", type=at_least(0), default=0, metavar="N", help="draw N samples to --out")
     p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
     p.set_defaults(run=cmd_inspect)

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import PosepartError
@@ -147,8 +148,7 @@ def job_threads(parallel: int) -> int:
         import torch
 
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // parallel)  # the cores this process may use (a container's, not its host's)
+    return max(1, available_cores() // parallel)
 
 
 def _digest(path: Path) -> str | None:
