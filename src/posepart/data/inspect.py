@@ -103,27 +103,24 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
             part_pixels[:] += pixels
             ignored_pixels += ignored
 
-    pool = ThreadPoolExecutor(threads) if check_pixels and threads > 1 else None
-    for record in tqdm(dataset, desc="inspect", unit="img", leave=False, disable=bar):
-        v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
-        visible += (v == 2).sum(0).astype(np.int64)
-        occluded += (v == 1).sum(0).astype(np.int64)
-        pose_labeled += record.pose_labeled  # counted in this one pass: records are unpacked on each access
-        part_labeled += record.parts_path is not None
-        people += record.num_people if record.pose_labeled else 0
-        ignore_regions += len(record.ignore_regions)
-        if not check_pixels:
-            continue
-        if pool is None:
-            finish(_check_pixels(dataset, record, len(part_pixels)))
-            continue
-        pending.append(pool.submit(_check_pixels, dataset, record, len(part_pixels)))
-        while len(pending) > 4 * threads:  # a bounded window: the records are not all held at once
+    pool = ThreadPoolExecutor(threads)  # its threads start with the first file submitted (none with --no-pixels)
+    try:
+        for record in tqdm(dataset, desc="inspect", unit="img", leave=False, disable=bar):
+            v = record.keypoints[..., 2] if record.pose_labeled else np.zeros((0, schema.num_joints))
+            visible += (v == 2).sum(0).astype(np.int64)
+            occluded += (v == 1).sum(0).astype(np.int64)
+            pose_labeled += record.pose_labeled  # counted in this one pass: records are unpacked on each access
+            part_labeled += record.parts_path is not None
+            people += record.num_people if record.pose_labeled else 0
+            ignore_regions += len(record.ignore_regions)
+            if check_pixels:
+                pending.append(pool.submit(_check_pixels, dataset, record, len(part_pixels)))
+            while len(pending) > 4 * threads:  # a bounded window: the records are not all held at once
+                finish(pending.popleft().result())
+        while pending:
             finish(pending.popleft().result())
-    while pending:
-        finish(pending.popleft().result())
-    if pool is not None:
-        pool.shutdown()
+    finally:  # Ctrl-C: the files queued are not decoded
+        pool.shutdown(cancel_futures=True)
     labelled_pixels = part_pixels.sum()
     counts = {
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,
