@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.add_argument("--no-pixels", action="store_true",
                    help="count from the annotation file alone: do not decode every image and part map (COCO's "
-                        "118k images: 9 minutes)")
+                        "118k images: 9 minutes on one core)")
     p.add_argument("--threads", type=at_least(1), default=available_cores(),
                    help="files decoded at once (default: the cores this process may use, %(default)s)")
     p.add_argument("--show", type=at_least(0), default=0, metavar="N", help="draw N samples to --out")
