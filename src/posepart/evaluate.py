@@ -66,7 +66,8 @@ class Prediction:
 def scored_parts(prediction: Prediction, gt_parts: np.ndarray | None, num_parts: int) -> Prediction:
     """`prediction` with its part map scored against `gt_parts` into `part_counts` and dropped: a (P, P) matrix is
     what an image's parts add to the metrics, where its map is as large as the image (held by every DDP rank until
-    the epoch ends, over thousands of validation images). Counts only when both maps exist, as `Evaluator.add`."""
+    the epoch ends, over thousands of validation images). Counts only when both maps exist. Set-valued labels (a
+    coarser source's "some arm part", values >= P) name no single class: not scored."""
     counts = None
     if prediction.parts is not None and gt_parts is not None:
         confusion = ConfusionMatrix(num_parts)
@@ -112,13 +113,13 @@ class Evaluator:
             self.gt_people.append(record.keypoints)
             self.pred_people.append(pred)
             self.head_sizes.append(record.head_sizes)
-        if self.confusion is not None and prediction.part_counts is not None:
-            self.confusion.mat += prediction.part_counts
-            self.part_images += 1
-        elif self.confusion is not None and gt_parts is not None and prediction.parts is not None:
-            # set-valued labels (a coarser source's "some arm part", values >= P) name no single class: not scored
-            self.confusion.update(prediction.parts, scoring_labels(gt_parts, self.schema.num_parts))
-            self.part_images += 1
+        if self.confusion is not None:
+            counts = prediction.part_counts  # scored in advance, else here: both through `scored_parts`
+            if counts is None:
+                counts = scored_parts(prediction, gt_parts, self.schema.num_parts).part_counts
+            if counts is not None:
+                self.confusion.mat += counts
+                self.part_images += 1
 
     def compute(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
