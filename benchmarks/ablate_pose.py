@@ -29,7 +29,7 @@ from posepart.data.synth import SceneConfig
 from posepart.demo import DEMO_SIZE, synth_cached
 from posepart.jobs import train_and_score
 from posepart.engine.config import load_config
-from posepart.engine.train import trains_on_cpu
+from posepart.engine.trainer import trains_on_cpu
 
 
 def training_device(run: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import math
@@ -501,7 +502,7 @@ def test_the_distributed_logging_advice_is_noise_where_every_rank_has_the_metric
     whole validation set (gathered first), so they advise nothing. Other warnings stay."""
     import warnings
 
-    from posepart.engine.train import quiet_lightning
+    from posepart.engine.trainer import quiet_lightning
 
     advice = ("It is recommended to use `self.log('val/seg/mean_iou', ..., sync_dist=True)` when logging on epoch "
               "level in distributed setting to accumulate the metric across devices.")
@@ -590,7 +591,7 @@ def test_a_failed_resume_keeps_the_config_and_unhonoured_keys_are_named(data, tm
 def test_bf16_on_a_cpu_without_native_bf16_warns(data, tmp_path, monkeypatch, accelerator):
     """bf16 autocast is emulated (slower than float32) on a CPU without AVX512-BF16/AMX; before, "auto" on such a
     machine trained silently slower."""
-    from posepart.engine.train import build_trainer
+    from posepart.engine.trainer import build_trainer
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -606,7 +607,7 @@ def test_precision_auto_is_bf16_only_where_native(data, tmp_path, monkeypatch, n
     float32 on an AVX2-only CPU (AMD Zen 3: 3.1 s against 0.21 s for the joint model's batch of 8)."""
     import warnings
 
-    from posepart.engine.train import build_trainer, resolve_precision
+    from posepart.engine.trainer import build_trainer, resolve_precision
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -848,6 +849,20 @@ def test_validation_overlays_are_logged_at_screen_size(data, tmp_path, monkeypat
     assert logged == [(OVERLAY_SIDE, OVERLAY_SIDE, 3), (64, 64, 3)]
 
 
+def test_validation_overlays_sit_at_the_step_of_their_validation_metrics(straight_run):
+    """TensorBoard shows a validation's overlays beside its metrics; before, the overlays were logged one step later
+    (the global step, where Lightning writes the metrics at the step just taken), beside the next epoch's loss."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (straight_run.out / "tb").rglob("events.out.tfevents.*")
+    logged = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+    logged.Reload()
+    metric_steps = [event.step for event in logged.Scalars("val/pose/ap")]
+    assert len(metric_steps) == 2  # two epochs, validated after each
+    for tag in logged.Tags()["images"]:
+        assert [event.step for event in logged.Images(tag)] == metric_steps, tag
+
+
 def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     """Before: train() trusted a Config built from the dataclasses, so a mistyped model name failed as a bare KeyError
     inside training and a string learning rate as a TypeError."""
@@ -964,6 +979,49 @@ def test_every_setting_that_takes_none_defaults_to_none():
                 assert f.default is None, f"{cls.__name__}.{f.name} takes None but defaults to {f.default!r}"
                 checked += 1
     assert checked >= 5 and settings.DataConfig in classes
+
+
+class _CollectingDataset(torch.utils.data.Dataset):
+    """Each sample: the private memory (MB) a full garbage collection in the loader worker costs."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict[str, float]:
+        def private_dirty_mb() -> float:
+            with open("/proc/self/smaps_rollup") as f:
+                return sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:")) / 1024
+
+        before = private_dirty_mb()
+        gc.collect()
+        return {"copied": private_dirty_mb() - before}
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux's page accounting")
+def test_a_garbage_collection_in_a_loader_worker_leaves_the_inherited_objects_shared(data):
+    """A full collection in a forked loader worker wrote to every object it inherited, so copied their pages: 127 MB
+    per worker in this process (the million objects below and the test run's own; a training process holds about as
+    many), before the workers froze them at their start."""
+    inherited = [(i, str(i)) for i in range(1_000_000)]
+    module = PosePartDataModule(tiny(data, "data.workers=1", "data.batch_size=1"))
+    loader = module._loader(_CollectingDataset(), torch.utils.data.SequentialSampler(range(2)))
+    copied = [float(batch["copied"][0]) for batch in loader]
+    assert max(copied) < 8, f"a collection in the worker copied {max(copied):.0f} MB of the parent's pages"
+    assert len(inherited) == 1_000_000
+
+
+def test_a_large_annotation_file_is_announced_by_the_first_ddp_rank_alone(data, capsys, monkeypatch):
+    """Every DDP rank opens the datasets; before, each printed "reading FILE" and its progress bar."""
+    import posepart.data.format
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(posepart.data.format, "LARGE_ANNOTATIONS", 0)
+    announced = []
+    for rank in (0, 1):
+        monkeypatch.setattr(rank_zero_only, "rank", rank)
+        PosePartDataModule(tiny(data))
+        announced.append(capsys.readouterr().err.count("reading "))
+    assert announced == [2, 0]  # rank 0: the training and the validation file
 
 
 def test_data_train_in_the_coco_release_layout(fixtures, caplog):

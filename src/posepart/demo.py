@@ -82,7 +82,7 @@ def default_train_images() -> int:
     """The demo's budget per model on this machine: `DEFAULT_TRAIN_IMAGES` where the CPU runs bfloat16 natively (the
     demo configs' `train.precision: auto`), else `FLOAT32_TRAIN_IMAGES`, so that `make demo` keeps to its 15 minutes
     on either. Each budget gives the same numbers on every machine of its kind; the report states which it used."""
-    from posepart.engine.train import native_bf16
+    from posepart.engine.trainer import native_bf16
 
     return DEFAULT_TRAIN_IMAGES if native_bf16(on_cpu=True) else FLOAT32_TRAIN_IMAGES
 

@@ -69,12 +69,14 @@ class PosePartDataset:
         images: str | Path | None = None,
         parts: str | Path | None = None,
         skip_missing_images: bool | None = None,
+        quiet: bool = False,
     ) -> PosePartDataset:
         """Open `ROOT` in the posepart format, or a COCO release layout given as `annotations=` + `images=`.
 
         Images listed in the JSON but absent on disk are an error in the posepart format (the dataset is broken) and
         skipped with a count in the COCO release layout (its JSONs list every image of a split); override with
-        `skip_missing_images`.
+        `skip_missing_images`. A large file is announced on stderr with a progress bar, unless `quiet` (a DDP
+        rank other than the first: one line per run, not per process).
         """
         if root is not None:
             root = Path(root)
@@ -103,7 +105,7 @@ class PosePartDataset:
         if parts_dir is not None and not parts_dir.is_dir():  # ROOT/parts absent: a dataset without part maps
             parts_dir = None
         size = annotation_file.stat().st_size if annotation_file.is_file() else 0
-        large = size > LARGE_ANNOTATIONS
+        large = size > LARGE_ANNOTATIONS and not quiet
         if large:  # before: half a minute without a word for COCO's train set (JSON 14 s, records 16 s)
             print(f"reading {annotation_file} ({size / 1e6:.0f} MB)", file=sys.stderr, flush=True)
         data = read_json(annotation_file)

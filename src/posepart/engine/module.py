@@ -338,11 +338,12 @@ class PosePartModule(pl.LightningModule):
     def _log_overlays(self) -> None:
         if not self._overlays or self.trainer.sanity_checking:
             return
+        step = max(self.global_step - 1, 0)  # the optimizer step just taken: where Lightning puts the val metrics
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 for i, image in enumerate(self._overlays):
-                    experiment.add_image(f"val/prediction_{i}", image, self.global_step, dataformats="HWC")
+                    experiment.add_image(f"val/prediction_{i}", image, step, dataformats="HWC")
         self._overlays = []
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
