@@ -16,12 +16,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
+from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.losses.pose import FOCAL_BETA
 from posepart.models.build import check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
+
+
+class ConfigError(PosepartError, ValueError):
+    """A configuration file or override is invalid; the message names the key."""
 
 
 def _number_as_text(value: Any) -> Any:
