@@ -147,7 +147,9 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
         raise DatasetError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
     if not inside:
-        raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}")
+        link = "" if ".." in parts else (f" (a symlink to {path.resolve()}: link the whole folder instead, e.g. "
+                                         f"`ln -s DIR {folder}`, or copy the file in)")
+        raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}{link}")
     return path
 
 
