@@ -454,22 +454,33 @@ def test_counts_below_one_are_refused(setup, tmp_path, option, value, capsys):
 def test_a_head_its_training_never_taught_is_not_used(setup, tmp_path, trained, capsys):
     """The joint network trained on one task has the other head at its random initial weights. Before: predict
     wrote its part maps, instances and overlays (no pixel background) or its people, and evaluate scored it; now the
-    checkpoint's training sources say which tasks it learnt, exports carry that, and the other head is not used."""
+    checkpoint's training sources say which tasks it learnt, and the other head is not used. Its export leaves that
+    head out: its outputs, its computation and its weights (before: computed in every call and output as maps)."""
+    import onnx as onnx_lib
+
     ckpt = write_checkpoint(tmp_path / "one_task.ckpt", Schema.pascal_person_part(), input_size=SIZE, gain=40.0,
                             tasks=(trained,))
-    onnx = tmp_path / "one_task.onnx"
+    onnx, both = tmp_path / "one_task.onnx", tmp_path / "both.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
+    assert main(["export", "--checkpoint", str(setup["ckpt"]), "--out", str(both)]) == 0  # the same network, both
+    other = "parts" if trained == "pose" else "pose"
     image = str(setup["data"] / "images" / "000000.jpg")
     for model in (["--checkpoint", str(ckpt)], ["--onnx", str(onnx)]):
         out = tmp_path / model[0].strip("-")
         capsys.readouterr()
         assert main(["predict", *model, image, "--quiet", "--min-joints", "1", "--out", str(out)]) == 0
-        other = "parts" if trained == "pose" else "pose"
-        assert f"the model's {other} head was never trained" in capsys.readouterr().err
+        said = f"the model's {other} head was never trained" in capsys.readouterr().err
+        assert said == (model[0] == "--checkpoint")  # the export has no such head to speak of
         people = json.loads((out / "keypoints.json").read_text())
         assert bool(people) == (trained == "pose")  # the random pose head finds people (gain 40); not used here
         assert (out / "parts").exists() == (trained == "parts") and not (out / "instances").exists()
-    assert Predictor.from_checkpoint(onnx).info.tasks == (trained,)
+    exported = Predictor.from_checkpoint(onnx).info
+    assert exported.tasks == (trained,) and exported.untrained == ()
+    assert exported.outputs == (("heatmaps", "pafs") if trained == "pose" else ("parts",))
+    graphs = [onnx_lib.load(str(path)).graph for path in (onnx, both)]
+    assert [[o.name for o in g.output] for g in graphs] == [list(exported.outputs), ["heatmaps", "pafs", "parts"]]
+    weights = [sum(int(np.prod(t.dims)) for t in g.initializer) for g in graphs]
+    assert weights[0] < weights[1]  # the untrained head's weights are not in the file
     untouched = Predictor.from_checkpoint(setup["ckpt"])  # a file recording no sources: every head is used
     assert untouched.info.tasks is None and untouched.info.untrained == ()
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(setup["data"]), "--out",

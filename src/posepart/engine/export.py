@@ -228,7 +228,7 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
     if (input_size or loaded.input_size) > MAX_INPUT_SIZE:  # its metadata would be refused by every loader
         raise UsageError(f"export --input-size {input_size or loaded.input_size}: at most {MAX_INPUT_SIZE} pixels")
     info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
-                      loaded.tasks)
+                      loaded.tasks).deployed()  # a head its training never taught is left out (never used)
     if fmt == "onnx":
         return export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
     if fmt == "torchscript":

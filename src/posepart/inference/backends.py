@@ -10,7 +10,7 @@ Exported files carry a `ModelInfo` JSON (schema, strides, input size, output nam
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,18 @@ class ModelInfo:
     def untrained(self) -> tuple[str, ...]:
         """The tasks whose head the network has but never trained (their outputs are not used)."""
         return tuple(task for task in TASKS if self._has(task) and not self.trained(task))
+
+    def deployed(self) -> ModelInfo:
+        """This description without the heads its weights never learnt (`untrained`): what an export outputs. Why:
+        such a head's maps are never used, yet an export that kept them would compute them in every call and hand
+        random maps to whoever runs the file without posepart."""
+        drop = self.untrained
+        if not drop:
+            return self
+        head = replace(self.head, pose_stride=None if "pose" in drop else self.head.pose_stride,
+                       parts_stride=None if "parts" in drop else self.head.parts_stride)
+        task_of = {"heatmaps": "pose", "pafs": "pose", "parts": "parts"}
+        return replace(self, head=head, outputs=tuple(o for o in self.outputs if task_of[o] not in drop))
 
     def _has(self, task: str) -> bool:
         if task not in TASKS:
