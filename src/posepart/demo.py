@@ -11,7 +11,7 @@ default fits the 2-core CPU machine's 15 minutes for the whole job; `train_minut
 
 The models train three at once (`jobs`), in separate processes with the cores split between them. Why: these small
 convolutions at batch 8 scale poorly over threads; on 2 cores, two 1-thread trainings together get through 1.26x the
-images of one 2-thread training (README, "The main job").
+images of one 2-thread training (BENCHMARKS.md, "The demo's CPU throughput").
 """
 
 from __future__ import annotations
