@@ -452,6 +452,17 @@ def test_compressed_rle_counts_match_pycocotools():
             compressed_rle_counts(garbage, "t")
 
 
+def test_rle_runs_past_64_bits_are_refused_by_the_pixels_they_claim():
+    """A run length of 2**63 or more fits no int64: it was refused as "not run lengths >= 0", which it is; now the
+    error says what is wrong with it, as for any run that overruns the image."""
+    from posepart.data.validate import region
+
+    with pytest.raises(DatasetError, match=f"RLE runs cover {2**63 + 4} pixels, the image has 12"):
+        region({"size": [3, 4], "counts": [4, 2**63]}, 3, 4, "t")
+    with pytest.raises(DatasetError, match="list of run lengths >= 0"):
+        region({"size": [3, 4], "counts": [-(2**63) - 1, 13]}, 3, 4, "t")
+
+
 def test_a_polygon_far_outside_its_image_is_refused_before_pycocotools_sees_it():
     """pycocotools rasterised [[1e8, 1e8, -1e8, 5, 3, 1e8]] in native code and crashed the process (SIGSEGV):
     `posepart evaluate` died without a word. COCO's polygons stray a few pixels past the border: those pass."""

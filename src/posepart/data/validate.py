@@ -139,8 +139,8 @@ def _run_lengths(counts: Any) -> list[int] | None:
         return None
     try:
         runs = np.asarray(counts, np.int64)
-    except OverflowError:
-        return None
+    except OverflowError:  # a run past 2**63 - 1: no image has that many pixels, which the caller's sum check says
+        return None if any(c < 0 for c in counts) else list(counts)
     return None if (runs < 0).any() else runs.tolist()
 
 
