@@ -1010,18 +1010,22 @@ def test_a_garbage_collection_in_a_loader_worker_leaves_the_inherited_objects_sh
     assert len(inherited) == 1_000_000
 
 
-def test_a_large_annotation_file_is_announced_by_the_first_ddp_rank_alone(data, capsys, monkeypatch):
-    """Every DDP rank opens the datasets; before, each printed "reading FILE" and its progress bar."""
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"])
+def test_a_large_annotation_file_is_announced_by_the_first_ddp_rank_alone(data, capsys, monkeypatch, variable):
+    """Every DDP process opens the datasets; before, each printed "reading FILE" and its progress bar. The first
+    process of each later node (Lightning's launcher sets NODE_RANK alone there) is not the launch's first."""
     import posepart.data.format
-    from lightning.pytorch.utilities import rank_zero_only
+    from posepart.engine.launch import RANK_VARIABLES
 
     monkeypatch.setattr(posepart.data.format, "LARGE_ANNOTATIONS", 0)
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     announced = []
-    for rank in (0, 1):
-        monkeypatch.setattr(rank_zero_only, "rank", rank)
+    for rank in ("0", "1"):
+        monkeypatch.setenv(variable, rank)
         PosePartDataModule(tiny(data))
         announced.append(capsys.readouterr().err.count("reading "))
-    assert announced == [2, 0]  # rank 0: the training and the validation file
+    assert announced == [2, 0]  # the first process: the training and the validation file
 
 
 def test_data_train_in_the_coco_release_layout(fixtures, caplog):

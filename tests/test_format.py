@@ -399,8 +399,8 @@ def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
                                        ("/etc/passwd", "must be a path to a file"), ("", "must be a path to a file"),
                                        (".", "must be a path to a file"),  # before: ValueError from with_suffix
                                        ("a\x00b.png", "must be a path to a file"),  # before: "embedded null byte"
-                                       ("escape.png", "resolves outside .* \\(a symlink to .*outside.png: link the "
-                                                      "whole folder instead")])
+                                       ("escape.png", "resolves outside .* \\(it leads to .*outside.png through a "
+                                                      "symlink: make .* itself a link to the folder")])
 def test_file_names_never_leave_the_dataset(tmp_path, capsys, name, why):
     """An annotation's file_name is relative to images/ (and parts/) and must resolve inside them: `..`, absolute
     names, empty names and symlinks that lead out are errors naming the record, in the API and in `inspect`."""

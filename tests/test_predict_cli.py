@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from inference_helpers import write_checkpoint
 from PIL import Image
 
@@ -461,9 +462,12 @@ def test_a_head_its_training_never_taught_is_not_used(setup, tmp_path, trained, 
     ckpt = write_checkpoint(tmp_path / "one_task.ckpt", Schema.pascal_person_part(), input_size=SIZE, gain=40.0,
                             tasks=(trained,))
     onnx, both = tmp_path / "one_task.onnx", tmp_path / "both.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
-    assert main(["export", "--checkpoint", str(setup["ckpt"]), "--out", str(both)]) == 0  # the same network, both
     other = "parts" if trained == "pose" else "pose"
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
+    assert f"the model's {other} head was never trained (no training source fed it {other} labels): the export " \
+           f"leaves it out" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(setup["ckpt"]), "--out", str(both)]) == 0  # the same network, both
     image = str(setup["data"] / "images" / "000000.jpg")
     for model in (["--checkpoint", str(ckpt)], ["--onnx", str(onnx)]):
         out = tmp_path / model[0].strip("-")
@@ -481,6 +485,14 @@ def test_a_head_its_training_never_taught_is_not_used(setup, tmp_path, trained, 
     assert [[o.name for o in g.output] for g in graphs] == [list(exported.outputs), ["heatmaps", "pafs", "parts"]]
     weights = [sum(int(np.prod(t.dims)) for t in g.initializer) for g in graphs]
     assert weights[0] < weights[1]  # the untrained head's weights are not in the file
+    scripted = []
+    for source in (ckpt, setup["ckpt"]):  # TorchScript too: the copy it traces has no such head
+        assert main(["export", "--checkpoint", str(source), "--out", str(tmp_path / f"{source.stem}.ts")]) == 0
+        scripted.append(sum(p.numel() for p in torch.jit.load(str(tmp_path / f"{source.stem}.ts")).parameters()))
+    assert scripted[0] < scripted[1]
+    assert Predictor.from_checkpoint(tmp_path / "one_task.ts").info.outputs == exported.outputs
+    nothing = write_checkpoint(tmp_path / "nothing.ckpt", Schema.pascal_person_part(), input_size=SIZE, tasks=())
+    assert main(["export", "--checkpoint", str(nothing), "--out", str(tmp_path / "nothing.onnx")]) == 0  # whole
     untouched = Predictor.from_checkpoint(setup["ckpt"])  # a file recording no sources: every head is used
     assert untouched.info.tasks is None and untouched.info.untrained == ()
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(setup["data"]), "--out",

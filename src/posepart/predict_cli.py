@@ -132,6 +132,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                           input_size=args.input_size, opset=args.opset, verify=not args.no_verify)
     check = ("" if result["max_diff"] is None else f" (checked against PyTorch at two batch and image sizes: "
                                                  f"max |diff| {result['max_diff']:.1e} of the outputs' scale)")
+    for task in result["left_out"]:
+        print(f"note: the model's {task} head was never trained (no training source fed it {task} labels): the "
+              f"export leaves it out", file=sys.stderr)
     print(f"wrote {result['path']}{check}")
     return 0
 

@@ -147,8 +147,8 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
         raise DatasetError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
     if not inside:
-        link = "" if ".." in parts else (f" (a symlink to {path.resolve()}: link the whole folder instead, e.g. "
-                                         f"`ln -s DIR {folder}`, or copy the file in)")
+        link = "" if ".." in parts else (f" (it leads to {path.resolve()} through a symlink: make {folder} itself "
+                                         f"a link to the folder that holds the files, or copy them in)")
         raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}{link}")
     return path
 

@@ -17,13 +17,14 @@ from typing import Any, Mapping, Sequence, get_args
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, read_json
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
+from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
 from posepart.engine.settings import Config, DatasetPaths, SchemaName, SelfTrainingConfig, SourceConfig
 from posepart.heads import HeadMeta
@@ -47,9 +48,9 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
             dataset = PosePartDataset.from_images(where.images, schema)  # type: ignore[arg-type]
         elif isinstance(where, DatasetPaths):
             dataset = PosePartDataset.open(where.root, annotations=where.annotations, images=where.images,
-                                           parts=where.parts, quiet=rank_zero_only.rank != 0)
+                                           parts=where.parts, quiet=not first_process())
         else:
-            dataset = PosePartDataset.open(where, quiet=rank_zero_only.rank != 0)
+            dataset = PosePartDataset.open(where, quiet=not first_process())
     except DatasetError as err:
         raise DatasetError(f"{key} ({where}): {err}") from None
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)

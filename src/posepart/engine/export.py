@@ -51,6 +51,14 @@ class ExportWrapper(nn.Module):
         # or on a GPU, came back in eval mode on the CPU)
         self.model = copy.deepcopy(model).eval().cpu()
         self.outputs = info.outputs
+        # Modules whose maps are not output (a head its training never taught: `ModelInfo.deployed`) leave the copy,
+        # so that no export computes or stores them; a per-stage part branch stays (the next stage reads its maps).
+        if "parts" not in self.outputs:
+            self.model.seg_head = self.model.parts_refine = None
+        if "heatmaps" not in self.outputs:
+            self.model.pose_refine = self.model.smooth_heatmaps = None
+            if not getattr(self.model.pose_head, "stage_seg", False):
+                self.model.pose_head = None
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         out = self.model(image)
@@ -221,16 +229,20 @@ def _other_input(info: ModelInfo, x: Tensor) -> Tensor:
 
 def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: str | Path, *,
                  input_size: int | None = None, opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
-    """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out`."""
+    """Export a checkpoint (.ckpt / .safetensors, loaded weights-only) or a `LoadedModel` as `fmt` to `out` ->
+    {"path", "max_diff" (None unverified), "left_out": the tasks whose untrained head the export leaves out}."""
     if fmt == "onnx":  # refused before the model is loaded
         _check_opset(opset)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, map_location="cpu")
     if (input_size or loaded.input_size) > MAX_INPUT_SIZE:  # its metadata would be refused by every loader
         raise UsageError(f"export --input-size {input_size or loaded.input_size}: at most {MAX_INPUT_SIZE} pixels")
-    info = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
-                      loaded.tasks).deployed()  # a head its training never taught is left out (never used)
+    full = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
+                      loaded.tasks)
+    info = full.deployed()  # a head its training never taught is left out (never used)
     if fmt == "onnx":
-        return export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
-    if fmt == "torchscript":
-        return export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
-    raise UsageError(f"unknown export format {fmt!r}: onnx or torchscript")
+        result = export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
+    elif fmt == "torchscript":
+        result = export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
+    else:
+        raise UsageError(f"unknown export format {fmt!r}: onnx or torchscript")
+    return {**result, "left_out": full.untrained if info is not full else ()}

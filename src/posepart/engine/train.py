@@ -12,7 +12,6 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 from contextlib import nullcontext
@@ -29,6 +28,7 @@ from posepart.engine.checkpoint import recorded_sources
 from posepart.engine.config import (ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config,
                                     warn_unused_model_options)
 from posepart.engine.finetune import check_init_file
+from posepart.engine.launch import first_process
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.builders import model_tasks
@@ -122,11 +122,6 @@ def _with_values(cfg: Config, values: dict[str, Any]) -> Config:
     return config_from_dict(data)
 
 
-def _first_process() -> bool:
-    """Whether this is the launch's first process (not a DDP worker Lightning, torchrun or SLURM started)."""
-    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
-
-
 # What a run writes into its folder (and `overwrite=True` removes); anything else there is left alone.
 RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
 
@@ -170,13 +165,13 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     cfg = config_from_dict(cfg.to_dict())  # one made in Python is checked as a YAML one is (a mistyped model name
     # failed as a KeyError inside training)
     check_trainable(cfg, trainer_limits=bool({"max_steps", "max_epochs"} & set(trainer_overrides)))
-    if _first_process():  # once per launch: not again in each DDP worker
+    if first_process():  # once per launch: not again in each DDP worker
         warn_unused_model_options(cfg.model)
     cfg = absolute_paths(cfg)  # what config.yaml and the checkpoints record: the same data from any folder
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     check_accelerator(cfg.train.accelerator)
-    first = _first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
+    first = first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
         replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
         init = cfg.model.init

@@ -92,8 +92,8 @@ class ModelInfo:
         such a head's maps are never used, yet an export that kept them would compute them in every call and hand
         random maps to whoever runs the file without posepart."""
         drop = self.untrained
-        if not drop:
-            return self
+        if not drop or all(not self._has(task) or task in drop for task in TASKS):
+            return self  # nothing to drop, or nothing would be left (a file whose sources taught none of its heads)
         head = replace(self.head, pose_stride=None if "pose" in drop else self.head.pose_stride,
                        parts_stride=None if "parts" in drop else self.head.parts_stride)
         task_of = {"heatmaps": "pose", "pafs": "pose", "parts": "parts"}
