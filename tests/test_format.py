@@ -463,6 +463,18 @@ def test_rle_runs_past_64_bits_are_refused_by_the_pixels_they_claim():
         region({"size": [3, 4], "counts": [-(2**63) - 1, 13]}, 3, 4, "t")
 
 
+def test_an_image_larger_than_opencv_decodes_is_refused_when_the_dataset_opens(tmp_path):
+    """A declared size past OpenCV's pixel limit names an image no reader can decode; before, it was accepted, and
+    its crowd masks were allocated at that size (2**32 x 2**32 passed an RLE whose runs overflow int64)."""
+    from posepart.data.images import MAX_DECODED_PIXELS
+
+    root = write_custom(tmp_path / "ds")
+    _edit_json(root, lambda d: d["images"][1].update(width=2**16, height=2**16))
+    with pytest.raises(DatasetError, match=rf"images\[1\] \(img1.png\) is 65536x65536: more pixels than OpenCV "
+                                           rf"decodes \({MAX_DECODED_PIXELS}"):
+        PosePartDataset.open(root)
+
+
 def test_a_polygon_far_outside_its_image_is_refused_before_pycocotools_sees_it():
     """pycocotools rasterised [[1e8, 1e8, -1e8, 5, 3, 1e8]] in native code and crashed the process (SIGSEGV):
     `posepart evaluate` died without a word. COCO's polygons stray a few pixels past the border: those pass."""

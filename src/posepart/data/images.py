@@ -4,6 +4,7 @@ JPEG is reported as such, not padded with grey as libjpeg would)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,10 @@ import cv2
 import numpy as np
 
 from posepart.data.validate import DatasetError
+
+
+# The most pixels OpenCV decodes in one image (its CV_IO_MAX_IMAGE_PIXELS, 2**30 unless the environment says more)
+MAX_DECODED_PIXELS = int(os.environ.get("CV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 
 
 def jpeg_ends(data: bytes) -> bool:
@@ -49,7 +54,7 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
     try:
         image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS, 2^30)
+    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (MAX_DECODED_PIXELS)
         reason = err.err if getattr(err, "err", None) else str(err).strip().splitlines()[-1]
         raise DatasetError(f"{path}: OpenCV cannot decode it{what}: {reason}") from None
     if image is None or image.size == 0:

@@ -19,6 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from posepart.data import validate
+from posepart.data.images import MAX_DECODED_PIXELS
 from posepart.data.validate import DatasetError
 from posepart.schema import Schema
 
@@ -177,6 +178,9 @@ def read_record(
         raise DatasetError(f"{where}: images[{index}] (id {image_id}) needs a string file_name, got {file_name!r}")
     width = validate.integer(info.get("width"), f"{where}: images[{index}] ({file_name}) width", minimum=1)
     height = validate.integer(info.get("height"), f"{where}: images[{index}] ({file_name}) height", minimum=1)
+    if width * height > MAX_DECODED_PIXELS:  # no such image can be read; its masks would be allocated at that size
+        raise DatasetError(f"{where}: images[{index}] ({file_name}) is {width}x{height}: more pixels than OpenCV "
+                           f"decodes ({MAX_DECODED_PIXELS}, its CV_IO_MAX_IMAGE_PIXELS)")
     pose_labeled = info.get("pose_labeled", True)
     if not isinstance(pose_labeled, bool):
         raise DatasetError(f"{where}: images[{index}] ({file_name}) pose_labeled must be true or false, got "
