@@ -491,6 +491,21 @@ def test_a_head_its_training_never_taught_is_not_used(setup, tmp_path, trained, 
         scripted.append(sum(p.numel() for p in torch.jit.load(str(tmp_path / f"{source.stem}.ts")).parameters()))
     assert scripted[0] < scripted[1]
     assert Predictor.from_checkpoint(tmp_path / "one_task.ts").info.outputs == exported.outputs
+    # the checkpoint's own Predictor runs without that head too, and predicts what a Predictor using every head does
+    from posepart.engine.checkpoint import load_model
+
+    loaded = load_model(ckpt)
+    decoding = DecodeConfig(min_joints=1)
+    whole = Predictor.from_model(loaded.model, loaded.schema, input_size=SIZE, decode_config=decoding)
+    lean = Predictor.from_checkpoint(ckpt, decode_config=decoding)
+    sizes = [sum(p.numel() for p in predictor.backend.model.parameters()) for predictor in (lean, whole)]
+    assert sizes[0] < sizes[1]
+    images = sorted((setup["data"] / "images").iterdir())
+    for got, want in zip(lean(images), whole(images)):
+        if trained == "pose":
+            assert got.people and np.allclose(got.keypoints, want.keypoints, atol=1e-4)
+        else:
+            assert np.array_equal(got.parts, want.parts)
     nothing = write_checkpoint(tmp_path / "nothing.ckpt", Schema.pascal_person_part(), input_size=SIZE, tasks=())
     assert main(["export", "--checkpoint", str(nothing), "--out", str(tmp_path / "nothing.onnx")]) == 0  # whole
     untouched = Predictor.from_checkpoint(setup["ckpt"])  # a file recording no sources: every head is used

@@ -51,14 +51,8 @@ class ExportWrapper(nn.Module):
         # or on a GPU, came back in eval mode on the CPU)
         self.model = copy.deepcopy(model).eval().cpu()
         self.outputs = info.outputs
-        # Modules whose maps are not output (a head its training never taught: `ModelInfo.deployed`) leave the copy,
-        # so that no export computes or stores them; a per-stage part branch stays (the next stage reads its maps).
-        if "parts" not in self.outputs:
-            self.model.seg_head = self.model.parts_refine = None
-        if "heatmaps" not in self.outputs:
-            self.model.pose_refine = self.model.smooth_heatmaps = None
-            if not getattr(self.model.pose_head, "stage_seg", False):
-                self.model.pose_head = None
+        if hasattr(self.model, "drop_heads"):  # maps not output (`ModelInfo.deployed`): neither computed nor stored
+            self.model.drop_heads(pose="heatmaps" not in self.outputs, parts="parts" not in self.outputs)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         out = self.model(image)
@@ -245,4 +239,4 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
         result = export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
     else:
         raise UsageError(f"unknown export format {fmt!r}: onnx or torchscript")
-    return {**result, "left_out": full.untrained if info is not full else ()}
+    return {**result, "left_out": full.left_out}

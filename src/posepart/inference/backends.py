@@ -99,6 +99,12 @@ class ModelInfo:
         task_of = {"heatmaps": "pose", "pafs": "pose", "parts": "parts"}
         return replace(self, head=head, outputs=tuple(o for o in self.outputs if task_of[o] not in drop))
 
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """The tasks whose head `deployed()` leaves out."""
+        kept = self.deployed()
+        return tuple(task for task in TASKS if self._has(task) and not kept._has(task))
+
     def _has(self, task: str) -> bool:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {list(TASKS)}")
@@ -216,6 +222,8 @@ class TorchBackend(Backend):
         if folded is model and copy:
             folded = copying.deepcopy(model)
         self.model = channels_last_(folded.eval().to(self._dev))
+        if info.left_out and hasattr(self.model, "drop_heads"):  # a head never trained: its maps are not used
+            self.model.drop_heads(pose="pose" in info.left_out, parts="parts" in info.left_out)
         self.info = info
 
     def _forward(self, batch: np.ndarray) -> Any:

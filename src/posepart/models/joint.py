@@ -84,6 +84,17 @@ class PosePartNet(nn.Module):
                                  sigma=float(sigma), paf_width=float(paf_width), input_multiple=self.stride,
                                  heatmap_smoothing=float(heatmap_smoothing))
 
+    def drop_heads(self, *, pose: bool = False, parts: bool = False) -> None:
+        """Remove the modules whose maps serve only the tasks named, so that whatever runs this model for the other
+        task (an export, a Predictor of a model trained on one task) neither computes nor stores them. A per-stage
+        part branch stays: the next stage reads its maps. `meta` keeps describing the model as built."""
+        if parts:
+            self.seg_head = self.parts_refine = None
+        if pose:
+            self.pose_refine = self.smooth_heatmaps = None
+            if not getattr(self.pose_head, "stage_seg", False):
+                self.pose_head = None
+
     @property
     def has_pose(self) -> bool:
         return self.pose_head is not None
