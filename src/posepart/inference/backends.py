@@ -35,6 +35,11 @@ DEFAULT_OPSET = 17  # the ONNX opset `posepart export` writes unless told (here,
 MIN_OPSET = 11
 
 
+def head_outputs(head: HeadMeta) -> tuple[str, ...]:
+    """The outputs, in `OUTPUT_NAMES` order, of a network whose heads `head` describes."""
+    return (("heatmaps", "pafs") if head.has_pose else ()) + (("parts",) if head.has_parts else ())
+
+
 class BackendError(PosepartError, RuntimeError):
     """A model file cannot be run (missing runtime, not a posepart export, unknown device)."""
 
@@ -96,8 +101,7 @@ class ModelInfo:
             return self  # nothing to drop, or nothing would be left (a file whose sources taught none of its heads)
         head = replace(self.head, pose_stride=None if "pose" in drop else self.head.pose_stride,
                        parts_stride=None if "parts" in drop else self.head.parts_stride)
-        task_of = {"heatmaps": "pose", "pafs": "pose", "parts": "parts"}
-        return replace(self, head=head, outputs=tuple(o for o in self.outputs if task_of[o] not in drop))
+        return replace(self, head=head, outputs=head_outputs(head))
 
     @property
     def left_out(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from posepart.decode.instances import assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
-                                         TorchBackend, TorchScriptBackend)
+                                         TorchBackend, TorchScriptBackend, head_outputs)
 from posepart.inference.preprocess import InputError, describe, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
@@ -394,5 +394,4 @@ def model_info(model: Any, schema: Schema, input_size: int, name: str = "",
     head = HeadMeta.of(model)
     if head.schema != schema:
         head = replace(head, schema=schema)
-    outputs = (("heatmaps", "pafs") if head.has_pose else ()) + (("parts",) if head.has_parts else ())
-    return ModelInfo(head, int(input_size), outputs, name, None if tasks is None else tuple(tasks))
+    return ModelInfo(head, int(input_size), head_outputs(head), name, None if tasks is None else tuple(tasks))
