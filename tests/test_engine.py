@@ -23,6 +23,7 @@ import torch
 from posepart import cli
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.synth import write_synth
+from posepart.engine.builders import build_from_config
 from posepart.engine.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -38,6 +39,7 @@ from posepart.engine.train import train
 from posepart.errors import PosepartWarning
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
+from posepart.models import build_model
 from posepart.schema import Schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -729,7 +731,7 @@ def test_a_model_option_the_model_does_not_take_is_named():
             warn_unused_model_options(load_config(name, [setting]).model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_unused_model_options(load_config("demo_cpu_fcn32", ["model.stages=2"]).model)  # the default
+        warn_unused_model_options(load_config("demo_cpu_fcn32").model)  # left out: nothing to say
 
 
 def test_a_metric_the_validation_data_cannot_score_is_refused_before_training(data, tmp_path):
@@ -1043,6 +1045,19 @@ def test_data_train_in_the_coco_release_layout(fixtures, caplog):
     assert line.startswith(f"data.train (annotations {coco}/annotations/") and "skipped 44 x missing image" in line
     with pytest.raises(ConfigError, match="a folder of images alone .* has no labels"):
         load_config("demo_cpu_paf", [f"data.train.images={coco}/train2017"])
+
+
+@pytest.mark.parametrize("name", ["paf_vgg16", "joint_vgg16"])
+def test_a_config_without_stages_builds_the_models_own_and_says_so(name):
+    """Before, `model.stages` defaulted to 2 whatever the model, while `build_model("paf_vgg16")` and `posepart
+    models` build OpenPose's 6: a paf_vgg16 config that left it out trained a third of the network named."""
+    schema = Schema.pascal_person_part()
+    config = load_config(None, [f"model.name={name}", "model.width=0.125", "model.fc_width=32"])
+    built = build_from_config(config, schema, pretrained=False)
+    expected = build_model(name, schema, width=0.125, fc_width=32) if name == "joint_vgg16" else \
+        build_model(name, schema, width=0.125)
+    assert config.model.stages == built.pose_head.num_stages == expected.pose_head.num_stages
+    assert load_config(None, [f"model.name={name}", "model.stages=1"]).model.stages == 1
 
 
 def test_every_shipped_config_loads():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from cli_helpers import error_lines, refused, run_cli
 from inference_helpers import write_checkpoint
 
@@ -162,6 +164,21 @@ def test_resume_from_a_checkpoint_of_another_model(files, other_model, tmp_path,
     assert "model.stages=1 (this run: 2)" in line and "model.name" not in line
 
 
+def test_a_setting_the_model_does_not_take_does_not_make_another_model(files, tmp_path, capsys):
+    """An FCN has no pose stages: its checkpoint stored whatever `model.stages` said (2 by default, before the
+    default became each model's own), and a resume under a config without it was refused as another model."""
+    run = tmp_path / "fcn"
+    fcn = ["--set", "model.name=fcn32_vgg16", "--set", "model.fc_width=32"]
+    code, _, err = run_cli(_train(files, run, *fcn), capsys)  # TINY's `stages: 1`, unused and stored
+    assert code == 0, err[-3000:]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"].pop("stages")
+    (tmp_path / "no_stages.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = run_cli(["train", "--config", str(tmp_path / "no_stages.yaml"), "--out", str(run), "--resume",
+                            str(run / "checkpoints" / "last.ckpt")], capsys)
+    assert code == 0, err[-3000:]
+
+
 @pytest.mark.parametrize("kind", ["ckpt", "garbage"])
 def test_resume_from_what_is_not_a_training_checkpoint(files, tmp_path, capsys, kind):
     """Before: KeyError 'pytorch-lightning_version' (weights without a Lightning state) and an uncaught
@@ -211,6 +228,19 @@ def test_a_missing_train_folder_names_the_option_given(files, tmp_path, capsys):
     line = _refused_naming(["train", "--config", str(files["config"]), "--train", str(tmp_path / "nonexistent"),
                             "--out", str(tmp_path / "run")], capsys, "data.train", str(tmp_path / "nonexistent"))
     assert "data.sources" not in line
+
+
+def test_a_train_folder_named_like_a_metric_trains_as_source_train(files, tmp_path, capsys):
+    """A run's single source is named after its --train folder, and a source may not take a name its metrics use.
+    Before, a folder named `weight`, `loss`, `lr`, ... (any reserved name but seg, pose and total) was a traceback."""
+    for name in ("weight", "loss", "heatmap"):
+        data = tmp_path / name
+        shutil.copytree(files["data"], data)
+        code, _, err = run_cli(["train", "--config", str(files["config"]), "--train", str(data), "--out",
+                                str(tmp_path / f"run_{name}")], capsys)
+        assert code == 0, err[-3000:]
+        sources = load_checkpoint(tmp_path / f"run_{name}" / "checkpoints" / "last.ckpt")["posepart"]["sources"]
+        assert [s["name"] for s in sources] == ["train"]
 
 
 def test_a_dataset_given_in_the_wrong_form_says_which_form_to_use(files, tmp_path, capsys):

@@ -3,14 +3,13 @@ and the weighting of its tasks' losses (`build_weighting`)."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
 from posepart.engine.settings import Config
 from posepart.losses import DynamicWeightAverage, FixedWeighting, GradNormWeighting, TaskWeighting, UncertaintyWeighting
-from posepart.models import MODELS, build_model
+from posepart.models import build_model, builder_options
 from posepart.schema import Schema
 
 
@@ -25,7 +24,7 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
                                "width": m.width, "fc_width": m.fc_width,
                                "batch_norm": m.batch_norm, "activation": m.activation,
                                "pretrained": m.pretrained if pretrained else None}
-    accepted = inspect.signature(MODELS[m.name]).parameters
+    accepted = builder_options(m.name)
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
 
 

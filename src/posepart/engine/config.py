@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import math
 import typing
@@ -27,7 +26,7 @@ from posepart.engine.overrides import check_reset_key, merge_overrides, parse_ov
 from posepart.engine.settings import Config, ConfigError, ModelConfig, to_plain
 from posepart.inference.backends import MAX_INPUT_SIZE
 from posepart.errors import PosepartWarning
-from posepart.models import MODELS
+from posepart.models import builder_options
 
 
 @functools.cache
@@ -229,10 +228,10 @@ def warn_unused_model_options(model: ModelConfig) -> None:
     before, they were dropped without a word, so `model.seg_head: fcn8` with `model.name: fcn32_vgg16` trained FCN-32s
     while config.yaml said fcn8. A warning, not an error: switching `model.name` in a config made for another model
     (`--set model.name=fcn32_vgg16` on the joint one) leaves such settings behind, and they change nothing."""
-    accepted = inspect.signature(MODELS[model.name]).parameters
-    default = ModelConfig()
-    unused = {key: getattr(model, key) for key in (option.name for option in dataclasses.fields(ModelConfig))
-              if key not in ("name", "pretrained", "init", *accepted) and getattr(model, key) != getattr(default, key)}
+    accepted = builder_options(model.name)
+    unused = {option.name: getattr(model, option.name) for option in dataclasses.fields(ModelConfig)
+              if option.name not in ("name", "pretrained", "init", *accepted)
+              and getattr(model, option.name) != option.default}
     if unused:
         hint = " (FCN-16s and FCN-8s are model.name fcn16_vgg16 and fcn8_vgg16)" if "seg_head" in unused else ""
         listed = ", ".join(f"model.{key}: {value!r}" for key, value in unused.items())

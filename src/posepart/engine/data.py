@@ -26,7 +26,8 @@ from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
-from posepart.engine.settings import Config, DatasetPaths, SchemaName, SelfTrainingConfig, SourceConfig
+from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SchemaName, SelfTrainingConfig,
+                                      SourceConfig)
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
@@ -104,9 +105,11 @@ def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | Non
 
 
 def _legacy_name(train: DatasetPaths | Path) -> str:
+    """The source name of a run given one `data.train`: its folder's name where that is a valid source name, else
+    "train" (a folder named `loss` or `weight` is a fine dataset, not a fine metric prefix)."""
     folder = (train.root or train.images) if isinstance(train, DatasetPaths) else train
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(folder)).name).strip("._-")
-    return name if name and name not in ("seg", "pose", "total") else "train"
+    return name if name and name not in RESERVED_SOURCE_NAMES else "train"
 
 
 def _specs(config: Config) -> list[SourceConfig]:

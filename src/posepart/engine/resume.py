@@ -14,6 +14,7 @@ import torch
 
 from posepart.engine.checkpoint import CHECKPOINT_KEY, CheckpointError, describe_checkpoint, load_checkpoint
 from posepart.engine.settings import Config
+from posepart.models import builder_options
 from posepart.schema import Schema
 
 # Settings a resumed run must share with its checkpoint: they decide the model's tensors and the optimizer's state.
@@ -31,6 +32,11 @@ SCHEDULE_LENGTH_KEYS = ("train.max_epochs", "train.max_steps")
 
 def _another_model(key: str) -> bool:
     return (key.startswith("model.") and key not in ("model.pretrained", "model.init")) or key in _RESUME_KEYS
+
+
+def _unused(key: str, model: str) -> bool:
+    """A model setting the model's builder does not take (an FCN's `model.stages`): it changes nothing."""
+    return key.startswith("model.") and key != "model.name" and key.split(".", 1)[1] not in builder_options(model)
 
 
 def _restored(key: str) -> bool:
@@ -75,7 +81,8 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())
         changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
         differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed
-                        if _another_model(key)]
+                        if _another_model(key) and not (_unused(key, config.model.name) and
+                                                        stored.model.name == config.model.name)]
         ignored = {key: (new.get(key), old.get(key)) for key in changed
                    if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
     else:

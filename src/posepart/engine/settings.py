@@ -19,7 +19,7 @@ from posepart.data.augment import AugmentConfig
 from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.losses.pose import FOCAL_BETA
-from posepart.models.build import check_seg_head
+from posepart.models.build import builder_options, check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
@@ -41,7 +41,7 @@ Text = Annotated[str, BeforeValidator(_number_as_text)]
 @dataclass
 class ModelConfig:
     name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
-    stages: int = 2
+    stages: int | None = None  # pose stages; left out: the model's own (paf_vgg16 6, as OpenPose; joint_vgg16 2)
     seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
     seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from the trunk
     pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with skips from the trunk
@@ -60,6 +60,8 @@ class ModelConfig:
     init: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.stages is None:  # recorded as built, so a run's config.yaml states the number
+            self.stages = builder_options(self.name).get("stages")
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
         if self.name == "joint_vgg16":
             check_seg_head(self.seg_head, self.seg_stride)
@@ -70,7 +72,8 @@ class ModelConfig:
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
 TaskName = Literal["pose", "parts"]
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source's name prefixes its metrics and names its files
-_RESERVED_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
+# Names a source may not take: its name prefixes its metrics, and these are the run's own metric names
+RESERVED_SOURCE_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
                    "pseudo", "weight"}
 
 
@@ -134,9 +137,9 @@ class SourceConfig:
         if self.unlabelled and (self.tasks is not None or self.part_map or self.ignore_parts):
             raise ValueError(f"source {self.name!r} is unlabelled: tasks, part_map and ignore_parts do not apply")
         _refuse_images_only(self, allowed=("train",) if self.unlabelled else ())
-        if not SOURCE_NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
+        if not SOURCE_NAME.fullmatch(self.name) or self.name in RESERVED_SOURCE_NAMES:
             raise ValueError(f"name: {self.name!r} must be a word of letters, digits, '_', '.', '-' and not one of "
-                             f"{sorted(_RESERVED_NAMES)} (it prefixes metric names)")
+                             f"{sorted(RESERVED_SOURCE_NAMES)} (it prefixes metric names)")
         if self.train is None and self.val is None:
             raise ValueError(f"source {self.name!r} has neither train nor val data")
         if not (math.isfinite(self.weight) and self.weight >= 0):

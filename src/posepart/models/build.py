@@ -19,6 +19,7 @@ joint heatmaps at inference, `HeatmapSmoothing`); all of it ends up in `model.me
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -186,6 +187,13 @@ MODELS: dict[str, Callable[..., PosePartNet]] = {
     "paf_vgg16": paf_vgg16,
     "joint_vgg16": joint_vgg16,
 }
+
+
+def builder_options(name: str) -> dict[str, Any]:
+    """The keyword options the builder of model `name` takes, with their defaults: what a config may set for that
+    model, and what it builds where the config leaves an option out (one place states each default)."""
+    return {key: option.default for key, option in inspect.signature(MODELS[name]).parameters.items()
+            if option.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def build_model(name: str, schema: Schema, **kwargs: Any) -> PosePartNet:
