@@ -156,6 +156,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
     from posepart.arguments import at_least, available_cores, multiple_of, positive
+    from posepart.data.synth import SceneConfig
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
     parser.add_argument("--version", action="version", version=f"posepart {__version__}")
@@ -167,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
     p.add_argument("--size", type=int, default=INPUT_SIZE, help="image side in pixels")
     p.add_argument("--workers", type=at_least(1), default=1, help="processes (output identical for any count)")
-    p.add_argument("--max-people", type=int, default=5, help="labelled people per image: 1..N")
-    p.add_argument("--min-height", type=float, default=0.25,
+    p.add_argument("--max-people", type=int, default=SceneConfig.max_people, help="labelled people per image: 1..N")
+    p.add_argument("--min-height", type=float, default=SceneConfig.min_height,
                    help="smallest adult, as a fraction of the image side (children: 0.65-0.85 of their drawn height)")
-    p.add_argument("--crowd-prob", type=float, default=0.2, help="chance of tiny unlabelled crowd people per image")
-    p.add_argument("--clutter", type=float, default=1.0,
+    p.add_argument("--crowd-prob", type=float, default=SceneConfig.crowd_prob,
+                   help="chance of tiny unlabelled crowd people per image")
+    p.add_argument("--clutter", type=float, default=SceneConfig.clutter,
                    help="background shapes and limb-like distractors, as a fraction of the default (0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already at OUT")
     p.set_defaults(run=cmd_synth)

@@ -234,7 +234,8 @@ def oracle_prediction(
     return Prediction(results, pred_parts), parts
 
 
-def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = INPUT_SIZE, stride: int = 8,
+def evaluate_oracle(dataset: PosePartDataset, *, input_size: int = INPUT_SIZE,
+                    stride: int = HeadMeta.pose_stride,  # type: ignore[assignment]  # the default head's: 8
                     sigma: float = HeadMeta.sigma, paf_width: float = HeadMeta.paf_width,
                     progress: bool = True) -> dict[str, Any]:
     """The upper bound of the pipeline at a pose stride: score decoded ground-truth targets drawn with `sigma` and

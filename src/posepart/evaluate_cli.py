@@ -15,6 +15,8 @@ from posepart.data.format import PosePartDataset
 from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
+from posepart.inference.outputs import RESULTS_FILE
+from posepart.inference.predictor import BATCH_SIZE
 
 if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
     from posepart.engine.checkpoint import LoadedModel
@@ -189,7 +191,7 @@ def _drop_stale(folder: Path, overlays: int, keypoints: Collection[str]) -> None
             path.unlink()
     if not overlays:
         (folder / "overlays.png").unlink(missing_ok=True)
-    for path in [folder / "keypoints.json", *(folder / "keypoints").glob("*.json")]:
+    for path in [folder / RESULTS_FILE, *(folder / "keypoints").glob("*.json")]:
         if path.relative_to(folder).as_posix() not in keypoints:
             path.unlink(missing_ok=True)
 
@@ -234,7 +236,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.oracle:
         drawn = {key: value for key, value in (("sigma", args.sigma), ("paf_width", args.paf_width))
                  if value is not None}
-        metrics = evaluate_oracle(dataset, input_size=args.input_size or INPUT_SIZE, stride=args.stride or 8, **drawn)
+        metrics = evaluate_oracle(dataset, input_size=args.input_size or INPUT_SIZE,
+                                  stride=args.stride or HeadMeta.pose_stride, **drawn)
         drew = metrics["targets"]
         name = (f"oracle ({drew['input_size']} px, stride {drew['pose_stride']}, sigma {drew['sigma']:g}, PAF width "
                 f"{drew['paf_width']:g})")
@@ -250,9 +253,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
         if reused:
-            _drop_stale(folder, len(overlays), ["keypoints.json"] if results is not None else [])
+            _drop_stale(folder, len(overlays), [RESULTS_FILE] if results is not None else [])
         if results is not None:  # as `posepart predict` writes them (COCO tools score them in the model's schema)
-            write_json_atomic(folder / "keypoints.json", results)
+            write_json_atomic(folder / RESULTS_FILE, results)
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
         print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
     elif overlays:
@@ -269,7 +272,7 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
-                   help="--oracle: the pose stride to score (default 8); --checkpoint: the model's own, checked")
+                   help=f"--oracle: the pose stride to score (default {HeadMeta.pose_stride}); --checkpoint: the model's own, checked")
     p.add_argument("--sigma", type=positive, help=f"--oracle: the heatmaps' Gaussian sigma in input pixels (default "
                    f"{HeadMeta.sigma:g}; a model's own is its config's data.sigma)")
     p.add_argument("--paf-width", type=positive, help=f"--oracle: the PAFs' half-width in output cells (default "
@@ -278,7 +281,7 @@ def add_evaluate_parser(verbs: Any) -> None:
                    "as COCO results in keypoints.json, keypoints/NAME.json per --source) or a FILE.json (the metrics "
                    "alone)")
     add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
-    p.add_argument("--batch-size", type=at_least(1), default=8, help="images per forward pass")
+    p.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=at_least(0), default=8, metavar="N", help="draw the first N predictions")
     p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")

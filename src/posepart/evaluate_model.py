@@ -28,7 +28,7 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.decode import DecodeConfig
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
-from posepart.inference.predictor import ImageResult, Predictor
+from posepart.inference.predictor import BATCH_SIZE, ImageResult, Predictor
 from posepart.schema import Schema
 
 
@@ -36,7 +36,7 @@ def evaluation_predictor(
     model: nn.Module,
     *,
     input_size: int,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     device: str | torch.device = "cpu",
     decode_config: DecodeConfig | None = None,
     all_stages: bool = True,
@@ -170,7 +170,7 @@ def evaluate_model(
     dataset: PosePartDataset,
     *,
     input_size: int,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     device: str | torch.device = "cpu",
     decode_config: DecodeConfig | None = None,
     progress: bool = True,

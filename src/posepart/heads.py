@@ -11,13 +11,14 @@ Geometry (docs/conventions.md): output cell g of a stride-s map is centred at in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
 
 from posepart.errors import PosepartError
 from posepart.schema import Schema
 
-POSE_STRIDES: tuple[int, ...] = (8, 4, 2)  # what the pose heads can output (8: the trunk's; 4, 2: refined by skips)
+OutputStride = Literal[8, 4, 2]  # what the heads can output (8: the trunk's; 4, 2: refined by skips from the trunk)
+POSE_STRIDES: tuple[int, ...] = get_args(OutputStride)
 INPUT_SIZE = 368  # the network input side (OpenPose's) wherever none is given: configs, synthetic scenes, FLOP counts
 
 
@@ -137,14 +138,14 @@ class HeadMeta:
         """Parse `to_dict()` output; HeadMetaError naming `where` when it is malformed."""
         if not isinstance(data, dict) or not isinstance(data.get("schema"), dict):
             raise HeadMetaError(f"{where}: head description is not a mapping with a schema")
-        known = {"pose_stride", "parts_stride", "sigma", "paf_width", "input_multiple", "heatmap_smoothing"}
+        known = {f.name for f in fields(cls)} - {"schema"}
         unknown = set(data) - known - {"schema"}
         if unknown:
             raise HeadMetaError(f"{where}: unknown head description keys {sorted(unknown)}")
         try:
             schema = Schema.from_category(data["schema"])
             values = {k: data[k] for k in known if k in data}
-            for k in ("sigma", "paf_width", "heatmap_smoothing"):
+            for k in ("sigma", "paf_width", "heatmap_smoothing"):  # JSON may hold them as integers
                 if k in values:
                     values[k] = float(values[k])
             return cls(schema, **values)

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of
+from posepart.decode import DecodeConfig
 from posepart.heads import HeadMeta
 from posepart.inference.backends import DEFAULT_OPSET, MIN_OPSET
+from posepart.inference.predictor import BATCH_SIZE
 
 
 def _predictor(args: argparse.Namespace) -> Any:
     """The Predictor for --onnx FILE or --checkpoint CKPT (.ckpt/.safetensors/.onnx/.pt); a file that cannot be
     loaded raises a PosepartError naming it."""
-    from posepart.decode import DecodeConfig
     from posepart.inference.predictor import Predictor
 
     from posepart.errors import UsageError
@@ -155,11 +156,12 @@ def add_predict_parsers(verbs: Any) -> None:
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help="network canvas long side (default: the model's training size)")
     add_test_time_args(p)
-    p.add_argument("--batch-size", type=at_least(1), default=8, help="canvases per network call")
+    p.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE, help="canvases per network call")
     p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
     p.add_argument("--min-joints", type=at_least(1),
-                   help="drop people with fewer joints (default 3, DecodeConfig's)")
-    p.add_argument("--min-person-score", type=float, help="drop people scoring below this (default 0.2)")
+                   help=f"drop people with fewer joints (default {DecodeConfig.min_joints}, DecodeConfig's)")
+    p.add_argument("--min-person-score", type=float,
+                   help=f"drop people scoring below this (default {DecodeConfig.min_person_score:g})")
     p.add_argument("--maps", action="store_true", help="also draw heatmap and PAF pictures (OUT/maps/)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     p.add_argument("--no-parts", action="store_true", help="do not write part label PNGs")

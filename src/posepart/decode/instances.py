@@ -148,6 +148,9 @@ def cell_index(image_to_canvas: np.ndarray, image_hw: tuple[int, int], grid_hw: 
     return (np.clip(cy, 0, grid_hw[0] - 1).astype(np.int64), np.clip(cx, 0, grid_hw[1] - 1).astype(np.int64))
 
 
+INSTANCE_MAX_DISTANCE = 0.5  # `assign_part_instances`' default: in person sizes
+
+
 def assign_part_instances(
     labels: np.ndarray,
     keypoints: np.ndarray,
@@ -156,7 +159,7 @@ def assign_part_instances(
     cols: np.ndarray,
     grid_hw: tuple[int, int],
     *,
-    max_distance: float = 0.5,
+    max_distance: float = INSTANCE_MAX_DISTANCE,
     jit: bool | None = None,
 ) -> np.ndarray:
     """(H, W) uint16 instance map: 0 = background or unassigned, i = person i - 1 (the order of `keypoints`).

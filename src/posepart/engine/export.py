@@ -55,9 +55,7 @@ class ExportWrapper(nn.Module):
             self.model.drop_heads(pose="heatmaps" not in self.outputs, parts="parts" not in self.outputs)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(image)
-        named = {"heatmaps": out.heatmaps[-1] if out.heatmaps else None, "pafs": out.pafs[-1] if out.pafs else None,
-                 "parts": out.parts[-1] if out.parts else None}
+        named = self.model(image).stage(-1)  # the final maps by name (ModelOutput)
         return tuple(named[n] for n in self.outputs)  # type: ignore[misc]
 
 

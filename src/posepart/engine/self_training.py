@@ -205,8 +205,8 @@ class SelfTraining(nn.Module):
         label_pose = head.has_pose and (self.tasks is None or "pose" in self.tasks)
         label_parts = head.has_parts and (self.tasks is None or "parts" in self.tasks)
         for row, i in enumerate(rows.tolist()):
-            views = [Maps(*(None if host[name] is None else host[name][row + offset]
-                            for name in ("heatmaps", "pafs", "parts"))) for offset in (0, n)]
+            views = [Maps(**{name: None if host[name] is None else host[name][row + offset] for name in Maps._fields})
+                     for offset in (0, n)]
             views[1] = flip_maps(views[1], self.schema)
             keypoints, ignore, parts = np.zeros((0, self.schema.num_joints, 3), np.float32), None, None
             if label_pose:

@@ -17,9 +17,9 @@ from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
 from posepart.errors import PosepartError
-from posepart.heads import INPUT_SIZE, HeadMeta
+from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
 from posepart.losses.pose import FOCAL_BETA
-from posepart.models.build import builder_options, check_seg_head
+from posepart.models.build import ModelName, SegHead, builder_options, check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
@@ -40,11 +40,11 @@ Text = Annotated[str, BeforeValidator(_number_as_text)]
 
 @dataclass
 class ModelConfig:
-    name: Literal["fcn32_vgg16", "fcn16_vgg16", "fcn8_vgg16", "paf_vgg16", "joint_vgg16"] = "joint_vgg16"
+    name: ModelName = "joint_vgg16"
     stages: int | None = None  # pose stages; left out: the model's own (paf_vgg16 6, as OpenPose; joint_vgg16 2)
-    seg_head: Literal["fcn32", "fcn16", "fcn8", "stage"] = "fcn32"
-    seg_stride: Literal[8, 4, 2] = 8  # seg_head "stage": 4 / 2 refine its logits with skips from the trunk
-    pose_stride: Literal[8, 4, 2] = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with skips from the trunk
+    seg_head: SegHead = "fcn32"
+    seg_stride: OutputStride = 8  # seg_head "stage": 4 / 2 refine its logits with skips from the trunk
+    pose_stride: OutputStride = 8  # heatmaps and PAFs: 4 / 2 refine every stage's maps with skips from the trunk
     # the refinements' form (`posepart.models.refine`): "deep" from conv3_3 / conv2_2, a 3x3 conv for parts as for
     # pose; "fcn" from pool2 / pool1, FCN's 1x1 scorers for parts (checkpoints before this key, `config_from_dict`)
     refine: RefineKind = "deep"

@@ -143,10 +143,12 @@ class ModelInfo:
         try:
             if "head" in data:
                 head = HeadMeta.from_dict(data["head"], where)
-            else:  # exports written before HeadMeta: stride-8 pose maps, sigma 7
+            else:  # exports written before HeadMeta: decoded then with sigma 7 and PAFs 1 cell wide, pinned here
+                # (not HeadMeta's defaults, which may move)
                 head = HeadMeta(Schema.from_category(data["schema"]),
                                 pose_stride=int(data["stride"]) if "heatmaps" in outputs else None,
-                                parts_stride=int(data["parts_stride"]) if "parts" in outputs else None)
+                                parts_stride=int(data["parts_stride"]) if "parts" in outputs else None,
+                                sigma=7.0, paf_width=1.0)
         except (HeadMetaError, KeyError, TypeError, ValueError, ArithmeticError) as err:
             detail = str(err).removeprefix(f"{where}: ")  # HeadMetaError names the file already
             raise BackendError(f"{where}: bad posepart metadata: {detail}") from None

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from posepart.data.format import IMAGE_SUFFIXES, DatasetError
 from posepart.data.validate import integer
-from posepart.inference.outputs import OUTPUT_FOLDERS, without_earlier_outputs
+from posepart.inference.outputs import OUTPUT_FOLDERS, RESULTS_FILE, SUMMARY_FILE, without_earlier_outputs
 from posepart.inference.preprocess import VIDEO_SUFFIXES
 
 
@@ -74,7 +74,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             run_folders = runs | ({skip.resolve()} if skip is not None else set())
             left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
                     and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
-                    and not (p.name in ("keypoints.json", "summary.json") and p.parent.resolve() in run_folders)]
+                    and not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]
             if left:  # before: left out without a word (a .gif, a phone's .heic)
                 kinds = sorted({p.suffix.lower() or p.name for p in left})
                 tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "

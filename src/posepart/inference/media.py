@@ -38,7 +38,7 @@ from posepart.data.writer import JsonArrayWriter, remove_orphans, write_json_ato
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.inputs import AnnotationIndex, Source
-from posepart.inference.outputs import OUTPUTS, earlier_names, replace_earlier_run
+from posepart.inference.outputs import OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names, replace_earlier_run
 from posepart.inference.predictor import ImageResult, Predictor
 from posepart.inference.preprocess import InputError, bgr_to_rgb, exif_orientation, load_image
 from posepart.viz import save_rgb
@@ -313,13 +313,13 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     summary has "interrupted": true. An --out that holds a dataset is refused; an earlier run's files there go."""
     output_folder(options.out)
     check_out(sources, options)
-    for stream in ("keypoints.json", OUTPUTS["frames"]):  # what a killed run's streams left (`JsonArrayWriter`)
+    for stream in (RESULTS_FILE, OUTPUTS["frames"]):  # what a killed run's streams left (`JsonArrayWriter`)
         remove_orphans((options.out / stream).parent)
     replace_earlier_run(options.out, {Path(s.location).resolve() for s in sources if s.kind != "webcam"})
     images = [s for s in sources if s.kind == "image"]
     # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
     # disk that fills, or a second Ctrl-C, leaves no half-written file; a run of videos alone writes none
-    with JsonArrayWriter(options.out / "keypoints.json") if images or not sources else nullcontext() as results:
+    with JsonArrayWriter(options.out / RESULTS_FILE) if images or not sources else nullcontext() as results:
         run = _Run(predictor, options, results)
         for failure in failures or []:
             run.fail(failure["input"], failure["error"])
@@ -338,7 +338,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
             with signals_held():  # an interrupt now waits for the listings, then has nothing left to stop
                 if results is not None:
                     results.close()
-                write_json_atomic(options.out / "summary.json", summary, indent=1)
+                write_json_atomic(options.out / SUMMARY_FILE, summary, indent=1)
                 written = True
         except KeyboardInterrupt:
             if not written:  # where signals cannot be held

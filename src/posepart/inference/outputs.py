@@ -17,13 +17,16 @@ OUTPUTS = {"parts": "parts/{}.png", "instances": "instances/{}.png", "overlay": 
            "heatmaps": "maps/{}_heatmaps.jpg", "pafs": "maps/{}_pafs.jpg", "video": "videos/{}.mp4",
            "frames": "videos/{}.json"}
 OUTPUT_FOLDERS = tuple(dict.fromkeys(pattern.split("/")[0] for pattern in OUTPUTS.values()))
+# The run's listings: the COCO results of its still images, and what it did (inputs, ids, failures).
+RESULTS_FILE = "keypoints.json"
+SUMMARY_FILE = "summary.json"
 _SUMMARY_KEYS = {"succeeded", "failed", "images", "videos", "failures"}  # what makes a summary.json one of ours
 
 
 def earlier_names(out: Path) -> set[str] | None:
     """The input names an earlier run into `out` wrote files for (its summary.json); None when there is no summary
     of ours. Names only, never paths: a crafted summary cannot point outside `out`."""
-    earlier = read_earlier_json(out / "summary.json")
+    earlier = read_earlier_json(out / SUMMARY_FILE)
     if not isinstance(earlier, dict) or not _SUMMARY_KEYS <= set(earlier):
         return None
     try:
@@ -51,7 +54,7 @@ def without_earlier_outputs(files: list[Path]) -> tuple[list[Path], set[Path]]:
         if not (resolved.parent.name in OUTPUT_FOLDERS and resolved in written_by(resolved.parent.parent)):
             kept.append(path)
     runs = {run for run, paths in written.items() if paths}
-    runs |= {p.parent.resolve() for p in files if p.name == "summary.json" and earlier_names(p.parent) is not None}
+    runs |= {p.parent.resolve() for p in files if p.name == SUMMARY_FILE and earlier_names(p.parent) is not None}
     return kept, runs
 
 
@@ -68,5 +71,5 @@ def replace_earlier_run(out: Path, inputs: set[Path]) -> None:
             stale = out / pattern.format(name)
             if stale.resolve() not in inputs:
                 stale.unlink(missing_ok=True)
-    for listing in ("keypoints.json", "summary.json"):  # this run writes its own (a run of videos alone: no
-        (out / listing).unlink(missing_ok=True)        # keypoints.json); one that fails must not list gone files
+    for listing in (RESULTS_FILE, SUMMARY_FILE):  # this run writes its own (a run of videos alone: no
+        (out / listing).unlink(missing_ok=True)  # keypoints.json); one that fails must not list gone files

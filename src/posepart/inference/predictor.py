@@ -27,7 +27,7 @@ import numpy as np
 from posepart.data.augment import canvas_size, invert, labels_to_image, letterbox_affine, normalize, transform_points
 from posepart.data.mixing import TASKS
 from posepart.decode import DecodeConfig, Person, decode, people_to_coco
-from posepart.decode.instances import assign_part_instances, cell_index
+from posepart.decode.instances import INSTANCE_MAX_DISTANCE, assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
@@ -37,6 +37,7 @@ from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge
 from posepart.schema import Schema
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
+BATCH_SIZE = 8  # canvases per network call unless told (Predictor, evaluate, predict)
 
 
 @dataclass
@@ -154,10 +155,10 @@ class Predictor:
         input_size: int | None = None,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
-        batch_size: int = 8,
+        batch_size: int = BATCH_SIZE,
         decode_config: DecodeConfig | None = None,
         part_instances: bool = True,
-        instance_max_distance: float = 0.5,
+        instance_max_distance: float = INSTANCE_MAX_DISTANCE,
         keep_maps: bool = False,
         all_stages: bool = False,
     ) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 from torch import nn
 
@@ -143,8 +143,8 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
 
 def check_seg_head(seg_head: str, seg_stride: int) -> None:
     """`joint_vgg16`'s part head: a ValueError for a kind or stride it cannot build (configs check it up front)."""
-    if seg_head not in ("fcn32", "fcn16", "fcn8", "stage"):
-        raise ValueError(f"seg_head must be one of 'fcn32', 'fcn16', 'fcn8', 'stage', got {seg_head!r}")
+    if seg_head not in get_args(SegHead):
+        raise ValueError(f"seg_head must be one of {', '.join(map(repr, get_args(SegHead)))}, got {seg_head!r}")
     if seg_stride not in OUTPUT_STRIDES or (seg_stride != 8 and seg_head != "stage"):
         raise ValueError(f"seg_stride must be one of {sorted(OUTPUT_STRIDES)} and other than 8 only with "
                          f"seg_head='stage', got {seg_stride} with {seg_head!r}")
@@ -187,6 +187,7 @@ MODELS: dict[str, Callable[..., PosePartNet]] = {
     "paf_vgg16": paf_vgg16,
     "joint_vgg16": joint_vgg16,
 }
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]  # what a config's model.name may say
 
 
 def builder_options(name: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def pafs(
     skeleton: Sequence[tuple[int, int]],
     out_hw: tuple[int, int],
     stride: int,
-    width: float = 1.0,
+    width: float = HeadMeta.paf_width,
 ) -> np.ndarray:
     """(2L, h, w) float32 part affinity fields (unit limb directions, averaged over people); see module docstring."""
     kp = _as_keypoints(keypoints)
