@@ -136,6 +136,19 @@ def test_demo_trains_and_compares_five_models(tmp_path, jobs, capsys):
     assert json.loads(again.read_text()) == oracle
 
 
+def test_a_runs_csv_logs_come_in_launch_order(tmp_path):
+    """The demo's and the study's curves read a run's newest log. Sorted by name, as they were, a run resumed ten
+    times has version_9 after version_10."""
+    from posepart.engine.run_folder import csv_logs
+
+    for version in (0, 1, 2, 9, 10, 11):
+        log = tmp_path / "csv" / f"version_{version}" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        log.write_text("epoch,step\n")
+    assert [log.parent.name for log in csv_logs(tmp_path)] == [f"version_{v}" for v in (0, 1, 2, 9, 10, 11)]
+    assert sorted((tmp_path / "csv").glob("version_*/metrics.csv"))[-1].parent.name == "version_9"  # by name
+
+
 def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     """The parent's progress line counts the last step a worker's CSV log holds, ignoring a previous run's log."""
     from posepart.jobs import _steps_logged

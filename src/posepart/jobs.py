@@ -27,6 +27,7 @@ from tqdm import tqdm
 from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import read_earlier_json, write_json_atomic
+from posepart.engine.run_folder import csv_logs
 from posepart.errors import PosepartError
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
@@ -104,7 +105,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics,
                                          "checkpoint": {"file": str(result.last.relative_to(out)),
                                                         "sha1": _digest(result.last)}})
-    logs = sorted((out / "csv").glob("version_*/metrics.csv"))
+    logs = csv_logs(out)
     return metrics, overlays, logs[-1] if logs else None
 
 
@@ -207,7 +208,7 @@ def _steps_logged(run: Path, since: float) -> int:
     """The last training step in a run's CSV log written after `since` (Lightning flushes it every 100 steps): a job's
     progress as the parent process can see it; 0 before the first flush."""
     step = 0
-    for log in (run / "csv").glob("version_*/metrics.csv"):
+    for log in csv_logs(run):
         try:
             if log.stat().st_mtime < since:  # a previous demo's log, about to be replaced
                 continue

@@ -7,6 +7,6 @@
     loaded = load_model(result.best)                                            # LoadedModel(model, schema, ...)
 
 Submodules are imported on demand (Lightning is heavy): `settings` (the dataclasses), `config` (YAML and
-validation), `data`, `module`, `checkpoint`, `train`, `export`
+validation), `data`, `module`, `checkpoint`, `train`, `run_folder` (the files of a run's folder), `export`
 (ONNX / TorchScript files from a checkpoint).
 """

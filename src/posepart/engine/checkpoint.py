@@ -26,6 +26,7 @@ from posepart.data.writer import atomic_write
 from posepart.engine.builders import build_from_config
 from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
+from posepart.engine.run_folder import BEST, LAST
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.heads import HeadMeta, HeadMetaError
@@ -149,9 +150,9 @@ def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[
     """
     callbacks = []
     if monitor:
-        callbacks.append(ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
                                          auto_insert_metric_name=False, enable_version_counter=False))
-    callbacks.append(ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+    callbacks.append(ModelCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1,
                                      save_on_train_epoch_end=True, enable_version_counter=False))
     return callbacks
 

@@ -34,6 +34,7 @@ from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.builders import model_tasks
 from posepart.engine.module import PosePartModule
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
+from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import build_trainer, check_accelerator, devices_value, quiet_lightning, trains_on_cpu
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names
@@ -122,10 +123,6 @@ def _with_values(cfg: Config, values: dict[str, Any]) -> Config:
     return config_from_dict(data)
 
 
-# What a run writes into its folder (and `overwrite=True` removes); anything else there is left alone.
-RUN_FILES = ("config.yaml", "checkpoints", "csv", "tb")
-
-
 def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) -> list[Path]:
     """Refuse to mix a new run's checkpoints and logs into a folder that holds a run, unless it is resumed; with
     `overwrite`, return the previous run's files, which `_train` removes once the new run's data and model are built
@@ -138,8 +135,8 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
     if not existing or resume is not None:
         return []
     if not overwrite:
-        last = out / "checkpoints" / "last.ckpt"
-        saved = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) if "checkpoints" in existing else []
+        last = checkpoint_path(out)
+        saved = sorted(p.name for p in (out / CHECKPOINTS).glob("*.ckpt")) if CHECKPOINTS in existing else []
         if last.is_file():
             go_on = f"continue it with --resume {last}, "
         elif saved:  # before: "it saved no checkpoint", and --overwrite then deleted these
@@ -199,7 +196,7 @@ def _launches_workers(cfg: Config) -> bool:
 def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
            replaced: Sequence[Path] = (), **trainer_overrides: Any) -> TrainResult:
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    for folder in (out, out / "checkpoints"):  # temp files of a save that was killed (the run's own saves replace)
+    for folder in (out, out / CHECKPOINTS):  # temp files of a save that was killed (the run's own saves replace)
         for orphan in remove_orphans(folder):
             rank_zero_info(f"removed {orphan}: left by an interrupted save")
     if resume is None:
@@ -243,7 +240,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
-        dump_config(cfg, out / "config.yaml")
+        dump_config(cfg, out / CONFIG_FILE)
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
             tasks = "self-training's pseudo-labels" if source["unlabelled"] else ", ".join(source["tasks"])
@@ -256,14 +253,14 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     fit_module = torch.compile(module) if cfg.train.compile else module
     trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
     if trainer.is_global_zero and resume is not None:
-        dump_config(cfg, out / "config.yaml")
+        dump_config(cfg, out / CONFIG_FILE)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
-    last = out / "checkpoints" / "last.ckpt"
+    last = checkpoint_path(out)
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:
         trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
     # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
     # elsewhere and resumed would report the original folder's until a better epoch)
-    best = last.with_name("best.ckpt") if monitor is not None else None
+    best = checkpoint_path(out, BEST) if monitor is not None else None
     best = best if best is not None and best.exists() else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     # Epochs from the steps (one optimizer step per batch, a fixed number of batches per epoch): Lightning's own

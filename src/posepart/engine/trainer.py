@@ -23,6 +23,7 @@ from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
 from posepart.engine.config import ConfigError
+from posepart.engine.run_folder import CHECKPOINTS, CSV_LOGS, TENSORBOARD_LOGS
 from posepart.engine.settings import Config
 from posepart.errors import PosepartWarning
 
@@ -95,11 +96,11 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         default_root_dir=out,
-        callbacks=[*checkpoint_callbacks(out / "checkpoints", monitor, t.best_mode),
+        callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode),
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
-        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb")],
+        logger=[CSVLogger(out, name=CSV_LOGS), TensorBoardLogger(out, name=TENSORBOARD_LOGS)],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_steps,
         check_val_every_n_epoch=t.val_every_epochs,
