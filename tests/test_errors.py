@@ -83,6 +83,15 @@ def test_evaluate_on_a_missing_gpu_is_one_error_line(files):
     assert "--device 'cuda'" in line and "CUDA is not available" in line
 
 
+def test_a_warning_while_the_parser_is_built_is_one_line(files, tmp_path):
+    """Without numba (or with a numba built for another numpy) the decoder warns when imported, which building the
+    parser does. Before, that warning came in Python's form: the source file and line, then a line of its code."""
+    run = _subprocess(["synth", str(tmp_path / "s"), "--n", "1", "--size", "64"], code="sys.modules['numba'] = None")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [line for line in run.stderr.splitlines() if "numba" in line]
+    assert line.startswith("warning: numba unavailable") and "compiled" not in run.stderr
+
+
 def test_a_yaml_tag_in_set_is_one_error_line(files, tmp_path):
     """Before: yaml.constructor.ConstructorError from yaml.safe_load, exit 1 with a traceback."""
     run = _subprocess(_train(files, tmp_path / "run", "--set", "model.width=!!python/name:os.system"))
@@ -310,7 +319,8 @@ def test_a_file_that_is_no_checkpoint_at_all_says_so(files, tmp_path, capsys, na
     for argv in (["predict", "--checkpoint", str(path), str(files["data"] / "images"), "--out", str(tmp_path / "p")],
                  ["export-weights", "--checkpoint", str(path), "--out", str(tmp_path / "w.safetensors")]):
         line = _refused_naming(argv, capsys, f"{path}: not a PyTorch checkpoint", reason, "a .ckpt written by "
-                               "`posepart train`", "`posepart export-weights`", "`posepart predict --onnx FILE`")
+                               "`posepart train`", "`posepart export-weights`", "`posepart predict --onnx FILE`",
+                               "TorchScript .pt / .ts")  # before, the TorchScript files it takes went unnamed
         assert "weights_only" not in line and "corrupt" not in line
     with pytest.raises(CheckpointError) as failed:  # as `train --resume` reads it (a review: torch's mmap advice)
         load_checkpoint(path, mmap=True)

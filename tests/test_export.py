@@ -301,6 +301,15 @@ def test_without_onnxruntime_the_export_is_refused_and_names_no_verify(files, tm
     assert b"posepart" in out.read_bytes() and sorted(tmp_path.iterdir()) == [out]  # the export, unchecked
 
 
+def test_without_onnx_the_export_names_an_install_that_works(files, tmp_path, monkeypatch, capsys):
+    """Before: `pip install 'posepart[onnx]'`, which asks a package index for a project posepart is not there."""
+    monkeypatch.setitem(sys.modules, "onnx", None)  # not installed
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install onnx" in err and "pip install '.[onnx]'" in err and "posepart[onnx]" not in err
+
+
 def test_an_opset_out_of_range_is_refused_before_exporting(files, tmp_path, capfd):
     """Before, --opset 9 passed the bound checked (torch's lowest, 7): the export failed after printing ~100 KB of
     Torch IR to stdout, with an error cut at 300 characters that did not say which opsets work; --opset 10 wrote an

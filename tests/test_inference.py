@@ -287,6 +287,10 @@ def test_person_mask_is_that_persons_instance_and_refuses_a_person_not_there(syn
     for index in (n, -n - 1, 99):
         with pytest.raises(IndexError, match=f"person {index} of {n}"):
             result.person_mask(index)
+    # a Predictor told not to assign them names that cause (before: only the heads, which this model has)
+    without = Predictor.from_model(truth_net, input_size=SIZE, part_instances=False)(synth.load_image(synth.records[0]))
+    with pytest.raises(ValueError, match="part_instances=True"):
+        without.person_mask(0)
 
 
 def test_flip_without_the_schema_swaps_breaks_the_ground_truth(synth, truth_net, monkeypatch):

@@ -49,8 +49,12 @@ def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     assert rc == 0  # some inputs failed, the others were processed
     err = capsys.readouterr().err
     assert "broken.jpg: truncated JPEG" in err and "missing.png: no such file" in err
+    assert "--maps draws the maps of still images only" in err  # the clip gets none (before: without a word)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["succeeded"] == 4 and summary["failed"] == 2
+    # what made the results, as evaluate's metrics.json records it (before: nothing of the model or its settings)
+    assert summary["model"] == str(setup["ckpt"]) and summary["settings"]["decode"]["min_joints"] == 1
+    assert summary["settings"]["test_time"] == {"scales": [1.0], "flip": False}
     assert {f["input"] for f in summary["failures"]} == {str(setup["broken"]), str(tmp_path / "missing.png")}
 
     dataset = PosePartDataset.open(setup["data"])
@@ -258,13 +262,15 @@ def test_a_quoted_pattern_takes_what_the_shell_would(setup, tmp_path, capsys):
     an input, and so is a notes.txt, which fails as it would given by name. (A first fix filtered a pattern's
     matches by suffix, as a folder's are read; a review found it dropping images posepart reads.)"""
     folder = tmp_path / "inp"
-    folder.mkdir()
+    (folder / "sub").mkdir(parents=True)
     shutil.copy(setup["data"] / "images" / "000000.jpg", folder / "a.jfif")
+    shutil.copy(setup["data"] / "images" / "000001.jpg", folder / "sub" / "b.jpg")  # a matched folder is an input
     (folder / "notes.txt").write_text("not a photo")
+    (folder / ".hidden.jpg").write_text("not matched by *, as the shell leaves it")
     out = tmp_path / "out"
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder / "*"), "--quiet", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert [Path(i["file"]).name for i in summary["images"]] == ["a.jfif"] and summary["failed"] == 1
+    assert [Path(i["file"]).name for i in summary["images"]] == ["a.jfif", "b.jpg"] and summary["failed"] == 1
     assert "notes.txt" in summary["failures"][0]["input"]
 
 
@@ -362,8 +368,17 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     (out / "summary.json").unlink()  # a run that died before writing it: its part maps stay, and are replaced
     assert main([*predict, str(images[0])]) == 0
     assert main([*predict, "--no-parts", str(images[0])]) == 0
-    (out / "summary.json").write_text("{}")  # not one of ours: nothing is removed for it
-    assert main([*predict, str(images[1])]) == 0 and (out / "parts" / f"{images[1].stem}.png").is_file()
+    (out / "summary.json").write_text("{}")  # not one of ours: refused (before: replaced without a word)
+    assert main([*predict, str(images[1])]) == 2 and not (out / "parts" / f"{images[1].stem}.png").is_file()
+    assert "holds summary.json, which no posepart predict run wrote" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}"
+    evaluation = tmp_path / "evaluation"  # an evaluate --out: its keypoints.json and overlays would be replaced
+    assert main(["evaluate", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["data"]), "--out",
+                 str(evaluation)]) == 0
+    results = (evaluation / "keypoints.json").read_bytes()
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(images[0]), "--out", str(evaluation)]) == 2
+    assert "holds metrics.json, which no posepart predict run wrote" in capsys.readouterr().err
+    assert (evaluation / "keypoints.json").read_bytes() == results
     layout = tmp_path / "layout"  # a dataset whose annotations live elsewhere: images/ and parts/
     shutil.copytree(setup["data"], layout, ignore=shutil.ignore_patterns("annotations.json"))
     label = (layout / "parts" / f"{images[0].stem}.png").read_bytes()
@@ -408,14 +423,19 @@ def test_links_planted_in_the_output_folder_are_not_followed(setup, tmp_path, ca
 
 
 def test_files_a_folder_holds_that_are_not_images_are_named(setup, tmp_path, capsys):
-    """Before: a folder's .gif or .heic files were left out without a word."""
+    """Before: a folder's .gif or .heic files were left out without a word; its hidden files are left out as the
+    shell's `*` leaves them (before, `._a.jpg` and `.thumbnails/a.jpg` each failed as not decodable)."""
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(setup["data"] / "images" / "000000.jpg", photos / "a.jpg")
-    for name in ("b.gif", "c.heic", "d.HEIC", ".DS_Store"):
+    for name in ("b.gif", "c.heic", "d.HEIC", ".DS_Store", "._a.jpg"):  # hidden: macOS's, on a FAT or exFAT drive
         (photos / name).write_bytes(b"x")
+    (photos / ".thumbnails").mkdir()
+    (photos / ".thumbnails" / "a.jpg").write_bytes(b"x")
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--out", str(tmp_path / "out"),
-                 "--quiet"]) == 0
+                 "--quiet", "--recursive"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["failed"] == 0 and [i["name"] for i in summary["images"]] == ["a"]  # before: 2 failed, ._a.jpg too
     assert f"note: {photos}: left out 3 file(s) that are not images or videos posepart reads (.gif, .heic)" in \
         capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(photos), "--out", str(photos), "--quiet"]) == 0
@@ -748,8 +768,9 @@ def test_signals_wait_while_a_listing_is_written(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_a_killed_runs_streams_are_removed_by_the_next_run(setup, tmp_path):
-    """The temporary files a killed run's streams leave (a dead process's) go when the next run starts there."""
+def test_a_killed_runs_streams_are_removed_by_the_next_run(setup, tmp_path, capsys):
+    """The temporary files a killed run's streams leave (a dead process's) go when the next run starts there, as an
+    earlier run's files do, and it says so (before, without a word: the docs point to them as the results so far)."""
     out = tmp_path / "out"
     (out / "videos").mkdir(parents=True)
     orphans = [out / ".keypoints.json.tmp-999999999", out / "videos" / ".clip.json.tmp-999999998"]
@@ -758,3 +779,5 @@ def test_a_killed_runs_streams_are_removed_by_the_next_run(setup, tmp_path):
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(setup["data"] / "images"), "--quiet",
                  "--out", str(out)]) == 0
     assert not any(orphan.exists() for orphan in orphans)
+    err = capsys.readouterr().err
+    assert all(f"removed {orphan}: the results a killed run had streamed" in err for orphan in orphans)

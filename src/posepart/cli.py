@@ -334,17 +334,17 @@ def _own_warnings_as_lines() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb. A `PosepartError` (a user's mistake, an unusable input) is one `error:` line and exit 2; a full
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "inputs", None) is not None and all(
-            os.path.exists(e) or glob.has_magic(e) for e in extra):
-        # `predict a.jpg --flip b.jpg`: files (or quoted patterns) after an option (argparse takes the first run of
-        # inputs only); another word stays an error (`--flip true` is no input, nor `--quiet 0` a webcam: webcams
-        # and missing files go before the options)
-        args.inputs += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    with _own_warnings_as_lines():
+    with _own_warnings_as_lines():  # from the start: building the parser imports modules that may warn (numba's)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "inputs", None) is not None and all(
+                os.path.exists(e) or glob.has_magic(e) for e in extra):
+            # `predict a.jpg --flip b.jpg`: files (or quoted patterns) after an option (argparse takes the first run
+            # of inputs only); another word stays an error (`--flip true` is no input, nor `--quiet 0` a webcam:
+            # webcams and missing files go before the options)
+            args.inputs += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _run(args)
 
 

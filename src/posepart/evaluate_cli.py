@@ -15,7 +15,7 @@ from posepart.data.format import PosePartDataset
 from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
-from posepart.inference.outputs import RESULTS_FILE
+from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
 
 if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
@@ -31,7 +31,7 @@ def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
         return None, None
     if out.suffix.lower() == ".json":
         return out, None
-    return out / "metrics.json", out
+    return out / METRICS_FILE, out
 
 
 def _prepare_out(out: Path | None) -> bool:
@@ -44,7 +44,7 @@ def _prepare_out(out: Path | None) -> bool:
         linked = [name for name in ("overlays", "keypoints") if (folder / name).is_symlink()]
         if linked:  # evaluate writes, and replaces, files there
             raise OutputError(f"--out {folder}: {linked[0]}/ is a link; remove it or choose another --out")
-        earlier = read_earlier_json(folder / "metrics.json")
+        earlier = read_earlier_json(folder / METRICS_FILE)
         return isinstance(earlier, dict) and bool({"images", "sources"} & set(earlier))
     elif metrics_file is not None:
         output_folder(metrics_file.parent, "--out's folder")

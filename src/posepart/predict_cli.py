@@ -83,7 +83,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     annotations = annotation_index(args.annotations) if args.annotations else None
     options = PredictOptions(out=args.out, overlays=not args.no_overlays, parts=not args.no_parts,
                              instances=not args.no_instances, maps=args.maps, max_frames=args.max_frames,
-                             annotations=annotations, progress=not args.quiet)
+                             annotations=annotations, progress=not args.quiet,
+                             model=str(args.checkpoint if args.checkpoint is not None else args.onnx))
     check_out(sources, options)  # all of the above before the model loads
     from posepart.data.writer import lock_output, refuse_output_in_use
 

@@ -80,7 +80,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
 
 # What posepart takes as a model file, for errors about one that is none of them
 ACCEPTED_MODEL_FILES = ("a .ckpt written by `posepart train`, a .safetensors written by `posepart export-weights`, "
-                        "or an .onnx written by `posepart export` (run with `posepart predict --onnx FILE`)")
+                        "or an .onnx or TorchScript .pt / .ts written by `posepart export` (an .onnx also runs with "
+                        "`posepart predict --onnx FILE`, without torch)")
 # Lines of torch's weights-only refusal that advise rather than explain: loading with weights_only=False (which runs
 # whatever the file holds), filing an issue, reading the docs. The reason is what is left.
 _TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation", "(1) ", "(2) ")

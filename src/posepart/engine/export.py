@@ -75,7 +75,9 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
     try:
         import onnx
     except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'posepart[onnx]'") from None
+        # the extra of the checkout (posepart is installed from it, not from an index, where that name is not ours)
+        raise ExportError("ONNX export needs the onnx package: pip install onnx (in the posepart checkout: pip "
+                          "install '.[onnx]', with onnxruntime to check the file)") from None
     _check_opset(opset)
     if verify:  # before the export, not after it: without the runtime there is nothing to check the file with
         try:

@@ -54,37 +54,48 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         taken.add(name)
         sources.append(Source(kind, location, name))
 
+    def add_file(path: Path) -> None:
+        add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
+
+    def add_folder(item: str, path: Path) -> None:
+        # Hidden files and folders are left out, as the shell's `*` leaves them (before, macOS's `._IMG.jpg`
+        # companions on a USB drive each failed as "not a decodable image")
+        found = (p for p in (path.rglob("*") if recursive else path.iterdir())
+                 if p.is_file() and not ours(p) and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files, runs = without_earlier_outputs(sorted(found))  # before, `--recursive` ran on a previous run's outputs
+        media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        run_folders = runs | ({skip.resolve()} if skip is not None else set())
+        left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                and not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]  # listings
+        if left:  # before: left out without a word (a .gif, a phone's .heic)
+            kinds = sorted({p.suffix.lower() or p.name for p in left})
+            tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
+                       f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
+        if not media:
+            failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
+        for p in media:
+            add_file(p)
+
     for item in inputs:
         path = Path(item)
         if re.fullmatch(r"\d+", item) and not path.exists():
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
-            found = (Path(p) for p in glob.glob(item, recursive=True))
+            found = [Path(p) for p in glob.glob(item, recursive=True)]
             matches, _ = without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
-            if not matches:
+            folders = sorted(p for p in found if p.is_dir() and not ours(p))
+            if not matches and not folders:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
             for p in matches:  # every match is an input, as the shell would pass them (unquoted): a notes.txt fails
-                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+                add_file(p)
+            for p in folders:  # a matched folder too (before, left out without a word)
+                add_folder(str(p), p)
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
-            files, runs = without_earlier_outputs(  # before, `--recursive` ran on a previous run's outputs too
-                sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and not ours(p)))
-            media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            run_folders = runs | ({skip.resolve()} if skip is not None else set())
-            left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                    and not p.name.startswith(".")  # hidden files (.DS_Store) unmentioned, and a run's own listings
-                    and not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]
-            if left:  # before: left out without a word (a .gif, a phone's .heic)
-                kinds = sorted({p.suffix.lower() or p.name for p in left})
-                tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
-                           f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
-            if not media:
-                failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
-            for p in media:
-                add("video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", str(p), p.stem)
+            add_folder(item, path)
         else:
-            add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
+            add_file(path)
     return sources, failures
 
 

@@ -38,7 +38,8 @@ from posepart.data.writer import JsonArrayWriter, remove_orphans, write_json_ato
 from posepart.errors import OutputError, output_folder, writing
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.inputs import AnnotationIndex, Source
-from posepart.inference.outputs import OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names, replace_earlier_run
+from posepart.inference.outputs import (METRICS_FILE, OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
+                                        replace_earlier_run)
 from posepart.inference.predictor import ImageResult, Predictor
 from posepart.inference.preprocess import InputError, bgr_to_rgb, exif_orientation, load_image
 from posepart.viz import save_rgb
@@ -84,6 +85,7 @@ class PredictOptions:
     max_frames: int | None = None
     annotations: AnnotationIndex | None = None  # --annotations: the COCO image ids of the inputs it lists
     progress: bool = True
+    model: str | None = None  # the model file, as given: recorded in summary.json with the Predictor's settings
 
 
 class _Run:
@@ -162,7 +164,8 @@ class _Run:
         return {"succeeded": len(self.images) + len(self.videos), "failed": len(self.failures),
                 "people": self.people + sum(video["people"] for video in self.videos), "images": self.images,
                 "videos": self.videos,
-                "failures": self.failures}
+                "failures": self.failures,
+                "model": self.options.model, "settings": self.predictor.settings()}  # what made these results
 
 
 def _images(run: _Run, sources: list[Source]) -> None:
@@ -283,13 +286,19 @@ def _folders_written(sources: Sequence[Source], options: PredictOptions) -> set[
 def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
     """Refuse an --out that holds a dataset, whose ground-truth part labels this run's part maps would replace: one
     with annotations.json, or with images/ (a folder predict never writes) and a parts/NAME.png of an input that no
-    earlier run of ours listed; and one where a folder this run writes is a link (its files, and an earlier run's
+    earlier run of ours listed; one holding a summary.json no predict run wrote or an evaluation (metrics.json),
+    whose files this run's listings and overlays would replace; and one where a folder this run writes is a link (its files, and an earlier run's
     removal, would land wherever it leads). Cheap: `posepart predict` calls it before the model loads, `run_predict`
     again."""
     out = options.out
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
+    foreign = [name for name in (SUMMARY_FILE, METRICS_FILE) if (out / name).exists()]
+    if foreign and earlier_names(out) is None:  # before: replaced, and an evaluate --out kept a report of others
+        raise OutputError(f"--out {out} holds {' and '.join(foreign)}, which no posepart predict run wrote (an "
+                          f"evaluate --out, or a file of your own): predict writes its own listings there; choose "
+                          f"another --out")
     linked = next((folder for folder in sorted(_folders_written(sources, options)) if (out / folder).is_symlink()),
                   None)
     if linked is not None:
@@ -314,9 +323,12 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
     output_folder(options.out)
     check_out(sources, options)
     for stream in (RESULTS_FILE, OUTPUTS["frames"]):  # what a killed run's streams left (`JsonArrayWriter`)
-        remove_orphans((options.out / stream).parent)
+        for orphan in remove_orphans((options.out / stream).parent):  # replaced as an earlier run's files are
+            tqdm.write(f"removed {orphan}: the results a killed run had streamed", file=sys.stderr)
     replace_earlier_run(options.out, {Path(s.location).resolve() for s in sources if s.kind != "webcam"})
     images = [s for s in sources if s.kind == "image"]
+    if options.maps and len(images) < len(sources):  # before, said nowhere
+        tqdm.write("note: --maps draws the maps of still images only, not of video frames", file=sys.stderr)
     # keypoints.json streams (memory stays flat over a folder of any size) and takes its name at the end, so that a
     # disk that fills, or a second Ctrl-C, leaves no half-written file; a run of videos alone writes none
     with JsonArrayWriter(options.out / RESULTS_FILE) if images or not sources else nullcontext() as results:

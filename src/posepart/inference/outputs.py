@@ -20,6 +20,7 @@ OUTPUT_FOLDERS = tuple(dict.fromkeys(pattern.split("/")[0] for pattern in OUTPUT
 # The run's listings: the COCO results of its still images, and what it did (inputs, ids, failures).
 RESULTS_FILE = "keypoints.json"
 SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.json"  # what `posepart evaluate --out DIR` records (beside its own keypoints.json)
 _SUMMARY_KEYS = {"succeeded", "failed", "images", "videos", "failures"}  # what makes a summary.json one of ours
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -126,7 +126,8 @@ class ImageResult:
     def person_mask(self, index: int) -> np.ndarray:
         """(H, W) bool: the part pixels of people[index]."""
         if self.instances is None:
-            raise ValueError(f"{self.source}: no part instances (they need a trained pose head and part head)")
+            raise ValueError(f"{self.source}: no part instances (they need a trained pose head and part head, and "
+                             f"a Predictor with part_instances=True)")
         if not -len(self.people) <= index < len(self.people):
             raise IndexError(f"{self.source}: person {index} of {len(self.people)}")
         return self.instances == index % len(self.people) + 1
@@ -191,6 +192,15 @@ class Predictor:
         self.keep_maps = keep_maps
         self.all_stages = all_stages
         self.timings: dict[str, float] = defaultdict(float)
+
+    def settings(self) -> dict[str, Any]:
+        """What these predictions depend on besides the model's weights, as plain data (a run's record): the input
+        size, the test-time views, the decoder's thresholds and the part-instance options."""
+        return {"input_size": self.input_size,
+                "test_time": {"scales": list(dict.fromkeys(view.scale for view in self.views)),
+                              "flip": any(view.flip for view in self.views)},
+                "decode": asdict(self.decode_config), "part_instances": self.part_instances,
+                "instance_max_distance": self.instance_max_distance}
 
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
