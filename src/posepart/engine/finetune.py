@@ -16,6 +16,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from posepart.data.mixing import TASKS
 from posepart.engine.config import ConfigError
 from posepart.errors import PosepartError, PosepartWarning
 from posepart.schema import Schema
@@ -87,7 +88,7 @@ def _first(keys: list[str]) -> str:
 
 def _heads(model: nn.Module) -> tuple[str, ...]:
     """The tasks of a model's heads, in `data.mixing.TASKS` order."""
-    return tuple(task for task, flag in (("pose", "has_pose"), ("parts", "has_parts")) if getattr(model, flag, False))
+    return tuple(task for task in TASKS if getattr(model, f"has_{task}", False))
 
 
 def check_init_file(path: Path | None) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from posepart.data.mixing import TASKS
 from posepart.decode import DecodeConfig
 from posepart.engine.builders import build_from_config, build_weighting, last_shared_layer, model_tasks
 from posepart.engine.checkpoint import CHECKPOINT_KEY, provenance
@@ -315,7 +316,7 @@ class PosePartModule(pl.LightningModule):
         data = self.trainer.datamodule
         learnt = trained_tasks(self.sources)  # a head no source trains is not scored (its random weights)
         heads = {task: bool(getattr(self.model, f"has_{task}", True)) and (learnt is None or task in learnt)
-                 for task in ("pose", "parts")}
+                 for task in TASKS}
         labelable = [source.val.labelable_parts for source in data.val_sources]
         pooled = Evaluator(self.schema, **heads, labelable_parts=np.any(labelable, 0) if labelable else None)
         # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all

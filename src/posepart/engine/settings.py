@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
+from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
 from posepart.losses.pose import FOCAL_BETA
@@ -70,7 +71,7 @@ class ModelConfig:
 
 
 SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
-TaskName = Literal["pose", "parts"]
+TaskName = Literal[TASKS]  # type: ignore[valid-type]  # what a source may supervise
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source's name prefixes its metrics and names its files
 # Names a source may not take: its name prefixes its metrics, and these are the run's own metric names
 RESERVED_SOURCE_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
