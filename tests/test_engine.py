@@ -870,8 +870,11 @@ def test_a_config_made_in_python_is_checked_as_a_yaml_one(tmp_path):
     inside training and a string learning rate as a TypeError."""
     from dataclasses import replace
 
+    from posepart.engine.settings import ModelConfig
+
     config = load_config("demo_cpu_joint")
     for bad, words in ((replace(config, model=replace(config.model, name="jont_vgg16")), "model.name: Input should be"),
+                       (replace(config, model=ModelConfig(name="jont_vgg16")), "model.name: Input should be"),
                        (replace(config, optim=replace(config.optim, lr="0.1")), "optim.lr"),
                        (config.to_dict(), "train\\(\\) takes a Config")):
         with pytest.raises(ConfigError, match=words):

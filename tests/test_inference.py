@@ -462,3 +462,15 @@ def test_predictor_agrees_with_decoding_the_training_mappers_input(synth, tiny):
         people += len(want)
         assert (result.parts == parts).mean() > 0.999
     assert people >= 1
+
+
+def test_settings_are_what_a_run_records_as_plain_json(truth_net):
+    """`Predictor.settings()` goes into predict's summary.json. DecodeConfig takes numpy numbers: a first version
+    passed them through, and json failed after every input had been processed (no summary.json)."""
+    import json
+
+    decode = DecodeConfig(min_joints=np.int64(2), peak_threshold=np.float32(0.1))
+    predictor = Predictor.from_model(truth_net, input_size=SIZE, scales=(1.0, 1.5), flip=True, decode_config=decode)
+    settings = json.loads(json.dumps(predictor.settings()))
+    assert settings["input_size"] == SIZE and settings["test_time"] == {"scales": [1.0, 1.5], "flip": True}
+    assert settings["decode"]["min_joints"] == 2 and settings["decode"]["peak_threshold"] == pytest.approx(0.1)

@@ -272,6 +272,17 @@ def test_a_quoted_pattern_takes_what_the_shell_would(setup, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert [Path(i["file"]).name for i in summary["images"]] == ["a.jfif", "b.jpg"] and summary["failed"] == 1
     assert "notes.txt" in summary["failures"][0]["input"]
+    for pattern in ("**", "**/*"):  # a file matched and inside a matched folder is one input (a review: b, b_2)
+        assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder / pattern), "--quiet", "--out",
+                     str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert sorted(Path(i["file"]).name for i in summary["images"]) == ["a.jfif", "b.jpg"], pattern
+    inside = folder / "results"  # twice into an --out the pattern matches: it is no input, nor are its listings
+    for _ in range(2):
+        assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(folder / "*"), "--quiet", "--out",
+                     str(inside)]) == 0
+        summary = json.loads((inside / "summary.json").read_text())
+        assert summary["failed"] == 1 and "notes.txt" in summary["failures"][0]["input"]  # only the notes
 
 
 @pytest.mark.parametrize("where", ["inside", "same", "above", "glob"])
@@ -379,6 +390,10 @@ def test_a_rerun_replaces_the_earlier_runs_files_and_a_dataset_folder_is_refused
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(images[0]), "--out", str(evaluation)]) == 2
     assert "holds metrics.json, which no posepart predict run wrote" in capsys.readouterr().err
     assert (evaluation / "keypoints.json").read_bytes() == results
+    (out / "summary.json").unlink()
+    assert main([*predict, str(images[0])]) == 0  # a predict folder an evaluation was then written into: refused
+    assert main(["evaluate", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(out)]) == 0
+    assert main([*predict, str(images[0])]) == 2 and "holds metrics.json" in capsys.readouterr().err
     layout = tmp_path / "layout"  # a dataset whose annotations live elsewhere: images/ and parts/
     shutil.copytree(setup["data"], layout, ignore=shutil.ignore_patterns("annotations.json"))
     label = (layout / "parts" / f"{images[0].stem}.png").read_bytes()

@@ -20,7 +20,7 @@ from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
 from posepart.losses.pose import FOCAL_BETA
-from posepart.models.build import ModelName, SegHead, builder_options, check_seg_head
+from posepart.models.build import MODELS, ModelName, SegHead, builder_options, check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
@@ -61,8 +61,8 @@ class ModelConfig:
     init: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.stages is None:  # recorded as built, so a run's config.yaml states the number
-            self.stages = builder_options(self.name).get("stages")
+        if self.stages is None and self.name in MODELS:  # recorded as built: a run's config.yaml states the number
+            self.stages = builder_options(self.name).get("stages")  # (an unknown name: pydantic's error names it)
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
         if self.name == "joint_vgg16":
             check_seg_head(self.seg_head, self.seg_stride)

@@ -9,13 +9,14 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 from tqdm import tqdm
 
 from posepart.data.format import IMAGE_SUFFIXES, DatasetError
 from posepart.data.validate import integer
-from posepart.inference.outputs import OUTPUT_FOLDERS, RESULTS_FILE, SUMMARY_FILE, without_earlier_outputs
+from posepart.inference.outputs import (OUTPUT_FOLDERS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
+                                        without_earlier_outputs)
 from posepart.inference.preprocess import VIDEO_SUFFIXES
 
 
@@ -57,12 +58,17 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     def add_file(path: Path) -> None:
         add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
 
-    def add_folder(item: str, path: Path) -> None:
+    def add_folder(item: str, path: Path, taken_files: Collection[Path] = ()) -> None:
         # Hidden files and folders are left out, as the shell's `*` leaves them (before, macOS's `._IMG.jpg`
         # companions on a USB drive each failed as "not a decodable image")
         found = (p for p in (path.rglob("*") if recursive else path.iterdir())
                  if p.is_file() and not ours(p) and not any(part.startswith(".") for part in p.relative_to(path).parts))
         files, runs = without_earlier_outputs(sorted(found))  # before, `--recursive` ran on a previous run's outputs
+        if taken_files:  # a pattern's: files it matched itself are in already (`'photos/**'`)
+            kept = [p for p in files if p.resolve() not in taken_files]
+            if files and not kept:
+                return
+            files = kept
         media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
         run_folders = runs | ({skip.resolve()} if skip is not None else set())
         left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
@@ -82,14 +88,21 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             add("webcam", int(item), f"webcam{item}")
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
             found = [Path(p) for p in glob.glob(item, recursive=True)]
-            matches, _ = without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
-            folders = sorted(p for p in found if p.is_dir() and not ours(p))
+            matches, runs = without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
+            run_folders = runs | ({skip.resolve()} if skip is not None else set())
+            matches = [p for p in matches  # a run's own listings are no input (`'photos/*' --out photos`)
+                       if not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]
+            # a matched folder is read as a folder (before, left out without a word), but not a run's --out
+            folders = sorted(p for p in found if p.is_dir() and not ours(p) and p.resolve() not in run_folders
+                             and earlier_names(p) is None)
             if not matches and not folders:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
             for p in matches:  # every match is an input, as the shell would pass them (unquoted): a notes.txt fails
                 add_file(p)
-            for p in folders:  # a matched folder too (before, left out without a word)
-                add_folder(str(p), p)
+            taken_files = {p.resolve() for p in matches}
+            for p in folders:
+                add_folder(str(p), p, taken_files)
+                taken_files |= {Path(s.location).resolve() for s in sources if s.kind != "webcam"}
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():

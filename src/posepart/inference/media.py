@@ -294,8 +294,9 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
                           f"labels in parts/; choose another --out")
-    foreign = [name for name in (SUMMARY_FILE, METRICS_FILE) if (out / name).exists()]
-    if foreign and earlier_names(out) is None:  # before: replaced, and an evaluate --out kept a report of others
+    foreign = [name for name, ours in ((SUMMARY_FILE, earlier_names(out) is not None), (METRICS_FILE, False))
+               if (out / name).exists() and not ours]  # predict writes no metrics.json
+    if foreign:  # before: replaced, and an evaluate --out kept a report of others
         raise OutputError(f"--out {out} holds {' and '.join(foreign)}, which no posepart predict run wrote (an "
                           f"evaluate --out, or a file of your own): predict writes its own listings there; choose "
                           f"another --out")

@@ -199,7 +199,9 @@ class Predictor:
         return {"input_size": self.input_size,
                 "test_time": {"scales": list(dict.fromkeys(view.scale for view in self.views)),
                               "flip": any(view.flip for view in self.views)},
-                "decode": asdict(self.decode_config), "part_instances": self.part_instances,
+                "decode": {key: value.item() if isinstance(value, np.generic) else value  # DecodeConfig takes numpy
+                           for key, value in asdict(self.decode_config).items()},
+                "part_instances": self.part_instances,
                 "instance_max_distance": self.instance_max_distance}
 
     # -- construction --------------------------------------------------------------------------------------------
