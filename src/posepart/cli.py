@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import select
+import signal
 import sys
 import time
 import warnings
@@ -133,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     if result.rank:  # DDP: every process returns here; one summary
         return 0
+    if result.interrupted:  # 128 + the signal, as the shell counts it: a requeue loop sees that it did not finish
+        print(f"interrupted by {result.interrupted} at step {result.global_step}: continue with --resume "
+              f"{result.last}", file=sys.stderr)
+        return 128 + int(getattr(signal, result.interrupted))
     best = result.best if result.best is not None else (
         "none (no validation ran: it needs --val, and runs at the end of every train.val_every_epochs-th epoch)")
     epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)

@@ -87,6 +87,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     cfg = load_config(shipped_config(config_name), overrides)
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
     result = train(cfg, out, max_minutes=minutes, overwrite=True, **({"enable_progress_bar": False} if quiet else {}))
+    if result.interrupted:  # Ctrl-C or SIGTERM stops the demo or study, not only this model's training
+        raise KeyboardInterrupt
     if result.last is None:
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import recorded_sources
@@ -35,7 +36,8 @@ from posepart.engine.builders import model_tasks
 from posepart.engine.module import PosePartModule
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
-from posepart.engine.trainer import build_trainer, check_accelerator, devices_value, quiet_lightning, trains_on_cpu
+from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelerator, devices_value, quiet_lightning,
+                                     trains_on_cpu)
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.models import SchemaMismatchError
@@ -51,8 +53,9 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     global_step: int = 0
     epochs: int = 0  # completed
-    inside_epoch: bool = False  # it stopped inside the next epoch (max_steps, --max-minutes)
+    inside_epoch: bool = False  # it stopped inside the next epoch (max_steps, --max-minutes, a signal)
     rank: int = 0  # this process's global rank: under DDP every rank returns a result, rank 0 reports it
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM": stopped by it at a step's end, last.ckpt saved there
 
 
 # val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
@@ -251,12 +254,21 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                            f"validates on {source['val_images']}{lacks}")
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
     fit_module = torch.compile(module) if cfg.train.compile else module
-    trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+    stop = next(callback for callback in trainer.callbacks if isinstance(callback, StopOnSignal))
+    try:
+        trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
+                    weights_only=True)
+    except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
+        if stop.signal is None:
+            raise
+        if stop.saved_step is None:
+            rank_zero_warn(f"{stop.signal.name} came during validation: {checkpoint_path(out)} is the end of the "
+                           f"last epoch that finished", category=PosepartWarning)
     if trainer.is_global_zero and resume is not None:
         dump_config(cfg, out / CONFIG_FILE)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = checkpoint_path(out)
-    if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step:
+    if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step and stop.signal is None:
         trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
     # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
     # elsewhere and resumed would report the original folder's until a better epoch)
@@ -272,4 +284,5 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         epochs, cut = trainer.current_epoch, 0
     inside = cut > 0
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
-                       global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank)
+                       global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank,
+                       interrupted=stop.signal.name if stop.signal is not None else None)

@@ -6,7 +6,10 @@ TensorBoard), atomic checkpoint writes, and the hush on Lightning's own chatter 
 
 from __future__ import annotations
 
+import functools
 import logging
+import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from datetime import timedelta
@@ -16,14 +19,16 @@ from typing import Any, Iterator
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Timer, WeightAveraging
+from lightning.pytorch.callbacks import Callback, Timer, WeightAveraging
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import get_ema_avg_fn
 
 from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
 from posepart.engine.config import ConfigError
-from posepart.engine.run_folder import CHECKPOINTS, CSV_LOGS, TENSORBOARD_LOGS
+from posepart.engine.run_folder import CHECKPOINTS, CSV_LOGS, TENSORBOARD_LOGS, checkpoint_path
 from posepart.engine.settings import Config
 from posepart.errors import PosepartWarning
 
@@ -41,6 +46,53 @@ class LaunchTimer(Timer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._offset = 0
+
+
+class StopOnSignal(Callback):
+    """SIGTERM (a preemption, `timeout`, `docker stop`, Slurm) and a first Ctrl-C end training at the end of the
+    step in progress, with `last.ckpt` saved there (`--resume` continues it exactly, tested); a second Ctrl-C stops at
+    once, as before. `signal` says which ended the run. Why: Lightning turns SIGTERM into a SIGTERMException at a
+    step's end (on every DDP rank) but then exits 0 having saved nothing since the last epoch, and takes Ctrl-C
+    wherever it lands, exiting 1: the epoch in progress was lost either way, and a requeue loop saw success."""
+
+    def __init__(self, last: Path) -> None:
+        self.last = last
+        self.signal: signal.Signals | None = None  # what ended the run
+        self.saved_step: int | None = None  # the step `last` was saved at, when it was saved here
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = signal.signal(signal.SIGINT, functools.partial(self._on_sigint, trainer))
+
+    def _on_sigint(self, trainer: pl.Trainer, signum: int, frame: Any) -> None:
+        connector = getattr(trainer, "_signal_connector", None)
+        if self.signal is not None or connector is None:  # a second Ctrl-C (or a Lightning without the connector)
+            raise KeyboardInterrupt
+        self.signal = signal.SIGINT
+        # Lightning's own stop at the step's end, as for SIGTERM (its connector has no public setter)
+        connector.received_sigterm = True
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.signal = self.signal or signal.SIGTERM
+        # raised after a completed step; inside validation the epoch's own last.ckpt follows no state worth keeping
+        if trainer.state.stage == RunningStage.TRAINING and trainer.global_step:
+            # the epoch counted as Lightning counts one that max_steps or --max-minutes ended (processed, not
+            # completed), which `resume.settle_epoch` continues where it stopped, the sampler skipping what was drawn
+            trainer.fit_loop.epoch_progress.increment_processed()
+            trainer.save_checkpoint(self.last)
+            self.saved_step = trainer.global_step
 
 
 class EMAWeights(WeightAveraging):
@@ -96,7 +148,7 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         default_root_dir=out,
-        callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode),
+        callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode), StopOnSignal(checkpoint_path(out)),
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
