@@ -239,6 +239,17 @@ def test_a_missing_train_folder_names_the_option_given(files, tmp_path, capsys):
     assert "data.sources" not in line
 
 
+def test_a_second_config_is_refused_and_a_run_without_validation_says_why(files, tmp_path, capsys):
+    """Before: `--config a --config b` trained b alone without a word; and a run given --val that stopped before its
+    first validation (max_steps inside an epoch) was told "no validation ran: it needs --val"."""
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", "--config", "demo_cpu_paf", "--print-config"],
+                           capsys)
+    assert code == 2 and "--config given twice" in err
+    code, out, err = run_cli(_train(files, tmp_path / "run", "--val", str(files["data"])), capsys)
+    assert code == 0, err[-3000:]
+    assert "no validation ran" in out and "which this run did not reach" in out and "needs --val" not in out
+
+
 def test_a_train_folder_named_like_a_metric_trains_as_source_train(files, tmp_path, capsys):
     """A run's single source is named after its --train folder, and a source may not take a name its metrics use.
     Before, a folder named `weight`, `loss`, `lr`, ... (any reserved name but seg, pose and total) was a traceback."""

@@ -138,8 +138,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"interrupted by {result.interrupted} at step {result.global_step}: continue with --resume "
               f"{result.last}", file=sys.stderr)
         return 128 + int(getattr(signal, result.interrupted))
-    best = result.best if result.best is not None else (
-        "none (no validation ran: it needs --val, and runs at the end of every train.val_every_epochs-th epoch)")
+    best = result.best if result.best is not None else (  # before, "it needs --val" also where --val was given
+        "none (no validation ran: it needs validation data, and runs at the end of every train.val_every_epochs-th "
+        "epoch" + (", which this run did not reach" if result.epochs < config.train.val_every_epochs else "") + ")")
     epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
     print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items())  # the pooled headline figures, and the one
@@ -160,7 +161,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.arguments import at_least, available_cores, multiple_of, positive
+    from posepart.arguments import GivenOnce, at_least, available_cores, multiple_of, positive
     from posepart.data.synth import SceneConfig
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_parser(verbs)  # posepart study (the report's thesis, docs/training.md)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
-    p.add_argument("--config", type=Path, required=True,
+    p.add_argument("--config", type=Path, required=True, action=GivenOnce,
                    help="a YAML file, or a shipped config by name from any folder (e.g. demo_cpu_joint; an "
                         "unknown name lists them)")
     p.add_argument("--train", type=Path, help="training dataset root (overrides data.train)")
