@@ -266,6 +266,31 @@ def test_a_study_run_again_reuses_its_finished_arms_and_refuses_to_replace_other
         "optim.lr=0.001"
 
 
+def test_an_arm_whose_training_was_stopped_is_continued_not_restarted(data, tmp_path, capsys):
+    """An arm stopped by Ctrl-C or SIGTERM keeps its last.ckpt where it stopped and a record of its inputs without
+    metrics; the same command run again continues it (`--resume`, exact) instead of training it from step 0 (a docs
+    walkthrough: its csv/ held a single version, trained again). Here the arm had trained to its end when stopped,
+    so it continues with nothing left to train and scores the same checkpoint."""
+    out = tmp_path / "study"
+    argv = ["study", "--out", str(out), "--data", str(data), "--size", str(SIZE), "--seeds", "1", "--label-fractions",
+            "1", "--train-images", "4", "--jobs", "1", "--arms", "pose"]
+    assert main(argv) == 0
+    run = out / "runs" / "pose_seed0"
+    first = json.loads((run / "score.json").read_text())
+    (run / "score.json").write_text(json.dumps({"inputs": first["inputs"]}))  # as a stopped arm leaves it
+    weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"{run}: continuing its interrupted training from {run / 'checkpoints' / 'last.ckpt'}" in \
+        capsys.readouterr().err
+    again = json.loads((run / "score.json").read_text())
+    continued = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[key], continued[key]) for key in weights)
+    for task, scores in first["metrics"].items():
+        assert json.dumps(again["metrics"][task], sort_keys=True) == json.dumps(scores, sort_keys=True), task
+    assert len(list((run / "csv").glob("version_*"))) == 2  # the first launch's log kept, the resume's beside it
+
+
 def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_path, capsys, monkeypatch):
     """Before: --unlabelled too small for a single image ended in an AssertionError traceback; a self-training
     --set reached every arm (and failed the others: "no source is unlabelled"); a --config without a part head

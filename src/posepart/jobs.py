@@ -27,7 +27,7 @@ from tqdm import tqdm
 from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import read_earlier_json, write_json_atomic
-from posepart.engine.run_folder import csv_logs
+from posepart.engine.run_folder import checkpoint_path, csv_logs
 from posepart.errors import PosepartError
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
@@ -68,7 +68,15 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     inputs = score_inputs(config_name, train_root, val_root, train_size=train_size, size=size, images=images,
                           minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip,
                           threads=torch.get_num_threads())
-    (out / SCORE_FILE).unlink(missing_ok=True)  # a run that fails now leaves no earlier score to be taken for it
+    # An earlier run of these very inputs that was stopped (Ctrl-C, SIGTERM: its last.ckpt is where it stopped, its
+    # record has no metrics) is continued, exactly, not trained again (before: from step 0)
+    started, last = read_earlier_json(out / SCORE_FILE), checkpoint_path(out)
+    resume = last if (isinstance(started, dict) and started.get("inputs") == inputs and "metrics" not in started
+                      and last.is_file()) else None
+    if resume is not None:
+        print(f"{out}: continuing its interrupted training from {last}", file=sys.stderr)
+    # replaces an earlier score: a run that fails now leaves none to be taken for it
+    write_json_atomic(out / SCORE_FILE, {"inputs": inputs})
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have
     steps = planned_steps(images, cfg.data.batch_size)
     every = max(1, math.ceil(steps * cfg.data.batch_size / max(train_size, 1) / VALIDATIONS))  # in epochs
@@ -86,7 +94,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
                  "train.max_epochs=-1", f"train.val_every_epochs={every}", *follow, *extra]
     cfg = load_config(shipped_config(config_name), overrides)
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
-    result = train(cfg, out, max_minutes=minutes, overwrite=True, **({"enable_progress_bar": False} if quiet else {}))
+    result = train(cfg, out, resume=resume, max_minutes=minutes, overwrite=resume is None,
+                   **({"enable_progress_bar": False} if quiet else {}))
     if result.interrupted:  # Ctrl-C or SIGTERM stops the demo or study, not only this model's training
         raise KeyboardInterrupt
     if result.last is None:
