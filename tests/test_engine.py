@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -1233,6 +1234,20 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
         assert ended["global_step"] == straight["global_step"]
         for key in straight["state_dict"]:
             assert torch.equal(straight["state_dict"][key], ended["state_dict"][key]), (sent.name, key)
+
+
+def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tmp_path):
+    """The data is sharded and batched per process: a run resumed with other `train.devices` goes on but is not the
+    run it was, and its epochs are counted in the new steps per epoch (a docs walkthrough: "trained 2 epochs" for 3).
+    Before: no word. Checkpoints record the processes they trained in (`provenance`)."""
+    cfg = tiny(data, "train.max_epochs=1", val=False)
+    first = train(cfg, tmp_path / "run", **QUIET)
+    checkpoint = load_checkpoint(first.last)
+    assert checkpoint["posepart"]["provenance"]["world_size"] == 1
+    checkpoint["posepart"]["provenance"]["world_size"] = 2  # as a 2-process run writes it
+    torch.save(checkpoint, first.last)
+    with pytest.warns(PosepartWarning, match="resumed in 1 process\\(es\\) where the run trained in 2"):
+        train(replace(cfg, train=replace(cfg.train, max_epochs=2)), tmp_path / "run", resume=first.last, **QUIET)
 
 
 def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:

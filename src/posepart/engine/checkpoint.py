@@ -202,10 +202,10 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def provenance(precision: str | None) -> dict[str, Any]:
-    """What made a checkpoint, beside its config: the versions of the code and libraries, the threads and the
-    precision it trained with (the precision as run: `auto` resolved) and the command line. The weights depend on
-    each of them."""
+def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
+    """What made a checkpoint, beside its config: the versions of the code and libraries, the threads, processes
+    and precision it trained with (the precision as run: `auto` resolved) and the command line. The weights depend
+    on each of them."""
     import lightning
     import numpy
 
@@ -213,7 +213,7 @@ def provenance(precision: str | None) -> dict[str, Any]:
 
     return {"posepart": __version__, "code": code_digest(), "torch": str(torch.__version__),
             "lightning": lightning.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "precision": precision,
+            "threads": torch.get_num_threads(), "precision": precision, "world_size": world_size,
             "command": [str(arg) for arg in sys.argv]}  # a launcher may put Paths there: plain strings only
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 import numpy as np
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from posepart.engine.resume import settle_epoch
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
+from posepart.errors import PosepartWarning
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
 from posepart.inference.predictor import Predictor
@@ -360,6 +362,12 @@ class PosePartModule(pl.LightningModule):
         self.check_finite(all_ranks=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        then = (checkpoint.get(CHECKPOINT_KEY) or {}).get("provenance", {}).get("world_size")
+        if self._trainer is not None and then is not None and then != self._trainer.world_size:  # before: silent
+            rank_zero_warn(f"resumed in {self._trainer.world_size} process(es) where the run trained in {then}: the "
+                           f"data is sharded and batched otherwise from here, so the run goes on but is not the one "
+                           f"it would have been (nor exactly), and its epochs are counted in this launch's steps",
+                           category=PosepartWarning)
         inside = settle_epoch(checkpoint)  # before Lightning restores its loops from it
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
@@ -372,5 +380,6 @@ class PosePartModule(pl.LightningModule):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
         checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
                                       "sources": self.sources, "head": self.model.meta.to_dict(),
-                                      "provenance": provenance(None if self._trainer is None
-                                                               else str(self._trainer.precision))}
+                                      "provenance": provenance(*(None, None) if self._trainer is None else
+                                                               (str(self._trainer.precision),
+                                                                self._trainer.world_size))}
