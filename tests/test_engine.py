@@ -1236,6 +1236,15 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
             assert torch.equal(straight["state_dict"][key], ended["state_dict"][key]), (sent.name, key)
 
 
+def test_settings_of_one_process_are_refused_before_the_processes_start(data, tmp_path):
+    """torchjd's aggregators and GradNorm take gradients that DDP's hooks do not see. Before, the refusal came from
+    every process once Lightning had started them (one error line each), after config.yaml was written."""
+    cfg = tiny(data, "loss.aggregator=upgrad", "train.devices=2", "train.strategy=ddp_spawn", val=False)
+    with pytest.raises(ConfigError, match="loss.aggregator: 'upgrad' runs in one process only; this run has 2"):
+        train(cfg, tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tmp_path):
     """The data is sharded and batched per process: a run resumed with other `train.devices` goes on but is not the
     run it was, and its epochs are counted in the new steps per epoch (a docs walkthrough: "trained 2 epochs" for 3).

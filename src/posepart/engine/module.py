@@ -221,12 +221,7 @@ class PosePartModule(pl.LightningModule):
         return result.total
 
     def on_fit_start(self) -> None:
-        aggregator = self.config.loss.aggregator
-        # torchjd's rows and GradNorm's norms are taken with autograd.grad, which DDP's all-reduce hooks do not see
-        key, value = (("loss.aggregator", aggregator) if aggregator != "sum" else
-                      ("loss.weighting", "gradnorm") if self.config.loss.weighting == "gradnorm" else (None, None))
-        if key is not None and self.trainer.world_size > 1:  # (with train.compile: refused with the config)
-            raise ConfigError(f"{key}: {value!r} runs in one process only; this run has {self.trainer.world_size}")
+        check_processes(self.config, self.trainer.world_size)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """The gradient of the total (`loss.aggregator: sum`), or torchjd's aggregation of one gradient row per task
@@ -383,3 +378,14 @@ class PosePartModule(pl.LightningModule):
                                       "provenance": provenance(*(None, None) if self._trainer is None else
                                                                (str(self._trainer.precision),
                                                                 self._trainer.world_size))}
+
+
+def check_processes(config: Config, world_size: int) -> None:
+    """A ConfigError for settings that run in one process only, in a run of `world_size`: `train` checks before
+    Lightning starts the processes (before, each printed the error), the module again for a Trainer of one's own."""
+    aggregator = config.loss.aggregator
+    # torchjd's rows and GradNorm's norms are taken with autograd.grad, which DDP's all-reduce hooks do not see
+    key, value = (("loss.aggregator", aggregator) if aggregator != "sum" else
+                  ("loss.weighting", "gradnorm") if config.loss.weighting == "gradnorm" else (None, None))
+    if key is not None and world_size > 1:  # (with train.compile: refused with the config)
+        raise ConfigError(f"{key}: {value!r} runs in one process only; this run has {world_size}")

@@ -33,7 +33,7 @@ from posepart.engine.launch import first_process
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.builders import model_tasks
-from posepart.engine.module import PosePartModule
+from posepart.engine.module import PosePartModule, check_processes
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelerator, devices_value, quiet_lightning,
@@ -242,6 +242,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
+    check_processes(cfg, trainer.world_size)
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
         dump_config(cfg, out / CONFIG_FILE)
         for source in data.describe() if cfg.data.sources else []:
