@@ -1159,6 +1159,20 @@ def test_ddp_two_cpu_processes(data, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
 
 
+def _straight_cli_run(data: dict[str, Path], tmp_path: Path) -> tuple[list[str], dict[str, str], dict]:
+    """`posepart train` of a tiny 6-epoch config run whole in a subprocess: (the command without its --out folder,
+    its environment, the run's last.ckpt). Every run of the command is the same kind of process (one thread): the
+    same float sums, so an interrupted and resumed run can be compared with it bit for bit."""
+    from posepart.engine.config import dump_config
+
+    config = dump_config(tiny(data, "train.max_epochs=6", val=False), tmp_path / "tiny.yaml")
+    command = [sys.executable, "-m", "posepart.cli", "train", "--config", str(config), "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command + [str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return command, env, load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+
+
 def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     """`posepart train` killed with SIGKILL once it has saved an epoch, then `--resume`d from its last.ckpt, ends
     with exactly the weights and optimizer state of the same run uninterrupted (checkpoints are written atomically
@@ -1166,15 +1180,7 @@ def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     import signal
     import time
 
-    from posepart.engine.config import dump_config
-
-    cfg = tiny(data, "train.max_epochs=6", val=False)
-    config = dump_config(cfg, tmp_path / "tiny.yaml")
-    command = [sys.executable, "-m", "posepart.cli", "train", "--config", str(config), "--out"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs in the same kind of process: the same float sums
-    done = subprocess.run(command + [str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    command, env, straight = _straight_cli_run(data, tmp_path)
     command.append(str(tmp_path / "cut"))
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
@@ -1204,15 +1210,7 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
     import signal
     import time
 
-    from posepart.engine.config import dump_config
-
-    cfg = tiny(data, "train.max_epochs=6", val=False)
-    config = dump_config(cfg, tmp_path / "tiny.yaml")
-    command = [sys.executable, "-m", "posepart.cli", "train", "--config", str(config), "--out"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # every run in the same kind of process: the same float sums
-    done = subprocess.run(command + [str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    command, env, straight = _straight_cli_run(data, tmp_path)
     for sent in (signal.SIGTERM, signal.SIGINT):
         run = tmp_path / sent.name
         process = subprocess.Popen(command + [str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
