@@ -15,6 +15,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -36,7 +37,7 @@ from posepart.engine.config import (ConfigError, check_trainable, config_from_di
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
-from posepart.engine.train import train
+from posepart.engine.train import TrainResult, train
 from posepart.errors import PosepartWarning
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
@@ -1232,6 +1233,39 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
         assert ended["global_step"] == straight["global_step"]
         for key in straight["state_dict"]:
             assert torch.equal(straight["state_dict"][key], ended["state_dict"][key]), (sent.name, key)
+
+
+@pytest.fixture(scope="module")
+def six_epochs(data, tmp_path_factory) -> tuple[Any, TrainResult]:
+    """A tiny run of 6 epochs of 2 steps, trained whole in this process: (its config, its result)."""
+    cfg = tiny(data, "train.max_epochs=6", val=False)
+    return cfg, train(cfg, tmp_path_factory.mktemp("six_epochs"), **QUIET)
+
+
+@pytest.mark.parametrize("when", ["inside an epoch", "at an epoch's last step", "at an epoch's end"])
+def test_a_stop_by_signal_wherever_it_lands_resumes_exactly(six_epochs, tmp_path, when):
+    """Where SIGTERM lands decides where Lightning raises it: after a step inside an epoch, after an epoch's last
+    step (before the epoch's end hooks), or after those hooks, when the epoch's last.ckpt is written already. A first
+    version saved that epoch again with its counters bumped, and the resumed run skipped an epoch (10 steps of 12)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Signal(Callback):  # what Lightning's SIGTERM handler (and StopOnSignal's Ctrl-C) set, at a chosen moment
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if (when, trainer.global_step) in (("inside an epoch", 5), ("at an epoch's last step", 6)):
+                trainer._signal_connector.received_sigterm = True
+
+        def on_train_epoch_end(self, trainer, *args) -> None:
+            if when == "at an epoch's end" and trainer.global_step == 6:
+                trainer._signal_connector.received_sigterm = True
+
+    cfg, straight = six_epochs
+    cut = train(cfg, tmp_path / "cut", callbacks=[Signal()], **QUIET)
+    assert cut.interrupted == "SIGTERM" and load_checkpoint(cut.last)["global_step"] == (5 if "inside" in when else 6)
+    resumed = train(cfg, tmp_path / "cut", resume=cut.last, **QUIET)
+    assert resumed.global_step == straight.global_step == 12 and resumed.interrupted is None
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 def test_settings_of_one_process_are_refused_before_the_processes_start(data, tmp_path):

@@ -87,12 +87,16 @@ class StopOnSignal(Callback):
             return
         self.signal = self.signal or signal.SIGTERM
         # raised after a completed step; inside validation the epoch's own last.ckpt follows no state worth keeping
-        if trainer.state.stage == RunningStage.TRAINING and trainer.global_step:
-            # the epoch counted as Lightning counts one that max_steps or --max-minutes ended (processed, not
-            # completed), which `resume.settle_epoch` continues where it stopped, the sampler skipping what was drawn
-            trainer.fit_loop.epoch_progress.increment_processed()
-            trainer.save_checkpoint(self.last)
-            self.saved_step = trainer.global_step
+        if trainer.state.stage != RunningStage.TRAINING or not trainer.global_step:
+            return
+        if trainer.checkpoint_callbacks[-1]._last_global_step_saved == trainer.global_step:
+            self.saved_step = trainer.global_step  # raised after an epoch's end, whose last.ckpt is this step's
+            return
+        # the epoch counted as Lightning counts one that max_steps or --max-minutes ended (processed, not
+        # completed), which `resume.settle_epoch` continues where it stopped, the sampler skipping what was drawn
+        trainer.fit_loop.epoch_progress.increment_processed()
+        trainer.save_checkpoint(self.last)
+        self.saved_step = trainer.global_step
 
 
 class EMAWeights(WeightAveraging):
