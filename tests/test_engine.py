@@ -1212,22 +1212,25 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
     import time
 
     command, env, straight = _straight_cli_run(data, tmp_path)
-    for sent in (signal.SIGTERM, signal.SIGINT):
+    # SIGTERM to the whole process group, as Slurm and systemd send it, with loader workers (before, they died first
+    # and the run with them, of a DataLoader error); Ctrl-C to the process alone
+    for sent, workers in ((signal.SIGTERM, 2), (signal.SIGINT, 0)):
         run = tmp_path / sent.name
-        process = subprocess.Popen(command + [str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
+        process = subprocess.Popen(command + [str(run), "--set", f"data.workers={workers}"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
         last = run / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 120
         while not last.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
-        process.send_signal(sent)
+        os.killpg(process.pid, sent) if workers else process.send_signal(sent)
         err = process.communicate(timeout=120)[1]
         assert process.returncode == 128 + sent, err[-2000:]
         stopped_at = load_checkpoint(last)["global_step"]
         assert 0 < stopped_at < straight["global_step"]
         assert f"interrupted by {sent.name} at step {stopped_at}: continue with --resume {last}" in err
-        resumed = subprocess.run(command + [str(run), "--resume", str(last)], env=env, capture_output=True, text=True,
-                                 timeout=300)
+        resumed = subprocess.run(command + [str(run), "--set", f"data.workers={workers}", "--resume", str(last)],
+                                 env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         ended = load_checkpoint(last)
         assert ended["global_step"] == straight["global_step"]
@@ -1275,6 +1278,10 @@ def test_settings_of_one_process_are_refused_before_the_processes_start(data, tm
     with pytest.raises(ConfigError, match="loss.aggregator: 'upgrad' runs in one process only; this run has 2"):
         train(cfg, tmp_path / "run", **QUIET)
     assert not (tmp_path / "run" / "config.yaml").exists()
+    earlier = train(tiny(data, "train.max_steps=1", val=False), tmp_path / "earlier", **QUIET)
+    with pytest.raises(ConfigError, match="runs in one process only"):  # --overwrite: the earlier run stays
+        train(cfg, tmp_path / "earlier", overwrite=True, **QUIET)
+    assert earlier.last.is_file() and (tmp_path / "earlier" / "config.yaml").is_file()
 
 
 def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tmp_path):

@@ -135,8 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.rank:  # DDP: every process returns here; one summary
         return 0
     if result.interrupted:  # 128 + the signal, as the shell counts it: a requeue loop sees that it did not finish
-        print(f"interrupted by {result.interrupted} at step {result.global_step}: continue with --resume "
-              f"{result.last}", file=sys.stderr)
+        go_on = (f"continue with --resume {result.last}" if result.last is not None else
+                 "no checkpoint was saved (it stopped before the end of its first epoch's validation)")
+        print(f"interrupted by {result.interrupted} at step {result.global_step}: {go_on}", file=sys.stderr)
         return 128 + int(getattr(signal, result.interrupted))
     best = result.best if result.best is not None else (  # before, "it needs --val" also where --val was given
         "none (no validation ran: it needs validation data, and runs at the end of every train.val_every_epochs-th "

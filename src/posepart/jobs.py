@@ -75,6 +75,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
                       and last.is_file()) else None
     if resume is not None:
         print(f"{out}: continuing its interrupted training from {last}", file=sys.stderr)
+    else:  # an earlier run's, of other inputs: never to be continued as this one's (`--overwrite` removes the rest)
+        last.unlink(missing_ok=True)
     # replaces an earlier score: a run that fails now leaves none to be taken for it
     write_json_atomic(out / SCORE_FILE, {"inputs": inputs})
     cfg = load_config(shipped_config(config_name), extra)  # the batch size the run will have

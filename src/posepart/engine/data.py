@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_args
@@ -34,11 +35,16 @@ from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
 
 
 def share_inherited_objects(worker_id: int) -> None:
-    """A loader worker's first act: the objects it inherited from the training process are set aside from its
+    """A loader worker's first acts: the objects it inherited from the training process are set aside from its
     garbage collector (`gc.freeze`, as Python's docs advise for forked children). Why: a full collection in the
     worker writes to the header of every object it tracks, and so copies every page the parent's objects lie on
-    (the training process's ~1e6 objects: 100+ MB per worker); frozen, they stay shared pages."""
+    (the training process's ~1e6 objects: 100+ MB per worker); frozen, they stay shared pages. And SIGINT and
+    SIGTERM are left to the training process, which stops at a step's end (`StopOnSignal`) and ends its workers:
+    sent to the whole process group (a terminal's Ctrl-C, Slurm, systemd), they killed the workers first, and the
+    run died of a DataLoader error with nothing saved."""
     gc.freeze()
+    for sent in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sent, signal.SIG_IGN)
 
 
 def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None) -> PosePartDataset:

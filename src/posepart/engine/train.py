@@ -238,11 +238,11 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         data.bind(module.model.meta)
     has_val = data.has_val
     monitor = _monitor(cfg, module, data)
-    for path in replaced:  # --overwrite: the new run's data and model are set up, so the old run's files go now
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)
     check_processes(cfg, trainer.world_size)
+    for path in replaced:  # --overwrite: the new run's data, model and Trainer are set up: the old run's files go now
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
         dump_config(cfg, out / CONFIG_FILE)
         for source in data.describe() if cfg.data.sources else []:
@@ -262,7 +262,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
         if stop.signal is None:
             raise
-        if stop.saved_step is None:
+        if stop.saved_step is None and checkpoint_path(out).is_file():
             rank_zero_warn(f"{stop.signal.name} came during validation: {checkpoint_path(out)} is the end of the "
                            f"last epoch that finished", category=PosepartWarning)
     if trainer.is_global_zero and resume is not None:

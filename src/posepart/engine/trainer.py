@@ -62,7 +62,9 @@ class StopOnSignal(Callback):
         self._previous: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        # signal handlers live in the main thread only; a Ctrl-C the launch ignores (`posepart train ... &` from a
+        # script) stays ignored
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, functools.partial(self._on_sigint, trainer))
 
     def _on_sigint(self, trainer: pl.Trainer, signum: int, frame: Any) -> None:
