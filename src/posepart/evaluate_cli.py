@@ -272,7 +272,8 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")
     p.add_argument("--stride", type=int, choices=POSE_STRIDES,
-                   help=f"--oracle: the pose stride to score (default {HeadMeta.pose_stride}); --checkpoint: the model's own, checked")
+                   help=f"--oracle: the pose stride to score (default {HeadMeta.pose_stride}); --checkpoint: the "
+                        f"model's own, checked")
     p.add_argument("--sigma", type=positive, help=f"--oracle: the heatmaps' Gaussian sigma in input pixels (default "
                    f"{HeadMeta.sigma:g}; a model's own is its config's data.sigma)")
     p.add_argument("--paf-width", type=positive, help=f"--oracle: the PAFs' half-width in output cells (default "

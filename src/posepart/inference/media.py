@@ -287,9 +287,9 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
     """Refuse an --out that holds a dataset, whose ground-truth part labels this run's part maps would replace: one
     with annotations.json, or with images/ (a folder predict never writes) and a parts/NAME.png of an input that no
     earlier run of ours listed; one holding a summary.json no predict run wrote or an evaluation (metrics.json),
-    whose files this run's listings and overlays would replace; and one where a folder this run writes is a link (its files, and an earlier run's
-    removal, would land wherever it leads). Cheap: `posepart predict` calls it before the model loads, `run_predict`
-    again."""
+    whose files this run's listings and overlays would replace; and one where a folder this run writes is a link
+    (its files, and an earlier run's removal, would land wherever it leads). Cheap: `posepart predict` calls it
+    before the model loads, `run_predict` again."""
     out = options.out
     if (out / ANNOTATIONS_FILE).is_file():
         raise OutputError(f"--out {out} holds a dataset ({ANNOTATIONS_FILE}): predictions would replace its part "
