@@ -1,7 +1,8 @@
 """The Lightning Trainer of a run, configured from `config.train`: precision (bfloat16 where the hardware runs it
-natively), callbacks (checkpoints, the launch's time budget, a moving average of the weights), loggers (CSV and
-TensorBoard), atomic checkpoint writes, and the hush on Lightning's own chatter (`quiet_lightning`).
-`posepart.engine.train` runs it; this module knows nothing of the run folder, the data or resuming.
+natively), callbacks (checkpoints, the launch's time budget, a stop on SIGTERM or Ctrl-C at a step's end, a moving
+average of the weights), loggers (CSV and TensorBoard), atomic checkpoint writes, and the hush on Lightning's own
+chatter (`quiet_lightning`). `posepart.engine.train` runs it; this module knows of the run folder only where its
+files go (`engine.run_folder`), nothing of the data or of resuming.
 """
 
 from __future__ import annotations
