@@ -75,7 +75,7 @@ TaskName = Literal[TASKS]  # type: ignore[valid-type]  # what a source may super
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source's name prefixes its metrics and names its files
 # Names a source may not take: its name prefixes its metrics, and these are the run's own metric names
 RESERVED_SOURCE_NAMES = {"seg", "pose", "heatmap", "paf", "total", "lr", "loss", "skipped", "images_per_sec", "log_var",
-                   "pseudo", "weight"}
+                         "pseudo", "weight"}
 
 
 @dataclass

@@ -58,7 +58,16 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     def add_file(path: Path) -> None:
         add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
 
-    def add_folder(item: str, path: Path, taken_files: Collection[Path] = ()) -> None:
+    def run_folders(runs: set[Path]) -> set[Path]:
+        """The --out folders of the earlier runs `without_earlier_outputs` found, and this run's."""
+        return runs | ({skip.resolve()} if skip is not None else set())
+
+    def listing(p: Path, folders: set[Path]) -> bool:
+        """Whether `p` is a run's own listing (keypoints.json, summary.json) in one of `folders`: never an input."""
+        return p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in folders
+
+    def add_folder(item: str, path: Path, taken_files: Collection[Path] = ()) -> list[Path]:
+        """Add a folder's images and videos (those not in `taken_files`, resolved); -> the ones added."""
         # Hidden files and folders are left out, as the shell's `*` leaves them (before, macOS's `._IMG.jpg`
         # companions on a USB drive each failed as "not a decodable image")
         found = (p for p in (path.rglob("*") if recursive else path.iterdir())
@@ -67,12 +76,11 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         if taken_files:  # a pattern's: files it matched itself are in already (`'photos/**'`)
             kept = [p for p in files if p.resolve() not in taken_files]
             if files and not kept:
-                return
+                return []
             files = kept
         media = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-        run_folders = runs | ({skip.resolve()} if skip is not None else set())
-        left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                and not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]  # listings
+        folders = run_folders(runs)
+        left = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not listing(p, folders)]
         if left:  # before: left out without a word (a .gif, a phone's .heic)
             kinds = sorted({p.suffix.lower() or p.name for p in left})
             tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
@@ -81,6 +89,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
         for p in media:
             add_file(p)
+        return media
 
     for item in inputs:
         path = Path(item)
@@ -89,11 +98,10 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         elif not path.exists() and glob.has_magic(item):  # a pattern the shell did not expand (quoted)
             found = [Path(p) for p in glob.glob(item, recursive=True)]
             matches, runs = without_earlier_outputs(sorted(p for p in found if p.is_file() and not ours(p)))
-            run_folders = runs | ({skip.resolve()} if skip is not None else set())
-            matches = [p for p in matches  # a run's own listings are no input (`'photos/*' --out photos`)
-                       if not (p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in run_folders)]
+            outs = run_folders(runs)
+            matches = [p for p in matches if not listing(p, outs)]  # `'photos/*' --out photos`
             # a matched folder is read as a folder (before, left out without a word), but not a run's --out
-            folders = sorted(p for p in found if p.is_dir() and not ours(p) and p.resolve() not in run_folders
+            folders = sorted(p for p in found if p.is_dir() and not ours(p) and p.resolve() not in outs
                              and earlier_names(p) is None)
             if not matches and not folders:
                 failures.append({"input": item, "error": f"{item}: no file matches this pattern"})
@@ -101,8 +109,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
                 add_file(p)
             taken_files = {p.resolve() for p in matches}
             for p in folders:
-                add_folder(str(p), p, taken_files)
-                taken_files |= {Path(s.location).resolve() for s in sources if s.kind != "webcam"}
+                taken_files |= {added.resolve() for added in add_folder(str(p), p, taken_files)}
         elif not path.exists():
             failures.append({"input": item, "error": f"{item}: no such file or folder"})
         elif path.is_dir():
