@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -1161,12 +1162,14 @@ def test_ddp_two_cpu_processes(data, tmp_path):
 
 
 def _straight_cli_run(data: dict[str, Path], tmp_path: Path) -> tuple[list[str], dict[str, str], dict]:
-    """`posepart train` of a tiny 6-epoch config run whole in a subprocess: (the command without its --out folder,
+    """`posepart train` of a tiny 20-epoch config run whole in a subprocess: (the command without its --out folder,
     its environment, the run's last.ckpt). Every run of the command is the same kind of process (one thread): the
-    same float sums, so an interrupted and resumed run can be compared with it bit for bit."""
+    same float sums, so an interrupted and resumed run can be compared with it bit for bit. The tests stop it once
+    the first epoch's last.ckpt is written: 38 steps later it would end (with 10, a test process starved of the CPU
+    by a parallel test once sent its signal too late)."""
     from posepart.engine.config import dump_config
 
-    config = dump_config(tiny(data, "train.max_epochs=6", val=False), tmp_path / "tiny.yaml")
+    config = dump_config(tiny(data, "train.max_epochs=20", val=False), tmp_path / "tiny.yaml")
     command = [sys.executable, "-m", "posepart.cli", "train", "--config", str(config), "--out"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command + [str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
@@ -1178,7 +1181,6 @@ def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     """`posepart train` killed with SIGKILL once it has saved an epoch, then `--resume`d from its last.ckpt, ends
     with exactly the weights and optimizer state of the same run uninterrupted (checkpoints are written atomically
     at epoch ends; data order and RNGs are functions of seed, epoch and step)."""
-    import signal
     import time
 
     command, env, straight = _straight_cli_run(data, tmp_path)
@@ -1195,7 +1197,7 @@ def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     resumed = subprocess.run(command + ["--resume", str(last)], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = straight, load_checkpoint(last)
-    assert a["global_step"] == b["global_step"] == 12
+    assert a["global_step"] == b["global_step"] == 40
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     for i, state in a["optimizer_states"][0]["state"].items():
@@ -1208,34 +1210,67 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
     step in progress with last.ckpt saved there, exit 128 + the signal and say how to continue; `--resume` then ends
     with exactly the uninterrupted run's weights. Before: SIGTERM exited 0 and Ctrl-C 1, both without saving the
     epoch in progress and without a word."""
-    import signal
-    import time
-
     command, env, straight = _straight_cli_run(data, tmp_path)
     # SIGTERM to the whole process group, as Slurm and systemd send it, with loader workers (before, they died first
     # and the run with them, of a DataLoader error); Ctrl-C to the process alone
     for sent, workers in ((signal.SIGTERM, 2), (signal.SIGINT, 0)):
-        run = tmp_path / sent.name
-        process = subprocess.Popen(command + [str(run), "--set", f"data.workers={workers}"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
-        last = run / "checkpoints" / "last.ckpt"
-        deadline = time.monotonic() + 120
-        while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.02)
-        os.killpg(process.pid, sent) if workers else process.send_signal(sent)
+        _stop_and_resume(command + [str(tmp_path / sent.name), "--set", f"data.workers={workers}"], env, sent,
+                         to_group=bool(workers), straight=straight)
+
+
+def _stop_and_resume(command: list[str], env: dict[str, str], sent: signal.Signals, *, to_group: bool,
+                     straight: dict | None) -> None:
+    """Run `posepart train` (`command` ends with its --out folder and settings), send `sent` once its first
+    last.ckpt is written (to its process group, or to the launched process alone), check that it stopped at a
+    step's end with last.ckpt saved there and said so; then, given the uninterrupted run's last.ckpt, `--resume` and
+    check that it ends with the same weights, bit for bit."""
+    import time
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    last = Path(command[command.index("--out") + 1]) / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.killpg(process.pid, sent) if to_group else process.send_signal(sent)
+    try:
         err = process.communicate(timeout=120)[1]
-        assert process.returncode == 128 + sent, err[-2000:]
-        stopped_at = load_checkpoint(last)["global_step"]
-        assert 0 < stopped_at < straight["global_step"]
-        assert f"interrupted by {sent.name} at step {stopped_at}: continue with --resume {last}" in err
-        resumed = subprocess.run(command + [str(run), "--set", f"data.workers={workers}", "--resume", str(last)],
-                                 env=env, capture_output=True, text=True, timeout=300)
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
-        ended = load_checkpoint(last)
-        assert ended["global_step"] == straight["global_step"]
-        for key in straight["state_dict"]:
-            assert torch.equal(straight["state_dict"][key], ended["state_dict"][key]), (sent.name, key)
+    except subprocess.TimeoutExpired:  # before: DDP ranks hung in a collective
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"{sent.name} did not stop the run: {process.communicate()[1][-2000:]}") from None
+    assert process.returncode == 128 + sent, err[-2000:]
+    stopped_at = load_checkpoint(last)["global_step"]
+    assert f"interrupted by {sent.name} at step {stopped_at}: continue with --resume {last}" in err
+    if straight is None:
+        return
+    assert 0 < stopped_at < straight["global_step"]
+    resumed = subprocess.run(command + ["--resume", str(last)], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ended = load_checkpoint(last)
+    assert ended["global_step"] == straight["global_step"]
+    for key in straight["state_dict"]:
+        assert torch.equal(straight["state_dict"][key], ended["state_dict"][key]), (sent.name, key)
+
+
+@pytest.mark.slow
+def test_signals_stop_ddp_ranks_at_one_step_and_resume_exactly(data, tmp_path):
+    """Two DDP processes (gloo): SIGTERM to the process group (Slurm signals every task) stops both ranks at the same
+    step's end with last.ckpt saved there, and the resumed run ends as the uninterrupted one; a signal to the
+    launching process alone (`kill PID`, a Ctrl-C there) stops them too. Before: Lightning's SIGTERM handler
+    broadcast from inside the handler and each rank stopped where its own signal landed: the ranks hung in a
+    collective in 2 runs of 3 (and in 3 of 4 with the signal to the launching process alone)."""
+    from posepart.engine.config import dump_config
+
+    cfg = tiny(data, "train.max_epochs=20", "data.batch_size=2", "train.devices=2", "train.strategy=ddp", val=False)
+    command = [sys.executable, "-m", "posepart.cli", "train", "--config", str(dump_config(cfg, tmp_path / "ddp.yaml")),
+               "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    done = subprocess.run(command + [str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    assert straight["global_step"] == 40  # 8 images / 2 ranks / batch 2, 20 epochs
+    _stop_and_resume(command + [str(tmp_path / "group")], env, signal.SIGTERM, to_group=True, straight=straight)
+    _stop_and_resume(command + [str(tmp_path / "launcher")], env, signal.SIGINT, to_group=False, straight=None)
 
 
 @pytest.fixture(scope="module")
@@ -1245,30 +1280,63 @@ def six_epochs(data, tmp_path_factory) -> tuple[Any, TrainResult]:
     return cfg, train(cfg, tmp_path_factory.mktemp("six_epochs"), **QUIET)
 
 
-@pytest.mark.parametrize("when", ["inside an epoch", "at an epoch's last step", "at an epoch's end"])
-def test_a_stop_by_signal_wherever_it_lands_resumes_exactly(six_epochs, tmp_path, when):
-    """Where SIGTERM lands decides where Lightning raises it: after a step inside an epoch, after an epoch's last
-    step (before the epoch's end hooks), or after those hooks, when the epoch's last.ckpt is written already. A first
-    version saved that epoch again with its counters bumped, and the resumed run skipped an epoch (10 steps of 12)."""
+@pytest.mark.parametrize("when, stopped_at", [("inside an epoch", 5), ("at an epoch's last step", 6),
+                                              ("at an epoch's end", 7), ("during validation", 7)])
+def test_a_stop_by_signal_wherever_it_lands_resumes_exactly(six_epochs, data, tmp_path, when, stopped_at):
+    """A real SIGTERM sent to this process during a step (inside an epoch, or an epoch's last step, before its end
+    hooks), after an epoch's end hooks (its last.ckpt written already), or during validation stops the run at the
+    end of that step, or of the next step when none is in progress, with last.ckpt saved there: the resumed run ends
+    as the uninterrupted one. Before: a first version saved an epoch's end again with its counters bumped (the
+    resumed run skipped an epoch), and a signal during validation lost the epoch it validated."""
     from lightning.pytorch.callbacks import Callback
 
-    class Signal(Callback):  # what Lightning's SIGTERM handler (and StopOnSignal's Ctrl-C) set, at a chosen moment
-        def on_train_batch_end(self, trainer, *args) -> None:
-            if (when, trainer.global_step) in (("inside an epoch", 5), ("at an epoch's last step", 6)):
-                trainer._signal_connector.received_sigterm = True
+    class Signal(Callback):  # sends SIGTERM to this process at a chosen moment
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if (when, trainer.global_step) in (("inside an epoch", 4), ("at an epoch's last step", 5)):
+                os.kill(os.getpid(), signal.SIGTERM)
 
         def on_train_epoch_end(self, trainer, *args) -> None:
             if when == "at an epoch's end" and trainer.global_step == 6:
-                trainer._signal_connector.received_sigterm = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_validation_batch_start(self, trainer, *args) -> None:
+            if when == "during validation" and trainer.global_step == 6:
+                os.kill(os.getpid(), signal.SIGTERM)
 
     cfg, straight = six_epochs
+    if when == "during validation":  # validation leaves the training as it is: the same straight run
+        cfg = tiny(data, "train.max_epochs=6")
     cut = train(cfg, tmp_path / "cut", callbacks=[Signal()], **QUIET)
-    assert cut.interrupted == "SIGTERM" and load_checkpoint(cut.last)["global_step"] == (5 if "inside" in when else 6)
+    assert cut.interrupted == "SIGTERM" and load_checkpoint(cut.last)["global_step"] == stopped_at
     resumed = train(cfg, tmp_path / "cut", resume=cut.last, **QUIET)
     assert resumed.global_step == straight.global_step == 12 and resumed.interrupted is None
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("when", ["before training", "a second Ctrl-C"])
+def test_a_ctrl_c_that_stops_at_once_is_an_interruption(data, tmp_path, when):
+    """A Ctrl-C before the first step (data setup, the sanity check) or a second one during a step stops at once:
+    `train` raises KeyboardInterrupt (the CLI: "interrupted", exit 130) and Ctrl-C works again afterwards. Before:
+    Lightning's shutdown exited 1 (SystemExit), as for a failure, and left Ctrl-C ignored for the rest of the
+    process."""
+    from lightning.pytorch.callbacks import Callback
+
+    class CtrlC(Callback):
+        def on_fit_start(self, trainer, *args) -> None:
+            if when == "before training":
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if when == "a second Ctrl-C" and trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(data), tmp_path / "run", callbacks=[CtrlC()], **QUIET)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_settings_of_one_process_are_refused_before_the_processes_start(data, tmp_path):

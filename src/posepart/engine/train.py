@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import signal
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,15 +258,21 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
     fit_module = torch.compile(module) if cfg.train.compile else module
     stop = next(callback for callback in trainer.callbacks if isinstance(callback, StopOnSignal))
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
                     weights_only=True)
     except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
         if stop.signal is None:
             raise
-        if stop.saved_step is None and checkpoint_path(out).is_file():
-            rank_zero_warn(f"{stop.signal.name} came during validation: {checkpoint_path(out)} is the end of the "
-                           f"last epoch that finished", category=PosepartWarning)
+    except SystemExit as exit_:  # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C, or one before the
+        # first step): exit(1) once it has shut down, Ctrl-C left ignored. The caller sees the interruption instead
+        # (the CLI exits 130), and Ctrl-C works again.
+        if stop.signal is not signal.SIGINT:
+            raise
+        if sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
+        raise KeyboardInterrupt from exit_
     if trainer.is_global_zero and resume is not None:
         dump_config(cfg, out / CONFIG_FILE)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]

@@ -7,7 +7,6 @@ files go (`engine.run_folder`), nothing of the data or of resuming.
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
@@ -22,7 +21,6 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Timer, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim.swa_utils import get_ema_avg_fn
@@ -50,50 +48,80 @@ class LaunchTimer(Timer):
 
 
 class StopOnSignal(Callback):
-    """SIGTERM (a preemption, `timeout`, `docker stop`, Slurm) and a first Ctrl-C end training at the end of the
-    step in progress, with `last.ckpt` saved there (`--resume` continues it exactly, tested); a second Ctrl-C stops at
-    once, as before. `signal` says which ended the run. Why: Lightning turns SIGTERM into a SIGTERMException at a
-    step's end (on every DDP rank) but then exits 0 having saved nothing since the last epoch, and takes Ctrl-C
-    wherever it lands, exiting 1: the epoch in progress was lost either way, and a requeue loop saw success."""
+    """SIGTERM (a preemption, `timeout`, `docker stop`, Slurm) and a first Ctrl-C end training at the end of a
+    training step, with `last.ckpt` saved there (`--resume` continues it exactly, tested); a second Ctrl-C stops at
+    once. `signal` says which ended the run.
+
+    Why not Lightning's own handling: it turns SIGTERM into a SIGTERMException at a step's end but then exits 0
+    having saved nothing since the last epoch, and takes Ctrl-C wherever it lands, exiting 1: the epoch in progress
+    was lost either way, and a requeue loop saw success. Under DDP its SIGTERM handler broadcasts from inside the
+    handler, a collective the other ranks never match, and each rank then raises at the end of the step in which its
+    own signal landed: a job whose ranks were signalled (Slurm signals every task) hung in 2 runs of 3. Here a signal
+    only records itself; after every training step the ranks agree (one all-reduce of the signal number, the larger
+    winning) and all stop at the same step. A signal during validation stops after it, at the next step's end, so
+    the epoch's checkpoint is not lost."""
 
     def __init__(self, last: Path) -> None:
         self.last = last
         self.signal: signal.Signals | None = None  # what ended the run
         self.saved_step: int | None = None  # the step `last` was saved at, when it was saved here
-        self._previous: Any = None
+        self._received: signal.Signals | None = None  # a signal this process received, not yet agreed on
+        self._previous: dict[signal.Signals, Any] = {}  # the handlers replaced, restored when training ends
+        self._chained: Any = None  # a SIGTERM handler of the caller's, which Lightning also calls
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _install(self, trainer: pl.Trainer) -> None:
         # signal handlers live in the main thread only; a Ctrl-C the launch ignores (`posepart train ... &` from a
-        # script) stays ignored
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, functools.partial(self._on_sigint, trainer))
-
-    def _on_sigint(self, trainer: pl.Trainer, signum: int, frame: Any) -> None:
+        # script) stays ignored. Installed once Lightning has set up its own (which ours replace, see the class).
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return
         connector = getattr(trainer, "_signal_connector", None)
-        if self.signal is not None or connector is None:  # a second Ctrl-C (or a Lightning without the connector)
-            raise KeyboardInterrupt
-        self.signal = signal.SIGINT
-        # Lightning's own stop at the step's end, as for SIGTERM (its connector has no public setter)
-        connector.received_sigterm = True
+        original = getattr(connector, "_original_handlers", {}).get(signal.SIGTERM)
+        self._chained = original if callable(original) else None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: at once
+        if self._received is None or signum == signal.SIGTERM:
+            self._received = signal.Signals(signum)
+        if signum == signal.SIGTERM and self._chained is not None:
+            self._chained(signum, frame)
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        received = int(self._received or 0)
+        if trainer.world_size > 1:  # every rank takes the same decision at the same step
+            flag = torch.tensor([received], device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max").item())
+        if received:
+            self.signal = signal.Signals(received)
+            trainer._signal_connector.received_sigterm = True  # Lightning's stop at this step's end (no setter)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
-        if not isinstance(exception, SIGTERMException):
+        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C, or one before training started
+            self.signal = signal.SIGINT
             return
-        self.signal = self.signal or signal.SIGTERM
-        # raised after a completed step; inside validation the epoch's own last.ckpt follows no state worth keeping
-        if trainer.state.stage != RunningStage.TRAINING or not trainer.global_step:
+        if not isinstance(exception, SIGTERMException) or self.signal is None:
             return
+        # raised after a completed step; after an epoch's end hooks the epoch's own last.ckpt is this step's
         if trainer.checkpoint_callbacks[-1]._last_global_step_saved == trainer.global_step:
-            self.saved_step = trainer.global_step  # raised after an epoch's end, whose last.ckpt is this step's
+            self.saved_step = trainer.global_step
             return
         # the epoch counted as Lightning counts one that max_steps or --max-minutes ended (processed, not
         # completed), which `resume.settle_epoch` continues where it stopped, the sampler skipping what was drawn
