@@ -278,7 +278,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = checkpoint_path(out)
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step and stop.signal is None:
-        trainer.save_checkpoint(last)  # stopped inside an epoch (max_time / max_steps): keep the newest state
+        # stopped inside an epoch (max_time / max_steps): keep the newest state, all of it (a resume point)
+        trainer.save_checkpoint(last, weights_only=False)
     # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
     # elsewhere and resumed would report the original folder's until a better epoch)
     best = checkpoint_path(out, BEST) if monitor is not None else None

@@ -126,7 +126,7 @@ class StopOnSignal(Callback):
         # the epoch counted as Lightning counts one that max_steps or --max-minutes ended (processed, not
         # completed), which `resume.settle_epoch` continues where it stopped, the sampler skipping what was drawn
         trainer.fit_loop.epoch_progress.increment_processed()
-        trainer.save_checkpoint(self.last)
+        trainer.save_checkpoint(self.last, weights_only=False)  # all of it: a resume point
         self.saved_step = trainer.global_step
 
 
