@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from posepart.data.writer import atomic_write
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
-from posepart.inference.backends import DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo
+from posepart.inference.backends import (DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo,
+                                        drop_unused_heads)
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -51,8 +52,7 @@ class ExportWrapper(nn.Module):
         # or on a GPU, came back in eval mode on the CPU)
         self.model = copy.deepcopy(model).eval().cpu()
         self.outputs = info.outputs
-        if hasattr(self.model, "drop_heads"):  # maps not output (`ModelInfo.deployed`): neither computed nor stored
-            self.model.drop_heads(pose="heatmaps" not in self.outputs, parts="parts" not in self.outputs)
+        drop_unused_heads(self.model, info)  # maps not output: neither computed nor stored
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         named = self.model(image).stage(-1)  # the final maps by name (ModelOutput)

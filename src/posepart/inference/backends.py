@@ -161,6 +161,15 @@ class ModelInfo:
         return cls(head, size, outputs, str(data.get("name", "")), None if tasks is None else tuple(tasks))
 
 
+def drop_unused_heads(model: Any, info: ModelInfo) -> None:
+    """Remove from `model` (in place) the modules of the heads whose maps `info.deployed()` does not output, so that
+    neither an export nor the PyTorch backend computes or stores what is never used. `info` may be deployed already
+    (an export's) or not (a backend's): deploying twice changes nothing."""
+    outputs = info.deployed().outputs
+    if hasattr(model, "drop_heads"):
+        model.drop_heads(pose="heatmaps" not in outputs, parts="parts" not in outputs)
+
+
 def _maps(named: dict[str, np.ndarray]) -> Maps:
     """Batched Maps from {output name: array}, float32."""
     return Maps(*(None if named.get(n) is None else np.asarray(named[n], np.float32) for n in OUTPUT_NAMES))
@@ -228,8 +237,7 @@ class TorchBackend(Backend):
         if folded is model and copy:
             folded = copying.deepcopy(model)
         self.model = channels_last_(folded.eval().to(self._dev))
-        if info.left_out and hasattr(self.model, "drop_heads"):  # a head never trained: its maps are not used
-            self.model.drop_heads(pose="pose" in info.left_out, parts="parts" in info.left_out)
+        drop_unused_heads(self.model, info)  # a head never trained: its maps are not used
         self.info = info
 
     def _forward(self, batch: np.ndarray) -> Any:
