@@ -70,6 +70,43 @@ def test_round_trip_custom_schema(tmp_path):
     assert counts["part_pixel_share"]["arm"] == pytest.approx(2 * 100 / labelled)
 
 
+def test_a_write_that_fails_leaves_the_folder_as_it_was(tmp_path):
+    """Everything goes into a hidden folder first and takes its place at close(): a write that fails half-way leaves
+    no half dataset, and an --overwrite that fails keeps the earlier dataset whole. Before: a failed conversion left
+    images without annotations.json (and the next run was refused: 'images exists'), and a failed --overwrite left
+    the old annotations.json over the few new images written."""
+    import os
+
+    schema, image = CUSTOM, np.zeros((40, 60, 3), np.uint8)
+    with pytest.raises(DatasetError, match="part map must be uint8"):
+        with DatasetWriter(tmp_path / "new", schema) as w:
+            w.add(image, [])
+            w.add(image, [], np.zeros((3, 3), np.uint8))
+    assert not (tmp_path / "new").exists()  # the writer made it: nothing is left
+    with DatasetWriter(tmp_path / "old", schema) as w:
+        for _ in range(3):
+            w.add(image, [], np.ones((40, 60), np.uint8))
+    (tmp_path / "old" / "notes.txt").write_text("the user's")
+    before = sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "old").rglob("*"))
+    with pytest.raises(KeyboardInterrupt):
+        with DatasetWriter(tmp_path / "old", schema, overwrite=True) as w:
+            w.add(image, [])
+            raise KeyboardInterrupt
+    assert sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "old").rglob("*")) == before
+    assert len(PosePartDataset.open(tmp_path / "old")) == 3
+    # a writer killed mid-write leaves its hidden folder (named by its process): the next writer removes it
+    dead = 2 ** 22 + 1  # above Linux's largest PID: no such process
+    orphan = tmp_path / "old" / f".dataset-0000.tmp-{dead}"
+    (orphan / "images").mkdir(parents=True)
+    with DatasetWriter(tmp_path / "old", schema, overwrite=True) as w:
+        w.add(image, [])
+    assert not orphan.exists() and len(PosePartDataset.open(tmp_path / "old")) == 1
+    assert not (tmp_path / "old" / "parts").exists() or not any((tmp_path / "old" / "parts").iterdir())
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["annotations.json", "images", "notes.txt",
+                                                                     "parts"]
+    assert os.listdir(tmp_path / "old" / "images") == ["000001.jpg"]
+
+
 def test_writer_refuses_what_it_would_write_wrong(tmp_path):
     """Before: a float image in [0, 1] was written black, a dataset written into another's folder took its part maps
     (same file names), and numpy keypoints failed only in close(), after the images were written."""

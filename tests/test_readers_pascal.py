@@ -189,6 +189,53 @@ def test_xia_mat_pose_files(tmp_path):
         assert result.skips.counts["keypoint outside the image (joint dropped)"] == 1
 
 
+def test_bad_pose_files_are_errors_with_strict_and_leave_their_image_unlabelled(fixtures, tmp_path):
+    """A bad Xia .mat (wrong joint count) or an unreadable Berkeley XML is an error under --strict (before: counted and
+    skipped whatever --strict said) and otherwise a skip counted once (before: again as "no pose annotation"). An
+    image one of whose XMLs is unreadable keeps no pose labels (before: that person was dropped alone, and would have
+    been taught as background)."""
+    import shutil
+
+    root = tmp_path / "src"
+    _write_root(root, ["good", "bad"])
+    (root / "pose_annotations").mkdir()
+    joints = np.empty((1, 1), object)
+    joints[0, 0] = np.full((13, 3), 10.0)  # 13 joints, not 14
+    savemat(root / "pose_annotations/bad.mat", {"joints": joints})
+    joints[0, 0] = np.full((14, 3), 10.0)
+    savemat(root / "pose_annotations/good.mat", {"joints": joints})
+    with pytest.raises(DatasetError, match=r"bad\.mat: person 0 joints have shape \(13, 3\), expected \(14, 3\)"):
+        convert_pascal(root, tmp_path / "strict", strict=True, progress=False)
+    assert not (tmp_path / "strict").exists()
+    result = convert_pascal(root, tmp_path / "lenient", progress=False)
+    assert result.images == 2 and dict(result.skips.counts) == {"bad pose file": 1}
+    labelled = {Path(r.file_name).stem: r.pose_labeled for r in PosePartDataset.open(tmp_path / "lenient").records}
+    assert labelled == {"good": True, "bad": False}
+
+    person = tmp_path / "person"
+    shutil.copytree(fixtures / "pascal_berkeley_keypoints/person", person)
+    (person / "2008_000023_2.xml").write_text("<annotation><image>2008_0000")  # truncated; 2 more people there
+    src = fixtures / "grapy_ml/pascal_person_part"
+    with pytest.raises(DatasetError, match=r"2008_000023_2\.xml: cannot parse keypoint XML"):
+        convert_pascal(src, tmp_path / "strict_xml", berkeley_dir=person, strict=True, progress=False)
+    result = convert_pascal(src, tmp_path / "xml", berkeley_dir=person, progress=False)
+    assert result.skips.counts["bad keypoint XML (its image's pose left out)"] == 1
+    assert "no pose annotation (image kept as parts-only)" not in result.skips.counts
+    records = {Path(r.file_name).stem: r for r in PosePartDataset.open(tmp_path / "xml").records}
+    assert not records["2008_000023"].pose_labeled and records["2008_000023"].num_people == 0
+    assert all(r.pose_labeled for stem, r in records.items() if stem != "2008_000023")
+
+
+def test_a_part_map_of_another_size_is_named(tmp_path):
+    """The skip names the part PNG whose size is wrong (before: the JPEG, which is right)."""
+    root = tmp_path / "src"
+    _write_root(root, ["a", "b"])
+    Image.fromarray(np.zeros((60, 79), np.uint8), "L").save(root / "SegmentationPart/b.png")
+    result = convert_pascal(root, tmp_path / "out", progress=False)
+    example = result.skips.examples["part map size mismatch"]
+    assert "SegmentationPart/b.png: part map is 79x60 but the image b.jpg is 80x60" in example
+
+
 def test_berkeley_table_is_limb_joints_only():
     assert set(BERKELEY_TO_PASCAL.values()) == set(SCHEMA.keypoints) - {"head", "neck"}
     assert BERKELEY_TO_PASCAL["L_Shoulder"] == "left_shoulder" and "B_Head" not in BERKELEY_TO_PASCAL

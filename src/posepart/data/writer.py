@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
@@ -20,10 +22,10 @@ from posepart.schema import Schema
 
 def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse a folder that already holds a dataset (its annotations.json, or files in its images/ or parts/) unless
-    `overwrite`, which first removes its images/ and parts/: stale part maps would otherwise attach to the new images
-    of the same names, and other files would join the dataset. `inputs`, the files and folders the new dataset is
-    made from, must not lie in what it replaces (a release whose images are ROOT/images/, converted into ROOT:
-    `--overwrite` would delete them before they are read)."""
+    `overwrite`, whose writer replaces its images/ and parts/ whole when it closes (`DatasetWriter`): stale part maps
+    would otherwise attach to the new images of the same names, and other files would join the dataset. `inputs`,
+    the files and folders the new dataset is made from, must not lie in what it replaces (a release whose images are
+    ROOT/images/, converted into ROOT: `--overwrite` would delete them)."""
     root = Path(root)
     replaced = [(root / name).resolve() for name in (ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR)]
     for given in inputs:
@@ -38,19 +40,20 @@ def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[
     if linked is not None:  # before: rmtree refused the link silently and the writer filled its target
         raise OutputError(f"{linked} is a link ({linked.resolve()}); a dataset written into {root} would write "
                           f"there: remove the link or choose another output folder")
-    if held:  # an images/ folder without annotations too: its files would be overwritten or mixed in
-        if not overwrite:
-            raise DatasetError(f"{held[0]} exists; pass --overwrite to replace the dataset")
-        for folder in (IMAGES_DIR, PARTS_DIR):
-            if (root / folder).is_dir():
-                with writing(root / folder):  # a removal that fails is an error, not stale part maps kept
-                    shutil.rmtree(root / folder)
+    if held and not overwrite:  # an images/ folder without annotations too: its files would be overwritten or mixed
+        raise DatasetError(f"{held[0]} exists; pass --overwrite to replace the dataset")
 
 
 class DatasetWriter:
-    """Write a dataset in the posepart format; the JSON is written atomically on `close()`. A folder that already
-    holds a dataset is refused unless `overwrite` (`claim_dataset_folder`: its part maps would attach to new images;
-    `inputs` may not lie in what it replaces).
+    """Write a dataset in the posepart format. A folder that already holds a dataset is refused unless `overwrite`
+    (`claim_dataset_folder`: its part maps would attach to new images; `inputs` may not lie in what it replaces).
+
+    Everything is written into a hidden folder in `root` (`folder`) and takes its place on `close()`, an earlier
+    dataset's images/ and parts/ going then, annotations.json last: a write that fails (an error, Ctrl-C) leaves
+    `root` as it was, an earlier dataset included (before: a conversion that failed half-way left images without
+    annotations, or an --overwrite's old annotations over a few new images). A killed writer's folder is removed by
+    the next writer into `root` (`remove_orphans`). Other files written into `folder` before `close()` take their
+    places too (a conversion's record).
 
     >>> with DatasetWriter(root, schema) as writer:
     ...     writer.add(image_rgb, annotations, parts)
@@ -63,10 +66,14 @@ class DatasetWriter:
         claim_dataset_folder(self.root, overwrite=overwrite, inputs=inputs)  # `inputs`: what the dataset is made from
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
+        self._made_root = not self.root.exists()
+        self.folder = _temp_name(self.root / f"dataset-{uuid.uuid4().hex[:8]}")  # hidden, named by this process
         with writing(self.root):
-            (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            remove_orphans(self.root)
+            (self.folder / IMAGES_DIR).mkdir(parents=True)
             if schema.has_parts:
-                (self.root / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+                (self.folder / PARTS_DIR).mkdir()
 
     def add(
         self,
@@ -100,9 +107,9 @@ class DatasetWriter:
                 validate_keypoints(ann["keypoints"], self.schema.num_joints, f"{file_name}: annotation keypoints")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
-        _write_encoded(self.root / IMAGES_DIR / file_name, bgr, params)
+        _write_encoded(self.folder / IMAGES_DIR / file_name, bgr, params)
         if parts is not None:
-            _write_encoded(self.root / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
+            _write_encoded(self.folder / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
         self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, **image_fields})
         for ann in annotations:
             self.annotations.append(
@@ -111,16 +118,39 @@ class DatasetWriter:
         return image_id
 
     def close(self) -> Path:
-        """Write annotations.json atomically (temp file + rename) and return its path."""
+        """Write annotations.json, put the new dataset in `root`'s place (see the class) and return the JSON's path.
+        A close that fails removes what was written; the earlier dataset is kept, unless the failure came while
+        they were swapped."""
         data = {
             "info": {"description": "posepart dataset"},
             "images": self.images,
             "annotations": self.annotations,
             "categories": [self.schema.to_category()],
         }
-        path = self.root / ANNOTATIONS_FILE
-        write_json_atomic(path, data)
-        return path
+        try:
+            write_json_atomic(self.folder / ANNOTATIONS_FILE, data)
+            earlier = _temp_name(self.root / f"replaced-{uuid.uuid4().hex[:8]}")
+            with writing(self.root):
+                earlier.mkdir()
+                for name in (IMAGES_DIR, PARTS_DIR):  # whole: stale part maps would attach to new images
+                    if os.path.lexists(self.root / name):
+                        os.replace(self.root / name, earlier / name)
+                for entry in sorted(self.folder.iterdir(), key=lambda e: e.name == ANNOTATIONS_FILE):
+                    os.replace(entry, self.root / entry.name)
+                shutil.rmtree(earlier)
+        except BaseException:
+            self.discard()
+            raise
+        self.folder.rmdir()
+        _fsync_dir(self.root)
+        return self.root / ANNOTATIONS_FILE
+
+    def discard(self) -> None:
+        """Remove what was written, and `root` when this writer made it and it is left empty."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._made_root:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -128,6 +158,8 @@ class DatasetWriter:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.discard()
 
 
 def _plain(annotation: dict[str, Any]) -> dict[str, Any]:
@@ -268,12 +300,13 @@ class JsonArrayWriter:
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete the temp files `atomic_write` leaves when its process is killed mid-save (`.NAME.tmp-PID` whose PID is
-    no longer running); a live process's are kept. Returns what was removed."""
+    """Delete the temp files `atomic_write` leaves when its process is killed mid-save, and the folders of a killed
+    `DatasetWriter` (`.NAME.tmp-PID` whose PID is no longer running); a live process's are kept. Returns what was
+    removed."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp-*"):
         pid = tmp.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit() or not tmp.is_file():
+        if not pid.isdigit() or tmp.is_symlink() or not (tmp.is_file() or tmp.is_dir()):
             continue
         try:
             os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
@@ -282,7 +315,7 @@ def remove_orphans(folder: str | Path) -> list[Path]:
             pass
         except (PermissionError, OverflowError):  # another user's live process, or not a PID at all
             continue
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 

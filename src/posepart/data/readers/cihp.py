@@ -40,7 +40,8 @@ def cihp_samples(images: Path, labels: Path, ids: Sequence[str], skips: Skips) -
         if not png.is_file() and (images / f"{image_id}.jpg").is_file():
             skips.add("missing label PNG (image skipped)", str(png))
             continue
-        yield Sample(images / f"{image_id}.jpg", f"{image_id}.jpg", [], lambda p=png: read_label_png(p, num_classes))
+        yield Sample(images / f"{image_id}.jpg", f"{image_id}.jpg", [], lambda p=png: read_label_png(p, num_classes),
+                     parts_file=png)
 
 
 def convert_cihp(

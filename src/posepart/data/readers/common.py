@@ -9,7 +9,6 @@ missing COCO images; `strict=True` raises instead.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
 from posepart.data.writer import DatasetWriter, write_json_atomic
@@ -73,6 +72,7 @@ class Sample:
     people: list[Person] = field(default_factory=list)
     parts: Callable[[], np.ndarray] | None = None  # -> (H, W) uint8 in the schema's part indices, 255 ignore
     pose_labeled: bool = True
+    parts_file: Path | None = None  # what `parts` reads, for messages
 
 
 @dataclass
@@ -99,12 +99,12 @@ class CopyWriter(DatasetWriter):
     def add_file(self, source: Path, annotations: Sequence[dict[str, Any]], parts: np.ndarray | None, *,
                  file_name: str, width: int, height: int, **image_fields: Any) -> int:
         image_id = len(self.images) + 1
-        target = self.root / IMAGES_DIR / file_name
+        target = self.folder / IMAGES_DIR / file_name
         with writing(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         if parts is not None:
-            path = self.root / PARTS_DIR / Path(file_name).with_suffix(".png")
+            path = self.folder / PARTS_DIR / Path(file_name).with_suffix(".png")
             with writing(path):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if not cv2.imwrite(str(path), parts):
@@ -252,20 +252,16 @@ def write_samples(
             people += labelled
             ignore += len(annotations) - labelled
             part_maps += parts is not None
-        if not writer.images:  # raised inside the writer, so it writes no annotations.json
-            for stale in (root / ANNOTATIONS_FILE, root / CONVERSION_FILE):  # an --overwrite's old dataset's
-                stale.unlink(missing_ok=True)
-            for folder in (root / PARTS_DIR, root / IMAGES_DIR, root):  # what the writer made, where still empty
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+        if not writer.images:  # raised inside the writer: nothing is written, an earlier dataset is kept
             reasons = "; ".join(skips.lines()) or "the source lists no image"
             raise DatasetError(f"no image converted into {root}: {reasons}")
-    result = ConvertResult(root, len(writer.images), people, ignore, part_maps, skips)
-    write_json_atomic(root / CONVERSION_FILE, {
-        "source": {key: str(value.absolute()) if isinstance(value, Path) else value for key, value in source.items()},
-        "images": result.images, "people": people, "ignore_regions": ignore,
-        "part_maps": part_maps, "skipped": dict(skips.counts), "skipped_examples": skips.examples,
-    })
+        result = ConvertResult(root, len(writer.images), people, ignore, part_maps, skips)
+        write_json_atomic(writer.folder / CONVERSION_FILE, {  # the writer puts it in place with the dataset
+            "source": {key: str(value.absolute()) if isinstance(value, Path) else value
+                       for key, value in source.items()},
+            "images": result.images, "people": people, "ignore_regions": ignore,
+            "part_maps": part_maps, "skipped": dict(skips.counts), "skipped_examples": skips.examples,
+        })
     return result
 
 
@@ -286,8 +282,8 @@ def _check_sample(sample: Sample, schema: Schema, skips: Skips) -> tuple[list[di
         raise SampleError(str(err), "unreadable image") from None
     parts = sample.parts() if sample.parts is not None else None
     if parts is not None and parts.shape != (height, width):
-        raise SampleError(f"{sample.image_path}: part map is {parts.shape[1]}x{parts.shape[0]} but the image is "
-                          f"{width}x{height}", "part map size mismatch")
+        raise SampleError(f"{sample.parts_file or sample.image_path}: part map is {parts.shape[1]}x{parts.shape[0]} "
+                          f"but the image {sample.image_path.name} is {width}x{height}", "part map size mismatch")
     annotations = []
     if schema.has_pose and sample.pose_labeled:
         for person in sample.people:

@@ -82,7 +82,7 @@ def lip_samples(
         if poses is not None and kp is None and (images / name).is_file():
             skips.add("no pose row (image kept as parts-only)", name)
         people = [Person(kp)] if kp is not None and (kp[:, 2] > 0).any() else []
-        yield Sample(images / name, name, people, loader, pose_labeled=kp is not None)
+        yield Sample(images / name, name, people, loader, pose_labeled=kp is not None, parts_file=png)
 
 
 def _resolve(root: Path | None, given: Path | None, candidates: Sequence[str], what: str,

@@ -247,10 +247,13 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def read_berkeley_dir(folder: Path, skips: Skips) -> dict[str, list[Person]]:
-    """Every person XML of a Berkeley keypoint folder (the release's person/), by image id, in file-name order.
+def read_berkeley_dir(folder: Path, skips: Skips, *, strict: bool = False
+                      ) -> tuple[dict[str, list[Person]], set[str]]:
+    """Every person XML of a Berkeley keypoint folder (the release's person/) -> (people by image id, in file-name
+    order; the ids of images one of whose XMLs is unreadable, from the release's `<id>_<k>.xml` names).
 
-    An unreadable XML is a counted skip (that person is then missing from its image)."""
+    An unreadable XML is an error with `strict`, else a counted skip. Its image keeps no pose labels: a person left
+    out would be taught as background where they stand (before: dropped alone)."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: Berkeley keypoint folder not found")
     files = sorted(folder.glob("*.xml"))
@@ -258,14 +261,18 @@ def read_berkeley_dir(folder: Path, skips: Skips) -> dict[str, list[Person]]:
         raise DatasetError(f"{folder}: no keypoint XML (*.xml) in this folder: --berkeley takes the release's "
                            f"person/ folder, e.g. .../pascal_berkeley_keypoints/person")
     people: dict[str, list[Person]] = {}
+    broken: set[str] = set()
     for path in files:
         try:
             image, person = read_berkeley_xml(path)
         except DatasetError as err:
-            skips.add("bad keypoint XML (person dropped)", str(err))
+            if strict:
+                raise
+            skips.add("bad keypoint XML (its image's pose left out)", str(err))
+            broken.add(path.stem.rsplit("_", 1)[0])
             continue
         people.setdefault(image, []).append(person)
-    return people
+    return people, broken
 
 
 def pascal_samples(
@@ -277,11 +284,13 @@ def pascal_samples(
     berkeley_dir: Path | None = None,
     first_side: str = "right",
     skips: Skips,
+    strict: bool = False,
 ) -> Iterator[Sample]:
     """Samples of PASCAL-Person-Part under ROOT (ids: a split, default every part PNG; else every pose id).
 
     Folders, the part order and the Berkeley XMLs are checked here, before anything is written; the samples are then
-    produced lazily."""
+    produced lazily. A bad pose file (.mat or XML) is an error with `strict`, else a counted skip whose image keeps
+    no pose labels."""
     schema = Schema.pascal_person_part()
     images, parts_dir = root / "JPEGImages", root / "SegmentationPart"
     if not images.is_dir():
@@ -290,7 +299,8 @@ def pascal_samples(
         raise DatasetError(f"{pose_dir}: pose annotation folder not found")
     pose_dir = pose_dir if pose_dir is not None else (root / "pose_annotations")
     has_pose_dir = pose_dir.is_dir()
-    berkeley = read_berkeley_dir(berkeley_dir, skips) if berkeley_dir is not None else {}
+    berkeley, broken = (read_berkeley_dir(berkeley_dir, skips, strict=strict) if berkeley_dir is not None
+                        else ({}, set()))
     if ids is None:
         if parts_dir.is_dir():
             ids = sorted(p.stem for p in parts_dir.glob("*.png"))
@@ -300,25 +310,31 @@ def pascal_samples(
             raise DatasetError(f"{root}: no SegmentationPart/*.png, pose .mat or Berkeley XML to convert")
     lut = part_lut(part_order, schema)
     xia_joint_names(first_side)  # validates the side
-    return _pascal_iter(images, parts_dir, pose_dir if has_pose_dir else None, berkeley, ids, lut, first_side, skips)
+    return _pascal_iter(images, parts_dir, pose_dir if has_pose_dir else None, berkeley, broken, ids, lut, first_side,
+                        skips, strict)
 
 
 def _pascal_iter(images: Path, parts_dir: Path, pose_dir: Path | None, berkeley: dict[str, list[Person]],
-                 ids: Sequence[str], lut: np.ndarray, first_side: str, skips: Skips) -> Iterator[Sample]:
-    """One sample per id: Xia's .mat when there is one, else the Berkeley people; partial samples are counted."""
+                 broken: set[str], ids: Sequence[str], lut: np.ndarray, first_side: str, skips: Skips, strict: bool
+                 ) -> Iterator[Sample]:
+    """One sample per id: Xia's .mat when there is one, else the Berkeley people (none for an image one of whose
+    XMLs was unreadable: `broken`); partial samples are counted once."""
     for image_id in ids:
         image_path = images / f"{image_id}.jpg"
         part_path = parts_dir / f"{image_id}.png"
         loader = (lambda p=part_path: read_part_png(p, lut)) if part_path.is_file() else None
         mat = pose_dir / f"{image_id}.mat" if pose_dir is not None else None
         people: list[Person] = []
-        labelled = False
+        labelled, counted = False, image_id in broken  # a bad pose file is counted as such, once
         if mat is not None and mat.is_file():
             try:
                 people, labelled = read_xia_mat(mat, first_side, skips), True
             except SampleError as err:
+                if strict:
+                    raise
                 skips.add(err.reason, str(err))
-        elif image_id in berkeley:
+                counted = True
+        elif image_id in berkeley and not counted:
             people, labelled = berkeley[image_id], True
             size = _image_size(image_path)
             if size is not None:  # else no sample is written: the image is missing or unreadable, and counted so
@@ -329,9 +345,9 @@ def _pascal_iter(images: Path, parts_dir: Path, pose_dir: Path | None, berkeley:
                 continue
             if loader is None:
                 skips.add("no part PNG (image kept as pose-only)", str(part_path))
-            if not labelled and (pose_dir is not None or berkeley):
+            if not labelled and not counted and (pose_dir is not None or berkeley):
                 skips.add("no pose annotation (image kept as parts-only)", image_id)
-        yield Sample(image_path, image_path.name, people, loader, pose_labeled=labelled)
+        yield Sample(image_path, image_path.name, people, loader, pose_labeled=labelled, parts_file=part_path)
 
 
 def convert_pascal(
@@ -358,7 +374,7 @@ def convert_pascal(
         ids = read_id_list(find_split_list(root, split))
     samples = pascal_samples(root, ids, part_order=part_order, pose_dir=Path(pose_dir) if pose_dir else None,
                              berkeley_dir=Path(berkeley_dir) if berkeley_dir else None, first_side=first_side,
-                             skips=skips)
+                             skips=skips, strict=strict)
     source = {"reader": "pascal-person-part", "split": split, "part_order": list(part_names(part_order)),
               "first_side": first_side,
               **source_paths(root=root, list=id_list, pose_dir=pose_dir, berkeley_dir=berkeley_dir)}
