@@ -167,3 +167,45 @@ def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     # so `study --set data.batch_size=4` showed half the steps it trained)
     assert TrainJob(tmp_path, "demo_cpu_joint", extra=("data.batch_size=4",)).steps(40) == 10
     assert TrainJob(tmp_path, "demo_cpu_joint", images=16).steps(40) == 2  # its own budget, at the config's 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_parallel_demo_stops_every_model_it_trains(tmp_path, sent):
+    """Ctrl-C or SIGTERM to `posepart demo --jobs 2` and its workers (a terminal, Slurm: the process group) stops the
+    models in training at a step's end, saved, starts none of the others, and exits 128 + the signal with no process
+    left. Before: the stopped models' workers each took the next model and trained it in full (Ctrl-C), or the
+    demo died at once leaving its workers training as orphans (SIGTERM)."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "posepart.cli", "demo", "--out", str(tmp_path / "demo"), "--jobs", "2",
+               "--size", "64", "--n-val", "8", "--n-train", "32", "--train-images", "1600"]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline and not list(
+            (tmp_path / "demo").glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.05)
+    os.killpg(process.pid, getattr(signal, sent))
+    try:
+        err = process.communicate(timeout=120)[1]
+        for _ in range(50):  # multiprocessing's resource tracker ends when it sees the demo gone
+            left = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(process.pid)], capture_output=True,
+                                  text=True).stdout.splitlines()
+            if not left:
+                break
+            time.sleep(0.1)
+    finally:
+        for pid in subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+    assert process.returncode == 128 + getattr(signal, sent), err[-2000:]
+    assert not left and err.strip().endswith("interrupted")
+    started = [score.parent for score in (tmp_path / "demo").glob("*/score.json")]
+    assert 1 <= len(started) <= 2  # the two in training; none started after the signal
+    for run in started:
+        assert "metrics" not in json.loads((run / "score.json").read_text())  # stopped, to be continued
+        from posepart.engine.checkpoint import load_checkpoint
+
+        assert 0 < load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] < 200

@@ -1315,6 +1315,53 @@ def test_a_stop_by_signal_wherever_it_lands_resumes_exactly(six_epochs, data, tm
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
+def _sigterm_at(step: int | None = None, *, sanity_check: bool = False) -> pl.Callback:
+    """A callback that sends SIGTERM to this process as step `step + 1` starts, or in the sanity check."""
+    class Sigterm(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if trainer.global_step == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_sanity_check_start(self, trainer, *args) -> None:
+            if sanity_check:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return Sigterm()
+
+
+def test_a_stop_at_an_epochs_last_step_keeps_its_validation(data, tmp_path):
+    """SIGTERM in an epoch's last step stops the run after that epoch's validation and checkpoint, with the metrics
+    of an uninterrupted epoch. Before: Lightning validated with the stop already set, so validation ended after its
+    first batch, and the resumed run never validated that epoch."""
+    from posepart.engine.run_folder import csv_logs
+
+    def validations(run: Path) -> list[dict[str, str]]:
+        return [row for log in csv_logs(run) for row in csv.DictReader(open(log)) if row.get("val/total")]
+
+    cfg = tiny(data, "data.batch_size=2")  # 4 steps per epoch, 2 validation batches
+    straight = train(cfg, tmp_path / "straight", **QUIET)
+    cut = train(cfg, tmp_path / "cut", callbacks=[_sigterm_at(3)], **QUIET)
+    assert cut.interrupted == "SIGTERM" and load_checkpoint(cut.last)["global_step"] == 4
+    assert validations(cut.out) == validations(straight.out)[:1]  # the first epoch's, whole
+    resumed = train(cfg, tmp_path / "cut", resume=cut.last, **QUIET)
+    assert validations(resumed.out) == validations(straight.out)
+
+
+def test_a_sigterm_before_the_first_step_and_one_at_the_last(six_epochs, data, tmp_path):
+    """A SIGTERM in the sanity check (Lightning's handler was installed then, ours only at the first step) stops the
+    run at the end of its first step, saved; one in the run's last step lets it finish whole, and says it came.
+    Before: the first trained a step and exited 0 with nothing saved, the second reported a finished run as
+    interrupted (exit 143), which --resume then continued for 0 steps."""
+    early = train(tiny(data), tmp_path / "early", callbacks=[_sigterm_at(sanity_check=True)], **QUIET)
+    assert early.interrupted == "SIGTERM" and load_checkpoint(early.last)["global_step"] == 1
+    cfg, straight = six_epochs
+    late = train(cfg, tmp_path / "late", callbacks=[_sigterm_at(11)], **QUIET)
+    assert late.interrupted is None and late.signal_received == "SIGTERM" and late.global_step == 12
+    a, b = load_checkpoint(straight.last), load_checkpoint(late.last)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
 @pytest.mark.parametrize("when", ["before training", "a second Ctrl-C"])
 def test_a_ctrl_c_that_stops_at_once_is_an_interruption(data, tmp_path, when):
     """A Ctrl-C before the first step (data setup, the sanity check) or a second one during a step stops at once:

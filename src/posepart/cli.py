@@ -364,9 +364,10 @@ def _run(args: argparse.Namespace) -> int:
     except PosepartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C where a verb does not handle it itself (loading a model, importing torch)
+    except KeyboardInterrupt as err:  # Ctrl-C where a verb does not handle it itself (loading a model, importing
+        # torch), or a job stopped by a signal (`errors.Interrupted`: the demo's, the study's)
         print("interrupted", file=sys.stderr)
-        return 130  # 128 + SIGINT, the shell's convention
+        return 128 + getattr(err, "signal", signal.SIGINT)  # 128 + the signal, the shell's convention
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe (a worker's): a bug, with its traceback
             raise

@@ -20,6 +20,15 @@ class PosepartError(Exception):
     """A user's mistake or unusable input; the CLI prints `error: <message>` and exits 2. Anything else is a bug."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A job stopped by a signal (SIGINT or SIGTERM) once what it was doing had been saved: `signal` says which, so
+    the command line exits 128 + its number, as the shell counts it."""
+
+    def __init__(self, signal: int) -> None:
+        super().__init__(f"interrupted by signal {int(signal)}")
+        self.signal = int(signal)
+
+
 class PosepartWarning(UserWarning):
     """Something a run goes on with that the user should know (settings that change nothing, a skeleton replaced, a
     slower path taken); the CLI prints `warning: <message>`, without Python's source line."""

@@ -8,6 +8,7 @@ each in its own process with the cores split between them, under one combined pr
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -15,12 +16,15 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -28,7 +32,7 @@ from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.engine.run_folder import checkpoint_path, csv_logs
-from posepart.errors import PosepartError
+from posepart.errors import Interrupted, PosepartError
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
@@ -98,8 +102,9 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
     result = train(cfg, out, resume=resume, max_minutes=minutes, overwrite=resume is None,
                    **({"enable_progress_bar": False} if quiet else {}))
-    if result.interrupted:  # Ctrl-C or SIGTERM stops the demo or study, not only this model's training
-        raise KeyboardInterrupt
+    stopped_by = result.interrupted or result.signal_received
+    if stopped_by:  # Ctrl-C or SIGTERM stops the demo or study, not only this model's training; run again, it
+        raise Interrupted(getattr(signal, stopped_by))  # continues this model (score.json records no metrics)
     if result.last is None:
         raise RuntimeError(f"{config_name}: training wrote no checkpoint under {out}")
     loaded = load_model(result.last)
@@ -203,10 +208,25 @@ def scored_checkpoint(out: Path, saved: dict[str, Any]) -> bool:
     return isinstance(scored, dict) and _digest(out / str(scored.get("file"))) == scored.get("sha1")
 
 
+_STOP: Any = None  # in a worker process of `run_jobs`: the event its parent sets when the jobs are to stop
+
+
+def _init_worker(stop: Any) -> None:
+    """A `run_jobs` worker: it leaves Ctrl-C and SIGTERM to its parent, which forwards SIGTERM to a worker that is
+    training (Lightning's handler slot takes it there, `StopOnSignal`: a stop at the step's end, saved). Why: an idle
+    worker killed by the terminal's Ctrl-C breaks the pool, which kills the others mid-step."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
     """`train_and_score` in a worker process: `threads` intra-op threads, all output into `log`."""
     import torch
 
+    if _STOP is not None and _STOP.is_set():  # queued before the stop
+        raise Interrupted(signal.SIGTERM)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as f:  # fd level: Lightning's and C++ messages land there too
         sys.stdout.flush()
@@ -215,6 +235,42 @@ def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict
         os.dup2(f.fileno(), 2)
     torch.set_num_threads(threads)
     return train_and_score(*args, quiet=True, **kwargs)
+
+
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    """Send `signum` to the pool's worker processes (its private table: the executor has no public one)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            os.kill(process.pid, signum)
+
+
+@contextmanager
+def _stopping_workers(pool: ProcessPoolExecutor, stop: Any) -> Iterator[list[int]]:
+    """While `run_jobs` waits (main thread only): a first Ctrl-C or SIGTERM to this process, or to its whole process
+    group from a terminal or Slurm, stops the jobs: none not yet started starts, and the training ones stop at a
+    step's end, saved (the signal is forwarded as SIGTERM); `run_jobs` then raises `Interrupted`. A second Ctrl-C
+    kills the workers at once. Before: a stopped model's worker took the next queued model and trained it in full,
+    and SIGTERM killed this process alone, leaving its workers training."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if received and signum == signal.SIGINT:
+            _signal_workers(pool, signal.SIGKILL)
+            raise KeyboardInterrupt
+        if not received:
+            received.append(signum)
+            stop.set()  # a job not yet started stops as it starts
+        _signal_workers(pool, signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 def _steps_logged(run: Path, since: float) -> int:
@@ -289,7 +345,10 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     planned = {label: job.steps(images) for label, job in jobs.items()}
     since = time.time()
     # spawn: fresh interpreters, so no OpenMP thread pool is inherited in a state fork cannot copy.
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=context, initializer=_init_worker,
+                             initargs=(stop,)) as pool, _stopping_workers(pool, stop) as received:
         futures = {}
         for label, job in jobs.items():
             args, kwargs = arguments(job)
@@ -299,6 +358,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
         with tqdm(total=sum(planned.values()), desc="training", unit="step", file=sys.stdout, mininterval=5) as bar:
             while pending:
                 done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                if received:  # again: a worker that was setting up its training ignored the first
+                    _signal_workers(pool, signal.SIGTERM)
                 finished = {futures[f] for f in futures if f not in pending}
                 bar.n = sum(planned[label] if label in finished else
                             min(_steps_logged(jobs[label].out, since), planned[label]) for label in planned)
@@ -307,6 +368,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                     label = futures[future]
                     try:
                         results[label] = future.result()
+                    except Interrupted:  # stopped and saved: the stop is reported below
+                        continue
                     except Exception as err:  # noqa: BLE001 - reported with its log below; the others carry on
                         failed.append((label, err))
                         continue
@@ -314,6 +377,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                     scores = ", ".join(f"{k} {v:.3f}" for k, v in (("mean IU", seg.get("mean_iou")),
                                                                       ("OKS AP", pose.get("ap"))) if v is not None)
                     bar.write(f"  {label}: {scores} ({time.perf_counter() - start:.0f} s)", file=sys.stdout)
+    if received:
+        raise Interrupted(received[0])
     if failed:  # a user's mistake (bad data, config) in every failed job: one error line; else a bug, a traceback
         lines = [f"{label}: {type(err).__name__}: {err} (log: {jobs[label].out / 'train.log'})"
                  for label, err in failed]

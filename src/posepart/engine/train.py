@@ -58,6 +58,8 @@ class TrainResult:
     inside_epoch: bool = False  # it stopped inside the next epoch (max_steps, --max-minutes, a signal)
     rank: int = 0  # this process's global rank: under DDP every rank returns a result, rank 0 reports it
     interrupted: str | None = None  # "SIGINT" / "SIGTERM": stopped by it at a step's end, last.ckpt saved there
+    signal_received: str | None = None  # one came while it trained, whether or not it cut the run (one at the last
+    # step lets it finish): what runs it (the demo, the study) stops too
 
 
 # val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
@@ -258,26 +260,28 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     # A compiled LightningModule is Lightning's supported form: it trains the compiled forward and saves plain weights.
     fit_module = torch.compile(module) if cfg.train.compile else module
     stop = next(callback for callback in trainer.callbacks if isinstance(callback, StopOnSignal))
-    sigint = signal.getsignal(signal.SIGINT)
+    interrupted: signal.Signals | None = None
+    handlers = _signal_handlers()
     try:
         trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
                     weights_only=True)
     except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
         if stop.signal is None:
             raise
+        interrupted = stop.signal
     except SystemExit as exit_:  # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C, or one before the
         # first step): exit(1) once it has shut down, Ctrl-C left ignored. The caller sees the interruption instead
-        # (the CLI exits 130), and Ctrl-C works again.
+        # (the CLI exits 130), and Ctrl-C works again (below).
         if stop.signal is not signal.SIGINT:
             raise
-        if sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, sigint)
         raise KeyboardInterrupt from exit_
+    finally:  # as they were, however training ended (a Ctrl-C inside Lightning's shutdown skips its own restore)
+        _restore_signal_handlers(handlers)
     if trainer.is_global_zero and resume is not None:
         dump_config(cfg, out / CONFIG_FILE)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = checkpoint_path(out)
-    if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step and stop.signal is None:
+    if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step and interrupted is None:
         # stopped inside an epoch (max_time / max_steps): keep the newest state, all of it (a resume point)
         trainer.save_checkpoint(last, weights_only=False)
     # the file, named "best" in this run's folder: Lightning's own path is the one it was saved under (a run copied
@@ -295,4 +299,18 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     inside = cut > 0
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank,
-                       interrupted=stop.signal.name if stop.signal is not None else None)
+                       interrupted=interrupted.name if interrupted is not None else None,
+                       signal_received=stop.received.name if stop.received is not None else None)
+
+
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """The SIGINT and SIGTERM handlers of this thread's process, where it may set them (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:  # None: set outside Python, cannot be put back
+            signal.signal(signum, handler)

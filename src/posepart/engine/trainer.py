@@ -49,76 +49,89 @@ class LaunchTimer(Timer):
 
 class StopOnSignal(Callback):
     """SIGTERM (a preemption, `timeout`, `docker stop`, Slurm) and a first Ctrl-C end training at the end of a
-    training step, with `last.ckpt` saved there (`--resume` continues it exactly, tested); a second Ctrl-C stops at
-    once. `signal` says which ended the run.
+    training step, with `last.ckpt` saved there (`--resume` continues it exactly, tested); a second Ctrl-C, or one
+    before the first step, stops at once. `signal` says which signal cut the run; `received`, one that came at all.
 
     Why not Lightning's own handling: it turns SIGTERM into a SIGTERMException at a step's end but then exits 0
     having saved nothing since the last epoch, and takes Ctrl-C wherever it lands, exiting 1: the epoch in progress
     was lost either way, and a requeue loop saw success. Under DDP its SIGTERM handler broadcasts from inside the
     handler, a collective the other ranks never match, and each rank then raises at the end of the step in which its
     own signal landed: a job whose ranks were signalled (Slurm signals every task) hung in 2 runs of 3. Here a signal
-    only records itself; after every training step the ranks agree (one all-reduce of the signal number, the larger
-    winning) and all stop at the same step. A signal during validation stops after it, at the next step's end, so
-    the epoch's checkpoint is not lost."""
+    only records itself (for SIGTERM, in the slot of Lightning's handler, which Lightning installs and removes);
+    after every training step the ranks agree (one all-reduce of the signal number, the larger winning) and all stop
+    at the same step. A stop at an epoch's last step waits for the epoch's validation and checkpoint; a signal
+    between steps stops at the end of the next one; one at the run's last step lets it finish."""
 
     def __init__(self, last: Path) -> None:
         self.last = last
-        self.signal: signal.Signals | None = None  # what ended the run
+        self.signal: signal.Signals | None = None  # what cut the run
+        self.received: signal.Signals | None = None  # a signal this process received, whether or not it cut the run
         self.saved_step: int | None = None  # the step `last` was saved at, when it was saved here
-        self._received: signal.Signals | None = None  # a signal this process received, not yet agreed on
-        self._previous: dict[signal.Signals, Any] = {}  # the handlers replaced, restored when training ends
-        self._chained: Any = None  # a SIGTERM handler of the caller's, which Lightning also calls
+        self._decided = False  # the ranks have agreed on a signal
+        self._previous_sigint: Any = None
 
-    def _install(self, trainer: pl.Trainer) -> None:
-        # signal handlers live in the main thread only; a Ctrl-C the launch ignores (`posepart train ... &` from a
-        # script) stays ignored. Installed once Lightning has set up its own (which ours replace, see the class).
-        if self._previous or threading.current_thread() is not threading.main_thread():
-            return
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning registers its SIGTERM handler after this hook, from the connector's notifier (with any handler
+        # the caller had, which it also calls and later restores): this one's instead
         connector = getattr(trainer, "_signal_connector", None)
-        original = getattr(connector, "_original_handlers", {}).get(signal.SIGTERM)
-        self._chained = original if callable(original) else None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) != signal.SIG_IGN:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+        if connector is not None:
+            connector._sigterm_notifier_fn = self._on_sigterm
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self._received == signal.SIGINT:
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.received = signal.SIGTERM
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.received == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: at once
-        if self._received is None or signum == signal.SIGTERM:
-            self._received = signal.Signals(signum)
-        if signum == signal.SIGTERM and self._chained is not None:
-            self._chained(signum, frame)
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install(trainer)
+        self.received = self.received or signal.SIGINT
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install(trainer)
+        # signal handlers live in the main thread only; a Ctrl-C the launch ignores (`posepart train ... &` from a
+        # script) stays ignored. Until now a Ctrl-C stops at once (data setup, the sanity check).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        received = int(self._received or 0)
+        if self._decided:
+            return
+        received = int(self.received or 0)
         if trainer.world_size > 1:  # every rank takes the same decision at the same step
             flag = torch.tensor([received], device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max").item())
-        if received:
-            self.signal = signal.Signals(received)
+        if not received:
+            return
+        self._decided = True
+        epoch_loop = trainer.fit_loop.epoch_loop
+        epoch_ends = epoch_loop.batch_progress.is_last_batch
+        if (0 < trainer.max_steps <= trainer.global_step or epoch_ends and trainer.max_epochs not in (None, -1)
+                and trainer.current_epoch + 1 >= trainer.max_epochs):
+            return  # the run ends at this step anyway: it finishes, whole
+        self.signal = signal.Signals(received)
+        if not epoch_ends:  # else `on_train_epoch_end`, once the epoch is validated and saved
             trainer._signal_connector.received_sigterm = True  # Lightning's stop at this step's end (no setter)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signal is not None:
+            trainer._signal_connector.received_sigterm = True  # Lightning stops after the epoch's end hooks
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore()
-        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C, or one before training started
-            self.signal = signal.SIGINT
-            return
-        if not isinstance(exception, SIGTERMException) or self.signal is None:
-            return
+        try:
+            if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C, or one before training started
+                self.signal = signal.SIGINT
+            elif isinstance(exception, SIGTERMException) and self.signal is not None:
+                self._save_stop(trainer)
+        finally:  # after the save, so that a Ctrl-C during it is a second one
+            self._restore()
+
+    def _save_stop(self, trainer: pl.Trainer) -> None:
         # raised after a completed step; after an epoch's end hooks the epoch's own last.ckpt is this step's
         if trainer.checkpoint_callbacks[-1]._last_global_step_saved == trainer.global_step:
             self.saved_step = trainer.global_step
