@@ -18,7 +18,8 @@ from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.images import read_image
 from posepart.data.inspect import inspect_dataset
 from posepart.data.records import PackedRecords
-from posepart.data.writer import DatasetWriter
+from posepart.data.writer import DatasetWriter, OutputInUse
+from posepart.errors import OutputError
 from posepart.schema import Schema
 
 CUSTOM = Schema(keypoints=("top", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),
@@ -94,17 +95,52 @@ def test_a_write_that_fails_leaves_the_folder_as_it_was(tmp_path):
             raise KeyboardInterrupt
     assert sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "old").rglob("*")) == before
     assert len(PosePartDataset.open(tmp_path / "old")) == 3
-    # a writer killed mid-write leaves its hidden folder (named by its process): the next writer removes it
-    dead = 2 ** 22 + 1  # above Linux's largest PID: no such process
-    orphan = tmp_path / "old" / f".dataset-0000.tmp-{dead}"
+    # a writer killed mid-write leaves its hidden folder: the next writer removes it (it holds the folder's lock, so
+    # no writer that left one is alive), and nothing else of the folder's
+    orphan = tmp_path / "old" / ".writing-dataset-0000"
     (orphan / "images").mkdir(parents=True)
-    with DatasetWriter(tmp_path / "old", schema, overwrite=True) as w:
-        w.add(image, [])
+    (tmp_path / "old" / ".venv.tmp-99999").mkdir()  # the user's
+    second = DatasetWriter(tmp_path / "old", schema, overwrite=True)
+    with pytest.raises(OutputInUse, match="being written by another posepart process"):
+        DatasetWriter(tmp_path / "old", schema, overwrite=True)  # before: the later close replaced the first's
+    second.add(image, [])
+    second.close()
+    with pytest.raises(OutputError, match="closed already"):
+        second.close()  # before: a second close moved the new images aside and deleted them
+    with pytest.raises(OutputError, match="writer is closed"):
+        second.add(image, [])
     assert not orphan.exists() and len(PosePartDataset.open(tmp_path / "old")) == 1
     assert not (tmp_path / "old" / "parts").exists() or not any((tmp_path / "old" / "parts").iterdir())
-    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["annotations.json", "images", "notes.txt",
-                                                                     "parts"]
+    assert sorted(p.name for p in (tmp_path / "old").iterdir() if p.name != ".posepart.lock") == [
+        ".venv.tmp-99999", "annotations.json", "images", "notes.txt", "parts"]
     assert os.listdir(tmp_path / "old" / "images") == ["000001.jpg"]
+
+
+def test_a_swap_that_fails_puts_the_earlier_dataset_back(tmp_path, monkeypatch):
+    """A failure while the new dataset takes the earlier one's place (a permission, a busy mount) moves back what it
+    had moved: the earlier dataset stays whole. Before: its images/ was left in a hidden folder the next writer
+    deleted."""
+    import os
+
+    schema, image = CUSTOM, np.zeros((40, 60, 3), np.uint8)
+    with DatasetWriter(tmp_path / "d", schema) as w:
+        for _ in range(2):
+            w.add(image, [], np.ones((40, 60), np.uint8))
+    before = {str(f.relative_to(tmp_path)): f.read_bytes() for f in (tmp_path / "d").rglob("*") if f.is_file()}
+    replace = os.replace
+
+    def failing(source, target):  # the earlier images/ moves aside, then its parts/ cannot
+        if Path(source).name == "parts" and Path(source).parent == tmp_path / "d":
+            raise PermissionError(13, "Permission denied", str(source))
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OutputError, match="Permission denied"):
+        with DatasetWriter(tmp_path / "d", schema, overwrite=True) as w:
+            w.add(image, [])
+    monkeypatch.undo()
+    after = {str(f.relative_to(tmp_path)): f.read_bytes() for f in (tmp_path / "d").rglob("*") if f.is_file()}
+    assert after == before
 
 
 def test_writer_refuses_what_it_would_write_wrong(tmp_path):

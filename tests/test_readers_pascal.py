@@ -211,6 +211,13 @@ def test_bad_pose_files_are_errors_with_strict_and_leave_their_image_unlabelled(
     assert result.images == 2 and dict(result.skips.counts) == {"bad pose file": 1}
     labelled = {Path(r.file_name).stem: r.pose_labeled for r in PosePartDataset.open(tmp_path / "lenient").records}
     assert labelled == {"good": True, "bad": False}
+    # a truncated file and text joints: counted too (before: a traceback, and a fatal error naming no file)
+    (root / "pose_annotations/bad.mat").write_bytes((root / "pose_annotations/good.mat").read_bytes()[:150])
+    savemat(root / "pose_annotations/good.mat", {"joints": "oops"})
+    result = convert_pascal(root, tmp_path / "worse", progress=False)
+    assert result.images == 2 and dict(result.skips.counts) == {"bad pose file": 2}, result.skips.examples
+    with pytest.raises(DatasetError, match=r"bad\.mat: cannot read MATLAB file"):
+        convert_pascal(root, tmp_path / "strict", strict=True, progress=False)
 
     person = tmp_path / "person"
     shutil.copytree(fixtures / "pascal_berkeley_keypoints/person", person)

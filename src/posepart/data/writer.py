@@ -20,6 +20,10 @@ from posepart.errors import OutputError, PosepartError, output_folder, writing
 from posepart.schema import Schema
 
 
+CONVERSION_FILE = "conversion.json"  # a converter's record beside annotations.json (ignored by the format reader)
+_WRITING, _REPLACED = ".writing-dataset-", ".replaced-dataset-"  # `DatasetWriter`'s hidden folders in a root
+
+
 def claim_dataset_folder(root: str | Path, *, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse a folder that already holds a dataset (its annotations.json, or files in its images/ or parts/) unless
     `overwrite`, whose writer replaces its images/ and parts/ whole when it closes (`DatasetWriter`): stale part maps
@@ -49,11 +53,12 @@ class DatasetWriter:
     (`claim_dataset_folder`: its part maps would attach to new images; `inputs` may not lie in what it replaces).
 
     Everything is written into a hidden folder in `root` (`folder`) and takes its place on `close()`, an earlier
-    dataset's images/ and parts/ going then, annotations.json last: a write that fails (an error, Ctrl-C) leaves
-    `root` as it was, an earlier dataset included (before: a conversion that failed half-way left images without
-    annotations, or an --overwrite's old annotations over a few new images). A killed writer's folder is removed by
-    the next writer into `root` (`remove_orphans`). Other files written into `folder` before `close()` take their
-    places too (a conversion's record).
+    dataset's images/, parts/ and conversion record going then, annotations.json last: a write that fails (an error,
+    Ctrl-C, SIGTERM) leaves `root` as it was, an earlier dataset included (before: a conversion that failed half-way
+    left images without annotations, or an --overwrite's old annotations over a few new images). The writer holds
+    `root`'s lock (`lock_output`) from start to end, so a second writer into `root` is refused, and it removes the
+    hidden folders a killed writer left there. `--overwrite` needs room for both datasets until `close()`. Other
+    files written into `folder` before `close()` take their places too (a conversion's record).
 
     >>> with DatasetWriter(root, schema) as writer:
     ...     writer.add(image_rgb, annotations, parts)
@@ -63,17 +68,33 @@ class DatasetWriter:
                  inputs: Sequence[Path] = ()) -> None:
         self.root = Path(root)
         self.schema = schema
-        claim_dataset_folder(self.root, overwrite=overwrite, inputs=inputs)  # `inputs`: what the dataset is made from
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
-        self._made_root = not self.root.exists()
-        self.folder = _temp_name(self.root / f"dataset-{uuid.uuid4().hex[:8]}")  # hidden, named by this process
-        with writing(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
-            remove_orphans(self.root)
-            (self.folder / IMAGES_DIR).mkdir(parents=True)
-            if schema.has_parts:
-                (self.folder / PARTS_DIR).mkdir()
+        self._made_root = not os.path.lexists(self.root)
+        self._lock = contextlib.ExitStack()
+        self._done = False
+        self.folder = self.root / f"{_WRITING}{uuid.uuid4().hex[:8]}"  # hidden: not part of the dataset
+        try:
+            self._lock.enter_context(lock_output(self.root))  # creates `root`
+            claim_dataset_folder(self.root, overwrite=overwrite, inputs=inputs)  # `inputs`: what it is made from
+            with writing(self.root):
+                for leftover in self.root.iterdir():  # a killed writer's (none is alive: the lock is ours)
+                    if leftover.name.startswith((_WRITING, _REPLACED)) and leftover.is_dir() \
+                            and not leftover.is_symlink():
+                        shutil.rmtree(leftover)
+                (self.folder / IMAGES_DIR).mkdir(parents=True)
+                if schema.has_parts:
+                    (self.folder / PARTS_DIR).mkdir()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _write_to(self, relative: Path) -> Path:
+        """Where `add` writes `relative` (under `folder`); an error once the writer is closed or its folder gone."""
+        if self._done or not self.folder.is_dir():  # before: a closed writer's images went to a new hidden folder
+            raise OutputError(f"{self.root}: this dataset writer is closed, or its folder {self.folder.name} was "
+                              f"removed by another process")
+        return self.folder / relative
 
     def add(
         self,
@@ -107,9 +128,9 @@ class DatasetWriter:
                 validate_keypoints(ann["keypoints"], self.schema.num_joints, f"{file_name}: annotation keypoints")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if file_name.lower().endswith((".jpg", ".jpeg")) else []
-        _write_encoded(self.folder / IMAGES_DIR / file_name, bgr, params)
+        _write_encoded(self._write_to(Path(IMAGES_DIR) / file_name), bgr, params)
         if parts is not None:
-            _write_encoded(self.folder / PARTS_DIR / Path(file_name).with_suffix(".png"), parts, [])
+            _write_encoded(self._write_to(Path(PARTS_DIR) / Path(file_name).with_suffix(".png")), parts, [])
         self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, **image_fields})
         for ann in annotations:
             self.annotations.append(
@@ -119,43 +140,58 @@ class DatasetWriter:
 
     def close(self) -> Path:
         """Write annotations.json, put the new dataset in `root`'s place (see the class) and return the JSON's path.
-        A close that fails removes what was written; the earlier dataset is kept, unless the failure came while
-        they were swapped."""
+        A close that fails puts back what it had moved and removes what was written. Once only."""
+        if self._done:
+            raise OutputError(f"{self.root}: this dataset writer is closed already")
         data = {
             "info": {"description": "posepart dataset"},
             "images": self.images,
             "annotations": self.annotations,
             "categories": [self.schema.to_category()],
         }
+        earlier = self.root / f"{_REPLACED}{uuid.uuid4().hex[:8]}"
+        moved: list[tuple[Path, Path]] = []  # (from, to), in order
         try:
-            write_json_atomic(self.folder / ANNOTATIONS_FILE, data)
-            earlier = _temp_name(self.root / f"replaced-{uuid.uuid4().hex[:8]}")
+            write_json_atomic(self._write_to(Path(ANNOTATIONS_FILE)), data)
             with writing(self.root):
                 earlier.mkdir()
-                for name in (IMAGES_DIR, PARTS_DIR):  # whole: stale part maps would attach to new images
+                for name in (IMAGES_DIR, PARTS_DIR, CONVERSION_FILE):  # whole: stale part maps would attach
                     if os.path.lexists(self.root / name):
                         os.replace(self.root / name, earlier / name)
+                        moved.append((self.root / name, earlier / name))
                 for entry in sorted(self.folder.iterdir(), key=lambda e: e.name == ANNOTATIONS_FILE):
                     os.replace(entry, self.root / entry.name)
-                shutil.rmtree(earlier)
+                    moved.append((entry, self.root / entry.name))
         except BaseException:
+            for source, target in reversed(moved):  # the earlier dataset as it was
+                with contextlib.suppress(OSError):
+                    os.replace(target, source)
+            shutil.rmtree(earlier, ignore_errors=True)
             self.discard()
             raise
-        self.folder.rmdir()
+        self._done = True
+        shutil.rmtree(earlier, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
         _fsync_dir(self.root)
+        self._lock.close()
         return self.root / ANNOTATIONS_FILE
 
     def discard(self) -> None:
-        """Remove what was written, and `root` when this writer made it and it is left empty."""
+        """Remove what was written (an earlier dataset stays), and `root` when this writer made it; release it."""
+        self._done = True
         shutil.rmtree(self.folder, ignore_errors=True)
-        if self._made_root:
+        if self._made_root and self.root.is_dir() and not self.root.is_symlink():
             with contextlib.suppress(OSError):
+                (self.root / LOCK_FILE).unlink(missing_ok=True)
                 self.root.rmdir()
+        self._lock.close()
 
     def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self._done:  # closed inside the block
+            return
         if exc_type is None:
             self.close()
         else:
@@ -300,13 +336,12 @@ class JsonArrayWriter:
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete the temp files `atomic_write` leaves when its process is killed mid-save, and the folders of a killed
-    `DatasetWriter` (`.NAME.tmp-PID` whose PID is no longer running); a live process's are kept. Returns what was
-    removed."""
+    """Delete the temp files `atomic_write` leaves when its process is killed mid-save (`.NAME.tmp-PID` whose PID is
+    no longer running); a live process's are kept. Returns what was removed."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp-*"):
         pid = tmp.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit() or tmp.is_symlink() or not (tmp.is_file() or tmp.is_dir()):
+        if not pid.isdigit() or not tmp.is_file():
             continue
         try:
             os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
@@ -315,7 +350,7 @@ def remove_orphans(folder: str | Path) -> list[Path]:
             pass
         except (PermissionError, OverflowError):  # another user's live process, or not a PID at all
             continue
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 

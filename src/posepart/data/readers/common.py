@@ -22,11 +22,10 @@ from tqdm import tqdm
 from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
-from posepart.data.writer import DatasetWriter, write_json_atomic
+from posepart.data.writer import CONVERSION_FILE, DatasetWriter, write_json_atomic
 from posepart.errors import writing
 from posepart.schema import IGNORE_LABEL, Schema
 
-CONVERSION_FILE = "conversion.json"  # provenance written beside annotations.json (ignored by the format reader)
 
 
 class SampleError(DatasetError):
@@ -99,12 +98,12 @@ class CopyWriter(DatasetWriter):
     def add_file(self, source: Path, annotations: Sequence[dict[str, Any]], parts: np.ndarray | None, *,
                  file_name: str, width: int, height: int, **image_fields: Any) -> int:
         image_id = len(self.images) + 1
-        target = self.folder / IMAGES_DIR / file_name
+        target = self._write_to(Path(IMAGES_DIR) / file_name)
         with writing(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         if parts is not None:
-            path = self.folder / PARTS_DIR / Path(file_name).with_suffix(".png")
+            path = self._write_to(Path(PARTS_DIR) / Path(file_name).with_suffix(".png"))
             with writing(path):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if not cv2.imwrite(str(path), parts):

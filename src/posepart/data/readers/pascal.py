@@ -149,8 +149,9 @@ def read_xia_mat(path: Path, first_side: str = "right", skips: Skips | None = No
 
     try:
         mat = loadmat(path, squeeze_me=True, struct_as_record=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise SampleError(f"{path}: cannot read MATLAB file: {err}", "bad pose file") from None
+    except Exception as err:  # noqa: BLE001 - scipy's MatReadError, NotImplementedError (v7.3), OSError, ...: one
+        # file's problem, never a traceback (before: truncated and v7.3 files were)
+        raise SampleError(f"{path}: cannot read MATLAB file: {type(err).__name__}: {err}", "bad pose file") from None
     if "joints" not in mat:
         raise SampleError(f"{path}: no variable 'joints' (found {sorted(k for k in mat if not k.startswith('__'))})",
                           "bad pose file")
@@ -168,7 +169,10 @@ def read_xia_mat(path: Path, first_side: str = "right", skips: Skips | None = No
         if n < boxes.shape[1] and np.isfinite(boxes[:, n]).all() and (boxes[2:, n] > boxes[:2, n]).all():
             box = [float(boxes[0, n]), float(boxes[1, n]), float(boxes[2, n] - boxes[0, n]),
                    float(boxes[3, n] - boxes[1, n])]
-        arr = np.asarray(raw, np.float64)
+        try:
+            arr = np.asarray(raw, np.float64)
+        except (TypeError, ValueError) as err:  # text or ragged arrays: before, a fatal error naming no file
+            raise SampleError(f"{path}: person {n} joints are not a numeric array ({err})", "bad pose file") from None
         if arr.size == 0 or not np.isfinite(arr).any():
             if skips is not None:
                 skips.add("person without joints (ignore region if boxed)", f"{path}: person {n}")
