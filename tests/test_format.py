@@ -116,6 +116,32 @@ def test_a_write_that_fails_leaves_the_folder_as_it_was(tmp_path):
     assert os.listdir(tmp_path / "old" / "images") == ["000001.jpg"]
 
 
+def test_a_writer_refused_leaves_the_running_ones_lock(tmp_path, monkeypatch):
+    """Two writers started at once into a folder that did not exist: the one refused (the other took the lock
+    first) removes nothing. Before: it removed the folder's lock file, which the running writer held, so a third
+    writer was let in and deleted the running one's work (a review's race, made deterministic here)."""
+    import posepart.data.writer as writer_module
+
+    real_lock, first = writer_module.lock_output, []
+
+    def late_lock(folder, *args, **kwargs):  # the other writer takes the new folder between check and lock
+        if not first:
+            first.append(None)
+            first[0] = DatasetWriter(folder, CUSTOM)
+        return real_lock(folder, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "lock_output", late_lock)
+    with pytest.raises(OutputInUse):
+        DatasetWriter(tmp_path / "new", CUSTOM)
+    monkeypatch.undo()
+    assert (tmp_path / "new" / ".posepart.lock").is_file()
+    with pytest.raises(OutputInUse):
+        DatasetWriter(tmp_path / "new", CUSTOM)
+    first[0].add(np.zeros((40, 60, 3), np.uint8), [])
+    first[0].close()
+    assert len(PosePartDataset.open(tmp_path / "new")) == 1
+
+
 def test_a_swap_that_fails_puts_the_earlier_dataset_back(tmp_path, monkeypatch):
     """A failure while the new dataset takes the earlier one's place (a permission, a busy mount) moves back what it
     had moved: the earlier dataset stays whole. Before: its images/ was left in a hidden folder the next writer

@@ -360,7 +360,8 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                 done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
                 if received:  # again: a worker that was setting up its training ignored the first
                     _signal_workers(pool, signal.SIGTERM)
-                finished = {futures[f] for f in futures if f not in pending}
+                # a stopped model is not finished: its bar stays at the steps it logged
+                finished = {futures[f] for f in futures if f not in pending} if not received else set()
                 bar.n = sum(planned[label] if label in finished else
                             min(_steps_logged(jobs[label].out, since), planned[label]) for label in planned)
                 bar.refresh()

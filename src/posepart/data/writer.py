@@ -72,10 +72,12 @@ class DatasetWriter:
         self.annotations: list[dict[str, Any]] = []
         self._made_root = not os.path.lexists(self.root)
         self._lock = contextlib.ExitStack()
+        self._locked = False  # this writer holds `root`'s lock
         self._done = False
         self.folder = self.root / f"{_WRITING}{uuid.uuid4().hex[:8]}"  # hidden: not part of the dataset
         try:
             self._lock.enter_context(lock_output(self.root))  # creates `root`
+            self._locked = True
             claim_dataset_folder(self.root, overwrite=overwrite, inputs=inputs)  # `inputs`: what it is made from
             with writing(self.root):
                 for leftover in self.root.iterdir():  # a killed writer's (none is alive: the lock is ours)
@@ -180,8 +182,8 @@ class DatasetWriter:
         """Remove what was written (an earlier dataset stays), and `root` when this writer made it; release it."""
         self._done = True
         shutil.rmtree(self.folder, ignore_errors=True)
-        if self._made_root and self.root.is_dir() and not self.root.is_symlink():
-            with contextlib.suppress(OSError):
+        if self._made_root and self._locked and self.root.is_dir() and not self.root.is_symlink():
+            with contextlib.suppress(OSError):  # the lock file while it is held: a writer refused leaves another's
                 (self.root / LOCK_FILE).unlink(missing_ok=True)
                 self.root.rmdir()
         self._lock.close()

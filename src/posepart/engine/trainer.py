@@ -68,6 +68,7 @@ class StopOnSignal(Callback):
         self.received: signal.Signals | None = None  # a signal this process received, whether or not it cut the run
         self.saved_step: int | None = None  # the step `last` was saved at, when it was saved here
         self._decided = False  # the ranks have agreed on a signal
+        self._ctrl_c = False  # one came (a second stops at once)
         self._previous_sigint: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -81,8 +82,9 @@ class StopOnSignal(Callback):
         self.received = signal.SIGTERM
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.received == signal.SIGINT:
+        if self._ctrl_c:
             raise KeyboardInterrupt  # a second Ctrl-C: at once
+        self._ctrl_c = True
         self.received = self.received or signal.SIGINT
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
