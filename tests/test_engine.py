@@ -1362,6 +1362,27 @@ def test_a_sigterm_before_the_first_step_and_one_at_the_last(six_epochs, data, t
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
+def test_a_signal_at_the_step_the_time_budget_ends_lets_it_end_so(data, tmp_path, monkeypatch):
+    """--max-minutes ending a run at the step in which a SIGTERM is decided: the run ends as the budget ends it
+    (its validation whole, last.ckpt at that step), and says the signal came. Before: Lightning's validation at the
+    budget's end ran with the stop set and ended after its first batch."""
+    from posepart.engine.run_folder import csv_logs
+    from posepart.engine.trainer import LaunchTimer
+
+    def budget_ends_at_step_3(self, trainer):  # the timer's check, at the end of step 3
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= 3
+
+    monkeypatch.setattr(LaunchTimer, "_check_time_remaining", budget_ends_at_step_3)
+    cfg = tiny(data, "data.batch_size=2")  # 2 validation batches
+    runs = [train(cfg, tmp_path / name, max_minutes=60, callbacks=callbacks, **QUIET)
+            for name, callbacks in (("budget", []), ("both", [_sigterm_at(2)]))]
+    assert runs[1].interrupted is None and runs[1].signal_received == "SIGTERM"
+    assert [load_checkpoint(run.last)["global_step"] for run in runs] == [3, 3]
+    validated = [[row for log in csv_logs(run.out) for row in csv.DictReader(open(log)) if row.get("val/total")]
+                 for run in runs]
+    assert validated[0] and validated[1] == validated[0]
+
+
 @pytest.mark.parametrize("when", ["before training", "a second Ctrl-C"])
 def test_a_ctrl_c_that_stops_at_once_is_an_interruption(data, tmp_path, when):
     """A Ctrl-C before the first step (data setup, the sanity check) or a second one during a step stops at once:

@@ -110,9 +110,9 @@ class StopOnSignal(Callback):
         self._decided = True
         epoch_loop = trainer.fit_loop.epoch_loop
         epoch_ends = epoch_loop.batch_progress.is_last_batch
-        if (0 < trainer.max_steps <= trainer.global_step or epoch_ends and trainer.max_epochs not in (None, -1)
-                and trainer.current_epoch + 1 >= trainer.max_epochs):
-            return  # the run ends at this step anyway: it finishes, whole
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or epoch_ends and last_epoch:
+            return  # the run ends at this step anyway (its planned end, --max-minutes): it finishes, whole
         self.signal = signal.Signals(received)
         if not epoch_ends:  # else `on_train_epoch_end`, once the epoch is validated and saved
             trainer._signal_connector.received_sigterm = True  # Lightning's stop at this step's end (no setter)
@@ -198,8 +198,10 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         default_root_dir=out,
-        callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode), StopOnSignal(checkpoint_path(out)),
+        # the timer before the stop on signals, which leaves a step the timer ends to it (`StopOnSignal`)
+        callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode),
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
+                   StopOnSignal(checkpoint_path(out)),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
         logger=[CSVLogger(out, name=CSV_LOGS), TensorBoardLogger(out, name=TENSORBOARD_LOGS)],
