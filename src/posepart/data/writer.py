@@ -54,11 +54,11 @@ class DatasetWriter:
 
     Everything is written into a hidden folder in `root` (`folder`) and takes its place on `close()`, an earlier
     dataset's images/, parts/ and conversion record going then, annotations.json last: a write that fails (an error,
-    Ctrl-C, SIGTERM) leaves `root` as it was, an earlier dataset included (before: a conversion that failed half-way
-    left images without annotations, or an --overwrite's old annotations over a few new images). The writer holds
+    Ctrl-C) leaves `root` as it was, an earlier dataset included (before: a conversion that failed half-way left
+    images without annotations, or an --overwrite's old annotations over a few new images). The writer holds
     `root`'s lock (`lock_output`) from start to end, so a second writer into `root` is refused, and it removes the
-    hidden folders a killed writer left there. `--overwrite` needs room for both datasets until `close()`. Other
-    files written into `folder` before `close()` take their places too (a conversion's record).
+    hidden folders a killed writer (SIGTERM, kill -9) left there. `--overwrite` needs room for both datasets until
+    `close()`. Other files written into `folder` before `close()` take their places too (a conversion's record).
 
     >>> with DatasetWriter(root, schema) as writer:
     ...     writer.add(image_rgb, annotations, parts)
