@@ -1014,7 +1014,9 @@ def test_a_garbage_collection_in_a_loader_worker_leaves_the_inherited_objects_sh
     module = PosePartDataModule(tiny(data, "data.workers=1", "data.batch_size=1"))
     loader = module._loader(_CollectingDataset(), torch.utils.data.SequentialSampler(range(2)))
     copied = [float(batch["copied"][0]) for batch in loader]
-    assert max(copied) < 8, f"a collection in the worker copied {max(copied):.0f} MB of the parent's pages"
+    # unfrozen: 126 MB; frozen: under 1 MB in a fresh process, 10 MB once in a test worker that had run many
+    # trainings (its worker's first collection frees what the fork left unreachable, e.g. other threads' frames)
+    assert max(copied) < 32, f"a collection in the worker copied {max(copied):.0f} MB of the parent's pages"
     assert len(inherited) == 1_000_000
 
 
