@@ -367,6 +367,17 @@ def _logged(run: Path) -> list[tuple[int, str, float]]:
     return sorted(rows)
 
 
+def _validation_rows(run: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSV logs that hold a validation, as written (over its versions, in launch order)."""
+    from posepart.engine.run_folder import csv_logs
+
+    rows = []
+    for log in csv_logs(run):
+        with open(log, newline="") as f:
+            rows += [row for row in csv.DictReader(f) if row.get("val/total")]
+    return rows
+
+
 def test_a_resumed_run_logs_the_rows_of_the_straight_one(data, tmp_path):
     """Resumed from an end-of-epoch last.ckpt of a run that validates, Lightning counted one step too many: every
     later row was written a step late and some were lost (a walkthrough: rows at 11 and 17 held steps 8 and 14)."""
@@ -1335,18 +1346,13 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_validation(data, tmp_path):
     """SIGTERM in an epoch's last step stops the run after that epoch's validation and checkpoint, with the metrics
     of an uninterrupted epoch. Before: Lightning validated with the stop already set, so validation ended after its
     first batch, and the resumed run never validated that epoch."""
-    from posepart.engine.run_folder import csv_logs
-
-    def validations(run: Path) -> list[dict[str, str]]:
-        return [row for log in csv_logs(run) for row in csv.DictReader(open(log)) if row.get("val/total")]
-
     cfg = tiny(data, "data.batch_size=2")  # 4 steps per epoch, 2 validation batches
     straight = train(cfg, tmp_path / "straight", **QUIET)
     cut = train(cfg, tmp_path / "cut", callbacks=[_sigterm_at(3)], **QUIET)
     assert cut.interrupted == "SIGTERM" and load_checkpoint(cut.last)["global_step"] == 4
-    assert validations(cut.out) == validations(straight.out)[:1]  # the first epoch's, whole
+    assert _validation_rows(cut.out) == _validation_rows(straight.out)[:1]  # the first epoch's, whole
     resumed = train(cfg, tmp_path / "cut", resume=cut.last, **QUIET)
-    assert validations(resumed.out) == validations(straight.out)
+    assert _validation_rows(resumed.out) == _validation_rows(straight.out)
 
 
 def test_a_sigterm_before_the_first_step_and_one_at_the_last(six_epochs, data, tmp_path):
@@ -1368,7 +1374,6 @@ def test_a_signal_at_the_step_the_time_budget_ends_lets_it_end_so(data, tmp_path
     """--max-minutes ending a run at the step in which a SIGTERM is decided: the run ends as the budget ends it
     (its validation whole, last.ckpt at that step), and says the signal came. Before: Lightning's validation at the
     budget's end ran with the stop set and ended after its first batch."""
-    from posepart.engine.run_folder import csv_logs
     from posepart.engine.trainer import LaunchTimer
 
     def budget_ends_at_step_3(self, trainer):  # the timer's check, at the end of step 3
@@ -1380,8 +1385,7 @@ def test_a_signal_at_the_step_the_time_budget_ends_lets_it_end_so(data, tmp_path
             for name, callbacks in (("budget", []), ("both", [_sigterm_at(2)]))]
     assert runs[1].interrupted is None and runs[1].signal_received == "SIGTERM"
     assert [load_checkpoint(run.last)["global_step"] for run in runs] == [3, 3]
-    validated = [[row for log in csv_logs(run.out) for row in csv.DictReader(open(log)) if row.get("val/total")]
-                 for run in runs]
+    validated = [_validation_rows(run.out) for run in runs]
     assert validated[0] and validated[1] == validated[0]
 
 
