@@ -13,10 +13,15 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 def channels_last_(model: nn.Module) -> nn.Module:
     """Re-strides `model`'s 4-D weights to channels_last in place (oneDNN's and cuDNN's fast convolution layout; feed
     channels_last inputs too) and returns it. Weights only: `model.to(memory_format=...)` would also re-stride 4-D
-    buffers (the FCN's fixed upsampling kernel), which DDP's per-step buffer broadcast refuses as overlapping."""
+    buffers (the FCN's fixed upsampling kernel), which DDP's per-step buffer broadcast refuses as overlapping.
+
+    Each weight gets channels_last's canonical strides, those its convolution's gradient comes back with:
+    `.contiguous(memory_format=...)` leaves a 1x1 kernel as it is (its strides over the size-1 dims differ but count
+    as either layout), and DDP, whose gradient buckets copy every weight's strides, then warned "Grad strides do not
+    match bucket view strides" for each 1x1 conv at every step."""
     for param in model.parameters():
         if param.dim() == 4:
-            param.data = param.data.contiguous(memory_format=torch.channels_last)
+            param.data = torch.empty_like(param.data, memory_format=torch.channels_last).copy_(param.data)
     return model
 
 
