@@ -374,7 +374,7 @@ def test_a_full_or_read_only_disk_names_the_output(files, tmp_path, capsys, monk
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr("posepart.data.writer.json", SimpleNamespace(dumps=fail))  # this module's json alone
+    monkeypatch.setattr("posepart.files.json", SimpleNamespace(dumps=fail))  # this module's json alone
     out = tmp_path / "metrics.json"
     _refused_naming(["evaluate", "--oracle", "--data", str(files["data"]), "--input-size", "64", "--out", str(out)],
                     capsys, f"cannot write {out}", words)

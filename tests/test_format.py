@@ -18,8 +18,9 @@ from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.images import read_image
 from posepart.data.inspect import inspect_dataset
 from posepart.data.records import PackedRecords
-from posepart.data.writer import DatasetWriter, OutputInUse
+from posepart.data.writer import DatasetWriter
 from posepart.errors import OutputError
+from posepart.files import OutputInUse
 from posepart.schema import Schema
 
 CUSTOM = Schema(keypoints=("top", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),

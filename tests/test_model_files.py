@@ -74,7 +74,7 @@ def test_interrupted_saves_leave_no_orphans_after_the_next_start(tmp_path):
     import sys
 
     from posepart.data.synth import write_synth
-    from posepart.data.writer import remove_orphans
+    from posepart.files import remove_orphans
     from posepart.engine.config import load_config
     from posepart.engine.train import train
 
@@ -127,7 +127,7 @@ def test_a_second_writer_into_a_busy_out_folder_is_refused(tmp_path, capsys):
     """`predict` or `train` into an --out another posepart process is writing is refused (exit 2), not mixed; the
     lock is the kernel's (flock), so it is gone once its holder ends, even after kill -9, and the folder is usable."""
     from posepart.data.synth import write_synth
-    from posepart.data.writer import OutputInUse, lock_output
+    from posepart.files import OutputInUse, lock_output
 
     ckpt = write_checkpoint(tmp_path / "m.ckpt", PASCAL, gain=40.0)
     root = write_synth(tmp_path / "data", n=2, seed=4, size=64)
@@ -158,7 +158,7 @@ def test_files_written_follow_the_umask_as_open_does(tmp_path):
     can take the lock after you (the first hardening of these writes created them 0o644)."""
     import os
 
-    from posepart.data.writer import lock_output, write_json_atomic
+    from posepart.files import lock_output, write_json_atomic
 
     old = os.umask(0o002)
     try:

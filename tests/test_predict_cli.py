@@ -219,7 +219,7 @@ def test_an_image_the_annotations_do_not_list_is_warned_about(setup, tmp_path, c
 def test_an_output_another_run_writes_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch, capsys):
     """Before (a walkthrough): the second run loaded its model (19 s) before it found --out locked."""
     from posepart import predict_cli
-    from posepart.data.writer import lock_output
+    from posepart.files import lock_output
 
     monkeypatch.setattr(predict_cli, "_predictor", lambda args: pytest.fail("the model loaded before the lock"))
     out = tmp_path / "out"
@@ -721,7 +721,7 @@ def test_fit_within_keeps_the_aspect_and_the_channels():
 def test_json_arrays_stream_to_a_file_that_takes_its_name_when_closed(tmp_path):
     """`JsonArrayWriter`: the items are on disk as they come, the file takes its name only at close (a reader never
     sees a partial array), and a block left unclosed, by an exception or not, leaves nothing."""
-    from posepart.data.writer import JsonArrayWriter
+    from posepart.files import JsonArrayWriter
 
     path = tmp_path / "sub" / "results.json"
     with JsonArrayWriter(path) as writer:
@@ -746,7 +746,7 @@ def test_a_failed_stream_leaves_no_temporary_file_and_names_its_path(tmp_path):
     """A write that fails (a full disk: /dev/full) is an OutputError naming the file, and the temporary file goes;
     so it does when the name cannot be taken (a folder stands there). Before (a review): the second flush in
     `discard` raised a bare OSError over it and the temporary file stayed."""
-    from posepart.data.writer import JsonArrayWriter
+    from posepart.files import JsonArrayWriter
     from posepart.errors import OutputError
 
     with pytest.raises(OutputError, match="results.json"), JsonArrayWriter(tmp_path / "results.json") as writer:

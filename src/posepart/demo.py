@@ -25,9 +25,9 @@ from typing import Any
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
-from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import UsageError
 from posepart.evaluate import HEADLINE, evaluate_oracle, logged_name
+from posepart.files import read_earlier_json, write_json_atomic
 from posepart.heads import HeadMeta
 from posepart.jobs import TrainJob, run_jobs, scaled_sigma
 from posepart.report import plot_training_curves, write_report

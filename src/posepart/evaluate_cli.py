@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Collection
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
 from posepart.data.format import PosePartDataset
-from posepart.data.writer import read_earlier_json
 from posepart.errors import OutputError, UsageError, output_folder
+from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
@@ -130,7 +130,7 @@ def _open_source(root: str) -> PosePartDataset:
 def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.mixing import SourceError
-    from posepart.data.writer import write_json_atomic
+    from posepart.files import write_json_atomic
     from posepart.engine.checkpoint import load_model
     from posepart.engine.settings import SOURCE_NAME
     from posepart.evaluate import format_metrics
@@ -211,7 +211,7 @@ def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, da
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from posepart.data.writer import write_json_atomic
+    from posepart.files import write_json_atomic
     from posepart.evaluate import evaluate_oracle, format_metrics
     from posepart.report import stage_table
 

@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
-from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.engine.run_folder import checkpoint_path, csv_logs
 from posepart.errors import Interrupted, PosepartError
+from posepart.files import read_earlier_json, write_json_atomic
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)

@@ -86,7 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              annotations=annotations, progress=not args.quiet,
                              model=str(args.checkpoint if args.checkpoint is not None else args.onnx))
     check_out(sources, options)  # all of the above before the model loads
-    from posepart.data.writer import lock_output, refuse_output_in_use
+    from posepart.files import lock_output, refuse_output_in_use
 
     refuse_output_in_use(args.out)  # before, the model loaded first (19 s on a CPU) and the lock then refused
     predictor = _predictor(args)

@@ -34,8 +34,8 @@ import numpy as np
 
 from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
-from posepart.data.writer import read_earlier_json, write_json_atomic
 from posepart.errors import UsageError
+from posepart.files import read_earlier_json, write_json_atomic
 from posepart.study_report import arm_label, plot_study, summarise, write_study_report
 
 QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores

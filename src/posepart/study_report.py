@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from posepart.data.writer import atomic_write
+from posepart.files import atomic_write
 
 
 def arm_label(arm: str, fraction: float | None) -> str:

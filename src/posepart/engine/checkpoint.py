@@ -22,13 +22,13 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from posepart.data.writer import atomic_write
 from posepart.engine.builders import build_from_config
 from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
 from posepart.engine.run_folder import BEST, LAST
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
+from posepart.files import atomic_write
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
 

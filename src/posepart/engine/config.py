@@ -284,8 +284,8 @@ def config_yaml(config: Config) -> str:
 
 
 def dump_config(config: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically (`posepart.data.writer.atomic_write`)."""
-    from posepart.data.writer import atomic_write
+    """Write the resolved config as YAML, atomically (`posepart.files.atomic_write`)."""
+    from posepart.files import atomic_write
 
     text = config_yaml(config)
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))

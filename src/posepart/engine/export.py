@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posepart.data.writer import atomic_write
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
+from posepart.files import atomic_write
 from posepart.inference.backends import (DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo,
                                         drop_unused_heads)
 from posepart.inference.predictor import model_info

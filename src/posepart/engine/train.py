@@ -26,7 +26,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from posepart.data.writer import lock_output, remove_orphans
 from posepart.engine.checkpoint import recorded_sources
 from posepart.engine.config import (ConfigError, absolute_paths, check_trainable, config_from_dict, dump_config,
                                     warn_unused_model_options)
@@ -42,6 +41,7 @@ from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelera
                                      trains_on_cpu)
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names
+from posepart.files import lock_output, remove_orphans
 from posepart.models import SchemaMismatchError
 
 

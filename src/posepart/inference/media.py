@@ -34,8 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR
-from posepart.data.writer import JsonArrayWriter, remove_orphans, write_json_atomic
 from posepart.errors import OutputError, output_folder, writing
+from posepart.files import JsonArrayWriter, remove_orphans, write_json_atomic
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.inputs import AnnotationIndex, Source
 from posepart.inference.outputs import (METRICS_FILE, OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posepart.data.writer import read_earlier_json
+from posepart.files import read_earlier_json
 
 # The files a run writes per input NAME (`posepart.inference.media`), relative to --out: written, skipped on input,
 # and replaced by a rerun from this one table.

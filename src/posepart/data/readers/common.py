@@ -22,8 +22,9 @@ from tqdm import tqdm
 from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
-from posepart.data.writer import CONVERSION_FILE, DatasetWriter, write_json_atomic
+from posepart.data.writer import CONVERSION_FILE, DatasetWriter
 from posepart.errors import writing
+from posepart.files import write_json_atomic
 from posepart.schema import IGNORE_LABEL, Schema
 
 
