@@ -23,7 +23,8 @@ from posepart.inference import ImageResult, Predictor
 from posepart.inference.preprocess import InputError, letterbox, load_image
 from posepart.inference.tta import Maps, flip_maps
 from posepart.models import build_model
-from posepart.schema import Schema, _mirror_name
+from posepart.names import mirror_name
+from posepart.schema import Schema
 from posepart.targets.mapper import Mapper, TargetConfig
 
 SIZE = 64
@@ -330,18 +331,18 @@ def test_multiscale_maps_are_resampled_onto_the_reference_grid(synth, truth_net)
 def _mirror_by_names(maps: Maps, schema: Schema) -> Maps:
     """Independent truth for a mirrored image's maps: channels looked up by mirrored names, PAF vectors mirrored."""
     names = list(schema.keypoints)
-    hm = np.stack([maps.heatmaps[names.index(_mirror_name(n))] for n in names] + [maps.heatmaps[-1]])[:, :, ::-1]
+    hm = np.stack([maps.heatmaps[names.index(mirror_name(n))] for n in names] + [maps.heatmaps[-1]])[:, :, ::-1]
     edges = [(names[a], names[b]) for a, b in schema.skeleton]
     pafs = []
     for a, b in edges:
-        ma, mb = _mirror_name(a), _mirror_name(b)
+        ma, mb = mirror_name(a), mirror_name(b)
         if (ma, mb) in edges:
             src, sx, sy = edges.index((ma, mb)), -1.0, 1.0
         else:
             src, sx, sy = edges.index((mb, ma)), 1.0, -1.0
         pafs += [sx * maps.pafs[2 * src, :, ::-1], sy * maps.pafs[2 * src + 1, :, ::-1]]
     classes = list(schema.part_classes)
-    parts = np.stack([maps.parts[classes.index(_mirror_name(c))] for c in classes])[:, :, ::-1]
+    parts = np.stack([maps.parts[classes.index(mirror_name(c))] for c in classes])[:, :, ::-1]
     return Maps(hm, np.stack(pafs), parts)
 
 
@@ -367,7 +368,7 @@ def test_flip_tta_on_a_mirrored_input_gives_mirrored_maps_and_labels(seg_head, s
         np.testing.assert_allclose(got, want, atol=1e-6)
     left, right = schema.part_classes.index("left_arm"), schema.part_classes.index("right_arm")
     assert not np.allclose(original.maps.parts[left], original.maps.parts[right][:, ::-1], atol=1e-3)  # swap matters
-    lut = np.array([schema.part_classes.index(_mirror_name(c)) for c in schema.part_classes], np.uint8)
+    lut = np.array([schema.part_classes.index(mirror_name(c)) for c in schema.part_classes], np.uint8)
     assert np.array_equal(mirrored.parts, lut[original.parts[:, ::-1]])
 
 
@@ -397,7 +398,7 @@ def test_flip_tta_on_a_mirrored_input_gives_mirrored_people_and_instances(synth,
     by name, x -> W - 1 - x), with flip-TTA on."""
     predictor = Predictor.from_model(truth_net, input_size=SIZE, flip=True)
     schema = synth.schema
-    perm = [schema.keypoints.index(_mirror_name(n)) for n in schema.keypoints]
+    perm = [schema.keypoints.index(mirror_name(n)) for n in schema.keypoints]
     people = 0
     for record in synth.records:
         image = synth.load_image(record)

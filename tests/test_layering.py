@@ -13,7 +13,7 @@ from pathlib import Path
 import posepart
 
 PACKAGE = Path(posepart.__file__).parent
-LAYERS = ("arguments", "errors", "files", "schema", "heads", "matching", "data", "targets", "models", "losses", "decode",
+LAYERS = ("arguments", "errors", "files", "names", "schema", "heads", "matching", "data", "targets", "models", "losses", "decode",
           "metrics", "viz", "evaluate", "report", "inference", "evaluate_model", "engine", "jobs", "predict_cli",
           "evaluate_cli", "demo", "study_report", "study", "cli")
 # The one import against the order: `Predictor.from_checkpoint(path)`, the API's entry point, reads the checkpoint

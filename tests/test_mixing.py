@@ -184,7 +184,7 @@ def test_joint_names_match_in_every_side_spelling_the_schema_reads(spell):
     """OpenPose's "LShoulder", "l_shoulder" and "shoulder_left" are COCO's left_shoulder: the schema reads those
     sides (flips swap them), and mapping now does too. Before, only the unsided nose mapped: a source so spelled
     trained pose on 1 of 17 channels, or (into PASCAL, no nose) fed no pose at all, without a word."""
-    from posepart.schema import split_side
+    from posepart.names import split_side
 
     names = tuple(spell(*split_side(n)) if split_side(n)[0] else n for n in COCO.keypoints)
     assert names != COCO.keypoints and Schema(names, COCO.skeleton).flip_perm == COCO.flip_perm

@@ -3,7 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from posepart.schema import Schema, flip_permutation, split_side, voc_palette
+from posepart.names import flip_permutation, split_side
+from posepart.schema import Schema, voc_palette
 
 
 def test_pascal_schema_sizes_and_flips():

@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 
 from posepart.data.synth.pose import VIEWS
 from posepart.errors import writing
-from posepart.schema import Schema, split_side
+from posepart.names import split_side
+from posepart.schema import Schema
 
 # Table 1 of the seed report: PCK-style distance, then the four FCN segmentation metrics; OKS AP and PCKh added.
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (

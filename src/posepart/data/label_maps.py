@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from posepart.errors import PosepartError
-from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema, name_key, split_side
+from posepart.names import name_key, split_side
+from posepart.schema import IGNORE_LABEL, PASCAL_PART_CLASSES, Schema
 
 
 # Target joint -> how a source WITHOUT a joint of that exact name provides it, tried in order. A string is another

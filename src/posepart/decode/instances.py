@@ -23,7 +23,8 @@ import numpy as np
 from posepart.data.label_maps import PARTS_TO_PASCAL
 from posepart.decode import compiled
 from posepart.heads import cell_centre
-from posepart.schema import PASCAL_PART_CLASSES, Schema, split_side
+from posepart.names import split_side
+from posepart.schema import PASCAL_PART_CLASSES, Schema
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
 _JOINT_KIND = {
