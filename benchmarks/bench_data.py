@@ -5,7 +5,9 @@ The images are synthetic 368x368 JPEGs (1-5 people) written once to a temporary 
 training `Mapper` (random affine, photometric jitter, normalisation, heatmaps/PAFs/mask). Issue 6 asks whether the
 pipeline keeps up with the GPU: compare `samples/s with N workers` to the training step's images/s (bench_train.py).
 
-Run: .venv/bin/python benchmarks/bench_data.py [--workers 1 2] [--n 64]   (writes benchmarks/results/data.json)
+Run: .venv/bin/python benchmarks/bench_data.py [--workers 1 2] [--n 64]
+Writes benchmarks/results/data_<cores>cores.json, named by the machine's core count (the 2-core CPU's and a GPU
+machine's 16 cores' figures are both committed).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def main() -> None:
               f"{rate:.0f} samples/s")
     meta = {"input": SIZE, "images": args.n, "batch": args.batch, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "opencv": cv2.__version__}
-    write_json("data.json", {"meta": meta, "stage_ms": stages, "ms_per_sample": total,
+    write_json(f"data_{os.cpu_count()}cores.json", {"meta": meta, "stage_ms": stages, "ms_per_sample": total,
                              "loader_samples_per_s": {str(k): v for k, v in rates.items()}})
 
 

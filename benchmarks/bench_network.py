@@ -12,7 +12,7 @@ Run (CPU):  taskset -c 0 .venv/bin/python benchmarks/bench_network.py --threads 
      (GPU): python benchmarks/bench_network.py --device cuda --width 1 --seg-head fcn32 --bf16 --compile
      --profile TRACE.json: also profile 3 forwards at the first batch size (top operators, also by input
                            shapes; Chrome trace).
-Writes benchmarks/results/network_<device>_w<width>[_<threads>t].json.
+Writes benchmarks/results/network_<device>_w<width>[_bf16][_compiled][_<threads>t].json.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import add_model_arguments, device_peak, profile, sync, write_result  # noqa: E402
+from bench_train import add_model_arguments, check_device, device_peak, profile, sync, write_result  # noqa: E402
 
 from posepart.models import build_model, channels_last_, fold_batch_norm  # noqa: E402
 from posepart.schema import Schema  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers unfolded")
     args = parser.parse_args()
 
-    device = torch.device(args.device)
+    device = check_device(parser, args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

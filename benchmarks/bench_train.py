@@ -9,12 +9,15 @@ the figure is labelled "of measured GEMM". The batch is real: synthetic images t
 Run (CPU, the demo's recipe): .venv/bin/python benchmarks/bench_train.py --config demo_cpu_joint.yaml --threads 2
                              (and with --bf16)
     (CPU, a model shape):    .venv/bin/python benchmarks/bench_train.py --size 128 --stages 1 --seg-stride 4 --threads 1
+                             (the flags' model refines its stride-4 part logits as FCN does, `--refine fcn`, as the
+                             demo's did when BENCHMARKS.md's rows were measured; the shipped configs say `deep`)
     (CPU, the paper model):  .venv/bin/python benchmarks/bench_train.py --width 1 --size 368 --batch 2 --steps 2
     (GPU, issue 6 setting):  python benchmarks/bench_train.py --device cuda --width 1 --size 368 --batch 32 --bf16
                              (and the same with --compile)
 With --config the model, loss and optimiser are the ones `posepart train` builds from that config (pose stride,
 refinements, heatmap loss, task weighting, `optim.name`), not a shape given by flags.
-Writes benchmarks/results/train_<device>_w<width>_<size>[_<threads>t].json (with --config: train_<device>_<config>_...).
+Writes benchmarks/results/train_<device>_w<width>_<size>[_bf16][_compiled][_<threads>t].json (with --config:
+train_<device>_<config>_<size>...).
 """
 
 from __future__ import annotations
@@ -92,6 +95,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, size: int) -> None:
                         help="also profile 3 calls with torch.profiler: print the top operators, write a Chrome trace")
 
 
+def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """The --device asked for, or the parser's one-line error where this machine has none such (a GPU command run
+    on a CPU machine failed deep inside `model.to`)."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device}: {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA GPU (torch {torch.__version__})")
+    return device
+
+
 def write_result(stem: str, args: argparse.Namespace, data: dict[str, Any]) -> None:
     """benchmarks/results/<stem>[_bf16][_compiled][_<threads>t].json: the options that change the figure are in the
     name, so a compiled run does not overwrite the eager one."""
@@ -150,16 +165,19 @@ def main() -> None:
     add_model_arguments(parser, size=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seg-stride", type=int, default=8, help="with --seg-head stage: 8, 4 or 2")
+    parser.add_argument("--refine", default="fcn", choices=("fcn", "deep"),
+                        help="how a --seg-stride finer than 8 refines the part logits (model.refine; default: fcn, the "
+                             "model of BENCHMARKS.md's rows)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--config", default=None, metavar="NAME_OR_PATH",
                         help="a training config (e.g. demo_cpu_joint.yaml): its model and loss, as `posepart train` "
                              "builds them, instead of --width/--stages/--seg-head/--seg-stride")
     args = parser.parse_args()
-    shape_flags = ("width", "stages", "seg_head", "seg_stride")
+    shape_flags = ("width", "stages", "seg_head", "seg_stride", "refine")
     if args.config is not None and any(getattr(args, k) != parser.get_default(k) for k in shape_flags):
-        parser.error("--config sets the model: drop --width, --stages, --seg-head and --seg-stride")
+        parser.error("--config sets the model: drop --width, --stages, --seg-head, --seg-stride and --refine")
 
-    device = torch.device(args.device)
+    device = check_device(parser, args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     schema = Schema.pascal_person_part()
@@ -167,12 +185,13 @@ def main() -> None:
         recipe = PosePartModule(load_config(args.config), schema, pretrained=False)
         model, loss_fn = recipe.model.to(device), recipe.loss_fn.to(device)
         m = recipe.config.model
-        args.width, args.stages, args.seg_head, args.seg_stride = m.width, m.stages, m.seg_head, m.seg_stride
+        args.width, args.stages, args.seg_head, args.seg_stride, args.refine = (m.width, m.stages, m.seg_head,
+                                                                                m.seg_stride, m.refine)
         if args.size == parser.get_default("size"):
             args.size = recipe.config.data.input_size
     else:
         model = build_model("joint_vgg16", schema, width=args.width, stages=args.stages, seg_head=args.seg_head,
-                            seg_stride=args.seg_stride, batch_norm=True,
+                            seg_stride=args.seg_stride, refine=args.refine, batch_norm=True,
                             fc_width=max(int(4096 * args.width), 64)).to(device)
         loss_fn = PosePartLoss(schema, weighting=UncertaintyWeighting(["seg", "heatmap", "paf"]),
                                check_labels=False).to(device)
@@ -214,7 +233,7 @@ def main() -> None:
     name, peak, peak_label = device_peak(device, precision)
     row = {"device": name, "threads": torch.get_num_threads(), "width": args.width, "size": args.size,
            "batch": args.batch, "stages": args.stages, "seg_head": args.seg_head, "seg_stride": args.seg_stride,
-           "config": args.config, "pose_stride": model.meta.pose_stride, "precision": precision,
+           "refine": args.refine, "config": args.config, "pose_stride": model.meta.pose_stride, "precision": precision,
            "optimizer": recipe.config.optim.name if args.config is not None else "adamw",
            "compile": args.compile, "channels_last": args.channels_last,
            "step_ms": 1e3 * seconds, "images_per_s": args.batch / seconds,

@@ -187,14 +187,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("data", type=Path, help="dataset root (posepart format)")
-    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="the network input side (default: the one the checkpoint was trained at)")
     parser.add_argument("--images", type=int, default=None, help="score only the first N images")
     parser.add_argument("--radius", type=int, default=None, help="peak window radius in cells (default: the model's)")
     parser.add_argument("--blur", type=float, nargs="*", default=[], metavar="CELLS",
                         help="also decode the predicted maps with the heatmaps smoothed by these Gaussian sigmas")
     args = parser.parse_args()
 
-    model = load_model(args.checkpoint).model.eval()
+    loaded = load_model(args.checkpoint)
+    model = loaded.model.eval()
+    input_size = args.input_size or loaded.input_size
     head = model.meta
     schema = head.schema
     dataset = PosePartDataset.open(args.data)
@@ -203,7 +206,7 @@ def main() -> None:
     scores = {name: Evaluator(schema) for name in (*VARIANTS, *blurred.values())}
     config = dataclasses.replace(DecodeConfig.for_evaluation(), peak_radius=args.radius)
     radius = config.window(head)
-    out_hw = (args.input_size, args.input_size)
+    out_hw = (input_size, input_size)
     census = PeakCensus()
     for record in records:
         affine = letterbox_affine((record.height, record.width), out_hw)
@@ -229,7 +232,7 @@ def main() -> None:
             people = decode(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32), head, config)
             scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
         census.add(heatmaps[0], keypoints, head, radius)
-    print(f"{len(records)} images of {args.data}, model {args.checkpoint}, peak radius {radius}")
+    print(f"{len(records)} images of {args.data} at {input_size} px, model {args.checkpoint}, peak radius {radius}")
     computed = {name: evaluator.compute()["pose"] for name, evaluator in scores.items()}
     for name, pose in computed.items():
         print(f"  {name:32s} AP {_figure(pose['ap'])}  AP50 {_figure(pose['ap50'])}  PCKh {_figure(pose['pckh'])}")

@@ -12,9 +12,12 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 results=${POSEPART_BENCH_RESULTS:-benchmarks/results}
 logs=$(mktemp -d)
 mkdir -p "$results"
+python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
+    || { echo "gpu.sh: python3 has no torch that sees a CUDA GPU here; nothing measured" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
 left() { echo $(( deadline - $(date +%s) )); }
+until_deadline() { local t=$(( $(left) - 20 )); echo $(( t > 1 ? t : 1 )); }  # timeout 0 would mean none
 
 # The curves' data, written while the GPU benchmarks run (they leave most cores idle): the demo's easy scenes at
 # 128 px. (The `benchmark` preset at 256 px, which earlier calls trained on: --scene benchmark --size 256.)
@@ -37,7 +40,7 @@ echo "== curves, $(left) s left"
 gpu=(--threads 2 --set train.accelerator=gpu --set train.precision=32-true --set data.workers=2)
 curve() {  # curve LOG ARGS...: one ablate_pose row
     local log=$1; shift
-    timeout $(( $(left) - 20 )) python3 benchmarks/ablate_pose.py "$@" "${gpu[@]}" >"$logs/$log.log" 2>&1 \
+    timeout "$(until_deadline)" python3 benchmarks/ablate_pose.py "$@" "${gpu[@]}" >"$logs/$log.log" 2>&1 \
         || echo "$log: exit $? (not finished by the deadline?)"
 }
 easy=(--data runs/gpu/easy128)

@@ -55,7 +55,7 @@ def test_decode_benchmark_recovers_everyone(tmp_path: Path, stride: int) -> None
 
 def test_data_benchmark(tmp_path: Path) -> None:
     run_benchmark(tmp_path, "bench_data.py", "--n", "4", "--workers", "0", "1", "--batch", "2")
-    data = result(tmp_path, "data.json")
+    data = result(tmp_path, f"data_{os.cpu_count()}cores.json")
     assert set(data["stage_ms"]) == {"read", "augment", "photometric", "normalize", "targets"}
     assert set(data["loader_samples_per_s"]) == {"0", "1"} and min(data["loader_samples_per_s"].values()) > 0
 
