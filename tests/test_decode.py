@@ -252,6 +252,16 @@ def test_decode_tiny_schema(skeleton: tuple[tuple[int, int], ...]) -> None:
     assert_exact(people, truth)
 
 
+@pytest.mark.parametrize("keypoints, skeleton", [(("a", "b"), ((0, 1),)), (("a",), ())])
+def test_a_schema_of_fewer_joints_than_min_joints_keeps_its_whole_people(keypoints, skeleton) -> None:
+    """The default `min_joints` (3) is capped at the schema's joints: before, `posepart predict` and the Predictor
+    (which decode with the defaults) found nobody in a 2- or 1-joint schema, while evaluation (min_joints 1) did."""
+    schema = Schema(keypoints=keypoints, skeleton=skeleton)
+    truth = random_people(np.random.default_rng(3), len(keypoints), 5)
+    hm, paf = render(truth, schema)
+    assert_exact(decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE)), truth)
+
+
 def test_missing_joints_score_zero() -> None:
     rng = np.random.default_rng(6)
     truth = random_people(rng, PASCAL.num_joints, 3)

@@ -510,3 +510,39 @@ def test_ctrl_c_in_predict_keeps_the_results_so_far(files, tmp_path, capsys, mon
     keypoints = json.loads((out / "keypoints.json").read_text())
     assert keypoints and {result["image_id"] for result in keypoints} <= done_ids
     assert sorted(p.stem for p in (out / "overlays").iterdir()) == [p.stem for p in images[:2]]
+
+
+def _with_category(data: Path, out: Path, keypoints: list[str], skeleton: list[list[int]]) -> Path:
+    """A copy of the synthetic dataset `data` whose category has these `keypoints` (the first of PASCAL's joints,
+    each person's keypoints cut to them) and 1-based `skeleton`."""
+    shutil.copytree(data, out)
+    coco = json.loads((out / "annotations.json").read_text())
+    coco["categories"][0].update(keypoints=keypoints, skeleton=skeleton)
+    for annotation in coco["annotations"]:
+        annotation["keypoints"] = annotation["keypoints"][: 3 * len(keypoints)]
+        annotation["num_keypoints"] = sum(v > 0 for v in annotation["keypoints"][2::3])
+    (out / "annotations.json").write_text(json.dumps(coco))
+    return out
+
+
+def test_a_schema_the_decoder_would_split_or_flips_would_not_swap_is_noted(files, tmp_path, capsys):
+    """`inspect` notes a skeleton in separate groups (each found as a person of its own) and names that say left or
+    right but that flips leave in place; before, "problems 0" and nothing else. Not problems: the exit status stays 0."""
+    pascal = Schema.pascal_person_part()
+    names = list(pascal.keypoints)  # head, neck, shoulders, elbows, wrists, hips, knees, ankles
+    names[2] = "leftshoulder"  # a side run into the word: not read (as "leftover" is not)
+    limbs = [[1, 2], [2, 4], [5, 7], [9, 11], [11, 13]]  # head-neck-right shoulder, a left forearm, a left leg
+    root = _with_category(files["data"], tmp_path / "odd", names, limbs)
+    code, out, _ = run_cli(["inspect", str(root), "--no-pixels"], capsys)
+    assert code == 0, out
+    assert "note: the joint names 'leftshoulder', 'right_shoulder' say left or right" in out  # and its lost twin
+    assert "note: the skeleton's limbs join the joints in 3 separate groups" in out
+
+
+def test_a_schema_with_joints_and_no_limbs_is_refused_for_the_limbs_it_lacks(files, tmp_path, capsys):
+    """A model's PAF heads need limbs; the error said to read the data in PASCAL's schema (`--set
+    data.schema=pascal_person_part`), which a 1-joint dataset of one's own does not have."""
+    root = _with_category(files["data"], tmp_path / "one_joint", ["neck"], [])
+    line = _refused_naming(["train", "--config", str(files["config"]), "--train", str(root), "--out",
+                            str(tmp_path / "run")], capsys, "needs skeleton edges", "no limb between them")
+    assert "data.schema" not in line

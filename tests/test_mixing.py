@@ -554,8 +554,8 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
                      "--out", str(alone)]) == 0
     # by name and sizes: before, only names, and COCO's and PASCAL's schemas are both named 'person'
     err = capsys.readouterr().err
-    assert "schema 'mpii' (16 joints, 0 part classes) is read in the checkpoint's 'person' (14 joints, 7 part " \
-        "classes)" in err
+    assert "schema 'mpii' (16 joints, 0 part classes) differs from the checkpoint's 'person' (14 joints, 7 part " \
+        "classes) in its name, joints, skeleton, part classes, OKS sigmas: it is read in the checkpoint's" in err
     assert json.loads((alone / "metrics.json").read_text())["pose"] == metrics["mpii"]["pose"]
     people = json.loads((alone / "keypoints.json").read_text())
     assert people and json.loads((out / "keypoints" / "mpii.json").read_text()) == people

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from posepart.names import flip_permutation, split_side
+from posepart.names import flip_permutation, split_side, unpaired_sided_names
 from posepart.schema import Schema, voc_palette
 
 
@@ -90,7 +90,7 @@ def test_sigmas_default_by_name():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(keypoints=("a", "a"), skeleton=()), "duplicate"),
+    (dict(keypoints=("a", "a"), skeleton=()), "must differ"),
     (dict(keypoints=("a", "b"), skeleton=((0, 2),)), "skeleton edge"),
     (dict(keypoints=("a",), skeleton=(), part_classes=("body",)), "background"),
     (dict(keypoints=("a", "b"), skeleton=(), sigmas=(0.1,)), "sigmas"),
@@ -116,3 +116,49 @@ def test_sigmas_and_the_head_size_read_every_spelling_of_a_joint_name():
     assert schema.head_neck_sizes(people)[0] == 5.0 and np.isnan(schema.head_neck_sizes(people)[1])
     assert Schema.from_category(schema.to_category()) == schema  # default sigmas stay unwritten and read back
 
+
+def test_sides_inside_a_name_and_run_into_camel_case():
+    """DeepLabCut's quadrupeds ("front_left_paw"), Kinect's suffixes ("ShoulderLeft"), "lKnee" and "kneeL": before,
+    none had a side, so flips (training's and --flip) mirrored these joints' places without swapping them."""
+    assert flip_permutation(["front_left_paw", "front_right_paw", "back_left_paw", "back_right_paw", "tail"]) == (
+        1, 0, 3, 2, 4)
+    assert flip_permutation(["lKnee", "rKnee", "kneeL", "kneeR", "ShoulderLeft", "ShoulderRight"]) == (
+        1, 0, 3, 2, 5, 4)
+    assert split_side("front_left_paw") == ("left", "front_paw") and split_side("HandTipRight") == ("right", "HandTip")
+    assert [split_side(name)[0] for name in ("HEAD_TOP", "medial", "Left", "leftover", "ROOT")] == [None] * 5
+
+
+def test_names_that_say_a_side_flips_leave_in_place_are_named():
+    """A side run into a word ("leftear") is not read, as "leftover" is not; a sided name without its mirror stays
+    in place under flips. Both are named (`inspect` notes them, `train` warns)."""
+    assert unpaired_sided_names(["leftear", "rightear", "left_knee", "nose", "left_eye", "right_eye"]) == [
+        "leftear", "rightear", "left_knee"]
+    schema = Schema(keypoints=("nose", "leftear", "rightear"), skeleton=((0, 1), (0, 2)))
+    (concern,) = schema.concerns()
+    assert "'leftear', 'rightear' say left or right" in concern
+    for built_in in (Schema.pascal_person_part(), Schema.coco(), Schema.mpii(), Schema.lip(), Schema.cihp()):
+        assert built_in.concerns() == ()
+
+
+def test_a_skeleton_in_separate_groups_is_named():
+    """The decoder assembles a person along the limbs: a skeleton in two groups finds every person as two (the
+    synthetic people with no neck-hip or shoulder-hip limb: oracle AP 0.106), and nothing said so."""
+    schema = Schema(keypoints=("head", "neck", "hip", "knee", "ear"), skeleton=((0, 1), (2, 3)))
+    assert schema.skeleton_groups == ((0, 1), (2, 3))  # "ear" is in no limb: in no group
+    (concern,) = schema.concerns()
+    assert "2 separate groups (head, neck; hip, knee)" in concern
+    joined = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1)))
+    assert joined.skeleton_groups == ((0, 1, 2, 3),) and joined.concerns() == ()
+
+
+def test_schema_values_that_cannot_be_meant_are_refused_naming_them():
+    """A repeated part class (inspect merged its pixels into the other's), an infinite sigma (OKS 1 at any distance),
+    a limb from a joint to itself (named 0-based before: "(2, 2)" for the file's [3, 3])."""
+    with pytest.raises(ValueError, match="part class names must differ: 'x' more than once"):
+        Schema.from_category({"keypoints": ["a", "b"], "skeleton": [[1, 2]], "part_classes": ["background", "x", "x"]})
+    with pytest.raises(ValueError, match="keypoint names must differ: 'b' more than once"):
+        Schema.from_category({"keypoints": ["a", "b", "b"], "skeleton": [[1, 2]]})
+    with pytest.raises(ValueError, match="positive, finite numbers"):
+        Schema.from_category({"keypoints": ["a", "b"], "skeleton": [[1, 2]], "sigmas": [0.05, float("inf")]})
+    with pytest.raises(ValueError, match=re.escape("skeleton pair [2, 2] joins 'b' to itself")):
+        Schema.from_category({"keypoints": ["a", "b", "c"], "skeleton": [[1, 2], [2, 2]]})

@@ -67,8 +67,15 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     if loaded.schema != dataset.schema:
         from posepart.data.mixing import SourceError, map_dataset
 
-        print(f"note: the dataset's schema {dataset.schema.describe()} is read in the checkpoint's "
-              f"{loaded.schema.describe()} by joint name and part table (docs/training.md)", file=sys.stderr)
+        ours, theirs = dataset.schema, loaded.schema
+        differ = [what for what, a, b in (("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
+                                          ("skeleton", ours.skeleton, theirs.skeleton),
+                                          ("part classes", ours.part_classes, theirs.part_classes),
+                                          ("OKS sigmas", ours.sigmas, theirs.sigmas)) if a != b]
+        scored = "; OKS is scored with the checkpoint's sigmas" if "OKS sigmas" in differ else ""
+        print(f"note: the dataset's schema {ours.describe()} differs from the checkpoint's {theirs.describe()} in its "
+              f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
+              f"(docs/training.md)", file=sys.stderr)
         try:
             dataset = map_dataset(dataset, loaded.schema)
         except SourceError as err:

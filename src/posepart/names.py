@@ -1,6 +1,7 @@
 """How datasets spell joint and part names, read in one place: a name's side in any spelling (`split_side`), its
-mirror image (`mirror_name`, `flip_permutation`) and the key two schemas' names are matched by (`name_key`). Below
-`schema`, which builds its flip permutations and name lookups from them."""
+mirror image (`mirror_name`, `flip_permutation`), the key two schemas' names are matched by (`name_key`), and what
+a joint's name tells: its OKS sigma (`default_sigmas`) and whether it is PCKh's head or neck (`head_and_neck`).
+Below `schema`, which builds its flip permutations and name lookups from them."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from typing import Sequence
 
 # The one left/right parser of joint and part names, in the spellings datasets use: a prefix with a separator
 # ("left_knee", "Right Hand", "l_ankle", "R-Elbow"), camel case (OpenPose's "LShoulder", "RightHip", MoveNet's
-# "leftShoulder") and a suffix ("knee_left", "hand_r", Blender's "hand.L"). Before, only "left_"/"right_" prefixes
+# "leftShoulder", "lKnee"), a suffix ("knee_left", "hand_r", Blender's "hand.L", Kinect's "ShoulderLeft", "kneeL"),
+# and a word inside the name (DeepLabCut's quadrupeds' "front_left_paw"). Before, only "left_"/"right_" prefixes
 # were read: other spellings were never swapped under a horizontal flip (training flips mirrored people with their
-# labels unswapped) and were stripped of no side.
+# labels unswapped) and were stripped of no side. A side run into a lower-case word ("leftear") is not read:
+# "leftover" would be one too (`unpaired_sided_names` names such joints instead).
+_SEP = r"[_\-. ]"
 _SIDES = (
-    re.compile(r"^(?P<side>left|right|l|r)[_\-. ](?P<rest>.+)$", re.IGNORECASE),
+    re.compile(rf"^(?P<side>left|right|l|r){_SEP}(?P<rest>.+)$", re.IGNORECASE),
     re.compile(r"^(?P<side>Left|Right|LEFT|RIGHT|L|R)(?P<rest>[A-Z][a-z].*)$"),  # not LOWER_ARM, ROOT
-    re.compile(r"^(?P<side>left|right)(?P<rest>[A-Z].*)$"),
-    re.compile(r"^(?P<rest>.+?)[_\-. ](?P<side>left|right|l|r)$", re.IGNORECASE),
+    re.compile(r"^(?P<side>left|right|l|r)(?P<rest>[A-Z].*)$"),
+    re.compile(rf"^(?P<rest>.+?){_SEP}(?P<side>left|right|l|r)$", re.IGNORECASE),
+    re.compile(r"^(?P<rest>.*[a-z])(?P<side>Left|Right|L|R)$"),  # after a lower-case letter: not HEAD_TOP, ROOT
+    re.compile(rf"^(?P<pre>.+?)(?P<sep>{_SEP})(?P<side>left|right){_SEP}(?P<post>.+)$", re.IGNORECASE),
 )
+_LOOKS_SIDED = re.compile(r"left|right", re.IGNORECASE)
 _OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
 
 
@@ -42,13 +49,14 @@ def name_key(name: str) -> str:
 
 def split_side(name: str) -> tuple[str | None, str]:
     """'left_upper_arm' -> ('left', 'upper_arm'); 'Right Hand' -> ('right', 'Hand'); 'LShoulder' -> ('left',
-    'Shoulder'); 'knee_r' -> ('right', 'knee'); 'head' -> (None, 'head'). The side is 'left' or 'right'; the rest keeps
-    its spelling (callers normalise it as they compare)."""
+    'Shoulder'); 'knee_r' -> ('right', 'knee'); 'front_left_paw' -> ('left', 'front_paw'); 'head' -> (None, 'head').
+    The side is 'left' or 'right'; the rest keeps its spelling (callers normalise it as they compare)."""
     match = _side_match(name)
     if not match:
         return None, name
-    side = match.group("side").lower()
-    return ("left" if side in ("left", "l") else "right"), match.group("rest")
+    side, parts = match.group("side").lower(), match.groupdict()
+    rest = parts["rest"] if parts.get("rest") is not None else parts["pre"] + parts["sep"] + parts["post"]
+    return ("left" if side in ("left", "l") else "right"), rest
 
 
 def mirror_name(name: str) -> str:
@@ -87,3 +95,46 @@ def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
     candidate = [exact.get(mirror_name(name), by_rest.get((_OTHER_SIDE[side], normal_name(rest)), i)) if side else i
                  for i, (name, (side, rest)) in enumerate(zip(names, sided))]
     return tuple(j if candidate[j] == i else i for i, j in enumerate(candidate))
+
+
+def unpaired_sided_names(names: Sequence[str]) -> list[str]:
+    """The names that say "left" or "right" but that a horizontal flip leaves in place: a side `split_side` does not
+    read ("leftear"), or one whose mirror name is absent ("left_knee" without a right knee). Flips, the training
+    augmentation's and test-time ones, then mirror such a joint's place without swapping it to its other side."""
+    perm = flip_permutation(names)
+    return [name for i, name in enumerate(names) if perm[i] == i and _LOOKS_SIDED.search(name)]
+
+
+# OKS sigmas by joint name. COCO's 17 come from the COCO keypoint evaluation; head/neck follow CrowdPose's; MPII-style
+# names reuse the nearest COCO value. A category may override them with its own "sigmas" list.
+SIGMAS_BY_NAME: dict[str, float] = {
+    "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035, "right_ear": 0.035,
+    "left_shoulder": 0.079, "right_shoulder": 0.079, "left_elbow": 0.072, "right_elbow": 0.072,
+    "left_wrist": 0.062, "right_wrist": 0.062, "left_hip": 0.107, "right_hip": 0.107,
+    "left_knee": 0.087, "right_knee": 0.087, "left_ankle": 0.089, "right_ankle": 0.089,
+    "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
+}
+DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
+# PCKh's head size: the distance from the top of the head (PASCAL's "head", MPII's "head_top") to the neck (MPII's
+# "upper_neck"), as `name_key` spells them
+HEAD_NAMES = ("head", "head_top")
+NECK_NAMES = ("neck", "upper_neck")
+
+
+@functools.lru_cache(maxsize=64)
+def head_and_neck(keypoints: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """The indices of the head (top) and neck among `keypoints` (None where absent): an exact name first, else one
+    `name_key` reads as it."""
+    keys = [name_key(n) for n in keypoints]
+
+    def find(names: tuple[str, ...]) -> int | None:
+        exact = next((keypoints.index(n) for n in names if n in keypoints), None)
+        return exact if exact is not None else next((keys.index(n) for n in names if n in keys), None)
+
+    return find(HEAD_NAMES), find(NECK_NAMES)
+
+
+def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
+    """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
+    'Right-wrist'); DEFAULT_SIGMA for a name not known."""
+    return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)

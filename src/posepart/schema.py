@@ -7,7 +7,7 @@ losses, decoder, metrics, drawing), so channel counts and left/right pairs are n
 from __future__ import annotations
 
 import colorsys
-import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -15,42 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from posepart.errors import PosepartWarning
-from posepart.names import flip_permutation, name_key
+from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, unpaired_sided_names
 
-# OKS sigmas by joint name. COCO's 17 come from the COCO keypoint evaluation; head/neck follow CrowdPose's; MPII-style
-# names reuse the nearest COCO value. A category may override them with its own "sigmas" list.
-SIGMAS_BY_NAME: dict[str, float] = {
-    "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035, "right_ear": 0.035,
-    "left_shoulder": 0.079, "right_shoulder": 0.079, "left_elbow": 0.072, "right_elbow": 0.072,
-    "left_wrist": 0.062, "right_wrist": 0.062, "left_hip": 0.107, "right_hip": 0.107,
-    "left_knee": 0.087, "right_knee": 0.087, "left_ankle": 0.089, "right_ankle": 0.089,
-    "head": 0.079, "head_top": 0.079, "neck": 0.079, "upper_neck": 0.079, "thorax": 0.079, "pelvis": 0.107,
-}
-DEFAULT_SIGMA = 0.079  # joints with no known sigma are scored like a shoulder
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
-# PCKh's head size: the distance from the top of the head (PASCAL's "head", MPII's "head_top") to the neck (MPII's
-# "upper_neck"), as `name_key` spells them
-HEAD_NAMES = ("head", "head_top")
-NECK_NAMES = ("neck", "upper_neck")
-
-
-@functools.lru_cache(maxsize=64)
-def _head_and_neck(keypoints: tuple[str, ...]) -> tuple[int | None, int | None]:
-    """The indices of the head (top) and neck among `keypoints` (None where absent): an exact name first, else one
-    `name_key` reads as it."""
-    keys = [name_key(n) for n in keypoints]
-
-    def find(names: tuple[str, ...]) -> int | None:
-        exact = next((keypoints.index(n) for n in names if n in keypoints), None)
-        return exact if exact is not None else next((keys.index(n) for n in names if n in keys), None)
-
-    return find(HEAD_NAMES), find(NECK_NAMES)
-
-
-def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
-    """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
-    'Right-wrist'); DEFAULT_SIGMA for a name not known."""
-    return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
 
 
 # PASCAL-Person-Part pose (Xia et al. 2017, 14 joints) and parts (Chen et al. 2014, 6 parts). "head" is the top of the
@@ -167,8 +134,10 @@ class Schema:
 
     def __post_init__(self) -> None:
         k = len(self.keypoints)
-        if len(set(self.keypoints)) != k:
-            raise ValueError(f"duplicate keypoint names in {self.keypoints}")
+        for kind, names in (("keypoint", self.keypoints), ("part class", self.part_classes)):
+            if repeated := sorted({name for name in names if names.count(name) > 1}):
+                raise ValueError(f"{kind} names must differ: {', '.join(map(repr, repeated))} more than once "
+                                 f"(before, a repeated part class was silently merged by inspect)")
         for a, b in self.skeleton:
             if not (0 <= a < k and 0 <= b < k) or a == b:
                 raise ValueError(f"skeleton edge ({a}, {b}) is not a pair of distinct joints among {k} keypoints")
@@ -204,12 +173,12 @@ class Schema:
     @property
     def measures_head_size(self) -> bool:
         """Whether the schema has a head (top) and a neck joint: PCKh's head size is their distance."""
-        return None not in _head_and_neck(self.keypoints)
+        return None not in head_and_neck(self.keypoints)
 
     def head_neck_sizes(self, keypoints: np.ndarray) -> np.ndarray:
         """(N,) PCKh head size of each person of keypoints (N, K, 3): head (top) to neck, the joints found by
         `name_key` (MHP's 'Head-top', 'Upper-neck' too); NaN where the schema or the person lacks either."""
-        head, neck = _head_and_neck(self.keypoints)
+        head, neck = head_and_neck(self.keypoints)
         keypoints = np.asarray(keypoints, np.float64).reshape(-1, self.num_joints, 3)
         if head is None or neck is None:
             return np.full(len(keypoints), np.nan)
@@ -266,6 +235,40 @@ class Schema:
         is "person" in several schemas, so the name alone does not tell them apart."""
         return f"{self.name!r} ({self.num_joints} joints, {len(self.part_classes)} part classes)"
 
+    @property
+    def skeleton_groups(self) -> tuple[tuple[int, ...], ...]:
+        """The joints the limbs connect, in their connected groups (each sorted, by first joint); joints in no limb
+        are in none. One group for every human skeleton: the decoder assembles a person along the limbs, so a person
+        of a skeleton in two groups comes out as two."""
+        group = list(range(self.num_joints))  # union-find over the limbs
+
+        def root(j: int) -> int:
+            while group[j] != j:
+                group[j] = group[group[j]]
+                j = group[j]
+            return j
+
+        for a, b in self.skeleton:
+            group[root(a)] = root(b)
+        joints = sorted({j for edge in self.skeleton for j in edge})
+        return tuple(tuple(j for j in joints if root(j) == r) for r in dict.fromkeys(root(j) for j in joints))
+
+    def concerns(self) -> tuple[str, ...]:
+        """What in the schema likely does not do what its author meant, in words for `inspect` and `train`: joint or
+        part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), and a
+        skeleton whose limbs join the joints in separate groups."""
+        notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
+                 f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
+                 f"left_x / right_x, x_left / x_right, lX / rX)"
+                 for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
+                 if (lone := unpaired_sided_names(names))]
+        if len(groups := self.skeleton_groups) > 1:
+            listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
+            notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
+                         f"decoder assembles a person along the limbs, so each group is found as a person of its "
+                         f"own; a limb between the groups joins them")
+        return tuple(notes)
+
     # -- lookup ------------------------------------------------------------------------------------------------
     def joint(self, name: str) -> int:
         """Index of a joint by name; KeyError lists the known names."""
@@ -318,6 +321,9 @@ class Schema:
             raise ValueError(f"skeleton must be a list of [a, b] 1-based pairs, got {skeleton_1based!r}")
         skeleton = tuple((a - 1, b - 1) for a, b in skeleton_1based)
         k = len(keypoints)
+        if (loop := next((pair for pair in skeleton_1based if pair[0] == pair[1]), None)) is not None:
+            joint = f" joins {keypoints[loop[0] - 1]!r} to itself" if 1 <= loop[0] <= k else " joins a joint to itself"
+            raise ValueError(f"skeleton pair {list(loop)}{joint}: a limb is a pair of two joints")
         coco = {frozenset(edge) for edge in COCO_SKELETON_1BASED}
         if (k != len(COCO_KEYPOINTS) and any(not (0 <= a < k and 0 <= b < k) for a, b in skeleton)
                 and all(frozenset(edge) in coco for edge in skeleton_1based) and limbs_by_name(keypoints)):
@@ -335,9 +341,9 @@ class Schema:
                              f"the keypoints from 1{zero}")
         sigmas = category.get("sigmas") or []
         if not isinstance(sigmas, (list, tuple)) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sigmas
-        ):
-            raise ValueError(f"sigmas must be a list of positive numbers, got {sigmas!r}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v) for v in sigmas
+        ):  # an infinite sigma made every prediction match that joint (OKS 1 at any distance)
+            raise ValueError(f"sigmas must be a list of positive, finite numbers, got {sigmas!r}")
         known = {"id", "name", "supercategory", "keypoints", "skeleton", "part_classes", "sigmas"}
         return cls(
             keypoints=keypoints,

@@ -32,6 +32,7 @@ class InspectReport:
         lines = [
             f"schema        {c['schema']['name']}: {c['schema']['joints']} joints, {c['schema']['limbs']} limbs, "
             f"{c['schema']['parts']} part classes",
+            *(f"note: {concern}" for concern in c["schema"].get("concerns", ())),
             f"images        {c['images']}  (pose-labelled {c['images_pose_labeled']}, "
             f"part-labelled {c['images_part_labeled']})",
             f"people        {c['people']} labelled, {c['ignore_regions']} ignore regions (crowds / unlabelled)",
@@ -124,7 +125,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     labelled_pixels = part_pixels.sum()
     counts = {
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,
-                   "parts": schema.num_parts},
+                   "parts": schema.num_parts, "concerns": list(schema.concerns())},
         "images": len(dataset),
         "images_pose_labeled": pose_labeled,
         "images_part_labeled": part_labeled,

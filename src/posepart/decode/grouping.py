@@ -35,8 +35,9 @@ class DecodeConfig:
     paf_samples: points sampled along each candidate limb, endpoints included (OpenPose mid_num = 10).
     paf_threshold: a sample "agrees" when PAF . unit(limb) exceeds this (OpenPose thre2 = 0.05).
     paf_min_fraction: at least ceil(fraction * samples) samples must agree (OpenPose 0.8).
-    min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints). With 1,
-        peaks left unconnected become one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`).
+    min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints), at most
+        the schema's joints (a person of a 2-joint schema with both is kept). With 1, peaks left unconnected become
+        one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`).
     min_person_score: people whose score (see `Person`) is below this are dropped. OpenPose drops total/joints < 0.4;
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
     fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
@@ -326,7 +327,9 @@ def decode(
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)
     ids, limb_sum, limb_cnt = assemble(connections, skeleton, k, n_peaks)  # ids (P, K): peak per joint, -1 = none
-    if cfg.min_joints <= 1:
+    # before the cap, a schema of fewer joints than min_joints (3 by default) never had a person to keep
+    min_joints = min(cfg.min_joints, k)
+    if min_joints <= 1:
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
         # joint) become one-joint people rather than vanishing; they rank by their peak score.
         owned = np.zeros(n_peaks, bool)
@@ -347,7 +350,7 @@ def decode(
     safe = np.maximum(ids, 0)
     peak_score = np.where(found, peaks.score[safe], 0.0)
     score = (peak_score.sum(axis=1) + limb_sum) / (n_joints + limb_cnt)
-    keep = np.flatnonzero((n_joints >= cfg.min_joints) & (score >= cfg.min_person_score))
+    keep = np.flatnonzero((n_joints >= min_joints) & (score >= cfg.min_person_score))
     keep = keep[np.argsort(-score[keep], kind="stable")]
     kps = np.zeros((len(keep), k, 3), np.float32)
     kps[:, :, :2] = peaks.xy[safe[keep]] * stride + cell_centre(stride)

@@ -215,6 +215,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                                 sources=[*data.describe(), *started])
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
+        if data.schema.num_joints and not data.schema.num_limbs:  # the data's own skeleton is what is missing
+            raise ConfigError(f"model.name: {err}") from None
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
                           f"what the model predicts, or set data.schema to a schema that has it, a built-in's "
                           f"name or a file (--set data.schema=pascal_person_part: the data is then read in it)"
@@ -249,6 +251,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
         dump_config(cfg, out / CONFIG_FILE)
+        for concern in data.schema.concerns():  # unpaired left/right names, a skeleton in pieces (`inspect` notes)
+            rank_zero_warn(concern, category=PosepartWarning)
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
             tasks = "self-training's pseudo-labels" if source["unlabelled"] else ", ".join(source["tasks"])
