@@ -468,3 +468,26 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
     for flag in ("--images", "--parts"):  # before: ignored without a word
         assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", flag, str(tmp_path)]) == 2
         assert "--images and --parts describe --data" in capsys.readouterr().err
+
+
+def test_evaluate_scores_oks_with_the_sigmas_the_evaluated_file_gives(tmp_path, capsys):
+    """The same model and predictions on one dataset whose category gives tiny, then huge OKS sigmas: the score
+    follows the file (0 with tiny ones, where no prediction is exact). Before, both were scored with the
+    checkpoint's sigmas: the same AP twice."""
+    import shutil
+
+    from inference_helpers import write_checkpoint
+
+    data = write_synth(tmp_path / "data", n=4, seed=3, size=64)
+    ckpt = write_checkpoint(tmp_path / "peaky.ckpt", Schema.pascal_person_part(), gain=40.0)  # finds people
+    ap = {}
+    for sigma in (1e-6, 10.0):
+        root = shutil.copytree(data, tmp_path / f"sigma_{sigma}")
+        coco = json.loads((root / "annotations.json").read_text())
+        coco["categories"][0]["sigmas"] = [sigma] * len(coco["categories"][0]["keypoints"])
+        (root / "annotations.json").write_text(json.dumps(coco))
+        assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(tmp_path / f"m{sigma}"),
+                     "--input-size", "64"]) == 0
+        ap[sigma] = json.loads((tmp_path / f"m{sigma}" / "metrics.json").read_text())["pose"]["ap"]
+        assert "OKS is scored with the dataset's sigmas" in capsys.readouterr().err
+    assert ap[1e-6] == 0.0 and ap[10.0] > 0.0, ap

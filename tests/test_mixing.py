@@ -700,3 +700,20 @@ def test_custom_sources_train_in_a_schema_a_file_gives(tmp_path):
     for name in ("cocoo", "schema.jsn"):  # as train() passes it, made absolute (a review: the check never ran there)
         with pytest.raises(ConfigError, match=f"'{name}' is neither a built-in schema \\(pascal_person_part, coco"):
             PosePartDataModule(absolute_paths(load_config(config_file, [f"data.schema={name}"])))
+
+
+def test_a_mapped_source_scores_with_the_sigmas_its_file_gives(tmp_path):
+    """OKS sigmas belong to the evaluation file: a dataset read in a model's schema keeps those its category gives,
+    joint by joint where a target joint copies one of its joints (a midpoint, PASCAL's neck from COCO's shoulders,
+    or a joint it lacks, the head, keeps the model's). Before, the model's sigmas replaced them silently."""
+    given = tuple(0.2 if "shoulder" in name else 0.05 for name in COCO.keypoints)
+    custom = Schema(keypoints=COCO.keypoints, skeleton=COCO.skeleton, sigmas=given)
+    for schema, root in ((custom, tmp_path / "own"), (COCO, tmp_path / "default")):
+        with DatasetWriter(root, schema) as writer:
+            writer.add(np.zeros((32, 32, 3), np.uint8), [], file_name="a.png")
+    scored = map_dataset(PosePartDataset.open(tmp_path / "own"), PASCAL).scoring_schema
+    expected = {"left_shoulder": 0.2, "right_shoulder": 0.2, "left_wrist": 0.05, "left_ankle": 0.05,
+                "neck": PASCAL.sigmas[PASCAL.joint("neck")], "head": PASCAL.sigmas[PASCAL.joint("head")]}
+    assert {name: scored.sigmas[PASCAL.joint(name)] for name in expected} == expected
+    assert scored.keypoints == PASCAL.keypoints and scored.skeleton == PASCAL.skeleton
+    assert map_dataset(PosePartDataset.open(tmp_path / "default"), PASCAL).scoring_schema == PASCAL  # none given

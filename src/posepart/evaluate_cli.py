@@ -17,6 +17,7 @@ from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
+from posepart.names import default_sigmas
 
 if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
     from posepart.engine.checkpoint import LoadedModel
@@ -72,7 +73,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
                                           ("skeleton", ours.skeleton, theirs.skeleton),
                                           ("part classes", ours.part_classes, theirs.part_classes),
                                           ("OKS sigmas", ours.sigmas, theirs.sigmas)) if a != b]
-        scored = "; OKS is scored with the checkpoint's sigmas" if "OKS sigmas" in differ else ""
+        given = ours.sigmas != default_sigmas(ours.keypoints)  # by the file, which its scores then use
+        scored = ("" if "OKS sigmas" not in differ else "; OKS is scored with the dataset's sigmas" if given
+                  else "; OKS is scored with the checkpoint's sigmas (the dataset's file gives none)")
         print(f"note: the dataset's schema {ours.describe()} differs from the checkpoint's {theirs.describe()} in its "
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)

@@ -210,7 +210,8 @@ def evaluate_predictor(
     pose = predictor.info.trained("pose") and (tasks is None or "pose" in tasks)
     parts = predictor.info.trained("parts") and (tasks is None or "parts" in tasks)
     check_scorable(dataset, pose=pose, parts=parts)
-    evaluator = DatasetEvaluator(dataset.schema, pose=pose, parts=parts, labelable_parts=dataset.labelable_parts)
+    evaluator = DatasetEvaluator(dataset.scoring_schema, pose=pose, parts=parts,
+                                 labelable_parts=dataset.labelable_parts)
     drawn: list[np.ndarray] = []
     for _, image, result in inference_on_dataset(predictor, dataset, evaluator, workers=workers, progress=progress):
         if len(drawn) < overlays:

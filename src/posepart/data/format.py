@@ -265,6 +265,12 @@ class PosePartDataset:
         return labelled if labelled.any() else np.ones(self.schema.num_joints, bool)
 
     @property
+    def scoring_schema(self) -> Schema:
+        """The schema its predictions are scored in: its own (a dataset read in another schema, `MappedSource`, keeps
+        the OKS sigmas its file gives)."""
+        return self.schema
+
+    @property
     def labelable_parts(self) -> np.ndarray:
         """(P,) bool: the part classes a pixel of this dataset can be labelled as alone: all of them where it has
         part maps, none without (a coarser dataset read in another schema, `MappedSource`, labels some only within a

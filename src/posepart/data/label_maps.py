@@ -125,6 +125,15 @@ class JointMap:
         return out
 
     @property
+    def copied(self) -> np.ndarray:
+        """(Kt,) int: the source joint each target joint is a copy of by its first rule, -1 where it is read some
+        other way (a midpoint of two) or not at all: whose OKS sigma scores it (`MappedSource.scoring_schema`)."""
+        out = np.full(len(self.target), -1, np.intp)
+        for t, a, b in reversed(self.levels):  # lower ranks last: they overwrite
+            out[t] = np.where(a == b, a, -1)
+        return out
+
+    @property
     def is_identity(self) -> bool:
         return self.source == self.target
 

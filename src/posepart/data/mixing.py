@@ -21,6 +21,7 @@ import numpy as np
 from posepart.data.format import ImageRecord, PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
 from posepart.errors import PosepartError
+from posepart.names import default_sigmas
 from posepart.schema import Schema
 
 if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usable without it
@@ -224,6 +225,18 @@ class MappedSource(PosePartDataset):
         if labelled.any() or self.mapping is None:
             return labelled
         return self.mapping.joint_mask  # no person labels any: the joints its schema maps (none if it feeds no pose)
+
+    @property
+    def scoring_schema(self) -> Schema:
+        """The target schema with the OKS sigmas the source's file gives (`sigmas` in its category), by the joint
+        each target joint copies; the target's where the file gives none (its names' defaults) or a joint is not a
+        copy. Before, an evaluation file's own sigmas were silently replaced by the model's."""
+        source = self.mapping.source if self.mapping is not None else None
+        if source is None or source.sigmas == default_sigmas(source.keypoints):
+            return self.schema
+        copied = self.mapping.joints.copied
+        sigmas = [source.sigmas[c] if c >= 0 else own for c, own in zip(copied.tolist(), self.schema.sigmas)]
+        return dataclasses.replace(self.schema, sigmas=tuple(sigmas))
 
     @property
     def labelable_parts(self) -> np.ndarray:

@@ -315,9 +315,12 @@ class PosePartModule(pl.LightningModule):
         heads = {task: bool(getattr(self.model, f"has_{task}", True)) and (learnt is None or task in learnt)
                  for task in TASKS}
         labelable = [source.val.labelable_parts for source in data.val_sources]
-        pooled = Evaluator(self.schema, **heads, labelable_parts=np.any(labelable, 0) if labelable else None)
+        # OKS with the sigmas each validation file gives (`scoring_schema`); pooled, those all its sources share
+        scoring = [source.val.scoring_schema for source in data.val_sources]
+        shared = scoring[0] if scoring and all(s.sigmas == scoring[0].sigmas for s in scoring) else self.schema
+        pooled = Evaluator(shared, **heads, labelable_parts=np.any(labelable, 0) if labelable else None)
         # a run over data.sources also scores each validation source (val/<source>/seg/mean_iou, ...); val/... pools all
-        per_source = [Evaluator(self.schema, **heads, labelable_parts=parts) for parts in labelable
+        per_source = [Evaluator(schema, **heads, labelable_parts=parts) for schema, parts in zip(scoring, labelable)
                       ] if self.config.data.sources else []
         # once per record: a broken sample's place holds the record that replaced it, which its own place scores too
         for index, prediction in sorted(dict(items).items()):
