@@ -162,3 +162,41 @@ def test_schema_values_that_cannot_be_meant_are_refused_naming_them():
         Schema.from_category({"keypoints": ["a", "b"], "skeleton": [[1, 2]], "sigmas": [0.05, float("inf")]})
     with pytest.raises(ValueError, match=re.escape("skeleton pair [2, 2] joins 'b' to itself")):
         Schema.from_category({"keypoints": ["a", "b", "c"], "skeleton": [[1, 2], [2, 2]]})
+
+
+def test_flip_pairs_pair_joints_their_names_cannot():
+    """Face landmarks numbered round the jaw (COCO-WholeBody's face-0 ... face-16) mirror each other with nothing in
+    their names to say so: `flip_pairs` in categories[0] (1-based, as the skeleton) pairs them, and wins over a pair
+    the names would make (its old partner is then its own mirror, so a flip stays its own inverse). Before, no
+    schema could pair them: flips mirrored their places without swapping them."""
+    category = {"keypoints": ["jaw_0", "jaw_1", "jaw_2", "nose", "left_eye", "right_eye", "eye_c"],
+                "skeleton": [[1, 2], [2, 3], [2, 4]], "flip_pairs": [[1, 3], [5, 7]]}
+    schema = Schema.from_category(category)
+    assert schema.flip_pairs == ((0, 2), (4, 6))
+    assert schema.flip_perm == (2, 1, 0, 3, 6, 5, 4)  # right_eye's partner by name is taken: itself
+    assert Schema.from_category(schema.to_category()) == schema  # checkpoints, .safetensors and ONNX carry it so
+    assert schema.concerns() == ("the joint names 'right_eye' say left or right, but a horizontal flip (training's "
+                                 "augmentation, --flip) leaves them in place: no mirror name pairs them (name the "
+                                 "pairs e.g. left_x / right_x, x_left / x_right, lX / rX, or list them in "
+                                 "categories[0] \"flip_pairs\")",)
+    for pairs, words in (([[1, 1]], "two distinct joints"), ([[1, 8]], "1-based pairs of joints among 1..7"),
+                         ([[1, 2], [2, 3]], "'jaw_1' more than once"), ("1,3", "a list of [a, b]")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            Schema.from_category({**category, "flip_pairs": pairs})
+
+
+def test_flip_pairs_travel_with_a_model(tmp_path):
+    """A checkpoint and its .safetensors export carry the schema's flip pairs: the Predictor's flip TTA and a
+    fine-tuning run's flips read them from the model file."""
+    from inference_helpers import write_checkpoint
+
+    from posepart.cli import main
+    from posepart.engine.checkpoint import load_model
+
+    schema = Schema.from_category({"keypoints": ["jaw_0", "nose", "jaw_2"], "skeleton": [[1, 2], [2, 3]],
+                                   "part_classes": ["background", "face"], "flip_pairs": [[1, 3]]})
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", schema)
+    assert main(["export-weights", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.safetensors")]) == 0
+    for path in (ckpt, tmp_path / "m.safetensors"):
+        loaded = load_model(path)
+        assert loaded.schema == schema and loaded.schema.flip_perm == (2, 1, 0)

@@ -74,16 +74,18 @@ def mirror_name(name: str) -> str:
     return name[:match.start("side")] + other + name[match.end("side"):]
 
 
-def flip_permutation(names: Sequence[str]) -> tuple[int, ...]:
+def flip_permutation(names: Sequence[str], pairs: Sequence[tuple[int, int]] = ()) -> tuple[int, ...]:
     """Index of each name's mirror image: its own spelling with the other side ("hand.L" -> "hand.R"), else the name
     of the other side with the same rest compared as `normal_name` does ("left_eye" pairs with "Right_eye",
     "left_hand" with "hand_right"); itself when it has no side, when its partner is absent, or when the pairing is not
-    mutual (several spellings of one joint): a flip permutation is its own inverse."""
-    return _flip_permutation(tuple(names))
+    mutual (several spellings of one joint): a flip permutation is its own inverse. `pairs` (0-based, disjoint: a
+    schema's `flip_pairs`) pair joints whatever their names say (face landmarks numbered round the jaw); a joint a
+    name paired with one of them is then its own mirror."""
+    return _flip_permutation(tuple(names), tuple(map(tuple, pairs)))
 
 
 @functools.lru_cache(maxsize=64)
-def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
+def _flip_permutation(names: tuple[str, ...], pairs: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
     """`flip_permutation`, cached: `Schema.flip_perm` is read for every training sample, and parsing the sides of
     the names (a few regular expressions each) took about 90 us for COCO's 17, six times the single-pattern parse."""
     exact = {name: i for i, name in enumerate(names)}
@@ -94,14 +96,20 @@ def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
             by_rest.setdefault((side, normal_name(rest)), i)
     candidate = [exact.get(mirror_name(name), by_rest.get((_OTHER_SIDE[side], normal_name(rest)), i)) if side else i
                  for i, (name, (side, rest)) in enumerate(zip(names, sided))]
-    return tuple(j if candidate[j] == i else i for i, j in enumerate(candidate))
+    perm = [j if candidate[j] == i else i for i, j in enumerate(candidate)]
+    for a, b in pairs:
+        for joint in (a, b):
+            perm[perm[joint]] = perm[joint]  # its partner by name, if any, is left unpaired
+        perm[a], perm[b] = b, a
+    return tuple(perm)
 
 
-def unpaired_sided_names(names: Sequence[str]) -> list[str]:
+def unpaired_sided_names(names: Sequence[str], pairs: Sequence[tuple[int, int]] = ()) -> list[str]:
     """The names that say "left" or "right" but that a horizontal flip leaves in place: a side `split_side` does not
     read ("leftear"), or one whose mirror name is absent ("left_knee" without a right knee). Flips, the training
-    augmentation's and test-time ones, then mirror such a joint's place without swapping it to its other side."""
-    perm = flip_permutation(names)
+    augmentation's and test-time ones, then mirror such a joint's place without swapping it to its other side.
+    `pairs`: as `flip_permutation`'s."""
+    perm = flip_permutation(names, pairs)
     return [name for i, name in enumerate(names) if perm[i] == i and _LOOKS_SIDED.search(name)]
 
 

@@ -123,6 +123,8 @@ class Schema:
 
     `skeleton` holds 0-based joint index pairs (the JSON stores COCO's 1-based pairs). `part_classes` includes
     "background" at index 0, or is empty for a pose-only dataset. An empty `keypoints` means a parts-only dataset.
+    `flip_pairs` (0-based; the JSON's 1-based "flip_pairs") pair joints as mirror images whatever their names say;
+    the others pair by their names' sides.
     """
 
     keypoints: tuple[str, ...]
@@ -130,6 +132,7 @@ class Schema:
     part_classes: tuple[str, ...] = ()
     sigmas: tuple[float, ...] = ()
     name: str = "person"
+    flip_pairs: tuple[tuple[int, int], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +144,11 @@ class Schema:
         for a, b in self.skeleton:
             if not (0 <= a < k and 0 <= b < k) or a == b:
                 raise ValueError(f"skeleton edge ({a}, {b}) is not a pair of distinct joints among {k} keypoints")
+        paired = [j for pair in self.flip_pairs for j in pair]
+        if any(not 0 <= j < k for j in paired) or any(a == b for a, b in self.flip_pairs):
+            raise ValueError(f"flip pairs {list(self.flip_pairs)} must pair two distinct joints among {k} keypoints")
+        if repeated := sorted({self.keypoints[j] for j in paired if paired.count(j) > 1}):
+            raise ValueError(f"flip pairs pair each joint once: {', '.join(map(repr, repeated))} more than once")
         if self.part_classes and self.part_classes[0] != "background":
             raise ValueError(f"part_classes[0] must be 'background', got {self.part_classes[0]!r}")
         if len(self.part_classes) > IGNORE_LABEL:
@@ -201,8 +209,9 @@ class Schema:
     # -- flips -------------------------------------------------------------------------------------------------
     @property
     def flip_perm(self) -> tuple[int, ...]:
-        """Joint order after a horizontal flip: left and right joints swap (their names' sides, `split_side`)."""
-        return flip_permutation(self.keypoints)
+        """Joint order after a horizontal flip: left and right joints swap (their names' sides, `split_side`, or
+        `flip_pairs`)."""
+        return flip_permutation(self.keypoints, self.flip_pairs)
 
     @property
     def part_flip_perm(self) -> tuple[int, ...]:
@@ -259,9 +268,9 @@ class Schema:
         skeleton whose limbs join the joints in separate groups."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
-                 f"left_x / right_x, x_left / x_right, lX / rX)"
+                 f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
-                 if (lone := unpaired_sided_names(names))]
+                 if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
         if len(groups := self.skeleton_groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
@@ -339,18 +348,26 @@ class Schema:
             zero = " (this one holds a 0: 0-based pairs?)" if 0 in outside else ""
             raise ValueError(f"skeleton pair {list(outside)} names a joint outside 1..{k}: COCO skeleton pairs count "
                              f"the keypoints from 1{zero}")
+        flip_1based = category.get("flip_pairs") or []
+        if not isinstance(flip_1based, (list, tuple)) or not all(
+            isinstance(e, (list, tuple)) and len(e) == 2 and all(integer(v) and 1 <= v <= k for v in e)
+            for e in flip_1based
+        ):
+            raise ValueError(f"flip_pairs must be a list of [a, b] 1-based pairs of joints among 1..{k}, got "
+                             f"{flip_1based!r}")
         sigmas = category.get("sigmas") or []
         if not isinstance(sigmas, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v) for v in sigmas
         ):  # an infinite sigma made every prediction match that joint (OKS 1 at any distance)
             raise ValueError(f"sigmas must be a list of positive, finite numbers, got {sigmas!r}")
-        known = {"id", "name", "supercategory", "keypoints", "skeleton", "part_classes", "sigmas"}
+        known = {"id", "name", "supercategory", "keypoints", "skeleton", "part_classes", "sigmas", "flip_pairs"}
         return cls(
             keypoints=keypoints,
             skeleton=skeleton,
             part_classes=strings("part_classes"),
             sigmas=tuple(float(v) for v in sigmas),
             name=str(category.get("name", "person")),
+            flip_pairs=tuple((a - 1, b - 1) for a, b in flip_1based),
             extra={k: v for k, v in category.items() if k not in known},
         )
 
@@ -363,6 +380,8 @@ class Schema:
             category["part_classes"] = list(self.part_classes)
         if self.sigmas != default_sigmas(self.keypoints):
             category["sigmas"] = list(self.sigmas)
+        if self.flip_pairs:
+            category["flip_pairs"] = [[a + 1, b + 1] for a, b in self.flip_pairs]
         return category
 
     # -- the built-in schemas ----------------------------------------------------------------------------------
