@@ -546,3 +546,23 @@ def test_a_schema_with_joints_and_no_limbs_is_refused_for_the_limbs_it_lacks(fil
     line = _refused_naming(["train", "--config", str(files["config"]), "--train", str(root), "--out",
                             str(tmp_path / "run")], capsys, "needs skeleton edges", "no limb between them")
     assert "data.schema" not in line
+
+
+def test_a_part_model_on_data_without_part_classes_is_still_told_to_read_it_in_a_schema_that_has_them(
+        files, tmp_path, capsys):
+    """The advice for a schema without limbs (list them) is for the limbs alone: a review found a parts model on
+    joints-only data without limbs told only what it lacked, no longer how to read the data in a schema with parts."""
+    root = _with_category(files["data"], tmp_path / "one_joint", ["neck"], [])
+    coco = json.loads((root / "annotations.json").read_text())
+    del coco["categories"][0]["part_classes"]
+    (root / "annotations.json").write_text(json.dumps(coco))
+    shutil.rmtree(root / "parts")
+    _refused_naming(["train", "--config", str(files["config"]), "--set", "model.name=fcn32_vgg16", "--train", str(root),
+                     "--out", str(tmp_path / "run")], capsys, "part classes", "data.schema=pascal_person_part")
+
+
+def test_predict_refuses_more_min_joints_than_the_models_people_have(files, tmp_path, capsys):
+    """The decoder caps its default min_joints at the schema's joints; a --min-joints above them is the user's
+    choice and would find nobody: refused, where before it ran and found no one."""
+    _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
+                     str(tmp_path / "out"), "--min-joints", "15"], capsys, "--min-joints 15", "14 joints")

@@ -489,5 +489,5 @@ def test_evaluate_scores_oks_with_the_sigmas_the_evaluated_file_gives(tmp_path, 
         assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(tmp_path / f"m{sigma}"),
                      "--input-size", "64"]) == 0
         ap[sigma] = json.loads((tmp_path / f"m{sigma}" / "metrics.json").read_text())["pose"]["ap"]
-        assert "OKS is scored with the dataset's sigmas" in capsys.readouterr().err
+        assert "OKS takes the dataset's sigmas for the joints it gives the checkpoint's" in capsys.readouterr().err
     assert ap[1e-6] == 0.0 and ap[10.0] > 0.0, ap

@@ -555,7 +555,7 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
     # by name and sizes: before, only names, and COCO's and PASCAL's schemas are both named 'person'
     err = capsys.readouterr().err
     assert "schema 'mpii' (16 joints, 0 part classes) differs from the checkpoint's 'person' (14 joints, 7 part " \
-        "classes) in its name, joints, skeleton, part classes, OKS sigmas: it is read in the checkpoint's" in err
+        "classes) in its name, joints, skeleton, part classes: it is read in the checkpoint's" in err
     assert json.loads((alone / "metrics.json").read_text())["pose"] == metrics["mpii"]["pose"]
     people = json.loads((alone / "keypoints.json").read_text())
     assert people and json.loads((out / "keypoints" / "mpii.json").read_text()) == people
@@ -717,3 +717,11 @@ def test_a_mapped_source_scores_with_the_sigmas_its_file_gives(tmp_path):
     assert {name: scored.sigmas[PASCAL.joint(name)] for name in expected} == expected
     assert scored.keypoints == PASCAL.keypoints and scored.skeleton == PASCAL.skeleton
     assert map_dataset(PosePartDataset.open(tmp_path / "default"), PASCAL).scoring_schema == PASCAL  # none given
+    # sigmas a file gives are its own even where they equal its names' defaults (written and read back as given)
+    defaults = Schema(keypoints=COCO.keypoints, skeleton=COCO.skeleton, sigmas=COCO.sigmas)
+    wide = Schema(keypoints=PASCAL.keypoints, skeleton=PASCAL.skeleton, part_classes=PASCAL.part_classes,
+                  sigmas=(10.0,) * 14)
+    with DatasetWriter(tmp_path / "given", defaults) as writer:
+        writer.add(np.zeros((32, 32, 3), np.uint8), [], file_name="a.png")
+    scored = map_dataset(PosePartDataset.open(tmp_path / "given"), wide).scoring_schema
+    assert scored.sigmas[PASCAL.joint("left_wrist")] == COCO.sigmas[COCO.joint("left_wrist")]

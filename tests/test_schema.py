@@ -124,31 +124,38 @@ def test_sides_inside_a_name_and_run_into_camel_case():
         1, 0, 3, 2, 4)
     assert flip_permutation(["lKnee", "rKnee", "kneeL", "kneeR", "ShoulderLeft", "ShoulderRight"]) == (
         1, 0, 3, 2, 5, 4)
+    # sides run into the name pair where both spellings are there (BODY_25 in lower case, PASCAL-Part's person parts,
+    # Vicon's markers, Mixamo's bones, a digit before the side); "leftover" and "lip" have no mirror to pair with
+    names = ["lshoulder", "rshoulder", "leye", "reye", "LSHO", "RSHO", "finger1L", "finger1R", "mixamorig:LeftArm",
+             "mixamorig:RightArm", "eyeLeftOuter", "eyeRightOuter", "leftover", "lip"]
+    assert flip_permutation(names) == (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13)
     assert split_side("front_left_paw") == ("left", "front_paw") and split_side("HandTipRight") == ("right", "HandTip")
     assert [split_side(name)[0] for name in ("HEAD_TOP", "medial", "Left", "leftover", "ROOT")] == [None] * 5
 
 
 def test_names_that_say_a_side_flips_leave_in_place_are_named():
-    """A side run into a word ("leftear") is not read, as "leftover" is not; a sided name without its mirror stays
-    in place under flips. Both are named (`inspect` notes them, `train` warns)."""
-    assert unpaired_sided_names(["leftear", "rightear", "left_knee", "nose", "left_eye", "right_eye"]) == [
-        "leftear", "rightear", "left_knee"]
-    schema = Schema(keypoints=("nose", "leftear", "rightear"), skeleton=((0, 1), (0, 2)))
+    """A side run into a word ("leftear") is not read on its own, as "leftover" is not: such a name pairs with its
+    mirror spelling where the schema has it, and a sided name without its mirror stays in place under flips, which
+    `inspect` notes and `train` warns of."""
+    assert unpaired_sided_names(["leftear", "rightear", "leftover", "left_knee", "nose", "left_eye", "right_eye"]) == [
+        "leftover", "left_knee"]
+    schema = Schema(keypoints=("nose", "leftear", "righteye"), skeleton=((0, 1), (0, 2)))
     (concern,) = schema.concerns()
-    assert "'leftear', 'rightear' say left or right" in concern
+    assert "'leftear', 'righteye' say left or right" in concern
     for built_in in (Schema.pascal_person_part(), Schema.coco(), Schema.mpii(), Schema.lip(), Schema.cihp()):
         assert built_in.concerns() == ()
 
 
 def test_a_skeleton_in_separate_groups_is_named():
     """The decoder assembles a person along the limbs: a skeleton in two groups finds every person as two (the
-    synthetic people with no neck-hip or shoulder-hip limb: oracle AP 0.106), and nothing said so."""
+    synthetic people with no neck-hip or shoulder-hip limb: oracle AP 0.106), and nothing said so; a joint in no
+    limb is found only near a person."""
     schema = Schema(keypoints=("head", "neck", "hip", "knee", "ear"), skeleton=((0, 1), (2, 3)))
     assert schema.skeleton_groups == ((0, 1), (2, 3))  # "ear" is in no limb: in no group
-    (concern,) = schema.concerns()
-    assert "2 separate groups (head, neck; hip, knee)" in concern
-    joined = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1)))
-    assert joined.skeleton_groups == ((0, 1, 2, 3),) and joined.concerns() == ()
+    alone, groups = schema.concerns()
+    assert "the joints 'ear' are in no limb" in alone and "2 separate groups (head, neck; hip, knee)" in groups
+    joined = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1), (4, 0)))
+    assert joined.skeleton_groups == ((0, 1, 2, 3, 4),) and joined.concerns() == ()
 
 
 def test_schema_values_that_cannot_be_meant_are_refused_naming_them():
@@ -170,7 +177,7 @@ def test_flip_pairs_pair_joints_their_names_cannot():
     the names would make (its old partner is then its own mirror, so a flip stays its own inverse). Before, no
     schema could pair them: flips mirrored their places without swapping them."""
     category = {"keypoints": ["jaw_0", "jaw_1", "jaw_2", "nose", "left_eye", "right_eye", "eye_c"],
-                "skeleton": [[1, 2], [2, 3], [2, 4]], "flip_pairs": [[1, 3], [5, 7]]}
+                "skeleton": [[1, 2], [2, 3], [2, 4], [4, 5], [4, 6], [4, 7]], "flip_pairs": [[1, 3], [5, 7]]}
     schema = Schema.from_category(category)
     assert schema.flip_pairs == ((0, 2), (4, 6))
     assert schema.flip_perm == (2, 1, 0, 3, 6, 5, 4)  # right_eye's partner by name is taken: itself

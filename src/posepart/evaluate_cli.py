@@ -17,7 +17,6 @@ from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
-from posepart.names import default_sigmas
 
 if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
     from posepart.engine.checkpoint import LoadedModel
@@ -69,13 +68,15 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         from posepart.data.mixing import SourceError, map_dataset
 
         ours, theirs = dataset.schema, loaded.schema
+        same_joints = ours.keypoints == theirs.keypoints
         differ = [what for what, a, b in (("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
                                           ("skeleton", ours.skeleton, theirs.skeleton),
                                           ("part classes", ours.part_classes, theirs.part_classes),
-                                          ("OKS sigmas", ours.sigmas, theirs.sigmas)) if a != b]
-        given = ours.sigmas != default_sigmas(ours.keypoints)  # by the file, which its scores then use
-        scored = ("" if "OKS sigmas" not in differ else "; OKS is scored with the dataset's sigmas" if given
-                  else "; OKS is scored with the checkpoint's sigmas (the dataset's file gives none)")
+                                          ("OKS sigmas", ours.sigmas if same_joints else 0, theirs.sigmas if same_joints
+                                           else 0)) if a != b]
+        scored = ("; OKS takes the dataset's sigmas for the joints it gives the checkpoint's" if ours.sigmas_given
+                  else "; OKS takes the checkpoint's sigmas (the dataset's file gives none)" if "OKS sigmas" in differ
+                  else "")
         print(f"note: the dataset's schema {ours.describe()} differs from the checkpoint's {theirs.describe()} in its "
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)

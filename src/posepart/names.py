@@ -14,8 +14,10 @@ from typing import Sequence
 # "leftShoulder", "lKnee"), a suffix ("knee_left", "hand_r", Blender's "hand.L", Kinect's "ShoulderLeft", "kneeL"),
 # and a word inside the name (DeepLabCut's quadrupeds' "front_left_paw"). Before, only "left_"/"right_" prefixes
 # were read: other spellings were never swapped under a horizontal flip (training flips mirrored people with their
-# labels unswapped) and were stripped of no side. A side run into a lower-case word ("leftear") is not read:
-# "leftover" would be one too (`unpaired_sided_names` names such joints instead).
+# labels unswapped) and were stripped of no side. A side run into a lower-case word ("leftear", BODY_25's names in
+# lower case "lshoulder", PASCAL-Part's "leye", Vicon's "LSHO") is not read as a side on its own: "leftover" would be
+# one too; `flip_permutation` pairs such a name with its mirror spelling where the schema has both
+# (`_loose_mirrors`).
 _SEP = r"[_\-. ]"
 _SIDES = (
     re.compile(rf"^(?P<side>left|right|l|r){_SEP}(?P<rest>.+)$", re.IGNORECASE),
@@ -97,6 +99,11 @@ def _flip_permutation(names: tuple[str, ...], pairs: tuple[tuple[int, int], ...]
     candidate = [exact.get(mirror_name(name), by_rest.get((_OTHER_SIDE[side], normal_name(rest)), i)) if side else i
                  for i, (name, (side, rest)) in enumerate(zip(names, sided))]
     perm = [j if candidate[j] == i else i for i, j in enumerate(candidate)]
+    for i, name in enumerate(names):  # names no side spelling reads, paired where their mirror spelling is there too
+        if perm[i] == i:
+            j = next((exact[m] for m in _loose_mirrors(name) if exact.get(m, i) != i and perm[exact[m]] == exact[m]),
+                     i)
+            perm[i], perm[j] = j, i
     for a, b in pairs:
         for joint in (a, b):
             perm[perm[joint]] = perm[joint]  # its partner by name, if any, is left unpaired
@@ -146,3 +153,21 @@ def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
     """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
     'Right-wrist'); DEFAULT_SIGMA for a name not known."""
     return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
+
+
+def _loose_mirrors(name: str) -> list[str]:
+    """`name` with one side swapped where it is run into the name: "left"/"right" anywhere ("leftear",
+    "mixamorig:LeftArm", "eyeLeftOuter"), or a one-letter side first or last ("lshoulder", "LSHO", "finger1L"), each
+    in its own case. Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
+    swap = {"l": "r", "r": "l", "left": "right", "right": "left"}
+
+    def other(side: str) -> str:
+        mirrored = swap[side.lower()]
+        return mirrored.upper() if side.isupper() else mirrored.capitalize() if side[0].isupper() else mirrored
+
+    out = [name[:m.start()] + other(m.group()) + name[m.end():] for m in _LOOKS_SIDED.finditer(name)]
+    if name[:1].lower() in "lr" and len(name) > 1:
+        out.append(other(name[0]) + name[1:])
+    if name[-1:].lower() in "lr" and len(name) > 1:
+        out.append(name[:-1] + other(name[-1]))
+    return out

@@ -38,15 +38,19 @@ def _predictor(args: argparse.Namespace) -> Any:
         raise UsageError(f"predict: {err}") from None
     options = dict(input_size=args.input_size, scales=args.scales, flip=args.flip, batch_size=args.batch_size,
                    keep_maps=args.maps, part_instances=not args.no_instances, decode_config=decode)
-    if args.onnx is not None:
-        return Predictor.from_onnx(args.onnx, device=args.device, threads=args.threads, **options)
-    if args.checkpoint.suffix.lower() == ".onnx":
-        return Predictor.from_onnx(args.checkpoint, device=args.device, threads=args.threads, **options)
-    if args.threads:
-        import torch
+    if args.onnx is not None or args.checkpoint.suffix.lower() == ".onnx":
+        predictor = Predictor.from_onnx(args.onnx or args.checkpoint, device=args.device, threads=args.threads,
+                                        **options)
+    else:
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
+            torch.set_num_threads(args.threads)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
+    joints = predictor.schema.num_joints
+    if args.min_joints is not None and args.min_joints > joints:  # the decoder caps its default, not a choice
+        raise UsageError(f"--min-joints {args.min_joints}: the model's people have {joints} joints")
+    return predictor
 
 
 @contextmanager

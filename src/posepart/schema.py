@@ -134,13 +134,15 @@ class Schema:
     name: str = "person"
     flip_pairs: tuple[tuple[int, int], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # whether `sigmas` were given (a file's "sigmas"), not the names' defaults: a file's own score it when it is read
+    # in a model's schema (`MappedSource.scoring_schema`), even where they equal the defaults
+    sigmas_given: bool = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         k = len(self.keypoints)
         for kind, names in (("keypoint", self.keypoints), ("part class", self.part_classes)):
             if repeated := sorted({name for name in names if names.count(name) > 1}):
-                raise ValueError(f"{kind} names must differ: {', '.join(map(repr, repeated))} more than once "
-                                 f"(before, a repeated part class was silently merged by inspect)")
+                raise ValueError(f"{kind} names must differ: {', '.join(map(repr, repeated))} more than once")
         for a, b in self.skeleton:
             if not (0 <= a < k and 0 <= b < k) or a == b:
                 raise ValueError(f"skeleton edge ({a}, {b}) is not a pair of distinct joints among {k} keypoints")
@@ -154,6 +156,7 @@ class Schema:
         if len(self.part_classes) > IGNORE_LABEL:
             raise ValueError(f"at most {IGNORE_LABEL - 1} part classes fit a uint8 label map with "
                              f"{IGNORE_LABEL} = ignore")
+        object.__setattr__(self, "sigmas_given", bool(self.sigmas))
         if not self.sigmas:
             object.__setattr__(self, "sigmas", default_sigmas(self.keypoints))
         elif len(self.sigmas) != k:
@@ -271,6 +274,11 @@ class Schema:
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
+        if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints)
+                                         if not any(j in limb for limb in self.skeleton)]):
+            shown = ", ".join(map(repr, alone[:8])) + (f" and {len(alone) - 8} more" if len(alone) > 8 else "")
+            notes.append(f"the joints {shown} are in no limb: the decoder adds such a joint to the nearest person "
+                         f"that lacks it, within that person's extent, and finds it nowhere else")
         if len(groups := self.skeleton_groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
@@ -378,7 +386,7 @@ class Schema:
         category["skeleton"] = [[a + 1, b + 1] for a, b in self.skeleton]
         if self.part_classes:
             category["part_classes"] = list(self.part_classes)
-        if self.sigmas != default_sigmas(self.keypoints):
+        if self.sigmas_given:
             category["sigmas"] = list(self.sigmas)
         if self.flip_pairs:
             category["flip_pairs"] = [[a + 1, b + 1] for a, b in self.flip_pairs]

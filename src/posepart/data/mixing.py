@@ -21,7 +21,6 @@ import numpy as np
 from posepart.data.format import ImageRecord, PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
 from posepart.errors import PosepartError
-from posepart.names import default_sigmas
 from posepart.schema import Schema
 
 if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usable without it
@@ -232,7 +231,7 @@ class MappedSource(PosePartDataset):
         each target joint copies; the target's where the file gives none (its names' defaults) or a joint is not a
         copy. Before, an evaluation file's own sigmas were silently replaced by the model's."""
         source = self.mapping.source if self.mapping is not None else None
-        if source is None or source.sigmas == default_sigmas(source.keypoints):
+        if source is None or not source.sigmas_given:
             return self.schema
         copied = self.mapping.joints.copied
         sigmas = [source.sigmas[c] if c >= 0 else own for c, own in zip(copied.tolist(), self.schema.sigmas)]

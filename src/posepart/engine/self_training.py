@@ -95,7 +95,7 @@ def consistent_people(people: np.ndarray, mirrored: np.ndarray, sigmas: np.ndarr
     for i, p in enumerate(people):
         for j, q in enumerate(mirrored):
             terms, both = agreement(p, q, sigmas)
-            if both.sum() < min(max(min_joints, 2), k):  # a 1-joint schema's people pair by that joint
+            if both.sum() < max(min_joints, 2):
                 continue
             score = float(terms[both].mean())
             if score >= min_oks:

@@ -42,7 +42,7 @@ from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelera
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.files import lock_output, remove_orphans
-from posepart.models import SchemaMismatchError
+from posepart.models import MissingLimbsError, SchemaMismatchError
 
 
 @dataclass
@@ -214,9 +214,9 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     try:
         module = PosePartModule(cfg, data.schema, pretrained=resume is None, allowed_sets=data.allowed_sets,
                                 sources=[*data.describe(), *started])
+    except MissingLimbsError as err:  # the data's own skeleton is what is missing, not another schema
+        raise ConfigError(f"model.name: {err}") from None
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
-        if data.schema.num_joints and not data.schema.num_limbs:  # the data's own skeleton is what is missing
-            raise ConfigError(f"model.name: {err}") from None
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
                           f"what the model predicts, or set data.schema to a schema that has it, a built-in's "
                           f"name or a file (--set data.schema=pascal_person_part: the data is then read in it)"

@@ -5,8 +5,8 @@
     out = model(images)          # ModelOutput: out.heatmaps[-1], out.pafs[-1], out.parts[-1]
 """
 
-from .build import (MODELS, SchemaMismatchError, build_model, builder_options, fcn8_vgg16, fcn16_vgg16, fcn32_vgg16,
-                    joint_vgg16, paf_vgg16)
+from .build import (MODELS, MissingLimbsError, SchemaMismatchError, build_model, builder_options, fcn8_vgg16,
+                    fcn16_vgg16, fcn32_vgg16, joint_vgg16, paf_vgg16)
 from .complexity import count_flops, count_parameters
 from .execution import channels_last_, fold_batch_norm
 from .fcn import BilinearUpsample, FCNHead, bilinear_kernel
@@ -18,8 +18,8 @@ from .refine import ResidualRefine, SkipRefine
 from .trunk import ShapeSpec, VGGTrunk
 
 __all__ = [
-    "MODELS", "BilinearUpsample", "FCNHead", "ModelOutput", "PAFStage", "PAFStages", "PosePartNet", "ResidualRefine",
-    "SchemaMismatchError", "ShapeSpec", "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model", "builder_options",
-    "channels_last_", "count_flops", "count_parameters", "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16", "fold_batch_norm",
-    "joint_vgg16", "load_vgg16_weights", "paf_vgg16", "read_state_dict",
+    "MODELS", "BilinearUpsample", "FCNHead", "MissingLimbsError", "ModelOutput", "PAFStage", "PAFStages", "PosePartNet",
+    "ResidualRefine", "SchemaMismatchError", "ShapeSpec", "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model",
+    "builder_options", "channels_last_", "count_flops", "count_parameters", "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16",
+    "fold_batch_norm", "joint_vgg16", "load_vgg16_weights", "paf_vgg16", "read_state_dict",
 ]

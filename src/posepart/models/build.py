@@ -42,9 +42,13 @@ class SchemaMismatchError(UsageError):
     """A model that predicts something the schema does not have (joints, skeleton edges or part classes)."""
 
 
+class MissingLimbsError(SchemaMismatchError):
+    """A pose model on a schema whose joints no limb joins: what is missing is the schema's own skeleton."""
+
+
 def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = False) -> None:
     if pose and schema.num_joints > 0 and schema.num_limbs == 0:
-        raise SchemaMismatchError(f"{model} needs skeleton edges: its PAF heads predict a field for each limb, and "
+        raise MissingLimbsError(f"{model} needs skeleton edges: its PAF heads predict a field for each limb, and "
                                   f"{schema.name!r} has {schema.num_joints} joints and no limb between them; list "
                                   f"the limbs in categories[0] \"skeleton\" (1-based pairs of joints)")
     if pose and not (schema.num_joints > 0 and schema.num_limbs > 0):
