@@ -68,12 +68,12 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         from posepart.data.mixing import SourceError, map_dataset
 
         ours, theirs = dataset.schema, loaded.schema
-        same_joints = ours.keypoints == theirs.keypoints
-        differ = [what for what, a, b in (("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
-                                          ("skeleton", ours.skeleton, theirs.skeleton),
-                                          ("part classes", ours.part_classes, theirs.part_classes),
-                                          ("OKS sigmas", ours.sigmas if same_joints else 0, theirs.sigmas if same_joints
-                                           else 0)) if a != b]
+        fields = [("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
+                  ("skeleton", ours.skeleton, theirs.skeleton), ("flip pairs", ours.flip_pairs, theirs.flip_pairs),
+                  ("part classes", ours.part_classes, theirs.part_classes)]
+        if ours.keypoints == theirs.keypoints:  # sigmas of other joints differ as the joints do
+            fields.append(("OKS sigmas", ours.sigmas, theirs.sigmas))
+        differ = [what for what, a, b in fields if a != b]
         scored = ("; OKS takes the dataset's sigmas for the joints it gives the checkpoint's" if ours.sigmas_given
                   else "; OKS takes the checkpoint's sigmas (the dataset's file gives none)" if "OKS sigmas" in differ
                   else "")

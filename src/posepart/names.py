@@ -31,6 +31,12 @@ _LOOKS_SIDED = re.compile(r"left|right", re.IGNORECASE)
 _OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
 
 
+def _other_side(side: str) -> str:
+    """'left' -> 'right', 'L' -> 'R', 'Right' -> 'Left': the other side in the same case."""
+    other = _OTHER_SIDE[side.lower()]
+    return other.upper() if side.isupper() else other.capitalize() if side[0].isupper() else other
+
+
 def _side_match(name: str) -> re.Match[str] | None:
     return next((match for match in (pattern.match(name) for pattern in _SIDES) if match), None)
 
@@ -67,13 +73,7 @@ def mirror_name(name: str) -> str:
     match = _side_match(name)
     if not match:
         return name
-    side = match.group("side")
-    other = _OTHER_SIDE[side.lower()]
-    if side.isupper():
-        other = other.upper()
-    elif side[0].isupper():
-        other = other.capitalize()
-    return name[:match.start("side")] + other + name[match.end("side"):]
+    return name[:match.start("side")] + _other_side(match.group("side")) + name[match.end("side"):]
 
 
 def flip_permutation(names: Sequence[str], pairs: Sequence[tuple[int, int]] = ()) -> tuple[int, ...]:
@@ -159,15 +159,9 @@ def _loose_mirrors(name: str) -> list[str]:
     """`name` with one side swapped where it is run into the name: "left"/"right" anywhere ("leftear",
     "mixamorig:LeftArm", "eyeLeftOuter"), or a one-letter side first or last ("lshoulder", "LSHO", "finger1L"), each
     in its own case. Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
-    swap = {"l": "r", "r": "l", "left": "right", "right": "left"}
-
-    def other(side: str) -> str:
-        mirrored = swap[side.lower()]
-        return mirrored.upper() if side.isupper() else mirrored.capitalize() if side[0].isupper() else mirrored
-
-    out = [name[:m.start()] + other(m.group()) + name[m.end():] for m in _LOOKS_SIDED.finditer(name)]
-    if name[:1].lower() in "lr" and len(name) > 1:
-        out.append(other(name[0]) + name[1:])
-    if name[-1:].lower() in "lr" and len(name) > 1:
-        out.append(name[:-1] + other(name[-1]))
+    out = [name[:m.start()] + _other_side(m.group()) + name[m.end():] for m in _LOOKS_SIDED.finditer(name)]
+    if len(name) > 1 and name[0].lower() in "lr":
+        out.append(_other_side(name[0]) + name[1:])
+    if len(name) > 1 and name[-1].lower() in "lr":
+        out.append(name[:-1] + _other_side(name[-1]))
     return out

@@ -267,8 +267,8 @@ class Schema:
 
     def concerns(self) -> tuple[str, ...]:
         """What in the schema likely does not do what its author meant, in words for `inspect` and `train`: joint or
-        part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), and a
-        skeleton whose limbs join the joints in separate groups."""
+        part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), joints in no
+        limb, and a skeleton whose limbs join the joints in separate groups."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"

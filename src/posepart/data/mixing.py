@@ -228,7 +228,7 @@ class MappedSource(PosePartDataset):
     @property
     def scoring_schema(self) -> Schema:
         """The target schema with the OKS sigmas the source's file gives (`sigmas` in its category), by the joint
-        each target joint copies; the target's where the file gives none (its names' defaults) or a joint is not a
+        each target joint copies; the target's where the file gives none (`Schema.sigmas_given`) or a joint is not a
         copy. Before, an evaluation file's own sigmas were silently replaced by the model's."""
         source = self.mapping.source if self.mapping is not None else None
         if source is None or not source.sigmas_given:
