@@ -251,7 +251,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     if trainer.is_global_zero and resume is None:  # a resume writes it once it has trained: a failed one keeps it
         dump_config(cfg, out / CONFIG_FILE)
-        for concern in data.schema.concerns():  # unpaired left/right names, a skeleton in pieces (`inspect` notes)
+        for concern in data.schema.concerns():  # unpaired sides, joints in no limb, a skeleton in pieces
             rank_zero_warn(concern, category=PosepartWarning)
         for source in data.describe() if cfg.data.sources else []:
             lacks = f"; lacks target joints {', '.join(source['missing_joints'])}" if source["missing_joints"] else ""
