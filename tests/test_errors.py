@@ -527,7 +527,8 @@ def _with_category(data: Path, out: Path, keypoints: list[str], skeleton: list[l
 
 def test_a_schema_the_decoder_would_split_or_flips_would_not_swap_is_noted(files, tmp_path, capsys):
     """`inspect` notes a skeleton in separate groups (each found as a person of its own) and names that say left or
-    right but that flips leave in place; before, "problems 0" and nothing else. Not problems: the exit status stays 0."""
+    right but that flips leave in place; before, "problems 0" and nothing else. Not problems: the exit status stays
+    0."""
     pascal = Schema.pascal_person_part()
     names = list(pascal.keypoints)  # head, neck, shoulders, elbows, wrists, hips, knees, ankles
     names[2] = "leftshoulder"  # a side run into the word: not read (as "leftover" is not)
