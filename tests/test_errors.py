@@ -531,7 +531,7 @@ def test_a_schema_the_decoder_would_split_or_flips_would_not_swap_is_noted(files
     0."""
     pascal = Schema.pascal_person_part()
     names = list(pascal.keypoints)  # head, neck, shoulders, elbows, wrists, hips, knees, ankles
-    names[2] = "leftshoulder"  # a side run into the word: not read (as "leftover" is not)
+    names[2] = "leftshoulder"  # a side run into the word, whose mirror spelling "rightshoulder" is absent
     limbs = [[1, 2], [2, 4], [5, 7], [9, 11], [11, 13]]  # head-neck-right shoulder, a left forearm, a left leg
     root = _with_category(files["data"], tmp_path / "odd", names, limbs)
     code, out, _ = run_cli(["inspect", str(root), "--no-pixels"], capsys)
