@@ -277,8 +277,9 @@ class Schema:
         if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints)
                                          if not any(j in limb for limb in self.skeleton)]):
             shown = ", ".join(map(repr, alone[:8])) + (f" and {len(alone) - 8} more" if len(alone) > 8 else "")
-            notes.append(f"the joints {shown} are in no limb: the decoder adds such a joint to the nearest person "
-                         f"that lacks it, within that person's extent, and finds it nowhere else")
+            notes.append(f"the joints {shown} are in no limb: evaluation's decoding (min_joints 1) adds such a joint "
+                         f"to the nearest person that lacks it, within that person's extent; predict and the "
+                         f"Predictor (min_joints 3) never output it")
         if len(groups := self.skeleton_groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
