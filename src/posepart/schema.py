@@ -274,13 +274,14 @@ class Schema:
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
-        if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints)
-                                         if not any(j in limb for limb in self.skeleton)]):
+        groups = self.skeleton_groups
+        limbed = {j for group in groups for j in group}
+        if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints) if j not in limbed]):
             shown = ", ".join(map(repr, alone[:8])) + (f" and {len(alone) - 8} more" if len(alone) > 8 else "")
             notes.append(f"the joints {shown} are in no limb: evaluation's decoding (min_joints 1) adds such a joint "
                          f"to the nearest person that lacks it, within that person's extent; predict and the "
                          f"Predictor (min_joints 3) never output it")
-        if len(groups := self.skeleton_groups) > 1:
+        if len(groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
                          f"decoder assembles a person along the limbs, so each group is found as a person of its "
