@@ -262,6 +262,23 @@ def test_a_schema_of_fewer_joints_than_min_joints_keeps_its_whole_people(keypoin
     assert_exact(decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE)), truth)
 
 
+def test_a_joint_in_no_limb_joins_its_person_at_the_default_min_joints() -> None:
+    """A joint no limb touches (a schema's loose landmark) is found near the person that lacks it with the defaults
+    `posepart predict` and the Predictor decode with (min_joints 3): before, only evaluation's min_joints 1 made its
+    peaks one-joint fragments, and predict never output the joint. A lone peak of it far from everyone stays out."""
+    schema = Schema(keypoints=("a", "b", "c", "loose"), skeleton=((0, 1), (1, 2)))
+    truth = random_people(np.random.default_rng(11), 4, 5)
+    hm, paf = render(truth, schema)
+    assert_exact(decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE)), truth)
+
+    slot = 368 / 3  # random_people's grid: 5 people in 9 slots
+    free = min(set(range(9)) - {int(x // slot) + 3 * int(y // slot) for x, y in truth[:, 0, :2]})
+    stray = np.zeros((1, 4, 3))
+    stray[0, 3] = ((free % 3 + 0.5) * slot, (free // 3 + 0.5) * slot, 2)  # one "loose" peak alone in a free slot
+    hm, paf = render(np.concatenate([truth, stray]), schema)
+    assert_exact(decode(hm, paf, HeadMeta(schema, pose_stride=STRIDE)), truth)
+
+
 def test_missing_joints_score_zero() -> None:
     rng = np.random.default_rng(6)
     truth = random_people(rng, PASCAL.num_joints, 3)

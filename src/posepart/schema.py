@@ -278,9 +278,9 @@ class Schema:
         limbed = {j for group in groups for j in group}
         if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints) if j not in limbed]):
             shown = ", ".join(map(repr, alone[:8])) + (f" and {len(alone) - 8} more" if len(alone) > 8 else "")
-            notes.append(f"the joints {shown} are in no limb: evaluation's decoding (min_joints 1) adds such a joint "
-                         f"to the nearest person that lacks it, within that person's extent; predict and the "
-                         f"Predictor (min_joints 3) never output it")
+            notes.append(f"the joints {shown} are in no limb: the decoder gives such a joint to the nearest person "
+                         f"that lacks it, within that person's extent, by distance alone (no field along a limb "
+                         f"says whose it is); a limb to a joint near it groups it as the others are")
         if len(groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "

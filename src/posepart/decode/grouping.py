@@ -37,7 +37,8 @@ class DecodeConfig:
     paf_min_fraction: at least ceil(fraction * samples) samples must agree (OpenPose 0.8).
     min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints), at most
         the schema's joints (a person of a 2-joint schema with both is kept). With 1, peaks left unconnected become
-        one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`).
+        one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`). The peaks of a joint in no limb
+        join the nearest person that lacks it at any min_joints (as fragments, below).
     min_person_score: people whose score (see `Person`) is below this are dropped. OpenPose drops total/joints < 0.4;
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
     fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
@@ -329,12 +330,15 @@ def decode(
     ids, limb_sum, limb_cnt = assemble(connections, skeleton, k, n_peaks)  # ids (P, K): peak per joint, -1 = none
     # before the cap, a schema of fewer joints than min_joints (3 by default) never had a person to keep
     min_joints = min(cfg.min_joints, k)
-    if min_joints <= 1:
+    limbless = _limbless(schema.skeleton, k)  # (K,) joints in no limb: grouping never reaches their peaks
+    if min_joints <= 1 or limbless.any():
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
-        # joint) become one-joint people rather than vanishing; they rank by their peak score.
+        # joint) become one-joint people rather than vanishing; they rank by their peak score. Above min_joints 1
+        # only a joint in no limb's: as a one-joint fragment it joins the nearest person that lacks it (before,
+        # predict never output such a joint); one that joins nobody is dropped below with the small people.
         owned = np.zeros(n_peaks, bool)
         owned[ids[ids >= 0]] = True
-        single = np.flatnonzero(~owned)
+        single = np.flatnonzero(~owned & (limbless[peaks.joint] | (min_joints <= 1)))
         alone = np.full((len(single), k), -1, np.int64)
         alone[np.arange(len(single)), peaks.joint[single]] = single
         ids = np.concatenate([ids, alone])
@@ -375,6 +379,15 @@ def _skeleton(skeleton: tuple[tuple[int, int], ...]) -> np.ndarray:
     arr = np.asarray(skeleton, np.int64).reshape(-1, 2)
     arr.setflags(write=False)
     return arr
+
+
+@functools.lru_cache(maxsize=32)
+def _limbless(skeleton: tuple[tuple[int, int], ...], k: int) -> np.ndarray:
+    """(k,) bool: the joints no limb of `skeleton` touches (read-only, cached)."""
+    alone = np.ones(k, bool)
+    alone[_skeleton(skeleton).ravel()] = False
+    alone.setflags(write=False)
+    return alone
 
 
 def people_to_coco(
