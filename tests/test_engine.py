@@ -342,8 +342,13 @@ def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget,
     cfg = tiny(data, budget, f"data.workers={workers}", val=False)  # the plan: 2 epochs x 2 steps
     straight = train(cfg, tmp_path / "straight", **QUIET)
     first = train(cfg, tmp_path / "cut", **cut, **QUIET)
-    resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train(cfg, tmp_path / "cut", resume=first.last, **QUIET)
     assert (resumed.global_step, straight.global_step) == (4, 4)
+    # Lightning's "your dataloader is not resumable ... unreliable results" on every mid-epoch resume: the resume is
+    # exact (below), so the warning only misled (before: printed after --max-minutes, a signal or max_steps)
+    assert not [w for w in caught if "not resumable" in str(w.message)]
     # epochs completed, the cut one not among them (before: 2 epochs reported for 3 steps of 2 x 2)
     inside = "max_steps" in cut
     assert (first.epochs, first.inside_epoch) == (1, inside) and (resumed.epochs, resumed.inside_epoch) == (2, False)
