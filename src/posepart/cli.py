@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("synth", help="write a synthetic dataset of people (the embedded default data)")
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, help="the dataset folder to write (annotations.json, images/, parts/)")
     p.add_argument("--n", type=int, default=300, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
     p.add_argument("--size", type=int, default=INPUT_SIZE, help="image side in pixels")
