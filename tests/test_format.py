@@ -342,6 +342,34 @@ def test_wrong_keypoint_count(tmp_path):
         PosePartDataset.open(root)
 
 
+def test_inspect_lists_every_broken_record_in_one_pass(tmp_path, capsys):
+    """Before (a walkthrough of the README), `inspect` stopped at the first record it could not read (a missing
+    image, keypoints far outside, a wrong keypoint count) with one error line and exit 2: a dataset with 50 missing
+    images took 50 runs to list. Now each such record is a problem of the report (exit 1), beside the files it
+    decodes, and the good images are counted; training and evaluation still refuse the file at the first."""
+    root = write_custom(tmp_path / "ds", n=5)
+    (root / "images/img1.png").unlink()
+    (root / "images/img3.png").write_bytes(b"not a png")  # a file problem, found by decoding
+    _edit_json(root, lambda d: d["annotations"][0]["keypoints"].__setitem__(3, 200.0))  # img0: far outside
+    _edit_json(root, lambda d: d["annotations"][8].__setitem__("keypoints", [1, 2, 2]))  # img4: a wrong count
+    assert main(["inspect", str(root), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 2  # img2 and img3 read (img3's file is broken: a problem of its own)
+    problems = report["problems"]
+    assert len(problems) == 4, problems
+    assert "img0.png): keypoint 'left_hand' at (200, 28) lies far outside" in problems[0]
+    assert "img1.png: image missing" in problems[1]
+    assert "3 keypoint values, expected 3 x 3" in problems[2] and "img4.png" in problems[2]
+    assert "img3.png" in problems[3]
+    with pytest.raises(DatasetError, match="lies far outside"):  # what trains and scores: refused at the first
+        PosePartDataset.open(root)
+    for name in ("img0.png", "img2.png", "img3.png"):  # every record broken: listed, not "no images to read"
+        (root / "images" / name).unlink()
+    assert main(["inspect", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "problems      5" in out and "img2.png: image missing" in out and "img3.png: image missing" in out
+
+
 def test_truncated_jpeg(tmp_path):
     image = np.full((32, 32, 3), 100, np.uint8)
     with DatasetWriter(tmp_path, Schema.coco()) as w:

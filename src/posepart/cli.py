@@ -40,7 +40,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from posepart.data.inspect import inspect_dataset
 
-    dataset = open_dataset(args)
+    dataset = open_dataset(args, list_broken=True)  # every broken record listed, not the first raised
     report = inspect_dataset(dataset, check_pixels=not args.no_pixels, progress=True, threads=args.threads)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

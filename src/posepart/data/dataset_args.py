@@ -23,14 +23,16 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag:
     parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
 
 
-def open_dataset(args: argparse.Namespace) -> PosePartDataset:
-    """The dataset `add_dataset_args` describes, with a note per kind of skipped image; refused without images."""
+def open_dataset(args: argparse.Namespace, *, list_broken: bool = False) -> PosePartDataset:
+    """The dataset `add_dataset_args` describes, with a note per kind of skipped image; refused without images
+    (`list_broken`, `inspect`'s: unless it lists broken records, the problems it reports)."""
     if args.root is None and args.annotations is None:
         raise DatasetError("no dataset given: pass a dataset ROOT or --annotations FILE --images DIR")
     if args.root is None and args.images is None:
         raise DatasetError("--annotations needs --images DIR")
-    dataset = PosePartDataset.open(args.root, annotations=args.annotations, images=args.images, parts=args.parts)
-    return with_images(noted(dataset), args.root if args.root is not None else args.annotations)
+    dataset = noted(PosePartDataset.open(args.root, annotations=args.annotations, images=args.images,
+                                         parts=args.parts, list_broken=list_broken))
+    return dataset if dataset.broken else with_images(dataset, args.root if args.root is not None else args.annotations)
 
 
 def noted(dataset: PosePartDataset, where: str = "") -> PosePartDataset:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from posepart.data import validate
 from posepart.data.images import read_image, read_label_png
 from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask
-from posepart.data.validate import DatasetError
+from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import IGNORE_LABEL, Schema
 
 __all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "read_image", "read_json", "region_mask"]
@@ -58,6 +58,7 @@ class PosePartDataset:
     parts_dir: Path | None
     skipped: Counter = field(default_factory=Counter)  # reason -> count (e.g. "missing image")
     skipped_examples: dict[str, str] = field(default_factory=dict)  # reason -> first offending file
+    broken: list[str] = field(default_factory=list)  # records left out, why (opened with `list_broken` only)
 
     # -- opening ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -70,13 +71,17 @@ class PosePartDataset:
         parts: str | Path | None = None,
         skip_missing_images: bool | None = None,
         quiet: bool = False,
+        list_broken: bool = False,
     ) -> PosePartDataset:
         """Open `ROOT` in the posepart format, or a COCO release layout given as `annotations=` + `images=`.
 
         Images listed in the JSON but absent on disk are an error in the posepart format (the dataset is broken) and
         skipped with a count in the COCO release layout (its JSONs list every image of a split); override with
         `skip_missing_images`. A large file is announced on stderr with a progress bar, unless `quiet` (a DDP
-        rank other than the first: one line per run, not per process).
+        rank other than the first: one line per run, not per process). `list_broken` (what `inspect` opens with):
+        an image record that cannot be read (its image missing, its keypoints malformed or far outside...) is left
+        out and its error kept in `broken`, so that every such record is found in one pass; otherwise the first is
+        raised. The file's structure and a file name leading out of the dataset are raised either way.
         """
         if root is not None:
             root = Path(root)
@@ -109,7 +114,8 @@ class PosePartDataset:
         if large:  # before: half a minute without a word for COCO's train set (JSON 14 s, records 16 s)
             print(f"reading {annotation_file} ({size / 1e6:.0f} MB)", file=sys.stderr, flush=True)
         data = read_json(annotation_file)
-        return cls._from_json(data, annotation_file, image_dir, parts_dir, skip, progress=large)
+        return cls._from_json(data, annotation_file, image_dir, parts_dir, skip, progress=large,
+                              list_broken=list_broken)
 
     @classmethod
     def from_images(cls, folder: str | Path, schema: Schema) -> PosePartDataset:
@@ -150,7 +156,7 @@ class PosePartDataset:
     @classmethod
     def _from_json(
         cls, data: dict[str, Any], annotation_file: Path, image_dir: Path, parts_dir: Path | None, skip_missing: bool,
-        progress: bool = False,
+        progress: bool = False, list_broken: bool = False,
     ) -> PosePartDataset:
         where = str(annotation_file)
         for key in ("images", "annotations", "categories"):
@@ -194,26 +200,40 @@ class PosePartDataset:
         bar = None if progress else True  # None: a bar only where stderr is a terminal (no \r lines in logs)
         owners: dict[Path, str] = {}  # a part map is found by its image's name without the extension
 
+        def read(i: int, info: dict[str, Any]) -> ImageRecord | None:
+            """images[i] as a record, or None where it is skipped (a missing image in the COCO layout)."""
+            dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
+            record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
+                                 lambda reason, example: dropped.append((reason, example)))
+            if not record.image_path.is_file():
+                if not skip_missing:
+                    raise DatasetError(
+                        f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
+                    )
+                dataset._skip("missing image", str(record.image_path))
+                return None
+            if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
+                    record.file_name:
+                raise DatasetError(f"{where}: images {owners[record.parts_path]!r} and {record.file_name!r} would "
+                                   f"share the part map {record.parts_path} (found by the image's name without "
+                                   f"its extension): rename one of them")
+            for reason, example in dropped:
+                dataset._skip(reason, example)
+            return record
+
         def records() -> Iterator[ImageRecord]:  # packed one by one: the records are never all held as objects
             for i, info in enumerate(tqdm(data["images"], desc="records", unit="img", leave=False, disable=bar)):
-                dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
-                record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
-                                     lambda reason, example: dropped.append((reason, example)))
-                if not record.image_path.is_file():
-                    if not skip_missing:
-                        raise DatasetError(
-                            f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
-                        )
-                    dataset._skip("missing image", str(record.image_path))
+                try:
+                    record = read(i, info)
+                except PathEscapeError:
+                    raise
+                except DatasetError as err:
+                    if not list_broken:
+                        raise
+                    dataset.broken.append(str(err))
                     continue
-                for reason, example in dropped:
-                    dataset._skip(reason, example)
-                if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
-                        record.file_name:
-                    raise DatasetError(f"{where}: images {owners[record.parts_path]!r} and {record.file_name!r} would "
-                                       f"share the part map {record.parts_path} (found by the image's name without "
-                                       f"its extension): rename one of them")
-                yield record
+                if record is not None:
+                    yield record
 
         dataset.records = PackedRecords(records())
         return dataset

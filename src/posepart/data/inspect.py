@@ -91,7 +91,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     occluded = np.zeros(schema.num_joints, np.int64)
     part_pixels = np.zeros(max(schema.num_parts, 1), np.int64)
     ignored_pixels = pose_labeled = part_labeled = people = ignore_regions = 0
-    problems: list[str] = []
+    problems: list[str] = list(dataset.broken)  # records left out when opened (`list_broken`), then the files
     bar = None if progress and check_pixels else True  # None: a bar only where stderr is a terminal (`| head`)
     pending: deque[Future[PixelCheck]] = deque()  # checks in flight, in record order: the problems keep it
 

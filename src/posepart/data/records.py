@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 
 from posepart.data import validate
 from posepart.data.images import MAX_DECODED_PIXELS
-from posepart.data.validate import DatasetError
+from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import Schema
 
 KEYPOINT_TOLERANCE = 1.0  # px: labelled keypoints may sit up to this far outside [0, W] x [0, H] (rounding)
@@ -135,22 +135,22 @@ def region_mask(region: Any, height: int, width: int) -> np.ndarray:
 
 def _inside(folder: Path, relative: str, label: str) -> Path:
     """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
-    symlink that leads out is a DatasetError naming the record (an annotation file must not make us read /etc/passwd
+    symlink that leads out is a PathEscapeError naming the record (an annotation file must not make us read /etc/passwd
     or another dataset's files). Symlinks that stay inside are fine. Any anchor is refused: on Windows `\\x` and
     `C:x` are not absolute, and would not be resolved below."""
     if not relative.strip() or Path(relative).anchor or "\0" in relative or Path(relative).name in ("", "."):
-        raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
+        raise PathEscapeError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
     path, parts = folder / relative, Path(relative).parts
     if ".." not in parts and not any(os.path.islink(folder.joinpath(*parts[:n])) for n in range(1, len(parts) + 1)):
         return path  # no climbing and no link of its own: inside, in one lstat per part (resolving: 15 s over COCO)
     try:
         inside = path.resolve().is_relative_to(_resolved(folder))
     except (OSError, RuntimeError) as err:  # a symlink loop (RuntimeError before Python 3.13)
-        raise DatasetError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
+        raise PathEscapeError(f"{label}: file name {relative!r} cannot be resolved: {err}") from None
     if not inside:
         link = "" if ".." in parts else (f" (it leads to {path.resolve()} through a symlink: make {folder} itself "
                                          f"a link to the folder that holds the files, or copy them in)")
-        raise DatasetError(f"{label}: file name {relative!r} resolves outside {folder}{link}")
+        raise PathEscapeError(f"{label}: file name {relative!r} resolves outside {folder}{link}")
     return path
 
 

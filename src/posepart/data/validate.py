@@ -21,6 +21,11 @@ class DatasetError(PosepartError, ValueError):
     """A dataset file or record is malformed; the message names the file and the record."""
 
 
+class PathEscapeError(DatasetError):
+    """A file name of the annotation file leads out of the dataset: the whole file is refused, never one record
+    reported and the rest read (`inspect` lists broken records, not hostile ones)."""
+
+
 _NUMBER_TYPES = {int, float}  # JSON's numbers; bool is its own type, so `type(v) in` excludes it
 
 
