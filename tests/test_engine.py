@@ -360,6 +360,27 @@ def test_a_run_cut_at_or_inside_an_epoch_resumes_exactly(data, tmp_path, budget,
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
 
 
+def test_a_checkpoint_of_ones_own_written_inside_an_epoch_is_said_to_resume_inexactly(data, tmp_path):
+    """Lightning's own warning of a resume inside an epoch is dropped (posepart's saves resume exactly, above); one of a
+    `ModelCheckpoint(every_n_train_steps=...)` of the user's does not (its epoch's draws start again from the first),
+    and posepart says so (a review: before, such a resume was silent once Lightning's warning was dropped)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cfg = tiny(data, val=False)  # 2 epochs x 2 steps
+    steps = ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1, filename="s{step}")
+    run = train(cfg, tmp_path / "cut", callbacks=[steps], **QUIET)
+    for step, inexact in ((3, True), (4, False)):  # inside the second epoch; at its end
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(cfg, tmp_path / f"resumed{step}", resume=tmp_path / f"steps/s{step=}.ckpt", **QUIET)
+        said = [str(w.message) for w in caught if "not by posepart's own saves" in str(w.message)]
+        assert bool(said) == inexact, (step, said)
+    with warnings.catch_warnings(record=True) as caught:  # its own last.ckpt: nothing to say
+        warnings.simplefilter("always")
+        train(cfg, tmp_path / "cut", resume=run.last, **QUIET)
+    assert not [w for w in caught if "own saves" in str(w.message)]
+
+
 def _logged(run: Path) -> list[tuple[int, str, float]]:
     """(step, metric, value) of every value a run's CSV logs hold, over its versions (a resume writes another),
     leaving out the wall-clock ones."""

@@ -26,7 +26,7 @@ from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
 from posepart.engine.finetune import initialise_from
 from posepart.engine.optim import build_optimizer, build_schedule
-from posepart.engine.resume import settle_epoch
+from posepart.engine.resume import resumes_inexactly, settle_epoch
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
@@ -367,6 +367,11 @@ class PosePartModule(pl.LightningModule):
                            f"it would have been (nor exactly), and its epochs are counted in this launch's steps",
                            category=PosepartWarning)
         inside = settle_epoch(checkpoint)  # before Lightning restores its loops from it
+        if inside is None and resumes_inexactly(checkpoint):
+            rank_zero_warn("resuming from a checkpoint written inside an epoch but not by posepart's own saves (a "
+                           "ModelCheckpoint every N steps of one's own?): the epoch's draws start again from its "
+                           "first, so the run goes on but is not the one it would have been; posepart's last.ckpt "
+                           "resumes exactly", category=PosepartWarning)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             datamodule.resume_inside = inside

@@ -101,6 +101,10 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     return ignored
 
 
+_LOOP_LAYOUT = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
+                "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's fit loop in a checkpoint
+
+
 def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     """Make Lightning resume a `last.ckpt` where it was written, in place; -> (epoch, batches done) when that was
     inside an epoch (the data module then serves the rest of that epoch: `EpochSampler.resume_at`), else None.
@@ -114,9 +118,7 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
       trained. Marked not processed here, so Lightning continues the epoch's batch count, and the sampler, a pure
       function of (seed, epoch), skips the draws already trained."""
     loop = checkpoint.get("loops", {}).get("fit_loop")
-    layout = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
-              "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's; another is left as it is
-    if not isinstance(loop, dict) or any(key not in loop for key in layout):
+    if not isinstance(loop, dict) or any(key not in loop for key in _LOOP_LAYOUT):  # another layout: left as it is
         return None
     epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
     if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
@@ -133,3 +135,17 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     for counter in progress:  # the next epoch starts at its first batch
         counter["current"] = {key: 0 for key in counter["current"]}
     return None
+
+
+def resumes_inexactly(checkpoint: dict[str, Any]) -> bool:
+    """Whether a checkpoint `settle_epoch` left as it was resumes inside an epoch where the data cannot follow: one
+    written mid-epoch by something else than posepart's saves (a `ModelCheckpoint(every_n_train_steps=...)` of one's
+    own: its epoch's draws start again from the first), or of a fit-loop layout not known here. Lightning warns of
+    every resume inside an epoch, and `quiet_lightning` drops that warning, exact for posepart's own saves; `train`
+    warns of these instead."""
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(loop, dict) or any(key not in loop for key in _LOOP_LAYOUT):
+        return isinstance(loop, dict)  # (no loops at all: weights only, nothing to resume inside)
+    batches = loop["epoch_loop.batch_progress"]
+    return bool(batches["current"]["processed"]) and not batches.get("is_last_batch")  # (saved at a batch's end:
+    # processed, not yet completed)

@@ -244,8 +244,9 @@ _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                    # DDP: every rank scores the whole validation set (gathered first), so its metrics are the same on
                    # every rank already; Lightning advises averaging them, once per metric and epoch
                    r"It is recommended to use `self\.log\('val/",
-                   # a resume inside an epoch is exact (the sampler is a function of seed and epoch and skips the
-                   # draws trained, `resume.settle_epoch`; tested bit for bit): Lightning cannot see that, and warns
+                   # a resume inside an epoch from posepart's saves is exact (the sampler is a function of seed and
+                   # epoch and skips the draws trained, `resume.settle_epoch`; tested bit for bit): Lightning cannot
+                   # see that, and warns; of the others posepart warns itself (`resume.resumes_inexactly`)
                    r"You're resuming from a checkpoint that ended before the epoch ended")
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
