@@ -370,6 +370,41 @@ def test_inspect_lists_every_broken_record_in_one_pass(tmp_path, capsys):
     assert "problems      5" in out and "img2.png: image missing" in out and "img3.png: image missing" in out
 
 
+def test_the_people_are_read_from_the_category_that_lists_keypoints(tmp_path, capsys):
+    """Annotation tools' exports as a walkthrough found them: Roboflow puts a placeholder category first, Label Studio
+    appends its keypoint category last (ids from 0), a CVAT project lists its labels in its own order. Before, each
+    read as a schema of 0 joints: `inspect` said "problems 0", `evaluate --oracle` wrote empty metrics (exit 0),
+    every person dropped without a word. A second keypoint category's people are skipped with a count, and a file
+    whose categories list no keypoints or part classes is refused."""
+    from posepart.engine.data import target_schema
+    from posepart.inference.inputs import annotation_index
+
+    root = write_custom(tmp_path / "ds")
+    person = json.loads((root / "annotations.json").read_text())["categories"][0]
+
+    def categories(*listed):
+        _edit_json(root, lambda d: d.__setitem__("categories", list(listed)))
+
+    categories({"id": 0, "name": "people-Qg7R", "supercategory": "none"}, person)  # Roboflow's placeholder
+    dataset = PosePartDataset.open(root)
+    assert dataset.schema.keypoints == tuple(person["keypoints"]) and sum(r.num_people for r in dataset) == 3
+    assert annotation_index(root / "annotations.json").keypoints == person["keypoints"]
+    assert target_schema(root).keypoints == dataset.schema.keypoints
+    assert main(["inspect", str(root)]) == 0
+
+    _edit_json(root, lambda d: [a.__setitem__("category_id", 2) for a in d["annotations"][:2]])
+    categories(person, {**person, "id": 2, "name": "hand"})  # two skeletons (CVAT): one read, the other counted
+    dataset = PosePartDataset.open(root)
+    assert dataset.schema.name == person["name"] and sum(r.num_people for r in dataset) == 2
+    assert list(dataset.skipped.values()) == [2] and "another keypoint category" in next(iter(dataset.skipped))
+
+    _edit_json(root, lambda d: [a.__setitem__("category_id", 1) for a in d["annotations"]])
+    categories({"id": 1, "name": "person"}, {"id": 2, "name": "ball"})  # boxes or polygons only (makesense.ai)
+    assert main(["inspect", str(root)]) == 2
+    assert "no category lists \"keypoints\" or \"part_classes\": nothing to inspect or score" in \
+        capsys.readouterr().err
+
+
 def test_truncated_jpeg(tmp_path):
     image = np.full((32, 32, 3), 100, np.uint8)
     with DatasetWriter(tmp_path, Schema.coco()) as w:

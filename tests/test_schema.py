@@ -152,10 +152,27 @@ def test_a_skeleton_in_separate_groups_is_named():
     limb is found only near a person."""
     schema = Schema(keypoints=("head", "neck", "hip", "knee", "ear"), skeleton=((0, 1), (2, 3)))
     assert schema.skeleton_groups == ((0, 1), (2, 3))  # "ear" is in no limb: in no group
-    alone, groups = schema.concerns()
+    sides, alone, groups = schema.concerns()
+    assert "no joint name says which side" in sides  # (below)
     assert "the joints 'ear' are in no limb" in alone and "2 separate groups (head, neck; hip, knee)" in groups
     joined = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1), (4, 0)))
-    assert joined.skeleton_groups == ((0, 1, 2, 3, 4),) and joined.concerns() == ()
+    assert joined.skeleton_groups == ((0, 1, 2, 3, 4),) and joined.concerns() == (sides,)
+
+
+def test_an_empty_skeleton_and_names_without_sides_are_noted():
+    """An annotation tool's export as a walkthrough found them: CVAT names its points "1", "2", ... (a flip then
+    leaves every joint in place, and training mirrors people unswapped), Label Studio's skeleton is always empty (no
+    pose model trains; the oracle scores AP 0). Before, `inspect` said nothing of either."""
+    numbered = Schema(keypoints=("1", "2", "3", "4"), skeleton=((0, 1), (1, 2), (1, 3)))
+    (sides,) = numbered.concerns()
+    assert "no joint name says which side it is on ('1', '2', '3', '4')" in sides and "flip_pairs" in sides
+    paired = Schema(keypoints=numbered.keypoints, skeleton=numbered.skeleton, flip_pairs=((2, 3),))
+    assert paired.concerns() == ()  # sides given as pairs: nothing to say
+    assert Schema(keypoints=("nose", "l_eye", "r_eye"), skeleton=((0, 1), (0, 2))).concerns() == ()
+    sided_without_limbs = Schema(keypoints=("left_hand", "right_hand"), skeleton=())
+    (limbs,) = sided_without_limbs.concerns()
+    assert "the skeleton lists no limbs" in limbs and "oracle scores AP 0" in limbs
+    assert Schema(keypoints=("tip",), skeleton=()).concerns() == ()  # one joint: nothing to join or mirror
 
 
 def test_schema_values_that_cannot_be_meant_are_refused_naming_them():

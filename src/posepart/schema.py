@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from posepart.errors import PosepartWarning
-from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, unpaired_sided_names
+from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, split_side, unpaired_sided_names
 
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 
@@ -274,13 +274,24 @@ class Schema:
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
+        k = self.num_joints
+        if k > 1 and self.flip_perm == tuple(range(k)) and not any(
+                split_side(n)[0] or "left" in n.lower() or "right" in n.lower() for n in self.keypoints):
+            notes.append(f"no joint name says which side it is on ({', '.join(map(repr, self.keypoints[:4]))}"
+                         f"{' ...' if k > 4 else ''}) and no \"flip_pairs\" are given: a horizontal flip "
+                         f"(training's augmentation, --flip) leaves every joint in place; if the body has sides, name "
+                         f"them (left_x / right_x, x_left / x_right, lX / rX) or list them in \"flip_pairs\"")
+        if k > 1 and not self.skeleton:
+            notes.append("the skeleton lists no limbs: people are assembled along their limbs (part affinity "
+                         "fields), so no pose model trains on this schema and its decoder finds each joint as a "
+                         "person of its own (the oracle scores AP 0); list them in \"skeleton\" (1-based pairs)")
         groups = self.skeleton_groups
         limbed = {j for group in groups for j in group}
         if self.skeleton and (alone := [name for j, name in enumerate(self.keypoints) if j not in limbed]):
             shown = ", ".join(map(repr, alone[:8])) + (f" and {len(alone) - 8} more" if len(alone) > 8 else "")
-            notes.append(f"the joints {shown} are in no limb: the decoder gives such a joint to the nearest person "
-                         f"that lacks it, within that person's extent, by distance alone (no field along a limb "
-                         f"says whose it is); a limb to a joint near it groups it as the others are")
+            notes.append(f"the joints {shown} are in no limb: the decoder gives such a joint to a person that "
+                         f"lacks it, the nearest relative to that person's size, by distance alone (no field along a "
+                         f"limb says whose it is); a limb to a joint near it groups it as the others are")
         if len(groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "

@@ -32,6 +32,11 @@ def open_dataset(args: argparse.Namespace, *, list_broken: bool = False) -> Pose
         raise DatasetError("--annotations needs --images DIR")
     dataset = noted(PosePartDataset.open(args.root, annotations=args.annotations, images=args.images,
                                          parts=args.parts, list_broken=list_broken))
+    if not dataset.schema.num_joints and not dataset.schema.has_parts:  # before: "problems 0", empty metrics, exit 0
+        raise DatasetError(f"{dataset.annotation_file}: no category lists \"keypoints\" or \"part_classes\": nothing "
+                           f"to inspect or score (an export of boxes, polygons or single points?); the people's "
+                           f"category lists the joint names, \"skeleton\" (1-based pairs) and, for part maps, "
+                           f"\"part_classes\" (README, \"The dataset format\")")
     return dataset if dataset.broken else with_images(dataset, args.root if args.root is not None else args.annotations)
 
 

@@ -5,6 +5,7 @@ ROOT/annotations.json   COCO person-keypoints JSON (images, annotations, categor
 ROOT/images/<file_name>
 ROOT/parts/<stem>.png   optional uint8 label map: 0 background, i = categories[0]["part_classes"][i], 255 ignore
 ```
+(categories[0], or the first category that lists keypoints or part classes: `person_category`.)
 The COCO release layout (`person_keypoints_*.json` + an image folder) is read as it is. Records hold what the JSON says
 (cheap to load, no pixels; `posepart.data.records` validates each entry); images and part maps are decoded on demand
 by `PosePartDataset.load_*`, which raise `DatasetError` naming the file and the record when something is wrong.
@@ -29,7 +30,8 @@ from posepart.data.records import ImageRecord, PackedRecords, read_record, regio
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import IGNORE_LABEL, Schema
 
-__all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "read_image", "read_json", "region_mask"]
+__all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "person_category", "read_image", "read_json",
+           "region_mask"]
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
@@ -166,13 +168,17 @@ class PosePartDataset:
             raise DatasetError(f"{where}: 'categories' is empty; categories[0] must describe the person")
         if not all(isinstance(c, dict) for c in data["categories"]):
             raise DatasetError(f"{where}: every entry of 'categories' must be an object")
+        person = person_category(data["categories"])
+        person = 0 if person is None else person
         try:
-            schema = Schema.from_category(data["categories"][0])
+            schema = Schema.from_category(data["categories"][person])
         except ValueError as err:
-            raise DatasetError(f"{where}: categories[0]: {err}") from None
+            raise DatasetError(f"{where}: categories[{person}]: {err}") from None
         categories = [validate.integer(c.get("id", 1), f"{where}: categories[{i}] id")
                       for i, c in enumerate(data["categories"])]
-        category_id = categories[0]
+        category_id = categories[person]
+        other_skeletons = {categories[i]: c.get("name") for i, c in enumerate(data["categories"])
+                           if i != person and c.get("keypoints")}
 
         images: dict[int, int] = {}  # image id -> index in `images`
         for i, info in enumerate(data["images"]):
@@ -183,6 +189,7 @@ class PosePartDataset:
                 raise DatasetError(f"{where}: images[{i}] repeats the id {image_id} of images[{images[image_id]}]")
             images[image_id] = i
         by_image: dict[int, list[dict[str, Any]]] = {}
+        dataset_skips: list[tuple[str, str]] = []
         for i, ann in enumerate(data["annotations"]):
             label = f"{where}: annotations[{i}]"
             if not isinstance(ann, dict):
@@ -195,8 +202,13 @@ class PosePartDataset:
                 raise DatasetError(f"{label}: category_id {category} is not among the categories {categories}")
             if category == category_id:  # other categories (COCO's 80) are not people
                 by_image.setdefault(image_id, []).append(ann)
+            elif category in other_skeletons:  # before: dropped without a word (a CVAT project of two skeletons)
+                dataset_skips.append((f"annotation of another keypoint category (one is read: "
+                                      f"{schema.name!r})", f"{label}: category {other_skeletons[category]!r}"))
 
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
+        for reason, example in dataset_skips:
+            dataset._skip(reason, example)
         bar = None if progress else True  # None: a bar only where stderr is a terminal (no \r lines in logs)
         owners: dict[Path, str] = {}  # a part map is found by its image's name without the extension
 
@@ -325,6 +337,15 @@ class PosePartDataset:
                 f"allowed value"
             )
         return parts
+
+
+def person_category(categories: list[Any]) -> int | None:
+    """The index of the category that describes the people: the first that lists `keypoints` or `part_classes`
+    (categories[0] in COCO's files and posepart's), None where none does. Why not always the first: Roboflow exports
+    a placeholder category first, Label Studio appends its keypoint category last and CVAT lists its labels in the
+    project's order; before, such a file read as a schema of 0 joints, every person dropped without a word."""
+    return next((i for i, c in enumerate(categories)
+                 if isinstance(c, dict) and (c.get("keypoints") or c.get("part_classes"))), None)
 
 
 def read_json(path: Path, expect: type = dict,

@@ -38,7 +38,7 @@ class DecodeConfig:
     min_joints: people with fewer joints are dropped (OpenPose uses 4 on COCO; 3 suits PASCAL's 14 joints), at most
         the schema's joints (a person of a 2-joint schema with both is kept). With 1, peaks left unconnected become
         one-joint people (what evaluation uses: `DecodeConfig.for_evaluation()`). The peaks of a joint in no limb
-        join the nearest person that lacks it at any min_joints (as fragments, below).
+        join a person that lacks it at any min_joints, as fragments do (below; not with fragment_max_joints 0).
     min_person_score: people whose score (see `Person`) is below this are dropped. OpenPose drops total/joints < 0.4;
         its total/joints is about twice our mean over joints and limbs, hence 0.2.
     fragment_max_joints, fragment_radius: fragments of at most this many joints join the nearest person that lacks
@@ -334,8 +334,8 @@ def decode(
     if min_joints <= 1 or limbless.any():
         # Peaks no limb connects (a person annotated or seen only at one joint, or a chain broken by a missing
         # joint) become one-joint people rather than vanishing; they rank by their peak score. Above min_joints 1
-        # only a joint in no limb's: as a one-joint fragment it joins the nearest person that lacks it (before,
-        # predict never output such a joint); one that joins nobody is dropped below with the small people.
+        # only a joint in no limb's: as a one-joint fragment it joins a person that lacks it (before, predict
+        # never output such a joint); one that joins nobody is dropped below with the small people.
         owned = np.zeros(n_peaks, bool)
         owned[ids[ids >= 0]] = True
         single = np.flatnonzero(~owned & (limbless[peaks.joint] | (min_joints <= 1)))

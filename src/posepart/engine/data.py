@@ -21,7 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from posepart.data.format import ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, read_json
+from posepart.data.format import (ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, person_category,
+                                  read_json)
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
 from posepart.engine.config import ConfigError
@@ -155,7 +156,7 @@ def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
 
 def target_schema(value: str | Path) -> Schema:
     """`data.schema`: a built-in schema by name, or the one a file gives (a dataset root's annotations.json, a COCO
-    JSON: its categories[0]; or a JSON object that is a category itself). A file lets a run mix custom sources that
+    JSON: its person category, `person_category`; or a JSON object that is a category itself). A file lets a run mix custom sources that
     each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
         return getattr(Schema, value)()
@@ -168,7 +169,8 @@ def target_schema(value: str | Path) -> Schema:
         data = read_json(path, expected="a JSON object: a COCO file with categories, or a category")
     except DatasetError as err:
         raise ConfigError(f"data.schema: {err}") from None
-    category = data["categories"][0] if isinstance(data.get("categories"), list) and data["categories"] else data
+    categories = data.get("categories")
+    category = categories[person_category(categories) or 0] if isinstance(categories, list) and categories else data
     if not isinstance(category, dict) or not ({"keypoints", "part_classes"} & set(category)):
         raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (a COCO file's categories[0], or "
                           f"a category object)")

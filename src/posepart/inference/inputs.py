@@ -13,7 +13,7 @@ from typing import Collection, NamedTuple, Sequence
 
 from tqdm import tqdm
 
-from posepart.data.format import IMAGE_SUFFIXES, DatasetError
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError, person_category
 from posepart.data.validate import integer
 from posepart.inference.outputs import (OUTPUT_FOLDERS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
                                         without_earlier_outputs)
@@ -124,7 +124,7 @@ class AnnotationIndex(NamedTuple):
 
     path: Path
     ids: dict[str, int]  # file_name (as the JSON writes it) -> image id
-    keypoints: list[str] | None  # categories[0]["keypoints"], when the file has them
+    keypoints: list[str] | None  # the person category's "keypoints" (`person_category`), when the file has them
     by_basename: dict[str, list[str]]  # base name -> the file_names that end in it
 
     def check(self, keypoints: Sequence[str]) -> None:
@@ -169,7 +169,8 @@ def annotation_index(path: Path) -> AnnotationIndex:
                 continue
             ids[name] = image_id
             by_basename.setdefault(PurePosixPath(name).name, []).append(name)
-        theirs = (data.get("categories") or [{}])[0].get("keypoints")
+        categories = data.get("categories") or [{}]
+        theirs = categories[person_category(categories) or 0].get("keypoints")
         keypoints = None if theirs is None else [str(name) for name in theirs]
     except DatasetError:
         raise
