@@ -138,8 +138,10 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
     symlink that leads out is a PathEscapeError naming the record (an annotation file must not make us read /etc/passwd
     or another dataset's files). Symlinks that stay inside are fine. Any anchor is refused: on Windows `\\x` and
     `C:x` are not absolute, and would not be resolved below."""
-    if not relative.strip() or Path(relative).anchor or "\0" in relative or Path(relative).name in ("", "."):
+    if Path(relative).anchor:  # absolute, or a Windows drive or root
         raise PathEscapeError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
+    if not relative.strip() or "\0" in relative or Path(relative).name in ("", "."):  # no file: broken, not hostile
+        raise DatasetError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
     path, parts = folder / relative, Path(relative).parts
     if ".." not in parts and not any(os.path.islink(folder.joinpath(*parts[:n])) for n in range(1, len(parts) + 1)):
         return path  # no climbing and no link of its own: inside, in one lstat per part (resolving: 15 s over COCO)
@@ -176,6 +178,16 @@ def read_record(
     file_name = info.get("file_name")
     if not isinstance(file_name, str):
         raise DatasetError(f"{where}: images[{index}] (id {image_id}) needs a string file_name, got {file_name!r}")
+    # the paths first: a name that leads out of the dataset refuses the file whatever else the record holds
+    image_path = _inside(image_dir, file_name, f"{where}: images[{index}] (id {image_id})")
+    parts_path = None
+    if parts_dir is not None and schema.has_parts:
+        candidate = _inside(parts_dir, str(Path(file_name).with_suffix(".png")), f"{where}: images[{index}] (id "
+                            f"{image_id}) part map")
+        if candidate.is_file():
+            parts_path = candidate
+        elif candidate.exists() or candidate.is_symlink():  # a folder, a dangling link: not "no part annotation"
+            raise DatasetError(f"{candidate}: part map is not a readable file (images[{index}], id {image_id})")
     width = validate.integer(info.get("width"), f"{where}: images[{index}] ({file_name}) width", minimum=1)
     height = validate.integer(info.get("height"), f"{where}: images[{index}] ({file_name}) height", minimum=1)
     if width * height > MAX_DECODED_PIXELS:  # no such image can be read; its masks would be allocated at that size
@@ -226,15 +238,6 @@ def read_record(
         boxes.append(box)
         areas.append(area if area else float(box[2] * box[3]))
         head_sizes.append(_head_size(ann, label))
-    image_path = _inside(image_dir, file_name, f"{where}: images[{index}] (id {image_id})")
-    parts_path = None
-    if parts_dir is not None and schema.has_parts:
-        candidate = _inside(parts_dir, str(Path(file_name).with_suffix(".png")), f"{where}: images[{index}] (id "
-                            f"{image_id}) part map")
-        if candidate.is_file():
-            parts_path = candidate
-        elif candidate.exists() or candidate.is_symlink():  # a folder, a dangling link: not "no part annotation"
-            raise DatasetError(f"{candidate}: part map is not a readable file (images[{index}], id {image_id})")
     return ImageRecord(
         image_id=image_id,
         file_name=file_name,
