@@ -366,7 +366,9 @@ class Schema:
                           f"{', '.join(f'{keypoints[a]}-{keypoints[b]}' for a, b in skeleton)}", PosepartWarning,
                           stacklevel=2)
         elif (outside := next((pair for pair in skeleton_1based if not all(1 <= v <= k for v in pair)), None)):
-            zero = " (this one holds a 0: 0-based pairs?)" if 0 in outside else ""
+            zero = (" (this one holds a 0: 0-based pairs?)" if 0 in outside else
+                    " (a tool's own point ids, left as they were after a point was deleted? the pairs give each "
+                    "joint's position in \"keypoints\")" if max(outside) > k else "")
             raise ValueError(f"skeleton pair {list(outside)} names a joint outside 1..{k}: COCO skeleton pairs count "
                              f"the keypoints from 1{zero}")
         flip_1based = category.get("flip_pairs") or []
