@@ -405,6 +405,56 @@ def test_the_people_are_read_from_the_category_that_lists_keypoints(tmp_path, ca
         capsys.readouterr().err
 
 
+def _tagged_jpeg(path: Path, image: np.ndarray, orientation: int) -> None:
+    """Write `image` (RGB) as a JPEG whose EXIF orientation tag says how a viewer turns it (a phone photo)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(image).save(path, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def test_photos_tagged_with_an_exif_orientation(tmp_path, capsys, monkeypatch):
+    """Phone photos (an image-files review): annotated ones are read as stored (COCO's annotations refer to the stored
+    pixels) and `inspect` now says that they are tagged; a size mismatch that the tag explains says so (before: "image
+    is 96x64 but the annotations say 64x96", nothing of EXIF). An unlabelled folder's photos are read upright, as
+    `predict` reads them (before: sideways for self-training, upright for predict); a photo over PIL's pixel guard no
+    longer ends training with a traceback; `.jfif` files are images."""
+    from PIL import Image
+
+    from posepart.inference.preprocess import load_image
+
+    root = write_custom(tmp_path / "ds")
+    stored = cv2.cvtColor(cv2.imread(str(root / "images/img0.png")), cv2.COLOR_BGR2RGB)  # 60 x 40
+    _tagged_jpeg(root / "images/img0.jpg", stored, 3)  # upside down: the sizes agree, only the tag tells
+    _edit_json(root, lambda d: d["images"][0].update(file_name="img0.jpg"))
+    assert main(["inspect", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exif_rotated"] == {"images": 1, "first": str(root / "images/img0.jpg")}
+    assert main(["inspect", str(root)]) == 0
+    assert "note: 1 image(s) carry an EXIF orientation tag" in capsys.readouterr().out
+    _tagged_jpeg(root / "images/img0.jpg", stored, 6)  # annotated as shown: 40 x 60
+    _edit_json(root, lambda d: d["images"][0].update(width=40, height=60))
+    with pytest.raises(DatasetError, match="image is 60x40 but the annotations say 40x60 .*its EXIF orientation 6 "
+                                           "shows it turned"):
+        dataset = PosePartDataset.open(root)
+        dataset.load_image(dataset.records[0])
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _tagged_jpeg(photos / "a.jpg", stored, 6)
+    _tagged_jpeg(photos / "b.jfif", stored, 1)
+    unlabelled = PosePartDataset.from_images(photos, Schema.pascal_person_part())
+    a, b = unlabelled.records
+    assert (a.width, a.height, a.orientation) == (40, 60, 6) and b.file_name == "b.jfif"
+    np.testing.assert_array_equal(unlabelled.load_image(a), load_image(photos / "a.jpg"))  # as predict reads it
+    # 2,400 pixels: past twice PIL's guard, as a 200 MP photo is. Its size is decoded (before: a traceback), its
+    # tag, beyond what PIL opens, left unread, by predict alike
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    big = PosePartDataset.from_images(photos, Schema.pascal_person_part())
+    assert [(r.width, r.height, r.orientation) for r in big] == [(60, 40, 1), (60, 40, 1)]
+    np.testing.assert_array_equal(big.load_image(big.records[0]), load_image(photos / "a.jpg"))
+
+
 def test_truncated_jpeg(tmp_path):
     image = np.full((32, 32, 3), 100, np.uint8)
     with DatasetWriter(tmp_path, Schema.coco()) as w:
@@ -601,6 +651,12 @@ def test_oracle_reads_the_images_it_scores(tmp_path, capsys):
     metrics = evaluate_oracle(PosePartDataset.open(root), input_size=64, progress=False)
     assert metrics["images"] == 2 and metrics["skipped"] == 1
     assert "img1.png" in capsys.readouterr().out
+    for name in ("img0.png", "img2.png"):  # every image unreadable: refused (before: empty metrics, exit 0)
+        (root / "images" / name).write_bytes(b"")
+    assert main(["evaluate", "--oracle", "--data", str(root), "--input-size", "64", "--out",
+                 str(tmp_path / "m.json")]) == 2
+    assert "no image could be scored: all 3 were skipped" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_compressed_rle_counts_match_pycocotools():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
-from posepart.data.format import PosePartDataset
+from posepart.data.format import DatasetError, PosePartDataset
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
@@ -173,6 +173,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
         raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}", source=err.source) from None
     for name, metrics in rows.items():
+        _scored_some(metrics, f"--source {name}")
+    for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
     metrics_file, folder = _metrics_path(args.out)
@@ -221,6 +223,13 @@ def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, da
     return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
 
 
+def _scored_some(metrics: dict[str, Any], what: str) -> None:
+    """Refuse metrics of no image (every one skipped as unreadable): before, empty metrics and exit 0."""
+    if not metrics.get("images"):
+        raise DatasetError(f"{what}: no image could be scored: all {metrics.get('skipped', 0)} were skipped as "
+                           f"unreadable (named above)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from posepart.files import write_json_atomic
     from posepart.evaluate import evaluate_oracle, format_metrics
@@ -254,6 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{drew['paf_width']:g})")
     else:
         metrics, overlays, name, dataset, results = _evaluate_checkpoint(args, dataset)
+    _scored_some(metrics, str(args.root or args.annotations))
     print(format_metrics(metrics))
     if metrics.get("per_stage"):
         print("per stage (%):")  # the fractions above, as percentages: the report's table

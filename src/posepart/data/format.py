@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data import validate
-from posepart.data.images import read_image, read_label_png
+from posepart.data.images import exif_orientation, read_image, read_label_png, upright
 from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import IGNORE_LABEL, Schema
@@ -34,7 +34,8 @@ __all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "person_category", 
            "region_mask"]
 
 ANNOTATIONS_FILE = "annotations.json"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                            ".pbm"})  # (.jfif, .jpe: JPEGs as browsers and Windows save some)
 IMAGES_DIR = "images"
 PARTS_DIR = "parts"
 LARGE_ANNOTATIONS = 64 * 2**20  # bytes: an annotation file this large takes seconds to read, and says so
@@ -144,12 +145,21 @@ class PosePartDataset:
             try:
                 with Image.open(path) as image:
                     width, height = image.size
+            except Image.DecompressionBombError:  # more pixels than PIL's guard, not than OpenCV decodes: decoded
+                try:
+                    height, width = read_image(path).shape[:2]
+                except DatasetError as err:
+                    dataset._skip("unreadable image", str(err))
+                    continue
             except (OSError, ValueError) as err:
                 dataset._skip("unreadable image", f"{path}: {err}")
                 continue
+            orientation = exif_orientation(path)  # a phone photo is read upright, as `predict` reads it
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
             records.append(ImageRecord(
                 image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
-                np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, ()))
+                np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, (), orientation))
         if not records:
             raise DatasetError(f"{folder}: none of its {len(files)} images could be read")
         dataset.records = PackedRecords(records)
@@ -315,8 +325,11 @@ class PosePartDataset:
         return self.schema.part_flip_perm
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
-        """(H, W, 3) uint8 RGB. Raises DatasetError for unreadable/truncated files or a size mismatch."""
-        return read_image(record.image_path, expect_hw=(record.height, record.width), record=record.image_id)
+        """(H, W, 3) uint8 RGB, turned by the record's `orientation` (an unlabelled photo's EXIF tag; 1 for annotated
+        images). Raises DatasetError for unreadable/truncated files or a size mismatch."""
+        turned = record.orientation in (5, 6, 7, 8)  # stored with its sides swapped
+        stored = (record.width, record.height) if turned else (record.height, record.width)
+        return upright(read_image(record.image_path, expect_hw=stored, record=record.image_id), record.orientation)
 
     def load_parts(self, record: ImageRecord) -> np.ndarray | None:
         """(H, W) uint8 part labels, or None when the image has no part annotation."""

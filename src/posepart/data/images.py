@@ -5,6 +5,7 @@ JPEG is reported as such, not padded with grey as libjpeg would)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,45 @@ def jpeg_ends(data: bytes) -> bool:
     return False
 
 
+# EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright, in numpy's terms (TIFF 6.0's table:
+# 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 stored turned 90 degrees anticlockwise, 7 transversed, 8 stored
+# turned clockwise). Written here because `read_image` is shared with datasets, whose annotations refer to the stored
+# pixels (it decodes with IMREAD_UNCHANGED, which ignores the tag but for TIFF files, whose decoder applies it), while
+# photos given to the Predictor and unlabelled folders are turned upright; PIL's exif_transpose takes PIL images.
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation a photo is tagged with (1 = stored upright, also when the file has no tag or no EXIF);
+    PIL reads the header only, not the pixels, so its decompression-bomb guard for large photos does not apply."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "TIFF":  # OpenCV's TIFF decoder applies the tag itself (IMREAD_UNCHANGED too)
+                    return 1
+                value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # PIL cannot parse it: no tag to apply
+        return 1
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H, W, ...) -> the image as a viewer shows it under EXIF `orientation` (1..8)."""
+    turn = _UPRIGHT.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))
+
+
 def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: Any = None) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB (grey, RGBA and 16-bit inputs converted).
 
@@ -61,9 +101,14 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raise DatasetError(f"{path}: not a decodable image{what}")
     image = to_rgb8(image, path)
     if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
+        turned = ""
+        if image.shape[:2] == tuple(expect_hw)[::-1] and (tag := exif_orientation(path)) in (5, 6, 7, 8):
+            turned = (f"; its EXIF orientation {tag} shows it turned, as {expect_hw[1]}x{expect_hw[0]}: annotations "
+                      f"made on the photo as viewers show it? Dataset images are read as stored (COCO's annotations "
+                      f"refer to the stored pixels): save such photos upright (PIL's ImageOps.exif_transpose)")
         raise DatasetError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
-            f"{expect_hw[1]}x{expect_hw[0]}{what}"
+            f"{expect_hw[1]}x{expect_hw[0]}{what}{turned}"
         )
     return image
 

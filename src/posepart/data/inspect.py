@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.images import exif_orientation
 from posepart.schema import IGNORE_LABEL
 
 
@@ -57,6 +58,12 @@ class InspectReport:
             lines.append(f"note: {100 * ignored:.1f} % of the part-map pixels are {IGNORE_LABEL} (ignore: neither "
                          f"trained nor scored){alone}: if these are 0/255 masks, save class indices instead (0 "
                          f"background, 1 the first class, ...)")
+        rotated = c.get("exif_rotated") or {}
+        if rotated.get("images"):  # annotations made on the photo as viewers show it would not fit the stored pixels
+            lines.append(f"note: {rotated['images']} image(s) carry an EXIF orientation tag (first: "
+                         f"{rotated['first']}): dataset images are read as stored, as COCO's annotations refer to "
+                         f"them; if these were annotated as a viewer shows them (turned), save them upright (PIL's "
+                         f"ImageOps.exif_transpose)")
         lines.append(f"problems      {len(self.problems)}" + ("  (the JSON's alone: --no-pixels decoded no image "
                                                                "or part map)" if unchecked else ""))
         lines.extend(f"  {p}" for p in self.problems[:20])
@@ -65,20 +72,23 @@ class InspectReport:
         return "\n".join(lines)
 
 
-PixelCheck = tuple[str | None, np.ndarray | None, int]  # (problem, part pixels per class, ignored pixels)
+# (problem, part pixels per class, ignored pixels, the image's path where it is annotated and tagged with an EXIF
+# orientation: read as stored, which is right for annotations made on the stored pixels, as COCO's are)
+PixelCheck = tuple[str | None, np.ndarray | None, int, str | None]
 
 
 def _check_pixels(dataset: PosePartDataset, record: ImageRecord, classes: int) -> PixelCheck:
     """Decode one record's image and part map: the problem found, or its part-map pixel counts."""
+    tagged = str(record.image_path) if record.orientation == 1 and exif_orientation(record.image_path) != 1 else None
     try:
         dataset.load_image(record)
         parts = dataset.load_parts(record)
     except DatasetError as err:
-        return str(err), None, 0
+        return str(err), None, 0, tagged
     if parts is None:
-        return None, None, 0
+        return None, None, 0, tagged
     labelled = parts[parts != IGNORE_LABEL].ravel()
-    return None, np.bincount(labelled, minlength=classes)[:classes], int(parts.size - labelled.size)
+    return None, np.bincount(labelled, minlength=classes)[:classes], int(parts.size - labelled.size), tagged
 
 
 def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, progress: bool = False,
@@ -95,9 +105,13 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     bar = None if progress and check_pixels else True  # None: a bar only where stderr is a terminal (`| head`)
     pending: deque[Future[PixelCheck]] = deque()  # checks in flight, in record order: the problems keep it
 
+    tagged: list[str] = []  # annotated images with an EXIF orientation (read as stored)
+
     def finish(check: PixelCheck) -> None:
         nonlocal ignored_pixels
-        problem, pixels, ignored = check
+        problem, pixels, ignored, exif = check
+        if exif is not None:
+            tagged.append(exif)
         if problem is not None:
             problems.append(problem)
         elif pixels is not None:
@@ -142,5 +156,6 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
             for i, name in enumerate(schema.part_classes)
         } if labelled_pixels else {},
         "part_ignore_share": float(ignored_pixels / (ignored_pixels + labelled_pixels)) if ignored_pixels else 0.0,
+        "exif_rotated": {"images": len(tagged), "first": tagged[0] if tagged else None},
     }
     return InspectReport(counts, problems)

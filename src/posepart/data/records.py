@@ -58,6 +58,9 @@ class ImageRecord:
     pose_labeled: bool
     # the COCO dicts as read (the ground truth for COCOeval): the file's, with the joints past the border dropped
     annotations: tuple[dict[str, Any], ...] = field(repr=False)
+    # EXIF orientation the image is read under: 1 (as stored) for annotated images, whose labels refer to the stored
+    # pixels; an unlabelled folder's photo is turned upright, as the Predictor reads it (width, height: upright)
+    orientation: int = 1
 
     @property
     def num_people(self) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR
+from posepart.data.images import exif_orientation
 from posepart.errors import OutputError, output_folder, writing
 from posepart.files import JsonArrayWriter, remove_orphans, write_json_atomic
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
@@ -41,7 +42,7 @@ from posepart.inference.inputs import AnnotationIndex, Source
 from posepart.inference.outputs import (METRICS_FILE, OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
                                         replace_earlier_run)
 from posepart.inference.predictor import ImageResult, Predictor
-from posepart.inference.preprocess import InputError, bgr_to_rgb, exif_orientation, load_image
+from posepart.inference.preprocess import InputError, bgr_to_rgb, load_image
 from posepart.viz import save_rgb
 
 DEFAULT_FPS = 25.0

@@ -9,7 +9,6 @@ costs a 368x208 canvas rather than 368x368. Everything here is numpy and OpenCV,
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
 from posepart.data.format import DatasetError
-from posepart.data.images import float_to_uint8, read_image, to_rgb8
+from posepart.data.images import exif_orientation, float_to_uint8, read_image, to_rgb8, upright
 from posepart.errors import PosepartError
 
 # the containers OpenCV's FFmpeg backend reads (before: a phone's .3gp or a broadcast .ts given by name was "not a
@@ -111,45 +110,6 @@ def _pil_pixels(image: Any, name: str) -> np.ndarray:
     if image.width == 0 or image.height == 0:
         raise InputError(f"{name}: zero-size image ({image.width}x{image.height})")
     return np.asarray(image.convert("RGB"))
-
-
-# EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright, in numpy's terms (TIFF 6.0's table:
-# 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 stored turned 90 degrees anticlockwise, 7 transversed, 8 stored
-# turned clockwise). Written here because the decoding is shared with datasets, whose annotations refer to the stored
-# pixels (read_image decodes with IMREAD_UNCHANGED, which ignores the tag but for TIFF files, whose decoder applies
-# it), and PIL's exif_transpose takes PIL images.
-_UPRIGHT = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: np.rot90(a, -1)[::-1],
-    8: lambda a: np.rot90(a, 1),
-}
-
-
-def exif_orientation(path: Path) -> int:
-    """The EXIF orientation a photo is tagged with (1 = stored upright, also when the file has no tag or no EXIF);
-    PIL reads the header only, not the pixels, so its decompression-bomb guard for large photos does not apply."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.format == "TIFF":  # OpenCV's TIFF decoder applies the tag itself (IMREAD_UNCHANGED too)
-                    return 1
-                value = image.getexif().get(0x0112, 1)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # PIL cannot parse it: no tag to apply
-        return 1
-    return value if isinstance(value, int) and value in _UPRIGHT else 1
-
-
-def upright(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Stored pixels (H, W, ...) -> the image as a viewer shows it under EXIF `orientation` (1..8)."""
-    turn = _UPRIGHT.get(orientation)
-    return image if turn is None else np.ascontiguousarray(turn(image))
 
 
 def load_image(item: Any) -> np.ndarray:
