@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -465,6 +466,19 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
     assert predicted[0] and predicted[0] == predicted[1]  # the same people, found on the same images
     assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release.split(os.pathsep)[0]}"]) == 2
     assert f"give its image folder after it, joined by '{os.pathsep}'" in capsys.readouterr().err
+    # a source none of whose images can be read is left out, with a note, and the others still count (before: a row
+    # of no image); with no source left, refused
+    unreadable = tmp_path / "unreadable"
+    shutil.copytree(coco / "train2017", unreadable)
+    for image in unreadable.iterdir():
+        image.write_bytes(b"")
+    broken = f"{coco / 'annotations/person_keypoints_train2017.json'}{os.pathsep}{unreadable}"
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", "--source",
+                 f"gone={broken}", "--out", str(tmp_path / "two.json")]) == 0
+    assert "note: --source gone: no image could be scored: all 36 were skipped" in capsys.readouterr().err
+    assert list(json.loads((tmp_path / "two.json").read_text())["sources"]) == ["coco"]
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"gone={broken}"]) == 2
+    assert "no source had an image that could be scored" in capsys.readouterr().err
     for flag in ("--images", "--parts"):  # before: ignored without a word
         assert main(["evaluate", "--checkpoint", str(model), "--source", f"coco={release}", flag, str(tmp_path)]) == 2
         assert "--images and --parts describe --data" in capsys.readouterr().err

@@ -392,8 +392,24 @@ def test_the_people_are_read_from_the_category_that_lists_keypoints(tmp_path, ca
     assert target_schema(root).keypoints == dataset.schema.keypoints
     assert main(["inspect", str(root)]) == 0
 
+    # the results written for COCO tools carry the people's category (a review: pycocotools scored perfect results
+    # in category 1 at AP 0 against a file whose people are in another)
+    from posepart.evaluate_cli import in_category
+
+    _edit_json(root, lambda d: [a.__setitem__("category_id", 5) for a in d["annotations"]])
+    categories({"id": 0, "name": "box"}, {**person, "id": 5})
+    assert PosePartDataset.open(root).category_id == annotation_index(root / "annotations.json").category_id == 5
+    assert in_category([{"image_id": 1, "category_id": 1, "score": 1.0}], 5)[0]["category_id"] == 5
+    # categories of the same joints and limbs are one kind of body (AP-10K's species share one list)
+    _edit_json(root, lambda d: d["annotations"][0].__setitem__("category_id", 6))
+    categories({**person, "id": 5, "name": "cat"}, {**person, "id": 6, "name": "dog"})
+    dataset = PosePartDataset.open(root)
+    assert sum(r.num_people for r in dataset) == 3 and not dataset.skipped
+    _edit_json(root, lambda d: [a.__setitem__("category_id", 1) for a in d["annotations"]])
+
     _edit_json(root, lambda d: [a.__setitem__("category_id", 2) for a in d["annotations"][:2]])
-    categories(person, {**person, "id": 2, "name": "hand"})  # two skeletons (CVAT): one read, the other counted
+    hand = {"id": 2, "name": "hand", "keypoints": ["wrist", "thumb"], "skeleton": [[1, 2]]}
+    categories(person, hand)  # two skeletons (CVAT): one read, the other's people counted
     dataset = PosePartDataset.open(root)
     assert dataset.schema.name == person["name"] and sum(r.num_people for r in dataset) == 2
     assert list(dataset.skipped.values()) == [2] and "another keypoint category" in next(iter(dataset.skipped))

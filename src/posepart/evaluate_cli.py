@@ -172,8 +172,12 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
         raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}", source=err.source) from None
-    for name, metrics in rows.items():
-        _scored_some(metrics, f"--source {name}")
+    for name in [name for name, metrics in rows.items() if not metrics.get("images")]:  # the others still count
+        print(f"note: --source {name}: no image could be scored: all {rows[name].get('skipped', 0)} were skipped as "
+              f"unreadable (named above); left out", file=sys.stderr)
+        del rows[name]
+    if not rows:
+        raise DatasetError("evaluate --source: no source had an image that could be scored")
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
@@ -182,11 +186,11 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         write_json_atomic(metrics_file, {"sources": rows})
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
-        written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows[name]}
+        written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows.get(name, {})}
         if reused:
             _drop_stale(folder, 0, written.values())
         for name, file in written.items():  # a file per source: each numbers its own images
-            write_json_atomic(folder / file, results[name])
+            write_json_atomic(folder / file, in_category(results[name], datasets[name].category_id))
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
         figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
         tta = _tta_label(next(iter(rows.values()))) if rows else ""  # every source ran the same views
@@ -221,6 +225,12 @@ def _write_evaluation(folder: Path, name: str, metrics: dict, overlays: list, da
         figures.append(save_rgb(folder / "overlays.png", grid(overlays, columns=min(4, len(overlays)),
                                                               schema=dataset.schema)))
     return write_report(folder, f"posepart evaluation: {name}", {name: metrics}, dataset.schema, figures)
+
+
+def in_category(results: list[dict[str, Any]], category_id: int) -> list[dict[str, Any]]:
+    """COCO results in the people's category of the file they were scored on (scoring runs in category 1; a Label
+    Studio or CVAT file's people need not be: pycocotools scored perfect results there at AP 0)."""
+    return results if category_id == 1 else [{**r, "category_id": category_id} for r in results]
 
 
 def _scored_some(metrics: dict[str, Any], what: str) -> None:
@@ -276,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if reused:
             _drop_stale(folder, len(overlays), [RESULTS_FILE] if results is not None else [])
         if results is not None:  # as `posepart predict` writes them (COCO tools score them in the model's schema)
-            write_json_atomic(folder / RESULTS_FILE, results)
+            write_json_atomic(folder / RESULTS_FILE, in_category(results, dataset.category_id))
         report = _write_evaluation(folder, name, metrics, overlays, dataset)
         print(f"wrote {report}" + (f" and {len(overlays)} overlays" if overlays else ""), file=sys.stderr)
     elif overlays:

@@ -1,13 +1,15 @@
 """What a dataset annotates: joints, skeleton, flip pairs, OKS sigmas, part classes and colours.
 
-One `Schema` object is read from a dataset's `categories[0]` and handed to everything downstream (targets, model heads,
-losses, decoder, metrics, drawing), so channel counts and left/right pairs are never written twice.
+One `Schema` object is read from a dataset's people's category (`categories[0]` as a rule) and handed to everything
+downstream (targets, model heads, losses, decoder, metrics, drawing), so channel counts and left/right pairs are never
+written twice.
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -15,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from posepart.errors import PosepartWarning
-from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, split_side, unpaired_sided_names
+from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, unpaired_sided_names
 
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 
@@ -116,6 +118,9 @@ def _hue_colours(n: int) -> tuple[tuple[int, int, int], ...]:
         tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.9, 1.0)) for i in range(n)  # type: ignore[misc]
     )
 
+
+# a joint name that is only a number, bare or after a generic word: CVAT's defaults ("1", "2", ...), "kp_3", "point 4"
+_NUMBERED = re.compile(r"(?:(?:key)?points?|kp|joints?|landmarks?|lm|p|j)?[ _-]*\d+", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Schema:
@@ -271,16 +276,17 @@ class Schema:
         limb, and a skeleton whose limbs join the joints in separate groups."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
-                 f"left_x / right_x, x_left / x_right, lX / rX, or list them in categories[0] \"flip_pairs\")"
+                 f"left_x / right_x, x_left / x_right, lX / rX, or list them in the category's \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
         k = self.num_joints
-        if k > 1 and self.flip_perm == tuple(range(k)) and not any(
-                split_side(n)[0] or "left" in n.lower() or "right" in n.lower() for n in self.keypoints):
-            notes.append(f"no joint name says which side it is on ({', '.join(map(repr, self.keypoints[:4]))}"
-                         f"{' ...' if k > 4 else ''}) and no \"flip_pairs\" are given: a horizontal flip "
-                         f"(training's augmentation, --flip) leaves every joint in place; if the body has sides, name "
-                         f"them (left_x / right_x, x_left / x_right, lX / rX) or list them in \"flip_pairs\"")
+        if k > 1 and not self.flip_pairs and all(_NUMBERED.fullmatch(n.strip()) for n in self.keypoints):
+            # (only numbered names: a hand's or a midline's joints, or Horse-10's near / off sides, rightly stay)
+            notes.append(f"the joint names are numbers ({', '.join(map(repr, self.keypoints[:4]))}"
+                         f"{' ...' if k > 4 else ''}; an annotation tool's defaults?) and no \"flip_pairs\" are "
+                         f"given: nothing says which joints mirror each other, so a horizontal flip (training's "
+                         f"augmentation, --flip) leaves every joint in place; if the body has sides, name them "
+                         f"(left_x / right_x, x_left / x_right, lX / rX) or list them in \"flip_pairs\"")
         if k > 1 and not self.skeleton:
             notes.append("the skeleton lists no limbs: people are assembled along their limbs (part affinity "
                          "fields), so no pose model trains on this schema and its decoder finds each joint as a "

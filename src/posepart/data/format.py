@@ -62,6 +62,7 @@ class PosePartDataset:
     skipped: Counter = field(default_factory=Counter)  # reason -> count (e.g. "missing image")
     skipped_examples: dict[str, str] = field(default_factory=dict)  # reason -> first offending file
     broken: list[str] = field(default_factory=list)  # records left out, why (opened with `list_broken` only)
+    category_id: int = 1  # the people's category id in the file: the COCO results written for its tools carry it
 
     # -- opening ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -187,8 +188,14 @@ class PosePartDataset:
         categories = [validate.integer(c.get("id", 1), f"{where}: categories[{i}] id")
                       for i, c in enumerate(data["categories"])]
         category_id = categories[person]
+        kind = data["categories"][person]
+        # categories of the same joints and limbs are one kind of body (AP-10K's 54 species share one list); people of
+        # another keypoint category are skipped with a count (before: dropped without a word)
+        same_kind = {categories[i] for i, c in enumerate(data["categories"]) if c.get("keypoints") and
+                     (c.get("keypoints"), c.get("skeleton")) == (kind.get("keypoints"), kind.get("skeleton"))}
+        same_kind.add(category_id)
         other_skeletons = {categories[i]: c.get("name") for i, c in enumerate(data["categories"])
-                           if i != person and c.get("keypoints")}
+                           if c.get("keypoints") and categories[i] not in same_kind}
 
         images: dict[int, int] = {}  # image id -> index in `images`
         for i, info in enumerate(data["images"]):
@@ -210,13 +217,13 @@ class PosePartDataset:
             category = validate.integer(ann.get("category_id", category_id), f"{label} category_id")
             if category not in categories:
                 raise DatasetError(f"{label}: category_id {category} is not among the categories {categories}")
-            if category == category_id:  # other categories (COCO's 80) are not people
+            if category in same_kind:  # other categories (COCO's 80) are not people
                 by_image.setdefault(image_id, []).append(ann)
             elif category in other_skeletons:  # before: dropped without a word (a CVAT project of two skeletons)
                 dataset_skips.append((f"annotation of another keypoint category (one is read: "
                                       f"{schema.name!r})", f"{label}: category {other_skeletons[category]!r}"))
 
-        dataset = cls(schema, [], annotation_file, image_dir, parts_dir)
+        dataset = cls(schema, [], annotation_file, image_dir, parts_dir, category_id=category_id)
         for reason, example in dataset_skips:
             dataset._skip(reason, example)
         bar = None if progress else True  # None: a bar only where stderr is a terminal (no \r lines in logs)

@@ -198,7 +198,7 @@ class MappedSource(PosePartDataset):
     def wrap(cls, dataset: PosePartDataset, mapping: SourceMapping) -> MappedSource:
         return cls(mapping.target, _MappedRecords(dataset.records, mapping), dataset.annotation_file,  # type: ignore
                    dataset.image_dir, dataset.parts_dir, dataset.skipped, dataset.skipped_examples,
-                   source=dataset, mapping=mapping)
+                   category_id=dataset.category_id, source=dataset, mapping=mapping)
 
     @property
     def has_parts(self) -> bool:

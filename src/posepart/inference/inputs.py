@@ -126,6 +126,7 @@ class AnnotationIndex(NamedTuple):
     ids: dict[str, int]  # file_name (as the JSON writes it) -> image id
     keypoints: list[str] | None  # the person category's "keypoints" (`person_category`), when the file has them
     by_basename: dict[str, list[str]]  # base name -> the file_names that end in it
+    category_id: int = 1  # the people's category id in the file: the results written for it carry it
 
     def check(self, keypoints: Sequence[str]) -> None:
         """Refuse a file whose joints are not the model's (names and order): its ground truth could not score the
@@ -170,11 +171,13 @@ def annotation_index(path: Path) -> AnnotationIndex:
             ids[name] = image_id
             by_basename.setdefault(PurePosixPath(name).name, []).append(name)
         categories = data.get("categories") or [{}]
-        theirs = categories[person_category(categories) or 0].get("keypoints")
+        person = categories[person_category(categories) or 0]
+        theirs = person.get("keypoints")
+        category_id = integer(person.get("id", 1), f"--annotations {path}: the people's category id")
         keypoints = None if theirs is None else [str(name) for name in theirs]
     except DatasetError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # ValueError: JSON
         raise DatasetError(f"--annotations {path}: not a COCO JSON of images with file_name and id "
                            f"({type(err).__name__}: {err})") from None
-    return AnnotationIndex(Path(path), ids, keypoints, by_basename)
+    return AnnotationIndex(Path(path), ids, keypoints, by_basename, category_id)

@@ -156,7 +156,8 @@ class _Run:
             if result.maps.pafs is not None:
                 save_rgb(self.path("pafs", source), draw_pafs(image, result, self.schema, stride))
         assert self.results is not None, "a run of still images streams their results"
-        self.results.extend(result.coco(image_id))
+        # in the people's category of --annotations (Label Studio's, CVAT's need not be 1): COCO tools score it
+        self.results.extend(result.coco(image_id, opts.annotations.category_id if opts.annotations else 1))
         self.people += len(result.people)
         self.images.append({"id": image_id, "file": str(source.location), "name": source.name,
                             "width": result.width, "height": result.height, "people": len(result.people)})

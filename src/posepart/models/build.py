@@ -50,7 +50,7 @@ def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = Fa
     if pose and schema.num_joints > 0 and schema.num_limbs == 0:
         raise MissingLimbsError(f"{model} needs skeleton edges: its PAF heads predict a field for each limb, and "
                                 f"{schema.name!r} has {schema.num_joints} joints and no limb between them; list the "
-                                f"limbs in categories[0] \"skeleton\" (1-based pairs of joints)")
+                                f"limbs in the people's category's \"skeleton\" (1-based pairs of joints)")
     if pose and not (schema.num_joints > 0 and schema.num_limbs > 0):
         raise SchemaMismatchError(f"{model} needs a schema with joints and skeleton edges; {schema.name!r} has "
                                   f"{schema.num_joints} joints and {schema.num_limbs} edges")
