@@ -1,0 +1,109 @@
+"""Train a joint pose + parts model in a plain PyTorch loop: posepart's pieces without `posepart train`.
+
+For researchers who want the loop in their own hands (a new loss, another sampler, their own logging), as torchvision's
+`references/` are for its models. The pieces are the ones `posepart train` runs (its Lightning module adds resume,
+DDP, checkpoints, validation curves and mixed sources on top):
+
+    PosePartDataset (records) -> Mapper (pixels, augmentation, targets) -> MappedDataset -> DataLoader(collate)
+    -> joint_vgg16 (ModelOutput: per-stage heatmaps, PAFs, part logits) -> PosePartLoss (masked, weighted) -> AdamW
+    -> evaluate_model (the Predictor users run, scored with OKS AP and mean IU)
+
+    python references/train_plain.py --train runs/synth_train --val runs/synth_val --steps 2000 --out plain.safetensors
+
+Made with `posepart synth DIR --n 2000 --size 128 --max-people 2 --min-height 0.5 --crowd-prob 0 --clutter 0`. The
+model is the CPU demo's joint network (width 0.25, one stage, parts and pose maps at stride 4), trained with AdamW
+rather than the demo's Muon; the weights are saved as a plain state dict (`load` below rebuilds the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from posepart.data.augment import AugmentConfig
+from posepart.data.format import PosePartDataset
+from posepart.evaluate_model import evaluate_model
+from posepart.losses import PosePartLoss
+from posepart.losses.weighting import UncertaintyWeighting
+from posepart.models import PosePartNet, joint_vgg16
+from posepart.schema import Schema
+from posepart.targets.mapper import Mapper, MappedDataset, TargetConfig, collate
+
+
+WEIGHTING_LR = 0.05  # the learned task weights' learning rate (the demo's `loss.weighting_lr`)
+
+
+def build(schema: Schema, width: float) -> PosePartNet:
+    """The demo's joint network for `schema`: one stage, a part branch in it, parts and pose maps refined to stride 4,
+    BatchNorm and SiLU (it trains from scratch), heatmaps ending in a sigmoid for the focal loss."""
+    return joint_vgg16(schema, stages=1, seg_head="stage", seg_stride=4, pose_stride=4, width=width, batch_norm=True,
+                       activation="silu", heatmap_sigmoid=True)
+
+
+def load(path: Path, schema: Schema, width: float) -> PosePartNet:
+    """The model `main` saved, rebuilt for inference (eval mode)."""
+    model = build(schema, width)
+    model.load_state_dict(load_file(path))
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=Path, required=True, help="training dataset root (the posepart format)")
+    parser.add_argument("--val", type=Path, required=True, help="validation dataset root")
+    parser.add_argument("--out", type=Path, default=Path("plain.safetensors"), help="where the weights go")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: about 8 demo epochs)")
+    parser.add_argument("--batch", type=int, default=8, help="images per step")
+    parser.add_argument("--size", type=int, default=128, help="network input side (a multiple of 8)")
+    parser.add_argument("--width", type=float, default=0.25, help="channel multiplier of VGG16")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (cosine decay to 0)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+
+    train_set = PosePartDataset.open(args.train)  # records: what the JSON says, no pixels yet
+    model = build(train_set.schema, args.width)
+    # learned task weights (Kendall et al.): the pose MSEs are ~100x smaller than the part cross-entropy
+    loss_fn = PosePartLoss(train_set.schema, heatmap_loss="focal",
+                           weighting=UncertaintyWeighting(["seg", "heatmap", "paf"], priorities={"seg": 0.5}))
+    # the targets are drawn on the grid the model's HeadMeta describes (stride 4, sigma, PAF width): nothing repeated
+    mapper = Mapper(train_set, TargetConfig(args.size, model.meta),
+                    augment=AugmentConfig(scale_min=0.9, scale_max=1.25, rotate_deg=10, photometric=False))
+    samples = MappedDataset(mapper, seed=0)  # augmentation seeded by (seed, epoch, index); broken files replaced
+    loader = DataLoader(samples, batch_size=args.batch, shuffle=True, drop_last=True, collate_fn=collate)
+    # the task weights learn faster, without decay: at the model's LR they take most of a short run to settle
+    optimizer = torch.optim.AdamW([{"params": model.parameters()},
+                                   {"params": loss_fn.parameters(), "lr": WEIGHTING_LR, "weight_decay": 0.0}],
+                                  lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, WEIGHTING_LR], total_steps=args.steps,
+                                                   pct_start=min(0.1, 50 / args.steps), anneal_strategy="cos")
+
+    def batches():  # epoch after epoch, each with its own augmentation draw
+        for epoch in itertools.count():
+            samples.set_epoch(epoch)
+            yield from loader
+
+    model.train()
+    for step, batch in zip(range(args.steps), batches()):
+        output = model(batch["image"])  # heatmaps [(B, K+1, H/4, W/4)], pafs [(B, 2L, H/4, W/4)], parts [(B, P, ...)]
+        result = loss_fn(output, batch)  # per-sample task masks: a sample without part labels adds no part loss
+        optimizer.zero_grad(set_to_none=True)
+        result.total.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            terms = ", ".join(f"{name} {float(result.terms[name]):.4f}" for name in ("total", "seg", "heatmap", "paf"))
+            print(f"step {step}: {terms}", flush=True)
+
+    save_file(model.state_dict(), str(args.out))
+    metrics, _ = evaluate_model(model, PosePartDataset.open(args.val), input_size=args.size, progress=False)
+    print(f"OKS AP {metrics['pose']['ap']:.3f}, mean IU {metrics['segmentation']['mean_iou']:.3f}; weights: {args.out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
