@@ -156,7 +156,8 @@ def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
 
 def target_schema(value: str | Path) -> Schema:
     """`data.schema`: a built-in schema by name, or the one a file gives (a dataset root's annotations.json, a COCO
-    JSON: its person category, `person_category`; or a JSON object that is a category itself). A file lets a run mix custom sources that
+    JSON: its person category, `person_category`; or a JSON object that is a category itself). A file lets a run mix
+    custom sources that
     each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
         return getattr(Schema, value)()
