@@ -137,10 +137,10 @@ def region_mask(region: Any, height: int, width: int) -> np.ndarray:
 
 
 def _inside(folder: Path, relative: str, label: str) -> Path:
-    """folder / relative, which must stay inside `folder`: an empty or absolute name, `..` that climbs out or a
-    symlink that leads out is a PathEscapeError naming the record (an annotation file must not make us read /etc/passwd
-    or another dataset's files). Symlinks that stay inside are fine. Any anchor is refused: on Windows `\\x` and
-    `C:x` are not absolute, and would not be resolved below."""
+    """folder / relative, which must stay inside `folder`: an absolute name, `..` that climbs out or a symlink that
+    leads out is a PathEscapeError naming the record (an annotation file must not make us read /etc/passwd or another
+    dataset's files); a name of no file (empty, `.`) is a DatasetError. Symlinks that stay inside are fine. Any
+    anchor is refused: on Windows `\\x` and `C:x` are not absolute, and would not be resolved below."""
     if Path(relative).anchor:  # absolute, or a Windows drive or root
         raise PathEscapeError(f"{label}: file name {relative!r} must be a path to a file, relative to {folder}")
     if not relative.strip() or "\0" in relative or Path(relative).name in ("", "."):  # no file: broken, not hostile

@@ -156,9 +156,9 @@ def _check_self_training(config: Config, specs: Sequence[SourceConfig]) -> None:
 
 def target_schema(value: str | Path) -> Schema:
     """`data.schema`: a built-in schema by name, or the one a file gives (a dataset root's annotations.json, a COCO
-    JSON: its person category, `person_category`; or a JSON object that is a category itself). A file lets a run mix
-    custom sources that
-    each label part of it (a pose-only source and a parts-only one, where neither's own schema has both)."""
+    JSON: its people's category, `person_category`; or a JSON object that is a category itself). A file lets a run
+    mix custom sources that each label part of it (a pose-only source and a parts-only one, where neither's own
+    schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
         return getattr(Schema, value)()
     if not value.exists():  # "cocoo" (made absolute with the run's paths): a mistyped name, or a missing file
@@ -173,7 +173,7 @@ def target_schema(value: str | Path) -> Schema:
     categories = data.get("categories")
     category = categories[person_category(categories) or 0] if isinstance(categories, list) and categories else data
     if not isinstance(category, dict) or not ({"keypoints", "part_classes"} & set(category)):
-        raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (a COCO file's categories[0], or "
+        raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (in a COCO file's categories, or "
                           f"a category object)")
     try:
         return Schema.from_category(category)
