@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from posepart.data.readers.cli import add_convert_parser
 
-    add_convert_parser(verbs)  # posepart convert {pascal-person-part,mpii,lip,cihp}
+    add_convert_parser(verbs)  # posepart convert {pascal-person-part,mpii,lip,cihp,masks}
 
     from posepart.predict_cli import add_predict_parsers
 

@@ -130,7 +130,8 @@ def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read part label PNG{what}: {err}") from None
     if mode not in ("L", "P"):
         raise DatasetError(f"{path}: part labels must be a single-channel uint8 or palette PNG, got mode {mode} "
-                           f"{labels.shape}{what}; convert colour PNGs with `posepart convert`")
+                           f"{labels.shape}{what}; convert colour PNGs with `posepart convert masks` (a table of "
+                           f"their colours, as CVAT's labelmap.txt) or `posepart convert pascal-person-part`")
     return labels
 
 

@@ -16,7 +16,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_convert_parser(verbs: Any) -> None:
     """Add the `convert` verb and its per-dataset sub-verbs to the `posepart` sub-parsers."""
-    convert = verbs.add_parser("convert", help="convert a public dataset release into the posepart format")
+    convert = verbs.add_parser("convert", help="convert a public dataset release or a tool's export into the "
+                                "posepart format")
     kinds = convert.add_subparsers(dest="dataset", required=True, metavar="DATASET")
 
     p = kinds.add_parser("pascal-person-part", help="PASCAL-Person-Part parts (+ Xia .mat or Berkeley XML pose)")
@@ -51,6 +52,17 @@ def add_convert_parser(verbs: Any) -> None:
     p.add_argument("--pose", type=Path, help="pose CSV (overrides --src)")
     p.add_argument("--parsing", type=Path, help="parsing PNG folder (overrides --src)")
     p.add_argument("--list", dest="id_list", type=Path, help="id list file (default: the CSV rows, else the PNGs)")
+    _common(p)
+
+    p = kinds.add_parser("masks", help="part masks from an annotation tool (CVAT's segmentation masks, Roboflow's "
+                         "semantic masks) and a class table, optionally with a COCO keypoints file")
+    p.add_argument("--images", type=Path, required=True, help="image folder (CVAT: JPEGImages/)")
+    p.add_argument("--masks", type=Path, required=True, help="mask PNG folder, <image stem>.png or <image "
+                   "stem>_mask.png (CVAT: SegmentationClass/; Roboflow: the images' folder)")
+    p.add_argument("--classes", type=Path, required=True, help="class table: CVAT's labelmap.txt (colours), "
+                   "Roboflow's _classes.csv (values), or a list of names, line i naming mask value i")
+    p.add_argument("--keypoints", type=Path, help="a COCO keypoints file of the same images (matched by name), for "
+                   "pose and parts together")
     _common(p)
 
     p = kinds.add_parser("cihp", help="CIHP multi-person parsing (parts only)")
@@ -90,6 +102,10 @@ def _convert(args: argparse.Namespace) -> Any:
 
         return convert_lip(args.out, src=args.src, split=args.split, images=args.images, pose=args.pose,
                              parsing=args.parsing, id_list=args.id_list, **common)
+    elif args.dataset == "masks":
+        from posepart.data.readers.masks import convert_masks
+
+        return convert_masks(args.images, args.masks, args.classes, args.out, keypoints=args.keypoints, **common)
     else:
         from posepart.data.readers.cihp import convert_cihp
 

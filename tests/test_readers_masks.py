@@ -1,0 +1,119 @@
+"""`posepart convert masks`: part masks as CVAT's "Segmentation mask 1.1" and Roboflow's "Semantic Segmentation Masks"
+export them (their layouts rebuilt from the tools' exporters: datumaro's VOC converter, Roboflow's format docs), alone
+and joined to a COCO keypoints file of the same images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from reader_checks import convert, inspect_json, oracle
+
+from posepart.data.format import DatasetError, PosePartDataset
+from posepart.data.readers.masks import read_class_table
+
+COLOURS = {"head": (186, 145, 9), "torso": (51, 221, 255), "arm": (250, 50, 83)}  # a CVAT project's own colours
+TRUTH = np.zeros((40, 60), np.uint8)  # class indices in the converted order: background, arm, head, torso
+TRUTH[5:15, 25:35] = 2
+TRUTH[15:35, 20:40] = 3
+TRUTH[15:30, 40:50] = 1
+
+
+def _image(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    assert cv2.imwrite(str(path), rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+
+
+def _cvat(root: Path, n: int = 3) -> Path:
+    """labelmap.txt sorted by name (background not first), RGB masks in the labels' colours, JPEGImages/."""
+    (root / "SegmentationClass").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\narm:250,50,83::\nbackground:0,0,0::\n"
+                                       "head:186,145,9::\ntorso:51,221,255::\n")
+    names = {1: "arm", 2: "head", 3: "torso"}
+    for i in range(n):
+        _image(root / "JPEGImages" / f"frame_{i:06d}.jpg", i)
+        colour = np.zeros((40, 60, 3), np.uint8)
+        for index, name in names.items():
+            colour[TRUTH == index] = COLOURS[name]
+        if i == 2:
+            colour[0:2, 0:3] = (1, 2, 3)  # a colour the table lacks
+        cv2.imwrite(str(root / "SegmentationClass" / f"frame_{i:06d}.png"), colour[..., ::-1])
+    return root
+
+
+def test_cvat_segmentation_masks_convert_with_the_labels_names_and_colours(tmp_path, capsys):
+    """Before, no reader took them: pascal-person-part wanted SegmentationPart/ and VOC's colours ("unknown colour")
+    and `--part-order` PASCAL's six names; a user's own classes had no way in but code of their own."""
+    src = _cvat(tmp_path / "cvat")
+    out = tmp_path / "ds"
+    printed = convert(capsys, ["masks", "--images", src / "JPEGImages", "--masks", src / "SegmentationClass",
+                               "--classes", src / "labelmap.txt", "--out", out])
+    assert "wrote 3 images (0 people, 0 ignore regions, 3 part maps)" in printed
+    assert "skipped 6 x mask pixels of a colour or value the class table lacks (ignored)" in printed
+    dataset = PosePartDataset.open(out)
+    assert dataset.schema.part_classes == ("background", "arm", "head", "torso")
+    parts = [dataset.load_parts(record) for record in dataset.records]
+    np.testing.assert_array_equal(parts[0], TRUTH)
+    assert (parts[2][0:2, 0:3] == 255).all() and (parts[2][2:] == TRUTH[2:]).all()
+    assert inspect_json(capsys, out)["images_part_labeled"] == 3
+    assert oracle(out, tmp_path)["segmentation"]["mean_iou"] == pytest.approx(1.0)
+
+
+def test_roboflow_semantic_masks_beside_the_images_and_a_keypoints_file(tmp_path, capsys):
+    """Roboflow's grey `_mask.png` files lie beside the images, its _classes.csv has a header and spaces; joined by
+    name to a COCO keypoints file, the images carry pose and parts (the joint model's data). Before: `convert cihp`
+    took such masks as CIHP's 20 classes (head became "hat"), exit 0."""
+    src = tmp_path / "train"
+    src.mkdir()
+    (src / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, arm\n2, head\n3, torso\n")
+    names = []
+    for i in range(3):
+        name = f"img{i}_jpg.rf.{i:08x}"
+        names.append(f"{name}.jpg")
+        _image(src / f"{name}.jpg", i)
+        if i < 2:  # the third image has no mask: with keypoints it is written pose-only
+            cv2.imwrite(str(src / f"{name}_mask.png"), TRUTH)
+    person = {"id": 1, "name": "person", "keypoints": ["head", "neck", "hip"], "skeleton": [[1, 2], [2, 3]]}
+    coco = {"images": [{"id": i + 1, "file_name": n, "width": 60, "height": 40} for i, n in enumerate(names[:2] +
+                                                                                                      names[2:])],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 3,
+                             "keypoints": [30, 8, 2, 30, 16, 2, 30, 30, 2], "bbox": [25, 5, 10, 30], "area": 300}
+                            for i in range(3)],
+            "categories": [{"id": 0, "name": "people-Ab3x", "supercategory": "none"}, person]}
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    out = tmp_path / "ds"
+    printed = convert(capsys, ["masks", "--images", src, "--masks", src, "--classes", src / "_classes.csv",
+                               "--keypoints", tmp_path / "kp.json", "--out", out])
+    assert "wrote 3 images (3 people, 0 ignore regions, 2 part maps)" in printed
+    dataset = PosePartDataset.open(out)
+    assert dataset.schema.keypoints == ("head", "neck", "hip") and dataset.schema.part_classes[1:] == (
+        "arm", "head", "torso")
+    assert [r.file_name for r in dataset.records] == names and [r.parts_path is not None for r in dataset.records] \
+        == [True, True, False]
+    np.testing.assert_array_equal(dataset.load_parts(dataset.records[0]), TRUTH)
+    assert dataset.records[0].keypoints[0, :, :2].tolist() == [[30, 8], [30, 16], [30, 30]]
+    metrics = oracle(out, tmp_path)
+    assert metrics["pose"]["ap"] == pytest.approx(1.0) and metrics["segmentation"]["mean_iou"] == pytest.approx(1.0)
+
+
+def test_class_tables_and_masks_that_cannot_be_read_say_why(tmp_path, capsys):
+    table = tmp_path / "names.txt"
+    table.write_text("background\nhead\nhead\n")
+    with pytest.raises(DatasetError, match=r"class names must be given and differ \(repeated: \['head'\]\)"):
+        read_class_table(table)
+    table.write_text("head\ntorso\n")  # a list of names without background: value 0 is the first name's
+    assert read_class_table(table).values == {0: 1, 1: 2} and read_class_table(table).classes == (
+        "background", "head", "torso")
+    bad_csv = tmp_path / "_classes.csv"
+    bad_csv.write_text("value,name\n0,background\n")
+    with pytest.raises(DatasetError, match="expected Roboflow's header 'Pixel Value, Class'"):
+        read_class_table(bad_csv)
+    src = _cvat(tmp_path / "cvat", n=1)  # colour masks read with a table of values
+    code = __import__("posepart.cli", fromlist=["main"]).main(
+        ["convert", "masks", "--images", str(src / "JPEGImages"), "--masks", str(src / "SegmentationClass"),
+         "--classes", str(table), "--out", str(tmp_path / "ds")])
+    assert code == 2 and "no image converted" in capsys.readouterr().err
