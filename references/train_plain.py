@@ -11,8 +11,10 @@ DDP, checkpoints, validation curves and mixed sources on top):
     python references/train_plain.py --train runs/synth_train --val runs/synth_val --steps 2000 --out plain.safetensors
 
 Made with `posepart synth DIR --n 2000 --size 128 --max-people 2 --min-height 0.5 --crowd-prob 0 --clutter 0`. The
-model is the CPU demo's joint network (width 0.25, one stage, parts and pose maps at stride 4), trained with AdamW
-rather than the demo's Muon; the weights are saved as a plain state dict (`load` below rebuilds the model).
+model, its targets (sigma, PAF width), the loss and the augmentation are the CPU demo's, read from its shipped config
+(`configs/demo_cpu_joint.yaml`: one place states them); the loop trains with AdamW and a one-cycle schedule in float32
+rather than the demo's Muon, linear decay and bfloat16. The weights are saved as a plain state dict (`load` below
+rebuilds the model).
 """
 
 from __future__ import annotations
@@ -25,24 +27,25 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from posepart.data.augment import AugmentConfig
 from posepart.data.format import PosePartDataset
+from posepart.engine.builders import build_from_config
+from posepart.engine.config import load_config
+from posepart.evaluate import format_metrics
 from posepart.evaluate_model import evaluate_model
 from posepart.losses import PosePartLoss
 from posepart.losses.weighting import UncertaintyWeighting
-from posepart.models import PosePartNet, joint_vgg16
+from posepart.models import PosePartNet
 from posepart.schema import Schema
 from posepart.targets.mapper import Mapper, MappedDataset, TargetConfig, collate
 
-
-WEIGHTING_LR = 0.05  # the learned task weights' learning rate (the demo's `loss.weighting_lr`)
+DEMO = "demo_cpu_joint.yaml"
+RECIPE = load_config(DEMO)  # the demo's model, targets, loss and augmentation
 
 
 def build(schema: Schema, width: float) -> PosePartNet:
-    """The demo's joint network for `schema`: one stage, a part branch in it, parts and pose maps refined to stride 4,
-    BatchNorm and SiLU (it trains from scratch), heatmaps ending in a sigmoid for the focal loss."""
-    return joint_vgg16(schema, stages=1, seg_head="stage", seg_stride=4, pose_stride=4, width=width, batch_norm=True,
-                       activation="silu", heatmap_sigmoid=True)
+    """The demo's joint network for `schema` at `width`: one stage with a part branch, parts and pose maps refined to
+    stride 4, BatchNorm and SiLU (it trains from scratch), heatmaps ending in a sigmoid for the focal loss."""
+    return build_from_config(load_config(DEMO, [f"model.width={width}"]), schema, pretrained=False)
 
 
 def load(path: Path, schema: Schema, width: float) -> PosePartNet:
@@ -59,28 +62,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("plain.safetensors"), help="where the weights go")
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: about 8 demo epochs)")
     parser.add_argument("--batch", type=int, default=8, help="images per step")
-    parser.add_argument("--size", type=int, default=128, help="network input side (a multiple of 8)")
-    parser.add_argument("--width", type=float, default=0.25, help="channel multiplier of VGG16")
+    parser.add_argument("--size", type=int, default=RECIPE.data.input_size, help="network input side (a multiple "
+                        "of 8)")
+    parser.add_argument("--width", type=float, default=RECIPE.model.width, help="channel multiplier of VGG16")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (cosine decay to 0)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
     train_set = PosePartDataset.open(args.train)  # records: what the JSON says, no pixels yet
     model = build(train_set.schema, args.width)
-    # learned task weights (Kendall et al.): the pose MSEs are ~100x smaller than the part cross-entropy
-    loss_fn = PosePartLoss(train_set.schema, heatmap_loss="focal",
-                           weighting=UncertaintyWeighting(["seg", "heatmap", "paf"], priorities={"seg": 0.5}))
+    # learned task weights (Kendall et al.): the pose losses are ~100x smaller than the part cross-entropy
+    loss = RECIPE.loss
+    loss_fn = PosePartLoss(train_set.schema, heatmap_loss=loss.heatmap, focal_beta=loss.focal_beta,
+                           weighting=UncertaintyWeighting(["seg", "heatmap", "paf"], priorities=loss.weights))
     # the targets are drawn on the grid the model's HeadMeta describes (stride 4, sigma, PAF width): nothing repeated
-    mapper = Mapper(train_set, TargetConfig(args.size, model.meta),
-                    augment=AugmentConfig(scale_min=0.9, scale_max=1.25, rotate_deg=10, photometric=False))
+    mapper = Mapper(train_set, TargetConfig(args.size, model.meta), augment=RECIPE.data.augment)
     samples = MappedDataset(mapper, seed=0)  # augmentation seeded by (seed, epoch, index); broken files replaced
     loader = DataLoader(samples, batch_size=args.batch, shuffle=True, drop_last=True, collate_fn=collate)
+    if not len(loader):  # (drop_last: an epoch of no batch would loop for ever)
+        parser.error(f"--batch {args.batch}: {args.train} has only {len(samples)} images")
     # the task weights learn faster, without decay: at the model's LR they take most of a short run to settle
     optimizer = torch.optim.AdamW([{"params": model.parameters()},
-                                   {"params": loss_fn.parameters(), "lr": WEIGHTING_LR, "weight_decay": 0.0}],
+                                   {"params": loss_fn.parameters(), "lr": loss.weighting_lr, "weight_decay": 0.0}],
                                   lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, WEIGHTING_LR], total_steps=args.steps,
-                                                   pct_start=min(0.1, 50 / args.steps), anneal_strategy="cos")
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, loss.weighting_lr],
+                                                   total_steps=args.steps, pct_start=min(0.1, 50 / args.steps),
+                                                   anneal_strategy="cos")
 
     def batches():  # epoch after epoch, each with its own augmentation draw
         for epoch in itertools.count():
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     save_file(model.state_dict(), str(args.out))
     metrics, _ = evaluate_model(model, PosePartDataset.open(args.val), input_size=args.size, progress=False)
-    print(f"OKS AP {metrics['pose']['ap']:.3f}, mean IU {metrics['segmentation']['mean_iou']:.3f}; weights: {args.out}")
+    print(f"{format_metrics(metrics)}\nweights: {args.out}")  # (OKS AP, PCKh, mean IU: what the val set labels)
     return metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from posepart.data.synth import write_synth
@@ -37,5 +38,8 @@ def test_the_plain_loop_trains_scores_and_saves_a_model_that_loads_back(tmp_path
     assert model.meta.pose_stride == 4 and not model.training
     again, _ = evaluate_model(model, dataset, input_size=64, progress=False)
     assert again["pose"] == metrics["pose"] and again["segmentation"] == metrics["segmentation"]
+    with pytest.raises(SystemExit):  # fewer images than a batch: refused (before: an endless loop over no batch)
+        plain.main(["--train", str(data), "--val", str(data), "--batch", "9", "--steps", "1"])
+    assert "--batch 9: " in (err := capsys.readouterr().err) and "has only 8 images" in err
     fresh = plain.build(dataset.schema, 0.125)
     assert not torch.equal(fresh.state_dict()["trunk.features.0.weight"], model.state_dict()["trunk.features.0.weight"])
