@@ -117,3 +117,68 @@ def test_class_tables_and_masks_that_cannot_be_read_say_why(tmp_path, capsys):
         ["convert", "masks", "--images", str(src / "JPEGImages"), "--masks", str(src / "SegmentationClass"),
          "--classes", str(table), "--out", str(tmp_path / "ds")])
     assert code == 2 and "no image converted" in capsys.readouterr().err
+
+
+def test_what_does_not_join_is_counted_and_names_keep_their_folders(tmp_path, capsys):
+    """A review's cases: images in subfolders (CVAT keeps a task's) were left out without a word; people were joined
+    by stem alone, so a/1.jpg's and b/1.jpg's people both went to one 1.jpg; x.jpg and x.png took one part map and made
+    a dataset that would not open; images and masks that joined nothing were not counted; LA masks were unreadable."""
+    images, masks = tmp_path / "JPEGImages", tmp_path / "SegmentationClass"
+    for name in ("a/1", "b/1", "c/x", "c/y", "c/y2"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        _image(images / f"{name}.jpg", len(name))
+    _image(images / "c/x.png", 9)  # the same name as c/x.jpg but its extension
+    for name in ("a/1", "b/1", "c/x", "orphan"):
+        (masks / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(masks / f"{name}.png"), TRUTH)
+    from PIL import Image
+
+    Image.fromarray(np.stack([TRUTH, np.full_like(TRUTH, 255)], -1), "LA").save(masks / "c/y.png")  # grey + alpha
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    person = {"id": 1, "name": "person", "keypoints": ["head", "neck"], "skeleton": [[1, 2]]}
+    listed = ["a/1.jpg", "b/1.jpg", "c/y2.jpg", "gone.jpg"]
+    coco = {"images": [{"id": i + 1, "file_name": n, "width": 60, "height": 40} for i, n in enumerate(listed)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 2,
+                             "keypoints": [10 + 10 * i, 8, 2, 10 + 10 * i, 20, 2]} for i in range(4)],
+            "categories": [person]}
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    out = tmp_path / "ds"
+    printed = convert(capsys, ["masks", "--images", images, "--masks", masks, "--classes", tmp_path / "names.txt",
+                               "--keypoints", tmp_path / "kp.json", "--out", out])
+    for line in ("wrote 5 images (3 people, 0 ignore regions, 4 part maps)",
+                 "1 x image of the same name as another but its extension",
+                 "1 x image without a mask (kept without part labels) (first: " + str(images / "c/y2.jpg"),
+                 "2 x image the keypoints file does not list (kept without pose)",
+                 "1 x mask without its image (not read) (first: " + str(masks / "orphan.png"),
+                 "1 x image of the keypoints file not found among the images (first: gone.jpg)"):
+        assert line in printed, printed
+    dataset = PosePartDataset.open(out)
+    by_name = {r.file_name: r for r in dataset.records}
+    assert sorted(by_name) == ["a/1.jpg", "b/1.jpg", "c/x.jpg", "c/y.jpg", "c/y2.jpg"]
+    assert by_name["a/1.jpg"].keypoints[:, 0, 0].tolist() == [10] and by_name["b/1.jpg"].keypoints[:, 0, 0].tolist() \
+        == [20]  # each its own person
+    np.testing.assert_array_equal(dataset.load_parts(by_name["c/y.jpg"]), TRUTH)  # the alpha is no label
+
+
+@pytest.mark.parametrize("text, classes, values", [
+    ("background\narm\n\nhead\n", None, "line 3 is empty"),  # before: head took value 2, the blank line's
+    ("__ignore__\n_background_\narm\nhead\n", ("background", "arm", "head"), {0: 0, 1: 1, 2: 2}),  # labelme's
+])
+def test_a_list_of_names_numbers_every_line(tmp_path, text, classes, values):
+    table = tmp_path / "labels.txt"
+    table.write_text(text)
+    if classes is None:
+        with pytest.raises(DatasetError, match=values):
+            read_class_table(table)
+    else:
+        read = read_class_table(table)
+        assert read.classes == classes and read.values == values
+
+
+def test_a_labelmap_name_with_a_colon_and_a_line_that_is_not_one(tmp_path):
+    table = tmp_path / "labelmap.txt"
+    table.write_text("background:0,0,0::\nshoe: left:1,2,3::\n")
+    assert read_class_table(table).colours == {(0, 0, 0): 0, (1, 2, 3): 1}  # before: read as a list of names
+    table.write_text("background:0,0,0::\nhead\n")
+    with pytest.raises(DatasetError, match="'head' is not a labelmap line"):
+        read_class_table(table)

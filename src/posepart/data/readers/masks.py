@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
@@ -43,17 +44,25 @@ class ClassTable:
     values: dict[int, int]  # mask value -> class index; empty for colour masks
 
 
+# CVAT's `name:r,g,b:parts:actions` (a name may hold a colon)
+_LABELMAP_LINE = re.compile(r"(?P<name>.*):(?P<rgb>\s*\d+\s*,\s*\d+\s*,\s*\d+\s*):[^:]*:[^:]*")
+
+
 def read_class_table(path: Path) -> ClassTable:
-    """CVAT's labelmap.txt (colours), Roboflow's _classes.csv (values) or a plain list of names (line i = value i)."""
+    """CVAT's labelmap.txt (colours), Roboflow's _classes.csv (values), or a plain list of names, line i naming value
+    i (labelme's labels.txt, whose `__ignore__` line names no value, too)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise DatasetError(f"{path}: cannot read the class table: {err.strerror or err}") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
         raise DatasetError(f"{path}: the class table names no class")
     if path.suffix.lower() == ".csv":
-        rows = list(csv.reader(lines))
+        rows = list(csv.reader(entries))
         header = [cell.strip().lower() for cell in rows[0]]
         if header[:2] != ["pixel value", "class"]:
             raise DatasetError(f"{path}: expected Roboflow's header 'Pixel Value, Class', got {rows[0]}")
@@ -61,20 +70,26 @@ def read_class_table(path: Path) -> ClassTable:
             named = [(int(row[0]), row[1].strip()) for row in rows[1:]]
         except (ValueError, IndexError):
             raise DatasetError(f"{path}: every row must be 'VALUE, NAME'") from None
+        if any(not 0 <= value < IGNORE_LABEL for value, _ in named):
+            raise DatasetError(f"{path}: mask values must be 0..{IGNORE_LABEL - 1} ({IGNORE_LABEL}: ignore)")
         return _table(path, named, by_colour=False)
-    if all(line.count(":") >= 1 and "," in line.split(":")[1] for line in lines):  # CVAT's labelmap.txt
+    if any(_LABELMAP_LINE.fullmatch(entry) for entry in entries):  # CVAT's labelmap.txt
         named = []
-        for line in lines:
-            name, colour = line.split(":")[:2]
-            try:
-                rgb = tuple(int(c) for c in colour.split(","))
-            except ValueError:
-                raise DatasetError(f"{path}: {line!r}: the colour must be r,g,b") from None
-            if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-                raise DatasetError(f"{path}: {line!r}: the colour must be three values 0..255")
-            named.append((rgb, name.strip()))
+        for entry in entries:
+            if not (match := _LABELMAP_LINE.fullmatch(entry)):
+                raise DatasetError(f"{path}: {entry!r} is not a labelmap line 'name:r,g,b:parts:actions'")
+            rgb = tuple(int(c) for c in match["rgb"].split(","))
+            if not all(0 <= c <= 255 for c in rgb):
+                raise DatasetError(f"{path}: {entry!r}: the colour must be three values 0..255")
+            named.append((rgb, match["name"].strip()))
         return _table(path, named, by_colour=True)
-    return _table(path, list(enumerate(lines)), by_colour=False)
+    names = [line.strip() for line in lines]
+    if names[0] == "__ignore__":  # labelme: `__ignore__` is -1, `_background_` 0
+        names = names[1:]
+    if "" in names:  # before: blank lines were dropped, and every later class took its neighbour's value
+        raise DatasetError(f"{path}: line {names.index('') + 1} is empty: line i names mask value i")
+    return _table(path, [(value, "background" if name == "_background_" else name)
+                         for value, name in enumerate(names)], by_colour=False)
 
 
 def _table(path: Path, named: list, *, by_colour: bool) -> ClassTable:
@@ -102,9 +117,13 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
     try:
         with Image.open(path) as image:
             colour = image.mode in ("RGB", "RGBA") or (image.mode == "P" and bool(table.colours))
-            pixels = np.asarray(image.convert("RGB") if colour else image)
+            grey = image.mode in ("LA", "PA") and not table.colours  # the alpha channel is no label
+            pixels = np.asarray(image.convert("RGB") if colour else image.getchannel(0) if grey else image)
     except OSError as err:
         raise SampleError(f"{path}: cannot read the mask: {err}", "unreadable mask") from None
+    if pixels.ndim != (3 if colour else 2):
+        raise SampleError(f"{path}: a mask of mode {image.mode}: expected a colour (RGB) or single-channel PNG",
+                          "mask of the wrong kind")
     if colour != bool(table.colours):
         raise SampleError(f"{path}: a {'colour' if colour else 'single-channel'} mask, but the class table gives "
                           f"{'colours' if table.colours else 'values'}", "mask of the wrong kind")
@@ -117,33 +136,36 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
     mapped = np.array([lookup.get(int(key), IGNORE_LABEL) for key in found], np.uint8)
     labels = mapped[inverse].reshape(keys.shape)
     if (mapped == IGNORE_LABEL).any():
-        skips.add(UNKNOWN, f"{path}: {', '.join(map(str, found[mapped == IGNORE_LABEL][:3].tolist()))}",
-                  int((labels == IGNORE_LABEL).sum()))
+        unknown = found[mapped == IGNORE_LABEL][:3].tolist()
+        shown = [f"({k >> 16}, {(k >> 8) & 255}, {k & 255})" for k in unknown] if colour else map(str, unknown)
+        skips.add(UNKNOWN, f"{path}: {', '.join(shown)}", int((labels == IGNORE_LABEL).sum()))
     return labels
 
 
 def _people(keypoints: Path | None) -> tuple[dict, dict[str, list[Person]]]:
-    """The people's category of a COCO keypoints file and its people by image stem."""
+    """The people's category of a COCO keypoints file and its people by image file name (as the file writes it, in
+    POSIX form)."""
     if keypoints is None:
         return {}, {}
     try:
         data = json.loads(keypoints.read_text(encoding="utf-8"))
         person = data["categories"][person_category(data["categories"]) or 0]
-        stems = {image["id"]: Path(image["file_name"]).stem for image in data["images"]}
-        by_stem: dict[str, list[Person]] = {stem: [] for stem in stems.values()}
+        names = {image["id"]: PurePosixPath(str(image["file_name"]).replace("\\", "/")).as_posix()
+                 for image in data["images"]}
+        by_name: dict[str, list[Person]] = {name: [] for name in names.values()}
         k = len(person.get("keypoints") or [])
         for ann in data["annotations"]:
-            if ann.get("category_id", person.get("id")) != person.get("id") or ann["image_id"] not in stems:
+            if ann.get("category_id", person.get("id")) != person.get("id") or ann["image_id"] not in names:
                 continue
             kp = np.zeros((k, 3), np.float32) if ann.get("iscrowd") else \
                 np.asarray(ann.get("keypoints") or [0.0] * 3 * k, np.float32).reshape(k, 3)
             polygons = ann.get("segmentation") if isinstance(ann.get("segmentation"), list) else None
-            by_stem[stems[ann["image_id"]]].append(Person(kp, ann.get("bbox"), ann.get("area"), polygons or None))
+            by_name[names[ann["image_id"]]].append(Person(kp, ann.get("bbox"), ann.get("area"), polygons or None))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
         raise DatasetError(f"{keypoints}: not a COCO keypoints file ({type(err).__name__}: {err})") from None
     if not person.get("keypoints"):
         raise DatasetError(f"{keypoints}: no category lists keypoints")
-    return person, by_stem
+    return person, by_name
 
 
 def convert_masks(
@@ -181,22 +203,50 @@ def convert_masks(
 
 def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, list[Person]], skips: Skips, *,
              pose: bool) -> Iterator[Sample]:
-    """One sample per image (its mask, its people); a mask beside the images (Roboflow's) is not an image."""
-    pngs = {path.stem: path for path in sorted(masks.glob("*.png"))}
+    """One sample per image under `images` (subfolders kept in its name), with its mask (`<name>.png` or
+    `<name>_mask.png` at the same place under `masks`; Roboflow's lie beside the images, and are no images) and its
+    people (the keypoints file's image of the same path, else of the same name where only one has it). What does not
+    join is counted: an image with neither mask nor people, a mask without its image, a listed image not found."""
+    pngs = {p.relative_to(masks).with_suffix("").as_posix(): p for p in sorted(masks.rglob("*"))
+            if p.suffix.lower() == ".png" and p.is_file()}
 
     def mask_of(image: Path) -> Path | None:
-        found = (pngs.get(stem) for stem in (image.stem + MASK_SUFFIX, image.stem))
+        stem = image.relative_to(images).with_suffix("").as_posix()
+        found = (pngs.get(key) for key in (stem + MASK_SUFFIX, stem))
         return next((m for m in found if m is not None and m.resolve() != image.resolve()), None)
 
-    candidates = [p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    candidates = [p for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     matched = {mask_of(image) for image in candidates}
+    candidates = [image for image in candidates if image not in matched]
+    by_base: dict[str, list[str]] = {}
+    for name in people:
+        by_base.setdefault(PurePosixPath(name).name, []).append(name)
+    stems: dict[str, Path] = {}
+    joined: set[str] = set()
     for image in candidates:
-        if image in matched:
+        name = image.relative_to(images).as_posix()
+        stem = str(PurePosixPath(name).with_suffix(""))
+        if stem in stems:  # x.jpg and x.png: one part map, parts/x.png, would serve both
+            skips.add("image of the same name as another but its extension (skipped: one part map per name)",
+                      f"{image} (and {stems[stem]})")
             continue
+        stems[stem] = image
+        listed = name if name in people else (by_base[image.name][0] if len(by_base.get(image.name, ())) == 1
+                                              else None)
         mask = mask_of(image)
-        if mask is None and image.stem not in people:
-            skips.add("image without a mask (skipped)", str(image))
+        if mask is None and listed is None:
+            skips.add("image with neither a mask nor people (skipped)", str(image))
             continue
-        yield Sample(image, image.name, people.get(image.stem, []),
+        if listed is not None:
+            joined.add(listed)
+        if mask is None:
+            skips.add("image without a mask (kept without part labels)", str(image))
+        elif people and listed is None:
+            skips.add("image the keypoints file does not list (kept without pose)", str(image))
+        yield Sample(image, name, people.get(listed, []) if listed else [],
                      None if mask is None else (lambda m=mask: mask_labels(m, table, skips)),
-                     pose_labeled=pose and image.stem in people, parts_file=mask)
+                     pose_labeled=pose and listed is not None, parts_file=mask)
+    for path in sorted(set(pngs.values()) - matched - {None}):
+        skips.add("mask without its image (not read)", str(path))
+    for name in sorted(set(people) - joined):
+        skips.add("image of the keypoints file not found among the images", name)
