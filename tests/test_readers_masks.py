@@ -85,10 +85,12 @@ def test_roboflow_semantic_masks_beside_the_images_and_a_keypoints_file(tmp_path
                             for i in range(3)],
             "categories": [{"id": 0, "name": "people-Ab3x", "supercategory": "none"}, person]}
     (tmp_path / "kp.json").write_text(json.dumps(coco))
+    cv2.imwrite(str(src / "gone_jpg.rf.0_mask.png"), TRUTH)  # a mask whose image is not there: no image either
     out = tmp_path / "ds"
     printed = convert(capsys, ["masks", "--images", src, "--masks", src, "--classes", src / "_classes.csv",
                                "--keypoints", tmp_path / "kp.json", "--out", out])
     assert "wrote 3 images (3 people, 0 ignore regions, 2 part maps)" in printed
+    assert "1 x mask without its image" in printed and "neither a mask nor people" not in printed
     dataset = PosePartDataset.open(out)
     assert dataset.schema.keypoints == ("head", "neck", "hip") and dataset.schema.part_classes[1:] == (
         "arm", "head", "torso")

@@ -217,7 +217,8 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
 
     candidates = [p for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     matched = {mask_of(image) for image in candidates}
-    candidates = [image for image in candidates if image not in matched]
+    masks_beside = {m for m in pngs.values() if m.stem.endswith(MASK_SUFFIX)}  # Roboflow's, its image or not
+    candidates = [image for image in candidates if image not in matched and image not in masks_beside]
     by_base: dict[str, list[str]] = {}
     for name in people:
         by_base.setdefault(PurePosixPath(name).name, []).append(name)
