@@ -111,6 +111,16 @@ def _flip_permutation(names: tuple[str, ...], pairs: tuple[tuple[int, int], ...]
     return tuple(perm)
 
 
+# a joint name that is only a number, bare or after a generic word: CVAT's defaults ("1", "2", ...), "kp_3", "point 4"
+_NUMBERED = re.compile(r"(?:(?:key)?points?|kp|joints?|landmarks?|lm|p|j)?[ _-]*\d+", re.IGNORECASE)
+
+
+def numbered_names(names: Sequence[str]) -> bool:
+    """Whether every name is only a number (an annotation tool's defaults): nothing in them says which joints mirror
+    each other."""
+    return all(_NUMBERED.fullmatch(name.strip()) for name in names)
+
+
 def unpaired_sided_names(names: Sequence[str], pairs: Sequence[tuple[int, int]] = ()) -> list[str]:
     """The names that say "left" or "right" but that a horizontal flip leaves in place: a side `split_side` does not
     read ("leftear"), or one whose mirror name is absent ("left_knee" without a right knee). Flips, the training

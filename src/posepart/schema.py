@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -17,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from posepart.errors import PosepartWarning
-from posepart.names import default_sigmas, flip_permutation, head_and_neck, name_key, unpaired_sided_names
+from posepart.names import (default_sigmas, flip_permutation, head_and_neck, name_key, numbered_names,
+                            unpaired_sided_names)
 
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
 
@@ -118,9 +118,6 @@ def _hue_colours(n: int) -> tuple[tuple[int, int, int], ...]:
         tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.9, 1.0)) for i in range(n)  # type: ignore[misc]
     )
 
-
-# a joint name that is only a number, bare or after a generic word: CVAT's defaults ("1", "2", ...), "kp_3", "point 4"
-_NUMBERED = re.compile(r"(?:(?:key)?points?|kp|joints?|landmarks?|lm|p|j)?[ _-]*\d+", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Schema:
@@ -273,14 +270,15 @@ class Schema:
     def concerns(self) -> tuple[str, ...]:
         """What in the schema likely does not do what its author meant, in words for `inspect` and `train`: joint or
         part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), joints in no
-        limb, and a skeleton whose limbs join the joints in separate groups."""
+        limb, a skeleton whose limbs join the joints in separate groups, numbered joint names that say no side (an
+        annotation tool's defaults) and a skeleton without limbs."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in the category's \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
         k = self.num_joints
-        if k > 1 and not self.flip_pairs and all(_NUMBERED.fullmatch(n.strip()) for n in self.keypoints):
+        if k > 1 and not self.flip_pairs and numbered_names(self.keypoints):
             # (only numbered names: a hand's or a midline's joints, or Horse-10's near / off sides, rightly stay)
             notes.append(f"the joint names are numbers ({', '.join(map(repr, self.keypoints[:4]))}"
                          f"{' ...' if k > 4 else ''}; an annotation tool's defaults?) and no \"flip_pairs\" are "
