@@ -180,7 +180,6 @@ class PosePartDataset:
         if not all(isinstance(c, dict) for c in data["categories"]):
             raise DatasetError(f"{where}: every entry of 'categories' must be an object")
         person = person_category(data["categories"])
-        person = 0 if person is None else person
         try:
             schema = Schema.from_category(data["categories"][person])
         except ValueError as err:
@@ -359,13 +358,13 @@ class PosePartDataset:
         return parts
 
 
-def person_category(categories: list[Any]) -> int | None:
+def person_category(categories: list[Any]) -> int:
     """The index of the category that describes the people: the first that lists `keypoints` or `part_classes`
-    (categories[0] in COCO's files and posepart's), None where none does. Why not always the first: Roboflow exports
+    (categories[0] in COCO's files and posepart's), 0 where none does. Why not always the first: Roboflow exports
     a placeholder category first, Label Studio appends its keypoint category last and CVAT lists its labels in the
     project's order; before, such a file read as a schema of 0 joints, every person dropped without a word."""
     return next((i for i, c in enumerate(categories)
-                 if isinstance(c, dict) and (c.get("keypoints") or c.get("part_classes"))), None)
+                 if isinstance(c, dict) and (c.get("keypoints") or c.get("part_classes"))), 0)
 
 
 def read_json(path: Path, expect: type = dict,

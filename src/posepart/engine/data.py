@@ -171,7 +171,7 @@ def target_schema(value: str | Path) -> Schema:
     except DatasetError as err:
         raise ConfigError(f"data.schema: {err}") from None
     categories = data.get("categories")
-    category = categories[person_category(categories) or 0] if isinstance(categories, list) and categories else data
+    category = categories[person_category(categories)] if isinstance(categories, list) and categories else data
     if not isinstance(category, dict) or not ({"keypoints", "part_classes"} & set(category)):
         raise ConfigError(f"data.schema: {path} names no keypoints or part_classes (in a COCO file's categories, or "
                           f"a category object)")

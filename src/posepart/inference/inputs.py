@@ -171,7 +171,7 @@ def annotation_index(path: Path) -> AnnotationIndex:
             ids[name] = image_id
             by_basename.setdefault(PurePosixPath(name).name, []).append(name)
         categories = data.get("categories") or [{}]
-        person = categories[person_category(categories) or 0]
+        person = categories[person_category(categories)]
         theirs = person.get("keypoints")
         category_id = integer(person.get("id", 1), f"--annotations {path}: the people's category id")
         keypoints = None if theirs is None else [str(name) for name in theirs]

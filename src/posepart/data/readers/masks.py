@@ -149,7 +149,7 @@ def _people(keypoints: Path | None) -> tuple[dict, dict[str, list[Person]]]:
         return {}, {}
     try:
         data = json.loads(keypoints.read_text(encoding="utf-8"))
-        person = data["categories"][person_category(data["categories"]) or 0]
+        person = data["categories"][person_category(data["categories"])]
         names = {image["id"]: PurePosixPath(str(image["file_name"]).replace("\\", "/")).as_posix()
                  for image in data["images"]}
         by_name: dict[str, list[Person]] = {name: [] for name in names.values()}
