@@ -184,3 +184,24 @@ def test_a_labelmap_name_with_a_colon_and_a_line_that_is_not_one(tmp_path):
     table.write_text("background:0,0,0::\nhead\n")
     with pytest.raises(DatasetError, match="'head' is not a labelmap line"):
         read_class_table(table)
+
+
+def test_people_of_every_category_of_the_same_joints_are_read_and_another_skeletons_counted(tmp_path, capsys):
+    """As `PosePartDataset` reads a keypoints file (`format.people_categories`): categories of one keypoint list are
+    one kind of body (a CVAT project with "adult" and "child" labels of one skeleton), another skeleton's people are
+    counted. Before, only the first category's people were read and the rest dropped without a word."""
+    src = _cvat(tmp_path / "cvat", n=1)
+    joints = {"keypoints": ["head", "neck"], "skeleton": [[1, 2]]}
+    coco = {"images": [{"id": 1, "file_name": "frame_000000.jpg", "width": 60, "height": 40}],
+            "annotations": [{"id": i + 1, "image_id": 1, "category_id": c, "iscrowd": 0, "num_keypoints": 2,
+                             "keypoints": [10 + 20 * i, 8, 2, 10 + 20 * i, 20, 2]} for i, c in enumerate((3, 5, 7))],
+            "categories": [{"id": 3, "name": "adult", **joints}, {"id": 5, "name": "child", **joints},
+                           {"id": 7, "name": "hand", "keypoints": ["wrist", "thumb"], "skeleton": [[1, 2]]}]}
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    out = tmp_path / "ds"
+    printed = convert(capsys, ["masks", "--images", src / "JPEGImages", "--masks", src / "SegmentationClass",
+                               "--classes", src / "labelmap.txt", "--keypoints", tmp_path / "kp.json", "--out", out])
+    assert "wrote 1 images (2 people, 0 ignore regions, 1 part maps)" in printed, printed
+    assert "1 x annotation of another keypoint category (not read)" in printed and "'hand'" in printed
+    record = PosePartDataset.open(out).records[0]
+    assert record.keypoints[:, 0, 0].tolist() == [10, 30]

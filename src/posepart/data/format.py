@@ -187,14 +187,7 @@ class PosePartDataset:
         categories = [validate.integer(c.get("id", 1), f"{where}: categories[{i}] id")
                       for i, c in enumerate(data["categories"])]
         category_id = categories[person]
-        kind = data["categories"][person]
-        # categories of the same joints and limbs are one kind of body (AP-10K's 54 species share one list); people of
-        # another keypoint category are skipped with a count (before: dropped without a word)
-        same_kind = {categories[i] for i, c in enumerate(data["categories"]) if c.get("keypoints") and
-                     (c.get("keypoints"), c.get("skeleton")) == (kind.get("keypoints"), kind.get("skeleton"))}
-        same_kind.add(category_id)
-        other_skeletons = {categories[i]: c.get("name") for i, c in enumerate(data["categories"])
-                           if c.get("keypoints") and categories[i] not in same_kind}
+        same_kind, other_skeletons = people_categories(data["categories"], categories, person)
 
         images: dict[int, int] = {}  # image id -> index in `images`
         for i, info in enumerate(data["images"]):
@@ -365,6 +358,19 @@ def person_category(categories: list[Any]) -> int:
     project's order; before, such a file read as a schema of 0 joints, every person dropped without a word."""
     return next((i for i, c in enumerate(categories)
                  if isinstance(c, dict) and (c.get("keypoints") or c.get("part_classes"))), 0)
+
+
+def people_categories(categories: list[dict[str, Any]], ids: list[int], person: int) -> tuple[set[int], dict[int, Any]]:
+    """The ids of the categories read as people (`ids[i]` is categories[i]'s), and the names by id of the keypoint
+    categories that are not: the people's category `person` (`person_category`) and every category of the same joints
+    and limbs, one kind of body (AP-10K's 54 species share one list); another skeleton's people are skipped with a
+    count by the callers (before: dropped without a word)."""
+    kind = categories[person]
+    same_kind = {ids[i] for i, c in enumerate(categories) if c.get("keypoints") and
+                 (c.get("keypoints"), c.get("skeleton")) == (kind.get("keypoints"), kind.get("skeleton"))}
+    same_kind.add(ids[person])
+    return same_kind, {ids[i]: c.get("name") for i, c in enumerate(categories)
+                       if c.get("keypoints") and ids[i] not in same_kind}
 
 
 def read_json(path: Path, expect: type = dict,

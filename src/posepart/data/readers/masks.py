@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from posepart.data.format import IMAGE_SUFFIXES, DatasetError, person_category
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError, people_categories, person_category
 from posepart.data.readers.common import ConvertResult, Person, Sample, SampleError, Skips, source_paths, write_samples
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -142,26 +142,34 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
     return labels
 
 
-def _people(keypoints: Path | None) -> tuple[dict, dict[str, list[Person]]]:
+def _people(keypoints: Path | None, skips: Skips) -> tuple[dict, dict[str, list[Person]]]:
     """The people's category of a COCO keypoints file and its people by image file name (as the file writes it, in
-    POSIX form)."""
+    POSIX form): those of every category of the people's joints and limbs, as `PosePartDataset` reads them (why not
+    through it: a tool's file names need not lie under the image folder given, and are joined by name)."""
     if keypoints is None:
         return {}, {}
     try:
         data = json.loads(keypoints.read_text(encoding="utf-8"))
-        person = data["categories"][person_category(data["categories"])]
+        categories = data["categories"]
+        index = person_category(categories)
+        person = categories[index]
+        people, others = people_categories(categories, [c.get("id", 1) for c in categories], index)
         names = {image["id"]: PurePosixPath(str(image["file_name"]).replace("\\", "/")).as_posix()
                  for image in data["images"]}
         by_name: dict[str, list[Person]] = {name: [] for name in names.values()}
         k = len(person.get("keypoints") or [])
         for ann in data["annotations"]:
-            if ann.get("category_id", person.get("id")) != person.get("id") or ann["image_id"] not in names:
+            category = ann.get("category_id", person.get("id", 1))
+            if category in others:
+                skips.add("annotation of another keypoint category (not read)", f"{keypoints}: annotation id "
+                          f"{ann.get('id')}, category {others[category]!r}")
+            if category not in people or ann["image_id"] not in names:
                 continue
             kp = np.zeros((k, 3), np.float32) if ann.get("iscrowd") else \
                 np.asarray(ann.get("keypoints") or [0.0] * 3 * k, np.float32).reshape(k, 3)
             polygons = ann.get("segmentation") if isinstance(ann.get("segmentation"), list) else None
             by_name[names[ann["image_id"]]].append(Person(kp, ann.get("bbox"), ann.get("area"), polygons or None))
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
         raise DatasetError(f"{keypoints}: not a COCO keypoints file ({type(err).__name__}: {err})") from None
     if not person.get("keypoints"):
         raise DatasetError(f"{keypoints}: no category lists keypoints")
@@ -187,14 +195,14 @@ def convert_masks(
         if not folder.is_dir():
             raise DatasetError(f"{folder}: the {what} folder is not a directory")
     table = read_class_table(classes)
-    person, people = _people(Path(keypoints) if keypoints else None)
+    skips = Skips()
+    person, people = _people(Path(keypoints) if keypoints else None, skips)
     category = {**person, "part_classes": list(table.classes)} if person else {"part_classes": list(table.classes)}
     try:
         schema = Schema.from_category({"name": person.get("name", "person"), "keypoints": [], "skeleton": [],
                                        **category})
     except ValueError as err:
         raise DatasetError(f"{keypoints or classes}: {err}") from None
-    skips = Skips()
     source = {"reader": "masks", **source_paths(images=images, masks=masks, classes=classes, keypoints=keypoints)}
     samples = _samples(images, masks, table, people, skips, pose=bool(person))
     return write_samples(out, schema, samples, skips, strict=strict, overwrite=overwrite, source=source,
