@@ -105,6 +105,12 @@ _LOOP_LAYOUT = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.sched
                 "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's fit loop in a checkpoint
 
 
+def _known_fit_loop(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's fit-loop state where it has the layout known here (`_LOOP_LAYOUT`), else None."""
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    return loop if isinstance(loop, dict) and all(key in loop for key in _LOOP_LAYOUT) else None
+
+
 def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     """Make Lightning resume a `last.ckpt` where it was written, in place; -> (epoch, batches done) when that was
     inside an epoch (the data module then serves the rest of that epoch: `EpochSampler.resume_at`), else None.
@@ -117,8 +123,8 @@ def settle_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
     - Inside an epoch: Lightning took the epoch as finished and went on to the next, so the rest of it was never
       trained. Marked not processed here, so Lightning continues the epoch's batch count, and the sampler, a pure
       function of (seed, epoch), skips the draws already trained."""
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    if not isinstance(loop, dict) or any(key not in loop for key in _LOOP_LAYOUT):  # another layout: left as it is
+    loop = _known_fit_loop(checkpoint)
+    if loop is None:  # another layout: left as it is
         return None
     epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
     if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
@@ -143,9 +149,9 @@ def resumes_inexactly(checkpoint: dict[str, Any]) -> bool:
     own: its epoch's draws start again from the first), or of a fit-loop layout not known here. Lightning warns of
     every resume inside an epoch, and `quiet_lightning` drops that warning, exact for posepart's own saves; `train`
     warns of these instead."""
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    if not isinstance(loop, dict) or any(key not in loop for key in _LOOP_LAYOUT):
-        return isinstance(loop, dict)  # (no loops at all: weights only, nothing to resume inside)
+    loop = _known_fit_loop(checkpoint)
+    if loop is None:  # (no loops at all: weights only, nothing to resume inside)
+        return isinstance(checkpoint.get("loops", {}).get("fit_loop"), dict)
     batches = loop["epoch_loop.batch_progress"]
     return bool(batches["current"]["processed"]) and not batches.get("is_last_batch")  # (saved at a batch's end:
     # processed, not yet completed)
