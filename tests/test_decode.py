@@ -481,7 +481,7 @@ def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
 
 
 def test_decode_without_numba_gives_the_same_people() -> None:
-    """With numba unimportable the decoder warns once and runs the plain Python/numpy path: same people, and the
+    """With numba unimportable the decoder warns once, when it first runs, and runs the plain Python/numpy path: same people, and the
     part-instance assignment takes its numpy path: same instance map."""
     import subprocess
     import sys
@@ -498,10 +498,12 @@ def test_decode_without_numba_gives_the_same_people() -> None:
             from posepart.heads import HeadMeta
             from posepart.schema import Schema
             from posepart.decode.instances import assign_part_instances, cell_index
-        maps = np.load(sys.argv[2])
-        schema = Schema.pascal_person_part()
-        people = decode(maps["hm"], maps["paf"], HeadMeta(schema))
-        print(sum("numba unavailable" in str(w.message) for w in caught))
+            imported = len(caught)  # nothing is said before the decoder runs
+            maps = np.load(sys.argv[2])
+            schema = Schema.pascal_person_part()
+            people = decode(maps["hm"], maps["paf"], HeadMeta(schema))
+            decode(maps["hm"], maps["paf"], HeadMeta(schema))
+        print(imported + 10 * sum("numba unavailable" in str(w.message) for w in caught))
         print(np.concatenate([p.keypoints.ravel() for p in people] + [[p.score for p in people]]).tobytes().hex())
         cells = np.stack([p.keypoints for p in people])
         cells[..., :2] = (cells[..., :2] - 3.5) / 8
@@ -516,7 +518,7 @@ def test_decode_without_numba_gives_the_same_people() -> None:
     np.savez(path, hm=hm, paf=paf, labels=labels)
     out = {mode: subprocess.run([sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True,
                                 check=True).stdout.split() for mode in ("on", "off")}
-    assert out["on"][0] == "0" and out["off"][0] == "1"
+    assert out["on"][0] == "0" and out["off"][0] == "10"  # once, when decoding, not on import
     assert out["on"][1] == out["off"][1] and len(out["on"][1]) > 100
     assert out["on"][2:] == out["off"][2:] and len(out["on"][2].split(",")) > 6  # unassigned + every person
 

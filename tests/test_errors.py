@@ -83,13 +83,19 @@ def test_evaluate_on_a_missing_gpu_is_one_error_line(files):
     assert "--device 'cuda'" in line and "CUDA is not available" in line
 
 
-def test_a_warning_while_the_parser_is_built_is_one_line(files, tmp_path):
-    """Without numba (or with a numba built for another numpy) the decoder warns when imported, which building the
-    parser does. Before, that warning came in Python's form: the source file and line, then a line of its code."""
-    run = _subprocess(["synth", str(tmp_path / "s"), "--n", "1", "--size", "64"], code="sys.modules['numba'] = None")
+def test_numba_missing_is_said_once_in_one_line_and_only_where_something_decodes(tmp_path):
+    """Without numba (or with a numba built for another numpy; the documented install without torch has none) the
+    decoder says so, once, in one line. Before, it said so on import, which building the parser does: every command
+    said it, `--help` and `synth` too; and before that in Python's form, the source file and line, then its code."""
+    no_numba = "sys.modules['numba'] = None"
+    for argv in (["--help"], ["synth", str(tmp_path / "s"), "--n", "2", "--size", "64"]):
+        run = _subprocess(argv, code=no_numba)
+        assert run.returncode == 0 and "numba unavailable" not in run.stderr + run.stdout, run.stderr[-3000:]
+    run = _subprocess(["evaluate", "--oracle", "--data", str(tmp_path / "s"), "--out", str(tmp_path / "e")],
+                      code=no_numba)
     assert run.returncode == 0, run.stderr[-3000:]
-    (line,) = [line for line in run.stderr.splitlines() if "numba" in line]
-    assert line.startswith("warning: numba unavailable") and "compiled" not in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if "numba unavailable" in line]
+    assert line.startswith("warning: numba unavailable") and "compiled.py" not in run.stderr  # not after a bar
 
 
 def test_a_yaml_tag_in_set_is_one_error_line(files, tmp_path):

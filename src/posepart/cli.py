@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from tqdm import tqdm
+
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.errors import PosepartError, PosepartWarning, UsageError
@@ -80,8 +82,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         builders = {args.config: lambda: build_from_config(config, schema, pretrained=False)}
     else:
         builders = {name: (lambda b=builder: b(schema, width=width)) for name, builder in MODELS.items()}
-    from tqdm import tqdm
-
     rows = []
     for name, build in tqdm(builders.items(), desc="counting FLOPs", unit="model", leave=False):  # stderr
         model = build()
@@ -326,8 +326,8 @@ def _own_warnings_as_lines() -> Iterator[None]:
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:
-        if issubclass(category, PosepartWarning):
-            print(f"warning: {message}", file=sys.stderr if file is None else file)
+        if issubclass(category, PosepartWarning):  # tqdm.write: a line of its own, not the end of a progress bar's
+            tqdm.write(f"warning: {message}", file=sys.stderr if file is None else file)
         else:
             previous(message, category, filename, lineno, file, line)
 
