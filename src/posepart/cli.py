@@ -227,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the learning-rate schedule is planned over N) and are compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
     p.add_argument("--n-train", type=at_least(1), default=2000, help="distinct synthetic training images")
-    p.add_argument("--jobs", type=at_least(1), default=3,
-                   help="models trained at once, in separate processes sharing the cores (default 3; "
-                        "1: one after another with progress bars)")
+    p.add_argument("--jobs", type=at_least(1), default=None,
+                   help="models trained at once, in separate processes, each on one thread (default: 3, or one per "
+                        "core up to 5; 1: one after another with progress bars; the numbers do not depend on it)")
     p.set_defaults(run=cmd_demo)
 
     from posepart.study import add_study_parser

@@ -9,9 +9,12 @@ The budget is a number of training images, not minutes: the learning-rate schedu
 the clock would stop mid-schedule, at a high learning rate) and the numbers are the same on every machine. The
 default fits the 2-core CPU machine's 15 minutes for the whole job; `train_minutes` adds a wall-clock cap.
 
-The models train three at once (`jobs`), in separate processes with the cores split between them. Why: these small
-convolutions at batch 8 scale poorly over threads; on 2 cores, two 1-thread trainings together get through 1.26x the
-images of one 2-thread training (BENCHMARKS.md, "The demo's CPU throughput").
+The models train several at once (`jobs`: 3, or one per core up to the five), in separate processes, each on one
+thread (`DEMO_THREADS`) whatever the machine's cores. Why one: these small convolutions at batch 8 scale poorly
+over threads (on 2 cores, two 1-thread trainings together get through 1.26x the images of one 2-thread training,
+BENCHMARKS.md, "The demo's CPU throughput"), and the thread count changes the numbers (oneDNN's kernels sum in
+another order): before, each model had the cores divided by the jobs, so an 8-core machine trained on 2 threads
+and did not give the README's table.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
 from posepart.data.synth import SceneConfig, write_synth
@@ -36,6 +40,7 @@ from posepart.viz import grid, overlay, save_rgb
 DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
+DEMO_THREADS = 1  # intra-op threads per model, on every machine: the numbers depend on it (module docstring)
 
 
 def demo_size(size: int | None) -> int:
@@ -108,15 +113,22 @@ def train_models(out: Path, train_root: Path, val_root: Path, *, train_size: int
     flipping."""
     demo_jobs = {label: TrainJob(run_dir(out, label), model.config, model.tasks) for label, model in DEMO_MODELS.items()}
     return run_jobs(demo_jobs, train_root, val_root, train_size=train_size, size=size, images=images, minutes=minutes,
-                    parallel=jobs, flip=True)
+                    parallel=jobs, flip=True, threads=DEMO_THREADS)
+
+
+def default_jobs() -> int:
+    """Models trained at once by default: 3 (on 2 cores, three 1-thread trainings beside each other get through the
+    most images), or one per core up to every `DEMO_MODELS` entry. The numbers do not depend on it."""
+    return min(len(DEMO_MODELS), max(3, available_cores()))
 
 
 def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,
              train_images: int | None = None, n_train: int = 2000, train_minutes: float | None = None,
-             scene: SceneConfig = SceneConfig.easy(), jobs: int = 3) -> Path:
+             scene: SceneConfig = SceneConfig.easy(), jobs: int | None = None) -> Path:
     """synth -> inspect -> oracle [-> train + evaluate the `DEMO_MODELS` when train_images > 0, `jobs` at once] ->
-    report.md; returns the report path. train_images None: `default_train_images()`."""
+    report.md; returns the report path. train_images None: `default_train_images()`; jobs None: `default_jobs()`."""
     out = Path(out)
+    jobs = default_jobs() if jobs is None else jobs
     train_images = default_train_images() if train_images is None else train_images
     start = time.perf_counter()
     val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size, scene=scene)
@@ -153,7 +165,8 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "
-             f"seed {seed})" + (f", at most {train_minutes:g} min each" if train_minutes else "")
+             f"seed {seed}, {DEMO_THREADS} thread each)" + (f", at most {train_minutes:g} min each" if train_minutes
+                                                            else "")
              + f"; the oracle at the joint model's pose stride {joint.model.pose_stride}"
              + f"; scenes: {scene}")
     report = write_report(out, title, rows, val.schema, figures)

@@ -314,12 +314,12 @@ class TrainingFailed(PosepartError, RuntimeError):
 
 
 def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, train_size: int, size: int, images: int,
-             minutes: float | None, parallel: int, flip: bool = False,
+             minutes: float | None, parallel: int, flip: bool = False, threads: int | None = None,
              ) -> dict[str, tuple[dict[str, Any], list[Any], Path | None]]:
-    """Train and score every job (label -> job), `parallel` at once, each in its own process with cpu_count //
-    parallel threads and its log in job.out/train.log, under one combined progress line; 1 = one after another in
-    this process, with progress bars. `flip`: score each with test-time flipping too (`train_and_score`). Returns
-    {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
+    """Train and score every job (label -> job), `parallel` at once, each in its own process with `threads` intra-op
+    threads (None: `job_threads(parallel)`) and its log in job.out/train.log, under one combined progress line; 1 =
+    one after another in this process, with progress bars. `flip`: score each with test-time flipping too
+    (`train_and_score`). Returns {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
     common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes, flip=flip)
 
     def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -328,12 +328,19 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                      extra=job.extra, images=job.images or images, **common))
 
     if parallel <= 1:
-        results = {}
-        for label, job in jobs.items():
-            args, kwargs = arguments(job)
-            results[label] = train_and_score(*args, **kwargs)
+        import torch
+
+        results, before = {}, torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            for label, job in jobs.items():
+                args, kwargs = arguments(job)
+                results[label] = train_and_score(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
         return results
-    threads = job_threads(parallel)  # of the parallelism asked for, not of the jobs left: the same numbers either way
+    # of the parallelism asked for, not of the jobs left: the same numbers either way
+    threads = threads or job_threads(parallel)
     parallel = min(parallel, len(jobs))
     budgets = " or ".join(str(n) for n in sorted({job.images or images for job in jobs.values()}))
     print(f"training {len(jobs)} models, {parallel} at once with {threads} thread(s) each, on {budgets} images "

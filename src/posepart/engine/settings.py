@@ -275,7 +275,8 @@ class TrainConfig:
     ema_decay: float | None = None  # average the weights over ~1/(1 - decay) steps (validation and saved models)
     self_training: SelfTrainingConfig | None = None  # pseudo-labels for the unlabelled sources (needed by them)
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool = False  # Lightning's: torch's deterministic algorithms (GPU kernels). A CPU run is
+    # repeatable without it, for the same threads and instruction set (README, "Reproducibility")
     accelerator: Text = "auto"
     devices: Text = "auto"
     strategy: Text = "auto"
