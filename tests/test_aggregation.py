@@ -206,3 +206,17 @@ def test_gradnorm_config_conflicts_are_errors():
         load_config(None, ["loss.weighting=gradnorm", "loss.weights.seg=2"])
     with pytest.raises(ConfigError, match="does not combine"):
         load_config(None, ["loss.weighting=gradnorm", "loss.aggregator=upgrad"])
+
+
+def test_an_aggregator_whose_solver_is_missing_is_refused_before_training(monkeypatch):
+    """UPGrad needs quadprog (torchjd's extra, which an old pip left out): before, an ImportError's traceback at the
+    first training step, after the sanity check."""
+    import posepart.engine.aggregation as aggregation
+
+    def missing(name: str) -> None:
+        raise ImportError("QuadprogProjector requires ['qpsolvers', 'quadprog']")
+
+    monkeypatch.setattr(aggregation, "make_aggregator", missing)
+    with pytest.raises(ConfigError, match=r"'upgrad' needs .*quadprog.*pip install 'torchjd\[quadprog-projector\]'"):
+        load_config(None, ["loss.aggregator=upgrad", "train.max_steps=2"])  # as `train` reads its config
+    assert load_config(None, ["train.max_steps=2"]).loss.aggregator == "sum"  # nothing to import

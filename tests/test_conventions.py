@@ -35,6 +35,25 @@ def test_the_installed_package_reports_the_version_the_code_does():
     assert "version" in project["dynamic"] and "version" not in project  # not written a second time
 
 
+def test_every_extra_of_a_dependency_is_spelled_as_its_metadata_provides_it():
+    """pip before 23.3 compares extras as written: `torchjd[quadprog_projector]` matched none of torchjd's
+    (`quadprog-projector`), so pip 23.2 (Python 3.11's own) installed torchjd without the solvers and
+    `loss.aggregator: upgrad` failed at its first step. (Newer pips normalise the names, so CI's would not notice.)"""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(line) for line in project["dependencies"]]
+    wanted += [Requirement(line) for group in project["optional-dependencies"].values() for line in group]
+    checked = 0
+    for requirement in wanted:
+        for extra in requirement.extras:
+            provided = importlib.metadata.metadata(requirement.name).get_all("Provides-Extra") or []
+            assert extra in provided, f"{requirement}: {requirement.name} provides {provided}"
+            checked += 1
+    assert checked >= 1
+
+
 @pytest.mark.parametrize("name", ["demo_cpu_joint", "demo_cpu_joint.yaml"])
 def test_shipped_config_by_name_from_any_folder(name, tmp_path, monkeypatch, capsys):
     """Before: `--config demo_cpu_joint` outside the repository was 'config file not found'."""

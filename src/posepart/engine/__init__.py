@@ -2,7 +2,7 @@
 
     from posepart.engine.config import load_config
     from posepart.engine.train import train
-    result = train(load_config("configs/demo_cpu_joint.yaml"), "runs/joint")   # TrainResult(last, best, metrics)
+    result = train(load_config("demo_cpu_joint.yaml"), "runs/joint")   # TrainResult(last, best, metrics)
     from posepart.engine.checkpoint import load_model
     loaded = load_model(result.best)                                            # LoadedModel(model, schema, ...)
 

@@ -221,6 +221,14 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
     if slow is not None and t.compile:  # their gradients are taken with autograd.grad, outside the compiled step
         raise ConfigError(f"{slow[0]}: {slow[1]!r} is not supported with train.compile (its gradients are taken "
                           f"outside the compiled step); set one of them back")
+    if config.loss.aggregator != "sum":  # before: an ImportError's traceback at the first step, after the sanity check
+        from posepart.engine.aggregation import make_aggregator
+
+        try:
+            make_aggregator(config.loss.aggregator)
+        except ImportError as err:
+            raise ConfigError(f"loss.aggregator: {config.loss.aggregator!r} needs what torchjd's extra installs "
+                              f"({err}): pip install 'torchjd[quadprog-projector]'") from None
 
 
 def warn_unused_model_options(model: ModelConfig) -> None:
