@@ -9,7 +9,7 @@ Keller Jordan's CIFAR-10 speedruns use it on conv kernels.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -24,46 +24,28 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalise(matrix: Tensor, steps: int = 5) -> Tensor:
-    """About U V^T of the SVD U S V^T of a 2-D `matrix` (`orthogonalise_all` of one)."""
-    return orthogonalise_all([matrix], steps)[0]
-
-
-def orthogonalise_all(matrices: Sequence[Tensor], steps: int = 5) -> list[Tensor]:
-    """About U V^T of the SVD U S V^T of each 2-D matrix, by a Newton-Schulz iteration in float32 (on the CPU the
+    """About U V^T of the SVD U S V^T of a 2-D `matrix`, by a Newton-Schulz iteration in float32 (on the CPU the
     bfloat16 of torch.optim.Muon's is emulated where AVX512-BF16 is missing, and the matrices here are small).
 
     Run on the Gram matrix: each step X <- p(X X^T) X multiplies X on the left by a polynomial of its Gram matrix,
     so X_k = Q_k X_0 with Q_k a polynomial of G = X_0 X_0^T, and X_k X_k^T = Q_k G Q_k. Iterating Q and the m x m
     Gram matrix (m the short side) costs two m x m x n products in all instead of two per step: the same result
-    (to float32 rounding) in about half the time on the demo's kernels (docs/training.md, seventeenth round).
-
-    Batched: the matrices of one short side m are iterated together, their wide sides padded with zero columns,
-    which add nothing to the Gram matrix or the norm and come out zero. Why: a network's kernels are many small
-    matrices (the demo's 36 have 7 short sides), and one matrix at a time made the optimiser step some 600 small
-    products, whose per-call cost outweighed their arithmetic on a CPU."""
+    (to float32 rounding) in about half the time on the demo's kernels (docs/training.md, seventeenth round)."""
     a, b, c = NS_COEFFICIENTS
-    wide = [m.float().T if m.shape[0] > m.shape[1] else m.float() for m in matrices]
-    groups: dict[int, list[int]] = {}
-    for i, x in enumerate(wide):
-        groups.setdefault(x.shape[0], []).append(i)
-    out: list[Tensor] = list(wide)
-    for m, members in groups.items():
-        n = max(wide[i].shape[1] for i in members)
-        x = wide[members[0]].new_zeros(len(members), m, n)  # (B, m, n)
-        for j, i in enumerate(members):
-            x[j, :, :wide[i].shape[1]] = wide[i]
-        x = x / (torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True) + 1e-7)  # spectral <= Frobenius <= 1: inside
-        gram = x @ x.transpose(1, 2)  # (B, m, m)                                  the iteration's basin
-        eye = torch.eye(m, dtype=gram.dtype, device=gram.device).expand_as(gram)
-        q = eye
-        for _ in range(steps):
-            poly = torch.baddbmm(a * eye + b * gram, gram, gram, alpha=c)  # p(G_k) = a I + b G_k + c G_k^2
-            q = poly @ q
-            gram = poly @ gram @ poly  # G_{k+1} = X_{k+1} X_{k+1}^T = p(G_k) G_k p(G_k)
-        x = q @ x
-        for j, i in enumerate(members):
-            out[i] = x[j, :, :wide[i].shape[1]]
-    return [x.T if m.shape[0] > m.shape[1] else x for x, m in zip(out, matrices)]
+    x = matrix.float()
+    tall = x.shape[0] > x.shape[1]
+    if tall:  # iterate on the wide side: the Gram matrix is the smaller one
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the iteration's basin
+    gram = x @ x.T  # (m, m)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    q = eye
+    for _ in range(steps):
+        poly = torch.addmm(a * eye + b * gram, gram, gram, alpha=c)  # p(G_k) = a I + b G_k + c G_k^2
+        q = poly @ q
+        gram = poly @ gram @ poly  # G_{k+1} = X_{k+1} X_{k+1}^T = p(G_k) G_k p(G_k)
+    x = q @ x
+    return x.T if tall else x
 
 
 class MuonAdamW(torch.optim.AdamW):
@@ -107,7 +89,6 @@ class MuonAdamW(torch.optim.AdamW):
 
     def _muon_step(self, group: dict[str, Any]) -> None:
         lr, decay, mu = group["lr"], group["weight_decay"], group["muon_momentum"]
-        params, updates = [], []
         for param in group["params"]:
             if param.grad is None:
                 continue
@@ -119,12 +100,10 @@ class MuonAdamW(torch.optim.AdamW):
             buffer = state["momentum_buffer"]
             buffer.lerp_(param.grad, 1.0 - mu)
             update = param.grad.lerp(buffer, mu)  # Nesterov: the gradient pulled towards the new momentum
-            params.append(param)
-            updates.append(update.reshape(update.shape[0], -1))
-        for param, direction in zip(params, orthogonalise_all(updates, group["ns_steps"])):
-            scale = 0.2 * math.sqrt(max(direction.shape))
+            matrix = update.reshape(update.shape[0], -1)
+            scale = 0.2 * math.sqrt(max(matrix.shape))
             param.mul_(1.0 - lr * decay)
-            param.add_(direction.reshape(param.shape).to(param.dtype), alpha=-lr * scale)
+            param.add_(orthogonalise(matrix, group["ns_steps"]).view(param.shape).to(param.dtype), alpha=-lr * scale)
 
 
 def build_optimizer(config: OptimConfig, model: nn.Module, extra_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
