@@ -233,7 +233,12 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     assert made["torch"] == torch.__version__ and made["lightning"] == lightning.__version__
     assert made["numpy"] == numpy.__version__ and made["code"] == code_digest() and len(made["code"]) == 40
     assert made["precision"] in ("32-true", "bf16-mixed") and made["threads"] == torch.get_num_threads()
-    assert isinstance(made["command"], list)
+    assert isinstance(made["command"], list) and made["cwd"] == os.getcwd()
+    import albumentations
+    import cv2  # and what the reproducibility review found missing: the image warps' libraries, the instruction set
+
+    assert made["opencv"] == cv2.__version__ and made["albumentations"] == albumentations.__version__
+    assert made["cpu"] == torch.backends.cpu.get_cpu_capability() and made["cpu"]  # e.g. "AVX512"
     from posepart.engine.checkpoint import provenance
 
     with pytest.MonkeyPatch.context() as patch:  # a launcher's own argv (a Path, a number): stored as strings, so

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import sys
 import zipfile
@@ -203,18 +204,24 @@ def code_digest() -> str:
 
 
 def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
-    """What made a checkpoint, beside its config: the versions of the code and libraries, the threads, processes
-    and precision it trained with (the precision as run: `auto` resolved) and the command line. The weights depend
-    on each of them."""
+    """What made a checkpoint, beside its config: the versions of the code and libraries (OpenCV and
+    albumentations warp the training images), the CPU's instruction set (oneDNN picks its kernels by it: another
+    sum order, README "Reproducibility"), the threads, processes and precision it trained with (the precision as
+    run: `auto` resolved), and the command line with the folder it ran in (its paths may be relative). The weights
+    depend on each of them."""
+    import albumentations
+    import cv2
     import lightning
     import numpy
 
     from posepart import __version__
 
     return {"posepart": __version__, "code": code_digest(), "torch": str(torch.__version__),
-            "lightning": lightning.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "precision": precision, "world_size": world_size,
-            "command": [str(arg) for arg in sys.argv]}  # a launcher may put Paths there: plain strings only
+            "lightning": lightning.__version__, "numpy": numpy.__version__, "opencv": cv2.__version__,
+            "albumentations": albumentations.__version__, "python": platform.python_version(),
+            "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "precision": precision, "world_size": world_size,
+            "command": [str(arg) for arg in sys.argv], "cwd": os.getcwd()}  # a launcher may put Paths in argv
 
 
 def recorded_sources(path: str | Path) -> list[dict[str, Any]]:
