@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from posepart.cli import main
 
@@ -111,7 +112,8 @@ def check_demo_folder(out: Path, jobs: int, tmp_path: Path) -> None:
                 "| joint net, pose masked |", "| joint |"):
         assert row in report
     assert (out / "curves.png").is_file() and (out / "predictions.png").is_file()
-    assert "training on 40 images per model" in report
+    assert "training on 40 images per model" in report and "1 thread each, " in report
+    assert f"on a CPU with {torch.backends.cpu.get_cpu_capability()}" in report  # what the numbers depend on
     steps = [line for line in (out / "demo_cpu_joint" / "config.yaml").read_text().splitlines() if "max_steps" in line]
     assert steps == ["  max_steps: 5"]  # 40 images / batch 8: the schedule is planned over the budget
     config = (out / "demo_cpu_joint" / "config.yaml").read_text()

@@ -92,6 +92,17 @@ def default_train_images() -> int:
     return DEFAULT_TRAIN_IMAGES if native_bf16(on_cpu=True) else FLOAT32_TRAIN_IMAGES
 
 
+def machine_kind() -> str:
+    """What the demo's numbers depend on beside the code, the libraries and the threads (README, "Reproducibility"):
+    the CPU's instruction set, and whether it runs the configs' bfloat16 natively (`train.precision: auto`)."""
+    import torch
+
+    from posepart.engine.trainer import native_bf16
+
+    precision = "bfloat16" if native_bf16(on_cpu=True) else "float32"
+    return f"{precision} on a CPU with {torch.backends.cpu.get_cpu_capability()}"
+
+
 def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
     """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
     stamp = root / "synth.json"
@@ -165,8 +176,8 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
         figures.append(plot_training_curves(curves, out / "curves.png", hide))
     title = (f"posepart demo: {counts['images']} synthetic validation images ({size}x{size}, seed {seed + 1}), "
              f"{counts['people']} labelled people; training on {train_images} images per model ({n_train} distinct, "
-             f"seed {seed}, {DEMO_THREADS} thread each)" + (f", at most {train_minutes:g} min each" if train_minutes
-                                                            else "")
+             f"seed {seed}, {DEMO_THREADS} thread each, {machine_kind()})"
+             + (f", at most {train_minutes:g} min each" if train_minutes else "")
              + f"; the oracle at the joint model's pose stride {joint.model.pose_stride}"
              + f"; scenes: {scene}")
     report = write_report(out, title, rows, val.schema, figures)
