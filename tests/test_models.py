@@ -355,6 +355,18 @@ def test_pretrained_needs_width_one(name: str, tmp_path: Path) -> None:
         load_vgg16_weights(VGGTrunk(width=0.25), tmp_path / "never_read.pth")
 
 
+def test_the_weight_loader_refuses_a_batch_norm_network_in_words(tmp_path: Path,
+                                                                  vgg16_state: dict[str, torch.Tensor]) -> None:
+    """The loader asks the whole of `check_fits`: before, it asked the width only, and a BatchNorm network met
+    `AttributeError: 'ReLU' object has no attribute 'weight'` (the torchvision indices land on other layers there)."""
+    from posepart.models.pretrained import PretrainedError
+
+    torch.save(features_only(vgg16_state), tmp_path / "vgg16.pth")
+    for model in (VGGTrunk(batch_norm=True), paf_vgg16(TINY, width=1.0, stages=1, batch_norm=True)):
+        with pytest.raises(PretrainedError, match=r"are for the plain network: set batch_norm=False"):
+            load_vgg16_weights(model, tmp_path / "vgg16.pth")
+
+
 def test_pretrained_errors_name_the_keys(tmp_path: Path, vgg16_state: dict[str, torch.Tensor]) -> None:
     state = features_only(vgg16_state)
     missing = dict(state)

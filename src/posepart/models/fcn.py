@@ -120,6 +120,7 @@ class FCNHead(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.variant = variant
         self.width = width
+        self.batch_norm = batch_norm  # (the weight loader's `check_fits` asks it)
         self.fc_width = fc_width
         c5 = scaled(512, width)
 

@@ -102,7 +102,7 @@ def load_vgg16_weights(module: nn.Module, path: Path | str) -> list[str]:
     if not targets:
         raise PretrainedError(f"{type(module).__name__} has no VGG16-compatible submodule (VGGTrunk or FCNHead)")
     for _, m in targets:
-        check_fits(path, width=float(getattr(m, "width", 1.0)))
+        check_fits(path, width=float(getattr(m, "width", 1.0)), batch_norm=bool(getattr(m, "batch_norm", False)))
     state = read_state_dict(path)
 
     copies: list[tuple[Tensor, Tensor, str]] = []  # (destination parameter, source value, source key)
