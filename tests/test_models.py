@@ -119,7 +119,7 @@ def test_stage_seg_refined_by_skips_starts_as_bilinear_upsampling(seg_stride: in
     with torch.no_grad():
         out = model(x)
         _, _, coarse = model.pose_head(model.trunk(x)["features"])  # [(1, P, 8, 6)] * 2
-    assert model.meta.parts_stride == seg_stride == model.parts_stride
+    assert model.meta.parts_stride == seg_stride and not hasattr(model, "parts_stride")  # `meta` alone says it
     assert [p.shape for p in out.parts] == [(1, schema.num_parts, 64 // seg_stride, 48 // seg_stride)] * 2
     for refined, logits in zip(out.parts, coarse):
         expected = logits
@@ -654,3 +654,14 @@ def test_models_smooth_heatmaps_at_inference_only():
     with pytest.raises(ValueError, match="heatmap_smoothing needs a pose_head"):
         PosePartNet(VGGTrunk(**SMALL), FCNHead(VGGTrunk(**SMALL).output_shapes()["conv4_3"].channels, 3, **SMALL_FC),
                     None, schema=TINY, heatmap_smoothing=0.75)
+
+
+def test_every_output_stride_has_its_skips_in_both_refinements() -> None:
+    """`heads.OUTPUT_STRIDES` is the one list of the strides heads output (configs, `evaluate --stride`, the builders
+    check against it; `models/refine.py` once kept its own copy): each refinement kind has skips for each."""
+    from posepart.heads import OUTPUT_STRIDES
+    from posepart.models.refine import SKIPS_TO_STRIDE
+
+    for kind, skips in SKIPS_TO_STRIDE.items():
+        assert sorted(skips) == sorted(OUTPUT_STRIDES), kind
+        assert all(len(skips[s]) == {8: 0, 4: 1, 2: 2}[s] for s in skips)  # each skip halves the stride

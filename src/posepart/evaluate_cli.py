@@ -14,7 +14,7 @@ from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, wi
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.errors import OutputError, UsageError, output_folder
 from posepart.files import read_earlier_json
-from posepart.heads import INPUT_SIZE, POSE_STRIDES, HeadMeta
+from posepart.heads import INPUT_SIZE, OUTPUT_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
 
@@ -302,7 +302,7 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")
-    p.add_argument("--stride", type=int, choices=POSE_STRIDES,
+    p.add_argument("--stride", type=int, choices=OUTPUT_STRIDES,
                    help=f"--oracle: the pose stride to score (default {HeadMeta.pose_stride}); --checkpoint: the "
                         f"model's own, checked")
     p.add_argument("--sigma", type=positive, help=f"--oracle: the heatmaps' Gaussian sigma in input pixels (default "

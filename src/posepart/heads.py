@@ -18,7 +18,7 @@ from posepart.errors import PosepartError
 from posepart.schema import Schema
 
 OutputStride = Literal[8, 4, 2]  # what the heads can output (8: the trunk's; 4, 2: refined by skips from the trunk)
-POSE_STRIDES: tuple[int, ...] = get_args(OutputStride)
+OUTPUT_STRIDES: tuple[int, ...] = get_args(OutputStride)  # pose maps' and part maps' alike
 INPUT_SIZE = 368  # the network input side (OpenPose's) wherever none is given: configs, synthetic scenes, FLOP counts
 
 

@@ -26,13 +26,13 @@ from typing import Any, Callable, Literal, get_args
 from torch import nn
 
 from ..errors import UsageError
-from ..heads import POSE_STRIDES, HeadMeta
+from ..heads import OUTPUT_STRIDES, HeadMeta
 from ..schema import Schema
 from .fcn import FCNHead, FCNVariant
 from .joint import PosePartNet
 from .pose import PAFStages
 from .pretrained import check_fits, load_vgg16_weights, resolve_weights
-from .refine import OUTPUT_STRIDES, RefineKind, ResidualRefine, SkipRefine, refinement_skips
+from .refine import RefineKind, ResidualRefine, SkipRefine, refinement_skips
 from .trunk import Activation, VGGTrunk, scaled, use_activation
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
@@ -76,8 +76,8 @@ def _pose_head(trunk: VGGTrunk, schema: Schema, stages: int, width: float, stage
 def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float,
                  refine: RefineKind) -> nn.ModuleDict | None:
     """`ResidualRefine` of heatmaps and PAFs to `pose_stride` (None at the trunk's stride 8)."""
-    if pose_stride not in POSE_STRIDES:
-        raise ValueError(f"pose_stride must be one of {list(POSE_STRIDES)}, got {pose_stride!r}")
+    if pose_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"pose_stride must be one of {list(OUTPUT_STRIDES)}, got {pose_stride!r}")
     skips = refinement_skips(trunk.output_shapes(), pose_stride, refine)
     if not skips:
         return None

@@ -68,19 +68,16 @@ class PosePartNet(nn.Module):
         self.smooth_heatmaps = HeatmapSmoothing(heatmap_smoothing, schema.num_joints) if heatmap_smoothing else None
         self.schema = schema  # the dataset schema the heads were sized for (None when built by hand)
         self.stride: int = int(trunk.stride)  # the input's height and width must be multiples of it
-        self.pose_stride: int | None = None
+        pose_stride = parts_stride = None  # what `meta` holds: the strides the heads' outputs came out at
         if pose_head is not None:
-            self.pose_stride = int((pose_refine["heatmaps"] if pose_refine is not None else pose_head).output_stride)
+            pose_stride = int((pose_refine["heatmaps"] if pose_refine is not None else pose_head).output_stride)
         if seg_head is not None:
-            self.parts_stride: int = int(seg_head.output_stride)
+            parts_stride = int(seg_head.output_stride)
         elif stage_seg:
-            self.parts_stride = int((parts_refine or pose_head).output_stride)  # type: ignore[union-attr]
-        else:
-            self.parts_stride = 1
+            parts_stride = int((parts_refine or pose_head).output_stride)  # type: ignore[union-attr]
         self.meta: HeadMeta | None = None
         if schema is not None:
-            self.meta = HeadMeta(schema, pose_stride=self.pose_stride,
-                                 parts_stride=self.parts_stride if self.has_parts else None,
+            self.meta = HeadMeta(schema, pose_stride=pose_stride, parts_stride=parts_stride,
                                  sigma=float(sigma), paf_width=float(paf_width), input_multiple=self.stride,
                                  heatmap_smoothing=float(heatmap_smoothing))
 

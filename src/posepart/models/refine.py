@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..heads import OUTPUT_STRIDES
 from .fcn import BilinearUpsample, zero_scorer
 from .trunk import ShapeSpec, conv_block
 
@@ -28,7 +29,6 @@ SKIPS_TO_STRIDE: dict[str, dict[int, tuple[str, ...]]] = {
     "deep": {8: (), 4: ("conv3_3",), 2: ("conv3_3", "conv2_2")},
     "fcn": {8: (), 4: ("pool2",), 2: ("pool2", "pool1")},
 }
-OUTPUT_STRIDES: tuple[int, ...] = tuple(SKIPS_TO_STRIDE["deep"])
 
 
 def refinement_skips(shapes: dict[str, ShapeSpec], stride: int, kind: RefineKind) -> dict[str, ShapeSpec]:
