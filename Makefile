@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install bench clean
 
-# requirements.lock's versions need Python >= 3.11 (numpy 2.4 has no 3.10 wheels): say so, not pip's ResolutionImpossible
+# requirements.lock's versions need Python >= 3.11 (numpy 2.4 has no 3.10 wheels): said so, not pip's
+# ResolutionImpossible
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "make needs Python >= 3.11 for requirements.lock (this is " + sys.version.split()[0] + "): make PYTHON=python3.11 ..., or pip install -e .[test] without the lock")'
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "make needs Python >= 3.11 for the lock, \
+	not " + sys.version.split()[0] + ": make PYTHON=python3.11, or pip install -e .[test] without it")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 

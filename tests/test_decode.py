@@ -481,8 +481,8 @@ def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
 
 
 def test_decode_without_numba_gives_the_same_people() -> None:
-    """With numba unimportable the decoder warns once, when it first runs, and runs the plain Python/numpy path: same people, and the
-    part-instance assignment takes its numpy path: same instance map."""
+    """With numba unimportable the decoder warns once, when it first runs, and runs the plain Python/numpy path: same
+    people, and the part-instance assignment takes its numpy path: same instance map."""
     import subprocess
     import sys
     import textwrap

@@ -133,7 +133,7 @@ def check_demo_folder(out: Path, jobs: int, tmp_path: Path) -> None:
     assert set(joint["flip"]) == {"segmentation", "pose"} and set(pose_arm["flip"]) == {"pose"}
     assert set(parts_arm["flip"]) == {"segmentation"} and set(fcn["flip"]) == {"segmentation"}
     assert "## With test-time flipping (%)" in report and "| joint net, parts masked |" in report.split("flipping")[1]
-    flipped = tmp_path / f"flipped{jobs}.json"  # the flip scores are what `posepart evaluate --flip` gives its checkpoint
+    flipped = tmp_path / f"flipped{jobs}.json"  # the flip scores: what `posepart evaluate --flip` gives its checkpoint
     assert main(["evaluate", "--checkpoint", str(out / "demo_cpu_joint" / "checkpoints" / "last.ckpt"), "--data",
                  str(out / "data" / "val"), "--flip", "--out", str(flipped)]) == 0
     cli = json.loads(flipped.read_text())

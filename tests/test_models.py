@@ -490,7 +490,7 @@ def test_batch_norm_variants_shapes_and_layout() -> None:
     tv = torchvision.models.vgg16_bn(weights=None).features
     trunk = model.trunk.features
     assert [type(m) for m in trunk] == [type(m) for m in tv[: len(trunk)]]
-    assert model.trunk.pool3_index == 23 and isinstance(trunk[23], nn.MaxPool2d)
+    assert [i for i, m in enumerate(trunk) if isinstance(m, nn.MaxPool2d)] == [6, 13, 23]  # pool3: FCN8's skip
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     n_hidden = sum(isinstance(m, nn.Conv2d) and m.bias is None for m in model.modules())
     assert n_bn == n_hidden > 20  # every hidden conv, and those drop their (redundant) bias

@@ -1,8 +1,9 @@
 """`HeadMeta`: what a model's output maps are, in one object (openpifpaf's `headmeta` is the model).
 
 The model builds it, checkpoints / .safetensors / ONNX exports carry it, and everything that makes or reads the maps
-takes its geometry from it: the target builder (grid, Gaussian sigma, PAF width), the loss (channel counts), the
-decoder (stride, sigma prior), flip / multi-scale TTA, the Predictor and evaluation. So a stride or sigma is written
+takes its geometry from it: the target builder (grid, Gaussian sigma, PAF width), the decoder (stride, sigma
+prior), flip / multi-scale TTA, the Predictor and evaluation (the loss compares maps with targets of the same grid, and
+takes its channel counts from the schema that sized the heads). So a stride or sigma is written
 once, where the model is configured, and a value that contradicts it is an error, not a silent AP of 0.
 
 Geometry (docs/conventions.md): output cell g of a stride-s map is centred at input pixel s*g + (s-1)/2.
@@ -75,8 +76,8 @@ class HeadMeta:
         are not guessed: a wrong guess decodes every map on the wrong grid)."""
         head = getattr(model, "meta", None)
         if not isinstance(head, cls):
-            raise ValueError(f"the model ({type(model).__name__}) carries no HeadMeta (`model.meta`): build it with "
-                             f"posepart.models.build_model, or give it one")
+            raise HeadMetaError(f"the model ({type(model).__name__}) carries no HeadMeta (`model.meta`): build it with "
+                                f"posepart.models.build_model, or give it one")
         return head
 
     @property

@@ -19,7 +19,7 @@ from posepart.data.augment import AugmentConfig
 from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
-from posepart.losses.pose import FOCAL_BETA
+from posepart.losses.pose import FOCAL_BETA, HeatmapLoss, MaskMode
 from posepart.models.build import MODELS, ModelName, SegHead, builder_options, check_seg_head
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
@@ -179,9 +179,9 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    mask: Literal["openpose", "seed"] = "openpose"
+    mask: MaskMode = "openpose"
     # "focal": CenterNet's penalty-reduced focal loss on the joint heatmaps (the model then ends them in a sigmoid)
-    heatmap: Literal["mse", "focal"] = "mse"
+    heatmap: HeatmapLoss = "mse"
     # focal: the exponent beta of the penalty reduction (1 - y)^beta near a joint (CenterNet: 4). A smaller beta
     # penalises values next to a joint's peak more, so fewer side maxima (the demo: 2, docs/training.md)
     focal_beta: float = FOCAL_BETA

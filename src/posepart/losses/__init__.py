@@ -1,4 +1,5 @@
-"""Training losses: part segmentation cross-entropy, masked heatmap/PAF MSE, and pluggable task weighting."""
+"""Training losses: part segmentation cross-entropy, masked heatmap (MSE or focal) and PAF (MSE) losses, and
+pluggable task weighting."""
 
 from posepart.losses.multitask import LossResult, PosePartLoss
 from posepart.losses.pose import (

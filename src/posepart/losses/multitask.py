@@ -8,13 +8,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from posepart.losses.pose import FOCAL_BETA, SEED_THRESHOLD, HeatmapLoss, MaskMode, PoseLoss
+from posepart.losses.pose import FOCAL_BETA, SEED_THRESHOLD, TARGET_KEYS, HeatmapLoss, MaskMode, PoseLoss
 from posepart.losses.seg import SegLoss
-from posepart.losses.weighting import FixedWeighting, TaskWeighting
+from posepart.losses.weighting import FixedWeighting, TaskWeighting, weighted_total
 from posepart.schema import Schema
 
 # Task name -> the model-output attribute holding its per-stage list (also the batch key of its target).
-TASK_OUTPUTS: dict[str, str] = {"seg": "parts", "heatmap": "heatmaps", "paf": "pafs"}
+TASK_OUTPUTS: dict[str, str] = {"seg": "parts", **TARGET_KEYS}
 
 
 @dataclass
@@ -45,13 +45,14 @@ def output_stages(output: Any, name: str) -> list[Tensor]:
 
 
 class PosePartLoss(nn.Module):
-    """The multi-task loss: L = weighting({"seg": L_seg, "heatmap": L_heat, "paf": L_paf}).
+    """The multi-task loss: L = the sum of weighting.terms({"seg": L_seg, "heatmap": L_heat, "paf": L_paf}).
 
     Each L_task is the sum over the model's stages (intermediate supervision) of that stage's loss; tasks whose output
     list is empty are skipped (no term, no weighting parameter used). Segmentation: `SegLoss` (cross-entropy,
     logits upsampled bilinearly to the label size, set-valued labels via `allowed_sets`). Pose: `PoseLoss` (masked
-    MSE, mask mode "openpose" or "seed"). Default weighting: `FixedWeighting()`, the seed paper's unweighted sum.
-    With a learnable weighting (e.g. `UncertaintyWeighting`) pass this module's `parameters()` to the optimizer.
+    MSE, or the focal loss on the joint heatmaps; mask mode "openpose" or "seed"). Default weighting:
+    `FixedWeighting()`, the seed paper's unweighted sum. With a learnable weighting (e.g. `UncertaintyWeighting`) pass
+    this module's `parameters()` to the optimizer.
     """
 
     def __init__(
@@ -151,7 +152,7 @@ class PosePartLoss(nn.Module):
         if not task_losses:
             raise ValueError("the model output has no parts, heatmaps or pafs stages to supervise")
         weighted = self.weighting.terms(task_losses, present)
-        total = torch.stack(list(weighted.values())).sum()
+        total = weighted_total(weighted)
         terms["total"] = total.detach()
         terms.update(self.weighting.log_terms())
         if not keep_tasks:

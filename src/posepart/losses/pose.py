@@ -1,4 +1,5 @@
-"""Masked MSE for confidence maps (heatmaps) and part affinity fields, summed over stages.
+"""Masked losses of the confidence maps (heatmaps: MSE, or CenterNet's focal loss on the joint channels) and the part
+affinity fields (MSE), one per stage.
 
 Per stage and task, with a weight W (B, C, h, w) that is 0 wherever there is nothing to learn:
 
@@ -24,7 +25,7 @@ PAF channel layout: limb l of `schema.skeleton` owns channels (2l, 2l+1) = its (
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,9 @@ from torch import Tensor, nn
 from posepart.schema import Schema
 
 MaskMode = Literal["openpose", "seed"]
-MASK_MODES: tuple[str, ...] = ("openpose", "seed")
 PoseTask = Literal["heatmap", "paf"]
 HeatmapLoss = Literal["mse", "focal"]
+TARGET_KEYS: dict[str, str] = {"heatmap": "heatmaps", "paf": "pafs"}  # pose task -> its batch target (and output)
 SEED_THRESHOLD = 0.02  # `mask: seed`: a heatmap cell is supervised where its target exceeds this (the seed's W(p))
 
 
@@ -113,10 +114,10 @@ class PoseLoss(nn.Module):
     def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = SEED_THRESHOLD,
                  heatmap_loss: HeatmapLoss = "mse", focal_beta: float = FOCAL_BETA) -> None:
         super().__init__()
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-        if heatmap_loss not in ("mse", "focal"):
-            raise ValueError(f"heatmap_loss must be 'mse' or 'focal', got {heatmap_loss!r}")
+        if mask_mode not in get_args(MaskMode):
+            raise ValueError(f"mask_mode must be one of {get_args(MaskMode)}, got {mask_mode!r}")
+        if heatmap_loss not in get_args(HeatmapLoss):
+            raise ValueError(f"heatmap_loss must be one of {get_args(HeatmapLoss)}, got {heatmap_loss!r}")
         self.schema = schema
         self.mask_mode = mask_mode
         self.seed_threshold = seed_threshold
@@ -127,14 +128,14 @@ class PoseLoss(nn.Module):
         """The (B, C, h, w) float32 weight W of `task` ("heatmap" or "paf") for this batch."""
         weight = self.labelled(task, batch)
         if self.mask_mode == "seed":
-            gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+            gt = batch[TARGET_KEYS[task]]
             weight = weight * (seed_heatmap_mask(gt, self.seed_threshold) if task == "heatmap" else seed_paf_mask(gt))
         return weight
 
     def labelled(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
         """The (B, C, h, w) float32 mask of the entries the batch's labels cover (`has_pose`, `joint_mask`,
         `pose_mask`): W without the seed mask."""
-        gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+        gt = batch[TARGET_KEYS[task]]
         b, c, h, w = gt.shape
         expected = self.schema.heatmap_channels if task == "heatmap" else self.schema.paf_channels
         if c != expected:
@@ -153,9 +154,9 @@ class PoseLoss(nn.Module):
 
     def forward(self, task: PoseTask, stages: Sequence[Tensor], batch: Mapping[str, Tensor]) -> list[Tensor]:
         """One scalar loss per stage of `task`; every stage is compared with the same target and weight."""
-        if task not in ("heatmap", "paf"):
-            raise ValueError(f"task must be 'heatmap' or 'paf', got {task!r}")
-        gt = batch["heatmaps" if task == "heatmap" else "pafs"]
+        if task not in TARGET_KEYS:
+            raise ValueError(f"task must be one of {tuple(TARGET_KEYS)}, got {task!r}")
+        gt = batch[TARGET_KEYS[task]]
         weight = self.weight(task, batch)
         if task == "heatmap" and self.heatmap_loss == "focal":
             k = self.schema.num_joints  # joints, then the background channel

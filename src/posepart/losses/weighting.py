@@ -17,6 +17,11 @@ import torch
 from torch import Tensor, nn
 
 
+def weighted_total(terms: Mapping[str, Tensor]) -> Tensor:
+    """The total to minimise: the sum of the tasks' weighted terms (`TaskWeighting.terms`)."""
+    return torch.stack(list(terms.values())).sum()
+
+
 class TaskWeighting(nn.Module, ABC):
     """Maps {task name: scalar loss} to each task's weighted term; the total to minimise is their sum."""
 
@@ -29,7 +34,7 @@ class TaskWeighting(nn.Module, ABC):
         """The weighted total: the sum of `terms`."""
         if not losses:
             raise ValueError("no task losses to weight")
-        return torch.stack(list(self.terms(losses, present).values())).sum()
+        return weighted_total(self.terms(losses, present))
 
     def _set_tasks(self, tasks: Sequence[str]) -> None:
         """For a weighting with per-task state: `tasks` (one slot each, in this order) and their index."""

@@ -55,9 +55,8 @@ def use_activation(model: nn.Module, activation: Activation) -> nn.Module:
 # VGG16 configuration up to conv4_3: channel counts, "M" = 2x2 max-pool. Its layer indices in torchvision's
 # `features` Sequential (conv, ReLU, ..., pool) are reproduced exactly by `_vgg_layers`.
 VGG16_TO_CONV4_3: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
-# torchvision `features` index of each conv above (conv1_1 .. conv4_3) and of the pools.
+# torchvision `features` index of each conv above (conv1_1 .. conv4_3).
 VGG16_CONV_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)
-VGG16_POOL_INDICES: tuple[int, ...] = (4, 9, 16)
 
 
 def conv_block(in_channels: int, out_channels: int, kernel: int, *, batch_norm: bool) -> list[nn.Module]:
@@ -109,7 +108,6 @@ class VGGTrunk(nn.Module):
         self.batch_norm = batch_norm
         self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width, batch_norm))
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
-        self.pool3_index = pools[2]  # its output is "pool3" (256 ch, stride 8), the FCN8 skip
         # features index -> output name: every pool's output, and the (ReLU) output of the last conv before pools
         # 2 and 3, the deepest map at strides 2 and 4
         self._out_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}
@@ -119,15 +117,11 @@ class VGGTrunk(nn.Module):
         if cpm:
             # OpenPose's adapter: reduce VGG's 512 channels to the 128 the pose stages expect (3x3 convs + ReLU).
             c_mid, c_out = scaled(256, width), scaled(128, width)
-            if batch_norm:
-                conv3, bn3, relu3 = conv_block(c4, c_mid, 3, batch_norm=True)
-                conv4, bn4, relu4 = conv_block(c_mid, c_out, 3, batch_norm=True)
-                layers = OrderedDict(conv4_3_CPM=conv3, bn4_3_CPM=bn3, relu4_3_CPM=relu3,
-                                     conv4_4_CPM=conv4, bn4_4_CPM=bn4, relu4_4_CPM=relu4)
-            else:
-                conv3, relu3 = conv_block(c4, c_mid, 3, batch_norm=False)
-                conv4, relu4 = conv_block(c_mid, c_out, 3, batch_norm=False)
-                layers = OrderedDict(conv4_3_CPM=conv3, relu4_3_CPM=relu3, conv4_4_CPM=conv4, relu4_4_CPM=relu4)
+            kinds = ("conv", "bn", "relu") if batch_norm else ("conv", "relu")  # OpenPose's names: conv4_3_CPM, ...
+            layers: OrderedDict[str, nn.Module] = OrderedDict()
+            for name, c_in, c in (("4_3_CPM", c4, c_mid), ("4_4_CPM", c_mid, c_out)):
+                layers.update((f"{kind}{name}", layer)
+                              for kind, layer in zip(kinds, conv_block(c_in, c, 3, batch_norm=batch_norm), strict=True))
             self.cpm = nn.Sequential(layers)
         init_conv_kaiming(self)
 
@@ -157,7 +151,7 @@ class VGGTrunk(nn.Module):
             if i in self._out_names:
                 # The next layer that acts in place (a ReLU) acts on a later conv's *output*, so this tensor stays
                 # intact: a pool reads a conv block's output without changing it.
-                out[self._out_names[i]] = h  # pool1 (B, 64w, H/2, W/2) .. pool3 (B, 256w, H/8, W/8)
+                out[self._out_names[i]] = h  # pool1, conv2_2 (B, 64w | 128w, H/2, W/2) .. pool3 (B, 256w, H/8, W/8)
         out["conv4_3"] = h  # (B, 512w, H/8, W/8), after ReLU
         if self.cpm is not None:
             out["features"] = self.cpm(h)  # (B, 128w, H/8, W/8)
