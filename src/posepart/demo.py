@@ -94,13 +94,12 @@ def default_train_images() -> int:
 
 def machine_kind() -> str:
     """What the demo's numbers depend on beside the code, the libraries and the threads (README, "Reproducibility"):
-    the CPU's instruction set, and whether it runs the configs' bfloat16 natively (`train.precision: auto`)."""
-    import torch
+    the CPU's kind (`cpu_kind`), first whether it runs the configs' bfloat16 natively (`train.precision: auto`)."""
+    from posepart.engine.checkpoint import cpu_kind
 
-    from posepart.engine.trainer import native_bf16
-
-    precision = "bfloat16" if native_bf16(on_cpu=True) else "float32"
-    return f"{precision} on a CPU with {torch.backends.cpu.get_cpu_capability()}"
+    cpu = cpu_kind()
+    cap = f", oneDNN capped at {cpu['onednn_max_isa']}" if cpu["onednn_max_isa"] else ""
+    return f"{'bfloat16' if cpu['bf16'] else 'float32'} on a CPU with {cpu['capability']}{cap}"
 
 
 def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:

@@ -25,9 +25,8 @@ try:
     import numba
 except Exception as err:  # noqa: BLE001 - numba refuses numpy versions it was not built for, with an ImportError
     numba = None
-    _MISSING: str | None = f"{type(err).__name__}: {err}"  # said once, when the decoder first runs (`use_compiled`):
-else:  # before, on import, so every command said it (`--help`, `synth`) in the documented install without numba
-    _MISSING = None
+    _MISSING = f"{type(err).__name__}: {err}"  # said when the decoder first runs (`use_compiled`): before, on import,
+    # so every command said it (`--help`, `synth`) in the documented install without numba
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,13 +38,11 @@ def jit(fn: F) -> F:
 
 
 def use_compiled(requested: bool | None) -> bool:
-    """Whether a function with both paths runs its compiled one: as `requested`, or (None) when numba is available
-    (without it, warns the first time)."""
-    global _MISSING
-    if numba is None and _MISSING is not None:
-        warnings.warn(f"numba unavailable ({_MISSING}): the decoder runs its slower numpy paths", PosepartWarning,
-                      stacklevel=3)
-        _MISSING = None
+    """Whether a function with both paths runs its compiled one: as `requested`, or (None) when numba is available.
+    Without numba the default choice warns, from this line: Python's default filter says it once per process (a
+    flag of our own would be spent where a caller's filter hid the warning)."""
+    if requested is None and numba is None:
+        warnings.warn(f"numba unavailable ({_MISSING}): the decoder runs its slower numpy paths", PosepartWarning)
     return numba is not None if requested is None else requested
 
 

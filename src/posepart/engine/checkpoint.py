@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -205,23 +206,34 @@ def code_digest() -> str:
 
 def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
     """What made a checkpoint, beside its config: the versions of the code and libraries (OpenCV and
-    albumentations warp the training images), the CPU's instruction set (oneDNN picks its kernels by it: another
-    sum order, README "Reproducibility"), the threads, processes and precision it trained with (the precision as
-    run: `auto` resolved), and the command line with the folder it ran in (its paths may be relative). The weights
-    depend on each of them."""
-    import albumentations
+    albumentations warp the training images), the CPU (`cpu_kind`), the threads, processes and precision it trained
+    with (the precision as run: `auto` resolved), and the command line with the folder it ran in (its paths may be
+    relative). The weights depend on each of them."""
     import cv2
     import lightning
     import numpy
 
     from posepart import __version__
 
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # the folder it was launched in, deleted since: the save must not fail for it
+        cwd = None
     return {"posepart": __version__, "code": code_digest(), "torch": str(torch.__version__),
             "lightning": lightning.__version__, "numpy": numpy.__version__, "opencv": cv2.__version__,
-            "albumentations": albumentations.__version__, "python": platform.python_version(),
-            "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "precision": precision, "world_size": world_size,
-            "command": [str(arg) for arg in sys.argv], "cwd": os.getcwd()}  # a launcher may put Paths in argv
+            # its version from the metadata: importing albumentations asks PyPI for a newer one (a warning offline)
+            "albumentations": importlib.metadata.version("albumentations"), "python": platform.python_version(),
+            "cpu": cpu_kind(), "threads": torch.get_num_threads(), "precision": precision, "world_size": world_size,
+            "command": [str(arg) for arg in sys.argv], "cwd": cwd}  # a launcher may put Paths in argv
+
+
+def cpu_kind() -> dict[str, Any]:
+    """What of the CPU the numbers depend on (README, "Reproducibility"): torch's own kernels' instruction set, whether
+    oneDNN runs bfloat16 natively (AVX512-BF16 or AMX), and a cap set on oneDNN's instruction set (`ONEDNN_MAX_CPU_ISA`:
+    the capability torch reports does not see it, though it changes oneDNN's kernels and their sums)."""
+    return {"capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
 def recorded_sources(path: str | Path) -> list[dict[str, Any]]:

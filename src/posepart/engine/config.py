@@ -226,9 +226,10 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
 
         try:
             make_aggregator(config.loss.aggregator)
-        except ImportError as err:
-            raise ConfigError(f"loss.aggregator: {config.loss.aggregator!r} needs what torchjd's extra installs "
-                              f"({err}): pip install 'torchjd[quadprog-projector]'") from None
+        except ImportError:  # (torchjd's own message spells the extra as pip before 23.3 did not take it)
+            raise ConfigError(f"loss.aggregator: {config.loss.aggregator!r} needs the solvers torchjd's extra installs "
+                              f"(qpsolvers, quadprog), not installed here: pip install 'torchjd[quadprog-projector]'"
+                              ) from None
 
 
 def warn_unused_model_options(model: ModelConfig) -> None:
