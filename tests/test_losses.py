@@ -204,10 +204,10 @@ def test_seed_mask_ignores_background_false_positives() -> None:
     batch = pose_batch(heatmaps=gt)
     pred = gt.clone()
     pred[0, 0, 1, 1] = 1.0  # false positive for joint a far from the person
-    assert PoseLoss(TINY, "openpose")("heatmap", [pred], batch)[0].item() == pytest.approx(1 / 16)
-    assert PoseLoss(TINY, "seed")("heatmap", [pred], batch)[0].item() == 0.0
+    assert PoseLoss(TINY, mask_mode="openpose")("heatmap", [pred], batch)[0].item() == pytest.approx(1 / 16)
+    assert PoseLoss(TINY, mask_mode="seed")("heatmap", [pred], batch)[0].item() == 0.0
     pred[0, 0, 0, 0] = 0.5  # a missed peak is still penalised; W: 1 joint-a pixel + 3 background pixels
-    assert PoseLoss(TINY, "seed")("heatmap", [pred], batch)[0].item() == pytest.approx(0.25 / 4)
+    assert PoseLoss(TINY, mask_mode="seed")("heatmap", [pred], batch)[0].item() == pytest.approx(0.25 / 4)
 
 
 def test_seed_paf_mask_supervises_both_channels_on_the_limb() -> None:
@@ -216,7 +216,7 @@ def test_seed_paf_mask_supervises_both_channels_on_the_limb() -> None:
     pred = gt.clone()
     pred[0, 1, 0, 0] = 0.5  # wrong y component on the limb: counted
     pred[0, 2:, 1, 1] = 1.0  # spurious field of limb (b, c): free in seed mode
-    loss = PoseLoss(TINY, "seed")("paf", [pred], pose_batch(pafs=gt))[0]
+    loss = PoseLoss(TINY, mask_mode="seed")("paf", [pred], pose_batch(pafs=gt))[0]
     assert loss.item() == pytest.approx(0.25 / 2)
 
 
@@ -229,7 +229,7 @@ def test_samples_without_pose_add_nothing_and_empty_pose_is_zero() -> None:
     loss = PoseLoss(TINY)("heatmap", [pred], mixed)[0]
     assert loss.item() == pytest.approx(PoseLoss(TINY)("heatmap", [pred[:1]], alone)[0].item(), rel=1e-6)
     nobody = pose_batch(2, heatmaps=gt, has_pose=torch.zeros(2, dtype=torch.bool))
-    none = PoseLoss(TINY, "seed")("heatmap", [pred], nobody)
+    none = PoseLoss(TINY, mask_mode="seed")("heatmap", [pred], nobody)
     (grad,) = torch.autograd.grad(none[0], pred)
     assert none[0].item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
 

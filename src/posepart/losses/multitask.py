@@ -58,6 +58,7 @@ class PosePartLoss(nn.Module):
     def __init__(
         self,
         schema: Schema,
+        *,
         mask_mode: MaskMode = "openpose",
         weighting: TaskWeighting | None = None,
         allowed_sets: Tensor | None = None,

@@ -111,7 +111,7 @@ class PoseLoss(nn.Module):
     `heatmap_loss="focal"` the joint heatmaps use `focal_heatmap_loss` (with `focal_beta`) instead (the background
     channel keeps MSE)."""
 
-    def __init__(self, schema: Schema, mask_mode: MaskMode = "openpose", seed_threshold: float = SEED_THRESHOLD,
+    def __init__(self, schema: Schema, *, mask_mode: MaskMode = "openpose", seed_threshold: float = SEED_THRESHOLD,
                  heatmap_loss: HeatmapLoss = "mse", focal_beta: float = FOCAL_BETA) -> None:
         super().__init__()
         if mask_mode not in get_args(MaskMode):

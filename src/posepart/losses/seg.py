@@ -47,7 +47,7 @@ class SegLoss(nn.Module):
 
     allowed_sets: Tensor | None
 
-    def __init__(self, allowed_sets: Tensor | None = None, check_labels: bool = True) -> None:
+    def __init__(self, *, allowed_sets: Tensor | None = None, check_labels: bool = True) -> None:
         super().__init__()
         if allowed_sets is not None:
             allowed_sets = torch.as_tensor(allowed_sets)

@@ -62,7 +62,7 @@ class FixedWeighting(TaskWeighting):
     `FixedWeighting()` is the seed paper's eq. 4, L = L_seg + L_heat + L_paf (all weights 1).
     """
 
-    def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
+    def __init__(self, weights: Mapping[str, float] | None = None, *, default: float = 1.0) -> None:
         super().__init__()
         self.weights = dict(weights or {})
         self.default = float(default)
@@ -87,7 +87,7 @@ class UncertaintyWeighting(TaskWeighting):
     Parametrising log sigma^2 keeps the weight exp(-s) positive.
     """
 
-    def __init__(self, tasks: Sequence[str], init: float | Mapping[str, float] = 0.0,
+    def __init__(self, tasks: Sequence[str], *, init: float | Mapping[str, float] = 0.0,
                  priorities: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self._set_tasks(tasks)
@@ -130,7 +130,7 @@ class DynamicWeightAverage(TaskWeighting):
     supervises the task (`present`). No parameter, no host sync.
     """
 
-    def __init__(self, tasks: Sequence[str], period: int = 100, temperature: float = 2.0,
+    def __init__(self, tasks: Sequence[str], *, period: int = 100, temperature: float = 2.0,
                  scales: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self._set_tasks(tasks)
@@ -191,7 +191,7 @@ class GradNormWeighting(TaskWeighting):
     a task the batch lacks gets no gradient and no say in mean(G).
     """
 
-    def __init__(self, tasks: Sequence[str], alpha: float = 1.5) -> None:
+    def __init__(self, tasks: Sequence[str], *, alpha: float = 1.5) -> None:
         super().__init__()
         self._set_tasks(tasks)
         self.alpha = float(alpha)

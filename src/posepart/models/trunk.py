@@ -112,7 +112,18 @@ class VGGTrunk(nn.Module):
         # 2 and 3, the deepest map at strides 2 and 4
         self._out_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}
         self._out_names.update({pools[1] - 1: "conv2_2", pools[2] - 1: "conv3_3"})
-        c4 = scaled(512, width)
+        self._shapes: dict[str, ShapeSpec] = {}  # output name -> channels and stride, read off the layers as built
+        channels, stride = 3, 1
+        for i, layer in enumerate(self.features):
+            if isinstance(layer, nn.Conv2d):
+                channels = layer.out_channels
+            elif isinstance(layer, nn.MaxPool2d):
+                stride *= 2
+            if i in self._out_names:
+                self._shapes[self._out_names[i]] = ShapeSpec(channels, stride)
+        assert stride == self.stride
+        self._shapes["conv4_3"] = ShapeSpec(channels, stride)
+        c4 = channels
         self.cpm: nn.Sequential | None = None
         if cpm:
             # OpenPose's adapter: reduce VGG's 512 channels to the 128 the pose stages expect (3x3 convs + ReLU).
@@ -123,21 +134,12 @@ class VGGTrunk(nn.Module):
                 layers.update((f"{kind}{name}", layer)
                               for kind, layer in zip(kinds, conv_block(c_in, c, 3, batch_norm=batch_norm), strict=True))
             self.cpm = nn.Sequential(layers)
+            self._shapes["features"] = ShapeSpec(c_out, stride)
         init_conv_kaiming(self)
 
     def output_shapes(self) -> dict[str, ShapeSpec]:
         """Channels and stride of every map `forward` returns (without running it)."""
-        shapes = {
-            "pool1": ShapeSpec(scaled(64, self.width), 2),
-            "conv2_2": ShapeSpec(scaled(128, self.width), 2),
-            "pool2": ShapeSpec(scaled(128, self.width), 4),
-            "conv3_3": ShapeSpec(scaled(256, self.width), 4),
-            "pool3": ShapeSpec(scaled(256, self.width), 8),
-            "conv4_3": ShapeSpec(scaled(512, self.width), 8),
-        }
-        if self.cpm is not None:
-            shapes["features"] = ShapeSpec(scaled(128, self.width), 8)
-        return shapes
+        return dict(self._shapes)
 
     def vgg16_keys(self) -> dict[str, str]:
         """Own parameter-name prefix -> torchvision vgg16 state-dict prefix, for `load_vgg16_weights`."""
