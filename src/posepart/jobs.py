@@ -3,7 +3,8 @@
 One model: `train_and_score` trains a shipped config on a budget of images (its schedule planned over them) and
 scores its last checkpoint as `posepart evaluate` would, leaving SCORE_FILE in its run folder (what the score depends
 on, by digest, so a study run again reuses it: `finished_score`). Many: `run_jobs` trains them `parallel` at once,
-each in its own process with the cores split between them, under one combined progress line.
+each in its own process with the cores split between them (or the threads asked for: the demo's one per model),
+under one combined progress line.
 """
 
 from __future__ import annotations
