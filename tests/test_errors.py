@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,28 @@ def test_numba_missing_is_said_once_in_one_line_and_only_where_something_decodes
     assert run.returncode == 0, run.stderr[-3000:]
     (line,) = [line for line in run.stderr.splitlines() if "numba unavailable" in line]
     assert line.startswith("warning: numba unavailable") and "compiled.py" not in run.stderr  # not after a bar
+
+
+def test_predict_on_names_that_are_not_utf8(files, tmp_path):
+    """Latin-1 names, as an archive made on Windows unpacks them: before, `predict` crashed (a segfault inside
+    OpenCV, exit -11) writing the image's overlay, and on opening the video, leaving no keypoints.json. The image is
+    now predicted and its outputs written under its own name; the video is listed as failed, saying why."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = next((files["data"] / "images").iterdir())
+    (inputs / os.fsdecode(b"caf\xe9" + image.suffix.encode())).write_bytes(image.read_bytes())
+    writer = cv2.VideoWriter(str(inputs / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    for i in range(3):
+        writer.write(np.full((64, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    (inputs / "clip.mp4").rename(inputs / os.fsdecode(b"vid\xe9o.mp4"))
+    run = _subprocess(["predict", "--checkpoint", str(files["ckpt"]), "--out", str(tmp_path / "out"), str(inputs),
+                       "--quiet"])
+    assert run.returncode == 0, (run.returncode, run.stderr[-3000:])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (tmp_path / "out" / "overlays" / os.fsdecode(b"caf\xe9.jpg")).is_file()
+    (failed,) = summary["failures"]
+    assert summary["succeeded"] == summary["failed"] == 1 and "not UTF-8 text" in failed["error"], failed
 
 
 def test_a_yaml_tag_in_set_is_one_error_line(files, tmp_path):

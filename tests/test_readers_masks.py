@@ -205,3 +205,30 @@ def test_people_of_every_category_of_the_same_joints_are_read_and_another_skelet
     assert "1 x annotation of another keypoint category (not read)" in printed and "'hand'" in printed
     record = PosePartDataset.open(out).records[0]
     assert record.keypoints[:, 0, 0].tolist() == [10, 30]
+
+
+def test_a_file_name_that_is_not_utf8_is_written_not_crashed_on(tmp_path):
+    """An archive made on Windows unpacks Latin-1 names (b"caf\\xe9.jpg"), which Python reads as surrogates. Before,
+    cv2.imwrite took such a name as UTF-8 and crashed the process (a segfault, exit -11), leaving a half-written
+    dataset; every image and part map is now encoded by OpenCV and written by Python (`files.write_image`)."""
+    import os
+    import subprocess
+    import sys
+
+    images, masks = tmp_path / "imgs", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    name = os.fsdecode(b"caf\xe9")
+    _image(tmp_path / "x.jpg", 0)
+    (tmp_path / "x.jpg").rename(images / f"{name}.jpg")
+    ok, data = cv2.imencode(".png", TRUTH)
+    (masks / f"{name}.png").write_bytes(data.tobytes())
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    code = "import sys; from posepart.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, "convert", "masks", "--images", str(images), "--masks",
+                          str(masks), "--classes", str(tmp_path / "names.txt"), "--out", str(tmp_path / "ds")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    dataset = PosePartDataset.open(tmp_path / "ds")
+    assert [r.file_name for r in dataset.records] == [f"{name}.jpg"]
+    np.testing.assert_array_equal(dataset.load_parts(dataset.records[0]), TRUTH)

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
+import cv2
+import numpy as np
+
 from posepart.errors import OutputError, PosepartError, output_folder, writing
 
 
@@ -131,6 +134,29 @@ class JsonArrayWriter:
 
     def __exit__(self, *_: Any) -> None:
         self.discard()
+
+
+def write_image(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Encode `image` (OpenCV's channel order) in the format of `path`'s suffix and write it there. Why not
+    cv2.imwrite: it takes the name as UTF-8 text, and a name that is not (an archive's Latin-1 names, which Python
+    reads as surrogates) crashed the process inside OpenCV (a segfault; opencv-python 5.1). Images are read through
+    np.fromfile + cv2.imdecode for the same reason. `params`: cv2.imencode's (JPEG quality...); cv2.error where no
+    encoder has the suffix."""
+    ok, data = cv2.imencode(path.suffix, image, list(params))
+    if not ok:
+        raise OSError("OpenCV could not encode the image")
+    with open(path, "wb") as f:
+        f.write(data.tobytes())
+
+
+def utf8(name: str) -> bool:
+    """Whether a file name is UTF-8 text: a name whose bytes are not (Latin-1 from an old archive) is held by Python
+    with surrogates, and OpenCV's video reader and writer crash the process on such a name (`write_image`)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:

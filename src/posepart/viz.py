@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from posepart.errors import OutputError, writing
+from posepart.files import write_image
 from posepart.schema import IGNORE_LABEL, Schema
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -164,10 +165,8 @@ def save_rgb(path: str | Path, image: np.ndarray) -> Path:
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            written = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            write_image(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         except cv2.error:  # no encoder for the suffix
             raise OutputError(f"cannot write {path}: OpenCV has no image format for {path.suffix or 'no suffix'!r}; "
                               f"use .png or .jpg") from None
-        if not written:
-            raise OSError("OpenCV could not write the image there")
     return path

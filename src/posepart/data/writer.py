@@ -16,7 +16,7 @@ import numpy as np
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.validate import keypoints as validate_keypoints
 from posepart.errors import OutputError, writing
-from posepart.files import LOCK_FILE, fsync_dir, lock_output, write_json_atomic
+from posepart.files import LOCK_FILE, fsync_dir, lock_output, write_image, write_json_atomic
 from posepart.schema import Schema
 
 CONVERSION_FILE = "conversion.json"  # a converter's record beside annotations.json (ignored by the format reader)
@@ -210,9 +210,6 @@ def _plain(annotation: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_encoded(path: Path, array: np.ndarray, params: list[int]) -> None:
-    ok, buf = cv2.imencode(path.suffix, array, params)
-    if not ok:
-        raise DatasetError(f"{path}: OpenCV could not encode the image")
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        buf.tofile(path)
+        write_image(path, array, params)

@@ -13,6 +13,7 @@ import numpy as np
 
 from posepart.decode import DecodeConfig
 from posepart.errors import writing
+from posepart.files import write_image
 from posepart.heads import cell_centre
 from posepart.inference.predictor import ImageResult
 from posepart.schema import Schema, voc_palette
@@ -37,8 +38,7 @@ def save_indexed_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) 
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         if labels.size and int(labels.max()) > 255:
-            if not cv2.imwrite(str(path), labels.astype(np.uint16)):
-                raise OSError("OpenCV could not write the image there")
+            write_image(path, labels.astype(np.uint16))
             return path
         from PIL import Image
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR
 from posepart.data.images import exif_orientation
 from posepart.errors import OutputError, output_folder, writing
-from posepart.files import JsonArrayWriter, remove_orphans, write_json_atomic
+from posepart.files import JsonArrayWriter, remove_orphans, utf8, write_json_atomic
 from posepart.inference.draw import draw_heatmaps, draw_pafs, draw_result, save_instances, save_parts
 from posepart.inference.inputs import AnnotationIndex, Source
 from posepart.inference.outputs import (METRICS_FILE, OUTPUTS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
@@ -212,8 +212,12 @@ def _frames(capture: Any, limit: int | None) -> Iterator[np.ndarray]:
 def _video(run: _Run, source: Source) -> None:
     """A video file or webcam -> OUT/videos/<name>.mp4 (overlays; not with --no-overlays) and <name>.json (COCO
     results per frame, streamed to the file as the frames come: an hour of video held 400 MB of them in memory)."""
-    capture = cv2.VideoCapture(source.location)
     what = f"webcam {source.location}" if source.kind == "webcam" else str(source.location)
+    if isinstance(source.location, str) and not utf8(source.location):
+        run.fail(source.location, f"{what!r}: its name is not UTF-8 text, which OpenCV's video reader cannot open "
+                                  f"(it crashed the process): rename the file")
+        return
+    capture = cv2.VideoCapture(source.location)
     if not capture.isOpened():
         capture.release()
         run.fail(source.location, f"{what}: cannot open as a video" + (" (no such camera?)" if source.kind ==

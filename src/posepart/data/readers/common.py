@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -24,7 +23,7 @@ from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
 from posepart.data.writer import CONVERSION_FILE, DatasetWriter
 from posepart.errors import writing
-from posepart.files import write_json_atomic
+from posepart.files import write_image, write_json_atomic
 from posepart.schema import IGNORE_LABEL, Schema
 
 
@@ -107,8 +106,7 @@ class CopyWriter(DatasetWriter):
             path = self._write_to(Path(PARTS_DIR) / Path(file_name).with_suffix(".png"))
             with writing(path):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(path), parts):
-                    raise OSError(f"{path}: OpenCV could not write the part map")
+                write_image(path, parts)
         self.images.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
                             **image_fields})
         for ann in annotations:
