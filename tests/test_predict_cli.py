@@ -328,6 +328,22 @@ def test_only_the_files_an_earlier_run_wrote_are_left_out(tmp_path):
     assert [Path(s.location).name for s in sources] == ["clip_frame.jpg"]
 
 
+def test_a_file_given_by_several_inputs_is_one_input(tmp_path, capsys):
+    """A file and its folder, or a folder and a quoted pattern over it: before, each gave the file once more (outputs
+    a_2, a_3), and with `--annotations` every copy carried the file's image id, so its people were scored twice, the
+    copies as false positives. A review of file names users have found it."""
+    from posepart.inference.inputs import expand_inputs
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).write_bytes(b"jpeg")
+    sources, failures = expand_inputs([str(photos / "a.jpg"), str(photos), str(photos / "*.jpg"),
+                                       str(tmp_path / "." / "photos" / "b.jpg")])
+    assert sorted(s.name for s in sources) == ["a", "b"] and not failures
+    assert "note: 4 file(s) given by more than one input are predicted once" in capsys.readouterr().err
+
+
 def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):
     """Before: a phone's .3gp or a broadcast .ts (the same mp4 stream here; FFmpeg reads the container, not the
     name) given by name was skipped as "not a decodable image"."""

@@ -34,6 +34,9 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     """Paths, folders (their images and videos, sorted), glob patterns and webcam indices -> (sources, failures).
 
     A bare integer that is not an existing path is a webcam index. Every output name is unique (a clash gets _2, _3).
+    A file that several inputs give (itself and its folder, a folder and a pattern) is one input, with a note: before,
+    it was predicted once per input, and `--annotations` gave each copy the file's id (duplicates scored as false
+    positives).
     Files in the image folders a run writes under `skip` (the run's --out) are left out, wherever --out lies: a
     second run into an --out inside (or equal to) an input folder would otherwise take the first one's overlays and
     label maps for photos; so are the files any earlier run wrote there (`without_earlier_outputs`).
@@ -46,6 +49,8 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
     taken: set[str] = set()
+    given: set[Path] = set()  # the files added, resolved
+    repeated: list[Path] = []
 
     def add(kind: str, location: str | int, stem: str) -> None:
         name, n = stem, 1
@@ -56,6 +61,10 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         sources.append(Source(kind, location, name))
 
     def add_file(path: Path) -> None:
+        if path.resolve() in given:
+            repeated.append(path)
+            return
+        given.add(path.resolve())
         add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
 
     def run_folders(runs: set[Path]) -> set[Path]:
@@ -116,6 +125,9 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             add_folder(item, path)
         else:
             add_file(path)
+    if repeated:
+        tqdm.write(f"note: {len(repeated)} file(s) given by more than one input are predicted once (first: "
+                   f"{repeated[0]})", file=sys.stderr)
     return sources, failures
 
 
