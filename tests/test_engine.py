@@ -1002,6 +1002,16 @@ def test_set_reaches_list_items_and_blames_itself():
             load_config(None, ["data.sources=[{name: a, train: x}]", later])
 
 
+def test_a_set_value_holding_a_hash_is_the_value_not_a_comment():
+    """A shell argument holds no YAML comment: before, `--set "data.train=my ds #1"` trained on `my ds` without a
+    word (the rest read as a comment), and `model.init=runs/best #3.ckpt` loaded `runs/best`. A quoted value, a hash
+    inside a word and a number keep their YAML reading."""
+    config = load_config(None, ["data.train=my ds #1", "model.init=runs/best #3.ckpt", "data.val='v #2'",
+                                "train.max_steps=5"])
+    assert str(config.data.train) == "my ds #1" and str(config.model.init) == "runs/best #3.ckpt"
+    assert str(config.data.val) == "v #2" and config.train.max_steps == 5
+
+
 def test_set_null_resets_a_key_and_a_mapping_merges(tmp_path):
     """A mapping given to --set merges into the config's (as OmegaConf merges); before, nothing could clear one
     (`part_map={}` merged nothing in, `part_map=null` was refused): null now resets the key to its default."""

@@ -90,6 +90,9 @@ def _key_parts(key: str, pair: str) -> list[str | int]:
             for name, index in (m.groups() for m in _KEY_PART.finditer(key))]
 
 
+_COMMENT = re.compile(r"(^|\s)#")  # where YAML starts a comment
+
+
 def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
     """['optim.lr=0.01', 'data.sources[0].weight=2'] -> nested dict (list items under int keys); values parsed as
     YAML (`read_yaml`: safe, never code)."""
@@ -103,6 +106,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
         except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
+        if _COMMENT.search(raw) and (value is None or isinstance(value, str) and "#" not in value):
+            value = raw.strip()  # a shell argument holds no YAML comment: `data.train=my ds #1` is that folder (before:
+            # `my ds`, without a word, and a folder of that name would have been trained on)
         node: Any = nested
         parts = _key_parts(key.strip(), pair)
         for i, part in enumerate(parts):
