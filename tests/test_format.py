@@ -335,6 +335,23 @@ def test_an_image_folder_source_says_what_its_subfolders_hold(tmp_path):
         PosePartDataset.from_images(tmp_path / "frames", Schema.pascal_person_part())
 
 
+def test_hidden_files_are_no_images_in_any_folder_read_as_images(tmp_path):
+    """macOS's AppleDouble companions (`._a.jpg`, written beside every photo on a FAT or exFAT drive) and dot folders
+    are left out of an unlabelled image folder and of `convert masks`' folders, as `predict` leaves them out. Before,
+    each companion was counted as an unreadable image (a self-training source) or as an image without pose."""
+    frames = tmp_path / "frames"
+    (frames / ".thumbs").mkdir(parents=True)
+    assert cv2.imwrite(str(frames / "a.jpg"), np.zeros((12, 20, 3), np.uint8))
+    (frames / "._a.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    assert cv2.imwrite(str(frames / ".thumbs" / "a.jpg"), np.zeros((4, 4, 3), np.uint8))
+    dataset = PosePartDataset.from_images(frames, Schema.pascal_person_part())
+    assert [r.file_name for r in dataset.records] == ["a.jpg"] and not dataset.skipped
+    from posepart.data.format import hidden
+
+    assert hidden(frames / "._a.jpg", frames) and hidden(frames / ".thumbs" / "a.jpg", frames)
+    assert not hidden(frames / "a.jpg", frames) and not hidden(tmp_path / "frames" / "a.jpg", tmp_path)
+
+
 def test_wrong_keypoint_count(tmp_path):
     root = write_custom(tmp_path / "ds")
     _edit_json(root, lambda d: d["annotations"][2].__setitem__("keypoints", [1, 2, 2]))

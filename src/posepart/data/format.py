@@ -37,6 +37,13 @@ ANNOTATIONS_FILE = "annotations.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                             ".pbm"})  # (.jfif, .jpe: JPEGs as browsers and Windows save some)
 IMAGES_DIR = "images"
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """Whether `path` is a dot file or lies in a dot folder under `root`: left out of every folder read as images, as
+    the shell's `*` leaves them (macOS's `._IMG.jpg` companions on a USB drive are no images; `.git`, `.cache`)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
 PARTS_DIR = "parts"
 LARGE_ANNOTATIONS = 64 * 2**20  # bytes: an annotation file this large takes seconds to read, and says so
 
@@ -132,8 +139,10 @@ class PosePartDataset:
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder is not a directory")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        nested = [p for p in folder.glob("*/**/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        files = sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, folder))
+        nested = [p for p in folder.glob("*/**/*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, folder)]
         if not files:
             inside = f"; {len(nested)} in its subfolders, which are not read: give each folder of images as a " \
                      f"source of its own" if nested else ""

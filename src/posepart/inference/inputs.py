@@ -13,7 +13,7 @@ from typing import Collection, NamedTuple, Sequence
 
 from tqdm import tqdm
 
-from posepart.data.format import IMAGE_SUFFIXES, DatasetError, person_category
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError, hidden, person_category
 from posepart.data.validate import integer
 from posepart.inference.outputs import (OUTPUT_FOLDERS, RESULTS_FILE, SUMMARY_FILE, earlier_names,
                                         without_earlier_outputs)
@@ -77,10 +77,9 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
 
     def add_folder(item: str, path: Path, taken_files: Collection[Path] = ()) -> list[Path]:
         """Add a folder's images and videos (those not in `taken_files`, resolved); -> the ones added."""
-        # Hidden files and folders are left out, as the shell's `*` leaves them (before, macOS's `._IMG.jpg`
-        # companions on a USB drive each failed as "not a decodable image")
+        # (before hidden files were left out, macOS's `._IMG.jpg` companions each failed as "not a decodable image")
         found = (p for p in (path.rglob("*") if recursive else path.iterdir())
-                 if p.is_file() and not ours(p) and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                 if p.is_file() and not ours(p) and not hidden(p, path))
         files, runs = without_earlier_outputs(sorted(found))  # before, `--recursive` ran on a previous run's outputs
         if taken_files:  # a pattern's: files it matched itself are in already (`'photos/**'`)
             kept = [p for p in files if p.resolve() not in taken_files]

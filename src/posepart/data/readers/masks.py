@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from posepart.data.format import IMAGE_SUFFIXES, DatasetError, people_categories, person_category
+from posepart.data.format import IMAGE_SUFFIXES, DatasetError, hidden, people_categories, person_category
 from posepart.data.readers.common import ConvertResult, Person, Sample, SampleError, Skips, source_paths, write_samples
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -216,14 +216,15 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
     people (the keypoints file's image of the same path, else of the same name where only one has it). What does not
     join is counted: an image with neither mask nor people, a mask without its image, a listed image not found."""
     pngs = {p.relative_to(masks).with_suffix("").as_posix(): p for p in sorted(masks.rglob("*"))
-            if p.suffix.lower() == ".png" and p.is_file()}
+            if p.suffix.lower() == ".png" and p.is_file() and not hidden(p, masks)}
 
     def mask_of(image: Path) -> Path | None:
         stem = image.relative_to(images).with_suffix("").as_posix()
         found = (pngs.get(key) for key in (stem + MASK_SUFFIX, stem))
         return next((m for m in found if m is not None and m.resolve() != image.resolve()), None)
 
-    candidates = [p for p in sorted(images.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    candidates = [p for p in sorted(images.rglob("*"))
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, images)]
     matched = {mask_of(image) for image in candidates}
     masks_beside = {m for m in pngs.values() if m.stem.endswith(MASK_SUFFIX)}  # Roboflow's, its image or not
     candidates = [image for image in candidates if image not in matched and image not in masks_beside]
