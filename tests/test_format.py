@@ -352,6 +352,28 @@ def test_hidden_files_are_no_images_in_any_folder_read_as_images(tmp_path):
     assert not hidden(frames / "a.jpg", frames) and not hidden(tmp_path / "frames" / "a.jpg", tmp_path)
 
 
+def test_an_image_missing_as_named_but_there_in_another_spelling_is_named(tmp_path):
+    """A Windows tool's backslashes between folders, and a name stored decomposed (macOS: NFD) where the JSON writes
+    it composed (NFC): the two print alike, and "image missing" alone sent a user looking at a file that is there.
+    The error, and the count's example in the COCO layout, now name the file on disk and what differs."""
+    root = write_custom(tmp_path / "ds")
+    images = root / "images"
+    (images / "sub").mkdir()
+    (images / "img0.png").rename(images / "sub" / "img0.png")
+    (images / "img1.png").rename(images / "cafe\u0301.png")  # NFD on disk
+    names = {"img0.png": "sub\\img0.png", "img1.png": "caf\u00e9.png"}  # as the JSON writes them
+    _edit_json(root, lambda d: [i.__setitem__("file_name", names.get(i["file_name"], i["file_name"]))
+                                for i in d["images"]])
+    with pytest.raises(DatasetError, match=r"image missing .*'sub/img0.png' is there: write the name with '/' "):
+        PosePartDataset.open(root)
+    _edit_json(root, lambda d: d["images"][0].__setitem__("file_name", "sub/img0.png"))
+    with pytest.raises(DatasetError, match=r"image missing .*is there: write the name in Unicode form NFD"):
+        PosePartDataset.open(root)
+    coco = PosePartDataset.open(annotations=root / "annotations.json", images=images)  # the COCO layout: skipped
+    assert [r.file_name for r in coco.records] == ["sub/img0.png", "img2.png"]
+    assert "Unicode form NFD" in coco.skipped_examples["missing image"]
+
+
 def test_wrong_keypoint_count(tmp_path):
     root = write_custom(tmp_path / "ds")
     _edit_json(root, lambda d: d["annotations"][2].__setitem__("keypoints", [1, 2, 2]))

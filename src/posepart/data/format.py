@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from posepart.data import validate
 from posepart.data.images import exif_orientation, read_image, read_label_png, upright
-from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask
+from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask, spelled_otherwise
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -236,11 +236,11 @@ class PosePartDataset:
             record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
                                  lambda reason, example: dropped.append((reason, example)))
             if not record.image_path.is_file():
+                hint = spelled_otherwise(image_dir, record.file_name)
                 if not skip_missing:
-                    raise DatasetError(
-                        f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed in {where})"
-                    )
-                dataset._skip("missing image", str(record.image_path))
+                    raise DatasetError(f"{record.image_path}: image missing (images[{i}], id {record.image_id}, listed "
+                                       f"in {where}){hint}")
+                dataset._skip("missing image", f"{record.image_path}{hint}")
                 return None
             if record.parts_path is not None and owners.setdefault(record.parts_path, record.file_name) != \
                     record.file_name:

@@ -10,6 +10,7 @@ import functools
 import operator
 import os
 import pickle
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,24 @@ def _inside(folder: Path, relative: str, label: str) -> Path:
                                          f"a link to the folder that holds the files, or copy them in)")
         raise PathEscapeError(f"{label}: file name {relative!r} resolves outside {folder}{link}")
     return path
+
+
+def spelled_otherwise(folder: Path, relative: str) -> str:
+    """For an image missing under `folder`: a hint naming a file that is there under another spelling of `relative`,
+    else "". A Windows tool writes backslashes between folders; macOS stores names decomposed (NFD: e + U+0301) where
+    JSON tools write them composed (NFC: U+00E9), two names that print alike. Said, not followed: the name is the
+    image's key (its part map is found by it), and one spelling of it should hold throughout."""
+    slashes = relative.replace("\\", "/")
+    for name, why in ((slashes, "with '/' between folders, not '\\'"),
+                      *((unicodedata.normalize(form, slashes), f"in Unicode form {form}, as the file system stores it")
+                        for form in ("NFC", "NFD"))):
+        try:
+            there = name != relative and (folder / name).is_file()
+        except (OSError, ValueError):
+            continue
+        if there:
+            return f"; {name!r} is there: write the name {why}"
+    return ""
 
 
 @functools.lru_cache(maxsize=16)
