@@ -344,6 +344,23 @@ def test_a_file_given_by_several_inputs_is_one_input(tmp_path, capsys):
     assert "note: 4 file(s) given by more than one input are predicted once" in capsys.readouterr().err
 
 
+def test_an_input_whose_outputs_names_are_too_long_fails_alone(setup, tmp_path):
+    """A legal 245-character name gets `_heatmaps.jpg` under --maps: past the file system's 255 bytes. Before, the
+    whole run stopped there (exit 2) with no keypoints.json or summary.json for the images done; now that input is
+    listed as failed, saying why, and the others are predicted."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = sorted((setup["data"] / "images").iterdir())[0]
+    shutil.copy(image, inputs / ("L" * 245 + image.suffix))
+    shutil.copy(image, inputs / f"ok{image.suffix}")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(inputs), "--maps", "--quiet", "--out",
+                 str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [i["name"] for i in summary["images"]] == ["ok"] and summary["failed"] == 1
+    assert "too long for its outputs' names" in summary["failures"][0]["error"]
+
+
 def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):
     """Before: a phone's .3gp or a broadcast .ts (the same mp4 stream here; FFmpeg reads the container, not the
     name) given by name was skipped as "not a decodable image"."""

@@ -20,6 +20,7 @@ the inputs done; on a webcam it only ends that stream (the way to stop one).
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -192,7 +193,12 @@ def _images(run: _Run, sources: list[Source]) -> None:
             if result.error is not None:
                 run.fail(source.location, result.error)
             else:
-                run.write_image(source, image, result)
+                try:
+                    run.write_image(source, image, result)
+                except OutputError as err:  # one input's name too long for its outputs' (`--maps` adds 13 bytes):
+                    if getattr(err.__cause__, "errno", None) != errno.ENAMETOOLONG:  # that input fails, not the
+                        raise  # run (before: exit 2, no keypoints.json for the images done); a full disk stops it
+                    run.fail(source.location, f"{err} (the input's name is too long for its outputs' names)")
             bar.update(1)
     finally:
         bar.close()
