@@ -342,6 +342,9 @@ def test_a_file_given_by_several_inputs_is_one_input(tmp_path, capsys):
                                        str(tmp_path / "." / "photos" / "b.jpg")])
     assert sorted(s.name for s in sources) == ["a", "b"] and not failures
     assert "note: 4 file(s) given by more than one input are predicted once" in capsys.readouterr().err
+    (photos / "A.jpg").write_bytes(b"jpeg")  # where names ignore case (macOS, Windows), A's outputs would be a's
+    sources, _ = expand_inputs([str(photos)])
+    assert sorted(s.name for s in sources) == ["A", "a_2", "b"]
 
 
 def test_an_input_whose_outputs_names_are_too_long_fails_alone(setup, tmp_path):

@@ -54,10 +54,10 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
 
     def add(kind: str, location: str | int, stem: str) -> None:
         name, n = stem, 1
-        while name in taken:
-            n += 1
+        while name.casefold() in taken:  # A.jpg's and a.jpg's outputs are one file where names ignore case (macOS,
+            n += 1  # Windows)
             name = f"{stem}_{n}"
-        taken.add(name)
+        taken.add(name.casefold())
         sources.append(Source(kind, location, name))
 
     def add_file(path: Path) -> None:
