@@ -374,6 +374,20 @@ def test_an_image_missing_as_named_but_there_in_another_spelling_is_named(tmp_pa
     assert "Unicode form NFD" in coco.skipped_examples["missing image"]
 
 
+def test_inspect_notes_part_maps_that_no_image_reads(tmp_path):
+    """An image's part map is parts/<its name>.png: `parts/IMG1.PNG` for `img1.png` (a tool's upper case) or
+    `parts/img1.png.png` was left out without a word (inspect: "part-labelled 2" of 3, "problems 0")."""
+    root = write_custom(tmp_path / "ds")  # img1 has no part map
+    shutil.copy(root / "parts" / "img0.png", root / "parts" / "IMG1.PNG")
+    shutil.copy(root / "parts" / "img0.png", root / "parts" / "img1.png.png")
+    (root / "parts" / "._img0.png").write_bytes(b"AppleDouble")  # hidden: not counted
+    report = inspect_dataset(PosePartDataset.open(root))
+    assert report.counts["part_maps_unread"] == {"files": 2, "first": str(root / "parts" / "IMG1.PNG")}
+    assert "note: 2 file(s) in the part-map folder belong to no image (first: " in report.format()
+    shutil.rmtree(root / "parts")
+    assert inspect_dataset(PosePartDataset.open(root)).counts["part_maps_unread"]["files"] == 0
+
+
 def test_wrong_keypoint_count(tmp_path):
     root = write_custom(tmp_path / "ds")
     _edit_json(root, lambda d: d["annotations"][2].__setitem__("keypoints", [1, 2, 2]))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
+from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, hidden
 from posepart.data.images import exif_orientation
 from posepart.schema import IGNORE_LABEL
 
@@ -64,12 +65,27 @@ class InspectReport:
                          f"{rotated['first']}): dataset images are read as stored, as COCO's annotations refer to "
                          f"them; if these were annotated as a viewer shows them (turned), save them upright (PIL's "
                          f"ImageOps.exif_transpose)")
+        unread = c.get("part_maps_unread") or {}
+        if unread.get("files"):  # before: a part map of the wrong name was left out without a word
+            lines.append(f"note: {unread['files']} file(s) in the part-map folder belong to no image (first: "
+                         f"{unread['first']}): an image's part map is parts/<its file_name, extension .png>, in the "
+                         f"same case")
         lines.append(f"problems      {len(self.problems)}" + ("  (the JSON's alone: --no-pixels decoded no image "
                                                                "or part map)" if unchecked else ""))
         lines.extend(f"  {p}" for p in self.problems[:20])
         if len(self.problems) > 20:
             lines.append(f"  ... and {len(self.problems) - 20} more (see --json)")
         return "\n".join(lines)
+
+
+def _unread_part_maps(dataset: PosePartDataset, found: set[Path]) -> dict[str, Any]:
+    """The files in the dataset's part-map folder that no record reads (`parts/X.PNG` for `X.jpg`, `parts/x.jpg.png`,
+    an image's map after the image was removed): their count and the first, sorted. Hidden files are not counted."""
+    folder = dataset.parts_dir
+    if folder is None:
+        return {"files": 0, "first": None}
+    unread = sorted(p for p in folder.rglob("*") if p.is_file() and p not in found and not hidden(p, folder))
+    return {"files": len(unread), "first": str(unread[0]) if unread else None}
 
 
 # (problem, part pixels per class, ignored pixels, the image's path where it is annotated and tagged with an EXIF
@@ -106,6 +122,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     pending: deque[Future[PixelCheck]] = deque()  # checks in flight, in record order: the problems keep it
 
     tagged: list[str] = []  # annotated images with an EXIF orientation (read as stored)
+    found_parts: set[Path] = set()  # the part maps the records name and that are there
 
     def finish(check: PixelCheck) -> None:
         nonlocal ignored_pixels
@@ -126,6 +143,8 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
             occluded += (v == 1).sum(0).astype(np.int64)
             pose_labeled += record.pose_labeled  # counted in this one pass: records are unpacked on each access
             part_labeled += record.parts_path is not None
+            if record.parts_path is not None:
+                found_parts.add(record.parts_path)
             people += record.num_people if record.pose_labeled else 0
             ignore_regions += len(record.ignore_regions)
             if check_pixels:
@@ -157,5 +176,6 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
         } if labelled_pixels else {},
         "part_ignore_share": float(ignored_pixels / (ignored_pixels + labelled_pixels)) if ignored_pixels else 0.0,
         "exif_rotated": {"images": len(tagged), "first": tagged[0] if tagged else None},
+        "part_maps_unread": _unread_part_maps(dataset, found_parts),
     }
     return InspectReport(counts, problems)
