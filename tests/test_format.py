@@ -383,7 +383,13 @@ def test_inspect_notes_part_maps_that_no_image_reads(tmp_path):
     (root / "parts" / "._img0.png").write_bytes(b"AppleDouble")  # hidden: not counted
     report = inspect_dataset(PosePartDataset.open(root))
     assert report.counts["part_maps_unread"] == {"files": 2, "first": str(root / "parts" / "IMG1.PNG")}
-    assert "note: 2 file(s) in the part-map folder belong to no image (first: " in report.format()
+    assert "note: 2 file(s) in the part-map folder are named for an image without its part map" in report.format()
+    split = root / "split.json"  # a split over a shared parts/ folder: the other images' maps are not counted
+    data = json.loads((root / "annotations.json").read_text())
+    split.write_text(json.dumps({**data, "images": data["images"][:1],
+                                 "annotations": [a for a in data["annotations"] if a["image_id"] == 1]}))
+    single = PosePartDataset.open(annotations=split, images=root / "images", parts=root / "parts")
+    assert inspect_dataset(single).counts["part_maps_unread"]["files"] == 0
     shutil.rmtree(root / "parts")
     assert inspect_dataset(PosePartDataset.open(root)).counts["part_maps_unread"]["files"] == 0
 

@@ -342,6 +342,10 @@ def test_a_file_given_by_several_inputs_is_one_input(tmp_path, capsys):
                                        str(tmp_path / "." / "photos" / "b.jpg")])
     assert sorted(s.name for s in sources) == ["a", "b"] and not failures
     assert "note: 4 file(s) given by more than one input are predicted once" in capsys.readouterr().err
+    (photos / "latest.jpg").symlink_to(photos / "b.jpg")  # a link is an input of its own (a review: the first
+    sources, _ = expand_inputs([str(photos)])  # version took it for b.jpg given twice, and left b.jpg out)
+    assert sorted(s.name for s in sources) == ["a", "b", "latest"]
+    (photos / "latest.jpg").unlink()
     (photos / "A.jpg").write_bytes(b"jpeg")  # where names ignore case (macOS, Windows), A's outputs would be a's
     sources, _ = expand_inputs([str(photos)])
     assert sorted(s.name for s in sources) == ["A", "a_2", "b"]
@@ -354,14 +358,16 @@ def test_an_input_whose_outputs_names_are_too_long_fails_alone(setup, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     image = sorted((setup["data"] / "images").iterdir())[0]
+    shutil.copy(image, inputs / f"0ok{image.suffix}")  # first: its outputs' folders are there when the next comes
     shutil.copy(image, inputs / ("L" * 245 + image.suffix))
-    shutil.copy(image, inputs / f"ok{image.suffix}")
+    shutil.copy(setup["clip"], inputs / ("V" * 251 + ".mp4"))  # its results file, `.json`: 256 bytes
     out = tmp_path / "out"
     assert main(["predict", "--checkpoint", str(setup["ckpt"]), str(inputs), "--maps", "--quiet", "--out",
                  str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert [i["name"] for i in summary["images"]] == ["ok"] and summary["failed"] == 1
-    assert "too long for its outputs' names" in summary["failures"][0]["error"]
+    assert [i["name"] for i in summary["images"]] == ["0ok"] and summary["failed"] == 2 and not summary["videos"]
+    assert all("longer than the file system takes" in f["error"] for f in summary["failures"])
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and "L" * 20 in p.name) == []  # it left no files
 
 
 def test_video_containers_given_by_name_are_read_as_videos(setup, tmp_path):

@@ -341,6 +341,9 @@ def _own_warnings_as_lines() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb. A `PosepartError` (a user's mistake, an unusable input) is one `error:` line and exit 2; a full
     disk or read-only filesystem likewise; any other exception is a bug and keeps its traceback."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # a file name that is not UTF-8 (an archive's Latin-1)
+    if reconfigure is not None:  # printed as escapes, as stderr does, not a UnicodeEncodeError after the work is done
+        reconfigure(errors="backslashreplace")
     with _own_warnings_as_lines():  # from the start: building the parser imports modules that may warn (numba's)
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)

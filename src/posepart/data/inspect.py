@@ -67,9 +67,9 @@ class InspectReport:
                          f"ImageOps.exif_transpose)")
         unread = c.get("part_maps_unread") or {}
         if unread.get("files"):  # before: a part map of the wrong name was left out without a word
-            lines.append(f"note: {unread['files']} file(s) in the part-map folder belong to no image (first: "
-                         f"{unread['first']}): an image's part map is parts/<its file_name, extension .png>, in the "
-                         f"same case")
+            lines.append(f"note: {unread['files']} file(s) in the part-map folder are named for an image without "
+                         f"its part map, but are not its name (first: {unread['first']}): an image's part map is "
+                         f"parts/<its file_name, extension .png>, in the same case")
         lines.append(f"problems      {len(self.problems)}" + ("  (the JSON's alone: --no-pixels decoded no image "
                                                                "or part map)" if unchecked else ""))
         lines.extend(f"  {p}" for p in self.problems[:20])
@@ -78,13 +78,15 @@ class InspectReport:
         return "\n".join(lines)
 
 
-def _unread_part_maps(dataset: PosePartDataset, found: set[Path]) -> dict[str, Any]:
-    """The files in the dataset's part-map folder that no record reads (`parts/X.PNG` for `X.jpg`, `parts/x.jpg.png`,
-    an image's map after the image was removed): their count and the first, sorted. Hidden files are not counted."""
+def _unread_part_maps(dataset: PosePartDataset, without_parts: set[str]) -> dict[str, Any]:
+    """The files in the dataset's part-map folder named for an image that has no part map, in another case or with
+    the image's extension kept (`parts/IMG1.PNG`, `parts/img1.jpg.png` for `img1.jpg`): their count and the first.
+    Only those: a part-map folder may be shared by the splits of a dataset, whose other images' maps are not ours."""
     folder = dataset.parts_dir
-    if folder is None:
+    if folder is None or not without_parts:
         return {"files": 0, "first": None}
-    unread = sorted(p for p in folder.rglob("*") if p.is_file() and p not in found and not hidden(p, folder))
+    unread = sorted(p for p in folder.rglob("*") if p.is_file() and not hidden(p, folder)
+                    and str(p.relative_to(folder).with_suffix("")).lower() in without_parts)
     return {"files": len(unread), "first": str(unread[0]) if unread else None}
 
 
@@ -122,7 +124,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     pending: deque[Future[PixelCheck]] = deque()  # checks in flight, in record order: the problems keep it
 
     tagged: list[str] = []  # annotated images with an EXIF orientation (read as stored)
-    found_parts: set[Path] = set()  # the part maps the records name and that are there
+    without_parts: set[str] = set()  # the names (lower case, with and without the extension) of images with no map
 
     def finish(check: PixelCheck) -> None:
         nonlocal ignored_pixels
@@ -143,8 +145,8 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
             occluded += (v == 1).sum(0).astype(np.int64)
             pose_labeled += record.pose_labeled  # counted in this one pass: records are unpacked on each access
             part_labeled += record.parts_path is not None
-            if record.parts_path is not None:
-                found_parts.add(record.parts_path)
+            if record.parts_path is None:
+                without_parts |= {record.file_name.lower(), str(Path(record.file_name).with_suffix("")).lower()}
             people += record.num_people if record.pose_labeled else 0
             ignore_regions += len(record.ignore_regions)
             if check_pixels:
@@ -176,6 +178,6 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
         } if labelled_pixels else {},
         "part_ignore_share": float(ignored_pixels / (ignored_pixels + labelled_pixels)) if ignored_pixels else 0.0,
         "exif_rotated": {"images": len(tagged), "first": tagged[0] if tagged else None},
-        "part_maps_unread": _unread_part_maps(dataset, found_parts),
+        "part_maps_unread": _unread_part_maps(dataset, without_parts),
     }
     return InspectReport(counts, problems)

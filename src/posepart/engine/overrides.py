@@ -106,7 +106,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
         except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None
-        if _COMMENT.search(raw) and (value is None or isinstance(value, str) and "#" not in value):
+        if _COMMENT.search(raw) and isinstance(value, str) and value != raw.strip() and raw.strip()[0] not in "'\"":
             value = raw.strip()  # a shell argument holds no YAML comment: `data.train=my ds #1` is that folder (before:
             # `my ds`, without a word, and a folder of that name would have been trained on)
         node: Any = nested

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -49,22 +50,23 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
     sources: list[Source] = []
     failures: list[dict[str, str]] = []
     taken: set[str] = set()
-    given: set[Path] = set()  # the files added, resolved
+    given: set[str] = set()  # the files added, as absolute paths (not resolved: a link is an input of its own)
     repeated: list[Path] = []
 
     def add(kind: str, location: str | int, stem: str) -> None:
         name, n = stem, 1
-        while name.casefold() in taken:  # A.jpg's and a.jpg's outputs are one file where names ignore case (macOS,
+        while name.lower() in taken:  # A.jpg's and a.jpg's outputs are one file where names ignore case (macOS,
             n += 1  # Windows)
             name = f"{stem}_{n}"
-        taken.add(name.casefold())
+        taken.add(name.lower())
         sources.append(Source(kind, location, name))
 
     def add_file(path: Path) -> None:
-        if path.resolve() in given:
+        absolute = os.path.abspath(path)
+        if absolute in given:
             repeated.append(path)
             return
-        given.add(path.resolve())
+        given.add(absolute)
         add("video" if path.suffix.lower() in VIDEO_SUFFIXES else "image", str(path), path.stem)
 
     def run_folders(runs: set[Path]) -> set[Path]:

@@ -20,7 +20,7 @@ the inputs done; on a webcam it only ends that stream (the way to stop one).
 
 from __future__ import annotations
 
-import errno
+import os
 import signal
 import sys
 import threading
@@ -113,6 +113,25 @@ class _Run:
             path.unlink()
         return path
 
+    def too_long(self, source: Source) -> str | None:
+        """Why `source`'s output file names do not fit the file system (more bytes than a name may have), else None.
+        Checked before the input is read, so that it fails alone and leaves no files: before, one 245-character name
+        under --maps (`_heatmaps.jpg` adds 13) stopped the whole run without keypoints.json."""
+        o = self.options
+        kinds = (["video"] if o.overlays else []) + ["frames"] if source.kind != "image" else [
+            kind for kind, on in (("parts", o.parts), ("instances", o.instances), ("overlay", o.overlays),
+                                  ("heatmaps", o.maps), ("pafs", o.maps)) if on]
+        names = [Path(OUTPUTS[kind].format(source.name)).name for kind in kinds]
+        longest = max(names, key=lambda name: len(os.fsencode(name)), default="")
+        try:
+            limit = os.pathconf(self.out, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # no such query (Windows): the common limit
+            limit = 255
+        if len(os.fsencode(longest)) <= limit:
+            return None
+        return (f"{source.location}: its output file {longest!r} would be a name longer than the file system takes "
+                f"({limit} bytes): rename the input")
+
     def fail(self, location: str | int, error: str) -> None:
         self.failures.append({"input": str(location), "error": error})
         tqdm.write(f"skipped: {error}", file=sys.stderr)
@@ -178,6 +197,11 @@ def _images(run: _Run, sources: list[Source]) -> None:
 
     def loaded() -> Iterator[np.ndarray]:
         for source in sources:
+            too_long = run.too_long(source)
+            if too_long is not None:
+                run.fail(source.location, too_long)
+                bar.update(1)
+                continue
             try:
                 image = load_image(source.location)
             except InputError as err:
@@ -193,12 +217,7 @@ def _images(run: _Run, sources: list[Source]) -> None:
             if result.error is not None:
                 run.fail(source.location, result.error)
             else:
-                try:
-                    run.write_image(source, image, result)
-                except OutputError as err:  # one input's name too long for its outputs' (`--maps` adds 13 bytes):
-                    if getattr(err.__cause__, "errno", None) != errno.ENAMETOOLONG:  # that input fails, not the
-                        raise  # run (before: exit 2, no keypoints.json for the images done); a full disk stops it
-                    run.fail(source.location, f"{err} (the input's name is too long for its outputs' names)")
+                run.write_image(source, image, result)
             bar.update(1)
     finally:
         bar.close()
@@ -219,6 +238,10 @@ def _video(run: _Run, source: Source) -> None:
     """A video file or webcam -> OUT/videos/<name>.mp4 (overlays; not with --no-overlays) and <name>.json (COCO
     results per frame, streamed to the file as the frames come: an hour of video held 400 MB of them in memory)."""
     what = f"webcam {source.location}" if source.kind == "webcam" else str(source.location)
+    too_long = run.too_long(source)
+    if too_long is not None:
+        run.fail(source.location, too_long)
+        return
     if isinstance(source.location, str) and not utf8(source.location):
         run.fail(source.location, f"{what!r}: its name is not UTF-8 text, which OpenCV's video reader cannot open "
                                   f"(it crashed the process): rename the file")
@@ -312,6 +335,9 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
         raise OutputError(f"--out {out} holds {' and '.join(foreign)}, which no posepart predict run wrote (an "
                           f"evaluate --out, or a file of your own): predict writes its own listings there; choose "
                           f"another --out")
+    if options.overlays and any(s.kind != "image" for s in sources) and not utf8(str(out)):
+        raise OutputError(f"--out {str(out)!r}: its name is not UTF-8 text, which OpenCV's video writer cannot take (it "
+                          f"crashed the process): choose another --out")
     linked = next((folder for folder in sorted(_folders_written(sources, options)) if (out / folder).is_symlink()),
                   None)
     if linked is not None:
