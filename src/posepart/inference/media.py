@@ -118,9 +118,11 @@ class _Run:
         Checked before the input is read, so that it fails alone and leaves no files: before, one 245-character name
         under --maps (`_heatmaps.jpg` adds 13) stopped the whole run without keypoints.json."""
         o = self.options
-        kinds = (["video"] if o.overlays else []) + ["frames"] if source.kind != "image" else [
-            kind for kind, on in (("parts", o.parts), ("instances", o.instances), ("overlay", o.overlays),
-                                  ("heatmaps", o.maps), ("pafs", o.maps)) if on]
+        if source.kind == "image":
+            kinds = [kind for kind, on in (("parts", o.parts), ("instances", o.instances), ("overlay", o.overlays),
+                                           ("heatmaps", o.maps), ("pafs", o.maps)) if on]
+        else:  # a video or a webcam
+            kinds = ["frames", *(["video"] if o.overlays else [])]
         names = [Path(OUTPUTS[kind].format(source.name)).name for kind in kinds]
         longest = max(names, key=lambda name: len(os.fsencode(name)), default="")
         try:
