@@ -1,7 +1,7 @@
 """Files written whole or not at all, and output folders one process at a time: the atomic writer of checkpoints,
 exports, JSON and configs (`atomic_write`), JSON arrays streamed to disk (`JsonArrayWriter`), images under any file
-name (`write_image`), what a killed save leaves (`remove_orphans`), and the `--out` lock (`lock_output`). Every verb that writes uses them, so they sit at the
-bottom of the package, below the data they write."""
+name (`write_image`), what a killed save leaves (`remove_orphans`), and the `--out` lock (`lock_output`). Every
+verb that writes uses them, so they sit at the bottom of the package, below the data they write."""
 
 from __future__ import annotations
 

@@ -338,8 +338,8 @@ def check_out(sources: Sequence[Source], options: PredictOptions) -> None:
                           f"evaluate --out, or a file of your own): predict writes its own listings there; choose "
                           f"another --out")
     if options.overlays and any(s.kind != "image" for s in sources) and not utf8(str(out)):
-        raise OutputError(f"--out {str(out)!r}: its name is not UTF-8 text, which OpenCV's video writer cannot take (it "
-                          f"crashed the process): choose another --out")
+        raise OutputError(f"--out {str(out)!r}: its name is not UTF-8 text, which OpenCV's video writer cannot take "
+                          f"(it crashed the process): choose another --out")
     linked = next((folder for folder in sorted(_folders_written(sources, options)) if (out / folder).is_symlink()),
                   None)
     if linked is not None:
