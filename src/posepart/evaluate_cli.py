@@ -172,9 +172,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
         raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}", source=err.source) from None
-    for name in [name for name, metrics in rows.items() if not metrics.get("images")]:  # the others still count
-        print(f"note: --source {name}: no image could be scored: all {rows[name].get('skipped', 0)} were skipped as "
-              f"unreadable (named above); left out", file=sys.stderr)
+    for name in [name for name, metrics in rows.items() if _unscored(metrics)]:  # the others still count
+        print(f"note: --source {name}: {_unscored(rows[name])}; left out", file=sys.stderr)
         del rows[name]
     if not rows:
         raise DatasetError("evaluate --source: no source had an image that could be scored")
@@ -233,11 +232,12 @@ def in_category(results: list[dict[str, Any]], category_id: int) -> list[dict[st
     return results if category_id == 1 else [{**r, "category_id": category_id} for r in results]
 
 
-def _scored_some(metrics: dict[str, Any], what: str) -> None:
-    """Refuse metrics of no image (every one skipped as unreadable): before, empty metrics and exit 0."""
-    if not metrics.get("images"):
-        raise DatasetError(f"{what}: no image could be scored: all {metrics.get('skipped', 0)} were skipped as "
-                           f"unreadable (named above)")
+def _unscored(metrics: dict[str, Any]) -> str | None:
+    """Why metrics describe no image (every one skipped as unreadable), else None: such metrics are refused, not
+    written (before, empty metrics and exit 0)."""
+    if metrics.get("images"):
+        return None
+    return f"no image could be scored: all {metrics.get('skipped', 0)} were skipped as unreadable (named above)"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -273,7 +273,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{drew['paf_width']:g})")
     else:
         metrics, overlays, name, dataset, results = _evaluate_checkpoint(args, dataset)
-    _scored_some(metrics, str(args.root or args.annotations))
+    if (unscored := _unscored(metrics)) is not None:
+        raise DatasetError(f"{args.root or args.annotations}: {unscored}")
     print(format_metrics(metrics))
     if metrics.get("per_stage"):
         print("per stage (%):")  # the fractions above, as percentages: the report's table

@@ -3,8 +3,8 @@
 The model builds it, checkpoints / .safetensors / ONNX exports carry it, and everything that makes or reads the maps
 takes its geometry from it: the target builder (grid, Gaussian sigma, PAF width), the decoder (stride, sigma
 prior), flip / multi-scale TTA, the Predictor and evaluation (the loss compares maps with targets of the same grid, and
-takes its channel counts from the schema that sized the heads). So a stride or sigma is written
-once, where the model is configured, and a value that contradicts it is an error, not a silent AP of 0.
+takes its channel counts from the schema that sized the heads). So a stride or sigma is written once, where the model
+is configured, and a value that contradicts it is an error, not a silent AP of 0.
 
 Geometry (docs/conventions.md): output cell g of a stride-s map is centred at input pixel s*g + (s-1)/2.
 """

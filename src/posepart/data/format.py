@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data import validate
-from posepart.data.images import exif_orientation, read_image, read_label_png, upright
+from posepart.data.images import SIDES_SWAPPED, exif_orientation, read_image, read_label_png, upright
 from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask, spelled_otherwise
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import IGNORE_LABEL, Schema
@@ -37,15 +37,14 @@ ANNOTATIONS_FILE = "annotations.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                             ".pbm"})  # (.jfif, .jpe: JPEGs as browsers and Windows save some)
 IMAGES_DIR = "images"
+PARTS_DIR = "parts"
+LARGE_ANNOTATIONS = 64 * 2**20  # bytes: an annotation file this large takes seconds to read, and says so
 
 
 def hidden(path: Path, root: Path) -> bool:
     """Whether `path` is a dot file or lies in a dot folder under `root`: left out of every folder read as images, as
     the shell's `*` leaves them (macOS's `._IMG.jpg` companions on a USB drive are no images; `.git`, `.cache`)."""
     return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-PARTS_DIR = "parts"
-LARGE_ANNOTATIONS = 64 * 2**20  # bytes: an annotation file this large takes seconds to read, and says so
 
 
 class RecordLabels(NamedTuple):
@@ -139,10 +138,11 @@ class PosePartDataset:
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder is not a directory")
-        files = sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, folder))
-        nested = [p for p in folder.glob("*/**/*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, folder)]
+        def image_file(p: Path) -> bool:
+            return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, folder)
+
+        files = sorted(filter(image_file, folder.iterdir()))
+        nested = list(filter(image_file, folder.glob("*/**/*")))
         if not files:
             inside = f"; {len(nested)} in its subfolders, which are not read: give each folder of images as a " \
                      f"source of its own" if nested else ""
@@ -165,7 +165,7 @@ class PosePartDataset:
                 dataset._skip("unreadable image", f"{path}: {err}")
                 continue
             orientation = exif_orientation(path)  # a phone photo is read upright, as `predict` reads it
-            if orientation in (5, 6, 7, 8):
+            if orientation in SIDES_SWAPPED:
                 width, height = height, width
             records.append(ImageRecord(
                 image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
@@ -335,7 +335,7 @@ class PosePartDataset:
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """(H, W, 3) uint8 RGB, turned by the record's `orientation` (an unlabelled photo's EXIF tag; 1 for annotated
         images). Raises DatasetError for unreadable/truncated files or a size mismatch."""
-        turned = record.orientation in (5, 6, 7, 8)  # stored with its sides swapped
+        turned = record.orientation in SIDES_SWAPPED
         stored = (record.width, record.height) if turned else (record.height, record.width)
         return upright(read_image(record.image_path, expect_hw=stored, record=record.image_id), record.orientation)
 

@@ -52,6 +52,7 @@ _UPRIGHT = {
     7: lambda a: np.rot90(a, -1)[::-1],
     8: lambda a: np.rot90(a, 1),
 }
+SIDES_SWAPPED = frozenset({5, 6, 7, 8})  # the orientations stored with width and height exchanged
 
 
 def exif_orientation(path: Path) -> int:
@@ -104,7 +105,7 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
     image = to_rgb8(image, path)
     if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
         turned = ""
-        if image.shape[:2] == tuple(expect_hw)[::-1] and (tag := exif_orientation(path)) in (5, 6, 7, 8):
+        if image.shape[:2] == tuple(expect_hw)[::-1] and (tag := exif_orientation(path)) in SIDES_SWAPPED:
             turned = (f"; its EXIF orientation {tag} shows it turned, as {expect_hw[1]}x{expect_hw[0]}: annotations "
                       f"made on the photo as viewers show it? Dataset images are read as stored (COCO's annotations "
                       f"refer to the stored pixels): save such photos upright (PIL's ImageOps.exif_transpose)")
