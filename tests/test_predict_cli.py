@@ -328,6 +328,27 @@ def test_only_the_files_an_earlier_run_wrote_are_left_out(tmp_path):
     assert [Path(s.location).name for s in sources] == ["clip_frame.jpg"]
 
 
+def test_a_folders_sub_folders_left_out_are_named(tmp_path, capsys):
+    """Without --recursive a folder's sub-folders are not read: before, without a word, and a folder of dated
+    sub-folders failed as "no images or videos in this folder". Hidden folders and a run's --out are not named."""
+    from posepart.inference.inputs import expand_inputs
+
+    photos = tmp_path / "photos"
+    for path in ("a.jpg", "2024/b.jpg", "2025/c.jpg", ".thumbnails/a.jpg"):
+        (photos / path).parent.mkdir(parents=True, exist_ok=True)
+        (photos / path).write_bytes(b"jpeg")
+    (photos / "out").mkdir()  # this run's --out
+    sources, failures = expand_inputs([str(photos)], skip=photos / "out")
+    assert [s.name for s in sources] == ["a"] and not failures
+    assert f"note: {photos}: 2 sub-folder(s) not read (first: 2024); --recursive reads them" in capsys.readouterr().err
+    sources, failures = expand_inputs([str(photos)], recursive=True, skip=photos / "out")
+    assert sorted(s.name for s in sources) == ["a", "b", "c"] and "sub-folder" not in capsys.readouterr().err
+    (photos / "a.jpg").unlink()
+    sources, failures = expand_inputs([str(photos)])
+    assert not sources and failures == [{"input": str(photos), "error": f"{photos}: no images or videos in this "
+                                         f"folder (it has 3 sub-folder(s): --recursive reads them)"}]
+
+
 def test_a_file_given_by_several_inputs_is_one_input(tmp_path, capsys):
     """A file and its folder, or a folder and a quoted pattern over it: before, each gave the file once more (outputs
     a_2, a_3), and with `--annotations` every copy carried the file's image id, so its people were scored twice, the

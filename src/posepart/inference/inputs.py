@@ -77,6 +77,13 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
         """Whether `p` is a run's own listing (keypoints.json, summary.json) in one of `folders`: never an input."""
         return p.name in (RESULTS_FILE, SUMMARY_FILE) and p.parent.resolve() in folders
 
+    def unread_subfolders(path: Path, runs: set[Path]) -> list[Path]:
+        """The sub-folders of `path` that a run without --recursive leaves out: not hidden, not a run's --out
+        (this one's or an earlier one's) nor an earlier run's output folders when `path` is its --out."""
+        outputs = OUTPUT_FOLDERS if earlier_names(path) is not None else ()
+        return [p for p in sorted(path.iterdir()) if p.is_dir() and not hidden(p, path) and not ours(p)
+                and p.name not in outputs and p.resolve() not in runs and earlier_names(p) is None]
+
     def add_folder(item: str, path: Path, taken_files: Collection[Path] = ()) -> list[Path]:
         """Add a folder's images and videos (those not in `taken_files`, resolved); -> the ones added."""
         # (before hidden files were left out, macOS's `._IMG.jpg` companions each failed as "not a decodable image")
@@ -95,8 +102,13 @@ def expand_inputs(inputs: list[str], recursive: bool = False, skip: Path | None 
             kinds = sorted({p.suffix.lower() or p.name for p in left})
             tqdm.write(f"note: {item}: left out {len(left)} file(s) that are not images or videos posepart "
                        f"reads ({', '.join(kinds[:5])}{', ...' if len(kinds) > 5 else ''})", file=sys.stderr)
+        unread = [] if recursive else unread_subfolders(path, folders)
         if not media:
-            failures.append({"input": item, "error": f"{item}: no images or videos in this folder"})
+            failures.append({"input": item, "error": f"{item}: no images or videos in this folder"
+                             + (f" (it has {len(unread)} sub-folder(s): --recursive reads them)" if unread else "")})
+        elif unread:  # before: left out without a word
+            tqdm.write(f"note: {item}: {len(unread)} sub-folder(s) not read (first: {unread[0].name}); --recursive "
+                       f"reads them", file=sys.stderr)
         for p in media:
             add_file(p)
         return media
