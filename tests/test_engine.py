@@ -260,6 +260,23 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     assert "seed: must be in 0..4294967295, got -1" in capsys.readouterr().err  # before: Lightning's traceback
 
 
+def test_a_runs_cpu_threads_are_set_recorded_and_restored(data, tmp_path, capsys):
+    """Before, `posepart train` had no way to set its CPU threads but OMP_NUM_THREADS, though a CPU run's numbers
+    depend on the count: `--threads N` sets train.threads, the run trains on N (the checkpoint records it) and a
+    process that trains from Python keeps its own setting afterwards."""
+    assert cli.main(["train", "--config", "demo_cpu_joint", "--threads", "3", "--print-config"]) == 0
+    assert "  threads: 3\n" in capsys.readouterr().out
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = train(tiny(data, "train.threads=1", "train.max_epochs=1"), tmp_path, **QUIET)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert load_checkpoint(result.last)["posepart"]["provenance"]["threads"] == 1
+    assert load_config(tmp_path / "config.yaml").train.threads == 1
+
+
 def test_resume_continues_exactly(data, straight_run, tmp_path):
     cfg = tiny(data)
     first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1
@@ -746,6 +763,7 @@ def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monk
     ("data.sigma=-1", "data.sigma: must be a finite number > 0"),  # named no key
     ("train.log_every_steps=0", "train.log_every_steps: must be at least 1"),  # ZeroDivisionError
     ("train.val_every_epochs=0", "train.val_every_epochs: must be at least 1"),  # ZeroDivisionError
+    ("train.threads=0", "train.threads: must be at least 1 or null"),  # torch's default, silently
     ("train.max_steps=0", "train.max_steps: must be -1 (no limit) or at least 1"),  # trained nothing, exit 0
     ("train.max_epochs=-1", "decays over the planned steps, and train.max_epochs and train.max_steps are both -1"),
     ("loss.weighting=gradnorm;loss.weights=null;train.compile=true", "is not supported with train.compile"),

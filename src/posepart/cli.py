@@ -117,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.data.train = args.train
     if args.val is not None:
         config.data.val = args.val
+    if args.threads is not None:
+        config.train.threads = args.threads
     if args.print_config:  # the resolved config, as the run would write it to OUT/config.yaml (LightningCLI's flag)
         from posepart.engine.config import absolute_paths, config_yaml
 
@@ -244,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=Path, help="validation dataset root (overrides data.val)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (a resumable last.ckpt is kept)")
+    p.add_argument("--threads", type=at_least(1), help="CPU threads (overrides train.threads; default: every core)")
     p.add_argument("--resume", type=Path, metavar="CKPT", help="continue exactly from a checkpoint (last.ckpt)")
     p.add_argument("--out", type=Path, help="run folder: config.yaml, checkpoints/, csv/version_N/, tb/version_N/ "
                    "(required to train; a folder holding a run is refused unless --resume or --overwrite)")

@@ -329,16 +329,13 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
                      extra=job.extra, images=job.images or images, **common))
 
     if parallel <= 1:
-        import torch
+        from posepart.engine.train import intra_op_threads
 
-        results, before = {}, torch.get_num_threads()
-        torch.set_num_threads(threads or before)
-        try:
+        results = {}
+        with intra_op_threads(threads):
             for label, job in jobs.items():
                 args, kwargs = arguments(job)
                 results[label] = train_and_score(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
         return results
     # of the parallelism asked for, not of the jobs left: the same numbers either way
     threads = threads or job_threads(parallel)

@@ -205,6 +205,7 @@ def check_trainable(config: Config, *, trainer_limits: bool = False) -> None:
         (t.max_steps == -1 or t.max_steps >= 1, "train.max_steps", "-1 (no limit) or at least 1", t.max_steps),
         (t.max_minutes is None or finite(t.max_minutes) and t.max_minutes > 0, "train.max_minutes",
          "a finite number > 0 or null", t.max_minutes),
+        (t.threads is None or t.threads >= 1, "train.threads", "at least 1 or null", t.threads),
         (t.val_every_epochs >= 1, "train.val_every_epochs", "at least 1", t.val_every_epochs),
         (t.log_every_steps >= 1, "train.log_every_steps", "at least 1", t.log_every_steps),
         (t.val_images >= 0, "train.val_images", "at least 0", t.val_images),

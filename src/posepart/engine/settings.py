@@ -269,6 +269,8 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = -1
     max_minutes: float | None = None
+    threads: int | None = None  # torch's CPU threads for the run (null: torch's default, every core); a CPU run's
+    # numbers depend on the count (README, "Reproducibility"), so config.yaml records it
     precision: Text = "32-true"  # Lightning's values, or "auto": bf16-mixed where native, else 32-true (train.py)
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on GPU tensor cores
     compile: bool = False  # torch.compile the model (inductor): a one-off compile (~20-40 s) for faster steps

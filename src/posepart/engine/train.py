@@ -16,10 +16,10 @@ import re
 import shutil
 import signal
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -183,7 +183,20 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
                 and any(Path(init).resolve().is_relative_to(p.resolve()) for p in replaced)):
             raise ConfigError(f"model.init {init} lies in the run that --overwrite replaces (DDP workers would read it "
                               f"after it is gone): copy it out of {out} first")
-        return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
+        with intra_op_threads(cfg.train.threads):
+            return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: left as they are) while the block runs, then restored: a
+    process that trains from Python keeps its own setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _launches_workers(cfg: Config) -> bool:
