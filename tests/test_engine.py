@@ -277,6 +277,20 @@ def test_a_runs_cpu_threads_are_set_recorded_and_restored(data, tmp_path, capsys
     assert load_config(tmp_path / "config.yaml").train.threads == 1
 
 
+def test_evaluate_takes_its_cpu_threads_as_predict_does(data, straight_run, tmp_path):
+    """Before, `posepart evaluate` had no --threads (predict had): the same metrics on the threads asked for."""
+    before = torch.get_num_threads()
+    try:
+        for threads, out in (([], "all.json"), (["--threads", "1"], "one.json")):
+            assert cli.main(["evaluate", "--checkpoint", str(straight_run.last), "--data", str(data["val"]),
+                             "--out", str(tmp_path / out), *threads]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    scores = [json.loads((tmp_path / out).read_text()) for out in ("all.json", "one.json")]
+    assert scores[0]["pose"] == scores[1]["pose"] and scores[0]["segmentation"] == scores[1]["segmentation"]
+
+
 def test_resume_continues_exactly(data, straight_run, tmp_path):
     cfg = tiny(data)
     first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1

@@ -252,6 +252,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          "the --oracle's ground truth")
     if not args.oracle and (args.sigma is not None or args.paf_width is not None):  # the model's HeadMeta decides
         raise UsageError("evaluate: --sigma and --paf-width draw the --oracle's targets; a --checkpoint's are its own")
+    if args.threads:  # as predict's: torch's, for the network (its default is every core)
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
@@ -318,6 +322,7 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--overlays", type=at_least(0), default=8, metavar="N", help="draw the first N predictions")
     p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")
+    p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
                    f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}IMAGES")
