@@ -114,6 +114,26 @@ def test_compatibility_table_reads_names():
     assert part_limb_compatibility(unknown)[1].all()  # an unknown class may lie anywhere
 
 
+def test_camel_case_names_read_as_the_label_maps_read_them():
+    """Part classes and joints spelled in camel case ('UpperArm', 'LeftShoulder', as some tools export them) get the
+    table of their snake-case spelling: before, 'UpperArm' was read as 'upperarm', an unknown class allowed on every
+    limb, where the label maps (`name_key`) read it as 'upper_arm'."""
+    def camel_case(name: str) -> str:
+        return name.title().replace("_", "")
+
+    camel = Schema.from_names([camel_case(n) for n in PASCAL.keypoints],
+                              [(camel_case(PASCAL.keypoints[a]), camel_case(PASCAL.keypoints[b]))
+                               for a, b in PASCAL.skeleton],
+                              ["background", *map(camel_case, PASCAL.part_classes[1:])])
+    assert "UpperArm" in camel.part_classes and "LeftShoulder" in camel.keypoints
+    np.testing.assert_array_equal(part_limb_compatibility(camel), part_limb_compatibility(PASCAL))
+    limbs = [(PASCAL.keypoints[a], PASCAL.keypoints[b]) for a, b in PASCAL.skeleton]
+    sided = Schema.from_names(PASCAL.keypoints, limbs, ["background", "arm", "legs", "shoes"])  # side-less names of the sided table rows
+    table = part_limb_compatibility(sided)
+    np.testing.assert_array_equal(table[1], part_limb_compatibility(PASCAL)[[3, 4]].any(0))  # upper or lower arm
+    np.testing.assert_array_equal(table[2], part_limb_compatibility(PASCAL)[[5, 6]].any(0))
+
+
 def test_compiled_pass_equals_numpy_path():
     """The compiled pixel sweep gives the vectorised path's map exactly: crowded random scenes with missing joints
     (lone-joint elements), a duplicated person (equal distances: the first wins in both), ignore (255) and unknown

@@ -23,7 +23,7 @@ import numpy as np
 from posepart.data.label_maps import PARTS_TO_PASCAL
 from posepart.decode import compiled
 from posepart.heads import cell_centre
-from posepart.names import split_side
+from posepart.names import name_key, split_side
 from posepart.schema import PASCAL_PART_CLASSES, Schema
 
 # Where a joint sits on the body, by name (side prefixes stripped): the body region of a limb is read off its two ends.
@@ -43,27 +43,26 @@ _LIMB_REGION = {
     frozenset({"wrist"}): "lower_arm", frozenset({"hip", "knee"}): "upper_leg",
     frozenset({"knee", "ankle"}): "lower_leg", frozenset({"ankle"}): "lower_leg",
 }
-_SYNONYMS = {"arm": ("upper_arm", "lower_arm"), "leg": ("upper_leg", "lower_leg"), "shoe": ("lower_leg",)}
 
 
 def _regions(base: str) -> tuple[str, ...] | None:
     """The PASCAL-Person-Part regions (head, torso, upper/lower arm and leg) a part class of this side-less name
-    covers: the table that maps parsing classes into PASCAL's (`PARTS_TO_PASCAL`, one answer for both jobs), PASCAL's
-    own classes, a few synonyms; None for an unknown name (it may lie on any limb)."""
+    covers: the table that maps parsing classes into PASCAL's (`PARTS_TO_PASCAL`, one answer for both jobs, its
+    sided rows for the side-less name: 'arm' as 'left_arm'), PASCAL's own classes; None for an unknown name (it may
+    lie on any limb)."""
     for name in (base, base.rstrip("s")):  # "hands", "socks"
-        if name in PARTS_TO_PASCAL:
-            return PARTS_TO_PASCAL[name]
+        for key in (name, f"left_{name}"):
+            if key in PARTS_TO_PASCAL:
+                return PARTS_TO_PASCAL[key]
         if name in PASCAL_PART_CLASSES[1:]:
             return (name,)
-        if name in _SYNONYMS:
-            return _SYNONYMS[name]
     return None
 
 
 def _split(name: str) -> tuple[str | None, str]:
-    """'left_upper_arm' -> ('left', 'upper_arm'); 'Head' -> (None, 'head')."""
-    side, base = split_side(name)
-    return side, base.lower().replace("-", "_").replace(" ", "_")
+    """'left_upper_arm' -> ('left', 'upper_arm'); 'Head' -> (None, 'head'); 'LeftUpperArm' -> ('left',
+    'upper_arm'): names compared in the form `name_key` gives them, as the label maps compare them."""
+    return split_side(name_key(name))
 
 
 @functools.lru_cache(maxsize=16)
