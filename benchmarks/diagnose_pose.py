@@ -33,7 +33,7 @@ import torch
 
 from posepart.data.augment import apply_affine, invert, letterbox_affine, normalize
 from posepart.data.format import PosePartDataset
-from posepart.decode import DecodeConfig, decode, find_peaks_flat, people_to_coco
+from posepart.decode import DecodeConfig, decode_in_image, find_peaks_flat, people_to_coco
 from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
@@ -229,8 +229,9 @@ def main() -> None:
         }
         to_image = invert(affine)
         for name, (hm, paf) in maps.items():
-            people = decode(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32), head, config)
-            scores[name].add(record, Prediction(people_to_coco(people, record.image_id, to_image), None), None)
+            people, _ = decode_in_image(np.ascontiguousarray(hm, np.float32), np.ascontiguousarray(paf, np.float32),
+                                        head, config, to_image, (record.height, record.width))
+            scores[name].add(record, Prediction(people_to_coco(people, record.image_id), None), None)
         census.add(heatmaps[0], keypoints, head, radius)
     print(f"{len(records)} images of {args.data} at {input_size} px, model {args.checkpoint}, peak radius {radius}")
     computed = {name: evaluator.compute()["pose"] for name, evaluator in scores.items()}

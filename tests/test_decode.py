@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posepart.decode import DecodeConfig, Person, decode, find_peaks, find_peaks_flat, people_to_coco
+from posepart.decode import (DecodeConfig, Person, decode, decode_in_image, find_peaks, find_peaks_flat,
+                             people_to_coco)
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
@@ -333,18 +334,13 @@ def test_paf_disagreement_rejects_connections() -> None:
 
 
 # -- COCO results ------------------------------------------------------------------------------------------------------
-def test_people_to_coco_affine() -> None:
-    kp = np.array([[10.0, 20.0, 0.9], [0.0, 0.0, 0.0], [30.0, 5.0, 0.8]], np.float32)
-    people = [Person(keypoints=kp, score=0.75)]
-    # network input -> original image: scale 2 then shift (+5, -3), e.g. undoing a resize and crop
-    to_image = np.array([[2.0, 0.0, 5.0], [0.0, 2.0, -3.0]])
-    (res,) = people_to_coco(people, image_id=42, to_image=to_image, category_id=7)
+def test_people_to_coco() -> None:
+    kp = np.array([[10.0, 20.0, 0.9], [3.0, 4.0, 0.0], [30.0, 5.0, 0.8]], np.float32)
+    (res,) = people_to_coco([Person(keypoints=kp, score=0.75)], image_id=42, category_id=7)
     assert res["image_id"] == 42 and res["category_id"] == 7
     assert res["score"] == pytest.approx(0.75)
-    assert res["keypoints"] == pytest.approx([25.0, 37.0, 0.9, 0.0, 0.0, 0.0, 65.0, 7.0, 0.8])
-    (plain,) = people_to_coco(people, image_id=42)
-    assert plain["keypoints"] == pytest.approx(kp.reshape(-1).tolist())
-    assert all(isinstance(v, float) for v in plain["keypoints"])
+    assert res["keypoints"] == pytest.approx([10.0, 20.0, 0.9, 0.0, 0.0, 0.0, 30.0, 5.0, 0.8])  # absent: (0, 0, 0)
+    assert all(isinstance(v, float) for v in res["keypoints"])
 
 
 def test_decode_then_coco_round_trip_through_affine() -> None:
@@ -355,9 +351,10 @@ def test_decode_then_coco_round_trip_through_affine() -> None:
     truth_in = truth_img.copy()
     truth_in[..., :2] = truth_img[..., :2] @ to_input[:, :2].T + to_input[:, 2]
     hm, paf = render(truth_in, PASCAL)
-    people = decode(hm, paf, HeadMeta(PASCAL))
     inv = np.linalg.inv(np.vstack([to_input, [0, 0, 1]]))[:2]
-    results = people_to_coco(people, image_id=1, to_image=inv)
+    people, canvas = decode_in_image(hm, paf, HeadMeta(PASCAL), DecodeConfig(), inv, (736, 736))
+    np.testing.assert_array_equal(canvas, np.stack([p.keypoints for p in decode(hm, paf, HeadMeta(PASCAL))]))
+    results = people_to_coco(people, image_id=1)
     assert len(results) == 3
     for t in truth_img:
         errs = [np.abs(np.reshape(r["keypoints"], (-1, 3))[:, :2] - t[:, :2]).max() for r in results]

@@ -22,7 +22,7 @@ from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, reg
 from posepart.data.records import keypoint_box
 from posepart.data.label_maps import scoring_labels
 from posepart.data.synth import MADE_KEY, SLICES
-from posepart.decode import DecodeConfig, decode, people_to_coco
+from posepart.decode import DecodeConfig, decode_in_image, people_to_coco
 from posepart.heads import INPUT_SIZE, HeadMeta
 from posepart.metrics import ConfusionMatrix, coco_keypoint_ap, pck_dist, pckh_counts
 from posepart.metrics.oks import coco_ground_truth
@@ -223,8 +223,9 @@ def oracle_prediction(
     targets, to_image = ground_truth_targets(dataset, record, parts, input_size=input_size, head=head)
     results: list[dict[str, Any]] = []
     if schema.has_pose and record.pose_labeled:
-        people = decode(targets.heatmaps, targets.pafs, head, config or DecodeConfig.for_evaluation())
-        results = people_to_coco(people, record.image_id, to_image)
+        people, _ = decode_in_image(targets.heatmaps, targets.pafs, head, config or DecodeConfig.for_evaluation(),
+                                    to_image, (record.height, record.width))  # as the Predictor decodes a model's
+        results = people_to_coco(people, record.image_id)
     pred_parts = None
     if parts is not None:
         # A model never predicts "ignore": the letterbox padding (255) next to the image edge, which nearest-neighbour

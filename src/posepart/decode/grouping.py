@@ -390,22 +390,14 @@ def _limbless(skeleton: tuple[tuple[int, int], ...], k: int) -> np.ndarray:
     return alone
 
 
-def people_to_coco(
-    people: list[Person], image_id: int, to_image: np.ndarray | None = None, category_id: int = 1
-) -> list[dict]:
-    """COCO keypoint results: {image_id, category_id, keypoints [x, y, s] * K, score} per person.
-
-    to_image: optional (2, 3) affine from network-input pixels to original-image pixels. Joints not found are written
-    as (0, 0, 0), COCO's "absent".
-    """
+def people_to_coco(people: list[Person], image_id: int, category_id: int = 1) -> list[dict]:
+    """COCO keypoint results: {image_id, category_id, keypoints [x, y, s] * K, score} per person, in the people's
+    own pixels (`decode_in_image` maps a canvas's people to their image's). Joints not found are written as
+    (0, 0, 0), COCO's "absent"."""
     out = []
-    m = None if to_image is None else np.asarray(to_image, np.float64).reshape(2, 3)
     for person in people:
         kp = np.asarray(person.keypoints, np.float64).copy()  # (K, 3)
-        found = kp[:, 2] > 0
-        if m is not None:
-            kp[:, :2] = kp[:, :2] @ m[:, :2].T + m[:, 2]
-        kp[~found] = 0.0
+        kp[kp[:, 2] <= 0] = 0.0
         out.append(
             {
                 "image_id": int(image_id),

@@ -24,9 +24,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from posepart.data.augment import canvas_size, invert, labels_to_image, letterbox_affine, normalize, transform_points
+from posepart.data.augment import canvas_size, invert, labels_to_image, letterbox_affine, normalize
 from posepart.data.mixing import TASKS
-from posepart.decode import DecodeConfig, Person, decode, people_to_coco
+from posepart.decode import DecodeConfig, Person, decode_in_image, people_to_coco
 from posepart.decode.instances import INSTANCE_MAX_DISTANCE, assign_part_instances, cell_index
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
@@ -58,7 +58,7 @@ class PersonPrediction:
 
     def coco(self, image_id: int, category_id: int = 1) -> dict[str, Any]:
         """The COCO keypoint result dict {image_id, category_id, keypoints, score}."""
-        return people_to_coco([Person(self.keypoints, self.score)], image_id, None, category_id)[0]
+        return people_to_coco([Person(self.keypoints, self.score)], image_id, category_id)[0]
 
 
 @dataclass
@@ -346,20 +346,11 @@ class Predictor:
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
         if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
-            heatmaps = without_padding(merged.heatmaps, schema.num_joints, to_image, image_hw, stride)
-            decoded = decode(heatmaps, merged.pafs, info.head, self.decode_config)
-            if decoded:
-                canvas_kp = np.stack([p.keypoints for p in decoded])  # (N, K, 3) canvas pixels
-                cells = canvas_kp.copy()
-                cells[..., :2] = (canvas_kp[..., :2] - cell_centre(stride)) / stride
-                image_kp = canvas_kp.copy()
-                image_kp[..., :2] = transform_points(to_image, canvas_kp[..., :2])
-                # sub-cell placement can carry an edge cell's joint into the padding: keep it on the image (its
-                # pixels span -0.5 .. W - 0.5; an unpadded canvas spans the same, so nothing moves there)
-                np.clip(image_kp[..., 0], -0.5, image_hw[1] - 0.5, out=image_kp[..., 0])
-                np.clip(image_kp[..., 1], -0.5, image_hw[0] - 0.5, out=image_kp[..., 1])
-                image_kp[image_kp[..., 2] <= 0] = 0.0
-                people = [PersonPrediction(kp, float(p.score)) for kp, p in zip(image_kp, decoded)]
+            found, canvas_kp = decode_in_image(merged.heatmaps, merged.pafs, info.head, self.decode_config, to_image,
+                                               image_hw)
+            cells = canvas_kp.copy()
+            cells[..., :2] = (canvas_kp[..., :2] - cell_centre(stride)) / stride
+            people = [PersonPrediction(p.keypoints, float(p.score)) for p in found]
         t = self._tick("decode", t)
         parts = instances = None
         if merged.parts is not None and schema.has_parts:
@@ -374,25 +365,6 @@ class Predictor:
                 self._tick("instances", t)
         return ImageResult(source, image_hw[0], image_hw[1], schema.num_joints, people, parts, instances,
                            maps=merged if self.keep_maps else None, to_image=to_image, schema=schema)
-
-
-def without_padding(heatmaps: np.ndarray, num_joints: int, to_image: np.ndarray, image_hw: tuple[int, int],
-                    stride: int) -> np.ndarray:
-    """The joint heatmaps (K+1, h, w) with the cells whose centre lies in the letterbox padding set to 0 (a copy;
-    the maps themselves when no cell does). Why: a peak there maps back to a joint outside the image (a very wide
-    image letterboxed into a few rows of cells is mostly padding), which no annotation can hold."""
-    h, w = heatmaps.shape[1:]
-    centres = stride * np.arange(max(h, w)) + cell_centre(stride)  # canvas pixels; to_image is scale + shift
-    x = to_image[0, 0] * centres[:w] + to_image[0, 2]
-    y = to_image[1, 1] * centres[:h] + to_image[1, 2]
-    cols = (x < -0.5) | (x > image_hw[1] - 0.5)
-    rows = (y < -0.5) | (y > image_hw[0] - 0.5)
-    if not (cols.any() or rows.any()):
-        return heatmaps
-    out = np.array(heatmaps, np.float32, copy=True)
-    out[:num_joints, :, cols] = 0.0
-    out[:num_joints, rows, :] = 0.0
-    return out
 
 
 def letterbox_matrix(image_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> np.ndarray:
