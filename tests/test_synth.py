@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from posepart.data.synth import iter_scenes, scene_at, write_synth
-from posepart.schema import Schema
+from posepart.schema import PASCAL_KEYPOINTS, Schema
 
 SCHEMA = Schema.pascal_person_part()
 SIZE = 128
@@ -196,6 +196,17 @@ def test_clutter_scales_background_detail_and_keeps_the_default_scene() -> None:
     assert SceneConfig.easy().clutter == 0.0
     with pytest.raises(ValueError, match="clutter"):
         SceneConfig(clutter=1.5)
+
+
+def test_the_bodys_joint_indices_are_the_schemas() -> None:
+    """The renderer's joint constants are read off `PASCAL_KEYPOINTS` (before: numbers written by hand), and its
+    limbs take the right joint as the left one's next index."""
+    from posepart.data.synth import pose
+
+    assert PASCAL_KEYPOINTS[pose.HEAD_TOP] == "head" and PASCAL_KEYPOINTS[pose.NECK] == "neck"
+    for joint in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
+        left = getattr(pose, joint.upper())
+        assert PASCAL_KEYPOINTS[left: left + 2] == (f"left_{joint}", f"right_{joint}")
 
 
 def test_view_of_names_the_yaw_by_hand() -> None:

@@ -43,6 +43,7 @@ from posepart.data.synth.texture import (
     sample_material,
     skin_colour,
 )
+from posepart.names import split_side
 from posepart.schema import PASCAL_KEYPOINTS, PASCAL_PART_CLASSES
 
 PART = {name: i for i, name in enumerate(PASCAL_PART_CLASSES)}
@@ -63,7 +64,7 @@ def joint_tags(name: str) -> tuple[str, ...]:
         return ("head",)
     if name == "neck":
         return ("neck", "torso")
-    side, kind = name.split("_", 1)
+    side, kind = split_side(name)
     i = 0 if side == "left" else 1
     return tuple(t if t.startswith("skirt") else f"{t}_{i}" for t in _SIDE_TAGS[kind])
 

@@ -11,10 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posepart.schema import PASCAL_KEYPOINTS
+
 SIDES = (1.0, -1.0)  # body-x sign of the left and right limbs
 
 # Projected points: the 14 PASCAL joints (schema order) followed by the extra points the renderer needs.
-HEAD_TOP, NECK, SHOULDER, ELBOW, WRIST, HIP, KNEE, ANKLE = 0, 1, 2, 4, 6, 8, 10, 12  # left index; right = +1
+HEAD_TOP, NECK = PASCAL_KEYPOINTS.index("head"), PASCAL_KEYPOINTS.index("neck")
+SHOULDER, ELBOW, WRIST, HIP, KNEE, ANKLE = (PASCAL_KEYPOINTS.index(f"left_{joint}") for joint in  # right = left + 1
+                                            ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"))
 CHIN, PELVIS, HAND, TOE, HEEL, HEAD_CENTRE, FACE, EYE = 14, 15, 16, 18, 20, 22, 23, 24  # HAND/TOE/HEEL/EYE: L, R
 HAIR_TOP, HAIR_BOTTOM = 26, 27
 NUM_POINTS = 28
