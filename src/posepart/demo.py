@@ -33,6 +33,7 @@ from posepart.errors import UsageError
 from posepart.evaluate import HEADLINE, evaluate_oracle, logged_name
 from posepart.files import read_earlier_json, write_json_atomic
 from posepart.heads import HeadMeta
+from posepart.inference.outputs import METRICS_FILE
 from posepart.jobs import TrainJob, run_jobs, scaled_sigma
 from posepart.report import plot_training_curves, write_report
 from posepart.viz import grid, overlay, save_rgb
@@ -163,7 +164,7 @@ def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 
                                jobs=jobs)
         for label, (metrics, overlays, curve) in trained.items():
             rows[label] = metrics
-            write_json_atomic(run_dir(out, label) / "metrics.json", metrics)
+            write_json_atomic(run_dir(out, label) / METRICS_FILE, metrics)  # as `posepart evaluate --out` names it
             predictions += overlays
             labels += [label] if len(overlays) == 4 else []  # a row of four per model, labelled with its name
             if curve is not None:

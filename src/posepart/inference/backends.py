@@ -24,7 +24,7 @@ from posepart.schema import Schema
 
 EXPORT_FORMAT = "posepart-export-v1"
 METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file name (+ ".json")
-OUTPUT_NAMES = ("heatmaps", "pafs", "parts")
+OUTPUT_NAMES: tuple[str, ...] = Maps._fields  # heatmaps, pafs, parts: the exports' output names, in order
 MAX_INPUT_SIZE = 8192  # an export's input side past this is metadata no real model has (1e300: OpenCV's crash)
 DEFAULT_OPSET = 17  # the ONNX opset `posepart export` writes unless told (here, not in engine.export: the CLI reads it)
 # The lowest opset every posepart model exports at faithfully. The models take image sizes from tensor shapes (dynamic
