@@ -28,7 +28,7 @@ from posepart.data import validate
 from posepart.data.images import SIDES_SWAPPED, exif_orientation, read_image, read_label_png, upright
 from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask, spelled_otherwise
 from posepart.data.validate import DatasetError, PathEscapeError
-from posepart.schema import IGNORE_LABEL, Schema
+from posepart.schema import Schema
 
 __all__ = ["DatasetError", "ImageRecord", "PosePartDataset", "person_category", "read_image", "read_json",
            "region_mask"]
@@ -344,18 +344,11 @@ class PosePartDataset:
         if record.parts_path is None:
             return None
         path = record.parts_path
-        parts = read_label_png(path, record=record.image_id)
+        parts = read_label_png(path, self.schema.part_classes, record=record.image_id)
         if parts.shape != (record.height, record.width):
             raise DatasetError(
                 f"{path}: part map is {parts.shape[1]}x{parts.shape[0]} but image id {record.image_id} is "
                 f"{record.width}x{record.height}"
-            )
-        bad = (parts >= self.schema.num_parts) & (parts != IGNORE_LABEL)
-        if bad.any():
-            raise DatasetError(
-                f"{path}: label value {int(parts[bad].max())} above the classes 0..{self.schema.num_parts - 1} "
-                f"{list(self.schema.part_classes)} (image id {record.image_id}); {IGNORE_LABEL} is the only other "
-                f"allowed value"
             )
         return parts
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from posepart.data.validate import DatasetError
+from posepart.schema import IGNORE_LABEL
 
 
 # The most pixels OpenCV decodes in one image (its CV_IO_MAX_IMAGE_PIXELS, 2**30 unless the environment says more)
@@ -116,10 +117,12 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
     return image
 
 
-def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
+def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = None, wide: bool = False
+                   ) -> np.ndarray:
     """Decode a part label map: a single-channel 8-bit PNG, or an indexed (palette) one, whose indices are the labels
-    (PASCAL VOC's convention, and what `posepart predict` writes) -> (H, W) uint8. Pillow, not OpenCV: OpenCV
-    expands a palette to colours, losing the labels."""
+    (PASCAL VOC's convention, and what `posepart predict` writes) -> (H, W) uint8, every value below `classes` (a
+    count, or the class names) or IGNORE_LABEL. `wide`: also 16- and 32-bit grey PNGs (some datasets' own label files; a converter's).
+    Pillow, not OpenCV: OpenCV expands a palette to colours, losing the labels."""
     from PIL import Image
 
     what = f" (image id {record})" if record is not None else ""
@@ -129,11 +132,18 @@ def read_label_png(path: Path, *, record: Any = None) -> np.ndarray:
             mode, labels = image.mode, np.array(image)  # a writable copy
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DatasetError(f"{path}: cannot read part label PNG{what}: {err}") from None
-    if mode not in ("L", "P"):
+    if mode not in ("L", "P", *(("I", "I;16") if wide else ())):
         raise DatasetError(f"{path}: part labels must be a single-channel uint8 or palette PNG, got mode {mode} "
                            f"{labels.shape}{what}; convert colour PNGs with `posepart convert masks` (a table of "
                            f"their colours, as CVAT's labelmap.txt) or `posepart convert pascal-person-part`")
-    return labels
+    count = classes if isinstance(classes, int) else len(classes)
+    bad = ((labels >= count) & (labels != IGNORE_LABEL)) | (labels < 0)
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        named = "" if isinstance(classes, int) else f" {list(classes)}"
+        raise DatasetError(f"{path}: label value {int(labels[y, x])} at (x={x}, y={y}) above the classes "
+                           f"0..{count - 1}{named}{what}; {IGNORE_LABEL} is the only other allowed value")
+    return labels.astype(np.uint8, copy=False)
 
 
 FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)

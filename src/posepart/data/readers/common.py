@@ -21,10 +21,11 @@ from tqdm import tqdm
 from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
 from posepart.data.images import read_image
+from posepart.data.images import read_label_png as decode_label_png
 from posepart.data.writer import CONVERSION_FILE, DatasetWriter
 from posepart.errors import writing
 from posepart.files import write_image, write_json_atomic
-from posepart.schema import IGNORE_LABEL, Schema
+from posepart.schema import Schema
 
 
 
@@ -151,27 +152,14 @@ def polygon_area(polygons: Sequence[Sequence[float]]) -> float:
 
 
 def read_label_png(path: Path, num_classes: int) -> np.ndarray:
-    """A single-channel index PNG (grey or palette mode) as (H, W) uint8; values above the classes are an error.
-
-    Palette PNGs are read as their indices (PIL), not as the colours OpenCV would return.
-    """
-    from PIL import Image
-
+    """A dataset's own index PNG (`images.read_label_png`, 16-bit grey too) as (H, W) uint8; a file missing,
+    unreadable or with a value above the classes is a sample skipped, by that reason."""
+    if not path.is_file():
+        raise SampleError(f"{path}: part label PNG not found", "missing part PNG")
     try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16"):
-                raise SampleError(f"{path}: expected a single-channel label PNG, got mode {image.mode}", "bad part PNG")
-            labels = np.asarray(image)
-    except FileNotFoundError:
-        raise SampleError(f"{path}: part label PNG not found", "missing part PNG") from None
-    except OSError as err:
-        raise SampleError(f"{path}: cannot read part label PNG: {err}", "bad part PNG") from None
-    bad = ((labels >= num_classes) & (labels != IGNORE_LABEL)) | (labels < 0)
-    if bad.any():
-        y, x = np.argwhere(bad)[0]
-        raise SampleError(f"{path}: label value {int(labels[y, x])} at (x={x}, y={y}) is not one of the "
-                          f"{num_classes} classes 0..{num_classes - 1} (or {IGNORE_LABEL} ignore)", "bad part PNG")
-    return labels.astype(np.uint8)
+        return decode_label_png(path, num_classes, wide=True)
+    except DatasetError as err:
+        raise SampleError(str(err), "bad part PNG") from None
 
 
 # -- writing -----------------------------------------------------------------------------------------------------
