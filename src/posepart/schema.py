@@ -11,7 +11,7 @@ import colorsys
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -445,3 +445,10 @@ class Schema:
     def cihp(cls) -> Schema:
         """CIHP: multi-person parsing with 20 classes, no pose."""
         return cls(keypoints=(), skeleton=(), part_classes=CIHP_PART_CLASSES, name="cihp")
+
+
+# `data.schema`'s names for the built-in schemas (a config names one; nothing else spells them)
+BUILTIN_SCHEMAS: dict[str, Callable[[], Schema]] = {
+    "pascal_person_part": Schema.pascal_person_part, "coco": Schema.coco, "mpii": Schema.mpii, "lip": Schema.lip,
+    "cihp": Schema.cihp,
+}

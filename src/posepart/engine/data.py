@@ -14,7 +14,7 @@ import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_args
+from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -28,10 +28,10 @@ from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
-from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SchemaName, SelfTrainingConfig,
+from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SelfTrainingConfig,
                                       SourceConfig)
 from posepart.heads import HeadMeta
-from posepart.schema import Schema
+from posepart.schema import BUILTIN_SCHEMAS, Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
 
 
@@ -160,9 +160,9 @@ def target_schema(value: str | Path) -> Schema:
     mix custom sources that each label part of it (a pose-only source and a parts-only one, where neither's own
     schema has both)."""
     if isinstance(value, str):  # a built-in's name (the config types every other value as a Path)
-        return getattr(Schema, value)()
+        return BUILTIN_SCHEMAS[value]()
     if not value.exists():  # "cocoo" (made absolute with the run's paths): a mistyped name, or a missing file
-        names = ", ".join(get_args(SchemaName))
+        names = ", ".join(BUILTIN_SCHEMAS)
         raise ConfigError(f"data.schema: {value.name!r} is neither a built-in schema ({names}) nor an existing file "
                           f"or folder ({value})")
     path = value / ANNOTATIONS_FILE if value.is_dir() else value

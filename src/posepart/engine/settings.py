@@ -24,6 +24,7 @@ from posepart.models.build import MODELS, ModelName, SegHead, builder_options, c
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
+from posepart.schema import BUILTIN_SCHEMAS
 
 
 class ConfigError(PosepartError, ValueError):
@@ -70,7 +71,7 @@ class ModelConfig:
             raise ValueError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing}")
 
 
-SchemaName = Literal["pascal_person_part", "coco", "mpii", "lip", "cihp"]  # `posepart.schema.Schema` classmethods
+SchemaName = Literal[tuple(BUILTIN_SCHEMAS)]  # type: ignore[valid-type]  # `posepart.schema.BUILTIN_SCHEMAS`
 TaskName = Literal[TASKS]  # type: ignore[valid-type]  # what a source may supervise
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source's name prefixes its metrics and names its files
 # Names a source may not take: its name prefixes its metrics, and these are the run's own metric names
