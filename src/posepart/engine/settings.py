@@ -17,8 +17,10 @@ from pydantic import BeforeValidator, ConfigDict
 
 from posepart.data.augment import AugmentConfig
 from posepart.data.mixing import TASKS
+from posepart.engine.aggregation import AGGREGATORS
 from posepart.errors import PosepartError
 from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
+from posepart.losses.multitask import TASK_OUTPUTS
 from posepart.losses.pose import FOCAL_BETA, HeatmapLoss, MaskMode
 from posepart.models.build import MODELS, ModelName, SegHead, builder_options, check_seg_head
 from posepart.models.pretrained import check_fits
@@ -191,7 +193,7 @@ class LossConfig:
     weighting: Literal["fixed", "uncertainty", "dwa", "gradnorm"] = "fixed"
     # fixed: the weights w_i; uncertainty: each task's priority r_i (its gradient weighs r_i / L_i); dwa: fixed scales
     # under DWA's weights; gradnorm: not used (its weights are learned from 1)
-    weights: dict[str, float] = field(default_factory=lambda: {"seg": 1.0, "heatmap": 1.0, "paf": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TASK_OUTPUTS, 1.0))
     dwa_period: int = 100  # DWA's "epoch": the loss means it compares are over this many training steps
     gradnorm_alpha: float = 1.5  # GradNorm's asymmetry: how hard slower-training tasks are pushed
     # Learning rate of a learnable weighting's parameters (default: optim.lr), without weight decay. Uncertainty
@@ -200,12 +202,12 @@ class LossConfig:
     # How the tasks' gradients combine into the step: "sum" (the gradient of the total, as usual) or a Jacobian-
     # descent aggregator of torchjd over one gradient row per task the batch supervises (a task no sample of the
     # batch labels gives no row): "upgrad" (projections onto the dual cone), "pcgrad", "mgda" (min-norm).
-    aggregator: Literal["sum", "upgrad", "pcgrad", "mgda"] = "sum"
+    aggregator: Literal[("sum", *AGGREGATORS)] = "sum"  # type: ignore[valid-type]  # `aggregation.AGGREGATORS`
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.weights) - {"seg", "heatmap", "paf"})
+        unknown = sorted(set(self.weights) - set(TASK_OUTPUTS))
         if unknown:
-            raise ValueError(f"weights: unknown tasks {unknown}; the tasks are seg, heatmap, paf")
+            raise ValueError(f"weights: unknown tasks {unknown}; the tasks are {', '.join(TASK_OUTPUTS)}")
         if self.weighting == "gradnorm" and any(w != 1.0 for w in self.weights.values()):
             raise ValueError(f"weights: gradnorm learns the task weights (from 1): reset them (--set "
                              f"loss.weights=null), got {self.weights}")
