@@ -169,7 +169,7 @@ def test_parts_scored_in_advance_count_as_the_map_they_replace():
     maps = [rng.integers(0, p, (12, 16), dtype=np.uint8) for _ in truths]
     direct, scored = Evaluator(schema, pose=False), Evaluator(schema, pose=False)
     record = ImageRecord(1, "a.png", Path("a.png"), 16, 12, np.zeros((0, schema.num_joints, 3), np.float32),
-                         np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), (), None,
+                         np.zeros((0, 4), np.float32), np.zeros(0, np.float32), (), None,
                          False, ())
     for truth, parts in zip(truths, maps):
         direct.add(record, Prediction([], parts), truth)

@@ -64,7 +64,7 @@ def test_unlabelled_source_crops_do_not_follow_its_hidden_people(tmp_path):
     record = ds.records[0]
     assert record.num_people == 1
     no_people = dataclasses.replace(record, keypoints=record.keypoints[:0], boxes=record.boxes[:0],
-                                    areas=record.areas[:0], head_sizes=record.head_sizes[:0])
+                                    head_sizes=record.head_sizes[:0])
     augment = AugmentConfig(center_jitter=0.0)
     mapper = Mapper(ds, TargetConfig(input_size=64), augment, views=True, unlabelled=True)
     hidden = mapper(record, np.random.default_rng(5))["to_image"]

@@ -217,7 +217,7 @@ def test_a_mapped_source_keeps_its_own_pckh_head_size():
         kp[person, LIP.joint("upper_neck")] = (10 + dx, 16, 2)
         kp[person, LIP.joint("thorax")] = (10 + dx, 25, 2)
         kp[person, LIP.joint("left_hip")] = (12 + dx, 50, 2)
-    record = ImageRecord(1, "a.jpg", Path("a.jpg"), 80, 60, kp, np.zeros((2, 4), np.float32), np.ones(2, np.float32),
+    record = ImageRecord(1, "a.jpg", Path("a.jpg"), 80, 60, kp, np.zeros((2, 4), np.float32),
                          np.array([np.nan, 9.0], np.float32), (), None, True, ())
     mapped = SourceMapping.build("lip", LIP, PASCAL, PartLabelSpace(PASCAL), tasks=["pose"]).map_record(record)
     assert mapped.head_sizes.tolist() == [6.0, 9.0]  # the source's own, then the file's where it gives one

@@ -169,7 +169,7 @@ class PosePartDataset:
                 width, height = height, width
             records.append(ImageRecord(
                 image_id, path.name, path, width, height, np.zeros((0, k, 3), np.float32), np.zeros((0, 4), np.float32),
-                np.zeros(0, np.float32), np.zeros(0, np.float32), (), None, False, (), orientation))
+                np.zeros(0, np.float32), (), None, False, (), orientation))
         if not records:
             raise DatasetError(f"{folder}: none of its {len(files)} images could be read")
         dataset.records = PackedRecords(records)

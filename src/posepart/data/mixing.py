@@ -145,7 +145,7 @@ class SourceMapping:
         k = len(self.source.keypoints)
         annotations = tuple(self._map_annotation(a, k) for a in record.annotations)
         return dataclasses.replace(
-            record, keypoints=kp[keep], boxes=record.boxes[keep], areas=record.areas[keep],
+            record, keypoints=kp[keep], boxes=record.boxes[keep],
             head_sizes=head_sizes[keep], ignore_regions=record.ignore_regions + lost,
             parts_path=record.parts_path if self.parts else None, annotations=annotations)
 

@@ -52,7 +52,6 @@ class ImageRecord:
     height: int
     keypoints: np.ndarray  # (N, K, 3) float32 [x, y, v]
     boxes: np.ndarray  # (N, 4) float32 xywh
-    areas: np.ndarray  # (N,) float32
     head_sizes: np.ndarray  # (N,) float32 PCKh normaliser from "head_size" or MPII "head_box"; NaN when absent
     ignore_regions: tuple[Any, ...]  # COCO segmentations (polygon lists / RLE dicts) or [x, y, w, h] boxes
     parts_path: Path | None
@@ -220,7 +219,7 @@ def read_record(
         raise DatasetError(f"{where}: images[{index}] ({file_name}) pose_labeled must be true or false, got "
                            f"{pose_labeled!r}")
     k = schema.num_joints
-    keypoints, boxes, areas, head_sizes, ignore = [], [], [], [], []
+    keypoints, boxes, head_sizes, ignore = [], [], [], []
     read: list[dict[str, Any]] = []
     for ann in annotations:
         label = f"{where}: annotation id {ann.get('id')} (image {file_name})"
@@ -230,7 +229,8 @@ def read_record(
         raw = ann.get("keypoints")
         kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
         box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
-        area = validate.number(ann["area"], f"{label}: area") if ann.get("area") is not None else None
+        if ann.get("area") is not None:  # checked, not kept: evaluation reads the file's own (`annotations`)
+            validate.number(ann["area"], f"{label}: area")
         outside = keypoints_outside(kp, width, height) & (not crowd)  # a crowd's joints are never read
         if outside.any():
             far = (np.abs(kp[:, :2] - [width / 2, height / 2]) > [1.5 * width, 1.5 * height]).any(1) & outside
@@ -258,7 +258,6 @@ def read_record(
         keypoints.append(kp)
         box = box if box is not None else np.asarray(keypoint_box(kp), np.float32)
         boxes.append(box)
-        areas.append(area if area else float(box[2] * box[3]))
         head_sizes.append(_head_size(ann, label))
     return ImageRecord(
         image_id=image_id,
@@ -268,7 +267,6 @@ def read_record(
         height=height,
         keypoints=np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32),
         boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
-        areas=np.asarray(areas, np.float32),
         head_sizes=np.asarray(head_sizes, np.float32),
         ignore_regions=tuple(ignore),
         parts_path=parts_path,
