@@ -102,6 +102,27 @@ def test_roboflow_semantic_masks_beside_the_images_and_a_keypoints_file(tmp_path
     assert metrics["pose"]["ap"] == pytest.approx(1.0) and metrics["segmentation"]["mean_iou"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("keypoints, words", [
+    ([30, 8, 2, 30, 16, 2], r"annotation id 1 \(image a\.jpg\): 6 keypoint values, expected 3 x 3"),  # was a
+    ([30, 8, 2, 30, 16, 2, 30, 30, 3], r"annotation id 1 \(image a\.jpg\): keypoint visibility must be 0, 1 or 2"),
+])  # numpy reshape error ("not a COCO keypoints file"), and a visibility of 3 was written as it stood
+def test_a_keypoints_record_the_dataset_would_refuse_is_refused_naming_it(tmp_path, keypoints, words):
+    from posepart.data.readers.masks import convert_masks
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _image(src / "a.jpg", 0)
+    cv2.imwrite(str(src / "a.png"), TRUTH)
+    (tmp_path / "classes.txt").write_text("background\narm\nhead\ntorso\n")
+    person = {"id": 1, "name": "person", "keypoints": ["head", "neck", "hip"], "skeleton": [[1, 2], [2, 3]]}
+    (tmp_path / "kp.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 60, "height": 40}], "categories": [person],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": keypoints}]}))
+    with pytest.raises(DatasetError, match=words):
+        convert_masks(src, src, tmp_path / "classes.txt", tmp_path / "out", keypoints=tmp_path / "kp.json",
+                      progress=False)
+
+
 def test_class_tables_and_masks_that_cannot_be_read_say_why(tmp_path, capsys):
     table = tmp_path / "names.txt"
     table.write_text("background\nhead\nhead\n")

@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
+from posepart.data import validate
 from posepart.data.format import IMAGE_SUFFIXES, DatasetError, hidden, people_categories, person_category
 from posepart.data.readers.common import ConvertResult, Person, Sample, SampleError, Skips, source_paths, write_samples
 from posepart.schema import IGNORE_LABEL, Schema
@@ -165,10 +166,13 @@ def _people(keypoints: Path | None, skips: Skips) -> tuple[dict, dict[str, list[
                           f"{ann.get('id')}, category {others[category]!r}")
             if category not in people or ann["image_id"] not in names:
                 continue
-            kp = np.zeros((k, 3), np.float32) if ann.get("iscrowd") else \
-                np.asarray(ann.get("keypoints") or [0.0] * 3 * k, np.float32).reshape(k, 3)
+            label = f"{keypoints}: annotation id {ann.get('id')} (image {names[ann['image_id']]})"
+            kp = np.zeros((k, 3), np.float32) if ann.get("iscrowd") or not ann.get("keypoints") else \
+                validate.keypoints(ann["keypoints"], k, label)  # as the dataset reads them: counts, visibilities
             polygons = ann.get("segmentation") if isinstance(ann.get("segmentation"), list) else None
             by_name[names[ann["image_id"]]].append(Person(kp, ann.get("bbox"), ann.get("area"), polygons or None))
+    except DatasetError:  # a record the dataset would refuse too, named
+        raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
         raise DatasetError(f"{keypoints}: not a COCO keypoints file ({type(err).__name__}: {err})") from None
     if not person.get("keypoints"):
