@@ -49,9 +49,12 @@ def normal_name(name: str) -> str:
 def name_key(name: str) -> str:
     """The form joint and part names of two schemas are matched in: `normal_name`, its side (any spelling
     `split_side` reads) first and camel-case words apart: 'LShoulder', 'l_shoulder', 'shoulder_left' and 'Left
-    Shoulder' are 'left_shoulder'; OpenPose's 'LBigToe' is COCO-WholeBody's 'left_big_toe'."""
+    Shoulder' are 'left_shoulder'; OpenPose's 'LBigToe' is COCO-WholeBody's 'left_big_toe'; 'FrontLeftPaw' is
+    'front_left_paw''s 'left_front_paw' (the side a word inside the name once the camel case is apart)."""
     side, rest = split_side(name.strip())
     words = normal_name(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name if side is None else rest))
+    if side is None:  # a side word inside camel case ('FrontLeftPaw'): read once the words are apart
+        side, words = split_side(words)
     return words if side is None else f"{side}_{words}"
 
 
@@ -165,13 +168,24 @@ def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
     return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
 
 
+# a one-letter side inside a name: a capital L or R ("FL_paw", "legL1", "leg_L1"), or a lower-case l or r in a word
+# of one or two letters ("paw_fl_1", "leg_l1"; not "world")
+_CAPITAL_SIDE = re.compile(r"[LR]")
+_SHORT_WORD = re.compile(r"(?<![A-Za-z])[a-z]{1,2}(?![A-Za-z])")
+
+
 def _loose_mirrors(name: str) -> list[str]:
     """`name` with one side swapped where it is run into the name: "left"/"right" anywhere ("leftear",
-    "mixamorig:LeftArm", "eyeLeftOuter"), or a one-letter side first or last ("lshoulder", "LSHO", "finger1L"), each
-    in its own case. Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
+    "mixamorig:LeftArm", "eyeLeftOuter"), a one-letter side first or last ("lshoulder", "LSHO", "finger1L"), a
+    capital one anywhere (the quadrupeds' "FL_paw" / "FR_paw", insects' "legL1" / "legR1") or a lower-case one in a
+    word of one or two letters ("paw_fl_1"), each in its own case.
+    Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
     out = [name[:m.start()] + _other_side(m.group()) + name[m.end():] for m in _LOOKS_SIDED.finditer(name)]
     if len(name) > 1 and name[0].lower() in "lr":
         out.append(_other_side(name[0]) + name[1:])
     if len(name) > 1 and name[-1].lower() in "lr":
         out.append(name[:-1] + _other_side(name[-1]))
+    letters = [m.start() for m in _CAPITAL_SIDE.finditer(name)]
+    letters += [i for m in _SHORT_WORD.finditer(name) for i in range(m.start(), m.end()) if name[i] in "lr"]
+    out += [name[:i] + _other_side(name[i]) + name[i + 1:] for i in letters if 0 < i < len(name) - 1]
     return out
