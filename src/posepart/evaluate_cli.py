@@ -65,7 +65,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
     loaded = load_model(args.checkpoint, map_location=args.device)
     if loaded.schema != dataset.schema:
-        from posepart.data.mixing import SourceError, map_dataset
+        from posepart.data.mixing import SourceError, map_dataset, unscored_joints
 
         ours, theirs = dataset.schema, loaded.schema
         fields = [("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
@@ -84,6 +84,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
             dataset = map_dataset(dataset, loaded.schema)
         except SourceError as err:
             raise SourceError(f"{err}{_part_table_hint(loaded)}", source=err.source) from None
+        if "pose" in (loaded.tasks or ("pose",)) and (unscored := unscored_joints(dataset)):  # before: not a word
+            print(f"warning: {args.root or args.annotations}: {unscored}", file=sys.stderr)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or loaded.input_size

@@ -252,6 +252,23 @@ class MappedSource(PosePartDataset):
         return None if labels is None else self.mapping.map_parts(labels)
 
 
+def unscored_joints(dataset: PosePartDataset) -> str | None:
+    """What a dataset read in another schema (`map_dataset`'s view) cannot score: the target joints its own schema
+    gives none of by name, said in words; None when it gives every one or none (a dataset whose pose cannot be
+    scored at all is refused where it is used), is read in its own schema or has no pose. Why: OKS and PCKh then
+    score a model's other joints only, and its people look easier than they are."""
+    if not isinstance(dataset, MappedSource) or dataset.mapping is None or dataset.source is None \
+            or not (dataset.source.schema.has_pose and dataset.schema.has_pose):
+        return None
+    missing = [joint for joint, rule in zip(dataset.schema.keypoints, dataset.mapping.joints.rules) if not rule]
+    if not missing or len(missing) == dataset.schema.num_joints:
+        return None
+    return (f"no joint of it is named as {', '.join(missing)} ({len(missing)} of the model's "
+            f"{dataset.schema.num_joints}; its own: {', '.join(dataset.source.schema.keypoints)}): OKS and PCKh score "
+            f"the other joints only, and its people look easier to find than they are. Name its joints as the "
+            f"model's (categories[0].keypoints) to score them")
+
+
 def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping | None = None,
                 name: str = "data", *, part_map: Mapping[str, Sequence[str]] | None = None,
                 ignore_parts: Sequence[str] = ()) -> PosePartDataset:

@@ -18,16 +18,18 @@ from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posepart.data.format import (ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, person_category,
                                   read_json)
 from posepart.data.label_maps import PartLabelSpace
-from posepart.data.mixing import TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset
+from posepart.data.mixing import (TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset,
+                                  unscored_joints)
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
+from posepart.errors import PosepartWarning
 from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SelfTrainingConfig,
                                       SourceConfig)
 from posepart.heads import HeadMeta
@@ -231,6 +233,9 @@ class PosePartDataModule(pl.LightningDataModule):
                 raise ConfigError(f"{where} ({val.annotation_file}): none of its joints {list(val.schema.keypoints)} "
                                   f"maps to the run's {list(self.target.keypoints)} (by name, docs/training.md): its "
                                   f"pose could not be validated")
+            if trains_pose and view is not None and (unscored := unscored_joints(view)):  # before: without a word
+                where = f"source {source.name!r}: val" if data.sources else "data.val"
+                rank_zero_warn(f"{where} ({view.annotation_file}): {unscored}", category=PosepartWarning)
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
