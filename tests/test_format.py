@@ -72,6 +72,47 @@ def test_round_trip_custom_schema(tmp_path):
     assert counts["part_pixel_share"]["arm"] == pytest.approx(2 * 100 / labelled)
 
 
+def test_labels_that_are_likely_mistakes_are_noted_and_warned_about(tmp_path, capsys):
+    """A custom-data walkthrough: keypoints normalised to 0..1, people whose joints are all unlabelled, and a joint
+    no person labels were each inspected and trained on without a word (every person at pixel (0, 0); a pose task
+    that learns only "nobody"; a joint never learnt)."""
+    import warnings
+
+    from posepart.engine.data import PosePartDataModule
+    from posepart.engine.config import load_config
+    from posepart.errors import PosepartWarning
+
+    def variant(name: str, change) -> Path:
+        root = write_custom(tmp_path / name)
+        coco = json.loads((root / "annotations.json").read_text())
+        for ann in coco["annotations"]:
+            if not ann["iscrowd"]:
+                ann["keypoints"] = change(ann["keypoints"])
+        (root / "annotations.json").write_text(json.dumps(coco))
+        return root
+
+    assert PosePartDataset.open(write_custom(tmp_path / "plain")).label_concerns() == []
+    normalised = variant("normalised", lambda kp: [v / 60 if i % 3 == 0 else v / 40 if i % 3 == 1 else v
+                                                  for i, v in enumerate(kp)])
+    nobody = variant("nobody", lambda kp: [0.0] * len(kp))
+    no_top = variant("no_top", lambda kp: [0.0, 0.0, 0.0, *kp[3:]])
+    expected = {normalised: "every labelled joint lies within 1 px of its image's top-left corner (the largest "
+                            "coordinate is 0.75): are they normalised to 0..1?",
+                nobody: "none of its 3 people (annotations of pose-labelled images) labels a joint (v > 0): each "
+                        "is an ignore region",
+                no_top: "no person labels top: a model trained on it does not learn it"}
+    for root, words in expected.items():
+        (concern,) = PosePartDataset.open(root).label_concerns()
+        assert concern.startswith(words), concern
+        assert main(["inspect", str(root), "--no-pixels"]) == 0 and f"note: {words}" in capsys.readouterr().out
+        config = load_config("demo_cpu_joint.yaml", [f"data.train={root}"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            PosePartDataModule(config)
+        said = [str(w.message) for w in caught if issubclass(w.category, PosepartWarning)]
+        assert any(message.startswith(f"data.train ({root}): {words}") for message in said), said
+
+
 def test_a_write_that_fails_leaves_the_folder_as_it_was(tmp_path):
     """Everything goes into a hidden folder first and takes its place at close(): a write that fails half-way leaves
     no half dataset, and an --overwrite that fails keeps the earlier dataset whole. Before: a failed conversion left

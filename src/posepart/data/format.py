@@ -54,6 +54,8 @@ class RecordLabels(NamedTuple):
     pose: np.ndarray  # (N,) bool: pose-labelled images
     parts: np.ndarray  # (N,) bool: images with a part map
     joints: np.ndarray  # (K,) bool: the joints some person of a pose-labelled image labels
+    annotations: int  # people annotated in the pose-labelled images (not crowds), with labelled joints or not
+    largest: float  # the largest coordinate of a labelled joint, in pixels (-1 where none is labelled)
 
 
 @dataclass
@@ -284,11 +286,35 @@ class PosePartDataset:
         """Which labels each record carries (one pass over the records, kept: they do not change once opened)."""
         n, k = len(self.records), self.schema.num_joints
         pose, parts, joints = np.zeros(n, bool), np.zeros(n, bool), np.zeros(k, bool)
+        annotations, largest = 0, -1.0
         for i, record in enumerate(self.records):
             pose[i], parts[i] = record.pose_labeled, record.parts_path is not None
             if record.pose_labeled:
-                joints |= (record.keypoints[..., 2] > 0).any(0)
-        return RecordLabels(pose, parts, joints)
+                labelled = record.keypoints[..., 2] > 0
+                joints |= labelled.any(0)
+                annotations += sum(not ann.get("iscrowd") for ann in record.annotations)
+                if labelled.any():
+                    largest = max(largest, float(record.keypoints[..., :2][labelled].max()))
+        return RecordLabels(pose, parts, joints, annotations, largest)
+
+    def label_concerns(self, *, unlabelled_joints: bool = True) -> list[str]:
+        """What the labels say that is likely a mistake, in words (`inspect` notes them, `train` warns): joints
+        given in 0..1 instead of pixels, people who label no joint (each an ignore region), and, with
+        `unlabelled_joints`, joints no person labels (their channels are not trained from it)."""
+        labels, concerns = self.record_labels, []
+        if 0 <= labels.largest <= 1.0 and any(min(r.width, r.height) > 4 for r in self.records[:100]):
+            concerns.append(f"every labelled joint lies within 1 px of its image's top-left corner (the largest "
+                            f"coordinate is {labels.largest:g}): are they normalised to 0..1? The format's keypoints "
+                            f"are pixels")
+        if not labels.joints.any() and labels.annotations:
+            concerns.append(f"none of its {labels.annotations} people (annotations of pose-labelled images) labels "
+                            f"a joint (v > 0): each is an ignore region, and the pose task learns only where nobody "
+                            f"is")
+        elif unlabelled_joints and labels.joints.any() and not labels.joints.all():
+            missing = [name for name, given in zip(self.schema.keypoints, labels.joints) if not given]
+            concerns.append(f"no person labels {', '.join(missing)}: a model trained on it does not learn "
+                            f"{'them' if len(missing) > 1 else 'it'} (the channels are masked)")
+        return concerns
 
     @property
     def has_parts(self) -> bool:

@@ -38,6 +38,7 @@ class InspectReport:
             f"images        {c['images']}  (pose-labelled {c['images_pose_labeled']}, "
             f"part-labelled {c['images_part_labeled']})",
             f"people        {c['people']} labelled, {c['ignore_regions']} ignore regions (crowds / unlabelled)",
+            *(f"note: {concern}" for concern in c.get("label_concerns", ())),
         ]
         for reason, n in c["skipped"].items():
             lines.append(f"skipped       {n} x {reason}")
@@ -161,6 +162,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     counts = {
         "schema": {"name": schema.name, "joints": schema.num_joints, "limbs": schema.num_limbs,
                    "parts": schema.num_parts, "concerns": list(schema.concerns())},
+        "label_concerns": dataset.label_concerns(),
         "images": len(dataset),
         "images_pose_labeled": pose_labeled,
         "images_part_labeled": part_labeled,

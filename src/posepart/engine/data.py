@@ -65,6 +65,9 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
         raise DatasetError(f"{key} ({where}): {err}") from None
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
+    # (a mixed run's summary names the joints a training source lacks, in the run's schema)
+    for concern in dataset.label_concerns(unlabelled_joints=not re.fullmatch(r"data\.sources\[\d+\]\.train", key)):
+        rank_zero_warn(f"{key} ({where}): {concern}", category=PosepartWarning)  # before: trained on without a word
     return dataset
 
 
