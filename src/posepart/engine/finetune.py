@@ -56,6 +56,12 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
         raise ConfigError(f"model.init {path}: its trunk does not fit this model's ({len(misfit)} of {len(trunk)} "
                           f"trunk tensors differ, e.g. {misfit[0]}): another width, batch_norm or activation layout")
     model.load_state_dict(taken, strict=False)
+    theirs_kinds, own_kinds = _weightless_layers(loaded.model.trunk), _weightless_layers(model.trunk)
+    if theirs_kinds != own_kinds:  # before: taken without a word (SiLU-trained weights under ReLU)
+        rank_zero_warn(f"model.init {path}: its trunk computes with {', '.join(sorted(theirs_kinds - own_kinds))} "
+                       f"where this model's has {', '.join(sorted(own_kinds - theirs_kinds))} (model.activation?): "
+                       f"its weights are taken, but their features are not what they were trained to be",
+                       category=PosepartWarning)
     left, unused = sorted(set(own) - set(taken)), sorted(set(theirs) - set(taken))
     if left or unused:
         why = "" if same_schema else (f" (its schema {loaded.schema.describe()} is not the run's "
@@ -69,6 +75,13 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
     tasks = [task for task in learnt if task in _heads(model) and not any(_TASK_OF[task](key) for key in left)]
     return {"name": INIT_SOURCE, "init": str(path), "tasks": tasks, "unlabelled": False, "weight": 0.0,
             "train_images": 0, "draws_per_epoch": 0, "val_images": 0, "missing_joints": []}
+
+
+def _weightless_layers(module: nn.Module) -> set[str]:
+    """The kinds of layer without weights a module computes with (activations, pooling): what a state dict does not
+    record, and two models whose tensors all fit may still differ in."""
+    return {type(m).__name__ for m in module.modules()
+            if not any(True for _ in m.children()) and not any(True for _ in m.parameters(recurse=False))}
 
 
 # Which tensors make each task's head (the joint model's stage branches and refinements, FCN's seg_head).
