@@ -325,6 +325,25 @@ def test_data_that_names_some_of_the_models_joints_otherwise_is_said_to_score_th
         train(tiny(data, f"data.val={renamed}", "train.max_epochs=1"), tmp_path / "run", **QUIET)
 
 
+def test_a_coco_file_given_as_a_runs_dataset_root_is_answered_with_trains_own_keys(data, tmp_path, capsys):
+    """`--train x.json`, or a Roboflow folder (images beside `_annotations.coco.json`): the error named evaluate's
+    `--annotations FILE --images DIR`, which train refuses as unrecognised arguments (a custom-data walkthrough)."""
+    roboflow = tmp_path / "train"
+    shutil.copytree(data["train"] / "images", roboflow)
+    shutil.copy(data["train"] / "annotations.json", roboflow / "_annotations.coco.json")
+    file = data["train"] / "annotations.json"
+    for given, words in ((file, f"a COCO file, not a dataset root: give the file and its image folder as --set "
+                                f"data.train.annotations={file} --set data.train.images=IMAGES"),
+                         (roboflow, f"images beside a COCO file (_annotations.coco.json), not a dataset root: give "
+                                    f"the file and its image folder as --set data.train.annotations="
+                                    f"{roboflow / '_annotations.coco.json'} --set data.train.images={roboflow}")):
+        assert cli.main(["train", "--config", "demo_cpu_paf", "--train", str(given), "--out", str(tmp_path / "r")]) == 2
+        assert f"error: data.train ({given}): {words}" in capsys.readouterr().err
+    assert cli.main(["train", "--config", "demo_cpu_paf", "--set", f"data.train.annotations={roboflow}/_annotations."
+                     f"coco.json", "--set", f"data.train.images={roboflow}", "--set", "data.input_size=64", "--set",
+                     "train.max_steps=1", "--out", str(tmp_path / "r")]) == 0  # as it said
+
+
 def test_resume_continues_exactly(data, straight_run, tmp_path):
     cfg = tiny(data)
     first = train(cfg, tmp_path, max_epochs=1, **QUIET)  # the same run, cut after epoch 1

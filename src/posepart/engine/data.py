@@ -52,6 +52,8 @@ def share_inherited_objects(worker_id: int) -> None:
 
 def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None) -> PosePartDataset:
     """A source's dataset; a folder of images alone (an unlabelled source) is read in `schema`, the run's."""
+    if not isinstance(where, DatasetPaths) and (hint := _coco_file_hint(Path(where), key)) is not None:
+        raise ConfigError(hint)
     try:
         if isinstance(where, DatasetPaths) and where.images_only:
             assert schema is not None
@@ -69,6 +71,22 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
     for concern in dataset.label_concerns(unlabelled_joints=not re.fullmatch(r"data\.sources\[\d+\]\.train", key)):
         rank_zero_warn(f"{key} ({where}): {concern}", category=PosepartWarning)  # before: trained on without a word
     return dataset
+
+
+def _coco_file_hint(path: Path, key: str) -> str | None:
+    """How a run takes a COCO file given where a dataset root goes (`--train x.json`), or a folder that holds one
+    JSON beside its images (Roboflow's `_annotations.coco.json`); None for anything else. Why: the dataset's own
+    error names evaluate's and inspect's flags, which `train` does not have."""
+    jsons = sorted(path.glob("*.json")) if path.is_dir() and not (path / ANNOTATIONS_FILE).exists() else []
+    if path.is_file() and path.suffix.lower() == ".json":
+        what, annotations, images = "a COCO file", path, "IMAGES"
+    elif len(jsons) == 1:
+        what, annotations, images = f"images beside a COCO file ({jsons[0].name})", jsons[0], path
+    else:
+        return None
+    return (f"{key} ({path}): {what}, not a dataset root: give the file and its image folder as --set "
+            f"{key}.annotations={annotations} --set {key}.images={images} (in a config, {key}: {{annotations: FILE, "
+            f"images: DIR}})")
 
 
 @dataclass
