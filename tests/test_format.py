@@ -113,6 +113,26 @@ def test_labels_that_are_likely_mistakes_are_noted_and_warned_about(tmp_path, ca
         assert any(message.startswith(f"data.train ({root}): {words}") for message in said), said
 
 
+def test_unlabelled_joints_without_coordinates_read_as_absent(tmp_path):
+    """DeepLabCut's and SLEAP's converters write NaN (or null) for a joint they do not have, with v = 0: before, the
+    file was refused ("contains NaN or infinity"). A labelled joint's NaN still is."""
+    root = write_custom(tmp_path / "ds")
+    coco = json.loads((root / "annotations.json").read_text())
+    person = next(ann for ann in coco["annotations"] if not ann["iscrowd"])
+    person["keypoints"][3:6] = [float("nan"), None, 0]  # left_hand: not labelled
+    (root / "annotations.json").write_text(json.dumps(coco))
+    dataset = PosePartDataset.open(root)
+    record = next(r for r in dataset.records if r.image_id == person["image_id"])
+    assert record.keypoints[0, 1].tolist() == [0.0, 0.0, 0.0] and record.keypoints[0, 0, 2] == 2
+    (read,) = [ann for ann in record.annotations if not ann["iscrowd"]]
+    assert read["keypoints"][3:6] == [0.0, 0.0, 0]  # what evaluation scores: no NaN left in its ground truth
+    assert main(["evaluate", "--oracle", "--data", str(root), "--input-size", "64"]) == 0
+    person["keypoints"][3:6] = [float("nan"), 5.0, 2]
+    (root / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match="keypoints: contains NaN or infinity"):
+        PosePartDataset.open(root)
+
+
 def test_a_write_that_fails_leaves_the_folder_as_it_was(tmp_path):
     """Everything goes into a hidden folder first and takes its place at close(): a write that fails half-way leaves
     no half dataset, and an --overwrite that fails keeps the earlier dataset whole. Before: a failed conversion left

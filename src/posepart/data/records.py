@@ -227,7 +227,12 @@ def read_record(
         if crowd not in (0, 1):  # True/False compare equal to 1/0
             raise DatasetError(f"{label}: iscrowd must be 0 or 1, got {crowd!r}")
         raw = ann.get("keypoints")
-        kp = np.zeros((k, 3), np.float32) if raw is None or raw == [] else validate.keypoints(raw, k, label)
+        if raw is None or raw == []:
+            kp = np.zeros((k, 3), np.float32)
+        else:
+            kp, kept = validate.annotation_keypoints(raw, k, label)
+            if kept is not raw:  # unlabelled joints' NaN or null coordinates as 0: what evaluation scores too
+                ann = {**ann, "keypoints": kept}
         box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None
         if ann.get("area") is not None:  # checked, not kept: evaluation reads the file's own (`annotations`)
             validate.number(ann["area"], f"{label}: area")

@@ -84,6 +84,27 @@ def keypoints(value: Any, num_joints: int, label: str) -> np.ndarray:
     return kp.astype(np.float32)
 
 
+def annotation_keypoints(value: Any, num_joints: int, label: str) -> tuple[np.ndarray, Any]:
+    """`keypoints` of an annotation's list -> (K, 3), and the list to keep: `value` itself, or a copy whose
+    unlabelled joints (v = 0) without coordinates, NaN or null (as DeepLabCut's and SLEAP's converters write them),
+    are 0 (before: refused as "contains NaN or infinity"). The copy is made only where `value` is refused as it is:
+    a large file's annotations are read at the plain list's speed."""
+    try:
+        return keypoints(value, num_joints, label), value
+    except DatasetError:
+        if not isinstance(value, list) or len(value) != 3 * num_joints:
+            raise
+        filled = [0.0 if i % 3 < 2 and value[i - i % 3 + 2] == 0 and _no_number(v) else v for i, v in enumerate(value)]
+        if filled == value:
+            raise
+        return keypoints(filled, num_joints, label), filled
+
+
+def _no_number(value: Any) -> bool:
+    """null, NaN or infinity: what a tool writes for a coordinate it does not have."""
+    return value is None or isinstance(value, float) and not math.isfinite(value)
+
+
 def box(value: Any, label: str) -> np.ndarray:
     """[x, y, w, h] with w, h >= 0 -> (4,) float32."""
     xywh = numbers(value, label, length=4)
