@@ -230,7 +230,7 @@ def read_record(
         if raw is None or raw == []:
             kp = np.zeros((k, 3), np.float32)
         else:
-            kp, kept = validate.annotation_keypoints(raw, k, label)
+            kp, kept = validate.annotation_keypoints(raw, k, label, schema.keypoints)
             if kept is not raw:  # unlabelled joints' NaN or null coordinates as 0: what evaluation scores too
                 ann = {**ann, "keypoints": kept}
         box = validate.box(ann["bbox"], f"{label}: bbox") if ann.get("bbox") is not None else None

@@ -10,7 +10,7 @@ a file that writes "12.5" for a coordinate is broken, and guessing would hide it
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -70,8 +70,9 @@ def number(value: Any, label: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def keypoints(value: Any, num_joints: int, label: str) -> np.ndarray:
-    """COCO's flat [x1, y1, v1, ...] -> (K, 3) float32; v must be 0 (unlabelled), 1 (occluded) or 2 (visible)."""
+def keypoints(value: Any, num_joints: int, label: str, names: Sequence[str] = ()) -> np.ndarray:
+    """COCO's flat [x1, y1, v1, ...] -> (K, 3) float32; v must be 0 (unlabelled), 1 (occluded) or 2 (visible).
+    `names`: the joints', for the error."""
     if isinstance(value, list) and len(value) != 3 * num_joints:
         raise DatasetError(f"{label}: {len(value)} keypoint values, expected 3 x {num_joints}")
     flat = numbers(value, f"{label}: keypoints")
@@ -79,25 +80,27 @@ def keypoints(value: Any, num_joints: int, label: str) -> np.ndarray:
     v = kp[:, 2]
     bad = (v != 0.0) & (v != 1.0) & (v != 2.0)
     if bad.any():
-        raise DatasetError(f"{label}: keypoint visibility must be 0, 1 or 2, got {kp[bad, 2][0]:g} at joint "
-                           f"{int(np.flatnonzero(bad)[0])}")
+        j = int(np.flatnonzero(bad)[0])
+        joint = f"{names[j]!r} (keypoints[{j}])" if j < len(names) else f"keypoints[{j}]"
+        raise DatasetError(f"{label}: keypoint visibility must be 0, 1 or 2, got {kp[j, 2]:g} at joint {joint}")
     return kp.astype(np.float32)
 
 
-def annotation_keypoints(value: Any, num_joints: int, label: str) -> tuple[np.ndarray, Any]:
+def annotation_keypoints(value: Any, num_joints: int, label: str, names: Sequence[str] = ()
+                         ) -> tuple[np.ndarray, Any]:
     """`keypoints` of an annotation's list -> (K, 3), and the list to keep: `value` itself, or a copy whose
     unlabelled joints (v = 0) without coordinates, NaN or null (as DeepLabCut's and SLEAP's converters write them),
     are 0 (before: refused as "contains NaN or infinity"). The copy is made only where `value` is refused as it is:
     a large file's annotations are read at the plain list's speed."""
     try:
-        return keypoints(value, num_joints, label), value
+        return keypoints(value, num_joints, label, names), value
     except DatasetError:
         if not isinstance(value, list) or len(value) != 3 * num_joints:
             raise
         filled = [0.0 if i % 3 < 2 and value[i - i % 3 + 2] == 0 and _no_number(v) else v for i, v in enumerate(value)]
         if filled == value:
             raise
-        return keypoints(filled, num_joints, label), filled
+        return keypoints(filled, num_joints, label, names), filled
 
 
 def _no_number(value: Any) -> bool:
