@@ -227,11 +227,33 @@ def test_flip_pairs_pair_joints_their_names_cannot():
     assert schema.concerns() == ("the joint names 'right_eye' say left or right, but a horizontal flip (training's "
                                  "augmentation, --flip) leaves them in place: no mirror name pairs them (name the "
                                  "pairs e.g. left_x / right_x, x_left / x_right, lX / rX, or list them in "
-                                 "the category's \"flip_pairs\")",)
+                                 "the category's \"flip_pairs\")",
+                                 "\"flip_pairs\" pairs [5, 7] ('left_eye', 'eye_c'), joints whose names say otherwise "
+                                 "(the same side, or another mirror): the pairs count the keypoints from 1, as the "
+                                 "skeleton's do")  # a pair against the names' is allowed, and said
     for pairs, words in (([[1, 1]], "two distinct joints"), ([[1, 8]], "1-based pairs of joints among 1..7"),
                          ([[1, 2], [2, 3]], "'jaw_1' more than once"), ("1,3", "a list of [a, b]")):
         with pytest.raises(ValueError, match=re.escape(words)):
             Schema.from_category({**category, "flip_pairs": pairs})
+
+
+def test_flip_pairs_that_pair_joints_their_names_pair_otherwise_are_noted():
+    """Two left paws paired, or a 0-based list read 1-based (each joint paired with its neighbour): before, taken as
+    given without a note, and flips swapped the wrong joints (a custom-data walkthrough)."""
+    names = ["nose", "neck", "tail_base", "front_left_paw", "front_right_paw", "back_left_paw", "back_right_paw"]
+    skeleton = [[1, 2], [2, 3], [2, 4], [2, 5], [3, 6], [3, 7]]
+
+    def noted(pairs: list) -> list[str]:
+        schema = Schema.from_category({"keypoints": names, "skeleton": skeleton, "flip_pairs": pairs})
+        return [c for c in schema.concerns() if c.startswith('"flip_pairs"')]
+
+    assert noted([[4, 5], [6, 7]]) == [] and noted([[1, 2]]) == []  # as the names pair them; unsided joints: free
+    (same_side,) = noted([[4, 6]])
+    assert same_side.startswith('"flip_pairs" pairs [4, 6] (\'front_left_paw\', \'back_left_paw\'), joints whose names '
+                                'say otherwise')
+    (shifted,) = noted([[3, 4], [5, 6]])  # the 0-based [[3, 4], [5, 6]] of the right pairs, read 1-based
+    assert "[3, 4] ('tail_base', 'front_left_paw'), [5, 6] ('front_right_paw', 'back_left_paw')" in shifted
+    assert "count the keypoints from 1" in shifted
 
 
 def test_flip_pairs_travel_with_a_model(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from posepart.errors import PosepartWarning
-from posepart.names import (default_sigmas, flip_permutation, head_and_neck, name_key, numbered_names,
+from posepart.names import (default_sigmas, flip_permutation, head_and_neck, name_key, numbered_names, split_side,
                             unpaired_sided_names)
 
 IGNORE_LABEL = 255  # the uint8 part-label value of an unlabelled pixel: in part PNGs, targets, losses and metrics
@@ -271,12 +271,21 @@ class Schema:
         """What in the schema likely does not do what its author meant, in words for `inspect` and `train`: joint or
         part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), joints in no
         limb, a skeleton whose limbs join the joints in separate groups, numbered joint names that say no side (an
-        annotation tool's defaults) and a skeleton without limbs."""
+        annotation tool's defaults), a skeleton without limbs, and "flip_pairs" that pair joints their names pair
+        otherwise (the same side, or each to another mirror: a 0-based list)."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in the category's \"flip_pairs\")"
                  for kind, names in (("joint", self.keypoints), ("part class", self.part_classes))
                  if (lone := unpaired_sided_names(names, self.flip_pairs if kind == "joint" else ()))]
+        by_names = flip_permutation(self.keypoints)
+        sides = [split_side(name)[0] for name in self.keypoints]
+        crossed = [f"[{a + 1}, {b + 1}] ({self.keypoints[a]!r}, {self.keypoints[b]!r})" for a, b in self.flip_pairs
+                   if by_names[a] not in (a, b) or by_names[b] not in (a, b) or sides[a] is not None and
+                   sides[a] == sides[b]]
+        if crossed:  # before: taken as given (a 0-based list pairs each joint's neighbour)
+            notes.append(f"\"flip_pairs\" pairs {', '.join(crossed)}, joints whose names say otherwise (the same "
+                         f"side, or another mirror): the pairs count the keypoints from 1, as the skeleton's do")
         k = self.num_joints
         if k > 1 and not self.flip_pairs and numbered_names(self.keypoints):
             # (only numbered names: a hand's or a midline's joints, or Horse-10's near / off sides, rightly stay)
