@@ -633,8 +633,10 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
         '"images": [', '"images": [], "unused": ['))
     bad = load_config(None, [f"data.sources=[{{name: e, train: {empty}, part_map: {{hat: [head]}}}}]",
                              "data.schema=pascal_person_part"])
-    with pytest.raises(ConfigError, match="source 'e' has no training images"):
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].train \(.*empty\): no training images"):
         PosePartDataModule(bad)
+    with pytest.raises(ConfigError, match=r"^data.train \(.*empty\): no training images$"):  # was "data.sources:
+        PosePartDataModule(load_config(None, [f"data.train={empty}"]))  # source 'empty'", from --train
 
 
 def test_trained_tasks_are_those_of_the_labelled_sources_drawn():

@@ -238,9 +238,10 @@ class PosePartDataModule(pl.LightningDataModule):
         opened = [(s, _open(s.train, _key(config, s, "train"), self.target), val) if f else (s, train, val)
                   for (s, train, val), f in zip(opened, folder)]
         self.label_space = PartLabelSpace(self.target)
-        empty = next((s.name for s, train, _ in opened if train is not None and not len(train) and s.weight > 0), None)
+        empty = next((s for s, train, _ in opened if train is not None and not len(train) and s.weight > 0), None)
         if empty is not None:  # before mapping: an empty source "has" no labels of any kind
-            raise ConfigError(f"data.sources: source {empty!r} has no training images")
+            raise ConfigError(f"{_key(config, empty, 'train')} ({empty.train}): no training images")  # it named a
+            # 'data.sources' the user had not written (`--train`)
         try:
             self.sources = self._map(opened)
         except SourceError as err:
