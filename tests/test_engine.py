@@ -651,6 +651,23 @@ def test_the_distributed_logging_advice_is_noise_where_every_rank_has_the_metric
     assert [str(w.message) for w in caught] == ["a real warning"]
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_logging_interval_advice_is_noise_on_a_small_dataset(data, tmp_path, verbose):
+    """A small dataset's run (2 batches an epoch, a log every 3 steps) got Lightning's "smaller than the logging
+    interval" warning without --verbose (a custom-data walkthrough), though its steps are counted over the run: the
+    training curve has its points."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny(data, "train.log_every_steps=3", "train.max_epochs=3", val=False), tmp_path, verbose=verbose,
+              **QUIET)
+    advised = [w for w in caught if "smaller than the logging interval" in str(w.message)]
+    assert bool(advised) == verbose
+    logged = [step for step, name, _ in _logged(tmp_path) if name == "train/total"]
+    assert logged == [2, 5], logged  # every 3rd of the run's 6 steps (0-based), across its 3 epochs
+
+
 def test_a_folder_holding_a_run_is_refused_resumed_or_overwritten(data, tmp_path, capsys):
     """Before: a second `train --out DIR` mixed its checkpoints and TensorBoard events into the first run's."""
     from cli_helpers import refused, run_cli

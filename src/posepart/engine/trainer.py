@@ -247,7 +247,10 @@ _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                    # a resume inside an epoch from posepart's saves is exact (the sampler is a function of seed and
                    # epoch and skips the draws trained, `resume.settle_epoch`; tested bit for bit): Lightning cannot
                    # see that, and warns; of the others posepart warns itself (`resume.resumes_inexactly`)
-                   r"You're resuming from a checkpoint that ended before the epoch ended")
+                   r"You're resuming from a checkpoint that ended before the epoch ended",
+                   # a small dataset (fewer batches an epoch than train.log_every_steps): Lightning counts the steps
+                   # to log over the whole run, not within an epoch, so the curves have their points anyway
+                   r"The number of training batches \(\d+\) is smaller than the logging interval")
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
