@@ -267,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_parser(verbs)  # posepart convert {pascal-person-part,mpii,lip,cihp,masks}
 
+    from posepart.data.split import add_split_parser
+
+    add_split_parser(verbs)  # posepart split: a held-out share of one dataset's images
+
     from posepart.predict_cli import add_predict_parsers
 
     add_predict_parsers(verbs)  # posepart predict / export (docs/inference.md)

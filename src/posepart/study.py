@@ -23,17 +23,15 @@ IU against `parts@f` and OKS AP against `pose`, per seed then averaged; a plot a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
+from posepart.data.split import image_order, write_subset  # fraction f labels the first ceil(f * n)
 from posepart.errors import UsageError
 from posepart.files import read_earlier_json, write_json_atomic
 from posepart.study_report import arm_label, plot_study, summarise, write_study_report
@@ -58,26 +56,9 @@ class Split:
     unlabelled_file: Path | None = None
 
 
-def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
-    """The training images' ids in a seeded random order: fraction f labels the first ceil(f * n) of them."""
-    ids = sorted(r.image_id for r in dataset.records)
-    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-
-
 def subset_size(n: int, fraction: float) -> int:
     """Images in the part-labelled subset: ceil(f * n), at least one."""
     return max(1, math.ceil(fraction * n - 1e-9))
-
-
-def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Path:
-    """An annotations.json holding only the images `ids` (and their people), beside the dataset's own: opened with
-    the dataset's root for its images and part maps (`DatasetPaths(root, annotations=path)`)."""
-    data = json.loads(dataset.annotation_file.read_text(encoding="utf-8"))
-    keep = set(ids)
-    data["images"] = [image for image in data["images"] if image["id"] in keep]
-    data["annotations"] = [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]
-    write_json_atomic(path, data)
-    return path
 
 
 def unlabelled_count(share: float, n: int) -> int:

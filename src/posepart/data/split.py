@@ -1,0 +1,114 @@
+"""Seeded subsets of a dataset's images as COCO annotation files beside it: `posepart split` (a tool's export arrives
+as one file; a run wants training and validation images apart) and the thesis study's part-labelled fractions.
+
+A subset is the dataset's own annotation file with only some images and their people, read with the dataset's
+images and part maps (`posepart train --set data.train.root=ROOT --set data.train.annotations=FILE`): nothing is
+copied, and the split is a function of the seed alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from posepart.data.format import PosePartDataset, read_json
+from posepart.errors import UsageError
+from posepart.files import write_json_atomic
+
+SPLIT_FILES = ("train.json", "val.json")  # what `posepart split --out DIR` writes
+
+
+def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
+    """The dataset's image ids in a seeded random order (sorted first: the same order whatever the file's)."""
+    ids = sorted(r.image_id for r in dataset.records)
+    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
+def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Path:
+    """The dataset's annotation file holding only the images `ids` and their people (every other key as it is) at
+    `path`: opened with the dataset's root, or its images and part folders, for the pixels."""
+    data = read_json(dataset.annotation_file)
+    keep = set(ids)
+    data["images"] = [image for image in data["images"] if image["id"] in keep]
+    data["annotations"] = [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]
+    write_json_atomic(path, data)
+    return path
+
+
+def held_out_count(n: int, val: float) -> int:
+    """Images held out for validation: `val` of the n when below 1 (rounded, at least one), else `val` images; at
+    least one image is left to train on."""
+    count = max(1, round(val * n)) if val < 1 else int(val)
+    if n < 2 or count >= n:
+        raise UsageError(f"split: --val {val:g} of {n} image(s) leaves nothing to train on")
+    return count
+
+
+def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """Write out/train.json and out/val.json: the dataset's images in a seeded order, the first
+    `held_out_count(n, val)` for validation and the rest for training."""
+    order = image_order(dataset, seed)
+    k = held_out_count(len(order), val)
+    out.mkdir(parents=True, exist_ok=True)
+    train_file, val_file = (out / name for name in SPLIT_FILES)
+    return write_subset(dataset, order[k:], train_file), write_subset(dataset, order[:k], val_file)
+
+
+def add_split_parser(verbs: Any) -> None:
+    """Add the `split` verb to the `posepart` sub-parsers."""
+    from posepart.arguments import positive
+    from posepart.data.dataset_args import add_dataset_args
+
+    p = verbs.add_parser("split", help="hold out a seeded share of a dataset's images for validation (writes "
+                         "train.json and val.json for the dataset's images)")
+    add_dataset_args(p, positional=True)
+    p.add_argument("--val", type=positive, required=True, metavar="SHARE_OR_COUNT",
+                   help="images held out: a share below 1 (0.1: a tenth) or a count (200)")
+    p.add_argument("--seed", type=int, default=0, help="which images (the same seed, the same split)")
+    p.add_argument("--out", type=Path, required=True, help="folder for train.json and val.json")
+    p.add_argument("--overwrite", action="store_true", help="replace train.json and val.json already in --out")
+    p.set_defaults(run=cmd_split)
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from posepart.data.dataset_args import open_dataset
+
+    if args.val >= 1 and not float(args.val).is_integer():
+        raise UsageError(f"split: --val {args.val:g}: a share below 1 or a whole count of images")
+    there = [args.out / name for name in SPLIT_FILES if (args.out / name).exists()]
+    if there and not args.overwrite:
+        raise UsageError(f"split: {there[0]} exists (--overwrite replaces it)")
+    dataset = open_dataset(args)
+    train_file, val_file = split_dataset(dataset, args.val, args.out, seed=args.seed)
+    sizes = {path: PosePartDataset.open(args.root, annotations=path, images=args.images, parts=args.parts,
+                                        quiet=True) for path in (train_file, val_file)}
+    for path, subset in sizes.items():
+        labels = subset.record_labels
+        print(f"wrote {path}: {len(subset)} images ({int(labels.pose.sum())} pose-labelled, "
+              f"{int(labels.parts.sum())} with part maps)")
+    print(f"train on them:\n  posepart train --config CONFIG {_paths_set(args, 'train', train_file)} "
+          f"{_paths_set(args, 'val', val_file)} --out RUN", file=sys.stderr)
+    print(f"score on the held-out images:\n  posepart evaluate --checkpoint CKPT {_paths_flags(args, val_file)}",
+          file=sys.stderr)
+    return 0
+
+
+def _paths(args: argparse.Namespace, annotations: Path) -> dict[str, Path]:
+    """Where a subset's files are: the dataset's root (or its images and part folders) and the subset's JSON."""
+    given = {"root": args.root, "annotations": annotations, "images": args.images, "parts": args.parts}
+    return {key: Path(value).resolve() for key, value in given.items() if value is not None}
+
+
+def _paths_set(args: argparse.Namespace, split: str, annotations: Path) -> str:
+    return " ".join(f"--set {shlex.quote(f'data.{split}.{key}={value}')}"
+                    for key, value in _paths(args, annotations).items())
+
+
+def _paths_flags(args: argparse.Namespace, annotations: Path) -> str:
+    return " ".join(f"--{'data' if key == 'root' else key} {shlex.quote(str(value))}"
+                    for key, value in _paths(args, annotations).items())
