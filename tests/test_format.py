@@ -705,6 +705,16 @@ def test_cli_inspect_json_and_show(tmp_path, capsys):
     fig = tmp_path / "show.png"
     assert main(["inspect", str(root), "--show", "2", "--out", str(fig)]) == 0
     assert cv2.imread(str(fig)) is not None
+    (root / "images" / "img0.png").write_bytes(b"broken")  # the first image broken: the next two are drawn
+    capsys.readouterr()
+    assert main(["inspect", str(root), "--show", "2", "--out", str(fig)]) == 1
+    assert "drew 2 samples" in capsys.readouterr().err  # before: 1 (the first two records, one of them broken)
+    for name in ("img1.png", "img2.png"):
+        (root / "images" / name).write_bytes(b"broken")
+    fig.unlink()
+    assert main(["inspect", str(root), "--show", "2", "--out", str(fig)]) == 1
+    assert "note: no sample could be drawn (none of the 3 images can be read)" in capsys.readouterr().err
+    assert not fig.exists()  # before: an image of the legend alone
 
 
 def test_inspect_no_pixels_counts_from_the_json_and_large_files_say_they_are_read(tmp_path, capsys, monkeypatch):

@@ -52,13 +52,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         from posepart.viz import grid, overlay, save_rgb
 
         tiles = []
-        for record in dataset.records[: args.show]:
+        for record in dataset.records:  # the first N that can be drawn (a broken one is among the problems)
+            if len(tiles) == args.show:
+                break
             try:
                 image = dataset.load_image(record)
                 parts = dataset.load_parts(record)
             except DatasetError:
                 continue
             tiles.append(overlay(image, dataset.schema, parts=parts, keypoints=record.keypoints))
+        if not tiles:  # before: an image of the legend alone, "drew 0 samples"
+            print(f"note: no sample could be drawn (none of the {len(dataset)} images can be read): {args.out} not "
+                  f"written", file=sys.stderr)
+            return 1
         out = save_rgb(args.out, grid(tiles, columns=min(4, max(len(tiles), 1)), schema=dataset.schema))
         print(f"drew {len(tiles)} samples to {out}", file=sys.stderr)
     return 1 if report.problems else 0
