@@ -372,6 +372,7 @@ def test_best_metric_is_one_validation_logs_and_a_typo_is_refused_before_trainin
               if key.startswith(("val/seg/", "val/pose/")) and "/stage" not in key}  # stage: a loss term
     assert "seg/mean_iou" in logged and "pose/pckh/neck" in logged
     assert logged <= metric_names(Schema.pascal_person_part())
+    assert {"pose/pck_dist_px/neck", "pose/pckh/neck"} <= metric_names(Schema.pascal_person_part())  # followable
     for typo in ("val/seg/mean_iuo", "val/seg/iou/torsoo", "val/pose/apx"):
         with pytest.raises(ConfigError, match=f"'{typo}': validation logs no such metric"):
             train(tiny(data, f"train.best_metric={typo}"), tmp_path / "run", **QUIET)
@@ -1598,10 +1599,12 @@ def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:
 
     schema = Schema.pascal_person_part()
     metrics = {"pose": {"ap": 0.25, "pck_dist": None, "pckh_per_joint": {"head": 0.75, "left_elbow": None},
+                        "pck_dist_px_per_joint": {"head": 2.5, "neck": None},
                         "slices": {"view": {"back": {"people": 2, "ap": 0.125, "ap50": 0.5}},
                                    "pose": {"sit": {"people": 1, "ap": None, "ap50": None}}}},
                "segmentation": {"mean_iou": 0.5, "iou_per_class": [0.9, None] + [0.4] * 5}, "images": 3}
     flat = flatten_metrics(metrics, schema)
-    assert flat == {"val/pose/ap": 0.25, "val/pose/pckh/head": 0.75, "val/pose/ap/view/back": 0.125,
+    assert flat == {"val/pose/ap": 0.25, "val/pose/pckh/head": 0.75, "val/pose/pck_dist_px/head": 2.5,
+                    "val/pose/ap/view/back": 0.125,
                     "val/seg/mean_iou": 0.5,
                     "val/seg/iou/background": 0.9, **{f"val/seg/iou/{c}": 0.4 for c in schema.part_classes[2:]}}

@@ -178,6 +178,19 @@ def test_report_pckh_by_joint_averages_left_and_right(synth, tmp_path):
     assert "| parts only |" not in text.split("PCKh@0.5 by joint")[1].split("##")[0]  # no pose scores, no row
 
 
+def test_report_gives_distances_by_joint_where_pckh_has_no_head(tmp_path):
+    """A schema without a head and a neck (an animal's) has no PCKh: its per-joint table was a row of dashes (a
+    custom-data walkthrough); the mean distance of each joint type stands in."""
+    animal = Schema(keypoints=("nose", "tail", "left_paw", "right_paw"), skeleton=((0, 1), (0, 2), (0, 3)))
+    metrics = {"pose": {"ap": 0.5, "pckh_per_joint": dict.fromkeys(animal.keypoints),
+                        "pck_dist_px_per_joint": {"nose": 2.0, "tail": 6.5, "left_paw": 3.0, "right_paw": None}}}
+    text = write_report(tmp_path, "Test", {"m": metrics}, animal).read_text()
+    assert "PCKh@0.5 by joint" not in text and "## Distance to the labelled joint by joint (px)" in text
+    assert "| model | nose | tail | paw |" in text and "| m | 2.0 | 6.5 | 3.0 |" in text
+    metrics["pose"]["pckh_per_joint"]["nose"] = 1.0  # PCKh where there is one
+    assert "Distance to the labelled joint" not in write_report(tmp_path, "Test", {"m": metrics}, animal).read_text()
+
+
 def test_report_ap_by_synthetic_slice(synth, tmp_path):
     """One table per slicing (view, pose kind), columns headed by their people, one row per model that has them; a
     value a model lacks is a dash."""

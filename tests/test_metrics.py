@@ -391,10 +391,12 @@ def test_pck_dist_hand_case_with_cutoff():
     assert r["pck_dist_pairs"] == 2
     assert r["pck_dist_px"] == pytest.approx((5 + 0) / 2)
     assert r["pck_dist"] == pytest.approx((5 / 20 + 0 / 20) / 2)
+    assert r["pck_dist_px_per_joint"] == {"a": pytest.approx(5.0), "b": None, "c": 0.0}  # b: past the cutoff
     # a person with a single labelled joint has no limb: skipped, nothing counted
     lone = gt.copy()
     lone[0, 1:, 2] = 0
-    assert pck_dist([lone], [pred], schema) == {"pck_dist": None, "pck_dist_px": None, "pck_dist_pairs": 0}
+    assert pck_dist([lone], [pred], schema) == {"pck_dist": None, "pck_dist_px": None, "pck_dist_pairs": 0,
+                                                "pck_dist_px_per_joint": {"a": None, "b": None, "c": None}}
 
 
 def test_pck_dist_matches_people_across_order():

@@ -3,7 +3,8 @@
 Every prediction is expressed in ORIGINAL image coordinates before scoring, so the numbers are comparable across
 input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
 `{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
-  "pose": {ap, ap50, ap75, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist, pck_dist_px}, "images", "skipped"
+  "pose": {ap, ap50, ap75, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist, pck_dist_px,
+           pck_dist_px_per_joint: {joint: px}}, "images", "skipped"
   (when any)}`; a trained model's metrics add "per_stage" (`posepart.evaluate_model`). On posepart's synthetic data
 `pose` adds `slices`: {"view": {"front": {people, ap, ap50}, ...}, "pose": {"walk": ...}}, each slice's people
 scored alone (`Evaluator.slices`).
@@ -34,6 +35,7 @@ from posepart.targets import Targets, build_targets
 # and training's advice on `train.best_metric` follow.
 HEADLINE = {"pose": ("pose", "ap"), "parts": ("segmentation", "mean_iou")}
 LOG_GROUP = {"segmentation": "seg", "pose": "pose"}  # metrics.json section -> the group training logs it in
+PER_JOINT = "_per_joint"  # a metric given per joint type, {name: value}: logged as "<metric>/<joint>"
 
 
 def logged_name(section: str, key: str, prefix: str = "val") -> str:
@@ -47,8 +49,10 @@ def metric_names(schema: Schema) -> set[str]:
     may follow. Taken from the metric functions themselves (on no input), so it cannot drift from them."""
     names = {f"seg/{key}" for key in ConfusionMatrix(max(len(schema.part_classes), 1)).compute()
              if key != "iou_per_class"} | {f"seg/iou/{name}" for name in schema.part_classes}
-    pose = [*coco_keypoint_ap([], [], [], schema.sigmas), "pckh", *pck_dist([], [], schema)]
-    names |= {f"pose/{key}" for key in pose} | {f"pose/pckh/{joint}" for joint in schema.keypoints}
+    pose = [*coco_keypoint_ap([], [], [], schema.sigmas), "pckh_per_joint", "pckh", *pck_dist([], [], schema)]
+    names |= {f"pose/{key}" for key in pose if not key.endswith(PER_JOINT)}
+    names |= {f"pose/{key.removesuffix(PER_JOINT)}/{joint}" for key in pose if key.endswith(PER_JOINT)
+              for joint in schema.keypoints}
     return names | {f"pose/ap/{field}/{kind}" for field, kinds in SLICES.items() for kind in kinds}
 
 

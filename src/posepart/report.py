@@ -57,19 +57,21 @@ def side_free_joints(schema: Schema) -> dict[str, tuple[str, ...]]:
     return groups
 
 
-def pckh_joint_table(rows: Mapping[str, Mapping[str, Any]], schema: Schema) -> str:
-    """PCKh@0.5 per joint type, one row per model with pose scores: MPII's table, left and right averaged as its
-    evaluation does (a side without labelled joints left out); "" when no model has per-joint scores."""
+def joint_table(rows: Mapping[str, Mapping[str, Any]], schema: Schema, key: str = "pckh_per_joint",
+                scale: float = 100.0) -> str:
+    """A per-joint pose metric (`key`: PCKh@0.5, or PCK_dist's pixels) times `scale`, one row per model with a value:
+    MPII's table, left and right averaged as its evaluation does (a side without labelled joints left out); "" when
+    no model has one (PCKh in a schema without a head and a neck)."""
     groups = side_free_joints(schema)
     lines = ["| model | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
     for name, metrics in rows.items():
-        per_joint = metrics.get("pose", {}).get("pckh_per_joint")
-        if not per_joint:
+        per_joint = metrics.get("pose", {}).get(key)
+        if not per_joint or all(v is None for v in per_joint.values()):  # before: a row of dashes
             continue
         cells = []
         for members in groups.values():
             values = [per_joint[m] for m in members if per_joint.get(m) is not None]
-            cells.append(f"{100 * sum(values) / len(values):.1f}" if values else "–")
+            cells.append(f"{scale * sum(values) / len(values):.1f}" if values else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -207,10 +209,15 @@ def write_report(
     iou = _iou_sections(metrics_by_model, schema.part_classes)
     if iou:
         lines += ["## Per-class IoU (%)", "", *iou]
-    joints = pckh_joint_table(metrics_by_model, schema)
+    joints = joint_table(metrics_by_model, schema)
+    distances = joint_table(metrics_by_model, schema, "pck_dist_px_per_joint", 1.0)
     if joints:
         lines += ["## PCKh@0.5 by joint (%)", "", joints, "",
                   "Left and right averaged, as MPII's evaluation reports them.", ""]
+    elif distances:  # a schema without PCKh's head and neck (an animal's)
+        lines += ["## Distance to the labelled joint by joint (px)", "", distances, "",
+                  "Mean distance of each matched joint within the seed paper's PCK_dist cutoff (5 times the person's "
+                  "shortest labelled limb); left and right averaged.", ""]
     slices = slice_tables(metrics_by_model)
     if slices:
         views = ", ".join(f"{name} to {bound:g}°" for bound, name in VIEWS)

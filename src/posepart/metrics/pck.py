@@ -105,24 +105,32 @@ def pck_dist(
     `match_people` thresholds (a person with no labelled limb is skipped). A (GT joint, predicted joint) pair of a
     matched couple counts only when its distance is within the cutoff (inclusive). Returns `pck_dist` = mean of
     distance / cutoff over counted pairs (in [0, 1]), `pck_dist_px` = their mean distance in pixels and
-    `pck_dist_pairs` = their number; both means are None with no counted pair.
+    `pck_dist_pairs` = their number; both means are None with no counted pair; and `pck_dist_px_per_joint`, the
+    mean distance of each joint type's pairs ({name: px or None}: a per-joint table for any schema, where PCKh's
+    needs a head and a neck).
     """
     if len(gt_per_image) != len(pred_per_image):
         raise ValueError(f"{len(gt_per_image)} GT images but {len(pred_per_image)} prediction images")
     k = schema.num_joints
     normalised: list[np.ndarray] = []
     pixels: list[np.ndarray] = []
+    joint_sum, joint_pairs = np.zeros(k), np.zeros(k, np.int64)
     for gt, pred in zip(gt_per_image, pred_per_image):
         gt = np.asarray(gt, np.float64).reshape(-1, k, 3)
         pred = np.asarray(pred, np.float64).reshape(-1, k, 3)
         cutoff = factor * _shortest_limbs(gt, schema)
         for g, p in match_people(gt, pred, cutoff):
             d, valid = joint_distances(gt[g : g + 1], pred[p : p + 1])
-            kept = d[valid & (d <= cutoff[g])]
+            counted = (valid & (d <= cutoff[g]))[0, 0]  # (K,)
+            kept = d[0, 0][counted]
             pixels.append(kept)
             normalised.append(kept / cutoff[g])
+            joint_sum[counted] += kept
+            joint_pairs += counted
     px = np.concatenate(pixels) if pixels else np.zeros(0)
+    per_joint = {name: (float(total / n) if n else None)
+                 for name, total, n in zip(schema.keypoints, joint_sum, joint_pairs)}
     if px.size == 0:
-        return {"pck_dist": None, "pck_dist_px": None, "pck_dist_pairs": 0}
+        return {"pck_dist": None, "pck_dist_px": None, "pck_dist_pairs": 0, "pck_dist_px_per_joint": per_joint}
     return {"pck_dist": float(np.concatenate(normalised).mean()), "pck_dist_px": float(px.mean()),
-            "pck_dist_pairs": int(px.size)}
+            "pck_dist_pairs": int(px.size), "pck_dist_px_per_joint": per_joint}
