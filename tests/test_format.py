@@ -656,7 +656,8 @@ def test_part_map_errors(tmp_path):
     bad = np.zeros((40, 60), np.uint8)
     bad[3, 3] = 7
     cv2.imwrite(str(root / "parts/img2.png"), bad)
-    with pytest.raises(DatasetError, match=r"img2\.png: label value 7 at \(x=\d+, y=\d+\) above the classes 0\.\.2 \['background'"):
+    with pytest.raises(DatasetError,
+                       match=r"img2\.png: label value 7 at \(x=\d+, y=\d+\) above the classes 0\.\.2 \['background'"):
         ds.load_parts(ds.records[2])
 
 

@@ -128,7 +128,7 @@ def test_camel_case_names_read_as_the_label_maps_read_them():
     assert "UpperArm" in camel.part_classes and "LeftShoulder" in camel.keypoints
     np.testing.assert_array_equal(part_limb_compatibility(camel), part_limb_compatibility(PASCAL))
     limbs = [(PASCAL.keypoints[a], PASCAL.keypoints[b]) for a, b in PASCAL.skeleton]
-    sided = Schema.from_names(PASCAL.keypoints, limbs, ["background", "arm", "legs", "shoes"])  # side-less names of the sided table rows
+    sided = Schema.from_names(PASCAL.keypoints, limbs, ["background", "arm", "legs", "shoes"])  # side-less names
     table = part_limb_compatibility(sided)
     np.testing.assert_array_equal(table[1], part_limb_compatibility(PASCAL)[[3, 4]].any(0))  # upper or lower arm
     np.testing.assert_array_equal(table[2], part_limb_compatibility(PASCAL)[[5, 6]].any(0))

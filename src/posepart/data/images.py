@@ -121,7 +121,8 @@ def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = No
                    ) -> np.ndarray:
     """Decode a part label map: a single-channel 8-bit PNG, or an indexed (palette) one, whose indices are the labels
     (PASCAL VOC's convention, and what `posepart predict` writes) -> (H, W) uint8, every value below `classes` (a
-    count, or the class names) or IGNORE_LABEL. `wide`: also 16- and 32-bit grey PNGs (some datasets' own label files; a converter's).
+    count, or the class names) or IGNORE_LABEL. `wide`: also 16- and 32-bit grey PNGs (some datasets' own label
+    files; a converter's).
     Pillow, not OpenCV: OpenCV expands a palette to colours, losing the labels."""
     from PIL import Image
 

@@ -168,7 +168,7 @@ def _people(keypoints: Path | None, skips: Skips) -> tuple[dict, dict[str, list[
                 continue
             label = f"{keypoints}: annotation id {ann.get('id')} (image {names[ann['image_id']]})"
             kp = np.zeros((k, 3), np.float32) if ann.get("iscrowd") or not ann.get("keypoints") else \
-                validate.annotation_keypoints(ann["keypoints"], k, label, person["keypoints"])[0]  # as the dataset reads them
+                validate.annotation_keypoints(ann["keypoints"], k, label, person["keypoints"])[0]  # as datasets read
             polygons = ann.get("segmentation") if isinstance(ann.get("segmentation"), list) else None
             by_name[names[ann["image_id"]]].append(Person(kp, ann.get("bbox"), ann.get("area"), polygons or None))
     except DatasetError:  # a record the dataset would refuse too, named
