@@ -292,6 +292,23 @@ def test_a_runs_cpu_threads_are_set_recorded_and_restored(data, tmp_path, capsys
     assert load_config(tmp_path / "config.yaml").train.threads == 1
 
 
+@pytest.mark.parametrize("given", [None, "3"])
+def test_a_runs_threads_are_omp_num_threads_too_and_restored(monkeypatch, given):
+    """Lightning's DDP launch sets torch's threads to cores / processes where OMP_NUM_THREADS is unset: a DDP run
+    trained on 2 threads and recorded them, where train.threads said 1 (a review)."""
+    from posepart.engine.train import intra_op_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if given is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    assert torch.get_num_threads() == before and os.environ.get("OMP_NUM_THREADS") == given
+    with intra_op_threads(None):  # torch's default: nothing set
+        assert os.environ.get("OMP_NUM_THREADS") == given
+
+
 def test_evaluate_takes_its_cpu_threads_as_predict_does(data, straight_run, tmp_path):
     """Before, `posepart evaluate` had no --threads (predict had): the same metrics on the threads asked for."""
     before = torch.get_num_threads()

@@ -12,6 +12,7 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import signal
@@ -190,13 +191,20 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
 @contextmanager
 def intra_op_threads(threads: int | None) -> Iterator[None]:
     """torch's CPU threads set to `threads` (None: left as they are) while the block runs, then restored: a
-    process that trains from Python keeps its own setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
+    process that trains from Python keeps its own setting. OMP_NUM_THREADS says it too: Lightning's DDP launch sets
+    cores / processes where that is unset (overriding the count), and the processes it starts read it."""
+    before, environment = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if threads and environment is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        elif threads:
+            os.environ["OMP_NUM_THREADS"] = environment  # type: ignore[assignment]
 
 
 def _launches_workers(cfg: Config) -> bool:
