@@ -334,12 +334,20 @@ def test_data_that_names_some_of_the_models_joints_otherwise_is_said_to_score_th
     coco["categories"][0]["keypoints"] = [{"head": "crown", "neck": "throat"}.get(name, name)
                                           for name in coco["categories"][0]["keypoints"]]
     (renamed / "annotations.json").write_text(json.dumps(coco))
-    # (its neck is read as the shoulders' midpoint, as a COCO-style dataset's is)
-    words = "no joint of it is named as head (1 of the model's 14; its own: crown, throat, left_shoulder"
+    # (its neck is read as the shoulders' midpoint, as a COCO-style dataset's is; its throat is then not read)
+    words = ("no joint of it is named as the model's head (1 of its 14 joints), so OKS and PCKh score the other 13 "
+             "only; its own crown, throat are not read (if they are the same joints, named otherwise, name them as "
+             "the model's in categories[0].keypoints)")
     assert cli.main(["evaluate", "--checkpoint", str(straight_run.last), "--data", str(renamed)]) == 0
-    assert f"warning: {renamed}: {words}" in capsys.readouterr().err
+    assert f"note: {renamed}: {words}" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--checkpoint", str(straight_run.last), "--source", f"r={renamed}"]) == 0
+    assert f"note: --source r: {words}" in capsys.readouterr().err  # a review: --data alone said it
     with pytest.warns(PosepartWarning, match=re.escape(f"data.val ({renamed / 'annotations.json'}): {words}")):
         train(tiny(data, f"data.val={renamed}", "train.max_epochs=1"), tmp_path / "run", **QUIET)
+    mixed = f"data.sources=[{{name: s, train: {data['train']}, val: {renamed}}}]"  # a mixing plan: a line of its
+    with warnings.catch_warnings():  # summary, not a warning (the built-in COCO-into-PASCAL plan lacks a head on
+        warnings.simplefilter("error", PosepartWarning)  # purpose)
+        train(tiny(data, "data.train=null", mixed, "train.max_epochs=1", val=False), tmp_path / "mixed", **QUIET)
 
 
 def test_a_coco_file_given_as_a_runs_dataset_root_is_answered_with_trains_own_keys(data, tmp_path, capsys):

@@ -100,7 +100,8 @@ def test_labels_that_are_likely_mistakes_are_noted_and_warned_about(tmp_path, ca
                             "coordinate is 0.75): are they normalised to 0..1?",
                 nobody: "none of its 3 people (annotations of pose-labelled images) labels a joint (v > 0): each "
                         "is an ignore region",
-                no_top: "no person labels top: a model trained on it does not learn it"}
+                no_top: "no person labels top: a model neither learns it from it (the channels are masked) nor "
+                        "is scored on it there"}
     for root, words in expected.items():
         (concern,) = PosePartDataset.open(root).label_concerns()
         assert concern.startswith(words), concern

@@ -312,8 +312,9 @@ class PosePartDataset:
                             f"is")
         elif unlabelled_joints and labels.joints.any() and not labels.joints.all():
             missing = [name for name, given in zip(self.schema.keypoints, labels.joints) if not given]
-            concerns.append(f"no person labels {', '.join(missing)}: a model trained on it does not learn "
-                            f"{'them' if len(missing) > 1 else 'it'} (the channels are masked)")
+            them = "them" if len(missing) > 1 else "it"
+            concerns.append(f"no person labels {', '.join(missing)}: a model neither learns {them} from it (the "
+                            f"channels are masked) nor is scored on {them} there")
         return concerns
 
     @property

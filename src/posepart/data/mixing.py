@@ -260,13 +260,17 @@ def unscored_joints(dataset: PosePartDataset) -> str | None:
     if not isinstance(dataset, MappedSource) or dataset.mapping is None or dataset.source is None \
             or not (dataset.source.schema.has_pose and dataset.schema.has_pose):
         return None
-    missing = [joint for joint, rule in zip(dataset.schema.keypoints, dataset.mapping.joints.rules) if not rule]
-    if not missing or len(missing) == dataset.schema.num_joints:
+    joints = dataset.mapping.joints
+    missing = [joint for joint, rule in zip(dataset.schema.keypoints, joints.rules) if not rule]
+    k = dataset.schema.num_joints
+    if not missing or len(missing) == k:
         return None
-    return (f"no joint of it is named as {', '.join(missing)} ({len(missing)} of the model's "
-            f"{dataset.schema.num_joints}; its own: {', '.join(dataset.source.schema.keypoints)}): OKS and PCKh score "
-            f"the other joints only, and its people look easier to find than they are. Name its joints as the "
-            f"model's (categories[0].keypoints) to score them")
+    read = {int(i) for level in joints.levels for i in level[1:].reshape(-1)}
+    unread = [name for i, name in enumerate(dataset.source.schema.keypoints) if i not in read]
+    return (f"no joint of it is named as the model's {', '.join(missing)} ({len(missing)} of its {k} joints), so "
+            f"OKS and PCKh score the other {k - len(missing)} only" +
+            (f"; its own {', '.join(unread)} are not read (if they are the same joints, named otherwise, name them "
+             f"as the model's in categories[0].keypoints)" if unread else ""))
 
 
 def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping | None = None,

@@ -50,8 +50,11 @@ def share_inherited_objects(worker_id: int) -> None:
         signal.signal(sent, signal.SIG_IGN)
 
 
-def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None) -> PosePartDataset:
-    """A source's dataset; a folder of images alone (an unlabelled source) is read in `schema`, the run's."""
+def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = None, *, summarised: bool = False
+          ) -> PosePartDataset:
+    """A source's dataset; a folder of images alone (an unlabelled source) is read in `schema`, the run's. Its
+    `label_concerns` are warned of; `summarised`: the run's summary names the joints it lacks (a mixed run's
+    training source), so they are not warned of again."""
     if not isinstance(where, DatasetPaths) and (hint := _coco_file_hint(Path(where), key)) is not None:
         raise ConfigError(hint)
     try:
@@ -67,8 +70,7 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
         raise DatasetError(f"{key} ({where}): {err}") from None
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
-    # (a mixed run's summary names the joints a training source lacks, in the run's schema)
-    for concern in dataset.label_concerns(unlabelled_joints=not re.fullmatch(r"data\.sources\[\d+\]\.train", key)):
+    for concern in dataset.label_concerns(unlabelled_joints=not summarised):
         rank_zero_warn(f"{key} ({where}): {concern}", category=PosepartWarning)  # before: trained on without a word
     return dataset
 
@@ -225,7 +227,8 @@ class PosePartDataModule(pl.LightningDataModule):
         specs = _specs(config)
         _check_self_training(config, specs)
         folder = [isinstance(s.train, DatasetPaths) and s.train.images_only for s in specs]  # read in the target
-        opened = [(s, _open(s.train, _key(config, s, "train")) if s.train is not None and not f else None,
+        opened = [(s, _open(s.train, _key(config, s, "train"), summarised=bool(data.sources))
+                   if s.train is not None and not f else None,
                    _open(s.val, _key(config, s, "val")) if s.val is not None else None)
                   for s, f in zip(specs, folder)]
         # data.val in another schema (another category name, its own sigmas, joints named otherwise, no part maps) is
@@ -256,8 +259,10 @@ class PosePartDataModule(pl.LightningDataModule):
                                   f"maps to the run's {list(self.target.keypoints)} (by name, docs/training.md): its "
                                   f"pose could not be validated")
             if trains_pose and view is not None and (unscored := unscored_joints(view)):  # before: without a word
-                where = f"source {source.name!r}: val" if data.sources else "data.val"
-                rank_zero_warn(f"{where} ({view.annotation_file}): {unscored}", category=PosepartWarning)
+                if data.sources:  # a mixing plan that knows what its sources lack: a line of its summary
+                    rank_zero_info(f"source {source.name}: val ({view.annotation_file}): {unscored}")
+                else:
+                    rank_zero_warn(f"data.val ({view.annotation_file}): {unscored}", category=PosepartWarning)
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
