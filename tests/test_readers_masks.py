@@ -105,7 +105,7 @@ def test_roboflow_semantic_masks_beside_the_images_and_a_keypoints_file(tmp_path
 @pytest.mark.parametrize("keypoints, words", [
     ([30, 8, 2, 30, 16, 2], r"annotation id 1 \(image a\.jpg\): 6 keypoint values, expected 3 x 3"),  # was a
     ([30, 8, 2, 30, 16, 2, 30, 30, 3], r"annotation id 1 \(image a\.jpg\): keypoint visibility must be 0, 1 or 2, "
-                                       r"got 3 at joint 'hip' \(keypoints\[2\]\)"),  # the name: it was "at joint 2"
+                                       r"got 3 for joint 'hip' \(the annotation's keypoints\[8\]\)"),  # "at joint 2"
 ])  # numpy reshape error ("not a COCO keypoints file"), and a visibility of 3 was written as it stood
 def test_a_keypoints_record_the_dataset_would_refuse_is_refused_naming_it(tmp_path, keypoints, words):
     from posepart.data.readers.masks import convert_masks

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from posepart.arguments import at_least
-from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
+from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset, read_json
 from posepart.data.split import image_order, write_subset  # fraction f labels the first ceil(f * n)
 from posepart.errors import UsageError
 from posepart.files import read_earlier_json, write_json_atomic
@@ -74,6 +74,7 @@ def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Seq
     splits: dict[tuple[int, float], Split] = {}
     record: dict[str, Any] = {"dataset": str(dataset.annotation_file), "unlabelled_share": unlabelled_share,
                               "seeds": {}}
+    data = read_json(dataset.annotation_file)  # once for every subset
     for seed in seeds:
         order = image_order(dataset, seed)
         n_unlabelled = unlabelled_count(unlabelled_share, len(order))
@@ -81,15 +82,15 @@ def make_splits(dataset: PosePartDataset, fractions: Sequence[float], seeds: Seq
         record["seeds"][str(seed)] = {"order": order, "unlabelled": len(unlabelled), "sizes": {}}
         extra: dict[str, Any] = {}
         if unlabelled:
-            extra = {"pool_file": write_subset(dataset, pool, folder / f"seed{seed}_pool.json"),
+            extra = {"pool_file": write_subset(data, pool, folder / f"seed{seed}_pool.json"),
                      "unlabelled": unlabelled,
-                     "unlabelled_file": write_subset(dataset, unlabelled, folder / f"seed{seed}_unlabelled.json")}
+                     "unlabelled_file": write_subset(data, unlabelled, folder / f"seed{seed}_unlabelled.json")}
         for f in fractions:
             k = subset_size(len(pool), f)
             labelled, rest = tuple(pool[:k]), tuple(pool[k:])
             record["seeds"][str(seed)]["sizes"][f"{f:g}"] = k
-            labelled_file = write_subset(dataset, labelled, folder / f"seed{seed}_f{f:g}_labelled.json")
-            rest_file = write_subset(dataset, rest, folder / f"seed{seed}_f{f:g}_rest.json") if rest else None
+            labelled_file = write_subset(data, labelled, folder / f"seed{seed}_f{f:g}_labelled.json")
+            rest_file = write_subset(data, rest, folder / f"seed{seed}_f{f:g}_rest.json") if rest else None
             splits[(seed, f)] = Split(seed, f, labelled, rest, labelled_file, rest_file, **extra)
     write_json_atomic(folder / "splits.json", record)
     return splits

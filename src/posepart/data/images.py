@@ -134,9 +134,10 @@ def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = No
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DatasetError(f"{path}: cannot read part label PNG{what}: {err}") from None
     if mode not in ("L", "P", *(("I", "I;16") if wide else ())):
-        raise DatasetError(f"{path}: part labels must be a single-channel uint8 or palette PNG, got mode {mode} "
-                           f"{labels.shape}{what}; convert colour PNGs with `posepart convert masks` (a table of "
-                           f"their colours, as CVAT's labelmap.txt) or `posepart convert pascal-person-part`")
+        hint = "" if wide else ("; convert colour PNGs with `posepart convert masks` (a table of their colours, as "
+                                "CVAT's labelmap.txt) or `posepart convert pascal-person-part`")  # (not inside one)
+        raise DatasetError(f"{path}: part labels must be a single-channel {'' if wide else 'uint8 '}or palette PNG, "
+                           f"got mode {mode} {labels.shape}{what}{hint}")
     count = classes if isinstance(classes, int) else len(classes)
     bad = ((labels >= count) & (labels != IGNORE_LABEL)) | (labels < 0)
     if bad.any():

@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -29,14 +29,13 @@ def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
     return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
 
 
-def write_subset(dataset: PosePartDataset, ids: Sequence[int], path: Path) -> Path:
-    """The dataset's annotation file holding only the images `ids` and their people (every other key as it is) at
-    `path`: opened with the dataset's root, or its images and part folders, for the pixels."""
-    data = read_json(dataset.annotation_file)
+def write_subset(data: dict[str, Any], ids: Sequence[int], path: Path) -> Path:
+    """A dataset's annotation file (`data`, as `read_json` read it: read once for every subset) holding only the
+    images `ids` and their people (every other key as it is) at `path`: opened with the dataset's root, or its
+    images and part folders, for the pixels."""
     keep = set(ids)
-    data["images"] = [image for image in data["images"] if image["id"] in keep]
-    data["annotations"] = [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]
-    write_json_atomic(path, data)
+    write_json_atomic(path, {**data, "images": [image for image in data["images"] if image["id"] in keep],
+                             "annotations": [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]})
     return path
 
 
@@ -49,14 +48,24 @@ def held_out_count(n: int, val: float) -> int:
     return count
 
 
-def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int = 0) -> tuple[Path, Path]:
+class Split(NamedTuple):
+    """What `split_dataset` wrote: the two annotation files, and the ids of the images held out."""
+
+    train: Path
+    val: Path
+    held_out: frozenset[int]
+
+
+def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int = 0) -> Split:
     """Write out/train.json and out/val.json: the dataset's images in a seeded order, the first
     `held_out_count(n, val)` for validation and the rest for training."""
     order = image_order(dataset, seed)
     k = held_out_count(len(order), val)
     out.mkdir(parents=True, exist_ok=True)
+    data = read_json(dataset.annotation_file)
     train_file, val_file = (out / name for name in SPLIT_FILES)
-    return write_subset(dataset, order[k:], train_file), write_subset(dataset, order[:k], val_file)
+    return Split(write_subset(data, order[k:], train_file), write_subset(data, order[:k], val_file),
+                 frozenset(order[:k]))
 
 
 def add_split_parser(verbs: Any) -> None:
@@ -80,20 +89,21 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if args.val >= 1 and not float(args.val).is_integer():
         raise UsageError(f"split: --val {args.val:g}: a share below 1 or a whole count of images")
+    if args.out.exists() and not args.out.is_dir():  # before: a FileExistsError traceback
+        raise UsageError(f"split --out {args.out}: a file, not a folder")
     there = [args.out / name for name in SPLIT_FILES if (args.out / name).exists()]
     if there and not args.overwrite:
         raise UsageError(f"split: {there[0]} exists (--overwrite replaces it)")
     dataset = open_dataset(args)
-    train_file, val_file = split_dataset(dataset, args.val, args.out, seed=args.seed)
-    sizes = {path: PosePartDataset.open(args.root, annotations=path, images=args.images, parts=args.parts,
-                                        quiet=True) for path in (train_file, val_file)}
-    for path, subset in sizes.items():
-        labels = subset.record_labels
-        print(f"wrote {path}: {len(subset)} images ({int(labels.pose.sum())} pose-labelled, "
-              f"{int(labels.parts.sum())} with part maps)")
-    print(f"train on them:\n  posepart train --config CONFIG {_paths_set(args, 'train', train_file)} "
-          f"{_paths_set(args, 'val', val_file)} --out RUN", file=sys.stderr)
-    print(f"score on the held-out images:\n  posepart evaluate --checkpoint CKPT {_paths_flags(args, val_file)}",
+    split = split_dataset(dataset, args.val, args.out, seed=args.seed)
+    held_out = np.array([record.image_id in split.held_out for record in dataset.records])
+    labels = dataset.record_labels  # the counts from the records read (before: both files opened again)
+    for path, rows in ((split.train, ~held_out), (split.val, held_out)):
+        print(f"wrote {path}: {int(rows.sum())} images ({int(labels.pose[rows].sum())} pose-labelled, "
+              f"{int(labels.parts[rows].sum())} with part maps)")
+    print(f"train on them:\n  posepart train --config CONFIG {_paths_set(args, 'train', split.train)} "
+          f"{_paths_set(args, 'val', split.val)} --out RUN", file=sys.stderr)
+    print(f"score on the held-out images:\n  posepart evaluate --checkpoint CKPT {_paths_flags(args, split.val)}",
           file=sys.stderr)
     return 0
 

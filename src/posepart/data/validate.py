@@ -81,8 +81,9 @@ def keypoints(value: Any, num_joints: int, label: str, names: Sequence[str] = ()
     bad = (v != 0.0) & (v != 1.0) & (v != 2.0)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        joint = f"{names[j]!r} (keypoints[{j}])" if j < len(names) else f"keypoints[{j}]"
-        raise DatasetError(f"{label}: keypoint visibility must be 0, 1 or 2, got {kp[j, 2]:g} at joint {joint}")
+        joint = f"joint {names[j]!r}" if j < len(names) else f"joint {j + 1}"
+        raise DatasetError(f"{label}: keypoint visibility must be 0, 1 or 2, got {kp[j, 2]:g} for {joint} (the "
+                           f"annotation's keypoints[{3 * j + 2}])")
     return kp.astype(np.float32)
 
 

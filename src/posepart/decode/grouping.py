@@ -390,7 +390,7 @@ def _limbless(skeleton: tuple[tuple[int, int], ...], k: int) -> np.ndarray:
     return alone
 
 
-def people_to_coco(people: list[Person], image_id: int, category_id: int = 1) -> list[dict]:
+def people_to_coco(people: list[Person], image_id: int, *, category_id: int = 1) -> list[dict]:
     """COCO keypoint results: {image_id, category_id, keypoints [x, y, s] * K, score} per person, in the people's
     own pixels (`decode_in_image` maps a canvas's people to their image's). Joints not found are written as
     (0, 0, 0), COCO's "absent"."""

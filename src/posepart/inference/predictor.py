@@ -58,7 +58,7 @@ class PersonPrediction:
 
     def coco(self, image_id: int, category_id: int = 1) -> dict[str, Any]:
         """The COCO keypoint result dict {image_id, category_id, keypoints, score}."""
-        return people_to_coco([Person(self.keypoints, self.score)], image_id, category_id)[0]
+        return people_to_coco([Person(self.keypoints, self.score)], image_id, category_id=category_id)[0]
 
 
 @dataclass
