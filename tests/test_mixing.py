@@ -727,3 +727,21 @@ def test_a_mapped_source_scores_with_the_sigmas_its_file_gives(tmp_path):
         writer.add(np.zeros((32, 32, 3), np.uint8), [], file_name="a.png")
     scored = map_dataset(PosePartDataset.open(tmp_path / "given"), wide).scoring_schema
     assert scored.sigmas[PASCAL.joint("left_wrist")] == COCO.sigmas[COCO.joint("left_wrist")]
+
+
+def test_a_pose_source_whose_parts_are_other_classes_validates_its_pose(sources, tmp_path):
+    """The run keeps its own part classes (CIHP's here) and takes pose from a source whose part maps are in other
+    classes (PASCAL's), declared `tasks: [pose]`. Before, its validation data had to map its parts too ("part class
+    'head' has no target class"), and `ignore_parts` for them was refused ("it feeds no parts"): no way to validate
+    the pose (a part-segmentation walkthrough). Such a source is scored on its declared tasks."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({**PASCAL.to_category(), "part_classes": list(CIHP.part_classes)}))
+    spec = [{"name": "syn", "train": str(sources["pascal"]), "val": str(sources["pascal_val"]), "tasks": ["pose"]},
+            {"name": "own", "train": str(sources["cihp"])}]
+    config = load_config(None, [f"data.schema={schema}", f"data.sources={json.dumps(spec)}"])
+    data = PosePartDataModule(config)
+    (validated,) = [s for s in data.sources if s.val is not None]
+    assert validated.val.has_people and not validated.val.has_parts  # scored on pose alone
+    both = [{**spec[0], "tasks": None}, spec[1]]  # undeclared: whatever its val labels, parts too (refused here)
+    with pytest.raises(ConfigError, match="part class 'head' has no target class"):
+        PosePartDataModule(load_config(None, [f"data.schema={schema}", f"data.sources={json.dumps(both)}"]))

@@ -330,8 +330,16 @@ class PosePartDataModule(pl.LightningDataModule):
             if val is not None:
                 extra = dict(part_map=spec.part_map, ignore_parts=spec.ignore_parts) if val.has_parts else {}
                 label = f"{spec.name} (val)" if self.config.data.sources else f"data.val ({val.annotation_file})"
-                val_map = SourceMapping.build(label, val.schema, self.target, self.label_space,
-                                              source_has_parts=val.has_parts, **extra)
+                try:
+                    val_map = SourceMapping.build(label, val.schema, self.target, self.label_space,
+                                                  source_has_parts=val.has_parts, **extra)
+                except SourceError:
+                    if spec.tasks is None or "parts" in spec.tasks or spec.unlabelled:
+                        raise
+                    # a source declared without parts, whose val's part classes do not map into the run's: scored
+                    # on its other tasks (before: refused, and a part table for them refused as feeding no parts)
+                    val_map = SourceMapping.build(label, val.schema, self.target, self.label_space, tasks=spec.tasks,
+                                                  source_has_parts=val.has_parts)
                 val_view = map_dataset(val, self.target, val_map)
             train_view = map_dataset(train, self.target, mapping) if train is not None else None
             sources.append(Source(spec.name, spec.weight, mapping, train_view, val_view, spec.unlabelled))

@@ -122,7 +122,9 @@ class SourceConfig:
     """One dataset of a mixed run (docs/training.md, "Mixing datasets").
 
     `weight`: its share of each training epoch (relative to the other sources). `tasks`: what it supervises in
-    training (default: whatever it labels); validation scores whatever its `val` data labels. `part_map` (source class
+    training (default: whatever it labels); validation scores whatever its `val` data labels (what maps into the
+    run's schema: a source declared without parts is scored on its other tasks where its val's part classes do
+    not). `part_map` (source class
     -> target classes) and `ignore_parts` extend the built-in part tables. `unlabelled`: its training labels are
     ignored (or it is a folder of images, `train: {images: DIR}`); `train.self_training` supervises it with the
     teacher's pseudo-labels.
