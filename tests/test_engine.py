@@ -350,6 +350,23 @@ def test_data_that_names_some_of_the_models_joints_otherwise_is_said_to_score_th
         train(tiny(data, "data.train=null", mixed, "train.max_epochs=1", val=False), tmp_path / "mixed", **QUIET)
 
 
+def test_a_dataset_whose_part_classes_do_not_map_is_scored_on_its_pose(data, straight_run, tmp_path, capsys):
+    """A pose dataset whose part maps are in classes of its own: before, evaluate refused it ("has no target
+    class"), so the model's pose could not be scored on it at all (a part-segmentation walkthrough)."""
+    other = tmp_path / "other"
+    shutil.copytree(data["val"], other)
+    coco = json.loads((other / "annotations.json").read_text())
+    coco["categories"][0]["part_classes"] = ["background", *(f"blob{i}" for i in range(6))]
+    (other / "annotations.json").write_text(json.dumps(coco))
+    for where in (["--data", str(other)], ["--source", f"o={other}"]):
+        assert cli.main(["evaluate", "--checkpoint", str(straight_run.last), *where, "--out",
+                         str(tmp_path / "m.json")]) == 0
+        assert "part class 'blob0' has no target class" in capsys.readouterr().err
+        scored = json.loads((tmp_path / "m.json").read_text())
+        scored = scored["sources"]["o"] if "sources" in scored else scored
+        assert "pose" in scored and "segmentation" not in scored
+
+
 def test_a_coco_file_given_as_a_runs_dataset_root_is_answered_with_trains_own_keys(data, tmp_path, capsys):
     """`--train x.json`, or a Roboflow folder (images beside `_annotations.coco.json`): the error named evaluate's
     `--annotations FILE --images DIR`, which train refuses as unrecognised arguments (a custom-data walkthrough)."""

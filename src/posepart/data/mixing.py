@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from posepart.data.format import ImageRecord, PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
-from posepart.errors import PosepartError
+from posepart.errors import PosepartError, PosepartWarning
 from posepart.schema import Schema
 
 if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usable without it
@@ -278,11 +279,22 @@ def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping
                 ignore_parts: Sequence[str] = ()) -> PosePartDataset:
     """`dataset` in the `target` schema: itself when nothing needs mapping, else a `MappedSource`. Without a
     `mapping`, one is built from the built-in part tables extended by `part_map` / `ignore_parts` (a training
-    source's own, `SourceConfig`), which apply when the dataset has part labels."""
+    source's own, `SourceConfig`), which apply when the dataset has part labels; where its part classes do not map
+    and its pose does, it is read for its pose alone, with a warning saying why (evaluation scores what it can:
+    before, a model could not be scored on a pose dataset whose part maps were in other classes)."""
     if mapping is None:
         tables = dict(part_map=part_map, ignore_parts=ignore_parts) if dataset.has_parts else {}
-        mapping = SourceMapping.build(name, dataset.schema, target, PartLabelSpace(target),
-                                      source_has_parts=dataset.has_parts, **tables)
+        space = PartLabelSpace(target)
+        try:
+            mapping = SourceMapping.build(name, dataset.schema, target, space, source_has_parts=dataset.has_parts,
+                                          **tables)
+        except SourceError as err:
+            try:
+                mapping = SourceMapping.build(name, dataset.schema, target, space, tasks=["pose"],
+                                              source_has_parts=dataset.has_parts)
+            except SourceError:
+                raise err from None
+            warnings.warn(f"{err}: its parts are not scored, its pose is", PosepartWarning, stacklevel=2)
     return dataset if mapping.passthrough else MappedSource.wrap(dataset, mapping)
 
 
