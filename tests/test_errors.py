@@ -313,9 +313,10 @@ def test_a_dataset_given_in_the_wrong_form_says_which_form_to_use(files, tmp_pat
     """Before: a COCO .json where a ROOT goes was "dataset root is not a directory", and a release folder not yet
     converted "annotation file not found", neither saying what to give instead."""
     coco = files["data"] / "annotations.json"
-    for argv in (["inspect", str(coco)], ["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(coco)],
-                 _train(files, tmp_path / "run")[:4] + [str(coco), "--out", str(tmp_path / "run")]):
+    for argv in (["inspect", str(coco)], ["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(coco)]):
         _refused_naming(argv, capsys, "an annotation file, not a dataset root", "--annotations FILE --images DIR")
+    _refused_naming(_train(files, tmp_path / "run")[:4] + [str(coco), "--out", str(tmp_path / "run")], capsys,
+                    "a COCO file, not a dataset root", f"--set data.train.annotations={coco}")  # train's own keys
     release = tmp_path / "release"
     (release / "images").mkdir(parents=True)
     _refused_naming(["inspect", str(release)], capsys, "annotation file not found", "posepart convert")
