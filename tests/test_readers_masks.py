@@ -187,6 +187,8 @@ def test_what_does_not_join_is_counted_and_names_keep_their_folders(tmp_path, ca
 @pytest.mark.parametrize("text, classes, values", [
     ("background\narm\n\nhead\n", None, "line 3 is empty"),  # before: head took value 2, the blank line's
     ("__ignore__\n_background_\narm\nhead\n", ("background", "arm", "head"), {0: 0, 1: 1, 2: 2}),  # labelme's
+    # "value name" lines: before, "0 background" was read as a class name, every class a phantom's neighbour
+    ("0 background\n1 arm\n2: head\n4, torso\n", ("background", "arm", "head", "torso"), {0: 0, 1: 1, 2: 2, 4: 3}),
 ])
 def test_a_list_of_names_numbers_every_line(tmp_path, text, classes, values):
     table = tmp_path / "labels.txt"
@@ -197,6 +199,25 @@ def test_a_list_of_names_numbers_every_line(tmp_path, text, classes, values):
     else:
         read = read_class_table(table)
         assert read.classes == classes and read.values == values
+
+
+def test_masks_mostly_of_a_value_the_table_names_a_class_are_noted(tmp_path, capsys):
+    """A list of names without `background` names value 0 as its first class: the unlabelled pixels of index masks
+    then became that class without a word (a part-segmentation walkthrough: 90 % "face")."""
+    src = tmp_path / "src"
+    (src / "masks").mkdir(parents=True)
+    for i in range(2):
+        _image(src / f"a{i}.jpg", i)
+        cv2.imwrite(str(src / "masks" / f"a{i}.png"), TRUTH)  # mostly 0
+    (tmp_path / "names.txt").write_text("arm\nhead\ntorso\n")  # value 0 is "arm"
+    printed = convert(capsys, ["masks", "--images", src, "--masks", src / "masks", "--classes", tmp_path / "names.txt",
+                               "--out", tmp_path / "ds"])
+    assert ("2 x masks mostly of the value 0 (or black), which the class table names 'arm' (no 'background' in it: "
+            "is 0 unlabelled? then add 'background' as its first line)") in printed
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    assert "masks mostly of the value 0" not in convert(capsys, ["masks", "--images", src, "--masks", src / "masks",
+                                                                   "--classes", tmp_path / "names.txt", "--out",
+                                                                   tmp_path / "ds2"])
 
 
 def test_a_labelmap_name_with_a_colon_and_a_line_that_is_not_one(tmp_path):

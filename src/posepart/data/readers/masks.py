@@ -47,6 +47,10 @@ class ClassTable:
 
 # CVAT's `name:r,g,b:parts:actions` (a name may hold a colon)
 _LABELMAP_LINE = re.compile(r"(?P<name>.*):(?P<rgb>\s*\d+\s*,\s*\d+\s*,\s*\d+\s*):[^:]*:[^:]*")
+_VALUE_LINE = re.compile(r"(?P<value>\d+)\s*[:,\s]\s*(?P<name>\S.*)")  # "0 background", "1: face", "2, arm"
+# a mask mostly of value 0 (or black) where the table names that value a class: a list without a `background` line
+ZERO_NAMED = "masks mostly of the value 0 (or black), which the class table names {!r} (no 'background' in it: is 0 "\
+             "unlabelled? then add 'background' as its first line)"
 
 
 def read_class_table(path: Path) -> ClassTable:
@@ -84,6 +88,11 @@ def read_class_table(path: Path) -> ClassTable:
                 raise DatasetError(f"{path}: {entry!r}: the colour must be three values 0..255")
             named.append((rgb, match["name"].strip()))
         return _table(path, named, by_colour=True)
+    if all(_VALUE_LINE.fullmatch(entry) for entry in entries):  # before: "0 background" read as a name
+        named = [(int(match["value"]), match["name"].strip()) for match in map(_VALUE_LINE.fullmatch, entries)]
+        if any(not 0 <= value < IGNORE_LABEL for value, _ in named):
+            raise DatasetError(f"{path}: mask values must be 0..{IGNORE_LABEL - 1} ({IGNORE_LABEL}: ignore)")
+        return _table(path, named, by_colour=False)
     names = [line.strip() for line in lines]
     if names[0] == "__ignore__":  # labelme: `__ignore__` is -1, `_background_` 0
         names = names[1:]
@@ -136,6 +145,8 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
     found, inverse = np.unique(keys, return_inverse=True)
     mapped = np.array([lookup.get(int(key), IGNORE_LABEL) for key in found], np.uint8)
     labels = mapped[inverse].reshape(keys.shape)
+    if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
+        skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
     if (mapped == IGNORE_LABEL).any():
         unknown = found[mapped == IGNORE_LABEL][:3].tolist()
         shown = [f"({k >> 16}, {(k >> 8) & 255}, {k & 255})" for k in unknown] if colour else map(str, unknown)
