@@ -201,6 +201,18 @@ def test_joint_names_match_in_every_side_spelling_the_schema_reads(spell):
                                             PASCAL.part_classes.index("lower_arm")})
 
 
+def test_plural_and_side_less_part_names_map_as_their_table_rows():
+    """A user's own classes in the plural or without a side ("Gloves", "shoes", "arm") had "no target class" where
+    their singular or sided form maps (a part-segmentation walkthrough); clothes the tables lacked are added."""
+    classes = ("background", "Gloves", "shoes", "hands", "feet", "arm", "leg", "shorts", "jeans", "jacket")
+    index = {name: i for i, name in enumerate(PASCAL.part_classes)}
+    expected = [{"background"}, {"lower_arm"}, {"lower_leg"}, {"lower_arm"}, {"lower_leg"}, {"upper_arm", "lower_arm"},
+                {"upper_leg", "lower_leg"}, {"upper_leg"}, {"upper_leg", "lower_leg"},
+                {"torso", "upper_arm", "lower_arm"}]
+    assert part_sets(classes, PASCAL.part_classes) == [frozenset(index[n] for n in names) for names in expected]
+    assert part_sets(("background", "glass"), ("background", "glass")) == [frozenset({0}), frozenset({1})]
+
+
 def test_a_mapped_source_keeps_its_own_pckh_head_size():
     """PCKh's head size is the source's head top to upper neck. Before (a walkthrough), a LIP record read in
     PASCAL's schema took the distance to PASCAL's neck, which LIP's thorax stands in for: 1.6-2.1x longer, and LIP's

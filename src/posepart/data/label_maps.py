@@ -59,6 +59,9 @@ PARTS_TO_PASCAL: dict[str, tuple[str, ...]] = {
     "dress": _LIMBS,  # sleeveless to long-sleeved, mini to maxi
     "jumpsuits": _LIMBS,  # LIP
     "pants": ("upper_leg", "lower_leg"),  # shorts or trousers (the waistband counts as leg, as in PASCAL's hips)
+    "trousers": ("upper_leg", "lower_leg"), "jeans": ("upper_leg", "lower_leg"), "shorts": ("upper_leg",),
+    "shirt": ("torso", "upper_arm", "lower_arm"), "t_shirt": ("torso", "upper_arm", "lower_arm"),
+    "jacket": ("torso", "upper_arm", "lower_arm"), "feet": ("lower_leg",),
     "skirt": ("upper_leg", "lower_leg"),
     "socks": ("lower_leg",), "left_shoe": ("lower_leg",), "right_shoe": ("lower_leg",),  # feet: lower legs
     "left_arm": ("upper_arm", "lower_arm"), "right_arm": ("upper_arm", "lower_arm"),  # no upper/lower split
@@ -159,6 +162,15 @@ class PartMapError(PosepartError, ValueError):
     """A source part class has no target class: the message names it and how to map or ignore it."""
 
 
+def spellings(name: str) -> tuple[str, ...]:
+    """The keys a part class's name (in `name_key` form) is looked up by, in order: itself, without its side
+    ("left_hand" -> "hand"), singular ("hands", "gloves"), and as the tables' sided rows spell a side-less name ("arm"
+    -> "left_arm", "shoes" -> "left_shoe"). Before, plurals and side-less names had "no target class"."""
+    base = split_side(name)[1]
+    singular = base[:-1] if base.endswith("s") and not base.endswith("ss") and len(base) > 3 else base
+    return tuple(dict.fromkeys((name, base, singular, f"left_{base}", f"left_{singular}")))
+
+
 def part_sets(
     source: Sequence[str],
     target: Sequence[str],
@@ -170,8 +182,8 @@ def part_sets(
     """For each source class, the set of target class indices it may be (empty = ignore).
 
     Resolution order per class: `ignore` -> empty set; `overrides` (source class -> target class names); the built-in
-    table for this target (`PART_TABLES`); the same name in the target; then the last two for the name without its
-    side (`split_side`).
+    table for this target (`PART_TABLES`); the same name in the target; then the last two for the other `spellings`
+    of the name (without its side, singular, as a sided row spells it).
     """
     tindex = {name_key(n): i for i, n in enumerate(target)}
     table = {name_key(k): v for k, v in PART_TABLES.get(tuple(target), {}).items()}
@@ -187,7 +199,7 @@ def part_sets(
         if name in ignored:
             out.append(frozenset())
             continue
-        for candidate in (name, split_side(name)[1]):  # the name, then without its side ("left_hand" -> "hand")
+        for candidate in spellings(name):
             if candidate in table or candidate in tindex:
                 names = table.get(candidate, (candidate,))
                 break

@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from posepart.data.label_maps import PARTS_TO_PASCAL
+from posepart.data.label_maps import PARTS_TO_PASCAL, spellings
 from posepart.decode import compiled
 from posepart.heads import cell_centre
 from posepart.names import name_key, split_side
@@ -50,12 +50,11 @@ def _regions(base: str) -> tuple[str, ...] | None:
     covers: the table that maps parsing classes into PASCAL's (`PARTS_TO_PASCAL`, one answer for both jobs, its
     sided rows for the side-less name: 'arm' as 'left_arm'), PASCAL's own classes; None for an unknown name (it may
     lie on any limb)."""
-    for name in (base, base.rstrip("s")):  # "hands", "socks"
-        for key in (name, f"left_{name}"):
-            if key in PARTS_TO_PASCAL:
-                return PARTS_TO_PASCAL[key]
-        if name in PASCAL_PART_CLASSES[1:]:
-            return (name,)
+    for key in spellings(base):  # "hands", "socks", "arm" (as "left_arm")
+        if key in PARTS_TO_PASCAL:
+            return PARTS_TO_PASCAL[key]
+        if key in PASCAL_PART_CLASSES[1:]:
+            return (key,)
     return None
 
 
