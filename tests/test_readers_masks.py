@@ -275,3 +275,36 @@ def test_a_file_name_that_is_not_utf8_is_written_not_crashed_on(tmp_path):
     dataset = PosePartDataset.open(tmp_path / "ds")
     assert [r.file_name for r in dataset.records] == [f"{name}.jpg"]
     np.testing.assert_array_equal(dataset.load_parts(dataset.records[0]), TRUTH)
+
+
+def test_masks_saved_in_other_forms_read_as_the_labels_they_hold(tmp_path, capsys):
+    """A part-segmentation walkthrough: index masks saved as RGB (R = G = B) were refused ("a colour mask, but the
+    class table gives values"); an RGBA colour mask's transparent background was its colour (white: unknown,
+    ignored, 85 % of the pixels); 0/255 binary masks were counted with every unknown value, not said to be such."""
+    from posepart.data.readers.masks import convert_masks
+
+    src = tmp_path / "src"
+    (src / "masks").mkdir(parents=True)
+    for name in ("grey", "rgba", "binary"):
+        _image(src / f"{name}.jpg", 0)
+    cv2.imwrite(str(src / "masks" / "grey.png"), np.repeat(TRUTH[..., None], 3, axis=2))  # index in RGB
+    rgba = np.zeros((*TRUTH.shape, 4), np.uint8)
+    rgba[..., :3] = 255  # a white background, transparent
+    for index, name in {1: "arm", 2: "head", 3: "torso"}.items():
+        rgba[TRUTH == index] = (*COLOURS[name], 255)
+    cv2.imwrite(str(src / "masks" / "rgba.png"), rgba[..., [2, 1, 0, 3]])
+    cv2.imwrite(str(src / "masks" / "binary.png"), np.where(TRUTH > 0, 255, 0).astype(np.uint8))
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\n" + "".join(  # in TRUTH's order
+        f"{name}:{','.join(map(str, COLOURS[name]))}::\n" for name in ("arm", "head", "torso")))
+    by_value = convert_masks(src, src / "masks", tmp_path / "names.txt", tmp_path / "values", progress=False)
+    assert any("0/255 binary masks?" in reason for reason in by_value.skips.counts)
+    values = PosePartDataset.open(tmp_path / "values")
+    grey = next(r for r in values.records if r.file_name == "grey.jpg")
+    np.testing.assert_array_equal(values.load_parts(grey), TRUTH)
+    binary = next(r for r in values.records if r.file_name == "binary.jpg")
+    assert (values.load_parts(binary)[TRUTH > 0] == 255).all()
+    convert_masks(src, src / "masks", tmp_path / "labelmap.txt", tmp_path / "colours", progress=False)
+    colours = PosePartDataset.open(tmp_path / "colours")
+    np.testing.assert_array_equal(colours.load_parts(next(r for r in colours.records if r.file_name == "rgba.jpg")),
+                                  TRUTH)

@@ -121,7 +121,9 @@ def _table(path: Path, named: list, *, by_colour: bool) -> ClassTable:
 
 
 def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
-    """A mask PNG as (H, W) uint8 class indices; pixels the table lacks are 255, counted."""
+    """A mask PNG as (H, W) uint8 class indices; pixels the table lacks are 255, counted. A transparent pixel
+    (alpha 0) is unlabelled, as black or 0 is; an RGB mask whose channels are equal is read as the grey one it is
+    where the table gives values."""
     from PIL import Image
 
     try:
@@ -129,11 +131,18 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
             colour = image.mode in ("RGB", "RGBA") or (image.mode == "P" and bool(table.colours))
             grey = image.mode in ("LA", "PA") and not table.colours  # the alpha channel is no label
             pixels = np.asarray(image.convert("RGB") if colour else image.getchannel(0) if grey else image)
+            alpha = np.asarray(image.convert("RGBA").getchannel("A")) if "A" in image.getbands() or \
+                (image.mode == "P" and "transparency" in image.info) else None
     except OSError as err:
         raise SampleError(f"{path}: cannot read the mask: {err}", "unreadable mask") from None
     if pixels.ndim != (3 if colour else 2):
         raise SampleError(f"{path}: a mask of mode {image.mode}: expected a colour (RGB) or single-channel PNG",
                           "mask of the wrong kind")
+    if alpha is not None and (alpha == 0).any():  # before: a transparent background was its colour, unknown
+        pixels = pixels.copy()
+        pixels[alpha == 0] = 0
+    if colour and not table.colours and (pixels == pixels[..., :1]).all():  # grey saved as RGB (before: refused)
+        colour, pixels = False, pixels[..., 0]
     if colour != bool(table.colours):
         raise SampleError(f"{path}: a {'colour' if colour else 'single-channel'} mask, but the class table gives "
                           f"{'colours' if table.colours else 'values'}", "mask of the wrong kind")
@@ -147,6 +156,10 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
     labels = mapped[inverse].reshape(keys.shape)
     if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
         skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
+    if not colour and set(found.tolist()) == {0, IGNORE_LABEL} and IGNORE_LABEL not in lookup:  # 0/255: said so
+        skips.add(f"mask pixels of value {IGNORE_LABEL} (ignore): 0/{IGNORE_LABEL} binary masks? save class indices "
+                  f"(1 for the table's first class after background)", str(path), int((keys == IGNORE_LABEL).sum()))
+        return labels
     if (mapped == IGNORE_LABEL).any():
         unknown = found[mapped == IGNORE_LABEL][:3].tolist()
         shown = [f"({k >> 16}, {(k >> 8) & 255}, {k & 255})" for k in unknown] if colour else map(str, unknown)
