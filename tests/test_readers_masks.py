@@ -308,3 +308,24 @@ def test_masks_saved_in_other_forms_read_as_the_labels_they_hold(tmp_path, capsy
     colours = PosePartDataset.open(tmp_path / "colours")
     np.testing.assert_array_equal(colours.load_parts(next(r for r in colours.records if r.file_name == "rgba.jpg")),
                                   TRUTH)
+
+
+def test_a_mask_drawn_on_a_turned_photo_says_so(tmp_path):
+    """A phone photo tagged with EXIF orientation 6 and a mask drawn on it as viewers show it (its sides swapped):
+    the size mismatch did not say why (a part-segmentation walkthrough); the dataset's own image check did."""
+    from PIL import Image
+
+    from posepart.data.readers.masks import convert_masks
+
+    src = tmp_path / "src"
+    (src / "masks").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(src / "phone.jpg", exif=exif)  # stored 60x40
+    _image(src / "plain.jpg", 0)
+    cv2.imwrite(str(src / "masks" / "phone.png"), TRUTH.T.copy())  # drawn upright: 40x60
+    cv2.imwrite(str(src / "masks" / "plain.png"), TRUTH)
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    result = convert_masks(src, src / "masks", tmp_path / "names.txt", tmp_path / "ds", progress=False)
+    example = result.skips.examples["part map size mismatch"]
+    assert "part map is 40x60 but the image phone.jpg is 60x40; its EXIF orientation 6 shows it turned" in example

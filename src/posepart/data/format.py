@@ -25,7 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data import validate
-from posepart.data.images import SIDES_SWAPPED, exif_orientation, read_image, read_label_png, upright
+from posepart.data.images import (SIDES_SWAPPED, exif_orientation, read_image, read_label_png, turned_note,
+                                  upright)
 from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask, spelled_otherwise
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import Schema
@@ -376,6 +377,7 @@ class PosePartDataset:
             raise DatasetError(
                 f"{path}: part map is {parts.shape[1]}x{parts.shape[0]} but image id {record.image_id} is "
                 f"{record.width}x{record.height}"
+                f"{turned_note(record.image_path, (record.height, record.width), parts.shape, 'its part map')}"
             )
         return parts
 

@@ -105,16 +105,23 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raise DatasetError(f"{path}: not a decodable image{what}")
     image = to_rgb8(image, path)
     if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
-        turned = ""
-        if image.shape[:2] == tuple(expect_hw)[::-1] and (tag := exif_orientation(path)) in SIDES_SWAPPED:
-            turned = (f"; its EXIF orientation {tag} shows it turned, as {expect_hw[1]}x{expect_hw[0]}: annotations "
-                      f"made on the photo as viewers show it? Dataset images are read as stored (COCO's annotations "
-                      f"refer to the stored pixels): save such photos upright (PIL's ImageOps.exif_transpose)")
         raise DatasetError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
-            f"{expect_hw[1]}x{expect_hw[0]}{what}{turned}"
+            f"{expect_hw[1]}x{expect_hw[0]}{what}{turned_note(path, image.shape[:2], expect_hw, 'annotations')}"
         )
     return image
+
+
+def turned_note(path: Path, stored_hw: Sequence[int], labelled_hw: Sequence[int], labels: str) -> str:
+    """Why an image's labels (`labels`: "annotations", "its part map") have its size turned, where its EXIF
+    orientation swaps its sides (else ""): they were made on the photo as viewers show it, and a dataset's images
+    are read as stored."""
+    stored, labelled = tuple(stored_hw), tuple(labelled_hw)
+    if stored == labelled or stored != labelled[::-1] or (tag := exif_orientation(path)) not in SIDES_SWAPPED:
+        return ""
+    return (f"; its EXIF orientation {tag} shows it turned, as {labelled[1]}x{labelled[0]}: {labels} made on the "
+            f"photo as viewers show it? Dataset images are read as stored (COCO's annotations refer to the stored "
+            f"pixels): save such photos upright (PIL's ImageOps.exif_transpose)")
 
 
 def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = None, wide: bool = False

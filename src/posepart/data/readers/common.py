@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from posepart.data.format import IMAGES_DIR, PARTS_DIR, DatasetError
 from posepart.data.records import JOINT_OUTSIDE, keypoint_box, keypoints_outside
-from posepart.data.images import read_image
+from posepart.data.images import read_image, turned_note
 from posepart.data.images import read_label_png as decode_label_png
 from posepart.data.writer import CONVERSION_FILE, DatasetWriter
 from posepart.errors import writing
@@ -268,8 +268,10 @@ def _check_sample(sample: Sample, schema: Schema, skips: Skips) -> tuple[list[di
         raise SampleError(str(err), "unreadable image") from None
     parts = sample.parts() if sample.parts is not None else None
     if parts is not None and parts.shape != (height, width):
+        turned = turned_note(sample.image_path, (height, width), parts.shape, "its part map")  # before: unsaid
         raise SampleError(f"{sample.parts_file or sample.image_path}: part map is {parts.shape[1]}x{parts.shape[0]} "
-                          f"but the image {sample.image_path.name} is {width}x{height}", "part map size mismatch")
+                          f"but the image {sample.image_path.name} is {width}x{height}{turned}",
+                          "part map size mismatch")
     annotations = []
     if schema.has_pose and sample.pose_labeled:
         for person in sample.people:
