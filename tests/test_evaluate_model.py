@@ -88,6 +88,7 @@ def test_metrics_keys_and_per_stage(synth):
         assert metrics["per_stage"][-1]["segmentation"] == metrics["segmentation"]
         assert 0.0 <= metrics["segmentation"]["mean_iou"] <= 1.0 and 0.0 <= metrics["pose"]["ap"] <= 1.0
         assert len(metrics["segmentation"]["iou_per_class"]) == synth.schema.num_parts
+        assert metrics["segmentation"]["classes"] == list(synth.schema.part_classes)  # the list's names
         json.dumps(metrics)  # metrics.json-serialisable
         assert len(overlays) == 3
         for image, record in zip(overlays, synth.records):

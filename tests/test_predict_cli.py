@@ -55,6 +55,9 @@ def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     # what made the results, as evaluate's metrics.json records it (before: nothing of the model or its settings)
     assert summary["model"] == str(setup["ckpt"]) and summary["settings"]["decode"]["min_joints"] == 1
     assert summary["settings"]["test_time"] == {"scales": [1.0], "flip": False}
+    schema = PosePartDataset.open(setup["data"]).schema  # what parts/*.png's values name (before: unsaid)
+    assert Schema.from_category(summary["schema"]) == schema and summary["schema"]["part_classes"] == list(
+        schema.part_classes)
     assert {f["input"] for f in summary["failures"]} == {str(setup["broken"]), str(tmp_path / "missing.png")}
 
     dataset = PosePartDataset.open(setup["data"])

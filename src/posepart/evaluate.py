@@ -127,8 +127,9 @@ class Evaluator:
 
     def compute(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
-        if self.confusion is not None and self.part_images:
-            metrics["segmentation"] = self.confusion.compute(self.labelable_parts)
+        if self.confusion is not None and self.part_images:  # its classes named (iou_per_class is in their order)
+            metrics["segmentation"] = {**self.confusion.compute(self.labelable_parts),
+                                       "classes": list(self.schema.part_classes)}
         if self.images:
             pose = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas)
             heads = self.head_sizes if any(np.isfinite(h).any() for h in self.head_sizes) else None

@@ -2,14 +2,15 @@
 
 OUT/keypoints.json          COCO keypoint results of every still image (image ids: OUT/summary.json "images", or
                             the ids of --annotations when a file name matches)
-OUT/parts/<name>.png        part labels, indexed PNG (values = part class, VOC palette)
+OUT/parts/<name>.png        part labels, indexed PNG (values = part class of summary.json's "schema", VOC palette)
 OUT/instances/<name>.png    part instances, indexed PNG (0 = none, i = the image's i-th person in keypoints.json)
 OUT/overlays/<name>.jpg     image + translucent part colours + skeletons
 OUT/maps/<name>_heatmaps.jpg, <name>_pafs.jpg   with --maps
 OUT/videos/<name>.mp4       a video or webcam input with the overlay drawn on every frame (mp4v; not with
                             --no-overlays), and
 OUT/videos/<name>.json      its COCO results, image_id = frame index
-OUT/summary.json            counts, every image's id/size/people, and every failed input with the reason
+OUT/summary.json            counts, every image's id/size/people, every failed input with the reason, the model's
+                            schema (joints, skeleton, part classes: COCO's category form) and the settings
 
 A run into an --out that holds an earlier run replaces it (the files its summary.json lists go first); an --out that
 holds a dataset is refused. A bad input (missing, unreadable, truncated, zero-size, not an image) is reported and
@@ -189,7 +190,10 @@ class _Run:
                 "people": self.people + sum(video["people"] for video in self.videos), "images": self.images,
                 "videos": self.videos,
                 "failures": self.failures,
-                "model": self.options.model, "settings": self.predictor.settings()}  # what made these results
+                "model": self.options.model, "settings": self.predictor.settings(),  # what made these results
+                # what the results are in: their joints, limbs and the part classes of parts/*.png (before, unsaid:
+                # a model of one's own classes' label maps could not be read without the model)
+                "schema": self.predictor.schema.to_category()}
 
 
 def _images(run: _Run, sources: list[Source]) -> None:
