@@ -35,7 +35,7 @@ from posepart.targets import Targets, build_targets
 # and training's advice on `train.best_metric` follow.
 HEADLINE = {"pose": ("pose", "ap"), "parts": ("segmentation", "mean_iou")}
 LOG_GROUP = {"segmentation": "seg", "pose": "pose"}  # metrics.json section -> the group training logs it in
-PER_JOINT = "_per_joint"  # a metric given per joint type, {name: value}: logged as "<metric>/<joint>"
+PER_JOINT = "_per_joint"  # a metric given per joint type, {name: value}
 
 
 def logged_name(section: str, key: str, prefix: str = "val") -> str:
@@ -49,10 +49,9 @@ def metric_names(schema: Schema) -> set[str]:
     may follow. Taken from the metric functions themselves (on no input), so it cannot drift from them."""
     names = {f"seg/{key}" for key in ConfusionMatrix(max(len(schema.part_classes), 1)).compute()
              if key != "iou_per_class"} | {f"seg/iou/{name}" for name in schema.part_classes}
-    pose = [*coco_keypoint_ap([], [], [], schema.sigmas), "pckh_per_joint", "pckh", *pck_dist([], [], schema)]
-    names |= {f"pose/{key}" for key in pose if not key.endswith(PER_JOINT)}
-    names |= {f"pose/{key.removesuffix(PER_JOINT)}/{joint}" for key in pose if key.endswith(PER_JOINT)
-              for joint in schema.keypoints}
+    pose = [*coco_keypoint_ap([], [], [], schema.sigmas), "pckh", *pck_dist([], [], schema)]
+    names |= {f"pose/{key}" for key in pose if not key.endswith(PER_JOINT)}  # (the tables: metrics.json's)
+    names |= {f"pose/pckh/{joint}" for joint in schema.keypoints}
     return names | {f"pose/ap/{field}/{kind}" for field, kinds in SLICES.items() for kind in kinds}
 
 

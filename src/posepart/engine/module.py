@@ -29,7 +29,7 @@ from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.resume import resumes_inexactly, settle_epoch
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
-from posepart.evaluate import LOG_GROUP, PER_JOINT, Evaluator, Prediction, scored_parts
+from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
 from posepart.errors import PosepartWarning
 from posepart.evaluate_model import as_prediction, evaluation_predictor
 from posepart.inference.draw import draw_result
@@ -47,8 +47,7 @@ OVERLAY_SIDE = 800
 
 def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val") -> dict[str, float]:
     """metrics.json dict -> {"val/seg/mean_iou": ..., "val/pose/ap": ..., "val/seg/iou/head": ...,
-    "val/pose/pckh/left_elbow": ..., "val/pose/pck_dist_px/left_elbow": ..., "val/pose/ap/view/back": ...}; None
-    skipped."""
+    "val/pose/pckh/left_elbow": ..., "val/pose/ap/view/back": ...}; None skipped."""
     flat: dict[str, float] = {}
     for task, values in metrics.items():
         if not isinstance(values, dict):
@@ -59,9 +58,9 @@ def flatten_metrics(metrics: dict[str, Any], schema: Schema, prefix: str = "val"
                 for cls, v in zip(schema.part_classes, value):
                     if v is not None:
                         flat[f"{prefix}/{name}/iou/{cls}"] = float(v)
-            elif key.endswith(PER_JOINT) and isinstance(value, dict):  # pckh, pck_dist_px
-                flat.update({f"{prefix}/{name}/{key.removesuffix(PER_JOINT)}/{joint}": float(v)
-                             for joint, v in value.items() if v is not None})
+            elif key == "pckh_per_joint" and isinstance(value, dict):  # (a joint's PCK_dist pixels are not
+                # logged: None in an epoch where no pair counts, they would come and go as the CSV log's columns)
+                flat.update({f"{prefix}/{name}/pckh/{joint}": float(v) for joint, v in value.items() if v is not None})
             elif key == "slices" and isinstance(value, dict):  # synthetic people by view / pose kind
                 flat.update({f"{prefix}/{name}/ap/{field}/{kind}": float(score["ap"])
                              for field, groups in value.items() for kind, score in groups.items()
