@@ -329,3 +329,20 @@ def test_a_mask_drawn_on_a_turned_photo_says_so(tmp_path):
     result = convert_masks(src, src / "masks", tmp_path / "names.txt", tmp_path / "ds", progress=False)
     example = result.skips.examples["part map size mismatch"]
     assert "part map is 40x60 but the image phone.jpg is 60x40; its EXIF orientation 6 shows it turned" in example
+
+
+def test_masks_saved_as_jpeg_are_named_not_read(tmp_path, capsys):
+    """JPEG masks were not found, and the images counted as having "neither a mask nor people", without a word of
+    why (a part-segmentation walkthrough): lossy masks are not read (their edges hold other classes), and said so."""
+    src = tmp_path / "src"
+    (src / "masks").mkdir(parents=True)
+    for name in ("a", "b"):
+        _image(src / f"{name}.jpg", 0)
+    cv2.imwrite(str(src / "masks" / "a.png"), TRUTH)
+    cv2.imwrite(str(src / "masks" / "b.jpg"), TRUTH)
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    printed = convert(capsys, ["masks", "--images", src, "--masks", src / "masks", "--classes", tmp_path / "names.txt",
+                               "--out", tmp_path / "ds"])
+    assert "wrote 1 images" in printed and "neither a mask nor people" not in printed
+    assert f"1 x mask not saved as PNG (not read: export the masks as PNG, lossless) (first: {src / 'masks' / 'b.jpg'})" \
+        in printed

@@ -251,11 +251,20 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
         found = (pngs.get(key) for key in (stem + MASK_SUFFIX, stem))
         return next((m for m in found if m is not None and m.resolve() != image.resolve()), None)
 
+    def lossy_mask_of(image: Path) -> Path | None:
+        """A mask saved as JPEG (or another format) where its PNG would be: not read, and said so (before: "image
+        with neither a mask nor people"): lossy compression changes the labels at every edge."""
+        stem = image.relative_to(images).with_suffix("").as_posix()
+        found = (masks / f"{key}{ext}" for key in (stem + MASK_SUFFIX, stem) for suffix in IMAGE_SUFFIXES - {".png"}
+                 for ext in (suffix, suffix.upper()))
+        return next((m for m in found if m.is_file() and m.resolve() != image.resolve()), None)
+
     candidates = [p for p in sorted(images.rglob("*"))
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, images)]
     matched = {mask_of(image) for image in candidates}
     masks_beside = {m for m in pngs.values() if m.stem.endswith(MASK_SUFFIX)}  # Roboflow's, its image or not
-    candidates = [image for image in candidates if image not in matched and image not in masks_beside]
+    lossy = {lossy_mask_of(image) for image in candidates if mask_of(image) is None}  # masks, not images
+    candidates = [image for image in candidates if image not in matched | masks_beside | lossy]
     by_base: dict[str, list[str]] = {}
     for name in people:
         by_base.setdefault(PurePosixPath(name).name, []).append(name)
@@ -272,8 +281,11 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
         listed = name if name in people else (by_base[image.name][0] if len(by_base.get(image.name, ())) == 1
                                               else None)
         mask = mask_of(image)
+        if mask is None and (lossy := lossy_mask_of(image)) is not None:
+            skips.add("mask not saved as PNG (not read: export the masks as PNG, lossless)", str(lossy))
         if mask is None and listed is None:
-            skips.add("image with neither a mask nor people (skipped)", str(image))
+            if lossy is None:
+                skips.add("image with neither a mask nor people (skipped)", str(image))
             continue
         if listed is not None:
             joined.add(listed)
