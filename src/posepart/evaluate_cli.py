@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
 from posepart.data.format import DatasetError, PosePartDataset
-from posepart.errors import OutputError, UsageError, output_folder
+from posepart.errors import OutputError, PosepartWarning, UsageError, output_folder
 from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, OUTPUT_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
@@ -177,8 +178,10 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     results: dict[str, list[dict]] = {}
     try:
         for name, dataset in datasets.items():  # (a source that cannot be read in it is refused below, named)
-            _note_unscored(f"--source {name}", map_dataset(dataset, loaded.schema, name=name, **tables.get(name, {})),
-                           loaded)
+            with warnings.catch_warnings():  # what mapping it warns of, evaluate_sources says once
+                warnings.simplefilter("ignore", PosepartWarning)
+                mapped = map_dataset(dataset, loaded.schema, name=name, **tables.get(name, {}))
+            _note_unscored(f"--source {name}", mapped, loaded)
         rows, overlays = evaluate_sources(
             loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,

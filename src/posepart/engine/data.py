@@ -29,9 +29,9 @@ from posepart.data.mixing import (TASKS, MappedSource, SourceError, SourceMappin
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
-from posepart.errors import PosepartWarning
 from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SelfTrainingConfig,
                                       SourceConfig)
+from posepart.errors import PosepartWarning
 from posepart.heads import HeadMeta
 from posepart.schema import BUILTIN_SCHEMAS, Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
