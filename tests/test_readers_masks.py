@@ -344,5 +344,5 @@ def test_masks_saved_as_jpeg_are_named_not_read(tmp_path, capsys):
     printed = convert(capsys, ["masks", "--images", src, "--masks", src / "masks", "--classes", tmp_path / "names.txt",
                                "--out", tmp_path / "ds"])
     assert "wrote 1 images" in printed and "neither a mask nor people" not in printed
-    assert f"1 x mask not saved as PNG (not read: export the masks as PNG, lossless) (first: {src / 'masks' / 'b.jpg'})" \
-        in printed
+    said = f"1 x mask not saved as PNG (not read: export the masks as PNG, lossless) (first: {src / 'masks' / 'b.jpg'})"
+    assert said in printed
