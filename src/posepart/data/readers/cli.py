@@ -63,6 +63,8 @@ def add_convert_parser(verbs: Any) -> None:
                    "Roboflow's _classes.csv (values), or a list of names, line i naming mask value i")
     p.add_argument("--keypoints", type=Path, help="a COCO keypoints file of the same images (matched by name), for "
                    "pose and parts together")
+    p.add_argument("--nearest-colour", action="store_true", help="colour masks: a colour the table lacks takes the "
+                   "class of its nearest table colour (masks drawn with antialiased edges; default: ignored, counted)")
     _common(p)
 
     p = kinds.add_parser("cihp", help="CIHP multi-person parsing (parts only)")
@@ -105,7 +107,8 @@ def _convert(args: argparse.Namespace) -> Any:
     elif args.dataset == "masks":
         from posepart.data.readers.masks import convert_masks
 
-        return convert_masks(args.images, args.masks, args.classes, args.out, keypoints=args.keypoints, **common)
+        return convert_masks(args.images, args.masks, args.classes, args.out, keypoints=args.keypoints,
+                             nearest_colour=args.nearest_colour, **common)
     else:
         from posepart.data.readers.cihp import convert_cihp
 

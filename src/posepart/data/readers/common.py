@@ -142,6 +142,15 @@ def first_dir(root: Path, names: Sequence[str], what: str) -> Path:
     raise DatasetError(f"{root}: no {what} folder (looked for {', '.join(names)})")
 
 
+def nearest_colours(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U, 3) colours -> (the index of each one's nearest palette colour, its largest per-channel distance to it):
+    the VOC palette's colours in PASCAL's PNGs (off by a level or two) and a tool's label colours at antialiased
+    edges are found by it."""
+    dist = np.abs(colours.astype(np.int32)[:, None, :] - palette.astype(np.int32)[None, :, :]).max(-1)  # (U, C)
+    nearest = dist.argmin(1)
+    return nearest, dist[np.arange(len(colours)), nearest]
+
+
 def polygon_area(polygons: Sequence[Sequence[float]]) -> float:
     """Total shoelace area of flat [x1, y1, x2, y2, ...] polygons."""
     total = 0.0

@@ -28,7 +28,8 @@ import numpy as np
 
 from posepart.data import validate
 from posepart.data.format import IMAGE_SUFFIXES, DatasetError, hidden, people_categories, person_category
-from posepart.data.readers.common import ConvertResult, Person, Sample, SampleError, Skips, source_paths, write_samples
+from posepart.data.readers.common import (ConvertResult, Person, Sample, SampleError, Skips, nearest_colours,
+                                         source_paths, write_samples)
 from posepart.schema import IGNORE_LABEL, Schema
 
 BACKGROUND = "background"
@@ -120,8 +121,9 @@ def _table(path: Path, named: list, *, by_colour: bool) -> ClassTable:
     return ClassTable(tuple(classes), index if by_colour else {}, {} if by_colour else index)
 
 
-def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
-    """A mask PNG as (H, W) uint8 class indices; pixels the table lacks are 255, counted. A transparent pixel
+def mask_labels(path: Path, table: ClassTable, skips: Skips, *, nearest: bool = False) -> np.ndarray:
+    """A mask PNG as (H, W) uint8 class indices; pixels the table lacks are 255, counted, or with `nearest` (colour
+    masks) the class of the nearest table colour (antialiased edges blend two labels' colours). A transparent pixel
     (alpha 0) is unlabelled, as black or 0 is; an RGB mask whose channels are equal is read as the grey one it is
     where the table gives values."""
     from PIL import Image
@@ -153,6 +155,12 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips) -> np.ndarray:
         keys, lookup = pixels.astype(np.int64), table.values
     found, inverse = np.unique(keys, return_inverse=True)
     mapped = np.array([lookup.get(int(key), IGNORE_LABEL) for key in found], np.uint8)
+    if nearest and colour and (unknown := mapped == IGNORE_LABEL).any():
+        palette = np.array(list(table.colours), np.int32)  # (C, 3), in the order of `table.colours`' values
+        rgb = np.stack([(found[unknown] >> 16) & 255, (found[unknown] >> 8) & 255, found[unknown] & 255], 1)
+        mapped[unknown] = np.array(list(table.colours.values()), np.uint8)[nearest_colours(rgb, palette)[0]]
+        skips.add("mask pixels of a colour the table lacks, given its nearest colour's class (--nearest-colour)",
+                  str(path), int(np.isin(inverse, np.flatnonzero(unknown)).sum()))
     labels = mapped[inverse].reshape(keys.shape)
     if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
         skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
@@ -211,13 +219,15 @@ def convert_masks(
     out: str | Path,
     *,
     keypoints: str | Path | None = None,
+    nearest_colour: bool = False,
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> ConvertResult:
     """Convert a folder of part masks (and optionally a COCO keypoints file of the same images) at `out`. An image
     is matched to `<its stem>.png` or `<its stem>_mask.png` among the masks; an image without one is written
-    without part labels where the keypoints file has it, else skipped and counted."""
+    without part labels where the keypoints file has it, else skipped and counted. `nearest_colour`: a colour the
+    table lacks takes the class of its nearest table colour (masks drawn with antialiasing), else it is ignored."""
     images, masks, classes = Path(images), Path(masks), Path(classes)
     for folder, what in ((images, "image"), (masks, "mask")):
         if not folder.is_dir():
@@ -231,14 +241,15 @@ def convert_masks(
                                        **category})
     except ValueError as err:
         raise DatasetError(f"{keypoints or classes}: {err}") from None
-    source = {"reader": "masks", **source_paths(images=images, masks=masks, classes=classes, keypoints=keypoints)}
-    samples = _samples(images, masks, table, people, skips, pose=bool(person))
+    source = {"reader": "masks", "nearest_colour": nearest_colour,
+              **source_paths(images=images, masks=masks, classes=classes, keypoints=keypoints)}
+    samples = _samples(images, masks, table, people, skips, pose=bool(person), nearest=nearest_colour)
     return write_samples(out, schema, samples, skips, strict=strict, overwrite=overwrite, source=source,
                          progress=progress)
 
 
 def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, list[Person]], skips: Skips, *,
-             pose: bool) -> Iterator[Sample]:
+             pose: bool, nearest: bool = False) -> Iterator[Sample]:
     """One sample per image under `images` (subfolders kept in its name), with its mask (`<name>.png` or
     `<name>_mask.png` at the same place under `masks`; Roboflow's lie beside the images, and are no images) and its
     people (the keypoints file's image of the same path, else of the same name where only one has it). What does not
@@ -294,7 +305,7 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
         elif people and listed is None:
             skips.add("image the keypoints file does not list (kept without pose)", str(image))
         yield Sample(image, name, people.get(listed, []) if listed else [],
-                     None if mask is None else (lambda m=mask: mask_labels(m, table, skips)),
+                     None if mask is None else (lambda m=mask: mask_labels(m, table, skips, nearest=nearest)),
                      pose_labeled=pose and listed is not None, parts_file=mask)
     for path in sorted(set(pngs.values()) - matched - {None}):
         skips.add("mask without its image (not read)", str(path))

@@ -32,6 +32,7 @@ from posepart.data.readers.common import (
     SampleError,
     Skips,
     find_split_list,
+    nearest_colours,
     read_id_list,
     read_label_png,
     source_paths,
@@ -110,9 +111,8 @@ def colour_to_index(rgb: np.ndarray, num_ids: int, path: Path) -> np.ndarray:
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     colours, inverse = np.unique(packed.reshape(-1), return_inverse=True)
     unique_rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1)  # (U, 3)
-    dist = np.abs(unique_rgb[:, None, :] - palette[None, :, :]).max(-1)  # (U, num_ids + 2)
-    nearest = dist.argmin(1)
-    bad = dist[np.arange(len(colours)), nearest] > COLOUR_TOLERANCE
+    nearest, distance = nearest_colours(unique_rgb, palette)
+    bad = distance > COLOUR_TOLERANCE
     if bad.any():
         u = int(np.flatnonzero(bad)[0])
         y, x = divmod(int(np.flatnonzero(inverse == u)[0]), rgb.shape[1])
