@@ -238,10 +238,15 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     except MissingLimbsError as err:  # the data's own skeleton is what is missing, not another schema
         raise ConfigError(f"model.name: {err}") from None
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
+        # (before, a parts-only dataset of one's own classes was told data.schema=pascal_person_part alone: a pose
+        # head no data trains, and its classes merged into PASCAL's six)
+        own = ("; a parts-only dataset trains a part model (--set model.name=fcn32_vgg16), or the joint network with "
+               "a pose source mixed in (data.sources, data.schema a file whose category lists both: "
+               "docs/training.md, \"Mixing datasets\")" if err.lacks == "pose" else "")
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
-                          f"what the model predicts, or set data.schema to a schema that has it, a built-in's "
-                          f"name or a file (--set data.schema=pascal_person_part: the data is then read in it)"
-                          ) from None
+                          f"what the model predicts{own}, or set data.schema to a schema that has it, a built-in's "
+                          f"name or a file (--set data.schema=pascal_person_part: the data is then read in it, its "
+                          f"classes and joints mapped into PASCAL's by name)") from None
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
     restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
     for key in SCHEDULE_LENGTH_KEYS:  # cosine and linear decay over the planned steps (their length is restored)

@@ -39,7 +39,12 @@ SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 
 
 class SchemaMismatchError(UsageError):
-    """A model that predicts something the schema does not have (joints, skeleton edges or part classes)."""
+    """A model that predicts something the schema does not have (joints, skeleton edges or part classes); `lacks`
+    says which task's labels: "pose" or "parts"."""
+
+    def __init__(self, message: str, *, lacks: str = "pose") -> None:
+        super().__init__(message)
+        self.lacks = lacks
 
 
 class MissingLimbsError(SchemaMismatchError):
@@ -56,7 +61,7 @@ def _require(schema: Schema, model: str, *, pose: bool = False, parts: bool = Fa
                                   f"{schema.num_joints} joints and {schema.num_limbs} edges")
     if parts and not schema.has_parts:
         raise SchemaMismatchError(f"{model} needs a schema with part classes besides background; "
-                                  f"{schema.name!r} has {schema.part_classes or 'none'}")
+                                  f"{schema.name!r} has {schema.part_classes or 'none'}", lacks="parts")
 
 
 def _fcn_head(trunk: VGGTrunk, schema: Schema, variant: FCNVariant, width: float, fc_width: int) -> FCNHead:
