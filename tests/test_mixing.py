@@ -19,7 +19,7 @@ from torch.utils.data import default_collate
 from posepart import cli
 from posepart.data.format import PosePartDataset
 from posepart.data.label_maps import JointMap, PartLabelSpace, PartMapError, part_sets
-from posepart.data.mixing import MappedSource, SourcePlan, allocate, map_dataset
+from posepart.data.mixing import MappedSource, SourceError, SourcePlan, allocate, map_dataset
 from posepart.data.synth import write_synth
 from posepart.data.writer import DatasetWriter
 from posepart.engine.checkpoint import load_checkpoint, load_model
@@ -28,6 +28,7 @@ from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train
+from posepart.errors import PosepartWarning
 from posepart.losses import SegLoss
 from posepart.schema import IGNORE_LABEL, Schema
 
@@ -211,6 +212,10 @@ def test_plural_and_side_less_part_names_map_as_their_table_rows():
                 {"torso", "upper_arm", "lower_arm"}]
     assert part_sets(classes, PASCAL.part_classes) == [frozenset(index[n] for n in names) for names in expected]
     assert part_sets(("background", "glass"), ("background", "glass")) == [frozenset({0}), frozenset({1})]
+    # into a target with sides (LIP's): a name keeps its side, and a side-less one is not given the left's (a review)
+    assert part_sets(("background", "Right-Shoes"), LIP.part_classes)[1] == {LIP.part_classes.index("right_shoe")}
+    with pytest.raises(PartMapError, match="part class 'arm' has no target class"):
+        part_sets(("background", "arm"), LIP.part_classes)
 
 
 def test_a_mapped_source_keeps_its_own_pckh_head_size():
@@ -757,3 +762,9 @@ def test_a_pose_source_whose_parts_are_other_classes_validates_its_pose(sources,
     both = [{**spec[0], "tasks": None}, spec[1]]  # undeclared: whatever its val labels, parts too (refused here)
     with pytest.raises(ConfigError, match="part class 'head' has no target class"):
         PosePartDataModule(load_config(None, [f"data.schema={schema}", f"data.sources={json.dumps(both)}"]))
+    # evaluation reads such a dataset for its pose, saying so; a part table's own mistake is still refused (a review)
+    with pytest.warns(PosepartWarning, match="part class 'head' has no target class.*its parts are not scored"):
+        assert not map_dataset(PosePartDataset.open(sources["pascal_val"]), Schema.from_category(
+            json.loads(schema.read_text()))).has_parts
+    with pytest.raises(SourceError, match="part class 'hed' is not one of its classes"):
+        map_dataset(PosePartDataset.open(sources["pascal_val"]), PASCAL, part_map={"hed": ["head"]})

@@ -82,9 +82,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)
         try:
-            dataset = map_dataset(dataset, loaded.schema)
+            with warnings.catch_warnings(record=True) as caught:  # its parts unmapped: scored on pose, and said
+                warnings.simplefilter("always", PosepartWarning)
+                dataset = map_dataset(dataset, loaded.schema)
         except SourceError as err:
             raise SourceError(f"{err}{_part_table_hint(loaded)}", source=err.source) from None
+        for said in caught:  # with the advice the refusal gave (how a training source's part table applies)
+            print(f"warning: {said.message}{_part_table_hint(loaded)}", file=sys.stderr)
         _note_unscored(str(args.root or args.annotations), dataset, loaded)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []

@@ -159,16 +159,33 @@ class JointMap:
 
 # -- part classes ------------------------------------------------------------------------------------------------------
 class PartMapError(PosepartError, ValueError):
-    """A source part class has no target class: the message names it and how to map or ignore it."""
+    """A source part class has no target class: the message names it and how to map or ignore it. `unmapped`: a
+    class of the data that no table maps (not a mistake in a part table given)."""
+
+    def __init__(self, message: str, *, unmapped: bool = False) -> None:
+        super().__init__(message)
+        self.unmapped = unmapped
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
 
 
 def spellings(name: str) -> tuple[str, ...]:
-    """The keys a part class's name (in `name_key` form) is looked up by, in order: itself, without its side
-    ("left_hand" -> "hand"), singular ("hands", "gloves"), and as the tables' sided rows spell a side-less name ("arm"
-    -> "left_arm", "shoes" -> "left_shoe"). Before, plurals and side-less names had "no target class"."""
-    base = split_side(name)[1]
-    singular = base[:-1] if base.endswith("s") and not base.endswith("ss") and len(base) > 3 else base
-    return tuple(dict.fromkeys((name, base, singular, f"left_{base}", f"left_{singular}")))
+    """The keys a part class's name (in `name_key` form) is looked up by, in order: itself, singular with its side
+    ("right_shoes" -> "right_shoe", "gloves"), without its side ("left_hand" -> "hand"), and that singular. Before,
+    plurals had "no target class"."""
+    side, base = split_side(name)
+    return tuple(dict.fromkeys((name, f"{side}_{_singular(base)}" if side else _singular(base), base,
+                                _singular(base))))
+
+
+def as_table_row(name: str) -> tuple[str, ...]:
+    """A side-less name as a part table's sided rows spell it ("arm" -> "left_arm", "shoes" -> "left_shoe"), whose
+    regions are side-free (PASCAL's arm and leg parts): looked up in a table only, never as a target class (that
+    would give it one side); () for a name with a side."""
+    side, base = split_side(name)
+    return () if side else tuple(dict.fromkeys((f"left_{base}", f"left_{_singular(base)}")))
 
 
 def part_sets(
@@ -199,17 +216,17 @@ def part_sets(
         if name in ignored:
             out.append(frozenset())
             continue
-        for candidate in spellings(name):
-            if candidate in table or candidate in tindex:
-                names = table.get(candidate, (candidate,))
-                break
-        else:
+        found = next((c for c in spellings(name) if c in table or c in tindex), None) or \
+            next((c for c in as_table_row(name) if c in table), None)
+        if found is None:
             raise PartMapError(
                 f"{source_name}: part class {raw!r} has no target class among {list(target)}; map it with "
-                f"part_map: {{{raw}: [...]}} or drop it with ignore_parts: [{raw}]")
+                f"part_map: {{{raw}: [...]}} or drop it with ignore_parts: [{raw}]", unmapped=True)
+        names = table.get(found, (found,))
         missing = [n for n in names if name_key(n) not in tindex]
         if missing:
-            raise PartMapError(f"{source_name}: part class {raw!r} maps to {missing}, not among {list(target)}")
+            raise PartMapError(f"{source_name}: part class {raw!r} maps to {missing}, not among {list(target)}",
+                               unmapped=name not in {name_key(k) for k in overrides or {}})
         out.append(frozenset(tindex[name_key(n)] for n in names))
     return out
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from posepart.data.format import ImageRecord, PosePartDataset
-from posepart.data.label_maps import JointMap, PartLabelSpace, part_sets
+from posepart.data.label_maps import JointMap, PartLabelSpace, PartMapError, part_sets
 from posepart.errors import PosepartError, PosepartWarning
 from posepart.schema import Schema
 
@@ -32,11 +32,13 @@ TASKS: tuple[str, ...] = ("pose", "parts")
 
 class SourceError(PosepartError, ValueError):
     """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...); `source`
-    names it where the message's text is not the only place that does."""
+    names it where the message's text is not the only place that does; `unmapped_parts`: its part classes have no
+    target class (what a dataset read for its pose alone can leave unscored), not a mistake in a part table."""
 
-    def __init__(self, message: str, *, source: str | None = None) -> None:
+    def __init__(self, message: str, *, source: str | None = None, unmapped_parts: bool = False) -> None:
         super().__init__(message)
         self.source = source
+        self.unmapped_parts = unmapped_parts
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -99,8 +101,8 @@ class SourceMapping:
         if parts:
             try:
                 sets = part_sets(source.part_classes, target.part_classes, part_map, ignore_parts, source_name=name)
-            except ValueError as err:
-                raise SourceError(str(err), source=name) from None
+            except PartMapError as err:
+                raise SourceError(str(err), source=name, unmapped_parts=err.unmapped) from None
             lut = space.lookup(sets)
         elif part_map or ignore_parts:
             why = (f"the target schema {target.describe()} has no part classes (choose one that has them: "
@@ -289,11 +291,10 @@ def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping
             mapping = SourceMapping.build(name, dataset.schema, target, space, source_has_parts=dataset.has_parts,
                                           **tables)
         except SourceError as err:
-            try:
-                mapping = SourceMapping.build(name, dataset.schema, target, space, tasks=["pose"],
-                                              source_has_parts=dataset.has_parts)
-            except SourceError:
-                raise err from None
+            if not (err.unmapped_parts and dataset.has_people):  # a part table's mistake, or nothing else to score
+                raise
+            mapping = SourceMapping.build(name, dataset.schema, target, space, tasks=["pose"],
+                                          source_has_parts=dataset.has_parts)
             warnings.warn(f"{err}: its parts are not scored, its pose is", PosepartWarning, stacklevel=2)
     return dataset if mapping.passthrough else MappedSource.wrap(dataset, mapping)
 

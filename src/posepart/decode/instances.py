@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from posepart.data.label_maps import PARTS_TO_PASCAL, spellings
+from posepart.data.label_maps import PARTS_TO_PASCAL, as_table_row, spellings
 from posepart.decode import compiled
 from posepart.heads import cell_centre
 from posepart.names import name_key, split_side
@@ -50,7 +50,7 @@ def _regions(base: str) -> tuple[str, ...] | None:
     covers: the table that maps parsing classes into PASCAL's (`PARTS_TO_PASCAL`, one answer for both jobs, its
     sided rows for the side-less name: 'arm' as 'left_arm'), PASCAL's own classes; None for an unknown name (it may
     lie on any limb)."""
-    for key in spellings(base):  # "hands", "socks", "arm" (as "left_arm")
+    for key in (*spellings(base), *as_table_row(base)):  # "hands", "socks", "arm" (as "left_arm")
         if key in PARTS_TO_PASCAL:
             return PARTS_TO_PASCAL[key]
         if key in PASCAL_PART_CLASSES[1:]:

@@ -333,13 +333,15 @@ class PosePartDataModule(pl.LightningDataModule):
                 try:
                     val_map = SourceMapping.build(label, val.schema, self.target, self.label_space,
                                                   source_has_parts=val.has_parts, **extra)
-                except SourceError:
-                    if spec.tasks is None or "parts" in spec.tasks or spec.unlabelled:
+                except SourceError as err:
+                    if spec.tasks is None or "parts" in spec.tasks or spec.unlabelled or not err.unmapped_parts:
                         raise
                     # a source declared without parts, whose val's part classes do not map into the run's: scored
                     # on its other tasks (before: refused, and a part table for them refused as feeding no parts)
                     val_map = SourceMapping.build(label, val.schema, self.target, self.label_space, tasks=spec.tasks,
                                                   source_has_parts=val.has_parts)
+                    rank_zero_info(f"source {spec.name}: val ({val.annotation_file}): {err}: validated on "
+                                   f"{', '.join(spec.tasks)} alone, as it is declared")
                 val_view = map_dataset(val, self.target, val_map)
             train_view = map_dataset(train, self.target, mapping) if train is not None else None
             sources.append(Source(spec.name, spec.weight, mapping, train_view, val_view, spec.unlabelled))

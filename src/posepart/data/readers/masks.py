@@ -18,6 +18,7 @@ and a tool's labels have their own names and colours.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import re
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def read_class_table(path: Path) -> ClassTable:
             named.append((rgb, match["name"].strip()))
         return _table(path, named, by_colour=True)
     if all(_VALUE_LINE.fullmatch(entry) for entry in entries):  # before: "0 background" read as a name
-        named = [(int(match["value"]), match["name"].strip()) for match in map(_VALUE_LINE.fullmatch, entries)]
+        named = [(int(match["value"]), _named(match["name"].strip())) for match in map(_VALUE_LINE.fullmatch, entries)]
         if any(not 0 <= value < IGNORE_LABEL for value, _ in named):
             raise DatasetError(f"{path}: mask values must be 0..{IGNORE_LABEL - 1} ({IGNORE_LABEL}: ignore)")
         return _table(path, named, by_colour=False)
@@ -99,8 +100,12 @@ def read_class_table(path: Path) -> ClassTable:
         names = names[1:]
     if "" in names:  # before: blank lines were dropped, and every later class took its neighbour's value
         raise DatasetError(f"{path}: line {names.index('') + 1} is empty: line i names mask value i")
-    return _table(path, [(value, "background" if name == "_background_" else name)
-                         for value, name in enumerate(names)], by_colour=False)
+    return _table(path, [(value, _named(name)) for value, name in enumerate(names)], by_colour=False)
+
+
+def _named(name: str) -> str:
+    """labelme's `_background_` is the background."""
+    return "background" if name == "_background_" else name
 
 
 def _table(path: Path, named: list, *, by_colour: bool) -> ClassTable:
@@ -165,8 +170,8 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips, *, nearest: bool = 
     if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
         skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
     if not colour and set(found.tolist()) == {0, IGNORE_LABEL} and IGNORE_LABEL not in lookup:  # 0/255: said so
-        skips.add(f"mask pixels of value {IGNORE_LABEL} (ignore): 0/{IGNORE_LABEL} binary masks? save class indices "
-                  f"(1 for the table's first class after background)", str(path), int((keys == IGNORE_LABEL).sum()))
+        skips.add(f"masks of the values 0 and {IGNORE_LABEL} alone ({IGNORE_LABEL}: ignore): binary masks? save class "
+                  f"indices (1 for the table's first class after background)", str(path))
         return labels
     if (mapped == IGNORE_LABEL).any():
         unknown = found[mapped == IGNORE_LABEL][:3].tolist()
@@ -266,16 +271,17 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
         """A mask saved as JPEG (or another format) where its PNG would be: not read, and said so (before: "image
         with neither a mask nor people"): lossy compression changes the labels at every edge."""
         stem = image.relative_to(images).with_suffix("").as_posix()
-        found = (masks / f"{key}{ext}" for key in (stem + MASK_SUFFIX, stem) for suffix in IMAGE_SUFFIXES - {".png"}
-                 for ext in (suffix, suffix.upper()))
+        found = (m for key in (stem + MASK_SUFFIX, stem) for m in sorted((masks / key).parent.glob(
+            glob.escape(Path(key).name) + ".*")) if m.suffix.lower() in IMAGE_SUFFIXES - {".png"})
         return next((m for m in found if m.is_file() and m.resolve() != image.resolve()), None)
 
     candidates = [p for p in sorted(images.rglob("*"))
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, images)]
     matched = {mask_of(image) for image in candidates}
     masks_beside = {m for m in pngs.values() if m.stem.endswith(MASK_SUFFIX)}  # Roboflow's, its image or not
-    lossy = {lossy_mask_of(image) for image in candidates if mask_of(image) is None}  # masks, not images
-    candidates = [image for image in candidates if image not in matched | masks_beside | lossy]
+    masked = {image for image in candidates if mask_of(image) is not None}
+    lossy = {lossy_mask_of(image) for image in candidates if image not in matched | masked} - masked  # masks, not
+    candidates = [image for image in candidates if image not in matched | masks_beside | lossy]  # images
     by_base: dict[str, list[str]] = {}
     for name in people:
         by_base.setdefault(PurePosixPath(name).name, []).append(name)
