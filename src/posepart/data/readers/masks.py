@@ -165,7 +165,7 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips, *, nearest: bool = 
         rgb = np.stack([(found[unknown] >> 16) & 255, (found[unknown] >> 8) & 255, found[unknown] & 255], 1)
         mapped[unknown] = np.array(list(table.colours.values()), np.uint8)[nearest_colours(rgb, palette)[0]]
         skips.add("mask pixels of a colour the table lacks, given its nearest colour's class (--nearest-colour)",
-                  str(path), int(np.isin(inverse, np.flatnonzero(unknown)).sum()))
+                  str(path), int(unknown[inverse].sum()))
     labels = mapped[inverse].reshape(keys.shape)
     if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
         skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
@@ -277,11 +277,14 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
 
     candidates = [p for p in sorted(images.rglob("*"))
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden(p, images)]
-    matched = {mask_of(image) for image in candidates}
+    mask_for = {image: mask_of(image) for image in candidates}  # each looked up once (the lossy one globs)
+    matched = set(mask_for.values())
     masks_beside = {m for m in pngs.values() if m.stem.endswith(MASK_SUFFIX)}  # Roboflow's, its image or not
-    masked = {image for image in candidates if mask_of(image) is not None}
-    lossy = {lossy_mask_of(image) for image in candidates if image not in matched | masked} - masked  # masks, not
-    candidates = [image for image in candidates if image not in matched | masks_beside | lossy]  # images
+    lossy_for = {image: lossy for image, mask in mask_for.items()
+                 if mask is None and image not in matched and (lossy := lossy_mask_of(image)) is not None
+                 and mask_for.get(lossy) is None}  # a photo with a PNG mask of its own is no lossy mask
+    not_images = matched | masks_beside | set(lossy_for.values())
+    candidates = [image for image in candidates if image not in not_images]
     by_base: dict[str, list[str]] = {}
     for name in people:
         by_base.setdefault(PurePosixPath(name).name, []).append(name)
@@ -297,8 +300,8 @@ def _samples(images: Path, masks: Path, table: ClassTable, people: dict[str, lis
         stems[stem] = image
         listed = name if name in people else (by_base[image.name][0] if len(by_base.get(image.name, ())) == 1
                                               else None)
-        mask = mask_of(image)
-        if mask is None and (lossy := lossy_mask_of(image)) is not None:
+        mask, lossy = mask_for[image], lossy_for.get(image)
+        if lossy is not None:
             skips.add("mask not saved as PNG (not read: export the masks as PNG, lossless)", str(lossy))
         if mask is None and listed is None:
             if lossy is None:
