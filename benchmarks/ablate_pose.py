@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from posepart.data.synth import SceneConfig
-from posepart.demo import DEMO_SIZE, synth_cached
+from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, SceneConfig
+from posepart.demo import synth_cached
 from posepart.jobs import train_and_score
 from posepart.engine.config import load_config
 from posepart.engine.trainer import trains_on_cpu
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/ablate/data"), help="cached synthetic data")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ablate/<label>)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--n-train", type=int, default=2000)
-    parser.add_argument("--n-val", type=int, default=300)
+    parser.add_argument("--n-train", type=int, default=DEMO_TRAIN_SCENES)
+    parser.add_argument("--n-val", type=int, default=DEMO_VAL_SCENES)
     parser.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                         help="the demo's easy scenes or the full synthetic benchmark (crowds, clutter, up to 5 people)")
     parser.add_argument("--size", type=int, default=DEMO_SIZE, help="input pixels, data and training (default: "

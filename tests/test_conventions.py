@@ -107,10 +107,26 @@ def test_every_option_is_explained_and_defaults_are_shown(capsys):
     assert code == 0 and "(default: 368)" in " ".join(out.split())  # --size
     assert "(default: 0)" in " ".join(out.split())  # --seed: a default of 0 is shown too
     assert "(default: None)" not in out and "(default: False)" not in out  # no noise for unset options
-    from posepart.demo import DEMO_SIZE
+    from posepart.data.synth import DEMO_SIZE
 
     code, out, _ = run_cli(["demo", "--help"], capsys)  # before: "(default: posepart.demo.DEMO_SIZE)"
     assert code == 0 and f"(default: {DEMO_SIZE})" in " ".join(out.split())
+
+
+def test_the_demos_data_is_one_fact():
+    """`posepart demo`, `run_demo` and `posepart study` draw the same scenes by default, from the constants beside
+    `SceneConfig.easy()` (the counts were literals in four places, the pose ablation's among them)."""
+    import inspect
+
+    from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
+    from posepart.demo import demo_size, run_demo
+
+    parser = build_parser()
+    for argv in (["demo"], ["study", "--out", "x"]):
+        args = parser.parse_args(argv)
+        assert (args.n_train, args.n_val, demo_size(args.size)) == (DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, DEMO_SIZE)
+    defaults = {name: p.default for name, p in inspect.signature(run_demo).parameters.items()}
+    assert (defaults["n_train"], defaults["n_val"], defaults["size"]) == (DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, DEMO_SIZE)
 
 
 @pytest.mark.parametrize("out, given, expected", [("m.onnx", None, "onnx"), ("m.pt", None, "torchscript"),

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
+from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
 from posepart.errors import PosepartError, PosepartWarning, UsageError
 from posepart.heads import INPUT_SIZE, HeadMeta
 
@@ -221,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="the main job on the embedded synthetic data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder: data, runs, report.md, figures")
-    p.add_argument("--n-val", type=at_least(1), default=300, help="synthetic validation images")
+    p.add_argument("--n-val", type=at_least(1), default=DEMO_VAL_SCENES, help="synthetic validation images")
     p.add_argument("--size", type=at_least(1), default=None,
-                   help="image and network input side (default: 128)")
+                   help=f"image and network input side (default: {DEMO_SIZE})")
     p.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                    help="synthetic scenes: easy = 1-2 large people on plain backgrounds (learnable on a CPU in "
                         "minutes); benchmark = `posepart synth`'s default (up to 5 people, clutter, crowds)")
@@ -234,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "PAF, the joint network with either task masked and the joint model each train on N images "
                         "(the learning-rate schedule is planned over N) and are compared; 0: oracle evaluation only")
     p.add_argument("--train-minutes", type=float, default=None, help="optional wall-clock cap per model")
-    p.add_argument("--n-train", type=at_least(1), default=2000, help="distinct synthetic training images")
+    p.add_argument("--n-train", type=at_least(1), default=DEMO_TRAIN_SCENES,
+                   help="distinct synthetic training images")
     p.add_argument("--jobs", type=at_least(1), default=None,
                    help="models trained at once, in separate processes, each on one thread (default: 3, or one per "
                         "core up to 5; 1: one after another with progress bars; the numbers do not depend on it)")

@@ -28,7 +28,7 @@ from typing import Any
 from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.data.inspect import inspect_dataset
-from posepart.data.synth import SceneConfig, write_synth
+from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, SceneConfig, write_synth
 from posepart.errors import UsageError
 from posepart.evaluate import HEADLINE, evaluate_oracle, logged_name
 from posepart.files import read_earlier_json, write_json_atomic
@@ -40,7 +40,6 @@ from posepart.viz import grid, overlay, save_rgb
 
 DEFAULT_TRAIN_IMAGES = 10000  # per model, bf16: the five fit the 2-core CPU machine's 15 minutes at DEMO_SIZE (README)
 FLOAT32_TRAIN_IMAGES = 4000  # per model on a CPU without native bf16, whose float32 steps are ~2.5x slower (README)
-DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
 DEMO_THREADS = 1  # intra-op threads per model, on every machine: the numbers depend on it (module docstring)
 
 
@@ -133,8 +132,8 @@ def default_jobs() -> int:
     return min(len(DEMO_MODELS), max(3, available_cores()))
 
 
-def run_demo(out: Path, *, n_val: int = 300, size: int = DEMO_SIZE, seed: int = 0,
-             train_images: int | None = None, n_train: int = 2000, train_minutes: float | None = None,
+def run_demo(out: Path, *, n_val: int = DEMO_VAL_SCENES, size: int = DEMO_SIZE, seed: int = 0,
+             train_images: int | None = None, n_train: int = DEMO_TRAIN_SCENES, train_minutes: float | None = None,
              scene: SceneConfig = SceneConfig.easy(), jobs: int | None = None) -> Path:
     """synth -> inspect -> oracle [-> train + evaluate the `DEMO_MODELS` when train_images > 0, `jobs` at once] ->
     report.md; returns the report path. train_images None: `default_train_images()`; jobs None: `default_jobs()`."""

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from posepart.arguments import at_least
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset, read_json
+from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
 from posepart.data.split import image_order, write_subset  # fraction f labels the first ceil(f * n)
 from posepart.errors import UsageError
 from posepart.files import read_earlier_json, write_json_atomic
@@ -381,7 +382,9 @@ def add_study_parser(verbs: Any) -> None:
     p.add_argument("--config", default="demo_cpu_joint", help="the shipped config of the joint network")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for every arm (repeatable), e.g. loss.aggregator=upgrad")
-    p.add_argument("--size", type=at_least(1), help="network input side (default: the demo's 128)")
-    p.add_argument("--n-train", type=at_least(1), default=2000, help="synthetic training images (without --data)")
-    p.add_argument("--n-val", type=at_least(1), default=300, help="synthetic validation images (without --data)")
+    p.add_argument("--size", type=at_least(1), help=f"network input side (default: the demo's {DEMO_SIZE})")
+    p.add_argument("--n-train", type=at_least(1), default=DEMO_TRAIN_SCENES,
+                   help="synthetic training images (without --data)")
+    p.add_argument("--n-val", type=at_least(1), default=DEMO_VAL_SCENES,
+                   help="synthetic validation images (without --data)")
     p.set_defaults(run=cmd_study)

@@ -5,7 +5,8 @@
 image), `body` (outfits, filled shapes per part), `texture` (materials, degradations), `background`, `scene`.
 """
 
-from posepart.data.synth.scene import (MADE_KEY, SLICES, SceneConfig, SynthScene, iter_scenes, render_scene, scene_at,
-                                       write_synth)
+from posepart.data.synth.scene import (DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, MADE_KEY, SLICES, SceneConfig,
+                                       SynthScene, iter_scenes, render_scene, scene_at, write_synth)
 
-__all__ = ["MADE_KEY", "SLICES", "SceneConfig", "SynthScene", "iter_scenes", "render_scene", "scene_at", "write_synth"]
+__all__ = ["DEMO_SIZE", "DEMO_TRAIN_SCENES", "DEMO_VAL_SCENES", "MADE_KEY", "SLICES", "SceneConfig", "SynthScene",
+           "iter_scenes", "render_scene", "scene_at", "write_synth"]

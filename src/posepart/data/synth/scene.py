@@ -71,6 +71,13 @@ class SceneConfig:
         return cls(max_people=2, min_height=0.5, crowd_prob=0.0, clutter=0.0)
 
 
+# The demo's data, drawn with `SceneConfig.easy()` by `posepart demo`, by `posepart study` without --data and by the
+# pose ablation (benchmarks/ablate_pose.py): training scenes from the seed, validation scenes from the seed + 1.
+DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
+DEMO_TRAIN_SCENES = 2000  # distinct training scenes, seen about five times each in the demo's budget
+DEMO_VAL_SCENES = 300  # the scenes every model of the demo is scored on
+
+
 @dataclass
 class _Drawn:
     """A person as drawn: its primitive-index map over its clipped box (ids in draw order) and what the ids mean."""
