@@ -11,7 +11,8 @@ grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the pred
 (AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
 loses; `unswapped`, what joints taken for their left/right twin lose); on posepart's synthetic data, the AP per
 view and per pose kind, as predicted and with the swaps undone (`Evaluator.slices`: which people the network fails
-on); and the peak census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right
+on); the AP by the people's area (`by_area`: COCO's keypoint AP has no range for small people); and the peak
+census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right
 twin, at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the
 network misses, and whether it swaps sides.
 
@@ -38,7 +39,7 @@ from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
-from posepart.metrics.oks import coco_keypoint_ap, oks
+from posepart.metrics.oks import coco_ground_truth, coco_keypoint_ap, oks
 from posepart.models.pose import HeatmapSmoothing
 from posepart.targets import build_targets
 
@@ -247,17 +248,40 @@ def main() -> None:
     for name, results in rescored.items():
         pose = coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas)
         print(f"  {name:32s} AP {_figure(pose['ap'])}  AP50 {_figure(pose['ap50'])}")
+    undone = rescored["predicted maps, left/right swaps undone"]
     slices = predicted.slices()
     if slices:  # the predicted maps' slice scores come with their metrics; only the swaps-undone ones are new here
         print("  by the synthetic people's view and pose kind (each slice's people alone): people | AP | "
               "AP with left/right swaps undone")
-        undone = rescored["predicted maps, left/right swaps undone"]
         for slicing, groups in slices.items():
             for value, people in groups.items():
                 score = computed["predicted maps"]["slices"][slicing][value]
                 ap = coco_keypoint_ap(predicted.images, predicted.ground_truth, undone, schema.sigmas, people=people)
                 print(f"    {slicing} {value:16s} {score['people']:5d} | {_figure(score['ap'])} | {_figure(ap['ap'])}")
+    print("  by the labelled people's area (COCO's, px^2 in the image; each bin's people alone): people | AP | AP with "
+          "left/right swaps undone")
+    for name, people in by_area(predicted.ground_truth, schema.num_joints).items():
+        if people:
+            score, swapped = (coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas,
+                                               people=people) for results in (predicted.results, undone))
+            print(f"    {name:16s} {len(people):5d} | {_figure(score['ap'])} | {_figure(swapped['ap'])}")
     print(census.report())
+
+
+AREA_BINS = (0, 24 ** 2, 32 ** 2, 48 ** 2, 96 ** 2)  # COCO's small / medium / large split at 32^2 and 96^2, finer
+
+
+def by_area(ground_truth: list[dict], num_joints: int) -> dict[str, set[int]]:
+    """The labelled people's ids by their area as COCOeval reads it (the OKS scale): small people are where a
+    crowded scene loses most (docs/training.md, twenty-third round), and COCO's keypoint AP has no small range."""
+    edges = (*AREA_BINS, float("inf"))
+    names = [f"{lo ** 0.5:.0f}^2-{hi ** 0.5:.0f}^2" if hi < float("inf") else f">= {lo ** 0.5:.0f}^2"
+             for lo, hi in zip(edges, edges[1:])]
+    bins: dict[str, set[int]] = {name: set() for name in names}
+    for ann in map(lambda a: coco_ground_truth(a, num_joints), ground_truth):
+        if not ann["iscrowd"] and ann["num_keypoints"] > 0:
+            bins[names[int(np.searchsorted(AREA_BINS, ann["area"], side="right")) - 1]].add(ann["id"])
+    return bins
 
 
 if __name__ == "__main__":

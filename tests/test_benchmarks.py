@@ -146,6 +146,7 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     lines = {line.split(" AP ")[0].strip(): line for line in done.stdout.splitlines() if " AP50 " in line}
     assert len(lines) == 9 and "predicted maps" in lines and "predicted maps, joints <= 4 px exact" in lines
     assert any(line.startswith("    view ") for line in done.stdout.splitlines())  # the synthetic data's slices
+    assert "by the labelled people's area" in done.stdout  # and by the people's size
     assert "predicted maps, left/right swaps undone" in lines
     oracle = evaluate_oracle(PosePartDataset.open(tmp_path / "data" / "val"), input_size=128, stride=4, sigma=6.0,
                              progress=False)["pose"]
@@ -306,6 +307,21 @@ def test_diagnose_rescorings_by_hand() -> None:
     images = [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}]
     # the perfect ranking puts image 1's true person above the stray one: AP can only rise
     assert coco_keypoint_ap(images, gt, ranked, sigmas)["ap"] >= coco_keypoint_ap(images, gt, results, sigmas)["ap"]
+
+
+def test_diagnosis_bins_people_by_the_area_cocoeval_reads() -> None:
+    """`by_area`: a person's own area, else its box's (as COCOeval reads it), in bins split at 24^2, 32^2, 48^2 and
+    96^2 px^2 (each lower edge inside its bin); crowds and people without a labelled joint are in none."""
+    diagnose = _diagnose_pose()
+    joints = [1, 1, 2, 0, 0, 0]
+    gt = [{"id": 1, "keypoints": joints, "area": 100.0, "iscrowd": 0},
+          {"id": 2, "keypoints": joints, "area": 24.0 ** 2, "iscrowd": 0},  # the edge: the upper bin
+          {"id": 3, "keypoints": joints, "bbox": [0, 0, 40, 40], "iscrowd": 0},  # no area: the box's, 1,600
+          {"id": 4, "keypoints": joints, "area": 200.0 ** 2, "iscrowd": 0},
+          {"id": 5, "keypoints": joints, "area": 100.0, "iscrowd": 1},  # a crowd
+          {"id": 6, "keypoints": [0, 0, 0, 0, 0, 0], "area": 100.0, "iscrowd": 0}]  # nothing labelled
+    assert diagnose.by_area(gt, 2) == {"0^2-24^2": {1}, "24^2-32^2": {2}, "32^2-48^2": {3}, "48^2-96^2": set(),
+                                       ">= 96^2": {4}}
 
 
 def test_diagnosis_prints_an_undefined_score_as_a_dash() -> None:
