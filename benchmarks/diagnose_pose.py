@@ -11,7 +11,7 @@ grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the pred
 (AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
 loses; `unswapped`, what joints taken for their left/right twin lose); on posepart's synthetic data, the AP per
 view and per pose kind, as predicted and with the swaps undone (`Evaluator.slices`: which people the network fails
-on); the AP by the people's area (`by_area`: COCO's keypoint AP has no range for small people); and the peak
+on); the AP by the people's area (`by_area`, finer than metrics.json's ap_small / medium / large); and the peak
 census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right
 twin, at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the
 network misses, and whether it swaps sides.
@@ -39,7 +39,7 @@ from posepart.engine.checkpoint import load_model
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
 from posepart.inference.tta import Maps, flip_maps
-from posepart.metrics.oks import coco_ground_truth, coco_keypoint_ap, oks
+from posepart.metrics.oks import AREA_RANGES, coco_ground_truth, coco_keypoint_ap, oks
 from posepart.models.pose import HeatmapSmoothing
 from posepart.targets import build_targets
 
@@ -268,12 +268,13 @@ def main() -> None:
     print(census.report())
 
 
-AREA_BINS = (0, 24 ** 2, 32 ** 2, 48 ** 2, 96 ** 2)  # COCO's small / medium / large split at 32^2 and 96^2, finer
+# COCOeval's small / medium / large ranges (`AREA_RANGES`), the small and medium ones split once more
+AREA_BINS = tuple(sorted({0.0, 24.0 ** 2, 48.0 ** 2, *(low for low, _ in AREA_RANGES.values())}))
 
 
 def by_area(ground_truth: list[dict], num_joints: int) -> dict[str, set[int]]:
     """The labelled people's ids by their area as COCOeval reads it (the OKS scale): small people are where a
-    crowded scene loses most (docs/training.md, twenty-third round), and COCO's keypoint AP has no small range."""
+    crowded scene loses most (docs/training.md, twenty-third round)."""
     edges = (*AREA_BINS, float("inf"))
     names = [f"{lo ** 0.5:.0f}^2-{hi ** 0.5:.0f}^2" if hi < float("inf") else f">= {lo ** 0.5:.0f}^2"
              for lo, hi in zip(edges, edges[1:])]

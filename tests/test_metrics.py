@@ -160,9 +160,9 @@ def test_coco_ap_perfect_predictions_and_empty_results():
     gts = [_gt(1, 1, PERSON, AREA), _gt(2, 2, PERSON + [300, 0, 0], AREA)]
     results = [_res(1, PERSON, 0.9), _res(2, PERSON + [300, 0, 0], 0.8)]
     r = coco_keypoint_ap(images, gts, results, SIGMAS3)
-    assert set(r) == {"ap", "ap50", "ap75", "ap_medium", "ap_large", "ar"}
+    assert list(r) == ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar"]
     assert r["ap"] == pytest.approx(1.0) and r["ar"] == pytest.approx(1.0) and r["ap_large"] == pytest.approx(1.0)
-    assert r["ap_medium"] is None  # no medium-sized GT: COCOeval's -1, undefined
+    assert r["ap_medium"] is None and r["ap_small"] is None  # no medium-sized or small GT: COCOeval's -1, undefined
     # no results: 0 where there were people to find, undefined where COCOeval leaves it so (before: 0 everywhere)
     assert coco_keypoint_ap(images, gts, [], SIGMAS3) == {k: None if v is None else 0.0 for k, v in r.items()}
     assert set(coco_keypoint_ap(images, [], [], SIGMAS3).values()) == {None}
@@ -245,6 +245,21 @@ def test_coco_ap_matches_pycocotools_on_real_coco_annotations(fixtures):
         ev.summarize()
     assert [ours[k] for k in ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar")] == pytest.approx(ev.stats[:6])
     assert 0.3 < ours["ap"] < 1.0
+    assert ours["ap_small"] is None  # COCO labels no joints on people under 32^2 px^2
+    # AP of the small people (COCOeval's "small" range, which its keypoint summary leaves out), with every other
+    # person made small (a sixteenth of its area): a COCOeval whose only area range is that one gives it first
+    shrunk = [{**ann, "area": ann["area"] / 16} if ann["id"] % 2 else ann for ann in data["annotations"]]
+    ours = coco_keypoint_ap(data["images"], shrunk, results, sigmas)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {**data, "annotations": shrunk}
+        coco.createIndex()
+        small = COCOeval(coco, coco.loadRes([dict(r) for r in results]), iouType="keypoints")
+        small.params.areaRng, small.params.areaRngLbl = [[0.0, 32.0 ** 2]], ["all"]
+        small.evaluate()
+        small.accumulate()
+        small.summarize()
+    assert ours["ap_small"] is not None and ours["ap_small"] == pytest.approx(small.stats[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------

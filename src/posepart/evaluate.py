@@ -3,8 +3,8 @@
 Every prediction is expressed in ORIGINAL image coordinates before scoring, so the numbers are comparable across
 input sizes and models. `metrics.json` layout (fractions in [0, 1]; a task the dataset lacks is absent):
 `{"segmentation": {pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou, iou_per_class},
-  "pose": {ap, ap50, ap75, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist, pck_dist_px,
-           pck_dist_px_per_joint: {joint: px}}, "images", "skipped"
+  "pose": {ap, ap50, ap75, ap_small, ap_medium, ap_large, ar, pckh, pckh_per_joint: {joint: pckh}, pck_dist,
+           pck_dist_px, pck_dist_px_per_joint: {joint: px}}, "images", "skipped"
   (when any)}`; a trained model's metrics add "per_stage" (`posepart.evaluate_model`). On posepart's synthetic data
 `pose` adds `slices`: {"view": {"front": {people, ap, ap50}, ...}, "pose": {"walk": ...}}, each slice's people
 scored alone (`Evaluator.slices`).

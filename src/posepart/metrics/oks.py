@@ -15,6 +15,9 @@ from pycocotools.cocoeval import COCOeval
 
 # COCOeval's keypoint `stats` order: AP, AP50, AP75, AP medium, AP large, AR, AR50, AR75, AR medium, AR large.
 _STAT_KEYS = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar")
+# COCOeval's area ranges, px^2 (its `params.areaRng`); keypoint evaluation leaves out "small", where COCO labels no
+# joints, but crowds and wide shots are mostly small people: scored here in the same evaluation (`ap_small`)
+AREA_RANGES = {"ap_small": (0.0, 32.0 ** 2), "ap_medium": (32.0 ** 2, 96.0 ** 2), "ap_large": (96.0 ** 2, 1e10)}
 
 
 def oks_terms(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequence[float]) -> np.ndarray:
@@ -82,9 +85,10 @@ def coco_keypoint_ap(
 
     ground_truth: COCO annotation dicts (keypoints, bbox, area, iscrowd, num_keypoints, image_id, id); crowds and
     annotations with no labelled joint are ignore regions, as in COCO. results: COCO keypoint results (image_id,
-    keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_medium, ap_large, ar (0 for those with
-    people to find when there are no results); None for a figure COCOeval leaves undefined (-1: e.g. ap_medium with
-    no medium-sized GT).
+    keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_small, ap_medium, ap_large, ar (0 for
+    those with people to find when there are no results); None for a figure COCOeval leaves undefined (-1: e.g.
+    ap_medium with no medium-sized GT). ap_small is COCOeval's AP over its "small" area range (under 32^2 px^2),
+    which its keypoint summary does not print, computed as the summary computes the others.
     `people`: score only these ground-truth people (annotation ids), a slice of the data: the images holding none of
     them are left out, and the other people on the rest are ignored (COCOeval's ignore flag, set by num_keypoints 0,
     as for COCO's area ranges: a prediction that matches one counts neither for nor against). Inputs are not modified.
@@ -98,13 +102,12 @@ def coco_keypoint_ap(
     if not results:  # 0 where people were there to find; undefined (None) where none was (before: 0 there too)
         scored = (coco_ground_truth(ann, len(sigmas)) for ann in ground_truth)  # as COCOeval would read them
         areas = [gt["area"] for gt in scored if not gt["iscrowd"] and gt["num_keypoints"]]
-        ranges = {"ap_medium": (32 ** 2, 96 ** 2), "ap_large": (96 ** 2, 1e10)}  # COCOeval's; the rest: all areas
 
         def found(key: str) -> bool:
-            low, high = ranges.get(key, (0.0, 1e10))
+            low, high = AREA_RANGES.get(key, (0.0, 1e10))  # COCOeval's ranges; the other figures: all areas
             return any(low <= area <= high for area in areas)
 
-        return {key: 0.0 if found(key) else None for key in _STAT_KEYS}
+        return _ordered({key: 0.0 if found(key) else None for key in (*_STAT_KEYS, "ap_small")})
     k = len(sigmas)
     _check_inputs(images, ground_truth, results, k)
     dataset = {
@@ -121,7 +124,17 @@ def coco_keypoint_ap(
         evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
         evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         evaluator.params.imgIds = sorted(img["id"] for img in images)
+        evaluator.params.areaRng = [*evaluator.params.areaRng, list(AREA_RANGES["ap_small"])]  # after COCOeval's own
+        evaluator.params.areaRngLbl = [*evaluator.params.areaRngLbl, "small"]  # three, which its summary looks up
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {key: (None if v < 0 else float(v)) for key, v in zip(_STAT_KEYS, evaluator.stats)}
+    small = evaluator.eval["precision"][..., evaluator.params.areaRngLbl.index("small"), -1]  # (T, R, K) at maxDets
+    stats = {key: float(v) for key, v in zip(_STAT_KEYS, evaluator.stats)}
+    stats["ap_small"] = float(small[small > -1].mean()) if (small > -1).any() else -1.0  # as `summarize` averages
+    return _ordered({key: None if v < 0 else v for key, v in stats.items()})
+
+
+def _ordered(stats: dict[str, Any]) -> dict[str, Any]:
+    """The figures in the order metrics.json lists them: AP, AP50, AP75, by area small to large, AR."""
+    return {key: stats[key] for key in ("ap", "ap50", "ap75", *AREA_RANGES, "ar")}
