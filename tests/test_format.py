@@ -699,6 +699,20 @@ def test_inspect_notes_part_maps_saved_as_0_255_masks(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().out
 
 
+def test_label_ramps_by_hand():
+    """`label_ramps`: an edge pixel has two different labels on either side (along a row or a column), a ramp pixel
+    lies strictly between them; IGNORE_LABEL pixels take no part."""
+    from posepart.data.images import label_ramps
+
+    row = np.array([[0, 3, 6, 6, 6, 2, 1, 0]], np.uint8)
+    # triples: (0,3,6) ramp; (3,6,6) edge; (6,6,6); (6,6,2) edge; (6,2,1) ramp; (2,1,0) ramp
+    assert label_ramps(row) == (3, 5)
+    assert label_ramps(row.T) == (3, 5)  # columns count alike
+    assert label_ramps(np.array([[0, 3, 255, 6, 2]], np.uint8)) == (0, 0)  # every triple holds an ignored pixel
+    assert label_ramps(np.array([[1, 5, 1]], np.uint8)) == (0, 0)  # a thin part between two of one class: no edge
+    assert label_ramps(np.zeros((2, 2), np.uint8)) == (0, 0)  # too small for a triple
+
+
 def test_cli_inspect_json_and_show(tmp_path, capsys):
     root = write_custom(tmp_path / "ds")
     assert main(["inspect", str(root), "--json"]) == 0

@@ -138,3 +138,26 @@ def test_cihp_cli_inspect_oracle(fixtures, tmp_path, capsys):
     assert counts["part_pixel_share"]["glove"] == 0 and counts["part_pixel_share"]["upper_clothes"] > 0.05
     metrics = oracle(out, tmp_path)
     assert "pose" not in metrics and metrics["segmentation"]["mean_iou"] >= 0.9
+
+
+def test_inspect_notes_part_maps_resized_with_interpolation(fixtures, tmp_path, capsys):
+    """A label map resized with linear interpolation (PIL's default for a grey image is cubic) takes the pixels
+    along its edges for the classes whose numbers lie between their neighbours': before, inspect counted them as
+    parts without a word. CIHP's own maps (real annotations) are not noted; one of them resized down and back up
+    is, by name."""
+    from PIL import Image
+
+    out = tmp_path / "cihp"
+    convert(capsys, ["cihp", "--src", fixtures / "cihp_pgn/CIHP", "--split", "val", "--out", out])
+    assert inspect_json(capsys, out)["part_maps_interpolated"] == {"maps": 0, "first": None, "ramps": None}
+    resized = sorted((out / "parts").glob("*.png"))[1]
+    labels = np.asarray(Image.open(resized))
+    height, width = labels.shape
+    smaller = cv2.resize(labels, (width * 2 // 3, height * 2 // 3), interpolation=cv2.INTER_LINEAR)
+    Image.fromarray(cv2.resize(smaller, (width, height), interpolation=cv2.INTER_LINEAR)).save(resized)
+    interpolated = inspect_json(capsys, out)["part_maps_interpolated"]
+    assert interpolated["maps"] == 1 and interpolated["first"] == str(resized) and interpolated["ramps"] > 0.2
+    assert cli.main(["inspect", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"note: 1 part map(s) have ramps of in-between labels along their edges (first: {resized}" in printed
+    assert "nearest-neighbour interpolation" in printed

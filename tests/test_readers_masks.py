@@ -310,6 +310,24 @@ def test_masks_saved_in_other_forms_read_as_the_labels_they_hold(tmp_path, capsy
                                   TRUTH)
 
 
+def test_masks_resized_with_interpolation_are_named(tmp_path):
+    """Index masks resized with linear interpolation hold in-between values along their edges (a head's edge on the
+    background reads as arm, 1 between 0 and 2): before, converted as those classes without a word. The same mask
+    resized with nearest-neighbour interpolation is not named."""
+    from posepart.data.readers.masks import INTERPOLATED, convert_masks
+
+    src = tmp_path / "src"
+    (src / "masks").mkdir(parents=True)
+    for name, interpolation in (("linear", cv2.INTER_LINEAR), ("nearest", cv2.INTER_NEAREST)):
+        assert cv2.imwrite(str(src / f"{name}.jpg"), np.zeros((80, 120, 3), np.uint8))
+        mask = cv2.resize(TRUTH, (120, 80), interpolation=interpolation)  # twice the size
+        assert cv2.imwrite(str(src / "masks" / f"{name}.png"), mask)
+    (tmp_path / "names.txt").write_text("background\narm\nhead\ntorso\n")
+    result = convert_masks(src, src / "masks", tmp_path / "names.txt", tmp_path / "ds", progress=False)
+    assert result.skips.counts[INTERPOLATED] == 1 and result.skips.examples[INTERPOLATED] == str(
+        src / "masks" / "linear.png")
+
+
 def test_a_mask_drawn_on_a_turned_photo_says_so(tmp_path):
     """A phone photo tagged with EXIF orientation 6 and a mask drawn on it as viewers show it (its sides swapped):
     the size mismatch did not say why (a part-segmentation walkthrough); the dataset's own image check did."""

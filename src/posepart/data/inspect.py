@@ -6,13 +6,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, hidden
-from posepart.data.images import exif_orientation
+from posepart.data.images import exif_orientation, looks_interpolated
 from posepart.schema import IGNORE_LABEL
 
 
@@ -71,6 +71,13 @@ class InspectReport:
             lines.append(f"note: {unread['files']} file(s) in the part-map folder are named for an image without "
                          f"its part map, but are not its name (first: {unread['first']}): an image's part map is "
                          f"parts/<its file_name, extension .png>, in the same case")
+        interpolated = c.get("part_maps_interpolated") or {}
+        if interpolated.get("maps"):  # before: trained on, each in-between pixel of another class, without a word
+            lines.append(f"note: {interpolated['maps']} part map(s) have ramps of in-between labels along their edges "
+                         f"(first: {interpolated['first']}, {100 * interpolated['ramps']:.0f} % of its edge pixels), "
+                         f"as a label map resized with linear or cubic interpolation has: each in-between pixel is "
+                         f"taken for another class (3 between 0 and 6). Resize label maps with nearest-neighbour "
+                         f"interpolation (cv2.INTER_NEAREST, PIL's Image.NEAREST), from the originals")
         lines.append(f"problems      {len(self.problems)}" + ("  (the JSON's alone: --no-pixels decoded no image "
                                                                "or part map)" if unchecked else ""))
         lines.extend(f"  {p}" for p in self.problems[:20])
@@ -91,9 +98,17 @@ def _unread_part_maps(dataset: PosePartDataset, without_parts: set[str]) -> dict
     return {"files": len(unread), "first": str(unread[0]) if unread else None}
 
 
-# (problem, part pixels per class, ignored pixels, the image's path where it is annotated and tagged with an EXIF
-# orientation: read as stored, which is right for annotations made on the stored pixels, as COCO's are)
-PixelCheck = tuple[str | None, np.ndarray | None, int, str | None]
+class PixelCheck(NamedTuple):
+    """What decoding one record's files found."""
+
+    problem: str | None
+    pixels: np.ndarray | None  # part-map pixels per class
+    ignored: int  # part-map pixels at IGNORE_LABEL
+    # the image's path where it is annotated and tagged with an EXIF orientation: read as stored, which is right for
+    # annotations made on the stored pixels, as COCO's are
+    tagged: str | None = None
+    interpolated: tuple[str, float] | None = None  # its part map and the share of its edges on ramps, where it
+    # looks resized with interpolation (`label_ramps`)
 
 
 def _check_pixels(dataset: PosePartDataset, record: ImageRecord, classes: int) -> PixelCheck:
@@ -103,11 +118,13 @@ def _check_pixels(dataset: PosePartDataset, record: ImageRecord, classes: int) -
         dataset.load_image(record)
         parts = dataset.load_parts(record)
     except DatasetError as err:
-        return str(err), None, 0, tagged
+        return PixelCheck(str(err), None, 0, tagged)
     if parts is None:
-        return None, None, 0, tagged
+        return PixelCheck(None, None, 0, tagged)
     labelled = parts[parts != IGNORE_LABEL].ravel()
-    return None, np.bincount(labelled, minlength=classes)[:classes], int(parts.size - labelled.size), tagged
+    ramps = looks_interpolated(parts)
+    return PixelCheck(None, np.bincount(labelled, minlength=classes)[:classes], int(parts.size - labelled.size),
+                      tagged, None if ramps is None else (str(record.parts_path), ramps))
 
 
 def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, progress: bool = False,
@@ -125,18 +142,20 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
     pending: deque[Future[PixelCheck]] = deque()  # checks in flight, in record order: the problems keep it
 
     tagged: list[str] = []  # annotated images with an EXIF orientation (read as stored)
+    ramped: list[tuple[str, float]] = []  # part maps that look resized with interpolation, and their ramps' share
     without_parts: set[str] = set()  # the names (lower case, with and without the extension) of images with no map
 
     def finish(check: PixelCheck) -> None:
         nonlocal ignored_pixels
-        problem, pixels, ignored, exif = check
-        if exif is not None:
-            tagged.append(exif)
-        if problem is not None:
-            problems.append(problem)
-        elif pixels is not None:
-            part_pixels[:] += pixels
-            ignored_pixels += ignored
+        if check.tagged is not None:
+            tagged.append(check.tagged)
+        if check.problem is not None:
+            problems.append(check.problem)
+        elif check.pixels is not None:
+            part_pixels[:] += check.pixels
+            ignored_pixels += check.ignored
+            if check.interpolated is not None:
+                ramped.append(check.interpolated)
 
     pool = ThreadPoolExecutor(threads)  # its threads start with the first file submitted (none with --no-pixels)
     try:
@@ -181,5 +200,7 @@ def inspect_dataset(dataset: PosePartDataset, *, check_pixels: bool = True, prog
         "part_ignore_share": float(ignored_pixels / (ignored_pixels + labelled_pixels)) if ignored_pixels else 0.0,
         "exif_rotated": {"images": len(tagged), "first": tagged[0] if tagged else None},
         "part_maps_unread": _unread_part_maps(dataset, without_parts),
+        "part_maps_interpolated": {"maps": len(ramped), "first": ramped[0][0] if ramped else None,
+                                   "ramps": ramped[0][1] if ramped else None},
     }
     return InspectReport(counts, problems)

@@ -29,6 +29,7 @@ import numpy as np
 
 from posepart.data import validate
 from posepart.data.format import IMAGE_SUFFIXES, DatasetError, hidden, people_categories, person_category
+from posepart.data.images import looks_interpolated
 from posepart.data.readers.common import (ConvertResult, Person, Sample, SampleError, Skips, nearest_colours,
                                          source_paths, write_samples)
 from posepart.schema import IGNORE_LABEL, Schema
@@ -36,6 +37,10 @@ from posepart.schema import IGNORE_LABEL, Schema
 BACKGROUND = "background"
 MASK_SUFFIX = "_mask"  # Roboflow's, stripped from a mask's name where no image has the name with it
 UNKNOWN = "mask pixels of a colour or value the class table lacks (ignored)"
+INTERPOLATED = ("masks with ramps of in-between values along their edges, as a mask resized with linear or cubic "
+                "interpolation has: each in-between pixel is taken for the class of its value (3 between 0 and 6). "
+                "Resize masks with nearest-neighbour interpolation (cv2.INTER_NEAREST, PIL's Image.NEAREST), from "
+                "the originals")
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,8 @@ def mask_labels(path: Path, table: ClassTable, skips: Skips, *, nearest: bool = 
         skips.add("mask pixels of a colour the table lacks, given its nearest colour's class (--nearest-colour)",
                   str(path), int(unknown[inverse].sum()))
     labels = mapped[inverse].reshape(keys.shape)
+    if not colour and looks_interpolated(pixels) is not None:  # before: converted, the ramps as classes, silently
+        skips.add(INTERPOLATED, str(path))
     if (zero := lookup.get(0, 0)) and (keys == 0).mean() > 0.5:  # before: every class shifted by one, silently
         skips.add(ZERO_NAMED.format(table.classes[zero]), str(path))
     if not colour and set(found.tolist()) == {0, IGNORE_LABEL} and IGNORE_LABEL not in lookup:  # 0/255: said so
