@@ -1,7 +1,7 @@
 """One row of the pose-learning ablation (docs/training.md, "What limits the pose branch"): a learning figure.
 
-Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets, 128 px, `easy` scenes,
-generated once under --data) with extra `--set` overrides, scores the last checkpoint on the 300 validation images,
+Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets and size, `easy`
+scenes, generated once under --data) with extra `--set` overrides, scores the last checkpoint on the validation images,
 prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appends the row to
 <results>/ablate_pose.jsonl (with PCKh per joint and the AP per view and pose kind of the synthetic people). One
 change per row, against a baseline run with the same --images.
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES, SceneConfig
-from posepart.demo import synth_cached
+from posepart.demo import synth_split
 from posepart.jobs import train_and_score
 from posepart.engine.config import load_config
 from posepart.engine.trainer import trains_on_cpu
@@ -49,8 +49,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/ablate/data"), help="cached synthetic data")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ablate/<label>)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--n-train", type=int, default=DEMO_TRAIN_SCENES)
-    parser.add_argument("--n-val", type=int, default=DEMO_VAL_SCENES)
+    parser.add_argument("--n-train", type=int, default=DEMO_TRAIN_SCENES,
+                        help=f"synthetic training scenes (default: the demo's {DEMO_TRAIN_SCENES})")
+    parser.add_argument("--n-val", type=int, default=DEMO_VAL_SCENES,
+                        help=f"synthetic validation scenes (default: the demo's {DEMO_VAL_SCENES})")
     parser.add_argument("--scene", choices=("easy", "benchmark"), default="easy",
                         help="the demo's easy scenes or the full synthetic benchmark (crowds, clutter, up to 5 people)")
     parser.add_argument("--size", type=int, default=DEMO_SIZE, help="input pixels, data and training (default: "
@@ -68,8 +70,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     scene = SceneConfig.easy() if args.scene == "easy" else SceneConfig()
-    train_set = synth_cached(args.data / "train", n=args.n_train, seed=0, size=args.size, scene=scene)
-    val_set = synth_cached(args.data / "val", n=args.n_val, seed=1, size=args.size, scene=scene)
+    train_set = synth_split(args.data, "train", n=args.n_train, seed=0, size=args.size, scene=scene)
+    val_set = synth_split(args.data, "val", n=args.n_val, seed=0, size=args.size, scene=scene)
     if args.data_only:
         return
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.label)

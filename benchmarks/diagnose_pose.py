@@ -11,7 +11,7 @@ grid (its HeadMeta). Prints one line per variant (AP, AP50, PCKh), then the pred
 (AP, AP50: `ranked_by_oks`, what their ranking loses; `snapped`, what their joints' placement within 2 and 4 px
 loses; `unswapped`, what joints taken for their left/right twin lose); on posepart's synthetic data, the AP per
 view and per pose kind, as predicted and with the swaps undone (`Evaluator.slices`: which people the network fails
-on); the AP by the people's area (`by_area`, finer than metrics.json's ap_small / medium / large); and the peak
+on); the AP by the people's area (`by_area`: each bin's people scored alone, as the slices are); and the peak
 census (`PeakCensus`): where the peaks lie (at a joint of their type, at its left/right
 twin, at another joint, on the background) and, per joint type, how far the nearest peak is: which joints the
 network misses, and whether it swaps sides.
@@ -256,14 +256,16 @@ def main() -> None:
         for slicing, groups in slices.items():
             for value, people in groups.items():
                 score = computed["predicted maps"]["slices"][slicing][value]
-                ap = coco_keypoint_ap(predicted.images, predicted.ground_truth, undone, schema.sigmas, people=people)
+                ap = coco_keypoint_ap(predicted.images, predicted.ground_truth, undone, schema.sigmas, people=people,
+                                      small=False)
                 print(f"    {slicing} {value:16s} {score['people']:5d} | {_figure(score['ap'])} | {_figure(ap['ap'])}")
-    print("  by the labelled people's area (COCO's, px^2 in the image; each bin's people alone): people | AP | AP with "
+    print("  by the labelled people's area (COCO's, px^2 in the image; each bin's people alone, as the slices above: "
+          "not COCOeval's area ranges of metrics.json's ap_small, ap_medium, ap_large): people | AP | AP with "
           "left/right swaps undone")
     for name, people in by_area(predicted.ground_truth, schema.num_joints).items():
         if people:
             score, swapped = (coco_keypoint_ap(predicted.images, predicted.ground_truth, results, schema.sigmas,
-                                               people=people) for results in (predicted.results, undone))
+                                               people=people, small=False) for results in (predicted.results, undone))
             print(f"    {name:16s} {len(people):5d} | {_figure(score['ap'])} | {_figure(swapped['ap'])}")
     print(census.report())
 

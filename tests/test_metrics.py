@@ -260,6 +260,8 @@ def test_coco_ap_matches_pycocotools_on_real_coco_annotations(fixtures):
         small.accumulate()
         small.summarize()
     assert ours["ap_small"] is not None and ours["ap_small"] == pytest.approx(small.stats[0])
+    without = coco_keypoint_ap(data["images"], shrunk, results, sigmas, small=False)  # for AP and AP50 alone
+    assert without == {**ours, "ap_small": None}
 
 
 # ---------------------------------------------------------------------------------------------------------------

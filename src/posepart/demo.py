@@ -102,8 +102,13 @@ def machine_kind() -> str:
     return f"{'bfloat16' if cpu['bf16'] else 'float32'} on a CPU with {cpu['capability']}{cap}"
 
 
-def synth_cached(root: Path, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
-    """Generate a synthetic split once; reuse it when the same (n, seed, size, scene) is already on disk."""
+def synth_split(data: Path, split: str, *, n: int, seed: int, size: int, scene: SceneConfig) -> PosePartDataset:
+    """The demo's synthetic `split` ("train" or "val") as `data`/`split`: the training scenes drawn from `seed`, the
+    validation scenes from `seed + 1` (what `posepart demo`, `posepart study` and the pose ablation score on).
+    Generated once; reused when the same (n, seed, size, scene) is already on disk."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    root, seed = data / split, seed + (split == "val")
     stamp = root / "synth.json"
     wanted = {"n": n, "seed": seed, "size": size, "scene": dataclasses.asdict(scene)}
     if not (read_earlier_json(stamp) == wanted and (root / ANNOTATIONS_FILE).is_file()):
@@ -141,7 +146,7 @@ def run_demo(out: Path, *, n_val: int = DEMO_VAL_SCENES, size: int = DEMO_SIZE, 
     jobs = default_jobs() if jobs is None else jobs
     train_images = default_train_images() if train_images is None else train_images
     start = time.perf_counter()
-    val = synth_cached(out / "data" / "val", n=n_val, seed=seed + 1, size=size, scene=scene)
+    val = synth_split(out / "data", "val", n=n_val, seed=seed, size=size, scene=scene)
     counts = inspect_dataset(val).counts
     tiles = [overlay(val.load_image(r), val.schema, parts=val.load_parts(r), keypoints=r.keypoints)
              for r in val.records[:8]]
@@ -156,7 +161,7 @@ def run_demo(out: Path, *, n_val: int = DEMO_VAL_SCENES, size: int = DEMO_SIZE, 
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": oracle}
     write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
     if train_images > 0:
-        train_set = synth_cached(out / "data" / "train", n=n_train, seed=seed, size=size, scene=scene)
+        train_set = synth_split(out / "data", "train", n=n_train, seed=seed, size=size, scene=scene)
         curves, predictions, labels = {}, [], []
         trained = train_models(out, train_set.annotation_file.parent, val.annotation_file.parent,
                                train_size=len(train_set), size=size, images=train_images, minutes=train_minutes,

@@ -140,7 +140,7 @@ class Evaluator:
                 slices[field] = {}
                 for value, people in groups.items():
                     score = coco_keypoint_ap(self.images, self.ground_truth, self.results, self.schema.sigmas,
-                                             people=people)
+                                             people=people, small=False)  # AP and AP50 alone: no fourth range
                     slices[field][value] = {"people": len(people), "ap": score["ap"], "ap50": score["ap50"]}
             if slices:
                 pose["slices"] = slices

@@ -293,7 +293,7 @@ def _arms(text: str) -> list[str]:
 def cmd_study(args: argparse.Namespace) -> int:
     from posepart.data.dataset_args import with_images
     from posepart.data.synth import SceneConfig
-    from posepart.demo import demo_size, synth_cached
+    from posepart.demo import demo_size, synth_split
     from posepart.errors import output_folder
 
     setting = QUICK if args.quick else DEFAULTS
@@ -335,10 +335,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         with_images(PosePartDataset.open(train_root), f"--data {args.data} (train)")
     else:
         scene = SceneConfig.easy()
-        train_root = synth_cached(out / "data" / "train", n=args.n_train, seed=0, size=size, scene=scene
-                                  ).annotation_file.parent
-        val_root = synth_cached(out / "data" / "val", n=args.n_val, seed=1, size=size, scene=scene
-                                ).annotation_file.parent
+        train_root, val_root = (synth_split(out / "data", split, n=n, seed=0, size=size, scene=scene).annotation_file
+                                .parent for split, n in (("train", args.n_train), ("val", args.n_val)))
     report = run_study(out, train_root=train_root, val_root=val_root, fractions=fractions, seeds=seeds,
                        train_images=images, size=size, config=args.config, jobs=args.jobs,
                        labelled_share=args.labelled_share, self_train=args.self_train, unlabelled=unlabelled,

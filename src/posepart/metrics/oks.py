@@ -17,7 +17,8 @@ from pycocotools.cocoeval import COCOeval
 _STAT_KEYS = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar")
 # COCOeval's area ranges, px^2 (its `params.areaRng`); keypoint evaluation leaves out "small", where COCO labels no
 # joints, but crowds and wide shots are mostly small people: scored here in the same evaluation (`ap_small`)
-AREA_RANGES = {"ap_small": (0.0, 32.0 ** 2), "ap_medium": (32.0 ** 2, 96.0 ** 2), "ap_large": (96.0 ** 2, 1e10)}
+ALL_AREAS = (0.0, 1e10)
+AREA_RANGES = {"ap_small": (0.0, 32.0 ** 2), "ap_medium": (32.0 ** 2, 96.0 ** 2), "ap_large": (96.0 ** 2, ALL_AREAS[1])}
 
 
 def oks_terms(gt_kpts: np.ndarray, pred_kpts: np.ndarray, area: float, sigmas: Sequence[float]) -> np.ndarray:
@@ -80,6 +81,7 @@ def coco_keypoint_ap(
     sigmas: Sequence[float],
     *,
     people: Collection[int] | None = None,
+    small: bool = True,
 ) -> dict[str, float | None]:
     """OKS AP / AR over `images` (COCO image dicts with an "id") by pycocotools, its prints silenced.
 
@@ -88,7 +90,8 @@ def coco_keypoint_ap(
     keypoints, score). Returns fractions in [0, 1] for keys ap, ap50, ap75, ap_small, ap_medium, ap_large, ar (0 for
     those with people to find when there are no results); None for a figure COCOeval leaves undefined (-1: e.g.
     ap_medium with no medium-sized GT). ap_small is COCOeval's AP over its "small" area range (under 32^2 px^2),
-    which its keypoint summary does not print, computed as the summary computes the others.
+    which its keypoint summary does not print, computed as the summary computes the others (a fourth area range:
+    a quarter more time; `small=False` leaves it out, None, for callers that read AP and AP50 alone).
     `people`: score only these ground-truth people (annotation ids), a slice of the data: the images holding none of
     them are left out, and the other people on the rest are ignored (COCOeval's ignore flag, set by num_keypoints 0,
     as for COCO's area ranges: a prediction that matches one counts neither for nor against). Inputs are not modified.
@@ -104,10 +107,11 @@ def coco_keypoint_ap(
         areas = [gt["area"] for gt in scored if not gt["iscrowd"] and gt["num_keypoints"]]
 
         def found(key: str) -> bool:
-            low, high = AREA_RANGES.get(key, (0.0, 1e10))  # COCOeval's ranges; the other figures: all areas
+            low, high = AREA_RANGES.get(key, ALL_AREAS)  # COCOeval's ranges; the other figures: all areas
             return any(low <= area <= high for area in areas)
 
-        return _ordered({key: 0.0 if found(key) else None for key in (*_STAT_KEYS, "ap_small")})
+        return _ordered({key: 0.0 if found(key) and (small or key != "ap_small") else None
+                         for key in (*_STAT_KEYS, "ap_small")})
     k = len(sigmas)
     _check_inputs(images, ground_truth, results, k)
     dataset = {
@@ -124,14 +128,17 @@ def coco_keypoint_ap(
         evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
         evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         evaluator.params.imgIds = sorted(img["id"] for img in images)
-        evaluator.params.areaRng = [*evaluator.params.areaRng, list(AREA_RANGES["ap_small"])]  # after COCOeval's own
-        evaluator.params.areaRngLbl = [*evaluator.params.areaRngLbl, "small"]  # three, which its summary looks up
+        if small:
+            evaluator.params.areaRng = [*evaluator.params.areaRng, list(AREA_RANGES["ap_small"])]  # after COCOeval's
+            evaluator.params.areaRngLbl = [*evaluator.params.areaRngLbl, "small"]  # own three, which it looks up
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    small = evaluator.eval["precision"][..., evaluator.params.areaRngLbl.index("small"), -1]  # (T, R, K) at maxDets
     stats = {key: float(v) for key, v in zip(_STAT_KEYS, evaluator.stats)}
-    stats["ap_small"] = float(small[small > -1].mean()) if (small > -1).any() else -1.0  # as `summarize` averages
+    stats["ap_small"] = -1.0
+    if small:  # as `summarize` averages: over the IoU thresholds, recalls and categories at its maxDets (20)
+        precision = evaluator.eval["precision"][..., evaluator.params.areaRngLbl.index("small"), -1]  # (T, R, K)
+        stats["ap_small"] = float(precision[precision > -1].mean()) if (precision > -1).any() else -1.0
     return _ordered({key: None if v < 0 else v for key, v in stats.items()})
 
 

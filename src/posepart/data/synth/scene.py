@@ -72,9 +72,9 @@ class SceneConfig:
 
 
 # The demo's data, drawn with `SceneConfig.easy()` by `posepart demo`, by `posepart study` without --data and by the
-# pose ablation (benchmarks/ablate_pose.py): training scenes from the seed, validation scenes from the seed + 1.
+# pose ablation (benchmarks/ablate_pose.py), each split under its folder: `posepart.demo.synth_split`.
 DEMO_SIZE = 128  # image and network input side: small enough to train on enough images on a CPU
-DEMO_TRAIN_SCENES = 2000  # distinct training scenes, seen about five times each in the demo's budget
+DEMO_TRAIN_SCENES = 2000  # distinct training scenes (the demo's budget: posepart.demo.default_train_images)
 DEMO_VAL_SCENES = 300  # the scenes every model of the demo is scored on
 
 
