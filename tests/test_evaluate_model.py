@@ -192,6 +192,20 @@ def test_report_gives_distances_by_joint_where_pckh_has_no_head(tmp_path):
     assert "Distance to the labelled joint" not in write_report(tmp_path, "Test", {"m": metrics}, animal).read_text()
 
 
+def test_report_ap_by_person_size(synth, tmp_path):
+    """COCOeval's three area ranges, small (which its keypoint summary leaves out) to large, a row per model with any
+    of them scored; an undefined size (no such person) is a dash."""
+    rows = {"crowds": {"pose": {"ap": 0.2, "ap_small": 0.158, "ap_medium": 0.326, "ap_large": None}},
+            "parts only": {"segmentation": {"mean_iou": 0.5}}}
+    text = write_report(tmp_path, "Test", rows, synth.schema).read_text()
+    assert "## OKS AP by person size (%)" in text
+    assert "| model | small (< 32² px²) | medium (32²-96² px²) | large (> 96² px²) |" in text
+    section = text.split("by person size")[1].split("##")[0]
+    assert "| crowds | 15.8 | 32.6 | – |" in section and "| parts only |" not in section
+    assert "by person size" not in write_report(tmp_path, "Test", {"m": {"pose": {"ap": 0.2}}}, synth.schema
+                                                ).read_text()  # no figure by size: no table
+
+
 def test_report_ap_by_synthetic_slice(synth, tmp_path):
     """One table per slicing (view, pose kind), columns headed by their people, one row per model that has them; a
     value a model lacks is a dash."""

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from posepart.data.synth.pose import VIEWS
 from posepart.errors import writing
+from posepart.metrics.oks import AREA_RANGES
 from posepart.names import split_side
 from posepart.schema import Schema
 
@@ -115,6 +116,25 @@ def stage_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def size_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """OKS AP by the people's area in COCOeval's ranges (metrics.json's ap_small, ap_medium, ap_large), a row per
+    model that has any; None when none has (no people scored). COCO's keypoint summary prints no small range: crowds
+    and wide shots are mostly small people, whom the overall AP mixes with the rest."""
+    scored = {name: m for name, m in rows.items() if any((m.get("pose") or {}).get(key) is not None
+                                                          for key in AREA_RANGES)}
+    if not scored:
+        return None
+    titles = []
+    for key, (low, high) in AREA_RANGES.items():
+        bounds = f"< {high ** 0.5:.0f}²" if not low else f"> {low ** 0.5:.0f}²" if high >= 1e10 else \
+            f"{low ** 0.5:.0f}²-{high ** 0.5:.0f}²"
+        titles.append(f"{key.removeprefix('ap_')} ({bounds} px²)")
+    lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
+    for name, m in scored.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(m, "pose", key) for key in AREA_RANGES) + " |")
+    return "\n".join(lines)
+
+
 def flip_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
     """One pass against test-time flipping (`metrics["flip"]`: the same tasks scored with `--flip`), a row per model
     that has it, each of the `STAGE_COLUMNS` one pass then flipped; None when no model has it."""
@@ -197,8 +217,8 @@ def write_report(
     schema: Schema,
     figures: Sequence[str | Path] = (),
 ) -> Path:
-    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, AP by synthetic slice,
-    test-time flipping, per-stage table, figures; returns its path.
+    """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, AP by person size and by
+    synthetic slice, test-time flipping, per-stage table, figures; returns its path.
 
     `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
     written relative to it).
@@ -218,6 +238,11 @@ def write_report(
         lines += ["## Distance to the labelled joint by joint (px)", "", distances, "",
                   "Mean distance of each matched joint within the seed paper's PCK_dist cutoff (5 times the person's "
                   "shortest labelled limb); left and right averaged.", ""]
+    sizes = size_table(metrics_by_model)
+    if sizes:
+        lines += ["## OKS AP by person size (%)", "", sizes, "",
+                  "COCOeval's area ranges (the people's area as their annotations give it, else their box's): "
+                  "metrics.json's ap_small, ap_medium, ap_large; – where no person of that size is labelled.", ""]
     slices = slice_tables(metrics_by_model)
     if slices:
         views = ", ".join(f"{name} to {bound:g}°" for bound, name in VIEWS)
