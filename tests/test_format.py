@@ -569,6 +569,12 @@ def test_photos_tagged_with_an_exif_orientation(tmp_path, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["exif_rotated"] == {"images": 1, "first": str(root / "images/img0.jpg")}
     assert main(["inspect", str(root)]) == 0
     assert "note: 1 image(s) carry an EXIF orientation tag" in capsys.readouterr().out
+    from posepart.engine.data import _open  # a run warns too (it reads the first images' headers)
+    from posepart.errors import PosepartWarning
+
+    with pytest.warns(PosepartWarning, match=r"data.train \(.*\): 1 of its first 3 images carry an EXIF orientation "
+                                             r"tag \(first: .*img0.jpg\): dataset images are read as stored"):
+        _open(root, "data.train")
     _tagged_jpeg(root / "images/img0.jpg", stored, 6)  # annotated as shown: 40 x 60
     _edit_json(root, lambda d: d["images"][0].update(width=40, height=60))
     with pytest.raises(DatasetError, match="image is 60x40 but the annotations say 40x60 .*its EXIF orientation 6 "

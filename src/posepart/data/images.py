@@ -75,6 +75,10 @@ def exif_orientation(path: Path) -> int:
     return value if isinstance(value, int) and value in _UPRIGHT else 1
 
 
+READ_AS_STORED = ("dataset images are read as stored, as COCO's annotations refer to them; if these were annotated as "
+                  "a viewer shows them (turned), save them upright (PIL's ImageOps.exif_transpose)")
+
+
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
     """Stored pixels (H, W, ...) -> the image as a viewer shows it under EXIF `orientation` (1..8)."""
     turn = _UPRIGHT.get(orientation)

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, hidden
-from posepart.data.images import exif_orientation, looks_interpolated
+from posepart.data.images import READ_AS_STORED, exif_orientation, looks_interpolated
 from posepart.schema import IGNORE_LABEL
 
 
@@ -63,9 +63,7 @@ class InspectReport:
         rotated = c.get("exif_rotated") or {}
         if rotated.get("images"):  # annotations made on the photo as viewers show it would not fit the stored pixels
             lines.append(f"note: {rotated['images']} image(s) carry an EXIF orientation tag (first: "
-                         f"{rotated['first']}): dataset images are read as stored, as COCO's annotations refer to "
-                         f"them; if these were annotated as a viewer shows them (turned), save them upright (PIL's "
-                         f"ImageOps.exif_transpose)")
+                         f"{rotated['first']}): {READ_AS_STORED}")
         unread = c.get("part_maps_unread") or {}
         if unread.get("files"):  # before: a part map of the wrong name was left out without a word
             lines.append(f"note: {unread['files']} file(s) in the part-map folder are named for an image without "
