@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from posepart.data.synth.pose import VIEWS
 from posepart.errors import writing
-from posepart.metrics.oks import AREA_RANGES
+from posepart.metrics.oks import ALL_AREAS, AREA_RANGES
 from posepart.names import split_side
 from posepart.schema import Schema
 
@@ -126,7 +126,7 @@ def size_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
         return None
     titles = []
     for key, (low, high) in AREA_RANGES.items():
-        bounds = f"< {high ** 0.5:.0f}²" if not low else f"> {low ** 0.5:.0f}²" if high >= 1e10 else \
+        bounds = f"< {high ** 0.5:.0f}²" if not low else f"> {low ** 0.5:.0f}²" if high >= ALL_AREAS[1] else \
             f"{low ** 0.5:.0f}²-{high ** 0.5:.0f}²"
         titles.append(f"{key.removeprefix('ap_')} ({bounds} px²)")
     lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]

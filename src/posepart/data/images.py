@@ -79,6 +79,13 @@ READ_AS_STORED = ("dataset images are read as stored, as COCO's annotations refe
                   "a viewer shows them (turned), save them upright (PIL's ImageOps.exif_transpose)")
 
 
+def tagged_as_stored(path: Path, orientation: int) -> bool:
+    """Whether an image read as stored (`orientation` 1: an annotated one, whose labels refer to the stored pixels)
+    carries an EXIF orientation tag, which a viewer and an annotation tool may have applied: `inspect` counts such
+    images and a run warns of them (`READ_AS_STORED`)."""
+    return orientation == 1 and exif_orientation(path) != 1
+
+
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
     """Stored pixels (H, W, ...) -> the image as a viewer shows it under EXIF `orientation` (1..8)."""
     turn = _UPRIGHT.get(orientation)
@@ -180,7 +187,7 @@ def label_ramps(labels: np.ndarray) -> tuple[int, int]:
     in either count."""
     counts = [0, 0]
     for lines in (labels, labels.T):
-        before, at, after = (lines[:, i : lines.shape[1] - 2 + i].astype(np.int32) for i in range(3))
+        before, at, after = (lines[:, i : lines.shape[1] - 2 + i] for i in range(3))  # views: compared only
         known = (before != IGNORE_LABEL) & (at != IGNORE_LABEL) & (after != IGNORE_LABEL)
         edge = known & (before != after)
         counts[0] += int((edge & ((before < at) == (at < after)) & (at != before) & (at != after)).sum())

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset, hidden
-from posepart.data.images import READ_AS_STORED, exif_orientation, looks_interpolated
+from posepart.data.images import READ_AS_STORED, looks_interpolated, tagged_as_stored
 from posepart.schema import IGNORE_LABEL
 
 
@@ -111,7 +111,7 @@ class PixelCheck(NamedTuple):
 
 def _check_pixels(dataset: PosePartDataset, record: ImageRecord, classes: int) -> PixelCheck:
     """Decode one record's image and part map: the problem found, or its part-map pixel counts."""
-    tagged = str(record.image_path) if record.orientation == 1 and exif_orientation(record.image_path) != 1 else None
+    tagged = str(record.image_path) if tagged_as_stored(record.image_path, record.orientation) else None
     try:
         dataset.load_image(record)
         parts = dataset.load_parts(record)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posepart.data.format import (ANNOTATIONS_FILE, DatasetError, ImageRecord, PosePartDataset, person_category,
                                   read_json)
-from posepart.data.images import READ_AS_STORED, exif_orientation
+from posepart.data.images import READ_AS_STORED, tagged_as_stored
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import (TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset,
                                   unscored_joints)
@@ -76,8 +76,9 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
     for concern in dataset.label_concerns(unlabelled_joints=not summarised):
         rank_zero_warn(f"{key} ({where}): {concern}", category=PosepartWarning)  # before: trained on without a word
-    tagged = [str(r.image_path) for r in dataset.records[:EXIF_SAMPLE] if r.orientation == 1
-              and exif_orientation(r.image_path) != 1] if first_process() else []  # an unlabelled photo's is turned
+    unlabelled = isinstance(where, DatasetPaths) and where.images_only  # its photos are turned upright when read
+    tagged = [str(r.image_path) for r in dataset.records[:EXIF_SAMPLE] if tagged_as_stored(r.image_path, r.orientation)
+              ] if first_process() and not unlabelled else []
     if tagged:  # before: trained on as stored without a word (`inspect` counts them all)
         rank_zero_warn(f"{key} ({where}): {len(tagged)} of its first {min(EXIF_SAMPLE, len(dataset))} images carry "
                        f"an EXIF orientation tag (first: {tagged[0]}): {READ_AS_STORED}", category=PosepartWarning)
