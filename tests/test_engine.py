@@ -350,9 +350,15 @@ def test_data_that_names_some_of_the_models_joints_otherwise_is_said_to_score_th
         train(tiny(data, "data.train=null", mixed, "train.max_epochs=1", val=False), tmp_path / "mixed", **QUIET)
 
 
-def test_a_dataset_whose_part_classes_do_not_map_is_scored_on_its_pose(data, straight_run, tmp_path, capsys):
+def test_a_dataset_whose_part_classes_do_not_map_is_scored_on_its_pose(data, straight_run, tmp_path, capsys,
+                                                                       monkeypatch):
     """A pose dataset whose part maps are in classes of its own: before, evaluate refused it ("has no target
-    class"), so the model's pose could not be scored on it at all (a part-segmentation walkthrough)."""
+    class"), so the model's pose could not be scored on it at all (a part-segmentation walkthrough). Each source is
+    read in the model's schema once (before: twice for --source, once for its notes and once to score it)."""
+    import posepart.data.mixing as mixing
+
+    mapped, read = [], mixing.map_dataset
+    monkeypatch.setattr(mixing, "map_dataset", lambda *a, **k: mapped.append(k.get("name")) or read(*a, **k))
     other = tmp_path / "other"
     shutil.copytree(data["val"], other)
     coco = json.loads((other / "annotations.json").read_text())
@@ -362,6 +368,8 @@ def test_a_dataset_whose_part_classes_do_not_map_is_scored_on_its_pose(data, str
         assert cli.main(["evaluate", "--checkpoint", str(straight_run.last), *where, "--out",
                          str(tmp_path / "m.json")]) == 0
         assert capsys.readouterr().err.count("part class 'blob0' has no target class") == 1  # once, --source too
+        assert len(mapped) == 1
+        mapped.clear()
         scored = json.loads((tmp_path / "m.json").read_text())
         scored = scored["sources"]["o"] if "sources" in scored else scored
         assert "pose" in scored and "segmentation" not in scored

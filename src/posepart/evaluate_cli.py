@@ -155,7 +155,7 @@ def _open_source(root: str) -> PosePartDataset:
 
 def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
-    from posepart.data.mixing import SourceError, map_dataset
+    from posepart.data.mixing import SourceError
     from posepart.files import write_json_atomic
     from posepart.engine.checkpoint import load_model
     from posepart.engine.settings import SOURCE_NAME
@@ -180,14 +180,11 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
     results: dict[str, list[dict]] = {}
-    try:
-        for name, dataset in datasets.items():  # (a source that cannot be read in it is refused below, named)
-            with warnings.catch_warnings():  # what mapping it warns of, evaluate_sources says once
-                warnings.simplefilter("ignore", PosepartWarning)
-                mapped = map_dataset(dataset, loaded.schema, name=name, **tables.get(name, {}))
-            _note_unscored(f"--source {name}", mapped, loaded)
+    try:  # (a source that cannot be read in the checkpoint's schema is refused, named)
         rows, overlays = evaluate_sources(
-            loaded.model, datasets, loaded.schema, part_tables=tables, input_size=args.input_size or loaded.input_size,
+            loaded.model, datasets, loaded.schema, part_tables=tables,
+            on_mapped=lambda name, mapped: _note_unscored(f"--source {name}", mapped, loaded),
+            input_size=args.input_size or loaded.input_size,
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it

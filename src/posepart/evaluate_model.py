@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -243,18 +243,22 @@ def check_scorable(dataset: PosePartDataset, *, pose: bool, parts: bool) -> None
 def evaluate_sources(
     model: nn.Module, datasets: dict[str, PosePartDataset], schema: Schema, *,
     part_tables: Mapping[str, Mapping[str, Any]] | None = None,
-    results: dict[str, list[dict[str, Any]]] | None = None, **options: Any
+    results: dict[str, list[dict[str, Any]]] | None = None,
+    on_mapped: Callable[[str, PosePartDataset], None] | None = None, **options: Any
 ) -> tuple[dict[str, dict[str, Any]], list[np.ndarray]]:
     """Score `model` on each named dataset, each read in the model's `schema` by joint name and part table
     (`posepart.data.mixing.map_dataset`) -> ({name: metrics.json dict}, overlays of every source); `options` go to
     `evaluate_model`. `part_tables`: {name: {"part_map": ..., "ignore_parts": ...}}, the tables a training source of
     that name was read with (its run's `data.sources`), so its scores are those of training validation. Set-valued
     part labels of coarser sources are not scored. `results`, when given, receives {name: the COCO keypoint results
-    scored on that source} (each source numbers its own images)."""
+    scored on that source} (each source numbers its own images). `on_mapped(name, dataset)`, when given, sees each
+    source as read in `schema` before any is scored (the CLI's notes of joints it cannot score)."""
     from posepart.data.mixing import map_dataset
 
     mapped_sets = {name: map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
                    for name, dataset in datasets.items()}
+    for name, mapped in mapped_sets.items() if on_mapped is not None else ():
+        on_mapped(name, mapped)
     tasks = options.get("tasks")
     for mapped in mapped_sets.values():  # every source before any is scored: one that cannot be is refused first
         check_scorable(mapped, pose=getattr(model, "has_pose", False) and (tasks is None or "pose" in tasks),
