@@ -119,6 +119,16 @@ def test_sigmas_and_the_head_size_read_every_spelling_of_a_joint_name():
     assert Schema.from_category(schema.to_category()) == schema  # default sigmas stay unwritten and read back
 
 
+def test_sigmas_read_a_side_run_into_a_name_where_its_mirror_confirms_it():
+    """A review: 'lhip' / 'rwrist' were read as left and right for flips but scored with the default sigma (0.079,
+    not a hip's 0.107 and a wrist's 0.062), though the README says any spelling the schema reads. A side no mirror
+    confirms ('lknee' alone) and a rest that names no known joint ('LSHO') keep the default."""
+    schema = Schema(keypoints=("lhip", "rhip", "lwrist", "rwrist", "leftear", "rightear", "LSHO", "RSHO", "lknee"),
+                    skeleton=((0, 1), (2, 3), (4, 5), (6, 7), (7, 8)))
+    assert schema.flip_perm[:8] == (1, 0, 3, 2, 5, 4, 7, 6)
+    assert schema.sigmas == (0.107, 0.107, 0.062, 0.062, 0.035, 0.035, 0.079, 0.079, 0.079)
+
+
 def test_sides_inside_a_name_and_run_into_camel_case():
     """DeepLabCut's quadrupeds ("front_left_paw"), Kinect's suffixes ("ShoulderLeft"), "lKnee" and "kneeL": before,
     none had a side, so flips (training's and --flip) mirrored these joints' places without swapping them."""

@@ -164,8 +164,21 @@ def head_and_neck(keypoints: tuple[str, ...]) -> tuple[int | None, int | None]:
 
 def default_sigmas(keypoints: Sequence[str]) -> tuple[float, ...]:
     """The OKS sigma of each joint by its name in any spelling `name_key` reads (AIC's 'Right Wrist', MHP's
-    'Right-wrist'); DEFAULT_SIGMA for a name not known."""
-    return tuple(SIGMAS_BY_NAME.get(name_key(n), DEFAULT_SIGMA) for n in keypoints)
+    'Right-wrist'), or with a side run into it that its mirror name in `keypoints` confirms ('lwrist' beside
+    'rwrist', 'leftear' beside 'rightear', as flips pair them); DEFAULT_SIGMA for a name not known."""
+    mirror = flip_permutation(keypoints)
+    return tuple(_sigma(name, keypoints[mirror[i]]) for i, name in enumerate(keypoints))
+
+
+def _sigma(name: str, mirror: str) -> float:
+    """A joint's OKS sigma by `name`, else by the name less the run-in side that makes it `mirror` (before, 'lwrist'
+    was scored as an unknown joint, 0.079 instead of a wrist's 0.062)."""
+    sigma = SIGMAS_BY_NAME.get(name_key(name))
+    for start, end in _loose_sides(name) if sigma is None and mirror != name else ():
+        if name[:start] + _other_side(name[start:end]) + name[end:] == mirror:
+            sigma = SIGMAS_BY_NAME.get(name_key(f"left_{name[:start]}{name[end:]}"))
+            break
+    return DEFAULT_SIGMA if sigma is None else sigma
 
 
 # a one-letter side inside a name: a capital L or R ("FL_paw", "legL1", "leg_L1"), or a lower-case l or r in a word
@@ -174,18 +187,22 @@ _CAPITAL_SIDE = re.compile(r"[LR]")
 _SHORT_WORD = re.compile(r"(?<![A-Za-z])[a-z]{1,2}(?![A-Za-z])")
 
 
-def _loose_mirrors(name: str) -> list[str]:
-    """`name` with one side swapped where it is run into the name: "left"/"right" anywhere ("leftear",
+def _loose_sides(name: str) -> list[tuple[int, int]]:
+    """Where a side may be run into `name` ([start, end) spans): "left"/"right" anywhere ("leftear",
     "mixamorig:LeftArm", "eyeLeftOuter"), a one-letter side first or last ("lshoulder", "LSHO", "finger1L"), a
     capital one anywhere (the quadrupeds' "FL_paw" / "FR_paw", insects' "legL1" / "legR1") or a lower-case one in a
-    word of one or two letters ("paw_fl_1"), each in its own case.
-    Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
-    out = [name[:m.start()] + _other_side(m.group()) + name[m.end():] for m in _LOOKS_SIDED.finditer(name)]
+    word of one or two letters ("paw_fl_1")."""
+    spans = [m.span() for m in _LOOKS_SIDED.finditer(name)]
     if len(name) > 1 and name[0].lower() in "lr":
-        out.append(_other_side(name[0]) + name[1:])
+        spans.append((0, 1))
     if len(name) > 1 and name[-1].lower() in "lr":
-        out.append(name[:-1] + _other_side(name[-1]))
+        spans.append((len(name) - 1, len(name)))
     letters = [m.start() for m in _CAPITAL_SIDE.finditer(name)]
     letters += [i for m in _SHORT_WORD.finditer(name) for i in range(m.start(), m.end()) if name[i] in "lr"]
-    out += [name[:i] + _other_side(name[i]) + name[i + 1:] for i in letters if 0 < i < len(name) - 1]
-    return out
+    return spans + [(i, i + 1) for i in letters if 0 < i < len(name) - 1]
+
+
+def _loose_mirrors(name: str) -> list[str]:
+    """`name` with one side swapped where it is run into the name (`_loose_sides`), each in its own case.
+    Only pairs whose both spellings a schema has count (`flip_permutation`): "leftover" has none."""
+    return [name[:start] + _other_side(name[start:end]) + name[end:] for start, end in _loose_sides(name)]
