@@ -13,18 +13,21 @@ import torch
 from inference_helpers import GroundTruthNet, amplify, write_checkpoint
 from PIL import Image, ImageOps
 
-from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, canvas_size, normalize
+from posepart.data.augment import IMAGENET_MEAN, IMAGENET_STD, canvas_size, invert, normalize, transform_points
 from posepart.data.format import PosePartDataset
 from posepart.data.synth import write_synth
 from posepart.decode import DecodeConfig
+from posepart.decode.image import decode_in_image
 from posepart.evaluate import oracle_prediction
 from posepart.heads import HeadMeta
 from posepart.inference import ImageResult, Predictor
+from posepart.inference.predictor import letterbox_matrix
 from posepart.inference.preprocess import InputError, letterbox, load_image
 from posepart.inference.tta import Maps, flip_maps
 from posepart.models import build_model
 from posepart.names import mirror_name
 from posepart.schema import Schema
+from posepart.targets import build_targets
 from posepart.targets.mapper import Mapper, TargetConfig
 
 SIZE = 64
@@ -243,6 +246,30 @@ def test_no_joint_comes_from_the_letterbox_padding():
         assert len(found) > 0, (height, width)
         assert (found[:, 0] >= -0.5).all() and (found[:, 0] <= width - 0.5).all(), (height, width)
         assert (found[:, 1] >= -0.5).all() and (found[:, 1] <= height - 0.5).all(), (height, width)
+
+
+@pytest.mark.parametrize("stride", [8, 4, 2])
+def test_joints_on_the_edge_of_a_letterboxed_image_decode_where_they_are(stride):
+    """A review: cells whose centre lay in the letterbox padding were zeroed even where they reached into the image,
+    so at strides 4 and 2 the joints on its edge came back up to half a cell inside (a 640 x 480 photo at 368 px:
+    a head at y = 0, 1 or 2 came back at 2.98; 21 px on a 4032 x 3024 one). Ground-truth maps of people whose head
+    touches the top edge and whose ankles the bottom one, decoded as the Predictor and the oracle decode them."""
+    head = HeadMeta(PASCAL, pose_stride=stride)
+    layout = np.array([(0, 0), (0, .15), (.18, .18), (-.18, .18), (.25, .38), (-.25, .38), (.28, .55), (-.28, .55),
+                       (.1, .55), (-.1, .55), (.12, .77), (-.12, .77), (.13, 1.0), (-.13, 1.0)])  # PASCAL's joints
+    for (height, width), top in itertools.product([(480, 640), (61, 300), (3024, 4032), (427, 640)], (0.0, 1.0)):
+        people = np.full((1, PASCAL.num_joints, 3), 2.0, np.float32)
+        people[0, :, 0] = width / 2 + (height - 1 - top) * layout[:, 0]
+        people[0, :, 1] = top + (height - 1 - top) * layout[:, 1]  # the head at y = top, the ankles at H - 1
+        canvas = canvas_size((height, width), 368, 8)
+        to_canvas = letterbox_matrix((height, width), canvas)
+        on_canvas = people.copy()
+        on_canvas[..., :2] = transform_points(to_canvas, people[..., :2])
+        maps = build_targets(on_canvas, np.zeros(canvas, bool), None, head)
+        found, _ = decode_in_image(maps.heatmaps, maps.pafs, head, DecodeConfig(), invert(to_canvas), (height, width))
+        assert len(found) == 1, (height, width, stride)
+        np.testing.assert_allclose(found[0].keypoints[:, :2], people[0, :, :2], atol=1e-3,
+                                   err_msg=f"{width} x {height}, stride {stride}")
 
 
 def _truth_people(dataset: PosePartDataset, config: DecodeConfig) -> list[np.ndarray]:

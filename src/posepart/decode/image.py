@@ -33,15 +33,19 @@ def decode_in_image(heatmaps: np.ndarray, pafs: np.ndarray, head: HeadMeta, conf
 
 def without_padding(heatmaps: np.ndarray, num_joints: int, to_image: np.ndarray, image_hw: tuple[int, int],
                     stride: int) -> np.ndarray:
-    """The joint heatmaps (K+1, h, w) with the cells whose centre lies in the letterbox padding set to 0 (a copy;
-    the maps themselves when no cell does). Why: a peak there maps back to a joint outside the image (a very wide
-    image letterboxed into a few rows of cells is mostly padding), which no annotation can hold."""
+    """The joint heatmaps (K+1, h, w) with the cells that lie wholly in the letterbox padding set to 0 (a copy; the
+    maps themselves when no cell does). Why: a peak there maps back to a joint outside the image (a very wide image
+    letterboxed into a few rows of cells is mostly padding), which no annotation can hold. A cell that reaches into
+    the image stays, even with its centre in the padding: it holds the peaks of the joints on the image's edge
+    (before, at strides 4 and 2 those came back up to half a cell inside the image: 3 px on a 640 x 480 photo at
+    368 px, 21 px on a 4032 x 3024 one); what sub-cell placement carries outside, `decode_in_image` clips."""
     h, w = heatmaps.shape[1:]
     centres = stride * np.arange(max(h, w)) + cell_centre(stride)  # canvas pixels; to_image is scale + shift
     x = to_image[0, 0] * centres[:w] + to_image[0, 2]
     y = to_image[1, 1] * centres[:h] + to_image[1, 2]
-    cols = (x < -0.5) | (x > image_hw[1] - 0.5)
-    rows = (y < -0.5) | (y > image_hw[0] - 0.5)
+    half_x, half_y = to_image[0, 0] * stride / 2, to_image[1, 1] * stride / 2  # half a cell, in image pixels
+    cols = (x < -0.5 - half_x) | (x > image_hw[1] - 0.5 + half_x)
+    rows = (y < -0.5 - half_y) | (y > image_hw[0] - 0.5 + half_y)
     if not (cols.any() or rows.any()):
         return heatmaps
     out = np.array(heatmaps, np.float32, copy=True)

@@ -149,7 +149,9 @@ class HeatmapSmoothing(nn.Module):
     Why: a heatmap trained at stride 4 is jagged where the network is unsure, and the peak search turns each bump into
     a joint; a blur of 0.75 cells merges them (demo joint model: AP 0.345 -> 0.363; three ablation seeds +0.014 to
     +0.018; nothing at stride 8; docs/training.md). Zero-padded separable convolutions, with the taps of scipy's
-    `gaussian_filter(mode="constant")` (truncated at 4 sigma), so exports need nothing but standard ops.
+    `gaussian_filter(mode="constant")` (truncated at 4 sigma), so exports need nothing but standard ops. The zeros pull
+    a joint within about two cells of the map's edge up to 0.9 cells inwards; edge-copying or mirrored padding bend it
+    outwards by up to 0.3 cells and scored 0.009 AP lower (docs/training.md, `model.heatmap_smoothing`).
     forward(heatmaps (B, K+1, h, w)) -> (B, K+1, h, w).
     """
 
