@@ -939,6 +939,31 @@ def test_a_model_option_the_model_does_not_take_is_named():
         warn_unused_model_options(load_config("demo_cpu_fcn32").model)  # left out: nothing to say
 
 
+def test_loss_and_optimiser_settings_nothing_reads_are_named():
+    """A walkthrough: `loss.weights.heatmap: 2`, `loss.heatmap: focal` on an FCN, `loss.focal_beta` under the MSE
+    loss, `loss.weighting_lr` under fixed weights and `optim.momentum` under Muon changed nothing, without a word."""
+    from types import SimpleNamespace
+
+    from posepart.engine.builders import build_from_config
+    from posepart.engine.train import _warn_unused_settings
+
+    def warned(name: str, *settings: str) -> list[str]:
+        config = load_config(name, [*settings, "model.width=0.125", "model.fc_width=16"])
+        model = build_from_config(config, Schema.pascal_person_part(), pretrained=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _warn_unused_settings(config, SimpleNamespace(model=model))
+        return [str(w.message) for w in caught if issubclass(w.category, PosepartWarning)]
+
+    (fcn,) = warned("demo_cpu_fcn32", "loss.weights.heatmap=2", "loss.heatmap=focal", "loss.focal_beta=3",
+                    "optim.momentum=0.5")
+    assert fcn.startswith("these settings change nothing in this run (model fcn32_vgg16, which predicts seg;")
+    assert fcn.endswith(": loss.weights.heatmap, loss.heatmap, loss.focal_beta, optim.momentum")
+    (joint,) = warned("demo_cpu_joint", "loss.heatmap=mse", "loss.weighting=fixed", "loss.weighting_lr=0.1")
+    assert joint.endswith(": loss.focal_beta, loss.weighting_lr")  # the config's beta 2, read by the focal loss only
+    assert warned("demo_cpu_joint") == warned("demo_cpu_paf") == warned("demo_cpu_fcn32") == []
+
+
 def test_a_metric_the_validation_data_cannot_score_is_refused_before_training(data, tmp_path):
     """Before: validation data with no labelled person (or no part map) trained a whole epoch, then Lightning's
     ModelCheckpoint failed ("could not find the monitored key") with a traceback and no checkpoint saved."""
@@ -1115,7 +1140,18 @@ def test_config_validation_is_strict_and_names_nested_keys():
         return str(caught.value)
 
     assert error("model.stages=true") == "model.stages: Input should be a valid integer, got True"
-    assert "focal_beta must be > 0" in error("loss.focal_beta=0")
+    assert error("loss.focal_beta=0") == "loss.focal_beta: must be a finite number > 0, got 0.0"  # not "loss: ..."
+    # before: these passed validation and --print-config, then failed with a traceback where the model was built or
+    # the first sample drawn (stages, width, fc_width, inf), or trained (a negative weighting_lr), or stopped as a
+    # NaN loss with advice to lower optim.lr (an infinite task weight)
+    assert error("model.stages=0") == "model.stages: must be in 1..6, got 0"
+    assert error("model.width=.nan") == "model.width: must be a finite number > 0, got nan"
+    assert error("model.fc_width=0") == "model.fc_width: must be at least 1, got 0"
+    assert error("data.augment.scale_max=.inf") == "data.augment.scale_max: must be a finite number, got inf"
+    assert error("data.augment.rotate_deg=.nan") == "data.augment.rotate_deg: must be a finite number, got nan"
+    assert error("loss.weighting_lr=-1") == "loss.weighting_lr: must be a finite number > 0 or null, got -1.0"
+    assert error("loss.weights.seg=.inf").startswith("loss.weights: must be finite numbers >= 0, got {'seg': inf}")
+    assert error("loss.gradnorm_alpha=.inf") == "loss.gradnorm_alpha: must be a finite number >= 0, got inf"
     assert error("model.batch_norm=maybe").startswith("model.batch_norm: Input should be a valid boolean")
     assert error("data.augment.scale_mi=1").startswith("data.augment.scale_mi: unknown key; known: scale_min,")
     assert error("data.sources=[{name: a, train: {root: x, bogus: 1}}]").startswith(
@@ -1124,7 +1160,7 @@ def test_config_validation_is_strict_and_names_nested_keys():
     assert error("data.sources=[{name: a, train: {annotations: x}}]") == (  # the settings class's own check
         "data.sources[0].train: give root, both annotations and images, or images alone (an unlabelled source)")
     assert error("data.sources=[{name: a, train: {images: x}}]") == (
-        "data.sources[0]: train: a folder of images alone (x) has no labels: only the train data of an unlabelled "
+        "data.sources[0].train: a folder of images alone (x) has no labels: only the train data of an unlabelled "
         "source (unlabelled: true) may be one")
     assert error("loss.weights={heatmap: x}") == "loss.weights.heatmap: Input should be a valid number, got 'x'"
     assert error("data.augment.scale_min=2").startswith("data.augment: need 0 < scale_min <= scale_max")

@@ -162,6 +162,21 @@ def test_a_config_that_expands_past_any_real_one_is_one_error_line(files, tmp_pa
                     "extra: unknown key")
 
 
+def test_a_key_written_twice_and_a_set_without_a_value_are_refused(files, tmp_path, capsys):
+    """A walkthrough: a config with two `model:` sections kept the second alone (its `stages: 1` lost without a
+    word), and `--set optim.lr=` (a shell variable left unset) reset the rate to the code's default, 0.001."""
+    (tmp_path / "twice.yaml").write_text("model:\n  stages: 1\ndata:\n  batch_size: 4\nmodel:\n  width: 0.5\n")
+    _refused_naming(["train", "--config", str(tmp_path / "twice.yaml"), "--print-config"], capsys,
+                    "line 5: the key 'model' is written twice in one mapping (first on line 1)")
+    _refused_naming(_train(files, tmp_path / "run", "--set", "model={width: 0.5, width: 1}"), capsys,
+                    "the key 'width' is written twice")
+    _refused_naming(_train(files, tmp_path / "run", "--set", "optim.lr="), capsys,
+                    "--set 'optim.lr=': no value (to reset optim.lr to its default, write optim.lr=null)")
+    (tmp_path / "merged.yaml").write_text("base: &b {name: paf_vgg16}\nmodel:\n  <<: *b\n  width: 0.5\n")
+    assert cli.main(["train", "--config", str(tmp_path / "merged.yaml"), "--print-config"]) == 2  # a merge key: fine
+    assert "base: unknown key" in capsys.readouterr().err
+
+
 def test_a_bug_keeps_its_traceback(tmp_path):
     """An exception that is not a PosepartError is a bug: it reaches the user with its traceback, not as `error:`."""
     run = _subprocess(["models"], "import posepart.cli\n"

@@ -623,6 +623,17 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
     with pytest.raises(ConfigError, match=r"'val/seg/mean_iou' follows the parts head, which no training source "
                                           r"trains \(they train \['pose'\]\); try val/pose/ap"):
         train(pose_only, tmp_path / "pose_only", **QUIET)
+    # before: trained with a loss of 0 at every step and exited 0 (a walkthrough): a source whose tasks the model has
+    # no head for, and a model whose only task has loss weight 0
+    small = ["model.width=0.125", "model.fc_width=32", "model.stages=1", "data.input_size=64", "train.max_steps=1"]
+    parts_only = spec.replace("tasks: [pose]", "tasks: [parts]")
+    with pytest.raises(ConfigError, match=r"data.sources: source 'p' trains parts, which teaches model paf_vgg16 "
+                                          r"nothing: it predicts heatmap, paf; leave the data out"):
+        train(load_config(None, [parts_only, "model.name=paf_vgg16", *small]), tmp_path / "parts_on_paf", **QUIET)
+    with pytest.raises(ConfigError, match=r"data.train trains pose, parts, which teaches model fcn32_vgg16 nothing: "
+                                          r"it predicts seg \(loss.weights gives seg 0\)"):
+        train(load_config(None, [f"data.train={sources['pascal']}", "model.name=fcn32_vgg16", "loss.weights.seg=0",
+                                 *small]), tmp_path / "no_weight", **QUIET)
     # a part source at weight 0 feeds nothing (before, its task counted as trained)
     idle_parts = f"{{name: c, train: {sources['cihp']}, weight: 0}}"
     pose_only = load_config(None, [spec.replace("}]", f"}}, {idle_parts}]"), "model.name=joint_vgg16",

@@ -155,7 +155,7 @@ def test_build_optimizer_puts_the_kernels_under_muon():
 
 
 def test_muon_momentum_out_of_range_is_a_config_error_naming_the_key():
-    with pytest.raises(ConfigError, match="optim: muon_momentum: must be in"):
+    with pytest.raises(ConfigError, match="optim.muon_momentum: must be in"):
         load_config(None, ["optim.name=muon", "optim.muon_momentum=1.0"])
 
 

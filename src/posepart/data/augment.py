@@ -47,6 +47,9 @@ class AugmentConfig:
     photometric: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("scale_min", "scale_max", "rotate_deg", "flip_prob", "center_jitter"):  # NaN passed the checks
+            if not math.isfinite(getattr(self, name)):  # below, and inf failed at the first sample with a traceback
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
         if not 0 <= self.flip_prob <= 1:

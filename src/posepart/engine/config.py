@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import typing
 import warnings
 from pathlib import Path
@@ -90,7 +91,20 @@ def _config_error(err: ValidationError) -> ConfigError:
         message = f"unknown key; known: {', '.join(f.name for f in dataclasses.fields(owner))}"
     elif first["type"] != "value_error":  # a settings class's own check names its values itself
         message += f", got {first['input']!r}"
+    elif (named := _FIELD_FIRST.match(message)) and _is_field((*first["loc"], named[1])):
+        # a section's own check that names one of its keys first: the key as users write it (`model.stages: ...`,
+        # not `model: stages: ...`)
+        key, message = f"{key}.{named[1]}" if key else named[1], message[named.end():]
     return ConfigError(f"{key or 'config'}: {message}")
+
+
+_FIELD_FIRST = re.compile(r"([a-z][a-z0-9_]*)(?:: | (?=must ))")  # "stages: must be ...", "rotate_deg must be ..."
+
+
+def _is_field(loc: tuple[Any, ...]) -> bool:
+    """Whether a pydantic location's last part is a key of the settings class before it."""
+    _, owner = _error_key(loc)
+    return owner is not None and loc[-1] in {f.name for f in dataclasses.fields(owner)}
 
 
 def _validate(data: dict[str, Any]) -> Config:

@@ -15,7 +15,20 @@ from posepart.engine.settings import ConfigError
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """YAML's safe loader (no tags, never code), reading 1e-3 as a number as YAML 1.2 does (YAML 1.1 wants a dot)."""
+    """YAML's safe loader (no tags, never code), reading 1e-3 as a number as YAML 1.2 does (YAML 1.1 wants a dot),
+    and refusing a key written twice in one mapping (YAML forbids it; PyYAML kept the last, so a config with two
+    `model:` sections silently lost the first one's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: the key {key!r} is written twice in "
+                                         f"one mapping (first on line {seen[key].start_mark.line + 1})")
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
@@ -101,8 +114,11 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str | int, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
+        if not raw.strip():  # before: read as null, which resets the key to its default (`--set optim.lr=$LR` with
+            # LR unset trained at the code's 0.001, not the config's rate, without a word)
+            raise ConfigError(f"--set {pair!r}: no value (to reset {key} to its default, write {key}=null)")
         try:
-            value = read_yaml(raw) if raw.strip() else None
+            value = read_yaml(raw)
         except yaml.YAMLError as err:  # a syntax error, or a tag (!!python/...) the safe loader will not construct
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--set {pair!r}: the value is not plain YAML: {problem}") from None

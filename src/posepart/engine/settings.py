@@ -23,6 +23,7 @@ from posepart.heads import INPUT_SIZE, HeadMeta, OutputStride
 from posepart.losses.multitask import TASK_OUTPUTS
 from posepart.losses.pose import FOCAL_BETA, HeatmapLoss, MaskMode
 from posepart.models.build import MODELS, ModelName, SegHead, builder_options, check_seg_head
+from posepart.models.pose import MAX_STAGES
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
 from posepart.models.trunk import Activation
@@ -69,6 +70,13 @@ class ModelConfig:
         check_fits(self.pretrained, width=self.width, batch_norm=self.batch_norm)
         if self.name == "joint_vgg16":
             check_seg_head(self.seg_head, self.seg_stride)
+        # before: these passed validation and --print-config, and failed when the model was built, with a traceback
+        if self.stages is not None and not 1 <= self.stages <= MAX_STAGES:
+            raise ValueError(f"stages: must be in 1..{MAX_STAGES}, got {self.stages}")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"width: must be a finite number > 0, got {self.width}")
+        if self.fc_width < 1:
+            raise ValueError(f"fc_width: must be at least 1, got {self.fc_width}")
         if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
             raise ValueError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing}")
 
@@ -216,15 +224,20 @@ class LossConfig:
         if self.weighting == "gradnorm" and self.aggregator != "sum":
             raise ValueError(f"weighting: gradnorm sets the task weights from the gradients itself; it does not "
                              f"combine with aggregator {self.aggregator!r}")
-        if not self.focal_beta > 0:
-            raise ValueError(f"focal_beta must be > 0, got {self.focal_beta}")
-        if self.dwa_period < 1 or not self.gradnorm_alpha >= 0:
-            raise ValueError("dwa_period must be >= 1 and gradnorm_alpha >= 0")
+        if not (math.isfinite(self.focal_beta) and self.focal_beta > 0):
+            raise ValueError(f"focal_beta: must be a finite number > 0, got {self.focal_beta}")
+        if self.dwa_period < 1:
+            raise ValueError(f"dwa_period: must be at least 1, got {self.dwa_period}")
+        if not (math.isfinite(self.gradnorm_alpha) and self.gradnorm_alpha >= 0):
+            raise ValueError(f"gradnorm_alpha: must be a finite number >= 0, got {self.gradnorm_alpha}")
+        if self.weighting_lr is not None and not (math.isfinite(self.weighting_lr) and self.weighting_lr > 0):
+            raise ValueError(f"weighting_lr: must be a finite number > 0 or null, got {self.weighting_lr}")
         floor = 1e-12 if self.weighting == "uncertainty" else 0.0  # a priority of 0 would drop the regulariser
-        bad = {task: w for task, w in self.weights.items() if not (isinstance(w, (int, float)) and w >= floor)}
+        bad = {task: w for task, w in self.weights.items()
+               if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= floor)}
         if bad:
             kind = "> 0 (priorities under uncertainty weighting)" if self.weighting == "uncertainty" else ">= 0"
-            raise ValueError(f"weights: must be numbers {kind}, got {bad}")
+            raise ValueError(f"weights: must be finite numbers {kind}, got {bad}")
 
 
 @dataclass

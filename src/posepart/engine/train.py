@@ -11,6 +11,7 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -65,6 +66,48 @@ class TrainResult:
 
 # val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
 _METRIC_GROUPS = {"seg", "pose", "heatmap", "paf", "log_var", "weight"}
+
+
+_LOSS_TERMS = {"pose": ("heatmap", "paf"), "parts": ("seg",)}  # a source's task -> the loss terms it supervises
+
+
+def _check_every_source_teaches(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> None:
+    """Refuse a training source that teaches the model nothing: what it labels is no task of the model's, or only
+    tasks whose loss weight is 0 (`loss.weights` under fixed or DWA weighting). Before, such a run trained with a
+    loss of 0 at every step and exited 0 (a parts-only source on paf_vgg16; `loss.weights.seg: 0` on an FCN)."""
+    live = [term for term in model_tasks(module.model) if cfg.loss.weights.get(term, 1.0) > 0]
+    for source in data.describe():
+        if source["unlabelled"] or not source["draws_per_epoch"] or not source["tasks"]:
+            continue  # pseudo-labelled, or drawn never: nothing of its own is taught
+        if not any(term in live for task in source["tasks"] for term in _LOSS_TERMS[task]):
+            where = f"data.sources: source {source['name']!r}" if cfg.data.sources else "data.train"
+            zero = [term for term in model_tasks(module.model) if term not in live]
+            weights = f" (loss.weights gives {', '.join(zero)} 0)" if zero else ""
+            raise ConfigError(f"{where} trains {', '.join(source['tasks'])}, which teaches model {cfg.model.name} "
+                              f"nothing: it predicts {', '.join(model_tasks(module.model))}{weights}; leave the data "
+                              f"out, or train a model that predicts what it labels")
+
+
+def _warn_unused_settings(cfg: Config, module: PosePartModule) -> None:
+    """Loss and optimiser settings, set away from their defaults, that nothing in this run reads, named in one
+    warning (as `warn_unused_model_options` names model settings): before, `loss.weights.heatmap: 2` on an FCN, or
+    `optim.momentum` under AdamW, changed nothing without a word."""
+    loss, optim = cfg.loss, cfg.optim
+    terms = model_tasks(module.model)
+    defaults = {f.name: f.default for f in dataclasses.fields(loss) if f.default is not dataclasses.MISSING}
+    unused = [f"loss.weights.{term}" for term, w in loss.weights.items() if term not in terms and w != 1.0]
+    reads = {"heatmap": "heatmap" in terms, "mask": "heatmap" in terms,
+             "focal_beta": "heatmap" in terms and loss.heatmap == "focal",
+             "weighting_lr": loss.weighting in ("uncertainty", "gradnorm"), "dwa_period": loss.weighting == "dwa",
+             "gradnorm_alpha": loss.weighting == "gradnorm"}
+    unused += [f"loss.{key}" for key, read in reads.items() if not read and getattr(loss, key) != defaults[key]]
+    optim_defaults = {f.name: f.default for f in dataclasses.fields(optim)}
+    unused += [f"optim.{key}" for key, name in (("momentum", "sgd"), ("muon_momentum", "muon"))
+               if optim.name != name and getattr(optim, key) != optim_defaults[key]]
+    if unused:
+        rank_zero_warn(f"these settings change nothing in this run (model {cfg.model.name}, which predicts "
+                       f"{', '.join(terms)}; loss.weighting {loss.weighting}, loss.heatmap {loss.heatmap}, "
+                       f"optim.name {optim.name}): {', '.join(unused)}", category=PosepartWarning)
 
 
 def _monitor(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> str | None:
@@ -269,6 +312,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                                 sources=[*data.describe(), *started])
         data.bind(module.model.meta)
     has_val = data.has_val
+    _check_every_source_teaches(cfg, module, data)
+    _warn_unused_settings(cfg, module)
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
                             **trainer_overrides)

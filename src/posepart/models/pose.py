@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from .trunk import conv_block, scaled
 
+MAX_STAGES = 6  # refinement stages a pose branch may have (the PAF paper's six)
+
 JOINT_PRIOR_LOGIT = -2.19  # sigmoid = 0.1: CenterNet's start for sparse peaks (Zhou et al. 2019)
 BACKGROUND_PRIOR_LOGIT = 4.6  # sigmoid = 0.99
 
@@ -98,8 +100,8 @@ class PAFStages(nn.Module):
         heatmap_sigmoid: bool = False,
     ) -> None:
         super().__init__()
-        if not 1 <= stages <= 6:
-            raise ValueError(f"stages must be in 1..6 (the PAF paper uses 6), got {stages}")
+        if not 1 <= stages <= MAX_STAGES:
+            raise ValueError(f"stages must be in 1..{MAX_STAGES} (the PAF paper uses 6), got {stages}")
         if heatmap_channels < 1 or paf_channels < 1:
             raise ValueError(f"need heatmap and PAF channels, got {heatmap_channels} and {paf_channels}")
         if stage_seg and part_channels < 1:
