@@ -168,7 +168,9 @@ def _gt_annotation(ann: dict[str, Any], record: ImageRecord, new_id: int, num_jo
     the square of their longer side (joints on a line), else the whole image (one joint: no scale at all; area 0
     would make the person unmatchable). None for an annotation with neither joints, box nor segmentation: the
     reader reads nothing there, and a whole-image ignore box would hide every false positive of the image. A file's
-    own box and area are used as given, as pycocotools uses them."""
+    own box and area are used as given, as pycocotools uses them, but for an area of 0 (some converters write it):
+    OKS's scale would be 0 and no detection could match the person (pycocotools scores such a file 0), so the
+    box's area stands in."""
     out = {k: v for k, v in ann.items() if k in ("keypoints", "bbox", "area", "iscrowd", "num_keypoints",
                                                   "segmentation")}
     out.update(id=new_id, image_id=record.image_id)
