@@ -924,7 +924,7 @@ def test_a_stored_config_loads_whatever_its_unused_settings_say():
         check_trainable(config_from_dict(stored))
 
 
-def test_a_model_option_the_model_does_not_take_is_named():
+def test_a_model_option_the_model_does_not_take_is_named(capsys):
     """Before: build_from_config dropped what the builder does not take without a word, so `model.seg_head: fcn8` on
     fcn32_vgg16 trained FCN-32s (and config.yaml said fcn8), and `model.stages: 6` on an FCN trained no pose head."""
     for name, setting, words in (("demo_cpu_fcn32", "model.seg_head=fcn8", "fcn32_vgg16 has no such options, so these "
@@ -937,6 +937,10 @@ def test_a_model_option_the_model_does_not_take_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_unused_model_options(load_config("demo_cpu_fcn32").model)  # left out: nothing to say
+    # a review: said only once training had started, not by --print-config
+    assert cli.main(["train", "--config", "demo_cpu_fcn32", "--set", "model.pose_stride=4", "--print-config"]) == 0
+    assert "fcn32_vgg16 has no such options, so these settings change nothing: model.pose_stride: 4" in (
+        capsys.readouterr().err)
 
 
 def test_loss_and_optimiser_settings_nothing_reads_are_named():

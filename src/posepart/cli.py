@@ -127,8 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         config.train.threads = args.threads
     if args.print_config:  # the resolved config, as the run would write it to OUT/config.yaml (LightningCLI's flag)
-        from posepart.engine.config import absolute_paths, config_yaml
+        from posepart.engine.config import absolute_paths, config_yaml, warn_unused_model_options
 
+        warn_unused_model_options(config.model)  # as the run would (a review: --print-config said nothing of them)
         print(config_yaml(absolute_paths(config)), end="")
         return 0
     if args.out is None:
