@@ -1153,7 +1153,10 @@ def test_config_validation_is_strict_and_names_nested_keys():
     assert error("model.fc_width=0") == "model.fc_width: must be at least 1, got 0"
     assert error("data.augment.scale_max=.inf") == "data.augment.scale_max: must be a finite number, got inf"
     assert error("data.augment.rotate_deg=.nan") == "data.augment.rotate_deg: must be a finite number, got nan"
-    assert error("loss.weighting_lr=-1") == "loss.weighting_lr: must be a finite number > 0 or null, got -1.0"
+    assert error("loss.weighting_lr=-1") == "loss.weighting_lr: must be a finite number >= 0 or null, got -1.0"
+    assert load_config(None, ["model.name=fcn32_vgg16", "model.stages=8", "model.fc_width=1"]).model.stages == 8  # a
+    # review: an option the model does not take only warns (the configs of stored runs load)
+    assert load_config(None, ["model.name=paf_vgg16", "model.fc_width=0"]).model.fc_width == 0
     assert error("loss.weights.seg=.inf").startswith("loss.weights: must be finite numbers >= 0, got {'seg': inf}")
     assert error("loss.gradnorm_alpha=.inf") == "loss.gradnorm_alpha: must be a finite number >= 0, got inf"
     assert error("model.batch_norm=maybe").startswith("model.batch_norm: Input should be a valid boolean")

@@ -175,6 +175,12 @@ def test_a_key_written_twice_and_a_set_without_a_value_are_refused(files, tmp_pa
     (tmp_path / "merged.yaml").write_text("base: &b {name: paf_vgg16}\nmodel:\n  <<: *b\n  width: 0.5\n")
     assert cli.main(["train", "--config", str(tmp_path / "merged.yaml"), "--print-config"]) == 2  # a merge key: fine
     assert "base: unknown key" in capsys.readouterr().err
+    # a review: a mapping that overrides a merged key, merged again later (PyYAML merges in place): fine too
+    (tmp_path / "remerged.yaml").write_text(
+        "data:\n  sources:\n    - name: coco\n      train: &train {root: /d/coco, parts: /d/coco/parts}\n"
+        "      val: &val\n        <<: *train\n        root: /d/coco_val\n  val:\n    <<: *val\n")
+    assert cli.main(["train", "--config", str(tmp_path / "remerged.yaml"), "--print-config"]) == 0
+    assert "root: /d/coco_val" in capsys.readouterr().out
 
 
 def test_a_bug_keeps_its_traceback(tmp_path):

@@ -631,7 +631,8 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
                                           r"nothing: it predicts heatmap, paf; leave the data out"):
         train(load_config(None, [parts_only, "model.name=paf_vgg16", *small]), tmp_path / "parts_on_paf", **QUIET)
     with pytest.raises(ConfigError, match=r"data.train trains pose, parts, which teaches model fcn32_vgg16 nothing: "
-                                          r"it predicts seg \(loss.weights gives seg 0\)"):
+                                          r"it predicts seg \(loss.weights gives seg 0\); give loss.weights.seg a "
+                                          r"positive value"):
         train(load_config(None, [f"data.train={sources['pascal']}", "model.name=fcn32_vgg16", "loss.weights.seg=0",
                                  *small]), tmp_path / "no_weight", **QUIET)
     # a part source at weight 0 feeds nothing (before, its task counted as trained)

@@ -19,16 +19,24 @@ class _YamlLoader(yaml.SafeLoader):
     and refusing a key written twice in one mapping (YAML forbids it; PyYAML kept the last, so a config with two
     `model:` sections silently lost the first one's settings)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: the key {key!r} is written twice in "
-                                         f"one mapping (first on line {seen[key].start_mark.line + 1})")
-                seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()  # mapping nodes whose own keys were checked
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check a mapping's keys as written the first time PyYAML flattens it (it merges `<<` keys into the node in
+        place, the merged pairs then standing beside the mapping's own, which override them), then flatten it."""
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: the key {key!r} is written twice "
+                                             f"in one mapping (first on line {seen[key].start_mark.line + 1})")
+                    seen[key] = key_node
+        super().flatten_mapping(node)
 
 
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),

@@ -71,11 +71,13 @@ class ModelConfig:
         if self.name == "joint_vgg16":
             check_seg_head(self.seg_head, self.seg_stride)
         # before: these passed validation and --print-config, and failed when the model was built, with a traceback
-        if self.stages is not None and not 1 <= self.stages <= MAX_STAGES:
+        # (a model that does not take one only warns of it, `warn_unused_model_options`: a stored run of it loads)
+        takes = builder_options(self.name) if self.name in MODELS else {}
+        if "stages" in takes and self.stages is not None and not 1 <= self.stages <= MAX_STAGES:
             raise ValueError(f"stages: must be in 1..{MAX_STAGES}, got {self.stages}")
         if not (math.isfinite(self.width) and self.width > 0):
             raise ValueError(f"width: must be a finite number > 0, got {self.width}")
-        if self.fc_width < 1:
+        if "fc_width" in takes and self.fc_width < 1:
             raise ValueError(f"fc_width: must be at least 1, got {self.fc_width}")
         if not (math.isfinite(self.heatmap_smoothing) and self.heatmap_smoothing >= 0):
             raise ValueError(f"heatmap_smoothing must be >= 0 output cells, got {self.heatmap_smoothing}")
@@ -230,8 +232,8 @@ class LossConfig:
             raise ValueError(f"dwa_period: must be at least 1, got {self.dwa_period}")
         if not (math.isfinite(self.gradnorm_alpha) and self.gradnorm_alpha >= 0):
             raise ValueError(f"gradnorm_alpha: must be a finite number >= 0, got {self.gradnorm_alpha}")
-        if self.weighting_lr is not None and not (math.isfinite(self.weighting_lr) and self.weighting_lr > 0):
-            raise ValueError(f"weighting_lr: must be a finite number > 0 or null, got {self.weighting_lr}")
+        if self.weighting_lr is not None and not (math.isfinite(self.weighting_lr) and self.weighting_lr >= 0):
+            raise ValueError(f"weighting_lr: must be a finite number >= 0 or null, got {self.weighting_lr}")  # 0: fixed
         floor = 1e-12 if self.weighting == "uncertainty" else 0.0  # a priority of 0 would drop the regulariser
         bad = {task: w for task, w in self.weights.items()
                if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= floor)}

@@ -81,11 +81,13 @@ def _check_every_source_teaches(cfg: Config, module: PosePartModule, data: PoseP
             continue  # pseudo-labelled, or drawn never: nothing of its own is taught
         if not any(term in live for task in source["tasks"] for term in _LOSS_TERMS[task]):
             where = f"data.sources: source {source['name']!r}" if cfg.data.sources else "data.train"
-            zero = [term for term in model_tasks(module.model) if term not in live]
-            weights = f" (loss.weights gives {', '.join(zero)} 0)" if zero else ""
+            muted = [term for task in source["tasks"] for term in _LOSS_TERMS[task]
+                     if term in model_tasks(module.model)]  # predicted, but at loss weight 0
+            weights = f" (loss.weights gives {', '.join(muted)} 0)" if muted else ""
+            advice = (f"give {', '.join(f'loss.weights.{term}' for term in muted)} a positive value" if muted else
+                      "leave the data out, or train a model that predicts what it labels")
             raise ConfigError(f"{where} trains {', '.join(source['tasks'])}, which teaches model {cfg.model.name} "
-                              f"nothing: it predicts {', '.join(model_tasks(module.model))}{weights}; leave the data "
-                              f"out, or train a model that predicts what it labels")
+                              f"nothing: it predicts {', '.join(model_tasks(module.model))}{weights}; {advice}")
 
 
 def _warn_unused_settings(cfg: Config, module: PosePartModule) -> None:
