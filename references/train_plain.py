@@ -13,8 +13,9 @@ DDP, checkpoints, validation curves and mixed sources on top):
 Made with `posepart synth DIR --n 2000 --size 128 --max-people 2 --min-height 0.5 --crowd-prob 0 --clutter 0`. The
 model, its targets (sigma, PAF width), the loss and the augmentation are the CPU demo's, read from its shipped config
 (`configs/demo_cpu_joint.yaml`: one place states them); the loop trains with AdamW and a one-cycle schedule in float32
-rather than the demo's Muon, linear decay and bfloat16. The weights are saved as a plain state dict (`load` below
-rebuilds the model).
+rather than the demo's Muon, linear decay and bfloat16. The weights are saved with `save_weights` (the tensors, and
+the schema and config that rebuild the model), a file `posepart evaluate`, `predict` and `export` read as they read a
+run's exported weights.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import itertools
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from posepart.data.format import PosePartDataset
 from posepart.engine.builders import build_from_config
-from posepart.engine.config import load_config
+from posepart.engine.checkpoint import load_model, save_weights
+from posepart.engine.config import ConfigError, load_config
+from posepart.engine.settings import Config
 from posepart.evaluate import format_metrics
 from posepart.evaluate_model import evaluate_model
 from posepart.losses import PosePartLoss
@@ -42,17 +44,21 @@ DEMO = "demo_cpu_joint.yaml"
 RECIPE = load_config(DEMO)  # the demo's model, targets, loss and augmentation
 
 
-def build(schema: Schema, width: float) -> PosePartNet:
-    """The demo's joint network for `schema` at `width`: one stage with a part branch, parts and pose maps refined to
-    stride 4, BatchNorm and SiLU (it trains from scratch), heatmaps ending in a sigmoid for the focal loss."""
-    return build_from_config(load_config(DEMO, [f"model.width={width}"]), schema, pretrained=False)
+def recipe(width: float, size: int) -> Config:
+    """The demo's config at `width` and input side `size` (its heatmap sigma, in input pixels, scaled with it)."""
+    sigma = RECIPE.data.sigma * size / RECIPE.data.input_size
+    return load_config(DEMO, [f"model.width={width}", f"data.input_size={size}", f"data.sigma={sigma}"])
 
 
-def load(path: Path, schema: Schema, width: float) -> PosePartNet:
-    """The model `main` saved, rebuilt for inference (eval mode)."""
-    model = build(schema, width)
-    model.load_state_dict(load_file(path))
-    return model.eval()
+def build(schema: Schema, config: Config) -> PosePartNet:
+    """The demo's joint network for `schema`: one stage with a part branch, parts and pose maps refined to stride 4,
+    BatchNorm and SiLU (it trains from scratch), heatmaps ending in a sigmoid for the focal loss."""
+    return build_from_config(config, schema, pretrained=False)
+
+
+def load(path: Path) -> PosePartNet:
+    """The model `main` saved, rebuilt for inference (eval mode), as the command line rebuilds it."""
+    return load_model(path).model
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -65,12 +71,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=RECIPE.data.input_size, help="network input side (a multiple "
                         "of 8)")
     parser.add_argument("--width", type=float, default=RECIPE.model.width, help="channel multiplier of VGG16")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (cosine decay to 0)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (one-cycle: a warm-up, "
+                        "then cosine decay)")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: at least 1")
+    try:
+        config = recipe(args.width, args.size)
+    except ConfigError as err:  # a size that is no multiple of 8, a width of 0
+        parser.error(str(err))
     torch.manual_seed(0)
 
     train_set = PosePartDataset.open(args.train)  # records: what the JSON says, no pixels yet
-    model = build(train_set.schema, args.width)
+    model = build(train_set.schema, config)
     # learned task weights (Kendall et al.): the pose losses are ~100x smaller than the part cross-entropy
     loss = RECIPE.loss
     loss_fn = PosePartLoss(train_set.schema, heatmap_loss=loss.heatmap, focal_beta=loss.focal_beta,
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             terms = ", ".join(f"{name} {float(result.terms[name]):.4f}" for name in ("total", "seg", "heatmap", "paf"))
             print(f"step {step}: {terms}", flush=True)
 
-    save_file(model.state_dict(), str(args.out))
+    save_weights(model, args.out, config=config)  # with the schema and config that rebuild it
     metrics, _ = evaluate_model(model, PosePartDataset.open(args.val), input_size=args.size, progress=False)
     print(f"{format_metrics(metrics)}\nweights: {args.out}")  # (OKS AP, PCKh, mean IU: what the val set labels)
     return metrics

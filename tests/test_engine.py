@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gc
 import json
@@ -39,7 +40,7 @@ from posepart.engine.data import PosePartDataModule
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import TrainResult, train
-from posepart.errors import PosepartWarning
+from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
 from posepart.models import build_model
@@ -1367,6 +1368,29 @@ def test_export_weights_round_trip(straight_run, tmp_path, capsys):
         assert cli.main(["export-weights", *argv]) == 2
         assert words in capsys.readouterr().err
     assert victim.read_bytes() == straight_run.last.read_bytes() and not (tmp_path / "w.bin").exists()
+
+
+def test_a_model_of_ones_own_loop_saves_as_weights_every_verb_reads(straight_run, tmp_path):
+    """A walkthrough: a model trained outside `posepart train` could be saved only as a bare state dict, which
+    evaluate, predict and export refused. `save_weights` writes it as export-weights writes a run's; a config that
+    builds another model is refused when saving, not when the file is read."""
+    from posepart.engine.checkpoint import save_weights
+
+    trained = load_model(straight_run.last)  # stands for a model of one's own loop: built from a Config
+    out = save_weights(trained.model, tmp_path / "own.safetensors", config=trained.config)
+    again = load_model(out)
+    assert again.head == trained.head and again.config.to_dict() == trained.config.to_dict()
+    for name, tensor in trained.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], tensor), name
+    for section, key, value, words in (("model", "width", 0.25, "save_weights: model: its weights do not fit"),
+                                       ("data", "sigma", 3.0, "config builds a model whose maps are")):
+        other = copy.deepcopy(trained.config)
+        setattr(getattr(other, section), key, value)
+        with pytest.raises(UsageError, match=words):
+            save_weights(trained.model, tmp_path / "other.safetensors", config=other)
+    with pytest.raises(UsageError, match="must end in .safetensors"):
+        save_weights(trained.model, tmp_path / "own.pt", config=trained.config)
+    assert not (tmp_path / "other.safetensors").exists() and not (tmp_path / "own.pt").exists()
 
 
 @pytest.mark.slow

@@ -383,6 +383,16 @@ def test_an_export_where_a_checkpoint_is_needed(files, tmp_path, capsys, verb):
         assert "corrupt" not in line
 
 
+def test_a_state_dict_saved_as_pt_is_not_called_corrupt(files, tmp_path, capsys):
+    """A walkthrough: `torch.save(model.state_dict(), "own.pt")` given to predict was "not a TorchScript file ...
+    high likelihood that your checkpoint file is corrupted", with no word of how to save a model posepart reads."""
+    own = tmp_path / "own.pt"
+    torch.save({"weight": torch.zeros(2)}, own)
+    line = _refused_naming(["predict", "--checkpoint", str(own), str(files["data"] / "images"), "--out",
+                            str(tmp_path / "p")], capsys, "an archive without a traced model", "save_weights")
+    assert "corrupt" not in line
+
+
 @pytest.mark.parametrize("name, content, reason", [
     ("config.yaml", b"model: {name: joint_vgg16}\ndata: {input_size: 64}\n", "Unsupported operand 109"),
     ("model.bin", b"\x08\x07\x12\x07pytorch\x1a\x032.9", "Unsupported operand 8"),  # an ONNX file, renamed

@@ -229,6 +229,10 @@ def test_predictor_options_are_checked_when_it_is_made():
                            ({"decode_config": {"min_joints": 1}}, "must be a DecodeConfig, got dict")):
         with pytest.raises(UsageError, match=words):
             Predictor.from_model(model, input_size=options.pop("input_size", SIZE), **options)
+    # a walkthrough: another schema's channel counts were accepted, then the first image failed inside the decoder
+    with pytest.raises(UsageError, match=r"schema= 'person' has 17 joints, 19 limbs; the model predicts 14 joints, "
+                                         r"17 limbs \(its own schema 'person'\): leave schema= out"):
+        Predictor.from_model(model, Schema.coco(), input_size=SIZE)
 
 
 def test_no_joint_comes_from_the_letterbox_padding():

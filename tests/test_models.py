@@ -197,6 +197,9 @@ def test_input_not_multiple_of_stride_is_refused() -> None:
     for shape in ((1, 64, 64, 3), (3, 64, 64)):
         with pytest.raises(ValueError, match=re.escape(f"expected an image batch (B, 3, H, W), got shape {shape}")):
             fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(*shape))
+    # a walkthrough: uint8 pixels gave torch's "expected scalar type Byte but found Float" from inside the trunk
+    with pytest.raises(ValueError, match="expected normalised float pixels .*, got torch.uint8"):
+        fcn32_vgg16(TINY, **SMALL_FC)(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
 def test_paf_stage_structure_matches_paper() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from posepart import cli
 from posepart.data.synth import write_synth
 
 REFERENCES = Path(__file__).resolve().parents[1] / "references"
@@ -34,12 +36,20 @@ def test_the_plain_loop_trains_scores_and_saves_a_model_that_loads_back(tmp_path
     from posepart.evaluate_model import evaluate_model
 
     dataset = PosePartDataset.open(data)
-    model = plain.load(out, dataset.schema, 0.125)  # the saved weights score as the trained model did
-    assert model.meta.pose_stride == 4 and not model.training
+    model = plain.load(out)  # the saved weights score as the trained model did
+    assert model.meta.pose_stride == 4 and not model.training and model.meta.sigma == 3.0  # (6 px at 128: at 64, 3)
     again, _ = evaluate_model(model, dataset, input_size=64, progress=False)
     assert again["pose"] == metrics["pose"] and again["segmentation"] == metrics["segmentation"]
+    # a walkthrough: the loop saved a bare state dict, which every verb refused ("not posepart weights")
+    scored = tmp_path / "scored.json"
+    assert cli.main(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out", str(scored)]) == 0
+    assert json.loads(scored.read_text())["pose"] == metrics["pose"]
     with pytest.raises(SystemExit):  # fewer images than a batch: refused (before: an endless loop over no batch)
         plain.main(["--train", str(data), "--val", str(data), "--batch", "9", "--steps", "1"])
     assert "--batch 9: " in (err := capsys.readouterr().err) and "has only 8 images" in err
-    fresh = plain.build(dataset.schema, 0.125)
+    for wrong in (["--steps", "0"], ["--size", "100"]):  # before: a ZeroDivisionError, a ValueError traceback
+        with pytest.raises(SystemExit):
+            plain.main(["--train", str(data), "--val", str(data), *wrong])
+        assert capsys.readouterr().err.count("error:") == 1
+    fresh = plain.build(dataset.schema, plain.recipe(0.125, 64))
     assert not torch.equal(fresh.state_dict()["trunk.features.0.weight"], model.state_dict()["trunk.features.0.weight"])

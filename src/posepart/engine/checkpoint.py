@@ -286,18 +286,7 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
     if bad:  # a model that predicts NaN everywhere would score 0 without a word
         raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "
                               f"{bad[0]!r}")
-    try:  # on the meta device first: shapes without memory, so a config edited to width 200 is refused, not built
-        with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in build_from_config(config, schema, pretrained=False)
-                      .state_dict().items()}
-    except (ValueError, TypeError, ArithmeticError) as err:  # the recorded schema and config do not make a model
-        raise CheckpointError(f"{path}: its schema and config do not build a model: {err}") from None
-    wrong = next((k for k in sorted(shapes.keys() | state.keys())
-                  if shapes.get(k) != (tuple(state[k].shape) if k in state else None)), None)
-    if wrong is not None:
-        raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {wrong!r} is "
-                              f"{tuple(state[wrong].shape) if wrong in state else 'absent'} in the file, "
-                              f"{shapes.get(wrong, 'unexpected')} in the model")
+    _check_builds(schema, config, state, path)
     model = build_from_config(config, schema, pretrained=False)
     if head is not None and head != model.meta:
         raise CheckpointError(f"{path}: the recorded head {head.to_dict()} differs from the one its config builds "
@@ -309,6 +298,24 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
         raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {first}") from None
     model.to(map_location).eval()
     return LoadedModel(model, schema, config, config.data.input_size, list(sources or []))
+
+
+def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor], path: Path | str) -> HeadMeta:
+    """The head of the model `config` builds for `schema`; a CheckpointError unless its tensors are `state`'s (names,
+    shapes). Built on the meta device: shapes without memory, so a config edited to width 200 is refused, not built."""
+    try:
+        with torch.device("meta"):
+            built = build_from_config(config, schema, pretrained=False)
+        shapes = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    except (ValueError, TypeError, ArithmeticError) as err:  # the recorded schema and config do not make a model
+        raise CheckpointError(f"{path}: its schema and config do not build a model: {err}") from None
+    wrong = next((k for k in sorted(shapes.keys() | state.keys())
+                  if shapes.get(k) != (tuple(state[k].shape) if k in state else None)), None)
+    if wrong is not None:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {wrong!r} is "
+                              f"{tuple(state[wrong].shape) if wrong in state else 'absent'} in the file, "
+                              f"{shapes.get(wrong, 'unexpected')} in the model")
+    return built.meta
 
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
@@ -351,8 +358,6 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
 
 def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
     """Write the model weights of a checkpoint as safetensors, with the schema and config as JSON metadata."""
-    from safetensors.torch import save
-
     checkpoint_path, out = Path(checkpoint_path), Path(out)
     if out.suffix.lower() != ".safetensors":  # loaders tell formats apart by the extension; nor is it the .ckpt
         raise UsageError(f"export-weights --out {out}: the file must end in .safetensors")
@@ -361,11 +366,41 @@ def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:
                          f"the .ckpt of `posepart train`")
     checkpoint = load_checkpoint(checkpoint_path)
     schema, config = describe_checkpoint(checkpoint, checkpoint_path)
-    tensors = {k: v.detach().contiguous() for k, v in model_state(checkpoint).items()}
+    extra = {key: checkpoint[CHECKPOINT_KEY][key] for key in ("head", "provenance")  # (older checkpoints: neither)
+             if checkpoint[CHECKPOINT_KEY].get(key) is not None}
+    return _write_weights(out, model_state(checkpoint), schema, config, sources=_sources(checkpoint), **extra)
+
+
+def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> Path:
+    """Write a model trained in one's own loop (references/train_plain.py) as `export-weights` writes a run's: a
+    .safetensors file with its schema, `config` and head as metadata, which `posepart evaluate`, `predict`, `export`,
+    `model.init` and `Predictor.from_checkpoint` read. `config` is the Config whose `build_from_config(config,
+    model.meta.schema)` built `model` (the loaders rebuild it so); one that builds another model is refused here, not
+    when the file is read. Before, such a loop could only save a bare state dict, which every verb refused."""
+    out = Path(out)
+    if out.suffix.lower() != ".safetensors":  # loaders tell formats apart by the extension
+        raise UsageError(f"save_weights: {out} must end in .safetensors")
+    schema = model.meta.schema
+    state = model.state_dict()
+    try:
+        head = _check_builds(schema, config, state, "model")
+    except CheckpointError as err:  # "model: its weights do not fit the model its config builds: ..."
+        raise UsageError(f"save_weights: {err}") from None
+    if head != model.meta:
+        raise UsageError(f"save_weights: config builds a model whose maps are {head.to_dict()}, not the model's "
+                         f"{model.meta.to_dict()} (data.sigma, data.paf_width, model.pose_stride...)")
+    return _write_weights(out, state, schema, config, head=model.meta.to_dict())
+
+
+def _write_weights(out: Path, state: dict[str, torch.Tensor], schema: Schema, config: Config, *,
+                   sources: list[dict[str, Any]] | None = None, **extra: Any) -> Path:
+    """The posepart weights file (`SAFETENSORS_FORMAT`): the tensors, and schema, config, sources and `extra` (head,
+    provenance) as JSON metadata; written atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
-                "config": json.dumps(config.to_dict()), "sources": json.dumps(_sources(checkpoint))}
-    for key in ("head", "provenance"):  # (older checkpoints have neither)
-        if checkpoint[CHECKPOINT_KEY].get(key) is not None:
-            metadata[key] = json.dumps(checkpoint[CHECKPOINT_KEY][key])
+                "config": json.dumps(config.to_dict()), "sources": json.dumps(list(sources or [])),
+                **{key: json.dumps(value) for key, value in extra.items()}}
     data = save(tensors, metadata=metadata)
     return atomic_write(out, lambda f: f.write(data))

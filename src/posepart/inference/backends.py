@@ -278,7 +278,14 @@ class TorchScriptBackend(TorchBackend):
             try:
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             except Exception as err:  # noqa: BLE001 - RuntimeError for anything that is not a TorchScript archive
-                raise BackendError(f"{path}: not a TorchScript file: {str(err).splitlines()[0]}") from None
+                import zipfile
+
+                # torch's words for a torch.save archive say "your checkpoint file is corrupted": it is not
+                reason = ("an archive without a traced model: torch.save's, of a state dict?"
+                          if zipfile.is_zipfile(path) else str(err).splitlines()[0])
+                raise BackendError(f"{path}: not a TorchScript file ({reason}); a .pt model is what `posepart export "
+                                   f"--format torchscript` writes, and posepart.engine.checkpoint.save_weights saves a "
+                                   f"model of one's own loop") from None
         super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device, copy=False)
 
     def _named(self, out: Any, all_stages: bool) -> list[dict[str, Any]]:

@@ -238,9 +238,18 @@ class Predictor:
         `input_size` is required: a module does not record the size it was trained at (before, 368 was assumed, and
         a 128 px model found spurious people there). `tasks`: what its weights learnt (`LoadedModel.tasks`), so that
         a head never trained gives no output, as from a checkpoint (None: every head is taken as trained)."""
-        schema = schema if schema is not None else getattr(model, "schema", None)
+        own = getattr(model, "schema", None)
+        schema = schema if schema is not None else own
         if schema is None:
             raise ValueError("the model carries no schema: pass schema=")
+        sizes = {what: n for what, n, head in (("joints", "num_joints", "has_pose"), ("limbs", "num_limbs", "has_pose"),
+                                                ("part classes", "num_parts", "has_parts")) if getattr(model, head, True)}
+        wrong = [what for what, n in sizes.items() if own is not None and getattr(schema, n) != getattr(own, n)]
+        if wrong:  # before: accepted, and the first image failed inside the decoder on the maps' channel counts
+            counts = ", ".join(f"{getattr(schema, sizes[w])} {w}" for w in wrong)
+            theirs = ", ".join(f"{getattr(own, sizes[w])} {w}" for w in wrong)
+            raise UsageError(f"schema= {schema.name!r} has {counts}; the model predicts {theirs} (its own schema "
+                             f"{own.name!r}): leave schema= out")
         if tasks is not None and (isinstance(tasks, str) or not set(tasks) <= set(TASKS)):  # "pose": 4 letters
             raise UsageError(f"tasks must be a list of {list(TASKS)}, got {tasks!r}")
         return cls(TorchBackend(model, model_info(model, schema, input_size, tasks=tasks), device),

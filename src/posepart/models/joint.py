@@ -103,6 +103,8 @@ class PosePartNet(nn.Module):
     def forward(self, image: Tensor) -> ModelOutput:
         if image.dim() != 4 or image.shape[1] != 3:  # (B, H, W, 3) or (3, H, W): before, a misleading size error
             raise ValueError(f"expected an image batch (B, 3, H, W), got shape {tuple(image.shape)}")
+        if not image.is_floating_point():  # uint8 pixels: before, torch's "expected scalar type Byte" from the trunk
+            raise ValueError(f"expected normalised float pixels (posepart.data.augment.normalize), got {image.dtype}")
         h, w = image.shape[-2], image.shape[-1]  # no int(): traced exports keep the input size dynamic
         if h % self.stride or w % self.stride:
             raise ValueError(f"input height and width must be multiples of {self.stride}, got {h}x{w}")
