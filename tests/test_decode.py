@@ -607,3 +607,40 @@ def test_decode_config_refuses_what_the_decoder_cannot_use(field, value) -> None
     with pytest.raises(ValueError, match=f"DecodeConfig.{field} must be"):
         DecodeConfig(**{field: value})
     assert DecodeConfig(**{field: getattr(DecodeConfig(), field)}) == DecodeConfig()  # the defaults pass
+
+
+def test_each_joint_keeps_its_strongest_peaks_up_to_max_peaks():
+    """A review: an untrained model's noise holds thousands of peaks per joint, and the candidate limbs grow as their
+    square (12,566 per joint at 2048 px took 242 s and 4.6 GB to decode); at most `max_peaks` of each joint are kept,
+    the highest-scored, in their raster order."""
+    from posepart.decode.grouping import _strongest
+
+    hm = np.zeros((2, 5, 9), np.float32)
+    hm[0, 2, [1, 4, 7]] = [0.5, 0.9, 0.7]
+    hm[1, 2, 4] = 0.3
+    kept = _strongest(find_peaks_flat(hm, 0.1), 2)
+    np.testing.assert_allclose(kept.score, [0.9, 0.7, 0.3], rtol=1e-6)
+    assert kept.xy[:, 0].round().tolist() == [4, 7, 4] and kept.starts.tolist() == [0, 2, 3]
+    with pytest.raises(ValueError, match="max_peaks must be an integer >= 1"):
+        DecodeConfig(max_peaks=0)
+    schema = Schema.pascal_person_part()  # noise maps: every joint at its cap, and a decode that still ends
+    rng = np.random.default_rng(0)
+    noise = rng.random((schema.num_joints + 1, 128, 128), np.float32)
+    pafs = rng.standard_normal((2 * schema.num_limbs, 128, 128)).astype(np.float32)
+    people = decode(noise, pafs, HeadMeta(schema, pose_stride=4), DecodeConfig(max_peaks=8, min_joints=1))
+    joints = np.stack([p.keypoints for p in people])  # (N, K, 3)
+    assert all((joints[:, j, 2] > 0).sum() <= 8 for j in range(schema.num_joints))
+
+
+def test_maps_holding_infinity_are_refused_with_the_reason():
+    """A review: one overflowed heatmap cell gave a person scored inf (invalid JSON in keypoints.json), two adjacent
+    ones "peak positions must lie on the maps", an error about something else."""
+    schema = Schema.pascal_person_part()
+    hm = np.zeros((schema.num_joints + 1, 46, 46), np.float32)
+    pafs = np.zeros((2 * schema.num_limbs, 46, 46), np.float32)
+    for cells in ([(20, 20)], [(20, 20), (20, 21)]):
+        maps = hm.copy()
+        for y, x in cells:
+            maps[0, y, x] = np.inf
+        with pytest.raises(ValueError, match="the heatmaps hold NaN or infinite values"):
+            decode(maps, pafs, HeadMeta(schema), DecodeConfig(min_joints=1))

@@ -276,6 +276,23 @@ def test_joints_on_the_edge_of_a_letterboxed_image_decode_where_they_are(stride)
                                    err_msg=f"{width} x {height}, stride {stride}")
 
 
+def test_a_model_whose_maps_hold_nan_or_inf_is_said_so_image_by_image(synth):
+    """A review: NaN maps gave nobody without a word (a diverged model looked like empty photos), an inf crashed the
+    decoder and lost the whole batch, or gave people scored inf. Each image's result now names the broken maps; an
+    evaluation skips and counts such images, as it does unreadable files."""
+    from posepart.evaluate_model import evaluate_model
+
+    for value in (float("nan"), float("inf")):
+        model = build_model("joint_vgg16", PASCAL, width=0.125, fc_width=16, stages=1, seg_head="stage")
+        with torch.no_grad():
+            model.pose_head.stages[0].branches["heatmaps"][-1].bias.fill_(value)  # the heatmaps' last conv
+        results = Predictor.from_model(model, input_size=SIZE)([synth.load_image(r) for r in synth.records])
+        assert [r.error for r in results] == ["the model's heatmaps hold NaN or infinite values (a diverged model, "
+                                              "or an overflow in reduced precision): nothing decoded"] * 3
+        metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)
+        assert metrics["images"] == 0 and metrics["skipped"] == 3
+
+
 def _truth_people(dataset: PosePartDataset, config: DecodeConfig) -> list[np.ndarray]:
     """The oracle: ground-truth targets decoded and mapped to the image, as evaluation does."""
     out = []

@@ -161,6 +161,9 @@ def inference_on_dataset(
     for result in predictor.stream(images()):
         index, image, parts = pending.popleft()
         record = dataset.records[index]
+        if result.error is not None:  # the model's maps could not be read (NaN or inf): said and counted, as a file
+            evaluator.skip(f"{record.file_name}: {result.error}")
+            continue
         evaluator.process(record, result, parts)
         yield record, image, result
 

@@ -25,6 +25,7 @@ from posepart.decode.peaks import PEAK_THRESHOLD, Peaks, find_peaks_flat
 from posepart.heads import HeadMeta, cell_centre
 
 _SCREEN_MIN_PAIRS_PER_LIMB = 3  # screen only when there are more candidate pairs than this per limb on average
+MAX_PEAKS = 256  # peaks kept per joint (`DecodeConfig.max_peaks`)
 
 
 @dataclass(frozen=True)  # checked when made (`__post_init__`): `dataclasses.replace` makes a changed copy
@@ -46,6 +47,10 @@ class DecodeConfig:
     peak_radius: the peak suppression radius in cells; None (the default) takes the model's, `HeadMeta.peak_radius`
         (one trunk cell). A smaller radius above the trunk's stride keeps same-type joints of two people closer than
         a trunk cell apart, at the cost of duplicate people from a trained map's side maxima (docs/training.md).
+    max_peaks: at most this many peaks of each joint are kept, the highest-scored. A trained model's maps hold one
+        or two per person; an untrained or diverged model's noise holds thousands, and the candidate limbs grow as
+        their square (before the cap: 1,849 peaks per joint at 1024 px took 5 s to decode, 12,566 at 2048 px 242 s
+        and 4.6 GB). 256 bounds a decode near 0.1 s on one core whatever the maps; raise it for crowds of more.
     """
 
     peak_threshold: float = PEAK_THRESHOLD
@@ -57,6 +62,7 @@ class DecodeConfig:
     fragment_max_joints: int = 2
     fragment_radius: float = 1.0
     peak_radius: int | None = None
+    max_peaks: int = MAX_PEAKS
 
     def __post_init__(self) -> None:
         """Refuse values the decoder cannot use (before: paf_samples 0 divided by zero on the first image with peaks,
@@ -78,7 +84,8 @@ class DecodeConfig:
                   ("min_person_score", number(self.min_person_score), "a finite number"),
                   ("fragment_max_joints", integer(self.fragment_max_joints, 0), "an integer >= 0"),
                   ("fragment_radius", number(self.fragment_radius, 0.0), "a finite number >= 0"),
-                  ("peak_radius", self.peak_radius is None or integer(self.peak_radius, 1), "None or an integer >= 1"))
+                  ("peak_radius", self.peak_radius is None or integer(self.peak_radius, 1), "None or an integer >= 1"),
+                  ("max_peaks", integer(self.max_peaks, 1), "an integer >= 1"))
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"DecodeConfig.{name} must be {expected}, got {getattr(self, name)!r}")
@@ -301,6 +308,21 @@ def _score_limbs_numpy(
     return limb[keep], ia[keep], ib[keep], score[ok]
 
 
+def _strongest(peaks: Peaks, limit: int) -> Peaks:
+    """`peaks` less all but each joint's `limit` highest-scored (ties: the first in raster order), in their order."""
+    counts = np.diff(peaks.starts)
+    if (counts <= limit).all():
+        return peaks
+    keep = np.ones(len(peaks.score), bool)
+    for j in np.flatnonzero(counts > limit):
+        rows = np.arange(peaks.starts[j], peaks.starts[j + 1])
+        weakest = rows[np.argsort(-peaks.score[rows], kind="stable")[limit:]]
+        keep[weakest] = False
+    joint = peaks.joint[keep]
+    return Peaks(xy=peaks.xy[keep], score=peaks.score[keep], joint=joint,
+                 starts=np.searchsorted(joint, np.arange(len(peaks.starts))))
+
+
 def decode(
     heatmaps: np.ndarray,
     pafs: np.ndarray,
@@ -322,8 +344,11 @@ def decode(
         raise ValueError(f"heatmaps must be ({k + 1} or {k}, h, w) for schema {schema.name!r}, got {hm.shape}")
     if paf.shape != (2 * n_l,) + hm.shape[1:]:
         raise ValueError(f"pafs must be {(2 * n_l,) + hm.shape[1:]}, got {paf.shape}")
-    peaks = find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.heatmap_sigma_cells,
-                            radius=cfg.window(head))
+    peaks = _strongest(find_peaks_flat(hm, cfg.peak_threshold, num_joints=k, sigma_cells=head.heatmap_sigma_cells,
+                                       radius=cfg.window(head)), cfg.max_peaks)
+    if not (np.isfinite(peaks.score).all() and np.isfinite(peaks.xy).all()):  # a NaN cell is never a peak; inf is
+        raise ValueError("the heatmaps hold NaN or infinite values (a diverged model, or an overflow in reduced "
+                         "precision)")
     skeleton = _skeleton(schema.skeleton)
     n_peaks = len(peaks.score)
     connections = score_limbs(peaks, paf, skeleton, cfg)

@@ -352,6 +352,12 @@ class Predictor:
                       merged.parts if use_parts else None)
         to_image = invert(base_matrix)
         t = self._tick("merge", t)
+        named = (("heatmaps", merged.heatmaps), ("PAFs", merged.pafs), ("part logits", merged.parts))
+        broken = [name for name, maps in named if maps is not None and not np.isfinite(maps).all()]
+        if broken:  # before: an inf crashed the decoder (the whole batch lost) or gave people scored inf, and NaN
+            # gave nobody without a word, as if the photo were empty
+            return ImageResult(source, error=f"the model's {', '.join(broken)} hold NaN or infinite values (a diverged "
+                                             f"model, or an overflow in reduced precision): nothing decoded")
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
         if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
