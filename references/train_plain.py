@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: at least 1")
+    if args.out.suffix.lower() != ".safetensors":  # checked now, not after the training
+        parser.error(f"--out {args.out}: the weights file must end in .safetensors")
     try:
         config = recipe(args.width, args.size)
     except ConfigError as err:  # a size that is no multiple of 8, a width of 0

@@ -1390,6 +1390,8 @@ def test_a_model_of_ones_own_loop_saves_as_weights_every_verb_reads(straight_run
             save_weights(trained.model, tmp_path / "other.safetensors", config=other)
     with pytest.raises(UsageError, match="must end in .safetensors"):
         save_weights(trained.model, tmp_path / "own.pt", config=trained.config)
+    compiled = save_weights(torch.compile(trained.model), tmp_path / "compiled.safetensors", config=trained.config)
+    assert load_model(compiled).head == trained.head  # a review: '_orig_mod.' names were "unexpected in the model"
     assert not (tmp_path / "other.safetensors").exists() and not (tmp_path / "own.pt").exists()
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -391,6 +392,16 @@ def test_a_state_dict_saved_as_pt_is_not_called_corrupt(files, tmp_path, capsys)
     line = _refused_naming(["predict", "--checkpoint", str(own), str(files["data"] / "images"), "--out",
                             str(tmp_path / "p")], capsys, "an archive without a traced model", "save_weights")
     assert "corrupt" not in line
+    damaged = tmp_path / "damaged.pt"  # a TorchScript file that lost a member keeps torch's own reason (a review)
+    torch.jit.script(torch.nn.Identity()).save(str(damaged))
+    with zipfile.ZipFile(damaged) as archive:
+        members = {name: archive.read(name) for name in archive.namelist() if not name.endswith("/data.pkl")}
+    with zipfile.ZipFile(damaged, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    line = _refused_naming(["predict", "--checkpoint", str(damaged), str(files["data"] / "images"), "--out",
+                            str(tmp_path / "p")], capsys, "data.pkl")
+    assert "an archive without a traced model" not in line
 
 
 @pytest.mark.parametrize("name, content, reason", [

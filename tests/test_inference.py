@@ -279,7 +279,7 @@ def test_joints_on_the_edge_of_a_letterboxed_image_decode_where_they_are(stride)
 def test_a_model_whose_maps_hold_nan_or_inf_is_said_so_image_by_image(synth):
     """A review: NaN maps gave nobody without a word (a diverged model looked like empty photos), an inf crashed the
     decoder and lost the whole batch, or gave people scored inf. Each image's result now names the broken maps; an
-    evaluation skips and counts such images, as it does unreadable files."""
+    evaluation scores such an image as finding nobody, as training validation does, and counts it."""
     from posepart.evaluate_model import evaluate_model
 
     for value in (float("nan"), float("inf")):
@@ -289,8 +289,9 @@ def test_a_model_whose_maps_hold_nan_or_inf_is_said_so_image_by_image(synth):
         results = Predictor.from_model(model, input_size=SIZE)([synth.load_image(r) for r in synth.records])
         assert [r.error for r in results] == ["the model's heatmaps hold NaN or infinite values (a diverged model, "
                                               "or an overflow in reduced precision): nothing decoded"] * 3
-        metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)
-        assert metrics["images"] == 0 and metrics["skipped"] == 3
+        metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)  # the model's failure: scored
+        assert metrics["images"] == 3 and metrics["maps_not_finite"] == 3  # (a review: skipped, it raised the AP)
+        assert metrics["pose"]["ap"] == 0.0 and "skipped" not in metrics
 
 
 def _truth_people(dataset: PosePartDataset, config: DecodeConfig) -> list[np.ndarray]:

@@ -97,6 +97,21 @@ def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     assert video_summary["frames"] == 5 and video_summary["fps"] == pytest.approx(12.0)
 
 
+def test_video_frames_whose_maps_overflow_are_counted_and_said(setup, tmp_path, capsys):
+    """A review: a frame whose maps held NaN or inf was written with nobody on it, without a word."""
+    overflowing = write_checkpoint(tmp_path / "overflow.ckpt", Schema.pascal_person_part(), input_size=SIZE)
+    checkpoint = torch.load(overflowing, weights_only=True)
+    for name, tensor in checkpoint["state_dict"].items():  # finite weights whose maps pass float32's range
+        if name.startswith("model.pose_head.") and name.endswith(".weight"):
+            tensor.mul_(1e15)
+    torch.save(checkpoint, overflowing)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(overflowing), str(setup["clip"]), "--out", str(out), "--quiet"]) == 0
+    assert "note: " in (err := capsys.readouterr().err) and "5 of 5 frames not decoded: the model's" in err
+    (video,) = json.loads((out / "summary.json").read_text())["videos"]
+    assert video["frames"] == 5 and video["frames_not_decoded"] == 5
+
+
 def test_exit_status_and_strict(setup, tmp_path, capsys):
     ckpt = str(setup["ckpt"])
     assert main(["predict", "--checkpoint", ckpt, str(setup["broken"]), "99", "--out", str(tmp_path / "a"),

@@ -74,9 +74,15 @@ class DatasetEvaluator:
         self.stages: list[Evaluator] = []  # created at the first result, which shows how many stages it has
         self.images = 0
         self.skipped = 0
+        self.failed = 0  # results whose maps held NaN or inf
 
     def process(self, record: ImageRecord, result: ImageResult, gt_parts: np.ndarray | None) -> None:
-        """Score one image: `result` is the Predictor's for `record`'s image (its `stages` the earlier stages')."""
+        """Score one image: `result` is the Predictor's for `record`'s image (its `stages` the earlier stages'). A
+        result whose maps the Predictor could not read (`error`: NaN or inf) is the model's failure, not the file's:
+        scored as finding nobody, said, and counted (`maps_not_finite`)."""
+        if result.error is not None:
+            self.failed += 1
+            tqdm.write(f"scored as finding nobody: {record.file_name}: {result.error}")
         by_stage = [*result.stages, result]
         if not self.stages:
             self.stages = [Evaluator(self.schema, pose=self.pose, parts=self.parts,
@@ -104,6 +110,8 @@ class DatasetEvaluator:
         metrics["images"] = self.images
         if self.skipped:
             metrics["skipped"] = self.skipped
+        if self.failed:
+            metrics["maps_not_finite"] = self.failed
         metrics["per_stage"] = per_stage
         return metrics
 
@@ -161,9 +169,6 @@ def inference_on_dataset(
     for result in predictor.stream(images()):
         index, image, parts = pending.popleft()
         record = dataset.records[index]
-        if result.error is not None:  # the model's maps could not be read (NaN or inf): said and counted, as a file
-            evaluator.skip(f"{record.file_name}: {result.error}")
-            continue
         evaluator.process(record, result, parts)
         yield record, image, result
 

@@ -376,10 +376,17 @@ def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> 
     .safetensors file with its schema, `config` and head as metadata, which `posepart evaluate`, `predict`, `export`,
     `model.init` and `Predictor.from_checkpoint` read. `config` is the Config whose `build_from_config(config,
     model.meta.schema)` built `model` (the loaders rebuild it so); one that builds another model is refused here, not
-    when the file is read. Before, such a loop could only save a bare state dict, which every verb refused."""
+    when the file is read. A `torch.compile`d or DDP-wrapped model is saved as the model it wraps. Before, such a
+    loop could only save a bare state dict, which every verb refused."""
     out = Path(out)
     if out.suffix.lower() != ".safetensors":  # loaders tell formats apart by the extension
         raise UsageError(f"save_weights: {out} must end in .safetensors")
+    while (inner := getattr(model, "_orig_mod", None) or (  # torch.compile's wrapper, DDP's: their names prefixed
+            model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else None)) is not None:
+        model = inner
+    if not hasattr(model, "meta"):
+        raise UsageError(f"save_weights: {type(model).__name__} is not a posepart model (no `meta`: build it with "
+                         f"posepart.engine.builders.build_from_config)")
     schema = model.meta.schema
     state = model.state_dict()
     try:

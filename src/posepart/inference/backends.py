@@ -280,9 +280,12 @@ class TorchScriptBackend(TorchBackend):
             except Exception as err:  # noqa: BLE001 - RuntimeError for anything that is not a TorchScript archive
                 import zipfile
 
-                # torch's words for a torch.save archive say "your checkpoint file is corrupted": it is not
-                reason = ("an archive without a traced model: torch.save's, of a state dict?"
-                          if zipfile.is_zipfile(path) else str(err).splitlines()[0])
+                # torch's words for a torch.save archive say "your checkpoint file is corrupted": it is not. Such
+                # an archive holds no code/ folder, which every TorchScript file has (a damaged one keeps torch's)
+                saved = zipfile.is_zipfile(path) and not any("/code/" in name
+                                                             for name in zipfile.ZipFile(path).namelist())
+                reason = "an archive without a traced model: torch.save's, of a state dict?" if saved else (
+                    str(err).splitlines()[0])
                 raise BackendError(f"{path}: not a TorchScript file ({reason}); a .pt model is what `posepart export "
                                    f"--format torchscript` writes, and posepart.engine.checkpoint.save_weights saves a "
                                    f"model of one's own loop") from None

@@ -265,7 +265,7 @@ def _video(run: _Run, source: Source) -> None:
     video_path, writer = run.path("video", source), None
     with writing(video_path.parent):
         video_path.parent.mkdir(parents=True, exist_ok=True)
-    frames, people = 0, 0
+    frames, people, broken = 0, 0, []  # broken: the errors of frames whose maps held NaN or inf
     frame_queue: deque[np.ndarray] = deque()
 
     def feed() -> Iterator[np.ndarray]:
@@ -285,6 +285,8 @@ def _video(run: _Run, source: Source) -> None:
                     raise OutputError(f"cannot write {video_path}: OpenCV cannot write mp4v video there")
             results.extend(result.coco(frames))
             people += len(result.people)
+            if result.error is not None:  # before: written with nobody on it, without a word
+                broken.append(result.error)
             if writer is not None:
                 writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
             frames += 1
@@ -311,7 +313,10 @@ def _video(run: _Run, source: Source) -> None:
                 results.close()
                 run.videos.append({"file": str(source.location), "name": source.name,
                                    "video": str(video_path) if run.options.overlays else None, "frames": frames,
-                                   "fps": fps, "people": people})
+                                   "fps": fps, "people": people, "frames_not_decoded": len(broken)})
+                if broken:
+                    tqdm.write(f"note: {what}: {len(broken)} of {frames} frames not decoded: {broken[0]}",
+                               file=sys.stderr)
     if stop:
         raise Terminated if terminated else KeyboardInterrupt
 
