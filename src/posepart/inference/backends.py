@@ -282,8 +282,10 @@ class TorchScriptBackend(TorchBackend):
 
                 # torch's words for a torch.save archive say "your checkpoint file is corrupted": it is not. Such
                 # an archive holds no code/ folder, which every TorchScript file has (a damaged one keeps torch's)
-                saved = zipfile.is_zipfile(path) and not any("/code/" in name
-                                                             for name in zipfile.ZipFile(path).namelist())
+                saved = False
+                if zipfile.is_zipfile(path):
+                    with zipfile.ZipFile(path) as archive:
+                        saved = not any("/code/" in name for name in archive.namelist())
                 reason = "an archive without a traced model: torch.save's, of a state dict?" if saved else (
                     str(err).splitlines()[0])
                 raise BackendError(f"{path}: not a TorchScript file ({reason}); a .pt model is what `posepart export "

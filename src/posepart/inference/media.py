@@ -265,7 +265,7 @@ def _video(run: _Run, source: Source) -> None:
     video_path, writer = run.path("video", source), None
     with writing(video_path.parent):
         video_path.parent.mkdir(parents=True, exist_ok=True)
-    frames, people, broken = 0, 0, []  # broken: the errors of frames whose maps held NaN or inf
+    frames, people, broken, why = 0, 0, 0, ""  # broken: frames whose maps held NaN or inf (why: the first's error)
     frame_queue: deque[np.ndarray] = deque()
 
     def feed() -> Iterator[np.ndarray]:
@@ -286,7 +286,7 @@ def _video(run: _Run, source: Source) -> None:
             results.extend(result.coco(frames))
             people += len(result.people)
             if result.error is not None:  # before: written with nobody on it, without a word
-                broken.append(result.error)
+                broken, why = broken + 1, why or result.error
             if writer is not None:
                 writer.write(cv2.cvtColor(draw_result(frame, result, run.schema), cv2.COLOR_RGB2BGR))
             frames += 1
@@ -313,10 +313,9 @@ def _video(run: _Run, source: Source) -> None:
                 results.close()
                 run.videos.append({"file": str(source.location), "name": source.name,
                                    "video": str(video_path) if run.options.overlays else None, "frames": frames,
-                                   "fps": fps, "people": people, "frames_not_decoded": len(broken)})
+                                   "fps": fps, "people": people, "frames_not_decoded": broken})
                 if broken:
-                    tqdm.write(f"note: {what}: {len(broken)} of {frames} frames not decoded: {broken[0]}",
-                               file=sys.stderr)
+                    tqdm.write(f"note: {what}: {broken} of {frames} frames not decoded: {why}", file=sys.stderr)
     if stop:
         raise Terminated if terminated else KeyboardInterrupt
 
