@@ -34,6 +34,7 @@ from posepart.engine.config import ConfigError, load_config
 from posepart.engine.settings import Config
 from posepart.evaluate import format_metrics
 from posepart.evaluate_model import evaluate_model
+from posepart.jobs import scaled_sigma
 from posepart.losses import PosePartLoss
 from posepart.losses.weighting import UncertaintyWeighting
 from posepart.models import PosePartNet
@@ -46,8 +47,8 @@ RECIPE = load_config(DEMO)  # the demo's model, targets, loss and augmentation
 
 def recipe(width: float, size: int) -> Config:
     """The demo's config at `width` and input side `size` (its heatmap sigma, in input pixels, scaled with it)."""
-    sigma = RECIPE.data.sigma * size / RECIPE.data.input_size
-    return load_config(DEMO, [f"model.width={width}", f"data.input_size={size}", f"data.sigma={sigma}"])
+    return load_config(DEMO, [f"model.width={width}", f"data.input_size={size}",
+                              f"data.sigma={scaled_sigma(RECIPE, size)}"])
 
 
 def build(schema: Schema, config: Config) -> PosePartNet:

@@ -28,10 +28,13 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})
 
 
+LOSS_TERMS: dict[str, tuple[str, ...]] = {"parts": ("seg",), "pose": ("heatmap", "paf")}  # a task's loss terms
+
+
 def model_tasks(model: torch.nn.Module) -> list[str]:
     """Loss tasks a model supervises ("seg", "heatmap", "paf")."""
-    tasks = ["seg"] if getattr(model, "has_parts", False) else []
-    return tasks + (["heatmap", "paf"] if getattr(model, "has_pose", False) else [])
+    heads = {"parts": getattr(model, "has_parts", False), "pose": getattr(model, "has_pose", False)}
+    return [term for task, terms in LOSS_TERMS.items() if heads[task] for term in terms]
 
 
 def build_weighting(config: Config, tasks: list[str]) -> TaskWeighting:

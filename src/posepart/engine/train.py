@@ -11,7 +11,6 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -35,7 +34,7 @@ from posepart.engine.finetune import check_init_file
 from posepart.engine.launch import first_process
 from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
-from posepart.engine.builders import model_tasks
+from posepart.engine.builders import LOSS_TERMS, model_tasks
 from posepart.engine.module import PosePartModule, check_processes
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
@@ -68,26 +67,24 @@ class TrainResult:
 _METRIC_GROUPS = {"seg", "pose", "heatmap", "paf", "log_var", "weight"}
 
 
-_LOSS_TERMS = {"pose": ("heatmap", "paf"), "parts": ("seg",)}  # a source's task -> the loss terms it supervises
-
-
 def _check_every_source_teaches(cfg: Config, module: PosePartModule, data: PosePartDataModule) -> None:
     """Refuse a training source that teaches the model nothing: what it labels is no task of the model's, or only
     tasks whose loss weight is 0 (`loss.weights` under fixed or DWA weighting). Before, such a run trained with a
     loss of 0 at every step and exited 0 (a parts-only source on paf_vgg16; `loss.weights.seg: 0` on an FCN)."""
-    live = [term for term in model_tasks(module.model) if cfg.loss.weights.get(term, 1.0) > 0]
+    predicted = model_tasks(module.model)
+    live = [term for term in predicted if cfg.loss.weights.get(term, 1.0) > 0]
     for source in data.describe():
         if source["unlabelled"] or not source["draws_per_epoch"] or not source["tasks"]:
             continue  # pseudo-labelled, or drawn never: nothing of its own is taught
-        if not any(term in live for task in source["tasks"] for term in _LOSS_TERMS[task]):
+        if not any(term in live for task in source["tasks"] for term in LOSS_TERMS[task]):
             where = f"data.sources: source {source['name']!r}" if cfg.data.sources else "data.train"
-            muted = [term for task in source["tasks"] for term in _LOSS_TERMS[task]
-                     if term in model_tasks(module.model)]  # predicted, but at loss weight 0
+            muted = [term for task in source["tasks"] for term in LOSS_TERMS[task]
+                     if term in predicted]  # predicted, but at loss weight 0
             weights = f" (loss.weights gives {', '.join(muted)} 0)" if muted else ""
             advice = (f"give {', '.join(f'loss.weights.{term}' for term in muted)} a positive value" if muted else
                       "leave the data out, or train a model that predicts what it labels")
             raise ConfigError(f"{where} trains {', '.join(source['tasks'])}, which teaches model {cfg.model.name} "
-                              f"nothing: it predicts {', '.join(model_tasks(module.model))}{weights}; {advice}")
+                              f"nothing: it predicts {', '.join(predicted)}{weights}; {advice}")
 
 
 def _warn_unused_settings(cfg: Config, module: PosePartModule) -> None:
@@ -95,17 +92,18 @@ def _warn_unused_settings(cfg: Config, module: PosePartModule) -> None:
     warning (as `warn_unused_model_options` names model settings): before, `loss.weights.heatmap: 2` on an FCN, or
     `optim.momentum` under AdamW, changed nothing without a word."""
     loss, optim = cfg.loss, cfg.optim
+    default_loss, default_optim = type(loss)(), type(optim)()
     terms = model_tasks(module.model)
-    defaults = {f.name: f.default for f in dataclasses.fields(loss) if f.default is not dataclasses.MISSING}
-    unused = [f"loss.weights.{term}" for term, w in loss.weights.items() if term not in terms and w != 1.0]
+    unused = [f"loss.weights.{term}" for term, w in loss.weights.items()
+              if term not in terms and w != default_loss.weights[term]]
     reads = {"heatmap": "heatmap" in terms, "mask": "heatmap" in terms,
              "focal_beta": "heatmap" in terms and loss.heatmap == "focal",
              "weighting_lr": loss.weighting in ("uncertainty", "gradnorm"), "dwa_period": loss.weighting == "dwa",
              "gradnorm_alpha": loss.weighting == "gradnorm"}
-    unused += [f"loss.{key}" for key, read in reads.items() if not read and getattr(loss, key) != defaults[key]]
-    optim_defaults = {f.name: f.default for f in dataclasses.fields(optim)}
+    unused += [f"loss.{key}" for key, read in reads.items()
+               if not read and getattr(loss, key) != getattr(default_loss, key)]
     unused += [f"optim.{key}" for key, name in (("momentum", "sgd"), ("muon_momentum", "muon"))
-               if optim.name != name and getattr(optim, key) != optim_defaults[key]]
+               if optim.name != name and getattr(optim, key) != getattr(default_optim, key)]
     if unused:
         rank_zero_warn(f"these settings change nothing in this run (model {cfg.model.name}, which predicts "
                        f"{', '.join(terms)}; loss.weighting {loss.weighting}, loss.heatmap {loss.heatmap}, "
