@@ -3,6 +3,9 @@
 random synthetic skeletons. Also where the time goes: the decoder's phases timed one by one (peaks, pair scoring,
 matching + assembly, the rest).
 
+Then the worst case: the maps of an untrained model (smooth noise: a peak in every few cells of every joint's map),
+which training's first validations decode, for the PASCAL schema and a 133-joint one (COCO-WholeBody's count).
+
 Run: taskset -c 0 .venv/bin/python benchmarks/bench_decode.py [--stride 4]
      (writes benchmarks/results/decode.json, or decode_stride4.json)
 """
@@ -19,6 +22,7 @@ import platform  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from common import write_json  # noqa: E402
 
@@ -136,6 +140,36 @@ def phases(hm: np.ndarray, paf: np.ndarray, schema: Schema) -> dict[str, float]:
     return out
 
 
+def tree_schema(joints: int, seed: int = 0) -> Schema:
+    """A schema of `joints` joints joined into a random tree (each joint's limb to an earlier one)."""
+    rng = np.random.default_rng(seed)
+    return Schema(keypoints=tuple(f"j{i}" for i in range(joints)), part_classes=(), name=f"tree{joints}",
+                  skeleton=tuple((int(rng.integers(0, i)), i) for i in range(1, joints)))
+
+
+def noise_maps(rng: np.random.Generator, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Maps like an untrained network's: uniform noise blurred by a Gaussian of one cell, heatmaps in [0, 0.5]."""
+    h = w = SIZE // STRIDE
+
+    def smooth(n: int, shift: float) -> np.ndarray:
+        return np.stack([cv2.GaussianBlur(rng.random((h, w)).astype(np.float32) - shift, (0, 0), 1.0)
+                         for _ in range(n)])
+
+    hm = smooth(schema.heatmap_channels, 0.0)
+    return 0.5 * (hm - hm.min()) / (hm.max() - hm.min()), smooth(schema.paf_channels, 0.5)
+
+
+def untrained_rows() -> list[dict[str, float | int | str]]:
+    """Seconds to decode one untrained model's maps (the best of 3), for the PASCAL schema and 133 joints."""
+    rows: list[dict[str, float | int | str]] = []
+    for schema in (Schema.pascal_person_part(), tree_schema(133)):
+        hm, paf = noise_maps(np.random.default_rng(1), schema)
+        head = HeadMeta(schema, pose_stride=STRIDE, sigma=SIGMA)
+        seconds = best_of(lambda: decode(hm, paf, head), 3)
+        rows.append({"joints": schema.num_joints, "seconds": seconds, "people": len(decode(hm, paf, head))})
+    return rows
+
+
 def main() -> None:
     global STRIDE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -179,10 +213,15 @@ def main() -> None:
     print(f"{'people':>6} " + " ".join(f"{k:>14}" for k in names))
     for r in rows:
         print(f"{r['people']:>6} " + " ".join(f"{r['phases_ms'][k]:>14.3f}" for k in names))
+    untrained = untrained_rows()
+    print("\nan untrained model's maps (smooth noise), one image")
+    for r in untrained:
+        print(f"{r['joints']:>4} joints: {r['seconds']:.3f} s, {r['people']} people")
     meta = {"schema": "pascal_person_part", "input": SIZE, "stride": STRIDE, "threads": 1, "images": IMAGES,
             "repeats": REPEATS, "rounds": ROUNDS, "numpy": np.__version__, "numba": getattr(numba, "__version__", None),
             "machine": platform.processor() or platform.machine()}
-    write_json("decode.json" if STRIDE == 8 else f"decode_stride{STRIDE}.json", {"meta": meta, "rows": rows})
+    write_json("decode.json" if STRIDE == 8 else f"decode_stride{STRIDE}.json",
+               {"meta": meta, "rows": rows, "untrained": untrained})
 
 
 if __name__ == "__main__":

@@ -585,6 +585,28 @@ def test_same_joint_fragments_are_assigned_one_to_one() -> None:
         assert np.abs(p.keypoints[wrist, :2] - truth[wrist, :2]).max() < 1e-3
 
 
+def test_fragment_distances_are_the_nearest_joints_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The distance from each person to each fragment, over the people's found joints only and the fragments in
+    chunks, against scipy's pairwise distances between the two joint sets: chunks of one fragment's joints, of a
+    few, and of all at once."""
+    from scipy.spatial.distance import cdist
+
+    from posepart.decode import completion
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, k, f, j = (int(n) for n in rng.integers(1, (12, 20, 15, 4)))
+        found = rng.random((h, k)) < 0.4
+        found[np.arange(h), rng.integers(0, k, h)] = True  # every person has a joint
+        slots = np.where(found, rng.integers(0, 50, (h, k)), -1)
+        xy = rng.random((50, 2)) * 100
+        frag_xy = rng.random((f, j, 2)) * 100
+        want = np.array([[cdist(xy[slots[p][found[p]]], frag_xy[q]).min() for q in range(f)] for p in range(h)])
+        for pairs in (1, 7, completion._PAIRS_PER_CHUNK):
+            monkeypatch.setattr(completion, "_PAIRS_PER_CHUNK", pairs)
+            np.testing.assert_allclose(completion._nearest_joint(found, slots, xy, frag_xy), want, rtol=1e-12)
+
+
 def test_far_fragment_stays_alone() -> None:
     schema = Schema.pascal_person_part()
     person = figure(0, 40)

@@ -34,15 +34,13 @@ def attach_fragments(slots: np.ndarray, limb_sum: np.ndarray, limb_cnt: np.ndarr
     merged, merged_sum, merged_cnt = slots.copy(), limb_sum.copy(), limb_cnt.copy()
     absorbed = np.zeros(len(slots), bool)
     for joints_t in sorted(groups, key=lambda js: -len(js)):  # bigger fragments first
+        if not joints_t:  # rows without joints (assembly makes none) have nothing to place
+            continue
         joints = np.array(joints_t)
         frags = np.array(groups[joints_t])
-        frag_xy = xy[slots[frags][:, joints]]  # (F, J, 2)
-        # x and y apart: no (H, F, K, J, 2) temporary (170 MB for a loose joint's many peaks on noisy 1024 px maps)
-        dx = host_xy[:, None, :, None, 0] - frag_xy[None, :, None, :, 0]  # (H, F, K, J)
-        dy = host_xy[:, None, :, None, 1] - frag_xy[None, :, None, :, 1]
-        d = np.sqrt(dx * dx + dy * dy)
-        cost = np.nanmin(d.reshape(len(hosts), len(frags), -1), 2) / extent[:, None]  # (H, F)
-        cost[found[hosts][:, joints].any(1)] = np.inf  # a host must lack every joint of the fragment
+        host_found = found[hosts]
+        cost = _nearest_joint(host_found, merged[hosts], xy, xy[slots[frags][:, joints]]) / extent[:, None]  # (H, F)
+        cost[host_found[:, joints].any(1)] = np.inf  # a host must lack every joint of the fragment
         cost[~(cost <= radius)] = radius + 1.0  # too far (or impossible): never chosen over staying alone
         rows, cols = linear_sum_assignment(cost)
         for h, f_i in zip(rows, cols):
@@ -53,7 +51,32 @@ def attach_fragments(slots: np.ndarray, limb_sum: np.ndarray, limb_cnt: np.ndarr
             merged_sum[host] += limb_sum[frag]
             merged_cnt[host] += limb_cnt[frag]
             found[host, joints] = True
-            host_xy[h, joints] = xy[slots[frag, joints]]
             absorbed[frag] = True
     keep = ~absorbed
     return merged[keep], merged_sum[keep], merged_cnt[keep]
+
+
+_PAIRS_PER_CHUNK = 1 << 21  # host joint x fragment joint distances held at once (16 MB of float64)
+
+
+def _nearest_joint(found: np.ndarray, slots: np.ndarray, xy: np.ndarray, frag_xy: np.ndarray) -> np.ndarray:
+    """(H, F): for each person (found, slots: (H, K), every row with a joint) and fragment (frag_xy: (F, J, 2)), the
+    distance between the person's and the fragment's nearest joints.
+
+    Over the people's found joints only, host by host (`np.minimum.reduceat`): a grid of every joint of the schema
+    (H x F x K x J, most of it the NaN of joints a person lacks) took 31 s on an untrained 133-joint model's maps,
+    2,259 people with 4.5 joints each against 3,352 fragments; fragments in chunks, so memory stays bounded."""
+    person, joint = np.nonzero(found)  # row-major: each person's joints together, people in order
+    starts = np.flatnonzero(np.r_[True, person[1:] != person[:-1]])  # (H,) every person has one
+    points = xy[slots[person, joint]]  # (M, 2)
+    f, j = frag_xy.shape[:2]
+    out = np.empty((len(starts), f))
+    step = max(1, _PAIRS_PER_CHUNK // max(len(points) * j, 1))
+    for a in range(0, f, step):
+        ends = frag_xy[a : a + step].reshape(-1, 2)  # (F' * J, 2)
+        dx = points[:, None, 0] - ends[None, :, 0]  # (M, F' * J)
+        dy = points[:, None, 1] - ends[None, :, 1]
+        d = np.minimum.reduceat(np.sqrt(dx * dx + dy * dy), starts, axis=0)  # (H, F' * J)
+        out[:, a : a + step] = d.reshape(len(starts), -1, j).min(2)
+    return out
+
