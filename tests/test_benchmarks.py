@@ -51,6 +51,8 @@ def test_decode_benchmark_recovers_everyone(tmp_path: Path, stride: int) -> None
     assert [r["people"] for r in rows] == [1, 10, 20]
     assert all(r["recovered"] == 1.0 and r["spurious_people"] == 0 for r in rows)
     assert all(set(r["phases_ms"]) == {"peaks", "pair_scoring", "match_assemble", "rest"} for r in rows)
+    assert [r["joints"] for r in data["untrained"]] == [14, 133]  # the worst case: an untrained model's maps
+    assert all(r["seconds"] > 0 and r["people"] > 0 for r in data["untrained"])
 
 
 def test_data_benchmark(tmp_path: Path) -> None:
