@@ -12,6 +12,7 @@ import pytest
 
 from posepart.decode import (DecodeConfig, Person, decode, decode_in_image, find_peaks, find_peaks_flat,
                              people_to_coco)
+from posepart.decode.completion import attach_fragments
 from posepart.heads import HeadMeta
 from posepart.schema import Schema
 
@@ -587,8 +588,8 @@ def test_same_joint_fragments_are_assigned_one_to_one() -> None:
 
 def test_fragment_distances_are_the_nearest_joints_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
     """The distance from each person to each fragment, over the people's found joints only and the fragments in
-    chunks, against scipy's pairwise distances between the two joint sets: chunks of one fragment's joints, of a
-    few, and of all at once."""
+    chunks (of one fragment's joints, of a few, of all at once): bit for bit the dense grid over every joint of the
+    schema that it replaced (NaN where a person lacks a joint), and scipy's pairwise distances to rounding."""
     from scipy.spatial.distance import cdist
 
     from posepart.decode import completion
@@ -601,10 +602,27 @@ def test_fragment_distances_are_the_nearest_joints_in_any_chunking(monkeypatch: 
         slots = np.where(found, rng.integers(0, 50, (h, k)), -1)
         xy = rng.random((50, 2)) * 100
         frag_xy = rng.random((f, j, 2)) * 100
-        want = np.array([[cdist(xy[slots[p][found[p]]], frag_xy[q]).min() for q in range(f)] for p in range(h)])
+        person_xy = np.where(found[:, :, None], xy[np.maximum(slots, 0)], np.nan)  # (H, K, 2)
+        grid = np.sqrt(np.square(person_xy[:, None, :, None] - frag_xy[None, :, None]).sum(-1))  # (H, F, K, J)
+        dense = np.nanmin(grid.reshape(h, f, -1), 2)
+        pairwise = np.array([[cdist(xy[slots[p][found[p]]], frag_xy[q]).min() for q in range(f)] for p in range(h)])
         for pairs in (1, 7, completion._PAIRS_PER_CHUNK):
             monkeypatch.setattr(completion, "_PAIRS_PER_CHUNK", pairs)
-            np.testing.assert_allclose(completion._nearest_joint(found, slots, xy, frag_xy), want, rtol=1e-12)
+            got = completion._nearest_joint(found, slots, xy, frag_xy)
+            assert np.array_equal(got, dense)
+            np.testing.assert_allclose(got, pairwise, rtol=1e-12)
+
+
+def test_fragments_are_measured_in_float64_whatever_the_peaks_dtype() -> None:
+    """A wrist 50 px from a person of extent 200 at radius 0.3 joins it; given as int16, the other joint's 250 px
+    squared wrapped to a negative number, a NaN distance, and the wrist stayed alone (review of the sparse
+    distances). float32 positions are measured as float64 too."""
+    slots = np.array([[0, 1, -1], [-1, -1, 2]])
+    kwargs = dict(max_joints=1, radius=0.3, min_extent=1.0)
+    xy = np.array([[0, 0], [200, 0], [250, 0]])
+    for dtype in (np.float64, np.float32, np.int16):
+        merged, _, _ = attach_fragments(slots, np.zeros(2), np.zeros(2, np.int64), xy.astype(dtype), **kwargs)
+        assert merged.tolist() == [[0, 1, 2]], dtype
 
 
 def test_far_fragment_stays_alone() -> None:

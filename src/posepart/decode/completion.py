@@ -19,8 +19,9 @@ from scipy.optimize import linear_sum_assignment
 def attach_fragments(slots: np.ndarray, limb_sum: np.ndarray, limb_cnt: np.ndarray, xy: np.ndarray, *,
                      max_joints: int, radius: float, min_extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge fragments (<= max_joints joints) into compatible people. slots (N, K): peak id per joint (-1 = none),
-    limb_sum, limb_cnt (N,): the people's summed limb scores and limb counts; xy: (P, 2) peak positions (any unit).
-    Returns the three arrays without the absorbed fragments."""
+    limb_sum, limb_cnt (N,): the people's summed limb scores and limb counts; xy: (P, 2) finite peak positions (any
+    unit; measured in float64). Returns the three arrays without the absorbed fragments."""
+    xy = np.asarray(xy, np.float64)
     found = slots >= 0
     size = found.sum(1)
     hosts = np.flatnonzero(size > max_joints)
@@ -56,16 +57,17 @@ def attach_fragments(slots: np.ndarray, limb_sum: np.ndarray, limb_cnt: np.ndarr
     return merged[keep], merged_sum[keep], merged_cnt[keep]
 
 
-_PAIRS_PER_CHUNK = 1 << 21  # host joint x fragment joint distances held at once (16 MB of float64)
+_PAIRS_PER_CHUNK = 1 << 21  # host joint x fragment joint distances per chunk (each of its temporaries: 16 MB)
 
 
 def _nearest_joint(found: np.ndarray, slots: np.ndarray, xy: np.ndarray, frag_xy: np.ndarray) -> np.ndarray:
     """(H, F): for each person (found, slots: (H, K), every row with a joint) and fragment (frag_xy: (F, J, 2)), the
-    distance between the person's and the fragment's nearest joints.
+    distance between the person's and the fragment's nearest joints; xy, frag_xy float64.
 
     Over the people's found joints only, host by host (`np.minimum.reduceat`): a grid of every joint of the schema
     (H x F x K x J, most of it the NaN of joints a person lacks) took 31 s on an untrained 133-joint model's maps,
-    2,259 people with 4.5 joints each against 3,352 fragments; fragments in chunks, so memory stays bounded."""
+    2,259 people with 4.5 joints each against 3,352 fragments; fragments in chunks, so the distance grids stay
+    bounded. The same float operations as that grid, so the same distances bit for bit."""
     person, joint = np.nonzero(found)  # row-major: each person's joints together, people in order
     starts = np.flatnonzero(np.r_[True, person[1:] != person[:-1]])  # (H,) every person has one
     points = xy[slots[person, joint]]  # (M, 2)
