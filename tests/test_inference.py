@@ -23,7 +23,7 @@ from posepart.heads import HeadMeta
 from posepart.inference import ImageResult, Predictor
 from posepart.inference.predictor import letterbox_matrix
 from posepart.inference.preprocess import InputError, letterbox, load_image
-from posepart.inference.tta import Maps, flip_maps
+from posepart.inference.tta import Maps, flip_maps, merge_views
 from posepart.models import build_model
 from posepart.names import mirror_name
 from posepart.schema import Schema
@@ -440,6 +440,22 @@ def test_flip_tta_on_a_skeleton_without_mirror_edges():
     assert not np.allclose(flipped.pafs[:4], plain.pafs[:4], atol=1e-2)  # the paired ones: two views averaged
     mirrored = flip_maps(Maps(None, plain.pafs, None), schema).pafs
     assert np.isnan(mirrored[4:6]).all() and np.isfinite(mirrored[:4]).all()
+
+
+def test_a_views_nan_is_kept_unless_the_whole_channel_is_left_out():
+    """`merge_views` leaves out a channel that `flip_maps` left out (NaN throughout). Before, it read that from the
+    top-left cell alone: a model's NaN there dropped the view's channel and hid the rest of its NaN values, so the
+    merged maps looked finite and the Predictor's check for broken maps never fired."""
+    head = HeadMeta(Schema.pascal_person_part(), pose_stride=8, sigma=7.0)
+    hw, base = (32, 32), np.eye(3)[:2]
+    rng = np.random.default_rng(0)
+    channels = head.schema.heatmap_channels
+    views = [Maps(rng.random((channels, 4, 4)).astype(np.float32), None, None) for _ in range(2)]
+    views[0].heatmaps[3, 0, 0] = np.nan  # a model's NaN in one cell of one view
+    views[1].heatmaps[5] = np.nan  # a channel left out of this view, as flip_maps leaves one
+    merged = merge_views([(v, base) for v in views], base, hw, head).heatmaps
+    assert np.isnan(merged[3, 0, 0]) and np.isfinite(np.delete(merged, 3, 0)).all()
+    np.testing.assert_array_equal(merged[5], views[0].heatmaps[5])  # the other view's, alone
 
 
 def test_flip_tta_on_a_mirrored_input_gives_mirrored_people_and_instances(synth, truth_net):

@@ -157,7 +157,8 @@ def merge_views(
                 array = np.asarray(array, np.float32)
             else:
                 array = resample(array, grid_transfer(matrix, base_matrix, strides[i]), grid_hw)
-            missing = np.isnan(array[:, 0, 0])  # a left-out channel is NaN throughout, resampled or not
+            missing = np.isnan(array).all(axis=(1, 2))  # left out (`flip_maps`): NaN throughout, resampled or not;
+            # a model's NaN elsewhere stays, for the Predictor to refuse
             if missing.any():
                 array = np.where(missing[:, None, None], np.float32(0.0), array)
                 counts[i] = counts[i] + ~missing[:, None, None]
