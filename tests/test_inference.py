@@ -447,13 +447,13 @@ def test_a_views_nan_is_kept_unless_the_whole_channel_is_left_out():
     top-left cell alone: a model's NaN there dropped the view's channel and hid the rest of its NaN values, so the
     merged maps looked finite and the Predictor's check for broken maps never fired."""
     head = HeadMeta(Schema.pascal_person_part(), pose_stride=8, sigma=7.0)
-    hw, base = (32, 32), np.eye(3)[:2]
+    hw, base, twice = (32, 32), np.eye(3)[:2], 2 * np.eye(3)[:2]  # the second view at twice the scale: resampled
     rng = np.random.default_rng(0)
     channels = head.schema.heatmap_channels
-    views = [Maps(rng.random((channels, 4, 4)).astype(np.float32), None, None) for _ in range(2)]
+    views = [Maps(rng.random((channels, n, n)).astype(np.float32), None, None) for n in (4, 8)]
     views[0].heatmaps[3, 0, 0] = np.nan  # a model's NaN in one cell of one view
     views[1].heatmaps[5] = np.nan  # a channel left out of this view, as flip_maps leaves one
-    merged = merge_views([(v, base) for v in views], base, hw, head).heatmaps
+    merged = merge_views([(views[0], base), (views[1], twice)], base, hw, head).heatmaps
     assert np.isnan(merged[3, 0, 0]) and np.isfinite(np.delete(merged, 3, 0)).all()
     np.testing.assert_array_equal(merged[5], views[0].heatmaps[5])  # the other view's, alone
 

@@ -157,8 +157,9 @@ def merge_views(
                 array = np.asarray(array, np.float32)
             else:
                 array = resample(array, grid_transfer(matrix, base_matrix, strides[i]), grid_hw)
-            missing = np.isnan(array).all(axis=(1, 2))  # left out (`flip_maps`): NaN throughout, resampled or not;
-            # a model's NaN elsewhere stays, for the Predictor to refuse
+            # left out (`flip_maps`): NaN throughout, resampled or not; a model's own NaN stays, for the Predictor
+            missing = np.isnan(array[:, 0, 0])  # looked at in full only where the first cell is NaN
+            missing[missing] = np.isnan(array[missing]).all(axis=(1, 2))
             if missing.any():
                 array = np.where(missing[:, None, None], np.float32(0.0), array)
                 counts[i] = counts[i] + ~missing[:, None, None]
