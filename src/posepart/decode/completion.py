@@ -81,4 +81,3 @@ def _nearest_joint(found: np.ndarray, slots: np.ndarray, xy: np.ndarray, frag_xy
         d = np.minimum.reduceat(np.sqrt(dx * dx + dy * dy), starts, axis=0)  # (H, F' * J)
         out[:, a : a + step] = d.reshape(len(starts), -1, j).min(2)
     return out
-
