@@ -265,8 +265,9 @@ def evaluate_sources(
 
     mapped_sets = {name: map_dataset(dataset, schema, name=name, **(part_tables or {}).get(name, {}))
                    for name, dataset in datasets.items()}
-    for name, mapped in mapped_sets.items() if on_mapped is not None else ():
-        on_mapped(name, mapped)
+    if on_mapped is not None:
+        for name, mapped in mapped_sets.items():
+            on_mapped(name, mapped)
     tasks = options.get("tasks")
     for mapped in mapped_sets.values():  # every source before any is scored: one that cannot be is refused first
         check_scorable(mapped, pose=getattr(model, "has_pose", False) and (tasks is None or "pose" in tasks),

@@ -174,10 +174,11 @@ def _sigma(name: str, mirror: str) -> float:
     """A joint's OKS sigma by `name`, else by the name less the run-in side that makes it `mirror` (before, 'lwrist'
     was scored as an unknown joint, 0.079 instead of a wrist's 0.062)."""
     sigma = SIGMAS_BY_NAME.get(name_key(name))
-    for start, end in _loose_sides(name) if sigma is None and mirror != name else ():
-        if name[:start] + _other_side(name[start:end]) + name[end:] == mirror:
-            sigma = SIGMAS_BY_NAME.get(name_key(f"left_{name[:start]}{name[end:]}"))
-            break
+    if sigma is None and mirror != name:
+        for start, end in _loose_sides(name):
+            if name[:start] + _other_side(name[start:end]) + name[end:] == mirror:
+                sigma = SIGMAS_BY_NAME.get(name_key(f"left_{name[:start]}{name[end:]}"))
+                break
     return DEFAULT_SIGMA if sigma is None else sigma
 
 

@@ -10,6 +10,7 @@ Exported files carry a `ModelInfo` JSON (schema, strides, input size, output nam
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -278,8 +279,6 @@ class TorchScriptBackend(TorchBackend):
             try:
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
             except Exception as err:  # noqa: BLE001 - RuntimeError for anything that is not a TorchScript archive
-                import zipfile
-
                 # torch's words for a torch.save archive say "your checkpoint file is corrupted": it is not. Such
                 # an archive holds no code/ folder, which every TorchScript file has (a damaged one keeps torch's)
                 saved = False
