@@ -2,7 +2,7 @@
 
 Exit status of `predict`: 0 when at least one input was processed (failed inputs are listed on stderr and in
 OUT/summary.json), 1 when none was (or, with --strict, when any input failed), 2 when the model cannot be loaded or
-an option or --out cannot work (one `error:` line), 130 when interrupted (Ctrl-C) and 143 when terminated
+an option or --out cannot work (an `error:` line), 130 when interrupted (Ctrl-C) and 143 when terminated
 (SIGTERM): OUT/keypoints.json and summary.json then hold the inputs done so far.
 Importing this module (and running `predict --onnx`) imports no torch.
 """
