@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -831,7 +832,7 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "ckpt" / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, path)
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError), match="[Cc]an't pickle"):  # a local lambda
         io.save_checkpoint({"step": torch.tensor(2), "bad": lambda: None}, path)  # pickling fails mid-write
     assert int(io.load_checkpoint(path)["step"]) == 1  # the previous file is intact
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind

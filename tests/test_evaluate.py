@@ -102,7 +102,9 @@ def test_oracle_on_parts_only_and_pose_only(tmp_path):
     metrics = evaluate_oracle(ds, input_size=64, progress=False)
     assert metrics["images"] == 3
     assert metrics["segmentation"]["pixel_accuracy"] > 0.9  # 60x40 -> 64x64 -> back: only nearest-neighbour loss
-    assert "pose" in metrics
+    # every person found where labelled: 3 images x 3 joints paired, AP 1 (the middle image has no part map)
+    assert metrics["pose"]["ap"] == 1.0 and metrics["pose"]["pck_dist_pairs"] == 9
+    assert metrics["pose"]["pck_dist_px"] < 0.5
 
 
 def test_people_without_box_or_area_are_scored_at_their_own_size(tmp_path):

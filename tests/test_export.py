@@ -90,6 +90,8 @@ def test_single_task_models_export_their_own_outputs(files, tmp_path, model, out
         assert a.people == [] and np.array_equal(a.parts, b.parts)
     else:
         assert a.parts is None and len(a.people) == len(b.people) > 0
+        for onnx_person, torch_person in zip(a.people, b.people):
+            np.testing.assert_allclose(onnx_person.keypoints, torch_person.keypoints, atol=1e-3)
 
 
 def test_stage_parts_refined_by_skips_export_exactly(tmp_path):

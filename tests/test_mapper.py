@@ -35,6 +35,11 @@ def test_training_mapper_is_deterministic_per_seed_epoch_index(tmp_path):
     assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["heatmaps"], b["heatmaps"])
     data.set_epoch(1)
     assert not np.array_equal(a["image"], data[0]["image"])
+    data.set_epoch(0)  # the seed and the stream (one record drawn twice an epoch by a mix) each give their own draw
+    other_seed = MappedDataset(Mapper(ds, TargetConfig(input_size=64), AugmentConfig()), seed=4)
+    assert not np.array_equal(a["image"], other_seed[0]["image"])
+    assert np.array_equal(a["image"], data.draw(0, 0)["image"])
+    assert not np.array_equal(a["image"], data.draw(0, 1)["image"])
 
 
 def test_broken_sample_is_skipped_and_counted(tmp_path):
