@@ -42,12 +42,13 @@ def _key(image: np.ndarray | Tensor) -> str:
 class GroundTruthModel(nn.Module):
     """Returns each input image's ground-truth targets (found by a hash of the Predictor's canvas of it) as a
     `stages`-stage output: heatmaps and PAFs as the oracle builds them, part logits 10 x one-hot of the label map
-    (ignore -> background)."""
+    (ignore -> background). The first `blank_stages` stages find no joint (zero heatmaps): a stage of its own."""
 
-    def __init__(self, dataset: PosePartDataset, stages: int, parts_stride: int, input_size: int = SIZE) -> None:
+    def __init__(self, dataset: PosePartDataset, stages: int, parts_stride: int, input_size: int = SIZE,
+                 blank_stages: int = 0) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))  # gives .to(device) something to move
-        self.stages, self.parts_stride = stages, parts_stride
+        self.stages, self.parts_stride, self.blank_stages = stages, parts_stride, blank_stages
         self.meta = HeadMeta(dataset.schema, pose_stride=8, parts_stride=parts_stride)
         self.targets = {}
         for record in dataset.records:
@@ -71,7 +72,8 @@ class GroundTruthModel(nn.Module):
         paf = torch.stack([torch.from_numpy(s["pafs"]) for s in samples])
         parts = torch.stack([self._logits(s["parts"]) for s in samples])
         n_parts = self.stages if self.parts_stride > 1 else 1
-        return ModelOutput(heatmaps=[hm] * self.stages, pafs=[paf] * self.stages, parts=[parts] * n_parts)
+        heatmaps = [torch.zeros_like(hm)] * self.blank_stages + [hm] * (self.stages - self.blank_stages)
+        return ModelOutput(heatmaps=heatmaps, pafs=[paf] * self.stages, parts=[parts] * n_parts)
 
 
 def test_metrics_keys_and_per_stage(synth):
@@ -98,13 +100,14 @@ def test_metrics_keys_and_per_stage(synth):
 def test_ground_truth_model_reproduces_the_oracle(synth):
     size = 96  # 64 px images scaled by 1.5: predictions only match if mapped back through the inverse affine
     oracle = evaluate_oracle(synth, input_size=size, progress=False)
-    model = GroundTruthModel(synth, stages=3, parts_stride=1, input_size=size)
+    model = GroundTruthModel(synth, stages=3, parts_stride=1, input_size=size, blank_stages=1)
     metrics, _ = evaluate_model(model, synth, input_size=size, batch_size=3, progress=False)
     assert len(metrics["per_stage"]) == 3
+    assert metrics["per_stage"][0]["pose"]["ap"] == 0.0  # each stage scored from its own maps
     assert 0.2 < oracle["pose"]["ap"] < 1.0  # non-trivial at 64 px: some people found, some missed
     for key in ("ap", "ap50", "ap75", "ar", "pckh", "pck_dist", "pck_dist_px"):
         assert metrics["pose"][key] == pytest.approx(oracle["pose"][key], abs=1e-6), key
-    for stage in metrics["per_stage"]:
+    for stage in metrics["per_stage"][1:]:
         assert stage["pose"]["ap"] == pytest.approx(oracle["pose"]["ap"], abs=1e-6)
     for key in ("pixel_accuracy", "mean_iou", "frequency_weighted_iou"):
         assert metrics["segmentation"][key] == pytest.approx(oracle["segmentation"][key], abs=1e-6), key
@@ -404,15 +407,29 @@ def test_evaluate_sources_reads_a_source_with_its_training_part_tables(tmp_path)
     model = build_model("joint_vgg16", schema, width=0.125, fc_width=32, stages=1, seg_head="stage")
     with pytest.raises(SourceError, match="'cape'"):
         evaluate_sources(model, {"capes": dataset}, schema, input_size=32)
-    rows, _ = evaluate_sources(model, {"capes": dataset}, schema, input_size=32,
+    scored = {}  # the part labels each source is scored against, as read in the model's schema
+
+    def read_labels(name: str, mapped: PosePartDataset) -> None:
+        scored[name] = mapped.load_parts(mapped.records[0])
+
+    rows, _ = evaluate_sources(model, {"capes": dataset}, schema, input_size=32, on_mapped=read_labels,
                                part_tables={"capes": {"part_map": {"cape": ["torso"]}, "ignore_parts": []}})
+    expected = np.zeros((32, 32), np.uint8)
+    expected[4:12, 8:20], expected[14:30, 6:26] = schema.part_classes.index("head"), schema.part_classes.index("torso")
+    np.testing.assert_array_equal(scored["capes"], expected)  # the cape scored as the torso it was trained as
     assert 0.0 <= rows["capes"]["segmentation"]["mean_iou"] <= 1.0
 
 
-def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_path, recwarn):
+def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_path, recwarn, monkeypatch):
     """Before: a run shorter than log_every_steps logs no training loss, the first panel stayed empty and so did the
     legend drawn there (matplotlib warned); the validation lines could not be told apart."""
+    import matplotlib.axes
     import matplotlib.image
+
+    legends = []  # the labels of every legend drawn
+    draw_legend = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", lambda ax, *args, **kwargs: legends.append(
+        [text.get_text() for text in draw_legend(ax, *args, **kwargs).get_texts()]))
 
     logs = {}
     for name, ap in (("joint", 0.5), ("pose alone", 0.4)):
@@ -422,6 +439,7 @@ def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_p
     out = plot_training_curves(logs, tmp_path / "curves.png")
     assert matplotlib.image.imread(out).shape[0] > 0
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+    assert legends == [["joint", "pose alone"]]
 
 
 def test_a_model_scored_on_data_that_labels_nothing_it_predicts_is_refused(synth, tmp_path, capsys, monkeypatch):

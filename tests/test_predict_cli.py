@@ -92,7 +92,7 @@ def test_predict_images_video_and_bad_inputs(setup, tmp_path, capsys):
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (80, 48)
     video.release()
     frames = json.loads((out / "videos" / "clip.json").read_text())
-    assert {r["image_id"] for r in frames} <= set(range(5))
+    assert frames and {r["image_id"] for r in frames} <= set(range(5))  # people found, numbered by frame
     (video_summary,) = summary["videos"]
     assert video_summary["frames"] == 5 and video_summary["fps"] == pytest.approx(12.0)
 
@@ -644,6 +644,8 @@ def test_result_plot_draws_the_prediction_with_its_legend(setup):
     result = predictor(str(path))
     image = load_image(path)
     drawn = draw_result(image, result, predictor.schema)
+    changed = (drawn != image).any(-1)  # the prediction is drawn: its parts tint the photo where it found them
+    assert (result.parts > 0).any() and changed[result.parts > 0].mean() > 0.9
     assert np.array_equal(result.plot(legend=False), drawn)
     assert np.array_equal(result.plot(), with_legend(drawn, predictor.schema))  # 320 px wide for this 64 px image
     assert np.array_equal(predictor(image).plot(image, legend=False), drawn)  # an array input: pass it again

@@ -43,6 +43,8 @@ def test_a_share_is_held_out_by_seed_and_read_with_the_datasets_files(synth, tmp
     assert _ids(tmp_path / "b" / "val.json") == _ids(val)  # the same seed, the same split
     assert main(["split", str(synth), "--val", "3", "--seed", "1", "--out", str(tmp_path / "c")]) == 0
     assert len(_ids(tmp_path / "c" / "val.json")) == 3  # a count
+    assert main(["split", str(synth), "--val", "0.2", "--seed", "1", "--out", str(tmp_path / "d")]) == 0
+    assert _ids(tmp_path / "d" / "val.json") != _ids(val)  # another seed, other images
     capsys.readouterr()
 
     # the command it prints trains on the two files
