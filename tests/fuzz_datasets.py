@@ -23,12 +23,13 @@ def _save(root: Path, data: Any) -> None:
     (root / "annotations.json").write_text(json.dumps(data))
 
 
-def _json(edit: Callable[[dict[str, Any]], Any]) -> Mutation:
-    """A mutation of the parsed annotations (edit in place, or return a replacement top level)."""
+def _json(edit: Callable[[dict[str, Any]], Any], *, replace: bool = False) -> Mutation:
+    """A mutation of the parsed annotations: edited in place (what `edit` returns is ignored: `dict.pop` returns
+    the value it removed), or replaced by what it returns when `replace`."""
     def mutate(root: Path) -> None:
         data = _load(root)
         replaced = edit(data)
-        _save(root, data if replaced is None else replaced)
+        _save(root, replaced if replace else data)
     return mutate
 
 
@@ -137,7 +138,7 @@ VARIANTS: dict[str, Mutation] = {
     "json: nested 100000 deep": _raw(_deep(100_000)),
     "json: empty file": _raw(b""),
     "json: truncated": _replace_file(lambda r: r / "annotations.json", lambda b: b[: len(b) // 2]),
-    "json: top level is a list": _json(lambda d: [d]),
+    "json: top level is a list": _json(lambda d: [d], replace=True),
     "json: annotations file is a folder": _to_folder(lambda r: r / "annotations.json"),
     "json: no images key": _json(lambda d: d.pop("images")),
     "json: images is an object": _json(lambda d: d.__setitem__("images", {"0": d["images"][0]})),
@@ -211,7 +212,8 @@ VARIANTS: dict[str, Mutation] = {
     # segmentations (ignore regions: a crowd or a person without keypoints)
     "segmentation: garbage RLE counts": _crowd(lambda s: {**s, "counts": "\x00garbage!!"}),
     "segmentation: RLE counts end mid-run": _crowd(lambda s: {**s, "counts": s["counts"] + "o"}),
-    "segmentation: RLE counts one run short": _crowd(lambda s: {**s, "counts": s["counts"][:-1]}),
+    "segmentation: RLE counts one run short": _crowd(lambda s: {"size": s["size"],  # valid runs, one pixel short
+                                                                "counts": [s["size"][0] * s["size"][1] - 1]}),
     "segmentation: RLE size disagrees": _crowd(lambda s: {**s, "size": [7, 9]}),
     "segmentation: RLE without size": _crowd(lambda s: {"counts": s["counts"]}),
     "segmentation: RLE counts list of strings": _crowd(lambda s: {**s, "counts": ["a", "b"]}),

@@ -349,7 +349,8 @@ def test_a_dataset_given_in_the_wrong_form_says_which_form_to_use(files, tmp_pat
 @pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo hi]", "!custom 1", "[1, 2"])
 def test_set_values_that_are_not_plain_yaml(files, tmp_path, capsys, value):
     """Before: ConstructorError / ParserError from yaml.safe_load, with a traceback."""
-    _refused_naming(_train(files, tmp_path / "run", "--set", f"optim.lr={value}"), capsys, f"optim.lr={value}")
+    _refused_naming(_train(files, tmp_path / "run", "--set", f"optim.lr={value}"), capsys, f"optim.lr={value}",
+                    "not plain YAML")
 
 
 def test_a_config_that_is_a_folder(files, tmp_path, capsys):

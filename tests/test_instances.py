@@ -92,7 +92,8 @@ def test_far_pixels_and_missing_limbs():
     labels, owner = draw(people, (96, 128))
     labels[40:50, 110:120] = PASCAL.part_classes.index("head")  # a blob far from the only person
     elbowless = people[0].copy()
-    elbowless[PASCAL.joint("left_elbow")] = 0  # no upper-arm limb: the person's other elements still claim its arm
+    for elbow in ("left_elbow", "right_elbow"):  # no upper-arm limb at all: the person's other elements claim its arms
+        elbowless[PASCAL.joint(elbow)] = 0
     instances = assign(labels, [elbowless])
     assert (instances[40:50, 110:120] == 0).all()
     arm = (labels == PASCAL.part_classes.index("upper_arm")) & (owner == 1)

@@ -165,6 +165,12 @@ def test_build_targets_shapes_and_masks() -> None:
     none = build_targets(kp, ignore, None, HeadMeta(schema))
     assert np.all(none.parts == 255)
     np.testing.assert_array_equal(none.heatmaps, t.heatmaps)
+    # the people drawn with the head's own sigma and PAF width (not the defaults), against the dense references
+    head = HeadMeta(schema, sigma=5.0, paf_width=1.5)
+    drawn = build_targets(kp, ignore, parts, head)
+    np.testing.assert_allclose(drawn.heatmaps, reference_heatmaps(kp, 46, 46, 5.0), atol=2e-6)
+    far = ~np.isclose(drawn.pafs, reference_pafs(kp.astype(np.float64), schema.skeleton, 46, 46, 1.5), atol=1e-5)
+    assert far.sum() <= 6 and drawn.pafs.any()  # cells on a band's border may flip between float32 and float64
 
 
 # -- fast implementation vs a plain dense reference -------------------------------------------------------------------
