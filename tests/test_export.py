@@ -91,7 +91,7 @@ def test_single_task_models_export_their_own_outputs(files, tmp_path, model, out
     else:
         assert a.parts is None and len(a.people) == len(b.people) > 0
         for onnx_person, torch_person in zip(a.people, b.people):
-            np.testing.assert_allclose(onnx_person.keypoints, torch_person.keypoints, atol=1e-3)
+            np.testing.assert_allclose(onnx_person.keypoints, torch_person.keypoints, atol=1e-2)  # as the test above
 
 
 def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
