@@ -28,6 +28,6 @@ def error_lines(err: str) -> list[str]:
 
 
 def refused(code: int, err: str) -> bool:
-    """Exit 2 with one `error: ...` line that names something."""
+    """Exit 2 with one `error: ...` line that names something, and no traceback."""
     lines = error_lines(err)
-    return code == 2 and len(lines) == 1 and len(lines[0]) > len("error: ") + 10
+    return code == 2 and len(lines) == 1 and len(lines[0]) > len("error: ") + 10 and "Traceback (most recent" not in err
