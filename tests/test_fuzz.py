@@ -23,7 +23,8 @@ LEAVES_THE_DATASET = {"image: file_name absolute", "image: file_name climbs out"
 # what `inspect` says of variants that a looser check once caught for another reason (a file whose top level was the
 # value popped; RLE counts cut inside a run where the variant means valid runs that cover too few pixels)
 NAMED = {"annotation: no image_id": "annotations[0] image_id", "image: no file_name": "needs a string file_name",
-         "json: no images key": "non-list 'images'", "segmentation: RLE counts one run short": "RLE runs cover 4095 pixels",
+         "json: no images key": "non-list 'images'",
+         "segmentation: RLE counts one run short": "RLE runs cover 4095 pixels",  # the fixture's 64 x 64 image
          "segmentation: RLE counts end mid-run": "RLE counts end inside a run"}
 
 
@@ -74,7 +75,7 @@ def test_short_train_refuses_or_counts(good, tmp_path, capsys, caplog, name):
     root = broken(good, tmp_path, name)
     code, out, err = run_cli(["train", "--train", str(root), "--out", str(tmp_path / "run"), *TRAIN], capsys)
     if refused(code, err):
-        assert str(root) in err, err  # the message names the broken dataset's files (a refusal for another reason would not)
+        assert str(root) in err, err  # names the broken dataset's files (a refusal for another reason would not)
         return
     assert code == 0, f"train: exit {code}\n{err[-3000:]}"
     rows = (tmp_path / "run" / "csv").glob("version_*/metrics.csv")

@@ -427,9 +427,12 @@ def test_fcn_skips_add_their_scores(variant: str) -> None:
     each fused map is constant, bilinear upsampling keeps a constant, so the logits are the biases' sum everywhere
     (hand-computed; the skips start at zero, so no forward pass of a fresh head can see them), and the skip scorers
     get a gradient from the loss at the first step."""
+    def skips(head: FCNHead) -> list[nn.Conv2d]:
+        return [head.score_pool4] + ([head.score_pool3] if variant == "fcn8" else [])
+
     head = FCNHead(128, 3, variant=variant, width=0.25, fc_width=32, pool3_channels=64).eval()
     feats = {"conv4_3": torch.randn(2, 128, 5, 7), "pool3": torch.randn(2, 64, 5, 7)}
-    scorers = [head.score_fr, head.score_pool4] + ([head.score_pool3] if variant == "fcn8" else [])
+    scorers = [head.score_fr, *skips(head)]
     biases = torch.tensor([[0.5, -1.0, 2.0], [0.25, 0.75, -0.5], [1.5, 0.0, 1.0]])[: len(scorers)]
     with torch.no_grad():
         for conv, bias in zip(scorers, biases):
@@ -440,7 +443,7 @@ def test_fcn_skips_add_their_scores(variant: str) -> None:
 
     head = FCNHead(128, 3, variant=variant, width=0.25, fc_width=32, pool3_channels=64)
     F.cross_entropy(head(feats, (40, 56)), torch.randint(0, 3, (2, 40, 56))).backward()
-    for conv in [head.score_pool4] + ([head.score_pool3] if variant == "fcn8" else []):
+    for conv in skips(head):
         assert conv.weight.grad.abs().sum() > 0
 
 
