@@ -25,9 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from posepart.data import validate
-from posepart.data.images import (SIDES_SWAPPED, exif_orientation, read_image, read_label_png, turned_note,
-                                  upright)
-from posepart.data.records import ImageRecord, PackedRecords, read_record, region_mask, spelled_otherwise
+from posepart.data.images import (MAX_DECODED_PIXELS, SIDES_SWAPPED, exif_orientation, read_image, read_label_png,
+                                  turned_note, upright)
+from posepart.data.records import (ImageRecord, PackedRecords, check_annotations, read_record, region_mask,
+                                    spelled_otherwise)
 from posepart.data.validate import DatasetError, PathEscapeError
 from posepart.schema import Schema
 
@@ -209,7 +210,8 @@ class PosePartDataset:
             if image_id in images:
                 raise DatasetError(f"{where}: images[{i}] repeats the id {image_id} of images[{images[image_id]}]")
             images[image_id] = i
-        by_image: dict[int, list[dict[str, Any]]] = {}
+        people: list[dict[str, Any]] = []
+        by_image: dict[int, list[int]] = {}  # image id -> its people's indices in `people`
         dataset_skips: list[tuple[str, str]] = []
         for i, ann in enumerate(data["annotations"]):
             label = f"{where}: annotations[{i}]"
@@ -222,11 +224,20 @@ class PosePartDataset:
             if category not in categories:
                 raise DatasetError(f"{label}: category_id {category} is not among the categories {categories}")
             if category in same_kind:  # other categories (COCO's 80) are not people
-                by_image.setdefault(image_id, []).append(ann)
+                by_image.setdefault(image_id, []).append(len(people))
+                people.append(ann)
             elif category in other_skeletons:  # before: dropped without a word (a CVAT project of two skeletons)
                 dataset_skips.append((f"annotation of another keypoint category (one is read: "
                                       f"{schema.name!r})", f"{label}: category {other_skeletons[category]!r}"))
 
+        sizes = np.full((len(people), 2), np.nan)  # each person's image's width and height where valid (else the
+        for row, ann in enumerate(people):  # record is refused before its people are read)
+            info = data["images"][images[ann["image_id"]]]
+            width, height = info.get("width"), info.get("height")
+            if validate.is_integer(width) and validate.is_integer(height) and width > 0 and height > 0 and \
+                    width * height <= MAX_DECODED_PIXELS:
+                sizes[row] = width, height
+        checked = check_annotations(people, schema.num_joints, sizes)
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir, category_id=category_id)
         for reason, example in dataset_skips:
             dataset._skip(reason, example)
@@ -236,7 +247,7 @@ class PosePartDataset:
         def read(i: int, info: dict[str, Any]) -> ImageRecord | None:
             """images[i] as a record, or None where it is skipped (a missing image in the COCO layout)."""
             dropped: list[tuple[str, str]] = []  # counted once the image is known to be there
-            record = read_record(info, by_image.get(info["id"], []), schema, image_dir, parts_dir, where, i,
+            record = read_record(info, by_image.get(info["id"], []), checked, schema, image_dir, parts_dir, where, i,
                                  lambda reason, example: dropped.append((reason, example)))
             if not record.image_path.is_file():
                 hint = spelled_otherwise(image_dir, record.file_name)
