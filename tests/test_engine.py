@@ -223,16 +223,18 @@ def test_model_init_from_another_schema_takes_the_trunk_alone(data, straight_run
     assert module.sources[-1]["tasks"] == []
 
 
-def test_model_init_under_another_activation_is_warned_of(data, straight_run):
-    """Every tensor fits whatever the activation (a walkthrough: SiLU-trained weights fine-tuned under ReLU began at
-    0.70 mean IU instead of 0.90, without a word); the layers without weights are compared too."""
-    trained = load_config(straight_run.out / "config.yaml").model.activation
-    other = "silu" if trained == "relu" else "relu"
-    layer = {"relu": "ReLU", "silu": "SiLU"}
-    with pytest.warns(PosepartWarning, match=f"its trunk computes with {layer[trained]} where this model's has "
-                                             f"{layer[other]} \\(model.activation\\?\\)"):
-        PosePartModule(tiny(data, f"model.init={straight_run.last}", f"model.activation={other}"),
-                       Schema.pascal_person_part())
+def test_model_init_under_another_activation_or_pool_is_warned_of(data, straight_run):
+    """Every tensor fits whatever the activation or the pools (a walkthrough: SiLU-trained weights fine-tuned under
+    ReLU began at 0.70 mean IU instead of 0.90, without a word); the layers without weights are compared too."""
+    trained = load_config(straight_run.out / "config.yaml").model
+    layer = {"relu": "ReLU", "silu": "SiLU", "max": "MaxPool2d", "blur": "MaxBlurPool"}
+    for key, kinds in (("activation", ("relu", "silu")), ("pool", ("max", "blur"))):
+        own = getattr(trained, key)
+        other = kinds[1] if own == kinds[0] else kinds[0]
+        with pytest.warns(PosepartWarning, match=f"its trunk computes with {layer[own]} where this model's has "
+                                                 f"{layer[other]} \\(model.activation or model.pool\\?\\)"):
+            PosePartModule(tiny(data, f"model.init={straight_run.last}", f"model.{key}={other}"),
+                           Schema.pascal_person_part())
     with warnings.catch_warnings():
         warnings.simplefilter("error", PosepartWarning)
         PosePartModule(tiny(data, f"model.init={straight_run.last}"), Schema.pascal_person_part())

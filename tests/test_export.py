@@ -19,7 +19,7 @@ from posepart.decode import DecodeConfig
 from posepart.engine.checkpoint import load_model
 from posepart.engine.export import export_onnx
 from posepart.inference.predictor import Predictor, model_info
-from posepart.models import build_model
+from posepart.models import MaxBlurPool, build_model
 from posepart.schema import Schema
 
 ort = pytest.importorskip("onnxruntime")  # the [onnx] and [test] extras
@@ -129,14 +129,15 @@ def test_exporting_leaves_the_callers_model_as_it_was(tmp_path):
     assert model.training and all(m.training for m in model.modules())
 
 
-def test_silu_model_round_trips_through_checkpoint_safetensors_and_onnx(tmp_path):
-    """`model.activation: silu` (the CPU demo's) is part of the model's description: a checkpoint, its .safetensors
-    export and its ONNX export all give the SiLU network's outputs."""
-    ckpt = write_checkpoint(tmp_path / "silu.ckpt", PASCAL, "model.activation=silu", "model.seg_head=stage",
-                            input_size=SIZE, gain=40.0)
+def test_silu_and_blur_pool_model_round_trips_through_checkpoint_safetensors_and_onnx(tmp_path):
+    """`model.activation: silu` and `model.pool: blur` (the CPU demo's) are part of the model's description: a
+    checkpoint, its .safetensors export and its ONNX export all give the outputs of that network."""
+    ckpt = write_checkpoint(tmp_path / "silu.ckpt", PASCAL, "model.activation=silu", "model.pool=blur",
+                            "model.seg_head=stage", input_size=SIZE, gain=40.0)
     model = load_model(ckpt).model
     assert any(isinstance(m, torch.nn.SiLU) for m in model.modules())
-    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.MaxPool2d)) for m in model.modules())
+    assert sum(isinstance(m, MaxBlurPool) for m in model.modules()) == 3
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = model(x)

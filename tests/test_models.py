@@ -17,6 +17,7 @@ from posepart.models import (
     MODELS,
     BilinearUpsample,
     FCNHead,
+    MaxBlurPool,
     ModelOutput,
     PAFStages,
     PosePartNet,
@@ -188,6 +189,68 @@ def test_silu_replaces_every_relu_and_keeps_the_weights(name: str) -> None:
     assert first[0].shape == first[1].shape and not torch.allclose(*first)
     with pytest.raises(ValueError, match="activation"):
         build_model(name, schema, activation="gelu", **options)
+
+
+def _max_blur_reference(x: np.ndarray) -> np.ndarray:
+    """MaxBlurPool by its definition, with loops: the max of every 2x2 window at stride 1 (the edge pixels repeated),
+    then [1, 2, 1] x [1, 2, 1] / 16 around every odd window, so output (i, j) is centred where MaxPool2d(2, 2)'s is
+    (between input pixels 2j and 2j + 1 on each axis). Both are separable: one axis after the other."""
+    def window_max(a: np.ndarray) -> np.ndarray:  # last axis, n -> n + 1: window (i - 1, i)
+        n = a.shape[-1] // 2 * 2
+        return np.stack([np.maximum(a[..., max(i - 1, 0)], a[..., min(i, n - 1)]) for i in range(n + 1)], -1)
+
+    def blur(m: np.ndarray) -> np.ndarray:  # last axis, n + 1 -> n / 2
+        return np.stack([(m[..., 2 * j] + 2 * m[..., 2 * j + 1] + m[..., 2 * j + 2]) / 4
+                         for j in range(m.shape[-1] // 2)], -1)
+
+    def transposed(f, a: np.ndarray) -> np.ndarray:
+        return np.swapaxes(f(np.swapaxes(a, -1, -2)), -1, -2)
+
+    return transposed(blur, blur(transposed(window_max, window_max(x))))
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (6, 10), (7, 9)])
+def test_max_blur_pool_is_a_max_then_a_121_blur_and_moves_with_its_input(hw: tuple[int, int]) -> None:
+    """`MaxBlurPool` against a loop over its definition, at MaxPool2d's output size (floor mode: an odd row dropped);
+    and the reason for it: a bright pixel moved by one input pixel moves the pooled map's centre of mass by half a
+    cell, where MaxPool2d's stays put for every other step (its output only says which 2x2 window)."""
+    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(0))
+    out = MaxBlurPool()(x)
+    assert out.shape == nn.MaxPool2d(2, 2)(x).shape
+    np.testing.assert_allclose(out.numpy(), _max_blur_reference(x.numpy()), atol=1e-6, rtol=0)
+
+    def centre(pool: nn.Module, q: int) -> float:  # the pooled map's centre of mass, in input pixels
+        delta = torch.zeros(1, 1, 1, 32)
+        delta[..., q] = 1.0
+        row = pool(F.pad(delta, (0, 0, 0, 1)))[0, 0, 0]  # 2 rows: one output row
+        return float(2 * (row * torch.arange(16.0)).sum() / row.sum() + 0.5)
+
+    for q in range(8, 14):
+        assert centre(MaxBlurPool(), q) == pytest.approx(q)
+    assert [centre(nn.MaxPool2d(2, 2), q) for q in (8, 9, 10, 11)] == [8.5, 8.5, 10.5, 10.5]
+
+
+@pytest.mark.parametrize("name", ["fcn32_vgg16", "paf_vgg16", "joint_vgg16"])
+def test_blur_pools_replace_the_trunks_max_pools_and_keep_the_weights(name: str) -> None:
+    """`pool="blur"`: the trunk's three max-pools are MaxBlurPools (the FCN head's own pool4 and pool5 stay: FCN's,
+    in ceil mode), with the same weights and outputs of the same shape; any other name is refused."""
+    schema = Schema.pascal_person_part()
+    options = dict(width=0.125, batch_norm=True, **({} if name == "paf_vgg16" else {"fc_width": 32}))
+    torch.manual_seed(0)
+    plain = build_model(name, schema, **options).eval()
+    torch.manual_seed(0)
+    blur = build_model(name, schema, pool="blur", **options).eval()
+    assert [type(m) for m in blur.trunk.features if isinstance(m, (nn.MaxPool2d, MaxBlurPool))] == [MaxBlurPool] * 3
+    assert sum(isinstance(m, nn.MaxPool2d) for m in plain.modules()) - \
+        sum(isinstance(m, nn.MaxPool2d) for m in blur.modules()) == 3
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), blur.state_dict().values(), strict=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = plain(x), blur(x)
+    first = (a.parts or a.heatmaps)[-1], (b.parts or b.heatmaps)[-1]
+    assert first[0].shape == first[1].shape and not torch.allclose(*first)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        build_model(name, schema, pool="avg", **options)
 
 
 def test_input_not_multiple_of_stride_is_refused() -> None:

@@ -22,7 +22,7 @@ def build_from_config(config: Config, schema: Schema, *, pretrained: bool = True
                                "sigma": config.data.sigma,
                                "paf_width": config.data.paf_width, "heatmap_sigmoid": config.loss.heatmap == "focal",
                                "width": m.width, "fc_width": m.fc_width,
-                               "batch_norm": m.batch_norm, "activation": m.activation,
+                               "batch_norm": m.batch_norm, "activation": m.activation, "pool": m.pool,
                                "pretrained": m.pretrained if pretrained else None}
     accepted = builder_options(m.name)
     return build_model(m.name, schema, **{k: v for k, v in options.items() if k in accepted})

@@ -59,8 +59,8 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
     theirs_kinds, own_kinds = _weightless_layers(loaded.model.trunk), _weightless_layers(model.trunk)
     if theirs_kinds != own_kinds:  # before: taken without a word (SiLU-trained weights under ReLU)
         rank_zero_warn(f"model.init {path}: its trunk computes with {', '.join(sorted(theirs_kinds - own_kinds))} "
-                       f"where this model's has {', '.join(sorted(own_kinds - theirs_kinds))} (model.activation?): "
-                       f"its weights are taken, but their features are not what they were trained to be",
+                       f"where this model's has {', '.join(sorted(own_kinds - theirs_kinds))} (model.activation or "
+                       f"model.pool?): its weights are taken, but their features are not what they were trained to be",
                        category=PosepartWarning)
     left, unused = sorted(set(own) - set(taken)), sorted(set(theirs) - set(taken))
     if left or unused:

@@ -26,7 +26,7 @@ from posepart.models.build import MODELS, ModelName, SegHead, builder_options, c
 from posepart.models.pose import MAX_STAGES
 from posepart.models.pretrained import check_fits
 from posepart.models.refine import RefineKind
-from posepart.models.trunk import Activation
+from posepart.models.trunk import Activation, Pool
 from posepart.schema import BUILTIN_SCHEMAS
 
 
@@ -58,6 +58,7 @@ class ModelConfig:
     fc_width: int = 4096
     batch_norm: bool = False  # BatchNorm after every hidden conv: for training from scratch (no pretrained weights)
     activation: Activation = "relu"  # after every hidden conv: VGG16's relu, or silu (more learnt per image from scratch)
+    pool: Pool = "max"  # the trunk's downsampling: VGG16's max-pools, or blur (shift-invariant: `MaxBlurPool`)
     pretrained: Path | None = None  # torchvision vgg16 state dict (.pth) or .safetensors, or imagenet (hub cache)
     # fine-tuning: start from a posepart model's weights (a .ckpt or an export-weights .safetensors), after
     # `pretrained`; every tensor of the same name and shape is taken (`module.initialise_from`), with a fresh

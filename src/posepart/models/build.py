@@ -8,6 +8,7 @@ Every builder returns a `PosePartNet` sized from the schema (`heatmap_channels`,
 explicitly (4096 = VGG16's, needed to reuse its classifier weights). `batch_norm` adds BatchNorm after every hidden
 conv (torchvision's vgg16_bn layout in the trunk): off in the paper's models, on for training from scratch.
 `activation` follows every hidden conv: "relu" (VGG16's, the paper's) or "silu" (`use_activation`: the CPU demo's).
+`pool` is the trunk's downsampling: "max" (VGG16's max-pools) or "blur" (`MaxBlurPool`: the CPU demo's joint network).
 `pretrained` is a torchvision vgg16 state-dict file, or "imagenet" (`pretrained.resolve_weights`: torch's hub cache);
 only valid at width 1.0 without BN.
 Pose models take `pose_stride` (8, or 4 / 2: every stage's maps refined with skips from the trunk's finer maps;
@@ -33,7 +34,7 @@ from .joint import PosePartNet
 from .pose import PAFStages
 from .pretrained import check_fits, load_vgg16_weights, resolve_weights
 from .refine import RefineKind, ResidualRefine, SkipRefine, refinement_skips
-from .trunk import Activation, VGGTrunk, scaled, use_activation
+from .trunk import Activation, Pool, VGGTrunk, scaled, use_activation
 
 SegHead = Literal["fcn32", "fcn16", "fcn8", "stage"]
 
@@ -111,34 +112,37 @@ def _finish(model: PosePartNet, pretrained: Path | str | None, activation: Activ
 
 
 def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None,
-         batch_norm: bool, activation: Activation) -> PosePartNet:
+         batch_norm: bool, activation: Activation, pool: Pool) -> PosePartNet:
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, f"{variant}_vgg16", parts=True)
-    trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm)  # no pose head reads the CPM adapter
+    trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm, pool=pool)  # no pose head reads the CPM adapter
     model = PosePartNet(trunk, _fcn_head(trunk, schema, variant, width, fc_width), None, schema=schema)
     return _finish(model, pretrained, activation)
 
 
 def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
+                activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
+                ) -> PosePartNet:
     """FCN-32s: one x32 upsampling of the stride-32 scores."""
-    return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm, activation)
+    return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
+                activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
+                ) -> PosePartNet:
     """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16."""
-    return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm, activation)
+    return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-               activation: Activation = "relu", pretrained: Path | str | None = None) -> PosePartNet:
+               activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
+               ) -> PosePartNet:
     """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8."""
-    return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm, activation)
+    return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: float = 1.0, batch_norm: bool = False,
-              activation: Activation = "relu",
+              activation: Activation = "relu", pool: Pool = "max",
               pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
               paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
               heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
@@ -146,7 +150,7 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
     """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "paf_vgg16", pose=True)
-    trunk = VGGTrunk(width=width, batch_norm=batch_norm)
+    trunk = VGGTrunk(width=width, batch_norm=batch_norm, pool=pool)
     model = PosePartNet(trunk, None, _pose_head(trunk, schema, stages, width, False, heatmap_sigmoid),
                         pose_refine=_pose_refine(trunk, schema, pose_stride, width, refine), schema=schema,
                         sigma=sigma,
@@ -165,7 +169,7 @@ def check_seg_head(seg_head: str, seg_stride: int) -> None:
 
 def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32", seg_stride: int = 8,
                 pose_stride: int = 8, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
-                activation: Activation = "relu",
+                activation: Activation = "relu", pool: Pool = "max",
                 pretrained: Path | str | None = None, sigma: float = HeadMeta.sigma,
                 paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
                 heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
@@ -180,7 +184,7 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     check_seg_head(seg_head, seg_stride)
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "joint_vgg16", pose=True, parts=True)
-    trunk = VGGTrunk(width=width, batch_norm=batch_norm)
+    trunk = VGGTrunk(width=width, batch_norm=batch_norm, pool=pool)
     pose = dict(pose_refine=_pose_refine(trunk, schema, pose_stride, width, refine), schema=schema, sigma=sigma,
                 paf_width=paf_width, heatmap_smoothing=heatmap_smoothing)
     if seg_head == "stage":

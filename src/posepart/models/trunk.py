@@ -10,9 +10,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Activation = Literal["relu", "silu"]  # the nonlinearity after every hidden conv: VGG16's ReLU, or SiLU (x sigmoid(x))
+Pool = Literal["max", "blur"]  # the trunk's three 2x2 downsamplings: VGG16's max-pools, or `MaxBlurPool`
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,44 @@ def conv_block(in_channels: int, out_channels: int, kernel: int, *, batch_norm: 
     return [conv, nn.ReLU(inplace=True)]
 
 
-def _vgg_layers(cfg: tuple[int | str, ...], in_channels: int, width: float, batch_norm: bool) -> list[nn.Module]:
-    """conv3x3 [+ BN] + ReLU per int, MaxPool2d(2, 2) per "M" (floor mode): torchvision's vgg16 / vgg16_bn layout."""
+class MaxBlurPool(nn.Module):
+    """A 2x2 max-pool made shift-invariant (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): the
+    max over every 2x2 window at stride 1, then a [1, 2, 1] x [1, 2, 1] / 16 blur at stride 2, so that a feature
+    moved by one pixel moves the pooled map smoothly instead of flipping between cells. Same output size as
+    MaxPool2d(2, 2) (floor mode) and the same cell centres; no weights, so VGG16's still load. From scratch, on the
+    CPU demo, it lifts the pose branch's AP by 0.019 and the mean IU by 0.006 on three seeds, for 6-10 % more
+    training time (docs/training.md, twenty-sixth round); 2x2 average pools, at no cost, gain as much mean IU and
+    tie on AP.
+
+    Written as three pooling ops, not a depthwise blur convolution: the blur is two 2x2 averages (a [1, 1] average
+    twice is [1, 2, 1] / 4), and the stride-1 max's padding of -inf repeats the edge row: on the CPU the three
+    pools cost 60 % of the extra time of a depthwise convolution.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]  # floor mode: an odd last row or column is dropped
+        peaks = F.max_pool2d(x, 2, stride=1, padding=1)  # (B, C, H + 1, W + 1): cell i = max(x[i - 1], x[i])
+        return F.avg_pool2d(F.avg_pool2d(peaks, 2, stride=1), 2, stride=2)  # (B, C, H / 2, W / 2)
+
+
+def _vgg_layers(cfg: tuple[int | str, ...], in_channels: int, width: float, batch_norm: bool, pool: Pool
+                ) -> list[nn.Module]:
+    """conv3x3 [+ BN] + ReLU per int, a 2x2 downsampling per "M" (MaxPool2d, floor mode, or `MaxBlurPool`):
+    torchvision's vgg16 / vgg16_bn layout."""
+    if pool not in get_args(Pool):
+        raise ValueError(f"pool must be one of {get_args(Pool)}, got {pool!r}")
     layers: list[nn.Module] = []
     for v in cfg:
         if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if pool == "max" else MaxBlurPool())
         else:
             out = scaled(int(v), width)
             layers += conv_block(in_channels, out, 3, batch_norm=batch_norm)
             in_channels = out
     return layers
+
+
+POOLS = (nn.MaxPool2d, MaxBlurPool)  # the layers of `_vgg_layers` that halve the resolution
 
 
 class VGGTrunk(nn.Module):
@@ -100,14 +129,14 @@ class VGGTrunk(nn.Module):
 
     stride = 8
 
-    def __init__(self, width: float = 1.0, *, cpm: bool = True, batch_norm: bool = False) -> None:
+    def __init__(self, width: float = 1.0, *, cpm: bool = True, batch_norm: bool = False, pool: Pool = "max") -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         self.width = width
         self.batch_norm = batch_norm
-        self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width, batch_norm))
-        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self.features = nn.Sequential(*_vgg_layers(VGG16_TO_CONV4_3, 3, width, batch_norm, pool))
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, POOLS)]
         # features index -> output name: every pool's output, and the (ReLU) output of the last conv before pools
         # 2 and 3, the deepest map at strides 2 and 4
         self._out_names = {i: f"pool{n}" for n, i in enumerate(pools, start=1)}
@@ -117,7 +146,7 @@ class VGGTrunk(nn.Module):
         for i, layer in enumerate(self.features):
             if isinstance(layer, nn.Conv2d):
                 channels = layer.out_channels
-            elif isinstance(layer, nn.MaxPool2d):
+            elif isinstance(layer, POOLS):
                 stride *= 2
             if i in self._out_names:
                 self._shapes[self._out_names[i]] = ShapeSpec(channels, stride)
