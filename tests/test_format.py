@@ -962,6 +962,20 @@ def test_the_numpy_pass_over_a_file_reads_every_record_as_the_checks_one_by_one_
         _assert_same_records(fast.records, slow.records)
         assert (fast.skipped, fast.skipped_examples) == (slow.skipped, slow.skipped_examples)
     assert fast.records[0].keypoints.size and sum(r.num_people for r in slow.records) == 12  # not vacuous
+    # values the float32 rows would pass: the pass checks in float64 first, as the one-by-one checks do
+    good = (root / "annotations.json").read_text()
+    for field, index, value, error in (("keypoints", 2, 1.00000001, "visibility must be 0, 1 or 2"),
+                                       ("keypoints", 5, 1e-50, "visibility must be 0, 1 or 2"),
+                                       ("bbox", 2, -1e-46, "width and height must be >= 0")):
+        _edit_json(root, lambda d: d["annotations"][0][field].__setitem__(index, value))
+        messages = []
+        for check in (check_annotations, one_by_one):
+            with monkeypatch.context() as m, pytest.raises(DatasetError, match=error) as refused:
+                m.setattr(format_module, "check_annotations", check)
+                PosePartDataset.open(root)
+            messages.append(str(refused.value))
+        assert messages[0] == messages[1]
+        (root / "annotations.json").write_text(good)
     edited = PosePartDataset.open(root)
     assert edited.skipped == {"keypoint outside the image (joint dropped)": 1}
     np.testing.assert_array_equal(edited.records[0].keypoints[0, 1], np.float32([60.9, -0.9, 1]))

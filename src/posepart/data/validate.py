@@ -62,18 +62,16 @@ def numbers(value: Any, label: str, *, length: int | None = None) -> np.ndarray:
 
 
 def number_rows(values: Sequence[Any], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Many values checked as `numbers(value, length=length)` at once: (N, length) float32 rows and (N,) bool, True
-    where values[i] is a list of `length` numbers, finite in float32 (its row holds them; the other rows are 0).
-    Why: one by one, a list costs a few small numpy calls, seconds over COCO's train set; here the whole file is one
-    array. The rows that fail are for the one-by-one checks, whose errors name the field (or which accept a value
-    this test is too strict for: a number finite in float64 alone, or one too large for a float)."""
+    """Many values checked as `numbers(value, length=length)` at once: (N, length) float64 rows and (N,) bool, True
+    where values[i] is a list of `length` finite numbers (its row holds them; the other rows are 0). Why: one by
+    one, a list costs a few small numpy calls, seconds over COCO's train set; here the whole file is one array. The
+    rows that fail are for the one-by-one checks, whose errors name the field."""
     ok = np.fromiter((type(v) is list and len(v) == length and set(map(type, v)) <= _NUMBER_TYPES for v in values),
                      bool, len(values))
-    rows = np.zeros((len(values), length), np.float32)
+    rows = np.zeros((len(values), length))
     if ok.any():
         try:
-            with np.errstate(over="ignore"):  # a number beyond float32 becomes inf: its row fails below
-                rows[ok] = np.array([v for v, good in zip(values, ok) if good], np.float32)
+            rows[ok] = np.array([v for v, good in zip(values, ok) if good], np.float64)
         except OverflowError:  # an integer beyond any float: every row to the one-by-one checks
             ok[:] = False
             rows[:] = 0
@@ -81,22 +79,28 @@ def number_rows(values: Sequence[Any], length: int) -> tuple[np.ndarray, np.ndar
     return rows, ok
 
 
+def _as_float32(rows: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 rows as the float32 the readers keep; a row with a number beyond float32 (inf there) is left to
+    the one-by-one check, which keeps it as that check does."""
+    with np.errstate(over="ignore"):
+        rows = rows.astype(np.float32)
+    return rows, ok & np.isfinite(rows).all(axis=tuple(range(1, rows.ndim)))
+
+
 def keypoint_rows(values: Sequence[Any], num_joints: int) -> tuple[np.ndarray, np.ndarray]:
     """`keypoints` of many annotations' lists at once: (N, K, 3) float32 and (N,) bool, True where values[i] passes
     `keypoints` and its row holds the same array (`number_rows`: the others are for the one-by-one check)."""
     rows, ok = number_rows(values, 3 * num_joints)
     kp = rows.reshape(len(values), num_joints, 3)
-    v = kp[..., 2]
-    ok &= ((v == 0) | (v == 1) | (v == 2)).all(1)
-    return kp, ok
+    v = kp[..., 2]  # compared in float64, as `keypoints` does: 1.00000001 is no visibility
+    return _as_float32(kp, ok & ((v == 0) | (v == 1) | (v == 2)).all(1))
 
 
 def box_rows(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """`box` of many values at once: (N, 4) float32 and (N,) bool, True where values[i] passes `box` and its row holds
     the same array (`number_rows`: the others are for the one-by-one check)."""
     rows, ok = number_rows(values, 4)
-    ok &= (rows[:, 2:] >= 0).all(1)
-    return rows, ok
+    return _as_float32(rows, ok & (rows[:, 2:] >= 0).all(1))  # in float64: -1e-46 is a negative width
 
 
 def number(value: Any, label: str, *, positive: bool = False) -> float:

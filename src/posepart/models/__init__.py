@@ -18,8 +18,9 @@ from .refine import ResidualRefine, SkipRefine
 from .trunk import MaxBlurPool, ShapeSpec, VGGTrunk
 
 __all__ = [
-    "MODELS", "BilinearUpsample", "FCNHead", "MaxBlurPool", "MissingLimbsError", "ModelOutput", "PAFStage", "PAFStages",
-    "PosePartNet", "ResidualRefine", "SchemaMismatchError", "ShapeSpec", "SkipRefine", "VGGTrunk", "bilinear_kernel", "build_model",
-    "builder_options", "channels_last_", "count_flops", "count_parameters", "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16",
-    "fold_batch_norm", "joint_vgg16", "load_vgg16_weights", "paf_vgg16", "read_state_dict",
+    "MODELS", "BilinearUpsample", "FCNHead", "MaxBlurPool", "MissingLimbsError", "ModelOutput", "PAFStage",
+    "PAFStages", "PosePartNet", "ResidualRefine", "SchemaMismatchError", "ShapeSpec", "SkipRefine", "VGGTrunk",
+    "bilinear_kernel", "build_model", "builder_options", "channels_last_", "count_flops", "count_parameters",
+    "fcn8_vgg16", "fcn16_vgg16", "fcn32_vgg16", "fold_batch_norm", "joint_vgg16", "load_vgg16_weights", "paf_vgg16",
+    "read_state_dict",
 ]
