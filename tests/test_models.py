@@ -167,28 +167,38 @@ def test_fcn_logits_exactly_input_size(name: str, hw: tuple[int, int]) -> None:
     assert out.parts[0].shape == (1, TINY.num_parts, *hw)
 
 
+def _two_builds(name: str, **option: str) -> tuple[nn.Module, nn.Module]:
+    """A small BatchNorm model `name` built twice from the same seed, by default and with `option`, in eval mode."""
+    options = dict(width=0.125, batch_norm=True, **({} if name == "paf_vgg16" else {"fc_width": 32}))
+    torch.manual_seed(0)
+    default = build_model(name, Schema.pascal_person_part(), **options).eval()
+    torch.manual_seed(0)
+    return default, build_model(name, Schema.pascal_person_part(), **option, **options).eval()
+
+
+def _assert_same_weights_other_outputs(model: nn.Module, other: nn.Module) -> None:
+    """Two builds of one layout (an option without weights changed): the same tensors by name, outputs of the same
+    shape that differ."""
+    assert list(model.state_dict()) == list(other.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x), other(x)
+    first = (a.parts or a.heatmaps)[-1], (b.parts or b.heatmaps)[-1]
+    assert first[0].shape == first[1].shape and not torch.allclose(*first)
+
+
 @pytest.mark.parametrize("name", ["fcn32_vgg16", "paf_vgg16", "joint_vgg16"])
 def test_silu_replaces_every_relu_and_keeps_the_weights(name: str) -> None:
     """`activation="silu"`: the same layout and weights (an activation has none), every ReLU a SiLU, other outputs;
     "relu" is VGG16's own; any other name is refused."""
-    schema = Schema.pascal_person_part()
-    options = dict(width=0.125, batch_norm=True, **({} if name == "paf_vgg16" else {"fc_width": 32}))
-    torch.manual_seed(0)
-    relu = build_model(name, schema, **options).eval()
-    torch.manual_seed(0)
-    silu = build_model(name, schema, activation="silu", **options).eval()
+    relu, silu = _two_builds(name, activation="silu")
     count = {kind: [sum(isinstance(m, kind) for m in model.modules()) for model in (relu, silu)]
              for kind in (nn.ReLU, nn.SiLU)}
     assert count[nn.ReLU][0] >= 10 and count[nn.ReLU][1] == 0 and count[nn.SiLU] == [0, count[nn.ReLU][0]]
-    assert [k for k in relu.state_dict()] == [k for k in silu.state_dict()]
-    assert all(torch.equal(a, b) for a, b in zip(relu.state_dict().values(), silu.state_dict().values()))
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        a, b = relu(x), silu(x)
-    first = (a.parts or a.heatmaps)[-1], (b.parts or b.heatmaps)[-1]
-    assert first[0].shape == first[1].shape and not torch.allclose(*first)
+    _assert_same_weights_other_outputs(relu, silu)
     with pytest.raises(ValueError, match="activation"):
-        build_model(name, schema, activation="gelu", **options)
+        _two_builds(name, activation="gelu")
 
 
 def _max_blur_reference(x: np.ndarray) -> np.ndarray:
@@ -234,23 +244,13 @@ def test_max_blur_pool_is_a_max_then_a_121_blur_and_moves_with_its_input(hw: tup
 def test_blur_pools_replace_the_trunks_max_pools_and_keep_the_weights(name: str) -> None:
     """`pool="blur"`: the trunk's three max-pools are MaxBlurPools (the FCN head's own pool4 and pool5 stay: FCN's,
     in ceil mode), with the same weights and outputs of the same shape; any other name is refused."""
-    schema = Schema.pascal_person_part()
-    options = dict(width=0.125, batch_norm=True, **({} if name == "paf_vgg16" else {"fc_width": 32}))
-    torch.manual_seed(0)
-    plain = build_model(name, schema, **options).eval()
-    torch.manual_seed(0)
-    blur = build_model(name, schema, pool="blur", **options).eval()
+    plain, blur = _two_builds(name, pool="blur")
     assert [type(m) for m in blur.trunk.features if isinstance(m, (nn.MaxPool2d, MaxBlurPool))] == [MaxBlurPool] * 3
     assert sum(isinstance(m, nn.MaxPool2d) for m in plain.modules()) - \
         sum(isinstance(m, nn.MaxPool2d) for m in blur.modules()) == 3
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), blur.state_dict().values(), strict=True))
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        a, b = plain(x), blur(x)
-    first = (a.parts or a.heatmaps)[-1], (b.parts or b.heatmaps)[-1]
-    assert first[0].shape == first[1].shape and not torch.allclose(*first)
+    _assert_same_weights_other_outputs(plain, blur)
     with pytest.raises(ValueError, match="pool must be one of"):
-        build_model(name, schema, pool="avg", **options)
+        _two_builds(name, pool="avg")
 
 
 def test_input_not_multiple_of_stride_is_refused() -> None:
