@@ -78,7 +78,7 @@ class MaxBlurPool(nn.Module):
     max over every 2x2 window at stride 1, then a [1, 2, 1] x [1, 2, 1] / 16 blur at stride 2, so that a feature
     moved by one pixel moves the pooled map smoothly instead of flipping between cells. Same output size as
     MaxPool2d(2, 2) (floor mode) and the same cell centres; no weights, so VGG16's still load. From scratch, on the
-    CPU demo, it lifts the pose branch's AP by 0.019 and the mean IU by 0.006 on three seeds, for 6-10 % more
+    CPU demo, it lifts the pose branch's AP by 0.019 and the mean IU by 0.006 on three seeds, for 6-12 % more
     training time (docs/training.md, twenty-sixth round); 2x2 average pools, at no cost, gain as much mean IU and
     tie on AP.
 
