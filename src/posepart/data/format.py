@@ -203,14 +203,20 @@ class PosePartDataset:
         same_kind, other_skeletons = people_categories(data["categories"], categories, person)
 
         images: dict[int, int] = {}  # image id -> index in `images`
-        for i, info in enumerate(data["images"]):
+        sizes = np.full((len(data["images"]), 2), np.nan)  # width, height where `read_record` accepts them (else
+        for i, info in enumerate(data["images"]):  # the record is refused before its people are read)
             if not isinstance(info, dict):
                 raise DatasetError(f"{where}: images[{i}] is not an object")
             image_id = validate.integer(info.get("id"), f"{where}: images[{i}] id")
             if image_id in images:
                 raise DatasetError(f"{where}: images[{i}] repeats the id {image_id} of images[{images[image_id]}]")
             images[image_id] = i
+            width, height = info.get("width"), info.get("height")
+            if validate.is_integer(width) and validate.is_integer(height) and width > 0 and height > 0 and \
+                    width * height <= MAX_DECODED_PIXELS:
+                sizes[i] = width, height
         people: list[dict[str, Any]] = []
+        people_images: list[int] = []  # each person's index in `images`
         by_image: dict[int, list[int]] = {}  # image id -> its people's indices in `people`
         dataset_skips: list[tuple[str, str]] = []
         for i, ann in enumerate(data["annotations"]):
@@ -226,18 +232,12 @@ class PosePartDataset:
             if category in same_kind:  # other categories (COCO's 80) are not people
                 by_image.setdefault(image_id, []).append(len(people))
                 people.append(ann)
+                people_images.append(images[image_id])
             elif category in other_skeletons:  # before: dropped without a word (a CVAT project of two skeletons)
                 dataset_skips.append((f"annotation of another keypoint category (one is read: "
                                       f"{schema.name!r})", f"{label}: category {other_skeletons[category]!r}"))
 
-        sizes = np.full((len(people), 2), np.nan)  # each person's image's width and height where valid (else the
-        for row, ann in enumerate(people):  # record is refused before its people are read)
-            info = data["images"][images[ann["image_id"]]]
-            width, height = info.get("width"), info.get("height")
-            if validate.is_integer(width) and validate.is_integer(height) and width > 0 and height > 0 and \
-                    width * height <= MAX_DECODED_PIXELS:
-                sizes[row] = width, height
-        checked = check_annotations(people, schema.num_joints, sizes)
+        checked = check_annotations(people, schema.num_joints, sizes[np.asarray(people_images, np.int64)])
         dataset = cls(schema, [], annotation_file, image_dir, parts_dir, category_id=category_id)
         for reason, example in dataset_skips:
             dataset._skip(reason, example)
