@@ -1,10 +1,10 @@
 """One row of the pose-learning ablation (docs/training.md, "What limits the pose branch"): a learning figure.
 
 Trains a shipped demo config on the demo's own data (`posepart demo`'s synthetic train/val sets and size, `easy`
-scenes, generated once under --data) with extra `--set` overrides, scores the last checkpoint on the validation images,
-prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appends the row to
-<results>/ablate_pose.jsonl (with PCKh per joint and the AP per view and pose kind of the synthetic people). One
-change per row, against a baseline run with the same --images.
+scenes, generated once under --data) with extra `--set` overrides, scores the last checkpoint on the validation
+images, prints `change | images seen | AP | AP50 | PCKh | mean IU | training s` and appends the row to
+<results>/ablate_pose.jsonl (with PCKh per joint, the AP of small and medium people and the AP per view and pose kind
+of the synthetic people). One change per row, against a baseline run with the same --images.
 
 Run (one at a time: the training seconds are only comparable on an otherwise idle machine):
     .venv/bin/python benchmarks/ablate_pose.py --label baseline --images 8000
@@ -89,6 +89,8 @@ def main() -> None:
            **({"tasks": args.tasks} if args.tasks else {}),
            "images": args.images,
            "ap": pose.get("ap"), "ap50": pose.get("ap50"), "pckh": pose.get("pckh"), "mean_iou": seg.get("mean_iou"),
+           # COCOeval's AP over people under and over 32^2 px^2: a change of scale can trade one for the other
+           "ap_small": pose.get("ap_small"), "ap_medium": pose.get("ap_medium"),
            "pckh_per_joint": pose.get("pckh_per_joint"),  # which joints a budget or a change moves
            "ap_by_slice": {field: {value: score["ap"] for value, score in groups.items()}  # which people (synthetic)
                            for field, groups in (pose.get("slices") or {}).items()} or None,

@@ -134,6 +134,8 @@ def test_pose_ablation_row_trains_scores_and_records_its_change(tmp_path: Path) 
     assert list(row["pckh_per_joint"]) == list(Schema.pascal_person_part().keypoints)  # the figure per joint too
     assert set(row["ap_by_slice"]) == {"view", "pose"}  # and per kind of synthetic person
     assert all(0.0 <= ap <= 1.0 for groups in row["ap_by_slice"].values() for ap in groups.values())
+    scored = json.loads((tmp_path / "run" / "score.json").read_text())["metrics"]["pose"]
+    assert (row["ap_small"], row["ap_medium"]) == (scored["ap_small"], scored["ap_medium"])  # and by people's size
     assert "| smoke | 16 |" in out
     assert "pose_stride: 4" in (tmp_path / "run" / "config.yaml").read_text()
 
