@@ -23,15 +23,17 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag:
     parser.add_argument("--parts", type=Path, help="part label PNG folder (default ROOT/parts)")
 
 
-def open_dataset(args: argparse.Namespace, *, list_broken: bool = False) -> PosePartDataset:
+def open_dataset(args: argparse.Namespace, *, list_broken: bool = False, keep_json: bool = False
+                 ) -> PosePartDataset:
     """The dataset `add_dataset_args` describes, with a note per kind of skipped image; refused without images
-    (`list_broken`, `inspect`'s: unless it lists broken records, the problems it reports)."""
+    (`list_broken`, `inspect`'s: unless it lists broken records, the problems it reports). `keep_json`: as
+    `PosePartDataset.open`'s."""
     if args.root is None and args.annotations is None:
         raise DatasetError("no dataset given: pass a dataset ROOT or --annotations FILE --images DIR")
     if args.root is None and args.images is None:
         raise DatasetError("--annotations needs --images DIR")
     dataset = noted(PosePartDataset.open(args.root, annotations=args.annotations, images=args.images,
-                                         parts=args.parts, list_broken=list_broken))
+                                         parts=args.parts, list_broken=list_broken, keep_json=keep_json))
     if not dataset.schema.num_joints and not dataset.schema.has_parts:  # before: "problems 0", empty metrics, exit 0
         raise DatasetError(f"{dataset.annotation_file}: no category lists \"keypoints\" or \"part_classes\": nothing "
                            f"to inspect or score (an export of boxes, polygons or single points?); the people's "

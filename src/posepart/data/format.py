@@ -73,6 +73,9 @@ class PosePartDataset:
     skipped_examples: dict[str, str] = field(default_factory=dict)  # reason -> first offending file
     broken: list[str] = field(default_factory=list)  # records left out, why (opened with `list_broken` only)
     category_id: int = 1  # the people's category id in the file: the COCO results written for its tools carry it
+    # The parsed annotation file, kept only when opened with `keep_json` (`posepart split` writes subsets of it: on
+    # COCO's train set, parsing it again took 9 s); None otherwise, so that an open dataset does not hold it twice.
+    annotations_json: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     # -- opening ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -86,6 +89,7 @@ class PosePartDataset:
         skip_missing_images: bool | None = None,
         quiet: bool = False,
         list_broken: bool = False,
+        keep_json: bool = False,
     ) -> PosePartDataset:
         """Open `ROOT` in the posepart format, or a COCO release layout given as `annotations=` + `images=`.
 
@@ -95,7 +99,8 @@ class PosePartDataset:
         rank other than the first: one line per run, not per process). `list_broken` (what `inspect` opens with):
         an image record that cannot be read (its image missing, its keypoints malformed or far outside...) is left
         out and its error kept in `broken`, so that every such record is found in one pass; otherwise the first is
-        raised. The file's structure and a file name leading out of the dataset are raised either way.
+        raised. The file's structure and a file name leading out of the dataset are raised either way. `keep_json`:
+        the parsed file stays on `annotations_json`.
         """
         if root is not None:
             root = Path(root)
@@ -128,8 +133,11 @@ class PosePartDataset:
         if large:  # before: half a minute without a word for COCO's train set (JSON 14 s, records 16 s)
             print(f"reading {annotation_file} ({size / 1e6:.0f} MB)", file=sys.stderr, flush=True)
         data = read_json(annotation_file)
-        return cls._from_json(data, annotation_file, image_dir, parts_dir, skip, progress=large,
-                              list_broken=list_broken)
+        dataset = cls._from_json(data, annotation_file, image_dir, parts_dir, skip, progress=large,
+                                 list_broken=list_broken)
+        if keep_json:
+            dataset.annotations_json = data
+        return dataset
 
     @classmethod
     def from_images(cls, folder: str | Path, schema: Schema) -> PosePartDataset:

@@ -58,11 +58,12 @@ class Split(NamedTuple):
 
 def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int = 0) -> Split:
     """Write out/train.json and out/val.json: the dataset's images in a seeded order, the first
-    `held_out_count(n, val)` for validation and the rest for training."""
+    `held_out_count(n, val)` for validation and the rest for training. The subsets are written from the dataset's
+    `annotations_json` where it was opened with `keep_json`, else from its file, read again."""
     order = image_order(dataset, seed)
     k = held_out_count(len(order), val)
     out.mkdir(parents=True, exist_ok=True)
-    data = read_json(dataset.annotation_file)
+    data = dataset.annotations_json if dataset.annotations_json is not None else read_json(dataset.annotation_file)
     train_file, val_file = (out / name for name in SPLIT_FILES)
     return Split(write_subset(data, order[k:], train_file), write_subset(data, order[:k], val_file),
                  frozenset(order[:k]))
@@ -94,7 +95,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     there = [args.out / name for name in SPLIT_FILES if (args.out / name).exists()]
     if there and not args.overwrite:
         raise UsageError(f"split: {there[0]} exists (--overwrite replaces it)")
-    dataset = open_dataset(args)
+    dataset = open_dataset(args, keep_json=True)  # parsed once (a COCO-sized file: 9 s a parse)
     split = split_dataset(dataset, args.val, args.out, seed=args.seed)
     held_out = np.array([record.image_id in split.held_out for record in dataset.records])
     labels = dataset.record_labels  # the counts from the records read (before: both files opened again)
