@@ -105,6 +105,21 @@ def test_mhp_annolist_mat(fixtures, tmp_path):
     assert rec.num_people == len(entries[0][1]) == 2
     assert rec.head_sizes[0] == pytest.approx(0.6 * np.hypot(167 - 131, 196 - 154))  # 0.6 x diagonal = 33.19
 
+    # MHP marks 243 labelled people's missing head boxes with -1s, as in image 8's: before, written as [-2, -2, -2, -2],
+    # which every reader of the dataset refused ("head_box: expected [x1, y1, x2, y2] with x2 > x1")
+    assert all(p.extra["head_box"][2] > p.extra["head_box"][0] and p.extra["head_box"][3] > p.extra["head_box"][1]
+               for _, people in entries for p in people if "head_box" in p.extra)
+    assert sum("head_box" not in p.extra for _, people in entries for p in people) == 243
+    xy = np.concatenate([p.keypoints[:, :2] for p in entries[7][1]])
+    height, width = int(xy[:, 1].max()) + 8, int(xy[:, 0].max()) + 8
+    cv2.imwrite(str(tmp_path / "00008.jpg"), np.zeros((height, width, 3), np.uint8))
+    result = convert_mpii(mat, tmp_path, tmp_path / "out8", image_names="{index:05d}.jpg", progress=False)
+    why = "head box missing or empty (x2 <= x1 or y2 <= y1: PCKh falls back to head-neck)"
+    assert result.skips.counts[why] == 243
+    eighth = next(r for r in PosePartDataset.open(tmp_path / "out8").records if r.file_name == "00008.jpg")
+    assert eighth.num_people == len(entries[7][1]) == 3
+    assert np.isnan(eighth.head_sizes).tolist() == [True, False, False]  # no head size: PCKh's head-neck fallback
+
 
 def _struct_array(rows: list[tuple], names: list[str]) -> np.ndarray:
     """A 1xN MATLAB struct array for savemat."""
@@ -138,6 +153,10 @@ def test_release_mat_structure(tmp_path):
     for pattern in ("{idx}.jpg", "img{index:q}.jpg", "{0}.jpg"):  # a wrong field or spec: the user's mistake
         with pytest.raises(UsageError, match=r"--image-names .*not a file name pattern over \{index\}"):
             convert_mpii(nameless, images, tmp_path / "badnames", image_names=pattern, progress=False)
+    # one file for every entry: before, all of them written onto it ("wrote 1 images (13090 people...)" on MHP)
+    with pytest.raises(UsageError, match=r"--image-names 'a\.jpg': gives every annolist entry the same file name"):
+        convert_mpii(nameless, images, tmp_path / "onename", image_names="a.jpg", progress=False)
+    assert not (tmp_path / "onename").exists()
     unlabelled = tmp_path / "unlabelled.mat"  # a person, then an image of nobody labelled: neither file exists
     savemat(unlabelled, {"annolist": _struct_array([(rects,), (empty,)], ["annorect"])})
     with pytest.raises(DatasetError, match="no image converted") as raised:  # before: an empty dataset, exit 1

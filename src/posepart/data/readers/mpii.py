@@ -61,6 +61,9 @@ def _annorect_person(rect: Any, where: str, skips: Skips) -> Person | None:
     head_box = [_float(getattr(rect, k, None)) - ONE_BASED for k in ("x1", "y1", "x2", "y2")] \
         if {"x1", "y1", "x2", "y2"} <= fields else None
     head_box = head_box if head_box is not None and np.isfinite(head_box).all() else None
+    # MHP marks a missing head box with -1s: written as they were, every reader refused the dataset made of them
+    empty_box = head_box is not None and not (head_box[2] > head_box[0] and head_box[3] > head_box[1])
+    head_box = None if empty_box else head_box
     points = _list(getattr(getattr(rect, "annopoints", None), "point", None)) if "annopoints" in fields else []
     kp = np.zeros((NUM_JOINTS, 3), np.float32)
     for point in points:
@@ -72,6 +75,8 @@ def _annorect_person(rect: Any, where: str, skips: Skips) -> Person | None:
     kp[~np.isfinite(kp).all(1)] = 0
     extra = {"head_box": [round(v, 3) for v in head_box]} if head_box is not None else {}
     if (kp[:, 2] > 0).any():
+        if empty_box:
+            skips.add("head box missing or empty (x2 <= x1 or y2 <= y1: PCKh falls back to head-neck)", where)
         return Person(kp, extra=extra)
     # an unannotated person: ignore the square of side 200 x scale around objpos (MPII's scale is height / 200 px)
     skips.add("person without keypoints (ignore region when it has objpos and scale)", where)
@@ -210,12 +215,17 @@ def attach_head_sizes(people: dict[str, list[Person]], reference: dict[str, list
 
 def image_name(pattern: str, index: int) -> str:
     """The file name `--image-names PATTERN` gives annolist entry `index` (1-based): `pattern.format(index=index)`.
-    A pattern with another field or a bad format spec is a UsageError naming it, not a traceback."""
+    A pattern with another field or a bad format spec is a UsageError naming it, not a traceback, and so is one that
+    names every entry alike (no `{index}`: before, every entry's people were written onto one image)."""
     try:
-        return pattern.format(index=index)
+        name, other = pattern.format(index=index), pattern.format(index=index + 1)
     except (KeyError, IndexError, ValueError, AttributeError) as err:
         raise UsageError(f"--image-names {pattern!r}: not a file name pattern over {{index}} ({type(err).__name__}: "
                          f"{err}); e.g. '{{index:05d}}.jpg'") from None
+    if name == other:
+        raise UsageError(f"--image-names {pattern!r}: gives every annolist entry the same file name ({name!r}); the "
+                         f"pattern says where the 1-based {{index}} goes, e.g. '{{index:05d}}.jpg'")
+    return name
 
 
 def mpii_samples(groups: Sequence[tuple[str, list[Person]]], images: Path, skips: Skips) -> Iterator[Sample]:
