@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from posepart.engine.config import ConfigError, load_config
 from posepart.engine.optim import NS_COEFFICIENTS, MuonAdamW, build_optimizer, build_schedule, orthogonalise
 from posepart.engine.settings import OptimConfig
+from posepart.errors import PosepartWarning
 from posepart.models import build_model
 from posepart.schema import Schema
 
@@ -176,6 +178,18 @@ def test_schedules_by_hand(schedule: str, after_warmup: list[float]):
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([1 / 3, 2 / 3, *after_warmup], abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_a_warm_up_as_long_as_the_run_is_said(schedule: str):
+    """A first try on a few images (6 steps under the demo configs' 50-step warm-up) learnt at up to an eighth of the
+    LR, never decaying, and nothing said so; a warm-up that ends before the plan does is not warned of."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.warns(PosepartWarning, match=r"optim.warmup_steps=50 is not below the 6 steps this run plans"):
+        build_schedule(OptimConfig(lr=1.0, schedule=schedule, warmup_steps=50), optimizer, lambda: 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_schedule(OptimConfig(lr=1.0, schedule=schedule, warmup_steps=5), optimizer, lambda: 6)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from posepart.engine.settings import OptimConfig
+from posepart.errors import PosepartWarning
 
 # Keller Jordan's quintic Newton-Schulz coefficients (as torch.optim.Muon's defaults): a steep slope at 0, so that in
 # 5 steps singular values from about 1/300 of the matrix norm up land in about [0.7, 1.2] (tested); Muon does not
@@ -143,14 +145,20 @@ class CosineToZero(torch.optim.lr_scheduler.CosineAnnealingLR):
 def build_schedule(config: OptimConfig, optimizer: torch.optim.Optimizer,
                    planned_steps: Callable[[], int]) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up over `warmup_steps`, then `config.schedule` (cosine or linear: to 0 over the rest of
-    `planned_steps()`, asked only then)."""
+    `planned_steps()`, asked only then; a warning where the warm-up does not end before the plan does)."""
     sched = torch.optim.lr_scheduler
     warmup = max(config.warmup_steps, 0)
+    if config.schedule in ("cosine", "linear"):
+        planned = planned_steps()
+        if warmup >= planned:  # before: a short run (a first try on a few images) learnt at a sliver of the LR, unsaid
+            rank_zero_warn(f"optim.warmup_steps={warmup} is not below the {planned} steps this run plans: its "
+                           f"learning rate climbs for the whole run, never reaching optim.lr={config.lr:g} nor "
+                           f"decaying; warm up for fewer steps (--set optim.warmup_steps=N) or train for more",
+                           category=PosepartWarning)
     if config.schedule == "cosine":
-        main: sched.LRScheduler = CosineToZero(optimizer, T_max=max(planned_steps() - warmup, 1))
+        main: sched.LRScheduler = CosineToZero(optimizer, T_max=max(planned - warmup, 1))
     elif config.schedule == "linear":
-        main = sched.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
-                              total_iters=max(planned_steps() - warmup, 1))
+        main = sched.LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=max(planned - warmup, 1))
     elif config.schedule == "step":
         main = sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     else:

@@ -297,9 +297,10 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         if ours != theirs and cfg.optim.schedule in ("cosine", "linear"):
             rank_zero_warn(f"--resume {resume}: {key}={ours!r} (the checkpoint's: {theirs!r}): the run stops there, "
                            f"but its learning-rate schedule keeps the length planned when the run began (restored "
-                           f"with its state): past it the rate stays at the schedule's end, 0, so the weights no "
-                           f"longer learn (BatchNorm's statistics still move), and config.yaml, which records the new "
-                           f"length, will not reproduce the run; train a new run to plan another length",
+                           f"with its state): past it the rate stays at the schedule's end, 0 (after the rest of "
+                           f"a warm-up longer than the plan), so the weights no longer learn (BatchNorm's statistics "
+                           f"still move), and config.yaml, which records the new length, will not reproduce the run; "
+                           f"train a new run to plan another length",
                            category=PosepartWarning)
     if restored:  # the optimizer and its schedule continue from the checkpoint: train (and record) its settings
         for key, (ours, theirs) in restored.items():
