@@ -354,6 +354,17 @@ def test_data_that_names_some_of_the_models_joints_otherwise_is_said_to_score_th
         train(tiny(data, "data.train=null", mixed, "train.max_epochs=1", val=False), tmp_path / "mixed", **QUIET)
 
 
+def test_overlays_are_drawn_where_they_are_written(data, straight_run, tmp_path, capsys):
+    """Before, every evaluate without an --out folder drew 8 overlays and then noted that it had not written them."""
+    args = ["evaluate", "--checkpoint", str(straight_run.last), "--data", str(data["val"])]
+    assert cli.main([*args, "--out", str(tmp_path / "m.json")]) == 0
+    assert "note: overlays" not in capsys.readouterr().err
+    assert cli.main([*args, "--out", str(tmp_path / "m.json"), "--overlays", "2"]) == 0  # asked for: said why not
+    assert "note: overlays are written only when --out is a folder" in capsys.readouterr().err
+    assert cli.main([*args, "--out", str(tmp_path / "folder")]) == 0  # a folder: the default 8, or all 4 there are
+    assert "and 4 overlays" in capsys.readouterr().err and (tmp_path / "folder" / "overlays" / "003.png").is_file()
+
+
 def test_a_dataset_whose_part_classes_do_not_map_is_scored_on_its_pose(data, straight_run, tmp_path, capsys,
                                                                        monkeypatch):
     """A pose dataset whose part maps are in classes of its own: before, evaluate refused it ("has no target

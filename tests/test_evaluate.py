@@ -72,6 +72,8 @@ def test_synth_slices_by_view_and_pose(synth300):
     assert 0.0 < pose["slices"]["view"]["front"]["ap"] < 1.0  # some images hold a second person, not found
     front = pose["slices"]["view"]["front"]
     assert f"{'ap/view/front':<24} {front['ap']:.4f}  ({front['people']} people)" in format_metrics({"pose": pose})
+    one = {"pose": {"slices": {"view": {"back": {"people": 1, "ap": 0.25}}}}}
+    assert format_metrics(one) == f"{'pose':<13} {'ap/view/back':<24} 0.2500  (1 person)"  # before: "(1 people)"
 
 
 def test_synth_inspect_round_trip(synth300, capsys):

@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, 
     from posepart.engine.checkpoint import LoadedModel
 
 
+DEFAULT_OVERLAYS = 8  # predictions drawn into an --out folder unless --overlays says otherwise
+
+
 def _metrics_path(out: Path | None) -> tuple[Path | None, Path | None]:
     """--out of `evaluate`: a path ending in .json is the metrics file alone (the original --oracle behaviour); any
     other path is a folder that receives metrics.json, report.md, overlays/ and, for a checkpoint, keypoints.json
@@ -264,6 +267,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.oracle == (args.checkpoint is not None):
         raise UsageError("evaluate: give exactly one of --checkpoint CKPT or --oracle")
+    if args.overlays is None:  # drawn where they are written: before, a note that they were not, after every run
+        args.overlays = DEFAULT_OVERLAYS if _metrics_path(args.out)[1] is not None else 0
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")
@@ -337,7 +342,8 @@ def add_evaluate_parser(verbs: Any) -> None:
     add_test_time_args(p, flip_note="; metrics.json records the test-time views under `test_time`")
     p.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--overlays", type=at_least(0), default=8, metavar="N", help="draw the first N predictions")
+    p.add_argument("--overlays", type=at_least(0), default=None, metavar="N",
+                   help=f"draw the first N predictions into an --out folder (default: {DEFAULT_OVERLAYS})")
     p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")
     p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
