@@ -232,6 +232,15 @@ def test_an_image_the_annotations_do_not_list_is_warned_about(setup, tmp_path, c
                  str(stranger), "--quiet", "--annotations", str(annotations), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert f"{stranger} is not listed in --annotations {annotations}" in err and "000001.jpg" not in err
+    assert "more images are not listed" not in err
+    strangers = [tmp_path / f"stranger{i}.jpg" for i in range(3)]  # before: one warning each (29 in a walkthrough)
+    for path in strangers:
+        shutil.copy(stranger, path)
+    assert main(["predict", "--checkpoint", str(setup["ckpt"]), *map(str, strangers), "--quiet", "--annotations",
+                 str(annotations), "--out", str(tmp_path / "out3")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("is not listed in --annotations") == 1
+    assert f"warning: 2 more images are not listed in --annotations {annotations}: their results get new ids" in err
 
 
 def test_an_output_another_run_writes_is_refused_before_the_model_loads(setup, tmp_path, monkeypatch, capsys):

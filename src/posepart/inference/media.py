@@ -105,6 +105,7 @@ class _Run:
         self.videos: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
         self.next_id = 1 + max(options.annotations.ids.values(), default=0) if options.annotations else 1
+        self.unlisted = 0  # images not in --annotations: the first is named, the others counted at the end
 
     def path(self, output: str, source: Source) -> Path:
         """Where the `OUTPUTS` entry `output` of `source` goes; a link already there is removed, not written through
@@ -157,10 +158,18 @@ class _Run:
                        f"results get a new id, {self.next_id - 1}: pass it by the path the annotations use",
                        file=sys.stderr)
         elif self.options.annotations:  # before: a new id without a word, and keypoints.json no longer scored
-            tqdm.write(f"warning: {source.location} is not listed in --annotations {self.options.annotations.path}: "
-                       f"its results get a new id, {self.next_id - 1}, which that file cannot score",
-                       file=sys.stderr)
+            self.unlisted += 1
+            if self.unlisted == 1:  # (then one line per such image: 29 for a folder beside a split's file)
+                tqdm.write(f"warning: {source.location} is not listed in --annotations "
+                           f"{self.options.annotations.path}: its results get a new id, {self.next_id - 1}, which "
+                           f"that file cannot score", file=sys.stderr)
         return self.next_id - 1
+
+    def note_unlisted(self) -> None:
+        """After the run: how many images beyond the first named were not in --annotations either."""
+        if self.unlisted > 1:
+            tqdm.write(f"warning: {self.unlisted - 1} more images are not listed in --annotations "
+                       f"{self.options.annotations.path}: their results get new ids too", file=sys.stderr)
 
     def write_image(self, source: Source, image: np.ndarray, result: ImageResult) -> None:
         """Its files first, then its entries: an image listed in keypoints.json / summary.json has all its files,
@@ -394,6 +403,7 @@ def run_predict(predictor: Predictor, sources: list[Source], options: PredictOpt
         except KeyboardInterrupt:
             interrupted = True
             tqdm.write("interrupted: writing the results of the inputs done so far", file=sys.stderr)
+        run.note_unlisted()
         summary, written = {**run.summary(), "interrupted": interrupted}, False
         try:
             with signals_held():  # an interrupt now waits for the listings, then has nothing left to stop
