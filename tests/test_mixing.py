@@ -580,10 +580,11 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
     assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(sources["mpii_val"]),
                      "--out", str(out), "--overlays", "0"]) == 0
     assert not list((out / "keypoints").iterdir()) and (out / "keypoints.json").is_file()
-    for bad in (["../x=" + str(sources["cihp"])], [f"a={sources['cihp']}", f"a={sources['mpii_val']}"]):
+    for bad, words in ((["../x=" + str(sources["cihp"])], "NAME must be a word"),
+                       ([f"a={sources['cihp']}", f"a={sources['mpii_val']}"], "the name 'a' is given twice")):
         args = [arg for item in bad for arg in ("--source", item)]
         assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), *args]) == 2
-        assert "NAME must be a word" in capsys.readouterr().err
+        assert words in capsys.readouterr().err
 
 
 # -- configuration -------------------------------------------------------------------------------------------------------

@@ -175,9 +175,10 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         name, sep, root = item.partition("=")
         if not (sep and name and root):
             raise UsageError(f"evaluate --source: expected NAME=ROOT, got {item!r}")
-        if not SOURCE_NAME.fullmatch(name) or name in datasets:  # it names the source's keypoints file
-            raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-', "
-                             f"once per source")
+        if not SOURCE_NAME.fullmatch(name):  # it names the source's keypoints file
+            raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-'")
+        if name in datasets:  # (before, told it must be a word)
+            raise UsageError(f"evaluate --source {item}: the name {name!r} is given twice: one NAME per source")
         datasets[name] = with_images(noted(_open_source(root), f"--source {name}"), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
