@@ -90,3 +90,17 @@ def test_the_annotation_file_is_read_once(synth, tmp_path, monkeypatch):
     assert main(["split", str(synth), "--val", "0.2", "--out", str(tmp_path / "once")]) == 0
     assert len(reads) == 1  # the dataset opened; the subsets are written from what that read parsed
     assert PosePartDataset.open(synth).annotations_json is None  # kept only when asked: training never holds it
+
+
+def test_part_classes_without_part_maps_are_noted(synth, tmp_path, capsys):
+    """A COCO file with its images (--annotations, --images) reads no part maps unless --parts names them: before,
+    its parts were neither counted nor scored, and nothing said so (a new-user walkthrough of `evaluate`)."""
+    given = ["--annotations", str(synth / "annotations.json"), "--images", str(synth / "images"), "--val", "0.2"]
+    assert main(["split", *given, "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert "0 with part maps" in out
+    assert (f"note: {synth / 'annotations.json'} lists part classes, but no part maps are read without --parts DIR "
+            f"({synth / 'parts'}?)") in err
+    assert main(["split", *given, "--parts", str(synth / "parts"), "--out", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert "8 with part maps" in out and "no part maps are read" not in err

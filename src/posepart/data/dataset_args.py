@@ -39,6 +39,12 @@ def open_dataset(args: argparse.Namespace, *, list_broken: bool = False, keep_js
                            f"to inspect or score (an export of boxes, polygons or single points?); the people's "
                            f"category lists the joint names, \"skeleton\" (1-based pairs) and, for part maps, "
                            f"\"part_classes\" (README, \"The dataset format\")")
+    if args.root is None and dataset.schema.has_parts and dataset.parts_dir is None:  # before: parts unscored, unsaid
+        beside = [d / "parts" for d in (dataset.image_dir.parent, dataset.annotation_file.parent)
+                  if (d / "parts").is_dir()]
+        hint = f" ({beside[0]}?)" if beside else ""
+        print(f"note: {args.annotations} lists part classes, but no part maps are read without --parts DIR{hint}: "
+              f"the parts are neither counted nor scored", file=sys.stderr)
     return dataset if dataset.broken else with_images(dataset, args.root if args.root is not None else args.annotations)
 
 
