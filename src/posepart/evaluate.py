@@ -276,6 +276,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
                 shown = f"{value:.4f}" if isinstance(value, float) else str(value)
                 rows.append(f"{task:<13} {name:<24} {shown}")
         for field, groups in metrics.get(task, {}).get("slices", {}).items():
-            rows += [f"{task:<13} {f'ap/{field}/{value}':<24} {score['ap']:.4f}  ({score['people']} {'person' if score['people'] == 1 else 'people'})"
-                     for value, score in groups.items() if score["ap"] is not None]
+            for value, score in groups.items():
+                if score["ap"] is not None:
+                    people = f"{score['people']} {'person' if score['people'] == 1 else 'people'}"
+                    rows.append(f"{task:<13} {f'ap/{field}/{value}':<24} {score['ap']:.4f}  ({people})")
     return "\n".join(rows)

@@ -168,8 +168,10 @@ class _Run:
     def note_unlisted(self) -> None:
         """After the run: how many images beyond the first named were not in --annotations either."""
         if self.unlisted > 1:
-            tqdm.write(f"warning: {self.unlisted - 1} more images are not listed in --annotations "
-                       f"{self.options.annotations.path}: their results get new ids too", file=sys.stderr)
+            more = self.unlisted - 1
+            tqdm.write(f"warning: {more} more {'image is' if more == 1 else 'images are'} not listed in "
+                       f"--annotations {self.options.annotations.path}: their results get new ids too",
+                       file=sys.stderr)
 
     def write_image(self, source: Source, image: np.ndarray, result: ImageResult) -> None:
         """Its files first, then its entries: an image listed in keypoints.json / summary.json has all its files,
