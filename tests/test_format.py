@@ -737,6 +737,13 @@ def test_cli_inspect_json_and_show(tmp_path, capsys):
     assert main(["inspect", str(root), "--show", "2", "--out", str(fig)]) == 1
     assert "note: no sample could be drawn (none of the 3 images can be read)" in capsys.readouterr().err
     assert not fig.exists()  # before: an image of the legend alone
+    # an --out that cannot take the figure is refused before the dataset is read (before: after, and for a folder
+    # "OpenCV has no image format for 'no suffix'"); an --out without --show is noted (before: nothing, silently)
+    for out, why in ((tmp_path, "a folder"), (tmp_path / "figure", "no file type")):
+        assert main(["inspect", str(root), "--show", "2", "--out", str(out)]) == 2
+        assert f"inspect --out {out}: {why}; --show draws one figure file" in capsys.readouterr().err
+    assert main(["inspect", str(root), "--no-pixels", "--out", str(fig)]) == 0
+    assert "without --show nothing is drawn" in capsys.readouterr().err and not fig.exists()
 
 
 def test_inspect_no_pixels_counts_from_the_json_and_large_files_say_they_are_read(tmp_path, capsys, monkeypatch):

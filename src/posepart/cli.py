@@ -40,9 +40,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+INSPECT_FIGURE = Path("inspect.png")  # where `inspect --show N` draws, unless --out says
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from posepart.data.inspect import inspect_dataset
 
+    if args.show and (args.out.is_dir() or not args.out.suffix):  # before: found after the whole dataset was read
+        raise UsageError(f"inspect --out {args.out}: {'a folder' if args.out.is_dir() else 'no file type'}; --show "
+                         f"draws one figure file (.png or .jpg)")
+    if not args.show and args.out != INSPECT_FIGURE:  # before: nothing drawn, nothing said
+        print(f"note: --out {args.out} is where --show N draws samples: without --show nothing is drawn",
+              file=sys.stderr)
     dataset = open_dataset(args, list_broken=True)  # every broken record listed, not the first raised
     report = inspect_dataset(dataset, check_pixels=not args.no_pixels, progress=True, threads=args.threads)
     if args.json:
@@ -204,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=at_least(1), default=available_cores(),
                    help="files decoded at once (default: the cores this process may use, %(default)s)")
     p.add_argument("--show", type=at_least(0), default=0, metavar="N", help="draw N samples to --out")
-    p.add_argument("--out", type=Path, default=Path("inspect.png"), help="figure path for --show")
+    p.add_argument("--out", type=Path, default=INSPECT_FIGURE, help="figure path for --show (default: %(default)s)")
     p.set_defaults(run=cmd_inspect)
 
     from posepart.evaluate_cli import add_evaluate_parser
