@@ -530,6 +530,37 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
         assert "--images and --parts describe --data" in capsys.readouterr().err
 
 
+def test_evaluate_source_reads_a_coco_releases_part_folder(synth, tmp_path, capsys):
+    """Before: NAME=FILE.json:IMAGES had no way to give part maps, so a COCO file listing part classes was scored
+    without its parts, unsaid (the twin of --annotations without --parts). Now a third field names the part folder,
+    scored as --annotations/--images/--parts are; without it, a note says the parts go unread."""
+    import os
+
+    from inference_helpers import write_checkpoint
+
+    model = write_checkpoint(tmp_path / "joint.ckpt", synth.schema, input_size=SIZE)
+    root = synth.annotation_file.parent
+    release = f"{synth.annotation_file}{os.pathsep}{root / 'images'}"
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"s={release}", "--out",
+                 str(tmp_path / "without.json")]) == 0
+    assert (f"note: --source s: {synth.annotation_file} lists part classes, but no part maps are read without its "
+            f"part folder as a third field (NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS) ({root / 'parts'}?)"
+            ) in capsys.readouterr().err
+    assert "segmentation" not in json.loads((tmp_path / "without.json").read_text())["sources"]["s"]
+    assert main(["evaluate", "--checkpoint", str(model), "--source", f"s={release}{os.pathsep}{root / 'parts'}",
+                 "--out", str(tmp_path / "with.json")]) == 0
+    assert "no part maps are read" not in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(model), "--annotations", str(synth.annotation_file), "--images",
+                 str(root / "images"), "--parts", str(root / "parts"), "--out", str(tmp_path / "one.json")]) == 0
+    scored = json.loads((tmp_path / "with.json").read_text())["sources"]["s"]
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert scored["segmentation"]["mean_iou"] == one["segmentation"]["mean_iou"]  # the parts read, and the same
+    assert scored["pose"] == one["pose"]
+    extra = f"s={release}{os.pathsep}{root / 'parts'}{os.pathsep}{tmp_path}"
+    assert main(["evaluate", "--checkpoint", str(model), "--source", extra]) == 2
+    assert f"expected FILE.json{os.pathsep}IMAGES or FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS" in \
+        capsys.readouterr().err
+
 def test_evaluate_scores_oks_with_the_sigmas_the_evaluated_file_gives(tmp_path, capsys):
     """The same model and predictions on one dataset whose category gives tiny, then huge OKS sigmas: the score
     follows the file (0 with tiny ones, where no prediction is exact). Before, both were scored with the

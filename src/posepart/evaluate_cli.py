@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
-from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
+from posepart.data.dataset_args import add_dataset_args, note_unread_parts, noted, open_dataset, with_images
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.errors import OutputError, PosepartWarning, UsageError, output_folder
 from posepart.files import read_earlier_json
@@ -144,14 +144,25 @@ def _tta_label(metrics: dict) -> str:
     return f", test-time{scales}{' flip' if views['flip'] else ''}"
 
 
-def _open_source(root: str) -> PosePartDataset:
-    """A --source's dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json and its image folder joined by
-    the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on Windows), as PATH joins folders."""
-    annotations, sep, images = root.rpartition(os.pathsep)
-    if sep and annotations.lower().endswith(".json") and not Path(root).exists():
-        return PosePartDataset.open(annotations=Path(annotations), images=Path(images))
+def _open_source(name: str, root: str) -> PosePartDataset:
+    """A --source's dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json, its image folder and optionally
+    its part folder, joined by the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on
+    Windows), as PATH joins folders."""
+    fields = root.split(os.pathsep)
+    # the last field ending in .json before another: the annotation file (its own path may hold the separator)
+    json_at = max((i for i, field in enumerate(fields[:-1]) if field.lower().endswith(".json")), default=None)
+    if json_at is not None and not Path(root).exists():
+        annotations, folders = os.pathsep.join(fields[:json_at + 1]), fields[json_at + 1:]
+        if len(folders) > 2:
+            raise UsageError(f"--source {name}={root}: expected FILE.json{os.pathsep}IMAGES or "
+                             f"FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
+        parts = Path(folders[1]) if len(folders) == 2 else None
+        dataset = PosePartDataset.open(annotations=Path(annotations), images=Path(folders[0]), parts=parts)
+        note_unread_parts(dataset, f"--source {name}: {annotations}",
+                          f"its part folder as a third field (NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS)")
+        return dataset
     if root.lower().endswith(".json") and Path(root).is_file():
-        raise UsageError(f"--source {root}: a COCO annotation file; give its image folder after it, joined by "
+        raise UsageError(f"--source {name}={root}: a COCO annotation file; give its image folder after it, joined by "
                          f"'{os.pathsep}': NAME=FILE.json{os.pathsep}IMAGES")
     return PosePartDataset.open(Path(root))
 
@@ -179,7 +190,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-'")
         if name in datasets:  # (before, told it must be a word)
             raise UsageError(f"evaluate --source {item}: the name {name!r} is given twice: one NAME per source")
-        datasets[name] = with_images(noted(_open_source(root), f"--source {name}"), f"--source {item}")
+        datasets[name] = with_images(noted(_open_source(name, root), f"--source {name}"), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
@@ -284,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
         if args.images is not None or args.parts is not None:  # before: ignored without a word
             raise UsageError(f"evaluate: --images and --parts describe --data; a --source is NAME=ROOT or "
-                             f"NAME=FILE.json{os.pathsep}IMAGES, its parts in ROOT/parts")
+                             f"NAME=FILE.json{os.pathsep}IMAGES[{os.pathsep}PARTS], its parts in ROOT/parts or PARTS")
         return _evaluate_sources(args, reused=_prepare_out(args.out))
     reused = _prepare_out(args.out)
     dataset = open_dataset(args)
@@ -349,5 +360,6 @@ def add_evaluate_parser(verbs: Any) -> None:
     p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
-                   f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}IMAGES")
+                   f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}"
+                   f"IMAGES, with its part folder NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
     p.set_defaults(run=cmd_evaluate)
