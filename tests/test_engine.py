@@ -456,6 +456,40 @@ def test_a_run_copied_elsewhere_reports_its_own_best_checkpoint(straight_run, tm
     shutil.copytree(straight_run.out, copy)
     resumed = train(load_config(copy / "config.yaml"), copy, resume=copy / "checkpoints" / "last.ckpt", **QUIET)
     assert resumed.best == copy / "checkpoints" / "best.ckpt" and straight_run.best.parent.parent == straight_run.out
+    assert resumed.already_complete and resumed.global_step == straight_run.global_step  # nothing left to train
+
+
+def test_a_copied_run_keeps_its_best_score_and_another_folder_starts_afresh(straight_run, data, tmp_path, capsys):
+    """Lightning forgets the best score when the folder's path changed. Before: a run copied to another folder (or
+    machine) and resumed there replaced the copy's best.ckpt at its next validation even with a worse model; resumed
+    into another --out it printed Lightning's raw warning; a resume of a finished run printed "trained 2 epochs"."""
+    copy = tmp_path / "copy"
+    shutil.copytree(straight_run.out, copy)
+    last = copy / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint{'monitor': 'val/")]
+    state = checkpoint["callbacks"][key]
+    unbeatable = torch.tensor(2.0)  # mean IU is at most 1: no later validation may replace this best
+    state["best_model_score"] = state["kth_value"] = unbeatable
+    state["best_k_models"] = {path: unbeatable for path in state["best_k_models"]}
+    torch.save(checkpoint, last)
+    best = (copy / "checkpoints" / "best.ckpt").read_bytes()
+    with pytest.warns(PosepartWarning, match="max_epochs=3"):  # the schedule keeps its plan (warned, as before)
+        resumed = train(tiny(data, "train.max_epochs=3"), copy, resume=last, **QUIET)
+    assert resumed.global_step > straight_run.global_step and not resumed.already_complete
+    assert (copy / "checkpoints" / "best.ckpt").read_bytes() == best  # before: replaced by the third epoch's
+    other = tmp_path / "other"
+    with pytest.warns(PosepartWarning) as caught:
+        train(load_config(straight_run.out / "config.yaml"), other, resume=straight_run.last, **QUIET)
+    said = [str(w.message) for w in caught]
+    assert any(f"resumed into {other / 'checkpoints'}, another folder than the one its run saved to" in m
+               for m in said)
+    assert any("its run had already reached its planned end" in m for m in said)
+    assert cli.main(["train", "--config", str(straight_run.out / "config.yaml"), "--resume", str(straight_run.last),
+                     "--out", str(tmp_path / "third")]) == 0
+    out, err = capsys.readouterr()
+    assert "trained nothing: the run was complete at 2 epochs" in out and "best: none in this folder" in out
+    assert "The dirpath has changed" not in err  # Lightning's, naming its private fields: replaced by the above
 
 
 def test_a_run_given_relative_data_paths_resumes_from_another_folder(data, tmp_path, monkeypatch, capsys):

@@ -162,7 +162,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "none (no validation ran: it needs validation data, and runs at the end of every train.val_every_epochs-th "
         "epoch" + (", which this run did not reach" if result.epochs < config.train.val_every_epochs else "") + ")")
     epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
-    print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
+    if result.already_complete:  # the warning above says why and what to do
+        best = result.best if result.best is not None else "none in this folder"
+        print(f"trained nothing: the run was complete at {epochs} ({result.global_step} steps); last checkpoint: "
+              f"{result.last}; best: {best}")
+    else:
+        print(f"trained {epochs} ({result.global_step} steps); last checkpoint: {result.last}; best: {best}")
     shown = {k: round(v, 4) for k, v in sorted(result.metrics.items())  # the pooled headline figures, and the one
              if k.startswith("val/") and k.count("/") == 2 or k == config.train.best_metric}  # best.ckpt follows
     if shown:

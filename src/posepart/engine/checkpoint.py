@@ -22,12 +22,10 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from posepart.engine.builders import build_from_config
 from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
-from posepart.engine.run_folder import BEST, LAST
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.files import atomic_write
@@ -142,22 +140,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
-
-
-def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
-    """[best, last]: `best.ckpt` by `monitor` (when there is one) and `last.ckpt` after every training epoch.
-
-    Two callbacks because Lightning 2.6's `save_last` only writes last.ckpt in a step where a top-k checkpoint was
-    also written (i.e. when the monitored metric improved). The last one saves at train-epoch end, which Lightning runs
-    after that epoch's validation, so last.ckpt also holds the best callback's updated state.
-    """
-    callbacks = []
-    if monitor:
-        callbacks.append(ModelCheckpoint(dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
-                                         auto_insert_metric_name=False, enable_version_counter=False))
-    callbacks.append(ModelCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1,
-                                     save_on_train_epoch_end=True, enable_version_counter=False))
-    return callbacks
 
 
 @dataclass

@@ -105,6 +105,11 @@ _LOOP_LAYOUT = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.sched
                 "epoch_loop.automatic_optimization.optim_progress")  # Lightning 2.6's fit loop in a checkpoint
 
 
+def saved_step(path: str | Path) -> int:
+    """The optimizer steps a training checkpoint had taken (memory-mapped: its tensors are not read)."""
+    return int(load_checkpoint(Path(path), mmap=True).get("global_step", 0))
+
+
 def _known_fit_loop(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint's fit-loop state where it has the layout known here (`_LOOP_LAYOUT`), else None."""
     loop = checkpoint.get("loops", {}).get("fit_loop")

@@ -36,7 +36,7 @@ from posepart.engine.settings import Config
 from posepart.engine.data import PosePartDataModule, trained_tasks
 from posepart.engine.builders import LOSS_TERMS, model_tasks
 from posepart.engine.module import PosePartModule, check_processes
-from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable
+from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_step
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelerator, devices_value, quiet_lightning,
                                      trains_on_cpu)
@@ -61,6 +61,7 @@ class TrainResult:
     interrupted: str | None = None  # "SIGINT" / "SIGTERM": stopped by it at a step's end, last.ckpt saved there
     signal_received: str | None = None  # one came while it trained, whether or not it cut the run (one at the last
     # step lets it finish): what runs it (the demo, the study) stops too
+    already_complete: bool = False  # a resumed run that had reached its planned end: this launch trained nothing
 
 
 # val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
@@ -337,6 +338,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     fit_module = torch.compile(module) if cfg.train.compile else module
     stop = next(callback for callback in trainer.callbacks if isinstance(callback, StopOnSignal))
     interrupted: signal.Signals | None = None
+    resumed_at = saved_step(resume) if resume is not None else None
     handlers = _signal_handlers()
     try:
         trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
@@ -355,6 +357,13 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         _restore_signal_handlers(handlers)
     if trainer.is_global_zero and resume is not None:
         dump_config(cfg, out / CONFIG_FILE)
+    # before: such a resume printed "trained 2 epochs" like the run that trained them, the unchanged schedule unsaid
+    complete = resumed_at is not None and interrupted is None and trainer.global_step == resumed_at
+    if complete:
+        rank_zero_warn(f"--resume {resume}: its run had already reached its planned end ({resumed_at} steps): "
+                       f"nothing was trained. To train it for longer, start a new run from its weights (--set "
+                       f"model.init={resume}): a resume keeps the learning-rate schedule it planned",
+                       category=PosepartWarning)
     callbacks = trainer.checkpoint_callbacks  # [best, last] or [last]
     last = checkpoint_path(out)
     if trainer.global_step and callbacks[-1]._last_global_step_saved != trainer.global_step and interrupted is None:
@@ -376,7 +385,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     return TrainResult(out=out, last=last if last.exists() else None, best=best, metrics=metrics,
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank,
                        interrupted=interrupted.name if interrupted is not None else None,
-                       signal_received=stop.received.name if stop.received is not None else None)
+                       signal_received=stop.received.name if stop.received is not None else None,
+                       already_complete=complete)
 
 
 def _signal_handlers() -> dict[signal.Signals, Any]:

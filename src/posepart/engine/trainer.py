@@ -19,15 +19,15 @@ from typing import Any, Iterator
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, Timer, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim.swa_utils import get_ema_avg_fn
 
-from posepart.engine.checkpoint import AtomicCheckpointIO, checkpoint_callbacks
+from posepart.engine.checkpoint import AtomicCheckpointIO
 from posepart.engine.config import ConfigError
-from posepart.engine.run_folder import CHECKPOINTS, CSV_LOGS, TENSORBOARD_LOGS, checkpoint_path
+from posepart.engine.run_folder import BEST, CHECKPOINTS, CSV_LOGS, LAST, TENSORBOARD_LOGS, checkpoint_path
 from posepart.engine.settings import Config
 from posepart.errors import PosepartWarning
 
@@ -143,6 +143,63 @@ class StopOnSignal(Callback):
         trainer.fit_loop.epoch_progress.increment_processed()
         trainer.save_checkpoint(self.last, weights_only=False)  # all of it: a resume point
         self.saved_step = trainer.global_step
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, except where a run is resumed in another folder than the one it saved to.
+    Lightning then forgets the best score whenever the folder's path changed, so a run moved or copied (another
+    machine, a renamed folder) and resumed in its copy replaced the copy's best.ckpt at its next validation, even with
+    a worse model. Here a folder that holds the files the saved state names (the copy) keeps the score, its paths
+    re-rooted; a folder that does not (`--resume` into another `--out`) starts its best afresh, said in one warning
+    (Lightning's names its private fields)."""
+
+    def _generate_state_key(self, **key: Any) -> str:
+        return f"{ModelCheckpoint.__qualname__}{key!r}"  # Lightning's: the checkpoints of either class resume alike
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_in = state_dict.get("dirpath")
+        if saved_in is None or self.dirpath is None or str(saved_in) == str(self.dirpath):
+            return super().load_state_dict(state_dict)
+        named = state_dict.get("best_model_path") or ""
+        copied = bool(named) and Path(named).is_relative_to(saved_in) and Path(
+            self.dirpath, Path(named).relative_to(saved_in)).is_file()
+        if copied:
+            return super().load_state_dict(_rerooted(state_dict, Path(saved_in), Path(self.dirpath)))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+            super().load_state_dict(state_dict)
+        if self.monitor is not None:  # once per run: the last.ckpt callback has no score to lose
+            rank_zero_warn(f"resumed into {self.dirpath}, another folder than the one its run saved to ({saved_in}): "
+                           f"{BEST}.ckpt here will be the best of the validations from now on (the run's earlier "
+                           f"best stays in its own folder)", category=PosepartWarning)
+
+
+def _rerooted(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """A ModelCheckpoint state with every path under `old` moved under `new`."""
+    def move(path: Any) -> Any:
+        if not path or not Path(path).is_relative_to(old):
+            return path
+        return str(new / Path(path).relative_to(old))
+
+    paths = {key: move(state.get(key)) for key in ("best_model_path", "kth_best_model_path", "last_model_path")}
+    best_k = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    return {**state, **paths, "best_k_models": best_k, "dirpath": str(new)}
+
+
+def checkpoint_callbacks(dirpath: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
+    """[best, last]: `best.ckpt` by `monitor` (when there is one) and `last.ckpt` after every training epoch.
+
+    Two callbacks because Lightning 2.6's `save_last` only writes last.ckpt in a step where a top-k checkpoint was
+    also written (i.e. when the monitored metric improved). The last one saves at train-epoch end, which Lightning runs
+    after that epoch's validation, so last.ckpt also holds the best callback's updated state.
+    """
+    callbacks: list[ModelCheckpoint] = []
+    if monitor:
+        callbacks.append(RunCheckpoint(dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
+                                       auto_insert_metric_name=False, enable_version_counter=False))
+    callbacks.append(RunCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1,
+                                   save_on_train_epoch_end=True, enable_version_counter=False))
+    return callbacks
 
 
 class EMAWeights(WeightAveraging):
