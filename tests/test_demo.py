@@ -206,6 +206,7 @@ def test_a_signal_to_a_parallel_demo_stops_every_model_it_trains(tmp_path, sent)
             (tmp_path / "demo").glob("*/checkpoints/last.ckpt")):
         time.sleep(0.05)
     os.killpg(process.pid, getattr(signal, sent))
+    signalled = time.time()
     try:
         err = process.communicate(timeout=120)[1]
         for _ in range(50):  # multiprocessing's resource tracker ends when it sees the demo gone
@@ -221,8 +222,10 @@ def test_a_signal_to_a_parallel_demo_stops_every_model_it_trains(tmp_path, sent)
     assert not left and err.strip().endswith("interrupted")
     started = [score.parent for score in (tmp_path / "demo").glob("*/score.json")]
     assert 1 <= len(started) <= 2  # the two in training; none started after the signal
-    for run in started:
-        assert "metrics" not in json.loads((run / "score.json").read_text())  # stopped, to be continued
+    for run in started:  # (a rare failure in a full suite, not reproduced since: the message says what happened)
+        assert "metrics" not in json.loads((run / "score.json").read_text()), (  # stopped, to be continued
+            f"{run.name} was scored {(run / 'score.json').stat().st_mtime - signalled:+.1f} s after the signal; "
+            f"its log: {(run / 'train.log').read_text(errors='replace')[-1500:]}")
         from posepart.engine.checkpoint import load_checkpoint
 
         assert 0 < load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] < 200
