@@ -67,7 +67,9 @@ def test_a_coco_release_layout_splits_and_what_cannot_be_split_is_refused(synth,
     # present: the images the release's file lists but the folder lacks are left out, as a run leaves them out
 
     for args, words in ((["--val", "0.2"], "train.json exists (--overwrite replaces it)"),
-                        (["--val", "2.5", "--overwrite"], "--val 2.5: a share below 1 or a whole count"),
+                        (["--val", "2.5", "--overwrite"], "--val 2.5: a share below 1 (0.1: a tenth) or a whole count"),
+                        (["--val", "1.0", "--overwrite"], "--val 1.0: a share below 1 (0.1: a tenth) or a whole count"),
+                        (["--val", "-1", "--overwrite"], "--val: must be a positive number, got -1"),
                         (["--val", "10", "--overwrite"], "--val 10 of 10 image(s) leaves nothing to train on")):
         assert main(["split", str(synth), "--out", str(tmp_path / "coco"), *args]) == 2
         assert words in capsys.readouterr().err

@@ -71,32 +71,44 @@ def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int 
 
 def add_split_parser(verbs: Any) -> None:
     """Add the `split` verb to the `posepart` sub-parsers."""
-    from posepart.arguments import positive
     from posepart.data.dataset_args import add_dataset_args
 
     p = verbs.add_parser("split", help="hold out a seeded share of a dataset's images for validation (writes "
                          "train.json and val.json for the dataset's images)")
     add_dataset_args(p, positional=True)
-    p.add_argument("--val", type=positive, required=True, metavar="SHARE_OR_COUNT",
-                   help="images held out: a share below 1 (0.1: a tenth) or a count (200)")
+    p.add_argument("--val", required=True, metavar="SHARE_OR_COUNT",
+                   help="images held out: a share below 1 (0.1: a tenth) or a whole count (200)")
     p.add_argument("--seed", type=int, default=0, help="which images (the same seed, the same split)")
     p.add_argument("--out", type=Path, required=True, help="folder for train.json and val.json")
     p.add_argument("--overwrite", action="store_true", help="replace train.json and val.json already in --out")
     p.set_defaults(run=cmd_split)
 
 
+def _share_or_count(text: str) -> float:
+    """--val as a number: a share below 1, or a count written as a whole number. Before, "1.0" (all of them?) held
+    out one image and "2.0" two: a value of 1 or more written otherwise is refused as ambiguous."""
+    from posepart.arguments import positive
+
+    try:
+        value = positive(text)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"split: --val: {err}") from None
+    if value >= 1 and not text.strip().isdigit():
+        raise UsageError(f"split: --val {text}: a share below 1 (0.1: a tenth) or a whole count of images (200)")
+    return value
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from posepart.data.dataset_args import open_dataset
 
-    if args.val >= 1 and not float(args.val).is_integer():
-        raise UsageError(f"split: --val {args.val:g}: a share below 1 or a whole count of images")
+    val = _share_or_count(args.val)
     if args.out.exists() and not args.out.is_dir():  # before: a FileExistsError traceback
         raise UsageError(f"split --out {args.out}: a file, not a folder")
     there = [args.out / name for name in SPLIT_FILES if (args.out / name).exists()]
     if there and not args.overwrite:
         raise UsageError(f"split: {there[0]} exists (--overwrite replaces it)")
     dataset = open_dataset(args, keep_json=True)  # parsed once (a COCO-sized file: 9 s a parse)
-    split = split_dataset(dataset, args.val, args.out, seed=args.seed)
+    split = split_dataset(dataset, val, args.out, seed=args.seed)
     held_out = np.array([record.image_id in split.held_out for record in dataset.records])
     labels = dataset.record_labels  # the counts from the records read (before: both files opened again)
     for path, rows in ((split.train, ~held_out), (split.val, held_out)):
