@@ -530,6 +530,21 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
         assert "--images and --parts describe --data" in capsys.readouterr().err
 
 
+def test_a_joint_model_on_data_of_other_joints_and_parts_has_nothing_to_score(synth, tmp_path, capsys):
+    """A walkthrough: a joint model of one's own schema (3 joints, 3 part classes) on data of another (PASCAL's):
+    before, "source 'data' declares task 'pose' but none of its joints maps ...; train with it as a data.sources
+    entry whose part_map maps its classes" (nothing was declared, and no part table maps joints); a pose model
+    on the same data was told "nothing to score", as the joint one is now."""
+    from inference_helpers import write_checkpoint
+
+    critter = Schema.from_names(["snout", "withers", "tail_base"], [("snout", "withers"), ("withers", "tail_base")],
+                                ["background", "body", "limb"], name="critter")
+    model = write_checkpoint(tmp_path / "critter.ckpt", critter, input_size=SIZE)
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(synth.annotation_file.parent)]) == 2
+    err = capsys.readouterr().err
+    assert ("nothing to score: the model predicts pose and parts, the dataset labels nothing in the model's schema"
+            in err) and "declares task" not in err and "part_map" not in err
+
 def test_evaluate_source_reads_a_coco_releases_part_folder(synth, tmp_path, capsys):
     """Before: NAME=FILE.json:IMAGES had no way to give part maps, so a COCO file listing part classes was scored
     without its parts, unsaid (the twin of --annotations without --parts). Now a third field names the part folder,

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import select
+import shlex
 import signal
 import sys
 import time
@@ -154,7 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.rank:  # DDP: every process returns here; one summary
         return 0
     if result.interrupted:  # 128 + the signal, as the shell counts it: a requeue loop sees that it did not finish
-        go_on = (f"continue with --resume {result.last}" if result.last is not None else
+        from posepart.engine.run_folder import CONFIG_FILE
+
+        # the whole command (a walkthrough: `train --resume CKPT` alone was refused for its missing --config)
+        resume = " ".join(shlex.quote(str(a)) for a in ("posepart", "train", "--config", result.out / CONFIG_FILE,
+                                                         "--resume", result.last, "--out", result.out))
+        go_on = (f"continue with: {resume}" if result.last is not None else
                  "no checkpoint was saved (it stopped before the end of its first epoch's validation)")
         print(f"interrupted by {result.interrupted} at step {result.global_step}: {go_on}", file=sys.stderr)
         return 128 + int(getattr(signal, result.interrupted))

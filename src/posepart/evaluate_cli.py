@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
-from posepart.data.dataset_args import add_dataset_args, note_unread_parts, noted, open_dataset, with_images
+from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.errors import OutputError, PosepartWarning, UsageError, output_folder
 from posepart.files import read_earlier_json
@@ -158,8 +158,9 @@ def _open_source(name: str, root: str) -> PosePartDataset:
                              f"FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
         parts = Path(folders[1]) if len(folders) == 2 else None
         dataset = PosePartDataset.open(annotations=Path(annotations), images=Path(folders[0]), parts=parts)
-        note_unread_parts(dataset, f"--source {name}: {annotations}",
-                          f"its part folder as a third field (NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS)")
+        if unread := dataset.unread_parts(f"its part folder as a third field "
+                                          f"(NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS)"):
+            print(f"note: --source {name}: {unread}", file=sys.stderr)
         return dataset
     if root.lower().endswith(".json") and Path(root).is_file():
         raise UsageError(f"--source {name}={root}: a COCO annotation file; give its image folder after it, joined by "

@@ -39,20 +39,9 @@ def open_dataset(args: argparse.Namespace, *, list_broken: bool = False, keep_js
                            f"to inspect or score (an export of boxes, polygons or single points?); the people's "
                            f"category lists the joint names, \"skeleton\" (1-based pairs) and, for part maps, "
                            f"\"part_classes\" (README, \"The dataset format\")")
-    if args.root is None:
-        note_unread_parts(dataset, str(args.annotations), "--parts DIR")
+    if args.root is None and (unread := dataset.unread_parts("--parts DIR")):
+        print(f"note: {unread}", file=sys.stderr)
     return dataset if dataset.broken else with_images(dataset, args.root if args.root is not None else args.annotations)
-
-
-def note_unread_parts(dataset: PosePartDataset, where: str, remedy: str) -> None:
-    """A note on stderr when an annotation file given with its image folder lists part classes but no part folder
-    was given (`remedy` says how to give one): before, its parts were neither counted nor scored, unsaid."""
-    if not dataset.schema.has_parts or dataset.parts_dir is not None:
-        return
-    beside = [d / "parts" for d in (dataset.image_dir.parent, dataset.annotation_file.parent) if (d / "parts").is_dir()]
-    hint = f" ({beside[0]}?)" if beside else ""
-    print(f"note: {where} lists part classes, but no part maps are read without {remedy}{hint}: the parts are neither "
-          f"counted nor scored", file=sys.stderr)
 
 
 def noted(dataset: PosePartDataset, where: str = "") -> PosePartDataset:

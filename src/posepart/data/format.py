@@ -317,6 +317,18 @@ class PosePartDataset:
                     largest = max(largest, float(record.keypoints[..., :2][labelled].max()))
         return RecordLabels(pose, parts, joints, annotations, largest)
 
+    def unread_parts(self, remedy: str) -> str | None:
+        """What to say where its annotation file lists part classes but no part folder was given or found (its parts
+        then go neither counted, trained nor scored), with `remedy` (how the caller's user gives one) and a `parts/`
+        folder beside the images or the file, if there is one; None otherwise."""
+        if not self.schema.has_parts or self.parts_dir is not None:
+            return None
+        folders = (self.image_dir.parent, self.annotation_file.parent)
+        beside = [d / PARTS_DIR for d in folders if (d / PARTS_DIR).is_dir()]
+        hint = f" ({beside[0]}?)" if beside else ""
+        return (f"{self.annotation_file} lists part classes, but no part maps are read without {remedy}{hint}: the "
+                f"parts are neither counted, trained nor scored")
+
     def label_concerns(self, *, unlabelled_joints: bool = True) -> list[str]:
         """What the labels say that is likely a mistake, in words (`inspect` notes them, `train` warns): joints
         given in 0..1 instead of pixels, people who label no joint (each an ignore region), and, with

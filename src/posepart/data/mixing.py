@@ -255,21 +255,30 @@ class MappedSource(PosePartDataset):
         return None if labels is None else self.mapping.map_parts(labels)
 
 
-def unscored_joints(dataset: PosePartDataset) -> str | None:
-    """What a dataset read in another schema (`map_dataset`'s view) cannot score: the target joints its own schema
-    gives none of by name, said in words; None when it gives every one or none (a dataset whose pose cannot be
-    scored at all is refused where it is used), is read in its own schema or has no pose. Why: OKS and PCKh then
-    score a model's other joints only, and its people look easier than they are."""
+def unmatched_joints(dataset: PosePartDataset) -> tuple[list[str], list[str]] | None:
+    """For a dataset read in another schema (`map_dataset`'s view): (the target joints its own schema gives none of
+    by name, its own joints that give none of the target's), where some but not all target joints are given; else
+    None (every one or none given, read in its own schema, or no pose). Both lists at once usually mean the same
+    joints named otherwise, or a typo."""
     if not isinstance(dataset, MappedSource) or dataset.mapping is None or dataset.source is None \
             or not (dataset.source.schema.has_pose and dataset.schema.has_pose):
         return None
     joints = dataset.mapping.joints
     missing = [joint for joint, rule in zip(dataset.schema.keypoints, joints.rules) if not rule]
-    k = dataset.schema.num_joints
-    if not missing or len(missing) == k:
+    if not missing or len(missing) == dataset.schema.num_joints:
         return None
     read = {int(i) for level in joints.levels for i in level[1:].reshape(-1)}
-    unread = [name for i, name in enumerate(dataset.source.schema.keypoints) if i not in read]
+    return missing, [name for i, name in enumerate(dataset.source.schema.keypoints) if i not in read]
+
+
+def unscored_joints(dataset: PosePartDataset) -> str | None:
+    """What a dataset read in another schema cannot score (`unmatched_joints`), said in words; None where it scores
+    every joint or none (a dataset whose pose cannot be scored at all is refused where it is used). Why: OKS and
+    PCKh then score a model's other joints only, and its people look easier than they are."""
+    unmatched = unmatched_joints(dataset)
+    if unmatched is None:
+        return None
+    (missing, unread), k = unmatched, dataset.schema.num_joints
     return (f"no joint of it is named as the model's {', '.join(missing)} ({len(missing)} of its {k} joints), so "
             f"OKS and PCKh score the other {k - len(missing)} only" +
             (f"; its own {', '.join(unread)} are not read (if they are the same joints, named otherwise, name them "
@@ -293,9 +302,11 @@ def map_dataset(dataset: PosePartDataset, target: Schema, mapping: SourceMapping
         except SourceError as err:
             if not (err.unmapped_parts and dataset.has_people):  # a part table's mistake, or nothing else to score
                 raise
-            mapping = SourceMapping.build(name, dataset.schema, target, space, tasks=["pose"],
-                                          source_has_parts=dataset.has_parts)
-            warnings.warn(f"{err}: its parts are not scored, its pose is", PosepartWarning, stacklevel=2)
+            # read for what maps of its pose, if anything (before: tasks=["pose"], refused where no joint maps with a
+            # message that advised a part table; a dataset that gives nothing is "nothing to score" where it is used)
+            mapping = SourceMapping.build(name, dataset.schema, target, space, source_has_parts=False)
+            if mapping.pose:
+                warnings.warn(f"{err}: its parts are not scored, its pose is", PosepartWarning, stacklevel=2)
     return dataset if mapping.passthrough else MappedSource.wrap(dataset, mapping)
 
 

@@ -26,7 +26,7 @@ from posepart.data.format import (ANNOTATIONS_FILE, DatasetError, ImageRecord, P
 from posepart.data.images import READ_AS_STORED, tagged_as_stored
 from posepart.data.label_maps import PartLabelSpace
 from posepart.data.mixing import (TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset,
-                                  unscored_joints)
+                                  unmatched_joints, unscored_joints)
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
@@ -72,6 +72,9 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
             dataset = PosePartDataset.open(where, quiet=not first_process())
     except DatasetError as err:
         raise DatasetError(f"{key} ({where}): {err}") from None
+    if isinstance(where, DatasetPaths) and where.root is None and (unread := dataset.unread_parts(
+            f"{key}.parts=DIR")):  # before: trained on its pose alone, unsaid (evaluate and inspect said it)
+        rank_zero_warn(f"{key}: {unread}", category=PosepartWarning)
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
     for concern in dataset.label_concerns(unlabelled_joints=not summarised):
@@ -97,8 +100,9 @@ def _coco_file_hint(path: Path, key: str) -> str | None:
     else:
         return None
     return (f"{key} ({path}): {what}, not a dataset root: give the file and its image folder as --set "
-            f"{key}.annotations={annotations} --set {key}.images={images} (in a config, {key}: {{annotations: FILE, "
-            f"images: DIR}})")
+            f"{key}.annotations={annotations} --set {key}.images={images}, and its part folder, if it has part maps, "
+            f"as --set {key}.parts=DIR (in a config, {key}: {{annotations: FILE, images: DIR, parts: DIR}}); a file "
+            f"of a dataset ROOT (`posepart split`'s) as --set {key}.root=ROOT --set {key}.annotations=FILE")
 
 
 @dataclass
@@ -274,6 +278,15 @@ class PosePartDataModule(pl.LightningDataModule):
                 else:
                     rank_zero_warn(f"data.val ({view.annotation_file}): {unscored}", category=PosepartWarning)
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
+        for source in training:  # before: a joint named otherwise (a typo in data.schema) was dropped without a word
+            unmatched = unmatched_joints(source.train) if source.mapping.pose else None  # type: ignore[arg-type]
+            if unmatched is not None and (unmatched[1] or not data.sources):  # (a mix's summary names the missing)
+                missing, unread = unmatched
+                where = f"source {source.name!r}" if data.sources else "data.train"
+                own = (f"; its own {', '.join(unread)} are not read (if they are the same joints, named otherwise, "
+                       f"name them alike in its categories[0].keypoints and the run's schema)" if unread else "")
+                rank_zero_warn(f"{where} ({source.train.annotation_file}): no joint of it is named as the run's "
+                               f"{', '.join(missing)}, so they are not trained on it{own}", category=PosepartWarning)
         if not training:
             raise ConfigError("data.sources: no source has training data with a positive weight")
         self._check_self_training_data(training)

@@ -80,10 +80,13 @@ def merge_overrides(base: Any, override: dict[str | int, Any], where: str = "") 
     clears a source's part map; no setting has a default other than None that takes None), anything else replaces
     the value."""
     if any(isinstance(key, int) for key in override):
-        if not isinstance(base, list):
+        if base is not None and not isinstance(base, list):
             raise ConfigError(f"--set {where}[{next(iter(override))}]: {where} is not a list in the config")
-        items = list(base)
+        items = list(base or [])  # unset: empty (before: "not a list", of data.sources' default [])
         for index, value in override.items():
+            if not items:
+                raise ConfigError(f"--set {where}[{index}]: {where} is empty in the config: set the whole list, "
+                                  f"--set '{where}=[{{...}}, ...]'")
             if not isinstance(index, int) or not -len(items) <= index < len(items):
                 raise ConfigError(f"--set {where}[{index}]: {where} has {len(items)} item(s), numbered from 0")
             here = f"{where}[{index}]"
