@@ -188,6 +188,9 @@ def test_a_skeleton_in_separate_groups_is_named():
     assert "the joints 'ear' are in no limb" in alone and "2 separate groups (head, neck; hip, knee)" in groups
     joined = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1), (4, 0)))
     assert joined.skeleton_groups == ((0, 1, 2, 3, 4),) and joined.concerns() == ()
+    # a limb listed twice (a walkthrough: [1, 2] and [2, 1] were taken silently, a second PAF pair on the same limb)
+    (twice,) = Schema(keypoints=schema.keypoints, skeleton=((0, 1), (2, 3), (3, 1), (4, 0), (1, 0))).concerns()
+    assert twice.startswith("the skeleton lists [2, 1] ('neck', 'head') a second time (in either order)")
 
 
 def test_an_empty_skeleton_and_names_without_sides_are_noted():

@@ -271,8 +271,8 @@ class Schema:
         """What in the schema likely does not do what its author meant, in words for `inspect` and `train`: joint or
         part names that say left or right but that flips leave in place (`names.unpaired_sided_names`), joints in no
         limb, a skeleton whose limbs join the joints in separate groups, numbered joint names that say no side (an
-        annotation tool's defaults), a skeleton without limbs, and "flip_pairs" that pair joints their names pair
-        otherwise (the same side, or each to another mirror: a 0-based list)."""
+        annotation tool's defaults), a skeleton without limbs or with a limb listed twice, and "flip_pairs" that pair
+        joints their names pair otherwise (the same side, or each to another mirror: a 0-based list)."""
         notes = [f"the {kind} names {', '.join(map(repr, lone))} say left or right, but a horizontal flip (training's "
                  f"augmentation, --flip) leaves them in place: no mirror name pairs them (name the pairs e.g. "
                  f"left_x / right_x, x_left / x_right, lX / rX, or list them in the category's \"flip_pairs\")"
@@ -305,6 +305,12 @@ class Schema:
             notes.append(f"the joints {shown} are in no limb: the decoder gives such a joint to a person that "
                          f"lacks it, the nearest relative to that person's size, by distance alone (no field along a "
                          f"limb says whose it is); a limb to a joint near it groups it as the others are")
+        seen: dict[frozenset[int], int] = {}
+        twice = [f"[{a + 1}, {b + 1}] ({self.keypoints[a]!r}, {self.keypoints[b]!r})" for i, (a, b)
+                 in enumerate(self.skeleton) if seen.setdefault(frozenset((a, b)), i) != i]
+        if twice:  # before: taken silently, a second PAF channel pair trained on the same limb
+            notes.append(f"the skeleton lists {', '.join(twice)} a second time (in either order): each listing is "
+                         f"a limb of its own, with its own part affinity field; list each limb once")
         if len(groups) > 1:
             listed = "; ".join(", ".join(self.keypoints[j] for j in g) for g in groups)
             notes.append(f"the skeleton's limbs join the joints in {len(groups)} separate groups ({listed}): the "
