@@ -308,12 +308,22 @@ def test_a_missing_train_folder_names_the_option_given(files, tmp_path, capsys):
     assert "data.sources" not in line
 
 
-def test_a_second_config_is_refused_and_a_run_without_validation_says_why(files, tmp_path, capsys):
-    """Before: `--config a --config b` trained b alone without a word; and a run given --val that stopped before its
-    first validation (max_steps inside an epoch) was told "no validation ran: it needs --val"."""
-    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", "--config", "demo_cpu_paf", "--print-config"],
-                           capsys)
-    assert code == 2 and "--config given twice" in err
+def test_configs_given_twice_are_laid_over_each_other_and_a_run_without_validation_says_why(files, tmp_path, capsys):
+    """`--config a --config b` lays b over a (before: b alone, without a word, and then refused: a short config of
+    one's own could not start from a shipped recipe, a walkthrough found); and a run given --val that stopped before
+    its first validation (max_steps inside an epoch) was told "no validation ran: it needs --val"."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model:\n  width: 0.5\ndata:\n  augment:\n    rotate_deg: 0\n")
+    code, out, err = run_cli(["train", "--config", "demo_cpu_joint", "--config", str(mine), "--print-config"], capsys)
+    assert code == 0, err
+    laid = load_config(None, [])  # the defaults, to tell the merged values from them
+    shown = yaml.safe_load(out)
+    assert shown["model"]["width"] == 0.5 and shown["data"]["augment"]["rotate_deg"] == 0  # mine's
+    assert shown["model"]["name"] == "joint_vgg16" and shown["optim"]["name"] == "muon"  # the shipped recipe's
+    assert shown["data"]["augment"]["scale_min"] == 0.9 != laid.data.augment.scale_min  # its section merged, kept
+    code, _, err = run_cli(["train", "--config", "demo_cpu_joint", "--config", str(tmp_path / "none.yaml"),
+                            "--print-config"], capsys)
+    assert code == 2 and "none.yaml: config file not found" in err
     code, out, err = run_cli(_train(files, tmp_path / "run", "--val", str(files["data"])), capsys)
     assert code == 0, err[-3000:]
     assert "no validation ran" in out and "which this run did not reach" in out and "needs --val" not in out

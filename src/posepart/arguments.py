@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Any, Callable
+from typing import Callable
 
 
 def available_cores() -> int:
@@ -52,18 +52,6 @@ def positive(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
-
-
-class GivenOnce(argparse.Action):
-    """An option that may appear once: argparse keeps the last of repeated ones, so `train --config a --config b`
-    trained b alone without a word (LightningCLI merges repeated configs; posepart takes one and `--set`)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if getattr(namespace, self.dest, None) is not None:
-            parser.error(f"{option_string} given twice: a run reads one config; change its settings with --set "
-                         f"KEY=VALUE")
-        setattr(namespace, self.dest, values)
 
 
 def _scales(text: str) -> list[float]:

@@ -192,7 +192,7 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from posepart import __version__
-    from posepart.arguments import GivenOnce, at_least, available_cores, multiple_of, positive
+    from posepart.arguments import at_least, available_cores, multiple_of, positive
     from posepart.data.synth import SceneConfig
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
@@ -268,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_parser(verbs)  # posepart study (the report's thesis, docs/training.md)
 
     p = verbs.add_parser("train", help="train a model from a YAML config (PyTorch Lightning)")
-    p.add_argument("--config", type=Path, required=True, action=GivenOnce,
+    p.add_argument("--config", type=Path, required=True, action="append",
                    help="a YAML file, or a shipped config by name from any folder (e.g. demo_cpu_joint; an "
-                        "unknown name lists them)")
+                        "unknown name lists them); repeat to lay one over another in order (--config demo_cpu_joint "
+                        "--config mine.yaml: sections merge key by key, lists and values replace)")
     p.add_argument("--train", type=Path, help="training dataset root (overrides data.train)")
     p.add_argument("--val", type=Path, help="validation dataset root (overrides data.val)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
