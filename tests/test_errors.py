@@ -327,6 +327,7 @@ def test_configs_given_twice_are_laid_over_each_other_and_a_run_without_validati
     code, out, err = run_cli(_train(files, tmp_path / "run", "--val", str(files["data"])), capsys)
     assert code == 0, err[-3000:]
     assert "no validation ran" in out and "which this run did not reach" in out and "needs --val" not in out
+    assert "trained part of the first epoch (" in out  # before: "trained 0 epochs and part of the next"
 
 
 def test_a_train_folder_named_like_a_metric_trains_as_source_train(files, tmp_path, capsys):
@@ -661,6 +662,16 @@ def test_a_part_model_on_data_without_part_classes_is_still_told_to_read_it_in_a
     shutil.rmtree(root / "parts")
     _refused_naming(["train", "--config", str(files["config"]), "--set", "model.name=fcn32_vgg16", "--train", str(root),
                      "--out", str(tmp_path / "run")], capsys, "part classes", "data.schema=pascal_person_part")
+    # the joint network on pose-only data of its own (a walkthrough: pointed at data.schema alone, not at a pose model)
+    pose_only = _with_category(files["data"], tmp_path / "pose_only", list(Schema.pascal_person_part().keypoints),
+                               [[a + 1, b + 1] for a, b in Schema.pascal_person_part().skeleton])
+    coco = json.loads((pose_only / "annotations.json").read_text())
+    del coco["categories"][0]["part_classes"]
+    (pose_only / "annotations.json").write_text(json.dumps(coco))
+    shutil.rmtree(pose_only / "parts", ignore_errors=True)
+    _refused_naming(["train", "--config", "demo_cpu_joint", "--train", str(pose_only), "--out", str(tmp_path / "j")],
+                    capsys, "part classes", "a pose-only dataset trains a pose model (--set model.name=paf_vgg16, or "
+                    "--config demo_cpu_paf)")
 
 
 def test_predict_refuses_more_min_joints_than_the_models_people_have(files, tmp_path, capsys):

@@ -167,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = result.best if result.best is not None else (  # before, "it needs --val" also where --val was given
         "none (no validation ran: it needs validation data, and runs at the end of every train.val_every_epochs-th "
         "epoch" + (", which this run did not reach" if result.epochs < config.train.val_every_epochs else "") + ")")
-    epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
+    epochs = (f"{result.epochs} epoch{'s' * (result.epochs != 1)}" + (" and part of the next" * result.inside_epoch)
+              if result.epochs or not result.inside_epoch else "part of the first epoch")  # not "0 epochs and ..."
     if result.already_complete:  # the warning above says why and what to do
         best = result.best if result.best is not None else "none in this folder"
         print(f"trained nothing: the run was complete at {epochs} ({result.global_step} steps); last checkpoint: "

@@ -284,9 +284,12 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     except SchemaMismatchError as err:  # e.g. the joint model on a parts-only dataset, read in its own schema
         # (before, a parts-only dataset of one's own classes was told data.schema=pascal_person_part alone: a pose
         # head no data trains, and its classes merged into PASCAL's six)
-        own = ("; a parts-only dataset trains a part model (--set model.name=fcn32_vgg16), or the joint network with "
-               "a pose source mixed in (data.sources, data.schema a file whose category lists both: "
-               "docs/training.md, \"Mixing datasets\")" if err.lacks == "pose" else "")
+        mixed = "data.sources, data.schema a file whose category lists both: docs/training.md, \"Mixing datasets\""
+        own = (f"; a parts-only dataset trains a part model (--set model.name=fcn32_vgg16), or the joint network with "
+               f"a pose source mixed in ({mixed})" if err.lacks == "pose" else
+               # (a walkthrough: a pose-only dataset on demo_cpu_joint was pointed at data.schema alone)
+               f"; a pose-only dataset trains a pose model (--set model.name=paf_vgg16, or --config demo_cpu_paf), or "
+               f"the joint network with a parts source mixed in ({mixed})" if cfg.model.name == "joint_vgg16" else "")
         raise ConfigError(f"model.name: {err}. The run reads its data in that schema: train on data that labels "
                           f"what the model predicts{own}, or set data.schema to a schema that has it, a built-in's "
                           f"name or a file (--set data.schema=pascal_person_part: the data is then read in it, its "
