@@ -545,6 +545,40 @@ def test_a_joint_model_on_data_of_other_joints_and_parts_has_nothing_to_score(sy
     assert ("nothing to score: the model predicts pose and parts, the dataset labels nothing in the model's schema"
             in err) and "declares task" not in err and "part_map" not in err
 
+def test_evaluate_part_map_reads_a_datasets_part_classes_named_otherwise(synth, tmp_path, capsys):
+    """A walkthrough: a held-out set whose part classes are named otherwise could be scored only as a training
+    source (its part_map), and the warning advised training with it. `--part-map CLASS=TARGET` reads it here: the
+    same labels, with a class renamed and mapped back, score exactly as the original."""
+    from inference_helpers import write_checkpoint
+
+    model = write_checkpoint(tmp_path / "joint.ckpt", synth.schema, input_size=SIZE)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(synth.annotation_file.parent, renamed)
+    coco = json.loads((renamed / "annotations.json").read_text())
+    coco["categories"][0]["part_classes"] = ["trunk" if c == "torso" else c
+                                             for c in coco["categories"][0]["part_classes"]]
+    (renamed / "annotations.json").write_text(json.dumps(coco))
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(synth.annotation_file.parent), "--out",
+                 str(tmp_path / "original.json")]) == 0
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(renamed), "--out",
+                 str(tmp_path / "unmapped.json")]) == 0
+    err = capsys.readouterr().err
+    assert "'trunk'" in err and "its parts are not scored, its pose is; give its part table: --part-map " \
+        "CLASS=TARGET[,TARGET] for each class" in err
+    assert "segmentation" not in json.loads((tmp_path / "unmapped.json").read_text())
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(renamed), "--part-map", "trunk=torso", "--out",
+                 str(tmp_path / "mapped.json")]) == 0
+    original, mapped = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("original", "mapped"))
+    assert mapped["segmentation"] == original["segmentation"] and mapped["pose"] == original["pose"]
+    with pytest.raises(SystemExit, match="2"):  # argparse's refusal
+        main(["evaluate", "--checkpoint", str(model), "--data", str(renamed), "--part-map", "trunk"])
+    assert "expected CLASS=TARGET[,TARGET], got 'trunk'" in capsys.readouterr().err
+    for bad, words in ((["--part-map", "trunk=body"], "body"),
+                       (["--oracle", "--part-map", "trunk=torso"], "the --oracle scores the data in its own")):
+        argv = ["evaluate", *([] if "--oracle" in bad else ["--checkpoint", str(model)]), "--data", str(renamed), *bad]
+        assert main(argv) == 2
+        assert words in capsys.readouterr().err
+
 def test_evaluate_source_reads_a_coco_releases_part_folder(synth, tmp_path, capsys):
     """Before: NAME=FILE.json:IMAGES had no way to give part maps, so a COCO file listing part classes was scored
     without its parts, unsaid (the twin of --annotations without --parts). Now a third field names the part folder,

@@ -591,13 +591,14 @@ def test_evaluate_scores_each_source_in_the_model_schema_and_reports_training_da
 def test_evaluate_on_a_dataset_whose_part_classes_do_not_map_says_what_evaluate_can_do(sources, mixed_run, tmp_path,
                                                                                         capsys):
     """Before: `evaluate --data` on such a dataset advised `part_map: {...}`, a training config's key that evaluate
-    has no option for; evaluate applies a training source's part table when the source is named."""
+    has no option for; evaluate applies a training source's part table when the source is named, or the table
+    --part-map gives (before it existed, the advice was to train with the dataset as a source)."""
     odd = Schema(keypoints=(), skeleton=(), part_classes=tuple("blob" if c == "torso_skin" else c
                                                                for c in CIHP.part_classes), name="odd")
     root = _rewrite(sources["pascal_val"], tmp_path / "odd", odd, None, parts=True)
     assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--data", str(root)]) == 2
     err = capsys.readouterr().err
-    assert "part class 'blob' has no target class" in err and "train with it as a data.sources entry" in err
+    assert "part class 'blob' has no target class" in err and "give its part table: --part-map CLASS=TARGET" in err
     assert cli.main(["evaluate", "--checkpoint", str(mixed_run.last), "--source", f"odd={root}"]) == 2
     assert "--source odd=... is not one of the checkpoint's training sources with a part table (none)" in \
         capsys.readouterr().err

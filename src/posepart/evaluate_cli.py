@@ -84,15 +84,20 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         print(f"note: the dataset's schema {ours.describe()} differs from the checkpoint's {theirs.describe()} in its "
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)
+        table = dict(part_map=dict(args.part_map or ()), ignore_parts=args.ignore_parts)
+        hint = "" if args.part_map or args.ignore_parts else _part_table_hint(loaded)
         try:
             with warnings.catch_warnings(record=True) as caught:  # its parts unmapped: scored on pose, and said
                 warnings.simplefilter("always", PosepartWarning)
-                dataset = map_dataset(dataset, loaded.schema)
+                dataset = map_dataset(dataset, loaded.schema, **table)
         except SourceError as err:
-            raise SourceError(f"{err}{_part_table_hint(loaded)}", source=err.source) from None
-        for said in caught:  # with the advice the refusal gave (how a training source's part table applies)
-            print(f"warning: {said.message}{_part_table_hint(loaded)}", file=sys.stderr)
+            raise SourceError(f"{err}{hint}", source=err.source) from None
+        for said in caught:  # with the advice the refusal gave (how a part table applies)
+            print(f"warning: {said.message}{hint}", file=sys.stderr)
         _note_unscored(str(args.root or args.annotations), dataset, loaded)
+    elif args.part_map or args.ignore_parts:  # nothing is mapped: said, not ignored silently
+        print("note: --part-map / --ignore-parts change nothing: the dataset's schema is the checkpoint's",
+              file=sys.stderr)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or loaded.input_size
@@ -127,11 +132,21 @@ def _part_table_hint(loaded: LoadedModel, name: str | None = None) -> str:
     if name is not None and name not in named:
         return (f"; --source {name}=... is not one of the checkpoint's training sources with a part table "
                 f"({named or 'none'}), whose part_map / ignore_parts evaluate would apply")
+    own = "--part-map CLASS=TARGET[,TARGET] for each class (--ignore-parts CLASS,... for those to leave unscored)"
     if named:
         return (f"; to score it with the part table of the training source it was, name it: --source NAME=ROOT "
-                f"(NAME one of {named})")
-    return ("; evaluate reads it with the built-in part tables and the training sources' own: train with it as a "
-            "data.sources entry whose part_map maps its classes")
+                f"(NAME one of {named}); or give its table: {own}")
+    return f"; give its part table: {own}, as a training source's part_map and ignore_parts"
+
+
+def _part_map_item(text: str) -> list[tuple[str, list[str]]]:
+    """argparse type of --part-map: "trunk=torso" -> [("trunk", ["torso"])]; "legs=upper_legs,lower_legs" a class
+    that is one of several (set-valued, as a training source's part_map)."""
+    name, sep, targets = text.partition("=")
+    classes = [t.strip() for t in targets.split(",") if t.strip()]
+    if not sep or not name.strip() or not classes:
+        raise argparse.ArgumentTypeError(f"expected CLASS=TARGET[,TARGET], got {text!r}")
+    return [(name.strip(), classes)]
 
 
 def _tta_label(metrics: dict) -> str:
@@ -285,6 +300,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")
+    if args.oracle and (args.part_map or args.ignore_parts):
+        raise UsageError("evaluate: --part-map and --ignore-parts read --data in a --checkpoint's part classes; the "
+                         "--oracle scores the data in its own")
     if not args.oracle and (args.sigma is not None or args.paf_width is not None):  # the model's HeadMeta decides
         raise UsageError("evaluate: --sigma and --paf-width draw the --oracle's targets; a --checkpoint's are its own")
     if args.threads:  # as predict's: torch's, for the network (its default is every core)
@@ -294,6 +312,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source:
         if args.oracle or args.root is not None or args.annotations is not None:
             raise UsageError("evaluate: --source scores a --checkpoint and replaces --data")
+        if args.part_map or args.ignore_parts:  # a source's table is its training source's (by NAME)
+            raise UsageError("evaluate: --part-map and --ignore-parts read --data; a --source NAME takes the part "
+                             "table of the checkpoint's training source of that NAME")
         if args.images is not None or args.parts is not None:  # before: ignored without a word
             raise UsageError(f"evaluate: --images and --parts describe --data; a --source is NAME=ROOT or "
                              f"NAME=FILE.json{os.pathsep}IMAGES[{os.pathsep}PARTS], its parts in ROOT/parts or PARTS")
@@ -359,6 +380,12 @@ def add_evaluate_parser(verbs: Any) -> None:
                    help=f"draw the first N predictions into an --out folder (default: {DEFAULT_OVERLAYS})")
     p.add_argument("--workers", type=at_least(0), default=0, help="data loading processes")
     p.add_argument("--threads", type=at_least(1), help="CPU threads for the network (default: all cores)")
+    p.add_argument("--part-map", type=_part_map_item, action="extend", metavar="CLASS=TARGET[,TARGET]",
+                   help="the data's part class CLASS is the checkpoint's TARGET (or one of the TARGETs): where the "
+                        "names differ (repeat; a training source's part_map)")
+    p.add_argument("--ignore-parts", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+                   default=[], metavar="CLASS[,CLASS]", help="the data's part classes to leave unscored (a training "
+                   "source's ignore_parts)")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
                    f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}"
