@@ -72,8 +72,9 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
             dataset = PosePartDataset.open(where, quiet=not first_process())
     except DatasetError as err:
         raise DatasetError(f"{key} ({where}): {err}") from None
-    if isinstance(where, DatasetPaths) and where.root is None and (unread := dataset.unread_parts(
-            f"{key}.parts=DIR")):  # before: trained on its pose alone, unsaid (evaluate and inspect said it)
+    labelled_file = isinstance(where, DatasetPaths) and where.root is None and where.annotations is not None
+    if labelled_file and (unread := dataset.unread_parts(f"{key}.parts=DIR")):  # before: trained on its pose
+        # alone, unsaid (evaluate and inspect said it); not an unlabelled source's folder of images
         rank_zero_warn(f"{key}: {unread}", category=PosepartWarning)
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
