@@ -253,9 +253,22 @@ def test_writer_refuses_what_it_would_write_wrong(tmp_path):
             w.add(image, [{"keypoints": [1, 2, 2, 3, 4, 2]}])
         with pytest.raises(DatasetError, match="part map must be uint8 40x60, got \\(40, 61\\) uint8"):
             w.add(image, [], np.zeros((40, 61), np.uint8))  # refused before its image was written
+        # a label above the classes (a walkthrough: written, refused only when the dataset was read), and a
+        # channels-first image (told to scale floats)
+        above = np.full((40, 60), schema.num_parts, np.uint8)
+        with pytest.raises(DatasetError, match=f"part label {schema.num_parts} at \\(x=0, y=0\\) is not in the "
+                                               f"schema's classes 0..{schema.num_parts - 1}"):
+            w.add(image, [], above)
+        ignored_parts = np.full((40, 60), 255, np.uint8)  # the ignore value is a label of its own
+        with pytest.raises(DatasetError, match="channels last: transpose it"):
+            w.add(image.transpose(2, 0, 1).copy(), [], ignored_parts)
         kp = np.array([25, 10, 2, 22, 28, 2, 45, 12, 1], np.float32)  # numpy values are JSON numbers
         w.add(image, [{"keypoints": kp, "num_keypoints": np.int64(3), "bbox": np.array([20.0, 8, 30, 24])}])
     assert not list((tmp_path / "new" / "images").iterdir())[1:]  # only the good image was written
+    with DatasetWriter(tmp_path / "ignored", schema) as w:
+        w.add(image, [], np.full((40, 60), 255, np.uint8))  # all ignored: allowed, and read back as written
+    ignored = PosePartDataset.open(tmp_path / "ignored")
+    assert (ignored.load_parts(ignored.records[0]) == 255).all()
     record = PosePartDataset.open(tmp_path / "new").records[0]
     assert record.keypoints[0].ravel().tolist() == kp.tolist() and record.boxes[0].tolist() == [20, 8, 30, 24]
 

@@ -17,7 +17,7 @@ from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, Datase
 from posepart.data.validate import keypoints as validate_keypoints
 from posepart.errors import OutputError, writing
 from posepart.files import LOCK_FILE, fsync_dir, lock_output, write_image, write_json_atomic
-from posepart.schema import Schema
+from posepart.schema import IGNORE_LABEL, Schema
 
 CONVERSION_FILE = "conversion.json"  # a converter's record beside annotations.json (ignored by the format reader)
 _WRITING, _REPLACED = ".writing-dataset-", ".replaced-dataset-"  # `DatasetWriter`'s hidden folders in a root
@@ -115,14 +115,25 @@ class DatasetWriter:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
                 image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3):  # before: 0..1 floats written black
             kind = getattr(image, "dtype", type(image).__name__)
+            shape = getattr(image, "shape", ())
+            how = ("channels last: transpose it, image.transpose(1, 2, 0)" if kind == np.uint8 and len(shape) == 3
+                   and shape[0] in (1, 3) else "scale floats in [0, 1] by 255 and round first")
             raise DatasetError(f"{file_name}: DatasetWriter writes uint8 RGB (H, W, 3) or grey (H, W) images, got "
-                               f"{kind} of shape {getattr(image, 'shape', '?')} (scale floats in [0, 1] by 255 and "
-                               f"round first)")
+                               f"{kind} of shape {shape or '?'} ({how})")
         height, width = image.shape[:2]
         if parts is not None and not (isinstance(parts, np.ndarray) and parts.shape == (height, width)
                                       and parts.dtype == np.uint8):
             raise DatasetError(f"{file_name}: part map must be uint8 {height}x{width}, got "
                                f"{getattr(parts, 'shape', type(parts).__name__)} {getattr(parts, 'dtype', '')}")
+        if parts is not None:  # before: written, and refused only when the dataset was read
+            classes = self.schema.num_parts
+            bad = (parts >= classes) & (parts != IGNORE_LABEL)
+            if bad.any():
+                y, x = np.argwhere(bad)[0]
+                allowed = (f"the schema's classes 0..{classes - 1} {list(self.schema.part_classes)}" if classes
+                           else "the schema, which has no part classes")
+                raise DatasetError(f"{file_name}: part label {int(parts[y, x])} at (x={x}, y={y}) is not in "
+                                   f"{allowed}; {IGNORE_LABEL} (ignored) is the only other allowed value")
         annotations = [_plain(ann) for ann in annotations]  # before: numpy values failed in close(), images written
         for ann in annotations:
             if ann.get("keypoints") not in (None, []):
