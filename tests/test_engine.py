@@ -1251,6 +1251,17 @@ def test_config_validation_is_strict_and_names_nested_keys():
     assert config.data.train == Path("a/b")
 
 
+def test_python_overrides_may_be_one_string_or_a_mapping(tmp_path):
+    """A walkthrough: load_config(name, "model.stages=2") read the string character by character ("--set 'm':
+    expected key=value"), and a {key: value} mapping by its keys."""
+    one = load_config("demo_cpu_joint", "model.stages=2")
+    mapped = load_config("demo_cpu_joint", {"model.stages": 2, "data.augment.flip_prob": 0.25, "data.train": tmp_path,
+                                            "optim.warmup_steps": None, "data.augment.photometric": True})
+    assert one.model.stages == mapped.model.stages == 2 and mapped.data.augment.flip_prob == 0.25
+    assert mapped.data.train == tmp_path and mapped.data.augment.photometric is True
+    assert mapped.optim.warmup_steps == load_config(None).optim.warmup_steps  # None: the default, as null
+
+
 def test_set_reaches_list_items_and_blames_itself():
     """`--set data.sources[0].train=...` (or `.0.`) sets one item of a config's list. Before, it was an unknown key
     `data` whose message listed `data` among the known ones, and `.0.` replaced the list with a mapping."""

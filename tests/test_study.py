@@ -355,3 +355,10 @@ def test_a_gain_over_fewer_seeds_than_the_study_says_so(tmp_path):
     line = next(line for line in text.splitlines() if line.startswith("| joint@0.1 "))
     assert line.endswith("(2 of 3 seeds) |")
     assert "no arm learns from them" in text and "`+st` arms" not in text  # no --self-train: no +st arm
+    # no seed with a gain (a walkthrough: the pose arm scored AP 0 on every seed): a bare "–" said nothing
+    runs["pose"] = {s: {"pose": {"ap": 0.0}} for s in "012"}
+    record["summary"] = summarise(runs, [0.1], 3)
+    assert record["summary"]["joint@0.1"]["delta_m"] is None
+    text = write_study_report(tmp_path, record, None).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| joint@0.1 "))
+    assert line.endswith("| – (0 of 3 seeds: Δm is undefined where a single-task arm scores 0) |")

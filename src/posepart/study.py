@@ -37,7 +37,7 @@ from posepart.errors import UsageError
 from posepart.files import read_earlier_json, write_json_atomic
 from posepart.study_report import arm_label, plot_study, summarise, write_study_report
 
-QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 20 minutes on 2 CPU cores
+QUICK = {"fractions": (0.1, 1.0), "seeds": 3, "train_images": 6000}  # `--quick`: about 28 minutes on 2 CPU cores
 DEFAULTS = {"fractions": (0.05, 0.2, 1.0), "seeds": 3, "train_images": 12000}
 
 
@@ -362,7 +362,7 @@ def add_study_parser(verbs: Any) -> None:
     p.add_argument("--train-images", type=at_least(1), metavar="N",
                    help="training budget per model in images (default 12000; --quick 6000)")
     p.add_argument("--quick", action="store_true",
-                   help="the small setting (0.1,1.0; 3 seeds; 6000 images): about 20 minutes on 2 CPU cores with "
+                   help="the small setting (0.1,1.0; 3 seeds; 6000 images): about 28 minutes on 2 CPU cores with "
                         "native bfloat16, 2.5x that in float32 on an AVX2-only CPU")
     p.add_argument("--labelled-share", type=float, metavar="S",
                    help="share of each epoch drawn from the part-labelled images in joint@f (default: f, every image "

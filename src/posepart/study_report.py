@@ -99,9 +99,10 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
         row = summary[label]
         share = "none" if label == "pose" else \
             f"{float(label.split('@')[1].split('+')[0]) if '@' in label else 1.0:.0%}"
-        gain = _cell(row.get("delta_m"))
-        if row.get("delta_m") is not None and row.get("delta_m_seeds", record["seeds"]) < record["seeds"]:
-            gain += f" ({row['delta_m_seeds']} of {record['seeds']} seeds)"
+        gain, over = _cell(row.get("delta_m")), row.get("delta_m_seeds", record["seeds"])
+        if over < record["seeds"]:  # (before: a bare "–" where no seed had one, like an arm never trained)
+            why = "" if over else ": Δm is undefined where a single-task arm scores 0"
+            gain += f" ({over} of {record['seeds']} seeds{why})"
         lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
                      f"| {gain} |")
     if figure is not None:

@@ -18,7 +18,7 @@ import re
 import typing
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -158,12 +158,19 @@ def config_path(name: str | Path) -> Path:
     return shipped_config(path.name)
 
 
-def load_config(path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path | Sequence[str | Path] | None = None,
+                overrides: Sequence[str] | Mapping[str, Any] | str = ()) -> Config:
     """Read a YAML config (a path, or a shipped config's name: `config_path`) or the defaults, apply `key=value`
     overrides, validate everything. Several configs are laid over each other in order (`train --config demo_cpu_joint
     --config mine.yaml`), as the overrides are: mappings merge key by key, a list or a value replaces, null resets a
     key to its default. Why: a short config of one's own can start from a shipped recipe (before: a second --config
-    was refused, and a short config got the library's defaults, a full-width VGG16)."""
+    was refused, and a short config got the library's defaults, a full-width VGG16). From Python the overrides may
+    also be one "key=value" string or a {key: value} mapping (before: a string was read character by character)."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    elif isinstance(overrides, Mapping):  # JSON is YAML: each value is read back as the value it was
+        overrides = [f"{key}={value if isinstance(value, (str, Path)) else json.dumps(value)}"
+                     for key, value in overrides.items()]
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     files = [config_path(p) for p in paths]
     data: dict[str, Any] = {}
