@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import posepart
 
 PACKAGE = Path(posepart.__file__).parent
@@ -37,8 +39,10 @@ def _imports(path: Path, package: str = "") -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             names = [".".join(base + ([node.module] if node.module else []))]
-            if names == ["posepart"]:  # `from posepart import engine`: the parts imported are the names
-                names = [f"posepart.{alias.name}" for alias in node.names if alias.name in LAYERS] or names
+            if names == ["posepart"]:  # `from posepart import engine` or `train`: the parts imported are the
+                # names, or the modules the package takes its exports from
+                names = [f"posepart.{alias.name}" if alias.name in LAYERS else posepart._EXPORTS[alias.name]
+                         for alias in node.names if alias.name in LAYERS or alias.name in posepart._EXPORTS] or names
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         else:
@@ -64,7 +68,7 @@ def test_each_part_imports_only_the_parts_below_it():
             continue
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         for line, imported in _imports(path, package):
-            if imported == "posepart":  # the root holds `__version__` alone
+            if imported == "posepart":  # `__version__` (the exports are resolved to their modules by `_imports`)
                 continue
             if (module, imported) in ALLOWED or _layer(imported) == _layer(module):
                 continue
@@ -81,3 +85,22 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
                       "    from .. import cli\n")
     assert _imports(source, "posepart.engine") == [(2, "posepart.engine.checkpoint"), (3, "posepart.data"),
                                                    (4, "posepart.engine"), (5, "posepart.cli")]
+
+
+def test_the_package_exports_its_entry_points_without_importing_torch():
+    """`from posepart import Predictor, train, ...` (a walkthrough: the package exported `__version__` alone, so
+    every entry point had to be found under the module the docs name); `import posepart` itself imports no torch
+    (the ONNX-only install, the command line's start), and a lower layer importing an export is still an import of
+    its module (`_imports`)."""
+    import importlib
+    import subprocess
+    import sys
+
+    light = subprocess.run([sys.executable, "-c", "import sys, posepart; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False", light.stdout + light.stderr
+    assert set(posepart.__all__) <= set(dir(posepart))
+    for name, module in posepart._EXPORTS.items():
+        assert getattr(posepart, name) is getattr(importlib.import_module(module), name), name
+    with pytest.raises(AttributeError, match="has no attribute 'not_a_name'"):
+        getattr(posepart, "not_a_name")

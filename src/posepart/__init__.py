@@ -1,2 +1,42 @@
-"""posepart: multi-person pose estimation learned jointly with human part segmentation."""
+"""posepart: multi-person pose estimation learned jointly with human part segmentation.
+
+The names a program most often needs are importable from the package itself, each from the module that defines it
+on first use (PEP 562), so `import posepart` stays light (no torch: the ONNX-only install and the command line's
+start import none):
+
+    from posepart import Predictor, load_model, train, load_config, build_model, Schema, PosePartDataset
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# name -> the module that defines it (the one place each lives; the docs name these modules too). Not
+# `evaluate_model`: the package's submodule of that name takes the attribute once imported.
+_EXPORTS = {
+    "Schema": "posepart.schema",
+    "HeadMeta": "posepart.heads",
+    "PosePartDataset": "posepart.data.format",
+    "DatasetWriter": "posepart.data.writer",
+    "build_model": "posepart.models",
+    "load_config": "posepart.engine.config",
+    "train": "posepart.engine.train",
+    "load_model": "posepart.engine.checkpoint",
+    "Predictor": "posepart.inference",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'posepart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
