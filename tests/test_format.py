@@ -247,7 +247,8 @@ def test_writer_refuses_what_it_would_write_wrong(tmp_path):
     with DatasetWriter(tmp_path / "new", schema) as w:
         with pytest.raises(DatasetError, match="uint8 RGB .* got float64 of shape \\(40, 60, 3\\)"):
             w.add(np.full((40, 60, 3), 0.8), [])
-        with pytest.raises(DatasetError, match="3 keypoint values, expected 3 x 3"):
+        with pytest.raises(DatasetError, match=re.escape("3 keypoint values (a list of [x, y, v] lists: COCO's is "
+                                                         "flat, [x1, y1, v1, x2, ...]), expected 3 x 3")):
             w.add(image, [{"keypoints": np.zeros((3, 3))}])  # (K, 3) instead of COCO's flat list
         with pytest.raises(DatasetError, match="6 keypoint values, expected 3 x 3"):
             w.add(image, [{"keypoints": [1, 2, 2, 3, 4, 2]}])

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -149,6 +150,10 @@ def test_coco_ap_names_inputs_that_do_not_fit():
         coco_keypoint_ap(images, gts, [_res(1, PERSON, 0.9)], SIGMAS3 + [0.1])
     with pytest.raises(ValueError, match="result 0: 6 keypoint values, expected 3 x 3"):
         coco_keypoint_ap(images, gts, [_res(1, PERSON[:2], 0.9)], SIGMAS3)
+    as_rows = {**_res(1, PERSON, 0.9), "keypoints": np.asarray(_res(1, PERSON, 0.9)["keypoints"]).reshape(3, 3)}
+    with pytest.raises(ValueError, match=re.escape("result 0: 9 keypoint values of shape (3, 3): COCO's flat list, "
+                                                   "keypoints.reshape(-1), expected 3 x 3")):  # before: "3 values"
+        coco_keypoint_ap(images, gts, [as_rows], SIGMAS3)
     arrays = [{**gts[0], "keypoints": np.asarray(gts[0]["keypoints"])}]  # numpy keypoints, as pycocotools takes
     result = _res(1, PERSON, 0.9)
     assert coco_keypoint_ap(images, arrays, [{**result, "keypoints": np.asarray(result["keypoints"])}],

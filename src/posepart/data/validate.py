@@ -116,7 +116,9 @@ def keypoints(value: Any, num_joints: int, label: str, names: Sequence[str] = ()
     """COCO's flat [x1, y1, v1, ...] -> (K, 3) float32; v must be 0 (unlabelled), 1 (occluded) or 2 (visible).
     `names`: the joints', for the error."""
     if isinstance(value, list) and len(value) != 3 * num_joints:
-        raise DatasetError(f"{label}: {len(value)} keypoint values, expected 3 x {num_joints}")
+        nested = bool(value) and all(isinstance(v, (list, tuple)) for v in value)  # [[x, y, v], ...]: (K, 3)
+        flat = " (a list of [x, y, v] lists: COCO's is flat, [x1, y1, v1, x2, ...])" if nested else ""
+        raise DatasetError(f"{label}: {len(value)} keypoint values{flat}, expected 3 x {num_joints}")
     flat = numbers(value, f"{label}: keypoints")
     kp = flat.reshape(num_joints, 3)
     v = kp[:, 2]

@@ -54,10 +54,12 @@ def _check_inputs(images: list[dict[str, Any]], ground_truth: list[dict[str, Any
             if entry["image_id"] not in listed:
                 raise ValueError(f"{what} {i}: image_id {entry['image_id']!r} is not among the images")
             joints = entry.get("keypoints")
-            count = 0 if joints is None else len(joints)  # a list or an array (pycocotools takes both)
-            if (count or what == "result") and count != 3 * k:
-                raise ValueError(f"{what} {i}: {count} keypoint values, expected 3 x {k} (one x, y, v or score per "
-                                 f"sigma)")
+            count = 0 if joints is None else int(np.size(joints))  # a list or an array (pycocotools takes both)
+            if (count or what == "result") and (count != 3 * k or np.ndim(joints) != 1):
+                shape = f" of shape {np.shape(joints)}: COCO's flat list, keypoints.reshape(-1)" \
+                    if np.ndim(joints) > 1 else ""  # before: "14 keypoint values" for a (14, 3) array
+                raise ValueError(f"{what} {i}: {count} keypoint values{shape}, expected 3 x {k} (one x, y, v or "
+                                 f"score per sigma)")
 
 
 def coco_ground_truth(ann: dict[str, Any], k: int) -> dict[str, Any]:
