@@ -417,6 +417,13 @@ def test_a_coco_file_given_as_a_runs_dataset_root_is_answered_with_trains_own_ke
     parts = ["--set", f"data.train.parts={data['train'] / 'parts'}"]
     assert cli.main(["train", "--config", "demo_cpu_joint", *given, *parts, "--out", str(tmp_path / "q")]) == 0
     assert "no part maps are read" not in capsys.readouterr().err
+    # not where parts are not wanted: a source that trains pose alone (a review)
+    source = {"name": "p", "train": {"annotations": str(file), "images": str(data["train"] / "images")},
+              "tasks": ["pose"]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PosePartDataModule(load_config(None, [f"data.sources={json.dumps([source])}", "data.input_size=64"]))
+    assert not [w for w in caught if "no part maps are read" in str(w.message)]
 
 
 def test_resume_continues_exactly(data, straight_run, tmp_path):
@@ -500,6 +507,14 @@ def test_a_copied_run_keeps_its_best_score_and_another_folder_starts_afresh(stra
     out, err = capsys.readouterr()
     assert "trained nothing: the run was complete at 2 epochs" in out and "best: none in this folder" in out
     assert "The dirpath has changed" not in err  # Lightning's, naming its private fields: replaced by the above
+    # a run copied before its first validation has no best to lose: resumed in its copy, nothing to say (a review)
+    early = train(tiny(data, "train.val_every_epochs=2"), tmp_path / "early", max_epochs=1, **QUIET)
+    shutil.copytree(early.out, tmp_path / "early_copy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny(data, "train.val_every_epochs=2"), tmp_path / "early_copy",
+              resume=tmp_path / "early_copy" / "checkpoints" / "last.ckpt", **QUIET)
+    assert not [w for w in caught if "another folder" in str(w.message)]
 
 
 def test_a_joint_the_data_names_otherwise_is_warned_of_when_training(data, tmp_path):
@@ -510,7 +525,7 @@ def test_a_joint_the_data_names_otherwise_is_warned_of_when_training(data, tmp_p
     schema = tmp_path / "typo.json"
     schema.write_text(json.dumps(category))
     expected = (r"data.train \(.*annotations.json\): no joint of it is named as the run's lft_wrist, so they are "
-                r"not trained on it; its own left_wrist are not read \(if they are the same joints, named otherwise")
+                r"not trained on it; its own left_wrist are not read \(the same joints, named otherwise\?")
     with pytest.warns(PosepartWarning, match=expected):
         PosePartDataModule(tiny(data, f"data.schema={schema}"))
     with warnings.catch_warnings():  # the data's own schema, named as the data names its joints: nothing to say
@@ -1260,6 +1275,9 @@ def test_python_overrides_may_be_one_string_or_a_mapping(tmp_path):
     assert one.model.stages == mapped.model.stages == 2 and mapped.data.augment.flip_prob == 0.25
     assert mapped.data.train == tmp_path and mapped.data.augment.photometric is True
     assert mapped.optim.warmup_steps == load_config(None).optim.warmup_steps  # None: the default, as null
+    # a review: strings were read back as YAML ('null' became None), and a nested Path failed in json.dumps
+    quoted = load_config(None, {"data.train": "null", "data.sources": [{"name": "a", "train": tmp_path}]})
+    assert quoted.data.train == Path("null") and quoted.data.sources[0].train == tmp_path
 
 
 def test_set_reaches_list_items_and_blames_itself():
@@ -1283,8 +1301,9 @@ def test_set_reaches_list_items_and_blames_itself():
         with pytest.raises(ConfigError, match=words):
             load_config(None, ["data.sources=[{name: a, train: x}]", later])
     # a config without sources (a walkthrough: before, "data.sources is not a list in the config", of its empty list)
-    with pytest.raises(ConfigError, match=re.escape("--set data.sources[0]: data.sources is empty in the config: set "
-                                                    "the whole list, --set 'data.sources=[{...}, ...]'")):
+    with pytest.raises(ConfigError, match=re.escape("--set data.sources[0]: the config has no item of data.sources "
+                                                    "to set (an empty list, or a mistyped key): set the whole list, "
+                                                    "--set 'data.sources=[{...}, ...]'")):
         load_config("demo_cpu_joint", ["data.sources[0].name=c"])
 
 

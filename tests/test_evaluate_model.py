@@ -573,7 +573,13 @@ def test_evaluate_part_map_reads_a_datasets_part_classes_named_otherwise(synth, 
     with pytest.raises(SystemExit, match="2"):  # argparse's refusal
         main(["evaluate", "--checkpoint", str(model), "--data", str(renamed), "--part-map", "trunk"])
     assert "expected CLASS=TARGET[,TARGET], got 'trunk'" in capsys.readouterr().err
+    assert "change nothing" not in capsys.readouterr().err  # it did change what was read
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(synth.annotation_file.parent), "--part-map",
+                 "trunk=torso"]) == 0  # the model's own schema: nothing to map, said (a review: ignored silently)
+    assert "note: --part-map / --ignore-parts change nothing: the dataset's schema is the checkpoint's" in \
+        capsys.readouterr().err
     for bad, words in ((["--part-map", "trunk=body"], "body"),
+                       (["--part-map", "trunk=torso", "--part-map", "trunk=head"], "trunk given more than once"),
                        (["--oracle", "--part-map", "trunk=torso"], "the --oracle scores the data in its own")):
         argv = ["evaluate", *([] if "--oracle" in bad else ["--checkpoint", str(model)]), "--data", str(renamed), *bad]
         assert main(argv) == 2
@@ -605,10 +611,10 @@ def test_evaluate_source_reads_a_coco_releases_part_folder(synth, tmp_path, caps
     one = json.loads((tmp_path / "one.json").read_text())
     assert scored["segmentation"]["mean_iou"] == one["segmentation"]["mean_iou"]  # the parts read, and the same
     assert scored["pose"] == one["pose"]
-    extra = f"s={release}{os.pathsep}{root / 'parts'}{os.pathsep}{tmp_path}"
-    assert main(["evaluate", "--checkpoint", str(model), "--source", extra]) == 2
-    assert f"expected FILE.json{os.pathsep}IMAGES or FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS" in \
-        capsys.readouterr().err
+    for extra in (f"s={release}{os.pathsep}{root / 'parts'}{os.pathsep}{tmp_path}", f"s={release}{os.pathsep}"):
+        assert main(["evaluate", "--checkpoint", str(model), "--source", extra]) == 2  # (an empty field: a review)
+        assert f"expected FILE.json{os.pathsep}IMAGES or FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS" in \
+            capsys.readouterr().err
 
 def test_evaluate_scores_oks_with_the_sigmas_the_evaluated_file_gives(tmp_path, capsys):
     """The same model and predictions on one dataset whose category gives tiny, then huge OKS sigmas: the score

@@ -261,8 +261,12 @@ def test_writer_refuses_what_it_would_write_wrong(tmp_path):
                                                f"schema's classes 0..{schema.num_parts - 1}"):
             w.add(image, [], above)
         ignored_parts = np.full((40, 60), 255, np.uint8)  # the ignore value is a label of its own
-        with pytest.raises(DatasetError, match="channels last: transpose it"):
+        with pytest.raises(DatasetError, match=re.escape("(channels last: image.transpose(1, 2, 0))")):
             w.add(image.transpose(2, 0, 1).copy(), [], ignored_parts)
+        with pytest.raises(DatasetError, match=re.escape("(drop the alpha channel, image[..., :3])")):
+            w.add(np.zeros((40, 60, 4), np.uint8), [])
+        with pytest.raises(DatasetError, match=re.escape("(a grey image is (H, W): image.squeeze())")):
+            w.add(np.zeros((1, 40, 60), np.uint8), [])
         kp = np.array([25, 10, 2, 22, 28, 2, 45, 12, 1], np.float32)  # numpy values are JSON numbers
         w.add(image, [{"keypoints": kp, "num_keypoints": np.int64(3), "bbox": np.array([20.0, 8, 30, 24])}])
     assert not list((tmp_path / "new" / "images").iterdir())[1:]  # only the good image was written

@@ -7,6 +7,7 @@ an MPII-like and a COCO-like pose-only copy (joints copied by name, by hand) and
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -104,6 +105,14 @@ def mixed(sources: dict[str, Path], tmp: Path, *extra: str, val: bool = True, ep
         "optim.lr=0.01", "optim.schedule=cosine", "train.max_epochs=2", "train.accelerator=cpu", "train.devices=1",
         "train.log_every_steps=1", "train.best_metric=val/pascal/seg/mean_iou", *extra])
 
+
+def test_a_mix_whose_sources_lack_joints_by_design_is_not_taken_for_a_typo(sources, tmp_path):
+    """COCO read into PASCAL gives no head and its eyes, ears and nose go unread, as its config says: a review found
+    the typo warning (for a joint named otherwise) on every launch of the shipped COCO mixes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PosePartDataModule(mixed(sources, tmp_path))
+    assert not [w for w in caught if "not trained on it" in str(w.message)], [str(w.message) for w in caught]
 
 @pytest.fixture(scope="module")
 def datamodule(sources, tmp_path_factory) -> PosePartDataModule:

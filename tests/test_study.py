@@ -199,7 +199,8 @@ def test_study_with_self_training_end_to_end(data, tmp_path):
     for run in ("joint_st_seed0", "pose_seed0"):  # every arm trained with the override
         assert yaml.safe_load((out / "runs" / run / "config.yaml").read_text())["loss"]["weighting"] == "dwa"
     assert set(record["runs"]) == {"pose", "parts@1", "joint", "joint+st"} and record["unlabelled"] == 0.5
-    assert set(record["summary"]["joint+st"]) == {"mean_iou", "ap", "pckh", "delta_m", "delta_m_seeds"}
+    assert set(record["summary"]["joint+st"]) == {"mean_iou", "ap", "pckh", "delta_m", "delta_m_seeds",
+                                                  "delta_m_compared"}
     assert {"segmentation", "pose"} <= set(record["runs"]["joint+st"]["0"])
     assert "| joint+st | 100% |" in (out / "report.md").read_text()
     assert main(["study", "--out", str(tmp_path / "bad"), "--data", str(data), "--self-train",
@@ -362,3 +363,8 @@ def test_a_gain_over_fewer_seeds_than_the_study_says_so(tmp_path):
     text = write_study_report(tmp_path, record, None).read_text()
     line = next(line for line in text.splitlines() if line.startswith("| joint@0.1 "))
     assert line.endswith("| – (0 of 3 seeds: Δm is undefined where a single-task arm scores 0) |")
+    del runs["pose"]  # a joint arm studied without its single-task arms (`--arms joint`): another reason
+    record["summary"] = summarise(runs, [0.1], 3)
+    text = write_study_report(tmp_path, record, None).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| joint@0.1 "))
+    assert line.endswith("| – (0 of 3 seeds: its single-task arms were not trained) |")

@@ -12,6 +12,7 @@ import os
 import select
 import shlex
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -158,8 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from posepart.engine.run_folder import CONFIG_FILE
 
         # the whole command (a walkthrough: `train --resume CKPT` alone was refused for its missing --config)
-        resume = " ".join(shlex.quote(str(a)) for a in ("posepart", "train", "--config", result.out / CONFIG_FILE,
-                                                         "--resume", result.last, "--out", result.out))
+        limit = ("--max-minutes", args.max_minutes) if args.max_minutes is not None else ()  # a Slurm job's cap
+        words = [str(a) for a in ("posepart", "train", "--config", result.out / CONFIG_FILE, "--resume", result.last,
+                                  "--out", result.out, *limit)]
+        resume = subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)  # its shell's quoting
         go_on = (f"continue with: {resume}" if result.last is not None else
                  "no checkpoint was saved (it stopped before the end of its first epoch's validation)")
         print(f"interrupted by {result.interrupted} at step {result.global_step}: {go_on}", file=sys.stderr)

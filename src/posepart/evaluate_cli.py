@@ -68,6 +68,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
 
     torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
     loaded = load_model(args.checkpoint, map_location=args.device)
+    if (args.part_map or args.ignore_parts) and (loaded.schema == dataset.schema or not dataset.has_parts):
+        why = "the dataset's schema is the checkpoint's" if loaded.schema == dataset.schema else "it has no part maps"
+        print(f"note: --part-map / --ignore-parts change nothing: {why}", file=sys.stderr)  # not ignored silently
     if loaded.schema != dataset.schema:
         from posepart.data.mixing import SourceError, map_dataset
 
@@ -84,7 +87,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         print(f"note: the dataset's schema {ours.describe()} differs from the checkpoint's {theirs.describe()} in its "
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)
-        table = dict(part_map=dict(args.part_map or ()), ignore_parts=args.ignore_parts)
+        table = dict(part_map=dict(args.part_map or ()), ignore_parts=args.ignore_parts or [])
         hint = "" if args.part_map or args.ignore_parts else _part_table_hint(loaded)
         try:
             with warnings.catch_warnings(record=True) as caught:  # its parts unmapped: scored on pose, and said
@@ -95,9 +98,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         for said in caught:  # with the advice the refusal gave (how a part table applies)
             print(f"warning: {said.message}{hint}", file=sys.stderr)
         _note_unscored(str(args.root or args.annotations), dataset, loaded)
-    elif args.part_map or args.ignore_parts:  # nothing is mapped: said, not ignored silently
-        print("note: --part-map / --ignore-parts change nothing: the dataset's schema is the checkpoint's",
-              file=sys.stderr)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or loaded.input_size
@@ -168,7 +168,7 @@ def _open_source(name: str, root: str) -> PosePartDataset:
     json_at = max((i for i, field in enumerate(fields[:-1]) if field.lower().endswith(".json")), default=None)
     if json_at is not None and not Path(root).exists():
         annotations, folders = os.pathsep.join(fields[:json_at + 1]), fields[json_at + 1:]
-        if len(folders) > 2:
+        if len(folders) > 2 or not all(folders):  # (an empty field read as the working folder)
             raise UsageError(f"--source {name}={root}: expected FILE.json{os.pathsep}IMAGES or "
                              f"FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
         parts = Path(folders[1]) if len(folders) == 2 else None
@@ -300,6 +300,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.oracle and (args.flip or args.scales != [1.0]):
         raise UsageError("evaluate: --flip and --scales are test-time augmentation of a --checkpoint, not of "
                          "the --oracle's ground truth")
+    classes = [name for name, _ in args.part_map or ()]
+    if len(set(classes)) < len(classes):  # before: the last kept, unsaid
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        raise UsageError(f"evaluate --part-map: {', '.join(twice)} given more than once: one CLASS=TARGET[,TARGET] "
+                         f"per class (a class that is one of several targets lists them after one '=')")
     if args.oracle and (args.part_map or args.ignore_parts):
         raise UsageError("evaluate: --part-map and --ignore-parts read --data in a --checkpoint's part classes; the "
                          "--oracle scores the data in its own")
@@ -384,8 +389,8 @@ def add_evaluate_parser(verbs: Any) -> None:
                    help="the data's part class CLASS is the checkpoint's TARGET (or one of the TARGETs): where the "
                         "names differ (repeat; a training source's part_map)")
     p.add_argument("--ignore-parts", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
-                   default=[], metavar="CLASS[,CLASS]", help="the data's part classes to leave unscored (a training "
-                   "source's ignore_parts)")
+                   action="extend", metavar="CLASS[,CLASS]", help="the data's part classes to leave unscored (repeat; "
+                   "a training source's ignore_parts)")
     p.add_argument("--source", action="append", metavar="NAME=ROOT", help="score --checkpoint on several datasets "
                    "(repeat; each read in the checkpoint's schema, with the part_map / ignore_parts of the training "
                    f"source of that NAME), one report row per source; a COCO release: NAME=FILE.json{os.pathsep}"

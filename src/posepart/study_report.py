@@ -60,6 +60,7 @@ def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[fl
             summary[joint]["delta_m"] = mean_sd(gains)
             # a seed whose single-task arm scores 0 has no relative gain: the report says over how many seeds
             summary[joint]["delta_m_seeds"] = sum(gain is not None for gain in gains)
+            summary[joint]["delta_m_compared"] = len(gains)  # seeds with both single-task arms trained
     return summary
 
 
@@ -101,7 +102,8 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
             f"{float(label.split('@')[1].split('+')[0]) if '@' in label else 1.0:.0%}"
         gain, over = _cell(row.get("delta_m")), row.get("delta_m_seeds", record["seeds"])
         if over < record["seeds"]:  # (before: a bare "–" where no seed had one, like an arm never trained)
-            why = "" if over else ": Δm is undefined where a single-task arm scores 0"
+            why = ("" if over else ": Δm is undefined where a single-task arm scores 0"
+                   if row.get("delta_m_compared", 1) else ": its single-task arms were not trained")
             gain += f" ({over} of {record['seeds']} seeds{why})"
         lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
                      f"| {gain} |")

@@ -116,10 +116,14 @@ class DatasetWriter:
                 image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3):  # before: 0..1 floats written black
             kind = getattr(image, "dtype", type(image).__name__)
             shape = getattr(image, "shape", ())
-            how = ("channels last: transpose it, image.transpose(1, 2, 0)" if kind == np.uint8 and len(shape) == 3
-                   and shape[0] in (1, 3) else "scale floats in [0, 1] by 255 and round first")
+            rgba, single = len(shape) == 3 and shape[2] == 4, len(shape) == 3 and 1 in (shape[0], shape[2])
+            how = ("scale floats in [0, 1] by 255 and round first" if kind != np.uint8 else
+                   "drop the alpha channel, image[..., :3]" if rgba else
+                   "a grey image is (H, W): image.squeeze()" if single else
+                   "channels last: image.transpose(1, 2, 0)" if len(shape) == 3 and shape[0] == 3 else "")
+            how = f" ({how})" if how else ""
             raise DatasetError(f"{file_name}: DatasetWriter writes uint8 RGB (H, W, 3) or grey (H, W) images, got "
-                               f"{kind} of shape {shape or '?'} ({how})")
+                               f"{kind} of shape {shape or '?'}{how}")
         height, width = image.shape[:2]
         if parts is not None and not (isinstance(parts, np.ndarray) and parts.shape == (height, width)
                                       and parts.dtype == np.uint8):

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import typing
 import warnings
@@ -168,14 +169,18 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None,
     also be one "key=value" string or a {key: value} mapping (before: a string was read character by character)."""
     if isinstance(overrides, str):
         overrides = [overrides]
-    elif isinstance(overrides, Mapping):  # JSON is YAML: each value is read back as the value it was
-        overrides = [f"{key}={value if isinstance(value, (str, Path)) else json.dumps(value)}"
-                     for key, value in overrides.items()]
-    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    elif isinstance(overrides, Mapping):  # JSON is YAML: each value (a string quoted) reads back as it was
+        overrides = [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
+    paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if any(not isinstance(p, (str, os.PathLike)) for p in paths):
+        raise ConfigError(f"config: a file path or a shipped config's name, got {paths!r}")
     files = [config_path(p) for p in paths]
-    data: dict[str, Any] = {}
-    for file in files:
-        data = merge_overrides(data, _read_config_file(file))
+    data: dict[str, Any] = _read_config_file(files[0]) if files else {}  # as written: its nulls are validated
+    layered: list[tuple[str | int, ...]] = []  # the keys the later files reset (null), checked as --set's are
+    for file in files[1:]:
+        overlay = _without_empty_sections(_read_config_file(file), data)
+        layered += reset_keys(overlay)
+        data = merge_overrides(data, overlay)
     where = " + ".join(map(str, files))
     parsed = parse_overrides(overrides)
     merged = merge_overrides(data, parsed)
@@ -186,9 +191,23 @@ def load_config(path: str | Path | Sequence[str | Path] | None = None,
         if files and overrides and _is_valid(data):  # the --set values are at fault, not the file
             raise ConfigError(f"--set: {err}") from None
         raise ConfigError(f"{where}: {err}" if files else str(err)) from None
-    for reset in reset_keys(parsed):  # merged away, so validation never saw them: a mistyped one must not pass
-        check_reset_key(config, reset)
+    for reset in [*layered, *reset_keys(parsed)]:  # merged away, so validation never saw them: a mistyped one must
+        check_reset_key(config, reset)  # not pass
     return config
+
+
+def _without_empty_sections(overlay: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """A layered config file's sections, an empty one (`model:` with its keys commented out, which YAML reads as
+    null) taken as no change: merged as written it would reset the base's whole section to the defaults (a review:
+    the recipe's 0.25-width model became the full-width VGG16, unsaid)."""
+    out = {}
+    for key, value in overlay.items():
+        below = base.get(key) if isinstance(base, dict) else None
+        if value is None and isinstance(below, dict):
+            continue
+        out[key] = _without_empty_sections(value, below) if isinstance(value, dict) and isinstance(below, dict) \
+            else value
+    return out
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ and the indexing of the samples (reproducible, resumable) are `posepart.engine.s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import gc
 import re
 import signal
@@ -72,10 +73,6 @@ def _open(where: DatasetPaths | Path | str, key: str, schema: Schema | None = No
             dataset = PosePartDataset.open(where, quiet=not first_process())
     except DatasetError as err:
         raise DatasetError(f"{key} ({where}): {err}") from None
-    labelled_file = isinstance(where, DatasetPaths) and where.root is None and where.annotations is not None
-    if labelled_file and (unread := dataset.unread_parts(f"{key}.parts=DIR")):  # before: trained on its pose
-        # alone, unsaid (evaluate and inspect said it); not an unlabelled source's folder of images
-        rank_zero_warn(f"{key}: {unread}", category=PosepartWarning)
     for reason, n in dataset.skipped.items():  # as `posepart inspect` and `evaluate` say it (the README's promise)
         rank_zero_info(f"{key} ({where}): skipped {n} x {reason} (first: {dataset.skipped_examples[reason]})")
     for concern in dataset.label_concerns(unlabelled_joints=not summarised):
@@ -255,6 +252,15 @@ class PosePartDataModule(pl.LightningDataModule):
         self.target: Schema = target_schema(data.schema) if data.schema else first.schema  # type: ignore
         opened = [(s, _open(s.train, _key(config, s, "train"), self.target), val) if f else (s, train, val)
                   for (s, train, val), f in zip(opened, folder)]
+        for spec, *datasets in opened:  # before: a COCO file's part classes went untrained, unsaid (evaluate and
+            # inspect said it); not where its labels are ignored (unlabelled) or its parts are not wanted (tasks)
+            if spec.unlabelled or spec.tasks is not None and "parts" not in spec.tasks:
+                continue
+            for split, dataset in zip(("train", "val"), datasets):
+                given, key = getattr(spec, split), _key(config, spec, split)
+                if (dataset is not None and isinstance(given, DatasetPaths) and given.root is None
+                        and given.annotations is not None and (unread := dataset.unread_parts(f"{key}.parts=DIR"))):
+                    rank_zero_warn(f"{key}: {unread}", category=PosepartWarning)
         self.label_space = PartLabelSpace(self.target)
         empty = next((s for s, train, _ in opened if train is not None and not len(train) and s.weight > 0), None)
         if empty is not None:  # before mapping: an empty source "has" no labels of any kind
@@ -281,11 +287,17 @@ class PosePartDataModule(pl.LightningDataModule):
         training = [s for s in self.sources if s.train is not None and s.weight > 0]
         for source in training:  # before: a joint named otherwise (a typo in data.schema) was dropped without a word
             unmatched = unmatched_joints(source.train) if source.mapping.pose else None  # type: ignore[arg-type]
-            if unmatched is not None and (unmatched[1] or not data.sources):  # (a mix's summary names the missing)
-                missing, unread = unmatched
+            if unmatched is None:
+                continue
+            missing, unread = unmatched
+            # its own joints named like a missing one: the same joints, one name mistyped ('lft_wrist'); not a
+            # dataset's other joints (COCO's eyes and ears, read into PASCAL, which lacks them: a mix's summary
+            # names the head they do not give)
+            alike = sorted({j for m in missing for j in difflib.get_close_matches(m, unread, n=1, cutoff=0.75)})
+            if alike or not data.sources:
                 where = f"source {source.name!r}" if data.sources else "data.train"
-                own = (f"; its own {', '.join(unread)} are not read (if they are the same joints, named otherwise, "
-                       f"name them alike in its categories[0].keypoints and the run's schema)" if unread else "")
+                own = (f"; its own {', '.join(alike)} are not read (the same joints, named otherwise? name them alike "
+                       f"in its categories[0].keypoints and the run's schema)" if alike else "")
                 rank_zero_warn(f"{where} ({source.train.annotation_file}): no joint of it is named as the run's "
                                f"{', '.join(missing)}, so they are not trained on it{own}", category=PosepartWarning)
         if not training:

@@ -84,9 +84,9 @@ def merge_overrides(base: Any, override: dict[str | int, Any], where: str = "") 
             raise ConfigError(f"--set {where}[{next(iter(override))}]: {where} is not a list in the config")
         items = list(base or [])  # unset: empty (before: "not a list", of data.sources' default [])
         for index, value in override.items():
-            if not items:
-                raise ConfigError(f"--set {where}[{index}]: {where} is empty in the config: set the whole list, "
-                                  f"--set '{where}=[{{...}}, ...]'")
+            if not items:  # (unset: an empty list, or a mistyped key, which validation names once set whole)
+                raise ConfigError(f"--set {where}[{index}]: the config has no item of {where} to set (an empty list, "
+                                  f"or a mistyped key): set the whole list, --set '{where}=[{{...}}, ...]'")
             if not isinstance(index, int) or not -len(items) <= index < len(items):
                 raise ConfigError(f"--set {where}[{index}]: {where} has {len(items)} item(s), numbered from 0")
             here = f"{where}[{index}]"

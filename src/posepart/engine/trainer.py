@@ -161,7 +161,8 @@ class RunCheckpoint(ModelCheckpoint):
         if saved_in is None or self.dirpath is None or str(saved_in) == str(self.dirpath):
             return super().load_state_dict(state_dict)
         named = state_dict.get("best_model_path") or ""
-        copied = bool(named) and Path(named).is_relative_to(saved_in) and Path(
+        # no best saved yet (stopped before a validation): nothing to lose, whatever the folder
+        copied = not named or Path(named).is_relative_to(saved_in) and Path(
             self.dirpath, Path(named).relative_to(saved_in)).is_file()
         if copied:
             return super().load_state_dict(_rerooted(state_dict, Path(saved_in), Path(self.dirpath)))
