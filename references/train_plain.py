@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--out {args.out}: the weights file must end in .safetensors")
     try:
         config = recipe(args.width, args.size)
-    except ConfigError as err:  # a size that is no multiple of 8, a width of 0
-        parser.error(str(err))
+    except ConfigError as err:  # a size that is no multiple of 8, a width of 0 (the recipe's keys they set)
+        parser.error(f"--size {args.size} / --width {args.width}: {str(err).removeprefix('--set: ')}")
     torch.manual_seed(0)
 
     train_set = PosePartDataset.open(args.train)  # records: what the JSON says, no pixels yet

@@ -51,6 +51,16 @@ def test_the_plain_loop_trains_scores_and_saves_a_model_that_loads_back(tmp_path
     for wrong in (["--steps", "0"], ["--size", "100"], ["--out", str(tmp_path / "plain.pt")]):
         with pytest.raises(SystemExit):
             plain.main(["--train", str(data), "--val", str(data), *wrong])
-        assert capsys.readouterr().err.count("error:") == 1
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "--set" not in err  # (a walkthrough: "--set: data.input_size ...")
+    refused = _refusal(plain, ["--train", str(data), "--val", str(data), "--size", "100"], capsys)
+    assert "--size 100 / --width 0.25: data.input_size: must be a positive multiple of 8" in refused
     fresh = plain.build(dataset.schema, plain.recipe(0.125, 64))
     assert not torch.equal(fresh.state_dict()["trunk.features.0.weight"], model.state_dict()["trunk.features.0.weight"])
+
+
+def _refusal(module, argv: list[str], capsys) -> str:
+    """The error line a reference script's refusal prints (argparse exits)."""
+    with pytest.raises(SystemExit):
+        module.main(argv)
+    return capsys.readouterr().err
