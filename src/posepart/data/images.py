@@ -135,6 +135,16 @@ def turned_note(path: Path, stored_hw: Sequence[int], labelled_hw: Sequence[int]
             f"pixels): save such photos upright (PIL's ImageOps.exif_transpose)")
 
 
+def first_label_outside(labels: np.ndarray, classes: int) -> tuple[int, int] | None:
+    """(x, y) of the first pixel whose label is neither a class (0..classes - 1) nor IGNORE_LABEL; None if none. The
+    one rule part label maps follow, read (`read_label_png`) or written (`DatasetWriter.add`)."""
+    bad = ((labels >= classes) & (labels != IGNORE_LABEL)) | (labels < 0)
+    if not bad.any():
+        return None
+    y, x = np.argwhere(bad)[0]
+    return int(x), int(y)
+
+
 def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = None, wide: bool = False
                    ) -> np.ndarray:
     """Decode a part label map: a single-channel 8-bit PNG, or an indexed (palette) one, whose indices are the labels
@@ -157,9 +167,8 @@ def read_label_png(path: Path, classes: int | Sequence[str], *, record: Any = No
         raise DatasetError(f"{path}: part labels must be a single-channel {'' if wide else 'uint8 '}or palette PNG, "
                            f"got mode {mode} {labels.shape}{what}{hint}")
     count = classes if isinstance(classes, int) else len(classes)
-    bad = ((labels >= count) & (labels != IGNORE_LABEL)) | (labels < 0)
-    if bad.any():
-        y, x = np.argwhere(bad)[0]
+    if (outside := first_label_outside(labels, count)) is not None:
+        x, y = outside
         named = "" if isinstance(classes, int) else f" {list(classes)}"
         raise DatasetError(f"{path}: label value {int(labels[y, x])} at (x={x}, y={y}) above the classes "
                            f"0..{count - 1}{named}{what}; {IGNORE_LABEL} is the only other allowed value")

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from posepart.data.format import ANNOTATIONS_FILE, IMAGES_DIR, PARTS_DIR, DatasetError
+from posepart.data.images import first_label_outside
 from posepart.data.validate import keypoints as validate_keypoints
 from posepart.errors import OutputError, writing
 from posepart.files import LOCK_FILE, fsync_dir, lock_output, write_image, write_json_atomic
@@ -129,15 +130,13 @@ class DatasetWriter:
                                       and parts.dtype == np.uint8):
             raise DatasetError(f"{file_name}: part map must be uint8 {height}x{width}, got "
                                f"{getattr(parts, 'shape', type(parts).__name__)} {getattr(parts, 'dtype', '')}")
-        if parts is not None:  # before: written, and refused only when the dataset was read
-            classes = self.schema.num_parts
-            bad = (parts >= classes) & (parts != IGNORE_LABEL)
-            if bad.any():
-                y, x = np.argwhere(bad)[0]
-                allowed = (f"the schema's classes 0..{classes - 1} {list(self.schema.part_classes)}" if classes
-                           else "the schema, which has no part classes")
-                raise DatasetError(f"{file_name}: part label {int(parts[y, x])} at (x={x}, y={y}) is not in "
-                                   f"{allowed}; {IGNORE_LABEL} (ignored) is the only other allowed value")
+        classes = self.schema.num_parts  # before: written, and refused only when the dataset was read
+        if parts is not None and (outside := first_label_outside(parts, classes)) is not None:
+            x, y = outside
+            allowed = (f"the schema's classes 0..{classes - 1} {list(self.schema.part_classes)}" if classes
+                       else "the schema, which has no part classes")
+            raise DatasetError(f"{file_name}: part label {int(parts[y, x])} at (x={x}, y={y}) is not in "
+                               f"{allowed}; {IGNORE_LABEL} (ignored) is the only other allowed value")
         annotations = [_plain(ann) for ann in annotations]  # before: numpy values failed in close(), images written
         for ann in annotations:
             if ann.get("keypoints") not in (None, []):
