@@ -104,3 +104,14 @@ def test_the_package_exports_its_entry_points_without_importing_torch():
         assert getattr(posepart, name) is getattr(importlib.import_module(module), name), name
     with pytest.raises(AttributeError, match="has no attribute 'not_a_name'"):
         getattr(posepart, "not_a_name")
+
+
+def test_type_checkers_see_the_exports_where_they_live():
+    """The `if TYPE_CHECKING:` imports of `posepart/__init__.py` (what mypy, pyright and IDEs read: a name the module
+    `__getattr__` returns is Any to them) name the same objects from the same modules as the lazy table."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    blocks = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    assert len(blocks) == 1
+    seen = {alias.asname or alias.name: node.module for node in blocks[0].body if isinstance(node, ast.ImportFrom)
+            for alias in node.names}
+    assert seen == posepart._EXPORTS

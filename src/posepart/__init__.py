@@ -10,9 +10,20 @@ start import none):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers and IDEs read (else every name below is Any); kept equal to _EXPORTS by a test
+    from posepart.data.format import PosePartDataset
+    from posepart.data.writer import DatasetWriter
+    from posepart.engine.checkpoint import load_model
+    from posepart.engine.config import load_config
+    from posepart.engine.train import train
+    from posepart.heads import HeadMeta
+    from posepart.inference import Predictor
+    from posepart.models import build_model
+    from posepart.schema import Schema
 
 # name -> the module that defines it (the one place each lives; the docs name these modules too). Not
 # `evaluate_model`: the package's submodule of that name takes the attribute once imported.
