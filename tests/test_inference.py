@@ -174,6 +174,29 @@ def test_a_pil_image_that_cannot_be_decoded_is_one_bad_input(tmp_path):
         load_image(closed)
 
 
+def test_torch_tensors_are_read_in_torchvisions_layout(tiny):
+    """(C, H, W) uint8 (`torchvision.io.decode_image`) or float in [0, 1] (`ToTensor`), grey (H, W), bfloat16, and a
+    (B, C, H, W) batch give what the same pixels as a numpy array give (before: "unsupported input type Tensor")."""
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    for tensor in (chw, chw.float() / 255.0, chw.double() / 255.0):
+        assert np.array_equal(load_image(tensor), rgb), tensor.dtype
+    assert np.array_equal(load_image(chw[:1]), load_image(rgb[:, :, 0]))  # one channel: grey
+    assert np.array_equal(load_image(chw[0]), load_image(rgb[:, :, 0]))
+    assert np.array_equal(load_image(torch.cat([chw, chw[:1]])), rgb)  # RGBA: alpha dropped, as for arrays
+    halves = torch.tensor([[0.0, 0.5, 1.0]]).expand(3, 2, 3)  # exact in bfloat16
+    assert np.array_equal(load_image(halves.bfloat16()), load_image(halves.numpy().transpose(1, 2, 0)))
+    for bad, words in ((torch.from_numpy(rgb), "expected a tensor of shape \\(C, H, W\\)"),  # channels last
+                       (chw.float(), "a float image holds values in \\[0, 1\\]"),
+                       (chw.int() - 1, "values outside 0..255")):
+        with pytest.raises(InputError, match=words):
+            load_image(bad)
+    batch = tiny(torch.stack([chw, chw.flip(-1)]))
+    one, mirrored = tiny([rgb, rgb[:, ::-1]])
+    assert [r.coco(1) for r in batch] == [one.coco(1), mirrored.coco(1)]
+    assert np.array_equal(batch[0].parts, one.parts) and np.array_equal(batch[1].parts, mirrored.parts)
+
+
 def _tagged(path, pixels: np.ndarray, orientation: int) -> None:
     """Write `pixels` losslessly (PNG, TIFF) tagged with an EXIF orientation."""
     exif = Image.Exif()

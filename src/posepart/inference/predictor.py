@@ -5,7 +5,7 @@
     result = predictor("photo.jpg")              # one input -> ImageResult (raises InputError if unusable)
     results = predictor([array, "b.png", pil])   # a list -> list of ImageResult; a bad one has .error set
 
-Pipeline per image: load (any path/array/PIL, grey/RGBA/16-bit converted) -> letterbox into a canvas whose long side
+Pipeline per image: load (any path/array/PIL image/tensor, grey/RGBA/16-bit converted) -> letterbox into a canvas whose long side
 is the input size (short side padded to the stride) -> network (PyTorch, TorchScript or ONNX Runtime; batched, images
 of one canvas shape share a batch) -> optional flip/multi-scale merge (`posepart.inference.tta`) -> decode people
 (`posepart.decode`) -> part labels (logits upsampled to the canvas, argmax, mapped back to the image as evaluation
@@ -32,7 +32,7 @@ from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
                                          TorchBackend, TorchScriptBackend, head_outputs)
-from posepart.inference.preprocess import InputError, describe, letterbox, load_image
+from posepart.inference.preprocess import InputError, describe, is_tensor, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
 
@@ -134,8 +134,9 @@ class ImageResult:
 
 
 def _is_batch(inputs: Any) -> bool:
-    """A list/tuple, an iterator or generator, or a (B, H, W, C) array: several inputs."""
-    return isinstance(inputs, (list, tuple, Iterator)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 4)
+    """A list/tuple, an iterator or generator, a (B, H, W, C) array or a (B, C, H, W) tensor: several inputs."""
+    return isinstance(inputs, (list, tuple, Iterator)) or (
+        (isinstance(inputs, np.ndarray) or is_tensor(inputs)) and inputs.ndim == 4)
 
 
 class Predictor:
@@ -261,8 +262,8 @@ class Predictor:
 
     # -- running -------------------------------------------------------------------------------------------------
     def __call__(self, inputs: Any) -> ImageResult | list[ImageResult]:
-        """One input -> ImageResult (InputError if it cannot be read); a list, tuple, iterator or (B, H, W, C) array
-        -> a list with one result per input, failed ones carrying `error` while the rest are processed."""
+        """One input -> ImageResult (InputError if it cannot be read); a list, tuple, iterator, (B, H, W, C) array or
+        (B, C, H, W) tensor -> a list with one result per input, failed ones carrying `error` while the rest are processed."""
         if _is_batch(inputs):
             return list(self.stream(inputs))
         (result,) = self.stream([inputs])

@@ -117,7 +117,8 @@ def load_image(item: Any) -> np.ndarray:
 
     Paths are decoded by OpenCV like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught) and turned upright
     by their EXIF orientation, as photo viewers show them (a phone photo tagged as sideways). numpy arrays are taken
-    as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]; PIL images in any mode. Both are taken as given.
+    as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]; PIL images in any mode; torch tensors as torchvision
+    lays them out, (C, H, W). All three are taken as given.
     """
     name = describe(item)
     if isinstance(item, (str, Path)):
@@ -137,8 +138,30 @@ def load_image(item: Any) -> np.ndarray:
         return _array_to_rgb8(item, name)
     if hasattr(item, "mode") and hasattr(item, "convert"):  # PIL.Image.Image, without importing PIL
         return _pil_to_rgb8(item, name)
-    raise InputError(f"{name}: unsupported input type {type(item).__name__} (give a path, a numpy array or a PIL "
-                     f"image)")
+    if is_tensor(item):
+        return _tensor_to_rgb8(item, name)
+    raise InputError(f"{name}: unsupported input type {type(item).__name__} (give a path, a numpy array, a PIL "
+                     f"image or a torch tensor)")
+
+
+def is_tensor(item: Any) -> bool:
+    """A torch.Tensor, told without importing torch (the ONNX Runtime install has none)."""
+    return type(item).__module__.partition(".")[0] == "torch" and hasattr(item, "detach")
+
+
+def _tensor_to_rgb8(tensor: Any, name: str) -> np.ndarray:
+    """A torch tensor in torchvision's layout -> RGB8: (C, H, W) with C = 1, 3 or 4, or grey (H, W); uint8 (as
+    `torchvision.io.decode_image` gives) or float in [0, 1] (`ToTensor`, `to_dtype(..., scale=True)`), on any device.
+    The channels come first, as everywhere in torch: a channels-last (H, W, 3) tensor is refused rather than read as
+    an image 3 pixels wide."""
+    if tensor.ndim == 3 and tensor.shape[0] not in (1, 3, 4):
+        raise InputError(f"{name}: expected a tensor of shape (C, H, W) with C = 1, 3 or 4 (torchvision's layout), "
+                         f"or (H, W); for channels last give tensor.permute(2, 0, 1) or a numpy array")
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()  # numpy has no bfloat16; float16 is widened too, at no cost to 8-bit output
+    array = tensor.numpy()
+    return _array_to_rgb8(np.moveaxis(array, 0, -1) if array.ndim == 3 else array, name)
 
 
 def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
