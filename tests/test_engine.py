@@ -41,6 +41,7 @@ from posepart.engine.data import PosePartDataModule
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import TrainResult, train
+from posepart.engine.trainer import RunCheckpoint
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
@@ -515,6 +516,29 @@ def test_a_copied_run_keeps_its_best_score_and_another_folder_starts_afresh(stra
         train(tiny(data, "train.val_every_epochs=2"), tmp_path / "early_copy",
               resume=tmp_path / "early_copy" / "checkpoints" / "last.ckpt", **QUIET)
     assert not [w for w in caught if "another folder" in str(w.message)]
+
+
+@pytest.mark.parametrize("saved_in", [r"C:\Users\me\runs\joint\checkpoints", r"\\server\share\joint\checkpoints",
+                                      "/home/me/runs/joint/checkpoints"])
+def test_a_run_saved_on_another_system_is_recognised_as_a_copy(saved_in, tmp_path):
+    """Before: a run saved on Windows and copied to Linux named its checkpoints `C:\\...\\best.ckpt`, one odd file
+    name to a POSIX path, so its copy lost its best score (and was warned of as resumed into another folder)."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "best.ckpt").touch()
+    sep = "/" if saved_in.startswith("/") else "\\"
+    best = f"{saved_in}{sep}best.ckpt"
+    state = {**RunCheckpoint(dirpath=folder, monitor="val/pose/ap", mode="max").state_dict(), "dirpath": saved_in,
+             "best_model_path": best, "best_model_score": torch.tensor(0.5), "kth_best_model_path": best,
+             "kth_value": torch.tensor(0.5), "best_k_models": {best: torch.tensor(0.5)},
+             "last_model_path": f"{saved_in}{sep}last.ckpt"}
+    callback = RunCheckpoint(dirpath=folder, monitor="val/pose/ap", mode="max")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        callback.load_state_dict(state)
+    assert callback.best_model_path == str(folder / "best.ckpt") and callback.best_model_score == 0.5
+    assert callback.best_k_models == {str(folder / "best.ckpt"): 0.5}
+    assert callback.last_model_path == str(folder / "last.ckpt")
 
 
 def test_a_joint_the_data_names_otherwise_is_warned_of_when_training(data, tmp_path):

@@ -13,7 +13,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
@@ -162,10 +162,9 @@ class RunCheckpoint(ModelCheckpoint):
             return super().load_state_dict(state_dict)
         named = state_dict.get("best_model_path") or ""
         # no best saved yet (stopped before a validation): nothing to lose, whatever the folder
-        copied = not named or Path(named).is_relative_to(saved_in) and Path(
-            self.dirpath, Path(named).relative_to(saved_in)).is_file()
-        if copied:
-            return super().load_state_dict(_rerooted(state_dict, Path(saved_in), Path(self.dirpath)))
+        below = _below(named, str(saved_in))
+        if not named or below is not None and Path(self.dirpath, *below).is_file():  # a copy of the run
+            return super().load_state_dict(_rerooted(state_dict, str(saved_in), Path(self.dirpath)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
             super().load_state_dict(state_dict)
@@ -175,12 +174,21 @@ class RunCheckpoint(ModelCheckpoint):
                            f"best stays in its own folder)", category=PosepartWarning)
 
 
-def _rerooted(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+def _below(path: str, folder: str) -> tuple[str, ...] | None:
+    """The parts of `path` below `folder` (None if it is not below it), both read as the machine that saved them
+    wrote them. Why: a run saved on Windows and copied to Linux names `C:\\runs\\x\\checkpoints`, which a POSIX
+    Path takes as one odd file name, so the copy was not recognised (a Windows Path reads POSIX paths already)."""
+    windows = PureWindowsPath(folder)
+    flavour = PureWindowsPath if windows.drive or ("\\" in folder and "/" not in folder) else PurePath
+    inner, outer = flavour(path), flavour(folder)
+    return inner.relative_to(outer).parts if inner.is_relative_to(outer) else None
+
+
+def _rerooted(state: dict[str, Any], old: str, new: Path) -> dict[str, Any]:
     """A ModelCheckpoint state with every path under `old` moved under `new`."""
     def move(path: Any) -> Any:
-        if not path or not Path(path).is_relative_to(old):
-            return path
-        return str(new / Path(path).relative_to(old))
+        below = _below(path, old) if path else None
+        return path if below is None else str(new.joinpath(*below))
 
     paths = {key: move(state.get(key)) for key in ("best_model_path", "kth_best_model_path", "last_model_path")}
     best_k = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
