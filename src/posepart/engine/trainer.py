@@ -163,7 +163,7 @@ class RunCheckpoint(ModelCheckpoint):
         named = state_dict.get("best_model_path") or ""
         # no best saved yet (stopped before a validation): nothing to lose, whatever the folder
         below = _below(named, str(saved_in))
-        if not named or below is not None and Path(self.dirpath, *below).is_file():  # a copy of the run
+        if _rank_zero_decides(not named or below is not None and Path(self.dirpath, *below).is_file()):  # a copy
             return super().load_state_dict(_rerooted(state_dict, str(saved_in), Path(self.dirpath)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
@@ -172,6 +172,17 @@ class RunCheckpoint(ModelCheckpoint):
             rank_zero_warn(f"resumed into {self.dirpath}, another folder than the one its run saved to ({saved_in}): "
                            f"{BEST}.ckpt here will be the best of the validations from now on (the run's earlier "
                            f"best stays in its own folder)", category=PosepartWarning)
+
+
+def _rank_zero_decides(value: bool) -> bool:
+    """Rank 0's `value` on every rank of a distributed run (as it is). Why: each rank looks at its own disk, and
+    without a shared file system only rank 0's holds the checkpoints it saved; ranks that disagreed on a copied run
+    held different best scores, and Lightning's top-k check then runs its all-reduce on some ranks only (a hang)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return bool(box[0])
 
 
 def _below(path: str, folder: str) -> tuple[str, ...] | None:
