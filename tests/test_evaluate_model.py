@@ -18,6 +18,7 @@ from posepart.cli import main
 from posepart.data.augment import canvas_size, normalize
 from posepart.data.format import PosePartDataset
 from posepart.data.synth import write_synth
+from posepart.engine.checkpoint import code_digest
 from posepart.evaluate import evaluate_oracle, ground_truth_targets
 from posepart.evaluate_model import evaluate_model, evaluation_predictor
 from posepart.heads import HeadMeta
@@ -503,8 +504,13 @@ def test_evaluate_source_reads_a_coco_release(fixtures, tmp_path, capsys):
     rows = json.loads((tmp_path / "rows" / "metrics.json").read_text())["sources"]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     # what was scored is recorded (before: neither the checkpoint, the data nor the batch size)
+    annotations = coco / "annotations/person_keypoints_train2017.json"
     assert one["evaluated"] == {"checkpoint": str(model.resolve()), "batch_size": 8,
-                                "data": str((coco / "annotations/person_keypoints_train2017.json").resolve())}
+                                "checkpoint_sha1": hashlib.sha1(model.read_bytes()).hexdigest(),
+                                "data": str(annotations.resolve()),
+                                "data_sha1": hashlib.sha1(annotations.read_bytes()).hexdigest(),
+                                # the image folder (before: left out where the annotations are given apart)
+                                "images": str((coco / "train2017").resolve()), "code": code_digest()}
     assert rows["coco"]["images"] == one["images"] == 36  # every image of the fixture's JSON
     assert rows["coco"]["pose"]["pck_dist_pairs"] > 0 and rows["coco"]["pose"] == one["pose"]
     predicted = [json.loads(path.read_text()) for path in (tmp_path / "rows" / "keypoints" / "coco.json",
@@ -637,3 +643,37 @@ def test_evaluate_scores_oks_with_the_sigmas_the_evaluated_file_gives(tmp_path, 
         ap[sigma] = json.loads((tmp_path / f"m{sigma}" / "metrics.json").read_text())["pose"]["ap"]
         assert "OKS takes the dataset's sigmas for the joints it gives the checkpoint's" in capsys.readouterr().err
     assert ap[1e-6] == 0.0 and ap[10.0] > 0.0, ap
+
+
+def test_an_export_is_scored_as_the_checkpoint_it_came_from(synth, tmp_path):
+    """A walkthrough: `evaluate --checkpoint model.onnx` was refused, and the Python route to scoring the deployed file
+    (`evaluate_predictor` with `Predictor.from_checkpoint`) decoded as predict does (people of 3 joints or more):
+    other AP and PCKh than the checkpoint's, unsaid. Now the CLI scores an export through its runtime with
+    evaluation's decoding, the Python route warns and records its own, and metrics.json names the files by digest."""
+    from inference_helpers import write_checkpoint
+    from posepart.decode import DecodeConfig
+    from posepart.errors import PosepartWarning
+    from posepart.evaluate_model import evaluate_predictor
+    from posepart.inference import Predictor
+
+    root = synth.annotation_file.parent
+    ckpt = write_checkpoint(tmp_path / "tiny.ckpt", synth.schema, input_size=SIZE, gain=40.0)
+    onnx = tmp_path / "tiny.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]) == 0
+    scored = {}
+    for model in (ckpt, onnx):
+        assert main(["evaluate", "--checkpoint", str(model), "--data", str(root), "--out", str(tmp_path / model.suffix),
+                     "--overlays", "0"]) == 0
+        scored[model.suffix] = json.loads((tmp_path / model.suffix / "metrics.json").read_text())
+    ours, theirs = scored[".onnx"], scored[".ckpt"]
+    for task, name in (("pose", "ap"), ("pose", "pckh"), ("pose", "pck_dist_px"), ("segmentation", "mean_iou")):
+        assert ours[task][name] == pytest.approx(theirs[task][name], abs=1e-5), name
+    assert ours["pose"]["pckh"] > 0 and "decode" not in ours  # (a random model: it finds joints, not people)
+    assert len(ours["per_stage"]) == 1  # an export runs its final stage alone
+    assert ours["evaluated"]["checkpoint_sha1"] == hashlib.sha1(onnx.read_bytes()).hexdigest()
+    assert ours["evaluated"]["data_sha1"] == hashlib.sha1(synth.annotation_file.read_bytes()).hexdigest()
+    with pytest.warns(PosepartWarning, match=r"min_joints 3 \(evaluation's 1\)"):
+        own, _ = evaluate_predictor(Predictor.from_checkpoint(onnx), synth, progress=False)
+    assert own["decode"]["min_joints"] == 3 and own["pose"]["pckh"] != ours["pose"]["pckh"]
+    evaluation = Predictor.from_checkpoint(onnx, decode_config=DecodeConfig.for_evaluation(), part_instances=False)
+    assert evaluate_predictor(evaluation, synth, progress=False)[0]["pose"] == ours["pose"]

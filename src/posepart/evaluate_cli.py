@@ -8,19 +8,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection
+from typing import Any, Collection, Sequence
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
-from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, with_images
+from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, open_source, with_images
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.errors import OutputError, PosepartWarning, UsageError, output_folder
 from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, OUTPUT_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
 from posepart.inference.predictor import BATCH_SIZE
-
-if TYPE_CHECKING:  # the engine (torch) is imported where a checkpoint is read, not with the parser
-    from posepart.engine.checkpoint import LoadedModel
 
 
 DEFAULT_OVERLAYS = 8  # predictions drawn into an --out folder unless --overlays says otherwise
@@ -61,20 +58,34 @@ def _prepare_out(out: Path | None) -> bool:
 def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
                          ) -> tuple[dict, list, str, PosePartDataset, list]:
     """Load --checkpoint and score it -> (metrics, overlay images, model name for the report, the dataset as scored:
-    read in the checkpoint's schema when its own differs, the COCO keypoint results scored)."""
-    from posepart.engine.checkpoint import load_model
-    from posepart.evaluate_model import evaluate_model
+    read in the checkpoint's schema when its own differs, the COCO keypoint results scored). An ONNX or TorchScript
+    export is scored as it is deployed: through its runtime's Predictor, with evaluation's decoding (the final stage
+    only; a walkthrough scored one in Python with the Predictor's default decoding and got other numbers)."""
+    from posepart.decode import DecodeConfig
+    from posepart.engine.checkpoint import export_kind, load_model
+    from posepart.evaluate_model import evaluate_model, evaluate_predictor
+    from posepart.inference import Predictor
     from posepart.inference.backends import torch_device
 
-    torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
-    loaded = load_model(args.checkpoint, map_location=args.device)
-    if (args.part_map or args.ignore_parts) and (loaded.schema == dataset.schema or not dataset.has_parts):
-        why = "the dataset's schema is the checkpoint's" if loaded.schema == dataset.schema else "it has no part maps"
+    loaded, predictor = None, None
+    if export_kind(args.checkpoint) is None:
+        torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
+        loaded = load_model(args.checkpoint, map_location=args.device)
+        schema, tasks, head, tables = loaded.schema, loaded.tasks, loaded.head, loaded.config.data.sources
+        model_name, own_size = loaded.config.model.name, loaded.input_size
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, input_size=args.input_size,
+                                              decode_config=DecodeConfig.for_evaluation(), part_instances=False,
+                                              scales=args.scales, flip=args.flip, batch_size=args.batch_size)
+        schema, tasks, head, tables = predictor.schema, predictor.info.tasks, predictor.info.head, []
+        model_name, own_size = predictor.info.name or "export", predictor.info.input_size
+    if (args.part_map or args.ignore_parts) and (schema == dataset.schema or not dataset.has_parts):
+        why = "the dataset's schema is the checkpoint's" if schema == dataset.schema else "it has no part maps"
         print(f"note: --part-map / --ignore-parts change nothing: {why}", file=sys.stderr)  # not ignored silently
-    if loaded.schema != dataset.schema:
+    if schema != dataset.schema:
         from posepart.data.mixing import SourceError, map_dataset
 
-        ours, theirs = dataset.schema, loaded.schema
+        ours, theirs = dataset.schema, schema
         fields = [("name", ours.name, theirs.name), ("joints", ours.keypoints, theirs.keypoints),
                   ("skeleton", ours.skeleton, theirs.skeleton), ("flip pairs", ours.flip_pairs, theirs.flip_pairs),
                   ("part classes", ours.part_classes, theirs.part_classes)]
@@ -88,47 +99,63 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)
         table = dict(part_map=dict(args.part_map or ()), ignore_parts=args.ignore_parts or [])
-        hint = "" if args.part_map or args.ignore_parts else _part_table_hint(loaded)
+        hint = "" if args.part_map or args.ignore_parts else _part_table_hint(tables)
         try:
             with warnings.catch_warnings(record=True) as caught:  # its parts unmapped: scored on pose, and said
                 warnings.simplefilter("always", PosepartWarning)
-                dataset = map_dataset(dataset, loaded.schema, **table)
+                dataset = map_dataset(dataset, schema, **table)
         except SourceError as err:
             raise SourceError(f"{err}{hint}", source=err.source) from None
         for said in caught:  # with the advice the refusal gave (how a part table applies)
             print(f"warning: {said.message}{hint}", file=sys.stderr)
-        _note_unscored(str(args.root or args.annotations), dataset, loaded)
-    loaded.head.check_stride(args.stride, "evaluate --stride")
+        _note_unscored(str(args.root or args.annotations), dataset, tasks)
+    head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
-    size = args.input_size or loaded.input_size
-    metrics, overlays = evaluate_model(
-        loaded.model, dataset, input_size=size, batch_size=args.batch_size,
-        device=args.device, overlays=args.overlays, workers=args.workers, results=results, scales=args.scales,
-        flip=args.flip, tasks=loaded.tasks)  # a head its training never taught (pose alone, parts alone) is not scored
-    if loaded.sources:
-        metrics["training_data"] = loaded.sources
+    size = args.input_size or own_size
+    if loaded is not None:
+        metrics, overlays = evaluate_model(
+            loaded.model, dataset, input_size=size, batch_size=args.batch_size, device=args.device,
+            overlays=args.overlays, workers=args.workers, results=results, scales=args.scales, flip=args.flip,
+            tasks=tasks)  # a head its training never taught (pose alone, parts alone) is not scored
+        if loaded.sources:
+            metrics["training_data"] = loaded.sources
+    else:
+        metrics, overlays = evaluate_predictor(predictor, dataset, overlays=args.overlays, workers=args.workers,
+                                               results=results, tasks=tasks)
     metrics["input_size"] = size
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
-    metrics["evaluated"] = {"checkpoint": str(Path(args.checkpoint).resolve()),
-                            "data": str(dataset.annotation_file.resolve()), "batch_size": args.batch_size}
-    other = "" if size == loaded.input_size else f", {size} px"
-    name = f"{loaded.config.model.name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
+    metrics["evaluated"] = _what_was_scored(args, dataset)
+    other = "" if size == own_size else f", {size} px"
+    name = f"{model_name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
 
 
-def _note_unscored(where: str, dataset: PosePartDataset, loaded: LoadedModel) -> None:
+def _what_was_scored(args: argparse.Namespace, dataset: PosePartDataset) -> dict[str, Any]:
+    """metrics.json's `evaluated`: the model file and the data, by path and by digest (a later --resume rewrites a
+    run's last.ckpt, so the path alone may name other weights then), the images' folder, the batch size and the
+    code that scored (`posepart.engine.checkpoint.code_digest`)."""
+    from posepart.engine.checkpoint import code_digest
+    from posepart.files import file_sha1
+
+    return {"checkpoint": str(Path(args.checkpoint).resolve()), "checkpoint_sha1": file_sha1(args.checkpoint),
+            "data": str(dataset.annotation_file.resolve()), "data_sha1": file_sha1(dataset.annotation_file),
+            "images": str(dataset.image_dir.resolve()), "batch_size": args.batch_size, "code": code_digest()}
+
+
+def _note_unscored(where: str, dataset: PosePartDataset, tasks: Collection[str] | None) -> None:
     """A note naming the model's joints a dataset read in its schema cannot score (`unscored_joints`): before, its
     OKS AP was over the other joints without a word (a walkthrough's 0.86 where the model scores 0.51)."""
     from posepart.data.mixing import unscored_joints
 
-    if "pose" in (loaded.tasks or ("pose",)) and (unscored := unscored_joints(dataset)):
+    if "pose" in (tasks or ("pose",)) and (unscored := unscored_joints(dataset)):
         print(f"note: {where}: {unscored}", file=sys.stderr)
 
 
-def _part_table_hint(loaded: LoadedModel, name: str | None = None) -> str:
+def _part_table_hint(sources: Sequence[Any], name: str | None = None) -> str:
     """What to do when a dataset's part classes do not map into the checkpoint's: the error's advice (part_map,
-    ignore_parts) is a training config's; evaluate applies a training source's own when the source is named."""
-    named = [s.name for s in loaded.config.data.sources if s.part_map or s.ignore_parts]
+    ignore_parts) is a training config's; evaluate applies a training source's own when the source is named.
+    `sources`: the checkpoint's training sources (its config's `data.sources`; an export records none)."""
+    named = [s.name for s in sources if s.part_map or s.ignore_parts]
     if name is not None and name not in named:
         return (f"; --source {name}=... is not one of the checkpoint's training sources with a part table "
                 f"({named or 'none'}), whose part_map / ignore_parts evaluate would apply")
@@ -159,30 +186,6 @@ def _tta_label(metrics: dict) -> str:
     return f", test-time{scales}{' flip' if views['flip'] else ''}"
 
 
-def _open_source(name: str, root: str) -> PosePartDataset:
-    """A --source's dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json, its image folder and optionally
-    its part folder, joined by the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on
-    Windows), as PATH joins folders."""
-    fields = root.split(os.pathsep)
-    # the last field ending in .json before another: the annotation file (its own path may hold the separator)
-    json_at = max((i for i, field in enumerate(fields[:-1]) if field.lower().endswith(".json")), default=None)
-    if json_at is not None and not Path(root).exists():
-        annotations, folders = os.pathsep.join(fields[:json_at + 1]), fields[json_at + 1:]
-        if len(folders) > 2 or not all(folders):  # (an empty field read as the working folder)
-            raise UsageError(f"--source {name}={root}: expected FILE.json{os.pathsep}IMAGES or "
-                             f"FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
-        parts = Path(folders[1]) if len(folders) == 2 else None
-        dataset = PosePartDataset.open(annotations=Path(annotations), images=Path(folders[0]), parts=parts)
-        if unread := dataset.unread_parts(f"its part folder as a third field "
-                                          f"(NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS)"):
-            print(f"note: --source {name}: {unread}", file=sys.stderr)
-        return dataset
-    if root.lower().endswith(".json") and Path(root).is_file():
-        raise UsageError(f"--source {name}={root}: a COCO annotation file; give its image folder after it, joined by "
-                         f"'{os.pathsep}': NAME=FILE.json{os.pathsep}IMAGES")
-    return PosePartDataset.open(Path(root))
-
-
 def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.mixing import SourceError
@@ -206,7 +209,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             raise UsageError(f"evaluate --source {item}: NAME must be a word of letters, digits, '_', '.', '-'")
         if name in datasets:  # (before, told it must be a word)
             raise UsageError(f"evaluate --source {item}: the name {name!r} is given twice: one NAME per source")
-        datasets[name] = with_images(noted(_open_source(name, root), f"--source {name}"), f"--source {item}")
+        datasets[name] = with_images(noted(open_source(name, root), f"--source {name}"), f"--source {item}")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
@@ -214,12 +217,13 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     try:  # (a source that cannot be read in the checkpoint's schema is refused, named)
         rows, overlays = evaluate_sources(
             loaded.model, datasets, loaded.schema, part_tables=tables,
-            on_mapped=lambda name, mapped: _note_unscored(f"--source {name}", mapped, loaded),
+            on_mapped=lambda name, mapped: _note_unscored(f"--source {name}", mapped, loaded.tasks),
             input_size=args.input_size or loaded.input_size,
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
-        raise SourceError(f"{err}{_part_table_hint(loaded, err.source)}", source=err.source) from None
+        raise SourceError(f"{err}{_part_table_hint(loaded.config.data.sources, err.source)}",
+                          source=err.source) from None
     for name in [name for name, metrics in rows.items() if _unscored(metrics)]:  # the others still count
         print(f"note: --source {name}: {_unscored(rows[name])}; left out", file=sys.stderr)
         del rows[name]
@@ -364,7 +368,8 @@ def add_evaluate_parser(verbs: Any) -> None:
     """Add the `evaluate` verb to the `posepart` sub-parsers."""
     p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
     add_dataset_args(p, positional=False)
-    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, or exported .safetensors")
+    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, exported .safetensors, or "
+                   "an ONNX or TorchScript export (scored through its runtime, final stage only)")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")

@@ -15,8 +15,9 @@ repeated on every stage's row and only the pose numbers change along the stages.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from posepart.data.format import DatasetError, ImageRecord, PosePartDataset
 from posepart.decode import DecodeConfig
+from posepart.errors import PosepartWarning
 from posepart.evaluate import Evaluator, Prediction
 from posepart.heads import HeadMeta
 from posepart.inference.predictor import BATCH_SIZE, ImageResult, Predictor
@@ -208,7 +210,10 @@ def evaluate_predictor(
     predictor: Predictor, dataset: PosePartDataset, *, progress: bool = True, overlays: int = 0, workers: int = 0,
     tasks: Collection[str] | None = None, results: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """`evaluate_model` for any Predictor (an export too: ONNX and TorchScript give the final stage only)."""
+    """`evaluate_model` for any Predictor (an export too: ONNX and TorchScript give the final stage only). A Predictor
+    that decodes otherwise than evaluation does (`DecodeConfig.for_evaluation`; `Predictor.from_checkpoint`'s default
+    is OpenPose's, which drops people of under 3 joints) is scored as it decodes, warned of, and its decoding recorded
+    under `decode` (before: other AP and PCKh than `posepart evaluate`'s for the same model, unsaid)."""
     from posepart.inference.draw import draw_result
 
     if dataset.schema != predictor.schema:  # its labels would be scored as the model's joints and classes
@@ -232,6 +237,14 @@ def evaluate_predictor(
     flip = any(view.flip for view in predictor.views)
     if flip or scales != [1.0]:  # a score with test-time augmentation says so
         metrics["test_time"] = {"scales": scales, "flip": flip}
+    if pose and predictor.decode_config != DecodeConfig.for_evaluation():  # so does one with other decoding
+        metrics["decode"] = decoding = predictor.settings()["decode"]
+        usual = asdict(DecodeConfig.for_evaluation())
+        differ = ", ".join(f"{key} {value} (evaluation's {usual[key]})" for key, value in decoding.items()
+                           if value != usual[key])
+        warnings.warn(f"scored with the Predictor's own decoding: {differ}; its AP and PCKh are not those of "
+                      f"`posepart evaluate` (a Predictor built with decode_config=DecodeConfig.for_evaluation() "
+                      f"scores as it does); metrics record it under 'decode'", PosepartWarning, stacklevel=2)
     return metrics, drawn
 
 

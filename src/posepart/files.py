@@ -5,6 +5,8 @@ verb that writes uses them, so they sit at the bottom of the package, below the 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -260,3 +262,28 @@ def refuse_output_in_use(folder: str | Path) -> None:
             _flock_or_refuse(handle, Path(folder), fcntl, fcntl.LOCK_SH)  # released when the file closes
         except OSError:  # a file system without flock: lock_output's own error, later (OutputInUse passes)
             return
+
+
+def file_sha1(path: str | Path) -> str | None:
+    """sha1 of a file's bytes (what a score was computed from: a record's digest); None when unreadable. Computed
+    once per file version: a study asks for the same training and validation annotation files once per arm, and a
+    COCO release's are hundreds of megabytes."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _sha1_at(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha1_at(path: str, mtime_ns: int, size: int) -> str | None:
+    """sha1 of the file `path` as it is at (mtime_ns, size), the cache's key; read in chunks (a GPU run's checkpoint
+    holds gigabytes; hashlib.file_digest would need Python 3.11, posepart runs on 3.10)."""
+    digest = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
-import hashlib
 import json
 import math
 import multiprocessing
@@ -33,7 +31,7 @@ from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.engine.run_folder import checkpoint_path, csv_logs
 from posepart.errors import Interrupted, PosepartError
-from posepart.files import read_earlier_json, write_json_atomic
+from posepart.files import file_sha1, read_earlier_json, write_json_atomic
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
@@ -123,7 +121,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
         metrics["flip"] = {task: flipped[task] for task in ("segmentation", "pose") if task in flipped}
     write_json_atomic(out / SCORE_FILE, {"inputs": inputs, "metrics": metrics,
                                          "checkpoint": {"file": str(result.last.relative_to(out)),
-                                                        "sha1": _digest(result.last)}})
+                                                        "sha1": file_sha1(result.last)}})
     logs = csv_logs(out)
     return metrics, overlays, logs[-1] if logs else None
 
@@ -154,10 +152,10 @@ def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_si
         "config": config_name, "train": str(Path(train_root).resolve()), "val": str(Path(val_root).resolve()),
         "train_size": train_size, "size": size, "images": images, "minutes": minutes, "extra": list(extra),
         "tasks": None if tasks is None else list(tasks), "sources": sources, "flip": flip, "threads": threads,
-        "digests": {"config file": _digest(shipped_config(config_name)),
-                    "annotations": [_digest(path) for path in annotations], "posepart code": code_digest(),
+        "digests": {"config file": file_sha1(shipped_config(config_name)),
+                    "annotations": [file_sha1(path) for path in annotations], "posepart code": code_digest(),
                     # the files a setting names (a --set model.init=FILE replaced by another model)
-                    "files set": {key: _digest(Path(value)) for key, value in named.items()
+                    "files set": {key: file_sha1(Path(value)) for key, value in named.items()
                                   if value is not None and Path(value).is_file()}}}))
 
 
@@ -171,30 +169,6 @@ def job_threads(parallel: int) -> int:
     return max(1, available_cores() // parallel)
 
 
-def _digest(path: Path) -> str | None:
-    """sha1 of a file's bytes; None when unreadable. Computed once per file version: a study asks for the same
-    training and validation annotation files once per arm, and a COCO release's are hundreds of megabytes."""
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return None
-    return _file_sha1(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _file_sha1(path: str, mtime_ns: int, size: int) -> str | None:
-    """sha1 of the file `path` as it is at (mtime_ns, size), the cache's key; read in chunks (a GPU run's checkpoint
-    holds gigabytes; hashlib.file_digest would need Python 3.11, posepart runs on 3.10)."""
-    digest = hashlib.sha1()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 def finished_score(out: Path) -> dict[str, Any] | None:
     """The {"inputs", "metrics", "checkpoint"} a finished `train_and_score` left in `out`, or None (none, or not
     such a record); `scored_checkpoint` says whether the checkpoint it scored is still there."""
@@ -206,7 +180,7 @@ def scored_checkpoint(out: Path, saved: dict[str, Any]) -> bool:
     """Whether the checkpoint a SCORE_FILE record scored is still the one in `out` (not trained again or resumed
     there since; a record of an older version names none)."""
     scored = saved.get("checkpoint")
-    return isinstance(scored, dict) and _digest(out / str(scored.get("file"))) == scored.get("sha1")
+    return isinstance(scored, dict) and file_sha1(out / str(scored.get("file"))) == scored.get("sha1")
 
 
 _STOP: Any = None  # in a worker process of `run_jobs`: the event its parent sets when the jobs are to stop

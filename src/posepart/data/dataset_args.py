@@ -4,10 +4,12 @@ layout given as --annotations FILE --images DIR, opened with the same checks for
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from posepart.data.format import DatasetError, PosePartDataset
+from posepart.errors import UsageError
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, *, positional: bool, flag: str = "--data") -> None:
@@ -58,3 +60,27 @@ def with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
         why = "all were skipped" if dataset.skipped else "its annotations list none"
         raise DatasetError(f"{where}: no images to read: {why}")
     return dataset
+
+
+def open_source(name: str, root: str) -> PosePartDataset:
+    """An `evaluate --source NAME=ROOT`'s dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json, its image folder and optionally
+    its part folder, joined by the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on
+    Windows), as PATH joins folders."""
+    fields = root.split(os.pathsep)
+    # the last field ending in .json before another: the annotation file (its own path may hold the separator)
+    json_at = max((i for i, field in enumerate(fields[:-1]) if field.lower().endswith(".json")), default=None)
+    if json_at is not None and not Path(root).exists():
+        annotations, folders = os.pathsep.join(fields[:json_at + 1]), fields[json_at + 1:]
+        if len(folders) > 2 or not all(folders):  # (an empty field read as the working folder)
+            raise UsageError(f"--source {name}={root}: expected FILE.json{os.pathsep}IMAGES or "
+                             f"FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS")
+        parts = Path(folders[1]) if len(folders) == 2 else None
+        dataset = PosePartDataset.open(annotations=Path(annotations), images=Path(folders[0]), parts=parts)
+        if unread := dataset.unread_parts(f"its part folder as a third field "
+                                          f"(NAME=FILE.json{os.pathsep}IMAGES{os.pathsep}PARTS)"):
+            print(f"note: --source {name}: {unread}", file=sys.stderr)
+        return dataset
+    if root.lower().endswith(".json") and Path(root).is_file():
+        raise UsageError(f"--source {name}={root}: a COCO annotation file; give its image folder after it, joined by "
+                         f"'{os.pathsep}': NAME=FILE.json{os.pathsep}IMAGES")
+    return PosePartDataset.open(Path(root))

@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: checkpoint not found (or not a file)")
-    export = _export_kind(path)
+    export = export_kind(path)
     if export is not None:
         raise CheckpointError(f"{path}: {export}, not a training checkpoint: this needs a .ckpt (from "
                               f"`posepart train`) or a .safetensors (`posepart export-weights`); exports run with "
@@ -116,7 +116,7 @@ def _load_failure(err: Exception, lines: list[str]) -> str:
     return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
-def _export_kind(path: Path) -> str | None:
+def export_kind(path: Path) -> str | None:
     """"an ONNX export" or "a TorchScript export" when `path` is a `posepart export` file, not a checkpoint. Why:
     torch.load's own error for these (an unpickling failure, after a warning) reads as a corrupt or unsafe file.
     An ONNX file is a protobuf (known by its name); a TorchScript archive is a zip holding `constants.pkl`, which
