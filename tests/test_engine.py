@@ -572,6 +572,26 @@ def test_every_rank_takes_rank_zeros_view_of_a_copied_run(tmp_path):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [best, 0.5, {best: 0.5}], rank
 
 
+def test_a_resumed_runs_checkpoints_keep_how_it_began(data, tmp_path):
+    """A walkthrough: every save wrote its own launch's record alone, so a run resumed (here with other threads, as
+    on another machine) forgot the command, threads and code that trained its first epochs, and said nothing of the
+    change; a Python caller's Trainer options (`max_epochs=1`) were recorded nowhere."""
+    first = train(tiny(data), tmp_path / "run", max_epochs=1, **QUIET)
+    began = load_checkpoint(first.last)["posepart"]["provenance"]
+    assert began["trainer_options"] == {"max_epochs": 1, **QUIET} and "earlier" not in began
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(PosepartWarning, match=rf"another setup than the run's last launch \(threads {threads} -> "
+                                                 rf"{threads + 1}\): the run goes on, but not bit for bit"):
+            resumed = train(tiny(data), tmp_path / "run", resume=first.last, **QUIET)
+    finally:
+        torch.set_num_threads(threads)
+    record = load_checkpoint(resumed.last)["posepart"]["provenance"]
+    assert record["threads"] == threads + 1 and record["trainer_options"] == QUIET
+    assert record["earlier"] == [began]  # the first launch's whole record, oldest first
+
+
 def test_a_joint_the_data_names_otherwise_is_warned_of_when_training(data, tmp_path):
     """A walkthrough: a typo in a data.schema file (`lft_wrist`) dropped the data's labelled left wrists and left the
     typo'd joint's output untrained, with no word from train (evaluate said so for the same data)."""

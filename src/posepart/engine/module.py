@@ -26,7 +26,7 @@ from posepart.engine.config import ConfigError
 from posepart.engine.data import trained_tasks
 from posepart.engine.finetune import initialise_from
 from posepart.engine.optim import build_optimizer, build_schedule
-from posepart.engine.resume import resumes_inexactly, settle_epoch
+from posepart.engine.resume import launches, resumes_inexactly, settle_epoch, setup_changes
 from posepart.engine.settings import Config
 from posepart.engine.self_training import SelfTraining
 from posepart.evaluate import LOG_GROUP, Evaluator, Prediction, scored_parts
@@ -104,6 +104,10 @@ class PosePartModule(pl.LightningModule):
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
         self._predictor: Predictor | None = None  # during validation: the Predictor that scores it
+        # What the checkpoints' provenance adds to this launch's: the Trainer options `train()` was given in Python
+        # (its config.yaml does not hold them), and the records of the launches a resumed run went through before
+        self.trainer_options: dict[str, Any] = {}
+        self.earlier_launches: list[dict[str, Any]] = []
         self._step_result: LossResult | None = None  # the training step's losses, until `backward` takes them
         self._overlays: list[np.ndarray] = []
 
@@ -361,7 +365,15 @@ class PosePartModule(pl.LightningModule):
         self.check_finite(all_ranks=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        then = (checkpoint.get(CHECKPOINT_KEY) or {}).get("provenance", {}).get("world_size")
+        record = (checkpoint.get(CHECKPOINT_KEY) or {}).get("provenance") or {}
+        then = record.get("world_size")
+        if record:  # before: each save wrote this launch's record alone, so a resumed run forgot how it began
+            self.earlier_launches = launches(record)
+            if differ := setup_changes(record):  # the README's conditions for a bit-exact resume
+                rank_zero_warn(f"resumed with another setup than the run's last launch ({', '.join(differ)}): the "
+                               f"run goes on, but not bit for bit as it would have (README, \"Reproducibility\"); "
+                               f"its checkpoints keep every launch's record (provenance[\"earlier\"])",
+                               category=PosepartWarning)
         if self._trainer is not None and then is not None and then != self._trainer.world_size:  # before: silent
             rank_zero_warn(f"resumed in {self._trainer.world_size} process(es) where the run trained in {then}: the "
                            f"data is sharded and batched otherwise from here, so the run goes on but is not the one "
@@ -384,9 +396,18 @@ class PosePartModule(pl.LightningModule):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
         checkpoint[CHECKPOINT_KEY] = {"schema": self.schema.to_category(), "config": self.config.to_dict(),
                                       "sources": self.sources, "head": self.model.meta.to_dict(),
-                                      "provenance": provenance(*(None, None) if self._trainer is None else
-                                                               (str(self._trainer.precision),
-                                                                self._trainer.world_size))}
+                                      "provenance": self._provenance()}
+
+    def _provenance(self) -> dict[str, Any]:
+        """This launch's `provenance`, with the Trainer options given in Python and the earlier launches' records."""
+        record = provenance(*(None, None) if self._trainer is None else
+                            (str(self._trainer.precision), self._trainer.world_size))
+        if self.trainer_options:
+            record["trainer_options"] = self.trainer_options
+        if self.earlier_launches:
+            record["earlier"] = self.earlier_launches
+        return record
+
 
 
 def check_processes(config: Config, world_size: int) -> None:

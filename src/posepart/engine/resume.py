@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from posepart.engine.checkpoint import CHECKPOINT_KEY, CheckpointError, describe_checkpoint, load_checkpoint
+from posepart.engine.checkpoint import (CHECKPOINT_KEY, CheckpointError, describe_checkpoint, load_checkpoint,
+                                       provenance)
 from posepart.engine.settings import Config
 from posepart.models import builder_options
 from posepart.schema import Schema
@@ -160,3 +161,24 @@ def resumes_inexactly(checkpoint: dict[str, Any]) -> bool:
     batches = loop["epoch_loop.batch_progress"]
     return bool(batches["current"]["processed"]) and not batches.get("is_last_batch")  # (saved at a batch's end:
     # processed, not yet completed)
+
+
+# What a bit-exact resume needs the same as the launch that saved (README, "Reproducibility"): a change is warned of
+_SETUP_KEYS = ("code", "torch", "lightning", "numpy", "opencv", "albumentations", "python", "cpu", "threads")
+
+
+def launches(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A checkpoint's `provenance` as the list of the launches that trained it, oldest first: what a resumed run's
+    checkpoints record under `earlier` beside their own launch's."""
+    return [*record.get("earlier", []), {key: value for key, value in record.items() if key != "earlier"}]
+
+
+def setup_changes(record: dict[str, Any]) -> list[str]:
+    """What of the setup a bit-exact resume needs differs between a checkpoint's `provenance` and this process:
+    "threads 2 -> 1", "code 7b65040 -> 1a2b3c4" (a digest by its first 7 characters, as git abbreviates)."""
+    def short(value: Any) -> str:
+        return value[:7] if isinstance(value, str) and len(value) == 40 else str(value)
+
+    now = provenance(None)
+    return [f"{key} {short(record[key])} -> {short(now[key])}" for key in _SETUP_KEYS
+            if key in record and record[key] != now[key]]

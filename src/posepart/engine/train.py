@@ -316,6 +316,9 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         module = PosePartModule(cfg, data.schema, pretrained=False, allowed_sets=data.allowed_sets,
                                 sources=[*data.describe(), *started])
         data.bind(module.model.meta)
+    # recorded in the checkpoints' provenance: config.yaml does not hold a Python caller's Trainer options
+    module.trainer_options = {key: value if isinstance(value, (bool, int, float, str, type(None)))
+                              else type(value).__name__ for key, value in trainer_overrides.items()}
     has_val = data.has_val
     _check_every_source_teaches(cfg, module, data)
     _warn_unused_settings(cfg, module)
