@@ -122,6 +122,27 @@ def test_write_synth_round_trip(tmp_path) -> None:
         assert (root / "images" / f"{name}.jpg").read_bytes() == (root2 / "images" / f"{name}.jpg").read_bytes()
 
 
+def test_a_synthetic_dataset_and_its_split_record_how_to_make_them_again(tmp_path) -> None:
+    """A walkthrough: neither `posepart synth` nor `split` wrote their seed or options anywhere, so a synthetic
+    benchmark could not be made again from its folder (a run records its data by path and image counts alone)."""
+    from posepart.data.format import PosePartDataset
+    from posepart.data.split import split_dataset
+    from posepart.data.synth import SceneConfig
+
+    root = write_synth(tmp_path / "a", n=4, seed=3, size=64, config=SceneConfig.easy())
+    made = json.loads((root / "annotations.json").read_text())["info"]["posepart synth"]
+    assert made == {"n": 4, "seed": 3, "size": 64, "scene": {"max_people": 2, "min_height": 0.5, "crowd_prob": 0.0,
+                                                              "clutter": 0.0}}
+    again = write_synth(tmp_path / "b", n=made["n"], seed=made["seed"], size=made["size"],
+                        config=SceneConfig(**made["scene"]))
+    assert (again / "annotations.json").read_bytes() == (root / "annotations.json").read_bytes()
+    split = split_dataset(PosePartDataset.open(root), 0.25, tmp_path / "split", seed=1)
+    val = json.loads(split.val.read_text())
+    assert val["info"]["posepart split"] == {"of": str((root / "annotations.json").resolve()), "val": 0.25,
+                                             "seed": 1, "subset": "val"}
+    assert val["info"]["posepart synth"] == made  # the dataset's own record kept
+
+
 def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:
     """Before: `posepart synth DIR` over a dataset replaced its annotations.json and left its files behind unlisted
     (a user's data lost without a word), and --n 0, --size 0 and a negative seed went through or gave tracebacks."""

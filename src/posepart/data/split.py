@@ -29,13 +29,16 @@ def image_order(dataset: PosePartDataset, seed: int) -> list[int]:
     return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
 
 
-def write_subset(data: dict[str, Any], ids: Sequence[int], path: Path) -> Path:
+def write_subset(data: dict[str, Any], ids: Sequence[int], path: Path, made_by: dict[str, Any] | None = None
+                 ) -> Path:
     """A dataset's annotation file (`data`, as `read_json` read it: read once for every subset) holding only the
     images `ids` and their people (every other key as it is) at `path`: opened with the dataset's root, or its
-    images and part folders, for the pixels."""
+    images and part folders, for the pixels. `made_by`: added to its COCO `info` (how to make the subset again)."""
     keep = set(ids)
+    info = data.get("info") if isinstance(data.get("info"), dict) else {}
     write_json_atomic(path, {**data, "images": [image for image in data["images"] if image["id"] in keep],
-                             "annotations": [ann for ann in data.get("annotations", []) if ann["image_id"] in keep]})
+                             "annotations": [ann for ann in data.get("annotations", []) if ann["image_id"] in keep],
+                             **({"info": {**info, **made_by}} if made_by else {})})
     return path
 
 
@@ -65,7 +68,9 @@ def split_dataset(dataset: PosePartDataset, val: float, out: Path, *, seed: int 
     out.mkdir(parents=True, exist_ok=True)
     data = dataset.annotations_json if dataset.annotations_json is not None else read_json(dataset.annotation_file)
     train_file, val_file = (out / name for name in SPLIT_FILES)
-    return Split(write_subset(data, order[k:], train_file), write_subset(data, order[:k], val_file),
+    made_by = {"of": str(dataset.annotation_file.resolve()), "val": val, "seed": seed}  # to make it again
+    return Split(write_subset(data, order[k:], train_file, {"posepart split": {**made_by, "subset": "train"}}),
+                 write_subset(data, order[:k], val_file, {"posepart split": {**made_by, "subset": "val"}}),
                  frozenset(order[:k]))
 
 

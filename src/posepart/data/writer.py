@@ -65,9 +65,11 @@ class DatasetWriter:
     """
 
     def __init__(self, root: str | Path, schema: Schema, *, overwrite: bool = False,
-                 inputs: Sequence[Path] = ()) -> None:
+                 inputs: Sequence[Path] = (), info: dict[str, Any] | None = None) -> None:
         self.root = Path(root)
         self.schema = schema
+        # annotations.json's COCO `info`: what made the dataset (`posepart synth` records its arguments there)
+        self.info = {"description": "posepart dataset", **(info or {})}
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self._made_root = not os.path.lexists(self.root)
@@ -159,7 +161,7 @@ class DatasetWriter:
         if self._done:
             raise OutputError(f"{self.root}: this dataset writer is closed already")
         data = {
-            "info": {"description": "posepart dataset"},
+            "info": self.info,
             "images": self.images,
             "annotations": self.annotations,
             "categories": [self.schema.to_category()],

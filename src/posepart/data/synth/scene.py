@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -275,7 +275,8 @@ def write_synth(
         raise UsageError(f"synth: need n >= 1, size >= 1 and seed >= 0; got n={n}, size={size}, seed={seed}")
     out = Path(out)
     # the bar opens after the writer (a folder that cannot be written fails first) and closes before any error shows
-    with DatasetWriter(out, Schema.pascal_person_part(), overwrite=overwrite) as writer, \
+    made_by = {"posepart synth": {"n": n, "seed": seed, "size": size, "scene": asdict(config)}}  # to make it again
+    with DatasetWriter(out, Schema.pascal_person_part(), overwrite=overwrite, info=made_by) as writer, \
             tqdm(total=n, desc=f"synth {out.name}", unit="image", disable=not progress) as bar:
         for i, scene in enumerate(iter_scenes(n, seed, size, workers, config)):
             bar.update()
