@@ -22,8 +22,12 @@ from posepart.predict_cli import export_format
 
 
 def test_version(capsys):
+    """With the code's digest, what checkpoints and metrics record as `code` (a walkthrough: no command printed it,
+    and the release number is the same on every commit)."""
+    from posepart.files import code_digest
+
     code, out, _ = run_cli(["--version"], capsys)
-    assert code == 0 and out.strip() == f"posepart {posepart.__version__}"
+    assert code == 0 and out.strip() == f"posepart {posepart.__version__} (code {code_digest()})"
 
 
 def test_the_installed_package_reports_the_version_the_code_does():

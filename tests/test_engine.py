@@ -247,7 +247,7 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     import lightning
     import numpy
 
-    from posepart.engine.checkpoint import code_digest
+    from posepart.files import code_digest
 
     made = load_checkpoint(straight_run.last)["posepart"]["provenance"]
     assert made["torch"] == torch.__version__ and made["lightning"] == lightning.__version__

@@ -18,7 +18,7 @@ from posepart.cli import main
 from posepart.data.augment import canvas_size, normalize
 from posepart.data.format import PosePartDataset
 from posepart.data.synth import write_synth
-from posepart.engine.checkpoint import code_digest
+from posepart.files import code_digest
 from posepart.evaluate import evaluate_oracle, ground_truth_targets
 from posepart.evaluate_model import evaluate_model, evaluation_predictor
 from posepart.heads import HeadMeta

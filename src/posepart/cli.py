@@ -194,13 +194,28 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------------------------
+class _Version(argparse.Action):
+    """`--version`: the release and the digest of the code (`posepart.files.code_digest`, what checkpoints and
+    metrics record as `code`: the release number is the same on every commit), computed only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0,
+                         help="print the release and the code's digest (what checkpoints record), and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from posepart import __version__
+        from posepart.files import code_digest
+
+        print(f"posepart {__version__} (code {code_digest()})")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from posepart import __version__
     from posepart.arguments import at_least, available_cores, multiple_of, positive
     from posepart.data.synth import SceneConfig
 
     parser = argparse.ArgumentParser(prog="posepart", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"posepart {__version__}")
+    parser.add_argument("--version", action=_Version)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("synth", help="write a synthetic dataset of people (the embedded default data)")

@@ -133,9 +133,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
 def _what_was_scored(args: argparse.Namespace, dataset: PosePartDataset) -> dict[str, Any]:
     """metrics.json's `evaluated`: the model file and the data, by path and by digest (a later --resume rewrites a
     run's last.ckpt, so the path alone may name other weights then), the images' folder, the batch size and the
-    code that scored (`posepart.engine.checkpoint.code_digest`)."""
-    from posepart.engine.checkpoint import code_digest
-    from posepart.files import file_sha1
+    code that scored (`posepart.files.code_digest`)."""
+    from posepart.files import code_digest, file_sha1
 
     return {"checkpoint": str(Path(args.checkpoint).resolve()), "checkpoint_sha1": file_sha1(args.checkpoint),
             "data": str(dataset.annotation_file.resolve()), "data_sha1": file_sha1(dataset.annotation_file),

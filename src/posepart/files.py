@@ -287,3 +287,13 @@ def _sha1_at(path: str, mtime_ns: int, size: int) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """sha1 over posepart's own source and shipped configs: another version of the code is another result (what a
+    checkpoint's provenance and an evaluation's metrics record as `code`; `posepart --version` prints it)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

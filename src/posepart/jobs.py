@@ -31,7 +31,7 @@ from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.engine.run_folder import checkpoint_path, csv_logs
 from posepart.errors import Interrupted, PosepartError
-from posepart.files import file_sha1, read_earlier_json, write_json_atomic
+from posepart.files import code_digest, file_sha1, read_earlier_json, write_json_atomic
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
@@ -135,7 +135,6 @@ def score_inputs(config_name: str, train_root: Path, val_root: Path, *, train_si
     (the config file, the annotation files of the data and of each source's subset) and posepart's own code, by
     digest. Its run folder's SCORE_FILE records them beside the metrics, so that a study run again reuses a model
     trained and scored with the same, and with nothing else (`finished_score`)."""
-    from posepart.engine.checkpoint import code_digest
     from posepart.engine.config import load_config, shipped_config
 
     cfg = load_config(shipped_config(config_name), extra)

@@ -9,7 +9,6 @@ loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lig
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -28,7 +27,7 @@ from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
-from posepart.files import atomic_write
+from posepart.files import atomic_write, code_digest
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.schema import Schema
 
@@ -177,15 +176,6 @@ def describe_checkpoint(checkpoint: dict[str, Any], path: Path) -> tuple[Schema,
 
 
 @functools.lru_cache(maxsize=1)
-def code_digest() -> str:
-    """sha1 over posepart's own source and shipped configs: another version of the code is another result."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha1()
-    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
     """What made a checkpoint, beside its config: the versions of the code and libraries (OpenCV and
     albumentations warp the training images), the CPU (`cpu_kind`), the threads, processes and precision it trained
