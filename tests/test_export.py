@@ -165,6 +165,35 @@ def test_torchscript_export_round_trip(files, tmp_path, capsys):
     np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
 
 
+def test_an_export_records_what_made_it(tmp_path):
+    """A walkthrough: ONNX and TorchScript exports kept the metadata inference needs and nothing else, so a deployed
+    file named no run, config or code (the .safetensors export keeps them). Both keep the checkpoint's config,
+    sources and provenance, and name the file they came from by sha1, through a .safetensors step too."""
+    import hashlib
+    import json
+
+    import onnx
+
+    ckpt = write_checkpoint(tmp_path / "joint.ckpt", PASCAL, input_size=SIZE, tasks=("pose", "parts"))
+    checkpoint = torch.load(ckpt, weights_only=True)
+    made = {"code": "0" * 40, "threads": 2, "command": ["posepart", "train"], "earlier": [{"threads": 1}]}
+    checkpoint["posepart"]["provenance"] = made
+    torch.save(checkpoint, ckpt)
+    weights = tmp_path / "joint.safetensors"
+    assert main(["export-weights", "--checkpoint", str(ckpt), "--out", str(weights)]) == 0
+    assert load_model(weights).provenance == load_model(ckpt).provenance == made
+    assert main(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "joint.onnx")]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "joint.pt")]) == 0
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "joint.onnx")).metadata_props}
+    extra = {"posepart_record.json": ""}
+    torch.jit.load(str(tmp_path / "joint.pt"), _extra_files=extra)
+    for record, source in ((json.loads(props["posepart_record"]), weights),
+                           (json.loads(extra["posepart_record.json"]), ckpt)):
+        assert record["provenance"] == made and record["sources"] == [{"name": "train", "tasks": ["pose", "parts"]}]
+        assert record["config"] == load_model(ckpt).config.to_dict()
+        assert record["exported_from"] == {"file": source.name, "sha1": hashlib.sha1(source.read_bytes()).hexdigest()}
+
+
 def test_bad_model_files_are_clear_errors(files, tmp_path, capsys):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"nope")

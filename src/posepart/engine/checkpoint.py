@@ -150,6 +150,7 @@ class LoadedModel:
     config: Config
     input_size: int
     sources: list[dict[str, Any]] = field(default_factory=list)  # what each training source fed (`describe()`)
+    provenance: dict[str, Any] | None = None  # what trained it (`provenance`; None: the file records none)
 
     @property
     def head(self) -> HeadMeta:
@@ -253,7 +254,8 @@ def _stored_head(stored: Any, path: Path) -> HeadMeta | None:
 
 
 def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map_location: Any, path: Path,
-             sources: list[dict[str, Any]] | None = None, head: HeadMeta | None = None) -> LoadedModel:
+             sources: list[dict[str, Any]] | None = None, head: HeadMeta | None = None,
+             provenance: Any = None) -> LoadedModel:
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
     if bad:  # a model that predicts NaN everywhere would score 0 without a word
         raise CheckpointError(f"{path}: refusing non-finite weights (NaN or inf) in {len(bad)} tensor(s), the first "
@@ -269,7 +271,8 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
         first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
         raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {first}") from None
     model.to(map_location).eval()
-    return LoadedModel(model, schema, config, config.data.input_size, list(sources or []))
+    return LoadedModel(model, schema, config, config.data.input_size, list(sources or []),
+                       provenance if isinstance(provenance, dict) else None)
 
 
 def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor], path: Path | str) -> HeadMeta:
@@ -299,7 +302,8 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
     schema, config = describe_checkpoint(checkpoint, path)
     return _rebuild(schema, config, _checked_state(checkpoint, path), map_location, path,
                     _checked_sources(_sources(checkpoint), path),
-                    _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path))
+                    _stored_head(checkpoint[CHECKPOINT_KEY].get("head"), path),
+                    checkpoint[CHECKPOINT_KEY].get("provenance"))
 
 
 def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
@@ -321,11 +325,13 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
         sources = _checked_sources(json.loads(metadata.get("sources", "[]")), path)
+        made = json.loads(metadata.get("provenance", "null"))
     except KeyError as err:
         raise CheckpointError(f"{path}: metadata lacks {err}") from None
     except (ValueError, TypeError, ArithmeticError, RecursionError) as err:  # JSON, or a config that does not hold
         raise CheckpointError(f"{path}: metadata does not describe a posepart model: {err}") from None
-    return _rebuild(schema, config, state, map_location, path, sources, _stored_head(metadata.get("head"), path))
+    return _rebuild(schema, config, state, map_location, path, sources, _stored_head(metadata.get("head"), path),
+                    made)
 
 
 def export_weights(checkpoint_path: str | Path, out: str | Path) -> Path:

@@ -4,7 +4,9 @@ The exported graph is `ExportWrapper(model)`: image (B, 3, H, W), ImageNet-norma
 stride -> the FINAL stage's heatmaps (B, K+1, H/s, W/s), PAFs (B, 2L, H/s, W/s) and part logits (B, P, H/ps, W/ps),
 only those the model has (a pose-only model exports two outputs, a segmentation-only one a single `parts`).
 A `ModelInfo` JSON (schema, strides, input size, output names) rides along — ONNX `metadata_props["posepart"]`,
-TorchScript extra file `posepart.json` — so `posepart predict --onnx FILE` needs nothing else.
+TorchScript extra file `posepart.json` — so `posepart predict --onnx FILE` needs nothing else. What made the model
+rides along too, as the .safetensors export keeps it: its config, training sources, `provenance` and the file it was
+exported from (name, sha1), under RECORD_KEY (ONNX metadata, TorchScript extra file `posepart_record.json`).
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter needs onnxscript, which posepart
 does not depend on, and the traced graph keeps H, W and B symbolic (the model takes image sizes from tensor shapes
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -28,12 +31,13 @@ from torch import Tensor, nn
 
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
-from posepart.files import atomic_write
+from posepart.files import atomic_write, file_sha1
 from posepart.inference.backends import (DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo,
                                         drop_unused_heads)
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
+RECORD_KEY = f"{METADATA_KEY}_record"  # what made the model: not read by inference, for whoever finds the file
 # Largest |exported - PyTorch| allowed, relative to each output's scale (its largest |value|, at least 1): float32
 # rounding grows with the magnitude, and part logits or untrained maps reach tens, where 1e-4 absolute is noise.
 PARITY_TOL = 1e-4
@@ -66,10 +70,12 @@ def _dummy(info: ModelInfo, size: int | None, batch: int = 1) -> Tensor:
 
 
 def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
-                opset: int = DEFAULT_OPSET, verify: bool = True) -> dict[str, Any]:
+                opset: int = DEFAULT_OPSET, verify: bool = True, record: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     """Write `out` (.onnx) with dynamic batch/height/width; returns {"path", "max_diff"} (`max_difference`, None if not
     verified). Raises ExportError when ONNX Runtime disagrees with PyTorch by more than PARITY_TOL, or cannot run (is
-    not installed): `out` is then not written (`_write_checked`)."""
+    not installed): `out` is then not written (`_write_checked`). `record`: what made the model (`export_model`'s),
+    as JSON under the metadata key RECORD_KEY (inference reads METADATA_KEY's alone)."""
     import io
 
     try:
@@ -102,8 +108,10 @@ def export_onnx(model: nn.Module, info: ModelInfo, out: str | Path, *, input_siz
             raise ExportError(f"--opset {opset}: the ONNX exporter cannot export this model at that opset: "
                               f"{_exporter_reason(err)}") from None
     proto = onnx.load_from_string(buffer.getvalue())
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
+    for key, value in ((METADATA_KEY, info.to_json()), (RECORD_KEY, None if record is None else json.dumps(record))):
+        if value is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
     proto.doc_string = f"posepart {info.name or 'model'}: image (B,3,H,W) -> {', '.join(info.outputs)}"
     data = proto.SerializeToString()
 
@@ -171,9 +179,10 @@ def _parity(wrapper: nn.Module, backend: Callable[[Path], Any], staged: Path, in
 
 
 def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, input_size: int | None = None,
-                       verify: bool = True) -> dict[str, Any]:
-    """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata; checked against PyTorch
-    as `export_onnx` is (ExportError above PARITY_TOL), before it takes `out`'s name."""
+                       verify: bool = True, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a traced TorchScript module (sizes stay dynamic) with `posepart.json` metadata (and `record` as the
+    extra file RECORD_KEY.json); checked against PyTorch as `export_onnx` is (ExportError above PARITY_TOL), before it
+    takes `out`'s name."""
     wrapper = ExportWrapper(model, info).eval()
     x = _dummy(info, input_size)
     with warnings.catch_warnings():  # see export_onnx; torch.jit is also deprecated in favour of torch.export
@@ -182,7 +191,9 @@ def export_torchscript(model: nn.Module, info: ModelInfo, out: str | Path, *, in
             traced = torch.jit.trace(wrapper, (x,), check_trace=False)
 
         def write(f: Any) -> None:
-            torch.jit.save(traced, f, _extra_files={f"{METADATA_KEY}.json": info.to_json()})
+            extra = {f"{METADATA_KEY}.json": info.to_json(), **({} if record is None else
+                                                                 {f"{RECORD_KEY}.json": json.dumps(record)})}
+            torch.jit.save(traced, f, _extra_files=extra)
 
         def check(staged: Path) -> float:
             from posepart.inference.backends import TorchScriptBackend
@@ -233,10 +244,15 @@ def export_model(checkpoint: str | Path | LoadedModel, fmt: ExportFormat, out: s
     full = model_info(loaded.model, loaded.schema, input_size or loaded.input_size, loaded.config.model.name,
                       loaded.tasks)
     info = full.deployed()  # a head its training never taught is left out (never used)
+    # what made it, as the .safetensors export keeps it (before: an export named no run, config or code)
+    record = {"config": loaded.config.to_dict(), "sources": loaded.sources, "provenance": loaded.provenance,
+              **({} if isinstance(checkpoint, LoadedModel) else
+                 {"exported_from": {"file": Path(checkpoint).name, "sha1": file_sha1(checkpoint)}})}
     if fmt == "onnx":
-        result = export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify)
+        result = export_onnx(loaded.model, info, out, input_size=input_size, opset=opset, verify=verify,
+                             record=record)
     elif fmt == "torchscript":
-        result = export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify)
+        result = export_torchscript(loaded.model, info, out, input_size=input_size, verify=verify, record=record)
     else:
         raise UsageError(f"unknown export format {fmt!r}: onnx or torchscript")
     return {**result, "left_out": full.left_out}
