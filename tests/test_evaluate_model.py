@@ -304,8 +304,13 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == ["000.png", "001.png"]
     report = (out / "report.md").read_text()
     assert "## Per stage" in report and "](overlays.png)" in report and (out / "overlays.png").is_file()
-    printed = capsys.readouterr().out
+    printed, said = capsys.readouterr()
     assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
+    # scored on its own training data: said (a walkthrough scored a training set as held out, unwarned)
+    assert f"note: {root / 'annotations.json'} is the checkpoint's training data" in said
+    shutil.copytree(root, tmp_path / "held_out")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "held_out")]) == 0
+    assert "training data" not in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
     assert main(["evaluate", "--oracle", "--data", str(root), "--flip"]) == 2  # TTA of the ground truth: refused
     # the folder reused: before, the checkpoint's overlays and keypoints.json stayed beside the new metrics

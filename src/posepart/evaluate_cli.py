@@ -63,6 +63,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     only; a walkthrough scored one in Python with the Predictor's default decoding and got other numbers)."""
     from posepart.decode import DecodeConfig
     from posepart.engine.checkpoint import export_kind, load_model
+    from posepart.engine.data import training_files
     from posepart.evaluate_model import evaluate_model, evaluate_predictor
     from posepart.inference import Predictor
     from posepart.inference.backends import torch_device
@@ -73,6 +74,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         loaded = load_model(args.checkpoint, map_location=args.device)
         schema, tasks, head, tables = loaded.schema, loaded.tasks, loaded.head, loaded.config.data.sources
         model_name, own_size = loaded.config.model.name, loaded.input_size
+        if dataset.annotation_file.resolve() in training_files(loaded.config):  # a mistake easy to make unseen
+            print(f"note: {dataset.annotation_file} is the checkpoint's training data: its scores measure the fit, "
+                  f"not how the model does on images it has not seen", file=sys.stderr)
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, input_size=args.input_size,
                                               decode_config=DecodeConfig.for_evaluation(), part_instances=False,

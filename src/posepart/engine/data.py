@@ -174,6 +174,23 @@ def _specs(config: Config) -> list[SourceConfig]:
     return [SourceConfig(name=_legacy_name(data.train), train=data.train, val=data.val)]
 
 
+def training_files(config: Config) -> list[Path]:
+    """The annotation files a run's config trains on (`data.train`, each `data.sources[i].train`), resolved: so that
+    `posepart evaluate` can say when it scores a model on its own training data. An unreadable config gives none."""
+    try:
+        specs = _specs(config)
+    except ConfigError:
+        return []
+    files = []
+    for spec in specs:
+        where = spec.train
+        if isinstance(where, DatasetPaths) and not where.images_only:
+            files.append(Path(where.annotations or Path(where.root or "") / ANNOTATIONS_FILE).resolve())
+        elif isinstance(where, (str, Path)):
+            files.append((Path(where) / ANNOTATIONS_FILE if Path(where).is_dir() else Path(where)).resolve())
+    return files
+
+
 def _key(config: Config, spec: SourceConfig, split: str) -> str:
     """The config key a source's `split` ("train" / "val") was given by, as the user wrote it: `data.train` /
     `data.val` (what --train / --val set), or `data.sources[i].train`."""
