@@ -24,7 +24,7 @@ from posepart.evaluate_model import evaluate_model, evaluation_predictor
 from posepart.heads import HeadMeta
 from posepart.inference.preprocess import letterbox
 from posepart.models import ModelOutput, build_model
-from posepart.report import plot_training_curves, write_report
+from posepart.report import metrics_table, plot_training_curves, write_report
 from posepart.schema import Schema
 
 SIZE = 64
@@ -682,3 +682,37 @@ def test_an_export_is_scored_as_the_checkpoint_it_came_from(synth, tmp_path):
     assert own["decode"]["min_joints"] == 3 and own["pose"]["pckh"] != ours["pose"]["pckh"]
     evaluation = Predictor.from_checkpoint(onnx, decode_config=DecodeConfig.for_evaluation(), part_instances=False)
     assert evaluate_predictor(evaluation, synth, progress=False)[0]["pose"] == ours["pose"]
+
+
+def test_compare_puts_evaluations_side_by_side(synth, tmp_path, capsys):
+    """A walkthrough: each evaluation wrote its own report, and a table of several models meant hand-written
+    `write_report` calls. `posepart compare` reads the metrics files `evaluate` wrote (with the schema they were
+    scored in) into one report, a row per model (per --source); evaluations of other schemas are refused."""
+    from inference_helpers import write_checkpoint
+
+    root = str(synth.annotation_file.parent)
+    for seed in (0, 1):
+        ckpt = write_checkpoint(tmp_path / f"s{seed}.ckpt", synth.schema, input_size=SIZE, seed=seed, gain=40.0)
+        assert main(["evaluate", "--checkpoint", str(ckpt), "--data", root, "--out", str(tmp_path / f"seed{seed}"),
+                     "--overlays", "0"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--source", f"a={root}", "--source", f"b={root}", "--out",
+                 str(tmp_path / "rows.json")]) == 0
+    capsys.readouterr()
+    evaluations = [str(tmp_path / "seed0"), str(tmp_path / "seed1"), str(tmp_path / "rows.json")]
+    assert main(["compare", *evaluations, "--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    scored = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("seed0", "seed1")}
+    expected = metrics_table({**scored, **{f"rows/{s}": json.loads((tmp_path / "rows.json").read_text())["sources"][s]
+                                           for s in "ab"}})
+    assert table.strip() == expected  # the rows as evaluate scored them, in the order given
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| seed0 |" in report and "| rows/b |" in report and "## Per-class IoU" in report
+    assert main(["compare", *evaluations[:2], "--label", "first", "--label", "second"]) == 0
+    assert "| first |" in capsys.readouterr().out
+    other = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
+    other["schema"] = Schema.coco().to_category()
+    (tmp_path / "coco.json").write_text(json.dumps(other))
+    assert main(["compare", evaluations[0], str(tmp_path / "coco.json")]) == 2
+    assert "compare evaluations in one schema" in capsys.readouterr().err
+    assert main(["compare", evaluations[0], evaluations[0]]) == 2  # two rows of one name
+    assert main(["compare", str(tmp_path / "nothing")]) == 2

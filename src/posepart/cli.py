@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(verbs)  # posepart evaluate (checkpoints, --oracle, --source)
 
+    from posepart.compare_cli import add_compare_parser
+
+    add_compare_parser(verbs)  # posepart compare: evaluations side by side
+
     p = verbs.add_parser("models", help="list the named models with parameter and FLOP counts")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple), default=None,
                    help=f"square input side for the FLOP count (default {INPUT_SIZE}, or the config's)")

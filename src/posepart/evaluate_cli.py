@@ -236,8 +236,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
         print(f"{name}:\n{format_metrics(metrics)}")
     metrics_file, folder = _metrics_path(args.out)
-    if metrics_file is not None:
-        write_json_atomic(metrics_file, {"sources": rows})
+    if metrics_file is not None:  # with the schema they were scored in (`posepart compare` reads it)
+        write_json_atomic(metrics_file, {"sources": rows, "schema": loaded.schema.to_category()})
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
         written = {name: f"keypoints/{name}.json" for name in results if "pose" in rows.get(name, {})}
@@ -352,8 +352,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("per stage (%):")  # the fractions above, as percentages: the report's table
         print(stage_table({name: metrics}))
     metrics_file, folder = _metrics_path(args.out)
-    if metrics_file is not None:
-        write_json_atomic(metrics_file, metrics)
+    if metrics_file is not None:  # with the schema it was scored in (`posepart compare` reads it)
+        write_json_atomic(metrics_file, {**metrics, "schema": dataset.schema.to_category()})
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:
         if reused:

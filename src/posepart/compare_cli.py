@@ -1,0 +1,78 @@
+"""`posepart compare`: the evaluations of several models side by side, as a paper's table (report.md), from the
+metrics.json files `posepart evaluate` wrote. Why a verb: each evaluation writes its own report, and putting them in
+one table meant hand-writing `posepart.report.write_report` calls (a walkthrough)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from posepart.errors import MissingFileError, UsageError
+from posepart.inference.outputs import METRICS_FILE
+from posepart.schema import Schema
+
+
+def read_evaluation(path: Path, label: str | None = None) -> tuple[dict[str, dict[str, Any]], Schema]:
+    """An evaluation's rows ({label: metrics}: one, or one per `--source`) and the schema it was scored in, from its
+    --out folder or metrics file. `label` (default: the folder's name, the file's stem for a .json --out), with
+    `/NAME` per source."""
+    file = path / METRICS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise MissingFileError(f"{path}: no {METRICS_FILE} (give the --out folder or file of `posepart evaluate`)")
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+        schema = Schema.from_category(metrics["schema"])
+    except (ValueError, KeyError, TypeError) as err:  # JSON, or a file of another tool or an older posepart
+        raise UsageError(f"{file}: not a metrics file of `posepart evaluate` that names its schema "
+                         f"({type(err).__name__}: {err}); evaluate the model again to compare it") from None
+    label = label or (path.name if path.is_dir() else file.stem)
+    rows = metrics.get("sources")
+    if isinstance(rows, dict):
+        return {f"{label}/{name}": row for name, row in rows.items()}, schema
+    return {label: metrics}, schema
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from posepart.evaluate import format_metrics
+    from posepart.report import metrics_table, write_report
+
+    if args.label and len(args.label) != len(args.evaluations):
+        raise UsageError(f"compare: {len(args.label)} --label for {len(args.evaluations)} evaluations: one each")
+    rows: dict[str, dict[str, Any]] = {}
+    schema = None
+    for i, path in enumerate(args.evaluations):
+        found, theirs = read_evaluation(path, args.label[i] if args.label else None)
+        if schema is not None and theirs != schema:  # rows of other joints or classes cannot share the tables
+            raise UsageError(f"compare: {path} was scored in {theirs.describe()}, {args.evaluations[0]} in "
+                             f"{schema.describe()}: compare evaluations in one schema")
+        schema = theirs
+        twice = sorted(set(found) & set(rows))
+        if twice:
+            raise UsageError(f"compare: two evaluations are labelled {twice[0]!r}: name them with --label")
+        rows.update(found)
+    assert schema is not None
+    print(metrics_table(rows))
+    if args.verbose:
+        for name, metrics in rows.items():
+            print(f"\n{name}:\n{format_metrics(metrics)}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {write_report(args.out, args.title, rows, schema)}", file=sys.stderr)
+    return 0
+
+
+def add_compare_parser(verbs: Any) -> None:
+    """Add the `compare` verb to the `posepart` sub-parsers."""
+    p = verbs.add_parser("compare", help="put several evaluations (`posepart evaluate --out`) side by side in one "
+                         "report")
+    p.add_argument("evaluations", nargs="+", type=Path, metavar="EVAL",
+                   help="an --out folder (or metrics file) of `posepart evaluate`; one row each (one per --source)")
+    p.add_argument("--label", action="append", help="the row's name, once per EVAL in order (default: the folder's "
+                   "name)")
+    p.add_argument("--out", type=Path, help="folder for report.md (the tables of `evaluate`'s report, a row per model)")
+    p.add_argument("--title", default="posepart comparison", help="report.md's title")
+    p.add_argument("--verbose", action="store_true", help="also print every evaluation's metrics")
+    p.set_defaults(run=cmd_compare)
