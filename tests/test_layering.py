@@ -114,4 +114,4 @@ def test_type_checkers_see_the_exports_where_they_live():
     assert len(blocks) == 1
     seen = {alias.asname or alias.name: node.module for node in blocks[0].body if isinstance(node, ast.ImportFrom)
             for alias in node.names}
-    assert seen == posepart._EXPORTS
+    assert seen == posepart._EXPORTS and set(posepart.__all__) == {"__version__", *posepart._EXPORTS}

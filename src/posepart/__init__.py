@@ -38,7 +38,9 @@ _EXPORTS = {
     "load_model": "posepart.engine.checkpoint",
     "Predictor": "posepart.inference",
 }
-__all__ = ["__version__", *_EXPORTS]
+# written out (not derived from _EXPORTS): what pyflakes and mypy's strict re-export check read; a test keeps it equal
+__all__ = ["__version__", "Schema", "HeadMeta", "PosePartDataset", "DatasetWriter", "build_model", "load_config",
+           "train", "load_model", "Predictor"]
 
 
 def __getattr__(name: str) -> Any:
