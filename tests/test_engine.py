@@ -171,7 +171,7 @@ def test_model_init_starts_a_run_from_a_posepart_models_weights(data, straight_r
         # the heads it gave count as trained (a run on pose-only data still scores and draws the parts it has)
         assert module.sources[-1]["name"] == "model.init" and module.sources[-1]["tasks"] == ["pose", "parts"]
     with pytest.warns(PosepartWarning, match="tensors keep their initialisation .* and .* of the file's .* are not "
-                                             "used"):
+                                             r"used.*; its model differs in model.stages=1 \(this run: 2\)"):
         two = PosePartModule(tiny(data, f"model.init={exported}", "model.stages=2"), Schema.pascal_person_part())
     state = two.model.state_dict()
     torch.testing.assert_close(state["trunk.features.0.weight"], trained["trunk.features.0.weight"], rtol=0, atol=0)

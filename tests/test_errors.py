@@ -256,6 +256,47 @@ def test_a_setting_the_model_does_not_take_does_not_make_another_model(files, tm
     assert code == 0, err[-3000:]
 
 
+def test_a_run_of_an_older_posepart_resumes_with_the_values_the_refusal_names(files, tmp_path, capsys):
+    """A compatibility walkthrough: a run from before `model.refine` (its checkpoint and config.yaml lack the key;
+    the checkpoint is read as the "fcn" refinements it had, its config.yaml as today's default) was refused as
+    another model, told to resume with the config.yaml it had been given. The refusal names the --set that fits."""
+    run = tmp_path / "old"
+    code, _, err = run_cli(_train(files, run, "--set", "model.pose_stride=4", "--set", "model.refine=fcn"), capsys)
+    assert code == 0, err[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["posepart"]["config"]["model"]["refine"]  # as written before the setting existed
+    torch.save(checkpoint, last)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["model"]["refine"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    resume = ["train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", str(last),
+              "--set", "train.max_steps=2"]
+    _refused_naming(resume, capsys, "model.refine='fcn' (this run: 'deep')",
+                    "or give the checkpoint's values: --set model.refine=fcn")
+    code, _, err = run_cli([*resume, "--set", "model.refine=fcn"], capsys)
+    assert code == 0, err[-3000:]
+
+
+def test_a_model_whose_source_was_named_as_a_metric_still_loads(tmp_path, capsys):
+    """A compatibility walkthrough: sources named `weight` or `pseudo` were allowed until 2026-12-05, when those names
+    were reserved for metrics; every model file of such a run was then refused ("not a posepart model") by predict,
+    evaluate, export and the API. Its stored config takes the name with `_data` appended."""
+    from posepart.engine.checkpoint import load_model
+
+    ckpt = write_checkpoint(tmp_path / "old.ckpt", Schema.pascal_person_part())
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["posepart"]["config"]["data"]["sources"] = [{"name": "weight", "train": str(tmp_path)},
+                                                           {"name": "pascal", "train": str(tmp_path)}]
+    torch.save(checkpoint, ckpt)
+    loaded = load_model(ckpt)
+    assert [s.name for s in loaded.config.data.sources] == ["weight_data", "pascal"]
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    code, _, err = run_cli(["predict", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err[-3000:]
+
+
 @pytest.mark.parametrize("kind", ["ckpt", "garbage"])
 def test_resume_from_what_is_not_a_training_checkpoint(files, tmp_path, capsys, kind):
     """Before: KeyError 'pytorch-lightning_version' (weights without a Lightning state) and an uncaught

@@ -25,7 +25,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from posepart.engine.overrides import check_reset_key, merge_overrides, parse_overrides, read_yaml, reset_keys
-from posepart.engine.settings import Config, ConfigError, ModelConfig, to_plain
+from posepart.engine.settings import RESERVED_SOURCE_NAMES, Config, ConfigError, ModelConfig, to_plain
 from posepart.inference.backends import MAX_INPUT_SIZE
 from posepart.errors import PosepartWarning
 from posepart.models import builder_options
@@ -310,13 +310,28 @@ def _is_valid(data: dict[str, Any]) -> bool:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a plain dict (`Config.to_dict()`, every key written: what checkpoints and exports store) into a
-    Config, strictly. A stored config without `model.refine` predates it: its refinements are the "fcn" ones."""
+    Config, strictly. A stored config without `model.refine` predates it: its refinements are the "fcn" ones; a
+    source named as a metric is renamed (`_renamed_sources`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of config sections, got {type(data).__name__}")
     model = data.get("model")
     if isinstance(model, dict) and "refine" not in model:
         data = {**data, "model": {**model, "refine": "fcn"}}
-    return _validate(_moved_stride(data))
+    return _validate(_moved_stride(_renamed_sources(data)))
+
+
+def _renamed_sources(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config whose sources are named as the run's own metrics (`weight`, `pseudo`: allowed until
+    2026-12-05) with `_data` appended to those names: a name only prefixes metrics, and before every model file of
+    such a run (predict, evaluate, export, --resume) was refused as "not a posepart model"."""
+    section = data.get("data")
+    sources = section.get("sources") if isinstance(section, dict) else None
+    if not isinstance(sources, list) or not any(isinstance(s, dict) and s.get("name") in RESERVED_SOURCE_NAMES
+                                                for s in sources):
+        return data
+    renamed = [{**s, "name": f"{s['name']}_data"} if isinstance(s, dict) and s.get("name") in RESERVED_SOURCE_NAMES
+               else s for s in sources]
+    return {**data, "data": {**section, "sources": renamed}}
 
 
 def absolute_paths(config: Config) -> Config:

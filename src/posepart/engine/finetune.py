@@ -10,6 +10,7 @@ and part classes).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from posepart.data.mixing import TASKS
 from posepart.engine.config import ConfigError
+from posepart.engine.settings import ModelConfig, to_plain
 from posepart.errors import PosepartError, PosepartWarning
 from posepart.schema import Schema
 
@@ -31,13 +33,16 @@ def _owners(model: nn.Module) -> dict[str, type]:
             for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]}
 
 
-def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, Any]:
+def initialise_from(model: nn.Module, path: Path, schema: Schema, settings: ModelConfig | None = None
+                    ) -> dict[str, Any]:
     """Copy into `model` (of `schema`) the tensors of the posepart model saved at `path` (a training .ckpt or an
     `export-weights` .safetensors, read weights-only) that mean the same there: the same name, shape and layer kind,
     and outside the trunk only when both models have the same schema. The whole trunk must fit (else another width
     or layout: a ConfigError); what is left at its initialisation, and what of the file is not used, is named in one
     warning. Returns the entry for the run's recorded sources: the tasks whose heads came from the file (they count
-    as trained, `engine.data.trained_tasks`)."""
+    as trained, `engine.data.trained_tasks`). `settings`: the run's `model` section, whose keys that differ from the
+    file's the warning names (a run's config.yaml of an older posepart builds today's default where a key is missing).
+    """
     from posepart.engine.checkpoint import load_model  # checkpoint rebuilds models with the module's builder
 
     try:
@@ -66,6 +71,11 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema) -> dict[str, A
     if left or unused:
         why = "" if same_schema else (f" (its schema {loaded.schema.describe()} is not the run's "
                                       f"{schema.describe()}: the trunk alone is taken)")
+        if settings is not None:  # what makes the layers differ, where the settings do
+            ours, file = to_plain(asdict(settings)), to_plain(asdict(loaded.config.model))
+            differ = [f"model.{key}={file[key]!r} (this run: {ours[key]!r})" for key in ours
+                      if key not in ("init", "pretrained") and file.get(key) != ours[key]]
+            why += f"; its model differs in {', '.join(differ)}" if differ else ""
         rank_zero_warn(
             f"model.init {path}: {len(left)} of this model's {len(own)} tensors keep their initialisation"
             f"{_first(left)} and {len(unused)} of the file's {len(theirs)} are not used{_first(unused)}{why}",

@@ -83,7 +83,7 @@ class PosePartModule(pl.LightningModule):
         self.sources = list(sources or [])
         self.model = build_from_config(config, schema, pretrained=pretrained)
         if pretrained and config.model.init is not None:  # fine-tuning: recorded as a source of its heads' tasks
-            self.sources.append(initialise_from(self.model, config.model.init, schema))
+            self.sources.append(initialise_from(self.model, config.model.init, schema, config.model))
         tasks = model_tasks(self.model)
         weighting = build_weighting(config, tasks)
         # GradNorm's W, found once (its Parameters stay the same objects when moved or re-strided)

@@ -7,6 +7,7 @@ own loop counters are settled so that a `last.ckpt` resumes exactly where it was
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 
 from posepart.engine.checkpoint import (CHECKPOINT_KEY, CheckpointError, describe_checkpoint, load_checkpoint,
                                        provenance)
-from posepart.engine.settings import Config
+from posepart.engine.settings import Config, to_plain
 from posepart.models import builder_options
 from posepart.schema import Schema
 
@@ -52,6 +53,11 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_set_value(value: Any) -> str:
+    """A setting's value as `--set KEY=VALUE` takes it: a word as it is, anything else as JSON (which is YAML)."""
+    return value if isinstance(value, str) else json.dumps(to_plain(value))
+
+
 def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]
                     ) -> dict[str, tuple[Any, Any]]:
     """Refuse, with a CheckpointError naming the file and what differs, a `--resume` checkpoint this run cannot
@@ -68,7 +74,7 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     if lacking:
         raise CheckpointError(f"{path}: not a training checkpoint that --resume can continue (it has no "
                               f"{', '.join(lacking)}); resume from a run's checkpoints/last.ckpt")
-    differences = []
+    differences, theirs_set = [], []
     if isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
         stored_schema, stored = describe_checkpoint(checkpoint, path)
         if (stored.train.self_training is None) != (config.train.self_training is None):  # before: "weights absent"
@@ -81,16 +87,18 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
             differences.append(f"schema {stored_schema.describe()} (this run: {schema.describe()})")
         old, new = _flat(stored.to_dict()), _flat(config.to_dict())
         changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in changed
-                        if _another_model(key) and not (_unused(key, config.model.name) and
-                                                        stored.model.name == config.model.name)]
+        model_keys = [key for key in changed if _another_model(key) and not (_unused(key, config.model.name) and
+                                                                             stored.model.name == config.model.name)]
+        differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in model_keys]
+        theirs_set = [f"--set {key}={_as_set_value(old.get(key))}" for key in model_keys]
         ignored = {key: (new.get(key), old.get(key)) for key in changed
                    if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
     else:
         ignored = {}
-    if differences:
+    if differences:  # (a run of an older posepart: its config.yaml lacks a setting whose default changed since)
+        give = f", or give the checkpoint's values: {' '.join(theirs_set)}" if theirs_set else ""
         raise CheckpointError(f"{path}: a checkpoint of another model: {'; '.join(differences)}; resume with the "
-                              f"config it was trained with (its run folder's config.yaml)")
+                              f"config it was trained with (its run folder's config.yaml){give}")
     theirs = checkpoint["state_dict"]
     wrong = [f"{key} absent" for key in state if key not in theirs]
     wrong += [f"{key} unexpected" for key in theirs if key not in state]

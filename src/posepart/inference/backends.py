@@ -10,6 +10,7 @@ Exported files carry a `ModelInfo` JSON (schema, strides, input size, output nam
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from posepart.data.mixing import TASKS
-from posepart.errors import PosepartError
+from posepart.errors import PosepartError, PosepartWarning
 from posepart.heads import INPUT_SIZE, HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
 from posepart.schema import Schema
@@ -150,6 +151,11 @@ class ModelInfo:
                                 pose_stride=int(data["stride"]) if "heatmaps" in outputs else None,
                                 parts_stride=int(data["parts_stride"]) if "parts" in outputs else None,
                                 sigma=7.0, paf_width=1.0)
+                if head.has_pose:  # a model trained with another sigma decodes its joints up to pixels off
+                    warnings.warn(f"{where}: exported before posepart recorded a model's heatmaps (2026-12-02): "
+                                  f"decoded as then, with sigma 7 px and PAFs 1 cell wide, whatever it was trained "
+                                  f"with; export it again from its checkpoint (`posepart export`) to decode it with "
+                                  f"its own", PosepartWarning, stacklevel=2)
         except (HeadMetaError, KeyError, TypeError, ValueError, ArithmeticError) as err:
             detail = str(err).removeprefix(f"{where}: ")  # HeadMetaError names the file already
             raise BackendError(f"{where}: bad posepart metadata: {detail}") from None
