@@ -42,6 +42,7 @@ from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import TrainResult, train
 from posepart.engine.trainer import RunCheckpoint
+from posepart.files import code_digest
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import metric_names
 from posepart.losses import PosePartLoss
@@ -247,7 +248,6 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     import lightning
     import numpy
 
-    from posepart.files import code_digest
 
     made = load_checkpoint(straight_run.last)["posepart"]["provenance"]
     assert made["torch"] == torch.__version__ and made["lightning"] == lightning.__version__
@@ -590,6 +590,9 @@ def test_a_resumed_runs_checkpoints_keep_how_it_began(data, tmp_path):
     record = load_checkpoint(resumed.last)["posepart"]["provenance"]
     assert record["threads"] == threads + 1 and record["trainer_options"] == QUIET
     assert record["earlier"] == [began]  # the first launch's whole record, oldest first
+    fresh = load_checkpoint(train(tiny(data), tmp_path / "fresh", max_epochs=1).last)["posepart"]["provenance"]
+    assert "earlier" not in fresh and fresh["trainer_options"] == {"max_epochs": 1}  # nothing of the runs before
+    assert fresh["threads"] == threads and fresh["code"] == code_digest()
 
 
 def test_a_joint_the_data_names_otherwise_is_warned_of_when_training(data, tmp_path):

@@ -289,6 +289,7 @@ def _sha1_at(path: str, mtime_ns: int, size: int) -> str | None:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)  # once per process: the code it runs does not change under it
 def code_digest() -> str:
     """sha1 over posepart's own source and shipped configs: another version of the code is another result (what a
     checkpoint's provenance and an evaluation's metrics record as `code`; `posepart --version` prints it)."""

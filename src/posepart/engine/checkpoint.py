@@ -8,7 +8,6 @@ loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lig
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import json
 import os
@@ -176,7 +175,6 @@ def describe_checkpoint(checkpoint: dict[str, Any], path: Path) -> tuple[Schema,
                               f"{err}") from None
 
 
-@functools.lru_cache(maxsize=1)
 def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
     """What made a checkpoint, beside its config: the versions of the code and libraries (OpenCV and
     albumentations warp the training images), the CPU (`cpu_kind`), the threads, processes and precision it trained

@@ -400,8 +400,8 @@ class PosePartModule(pl.LightningModule):
 
     def _provenance(self) -> dict[str, Any]:
         """This launch's `provenance`, with the Trainer options given in Python and the earlier launches' records."""
-        record = provenance(*(None, None) if self._trainer is None else
-                            (str(self._trainer.precision), self._trainer.world_size))
+        record = {**provenance(*(None, None) if self._trainer is None else
+                               (str(self._trainer.precision), self._trainer.world_size))}
         if self.trainer_options:
             record["trainer_options"] = self.trainer_options
         if self.earlier_launches:
