@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import gc
+import datetime
 import json
 import logging
 import math
@@ -541,34 +542,41 @@ def test_a_run_saved_on_another_system_is_recognised_as_a_copy(saved_in, tmp_pat
     assert callback.last_model_path == str(folder / "last.ckpt")
 
 
-def _resume_checkpoint_state_on_rank(rank: int, root: str) -> None:
-    """One rank of the test below (a forked process): its own disk's folder, the same state."""
-    torch.distributed.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    folder = Path(root, f"node{rank}", "checkpoints")
-    saved_in = "/elsewhere/run/checkpoints"
+def _resume_checkpoint_state_on_rank(rank: int, root: str, saved_in: str, folders: list[str]) -> None:
+    """One rank of the test below (a forked process): its own folder (`folders[rank]`), the same state."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2,
+                                         timeout=datetime.timedelta(seconds=30))  # a rank left alone fails, not hangs
+    folder = Path(folders[rank])
     state = {**RunCheckpoint(dirpath=folder, monitor="val/pose/ap", mode="max").state_dict(), "dirpath": saved_in,
              "best_model_path": f"{saved_in}/best.ckpt", "best_model_score": torch.tensor(0.5),
              "kth_best_model_path": f"{saved_in}/best.ckpt", "kth_value": torch.tensor(0.5),
              "best_k_models": {f"{saved_in}/best.ckpt": torch.tensor(0.5)}}
     callback = RunCheckpoint(dirpath=folder, monitor="val/pose/ap", mode="max")
     callback.load_state_dict(state)
+    torch.distributed.barrier()  # every rank ran the same collectives
     torch.distributed.destroy_process_group()
     Path(root, f"rank{rank}.json").write_text(json.dumps(
         [callback.best_model_path, None if callback.best_model_score is None else float(callback.best_model_score),
          {path: float(score) for path, score in callback.best_k_models.items()}]))
 
 
-def test_every_rank_takes_rank_zeros_view_of_a_copied_run(tmp_path):
+@pytest.mark.parametrize("rank1", ["copy", "its own"])
+def test_every_rank_takes_rank_zeros_view_of_a_copied_run(tmp_path, rank1):
     """Multi-node DDP without a shared file system: only rank 0's disk holds the copied run's best.ckpt. Before, the
     other ranks took the folder for another run's and dropped the best score, so Lightning's top-k check skipped on
-    them the all-reduce that rank 0 ran (a hang at the first validation). Two gloo processes, one folder each."""
-    (tmp_path / "node0" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "node0" / "checkpoints" / "best.ckpt").touch()
-    (tmp_path / "node1" / "checkpoints").mkdir(parents=True)  # the same run's folder on a disk without best.ckpt
-    torch.multiprocessing.start_processes(_resume_checkpoint_state_on_rank, args=(str(tmp_path),), nprocs=2,
-                                          start_method="fork")
+    them the all-reduce that rank 0 ran (a hang at the first validation); and a rank whose folder was the saving one
+    (a relative --out read from another working folder) skipped the decision's broadcast (a review). Two gloo
+    processes, one folder each."""
+    saved_in = str(tmp_path / "elsewhere" / "checkpoints")
+    folders = [str(tmp_path / "node0" / "checkpoints"),
+               str(tmp_path / "node1" / "checkpoints") if rank1 == "copy" else saved_in]
+    Path(folders[0]).mkdir(parents=True)
+    Path(folders[0], "best.ckpt").touch()
+    Path(folders[1]).mkdir(parents=True, exist_ok=True)  # the same run's folder on a disk without best.ckpt
+    torch.multiprocessing.start_processes(_resume_checkpoint_state_on_rank, nprocs=2, start_method="fork",
+                                          args=(str(tmp_path), saved_in, folders))
     for rank in (0, 1):
-        best = str(tmp_path / f"node{rank}" / "checkpoints" / "best.ckpt")
+        best = str(Path(folders[rank], "best.ckpt"))
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [best, 0.5, {best: 0.5}], rank
 
 

@@ -158,12 +158,14 @@ class RunCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved_in = state_dict.get("dirpath")
-        if saved_in is None or self.dirpath is None or str(saved_in) == str(self.dirpath):
+        if saved_in is None or self.dirpath is None:  # (the same on every rank: the state and the config are)
             return super().load_state_dict(state_dict)
         named = state_dict.get("best_model_path") or ""
-        # no best saved yet (stopped before a validation): nothing to lose, whatever the folder
         below = _below(named, str(saved_in))
-        if _rank_zero_decides(not named or below is not None and Path(self.dirpath, *below).is_file()):  # a copy
+        # its own folder; a copy of it (no best saved yet, stopped before a validation: nothing to lose); or another
+        ours = str(saved_in) == str(self.dirpath) or not named or below is not None and Path(
+            self.dirpath, *below).is_file()
+        if _rank_zero_decides(ours):  # (re-rooted onto the folder it is in: nothing moves where that is its own)
             return super().load_state_dict(_rerooted(state_dict, str(saved_in), Path(self.dirpath)))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
@@ -177,7 +179,8 @@ class RunCheckpoint(ModelCheckpoint):
 def _rank_zero_decides(value: bool) -> bool:
     """Rank 0's `value` on every rank of a distributed run (as it is). Why: each rank looks at its own disk, and
     without a shared file system only rank 0's holds the checkpoints it saved; ranks that disagreed on a copied run
-    held different best scores, and Lightning's top-k check then runs its all-reduce on some ranks only (a hang)."""
+    held different best scores, and Lightning's top-k check then runs its all-reduce on some ranks only (a hang).
+    Every rank calls it (a collective) whatever its own answer."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return value
     box = [value]
