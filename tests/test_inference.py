@@ -184,6 +184,9 @@ def test_torch_tensors_are_read_in_torchvisions_layout(tiny):
     assert np.array_equal(load_image(chw[:1]), load_image(rgb[:, :, 0]))  # one channel: grey
     assert np.array_equal(load_image(chw[0]), load_image(rgb[:, :, 0]))
     assert np.array_equal(load_image(torch.cat([chw, chw[:1]])), rgb)  # RGBA: alpha dropped, as for arrays
+    from torchvision import tv_tensors  # a subclass of Tensor (a review: refused as "unsupported input type Image")
+
+    assert np.array_equal(load_image(tv_tensors.Image(chw)), rgb)
     halves = torch.tensor([[0.0, 0.5, 1.0]]).expand(3, 2, 3)  # exact in bfloat16
     assert np.array_equal(load_image(halves.bfloat16()), load_image(halves.numpy().transpose(1, 2, 0)))
     for bad, words in ((torch.from_numpy(rgb), "expected a tensor of shape \\(C, H, W\\)"),  # channels last

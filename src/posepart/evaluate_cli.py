@@ -69,7 +69,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     from posepart.inference.backends import torch_device
 
     loaded, predictor = None, None
-    if export_kind(args.checkpoint) is None:
+    export = export_kind(args.checkpoint)
+    if export is None:
         torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
         loaded = load_model(args.checkpoint, map_location=args.device)
         schema, tasks, head, tables = loaded.schema, loaded.tasks, loaded.head, loaded.config.data.sources
@@ -78,9 +79,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
             print(f"note: {dataset.annotation_file} is the checkpoint's training data: its scores measure the fit, "
                   f"not how the model does on images it has not seen", file=sys.stderr)
     else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, input_size=args.input_size,
-                                              decode_config=DecodeConfig.for_evaluation(), part_instances=False,
-                                              scales=args.scales, flip=args.flip, batch_size=args.batch_size)
+        from posepart.inference.backends import OnnxBackend, TorchScriptBackend
+
+        # by what the file is, not its suffix (a TorchScript export saved as .pth); ONNX Runtime on --threads
+        backend = (OnnxBackend(args.checkpoint, args.device, threads=args.threads) if export == "an ONNX export"
+                   else TorchScriptBackend(args.checkpoint, args.device))
+        predictor = Predictor(backend, input_size=args.input_size, decode_config=DecodeConfig.for_evaluation(),
+                              part_instances=False, scales=args.scales, flip=args.flip, batch_size=args.batch_size)
         schema, tasks, head, tables = predictor.schema, predictor.info.tasks, predictor.info.head, []
         model_name, own_size = predictor.info.name or "export", predictor.info.input_size
     if (args.part_map or args.ignore_parts) and (schema == dataset.schema or not dataset.has_parts):
@@ -193,7 +198,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.mixing import SourceError
     from posepart.files import write_json_atomic
-    from posepart.engine.checkpoint import load_model
+    from posepart.engine.checkpoint import export_kind, load_model
     from posepart.engine.settings import SOURCE_NAME
     from posepart.evaluate import format_metrics
     from posepart.evaluate_model import evaluate_sources
@@ -213,6 +218,10 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         if name in datasets:  # (before, told it must be a word)
             raise UsageError(f"evaluate --source {item}: the name {name!r} is given twice: one NAME per source")
         datasets[name] = with_images(noted(open_source(name, root), f"--source {name}"), f"--source {item}")
+    if export_kind(args.checkpoint) is not None:  # before: refused as "not a training checkpoint", unexplained
+        raise UsageError(f"evaluate --source: {args.checkpoint} is {export_kind(args.checkpoint)}; --source scores a "
+                         f"training checkpoint or .safetensors (with its sources' part tables): score the export "
+                         f"on each dataset with --data")
     loaded = load_model(args.checkpoint, map_location=args.device)
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
@@ -234,6 +243,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         raise DatasetError("evaluate --source: no source had an image that could be scored")
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
+        metrics["evaluated"] = _what_was_scored(args, datasets[name])  # as --data's metrics record it
         print(f"{name}:\n{format_metrics(metrics)}")
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:  # with the schema they were scored in (`posepart compare` reads it)

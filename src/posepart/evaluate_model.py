@@ -242,7 +242,7 @@ def evaluate_predictor(
         usual = asdict(DecodeConfig.for_evaluation())
         differ = ", ".join(f"{key} {value} (evaluation's {usual[key]})" for key, value in decoding.items()
                            if value != usual[key])
-        warnings.warn(f"scored with the Predictor's own decoding: {differ}; its AP and PCKh are not those of "
+        warnings.warn(f"scored with other decoding than evaluation's: {differ}; its AP and PCKh are not those of "
                       f"`posepart evaluate` (a Predictor built with decode_config=DecodeConfig.for_evaluation() "
                       f"scores as it does); metrics record it under 'decode'", PosepartWarning, stacklevel=2)
     return metrics, drawn

@@ -145,8 +145,9 @@ def load_image(item: Any) -> np.ndarray:
 
 
 def is_tensor(item: Any) -> bool:
-    """A torch.Tensor, told without importing torch (the ONNX Runtime install has none)."""
-    return type(item).__module__.partition(".")[0] == "torch" and hasattr(item, "detach")
+    """A torch.Tensor or a subclass of it (torchvision's `tv_tensors.Image`, a Parameter), told without importing torch
+    (the ONNX Runtime install has none)."""
+    return any(cls.__name__ == "Tensor" and cls.__module__ == "torch" for cls in type(item).__mro__)
 
 
 def _tensor_to_rgb8(tensor: Any, name: str) -> np.ndarray:
