@@ -151,6 +151,10 @@ def check_demo_folder(out: Path, jobs: int, tmp_path: Path) -> None:
     assert main(["evaluate", "--oracle", "--data", str(out / "data" / "val"), "--input-size", "64", "--stride", "4",
                  "--sigma", "3", "--paf-width", "2", "--out", str(again)]) == 0
     assert json.loads(again.read_text()) == oracle
+    # the demo's models' metrics are evaluate's, schema included: `posepart compare` puts them side by side
+    assert main(["compare", *(str(out / name) for name in FOLDERS), "--out", str(tmp_path / f"compared{jobs}")]) == 0
+    report = (tmp_path / f"compared{jobs}" / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in FOLDERS)
 
 
 def test_a_runs_csv_logs_come_in_launch_order(tmp_path):

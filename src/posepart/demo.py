@@ -159,7 +159,9 @@ def run_demo(out: Path, *, n_val: int = DEMO_VAL_SCENES, size: int = DEMO_SIZE, 
     oracle = evaluate_oracle(val, input_size=size, stride=joint.model.pose_stride, sigma=scaled_sigma(joint, size),
                              paf_width=joint.data.paf_width)
     rows: dict[str, dict[str, Any]] = {"oracle (decoded ground truth)": oracle}
-    write_json_atomic(out / "oracle_metrics.json", rows["oracle (decoded ground truth)"])
+    # as `posepart evaluate --out` writes them, with the schema they were scored in (`posepart compare` reads it)
+    scored_in = {"schema": val.schema.to_category()}
+    write_json_atomic(out / "oracle_metrics.json", {**rows["oracle (decoded ground truth)"], **scored_in})
     if train_images > 0:
         train_set = synth_split(out / "data", "train", n=n_train, seed=seed, size=size, scene=scene)
         curves, predictions, labels = {}, [], []
@@ -168,7 +170,7 @@ def run_demo(out: Path, *, n_val: int = DEMO_VAL_SCENES, size: int = DEMO_SIZE, 
                                jobs=jobs)
         for label, (metrics, overlays, curve) in trained.items():
             rows[label] = metrics
-            write_json_atomic(run_dir(out, label) / METRICS_FILE, metrics)  # as `posepart evaluate --out` names it
+            write_json_atomic(run_dir(out, label) / METRICS_FILE, {**metrics, **scored_in})
             predictions += overlays
             labels += [label] if len(overlays) == 4 else []  # a row of four per model, labelled with its name
             if curve is not None:
