@@ -409,7 +409,6 @@ class PosePartModule(pl.LightningModule):
         return record
 
 
-
 def check_processes(config: Config, world_size: int) -> None:
     """A ConfigError for settings that run in one process only, in a run of `world_size`: `train` checks before
     Lightning starts the processes (before, each printed the error), the module again for a Trainer of one's own."""
