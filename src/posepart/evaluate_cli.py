@@ -73,12 +73,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     if export is None:
         torch_device(args.device)  # a device this machine lacks: refused before the model is loaded
         loaded = load_model(args.checkpoint, map_location=args.device)
-        schema, tasks, head, tables = loaded.schema, loaded.tasks, loaded.head, loaded.config.data.sources
-        model_name, own_size = loaded.config.model.name, loaded.input_size
-        if dataset.annotation_file.resolve() in training_files(loaded.config):  # a mistake easy to make unseen
-            print(f"note: {dataset.annotation_file} is the checkpoint's training data: its scores measure the fit, "
-                  f"not how the model does on images it has not seen", file=sys.stderr)
+        schema, tasks, head, config = loaded.schema, loaded.tasks, loaded.head, loaded.config
+        model_name, own_size, sources = loaded.config.model.name, loaded.input_size, loaded.sources
     else:
+        from posepart.engine.config import ConfigError, config_from_dict
         from posepart.inference.backends import OnnxBackend, TorchScriptBackend
 
         # by what the file is, not its suffix (a TorchScript export saved as .pth); ONNX Runtime on --threads
@@ -86,8 +84,18 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
                    else TorchScriptBackend(args.checkpoint, args.device))
         predictor = Predictor(backend, input_size=args.input_size, decode_config=DecodeConfig.for_evaluation(),
                               part_instances=False, scales=args.scales, flip=args.flip, batch_size=args.batch_size)
-        schema, tasks, head, tables = predictor.schema, predictor.info.tasks, predictor.info.head, []
+        schema, tasks, head = predictor.schema, predictor.info.tasks, predictor.info.head
         model_name, own_size = predictor.info.name or "export", predictor.info.input_size
+        record = backend.record or {}  # what made it, where the export records it (its training sources, config)
+        sources = record.get("sources") if isinstance(record.get("sources"), list) else []
+        try:
+            config = config_from_dict(record["config"]) if "config" in record else None
+        except (ConfigError, TypeError, ValueError):  # a record of a version whose config no longer validates
+            config = None
+    tables = config.data.sources if config is not None else []
+    if config is not None and dataset.annotation_file.resolve() in training_files(config):  # an easy mistake
+        print(f"note: {dataset.annotation_file} is the model's training data: its scores measure the fit, not how "
+              f"the model does on images it has not seen", file=sys.stderr)
     if (args.part_map or args.ignore_parts) and (schema == dataset.schema or not dataset.has_parts):
         why = "the dataset's schema is the checkpoint's" if schema == dataset.schema else "it has no part maps"
         print(f"note: --part-map / --ignore-parts change nothing: {why}", file=sys.stderr)  # not ignored silently
@@ -126,11 +134,11 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
             loaded.model, dataset, input_size=size, batch_size=args.batch_size, device=args.device,
             overlays=args.overlays, workers=args.workers, results=results, scales=args.scales, flip=args.flip,
             tasks=tasks)  # a head its training never taught (pose alone, parts alone) is not scored
-        if loaded.sources:
-            metrics["training_data"] = loaded.sources
     else:
         metrics, overlays = evaluate_predictor(predictor, dataset, overlays=args.overlays, workers=args.workers,
                                                results=results, tasks=tasks)
+    if sources:
+        metrics["training_data"] = sources
     metrics["input_size"] = size
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
     metrics["evaluated"] = _what_was_scored(args, dataset)

@@ -32,12 +32,11 @@ from torch import Tensor, nn
 from posepart.engine.checkpoint import LoadedModel, load_model
 from posepart.errors import PosepartError, UsageError
 from posepart.files import atomic_write, file_sha1
-from posepart.inference.backends import (DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, ModelInfo,
-                                        drop_unused_heads)
+from posepart.inference.backends import (DEFAULT_OPSET, MAX_INPUT_SIZE, METADATA_KEY, MIN_OPSET, RECORD_KEY,
+                                        ModelInfo, drop_unused_heads)
 from posepart.inference.predictor import model_info
 
 ExportFormat = Literal["onnx", "torchscript"]
-RECORD_KEY = f"{METADATA_KEY}_record"  # what made the model: not read by inference, for whoever finds the file
 # Largest |exported - PyTorch| allowed, relative to each output's scale (its largest |value|, at least 1): float32
 # rounding grows with the magnitude, and part logits or untrained maps reach tens, where 1e-4 absolute is noise.
 PARITY_TOL = 1e-4

@@ -26,6 +26,7 @@ from posepart.schema import Schema
 
 EXPORT_FORMAT = "posepart-export-v1"
 METADATA_KEY = "posepart"  # ONNX metadata_props key / TorchScript extra file name (+ ".json")
+RECORD_KEY = f"{METADATA_KEY}_record"  # the same, for what made an exported model (`engine.export`): not for inference
 OUTPUT_NAMES: tuple[str, ...] = Maps._fields  # heatmaps, pafs, parts: the exports' output names, in order
 MAX_INPUT_SIZE = 8192  # an export's input side past this is metadata no real model has (1e300: OpenCV's crash)
 DEFAULT_OPSET = 17  # the ONNX opset `posepart export` writes unless told (here, not in engine.export: the CLI reads it)
@@ -168,6 +169,16 @@ class ModelInfo:
         return cls(head, size, outputs, str(data.get("name", "")), None if tasks is None else tuple(tasks))
 
 
+def _read_record(text: str | bytes | None) -> dict[str, Any] | None:
+    """An export's record (RECORD_KEY), or None where it has none or it does not parse: it informs, inference runs
+    without it."""
+    try:
+        record = json.loads(text) if text else None
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def drop_unused_heads(model: Any, info: ModelInfo) -> None:
     """Remove from `model` (in place) the modules of the heads whose maps `info.deployed()` does not output, so that
     neither an export nor the PyTorch backend computes or stores what is never used. `info` may be deployed already
@@ -187,6 +198,9 @@ class Backend:
 
     info: ModelInfo
     device: str = "cpu"
+    # an export's record of what made it (config, sources, provenance: `posepart.engine.export`), None where it has
+    # none (a model in memory, an export written before 2026-12-07); `posepart evaluate` reads it
+    record: dict[str, Any] | None = None
 
     def __call__(self, batch: np.ndarray) -> Maps:  # pragma: no cover - interface
         raise NotImplementedError
@@ -279,7 +293,7 @@ class TorchScriptBackend(TorchBackend):
 
         import torch
 
-        extra = {f"{METADATA_KEY}.json": ""}
+        extra = {f"{METADATA_KEY}.json": "", f"{RECORD_KEY}.json": ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
             try:
@@ -297,6 +311,7 @@ class TorchScriptBackend(TorchBackend):
                                    f"--format torchscript` writes, and posepart.engine.checkpoint.save_weights saves a "
                                    f"model of one's own loop") from None
         super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device, copy=False)
+        self.record = _read_record(extra[f"{RECORD_KEY}.json"])
 
     def _named(self, out: Any, all_stages: bool) -> list[dict[str, Any]]:
         """The traced module's outputs: the final stage (`all_stages` cannot give more)."""
@@ -341,6 +356,7 @@ class OnnxBackend(Backend):
             raise BackendError(f"{path}: ONNX Runtime cannot load it{hint}: {str(err).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
+        self.record = _read_record(meta.get(RECORD_KEY))
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         if names != list(self.info.outputs):
