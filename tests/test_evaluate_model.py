@@ -742,3 +742,18 @@ def test_compare_puts_evaluations_side_by_side(synth, tmp_path, capsys):
     assert "compare evaluations in one schema" in capsys.readouterr().err
     assert main(["compare", evaluations[0], evaluations[0]]) == 2  # two rows of one name
     assert main(["compare", str(tmp_path / "nothing")]) == 2
+    # a review: a --flip evaluation was a plain row, metrics.json given by name was labelled "metrics", a | split the
+    # row, an --out that is a file was a traceback and one that is an evaluation's folder replaced its report
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", root, "--flip", "--out",
+                 str(tmp_path / "flipped"), "--overlays", "0"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "seed0" / "metrics.json"), str(tmp_path / "flipped"), "--label", "a|b",
+                 "--label", "flipped"]) == 0
+    table = capsys.readouterr().out
+    assert "| a\\|b |" in table and "| flipped, test-time flip |" in table
+    assert main(["compare", str(tmp_path / "seed0" / "metrics.json"), str(tmp_path / "flipped")]) == 0
+    assert "| seed0 |" in capsys.readouterr().out
+    (tmp_path / "afile").write_text("")
+    for out, words in ((tmp_path / "afile", "a file of that name exists"), (tmp_path / "seed1", "its report.md")):
+        assert main(["compare", *evaluations[:2], "--out", str(out)]) == 2
+        assert words in capsys.readouterr().err

@@ -17,8 +17,10 @@ from posepart.schema import Schema
 
 def read_evaluation(path: Path, label: str | None = None) -> tuple[dict[str, dict[str, Any]], Schema]:
     """An evaluation's rows ({label: metrics}: one, or one per `--source`) and the schema it was scored in, from its
-    --out folder or metrics file. `label` (default: the folder's name, the file's stem for a .json --out), with
-    `/NAME` per source."""
+    --out folder or metrics file. `label` (default: the folder's name, or the file's stem for a .json --out, with
+    the test-time views it records, as evaluate's report names them), with `/NAME` per source."""
+    from posepart.evaluate_cli import tta_label
+
     file = path / METRICS_FILE if path.is_dir() else path
     if not file.is_file():
         raise MissingFileError(f"{path}: no {METRICS_FILE} (give the --out folder or file of `posepart evaluate`)")
@@ -27,12 +29,19 @@ def read_evaluation(path: Path, label: str | None = None) -> tuple[dict[str, dic
         schema = Schema.from_category(metrics["schema"])
     except (ValueError, KeyError, TypeError) as err:  # JSON, or a file of another tool or an older posepart
         raise UsageError(f"{file}: not a metrics file of `posepart evaluate` that names its schema "
-                         f"({type(err).__name__}: {err}); evaluate the model again to compare it") from None
-    label = label or (path.name if path.is_dir() else file.stem)
+                         f"({type(err).__name__}: {err}); one of an older posepart: score the model again") from None
     rows = metrics.get("sources")
-    if isinstance(rows, dict):
-        return {f"{label}/{name}": row for name, row in rows.items()}, schema
-    return {label: metrics}, schema
+    rows = rows if isinstance(rows, dict) else {"": metrics}
+    if label is None:  # (`metrics.json` itself named: its folder's name)
+        named = file.parent if file.name == METRICS_FILE else file.with_suffix("")
+        label = named.resolve().name
+    return {f"{label}{'/' if name else ''}{name}{tta_label(row)}": row for name, row in rows.items()}, schema
+
+
+def _joints_and_parts(schema: Schema) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What rows must share to share tables: the joints and the part classes (not the OKS sigmas or the name: an
+    oracle on data whose file gives sigmas compares with a model scored on it)."""
+    return tuple(schema.keypoints), tuple(schema.part_classes)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -41,19 +50,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.label and len(args.label) != len(args.evaluations):
         raise UsageError(f"compare: {len(args.label)} --label for {len(args.evaluations)} evaluations: one each")
+    if args.label and not all(label.strip() for label in args.label):
+        raise UsageError("compare: an empty --label")
+    if args.out is not None:  # refused before anything is read: a file, or an evaluation whose report it would replace
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"compare --out {args.out}: a file of that name exists (--out is a folder)")
+        if any(path.resolve() == args.out.resolve() for path in args.evaluations):
+            raise UsageError(f"compare --out {args.out}: an evaluation's own folder (its report.md would be replaced)")
     rows: dict[str, dict[str, Any]] = {}
     schema = None
     for i, path in enumerate(args.evaluations):
         found, theirs = read_evaluation(path, args.label[i] if args.label else None)
-        if schema is not None and theirs != schema:  # rows of other joints or classes cannot share the tables
-            raise UsageError(f"compare: {path} was scored in {theirs.describe()}, {args.evaluations[0]} in "
-                             f"{schema.describe()}: compare evaluations in one schema")
-        schema = theirs
+        if schema is not None and _joints_and_parts(theirs) != _joints_and_parts(schema):
+            differ = "joints" if theirs.keypoints != schema.keypoints else "part classes"
+            raise UsageError(f"compare: {path} was scored in other {differ} than {args.evaluations[0]} "
+                             f"({theirs.describe()} against {schema.describe()}): compare evaluations in one schema")
+        schema = schema or theirs
         twice = sorted(set(found) & set(rows))
         if twice:
             raise UsageError(f"compare: two evaluations are labelled {twice[0]!r}: name them with --label")
         rows.update(found)
     assert schema is not None
+    rows = {name.replace("|", "\\|"): metrics for name, metrics in rows.items()}  # a label's | would split its row
     print(metrics_table(rows))
     if args.verbose:
         for name, metrics in rows.items():

@@ -143,7 +143,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
     metrics["evaluated"] = _what_was_scored(args, dataset)
     other = "" if size == own_size else f", {size} px"
-    name = f"{model_name} ({args.checkpoint.name}{other}){_tta_label(metrics)}"
+    name = f"{model_name} ({args.checkpoint.name}{other}){tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
 
 
@@ -192,7 +192,7 @@ def _part_map_item(text: str) -> list[tuple[str, list[str]]]:
     return [(name.strip(), classes)]
 
 
-def _tta_label(metrics: dict) -> str:
+def tta_label(metrics: dict) -> str:
     """What a report's model name adds for the test-time views `evaluate_predictor` recorded in the metrics
     (`test_time`): '' for a single plain pass."""
     views = metrics.get("test_time")
@@ -265,7 +265,7 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
             write_json_atomic(folder / file, in_category(results[name], datasets[name].category_id))
         sheet = grid(overlays, columns=4, schema=loaded.schema) if overlays else None
         figures = [save_rgb(folder / "overlays.png", sheet)] if sheet is not None else []
-        tta = _tta_label(next(iter(rows.values()))) if rows else ""  # every source ran the same views
+        tta = tta_label(next(iter(rows.values()))) if rows else ""  # every source ran the same views
         title = f"posepart evaluation: {loaded.config.model.name} ({args.checkpoint.name}){tta} per source"
         print(f"wrote {write_report(folder, title, rows, loaded.schema, figures)}", file=sys.stderr)
     return 0
