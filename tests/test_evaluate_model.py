@@ -307,7 +307,7 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     printed, said = capsys.readouterr()
     assert "ap" in printed and "| joint_vgg16 (last.ckpt) | 2 |" in printed  # headline numbers and the per-stage table
     # scored on its own training data: said (a walkthrough scored a training set as held out, unwarned)
-    assert f"note: {root / 'annotations.json'} is the model's training data" in said
+    assert f"{root / 'annotations.json'} is the model's training data" in said
     shutil.copytree(root, tmp_path / "held_out")
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "held_out")]) == 0
     assert "training data" not in capsys.readouterr().err

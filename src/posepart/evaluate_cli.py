@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Collection
 
 from posepart.arguments import add_test_time_args, at_least, multiple_of, positive
 from posepart.data.dataset_args import add_dataset_args, noted, open_dataset, open_source, with_images
@@ -17,6 +17,7 @@ from posepart.errors import OutputError, PosepartWarning, UsageError, output_fol
 from posepart.files import read_earlier_json
 from posepart.heads import INPUT_SIZE, OUTPUT_STRIDES, HeadMeta
 from posepart.inference.outputs import METRICS_FILE, RESULTS_FILE
+from posepart.evaluate_record import note_training_data, note_unscored, part_table_hint, what_was_scored
 from posepart.inference.predictor import BATCH_SIZE
 
 
@@ -63,7 +64,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     only; a walkthrough scored one in Python with the Predictor's default decoding and got other numbers)."""
     from posepart.decode import DecodeConfig
     from posepart.engine.checkpoint import export_kind, load_model
-    from posepart.engine.data import training_files
     from posepart.evaluate_model import evaluate_model, evaluate_predictor
     from posepart.inference import Predictor
     from posepart.inference.backends import torch_device
@@ -93,9 +93,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         except (ConfigError, TypeError, ValueError):  # a record of a version whose config no longer validates
             config = None
     tables = config.data.sources if config is not None else []
-    if config is not None and dataset.annotation_file.resolve() in training_files(config):  # an easy mistake
-        print(f"note: {dataset.annotation_file} is the model's training data: its scores measure the fit, not how "
-              f"the model does on images it has not seen", file=sys.stderr)
+    trained_on = note_training_data(str(args.root or args.annotations), dataset, config)
     if (args.part_map or args.ignore_parts) and (schema == dataset.schema or not dataset.has_parts):
         why = "the dataset's schema is the checkpoint's" if schema == dataset.schema else "it has no part maps"
         print(f"note: --part-map / --ignore-parts change nothing: {why}", file=sys.stderr)  # not ignored silently
@@ -116,7 +114,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
               f"{', '.join(differ)}: it is read in the checkpoint's by joint name and part table{scored} "
               f"(docs/training.md)", file=sys.stderr)
         table = dict(part_map=dict(args.part_map or ()), ignore_parts=args.ignore_parts or [])
-        hint = "" if args.part_map or args.ignore_parts else _part_table_hint(tables)
+        hint = "" if args.part_map or args.ignore_parts else part_table_hint(tables)
         try:
             with warnings.catch_warnings(record=True) as caught:  # its parts unmapped: scored on pose, and said
                 warnings.simplefilter("always", PosepartWarning)
@@ -125,7 +123,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
             raise SourceError(f"{err}{hint}", source=err.source) from None
         for said in caught:  # with the advice the refusal gave (how a part table applies)
             print(f"warning: {said.message}{hint}", file=sys.stderr)
-        _note_unscored(str(args.root or args.annotations), dataset, tasks)
+        note_unscored(str(args.root or args.annotations), dataset, tasks)
     head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or own_size
@@ -141,45 +139,11 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         metrics["training_data"] = sources
     metrics["input_size"] = size
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
-    metrics["evaluated"] = _what_was_scored(args, dataset)
+    metrics["evaluated"] = {**what_was_scored(args.checkpoint, dataset, args.batch_size),
+                            **({"training_data": True} if trained_on else {})}
     other = "" if size == own_size else f", {size} px"
     name = f"{model_name} ({args.checkpoint.name}{other}){tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
-
-
-def _what_was_scored(args: argparse.Namespace, dataset: PosePartDataset) -> dict[str, Any]:
-    """metrics.json's `evaluated`: the model file and the data, by path and by digest (a later --resume rewrites a
-    run's last.ckpt, so the path alone may name other weights then), the images' folder, the batch size and the
-    code that scored (`posepart.files.code_digest`)."""
-    from posepart.files import code_digest, file_sha1
-
-    return {"checkpoint": str(Path(args.checkpoint).resolve()), "checkpoint_sha1": file_sha1(args.checkpoint),
-            "data": str(dataset.annotation_file.resolve()), "data_sha1": file_sha1(dataset.annotation_file),
-            "images": str(dataset.image_dir.resolve()), "batch_size": args.batch_size, "code": code_digest()}
-
-
-def _note_unscored(where: str, dataset: PosePartDataset, tasks: Collection[str] | None) -> None:
-    """A note naming the model's joints a dataset read in its schema cannot score (`unscored_joints`): before, its
-    OKS AP was over the other joints without a word (a walkthrough's 0.86 where the model scores 0.51)."""
-    from posepart.data.mixing import unscored_joints
-
-    if "pose" in (tasks or ("pose",)) and (unscored := unscored_joints(dataset)):
-        print(f"note: {where}: {unscored}", file=sys.stderr)
-
-
-def _part_table_hint(sources: Sequence[Any], name: str | None = None) -> str:
-    """What to do when a dataset's part classes do not map into the checkpoint's: the error's advice (part_map,
-    ignore_parts) is a training config's; evaluate applies a training source's own when the source is named.
-    `sources`: the checkpoint's training sources (its config's `data.sources`; an export records none)."""
-    named = [s.name for s in sources if s.part_map or s.ignore_parts]
-    if name is not None and name not in named:
-        return (f"; --source {name}=... is not one of the checkpoint's training sources with a part table "
-                f"({named or 'none'}), whose part_map / ignore_parts evaluate would apply")
-    own = "--part-map CLASS=TARGET[,TARGET] for each class (--ignore-parts CLASS,... for those to leave unscored)"
-    if named:
-        return (f"; to score it with the part table of the training source it was, name it: --source NAME=ROOT "
-                f"(NAME one of {named}); or give its table: {own}")
-    return f"; give its part table: {own}, as a training source's part_map and ignore_parts"
 
 
 def _part_map_item(text: str) -> list[tuple[str, list[str]]]:
@@ -215,6 +179,10 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     from posepart.viz import grid, save_rgb
 
     torch_device(args.device)
+    if export_kind(args.checkpoint) is not None:  # before: refused as "not a training checkpoint", unexplained
+        raise UsageError(f"evaluate --source: {args.checkpoint} is {export_kind(args.checkpoint)}; --source scores a "
+                         f"training checkpoint or .safetensors (with its sources' part tables): score the export "
+                         f"on each dataset with --data")
 
     datasets = {}
     for item in args.source:
@@ -226,23 +194,21 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         if name in datasets:  # (before, told it must be a word)
             raise UsageError(f"evaluate --source {item}: the name {name!r} is given twice: one NAME per source")
         datasets[name] = with_images(noted(open_source(name, root), f"--source {name}"), f"--source {item}")
-    if export_kind(args.checkpoint) is not None:  # before: refused as "not a training checkpoint", unexplained
-        raise UsageError(f"evaluate --source: {args.checkpoint} is {export_kind(args.checkpoint)}; --source scores a "
-                         f"training checkpoint or .safetensors (with its sources' part tables): score the export "
-                         f"on each dataset with --data")
     loaded = load_model(args.checkpoint, map_location=args.device)
+    trained_on = {name for name, dataset in datasets.items()
+                  if note_training_data(f"--source {name}", dataset, loaded.config)}
     loaded.head.check_stride(args.stride, "evaluate --stride")
     tables = {s.name: {"part_map": s.part_map, "ignore_parts": s.ignore_parts} for s in loaded.config.data.sources}
     results: dict[str, list[dict]] = {}
     try:  # (a source that cannot be read in the checkpoint's schema is refused, named)
         rows, overlays = evaluate_sources(
             loaded.model, datasets, loaded.schema, part_tables=tables,
-            on_mapped=lambda name, mapped: _note_unscored(f"--source {name}", mapped, loaded.tasks),
+            on_mapped=lambda name, mapped: note_unscored(f"--source {name}", mapped, loaded.tasks),
             input_size=args.input_size or loaded.input_size,
             batch_size=args.batch_size, device=args.device, overlays=args.overlays,
             workers=args.workers, scales=args.scales, flip=args.flip, tasks=loaded.tasks, results=results)
     except SourceError as err:  # the source that could not be read in the checkpoint's schema: the error names it
-        raise SourceError(f"{err}{_part_table_hint(loaded.config.data.sources, err.source)}",
+        raise SourceError(f"{err}{part_table_hint(loaded.config.data.sources, err.source)}",
                           source=err.source) from None
     for name in [name for name, metrics in rows.items() if _unscored(metrics)]:  # the others still count
         print(f"note: --source {name}: {_unscored(rows[name])}; left out", file=sys.stderr)
@@ -251,7 +217,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         raise DatasetError("evaluate --source: no source had an image that could be scored")
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
-        metrics["evaluated"] = _what_was_scored(args, datasets[name])  # as --data's metrics record it
+        metrics["evaluated"] = {**what_was_scored(args.checkpoint, datasets[name], args.batch_size),  # as --data's
+                                **({"training_data": True} if name in trained_on else {})}
         print(f"{name}:\n{format_metrics(metrics)}")
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:  # with the schema they were scored in (`posepart compare` reads it)
@@ -389,8 +356,8 @@ def add_evaluate_parser(verbs: Any) -> None:
     """Add the `evaluate` verb to the `posepart` sub-parsers."""
     p = verbs.add_parser("evaluate", help="score predictions (or the --oracle upper bound) on a dataset")
     add_dataset_args(p, positional=False)
-    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, exported .safetensors, or "
-                   "an ONNX or TorchScript export (scored through its runtime, final stage only)")
+    p.add_argument("--checkpoint", type=Path, help="trained model: .ckpt of `posepart train`, exported "
+                   ".safetensors, or an ONNX or TorchScript export (scored through its runtime, final stage only)")
     p.add_argument("--oracle", action="store_true", help="decode ground-truth targets instead of a model")
     p.add_argument("--input-size", type=multiple_of(HeadMeta.input_multiple),
                    help=f"network input side (letterboxed); default: the checkpoint's, or {INPUT_SIZE} for --oracle")

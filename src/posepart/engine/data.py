@@ -183,7 +183,7 @@ def training_files(config: Config) -> list[Path]:
         return []
     files = []
     for spec in specs:
-        where = spec.train
+        where = spec.train if spec.weight > 0 else None  # a source of weight 0 is drawn from never
         if isinstance(where, DatasetPaths) and not where.images_only:
             files.append(Path(where.annotations or Path(where.root or "") / ANNOTATIONS_FILE).resolve())
         elif isinstance(where, (str, Path)):
