@@ -311,6 +311,11 @@ def test_cli_evaluate_checkpoint(synth, tmp_path, capsys):
     shutil.copytree(root, tmp_path / "held_out")
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "held_out")]) == 0
     assert "training data" not in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--source", f"seen={root}", "--source",
+                 f"new={tmp_path / 'held_out'}", "--out", str(tmp_path / "rows.json")]) == 0
+    assert f"note: --source seen: {root / 'annotations.json'} is the model's training data" in capsys.readouterr().err
+    rows = json.loads((tmp_path / "rows.json").read_text())["sources"]
+    assert rows["seen"]["evaluated"]["training_data"] and "training_data" not in rows["new"]["evaluated"]
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data", str(root)]) == 2
     assert main(["evaluate", "--oracle", "--data", str(root), "--flip"]) == 2  # TTA of the ground truth: refused
     # the folder reused: before, the checkpoint's overlays and keypoints.json stayed beside the new metrics
