@@ -287,10 +287,10 @@ def test_a_model_whose_source_was_named_as_a_metric_still_loads(tmp_path, capsys
     ckpt = write_checkpoint(tmp_path / "old.ckpt", Schema.pascal_person_part())
     checkpoint = torch.load(ckpt, weights_only=True)
     checkpoint["posepart"]["config"]["data"]["sources"] = [{"name": "weight", "train": str(tmp_path)},
-                                                           {"name": "pascal", "train": str(tmp_path)}]
+                                                           {"name": "weight_data", "train": str(tmp_path)}]
     torch.save(checkpoint, ckpt)
     loaded = load_model(ckpt)
-    assert [s.name for s in loaded.config.data.sources] == ["weight_data", "pascal"]
+    assert [s.name for s in loaded.config.data.sources] == ["weight_data2", "weight_data"]  # (no clash: a review)
     image = tmp_path / "image.png"
     cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
     code, _, err = run_cli(["predict", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")], capsys)

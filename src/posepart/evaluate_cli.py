@@ -63,10 +63,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     export is scored as it is deployed: through its runtime's Predictor, with evaluation's decoding (the final stage
     only; a walkthrough scored one in Python with the Predictor's default decoding and got other numbers)."""
     from posepart.decode import DecodeConfig
-    from posepart.engine.checkpoint import export_kind, load_model
+    from posepart.engine.checkpoint import load_model
     from posepart.evaluate_model import evaluate_model, evaluate_predictor
     from posepart.inference import Predictor
-    from posepart.inference.backends import torch_device
+    from posepart.inference.backends import OnnxBackend, TorchScriptBackend, export_kind, torch_device
 
     loaded, predictor = None, None
     export = export_kind(args.checkpoint)
@@ -77,7 +77,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         model_name, own_size, sources = loaded.config.model.name, loaded.input_size, loaded.sources
     else:
         from posepart.engine.config import ConfigError, config_from_dict
-        from posepart.inference.backends import OnnxBackend, TorchScriptBackend
 
         # by what the file is, not its suffix (a TorchScript export saved as .pth); ONNX Runtime on --threads
         backend = (OnnxBackend(args.checkpoint, args.device, threads=args.threads) if export == "an ONNX export"
@@ -170,11 +169,11 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     """--checkpoint scored on every --source NAME=ROOT (each read in the checkpoint's schema): a row per source."""
     from posepart.data.mixing import SourceError
     from posepart.files import write_json_atomic
-    from posepart.engine.checkpoint import export_kind, load_model
+    from posepart.engine.checkpoint import load_model
     from posepart.engine.settings import SOURCE_NAME
     from posepart.evaluate import format_metrics
     from posepart.evaluate_model import evaluate_sources
-    from posepart.inference.backends import torch_device
+    from posepart.inference.backends import export_kind, torch_device
     from posepart.report import write_report
     from posepart.viz import grid, save_rgb
 

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.files import atomic_write, code_digest
 from posepart.heads import HeadMeta, HeadMetaError
+from posepart.inference.backends import export_kind
 from posepart.schema import Schema
 
 CHECKPOINT_KEY = "posepart"
@@ -112,20 +112,6 @@ def _load_failure(err: Exception, lines: list[str]) -> str:
     if not reason and isinstance(err, EOFError):  # torch.load of an empty file: an EOFError without a word
         reason = "the file is empty"
     return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
-
-
-def export_kind(path: Path) -> str | None:
-    """"an ONNX export" or "a TorchScript export" when `path` is a `posepart export` file, not a checkpoint. Why:
-    torch.load's own error for these (an unpickling failure, after a warning) reads as a corrupt or unsafe file.
-    An ONNX file is a protobuf (known by its name); a TorchScript archive is a zip holding `constants.pkl`, which
-    torch.save's checkpoints do not."""
-    if path.suffix.lower() == ".onnx":
-        return "an ONNX export"
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
-                return "a TorchScript export"
-    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -329,8 +329,16 @@ def _renamed_sources(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(sources, list) or not any(isinstance(s, dict) and s.get("name") in RESERVED_SOURCE_NAMES
                                                 for s in sources):
         return data
-    renamed = [{**s, "name": f"{s['name']}_data"} if isinstance(s, dict) and s.get("name") in RESERVED_SOURCE_NAMES
-               else s for s in sources]
+    taken = {s.get("name") for s in sources if isinstance(s, dict)}
+    renamed = []
+    for source in sources:
+        if isinstance(source, dict) and source.get("name") in RESERVED_SOURCE_NAMES:
+            name, n = f"{source['name']}_data", 2
+            while name in taken:  # (a source of that name already: weight_data2, ...)
+                name, n = f"{source['name']}_data{n}", n + 1
+            taken.add(name)
+            source = {**source, "name": name}
+        renamed.append(source)
     return {**data, "data": {**section, "sources": renamed}}
 
 

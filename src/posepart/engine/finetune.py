@@ -24,6 +24,9 @@ from posepart.errors import PosepartError, PosepartWarning
 from posepart.schema import Schema
 
 INIT_SOURCE = "model.init"  # the name of the entry a run's recorded sources gain for the weights it started from
+# model settings that change no tensor (where the weights come from; inference's smoothing) or are named by a
+# warning of their own (the weightless layers): left out of the list of settings that differ
+_NOT_LAYERS = ("init", "pretrained", "heatmap_smoothing", "activation", "pool")
 
 
 def _owners(model: nn.Module) -> dict[str, type]:
@@ -74,7 +77,7 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema, settings: Mode
         if settings is not None:  # what makes the layers differ, where the settings do
             ours, file = to_plain(asdict(settings)), to_plain(asdict(loaded.config.model))
             differ = [f"model.{key}={file[key]!r} (this run: {ours[key]!r})" for key in ours
-                      if key not in ("init", "pretrained") and file.get(key) != ours[key]]
+                      if key not in _NOT_LAYERS and file.get(key) != ours[key]]
             why += f"; its model differs in {', '.join(differ)}" if differ else ""
         rank_zero_warn(
             f"model.init {path}: {len(left)} of this model's {len(own)} tensors keep their initialisation"

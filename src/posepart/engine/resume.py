@@ -53,9 +53,15 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _as_set_value(value: Any) -> str:
-    """A setting's value as `--set KEY=VALUE` takes it: a word as it is, anything else as JSON (which is YAML)."""
-    return value if isinstance(value, str) else json.dumps(to_plain(value))
+def _set_option(key: str, value: Any) -> str:
+    """`--set KEY=VALUE` that gives `key` this value back, quoted for a POSIX shell: a string as it is where YAML reads
+    it so ('fcn'), else as JSON, which is YAML ('"true"', 1e-3, null, lists)."""
+    import shlex
+
+    import yaml
+
+    text = value if isinstance(value, str) and yaml.safe_load(value) == value else json.dumps(to_plain(value))
+    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]
@@ -90,7 +96,7 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         model_keys = [key for key in changed if _another_model(key) and not (_unused(key, config.model.name) and
                                                                              stored.model.name == config.model.name)]
         differences += [f"{key}={old.get(key)!r} (this run: {new.get(key)!r})" for key in model_keys]
-        theirs_set = [f"--set {key}={_as_set_value(old.get(key))}" for key in model_keys]
+        theirs_set = [_set_option(key, old.get(key)) for key in model_keys]
         ignored = {key: (new.get(key), old.get(key)) for key in changed
                    if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
     else:

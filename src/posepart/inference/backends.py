@@ -169,6 +169,21 @@ class ModelInfo:
         return cls(head, size, outputs, str(data.get("name", "")), None if tasks is None else tuple(tasks))
 
 
+def export_kind(path: str | Path) -> str | None:
+    """"an ONNX export" or "a TorchScript export" when `path` is a `posepart export` file, not a checkpoint. Why:
+    torch.load's own error for these (an unpickling failure, after a warning) reads as a corrupt or unsafe file.
+    An ONNX file is a protobuf (known by its name); a TorchScript archive is a zip holding `constants.pkl`, which
+    torch.save's checkpoints do not."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX export"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                return "a TorchScript export"
+    return None
+
+
 def _read_record(text: str | bytes | None) -> dict[str, Any] | None:
     """An export's record (RECORD_KEY), or None where it has none or it does not parse: it informs, inference runs
     without it."""

@@ -31,7 +31,7 @@ from posepart.decode.instances import INSTANCE_MAX_DISTANCE, assign_part_instanc
 from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
-                                         TorchBackend, TorchScriptBackend, head_outputs)
+                                         TorchBackend, TorchScriptBackend, export_kind, head_outputs)
 from posepart.inference.preprocess import InputError, describe, is_tensor, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
@@ -219,8 +219,8 @@ class Predictor:
             raise BackendError(f"{path}: a {suffix or 'checkpoint'} model needs PyTorch, which is not installed (the "
                                f"ONNX Runtime install runs .onnx files: export this one with `posepart export` where "
                                f"PyTorch is)") from None
-        if suffix in TORCHSCRIPT_SUFFIXES:
-            return cls(TorchScriptBackend(path, device), **kwargs)
+        if suffix in TORCHSCRIPT_SUFFIXES or export_kind(path) == "a TorchScript export":  # (known by its content
+            return cls(TorchScriptBackend(path, device), **kwargs)  # too: before, a .pth went to the checkpoint loader)
         from posepart.engine.checkpoint import load_model
 
         loaded = load_model(path, map_location="cpu")
