@@ -46,7 +46,7 @@ def note_unscored(where: str, dataset: PosePartDataset, tasks: Collection[str] |
 def part_table_hint(sources: Sequence[Any], name: str | None = None) -> str:
     """What to do when a dataset's part classes do not map into the checkpoint's: the error's advice (part_map,
     ignore_parts) is a training config's; evaluate applies a training source's own when the source is named.
-    `sources`: the checkpoint's training sources (its config's `data.sources`; an export records none)."""
+    `sources`: the model's training sources (its config's `data.sources`, an export's from the record it carries)."""
     named = [s.name for s in sources if s.part_map or s.ignore_parts]
     if name is not None and name not in named:
         return (f"; --source {name}=... is not one of the checkpoint's training sources with a part table "
