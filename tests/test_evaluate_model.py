@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import cv2
@@ -758,6 +759,14 @@ def test_compare_puts_evaluations_side_by_side(synth, tmp_path, capsys):
     assert "| a\\|b |" in table and "| flipped, test-time flip |" in table
     assert main(["compare", str(tmp_path / "seed0" / "metrics.json"), str(tmp_path / "flipped")]) == 0
     assert "| seed0 |" in capsys.readouterr().out
+    # one label for several evaluations (seeds of a model): numbered rows and their mean ± sample sd
+    assert main(["compare", *evaluations[:2], "--label", "tiny", "--label", "tiny", "--out", str(tmp_path / "s")]) == 0
+    table = capsys.readouterr().out
+    assert "| tiny #1 |" in table and "| tiny #2 |" in table
+    pckh = [scored[f"seed{seed}"]["pose"]["pckh"] * 100 for seed in (0, 1)]
+    spread = f"| tiny | 2 | {statistics.fmean([m['pose']['pck_dist_px'] for m in scored.values()]):.1f} ± "
+    assert spread in table and f"{statistics.fmean(pckh):.1f} ± {statistics.stdev(pckh):.1f} |" in table
+    assert "## Mean ± sd over the evaluations of one label" in (tmp_path / "s" / "report.md").read_text()
     (tmp_path / "afile").write_text("")
     for out, words in ((tmp_path / "afile", "a file of that name exists"), (tmp_path / "seed1", "its report.md")):
         assert main(["compare", *evaluations[:2], "--out", str(out)]) == 2

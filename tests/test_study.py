@@ -19,7 +19,8 @@ from posepart.engine.config import load_config
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.module import PosePartModule
 from posepart.study import arm_sources, make_splits
-from posepart.study_report import delta_m, mean_sd
+from posepart.report import mean_sd
+from posepart.study_report import delta_m
 
 SIZE = 64
 

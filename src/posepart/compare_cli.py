@@ -46,7 +46,8 @@ def _joints_and_parts(schema: Schema) -> tuple[tuple[str, ...], tuple[str, ...]]
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from posepart.evaluate import format_metrics
-    from posepart.report import metrics_table, write_report
+    from posepart.files import atomic_write
+    from posepart.report import metrics_table, spread_table, write_report
 
     if args.label and len(args.label) != len(args.evaluations):
         raise UsageError(f"compare: {len(args.label)} --label for {len(args.evaluations)} evaluations: one each")
@@ -58,9 +59,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if any(path.resolve() == args.out.resolve() for path in args.evaluations):
             raise UsageError(f"compare --out {args.out}: an evaluation's own folder (its report.md would be replaced)")
     rows: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}  # a label given to several evaluations (seeds): mean ± sd
     schema = None
     for i, path in enumerate(args.evaluations):
-        found, theirs = read_evaluation(path, args.label[i] if args.label else None)
+        label = args.label[i] if args.label else None
+        found, theirs = read_evaluation(path, label)
+        if label is not None and args.label.count(label) > 1:  # seeds of one model: numbered rows, and a group each
+            for name, row in found.items():  # (one per source of a --source evaluation)
+                groups.setdefault(name, []).append(row)
+            k = args.label[:i].count(label) + 1
+            found = {f"{label} #{k}{name[len(label):]}": row for name, row in found.items()}
         if schema is not None and _joints_and_parts(theirs) != _joints_and_parts(schema):
             differ = "joints" if theirs.keypoints != schema.keypoints else "part classes"
             raise UsageError(f"compare: {path} was scored in other {differ} than {args.evaluations[0]} "
@@ -73,12 +81,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     assert schema is not None
     rows = {name.replace("|", "\\|"): metrics for name, metrics in rows.items()}  # a label's | would split its row
     print(metrics_table(rows))
+    spread = spread_table({name.replace("|", "\\|"): runs for name, runs in groups.items()}) if groups else None
+    if spread is not None:
+        print(f"\nmean ± sd over the evaluations of one --label:\n{spread}")
     if args.verbose:
         for name, metrics in rows.items():
             print(f"\n{name}:\n{format_metrics(metrics)}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        print(f"wrote {write_report(args.out, args.title, rows, schema)}", file=sys.stderr)
+        report = write_report(args.out, args.title, rows, schema)
+        if spread is not None:  # after evaluate's tables, a row per label given more than once
+            text = report.read_text(encoding="utf-8").rstrip("\n")
+            atomic_write(report, lambda f: f.write(f"{text}\n\n## Mean ± sd over the evaluations of one label (%)\n\n"
+                                                   f"{spread}\n".encode("utf-8")))
+        print(f"wrote {report}", file=sys.stderr)
     return 0
 
 
@@ -89,7 +105,7 @@ def add_compare_parser(verbs: Any) -> None:
     p.add_argument("evaluations", nargs="+", type=Path, metavar="EVAL",
                    help="an --out folder (or metrics file) of `posepart evaluate`; one row each (one per --source)")
     p.add_argument("--label", action="append", help="the row's name, once per EVAL in order (default: the folder's "
-                   "name)")
+                   "name); a label given to several EVALs (seeds of one model) adds their mean ± sd")
     p.add_argument("--out", type=Path, help="folder for report.md (the tables of `evaluate`'s report, a row per model)")
     p.add_argument("--title", default="posepart comparison", help="report.md's title")
     p.add_argument("--verbose", action="store_true", help="also print every evaluation's metrics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +39,35 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [header, rule]
     for name, metrics in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(metrics, t, k) for t, k, _ in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float | None] | None:
+    """(mean, sample sd) of the values present, the sd None for one value (one seed measures no spread; 0 would
+    claim none); None when there are none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def spread_cell(value: tuple[float, float | None] | None, scale: float = 100.0) -> str:
+    """A `mean_sd` as a table cell: "52.1 ± 0.5" (percent for fractions; `scale` 1 for pixels), the mean alone where
+    one value measures no spread, "–" where there is none."""
+    if value is None:
+        return "–"
+    return f"{value[0] * scale:.1f}" + ("" if value[1] is None else f" ± {value[1] * scale:.1f}")
+
+
+def spread_table(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """`metrics_table`'s columns as mean ± sample sd over each group's evaluations (several seeds of one model), with
+    their number: one row per group."""
+    header = "| model | n | " + " | ".join(title for _, _, title in TABLE_COLUMNS) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(TABLE_COLUMNS)]
+    for name, runs in groups.items():
+        cells = [spread_cell(mean_sd([(m.get(task) or {}).get(key) for m in runs]),
+                             1.0 if key.endswith("_px") else 100.0) for task, key, _ in TABLE_COLUMNS]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -3,11 +3,11 @@ single-task arms, the report (report.md) and the plot; `posepart.study` trains t
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
 from posepart.files import atomic_write
+from posepart.report import mean_sd, spread_cell
 
 
 def arm_label(arm: str, fraction: float | None) -> str:
@@ -30,15 +30,6 @@ def delta_m(joint: dict[str, Any], singles: dict[str, dict[str, Any]]) -> float 
             return None
         changes.append((ours - theirs) / theirs)
     return sum(changes) / len(changes)
-
-
-def mean_sd(values: Sequence[float | None]) -> tuple[float, float | None] | None:
-    """(mean, sample sd) of the values present, the sd None for one value (one seed measures no spread; 0 would
-    claim none); None when there are none."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
 def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[float], seeds: int,
@@ -68,12 +59,6 @@ def _share(share: float | None) -> str:
     return "f (uniform over the images)" if share is None else f"{share:.0%}"
 
 
-def _cell(value: tuple[float, float | None] | None, scale: float = 100.0) -> str:
-    if value is None:
-        return "–"
-    return f"{value[0] * scale:.1f}" + ("" if value[1] is None else f" ± {value[1] * scale:.1f}")
-
-
 def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -> Path:
     """out/report.md: the setting, the table (mean ± sd over seeds, in %), the plot and where the numbers are."""
     summary, fractions = record["summary"], record["fractions"]
@@ -100,12 +85,12 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
         row = summary[label]
         share = "none" if label == "pose" else \
             f"{float(label.split('@')[1].split('+')[0]) if '@' in label else 1.0:.0%}"
-        gain, over = _cell(row.get("delta_m")), row.get("delta_m_seeds", record["seeds"])
+        gain, over = spread_cell(row.get("delta_m")), row.get("delta_m_seeds", record["seeds"])
         if over < record["seeds"]:  # (before: a bare "–" where no seed had one, like an arm never trained)
             why = ("" if over else ": Δm is undefined where a single-task arm scores 0"
                    if row.get("delta_m_compared", 1) else ": its single-task arms were not trained")
             gain += f" ({over} of {record['seeds']} seeds{why})"
-        lines.append(f"| {label} | {share} | {_cell(row['mean_iou'])} | {_cell(row['ap'])} | {_cell(row['pckh'])} "
+        lines.append(f"| {label} | {share} | {spread_cell(row['mean_iou'])} | {spread_cell(row['ap'])} | {spread_cell(row['pckh'])} "
                      f"| {gain} |")
     if figure is not None:
         lines += ["", f"![mean IU and OKS AP against the part-label fraction]({figure.name})"]
