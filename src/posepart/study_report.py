@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from posepart.files import atomic_write
-from posepart.report import mean_sd, spread_cell
 
 
 def arm_label(arm: str, fraction: float | None) -> str:
@@ -36,6 +35,8 @@ def summarise(runs: dict[str, dict[str, dict[str, Any]]], fractions: Sequence[fl
               arms: Sequence[str] = ("parts", "joint")) -> dict[str, dict[str, Any]]:
     """Per arm label: mean +- sd over seeds of mean IU, OKS AP and PCKh, and for joint arms Delta_m (per seed against
     that seed's single-task arms)."""
+    from posepart.report import mean_sd  # (report imports torch: the command line's start does not)
+
     summary: dict[str, dict[str, Any]] = {}
     for label, by_seed in runs.items():
         row: dict[str, Any] = {}
@@ -61,6 +62,8 @@ def _share(share: float | None) -> str:
 
 def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -> Path:
     """out/report.md: the setting, the table (mean ± sd over seeds, in %), the plot and where the numbers are."""
+    from posepart.report import spread_cell
+
     summary, fractions = record["summary"], record["fractions"]
     lines = [f"# posepart study: {record['seeds']} seed(s), {record['train_images']} training images per model",
              "", f"Training data `{record['train']}`, validation `{record['val']}`, config `{record['config']}`, "
@@ -90,8 +93,8 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
             why = ("" if over else ": Δm is undefined where a single-task arm scores 0"
                    if row.get("delta_m_compared", 1) else ": its single-task arms were not trained")
             gain += f" ({over} of {record['seeds']} seeds{why})"
-        lines.append(f"| {label} | {share} | {spread_cell(row['mean_iou'])} | {spread_cell(row['ap'])} | {spread_cell(row['pckh'])} "
-                     f"| {gain} |")
+        cells = " | ".join(spread_cell(row[key]) for key in ("mean_iou", "ap", "pckh"))
+        lines.append(f"| {label} | {share} | {cells} | {gain} |")
     if figure is not None:
         lines += ["", f"![mean IU and OKS AP against the part-label fraction]({figure.name})"]
     lines += ["", f"Every run's metrics: `metrics.json` (`runs`); finished in {record['seconds']:.0f} s."]
