@@ -46,7 +46,6 @@ def _joints_and_parts(schema: Schema) -> tuple[tuple[str, ...], tuple[str, ...]]
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from posepart.evaluate import format_metrics
-    from posepart.files import atomic_write
     from posepart.report import metrics_table, spread_table, write_report
 
     if args.label and len(args.label) != len(args.evaluations):
@@ -80,21 +79,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows.update(found)
     assert schema is not None
     rows = {name.replace("|", "\\|"): metrics for name, metrics in rows.items()}  # a label's | would split its row
+    groups = {name.replace("|", "\\|"): runs for name, runs in groups.items()}
     print(metrics_table(rows))
-    spread = spread_table({name.replace("|", "\\|"): runs for name, runs in groups.items()}) if groups else None
-    if spread is not None:
-        print(f"\nmean ± sd over the evaluations of one --label:\n{spread}")
+    if groups:
+        print(f"\nmean ± sd over the evaluations of one --label:\n{spread_table(groups)}")
     if args.verbose:
         for name, metrics in rows.items():
             print(f"\n{name}:\n{format_metrics(metrics)}")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        report = write_report(args.out, args.title, rows, schema)
-        if spread is not None:  # after evaluate's tables, a row per label given more than once
-            text = report.read_text(encoding="utf-8").rstrip("\n")
-            atomic_write(report, lambda f: f.write(f"{text}\n\n## Mean ± sd over the evaluations of one label (%)\n\n"
-                                                   f"{spread}\n".encode("utf-8")))
-        print(f"wrote {report}", file=sys.stderr)
+        print(f"wrote {write_report(args.out, args.title, rows, schema, groups=groups)}", file=sys.stderr)
     return 0
 
 

@@ -66,7 +66,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     from posepart.engine.checkpoint import load_model
     from posepart.evaluate_model import evaluate_model, evaluate_predictor
     from posepart.inference import Predictor
-    from posepart.inference.backends import OnnxBackend, TorchScriptBackend, export_kind, torch_device
+    from posepart.inference.backends import export_kind, torch_device
 
     loaded, predictor = None, None
     export = export_kind(args.checkpoint)
@@ -78,14 +78,14 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     else:
         from posepart.engine.config import ConfigError, config_from_dict
 
-        # by what the file is, not its suffix (a TorchScript export saved as .pth); ONNX Runtime on --threads
-        backend = (OnnxBackend(args.checkpoint, args.device, threads=args.threads) if export == "an ONNX export"
-                   else TorchScriptBackend(args.checkpoint, args.device))
-        predictor = Predictor(backend, input_size=args.input_size, decode_config=DecodeConfig.for_evaluation(),
-                              part_instances=False, scales=args.scales, flip=args.flip, batch_size=args.batch_size)
+        settings = dict(input_size=args.input_size, decode_config=DecodeConfig.for_evaluation(), part_instances=False,
+                        scales=args.scales, flip=args.flip, batch_size=args.batch_size)
+        predictor = (Predictor.from_onnx(args.checkpoint, args.device, threads=args.threads, **settings)
+                     if export == "an ONNX export" else Predictor.from_checkpoint(args.checkpoint, args.device,
+                                                                                  **settings))
         schema, tasks, head = predictor.schema, predictor.info.tasks, predictor.info.head
         model_name, own_size = predictor.info.name or "export", predictor.info.input_size
-        record = backend.record or {}  # what made it, where the export records it (its training sources, config)
+        record = predictor.backend.record or {}  # what made it, as the export records it (training sources, config)
         sources = record.get("sources") if isinstance(record.get("sources"), list) else []
         try:
             config = config_from_dict(record["config"]) if "config" in record else None
@@ -178,8 +178,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
     from posepart.viz import grid, save_rgb
 
     torch_device(args.device)
-    if export_kind(args.checkpoint) is not None:  # before: refused as "not a training checkpoint", unexplained
-        raise UsageError(f"evaluate --source: {args.checkpoint} is {export_kind(args.checkpoint)}; --source scores a "
+    if (export := export_kind(args.checkpoint)) is not None:  # before: "not a training checkpoint", unexplained
+        raise UsageError(f"evaluate --source: {args.checkpoint} is {export}; --source scores a "
                          f"training checkpoint or .safetensors (with its sources' part tables): score the export "
                          f"on each dataset with --data")
 

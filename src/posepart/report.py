@@ -246,16 +246,20 @@ def write_report(
     metrics_by_model: Mapping[str, Mapping[str, Any]],
     schema: Schema,
     figures: Sequence[str | Path] = (),
+    groups: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Path:
     """Write out_dir/report.md: Table 1 (`metrics_table`), per-class IoU, PCKh by joint, AP by person size and by
     synthetic slice, test-time flipping, per-stage table, figures; returns its path.
 
     `figures` are image paths, relative to out_dir, to the working directory or absolute (those inside out_dir are
-    written relative to it).
+    written relative to it). `groups`: evaluations of one model (seeds) under one name, tabled as mean ± sd after
+    Table 1 (`spread_table`).
     """
     out_dir = Path(out_dir)
     lines = [f"# {title}", "", "## Results", "", metrics_table(metrics_by_model), "",
              "Fractions in %; predictions scored in original image coordinates.", ""]
+    if groups:
+        lines += ["## Mean ± sd over the evaluations of one label (%)", "", spread_table(groups), ""]
     iou = _iou_sections(metrics_by_model, schema.part_classes)
     if iou:
         lines += ["## Per-class IoU (%)", "", *iou]

@@ -63,9 +63,9 @@ def with_images(dataset: PosePartDataset, where: object) -> PosePartDataset:
 
 
 def open_source(name: str, root: str) -> PosePartDataset:
-    """An `evaluate --source NAME=ROOT`'s dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json, its image folder and optionally
-    its part folder, joined by the path-list separator (`coco=person_keypoints_val2017.json:val2017`; ';' on
-    Windows), as PATH joins folders."""
+    """An `evaluate --source NAME=ROOT`'s dataset: a posepart ROOT, or a COCO release as ANNOTATIONS.json, its image
+    folder and optionally its part folder, joined by the path-list separator (`coco=person_keypoints_val2017.json:
+    val2017`; ';' on Windows), as PATH joins folders."""
     fields = root.split(os.pathsep)
     # the last field ending in .json before another: the annotation file (its own path may hold the separator)
     json_at = max((i for i, field in enumerate(fields[:-1]) if field.lower().endswith(".json")), default=None)

@@ -5,12 +5,12 @@
     result = predictor("photo.jpg")              # one input -> ImageResult (raises InputError if unusable)
     results = predictor([array, "b.png", pil])   # a list -> list of ImageResult; a bad one has .error set
 
-Pipeline per image: load (any path/array/PIL image/tensor, grey/RGBA/16-bit converted) -> letterbox into a canvas whose long side
-is the input size (short side padded to the stride) -> network (PyTorch, TorchScript or ONNX Runtime; batched, images
-of one canvas shape share a batch) -> optional flip/multi-scale merge (`posepart.inference.tta`) -> decode people
-(`posepart.decode`) -> part labels (logits upsampled to the canvas, argmax, mapped back to the image as evaluation
-does) -> part instances (`posepart.decode.instances`). Everything after the network is numpy: with an ONNX model
-nothing imports torch.
+Pipeline per image: load (any path/array/PIL image/tensor, grey/RGBA/16-bit converted) -> letterbox into a canvas
+whose long side is the input size (short side padded to the stride) -> network (PyTorch, TorchScript or ONNX Runtime;
+batched, images of one canvas shape share a batch) -> optional flip/multi-scale merge (`posepart.inference.tta`) ->
+decode people (`posepart.decode`) -> part labels (logits upsampled to the canvas, argmax, mapped back to the image as
+evaluation does) -> part instances (`posepart.decode.instances`). Everything after the network is numpy: with an ONNX
+model nothing imports torch.
 """
 
 from __future__ import annotations
@@ -263,7 +263,8 @@ class Predictor:
     # -- running -------------------------------------------------------------------------------------------------
     def __call__(self, inputs: Any) -> ImageResult | list[ImageResult]:
         """One input -> ImageResult (InputError if it cannot be read); a list, tuple, iterator, (B, H, W, C) array or
-        (B, C, H, W) tensor -> a list with one result per input, failed ones carrying `error` while the rest are processed."""
+        (B, C, H, W) tensor -> a list with one result per input, failed ones carrying `error` while the rest are
+        processed."""
         if _is_batch(inputs):
             return list(self.stream(inputs))
         (result,) = self.stream([inputs])
