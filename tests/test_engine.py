@@ -250,7 +250,9 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     import numpy
 
 
-    made = load_checkpoint(straight_run.last)["posepart"]["provenance"]
+    entry = load_checkpoint(straight_run.last)["posepart"]
+    assert entry["format"] == "posepart-checkpoint-v1"  # its layout's version: a later one is refused as such
+    made = entry["provenance"]
     assert made["torch"] == torch.__version__ and made["lightning"] == lightning.__version__
     assert made["numpy"] == numpy.__version__ and made["code"] == code_digest() and len(made["code"]) == 40
     assert made["precision"] in ("32-true", "bf16-mixed") and made["threads"] == torch.get_num_threads()

@@ -4,6 +4,7 @@ leaves no temp file behind once the next run starts."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -187,3 +188,44 @@ def test_an_uppercase_safetensors_extension_loads(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(weights), str(image), "--out", str(tmp_path / "p"), "--quiet"]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_newer_versions_model_file_says_so(tmp_path):
+    """A model file from a newer posepart (a later format tag, a setting this version does not know) was refused as a
+    foreign file ("metadata format 'posepart-weights-v2', expected ...", "unknown key"), not said to need an update."""
+    from safetensors.torch import save_file
+
+    from posepart.engine.checkpoint import CheckpointError, load_checkpoint
+    from posepart.files import code_digest
+    from posepart.inference.backends import BackendError, ModelInfo
+
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", PASCAL)
+    checkpoint = load_checkpoint(ckpt)
+    checkpoint["posepart"]["config"]["model"]["new_setting"] = 1
+    checkpoint["posepart"]["provenance"] = {"posepart": "0.2.0", "code": "f" * 40}
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(CheckpointError, match=r"new_setting: unknown key.*posepart 0.2.0 at code ffffffffffff, this "
+                                              rf"is code {code_digest()[:12]}: if that code is newer, update posepart"):
+        load_model(ckpt)
+    checkpoint["posepart"]["provenance"]["code"] = code_digest()  # this code's own file: no such hint
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(ckpt)
+    assert "update posepart" not in str(caught.value)
+    checkpoint["posepart"].update(format="posepart-checkpoint-v2")  # a later layout of the entry
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(CheckpointError, match=re.escape("written by a newer posepart (format "
+                                                        "'posepart-checkpoint-v2'; this version reads")):
+        load_model(ckpt)
+
+    state = {k[len("model."):]: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+    for tag, words in (("posepart-weights-v2", "written by a newer posepart (format 'posepart-weights-v2'; this "
+                                               "version reads 'posepart-weights-v1'): update posepart"),
+                       ("posepart-weights-v0", "not posepart weights (metadata format 'posepart-weights-v0')"),
+                       ("other-weights-v2", "not posepart weights (metadata format 'other-weights-v2')")):
+        save_file(state, str(tmp_path / "w.safetensors"), {"format": tag})
+        with pytest.raises(CheckpointError, match=re.escape(words)):
+            load_model(tmp_path / "w.safetensors")
+    with pytest.raises(BackendError, match=re.escape("m.onnx: written by a newer posepart (format "
+                                                     "'posepart-export-v2'")):
+        ModelInfo.from_json(json.dumps({"format": "posepart-export-v2"}), "m.onnx")

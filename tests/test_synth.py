@@ -141,6 +141,11 @@ def test_a_synthetic_dataset_and_its_split_record_how_to_make_them_again(tmp_pat
     assert val["info"]["posepart split"] == {"of": str((root / "annotations.json").resolve()), "val": 0.25,
                                              "seed": 1, "subset": "val"}
     assert val["info"]["posepart synth"] == made  # the dataset's own record kept
+    # a split of a split keeps the first split's record (before: replaced by the second's)
+    again = split_dataset(PosePartDataset.open(root, annotations=split.train), 1, tmp_path / "split2", seed=2)
+    record = json.loads(again.val.read_text())["info"]["posepart split"]
+    assert record["of"] == str(split.train.resolve()) and record["seed"] == 2
+    assert record["earlier"] == {**val["info"]["posepart split"], "subset": "train"}
 
 
 def test_synth_keeps_an_existing_dataset_unless_told(tmp_path, capsys) -> None:

@@ -78,8 +78,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"compare: two evaluations are labelled {twice[0]!r}: name them with --label")
         rows.update(found)
     assert schema is not None
-    rows = {name.replace("|", "\\|"): metrics for name, metrics in rows.items()}  # a label's | would split its row
-    groups = {name.replace("|", "\\|"): runs for name, runs in groups.items()}
     print(metrics_table(rows))
     if groups:
         print(f"\nmean ± sd over the evaluations of one --label:\n{spread_table(groups)}")

@@ -298,3 +298,13 @@ def code_digest() -> str:
     for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def newer_format(found: Any, expected: str) -> str | None:
+    """What to say of a model file whose format tag `found` is a later version of `expected` ("posepart-weights-v2"
+    for "posepart-weights-v1": a newer posepart's file, said so with what to do); None for any other tag."""
+    family = expected.rstrip("0123456789")
+    version = found[len(family):] if isinstance(found, str) and found.startswith(family) else ""
+    if not (version.isdigit() and int(version) > int(expected[len(family):])):
+        return None
+    return f"written by a newer posepart (format {found!r}; this version reads {expected!r}): update posepart to read it"

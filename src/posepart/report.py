@@ -25,6 +25,11 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def row_name(name: str) -> str:
+    """A model's name as a markdown table cell: its `|` escaped, which would otherwise split the row."""
+    return name.replace("|", "\\|")
+
+
 def _cell(metrics: Mapping[str, Any], task: str, key: str) -> str:
     value = metrics.get(task, {}).get(key)
     if value is None:
@@ -38,7 +43,7 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     rule = "|---|" + "---:|" * len(TABLE_COLUMNS)
     lines = [header, rule]
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(metrics, t, k) for t, k, _ in TABLE_COLUMNS) + " |")
+        lines.append(f"| {row_name(name)} | " + " | ".join(_cell(metrics, t, k) for t, k, _ in TABLE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -67,7 +72,7 @@ def spread_table(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     for name, runs in groups.items():
         cells = [spread_cell(mean_sd([(m.get(task) or {}).get(key) for m in runs]),
                              1.0 if key.endswith("_px") else 100.0) for task, key, _ in TABLE_COLUMNS]
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(name)} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -103,7 +108,7 @@ def joint_table(rows: Mapping[str, Mapping[str, Any]], schema: Schema, key: str 
         for members in groups.values():
             values = [per_joint[m] for m in members if per_joint.get(m) is not None]
             cells.append(f"{scale * sum(values) / len(values):.1f}" if values else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -122,7 +127,8 @@ def slice_tables(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
                   "|---|" + "---:|" * len(values)]
         for name, slices in scored.items():
             cells = [(slices.get(field, {}).get(value) or {}).get("ap") for value in values]
-            lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in cells) + " |")
+            aps = " | ".join("–" if v is None else f"{100 * v:.1f}" for v in cells)
+            lines.append(f"| {row_name(name)} | {aps} |")
         lines.append("")
     return lines
 
@@ -141,7 +147,7 @@ def stage_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
              "|---|---:|" + "---:|" * len(STAGE_COLUMNS)]
     for name, metrics in rows.items():
         for t, stage in enumerate(metrics.get("per_stage") or [], start=1):
-            lines.append(f"| {name} | {t} | " + " | ".join(_cell(stage, task, k) for task, k, _ in STAGE_COLUMNS)
+            lines.append(f"| {row_name(name)} | {t} | " + " | ".join(_cell(stage, task, k) for task, k, _ in STAGE_COLUMNS)
                          + " |")
     return "\n".join(lines)
 
@@ -161,7 +167,7 @@ def size_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
         titles.append(f"{key.removeprefix('ap_')} ({bounds} px²)")
     lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
     for name, m in scored.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(m, "pose", key) for key in AREA_RANGES) + " |")
+        lines.append(f"| {row_name(name)} | " + " | ".join(_cell(m, "pose", key) for key in AREA_RANGES) + " |")
     return "\n".join(lines)
 
 
@@ -175,7 +181,7 @@ def flip_table(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
              "|---|" + "---:|---:|" * len(STAGE_COLUMNS)]
     for name, m in scored.items():
         cells = [f"{_cell(m, task, key)} | {_cell(m['flip'], task, key)}" for task, key, _ in STAGE_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -33,9 +33,12 @@ def write_subset(data: dict[str, Any], ids: Sequence[int], path: Path, made_by: 
                  ) -> Path:
     """A dataset's annotation file (`data`, as `read_json` read it: read once for every subset) holding only the
     images `ids` and their people (every other key as it is) at `path`: opened with the dataset's root, or its
-    images and part folders, for the pixels. `made_by`: added to its COCO `info` (how to make the subset again)."""
+    images and part folders, for the pixels. `made_by`: added to its COCO `info` (how to make the subset again); a
+    record of that name already there (a split of a split) is kept in the new one's "earlier"."""
     keep = set(ids)
     info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    made_by = {key: {**value, "earlier": info[key]} if key in info else value
+               for key, value in (made_by or {}).items()}
     write_json_atomic(path, {**data, "images": [image for image in data["images"] if image["id"] in keep],
                              "annotations": [ann for ann in data.get("annotations", []) if ann["image_id"] in keep],
                              **({"info": {**info, **made_by}} if made_by else {})})

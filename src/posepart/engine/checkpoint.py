@@ -25,12 +25,15 @@ from posepart.engine.config import config_from_dict
 from posepart.engine.data import trained_tasks
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
-from posepart.files import atomic_write, code_digest
+from posepart.files import atomic_write, code_digest, newer_format
 from posepart.heads import HeadMeta, HeadMetaError
-from posepart.inference.backends import export_kind
+from posepart.inference.backends import export_kind, parse_record
 from posepart.schema import Schema
 
 CHECKPOINT_KEY = "posepart"
+# The layout of a checkpoint's CHECKPOINT_KEY entry: a later version's file is refused as one (files written before
+# the tag have this layout)
+CHECKPOINT_FORMAT = "posepart-checkpoint-v1"
 SAFETENSORS_FORMAT = "posepart-weights-v1"
 
 
@@ -154,11 +157,25 @@ def describe_checkpoint(checkpoint: dict[str, Any], path: Path) -> tuple[Schema,
     info = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(info, dict) or "schema" not in info or "config" not in info:
         raise CheckpointError(f"{path}: not a posepart checkpoint (no {CHECKPOINT_KEY!r} schema/config entry)")
+    found = info.get("format", CHECKPOINT_FORMAT)
+    if found != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: {newer_format(found, CHECKPOINT_FORMAT) or 'not a posepart checkpoint'} "
+                              f"(format {found!r})")
     try:
         return Schema.from_category(info["schema"]), config_from_dict(info["config"])
     except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as err:  # an edited or foreign entry
         raise CheckpointError(f"{path}: its {CHECKPOINT_KEY!r} entry does not describe a posepart model: "
-                              f"{err}") from None
+                              f"{err}{_other_code(info.get('provenance'))}") from None
+
+
+def _other_code(made: Any) -> str:
+    """For an error reading a model file's config: which code wrote it, where that is not this code (a setting this
+    version does not know is most likely a newer version's)."""
+    code = made.get("code") if isinstance(made, dict) else None
+    if not isinstance(code, str) or code == code_digest():
+        return ""
+    return (f" (the file was written by posepart {made.get('posepart')} at code {code[:12]}, this is code "
+            f"{code_digest()[:12]}: if that code is newer, update posepart to read the file)")
 
 
 def provenance(precision: str | None, world_size: int | None = None) -> dict[str, Any]:
@@ -304,7 +321,9 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable .safetensors file: {err}") from None
     if metadata.get("format") != SAFETENSORS_FORMAT:
-        raise CheckpointError(f"{path}: not posepart weights (metadata format {metadata.get('format')!r})")
+        found = metadata.get("format")
+        raise CheckpointError(f"{path}: {newer_format(found, SAFETENSORS_FORMAT) or 'not posepart weights'} "
+                              f"(metadata format {found!r})")
     try:
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
@@ -313,7 +332,8 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
     except KeyError as err:
         raise CheckpointError(f"{path}: metadata lacks {err}") from None
     except (ValueError, TypeError, ArithmeticError, RecursionError) as err:  # JSON, or a config that does not hold
-        raise CheckpointError(f"{path}: metadata does not describe a posepart model: {err}") from None
+        raise CheckpointError(f"{path}: metadata does not describe a posepart model: {err}"
+                              f"{_other_code(parse_record(metadata.get('provenance')))}") from None
     return _rebuild(schema, config, state, map_location, path, sources, _stored_head(metadata.get("head"), path),
                     made)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from posepart.data.mixing import TASKS
 from posepart.errors import PosepartError, PosepartWarning
+from posepart.files import newer_format
 from posepart.heads import INPUT_SIZE, HeadMeta, HeadMetaError
 from posepart.inference.tta import Maps
 from posepart.schema import Schema
@@ -132,8 +133,9 @@ class ModelInfo:
         except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested past any real metadata
             raise BackendError(f"{where}: malformed posepart metadata: {type(err).__name__}") from None
         if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
-            raise BackendError(f"{where}: metadata format {data.get('format') if isinstance(data, dict) else None!r}, "
-                               f"expected {EXPORT_FORMAT!r}")
+            found = data.get("format") if isinstance(data, dict) else None
+            raise BackendError(f"{where}: {newer_format(found, EXPORT_FORMAT) or 'not a posepart export'} (metadata "
+                               f"format {found!r}, expected {EXPORT_FORMAT!r})")
         outputs = data.get("outputs")
         if not (isinstance(outputs, list) and outputs and all(isinstance(o, str) for o in outputs)
                 and set(outputs) <= set(OUTPUT_NAMES)):
@@ -184,9 +186,9 @@ def export_kind(path: str | Path) -> str | None:
     return None
 
 
-def _read_record(text: str | bytes | None) -> dict[str, Any] | None:
-    """An export's record (RECORD_KEY), or None where it has none or it does not parse: it informs, inference runs
-    without it."""
+def parse_record(text: str | bytes | None) -> dict[str, Any] | None:
+    """A JSON object of a model file's metadata (an export's record, RECORD_KEY; a weights file's provenance), or None
+    where it has none or it does not parse: it informs, the file runs without it."""
     try:
         record = json.loads(text) if text else None
     except (ValueError, RecursionError):
@@ -326,7 +328,7 @@ class TorchScriptBackend(TorchBackend):
                                    f"--format torchscript` writes, and posepart.engine.checkpoint.save_weights saves a "
                                    f"model of one's own loop") from None
         super().__init__(module, ModelInfo.from_json(extra[f"{METADATA_KEY}.json"], str(path)), device, copy=False)
-        self.record = _read_record(extra[f"{RECORD_KEY}.json"])
+        self.record = parse_record(extra[f"{RECORD_KEY}.json"])
 
     def _named(self, out: Any, all_stages: bool) -> list[dict[str, Any]]:
         """The traced module's outputs: the final stage (`all_stages` cannot give more)."""
@@ -371,7 +373,7 @@ class OnnxBackend(Backend):
             raise BackendError(f"{path}: ONNX Runtime cannot load it{hint}: {str(err).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_json(meta.get(METADATA_KEY), str(path))
-        self.record = _read_record(meta.get(RECORD_KEY))
+        self.record = parse_record(meta.get(RECORD_KEY))
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         if names != list(self.info.outputs):
