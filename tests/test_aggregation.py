@@ -167,6 +167,16 @@ def test_gradnorm_moves_the_weights_towards_equal_gradient_norms_by_hand():
     torch.testing.assert_close(gradnorm.weights.detach(), torch.tensor([1.5, 0.5]))  # sum K = 2
 
 
+def test_gradnorm_names_a_task_that_does_not_reach_the_shared_layer():
+    """A trunk of one's own whose last conv serves one task (an API walkthrough): before, torch.sqrt of the int 0."""
+    shared, other = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    gradnorm = GradNormWeighting(["pose", "parts"], alpha=1.5)
+    yes = torch.tensor(True)
+    terms = gradnorm.terms({"pose": shared.sum(), "parts": other.sum()})
+    with pytest.raises(ValueError, match="task 'parts' sends no gradient through the shared layer"):
+        gradnorm.balance(terms, {"pose": yes, "parts": yes}, [shared])
+
+
 def test_gradnorm_gives_a_task_the_batch_lacks_no_weight_gradient(root):
     module, batch = _setup(root, "loss.weighting=gradnorm")
     weighting = module.loss_fn.weighting

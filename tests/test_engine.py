@@ -1578,7 +1578,12 @@ def test_a_model_of_ones_own_loop_saves_as_weights_every_verb_reads(straight_run
     for name, tensor in trained.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[name], tensor), name
     for section, key, value, words in (("model", "width", 0.25, "save_weights: model: its weights do not fit"),
-                                       ("data", "sigma", 3.0, "config builds a model whose maps are")):
+                                       ("data", "sigma", 3.0, "config builds a model whose maps are"),
+                                       # layers without weights (an API walkthrough: saved, and reloaded as another
+                                       # network without a word)
+                                       ("model", "activation", "silu", "ReLU.*' in the model is '.*SiLU"),
+                                       ("model", "pool", "blur", "MaxPool2d.*' in the model is '.*MaxBlurPool"),
+                                       ("loss", "heatmap", "focal", "heatmap_sigmoid=False' in the model is .*=True")):
         other = copy.deepcopy(trained.config)
         setattr(getattr(other, section), key, value)
         with pytest.raises(UsageError, match=words):

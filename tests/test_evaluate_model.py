@@ -758,6 +758,16 @@ def test_compare_puts_evaluations_side_by_side(synth, tmp_path, capsys):
     assert "| seed0 |" in report and "| rows/b |" in report and "## Per-class IoU" in report
     assert main(["compare", *evaluations[:2], "--label", "first", "--label", "second"]) == 0
     assert "| first |" in capsys.readouterr().out
+    # an evaluation from Python, written as it is (an API walkthrough: refused, "one of an older posepart")
+    from posepart.engine.checkpoint import load_model
+
+    loaded = load_model(ckpt)
+    mine, _ = evaluate_model(loaded.model, synth, input_size=SIZE, progress=False)
+    assert mine["schema"] == synth.schema.to_category() and mine["input_size"] == SIZE
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    assert main(["compare", str(tmp_path / "seed1"), str(tmp_path / "mine.json")]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the CLI's numbers for the same model
     other = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
     other["schema"] = Schema.coco().to_category()
     (tmp_path / "coco.json").write_text(json.dumps(other))

@@ -117,6 +117,63 @@ def test_stage_parts_refined_by_skips_export_exactly(tmp_path):
         np.testing.assert_allclose(parts, expected.numpy(), atol=1e-4, rtol=0)
 
 
+def test_a_trunk_of_ones_own_trains_scores_and_deploys_through_onnx(files, tmp_path):
+    """docs/training.md, "A trunk of one's own": posepart's heads, targets, loss, evaluation and ONNX export around a
+    trunk that is not VGG (an API walkthrough assembled one from torchvision's ResNet). `save_weights`, which only
+    writes models a config builds, refuses it and says what to do instead."""
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from posepart.data.format import PosePartDataset
+    from posepart.engine.checkpoint import save_weights
+    from posepart.engine.config import load_config
+    from posepart.errors import UsageError
+    from posepart.evaluate_model import evaluate_model
+    from posepart.losses import PosePartLoss
+    from posepart.models import PAFStages, PosePartNet, ShapeSpec
+    from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
+
+    class Trunk(nn.Module):  # three stride-2 convs: stride 8, its maps named as VGGTrunk names them
+        stride = 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 24, 3, 2, 1), nn.ReLU(),
+                                      nn.Conv2d(24, 32, 3, 2, 1), nn.ReLU())
+
+        def output_shapes(self) -> dict[str, ShapeSpec]:
+            return {"features": ShapeSpec(32, 8)}
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"features": self.body(x)}  # (B, 32, H/8, W/8)
+
+    torch.manual_seed(0)
+    data = PosePartDataset.open(files["root"] / "data")
+    pose = PAFStages(32, heatmap_channels=PASCAL.heatmap_channels, paf_channels=PASCAL.paf_channels, stages=1,
+                     width=0.125, stage_seg=True, part_channels=PASCAL.num_parts)
+    model = PosePartNet(Trunk(), None, pose, schema=PASCAL)
+    loader = DataLoader(MappedDataset(Mapper(data, TargetConfig(SIZE, model.meta)), seed=0), batch_size=3,
+                        collate_fn=collate)
+    loss_fn = PosePartLoss(PASCAL)
+    optimizer = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-3)
+    for batch in loader:  # one step
+        optimizer.zero_grad()
+        loss_fn(model(batch["image"]), batch).total.backward()
+        optimizer.step()
+    model.eval()
+    metrics, _ = evaluate_model(model, data, input_size=SIZE, progress=False)
+    assert metrics["images"] == 3 and "pose" in metrics and "segmentation" in metrics
+    info = model_info(model, PASCAL, SIZE, name="own trunk")
+    assert export_onnx(model, info, tmp_path / "own.onnx")["max_diff"] < 1e-4
+    inputs = [str(p) for p in files["images"]]
+    ours = Predictor.from_model(model, input_size=SIZE)(inputs)
+    deployed = Predictor.from_onnx(tmp_path / "own.onnx")(inputs)
+    for a, b in zip(ours, deployed):
+        assert (a.parts == b.parts).mean() > 0.999 and len(a.people) == len(b.people)  # float32 sums' order
+    with pytest.raises(UsageError, match="no config builds.*A trunk of one's own"):
+        save_weights(model, tmp_path / "own.safetensors", config=load_config("demo_cpu_joint.yaml"))
+
+
 def test_exporting_leaves_the_callers_model_as_it_was(tmp_path):
     """Before, export_onnx / export_torchscript called `model.eval().cpu()` on the caller's model: one in training came
     back in eval mode (and one on a GPU, on the CPU)."""

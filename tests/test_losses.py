@@ -387,6 +387,21 @@ def test_focal_pose_loss_keeps_mse_on_the_background_channel() -> None:
         PoseLoss(TINY, heatmap_loss="l1")  # type: ignore[arg-type]
 
 
+def test_maps_of_another_stride_or_logits_under_the_focal_loss_are_named() -> None:
+    """An API walkthrough: targets drawn for another stride gave a bare "prediction and target differ"; a model
+    built without the heatmap sigmoid trained under the focal loss on clamped logits without a word."""
+    batch = pose_batch(1, 4, 4)
+    with pytest.raises(ValueError, match=r"heatmap stage 2: the model's maps are \(8, 8\) cells, the batch's targets "
+                                         r"\(4, 4\).*TargetConfig\(input_size, model.meta\)"):
+        PoseLoss(TINY)("heatmap", [torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 8, 8)], batch)
+    logits = torch.randn(1, TINY.heatmap_channels, 4, 4)
+    with pytest.raises(ValueError, match="focal heatmap loss needs probabilities.*heatmap_sigmoid=True"):
+        PoseLoss(TINY, heatmap_loss="focal")("heatmap", [logits], batch)
+    focal = PoseLoss(TINY, heatmap_loss="focal")
+    focal("heatmap", [torch.sigmoid(logits)], batch)  # probabilities: checked once, then no host sync per step
+    assert focal._focal_checked
+
+
 def test_uncertainty_weight_of_a_task_the_batch_lacks_gets_no_gradient() -> None:
     """A parts-only batch: the pose tasks' losses are 0 and their log-variances must get no gradient (otherwise a run
     with pose masked drives s to -inf and exp(-s) * 0 to NaN); the labelled task is weighted as usual."""

@@ -253,6 +253,24 @@ def test_blur_pools_replace_the_trunks_max_pools_and_keep_the_weights(name: str)
         _two_builds(name, pool="avg")
 
 
+@pytest.mark.parametrize("name, options, words", [
+    ("paf_vgg16", dict(width=float("nan")), "width must be a finite number > 0, got nan"),
+    ("paf_vgg16", dict(width=float("inf")), "width must be a finite number > 0"),
+    ("paf_vgg16", dict(width="0.25"), "width must be a finite number > 0, got '0.25'"),
+    ("joint_vgg16", dict(fc_width=0), "fc_width must be an integer >= 1, got 0"),
+    ("fcn32_vgg16", dict(fc_width=-5), "fc_width must be an integer >= 1"),
+    ("paf_vgg16", dict(heatmap_smoothing=-1.0), "heatmap_smoothing must be a finite number >= 0, got -1.0"),
+    ("paf_vgg16", dict(batch_norm="no"), "batch_norm must be True or False, got 'no'"),
+    ("paf_vgg16", dict(stages=True), "stages must be an integer >= 1, got True"),
+    ("joint_vgg16", dict(pose_stride=4.0), "pose_stride must be an integer >= 1, got 4.0"),
+])
+def test_builders_refuse_bad_numbers_before_building(name: str, options: dict[str, object], words: str) -> None:
+    """An API walkthrough: a NaN or string width failed in torch's words, fc_width 0 at the first forward, a negative
+    smoothing was blamed on `sigma`, and batch_norm="no" or stages=True built something."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        build_model(name, Schema.pascal_person_part(), **options)
+
+
 def test_input_not_multiple_of_stride_is_refused() -> None:
     with pytest.raises(ValueError, match="multiples of 8"):
         fcn32_vgg16(TINY, **SMALL_FC)(torch.randn(1, 3, 60, 64))
@@ -561,6 +579,40 @@ def test_posepartnet_needs_a_head_and_one_parts_source() -> None:
                           part_channels=3)
     with pytest.raises(ValueError, match="not both"):
         PosePartNet(trunk, FCNHead(128, 3, width=0.25, fc_width=16), stage_seg)
+
+
+class OwnTrunk(nn.Module):
+    """A trunk of one's own (not VGG): stride-2 convs to `stride`, its maps reported as `VGGTrunk` reports them."""
+
+    def __init__(self, stride: int = 8, channels: int = 24) -> None:
+        super().__init__()
+        self.stride, self.channels = stride, channels
+        self.body = nn.Sequential(*(nn.Sequential(nn.Conv2d(3 if i == 0 else channels, channels, 3, 2, 1), nn.ReLU())
+                                    for i in range(stride.bit_length() - 1)))
+
+    def output_shapes(self) -> dict[str, ShapeSpec]:
+        return {"conv4_3": ShapeSpec(self.channels, self.stride), "features": ShapeSpec(self.channels, self.stride)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body(x)  # (B, C, H/stride, W/stride)
+        return {"conv4_3": features, "features": features}
+
+
+def test_heads_on_a_trunk_of_ones_own_read_its_maps_at_their_stride() -> None:
+    """An API walkthrough: FCN-16s sized its pool4 scorer for VGG's conv4_3 channels, not the trunk's (a crash on any
+    other trunk), and a stride-16 trunk under the pose stages gave a model whose `meta` said stride 8 (its maps then
+    decoded on the wrong grid)."""
+    trunk = OwnTrunk()
+    pose = PAFStages(24, heatmap_channels=TINY.heatmap_channels, paf_channels=TINY.paf_channels, stages=1, width=0.25)
+    model = PosePartNet(trunk, FCNHead(24, TINY.num_parts, variant="fcn16", width=0.25, fc_width=8), pose,
+                        schema=TINY)
+    out = model(torch.randn(1, 3, 64, 64))
+    assert out.parts[0].shape == (1, 3, 64, 64) and out.heatmaps[0].shape == (1, 4, 8, 8)
+    assert model.meta.pose_stride == 8
+    with pytest.raises(ValueError, match="'features' map is at stride 16, but the pose head .* as stride 8"):
+        PosePartNet(OwnTrunk(16), None, pose, schema=TINY)
+    with pytest.raises(ValueError, match="'conv4_3' map is at stride 16, but the FCN head"):
+        PosePartNet(OwnTrunk(16), FCNHead(24, 3, width=0.25, fc_width=8), None, schema=TINY)
 
 
 def test_build_model_unknown_name_lists_known() -> None:

@@ -28,8 +28,9 @@ def read_evaluation(path: Path, label: str | None = None) -> tuple[dict[str, dic
         metrics = json.loads(file.read_text(encoding="utf-8"))
         schema = Schema.from_category(metrics["schema"])
     except (ValueError, KeyError, TypeError) as err:  # JSON, or a file of another tool or an older posepart
-        raise UsageError(f"{file}: not a metrics file of `posepart evaluate` that names its schema "
-                         f"({type(err).__name__}: {err}); one of an older posepart: score the model again") from None
+        raise UsageError(f"{file}: not a metrics file of `posepart evaluate` or `evaluate_model` that names its "
+                         f"schema ({type(err).__name__}: {err}); one of a posepart before 2026-12-07 names none: "
+                         f"score the model again") from None
     rows = metrics.get("sources")
     rows = rows if isinstance(rows, dict) else {"": metrics}
     if label is None:  # (`metrics.json` itself named: its folder's name)

@@ -136,7 +136,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
                                                results=results, tasks=tasks)
     if sources:
         metrics["training_data"] = sources
-    metrics["input_size"] = size
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
     metrics["evaluated"] = {**what_was_scored(args.checkpoint, dataset, args.batch_size),
                             **({"training_data": True} if trained_on else {})}
@@ -336,7 +335,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("per stage (%):")  # the fractions above, as percentages: the report's table
         print(stage_table({name: metrics}))
     metrics_file, folder = _metrics_path(args.out)
-    if metrics_file is not None:  # with the schema it was scored in (`posepart compare` reads it)
+    if metrics_file is not None:  # with the schema it was scored in (`posepart compare` reads it; the oracle's too)
         write_json_atomic(metrics_file, {**metrics, "schema": dataset.schema.to_category()})
         print(f"wrote {metrics_file}", file=sys.stderr)
     if folder is not None:

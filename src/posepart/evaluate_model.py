@@ -233,6 +233,10 @@ def evaluate_predictor(
     if results is not None:
         results.extend(evaluator.results)
     metrics = evaluator.evaluate()
+    # what `posepart compare` needs of a metrics.json written from Python as of one the CLI wrote (an API walkthrough:
+    # refused, for "an older posepart")
+    metrics["input_size"] = predictor.input_size
+    metrics["schema"] = dataset.schema.to_category()
     scales = sorted({view.scale for view in predictor.views})
     flip = any(view.flip for view in predictor.views)
     if flip or scales != [1.0]:  # a score with test-time augmentation says so

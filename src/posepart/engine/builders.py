@@ -51,6 +51,7 @@ def build_weighting(config: Config, tasks: list[str]) -> TaskWeighting:
 
 def last_shared_layer(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters of the VGG body's last convolution (conv4_2 or conv4_3, before the pose-only CPM layers): where
-    every task's gradient meets (GradNorm's W)."""
+    every task's gradient meets (GradNorm's W). A trunk without VGG's `features` gives its last convolution, which
+    may serve one task alone (GradNorm's `balance` then names the task that sends it no gradient)."""
     convs = [m for m in getattr(model.trunk, "features", model.trunk).modules() if isinstance(m, torch.nn.Conv2d)]
     return list(convs[-1].parameters())

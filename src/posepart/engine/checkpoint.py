@@ -276,9 +276,10 @@ def _rebuild(schema: Schema, config: Config, state: dict[str, torch.Tensor], map
                        provenance if isinstance(provenance, dict) else None)
 
 
-def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor], path: Path | str) -> HeadMeta:
-    """The head of the model `config` builds for `schema`; a CheckpointError unless its tensors are `state`'s (names,
-    shapes). Built on the meta device: shapes without memory, so a config edited to width 200 is refused, not built."""
+def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor], path: Path | str
+                  ) -> torch.nn.Module:
+    """The model `config` builds for `schema`, on the meta device (shapes without memory, so a config edited to width
+    200 is refused, not built); a CheckpointError unless its tensors are `state`'s (names, shapes)."""
     try:
         with torch.device("meta"):
             built = build_from_config(config, schema, pretrained=False)
@@ -291,7 +292,7 @@ def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor]
         raise CheckpointError(f"{path}: its weights do not fit the model its config builds: {wrong!r} is "
                               f"{tuple(state[wrong].shape) if wrong in state else 'absent'} in the file, "
                               f"{shapes.get(wrong, 'unexpected')} in the model")
-    return built.meta
+    return built
 
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
@@ -372,13 +373,31 @@ def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> 
     schema = model.meta.schema
     state = model.state_dict()
     try:
-        head = _check_builds(schema, config, state, "model")
+        built = _check_builds(schema, config, state, "model")
     except CheckpointError as err:  # "model: its weights do not fit the model its config builds: ..."
-        raise UsageError(f"save_weights: {err}") from None
-    if head != model.meta:
-        raise UsageError(f"save_weights: config builds a model whose maps are {head.to_dict()}, not the model's "
-                         f"{model.meta.to_dict()} (data.sigma, data.paf_width, model.pose_stride...)")
+        raise UsageError(f"save_weights: {err} (a model no config builds, such as "
+                         f"one on a trunk of one's own, is saved with safetensors or exported to ONNX: "
+                         f"docs/training.md, \"A trunk of one's own\")") from None
+    if built.meta != model.meta:
+        raise UsageError(f"save_weights: config builds a model whose maps are {built.meta.to_dict()}, not the "
+                         f"model's {model.meta.to_dict()} (data.sigma, data.paf_width, model.pose_stride...)")
+    # Layers without weights (activations, pools, the heatmaps' sigmoid) change what the model computes but not its
+    # tensors: compared by the modules' descriptions. Before, a SiLU model saved with a ReLU config reloaded as another
+    # network without a word.
+    differ = _first_difference(repr(model), repr(built))
+    if differ is not None:
+        raise UsageError(f"save_weights: config builds another network than the model: {differ[0]!r} in the model "
+                         f"is {differ[1]!r} in config's (model.activation, model.pool, loss.heatmap...)")
     return _write_weights(out, state, schema, config, head=model.meta.to_dict())
+
+
+def _first_difference(ours: str, theirs: str) -> tuple[str, str] | None:
+    """The first line (stripped) where two module descriptions differ, "(nothing)" past one's end; None if equal."""
+    a, b = ours.splitlines(), theirs.splitlines()
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+    if at is None:
+        return None
+    return (a[at].strip() if at < len(a) else "(nothing)"), (b[at].strip() if at < len(b) else "(nothing)")
 
 
 def _write_weights(out: Path, state: dict[str, torch.Tensor], schema: Schema, config: Config, *,

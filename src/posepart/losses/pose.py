@@ -123,6 +123,7 @@ class PoseLoss(nn.Module):
         self.seed_threshold = seed_threshold
         self.heatmap_loss = heatmap_loss
         self.focal_beta = focal_beta
+        self._focal_checked = False  # whether the first heatmaps the focal loss saw were probabilities
 
     def weight(self, task: PoseTask, batch: Mapping[str, Tensor]) -> Tensor:
         """The (B, C, h, w) float32 weight W of `task` ("heatmap" or "paf") for this batch."""
@@ -157,9 +158,20 @@ class PoseLoss(nn.Module):
         if task not in TARGET_KEYS:
             raise ValueError(f"task must be one of {tuple(TARGET_KEYS)}, got {task!r}")
         gt = batch[TARGET_KEYS[task]]
+        for t, pred in enumerate(stages):
+            if pred.shape[-2:] != gt.shape[-2:]:  # before: masked_mse's bare "prediction and target differ"
+                raise ValueError(f"{task} stage {t + 1}: the model's maps are {tuple(pred.shape[-2:])} cells, the "
+                                 f"batch's targets {tuple(gt.shape[-2:])}: they were drawn for another stride (build "
+                                 f"the Mapper with TargetConfig(input_size, model.meta))")
         weight = self.weight(task, batch)
         if task == "heatmap" and self.heatmap_loss == "focal":
             k = self.schema.num_joints  # joints, then the background channel
+            if not self._focal_checked:  # once (a host sync): a model without the sigmoid trains on clamped logits
+                self._focal_checked = True
+                low, high = (float(v) for v in torch.aminmax(stages[0][:, :k].detach()))
+                if low < 0.0 or high > 1.0:
+                    raise ValueError(f"the focal heatmap loss needs probabilities, got heatmaps in [{low:.3g}, "
+                                     f"{high:.3g}]: build the model with heatmap_sigmoid=True")
             return [focal_heatmap_loss(pred[:, :k], gt[:, :k], weight[:, :k], beta=self.focal_beta)
                     + masked_mse(pred[:, k:], gt[:, k:], weight[:, k:]) for pred in stages]
         return [masked_mse(pred, gt, weight) for pred in stages]

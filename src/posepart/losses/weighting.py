@@ -212,8 +212,12 @@ class GradNormWeighting(TaskWeighting):
         idx = torch.tensor([self._slot(n) for n in names], device=self.weights.device)
         norms = []
         for name in names:
-            grads = torch.autograd.grad(tasks[name], list(shared), retain_graph=True, allow_unused=True)
-            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+            grads = [g for g in torch.autograd.grad(tasks[name], list(shared), retain_graph=True, allow_unused=True)
+                     if g is not None]
+            if not grads:  # before: torch.sqrt of the int 0, a TypeError
+                raise ValueError(f"GradNorm: task {name!r} sends no gradient through the shared layer's parameters: "
+                                 f"give balance() a layer every task's loss depends on")
+            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
         g = torch.stack(norms).detach()  # (n,) G_k at the current weights
         w = self.weights.detach()[idx]
         losses = torch.stack([tasks[n].detach().float() for n in names]) / w  # raw L_k

@@ -21,6 +21,8 @@ joint heatmaps at inference, `HeatmapSmoothing`); all of it ends up in `model.me
 from __future__ import annotations
 
 import inspect
+import math
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args
 
@@ -93,6 +95,23 @@ def _pose_refine(trunk: VGGTrunk, schema: Schema, pose_stride: int, width: float
     })
 
 
+def _check_options(**options: Any) -> None:
+    """A builder's numbers and switches, checked before anything is built. Before, a NaN or string width failed in
+    torch's words, fc_width 0 at the first forward, and `batch_norm="no"` built a network with BatchNorm."""
+    for name, value in options.items():
+        if name in ("batch_norm", "heatmap_sigmoid"):
+            ok, wanted = isinstance(value, bool), "True or False"
+        elif name in ("fc_width", "stages", "pose_stride", "seg_stride"):
+            ok, wanted = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
+        else:  # width (> 0), heatmap_smoothing (>= 0 cells)
+            lowest = 0.0 if name == "heatmap_smoothing" else None
+            ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and (
+                value >= lowest if lowest is not None else value > 0)
+            wanted = "a finite number " + (">= 0" if lowest is not None else "> 0")
+        if not ok:
+            raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
 def _parts_refine(trunk: VGGTrunk, schema: Schema, seg_stride: int, width: float,
                   refine: RefineKind) -> nn.Module | None:
     """The per-stage part logits' refinement to `seg_stride` (None at stride 8): `ResidualRefine` ("deep"), FCN's
@@ -113,6 +132,7 @@ def _finish(model: PosePartNet, pretrained: Path | str | None, activation: Activ
 
 def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretrained: Path | str | None,
          batch_norm: bool, activation: Activation, pool: Pool) -> PosePartNet:
+    _check_options(width=width, fc_width=fc_width, batch_norm=batch_norm)
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, f"{variant}_vgg16", parts=True)
     trunk = VGGTrunk(width=width, cpm=False, batch_norm=batch_norm, pool=pool)  # no pose head reads the CPM adapter
@@ -123,21 +143,24 @@ def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretr
 def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                 ) -> PosePartNet:
-    """FCN-32s: one x32 upsampling of the stride-32 scores."""
+    """FCN-32s: one x32 upsampling of the stride-32 scores. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
+    pool, pretrained)."""
     return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                 ) -> PosePartNet:
-    """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16."""
+    """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
+    pool, pretrained)."""
     return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                ) -> PosePartNet:
-    """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8."""
+    """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
+    pool, pretrained)."""
     return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
@@ -147,7 +170,18 @@ def paf_vgg16(schema: Schema, *, stages: int = 6, pose_stride: int = 8, width: f
               paf_width: float = HeadMeta.paf_width, heatmap_sigmoid: bool = False,
               heatmap_smoothing: float = HeadMeta.heatmap_smoothing,
               refine: RefineKind = "deep") -> PosePartNet:
-    """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages."""
+    """OpenPose (Cao et al. 2017): VGG16 to conv4_3, CPM adapter, `stages` two-branch stages (heatmaps, PAFs).
+
+    stages: 1-6 stages, each refining the previous one's maps; pose_stride: 8, or 4 / 2 with every stage's maps
+    refined by `refine` ("deep" or "fcn") from the trunk's finer maps; width: every channel count's multiple;
+    batch_norm, activation ("relu" / "silu"), pool ("max" / "blur"): the trunk's and heads' layers; pretrained: a
+    torchvision vgg16 file or "imagenet" (width 1, no BatchNorm); sigma (input px) and paf_width (output cells): the
+    targets it is trained on, which its decoder reads; heatmap_sigmoid: heatmaps as probabilities (for
+    `loss.heatmap: focal`); heatmap_smoothing: a blur of the joint heatmaps at inference (cells). All of the maps'
+    geometry ends up in `model.meta`.
+    """
+    _check_options(stages=stages, pose_stride=pose_stride, width=width, batch_norm=batch_norm,
+                   heatmap_sigmoid=heatmap_sigmoid, heatmap_smoothing=heatmap_smoothing)
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "paf_vgg16", pose=True)
     trunk = VGGTrunk(width=width, batch_norm=batch_norm, pool=pool)
@@ -179,8 +213,11 @@ def joint_vgg16(schema: Schema, *, stages: int = 2, seg_head: SegHead = "fcn32",
     seg_head "fcn32"/"fcn16"/"fcn8": an FCN head split off at conv4_3 (full-resolution logits);
     "stage": a third branch in every pose stage (stride-8 logits per stage, fed forward); fc_width is then unused.
     seg_stride (seg_head "stage" only): 8, or 4 / 2 to refine each stage's output logits with skips from the trunk's
-    finer maps (`refine`: "deep" or "fcn", `posepart.models.refine`, as for the pose maps).
+    finer maps (`refine`: "deep" or "fcn", `posepart.models.refine`, as for the pose maps). fc_width: the FCN head's
+    fc6/fc7 channels (4096: VGG16's, to load its classifier). The other options are `paf_vgg16`'s.
     """
+    _check_options(stages=stages, seg_stride=seg_stride, pose_stride=pose_stride, width=width, fc_width=fc_width,
+                   batch_norm=batch_norm, heatmap_sigmoid=heatmap_sigmoid, heatmap_smoothing=heatmap_smoothing)
     check_seg_head(seg_head, seg_stride)
     check_fits(pretrained, width=width, batch_norm=batch_norm)  # before building and reading
     _require(schema, "joint_vgg16", pose=True, parts=True)

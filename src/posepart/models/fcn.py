@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .trunk import conv_block, init_conv_kaiming, scaled
 
 FCNVariant = Literal["fcn32", "fcn16", "fcn8"]
+FCN_INPUT_STRIDE = 8  # the stride of the trunk's conv4_3 the head reads (pool4 and pool5 take it to 16 and 32)
 
 
 def bilinear_kernel(size: int) -> Tensor:
@@ -147,7 +148,7 @@ class FCNHead(nn.Module):
 
         final_factor = {"fcn32": 32, "fcn16": 16, "fcn8": 8}[variant]
         if variant in ("fcn16", "fcn8"):
-            self.score_pool4 = zero_scorer(c5, num_classes)
+            self.score_pool4 = zero_scorer(in_channels, num_classes)  # scores pool4: the trunk's conv4_3 pooled
             self.upscore2 = BilinearUpsample(num_classes, 2)  # stride 32 -> 16, learnable as in the paper
         if variant == "fcn8":
             self.score_pool3 = zero_scorer(pool3_channels or scaled(256, width), num_classes)

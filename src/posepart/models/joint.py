@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..heads import HeadMeta
 from ..schema import Schema
+from .fcn import FCN_INPUT_STRIDE, FCNHead
 from .output import ModelOutput
 from .pose import HeatmapSmoothing
 
@@ -60,6 +61,7 @@ class PosePartNet(nn.Module):
             raise ValueError("pose_refine needs a pose_head and refines exactly its 'heatmaps' and 'pafs'")
         if heatmap_smoothing and (pose_head is None or schema is None):
             raise ValueError("heatmap_smoothing needs a pose_head and a schema (it blurs the joint channels)")
+        _check_input_strides(trunk, seg_head, pose_head)
         self.trunk = trunk
         self.seg_head = seg_head
         self.pose_head = pose_head
@@ -126,3 +128,18 @@ class PosePartNet(nn.Module):
         if self.seg_head is not None:
             out.parts = [self.seg_head(feats, (h, w))]  # one (B, P, H, W) logits tensor
         return out
+
+
+def _check_input_strides(trunk: nn.Module, seg_head: nn.Module | None, pose_head: nn.Module | None) -> None:
+    """Refuse heads built for another stride than the trunk's maps they read (a trunk of one's own, e.g. a ResNet to
+    stride 16: before, the model's `meta` said stride 8 and its maps were decoded on the wrong grid). The pose stages
+    keep their input's resolution and report it as their `output_stride`; the FCN head's upsampling factors assume
+    conv4_3 at stride 8."""
+    shapes = trunk.output_shapes() if hasattr(trunk, "output_shapes") else {}
+    reads = [("features", "pose head", pose_head, getattr(pose_head, "output_stride", None))]
+    if isinstance(seg_head, FCNHead):
+        reads.append(("conv4_3", "FCN head", seg_head, FCN_INPUT_STRIDE))
+    for name, what, head, stride in reads:
+        if head is not None and stride is not None and name in shapes and int(shapes[name].stride) != int(stride):
+            raise ValueError(f"the trunk's {name!r} map is at stride {shapes[name].stride}, but the {what} "
+                             f"({type(head).__name__}) reads it as stride {stride}")

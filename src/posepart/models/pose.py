@@ -124,6 +124,9 @@ class PAFStages(nn.Module):
     def num_stages(self) -> int:
         return len(self.stages)
 
+    def extra_repr(self) -> str:  # in the model's description: the sigmoid changes its maps, not its weights
+        return f"stage_seg={self.stage_seg}, heatmap_sigmoid={self.heatmap_sigmoid}"
+
     def forward(self, features: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         heatmaps: list[Tensor] = []
         pafs: list[Tensor] = []
