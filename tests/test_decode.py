@@ -478,6 +478,19 @@ def test_compiled_matching_and_assembly_equal_plain_python(seed: int) -> None:
     assert np.all(joint_of[np.maximum(slots, 0)][slots >= 0] == np.nonzero(slots >= 0)[1])  # in its joint's slot
 
 
+def test_a_function_numba_cannot_cache_is_compiled_without_the_cache() -> None:
+    """A serving walkthrough: on a read-only install whose user has no writable home (a container), numba finds no
+    place for its cache and `import posepart.inference` failed ("cannot cache function"). A function without a source
+    file stands for it: numba has nowhere to cache it either."""
+    pytest.importorskip("numba")
+    from posepart.decode.compiled import jit
+
+    namespace: dict = {}
+    exec(compile("def add_one(x):\n    return x + 1\n", "<no file>", "exec"), namespace)
+    compiled = jit(namespace["add_one"])
+    assert compiled(2) == 3 and compiled.py_func is namespace["add_one"]
+
+
 def test_decode_without_numba_gives_the_same_people() -> None:
     """With numba unimportable the decoder warns once, when it first runs, and runs the plain Python/numpy path: same
     people, and the part-instance assignment takes its numpy path: same instance map."""

@@ -30,19 +30,14 @@ from posepart import cli
 from posepart.data.format import DatasetError, PosePartDataset
 from posepart.data.synth import write_synth
 from posepart.engine.builders import build_from_config
-from posepart.engine.checkpoint import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    load_checkpoint,
-    load_model,
-)
+from posepart.engine.checkpoint import CheckpointError, load_checkpoint, load_model
 from posepart.engine.config import (ConfigError, check_trainable, config_from_dict, load_config,
                                     warn_unused_model_options)
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import TrainResult, train
-from posepart.engine.trainer import RunCheckpoint
+from posepart.engine.trainer import AtomicCheckpointIO, RunCheckpoint
 from posepart.files import code_digest
 from posepart.errors import PosepartWarning, UsageError
 from posepart.evaluate import metric_names

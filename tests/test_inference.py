@@ -225,6 +225,41 @@ def test_a_photo_tagged_with_an_exif_orientation_is_read_upright(tiny, synth, tm
     assert np.array_equal(sideways.parts, upright.parts) and np.array_equal(sideways.keypoints, upright.keypoints)
 
 
+def test_an_image_files_bytes_are_read_as_its_path_is(tiny, synth, tmp_path):
+    """A serving walkthrough: an upload (io.BytesIO, an open file) was iterated as a batch of text lines (thousands of
+    failed results, no exception), bytes were refused, and PIL, the workaround, left a phone photo sideways."""
+    import io
+    import os
+
+    rgb = synth.load_image(synth.records[0])[:, :48]
+    _tagged(tmp_path / "sideways.png", np.ascontiguousarray(np.rot90(rgb, 1)), 6)  # EXIF: stored turned
+    path = synth.records[0].image_path
+    raw = path.read_bytes()
+
+    class Located(os.PathLike):  # a path type of one's own
+        def __fspath__(self) -> str:
+            return str(path)
+
+    expected = tiny(path)
+    with open(path, "rb") as upload:
+        given = [raw, bytearray(raw), memoryview(raw), io.BytesIO(raw), upload, Located()]
+        for item in given:
+            result = tiny(item)
+            assert isinstance(result, ImageResult), type(item)  # one image, not a batch of lines
+            assert np.array_equal(result.parts, expected.parts) and np.array_equal(result.keypoints,
+                                                                                   expected.keypoints)
+    turned = tiny(io.BytesIO((tmp_path / "sideways.png").read_bytes()))
+    assert (turned.height, turned.width) == rgb.shape[:2]  # upright, as the path is read
+    assert np.array_equal(turned.parts, tiny(tmp_path / "sideways.png").parts)
+    results = tiny([io.BytesIO(raw), io.BytesIO(raw[: len(raw) // 2]), io.BytesIO(b"")])
+    assert results[0].ok and "truncated" in results[1].error and "empty" in results[2].error
+    (tmp_path / "text.txt").write_text("not an image")
+    with open(tmp_path / "text.txt") as text, pytest.raises(InputError, match="binary mode"):
+        tiny(text)
+    with pytest.raises(InputError, match="an empty path"):
+        tiny("")
+
+
 def test_from_model_drops_the_outputs_of_heads_never_trained():
     """The joint network trained on pose alone (`tasks: [pose]`) still has a part head of random weights: a Predictor of
     its checkpoint drops that output; before, `from_model` (no way to say what was trained) returned its random part

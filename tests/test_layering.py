@@ -106,6 +106,18 @@ def test_the_package_exports_its_entry_points_without_importing_torch():
         getattr(posepart, "not_a_name")
 
 
+def test_loading_a_model_for_inference_imports_no_lightning():
+    """A serving walkthrough: `Predictor.from_checkpoint` of a .safetensors or .ckpt imported Lightning (through the
+    checkpoint module's CheckpointIO and a data-module helper): 3 s and 265 MB more in every server process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import posepart.engine.checkpoint, posepart.inference.predictor; "
+            "print(sorted(m for m in ('lightning', 'torchmetrics', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_type_checkers_see_the_exports_where_they_live():
     """The `if TYPE_CHECKING:` imports of `posepart/__init__.py` (what mypy, pyright and IDEs read: a name the module
     `__getattr__` returns is Any to them) name the same objects from the same modules as the lazy table."""

@@ -25,7 +25,8 @@ from posepart.data.synth import write_synth
 from posepart.data.writer import DatasetWriter
 from posepart.engine.checkpoint import load_checkpoint, load_model
 from posepart.engine.config import ConfigError, absolute_paths, load_config
-from posepart.engine.data import PosePartDataModule, trained_tasks
+from posepart.data.mixing import trained_tasks
+from posepart.engine.data import PosePartDataModule
 from posepart.engine.sampling import EpochSampler
 from posepart.engine.module import PosePartModule
 from posepart.engine.train import train

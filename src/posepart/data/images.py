@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import cv2
 import numpy as np
@@ -56,9 +56,10 @@ _UPRIGHT = {
 SIDES_SWAPPED = frozenset({5, 6, 7, 8})  # the orientations stored with width and height exchanged
 
 
-def exif_orientation(path: Path) -> int:
-    """The EXIF orientation a photo is tagged with (1 = stored upright, also when the file has no tag or no EXIF);
-    PIL reads the header only, not the pixels, so its decompression-bomb guard for large photos does not apply."""
+def exif_orientation(path: Path | BinaryIO) -> int:
+    """The EXIF orientation a photo (a file, or its bytes as a binary file object) is tagged with (1 = stored upright,
+    also when the file has no tag or no EXIF); PIL reads the header only, not the pixels, so its decompression-bomb
+    guard for large photos does not apply."""
     from PIL import Image
 
     try:
@@ -103,24 +104,30 @@ def read_image(path: Path, *, expect_hw: tuple[int, int] | None = None, record: 
         raw = np.fromfile(path, np.uint8)
     except OSError as err:
         raise DatasetError(f"{path}: cannot read{what}: {err.strerror}") from None
-    if raw.size == 0:
-        raise DatasetError(f"{path}: empty file{what}")
-    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes() and not jpeg_ends(raw.tobytes()):
-        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker){what}")
-    try:
-        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (MAX_DECODED_PIXELS)
-        reason = err.err if getattr(err, "err", None) else str(err).strip().splitlines()[-1]
-        raise DatasetError(f"{path}: OpenCV cannot decode it{what}: {reason}") from None
-    if image is None or image.size == 0:
-        raise DatasetError(f"{path}: not a decodable image{what}")
-    image = to_rgb8(image, path)
+    image = decode_image(raw, path, what)
     if expect_hw is not None and image.shape[:2] != tuple(expect_hw):
         raise DatasetError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotations say "
             f"{expect_hw[1]}x{expect_hw[0]}{what}{turned_note(path, image.shape[:2], expect_hw, 'annotations')}"
         )
     return image
+
+
+def decode_image(raw: np.ndarray, name: Path | str, what: str = "") -> np.ndarray:
+    """An image file's bytes (uint8) -> (H, W, 3) uint8 RGB, as `read_image` decodes a file (`name`, `what`: for
+    messages); a DatasetError for an empty, truncated or undecodable one."""
+    if raw.size == 0:
+        raise DatasetError(f"{name}: empty file{what}")
+    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes() and not jpeg_ends(raw.tobytes()):
+        raise DatasetError(f"{name}: truncated JPEG (no end-of-image marker){what}")
+    try:
+        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. a header of more pixels than OpenCV decodes (MAX_DECODED_PIXELS)
+        reason = err.err if getattr(err, "err", None) else str(err).strip().splitlines()[-1]
+        raise DatasetError(f"{name}: OpenCV cannot decode it{what}: {reason}") from None
+    if image is None or image.size == 0:
+        raise DatasetError(f"{name}: not a decodable image{what}")
+    return to_rgb8(image, name)
 
 
 def turned_note(path: Path, stored_hw: Sequence[int], labelled_hw: Sequence[int], labels: str) -> str:

@@ -30,6 +30,19 @@ if TYPE_CHECKING:  # torch only for drawing epochs: mapping datasets stays usabl
 TASKS: tuple[str, ...] = ("pose", "parts")
 
 
+def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
+    """The tasks a run's weights learn, from its sources as `Source.describe` gives them (and checkpoints record):
+    those of the labelled sources it draws from. A weight-0 source feeds nothing, an unlabelled one only the
+    teacher's pseudo-labels of what the others taught; the weights a run started from (`model.init`, an entry with
+    "init") taught the heads they gave. None when no source is recorded (older checkpoints)."""
+    if not sources:
+        return None
+    learnt = {task for source in sources
+              if source.get("init") or (not source.get("unlabelled") and source.get("draws_per_epoch", 1) > 0)
+              for task in source.get("tasks", [])}
+    return tuple(task for task in TASKS if task in learnt)
+
+
 class SourceError(PosepartError, ValueError):
     """A source cannot feed the run as configured (a declared task it lacks, an unmapped class, ...); `source`
     names it where the message's text is not the only place that does; `unmapped_parts`: its part classes have no

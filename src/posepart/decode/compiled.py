@@ -33,8 +33,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def jit(fn: F) -> F:
     """`fn` compiled by numba (lazily, on its first call; cached on disk), or `fn` itself without numba.
-    A compiled function keeps the original as `.py_func`."""
-    return fn if numba is None else numba.njit(cache=True, nogil=True)(fn)
+    A compiled function keeps the original as `.py_func`. Where numba finds nowhere to write its cache (a read-only
+    install whose user has no writable home: a container with a read-only root file system) it compiles in every
+    process instead; before, the import failed ("cannot cache function ...": `NUMBA_CACHE_DIR` names a folder)."""
+    if numba is None:
+        return fn
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as err:
+        if "cannot cache" not in str(err):
+            raise
+        return numba.njit(cache=False, nogil=True)(fn)
 
 
 def use_compiled(requested: bool | None) -> bool:

@@ -1,9 +1,8 @@
-"""Checkpoints: atomic writes, weights-only (never pickle-executing) loads, self-describing models, safetensors export.
+"""Checkpoints: weights-only (never pickle-executing) loads, self-describing models, safetensors export.
 
-Lightning's `TorchCheckpointIO` saves through an fsspec transaction whose temporary file lives in the system temp
-folder and is then `shutil.move`d: across filesystems that is a copy, so a crash can leave a truncated checkpoint.
-`AtomicCheckpointIO` writes a temporary file beside the target, fsyncs it and `os.replace`s it (atomic on POSIX), and
-loads with `torch.load(..., weights_only=True)` whatever the caller asks, so Lightning's own resume path is safe too.
+Training writes checkpoints atomically through `engine.trainer.AtomicCheckpointIO`, which loads them with
+`load_checkpoint` here (`torch.load(..., weights_only=True)` whatever the caller asks), so Lightning's own resume path
+is safe too. Nothing here imports Lightning: loading a model for inference costs torch and posepart's model code.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from posepart.engine.builders import build_from_config
 from posepart.engine.config import config_from_dict
-from posepart.engine.data import trained_tasks
+from posepart.data.mixing import trained_tasks
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.files import atomic_write, code_digest, newer_format
@@ -117,18 +115,6 @@ def _load_failure(err: Exception, lines: list[str]) -> str:
     return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning CheckpointIO: tmp file + fsync + os.replace on save; weights-only on load."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO does not take storage_options")
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
-
-
 @dataclass
 class LoadedModel:
     """A model rebuilt from a checkpoint or exported weights, in eval mode, with what it needs to run."""
@@ -147,7 +133,7 @@ class LoadedModel:
 
     @property
     def tasks(self) -> tuple[str, ...] | None:
-        """The tasks its weights learnt (`engine.data.trained_tasks` of its sources; None for a file that does not
+        """The tasks its weights learnt (`data.mixing.trained_tasks` of its sources; None for a file that does not
         record them). The joint network trained on pose alone has a part head it never trained."""
         return trained_tasks(self.sources)
 

@@ -15,7 +15,7 @@ import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -26,7 +26,7 @@ from posepart.data.format import (ANNOTATIONS_FILE, DatasetError, ImageRecord, P
                                   read_json)
 from posepart.data.images import READ_AS_STORED, tagged_as_stored
 from posepart.data.label_maps import PartLabelSpace
-from posepart.data.mixing import (TASKS, MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset,
+from posepart.data.mixing import (MappedSource, SourceError, SourceMapping, SourcePlan, allocate, map_dataset,
                                   unmatched_joints, unscored_joints)
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
@@ -133,19 +133,6 @@ class Source:
         dataset = self.train.source if isinstance(self.train, MappedSource) else self.train
         labels = dataset.record_labels  # the source's own records: the mapping's flags are `tasks`
         return int((~((labels.pose & ("pose" in tasks)) | (labels.parts & ("parts" in tasks)))).sum())
-
-
-def trained_tasks(sources: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
-    """The tasks a run's weights learn, from its sources as `Source.describe` gives them (and checkpoints record):
-    those of the labelled sources it draws from. A weight-0 source feeds nothing, an unlabelled one only the
-    teacher's pseudo-labels of what the others taught; the weights a run started from (`model.init`, an entry with
-    "init") taught the heads they gave. None when no source is recorded (older checkpoints)."""
-    if not sources:
-        return None
-    learnt = {task for source in sources
-              if source.get("init") or (not source.get("unlabelled") and source.get("draws_per_epoch", 1) > 0)
-              for task in source.get("tasks", [])}
-    return tuple(task for task in TASKS if task in learnt)
 
 
 def _legacy_name(train: DatasetPaths | Path) -> str:

@@ -43,7 +43,7 @@ def initialise_from(model: nn.Module, path: Path, schema: Schema, settings: Mode
     and outside the trunk only when both models have the same schema. The whole trunk must fit (else another width
     or layout: a ConfigError); what is left at its initialisation, and what of the file is not used, is named in one
     warning. Returns the entry for the run's recorded sources: the tasks whose heads came from the file (they count
-    as trained, `engine.data.trained_tasks`). `settings`: the run's `model` section, whose keys that differ from the
+    as trained, `data.mixing.trained_tasks`). `settings`: the run's `model` section, whose keys that differ from the
     file's the warning names (a run's config.yaml of an older posepart builds today's default where a key is missing).
     """
     from posepart.engine.checkpoint import load_model  # checkpoint rebuilds models with the module's builder

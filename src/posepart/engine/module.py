@@ -23,7 +23,7 @@ from posepart.decode import DecodeConfig
 from posepart.engine.builders import build_from_config, build_weighting, last_shared_layer, model_tasks
 from posepart.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY, provenance
 from posepart.engine.config import ConfigError
-from posepart.engine.data import trained_tasks
+from posepart.data.mixing import trained_tasks
 from posepart.engine.finetune import initialise_from
 from posepart.engine.optim import build_optimizer, build_schedule
 from posepart.engine.resume import launches, resumes_inexactly, settle_epoch, setup_changes

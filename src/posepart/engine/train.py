@@ -33,7 +33,8 @@ from posepart.engine.config import (ConfigError, absolute_paths, check_trainable
 from posepart.engine.finetune import check_init_file
 from posepart.engine.launch import first_process
 from posepart.engine.settings import Config
-from posepart.engine.data import PosePartDataModule, trained_tasks
+from posepart.data.mixing import trained_tasks
+from posepart.engine.data import PosePartDataModule
 from posepart.engine.builders import LOSS_TERMS, model_tasks
 from posepart.engine.module import PosePartModule, check_processes
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_step

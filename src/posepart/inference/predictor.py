@@ -32,7 +32,7 @@ from posepart.errors import UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
                                          TorchBackend, TorchScriptBackend, export_kind, head_outputs)
-from posepart.inference.preprocess import InputError, describe, is_tensor, letterbox, load_image
+from posepart.inference.preprocess import InputError, describe, is_file_object, is_tensor, letterbox, load_image
 from posepart.inference.tta import Maps, View, argmax_channels, flip_maps, merge_views, resize_maps, tta_views
 from posepart.schema import Schema
 
@@ -134,8 +134,9 @@ class ImageResult:
 
 
 def _is_batch(inputs: Any) -> bool:
-    """A list/tuple, an iterator or generator, a (B, H, W, C) array or a (B, C, H, W) tensor: several inputs."""
-    return isinstance(inputs, (list, tuple, Iterator)) or (
+    """A list/tuple, an iterator or generator, a (B, H, W, C) array or a (B, C, H, W) tensor: several inputs (a file
+    object is an iterator of lines, but one image's bytes)."""
+    return (isinstance(inputs, (list, tuple, Iterator)) and not is_file_object(inputs)) or (
         (isinstance(inputs, np.ndarray) or is_tensor(inputs)) and inputs.ndim == 4)
 
 

@@ -9,6 +9,8 @@ costs a 368x208 canvas rather than 368x368. Everything here is numpy and OpenCV,
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from posepart.data.augment import PAD_VALUE, letterbox_affine
 from posepart.data.format import DatasetError
-from posepart.data.images import exif_orientation, float_to_uint8, read_image, to_rgb8, upright
+from posepart.data.images import decode_image, exif_orientation, float_to_uint8, read_image, to_rgb8, upright
 from posepart.errors import PosepartError
 
 # the containers OpenCV's FFmpeg backend reads (before: a phone's .3gp or a broadcast .ts given by name was "not a
@@ -32,9 +34,11 @@ class InputError(PosepartError, ValueError):
 
 
 def describe(item: Any) -> str:
-    """A short name for an input in messages: the path, or the array's type and shape."""
+    """A short name for an input in messages: the path (a file object's name), or the array's type and shape."""
     if isinstance(item, (str, Path)):
         return str(item)
+    if is_file_object(item) and isinstance(getattr(item, "name", None), str):
+        return item.name
     shape = getattr(item, "shape", None)
     if shape is not None:
         return f"<{type(item).__name__} {tuple(shape)} {getattr(item, 'dtype', '')}>".replace(" >", ">")
@@ -112,16 +116,43 @@ def _pil_pixels(image: Any, name: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def is_file_object(item: Any) -> bool:
+    """A binary file object (an open file, `io.BytesIO`, an upload's stream): one image's bytes, not a batch of lines
+    (before, iterating one gave a list of thousands of failed results)."""
+    return callable(getattr(item, "read", None)) and not (hasattr(item, "mode") and hasattr(item, "convert"))
+
+
+def _decode_bytes(item: Any, name: str) -> np.ndarray:
+    """An image file's bytes (bytes, bytearray, memoryview, a binary file object) -> RGB8, decoded and turned upright
+    as a path is: what a service receives, without writing it to a file first."""
+    data = item.read() if is_file_object(item) else bytes(item)
+    if not isinstance(data, (bytes, bytearray)):
+        raise InputError(f"{name}: a file object gives an image's bytes when open in binary mode ('rb'), this one "
+                         f"gave {type(data).__name__}")
+    try:
+        image = decode_image(np.frombuffer(data, np.uint8), name)
+    except DatasetError as err:
+        raise InputError(str(err)) from None
+    return upright(image, exif_orientation(io.BytesIO(data)))
+
+
 def load_image(item: Any) -> np.ndarray:
     """Any supported input -> (H, W, 3) uint8 RGB; raises InputError naming the input.
 
-    Paths are decoded by OpenCV like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught) and turned upright
-    by their EXIF orientation, as photo viewers show them (a phone photo tagged as sideways). numpy arrays are taken
-    as RGB (or grey/RGBA), uint8, uint16, or float in [0, 1]; PIL images in any mode; torch tensors as torchvision
-    lays them out, (C, H, W). All three are taken as given.
+    Paths, and an image file's bytes (bytes, or a binary file object such as `io.BytesIO`), are decoded by OpenCV
+    like dataset images (grey, RGBA, 16-bit, truncated JPEGs caught) and turned upright by their EXIF orientation, as
+    photo viewers show them (a phone photo tagged as sideways). numpy arrays are taken as RGB (or grey/RGBA), uint8,
+    uint16, or float in [0, 1]; PIL images in any mode; torch tensors as torchvision lays them out, (C, H, W). All
+    three are taken as given.
     """
     name = describe(item)
+    if isinstance(item, (bytes, bytearray, memoryview)) or is_file_object(item):
+        return _decode_bytes(item, name)
+    if isinstance(item, os.PathLike) and not isinstance(item, Path):
+        item = Path(item)
     if isinstance(item, (str, Path)):
+        if not str(item):  # Path("") is "." (before: "is a folder, not an image")
+            raise InputError("an empty path")
         path = Path(item)
         if not path.exists():
             raise InputError(f"{path}: no such file")
@@ -140,8 +171,8 @@ def load_image(item: Any) -> np.ndarray:
         return _pil_to_rgb8(item, name)
     if is_tensor(item):
         return _tensor_to_rgb8(item, name)
-    raise InputError(f"{name}: unsupported input type {type(item).__name__} (give a path, a numpy array, a PIL "
-                     f"image or a torch tensor)")
+    raise InputError(f"{name}: unsupported input type {type(item).__name__} (give a path, an image file's bytes, a "
+                     f"numpy array, a PIL image or a torch tensor)")
 
 
 def is_tensor(item: Any) -> bool:
