@@ -216,9 +216,14 @@ def test_train_on_a_missing_gpu_names_the_key(files, tmp_path, capsys, accelerat
 
 
 def test_a_device_name_that_is_not_one_is_refused(files, tmp_path, capsys):
-    """Before: RuntimeError from torch.device, with a traceback."""
+    """Before: RuntimeError from torch.device, with a traceback; and (a serving walkthrough) xpu's assertion, or meta's
+    empty weights at the first image, as tracebacks."""
     _refused_naming(["evaluate", "--checkpoint", str(files["ckpt"]), "--data", str(files["data"]), "--device",
                      "gpu0"], capsys, "--device 'gpu0'", "not a device")
+    for device in ("xpu", "meta"):
+        _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
+                         str(tmp_path / "p"), "--device", device], capsys, f"--device {device!r}",
+                        "runs on cpu, cuda[:N] or mps")
 
 
 # -- --resume ---------------------------------------------------------------------------------------------------------

@@ -174,6 +174,32 @@ def test_a_trunk_of_ones_own_trains_scores_and_deploys_through_onnx(files, tmp_p
         save_weights(model, tmp_path / "own.safetensors", config=load_config("demo_cpu_joint.yaml"))
 
 
+def test_predictors_of_exports_pickle_for_worker_processes(files, tmp_path):
+    """A serving walkthrough: an ONNX or TorchScript Predictor could not be pickled (its session, its script module),
+    so a process pool could not be given one; a checkpoint's could. Each now travels as its file and options and
+    opens the file again where it is unpickled, with the same results; ONNX Runtime takes torch's "cpu:0" too."""
+    import pickle
+
+    script = tmp_path / "joint.pt"
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--format", "torchscript", "--out", str(script)]) == 0
+    inputs = [str(p) for p in files["images"]]
+    for made in (lambda: Predictor.from_onnx(files["onnx"], threads=1, flip=True),
+                 lambda: Predictor.from_checkpoint(script, flip=True),
+                 lambda: Predictor.from_checkpoint(files["ckpt"], flip=True)):
+        predictor = made()
+        copy = pickle.loads(pickle.dumps(predictor))
+        assert copy.settings() == predictor.settings() and copy.info == predictor.info
+        for a, b in zip(predictor(inputs), copy(inputs)):
+            assert np.array_equal(a.keypoints, b.keypoints) and np.array_equal(a.parts, b.parts)
+    assert Predictor.from_onnx(files["onnx"], device="cpu:0").backend.device == "cpu:0"
+    from posepart.inference.backends import BackendError
+
+    with pytest.raises(BackendError, match="unknown device 'cuda:x'"):  # before: "no CUDAExecutionProvider"
+        Predictor.from_onnx(files["onnx"], device="cuda:x")
+    with pytest.raises(BackendError, match="missing.pt: TorchScript model not found"):
+        Predictor.from_checkpoint(tmp_path / "missing.pt")
+
+
 def test_exporting_leaves_the_callers_model_as_it_was(tmp_path):
     """Before, export_onnx / export_torchscript called `model.eval().cpu()` on the caller's model: one in training came
     back in eval mode (and one on a GPU, on the CPU)."""

@@ -20,7 +20,7 @@ from posepart.decode import DecodeConfig
 from posepart.decode.image import decode_in_image
 from posepart.evaluate import oracle_prediction
 from posepart.heads import HeadMeta
-from posepart.inference import ImageResult, Predictor
+from posepart.inference import ImageResult, ModelOutputError, Predictor
 from posepart.inference.predictor import letterbox_matrix
 from posepart.inference.preprocess import InputError, letterbox, load_image
 from posepart.inference.tta import Maps, flip_maps, merge_views
@@ -130,12 +130,16 @@ def test_bad_inputs_are_reported_and_the_rest_is_processed(tiny, synth, tmp_path
     inputs = [good, *bad, *arrays.values(), good]
     results = tiny(inputs)
     assert [r.ok for r in results] == [True] + [False] * (len(inputs) - 2) + [True]
+    assert {r.error_kind for r in results[1:-1]} == {"input"}  # the caller's, not the model's
     for result, (name, reason) in zip(results[1:], bad.items()):
         assert name in result.error and reason in result.error, result.error
         assert result.people == [] and result.parts is None
     for result, reason in zip(results[1 + len(bad):-1], arrays):
         assert reason in result.error, (reason, result.error)
     assert tiny(good.astype(np.int64)).ok and tiny(good.astype(np.float64) / 255.0).ok  # in range: fine
+    resized = cv2.resize(good.astype(np.float32) / 255.0, (97, 83), interpolation=cv2.INTER_CUBIC)
+    assert resized.min() < -1e-3 or resized.max() > 1 + 1e-3  # a cubic resize's overshoot (a serving walkthrough:
+    assert np.array_equal(load_image(resized), np.clip(np.rint(resized * 255), 0, 255).astype(np.uint8))  # refused)
     cv2.imwrite(str(tmp_path / "float01.tif"), good[:, :, ::-1].astype(np.float32) / 255.0)  # a float TIFF's [0, 1]
     assert np.array_equal(load_image(tmp_path / "float01.tif"), good)  # before: clipped to 0..1, an all-black image
     assert np.array_equal(results[0].parts, results[-1].parts)
@@ -260,6 +264,36 @@ def test_an_image_files_bytes_are_read_as_its_path_is(tiny, synth, tmp_path):
         tiny("")
 
 
+def test_a_process_forked_after_the_model_ran_runs_it_too():
+    """A serving walkthrough (gunicorn --preload, a "fork" process pool given a warmed-up Predictor): the child waited
+    forever at its first forward, torch's OpenMP thread pool not surviving fork(). Two threads in the parent, as on
+    any multi-core machine; a 120 s timeout in place of forever."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import multiprocessing, numpy as np, torch
+        torch.set_num_threads(2)
+        from posepart.inference import Predictor
+        from posepart.models import build_model
+        from posepart.schema import Schema
+        torch.manual_seed(0)
+        model = build_model("joint_vgg16", Schema.pascal_person_part(), width=0.125, fc_width=16, stages=1,
+                            seg_head="stage")
+        predictor = Predictor.from_model(model, input_size=64)
+        image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), np.uint8)
+        here = predictor(image).parts
+        def work(_):
+            return predictor(image).parts
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            there = pool.map_async(work, range(2)).get(timeout=60)
+        print(all(np.array_equal(parts, here) for parts in there))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stdout + done.stderr[-2000:]
+
+
 def test_from_model_drops_the_outputs_of_heads_never_trained():
     """The joint network trained on pose alone (`tasks: [pose]`) still has a part head of random weights: a Predictor of
     its checkpoint drops that output; before, `from_model` (no way to say what was trained) returned its random part
@@ -287,13 +321,38 @@ def test_predictor_options_are_checked_when_it_is_made():
                            ({"input_size": 10**9}, "outside 8..8192"), ({"scales": [1.0, float("inf")]}, "finite"),
                            ({"input_size": 100}, "input size 100 is not a multiple of the network's 8"),
                            ({"scales": [1000.0]}, "scale 1000 makes a 64000 px canvas"), ({"scales": [0.01]}, "1 px"),
-                           ({"decode_config": {"min_joints": 1}}, "must be a DecodeConfig, got dict")):
+                           ({"decode_config": {"min_joints": 1}}, "must be a DecodeConfig, got dict"),
+                           # a serving walkthrough: options from a config or the environment were taken by their truth
+                           # ("false" computed instances) or truncated (batch size 2.5 ran as 2), a negative distance
+                           # acted as its square and NaN assigned no pixel
+                           ({"part_instances": "false"}, "part_instances must be True or False, got 'false'"),
+                           ({"flip": "no"}, "flip must be True or False"), ({"batch_size": 2.5}, "integer >= 1"),
+                           ({"instance_max_distance": -1.0}, "instance_max_distance must be a number > 0"),
+                           ({"instance_max_distance": float("nan")}, "instance_max_distance must be a number > 0")):
         with pytest.raises(UsageError, match=words):
             Predictor.from_model(model, input_size=options.pop("input_size", SIZE), **options)
     # a walkthrough: another schema's channel counts were accepted, then the first image failed inside the decoder
     with pytest.raises(UsageError, match=r"schema= 'person' has 17 joints, 19 limbs; the model predicts 14 joints, "
                                          r"17 limbs \(its own schema 'person'\): leave schema= out"):
         Predictor.from_model(model, Schema.coco(), input_size=SIZE)
+    with pytest.raises(UsageError, match=r"Predictor takes a backend, got str: .*Predictor.from_checkpoint\(path\)"):
+        Predictor("model.onnx")
+
+
+def test_threads_are_an_option_for_every_kind_of_model_file(tiny, tmp_path):
+    """A serving walkthrough: `threads=` worked for an .onnx file only (a TypeError for the others), while the CLI's
+    --threads sets torch's for them."""
+    path = write_checkpoint(tmp_path / "m.ckpt", PASCAL, input_size=SIZE)
+    before = torch.get_num_threads()
+    try:
+        Predictor.from_checkpoint(path, threads=1)
+        assert torch.get_num_threads() == 1  # torch's threads are the process's
+    finally:
+        torch.set_num_threads(before)
+    from posepart.errors import UsageError
+
+    with pytest.raises(UsageError, match="threads must be an integer >= 1, got 0"):
+        Predictor.from_checkpoint(path, threads=0)
 
 
 def test_no_joint_comes_from_the_letterbox_padding():
@@ -350,6 +409,9 @@ def test_a_model_whose_maps_hold_nan_or_inf_is_said_so_image_by_image(synth):
         results = Predictor.from_model(model, input_size=SIZE)([synth.load_image(r) for r in synth.records])
         assert [r.error for r in results] == ["the model's heatmaps hold NaN or infinite values (a diverged model, "
                                               "or an overflow in reduced precision): nothing decoded"] * 3
+        assert [r.error_kind for r in results] == ["model"] * 3
+        with pytest.raises(ModelOutputError, match="hold NaN"):  # a serving walkthrough: an InputError, the
+            Predictor.from_model(model, input_size=SIZE)(synth.load_image(synth.records[0]))  # client blamed
         metrics, _ = evaluate_model(model, synth, input_size=SIZE, progress=False)  # the model's failure: scored
         assert metrics["images"] == 3 and metrics["maps_not_finite"] == 3  # (a review: skipped, it raised the AP)
         assert metrics["pose"]["ap"] == 0.0 and "skipped" not in metrics

@@ -211,7 +211,10 @@ def label_ramps(labels: np.ndarray) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-FLOAT_SLACK = 1e-3  # how far a float image may stray outside [0, 1] (rounding in a user's own processing)
+# How far a float image may stray outside [0, 1], clipped: cubic or Lanczos resampling, sharpening and colour
+# conversions of a [0, 1] image overshoot by a few percent (before, 1e-3: a resized photo was refused as if it held
+# 0..255); a 0..255 image lies far beyond it.
+FLOAT_SLACK = 0.1
 
 
 def float_to_uint8(image: np.ndarray, name: str, hint: str = "") -> np.ndarray:

@@ -8,7 +8,7 @@ Training validates with this Predictor (the call users run), so `posepart.engine
 ONNX / TorchScript files from a checkpoint is `posepart.engine.export`, the verbs are `posepart.predict_cli`.
 """
 
-from posepart.inference.predictor import ImageResult, PersonPrediction, Predictor
+from posepart.inference.predictor import ImageResult, ModelOutputError, PersonPrediction, Predictor
 from posepart.inference.preprocess import InputError
 
-__all__ = ["ImageResult", "InputError", "PersonPrediction", "Predictor"]
+__all__ = ["ImageResult", "InputError", "ModelOutputError", "PersonPrediction", "Predictor"]

@@ -10,6 +10,7 @@ Exported files carry a `ModelInfo` JSON (schema, strides, input size, output nam
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass, replace
@@ -227,6 +228,9 @@ class Backend:
         return [self(batch)]
 
 
+RUNS_ON = ("cpu", "cuda", "mps")  # the torch device types a model runs on here
+
+
 def unavailable_hardware(kind: str) -> str | None:
     """What a device kind (`cuda`, `mps`, or Lightning's `gpu`) needs and this machine lacks ("CUDA", "MPS",
     "CUDA or MPS"); None when it is there or the kind needs no accelerator (`cpu`, `auto`)."""
@@ -247,6 +251,8 @@ def torch_device(device: str, option: str = "--device") -> Any:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise BackendError(f"{option} {device!r}: not a device name; use cpu, cuda[:N] or mps") from None
+    if dev.type not in RUNS_ON:  # before: xpu's assertion or meta's empty weights, as tracebacks
+        raise BackendError(f"{option} {device!r}: posepart runs on cpu, cuda[:N] or mps")
     missing = unavailable_hardware(dev.type)
     if missing:
         raise BackendError(f"{option} {device!r}: {missing} is not available on this machine (torch finds no such "
@@ -254,6 +260,23 @@ def torch_device(device: str, option: str = "--device") -> Any:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise BackendError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+_forks_guarded = False
+
+
+def _one_thread_in_forked_children() -> None:
+    """Once a model has run here, a process forked from this one runs torch on one thread. Why: the OpenMP thread
+    pool of torch's CPU kernels does not survive fork(), so a child that runs torch after its parent did (gunicorn
+    --preload, a "fork" process pool given a warmed-up Predictor) waited forever, with no error; one thread in the
+    child is what torch's own DataLoader workers use. A child started by spawn, or a parent that never ran the model,
+    is not affected."""
+    global _forks_guarded
+    if not _forks_guarded and hasattr(os, "register_at_fork"):
+        import torch
+
+        os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+        _forks_guarded = True
 
 
 class TorchBackend(Backend):
@@ -281,6 +304,7 @@ class TorchBackend(Backend):
     def _forward(self, batch: np.ndarray) -> Any:
         import torch
 
+        _one_thread_in_forked_children()
         x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._dev)
         with torch.inference_mode():
             return self.model(x.contiguous(memory_format=torch.channels_last))
@@ -302,7 +326,22 @@ def _numpy(named: dict[str, Any]) -> Maps:
     return _maps({k: None if v is None else v.float().contiguous().cpu().numpy() for k, v in named.items()})
 
 
-class TorchScriptBackend(TorchBackend):
+class _Reopened:
+    """Pickling of a backend whose runtime object cannot be pickled (an ONNX Runtime session, a TorchScript module):
+    it travels as the file and options it was opened with and opens the file again where it is unpickled (a worker
+    process of the same machine). Before, sending such a Predictor to a process pool was a TypeError."""
+
+    _opened_with: tuple[tuple[Any, ...], dict[str, Any]]  # the constructor's arguments
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"opened_with": self._opened_with}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        args, kwargs = state["opened_with"]
+        self.__init__(*args, **kwargs)  # type: ignore[misc]
+
+
+class TorchScriptBackend(_Reopened, TorchBackend):
     """A file written by `posepart export --format torchscript` (a traced module returning `info.outputs`)."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
@@ -310,6 +349,9 @@ class TorchScriptBackend(TorchBackend):
 
         import torch
 
+        if not Path(path).is_file():  # before: "not a TorchScript file (... does not exist)"
+            raise BackendError(f"{path}: TorchScript model not found")
+        self._opened_with = ((str(path), str(device)), {})  # what a pickled copy opens again (`_Reopened`)
         extra = {f"{METADATA_KEY}.json": "", f"{RECORD_KEY}.json": ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
@@ -336,7 +378,7 @@ class TorchScriptBackend(TorchBackend):
         return [dict(zip(self.info.outputs, out))]
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(_Reopened, Backend):
     """An `.onnx` file written by `posepart export`, run by ONNX Runtime (no torch)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", *, threads: int | None = None) -> None:
@@ -347,19 +389,18 @@ class OnnxBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise BackendError(f"{path}: ONNX model not found")
-        self.device = str(device)
-        if self.device == "cpu":
+        self._opened_with = ((str(path), str(device)), {"threads": threads})
+        self.device = str(device)  # (a torch.device prints as its name)
+        kind, _, index = self.device.partition(":")
+        if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index not in ("", "0")):
+            raise BackendError(f"unknown device {device!r} for ONNX Runtime (cpu or cuda[:N])")
+        if kind == "cpu":
             providers = ["CPUExecutionProvider"]
-        elif self.device.startswith("cuda"):
+        else:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
                                    "(pip install onnxruntime-gpu)")
-            index = self.device.partition(":")[2] or "0"
-            if not index.isdigit():
-                raise BackendError(f"--device {device!r}: not a device name; use cpu or cuda[:N]")
-            providers = [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
-        else:
-            raise BackendError(f"unknown device {device!r} for ONNX Runtime (cpu or cuda[:N])")
+            providers = [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -19,8 +19,9 @@ import importlib
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from posepart.data.augment import canvas_size, invert, labels_to_image, letterbo
 from posepart.data.mixing import TASKS
 from posepart.decode import DecodeConfig, Person, decode_in_image, people_to_coco
 from posepart.decode.instances import INSTANCE_MAX_DISTANCE, assign_part_instances, cell_index
-from posepart.errors import UsageError
+from posepart.errors import PosepartError, UsageError
 from posepart.heads import HeadMeta, cell_centre
 from posepart.inference.backends import (MAX_INPUT_SIZE, Backend, BackendError, ModelInfo, OnnxBackend,
                                          TorchBackend, TorchScriptBackend, export_kind, head_outputs)
@@ -81,6 +82,9 @@ class ImageResult:
     parts: np.ndarray | None = None
     instances: np.ndarray | None = None
     error: str | None = None
+    # whose failure `error` is: "input" (unreadable, not an image) or "model" (its maps hold NaN or inf): a service
+    # answers the first as the client's mistake, the second as its own
+    error_kind: Literal["input", "model"] | None = None
     maps: Maps | None = None
     to_image: np.ndarray | None = None
     schema: Schema | None = None  # the predicting model's: names and colours for `plot`
@@ -133,6 +137,11 @@ class ImageResult:
         return self.instances == index % len(self.people) + 1
 
 
+class ModelOutputError(PosepartError, RuntimeError):
+    """The model's maps for an input hold NaN or infinite values (a diverged model, an overflow in reduced
+    precision): the model's failure, not the input's (before, an InputError)."""
+
+
 def _is_batch(inputs: Any) -> bool:
     """A list/tuple, an iterator or generator, a (B, H, W, C) array or a (B, C, H, W) tensor: several inputs (a file
     object is an iterator of lines, but one image's bytes)."""
@@ -165,8 +174,18 @@ class Predictor:
         keep_maps: bool = False,
         all_stages: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        if not isinstance(backend, Backend):  # before: AttributeError: 'str' object has no attribute 'info'
+            raise UsageError(f"Predictor takes a backend, got {type(backend).__name__}: open a model file with "
+                             f"Predictor.from_checkpoint(path), a model in memory with Predictor.from_model(model)")
+        for name, value in (("flip", flip), ("part_instances", part_instances), ("keep_maps", keep_maps),
+                            ("all_stages", all_stages)):  # a string from a config or the environment: "false" is true
+            if not isinstance(value, (bool, np.bool_)):
+                raise UsageError(f"{name} must be True or False, got {value!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+            raise UsageError(f"batch size must be an integer >= 1, got {batch_size!r}")  # (2.5 ran as 2)
+        if not (isinstance(instance_max_distance, Real) and instance_max_distance > 0):  # NaN fails too
+            raise UsageError(f"instance_max_distance must be a number > 0 (times the person's size), got "
+                             f"{instance_max_distance!r}")
         if decode_config is not None and not isinstance(decode_config, DecodeConfig):  # a dict: AttributeError later
             raise UsageError(f"decode_config must be a DecodeConfig, got {type(decode_config).__name__}")
         self.backend = backend
@@ -179,7 +198,7 @@ class Predictor:
             raise UsageError(f"input size {size} is not a multiple of the network's {self.info.input_multiple}")
         self.input_size = size
         try:
-            self.views: list[View] = tta_views(scales, flip)
+            self.views: list[View] = tta_views(scales, bool(flip))
         except ValueError as err:
             raise UsageError(str(err)) from None
         for view in self.views:  # the canvas side each view runs at, checked as the input size is
@@ -189,10 +208,10 @@ class Predictor:
                                  f"{self.info.input_multiple}..{MAX_INPUT_SIZE}")
         self.batch_size = int(batch_size)
         self.decode_config = decode_config if decode_config is not None else DecodeConfig()
-        self.part_instances = part_instances
+        self.part_instances = bool(part_instances)
         self.instance_max_distance = float(instance_max_distance)
-        self.keep_maps = keep_maps
-        self.all_stages = all_stages
+        self.keep_maps = bool(keep_maps)
+        self.all_stages = bool(all_stages)
         self.timings: dict[str, float] = defaultdict(float)
 
     def settings(self) -> dict[str, Any]:
@@ -208,18 +227,25 @@ class Predictor:
 
     # -- construction --------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", threads: int | None = None,
+                        **kwargs: Any) -> Predictor:
         """From a training checkpoint (.ckpt), exported weights (.safetensors), an ONNX (.onnx) or TorchScript
-        (.pt/.ts) export. Checkpoints load weights-only (`posepart.engine.checkpoint.load_model`)."""
+        (.pt/.ts) export. Checkpoints load weights-only (`posepart.engine.checkpoint.load_model`). `threads`: CPU
+        threads of the network (ONNX Runtime's session's; for PyTorch, torch's, which are the whole process's, as
+        `posepart predict --threads` sets them)."""
         suffix = Path(path).suffix.lower()
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
         if suffix == ".onnx":
-            return cls.from_onnx(path, device=device, **kwargs)
+            return cls.from_onnx(path, device=device, threads=threads, **kwargs)
         try:  # every other kind of model file runs on PyTorch
-            importlib.import_module("torch")
+            torch = importlib.import_module("torch")
         except ImportError:
             raise BackendError(f"{path}: a {suffix or 'checkpoint'} model needs PyTorch, which is not installed (the "
                                f"ONNX Runtime install runs .onnx files: export this one with `posepart export` where "
                                f"PyTorch is)") from None
+        if threads is not None:  # before: a TypeError for every file but an .onnx one
+            torch.set_num_threads(threads)
         if suffix in TORCHSCRIPT_SUFFIXES or export_kind(path) == "a TorchScript export":  # (known by its content
             return cls(TorchScriptBackend(path, device), **kwargs)  # too: before, a .pth went to the checkpoint loader)
         from posepart.engine.checkpoint import load_model
@@ -270,7 +296,7 @@ class Predictor:
             return list(self.stream(inputs))
         (result,) = self.stream([inputs])
         if result.error is not None:
-            raise InputError(result.error)
+            raise (ModelOutputError if result.error_kind == "model" else InputError)(result.error)
         return result
 
     def stream(self, inputs: Iterable[Any]) -> Iterator[ImageResult]:
@@ -299,7 +325,7 @@ class Predictor:
             try:
                 image = load_image(item)
             except InputError as err:
-                results[i] = ImageResult(describe(item), error=str(err))
+                results[i] = ImageResult(describe(item), error=str(err), error_kind="input")
                 continue
             t = self._tick("load", t)
             canvases: dict[float, tuple[np.ndarray, np.ndarray]] = {}
@@ -360,7 +386,8 @@ class Predictor:
         if broken:  # before: an inf crashed the decoder (the whole batch lost) or gave people scored inf, and NaN
             # gave nobody without a word, as if the photo were empty
             return ImageResult(source, error=f"the model's {', '.join(broken)} hold NaN or infinite values (a diverged "
-                                             f"model, or an overflow in reduced precision): nothing decoded")
+                                             f"model, or an overflow in reduced precision): nothing decoded",
+                               error_kind="model")
         people: list[PersonPrediction] = []
         cells = np.zeros((0, schema.num_joints, 3), np.float32)
         if merged.heatmaps is not None and merged.pafs is not None and schema.has_pose:
