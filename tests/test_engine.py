@@ -1697,6 +1697,51 @@ def test_sigterm_and_ctrl_c_save_the_step_and_resume_exactly(data, tmp_path):
                          to_group=bool(workers), straight=straight)
 
 
+def test_a_signal_while_spawned_loader_workers_start_stops_the_run_as_it_should(data, tmp_path):
+    """A walkthrough under the "spawn" start method (macOS, Windows): a spawned loader worker runs with the default
+    signal handlers while it imports torch and posepart (seconds, at every loader start), so SIGTERM to the process
+    group killed it then: a DataLoader traceback (exit 1) with the epoch lost, or a run that never ended. Workers now
+    start with both signals blocked until they ignore them."""
+    import time
+
+    from posepart.engine.config import dump_config
+
+    config = dump_config(tiny(data, "train.max_epochs=50", "data.workers=2", val=False), tmp_path / "tiny.yaml")
+    driver = ("import multiprocessing, sys; multiprocessing.set_start_method('spawn', force=True); "
+              "from posepart.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", driver, "train", "--config", str(config), "--out", str(out)],
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def loader_workers() -> list[str]:  # the run's children but multiprocessing's resource tracker
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                line = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, IndexError):
+                continue
+            if parent == str(process.pid) and b"resource_tracker" not in line:
+                found.append(pid)
+        return found
+
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:  # an epoch done, then
+        time.sleep(0.05)
+    seen = set(loader_workers())
+    while not set(loader_workers()) - seen and time.monotonic() < deadline:  # the next epoch's workers starting
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        err = process.communicate(timeout=90)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"SIGTERM did not stop the run: {process.communicate()[1][-2000:]}") from None
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert f"interrupted by SIGTERM at step {load_checkpoint(out / 'checkpoints' / 'last.ckpt')['global_step']}" in err
+
+
 def _stop_and_resume(command: list[str], env: dict[str, str], sent: signal.Signals, *, to_group: bool,
                      straight: dict | None) -> None:
     """Run `posepart train` (`command` ends with its --out folder and settings), send `sent` once its first

@@ -741,3 +741,24 @@ def test_predict_refuses_more_min_joints_than_the_models_people_have(files, tmp_
     choice and would find nobody: refused, where before it ran and found no one."""
     _refused_naming(["predict", "--checkpoint", str(files["ckpt"]), str(files["data"] / "images"), "--out",
                      str(tmp_path / "out"), "--min-joints", "15"], capsys, "--min-joints 15", "14 joints")
+
+
+def test_a_script_without_the_main_guard_is_told_so_by_the_processes_it_starts(tmp_path):
+    """A walkthrough under the "spawn" start method (macOS, Windows; posepart's parallel jobs everywhere): a script
+    that calls posepart at its top level is imported again by every process it starts, which ran the whole verb again
+    (the same --out: a lock error naming the script's own process, logs deleted where there is no lock, junk run
+    folders) with Python's hint buried in tracebacks. Each such call now stops at once, saying what to do."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import multiprocessing, sys\n"
+                      "multiprocessing.set_start_method('spawn', force=True)\n"
+                      "from posepart.cli import main\n"
+                      "print('exit', main(['synth', sys.argv[1], '--n', '4', '--size', '64', '--workers', '2']))\n")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert "error: posepart synth was called while a new process imported your script" in done.stderr, done.stderr
+    assert 'under `if __name__ == "__main__":`' in done.stderr
+    assert done.stdout.splitlines()[-1] == "exit 0" and len(list((tmp_path / "out" / "images").iterdir())) == 4
+

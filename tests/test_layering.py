@@ -106,13 +106,15 @@ def test_the_package_exports_its_entry_points_without_importing_torch():
         getattr(posepart, "not_a_name")
 
 
-def test_loading_a_model_for_inference_imports_no_lightning():
+def test_loading_a_model_for_inference_and_a_loader_worker_import_no_lightning():
     """A serving walkthrough: `Predictor.from_checkpoint` of a .safetensors or .ckpt imported Lightning (through the
-    checkpoint module's CheckpointIO and a data-module helper): 3 s and 265 MB more in every server process."""
+    checkpoint module's CheckpointIO and a data-module helper): 3 s and 265 MB more in every server process. And a
+    spawned loader worker (macOS, Windows) imported it for its `worker_init_fn` alone, at every loader start."""
     import subprocess
     import sys
 
-    code = ("import sys; import posepart.engine.checkpoint, posepart.inference.predictor; "
+    code = ("import sys; import posepart.engine.checkpoint, posepart.inference.predictor, posepart.engine.workers, "
+            "posepart.engine.sampling, posepart.targets.mapper; "
             "print(sorted(m for m in ('lightning', 'torchmetrics', 'matplotlib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

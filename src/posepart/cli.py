@@ -24,7 +24,7 @@ from tqdm import tqdm
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
-from posepart.errors import PosepartError, PosepartWarning, UsageError
+from posepart.errors import PosepartError, PosepartWarning, UsageError, refuse_while_a_child_imports_main
 from posepart.heads import INPUT_SIZE, HeadMeta
 
 
@@ -421,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        refuse_while_a_child_imports_main(f"posepart {args.verb}")
         code = run(args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return code

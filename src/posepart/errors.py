@@ -58,6 +58,21 @@ def _reason(err: OSError, path: Path) -> str:
     return f"{err.strerror} ({err.filename})" if err.filename and Path(err.filename) != path else err.strerror
 
 
+def refuse_while_a_child_imports_main(what: str) -> None:
+    """A UsageError when `what` is called while a child process started by "spawn" (the start method of macOS and
+    Windows, and of posepart's parallel jobs) imports the main script, which happens where the script's work is not
+    under `if __name__ == "__main__":`. Why: each loader worker or job then ran the script's training, demo or synth
+    again, into the same folder (a lock error naming the script's own process, a run's logs deleted where there is
+    no lock, junk run folders), with Python's own hint buried in hundreds of lines of tracebacks or never reached.
+    (`_inheriting` is what Python's own check, `multiprocessing.spawn._check_not_importing_main`, reads.)"""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise UsageError(f"{what} was called while a new process imported your script (processes start so on macOS "
+                         f"and Windows, and for posepart's parallel jobs): put the script's work under "
+                         f"`if __name__ == \"__main__\":`")
+
+
 @contextmanager
 def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     """Write `path` inside this block: an OSError raised in it becomes an OutputError naming `path`."""

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from posepart.arguments import available_cores
 from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.engine.run_folder import checkpoint_path, csv_logs
-from posepart.errors import Interrupted, PosepartError
+from posepart.errors import Interrupted, PosepartError, refuse_while_a_child_imports_main
 from posepart.files import code_digest, file_sha1, read_earlier_json, write_json_atomic
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
@@ -232,7 +232,7 @@ def _stopping_workers(pool: ProcessPoolExecutor, stop: Any) -> Iterator[list[int
 
     def handler(signum: int, frame: Any) -> None:
         if received and signum == signal.SIGINT:
-            _signal_workers(pool, signal.SIGKILL)
+            _signal_workers(pool, getattr(signal, "SIGKILL", signal.SIGTERM))  # (Windows has no SIGKILL)
             raise KeyboardInterrupt
         if not received:
             received.append(signum)
@@ -294,6 +294,7 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     threads (None: `job_threads(parallel)`) and its log in job.out/train.log, under one combined progress line; 1 =
     one after another in this process, with progress bars. `flip`: score each with test-time flipping too
     (`train_and_score`). Returns {label: (metrics, overlays, metrics.csv)} in the order of `jobs`."""
+    refuse_while_a_child_imports_main("run_jobs()")
     common: dict[str, Any] = dict(train_size=train_size, size=size, minutes=minutes, flip=flip)
 
     def arguments(job: TrainJob) -> tuple[tuple[Any, ...], dict[str, Any]]:

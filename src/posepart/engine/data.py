@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import gc
 import re
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,25 +29,13 @@ from posepart.data.mixing import (MappedSource, SourceError, SourceMapping, Sour
 from posepart.engine.config import ConfigError
 from posepart.engine.launch import first_process
 from posepart.engine.sampling import EpochSampler, MixedDataset, ShardSampler, ValidationSet
+from posepart.engine.workers import StartsWorkers, share_inherited_objects
 from posepart.engine.settings import (RESERVED_SOURCE_NAMES, Config, DatasetPaths, SelfTrainingConfig,
                                       SourceConfig)
 from posepart.errors import PosepartWarning
 from posepart.heads import HeadMeta
 from posepart.schema import BUILTIN_SCHEMAS, Schema
 from posepart.targets.mapper import MappedDataset, Mapper, TargetConfig, collate
-
-
-def share_inherited_objects(worker_id: int) -> None:
-    """A loader worker's first acts: the objects it inherited from the training process are set aside from its
-    garbage collector (`gc.freeze`, as Python's docs advise for forked children). Why: a full collection in the
-    worker writes to the header of every object it tracks, and so copies every page the parent's objects lie on
-    (the training process's ~1e6 objects: 100+ MB per worker); frozen, they stay shared pages. And SIGINT and
-    SIGTERM are left to the training process, which stops at a step's end (`StopOnSignal`) and ends its workers:
-    sent to the whole process group (a terminal's Ctrl-C, Slurm, systemd), they killed the workers first, and the
-    run died of a DataLoader error with nothing saved."""
-    gc.freeze()
-    for sent in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sent, signal.SIG_IGN)
 
 
 EXIF_SAMPLE = 100  # images whose EXIF tags a run reads before training (headers only: `inspect` reads them all)
@@ -421,11 +407,13 @@ class PosePartDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, sampler: Sampler, *, drop_last: bool = False, prefetch: int = 2
                 ) -> DataLoader:
         workers = self.config.data.workers
-        # Workers are started anew every epoch (no persistent_workers): cheap next to an epoch, and never stale.
-        return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                          persistent_workers=False, prefetch_factor=prefetch if workers else None,
-                          worker_init_fn=share_inherited_objects if workers else None)
+        # Workers are started anew every epoch (no persistent_workers): cheap next to an epoch where they are forked
+        # (Linux), and never stale; spawned (macOS, Windows), each starts an interpreter (about 2 s) and unpickles
+        # its copy of the records.
+        return StartsWorkers(dataset, batch_size=self.config.data.batch_size, sampler=sampler, num_workers=workers,
+                             collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                             persistent_workers=False, prefetch_factor=prefetch if workers else None,
+                             worker_init_fn=share_inherited_objects if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()

@@ -41,7 +41,7 @@ from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelerator, devices_value, quiet_lightning,
                                      trains_on_cpu)
-from posepart.errors import PosepartWarning, UsageError
+from posepart.errors import PosepartWarning, UsageError, refuse_while_a_child_imports_main
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.files import lock_output, remove_orphans
 from posepart.models import MissingLimbsError, SchemaMismatchError
@@ -209,6 +209,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     replaces a run already in `out` (refused otherwise, unless resumed); `verbose` shows Lightning's tips and the
     deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
+    refuse_while_a_child_imports_main("train()")
     out = Path(out)
     if not isinstance(cfg, Config):
         raise ConfigError(f"train() takes a Config (`load_config`), got {type(cfg).__name__}")

@@ -351,7 +351,7 @@ class TorchScriptBackend(_Reopened, TorchBackend):
 
         if not Path(path).is_file():  # before: "not a TorchScript file (... does not exist)"
             raise BackendError(f"{path}: TorchScript model not found")
-        self._opened_with = ((str(path), str(device)), {})  # what a pickled copy opens again (`_Reopened`)
+        self._opened_with = ((os.path.abspath(path), str(device)), {})  # what a pickled copy opens (`_Reopened`)
         extra = {f"{METADATA_KEY}.json": "", f"{RECORD_KEY}.json": ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
@@ -389,7 +389,7 @@ class OnnxBackend(_Reopened, Backend):
         path = Path(path)
         if not path.is_file():
             raise BackendError(f"{path}: ONNX model not found")
-        self._opened_with = ((str(path), str(device)), {"threads": threads})
+        self._opened_with = ((os.path.abspath(path), str(device)), {"threads": threads})
         self.device = str(device)  # (a torch.device prints as its name)
         kind, _, index = self.device.partition(":")
         if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index not in ("", "0")):

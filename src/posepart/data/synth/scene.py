@@ -17,7 +17,7 @@ from posepart.data.synth.body import JOINT_TAGS, MATERIALS, Prim, person_prims, 
 from posepart.data.synth.pose import (CHIN, HEAD_TOP, HIP, POSE_KINDS, SHOULDER, VIEWS, project, sample_body,
                                       sample_pose, skeleton_3d, view_of)
 from posepart.data.synth.texture import degrade, fixed, grain, paint_at
-from posepart.errors import UsageError
+from posepart.errors import UsageError, refuse_while_a_child_imports_main
 from posepart.heads import INPUT_SIZE
 from posepart.schema import PASCAL_KEYPOINTS, Schema
 
@@ -271,6 +271,7 @@ def write_synth(
 
     from posepart.data.writer import DatasetWriter
 
+    refuse_while_a_child_imports_main("write_synth()")
     if n < 1 or size < 1 or seed < 0:
         raise UsageError(f"synth: need n >= 1, size >= 1 and seed >= 0; got n={n}, size={size}, seed={seed}")
     out = Path(out)
