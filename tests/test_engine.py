@@ -1576,15 +1576,20 @@ def test_a_model_of_ones_own_loop_saves_as_weights_every_verb_reads(straight_run
                                        ("data", "sigma", 3.0, "config builds a model whose maps are"),
                                        # layers without weights (an API walkthrough: saved, and reloaded as another
                                        # network without a word)
-                                       ("model", "activation", "silu", "ReLU.*' in the model is '.*SiLU"),
-                                       ("model", "pool", "blur", "MaxPool2d.*' in the model is '.*MaxBlurPool"),
-                                       ("loss", "heatmap", "focal", "heatmap_sigmoid=False' in the model is .*=True")):
+                                       ("model", "activation", "silu", r"trunk.features.1 is ReLU\(inplace=True\) "
+                                                                        r"in the model, SiLU\(inplace=True\) in"),
+                                       ("model", "pool", "blur", "is MaxPool2d.* in the model, MaxBlurPool"),
+                                       ("loss", "heatmap", "focal", "heatmap_sigmoid=False.* in the model, .*=True")):
         other = copy.deepcopy(trained.config)
         setattr(getattr(other, section), key, value)
         with pytest.raises(UsageError, match=words):
             save_weights(trained.model, tmp_path / "other.safetensors", config=other)
     with pytest.raises(UsageError, match="must end in .safetensors"):
         save_weights(trained.model, tmp_path / "own.pt", config=trained.config)
+    normed = copy.deepcopy(trained.config)
+    normed.model.batch_norm = True
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_from_config(normed, trained.schema))  # a DDP
+    assert load_model(save_weights(synced, tmp_path / "sync.safetensors", config=normed)).head  # recipe's (refused)
     compiled = save_weights(torch.compile(trained.model), tmp_path / "compiled.safetensors", config=trained.config)
     assert load_model(compiled).head == trained.head  # a review: '_orig_mod.' names were "unexpected in the model"
     assert not (tmp_path / "other.safetensors").exists() and not (tmp_path / "own.pt").exists()

@@ -222,6 +222,8 @@ def test_a_newer_versions_model_file_says_so(tmp_path):
     for tag, words in (("posepart-weights-v2", "written by a newer posepart (format 'posepart-weights-v2'; this "
                                                "version reads 'posepart-weights-v1'): update posepart"),
                        ("posepart-weights-v0", "not posepart weights (metadata format 'posepart-weights-v0')"),
+                       ("posepart-weights-v\u00b2", "not posepart weights"),  # a review: int("²"), a traceback
+                       ("posepart-weights-v" + "9" * 5000, "not posepart weights"),
                        ("other-weights-v2", "not posepart weights (metadata format 'other-weights-v2')")):
         save_file(state, str(tmp_path / "w.safetensors"), {"format": tag})
         with pytest.raises(CheckpointError, match=re.escape(words)):

@@ -269,6 +269,8 @@ def test_builders_refuse_bad_numbers_before_building(name: str, options: dict[st
     smoothing was blamed on `sigma`, and batch_norm="no" or stages=True built something."""
     with pytest.raises(ValueError, match=re.escape(words)):
         build_model(name, Schema.pascal_person_part(), **options)
+    build_model("paf_vgg16", Schema.pascal_person_part(), width=np.float32(0.125), stages=np.int64(1),
+                batch_norm=np.True_)  # numpy's numbers are numbers (a review: np.True_ refused)
 
 
 def test_input_not_multiple_of_stride_is_refused() -> None:

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
@@ -305,6 +306,7 @@ def newer_format(found: Any, expected: str) -> str | None:
     for "posepart-weights-v1": a newer posepart's file, said so with what to do); None for any other tag."""
     family = expected.rstrip("0123456789")
     version = found[len(family):] if isinstance(found, str) and found.startswith(family) else ""
-    if not (version.isdigit() and int(version) > int(expected[len(family):])):
+    # ASCII digits, a few of them (str.isdigit takes "²", which int() refuses: a traceback from an error message)
+    if not (re.fullmatch(r"[0-9]{1,6}", version) and int(version) > int(expected[len(family):])):
         return None
     return f"written by a newer posepart (format {found!r}; this version reads {expected!r}): update posepart to read it"

@@ -25,7 +25,7 @@ from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
 from posepart.files import atomic_write, code_digest, newer_format
 from posepart.heads import HeadMeta, HeadMetaError
-from posepart.inference.backends import export_kind, parse_record
+from posepart.inference.backends import export_kind, one_thread_in_forked_children, parse_record
 from posepart.schema import Schema
 
 CHECKPOINT_KEY = "posepart"
@@ -283,6 +283,7 @@ def _check_builds(schema: Schema, config: Config, state: dict[str, torch.Tensor]
 
 def load_model(path: str | Path, map_location: Any = "cpu") -> LoadedModel:
     """Rebuild the model of a training checkpoint (.ckpt) or of exported weights (.safetensors)."""
+    one_thread_in_forked_children()  # building it starts torch's thread pool, which a forked child cannot use
     path = Path(path)
     if path.suffix.lower() == ".safetensors":  # as export_weights and the Predictor read it (W.SAFETENSORS too)
         return _load_safetensors(path, map_location)
@@ -370,20 +371,20 @@ def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> 
     # Layers without weights (activations, pools, the heatmaps' sigmoid) change what the model computes but not its
     # tensors: compared by the modules' descriptions. Before, a SiLU model saved with a ReLU config reloaded as another
     # network without a word.
-    differ = _first_difference(repr(model), repr(built))
+    differ = next(((name, a, b) for (name, a), (_, b) in zip(_layers(model), _layers(built)) if a != b), None)
     if differ is not None:
-        raise UsageError(f"save_weights: config builds another network than the model: {differ[0]!r} in the model "
-                         f"is {differ[1]!r} in config's (model.activation, model.pool, loss.heatmap...)")
+        raise UsageError(f"save_weights: config builds another network than the model: {differ[0] or 'the model'} "
+                         f"is {differ[1]} in the model, {differ[2]} in config's (model.activation, model.pool, "
+                         f"loss.heatmap...)")
     return _write_weights(out, state, schema, config, head=model.meta.to_dict())
 
 
-def _first_difference(ours: str, theirs: str) -> tuple[str, str] | None:
-    """The first line (stripped) where two module descriptions differ, "(nothing)" past one's end; None if equal."""
-    a, b = ours.splitlines(), theirs.splitlines()
-    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
-    if at is None:
-        return None
-    return (a[at].strip() if at < len(a) else "(nothing)"), (b[at].strip() if at < len(b) else "(nothing)")
+def _layers(model: torch.nn.Module) -> list[tuple[str, str]]:
+    """(name, kind and settings) of every module, for telling two networks with the same tensors apart: layers
+    without weights (activations, pools, the heatmaps' sigmoid) change what a model computes. A normalisation layer
+    is told by its name alone: `SyncBatchNorm` (a DDP recipe's conversion) computes BatchNorm's function."""
+    return [(name, "a normalisation" if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+             else f"{type(module).__name__}({module.extra_repr()})") for name, module in model.named_modules()]
 
 
 def _write_weights(out: Path, state: dict[str, torch.Tensor], schema: Schema, config: Config, *,

@@ -262,15 +262,15 @@ def torch_device(device: str, option: str = "--device") -> Any:
     return dev
 
 
-_forks_guarded = False
+_forks_guarded = False  # `one_thread_in_forked_children` registered its hook
 
 
-def _one_thread_in_forked_children() -> None:
-    """Once a model has run here, a process forked from this one runs torch on one thread. Why: the OpenMP thread
-    pool of torch's CPU kernels does not survive fork(), so a child that runs torch after its parent did (gunicorn
-    --preload, a "fork" process pool given a warmed-up Predictor) waited forever, with no error; one thread in the
-    child is what torch's own DataLoader workers use. A child started by spawn, or a parent that never ran the model,
-    is not affected."""
+def one_thread_in_forked_children() -> None:
+    """From now on, a process forked from this one runs torch on one thread (called where posepart loads or builds a
+    model to run: building one already starts torch's thread pool). Why: the OpenMP thread pool of torch's CPU
+    kernels does not survive fork(), so a child that runs torch after its parent did (gunicorn --preload, a "fork"
+    process pool given a Predictor) waited forever, with no error; one thread in the child is what torch's own
+    DataLoader workers use. A child started by spawn is not affected."""
     global _forks_guarded
     if not _forks_guarded and hasattr(os, "register_at_fork"):
         import torch
@@ -292,6 +292,7 @@ class TorchBackend(Backend):
 
         from posepart.models import channels_last_, fold_batch_norm
 
+        one_thread_in_forked_children()
         self.device = str(device)
         self._dev = torch_device(self.device)
         folded = fold_batch_norm(model)  # a copy when there is a norm to fold
@@ -304,7 +305,6 @@ class TorchBackend(Backend):
     def _forward(self, batch: np.ndarray) -> Any:
         import torch
 
-        _one_thread_in_forked_children()
         x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._dev)
         with torch.inference_mode():
             return self.model(x.contiguous(memory_format=torch.channels_last))

@@ -26,6 +26,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args
 
+import numpy as np
 from torch import nn
 
 from ..errors import UsageError
@@ -100,7 +101,7 @@ def _check_options(**options: Any) -> None:
     torch's words, fc_width 0 at the first forward, and `batch_norm="no"` built a network with BatchNorm."""
     for name, value in options.items():
         if name in ("batch_norm", "heatmap_sigmoid"):
-            ok, wanted = isinstance(value, bool), "True or False"
+            ok, wanted = isinstance(value, (bool, np.bool_)), "True or False"
         elif name in ("fc_width", "stages", "pose_stride", "seg_stride"):
             ok, wanted = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
         else:  # width (> 0), heatmap_smoothing (>= 0 cells)
