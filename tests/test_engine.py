@@ -1586,6 +1586,10 @@ def test_a_model_of_ones_own_loop_saves_as_weights_every_verb_reads(straight_run
             save_weights(trained.model, tmp_path / "other.safetensors", config=other)
     with pytest.raises(UsageError, match="must end in .safetensors"):
         save_weights(trained.model, tmp_path / "own.pt", config=trained.config)
+    extra = copy.deepcopy(trained.model)
+    extra.add_module("smooth", torch.nn.AvgPool2d(3))  # a weight-free module the config does not build
+    with pytest.raises(UsageError, match=r"smooth is AvgPool2d\(.*\) in the model, absent in config's"):
+        save_weights(extra, tmp_path / "other.safetensors", config=trained.config)
     normed = copy.deepcopy(trained.config)
     normed.model.batch_norm = True
     synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_from_config(normed, trained.schema))  # a DDP

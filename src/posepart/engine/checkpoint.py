@@ -371,7 +371,9 @@ def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> 
     # Layers without weights (activations, pools, the heatmaps' sigmoid) change what the model computes but not its
     # tensors: compared by the modules' descriptions. Before, a SiLU model saved with a ReLU config reloaded as another
     # network without a word.
-    differ = next(((name, a, b) for (name, a), (_, b) in zip(_layers(model), _layers(built)) if a != b), None)
+    ours, theirs = _layers(model), _layers(built)
+    differ = next(((name, ours.get(name, "absent"), theirs.get(name, "absent")) for name in {**theirs, **ours}
+                   if ours.get(name) != theirs.get(name)), None)
     if differ is not None:
         raise UsageError(f"save_weights: config builds another network than the model: {differ[0] or 'the model'} "
                          f"is {differ[1]} in the model, {differ[2]} in config's (model.activation, model.pool, "
@@ -379,12 +381,12 @@ def save_weights(model: torch.nn.Module, out: str | Path, *, config: Config) -> 
     return _write_weights(out, state, schema, config, head=model.meta.to_dict())
 
 
-def _layers(model: torch.nn.Module) -> list[tuple[str, str]]:
-    """(name, kind and settings) of every module, for telling two networks with the same tensors apart: layers
-    without weights (activations, pools, the heatmaps' sigmoid) change what a model computes. A normalisation layer
-    is told by its name alone: `SyncBatchNorm` (a DDP recipe's conversion) computes BatchNorm's function."""
-    return [(name, "a normalisation" if isinstance(module, torch.nn.modules.batchnorm._NormBase)
-             else f"{type(module).__name__}({module.extra_repr()})") for name, module in model.named_modules()]
+def _layers(model: torch.nn.Module) -> dict[str, str]:
+    """{name: kind and settings} of every module, in order, for telling two networks with the same tensors apart:
+    layers without weights (activations, pools, the heatmaps' sigmoid) change what a model computes. A normalisation
+    layer is told by its name alone: `SyncBatchNorm` (a DDP recipe's conversion) computes BatchNorm's function."""
+    return {name: "a normalisation" if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            else f"{type(module).__name__}({module.extra_repr()})" for name, module in model.named_modules()}
 
 
 def _write_weights(out: Path, state: dict[str, torch.Tensor], schema: Schema, config: Config, *,
