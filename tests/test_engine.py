@@ -268,6 +268,12 @@ def test_a_checkpoint_records_what_made_it(straight_run, tmp_path, capsys):
     with pytest.MonkeyPatch.context() as patch:  # a launcher's own argv (a Path, a number): stored as strings, so
         patch.setattr(sys, "argv", ["launch.py", Path("/data"), 3])  # the checkpoint stays weights-only loadable
         assert provenance(None)["command"] == ["launch.py", "/data", "3"]
+    # a verb run from Python (a notebook walkthrough: the kernel's launcher was recorded, not the verb)
+    out = tmp_path / "from_python"
+    argv = ["train", "--config", str(straight_run.out / "config.yaml"), "--out", str(out), "--set", "train.max_steps=1"]
+    assert cli.main(argv) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["posepart"]["provenance"]["command"] == ["posepart", *argv]
+    assert provenance(None)["command"] == [str(arg) for arg in sys.argv]  # the process's own again
     exported = tmp_path / "m.safetensors"
     assert cli.main(["export-weights", "--checkpoint", str(straight_run.last), "--out", str(exported)]) == 0
     from safetensors import safe_open
@@ -1848,6 +1854,23 @@ def test_a_stop_by_signal_wherever_it_lands_resumes_exactly(six_epochs, data, tm
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_a_stopped_run_leaves_no_progress_bar_open_and_no_seed_behind(data, tmp_path):
+    """A notebook walkthrough: a run stopped by a Ctrl-C left Lightning's bar open (Lightning closes it at an epoch's
+    end), so the kernel's next bars drew a row lower and the stale one printed itself again when collected; and any
+    run left the process's random generators seeded by its own seed."""
+    from tqdm import tqdm
+
+    import random
+
+    random.seed(5)
+    open_before, draw, seed_before = len(tqdm._instances), random.getstate(), os.environ.get("PL_GLOBAL_SEED")
+    cut = train(tiny(data, "train.max_epochs=6", val=False), tmp_path / "cut", callbacks=[_sigterm_at(3)],
+                enable_model_summary=False)  # with its progress bar
+    assert cut.interrupted == "SIGTERM" and len(tqdm._instances) == open_before
+    # nor its seeding: the caller's random state and Lightning's seed variables as they were
+    assert random.getstate() == draw and os.environ.get("PL_GLOBAL_SEED") == seed_before
 
 
 def _sigterm_at(step: int | None = None, *, sanity_check: bool = False) -> pl.Callback:

@@ -465,7 +465,13 @@ def test_training_curves_name_every_model_when_no_training_loss_was_logged(tmp_p
         path = tmp_path / f"{name}.csv"
         path.write_text(f"step,val/pose/ap,val/seg/mean_iou\n4,{ap},0.3\n8,{ap + 0.1},0.4\n")
         logs[name] = path
-    out = plot_training_curves(logs, tmp_path / "curves.png")
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's own, as a notebook's inline backend
+    try:
+        out = plot_training_curves(logs, tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"  # a notebook walkthrough: switched to Agg for the session
+    finally:
+        matplotlib.use(backend)
     assert matplotlib.image.imread(out).shape[0] > 0
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
     assert legends == [["joint", "pose alone"]]

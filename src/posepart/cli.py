@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from posepart import files
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
@@ -415,7 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.inputs += extra
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return _run(args)
+        if argv is None:
+            return _run(args)
+        # called from Python (a notebook, a script): the run's provenance records this command, not the process's
+        # own sys.argv (the kernel's launcher, the calling script)
+        files.invoked_as = ["posepart", *map(str, argv)]
+        try:
+            return _run(args)
+        finally:
+            files.invoked_as = None
 
 
 def _run(args: argparse.Namespace) -> int:

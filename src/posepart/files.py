@@ -301,6 +301,11 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+# The command line of a verb run by `posepart.cli.main(argv)` from Python, which a run's provenance records instead of
+# the process's sys.argv (None: the process's own command)
+invoked_as: list[str] | None = None
+
+
 def newer_format(found: Any, expected: str) -> str | None:
     """What to say of a model file whose format tag `found` is a later version of `expected` ("posepart-weights-v2"
     for "posepart-weights-v1": a newer posepart's file, said so with what to do); None for any other tag."""

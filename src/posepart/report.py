@@ -319,14 +319,15 @@ def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path,
     masked)."""
     import csv
 
+    # A Figure of its own, drawn by Agg, not pyplot's: `matplotlib.use("Agg")` switched a notebook's backend for the
+    # rest of its session (inline plots showed nothing after a demo or a report)
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = (("train/total", "training loss"), ("val/seg/mean_iou", "val mean IU"), ("val/pose/ap", "val OKS AP"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(4 * len(panels), 3.2))
+    axes = fig.subplots(1, len(panels))
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, path) in enumerate(csv_by_model.items()):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -349,5 +350,4 @@ def plot_training_curves(csv_by_model: Mapping[str, Path], out: Path,
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

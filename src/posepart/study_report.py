@@ -106,12 +106,10 @@ def write_study_report(out: Path, record: dict[str, Any], figure: Path | None) -
 def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], path: Path,
                arms: Sequence[str] = ("parts", "joint")) -> Path | None:
     """Mean IU and OKS AP against the part-label fraction (error bars: sd over seeds); pose-only as a line."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: see `report.plot_training_curves`
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (seg_ax, pose_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    seg_ax, pose_ax = fig.subplots(1, 2)
     colours = {"parts": "tab:blue", "joint": "tab:red", "joint+st": "tab:purple"}
     for arm, colour in ((arm, colours[arm]) for arm in arms):
         for ax, metric in ((seg_ax, "mean_iou"), (pose_ax, "ap")):
@@ -135,5 +133,4 @@ def plot_study(summary: dict[str, dict[str, Any]], fractions: Sequence[float], p
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -23,6 +23,7 @@ from posepart.engine.config import config_from_dict
 from posepart.data.mixing import trained_tasks
 from posepart.engine.settings import Config
 from posepart.errors import MissingFileError, PosepartError, UsageError
+from posepart import files
 from posepart.files import atomic_write, code_digest, newer_format
 from posepart.heads import HeadMeta, HeadMetaError
 from posepart.inference.backends import export_kind, one_thread_in_forked_children, parse_record
@@ -184,7 +185,7 @@ def provenance(precision: str | None, world_size: int | None = None) -> dict[str
             # its version from the metadata: importing albumentations asks PyPI for a newer one (a warning offline)
             "albumentations": importlib.metadata.version("albumentations"), "python": platform.python_version(),
             "cpu": cpu_kind(), "threads": torch.get_num_threads(), "precision": precision, "world_size": world_size,
-            "command": [str(arg) for arg in sys.argv], "cwd": cwd}  # a launcher may put Paths in argv
+            "command": files.invoked_as or [str(arg) for arg in sys.argv], "cwd": cwd}  # (Paths in a launcher's argv)
 
 
 def cpu_kind() -> dict[str, Any]:

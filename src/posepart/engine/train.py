@@ -230,8 +230,35 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
                 and any(Path(init).resolve().is_relative_to(p.resolve()) for p in replaced)):
             raise ConfigError(f"model.init {init} lies in the run that --overwrite replaces (DDP workers would read it "
                               f"after it is gone): copy it out of {out} first")
-        with intra_op_threads(cfg.train.threads):
+        with intra_op_threads(cfg.train.threads), callers_random_state():
             return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
+
+
+@contextmanager
+def callers_random_state() -> Iterator[None]:
+    """The random generators (Python's, numpy's, torch's) and Lightning's seed variables as they were before the run
+    seeded them, restored after it. Why: a notebook's later draws were a function of the last run's `train.seed`,
+    whatever the user had seeded, and PL_SEED_WORKERS changed the seeding of the user's own loaders."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    environment = {key: os.environ.get(key) for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -363,6 +390,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
         raise KeyboardInterrupt from exit_
     finally:  # as they were, however training ended (a Ctrl-C inside Lightning's shutdown skips its own restore)
         _restore_signal_handlers(handlers)
+        _close_progress_bars(trainer)
     if trainer.is_global_zero and resume is not None:
         dump_config(cfg, out / CONFIG_FILE)
     # before: such a resume printed "trained 2 epochs" like the run that trained them, the unchanged schedule unsaid
@@ -395,6 +423,17 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                        interrupted=interrupted.name if interrupted is not None else None,
                        signal_received=stop.received.name if stop.received is not None else None,
                        already_complete=complete)
+
+
+def _close_progress_bars(trainer: pl.Trainer) -> None:
+    """Close the bars of Lightning's progress bar, which it closes at the end of an epoch's training or validation
+    but not when a stop cuts one: an interrupted run's bar stayed open, so the next bars of the process (a notebook's)
+    drew a row lower, and it printed itself again whenever the garbage collector reached it."""
+    from tqdm import tqdm
+
+    for bar in getattr(trainer.progress_bar_callback, "__dict__", {}).values():  # (None: no progress bar)
+        if isinstance(bar, tqdm):
+            bar.close()
 
 
 def _signal_handlers() -> dict[signal.Signals, Any]:

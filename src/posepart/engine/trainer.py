@@ -347,7 +347,10 @@ _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                    r"You're resuming from a checkpoint that ended before the epoch ended",
                    # a small dataset (fewer batches an epoch than train.log_every_steps): Lightning counts the steps
                    # to log over the whole run, not within an epoch, so the curves have their points anyway
-                   r"The number of training batches \(\d+\) is smaller than the logging interval")
+                   r"The number of training batches \(\d+\) is smaller than the logging interval",
+                   # a resume continues in its own folder (documented); any other run into a folder holding a run is
+                   # refused unless --overwrite, which clears it (a notebook walkthrough: printed at every resume)
+                   r"Checkpoint directory .* exists and is not empty")
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
