@@ -137,8 +137,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     if sources:
         metrics["training_data"] = sources
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
-    metrics["evaluated"] = {**what_was_scored(args.checkpoint, dataset, args.batch_size),
-                            **({"training_data": True} if trained_on else {})}
+    metrics["evaluated"] = what_was_scored(args.checkpoint, dataset, args.batch_size, training_data=trained_on)
     other = "" if size == own_size else f", {size} px"
     name = f"{model_name} ({args.checkpoint.name}{other}){tta_label(metrics)}"
     return metrics, overlays, name, dataset, results
@@ -215,8 +214,8 @@ def _evaluate_sources(args: argparse.Namespace, *, reused: bool) -> int:
         raise DatasetError("evaluate --source: no source had an image that could be scored")
     for name, metrics in rows.items():
         metrics.update({"training_data": loaded.sources} if loaded.sources else {})
-        metrics["evaluated"] = {**what_was_scored(args.checkpoint, datasets[name], args.batch_size),  # as --data's
-                                **({"training_data": True} if name in trained_on else {})}
+        metrics["evaluated"] = what_was_scored(args.checkpoint, datasets[name], args.batch_size,  # as --data's
+                                               training_data=name in trained_on)
         print(f"{name}:\n{format_metrics(metrics)}")
     metrics_file, folder = _metrics_path(args.out)
     if metrics_file is not None:  # with the schema they were scored in (`posepart compare` reads it)

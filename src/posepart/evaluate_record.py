@@ -11,15 +11,18 @@ from typing import Any, Collection, Sequence
 from posepart.data.format import PosePartDataset
 
 
-def what_was_scored(checkpoint: Path, dataset: PosePartDataset, batch_size: int) -> dict[str, Any]:
+def what_was_scored(checkpoint: Path, dataset: PosePartDataset, batch_size: int, *, training_data: bool
+                    ) -> dict[str, Any]:
     """metrics.json's `evaluated`: the model file and the data, by path and by digest (a later --resume rewrites a
-    run's last.ckpt, so the path alone may name other weights then), the images' folder, the batch size and the
-    code that scored (`posepart.files.code_digest`)."""
+    run's last.ckpt, so the path alone may name other weights then), the images' folder, the batch size, the
+    code that scored (`posepart.files.code_digest`) and, where it is, that the data is the model's training data
+    (`note_training_data`)."""
     from posepart.files import code_digest, file_sha1
 
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha1": file_sha1(checkpoint),
             "data": str(dataset.annotation_file.resolve()), "data_sha1": file_sha1(dataset.annotation_file),
-            "images": str(dataset.image_dir.resolve()), "batch_size": batch_size, "code": code_digest()}
+            "images": str(dataset.image_dir.resolve()), "batch_size": batch_size, "code": code_digest(),
+            **({"training_data": True} if training_data else {})}
 
 
 def note_training_data(where: str, dataset: PosePartDataset, config: Any) -> bool:

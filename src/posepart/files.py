@@ -314,4 +314,5 @@ def newer_format(found: Any, expected: str) -> str | None:
     # ASCII digits, a few of them (str.isdigit takes "²", which int() refuses: a traceback from an error message)
     if not (re.fullmatch(r"[0-9]{1,6}", version) and int(version) > int(expected[len(family):])):
         return None
-    return f"written by a newer posepart (format {found!r}; this version reads {expected!r}): update posepart to read it"
+    return (f"written by a newer posepart (format {found!r}; this version reads {expected!r}): update posepart to "
+            f"read it")

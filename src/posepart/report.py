@@ -147,8 +147,8 @@ def stage_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
              "|---|---:|" + "---:|" * len(STAGE_COLUMNS)]
     for name, metrics in rows.items():
         for t, stage in enumerate(metrics.get("per_stage") or [], start=1):
-            lines.append(f"| {row_name(name)} | {t} | " + " | ".join(_cell(stage, task, k) for task, k, _ in STAGE_COLUMNS)
-                         + " |")
+            cells = " | ".join(_cell(stage, task, k) for task, k, _ in STAGE_COLUMNS)
+            lines.append(f"| {row_name(name)} | {t} | {cells} |")
     return "\n".join(lines)
 
 

@@ -119,7 +119,12 @@ def _pil_pixels(image: Any, name: str) -> np.ndarray:
 def is_file_object(item: Any) -> bool:
     """A binary file object (an open file, `io.BytesIO`, an upload's stream): one image's bytes, not a batch of lines
     (before, iterating one gave a list of thousands of failed results)."""
-    return callable(getattr(item, "read", None)) and not (hasattr(item, "mode") and hasattr(item, "convert"))
+    return callable(getattr(item, "read", None)) and not is_pil_image(item)
+
+
+def is_pil_image(item: Any) -> bool:
+    """A PIL image (it has a `read` of its own), told without importing PIL."""
+    return hasattr(item, "mode") and hasattr(item, "convert")
 
 
 def _decode_bytes(item: Any, name: str) -> np.ndarray:
@@ -167,7 +172,7 @@ def load_image(item: Any) -> np.ndarray:
             raise InputError(str(err)) from None
     if isinstance(item, np.ndarray):
         return _array_to_rgb8(item, name)
-    if hasattr(item, "mode") and hasattr(item, "convert"):  # PIL.Image.Image, without importing PIL
+    if is_pil_image(item):
         return _pil_to_rgb8(item, name)
     if is_tensor(item):
         return _tensor_to_rgb8(item, name)

@@ -144,24 +144,24 @@ def _fcn(variant: FCNVariant, schema: Schema, width: float, fc_width: int, pretr
 def fcn32_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                 ) -> PosePartNet:
-    """FCN-32s: one x32 upsampling of the stride-32 scores. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
-    pool, pretrained)."""
+    """FCN-32s: one x32 upsampling of the stride-32 scores.
+    Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation, pool, pretrained)."""
     return _fcn("fcn32", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn16_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                 activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                 ) -> PosePartNet:
-    """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
-    pool, pretrained)."""
+    """FCN-16s: FCN-32s scores x2 + a pool4 skip, then x16.
+    Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation, pool, pretrained)."""
     return _fcn("fcn16", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
 def fcn8_vgg16(schema: Schema, *, width: float = 1.0, fc_width: int = 4096, batch_norm: bool = False,
                activation: Activation = "relu", pool: Pool = "max", pretrained: Path | str | None = None
                ) -> PosePartNet:
-    """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8. Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation,
-    pool, pretrained)."""
+    """FCN-8s: FCN-16s scores x2 + a pool3 skip, then x8.
+    Options as `joint_vgg16`'s (width, fc_width, batch_norm, activation, pool, pretrained)."""
     return _fcn("fcn8", schema, width, fc_width, pretrained, batch_norm, activation, pool)
 
 
