@@ -190,6 +190,46 @@ def test_progress_of_a_worker_is_read_from_its_log(tmp_path):
     assert TrainJob(tmp_path, "demo_cpu_joint", images=16).steps(40) == 2  # its own budget, at the config's 8
 
 
+@pytest.mark.parametrize("workers", ["data", "jobs"])
+def test_a_ctrl_c_while_the_demos_workers_start_stops_it_without_tracebacks(tmp_path, workers):
+    """Ctrl-C to `posepart demo --jobs 2` while its worker processes start (those that write the synthetic data,
+    forked, or the training jobs, spawned: they import posepart for a second or two) stops it as a later one does:
+    exit 130, "interrupted", nothing trained. Before: each worker died of it, printing a KeyboardInterrupt
+    traceback; they now start with SIGINT and SIGTERM blocked until they ignore them."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "posepart.cli", "demo", "--out", str(tmp_path / "demo"), "--jobs", "2",
+               "--size", "64", "--n-val", "4", "--n-train", "8", "--train-images", "800"]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def started() -> int:  # the demo's children of that kind (forked ones run the demo's own command line)
+        found = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                line = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, IndexError):
+                continue
+            found += parent == str(process.pid) and (b"spawn_main" in line) == (workers == "jobs")
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        while started() < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to every process of the group
+        err = process.communicate(timeout=120)[1]
+    finally:
+        for pid in subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err[-3000:]
+    assert not list((tmp_path / "demo").glob("*/checkpoints/last.ckpt"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sent", ["SIGINT", "SIGTERM"])
 def test_a_signal_to_a_parallel_demo_stops_every_model_it_trains(tmp_path, sent):

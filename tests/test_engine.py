@@ -1671,6 +1671,23 @@ def _straight_cli_run(data: dict[str, Path], tmp_path: Path) -> tuple[list[str],
     return command, env, load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
 
 
+def test_a_stop_requested_by_the_caller_saves_the_step_and_resumes_exactly(data, tmp_path):
+    """`train(stop_requested=...)` is polled after every step: True stops the run as SIGTERM does, at that step's
+    end inside an epoch with last.ckpt saved there (`interrupted` "SIGTERM"), and a resume ends with the weights
+    of the same run uninterrupted. What `posepart demo --jobs` workers stop on: before, they depended on a
+    forwarded SIGTERM arriving while the training handled it."""
+    cfg = tiny(data, "train.max_epochs=3", val=False)  # 8 images at batch 4: 2 steps an epoch
+    straight = train(cfg, tmp_path / "straight", **QUIET)
+    polled: list[int] = []
+    cut = train(cfg, tmp_path / "cut", stop_requested=lambda: polled.append(1) or len(polled) >= 3, **QUIET)
+    assert (cut.interrupted, cut.global_step, len(polled)) == ("SIGTERM", 3, 3)
+    assert load_checkpoint(cut.last)["global_step"] == 3
+    resumed = train(cfg, tmp_path / "cut", resume=cut.last, **QUIET)
+    assert resumed.interrupted is None and resumed.global_step == straight.global_step == 6
+    ended, whole = load_checkpoint(resumed.last)["state_dict"], load_checkpoint(straight.last)["state_dict"]
+    assert all(torch.equal(whole[key], ended[key]) for key in whole)
+
+
 def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     """`posepart train` killed with SIGKILL once it has saved an epoch, then `--resume`d from its last.ckpt, ends
     with exactly the weights and optimizer state of the same run uninterrupted (checkpoints are written atomically

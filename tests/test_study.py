@@ -293,6 +293,29 @@ def test_an_arm_whose_training_was_stopped_is_continued_not_restarted(data, tmp_
     assert len(list((run / "csv").glob("version_*"))) == 2  # the first launch's log kept, the resume's beside it
 
 
+def test_a_stop_asked_for_as_training_ends_leaves_the_model_unscored_and_continued_later(data, tmp_path):
+    """A `posepart demo` / `study` job stops when its parent asks (`stop_requested`, polled after every step), also
+    one asked for once the last step had passed: the model is not scored then (its record has no metrics) and the
+    same job run again continues it, with nothing left to train, and scores it. Before, a worker that missed the
+    forwarded SIGTERM trained to its end and was scored, 25 s after a Ctrl-C (the demo signal test's rare failure)."""
+    from posepart.errors import Interrupted
+    from posepart.jobs import SCORE_FILE, train_and_score
+
+    out = tmp_path / "arm"
+    common = dict(train_size=8, size=SIZE, images=16, quiet=True)  # 2 steps at the config's batch size 8
+    polled: list[int] = []
+    with pytest.raises(Interrupted):  # polled after steps 1 and 2, then once more before the scoring
+        train_and_score(out, "demo_cpu_paf", data / "train", data / "val",
+                        stop_requested=lambda: polled.append(1) or len(polled) > 2, **common)
+    assert len(polled) == 3 and "metrics" not in json.loads((out / SCORE_FILE).read_text())
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    metrics = train_and_score(out, "demo_cpu_paf", data / "train", data / "val", **common)[0]
+    assert "pose" in metrics and "metrics" in json.loads((out / SCORE_FILE).read_text())
+    continued = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert continued["global_step"] == last["global_step"] == 2
+    assert all(torch.equal(last["state_dict"][key], continued["state_dict"][key]) for key in last["state_dict"])
+
+
 def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_path, capsys, monkeypatch):
     """Before: --unlabelled too small for a single image ended in an AssertionError traceback; a self-training
     --set reached every arm (and failed the others: "no source is unlabelled"); a --config without a part head

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -32,6 +32,7 @@ from posepart.data.format import ANNOTATIONS_FILE, PosePartDataset
 from posepart.engine.run_folder import checkpoint_path, csv_logs
 from posepart.errors import Interrupted, PosepartError, refuse_while_a_child_imports_main
 from posepart.files import code_digest, file_sha1, read_earlier_json, write_json_atomic
+from posepart.processes import ignore_stop_signals, stop_signals_blocked
 
 VALIDATIONS = 4  # at most this many validation passes per model in training (the curves); each costs n_val images
 SCORE_FILE = "score.json"  # a scored model's inputs and metrics, in its run folder (`train_and_score`)
@@ -52,6 +53,7 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
                     images: int, minutes: float | None = None, quiet: bool = False,
                     extra: list[str] | tuple[str, ...] = (), tasks: tuple[str, ...] | None = None,
                     sources: list[dict[str, Any]] | None = None, flip: bool = False,
+                    stop_requested: Callable[[], bool] | None = None,
                     ) -> tuple[dict[str, Any], list[Any], Path | None]:
     """Train one model on `images` training images (its schedule planned over them; `minutes` caps the wall
     time) from the `train_size` images under train_root, score its last checkpoint; -> (metrics, overlays,
@@ -59,7 +61,8 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     only these (the data as one `data.sources` entry with `tasks`); the masked head's scores are left out.
     `sources`: `data.sources` entries to train on instead (subsets of train_root: `posepart study`), with epochs of
     `train_size` samples; validation and scoring stay on val_root. `flip`: score it with test-time flipping too
-    (`posepart evaluate --flip`: one more forward pass per image), under metrics["flip"]."""
+    (`posepart evaluate --flip`: one more forward pass per image), under metrics["flip"]. `stop_requested`: `train`'s
+    stop (polled after every step); one asked for by the end of training also skips the scoring (`Interrupted`)."""
     from posepart.data.mixing import map_dataset
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
@@ -100,8 +103,10 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     cfg = load_config(shipped_config(config_name), overrides)
     # overwrite: a demo (or an ablation row) run again replaces its previous run of that model
     result = train(cfg, out, resume=resume, max_minutes=minutes, overwrite=resume is None,
-                   **({"enable_progress_bar": False} if quiet else {}))
+                   stop_requested=stop_requested, **({"enable_progress_bar": False} if quiet else {}))
     stopped_by = result.interrupted or result.signal_received
+    if stopped_by is None and stop_requested is not None and stop_requested():
+        stopped_by = "SIGTERM"  # asked for in the run's last step or after it: scored when run again, not now
     if stopped_by:  # Ctrl-C or SIGTERM stops the demo or study, not only this model's training; run again, it
         raise Interrupted(getattr(signal, stopped_by))  # continues this model (score.json records no metrics)
     if result.last is None:
@@ -186,13 +191,14 @@ _STOP: Any = None  # in a worker process of `run_jobs`: the event its parent set
 
 
 def _init_worker(stop: Any) -> None:
-    """A `run_jobs` worker: it leaves Ctrl-C and SIGTERM to its parent, which forwards SIGTERM to a worker that is
-    training (Lightning's handler slot takes it there, `StopOnSignal`: a stop at the step's end, saved). Why: an idle
-    worker killed by the terminal's Ctrl-C breaks the pool, which kills the others mid-step."""
+    """A `run_jobs` worker: it leaves Ctrl-C and SIGTERM to its parent, which sets `stop`; a training polls it after
+    every step (`train`'s `stop_requested`: a stop at the step's end, saved). Why: an idle worker killed by the
+    terminal's Ctrl-C breaks the pool, which kills the others mid-step; and a signal forwarded to a worker still
+    setting up its training found it ignoring signals: a short training then ran to its end and was scored (a rare
+    failure of the demo's signal test)."""
     global _STOP
     _STOP = stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_stop_signals()  # started with both blocked (`run_jobs`): a Ctrl-C while it imported printed tracebacks
 
 
 def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], list[Any], Path | None]:
@@ -208,23 +214,23 @@ def _train_job(log: Path, threads: int, *args: Any, **kwargs: Any) -> tuple[dict
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
     torch.set_num_threads(threads)
-    return train_and_score(*args, quiet=True, **kwargs)
+    return train_and_score(*args, quiet=True, stop_requested=_STOP.is_set if _STOP is not None else None, **kwargs)
 
 
-def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
-    """Send `signum` to the pool's worker processes (its private table: the executor has no public one)."""
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's worker processes (its private table: the executor has no public one)."""
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(OSError):  # ended meanwhile
-            os.kill(process.pid, signum)
+            os.kill(process.pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # (Windows has no SIGKILL)
 
 
 @contextmanager
 def _stopping_workers(pool: ProcessPoolExecutor, stop: Any) -> Iterator[list[int]]:
     """While `run_jobs` waits (main thread only): a first Ctrl-C or SIGTERM to this process, or to its whole process
     group from a terminal or Slurm, stops the jobs: none not yet started starts, and the training ones stop at a
-    step's end, saved (the signal is forwarded as SIGTERM); `run_jobs` then raises `Interrupted`. A second Ctrl-C
-    kills the workers at once. Before: a stopped model's worker took the next queued model and trained it in full,
-    and SIGTERM killed this process alone, leaving its workers training."""
+    step's end, saved (`stop`, which they poll); `run_jobs` then raises `Interrupted`. A second Ctrl-C kills the
+    workers at once. Before: a stopped model's worker took the next queued model and trained it in full, and SIGTERM
+    killed this process alone, leaving its workers training."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -232,12 +238,11 @@ def _stopping_workers(pool: ProcessPoolExecutor, stop: Any) -> Iterator[list[int
 
     def handler(signum: int, frame: Any) -> None:
         if received and signum == signal.SIGINT:
-            _signal_workers(pool, getattr(signal, "SIGKILL", signal.SIGTERM))  # (Windows has no SIGKILL)
+            _kill_workers(pool)
             raise KeyboardInterrupt
         if not received:
             received.append(signum)
-            stop.set()  # a job not yet started stops as it starts
-        _signal_workers(pool, signal.SIGTERM)
+            stop.set()  # the jobs in training stop at a step's end, one not yet started as it starts
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -329,16 +334,15 @@ def run_jobs(jobs: dict[str, TrainJob], train_root: Path, val_root: Path, *, tra
     with ProcessPoolExecutor(max_workers=parallel, mp_context=context, initializer=_init_worker,
                              initargs=(stop,)) as pool, _stopping_workers(pool, stop) as received:
         futures = {}
-        for label, job in jobs.items():
-            args, kwargs = arguments(job)
-            futures[pool.submit(_train_job, job.out / "train.log", threads, *args, **kwargs)] = label
+        with stop_signals_blocked():  # the workers are started by the submits, and inherit the mask
+            for label, job in jobs.items():
+                args, kwargs = arguments(job)
+                futures[pool.submit(_train_job, job.out / "train.log", threads, *args, **kwargs)] = label
         pending = set(futures)
         # One combined progress line over all models' steps, read from their logs (the workers print nothing here).
         with tqdm(total=sum(planned.values()), desc="training", unit="step", file=sys.stdout, mininterval=5) as bar:
             while pending:
                 done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
-                if received:  # again: a worker that was setting up its training ignored the first
-                    _signal_workers(pool, signal.SIGTERM)
                 # a stopped model is not finished: its bar stays at the steps it logged
                 finished = {futures[f] for f in futures if f not in pending} if not received else set()
                 bar.n = sum(planned[label] if label in finished else

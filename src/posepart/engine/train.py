@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -204,10 +204,13 @@ def _claim_run_folder(out: Path, *, resume: str | Path | None, overwrite: bool) 
 
 
 def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max_minutes: float | None = None,
-          overwrite: bool = False, verbose: bool = False, **trainer_overrides: Any) -> TrainResult:
+          overwrite: bool = False, verbose: bool = False, stop_requested: Callable[[], bool] | None = None,
+          **trainer_overrides: Any) -> TrainResult:
     """Train `cfg` into `out`; `resume` continues from a checkpoint; `max_minutes` caps the wall time; `overwrite`
     replaces a run already in `out` (refused otherwise, unless resumed); `verbose` shows Lightning's tips and the
-    deprecation warnings of its own code (`quiet_lightning`). `out` is locked for the launch: a second train into it
+    deprecation warnings of its own code (`quiet_lightning`). `stop_requested` is called after every training step:
+    True stops the run as SIGTERM does, at the step's end with last.ckpt saved (`interrupted` "SIGTERM"): a stop
+    button, or a `threading.Event`'s `is_set` another thread sets. `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
     refuse_while_a_child_imports_main("train()")
     out = Path(out)
@@ -231,7 +234,8 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
             raise ConfigError(f"model.init {init} lies in the run that --overwrite replaces (DDP workers would read it "
                               f"after it is gone): copy it out of {out} first")
         with intra_op_threads(cfg.train.threads), callers_random_state():
-            return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced, **trainer_overrides)
+            return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced,
+                          stop_requested=stop_requested, **trainer_overrides)
 
 
 @contextmanager
@@ -295,7 +299,8 @@ def _launches_workers(cfg: Config) -> bool:
 
 
 def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: float | None,
-           replaced: Sequence[Path] = (), **trainer_overrides: Any) -> TrainResult:
+           replaced: Sequence[Path] = (), stop_requested: Callable[[], bool] | None = None,
+           **trainer_overrides: Any) -> TrainResult:
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     for folder in (out, out / CHECKPOINTS):  # temp files of a save that was killed (the run's own saves replace)
         for orphan in remove_orphans(folder):
@@ -353,7 +358,7 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     _warn_unused_settings(cfg, module)
     monitor = _monitor(cfg, module, data)
     trainer = build_trainer(cfg, out, has_val=has_val, monitor=monitor, max_minutes=max_minutes,
-                            **trainer_overrides)
+                            stop_requested=stop_requested, **trainer_overrides)
     check_processes(cfg, trainer.world_size)
     for path in replaced:  # --overwrite: the new run's data, model and Trainer are set up: the old run's files go now
         shutil.rmtree(path) if path.is_dir() else path.unlink()

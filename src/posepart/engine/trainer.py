@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path, PurePath, PureWindowsPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -77,10 +77,14 @@ class StopOnSignal(Callback):
     only records itself (for SIGTERM, in the slot of Lightning's handler, which Lightning installs and removes);
     after every training step the ranks agree (one all-reduce of the signal number, the larger winning) and all stop
     at the same step. A stop at an epoch's last step waits for the epoch's validation and checkpoint; a signal
-    between steps stops at the end of the next one; one at the run's last step lets it finish."""
+    between steps stops at the end of the next one; one at the run's last step lets it finish.
 
-    def __init__(self, last: Path) -> None:
+    `stop_requested`, called after every step: True stops the run as SIGTERM does (a stop asked for by another
+    thread or by a parent process, which needs no signal to arrive in a window where it is handled)."""
+
+    def __init__(self, last: Path, stop_requested: Callable[[], bool] | None = None) -> None:
         self.last = last
+        self.stop_requested = stop_requested
         self.signal: signal.Signals | None = None  # what cut the run
         self.received: signal.Signals | None = None  # a signal this process received, whether or not it cut the run
         self.saved_step: int | None = None  # the step `last` was saved at, when it was saved here
@@ -118,6 +122,8 @@ class StopOnSignal(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if self._decided:
             return
+        if self.received is None and self.stop_requested is not None and self.stop_requested():
+            self.received = signal.SIGTERM
         received = int(self.received or 0)
         if trainer.world_size > 1:  # every rank takes the same decision at the same step
             flag = torch.tensor([received], device=trainer.strategy.root_device)
@@ -277,8 +283,10 @@ def trains_on_cpu(accelerator: str) -> bool:
 
 
 def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
-                  max_minutes: float | None = None, **overrides: Any) -> pl.Trainer:
-    """The Trainer of a run (callbacks, loggers, checkpoint IO); `overrides` go straight to `pl.Trainer`."""
+                  max_minutes: float | None = None, stop_requested: Callable[[], bool] | None = None,
+                  **overrides: Any) -> pl.Trainer:
+    """The Trainer of a run (callbacks, loggers, checkpoint IO); `stop_requested` goes to `StopOnSignal`,
+    `overrides` straight to `pl.Trainer`."""
     t = cfg.train
     minutes = max_minutes if max_minutes is not None else t.max_minutes
     on_cpu = trains_on_cpu(t.accelerator)
@@ -298,7 +306,7 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         # the timer before the stop on signals, which leaves a step the timer ends to it (`StopOnSignal`)
         callbacks=[*checkpoint_callbacks(out / CHECKPOINTS, monitor, t.best_mode),
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
-                   StopOnSignal(checkpoint_path(out)),
+                   StopOnSignal(checkpoint_path(out), stop_requested),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
                    *overrides.pop("callbacks", [])],
         logger=[CSVLogger(out, name=CSV_LOGS), TensorBoardLogger(out, name=TENSORBOARD_LOGS)],

@@ -7,14 +7,11 @@ imports the module of its `worker_init_fn` afresh, and Lightning cost each one a
 from __future__ import annotations
 
 import gc
-import signal
 from typing import Any
 
 from torch.utils.data import DataLoader
 
-# The signals a run stops on at a step's end (`engine.trainer.StopOnSignal`), left by loader workers to the training
-# process (`share_inherited_objects`)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from posepart.processes import ignore_stop_signals, stop_signals_blocked
 
 
 def share_inherited_objects(worker_id: int) -> None:
@@ -27,10 +24,7 @@ def share_inherited_objects(worker_id: int) -> None:
     run died of a DataLoader error with nothing saved. The worker was started with both blocked (`StartsWorkers`):
     ignored now, they are unblocked (one that came meanwhile is dropped)."""
     gc.freeze()
-    for sent in STOP_SIGNALS:
-        signal.signal(sent, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    ignore_stop_signals()
 
 
 class StartsWorkers(DataLoader):
@@ -42,10 +36,7 @@ class StartsWorkers(DataLoader):
     ignore SIGTERM at exit). A child inherits its parent's signal mask, through fork and exec alike."""
 
     def _get_iterator(self) -> Any:
-        if not self.num_workers or not hasattr(signal, "pthread_sigmask"):
+        if not self.num_workers:
             return super()._get_iterator()
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # this thread's: the one that starts them
-        try:
+        with stop_signals_blocked():  # this thread's mask: the thread that starts them
             return super()._get_iterator()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)  # a signal that came meanwhile is delivered now

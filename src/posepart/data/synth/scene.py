@@ -18,6 +18,7 @@ from posepart.data.synth.pose import (CHIN, HEAD_TOP, HIP, POSE_KINDS, SHOULDER,
                                       sample_pose, skeleton_3d, view_of)
 from posepart.data.synth.texture import degrade, fixed, grain, paint_at
 from posepart.errors import UsageError, refuse_while_a_child_imports_main
+from posepart.processes import ignore_stop_signals, stop_signals_blocked
 from posepart.heads import INPUT_SIZE
 from posepart.schema import PASCAL_KEYPOINTS, Schema
 
@@ -256,8 +257,12 @@ def iter_scenes(
         for i in range(n):
             yield scene_at(seed, i, size, config)
         return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(partial(scene_at, seed, size=size, config=config), range(n), chunksize=4)
+    # the workers leave a Ctrl-C to this process (before, each printed a KeyboardInterrupt traceback), whose
+    # generator, closed by it, cancels the scenes not yet rendered
+    with ProcessPoolExecutor(workers, initializer=ignore_stop_signals) as pool:
+        with stop_signals_blocked():  # the workers start at the first submit, and inherit the mask
+            scenes = pool.map(partial(scene_at, seed, size=size, config=config), range(n), chunksize=4)
+        yield from scenes
 
 
 def write_synth(
