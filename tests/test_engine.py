@@ -1978,7 +1978,7 @@ def test_a_ctrl_c_that_stops_at_once_is_an_interruption(data, tmp_path, when):
 def test_settings_of_one_process_are_refused_before_the_processes_start(data, tmp_path):
     """torchjd's aggregators and GradNorm take gradients that DDP's hooks do not see. Before, the refusal came from
     every process once Lightning had started them (one error line each), after config.yaml was written."""
-    cfg = tiny(data, "loss.aggregator=upgrad", "train.devices=2", "train.strategy=ddp_spawn", val=False)
+    cfg = tiny(data, "loss.aggregator=upgrad", "train.devices=2", "train.strategy=ddp", val=False)
     with pytest.raises(ConfigError, match="loss.aggregator: 'upgrad' runs in one process only; this run has 2"):
         train(cfg, tmp_path / "run", **QUIET)
     assert not (tmp_path / "run" / "config.yaml").exists()
@@ -1986,6 +1986,18 @@ def test_settings_of_one_process_are_refused_before_the_processes_start(data, tm
     with pytest.raises(ConfigError, match="runs in one process only"):  # --overwrite: the earlier run stays
         train(cfg, tmp_path / "earlier", overwrite=True, **QUIET)
     assert earlier.last.is_file() and (tmp_path / "earlier" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork", "ddp_notebook"])
+def test_strategies_whose_processes_lightning_starts_itself_are_refused(data, tmp_path, strategy):
+    """ddp_spawn and its kin train in child processes that keep the loop's counters and the stop on a signal to
+    themselves (a walkthrough: "trained 0 epochs (0 steps)" for a whole run; SIGTERM to the process group killed it,
+    exit -15, the epoch in progress lost). Refused before any work, with the way that works."""
+    cfg = tiny(data, "train.devices=2", f"train.strategy={strategy}", "train.max_steps=3", val=False)
+    with pytest.raises(ConfigError, match=f"train.strategy='{strategy}': Lightning would run the 2 processes as "
+                                          f"children .* Set train.strategy=ddp"):
+        train(cfg, tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tmp_path):

@@ -23,6 +23,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim.swa_utils import get_ema_avg_fn
 
@@ -324,10 +325,20 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                        f"autocast is emulated and about 15x slower than float32; set train.precision=auto or 32-true",
                        category=PosepartWarning)
     try:
-        return pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
+        trainer = pl.Trainer(**{k: v for k, v in kwargs.items() if v is not None})
     except (MisconfigurationException, ValueError) as err:  # e.g. more devices than the machine has
         raise ConfigError(f"train: Lightning refuses accelerator={t.accelerator!r}, devices={t.devices!r}, "
                           f"strategy={t.strategy!r}, precision={t.precision!r}: {err}") from None
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # (a walkthrough: ddp_spawn printed "trained 0 epochs (0 steps)" for a whole run, and SIGTERM to the
+        # process group killed it, exit -15, with the epoch in progress lost)
+        method = getattr(trainer.strategy, "_start_method", "spawn")
+        raise ConfigError(f"train.strategy={t.strategy!r}: Lightning would run the {trainer.world_size} processes as "
+                          f"children it starts by {method} (ddp_spawn, ddp_fork, ddp_notebook, or auto in a "
+                          f"notebook), which keep the training's step counts and its stop on Ctrl-C or SIGTERM "
+                          f"(saved at the step) to themselves. Set train.strategy=ddp (the command run once per "
+                          f"process; from a notebook, run `posepart train` in a terminal) or train.devices=1")
+    return trainer
 
 
 def check_accelerator(accelerator: str) -> None:
