@@ -15,8 +15,9 @@ import pytest
 import posepart
 
 PACKAGE = Path(posepart.__file__).parent
-LAYERS = ("arguments", "errors", "files", "names", "schema", "heads", "matching", "data", "targets", "models", "losses",
-          "decode", "metrics", "viz", "evaluate", "report", "inference", "evaluate_model", "engine", "jobs",
+LAYERS = ("arguments", "errors", "files", "processes", "names", "schema", "heads", "matching", "data", "targets",
+          "models", "losses", "decode", "metrics", "viz", "evaluate", "report", "inference", "evaluate_model", "engine",
+          "jobs",
           "predict_cli", "evaluate_record", "evaluate_cli", "compare_cli", "demo", "study_report", "study", "cli")
 # The one import against the order: `Predictor.from_checkpoint(path)`, the API's entry point, reads the checkpoint
 # with the engine's loader, imported when called (a Predictor of an ONNX file never imports it).
