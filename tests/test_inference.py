@@ -469,6 +469,19 @@ def test_person_mask_is_that_persons_instance_and_refuses_a_person_not_there(syn
         without.person_mask(0)
 
 
+def test_a_result_prints_as_one_line_of_what_it_holds(synth, truth_net):
+    """A notebook shows a result by its repr: before, the dataclass's printed every array (parts, instances, the
+    maps), thousands of lines for one image."""
+    image = synth.load_image(synth.records[0])
+    result = Predictor.from_model(truth_net, input_size=SIZE, keep_maps=True)(image)
+    n, (h, w) = len(result.people), image.shape[:2]
+    assert n and repr(result) == (f"ImageResult(source={result.source!r}, {w}x{h}, {n} "
+                                  f"{'person' if n == 1 else 'people'} (best score {result.people[0].score:.3f}), "
+                                  f"parts uint8({h}, {w}), instances uint16({h}, {w}), maps)")
+    failed = ImageResult("a.jpg", error="a.jpg: no such file", error_kind="input")
+    assert repr(failed) == "ImageResult(source='a.jpg', error='a.jpg: no such file', error_kind='input')"
+
+
 def test_flip_without_the_schema_swaps_breaks_the_ground_truth(synth, truth_net, monkeypatch):
     """Negative control for the test above: mirroring the maps back by columns alone loses people."""
     import posepart.inference.predictor as inference

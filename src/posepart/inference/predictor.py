@@ -94,6 +94,18 @@ class ImageResult:
     def ok(self) -> bool:
         return self.error is None
 
+    def __repr__(self) -> str:
+        """What it holds, in one line (the dataclass's own printed every array: thousands of lines in a notebook)."""
+        if not self.ok:
+            return f"ImageResult(source={self.source!r}, error={self.error!r}, error_kind={self.error_kind!r})"
+        held = [f"{len(self.people)} {'person' if len(self.people) == 1 else 'people'}"
+                + (f" (best score {self.people[0].score:.3f})" if self.people else "")]
+        held += [f"{name} {array.dtype}{tuple(array.shape)}" for name, array in (("parts", self.parts),
+                                                                               ("instances", self.instances))
+                 if array is not None]
+        held += ["maps"] * (self.maps is not None) + [f"{len(self.stages)} earlier stages"] * bool(self.stages)
+        return f"ImageResult(source={self.source!r}, {self.width}x{self.height}, {', '.join(held)})"
+
     @property
     def keypoints(self) -> np.ndarray:
         """(N, K, 3) keypoints of all people (N may be 0)."""
