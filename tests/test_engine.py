@@ -1686,6 +1686,14 @@ def test_a_stop_requested_by_the_caller_saves_the_step_and_resumes_exactly(data,
     assert resumed.interrupted is None and resumed.global_step == straight.global_step == 6
     ended, whole = load_checkpoint(resumed.last)["state_dict"], load_checkpoint(straight.last)["state_dict"]
     assert all(torch.equal(whole[key], ended[key]) for key in whole)
+    import threading
+
+    event = threading.Event()  # an Event itself stands for its is_set
+    event.set()
+    assert train(cfg, tmp_path / "event", stop_requested=event, **QUIET).global_step == 1
+    with pytest.raises(UsageError, match="stop_requested: expected a function that returns True to stop, or an "
+                                         "Event, got bool"):
+        train(cfg, tmp_path / "bool", stop_requested=True, **QUIET)
 
 
 def test_kill_9_then_resume_is_bit_identical(data, tmp_path):

@@ -210,7 +210,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     replaces a run already in `out` (refused otherwise, unless resumed); `verbose` shows Lightning's tips and the
     deprecation warnings of its own code (`quiet_lightning`). `stop_requested` is called after every training step:
     True stops the run as SIGTERM does, at the step's end with last.ckpt saved (`interrupted` "SIGTERM"): a stop
-    button, or a `threading.Event`'s `is_set` another thread sets. `out` is locked for the launch: a second train into it
+    button's flag, or a `threading.Event` (its `is_set`) that another thread sets. `out` is locked for the launch: a second train into it
     while this one runs is refused (`OutputInUse`)."""
     refuse_while_a_child_imports_main("train()")
     out = Path(out)
@@ -225,6 +225,10 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     check_accelerator(cfg.train.accelerator)
+    stop_requested = getattr(stop_requested, "is_set", stop_requested)  # an Event itself
+    if stop_requested is not None and not callable(stop_requested):
+        raise UsageError(f"stop_requested: expected a function that returns True to stop, or an Event, got "
+                         f"{type(stop_requested).__name__}")
     first = first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
         replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
