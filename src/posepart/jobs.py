@@ -193,9 +193,9 @@ _STOP: Any = None  # in a worker process of `run_jobs`: the event its parent set
 def _init_worker(stop: Any) -> None:
     """A `run_jobs` worker: it leaves Ctrl-C and SIGTERM to its parent, which sets `stop`; a training polls it after
     every step (`train`'s `stop_requested`: a stop at the step's end, saved). Why: an idle worker killed by the
-    terminal's Ctrl-C breaks the pool, which kills the others mid-step; and a signal forwarded to a worker still
-    setting up its training found it ignoring signals: a short training then ran to its end and was scored (a rare
-    failure of the demo's signal test)."""
+    terminal's Ctrl-C breaks the pool, which kills the others mid-step. The stop does not depend on a signal reaching
+    the worker while its training handles one: when it was forwarded as SIGTERM, the demo's signal test saw a model
+    train to its end and be scored after a Ctrl-C (twice in many suites; the lost signal's cause not found)."""
     global _STOP
     _STOP = stop
     ignore_stop_signals()  # started with both blocked (`run_jobs`): a Ctrl-C while it imported printed tracebacks
