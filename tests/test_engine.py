@@ -1696,6 +1696,46 @@ def test_a_stop_requested_by_the_caller_saves_the_step_and_resumes_exactly(data,
         train(cfg, tmp_path / "bool", stop_requested=True, **QUIET)
 
 
+def test_a_model_file_whose_weights_changed_on_disk_is_refused(straight_run, tmp_path, capsys):
+    """A .ckpt and a .safetensors record a digest of their weights, checked where they are read (load_model, a
+    resume, export-weights, `model.init`): a bit flipped by a disk or a copy is an error naming the file. Before:
+    torch.load does not check its zip's CRCs and safetensors checks nothing, so such a file ran as another model."""
+    import zipfile
+
+    from posepart.engine.checkpoint import DIGEST_KEY, export_weights
+
+    ckpt = tmp_path / "damaged.ckpt"
+    shutil.copy(straight_run.last, ckpt)
+    biggest = max((i for i in zipfile.ZipFile(ckpt).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(ckpt.read_bytes())  # stored, not compressed: the entry's bytes are the tensor's
+    data[biggest.header_offset + 30 + len(biggest.filename) + len(biggest.extra) + biggest.file_size // 2] ^= 0x10
+    ckpt.write_bytes(bytes(data))
+    assert torch.load(ckpt, weights_only=True)  # torch itself reads it without a word
+    damaged = "damaged.ckpt: its weights are not those it was written with"
+    with pytest.raises(CheckpointError, match=damaged):
+        load_model(ckpt)
+    with pytest.raises(CheckpointError, match=damaged):
+        export_weights(ckpt, tmp_path / "w.safetensors")
+    assert cli.main(["train", "--config", str(straight_run.out / "config.yaml"), "--resume", str(ckpt),
+                     "--out", str(tmp_path / "resumed")]) == 2
+    assert damaged in capsys.readouterr().err
+    # the advice holds: a file edited on purpose loads once its record is removed
+    edited = load_checkpoint(straight_run.last)
+    edited["state_dict"][next(iter(edited["state_dict"]))].mul_(2)
+    del edited["posepart"][DIGEST_KEY]
+    torch.save(edited, tmp_path / "edited.ckpt")
+    load_model(tmp_path / "edited.ckpt")
+
+    weights = export_weights(straight_run.last, tmp_path / "w.safetensors")
+    load_model(weights)
+    data = bytearray(weights.read_bytes())  # safetensors: the header's length, the header, the tensors' bytes
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + (len(data) - header) // 2] ^= 0x10
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="w.safetensors: its weights are not those it was written with"):
+        load_model(weights)
+
+
 def test_kill_9_then_resume_is_bit_identical(data, tmp_path):
     """`posepart train` killed with SIGKILL once it has saved an epoch, then `--resume`d from its last.ckpt, ends
     with exactly the weights and optimizer state of the same run uninterrupted (checkpoints are written atomically

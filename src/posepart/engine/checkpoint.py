@@ -75,7 +75,43 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, mmap: bool =
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
+    entry = checkpoint.get(CHECKPOINT_KEY)
+    if not mmap and isinstance(entry, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        check_weights(entry.get(DIGEST_KEY), checkpoint["state_dict"], path)
     return checkpoint
+
+
+# A model file's record of its weights (`weights_digest`): the entry in a .ckpt's CHECKPOINT_KEY, a .safetensors'
+# metadata key
+DIGEST_KEY = "weights_sha256"
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over named tensors (each one's name, dtype, shape and bytes, in name order), which a model file
+    records so that its loader can tell the weights it reads from those written. Why by hand: torch.load reads its
+    zip without checking the entries' CRCs and safetensors checks no data, so a bit flipped on a disk or in a copy
+    loaded and ran as another model (tested)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(state[name].shape)}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def check_weights(recorded: Any, state: dict[str, Any], path: Path) -> None:
+    """A CheckpointError unless the weights read from `path` are those its `recorded` digest describes (files
+    written before the digest have none: not checked)."""
+    if recorded is None:
+        return
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return  # not a state dict: the loaders' own checks say so
+    if weights_digest(state) != recorded:
+        raise CheckpointError(f"{path}: its weights are not those it was written with (their sha256 differs from the "
+                              f"{DIGEST_KEY} it records): the file is damaged, by a disk or a copy; use another copy "
+                              f"(a file whose tensors were edited on purpose loads once that record is removed)")
 
 
 # What posepart takes as a model file, for errors about one that is none of them
@@ -313,6 +349,7 @@ def _load_safetensors(path: Path, map_location: Any) -> LoadedModel:
         found = metadata.get("format")
         raise CheckpointError(f"{path}: {newer_format(found, SAFETENSORS_FORMAT) or 'not posepart weights'} "
                               f"(metadata format {found!r})")
+    check_weights(metadata.get(DIGEST_KEY), state, path)
     try:
         schema = Schema.from_category(json.loads(metadata["schema"]))
         config = config_from_dict(json.loads(metadata["config"]))
@@ -397,7 +434,8 @@ def _write_weights(out: Path, state: dict[str, torch.Tensor], schema: Schema, co
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    metadata = {"format": SAFETENSORS_FORMAT, "schema": json.dumps(schema.to_category()),
+    metadata = {"format": SAFETENSORS_FORMAT, DIGEST_KEY: weights_digest(tensors),
+                "schema": json.dumps(schema.to_category()),
                 "config": json.dumps(config.to_dict()), "sources": json.dumps(list(sources or [])),
                 **{key: json.dumps(value) for key, value in extra.items()}}
     data = save(tensors, metadata=metadata)

@@ -21,7 +21,7 @@ from torch import Tensor
 from posepart.data.mixing import TASKS
 from posepart.decode import DecodeConfig
 from posepart.engine.builders import build_from_config, build_weighting, last_shared_layer, model_tasks
-from posepart.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY, provenance
+from posepart.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY, DIGEST_KEY, provenance, weights_digest
 from posepart.engine.config import ConfigError
 from posepart.data.mixing import trained_tasks
 from posepart.engine.finetune import initialise_from
@@ -394,7 +394,9 @@ class PosePartModule(pl.LightningModule):
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} is not finite")
-        checkpoint[CHECKPOINT_KEY] = {"format": CHECKPOINT_FORMAT, "schema": self.schema.to_category(),
+        checkpoint[CHECKPOINT_KEY] = {"format": CHECKPOINT_FORMAT,
+                                      DIGEST_KEY: weights_digest(checkpoint["state_dict"]),
+                                      "schema": self.schema.to_category(),
                                       "config": self.config.to_dict(), "sources": self.sources,
                                       "head": self.model.meta.to_dict(), "provenance": self._provenance()}
 
