@@ -3,7 +3,9 @@ that escapes `main` turned into a test failure showing its traceback (the fuzz s
 
 from __future__ import annotations
 
+import os
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +33,18 @@ def refused(code: int, err: str) -> bool:
     """Exit 2 with one `error: ...` line that names something, and no traceback."""
     lines = error_lines(err)
     return code == 2 and len(lines) == 1 and len(lines[0]) > len("error: ") + 10 and "Traceback (most recent" not in err
+
+
+def child_processes(parent: int) -> dict[str, bytes]:
+    """{pid: command line} of the processes whose parent is `parent` (read from Linux's /proc): the workers a
+    posepart command started."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+        if ppid == str(parent):
+            found[pid] = line
+    return found

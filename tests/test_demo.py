@@ -200,21 +200,15 @@ def test_a_ctrl_c_while_the_demos_workers_start_stops_it_without_tracebacks(tmp_
     import subprocess
     import sys
 
+    from cli_helpers import child_processes
+
     command = [sys.executable, "-m", "posepart.cli", "demo", "--out", str(tmp_path / "demo"), "--jobs", "2",
                "--size", "64", "--n-val", "4", "--n-train", "8", "--train-images", "800"]
     process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def started() -> int:  # the demo's children of that kind (forked ones run the demo's own command line)
-        found = 0
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-                line = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, IndexError):
-                continue
-            found += parent == str(process.pid) and (b"spawn_main" in line) == (workers == "jobs")
-        return found
+        return sum((b"spawn_main" in line) == (workers == "jobs") for line in child_processes(process.pid).values())
 
     try:
         deadline = time.monotonic() + 120

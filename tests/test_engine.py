@@ -1784,6 +1784,7 @@ def test_a_signal_while_spawned_loader_workers_start_stops_the_run_as_it_should(
     start with both signals blocked until they ignore them."""
     import time
 
+    from cli_helpers import child_processes
     from posepart.engine.config import dump_config
 
     config = dump_config(tiny(data, "train.max_epochs=50", "data.workers=2", val=False), tmp_path / "tiny.yaml")
@@ -1795,16 +1796,7 @@ def test_a_signal_while_spawned_loader_workers_start_stops_the_run_as_it_should(
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def loader_workers() -> list[str]:  # the run's children but multiprocessing's resource tracker
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-                line = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, IndexError):
-                continue
-            if parent == str(process.pid) and b"resource_tracker" not in line:
-                found.append(pid)
-        return found
+        return [pid for pid, line in child_processes(process.pid).items() if b"resource_tracker" not in line]
 
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:  # an epoch done, then
