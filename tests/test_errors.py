@@ -557,6 +557,57 @@ def test_a_full_disk_where_lightning_writes_names_the_file(files, tmp_path, caps
     _refused_naming(_train(files, tmp_path / "run"), capsys, metrics, "No space left on device")
 
 
+def test_a_checkpoint_save_that_meets_a_file_size_limit_names_the_file(files, tmp_path):
+    """A real failed save (the 2 MB file-size limit of `ulimit -f 2000`, as a full disk fails it): one `error:`
+    line naming last.ckpt, exit 2. Before: torch's zip writer raised its own RuntimeError ("unexpected pos") over
+    the OSError, a traceback and exit 1 (a walkthrough, with a full tmpfs and with ulimit -f)."""
+    out = tmp_path / "run"
+    done = _subprocess(_train(files, out), "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (2**21, 2**21))")
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = error_lines(done.stderr)
+    assert f"cannot write {out / 'checkpoints'}" in line and "File too large" in line, line
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), KeyboardInterrupt()])
+def test_what_stops_a_checkpoint_save_is_what_its_caller_sees(tmp_path, monkeypatch, failure):
+    """A write that fails inside torch.save (a full disk; a second Ctrl-C, whose KeyboardInterrupt is the run's stop
+    "at once") reaches the caller as itself, and no temp file is left. Before: torch's RuntimeError."""
+    import posepart.files
+    from posepart.engine.trainer import AtomicCheckpointIO
+    from posepart.errors import OutputError
+
+    opened = posepart.files._open_temp
+
+    class Failing:  # the temp file, failing once a megabyte is written
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 2**20:
+                raise failure
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+    monkeypatch.setattr(posepart.files, "_open_temp", lambda path, tmp: Failing(opened(path, tmp)))
+    path = tmp_path / "last.ckpt"
+    expected = OutputError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(2**20)}}, path)
+    if isinstance(failure, OSError):
+        assert f"cannot write {path}: No space left on device" in str(raised.value)
+    assert not list(tmp_path.iterdir())
+
+
 def test_evaluate_refuses_outputs_and_sizes_it_cannot_use_before_scoring(files, tmp_path, capsys):
     """Before: a folder named m.json was refused only after all the scoring, and the oracle scored an input size of
     1 (AP 0) where a checkpoint's Predictor refuses it."""

@@ -354,7 +354,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 # Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).
-_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # EFBIG: a file-size limit (ulimit -f)
 # What the full install (pyproject.toml's dependencies, by import name) adds to the ONNX Runtime one
 # (docs/inference.md), where `predict --onnx` alone runs; onnx is the `onnx` extra's.
 _FULL_INSTALL = {"torch", "torchvision", "lightning", "albumentations", "h5py", "yaml", "pydantic", "torchjd",

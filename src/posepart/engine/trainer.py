@@ -44,10 +44,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        atomic_write(path, lambda f: _torch_save(checkpoint, f))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+
+
+def _torch_save(checkpoint: dict[str, Any], f: Any) -> None:
+    """torch.save, raising what stopped it. Why: torch's zip writer, closed after a write failed, raises its own
+    RuntimeError ("unexpected pos ...") over the error it died of, so a full disk or a file-size limit was a
+    traceback (not `atomic_write`'s error naming the file), and a second Ctrl-C during a save a traceback, not
+    "interrupted"."""
+    try:
+        torch.save(checkpoint, f)
+    except RuntimeError as err:
+        if isinstance(err.__context__, (OSError, KeyboardInterrupt)):
+            raise err.__context__ from None
+        raise
 
 
 def devices_value(value: str) -> Any:
