@@ -2054,6 +2054,36 @@ def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tm
         train(replace(cfg, train=replace(cfg.train, max_epochs=2)), tmp_path / "run", resume=first.last, **QUIET)
 
 
+def test_a_resume_that_trains_otherwise_says_so_and_one_from_non_finite_state_is_refused(data, tmp_path):
+    """A resume that changes what the run learns (its seed, augmentation, loss weights, precision, or the number of
+    images of its data) goes on with the new values and says that it is no longer the run it continues; settings that
+    change nothing learnt (where the data lies, logging) pass without a word. A checkpoint holding NaN or inf in its
+    weights or optimizer state is refused before training. Before (a walkthrough): all silent, and such a checkpoint
+    trained a step, then failed with "loss became nan ... (first step): lower optim.lr"."""
+    cfg = tiny(data, "train.max_epochs=2", val=False)
+    for run in ("same", "other"):  # stopped after its first step
+        train(cfg, tmp_path / run, stop_requested=lambda: True, **QUIET)
+    moved = tmp_path / "moved"
+    shutil.copytree(data["train"], moved)  # the same data elsewhere, logged otherwise: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PosepartWarning)
+        train(tiny(data, f"data.train={moved}", "train.log_every_steps=5", "train.max_epochs=2", val=False),
+              tmp_path / "same", resume=tmp_path / "same" / "checkpoints" / "last.ckpt", **QUIET)
+    smaller = write_synth(tmp_path / "smaller", n=4, seed=3, size=64)
+    other = tiny(data, "train.seed=1", "data.augment.rotate_deg=0", f"data.train={smaller}", "train.max_epochs=2",
+                 val=False)
+    last = tmp_path / "other" / "checkpoints" / "last.ckpt"
+    with pytest.warns(PosepartWarning, match=r"trains otherwise than the checkpoint's run: data.augment.rotate_deg "
+                                             r"30.0 -> 0.0; train.seed 0 -> 1; source smaller: 8 training images -> 4"):
+        train(other, tmp_path / "other", resume=last, **QUIET)
+    checkpoint = load_checkpoint(last)
+    momentum = next(iter(checkpoint["optimizer_states"][0]["state"].values()))
+    next(value for value in momentum.values() if isinstance(value, torch.Tensor) and value.ndim)[0] = float("inf")
+    torch.save(checkpoint, tmp_path / "inf.ckpt")
+    with pytest.raises(CheckpointError, match=r"inf.ckpt: its optimizer state 0.state.\d+.\w+ holds NaN or inf"):
+        train(cfg, tmp_path / "inf", resume=tmp_path / "inf.ckpt", **QUIET)
+
+
 def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:
     """The validation scalars logged to TensorBoard/CSV: headline figures, IoU per part class, PCKh per joint and
     the AP of the synthetic slices (as the report's tables), None and non-numbers left out."""

@@ -113,7 +113,51 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     if wrong:
         raise CheckpointError(f"{path}: its weights do not fit this run's model ({len(wrong)} tensor(s)): "
                               f"{'; '.join(wrong[:3])}")
+    bad = _first_non_finite(theirs, "weights") or _first_non_finite(checkpoint["optimizer_states"], "optimizer state")
+    if bad:  # (before: one step trained, then "loss became nan ... (first step): lower optim.lr")
+        raise CheckpointError(f"{path}: its {bad} holds NaN or inf: a run cannot continue from it; resume from an "
+                              f"earlier checkpoint, or start a new run")
     return ignored
+
+
+def _first_non_finite(state: Any, what: str, where: str = "") -> str | None:
+    """'weights model.x.weight' for the first floating-point tensor in `state` (nested dicts and lists) holding NaN
+    or inf, else None."""
+    if isinstance(state, torch.Tensor):
+        return f"{what} {where.strip('.')}" if state.is_floating_point() and not bool(state.isfinite().all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    return next((bad for key, value in items if (bad := _first_non_finite(value, what, f"{where}{key}."))), None)
+
+
+# Settings that change nothing a run learns: where its data lies (moved data resumes), how it is run and logged. A
+# resume that changes any other setting outside those it refuses or keeps trains on with the new value, and says so
+# (`training_changes`).
+_BOOKKEEPING_KEYS = ("data.train", "data.val", "data.sources", "data.workers", "train.max_minutes", "train.threads",
+                     "train.accelerator", "train.devices", "train.strategy", "train.num_nodes",
+                     "train.val_every_epochs", "train.best_metric", "train.best_mode", "train.log_every_steps",
+                     "train.val_images")
+
+
+def training_changes(path: str | Path, config: Config, sources: list[dict[str, Any]]) -> list[str]:
+    """What a resume from `path` with `config` trains otherwise than the checkpoint's run would have gone on: changed
+    settings ("train.seed 0 -> 1": the seed, augmentation, loss weights, precision...) and sources with another number
+    of training images than the run had (`sources`: the data module's `describe()`). Each makes the resumed run
+    another than the one it continues (and one resumed inside an epoch draws the rest of it from another order)."""
+    checkpoint = load_checkpoint(Path(path), mmap=True)
+    if not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+        return []
+    _, stored = describe_checkpoint(checkpoint, Path(path))
+    old, new = _flat(stored.to_dict()), _flat(config.to_dict())
+    changes = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+               if old.get(key) != new.get(key) and not _another_model(key) and not _restored(key)
+               and key not in SCHEDULE_LENGTH_KEYS and key not in _BOOKKEEPING_KEYS]
+    earlier = [s for s in checkpoint[CHECKPOINT_KEY].get("sources") or [] if isinstance(s, dict) and not s.get("init")]
+    # by name; a single source is named by its folder (`data.train`), which a resume may move
+    pairs = zip(earlier, sources) if len(earlier) == len(sources) == 1 else (
+        (next((e for e in earlier if e.get("name") == s["name"]), {}), s) for s in sources)
+    changes += [f"source {now['name']}: {then['train_images']} training images -> {now['train_images']}"
+                for then, now in pairs if then.get("train_images") not in (None, now["train_images"])]
+    return changes
 
 
 _LOOP_LAYOUT = ("epoch_progress", "epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
