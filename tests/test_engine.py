@@ -1055,6 +1055,22 @@ def test_nan_loss_stops_before_any_nan_checkpoint(data, tmp_path, monkeypatch, c
         module.on_save_checkpoint({"state_dict": module.state_dict()})
 
 
+def test_a_nan_stop_says_which_checkpoint_is_left_and_how_to_train_on_with_another_lr(data, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """`posepart train` stopped by a NaN loss names the last checkpoint it left (finite) and the way on: a --resume
+    keeps the checkpoint's optim.lr, a new run from its weights takes another. Before (a walkthrough): "Lower
+    optim.lr" alone, and a resume with a lower one went on with the old and met the NaN at the same step."""
+    from posepart.engine.config import dump_config
+
+    poison_loss(monkeypatch, {3: ["total"]})  # the first step of the second epoch
+    config = dump_config(tiny(data, "train.max_epochs=3"), tmp_path / "tiny.yaml")
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert (f"Its last checkpoint, {last} (step 2), holds finite weights: a --resume keeps its optim.lr; to train on "
+            f"with another, start a new run from them: --set model.init={last} --set optim.lr=...") in \
+        capsys.readouterr().err
+
+
 def test_nan_stop_message_lists_only_finite_terms_as_finite(data, tmp_path, monkeypatch):
     """A step whose total is finite can hold a non-finite term (here `paf`: NaN); when the next step's total goes NaN,
     the message names the non-finite terms and its "last finite terms" hold only finite values."""
