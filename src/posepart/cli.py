@@ -165,14 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.rank:  # DDP: every process returns here; one summary
         return 0
     if result.interrupted:  # 128 + the signal, as the shell counts it: a requeue loop sees that it did not finish
-        from posepart.engine.run_folder import CONFIG_FILE
-
-        # the whole command (a walkthrough: `train --resume CKPT` alone was refused for its missing --config)
-        limit = ("--max-minutes", args.max_minutes) if args.max_minutes is not None else ()  # a Slurm job's cap
-        words = [str(a) for a in ("posepart", "train", "--config", result.out / CONFIG_FILE, "--resume", result.last,
-                                  "--out", result.out, *limit)]
-        resume = subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)  # its shell's quoting
-        go_on = (f"continue with: {resume}" if result.last is not None else
+        go_on = (f"continue with: {_resume_command(result, args)}" if result.last is not None else
                  "no checkpoint was saved (it stopped before the end of its first epoch's validation)")
         print(f"interrupted by {result.interrupted} at step {result.global_step}: {go_on}", file=sys.stderr)
         return 128 + int(getattr(signal, result.interrupted))
@@ -191,7 +184,25 @@ def cmd_train(args: argparse.Namespace) -> int:
              if k.startswith("val/") and k.count("/") == 2 or k == config.train.best_metric}  # best.ckpt follows
     if shown:
         print(json.dumps(shown, indent=2))
+        if result.validated_at is not None and result.validated_at != result.global_step:  # (a walkthrough: taken
+            # for the scores of last.ckpt, printed just above)
+            print(f"(the figures of the validation at step {result.validated_at}; last.ckpt, at step "
+                  f"{result.global_step}, scores with: posepart evaluate --checkpoint {result.last} --data ...)")
+    if result.out_of_time and result.last is not None:  # exit 0, as its budget is a plan; said, with the way on
+        print(f"stopped by --max-minutes before its planned end, at step {result.global_step}: continue with: "
+              f"{_resume_command(result, args)}", file=sys.stderr)
     return 0
+
+
+def _resume_command(result: Any, args: argparse.Namespace) -> str:
+    """The whole command that continues a stopped run, quoted for this system's shell (a walkthrough: `train --resume
+    CKPT` alone was refused for its missing --config); a --max-minutes is kept (a Slurm job's cap)."""
+    from posepart.engine.run_folder import CONFIG_FILE
+
+    limit = ("--max-minutes", args.max_minutes) if args.max_minutes is not None else ()
+    words = [str(a) for a in ("posepart", "train", "--config", result.out / CONFIG_FILE, "--resume", result.last,
+                              "--out", result.out, *limit)]
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:

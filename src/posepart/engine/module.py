@@ -103,6 +103,7 @@ class PosePartModule(pl.LightningModule):
         self._batch_clock: float | None = None
         self._step_start = 0.0
         self._val_items: list[tuple[int, Prediction]] = []
+        self.validated_at: int | None = None  # the step of the last validation (its metrics: `train`'s result)
         self._predictor: Predictor | None = None  # during validation: the Predictor that scores it
         # What the checkpoints' provenance adds to this launch's: the Trainer options `train()` was given in Python
         # (its config.yaml does not hold them), and the records of the launches a resumed run went through before
@@ -340,6 +341,8 @@ class PosePartModule(pl.LightningModule):
             self.log(key, value, on_epoch=True, sync_dist=False, rank_zero_only=False)
         self._log_overlays()
         self._val_items, self._predictor = [], None
+        if not self.trainer.sanity_checking:
+            self.validated_at = self.global_step
 
     def _log_overlays(self) -> None:
         if not self._overlays or self.trainer.sanity_checking:

@@ -39,8 +39,8 @@ from posepart.engine.builders import LOSS_TERMS, model_tasks
 from posepart.engine.module import PosePartModule, check_processes
 from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_step, training_changes
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
-from posepart.engine.trainer import (StopOnSignal, build_trainer, check_accelerator, devices_value, quiet_lightning,
-                                     trains_on_cpu)
+from posepart.engine.trainer import (LaunchTimer, StopOnSignal, build_trainer, check_accelerator, devices_value,
+                                     quiet_lightning, trains_on_cpu)
 from posepart.errors import PosepartWarning, UsageError, refuse_while_a_child_imports_main
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.files import lock_output, remove_orphans
@@ -63,6 +63,8 @@ class TrainResult:
     signal_received: str | None = None  # one came while it trained, whether or not it cut the run (one at the last
     # step lets it finish): what runs it (the demo, the study) stops too
     already_complete: bool = False  # a resumed run that had reached its planned end: this launch trained nothing
+    out_of_time: bool = False  # --max-minutes (train.max_minutes) ended it before its planned end
+    validated_at: int | None = None  # the step of the validation whose figures `metrics` holds (None: none ran)
 
 
 # val/<group>/...; anything else names a source (the weightings' `log_terms`: log_var/TASK, weight/TASK)
@@ -437,7 +439,15 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank,
                        interrupted=interrupted.name if interrupted is not None else None,
                        signal_received=stop.received.name if stop.received is not None else None,
-                       already_complete=complete)
+                       already_complete=complete, out_of_time=_out_of_time(trainer) and interrupted is None,
+                       validated_at=module.validated_at)
+
+
+def _out_of_time(trainer: pl.Trainer) -> bool:
+    """Whether the launch's time budget (`LaunchTimer`) stopped the run, not its planned end."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, LaunchTimer)), None)
+    planned = trainer.global_step >= trainer.max_steps > 0 or trainer.current_epoch >= (trainer.max_epochs or 0) > 0
+    return timer is not None and not planned and (timer.time_remaining() or 0.0) <= 0
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:

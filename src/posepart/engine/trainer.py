@@ -367,7 +367,10 @@ def check_accelerator(accelerator: str) -> None:
 # Lightning's advertising, its environment chatter and the deprecation warnings its own code triggers in torch:
 # nothing a posepart user can act on, so hidden unless `train(verbose=True)` (`posepart train --verbose`). Real
 # warnings stay.
-_NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
+_NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:",
+                   # which limit ended a run: `posepart train`'s summary says it, and this said "max_epochs reached"
+                   # where --max-minutes had cut the run (a walkthrough)
+                   "`Trainer.fit` stopped:")
 _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                    r"Precision .* is not supported by the model summary",
                    # DDP: every rank scores the whole validation set (gathered first), so its metrics are the same on
