@@ -516,6 +516,16 @@ def test_multiscale_maps_are_resampled_onto_the_reference_grid(synth, truth_net)
     assert matched >= 3
 
 
+def test_the_views_of_test_time_scales_come_in_one_order_whatever_order_they_are_given():
+    """The merged maps are a float sum over the views: in the order given, three orders of `--scales` gave three
+    keypoint files (last digits) under one `test_time` record, which lists the scales sorted (a walkthrough)."""
+    from posepart.inference.tta import View, tta_views
+
+    for given in ((1.5, 0.75, 1.0), (1.0, 1.5, 0.75), (0.75, 1.0, 1.5)):
+        assert tta_views(given, flip=True) == [View(scale, flip) for scale in (0.75, 1.0, 1.5)
+                                               for flip in (False, True)]
+
+
 def _mirror_by_names(maps: Maps, schema: Schema) -> Maps:
     """Independent truth for a mirrored image's maps: channels looked up by mirrored names, PAF vectors mirrored."""
     names = list(schema.keypoints)
