@@ -251,6 +251,24 @@ def test_torchscript_export_round_trip(files, tmp_path, capsys):
     assert np.array_equal(Predictor.from_checkpoint(renamed, decode_config=config)(image).parts, a.parts)
 
 
+def test_an_export_for_another_input_size_is_scored_at_it_and_says_so(files, tmp_path, capsys):
+    """An export traced at another `--input-size` than its model trained at is scored at that size: a note says so,
+    with the size that scores as its checkpoint does, and the report row names the size (before: no word, and the
+    row read as the checkpoint's: a walkthrough's export scored 4.8 AP below it)."""
+    onnx = tmp_path / "big.onnx"
+    big = SIZE + 32
+    assert main(["export", "--checkpoint", str(files["ckpt"]), "--out", str(onnx), "--input-size", str(big)]) == 0
+    data = files["images"][0].parent.parent
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(onnx), "--data", str(data), "--out", str(tmp_path / "e")]) == 0
+    assert (f"note: big.onnx was exported for {big} px (`posepart export --input-size`) and is scored at that size; "
+            f"its model trained at {SIZE} px (--input-size {SIZE} scores as its checkpoint does)"
+            ) in capsys.readouterr().err
+    assert f"(big.onnx, {big} px)" in (tmp_path / "e" / "report.md").read_text()
+    assert main(["evaluate", "--checkpoint", str(files["onnx"]), "--data", str(data), "--out", str(tmp_path / "f")]) == 0
+    assert "note:" not in capsys.readouterr().err and "(joint.onnx)" in (tmp_path / "f" / "report.md").read_text()
+
+
 def test_an_export_records_what_made_it(tmp_path):
     """A walkthrough: ONNX and TorchScript exports kept the metadata inference needs and nothing else, so a deployed
     file named no run, config or code (the .safetensors export keeps them). Both keep the checkpoint's config,
