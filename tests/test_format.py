@@ -327,6 +327,15 @@ def test_crowdpose_release_reads_with_its_joints_joined_by_name(fixtures, capsys
     assert err.startswith("warning: the skeleton [[16, 14]") and "format.py" not in err
 
 
+def test_a_dataset_folder_that_is_not_there_is_named_as_missing(tmp_path):
+    """Before (a walkthrough, a data folder moved before a --resume): "dataset root is not a directory"."""
+    with pytest.raises(DatasetError, match="gone: no such folder \\(moved or deleted\\?\\)"):
+        PosePartDataset.open(tmp_path / "gone")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="file: dataset root is not a directory"):
+        PosePartDataset.open(tmp_path / "file")
+
+
 def test_a_part_folder_given_must_exist(tmp_path, capsys):
     """Before: a mistyped --parts was dropped, and the dataset read as pose-only (inspect: 0 part-labelled images,
     0 problems; evaluate: no segmentation scores), without a word. ROOT/parts absent still means no part maps."""

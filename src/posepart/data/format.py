@@ -108,8 +108,9 @@ class PosePartDataset:
                 raise DatasetError(f"{root}: an annotation file, not a dataset root: give a COCO file with its image "
                                    f"folder (--annotations FILE --images DIR; in a config {{annotations: FILE, "
                                    f"images: DIR}})")
-            if not root.is_dir():
-                raise DatasetError(f"{root}: dataset root is not a directory")
+            if not root.is_dir():  # (a walkthrough: a moved folder was "not a directory")
+                what = "dataset root is not a directory" if root.exists() else "no such folder (moved or deleted?)"
+                raise DatasetError(f"{root}: {what}")
             if not annotations and not (root / ANNOTATIONS_FILE).exists():
                 raise DatasetError(f"{root / ANNOTATIONS_FILE}: annotation file not found: a posepart dataset root "
                                    f"holds it (`posepart convert` makes one from a PASCAL, MPII, LIP or CIHP "
