@@ -94,6 +94,23 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+def test_broken_validation_images_are_counted_in_val_skipped(data, tmp_path, caplog):
+    """A validation image that cannot be read is replaced by the next (as a training one is) and counted in
+    val/skipped, which the log names. Before (a walkthrough): the log said "counted in train/skipped", nothing
+    counted it, and best.ckpt compared validations over other sets of images without a word."""
+    import logging
+
+    val = tmp_path / "val"
+    shutil.copytree(data["val"], val)
+    broken = sorted((val / "images").iterdir())[1]
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated JPEG
+    cfg = tiny(data, f"data.val={val}", "train.max_epochs=1")
+    with caplog.at_level(logging.WARNING):
+        result = train(cfg, tmp_path / "run", **QUIET)
+    assert result.metrics["val/skipped"] == 1 and result.metrics["train/skipped"] == 0
+    assert f"counted in val/skipped): {broken}" in caplog.text
+
+
 def test_training_reduces_loss_on_a_repeated_batch(data, tmp_path):
     # No augmentation and one batch of all 8 images per epoch: every step sees the same batch.
     cfg = tiny(data, "data.augment.scale_min=1.0", "data.augment.scale_max=1.0", "data.augment.rotate_deg=0",

@@ -311,7 +311,8 @@ class PosePartDataModule(pl.LightningDataModule):
                                   unlabelled=s.unlabelled), seed=seed) for s in training], self.plan)
         self.val_sources = [s for s in self.sources if s.val is not None]
         validation = [Mapper(s.val, self.targets, None, original=True) for s in self.val_sources]  # type: ignore
-        self.val_mapped = ValidationSet([MappedDataset(m, seed=seed) for m in validation]) if validation else None
+        self.val_mapped = (ValidationSet([MappedDataset(m, seed=seed, split="val") for m in validation])
+                           if validation else None)
         self.train_set = training[0].train  # the first training source (as the one dataset of a plain run)
         self.val_set = self.val_sources[0].val if self.val_sources else None
 

@@ -139,8 +139,9 @@ class MappedDataset(torch.utils.data.Dataset):
     same samples.
     """
 
-    def __init__(self, mapper: Mapper, *, seed: int = 0, max_skips: int = 16) -> None:
+    def __init__(self, mapper: Mapper, *, seed: int = 0, max_skips: int = 16, split: str = "train") -> None:
         self.mapper = mapper
+        self.split = split  # what the log calls it: broken samples are counted in <split>/skipped
         self.records = mapper.dataset.records
         self.seed = seed
         self.epoch = 0
@@ -182,5 +183,5 @@ class MappedDataset(torch.utils.data.Dataset):
         kind = re.sub(r"\d+", "#", message.partition(": ")[2])
         if kind not in self._reported:
             self._reported.add(kind)
-            log.warning("skipped a broken sample (the first of its kind; all are counted in train/skipped): %s",
-                        message)
+            log.warning("skipped a broken sample (the first of its kind; all are counted in %s/skipped): %s",
+                        self.split, message)
