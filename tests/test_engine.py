@@ -94,6 +94,52 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+class _AtStep(pl.Callback):
+    """Calls `act()` at the end of training step `step`."""
+
+    def __init__(self, step: int, act: Any) -> None:
+        self.step, self.act = step, act
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            self.act()
+
+
+def test_a_run_folder_gone_or_full_in_training_is_one_error_naming_what_is_left(data, tmp_path, capfd):
+    """The run folder deleted (or moved) while training, or its disk full where Lightning's loggers write: one
+    OutputError (the CLI's error line, exit 2) saying so and what is left. Before (a walkthrough): the loggers'
+    FileNotFoundError tracebacks, TensorBoard's writer thread's own, and for a full disk "cannot write the output"."""
+    import errno
+    import threading
+
+    from posepart.engine.train import _quiet_writer_threads
+    from posepart.errors import OutputError
+
+    out = tmp_path / "gone"
+    cfg = tiny(data, "train.max_epochs=30")
+    with pytest.raises(OutputError, match=f"{out}: the run folder was moved or deleted while training"):
+        train(cfg, out, callbacks=[_AtStep(5, lambda: shutil.rmtree(out))], **QUIET)
+
+    def full() -> None:  # as Lightning's CSV logger meets it (its f.write names no file)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "full"
+    with pytest.raises(OutputError, match=f"cannot write into the run folder {out}: No space left on device; its last "
+                                          f"checkpoint, {out / 'checkpoints' / 'last.ckpt'}, is kept"):
+        train(cfg, out, callbacks=[_AtStep(5, full)], **QUIET)
+
+    class _AsyncWriterThread(threading.Thread):  # TensorBoard's writer thread, by its name
+        def run(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    capfd.readouterr()
+    with _quiet_writer_threads():
+        writer = _AsyncWriterThread()
+        writer.start()
+        writer.join()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_broken_validation_images_are_counted_in_val_skipped(data, tmp_path, caplog):
     """A validation image that cannot be read is replaced by the next (as a training one is) and counted in
     val/skipped, which the log names. Before (a walkthrough): the log said "counted in train/skipped", nothing

@@ -11,6 +11,7 @@ A checkpoint written mid-epoch (by --max-minutes) resumes at the next epoch boun
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -41,7 +42,7 @@ from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (LaunchTimer, StopOnSignal, build_trainer, check_accelerator, devices_value,
                                      quiet_lightning, trains_on_cpu)
-from posepart.errors import PosepartWarning, UsageError, refuse_while_a_child_imports_main
+from posepart.errors import OutputError, PosepartWarning, UsageError, refuse_while_a_child_imports_main
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.files import lock_output, remove_orphans
 from posepart.models import MissingLimbsError, SchemaMismatchError
@@ -393,8 +394,11 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
     resumed_at = saved_step(resume) if resume is not None else None
     handlers = _signal_handlers()
     try:
-        trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
-                    weights_only=True)
+        with _quiet_writer_threads():
+            trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
+                        weights_only=True)
+    except OSError as err:  # where Lightning's loggers write (posepart's own writes name their file already)
+        raise _run_folder_error(err, out) from None
     except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
         if stop.signal is None:
             raise
@@ -448,6 +452,41 @@ def _out_of_time(trainer: pl.Trainer) -> bool:
     timer = next((c for c in trainer.callbacks if isinstance(c, LaunchTimer)), None)
     planned = trainer.global_step >= trainer.max_steps > 0 or trainer.current_epoch >= (trainer.max_epochs or 0) > 0
     return timer is not None and not planned and (timer.time_remaining() or 0.0) <= 0
+
+
+def _run_folder_error(err: OSError, out: Path) -> Exception:
+    """An OutputError for a write into the run folder that failed in training: the folder moved or deleted meanwhile,
+    or a full or read-only disk, named with what is left; `err` itself for anything else. Before (a walkthrough):
+    Lightning's loggers' FileNotFoundError tracebacks, or "cannot write the output" naming no file."""
+    last = checkpoint_path(out)
+    name = os.fsdecode(err.filename) if err.filename is not None else f"into the run folder {out}"
+    if err.errno == errno.ENOENT and not (out / CONFIG_FILE).exists():
+        return OutputError(f"{out}: the run folder was moved or deleted while training ({err.strerror}: {name}); a "
+                           f"moved folder resumes where it is now: posepart train --config NEW/config.yaml --resume "
+                           f"NEW/checkpoints/last.ckpt --out NEW")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        kept = f"; its last checkpoint, {last}, is kept: --resume it once there is room" if last.is_file() else ""
+        return OutputError(f"cannot write {name}: {err.strerror}{kept}")
+    return err
+
+
+@contextmanager
+def _quiet_writer_threads() -> Iterator[None]:
+    """TensorBoard's writer thread, failing to write (a full disk, a run folder deleted), printed its traceback:
+    the same error reaches the training at its next write to the log (TensorBoard raises it there), where it is
+    named once (`_run_folder_error`)."""
+    before = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = before
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
