@@ -678,6 +678,11 @@ def test_source_configuration_errors_name_the_source_or_key(sources, tmp_path):
         PosePartDataModule(bad)
     with pytest.raises(ConfigError, match=r"^data.train \(.*empty\): no training images$"):  # was "data.sources:
         PosePartDataModule(load_config(None, [f"data.train={empty}"]))  # source 'empty'", from --train
+    # an empty validation set (a walkthrough: Lightning's warning of a monitored key never logged, and a summary
+    # that said no validation data was given)
+    with pytest.raises(ConfigError, match=r"^data.val \(.*empty\): no validation images: give a validation set that "
+                                          r"has some, or none$"):
+        PosePartDataModule(load_config(None, [f"data.train={sources['mpii']}", f"data.val={empty}"]))
 
 
 def test_trained_tasks_are_those_of_the_labelled_sources_drawn():

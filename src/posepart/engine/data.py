@@ -256,6 +256,11 @@ class PosePartDataModule(pl.LightningDataModule):
         if empty is not None:  # before mapping: an empty source "has" no labels of any kind
             raise ConfigError(f"{_key(config, empty, 'train')} ({empty.train}): no training images")  # it named a
             # 'data.sources' the user had not written (`--train`)
+        empty = next((s for s, _, val in opened if val is not None and not len(val)), None)
+        if empty is not None:  # (a walkthrough: Lightning's warning on a monitored key never logged, and a summary
+            # that said no validation data was given)
+            raise ConfigError(f"{_key(config, empty, 'val')} ({empty.val}): no validation images: give a validation "
+                              f"set that has some, or none")
         try:
             self.sources = self._map(opened)
         except SourceError as err:
