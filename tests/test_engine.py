@@ -1149,6 +1149,9 @@ def test_a_run_cut_by_its_time_budget_says_so_and_how_to_go_on(data, tmp_path, c
     assert (f"stopped by --max-minutes before its planned end, at step {last}: continue with: posepart train --config "
             f"{out / 'config.yaml'} --resume {out / 'checkpoints' / 'last.ckpt'} --out {out} --max-minutes 0.0001"
             ) in printed.err
+    # cut inside its only epoch (a review: Lightning counts the epoch the timer cut as completed, and the run as ended)
+    once = train(tiny(data, "train.max_epochs=1", val=False), tmp_path / "once", max_minutes=1e-6, **QUIET)
+    assert (once.global_step, once.out_of_time) == (1, True)
     every = dump_config(tiny(data, "train.max_epochs=3", "train.val_every_epochs=2"), tmp_path / "every.yaml")
     assert cli.main(["train", "--config", str(every), "--out", str(tmp_path / "every")]) == 0
     printed = capsys.readouterr()
@@ -2135,10 +2138,14 @@ def test_strategies_whose_processes_lightning_starts_itself_are_refused(data, tm
     themselves (a walkthrough: "trained 0 epochs (0 steps)" for a whole run; SIGTERM to the process group killed it,
     exit -15, the epoch in progress lost). Refused before any work, with the way that works."""
     cfg = tiny(data, "train.devices=2", f"train.strategy={strategy}", "train.max_steps=3", val=False)
-    with pytest.raises(ConfigError, match=f"train.strategy='{strategy}': Lightning would run the 2 processes as "
-                                          f"children .* Set train.strategy=ddp"):
+    with pytest.raises(ConfigError, match=f"train.strategy='{strategy}': Lightning would train in 2 child processes "
+                                          f"it starts .* Set train.strategy=ddp .* or train.devices=1$"):
         train(cfg, tmp_path / "run", **QUIET)
     assert not (tmp_path / "run" / "config.yaml").exists()
+    one = tiny(data, "train.devices=1", f"train.strategy={strategy}", "train.max_steps=3", val=False)
+    with pytest.raises(ConfigError, match=r"in 1 child process it starts .* keeps .* to itself. Set "
+                                          r"train.strategy=auto \(one device: one process\)$"):
+        train(one, tmp_path / "run", **QUIET)
 
 
 def test_a_resume_in_another_number_of_processes_says_it_is_another_run(data, tmp_path):
@@ -2183,6 +2190,20 @@ def test_a_resume_that_trains_otherwise_says_so_and_one_from_non_finite_state_is
     torch.save(checkpoint, tmp_path / "inf.ckpt")
     with pytest.raises(CheckpointError, match=r"inf.ckpt: its optimizer state 0.state.\d+.\w+ holds NaN or inf"):
         train(cfg, tmp_path / "inf", resume=tmp_path / "inf.ckpt", **QUIET)
+    checkpoint = load_checkpoint(last)  # an EMA run trains on from these, its state_dict holding the average
+    checkpoint["current_model_state"] = {"w": torch.tensor([float("nan")])}  # (a review)
+    torch.save(checkpoint, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"nan.ckpt: its training weights w holds NaN"):
+        train(cfg, tmp_path / "nan", resume=tmp_path / "nan.ckpt", **QUIET)
+    # a mixed run's sources: their settings, not where their data lies (a review: all of data.sources was ignored)
+    mixed = tiny(data, f"data.sources=[{{name: s, train: {data['train']}}}]", "data.train=null", "train.max_epochs=2",
+                 val=False)
+    train(mixed, tmp_path / "mixed", stop_requested=lambda: True, **QUIET)
+    heavier = tiny(data, f"data.sources=[{{name: s, train: {moved}, weight: 2}}]", "data.train=null",
+                   "train.max_epochs=2", val=False)
+    with pytest.warns(PosepartWarning, match=r"trains otherwise than the checkpoint's run: source s: weight 1.0 -> "
+                                             r"2.0; the run"):
+        train(heavier, tmp_path / "mixed", resume=tmp_path / "mixed" / "checkpoints" / "last.ckpt", **QUIET)
 
 
 def test_flatten_metrics_logs_per_class_iou_and_per_joint_pckh() -> None:

@@ -314,6 +314,14 @@ def test_a_stop_asked_for_as_training_ends_leaves_the_model_unscored_and_continu
     continued = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert continued["global_step"] == last["global_step"] == 2
     assert all(torch.equal(last["state_dict"][key], continued["state_dict"][key]) for key in last["state_dict"])
+    import threading
+
+    stop = threading.Event()  # an Event as train() takes it (a review: a TypeError once trained)
+    stop.set()
+    with pytest.raises(Interrupted):
+        train_and_score(tmp_path / "event", "demo_cpu_paf", data / "train", data / "val", stop_requested=stop,
+                        **common)
+    assert torch.load(tmp_path / "event" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
 
 
 def test_study_options_that_cannot_work_are_refused_before_training(data, tmp_path, capsys, monkeypatch):

@@ -152,14 +152,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(config, args.out, resume=args.resume, max_minutes=args.max_minutes, overwrite=args.overwrite,
                        verbose=args.verbose)
     except FloatingPointError as err:  # the loss became NaN/inf: the run failed (exit 1), the input was not refused
+        from posepart.engine.checkpoint import CheckpointError
         from posepart.engine.resume import saved_step
         from posepart.engine.run_folder import checkpoint_path
 
         last = checkpoint_path(Path(args.out))  # (a walkthrough: the advice "lower optim.lr" could not be followed
         # with --resume, which keeps the checkpoint's, and the NaN came back at the same step)
-        left = (f" Its last checkpoint, {last} (step {saved_step(last)}), holds finite weights: a --resume keeps its "
-                f"optim.lr; to train on with another, start a new run from them: --set model.init={last} --set "
-                f"optim.lr=..." if last.is_file() else "")
+        try:
+            left = (f" Its last checkpoint, {last} (step {saved_step(last)}), holds finite weights: a --resume keeps "
+                    f"its optim.lr; to train on with another, start a new run from them: "
+                    f"--set {shlex.quote(f'model.init={last}')} --set optim.lr=..." if last.is_file() else "")
+        except (CheckpointError, OSError):  # unreadable: the NaN is the message
+            left = ""
         print(f"error: {err}{left}", file=sys.stderr)
         return 1
     if result.rank:  # DDP: every process returns here; one summary

@@ -126,6 +126,12 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
     head.check_stride(args.stride, "evaluate --stride")
     results: list[dict] = []
     size = args.input_size or own_size
+    trained_at = config.data.input_size if config is not None else own_size
+    if loaded is None and args.input_size is None and size != trained_at:  # (a walkthrough: an export scored 4.8
+        # AP below its checkpoint without a word)
+        print(f"note: {args.checkpoint.name} was exported for {size} px (`posepart export --input-size`) and is "
+              f"scored at that size; its model trained at {trained_at} px (--input-size {trained_at} scores as its "
+              f"checkpoint does)", file=sys.stderr)
     if loaded is not None:
         metrics, overlays = evaluate_model(
             loaded.model, dataset, input_size=size, batch_size=args.batch_size, device=args.device,
@@ -138,12 +144,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, dataset: PosePartDataset
         metrics["training_data"] = sources
     # what was scored, for whoever reads the numbers later (the batch size moves pck_dist_px in its last digits)
     metrics["evaluated"] = what_was_scored(args.checkpoint, dataset, args.batch_size, training_data=trained_on)
-    trained_at = config.data.input_size if config is not None else own_size
-    if loaded is None and args.input_size is None and size != trained_at:  # (a walkthrough: an export scored 4.8
-        # AP below its checkpoint without a word)
-        print(f"note: {args.checkpoint.name} was exported for {size} px (`posepart export --input-size`) and is "
-              f"scored at that size; its model trained at {trained_at} px (--input-size {trained_at} scores as its "
-              f"checkpoint does)", file=sys.stderr)
     other = "" if size == trained_at else f", {size} px"
     name = f"{model_name} ({args.checkpoint.name}{other}){tta_label(metrics)}"
     return metrics, overlays, name, dataset, results

@@ -66,10 +66,12 @@ def train_and_score(out: Path, config_name: str, train_root: Path, val_root: Pat
     from posepart.data.mixing import map_dataset
     from posepart.engine.checkpoint import load_model
     from posepart.engine.config import load_config, shipped_config
-    from posepart.engine.train import train
+    from posepart.engine.train import stop_check, train
     from posepart.evaluate_model import evaluate_model
 
     import torch
+
+    stop_requested = stop_check(stop_requested)  # an Event, as train takes it
 
     inputs = score_inputs(config_name, train_root, val_root, train_size=train_size, size=size, images=images,
                           minutes=minutes, extra=extra, tasks=tasks, sources=sources, flip=flip,

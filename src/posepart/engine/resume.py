@@ -113,7 +113,8 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     if wrong:
         raise CheckpointError(f"{path}: its weights do not fit this run's model ({len(wrong)} tensor(s)): "
                               f"{'; '.join(wrong[:3])}")
-    bad = _first_non_finite(theirs, "weights") or _first_non_finite(checkpoint["optimizer_states"], "optimizer state")
+    bad = (_first_non_finite(theirs, "weights") or _first_non_finite(checkpoint["optimizer_states"], "optimizer state")
+           or _first_non_finite(checkpoint.get("current_model_state", {}), "training weights"))  # an EMA run's
     if bad:  # (before: one step trained, then "loss became nan ... (first step): lower optim.lr")
         raise CheckpointError(f"{path}: its {bad} holds NaN or inf: a run cannot continue from it; resume from an "
                               f"earlier checkpoint, or start a new run")
@@ -151,6 +152,12 @@ def training_changes(path: str | Path, config: Config, sources: list[dict[str, A
     changes = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
                if old.get(key) != new.get(key) and not _another_model(key) and not _restored(key)
                and key not in SCHEDULE_LENGTH_KEYS and key not in _BOOKKEEPING_KEYS]
+    earlier, later = old.get("data.sources") or [], new.get("data.sources") or []
+    for before, now in zip(earlier, later):  # their settings; their data may move
+        differ = [key for key in sorted((set(before) | set(now)) - {"train", "val"}) if before.get(key) != now.get(key)]
+        changes += [f"source {now.get('name')}: {key} {before.get(key)!r} -> {now.get(key)!r}" for key in differ]
+    if len(earlier) != len(later):
+        changes.append(f"{len(earlier)} data.sources -> {len(later)}")
     earlier = [s for s in checkpoint[CHECKPOINT_KEY].get("sources") or [] if isinstance(s, dict) and not s.get("init")]
     # by name; a single source is named by its folder (`data.train`), which a resume may move
     pairs = zip(earlier, sources) if len(earlier) == len(sources) == 1 else (

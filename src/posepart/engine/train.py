@@ -213,8 +213,8 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     replaces a run already in `out` (refused otherwise, unless resumed); `verbose` shows Lightning's tips and the
     deprecation warnings of its own code (`quiet_lightning`). `stop_requested` is called after every training step:
     True stops the run as SIGTERM does, at the step's end with last.ckpt saved (`interrupted` "SIGTERM"): a stop
-    button's flag, or a `threading.Event` (its `is_set`) that another thread sets. `out` is locked for the launch: a second train into it
-    while this one runs is refused (`OutputInUse`)."""
+    button's flag, or a `threading.Event` (its `is_set`) that another thread sets. `out` is locked for the launch:
+    a second train into it while this one runs is refused (`OutputInUse`)."""
     refuse_while_a_child_imports_main("train()")
     out = Path(out)
     if not isinstance(cfg, Config):
@@ -228,10 +228,7 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
     if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
         raise ConfigError(f"--max-minutes: expected a positive number, got {max_minutes}")
     check_accelerator(cfg.train.accelerator)
-    stop_requested = getattr(stop_requested, "is_set", stop_requested)  # an Event itself
-    if stop_requested is not None and not callable(stop_requested):
-        raise UsageError(f"stop_requested: expected a function that returns True to stop, or an Event, got "
-                         f"{type(stop_requested).__name__}")
+    stop_requested = stop_check(stop_requested)
     first = first_process()  # DDP workers re-run the launch: only the first checks and claims the folder
     with lock_output(out) if first else nullcontext(), quiet_lightning(verbose):
         replaced = _claim_run_folder(out, resume=resume, overwrite=overwrite) if first else []
@@ -243,6 +240,16 @@ def train(cfg: Config, out: str | Path, *, resume: str | Path | None = None, max
         with intra_op_threads(cfg.train.threads), callers_random_state():
             return _train(cfg, out, resume=resume, max_minutes=max_minutes, replaced=replaced,
                           stop_requested=stop_requested, **trainer_overrides)
+
+
+def stop_check(stop_requested: Any) -> Callable[[], bool] | None:
+    """`train`'s `stop_requested` as a function: an Event stands for its `is_set`; anything else not callable is
+    refused."""
+    stop_requested = getattr(stop_requested, "is_set", stop_requested)
+    if stop_requested is not None and not callable(stop_requested):
+        raise UsageError(f"stop_requested: expected a function that returns True to stop, or an Event, got "
+                         f"{type(stop_requested).__name__}")
+    return stop_requested
 
 
 @contextmanager
@@ -398,7 +405,10 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
             trainer.fit(fit_module, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
                         weights_only=True)
     except OSError as err:  # where Lightning's loggers write (posepart's own writes name their file already)
-        raise _run_folder_error(err, out) from None
+        named = _run_folder_error(err, out)
+        if named is err:
+            raise
+        raise named from None
     except SIGTERMException:  # SIGTERM or a first Ctrl-C, at a step's end: `stop` saved last.ckpt there
         if stop.signal is None:
             raise
@@ -443,14 +453,16 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                        global_step=trainer.global_step, epochs=epochs, inside_epoch=inside, rank=trainer.global_rank,
                        interrupted=interrupted.name if interrupted is not None else None,
                        signal_received=stop.received.name if stop.received is not None else None,
-                       already_complete=complete, out_of_time=_out_of_time(trainer) and interrupted is None,
-                       validated_at=module.validated_at)
+                       already_complete=complete, validated_at=module.validated_at,
+                       out_of_time=interrupted is None and _out_of_time(trainer, epochs, inside))
 
 
-def _out_of_time(trainer: pl.Trainer) -> bool:
-    """Whether the launch's time budget (`LaunchTimer`) stopped the run, not its planned end."""
+def _out_of_time(trainer: pl.Trainer, epochs: int, inside: bool) -> bool:
+    """Whether the launch's time budget (`LaunchTimer`) stopped the run before its planned end (`epochs` completed
+    by the steps, `inside` the next: Lightning counts an epoch the timer cut as completed)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, LaunchTimer)), None)
-    planned = trainer.global_step >= trainer.max_steps > 0 or trainer.current_epoch >= (trainer.max_epochs or 0) > 0
+    planned = (trainer.global_step >= trainer.max_steps > 0
+               or epochs >= (trainer.max_epochs or 0) > 0 and not inside)
     return timer is not None and not planned and (timer.time_remaining() or 0.0) <= 0
 
 
@@ -470,23 +482,34 @@ def _run_folder_error(err: OSError, out: Path) -> Exception:
     return err
 
 
+_TRAININGS = [0]  # `train()` calls in progress in this process (threads of a notebook may run several)
+_TRAININGS_LOCK = threading.Lock()
+
+
 @contextmanager
 def _quiet_writer_threads() -> Iterator[None]:
     """TensorBoard's writer thread, failing to write (a full disk, a run folder deleted), printed its traceback:
     the same error reaches the training at its next write to the log (TensorBoard raises it there), where it is
-    named once (`_run_folder_error`)."""
-    before = threading.excepthook
+    named once (`_run_folder_error`). The hook is installed once per process, and silent only while a training
+    runs (concurrent `train()` calls each swapping it could leave another's in place)."""
+    with _TRAININGS_LOCK:
+        if not getattr(threading.excepthook, "posepart", False):
+            before = threading.excepthook
 
-    def hook(args: Any) -> None:
-        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
-            return
-        before(args)
+            def hook(args: Any) -> None:
+                if (_TRAININGS[0] and type(args.thread).__name__ == "_AsyncWriterThread"
+                        and isinstance(args.exc_value, OSError)):
+                    return
+                before(args)
 
-    threading.excepthook = hook
+            hook.posepart = True  # type: ignore[attr-defined]
+            threading.excepthook = hook
+        _TRAININGS[0] += 1
     try:
         yield
     finally:
-        threading.excepthook = before
+        with _TRAININGS_LOCK:
+            _TRAININGS[0] -= 1
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:

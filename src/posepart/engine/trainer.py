@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -55,10 +56,11 @@ def _torch_save(checkpoint: dict[str, Any], f: Any) -> None:
     RuntimeError ("unexpected pos ...") over the error it died of, so a full disk or a file-size limit was a
     traceback (not `atomic_write`'s error naming the file), and a second Ctrl-C during a save a traceback, not
     "interrupted"."""
+    handled = sys.exc_info()[1]  # a save made while an exception is handled: that one did not stop it
     try:
         torch.save(checkpoint, f)
     except RuntimeError as err:
-        if isinstance(err.__context__, (OSError, KeyboardInterrupt)):
+        if isinstance(err.__context__, (OSError, KeyboardInterrupt)) and err.__context__ is not handled:
             raise err.__context__ from None
         raise
 
@@ -346,11 +348,13 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
         # (a walkthrough: ddp_spawn printed "trained 0 epochs (0 steps)" for a whole run, and SIGTERM to the
         # process group killed it, exit -15, with the epoch in progress lost)
         method = getattr(trainer.strategy, "_start_method", "spawn")
-        raise ConfigError(f"train.strategy={t.strategy!r}: Lightning would run the {trainer.world_size} processes as "
-                          f"children it starts by {method} (ddp_spawn, ddp_fork, ddp_notebook, or auto in a "
-                          f"notebook), which keep the training's step counts and its stop on Ctrl-C or SIGTERM "
-                          f"(saved at the step) to themselves. Set train.strategy=ddp (the command run once per "
-                          f"process; from a notebook, run `posepart train` in a terminal) or train.devices=1")
+        n = trainer.world_size
+        way = ("train.strategy=ddp (the command run once per process; from a notebook, run `posepart train` in a "
+               "terminal) or train.devices=1" if n > 1 else "train.strategy=auto (one device: one process)")
+        raise ConfigError(f"train.strategy={t.strategy!r}: Lightning would train in {n} child process{'es' * (n > 1)} "
+                          f"it starts by {method} (ddp_spawn, ddp_fork, ddp_notebook, or auto in a notebook), which "
+                          f"keep{'s' * (n == 1)} the training's step counts and its stop on Ctrl-C or SIGTERM (saved "
+                          f"at the step) to {'themselves' if n > 1 else 'itself'}. Set {way}")
     return trainer
 
 
@@ -370,7 +374,7 @@ def check_accelerator(accelerator: str) -> None:
 _NOISE_MESSAGES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:",
                    # which limit ended a run: `posepart train`'s summary says it, and this said "max_epochs reached"
                    # where --max-minutes had cut the run (a walkthrough)
-                   "`Trainer.fit` stopped:")
+                   "`Trainer.fit` stopped: `max_")
 _NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                    r"Precision .* is not supported by the model summary",
                    # DDP: every rank scores the whole validation set (gathered first), so its metrics are the same on
