@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -324,6 +324,7 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                    *([LaunchTimer(timedelta(minutes=minutes))] if minutes is not None else []),
                    StopOnSignal(checkpoint_path(out), stop_requested),
                    *([EMAWeights(t.ema_decay)] if t.ema_decay is not None else []),
+                   *([progress_bar()] if overrides.get("enable_progress_bar", True) else []),
                    *overrides.pop("callbacks", [])],
         logger=[CSVLogger(out, name=CSV_LOGS), TensorBoardLogger(out, name=TENSORBOARD_LOGS)],
         plugins=[AtomicCheckpointIO()],
@@ -356,6 +357,21 @@ def build_trainer(cfg: Config, out: Path, *, has_val: bool, monitor: str | None,
                           f"keep{'s' * (n == 1)} the training's step counts and its stop on Ctrl-C or SIGTERM (saved "
                           f"at the step) to {'themselves' if n > 1 else 'itself'}. Set {way}")
     return trainer
+
+
+# Steps between redraws of the progress bar where the console is no terminal (nohup, Slurm, a CI log): every
+# redraw is a line's worth of bytes in the file (a walkthrough: 1.7 MB for 6,000 steps, 20-30 MB for a long run)
+LOGGED_BAR_EVERY = 100
+
+
+def progress_bar() -> TQDMProgressBar:
+    """Lightning's progress bar (on stdout), redrawn at every step on a terminal, every `LOGGED_BAR_EVERY` steps into
+    a file."""
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without one, or closed
+        terminal = False
+    return TQDMProgressBar(refresh_rate=1 if terminal else LOGGED_BAR_EVERY)
 
 
 def check_accelerator(accelerator: str) -> None:
