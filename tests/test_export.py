@@ -265,7 +265,8 @@ def test_an_export_for_another_input_size_is_scored_at_it_and_says_so(files, tmp
             f"its model trained at {SIZE} px (--input-size {SIZE} scores as its checkpoint does)"
             ) in capsys.readouterr().err
     assert f"(big.onnx, {big} px)" in (tmp_path / "e" / "report.md").read_text()
-    assert main(["evaluate", "--checkpoint", str(files["onnx"]), "--data", str(data), "--out", str(tmp_path / "f")]) == 0
+    assert main(["evaluate", "--checkpoint", str(files["onnx"]), "--data", str(data), "--out",
+                 str(tmp_path / "f")]) == 0
     assert "note:" not in capsys.readouterr().err and "(joint.onnx)" in (tmp_path / "f" / "report.md").read_text()
 
 

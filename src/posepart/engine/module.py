@@ -198,7 +198,8 @@ class PosePartModule(pl.LightningModule):
         now = {k: float(v) for k, v in terms.items()}
         broken = [k for k, v in now.items() if not math.isfinite(v)]
         # a step whose total was finite can still hold a non-finite term: "last finite terms" lists finite values only
-        last = {k: round(float(v), 6) for k, v in before.items() if math.isfinite(float(v))} or "none (the launch's first step)"
+        last = ({k: round(float(v), 6) for k, v in before.items() if math.isfinite(float(v))}
+                or "none (the launch's first step)")
         kind = "nan" if math.isnan(now.get("total", math.nan)) else "non-finite"
         where = f"at step {step}" if not here else f"on another rank by step {step}"
         raise FloatingPointError(f"loss became {kind} {where} (epoch {epoch}); non-finite terms {broken}; terms then "
