@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import glob
 import importlib.util
 import json
@@ -25,7 +24,8 @@ from posepart import files
 from posepart.data.dataset_args import add_dataset_args, open_dataset
 from posepart.data.format import DatasetError
 from posepart.data.synth import DEMO_SIZE, DEMO_TRAIN_SCENES, DEMO_VAL_SCENES
-from posepart.errors import PosepartError, PosepartWarning, UsageError, refuse_while_a_child_imports_main
+from posepart.errors import (FULL_OR_READ_ONLY, PosepartError, PosepartWarning, UsageError,
+                             refuse_while_a_child_imports_main)
 from posepart.heads import INPUT_SIZE, HeadMeta
 
 
@@ -376,8 +376,6 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
                 _show_defaults(sub)
 
 
-# Errors of the machine, never of posepart's code, wherever a write meets them (Lightning's loggers too).
-_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # EFBIG: a file-size limit (ulimit -f)
 # What the full install (pyproject.toml's dependencies, by import name) adds to the ONNX Runtime one
 # (docs/inference.md), where `predict --onnx` alone runs; onnx is the `onnx` extra's.
 _FULL_INSTALL = {"torch", "torchvision", "lightning", "albumentations", "h5py", "yaml", "pydantic", "torchjd",
@@ -470,7 +468,7 @@ def _run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 141  # the reader of stdout went away (`| head`): stop as shell tools do, 128 + SIGPIPE
     except OSError as err:
-        if err.errno not in _FULL_OR_READ_ONLY:
+        if err.errno not in FULL_OR_READ_ONLY:  # the machine's (Lightning's loggers too), not posepart's code
             raise
         print(f"error: cannot write {err.filename or 'the output'}: {err.strerror}", file=sys.stderr)
         return 2

@@ -46,6 +46,11 @@ class OutputError(PosepartError, OSError):
     """An output cannot be written: a read-only folder, a full disk, a file where a folder should be."""
 
 
+# Errors of the machine, never of posepart's code, wherever a write meets them (a full disk or quota, a read-only
+# one, a file-size limit: `ulimit -f`): the CLI's error line, and training's (`engine.train`), name them as such
+FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
 def _reason(err: OSError, path: Path) -> str:
     """Why `path` could not be written, from the OSError: the file standing where a folder should be, else the
     error's own words (and the file it names when that is not `path`)."""

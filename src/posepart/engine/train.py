@@ -42,7 +42,8 @@ from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (LaunchTimer, StopOnSignal, build_trainer, check_accelerator, devices_value,
                                      quiet_lightning, trains_on_cpu)
-from posepart.errors import OutputError, PosepartWarning, UsageError, refuse_while_a_child_imports_main
+from posepart.errors import (FULL_OR_READ_ONLY, OutputError, PosepartWarning, UsageError,
+                             refuse_while_a_child_imports_main)
 from posepart.evaluate import HEADLINE, logged_name, metric_names
 from posepart.files import lock_output, remove_orphans
 from posepart.models import MissingLimbsError, SchemaMismatchError
@@ -476,7 +477,7 @@ def _run_folder_error(err: OSError, out: Path) -> Exception:
         return OutputError(f"{out}: the run folder was moved or deleted while training ({err.strerror}: {name}); a "
                            f"moved folder resumes where it is now: posepart train --config NEW/config.yaml --resume "
                            f"NEW/checkpoints/last.ckpt --out NEW")
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+    if err.errno in FULL_OR_READ_ONLY:
         kept = f"; its last checkpoint, {last}, is kept: --resume it once there is room" if last.is_file() else ""
         return OutputError(f"cannot write {name}: {err.strerror}{kept}")
     return err
