@@ -64,16 +64,18 @@ def _set_option(key: str, value: Any) -> str:
     return f"--set {shlex.quote(f'{key}={text}')}"
 
 
-def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor]
-                    ) -> dict[str, tuple[Any, Any]]:
+def check_resumable(path: str | Path, config: Config, schema: Schema, state: dict[str, torch.Tensor],
+                    sources: list[dict[str, Any]]) -> tuple[dict[str, tuple[Any, Any]], list[str]]:
     """Refuse, with a CheckpointError naming the file and what differs, a `--resume` checkpoint this run cannot
     continue: one that is not a training checkpoint, or one of another model (schema, model, loss or optimizer
     settings, or weights of other names or shapes than `state`, the run's LightningModule state_dict). Without this
     Lightning fails deep inside `fit` with a state_dict traceback. Tensors are memory-mapped, not read.
-    Returns the settings this config changes that a resume cannot honour, {"optim.lr": (this config's, the
-    checkpoint's)}: the optimizer and its learning-rate schedule continue from the checkpoint's state, so the run
-    must keep the checkpoint's values (`train` does, and says so), and the run's length (`SCHEDULE_LENGTH_KEYS`),
-    which the run follows while its schedule keeps the checkpoint's plan (`train` says so)."""
+    Returns (kept, changes). `kept`: the settings this config changes that a resume cannot honour, {"optim.lr": (this
+    config's, the checkpoint's)}: the optimizer and its learning-rate schedule continue from the checkpoint's state,
+    so the run must keep the checkpoint's values (`train` does, and says so), and the run's length
+    (`SCHEDULE_LENGTH_KEYS`), which the run follows while its schedule keeps the checkpoint's plan (`train` says so).
+    `changes`: what the run will train otherwise than the checkpoint's would have gone on (`_training_changes`;
+    `sources`: the data module's `describe()`), which `train` warns of."""
     path = Path(path)
     checkpoint = load_checkpoint(path, mmap=True)
     lacking = [key for key in _TRAINING_ENTRIES if key not in checkpoint]
@@ -99,8 +101,9 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
         theirs_set = [_set_option(key, old.get(key)) for key in model_keys]
         ignored = {key: (new.get(key), old.get(key)) for key in changed
                    if _restored(key) or key in SCHEDULE_LENGTH_KEYS}
+        changes = _training_changes(old, new, changed, checkpoint[CHECKPOINT_KEY].get("sources"), sources)
     else:
-        ignored = {}
+        ignored, changes = {}, []
     if differences:  # (a run of an older posepart: its config.yaml lacks a setting whose default changed since)
         give = f", or give the checkpoint's values: {' '.join(theirs_set)}" if theirs_set else ""
         raise CheckpointError(f"{path}: a checkpoint of another model: {'; '.join(differences)}; resume with the "
@@ -118,7 +121,7 @@ def check_resumable(path: str | Path, config: Config, schema: Schema, state: dic
     if bad:  # (before: one step trained, then "loss became nan ... (first step): lower optim.lr")
         raise CheckpointError(f"{path}: its {bad} holds NaN or inf: a run cannot continue from it; resume from an "
                               f"earlier checkpoint, or start a new run")
-    return ignored
+    return ignored, changes
 
 
 def _first_non_finite(state: Any, what: str, where: str = "") -> str | None:
@@ -132,33 +135,31 @@ def _first_non_finite(state: Any, what: str, where: str = "") -> str | None:
 
 # Settings that change nothing a run learns: where its data lies (moved data resumes), how it is run and logged. A
 # resume that changes any other setting outside those it refuses or keeps trains on with the new value, and says so
-# (`training_changes`).
+# (`_training_changes`).
 _BOOKKEEPING_KEYS = ("data.train", "data.val", "data.sources", "data.workers", "train.max_minutes", "train.threads",
                      "train.accelerator", "train.devices", "train.strategy", "train.num_nodes",
                      "train.val_every_epochs", "train.best_metric", "train.best_mode", "train.log_every_steps",
                      "train.val_images")
 
 
-def training_changes(path: str | Path, config: Config, sources: list[dict[str, Any]]) -> list[str]:
-    """What a resume from `path` with `config` trains otherwise than the checkpoint's run would have gone on: changed
-    settings ("train.seed 0 -> 1": the seed, augmentation, loss weights, precision...) and sources with another number
-    of training images than the run had (`sources`: the data module's `describe()`). Each makes the resumed run
-    another than the one it continues (and one resumed inside an epoch draws the rest of it from another order)."""
-    checkpoint = load_checkpoint(Path(path), mmap=True)
-    if not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
-        return []
-    _, stored = describe_checkpoint(checkpoint, Path(path))
-    old, new = _flat(stored.to_dict()), _flat(config.to_dict())
-    changes = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-               if old.get(key) != new.get(key) and not _another_model(key) and not _restored(key)
-               and key not in SCHEDULE_LENGTH_KEYS and key not in _BOOKKEEPING_KEYS]
+def _training_changes(old: dict[str, Any], new: dict[str, Any], changed: list[str], recorded: Any,
+                      sources: list[dict[str, Any]]) -> list[str]:
+    """What a resume trains otherwise than the checkpoint's run would have gone on: the `changed` settings of the
+    flattened configs `old` (the checkpoint's) and `new` that it neither refuses nor keeps ("train.seed 0 -> 1": the
+    seed, augmentation, loss weights, precision...), its sources' settings, and sources with another number of
+    training images than the run had (`recorded`: the checkpoint's sources; `sources`: the data module's). Each makes
+    the resumed run another than the one it continues (and one resumed inside an epoch draws the rest of it from
+    another order)."""
+    changes = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed
+               if not _another_model(key) and not _restored(key) and key not in SCHEDULE_LENGTH_KEYS
+               and key not in _BOOKKEEPING_KEYS]
     earlier, later = old.get("data.sources") or [], new.get("data.sources") or []
     for before, now in zip(earlier, later):  # their settings; their data may move
         differ = [key for key in sorted((set(before) | set(now)) - {"train", "val"}) if before.get(key) != now.get(key)]
         changes += [f"source {now.get('name')}: {key} {before.get(key)!r} -> {now.get(key)!r}" for key in differ]
     if len(earlier) != len(later):
         changes.append(f"{len(earlier)} data.sources -> {len(later)}")
-    earlier = [s for s in checkpoint[CHECKPOINT_KEY].get("sources") or [] if isinstance(s, dict) and not s.get("init")]
+    earlier = [s for s in recorded or [] if isinstance(s, dict) and not s.get("init")]
     # by name; a single source is named by its folder (`data.train`), which a resume may move
     pairs = zip(earlier, sources) if len(earlier) == len(sources) == 1 else (
         (next((e for e in earlier if e.get("name") == s["name"]), {}), s) for s in sources)

@@ -38,7 +38,7 @@ from posepart.data.mixing import trained_tasks
 from posepart.engine.data import PosePartDataModule
 from posepart.engine.builders import LOSS_TERMS, model_tasks
 from posepart.engine.module import PosePartModule, check_processes
-from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_step, training_changes
+from posepart.engine.resume import SCHEDULE_LENGTH_KEYS, check_resumable, saved_step
 from posepart.engine.run_folder import BEST, CHECKPOINTS, CONFIG_FILE, RUN_FILES, checkpoint_path
 from posepart.engine.trainer import (LaunchTimer, StopOnSignal, build_trainer, check_accelerator, devices_value,
                                      quiet_lightning, trains_on_cpu)
@@ -344,8 +344,8 @@ def _train(cfg: Config, out: Path, *, resume: str | Path | None, max_minutes: fl
                           f"name or a file (--set data.schema=pascal_person_part: the data is then read in it, its "
                           f"classes and joints mapped into PASCAL's by name)") from None
     data.bind(module.model.meta)  # targets on the model's own grid, with its sigma and PAF width
-    restored = check_resumable(resume, cfg, data.schema, module.state_dict()) if resume is not None else {}
-    changes = training_changes(resume, cfg, data.describe()) if resume is not None else []
+    restored, changes = (check_resumable(resume, cfg, data.schema, module.state_dict(), data.describe())
+                         if resume is not None else ({}, []))
     if changes:  # (a walkthrough: a changed seed, augmentation or dataset resumed without a word)
         rank_zero_warn(f"--resume {resume}: this launch trains otherwise than the checkpoint's run: "
                        f"{'; '.join(changes)}; the run goes on with this launch's, so it is no longer the run it "
